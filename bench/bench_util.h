@@ -1,0 +1,28 @@
+/*
+ * bench_util -- what every mixd benchmark prints: the workload, the machine
+ * (nproc, CPU model) and median/min/max over its runs.
+ */
+#ifndef MIXD_BENCH_UTIL_H
+#define MIXD_BENCH_UTIL_H
+
+#include <stdint.h>
+
+/** Monotonic clock in nanoseconds. */
+uint64_t bench_now_ns(void);
+
+/** Print "machine: N cpus, <model>" and the benchmark's @workload line. */
+void bench_header(const char *name, const char *workload);
+
+/**
+ * Print "<label>: median M min m max X <unit> over N runs" for @n samples
+ * (sorted in place).
+ */
+void bench_report(const char *label, double *samples, int n, const char *unit);
+
+/** Resident set size of this process in KiB (from /proc/self/status). */
+long bench_rss_kib(void);
+
+/** Number of runs: $MIXD_BENCH_RUNS or @dflt (never below 5). */
+int bench_runs(int dflt);
+
+#endif

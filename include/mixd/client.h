@@ -1,0 +1,193 @@
+/*
+ * mixd/client.h -- libmixd, the producer library a proxy links to hand mixd
+ * one attribute record per request or connection.
+ *
+ * Contract:
+ *  - The calling thread never blocks and never makes a system call per
+ *    record: a record is built in thread-local memory and copied into the
+ *    thread's own ring on commit. The first record of a thread creates that
+ *    ring (a memfd: a few system calls, once).
+ *  - No allocation per record.
+ *  - A full ring drops the record and counts it; nothing is lost silently.
+ *  - mixd need not be running. A background thread connects, hands over each
+ *    ring, and reconnects (with backoff) when mixd restarts; a restarted mixd
+ *    drains what was written while it was down, up to the ring's capacity.
+ *  - Thread-safe: any number of threads may record through one client.
+ *
+ * Links nothing but libc (and libpthread, part of libc on current glibc).
+ *
+ * Example:
+ *
+ *   mixd_client *c;
+ *   if (mixd_client_open("unix:///sock/mixer.socket", NULL, &c) != 0)
+ *           abort();
+ *   mixd_record *r = mixd_record_begin(c);
+ *   mixd_set_cstr(r, MIXD_ATTR_CONTEXT_PROTOCOL, "http");
+ *   mixd_set_int64(r, MIXD_ATTR_RESPONSE_CODE, 200);
+ *   mixd_set_duration(r, MIXD_ATTR_RESPONSE_DURATION, 15 * 1000000);
+ *   mixd_record_commit(r);
+ *   ...
+ *   mixd_client_close(c);
+ */
+#ifndef MIXD_CLIENT_H
+#define MIXD_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attributes.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** A connection to mixd shared by all threads of a process. Opaque. */
+typedef struct mixd_client mixd_client;
+
+/** The calling thread's record under construction. Opaque. */
+typedef struct mixd_record mixd_record;
+
+/**
+ * An attribute: a dictionary id (enum mixd_attr_id, MIXD_ATTR_*) or a handle
+ * returned by mixd_attr_custom() for a name outside the dictionary.
+ */
+typedef uint16_t mixd_attr;
+
+/** How records travel to mixd. */
+enum mixd_transport {
+	/** Shared-memory ring per thread; no system call per record. */
+	MIXD_TRANSPORT_SHM = 0,
+	/**
+	 * Length-framed records over the unix socket, for producers that cannot
+	 * map shared memory with mixd. Records still go through a private
+	 * per-thread ring; the background thread sends them in batches.
+	 */
+	MIXD_TRANSPORT_SOCKET = 1,
+};
+
+/** Options for mixd_client_open(). Zero means "default" for every field. */
+struct mixd_client_options {
+	enum mixd_transport transport; /**< default MIXD_TRANSPORT_SHM */
+	/** Ring data bytes per producer thread, a power of two between 64 KiB
+	 *  and 256 MiB; default 1 MiB (about 4,000 proxy-sized records). */
+	uint32_t ring_bytes;
+	/** Longest wait between reconnection attempts; default 1000 ms. */
+	uint32_t reconnect_max_ms;
+};
+
+/**
+ * Open a client on @address ("unix:///path/to/socket", or a bare absolute
+ * path). Returns at once: connecting happens in the background.
+ * @opts may be NULL. On success stores the client in *@out and returns 0;
+ * otherwise returns -EINVAL (bad address or options) or -ENOMEM / -errno
+ * from starting the background thread.
+ */
+int mixd_client_open(const char *address,
+		     const struct mixd_client_options *opts, mixd_client **out);
+
+/**
+ * Stop the background thread, close every connection and free the client.
+ * Records still in a shared-memory ring stay readable by mixd, which drains a
+ * ring before releasing it; call mixd_client_flush() first to wait for that.
+ * No thread may use @c, or a record from it, during or after this call.
+ */
+void mixd_client_close(mixd_client *c);
+
+/**
+ * Wait up to @timeout_ms for mixd to take every record committed so far
+ * (shared memory: consumed from the rings; socket: written to the socket).
+ * Returns 0, or -ETIMEDOUT. This is the one call that may block.
+ */
+int mixd_client_flush(mixd_client *c, int timeout_ms);
+
+/** Counters of one client, summed over its threads. */
+struct mixd_client_stats {
+	uint64_t written;           /**< records committed into a ring */
+	uint64_t dropped;           /**< records dropped: the sum of the two below */
+	uint64_t dropped_full;      /**< ... because the thread's ring was full */
+	uint64_t dropped_too_large; /**< ... because they exceeded MIXD_RECORD_MAX */
+	uint32_t rings;             /**< producer rings (threads that recorded) */
+	uint32_t connected;         /**< rings currently handed to a live mixd */
+};
+
+/** Fill *@out with @c's counters. Cheap; callable from any thread. */
+void mixd_client_stats(mixd_client *c, struct mixd_client_stats *out);
+
+/**
+ * Dictionary id of a well-known attribute @name, or -1 if it has none.
+ * Not for the per-record path: resolve names once, up front.
+ */
+int mixd_attr_lookup(const char *name);
+
+/** Value type the dictionary declares for id @a (enum mixd_type), or 0. */
+int mixd_attr_type(mixd_attr a);
+
+/**
+ * A handle for an attribute name outside the dictionary; records carry the
+ * name inline. Returns the dictionary id instead if @name has one. At most
+ * 1024 custom names per client. Returns 0 and stores the handle, or -EINVAL /
+ * -ENOSPC.
+ */
+int mixd_attr_custom(mixd_client *c, const char *name, mixd_attr *out);
+
+/**
+ * Start a record on the calling thread and return its builder. Never NULL
+ * and never blocks. A record already begun on this thread and client is
+ * discarded (uncounted) and restarted.
+ */
+mixd_record *mixd_record_begin(mixd_client *c);
+
+/**
+ * Setters. Each appends one attribute to @r. A value of the wrong width
+ * (an IP of a length other than 4 or 16) or a record outgrowing
+ * MIXD_RECORD_MAX marks @r too large; its commit then drops it and counts it.
+ * Setters copy their arguments; the caller's buffers are free on return.
+ */
+void mixd_set_string(mixd_record *r, mixd_attr a, const char *s, size_t len);
+/** As mixd_set_string() for a NUL-terminated @s. */
+void mixd_set_cstr(mixd_record *r, mixd_attr a, const char *s);
+/** A string tagged MIXD_T_EMAIL, MIXD_T_URI or MIXD_T_DNS_NAME. */
+void mixd_set_typed_string(mixd_record *r, mixd_attr a, enum mixd_type t,
+			   const char *s, size_t len);
+void mixd_set_int64(mixd_record *r, mixd_attr a, int64_t v);
+void mixd_set_double(mixd_record *r, mixd_attr a, double v);
+void mixd_set_bool(mixd_record *r, mixd_attr a, int v);
+/** @ns: nanoseconds since the Unix epoch. */
+void mixd_set_timestamp(mixd_record *r, mixd_attr a, int64_t ns);
+/** @ns: nanoseconds. */
+void mixd_set_duration(mixd_record *r, mixd_attr a, int64_t ns);
+/** @addr: 4 bytes (IPv4) or 16 bytes (IPv6) in network order. */
+void mixd_set_ip(mixd_record *r, mixd_attr a, const void *addr, size_t len);
+void mixd_set_bytes(mixd_record *r, mixd_attr a, const void *p, size_t len);
+
+/** One entry of a string map. */
+struct mixd_kv {
+	const char *key;
+	size_t key_len;
+	const char *value;
+	size_t value_len;
+};
+
+/** A string map of @n entries. */
+void mixd_set_string_map(mixd_record *r, mixd_attr a, const struct mixd_kv *kv,
+			 size_t n);
+
+/**
+ * Publish @r to mixd. Returns 0 when the record is in the ring, -ENOBUFS when
+ * the ring was full, -EMSGSIZE when the record was too large, -ENOMEM when
+ * the thread could not get a ring. Every non-zero return is counted as
+ * dropped. @r is finished either way.
+ */
+int mixd_record_commit(mixd_record *r);
+
+/** Forget @r without counting it. */
+void mixd_record_abort(mixd_record *r);
+
+/** Library version, "MAJOR.MINOR.PATCH". */
+const char *mixd_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MIXD_CLIENT_H */
