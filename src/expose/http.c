@@ -1,0 +1,482 @@
+/*
+ * HTTP servers on libmicrohttpd: route table, GET/HEAD only, gzip.
+ *
+ * Threading model: MHD_USE_INTERNAL_POLLING_THREAD with a small thread pool
+ * (MHD_OPTION_THREAD_POOL_SIZE, default 2), epoll where available.
+ *  - Not a single polling thread: rendering a large scrape takes a long
+ *    time (hundreds of ms at millions of series) and runs inside the
+ *    handler; with one thread every /healthz probe from Marathon would wait
+ *    behind it and a slow scrape could fail the health check.
+ *  - Not a thread per connection: that makes the thread count a function of
+ *    the clients, and memory must stay bounded (DESIGN.md invariant 7);
+ *    together with MHD_OPTION_CONNECTION_LIMIT a pool bounds both.
+ *
+ * The listening socket is created here, not by MHD, so that a bind failure
+ * reports the real errno (EADDRINUSE, EACCES, ...) and so that the port
+ * chosen for port 0 is known from getsockname() at once. MHD takes the
+ * socket over (MHD_OPTION_LISTEN_SOCKET) and closes it in MHD_stop_daemon().
+ */
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+#include <zlib.h>
+
+#include "expose/expose.h"
+
+#define DEFAULT_THREADS 2
+#define DEFAULT_MAX_CONNECTIONS 64
+#define DEFAULT_IDLE_TIMEOUT_S 30
+#define DEFAULT_GZIP_MIN 1024
+#define LISTEN_BACKLOG 128
+
+/* zlib takes lengths as uInt; a body above this is sent uncompressed
+ * rather than deflated in pieces, which no real scrape needs. */
+#define GZIP_MAX_BYTES ((size_t)UINT_MAX / 2)
+
+struct route {
+	char *path;
+	expose_handler_fn fn;
+	void *ctx;
+	/* Size of the last body this route rendered: the next render starts
+	 * with that much buffer instead of growing to it by doubling. Only a
+	 * hint, so relaxed atomics suffice between pool threads. */
+	_Atomic size_t size_hint;
+};
+
+struct expose_http {
+	struct MHD_Daemon *mhd;
+	struct route *routes;
+	size_t nroutes;
+	size_t gzip_min;
+	uint16_t port;
+	char name[32];
+};
+
+static void log_mhd(void *cls, const char *fmt, va_list ap)
+{
+	struct expose_http *h = cls;
+
+	fprintf(stderr, "mixd: %s http: ", h->name);
+	vfprintf(stderr, fmt, ap);
+	/* MHD's messages mostly end in a newline already */
+	size_t n = strlen(fmt);
+	if (n == 0 || fmt[n - 1] != '\n')
+		fputc('\n', stderr);
+}
+
+/*
+ * Does an Accept-Encoding value accept gzip? Codings are comma-separated,
+ * each with optional parameters; "gzip;q=0" (or "*;q=0") refuses it.
+ */
+static bool accepts_gzip(const char *ae)
+{
+	if (!ae)
+		return false;
+	const char *p = ae;
+	while (*p) {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		const char *tok = p;
+		while (*p && *p != ',' && *p != ';' && *p != ' ' && *p != '\t')
+			p++;
+		size_t tlen = (size_t)(p - tok);
+		bool match = (tlen == 4 && strncasecmp(tok, "gzip", 4) == 0) ||
+			     (tlen == 6 && strncasecmp(tok, "x-gzip", 6) == 0) ||
+			     (tlen == 1 && *tok == '*');
+		double q = 1;
+		while (*p && *p != ',') {
+			if (*p == ';') {
+				p++;
+				while (*p == ' ' || *p == '\t')
+					p++;
+				if ((*p == 'q' || *p == 'Q') && p[1] == '=')
+					q = strtod(p + 2, NULL);
+				continue;
+			}
+			p++;
+		}
+		if (match && q > 0)
+			return true;
+	}
+	return false;
+}
+
+/* gzip @len bytes at @in into a new buffer; NULL if that fails or does not
+ * pay (then the body goes out as it is). */
+static char *gzip_body(const char *in, size_t len, size_t *out_len)
+{
+	z_stream zs;
+	char *out = NULL;
+
+	if (len > GZIP_MAX_BYTES)
+		return NULL;
+	memset(&zs, 0, sizeof(zs));
+	/* Level 1: Prometheus always asks for gzip, so a big scrape is
+	 * compressed every time; the fastest level is several times quicker
+	 * than the default and metric text still shrinks ~10x. 16 + MAX_WBITS
+	 * selects the gzip wrapper rather than zlib's. */
+	if (deflateInit2(&zs, Z_BEST_SPEED, Z_DEFLATED, 16 + MAX_WBITS, 8,
+			 Z_DEFAULT_STRATEGY) != Z_OK)
+		return NULL;
+	uLong bound = deflateBound(&zs, (uLong)len);
+	if (bound > UINT_MAX)
+		goto out;
+	out = malloc(bound);
+	if (!out)
+		goto out;
+	zs.next_in = (Bytef *)(uintptr_t)in;
+	zs.avail_in = (uInt)len;
+	zs.next_out = (Bytef *)out;
+	zs.avail_out = (uInt)bound;
+	/* deflateBound() guarantees one Z_FINISH call completes */
+	if (deflate(&zs, Z_FINISH) != Z_STREAM_END) {
+		free(out);
+		out = NULL;
+		goto out;
+	}
+	*out_len = zs.total_out;
+out:
+	deflateEnd(&zs);
+	return out;
+}
+
+static enum MHD_Result queue_text(struct MHD_Connection *conn,
+				  unsigned status, const char *text,
+				  const char *allow)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(
+		strlen(text), (void *)(uintptr_t)text, MHD_RESPMEM_PERSISTENT);
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+				EXPOSE_CONTENT_TYPE_TEXT);
+	if (allow)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+	enum MHD_Result ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
+				  const char *url, const char *method,
+				  const char *version, const char *upload_data,
+				  size_t *upload_data_size, void **req_cls)
+{
+	struct expose_http *h = cls;
+
+	/* Nothing is read from request bodies: answering on the first call
+	 * is allowed, and MHD then discards any upload. */
+	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
+	    strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+		return queue_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
+				  "method not allowed\n", "GET, HEAD");
+
+	struct route *rt = NULL;
+	for (size_t i = 0; i < h->nroutes; i++) {
+		if (strcmp(h->routes[i].path, url) == 0) {
+			rt = &h->routes[i];
+			break;
+		}
+	}
+	if (!rt)
+		return queue_text(conn, MHD_HTTP_NOT_FOUND, "not found\n", NULL);
+
+	struct expose_buf body;
+	expose_buf_init(&body);
+	size_t hint = atomic_load_explicit(&rt->size_hint, memory_order_relaxed);
+	if (hint)
+		expose_buf_reserve(&body, hint + hint / 8);
+	int status = MHD_HTTP_OK;
+	const char *ctype = EXPOSE_CONTENT_TYPE_TEXT;
+	int rc = rt->fn(rt->ctx, &body, &status, &ctype);
+	if (expose_buf_failed(&body)) {
+		expose_buf_free(&body);
+		return queue_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				  "out of memory rendering the response\n",
+				  NULL);
+	}
+	if (rc != 0)
+		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+	atomic_store_explicit(&rt->size_hint, body.len, memory_order_relaxed);
+
+	bool gzipped = false;
+	char *data = body.data;
+	size_t len = body.len;
+	if (len >= h->gzip_min &&
+	    accepts_gzip(MHD_lookup_connection_value(
+		    conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING))) {
+		size_t zlen;
+		char *z = gzip_body(body.data, body.len, &zlen);
+		if (z) {
+			expose_buf_free(&body);
+			data = z;
+			len = zlen;
+			gzipped = true;
+		}
+	}
+
+	struct MHD_Response *r;
+	if (len == 0) {
+		free(data);
+		r = MHD_create_response_from_buffer(0, (void *)"",
+						    MHD_RESPMEM_PERSISTENT);
+	} else {
+		/* MHD frees the body once sent: no copy of a large scrape */
+		r = MHD_create_response_from_buffer_with_free_callback(
+			len, data, free);
+		if (!r)
+			free(data);
+	}
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+	/* The representation depends on Accept-Encoding whether or not this
+	 * one was compressed; caches must key on it. */
+	MHD_add_response_header(r, MHD_HTTP_HEADER_VARY,
+				MHD_HTTP_HEADER_ACCEPT_ENCODING);
+	if (gzipped)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_ENCODING,
+					"gzip");
+	enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/*
+ * Split @address into host (NULL for every interface) and port text, in
+ * @buf. Accepts "PORT", ":PORT", "HOST:PORT", "[V6]:PORT".
+ */
+static int split_address(const char *address, char *buf, size_t cap,
+			 const char **host, const char **port)
+{
+	if (!address || strlen(address) >= cap)
+		return -EINVAL;
+	strcpy(buf, address);
+	char *colon;
+	if (buf[0] == '[') {
+		char *close = strchr(buf, ']');
+		if (!close || close[1] != ':')
+			return -EINVAL;
+		*close = '\0';
+		*host = buf + 1;
+		*port = close + 2;
+	} else if ((colon = strrchr(buf, ':'))) {
+		if (strchr(buf, ':') != colon) /* bare IPv6 needs brackets */
+			return -EINVAL;
+		*colon = '\0';
+		*host = buf[0] ? buf : NULL;
+		*port = colon + 1;
+	} else {
+		*host = NULL;
+		*port = buf;
+	}
+	const char *p = *port;
+	if (!*p || strlen(p) > 5)
+		return -EINVAL;
+	for (; *p; p++)
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+	if (atoi(*port) > 65535)
+		return -EINVAL;
+	return 0;
+}
+
+static int listen_on(const struct sockaddr *sa, socklen_t salen, int family)
+{
+	int one = 1, zero = 0;
+	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* a restarted mixd must not fail on its predecessor's TIME_WAITs */
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* "[::]:PORT" and ":PORT" serve IPv4 too */
+	if (family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+	if (bind(fd, sa, salen) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+/* A listening socket for @host:@port; the socket, or -errno. */
+static int open_listener(const char *host, const char *port, int *family)
+{
+	if (!host) {
+		/* every interface: one dual-stack socket, or IPv4 alone on a
+		 * host without IPv6 */
+		struct sockaddr_in6 s6 = {.sin6_family = AF_INET6,
+					  .sin6_addr = IN6ADDR_ANY_INIT,
+					  .sin6_port = htons((uint16_t)atoi(port))};
+		int fd = listen_on((struct sockaddr *)&s6, sizeof(s6), AF_INET6);
+		if (fd != -EAFNOSUPPORT) {
+			*family = AF_INET6;
+			return fd;
+		}
+		struct sockaddr_in s4 = {.sin_family = AF_INET,
+					 .sin_addr.s_addr = htonl(INADDR_ANY),
+					 .sin_port = htons((uint16_t)atoi(port))};
+		*family = AF_INET;
+		return listen_on((struct sockaddr *)&s4, sizeof(s4), AF_INET);
+	}
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+				 .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *res;
+	int gai = getaddrinfo(host, port, &hints, &res);
+	if (gai != 0)
+		return gai == EAI_SYSTEM ? -errno : -EADDRNOTAVAIL;
+	int fd = -EADDRNOTAVAIL;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		fd = listen_on(ai->ai_addr, ai->ai_addrlen, ai->ai_family);
+		if (fd >= 0) {
+			*family = ai->ai_family;
+			break;
+		}
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+static uint16_t bound_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+		return 0;
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static void free_server(struct expose_http *h)
+{
+	if (!h)
+		return;
+	for (size_t i = 0; i < h->nroutes; i++)
+		free(h->routes[i].path);
+	free(h->routes);
+	free(h);
+}
+
+int expose_http_start(const char *address, const struct expose_route *routes,
+		      size_t nroutes, const struct expose_http_options *opts,
+		      struct expose_http **out)
+{
+	static const struct expose_http_options defaults;
+	char abuf[256];
+	const char *host, *port;
+	int rc, fd = -1, family = AF_INET;
+	struct expose_http *h = NULL;
+
+	if (!opts)
+		opts = &defaults;
+	const char *name = opts->name ? opts->name : "http";
+	rc = split_address(address, abuf, sizeof(abuf), &host, &port);
+	if (rc != 0) {
+		fprintf(stderr,
+			"mixd: %s: bad listen address \"%s\": want HOST:PORT, "
+			":PORT, PORT or [IPV6]:PORT\n",
+			name, address ? address : "(null)");
+		return rc;
+	}
+	for (size_t i = 0; i < nroutes; i++) {
+		if (!routes[i].path || !routes[i].fn) {
+			fprintf(stderr, "mixd: %s: route %zu has no path or "
+					"handler\n", name, i);
+			return -EINVAL;
+		}
+	}
+	rc = -ENOMEM;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		goto fail;
+	snprintf(h->name, sizeof(h->name), "%s", name);
+	h->gzip_min = opts->gzip_min_bytes ? opts->gzip_min_bytes
+					    : DEFAULT_GZIP_MIN;
+	h->routes = calloc(nroutes ? nroutes : 1, sizeof(*h->routes));
+	if (!h->routes)
+		goto fail;
+	for (size_t i = 0; i < nroutes; i++) {
+		h->routes[i].path = strdup(routes[i].path);
+		if (!h->routes[i].path)
+			goto fail;
+		h->nroutes = i + 1;
+		h->routes[i].fn = routes[i].fn;
+		h->routes[i].ctx = routes[i].ctx;
+		atomic_init(&h->routes[i].size_hint, 0);
+	}
+
+	fd = open_listener(host, port, &family);
+	if (fd < 0) {
+		rc = fd;
+		fd = -1;
+		fprintf(stderr, "mixd: %s: cannot listen on %s: %s\n", name,
+			address, strerror(-rc));
+		goto fail;
+	}
+	h->port = bound_port(fd);
+
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
+			 MHD_USE_ERROR_LOG;
+	if (family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	h->mhd = MHD_start_daemon(
+		flags, 0, NULL, NULL, on_request, h,
+		MHD_OPTION_EXTERNAL_LOGGER, log_mhd, h,
+		MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+		MHD_OPTION_THREAD_POOL_SIZE,
+		(unsigned)(opts->threads ? opts->threads : DEFAULT_THREADS),
+		MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned)(opts->max_connections ? opts->max_connections
+						 : DEFAULT_MAX_CONNECTIONS),
+		MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned)(opts->idle_timeout_s ? opts->idle_timeout_s
+						: DEFAULT_IDLE_TIMEOUT_S),
+		MHD_OPTION_END);
+	if (!h->mhd) {
+		rc = -EIO;
+		fprintf(stderr,
+			"mixd: %s: cannot start the HTTP server on %s "
+			"(libmicrohttpd refused; see its message above)\n",
+			name, address);
+		goto fail;
+	}
+	*out = h;
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	if (rc == -ENOMEM)
+		fprintf(stderr, "mixd: %s: out of memory starting on %s\n",
+			name, address);
+	free_server(h);
+	return rc;
+}
+
+uint16_t expose_http_port(const struct expose_http *h)
+{
+	return h->port;
+}
+
+void expose_http_stop(struct expose_http *h)
+{
+	if (!h)
+		return;
+	/* joins the pool threads after their requests complete and closes
+	 * the listening socket */
+	MHD_stop_daemon(h->mhd);
+	free_server(h);
+}
