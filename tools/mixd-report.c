@@ -1,0 +1,867 @@
+/*
+ * mixd-report -- send attribute records to mixd from JSON lines.
+ *
+ * Each input line is one JSON object, attribute name -> value, typed by the
+ * built-in dictionary (<mixd/attributes.h>); names outside it are sent
+ * inline with a type taken from the JSON value. A bad line is reported as
+ * FILE:LINE: reason and skipped; every other line is sent. See usage().
+ *
+ * Why the number text is scanned separately: cJSON keeps a number only as a
+ * double, which cannot tell 3 from 3.0 (a custom attribute's INT64 vs
+ * DOUBLE) and loses int64 values beyond 2^53. The raw number tokens of a
+ * line, in document order, are matched to cJSON's number items in the same
+ * order.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <mixd/client.h>
+
+#include "attr/attr.h"
+
+#define EXIT_BAD_LINES 1
+#define EXIT_USAGE 2
+
+struct options {
+	const char *address;
+	struct mixd_client_options client;
+	int flush_timeout_ms;
+	unsigned long repeat;
+	double rate;             /* records per second; 0: as fast as possible */
+	unsigned long sync_every; /* records between flushes; 0: never */
+	bool sync_set;
+};
+
+/* ---- name cache --------------------------------------------------------- */
+
+/*
+ * Attribute name -> (handle, declared type). mixd_attr_lookup() is not for
+ * per-record use and a custom name must get one handle, not one per line
+ * (the client allows 1024), so each name is resolved once.
+ */
+struct name_entry {
+	char *name;
+	mixd_attr handle;
+	int type; /* enum mixd_type of a dictionary name; 0 for a custom one */
+};
+
+#define NAME_SLOTS 4096 /* > 1024 custom names + the dictionary */
+
+static struct name_entry names[NAME_SLOTS];
+static unsigned names_used;
+
+static uint32_t hash_name(const char *s)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * 16777619u;
+	return h;
+}
+
+/* Resolve @name; returns the entry or NULL with *@why set. */
+static const struct name_entry *resolve(mixd_client *c, const char *name,
+					const char **why)
+{
+	uint32_t i = hash_name(name) & (NAME_SLOTS - 1);
+	while (names[i].name) {
+		if (strcmp(names[i].name, name) == 0)
+			return &names[i];
+		i = (i + 1) & (NAME_SLOTS - 1);
+	}
+	if (names_used >= NAME_SLOTS / 2) {
+		*why = "too many distinct attribute names";
+		return NULL;
+	}
+	struct name_entry e = {0};
+	int id = mixd_attr_lookup(name);
+	if (id >= 0) {
+		e.handle = (mixd_attr)id;
+		e.type = mixd_attr_type(e.handle);
+	} else {
+		int rc = mixd_attr_custom(c, name, &e.handle);
+		if (rc != 0) {
+			*why = rc == -ENOSPC ? "too many custom attribute names "
+					       "(the client allows 1024)"
+					     : "invalid attribute name";
+			return NULL;
+		}
+		e.type = 0;
+	}
+	e.name = strdup(name);
+	if (!e.name) {
+		*why = "out of memory";
+		return NULL;
+	}
+	names[i] = e;
+	names_used++;
+	return &names[i];
+}
+
+static void names_free(void)
+{
+	for (unsigned i = 0; i < NAME_SLOTS; i++)
+		free(names[i].name);
+}
+
+/* ---- number tokens ------------------------------------------------------ */
+
+struct span {
+	const char *p;
+	size_t len;
+};
+
+struct spans {
+	struct span *v;
+	size_t n, cap;
+};
+
+static bool number_char(char c)
+{
+	return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' ||
+	       c == 'e' || c == 'E';
+}
+
+/*
+ * The number tokens of a line cJSON has already accepted, in document
+ * order. Outside strings a number is the only token that starts with '-' or
+ * a digit (true/false/null contain 'e' but never start a token with it).
+ */
+static int scan_numbers(const char *s, struct spans *out)
+{
+	out->n = 0;
+	for (const char *p = s; *p;) {
+		if (*p == '"') {
+			for (p++; *p && *p != '"'; p++)
+				if (*p == '\\' && p[1])
+					p++;
+			if (*p)
+				p++;
+			continue;
+		}
+		if (*p == '-' || (*p >= '0' && *p <= '9')) {
+			const char *start = p;
+			while (number_char(*p))
+				p++;
+			if (out->n == out->cap) {
+				size_t cap = out->cap ? out->cap * 2 : 64;
+				struct span *v =
+					realloc(out->v, cap * sizeof(*v));
+				if (!v)
+					return -1;
+				out->v = v;
+				out->cap = cap;
+			}
+			out->v[out->n++] = (struct span){start, (size_t)(p - start)};
+			continue;
+		}
+		p++;
+	}
+	return 0;
+}
+
+static size_t count_numbers(const cJSON *j)
+{
+	if (cJSON_IsNumber(j))
+		return 1;
+	size_t n = 0;
+	for (const cJSON *c = j->child; c; c = c->next)
+		n += count_numbers(c);
+	return n;
+}
+
+/* Is the token an integer in JSON's syntax (no fraction, no exponent)? */
+static bool integer_syntax(const struct span *t)
+{
+	for (size_t i = 0; i < t->len; i++)
+		if (t->p[i] == '.' || t->p[i] == 'e' || t->p[i] == 'E')
+			return false;
+	return true;
+}
+
+/* The token as an int64; 0, or -1 with *@why set. A number written with a
+ * fraction or exponent is accepted when its value is an exact integer
+ * ("1e3"), since it is one. */
+static int token_int64(const struct span *t, double d, int64_t *out,
+		       const char **why)
+{
+	if (integer_syntax(t)) {
+		char buf[32];
+		if (t->len >= sizeof(buf)) {
+			*why = "integer out of the int64 range";
+			return -1;
+		}
+		memcpy(buf, t->p, t->len);
+		buf[t->len] = '\0';
+		errno = 0;
+		long long v = strtoll(buf, NULL, 10);
+		if (errno == ERANGE) {
+			*why = "integer out of the int64 range";
+			return -1;
+		}
+		*out = v;
+		return 0;
+	}
+	/* 2^53: beyond it the double may not be the integer written */
+	if (d != trunc(d) || fabs(d) > 9007199254740992.0) {
+		*why = "expected an integer";
+		return -1;
+	}
+	*out = (int64_t)d;
+	return 0;
+}
+
+/* ---- one line ----------------------------------------------------------- */
+
+struct counters {
+	uint64_t sent, dropped, rejected;
+};
+
+struct line_ctx {
+	mixd_client *c;
+	struct spans nums;
+	size_t next_num;      /* index into nums of the current member */
+	struct mixd_kv *kv;   /* string map scratch */
+	size_t kv_cap;
+	mixd_attr *seen;      /* attributes of this line, for duplicates */
+	size_t nseen, seen_cap;
+	char why[256];        /* reason a line was rejected */
+};
+
+static const char *json_kind(const cJSON *j)
+{
+	if (cJSON_IsString(j))
+		return "a string";
+	if (cJSON_IsNumber(j))
+		return "a number";
+	if (cJSON_IsBool(j))
+		return "a boolean";
+	if (cJSON_IsNull(j))
+		return "null";
+	if (cJSON_IsArray(j))
+		return "an array";
+	return "an object";
+}
+
+static const char *type_name(int t)
+{
+	static const char *const n[MIXD_T_COUNT] = {
+		[MIXD_T_STRING] = "STRING",
+		[MIXD_T_INT64] = "INT64",
+		[MIXD_T_DOUBLE] = "DOUBLE",
+		[MIXD_T_BOOL] = "BOOL",
+		[MIXD_T_TIMESTAMP] = "TIMESTAMP",
+		[MIXD_T_DURATION] = "DURATION",
+		[MIXD_T_IP] = "IP_ADDRESS",
+		[MIXD_T_BYTES] = "BYTES",
+		[MIXD_T_STRING_MAP] = "STRING_MAP",
+		[MIXD_T_EMAIL] = "EMAIL_ADDRESS",
+		[MIXD_T_URI] = "URI",
+		[MIXD_T_DNS_NAME] = "DNS_NAME",
+	};
+	return t > 0 && t < MIXD_T_COUNT && n[t] ? n[t] : "?";
+}
+
+static int set_string_map(struct line_ctx *x, mixd_record *r, mixd_attr a,
+			  const cJSON *obj, const char *name)
+{
+	size_t n = 0;
+	for (const cJSON *e = obj->child; e; e = e->next) {
+		if (!cJSON_IsString(e)) {
+			snprintf(x->why, sizeof(x->why),
+				 "\"%s\": map value \"%s\" is %s, expected a "
+				 "string",
+				 name, e->string, json_kind(e));
+			return -1;
+		}
+		if (n == x->kv_cap) {
+			size_t cap = x->kv_cap ? x->kv_cap * 2 : 16;
+			struct mixd_kv *kv = realloc(x->kv, cap * sizeof(*kv));
+			if (!kv) {
+				snprintf(x->why, sizeof(x->why), "out of memory");
+				return -1;
+			}
+			x->kv = kv;
+			x->kv_cap = cap;
+		}
+		x->kv[n++] = (struct mixd_kv){e->string, strlen(e->string),
+					      e->valuestring,
+					      strlen(e->valuestring)};
+	}
+	mixd_set_string_map(r, a, x->kv, n);
+	return 0;
+}
+
+static int wrong_type(struct line_ctx *x, const char *name, int t,
+		      const cJSON *v, const char *expected)
+{
+	snprintf(x->why, sizeof(x->why), "\"%s\" (%s): expected %s, got %s",
+		 name, type_name(t), expected, json_kind(v));
+	return -1;
+}
+
+/* Append member @v named @name to @r; 0, or -1 with x->why set. */
+static int set_member(struct line_ctx *x, mixd_record *r, const char *name,
+		      const cJSON *v)
+{
+	const char *why = NULL;
+	const struct name_entry *e = resolve(x->c, name, &why);
+	const struct span *num = NULL;
+
+	/* every member consumes its own number tokens, even when rejected */
+	if (cJSON_IsNumber(v))
+		num = &x->nums.v[x->next_num];
+	x->next_num += count_numbers(v);
+	if (!e) {
+		snprintf(x->why, sizeof(x->why), "\"%s\": %s", name, why);
+		return -1;
+	}
+	for (size_t i = 0; i < x->nseen; i++)
+		if (x->seen[i] == e->handle) {
+			snprintf(x->why, sizeof(x->why),
+				 "\"%s\" appears twice", name);
+			return -1;
+		}
+	x->seen[x->nseen++] = e->handle; /* build_record sized seen[] */
+
+	int t = e->type;
+	if (t == 0) { /* custom: the JSON value decides */
+		if (cJSON_IsString(v))
+			t = MIXD_T_STRING;
+		else if (cJSON_IsNumber(v))
+			t = integer_syntax(num) ? MIXD_T_INT64 : MIXD_T_DOUBLE;
+		else if (cJSON_IsBool(v))
+			t = MIXD_T_BOOL;
+		else if (cJSON_IsObject(v))
+			t = MIXD_T_STRING_MAP;
+		else {
+			snprintf(x->why, sizeof(x->why),
+				 "\"%s\": %s cannot be sent (custom "
+				 "attributes take strings, numbers, "
+				 "booleans or objects of strings)",
+				 name, json_kind(v));
+			return -1;
+		}
+	}
+
+	int64_t i64;
+	switch (t) {
+	case MIXD_T_STRING:
+	case MIXD_T_EMAIL:
+	case MIXD_T_URI:
+	case MIXD_T_DNS_NAME:
+	case MIXD_T_BYTES:
+		if (!cJSON_IsString(v))
+			return wrong_type(x, name, t, v, "a string");
+		if (t == MIXD_T_STRING)
+			mixd_set_string(r, e->handle, v->valuestring,
+					strlen(v->valuestring));
+		else if (t == MIXD_T_BYTES)
+			mixd_set_bytes(r, e->handle, v->valuestring,
+				       strlen(v->valuestring));
+		else
+			mixd_set_typed_string(r, e->handle, (enum mixd_type)t,
+					      v->valuestring,
+					      strlen(v->valuestring));
+		break;
+	case MIXD_T_INT64:
+		if (!cJSON_IsNumber(v))
+			return wrong_type(x, name, t, v, "an integer");
+		if (token_int64(num, v->valuedouble, &i64, &why) != 0) {
+			snprintf(x->why, sizeof(x->why), "\"%s\" (INT64): %s, "
+				 "got %.*s", name, why, (int)num->len, num->p);
+			return -1;
+		}
+		mixd_set_int64(r, e->handle, i64);
+		break;
+	case MIXD_T_DOUBLE:
+		if (!cJSON_IsNumber(v))
+			return wrong_type(x, name, t, v, "a number");
+		mixd_set_double(r, e->handle, v->valuedouble);
+		break;
+	case MIXD_T_BOOL:
+		if (!cJSON_IsBool(v))
+			return wrong_type(x, name, t, v, "true or false");
+		mixd_set_bool(r, e->handle, cJSON_IsTrue(v));
+		break;
+	case MIXD_T_DURATION:
+		if (!cJSON_IsString(v))
+			return wrong_type(x, name, t, v,
+					  "a duration string like \"15ms\"");
+		if (attr_parse_duration(v->valuestring, strlen(v->valuestring),
+					&i64) != 0) {
+			snprintf(x->why, sizeof(x->why),
+				 "\"%s\" (DURATION): \"%s\" is not a duration "
+				 "like \"15ms\" or \"1m30s\"",
+				 name, v->valuestring);
+			return -1;
+		}
+		mixd_set_duration(r, e->handle, i64);
+		break;
+	case MIXD_T_TIMESTAMP:
+		if (!cJSON_IsString(v))
+			return wrong_type(x, name, t, v,
+					  "an RFC 3339 timestamp string");
+		if (attr_parse_timestamp(v->valuestring,
+					 strlen(v->valuestring), &i64) != 0) {
+			snprintf(x->why, sizeof(x->why),
+				 "\"%s\" (TIMESTAMP): \"%s\" is not an RFC 3339 "
+				 "timestamp",
+				 name, v->valuestring);
+			return -1;
+		}
+		mixd_set_timestamp(r, e->handle, i64);
+		break;
+	case MIXD_T_IP: {
+		uint8_t ip[16];
+		if (!cJSON_IsString(v))
+			return wrong_type(x, name, t, v, "an IP address string");
+		if (inet_pton(AF_INET, v->valuestring, ip) == 1) {
+			mixd_set_ip(r, e->handle, ip, 4);
+		} else if (inet_pton(AF_INET6, v->valuestring, ip) == 1) {
+			mixd_set_ip(r, e->handle, ip, 16);
+		} else {
+			snprintf(x->why, sizeof(x->why),
+				 "\"%s\" (IP_ADDRESS): \"%s\" is not an IPv4 "
+				 "or IPv6 address",
+				 name, v->valuestring);
+			return -1;
+		}
+		break;
+	}
+	case MIXD_T_STRING_MAP:
+		if (!cJSON_IsObject(v))
+			return wrong_type(x, name, t, v,
+					  "an object of strings");
+		if (set_string_map(x, r, e->handle, v, name) != 0)
+			return -1;
+		break;
+	default:
+		snprintf(x->why, sizeof(x->why),
+			 "\"%s\": the dictionary declares type %d, which this "
+			 "tool cannot send",
+			 name, t);
+		return -1;
+	}
+	return 0;
+}
+
+/* Build the record of one parsed object; 0, or -1 with x->why set and
+ * nothing committed. */
+static int build_record(struct line_ctx *x, const cJSON *obj, mixd_record *r)
+{
+	size_t n = 0;
+	for (const cJSON *m = obj->child; m; m = m->next)
+		n++;
+	if (n > x->seen_cap) {
+		mixd_attr *s = realloc(x->seen, n * sizeof(*s));
+		if (!s) {
+			snprintf(x->why, sizeof(x->why), "out of memory");
+			return -1;
+		}
+		x->seen = s;
+		x->seen_cap = n;
+	}
+	x->nseen = 0;
+	x->next_num = 0;
+	for (const cJSON *m = obj->child; m; m = m->next)
+		if (set_member(x, r, m->string, m) != 0)
+			return -1;
+	return 0;
+}
+
+/*
+ * Parse one line (NUL-terminated, @len bytes before the NUL) into a record
+ * and commit it. Returns 1 if sent, 0 if dropped by the client, -1 if the
+ * line was rejected (x->why set), 2 for an empty line.
+ */
+static int send_line(struct line_ctx *x, char *line, size_t len)
+{
+	while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+		line[--len] = '\0';
+	size_t k = 0;
+	while (k < len && (line[k] == ' ' || line[k] == '\t'))
+		k++;
+	if (k == len)
+		return 2;
+	if (strlen(line) != len) {
+		snprintf(x->why, sizeof(x->why), "NUL byte in line");
+		return -1;
+	}
+
+	const char *end = NULL;
+	cJSON *j = cJSON_ParseWithOpts(line, &end, 1);
+	if (!j) {
+		const char *at = end ? end : cJSON_GetErrorPtr();
+		long col = at && at >= line ? (long)(at - line) + 1 : 0;
+		snprintf(x->why, sizeof(x->why), "bad JSON at column %ld", col);
+		return -1;
+	}
+	int ret = -1;
+	mixd_record *r = NULL;
+	if (!cJSON_IsObject(j)) {
+		snprintf(x->why, sizeof(x->why), "not a JSON object but %s",
+			 json_kind(j));
+		goto out;
+	}
+	if (scan_numbers(line, &x->nums) != 0 ||
+	    x->nums.n != count_numbers(j)) {
+		/* cannot happen for a line cJSON accepted; refuse rather than
+		 * pair numbers with the wrong tokens */
+		snprintf(x->why, sizeof(x->why), "cannot read the numbers");
+		goto out;
+	}
+	r = mixd_record_begin(x->c);
+	if (build_record(x, j, r) != 0) {
+		mixd_record_abort(r);
+		goto out;
+	}
+	ret = mixd_record_commit(r) == 0 ? 1 : 0;
+out:
+	cJSON_Delete(j);
+	return ret;
+}
+
+/* ---- pacing ------------------------------------------------------------- */
+
+static struct timespec t_start;
+
+static void pace(const struct options *o, uint64_t nth)
+{
+	if (o->rate <= 0)
+		return;
+	double at = (double)nth / o->rate;
+	struct timespec due = t_start;
+	due.tv_sec += (time_t)at;
+	due.tv_nsec += (long)((at - floor(at)) * 1e9);
+	if (due.tv_nsec >= 1000000000L) {
+		due.tv_sec++;
+		due.tv_nsec -= 1000000000L;
+	}
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL) ==
+	       EINTR)
+		;
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"Usage: mixd-report --address unix:///PATH [OPTION]... [FILE]...\n"
+"Send attribute records to mixd, one per line of JSON.\n"
+"\n"
+"Each line of each FILE (standard input when there is none, or for \"-\")\n"
+"is a JSON object mapping attribute names to values, e.g.\n"
+"  {\"destination.service\": \"web\", \"response.code\": 200,\n"
+"   \"response.duration\": \"15ms\", \"source.ip\": \"10.0.0.1\"}\n"
+"\n"
+"Names in mixd's dictionary take the dictionary's type:\n"
+"  STRING (and EMAIL_ADDRESS, URI, DNS_NAME)  a JSON string\n"
+"  INT64        a JSON integer (1e3 is accepted, 1.5 is not)\n"
+"  DOUBLE       a JSON number\n"
+"  BOOL         true or false\n"
+"  DURATION     a Go duration string: \"15ms\", \"1m30s\", \"0.5s\"\n"
+"  TIMESTAMP    an RFC 3339 string: \"2019-05-01T10:00:00.5Z\"\n"
+"  IP_ADDRESS   \"10.0.0.1\" or \"fd00::1\"\n"
+"  STRING_MAP   an object whose values are strings\n"
+"Other names are sent inline, typed by their JSON value: string STRING,\n"
+"integer INT64, other number DOUBLE, boolean BOOL, object STRING_MAP.\n"
+"\n"
+"A line that is not a JSON object, is not JSON, or has a value of the wrong\n"
+"type is reported on standard error as FILE:LINE: reason and skipped.\n"
+"Empty lines are ignored.\n"
+"\n"
+"Options:\n"
+"  -a, --address ADDR      mixd's producer socket, unix:///PATH or /PATH\n"
+"  -t, --transport KIND    shm (shared-memory ring, default) or socket\n"
+"      --ring-bytes N      ring size, a power of two (default: the client's)\n"
+"      --flush-timeout MS  wait at most MS for mixd to take every record at\n"
+"                          the end (default 10000)\n"
+"      --sync-every N      wait for mixd to take what was sent every N\n"
+"                          records, so a full ring does not drop them;\n"
+"                          0 never waits (load tests; default 256 per MiB\n"
+"                          of ring)\n"
+"      --repeat N          send the input N times (default 1)\n"
+"      --rate R            send at most R records per second\n"
+"  -h, --help              show this help and exit\n"
+"\n"
+"Prints \"mixd-report: sent N records, dropped D, rejected R lines\".\n"
+"Exit status: 0 all lines sent; 1 some lines rejected or records dropped;\n"
+"2 usage error, unreadable input, no client, or the final flush timed out.\n");
+}
+
+static int parse_ulong(const char *s, unsigned long max, unsigned long *out)
+{
+	char *end;
+	if (!*s || *s == '-')
+		return -1;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || *end || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+	enum { O_RING = 256, O_FLUSH, O_SYNC, O_REPEAT, O_RATE };
+	static const struct option longopts[] = {
+		{"address", required_argument, NULL, 'a'},
+		{"transport", required_argument, NULL, 't'},
+		{"ring-bytes", required_argument, NULL, O_RING},
+		{"flush-timeout", required_argument, NULL, O_FLUSH},
+		{"sync-every", required_argument, NULL, O_SYNC},
+		{"repeat", required_argument, NULL, O_REPEAT},
+		{"rate", required_argument, NULL, O_RATE},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	unsigned long v;
+	char *end;
+	int c;
+
+	o->flush_timeout_ms = 10000;
+	o->repeat = 1;
+	while ((c = getopt_long(argc, argv, "a:t:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'a':
+			o->address = optarg;
+			break;
+		case 't':
+			if (strcmp(optarg, "shm") == 0)
+				o->client.transport = MIXD_TRANSPORT_SHM;
+			else if (strcmp(optarg, "socket") == 0)
+				o->client.transport = MIXD_TRANSPORT_SOCKET;
+			else {
+				fprintf(stderr, "mixd-report: --transport: "
+						"\"%s\" is neither shm nor "
+						"socket\n", optarg);
+				return -1;
+			}
+			break;
+		case O_RING:
+			if (parse_ulong(optarg, UINT32_MAX, &v) != 0 || v == 0 ||
+			    (v & (v - 1)) != 0) {
+				fprintf(stderr, "mixd-report: --ring-bytes: "
+						"\"%s\" is not a power of "
+						"two\n", optarg);
+				return -1;
+			}
+			o->client.ring_bytes = (uint32_t)v;
+			break;
+		case O_FLUSH:
+			if (parse_ulong(optarg, INT32_MAX, &v) != 0) {
+				fprintf(stderr, "mixd-report: --flush-timeout: "
+						"\"%s\" is not a number of "
+						"milliseconds\n", optarg);
+				return -1;
+			}
+			o->flush_timeout_ms = (int)v;
+			break;
+		case O_SYNC:
+			if (parse_ulong(optarg, ULONG_MAX, &o->sync_every) != 0) {
+				fprintf(stderr, "mixd-report: --sync-every: "
+						"\"%s\" is not a count\n",
+					optarg);
+				return -1;
+			}
+			o->sync_set = true;
+			break;
+		case O_REPEAT:
+			if (parse_ulong(optarg, ULONG_MAX, &o->repeat) != 0 ||
+			    o->repeat == 0) {
+				fprintf(stderr, "mixd-report: --repeat: \"%s\" "
+						"is not a positive count\n",
+					optarg);
+				return -1;
+			}
+			break;
+		case O_RATE:
+			errno = 0;
+			o->rate = strtod(optarg, &end);
+			if (errno || *end || !(o->rate > 0) || isinf(o->rate)) {
+				fprintf(stderr, "mixd-report: --rate: \"%s\" "
+						"is not a positive number of "
+						"records per second\n",
+					optarg);
+				return -1;
+			}
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			return -1;
+		}
+	}
+	if (!o->address) {
+		fprintf(stderr, "mixd-report: --address is required\n");
+		return -1;
+	}
+	if (!o->sync_set) {
+		uint32_t ring = o->client.ring_bytes ? o->client.ring_bytes
+						     : 1u << 20;
+		/* 256 records per MiB leaves room for records of up to ~4 KiB
+		 * before a ring fills between two waits */
+		o->sync_every = ring / 4096 ? ring / 4096 : 1;
+	}
+	return 0;
+}
+
+/* Open input @path ("-" is stdin). For stdin read more than once the bytes
+ * are spooled to a temporary file first, since a pipe cannot be re-read. */
+static FILE *open_input(const char *path, bool again, FILE **spool)
+{
+	if (strcmp(path, "-") != 0)
+		return fopen(path, "r");
+	if (!again)
+		return stdin;
+	if (!*spool) {
+		FILE *t = tmpfile();
+		if (!t)
+			return NULL;
+		char buf[65536];
+		size_t n;
+		while ((n = fread(buf, 1, sizeof(buf), stdin)) > 0)
+			if (fwrite(buf, 1, n, t) != n) {
+				fclose(t);
+				return NULL;
+			}
+		if (ferror(stdin)) {
+			fclose(t);
+			return NULL;
+		}
+		*spool = t;
+	}
+	rewind(*spool);
+	return *spool;
+}
+
+int main(int argc, char **argv)
+{
+	static const char *const stdin_only[] = {"-"};
+	struct options o = {0};
+	struct counters n = {0};
+	struct line_ctx x = {0};
+	FILE *spool = NULL;
+	char *line = NULL;
+	size_t line_cap = 0;
+	bool io_error = false, syncing = true;
+	int rc;
+
+	if (parse_args(argc, argv, &o) != 0) {
+		fprintf(stderr, "Try 'mixd-report --help'.\n");
+		return EXIT_USAGE;
+	}
+	const char *const *files = stdin_only;
+	size_t nfiles = 1;
+	if (optind < argc) {
+		files = (const char *const *)argv + optind;
+		nfiles = (size_t)(argc - optind);
+	}
+	/* stdin named twice would be read once and then be empty */
+	bool stdin_again = o.repeat > 1;
+	for (size_t i = 0, seen = 0; i < nfiles; i++)
+		if (strcmp(files[i], "-") == 0 && ++seen > 1)
+			stdin_again = true;
+
+	rc = mixd_client_open(o.address, &o.client, &x.c);
+	if (rc != 0) {
+		fprintf(stderr, "mixd-report: cannot open a client for %s: %s\n",
+			o.address, strerror(-rc));
+		return EXIT_USAGE;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t_start);
+
+	for (unsigned long pass = 0; pass < o.repeat; pass++) {
+		for (size_t f = 0; f < nfiles; f++) {
+			const char *name = strcmp(files[f], "-") == 0
+						   ? "<stdin>"
+						   : files[f];
+			FILE *in = open_input(files[f], stdin_again, &spool);
+			if (!in) {
+				if (pass == 0)
+					fprintf(stderr, "mixd-report: %s: %s\n",
+						name, strerror(errno));
+				io_error = true;
+				continue;
+			}
+			ssize_t len;
+			unsigned long lineno = 0;
+			while ((len = getline(&line, &line_cap, in)) >= 0) {
+				lineno++;
+				pace(&o, n.sent + n.dropped);
+				int r = send_line(&x, line, (size_t)len);
+				if (r == 1)
+					n.sent++;
+				else if (r == 0)
+					n.dropped++;
+				else if (r < 0 && pass == 0) {
+					/* the same line is bad on every
+					 * pass: report and count it once */
+					fprintf(stderr, "%s:%lu: %s\n", name,
+						lineno, x.why);
+					n.rejected++;
+				}
+				if (r >= 0 && r <= 1 && syncing &&
+				    o.sync_every &&
+				    (n.sent + n.dropped) % o.sync_every == 0 &&
+				    mixd_client_flush(x.c, o.flush_timeout_ms) !=
+					    0) {
+					fprintf(stderr,
+						"mixd-report: mixd took no "
+						"records for %d ms; sending "
+						"on without waiting\n",
+						o.flush_timeout_ms);
+					syncing = false;
+				}
+			}
+			if (ferror(in)) {
+				fprintf(stderr, "mixd-report: %s: read error: "
+						"%s\n", name, strerror(errno));
+				io_error = true;
+			}
+			if (in != stdin && in != spool)
+				fclose(in);
+		}
+	}
+
+	int status = 0;
+	rc = mixd_client_flush(x.c, o.flush_timeout_ms);
+	if (rc != 0) {
+		fprintf(stderr,
+			"mixd-report: flush timed out after %d ms: mixd at %s "
+			"has not taken every record (is it running?)\n",
+			o.flush_timeout_ms, o.address);
+		status = EXIT_USAGE;
+	}
+	mixd_client_close(x.c);
+	printf("mixd-report: sent %" PRIu64 " records, dropped %" PRIu64
+	       ", rejected %" PRIu64 " lines\n",
+	       n.sent, n.dropped, n.rejected);
+	if (io_error)
+		status = EXIT_USAGE;
+	else if (status == 0 && (n.dropped || n.rejected))
+		status = EXIT_BAD_LINES;
+
+	if (spool)
+		fclose(spool);
+	free(line);
+	free(x.nums.v);
+	free(x.kv);
+	free(x.seen);
+	names_free();
+	return status;
+}
