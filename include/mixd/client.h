@@ -68,7 +68,7 @@ enum mixd_transport {
 /** Options for mixd_client_open(). Zero means "default" for every field. */
 struct mixd_client_options {
 	enum mixd_transport transport; /**< default MIXD_TRANSPORT_SHM */
-	/** Ring data bytes per producer thread, a power of two between 64 KiB
+	/** Ring data bytes per producer thread, a power of two between 256 KiB
 	 *  and 256 MiB; default 1 MiB (about 4,000 proxy-sized records). */
 	uint32_t ring_bytes;
 	/** Longest wait between reconnection attempts; default 1000 ms. */
@@ -105,7 +105,9 @@ struct mixd_client_stats {
 	uint64_t written;           /**< records committed into a ring */
 	uint64_t dropped;           /**< records dropped: the sum of the two below */
 	uint64_t dropped_full;      /**< ... because the thread's ring was full */
-	uint64_t dropped_too_large; /**< ... because they exceeded MIXD_RECORD_MAX */
+	uint64_t dropped_invalid;   /**< ... because they were malformed: larger
+					 than MIXD_RECORD_MAX, an IP of a bad
+					 length, an unknown attribute handle */
 	uint32_t rings;             /**< producer rings (threads that recorded) */
 	uint32_t connected;         /**< rings currently handed to a live mixd */
 };
@@ -139,8 +141,9 @@ mixd_record *mixd_record_begin(mixd_client *c);
 
 /**
  * Setters. Each appends one attribute to @r. A value of the wrong width
- * (an IP of a length other than 4 or 16) or a record outgrowing
- * MIXD_RECORD_MAX marks @r too large; its commit then drops it and counts it.
+ * (an IP of a length other than 4 or 16), an attribute that is neither a
+ * dictionary id nor a handle from mixd_attr_custom(), or a record outgrowing
+ * MIXD_RECORD_MAX marks @r invalid; its commit then drops it and counts it.
  * Setters copy their arguments; the caller's buffers are free on return.
  */
 void mixd_set_string(mixd_record *r, mixd_attr a, const char *s, size_t len);
@@ -174,7 +177,7 @@ void mixd_set_string_map(mixd_record *r, mixd_attr a, const struct mixd_kv *kv,
 
 /**
  * Publish @r to mixd. Returns 0 when the record is in the ring, -ENOBUFS when
- * the ring was full, -EMSGSIZE when the record was too large, -ENOMEM when
+ * the ring was full, -EMSGSIZE when the record was invalid, -ENOMEM when
  * the thread could not get a ring. Every non-zero return is counted as
  * dropped. @r is finished either way.
  */

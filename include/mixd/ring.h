@@ -106,7 +106,9 @@ struct mixd_ring_prod {
 	uint64_t head;    /**< bytes ever published; store-release after a frame */
 	uint64_t written; /**< records committed (the producer's own count) */
 	uint64_t dropped; /**< records dropped by the producer: ring full */
-	uint8_t reserved_[40];
+	uint64_t invalid; /**< records the producer's builder refused (too
+			       large, bad value): never written */
+	uint8_t reserved_[32];
 };
 
 /** Consumer line: written only by the consumer (mixd). */
@@ -114,7 +116,8 @@ struct mixd_ring_cons {
 	uint64_t tail;         /**< bytes ever consumed; store-release */
 	uint64_t consumed;     /**< records taken off the ring (any outcome) */
 	uint64_t dropped_seen; /**< prod.dropped already accounted by a mixd */
-	uint8_t reserved_[40];
+	uint64_t invalid_seen; /**< prod.invalid already accounted by a mixd */
+	uint8_t reserved_[32];
 };
 
 /** The segment header. Lives at offset 0 of the memfd. */

@@ -1,0 +1,364 @@
+/*
+ * shard.c -- shard threads: consume rings, decode, count.
+ *
+ * Idle policy: a shard that finds nothing sleeps on its doorbell (a futex)
+ * with a timeout that doubles up to idle_sleep_max_us. Producers never ring
+ * it -- that would put a system call on their path -- so the timeout is what
+ * bounds how long a record waits when mixd is idle (5 ms by default, under
+ * the 10 ms promised). The io thread does ring it, once per batch of socket
+ * records, and shutdown does.
+ */
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ck_pr.h>
+
+#include "agg/agg.h"
+
+enum { RUN = 0, DRAIN = 1 };
+
+struct shard_ring {
+	struct ingest_ring *r;
+	bool closing;
+	struct shard_ring *next;
+};
+
+struct inbox_msg {
+	bool close;
+	struct ingest_ring *r;
+	struct inbox_msg *next;
+};
+
+struct shard {
+	struct agg *agg;
+	unsigned idx;
+	pthread_t thread;
+	bool started;
+
+	/* Written by the io thread, under lock. */
+	pthread_mutex_t lock;
+	struct inbox_msg *inbox;
+	struct inbox_msg **inbox_tail;
+	int inbox_n;  /* atomic: non-zero when inbox has messages */
+	uint32_t doorbell; /* futex word */
+	int sleeping;      /* atomic */
+	uint64_t nrings;   /* atomic; for placing new rings */
+
+	/* The shard thread's own. */
+	struct shard_ring *rings;
+	struct ingest_ring *queue;
+	struct attr_table table;
+	struct ingest_ring_counts mine[INGEST_TRANSPORT_COUNT];
+
+	/* Copies of mine[] for readers, stored with ck_pr once per pass. */
+	struct ingest_ring_counts pub[INGEST_TRANSPORT_COUNT];
+} __attribute__((aligned(64)));
+
+struct agg {
+	struct agg_options o;
+	const struct attr_vocab *vocab;
+	int state; /* atomic: RUN, DRAIN */
+	unsigned next_stream;
+	struct shard *shards;
+};
+
+/* ---- the shard thread -------------------------------------------------- */
+
+static enum ingest_reject on_record(void *ctx, const uint8_t *p, uint32_t len)
+{
+	struct shard *sh = ctx;
+	attr_table_clear(&sh->table);
+	return ingest_decode(p, len, sh->agg->vocab, &sh->table);
+}
+
+static void take_inbox(struct shard *sh)
+{
+	pthread_mutex_lock(&sh->lock);
+	struct inbox_msg *m = sh->inbox;
+	sh->inbox = NULL;
+	sh->inbox_tail = &sh->inbox;
+	__atomic_store_n(&sh->inbox_n, 0, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&sh->lock);
+
+	while (m) {
+		struct inbox_msg *next = m->next;
+		if (!m->close) {
+			struct shard_ring *sr = calloc(1, sizeof *sr);
+			if (sr) {
+				sr->r = m->r;
+				sr->next = sh->rings;
+				sh->rings = sr;
+			} else {
+				/* Cannot track it: better lose one producer's ring
+				 * than crash. Counted as a corrupt ring. */
+				sh->mine[INGEST_SHM].rejected[INGEST_REJ_RING]++;
+				ingest_ring_destroy(m->r);
+				ck_pr_dec_64(&sh->nrings);
+			}
+		} else {
+			for (struct shard_ring *sr = sh->rings; sr; sr = sr->next)
+				if (sr->r == m->r)
+					sr->closing = true;
+		}
+		free(m);
+		m = next;
+	}
+}
+
+static void publish(struct shard *sh)
+{
+	for (int t = 0; t < INGEST_TRANSPORT_COUNT; t++) {
+		uint64_t *src = (uint64_t *)&sh->mine[t];
+		uint64_t *dst = (uint64_t *)&sh->pub[t];
+		for (size_t i = 0; i < sizeof sh->mine[t] / 8; i++)
+			if (ck_pr_load_64(&dst[i]) != src[i])
+				ck_pr_store_64(&dst[i], src[i]);
+	}
+}
+
+/* One pass over everything the shard owns; returns records taken. */
+static unsigned pass(struct shard *sh)
+{
+	unsigned n = 0;
+	if (__atomic_load_n(&sh->inbox_n, __ATOMIC_ACQUIRE))
+		take_inbox(sh);
+	struct shard_ring **pp = &sh->rings, *sr;
+	while ((sr = *pp)) {
+		enum ingest_transport t = ingest_ring_transport(sr->r);
+		unsigned k = ingest_ring_poll(sr->r, on_record, sh, 1024, &sh->mine[t]);
+		n += k;
+		if (sr->closing && k == 0 && ingest_ring_empty(sr->r)) {
+			/* The producer is gone and we have all it wrote. */
+			*pp = sr->next;
+			ingest_ring_destroy(sr->r);
+			free(sr);
+			ck_pr_dec_64(&sh->nrings);
+			continue;
+		}
+		pp = &sr->next;
+	}
+	n += ingest_ring_poll(sh->queue, on_record, sh, 4096,
+			      &sh->mine[INGEST_SOCKET]);
+	publish(sh);
+	return n;
+}
+
+static void doze(struct shard *sh, unsigned us)
+{
+	uint32_t bell = __atomic_load_n(&sh->doorbell, __ATOMIC_ACQUIRE);
+	__atomic_store_n(&sh->sleeping, 1, __ATOMIC_SEQ_CST);
+	/* Look once more after announcing sleep: a kick that came before the
+	 * flag was visible changed the doorbell, and the wait returns at once. */
+	if (!__atomic_load_n(&sh->inbox_n, __ATOMIC_SEQ_CST)) {
+		struct timespec ts = {us / 1000000, (long)(us % 1000000) * 1000};
+		syscall(SYS_futex, &sh->doorbell, FUTEX_WAIT_PRIVATE, bell, &ts,
+			NULL, 0);
+	}
+	__atomic_store_n(&sh->sleeping, 0, __ATOMIC_RELEASE);
+}
+
+static void kick(struct shard *sh)
+{
+	__atomic_add_fetch(&sh->doorbell, 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&sh->sleeping, __ATOMIC_SEQ_CST))
+		syscall(SYS_futex, &sh->doorbell, FUTEX_WAKE_PRIVATE, 1, NULL,
+			NULL, 0);
+}
+
+static void *shard_main(void *arg)
+{
+	struct shard *sh = arg;
+	unsigned sleep_us = 0;
+	for (;;) {
+		bool draining = __atomic_load_n(&sh->agg->state, __ATOMIC_ACQUIRE) ==
+				DRAIN;
+		unsigned n = pass(sh);
+		if (n) {
+			sleep_us = 0;
+			continue;
+		}
+		if (draining)
+			break; /* a whole pass after the drain began found nothing */
+		sleep_us = sleep_us ? sleep_us * 2 : 50;
+		if (sleep_us > sh->agg->o.idle_sleep_max_us)
+			sleep_us = sh->agg->o.idle_sleep_max_us;
+		doze(sh, sleep_us);
+	}
+	return NULL;
+}
+
+/* ---- the sink: called on the io thread -------------------------------- */
+
+static void post(struct shard *sh, bool close, struct ingest_ring *r)
+{
+	struct inbox_msg *m = malloc(sizeof *m);
+	if (!m) {
+		/* Without a message the shard would never learn of the ring.
+		 * Attach: drop it now. Close: the ring is drained at shutdown. */
+		if (!close) {
+			ingest_ring_destroy(r);
+			ck_pr_dec_64(&sh->nrings);
+		}
+		return;
+	}
+	m->close = close;
+	m->r = r;
+	m->next = NULL;
+	pthread_mutex_lock(&sh->lock);
+	*sh->inbox_tail = m;
+	sh->inbox_tail = &m->next;
+	__atomic_store_n(&sh->inbox_n, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&sh->lock);
+	kick(sh);
+}
+
+static void *sink_ring_attached(void *ctx, struct ingest_ring *r)
+{
+	struct agg *a = ctx;
+	struct shard *best = &a->shards[0];
+	for (unsigned i = 1; i < a->o.shards; i++)
+		if (ck_pr_load_64(&a->shards[i].nrings) < ck_pr_load_64(&best->nrings))
+			best = &a->shards[i];
+	ck_pr_inc_64(&best->nrings);
+	post(best, false, r);
+	return best;
+}
+
+static void sink_ring_closed(void *ctx, void *token, struct ingest_ring *r)
+{
+	post(token, true, r);
+}
+
+static struct ingest_ring *sink_stream_queue(void *ctx, unsigned conn_id)
+{
+	struct agg *a = ctx;
+	return a->shards[conn_id % a->o.shards].queue;
+}
+
+static void sink_queue_kick(void *ctx, struct ingest_ring *q)
+{
+	struct agg *a = ctx;
+	for (unsigned i = 0; i < a->o.shards; i++)
+		if (a->shards[i].queue == q)
+			kick(&a->shards[i]);
+}
+
+struct ingest_sink agg_sink(struct agg *a)
+{
+	return (struct ingest_sink){
+		.ring_attached = sink_ring_attached,
+		.ring_closed = sink_ring_closed,
+		.stream_queue = sink_stream_queue,
+		.queue_kick = sink_queue_kick,
+		.ctx = a,
+	};
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+int agg_create(const struct agg_options *o, const struct attr_vocab *vocab,
+	       struct agg **out)
+{
+	if (!o->shards)
+		return -EINVAL;
+	struct agg *a = calloc(1, sizeof *a);
+	if (!a)
+		return -ENOMEM;
+	a->o = *o;
+	if (!a->o.queue_bytes)
+		a->o.queue_bytes = 4u << 20;
+	if (!a->o.idle_sleep_max_us)
+		a->o.idle_sleep_max_us = 5000;
+	a->vocab = vocab;
+	a->shards = aligned_alloc(64, sizeof(struct shard) * o->shards);
+	if (!a->shards) {
+		free(a);
+		return -ENOMEM;
+	}
+	memset(a->shards, 0, sizeof(struct shard) * o->shards);
+	for (unsigned i = 0; i < o->shards; i++) {
+		struct shard *sh = &a->shards[i];
+		sh->agg = a;
+		sh->idx = i;
+		pthread_mutex_init(&sh->lock, NULL);
+		sh->inbox_tail = &sh->inbox;
+		int rc = ingest_ring_create_queue(a->o.queue_bytes, &sh->queue);
+		if (rc) {
+			a->o.shards = i; /* destroy only what exists */
+			agg_destroy(a);
+			return rc;
+		}
+	}
+	*out = a;
+	return 0;
+}
+
+int agg_start(struct agg *a)
+{
+	for (unsigned i = 0; i < a->o.shards; i++) {
+		int rc = pthread_create(&a->shards[i].thread, NULL, shard_main,
+					&a->shards[i]);
+		if (rc) {
+			agg_drain_and_stop(a);
+			return -rc;
+		}
+		a->shards[i].started = true;
+	}
+	return 0;
+}
+
+void agg_drain_and_stop(struct agg *a)
+{
+	__atomic_store_n(&a->state, DRAIN, __ATOMIC_RELEASE);
+	for (unsigned i = 0; i < a->o.shards; i++) {
+		struct shard *sh = &a->shards[i];
+		if (!sh->started)
+			continue;
+		kick(sh);
+		pthread_join(sh->thread, NULL);
+		sh->started = false;
+	}
+}
+
+void agg_destroy(struct agg *a)
+{
+	if (!a)
+		return;
+	agg_drain_and_stop(a);
+	for (unsigned i = 0; i < a->o.shards; i++) {
+		struct shard *sh = &a->shards[i];
+		take_inbox(sh);
+		for (struct shard_ring *sr = sh->rings, *next; sr; sr = next) {
+			next = sr->next;
+			ingest_ring_destroy(sr->r);
+			free(sr);
+		}
+		ingest_ring_destroy(sh->queue);
+		pthread_mutex_destroy(&sh->lock);
+	}
+	free(a->shards);
+	free(a);
+}
+
+void agg_ingest_stats(struct agg *a, struct agg_ingest_stats *out)
+{
+	memset(out, 0, sizeof *out);
+	for (unsigned i = 0; i < a->o.shards; i++) {
+		struct shard *sh = &a->shards[i];
+		for (int t = 0; t < INGEST_TRANSPORT_COUNT; t++) {
+			struct ingest_ring_counts *c = &sh->pub[t];
+			out->records[t] += ck_pr_load_64(&c->records);
+			for (int r = 0; r < INGEST_REJ_COUNT; r++)
+				out->rejected[r] += ck_pr_load_64(&c->rejected[r]);
+			out->dropped_ring_full += ck_pr_load_64(&c->dropped);
+			out->dropped_invalid += ck_pr_load_64(&c->invalid);
+		}
+		out->rings += ck_pr_load_64(&sh->nrings);
+	}
+}

@@ -1,0 +1,803 @@
+/*
+ * client.c -- libmixd. See <mixd/client.h> for the contract.
+ *
+ * Shape: every (thread, client) pair owns a producer ring (struct tl_ring)
+ * and a record builder. The producer thread touches only its ring; the
+ * client's background thread owns the connections: it connects, hands each
+ * ring to mixd (shared memory) or sends its bytes (socket), and reconnects
+ * after mixd restarts. The two meet only at the ring's counters, ordered as
+ * described in ring.h, and at the client's list of rings, under a mutex
+ * taken once per ring creation.
+ *
+ * Lifetime: a ring is referenced by its thread (until the thread exits) and
+ * by its client (until the client closes, or the ring is retired and
+ * drained). Whoever drops the last reference frees it; so a thread may
+ * outlive its client and a client its threads.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mixd/client.h>
+
+#include "ingest/ring.h"
+#include "ingest/wire.h"
+
+#ifdef MIXD_BUILDING_SHARED
+#define API __attribute__((visibility("default")))
+#else
+#define API
+#endif
+
+#define CUSTOM_BASE 0x8000u
+#define CUSTOM_MAX 1024u
+#define RING_DEFAULT (1u << 20)
+/* A largest record must fit even right after a wrap (see ring_push). */
+#define RING_MIN (256u << 10)
+#define BACKOFF_MIN_MS 10u
+#define SEND_CHUNK (256u << 10)
+
+struct mixd_record {
+	struct wire_writer w;
+	struct tl_ring *ring; /* NULL: no ring could be made; commit drops */
+	struct mixd_client *client;
+	bool invalid;
+};
+
+struct tl_ring {
+	/* The producer thread's. */
+	struct ring_prod prod;
+	struct mixd_record rec;
+	uint64_t written, dropped, invalid; /* mirrors of the header's */
+	struct tl_ring *tl_next;            /* the thread's list */
+	struct mixd_client *client;
+	uint64_t client_id;
+
+	/* Shared. */
+	int refs;     /* atomic */
+	int retired;  /* atomic: the thread exited */
+	int orphaned; /* atomic: the client closed */
+	void *map;
+	size_t map_len;
+	int memfd; /* -1 for socket transport */
+
+	/* The background thread's. */
+	struct tl_ring *next; /* the client's list */
+	int sock;
+	uint64_t retry_at_ns;
+	uint32_t backoff_ms;
+	struct ring_cons send; /* socket transport: the sender's end */
+	uint32_t send_part;    /* bytes of the frame at send.tail already sent */
+	bool want_out;         /* last send hit EAGAIN */
+};
+
+struct mixd_client {
+	uint64_t id;
+	struct sockaddr_un addr;
+	enum mixd_transport transport;
+	uint32_t ring_bytes;
+	uint32_t reconnect_max_ms;
+
+	pthread_mutex_t lock;
+	struct tl_ring *rings;
+	uint32_t nrings;
+	pthread_t bg;
+	int wake_fd;
+	int stop;                /* atomic */
+	uint64_t dropped_noring; /* atomic */
+	uint32_t connected;      /* atomic, maintained by bg */
+
+	uint32_t ncustom; /* atomic; names published before the count */
+	char *custom[CUSTOM_MAX];
+	uint16_t custom_len[CUSTOM_MAX];
+};
+
+static __thread struct tl_ring *tl_rings;
+static __thread struct mixd_record tl_norecord;
+static pthread_key_t tl_key;
+static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
+static uint64_t next_client_id = 1; /* atomic */
+
+static uint64_t now_ns(int clock)
+{
+	struct timespec ts;
+	clock_gettime(clock, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void wake(struct mixd_client *c)
+{
+	uint64_t one = 1;
+	ssize_t n = write(c->wake_fd, &one, sizeof one);
+	(void)n; /* EAGAIN: a wakeup is already pending */
+}
+
+/* ---- ring lifetime ---------------------------------------------------- */
+
+static void ring_unref(struct tl_ring *r)
+{
+	if (__atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	if (r->sock >= 0)
+		close(r->sock);
+	if (r->memfd >= 0)
+		close(r->memfd);
+	munmap(r->map, r->map_len);
+	free(r->rec.w.buf);
+	free(r);
+}
+
+/* Thread exit: retire the thread's rings; the client drains and frees. */
+static void tl_destructor(void *unused)
+{
+	struct tl_ring *r = tl_rings, *next;
+	tl_rings = NULL;
+	for (; r; r = next) {
+		next = r->tl_next;
+		__atomic_store_n(&r->retired, 1, __ATOMIC_RELEASE);
+		if (!__atomic_load_n(&r->orphaned, __ATOMIC_ACQUIRE))
+			wake(r->client);
+		ring_unref(r);
+	}
+}
+
+static void tl_init_key(void)
+{
+	pthread_key_create(&tl_key, tl_destructor);
+}
+
+static struct tl_ring *ring_create(struct mixd_client *c)
+{
+	struct tl_ring *r = calloc(1, sizeof *r);
+	if (!r)
+		return NULL;
+	r->memfd = -1;
+	r->sock = -1;
+	r->map = MAP_FAILED;
+	r->map_len = MIXD_RING_HDR_SIZE + c->ring_bytes;
+	if (c->transport == MIXD_TRANSPORT_SHM) {
+		r->memfd = memfd_create("mixd-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (r->memfd < 0 || ftruncate(r->memfd, (off_t)r->map_len) != 0)
+			goto fail;
+		r->map = mmap(NULL, r->map_len, PROT_READ | PROT_WRITE,
+			      MAP_SHARED, r->memfd, 0);
+	} else {
+		r->map = mmap(NULL, r->map_len, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	}
+	if (r->map == MAP_FAILED)
+		goto fail;
+	uint8_t *buf = malloc(MIXD_RECORD_MAX);
+	if (!buf)
+		goto fail;
+	struct mixd_ring_hdr *h = r->map;
+	ring_init(h, c->ring_bytes, (uint32_t)getpid(), (uint32_t)gettid(),
+		  now_ns(CLOCK_REALTIME));
+	ring_prod_init(&r->prod, h, (uint8_t *)r->map + MIXD_RING_HDR_SIZE);
+	r->send.hdr = h;
+	r->send.data = (const uint8_t *)r->map + MIXD_RING_HDR_SIZE;
+	r->send.cap = c->ring_bytes;
+	r->send.max_len = MIXD_RECORD_MAX;
+	wire_init(&r->rec.w, buf, MIXD_RECORD_MAX);
+	r->rec.ring = r;
+	r->rec.client = c;
+	r->client = c;
+	r->client_id = c->id;
+	r->refs = 2; /* the thread's and the client's */
+	r->backoff_ms = BACKOFF_MIN_MS;
+
+	pthread_once(&tl_once, tl_init_key);
+	pthread_setspecific(tl_key, r); /* any non-NULL value: run destructor */
+	r->tl_next = tl_rings;
+	tl_rings = r;
+
+	pthread_mutex_lock(&c->lock);
+	r->next = c->rings;
+	c->rings = r;
+	c->nrings++;
+	pthread_mutex_unlock(&c->lock);
+	wake(c);
+	return r;
+fail:
+	if (r->map != MAP_FAILED)
+		munmap(r->map, r->map_len);
+	if (r->memfd >= 0)
+		close(r->memfd);
+	free(r);
+	return NULL;
+}
+
+/* The calling thread's ring for @c; forgets rings of closed clients. */
+static struct tl_ring *ring_find(struct mixd_client *c)
+{
+	struct tl_ring **pp = &tl_rings, *r;
+	while ((r = *pp)) {
+		if (r->client == c && r->client_id == c->id)
+			return r;
+		if (__atomic_load_n(&r->orphaned, __ATOMIC_ACQUIRE)) {
+			*pp = r->tl_next;
+			ring_unref(r);
+			continue;
+		}
+		pp = &r->tl_next;
+	}
+	return NULL;
+}
+
+/* ---- records ---------------------------------------------------------- */
+
+API mixd_record *mixd_record_begin(mixd_client *c)
+{
+	struct tl_ring *r = tl_rings;
+	if (!r || r->client != c || r->client_id != c->id) {
+		r = ring_find(c);
+		if (!r)
+			r = ring_create(c);
+	}
+	if (!r) {
+		/* No ring: a builder with no room, which commit counts as a
+		 * drop. */
+		tl_norecord.client = c;
+		tl_norecord.ring = NULL;
+		wire_init(&tl_norecord.w, NULL, 0);
+		return &tl_norecord;
+	}
+	struct mixd_record *rec = &r->rec;
+	rec->w.len = 0;
+	rec->w.overflow = false;
+	rec->invalid = false;
+	return rec;
+}
+
+/* Write the attribute header for @a; false if @a is no attribute. */
+static inline bool put_attr(mixd_record *r, mixd_attr a, uint8_t type)
+{
+	if (a < MIXD_ATTR_DICT_COUNT)
+		return wire_attr(&r->w, a, type, NULL, 0);
+	uint32_t i = (uint32_t)a - CUSTOM_BASE;
+	if (a >= CUSTOM_BASE &&
+	    i < __atomic_load_n(&r->client->ncustom, __ATOMIC_ACQUIRE))
+		return wire_attr(&r->w, MIXD_ATTR_INLINE, type,
+				 r->client->custom[i], r->client->custom_len[i]);
+	r->invalid = true;
+	return false;
+}
+
+API void mixd_set_typed_string(mixd_record *r, mixd_attr a, enum mixd_type t,
+			       const char *s, size_t len)
+{
+	if (t != MIXD_T_STRING && t != MIXD_T_EMAIL && t != MIXD_T_URI &&
+	    t != MIXD_T_DNS_NAME && t != MIXD_T_BYTES) {
+		r->invalid = true;
+		return;
+	}
+	if (put_attr(r, a, (uint8_t)t))
+		wire_bytes(&r->w, s, len);
+}
+
+API void mixd_set_string(mixd_record *r, mixd_attr a, const char *s, size_t len)
+{
+	if (put_attr(r, a, MIXD_T_STRING))
+		wire_bytes(&r->w, s, len);
+}
+
+API void mixd_set_cstr(mixd_record *r, mixd_attr a, const char *s)
+{
+	mixd_set_string(r, a, s, strlen(s));
+}
+
+API void mixd_set_bytes(mixd_record *r, mixd_attr a, const void *p, size_t len)
+{
+	if (put_attr(r, a, MIXD_T_BYTES))
+		wire_bytes(&r->w, p, len);
+}
+
+static inline void set_u64(mixd_record *r, mixd_attr a, uint8_t type,
+			   uint64_t v)
+{
+	if (put_attr(r, a, type))
+		wire_u64(&r->w, v);
+}
+
+API void mixd_set_int64(mixd_record *r, mixd_attr a, int64_t v)
+{
+	set_u64(r, a, MIXD_T_INT64, (uint64_t)v);
+}
+
+API void mixd_set_double(mixd_record *r, mixd_attr a, double v)
+{
+	uint64_t bits;
+	memcpy(&bits, &v, 8);
+	set_u64(r, a, MIXD_T_DOUBLE, bits);
+}
+
+API void mixd_set_timestamp(mixd_record *r, mixd_attr a, int64_t ns)
+{
+	set_u64(r, a, MIXD_T_TIMESTAMP, (uint64_t)ns);
+}
+
+API void mixd_set_duration(mixd_record *r, mixd_attr a, int64_t ns)
+{
+	set_u64(r, a, MIXD_T_DURATION, (uint64_t)ns);
+}
+
+API void mixd_set_bool(mixd_record *r, mixd_attr a, int v)
+{
+	if (put_attr(r, a, MIXD_T_BOOL))
+		wire_u8(&r->w, v ? 1 : 0);
+}
+
+API void mixd_set_ip(mixd_record *r, mixd_attr a, const void *addr, size_t len)
+{
+	if (len != 4 && len != 16) {
+		r->invalid = true;
+		return;
+	}
+	if (put_attr(r, a, MIXD_T_IP))
+		wire_ip(&r->w, addr, len);
+}
+
+API void mixd_set_string_map(mixd_record *r, mixd_attr a,
+			     const struct mixd_kv *kv, size_t n)
+{
+	if (n > UINT32_MAX) {
+		r->invalid = true;
+		return;
+	}
+	if (!put_attr(r, a, MIXD_T_STRING_MAP))
+		return;
+	wire_u32(&r->w, (uint32_t)n);
+	for (size_t i = 0; i < n; i++) {
+		wire_bytes(&r->w, kv[i].key, kv[i].key_len);
+		wire_bytes(&r->w, kv[i].value, kv[i].value_len);
+	}
+}
+
+API int mixd_record_commit(mixd_record *rec)
+{
+	struct tl_ring *r = rec->ring;
+	if (!r) {
+		__atomic_add_fetch(&rec->client->dropped_noring, 1,
+				   __ATOMIC_RELAXED);
+		return -ENOMEM;
+	}
+	struct mixd_ring_hdr *h = r->prod.hdr;
+	if (rec->invalid || rec->w.overflow) {
+		ring_store_relaxed(&h->prod.invalid, ++r->invalid);
+		return -EMSGSIZE;
+	}
+	if (!ring_push(&r->prod, rec->w.buf, rec->w.len)) {
+		ring_store_relaxed(&h->prod.dropped, ++r->dropped);
+		return -ENOBUFS;
+	}
+	ring_store_relaxed(&h->prod.written, ++r->written);
+	return 0;
+}
+
+API void mixd_record_abort(mixd_record *rec)
+{
+	rec->w.len = 0;
+}
+
+/* ---- the background thread -------------------------------------------- */
+
+static int send_hello(struct mixd_client *c, struct tl_ring *r, int fd)
+{
+	struct mixd_hello hello = {.version = MIXD_HELLO_VERSION};
+	memcpy(hello.marker, MIXD_HELLO_MARKER, sizeof hello.marker);
+	hello.kind = r->memfd >= 0 ? MIXD_HELLO_SHM : MIXD_HELLO_STREAM;
+	struct iovec iov = {.iov_base = &hello, .iov_len = sizeof hello};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (r->memfd >= 0) {
+		memset(&u, 0, sizeof u);
+		msg.msg_control = u.buf;
+		msg.msg_controllen = sizeof u.buf;
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &r->memfd, sizeof(int));
+	}
+	ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	return n == (ssize_t)sizeof hello ? 0 : -1;
+}
+
+static void try_connect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd >= 0 &&
+	    connect(fd, (struct sockaddr *)&c->addr, sizeof c->addr) == 0 &&
+	    send_hello(c, r, fd) == 0) {
+		r->sock = fd;
+		r->backoff_ms = BACKOFF_MIN_MS;
+		r->send_part = 0;
+		r->want_out = false;
+		__atomic_add_fetch(&c->connected, 1, __ATOMIC_RELAXED);
+		return;
+	}
+	if (fd >= 0)
+		close(fd);
+	r->retry_at_ns = now + (uint64_t)r->backoff_ms * 1000000u;
+	r->backoff_ms *= 2;
+	if (r->backoff_ms > c->reconnect_max_ms)
+		r->backoff_ms = c->reconnect_max_ms;
+}
+
+static void disconnect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
+{
+	close(r->sock);
+	r->sock = -1;
+	/* A frame cut short is sent again, whole, on the next connection;
+	 * mixd discards the partial one with the connection. */
+	r->send_part = 0;
+	r->retry_at_ns = now + BACKOFF_MIN_MS * 1000000u;
+	__atomic_sub_fetch(&c->connected, 1, __ATOMIC_RELAXED);
+}
+
+/*
+ * Socket transport: send what the producer published, as it lies in the
+ * ring (frames back to back, wrap frames skipped), in chunks. Returns 1 if
+ * bytes remain to send, 0 if all is sent, -1 if the connection failed.
+ */
+static int pump(struct tl_ring *r)
+{
+	struct ring_cons *s = &r->send;
+	for (int rounds = 0; rounds < 64; rounds++) {
+		s->head = ring_load_acquire(&s->hdr->prod.head);
+		if (s->tail == s->head)
+			return 0;
+		uint64_t pos = s->tail & (s->cap - 1);
+		uint32_t fh[2];
+		memcpy(fh, s->data + pos, sizeof fh);
+		if (fh[1] == MIXD_FRAME_WRAP) {
+			s->tail += s->cap - pos;
+			ring_cons_commit(s);
+			continue;
+		}
+		/* Gather whole frames up to the end of data, a wrap, or
+		 * SEND_CHUNK. Our own memory: no need to distrust it. */
+		uint64_t end = s->tail;
+		while (end < s->head && end - s->tail < SEND_CHUNK) {
+			uint64_t p = end & (s->cap - 1);
+			if (end != s->tail && p == 0)
+				break;
+			memcpy(fh, s->data + p, sizeof fh);
+			if (fh[1] == MIXD_FRAME_WRAP)
+				break;
+			end += ring_frame_size(fh[0]);
+		}
+		size_t want = (size_t)(end - s->tail) - r->send_part;
+		ssize_t n = send(r->sock, s->data + pos + r->send_part, want,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				r->want_out = true;
+				return 1;
+			}
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		/* Advance tail over the frames sent whole; remember how much of
+		 * the next one went out. */
+		uint64_t done = s->tail + r->send_part + (uint64_t)n;
+		while (s->tail < done) {
+			memcpy(fh, s->data + (s->tail & (s->cap - 1)), sizeof fh);
+			uint64_t sz = ring_frame_size(fh[0]);
+			if (s->tail + sz > done)
+				break;
+			s->tail += sz;
+		}
+		r->send_part = (uint32_t)(done - s->tail);
+		ring_cons_commit(s);
+		if ((size_t)n < want) {
+			r->want_out = true;
+			return 1;
+		}
+	}
+	return 1;
+}
+
+/* Everything committed so far has been taken by mixd (or the socket). */
+static bool ring_drained(struct tl_ring *r)
+{
+	struct mixd_ring_hdr *h = r->prod.hdr;
+	return ring_load_acquire(&h->cons.tail) ==
+	       ring_load_acquire(&h->prod.head);
+}
+
+static void *bg_main(void *arg)
+{
+	struct mixd_client *c = arg;
+	struct pollfd *pfd = NULL;
+	struct tl_ring **who = NULL;
+	uint32_t cap = 0;
+
+	while (!__atomic_load_n(&c->stop, __ATOMIC_ACQUIRE)) {
+		uint64_t now = now_ns(CLOCK_MONOTONIC);
+		int timeout = 1000;
+		uint32_t n = 0;
+
+		pthread_mutex_lock(&c->lock);
+		if (c->nrings + 1 > cap) {
+			uint32_t ncap = (c->nrings + 1) * 2;
+			struct pollfd *np = realloc(pfd, ncap * sizeof *np);
+			if (np)
+				pfd = np;
+			struct tl_ring **nw = realloc(who, ncap * sizeof *nw);
+			if (nw)
+				who = nw;
+			if (np && nw)
+				cap = ncap;
+		}
+		struct tl_ring **pp = &c->rings, *r;
+		while ((r = *pp)) {
+			bool retired = __atomic_load_n(&r->retired, __ATOMIC_ACQUIRE);
+			if (r->sock < 0 && now >= r->retry_at_ns &&
+			    !(retired && ring_drained(r)))
+				try_connect(c, r, now);
+			if (r->sock >= 0 && r->memfd < 0) {
+				int p = pump(r);
+				if (p < 0)
+					disconnect(c, r, now);
+				else if (p > 0 && !r->want_out)
+					timeout = 0;
+				else if (!ring_drained(r) && timeout > 1)
+					timeout = 1;
+			}
+			if (retired && ring_drained(r)) {
+				/* Its thread is gone and mixd has it all. */
+				if (r->sock >= 0)
+					disconnect(c, r, now);
+				*pp = r->next;
+				c->nrings--;
+				ring_unref(r);
+				continue;
+			}
+			if (r->sock < 0) {
+				int64_t wait = (int64_t)(r->retry_at_ns - now) / 1000000;
+				if (wait < timeout)
+					timeout = wait < 0 ? 0 : (int)wait;
+			} else if (n < cap - 1) {
+				/* Watch for mixd going away; for POLLOUT too when
+				 * the socket pushed back. */
+				pfd[n].fd = r->sock;
+				pfd[n].events = POLLIN | (r->want_out ? POLLOUT : 0);
+				who[n++] = r;
+			}
+			if (r->memfd < 0 && r->sock >= 0 && !ring_drained(r) &&
+			    !r->want_out && timeout > 1)
+				timeout = 1; /* socket: look again for records */
+			pp = &r->next;
+		}
+		pthread_mutex_unlock(&c->lock);
+
+		if (!cap)
+			continue; /* out of memory: retry */
+		pfd[n].fd = c->wake_fd;
+		pfd[n].events = POLLIN;
+		if (poll(pfd, n + 1, timeout) <= 0)
+			continue;
+		now = now_ns(CLOCK_MONOTONIC);
+		for (uint32_t i = 0; i < n; i++) {
+			if (pfd[i].revents & POLLOUT)
+				who[i]->want_out = false;
+			if (!(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			/* mixd never sends on a producer connection: readable
+			 * means closed (or a protocol we do not speak). */
+			char b[64];
+			ssize_t k = recv(who[i]->sock, b, sizeof b, MSG_DONTWAIT);
+			if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR) ||
+			    (pfd[i].revents & (POLLHUP | POLLERR)))
+				disconnect(c, who[i], now);
+		}
+		if (pfd[n].revents & POLLIN) {
+			uint64_t v;
+			ssize_t k = read(c->wake_fd, &v, sizeof v);
+			(void)k;
+		}
+	}
+	free(pfd);
+	free(who);
+	return NULL;
+}
+
+/* ---- the client ------------------------------------------------------- */
+
+static int parse_address(const char *address, struct sockaddr_un *sa)
+{
+	const char *path = address;
+	if (strncmp(address, "unix://", 7) == 0)
+		path = address + 7;
+	if (path[0] != '/' || strlen(path) >= sizeof sa->sun_path)
+		return -EINVAL;
+	memset(sa, 0, sizeof *sa);
+	sa->sun_family = AF_UNIX;
+	strcpy(sa->sun_path, path);
+	return 0;
+}
+
+API int mixd_client_open(const char *address,
+			 const struct mixd_client_options *opts,
+			 mixd_client **out)
+{
+	struct mixd_client_options o = {0};
+	if (opts)
+		o = *opts;
+	if (!o.ring_bytes)
+		o.ring_bytes = RING_DEFAULT;
+	if (!o.reconnect_max_ms)
+		o.reconnect_max_ms = 1000;
+	if (!address || !out || (o.ring_bytes & (o.ring_bytes - 1)) ||
+	    o.ring_bytes < RING_MIN || o.ring_bytes > MIXD_RING_MAX_CAPACITY ||
+	    (o.transport != MIXD_TRANSPORT_SHM &&
+	     o.transport != MIXD_TRANSPORT_SOCKET))
+		return -EINVAL;
+	if (o.reconnect_max_ms < BACKOFF_MIN_MS)
+		o.reconnect_max_ms = BACKOFF_MIN_MS;
+
+	struct mixd_client *c = calloc(1, sizeof *c);
+	if (!c)
+		return -ENOMEM;
+	int rc = parse_address(address, &c->addr);
+	if (rc)
+		goto fail;
+	c->id = __atomic_fetch_add(&next_client_id, 1, __ATOMIC_RELAXED);
+	c->transport = o.transport;
+	c->ring_bytes = o.ring_bytes;
+	c->reconnect_max_ms = o.reconnect_max_ms;
+	pthread_mutex_init(&c->lock, NULL);
+	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->wake_fd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	rc = -pthread_create(&c->bg, NULL, bg_main, c);
+	if (rc)
+		goto fail;
+	*out = c;
+	return 0;
+fail:
+	if (c->wake_fd > 0)
+		close(c->wake_fd);
+	free(c);
+	return rc;
+}
+
+API void mixd_client_close(mixd_client *c)
+{
+	if (!c)
+		return;
+	__atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE);
+	wake(c);
+	pthread_join(c->bg, NULL);
+	struct tl_ring *r = c->rings, *next;
+	for (; r; r = next) {
+		next = r->next;
+		if (r->sock >= 0) {
+			close(r->sock);
+			r->sock = -1;
+		}
+		__atomic_store_n(&r->orphaned, 1, __ATOMIC_RELEASE);
+		ring_unref(r);
+	}
+	close(c->wake_fd);
+	for (uint32_t i = 0; i < c->ncustom; i++)
+		free(c->custom[i]);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+API int mixd_client_flush(mixd_client *c, int timeout_ms)
+{
+	uint64_t deadline = now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000u;
+	for (;;) {
+		bool done = true;
+		pthread_mutex_lock(&c->lock);
+		for (struct tl_ring *r = c->rings; r && done; r = r->next)
+			done = ring_drained(r);
+		pthread_mutex_unlock(&c->lock);
+		if (done)
+			return 0;
+		if (now_ns(CLOCK_MONOTONIC) >= deadline)
+			return -ETIMEDOUT;
+		wake(c);
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+}
+
+API void mixd_client_stats(mixd_client *c, struct mixd_client_stats *out)
+{
+	memset(out, 0, sizeof *out);
+	pthread_mutex_lock(&c->lock);
+	for (struct tl_ring *r = c->rings; r; r = r->next) {
+		struct mixd_ring_hdr *h = r->prod.hdr;
+		out->written += ring_load_relaxed(&h->prod.written);
+		out->dropped_full += ring_load_relaxed(&h->prod.dropped);
+		out->dropped_invalid += ring_load_relaxed(&h->prod.invalid);
+		out->rings++;
+	}
+	pthread_mutex_unlock(&c->lock);
+	out->dropped_full += __atomic_load_n(&c->dropped_noring, __ATOMIC_RELAXED);
+	out->dropped = out->dropped_full + out->dropped_invalid;
+	out->connected = __atomic_load_n(&c->connected, __ATOMIC_RELAXED);
+}
+
+/* ---- attribute names -------------------------------------------------- */
+
+static const struct {
+	const char *name;
+	uint8_t type;
+} dictionary[MIXD_ATTR_DICT_COUNT] = {
+#define DICT_ENTRY_(id, n, t) [MIXD_ATTR_##id] = {n, t},
+	MIXD_ATTRIBUTE_LIST(DICT_ENTRY_)
+#undef DICT_ENTRY_
+};
+
+API int mixd_attr_lookup(const char *name)
+{
+	for (int i = 0; i < MIXD_ATTR_DICT_COUNT; i++)
+		if (strcmp(dictionary[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+API int mixd_attr_type(mixd_attr a)
+{
+	return a < MIXD_ATTR_DICT_COUNT ? dictionary[a].type : 0;
+}
+
+API int mixd_attr_custom(mixd_client *c, const char *name, mixd_attr *out)
+{
+	size_t len = name ? strlen(name) : 0;
+	if (len == 0 || len > UINT16_MAX)
+		return -EINVAL;
+	int id = mixd_attr_lookup(name);
+	if (id >= 0) {
+		*out = (mixd_attr)id;
+		return 0;
+	}
+	int rc = 0;
+	pthread_mutex_lock(&c->lock);
+	uint32_t n = c->ncustom;
+	for (uint32_t i = 0; i < n; i++) {
+		if (c->custom_len[i] == len && memcmp(c->custom[i], name, len) == 0) {
+			*out = (mixd_attr)(CUSTOM_BASE + i);
+			goto out;
+		}
+	}
+	if (n == CUSTOM_MAX) {
+		rc = -ENOSPC;
+		goto out;
+	}
+	c->custom[n] = strdup(name);
+	if (!c->custom[n]) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	c->custom_len[n] = (uint16_t)len;
+	__atomic_store_n(&c->ncustom, n + 1, __ATOMIC_RELEASE);
+	*out = (mixd_attr)(CUSTOM_BASE + n);
+out:
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+API const char *mixd_version(void)
+{
+	return MIXD_VERSION;
+}

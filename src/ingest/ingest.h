@@ -1,0 +1,169 @@
+/*
+ * ingest -- how records reach mixd: producer rings in shared memory, the
+ * unix-socket server (io_uring), and the record decoder.
+ *
+ * Threads: the socket server runs its own io thread. It accepts producers,
+ * attaches their rings and hands them to a consumer (a shard, in agg) through
+ * the ingest_sink callbacks; records that arrive on the socket itself are
+ * copied into a per-sink queue ring that the same consumer drains. A ring is
+ * consumed by exactly one thread at a time.
+ *
+ * Untrusted input: everything in a ring or on the socket. ingest_decode()
+ * and the ring consumer bound-check every length; a bad record is rejected
+ * and counted under a reason, never trusted further.
+ */
+#ifndef MIXD_INGEST_H
+#define MIXD_INGEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attr/attr.h"
+
+/** Why a record (or a ring) was rejected. Exported as a metric label. */
+enum ingest_reject {
+	INGEST_REJ_NONE = 0,
+	INGEST_REJ_TRUNCATED,  /**< an attribute runs past the record's end */
+	INGEST_REJ_ATTRIBUTE,  /**< unknown dictionary id or bad inline name */
+	INGEST_REJ_TYPE,       /**< unknown type, or not the declared type */
+	INGEST_REJ_VALUE,      /**< bad IP length, bool, or string map */
+	INGEST_REJ_FRAME,      /**< bad frame on the socket */
+	INGEST_REJ_RING,       /**< corrupt ring: frames skipped to resync */
+	INGEST_REJ_COUNT
+};
+
+/** Label value of a reject reason ("truncated", "attribute", ...). */
+const char *ingest_reject_name(enum ingest_reject r);
+
+/**
+ * Decode one record payload into @t (which the caller cleared) against
+ * @vocab: dictionary ids are slots; inline names are looked up in @vocab and
+ * ignored when unknown. Values point into @p, so @p must outlive the use of
+ * @t. A wire type must equal the declared type, except that STRING is
+ * accepted for EMAIL, URI and DNS_NAME.
+ * Returns INGEST_REJ_NONE or the reason the record is malformed.
+ */
+enum ingest_reject ingest_decode(const uint8_t *p, size_t len,
+				 const struct attr_vocab *vocab,
+				 struct attr_table *t);
+
+/* ---------------------------------------------------------------------- */
+/* Consumer side of a ring.                                                */
+
+/** A ring attached for consuming: a producer's segment or a socket queue. */
+struct ingest_ring;
+
+/** Transport a ring's records arrived by (a metric label). */
+enum ingest_transport {
+	INGEST_SHM = 0,
+	INGEST_SOCKET = 1,
+	INGEST_TRANSPORT_COUNT
+};
+
+/** Label value: "shm" or "socket". */
+const char *ingest_transport_name(enum ingest_transport t);
+
+/**
+ * Take a producer's memfd: seal it against shrinking, check its size and
+ * marker, map it. Takes ownership of @fd (closed on failure too).
+ * Returns 0 and the ring, or -errno (-EPROTO: not a mixd ring).
+ */
+int ingest_ring_attach(int fd, struct ingest_ring **out);
+
+/**
+ * A private ring of @capacity bytes (a power of two) that the socket server
+ * fills with records received on the socket, for one consumer to drain.
+ */
+int ingest_ring_create_queue(uint64_t capacity, struct ingest_ring **out);
+
+/** Unmap and free. The ring must no longer be in use. */
+void ingest_ring_destroy(struct ingest_ring *r);
+
+/** Called for each record taken off a ring; returns the reject reason. */
+typedef enum ingest_reject (*ingest_record_fn)(void *ctx, const uint8_t *p,
+					       uint32_t len);
+
+/** Counters of one ring, owned by its consumer. */
+struct ingest_ring_counts {
+	uint64_t records;               /**< accepted */
+	uint64_t rejected[INGEST_REJ_COUNT];
+	uint64_t dropped;               /**< dropped by the producer (ring full) */
+	uint64_t invalid;               /**< refused by the producer's builder */
+};
+
+/**
+ * Consume up to @budget records, calling @fn for each. Adds to @counts and
+ * returns the number of records taken (0 when empty). A corrupt ring is
+ * resynchronised at the producer's head and the skipped records counted as
+ * INGEST_REJ_RING; a ring whose head itself is invalid stops being read.
+ */
+unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn, void *ctx,
+			  unsigned budget, struct ingest_ring_counts *counts);
+
+/** True when every published record has been consumed. */
+bool ingest_ring_empty(struct ingest_ring *r);
+
+/** The transport whose records this ring carries. */
+enum ingest_transport ingest_ring_transport(const struct ingest_ring *r);
+
+/** Producer's pid as written in the segment (diagnostics only). */
+uint32_t ingest_ring_pid(const struct ingest_ring *r);
+
+/**
+ * Producer end of a queue ring (the socket server's side). Returns false when
+ * the queue is full: the caller drops the record and counts it.
+ */
+bool ingest_queue_push(struct ingest_ring *q, const void *p, uint32_t len);
+
+/* ---------------------------------------------------------------------- */
+/* The socket server.                                                      */
+
+/**
+ * Where the server delivers work. Called on the io thread; each callback
+ * must be quick and must not block.
+ */
+struct ingest_sink {
+	/** A producer's ring arrived; return a token that identifies the
+	 *  consumer now owning it (passed back to ring_closed). */
+	void *(*ring_attached)(void *ctx, struct ingest_ring *r);
+	/** The producer's connection closed: drain @r, then destroy it. */
+	void (*ring_closed)(void *ctx, void *token, struct ingest_ring *r);
+	/** A stream connection opened: the queue ring its records go to. */
+	struct ingest_ring *(*stream_queue)(void *ctx, unsigned conn_id);
+	/** Records were pushed to @q: wake its consumer if it sleeps. */
+	void (*queue_kick)(void *ctx, struct ingest_ring *q);
+	void *ctx;
+};
+
+/** Counters of the socket server (read from any thread). */
+struct ingest_server_stats {
+	uint64_t connections;     /**< accepted, ever */
+	uint64_t producers;       /**< connections now open */
+	uint64_t stream_records;  /**< records queued from the socket */
+	uint64_t stream_rejected; /**< bad frames (the connection is closed) */
+	uint64_t queue_dropped;   /**< records dropped: consumer queue full */
+	uint64_t handshake_failed;/**< bad hello, bad memfd */
+};
+
+struct ingest_server;
+
+/**
+ * Listen on @address ("unix:///path" or an absolute path) and start the io
+ * thread. An existing socket file at the path is replaced. Returns 0 or
+ * -errno, with a message in @err.
+ */
+int ingest_server_start(const char *address, const struct ingest_sink *sink,
+			struct ingest_server **out, char *err, size_t errlen);
+
+/** Stop accepting and close the listening socket (connections stay). */
+void ingest_server_stop_accepting(struct ingest_server *s);
+
+/** Stop the io thread, close everything, free. Rings already handed to a
+ *  sink are the sink's. */
+void ingest_server_destroy(struct ingest_server *s);
+
+/** Snapshot of the counters. */
+void ingest_server_stats(struct ingest_server *s, struct ingest_server_stats *out);
+
+#endif /* MIXD_INGEST_H */

@@ -1,0 +1,263 @@
+/*
+ * segment.c -- the consumer side of producer rings (memfd segments) and of
+ * the private queue rings that carry socket records to a shard.
+ *
+ * A segment is hostile memory: the producer may rewrite any byte at any
+ * time, including the header. What mixd relies on is therefore copied out
+ * once, at attach (the capacity), and the memfd is sealed against shrinking
+ * before it is mapped, so no access within the mapping can fault.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ingest/ingest.h"
+#include "ingest/ring.h"
+
+struct ingest_ring {
+	struct ring_cons c;
+	void *map;
+	size_t map_len;
+	enum ingest_transport transport;
+	uint32_t pid;
+	bool dead;                 /* head invalid: no longer read */
+	struct ring_prod queue;    /* queue rings only: the io thread's end */
+};
+
+static bool is_pow2(uint64_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+int ingest_ring_attach(int fd, struct ingest_ring **out)
+{
+	struct ingest_ring *r = NULL;
+	void *map = MAP_FAILED;
+	size_t len = 0;
+	struct stat st;
+	int rc;
+
+	/* Seal first: after this the producer can no longer shrink the file
+	 * under our mapping (which would turn reads into SIGBUS). A memfd made
+	 * without MFD_ALLOW_SEALING refuses, and so do we. No F_SEAL_SEAL: a
+	 * restarted mixd adds the same seal again to the same memfd. */
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) {
+		rc = -errno;
+		goto fail;
+	}
+	int seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+		rc = -EPERM;
+		goto fail;
+	}
+	if (fstat(fd, &st) != 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if (st.st_size < (off_t)(MIXD_RING_HDR_SIZE + MIXD_RING_MIN_CAPACITY)) {
+		rc = -EPROTO;
+		goto fail;
+	}
+	/* Map only the header first to learn the capacity it claims. */
+	struct mixd_ring_hdr *h = mmap(NULL, MIXD_RING_HDR_SIZE, PROT_READ,
+				       MAP_SHARED, fd, 0);
+	if (h == MAP_FAILED) {
+		rc = -errno;
+		goto fail;
+	}
+	char marker[MIXD_RING_MARKER_LEN];
+	memcpy(marker, h->ident.marker, sizeof marker);
+	uint64_t cap = ck_pr_load_64(&h->ident.capacity);
+	uint32_t pid = h->ident.pid;
+	munmap(h, MIXD_RING_HDR_SIZE);
+	if (memcmp(marker, MIXD_RING_MARKER, sizeof(MIXD_RING_MARKER) - 1) != 0 ||
+	    !is_pow2(cap) || cap < MIXD_RING_MIN_CAPACITY ||
+	    cap > MIXD_RING_MAX_CAPACITY ||
+	    (uint64_t)st.st_size < MIXD_RING_HDR_SIZE + cap) {
+		rc = -EPROTO;
+		goto fail;
+	}
+	len = MIXD_RING_HDR_SIZE + cap;
+	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED) {
+		rc = -errno;
+		goto fail;
+	}
+	r = calloc(1, sizeof *r);
+	if (!r) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	r->map = map;
+	r->map_len = len;
+	r->transport = INGEST_SHM;
+	r->pid = pid;
+	r->c.hdr = map;
+	r->c.data = (const uint8_t *)map + MIXD_RING_HDR_SIZE;
+	r->c.cap = cap;
+	r->c.max_len = MIXD_RECORD_MAX;
+	/* Resume where the previous consumer (perhaps a mixd that died)
+	 * stopped. The value is the producer's to scribble on, so check it. */
+	uint64_t head = ring_load_acquire(&r->c.hdr->prod.head);
+	uint64_t tail = ring_load_acquire(&r->c.hdr->cons.tail);
+	if (tail > head || head - tail > cap || (tail & 7)) {
+		tail = head & ~(uint64_t)7;
+		r->c.hdr->cons.tail = tail;
+	}
+	r->c.tail = tail;
+	r->c.head = tail;
+	close(fd); /* the mapping keeps the memory */
+	*out = r;
+	return 0;
+fail:
+	if (map != MAP_FAILED)
+		munmap(map, len);
+	close(fd);
+	return rc;
+}
+
+int ingest_ring_create_queue(uint64_t capacity, struct ingest_ring **out)
+{
+	if (!is_pow2(capacity) || capacity < MIXD_RING_MIN_CAPACITY)
+		return -EINVAL;
+	size_t len = MIXD_RING_HDR_SIZE + capacity;
+	void *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (map == MAP_FAILED)
+		return -errno;
+	struct ingest_ring *r = calloc(1, sizeof *r);
+	if (!r) {
+		munmap(map, len);
+		return -ENOMEM;
+	}
+	ring_init(map, capacity, (uint32_t)getpid(), 0, 0);
+	r->map = map;
+	r->map_len = len;
+	r->transport = INGEST_SOCKET;
+	r->c.hdr = map;
+	r->c.data = (const uint8_t *)map + MIXD_RING_HDR_SIZE;
+	r->c.cap = capacity;
+	r->c.max_len = MIXD_RECORD_MAX;
+	ring_prod_init(&r->queue, map, (uint8_t *)map + MIXD_RING_HDR_SIZE);
+	*out = r;
+	return 0;
+}
+
+void ingest_ring_destroy(struct ingest_ring *r)
+{
+	if (!r)
+		return;
+	munmap(r->map, r->map_len);
+	free(r);
+}
+
+bool ingest_queue_push(struct ingest_ring *q, const void *p, uint32_t len)
+{
+	return ring_push(&q->queue, p, len);
+}
+
+enum ingest_transport ingest_ring_transport(const struct ingest_ring *r)
+{
+	return r->transport;
+}
+
+uint32_t ingest_ring_pid(const struct ingest_ring *r)
+{
+	return r->pid;
+}
+
+bool ingest_ring_empty(struct ingest_ring *r)
+{
+	if (r->dead)
+		return true;
+	if (!ring_cons_refresh(&r->c))
+		return true; /* poll() will find out and count it */
+	return r->c.tail == r->c.head;
+}
+
+/*
+ * Account for drops the producer made since any consumer last looked. The
+ * "seen" mark lives in the segment, so a restarted mixd counts exactly the
+ * drops made while it was down.
+ */
+static void account_drops(struct ingest_ring *r, struct ingest_ring_counts *n)
+{
+	struct mixd_ring_hdr *h = r->c.hdr;
+	uint64_t d = ring_load_relaxed(&h->prod.dropped);
+	uint64_t seen = ring_load_relaxed(&h->cons.dropped_seen);
+	if (d > seen) {
+		n->dropped += d - seen;
+		ring_store_relaxed(&h->cons.dropped_seen, d);
+	}
+	uint64_t inv = ring_load_relaxed(&h->prod.invalid);
+	uint64_t inv_seen = ring_load_relaxed(&h->cons.invalid_seen);
+	if (inv > inv_seen) {
+		n->invalid += inv - inv_seen;
+		ring_store_relaxed(&h->cons.invalid_seen, inv);
+	}
+}
+
+/*
+ * The producer broke the framing. Skip everything it has published and
+ * count the skipped records from its own tally of written records: the best
+ * estimate there is, since the frames themselves can no longer be trusted.
+ */
+static void resync(struct ingest_ring *r, struct ingest_ring_counts *n)
+{
+	struct mixd_ring_hdr *h = r->c.hdr;
+	uint64_t written = ring_load_relaxed(&h->prod.written);
+	uint64_t consumed = ring_load_relaxed(&h->cons.consumed);
+	uint64_t lost = written > consumed ? written - consumed : 1;
+	if (lost > r->c.cap / MIXD_FRAME_HDR)
+		lost = r->c.cap / MIXD_FRAME_HDR; /* a ring holds no more */
+	n->rejected[INGEST_REJ_RING] += lost;
+	ring_store_relaxed(&h->cons.consumed, consumed + lost);
+	r->c.tail = r->c.head & ~(uint64_t)7;
+	ring_cons_commit(&r->c);
+}
+
+unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn, void *ctx,
+			  unsigned budget, struct ingest_ring_counts *n)
+{
+	if (r->dead)
+		return 0;
+	if (r->transport == INGEST_SHM)
+		account_drops(r, n);
+	if (!ring_cons_refresh(&r->c)) {
+		/* head is beyond reach: we cannot even tell where to resume. */
+		n->rejected[INGEST_REJ_RING]++;
+		r->dead = true;
+		return 0;
+	}
+	unsigned taken = 0;
+	while (taken < budget) {
+		const uint8_t *p;
+		uint32_t len;
+		uint64_t size;
+		enum ring_peek_rc rc = ring_peek(&r->c, &p, &len, &size);
+		if (rc == RING_EMPTY)
+			break;
+		if (rc == RING_CORRUPT) {
+			resync(r, n);
+			return taken + 1;
+		}
+		enum ingest_reject why = fn(ctx, p, len);
+		if (why == INGEST_REJ_NONE)
+			n->records++;
+		else
+			n->rejected[why]++;
+		ring_advance(&r->c, size);
+		taken++;
+	}
+	if (taken) {
+		struct mixd_ring_hdr *h = r->c.hdr;
+		ring_store_relaxed(&h->cons.consumed,
+				   ring_load_relaxed(&h->cons.consumed) + taken);
+		ring_cons_commit(&r->c);
+	}
+	return taken;
+}

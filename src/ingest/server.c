@@ -1,0 +1,617 @@
+/*
+ * server.c -- the producer socket: accept, handshake, stream records.
+ *
+ * One io thread runs an io_uring loop:
+ *   - a multishot accept on the listening socket;
+ *   - per connection, one RECVMSG for the 16-byte hello, which may carry the
+ *     producer's memfd (SCM_RIGHTS) -- multishot recv cannot take ancillary
+ *     data, the hello is the only message that has any;
+ *   - then a multishot recv into a provided-buffer ring: a stream
+ *     producer's frames, or, for a shared-memory producer, nothing until
+ *     the connection closes (which is how we learn the producer is gone).
+ * Stream frames are reassembled across buffers and copied into the queue
+ * ring of the consumer the sink assigned, so a buffer goes back to the
+ * kernel as soon as its CQE is handled.
+ *
+ * A connection is freed only after its last CQE (no F_MORE): to end one
+ * early we shut it down and let the pending recv complete.
+ */
+#include <errno.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <mixd/ring.h>
+
+#include "ingest/ingest.h"
+#include "ingest/ring.h"
+
+#define QUEUE_DEPTH 512
+#define BUF_GROUP 1
+#define BUF_COUNT 64 /* power of two */
+#define BUF_SIZE (64u * 1024u)
+
+enum op {
+	OP_ACCEPT = 1,
+	OP_HELLO = 2,
+	OP_RECV = 3,
+	OP_WAKE = 4,
+	OP_CANCEL = 5,
+};
+
+enum conn_kind {
+	CONN_HELLO = 0,
+	CONN_SHM = MIXD_HELLO_SHM,
+	CONN_STREAM = MIXD_HELLO_STREAM,
+};
+
+struct conn {
+	int fd;
+	unsigned id;
+	enum conn_kind kind;
+	struct ingest_ring *ring; /* shm: handed to the sink */
+	void *token;
+	struct ingest_ring *queue; /* stream: where records go */
+	bool dead;                 /* shut down; waiting for the last CQE */
+	bool kicked;               /* records pushed in this CQE batch */
+	struct conn *kick_next;
+	struct conn *prev, *next;  /* every open connection */
+
+	/* hello */
+	struct mixd_hello hello;
+	uint32_t hello_len;
+	struct msghdr msg;
+	struct iovec iov;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 4)];
+		struct cmsghdr align;
+	} cmsg;
+
+	/* stream reassembly: one frame at most */
+	uint8_t *part;
+	uint32_t part_len;
+};
+
+struct ingest_server {
+	struct io_uring ring;
+	struct io_uring_buf_ring *br;
+	uint8_t *bufs;
+	int listen_fd;
+	int wake_fd;
+	uint64_t wake_val;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct ingest_sink sink;
+	pthread_t thread;
+	int stop;         /* atomic */
+	int stop_accept;  /* atomic */
+	bool accepting;
+	unsigned next_id;
+	struct conn *kicks;
+	struct conn *conns;
+
+	/* counters: written by the io thread, read by anyone */
+	uint64_t n_connections, n_open, n_records, n_rejected, n_qdropped,
+		n_handshake_failed;
+};
+
+static inline uint64_t tag(void *p, enum op op)
+{
+	return (uint64_t)(uintptr_t)p | (uint64_t)op;
+}
+
+static inline void bump(uint64_t *c)
+{
+	ck_pr_store_64(c, ck_pr_load_64(c) + 1);
+}
+
+static struct io_uring_sqe *get_sqe(struct ingest_server *s)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+	if (!sqe) {
+		io_uring_submit(&s->ring);
+		sqe = io_uring_get_sqe(&s->ring);
+	}
+	return sqe;
+}
+
+static void arm_accept(struct ingest_server *s)
+{
+	struct io_uring_sqe *sqe = get_sqe(s);
+	io_uring_prep_multishot_accept(sqe, s->listen_fd, NULL, NULL,
+				       SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, tag(s, OP_ACCEPT));
+}
+
+static void arm_wake(struct ingest_server *s)
+{
+	struct io_uring_sqe *sqe = get_sqe(s);
+	io_uring_prep_read(sqe, s->wake_fd, &s->wake_val, sizeof s->wake_val, 0);
+	io_uring_sqe_set_data64(sqe, tag(s, OP_WAKE));
+}
+
+static void arm_hello(struct ingest_server *s, struct conn *c)
+{
+	c->iov.iov_base = (uint8_t *)&c->hello + c->hello_len;
+	c->iov.iov_len = sizeof c->hello - c->hello_len;
+	memset(&c->msg, 0, sizeof c->msg);
+	c->msg.msg_iov = &c->iov;
+	c->msg.msg_iovlen = 1;
+	c->msg.msg_control = c->cmsg.buf;
+	c->msg.msg_controllen = sizeof c->cmsg.buf;
+	struct io_uring_sqe *sqe = get_sqe(s);
+	io_uring_prep_recvmsg(sqe, c->fd, &c->msg, MSG_CMSG_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, tag(c, OP_HELLO));
+}
+
+static void arm_recv(struct ingest_server *s, struct conn *c)
+{
+	struct io_uring_sqe *sqe = get_sqe(s);
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = BUF_GROUP;
+	io_uring_sqe_set_data64(sqe, tag(c, OP_RECV));
+}
+
+/* End a connection early: its pending recv completes with 0 and frees it. */
+static void kill_conn(struct conn *c)
+{
+	if (!c->dead) {
+		c->dead = true;
+		shutdown(c->fd, SHUT_RDWR);
+	}
+}
+
+static void free_conn(struct ingest_server *s, struct conn *c)
+{
+	if (c->kind == CONN_SHM && c->ring)
+		s->sink.ring_closed(s->sink.ctx, c->token, c->ring);
+	if (c->kicked) { /* records of this batch: kick now, forget the conn */
+		struct conn **pp = &s->kicks;
+		while (*pp != c)
+			pp = &(*pp)->kick_next;
+		*pp = c->kick_next;
+		s->sink.queue_kick(s->sink.ctx, c->queue);
+	}
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	close(c->fd);
+	free(c->part);
+	free(c);
+	ck_pr_store_64(&s->n_open, ck_pr_load_64(&s->n_open) - 1);
+}
+
+static void push_record(struct ingest_server *s, struct conn *c,
+			const uint8_t *p, uint32_t len)
+{
+	if (ingest_queue_push(c->queue, p, len))
+		bump(&s->n_records);
+	else
+		bump(&s->n_qdropped);
+	if (!c->kicked) {
+		c->kicked = true;
+		c->kick_next = s->kicks;
+		s->kicks = c;
+	}
+}
+
+/* Validate a frame header; returns the frame's size or 0 if it is bad. */
+static uint64_t frame_check(const uint8_t *h, uint32_t *len)
+{
+	uint32_t fh[2];
+	memcpy(fh, h, sizeof fh);
+	if (fh[1] != MIXD_FRAME_RECORD || fh[0] > MIXD_RECORD_MAX)
+		return 0;
+	*len = fh[0];
+	return ring_frame_size(fh[0]);
+}
+
+/* Bytes received on a stream connection. Returns false on a bad frame. */
+static bool stream_bytes(struct ingest_server *s, struct conn *c,
+			 const uint8_t *p, size_t n)
+{
+	uint32_t len;
+	uint64_t sz;
+
+	while (n > 0) {
+		if (c->part_len == 0 && n >= MIXD_FRAME_HDR) {
+			/* The common case: whole frames straight from the buffer. */
+			if (!(sz = frame_check(p, &len)))
+				return false;
+			if (n >= sz) {
+				push_record(s, c, p + MIXD_FRAME_HDR, len);
+				p += sz;
+				n -= sz;
+				continue;
+			}
+		}
+		/* A frame split across buffers: collect it in c->part. */
+		if (!c->part && !(c->part = malloc(MIXD_FRAME_HDR + MIXD_RECORD_MAX + 8)))
+			return false;
+		uint32_t want = MIXD_FRAME_HDR;
+		if (c->part_len >= MIXD_FRAME_HDR) {
+			sz = frame_check(c->part, &len);
+			want = (uint32_t)sz;
+		}
+		uint32_t take = want - c->part_len;
+		if (take > n)
+			take = (uint32_t)n;
+		memcpy(c->part + c->part_len, p, take);
+		c->part_len += take;
+		p += take;
+		n -= take;
+		if (c->part_len == MIXD_FRAME_HDR && !frame_check(c->part, &len))
+			return false;
+		if (c->part_len >= MIXD_FRAME_HDR) {
+			sz = frame_check(c->part, &len);
+			if (c->part_len == sz) {
+				push_record(s, c, c->part + MIXD_FRAME_HDR, len);
+				c->part_len = 0;
+			}
+		}
+	}
+	return true;
+}
+
+static void on_accept(struct ingest_server *s, struct io_uring_cqe *cqe)
+{
+	if (!(cqe->flags & IORING_CQE_F_MORE) && s->accepting &&
+	    !__atomic_load_n(&s->stop_accept, __ATOMIC_ACQUIRE))
+		arm_accept(s); /* the kernel ended the multishot: re-arm */
+	if (cqe->res < 0)
+		return;
+	struct conn *c = calloc(1, sizeof *c);
+	if (!c) {
+		close(cqe->res);
+		return;
+	}
+	c->fd = cqe->res;
+	c->id = s->next_id++;
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	bump(&s->n_connections);
+	bump(&s->n_open);
+	arm_hello(s, c);
+}
+
+static int take_fd(struct conn *c)
+{
+	int fd = -1;
+	if (c->msg.msg_flags & MSG_CTRUNC)
+		return -1;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&c->msg); cm;
+	     cm = CMSG_NXTHDR(&c->msg, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < n; i++) {
+			int f;
+			memcpy(&f, CMSG_DATA(cm) + i * sizeof(int), sizeof f);
+			if (fd < 0)
+				fd = f;
+			else
+				close(f); /* one ring per connection */
+		}
+	}
+	return fd;
+}
+
+static void on_hello(struct ingest_server *s, struct conn *c,
+		     struct io_uring_cqe *cqe)
+{
+	int fd = cqe->res > 0 ? take_fd(c) : -1;
+	if (cqe->res <= 0)
+		goto fail;
+	c->hello_len += (uint32_t)cqe->res;
+	if (c->hello_len < sizeof c->hello) {
+		if (fd >= 0)
+			goto fail; /* the fd must come with the first bytes only */
+		arm_hello(s, c);
+		return;
+	}
+	if (memcmp(c->hello.marker, MIXD_HELLO_MARKER, 8) != 0 ||
+	    c->hello.version != MIXD_HELLO_VERSION)
+		goto fail;
+	if (c->hello.kind == MIXD_HELLO_SHM && fd >= 0) {
+		struct ingest_ring *r;
+		int rc = ingest_ring_attach(fd, &r);
+		fd = -1; /* attach took it */
+		if (rc)
+			goto fail;
+		c->kind = CONN_SHM;
+		c->ring = r;
+		c->token = s->sink.ring_attached(s->sink.ctx, r);
+	} else if (c->hello.kind == MIXD_HELLO_STREAM && fd < 0) {
+		c->kind = CONN_STREAM;
+		c->queue = s->sink.stream_queue(s->sink.ctx, c->id);
+		if (!c->queue)
+			goto fail;
+	} else {
+		goto fail;
+	}
+	arm_recv(s, c);
+	return;
+fail:
+	if (fd >= 0)
+		close(fd);
+	bump(&s->n_handshake_failed);
+	free_conn(s, c);
+}
+
+static void on_recv(struct ingest_server *s, struct conn *c,
+		    struct io_uring_cqe *cqe)
+{
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+		uint8_t *buf = s->bufs + (size_t)bid * BUF_SIZE;
+		if (cqe->res > 0 && !c->dead) {
+			if (c->kind != CONN_STREAM ||
+			    !stream_bytes(s, c, buf, (size_t)cqe->res)) {
+				/* Bytes from a shm producer, or a bad frame: the
+				 * stream cannot be trusted past this point. */
+				bump(&s->n_rejected);
+				kill_conn(c);
+			}
+		}
+		io_uring_buf_ring_add(s->br, buf, BUF_SIZE, (unsigned short)bid,
+				      io_uring_buf_ring_mask(BUF_COUNT), 0);
+		io_uring_buf_ring_advance(s->br, 1);
+	}
+	if (more)
+		return;
+	if (cqe->res == -ENOBUFS && !c->dead) {
+		arm_recv(s, c); /* buffers ran out; they are back now */
+		return;
+	}
+	if (cqe->res > 0 && !c->dead) {
+		arm_recv(s, c);
+		return;
+	}
+	if (c->kind == CONN_STREAM && c->part_len)
+		bump(&s->n_rejected); /* a frame cut off by the close */
+	free_conn(s, c);
+}
+
+static void stop_accepting(struct ingest_server *s)
+{
+	if (!s->accepting)
+		return;
+	s->accepting = false;
+	struct io_uring_sqe *sqe = get_sqe(s);
+	io_uring_prep_cancel64(sqe, tag(s, OP_ACCEPT), 0);
+	io_uring_sqe_set_data64(sqe, tag(s, OP_CANCEL));
+	io_uring_submit(&s->ring);
+	unlink(s->path);
+}
+
+static void *io_main(void *arg)
+{
+	struct ingest_server *s = arg;
+	arm_accept(s);
+	arm_wake(s);
+
+	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
+		struct io_uring_cqe *cqe;
+		io_uring_submit_and_wait(&s->ring, 1);
+		unsigned head, seen = 0;
+		io_uring_for_each_cqe(&s->ring, head, cqe)
+		{
+			seen++;
+			uint64_t ud = cqe->user_data;
+			void *p = (void *)(uintptr_t)(ud & ~(uint64_t)7);
+			switch ((enum op)(ud & 7)) {
+			case OP_ACCEPT:
+				if (s->accepting)
+					on_accept(s, cqe);
+				else if (cqe->res >= 0)
+					close(cqe->res);
+				break;
+			case OP_HELLO:
+				on_hello(s, p, cqe);
+				break;
+			case OP_RECV:
+				on_recv(s, p, cqe);
+				break;
+			case OP_WAKE:
+				if (__atomic_load_n(&s->stop_accept, __ATOMIC_ACQUIRE))
+					stop_accepting(s);
+				arm_wake(s);
+				break;
+			case OP_CANCEL:
+				break;
+			}
+		}
+		io_uring_cq_advance(&s->ring, seen);
+		/* One wakeup per consumer per batch, not per record. */
+		for (struct conn *c = s->kicks, *next; c; c = next) {
+			next = c->kick_next;
+			c->kicked = false;
+			s->sink.queue_kick(s->sink.ctx, c->queue);
+		}
+		s->kicks = NULL;
+	}
+	return NULL;
+}
+
+static int setup_buffers(struct ingest_server *s)
+{
+	size_t ring_len = BUF_COUNT * sizeof(struct io_uring_buf);
+	s->br = mmap(NULL, ring_len, PROT_READ | PROT_WRITE,
+		     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (s->br == MAP_FAILED)
+		return -errno;
+	s->bufs = malloc((size_t)BUF_COUNT * BUF_SIZE);
+	if (!s->bufs)
+		return -ENOMEM;
+	struct io_uring_buf_reg reg = {
+		.ring_addr = (unsigned long)s->br,
+		.ring_entries = BUF_COUNT,
+		.bgid = BUF_GROUP,
+	};
+	int rc = io_uring_register_buf_ring(&s->ring, &reg, 0);
+	if (rc)
+		return rc;
+	io_uring_buf_ring_init(s->br);
+	for (unsigned i = 0; i < BUF_COUNT; i++)
+		io_uring_buf_ring_add(s->br, s->bufs + (size_t)i * BUF_SIZE,
+				      BUF_SIZE, (unsigned short)i,
+				      io_uring_buf_ring_mask(BUF_COUNT), (int)i);
+	io_uring_buf_ring_advance(s->br, BUF_COUNT);
+	return 0;
+}
+
+static int listen_unix(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	/* A stale socket file from an earlier run would make bind fail.
+	 * Replace only sockets, never a regular file someone put there. */
+	struct stat st;
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+	    listen(fd, 1024) != 0)
+		goto fail;
+	return fd;
+fail:;
+	int e = errno;
+	snprintf(err, errlen, "cannot listen on unix://%s: %s", path,
+		 strerror(e));
+	if (fd >= 0)
+		close(fd);
+	return -e;
+}
+
+int ingest_server_start(const char *address, const struct ingest_sink *sink,
+			struct ingest_server **out, char *err, size_t errlen)
+{
+	const char *path = address;
+	if (strncmp(path, "unix://", 7) == 0)
+		path += 7;
+	struct ingest_server *s = calloc(1, sizeof *s);
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	s->listen_fd = s->wake_fd = -1;
+	s->br = MAP_FAILED;
+	int rc;
+	if (path[0] != '/' || strlen(path) >= sizeof s->path) {
+		snprintf(err, errlen,
+			 "bad address \"%s\": expected unix:///absolute/path",
+			 address);
+		free(s);
+		return -EINVAL;
+	}
+	strcpy(s->path, path);
+	s->sink = *sink;
+	rc = io_uring_queue_init(QUEUE_DEPTH, &s->ring, 0);
+	if (rc) {
+		snprintf(err, errlen, "io_uring_queue_init: %s", strerror(-rc));
+		free(s);
+		return rc;
+	}
+	if ((rc = setup_buffers(s))) {
+		snprintf(err, errlen, "io_uring provided buffers: %s",
+			 strerror(-rc));
+		goto fail;
+	}
+	s->wake_fd = eventfd(0, EFD_CLOEXEC);
+	if (s->wake_fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	s->listen_fd = listen_unix(path, err, errlen);
+	if (s->listen_fd < 0) {
+		rc = s->listen_fd;
+		goto fail;
+	}
+	s->accepting = true;
+	rc = -pthread_create(&s->thread, NULL, io_main, s);
+	if (rc) {
+		snprintf(err, errlen, "pthread_create: %s", strerror(-rc));
+		goto fail;
+	}
+	*out = s;
+	return 0;
+fail:
+	if (s->listen_fd >= 0) {
+		close(s->listen_fd);
+		unlink(s->path);
+	}
+	if (s->wake_fd >= 0)
+		close(s->wake_fd);
+	io_uring_queue_exit(&s->ring);
+	if (s->br != MAP_FAILED)
+		munmap(s->br, BUF_COUNT * sizeof(struct io_uring_buf));
+	free(s->bufs);
+	free(s);
+	return rc;
+}
+
+static void poke(struct ingest_server *s)
+{
+	uint64_t one = 1;
+	ssize_t n = write(s->wake_fd, &one, sizeof one);
+	(void)n;
+}
+
+void ingest_server_stop_accepting(struct ingest_server *s)
+{
+	__atomic_store_n(&s->stop_accept, 1, __ATOMIC_RELEASE);
+	poke(s);
+}
+
+void ingest_server_destroy(struct ingest_server *s)
+{
+	if (!s)
+		return;
+	__atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
+	poke(s);
+	pthread_join(s->thread, NULL);
+	/* Tearing down the ring cancels what is in flight; then no CQE can
+	 * refer to a connection and they are ours to free. Their rings belong
+	 * to the sink, which is told nothing: it is shutting down too. */
+	io_uring_queue_exit(&s->ring);
+	for (struct conn *c = s->conns, *next; c; c = next) {
+		next = c->next;
+		close(c->fd);
+		free(c->part);
+		free(c);
+	}
+	if (s->accepting)
+		unlink(s->path);
+	close(s->listen_fd);
+	close(s->wake_fd);
+	munmap(s->br, BUF_COUNT * sizeof(struct io_uring_buf));
+	free(s->bufs);
+	free(s);
+}
+
+void ingest_server_stats(struct ingest_server *s, struct ingest_server_stats *o)
+{
+	o->connections = ck_pr_load_64(&s->n_connections);
+	o->producers = ck_pr_load_64(&s->n_open);
+	o->stream_records = ck_pr_load_64(&s->n_records);
+	o->stream_rejected = ck_pr_load_64(&s->n_rejected);
+	o->queue_dropped = ck_pr_load_64(&s->n_qdropped);
+	o->handshake_failed = ck_pr_load_64(&s->n_handshake_failed);
+}

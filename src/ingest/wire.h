@@ -1,0 +1,118 @@
+/*
+ * wire.h -- encoder for the record payload of <mixd/ring.h>.
+ *
+ * Header-only: libmixd's record builder and mixd's tests and benchmarks
+ * encode with the same code. The decoder, which must distrust its input, is
+ * ingest_decode() in codec.c.
+ *
+ * Every put writes into @w->buf and marks @w overflowed instead of writing
+ * past @w->cap, so a caller checks once, at the end.
+ */
+#ifndef MIXD_INGEST_WIRE_H
+#define MIXD_INGEST_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <mixd/ring.h>
+
+struct wire_writer {
+	uint8_t *buf;
+	uint32_t len;
+	uint32_t cap;
+	bool overflow;
+};
+
+static inline void wire_init(struct wire_writer *w, uint8_t *buf, uint32_t cap)
+{
+	w->buf = buf;
+	w->len = 0;
+	w->cap = cap;
+	w->overflow = false;
+}
+
+/* Reserve @n bytes; NULL (and overflow) when they do not fit. */
+static inline uint8_t *wire_reserve(struct wire_writer *w, size_t n)
+{
+	if (w->overflow || n > (size_t)(w->cap - w->len)) {
+		w->overflow = true;
+		return NULL;
+	}
+	uint8_t *p = w->buf + w->len;
+	w->len += (uint32_t)n;
+	return p;
+}
+
+/* Attribute header: id and type; for inline names, the name. */
+static inline bool wire_attr(struct wire_writer *w, uint16_t id, uint8_t type,
+			     const char *name, size_t name_len)
+{
+	bool inl = id == MIXD_ATTR_INLINE;
+	if (inl && name_len > UINT16_MAX) {
+		w->overflow = true;
+		return false;
+	}
+	uint8_t *p = wire_reserve(w, 3 + (inl ? 2 + name_len : 0));
+	if (!p)
+		return false;
+	memcpy(p, &id, 2);
+	p[2] = type;
+	if (inl) {
+		uint16_t nl = (uint16_t)name_len;
+		memcpy(p + 3, &nl, 2);
+		memcpy(p + 5, name, name_len);
+	}
+	return true;
+}
+
+static inline void wire_u64(struct wire_writer *w, uint64_t v)
+{
+	uint8_t *p = wire_reserve(w, 8);
+	if (p)
+		memcpy(p, &v, 8);
+}
+
+static inline void wire_bytes(struct wire_writer *w, const void *s, size_t len)
+{
+	if (len > UINT32_MAX) {
+		w->overflow = true;
+		return;
+	}
+	uint8_t *p = wire_reserve(w, 4 + len);
+	if (p) {
+		uint32_t l = (uint32_t)len;
+		memcpy(p, &l, 4);
+		memcpy(p + 4, s, len);
+	}
+}
+
+static inline void wire_u8(struct wire_writer *w, uint8_t v)
+{
+	uint8_t *p = wire_reserve(w, 1);
+	if (p)
+		*p = v;
+}
+
+static inline void wire_ip(struct wire_writer *w, const void *addr, size_t len)
+{
+	if (len != 4 && len != 16) {
+		w->overflow = true;
+		return;
+	}
+	uint8_t *p = wire_reserve(w, 1 + len);
+	if (p) {
+		p[0] = (uint8_t)len;
+		memcpy(p + 1, addr, len);
+	}
+}
+
+static inline void wire_u32(struct wire_writer *w, uint32_t v)
+{
+	uint8_t *p = wire_reserve(w, 4);
+	if (p)
+		memcpy(p, &v, 4);
+}
+
+#endif /* MIXD_INGEST_WIRE_H */
