@@ -1,0 +1,1010 @@
+/*
+ * cfg_kinds.c -- one field table per kind (both protobuf spellings), the
+ * few fields that need their own decoder, and the dispatch from `kind`.
+ *
+ * The tables follow the protos of istio/api (policy/v1beta1 for manifests
+ * and rules, the metric / logentry templates, the prometheus and stdio
+ * adapters) and of the user's mesos fork (kubernetesenv's shape).
+ */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config_internal.h"
+
+#define OFF(type, field) offsetof(type, field)
+
+/* ------------------------------------------------------------ manifests */
+
+static int decode_value_type(struct cfg_ctx *x, const struct cfg_field *f,
+			     yaml_node_t *node, void *dst)
+{
+	struct cfg_manifest_attr *a = dst;
+	const char *s = cfg_scalar(node);
+
+	a->type = s ? attr_type_parse(s) : ATTR_NONE;
+	if (a->type != ATTR_NONE)
+		return 0;
+	cfg_node_error(x, node,
+		       "found %s%s%s, expected STRING, INT64, DOUBLE, BOOL, "
+		       "TIMESTAMP, IP_ADDRESS, EMAIL_ADDRESS, URI, DNS_NAME, "
+		       "DURATION, STRING_MAP or BYTES",
+		       s ? "\"" : "", s ? s : cfg_node_what(node), s ? "\"" : "");
+	return -1;
+}
+
+static int decode_description(struct cfg_ctx *x, const struct cfg_field *f,
+			      yaml_node_t *node, void *dst)
+{
+	struct cfg_manifest_attr *a = dst;
+	const char *s = cfg_scalar(node);
+
+	if (!s) {
+		cfg_node_error(x, node, "found %s, expected a string",
+			       cfg_node_what(node));
+		return -1;
+	}
+	a->description = cfg_strdup(x->c, s);
+	return 0;
+}
+
+static const struct cfg_field manifest_attr_fields[] = {
+	{"value_type", "valueType", CFG_F_CUSTOM, 0, NULL, decode_value_type,
+	 CFG_FF_REQUIRED},
+	{"description", NULL, CFG_F_CUSTOM, 0, NULL, decode_description, 0},
+};
+
+static int decode_manifest_attrs(struct cfg_ctx *x, const struct cfg_field *f,
+				 yaml_node_t *node, void *dst)
+{
+	struct cfg_manifest *m = dst;
+	size_t cap = 0;
+	int rc = 0;
+
+	if (node->type != YAML_MAPPING_NODE) {
+		cfg_node_error(x, node,
+			       "found %s, expected a mapping of attribute "
+			       "names to {valueType}",
+			       cfg_node_what(node));
+		return -1;
+	}
+	for (yaml_node_pair_t *p = node->data.mapping.pairs.start;
+	     p < node->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = yaml_document_get_node(x->doc, p->key);
+		yaml_node_t *v = yaml_document_get_node(x->doc, p->value);
+		const char *name = cfg_scalar(k);
+		struct cfg_manifest_attr *a;
+
+		if (!name || !*name) {
+			cfg_node_error(x, k, "found %s, expected an attribute "
+					     "name",
+				       name ? "an empty key" : cfg_node_what(k));
+			rc = -1;
+			continue;
+		}
+		size_t old = cfg_ctx_push(x, "%s", name);
+
+		a = cfg_push(x->c, &m->attrs, &m->n_attrs, &cap, sizeof(*a));
+		if (!a)
+			return -1;
+		a->name = cfg_strdup(x->c, name);
+		a->pos = cfg_node_pos(x, k);
+		if (cfg_decode_map(x, v, CFG_FIELDS(manifest_attr_fields), a)) {
+			m->n_attrs--;
+			rc = -1;
+		}
+		cfg_ctx_pop(x, old);
+	}
+	return rc;
+}
+
+/* A manifest's revision and name are informational: decoded into scratch
+ * strings so that their type is still checked. */
+struct manifest_scratch {
+	struct cfg_manifest m; /* first: decode_manifest_attrs casts */
+	struct cfg_str revision, name;
+};
+
+static const struct cfg_field manifest_fields[] = {
+	{"revision", NULL, CFG_F_STR, OFF(struct manifest_scratch, revision),
+	 NULL, NULL, 0},
+	{"name", NULL, CFG_F_STR, OFF(struct manifest_scratch, name), NULL,
+	 NULL, 0},
+	{"attributes", NULL, CFG_F_CUSTOM, 0, NULL, decode_manifest_attrs, 0},
+};
+
+/* ---------------------------------------------------------------- rules */
+
+static const struct cfg_field action_fields[] = {
+	{"handler", NULL, CFG_F_STR, OFF(struct cfg_action, handler_ref), NULL,
+	 NULL, CFG_FF_REQUIRED},
+	{"instances", NULL, CFG_F_STRLIST,
+	 OFF(struct cfg_action, instance_refs), NULL, NULL, 0},
+	{"name", NULL, CFG_F_STR, OFF(struct cfg_action, name), NULL, NULL, 0},
+};
+
+static int decode_actions(struct cfg_ctx *x, const struct cfg_field *f,
+			  yaml_node_t *node, void *dst)
+{
+	struct cfg_rule *r = dst;
+	size_t cap = 0, i = 0;
+	int rc = 0;
+
+	if (node->type != YAML_SEQUENCE_NODE) {
+		cfg_node_error(x, node, "found %s, expected a list of actions",
+			       cfg_node_what(node));
+		return -1;
+	}
+	for (yaml_node_item_t *it = node->data.sequence.items.start;
+	     it < node->data.sequence.items.top; it++, i++) {
+		yaml_node_t *v = yaml_document_get_node(x->doc, *it);
+		size_t old = cfg_ctx_push(x, "[%zu]", i);
+		struct cfg_action *a = cfg_push(x->c, &r->actions, &r->n_actions,
+						&cap, sizeof(*a));
+
+		if (!a)
+			return -1;
+		a->pos = cfg_node_pos(x, v);
+		if (cfg_decode_map(x, v, CFG_FIELDS(action_fields), a)) {
+			r->n_actions--;
+			rc = -1;
+		}
+		cfg_ctx_pop(x, old);
+	}
+	return rc;
+}
+
+/* Header operations act on the check path only; telemetry is unchanged
+ * without them, so a config written for Mixer still loads. */
+static int warn_ignored(struct cfg_ctx *x, const struct cfg_field *f,
+			yaml_node_t *node, void *dst)
+{
+	struct cfg_pos pos = cfg_node_pos(x, node);
+
+	cfg_warn_at(x->c, &pos, x->fqn, x->path,
+		    "not supported by mixd (check path only), ignored");
+	return 0;
+}
+
+/* Sampling drops reports: ignoring it would change every count. */
+static int reject_unsupported(struct cfg_ctx *x, const struct cfg_field *f,
+			      yaml_node_t *node, void *dst)
+{
+	cfg_node_error(x, node, "found %s, expected no %s (not supported by "
+				"mixd)",
+		       cfg_node_what(node), f->camel ? f->camel : f->snake);
+	return -1;
+}
+
+static const struct cfg_field rule_fields[] = {
+	{"match", NULL, CFG_F_EXPR, OFF(struct cfg_rule, match), NULL, NULL,
+	 0},
+	{"actions", NULL, CFG_F_CUSTOM, 0, NULL, decode_actions, 0},
+	{"request_header_operations", "requestHeaderOperations", CFG_F_CUSTOM,
+	 0, NULL, warn_ignored, 0},
+	{"response_header_operations", "responseHeaderOperations",
+	 CFG_F_CUSTOM, 0, NULL, warn_ignored, 0},
+	{"sampling", NULL, CFG_F_CUSTOM, 0, NULL, reject_unsupported, 0},
+};
+
+/* ------------------------------------------------------------ instances */
+
+#define MI(f) OFF(struct cfg_instance, metric.f)
+static const struct cfg_field metric_fields[] = {
+	{"value", NULL, CFG_F_EXPR, MI(value), NULL, NULL, CFG_FF_REQUIRED},
+	{"dimensions", NULL, CFG_F_EXPR_MAP, MI(dimensions), NULL, NULL, 0},
+	{"monitored_resource_type", "monitoredResourceType", CFG_F_EXPR,
+	 MI(monitored_resource_type), NULL, NULL, 0},
+	{"monitored_resource_dimensions", "monitoredResourceDimensions",
+	 CFG_F_EXPR_MAP, MI(monitored_resource_dimensions), NULL, NULL, 0},
+};
+#undef MI
+
+#define ME(f) OFF(struct cfg_instance, mesos.f)
+static const struct cfg_field mesos_fields[] = {
+	{"source_uid", "sourceUid", CFG_F_EXPR, ME(source_uid), NULL, NULL, 0},
+	{"source_ip", "sourceIp", CFG_F_EXPR, ME(source_ip), NULL, NULL, 0},
+	{"destination_uid", "destinationUid", CFG_F_EXPR, ME(destination_uid),
+	 NULL, NULL, 0},
+	{"destination_ip", "destinationIp", CFG_F_EXPR, ME(destination_ip),
+	 NULL, NULL, 0},
+	{"destination_port", "destinationPort", CFG_F_EXPR,
+	 ME(destination_port), NULL, NULL, 0},
+	{"attribute_bindings", "attributeBindings", CFG_F_EXPR_MAP,
+	 ME(attribute_bindings), NULL, NULL, 0},
+};
+#undef ME
+
+#define LE(f) OFF(struct cfg_instance, logentry.f)
+static const struct cfg_field logentry_fields[] = {
+	{"variables", NULL, CFG_F_EXPR_MAP, LE(variables), NULL, NULL, 0},
+	{"timestamp", NULL, CFG_F_EXPR, LE(timestamp), NULL, NULL, 0},
+	{"severity", NULL, CFG_F_EXPR, LE(severity), NULL, NULL, 0},
+	{"monitored_resource_type", "monitoredResourceType", CFG_F_EXPR,
+	 LE(monitored_resource_type), NULL, NULL, 0},
+	{"monitored_resource_dimensions", "monitoredResourceDimensions",
+	 CFG_F_EXPR_MAP, LE(monitored_resource_dimensions), NULL, NULL, 0},
+	{"timestamp_format", "timestampFormat", CFG_F_STR,
+	 LE(timestamp_format), NULL, NULL, 0},
+};
+#undef LE
+
+static const struct {
+	const char *name;
+	struct cfg_fields fields;
+} templates[CFG_TMPL_COUNT] = {
+	[CFG_TMPL_METRIC] = {"metric", CFG_FIELDS(metric_fields)},
+	[CFG_TMPL_MESOS] = {"mesos", CFG_FIELDS(mesos_fields)},
+	[CFG_TMPL_LOGENTRY] = {"logentry", CFG_FIELDS(logentry_fields)},
+};
+
+/* ------------------------------------------------------------- handlers */
+
+static const char *const prom_kinds[] = {"UNSPECIFIED", "GAUGE", "COUNTER",
+					 "DISTRIBUTION", NULL};
+
+static int decode_bounds(struct cfg_ctx *x, const struct cfg_field *f,
+			 yaml_node_t *node, void *dst)
+{
+	struct cfg_buckets *b = dst;
+	size_t cap = 0, i = 0;
+	int rc = 0;
+
+	if (node->type != YAML_SEQUENCE_NODE) {
+		cfg_node_error(x, node, "found %s, expected a list of numbers",
+			       cfg_node_what(node));
+		return -1;
+	}
+	for (yaml_node_item_t *it = node->data.sequence.items.start;
+	     it < node->data.sequence.items.top; it++, i++) {
+		yaml_node_t *v = yaml_document_get_node(x->doc, *it);
+		const char *s = cfg_scalar(v);
+		double *d = cfg_push(x->c, &b->bounds, &b->n_bounds, &cap,
+				     sizeof(*d));
+		char *end;
+
+		if (!d)
+			return -1;
+		*d = s && *s ? strtod(s, &end) : 0;
+		if (!s || !*s || *end || *d != *d) {
+			size_t old = cfg_ctx_push(x, "[%zu]", i);
+
+			cfg_node_error(x, v, "found %s%s%s, expected a number",
+				       s ? "\"" : "", s ? s : cfg_node_what(v),
+				       s ? "\"" : "");
+			cfg_ctx_pop(x, old);
+			rc = -1;
+			continue;
+		}
+		if (b->n_bounds > 1 && !(*d > d[-1])) {
+			size_t old = cfg_ctx_push(x, "[%zu]", i);
+
+			cfg_node_error(x, v,
+				       "found %s after %g, expected bounds in "
+				       "strictly increasing order",
+				       s, d[-1]);
+			cfg_ctx_pop(x, old);
+			rc = -1;
+		}
+	}
+	if (!rc && !b->n_bounds) {
+		cfg_node_error(x, node, "found an empty list, expected at "
+					"least one bound");
+		rc = -1;
+	}
+	return rc;
+}
+
+#define BK(f) OFF(struct cfg_buckets, f)
+static const struct cfg_field linear_fields[] = {
+	{"num_finite_buckets", "numFiniteBuckets", CFG_F_INT,
+	 BK(num_finite_buckets), NULL, NULL, CFG_FF_REQUIRED},
+	{"width", NULL, CFG_F_DOUBLE, BK(width), NULL, NULL, CFG_FF_REQUIRED},
+	{"offset", NULL, CFG_F_DOUBLE, BK(offset), NULL, NULL, 0},
+};
+static const struct cfg_field exponential_fields[] = {
+	{"num_finite_buckets", "numFiniteBuckets", CFG_F_INT,
+	 BK(num_finite_buckets), NULL, NULL, CFG_FF_REQUIRED},
+	{"growth_factor", "growthFactor", CFG_F_DOUBLE, BK(growth_factor),
+	 NULL, NULL, CFG_FF_REQUIRED},
+	{"scale", NULL, CFG_F_DOUBLE, BK(scale), NULL, NULL, CFG_FF_REQUIRED},
+};
+static const struct cfg_field explicit_fields[] = {
+	{"bounds", NULL, CFG_F_CUSTOM, 0, NULL, decode_bounds, CFG_FF_REQUIRED},
+};
+#undef BK
+
+/* One of the three definitions; the bounds are computed here so that a
+ * bad parameter is reported at its own line. */
+static int decode_bucket_def(struct cfg_ctx *x, const struct cfg_field *f,
+			     yaml_node_t *node, void *dst)
+{
+	struct cfg_buckets *b = dst;
+	struct cfg_fields fields;
+	const char *why = NULL;
+
+	if (b->kind != CFG_BUCKETS_DEFAULT) {
+		cfg_node_error(x, node, "found a second bucket definition, "
+					"expected one of explicit_buckets, "
+					"linear_buckets or exponential_buckets");
+		return -1;
+	}
+	if (!strcmp(f->snake, "linear_buckets")) {
+		b->kind = CFG_BUCKETS_LINEAR;
+		fields = CFG_FIELDS(linear_fields);
+	} else if (!strcmp(f->snake, "exponential_buckets")) {
+		b->kind = CFG_BUCKETS_EXPONENTIAL;
+		fields = CFG_FIELDS(exponential_fields);
+	} else {
+		b->kind = CFG_BUCKETS_EXPLICIT;
+		fields = CFG_FIELDS(explicit_fields);
+	}
+	if (cfg_decode_map(x, node, fields, b))
+		return -1;
+	if (!cfg_buckets_compute(x->c, b, &why))
+		return 0;
+	cfg_node_error(x, node, "%s", why);
+	return -1;
+}
+
+static const struct cfg_field buckets_fields[] = {
+	{"explicit_buckets", "explicitBuckets", CFG_F_CUSTOM, 0, NULL,
+	 decode_bucket_def, 0},
+	{"linear_buckets", "linearBuckets", CFG_F_CUSTOM, 0, NULL,
+	 decode_bucket_def, 0},
+	{"exponential_buckets", "exponentialBuckets", CFG_F_CUSTOM, 0, NULL,
+	 decode_bucket_def, 0},
+};
+
+static int decode_buckets(struct cfg_ctx *x, const struct cfg_field *f,
+			  yaml_node_t *node, void *dst)
+{
+	struct cfg_prom_metric *m = dst;
+
+	return cfg_decode_map(x, node, CFG_FIELDS(buckets_fields), &m->buckets);
+}
+
+#define PM(f) OFF(struct cfg_prom_metric, f)
+static const struct cfg_field prom_metric_fields[] = {
+	{"namespace", NULL, CFG_F_STR, PM(ns), NULL, NULL, 0},
+	{"name", NULL, CFG_F_STR, PM(name), NULL, NULL, CFG_FF_REQUIRED},
+	{"instance_name", "instanceName", CFG_F_STR, PM(instance_name), NULL,
+	 NULL, CFG_FF_REQUIRED},
+	{"description", NULL, CFG_F_STR, PM(description), NULL, NULL, 0},
+	{"kind", NULL, CFG_F_ENUM, PM(kind), prom_kinds, NULL, CFG_FF_REQUIRED},
+	{"buckets", NULL, CFG_F_CUSTOM, 0, NULL, decode_buckets, 0},
+	{"label_names", "labelNames", CFG_F_STRLIST, PM(label_names), NULL,
+	 NULL, 0},
+};
+#undef PM
+
+static int decode_prom_metrics(struct cfg_ctx *x, const struct cfg_field *f,
+			       yaml_node_t *node, void *dst)
+{
+	struct cfg_prometheus *p = &((struct cfg_handler *)dst)->prometheus;
+	size_t cap = 0, i = 0;
+	int rc = 0;
+
+	if (node->type != YAML_SEQUENCE_NODE) {
+		cfg_node_error(x, node, "found %s, expected a list of metrics",
+			       cfg_node_what(node));
+		return -1;
+	}
+	for (yaml_node_item_t *it = node->data.sequence.items.start;
+	     it < node->data.sequence.items.top; it++, i++) {
+		yaml_node_t *v = yaml_document_get_node(x->doc, *it);
+		size_t old = cfg_ctx_push(x, "[%zu]", i);
+		struct cfg_prom_metric *m = cfg_push(
+			x->c, &p->metrics, &p->n_metrics, &cap, sizeof(*m));
+
+		if (!m)
+			return -1;
+		m->pos = cfg_node_pos(x, v);
+		if (cfg_decode_map(x, v, CFG_FIELDS(prom_metric_fields), m)) {
+			p->n_metrics--;
+			rc = -1;
+		} else if (m->kind == CFG_PROM_UNSPECIFIED) {
+			cfg_ctx_push(x, "kind");
+			cfg_node_error(x, v, "found UNSPECIFIED, expected "
+					     "GAUGE, COUNTER or DISTRIBUTION");
+			rc = -1;
+		}
+		cfg_ctx_pop(x, old);
+	}
+	return rc;
+}
+
+#define PE(f) OFF(struct cfg_prometheus, f)
+static const struct cfg_field expiry_fields[] = {
+	{"metrics_expiry_duration", "metricsExpiryDuration", CFG_F_DURATION,
+	 PE(metrics_expiry_ns), NULL, NULL, 0},
+	{"expiry_check_interval_duration", "expiryCheckIntervalDuration",
+	 CFG_F_DURATION, PE(expiry_check_interval_ns), NULL, NULL, 0},
+};
+#undef PE
+
+static int decode_expiry(struct cfg_ctx *x, const struct cfg_field *f,
+			 yaml_node_t *node, void *dst)
+{
+	struct cfg_prometheus *p = &((struct cfg_handler *)dst)->prometheus;
+
+	return cfg_decode_map(x, node, CFG_FIELDS(expiry_fields), p);
+}
+
+static const struct cfg_field prometheus_fields[] = {
+	{"metrics", NULL, CFG_F_CUSTOM, 0, NULL, decode_prom_metrics, 0},
+	{"metrics_expiration_policy", "metricsExpirationPolicy", CFG_F_CUSTOM,
+	 0, NULL, decode_expiry, 0},
+};
+
+#define MS(f) OFF(struct cfg_handler, mesosenv.f)
+static const struct cfg_field mesosenv_fields[] = {
+	{"marathon_address", "marathonAddress", CFG_F_PARAM,
+	 MS(marathon_address), NULL, NULL, 0},
+	{"http_basic_auth_user", "httpBasicAuthUser", CFG_F_PARAM,
+	 MS(http_basic_auth_user), NULL, NULL, 0},
+	{"http_basic_auth_password", "httpBasicAuthPassword", CFG_F_PARAM,
+	 MS(http_basic_auth_password), NULL, NULL, CFG_FF_PASSWORD},
+	{"auth_token", "authToken", CFG_F_PARAM, MS(auth_token), NULL, NULL,
+	 CFG_FF_PASSWORD},
+	{"auth_token_file", "authTokenFile", CFG_F_PARAM, MS(auth_token_file),
+	 NULL, NULL, 0},
+	{"cache_refresh_duration", "cacheRefreshDuration", CFG_F_DURATION,
+	 MS(cache_refresh_ns), NULL, NULL, 0},
+	{"ca_file", "caFile", CFG_F_PARAM, MS(ca_file), NULL, NULL, 0},
+};
+#undef MS
+
+static const char *const stdio_levels[] = {"INFO", "WARNING", "ERROR", NULL};
+static const char *const stdio_streams[] = {"STDOUT", "STDERR", "FILE",
+					    "ROTATED_FILE", NULL};
+
+static int decode_severity_levels(struct cfg_ctx *x, const struct cfg_field *f,
+				  yaml_node_t *node, void *dst)
+{
+	static const struct cfg_field level = {
+		"level", NULL, CFG_F_ENUM,
+		offsetof(struct cfg_severity_level, level), stdio_levels, NULL, 0};
+	struct cfg_stdio *s = &((struct cfg_handler *)dst)->stdio;
+	size_t cap = 0;
+	int rc = 0;
+
+	if (node->type != YAML_MAPPING_NODE) {
+		cfg_node_error(x, node,
+			       "found %s, expected a mapping of severities to "
+			       "INFO, WARNING or ERROR",
+			       cfg_node_what(node));
+		return -1;
+	}
+	for (yaml_node_pair_t *p = node->data.mapping.pairs.start;
+	     p < node->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = yaml_document_get_node(x->doc, p->key);
+		yaml_node_t *v = yaml_document_get_node(x->doc, p->value);
+		const char *key = cfg_scalar(k);
+		struct cfg_severity_level *l;
+
+		if (!key) {
+			cfg_node_error(x, k, "found %s, expected a severity",
+				       cfg_node_what(k));
+			rc = -1;
+			continue;
+		}
+		size_t old = cfg_ctx_push(x, "%s", key);
+
+		l = cfg_push(x->c, &s->severity_levels, &s->n_severity_levels,
+			     &cap, sizeof(*l));
+		if (!l)
+			return -1;
+		l->severity = cfg_strdup(x->c, key);
+		if (cfg_decode_field(x, &level, v, l)) {
+			s->n_severity_levels--;
+			rc = -1;
+		}
+		cfg_ctx_pop(x, old);
+	}
+	return rc;
+}
+
+#define SO(f) OFF(struct cfg_handler, stdio.f)
+static const struct cfg_field stdio_fields[] = {
+	{"log_stream", "logStream", CFG_F_ENUM, SO(log_stream), stdio_streams,
+	 NULL, 0},
+	{"severity_levels", "severityLevels", CFG_F_CUSTOM, 0, NULL,
+	 decode_severity_levels, 0},
+	{"metric_level", "metricLevel", CFG_F_ENUM, SO(metric_level),
+	 stdio_levels, NULL, 0},
+	{"output_as_json", "outputAsJson", CFG_F_BOOL, SO(output_as_json),
+	 NULL, NULL, 0},
+	{"output_level", "outputLevel", CFG_F_ENUM, SO(output_level),
+	 stdio_levels, NULL, 0},
+	{"output_path", "outputPath", CFG_F_PARAM, SO(output_path), NULL, NULL,
+	 0},
+	{"max_megabytes_before_rotation", "maxMegabytesBeforeRotation",
+	 CFG_F_INT, SO(max_megabytes_before_rotation), NULL, NULL, 0},
+	{"max_days_before_rotation", "maxDaysBeforeRotation", CFG_F_INT,
+	 SO(max_days_before_rotation), NULL, NULL, 0},
+	{"max_rotated_files", "maxRotatedFiles", CFG_F_INT,
+	 SO(max_rotated_files), NULL, NULL, 0},
+};
+#undef SO
+
+static const struct {
+	const char *name;
+	struct cfg_fields fields;
+} adapters[CFG_ADAPTER_COUNT] = {
+	[CFG_ADAPTER_PROMETHEUS] = {"prometheus", CFG_FIELDS(prometheus_fields)},
+	[CFG_ADAPTER_MESOSENV] = {"mesosenv", CFG_FIELDS(mesosenv_fields)},
+	[CFG_ADAPTER_STDIO] = {"stdio", CFG_FIELDS(stdio_fields)},
+};
+
+/* Mixer's defaults, applied before decoding so the YAML overrides them. */
+static void handler_defaults(struct cfg_handler *h)
+{
+	if (h->adapter == CFG_ADAPTER_MESOSENV)
+		h->mesosenv.cache_refresh_ns = 5 * 60 * INT64_C(1000000000);
+	if (h->adapter == CFG_ADAPTER_STDIO) {
+		h->stdio.log_stream = CFG_STREAM_STDOUT;
+		h->stdio.metric_level = CFG_LEVEL_INFO;
+		h->stdio.output_level = CFG_LEVEL_INFO;
+	}
+}
+
+/* ------------------------------------------- Istio 1.4 instance/handler */
+
+/* spec of kind: instance / kind: handler, captured as nodes first: the
+ * params' table depends on compiledTemplate / compiledAdapter. */
+struct generic_spec {
+	yaml_node_t *compiled, *params, *bindings, *unsupported;
+	const char *unsupported_name;
+};
+
+static int capture_node(struct cfg_ctx *x, const struct cfg_field *f,
+			yaml_node_t *node, void *dst)
+{
+	struct generic_spec *g = dst;
+
+	switch (f->off) {
+	case 0:
+		if (!cfg_scalar(node)) {
+			cfg_node_error(x, node, "found %s, expected a name",
+				       cfg_node_what(node));
+			return -1;
+		}
+		g->compiled = node;
+		break;
+	case 1:
+		g->params = node;
+		break;
+	case 2:
+		g->bindings = node;
+		break;
+	default:
+		g->unsupported = node;
+		g->unsupported_name = f->camel;
+	}
+	return 0;
+}
+
+static const struct cfg_field instance_spec_fields[] = {
+	{"compiled_template", "compiledTemplate", CFG_F_CUSTOM, 0, NULL,
+	 capture_node, CFG_FF_REQUIRED},
+	{"params", NULL, CFG_F_CUSTOM, 1, NULL, capture_node, 0},
+	{"attribute_bindings", "attributeBindings", CFG_F_CUSTOM, 2, NULL,
+	 capture_node, 0},
+	{"template", NULL, CFG_F_CUSTOM, 3, NULL, reject_unsupported, 0},
+};
+
+static const struct cfg_field handler_spec_fields[] = {
+	{"compiled_adapter", "compiledAdapter", CFG_F_CUSTOM, 0, NULL,
+	 capture_node, CFG_FF_REQUIRED},
+	{"params", NULL, CFG_F_CUSTOM, 1, NULL, capture_node, 0},
+	{"adapter", NULL, CFG_F_CUSTOM, 3, NULL, reject_unsupported, 0},
+	{"connection", NULL, CFG_F_CUSTOM, 3, NULL, reject_unsupported, 0},
+};
+
+/* ------------------------------------------------------------- dispatch */
+
+static bool warn_once(struct cfg *c, const char *what)
+{
+	const char **slot;
+
+	for (size_t i = 0; i < c->n_warned_kinds; i++)
+		if (!strcmp(c->warned_kinds[i], what))
+			return false;
+	slot = cfg_push(c, &c->warned_kinds, &c->n_warned_kinds,
+			&c->cap_warned_kinds, sizeof(*slot));
+	if (slot)
+		*slot = cfg_strdup(c, what);
+	return slot != NULL;
+}
+
+static void mark_skipped(struct cfg *c, const char *fqn)
+{
+	const char **slot = cfg_push(c, &c->skipped, &c->n_skipped,
+				     &c->cap_skipped, sizeof(*slot));
+
+	if (slot)
+		*slot = fqn;
+}
+
+bool cfg_is_skipped(const struct cfg *c, const char *fqn)
+{
+	for (size_t i = 0; i < c->n_skipped; i++)
+		if (!strcmp(c->skipped[i], fqn))
+			return true;
+	return false;
+}
+
+/* Names are unique per fully qualified name; the kind is part of it, so
+ * only objects of the same kind can collide. */
+static const struct cfg_meta *find_meta(struct cfg *c, const char *fqn)
+{
+	for (size_t i = 0; i < c->n_instances; i++)
+		if (!strcmp(c->instances[i]->meta.fqn, fqn))
+			return &c->instances[i]->meta;
+	for (size_t i = 0; i < c->n_handlers; i++)
+		if (!strcmp(c->handlers[i]->meta.fqn, fqn))
+			return &c->handlers[i]->meta;
+	for (size_t i = 0; i < c->n_rules; i++)
+		if (!strcmp(c->rules[i]->meta.fqn, fqn))
+			return &c->rules[i]->meta;
+	for (size_t i = 0; i < c->n_manifests; i++)
+		if (!strcmp(c->manifests[i]->meta.fqn, fqn))
+			return &c->manifests[i]->meta;
+	return NULL;
+}
+
+struct object {
+	struct cfg_meta meta;
+	struct cfg_pos name_pos;
+	yaml_node_t *spec;
+};
+
+/*
+ * An instance of template @t: @params holds the template's fields (the
+ * spec itself for kind: metric, spec.params for kind: instance; NULL when
+ * absent), @bindings spec.attributeBindings of kind: instance.
+ */
+static int decode_instance(struct cfg_ctx *x, struct object *o,
+			   enum cfg_template t, yaml_node_t *params,
+			   const char *params_path, yaml_node_t *bindings)
+{
+	static const struct cfg_field bindings_field = {
+		"attribute_bindings", NULL, CFG_F_EXPR_MAP,
+		offsetof(struct cfg_instance, mesos.attribute_bindings), NULL,
+		NULL, 0};
+	struct cfg_instance *in = cfg_alloc(x->c, sizeof(*in));
+	struct cfg_instance **slot;
+	int rc = 0;
+
+	if (!in)
+		return -1;
+	in->meta = o->meta;
+	in->tmpl = t;
+	if (params) {
+		size_t old = params_path ? cfg_ctx_push(x, "%s", params_path)
+					 : 0;
+
+		rc |= cfg_decode_map(x, params, templates[t].fields, in);
+		cfg_ctx_pop(x, old);
+	} else if (t == CFG_TMPL_METRIC) {
+		struct cfg_pos pos = o->meta.pos;
+
+		cfg_error_at(x->c, &pos, x->fqn, "value",
+			     "missing, expected a value");
+		rc = -1;
+	}
+	if (bindings) {
+		size_t old = cfg_ctx_push(x, "attributeBindings");
+
+		if (t != CFG_TMPL_MESOS) {
+			cfg_node_error(x, bindings,
+				       "found attribute bindings, expected "
+				       "none for template %s",
+				       templates[t].name);
+			rc = -1;
+		} else if (in->mesos.attribute_bindings.n) {
+			cfg_node_error(x, bindings,
+				       "found bindings in both spec and "
+				       "params, expected them in one place");
+			rc = -1;
+		} else {
+			rc |= cfg_decode_field(x, &bindings_field, bindings, in);
+		}
+		cfg_ctx_pop(x, old);
+	}
+	if (rc)
+		return -1;
+	slot = cfg_push(x->c, &x->c->instances, &x->c->n_instances,
+			&x->c->cap_instances, sizeof(*slot));
+	if (!slot)
+		return -1;
+	*slot = in;
+	return 0;
+}
+
+static int decode_handler(struct cfg_ctx *x, struct object *o,
+			  enum cfg_adapter a, yaml_node_t *params,
+			  const char *params_path)
+{
+	struct cfg_handler *h = cfg_alloc(x->c, sizeof(*h));
+	struct cfg_handler **slot;
+	int rc = 0;
+
+	if (!h)
+		return -1;
+	h->meta = o->meta;
+	h->adapter = a;
+	handler_defaults(h);
+	if (params) {
+		size_t old = params_path ? cfg_ctx_push(x, "%s", params_path)
+					 : 0;
+
+		x->handler_params = true;
+		rc = cfg_decode_map(x, params, adapters[a].fields, h);
+		x->handler_params = false;
+		cfg_ctx_pop(x, old);
+	}
+	if (rc)
+		return -1;
+	slot = cfg_push(x->c, &x->c->handlers, &x->c->n_handlers,
+			&x->c->cap_handlers, sizeof(*slot));
+	if (!slot)
+		return -1;
+	*slot = h;
+	return 0;
+}
+
+static int decode_rule(struct cfg_ctx *x, struct object *o)
+{
+	struct cfg_rule *r = cfg_alloc(x->c, sizeof(*r));
+	struct cfg_rule **slot;
+
+	if (!r)
+		return -1;
+	r->meta = o->meta;
+	r->match.id = -1;
+	if (o->spec && cfg_decode_map(x, o->spec, CFG_FIELDS(rule_fields), r))
+		return -1;
+	if (!r->match.text) {
+		/* absent match: always true; the position is the spec's so
+		 * that a message about it still points somewhere useful */
+		r->match.text = "";
+		r->match.pos = o->meta.pos;
+	}
+	r->in_default_namespace = !strcmp(r->meta.ns, x->c->default_ns);
+	slot = cfg_push(x->c, &x->c->rules, &x->c->n_rules, &x->c->cap_rules,
+			sizeof(*slot));
+	if (!slot)
+		return -1;
+	*slot = r;
+	return 0;
+}
+
+static int decode_manifest(struct cfg_ctx *x, struct object *o)
+{
+	struct manifest_scratch *ms = cfg_alloc(x->c, sizeof(*ms));
+	struct cfg_manifest **slot;
+
+	if (!ms)
+		return -1;
+	ms->m.meta = o->meta;
+	if (o->spec &&
+	    cfg_decode_map(x, o->spec, CFG_FIELDS(manifest_fields), ms))
+		return -1;
+	slot = cfg_push(x->c, &x->c->manifests, &x->c->n_manifests,
+			&x->c->cap_manifests, sizeof(*slot));
+	if (!slot)
+		return -1;
+	*slot = &ms->m;
+	return 0;
+}
+
+/* A template or adapter mixd does not implement: skip with one warning. */
+static void skip_unsupported(struct cfg_ctx *x, struct object *o,
+			     const char *what, const char *name,
+			     yaml_node_t *at)
+{
+	char key[128];
+	struct cfg_pos pos = at ? cfg_node_pos(x, at) : o->meta.pos;
+
+	snprintf(key, sizeof(key), "%s %s", what, name);
+	if (warn_once(x->c, key))
+		cfg_warn_at(x->c, &pos, x->fqn, NULL,
+			    "%s \"%s\" is not supported by mixd, objects "
+			    "using it are skipped",
+			    what, name);
+	mark_skipped(x->c, o->meta.fqn);
+}
+
+static int find_name(const char *name, const char *const *names, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (!strcmp(name, names[i]))
+			return i;
+	return -1;
+}
+
+static int template_index(const char *name)
+{
+	for (int i = 0; i < CFG_TMPL_COUNT; i++)
+		if (!strcmp(name, templates[i].name))
+			return i;
+	return -1;
+}
+
+static int adapter_index(const char *name)
+{
+	for (int i = 0; i < CFG_ADAPTER_COUNT; i++)
+		if (!strcmp(name, adapters[i].name))
+			return i;
+	return -1;
+}
+
+/* kind: instance / kind: handler (Istio 1.4) */
+static int decode_generic(struct cfg_ctx *x, struct object *o, bool handler)
+{
+	struct generic_spec g = {0};
+	int idx;
+
+	if (cfg_decode_map(x, o->spec,
+			   handler ? CFG_FIELDS(handler_spec_fields)
+				   : CFG_FIELDS(instance_spec_fields),
+			   &g))
+		return -1;
+	const char *name = cfg_scalar(g.compiled);
+
+	idx = handler ? adapter_index(name) : template_index(name);
+	if (idx < 0) {
+		skip_unsupported(x, o, handler ? "adapter" : "template", name,
+				 g.compiled);
+		return 0;
+	}
+	if (handler)
+		return decode_handler(x, o, (enum cfg_adapter)idx, g.params,
+				      "params");
+	return decode_instance(x, o, (enum cfg_template)idx, g.params,
+			       "params", g.bindings);
+}
+
+static int decode_spec(struct cfg_ctx *x, struct object *o, const char *kind)
+{
+	static const char *const generic[] = {"instance", "handler"};
+	int idx;
+
+	if (!strcmp(kind, "attributemanifest"))
+		return decode_manifest(x, o);
+	if (!strcmp(kind, "rule"))
+		return decode_rule(x, o);
+	if ((idx = template_index(kind)) >= 0)
+		return decode_instance(x, o, (enum cfg_template)idx, o->spec,
+				       NULL, NULL);
+	if ((idx = adapter_index(kind)) >= 0)
+		return decode_handler(x, o, (enum cfg_adapter)idx, o->spec,
+				      NULL);
+	if ((idx = find_name(kind, generic, 2)) >= 0) {
+		if (!o->spec) {
+			struct cfg_pos pos = o->meta.pos;
+
+			cfg_error_at(x->c, &pos, x->fqn, "spec",
+				     "missing, expected a mapping");
+			return -1;
+		}
+		return decode_generic(x, o, idx == 1);
+	}
+	if (warn_once(x->c, kind)) {
+		struct cfg_pos pos = o->meta.pos;
+
+		cfg_warn_at(x->c, &pos, x->fqn, NULL,
+			    "kind \"%s\" is not supported by mixd, objects "
+			    "of this kind are skipped",
+			    kind);
+	}
+	mark_skipped(x->c, o->meta.fqn);
+	return 0;
+}
+
+/* Find key @key in mapping @map (first occurrence), or NULL. */
+static yaml_node_t *map_get(yaml_document_t *doc, yaml_node_t *map,
+			    const char *key)
+{
+	if (!map || map->type != YAML_MAPPING_NODE)
+		return NULL;
+	for (yaml_node_pair_t *p = map->data.mapping.pairs.start;
+	     p < map->data.mapping.pairs.top; p++) {
+		const char *k = cfg_scalar(yaml_document_get_node(doc, p->key));
+
+		if (k && !strcmp(k, key))
+			return yaml_document_get_node(doc, p->value);
+	}
+	return NULL;
+}
+
+/* A metadata string: absent is fine, anything else than a scalar is not. */
+static int meta_str(struct cfg_ctx *x, yaml_node_t *meta, const char *key,
+		    yaml_node_t **out)
+{
+	yaml_node_t *n = map_get(x->doc, meta, key);
+
+	*out = NULL;
+	if (!n)
+		return 0;
+	if (!cfg_scalar(n) || !*cfg_scalar(n)) {
+		size_t old = cfg_ctx_push(x, "metadata.%s", key);
+
+		cfg_node_error(x, n, "found %s, expected a name",
+			       cfg_scalar(n) ? "an empty string"
+					     : cfg_node_what(n));
+		cfg_ctx_pop(x, old);
+		return -1;
+	}
+	*out = n;
+	return 0;
+}
+
+void cfg_decode_object(struct cfg_ctx *x, yaml_node_t *root)
+{
+	struct cfg *c = x->c;
+	struct object o = {0};
+	yaml_node_t *kind, *meta, *name = NULL, *ns = NULL;
+	const struct cfg_meta *dup;
+
+	o.meta.pos = cfg_node_pos(x, root);
+	if (root->type != YAML_MAPPING_NODE) {
+		cfg_node_error(x, root,
+			       "found %s, expected a configuration object "
+			       "(kind, metadata, spec)",
+			       cfg_node_what(root));
+		return;
+	}
+	kind = map_get(x->doc, root, "kind");
+	meta = map_get(x->doc, root, "metadata");
+	if (!kind || !cfg_scalar(kind) || !*cfg_scalar(kind)) {
+		x->path[0] = 0;
+		cfg_ctx_push(x, "kind");
+		cfg_node_error(x, kind ? kind : root, "found %s, expected a kind",
+			       kind ? cfg_node_what(kind) : "nothing");
+		x->path[0] = 0;
+		return;
+	}
+	if (meta && meta->type != YAML_MAPPING_NODE) {
+		cfg_ctx_push(x, "metadata");
+		cfg_node_error(x, meta, "found %s, expected a mapping",
+			       cfg_node_what(meta));
+		x->path[0] = 0;
+		return;
+	}
+	if (meta_str(x, meta, "name", &name) ||
+	    meta_str(x, meta, "namespace", &ns))
+		return;
+	if (!name) {
+		cfg_ctx_push(x, "metadata.name");
+		cfg_node_error(x, meta ? meta : root,
+			       "missing, expected the object's name");
+		x->path[0] = 0;
+		return;
+	}
+	o.meta.name = cfg_strdup(c, cfg_scalar(name));
+	/* an object without a namespace lives in the default one, as a
+	 * Kubernetes object would in its client's namespace */
+	o.meta.ns = ns ? cfg_strdup(c, cfg_scalar(ns)) : c->default_ns;
+	o.meta.kind_name = cfg_strdup(c, cfg_scalar(kind));
+	o.meta.fqn = cfg_sprintf(c, "%s.%s.%s", o.meta.name, o.meta.kind_name,
+				 o.meta.ns);
+	o.name_pos = cfg_node_pos(x, name);
+	if (!o.meta.name || !o.meta.ns || !o.meta.kind_name || !o.meta.fqn)
+		return;
+	x->fqn = o.meta.fqn;
+	o.spec = map_get(x->doc, root, "spec");
+	if (o.spec && cfg_node_is_null(o.spec))
+		o.spec = NULL;
+	if ((dup = find_meta(c, o.meta.fqn))) {
+		cfg_error_at(c, &o.name_pos, x->fqn, "metadata.name",
+			     "found a second object with this name (the first "
+			     "is at %s:%u), expected unique names",
+			     dup->pos.file, dup->pos.line);
+		return;
+	}
+	if (decode_spec(x, &o, o.meta.kind_name))
+		mark_skipped(c, o.meta.fqn);
+}

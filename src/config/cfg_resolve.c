@@ -1,0 +1,312 @@
+/*
+ * cfg_resolve.c -- references between objects (resolved as Mixer did),
+ * the prometheus handler's cross-checks, and bucket bounds.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config/config_internal.h"
+
+/* Largest numFiniteBuckets: every series of a histogram carries one counter
+ * per bucket, so a typo of 1e6 would cost gigabytes at scale. */
+#define MAX_FINITE_BUCKETS 1000
+
+/* Prometheus' DefBuckets: what Mixer's adapter used for a DISTRIBUTION
+ * without a bucket definition. */
+static const double default_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+					0.5,   1,    2.5,   5,    10};
+
+int cfg_buckets_compute(struct cfg *c, struct cfg_buckets *b,
+			const char **why)
+{
+	int64_t n = b->num_finite_buckets;
+
+	switch (b->kind) {
+	case CFG_BUCKETS_DEFAULT:
+		b->bounds = (double *)default_bounds;
+		b->n_bounds = sizeof(default_bounds) / sizeof(default_bounds[0]);
+		return 0;
+	case CFG_BUCKETS_EXPLICIT:
+		return 0; /* checked while decoding, element by element */
+	case CFG_BUCKETS_LINEAR:
+		if (!(b->width > 0)) {
+			*why = cfg_sprintf(c, "width: found %g, expected a "
+					      "width > 0",
+					   b->width);
+			return -1;
+		}
+		break;
+	case CFG_BUCKETS_EXPONENTIAL:
+		if (!(b->growth_factor > 1)) {
+			*why = cfg_sprintf(c, "growthFactor: found %g, "
+					      "expected a growth factor > 1",
+					   b->growth_factor);
+			return -1;
+		}
+		if (!(b->scale > 0)) {
+			*why = cfg_sprintf(c, "scale: found %g, expected a "
+					      "scale > 0",
+					   b->scale);
+			return -1;
+		}
+		break;
+	}
+	if (n <= 0 || n > MAX_FINITE_BUCKETS) {
+		*why = cfg_sprintf(c, "numFiniteBuckets: found %lld, expected "
+				      "1 to %d",
+				   (long long)n, MAX_FINITE_BUCKETS);
+		return -1;
+	}
+	b->n_bounds = (size_t)n + 1;
+	b->bounds = cfg_alloc(c, b->n_bounds * sizeof(double));
+	if (!b->bounds) {
+		*why = "out of memory";
+		return -1;
+	}
+	for (size_t i = 0; i < b->n_bounds; i++) {
+		double v = b->kind == CFG_BUCKETS_LINEAR
+				   ? b->offset + b->width * (double)i
+				   : b->scale * pow(b->growth_factor, (double)i);
+
+		/* large parameters overflow, or stop increasing once the
+		 * width is below the precision of the offset */
+		if (!isfinite(v) || (i && !(v > b->bounds[i - 1]))) {
+			*why = cfg_sprintf(c, "found bound %zu = %g, expected "
+					      "finite, strictly increasing "
+					      "bounds",
+					   i, v);
+			return -1;
+		}
+		b->bounds[i] = v;
+	}
+	return 0;
+}
+
+/*
+ * Mixer's reference rule: two dots or more is already fully qualified;
+ * one dot is name.kind in @ns; no dot is Istio 1.4's short form, the name
+ * of a `kind: handler` / `kind: instance` (@generic_kind) in @ns.
+ */
+static const char *canonical(struct cfg *c, const char *ref, const char *ns,
+			     const char *generic_kind)
+{
+	int dots = 0;
+
+	for (const char *p = ref; *p; p++)
+		dots += *p == '.';
+	if (dots >= 2)
+		return ref;
+	if (dots == 1)
+		return cfg_sprintf(c, "%s.%s", ref, ns);
+	return cfg_sprintf(c, "%s.%s.%s", ref, generic_kind, ns);
+}
+
+/* Which templates each adapter takes (Mixer's adapter info). */
+static bool adapter_takes(enum cfg_adapter a, enum cfg_template t)
+{
+	switch (a) {
+	case CFG_ADAPTER_PROMETHEUS:
+		return t == CFG_TMPL_METRIC;
+	case CFG_ADAPTER_MESOSENV:
+		return t == CFG_TMPL_MESOS;
+	case CFG_ADAPTER_STDIO:
+		return t == CFG_TMPL_LOGENTRY || t == CFG_TMPL_METRIC;
+	default:
+		return false;
+	}
+}
+
+static void resolve_action(struct cfg *c, struct cfg_rule *r, size_t ai)
+{
+	struct cfg_action *a = &r->actions[ai];
+	const char *fqn = canonical(c, a->handler_ref.s, r->meta.ns, "handler");
+	char field[96];
+
+	if (!fqn)
+		return;
+	a->handler = cfg_find_handler(c, fqn);
+	if (!a->handler && !cfg_is_skipped(c, fqn)) {
+		snprintf(field, sizeof(field), "actions[%zu].handler", ai);
+		cfg_error_at(c, &a->handler_ref.pos, r->meta.fqn, field,
+			     "found \"%s\" (%s), expected the name of a "
+			     "handler",
+			     a->handler_ref.s, fqn);
+	}
+	a->instances = cfg_alloc(c, (a->instance_refs.n + 1) *
+					    sizeof(*a->instances));
+	if (!a->instances)
+		return;
+	for (size_t i = 0; i < a->instance_refs.n; i++) {
+		struct cfg_str *ref = &a->instance_refs.v[i];
+		const struct cfg_instance *in;
+
+		snprintf(field, sizeof(field), "actions[%zu].instances[%zu]",
+			 ai, i);
+		fqn = canonical(c, ref->s, r->meta.ns, "instance");
+		if (!fqn)
+			return;
+		in = cfg_find_instance(c, fqn);
+		if (!in) {
+			if (!cfg_is_skipped(c, fqn))
+				cfg_error_at(c, &ref->pos, r->meta.fqn, field,
+					     "found \"%s\" (%s), expected the "
+					     "name of an instance",
+					     ref->s, fqn);
+			continue;
+		}
+		if (a->handler && !adapter_takes(a->handler->adapter, in->tmpl)) {
+			cfg_error_at(c, &ref->pos, r->meta.fqn, field,
+				     "found %s instance %s, expected an "
+				     "instance %s (%s) accepts",
+				     cfg_template_name(in->tmpl), fqn,
+				     a->handler->meta.fqn,
+				     cfg_adapter_name(a->handler->adapter));
+			continue;
+		}
+		a->instances[a->n_instances++] = in;
+	}
+}
+
+/* Mixer's safeName: '/', '.' and ' ' become '_', '-' is dropped. */
+static char *safe_name(struct cfg *c, const char *ns, const char *name)
+{
+	char *out = cfg_sprintf(c, "%s_%s", ns, name);
+	char *w = out;
+
+	if (!out)
+		return NULL;
+	for (const char *p = out; *p; p++) {
+		if (*p == '-')
+			continue;
+		*w++ = (*p == '/' || *p == '.' || *p == ' ') ? '_' : *p;
+	}
+	*w = 0;
+	return out;
+}
+
+static const struct cfg_prom_metric *find_family(struct cfg *c,
+						 const char *family,
+						 const struct cfg_prom_metric *upto)
+{
+	for (size_t h = 0; h < c->n_handlers; h++) {
+		struct cfg_handler *hd = c->handlers[h];
+
+		if (hd->adapter != CFG_ADAPTER_PROMETHEUS)
+			continue;
+		for (size_t i = 0; i < hd->prometheus.n_metrics; i++) {
+			const struct cfg_prom_metric *m =
+				&hd->prometheus.metrics[i];
+
+			if (m == upto)
+				return NULL;
+			if (m->family && !strcmp(m->family, family))
+				return m;
+		}
+	}
+	return NULL;
+}
+
+static void resolve_prom_metric(struct cfg *c, struct cfg_handler *h,
+				size_t mi)
+{
+	struct cfg_prom_metric *m = &h->prometheus.metrics[mi];
+	const struct cfg_prom_metric *other;
+	const struct cfg_metric_inst *mt;
+	const char *fqn;
+	char field[96];
+
+	m->family = safe_name(c, m->ns.s ? m->ns.s : "istio", m->name.s);
+	if (!m->family)
+		return;
+	if ((other = find_family(c, m->family, m))) {
+		snprintf(field, sizeof(field), "metrics[%zu].name", mi);
+		cfg_error_at(c, &m->name.pos, h->meta.fqn, field,
+			     "found a second metric family %s (the first is "
+			     "at %s:%u), expected unique names",
+			     m->family, other->pos.file, other->pos.line);
+	}
+	snprintf(field, sizeof(field), "metrics[%zu].instance_name", mi);
+	fqn = canonical(c, m->instance_name.s, h->meta.ns, "instance");
+	if (!fqn)
+		return;
+	m->instance = cfg_find_instance(c, fqn);
+	if (!m->instance) {
+		if (!cfg_is_skipped(c, fqn))
+			cfg_error_at(c, &m->instance_name.pos, h->meta.fqn,
+				     field,
+				     "found \"%s\", expected the name of a "
+				     "metric instance",
+				     m->instance_name.s);
+		return;
+	}
+	if (m->instance->tmpl != CFG_TMPL_METRIC) {
+		cfg_error_at(c, &m->instance_name.pos, h->meta.fqn, field,
+			     "found %s instance %s, expected a metric "
+			     "instance",
+			     cfg_template_name(m->instance->tmpl), fqn);
+		m->instance = NULL;
+		return;
+	}
+	mt = &m->instance->metric;
+	m->label_dims = cfg_alloc(c, (m->label_names.n + 1) *
+					     sizeof(*m->label_dims));
+	if (!m->label_dims)
+		return;
+	for (size_t l = 0; l < m->label_names.n; l++) {
+		const struct cfg_str *ln = &m->label_names.v[l];
+		size_t d = 0;
+
+		while (d < mt->dimensions.n &&
+		       strcmp(mt->dimensions.v[d].name, ln->s))
+			d++;
+		m->label_dims[l] = d;
+		if (d == mt->dimensions.n) {
+			snprintf(field, sizeof(field),
+				 "metrics[%zu].label_names[%zu]", mi, l);
+			cfg_error_at(c, &ln->pos, h->meta.fqn, field,
+				     "found \"%s\", expected a dimension of "
+				     "%s",
+				     ln->s, fqn);
+		}
+		for (size_t k = 0; k < l; k++) {
+			if (strcmp(m->label_names.v[k].s, ln->s))
+				continue;
+			snprintf(field, sizeof(field),
+				 "metrics[%zu].label_names[%zu]", mi, l);
+			cfg_error_at(c, &ln->pos, h->meta.fqn, field,
+				     "found \"%s\" twice, expected each "
+				     "label once",
+				     ln->s);
+			break;
+		}
+	}
+}
+
+static void resolve_prometheus(struct cfg *c, struct cfg_handler *h)
+{
+	struct cfg_prometheus *p = &h->prometheus;
+
+	for (size_t i = 0; i < p->n_metrics; i++) {
+		struct cfg_prom_metric *m = &p->metrics[i];
+		const char *why;
+
+		if (m->kind == CFG_PROM_DISTRIBUTION &&
+		    m->buckets.kind == CFG_BUCKETS_DEFAULT)
+			cfg_buckets_compute(c, &m->buckets, &why);
+		resolve_prom_metric(c, h, i);
+	}
+	/* Mixer's default: check for expired series twice per expiry */
+	if (p->metrics_expiry_ns && !p->expiry_check_interval_ns)
+		p->expiry_check_interval_ns = p->metrics_expiry_ns / 2;
+}
+
+void cfg_resolve(struct cfg *c)
+{
+	for (size_t h = 0; h < c->n_handlers; h++)
+		if (c->handlers[h]->adapter == CFG_ADAPTER_PROMETHEUS)
+			resolve_prometheus(c, c->handlers[h]);
+	for (size_t r = 0; r < c->n_rules; r++)
+		for (size_t a = 0; a < c->rules[r]->n_actions; a++)
+			resolve_action(c, c->rules[r], a);
+}

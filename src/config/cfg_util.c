@@ -1,0 +1,334 @@
+/*
+ * cfg_util.c -- the config's arena, diagnostics and read accessors.
+ */
+#include <stdalign.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config_internal.h"
+
+struct cfg_chunk {
+	struct cfg_chunk *next;
+	size_t used, cap;
+	alignas(max_align_t) unsigned char data[];
+};
+
+/* Big enough that a typical config (a few hundred objects) takes a handful
+ * of chunks, small enough not to matter for a tiny one. */
+#define CHUNK_MIN (64 * 1024)
+
+void *cfg_alloc(struct cfg *c, size_t n)
+{
+	const size_t align = alignof(max_align_t);
+	struct cfg_chunk *k = c->chunks;
+	void *p;
+
+	if (n > SIZE_MAX / 2)
+		goto oom;
+	n = (n + align - 1) & ~(align - 1);
+	if (!k || k->cap - k->used < n) {
+		size_t cap = n > CHUNK_MIN ? n : CHUNK_MIN;
+
+		k = malloc(sizeof(*k) + cap);
+		if (!k)
+			goto oom;
+		k->cap = cap;
+		k->used = 0;
+		k->next = c->chunks;
+		c->chunks = k;
+	}
+	p = k->data + k->used;
+	k->used += n;
+	memset(p, 0, n);
+	return p;
+oom:
+	c->oom = true;
+	return NULL;
+}
+
+char *cfg_strndup(struct cfg *c, const char *s, size_t n)
+{
+	char *p = cfg_alloc(c, n + 1);
+
+	if (p && n)
+		memcpy(p, s, n);
+	return p;
+}
+
+char *cfg_strdup(struct cfg *c, const char *s)
+{
+	return cfg_strndup(c, s, strlen(s));
+}
+
+static char *cfg_vsprintf(struct cfg *c, const char *fmt, va_list ap)
+{
+	va_list ap2;
+	int n;
+	char *p;
+
+	va_copy(ap2, ap);
+	n = vsnprintf(NULL, 0, fmt, ap2);
+	va_end(ap2);
+	if (n < 0)
+		return NULL;
+	p = cfg_alloc(c, (size_t)n + 1);
+	if (p)
+		vsnprintf(p, (size_t)n + 1, fmt, ap);
+	return p;
+}
+
+char *cfg_sprintf(struct cfg *c, const char *fmt, ...)
+{
+	va_list ap;
+	char *p;
+
+	va_start(ap, fmt);
+	p = cfg_vsprintf(c, fmt, ap);
+	va_end(ap);
+	return p;
+}
+
+void *cfg_push(struct cfg *c, void *arr, size_t *n, size_t *cap, size_t size)
+{
+	void **a = arr;
+	unsigned char *p;
+
+	if (*n == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 4;
+		void *na = cfg_alloc(c, ncap * size);
+
+		if (!na)
+			return NULL;
+		if (*n)
+			memcpy(na, *a, *n * size);
+		*a = na;
+		*cap = ncap;
+	}
+	p = (unsigned char *)*a + *n * size;
+	memset(p, 0, size);
+	(*n)++;
+	return p;
+}
+
+static char *format_diag(struct cfg *c, const struct cfg_pos *pos,
+			 const char *fqn, const char *field, const char *fmt,
+			 va_list ap)
+{
+	char *msg = cfg_vsprintf(c, fmt, ap);
+	char where[64] = "";
+
+	if (!msg)
+		return NULL;
+	if (pos && pos->line)
+		snprintf(where, sizeof(where), ":%u:%u", pos->line, pos->col);
+	return cfg_sprintf(c, "%s%s: %s%s%s%s%s",
+			   pos && pos->file ? pos->file : "<config>", where,
+			   fqn ? fqn : "", fqn ? ": " : "", field ? field : "",
+			   field ? ": " : "", msg);
+}
+
+void cfg_error_at(struct cfg *c, const struct cfg_pos *pos, const char *fqn,
+		  const char *field, const char *fmt, ...)
+{
+	va_list ap;
+	char *d, **slot;
+
+	if (c->n_errors >= CFG_MAX_ERRORS) {
+		c->errors_truncated = true;
+		return;
+	}
+	va_start(ap, fmt);
+	d = format_diag(c, pos, fqn, field && *field ? field : NULL, fmt, ap);
+	va_end(ap);
+	slot = cfg_push(c, &c->errors, &c->n_errors, &c->cap_errors,
+			sizeof(*slot));
+	if (!slot)
+		return;
+	/* An out-of-memory error still counts as an error. */
+	*slot = d ? d : "out of memory";
+}
+
+void cfg_warn_at(struct cfg *c, const struct cfg_pos *pos, const char *fqn,
+		 const char *field, const char *fmt, ...)
+{
+	va_list ap;
+	char *d, **slot;
+
+	if (c->n_warnings >= CFG_MAX_ERRORS)
+		return;
+	va_start(ap, fmt);
+	d = format_diag(c, pos, fqn, field && *field ? field : NULL, fmt, ap);
+	va_end(ap);
+	if (!d)
+		return;
+	slot = cfg_push(c, &c->warnings, &c->n_warnings, &c->cap_warnings,
+			sizeof(*slot));
+	if (slot)
+		*slot = d;
+}
+
+void cfg_add_source(struct cfg *c, const char *path)
+{
+	const char **slot;
+
+	for (size_t i = 0; i < c->n_sources; i++)
+		if (!strcmp(c->sources[i], path))
+			return;
+	slot = cfg_push(c, &c->sources, &c->n_sources, &c->cap_sources,
+			sizeof(*slot));
+	if (slot)
+		*slot = cfg_strdup(c, path);
+	if (slot && !*slot)
+		c->n_sources--;
+}
+
+void cfg_destroy(struct cfg *c)
+{
+	struct cfg_chunk *k, *next;
+
+	if (!c)
+		return;
+	cfg_compile_free(c);
+	attr_vocab_destroy(c->vocab);
+	for (k = c->chunks; k; k = next) {
+		next = k->next;
+		free(k);
+	}
+	free(c);
+}
+
+bool cfg_ok(const struct cfg *c)
+{
+	return c && !c->oom && c->n_errors == 0 && !c->errors_truncated;
+}
+
+size_t cfg_error_count(const struct cfg *c)
+{
+	return c->n_errors + (c->oom && !c->n_errors);
+}
+
+const char *cfg_error(const struct cfg *c, size_t i)
+{
+	if (i < c->n_errors)
+		return c->errors[i];
+	return "out of memory while loading the configuration";
+}
+
+size_t cfg_warning_count(const struct cfg *c)
+{
+	return c->n_warnings;
+}
+
+const char *cfg_warning(const struct cfg *c, size_t i)
+{
+	return c->warnings[i];
+}
+
+void cfg_print_diagnostics(const struct cfg *c, FILE *out)
+{
+	for (size_t i = 0; i < cfg_error_count(c); i++)
+		fprintf(out, "error: %s\n", cfg_error(c, i));
+	if (c->errors_truncated)
+		fprintf(out, "error: more than %d errors, the rest are not "
+			     "shown\n",
+			CFG_MAX_ERRORS);
+	for (size_t i = 0; i < c->n_warnings; i++)
+		fprintf(out, "warning: %s\n", c->warnings[i]);
+}
+
+const char *cfg_default_namespace(const struct cfg *c)
+{
+	return c->default_ns;
+}
+
+const struct attr_vocab *cfg_vocab(const struct cfg *c)
+{
+	return c->vocab;
+}
+
+size_t cfg_manifest_count(const struct cfg *c)
+{
+	return c->n_manifests;
+}
+
+const struct cfg_manifest *cfg_manifest(const struct cfg *c, size_t i)
+{
+	return c->manifests[i];
+}
+
+size_t cfg_rule_count(const struct cfg *c)
+{
+	return c->n_rules;
+}
+
+const struct cfg_rule *cfg_rule(const struct cfg *c, size_t i)
+{
+	return c->rules[i];
+}
+
+size_t cfg_instance_count(const struct cfg *c)
+{
+	return c->n_instances;
+}
+
+const struct cfg_instance *cfg_instance(const struct cfg *c, size_t i)
+{
+	return c->instances[i];
+}
+
+size_t cfg_handler_count(const struct cfg *c)
+{
+	return c->n_handlers;
+}
+
+const struct cfg_handler *cfg_handler(const struct cfg *c, size_t i)
+{
+	return c->handlers[i];
+}
+
+const struct cfg_instance *cfg_find_instance(const struct cfg *c,
+					     const char *fqn)
+{
+	for (size_t i = 0; i < c->n_instances; i++)
+		if (!strcmp(c->instances[i]->meta.fqn, fqn))
+			return c->instances[i];
+	return NULL;
+}
+
+const struct cfg_handler *cfg_find_handler(const struct cfg *c,
+					   const char *fqn)
+{
+	for (size_t i = 0; i < c->n_handlers; i++)
+		if (!strcmp(c->handlers[i]->meta.fqn, fqn))
+			return c->handlers[i];
+	return NULL;
+}
+
+bool cfg_rule_applies(const struct cfg *c, const struct cfg_rule *r,
+		      const char *ns, size_t len)
+{
+	if (r->in_default_namespace)
+		return true;
+	return ns && strlen(r->meta.ns) == len && !memcmp(r->meta.ns, ns, len);
+}
+
+const char *const *cfg_sources(const struct cfg *c, size_t *n_out)
+{
+	*n_out = c->n_sources;
+	return c->sources;
+}
+
+const char *cfg_template_name(enum cfg_template t)
+{
+	static const char *const names[] = {"metric", "mesos", "logentry"};
+
+	return (unsigned)t < CFG_TMPL_COUNT ? names[t] : "?";
+}
+
+const char *cfg_adapter_name(enum cfg_adapter a)
+{
+	static const char *const names[] = {"prometheus", "mesosenv", "stdio"};
+
+	return (unsigned)a < CFG_ADAPTER_COUNT ? names[a] : "?";
+}

@@ -1,0 +1,225 @@
+/*
+ * config_internal.h -- shared between the files of src/config only.
+ *
+ * Memory: everything a config owns comes from its arena (chunks freed
+ * together by cfg_destroy), so a config abandoned half-way through loading
+ * frees exactly like a complete one, and no object needs its own destructor.
+ * Arrays grow by copying inside the arena; configs are kilobytes, so the
+ * abandoned copies cost nothing worth tracking.
+ */
+#ifndef MIXD_CONFIG_INTERNAL_H
+#define MIXD_CONFIG_INTERNAL_H
+
+#include <stdarg.h>
+
+#include <yaml.h>
+
+#include "config/config.h"
+
+/* Stop collecting after this many errors: a generated file with thousands
+ * of broken objects must not make the loader quadratic or the output
+ * unreadable. */
+#define CFG_MAX_ERRORS 200
+
+struct cfg_chunk;
+
+/** Everything of the model lives in `struct cfg`. */
+struct cfg {
+	struct cfg_chunk *chunks;
+	bool oom;
+
+	const char *default_ns;
+	struct attr_vocab *vocab;
+	struct expr_program *program; /* NULL until compiled */
+
+	struct cfg_manifest **manifests;
+	size_t n_manifests, cap_manifests;
+	struct cfg_rule **rules;
+	size_t n_rules, cap_rules;
+	struct cfg_instance **instances;
+	size_t n_instances, cap_instances;
+	struct cfg_handler **handlers;
+	size_t n_handlers, cap_handlers;
+
+	/* fully qualified names of objects of known kinds that were skipped
+	 * (unsupported template or adapter), so that references to them are
+	 * dropped rather than reported as dangling */
+	const char **skipped;
+	size_t n_skipped, cap_skipped;
+
+	/* kinds already warned about (one warning per kind) */
+	const char **warned_kinds;
+	size_t n_warned_kinds, cap_warned_kinds;
+
+	const char **errors;
+	size_t n_errors, cap_errors;
+	bool errors_truncated;
+	const char **warnings;
+	size_t n_warnings, cap_warnings;
+
+	/* vocabulary size after each step, for the summary */
+	unsigned vocab_builtin, vocab_manifests, vocab_outputs;
+
+	const char **sources;
+	size_t n_sources, cap_sources;
+	size_t n_files;     /* YAML files read */
+	size_t n_documents; /* non-empty documents */
+};
+
+/* --- arena (cfg_util.c) --- */
+
+/** Zeroed memory owned by @c; NULL (and c->oom set) on ENOMEM. */
+void *cfg_alloc(struct cfg *c, size_t n);
+/** Copy of @n bytes at @s plus a NUL. */
+char *cfg_strndup(struct cfg *c, const char *s, size_t n);
+/** Copy of @s. */
+char *cfg_strdup(struct cfg *c, const char *s);
+/** printf into the arena. */
+char *cfg_sprintf(struct cfg *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/**
+ * Append one zeroed element of @size to the array *@arr holding *@n of
+ * *@cap; returns it, or NULL on ENOMEM.
+ */
+void *cfg_push(struct cfg *c, void *arr, size_t *n, size_t *cap, size_t size);
+
+/* --- diagnostics (cfg_util.c) --- */
+
+/**
+ * Record an error "file:line:col: fqn: field: message". @fqn and @field may
+ * be NULL (then omitted). Never pass a secret value in the message.
+ */
+void cfg_error_at(struct cfg *c, const struct cfg_pos *pos, const char *fqn,
+		  const char *field, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+/** As cfg_error_at, into the warnings. */
+void cfg_warn_at(struct cfg *c, const struct cfg_pos *pos, const char *fqn,
+		 const char *field, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+/** Record a path for watches (deduplicated). */
+void cfg_add_source(struct cfg *c, const char *path);
+
+/* --- YAML decoding (cfg_yaml.c) --- */
+
+/** Where a field is being decoded: for positions and error context. */
+struct cfg_ctx {
+	struct cfg *c;
+	yaml_document_t *doc;
+	const char *file; /* owned by the config */
+	const char *fqn;  /* object being decoded */
+	char path[192];   /* field path, e.g. "metrics[2].buckets" */
+	bool handler_params; /* strings may be ${secrets} */
+};
+
+/** Field value kinds of the decoding tables. */
+enum cfg_ftype {
+	CFG_F_STR,      /* struct cfg_str */
+	CFG_F_PARAM,    /* struct cfg_str, ${...} resolved (handlers) */
+	CFG_F_EXPR,     /* struct cfg_expr */
+	CFG_F_EXPR_MAP, /* struct cfg_expr_map */
+	CFG_F_STRLIST,  /* struct cfg_strlist */
+	CFG_F_BOOL,     /* bool */
+	CFG_F_INT,      /* int64_t */
+	CFG_F_DOUBLE,   /* double */
+	CFG_F_DURATION, /* int64_t ns */
+	CFG_F_ENUM,     /* int, names in `names` */
+	CFG_F_CUSTOM,   /* decode() */
+};
+
+struct cfg_field;
+
+/** A custom field decoder: fills @dst from @node; 0 / -1 (error recorded). */
+typedef int (*cfg_decode_fn)(struct cfg_ctx *x, const struct cfg_field *f,
+			     yaml_node_t *node, void *dst);
+
+/** One field of a kind: both spellings, its type and where it goes. */
+struct cfg_field {
+	const char *snake;
+	const char *camel;
+	enum cfg_ftype type;
+	size_t off;
+	const char *const *names; /* CFG_F_ENUM: NULL-terminated */
+	cfg_decode_fn decode;     /* CFG_F_CUSTOM */
+	unsigned flags;
+};
+
+#define CFG_FF_REQUIRED 1u /* missing -> error */
+#define CFG_FF_PASSWORD 2u /* always printed <redacted> */
+
+/** A field table. */
+struct cfg_fields {
+	const struct cfg_field *v;
+	size_t n;
+};
+
+#define CFG_FIELDS(arr) ((struct cfg_fields){(arr), sizeof(arr) / sizeof((arr)[0])})
+
+/**
+ * Decode mapping @node into @dst with @fields: unknown fields, duplicate
+ * keys, missing required fields and bad values are errors. Returns 0 when
+ * nothing was wrong.
+ */
+int cfg_decode_map(struct cfg_ctx *x, yaml_node_t *node,
+		   struct cfg_fields fields, void *dst);
+
+/** Decode @v as field @f into @dst (+ f->off); 0 / -1 (error recorded).
+ *  A YAML null leaves the destination unset. */
+int cfg_decode_field(struct cfg_ctx *x, const struct cfg_field *f,
+		     yaml_node_t *v, void *dst);
+
+/** Position of @node in x's file. */
+struct cfg_pos cfg_node_pos(const struct cfg_ctx *x, const yaml_node_t *node);
+
+/** The field path of x with @name appended ("a.b"); in a static buffer of
+ *  x (the path is restored by cfg_ctx_pop). Returns the old length. */
+size_t cfg_ctx_push(struct cfg_ctx *x, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/** Restore the field path to length @len. */
+void cfg_ctx_pop(struct cfg_ctx *x, size_t len);
+
+/** Error at @node in the current object and field path. */
+void cfg_node_error(struct cfg_ctx *x, const yaml_node_t *node,
+		    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/** Short description of what a node is, for "found ..." ("a mapping"). */
+const char *cfg_node_what(const yaml_node_t *node);
+
+/** YAML null: an empty, ~ or null plain scalar. */
+bool cfg_node_is_null(const yaml_node_t *node);
+
+/** Scalar text of @node or NULL when it is not a scalar. */
+const char *cfg_scalar(const yaml_node_t *node);
+
+/* --- kinds (cfg_kinds.c) --- */
+
+/**
+ * Decode one document's object (@root, a mapping) into @c. Unknown kinds
+ * warn; known kinds with errors are recorded but not added.
+ */
+void cfg_decode_object(struct cfg_ctx *x, yaml_node_t *root);
+
+/* --- validation (cfg_resolve.c) --- */
+
+/** Resolve references and validate the model; errors are recorded. */
+void cfg_resolve(struct cfg *c);
+
+/** Compute the bounds of @b (explicit ones are already set); 0 / -1 with
+ *  the reason in @why. */
+int cfg_buckets_compute(struct cfg *c, struct cfg_buckets *b,
+			const char **why);
+
+/** True when @fqn names an object that was skipped on purpose. */
+bool cfg_is_skipped(const struct cfg *c, const char *fqn);
+
+/* --- vocabulary and expressions (cfg_compile.c) --- */
+
+/** Merge manifests and the mesos outputs into the vocabulary. */
+void cfg_build_vocab(struct cfg *c);
+
+/** Type-check and compile every expression into the shared program. */
+void cfg_compile(struct cfg *c);
+
+/** Release what cfg_compile built (the program). */
+void cfg_compile_free(struct cfg *c);
+
+#endif /* MIXD_CONFIG_INTERNAL_H */
