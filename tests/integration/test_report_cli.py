@@ -1,0 +1,221 @@
+"""mixd-report against a running mixd: records arrive and are counted, bad
+lines are reported with their line numbers and skipped, exit codes, both
+transports, --repeat, --help."""
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+import threading
+
+import mixdtest as mt
+from mixdtest import check
+
+RECORDS = "mixd_ingest_records_total"
+DROPPED = "mixd_ingest_dropped_total"
+REJECTED = "mixd_ingest_rejected_total"
+
+SUMMARY = re.compile(r"^mixd-report: sent (\d+) records, dropped (\d+), rejected (\d+) lines$",
+                     re.M)
+
+
+def good_line(i):
+    """A proxy-like record using every type mixd-report converts."""
+    return {
+        "source.uid": f"kubernetes://web-{i % 3}.default",
+        "source.ip": "10.0.0.1",
+        "destination.ip": "fd00::2",
+        "destination.port": 8080,
+        "destination.service": "reviews.default.svc.cluster.local",
+        "destination.labels": {"app": "reviews", "version": "v1"},
+        "request.headers": {":path": "/x", "user-agent": "curl"},
+        "request.time": "2019-05-01T10:00:00.123456789Z",
+        "request.size": 120 + i,
+        "response.code": 200 if i % 5 else 503,
+        "response.duration": f"{i % 100}ms",
+        "connection.mtls": i % 2 == 0,
+        "context.protocol": "http",
+        "custom.ratio": 0.5 + i,
+        "custom.count": i,
+        "custom.flag": True,
+        "custom.map": {"k": "v"},
+    }
+
+
+def summary(out):
+    m = SUMMARY.search(out)
+    check(m, f"no summary line in {out!r}")
+    return tuple(int(x) for x in m.groups())
+
+
+def counted(m, transport):
+    return mt.value(m.metrics(), RECORDS, transport=transport)
+
+
+def send_and_count(build, m, lines, transport, extra=()):
+    """Report @lines; expect every good one sent and counted by mixd exactly."""
+    before = counted(m, transport)
+    rc, out, err = mt.report(build, m.address, lines, transport=transport, extra=extra)
+    return before, rc, out, err
+
+
+def expect_counted(m, transport, n, before=0):
+    m.wait_for(lambda: counted(m, transport) >= before + n,
+               what=f'{RECORDS}{{transport="{transport}"}} >= {before + n}')
+    got = counted(m, transport)
+    check(got == before + n, f"mixd counted {got - before} {transport} records, sent {n}")
+    metrics = m.metrics()
+    check(mt.total(metrics, DROPPED) == 0, f"mixd dropped records: {metrics}")
+    check(mt.total(metrics, REJECTED) == 0,
+          f"mixd rejected records mixd-report built: "
+          f"{ {k: v for k, v in metrics.items() if k[0] == REJECTED} }")
+
+
+def test_help(build):
+    rc, out, err = mt.report(build, "unix:///nonexistent", [], extra=["--help"])
+    check(rc == 0, f"--help exited {rc}: {err}")
+    for word in ("Usage:", "--address", "--transport", "--ring-bytes", "--flush-timeout",
+                 "--repeat", "--rate", "FILE:LINE", "Exit status"):
+        check(word in out, f"--help does not mention {word}")
+
+
+def test_usage_errors_exit_2(build):
+    binary = os.path.join(build, "mixd-report")
+    for argv in ([], ["--address", "x", "--transport", "tcp"],
+                 ["--address", "x", "--ring-bytes", "1000"],
+                 ["--address", "x", "--repeat", "0"],
+                 ["--address", "x", "--no-such-flag"]):
+        p = subprocess.run([binary] + argv, stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=mt._t(30))
+        check(p.returncode == 2, f"{argv}: exit {p.returncode}, want 2")
+        check(p.stderr, f"{argv}: nothing on stderr")
+
+
+def test_shm_records_are_counted(build):
+    with mt.Mixd(build) as m:
+        lines = [good_line(i) for i in range(200)]
+        before, rc, out, err = send_and_count(build, m, lines, "shm")
+        check(rc == 0, f"exit {rc}\nstdout: {out}\nstderr: {err}")
+        check(summary(out) == (200, 0, 0), out)
+        check("<stdin>:" not in err, f"lines reported bad: {err}")
+        expect_counted(m, "shm", 200, before)
+
+
+def test_socket_transport_is_counted_as_socket(build):
+    with mt.Mixd(build) as m:
+        lines = [good_line(i) for i in range(50)]
+        before, rc, out, err = send_and_count(build, m, lines, "socket")
+        check(rc == 0, f"exit {rc}\nstdout: {out}\nstderr: {err}")
+        check(summary(out) == (50, 0, 0), out)
+        expect_counted(m, "socket", 50, before)
+        check(counted(m, "shm") == 0, "socket records counted as shm")
+
+
+def test_bad_lines_are_reported_with_line_numbers_and_skipped(build):
+    lines = [
+        good_line(1),                        # 1
+        "{not json",                         # 2
+        "",                                  # 3: empty, silently skipped
+        {"response.code": "200"},            # 4: string for INT64
+        "[1, 2]",                            # 5: not an object
+        {"response.duration": 15},           # 6: number for DURATION
+        {"source.ip": "10.0.0.300"},         # 7: not an IP
+        {"response.code": 1.5},              # 8: not integral
+        {"request.headers": {"a": 1}},       # 9: map value not a string
+        good_line(2),                        # 10
+        "   ",                               # 11: blank, skipped
+        {"request.time": "yesterday"},       # 12: not RFC 3339
+        good_line(3),                        # 13
+    ]
+    bad = [2, 4, 5, 6, 7, 8, 9, 12]
+    with mt.Mixd(build) as m:
+        before, rc, out, err = send_and_count(build, m, lines, "shm")
+        check(rc == 1, f"exit {rc}, want 1\nstdout: {out}\nstderr: {err}")
+        check(summary(out) == (3, 0, len(bad)), out)
+        reported = [int(x) for x in re.findall(r"^<stdin>:(\d+): \S", err, re.M)]
+        check(reported == bad, f"reported lines {reported}, want {bad}\n{err}")
+        check('"response.code"' in err and '"source.ip"' in err,
+              f"reasons do not name the attribute:\n{err}")
+        expect_counted(m, "shm", 3, before)
+
+        # the same through a FILE argument, named in the messages
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", dir=m.tmp,
+                                         delete=False) as f:
+            f.write('{"response.code": 200}\n\n{"response.code": true}\n')
+        rc, out, err = mt.report(build, m.address, [], files=[f.name])
+        check(rc == 1, f"exit {rc}: {err}")
+        check(summary(out) == (1, 0, 1), out)
+        check(f"{f.name}:3: " in err, f"want {f.name}:3 in {err}")
+        expect_counted(m, "shm", 4, before)
+
+
+def test_repeat_sends_the_input_n_times(build):
+    with mt.Mixd(build) as m:
+        lines = [good_line(i) for i in range(10)] + ["bad"]
+        before, rc, out, err = send_and_count(build, m, lines, "shm",
+                                              extra=["--repeat", "5"])
+        check(rc == 1, f"exit {rc}: {err}")
+        # a bad line is reported and counted once, not once per pass
+        check(summary(out) == (50, 0, 1), out)
+        check(err.count("<stdin>:11:") == 1, err)
+        expect_counted(m, "shm", 50, before)
+
+
+def test_many_records_are_not_dropped(build):
+    """More records than the smallest ring holds: the default waiting for
+    mixd every few hundred records keeps a file from being dropped."""
+    with mt.Mixd(build) as m:
+        lines = [good_line(i) for i in range(2000)]
+        before, rc, out, err = send_and_count(build, m, lines, "shm",
+                                              extra=["--ring-bytes", str(256 * 1024),
+                                                     "--repeat", "5"])
+        check(rc == 0, f"exit {rc}\nstdout: {out}\nstderr: {err}")
+        check(summary(out) == (10000, 0, 0), out)
+        expect_counted(m, "shm", 10000, before)
+
+
+def test_no_mixd_flush_times_out_exit_2(build):
+    with tempfile.TemporaryDirectory() as d:
+        rc, out, err = mt.report(build, f"unix://{d}/nobody.sock", [good_line(0)],
+                                 extra=["--flush-timeout", "300"])
+    check(rc == 2, f"exit {rc}, want 2\nstdout: {out}\nstderr: {err}")
+    check("flush timed out" in err, err)
+
+
+def test_restarted_mixd_gets_records_sent_while_down(build):
+    """Records written while mixd is down are drained by the next mixd
+    (DESIGN.md invariant 4); mixd-report's flush waits for that."""
+    with mt.Mixd(build) as m:
+        m.stop()
+        binary = os.path.join(build, "mixd-report")
+        p = subprocess.Popen([binary, "--address", m.address, "--flush-timeout",
+                              str(int(mt._t(20) * 1000))],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        text = "".join(json.dumps(good_line(i)) + "\n" for i in range(20))
+        result = {}
+        t = threading.Thread(target=lambda: result.update(
+            zip(("out", "err"), p.communicate(text.encode(), timeout=mt._t(60)))))
+        t.start()
+        m.start()
+        t.join()
+        out = result["out"].decode()
+        err = result["err"].decode()
+        check(p.returncode == 0, f"exit {p.returncode}\nstdout: {out}\nstderr: {err}")
+        check(summary(out) == (20, 0, 0), out)
+        expect_counted(m, "shm", 20)
+
+
+if __name__ == "__main__":
+    mt.main([
+        test_help,
+        test_usage_errors_exit_2,
+        test_shm_records_are_counted,
+        test_socket_transport_is_counted_as_socket,
+        test_bad_lines_are_reported_with_line_numbers_and_skipped,
+        test_repeat_sends_the_input_n_times,
+        test_many_records_are_not_dropped,
+        test_no_mixd_flush_times_out_exit_2,
+        test_restarted_mixd_gets_records_sent_while_down,
+    ])
