@@ -17,7 +17,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <math.h>
+#include <math.h> /* isinf: a macro, no libm */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -212,8 +212,10 @@ static int token_int64(const struct span *t, double d, int64_t *out,
 		*out = v;
 		return 0;
 	}
-	/* 2^53: beyond it the double may not be the integer written */
-	if (d != trunc(d) || fabs(d) > 9007199254740992.0) {
+	/* 2^53: beyond it the double may not be the integer written. (No
+	 * trunc()/fabs(): the tool links no libm.) */
+	double a = d < 0 ? -d : d;
+	if (!(a <= 9007199254740992.0) || (double)(int64_t)d != d) {
 		*why = "expected an integer";
 		return -1;
 	}
@@ -542,8 +544,9 @@ static void pace(const struct options *o, uint64_t nth)
 		return;
 	double at = (double)nth / o->rate;
 	struct timespec due = t_start;
-	due.tv_sec += (time_t)at;
-	due.tv_nsec += (long)((at - floor(at)) * 1e9);
+	time_t whole = (time_t)at;
+	due.tv_sec += whole;
+	due.tv_nsec += (long)((at - (double)whole) * 1e9);
 	if (due.tv_nsec >= 1000000000L) {
 		due.tv_sec++;
 		due.tv_nsec -= 1000000000L;
