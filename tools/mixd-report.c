@@ -38,7 +38,7 @@ struct options {
 	struct mixd_client_options client;
 	int flush_timeout_ms;
 	unsigned long repeat;
-	double rate;             /* records per second; 0: as fast as possible */
+	double rate; /* records per second; 0: as fast as possible */
 	unsigned long sync_every; /* records between flushes; 0: never */
 	bool sync_set;
 };
@@ -91,9 +91,10 @@ static const struct name_entry *resolve(mixd_client *c, const char *name,
 	} else {
 		int rc = mixd_attr_custom(c, name, &e.handle);
 		if (rc != 0) {
-			*why = rc == -ENOSPC ? "too many custom attribute names "
-					       "(the client allows 1024)"
-					     : "invalid attribute name";
+			*why = rc == -ENOSPC
+				       ? "too many custom attribute names "
+					 "(the client allows 1024)"
+				       : "invalid attribute name";
 			return NULL;
 		}
 		e.type = 0;
@@ -162,7 +163,8 @@ static int scan_numbers(const char *s, struct spans *out)
 				out->v = v;
 				out->cap = cap;
 			}
-			out->v[out->n++] = (struct span){start, (size_t)(p - start)};
+			out->v[out->n++] =
+				(struct span){start, (size_t)(p - start)};
 			continue;
 		}
 		p++;
@@ -232,12 +234,12 @@ struct counters {
 struct line_ctx {
 	mixd_client *c;
 	struct spans nums;
-	size_t next_num;      /* index into nums of the current member */
-	struct mixd_kv *kv;   /* string map scratch */
+	size_t next_num;    /* index into nums of the current member */
+	struct mixd_kv *kv; /* string map scratch */
 	size_t kv_cap;
-	mixd_attr *seen;      /* attributes of this line, for duplicates */
+	mixd_attr *seen; /* attributes of this line, for duplicates */
 	size_t nseen, seen_cap;
-	char why[256];        /* reason a line was rejected */
+	char why[256]; /* reason a line was rejected */
 };
 
 static const char *json_kind(const cJSON *j)
@@ -290,7 +292,8 @@ static int set_string_map(struct line_ctx *x, mixd_record *r, mixd_attr a,
 			size_t cap = x->kv_cap ? x->kv_cap * 2 : 16;
 			struct mixd_kv *kv = realloc(x->kv, cap * sizeof(*kv));
 			if (!kv) {
-				snprintf(x->why, sizeof(x->why), "out of memory");
+				snprintf(x->why, sizeof(x->why),
+					 "out of memory");
 				return -1;
 			}
 			x->kv = kv;
@@ -330,8 +333,8 @@ static int set_member(struct line_ctx *x, mixd_record *r, const char *name,
 	}
 	for (size_t i = 0; i < x->nseen; i++)
 		if (x->seen[i] == e->handle) {
-			snprintf(x->why, sizeof(x->why),
-				 "\"%s\" appears twice", name);
+			snprintf(x->why, sizeof(x->why), "\"%s\" appears twice",
+				 name);
 			return -1;
 		}
 	x->seen[x->nseen++] = e->handle; /* build_record sized seen[] */
@@ -380,8 +383,10 @@ static int set_member(struct line_ctx *x, mixd_record *r, const char *name,
 		if (!cJSON_IsNumber(v))
 			return wrong_type(x, name, t, v, "an integer");
 		if (token_int64(num, v->valuedouble, &i64, &why) != 0) {
-			snprintf(x->why, sizeof(x->why), "\"%s\" (INT64): %s, "
-				 "got %.*s", name, why, (int)num->len, num->p);
+			snprintf(x->why, sizeof(x->why),
+				 "\"%s\" (INT64): %s, "
+				 "got %.*s",
+				 name, why, (int)num->len, num->p);
 			return -1;
 		}
 		mixd_set_int64(r, e->handle, i64);
@@ -414,12 +419,13 @@ static int set_member(struct line_ctx *x, mixd_record *r, const char *name,
 		if (!cJSON_IsString(v))
 			return wrong_type(x, name, t, v,
 					  "an RFC 3339 timestamp string");
-		if (attr_parse_timestamp(v->valuestring,
-					 strlen(v->valuestring), &i64) != 0) {
-			snprintf(x->why, sizeof(x->why),
-				 "\"%s\" (TIMESTAMP): \"%s\" is not an RFC 3339 "
-				 "timestamp",
-				 name, v->valuestring);
+		if (attr_parse_timestamp(v->valuestring, strlen(v->valuestring),
+					 &i64) != 0) {
+			snprintf(
+				x->why, sizeof(x->why),
+				"\"%s\" (TIMESTAMP): \"%s\" is not an RFC 3339 "
+				"timestamp",
+				name, v->valuestring);
 			return -1;
 		}
 		mixd_set_timestamp(r, e->handle, i64);
@@ -427,7 +433,8 @@ static int set_member(struct line_ctx *x, mixd_record *r, const char *name,
 	case MIXD_T_IP: {
 		uint8_t ip[16];
 		if (!cJSON_IsString(v))
-			return wrong_type(x, name, t, v, "an IP address string");
+			return wrong_type(x, name, t, v,
+					  "an IP address string");
 		if (inet_pton(AF_INET, v->valuestring, ip) == 1) {
 			mixd_set_ip(r, e->handle, ip, 4);
 		} else if (inet_pton(AF_INET6, v->valuestring, ip) == 1) {
@@ -561,47 +568,66 @@ static void pace(const struct options *o, uint64_t nth)
 static void usage(FILE *f)
 {
 	fprintf(f,
-"Usage: mixd-report --address unix:///PATH [OPTION]... [FILE]...\n"
-"Send attribute records to mixd, one per line of JSON.\n"
-"\n"
-"Each line of each FILE (standard input when there is none, or for \"-\")\n"
-"is a JSON object mapping attribute names to values, e.g.\n"
-"  {\"destination.service\": \"web\", \"response.code\": 200,\n"
-"   \"response.duration\": \"15ms\", \"source.ip\": \"10.0.0.1\"}\n"
-"\n"
-"Names in mixd's dictionary take the dictionary's type:\n"
-"  STRING (and EMAIL_ADDRESS, URI, DNS_NAME)  a JSON string\n"
-"  INT64        a JSON integer (1e3 is accepted, 1.5 is not)\n"
-"  DOUBLE       a JSON number\n"
-"  BOOL         true or false\n"
-"  DURATION     a Go duration string: \"15ms\", \"1m30s\", \"0.5s\"\n"
-"  TIMESTAMP    an RFC 3339 string: \"2019-05-01T10:00:00.5Z\"\n"
-"  IP_ADDRESS   \"10.0.0.1\" or \"fd00::1\"\n"
-"  STRING_MAP   an object whose values are strings\n"
-"Other names are sent inline, typed by their JSON value: string STRING,\n"
-"integer INT64, other number DOUBLE, boolean BOOL, object STRING_MAP.\n"
-"\n"
-"A line that is not a JSON object, is not JSON, or has a value of the wrong\n"
-"type is reported on standard error as FILE:LINE: reason and skipped.\n"
-"Empty lines are ignored.\n"
-"\n"
-"Options:\n"
-"  -a, --address ADDR      mixd's producer socket, unix:///PATH or /PATH\n"
-"  -t, --transport KIND    shm (shared-memory ring, default) or socket\n"
-"      --ring-bytes N      ring size, a power of two (default: the client's)\n"
-"      --flush-timeout MS  wait at most MS for mixd to take every record at\n"
-"                          the end (default 10000)\n"
-"      --sync-every N      wait for mixd to take what was sent every N\n"
-"                          records, so a full ring does not drop them;\n"
-"                          0 never waits (load tests; default 256 per MiB\n"
-"                          of ring)\n"
-"      --repeat N          send the input N times (default 1)\n"
-"      --rate R            send at most R records per second\n"
-"  -h, --help              show this help and exit\n"
-"\n"
-"Prints \"mixd-report: sent N records, dropped D, rejected R lines\".\n"
-"Exit status: 0 all lines sent; 1 some lines rejected or records dropped;\n"
-"2 usage error, unreadable input, no client, or the final flush timed out.\n");
+		"Usage: mixd-report --address unix:///PATH [OPTION]... "
+		"[FILE]...\n"
+		"Send attribute records to mixd, one per line of JSON.\n"
+		"\n"
+		"Each line of each FILE (standard input when there is none, or "
+		"for \"-\")\n"
+		"is a JSON object mapping attribute names to values, e.g.\n"
+		"  {\"destination.service\": \"web\", \"response.code\": 200,\n"
+		"   \"response.duration\": \"15ms\", \"source.ip\": "
+		"\"10.0.0.1\"}\n"
+		"\n"
+		"Names in mixd's dictionary take the dictionary's type:\n"
+		"  STRING (and EMAIL_ADDRESS, URI, DNS_NAME)  a JSON string\n"
+		"  INT64        a JSON integer (1e3 is accepted, 1.5 is not)\n"
+		"  DOUBLE       a JSON number\n"
+		"  BOOL         true or false\n"
+		"  DURATION     a Go duration string: \"15ms\", \"1m30s\", "
+		"\"0.5s\"\n"
+		"  TIMESTAMP    an RFC 3339 string: "
+		"\"2019-05-01T10:00:00.5Z\"\n"
+		"  IP_ADDRESS   \"10.0.0.1\" or \"fd00::1\"\n"
+		"  STRING_MAP   an object whose values are strings\n"
+		"Other names are sent inline, typed by their JSON value: "
+		"string STRING,\n"
+		"integer INT64, other number DOUBLE, boolean BOOL, object "
+		"STRING_MAP.\n"
+		"\n"
+		"A line that is not a JSON object, is not JSON, or has a value "
+		"of the wrong\n"
+		"type is reported on standard error as FILE:LINE: reason and "
+		"skipped.\n"
+		"Empty lines are ignored.\n"
+		"\n"
+		"Options:\n"
+		"  -a, --address ADDR      mixd's producer socket, "
+		"unix:///PATH or /PATH\n"
+		"  -t, --transport KIND    shm (shared-memory ring, default) "
+		"or socket\n"
+		"      --ring-bytes N      ring size, a power of two (default: "
+		"the client's)\n"
+		"      --flush-timeout MS  wait at most MS for mixd to take "
+		"every record at\n"
+		"                          the end (default 10000)\n"
+		"      --sync-every N      wait for mixd to take what was sent "
+		"every N\n"
+		"                          records, so a full ring does not "
+		"drop them;\n"
+		"                          0 never waits (load tests; default "
+		"256 per MiB\n"
+		"                          of ring)\n"
+		"      --repeat N          send the input N times (default 1)\n"
+		"      --rate R            send at most R records per second\n"
+		"  -h, --help              show this help and exit\n"
+		"\n"
+		"Prints \"mixd-report: sent N records, dropped D, rejected R "
+		"lines\".\n"
+		"Exit status: 0 all lines sent; 1 some lines rejected or "
+		"records dropped;\n"
+		"2 usage error, unreadable input, no client, or the final "
+		"flush timed out.\n");
 }
 
 static int parse_ulong(const char *s, unsigned long max, unsigned long *out)
@@ -648,35 +674,43 @@ static int parse_args(int argc, char **argv, struct options *o)
 			else if (strcmp(optarg, "socket") == 0)
 				o->client.transport = MIXD_TRANSPORT_SOCKET;
 			else {
-				fprintf(stderr, "mixd-report: --transport: "
-						"\"%s\" is neither shm nor "
-						"socket\n", optarg);
+				fprintf(stderr,
+					"mixd-report: --transport: "
+					"\"%s\" is neither shm nor "
+					"socket\n",
+					optarg);
 				return -1;
 			}
 			break;
 		case O_RING:
-			if (parse_ulong(optarg, UINT32_MAX, &v) != 0 || v == 0 ||
-			    (v & (v - 1)) != 0) {
-				fprintf(stderr, "mixd-report: --ring-bytes: "
-						"\"%s\" is not a power of "
-						"two\n", optarg);
+			if (parse_ulong(optarg, UINT32_MAX, &v) != 0 ||
+			    v == 0 || (v & (v - 1)) != 0) {
+				fprintf(stderr,
+					"mixd-report: --ring-bytes: "
+					"\"%s\" is not a power of "
+					"two\n",
+					optarg);
 				return -1;
 			}
 			o->client.ring_bytes = (uint32_t)v;
 			break;
 		case O_FLUSH:
 			if (parse_ulong(optarg, INT32_MAX, &v) != 0) {
-				fprintf(stderr, "mixd-report: --flush-timeout: "
-						"\"%s\" is not a number of "
-						"milliseconds\n", optarg);
+				fprintf(stderr,
+					"mixd-report: --flush-timeout: "
+					"\"%s\" is not a number of "
+					"milliseconds\n",
+					optarg);
 				return -1;
 			}
 			o->flush_timeout_ms = (int)v;
 			break;
 		case O_SYNC:
-			if (parse_ulong(optarg, ULONG_MAX, &o->sync_every) != 0) {
-				fprintf(stderr, "mixd-report: --sync-every: "
-						"\"%s\" is not a count\n",
+			if (parse_ulong(optarg, ULONG_MAX, &o->sync_every) !=
+			    0) {
+				fprintf(stderr,
+					"mixd-report: --sync-every: "
+					"\"%s\" is not a count\n",
 					optarg);
 				return -1;
 			}
@@ -685,8 +719,9 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case O_REPEAT:
 			if (parse_ulong(optarg, ULONG_MAX, &o->repeat) != 0 ||
 			    o->repeat == 0) {
-				fprintf(stderr, "mixd-report: --repeat: \"%s\" "
-						"is not a positive count\n",
+				fprintf(stderr,
+					"mixd-report: --repeat: \"%s\" "
+					"is not a positive count\n",
 					optarg);
 				return -1;
 			}
@@ -695,9 +730,10 @@ static int parse_args(int argc, char **argv, struct options *o)
 			errno = 0;
 			o->rate = strtod(optarg, &end);
 			if (errno || *end || !(o->rate > 0) || isinf(o->rate)) {
-				fprintf(stderr, "mixd-report: --rate: \"%s\" "
-						"is not a positive number of "
-						"records per second\n",
+				fprintf(stderr,
+					"mixd-report: --rate: \"%s\" "
+					"is not a positive number of "
+					"records per second\n",
 					optarg);
 				return -1;
 			}
@@ -714,8 +750,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 		return -1;
 	}
 	if (!o->sync_set) {
-		uint32_t ring = o->client.ring_bytes ? o->client.ring_bytes
-						     : 1u << 20;
+		uint32_t ring =
+			o->client.ring_bytes ? o->client.ring_bytes : 1u << 20;
 		/* 256 records per MiB leaves room for records of up to ~4 KiB
 		 * before a ring fills between two waits */
 		o->sync_every = ring / 4096 ? ring / 4096 : 1;
@@ -782,7 +818,8 @@ int main(int argc, char **argv)
 
 	rc = mixd_client_open(o.address, &o.client, &x.c);
 	if (rc != 0) {
-		fprintf(stderr, "mixd-report: cannot open a client for %s: %s\n",
+		fprintf(stderr,
+			"mixd-report: cannot open a client for %s: %s\n",
 			o.address, strerror(-rc));
 		return EXIT_USAGE;
 	}
@@ -821,8 +858,8 @@ int main(int argc, char **argv)
 				if (r >= 0 && r <= 1 && syncing &&
 				    o.sync_every &&
 				    (n.sent + n.dropped) % o.sync_every == 0 &&
-				    mixd_client_flush(x.c, o.flush_timeout_ms) !=
-					    0) {
+				    mixd_client_flush(
+					    x.c, o.flush_timeout_ms) != 0) {
 					fprintf(stderr,
 						"mixd-report: mixd took no "
 						"records for %d ms; sending "
@@ -832,8 +869,10 @@ int main(int argc, char **argv)
 				}
 			}
 			if (ferror(in)) {
-				fprintf(stderr, "mixd-report: %s: read error: "
-						"%s\n", name, strerror(errno));
+				fprintf(stderr,
+					"mixd-report: %s: read error: "
+					"%s\n",
+					name, strerror(errno));
 				io_error = true;
 			}
 			if (in != stdin && in != spool)

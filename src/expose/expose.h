@@ -26,7 +26,8 @@
 #include <string.h>
 
 /** Content-Type of the Prometheus text format, version 0.0.4. */
-#define EXPOSE_CONTENT_TYPE_PROMETHEUS "text/plain; version=0.0.4; charset=utf-8"
+#define EXPOSE_CONTENT_TYPE_PROMETHEUS                                         \
+	"text/plain; version=0.0.4; charset=utf-8"
 
 /** Content-Type a handler gets when it sets none. */
 #define EXPOSE_CONTENT_TYPE_TEXT "text/plain; charset=utf-8"
@@ -179,14 +180,14 @@ void expose_sample_raw(struct expose_buf *b, const char *name, size_t name_len,
  * must be set to a string that outlives the call (a literal). Called from
  * the server's threads, possibly concurrently with itself.
  */
-typedef int (*expose_handler_fn)(void *ctx, struct expose_buf *out,
-				 int *status, const char **content_type);
+typedef int (*expose_handler_fn)(void *ctx, struct expose_buf *out, int *status,
+				 const char **content_type);
 
 /** A path served by a handler. */
 struct expose_route {
 	const char *path;     /**< exact match, e.g. "/metrics" */
 	expose_handler_fn fn; /**< the handler */
-	void *ctx;            /**< its first argument */
+	void *ctx;	      /**< its first argument */
 };
 
 /** Options for expose_http_start(); zero means default for each field. */

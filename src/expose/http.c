@@ -90,9 +90,10 @@ static bool accepts_gzip(const char *ae)
 		while (*p && *p != ',' && *p != ';' && *p != ' ' && *p != '\t')
 			p++;
 		size_t tlen = (size_t)(p - tok);
-		bool match = (tlen == 4 && strncasecmp(tok, "gzip", 4) == 0) ||
-			     (tlen == 6 && strncasecmp(tok, "x-gzip", 6) == 0) ||
-			     (tlen == 1 && *tok == '*');
+		bool match =
+			(tlen == 4 && strncasecmp(tok, "gzip", 4) == 0) ||
+			(tlen == 6 && strncasecmp(tok, "x-gzip", 6) == 0) ||
+			(tlen == 1 && *tok == '*');
 		double q = 1;
 		while (*p && *p != ',') {
 			if (*p == ';') {
@@ -150,9 +151,8 @@ out:
 	return out;
 }
 
-static enum MHD_Result queue_text(struct MHD_Connection *conn,
-				  unsigned status, const char *text,
-				  const char *allow)
+static enum MHD_Result queue_text(struct MHD_Connection *conn, unsigned status,
+				  const char *text, const char *allow)
 {
 	struct MHD_Response *r = MHD_create_response_from_buffer(
 		strlen(text), (void *)(uintptr_t)text, MHD_RESPMEM_PERSISTENT);
@@ -189,11 +189,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		}
 	}
 	if (!rt)
-		return queue_text(conn, MHD_HTTP_NOT_FOUND, "not found\n", NULL);
+		return queue_text(conn, MHD_HTTP_NOT_FOUND, "not found\n",
+				  NULL);
 
 	struct expose_buf body;
 	expose_buf_init(&body);
-	size_t hint = atomic_load_explicit(&rt->size_hint, memory_order_relaxed);
+	size_t hint =
+		atomic_load_explicit(&rt->size_hint, memory_order_relaxed);
 	if (hint)
 		expose_buf_reserve(&body, hint + hint / 8);
 	int status = MHD_HTTP_OK;
@@ -318,15 +320,18 @@ static int open_listener(const char *host, const char *port, int *family)
 		 * host without IPv6 */
 		struct sockaddr_in6 s6 = {.sin6_family = AF_INET6,
 					  .sin6_addr = IN6ADDR_ANY_INIT,
-					  .sin6_port = htons((uint16_t)atoi(port))};
-		int fd = listen_on((struct sockaddr *)&s6, sizeof(s6), AF_INET6);
+					  .sin6_port =
+						  htons((uint16_t)atoi(port))};
+		int fd =
+			listen_on((struct sockaddr *)&s6, sizeof(s6), AF_INET6);
 		if (fd != -EAFNOSUPPORT) {
 			*family = AF_INET6;
 			return fd;
 		}
 		struct sockaddr_in s4 = {.sin_family = AF_INET,
 					 .sin_addr.s_addr = htonl(INADDR_ANY),
-					 .sin_port = htons((uint16_t)atoi(port))};
+					 .sin_port =
+						 htons((uint16_t)atoi(port))};
 		*family = AF_INET;
 		return listen_on((struct sockaddr *)&s4, sizeof(s4), AF_INET);
 	}
@@ -394,8 +399,10 @@ int expose_http_start(const char *address, const struct expose_route *routes,
 	}
 	for (size_t i = 0; i < nroutes; i++) {
 		if (!routes[i].path || !routes[i].fn) {
-			fprintf(stderr, "mixd: %s: route %zu has no path or "
-					"handler\n", name, i);
+			fprintf(stderr,
+				"mixd: %s: route %zu has no path or "
+				"handler\n",
+				name, i);
 			return -EINVAL;
 		}
 	}
@@ -404,8 +411,8 @@ int expose_http_start(const char *address, const struct expose_route *routes,
 	if (!h)
 		goto fail;
 	snprintf(h->name, sizeof(h->name), "%s", name);
-	h->gzip_min = opts->gzip_min_bytes ? opts->gzip_min_bytes
-					    : DEFAULT_GZIP_MIN;
+	h->gzip_min =
+		opts->gzip_min_bytes ? opts->gzip_min_bytes : DEFAULT_GZIP_MIN;
 	h->routes = calloc(nroutes ? nroutes : 1, sizeof(*h->routes));
 	if (!h->routes)
 		goto fail;
@@ -434,9 +441,8 @@ int expose_http_start(const char *address, const struct expose_route *routes,
 	if (family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	h->mhd = MHD_start_daemon(
-		flags, 0, NULL, NULL, on_request, h,
-		MHD_OPTION_EXTERNAL_LOGGER, log_mhd, h,
-		MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+		flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
+		log_mhd, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
 		MHD_OPTION_THREAD_POOL_SIZE,
 		(unsigned)(opts->threads ? opts->threads : DEFAULT_THREADS),
 		MHD_OPTION_CONNECTION_LIMIT,

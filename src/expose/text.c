@@ -123,7 +123,7 @@ static size_t fmt_u64(uint64_t v, char *out)
 }
 
 static const double pow10_table[] = {
-	1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+	1e0, 1e1, 1e2,	1e3,  1e4,  1e5,  1e6,	1e7,
 	1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
 };
 
@@ -341,7 +341,8 @@ void expose_sample_raw(struct expose_buf *b, const char *name, size_t name_len,
 	/* One reservation for the whole line, then plain copies: this is the
 	 * per-sample path of a scrape. "{,} \n" is 5 bytes. */
 	if (expose_buf_reserve(b, name_len + suffix_len + labels_len +
-					  extra_len + 5 + EXPOSE_VALUE_MAX) != 0)
+					  extra_len + 5 + EXPOSE_VALUE_MAX) !=
+	    0)
 		return;
 	char *p = b->data + b->len;
 	memcpy(p, name, name_len);

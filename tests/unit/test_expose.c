@@ -52,7 +52,8 @@ static void test_type_line(void **state)
 {
 	struct expose_buf b = {0};
 	expose_type(&b, "mixd_x_total", "counter");
-	assert_string_equal(expose_buf_cstr(&b), "# TYPE mixd_x_total counter\n");
+	assert_string_equal(expose_buf_cstr(&b),
+			    "# TYPE mixd_x_total counter\n");
 	expose_buf_free(&b);
 }
 
@@ -307,7 +308,8 @@ static int connect_port(int family, uint16_t port)
 	} else {
 		struct sockaddr_in sa = {.sin_family = AF_INET,
 					 .sin_port = htons(port),
-					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+					 .sin_addr.s_addr =
+						 htonl(INADDR_LOOPBACK)};
 		rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
 	}
 	assert_int_equal(rc, 0);
@@ -484,8 +486,8 @@ static void test_http_404_and_405(void **state)
 	http_request(AF_INET, port, "GET", "/metrics?x=1", NULL, &r);
 	assert_int_equal(r.status, 200); /* the query is not part of the path */
 	reply_free(&r);
-	http_request(AF_INET, port, "POST", "/metrics",
-		     "Content-Length: 3\r\n", &r);
+	http_request(AF_INET, port, "POST", "/metrics", "Content-Length: 3\r\n",
+		     &r);
 	/* the body "abc" is never sent; the server answers regardless */
 	assert_int_equal(r.status, 405);
 	assert_non_null(header(&r, "Allow"));
@@ -612,12 +614,13 @@ static void test_http_slow_handler_does_not_block_others(void **state)
 static void test_http_bad_addresses(void **state)
 {
 	struct expose_http *h = NULL;
-	const char *bad[] = {"", "127.0.0.1:", "127.0.0.1:x", "1.2.3.4:65536",
-			     "::1:80", "[::1]80", "127.0.0.1:123456", NULL};
+	const char *bad[] = {
+		"",	  "127.0.0.1:", "127.0.0.1:x",	    "1.2.3.4:65536",
+		"::1:80", "[::1]80",	"127.0.0.1:123456", NULL};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-		assert_int_equal(expose_http_start(bad[i], routes, NROUTES,
-						   NULL, &h),
-				 -EINVAL);
+		assert_int_equal(
+			expose_http_start(bad[i], routes, NROUTES, NULL, &h),
+			-EINVAL);
 	assert_null(h);
 }
 
@@ -626,19 +629,16 @@ static void test_http_port_in_use_then_freed_by_stop(void **state)
 	struct expose_http *a, *b;
 	char addr[64];
 
-	assert_int_equal(expose_http_start("127.0.0.1:0", routes, NROUTES,
-					   NULL, &a),
-			 0);
+	assert_int_equal(
+		expose_http_start("127.0.0.1:0", routes, NROUTES, NULL, &a), 0);
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", expose_http_port(a));
 	assert_int_equal(expose_http_start(addr, routes, NROUTES, NULL, &b),
 			 -EADDRINUSE);
 	expose_http_stop(a);
 	/* stop closed the listening socket: the port is free again */
-	assert_int_equal(expose_http_start(addr, routes, NROUTES, NULL, &b),
-			 0);
+	assert_int_equal(expose_http_start(addr, routes, NROUTES, NULL, &b), 0);
 	struct reply r;
-	http_request(AF_INET, expose_http_port(b), "GET", "/healthz", NULL,
-		     &r);
+	http_request(AF_INET, expose_http_port(b), "GET", "/healthz", NULL, &r);
 	assert_int_equal(r.status, 200);
 	reply_free(&r);
 	expose_http_stop(b);
@@ -665,9 +665,9 @@ static void test_http_all_interfaces_and_ipv6(void **state)
 	/* ":0" and "0" listen everywhere: reachable over IPv4 loopback */
 	const char *any[] = {":0", "0"};
 	for (size_t i = 0; i < 2; i++) {
-		assert_int_equal(expose_http_start(any[i], routes, NROUTES,
-						   NULL, &h),
-				 0);
+		assert_int_equal(
+			expose_http_start(any[i], routes, NROUTES, NULL, &h),
+			0);
 		http_request(AF_INET, expose_http_port(h), "GET", "/healthz",
 			     NULL, &r);
 		assert_int_equal(r.status, 200);
@@ -682,9 +682,8 @@ static void test_http_all_interfaces_and_ipv6(void **state)
 	}
 	if (!have_ipv6_loopback())
 		return;
-	assert_int_equal(expose_http_start("[::1]:0", routes, NROUTES, NULL,
-					   &h),
-			 0);
+	assert_int_equal(
+		expose_http_start("[::1]:0", routes, NROUTES, NULL, &h), 0);
 	http_request(AF_INET6, expose_http_port(h), "GET", "/metrics", NULL,
 		     &r);
 	assert_int_equal(r.status, 200);
