@@ -108,7 +108,8 @@ void cfg_build_vocab(struct cfg *c)
 		int rc;
 
 		snprintf(name, sizeof(name), "$out.%s", mesos_outputs[i].name);
-		rc = attr_vocab_add(c->vocab, name, mesos_outputs[i].type, NULL);
+		rc = attr_vocab_add(c->vocab, name, mesos_outputs[i].type,
+				    NULL);
 		if (rc == -ENOMEM)
 			c->oom = true;
 		else if (rc < 0) {
@@ -251,7 +252,8 @@ static void compile_bindings(struct compiling *k, struct cfg_expr_map *m)
 		int slot;
 		enum attr_type t;
 
-		snprintf(field, sizeof(field), "attribute_bindings.%s", b->name);
+		snprintf(field, sizeof(field), "attribute_bindings.%s",
+			 b->name);
 		compile_expr(k, field, &b->expr, WANT_ANY);
 		slot = attr_vocab_find(c->vocab, b->name, strlen(b->name));
 		if (slot < 0 || b->name[0] == '$') {

@@ -14,6 +14,9 @@
 
 #define OFF(type, field) offsetof(type, field)
 
+static yaml_node_t *map_get(yaml_document_t *doc, yaml_node_t *map,
+			    const char *key);
+
 /* ------------------------------------------------------------ manifests */
 
 static int decode_value_type(struct cfg_ctx *x, const struct cfg_field *f,
@@ -29,7 +32,8 @@ static int decode_value_type(struct cfg_ctx *x, const struct cfg_field *f,
 		       "found %s%s%s, expected STRING, INT64, DOUBLE, BOOL, "
 		       "TIMESTAMP, IP_ADDRESS, EMAIL_ADDRESS, URI, DNS_NAME, "
 		       "DURATION, STRING_MAP or BYTES",
-		       s ? "\"" : "", s ? s : cfg_node_what(node), s ? "\"" : "");
+		       s ? "\"" : "", s ? s : cfg_node_what(node),
+		       s ? "\"" : "");
 	return -1;
 }
 
@@ -76,9 +80,11 @@ static int decode_manifest_attrs(struct cfg_ctx *x, const struct cfg_field *f,
 		struct cfg_manifest_attr *a;
 
 		if (!name || !*name) {
-			cfg_node_error(x, k, "found %s, expected an attribute "
-					     "name",
-				       name ? "an empty key" : cfg_node_what(k));
+			cfg_node_error(x, k,
+				       "found %s, expected an attribute "
+				       "name",
+				       name ? "an empty key"
+					    : cfg_node_what(k));
 			rc = -1;
 			continue;
 		}
@@ -139,8 +145,8 @@ static int decode_actions(struct cfg_ctx *x, const struct cfg_field *f,
 	     it < node->data.sequence.items.top; it++, i++) {
 		yaml_node_t *v = yaml_document_get_node(x->doc, *it);
 		size_t old = cfg_ctx_push(x, "[%zu]", i);
-		struct cfg_action *a = cfg_push(x->c, &r->actions, &r->n_actions,
-						&cap, sizeof(*a));
+		struct cfg_action *a = cfg_push(
+			x->c, &r->actions, &r->n_actions, &cap, sizeof(*a));
 
 		if (!a)
 			return -1;
@@ -170,20 +176,20 @@ static int warn_ignored(struct cfg_ctx *x, const struct cfg_field *f,
 static int reject_unsupported(struct cfg_ctx *x, const struct cfg_field *f,
 			      yaml_node_t *node, void *dst)
 {
-	cfg_node_error(x, node, "found %s, expected no %s (not supported by "
-				"mixd)",
+	cfg_node_error(x, node,
+		       "found %s, expected no %s (not supported by "
+		       "mixd)",
 		       cfg_node_what(node), f->camel ? f->camel : f->snake);
 	return -1;
 }
 
 static const struct cfg_field rule_fields[] = {
-	{"match", NULL, CFG_F_EXPR, OFF(struct cfg_rule, match), NULL, NULL,
-	 0},
+	{"match", NULL, CFG_F_EXPR, OFF(struct cfg_rule, match), NULL, NULL, 0},
 	{"actions", NULL, CFG_F_CUSTOM, 0, NULL, decode_actions, 0},
 	{"request_header_operations", "requestHeaderOperations", CFG_F_CUSTOM,
 	 0, NULL, warn_ignored, 0},
-	{"response_header_operations", "responseHeaderOperations",
-	 CFG_F_CUSTOM, 0, NULL, warn_ignored, 0},
+	{"response_header_operations", "responseHeaderOperations", CFG_F_CUSTOM,
+	 0, NULL, warn_ignored, 0},
 	{"sampling", NULL, CFG_F_CUSTOM, 0, NULL, reject_unsupported, 0},
 };
 
@@ -224,8 +230,8 @@ static const struct cfg_field logentry_fields[] = {
 	 LE(monitored_resource_type), NULL, NULL, 0},
 	{"monitored_resource_dimensions", "monitoredResourceDimensions",
 	 CFG_F_EXPR_MAP, LE(monitored_resource_dimensions), NULL, NULL, 0},
-	{"timestamp_format", "timestampFormat", CFG_F_STR,
-	 LE(timestamp_format), NULL, NULL, 0},
+	{"timestamp_format", "timestampFormat", CFG_F_STR, LE(timestamp_format),
+	 NULL, NULL, 0},
 };
 #undef LE
 
@@ -288,8 +294,9 @@ static int decode_bounds(struct cfg_ctx *x, const struct cfg_field *f,
 		}
 	}
 	if (!rc && !b->n_bounds) {
-		cfg_node_error(x, node, "found an empty list, expected at "
-					"least one bound");
+		cfg_node_error(x, node,
+			       "found an empty list, expected at "
+			       "least one bound");
 		rc = -1;
 	}
 	return rc;
@@ -305,8 +312,8 @@ static const struct cfg_field linear_fields[] = {
 static const struct cfg_field exponential_fields[] = {
 	{"num_finite_buckets", "numFiniteBuckets", CFG_F_INT,
 	 BK(num_finite_buckets), NULL, NULL, CFG_FF_REQUIRED},
-	{"growth_factor", "growthFactor", CFG_F_DOUBLE, BK(growth_factor),
-	 NULL, NULL, CFG_FF_REQUIRED},
+	{"growth_factor", "growthFactor", CFG_F_DOUBLE, BK(growth_factor), NULL,
+	 NULL, CFG_FF_REQUIRED},
 	{"scale", NULL, CFG_F_DOUBLE, BK(scale), NULL, NULL, CFG_FF_REQUIRED},
 };
 static const struct cfg_field explicit_fields[] = {
@@ -321,12 +328,13 @@ static int decode_bucket_def(struct cfg_ctx *x, const struct cfg_field *f,
 {
 	struct cfg_buckets *b = dst;
 	struct cfg_fields fields;
-	const char *why = NULL;
+	const char *why = NULL, *field = NULL;
 
 	if (b->kind != CFG_BUCKETS_DEFAULT) {
-		cfg_node_error(x, node, "found a second bucket definition, "
-					"expected one of explicit_buckets, "
-					"linear_buckets or exponential_buckets");
+		cfg_node_error(x, node,
+			       "found a second bucket definition, "
+			       "expected one of explicit_buckets, "
+			       "linear_buckets or exponential_buckets");
 		return -1;
 	}
 	if (!strcmp(f->snake, "linear_buckets")) {
@@ -341,8 +349,27 @@ static int decode_bucket_def(struct cfg_ctx *x, const struct cfg_field *f,
 	}
 	if (cfg_decode_map(x, node, fields, b))
 		return -1;
-	if (!cfg_buckets_compute(x->c, b, &why))
+	if (!cfg_buckets_compute(x->c, b, &field, &why))
 		return 0;
+	/* point at the parameter, in the spelling the user wrote */
+	for (size_t i = 0; field && i < fields.n; i++) {
+		const struct cfg_field *pf = &fields.v[i];
+		yaml_node_t *v;
+
+		if (strcmp(pf->snake, field))
+			continue;
+		if (!(v = map_get(x->doc, node, pf->snake)) && pf->camel)
+			v = map_get(x->doc, node, pf->camel);
+		if (!v)
+			break;
+		size_t old = cfg_ctx_push(x, "%s",
+					  map_get(x->doc, node, pf->snake)
+						  ? pf->snake
+						  : pf->camel);
+		cfg_node_error(x, v, "%s", why);
+		cfg_ctx_pop(x, old);
+		return -1;
+	}
 	cfg_node_error(x, node, "%s", why);
 	return -1;
 }
@@ -405,8 +432,9 @@ static int decode_prom_metrics(struct cfg_ctx *x, const struct cfg_field *f,
 			rc = -1;
 		} else if (m->kind == CFG_PROM_UNSPECIFIED) {
 			cfg_ctx_push(x, "kind");
-			cfg_node_error(x, v, "found UNSPECIFIED, expected "
-					     "GAUGE, COUNTER or DISTRIBUTION");
+			cfg_node_error(x, v,
+				       "found UNSPECIFIED, expected "
+				       "GAUGE, COUNTER or DISTRIBUTION");
 			rc = -1;
 		}
 		cfg_ctx_pop(x, old);
@@ -463,8 +491,13 @@ static int decode_severity_levels(struct cfg_ctx *x, const struct cfg_field *f,
 				  yaml_node_t *node, void *dst)
 {
 	static const struct cfg_field level = {
-		"level", NULL, CFG_F_ENUM,
-		offsetof(struct cfg_severity_level, level), stdio_levels, NULL, 0};
+		"level",
+		NULL,
+		CFG_F_ENUM,
+		offsetof(struct cfg_severity_level, level),
+		stdio_levels,
+		NULL,
+		0};
 	struct cfg_stdio *s = &((struct cfg_handler *)dst)->stdio;
 	size_t cap = 0;
 	int rc = 0;
@@ -513,8 +546,8 @@ static const struct cfg_field stdio_fields[] = {
 	 decode_severity_levels, 0},
 	{"metric_level", "metricLevel", CFG_F_ENUM, SO(metric_level),
 	 stdio_levels, NULL, 0},
-	{"output_as_json", "outputAsJson", CFG_F_BOOL, SO(output_as_json),
-	 NULL, NULL, 0},
+	{"output_as_json", "outputAsJson", CFG_F_BOOL, SO(output_as_json), NULL,
+	 NULL, 0},
 	{"output_level", "outputLevel", CFG_F_ENUM, SO(output_level),
 	 stdio_levels, NULL, 0},
 	{"output_path", "outputPath", CFG_F_PARAM, SO(output_path), NULL, NULL,
@@ -532,7 +565,8 @@ static const struct {
 	const char *name;
 	struct cfg_fields fields;
 } adapters[CFG_ADAPTER_COUNT] = {
-	[CFG_ADAPTER_PROMETHEUS] = {"prometheus", CFG_FIELDS(prometheus_fields)},
+	[CFG_ADAPTER_PROMETHEUS] = {"prometheus",
+				    CFG_FIELDS(prometheus_fields)},
 	[CFG_ADAPTER_MESOSENV] = {"mesosenv", CFG_FIELDS(mesosenv_fields)},
 	[CFG_ADAPTER_STDIO] = {"stdio", CFG_FIELDS(stdio_fields)},
 };
@@ -670,9 +704,13 @@ static int decode_instance(struct cfg_ctx *x, struct object *o,
 			   const char *params_path, yaml_node_t *bindings)
 {
 	static const struct cfg_field bindings_field = {
-		"attribute_bindings", NULL, CFG_F_EXPR_MAP,
-		offsetof(struct cfg_instance, mesos.attribute_bindings), NULL,
-		NULL, 0};
+		"attribute_bindings",
+		NULL,
+		CFG_F_EXPR_MAP,
+		offsetof(struct cfg_instance, mesos.attribute_bindings),
+		NULL,
+		NULL,
+		0};
 	struct cfg_instance *in = cfg_alloc(x->c, sizeof(*in));
 	struct cfg_instance **slot;
 	int rc = 0;
@@ -682,8 +720,8 @@ static int decode_instance(struct cfg_ctx *x, struct object *o,
 	in->meta = o->meta;
 	in->tmpl = t;
 	if (params) {
-		size_t old = params_path ? cfg_ctx_push(x, "%s", params_path)
-					 : 0;
+		size_t old =
+			params_path ? cfg_ctx_push(x, "%s", params_path) : 0;
 
 		rc |= cfg_decode_map(x, params, templates[t].fields, in);
 		cfg_ctx_pop(x, old);
@@ -709,7 +747,8 @@ static int decode_instance(struct cfg_ctx *x, struct object *o,
 				       "params, expected them in one place");
 			rc = -1;
 		} else {
-			rc |= cfg_decode_field(x, &bindings_field, bindings, in);
+			rc |= cfg_decode_field(x, &bindings_field, bindings,
+					       in);
 		}
 		cfg_ctx_pop(x, old);
 	}
@@ -737,8 +776,8 @@ static int decode_handler(struct cfg_ctx *x, struct object *o,
 	h->adapter = a;
 	handler_defaults(h);
 	if (params) {
-		size_t old = params_path ? cfg_ctx_push(x, "%s", params_path)
-					 : 0;
+		size_t old =
+			params_path ? cfg_ctx_push(x, "%s", params_path) : 0;
 
 		x->handler_params = true;
 		rc = cfg_decode_map(x, params, adapters[a].fields, h);
@@ -863,8 +902,8 @@ static int decode_generic(struct cfg_ctx *x, struct object *o, bool handler)
 	if (handler)
 		return decode_handler(x, o, (enum cfg_adapter)idx, g.params,
 				      "params");
-	return decode_instance(x, o, (enum cfg_template)idx, g.params,
-			       "params", g.bindings);
+	return decode_instance(x, o, (enum cfg_template)idx, g.params, "params",
+			       g.bindings);
 }
 
 static int decode_spec(struct cfg_ctx *x, struct object *o, const char *kind)
@@ -962,7 +1001,8 @@ void cfg_decode_object(struct cfg_ctx *x, yaml_node_t *root)
 	if (!kind || !cfg_scalar(kind) || !*cfg_scalar(kind)) {
 		x->path[0] = 0;
 		cfg_ctx_push(x, "kind");
-		cfg_node_error(x, kind ? kind : root, "found %s, expected a kind",
+		cfg_node_error(x, kind ? kind : root,
+			       "found %s, expected a kind",
 			       kind ? cfg_node_what(kind) : "nothing");
 		x->path[0] = 0;
 		return;

@@ -15,46 +15,49 @@
 /* Prometheus' DefBuckets: what Mixer's adapter used for a DISTRIBUTION
  * without a bucket definition. */
 static const double default_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-					0.5,   1,    2.5,   5,    10};
+					0.5,   1,    2.5,   5,	  10};
 
 int cfg_buckets_compute(struct cfg *c, struct cfg_buckets *b,
-			const char **why)
+			const char **field, const char **why)
 {
 	int64_t n = b->num_finite_buckets;
 
 	switch (b->kind) {
 	case CFG_BUCKETS_DEFAULT:
 		b->bounds = (double *)default_bounds;
-		b->n_bounds = sizeof(default_bounds) / sizeof(default_bounds[0]);
+		b->n_bounds =
+			sizeof(default_bounds) / sizeof(default_bounds[0]);
 		return 0;
 	case CFG_BUCKETS_EXPLICIT:
 		return 0; /* checked while decoding, element by element */
 	case CFG_BUCKETS_LINEAR:
 		if (!(b->width > 0)) {
-			*why = cfg_sprintf(c, "width: found %g, expected a "
-					      "width > 0",
+			*field = "width";
+			*why = cfg_sprintf(c, "found %g, expected a width > 0",
 					   b->width);
 			return -1;
 		}
 		break;
 	case CFG_BUCKETS_EXPONENTIAL:
 		if (!(b->growth_factor > 1)) {
-			*why = cfg_sprintf(c, "growthFactor: found %g, "
-					      "expected a growth factor > 1",
+			*field = "growth_factor";
+			*why = cfg_sprintf(c,
+					   "found %g, expected a growth "
+					   "factor > 1",
 					   b->growth_factor);
 			return -1;
 		}
 		if (!(b->scale > 0)) {
-			*why = cfg_sprintf(c, "scale: found %g, expected a "
-					      "scale > 0",
+			*field = "scale";
+			*why = cfg_sprintf(c, "found %g, expected a scale > 0",
 					   b->scale);
 			return -1;
 		}
 		break;
 	}
 	if (n <= 0 || n > MAX_FINITE_BUCKETS) {
-		*why = cfg_sprintf(c, "numFiniteBuckets: found %lld, expected "
-				      "1 to %d",
+		*field = "num_finite_buckets";
+		*why = cfg_sprintf(c, "found %lld, expected 1 to %d",
 				   (long long)n, MAX_FINITE_BUCKETS);
 		return -1;
 	}
@@ -65,16 +68,19 @@ int cfg_buckets_compute(struct cfg *c, struct cfg_buckets *b,
 		return -1;
 	}
 	for (size_t i = 0; i < b->n_bounds; i++) {
-		double v = b->kind == CFG_BUCKETS_LINEAR
-				   ? b->offset + b->width * (double)i
-				   : b->scale * pow(b->growth_factor, (double)i);
+		double v =
+			b->kind == CFG_BUCKETS_LINEAR
+				? b->offset + b->width * (double)i
+				: b->scale * pow(b->growth_factor, (double)i);
 
 		/* large parameters overflow, or stop increasing once the
 		 * width is below the precision of the offset */
 		if (!isfinite(v) || (i && !(v > b->bounds[i - 1]))) {
-			*why = cfg_sprintf(c, "found bound %zu = %g, expected "
-					      "finite, strictly increasing "
-					      "bounds",
+			*field = NULL;
+			*why = cfg_sprintf(c,
+					   "found bound %zu = %g, expected "
+					   "finite, strictly increasing "
+					   "bounds",
 					   i, v);
 			return -1;
 		}
@@ -133,8 +139,8 @@ static void resolve_action(struct cfg *c, struct cfg_rule *r, size_t ai)
 			     "handler",
 			     a->handler_ref.s, fqn);
 	}
-	a->instances = cfg_alloc(c, (a->instance_refs.n + 1) *
-					    sizeof(*a->instances));
+	a->instances =
+		cfg_alloc(c, (a->instance_refs.n + 1) * sizeof(*a->instances));
 	if (!a->instances)
 		return;
 	for (size_t i = 0; i < a->instance_refs.n; i++) {
@@ -155,11 +161,20 @@ static void resolve_action(struct cfg *c, struct cfg_rule *r, size_t ai)
 					     ref->s, fqn);
 			continue;
 		}
-		if (a->handler && !adapter_takes(a->handler->adapter, in->tmpl)) {
+		if (a->handler &&
+		    !adapter_takes(a->handler->adapter, in->tmpl)) {
+			char want[64] = "";
+
+			for (int t = 0; t < CFG_TMPL_COUNT; t++)
+				if (adapter_takes(a->handler->adapter, t))
+					snprintf(want + strlen(want),
+						 sizeof(want) - strlen(want),
+						 "%s%s", want[0] ? " or " : "",
+						 cfg_template_name(t));
 			cfg_error_at(c, &ref->pos, r->meta.fqn, field,
-				     "found %s instance %s, expected an "
-				     "instance %s (%s) accepts",
-				     cfg_template_name(in->tmpl), fqn,
+				     "found %s instance %s, expected a %s "
+				     "instance (handler %s is %s)",
+				     cfg_template_name(in->tmpl), fqn, want,
 				     a->handler->meta.fqn,
 				     cfg_adapter_name(a->handler->adapter));
 			continue;
@@ -185,9 +200,9 @@ static char *safe_name(struct cfg *c, const char *ns, const char *name)
 	return out;
 }
 
-static const struct cfg_prom_metric *find_family(struct cfg *c,
-						 const char *family,
-						 const struct cfg_prom_metric *upto)
+static const struct cfg_prom_metric *
+find_family(struct cfg *c, const char *family,
+	    const struct cfg_prom_metric *upto)
 {
 	for (size_t h = 0; h < c->n_handlers; h++) {
 		struct cfg_handler *hd = c->handlers[h];
@@ -207,8 +222,7 @@ static const struct cfg_prom_metric *find_family(struct cfg *c,
 	return NULL;
 }
 
-static void resolve_prom_metric(struct cfg *c, struct cfg_handler *h,
-				size_t mi)
+static void resolve_prom_metric(struct cfg *c, struct cfg_handler *h, size_t mi)
 {
 	struct cfg_prom_metric *m = &h->prometheus.metrics[mi];
 	const struct cfg_prom_metric *other;
@@ -249,8 +263,8 @@ static void resolve_prom_metric(struct cfg *c, struct cfg_handler *h,
 		return;
 	}
 	mt = &m->instance->metric;
-	m->label_dims = cfg_alloc(c, (m->label_names.n + 1) *
-					     sizeof(*m->label_dims));
+	m->label_dims =
+		cfg_alloc(c, (m->label_names.n + 1) * sizeof(*m->label_dims));
 	if (!m->label_dims)
 		return;
 	for (size_t l = 0; l < m->label_names.n; l++) {
@@ -289,11 +303,11 @@ static void resolve_prometheus(struct cfg *c, struct cfg_handler *h)
 
 	for (size_t i = 0; i < p->n_metrics; i++) {
 		struct cfg_prom_metric *m = &p->metrics[i];
-		const char *why;
+		const char *field, *why;
 
 		if (m->kind == CFG_PROM_DISTRIBUTION &&
 		    m->buckets.kind == CFG_BUCKETS_DEFAULT)
-			cfg_buckets_compute(c, &m->buckets, &why);
+			cfg_buckets_compute(c, &m->buckets, &field, &why);
 		resolve_prom_metric(c, h, i);
 	}
 	/* Mixer's default: check for expired series twice per expiry */

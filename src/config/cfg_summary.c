@@ -39,8 +39,8 @@ static int cmp_kind(const void *a, const void *b)
 
 static void print_kinds(const struct cfg *c, FILE *out)
 {
-	size_t total = c->n_manifests + c->n_rules + c->n_instances +
-		       c->n_handlers;
+	size_t total =
+		c->n_manifests + c->n_rules + c->n_instances + c->n_handlers;
 	struct kind_count *kc = calloc(total + 1, sizeof(*kc));
 	size_t n = 0;
 
@@ -110,8 +110,7 @@ static void print_param(FILE *out, const char *label, const struct cfg_str *s,
 {
 	if (!s->s)
 		return;
-	fprintf(out, ", %s %s", label,
-		password || s->secret ? REDACTED : s->s);
+	fprintf(out, ", %s %s", label, password || s->secret ? REDACTED : s->s);
 }
 
 static void print_handler(const struct cfg_handler *h, FILE *out)
@@ -191,8 +190,8 @@ static void print_families(const struct cfg *c, FILE *out)
 				for (size_t b = 0; b < m->buckets.n_bounds; b++)
 					fprintf(out, "%s%g", b ? " " : " [",
 						m->buckets.bounds[b]);
-				fprintf(out, "%s", m->buckets.n_bounds ? "]"
-								       : "");
+				fprintf(out, "%s",
+					m->buckets.n_bounds ? "]" : "");
 			}
 			fprintf(out, ", from %s\n",
 				m->instance ? m->instance->meta.fqn
@@ -203,8 +202,9 @@ static void print_families(const struct cfg *c, FILE *out)
 
 void cfg_print_summary(const struct cfg *c, FILE *out)
 {
-	fprintf(out, "config: %zu file%s, %zu document%s, default namespace "
-		     "%s\n",
+	fprintf(out,
+		"config: %zu file%s, %zu document%s, default namespace "
+		"%s\n",
 		c->n_files, c->n_files == 1 ? "" : "s", c->n_documents,
 		c->n_documents == 1 ? "" : "s", c->default_ns);
 	print_kinds(c, out);

@@ -230,8 +230,9 @@ void cfg_print_diagnostics(const struct cfg *c, FILE *out)
 	for (size_t i = 0; i < cfg_error_count(c); i++)
 		fprintf(out, "error: %s\n", cfg_error(c, i));
 	if (c->errors_truncated)
-		fprintf(out, "error: more than %d errors, the rest are not "
-			     "shown\n",
+		fprintf(out,
+			"error: more than %d errors, the rest are not "
+			"shown\n",
 			CFG_MAX_ERRORS);
 	for (size_t i = 0; i < c->n_warnings; i++)
 		fprintf(out, "warning: %s\n", c->warnings[i]);
@@ -296,8 +297,7 @@ const struct cfg_instance *cfg_find_instance(const struct cfg *c,
 	return NULL;
 }
 
-const struct cfg_handler *cfg_find_handler(const struct cfg *c,
-					   const char *fqn)
+const struct cfg_handler *cfg_find_handler(const struct cfg *c, const char *fqn)
 {
 	for (size_t i = 0; i < c->n_handlers; i++)
 		if (!strcmp(c->handlers[i]->meta.fqn, fqn))

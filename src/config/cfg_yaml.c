@@ -56,8 +56,8 @@ void cfg_ctx_pop(struct cfg_ctx *x, size_t len)
 	x->path[len] = 0;
 }
 
-void cfg_node_error(struct cfg_ctx *x, const yaml_node_t *node,
-		    const char *fmt, ...)
+void cfg_node_error(struct cfg_ctx *x, const yaml_node_t *node, const char *fmt,
+		    ...)
 {
 	struct cfg_pos pos = cfg_node_pos(x, node);
 	va_list ap;
@@ -239,8 +239,7 @@ static int need_scalar(struct cfg_ctx *x, yaml_node_t *node,
 	return -1;
 }
 
-static int decode_str(struct cfg_ctx *x, yaml_node_t *node,
-		      struct cfg_str *dst)
+static int decode_str(struct cfg_ctx *x, yaml_node_t *node, struct cfg_str *dst)
 {
 	if (need_scalar(x, node, "a string"))
 		return -1;
@@ -304,8 +303,9 @@ static int decode_expr_map(struct cfg_ctx *x, yaml_node_t *node,
 		const char *key = cfg_scalar(k);
 
 		if (!key) {
-			cfg_node_error(x, k, "found %s as a key, expected a "
-					     "name",
+			cfg_node_error(x, k,
+				       "found %s as a key, expected a "
+				       "name",
 				       cfg_node_what(k));
 			rc = -1;
 			continue;
@@ -316,14 +316,14 @@ static int decode_expr_map(struct cfg_ctx *x, yaml_node_t *node,
 		for (size_t i = 0; i < dst->n; i++)
 			dup |= !strcmp(dst->v[i].name, key);
 		if (dup) {
-			cfg_node_error(x, k, "found a second \"%s\", expected "
-					     "each name once",
+			cfg_node_error(x, k,
+				       "found a second \"%s\", expected "
+				       "each name once",
 				       key);
 			rc = -1;
 		} else {
-			struct cfg_named_expr *ne =
-				cfg_push(x->c, &dst->v, &dst->n, &cap,
-					 sizeof(*ne));
+			struct cfg_named_expr *ne = cfg_push(
+				x->c, &dst->v, &dst->n, &cap, sizeof(*ne));
 
 			if (!ne)
 				return -1;
@@ -372,9 +372,9 @@ static int decode_strlist(struct cfg_ctx *x, yaml_node_t *node,
 static int decode_bool(struct cfg_ctx *x, yaml_node_t *node, bool *dst)
 {
 	static const char *const yes[] = {"true", "True", "TRUE", "yes",
-					  "Yes", "on", "On"};
+					  "Yes",  "on",	  "On"};
 	static const char *const no[] = {"false", "False", "FALSE", "no",
-					 "No", "off", "Off"};
+					 "No",	  "off",   "Off"};
 	const char *s = cfg_scalar(node);
 	char buf[64];
 
@@ -434,8 +434,7 @@ static int decode_double(struct cfg_ctx *x, yaml_node_t *node, double *dst)
 	return -1;
 }
 
-static int decode_duration(struct cfg_ctx *x, yaml_node_t *node,
-			   int64_t *dst)
+static int decode_duration(struct cfg_ctx *x, yaml_node_t *node, int64_t *dst)
 {
 	const char *s = cfg_scalar(node);
 	char buf[64];
@@ -486,7 +485,7 @@ static const struct cfg_field *find_field(struct cfg_fields fields,
 }
 
 int cfg_decode_field(struct cfg_ctx *x, const struct cfg_field *f,
-			yaml_node_t *v, void *dst)
+		     yaml_node_t *v, void *dst)
 {
 	char *p = (char *)dst + f->off;
 
@@ -555,7 +554,8 @@ int cfg_decode_map(struct cfg_ctx *x, yaml_node_t *node,
 		yaml_node_t *k = yaml_document_get_node(x->doc, p->key);
 		yaml_node_t *v = yaml_document_get_node(x->doc, p->value);
 		const char *key = cfg_scalar(k);
-		const struct cfg_field *f = key ? find_field(fields, key) : NULL;
+		const struct cfg_field *f =
+			key ? find_field(fields, key) : NULL;
 
 		if (!f) {
 			char buf[64];
@@ -599,8 +599,8 @@ int cfg_decode_map(struct cfg_ctx *x, yaml_node_t *node,
 
 /* ------------------------------------------------------------- loading */
 
-static void load_yaml(struct cfg *c, const char *file,
-		      const unsigned char *buf, size_t len)
+static void load_yaml(struct cfg *c, const char *file, const unsigned char *buf,
+		      size_t len)
 {
 	yaml_parser_t parser;
 	struct cfg_ctx x = {.c = c, .file = file};
@@ -742,8 +742,8 @@ static void load_dir(struct cfg *c, const char *dir, int depth)
 		if (de->d_name[0] == '.')
 			continue;
 		slot = cfg_push(c, &names, &n, &cap, sizeof(*slot));
-		if (!slot || !(*slot = cfg_sprintf(c, "%s/%s", dir,
-						    de->d_name))) {
+		if (!slot ||
+		    !(*slot = cfg_sprintf(c, "%s/%s", dir, de->d_name))) {
 			closedir(d);
 			return;
 		}

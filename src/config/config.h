@@ -92,10 +92,10 @@ enum cfg_scalar_style {
  */
 struct cfg_expr {
 	const char *text;
-	struct cfg_pos pos;  /**< first character of the scalar's contents */
-	uint8_t style;       /**< enum cfg_scalar_style */
-	bool multiline;      /**< the scalar spans lines: offsets map to @pos */
-	int id;              /**< program index, -1 when absent / not compiled */
+	struct cfg_pos pos; /**< first character of the scalar's contents */
+	uint8_t style;	    /**< enum cfg_scalar_style */
+	bool multiline;	    /**< the scalar spans lines: offsets map to @pos */
+	int id;		    /**< program index, -1 when absent / not compiled */
 	enum attr_type type; /**< result type once compiled */
 };
 
@@ -152,7 +152,7 @@ struct cfg_manifest {
 /** Instance templates. */
 enum cfg_template {
 	CFG_TMPL_METRIC,
-	CFG_TMPL_MESOS,    /**< attribute generation: Marathon metadata */
+	CFG_TMPL_MESOS, /**< attribute generation: Marathon metadata */
 	CFG_TMPL_LOGENTRY,
 	CFG_TMPL_COUNT,
 };
@@ -217,8 +217,8 @@ enum cfg_buckets_kind {
  *  yields (strictly increasing; +Inf is implicit). */
 struct cfg_buckets {
 	enum cfg_buckets_kind kind;
-	int64_t num_finite_buckets; /**< linear / exponential */
-	double width, offset;       /**< linear */
+	int64_t num_finite_buckets;  /**< linear / exponential */
+	double width, offset;	     /**< linear */
 	double growth_factor, scale; /**< exponential */
 	double *bounds;
 	size_t n_bounds;
@@ -228,7 +228,7 @@ struct cfg_buckets {
 struct cfg_prom_metric {
 	struct cfg_pos pos;
 	struct cfg_str name;
-	struct cfg_str ns;    /**< default "istio" */
+	struct cfg_str ns;	      /**< default "istio" */
 	struct cfg_str description;   /**< HELP; default: the name */
 	struct cfg_str instance_name; /**< as written */
 	enum cfg_prom_kind kind;
@@ -253,10 +253,11 @@ struct cfg_prometheus {
 
 /** Handler adapter `mesosenv` (the user's Marathon resolver). */
 struct cfg_mesosenv {
-	struct cfg_str marathon_address; /**< default http://master.mesos:8080 */
+	struct cfg_str
+		marathon_address; /**< default http://master.mesos:8080 */
 	struct cfg_str http_basic_auth_user;
 	struct cfg_str http_basic_auth_password; /**< printed <redacted> */
-	struct cfg_str auth_token;               /**< printed <redacted> */
+	struct cfg_str auth_token;		 /**< printed <redacted> */
 	struct cfg_str auth_token_file;
 	struct cfg_str ca_file;
 	int64_t cache_refresh_ns; /**< default 5 minutes */
@@ -320,9 +321,9 @@ struct cfg_handler {
 struct cfg_action {
 	struct cfg_pos pos;
 	struct cfg_str name;
-	struct cfg_str handler_ref;     /**< as written */
+	struct cfg_str handler_ref; /**< as written */
 	const struct cfg_handler *handler;
-	struct cfg_strlist instance_refs; /**< as written */
+	struct cfg_strlist instance_refs;      /**< as written */
 	const struct cfg_instance **instances; /**< resolved, n = refs.n */
 	size_t n_instances;
 };

@@ -62,7 +62,7 @@ struct cfg {
 
 	const char **sources;
 	size_t n_sources, cap_sources;
-	size_t n_files;     /* YAML files read */
+	size_t n_files;	    /* YAML files read */
 	size_t n_documents; /* non-empty documents */
 };
 
@@ -105,25 +105,25 @@ void cfg_add_source(struct cfg *c, const char *path);
 struct cfg_ctx {
 	struct cfg *c;
 	yaml_document_t *doc;
-	const char *file; /* owned by the config */
-	const char *fqn;  /* object being decoded */
-	char path[192];   /* field path, e.g. "metrics[2].buckets" */
+	const char *file;    /* owned by the config */
+	const char *fqn;     /* object being decoded */
+	char path[192];	     /* field path, e.g. "metrics[2].buckets" */
 	bool handler_params; /* strings may be ${secrets} */
 };
 
 /** Field value kinds of the decoding tables. */
 enum cfg_ftype {
-	CFG_F_STR,      /* struct cfg_str */
-	CFG_F_PARAM,    /* struct cfg_str, ${...} resolved (handlers) */
-	CFG_F_EXPR,     /* struct cfg_expr */
+	CFG_F_STR,	/* struct cfg_str */
+	CFG_F_PARAM,	/* struct cfg_str, ${...} resolved (handlers) */
+	CFG_F_EXPR,	/* struct cfg_expr */
 	CFG_F_EXPR_MAP, /* struct cfg_expr_map */
-	CFG_F_STRLIST,  /* struct cfg_strlist */
-	CFG_F_BOOL,     /* bool */
-	CFG_F_INT,      /* int64_t */
-	CFG_F_DOUBLE,   /* double */
+	CFG_F_STRLIST,	/* struct cfg_strlist */
+	CFG_F_BOOL,	/* bool */
+	CFG_F_INT,	/* int64_t */
+	CFG_F_DOUBLE,	/* double */
 	CFG_F_DURATION, /* int64_t ns */
-	CFG_F_ENUM,     /* int, names in `names` */
-	CFG_F_CUSTOM,   /* decode() */
+	CFG_F_ENUM,	/* int, names in `names` */
+	CFG_F_CUSTOM,	/* decode() */
 };
 
 struct cfg_field;
@@ -139,7 +139,7 @@ struct cfg_field {
 	enum cfg_ftype type;
 	size_t off;
 	const char *const *names; /* CFG_F_ENUM: NULL-terminated */
-	cfg_decode_fn decode;     /* CFG_F_CUSTOM */
+	cfg_decode_fn decode;	  /* CFG_F_CUSTOM */
 	unsigned flags;
 };
 
@@ -152,7 +152,8 @@ struct cfg_fields {
 	size_t n;
 };
 
-#define CFG_FIELDS(arr) ((struct cfg_fields){(arr), sizeof(arr) / sizeof((arr)[0])})
+#define CFG_FIELDS(arr)                                                        \
+	((struct cfg_fields){(arr), sizeof(arr) / sizeof((arr)[0])})
 
 /**
  * Decode mapping @node into @dst with @fields: unknown fields, duplicate
@@ -178,8 +179,8 @@ size_t cfg_ctx_push(struct cfg_ctx *x, const char *fmt, ...)
 void cfg_ctx_pop(struct cfg_ctx *x, size_t len);
 
 /** Error at @node in the current object and field path. */
-void cfg_node_error(struct cfg_ctx *x, const yaml_node_t *node,
-		    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void cfg_node_error(struct cfg_ctx *x, const yaml_node_t *node, const char *fmt,
+		    ...) __attribute__((format(printf, 3, 4)));
 
 /** Short description of what a node is, for "found ..." ("a mapping"). */
 const char *cfg_node_what(const yaml_node_t *node);
@@ -204,9 +205,10 @@ void cfg_decode_object(struct cfg_ctx *x, yaml_node_t *root);
 void cfg_resolve(struct cfg *c);
 
 /** Compute the bounds of @b (explicit ones are already set); 0 / -1 with
- *  the reason in @why. */
+ *  the reason in @why and the offending parameter's snake_case name in
+ *  @field (NULL: the definition as a whole). */
 int cfg_buckets_compute(struct cfg *c, struct cfg_buckets *b,
-			const char **why);
+			const char **field, const char **why);
 
 /** True when @fqn names an object that was skipped on purpose. */
 bool cfg_is_skipped(const struct cfg *c, const char *fqn);
