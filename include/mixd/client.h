@@ -108,7 +108,9 @@ struct mixd_client_stats {
 	uint64_t dropped_invalid;   /**< ... because they were malformed: larger
 					 than MIXD_RECORD_MAX, an IP of a bad
 					 length, an unknown attribute handle */
-	uint32_t rings;             /**< producer rings (threads that recorded) */
+	uint32_t rings;             /**< producer rings now (threads that recorded
+					 and are alive, or whose ring mixd has
+					 not drained yet) */
 	uint32_t connected;         /**< rings currently handed to a live mixd */
 };
 

@@ -93,6 +93,8 @@ struct mixd_client {
 	int wake_fd;
 	int stop;                /* atomic */
 	uint64_t dropped_noring; /* atomic */
+	/* Counts of rings already freed, so stats stay cumulative; under lock. */
+	uint64_t gone_written, gone_dropped, gone_invalid;
 	uint32_t connected;      /* atomic, maintained by bg */
 
 	uint32_t ncustom; /* atomic; names published before the count */
@@ -559,6 +561,10 @@ static void *bg_main(void *arg)
 			}
 			if (retired && ring_drained(r)) {
 				/* Its thread is gone and mixd has it all. */
+				struct mixd_ring_hdr *h = r->prod.hdr;
+				c->gone_written += ring_load_relaxed(&h->prod.written);
+				c->gone_dropped += ring_load_relaxed(&h->prod.dropped);
+				c->gone_invalid += ring_load_relaxed(&h->prod.invalid);
 				if (r->sock >= 0)
 					disconnect(c, r, now);
 				*pp = r->next;
@@ -724,6 +730,9 @@ API void mixd_client_stats(mixd_client *c, struct mixd_client_stats *out)
 {
 	memset(out, 0, sizeof *out);
 	pthread_mutex_lock(&c->lock);
+	out->written = c->gone_written;
+	out->dropped_full = c->gone_dropped;
+	out->dropped_invalid = c->gone_invalid;
 	for (struct tl_ring *r = c->rings; r; r = r->next) {
 		struct mixd_ring_hdr *h = r->prod.hdr;
 		out->written += ring_load_relaxed(&h->prod.written);

@@ -37,8 +37,9 @@ static const uint8_t dict_type[MIXD_ATTR_DICT_COUNT] = {
 
 static inline bool type_compatible(uint8_t wire, uint8_t declared)
 {
+	/* The string-like types differ only in what the text means. */
 	return wire == declared ||
-	       (wire == ATTR_STRING && attr_type_is_string(declared));
+	       (attr_type_is_string(wire) && attr_type_is_string(declared));
 }
 
 static inline uint32_t rd32(const uint8_t *p)

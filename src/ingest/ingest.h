@@ -40,8 +40,9 @@ const char *ingest_reject_name(enum ingest_reject r);
  * Decode one record payload into @t (which the caller cleared) against
  * @vocab: dictionary ids are slots; inline names are looked up in @vocab and
  * ignored when unknown. Values point into @p, so @p must outlive the use of
- * @t. A wire type must equal the declared type, except that STRING is
- * accepted for EMAIL, URI and DNS_NAME.
+ * @t. A wire type must equal the declared type, except that the
+ * string-like types (STRING, EMAIL, URI, DNS_NAME) stand for one another;
+ * the value takes the declared type.
  * Returns INGEST_REJ_NONE or the reason the record is malformed.
  */
 enum ingest_reject ingest_decode(const uint8_t *p, size_t len,

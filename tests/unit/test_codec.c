@@ -1,0 +1,261 @@
+/*
+ * test_codec -- record encoding (wire.h, as libmixd writes it) and decoding
+ * (ingest_decode): a round trip of every type, inline names, and every
+ * reason a malformed record is rejected for.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "attr/attr.h"
+#include "ingest/ingest.h"
+#include "ingest/wire.h"
+
+static struct attr_vocab *vocab;
+static struct attr_table table;
+static uint8_t buf[4096];
+
+static int setup(void **state)
+{
+	vocab = attr_vocab_create();
+	return vocab ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	attr_vocab_destroy(vocab);
+	return 0;
+}
+
+static enum ingest_reject decode(const struct wire_writer *w)
+{
+	attr_table_clear(&table);
+	return ingest_decode(w->buf, w->len, vocab, &table);
+}
+
+static void every_type_round_trips(void **state)
+{
+	struct wire_writer w;
+	wire_init(&w, buf, sizeof buf);
+	wire_attr(&w, MIXD_ATTR_SOURCE_UID, MIXD_T_STRING, NULL, 0);
+	wire_bytes(&w, "kubernetes://a.b", 16);
+	wire_attr(&w, MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64, NULL, 0);
+	wire_u64(&w, (uint64_t)-503);
+	wire_attr(&w, MIXD_ATTR_RESPONSE_DURATION, MIXD_T_DURATION, NULL, 0);
+	wire_u64(&w, 15000000);
+	wire_attr(&w, MIXD_ATTR_REQUEST_TIME, MIXD_T_TIMESTAMP, NULL, 0);
+	wire_u64(&w, 1700000000123456789ull);
+	wire_attr(&w, MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL, NULL, 0);
+	wire_u8(&w, 1);
+	uint8_t v4[4] = {10, 1, 2, 3};
+	wire_attr(&w, MIXD_ATTR_SOURCE_IP, MIXD_T_IP, NULL, 0);
+	wire_ip(&w, v4, 4);
+	uint8_t v6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 1};
+	wire_attr(&w, MIXD_ATTR_DESTINATION_IP, MIXD_T_IP, NULL, 0);
+	wire_ip(&w, v6, 16);
+	wire_attr(&w, MIXD_ATTR_DESTINATION_LABELS, MIXD_T_STRING_MAP, NULL, 0);
+	wire_u32(&w, 2);
+	wire_bytes(&w, "istio", 5);
+	wire_bytes(&w, "reviews", 7);
+	wire_bytes(&w, "version", 7);
+	wire_bytes(&w, "v2", 2);
+	/* DOUBLE and BYTES have no dictionary attribute: inline names the
+	 * vocabulary does not know decode fine and are left out of the table. */
+	double d = 2.5;
+	uint64_t bits;
+	memcpy(&bits, &d, 8);
+	wire_attr(&w, MIXD_ATTR_INLINE, MIXD_T_DOUBLE, "x.ratio", 7);
+	wire_u64(&w, bits);
+	wire_attr(&w, MIXD_ATTR_INLINE, MIXD_T_BYTES, "x.blob", 6);
+	wire_bytes(&w, "\0\1\2", 3);
+	wire_attr(&w, MIXD_ATTR_DESTINATION_SERVICE_HOST, MIXD_T_DNS_NAME, NULL, 0);
+	wire_bytes(&w, "reviews.default.svc", 19);
+	assert_false(w.overflow);
+
+	assert_int_equal(decode(&w), INGEST_REJ_NONE);
+	const struct attr_value *v;
+	v = attr_table_get(&table, MIXD_ATTR_SOURCE_UID);
+	assert_non_null(v);
+	assert_int_equal(v->type, ATTR_STRING);
+	assert_int_equal(v->len, 16);
+	assert_memory_equal(v->s, "kubernetes://a.b", 16);
+	v = attr_table_get(&table, MIXD_ATTR_RESPONSE_CODE);
+	assert_int_equal(v->type, ATTR_INT64);
+	assert_int_equal(v->i, -503);
+	v = attr_table_get(&table, MIXD_ATTR_RESPONSE_DURATION);
+	assert_int_equal(v->type, ATTR_DURATION);
+	assert_int_equal(v->i, 15000000);
+	v = attr_table_get(&table, MIXD_ATTR_REQUEST_TIME);
+	assert_int_equal(v->type, ATTR_TIMESTAMP);
+	assert_true(v->i == 1700000000123456789ll);
+	v = attr_table_get(&table, MIXD_ATTR_CONNECTION_MTLS);
+	assert_int_equal(v->type, ATTR_BOOL);
+	assert_true(v->b);
+	v = attr_table_get(&table, MIXD_ATTR_SOURCE_IP);
+	assert_int_equal(v->len, 4);
+	assert_memory_equal(v->ip, v4, 4);
+	v = attr_table_get(&table, MIXD_ATTR_DESTINATION_IP);
+	assert_int_equal(v->len, 16);
+	assert_memory_equal(v->ip, v6, 16);
+	v = attr_table_get(&table, MIXD_ATTR_DESTINATION_LABELS);
+	assert_int_equal(v->type, ATTR_STRING_MAP);
+	assert_int_equal(attr_map_count(v), 2);
+	struct attr_value e;
+	assert_true(attr_map_get(v, "version", 7, &e));
+	assert_int_equal(e.len, 2);
+	assert_memory_equal(e.s, "v2", 2);
+	assert_false(attr_map_get(v, "app", 3, &e));
+	/* DNS_NAME on the wire is kept as the declared STRING. */
+	v = attr_table_get(&table, MIXD_ATTR_DESTINATION_SERVICE_HOST);
+	assert_int_equal(v->type, ATTR_STRING);
+	assert_null(attr_table_get(&table, MIXD_ATTR_SOURCE_NAME));
+}
+
+static void inline_names_known_to_the_vocabulary_fill_their_slot(void **state)
+{
+	struct attr_vocab *v2 = attr_vocab_create();
+	int slot = attr_vocab_add(v2, "x.ratio", ATTR_DOUBLE, NULL);
+	assert_true(slot >= MIXD_ATTR_DICT_COUNT);
+	struct wire_writer w;
+	wire_init(&w, buf, sizeof buf);
+	double d = 0.125;
+	uint64_t bits;
+	memcpy(&bits, &d, 8);
+	wire_attr(&w, MIXD_ATTR_INLINE, MIXD_T_DOUBLE, "x.ratio", 7);
+	wire_u64(&w, bits);
+	attr_table_clear(&table);
+	assert_int_equal(ingest_decode(w.buf, w.len, v2, &table), INGEST_REJ_NONE);
+	const struct attr_value *v = attr_table_get(&table, (unsigned)slot);
+	assert_non_null(v);
+	assert_true(v->d == 0.125);
+
+	/* The same name with another type is a type error. */
+	wire_init(&w, buf, sizeof buf);
+	wire_attr(&w, MIXD_ATTR_INLINE, MIXD_T_STRING, "x.ratio", 7);
+	wire_bytes(&w, "half", 4);
+	attr_table_clear(&table);
+	assert_int_equal(ingest_decode(w.buf, w.len, v2, &table), INGEST_REJ_TYPE);
+	attr_vocab_destroy(v2);
+}
+
+static void empty_record_is_valid(void **state)
+{
+	struct wire_writer w;
+	wire_init(&w, buf, sizeof buf);
+	assert_int_equal(decode(&w), INGEST_REJ_NONE);
+}
+
+/* Each malformed record, with the reason it must be rejected for. */
+static void malformed_records_are_rejected_with_a_reason(void **state)
+{
+	struct wire_writer w;
+	uint16_t id;
+
+	/* Unknown dictionary id. */
+	wire_init(&w, buf, sizeof buf);
+	id = MIXD_ATTR_DICT_COUNT;
+	wire_attr(&w, id, MIXD_T_STRING, NULL, 0);
+	wire_bytes(&w, "x", 1);
+	assert_int_equal(decode(&w), INGEST_REJ_ATTRIBUTE);
+
+	/* Wrong type for a dictionary attribute. */
+	wire_init(&w, buf, sizeof buf);
+	wire_attr(&w, MIXD_ATTR_RESPONSE_CODE, MIXD_T_STRING, NULL, 0);
+	wire_bytes(&w, "200", 3);
+	assert_int_equal(decode(&w), INGEST_REJ_TYPE);
+
+	/* Type code out of range. */
+	wire_init(&w, buf, sizeof buf);
+	wire_attr(&w, MIXD_ATTR_RESPONSE_CODE, 99, NULL, 0);
+	wire_u64(&w, 1);
+	assert_int_equal(decode(&w), INGEST_REJ_TYPE);
+
+	/* String longer than the record. */
+	wire_init(&w, buf, sizeof buf);
+	wire_attr(&w, MIXD_ATTR_SOURCE_UID, MIXD_T_STRING, NULL, 0);
+	wire_u32(&w, 1000);
+	wire_bytes(&w, "short", 5);
+	assert_int_equal(decode(&w), INGEST_REJ_TRUNCATED);
+
+	/* INT64 cut short. */
+	wire_init(&w, buf, sizeof buf);
+	wire_attr(&w, MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64, NULL, 0);
+	wire_u32(&w, 200);
+	assert_int_equal(decode(&w), INGEST_REJ_TRUNCATED);
+
+	/* Header cut short. */
+	wire_init(&w, buf, sizeof buf);
+	wire_u8(&w, 1);
+	assert_int_equal(decode(&w), INGEST_REJ_TRUNCATED);
+
+	/* IP of length 5. */
+	wire_init(&w, buf, sizeof buf);
+	wire_attr(&w, MIXD_ATTR_SOURCE_IP, MIXD_T_IP, NULL, 0);
+	wire_u8(&w, 5);
+	wire_bytes(&w, "abcde", 5);
+	assert_int_equal(decode(&w), INGEST_REJ_VALUE);
+
+	/* BOOL of 2. */
+	wire_init(&w, buf, sizeof buf);
+	wire_attr(&w, MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL, NULL, 0);
+	wire_u8(&w, 2);
+	assert_int_equal(decode(&w), INGEST_REJ_VALUE);
+
+	/* A string map claiming more entries than it has. */
+	wire_init(&w, buf, sizeof buf);
+	wire_attr(&w, MIXD_ATTR_SOURCE_LABELS, MIXD_T_STRING_MAP, NULL, 0);
+	wire_u32(&w, 3);
+	wire_bytes(&w, "k", 1);
+	wire_bytes(&w, "v", 1);
+	assert_int_equal(decode(&w), INGEST_REJ_VALUE);
+
+	/* A string map whose value runs past the end. */
+	wire_init(&w, buf, sizeof buf);
+	wire_attr(&w, MIXD_ATTR_SOURCE_LABELS, MIXD_T_STRING_MAP, NULL, 0);
+	wire_u32(&w, 1);
+	wire_bytes(&w, "k", 1);
+	wire_u32(&w, 0xFFFFFFF0u);
+	assert_int_equal(decode(&w), INGEST_REJ_VALUE);
+
+	/* An inline name of length zero, and one past the end. */
+	wire_init(&w, buf, sizeof buf);
+	id = MIXD_ATTR_INLINE;
+	wire_attr(&w, id, MIXD_T_STRING, "", 0);
+	wire_bytes(&w, "x", 1);
+	assert_int_equal(decode(&w), INGEST_REJ_ATTRIBUTE);
+	wire_init(&w, buf, sizeof buf);
+	wire_attr(&w, id, MIXD_T_STRING, "abc", 3);
+	w.len -= 2; /* cut into the name */
+	assert_int_equal(decode(&w), INGEST_REJ_TRUNCATED);
+}
+
+static void writer_refuses_to_overflow(void **state)
+{
+	struct wire_writer w;
+	uint8_t small[8];
+	wire_init(&w, small, sizeof small);
+	wire_attr(&w, MIXD_ATTR_SOURCE_UID, MIXD_T_STRING, NULL, 0);
+	wire_bytes(&w, "too long for eight bytes", 24);
+	assert_true(w.overflow);
+	assert_true(w.len <= sizeof small);
+	uint8_t ip3[3] = {1, 2, 3};
+	wire_init(&w, buf, sizeof buf);
+	wire_ip(&w, ip3, 3);
+	assert_true(w.overflow);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(every_type_round_trips),
+		cmocka_unit_test(inline_names_known_to_the_vocabulary_fill_their_slot),
+		cmocka_unit_test(empty_record_is_valid),
+		cmocka_unit_test(malformed_records_are_rejected_with_a_reason),
+		cmocka_unit_test(writer_refuses_to_overflow),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,229 @@
+/*
+ * test_ring -- the SPSC ring of <mixd/ring.h>: wraparound, full ring,
+ * largest record, mixed sizes, corruption, and a producer and a consumer on
+ * two threads checking every byte (also run under TSan).
+ *
+ * MIXD_TEST_THREADED
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "ingest/ingest.h"
+#include "ingest/ring.h"
+
+struct seg {
+	struct mixd_ring_hdr *h;
+	struct ring_prod p;
+	struct ring_cons c;
+};
+
+static void seg_init(struct seg *s, uint64_t cap)
+{
+	s->h = aligned_alloc(4096, MIXD_RING_HDR_SIZE + cap);
+	assert_non_null(s->h);
+	memset(s->h, 0, MIXD_RING_HDR_SIZE + cap);
+	ring_init(s->h, cap, 1, 1, 0);
+	uint8_t *data = (uint8_t *)s->h + MIXD_RING_HDR_SIZE;
+	ring_prod_init(&s->p, s->h, data);
+	s->c = (struct ring_cons){.hdr = s->h, .data = data, .cap = cap,
+				  .max_len = MIXD_RECORD_MAX};
+}
+
+/* Fill @buf with a pattern derived from (seq, i) so any byte can be checked. */
+static void pattern(uint8_t *buf, uint32_t len, uint64_t seq)
+{
+	for (uint32_t i = 0; i < len; i++)
+		buf[i] = (uint8_t)(seq * 131 + i * 7 + (i >> 8));
+}
+
+static int check_pattern(const uint8_t *buf, uint32_t len, uint64_t seq)
+{
+	for (uint32_t i = 0; i < len; i++)
+		if (buf[i] != (uint8_t)(seq * 131 + i * 7 + (i >> 8)))
+			return -1;
+	return 0;
+}
+
+/* Take one record; returns its length or -1 when empty, -2 when corrupt. */
+static int take(struct seg *s, uint8_t *out)
+{
+	const uint8_t *p;
+	uint32_t len;
+	uint64_t size;
+	if (!ring_cons_refresh(&s->c))
+		return -2;
+	enum ring_peek_rc rc = ring_peek(&s->c, &p, &len, &size);
+	if (rc == RING_EMPTY)
+		return -1;
+	if (rc == RING_CORRUPT)
+		return -2;
+	memcpy(out, p, len);
+	ring_advance(&s->c, size);
+	ring_cons_commit(&s->c);
+	return (int)len;
+}
+
+static void empty_ring_yields_nothing(void **state)
+{
+	struct seg s;
+	uint8_t out[64];
+	seg_init(&s, MIXD_RING_MIN_CAPACITY);
+	assert_int_equal(take(&s, out), -1);
+	free(s.h);
+}
+
+static void wraparound_keeps_records_whole(void **state)
+{
+	struct seg s;
+	static uint8_t buf[4096], out[4096];
+	seg_init(&s, MIXD_RING_MIN_CAPACITY);
+	/* 1000-byte records never divide 64 KiB evenly: every lap wraps at a
+	 * different place, and each wrap needs a wrap frame. */
+	for (uint64_t seq = 0; seq < 1000; seq++) {
+		pattern(buf, 1000, seq);
+		assert_true(ring_push(&s.p, buf, 1000));
+		assert_int_equal(take(&s, out), 1000);
+		assert_int_equal(check_pattern(out, 1000, seq), 0);
+	}
+	assert_true(s.p.head > 10 * MIXD_RING_MIN_CAPACITY);
+	free(s.h);
+}
+
+static void full_ring_refuses_then_recovers(void **state)
+{
+	struct seg s;
+	uint8_t buf[256], out[256];
+	seg_init(&s, MIXD_RING_MIN_CAPACITY);
+	pattern(buf, 248, 0);
+	/* 248 + 8 = 256 bytes a frame: exactly 256 fit. */
+	int n = 0;
+	while (ring_push(&s.p, buf, 248))
+		n++;
+	assert_int_equal(n, MIXD_RING_MIN_CAPACITY / 256);
+	assert_false(ring_push(&s.p, buf, 0));
+	assert_int_equal(take(&s, out), 248);
+	assert_true(ring_push(&s.p, buf, 248));
+	for (int i = 0; i < n; i++)
+		assert_int_equal(take(&s, out), 248);
+	assert_int_equal(take(&s, out), -1);
+	free(s.h);
+}
+
+static void largest_record_fits_after_any_wrap(void **state)
+{
+	struct seg s;
+	uint8_t *buf = malloc(MIXD_RECORD_MAX), *out = malloc(MIXD_RECORD_MAX);
+	seg_init(&s, 256 * 1024); /* libmixd's smallest ring */
+	for (uint64_t seq = 0; seq < 40; seq++) {
+		uint32_t small = (uint32_t)(seq * 977 % 30000);
+		pattern(buf, small, seq);
+		assert_true(ring_push(&s.p, buf, small));
+		pattern(buf, MIXD_RECORD_MAX, seq + 1);
+		assert_true(ring_push(&s.p, buf, MIXD_RECORD_MAX));
+		assert_int_equal(take(&s, out), (int)small);
+		assert_int_equal(check_pattern(out, small, seq), 0);
+		assert_int_equal(take(&s, out), (int)MIXD_RECORD_MAX);
+		assert_int_equal(check_pattern(out, MIXD_RECORD_MAX, seq + 1), 0);
+	}
+	free(buf);
+	free(out);
+	free(s.h);
+}
+
+static void corrupt_frames_are_detected(void **state)
+{
+	struct seg s;
+	uint8_t buf[64], out[64];
+	seg_init(&s, MIXD_RING_MIN_CAPACITY);
+	pattern(buf, 40, 3);
+	assert_true(ring_push(&s.p, buf, 40));
+	uint8_t *data = (uint8_t *)s.h + MIXD_RING_HDR_SIZE;
+
+	/* A bad mark. */
+	uint32_t saved;
+	memcpy(&saved, data + 4, 4);
+	memset(data + 4, 0x41, 4);
+	assert_int_equal(take(&s, out), -2);
+	memcpy(data + 4, &saved, 4);
+
+	/* A length beyond what was published. */
+	uint32_t big = 4000;
+	memcpy(data, &big, 4);
+	assert_int_equal(take(&s, out), -2);
+	uint32_t forty = 40;
+	memcpy(data, &forty, 4);
+
+	/* A head behind tail, or too far ahead. */
+	uint64_t head = s.h->prod.head;
+	s.h->prod.head = head + 2 * MIXD_RING_MIN_CAPACITY;
+	assert_int_equal(take(&s, out), -2);
+	s.h->prod.head = head;
+	assert_int_equal(take(&s, out), 40);
+	s.h->prod.head = 0;
+	assert_int_equal(take(&s, out), -2);
+	free(s.h);
+}
+
+/* ---- two threads ------------------------------------------------------- */
+
+#define MT_RECORDS 400000
+
+static void *mt_producer(void *arg)
+{
+	struct seg *s = arg;
+	static uint8_t buf[2048];
+	for (uint64_t seq = 0; seq < MT_RECORDS;) {
+		uint32_t len = (uint32_t)((seq * 2654435761u) % 1500) + 4;
+		pattern(buf + 4, len - 4, seq);
+		uint32_t sq = (uint32_t)seq;
+		memcpy(buf, &sq, 4);
+		if (ring_push(&s->p, buf, len))
+			seq++;
+	}
+	return NULL;
+}
+
+static void producer_and_consumer_threads_agree_on_every_byte(void **state)
+{
+	struct seg s;
+	static uint8_t out[2048];
+	seg_init(&s, MIXD_RING_MIN_CAPACITY);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, mt_producer, &s), 0);
+	uint64_t seq = 0;
+	while (seq < MT_RECORDS) {
+		int n = take(&s, out);
+		assert_int_not_equal(n, -2);
+		if (n < 0)
+			continue;
+		uint32_t want = (uint32_t)((seq * 2654435761u) % 1500) + 4;
+		assert_int_equal(n, want);
+		uint32_t sq;
+		memcpy(&sq, out, 4);
+		assert_int_equal(sq, (uint32_t)seq);
+		assert_int_equal(check_pattern(out + 4, want - 4, seq), 0);
+		seq++;
+	}
+	pthread_join(t, NULL);
+	assert_int_equal(take(&s, out), -1);
+	free(s.h);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(empty_ring_yields_nothing),
+		cmocka_unit_test(wraparound_keeps_records_whole),
+		cmocka_unit_test(full_ring_refuses_then_recovers),
+		cmocka_unit_test(largest_record_fits_after_any_wrap),
+		cmocka_unit_test(corrupt_frames_are_detected),
+		cmocka_unit_test(producer_and_consumer_threads_agree_on_every_byte),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
