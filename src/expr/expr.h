@@ -1,0 +1,248 @@
+/*
+ * expr -- the Mixer expression language (CEXL): parse, type-check, compile
+ * and evaluate.
+ *
+ * A config generation compiles every expression it holds (rule matches,
+ * instance values and dimensions, attribute bindings) into one *program*:
+ *
+ *	struct expr_program *p = expr_program_create(vocab);
+ *	int id = expr_compile(p, text, len, &err);   // id >= 0, or -1 + err
+ *	...                                           // more expressions
+ *	if (expr_type(p, id) != ATTR_BOOL) ...        // caller checks kinds
+ *
+ * The program is then immutable and shared by every shard thread. Each
+ * thread owns a scratch (memo + string arena) and, per record:
+ *
+ *	expr_scratch_begin(s);                        // forget the last record
+ *	rc = expr_eval(p, id, table, s, &val);        // 0, or -EXPR_E_*
+ *
+ * Identical expressions (same canonical text, see expr_text()) get the same
+ * id, and a scratch memoizes results per id for the current record, so an
+ * expression used by several instances is evaluated once per record.
+ *
+ * Attribute names are resolved against the attr_vocab at compile time into
+ * slots; evaluation reads attr_table slots directly and never hashes a name.
+ * Names that are not attributes of a record -- the outputs `$out.<field>` of
+ * an attribute-generating adapter -- are declared by the caller as ordinary
+ * vocabulary entries before compiling (attr_vocab_add(vocab,
+ * "$out.source_pod_uid", ATTR_STRING, NULL)); the adapter then stores its
+ * outputs in those slots of the table before the bindings are evaluated.
+ *
+ * Language (reference/mixer.md), with mixd's decisions:
+ *  - Go syntax and precedence: unary; * / %; + - |; == != < <= > >=; &&;
+ *    ||. Binary * / % - parse but are rejected by the type checker, as in
+ *    Mixer. Dotted names (`source.labels`) are one attribute name.
+ *  - Literals: ints (decimal, 0x, 0o/0, 0b), floats, "strings" with Go
+ *    escapes, `raw strings`, true, false. A string literal that parses as a
+ *    Go duration ("0ms", "1h30m", "0") is a DURATION constant; where a
+ *    STRING is required instead (`x | "0"` with x a STRING) it stays the
+ *    string it spells.
+ *  - `a | b | c`: the first operand that is present. An operand falls
+ *    through when evaluating it fails because something is absent (an
+ *    attribute; for m["k"], the map or the key). A present "" is a value.
+ *    The last operand never falls through: if it is absent the evaluation
+ *    fails. Failures other than absence propagate.
+ *  - m["k"] outside a `|` operand: an absent map fails, a missing key is "".
+ *  - ! is accepted on BOOL (Mixer 1.0 rejected it; Go syntax and later Istio
+ *    accept it, and refusing it buys nothing). Unary - on INT64, DOUBLE,
+ *    DURATION.
+ *  - ==, != on every type (string-like types compare as strings; an IPv4
+ *    address equals its IPv4-mapped IPv6 form); < <= > >= on INT64, DOUBLE,
+ *    TIMESTAMP, DURATION; + on STRING (concatenation), INT64 (wraps),
+ *    DOUBLE. &&, || and conditional() short-circuit.
+ *  - Functions: conditional(BOOL, T, T) T; conditionalString(BOOL, STRING,
+ *    STRING); ip(STRING) IP_ADDRESS; timestamp(STRING) TIMESTAMP (RFC
+ *    3339); dnsName, email, uri (STRING -> typed, lightly validated);
+ *    match(STRING, STRING) BOOL (trailing * = prefix, leading * = suffix,
+ *    else exact); "re".matches(STRING) BOOL; s.startsWith(STRING),
+ *    s.endsWith(STRING) BOOL; emptyStringMap() STRING_MAP; toLower(STRING)
+ *    STRING (ASCII only; Go lowers all of Unicode); size(STRING or
+ *    STRING_MAP) INT64 (bytes, entries).
+ *  - matches() needs a constant pattern, compiled once with POSIX regcomp
+ *    (REG_EXTENDED | REG_NOSUB), unanchored like Go's MatchString. Mixer
+ *    used RE2: RE2-only syntax (\d, \w, \s, non-greedy *?, (?i), named
+ *    groups) is rejected at load or means something else in POSIX ERE, and
+ *    POSIX picks the leftmost-longest match (irrelevant to a yes/no match).
+ *  - Constant subexpressions are folded at compile time; a constant that
+ *    cannot be converted (ip("nonsense")) is a compile error.
+ */
+#ifndef MIXD_EXPR_H
+#define MIXD_EXPR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attr/attr.h"
+
+/** Deepest expression tree accepted; bounds the evaluator's recursion. */
+#define EXPR_MAX_DEPTH 64
+
+/** Why an evaluation failed. expr_eval() returns the negated code. */
+enum expr_fail {
+	EXPR_OK = 0,
+	EXPR_E_ABSENT = 1, /**< an attribute (or a map) the result needs is
+			        absent from the record */
+	EXPR_E_TYPE = 2,   /**< a table value's type is not the attribute's
+			        declared type */
+	EXPR_E_VALUE = 3,  /**< a conversion failed: ip(), timestamp(),
+			        dnsName(), email(), uri() */
+	EXPR_E_NOMEM = 4,  /**< the scratch string arena is full */
+	EXPR_E_REGEX = 5,  /**< regexec() failed for a reason other than no
+			        match */
+	EXPR_E_COUNT = 6,  /**< number of codes, for counter arrays */
+};
+
+/** Short name of a failure code ("absent", "type", ...), for metrics. */
+const char *expr_fail_name(enum expr_fail code);
+
+/** A compile error: where and why. */
+struct expr_error {
+	/** Byte offset of the offending token within the expression text;
+	 *  the config layer turns it into file:line:col. */
+	uint32_t offset;
+	/** Human-readable message naming the expression, e.g.
+	 *  `argument 2 of conditional: expected STRING, got INT64 in "..."`.*/
+	char msg[512];
+};
+
+/** A compiled set of expressions. Opaque. */
+struct expr_program;
+
+/**
+ * Create an empty program compiling against @vocab. The program keeps the
+ * pointer: @vocab must outlive it and must not change while expressions
+ * are being compiled (adding names between compiles is fine). NULL on
+ * ENOMEM.
+ */
+struct expr_program *expr_program_create(const struct attr_vocab *vocab);
+
+/** Free a program and everything it owns. NULL is fine. Not while any
+ *  thread still evaluates it. */
+void expr_program_destroy(struct expr_program *p);
+
+/**
+ * Parse, type-check, fold and add the expression @text (@len bytes, no NUL
+ * needed) to @p. Returns its id (>= 0): the id of an identical expression
+ * already in @p if there is one. On error returns -1 and fills @err (may be
+ * NULL). Not thread-safe: compile from one thread, then share.
+ */
+int expr_compile(struct expr_program *p, const char *text, size_t len,
+		 struct expr_error *err);
+
+/** Number of distinct expressions (ids are 0 .. count-1). */
+uint32_t expr_count(const struct expr_program *p);
+
+/**
+ * Static type of expression @id. A STRING expression's value may carry any
+ * string-like runtime type (EMAIL, URI, DNS_NAME): compare with
+ * attr_type_is_string() when that matters.
+ */
+enum attr_type expr_type(const struct expr_program *p, uint32_t id);
+
+/** Canonical text of expression @id: fully parenthesized, used as the
+ *  dedup key; owned by @p. */
+const char *expr_text(const struct expr_program *p, uint32_t id);
+
+/**
+ * True if @id folded to a constant, which is then stored in *@out (strings
+ * owned by @p). Evaluating such an expression never reads the table.
+ */
+bool expr_constant(const struct expr_program *p, uint32_t id,
+		   struct attr_value *out);
+
+/** Number of compiled nodes over all expressions (a size measure). */
+uint32_t expr_node_count(const struct expr_program *p);
+
+/** One memoized result. Private to expr; public only for expr_eval(). */
+struct expr_memo {
+	uint32_t gen;
+	int32_t rc;
+	struct attr_value v;
+};
+
+/** Per-thread evaluation counters; the caller exports them. */
+struct expr_stats {
+	uint64_t evals;              /**< expressions actually evaluated */
+	uint64_t hits;               /**< results served from the memo */
+	uint64_t fail[EXPR_E_COUNT]; /**< evaluations failed, by reason */
+};
+
+/**
+ * A thread's evaluation scratch: the memo of the current record and the
+ * arena where strings built during evaluation (+, toLower) live. The
+ * fields are private to expr; the struct is public so that expr_eval()'s
+ * memo hit inlines. Never share one between threads.
+ */
+struct expr_scratch {
+	uint32_t gen;   /* current record; memo entries of other gens are stale */
+	uint32_t cap;   /* memo entries */
+	struct expr_memo *memo;
+	char *arena;
+	size_t arena_used, arena_cap;
+	struct expr_stats stats; /**< readable by the owner thread */
+};
+
+/** Default arena size of a scratch: generous for header-sized strings. */
+#define EXPR_SCRATCH_ARENA_DEFAULT (64 * 1024)
+
+/**
+ * Create a scratch able to evaluate @p (may be NULL: reserve later) with
+ * an arena of @arena_bytes (0: EXPR_SCRATCH_ARENA_DEFAULT). NULL on ENOMEM.
+ */
+struct expr_scratch *expr_scratch_create(const struct expr_program *p,
+					 size_t arena_bytes);
+
+/** Grow @s so it can evaluate @p (after a config reload). 0 / -ENOMEM. */
+int expr_scratch_reserve(struct expr_scratch *s, const struct expr_program *p);
+
+/** Free. NULL is fine. */
+void expr_scratch_destroy(struct expr_scratch *s);
+
+/** Called when the generation counter wraps; use expr_scratch_begin(). */
+void expr_scratch_wrap_(struct expr_scratch *s);
+
+/**
+ * Start a new record: forget memoized results and free the string arena.
+ * Values returned for the previous record become invalid if they pointed
+ * into the arena.
+ */
+static inline void expr_scratch_begin(struct expr_scratch *s)
+{
+	if (__builtin_expect(++s->gen == 0, 0))
+		expr_scratch_wrap_(s);
+	s->arena_used = 0;
+}
+
+/** Evaluate @id without consulting the memo; stores the result in it. Use
+ *  expr_eval(). */
+int expr_eval_uncached(const struct expr_program *p, uint32_t id,
+		       const struct attr_table *t, struct expr_scratch *s,
+		       struct attr_value *out);
+
+/**
+ * Evaluate expression @id of @p against the record in @t. Returns 0 and
+ * sets *@out, or returns -EXPR_E_* (see enum expr_fail) and counts the
+ * failure in s->stats. Within one record (between expr_scratch_begin()
+ * calls) a second call for the same id returns the memoized result, so @t
+ * must not change during a record. *@out may point into @t's referents,
+ * @p's constants or @s's arena; it is valid until the next
+ * expr_scratch_begin(). @s must have been sized for @p. No allocation, no
+ * locks: @p is read-only here.
+ */
+static inline int expr_eval(const struct expr_program *p, uint32_t id,
+			    const struct attr_table *t, struct expr_scratch *s,
+			    struct attr_value *out)
+{
+	if (__builtin_expect(id < s->cap, 1)) {
+		const struct expr_memo *m = &s->memo[id];
+		if (m->gen == s->gen) {
+			s->stats.hits++;
+			*out = m->v;
+			return m->rc;
+		}
+	}
+	return expr_eval_uncached(p, id, t, s, out);
+}
+
+#endif /* MIXD_EXPR_H */

@@ -1,0 +1,211 @@
+/*
+ * expr_internal.h -- the compiled form shared by the compiler
+ * (expr_compile.c), the parser (expr_parse.c) and the evaluator
+ * (expr_eval.c). Nothing outside src/expr includes this.
+ */
+#ifndef MIXD_EXPR_INTERNAL_H
+#define MIXD_EXPR_INTERNAL_H
+
+#include <regex.h>
+
+#include "expr/expr.h"
+
+/* ---- compiled nodes ----------------------------------------------------- */
+
+/*
+ * Evaluated by one switch (expr_eval.c): no function pointer per node, so
+ * the compiler can lay the hot cases out as a jump table and inline the
+ * leaf reads.
+ */
+enum expr_op {
+	OP_CONST,     /* k */
+	OP_LOAD,      /* a = slot; type = declared type */
+	OP_OR,        /* args[a .. a+n): first present operand */
+	OP_INDEX,     /* a = map; b = key node, or NO_NODE and key in k */
+	OP_NOT,       /* a */
+	OP_NEG,       /* a */
+	OP_AND,       /* a && b */
+	OP_LOR,       /* a || b */
+	OP_EQ,        /* a == b */
+	OP_NE,        /* a != b */
+	OP_EQ_K,      /* a == k */
+	OP_NE_K,      /* a != k */
+	OP_LT,        /* a < b, operand type in aux */
+	OP_LE,
+	OP_GT,
+	OP_GE,
+	OP_ADD,       /* a + b, result type in type */
+	OP_COND,      /* a ? b : c */
+	OP_IP,        /* ip(a) */
+	OP_TIMESTAMP, /* timestamp(a) */
+	OP_DNS,       /* dnsName(a) */
+	OP_EMAIL,     /* email(a) */
+	OP_URI,       /* uri(a) */
+	OP_MATCH,     /* match(a, b) */
+	OP_MATCH_K,   /* match(a, k) with aux = MATCH_* */
+	OP_MATCHES,   /* regex c matches a */
+	OP_STARTS,    /* a.startsWith(b) */
+	OP_ENDS,      /* a.endsWith(b) */
+	OP_LOWER,     /* toLower(a) */
+	OP_SIZE,      /* size(a) */
+	OP_COUNT_
+};
+
+#define NO_NODE UINT32_MAX
+
+/* OP_INDEX flag: a missing key is absence (the index is a `|` operand
+ * that may fall through) rather than "". */
+#define NF_TOLERANT 1
+
+/* OP_MATCH_K modes, decided once from the constant pattern */
+enum { MATCH_EXACT, MATCH_PREFIX, MATCH_SUFFIX };
+
+struct enode {
+	uint8_t op;    /* enum expr_op */
+	uint8_t type;  /* result type (OP_LOAD: declared type) */
+	uint8_t flags; /* NF_* */
+	uint8_t aux;   /* operand type (ordering), match mode */
+	uint32_t n;    /* operands of OP_OR */
+	uint32_t a, b, c;
+	struct attr_value k;
+};
+
+/* One distinct expression of a program. */
+struct expr_entry {
+	uint32_t root; /* node index */
+	uint32_t hash; /* of text */
+	uint8_t type;
+	char *text; /* canonical text, the dedup key */
+};
+
+/* Constant strings live in chunks that never move, so attr_values may
+ * point into them while the node array is still growing. */
+struct pool_chunk {
+	struct pool_chunk *next;
+	size_t used, cap;
+	char data[];
+};
+
+struct expr_program {
+	const struct attr_vocab *vocab;
+	struct enode *nodes;
+	uint32_t n_nodes, cap_nodes;
+	uint32_t *args;
+	uint32_t n_args, cap_args;
+	struct expr_entry *exprs;
+	uint32_t n_exprs, cap_exprs;
+	regex_t **regexes;
+	uint32_t n_regexes, cap_regexes;
+	struct pool_chunk *pool;
+	struct expr_scratch *fold; /* compile-time scratch for folding */
+};
+
+/* Evaluate node @ni. Returns 0 or a positive EXPR_E_* code. */
+int expr_eval_node(const struct expr_program *p, uint32_t ni,
+		   const struct attr_table *t, struct expr_scratch *s,
+		   struct attr_value *out);
+
+/* The conversions shared by the evaluator and the constant folder: 0 or
+ * EXPR_E_VALUE. */
+int expr_conv_ip(const char *s, size_t len, struct attr_value *out);
+bool expr_valid_dns(const char *s, size_t len);
+bool expr_valid_email(const char *s, size_t len);
+bool expr_valid_uri(const char *s, size_t len);
+
+/* The empty string map emptyStringMap() returns. */
+extern const struct attr_value expr_empty_map;
+
+/* ---- syntax tree (compile time only) ---------------------------------- */
+
+enum ast_kind {
+	AK_CONST,
+	AK_NAME,
+	AK_INDEX, /* args[0][args[1]] */
+	AK_UNARY, /* op args[0] */
+	AK_BINARY,
+	AK_OR,   /* args[0] | ... | args[n-1] */
+	AK_CALL, /* fn(args...), a method's receiver is args[0] */
+};
+
+/* Operator tokens, also used as AST ops. */
+enum tok {
+	T_EOF,
+	T_IDENT,
+	T_INT,
+	T_FLOAT,
+	T_STRING,
+	T_LPAREN,
+	T_RPAREN,
+	T_LBRACK,
+	T_RBRACK,
+	T_COMMA,
+	T_DOT,
+	T_NOT,
+	T_MINUS,
+	T_PLUS,
+	T_STAR,
+	T_SLASH,
+	T_PERCENT,
+	T_PIPE,
+	T_OROR,
+	T_ANDAND,
+	T_EQ,
+	T_NE,
+	T_LT,
+	T_LE,
+	T_GT,
+	T_GE,
+};
+
+struct ast {
+	uint8_t kind;   /* enum ast_kind */
+	uint8_t op;     /* enum tok for unary/binary, function index for call */
+	uint8_t type;   /* set by the checker */
+	bool dur_str;   /* string literal that is also a duration */
+	bool method;    /* call written as receiver.fn(...) */
+	uint16_t depth; /* height of the subtree */
+	uint32_t off;   /* byte offset in the text */
+	int slot;       /* AK_NAME */
+	struct attr_value k; /* AK_CONST value */
+	const char *str;     /* name, function name, or a dur_str's text */
+	uint32_t slen;
+	uint32_t nargs;
+	uint32_t cap; /* AK_OR: room in args */
+	struct ast **args;
+};
+
+/* Compile-time allocations: freed together when compile returns. */
+struct ast_arena {
+	struct pool_chunk *chunks;
+};
+
+struct parser {
+	const char *src;
+	size_t len;
+	size_t pos;
+	/* current token */
+	enum tok tok;
+	uint32_t tok_off;
+	const char *tok_s; /* ident text, or unquoted string */
+	uint32_t tok_len;
+	int64_t tok_i;
+	double tok_d;
+	struct expr_program *prog; /* string constants go to its pool */
+	struct ast_arena *arena;
+	struct expr_error *err;
+	int nesting;
+};
+
+void *expr_arena_alloc(struct ast_arena *a, size_t n);
+void expr_arena_free(struct ast_arena *a);
+char *expr_pool_alloc(struct expr_program *p, size_t n);
+
+/* Parse the whole text into *out. 0, or -1 with p->err filled. */
+int expr_parse(struct parser *ps, struct ast **out);
+
+/* Fill @err with "<what> in "<text>"" at @off. Always returns -1. */
+int expr_set_error(struct expr_error *err, const char *text, size_t len,
+		   uint32_t off, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+#endif /* MIXD_EXPR_INTERNAL_H */
