@@ -219,6 +219,10 @@ struct expose_http;
  * Allow), unknown paths get 404. Responses are gzipped when the request
  * accepts gzip and the body is large enough.
  *
+ * Each route keeps the buffer of its last response for the next one, so
+ * a big scrape renders into memory already mapped; the memory held is about
+ * the size of the route's recent bodies.
+ *
  * Returns 0 and stores the server in *@out; or -EINVAL (bad address or
  * options), -errno of socket()/bind()/listen() (-EADDRINUSE, -EACCES, ...),
  * -ENOMEM. Failures are logged to stderr once, with the address.

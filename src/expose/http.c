@@ -43,13 +43,26 @@
  * rather than deflated in pieces, which no real scrape needs. */
 #define GZIP_MAX_BYTES ((size_t)UINT_MAX / 2)
 
+struct route;
+
+/* A rendered body and the route it returns to once sent. */
+struct body {
+	struct expose_buf buf;
+	struct route *rt;
+};
+
 struct route {
 	char *path;
 	expose_handler_fn fn;
 	void *ctx;
-	/* Size of the last body this route rendered: the next render starts
-	 * with that much buffer instead of growing to it by doubling. Only a
-	 * hint, so relaxed atomics suffice between pool threads. */
+	/* The buffer of the last response, kept for the next one. A big
+	 * scrape is hundreds of MB: rendering into memory already faulted in
+	 * is several times faster than into a fresh mapping, and the memory is
+	 * needed again at the next scrape anyway. A concurrent second request
+	 * finds the slot empty and allocates its own. */
+	_Atomic(struct body *) spare;
+	/* Size of the last body: a fresh buffer starts that large instead of
+	 * growing to it by doubling. A hint, so relaxed atomics suffice. */
 	_Atomic size_t size_hint;
 };
 
@@ -151,6 +164,58 @@ out:
 	return out;
 }
 
+static void body_free(struct body *b)
+{
+	if (b) {
+		expose_buf_free(&b->buf);
+		free(b);
+	}
+}
+
+/* The route's spare buffer, emptied, or a new one sized by the hint. */
+static struct body *take_body(struct route *rt)
+{
+	struct body *b = atomic_exchange_explicit(&rt->spare, NULL,
+						  memory_order_acquire);
+	if (b) {
+		b->buf.len = 0;
+		return b;
+	}
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return NULL;
+	b->rt = rt;
+	size_t hint =
+		atomic_load_explicit(&rt->size_hint, memory_order_relaxed);
+	if (hint)
+		expose_buf_reserve(&b->buf, hint + hint / 8);
+	return b;
+}
+
+/* Keep @b as the route's spare, unless it is far larger than the bodies
+ * now rendered (series expired). Doubling leaves a buffer up to ~2.25x its
+ * content, so 4x means "shrunk", and memory stays within a few times the
+ * need. */
+static void put_body(struct body *b)
+{
+	struct route *rt = b->rt;
+	size_t hint =
+		atomic_load_explicit(&rt->size_hint, memory_order_relaxed);
+	if (b->buf.oom || b->buf.cap > 4 * hint + (1u << 20)) {
+		body_free(b);
+		return;
+	}
+	/* release: the next taker must see the buffer's contents settled */
+	body_free(
+		atomic_exchange_explicit(&rt->spare, b, memory_order_acq_rel));
+}
+
+/* MHD's callback when a response sent from a body is destroyed. */
+static void release_body(void *cls)
+{
+	put_body(cls);
+}
+
 static enum MHD_Result queue_text(struct MHD_Connection *conn, unsigned status,
 				  const char *text, const char *allow)
 {
@@ -192,61 +257,66 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		return queue_text(conn, MHD_HTTP_NOT_FOUND, "not found\n",
 				  NULL);
 
-	struct expose_buf body;
-	expose_buf_init(&body);
-	size_t hint =
-		atomic_load_explicit(&rt->size_hint, memory_order_relaxed);
-	if (hint)
-		expose_buf_reserve(&body, hint + hint / 8);
+	struct body *body = take_body(rt);
+	if (!body)
+		return queue_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				  "out of memory rendering the response\n",
+				  NULL);
 	int status = MHD_HTTP_OK;
 	const char *ctype = EXPOSE_CONTENT_TYPE_TEXT;
-	int rc = rt->fn(rt->ctx, &body, &status, &ctype);
-	if (expose_buf_failed(&body)) {
-		expose_buf_free(&body);
+	int rc = rt->fn(rt->ctx, &body->buf, &status, &ctype);
+	if (expose_buf_failed(&body->buf)) {
+		body_free(body);
 		return queue_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
 				  "out of memory rendering the response\n",
 				  NULL);
 	}
 	if (rc != 0)
 		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
-	atomic_store_explicit(&rt->size_hint, body.len, memory_order_relaxed);
+	atomic_store_explicit(&rt->size_hint, body->buf.len,
+			      memory_order_relaxed);
 
-	bool gzipped = false;
-	char *data = body.data;
-	size_t len = body.len;
+	char *data = body->buf.data;
+	size_t len = body->buf.len;
+	char *gz = NULL;
 	if (len >= h->gzip_min &&
 	    accepts_gzip(MHD_lookup_connection_value(
 		    conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING))) {
 		size_t zlen;
-		char *z = gzip_body(body.data, body.len, &zlen);
-		if (z) {
-			expose_buf_free(&body);
-			data = z;
+		gz = gzip_body(data, len, &zlen);
+		if (gz) {
+			data = gz;
 			len = zlen;
-			gzipped = true;
 		}
 	}
 
 	struct MHD_Response *r;
-	if (len == 0) {
-		free(data);
+	if (gz) {
+		/* the plain body is done with; the gzip copy is freed once
+		 * sent */
+		put_body(body);
+		r = MHD_create_response_from_buffer_with_free_callback(len, gz,
+								       free);
+		if (!r)
+			free(gz);
+	} else if (len == 0) {
+		put_body(body);
 		r = MHD_create_response_from_buffer(0, (void *)"",
 						    MHD_RESPMEM_PERSISTENT);
 	} else {
-		/* MHD frees the body once sent: no copy of a large scrape */
-		r = MHD_create_response_from_buffer_with_free_callback(
-			len, data, free);
+		/* sent from the buffer itself, no copy; it goes back to the
+		 * route when MHD is done with it */
+		r = MHD_create_response_from_buffer_with_free_callback_cls(
+			len, data, release_body, body);
 		if (!r)
-			free(data);
+			put_body(body);
 	}
-	if (!r)
-		return MHD_NO;
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
 	/* The representation depends on Accept-Encoding whether or not this
 	 * one was compressed; caches must key on it. */
 	MHD_add_response_header(r, MHD_HTTP_HEADER_VARY,
 				MHD_HTTP_HEADER_ACCEPT_ENCODING);
-	if (gzipped)
+	if (gz)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_ENCODING,
 					"gzip");
 	enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, r);
@@ -370,8 +440,10 @@ static void free_server(struct expose_http *h)
 {
 	if (!h)
 		return;
-	for (size_t i = 0; i < h->nroutes; i++)
+	for (size_t i = 0; i < h->nroutes; i++) {
 		free(h->routes[i].path);
+		body_free(atomic_load(&h->routes[i].spare));
+	}
 	free(h->routes);
 	free(h);
 }
@@ -424,6 +496,7 @@ int expose_http_start(const char *address, const struct expose_route *routes,
 		h->routes[i].fn = routes[i].fn;
 		h->routes[i].ctx = routes[i].ctx;
 		atomic_init(&h->routes[i].size_hint, 0);
+		atomic_init(&h->routes[i].spare, NULL);
 	}
 
 	fd = open_listener(host, port, &family);
@@ -481,8 +554,9 @@ void expose_http_stop(struct expose_http *h)
 {
 	if (!h)
 		return;
-	/* joins the pool threads after their requests complete and closes
-	 * the listening socket */
+	/* joins the pool threads after their requests complete, destroys
+	 * the responses (returning their bodies to the routes) and closes the
+	 * listening socket */
 	MHD_stop_daemon(h->mhd);
 	free_server(h);
 }

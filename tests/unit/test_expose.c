@@ -420,10 +420,21 @@ static int h_ok(void *ctx, struct expose_buf *out, int *status,
 	return 0;
 }
 
+/* Renders sized_lines lines: the body size changes between requests. */
+static int sized_lines;
+static int h_sized(void *ctx, struct expose_buf *out, int *status,
+		   const char **content_type)
+{
+	for (int i = 0; i < sized_lines; i++)
+		expose_sample(out, "line", NULL, 0, i);
+	return 0;
+}
+
 static const struct expose_route routes[] = {
-	{"/metrics", h_metrics, NULL}, {"/big", h_big, NULL},
-	{"/fail", h_fail, NULL},       {"/teapot", h_teapot, NULL},
-	{"/slow", h_slow, NULL},       {"/healthz", h_ok, NULL},
+	{"/sized", h_sized, NULL},   {"/metrics", h_metrics, NULL},
+	{"/big", h_big, NULL},	     {"/fail", h_fail, NULL},
+	{"/teapot", h_teapot, NULL}, {"/slow", h_slow, NULL},
+	{"/healthz", h_ok, NULL},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -577,6 +588,34 @@ static void test_http_gzip(void **state)
 	expose_buf_free(&b);
 }
 
+/* A route reuses its last response's buffer: a body that shrinks, grows
+ * or empties must still be exactly what the handler rendered. */
+static void test_http_body_reuse_across_requests(void **state)
+{
+	uint16_t port = expose_http_port(*state);
+	const int sizes[] = {50000, 10, 0, 50000, 200000, 3, 1};
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		sized_lines = sizes[i];
+		struct expose_buf want = {0};
+		h_sized(NULL, &want, NULL, NULL);
+		struct reply r;
+		http_request(AF_INET, port, "GET", "/sized",
+			     i % 2 ? "Accept-Encoding: gzip\r\n" : NULL, &r);
+		assert_int_equal(r.status, 200);
+		size_t n = r.body_len;
+		char *got = r.body;
+		if (header(&r, "Content-Encoding"))
+			got = gunzip(r.body, r.body_len, &n);
+		assert_int_equal(n, want.len);
+		if (n)
+			assert_memory_equal(got, want.data, n);
+		if (got != r.body)
+			free(got);
+		reply_free(&r);
+		expose_buf_free(&want);
+	}
+}
+
 static void *slow_client(void *arg)
 {
 	struct reply *r = arg;
@@ -713,6 +752,9 @@ int main(void)
 						setup_server, teardown_server),
 		cmocka_unit_test_setup_teardown(test_http_gzip, setup_server,
 						teardown_server),
+		cmocka_unit_test_setup_teardown(
+			test_http_body_reuse_across_requests, setup_server,
+			teardown_server),
 		cmocka_unit_test_setup_teardown(
 			test_http_slow_handler_does_not_block_others,
 			setup_server, teardown_server),
