@@ -134,11 +134,21 @@ static char *read_secret_file(struct cfg_ctx *x, yaml_node_t *node,
 {
 	char *buf = NULL, *out = NULL;
 	ssize_t n = 0, r;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK and the regular-file check: a path naming a FIFO or a
+	 * device must fail the load, not hang it */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	struct stat st;
 
 	if (fd < 0) {
 		cfg_node_error(x, node, "cannot read secret file %s: %s", path,
 			       strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		cfg_node_error(x, node,
+			       "found secret file %s, expected a regular file",
+			       path);
+		close(fd);
 		return NULL;
 	}
 	buf = malloc(MAX_SECRET_BYTES + 1);
