@@ -28,7 +28,23 @@
  * skipped with a warning; `sampling` is an error, because ignoring it would
  * silently change what is counted.
  *
- * Secrets: a handler parameter whose whole value is `${VAR}` or `${env:VAR}`
+ * References resolve as Mixer did: a name with two or more dots is fully
+ * qualified (`requestcount.metric.default`); with one dot it is name.kind
+ * in the referring object's namespace (`handler.prometheus`); with none it
+ * is Istio 1.4's short form, `name.handler.<ns>` or `name.instance.<ns>`.
+ * The prometheus handler's instance_name follows the same rule in the
+ * handler's namespace. A reference to an object that was skipped (an
+ * unsupported kind, template or adapter) is dropped without an error; the
+ * skipped kind has already been warned about.
+ *
+ * An object without metadata.namespace lives in the default namespace.
+ * Directory walks skip names starting with '.' (editor files, and the
+ * ..data symlink of Kubernetes ConfigMap mounts, which would load every
+ * file twice).
+ *
+ * Secrets: a string parameter of a mesosenv or stdio handler (prometheus
+ * parameters are names, not secrets) whose whole value is `${VAR}` or
+ * `${env:VAR}`
  * takes the environment variable VAR; `${file:/path}` takes the contents of
  * the file (one trailing newline removed). `$${...}` stands for a literal
  * `${...}`. Resolved values are marked secret; they are never printed, and
@@ -322,9 +338,13 @@ struct cfg_action {
 	struct cfg_pos pos;
 	struct cfg_str name;
 	struct cfg_str handler_ref; /**< as written */
+	/** NULL when the handler was skipped (unsupported kind or adapter):
+	 *  the action then does nothing. */
 	const struct cfg_handler *handler;
-	struct cfg_strlist instance_refs;      /**< as written */
-	const struct cfg_instance **instances; /**< resolved, n = refs.n */
+	struct cfg_strlist instance_refs; /**< as written */
+	/** The resolved instances, in order; references to skipped objects
+	 *  are left out, so n_instances <= instance_refs.n. */
+	const struct cfg_instance **instances;
 	size_t n_instances;
 };
 
