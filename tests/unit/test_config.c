@@ -812,6 +812,70 @@ static void test_secrets_from_env_and_file(void **state)
 	rm_rf(tmpdir);
 }
 
+static void test_secret_file_must_be_regular(void **state)
+{
+	struct cfg *c = load_text("kind: stdio\n"
+				  "metadata: {name: h, namespace: default}\n"
+				  "spec: {output_path: '${file:/dev/null}'}\n");
+	char *e = errors_text(c);
+
+	assert_string_equal(e, "test.yaml:3:21: h.stdio.default: output_path: "
+			       "found secret file /dev/null, expected a "
+			       "regular file\n");
+	free(e);
+	cfg_destroy(c);
+}
+
+static void test_logentry_and_stdio(void **state)
+{
+	struct cfg *c =
+		load_text("kind: logentry\n"
+			  "metadata: {name: accesslog, namespace: default}\n"
+			  "spec:\n"
+			  "  severity: '\"Info\"'\n"
+			  "  timestamp: request.time | context.time\n"
+			  "  variables:\n"
+			  "    path: request.path | \"\"\n"
+			  "    latency: response.duration | \"0ms\"\n"
+			  "  timestampFormat: \"2006-01-02\"\n"
+			  "---\n"
+			  "kind: stdio\n"
+			  "metadata: {name: handler, namespace: default}\n"
+			  "spec:\n"
+			  "  logStream: STDERR\n"
+			  "  outputLevel: WARNING\n"
+			  "  severityLevels: {Info: INFO, Error: ERROR}\n"
+			  "  max_rotated_files: 3\n"
+			  "---\n"
+			  "kind: rule\n"
+			  "metadata: {name: log, namespace: default}\n"
+			  "spec:\n"
+			  "  actions: [{handler: handler.stdio, name: a1,\n"
+			  "             instances: [accesslog.logentry]}]\n");
+	const struct cfg_instance *in;
+	const struct cfg_stdio *st;
+
+	assert_loads(c);
+	in = cfg_find_instance(c, "accesslog.logentry.default");
+	assert_non_null(in);
+	assert_int_equal(in->tmpl, CFG_TMPL_LOGENTRY);
+	assert_int_equal(in->logentry.timestamp.type, ATTR_TIMESTAMP);
+	assert_int_equal(in->logentry.variables.n, 2);
+	assert_int_equal(in->logentry.variables.v[1].expr.type, ATTR_DURATION);
+	assert_string_equal(in->logentry.timestamp_format.s, "2006-01-02");
+	st = &handler_of(c, CFG_ADAPTER_STDIO)->stdio;
+	assert_int_equal(st->log_stream, CFG_STREAM_STDERR);
+	assert_int_equal(st->output_level, CFG_LEVEL_WARNING);
+	assert_int_equal(st->metric_level, CFG_LEVEL_INFO);
+	assert_int_equal(st->n_severity_levels, 2);
+	assert_string_equal(st->severity_levels[1].severity, "Error");
+	assert_int_equal(st->severity_levels[1].level, CFG_LEVEL_ERROR);
+	assert_int_equal(st->max_rotated_files, 3);
+	assert_string_equal(cfg_rule(c, 0)->actions[0].name.s, "a1");
+	assert_ptr_equal(cfg_rule(c, 0)->actions[0].instances[0], in);
+	cfg_destroy(c);
+}
+
 /* ------------------------------------------------------ namespaces */
 
 static void test_rule_namespace_scoping(void **state)
@@ -890,6 +954,8 @@ int main(void)
 		cmocka_unit_test(test_fs_url),
 		cmocka_unit_test(test_single_file_sources),
 		cmocka_unit_test(test_secrets_from_env_and_file),
+		cmocka_unit_test(test_secret_file_must_be_regular),
+		cmocka_unit_test(test_logentry_and_stdio),
 		cmocka_unit_test(test_rule_namespace_scoping),
 		cmocka_unit_test(test_odd_buffers),
 	};
