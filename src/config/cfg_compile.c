@@ -196,7 +196,31 @@ static struct cfg_pos expr_pos(const struct cfg_expr *e, uint32_t offset)
 struct compiling {
 	struct cfg *c;
 	const char *fqn;
+	bool bindings; /* compiling attribute_bindings: $out.* allowed */
 };
+
+/* Offset of a `$` outside string literals, or -1. `$` only starts the
+ * adapter outputs ($out.x), which exist only while attribute_bindings are
+ * evaluated: anywhere else they would compile (they are in the shared
+ * vocabulary) and then never be present. */
+static long out_ref(const char *text)
+{
+	char quote = 0;
+
+	for (const char *p = text; *p; p++) {
+		if (quote) {
+			if (*p == '\\' && quote == '"' && p[1])
+				p++;
+			else if (*p == quote)
+				quote = 0;
+		} else if (*p == '"' || *p == '`' || *p == '\'') {
+			quote = *p;
+		} else if (*p == '$') {
+			return p - text;
+		}
+	}
+	return -1;
+}
 
 static void compile_expr(struct compiling *k, const char *field,
 			 struct cfg_expr *e, enum want w)
@@ -209,6 +233,19 @@ static void compile_expr(struct compiling *k, const char *field,
 	e->id = -1;
 	if (!text)
 		return;
+	long out = k->bindings ? -1 : out_ref(text);
+	if (out >= 0) {
+		struct cfg_pos pos = expr_pos(e, (uint32_t)out);
+		int n = (int)strspn(text + out, "$._abcdefghijklmnopqrstuvwxyz"
+						"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+						"0123456789");
+
+		cfg_error_at(c, &pos, k->fqn, field,
+			     "found adapter output %.*s in \"%s\", expected "
+			     "$out.* only in attribute_bindings",
+			     n, text + out, text);
+		return;
+	}
 	id = expr_compile(c->program, text, strlen(text), &err);
 	if (id < 0) {
 		struct cfg_pos pos = expr_pos(e, err.offset);
@@ -254,7 +291,9 @@ static void compile_bindings(struct compiling *k, struct cfg_expr_map *m)
 
 		snprintf(field, sizeof(field), "attribute_bindings.%s",
 			 b->name);
+		k->bindings = true;
 		compile_expr(k, field, &b->expr, WANT_ANY);
+		k->bindings = false;
 		slot = attr_vocab_find(c->vocab, b->name, strlen(b->name));
 		if (slot < 0 || b->name[0] == '$') {
 			cfg_error_at(c, &b->pos, k->fqn, field,
@@ -281,7 +320,7 @@ static void compile_bindings(struct compiling *k, struct cfg_expr_map *m)
 
 static void compile_instance(struct cfg *c, struct cfg_instance *in)
 {
-	struct compiling k = {c, in->meta.fqn};
+	struct compiling k = {c, in->meta.fqn, false};
 
 	switch (in->tmpl) {
 	case CFG_TMPL_METRIC:
@@ -332,7 +371,7 @@ void cfg_compile(struct cfg *c)
 	}
 	for (size_t i = 0; i < c->n_rules; i++) {
 		struct cfg_rule *r = c->rules[i];
-		struct compiling k = {c, r->meta.fqn};
+		struct compiling k = {c, r->meta.fqn, false};
 
 		/* an empty match is always true; compiling it gives every
 		 * rule a match id, so the evaluator has no special case */
