@@ -77,6 +77,7 @@ struct tl_ring {
 	struct ring_cons send; /* socket transport: the sender's end */
 	uint32_t send_part;    /* bytes of the frame at send.tail already sent */
 	bool want_out;         /* last send hit EAGAIN */
+	uint64_t last_send_ns; /* when records were last sent */
 };
 
 struct mixd_client {
@@ -397,15 +398,13 @@ static int send_hello(struct mixd_client *c, struct tl_ring *r, int fd)
 	memcpy(hello.marker, MIXD_HELLO_MARKER, sizeof hello.marker);
 	hello.kind = r->memfd >= 0 ? MIXD_HELLO_SHM : MIXD_HELLO_STREAM;
 	struct iovec iov = {.iov_base = &hello, .iov_len = sizeof hello};
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
+	char cbuf[CMSG_SPACE(sizeof(int))]
+		__attribute__((aligned(__alignof__(struct cmsghdr))));
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
 	if (r->memfd >= 0) {
-		memset(&u, 0, sizeof u);
-		msg.msg_control = u.buf;
-		msg.msg_controllen = sizeof u.buf;
+		memset(cbuf, 0, sizeof cbuf);
+		msg.msg_control = cbuf;
+		msg.msg_controllen = sizeof cbuf;
 		struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
 		cm->cmsg_level = SOL_SOCKET;
 		cm->cmsg_type = SCM_RIGHTS;
@@ -551,13 +550,14 @@ static void *bg_main(void *arg)
 			    !(retired && ring_drained(r)))
 				try_connect(c, r, now);
 			if (r->sock >= 0 && r->memfd < 0) {
+				uint64_t before = r->send.tail;
 				int p = pump(r);
+				if (r->send.tail != before)
+					r->last_send_ns = now;
 				if (p < 0)
 					disconnect(c, r, now);
 				else if (p > 0 && !r->want_out)
 					timeout = 0;
-				else if (!ring_drained(r) && timeout > 1)
-					timeout = 1;
 			}
 			if (retired && ring_drained(r)) {
 				/* Its thread is gone and mixd has it all. */
@@ -583,9 +583,14 @@ static void *bg_main(void *arg)
 				pfd[n].events = POLLIN | (r->want_out ? POLLOUT : 0);
 				who[n++] = r;
 			}
-			if (r->memfd < 0 && r->sock >= 0 && !ring_drained(r) &&
-			    !r->want_out && timeout > 1)
-				timeout = 1; /* socket: look again for records */
+			if (r->memfd < 0 && r->sock >= 0 && !r->want_out) {
+				/* Socket: nothing tells us of new records, so look
+				 * again soon: every millisecond while traffic
+				 * flows, every 5 when it has been quiet. */
+				int next = now - r->last_send_ns < 100000000u ? 1 : 5;
+				if (timeout > next)
+					timeout = next;
+			}
 			pp = &r->next;
 		}
 		pthread_mutex_unlock(&c->lock);

@@ -70,10 +70,9 @@ struct conn {
 	uint32_t hello_len;
 	struct msghdr msg;
 	struct iovec iov;
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 4)];
-		struct cmsghdr align;
-	} cmsg;
+	/* Room for a few fds: extras are closed (one ring per connection). */
+	char cmsg[CMSG_SPACE(sizeof(int) * 4)]
+		__attribute__((aligned(__alignof__(struct cmsghdr))));
 
 	/* stream reassembly: one frame at most */
 	uint8_t *part;
@@ -144,8 +143,8 @@ static void arm_hello(struct ingest_server *s, struct conn *c)
 	memset(&c->msg, 0, sizeof c->msg);
 	c->msg.msg_iov = &c->iov;
 	c->msg.msg_iovlen = 1;
-	c->msg.msg_control = c->cmsg.buf;
-	c->msg.msg_controllen = sizeof c->cmsg.buf;
+	c->msg.msg_control = c->cmsg;
+	c->msg.msg_controllen = sizeof c->cmsg;
 	struct io_uring_sqe *sqe = get_sqe(s);
 	io_uring_prep_recvmsg(sqe, c->fd, &c->msg, MSG_CMSG_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, tag(c, OP_HELLO));
