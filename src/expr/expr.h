@@ -163,8 +163,10 @@ struct expr_memo {
 
 /** Per-thread evaluation counters; the caller exports them. */
 struct expr_stats {
-	uint64_t evals;              /**< expressions actually evaluated */
-	uint64_t hits;               /**< results served from the memo */
+	/** Expressions actually evaluated (memo misses). Memo hits are not
+	 *  counted: a counter bumped on every hit is a store-to-load chain
+	 *  across the whole record's worth of lookups. */
+	uint64_t evals;
 	uint64_t fail[EXPR_E_COUNT]; /**< evaluations failed, by reason */
 };
 
@@ -237,12 +239,38 @@ static inline int expr_eval(const struct expr_program *p, uint32_t id,
 	if (__builtin_expect(id < s->cap, 1)) {
 		const struct expr_memo *m = &s->memo[id];
 		if (m->gen == s->gen) {
-			s->stats.hits++;
 			*out = m->v;
 			return m->rc;
 		}
 	}
 	return expr_eval_uncached(p, id, t, s, out);
+}
+
+/**
+ * Evaluate the @n expressions @ids (a rule's distinct values, dimensions
+ * and matches, built once at config load) for the current record, into
+ * @s's memo; read each result with expr_result(). Ids already evaluated
+ * this record are skipped. This is expr_eval() without a call and a copy
+ * per use: the way to evaluate a set of instances that share dimensions.
+ * Returns how many of them failed (an id out of range counts as failed).
+ */
+unsigned expr_eval_batch(const struct expr_program *p, const uint32_t *ids,
+			 size_t n, const struct attr_table *t,
+			 struct expr_scratch *s);
+
+/**
+ * The result of @id for the current record, after expr_eval() or
+ * expr_eval_batch() computed it: 0 and *@v pointing at the value (valid
+ * until the next expr_scratch_begin()), or -EXPR_E_*. An id not evaluated
+ * this record yields -EXPR_E_ABSENT.
+ */
+static inline int expr_result(const struct expr_scratch *s, uint32_t id,
+			      const struct attr_value **v)
+{
+	if (__builtin_expect(id >= s->cap || s->memo[id].gen != s->gen, 0))
+		return -EXPR_E_ABSENT;
+	*v = &s->memo[id].v;
+	return s->memo[id].rc;
 }
 
 #endif /* MIXD_EXPR_H */

@@ -654,6 +654,15 @@ static int emit_or(struct cctx *c, struct ast *n, uint32_t *out)
 		goto out;
 	}
 	struct enode e = {.op = OP_OR, .type = n->type, .n = k, .a = p->n_args};
+	bool loads = true;
+	for (uint32_t i = 0; i + 1 < k; i++)
+		loads &= p->nodes[ops[i]].op == OP_LOAD;
+	if (loads && is_const(c, ops[k - 1]))
+		e.flags |= NF_LOADS_K;
+	const struct enode *ix = &p->nodes[ops[0]];
+	if (k == 2 && ix->op == OP_INDEX && ix->b == NO_NODE &&
+	    p->nodes[ix->a].op == OP_LOAD && is_const(c, ops[1]))
+		e.flags |= NF_MAPKEY_K;
 	rc = push_args(c, ops, k);
 	if (!rc)
 		rc = push_node(c, &e, out);
@@ -955,8 +964,28 @@ int expr_compile(struct expr_program *p, const char *text, size_t len,
 		p->n_args = args_mark;
 		goto out;
 	}
-	p->exprs[p->n_exprs] = (struct expr_entry){
+	struct expr_entry en = {
 		.root = rootn, .hash = h, .type = root->type, .text = sb.b};
+	const struct enode *r = &p->nodes[rootn];
+	if (r->op == OP_CONST) {
+		en.shape = SHAPE_CONST;
+		en.k = r->k;
+	} else if (r->op == OP_OR && r->n == 2 && (r->flags & NF_LOADS_K)) {
+		const struct enode *ld = &p->nodes[p->args[r->a]];
+		en.shape = SHAPE_LOAD_K;
+		en.slot = (uint16_t)ld->a;
+		en.decl = ld->type;
+		en.k = p->nodes[p->args[r->a + 1]].k;
+	} else if (r->op == OP_OR && (r->flags & NF_MAPKEY_K)) {
+		const struct enode *ix = &p->nodes[p->args[r->a]];
+		en.shape = SHAPE_MAPKEY_K;
+		en.slot = (uint16_t)p->nodes[ix->a].a;
+		en.decl = ATTR_STRING_MAP;
+		en.key = ix->k.s;
+		en.klen = ix->k.len;
+		en.k = p->nodes[p->args[r->a + 1]].k;
+	}
+	p->exprs[p->n_exprs] = en;
 	sb.b = NULL;
 	id = (int)p->n_exprs++;
 out:

@@ -192,10 +192,98 @@ static inline int load(const struct enode *e, const struct attr_table *t,
 	return 0;
 }
 
+/* Label values and keys are short: a byte loop beats a call to memcmp. */
+static inline bool bytes_eq(const char *a, const char *b, uint32_t n)
+{
+	if (n > 16)
+		return memcmp(a, b, n) == 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (a[i] != b[i])
+			return false;
+	return true;
+}
+
 static inline bool str_eq(const struct attr_value *a, const char *s,
 			  uint32_t len)
 {
-	return a->len == len && (len == 0 || memcmp(a->s, s, len) == 0);
+	return a->len == len && bytes_eq(a->s, s, len);
+}
+
+static inline uint32_t get_u32le(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+/* attr_map_get(), inlined for the m["k"] dimensions; bounds-checked the
+ * same way. */
+static inline __attribute__((always_inline)) bool
+map_find(const struct attr_value *m, const char *key,
+			    uint32_t klen, struct attr_value *out)
+{
+	if (m->len < 4)
+		return false;
+	const uint8_t *p = m->map;
+	uint32_t n = get_u32le(p), len = m->len;
+	size_t off = 4;
+	for (uint32_t i = 0; i < n; i++) {
+		if (len - off < 8)
+			return false;
+		uint32_t kl = get_u32le(p + off);
+		off += 4;
+		if (len - off < kl || len - off - kl < 4)
+			return false;
+		const char *k = (const char *)p + off;
+		off += kl;
+		uint32_t vl = get_u32le(p + off);
+		off += 4;
+		if (len - off < vl)
+			return false;
+		if (kl == klen && bytes_eq(k, key, klen)) {
+			*out = (struct attr_value){.type = ATTR_STRING,
+						   .len = vl,
+						   .s = (const char *)p + off};
+			return true;
+		}
+		off += vl;
+	}
+	return false;
+}
+
+/* OP_OR with NF_LOADS_K or NF_MAPKEY_K: fails only on a mistyped value,
+ * like the general path. */
+static inline __attribute__((always_inline)) int
+eval_or_fast(const struct expr_program *p,
+				const struct enode *e,
+				const struct attr_table *t,
+				struct attr_value *out)
+{
+	const uint32_t *ops = p->args + e->a;
+	uint32_t last = e->n - 1;
+	if (e->flags & NF_LOADS_K) {
+		for (uint32_t i = 0; i < last; i++) {
+			const struct enode *o = &p->nodes[ops[i]];
+			if (attr_table_has(t, o->a)) {
+				const struct attr_value *v = &t->v[o->a];
+				if (__builtin_expect(!type_ok(o->type, v->type),
+						     0))
+					return EXPR_E_TYPE;
+				*out = *v;
+				return 0;
+			}
+		}
+	} else {
+		const struct enode *ix = &p->nodes[ops[0]];
+		const struct enode *m = &p->nodes[ix->a];
+		if (attr_table_has(t, m->a)) {
+			if (t->v[m->a].type != ATTR_STRING_MAP)
+				return EXPR_E_TYPE;
+			if (map_find(&t->v[m->a], ix->k.s, ix->k.len, out))
+				return 0;
+		}
+	}
+	*out = p->nodes[ops[last]].k;
+	return 0;
 }
 
 static inline bool values_equal(const struct attr_value *a,
@@ -217,18 +305,17 @@ static bool has_suffix(const struct attr_value *s, const char *p, uint32_t n)
 	return s->len >= n && (n == 0 || memcmp(s->s + s->len - n, p, n) == 0);
 }
 
-static void set_bool(struct attr_value *out, bool b)
+/* Whole-struct stores: the memo then copies *out with wide loads, and a
+ * wide load of bytes written by several narrow stores cannot be
+ * store-forwarded (a stall per evaluation). */
+static inline void set_bool(struct attr_value *out, bool b)
 {
-	out->type = ATTR_BOOL;
-	out->len = 0;
-	out->b = b;
+	*out = (struct attr_value){.type = ATTR_BOOL, .b = b};
 }
 
-static void set_int(struct attr_value *out, enum attr_type t, int64_t i)
+static inline void set_int(struct attr_value *out, enum attr_type t, int64_t i)
 {
-	out->type = (uint8_t)t;
-	out->len = 0;
-	out->i = i;
+	*out = (struct attr_value){.type = (uint8_t)t, .i = i};
 }
 
 #define EV(ni, v)                                                   \
@@ -238,124 +325,47 @@ static void set_int(struct attr_value *out, enum attr_type t, int64_t i)
 			return rc_;                                 \
 	} while (0)
 
-int expr_eval_node(const struct expr_program *p, uint32_t ni,
-		   const struct attr_table *t, struct expr_scratch *s,
-		   struct attr_value *out)
+/* Operands that are leaves or fast `|` chains are evaluated in the
+ * caller's frame: the seed's conditionals and matches are two or three
+ * levels of these, and a recursive call costs more than the work. */
+static inline __attribute__((always_inline)) int
+eval_child(const struct expr_program *p, uint32_t ni,
+	   const struct attr_table *t, struct expr_scratch *s,
+	   struct attr_value *out)
 {
-	const struct enode *e = &p->nodes[ni];
+	const struct enode *c = &p->nodes[ni];
+	if (c->op == OP_CONST) {
+		*out = c->k;
+		return 0;
+	}
+	if (c->op == OP_LOAD)
+		return load(c, t, out);
+	if (c->op == OP_OR && (c->flags & (NF_LOADS_K | NF_MAPKEY_K)))
+		return eval_or_fast(p, c, t, out);
+	return expr_eval_node(p, ni, t, s, out);
+}
+
+#define EVC(ni, v)                                                  \
+	do {                                                        \
+		int rc_ = eval_child(p, (ni), t, s, (v));           \
+		if (rc_)                                            \
+			return rc_;                                 \
+	} while (0)
+
+/*
+ * The operators the seed's hot expressions never use, out of line: their
+ * locals (a regex subject buffer) would otherwise bloat the frame of every
+ * recursive call of expr_eval_node().
+ */
+static __attribute__((noinline)) int eval_cold(const struct expr_program *p,
+					       const struct enode *e,
+					       const struct attr_table *t,
+					       struct expr_scratch *s,
+					       struct attr_value *out)
+{
 	struct attr_value x, y;
 
 	switch ((enum expr_op)e->op) {
-	case OP_CONST:
-		*out = e->k;
-		return 0;
-	case OP_LOAD:
-		return load(e, t, out);
-	case OP_OR: {
-		const uint32_t *ops = p->args + e->a;
-		uint32_t last = e->n - 1;
-		for (uint32_t i = 0; i < last; i++) {
-			const struct enode *o = &p->nodes[ops[i]];
-			int rc;
-			if (o->op == OP_LOAD) /* the common case, inline */
-				rc = load(o, t, out);
-			else
-				rc = expr_eval_node(p, ops[i], t, s, out);
-			if (rc != EXPR_E_ABSENT)
-				return rc;
-		}
-		const struct enode *o = &p->nodes[ops[last]];
-		if (o->op == OP_CONST) {
-			*out = o->k;
-			return 0;
-		}
-		return expr_eval_node(p, ops[last], t, s, out);
-	}
-	case OP_INDEX: {
-		EV(e->a, &x);
-		const char *key = e->k.s;
-		uint32_t klen = e->k.len;
-		if (e->b != NO_NODE) {
-			EV(e->b, &y);
-			key = y.s;
-			klen = y.len;
-		}
-		if (attr_map_get(&x, key, klen, out))
-			return 0;
-		if (e->flags & NF_TOLERANT)
-			return EXPR_E_ABSENT;
-		out->type = ATTR_STRING;
-		out->len = 0;
-		out->s = "";
-		return 0;
-	}
-	case OP_NOT:
-		EV(e->a, &x);
-		set_bool(out, !x.b);
-		return 0;
-	case OP_NEG:
-		EV(e->a, &x);
-		if (e->type == ATTR_DOUBLE) {
-			out->type = ATTR_DOUBLE;
-			out->len = 0;
-			out->d = -x.d;
-		} else {
-			/* wraps like Go instead of overflowing into UB */
-			set_int(out, (enum attr_type)e->type,
-				(int64_t)(0 - (uint64_t)x.i));
-		}
-		return 0;
-	case OP_AND:
-		EV(e->a, &x);
-		if (!x.b) {
-			set_bool(out, false);
-			return 0;
-		}
-		EV(e->b, out);
-		return 0;
-	case OP_LOR:
-		EV(e->a, &x);
-		if (x.b) {
-			set_bool(out, true);
-			return 0;
-		}
-		EV(e->b, out);
-		return 0;
-	case OP_EQ:
-	case OP_NE:
-		EV(e->a, &x);
-		EV(e->b, &y);
-		set_bool(out, values_equal(&x, &y) == (e->op == OP_EQ));
-		return 0;
-	case OP_EQ_K:
-	case OP_NE_K:
-		EV(e->a, &x);
-		set_bool(out, values_equal(&x, &e->k) == (e->op == OP_EQ_K));
-		return 0;
-	case OP_LT:
-	case OP_LE:
-	case OP_GT:
-	case OP_GE: {
-		EV(e->a, &x);
-		EV(e->b, &y);
-		int cmp;
-		if (e->aux == ATTR_DOUBLE) {
-			/* NaN compares false every way, as in Go */
-			if (x.d != x.d || y.d != y.d) {
-				set_bool(out, false);
-				return 0;
-			}
-			cmp = (x.d > y.d) - (x.d < y.d);
-		} else {
-			cmp = (x.i > y.i) - (x.i < y.i);
-		}
-		bool r = e->op == OP_LT	  ? cmp < 0
-			 : e->op == OP_LE ? cmp <= 0
-			 : e->op == OP_GT ? cmp > 0
-					  : cmp >= 0;
-		set_bool(out, r);
-		return 0;
-	}
 	case OP_ADD:
 		EV(e->a, &x);
 		EV(e->b, &y);
@@ -381,9 +391,6 @@ int expr_eval_node(const struct expr_program *p, uint32_t ni,
 			out->s = b;
 		}
 		return 0;
-	case OP_COND:
-		EV(e->a, &x);
-		return expr_eval_node(p, x.b ? e->b : e->c, t, s, out);
 	case OP_IP:
 		EV(e->a, &x);
 		return expr_conv_ip(x.s, x.len, out);
@@ -471,10 +478,183 @@ int expr_eval_node(const struct expr_program *p, uint32_t ni,
 			x.type == ATTR_STRING_MAP ? (int64_t)attr_map_count(&x)
 						  : (int64_t)x.len);
 		return 0;
-	case OP_COUNT_:
+	default:
 		break;
 	}
 	return EXPR_E_TYPE;
+}
+
+int expr_eval_node(const struct expr_program *p, uint32_t ni,
+		   const struct attr_table *t, struct expr_scratch *s,
+		   struct attr_value *out)
+{
+	const struct enode *e = &p->nodes[ni];
+	struct attr_value x, y;
+
+	switch ((enum expr_op)e->op) {
+	case OP_CONST:
+		*out = e->k;
+		return 0;
+	case OP_LOAD:
+		return load(e, t, out);
+	case OP_OR: {
+		if (e->flags & (NF_LOADS_K | NF_MAPKEY_K))
+			return eval_or_fast(p, e, t, out);
+		const uint32_t *ops = p->args + e->a;
+		uint32_t last = e->n - 1;
+		for (uint32_t i = 0; i < last; i++) {
+			const struct enode *o = &p->nodes[ops[i]];
+			int rc;
+			if (o->op == OP_LOAD) /* the common case, inline */
+				rc = load(o, t, out);
+			else
+				rc = expr_eval_node(p, ops[i], t, s, out);
+			if (rc != EXPR_E_ABSENT)
+				return rc;
+		}
+		const struct enode *o = &p->nodes[ops[last]];
+		if (o->op == OP_CONST) {
+			*out = o->k;
+			return 0;
+		}
+		return expr_eval_node(p, ops[last], t, s, out);
+	}
+	case OP_INDEX: {
+		EVC(e->a, &x);
+		const char *key = e->k.s;
+		uint32_t klen = e->k.len;
+		if (e->b != NO_NODE) {
+			EVC(e->b, &y);
+			key = y.s;
+			klen = y.len;
+		}
+		if (map_find(&x, key, klen, out))
+			return 0;
+		if (e->flags & NF_TOLERANT)
+			return EXPR_E_ABSENT;
+		*out = (struct attr_value){.type = ATTR_STRING, .s = ""};
+		return 0;
+	}
+	case OP_NOT:
+		EVC(e->a, &x);
+		set_bool(out, !x.b);
+		return 0;
+	case OP_NEG:
+		EVC(e->a, &x);
+		if (e->type == ATTR_DOUBLE) {
+			out->type = ATTR_DOUBLE;
+			out->len = 0;
+			out->d = -x.d;
+		} else {
+			/* wraps like Go instead of overflowing into UB */
+			set_int(out, (enum attr_type)e->type,
+				(int64_t)(0 - (uint64_t)x.i));
+		}
+		return 0;
+	case OP_AND:
+		EVC(e->a, &x);
+		if (!x.b) {
+			set_bool(out, false);
+			return 0;
+		}
+		EVC(e->b, out);
+		return 0;
+	case OP_LOR:
+		EVC(e->a, &x);
+		if (x.b) {
+			set_bool(out, true);
+			return 0;
+		}
+		EVC(e->b, out);
+		return 0;
+	case OP_EQ:
+	case OP_NE:
+		EVC(e->a, &x);
+		EVC(e->b, &y);
+		set_bool(out, values_equal(&x, &y) == (e->op == OP_EQ));
+		return 0;
+	case OP_EQ_K:
+	case OP_NE_K:
+		EVC(e->a, &x);
+		set_bool(out, values_equal(&x, &e->k) == (e->op == OP_EQ_K));
+		return 0;
+	case OP_LT:
+	case OP_LE:
+	case OP_GT:
+	case OP_GE: {
+		EVC(e->a, &x);
+		EVC(e->b, &y);
+		int cmp;
+		if (e->aux == ATTR_DOUBLE) {
+			/* NaN compares false every way, as in Go */
+			if (x.d != x.d || y.d != y.d) {
+				set_bool(out, false);
+				return 0;
+			}
+			cmp = (x.d > y.d) - (x.d < y.d);
+		} else {
+			cmp = (x.i > y.i) - (x.i < y.i);
+		}
+		bool r = e->op == OP_LT	  ? cmp < 0
+			 : e->op == OP_LE ? cmp <= 0
+			 : e->op == OP_GT ? cmp > 0
+					  : cmp >= 0;
+		set_bool(out, r);
+		return 0;
+	}
+	case OP_COND:
+		EVC(e->a, &x);
+		return eval_child(p, x.b ? e->b : e->c, t, s, out);
+	case OP_COUNT_:
+		break;
+	default:
+		return eval_cold(p, e, t, s, out);
+	}
+	return EXPR_E_TYPE;
+}
+
+/* Evaluate root @id into @v; returns 0 or a positive code, counted. */
+static inline __attribute__((always_inline)) int
+eval_root(const struct expr_program *p, uint32_t id, const struct attr_table *t,
+	  struct expr_scratch *s, struct attr_value *v)
+{
+	const struct expr_entry *x = &p->exprs[id];
+	int rc = 0;
+	switch (x->shape) {
+	case SHAPE_CONST:
+		*v = x->k;
+		return 0;
+	case SHAPE_LOAD_K:
+		if (!attr_table_has(t, x->slot)) {
+			*v = x->k;
+			return 0;
+		}
+		if (__builtin_expect(type_ok(x->decl, t->v[x->slot].type), 1)) {
+			*v = t->v[x->slot];
+			return 0;
+		}
+		rc = EXPR_E_TYPE;
+		break;
+	case SHAPE_MAPKEY_K:
+		if (!attr_table_has(t, x->slot) ||
+		    (t->v[x->slot].type == ATTR_STRING_MAP &&
+		     !map_find(&t->v[x->slot], x->key, x->klen, v))) {
+			*v = x->k;
+			return 0;
+		}
+		if (t->v[x->slot].type == ATTR_STRING_MAP)
+			return 0;
+		rc = EXPR_E_TYPE;
+		break;
+	default:
+		rc = expr_eval_node(p, x->root, t, s, v);
+		break;
+	}
+	if (__builtin_expect(rc != 0, 0)) {
+		s->stats.fail[rc]++;
+		*v = (struct attr_value){.type = ATTR_NONE};
+	}
+	return rc;
 }
 
 int expr_eval_uncached(const struct expr_program *p, uint32_t id,
@@ -484,17 +664,43 @@ int expr_eval_uncached(const struct expr_program *p, uint32_t id,
 	if (id >= p->n_exprs) /* a caller's bug; never index past the end */
 		return -EXPR_E_TYPE;
 	s->stats.evals++;
-	int rc = expr_eval_node(p, p->exprs[id].root, t, s, out);
-	if (rc) {
-		s->stats.fail[rc]++;
-		out->type = ATTR_NONE;
-		out->len = 0;
-	}
-	if (id < s->cap) {
-		struct expr_memo *m = &s->memo[id];
-		m->gen = s->gen;
-		m->rc = -rc;
-		m->v = *out;
-	}
+	if (id >= s->cap)
+		return -eval_root(p, id, t, s, out);
+	/* evaluate straight into the memo, then copy out whole */
+	struct expr_memo *m = &s->memo[id];
+	int rc = eval_root(p, id, t, s, &m->v);
+	m->gen = s->gen;
+	m->rc = -rc;
+	*out = m->v;
 	return -rc;
+}
+
+unsigned expr_eval_batch(const struct expr_program *p, const uint32_t *ids,
+			 size_t n, const struct attr_table *t,
+			 struct expr_scratch *s)
+{
+	unsigned failed = 0;
+	uint64_t evals = 0;
+	uint32_t gen = s->gen;
+	/* one bound for both arrays, so the loop checks a single compare */
+	uint32_t lim = p->n_exprs < s->cap ? p->n_exprs : s->cap;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t id = ids[i];
+		if (__builtin_expect(id >= lim, 0)) {
+			failed++;
+			continue;
+		}
+		struct expr_memo *m = &s->memo[id];
+		if (m->gen == gen) {
+			failed += m->rc != 0;
+			continue;
+		}
+		int rc = eval_root(p, id, t, s, &m->v);
+		evals++;
+		m->gen = gen;
+		m->rc = -rc;
+		failed += rc != 0;
+	}
+	s->stats.evals += evals; /* once, not a store per expression */
+	return failed;
 }

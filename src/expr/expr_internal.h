@@ -56,6 +56,11 @@ enum expr_op {
 /* OP_INDEX flag: a missing key is absence (the index is a `|` operand
  * that may fall through) rather than "". */
 #define NF_TOLERANT 1
+/* OP_OR shapes the evaluator runs without recursion (the seed's
+ * dimensions): every operand but the last is an OP_LOAD and the last an
+ * OP_CONST; or exactly m["k"] | const with m an OP_LOAD. */
+#define NF_LOADS_K 2
+#define NF_MAPKEY_K 4
 
 /* OP_MATCH_K modes, decided once from the constant pattern */
 enum { MATCH_EXACT, MATCH_PREFIX, MATCH_SUFFIX };
@@ -70,12 +75,29 @@ struct enode {
 	struct attr_value k;
 };
 
+/* Root shapes evaluated straight from the entry, without touching the
+ * node array: the seed's dimensions are nearly all `x | "default"` or
+ * `m["k"] | "default"`, and at ~20 of them per record every load and
+ * branch counts. */
+enum expr_shape {
+	SHAPE_NODE,     /* general: expr_eval_node(root) */
+	SHAPE_CONST,    /* k */
+	SHAPE_LOAD_K,   /* slot | k */
+	SHAPE_MAPKEY_K, /* slot[key] | k */
+};
+
 /* One distinct expression of a program. */
 struct expr_entry {
-	uint32_t root; /* node index */
-	uint32_t hash; /* of text */
+	uint8_t shape; /* enum expr_shape */
 	uint8_t type;
-	char *text; /* canonical text, the dedup key */
+	uint8_t decl;  /* declared type of slot */
+	uint16_t slot;
+	uint32_t root; /* node index */
+	uint32_t klen;
+	const char *key; /* in the program's pool */
+	struct attr_value k;
+	uint32_t hash; /* of text */
+	char *text;    /* canonical text, the dedup key */
 };
 
 /* Constant strings live in chunks that never move, so attr_values may
