@@ -216,16 +216,14 @@ static int render_self(void *ctx, struct expose_buf *b, int *status,
 			ingest_transport_name(t), (double)a.records[t]);
 
 	family(b, "mixd_ingest_dropped_total", "counter",
-	       "Records lost before decoding, by reason: ring_full (a "
-	       "producer's ring was full), invalid (a producer's builder "
-	       "refused the record), queue_full (a shard's socket queue was "
-	       "full).");
+	       "Records producers could not hand over, by reason: ring_full "
+	       "(a producer's shared-memory ring was full), invalid (a "
+	       "producer's builder refused the record). Socket producers "
+	       "count their own drops: mixd pushes back instead of dropping.");
 	sample1(b, "mixd_ingest_dropped_total", "reason", "ring_full",
 		(double)a.dropped_ring_full);
 	sample1(b, "mixd_ingest_dropped_total", "reason", "invalid",
 		(double)a.dropped_invalid);
-	sample1(b, "mixd_ingest_dropped_total", "reason", "queue_full",
-		(double)s.queue_dropped);
 
 	family(b, "mixd_ingest_rejected_total", "counter",
 	       "Records or connections mixd refused as malformed, by reason.");

@@ -108,6 +108,8 @@ struct mixd_client_stats {
 	uint64_t dropped_invalid;   /**< ... because they were malformed: larger
 					 than MIXD_RECORD_MAX, an IP of a bad
 					 length, an unknown attribute handle */
+	uint64_t bytes;             /**< ring bytes those records took, framing
+					 included (rings alive now) */
 	uint32_t rings;             /**< producer rings now (threads that recorded
 					 and are alive, or whose ring mixd has
 					 not drained yet) */

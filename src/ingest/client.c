@@ -39,6 +39,7 @@
 
 #define CUSTOM_BASE 0x8000u
 #define CUSTOM_MAX 1024u
+#define REC_SLACK 8 /* bytes after a builder's buffer: see room() */
 #define RING_DEFAULT (1u << 20)
 /* A largest record must fit even right after a wrap (see ring_push). */
 #define RING_MIN (256u << 10)
@@ -170,15 +171,17 @@ static struct tl_ring *ring_create(struct mixd_client *c)
 		r->memfd = memfd_create("mixd-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 		if (r->memfd < 0 || ftruncate(r->memfd, (off_t)r->map_len) != 0)
 			goto fail;
+		/* Populate now: a page fault costs more than a hundred
+		 * records, and this thread should never pay one per record. */
 		r->map = mmap(NULL, r->map_len, PROT_READ | PROT_WRITE,
-			      MAP_SHARED, r->memfd, 0);
+			      MAP_SHARED | MAP_POPULATE, r->memfd, 0);
 	} else {
 		r->map = mmap(NULL, r->map_len, PROT_READ | PROT_WRITE,
-			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	}
 	if (r->map == MAP_FAILED)
 		goto fail;
-	uint8_t *buf = malloc(MIXD_RECORD_MAX);
+	uint8_t *buf = malloc(MIXD_RECORD_MAX + REC_SLACK);
 	if (!buf)
 		goto fail;
 	struct mixd_ring_hdr *h = r->map;
@@ -260,11 +263,24 @@ API mixd_record *mixd_record_begin(mixd_client *c)
 	return rec;
 }
 
-/* Write the attribute header for @a; false if @a is no attribute. */
-static inline bool put_attr(mixd_record *r, mixd_attr a, uint8_t type)
+/*
+ * The setters' fast path, for dictionary attributes: one bounds check, the
+ * attribute header (and a string's length) written as one word, the value
+ * copied inline. It may store up to 8 bytes past what it keeps, hence the
+ * slack after the builder's buffer (REC_SLACK).
+ */
+static inline uint8_t *room(mixd_record *r, size_t n)
 {
-	if (a < MIXD_ATTR_DICT_COUNT)
-		return wire_attr(&r->w, a, type, NULL, 0);
+	if (__builtin_expect(n > (size_t)(r->w.cap - r->w.len), 0)) {
+		r->w.overflow = true;
+		return NULL;
+	}
+	return r->w.buf + r->w.len;
+}
+
+/* Write the attribute header for @a the slow way: custom names. */
+static bool put_custom(mixd_record *r, mixd_attr a, uint8_t type)
+{
 	uint32_t i = (uint32_t)a - CUSTOM_BASE;
 	if (a >= CUSTOM_BASE &&
 	    i < __atomic_load_n(&r->client->ncustom, __ATOMIC_ACQUIRE))
@@ -272,6 +288,46 @@ static inline bool put_attr(mixd_record *r, mixd_attr a, uint8_t type)
 				 r->client->custom[i], r->client->custom_len[i]);
 	r->invalid = true;
 	return false;
+}
+
+static inline void put_bytes(mixd_record *r, mixd_attr a, uint8_t type,
+			     const void *s, size_t len)
+{
+	if (__builtin_expect(a < MIXD_ATTR_DICT_COUNT && len <= UINT32_MAX, 1)) {
+		uint8_t *p = room(r, 7 + len);
+		if (!p)
+			return;
+		uint64_t h = a | (uint64_t)type << 16 | (uint64_t)len << 24;
+		memcpy(p, &h, 8);
+		wire_copy(p + 7, s, len);
+		r->w.len += (uint32_t)(7 + len);
+	} else if (put_custom(r, a, type)) {
+		wire_bytes(&r->w, s, len);
+	}
+}
+
+static inline void put_u64(mixd_record *r, mixd_attr a, uint8_t type,
+			   uint64_t v)
+{
+	if (__builtin_expect(a < MIXD_ATTR_DICT_COUNT, 1)) {
+		uint8_t *p = room(r, 11);
+		if (!p)
+			return;
+		uint32_t h = a | (uint32_t)type << 16;
+		memcpy(p, &h, 4);
+		memcpy(p + 3, &v, 8);
+		r->w.len += 11;
+	} else if (put_custom(r, a, type)) {
+		wire_u64(&r->w, v);
+	}
+}
+
+/* Header only, for the rarer types. */
+static inline bool put_attr(mixd_record *r, mixd_attr a, uint8_t type)
+{
+	if (a < MIXD_ATTR_DICT_COUNT)
+		return wire_attr(&r->w, a, type, NULL, 0);
+	return put_custom(r, a, type);
 }
 
 API void mixd_set_typed_string(mixd_record *r, mixd_attr a, enum mixd_type t,
@@ -282,14 +338,12 @@ API void mixd_set_typed_string(mixd_record *r, mixd_attr a, enum mixd_type t,
 		r->invalid = true;
 		return;
 	}
-	if (put_attr(r, a, (uint8_t)t))
-		wire_bytes(&r->w, s, len);
+	put_bytes(r, a, (uint8_t)t, s, len);
 }
 
 API void mixd_set_string(mixd_record *r, mixd_attr a, const char *s, size_t len)
 {
-	if (put_attr(r, a, MIXD_T_STRING))
-		wire_bytes(&r->w, s, len);
+	put_bytes(r, a, MIXD_T_STRING, s, len);
 }
 
 API void mixd_set_cstr(mixd_record *r, mixd_attr a, const char *s)
@@ -299,37 +353,29 @@ API void mixd_set_cstr(mixd_record *r, mixd_attr a, const char *s)
 
 API void mixd_set_bytes(mixd_record *r, mixd_attr a, const void *p, size_t len)
 {
-	if (put_attr(r, a, MIXD_T_BYTES))
-		wire_bytes(&r->w, p, len);
-}
-
-static inline void set_u64(mixd_record *r, mixd_attr a, uint8_t type,
-			   uint64_t v)
-{
-	if (put_attr(r, a, type))
-		wire_u64(&r->w, v);
+	put_bytes(r, a, MIXD_T_BYTES, p, len);
 }
 
 API void mixd_set_int64(mixd_record *r, mixd_attr a, int64_t v)
 {
-	set_u64(r, a, MIXD_T_INT64, (uint64_t)v);
+	put_u64(r, a, MIXD_T_INT64, (uint64_t)v);
 }
 
 API void mixd_set_double(mixd_record *r, mixd_attr a, double v)
 {
 	uint64_t bits;
 	memcpy(&bits, &v, 8);
-	set_u64(r, a, MIXD_T_DOUBLE, bits);
+	put_u64(r, a, MIXD_T_DOUBLE, bits);
 }
 
 API void mixd_set_timestamp(mixd_record *r, mixd_attr a, int64_t ns)
 {
-	set_u64(r, a, MIXD_T_TIMESTAMP, (uint64_t)ns);
+	put_u64(r, a, MIXD_T_TIMESTAMP, (uint64_t)ns);
 }
 
 API void mixd_set_duration(mixd_record *r, mixd_attr a, int64_t ns)
 {
-	set_u64(r, a, MIXD_T_DURATION, (uint64_t)ns);
+	put_u64(r, a, MIXD_T_DURATION, (uint64_t)ns);
 }
 
 API void mixd_set_bool(mixd_record *r, mixd_attr a, int v)
@@ -743,6 +789,7 @@ API void mixd_client_stats(mixd_client *c, struct mixd_client_stats *out)
 		out->written += ring_load_relaxed(&h->prod.written);
 		out->dropped_full += ring_load_relaxed(&h->prod.dropped);
 		out->dropped_invalid += ring_load_relaxed(&h->prod.invalid);
+		out->bytes += ring_load_relaxed(&h->prod.head);
 		out->rings++;
 	}
 	pthread_mutex_unlock(&c->lock);

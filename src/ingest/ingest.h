@@ -113,7 +113,7 @@ uint32_t ingest_ring_pid(const struct ingest_ring *r);
 
 /**
  * Producer end of a queue ring (the socket server's side). Returns false when
- * the queue is full: the caller drops the record and counts it.
+ * the queue is full: the caller holds the record back and retries later.
  */
 bool ingest_queue_push(struct ingest_ring *q, const void *p, uint32_t len);
 
@@ -143,7 +143,6 @@ struct ingest_server_stats {
 	uint64_t producers;       /**< connections now open */
 	uint64_t stream_records;  /**< records queued from the socket */
 	uint64_t stream_rejected; /**< bad frames (the connection is closed) */
-	uint64_t queue_dropped;   /**< records dropped: consumer queue full */
 	uint64_t handshake_failed;/**< bad hello, bad memfd */
 };
 

@@ -10,8 +10,14 @@
  *     producer's frames, or, for a shared-memory producer, nothing until
  *     the connection closes (which is how we learn the producer is gone).
  * Stream frames are reassembled across buffers and copied into the queue
- * ring of the consumer the sink assigned, so a buffer goes back to the
- * kernel as soon as its CQE is handled.
+ * ring of the consumer the sink assigned, so a buffer normally goes back to
+ * the kernel as soon as its CQE is handled.
+ *
+ * Backpressure, not loss: when a consumer's queue is full the connection
+ * stalls. Its unpushed bytes stay in their buffers, its recv is cancelled,
+ * and a 1 ms timer retries; meanwhile the kernel's socket buffer fills, the
+ * producer's sends stop, its own ring fills, and the producer drops and
+ * counts -- the one place a record is ever dropped for lack of room.
  *
  * A connection is freed only after its last CQE (no F_MORE): to end one
  * early we shut it down and let the pending recv complete.
@@ -45,6 +51,14 @@ enum op {
 	OP_RECV = 3,
 	OP_WAKE = 4,
 	OP_CANCEL = 5,
+	OP_TIMER = 6,
+};
+
+/* Bytes received but not yet pushed: a stalled connection's buffers. */
+struct stalled {
+	unsigned bid;
+	uint32_t off, len;
+	struct stalled *next;
 };
 
 enum conn_kind {
@@ -77,6 +91,15 @@ struct conn {
 	/* stream reassembly: one frame at most */
 	uint8_t *part;
 	uint32_t part_len;
+	bool part_full;      /* part holds a whole frame the queue refused */
+
+	/* backpressure */
+	bool recv_armed;     /* a multishot recv is in flight */
+	bool cancelling;     /* and we asked for it to stop */
+	bool stalled;        /* on the server's stalled list */
+	bool eof;            /* the peer closed; free once unstalled */
+	struct stalled *held, **held_tail;
+	struct conn *stall_next;
 };
 
 struct ingest_server {
@@ -95,9 +118,12 @@ struct ingest_server {
 	unsigned next_id;
 	struct conn *kicks;
 	struct conn *conns;
+	struct conn *stalls;
+	bool timer_armed;
+	struct __kernel_timespec tick;
 
 	/* counters: written by the io thread, read by anyone */
-	uint64_t n_connections, n_open, n_records, n_rejected, n_qdropped,
+	uint64_t n_connections, n_open, n_records, n_rejected,
 		n_handshake_failed;
 };
 
@@ -157,6 +183,27 @@ static void arm_recv(struct ingest_server *s, struct conn *c)
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BUF_GROUP;
 	io_uring_sqe_set_data64(sqe, tag(c, OP_RECV));
+	c->recv_armed = true;
+	c->cancelling = false;
+}
+
+static void arm_timer(struct ingest_server *s)
+{
+	if (s->timer_armed)
+		return;
+	s->tick = (struct __kernel_timespec){.tv_nsec = 1000000};
+	struct io_uring_sqe *sqe = get_sqe(s);
+	io_uring_prep_timeout(sqe, &s->tick, 0, 0);
+	io_uring_sqe_set_data64(sqe, tag(s, OP_TIMER));
+	s->timer_armed = true;
+}
+
+static void give_back(struct ingest_server *s, unsigned bid)
+{
+	io_uring_buf_ring_add(s->br, s->bufs + (size_t)bid * BUF_SIZE, BUF_SIZE,
+			      (unsigned short)bid,
+			      io_uring_buf_ring_mask(BUF_COUNT), 0);
+	io_uring_buf_ring_advance(s->br, 1);
 }
 
 /* End a connection early: its pending recv completes with 0 and frees it. */
@@ -179,6 +226,12 @@ static void free_conn(struct ingest_server *s, struct conn *c)
 		*pp = c->kick_next;
 		s->sink.queue_kick(s->sink.ctx, c->queue);
 	}
+	while (c->held) {
+		struct stalled *h = c->held;
+		c->held = h->next;
+		give_back(s, h->bid);
+		free(h);
+	}
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -191,18 +244,19 @@ static void free_conn(struct ingest_server *s, struct conn *c)
 	ck_pr_store_64(&s->n_open, ck_pr_load_64(&s->n_open) - 1);
 }
 
-static void push_record(struct ingest_server *s, struct conn *c,
+/* Queue one record for the consumer; false when its queue is full. */
+static bool push_record(struct ingest_server *s, struct conn *c,
 			const uint8_t *p, uint32_t len)
 {
-	if (ingest_queue_push(c->queue, p, len))
-		bump(&s->n_records);
-	else
-		bump(&s->n_qdropped);
+	if (!ingest_queue_push(c->queue, p, len))
+		return false;
+	bump(&s->n_records);
 	if (!c->kicked) {
 		c->kicked = true;
 		c->kick_next = s->kicks;
 		s->kicks = c;
 	}
+	return true;
 }
 
 /* Validate a frame header; returns the frame's size or 0 if it is bad. */
@@ -216,51 +270,151 @@ static uint64_t frame_check(const uint8_t *h, uint32_t *len)
 	return ring_frame_size(fh[0]);
 }
 
-/* Bytes received on a stream connection. Returns false on a bad frame. */
-static bool stream_bytes(struct ingest_server *s, struct conn *c,
-			 const uint8_t *p, size_t n)
+/*
+ * Bytes received on a stream connection. Returns how many were consumed:
+ * fewer than @n when the consumer's queue filled (the rest waits), -1 on a
+ * bad frame.
+ */
+static ssize_t stream_bytes(struct ingest_server *s, struct conn *c,
+			    const uint8_t *p, size_t n)
 {
-	uint32_t len;
+	uint32_t len = 0;
 	uint64_t sz;
+	size_t used = 0;
 
-	while (n > 0) {
-		if (c->part_len == 0 && n >= MIXD_FRAME_HDR) {
+	if (c->part_full) {
+		frame_check(c->part, &len);
+		if (!push_record(s, c, c->part + MIXD_FRAME_HDR, len))
+			return 0;
+		c->part_full = false;
+		c->part_len = 0;
+	}
+	while (used < n) {
+		const uint8_t *q = p + used;
+		size_t left = n - used;
+		if (c->part_len == 0 && left >= MIXD_FRAME_HDR) {
 			/* The common case: whole frames straight from the buffer. */
-			if (!(sz = frame_check(p, &len)))
-				return false;
-			if (n >= sz) {
-				push_record(s, c, p + MIXD_FRAME_HDR, len);
-				p += sz;
-				n -= sz;
+			if (!(sz = frame_check(q, &len)))
+				return -1;
+			if (left >= sz) {
+				if (!push_record(s, c, q + MIXD_FRAME_HDR, len))
+					return (ssize_t)used;
+				used += sz;
 				continue;
 			}
 		}
 		/* A frame split across buffers: collect it in c->part. */
 		if (!c->part && !(c->part = malloc(MIXD_FRAME_HDR + MIXD_RECORD_MAX + 8)))
-			return false;
+			return -1;
 		uint32_t want = MIXD_FRAME_HDR;
-		if (c->part_len >= MIXD_FRAME_HDR) {
-			sz = frame_check(c->part, &len);
-			want = (uint32_t)sz;
-		}
+		if (c->part_len >= MIXD_FRAME_HDR)
+			want = (uint32_t)frame_check(c->part, &len);
 		uint32_t take = want - c->part_len;
-		if (take > n)
-			take = (uint32_t)n;
-		memcpy(c->part + c->part_len, p, take);
+		if (take > left)
+			take = (uint32_t)left;
+		memcpy(c->part + c->part_len, q, take);
 		c->part_len += take;
-		p += take;
-		n -= take;
-		if (c->part_len == MIXD_FRAME_HDR && !frame_check(c->part, &len))
-			return false;
-		if (c->part_len >= MIXD_FRAME_HDR) {
-			sz = frame_check(c->part, &len);
-			if (c->part_len == sz) {
-				push_record(s, c, c->part + MIXD_FRAME_HDR, len);
-				c->part_len = 0;
+		used += take;
+		if (c->part_len < MIXD_FRAME_HDR)
+			continue;
+		if (!(sz = frame_check(c->part, &len)))
+			return -1;
+		if (c->part_len == sz) {
+			if (!push_record(s, c, c->part + MIXD_FRAME_HDR, len)) {
+				c->part_full = true;
+				return (ssize_t)used;
 			}
+			c->part_len = 0;
 		}
 	}
+	return (ssize_t)used;
+}
+
+/* Keep bytes [off, len) of buffer @bid for later; stall the connection. */
+static void hold(struct ingest_server *s, struct conn *c, unsigned bid,
+		 uint32_t off, uint32_t len)
+{
+	struct stalled *h = malloc(sizeof *h);
+	if (!h) {
+		/* Cannot even remember them: the stream is broken. */
+		give_back(s, bid);
+		bump(&s->n_rejected);
+		kill_conn(c);
+		return;
+	}
+	*h = (struct stalled){bid, off, len, NULL};
+	if (!c->held)
+		c->held_tail = &c->held;
+	*c->held_tail = h;
+	c->held_tail = &h->next;
+}
+
+static void stall(struct ingest_server *s, struct conn *c)
+{
+	if (!c->stalled) {
+		c->stalled = true;
+		c->stall_next = s->stalls;
+		s->stalls = c;
+	}
+	if (c->recv_armed && !c->cancelling) {
+		struct io_uring_sqe *sqe = get_sqe(s);
+		io_uring_prep_cancel64(sqe, tag(c, OP_RECV), 0);
+		io_uring_sqe_set_data64(sqe, tag(s, OP_CANCEL));
+		c->cancelling = true;
+	}
+	arm_timer(s);
+}
+
+/* Push what a stalled connection holds; true when all of it went. */
+static bool unstall(struct ingest_server *s, struct conn *c)
+{
+	while (c->held && !c->dead) {
+		struct stalled *h = c->held;
+		ssize_t k = stream_bytes(s, c, s->bufs + (size_t)h->bid * BUF_SIZE +
+						       h->off, h->len - h->off);
+		if (k < 0) {
+			bump(&s->n_rejected);
+			kill_conn(c);
+			break;
+		}
+		h->off += (uint32_t)k;
+		if (h->off < h->len || c->part_full)
+			return false;
+		c->held = h->next;
+		give_back(s, h->bid);
+		free(h);
+	}
+	if (c->part_full && !c->dead) {
+		if (stream_bytes(s, c, NULL, 0) < 0 || c->part_full)
+			return false;
+	}
+	while (c->held) { /* dead: drop what is left */
+		struct stalled *h = c->held;
+		c->held = h->next;
+		give_back(s, h->bid);
+		free(h);
+	}
 	return true;
+}
+
+static void on_timer(struct ingest_server *s)
+{
+	s->timer_armed = false;
+	struct conn **pp = &s->stalls, *c;
+	while ((c = *pp)) {
+		if (!unstall(s, c)) {
+			pp = &c->stall_next;
+			continue;
+		}
+		*pp = c->stall_next;
+		c->stalled = false;
+		if (c->eof || (c->dead && !c->recv_armed))
+			free_conn(s, c);
+		else if (!c->recv_armed && !c->dead)
+			arm_recv(s, c);
+	}
+	if (s->stalls)
+		arm_timer(s);
 }
 
 static void on_accept(struct ingest_server *s, struct io_uring_cqe *cqe)
@@ -354,33 +508,49 @@ static void on_recv(struct ingest_server *s, struct conn *c,
 		    struct io_uring_cqe *cqe)
 {
 	bool more = cqe->flags & IORING_CQE_F_MORE;
+	if (!more)
+		c->recv_armed = false;
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-		uint8_t *buf = s->bufs + (size_t)bid * BUF_SIZE;
-		if (cqe->res > 0 && !c->dead) {
-			if (c->kind != CONN_STREAM ||
-			    !stream_bytes(s, c, buf, (size_t)cqe->res)) {
-				/* Bytes from a shm producer, or a bad frame: the
-				 * stream cannot be trusted past this point. */
-				bump(&s->n_rejected);
-				kill_conn(c);
-			}
+		uint32_t n = cqe->res > 0 ? (uint32_t)cqe->res : 0;
+		ssize_t k = 0;
+		if (n && !c->dead && c->kind == CONN_STREAM && !c->stalled)
+			k = stream_bytes(s, c, s->bufs + (size_t)bid * BUF_SIZE, n);
+		else if (n && !c->dead && c->kind != CONN_STREAM)
+			k = -1; /* bytes from a shm producer: not our protocol */
+		if (k < 0) {
+			/* The stream cannot be trusted past a bad frame. */
+			bump(&s->n_rejected);
+			kill_conn(c);
+			give_back(s, bid);
+		} else if (!c->dead && (uint32_t)k < n) {
+			hold(s, c, bid, (uint32_t)k, n);
+			stall(s, c);
+		} else {
+			give_back(s, bid);
 		}
-		io_uring_buf_ring_add(s->br, buf, BUF_SIZE, (unsigned short)bid,
-				      io_uring_buf_ring_mask(BUF_COUNT), 0);
-		io_uring_buf_ring_advance(s->br, 1);
 	}
 	if (more)
 		return;
+	if (c->stalled) {
+		/* The timer re-arms the recv, or frees the connection at EOF,
+		 * once what it holds has gone to the consumer. */
+		if (cqe->res == 0 || (cqe->res < 0 && cqe->res != -ECANCELED &&
+				      cqe->res != -ENOBUFS))
+			c->eof = true;
+		return;
+	}
 	if (cqe->res == -ENOBUFS && !c->dead) {
-		arm_recv(s, c); /* buffers ran out; they are back now */
+		/* Every buffer is in use (held by stalled connections, or not
+		 * yet handled): retry on the next tick rather than spin. */
+		stall(s, c);
 		return;
 	}
 	if (cqe->res > 0 && !c->dead) {
 		arm_recv(s, c);
 		return;
 	}
-	if (c->kind == CONN_STREAM && c->part_len)
+	if (c->kind == CONN_STREAM && (c->part_len || c->part_full))
 		bump(&s->n_rejected); /* a frame cut off by the close */
 	free_conn(s, c);
 }
@@ -431,6 +601,9 @@ static void *io_main(void *arg)
 				arm_wake(s);
 				break;
 			case OP_CANCEL:
+				break;
+			case OP_TIMER:
+				on_timer(s);
 				break;
 			}
 		}
@@ -611,6 +784,5 @@ void ingest_server_stats(struct ingest_server *s, struct ingest_server_stats *o)
 	o->producers = ck_pr_load_64(&s->n_open);
 	o->stream_records = ck_pr_load_64(&s->n_records);
 	o->stream_rejected = ck_pr_load_64(&s->n_rejected);
-	o->queue_dropped = ck_pr_load_64(&s->n_qdropped);
 	o->handshake_failed = ck_pr_load_64(&s->n_handshake_failed);
 }

@@ -33,6 +33,46 @@ static inline void wire_init(struct wire_writer *w, uint8_t *buf, uint32_t cap)
 	w->overflow = false;
 }
 
+/*
+ * Copy @n bytes. Proxy attribute values are mostly a few to a few dozen
+ * bytes, where a call into libc's memcpy costs more than the copy: copy them
+ * with two overlapping loads and stores instead (never reading outside
+ * [s, s + n)).
+ */
+static inline void wire_copy(uint8_t *d, const void *src, size_t n)
+{
+	const uint8_t *s = src;
+	if (n >= 8 && n <= 32) {
+		uint64_t a, b, c, e;
+		if (n <= 16) {
+			memcpy(&a, s, 8);
+			memcpy(&b, s + n - 8, 8);
+			memcpy(d, &a, 8);
+			memcpy(d + n - 8, &b, 8);
+		} else {
+			memcpy(&a, s, 8);
+			memcpy(&b, s + 8, 8);
+			memcpy(&c, s + n - 16, 8);
+			memcpy(&e, s + n - 8, 8);
+			memcpy(d, &a, 8);
+			memcpy(d + 8, &b, 8);
+			memcpy(d + n - 16, &c, 8);
+			memcpy(d + n - 8, &e, 8);
+		}
+	} else if (n >= 4 && n < 8) {
+		uint32_t a, b;
+		memcpy(&a, s, 4);
+		memcpy(&b, s + n - 4, 4);
+		memcpy(d, &a, 4);
+		memcpy(d + n - 4, &b, 4);
+	} else if (n < 4) {
+		for (size_t i = 0; i < n; i++)
+			d[i] = s[i];
+	} else {
+		memcpy(d, s, n);
+	}
+}
+
 /* Reserve @n bytes; NULL (and overflow) when they do not fit. */
 static inline uint8_t *wire_reserve(struct wire_writer *w, size_t n)
 {

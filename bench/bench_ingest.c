@@ -1,0 +1,220 @@
+/*
+ * bench_ingest -- producer -> ring -> consumer, through the real pieces:
+ * libmixd in producer threads, mixd's socket server and shard threads
+ * (which decode and validate every record) in the same process.
+ *
+ * Records are shaped like a proxy's report: 20 attributes, about 250 bytes.
+ * A producer that finds its ring full retries, so the rate is what the
+ * consumer sustains end to end; producer cost is measured separately, on a
+ * ring with room, as the time of mixd_record_begin .. mixd_record_commit.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mixd/client.h>
+
+#include "agg/agg.h"
+#include "attr/attr.h"
+#include "bench_util.h"
+#include "ingest/ingest.h"
+
+#define RECORDS_PER_PRODUCER 4000000
+
+static char sock_path[108];
+
+static int proxy_record(mixd_client *c, uint64_t i)
+{
+	mixd_record *r = mixd_record_begin(c);
+	mixd_set_string(r, MIXD_ATTR_CONTEXT_PROTOCOL, "http", 4);
+	mixd_set_string(r, MIXD_ATTR_CONTEXT_REPORTER_KIND, "inbound", 7);
+	mixd_set_string(r, MIXD_ATTR_SOURCE_UID, "kubernetes://pp-v1.1f0c", 23);
+	mixd_set_string(r, MIXD_ATTR_DESTINATION_UID, "kubernetes://rv-v2.c96b",
+			23);
+	uint8_t sip[4] = {10, 0, (uint8_t)(i >> 8), (uint8_t)i};
+	uint8_t dip[4] = {10, 1, 0, 9};
+	mixd_set_ip(r, MIXD_ATTR_SOURCE_IP, sip, 4);
+	mixd_set_ip(r, MIXD_ATTR_DESTINATION_IP, dip, 4);
+	mixd_set_int64(r, MIXD_ATTR_DESTINATION_PORT, 9080);
+	mixd_set_string(r, MIXD_ATTR_DESTINATION_SERVICE_HOST, "reviews", 7);
+	mixd_set_string(r, MIXD_ATTR_REQUEST_METHOD, "GET", 3);
+	mixd_set_string(r, MIXD_ATTR_REQUEST_PATH, "/reviews/0", 10);
+	mixd_set_string(r, MIXD_ATTR_REQUEST_HOST, "reviews:9080", 12);
+	mixd_set_int64(r, MIXD_ATTR_REQUEST_SIZE, (int64_t)(i & 1023));
+	mixd_set_int64(r, MIXD_ATTR_RESPONSE_SIZE, (int64_t)(i & 4095));
+	mixd_set_int64(r, MIXD_ATTR_RESPONSE_CODE, 200);
+	mixd_set_duration(r, MIXD_ATTR_RESPONSE_DURATION, 5000000);
+	mixd_set_timestamp(r, MIXD_ATTR_REQUEST_TIME, 1700000000000000000ll);
+	mixd_set_bool(r, MIXD_ATTR_CONNECTION_MTLS, 1);
+	mixd_set_string(r, MIXD_ATTR_SOURCE_PRINCIPAL, "ns/default/sa/pp", 16);
+	mixd_set_string(r, MIXD_ATTR_API_PROTOCOL, "http", 4);
+	mixd_set_int64(r, MIXD_ATTR_CONNECTION_SENT_BYTES, 300);
+	return mixd_record_commit(r);
+}
+
+struct prod_arg {
+	mixd_client *c;
+	uint64_t n;
+	uint64_t full; /* commits that found the ring full (retried) */
+};
+
+static void *producer(void *p)
+{
+	struct prod_arg *a = p;
+	for (uint64_t i = 0; i < a->n;) {
+		if (proxy_record(a->c, i) == 0)
+			i++;
+		else
+			a->full++;
+	}
+	return NULL;
+}
+
+static uint64_t accepted(struct agg *agg)
+{
+	struct agg_ingest_stats s;
+	agg_ingest_stats(agg, &s);
+	return s.records[INGEST_SHM] + s.records[INGEST_SOCKET];
+}
+
+/* One run: @np producer threads over @transport. Returns records/s. */
+static double run(int np, enum mixd_transport transport, unsigned shards)
+{
+	struct attr_vocab *vocab = attr_vocab_create();
+	struct agg *agg;
+	struct agg_options o = {.shards = shards};
+	if (agg_create(&o, vocab, &agg) || agg_start(agg))
+		abort();
+	struct ingest_sink sink = agg_sink(agg);
+	struct ingest_server *srv;
+	char err[256];
+	if (ingest_server_start(sock_path, &sink, &srv, err, sizeof err)) {
+		fprintf(stderr, "%s\n", err);
+		abort();
+	}
+	mixd_client *c;
+	struct mixd_client_options co = {.transport = transport,
+					 .ring_bytes = 4u << 20};
+	if (mixd_client_open(sock_path, &co, &c))
+		abort();
+	/* Connect and hand the rings over before the clock starts. */
+	struct prod_arg a[8];
+	pthread_t t[8];
+	uint64_t t0 = bench_now_ns();
+	for (int i = 0; i < np; i++) {
+		a[i] = (struct prod_arg){c, RECORDS_PER_PRODUCER, 0};
+		pthread_create(&t[i], NULL, producer, &a[i]);
+	}
+	for (int i = 0; i < np; i++)
+		pthread_join(t[i], NULL);
+	uint64_t total = (uint64_t)np * RECORDS_PER_PRODUCER;
+	while (accepted(agg) < total)
+		usleep(50);
+	double secs = (double)(bench_now_ns() - t0) / 1e9;
+	mixd_client_close(c);
+	ingest_server_stop_accepting(srv);
+	agg_drain_and_stop(agg);
+	ingest_server_destroy(srv);
+	agg_destroy(agg);
+	attr_vocab_destroy(vocab);
+	return (double)total / secs;
+}
+
+/*
+ * Producer cost alone: bursts of 2,000 records into a 4 MiB ring that a live
+ * shard empties between bursts, so no commit finds it full and no page is
+ * touched for the first time while the clock runs.
+ */
+static double producer_ns(void)
+{
+	struct attr_vocab *vocab = attr_vocab_create();
+	struct agg *agg;
+	struct agg_options o = {.shards = 1};
+	if (agg_create(&o, vocab, &agg) || agg_start(agg))
+		abort();
+	struct ingest_sink sink = agg_sink(agg);
+	struct ingest_server *srv;
+	char err[256];
+	if (ingest_server_start(sock_path, &sink, &srv, err, sizeof err))
+		abort();
+	mixd_client *c;
+	struct mixd_client_options co = {.ring_bytes = 4u << 20};
+	if (mixd_client_open(sock_path, &co, &c))
+		abort();
+	uint64_t spent = 0, n = 0;
+	for (int burst = 0; burst < 300; burst++) {
+		uint64_t t0 = bench_now_ns();
+		for (int i = 0; i < 2000; i++)
+			if (proxy_record(c, n + (uint64_t)i))
+				abort();
+		spent += bench_now_ns() - t0;
+		n += 2000;
+		if (mixd_client_flush(c, 10000))
+			abort();
+	}
+	mixd_client_close(c);
+	ingest_server_stop_accepting(srv);
+	agg_drain_and_stop(agg);
+	ingest_server_destroy(srv);
+	agg_destroy(agg);
+	attr_vocab_destroy(vocab);
+	return (double)spent / (double)n;
+}
+
+/* Bytes one record takes in a ring, framing included. */
+static double record_bytes(void)
+{
+	mixd_client *c;
+	struct mixd_client_options co = {.ring_bytes = 256u << 10};
+	if (mixd_client_open("unix:///nonexistent/mixd-bench.sock", &co, &c))
+		abort();
+	for (int i = 0; i < 100; i++)
+		proxy_record(c, (uint64_t)i);
+	struct mixd_client_stats st;
+	mixd_client_stats(c, &st);
+	mixd_client_close(c);
+	return (double)st.bytes / (double)st.written;
+}
+
+int main(void)
+{
+	snprintf(sock_path, sizeof sock_path, "/tmp/mixd-bench-%d.sock",
+		 (int)getpid());
+	int runs = bench_runs(5);
+	char workload[512];
+	snprintf(workload, sizeof workload,
+		 "libmixd producer threads -> ring (shm memfd, or socket) -> "
+		 "mixd shard decoding and validating every record; proxy-shaped "
+		 "records of 20 attributes, %.0f bytes framed; %d M records per "
+		 "producer; 4 MiB rings; a full ring is retried",
+		 record_bytes(), RECORDS_PER_PRODUCER / 1000000);
+	bench_header("bench_ingest", workload);
+	double s[16];
+
+	for (int i = 0; i < runs; i++)
+		s[i] = producer_ns();
+	bench_report("producer cost (begin..commit, ring with room)", s, runs,
+		     "ns/record");
+
+	struct {
+		const char *label;
+		int np;
+		enum mixd_transport t;
+		unsigned shards;
+	} cases[] = {
+		{"shm, 1 producer, 1 shard", 1, MIXD_TRANSPORT_SHM, 1},
+		{"shm, 2 producers, 2 shards", 2, MIXD_TRANSPORT_SHM, 2},
+		{"socket, 1 producer, 1 shard", 1, MIXD_TRANSPORT_SOCKET, 1},
+		{"socket, 2 producers, 2 shards", 2, MIXD_TRANSPORT_SOCKET, 2},
+	};
+	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		for (int i = 0; i < runs; i++)
+			s[i] = run(cases[k].np, cases[k].t, cases[k].shards) / 1e6;
+		bench_report(cases[k].label, s, runs, "M records/s");
+	}
+	unlink(sock_path);
+	return 0;
+}
