@@ -55,7 +55,45 @@ static int proxy_record(mixd_client *c, uint64_t i)
 	return mixd_record_commit(r);
 }
 
+/* The same record through mixd_report(): one call, encoded in place. */
+static int proxy_report(mixd_client *c, uint64_t i)
+{
+#define S(a, s) {.attr = a, .type = MIXD_T_STRING, .len = sizeof(s) - 1, .p = s}
+#define I(a, t, v) {.attr = a, .type = t, .i = v}
+	uint8_t sip[4] = {10, 0, (uint8_t)(i >> 8), (uint8_t)i};
+	uint8_t dip[4] = {10, 1, 0, 9};
+	struct mixd_value v[20] = {
+		S(MIXD_ATTR_CONTEXT_PROTOCOL, "http"),
+		S(MIXD_ATTR_CONTEXT_REPORTER_KIND, "inbound"),
+		S(MIXD_ATTR_SOURCE_UID, "kubernetes://pp-v1.1f0c"),
+		S(MIXD_ATTR_DESTINATION_UID, "kubernetes://rv-v2.c96b"),
+		{.attr = MIXD_ATTR_SOURCE_IP, .type = MIXD_T_IP, .len = 4, .p = sip},
+		{.attr = MIXD_ATTR_DESTINATION_IP, .type = MIXD_T_IP, .len = 4,
+		 .p = dip},
+		I(MIXD_ATTR_DESTINATION_PORT, MIXD_T_INT64, 9080),
+		S(MIXD_ATTR_DESTINATION_SERVICE_HOST, "reviews"),
+		S(MIXD_ATTR_REQUEST_METHOD, "GET"),
+		S(MIXD_ATTR_REQUEST_PATH, "/reviews/0"),
+		S(MIXD_ATTR_REQUEST_HOST, "reviews:9080"),
+		I(MIXD_ATTR_REQUEST_SIZE, MIXD_T_INT64, (int64_t)(i & 1023)),
+		I(MIXD_ATTR_RESPONSE_SIZE, MIXD_T_INT64, (int64_t)(i & 4095)),
+		I(MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64, 200),
+		I(MIXD_ATTR_RESPONSE_DURATION, MIXD_T_DURATION, 5000000),
+		I(MIXD_ATTR_REQUEST_TIME, MIXD_T_TIMESTAMP, 1700000000000000000ll),
+		{.attr = MIXD_ATTR_CONNECTION_MTLS, .type = MIXD_T_BOOL, .b = 1},
+		S(MIXD_ATTR_SOURCE_PRINCIPAL, "ns/default/sa/pp"),
+		S(MIXD_ATTR_API_PROTOCOL, "http"),
+		I(MIXD_ATTR_CONNECTION_SENT_BYTES, MIXD_T_INT64, 300),
+	};
+#undef S
+#undef I
+	return mixd_report(c, v, 20);
+}
+
+typedef int (*write_fn)(mixd_client *c, uint64_t i);
+
 struct prod_arg {
+	write_fn write;
 	mixd_client *c;
 	uint64_t n;
 	uint64_t full; /* commits that found the ring full (retried) */
@@ -65,7 +103,7 @@ static void *producer(void *p)
 {
 	struct prod_arg *a = p;
 	for (uint64_t i = 0; i < a->n;) {
-		if (proxy_record(a->c, i) == 0)
+		if (a->write(a->c, i) == 0)
 			i++;
 		else
 			a->full++;
@@ -81,7 +119,8 @@ static uint64_t accepted(struct agg *agg)
 }
 
 /* One run: @np producer threads over @transport. Returns records/s. */
-static double run(int np, enum mixd_transport transport, unsigned shards)
+static double run(int np, enum mixd_transport transport, unsigned shards,
+		  write_fn write)
 {
 	struct attr_vocab *vocab = attr_vocab_create();
 	struct agg *agg;
@@ -105,7 +144,7 @@ static double run(int np, enum mixd_transport transport, unsigned shards)
 	pthread_t t[8];
 	uint64_t t0 = bench_now_ns();
 	for (int i = 0; i < np; i++) {
-		a[i] = (struct prod_arg){c, RECORDS_PER_PRODUCER, 0};
+		a[i] = (struct prod_arg){write, c, RECORDS_PER_PRODUCER, 0};
 		pthread_create(&t[i], NULL, producer, &a[i]);
 	}
 	for (int i = 0; i < np; i++)
@@ -128,7 +167,7 @@ static double run(int np, enum mixd_transport transport, unsigned shards)
  * shard empties between bursts, so no commit finds it full and no page is
  * touched for the first time while the clock runs.
  */
-static double producer_ns(void)
+static double producer_ns(write_fn write)
 {
 	struct attr_vocab *vocab = attr_vocab_create();
 	struct agg *agg;
@@ -148,7 +187,7 @@ static double producer_ns(void)
 	for (int burst = 0; burst < 300; burst++) {
 		uint64_t t0 = bench_now_ns();
 		for (int i = 0; i < 2000; i++)
-			if (proxy_record(c, n + (uint64_t)i))
+			if (write(c, n + (uint64_t)i))
 				abort();
 		spent += bench_now_ns() - t0;
 		n += 2000;
@@ -195,8 +234,12 @@ int main(void)
 	double s[16];
 
 	for (int i = 0; i < runs; i++)
-		s[i] = producer_ns();
-	bench_report("producer cost (begin..commit, ring with room)", s, runs,
+		s[i] = producer_ns(proxy_record);
+	bench_report("producer cost, record builder (begin, 20 setters, commit)",
+		     s, runs, "ns/record");
+	for (int i = 0; i < runs; i++)
+		s[i] = producer_ns(proxy_report);
+	bench_report("producer cost, mixd_report (one call, 20 values)", s, runs,
 		     "ns/record");
 
 	struct {
@@ -212,7 +255,8 @@ int main(void)
 	};
 	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
 		for (int i = 0; i < runs; i++)
-			s[i] = run(cases[k].np, cases[k].t, cases[k].shards) / 1e6;
+			s[i] = run(cases[k].np, cases[k].t, cases[k].shards,
+				   proxy_report) / 1e6;
 		bench_report(cases[k].label, s, runs, "M records/s");
 	}
 	unlink(sock_path);

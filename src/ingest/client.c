@@ -431,6 +431,120 @@ API int mixd_record_commit(mixd_record *rec)
 	return 0;
 }
 
+/* Bytes attribute @v takes on the wire; 0 if it cannot be encoded. */
+static inline size_t value_size(const struct mixd_client *c,
+				const struct mixd_value *v)
+{
+	size_t h = 3;
+	if (__builtin_expect(v->attr >= MIXD_ATTR_DICT_COUNT, 0)) {
+		uint32_t i = (uint32_t)v->attr - CUSTOM_BASE;
+		if (v->attr < CUSTOM_BASE ||
+		    i >= __atomic_load_n(&c->ncustom, __ATOMIC_ACQUIRE))
+			return 0;
+		h += 2 + c->custom_len[i];
+	}
+	switch (v->type) {
+	case MIXD_T_STRING:
+	case MIXD_T_BYTES:
+	case MIXD_T_EMAIL:
+	case MIXD_T_URI:
+	case MIXD_T_DNS_NAME:
+		return h + 4 + v->len;
+	case MIXD_T_INT64:
+	case MIXD_T_DOUBLE:
+	case MIXD_T_TIMESTAMP:
+	case MIXD_T_DURATION:
+		return h + 8;
+	case MIXD_T_BOOL:
+		return h + 1;
+	case MIXD_T_IP:
+		return v->len == 4 || v->len == 16 ? h + 1 + v->len : 0;
+	case MIXD_T_STRING_MAP: {
+		size_t n = h + 4;
+		for (uint32_t k = 0; k < v->len; k++)
+			n += 8 + v->map[k].key_len + v->map[k].value_len;
+		return n;
+	}
+	}
+	return 0;
+}
+
+API int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n)
+{
+	struct tl_ring *r = tl_rings;
+	if (!r || r->client != c || r->client_id != c->id) {
+		r = ring_find(c);
+		if (!r && !(r = ring_create(c))) {
+			__atomic_add_fetch(&c->dropped_noring, 1, __ATOMIC_RELAXED);
+			return -ENOMEM;
+		}
+	}
+	struct mixd_ring_hdr *h = r->prod.hdr;
+	/* Size first, so the record is encoded once, in place. */
+	size_t size = 0;
+	for (size_t i = 0; i < n; i++) {
+		size_t k = value_size(c, &v[i]);
+		if (!k) {
+			size = SIZE_MAX;
+			break;
+		}
+		size += k;
+	}
+	if (size > MIXD_RECORD_MAX) {
+		ring_store_relaxed(&h->prod.invalid, ++r->invalid);
+		return -EMSGSIZE;
+	}
+	uint8_t *dst = ring_reserve(&r->prod, (uint32_t)size);
+	if (!dst) {
+		ring_store_relaxed(&h->prod.dropped, ++r->dropped);
+		return -ENOBUFS;
+	}
+	struct wire_writer w;
+	wire_init(&w, dst, (uint32_t)size);
+	for (size_t i = 0; i < n; i++) {
+		const struct mixd_value *x = &v[i];
+		if (x->attr < MIXD_ATTR_DICT_COUNT) {
+			wire_attr(&w, x->attr, x->type, NULL, 0);
+		} else {
+			uint32_t k = (uint32_t)x->attr - CUSTOM_BASE;
+			wire_attr(&w, MIXD_ATTR_INLINE, x->type, c->custom[k],
+				  c->custom_len[k]);
+		}
+		switch (x->type) {
+		case MIXD_T_INT64:
+		case MIXD_T_TIMESTAMP:
+		case MIXD_T_DURATION:
+			wire_u64(&w, (uint64_t)x->i);
+			break;
+		case MIXD_T_DOUBLE: {
+			uint64_t bits;
+			memcpy(&bits, &x->d, 8);
+			wire_u64(&w, bits);
+			break;
+		}
+		case MIXD_T_BOOL:
+			wire_u8(&w, x->b ? 1 : 0);
+			break;
+		case MIXD_T_IP:
+			wire_ip(&w, x->p, x->len);
+			break;
+		case MIXD_T_STRING_MAP:
+			wire_u32(&w, x->len);
+			for (uint32_t k = 0; k < x->len; k++) {
+				wire_bytes(&w, x->map[k].key, x->map[k].key_len);
+				wire_bytes(&w, x->map[k].value, x->map[k].value_len);
+			}
+			break;
+		default: /* the string-like types and BYTES */
+			wire_bytes(&w, x->p, x->len);
+			break;
+		}
+	}
+	ring_publish(&r->prod, (uint32_t)size);
+	ring_store_relaxed(&h->prod.written, ++r->written);
+	return 0;
+}
+
 API void mixd_record_abort(mixd_record *rec)
 {
 	rec->w.len = 0;

@@ -110,11 +110,11 @@ static inline void ring_prod_init(struct ring_prod *p, struct mixd_ring_hdr *h,
 }
 
 /**
- * Append one record of @len bytes at @payload. Returns false when the ring
- * has no room (the caller counts the drop). Never blocks.
+ * Reserve a frame for a record of @len bytes and return where its payload
+ * goes, or NULL when the ring has no room (the caller counts the drop).
+ * Nothing is visible to the consumer until ring_publish(). Never blocks.
  */
-static inline bool ring_push(struct ring_prod *p, const void *payload,
-			     uint32_t len)
+static inline uint8_t *ring_reserve(struct ring_prod *p, uint32_t len)
 {
 	uint64_t need = ring_frame_size(len);
 	uint64_t pos = p->head & (p->cap - 1);
@@ -126,18 +126,35 @@ static inline bool ring_push(struct ring_prod *p, const void *payload,
 	if (p->cap - (p->head - p->tail_cache) < total) {
 		p->tail_cache = ring_load_acquire(&p->hdr->cons.tail);
 		if (p->cap - (p->head - p->tail_cache) < total)
-			return false;
+			return NULL;
 	}
 	if (need > to_end) {
 		uint32_t wrap[2] = {0, MIXD_FRAME_WRAP};
 		memcpy(p->data + pos, wrap, sizeof wrap);
+		p->head += to_end; /* published with the record */
 		pos = 0;
 	}
 	uint32_t fh[2] = {len, MIXD_FRAME_RECORD};
 	memcpy(p->data + pos, fh, sizeof fh);
-	memcpy(p->data + pos + MIXD_FRAME_HDR, payload, len);
-	p->head += total;
+	return p->data + pos + MIXD_FRAME_HDR;
+}
+
+/** Publish the frame ring_reserve() returned, of @len bytes. */
+static inline void ring_publish(struct ring_prod *p, uint32_t len)
+{
+	p->head += ring_frame_size(len);
 	ring_store_release(&p->hdr->prod.head, p->head);
+}
+
+/** Append one record of @len bytes at @payload; false when full. */
+static inline bool ring_push(struct ring_prod *p, const void *payload,
+			     uint32_t len)
+{
+	uint8_t *dst = ring_reserve(p, len);
+	if (!dst)
+		return false;
+	memcpy(dst, payload, len);
+	ring_publish(p, len);
 	return true;
 }
 

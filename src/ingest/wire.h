@@ -124,7 +124,7 @@ static inline void wire_bytes(struct wire_writer *w, const void *s, size_t len)
 	if (p) {
 		uint32_t l = (uint32_t)len;
 		memcpy(p, &l, 4);
-		memcpy(p + 4, s, len);
+		wire_copy(p + 4, s, len);
 	}
 }
 

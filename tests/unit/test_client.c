@@ -290,6 +290,54 @@ static void custom_names_travel_inline(void **state)
 	daemon_stop(&d);
 }
 
+static void mixd_report_writes_a_whole_record_in_one_call(void **state)
+{
+	struct daemon d;
+	daemon_start(&d);
+	mixd_client *c;
+	assert_int_equal(mixd_client_open(sock_path, NULL, &c), 0);
+	mixd_attr custom;
+	assert_int_equal(mixd_attr_custom(c, "x.custom", &custom), 0);
+	uint8_t ip[16] = {0x20, 0x01, [15] = 1};
+	struct mixd_kv kv[] = {{"istio", 5, "reviews", 7}};
+	struct mixd_value v[] = {
+		{.attr = MIXD_ATTR_CONTEXT_PROTOCOL, .type = MIXD_T_STRING,
+		 .len = 4, .p = "http"},
+		{.attr = MIXD_ATTR_RESPONSE_CODE, .type = MIXD_T_INT64, .i = 503},
+		{.attr = MIXD_ATTR_RESPONSE_DURATION, .type = MIXD_T_DURATION,
+		 .i = 1000},
+		{.attr = MIXD_ATTR_CONNECTION_MTLS, .type = MIXD_T_BOOL, .b = 1},
+		{.attr = MIXD_ATTR_SOURCE_IP, .type = MIXD_T_IP, .len = 16, .p = ip},
+		{.attr = MIXD_ATTR_SOURCE_LABELS, .type = MIXD_T_STRING_MAP,
+		 .len = 1, .map = kv},
+		{.attr = custom, .type = MIXD_T_DOUBLE, .d = 0.5},
+	};
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(mixd_report(c, v, sizeof v / sizeof v[0]), 0);
+	/* Invalid: an IP of 3 bytes, an unknown type, an unknown handle. */
+	struct mixd_value bad[] = {
+		{.attr = MIXD_ATTR_SOURCE_IP, .type = MIXD_T_IP, .len = 3, .p = ip},
+	};
+	assert_int_equal(mixd_report(c, bad, 1), -EMSGSIZE);
+	bad[0] = (struct mixd_value){.attr = MIXD_ATTR_SOURCE_UID, .type = 77};
+	assert_int_equal(mixd_report(c, bad, 1), -EMSGSIZE);
+	bad[0] = (struct mixd_value){.attr = 0x8100, .type = MIXD_T_INT64};
+	assert_int_equal(mixd_report(c, bad, 1), -EMSGSIZE);
+	assert_int_equal(mixd_client_flush(c, 10000), 0);
+	/* Every record decodes: none is rejected. */
+	assert_int_equal(wait_accepted(&d, 1000), 1000);
+	struct agg_ingest_stats as;
+	agg_ingest_stats(d.agg, &as);
+	for (int r = 1; r < INGEST_REJ_COUNT; r++)
+		assert_int_equal(as.rejected[r], 0);
+	struct mixd_client_stats st;
+	mixd_client_stats(c, &st);
+	assert_int_equal(st.written, 1000);
+	assert_int_equal(st.dropped_invalid, 3);
+	mixd_client_close(c);
+	daemon_stop(&d);
+}
+
 static void bad_options_are_refused(void **state)
 {
 	mixd_client *c;
@@ -310,6 +358,7 @@ int main(void)
 		cmocka_unit_test(the_socket_transport_delivers_the_same_records),
 		cmocka_unit_test(invalid_records_are_dropped_and_counted),
 		cmocka_unit_test(custom_names_travel_inline),
+		cmocka_unit_test(mixd_report_writes_a_whole_record_in_one_call),
 		cmocka_unit_test(bad_options_are_refused),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
