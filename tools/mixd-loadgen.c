@@ -57,7 +57,7 @@
 struct options {
 	const char *address;
 	struct mixd_client_options client;
-	double rate; /* records per second */
+	double rate;	   /* records per second */
 	double duration_s; /* 0: until a signal */
 	unsigned threads;
 	uint64_t seed;
@@ -164,7 +164,8 @@ static double rng_lognormal(struct rng *r, double median, double sigma)
 	return median * exp_(sigma * rng_normal(r));
 }
 
-/* ---- the simulated mesh --------------------------------------------------- */
+/* ---- the simulated mesh ---------------------------------------------------
+ */
 
 enum proto { P_HTTP, P_GRPC, P_TCP };
 
@@ -173,14 +174,14 @@ static const char *const proto_name[] = {"http", "grpc", "tcp"};
 struct workload {
 	char app[32];
 	char version[8];
-	char safe_id[48];   /* Marathon app id, / -> _ */
-	char host[80];      /* destination.service.host */
-	char principal[96]; /* the identity mTLS presents */
+	char safe_id[48];      /* Marathon app id, / -> _ */
+	char host[80];	       /* destination.service.host */
+	char principal[96];    /* the identity mTLS presents */
 	char request_host[48]; /* Host header callers send */
 	int port;
 	enum proto proto;
 	double median_ms, sigma; /* server-side latency */
-	double resp_bytes;       /* median response size */
+	double resp_bytes;	 /* median response size */
 	double err_404, err_5xx; /* probabilities */
 	unsigned ninst;
 	char uid[MAX_INSTANCES][128];
@@ -308,8 +309,8 @@ static void workload_init(struct workload *w, unsigned index, struct rng *r)
 	}
 	w->labels[0] = (struct mixd_kv){"app", 3, w->app, strlen(w->app)};
 	w->labels[1] = (struct mixd_kv){"istio", 5, w->app, strlen(w->app)};
-	w->labels[2] = (struct mixd_kv){"version", 7, w->version,
-					strlen(w->version)};
+	w->labels[2] =
+		(struct mixd_kv){"version", 7, w->version, strlen(w->version)};
 }
 
 static int add_edge(struct mesh *m, unsigned from, unsigned to, double weight,
@@ -414,20 +415,22 @@ struct call {
 
 static void put_str(struct mixd_value *v, size_t *n, mixd_attr a, const char *s)
 {
-	v[(*n)++] = (struct mixd_value){
-		.attr = a, .type = MIXD_T_STRING, .len = (uint32_t)strlen(s),
-		.p = s};
+	v[(*n)++] = (struct mixd_value){.attr = a,
+					.type = MIXD_T_STRING,
+					.len = (uint32_t)strlen(s),
+					.p = s};
 }
 
 static void put_int(struct mixd_value *v, size_t *n, mixd_attr a, int64_t x)
 {
-	v[(*n)++] = (struct mixd_value){.attr = a, .type = MIXD_T_INT64, .i = x};
+	v[(*n)++] =
+		(struct mixd_value){.attr = a, .type = MIXD_T_INT64, .i = x};
 }
 
 static void put_dur(struct mixd_value *v, size_t *n, mixd_attr a, int64_t ns)
 {
-	v[(*n)++] =
-		(struct mixd_value){.attr = a, .type = MIXD_T_DURATION, .i = ns};
+	v[(*n)++] = (struct mixd_value){
+		.attr = a, .type = MIXD_T_DURATION, .i = ns};
 }
 
 static void put_bool(struct mixd_value *v, size_t *n, mixd_attr a, int b)
@@ -500,7 +503,8 @@ static void make_call(struct gen *g, struct call *c)
 			k == 0 ? "outbound" : "inbound");
 		put_str(v, n, MIXD_ATTR_CONTEXT_REPORTER_UID,
 			k == 0 ? src->uid[si] : dst->uid[di]);
-		put_str(v, n, MIXD_ATTR_CONTEXT_PROTOCOL, proto_name[dst->proto]);
+		put_str(v, n, MIXD_ATTR_CONTEXT_PROTOCOL,
+			proto_name[dst->proto]);
 		put_str(v, n, MIXD_ATTR_SOURCE_UID, src->uid[si]);
 		put_ip(v, n, MIXD_ATTR_SOURCE_IP, src->ip[si]);
 		put_map(v, n, MIXD_ATTR_SOURCE_LABELS, src->labels, 3);
@@ -528,14 +532,15 @@ static void make_call(struct gen *g, struct call *c)
 		int64_t sent = (int64_t)rng_lognormal(r, dst->resp_bytes, 0.9);
 		int64_t recv = (int64_t)rng_lognormal(r, 180, 0.6);
 		bool closing = rng_unit(r) < 0.25;
-		snprintf(g->conn_id, sizeof g->conn_id, "%u-%" PRIu64, g->thread,
-			 ++g->conn_seq);
+		snprintf(g->conn_id, sizeof g->conn_id, "%u-%" PRIu64,
+			 g->thread, ++g->conn_seq);
 		int64_t dur = ms_to_ns(rng_lognormal(r, 800, 1.0));
 		for (int k = 0; k < 2; k++) {
 			struct mixd_value *v = c->v[k];
 			size_t *n = &c->n[k];
 			put_int(v, n, MIXD_ATTR_CONNECTION_SENT_BYTES, sent);
-			put_int(v, n, MIXD_ATTR_CONNECTION_RECEIVED_BYTES, recv);
+			put_int(v, n, MIXD_ATTR_CONNECTION_RECEIVED_BYTES,
+				recv);
 			put_str(v, n, MIXD_ATTR_CONNECTION_EVENT,
 				closing ? "close" : "continue");
 			put_str(v, n, MIXD_ATTR_CONNECTION_ID, g->conn_id);
@@ -583,9 +588,9 @@ static void make_call(struct gen *g, struct call *c)
 	int64_t req_size = strcmp(pc->method, "POST") == 0
 				   ? (int64_t)rng_lognormal(r, 420, 0.5)
 				   : 0;
-	int64_t resp_size = code == 200 ? (int64_t)rng_lognormal(
-						  r, dst->resp_bytes, 0.25)
-					: (int64_t)(20 + rng_below(r, 200));
+	int64_t resp_size =
+		code == 200 ? (int64_t)rng_lognormal(r, dst->resp_bytes, 0.25)
+			    : (int64_t)(20 + rng_below(r, 200));
 	format_uuid(r, g->request_id);
 
 	for (int k = 0; k < 2; k++) {
@@ -611,7 +616,8 @@ static void make_call(struct gen *g, struct call *c)
 	}
 }
 
-/* ---- --print: JSON lines for mixd-report ---------------------------------- */
+/* ---- --print: JSON lines for mixd-report ----------------------------------
+ */
 
 static const char *const attr_names[] = {
 #define X_(id, name, type) [MIXD_ATTR_##id] = name,
@@ -680,15 +686,16 @@ static int print_record(FILE *f, const struct mixd_value *v, size_t n)
 	return ferror(f) ? -1 : 0;
 }
 
-/* ---- threads --------------------------------------------------------------- */
+/* ---- threads ---------------------------------------------------------------
+ */
 
 struct worker {
 	pthread_t tid;
 	struct gen gen;
-	double rate; /* this thread's share */
-	uint64_t quota; /* records; 0: unlimited */
+	double rate;		/* this thread's share */
+	uint64_t quota;		/* records; 0: unlimited */
 	uint64_t sent, dropped; /* atomic: read by the summary */
-	int done;               /* atomic */
+	int done;		/* atomic */
 	int write_error;
 };
 
@@ -751,8 +758,9 @@ static void *worker_main(void *arg)
 			allowed = (uint64_t)((double)(t - start) * per_ns);
 			if (allowed > emitted + burst) {
 				/* stalled: forgive the debt beyond a burst */
-				start = t - (int64_t)((double)(emitted + burst) /
-						      per_ns);
+				start = t -
+					(int64_t)((double)(emitted + burst) /
+						  per_ns);
 				allowed = emitted + burst;
 			}
 		}
@@ -836,11 +844,13 @@ static void usage(FILE *f)
 		"                         share of the rate (default 1)\n"
 		"  -t, --transport KIND   shm (shared-memory ring, default) or "
 		"socket\n"
-		"  -s, --seed N           random seed (default 1): the same seed, "
+		"  -s, --seed N           random seed (default 1): the same "
+		"seed, "
 		"workloads and\n"
 		"                         thread count give the same records "
 		"in the same order\n"
-		"  -w, --workloads N      workloads to simulate, 2..%d (default "
+		"  -w, --workloads N      workloads to simulate, 2..%d "
+		"(default "
 		"%d): the\n"
 		"                         bookinfo set (a prefix of it when "
 		"N < %d), then\n"
@@ -955,8 +965,9 @@ static int parse_args(int argc, char **argv, struct options *o)
 			break;
 		case 'd':
 			if (parse_pos_double(optarg, 1e7, &o->duration_s))
-				return bad_value("duration", optarg,
-						 "a positive number of seconds");
+				return bad_value(
+					"duration", optarg,
+					"a positive number of seconds");
 			break;
 		case 'n':
 			if (parse_u64(optarg, 1, UINT64_MAX / 2, &o->count))
@@ -1050,8 +1061,8 @@ static void summary(struct worker *w, unsigned n, int64_t start, int64_t end,
 	totals(w, n, &sent, &dropped);
 	double secs = (double)(end - start) / NS_PER_S;
 	fprintf(stderr,
-		"mixd-loadgen: %s%.1f s: sent %" PRIu64 " records, dropped %" PRIu64
-		" (%.0f/s)\n",
+		"mixd-loadgen: %s%.1f s: sent %" PRIu64
+		" records, dropped %" PRIu64 " (%.0f/s)\n",
 		prefix, secs, sent, dropped,
 		secs > 0 ? (double)(sent + dropped) / secs : 0.0);
 }
@@ -1120,8 +1131,9 @@ int main(int argc, char **argv)
 		}
 		rc = pthread_create(&w[i].tid, NULL, worker_main, &w[i]);
 		if (rc != 0) {
-			fprintf(stderr, "mixd-loadgen: cannot start a thread: "
-					"%s\n",
+			fprintf(stderr,
+				"mixd-loadgen: cannot start a thread: "
+				"%s\n",
 				strerror(rc));
 			__atomic_store_n(&stopping, 1, __ATOMIC_RELAXED);
 			break;
