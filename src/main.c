@@ -4,16 +4,21 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <poll.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "agg/agg.h"
 #include "attr/attr.h"
+#include "config/config.h"
 #include "expose/expose.h"
 #include "ingest/ingest.h"
 
@@ -23,18 +28,30 @@ struct settings {
 	char address[PATH_MAX + 8];
 	const char *monitoring_address;
 	const char *prometheus_address;
+	const char *config;        /* file, directory or fs:// URL */
+	const char *default_ns;
+	const char *check_config;  /* --check-config: validate and exit */
+	const char *marathon_address;
 	unsigned shards;
 	unsigned idle_sleep_max_us;
+	unsigned long series_limit;
 };
 
 enum opt_id {
 	OPT_ADDRESS = 1,
 	OPT_MONITORING,
 	OPT_PROMETHEUS,
+	OPT_CONFIG,
+	OPT_STORE_URL,
+	OPT_DEFAULT_NS,
+	OPT_CHECK_CONFIG,
+	OPT_MARATHON,
 	OPT_SHARDS,
+	OPT_SERIES_LIMIT,
 	OPT_IDLE_SLEEP,
 	OPT_HELP,
 	OPT_VERSION,
+	OPT_IGNORED, /* Mixer flags mixd accepts and does not use */
 };
 
 struct setting {
@@ -50,6 +67,17 @@ static const struct setting settings_table[] = {
 	{"address", NULL, OPT_ADDRESS, "unix:///PATH",
 	 "$XDG_RUNTIME_DIR/mixd.sock, else /tmp/mixd.sock",
 	 "Unix socket producers connect to (Mixer's --address)."},
+	{"config", NULL, OPT_CONFIG, "PATH", "none: ingest only",
+	 "Mixer configuration: a YAML file, or a directory walked recursively "
+	 "for .yaml/.yml files. Reloaded on SIGHUP and when the files change."},
+	{"configStoreURL", NULL, OPT_STORE_URL, "fs:///DIR", NULL,
+	 "Mixer's spelling of --config; only fs:// stores exist here."},
+	{"configDefaultNamespace", NULL, OPT_DEFAULT_NS, "NS", "istio-system",
+	 "Rules in this namespace apply to every record; rules elsewhere only "
+	 "to records of their namespace (as in Mixer)."},
+	{"check-config", NULL, OPT_CHECK_CONFIG, "PATH", NULL,
+	 "Validate a configuration, print a summary, exit non-zero on any "
+	 "error."},
 	{"monitoring-address", "monitoringPort", OPT_MONITORING, "HOST:PORT",
 	 ":9093",
 	 "Self-metrics, /healthz, /readyz and /version. Port 0 picks a free "
@@ -57,8 +85,14 @@ static const struct setting settings_table[] = {
 	{"prometheus-address", NULL, OPT_PROMETHEUS, "HOST:PORT", ":42422",
 	 "The istio_* metrics for Prometheus, as Mixer's prometheus adapter "
 	 "served them."},
+	{"marathon-address", NULL, OPT_MARATHON, "URL[,URL...]", NULL,
+	 "Override the mesosenv handler's marathon_address (local runs, "
+	 "tests)."},
 	{"shards", NULL, OPT_SHARDS, "N", "online CPUs",
 	 "Aggregator threads; each owns a share of the producers."},
+	{"series-limit", NULL, OPT_SERIES_LIMIT, "N", "100000",
+	 "Label sets kept per metric family and shard; beyond it new label "
+	 "sets are counted (mixd_series_overflow_total), not stored."},
 	{"idle-sleep-max-us", NULL, OPT_IDLE_SLEEP, "US", "5000",
 	 "Longest an idle shard sleeps before looking at its rings again: "
 	 "the worst-case pickup latency when mixd is idle."},
@@ -66,12 +100,41 @@ static const struct setting settings_table[] = {
 	{"version", NULL, OPT_VERSION, NULL, NULL, "Print the version and exit."},
 };
 
+/* Mixer server flags that a drop-in must accept. Each is named once at
+ * start with what mixd does instead; none is silently dropped. */
+static const struct {
+	const char *name;
+	bool arg;
+	const char *why;
+} ignored_flags[] = {
+	{"trace_zipkin_url", true, "mixd does not trace requests"},
+	{"trace_jaeger_url", true, "mixd does not trace requests"},
+	{"trace_log_spans", false, "mixd does not trace requests"},
+	{"port", true, "mixd has no gRPC API; producers use --address"},
+	{"log_output_level", true, "mixd logs only what needs attention"},
+	{"log_as_json", false, "mixd logs plain lines to stderr"},
+	{"log_target", true, "mixd logs to stderr"},
+	{"ctrlz_port", true, "mixd has no ControlZ; see --monitoring-address"},
+	{"livenessProbePath", true, "mixd serves /healthz on the monitoring port"},
+	{"readinessProbePath", true, "mixd serves /readyz on the monitoring port"},
+	{"numCheckCacheEntries", true, "mixd has no check API yet"},
+	{"maxMessageSize", true, "mixd bounds records at 64 KiB"},
+	{"maxConcurrentStreams", true, "mixd has no gRPC streams"},
+	{"apiWorkerPoolSize", true, "mixd sizes its shards with --shards"},
+	{"adapterWorkerPoolSize", true, "mixd sizes its shards with --shards"},
+	{"singleThreaded", false, "see --shards"},
+	{"useAdapterCRDs", false, "mixd reads kinds from files"},
+	{"useTemplateCRDs", false, "mixd reads kinds from files"},
+	{"profile", false, "use perf"},
+};
+
 #define NSETTINGS (sizeof settings_table / sizeof settings_table[0])
+#define NIGNORED (sizeof ignored_flags / sizeof ignored_flags[0])
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: mixd [OPTION]...\n"
+		"Usage: mixd [server] [OPTION]...\n"
 		"Aggregate Istio Mixer telemetry from sidecar proxies into "
 		"Prometheus metrics.\n\n");
 	for (size_t i = 0; i < NSETTINGS; i++) {
@@ -85,28 +148,57 @@ static void usage(FILE *f)
 		if (s->dflt)
 			fprintf(f, "  %-32s   Default: %s.\n", "", s->dflt);
 	}
-	fprintf(f, "\nSignals: SIGTERM or SIGINT stop accepting producers, drain "
-		   "their rings and exit 0.\n");
+	fprintf(f, "\nAccepted for compatibility with Mixer's `mixs server`, and "
+		   "ignored with a notice:\n ");
+	for (size_t i = 0; i < NIGNORED; i++)
+		fprintf(f, " --%s", ignored_flags[i].name);
+	fprintf(f,
+		"\n\nSignals: SIGHUP reloads the configuration (so do changes to "
+		"its files); SIGTERM\nor SIGINT stop accepting producers, drain "
+		"their rings and exit 0.\n");
 }
 
-static int parse_uint(const char *flag, const char *v, unsigned lo, unsigned hi,
-		      unsigned *out)
+static int parse_ulong(const char *flag, const char *v, unsigned long lo,
+		       unsigned long hi, unsigned long *out)
 {
 	char *end;
 	errno = 0;
 	unsigned long n = strtoul(v, &end, 10);
 	if (errno || *end || end == v || n < lo || n > hi) {
-		fprintf(stderr, "mixd: --%s: \"%s\" is not a number in [%u, %u]\n",
+		fprintf(stderr, "mixd: --%s: \"%s\" is not a number in [%lu, %lu]\n",
 			flag, v, lo, hi);
 		return -1;
 	}
-	*out = (unsigned)n;
+	*out = n;
 	return 0;
+}
+
+/* --configStoreURL: fs:// only; explain the Kubernetes store away. */
+static const char *store_path(const char *url)
+{
+	if (strncmp(url, "fs://", 5) == 0)
+		return url + 5;
+	if (strncmp(url, "k8s://", 6) == 0 || strncmp(url, "mcp://", 6) == 0) {
+		fprintf(stderr,
+			"mixd: --configStoreURL %s: mixd reads its configuration "
+			"from files, not from Kubernetes or MCP.\n"
+			"  Export the objects once, e.g.\n"
+			"    kubectl get attributemanifests,rules,handlers,instances,"
+			"metrics,prometheuses -A -o yaml > mixer.yaml\n"
+			"  and start mixd with --configStoreURL fs:///path/to/dir "
+			"(or --config mixer.yaml).\n",
+			url);
+		return NULL;
+	}
+	if (url[0] == '/')
+		return url;
+	fprintf(stderr, "mixd: --configStoreURL %s: expected fs:///path\n", url);
+	return NULL;
 }
 
 static int parse_flags(int argc, char **argv, struct settings *st)
 {
-	struct option longopts[2 * NSETTINGS + 1];
+	struct option longopts[2 * NSETTINGS + NIGNORED + 1];
 	size_t n = 0;
 	for (size_t i = 0; i < NSETTINGS; i++) {
 		const struct setting *s = &settings_table[i];
@@ -115,6 +207,11 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 		if (s->alias)
 			longopts[n++] = (struct option){s->alias, has, NULL, (int)s->id};
 	}
+	for (size_t i = 0; i < NIGNORED; i++)
+		longopts[n++] = (struct option){
+			ignored_flags[i].name,
+			ignored_flags[i].arg ? required_argument : no_argument, NULL,
+			(int)(OPT_IGNORED + i)};
 	longopts[n] = (struct option){0};
 
 	const char *xdg = getenv("XDG_RUNTIME_DIR");
@@ -122,11 +219,20 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 		 xdg && *xdg ? xdg : "/tmp");
 	st->monitoring_address = ":9093";
 	st->prometheus_address = ":42422";
+	st->default_ns = CFG_DEFAULT_NAMESPACE;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	st->shards = ncpu > 0 ? (unsigned)ncpu : 1;
 	st->idle_sleep_max_us = 5000;
+	st->series_limit = AGG_SERIES_LIMIT_DEFAULT;
 
+	/* `mixs server ...`: the subcommand is the only one there is. */
+	if (argc > 1 && strcmp(argv[1], "server") == 0) {
+		argv[1] = argv[0];
+		argv++;
+		argc--;
+	}
 	int c;
+	unsigned long v;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
@@ -143,14 +249,36 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 		case OPT_PROMETHEUS:
 			st->prometheus_address = optarg;
 			break;
+		case OPT_CONFIG:
+			st->config = optarg;
+			break;
+		case OPT_STORE_URL:
+			if (!(st->config = store_path(optarg)))
+				return -1;
+			break;
+		case OPT_DEFAULT_NS:
+			st->default_ns = optarg;
+			break;
+		case OPT_CHECK_CONFIG:
+			st->check_config = optarg;
+			break;
+		case OPT_MARATHON:
+			st->marathon_address = optarg;
+			break;
 		case OPT_SHARDS:
-			if (parse_uint("shards", optarg, 1, 256, &st->shards))
+			if (parse_ulong("shards", optarg, 1, 256, &v))
+				return -1;
+			st->shards = (unsigned)v;
+			break;
+		case OPT_SERIES_LIMIT:
+			if (parse_ulong("series-limit", optarg, 1, 100000000,
+					&st->series_limit))
 				return -1;
 			break;
 		case OPT_IDLE_SLEEP:
-			if (parse_uint("idle-sleep-max-us", optarg, 10, 1000000,
-				       &st->idle_sleep_max_us))
+			if (parse_ulong("idle-sleep-max-us", optarg, 10, 1000000, &v))
 				return -1;
+			st->idle_sleep_max_us = (unsigned)v;
 			break;
 		case 'h':
 		case OPT_HELP:
@@ -160,6 +288,12 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 			printf("mixd %s\n", MIXD_VERSION);
 			exit(0);
 		default:
+			if (c >= OPT_IGNORED && c < OPT_IGNORED + (int)NIGNORED) {
+				fprintf(stderr, "mixd: notice: ignoring --%s: %s\n",
+					ignored_flags[c - OPT_IGNORED].name,
+					ignored_flags[c - OPT_IGNORED].why);
+				break;
+			}
 			fprintf(stderr, "mixd: unknown or incomplete option \"%s\"\n"
 					"Try 'mixd --help'.\n",
 				argv[optind - 1]);
@@ -184,7 +318,20 @@ struct mixd {
 	struct expose_http *monitoring;
 	struct expose_http *prometheus;
 	int serving; /* atomic */
+
+	/* config reloads: written by the main thread, read by scrapes */
+	uint64_t reload_failures;       /* atomic */
+	double last_reload_ok;          /* atomic (bits), unix seconds */
+	uint64_t last_scrape_ns;        /* atomic */
+	int inotify_fd;
 };
+
+static double wall_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void family(struct expose_buf *b, const char *name, const char *type,
 		   const char *help)
@@ -200,10 +347,8 @@ static void sample1(struct expose_buf *b, const char *name, const char *label,
 	expose_sample(b, name, &l, label ? 1 : 0, v);
 }
 
-static int render_self(void *ctx, struct expose_buf *b, int *status,
-		       const char **ctype)
+static void render_ingest(struct mixd *m, struct expose_buf *b)
 {
-	struct mixd *m = ctx;
 	struct agg_ingest_stats a;
 	struct ingest_server_stats s;
 	agg_ingest_stats(m->agg, &a);
@@ -248,6 +393,96 @@ static int render_self(void *ctx, struct expose_buf *b, int *status,
 	       "Producer connections accepted.");
 	sample1(b, "mixd_ingest_connections_total", NULL, NULL,
 		(double)s.connections);
+}
+
+static void render_config(struct mixd *m, struct expose_buf *b)
+{
+	family(b, "mixd_config_generation", "gauge",
+	       "Configuration generation in force: 1 at start, +1 per "
+	       "successful reload; 0 without a configuration.");
+	sample1(b, "mixd_config_generation", NULL, NULL,
+		(double)agg_generation(m->agg));
+	family(b, "mixd_config_reload_failures_total", "counter",
+	       "Reloads rejected because the new configuration had errors "
+	       "(the previous one stayed in force).");
+	sample1(b, "mixd_config_reload_failures_total", NULL, NULL,
+		(double)__atomic_load_n(&m->reload_failures, __ATOMIC_RELAXED));
+	uint64_t bits = __atomic_load_n((uint64_t *)&m->last_reload_ok,
+					__ATOMIC_RELAXED);
+	double t;
+	memcpy(&t, &bits, 8);
+	family(b, "mixd_config_last_reload_success_timestamp_seconds", "gauge",
+	       "When the configuration in force was loaded (Unix time).");
+	sample1(b, "mixd_config_last_reload_success_timestamp_seconds", NULL,
+		NULL, t);
+}
+
+static void render_series(struct agg_view *v, struct expose_buf *b,
+			  struct mixd *m)
+{
+	family(b, "mixd_records_processed_total", "counter",
+	       "Records run through the configured rules.");
+	sample1(b, "mixd_records_processed_total", NULL, NULL,
+		(double)v->records);
+	static const struct {
+		const char *name, *type, *help;
+		size_t off;
+	} per_family[] = {
+		{"mixd_series", "gauge", "Label sets stored, by metric family.",
+		 offsetof(struct agg_view_family, series)},
+		{"mixd_series_overflow_total", "counter",
+		 "Label sets counted but not stored: the family was at its "
+		 "series limit.",
+		 offsetof(struct agg_view_family, overflow)},
+		{"mixd_series_expired_total", "counter",
+		 "Label sets removed after metricsExpiryDuration without "
+		 "updates.",
+		 offsetof(struct agg_view_family, expired)},
+	};
+	for (size_t k = 0; k < sizeof per_family / sizeof per_family[0]; k++) {
+		family(b, per_family[k].name, per_family[k].type, per_family[k].help);
+		for (size_t f = 0; f < v->nfams; f++) {
+			uint64_t n;
+			memcpy(&n, (const char *)&v->fams[f] + per_family[k].off, 8);
+			sample1(b, per_family[k].name, "family", v->fams[f].name,
+				(double)n);
+		}
+	}
+	family(b, "mixd_instance_errors_total", "counter",
+	       "Records for which an instance's value or a dimension failed "
+	       "to evaluate (the instance was skipped for that record).");
+	for (size_t f = 0; f < v->nfams; f++) {
+		/* Several families may share an instance: report it once. */
+		bool seen = false;
+		uint64_t n = 0;
+		for (size_t g = 0; g < v->nfams; g++) {
+			if (strcmp(v->fams[g].instance, v->fams[f].instance))
+				continue;
+			seen |= g < f;
+			n += v->fams[g].errors;
+		}
+		if (!seen)
+			sample1(b, "mixd_instance_errors_total", "instance",
+				v->fams[f].instance, (double)n);
+	}
+	family(b, "mixd_scrape_duration_seconds", "gauge",
+	       "Time the last scrape of the Prometheus port took to render.");
+	sample1(b, "mixd_scrape_duration_seconds", NULL, NULL,
+		(double)__atomic_load_n(&m->last_scrape_ns, __ATOMIC_RELAXED) /
+			1e9);
+}
+
+static int render_self(void *ctx, struct expose_buf *b, int *status,
+		       const char **ctype)
+{
+	struct mixd *m = ctx;
+	struct agg_view *v;
+	render_ingest(m, b);
+	render_config(m, b);
+	if (agg_view_create(m->agg, &v) == 0) {
+		render_series(v, b, m);
+		agg_view_destroy(v);
+	}
 	family(b, "mixd_build_info", "gauge", "mixd's version.");
 	sample1(b, "mixd_build_info", "version", MIXD_VERSION, 1);
 	(void)status;
@@ -277,9 +512,21 @@ static int render_version(void *ctx, struct expose_buf *b, int *status,
 static int render_istio(void *ctx, struct expose_buf *b, int *status,
 			const char **ctype)
 {
-	/* The istio_* families arrive with the aggregation pipeline. */
+	struct mixd *m = ctx;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	struct agg_view *v;
 	*ctype = EXPOSE_CONTENT_TYPE_PROMETHEUS;
-	return 0;
+	if (agg_view_create(m->agg, &v))
+		return -1;
+	int rc = expose_render_view(v, b);
+	agg_view_destroy(v);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	__atomic_store_n(&m->last_scrape_ns,
+			 (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000 +
+				    (t1.tv_nsec - t0.tv_nsec)),
+			 __ATOMIC_RELAXED);
+	return rc;
 }
 
 static int start_http(struct mixd *m)
@@ -308,6 +555,62 @@ static int start_http(struct mixd *m)
 	return 0;
 }
 
+/* ---- configuration: load, watch, reload --------------------------------- */
+
+/* Watch every file and directory the config came from. A new inotify
+ * instance per generation: the set of files may have changed. */
+static void watch_config(struct mixd *m, const struct cfg *c)
+{
+	if (m->inotify_fd >= 0)
+		close(m->inotify_fd);
+	m->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (m->inotify_fd < 0)
+		return;
+	size_t n;
+	const char *const *src = cfg_sources(c, &n);
+	for (size_t i = 0; i < n; i++)
+		inotify_add_watch(m->inotify_fd, src[i],
+				  IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
+					  IN_CREATE | IN_DELETE | IN_DELETE_SELF |
+					  IN_MOVE_SELF | IN_ATTRIB);
+}
+
+/* Load the config and install it; on error keep the one in force. */
+static int load_config(struct mixd *m, bool initial)
+{
+	struct cfg *c = cfg_load(m->st.config, m->st.default_ns);
+	if (!c) {
+		fprintf(stderr, "mixd: config: out of memory\n");
+		goto fail;
+	}
+	if (!cfg_ok(c)) {
+		fprintf(stderr, "mixd: config %s has errors; %s\n", m->st.config,
+			initial ? "not starting"
+				: "keeping the configuration in force");
+		cfg_print_diagnostics(c, stderr);
+		cfg_destroy(c);
+		goto fail;
+	}
+	for (size_t i = 0; i < cfg_warning_count(c); i++)
+		fprintf(stderr, "mixd: config: warning: %s\n", cfg_warning(c, i));
+	watch_config(m, c);
+	if (agg_set_config(m->agg, c)) {
+		fprintf(stderr, "mixd: config: out of memory installing it\n");
+		goto fail;
+	}
+	double now = wall_seconds();
+	uint64_t bits;
+	memcpy(&bits, &now, 8);
+	__atomic_store_n((uint64_t *)&m->last_reload_ok, bits, __ATOMIC_RELAXED);
+	fprintf(stderr, "mixd: config generation %llu from %s\n",
+		(unsigned long long)agg_generation(m->agg), m->st.config);
+	return 0;
+fail:
+	if (!initial)
+		__atomic_add_fetch(&m->reload_failures, 1, __ATOMIC_RELAXED);
+	return -1;
+}
+
 static void shutdown_all(struct mixd *m)
 {
 	expose_http_stop(m->prometheus);
@@ -315,23 +618,66 @@ static void shutdown_all(struct mixd *m)
 	ingest_server_destroy(m->server);
 	agg_destroy(m->agg);
 	attr_vocab_destroy(m->vocab);
+	if (m->inotify_fd >= 0)
+		close(m->inotify_fd);
+}
+
+/*
+ * The control loop: signals (through a signalfd) and config file changes.
+ * Changes are applied once the files have been quiet for 200 ms, so an
+ * editor's several writes make one reload.
+ */
+static void control_loop(struct mixd *m, const sigset_t *sigs)
+{
+	int sfd = signalfd(-1, sigs, SFD_CLOEXEC);
+	bool pending = false;
+	for (;;) {
+		struct pollfd p[2] = {{sfd, POLLIN, 0}, {m->inotify_fd, POLLIN, 0}};
+		int n = poll(p, m->inotify_fd >= 0 ? 2 : 1, pending ? 200 : -1);
+		if (n == 0 && pending) {
+			pending = false;
+			load_config(m, false);
+			continue;
+		}
+		if (n > 0 && (p[1].revents & POLLIN)) {
+			char buf[4096];
+			while (read(m->inotify_fd, buf, sizeof buf) > 0)
+				;
+			pending = true;
+		}
+		if (n > 0 && (p[0].revents & POLLIN)) {
+			struct signalfd_siginfo si;
+			if (read(sfd, &si, sizeof si) != sizeof si)
+				continue;
+			if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+				break;
+			if (si.ssi_signo == SIGHUP && m->st.config) {
+				fprintf(stderr, "mixd: SIGHUP: reloading %s\n",
+					m->st.config);
+				load_config(m, false);
+			}
+		}
+	}
+	close(sfd);
 }
 
 int main(int argc, char **argv)
 {
-	struct mixd m = {0};
+	struct mixd m = {.inotify_fd = -1};
 	if (parse_flags(argc, argv, &m.st))
 		return 2;
+	if (m.st.check_config)
+		return cfg_check(m.st.check_config, m.st.default_ns, stdout) ? 1 : 0;
 
-	/* Signals are taken by this thread alone, with sigwait: every thread
-	 * started below inherits the mask. */
+	/* Signals go to the control loop alone: every thread started below
+	 * inherits the mask. */
 	sigset_t sigs;
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGHUP);
-	sigaddset(&sigs, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
 
 	int rc = 1;
 	m.vocab = attr_vocab_create();
@@ -342,11 +688,14 @@ int main(int argc, char **argv)
 	struct agg_options ao = {
 		.shards = m.st.shards,
 		.idle_sleep_max_us = m.st.idle_sleep_max_us,
+		.series_limit = m.st.series_limit,
 	};
 	if ((rc = agg_create(&ao, m.vocab, &m.agg))) {
 		fprintf(stderr, "mixd: cannot create shards: %s\n", strerror(-rc));
 		goto out;
 	}
+	if (m.st.config && (rc = load_config(&m, true)))
+		goto out;
 	if ((rc = agg_start(m.agg))) {
 		fprintf(stderr, "mixd: cannot start shards: %s\n", strerror(-rc));
 		goto out;
@@ -364,15 +713,8 @@ int main(int argc, char **argv)
 	fprintf(stderr, "mixd: %s: producers on %s, %u shards\n", MIXD_VERSION,
 		m.st.address, m.st.shards);
 
-	for (;;) {
-		int sig;
-		if (sigwait(&sigs, &sig) != 0)
-			continue;
-		if (sig == SIGTERM || sig == SIGINT)
-			break;
-		/* SIGHUP: config reload (with the config module); SIGPIPE:
-		 * nothing. */
-	}
+	control_loop(&m, &sigs);
+
 	fprintf(stderr, "mixd: stopping: draining producer rings\n");
 	__atomic_store_n(&m.serving, 0, __ATOMIC_RELEASE);
 	ingest_server_stop_accepting(m.server);

@@ -16,6 +16,8 @@
 #include "attr/attr.h"
 #include "ingest/ingest.h"
 
+struct cfg;
+
 struct agg;
 
 /** Settings fixed at start. */
@@ -23,7 +25,12 @@ struct agg_options {
 	unsigned shards;          /**< shard threads, >= 1 */
 	uint64_t queue_bytes;     /**< per-shard socket queue, power of two */
 	unsigned idle_sleep_max_us; /**< longest idle sleep; bounds pickup latency */
+	uint64_t series_limit;    /**< label sets kept per family per shard;
+				       default AGG_SERIES_LIMIT_DEFAULT */
 };
+
+/** Default per-family, per-shard series limit. */
+#define AGG_SERIES_LIMIT_DEFAULT 100000
 
 /**
  * Create the shards (not yet running). @vocab must outlive the agg.
@@ -31,6 +38,18 @@ struct agg_options {
  */
 int agg_create(const struct agg_options *o, const struct attr_vocab *vocab,
 	       struct agg **out);
+
+/**
+ * Install a config generation; the agg takes @cfg over (and frees it on
+ * failure). Each shard switches between two records, so every record is
+ * counted under exactly one generation; series of metric families whose
+ * definition did not change carry over. Returns 0 or -ENOMEM. Callable
+ * from any one thread at a time, before or after agg_start().
+ */
+int agg_set_config(struct agg *a, struct cfg *cfg);
+
+/** Generation of the config now installed (0: none yet). */
+uint64_t agg_generation(struct agg *a);
 
 /** Start the shard threads. */
 int agg_start(struct agg *a);
@@ -58,5 +77,75 @@ struct agg_ingest_stats {
 
 /** Sum the shards' counters; callable from any thread at any time. */
 void agg_ingest_stats(struct agg *a, struct agg_ingest_stats *out);
+
+/* ---- read side: a consistent, merged copy for one scrape ------------- */
+
+/** Kind of a metric family. */
+enum agg_kind { AGG_COUNTER, AGG_GAUGE, AGG_HISTOGRAM };
+
+/** A row of a view: one label set, merged across shards. */
+struct agg_view_row {
+	const uint8_t *key; /**< label values: u16 length + bytes each */
+	uint32_t key_len;
+	uint64_t touched;   /**< bit i: family i of the set has data */
+	const uint64_t *cells;
+};
+
+/** Label sets shared by families with the same labels. */
+struct agg_view_set {
+	const char *const *labels;
+	size_t nlabels;
+	struct agg_view_row *rows; /**< sorted by key: a stable order */
+	size_t nrows;
+};
+
+/** One metric family of a view. */
+struct agg_view_family {
+	const char *name;
+	const char *help;
+	const char *instance;   /**< fully qualified instance name */
+	enum agg_kind kind;
+	const double *bounds;   /**< histogram: finite upper bounds */
+	size_t nb;
+	unsigned set;           /**< index into the view's sets */
+	unsigned bit;           /**< row->touched bit */
+	unsigned cell;          /**< first cell in row->cells: counter and
+				     gauge one double; histogram nb+1 bucket
+				     counts (not cumulative), sum, count */
+	uint64_t series;        /**< rows with data for this family */
+	uint64_t overflow;      /**< label sets counted but not stored */
+	uint64_t expired;       /**< rows removed by expiry */
+	uint64_t errors;        /**< records whose value or labels failed */
+};
+
+/** A scrape's view. Immutable; free with agg_view_destroy(). */
+struct agg_view {
+	uint64_t generation;
+	struct agg_view_family *fams;
+	size_t nfams;
+	struct agg_view_set *sets;
+	size_t nsets;
+	uint64_t records;       /**< records run through the pipeline */
+};
+
+/**
+ * Take a consistent, merged copy of every family. No lock is taken and no
+ * shard waits; each row is copied whole (a histogram is never torn).
+ * Returns 0 (and a view with no families before any config) or -ENOMEM.
+ */
+int agg_view_create(struct agg *a, struct agg_view **out);
+
+/** Free a view. */
+void agg_view_destroy(struct agg_view *v);
+
+/** Walk a row's label values: sets *s, *len and advances *p. */
+static inline void agg_key_next(const uint8_t **p, const char **s, size_t *len)
+{
+	uint16_t l;
+	__builtin_memcpy(&l, *p, 2);
+	*s = (const char *)*p + 2;
+	*len = l;
+	*p += 2 + l;
+}
 
 #endif /* MIXD_AGG_H */

@@ -19,62 +19,67 @@
 
 #include <ck_pr.h>
 
-#include "agg/agg.h"
-
-enum { RUN = 0, DRAIN = 1 };
-
-struct shard_ring {
-	struct ingest_ring *r;
-	bool closing;
-	struct shard_ring *next;
-};
-
-struct inbox_msg {
-	bool close;
-	struct ingest_ring *r;
-	struct inbox_msg *next;
-};
-
-struct shard {
-	struct agg *agg;
-	unsigned idx;
-	pthread_t thread;
-	bool started;
-
-	/* Written by the io thread, under lock. */
-	pthread_mutex_t lock;
-	struct inbox_msg *inbox;
-	struct inbox_msg **inbox_tail;
-	int inbox_n;  /* atomic: non-zero when inbox has messages */
-	uint32_t doorbell; /* futex word */
-	int sleeping;      /* atomic */
-	uint64_t nrings;   /* atomic; for placing new rings */
-
-	/* The shard thread's own. */
-	struct shard_ring *rings;
-	struct ingest_ring *queue;
-	struct attr_table table;
-	struct ingest_ring_counts mine[INGEST_TRANSPORT_COUNT];
-
-	/* Copies of mine[] for readers, stored with ck_pr once per pass. */
-	struct ingest_ring_counts pub[INGEST_TRANSPORT_COUNT];
-} __attribute__((aligned(64)));
-
-struct agg {
-	struct agg_options o;
-	const struct attr_vocab *vocab;
-	int state; /* atomic: RUN, DRAIN */
-	unsigned next_stream;
-	struct shard *shards;
-};
+#include "agg/agg_internal.h"
 
 /* ---- the shard thread -------------------------------------------------- */
 
 static enum ingest_reject on_record(void *ctx, const uint8_t *p, uint32_t len)
 {
 	struct shard *sh = ctx;
+	struct shard_state *st = sh->state;
 	attr_table_clear(&sh->table);
-	return ingest_decode(p, len, sh->agg->vocab, &sh->table);
+	enum ingest_reject rc = ingest_decode(
+		p, len, st ? st->plan->vocab : sh->agg->vocab, &sh->table);
+	if (rc != INGEST_REJ_NONE || !st)
+		return rc;
+	state_process(st, &sh->table, sh->now_ns, sh->agg->o.series_limit,
+		      &sh->agg->epoch, &sh->retired);
+	sh->processed++;
+	return rc;
+}
+
+static int64_t coarse_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * Between two records: adopt a newly installed plan, run expiry when due,
+ * free what readers have left. Every record is processed wholly under the
+ * state it started with.
+ */
+static void housekeeping(struct shard *sh)
+{
+	struct agg *a = sh->agg;
+	sh->now_ns = coarse_now();
+	struct agg_plan *p = __atomic_load_n(&a->plan, __ATOMIC_ACQUIRE);
+	if (p && (!sh->state || sh->state->plan != p)) {
+		/* The agg's reference keeps p alive until our own is taken:
+		 * a newer plan retires it through the epoch we are not in...
+		 * so enter it for the moment we take the reference. */
+		int slot = epoch_enter(&a->epoch);
+		p = __atomic_load_n(&a->plan, __ATOMIC_ACQUIRE);
+		struct shard_state *ns = state_create(p, sh->state, &a->epoch,
+						      &sh->retired);
+		epoch_exit(&a->epoch, slot);
+		if (ns) {
+			struct shard_state *old = sh->state;
+			ns->next_expiry_ns = sh->now_ns + p->expiry_check_ns;
+			__atomic_store_n(&sh->state, ns, __ATOMIC_RELEASE);
+			state_retire(old, &a->epoch, &sh->retired);
+		}
+	}
+	struct shard_state *st = sh->state;
+	if (st && st->plan->expiry_ns && sh->now_ns >= st->next_expiry_ns) {
+		state_expire(st, sh->now_ns, &a->epoch, &sh->retired);
+		st->next_expiry_ns = sh->now_ns + st->plan->expiry_check_ns;
+	}
+	if (sh->retired)
+		epoch_poll(&a->epoch, &sh->retired, false);
+	if (sh->processed != sh->pub_processed)
+		__atomic_store_n(&sh->pub_processed, sh->processed, __ATOMIC_RELAXED);
 }
 
 static void take_inbox(struct shard *sh)
@@ -126,6 +131,7 @@ static void publish(struct shard *sh)
 static unsigned pass(struct shard *sh)
 {
 	unsigned n = 0;
+	housekeeping(sh);
 	if (__atomic_load_n(&sh->inbox_n, __ATOMIC_ACQUIRE))
 		take_inbox(sh);
 	struct shard_ring **pp = &sh->rings, *sr;
@@ -275,6 +281,10 @@ int agg_create(const struct agg_options *o, const struct attr_vocab *vocab,
 		a->o.queue_bytes = 4u << 20;
 	if (!a->o.idle_sleep_max_us)
 		a->o.idle_sleep_max_us = 5000;
+	if (!a->o.series_limit)
+		a->o.series_limit = AGG_SERIES_LIMIT_DEFAULT;
+	a->epoch.global = 1;
+	pthread_mutex_init(&a->ctl_lock, NULL);
 	a->vocab = vocab;
 	a->shards = aligned_alloc(64, sizeof(struct shard) * o->shards);
 	if (!a->shards) {
@@ -341,9 +351,45 @@ void agg_destroy(struct agg *a)
 		}
 		ingest_ring_destroy(sh->queue);
 		pthread_mutex_destroy(&sh->lock);
+		state_retire(sh->state, &a->epoch, &sh->retired);
+		epoch_poll(&a->epoch, &sh->retired, true);
 	}
+	plan_unref(a->plan);
+	epoch_poll(&a->epoch, &a->retired, true);
+	pthread_mutex_destroy(&a->ctl_lock);
 	free(a->shards);
 	free(a);
+}
+
+static void unref_plan(void *p)
+{
+	plan_unref(p);
+}
+
+int agg_set_config(struct agg *a, struct cfg *cfg)
+{
+	pthread_mutex_lock(&a->ctl_lock);
+	struct agg_plan *p = plan_build(cfg, a->generation + 1);
+	if (!p) {
+		pthread_mutex_unlock(&a->ctl_lock);
+		return -ENOMEM;
+	}
+	__atomic_store_n(&a->generation, a->generation + 1, __ATOMIC_RELAXED);
+	struct agg_plan *old = __atomic_exchange_n(&a->plan, p, __ATOMIC_ACQ_REL);
+	/* Shards and scrapes take their own references inside the epoch;
+	 * ours goes once they have. */
+	if (old)
+		epoch_retire(&a->epoch, &a->retired, unref_plan, old);
+	epoch_poll(&a->epoch, &a->retired, false);
+	pthread_mutex_unlock(&a->ctl_lock);
+	for (unsigned i = 0; i < a->o.shards; i++)
+		kick(&a->shards[i]);
+	return 0;
+}
+
+uint64_t agg_generation(struct agg *a)
+{
+	return __atomic_load_n(&a->generation, __ATOMIC_RELAXED);
 }
 
 void agg_ingest_stats(struct agg *a, struct agg_ingest_stats *out)

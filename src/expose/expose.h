@@ -241,4 +241,15 @@ uint16_t expose_http_port(const struct expose_http *h);
  */
 void expose_http_stop(struct expose_http *h);
 
+struct agg_view;
+
+/**
+ * Render every family of @v that has series as Prometheus text 0.0.4 into
+ * @b: HELP and TYPE, escaped label values, histograms as cumulative `le`
+ * buckets (le formatted as client_golang did), `+Inf`, `_sum`, `_count`.
+ * Rows come in the view's order (sorted by label values). Returns 0, or -1
+ * on ENOMEM.
+ */
+int expose_render_view(const struct agg_view *v, struct expose_buf *b);
+
 #endif /* MIXD_EXPOSE_H */

@@ -1,0 +1,267 @@
+/*
+ * agg_internal.h -- what the aggregator's files share: the plan compiled
+ * from a config generation, the series tables, the reclamation epoch.
+ */
+#ifndef MIXD_AGG_INTERNAL_H
+#define MIXD_AGG_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agg/agg.h"
+#include "config/config.h"
+#include "expr/expr.h"
+
+/* ---- epoch: deferred frees that readers never race ---------------------
+ *
+ * A small epoch scheme on C11 atomics rather than ck_epoch: ck's inline
+ * assembly is invisible to ThreadSanitizer, which would then report every
+ * deferred free as a race with the reader that finished before it. Readers
+ * (scrapes) take a slot for the duration of a read; a writer retires memory
+ * tagged with the epoch it unlinked it in, and frees it once no reader that
+ * might have seen it is still inside.
+ */
+#define EPOCH_SLOTS 64
+
+struct agg_epoch {
+	uint64_t global;             /* atomic; starts at 1 */
+	uint64_t slot[EPOCH_SLOTS];  /* atomic; 0 = free, else entry epoch */
+};
+
+struct epoch_retired {
+	uint64_t epoch;
+	void (*fn)(void *);
+	void *p;
+	struct epoch_retired *next;
+};
+
+/** Enter a read section; returns the slot to pass to epoch_exit(). */
+int epoch_enter(struct agg_epoch *e);
+void epoch_exit(struct agg_epoch *e, int slot);
+/** Defer fn(p) until every reader now inside has left. */
+void epoch_retire(struct agg_epoch *e, struct epoch_retired **list,
+		  void (*fn)(void *), void *p);
+/** Run the deferred frees that have become safe; @all: wait for all. */
+void epoch_poll(struct agg_epoch *e, struct epoch_retired **list, bool all);
+
+/* ---- the plan: a config generation, compiled for the record path ------ */
+
+enum fam_kind { FAM_COUNTER, FAM_GAUGE, FAM_HISTOGRAM };
+
+/* One Prometheus metric family. */
+struct plan_family {
+	const struct cfg_prom_metric *m;
+	const char *name;             /* exposed, e.g. istio_requests_total */
+	const char *help;
+	enum fam_kind kind;
+	uint32_t value_id;            /* the instance's value expression */
+	const double *bounds;         /* histogram finite upper bounds */
+	size_t nb;
+	unsigned dimset;
+	unsigned bit;                 /* its bit in a row's touched mask */
+	unsigned cell;                /* first cell in a row */
+	const char *instance;         /* fqn, for instance error counts */
+};
+
+/*
+ * Families whose label expressions are the same list share a dimension set:
+ * one key, one table probe and one row per record serve them all.
+ */
+struct plan_dimset {
+	uint32_t *dims;               /* expression ids, in label order */
+	const char *const *labels;    /* label names */
+	size_t ndims;
+	unsigned fams[64];
+	unsigned nfam;
+	unsigned ncells;              /* row cells for all its families */
+	uint8_t *cell_kind;           /* per cell: enum cell_kind */
+	char *signature;              /* identity across config reloads */
+};
+
+/* How a cell merges across shards. */
+enum cell_kind { CELL_SUM_DOUBLE, CELL_SUM_U64, CELL_LAST_DOUBLE };
+
+/* What one report rule does for a record. */
+struct plan_rule {
+	const struct cfg_rule *r;
+	uint32_t match_id;
+	uint32_t *fams;               /* families its actions feed */
+	size_t nfams;
+	uint32_t *eval;               /* distinct ids to evaluate */
+	size_t neval;
+	bool all_namespaces;
+};
+
+/* An attribute-generating (mesos) instance dispatched by a rule. */
+struct plan_apa {
+	const struct cfg_rule *r;
+	const struct cfg_instance *inst;
+	const struct cfg_handler *handler;
+	uint32_t match_id;
+	bool all_namespaces;
+};
+
+struct agg_plan {
+	int refs; /* atomic */
+	struct cfg *cfg;
+	const struct expr_program *prog;
+	const struct attr_vocab *vocab;
+	struct plan_family *fams;
+	size_t nfams;
+	struct plan_dimset *dimsets;
+	size_t ndimsets;
+	struct plan_rule *rules;
+	size_t nrules;
+	struct plan_apa *apas;
+	size_t napas;
+	bool scoped;                  /* some rule is namespace-scoped */
+	int64_t expiry_ns;            /* 0: series never expire */
+	int64_t expiry_check_ns;
+	uint64_t generation;
+};
+
+/** Compile @cfg (taken over: freed with the plan). NULL on ENOMEM. */
+struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation);
+void plan_ref(struct agg_plan *p);
+void plan_unref(struct agg_plan *p);
+
+/* ---- series: rows in per-shard, per-dimension-set tables -------------- */
+
+/*
+ * A row: one label set and the data of every family of its dimension set.
+ * Written by its shard only, under a sequence count, so a scrape copies a
+ * consistent row (never a histogram whose +Inf differs from its count).
+ * cells[] per family: counter/gauge 1 cell (double bits); histogram
+ * nb + 1 bucket counts (not cumulative), then sum (double bits), count.
+ * The key -- each label value as u16 length + bytes -- follows the cells.
+ */
+struct row {
+	uint64_t hash;
+	uint32_t seq;      /* atomic: odd while the shard writes */
+	uint32_t key_len;
+	uint64_t touched;  /* atomic: families that were ever updated */
+	int64_t last_ns;   /* atomic: last update, for expiry and gauges */
+	uint64_t cells[];
+};
+
+static inline const uint8_t *row_key(const struct row *r, unsigned ncells)
+{
+	return (const uint8_t *)&r->cells[ncells];
+}
+
+/* Slots array as published to readers (the array and its size together). */
+struct table_array {
+	uint64_t mask;
+	struct row *slot[];
+};
+
+/* A dimension set's table in one shard. */
+struct series {
+	struct table_array *arr;  /* atomic: readers load it once */
+	uint64_t n;               /* rows */
+	unsigned ncells;
+	char *signature;
+	const struct shard_state *owner; /* the state that frees it */
+	/* per family of the set (by its bit), single writer, read by scrapes */
+	uint64_t expired[64];
+	uint64_t overflow[64];
+};
+
+/* What one shard keeps per plan. */
+struct shard_state {
+	struct agg_plan *plan;
+	struct series **series;   /* per dimset */
+	struct expr_scratch *scratch;
+	uint64_t *inst_errors;    /* per family: value or dimension failed */
+	int64_t next_expiry_ns;
+};
+
+/** Build the state for @plan, adopting @old's series whose signature
+ *  matches (counters survive a reload that leaves them alone). */
+struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
+				 struct agg_epoch *e, struct epoch_retired **rl);
+/** Retire a state no reader may still use (series it gave away are not
+ *  freed). */
+void state_retire(struct shard_state *s, struct agg_epoch *e,
+		  struct epoch_retired **rl);
+
+/** Run @plan over one decoded record. */
+void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
+		   uint64_t series_limit, struct agg_epoch *e,
+		   struct epoch_retired **rl);
+
+/** Drop rows not updated for the plan's expiry; counts them. */
+void state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
+		  struct epoch_retired **rl);
+
+/** Copy a row consistently into @cells (ncells), *@touched, *@last_ns. */
+void row_read(const struct row *r, unsigned ncells, uint64_t *cells,
+	      uint64_t *touched, int64_t *last_ns);
+
+/* ---- shards and the agg (shard.c; view.c reads them) ------------------ */
+
+#include <pthread.h>
+
+enum { RUN = 0, DRAIN = 1 };
+
+struct shard_ring {
+	struct ingest_ring *r;
+	bool closing;
+	struct shard_ring *next;
+};
+
+struct inbox_msg {
+	bool close;
+	struct ingest_ring *r;
+	struct inbox_msg *next;
+};
+
+struct shard {
+	struct agg *agg;
+	unsigned idx;
+	pthread_t thread;
+	bool started;
+
+	/* Written by the io thread, under lock. */
+	pthread_mutex_t lock;
+	struct inbox_msg *inbox;
+	struct inbox_msg **inbox_tail;
+	int inbox_n;  /* atomic: non-zero when inbox has messages */
+	uint32_t doorbell; /* futex word */
+	int sleeping;      /* atomic */
+	uint64_t nrings;   /* atomic; for placing new rings */
+
+	/* The shard thread's own. */
+	struct shard_ring *rings;
+	struct ingest_ring *queue;
+	struct attr_table table;
+	struct ingest_ring_counts mine[INGEST_TRANSPORT_COUNT];
+	struct epoch_retired *retired; /* memory waiting for readers to leave */
+	int64_t now_ns;                /* coarse clock, once per pass */
+	uint64_t processed;            /* records run through the plan */
+
+	/* Read by scrapes: the state (atomic pointer) and published counts. */
+	struct shard_state *state;
+	uint64_t pub_processed;
+
+	/* Copies of mine[] for readers, stored with ck_pr once per pass. */
+	struct ingest_ring_counts pub[INGEST_TRANSPORT_COUNT];
+} __attribute__((aligned(64)));
+
+struct agg {
+	struct agg_options o;
+	const struct attr_vocab *vocab;
+	int state; /* atomic: RUN, DRAIN */
+	unsigned next_stream;
+	struct shard *shards;
+	struct agg_epoch epoch;
+
+	/* The installed plan: an atomic pointer holding one reference. */
+	struct agg_plan *plan;
+	uint64_t generation;             /* atomic */
+	pthread_mutex_t ctl_lock;       /* agg_set_config callers */
+	struct epoch_retired *retired;  /* under ctl_lock */
+};
+
+
+#endif /* MIXD_AGG_INTERNAL_H */

@@ -1,0 +1,279 @@
+/*
+ * plan.c -- compile a config generation into what the record path needs:
+ * families with their value and dimension expression ids, dimension sets
+ * shared by families with the same labels, rules with the families they
+ * feed, and the attribute-generating (mesos) instances to run first.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agg/agg_internal.h"
+
+void plan_ref(struct agg_plan *p)
+{
+	__atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED);
+}
+
+void plan_unref(struct agg_plan *p)
+{
+	if (!p || __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	for (size_t i = 0; i < p->ndimsets; i++) {
+		free(p->dimsets[i].dims);
+		free((void *)p->dimsets[i].labels);
+		free(p->dimsets[i].cell_kind);
+		free(p->dimsets[i].signature);
+	}
+	for (size_t i = 0; i < p->nrules; i++) {
+		free(p->rules[i].fams);
+		free(p->rules[i].eval);
+	}
+	free(p->dimsets);
+	free(p->rules);
+	free(p->apas);
+	free(p->fams);
+	cfg_destroy(p->cfg);
+	free(p);
+}
+
+/* The signature says when a reload may keep a dimension set's rows: same
+ * families (name, kind, buckets), same labels, same expressions. */
+static char *signature(const struct agg_plan *p, const struct plan_dimset *d)
+{
+	size_t cap = 256, len = 0;
+	char *s = malloc(cap);
+	if (!s)
+		return NULL;
+#define PUT(...)                                                             \
+	do {                                                                 \
+		int n_ = snprintf(s + len, cap - len, __VA_ARGS__);          \
+		while (n_ >= 0 && (size_t)n_ >= cap - len) {                 \
+			char *g_ = realloc(s, cap *= 2);                     \
+			if (!g_) {                                           \
+				free(s);                                     \
+				return NULL;                                 \
+			}                                                    \
+			s = g_;                                              \
+			n_ = snprintf(s + len, cap - len, __VA_ARGS__);      \
+		}                                                            \
+		len += (size_t)n_;                                           \
+	} while (0)
+	for (size_t i = 0; i < d->ndims; i++)
+		PUT("%s=%s;", d->labels[i], expr_text(p->prog, d->dims[i]));
+	for (unsigned f = 0; f < d->nfam; f++) {
+		const struct plan_family *pf = &p->fams[d->fams[f]];
+		PUT("|%s:%d", pf->name, pf->kind);
+		for (size_t b = 0; b < pf->nb; b++)
+			PUT(",%.17g", pf->bounds[b]);
+	}
+#undef PUT
+	return s;
+}
+
+static unsigned dimset_for(struct agg_plan *p, const struct cfg_prom_metric *m)
+{
+	const struct cfg_metric_inst *mi = &m->instance->metric;
+	size_t n = m->label_names.n;
+	for (size_t i = 0; i < p->ndimsets; i++) {
+		struct plan_dimset *d = &p->dimsets[i];
+		if (d->ndims != n || d->nfam == 64)
+			continue;
+		size_t k = 0;
+		while (k < n && d->dims[k] == (uint32_t)mi->dimensions.v[m->label_dims[k]].expr.id &&
+		       strcmp(d->labels[k], m->label_names.v[k].s) == 0)
+			k++;
+		if (k == n)
+			return (unsigned)i;
+	}
+	struct plan_dimset *d = &p->dimsets[p->ndimsets];
+	d->ndims = n;
+	d->dims = calloc(n ? n : 1, sizeof *d->dims);
+	const char **labels = calloc(n ? n : 1, sizeof *labels);
+	if (!d->dims || !labels) {
+		free(labels);
+		return UINT32_MAX;
+	}
+	for (size_t k = 0; k < n; k++) {
+		d->dims[k] = (uint32_t)mi->dimensions.v[m->label_dims[k]].expr.id;
+		labels[k] = m->label_names.v[k].s;
+	}
+	d->labels = labels; /* the strings themselves live in the config */
+	return (unsigned)p->ndimsets++;
+}
+
+static int add_eval(uint32_t **v, size_t *n, size_t *cap, uint32_t id)
+{
+	for (size_t i = 0; i < *n; i++)
+		if ((*v)[i] == id)
+			return 0;
+	if (*n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 16;
+		uint32_t *g = realloc(*v, nc * sizeof *g);
+		if (!g)
+			return -1;
+		*v = g;
+		*cap = nc;
+	}
+	(*v)[(*n)++] = id;
+	return 0;
+}
+
+static int build_rule(struct agg_plan *p, const struct cfg_rule *r)
+{
+	struct plan_rule *pr = &p->rules[p->nrules++];
+	size_t fcap = 0, ecap = 0;
+	pr->r = r;
+	pr->match_id = (uint32_t)r->match.id;
+	pr->all_namespaces = r->in_default_namespace;
+	if (!pr->all_namespaces)
+		p->scoped = true;
+	for (size_t a = 0; a < r->n_actions; a++) {
+		const struct cfg_action *act = &r->actions[a];
+		const struct cfg_handler *h = act->handler;
+		if (!h)
+			continue; /* a skipped handler kind: the action does nothing */
+		for (size_t i = 0; i < act->n_instances; i++) {
+			const struct cfg_instance *inst = act->instances[i];
+			if (h->adapter == CFG_ADAPTER_MESOSENV &&
+			    inst->tmpl == CFG_TMPL_MESOS) {
+				p->apas[p->napas++] = (struct plan_apa){
+					.r = r,
+					.inst = inst,
+					.handler = h,
+					.match_id = (uint32_t)r->match.id,
+					.all_namespaces = r->in_default_namespace,
+				};
+				continue;
+			}
+			if (h->adapter != CFG_ADAPTER_PROMETHEUS)
+				continue;
+			const struct cfg_prometheus *pm = &h->prometheus;
+			for (size_t f = 0; f < p->nfams; f++) {
+				struct plan_family *pf = &p->fams[f];
+				if (pf->m->instance != inst || pf->m < pm->metrics ||
+				    pf->m >= pm->metrics + pm->n_metrics)
+					continue;
+				if (add_eval(&pr->fams, &pr->nfams, &fcap, (uint32_t)f) ||
+				    add_eval(&pr->eval, &pr->neval, &ecap, pf->value_id))
+					return -1;
+				const struct plan_dimset *d = &p->dimsets[pf->dimset];
+				for (size_t k = 0; k < d->ndims; k++)
+					if (add_eval(&pr->eval, &pr->neval, &ecap,
+						     d->dims[k]))
+						return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+static enum fam_kind fam_kind(enum cfg_prom_kind k)
+{
+	switch (k) {
+	case CFG_PROM_DISTRIBUTION:
+		return FAM_HISTOGRAM;
+	case CFG_PROM_GAUGE:
+		return FAM_GAUGE;
+	default:
+		return FAM_COUNTER;
+	}
+}
+
+struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation)
+{
+	struct agg_plan *p = calloc(1, sizeof *p);
+	if (!p) {
+		cfg_destroy(cfg);
+		return NULL;
+	}
+	p->refs = 1;
+	p->cfg = cfg;
+	p->prog = cfg_program(cfg);
+	p->vocab = cfg_vocab(cfg);
+	p->generation = generation;
+
+	size_t nmetrics = 0, nactions = 0;
+	for (size_t i = 0; i < cfg_handler_count(cfg); i++) {
+		const struct cfg_handler *h = cfg_handler(cfg, i);
+		if (h->adapter == CFG_ADAPTER_PROMETHEUS)
+			nmetrics += h->prometheus.n_metrics;
+	}
+	for (size_t i = 0; i < cfg_rule_count(cfg); i++) {
+		const struct cfg_rule *r = cfg_rule(cfg, i);
+		for (size_t a = 0; a < r->n_actions; a++)
+			nactions += r->actions[a].n_instances;
+	}
+	p->fams = calloc(nmetrics + 1, sizeof *p->fams);
+	p->dimsets = calloc(nmetrics + 1, sizeof *p->dimsets);
+	p->rules = calloc(cfg_rule_count(cfg) + 1, sizeof *p->rules);
+	p->apas = calloc(nactions + 1, sizeof *p->apas);
+	if (!p->fams || !p->dimsets || !p->rules || !p->apas)
+		goto fail;
+
+	for (size_t i = 0; i < cfg_handler_count(cfg); i++) {
+		const struct cfg_handler *h = cfg_handler(cfg, i);
+		if (h->adapter != CFG_ADAPTER_PROMETHEUS)
+			continue;
+		if (h->prometheus.metrics_expiry_ns > 0 &&
+		    (!p->expiry_ns || h->prometheus.metrics_expiry_ns < p->expiry_ns)) {
+			p->expiry_ns = h->prometheus.metrics_expiry_ns;
+			p->expiry_check_ns = h->prometheus.expiry_check_interval_ns;
+		}
+		for (size_t m = 0; m < h->prometheus.n_metrics; m++) {
+			const struct cfg_prom_metric *cm = &h->prometheus.metrics[m];
+			struct plan_family *pf = &p->fams[p->nfams];
+			pf->m = cm;
+			pf->name = cm->family;
+			pf->help = cm->description.s && *cm->description.s
+					   ? cm->description.s
+					   : cm->name.s;
+			pf->kind = fam_kind(cm->kind);
+			pf->value_id = (uint32_t)cm->instance->metric.value.id;
+			pf->instance = cm->instance->meta.fqn;
+			if (pf->kind == FAM_HISTOGRAM) {
+				pf->bounds = cm->buckets.bounds;
+				pf->nb = cm->buckets.n_bounds;
+			}
+			unsigned d = dimset_for(p, cm);
+			if (d == UINT32_MAX)
+				goto fail;
+			struct plan_dimset *ds = &p->dimsets[d];
+			pf->dimset = d;
+			pf->bit = ds->nfam;
+			pf->cell = ds->ncells;
+			ds->ncells += pf->kind == FAM_HISTOGRAM ? (unsigned)pf->nb + 3 : 1;
+			ds->fams[ds->nfam++] = (unsigned)p->nfams;
+			p->nfams++;
+		}
+	}
+	for (size_t i = 0; i < p->ndimsets; i++) {
+		struct plan_dimset *d = &p->dimsets[i];
+		if (!(d->signature = signature(p, d)) ||
+		    !(d->cell_kind = calloc(d->ncells + 1, 1)))
+			goto fail;
+		for (unsigned f = 0; f < d->nfam; f++) {
+			const struct plan_family *pf = &p->fams[d->fams[f]];
+			uint8_t *k = d->cell_kind + pf->cell;
+			if (pf->kind == FAM_COUNTER) {
+				k[0] = CELL_SUM_DOUBLE;
+			} else if (pf->kind == FAM_GAUGE) {
+				k[0] = CELL_LAST_DOUBLE;
+			} else {
+				for (size_t b = 0; b <= pf->nb; b++)
+					k[b] = CELL_SUM_U64;
+				k[pf->nb + 1] = CELL_SUM_DOUBLE;
+				k[pf->nb + 2] = CELL_SUM_U64;
+			}
+		}
+	}
+	for (size_t i = 0; i < cfg_rule_count(cfg); i++)
+		if (build_rule(p, cfg_rule(cfg, i)))
+			goto fail;
+	if (p->expiry_ns && p->expiry_check_ns <= 0)
+		p->expiry_check_ns = p->expiry_ns / 2;
+	return p;
+fail:
+	plan_unref(p);
+	return NULL;
+}

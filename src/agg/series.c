@@ -1,0 +1,672 @@
+/*
+ * series.c -- the record path after decoding, and the tables it writes.
+ *
+ * Per record: attribute generation (mesos instances; their bindings shadow
+ * the proxy's attributes, as outputs in Mixer's child bag did), then each
+ * report rule's match, then per dimension set one key built from the label
+ * values, one hash (XXH3), one probe, and the updates of every family of
+ * the set that a matching rule feeds.
+ *
+ * Keys are the formatted label values themselves (u16 length + bytes each),
+ * hashed and compared directly: one hash and one probe per record, where
+ * interning each value first would cost a probe per label. A row's labels
+ * are formatted once, when it is created, and rendered from the key.
+ *
+ * Tables: open addressing with linear probing, grown by rehashing into a
+ * new array that is published whole; expiry rebuilds the array without the
+ * expired rows. Old arrays and rows are freed through the epoch, so scrapes
+ * read without locks.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include <ck_pr.h>
+
+#include "agg/agg_internal.h"
+
+#define KEY_MAX (64 * 1024)
+#define BIND_MAX (16 * 1024)
+
+/* ---- rows: the seqlock --------------------------------------------------- */
+
+static inline void row_write_begin(struct row *r)
+{
+	__atomic_store_n(&r->seq, r->seq + 1, __ATOMIC_RELAXED);
+	/* The odd count is visible before any cell changes. */
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+static inline void row_write_end(struct row *r)
+{
+	/* Every cell store is visible before the even count. */
+	__atomic_store_n(&r->seq, r->seq + 1, __ATOMIC_RELEASE);
+}
+
+static inline void cell_add_u64(uint64_t *c, uint64_t v)
+{
+	__atomic_store_n(c, *c + v, __ATOMIC_RELAXED);
+}
+
+static inline void cell_add_double(uint64_t *c, double v)
+{
+	double d;
+	memcpy(&d, c, 8);
+	d += v;
+	uint64_t bits;
+	memcpy(&bits, &d, 8);
+	__atomic_store_n(c, bits, __ATOMIC_RELAXED);
+}
+
+static inline void cell_set_double(uint64_t *c, double v)
+{
+	uint64_t bits;
+	memcpy(&bits, &v, 8);
+	__atomic_store_n(c, bits, __ATOMIC_RELAXED);
+}
+
+void row_read(const struct row *r, unsigned ncells, uint64_t *cells,
+	      uint64_t *touched, int64_t *last_ns)
+{
+	for (;;) {
+		uint32_t q1 = __atomic_load_n(&r->seq, __ATOMIC_ACQUIRE);
+		if (q1 & 1) {
+			ck_pr_stall();
+			continue;
+		}
+		for (unsigned i = 0; i < ncells; i++)
+			cells[i] = __atomic_load_n(&r->cells[i], __ATOMIC_RELAXED);
+		*touched = __atomic_load_n(&r->touched, __ATOMIC_RELAXED);
+		*last_ns = __atomic_load_n(&r->last_ns, __ATOMIC_RELAXED);
+		/* The cells are read before the count is checked again. */
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (__atomic_load_n(&r->seq, __ATOMIC_RELAXED) == q1)
+			return;
+	}
+}
+
+/* ---- tables -------------------------------------------------------------- */
+
+static struct table_array *array_new(uint64_t size)
+{
+	struct table_array *a = calloc(1, sizeof *a + size * sizeof a->slot[0]);
+	if (a)
+		a->mask = size - 1;
+	return a;
+}
+
+static void put(struct table_array *a, struct row *r)
+{
+	uint64_t i = r->hash & a->mask;
+	while (a->slot[i])
+		i = (i + 1) & a->mask;
+	/* The row is complete before readers can reach it. */
+	__atomic_store_n(&a->slot[i], r, __ATOMIC_RELEASE);
+}
+
+static struct series *series_new(unsigned ncells, const char *signature)
+{
+	struct series *se = calloc(1, sizeof *se);
+	if (!se)
+		return NULL;
+	se->ncells = ncells;
+	se->signature = strdup(signature);
+	se->arr = array_new(64);
+	if (!se->signature || !se->arr) {
+		free(se->signature);
+		free(se->arr);
+		free(se);
+		return NULL;
+	}
+	return se;
+}
+
+static void free_series(void *p)
+{
+	struct series *se = p;
+	for (uint64_t i = 0; i <= se->arr->mask; i++)
+		free(se->arr->slot[i]);
+	free(se->arr);
+	free(se->signature);
+	free(se);
+}
+
+static int grow(struct series *se, struct agg_epoch *e, struct epoch_retired **rl)
+{
+	struct table_array *old = se->arr;
+	struct table_array *a = array_new((old->mask + 1) * 2);
+	if (!a)
+		return -1;
+	for (uint64_t i = 0; i <= old->mask; i++)
+		if (old->slot[i])
+			put(a, old->slot[i]);
+	__atomic_store_n(&se->arr, a, __ATOMIC_RELEASE);
+	epoch_retire(e, rl, free, old);
+	return 0;
+}
+
+static struct row *lookup(struct series *se, uint64_t h, const uint8_t *key,
+			  uint32_t klen)
+{
+	struct table_array *a = se->arr;
+	for (uint64_t i = h & a->mask;; i = (i + 1) & a->mask) {
+		struct row *r = a->slot[i];
+		if (!r)
+			return NULL;
+		if (r->hash == h && r->key_len == klen &&
+		    memcmp(row_key(r, se->ncells), key, klen) == 0)
+			return r;
+	}
+}
+
+static struct row *insert(struct series *se, uint64_t h, const uint8_t *key,
+			  uint32_t klen, struct agg_epoch *e,
+			  struct epoch_retired **rl)
+{
+	if ((se->n + 1) * 2 > se->arr->mask + 1 && grow(se, e, rl))
+		return NULL;
+	struct row *r = calloc(1, sizeof *r + se->ncells * 8 + klen);
+	if (!r)
+		return NULL;
+	r->hash = h;
+	r->key_len = klen;
+	memcpy((uint8_t *)&r->cells[se->ncells], key, klen);
+	put(se->arr, r);
+	se->n++;
+	return r;
+}
+
+/* ---- label values, formatted as Mixer's prometheus adapter did ---------- */
+
+static size_t fmt_double(double v, char *buf, size_t cap)
+{
+	/* Shortest of %.15g .. %.17g that reads back exactly. */
+	for (int prec = 15; prec <= 17; prec++) {
+		int n = snprintf(buf, cap, "%.*g", prec, v);
+		if (prec == 17 || strtod(buf, NULL) == v)
+			return (size_t)n;
+	}
+	return 0;
+}
+
+struct kv_ref {
+	const char *k, *v;
+	uint32_t kl, vl;
+};
+
+static int kv_cmp(const void *a, const void *b)
+{
+	const struct kv_ref *x = a, *y = b;
+	uint32_t n = x->kl < y->kl ? x->kl : y->kl;
+	int c = memcmp(x->k, y->k, n);
+	return c ? c : (int)x->kl - (int)y->kl;
+}
+
+/* Append one label value to the key; false if it cannot be formatted. */
+static bool key_put(uint8_t *key, uint32_t *len, const struct attr_value *v)
+{
+	uint8_t *out = key + *len + 2;
+	size_t room = KEY_MAX - *len - 2, n = 0;
+	char tmp[64];
+
+	switch (v->type) {
+	case ATTR_STRING:
+	case ATTR_EMAIL:
+	case ATTR_URI:
+	case ATTR_DNS_NAME:
+	case ATTR_BYTES:
+		if (v->len > room)
+			return false;
+		memcpy(out, v->s, v->len);
+		n = v->len;
+		break;
+	case ATTR_INT64:
+		n = (size_t)snprintf(tmp, sizeof tmp, "%lld", (long long)v->i);
+		goto copy;
+	case ATTR_DOUBLE:
+		n = fmt_double(v->d, tmp, sizeof tmp);
+		goto copy;
+	case ATTR_BOOL:
+		n = (size_t)snprintf(tmp, sizeof tmp, "%s", v->b ? "true" : "false");
+		goto copy;
+	case ATTR_DURATION:
+		n = attr_format_duration(v->i, tmp, sizeof tmp);
+		goto copy;
+	case ATTR_TIMESTAMP:
+		n = attr_format_timestamp(v->i, tmp, sizeof tmp);
+		goto copy;
+	case ATTR_IP:
+		if (!inet_ntop(v->len == 4 ? AF_INET : AF_INET6, v->ip, tmp,
+			       sizeof tmp))
+			return false;
+		n = strlen(tmp);
+		goto copy;
+	case ATTR_STRING_MAP: {
+		/* Sorted k=v&k2=v2, as Mixer rendered a map label. */
+		uint32_t cnt = attr_map_count(v);
+		if (cnt > 256)
+			return false;
+		struct kv_ref kv[256];
+		const uint8_t *p = v->map + 4, *end = v->map + v->len;
+		for (uint32_t i = 0; i < cnt; i++) {
+			uint32_t l;
+			if (end - p < 4)
+				return false;
+			memcpy(&l, p, 4);
+			if ((size_t)(end - p - 4) < l)
+				return false;
+			kv[i].k = (const char *)p + 4;
+			kv[i].kl = l;
+			p += 4 + l;
+			if (end - p < 4)
+				return false;
+			memcpy(&l, p, 4);
+			if ((size_t)(end - p - 4) < l)
+				return false;
+			kv[i].v = (const char *)p + 4;
+			kv[i].vl = l;
+			p += 4 + l;
+		}
+		qsort(kv, cnt, sizeof kv[0], kv_cmp);
+		for (uint32_t i = 0; i < cnt; i++) {
+			size_t need = kv[i].kl + kv[i].vl + 2;
+			if (n + need > room)
+				return false;
+			if (i)
+				out[n++] = '&';
+			memcpy(out + n, kv[i].k, kv[i].kl);
+			n += kv[i].kl;
+			out[n++] = '=';
+			memcpy(out + n, kv[i].v, kv[i].vl);
+			n += kv[i].vl;
+		}
+		break;
+	}
+	default:
+		return false;
+	}
+	goto done;
+copy:
+	if (n > room)
+		return false;
+	memcpy(out, tmp, n);
+done:
+	if (n > UINT16_MAX)
+		return false;
+	uint16_t l16 = (uint16_t)n;
+	memcpy(key + *len, &l16, 2);
+	*len += 2 + (uint32_t)n;
+	return true;
+}
+
+/* A metric value as Prometheus takes it; false if it is none. */
+static bool metric_value(const struct attr_value *v, double *out)
+{
+	switch (v->type) {
+	case ATTR_INT64:
+		*out = (double)v->i;
+		return true;
+	case ATTR_DOUBLE:
+		*out = v->d;
+		return true;
+	case ATTR_DURATION:
+		*out = (double)v->i / 1e9; /* observed in seconds */
+		return true;
+	case ATTR_STRING: {
+		/* A string that parses as a number is accepted. */
+		char buf[64];
+		if (v->len == 0 || v->len >= sizeof buf)
+			return false;
+		memcpy(buf, v->s, v->len);
+		buf[v->len] = 0;
+		char *end;
+		*out = strtod(buf, &end);
+		return *end == 0;
+	}
+	default:
+		return false;
+	}
+}
+
+/* ---- per-shard state ---------------------------------------------------- */
+
+struct shard_scratch {
+	uint8_t key[KEY_MAX];
+	char bind[BIND_MAX];
+	uint32_t *hits;     /* per family: dispatches this record */
+	size_t nhits;
+};
+
+/* Kept beside the state; allocated with it. */
+struct state_ext {
+	struct shard_state s;
+	struct shard_scratch x;
+	uint32_t hits[];
+};
+
+struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
+				 struct agg_epoch *e, struct epoch_retired **rl)
+{
+	struct state_ext *x = calloc(1, sizeof *x + (plan->nfams + 1) * 4);
+	if (!x)
+		return NULL;
+	struct shard_state *s = &x->s;
+	s->plan = plan;
+	s->series = calloc(plan->ndimsets + 1, sizeof *s->series);
+	s->inst_errors = calloc(plan->nfams + 1, sizeof *s->inst_errors);
+	s->scratch = expr_scratch_create(plan->prog, 0);
+	if (!s->series || !s->inst_errors || !s->scratch)
+		goto fail;
+	for (size_t d = 0; d < plan->ndimsets; d++) {
+		const struct plan_dimset *ds = &plan->dimsets[d];
+		/* Keep the rows of an unchanged dimension set across a reload. */
+		for (size_t k = 0; old && k < old->plan->ndimsets; k++) {
+			struct series *os = old->series[k];
+			if (os->owner == old &&
+			    strcmp(os->signature, ds->signature) == 0) {
+				s->series[d] = os;
+				break;
+			}
+		}
+		if (!s->series[d] &&
+		    !(s->series[d] = series_new(ds->ncells, ds->signature)))
+			goto fail;
+	}
+	/* Only now, when nothing can fail: take the adopted series over. */
+	for (size_t d = 0; d < plan->ndimsets; d++)
+		s->series[d]->owner = s;
+	plan_ref(plan);
+	return s;
+fail:
+	if (s->series)
+		for (size_t d = 0; d < plan->ndimsets; d++)
+			if (s->series[d] && !s->series[d]->owner)
+				free_series(s->series[d]);
+	free(s->series);
+	free(s->inst_errors);
+	expr_scratch_destroy(s->scratch);
+	free(x);
+	(void)e;
+	(void)rl;
+	return NULL;
+}
+
+static void free_state(void *p)
+{
+	struct shard_state *s = p;
+	for (size_t d = 0; d < s->plan->ndimsets; d++)
+		if (s->series[d]->owner == s)
+			free_series(s->series[d]);
+	free(s->series);
+	free(s->inst_errors);
+	expr_scratch_destroy(s->scratch);
+	plan_unref(s->plan);
+	free(s); /* the state_ext starts with it */
+}
+
+void state_retire(struct shard_state *s, struct agg_epoch *e,
+		  struct epoch_retired **rl)
+{
+	if (s)
+		epoch_retire(e, rl, free_state, s);
+}
+
+/* ---- the record path ----------------------------------------------------- */
+
+static bool is_true(const struct expr_program *prog, uint32_t id,
+		    const struct attr_table *t, struct expr_scratch *sc)
+{
+	struct attr_value v;
+	/* A match that fails to evaluate counts as false, as in Mixer. */
+	return expr_eval(prog, id, t, sc, &v) == 0 && v.type == ATTR_BOOL && v.b;
+}
+
+/* The record's namespace for rule scoping: the destination's for inbound
+ * reports, the source's for outbound ones. */
+static bool record_ns(const struct attr_table *t, const char **ns, size_t *len)
+{
+	const struct attr_value *k = attr_table_get(t, MIXD_ATTR_CONTEXT_REPORTER_KIND);
+	bool outbound = k && k->len == 8 && memcmp(k->s, "outbound", 8) == 0;
+	const struct attr_value *n = attr_table_get(
+		t, outbound ? MIXD_ATTR_SOURCE_NAMESPACE : MIXD_ATTR_DESTINATION_NAMESPACE);
+	if (!n)
+		return false;
+	*ns = n->s;
+	*len = n->len;
+	return true;
+}
+
+static bool rule_applies(const struct agg_plan *p, const struct cfg_rule *r,
+			 bool all, const struct attr_table *t)
+{
+	if (all)
+		return true;
+	const char *ns;
+	size_t len;
+	return record_ns(t, &ns, &len) && cfg_rule_applies(p->cfg, r, ns, len);
+}
+
+/*
+ * Attribute generation. Every matching mesos instance's bindings are
+ * evaluated against the record as it arrived, then applied together.
+ * Until the Marathon resolver fills $out.*, every binding takes its
+ * default -- what Mixer did when its adapter had no data.
+ */
+static void run_apas(struct shard_state *s, struct state_ext *x,
+		     struct attr_table *t)
+{
+	struct agg_plan *p = s->plan;
+	struct expr_scratch *sc = s->scratch;
+	struct {
+		int slot;
+		struct attr_value v;
+	} out[128];
+	size_t nout = 0, used = 0;
+	bool any = false;
+
+	for (size_t i = 0; i < p->napas; i++) {
+		const struct plan_apa *a = &p->apas[i];
+		bool dup = false;
+		for (size_t j = 0; j < i && !dup; j++)
+			dup = p->apas[j].inst == a->inst && p->apas[j].handler == a->handler;
+		if (dup || !is_true(p->prog, a->match_id, t, sc) ||
+		    !rule_applies(p, a->r, a->all_namespaces, t))
+			continue;
+		any = true;
+		const struct cfg_expr_map *b = &a->inst->mesos.attribute_bindings;
+		for (size_t k = 0; k < b->n && nout < 128; k++) {
+			struct attr_value v;
+			if (expr_eval(p->prog, (uint32_t)b->v[k].expr.id, t, sc, &v))
+				continue; /* no value: the attribute stays as it is */
+			out[nout].slot = b->v[k].slot;
+			out[nout++].v = v;
+		}
+	}
+	if (!any)
+		return;
+	/* Strings built during evaluation live in the scratch arena, which
+	 * the report phase resets: keep copies. */
+	for (size_t i = 0; i < nout; i++) {
+		struct attr_value *v = &out[i].v;
+		if ((attr_type_is_string(v->type) || v->type == ATTR_BYTES) &&
+		    v->s >= sc->arena && v->s < sc->arena + sc->arena_cap) {
+			if (used + v->len > BIND_MAX)
+				continue;
+			memcpy(x->x.bind + used, v->s, v->len);
+			v->s = x->x.bind + used;
+			used += v->len;
+		}
+		attr_table_set(t, (unsigned)out[i].slot, v);
+	}
+	/* The report phase sees the generated attributes, so nothing
+	 * evaluated so far may be reused. */
+	expr_scratch_begin(sc);
+}
+
+static void update(const struct plan_family *f, uint64_t *cells, double v)
+{
+	uint64_t *c = cells + f->cell;
+	switch (f->kind) {
+	case FAM_COUNTER:
+		cell_add_double(c, v);
+		break;
+	case FAM_GAUGE:
+		cell_set_double(c, v);
+		break;
+	case FAM_HISTOGRAM: {
+		size_t b = 0;
+		while (b < f->nb && v > f->bounds[b]) /* le: v <= bound */
+			b++;
+		cell_add_u64(&c[b], 1);
+		cell_add_double(&c[f->nb + 1], v);
+		cell_add_u64(&c[f->nb + 2], 1);
+		break;
+	}
+	}
+}
+
+void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
+		   uint64_t series_limit, struct agg_epoch *e,
+		   struct epoch_retired **rl)
+{
+	struct state_ext *x = (struct state_ext *)s;
+	struct agg_plan *p = s->plan;
+	struct expr_scratch *sc = s->scratch;
+	uint32_t *hits = x->hits;
+	bool any = false;
+
+	expr_scratch_begin(sc);
+	if (p->napas)
+		run_apas(s, x, t);
+
+	for (size_t i = 0; i < p->nrules; i++) {
+		const struct plan_rule *r = &p->rules[i];
+		if (!r->nfams || !is_true(p->prog, r->match_id, t, sc) ||
+		    !rule_applies(p, r->r, r->all_namespaces, t))
+			continue;
+		/* Every dispatch counts, as in Mixer: two rules sending one
+		 * instance to one handler count it twice. */
+		expr_eval_batch(p->prog, r->eval, r->neval, t, sc);
+		for (size_t k = 0; k < r->nfams; k++)
+			hits[r->fams[k]]++;
+		any = true;
+	}
+	if (!any)
+		return;
+
+	for (size_t d = 0; d < p->ndimsets; d++) {
+		const struct plan_dimset *ds = &p->dimsets[d];
+		unsigned live = 0;
+		for (unsigned k = 0; k < ds->nfam; k++)
+			live += hits[ds->fams[k]] != 0;
+		if (!live)
+			continue;
+		/* The key: every label value, formatted. A dimension that fails
+		 * skips every instance that needs it. */
+		uint32_t klen = 0;
+		bool ok = true;
+		for (size_t k = 0; k < ds->ndims && ok; k++) {
+			const struct attr_value *v;
+			ok = expr_result(sc, ds->dims[k], &v) == 0 &&
+			     key_put(x->x.key, &klen, v);
+		}
+		double val[64];
+		unsigned nval = 0;
+		for (unsigned k = 0; k < ds->nfam; k++) {
+			uint32_t f = ds->fams[k];
+			const struct attr_value *v;
+			if (!hits[f])
+				continue;
+			if (!ok || expr_result(sc, p->fams[f].value_id, &v) != 0 ||
+			    !metric_value(v, &val[k]) ||
+			    (p->fams[f].kind == FAM_COUNTER && val[k] < 0)) {
+				__atomic_store_n(&s->inst_errors[f],
+						 s->inst_errors[f] + hits[f],
+						 __ATOMIC_RELAXED);
+				hits[f] = 0;
+				continue;
+			}
+			nval++;
+		}
+		if (!nval)
+			continue;
+		struct series *se = s->series[d];
+		uint64_t h = XXH3_64bits(x->x.key, klen);
+		struct row *r = lookup(se, h, x->x.key, klen);
+		if (!r) {
+			if (se->n >= series_limit ||
+			    !(r = insert(se, h, x->x.key, klen, e, rl))) {
+				/* Counted, not stored: memory stays bounded. */
+				for (unsigned k = 0; k < ds->nfam; k++)
+					if (hits[ds->fams[k]])
+						__atomic_store_n(&se->overflow[k],
+								 se->overflow[k] + 1,
+								 __ATOMIC_RELAXED);
+				continue;
+			}
+		}
+		row_write_begin(r);
+		uint64_t touched = r->touched;
+		for (unsigned k = 0; k < ds->nfam; k++) {
+			uint32_t f = ds->fams[k];
+			if (!hits[f])
+				continue;
+			for (uint32_t c = hits[f]; c; c--)
+				update(&p->fams[f], r->cells, val[k]);
+			touched |= 1ull << k;
+		}
+		if (touched != r->touched)
+			__atomic_store_n(&r->touched, touched, __ATOMIC_RELAXED);
+		__atomic_store_n(&r->last_ns, now_ns, __ATOMIC_RELAXED);
+		row_write_end(r);
+	}
+	for (size_t f = 0; f < p->nfams; f++)
+		hits[f] = 0;
+}
+
+void state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
+		  struct epoch_retired **rl)
+{
+	struct agg_plan *p = s->plan;
+	if (!p->expiry_ns)
+		return;
+	for (size_t d = 0; d < p->ndimsets; d++) {
+		struct series *se = s->series[d];
+		struct table_array *old = se->arr;
+		uint64_t dead = 0, fam_dead[64] = {0};
+		for (uint64_t i = 0; i <= old->mask; i++) {
+			struct row *r = old->slot[i];
+			if (!r || now_ns - r->last_ns <= p->expiry_ns)
+				continue;
+			dead++;
+			for (unsigned k = 0; k < 64; k++)
+				fam_dead[k] += (r->touched >> k) & 1;
+		}
+		if (!dead)
+			continue;
+		struct table_array *a = array_new(old->mask + 1);
+		if (!a)
+			continue; /* try again at the next check */
+		for (uint64_t i = 0; i <= old->mask; i++) {
+			struct row *r = old->slot[i];
+			if (!r)
+				continue;
+			if (now_ns - r->last_ns > p->expiry_ns)
+				epoch_retire(e, rl, free, r);
+			else
+				put(a, r);
+		}
+		__atomic_store_n(&se->arr, a, __ATOMIC_RELEASE);
+		epoch_retire(e, rl, free, old);
+		se->n -= dead;
+		for (unsigned k = 0; k < 64; k++)
+			if (fam_dead[k])
+				__atomic_store_n(&se->expired[k],
+						 se->expired[k] + fam_dead[k],
+						 __ATOMIC_RELAXED);
+	}
+}
