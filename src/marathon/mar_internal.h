@@ -1,0 +1,200 @@
+/*
+ * marathon internals: the snapshot (built from the JSON model, read by
+ * shards), the model the resolver thread keeps, and the SSE framer. Only
+ * src/marathon/ sources, tests/unit/test_marathon*.c, fuzz_marathon*.c
+ * and bench/bench_marathon.c include this file.
+ */
+#ifndef MIXD_MAR_INTERNAL_H
+#define MIXD_MAR_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "marathon/marathon.h"
+
+/* ------------------------------------------------------------------ */
+/* Hashing */
+
+/** 64-bit hash of @len bytes (not cryptographic; keys come from Marathon
+ *  and from records, neither chooses collisions to any effect beyond a
+ *  slower probe, and tables are rebuilt with a fresh seed each build). */
+uint64_t mar_hash(const void *p, size_t len, uint64_t seed);
+
+/* ------------------------------------------------------------------ */
+/* Snapshot */
+
+/** A container of a task / pod instance. Apps have exactly one. */
+struct mar_ctr {
+	struct attr_value name;
+	uint32_t n_ports;
+	const uint32_t *ports; /**< containerPort, hostPort, allocated port */
+};
+
+/** A task (app) or an instance (pod): what a lookup resolves to. */
+struct mar_inst {
+	struct attr_value v[MAR_SIDE_FIELDS]; /**< enum mar_out source order */
+	uint32_t n_ctr;
+	const struct mar_ctr *ctr;
+};
+
+/** Open-addressing table slot. @inst NULL with @h set: an ambiguous key
+ *  (two instances claim it), which resolves to nothing. */
+struct mar_slot {
+	uint64_t h;
+	const uint8_t *key;
+	uint32_t klen;
+	int32_t ctr; /**< container index, -1: decided by port */
+	const struct mar_inst *inst;
+};
+
+/** One table: power-of-two slots, linear probing, load <= 1/2. */
+struct mar_table {
+	struct mar_slot *slots;
+	uint64_t mask;
+	uint64_t seed;
+	size_t n;
+};
+
+/** Key of an IP table entry: 16 bytes (IPv4 as ::ffff:a.b.c.d), then the
+ *  port big-endian for the ip+port table. */
+#define MAR_IPKEY_LEN 16
+#define MAR_IPPORT_KEY_LEN 18
+
+struct mar_arena;
+
+/** An immutable snapshot. Everything it points to lives in @arena. */
+struct mar_snap {
+	uint64_t gen; /**< publish generation, never 0 */
+	struct mar_table by_id;	    /**< bare ids -> instance */
+	struct mar_table by_ip;	    /**< unique container / host IP */
+	struct mar_table by_ipport; /**< (IP, port) -> instance, container */
+	struct mar_inst *insts;
+	size_t n_insts;
+	uint64_t apps, pods, tasks, pod_instances;
+	struct mar_arena *arena;
+};
+
+/** Host name -> address cache the resolver keeps across builds (so a
+ *  rebuild does not call getaddrinfo for every task). */
+struct mar_hostcache;
+
+/** A host cache; NULL on ENOMEM. */
+struct mar_hostcache *mar_hostcache_create(void);
+/** Free; NULL is fine. */
+void mar_hostcache_destroy(struct mar_hostcache *hc);
+/** Forget negative answers (a full sync retries them). */
+void mar_hostcache_forget_failures(struct mar_hostcache *hc);
+
+/**
+ * Build a snapshot from @apps (the "apps" array of /v2/apps?embed=apps.tasks,
+ * tasks embedded) and @pods (the /v2/pods/::status array); either may be
+ * NULL. Entries with unexpected shapes are skipped (counted in
+ * *@skipped when non-NULL). @hc may be NULL (no name resolution: only
+ * literal IPs). Returns 0, or -ENOMEM.
+ */
+int mar_snap_build(const cJSON *apps, const cJSON *pods,
+		   struct mar_hostcache *hc, struct mar_snap **out,
+		   size_t *skipped);
+
+/** Free a snapshot; NULL is fine. */
+void mar_snap_free(struct mar_snap *s);
+
+/** Find bare id @id (@len bytes). */
+const struct mar_slot *mar_snap_find(const struct mar_table *t,
+				     const void *key, size_t len, uint64_t h);
+
+/** Uncached lookup (the reader's slow path; tests and fuzzing). */
+bool mar_snap_lookup(const struct mar_snap *s, const struct mar_query *q,
+		     struct mar_result *out);
+
+/** Strip "kubernetes://" / "mesos://" from a uid; returns the bare id. */
+const char *mar_uid_bare(const char *s, size_t len, size_t *out_len);
+
+/** Normalise an IP value to a 16-byte key. False if not an address or
+ *  unspecified (0.0.0.0, ::). */
+bool mar_ip_key(const struct attr_value *v, uint8_t key[MAR_IPKEY_LEN]);
+
+/** The container of @inst declaring @port, or -1. With @port 0 or no
+ *  match: 0 when the instance has one container, else -1. */
+int mar_pick_container(const struct mar_inst *inst, uint32_t port);
+
+/* ------------------------------------------------------------------ */
+/* Model: what the resolver thread knows, as Marathon's own JSON. */
+
+/** The model. @apps / @pods are cJSON arrays owned here. */
+struct mar_model {
+	cJSON *apps;
+	cJSON *pods;
+	bool dirty;	     /**< changed since the last publish */
+	bool need_resync;    /**< an event could not be applied in place */
+};
+
+/**
+ * Parse a /v2/apps?embed=apps.tasks body. Returns the "apps" array
+ * (detached, caller frees with cJSON_Delete) or NULL when the body is not
+ * JSON or not {"apps": [...]}.
+ */
+cJSON *mar_parse_apps(const char *body, size_t len);
+
+/** Parse a /v2/pods/::status body: a JSON array. NULL if not. */
+cJSON *mar_parse_pods(const char *body, size_t len);
+
+/** Map an SSE event name to its counter. */
+enum mar_event mar_event_from_name(const char *name, size_t len);
+
+/**
+ * Apply one event (@type, JSON @data of @len bytes) to @m. Sets dirty when
+ * the model changed in place, need_resync when only a full sync can
+ * bring it up to date. Returns the counter to bump (MAR_EV_MALFORMED when
+ * @data is not a JSON object).
+ */
+enum mar_event mar_model_apply(struct mar_model *m, const char *type,
+			       size_t type_len, const char *data,
+			       size_t len);
+
+/** Free the model's arrays. */
+void mar_model_clear(struct mar_model *m);
+
+/* ------------------------------------------------------------------ */
+/* SSE framing (text/event-stream, LF or CRLF line ends). */
+
+/** Largest event we accept; a bigger one is a broken stream. */
+#define MAR_SSE_MAX_EVENT (16u << 20)
+
+/** Called for each complete event (type may be "" when none was given). */
+typedef void (*mar_sse_cb)(void *ctx, const char *type, size_t type_len,
+			   const char *data, size_t data_len);
+
+/** The framer's state. Zero-initialise, then mar_sse_reset(). */
+struct mar_sse {
+	char *line; /**< the current line, partial */
+	size_t line_len, line_cap;
+	char *data; /**< data: lines of the pending event, '\n'-joined */
+	size_t data_len, data_cap;
+	char type[128];
+	size_t type_len;
+	bool pending_cr; /**< last byte was CR: a following LF is its pair */
+	bool in_event;	 /**< a field was seen since the last dispatch */
+	bool overflow;	 /**< the event exceeded MAR_SSE_MAX_EVENT */
+};
+
+/** Forget a partial event (a new connection). */
+void mar_sse_reset(struct mar_sse *p);
+
+/** Free buffers. */
+void mar_sse_free(struct mar_sse *p);
+
+/**
+ * Feed @len bytes; calls @cb for every complete event. Returns 0, or -1
+ * once an event overflowed (the stream must be dropped).
+ */
+int mar_sse_feed(struct mar_sse *p, const char *buf, size_t len,
+		 mar_sse_cb cb, void *ctx);
+
+/** True when a partial event is pending (the stream ended inside it). */
+bool mar_sse_partial(const struct mar_sse *p);
+
+#endif /* MIXD_MAR_INTERNAL_H */

@@ -1,0 +1,312 @@
+/*
+ * model -- the resolver thread's picture of Marathon, kept as Marathon's
+ * own JSON (the apps array of /v2/apps?embed=apps.tasks and the
+ * /v2/pods/::status array), and the events that change it.
+ *
+ * Events are not ordered and do not carry everything a snapshot needs
+ * (an instance_changed_event has no addresses, a deployment names no
+ * tasks), so an event either updates the model in place (task status
+ * updates, terminal instances, deletions) or asks for a full resync.
+ */
+#include <string.h>
+
+#include "marathon/mar_internal.h"
+
+cJSON *mar_parse_apps(const char *body, size_t len)
+{
+	cJSON *doc = cJSON_ParseWithLength(body, len);
+	if (!doc)
+		return NULL;
+	cJSON *apps = NULL;
+	if (cJSON_IsObject(doc) &&
+	    cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(doc, "apps")))
+		apps = cJSON_DetachItemFromObjectCaseSensitive(doc, "apps");
+	cJSON_Delete(doc);
+	return apps;
+}
+
+cJSON *mar_parse_pods(const char *body, size_t len)
+{
+	cJSON *doc = cJSON_ParseWithLength(body, len);
+	if (doc && !cJSON_IsArray(doc)) {
+		cJSON_Delete(doc);
+		return NULL;
+	}
+	return doc;
+}
+
+static const struct {
+	const char *name;
+	enum mar_event ev;
+} event_names[] = {
+	{"status_update_event", MAR_EV_STATUS_UPDATE},
+	{"instance_changed_event", MAR_EV_INSTANCE_CHANGED},
+	{"app_terminated_event", MAR_EV_APP_TERMINATED},
+	{"pod_created_event", MAR_EV_POD_CREATED},
+	{"pod_updated_event", MAR_EV_POD_UPDATED},
+	{"pod_deleted_event", MAR_EV_POD_DELETED},
+	{"deployment_success", MAR_EV_DEPLOYMENT_SUCCESS},
+	{"deployment_failed", MAR_EV_DEPLOYMENT_FAILED},
+	{"deployment_info", MAR_EV_DEPLOYMENT_INFO},
+	{"deployment_step_success", MAR_EV_DEPLOYMENT_STEP},
+	{"api_post_event", MAR_EV_API_POST},
+	{"group_change_success", MAR_EV_GROUP_CHANGE},
+	{"event_stream_attached", MAR_EV_STREAM_ATTACHED},
+};
+
+enum mar_event mar_event_from_name(const char *name, size_t len)
+{
+	for (size_t i = 0; i < sizeof event_names / sizeof *event_names; i++)
+		if (strlen(event_names[i].name) == len &&
+		    !memcmp(event_names[i].name, name, len))
+			return event_names[i].ev;
+	return MAR_EV_OTHER;
+}
+
+const char *mar_event_name(enum mar_event e)
+{
+	for (size_t i = 0; i < sizeof event_names / sizeof *event_names; i++)
+		if (event_names[i].ev == e)
+			return event_names[i].name;
+	return e == MAR_EV_MALFORMED ? "malformed" : "other";
+}
+
+void mar_model_clear(struct mar_model *m)
+{
+	cJSON_Delete(m->apps);
+	cJSON_Delete(m->pods);
+	m->apps = m->pods = NULL;
+}
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+	return cJSON_IsString(v) && v->valuestring ? v->valuestring : NULL;
+}
+
+static cJSON *find_by_id(cJSON *arr, const char *id)
+{
+	cJSON *e;
+	cJSON_ArrayForEach(e, arr)
+	{
+		const char *s = jstr(e, "id");
+		if (s && !strcmp(s, id))
+			return e;
+	}
+	return NULL;
+}
+
+static bool remove_by_id(cJSON *arr, const char *id)
+{
+	cJSON *e = find_by_id(arr, id);
+	if (!e)
+		return false;
+	cJSON_Delete(cJSON_DetachItemViaPointer(arr, e));
+	return true;
+}
+
+static const char *const terminal_task[] = {
+	"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST",
+	"TASK_ERROR", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR",
+	NULL};
+
+/* Marathon's instance Condition values after which it never serves. */
+static const char *const terminal_condition[] = {
+	"Finished", "Failed", "Killed", "Error", "Gone", "Dropped",
+	"GoneByOperator", "Unknown", NULL};
+
+static bool in_list(const char *const *l, const char *s)
+{
+	for (; s && *l; l++)
+		if (!strcmp(*l, s))
+			return true;
+	return false;
+}
+
+/* Replace or add @key of @o with a copy of @v (if @v is present). */
+static void set_copy(cJSON *o, const char *key, const cJSON *v)
+{
+	if (!v)
+		return;
+	cJSON *c = cJSON_Duplicate(v, true);
+	if (!c)
+		return;
+	if (cJSON_GetObjectItemCaseSensitive(o, key))
+		cJSON_ReplaceItemInObjectCaseSensitive(o, key, c);
+	else
+		cJSON_AddItemToObject(o, key, c);
+}
+
+static enum mar_event status_update(struct mar_model *m, const cJSON *d)
+{
+	const char *tid = jstr(d, "taskId"), *aid = jstr(d, "appId");
+	const char *st = jstr(d, "taskStatus");
+	if (!tid || !aid || !st)
+		return MAR_EV_MALFORMED;
+	cJSON *app = find_by_id(m->apps, aid);
+	if (!app) {
+		/* A task of an app we do not know (or of a pod: those come as
+		 * instance_changed_event too). Only a sync can tell. */
+		if (!in_list(terminal_task, st))
+			m->need_resync = true;
+		return MAR_EV_STATUS_UPDATE;
+	}
+	cJSON *tasks = cJSON_GetObjectItemCaseSensitive(app, "tasks");
+	if (!cJSON_IsArray(tasks)) {
+		tasks = cJSON_CreateArray();
+		if (!tasks) {
+			m->need_resync = true;
+			return MAR_EV_STATUS_UPDATE;
+		}
+		if (cJSON_GetObjectItemCaseSensitive(app, "tasks"))
+			cJSON_ReplaceItemInObjectCaseSensitive(app, "tasks",
+							       tasks);
+		else
+			cJSON_AddItemToObject(app, "tasks", tasks);
+	}
+	if (in_list(terminal_task, st)) {
+		if (remove_by_id(tasks, tid))
+			m->dirty = true;
+		return MAR_EV_STATUS_UPDATE;
+	}
+	cJSON *t = find_by_id(tasks, tid);
+	if (!t) {
+		t = cJSON_CreateObject();
+		if (!t || !cJSON_AddStringToObject(t, "id", tid) ||
+		    !cJSON_AddStringToObject(t, "appId", aid)) {
+			cJSON_Delete(t);
+			m->need_resync = true;
+			return MAR_EV_STATUS_UPDATE;
+		}
+		cJSON_AddItemToArray(tasks, t);
+	}
+	cJSON *stv = cJSON_CreateString(st);
+	if (stv)
+		set_copy(t, "state", stv);
+	cJSON_Delete(stv);
+	set_copy(t, "host", cJSON_GetObjectItemCaseSensitive(d, "host"));
+	set_copy(t, "ports", cJSON_GetObjectItemCaseSensitive(d, "ports"));
+	set_copy(t, "ipAddresses",
+		 cJSON_GetObjectItemCaseSensitive(d, "ipAddresses"));
+	set_copy(t, "version", cJSON_GetObjectItemCaseSensitive(d, "version"));
+	m->dirty = true;
+	return MAR_EV_STATUS_UPDATE;
+}
+
+/* Remove app tasks belonging to instance @iid ("<iid>.<container>..."). */
+static bool remove_instance_tasks(cJSON *app, const char *iid)
+{
+	size_t il = strlen(iid);
+	bool any = false;
+	cJSON *tasks = cJSON_GetObjectItemCaseSensitive(app, "tasks");
+	cJSON *t = tasks ? tasks->child : NULL;
+	while (t) {
+		cJSON *next = t->next;
+		const char *id = jstr(t, "id");
+		if (id && !strncmp(id, iid, il) &&
+		    (id[il] == 0 || id[il] == '.')) {
+			cJSON_Delete(cJSON_DetachItemViaPointer(tasks, t));
+			any = true;
+		}
+		t = next;
+	}
+	return any;
+}
+
+static enum mar_event instance_changed(struct mar_model *m, const cJSON *d)
+{
+	const char *iid = jstr(d, "instanceId"), *rs = jstr(d, "runSpecId");
+	const char *cond = jstr(d, "condition");
+	if (!iid || !rs || !cond)
+		return MAR_EV_MALFORMED;
+	cJSON *pod = find_by_id(m->pods, rs);
+	cJSON *app = find_by_id(m->apps, rs);
+	if (in_list(terminal_condition, cond)) {
+		if (pod && remove_by_id(cJSON_GetObjectItemCaseSensitive(
+						pod, "instances"),
+					iid))
+			m->dirty = true;
+		if (app && remove_instance_tasks(app, iid))
+			m->dirty = true;
+		return MAR_EV_INSTANCE_CHANGED;
+	}
+	if (app)
+		return MAR_EV_INSTANCE_CHANGED; /* status_update_event has it */
+	cJSON *in = pod ? find_by_id(cJSON_GetObjectItemCaseSensitive(
+					     pod, "instances"),
+				     iid)
+			: NULL;
+	if (!in) {
+		/* A new instance: its addresses come only from a sync. */
+		m->need_resync = true;
+	}
+	return MAR_EV_INSTANCE_CHANGED;
+}
+
+/* Pod events carry the pod's URI (/v2/pods/<id>) rather than its id. */
+static const char *pod_id_of(const cJSON *d)
+{
+	const char *id = jstr(d, "podId");
+	if (!id)
+		id = jstr(d, "id");
+	const char *uri = jstr(d, "uri");
+	if (!id && uri && !strncmp(uri, "/v2/pods", 8))
+		id = uri + 8;
+	return id;
+}
+
+enum mar_event mar_model_apply(struct mar_model *m, const char *type,
+			       size_t type_len, const char *data, size_t len)
+{
+	cJSON *d = cJSON_ParseWithLength(data, len);
+	enum mar_event ev;
+	if (!cJSON_IsObject(d)) {
+		cJSON_Delete(d);
+		return MAR_EV_MALFORMED;
+	}
+	if (type_len == 0) { /* no "event:" line: use the payload's */
+		const char *et = jstr(d, "eventType");
+		type = et ? et : "";
+		type_len = strlen(type);
+	}
+	ev = mar_event_from_name(type, type_len);
+	switch (ev) {
+	case MAR_EV_STATUS_UPDATE:
+		ev = status_update(m, d);
+		break;
+	case MAR_EV_INSTANCE_CHANGED:
+		ev = instance_changed(m, d);
+		break;
+	case MAR_EV_APP_TERMINATED: {
+		const char *aid = jstr(d, "appId");
+		if (!aid)
+			ev = MAR_EV_MALFORMED;
+		else if (remove_by_id(m->apps, aid))
+			m->dirty = true;
+		break;
+	}
+	case MAR_EV_POD_DELETED: {
+		const char *pid = pod_id_of(d);
+		if (pid && remove_by_id(m->pods, pid))
+			m->dirty = true;
+		else
+			m->need_resync = true;
+		break;
+	}
+	case MAR_EV_POD_CREATED:
+	case MAR_EV_POD_UPDATED:
+	case MAR_EV_DEPLOYMENT_SUCCESS:
+	case MAR_EV_DEPLOYMENT_FAILED:
+	case MAR_EV_DEPLOYMENT_INFO:
+	case MAR_EV_DEPLOYMENT_STEP:
+	case MAR_EV_API_POST:
+	case MAR_EV_GROUP_CHANGE:
+		/* Run specs changed: labels, networks, groups. Invalidate. */
+		m->need_resync = true;
+		break;
+	default:
+		break;
+	}
+	cJSON_Delete(d);
+	return ev;
+}

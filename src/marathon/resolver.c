@@ -1,0 +1,1130 @@
+/*
+ * resolver -- the Marathon thread (libcurl multi: the event stream and the
+ * sync requests share one loop, so a long sync never starves the stream's
+ * silence check), snapshot publication with ck_epoch, and the shards'
+ * readers with their caches.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <ck_epoch.h>
+#include <curl/curl.h>
+
+#include "config/config.h"
+#include "marathon/mar_internal.h"
+
+#ifdef MIXD_TSAN
+/* ck_epoch is inline assembly and an uninstrumented library: TSan sees
+ * neither the grace period nor its fences. Each reader releases its own
+ * address when it leaves a section; the reclaim callback acquires every
+ * reader's before freeing, which is what the grace period guarantees. */
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define MAR_TSAN_ACQUIRE(p) __tsan_acquire((void *)(p))
+#define MAR_TSAN_RELEASE(p) __tsan_release((void *)(p))
+#else
+#define MAR_TSAN_ACQUIRE(p) ((void)0)
+#define MAR_TSAN_RELEASE(p) ((void)0)
+#endif
+
+#define MAX_ADDRS 16
+#define MAX_BODY (1u << 30) /* 100k tasks is ~100 MiB of JSON */
+#define CACHE_SLOTS 512	    /* per side; a power of two */
+#define TICK_MS 100	    /* longest wait: bounds stop latency */
+
+enum key_kind { K_NONE, K_UID, K_IP, K_IPPORT };
+
+/* One cached answer. A positive entry verifies its key against the
+ * snapshot's copy (@key); a negative one by 64-bit hash and length. */
+struct cache_ent {
+	uint64_t gen;
+	uint64_t h;
+	const uint8_t *key;
+	uint32_t klen;
+	uint32_t port;
+	const struct mar_inst *inst;
+	int32_t ctr;
+	uint32_t kind;
+};
+
+struct mar_reader {
+	ck_epoch_record_t rec; /* first: recycled records map back here */
+	struct mar_resolver *r;
+	const struct mar_snap *snap;
+	uint64_t gen;
+	struct mar_reader *next; /* all readers ever, for stop and TSan */
+	struct cache_ent src[CACHE_SLOTS];
+	struct cache_ent dst[CACHE_SLOTS];
+};
+
+struct counters {
+	uint64_t sync[MAR_SYNC_COUNT];
+	uint64_t events[MAR_EV_COUNT];
+	uint64_t disconnects[MAR_DISC_COUNT];
+	uint64_t snapshots, apps, pods, tasks, pod_instances;
+	uint64_t last_sync_ms;
+	uint64_t synced, connected;
+};
+
+struct buf {
+	char *p;
+	size_t len, cap;
+	bool too_big;
+};
+
+struct mar_resolver {
+	/* settings */
+	char *addrs[MAX_ADDRS];
+	size_t n_addrs;
+	char *user, *password, *token, *token_file, *ca_file;
+	int64_t refresh_ns, stream_timeout_ns, backoff_min_ns, backoff_max_ns;
+	int64_t request_timeout_ns, resync_delay_ns, publish_interval_ns;
+	FILE *log;
+
+	pthread_t thread;
+	int stop; /* atomic */
+
+	/* snapshots */
+	ck_epoch_t epoch;
+	ck_epoch_record_t wrec;
+	struct mar_snap *cur; /* atomic; published with release */
+	uint64_t gen;
+	pthread_mutex_t readers_mu;
+	struct mar_reader *readers;
+
+	struct counters c; /* written by the thread with atomic stores */
+
+	/* resolver thread only */
+	CURLM *multi;
+	CURL *sync_h, *stream_h;
+	struct curl_slist *hdrs, *stream_hdrs;
+	char errbuf[CURL_ERROR_SIZE];
+	struct buf body;
+	bool sync_done;
+	CURLcode sync_code;
+	bool stream_up, stream_done;
+	CURLcode stream_code;
+	bool stream_got_bytes;
+	int64_t stream_last_byte_ns, stream_started_ns;
+	struct mar_sse sse;
+	struct mar_model model;
+	struct mar_hostcache *hc;
+	char base[1024]; /* the leader we talk to (after redirects) */
+	int episode;	 /* what we last logged as failing; 0: healthy */
+	int64_t resync_at, next_refresh, last_publish;
+};
+
+/* ------------------------------------------------------------------ */
+/* Names */
+
+static const char *const out_names[MAR_OUT_COUNT] = {
+	"source_pod_uid",
+	"source_pod_ip",
+	"source_pod_name",
+	"source_labels",
+	"source_namespace",
+	"source_service_account_name",
+	"source_host_ip",
+	"source_workload_uid",
+	"source_workload_name",
+	"source_workload_namespace",
+	"source_owner",
+	"destination_pod_uid",
+	"destination_pod_ip",
+	"destination_pod_name",
+	"destination_labels",
+	"destination_namespace",
+	"destination_service_account_name",
+	"destination_host_ip",
+	"destination_workload_uid",
+	"destination_workload_name",
+	"destination_workload_namespace",
+	"destination_owner",
+	"destination_container_name",
+};
+
+const char *mar_out_name(enum mar_out o)
+{
+	return (unsigned)o < MAR_OUT_COUNT ? out_names[o] : "";
+}
+
+int mar_out_find(const char *name, size_t len)
+{
+	for (int i = 0; i < MAR_OUT_COUNT; i++)
+		if (strlen(out_names[i]) == len && !memcmp(out_names[i], name, len))
+			return i;
+	return -1;
+}
+
+enum attr_type mar_out_type(enum mar_out o)
+{
+	switch (o) {
+	case MAR_OUT_SOURCE_POD_IP:
+	case MAR_OUT_SOURCE_HOST_IP:
+	case MAR_OUT_DESTINATION_POD_IP:
+	case MAR_OUT_DESTINATION_HOST_IP:
+		return ATTR_IP;
+	case MAR_OUT_SOURCE_LABELS:
+	case MAR_OUT_DESTINATION_LABELS:
+		return ATTR_STRING_MAP;
+	default:
+		return (unsigned)o < MAR_OUT_COUNT ? ATTR_STRING : ATTR_NONE;
+	}
+}
+
+const char *mar_sync_result_name(enum mar_sync_result r)
+{
+	static const char *const n[MAR_SYNC_COUNT] = {
+		"ok", "error", "unauthorized", "http_error", "malformed",
+		"truncated"};
+	return (unsigned)r < MAR_SYNC_COUNT ? n[r] : "";
+}
+
+const char *mar_disconnect_name(enum mar_disconnect d)
+{
+	static const char *const n[MAR_DISC_COUNT] = {"eof", "silent", "error",
+						       "truncated"};
+	return (unsigned)d < MAR_DISC_COUNT ? n[d] : "";
+}
+
+/* ------------------------------------------------------------------ */
+/* Small things */
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+static void cnt_add(uint64_t *p, uint64_t v)
+{
+	__atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+}
+
+static void cnt_set(uint64_t *p, uint64_t v)
+{
+	__atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+
+static bool stopping(const struct mar_resolver *r)
+{
+	return __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE);
+}
+
+static void logf_(struct mar_resolver *r, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void logf_(struct mar_resolver *r, const char *fmt, ...)
+{
+	char line[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	fprintf(r->log, "mixd: marathon: %s\n", line);
+	fflush(r->log);
+}
+
+/* Failure kinds share one number space for episode tracking. */
+#define EP_SYNC(res) (1 + (int)(res))
+#define EP_STREAM(d) (32 + (int)(d))
+
+/* Log @what once per episode: again only after a success, or when the
+ * kind of failure changes. Never with credentials (URLs are stored
+ * without userinfo). */
+static void episode_fail(struct mar_resolver *r, int kind, const char *what)
+{
+	if (r->episode == kind)
+		return;
+	r->episode = kind;
+	logf_(r, "%s", what);
+}
+
+static void episode_ok(struct mar_resolver *r)
+{
+	if (!r->episode)
+		return;
+	r->episode = 0;
+	logf_(r, "synced with %s again", r->base);
+}
+
+/* ------------------------------------------------------------------ */
+/* Options */
+
+int mar_options_from_handler(const struct cfg_handler *h,
+			     const char *override_address,
+			     struct mar_options *o)
+{
+	memset(o, 0, sizeof *o);
+	if (!h || h->adapter != CFG_ADAPTER_MESOSENV)
+		return -EINVAL;
+	const struct cfg_mesosenv *m = &h->mesosenv;
+	o->addresses = override_address && *override_address
+			       ? override_address
+			       : m->marathon_address.s;
+	o->basic_user = m->http_basic_auth_user.s;
+	o->basic_password = m->http_basic_auth_password.s;
+	o->auth_token = m->auth_token.s;
+	o->auth_token_file = m->auth_token_file.s;
+	o->ca_file = m->ca_file.s;
+	o->refresh_ns = m->cache_refresh_ns;
+	return 0;
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s && *s ? strdup(s) : NULL;
+}
+
+/* "host:port", "http://host:port/", "https://u:p@host" -> base URL without
+ * userinfo or trailing '/'. Userinfo becomes basic auth when none is set. */
+static int add_address(struct mar_resolver *r, const char *a, size_t n)
+{
+	while (n && (*a == ' ' || *a == '\t')) {
+		a++;
+		n--;
+	}
+	while (n && (a[n - 1] == ' ' || a[n - 1] == '\t' || a[n - 1] == '/'))
+		n--;
+	if (!n)
+		return 0;
+	if (r->n_addrs == MAX_ADDRS || n > 900)
+		return -EINVAL;
+	char tmp[1024];
+	const char *scheme = "http://";
+	const char *sep = memmem(a, n, "://", 3);
+	if (sep) {
+		size_t sl = (size_t)(sep - a);
+		if (!(sl == 4 && !strncasecmp(a, "http", 4)) &&
+		    !(sl == 5 && !strncasecmp(a, "https", 5)))
+			return -EINVAL;
+		scheme = sl == 5 ? "https://" : "http://";
+		n -= sl + 3;
+		a = sep + 3;
+	}
+	const char *slash = memchr(a, '/', n);
+	size_t auth_len = slash ? (size_t)(slash - a) : n;
+	const char *at = NULL;
+	for (size_t i = 0; i < auth_len; i++)
+		if (a[i] == '@')
+			at = a + i;
+	if (at) {
+		const char *colon = memchr(a, ':', (size_t)(at - a));
+		if (!r->user && colon) {
+			r->user = strndup(a, (size_t)(colon - a));
+			r->password = strndup(colon + 1,
+					      (size_t)(at - colon - 1));
+			if (!r->user || !r->password)
+				return -ENOMEM;
+		}
+		n -= (size_t)(at + 1 - a);
+		a = at + 1;
+	}
+	if (!n || *a == ':' || *a == '/')
+		return -EINVAL;
+	snprintf(tmp, sizeof tmp, "%s%.*s", scheme, (int)n, a);
+	r->addrs[r->n_addrs] = strdup(tmp);
+	if (!r->addrs[r->n_addrs])
+		return -ENOMEM;
+	r->n_addrs++;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Snapshots */
+
+struct retired {
+	ck_epoch_entry_t entry;
+	struct mar_snap *snap;
+	struct mar_resolver *r;
+};
+
+static void reclaim_cb(ck_epoch_entry_t *e)
+{
+	struct retired *rt = (struct retired *)e;
+#ifdef MIXD_TSAN
+	pthread_mutex_lock(&rt->r->readers_mu);
+	for (struct mar_reader *rd = rt->r->readers; rd; rd = rd->next)
+		MAR_TSAN_ACQUIRE(rd);
+	pthread_mutex_unlock(&rt->r->readers_mu);
+#endif
+	mar_snap_free(rt->snap);
+	free(rt);
+}
+
+static void publish(struct mar_resolver *r)
+{
+	struct mar_snap *s = NULL;
+	size_t skipped = 0;
+	if (mar_snap_build(r->model.apps, r->model.pods, r->hc, &s,
+			   &skipped) < 0) {
+		/* Keep the old one and the dirty flag: retried next tick. */
+		episode_fail(r, EP_SYNC(MAR_SYNC_COUNT),
+			     "out of memory building a snapshot; keeping the "
+			     "last one");
+		return;
+	}
+	s->gen = ++r->gen;
+	struct mar_snap *old = r->cur;
+	/* Release: the snapshot's bytes before the pointer that shows it. */
+	__atomic_store_n(&r->cur, s, __ATOMIC_RELEASE);
+	r->model.dirty = false;
+	r->last_publish = now_ns();
+	cnt_add(&r->c.snapshots, 1);
+	cnt_set(&r->c.apps, s->apps);
+	cnt_set(&r->c.pods, s->pods);
+	cnt_set(&r->c.tasks, s->tasks);
+	cnt_set(&r->c.pod_instances, s->pod_instances);
+	if (!old)
+		return;
+	struct retired *rt = malloc(sizeof *rt);
+	if (!rt) {
+		/* No memory to defer: wait out the readers instead. */
+		ck_epoch_synchronize(&r->wrec);
+		struct retired tmp = {.snap = old, .r = r};
+		struct retired *heap = malloc(sizeof *heap);
+		if (heap) {
+			*heap = tmp;
+			reclaim_cb(&heap->entry);
+		} else {
+			mar_snap_free(old); /* TSan may not see this path */
+		}
+		return;
+	}
+	rt->snap = old;
+	rt->r = r;
+	ck_epoch_call(&r->wrec, &rt->entry, reclaim_cb);
+}
+
+/* ------------------------------------------------------------------ */
+/* curl */
+
+static size_t body_write(char *p, size_t sz, size_t n, void *ud)
+{
+	struct buf *b = ud;
+	size_t len = sz * n;
+	if (b->len + len + 1 > b->cap) {
+		if (b->len + len + 1 > MAX_BODY) {
+			b->too_big = true;
+			return 0;
+		}
+		size_t cap = b->cap ? b->cap : 1 << 16;
+		while (cap < b->len + len + 1)
+			cap *= 2;
+		char *np = realloc(b->p, cap);
+		if (!np)
+			return 0;
+		b->p = np;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, p, len);
+	b->len += len;
+	b->p[b->len] = 0;
+	return len;
+}
+
+static void on_event(void *ctx, const char *type, size_t tl,
+		     const char *data, size_t dl)
+{
+	struct mar_resolver *r = ctx;
+	bool had = r->model.need_resync;
+	enum mar_event ev = mar_model_apply(&r->model, type, tl, data, dl);
+	cnt_add(&r->c.events[ev], 1);
+	if (!had && r->model.need_resync)
+		r->resync_at = now_ns() + r->resync_delay_ns;
+}
+
+static size_t stream_write(char *p, size_t sz, size_t n, void *ud)
+{
+	struct mar_resolver *r = ud;
+	long code = 0;
+	curl_easy_getinfo(r->stream_h, CURLINFO_RESPONSE_CODE, &code);
+	if (code != 200)
+		return 0; /* an error page is not a stream */
+	r->stream_last_byte_ns = now_ns();
+	r->stream_got_bytes = true;
+	if (mar_sse_feed(&r->sse, p, sz * n, on_event, r) < 0)
+		return 0;
+	return sz * n;
+}
+
+static int xfer_cb(void *ud, curl_off_t a, curl_off_t b, curl_off_t c,
+		   curl_off_t d)
+{
+	return stopping(ud); /* nonzero aborts the transfer */
+}
+
+/* Options every request shares. */
+static int setup_common(struct mar_resolver *r, CURL *h)
+{
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	/* A standby answers 302 to the leader: credentials must follow it.
+	 * The configured addresses are trusted to name their leader. */
+	curl_easy_setopt(h, CURLOPT_UNRESTRICTED_AUTH, 1L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xfer_cb);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, r);
+	if (r->user) {
+		curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+		curl_easy_setopt(h, CURLOPT_USERNAME, r->user);
+		curl_easy_setopt(h, CURLOPT_PASSWORD,
+				 r->password ? r->password : "");
+	}
+	if (r->ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, r->ca_file);
+	return 0;
+}
+
+/* The DC/OS token, read fresh at every (re)connect. */
+static void refresh_headers(struct mar_resolver *r)
+{
+	curl_slist_free_all(r->hdrs);
+	curl_slist_free_all(r->stream_hdrs);
+	r->hdrs = r->stream_hdrs = NULL;
+	char *tok = r->token ? strdup(r->token) : NULL;
+	if (r->token_file) {
+		FILE *f = fopen(r->token_file, "r");
+		char buf[16384];
+		size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+		if (f)
+			fclose(f);
+		if (!f)
+			episode_fail(r, EP_SYNC(MAR_SYNC_UNAUTHORIZED) + 100,
+				     "cannot read auth_token_file");
+		while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+			n--;
+		buf[n] = 0;
+		if (n) {
+			free(tok);
+			tok = strdup(buf);
+		}
+		memset(buf, 0, sizeof buf);
+	}
+	struct curl_slist *a = curl_slist_append(NULL, "Accept: application/json");
+	struct curl_slist *s = curl_slist_append(NULL, "Accept: text/event-stream");
+	if (tok) {
+		size_t n = strlen(tok) + 32;
+		char *h = malloc(n);
+		if (h) {
+			snprintf(h, n, "Authorization: token=%s", tok);
+			a = curl_slist_append(a, h);
+			s = curl_slist_append(s, h);
+			memset(h, 0, n);
+			free(h);
+		}
+		memset(tok, 0, strlen(tok));
+		free(tok);
+	}
+	r->hdrs = a;
+	r->stream_hdrs = s;
+}
+
+/* One round of the multi loop: wait up to @ms, move transfers, collect
+ * finished ones, check the stream's silence. */
+static void drive(struct mar_resolver *r, int ms)
+{
+	int running;
+	curl_multi_poll(r->multi, NULL, 0, ms, NULL);
+	curl_multi_perform(r->multi, &running);
+	CURLMsg *m;
+	int left;
+	while ((m = curl_multi_info_read(r->multi, &left))) {
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		if (m->easy_handle == r->sync_h) {
+			r->sync_done = true;
+			r->sync_code = m->data.result;
+		} else if (m->easy_handle == r->stream_h) {
+			r->stream_done = true;
+			r->stream_code = m->data.result;
+		}
+	}
+	ck_epoch_poll(&r->wrec);
+}
+
+/* Run one GET on the sync handle; drive the stream meanwhile. */
+static enum mar_sync_result get(struct mar_resolver *r, const char *base,
+				const char *path, bool may_404, bool *is_404)
+{
+	char url[1200];
+	snprintf(url, sizeof url, "%s%s", base, path);
+	CURL *h = r->sync_h;
+	curl_easy_reset(h);
+	setup_common(r, h);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->hdrs);
+	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
+			 (long)(r->request_timeout_ns / 1000000));
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &r->body);
+	r->body.len = 0;
+	r->body.too_big = false;
+	r->errbuf[0] = 0;
+	r->sync_done = false;
+	if (curl_multi_add_handle(r->multi, h) != CURLM_OK)
+		return MAR_SYNC_ERROR;
+	while (!r->sync_done && !stopping(r))
+		drive(r, TICK_MS);
+	curl_multi_remove_handle(r->multi, h);
+	if (!r->sync_done)
+		return MAR_SYNC_ERROR; /* stopping */
+	long code = 0;
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+	if (r->sync_code == CURLE_PARTIAL_FILE)
+		return MAR_SYNC_TRUNCATED;
+	if (r->sync_code != CURLE_OK)
+		return r->body.too_big ? MAR_SYNC_MALFORMED : MAR_SYNC_ERROR;
+	if (code == 401 || code == 403)
+		return MAR_SYNC_UNAUTHORIZED;
+	if (may_404 && code == 404) {
+		*is_404 = true;
+		return MAR_SYNC_OK;
+	}
+	if (code < 200 || code > 299)
+		return MAR_SYNC_HTTP_ERROR;
+	/* The leader, for what follows: the URL after redirects, minus path. */
+	char *eff = NULL;
+	curl_easy_getinfo(h, CURLINFO_EFFECTIVE_URL, &eff);
+	if (eff) {
+		size_t el = strlen(eff), pl = strcspn(path, "?");
+		const char *q = strchr(eff, '?');
+		size_t upto = q ? (size_t)(q - eff) : el;
+		if (upto >= pl && !strncmp(eff + upto - pl, path, pl) &&
+		    upto - pl < sizeof r->base)
+			snprintf(r->base, sizeof r->base, "%.*s",
+				 (int)(upto - pl), eff);
+	}
+	return MAR_SYNC_OK;
+}
+
+static void sync_failed(struct mar_resolver *r, enum mar_sync_result res,
+			const char *base, const char *what)
+{
+	char msg[1600];
+	cnt_add(&r->c.sync[res], 1);
+	snprintf(msg, sizeof msg, "sync from %s failed (%s%s%s); %s", base,
+		 mar_sync_result_name(res), r->errbuf[0] ? ": " : "",
+		 res == MAR_SYNC_ERROR ? r->errbuf : "", what);
+	episode_fail(r, EP_SYNC(res), msg);
+}
+
+/* Full sync from @base (apps, then pods from the same leader). On success
+ * the model is replaced and a snapshot published. */
+static int full_sync(struct mar_resolver *r, const char *base)
+{
+	bool no_pods = false;
+	snprintf(r->base, sizeof r->base, "%s", base);
+	enum mar_sync_result res = get(r, base, "/v2/apps?embed=apps.tasks",
+				       false, NULL);
+	if (stopping(r))
+		return -1;
+	cJSON *apps = NULL, *pods = NULL;
+	if (res == MAR_SYNC_OK) {
+		apps = mar_parse_apps(r->body.p ? r->body.p : "", r->body.len);
+		if (!apps)
+			res = MAR_SYNC_MALFORMED;
+	}
+	if (res == MAR_SYNC_OK) {
+		char leader[sizeof r->base];
+		snprintf(leader, sizeof leader, "%s", r->base);
+		res = get(r, leader, "/v2/pods/::status", true, &no_pods);
+		if (res == MAR_SYNC_OK && !no_pods) {
+			pods = mar_parse_pods(r->body.p ? r->body.p : "",
+					      r->body.len);
+			if (!pods)
+				res = MAR_SYNC_MALFORMED;
+		}
+	}
+	if (stopping(r)) {
+		cJSON_Delete(apps);
+		return -1;
+	}
+	if (res != MAR_SYNC_OK) {
+		cJSON_Delete(apps);
+		cJSON_Delete(pods);
+		sync_failed(r, res, base, r->c.synced ? "keeping the last snapshot"
+						   : "no snapshot yet");
+		return -1;
+	}
+	if (!pods)
+		pods = cJSON_CreateArray(); /* Marathon before 1.4: no pods */
+	mar_model_clear(&r->model);
+	r->model.apps = apps;
+	r->model.pods = pods;
+	r->model.dirty = true;
+	r->model.need_resync = false;
+	mar_hostcache_forget_failures(r->hc);
+	publish(r);
+	cnt_add(&r->c.sync[MAR_SYNC_OK], 1);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	cnt_set(&r->c.last_sync_ms,
+		(uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
+	cnt_set(&r->c.synced, 1);
+	r->next_refresh = now_ns() + r->refresh_ns;
+	episode_ok(r);
+	return 0;
+}
+
+static void stream_stop(struct mar_resolver *r)
+{
+	if (!r->stream_up)
+		return;
+	curl_multi_remove_handle(r->multi, r->stream_h);
+	r->stream_up = false;
+	cnt_set(&r->c.connected, 0);
+}
+
+static int stream_start(struct mar_resolver *r)
+{
+	char url[1200];
+	snprintf(url, sizeof url, "%s/v2/events", r->base);
+	CURL *h = r->stream_h;
+	curl_easy_reset(h);
+	setup_common(r, h);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->stream_hdrs);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, stream_write);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	mar_sse_reset(&r->sse);
+	r->stream_done = false;
+	r->stream_got_bytes = false;
+	r->stream_last_byte_ns = r->stream_started_ns = now_ns();
+	if (curl_multi_add_handle(r->multi, h) != CURLM_OK)
+		return -1;
+	r->stream_up = true;
+	cnt_set(&r->c.connected, 1);
+	return 0;
+}
+
+/* Has the stream died? Counts and logs the reason. */
+static bool stream_dead(struct mar_resolver *r)
+{
+	enum mar_disconnect why;
+	if (r->stream_done) {
+		if (r->stream_code == CURLE_OK)
+			why = mar_sse_partial(&r->sse) ? MAR_DISC_TRUNCATED
+						       : MAR_DISC_EOF;
+		else if (r->sse.overflow)
+			why = MAR_DISC_TRUNCATED;
+		else if (r->stream_code == CURLE_PARTIAL_FILE)
+			why = MAR_DISC_TRUNCATED;
+		else
+			why = MAR_DISC_ERROR;
+	} else if (now_ns() - r->stream_last_byte_ns > r->stream_timeout_ns) {
+		why = MAR_DISC_SILENT;
+	} else {
+		return false;
+	}
+	cnt_add(&r->c.disconnects[why], 1);
+	char msg[1200];
+	snprintf(msg, sizeof msg, "event stream from %s ended (%s); "
+		 "reconnecting", r->base, mar_disconnect_name(why));
+	episode_fail(r, EP_STREAM(why), msg);
+	stream_stop(r);
+	return true;
+}
+
+static void wait_ns(struct mar_resolver *r, int64_t ns)
+{
+	int64_t end = now_ns() + ns;
+	while (!stopping(r)) {
+		int64_t left = end - now_ns();
+		if (left <= 0)
+			break;
+		drive(r, left / 1000000 > TICK_MS ? TICK_MS
+						  : (int)(left / 1000000) + 1);
+	}
+}
+
+static void *thread_main(void *arg)
+{
+	struct mar_resolver *r = arg;
+	size_t ai = 0;
+	int64_t backoff = r->backoff_min_ns;
+
+	while (!stopping(r)) {
+		if (!r->stream_up) {
+			/* (Re)connect: stream first, so events during the
+			 * sync are not lost, then a full sync. */
+			refresh_headers(r);
+			const char *base = r->addrs[ai];
+			snprintf(r->base, sizeof r->base, "%s", base);
+			if (stream_start(r) < 0 || full_sync(r, base) < 0) {
+				stream_stop(r);
+				if (stopping(r))
+					break;
+				ai = (ai + 1) % r->n_addrs;
+				wait_ns(r, backoff);
+				backoff = backoff * 2 > r->backoff_max_ns
+						  ? r->backoff_max_ns
+						  : backoff * 2;
+				continue;
+			}
+		}
+		drive(r, TICK_MS);
+		int64_t now = now_ns();
+		if (stream_dead(r)) {
+			/* Flapping stays backed off; a stream that lived
+			 * long enough starts over from the minimum. */
+			if (now - r->stream_started_ns > r->backoff_max_ns)
+				backoff = r->backoff_min_ns;
+			wait_ns(r, backoff);
+			backoff = backoff * 2 > r->backoff_max_ns
+					  ? r->backoff_max_ns
+					  : backoff * 2;
+			continue;
+		}
+		if ((r->model.need_resync && now >= r->resync_at) ||
+		    now >= r->next_refresh) {
+			if (full_sync(r, r->base) < 0) {
+				/* The leader stopped answering: start over,
+				 * with the next address. */
+				stream_stop(r);
+				ai = (ai + 1) % r->n_addrs;
+				wait_ns(r, backoff);
+				continue;
+			}
+		}
+		if (r->model.dirty &&
+		    now - r->last_publish >= r->publish_interval_ns)
+			publish(r);
+	}
+	stream_stop(r);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Lifecycle */
+
+static void free_settings(struct mar_resolver *r)
+{
+	for (size_t i = 0; i < r->n_addrs; i++)
+		free(r->addrs[i]);
+	free(r->user);
+	if (r->password) {
+		memset(r->password, 0, strlen(r->password));
+		free(r->password);
+	}
+	if (r->token) {
+		memset(r->token, 0, strlen(r->token));
+		free(r->token);
+	}
+	free(r->token_file);
+	free(r->ca_file);
+}
+
+static void destroy(struct mar_resolver *r)
+{
+	if (r->multi)
+		curl_multi_cleanup(r->multi);
+	if (r->sync_h)
+		curl_easy_cleanup(r->sync_h);
+	if (r->stream_h)
+		curl_easy_cleanup(r->stream_h);
+	curl_slist_free_all(r->hdrs);
+	curl_slist_free_all(r->stream_hdrs);
+	free(r->body.p);
+	mar_sse_free(&r->sse);
+	mar_model_clear(&r->model);
+	mar_hostcache_destroy(r->hc);
+	free_settings(r);
+	pthread_mutex_destroy(&r->readers_mu);
+	free(r);
+}
+
+static void global_init(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static int64_t dflt(int64_t v, int64_t d)
+{
+	return v > 0 ? v : d;
+}
+
+int mar_resolver_start(const struct mar_options *o, struct mar_resolver **out)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	int rc = -ENOMEM;
+	struct mar_resolver *r = calloc(1, sizeof *r);
+	if (!r)
+		return -ENOMEM;
+	pthread_mutex_init(&r->readers_mu, NULL);
+	r->log = o->log_file ? o->log_file : stderr;
+	const char *as = o->addresses && *o->addresses ? o->addresses
+						       : MAR_DEFAULT_ADDRESS;
+	r->user = dup_or_null(o->basic_user);
+	r->password = dup_or_null(o->basic_password);
+	r->token = dup_or_null(o->auth_token);
+	r->token_file = dup_or_null(o->auth_token_file);
+	r->ca_file = dup_or_null(o->ca_file);
+	if ((o->basic_user && *o->basic_user && !r->user) ||
+	    (o->basic_password && *o->basic_password && !r->password) ||
+	    (o->auth_token && *o->auth_token && !r->token) ||
+	    (o->auth_token_file && *o->auth_token_file && !r->token_file) ||
+	    (o->ca_file && *o->ca_file && !r->ca_file))
+		goto fail;
+	for (const char *p = as;;) {
+		const char *c = strchr(p, ',');
+		size_t n = c ? (size_t)(c - p) : strlen(p);
+		if ((rc = add_address(r, p, n)) < 0) {
+			logf_(r, "bad marathon_address entry \"%.*s\"",
+			      (int)(strchr(p, '@') && strchr(p, '@') < p + n
+					    ? 0
+					    : n),
+			      p);
+			goto fail;
+		}
+		if (!c)
+			break;
+		p = c + 1;
+	}
+	rc = -EINVAL;
+	if (!r->n_addrs) {
+		logf_(r, "marathon_address names no address");
+		goto fail;
+	}
+	if (r->password && !r->user) {
+		logf_(r, "http_basic_auth_password without a user");
+		goto fail;
+	}
+	if (r->ca_file) {
+		FILE *f = fopen(r->ca_file, "r");
+		if (!f) {
+			logf_(r, "cannot read ca_file %s: %s", r->ca_file,
+			      strerror(errno));
+			goto fail;
+		}
+		fclose(f);
+	}
+	r->refresh_ns = dflt(o->refresh_ns, MAR_DEFAULT_REFRESH_NS);
+	r->stream_timeout_ns =
+		dflt(o->stream_timeout_ns, MAR_DEFAULT_STREAM_TIMEOUT_NS);
+	r->backoff_min_ns = dflt(o->backoff_min_ns, 250000000ll);
+	r->backoff_max_ns = dflt(o->backoff_max_ns, 30000000000ll);
+	if (r->backoff_max_ns < r->backoff_min_ns)
+		r->backoff_max_ns = r->backoff_min_ns;
+	r->request_timeout_ns = dflt(o->request_timeout_ns, 60000000000ll);
+	r->resync_delay_ns = dflt(o->resync_delay_ns, 1000000000ll);
+	r->publish_interval_ns = dflt(o->publish_interval_ns, 100000000ll);
+
+	rc = -ENOMEM;
+	/* curl_global_init is not thread-safe; mixd starts one resolver per
+	 * handler from main, but tests may start several. */
+	pthread_once(&once, global_init);
+	r->hc = mar_hostcache_create();
+	r->multi = curl_multi_init();
+	r->sync_h = curl_easy_init();
+	r->stream_h = curl_easy_init();
+	if (!r->hc || !r->multi || !r->sync_h || !r->stream_h)
+		goto fail;
+	ck_epoch_init(&r->epoch);
+	ck_epoch_register(&r->epoch, &r->wrec, NULL);
+	int e = pthread_create(&r->thread, NULL, thread_main, r);
+	if (e) {
+		rc = -e;
+		goto fail;
+	}
+	*out = r;
+	return 0;
+fail:
+	destroy(r);
+	return rc;
+}
+
+void mar_resolver_stop(struct mar_resolver *r)
+{
+	if (!r)
+		return;
+	__atomic_store_n(&r->stop, 1, __ATOMIC_RELEASE);
+	curl_multi_wakeup(r->multi);
+	pthread_join(r->thread, NULL);
+	/* No reader is left: everything retired can go now. */
+	ck_epoch_barrier(&r->wrec);
+	mar_snap_free(r->cur);
+	for (struct mar_reader *rd = r->readers, *n; rd; rd = n) {
+		n = rd->next;
+		free(rd);
+	}
+	destroy(r);
+}
+
+/* ------------------------------------------------------------------ */
+/* Readers */
+
+struct mar_reader *mar_reader_create(struct mar_resolver *r)
+{
+	struct mar_reader *rd;
+	pthread_mutex_lock(&r->readers_mu);
+	ck_epoch_record_t *rec = ck_epoch_recycle(&r->epoch, NULL);
+	if (rec) {
+		rd = (struct mar_reader *)rec; /* rec is the first member */
+	} else {
+		rd = aligned_alloc(64, (sizeof *rd + 63) & ~(size_t)63);
+		if (!rd) {
+			pthread_mutex_unlock(&r->readers_mu);
+			return NULL;
+		}
+		memset(rd, 0, sizeof *rd);
+		ck_epoch_register(&r->epoch, &rd->rec, NULL);
+		rd->next = r->readers;
+		r->readers = rd;
+	}
+	rd->r = r;
+	rd->snap = NULL;
+	rd->gen = 0;
+	memset(rd->src, 0, sizeof rd->src);
+	memset(rd->dst, 0, sizeof rd->dst);
+	pthread_mutex_unlock(&r->readers_mu);
+	return rd;
+}
+
+void mar_reader_destroy(struct mar_reader *rd)
+{
+	if (!rd)
+		return;
+	struct mar_resolver *r = rd->r;
+	pthread_mutex_lock(&r->readers_mu);
+	/* The record stays on ck's list (it cannot leave it); the next
+	 * mar_reader_create() recycles it. Freed at mar_resolver_stop(). */
+	ck_epoch_unregister(&rd->rec);
+	pthread_mutex_unlock(&r->readers_mu);
+}
+
+void mar_read_begin(struct mar_reader *rd)
+{
+	ck_epoch_begin(&rd->rec, NULL);
+	/* Acquire pairs with publish()'s release: the snapshot's bytes. */
+	const struct mar_snap *s = __atomic_load_n(&rd->r->cur,
+						   __ATOMIC_ACQUIRE);
+	rd->snap = s;
+	rd->gen = s ? s->gen : 0;
+}
+
+void mar_read_end(struct mar_reader *rd)
+{
+	rd->snap = NULL;
+	MAR_TSAN_RELEASE(rd);
+	ck_epoch_end(&rd->rec, NULL);
+}
+
+static bool uid_of(const struct attr_value *v, const char **id, size_t *len)
+{
+	if (!v || !attr_type_is_string((enum attr_type)v->type) || !v->len)
+		return false;
+	*id = mar_uid_bare(v->s, v->len, len);
+	return *len > 0;
+}
+
+/* Probe @c for (@kind, @h, @key, @port); on a miss look @t up and fill the
+ * slot. Returns the cache entry (inst NULL: not found). */
+static inline const struct cache_ent *
+probe(struct mar_reader *rd, struct cache_ent *c, const struct mar_table *t,
+      uint32_t kind, const void *key, uint32_t klen, uint32_t port)
+{
+	uint64_t h = mar_hash(key, klen, 0);
+	struct cache_ent *e = &c[(h ^ (h >> 29) ^ port) & (CACHE_SLOTS - 1)];
+	if (e->gen == rd->gen && e->h == h && e->klen == klen &&
+	    e->kind == kind && e->port == port &&
+	    (!e->key || !memcmp(e->key, key, klen)))
+		return e;
+	const struct mar_slot *sl = mar_snap_find(t, key, klen, h);
+	e->gen = rd->gen;
+	e->h = h;
+	e->klen = klen;
+	e->kind = kind;
+	e->port = port;
+	e->key = sl ? sl->key : NULL;
+	e->inst = sl ? sl->inst : NULL;
+	e->ctr = sl ? (sl->ctr >= 0 ? sl->ctr
+				    : mar_pick_container(sl->inst, port))
+		    : -1;
+	return e;
+}
+
+bool mar_lookup(struct mar_reader *rd, const struct mar_query *q,
+		struct mar_result *out)
+{
+	const struct mar_snap *s = rd->snap;
+	const char *id;
+	size_t len;
+	uint8_t k[MAR_IPPORT_KEY_LEN];
+	const struct cache_ent *e = NULL;
+	uint32_t port = 0;
+
+	*out = (struct mar_result){0};
+	if (!s)
+		return false;
+	if (q->destination_port && q->destination_port->type == ATTR_INT64 &&
+	    q->destination_port->i > 0 && q->destination_port->i <= 65535)
+		port = (uint32_t)q->destination_port->i;
+
+	if (uid_of(q->source_uid, &id, &len) && len <= UINT32_MAX)
+		e = probe(rd, rd->src, &s->by_id, K_UID, id, (uint32_t)len, 0);
+	if ((!e || !e->inst) && mar_ip_key(q->source_ip, k))
+		e = probe(rd, rd->src, &s->by_ip, K_IP, k, MAR_IPKEY_LEN, 0);
+	if (e && e->inst)
+		out->src = e->inst->v;
+
+	e = NULL;
+	if (uid_of(q->destination_uid, &id, &len) && len <= UINT32_MAX)
+		e = probe(rd, rd->dst, &s->by_id, K_UID, id, (uint32_t)len,
+			  port);
+	if ((!e || !e->inst) && mar_ip_key(q->destination_ip, k)) {
+		e = NULL;
+		if (port) {
+			k[16] = (uint8_t)(port >> 8);
+			k[17] = (uint8_t)port;
+			e = probe(rd, rd->dst, &s->by_ipport, K_IPPORT, k,
+				  MAR_IPPORT_KEY_LEN, port);
+		}
+		if (!e || !e->inst)
+			e = probe(rd, rd->dst, &s->by_ip, K_IP, k,
+				  MAR_IPKEY_LEN, port);
+	}
+	if (e && e->inst) {
+		out->dst = e->inst->v;
+		if (e->ctr >= 0 && (uint32_t)e->ctr < e->inst->n_ctr)
+			out->dst_container = &e->inst->ctr[e->ctr].name;
+	}
+	return out->src || out->dst;
+}
+
+void mar_stats(const struct mar_resolver *r, struct mar_stats *out)
+{
+	const struct counters *c = &r->c;
+	memset(out, 0, sizeof *out);
+	for (int i = 0; i < MAR_SYNC_COUNT; i++)
+		out->sync[i] = __atomic_load_n(&c->sync[i], __ATOMIC_RELAXED);
+	for (int i = 0; i < MAR_EV_COUNT; i++)
+		out->events[i] = __atomic_load_n(&c->events[i],
+						 __ATOMIC_RELAXED);
+	for (int i = 0; i < MAR_DISC_COUNT; i++)
+		out->disconnects[i] = __atomic_load_n(&c->disconnects[i],
+						      __ATOMIC_RELAXED);
+	out->snapshots = __atomic_load_n(&c->snapshots, __ATOMIC_RELAXED);
+	out->apps = __atomic_load_n(&c->apps, __ATOMIC_RELAXED);
+	out->pods = __atomic_load_n(&c->pods, __ATOMIC_RELAXED);
+	out->tasks = __atomic_load_n(&c->tasks, __ATOMIC_RELAXED);
+	out->pod_instances = __atomic_load_n(&c->pod_instances,
+					     __ATOMIC_RELAXED);
+	out->last_sync_unix =
+		(double)__atomic_load_n(&c->last_sync_ms, __ATOMIC_RELAXED) /
+		1000.0;
+	out->synced = __atomic_load_n(&c->synced, __ATOMIC_RELAXED);
+	out->connected = __atomic_load_n(&c->connected, __ATOMIC_RELAXED);
+}
