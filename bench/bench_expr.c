@@ -125,6 +125,72 @@ static int compile(struct expr_program *p, const char *text)
 	return id;
 }
 
+/* Each way of evaluating is its own function so that callgrind's
+ * inclusive counts separate them (MIXD_BENCH_RECORDS=100000
+ * valgrind --tool=callgrind, then divide by records x runs). */
+static __attribute__((noinline)) uint64_t
+run_per_use(const struct expr_program *p, uint32_t match_id,
+	    const uint32_t ids[4][18], const struct attr_table *t,
+	    struct expr_scratch *s, int records)
+{
+	uint64_t sink = 0;
+	for (int i = 0; i < records; i++) {
+		struct attr_value v;
+		expr_scratch_begin(s);
+		if (expr_eval(p, match_id, t, s, &v) || !v.b)
+			continue;
+		for (int m = 0; m < 4; m++)
+			for (int k = 0; k < 18; k++)
+				if (expr_eval(p, ids[m][k], t, s, &v) == 0)
+					sink += v.len;
+	}
+	return sink;
+}
+
+static __attribute__((noinline)) uint64_t
+run_batch(const struct expr_program *p, uint32_t match_id,
+	  const uint32_t ids[4][18], const uint32_t *uniq, size_t nuniq,
+	  const struct attr_table *t, struct expr_scratch *s, int records)
+{
+	uint64_t sink = 0;
+	for (int i = 0; i < records; i++) {
+		struct attr_value v;
+		const struct attr_value *pv;
+		expr_scratch_begin(s);
+		if (expr_eval(p, match_id, t, s, &v) || !v.b)
+			continue;
+		expr_eval_batch(p, uniq, nuniq, t, s);
+		for (int m = 0; m < 4; m++)
+			for (int k = 0; k < 18; k++)
+				if (expr_result(s, ids[m][k], &pv) == 0)
+					sink += pv->len;
+	}
+	return sink;
+}
+
+static __attribute__((noinline)) uint64_t
+run_plan(const struct expr_plan *mpl, uint32_t mat,
+	 const struct expr_plan *pl, const uint32_t at[4][18],
+	 const struct attr_value **mres, const struct attr_value **res,
+	 const struct attr_table *t, struct expr_scratch *s, int records)
+{
+	uint64_t sink = 0;
+	for (int i = 0; i < records; i++) {
+		expr_scratch_begin(s);
+		expr_plan_eval(mpl, t, s, mres);
+		if (!mres[mat] || !mres[mat]->b)
+			continue;
+		expr_plan_eval(pl, t, s, res);
+		for (int m = 0; m < 4; m++)
+			for (int k = 0; k < 18; k++) {
+				const struct attr_value *v = res[at[m][k]];
+				if (v)
+					sink += v->len;
+			}
+	}
+	return sink;
+}
+
 int main(void)
 {
 	struct attr_vocab *vocab = attr_vocab_create();
@@ -162,7 +228,9 @@ int main(void)
 				uniq[nuniq++] = ids[m][k];
 		}
 
-	const int records = 2000000;
+	/* $MIXD_BENCH_RECORDS shortens a run, for callgrind */
+	const char *env = getenv("MIXD_BENCH_RECORDS");
+	const int records = env && atoi(env) > 0 ? atoi(env) : 2000000;
 	int runs = bench_runs(7);
 	double *ns = calloc((size_t)runs, sizeof *ns);
 	uint64_t sink = 0;
@@ -170,17 +238,7 @@ int main(void)
 	/* (a) one expr_eval() per use: 73 calls, 22 evaluations */
 	for (int r = 0; r < runs; r++) {
 		uint64_t t0 = bench_now_ns();
-		for (int i = 0; i < records; i++) {
-			struct attr_value v;
-			expr_scratch_begin(s);
-			if (expr_eval(p, match_id, t, s, &v) || !v.b)
-				continue;
-			for (int m = 0; m < 4; m++)
-				for (int k = 0; k < 18; k++)
-					if (expr_eval(p, ids[m][k], t, s,
-						      &v) == 0)
-						sink += v.len;
-		}
+		sink += run_per_use(p, match_id, ids, t, s, records);
 		ns[r] = (double)(bench_now_ns() - t0) / records;
 	}
 	bench_report("expr_eval per use: ns per record", ns, runs, "ns");
@@ -190,26 +248,54 @@ int main(void)
 	 * expr_result() per use */
 	for (int r = 0; r < runs; r++) {
 		uint64_t t0 = bench_now_ns();
-		for (int i = 0; i < records; i++) {
-			struct attr_value v;
-			const struct attr_value *pv;
-			expr_scratch_begin(s);
-			if (expr_eval(p, match_id, t, s, &v) || !v.b)
-				continue;
-			expr_eval_batch(p, uniq, nuniq, t, s);
-			for (int m = 0; m < 4; m++)
-				for (int k = 0; k < 18; k++)
-					if (expr_result(s, ids[m][k], &pv) == 0)
-						sink += pv->len;
-		}
+		sink += run_batch(p, match_id, ids, uniq, nuniq, t, s, records);
 		ns[r] = (double)(bench_now_ns() - t0) / records;
 	}
 	bench_report("expr_eval_batch + expr_result: ns per record", ns, runs,
 		     "ns");
-	printf("expr evaluations per record: %.1f, %.1f (checksum %llu)\n",
+	uint64_t evals_b = s->stats.evals;
+
+	/* (c) plans: one for the match, one for the 72 uses, built at
+	 * config load; per record two calls, then a load per use */
+	struct expr_plan *mpl = expr_plan_create(p, &match_id, 1);
+	struct expr_plan *pl = expr_plan_create(p, &ids[0][0], 4 * 18);
+	if (!mpl || !pl) {
+		fprintf(stderr, "bench_expr: expr_plan_create failed\n");
+		return 1;
+	}
+	uint32_t at[4][18];
+	for (int m = 0; m < 4; m++)
+		for (int k = 0; k < 18; k++)
+			at[m][k] = expr_plan_index(pl, (size_t)(m * 18 + k));
+	const struct attr_value **mres =
+		calloc(expr_plan_size(mpl), sizeof *mres);
+	const struct attr_value **res =
+		calloc(expr_plan_size(pl), sizeof *res);
+	uint32_t mat = expr_plan_index(mpl, 0);
+	uint64_t sink_b = sink;
+	for (int r = 0; r < runs; r++) {
+		uint64_t t0 = bench_now_ns();
+		sink += run_plan(mpl, mat, pl, at, mres, res, t, s, records);
+		ns[r] = (double)(bench_now_ns() - t0) / records;
+	}
+	bench_report("expr_plan_eval + result pointers: ns per record", ns,
+		     runs, "ns");
+	if (sink - sink_b != sink_b / 2) {
+		fprintf(stderr, "bench_expr: plan results differ (%llu, %llu)\n",
+			(unsigned long long)(sink - sink_b),
+			(unsigned long long)sink_b);
+		return 1;
+	}
+	printf("expr evaluations per record: %.1f, %.1f, %.1f "
+	       "(checksum %llu)\n",
 	       (double)evals_a / ((double)records * runs),
-	       (double)(s->stats.evals - evals_a) / ((double)records * runs),
+	       (double)(evals_b - evals_a) / ((double)records * runs),
+	       (double)(s->stats.evals - evals_b) / ((double)records * runs),
 	       (unsigned long long)sink);
+	free(mres);
+	free(res);
+	expr_plan_destroy(mpl);
+	expr_plan_destroy(pl);
 	free(ns);
 	free(t);
 	expr_scratch_destroy(s);

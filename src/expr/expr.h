@@ -276,4 +276,81 @@ static inline int expr_result(const struct expr_scratch *s, uint32_t id,
 	return s->memo[id].rc;
 }
 
+/**
+ * A plan: a fixed list of expressions (a rule's match, or the values and
+ * dimensions of the rule's instances) lowered once, at config load, into
+ * one straight-line program that evaluates all of them per record into an
+ * array of value pointers. It is the fastest way to evaluate a set of
+ * expressions that is known up front:
+ *
+ *  - no memo: no generation check or result copy per expression or use;
+ *  - identical subexpressions of different expressions are computed once
+ *    (`(context.reporter.kind | "inbound") == "outbound"` in two
+ *    dimensions);
+ *  - every `m["k"] | "default"` over one map is a single pass over it;
+ *  - results are pointers to the table slot, a constant of the plan, or a
+ *    value in the scratch arena: nothing is copied.
+ *
+ * Results and failures are those of expr_eval() for the same ids, and
+ * each failed expression is counted once in s->stats.fail by reason, as
+ * expr_eval() counts it (s->stats.evals grows by the number of distinct
+ * ids). A plan does not read or fill the scratch's memo.
+ *
+ * The aggregator's pattern, per rule:
+ *
+ *	// config load: one plan for the match, one for the instances
+ *	uint32_t ids[] = {value0, dim0_0, dim0_1, ..., value1, dim1_0, ...};
+ *	struct expr_plan *pl = expr_plan_create(prog, ids, n);
+ *	uint32_t at[n];                 // where each use's result lands
+ *	for (i = 0; i < n; i++) at[i] = expr_plan_index(pl, i);
+ *	const struct attr_value **res = malloc(expr_plan_size(pl) * sizeof *res);
+ *	                                // per thread, or on the stack
+ *	// per record
+ *	expr_scratch_begin(s);
+ *	expr_plan_eval(match_pl, table, s, mres);
+ *	if (mres[match_at] && mres[match_at]->b) {
+ *		expr_plan_eval(pl, table, s, res);
+ *		for each use i: v = res[at[i]]; // NULL: failed, skip instance
+ *	}
+ */
+struct expr_plan;
+
+/**
+ * Build a plan evaluating the @n expression ids @ids of @p (duplicates are
+ * fine: they share one result). @p must be complete: compiling more
+ * expressions into it afterwards is fine, but the plan keeps a pointer to
+ * @p, which must outlive it. The plan is immutable and may be shared by
+ * threads. NULL on ENOMEM, or EINVAL (errno) if an id is out of range.
+ */
+struct expr_plan *expr_plan_create(const struct expr_program *p,
+				   const uint32_t *ids, size_t n);
+
+/** Free a plan. NULL is fine. */
+void expr_plan_destroy(struct expr_plan *pl);
+
+/**
+ * Number of entries of the result array expr_plan_eval() fills. It is at
+ * least the number of distinct ids: the plan's temporaries live there too.
+ */
+uint32_t expr_plan_size(const struct expr_plan *pl);
+
+/**
+ * Where the result of ids[@i] (the @i-th id given to expr_plan_create())
+ * lands in the result array. Compute it once, at config load.
+ */
+uint32_t expr_plan_index(const struct expr_plan *pl, size_t i);
+
+/**
+ * Evaluate every expression of @pl against the record in @t. @res has
+ * expr_plan_size(@pl) entries; afterwards res[expr_plan_index(pl, i)] is
+ * the value of ids[i], or NULL if its evaluation failed. The values are
+ * valid until the next expr_scratch_begin(@s) (they may live in @s's
+ * arena, which also holds the plan's per-record values, a few dozen bytes
+ * per map key: a scratch whose arena is full fails every expression with
+ * EXPR_E_NOMEM). Other entries of @res are scratch. Returns how many
+ * distinct expressions failed. No allocation, no locks.
+ */
+unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
+			struct expr_scratch *s, const struct attr_value **res);
+
 #endif /* MIXD_EXPR_H */

@@ -7,6 +7,7 @@
 #define MIXD_EXPR_INTERNAL_H
 
 #include <regex.h>
+#include <string.h>
 
 #include "expr/expr.h"
 
@@ -126,6 +127,98 @@ struct expr_program {
 int expr_eval_node(const struct expr_program *p, uint32_t ni,
 		   const struct attr_table *t, struct expr_scratch *s,
 		   struct attr_value *out);
+
+/* ---- helpers shared by the evaluator and the plan (expr_plan.c) -------- */
+
+/* mixd takes a plain STRING wherever a string-like type is declared. */
+static inline bool type_ok(unsigned decl, unsigned got)
+{
+	return decl == got || (attr_type_is_string((enum attr_type)decl) &&
+			       attr_type_is_string((enum attr_type)got));
+}
+
+/* Label values and keys are short: a byte loop beats a call to memcmp. */
+static inline bool bytes_eq(const char *a, const char *b, uint32_t n)
+{
+	if (n > 16)
+		return memcmp(a, b, n) == 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (a[i] != b[i])
+			return false;
+	return true;
+}
+
+static inline bool str_eq(const struct attr_value *a, const char *s,
+			  uint32_t len)
+{
+	return a->len == len && bytes_eq(a->s, s, len);
+}
+
+static inline uint32_t get_u32le(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+/* attr_map_get(), inlined for the m["k"] dimensions; bounds-checked the
+ * same way. */
+static inline __attribute__((always_inline)) bool
+map_find(const struct attr_value *m, const char *key,
+			    uint32_t klen, struct attr_value *out)
+{
+	if (m->len < 4)
+		return false;
+	const uint8_t *p = m->map;
+	uint32_t n = get_u32le(p), len = m->len;
+	size_t off = 4;
+	for (uint32_t i = 0; i < n; i++) {
+		if (len - off < 8)
+			return false;
+		uint32_t kl = get_u32le(p + off);
+		off += 4;
+		if (len - off < kl || len - off - kl < 4)
+			return false;
+		const char *k = (const char *)p + off;
+		off += kl;
+		uint32_t vl = get_u32le(p + off);
+		off += 4;
+		if (len - off < vl)
+			return false;
+		if (kl == klen && bytes_eq(k, key, klen)) {
+			*out = (struct attr_value){.type = ATTR_STRING,
+						   .len = vl,
+						   .s = (const char *)p + off};
+			return true;
+		}
+		off += vl;
+	}
+	return false;
+}
+
+static inline bool values_equal(const struct attr_value *a,
+				const struct attr_value *b)
+{
+	if (attr_type_is_string((enum attr_type)a->type) &&
+	    attr_type_is_string((enum attr_type)b->type))
+		return str_eq(a, b->s, b->len);
+	return attr_value_equal(a, b);
+}
+
+/* Evaluate expression @id (< p->n_exprs) without the memo: 0 or a positive
+ * EXPR_E_* code, counted in s->stats.fail. The plan's fallback. */
+int expr_eval_root(const struct expr_program *p, uint32_t id,
+		   const struct attr_table *t, struct expr_scratch *s,
+		   struct attr_value *out);
+
+/* Bump-allocate @n bytes, 8-aligned, from @s's arena; NULL when full. */
+static inline void *expr_arena_take(struct expr_scratch *s, size_t n)
+{
+	size_t at = (s->arena_used + 7) & ~(size_t)7;
+	if (at > s->arena_cap || s->arena_cap - at < n)
+		return NULL;
+	s->arena_used = at + n;
+	return s->arena + at;
+}
 
 /* The conversions shared by the evaluator and the constant folder: 0 or
  * EXPR_E_VALUE. */

@@ -159,6 +159,78 @@ static void render(const struct attr_value *v, char *buf, size_t cap)
 	}
 }
 
+/* ---- plans agree with expr_eval() -------------------------------------------- */
+
+/*
+ * Evaluate @ids with a plan and one by one with expr_eval(), each in a
+ * fresh scratch: same success, same value, same failure counts. Returns
+ * false (and prints why) on a difference.
+ */
+static bool plan_agrees(const struct expr_program *p, const uint32_t *ids,
+			size_t n, const struct attr_table *t, size_t arena)
+{
+	struct expr_plan *pl = expr_plan_create(p, ids, n);
+	assert_non_null(pl);
+	struct expr_scratch *s1 = expr_scratch_create(p, arena);
+	struct expr_scratch *s2 = expr_scratch_create(p, arena);
+	const struct attr_value **res =
+		calloc(expr_plan_size(pl), sizeof *res);
+	assert_true(s1 && s2 && res);
+	bool ok = true;
+	for (int rec = 0; rec < 2; rec++) { /* twice: arena reuse */
+		expr_scratch_begin(s1);
+		expr_scratch_begin(s2);
+		unsigned failed = expr_plan_eval(pl, t, s1, res);
+		unsigned want_failed = 0;
+		for (size_t i = 0; i < n; i++) {
+			struct attr_value v;
+			int rc = expr_eval(p, ids[i], t, s2, &v);
+			const struct attr_value *pv =
+				res[expr_plan_index(pl, i)];
+			char a[700] = "", b[700] = "";
+			if (rc == 0)
+				render(&v, a, sizeof a);
+			if (pv)
+				render(pv, b, sizeof b);
+			if ((rc == 0) != (pv != NULL) || strcmp(a, b) != 0 ||
+			    (pv && pv->type != v.type)) {
+				print_error("plan: %s: eval rc %d \"%s\", plan "
+					    "%s \"%s\"\n",
+					    expr_text(p, ids[i]), rc, a,
+					    pv ? "ok" : "failed", b);
+				ok = false;
+			}
+		}
+		want_failed = 0;
+		for (int c = 0; c < EXPR_E_COUNT; c++) {
+			if (s1->stats.fail[c] != s2->stats.fail[c]) {
+				print_error("plan: fail[%s] %llu, eval %llu\n",
+					    expr_fail_name((enum expr_fail)c),
+					    (unsigned long long)s1->stats.fail[c],
+					    (unsigned long long)s2->stats.fail[c]);
+				ok = false;
+			}
+			want_failed += (unsigned)s2->stats.fail[c];
+		}
+		if (s1->stats.evals != s2->stats.evals) {
+			print_error("plan: %llu evals, eval %llu\n",
+				    (unsigned long long)s1->stats.evals,
+				    (unsigned long long)s2->stats.evals);
+			ok = false;
+		}
+		if (rec == 0 && failed != want_failed) {
+			print_error("plan: %u failed, eval %u\n", failed,
+				    want_failed);
+			ok = false;
+		}
+	}
+	free(res);
+	expr_scratch_destroy(s1);
+	expr_scratch_destroy(s2);
+	expr_plan_destroy(pl);
+	return ok;
+}
+
 /* ---- the table -------------------------------------------------------------- */
 
 enum want { V, CE, EF };
@@ -526,6 +598,14 @@ static void test_table(void **state)
 							 p, (uint32_t)id)));
 			}
 			expr_scratch_destroy(s);
+			/* the plan path gives the same answer */
+			uint32_t one = (uint32_t)id;
+			if (!plan_agrees(p, &one, 1, &f->table, 0)) {
+				ok = false;
+				snprintf(got + strlen(got),
+					 sizeof got - strlen(got),
+					 " (plan differs)");
+			}
 		}
 		if (!ok) {
 			print_error("case %zu: %s\n  want %s%s\n  got  %s\n", i,
@@ -863,6 +943,193 @@ static void test_limits(void **state)
 	expr_program_destroy(p);
 }
 
+/* ---- plans ------------------------------------------------------------------- */
+
+static const char *const plan_exprs[] = {
+	"context.protocol == \"http\" || context.protocol == \"grpc\"",
+	"1",
+	"response.duration | \"0ms\"",
+	"request.size | 0",
+	"conditional((context.reporter.kind | \"inbound\") == \"outbound\", "
+	"\"source\", \"destination\")",
+	"source.workload.name | \"unknown\"",
+	"source.uid | \"unknown\"",
+	"source.labels[\"istio\"] | \"unknown\"",
+	"source.labels[\"version\"] | \"unknown\"",
+	"source.labels[\"version\"] | \"other\"",
+	"source.labels[\"istio\"] | source.uid",
+	"source.labels[\"\"] | \"empty key\"",
+	"$out.source_labels[\"istio\"] | \"unknown\"",
+	"request.headers[\"x\"] | \"none\"",
+	"source.labels[\"istio\"]",
+	"api.protocol | context.protocol | \"unknown\"",
+	"source.principal | source.uid | \"unknown\"",
+	"response.code | 200",
+	"conditional((context.reporter.kind | \"inbound\") == \"outbound\", "
+	"\"unknown\", conditional(connection.mtls | false, \"mutual_tls\", "
+	"\"none\"))",
+	"(context.reporter.kind | \"inbound\") == \"outbound\"",
+	"context.reporter.kind | \"inbound\"",
+	"source.uid",
+	"destination.uid",
+	"destination.uid == \"x\"",
+	"!(source.uid == \"x\")",
+	"source.uid != request.path",
+	"response.code == 404 && connection.mtls",
+	"response.code != 404 || destination.uid == \"x\"",
+	"conditional(connection.mtls, source.uid, destination.uid)",
+	"conditional(connection.mtls, source.uid, \"b\") == \"a\"",
+	"source.ip | ip(\"0.0.0.0\")",
+	"toLower(request.host) == \"example.com\"",
+	"request.host + request.path",
+	"source.name | \"unknown\"",
+	"test.double | 1.5",
+	"response.duration == \"1.5s\"",
+	"source.ip == ip(\"10.0.0.1\")",
+	"source.principal == \"a@b\"",
+	"true && connection.mtls",
+	"connection.mtls",
+};
+
+#define N_PLAN_EXPRS (sizeof plan_exprs / sizeof plan_exprs[0])
+
+static void test_plan(void **state)
+{
+	struct fixture *f = *state;
+	struct expr_program *p = expr_program_create(f->vocab);
+	uint32_t ids[2 * N_PLAN_EXPRS];
+	for (size_t i = 0; i < N_PLAN_EXPRS; i++) {
+		struct expr_error err;
+		int id = expr_compile(p, plan_exprs[i], strlen(plan_exprs[i]),
+				      &err);
+		if (id < 0)
+			fail_msg("%s: %s", plan_exprs[i], err.msg);
+		ids[i] = ids[2 * N_PLAN_EXPRS - 1 - i] = (uint32_t)id;
+	}
+	/* shared subexpressions and duplicate ids share results */
+	struct expr_plan *pl = expr_plan_create(p, ids, 2 * N_PLAN_EXPRS);
+	assert_non_null(pl);
+	assert_true(expr_plan_size(pl) >= expr_count(p));
+	for (size_t i = 0; i < N_PLAN_EXPRS; i++)
+		assert_int_equal(expr_plan_index(pl, i),
+				 expr_plan_index(pl, 2 * N_PLAN_EXPRS - 1 - i));
+	expr_plan_destroy(pl);
+
+	/* the fixture record, then the same record spoiled in every way a
+	 * plan might get wrong */
+	assert_true(plan_agrees(p, ids, 2 * N_PLAN_EXPRS, &f->table, 0));
+	struct attr_table *t = malloc(sizeof *t);
+	attr_table_clear(t);
+	assert_true(plan_agrees(p, ids, N_PLAN_EXPRS, t, 0)); /* empty */
+
+	static const uint8_t dup[] = {
+		/* 3 entries: istio=a, istio=b, version=c */
+		3, 0, 0, 0, 5, 0, 0, 0, 'i', 's', 't', 'i', 'o', 1, 0, 0, 0,
+		'a', 5, 0, 0, 0, 'i', 's', 't', 'i', 'o', 1, 0, 0, 0, 'b', 7,
+		0, 0, 0, 'v', 'e', 'r', 's', 'i', 'o', 'n', 1, 0, 0, 0, 'c'};
+	static const uint8_t empty_key[] = {
+		2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 'e', 7, 0, 0, 0,
+		'v', 'e', 'r', 's', 'i', 'o', 'n', 0, 0, 0, 0};
+	struct {
+		unsigned slot;
+		struct attr_value v;
+	} spoil[] = {
+		{MIXD_ATTR_SOURCE_UID, {.type = ATTR_INT64, .i = 7}},
+		{MIXD_ATTR_SOURCE_LABELS, {.type = ATTR_STRING, .len = 1, .s = "x"}},
+		{MIXD_ATTR_SOURCE_LABELS, {.type = ATTR_STRING_MAP, .len = sizeof dup,
+					   .map = dup}},
+		/* cut inside the second entry: the walk stops there */
+		{MIXD_ATTR_SOURCE_LABELS, {.type = ATTR_STRING_MAP, .len = 30,
+					   .map = dup}},
+		{MIXD_ATTR_SOURCE_LABELS, {.type = ATTR_STRING_MAP, .len = 3,
+					   .map = dup}},
+		{MIXD_ATTR_SOURCE_LABELS, {.type = ATTR_STRING_MAP,
+					   .len = sizeof empty_key,
+					   .map = empty_key}},
+		{MIXD_ATTR_CONTEXT_REPORTER_KIND, {.type = ATTR_BOOL, .b = true}},
+		{MIXD_ATTR_CONTEXT_REPORTER_KIND, {.type = ATTR_STRING, .len = 8,
+						   .s = "outbound"}},
+		{MIXD_ATTR_CONTEXT_REPORTER_KIND, {.type = ATTR_STRING, .len = 7,
+						   .s = "inbound"}},
+		{MIXD_ATTR_CONNECTION_MTLS, {.type = ATTR_BOOL, .b = false}},
+		{MIXD_ATTR_CONNECTION_MTLS, {.type = ATTR_STRING, .len = 1, .s = "y"}},
+		{MIXD_ATTR_CONTEXT_PROTOCOL, {.type = ATTR_STRING, .len = 4,
+					      .s = "grpc"}},
+		{MIXD_ATTR_API_PROTOCOL, {.type = ATTR_STRING, .len = 1, .s = "g"}},
+		{MIXD_ATTR_API_PROTOCOL, {.type = ATTR_INT64, .i = 1}},
+		{MIXD_ATTR_SOURCE_PRINCIPAL, {.type = ATTR_EMAIL, .len = 3,
+					      .s = "a@b"}},
+		{MIXD_ATTR_SOURCE_PRINCIPAL, {.type = ATTR_DOUBLE, .d = 1}},
+		{MIXD_ATTR_DESTINATION_UID, {.type = ATTR_STRING, .len = 1, .s = "x"}},
+		{MIXD_ATTR_RESPONSE_CODE, {.type = ATTR_INT64, .i = 200}},
+		{MIXD_ATTR_RESPONSE_DURATION, {.type = ATTR_INT64, .i = 1}},
+		{MIXD_ATTR_SOURCE_IP, {.type = ATTR_IP, .len = 16,
+				       .ip = {[10] = 0xff, [11] = 0xff, 10, 0, 0, 1}}},
+		{(unsigned)f->slot_out_labels, {.type = ATTR_STRING_MAP,
+						.len = sizeof dup, .map = dup}},
+	};
+	for (size_t k = 0; k < sizeof spoil / sizeof spoil[0]; k++) {
+		memcpy(t, &f->table, sizeof *t);
+		attr_table_set(t, spoil[k].slot, &spoil[k].v);
+		if (!plan_agrees(p, ids, N_PLAN_EXPRS, t, 0))
+			fail_msg("spoiled record %zu differs", k);
+		/* and the spoiled attribute alone */
+		attr_table_clear(t);
+		attr_table_set(t, spoil[k].slot, &spoil[k].v);
+		if (!plan_agrees(p, ids, N_PLAN_EXPRS, t, 0))
+			fail_msg("record of only %zu differs", k);
+	}
+
+	/* every table case that compiles, in one plan */
+	struct expr_program *q = expr_program_create(f->vocab);
+	uint32_t *all = calloc(sizeof cases / sizeof cases[0], sizeof *all);
+	size_t n = 0;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int id = expr_compile(q, cases[i].expr, strlen(cases[i].expr),
+				      NULL);
+		if (id >= 0)
+			all[n++] = (uint32_t)id;
+	}
+	assert_true(n > 100);
+	assert_true(plan_agrees(q, all, n, &f->table, 0));
+	free(all);
+	expr_program_destroy(q);
+
+	/* a plan keeps its per-record values in the arena: a full arena
+	 * fails the plan's expressions as NOMEM, counted */
+	const uint32_t mk = ids[7]; /* source.labels["istio"] | "unknown" */
+	pl = expr_plan_create(p, &mk, 1);
+	struct expr_scratch *s = expr_scratch_create(p, 8);
+	const struct attr_value *r[4];
+	assert_true(expr_plan_size(pl) <= 4);
+	expr_scratch_begin(s);
+	assert_int_equal(expr_plan_eval(pl, &f->table, s, r), 1);
+	assert_null(r[expr_plan_index(pl, 0)]);
+	assert_int_equal(s->stats.fail[EXPR_E_NOMEM], 1);
+	expr_scratch_destroy(s);
+	s = expr_scratch_create(p, 0);
+	expr_scratch_begin(s);
+	assert_int_equal(expr_plan_eval(pl, &f->table, s, r), 0);
+	assert_int_equal(r[expr_plan_index(pl, 0)]->len, 7);
+	assert_memory_equal(r[expr_plan_index(pl, 0)]->s, "reviews", 7);
+	expr_scratch_destroy(s);
+	expr_plan_destroy(pl);
+
+	/* an id that is not in the program is refused */
+	uint32_t bad = expr_count(p);
+	assert_null(expr_plan_create(p, &bad, 1));
+	/* an empty plan evaluates nothing */
+	pl = expr_plan_create(p, NULL, 0);
+	assert_non_null(pl);
+	s = expr_scratch_create(p, 0);
+	expr_scratch_begin(s);
+	assert_int_equal(expr_plan_eval(pl, &f->table, s, r), 0);
+	expr_scratch_destroy(s);
+	expr_plan_destroy(pl);
+	free(t);
+	expr_program_destroy(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -877,6 +1144,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_runtime_failures, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_plan, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
