@@ -314,7 +314,10 @@ static bool metric_value(const struct attr_value *v, double *out)
 		*out = v->d;
 		return true;
 	case ATTR_DURATION:
-		*out = (double)v->i / 1e9; /* observed in seconds */
+		/* Observed in seconds, computed as Go's Duration.Seconds()
+		 * does, so bucket edges fall exactly where Mixer's did. */
+		*out = (double)(v->i / 1000000000) +
+		       (double)(v->i % 1000000000) / 1e9;
 		return true;
 	case ATTR_STRING: {
 		/* A string that parses as a number is accepted. */

@@ -1,0 +1,489 @@
+"""End to end with the user's config unchanged: records through mixd-report,
+every sample of all six istio_* families checked against values computed
+here, independently, from the config's semantics; promtool; a real
+Prometheus server; gzip; reload while records flow; expiry; series limit.
+
+MIXD_TEST_THREADED (scrapes race the shards writing: run under TSan too)
+"""
+
+import gzip
+import http.client
+import itertools
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+import mixdtest as mt
+
+FIXTURES = os.environ.get("MIXD_FIXTURES") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
+SEED = os.path.join(FIXTURES, "config", "mixer-seed.yaml")
+SEED_ARGS = ["--config", SEED, "--configDefaultNamespace", "default"]
+
+DURATION_BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+BYTES_BOUNDS = [10.0 ** i for i in range(9)]  # scale 1, factor 10, N=8
+
+HTTP_LABELS = ["reporter", "source_app", "source_principal", "source_workload",
+               "source_workload_namespace", "source_version", "destination_app",
+               "destination_principal", "destination_workload",
+               "destination_workload_namespace", "destination_version",
+               "destination_service", "destination_service_name",
+               "destination_service_namespace", "request_protocol", "response_code",
+               "connection_security_policy"]
+TCP_LABELS = [l for l in HTTP_LABELS if l not in ("request_protocol", "response_code")]
+
+
+# ---- the expected values, from the config's semantics ----------------------
+
+def go_seconds(ns):
+    """Go's time.Duration.Seconds(): whole seconds plus the remainder."""
+    return float(ns // 1_000_000_000) + float(ns % 1_000_000_000) / 1e9
+
+
+def parse_ms(s):
+    assert s.endswith("ms")
+    return int(round(float(s[:-2]) * 1_000_000))
+
+
+def expected_labels(r, tcp):
+    """The seed's dimensions for record @r, after the mesos bindings, which
+    (with no Marathon data) set workloads, labels and namespaces to their
+    defaults and shadow what the proxy sent."""
+    outbound = r.get("context.reporter.kind", "inbound") == "outbound"
+    l = {
+        "reporter": "source" if outbound else "destination",
+        "source_app": "unknown", "source_version": "unknown",
+        "source_workload": "unknown", "source_workload_namespace": "unknown",
+        "destination_app": "unknown", "destination_version": "unknown",
+        "destination_workload": "unknown", "destination_workload_namespace": "unknown",
+        "source_principal": r.get("source.principal", "unknown"),
+        "destination_principal": r.get("destination.principal", "unknown"),
+        "destination_service_name": r.get("destination.service.name", "unknown"),
+        "destination_service_namespace": r.get("destination.service.namespace", "unknown"),
+        "connection_security_policy": "unknown" if outbound else
+        ("mutual_tls" if r.get("connection.mtls", False) else "none"),
+    }
+    if tcp:
+        l["destination_service"] = r.get("destination.service.name", "unknown")
+    else:
+        l["destination_service"] = r.get("destination.service.host", "unknown")
+        l["request_protocol"] = r.get("api.protocol", r.get("context.protocol", "unknown"))
+        l["response_code"] = str(r.get("response.code", 200))
+    return frozenset(l.items())
+
+
+class Expect:
+    def __init__(self):
+        self.samples = {}
+
+    def add(self, name, labels, v):
+        k = (name, labels)
+        self.samples[k] = self.samples.get(k, 0) + v
+
+    def hist(self, name, labels, bounds, v):
+        for b in bounds:
+            self.add(name + "_bucket", labels | {("le", fmt_le(b))}, 1 if v <= b else 0)
+        self.add(name + "_bucket", labels | {("le", "+Inf")}, 1)
+        self.add(name + "_sum", labels, v)
+        self.add(name + "_count", labels, 1)
+
+    def record(self, r):
+        proto = r.get("context.protocol")
+        if proto in ("http", "grpc"):
+            l = expected_labels(r, tcp=False)
+            self.add("istio_requests_total", l, 1)
+            d = go_seconds(parse_ms(r["response.duration"])) if "response.duration" in r else 0.0
+            self.hist("istio_request_duration_seconds", l, DURATION_BOUNDS, d)
+            self.hist("istio_request_bytes", l, BYTES_BOUNDS, r.get("request.size", 0))
+            self.hist("istio_response_bytes", l, BYTES_BOUNDS, r.get("response.size", 0))
+        elif proto == "tcp":
+            l = expected_labels(r, tcp=True)
+            self.add("istio_tcp_sent_bytes_total", l, r.get("connection.sent.bytes", 0))
+            self.add("istio_tcp_received_bytes_total", l, r.get("connection.received.bytes", 0))
+
+
+def fmt_le(b):
+    """client_golang's le: Go's strconv 'g' -1 formatting."""
+    if b == int(b) and abs(b) < 1e21:
+        i = int(b)
+        s = str(i)
+        if len(s) > 6:  # Go switches to exponent form past 21 digits for 'f',
+            # but 'g' with shortest precision uses exponent when exp >= 21 or
+            # the digit count is exceeded: 1e+06, 1e+07, 1e+08.
+            digits = s.rstrip("0")
+            exp = len(s) - 1
+            mant = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+            return f"{mant}e+{exp:02d}"
+        return s
+    return repr(b)
+
+
+def generate(seed=7):
+    """Records covering every protocol, reporter present and absent, absent
+    attributes that fall back to defaults, durations and sizes exactly on
+    bucket bounds, above the last bound, and zero."""
+    rnd = random.Random(seed)
+    out = []
+    durations = ["0ms"] + [f"{b * 1000:g}ms" for b in DURATION_BOUNDS] + ["10001ms", "3ms", "700ms"]
+    sizes = [0] + [int(b) for b in BYTES_BOUNDS] + [int(1e8) + 1, 5, 12345]
+    for proto, kind, i in itertools.product(["http", "grpc", "tcp", None],
+                                            ["inbound", "outbound", None], range(24)):
+        r = {}
+        if proto:
+            r["context.protocol"] = proto
+        if kind:
+            r["context.reporter.kind"] = kind
+        if proto == "tcp":
+            r["connection.sent.bytes"] = rnd.choice(sizes)
+            r["connection.received.bytes"] = rnd.choice(sizes)
+        else:
+            if i % 5:
+                r["response.duration"] = durations[i % len(durations)]
+            if i % 3:
+                r["request.size"] = sizes[i % len(sizes)]
+            if i % 4:
+                r["response.size"] = sizes[(i * 7) % len(sizes)]
+            if i % 6:
+                r["response.code"] = rnd.choice([200, 404, 503])
+            if proto == "grpc" and i % 2:
+                r["api.protocol"] = "grpc"
+        if i % 2:
+            r["connection.mtls"] = bool(i % 4 == 1)
+        if i % 7 == 1:
+            r["source.principal"] = "cluster.local/ns/default/sa/productpage"
+        if i % 3 == 2:
+            r["destination.service.host"] = "reviews.default.svc.cluster.local"
+            r["destination.service.name"] = "reviews"
+            r["destination.service.namespace"] = "default"
+        # Sent but shadowed by the mesos bindings: must not show.
+        if i % 8 == 3:
+            r["source.labels"] = {"istio": "productpage", "version": "v1"}
+            r["source.workload.name"] = "productpage-v1"
+        out.append(r)
+    return out
+
+
+def istio_samples(m):
+    ms = m.prom_metrics()
+    return {k: v for k, v in ms.items() if k[0].startswith("istio_")}
+
+
+def compare(got, want):
+    problems = []
+    for k, v in want.items():
+        g = got.get(k)
+        if g is None:
+            problems.append(f"missing {k[0]}{dict(k[1])} (want {v})")
+        elif abs(g - v) > 1e-9 * max(1.0, abs(v)):
+            problems.append(f"{k[0]}{dict(k[1])}: got {g}, want {v}")
+    for k in got:
+        if k not in want:
+            problems.append(f"unexpected {k[0]}{dict(k[1])} = {got[k]}")
+    return problems
+
+
+def send(build, m, records, transport="shm"):
+    rc, out, err = mt.report(build, m.address, records, transport=transport)
+    mt.check(rc == 0, f"mixd-report failed: {out} {err}")
+
+
+# ---- tests -------------------------------------------------------------------
+
+def every_sample_of_the_six_families_is_exact(build):
+    records = generate()
+    want = Expect()
+    for r in records:
+        want.record(r)
+    with mt.Mixd(build, SEED_ARGS) as m:
+        send(build, m, records)
+        n_http = sum(1 for r in records if r.get("context.protocol") in ("http", "grpc"))
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == len(records),
+                   what="all records processed")
+        got = istio_samples(m)
+        problems = compare(got, want.samples)
+        mt.check(not problems, "\n".join(problems[:30]) + f"\n({len(problems)} problems)")
+        mt.check(sum(v for k, v in got.items() if k[0] == "istio_requests_total") == n_http)
+        fams = {k[0].rsplit("_bucket", 1)[0].rsplit("_sum", 1)[0].rsplit("_count", 1)[0]
+                for k in got}
+        mt.check(len({f for f in fams}) == 6, f"families: {fams}")
+        print(f"   {len(records)} records, {len(want.samples)} samples, all exact")
+
+
+def promtool_finds_nothing(build):
+    with mt.Mixd(build, SEED_ARGS) as m:
+        send(build, m, generate(seed=3))
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") > 0)
+        for port in (m.prometheus_port, m.monitoring_port):
+            status, _, body = mt.scrape(port)
+            p = subprocess.run(["promtool", "check", "metrics"], input=body.encode(),
+                               capture_output=True, timeout=60)
+            mt.check(p.returncode == 0 and not p.stdout.strip() and not p.stderr.strip(),
+                     f"promtool on port {port}: {p.stdout.decode()} {p.stderr.decode()}")
+
+
+def gzip_when_the_scraper_asks(build):
+    with mt.Mixd(build, SEED_ARGS) as m:
+        send(build, m, generate(seed=5))
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") > 0)
+        c = http.client.HTTPConnection("127.0.0.1", m.prometheus_port, timeout=10)
+        c.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+        r = c.getresponse()
+        body = r.read()
+        mt.check(r.getheader("Content-Encoding") == "gzip", "not gzipped")
+        plain = gzip.decompress(body)
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        mt.check(r.getheader("Content-Encoding") is None)
+        mt.check(r.read() == plain, "gzipped and plain bodies differ")
+
+
+def scrapes_during_writes_are_never_torn(build):
+    """Histograms stay consistent while shards write: cumulative buckets
+    monotonic, +Inf equal to _count, in every scrape."""
+    records = generate(seed=11)
+    with mt.Mixd(build, SEED_ARGS) as m:
+        stop = threading.Event()
+
+        def writer():
+            while not stop.is_set():
+                send(build, m, records)
+
+        t = threading.Thread(target=writer)
+        t.start()
+        scrapes = 0
+        try:
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:
+                ms = m.prom_metrics()
+                scrapes += 1
+                buckets = {}
+                for (name, labels), v in ms.items():
+                    if name.endswith("_bucket"):
+                        d = dict(labels)
+                        le = d.pop("le")
+                        buckets.setdefault((name[:-7], frozenset(d.items())), []).append(
+                            (float(le), v))
+                for (base, labels), bs in buckets.items():
+                    bs.sort()
+                    vals = [v for _, v in bs]
+                    mt.check(vals == sorted(vals), f"{base} not monotonic: {bs}")
+                    count = ms[(base + "_count", labels)]
+                    mt.check(bs[-1][1] == count, f"{base}: +Inf {bs[-1][1]} != count {count}")
+        finally:
+            stop.set()
+            t.join()
+        print(f"   {scrapes} consistent scrapes while writing")
+
+
+def reload_while_records_flow_loses_and_doubles_nothing(build):
+    tmp = tempfile.mkdtemp(prefix="mixd-reload.")
+    cfgdir = os.path.join(tmp, "config")
+    os.mkdir(cfgdir)
+    shutil.copy(SEED, os.path.join(cfgdir, "mixer.yaml"))
+    try:
+        with mt.Mixd(build, ["--configStoreURL", "fs://" + cfgdir,
+                             "--configDefaultNamespace", "default"]) as m:
+            rec = {"context.protocol": "http", "response.code": 200, "response.duration": "3ms"}
+            n = 0
+            procs = []
+            for i in range(6):
+                procs.append(subprocess.Popen(
+                    [os.path.join(build, "mixd-report"), "--address", m.address,
+                     "--repeat", "20000"], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+                procs[-1].stdin.write((json.dumps(rec) + "\n").encode())
+                procs[-1].stdin.close()
+                n += 20000
+                # Reload by signal and by touching the files, while the
+                # records flow.
+                if i % 2:
+                    m.proc.send_signal(signal.SIGHUP)
+                else:
+                    os.utime(os.path.join(cfgdir, "mixer.yaml"))
+                time.sleep(0.15)
+            for p in procs:
+                p.wait(timeout=mt._t(120))
+                mt.check(p.returncode == 0, p.stderr.read().decode())
+                p.stdout.close()
+                p.stderr.close()
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == n,
+                       timeout=30, what=f"{n} records processed")
+            total = sum(v for k, v in m.prom_metrics().items() if k[0] == "istio_requests_total")
+            mt.check(total == n, f"istio_requests_total {total} != {n}")
+            gen = mt.value(m.metrics(), "mixd_config_generation")
+            mt.check(gen >= 3, f"only {gen} generations: reloads did not happen")
+            # A broken config is refused; the old one stays in force.
+            with open(os.path.join(cfgdir, "mixer.yaml"), "a") as f:
+                f.write("---\nkind: rule\nmetadata: {name: bad, namespace: default}\n"
+                        "spec: {match: no.such.attribute == 1}\n")
+            m.proc.send_signal(signal.SIGHUP)
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_config_reload_failures_total") >= 1)
+            send(build, m, [rec])
+            m.wait_for(lambda: sum(v for k, v in m.prom_metrics().items()
+                                   if k[0] == "istio_requests_total") == n + 1)
+            mt.check("keeping the configuration in force" in m.stderr(), m.stderr_tail())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def series_expire_after_the_policy(build):
+    tmp = tempfile.mkdtemp(prefix="mixd-expiry.")
+    try:
+        with open(SEED) as f:
+            text = f.read()
+        marker = "kind: prometheus\nmetadata:\n  name: handler\n  namespace: default\nspec:\n"
+        mt.check(marker in text)
+        text = text.replace(marker, marker + "  metricsExpirationPolicy:\n"
+                            "    metricsExpiryDuration: 1s\n"
+                            "    expiryCheckIntervalDuration: 200ms\n")
+        path = os.path.join(tmp, "mixer.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
+            send(build, m, [{"context.protocol": "http", "response.code": 200}])
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_series",
+                                        family="istio_requests_total") == 1)
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_series_expired_total",
+                                        family="istio_requests_total") == 1, timeout=10)
+            mt.check(mt.value(m.metrics(), "mixd_series", family="istio_requests_total") == 0)
+            mt.check(not any(k[0] == "istio_requests_total" for k in m.prom_metrics()))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def the_series_limit_bounds_memory(build):
+    with mt.Mixd(build, SEED_ARGS + ["--series-limit", "5"], shards=1) as m:
+        records = [{"context.protocol": "http", "response.code": 200 + i} for i in range(20)]
+        send(build, m, records)
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == 20)
+        ms = m.metrics()
+        mt.check(mt.value(ms, "mixd_series", family="istio_requests_total") == 5)
+        mt.check(mt.value(ms, "mixd_series_overflow_total", family="istio_requests_total") == 15)
+
+
+def a_real_prometheus_scrapes_mixd(build):
+    records = generate(seed=13)
+    want = Expect()
+    for r in records:
+        want.record(r)
+    n_http = sum(1 for r in records if r.get("context.protocol") in ("http", "grpc"))
+    durations = sorted(go_seconds(parse_ms(r["response.duration"])) if "response.duration" in r
+                       else 0.0 for r in records if r.get("context.protocol") in ("http", "grpc"))
+    tmp = tempfile.mkdtemp(prefix="mixd-prom.")
+    prom = None
+    try:
+        with mt.Mixd(build, SEED_ARGS) as m:
+            send(build, m, records)
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == len(records))
+            cfg = os.path.join(tmp, "prometheus.yml")
+            with open(cfg, "w") as f:
+                f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                        "scrape_configs:\n  - job_name: mixd\n    static_configs:\n"
+                        f"      - targets: ['127.0.0.1:{m.prometheus_port}']\n")
+            port = free_port()
+            prom = subprocess.Popen(["prometheus", f"--config.file={cfg}",
+                                     f"--storage.tsdb.path={tmp}/data",
+                                     f"--web.listen-address=127.0.0.1:{port}"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+            def query(q):
+                u = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+                try:
+                    with urllib.request.urlopen(u, timeout=5) as r:
+                        res = json.load(r)["data"]["result"]
+                except OSError:
+                    return None
+                return float(res[0]["value"][1]) if res else None
+
+            deadline = time.monotonic() + mt._t(60)
+            total = None
+            while time.monotonic() < deadline:
+                total = query("sum(istio_requests_total)")
+                if total is not None:
+                    break
+                time.sleep(0.5)
+            mt.check(total == n_http, f"sum(istio_requests_total) = {total}, want {n_http}")
+            q = query("histogram_quantile(0.5, sum by (le) (istio_request_duration_seconds_bucket))")
+            median = durations[len(durations) // 2]
+            lo = max([0.0] + [b for b in DURATION_BOUNDS if b < median])
+            hi = min([b for b in DURATION_BOUNDS if b >= median] + [float("inf")])
+            mt.check(q is not None and lo <= q <= hi,
+                     f"p50 {q} outside the bucket ({lo}, {hi}] of the true median {median}")
+            print(f"   Prometheus: sum {total:.0f}, p50 {q:.4f} s (true median {median} s)")
+    finally:
+        if prom:
+            prom.terminate()
+            prom.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def check_config_prints_the_summary(build):
+    p = subprocess.run([os.path.join(build, "mixd"), "--check-config", SEED,
+                        "--configDefaultNamespace", "default"], capture_output=True, timeout=30)
+    mt.check(p.returncode == 0, p.stderr.decode())
+    with open(os.path.join(FIXTURES, "config", "mixer-seed.summary"), "rb") as f:
+        mt.check(p.stdout == f.read(), p.stdout.decode())
+    p = subprocess.run([os.path.join(build, "mixd"), "--check-config",
+                        os.path.join(FIXTURES, "config", "broken")], capture_output=True,
+                       timeout=30)
+    mt.check(p.returncode != 0, "a broken config passed --check-config")
+
+
+def mixers_command_line_starts_mixd(build):
+    """The user's pod runs `mixs server --address ... --configStoreURL=k8s://
+    ... --configDefaultNamespace=default --trace_zipkin_url=...`."""
+    tmp = tempfile.mkdtemp(prefix="mixd-mixs.")
+    try:
+        cfgdir = os.path.join(tmp, "cfg")
+        os.mkdir(cfgdir)
+        shutil.copy(SEED, cfgdir)
+        m = mt.Mixd(build, start=False)
+        m.argv = lambda: [m.binary, "server", "--address", m.address,
+                          f"--configStoreURL=fs://{cfgdir}", "--configDefaultNamespace=default",
+                          "--trace_zipkin_url=http://zipkin.istio-system:9411/api/v1/spans",
+                          "--monitoring-address", "127.0.0.1:0",
+                          "--prometheus-address", "127.0.0.1:0"]
+        m.start()
+        try:
+            mt.check("ignoring --trace_zipkin_url" in m.stderr(), m.stderr_tail())
+            mt.check(mt.value(m.metrics(), "mixd_config_generation") == 1)
+        finally:
+            m.close()
+        p = subprocess.run([os.path.join(build, "mixd"), "server",
+                            "--configStoreURL=k8s://", "--address", "unix://" + tmp + "/s"],
+                           capture_output=True, timeout=30)
+        mt.check(p.returncode != 0 and b"kubectl get" in p.stderr, p.stderr.decode())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    mt.main([
+        every_sample_of_the_six_families_is_exact,
+        promtool_finds_nothing,
+        gzip_when_the_scraper_asks,
+        scrapes_during_writes_are_never_torn,
+        reload_while_records_flow_loses_and_doubles_nothing,
+        series_expire_after_the_policy,
+        the_series_limit_bounds_memory,
+        a_real_prometheus_scrapes_mixd,
+        check_config_prints_the_summary,
+        mixers_command_line_starts_mixd,
+    ])
