@@ -289,7 +289,7 @@ static int add_address(struct mar_resolver *r, const char *a, size_t n)
 		a++;
 		n--;
 	}
-	while (n && (a[n - 1] == ' ' || a[n - 1] == '\t' || a[n - 1] == '/'))
+	while (n && (a[n - 1] == ' ' || a[n - 1] == '\t'))
 		n--;
 	if (!n)
 		return 0;
@@ -307,6 +307,8 @@ static int add_address(struct mar_resolver *r, const char *a, size_t n)
 		n -= sl + 3;
 		a = sep + 3;
 	}
+	while (n && a[n - 1] == '/')
+		n--;
 	const char *slash = memchr(a, '/', n);
 	size_t auth_len = slash ? (size_t)(slash - a) : n;
 	const char *at = NULL;
@@ -614,17 +616,20 @@ static void sync_failed(struct mar_resolver *r, enum mar_sync_result res,
 {
 	char msg[1600];
 	cnt_add(&r->c.sync[res], 1);
+	bool detail = res == MAR_SYNC_ERROR && r->errbuf[0];
 	snprintf(msg, sizeof msg, "sync from %s failed (%s%s%s); %s", base,
-		 mar_sync_result_name(res), r->errbuf[0] ? ": " : "",
-		 res == MAR_SYNC_ERROR ? r->errbuf : "", what);
+		 mar_sync_result_name(res), detail ? ": " : "",
+		 detail ? r->errbuf : "", what);
 	episode_fail(r, EP_SYNC(res), msg);
 }
 
 /* Full sync from @base (apps, then pods from the same leader). On success
  * the model is replaced and a snapshot published. */
-static int full_sync(struct mar_resolver *r, const char *base)
+static int full_sync(struct mar_resolver *r, const char *base_in)
 {
 	bool no_pods = false;
+	char base[sizeof r->base]; /* base_in may be r->base itself */
+	snprintf(base, sizeof base, "%s", base_in);
 	snprintf(r->base, sizeof r->base, "%s", base);
 	enum mar_sync_result res = get(r, base, "/v2/apps?embed=apps.tasks",
 				       false, NULL);
@@ -714,6 +719,8 @@ static int stream_start(struct mar_resolver *r)
 static bool stream_dead(struct mar_resolver *r)
 {
 	enum mar_disconnect why;
+	if (stopping(r))
+		return false; /* our own abort, not Marathon's doing */
 	if (r->stream_done) {
 		if (r->stream_code == CURLE_OK)
 			why = mar_sse_partial(&r->sse) ? MAR_DISC_TRUNCATED

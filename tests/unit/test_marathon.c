@@ -1,0 +1,1056 @@
+/*
+ * test_marathon -- the Marathon resolver: snapshot mapping from fixtures,
+ * the SSE framer, and the resolver thread against the Python stand-in
+ * (tests/integration/marathon_standin.py, started per test as a process on
+ * 127.0.0.1): sync, events, outages, leader redirects, auth, bad payloads,
+ * and readers looking up across snapshot swaps from several threads.
+ *
+ * MIXD_TEST_THREADED: the reader threads also run under TSan.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config/config.h"
+#include "marathon/mar_internal.h"
+#include "marathon/marathon.h"
+
+#define MS 1000000ll
+
+/* ------------------------------------------------------------------ */
+/* Helpers */
+
+static char *slurp(const char *name, size_t *len)
+{
+	char path[1024];
+	const char *fx = getenv("MIXD_FIXTURES");
+	snprintf(path, sizeof path, "%s/marathon/%s", fx ? fx : "fixtures",
+		 name);
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *b = malloc((size_t)n + 1);
+	assert_non_null(b);
+	assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+	b[n] = 0;
+	fclose(f);
+	*len = (size_t)n;
+	return b;
+}
+
+static struct attr_value str(const char *s)
+{
+	return (struct attr_value){.type = ATTR_STRING,
+				   .len = (uint32_t)strlen(s), .s = s};
+}
+
+static struct attr_value ip4(uint8_t a, uint8_t b, uint8_t c, uint8_t d)
+{
+	return (struct attr_value){.type = ATTR_IP, .len = 4,
+				   .ip = {a, b, c, d}};
+}
+
+static struct attr_value port(int64_t p)
+{
+	return (struct attr_value){.type = ATTR_INT64, .i = p};
+}
+
+/* Output @o as a C string ("" if absent). */
+static const char *out_s(const struct mar_result *r, enum mar_out o,
+			 char *buf, size_t cap)
+{
+	const struct attr_value *v = mar_result_get(r, o);
+	if (!v)
+		return "";
+	if (v->type == ATTR_IP) {
+		if (v->len == 4)
+			snprintf(buf, cap, "%u.%u.%u.%u", v->ip[0], v->ip[1],
+				 v->ip[2], v->ip[3]);
+		else
+			snprintf(buf, cap, "ipv6");
+		return buf;
+	}
+	if (v->type == ATTR_STRING_MAP)
+		return "<map>";
+	snprintf(buf, cap, "%.*s", (int)v->len, v->s);
+	return buf;
+}
+
+#define ASSERT_OUT(res, o, want)                                               \
+	do {                                                                   \
+		char _b[512];                                                  \
+		assert_string_equal(out_s((res), (o), _b, sizeof _b), (want)); \
+	} while (0)
+
+static const char *label(const struct mar_result *r, enum mar_out o,
+			 const char *k, char *buf, size_t cap)
+{
+	const struct attr_value *m = mar_result_get(r, o);
+	struct attr_value v;
+	if (!m || !attr_map_get(m, k, strlen(k), &v))
+		return NULL;
+	snprintf(buf, cap, "%.*s", (int)v.len, v.s);
+	return buf;
+}
+
+static struct mar_snap *fixture_snap(void)
+{
+	size_t la, lp;
+	char *a = slurp("mixd-apps-embed-tasks-1.5.json", &la);
+	char *p = slurp("mixd-pods-status.json", &lp);
+	cJSON *apps = mar_parse_apps(a, la), *pods = mar_parse_pods(p, lp);
+	assert_non_null(apps);
+	assert_non_null(pods);
+	struct mar_hostcache *hc = mar_hostcache_create();
+	struct mar_snap *s = NULL;
+	size_t skipped = 99;
+	assert_int_equal(mar_snap_build(apps, pods, hc, &s, &skipped), 0);
+	assert_int_equal(skipped, 0);
+	mar_hostcache_destroy(hc);
+	cJSON_Delete(apps);
+	cJSON_Delete(pods);
+	free(a);
+	free(p);
+	return s;
+}
+
+/* ------------------------------------------------------------------ */
+/* Snapshot mapping (no thread, no network) */
+
+static void test_snapshot_counts_and_terminal_skipped(void **st)
+{
+	struct mar_snap *s = fixture_snap();
+	assert_int_equal(s->apps, 3);
+	assert_int_equal(s->pods, 2);
+	assert_int_equal(s->tasks, 5);	       /* one TASK_KILLED left out */
+	assert_int_equal(s->pod_instances, 2); /* one TERMINAL left out */
+	struct mar_result r;
+	struct attr_value ip = ip4(9, 0, 1, 99);
+	struct mar_query q = {.destination_ip = &ip};
+	assert_false(mar_snap_lookup(s, &q, &r));
+	mar_snap_free(s);
+}
+
+static void test_uid_forms_of_the_users_proxies(void **st)
+{
+	struct mar_snap *s = fixture_snap();
+	const char *forms[] = {
+		"kubernetes://reviews-v2.instance-c96bf99f-6a2b-11e9-9d6b-"
+		"0242ac110003",
+		"mesos://reviews-v2.instance-c96bf99f-6a2b-11e9-9d6b-"
+		"0242ac110003",
+		"reviews-v2.instance-c96bf99f-6a2b-11e9-9d6b-0242ac110003",
+		"kubernetes://reviews-v2.instance-c96bf99f-6a2b-11e9-9d6b-"
+		"0242ac110003.reviews",
+	};
+	for (size_t i = 0; i < 4; i++) {
+		struct attr_value u = str(forms[i]);
+		struct mar_query q = {.source_uid = &u, .destination_uid = &u};
+		struct mar_result r;
+		assert_true(mar_snap_lookup(s, &q, &r));
+		ASSERT_OUT(&r, MAR_OUT_SOURCE_POD_UID,
+			   "kubernetes://reviews-v2.instance-c96bf99f-6a2b-"
+			   "11e9-9d6b-0242ac110003");
+		ASSERT_OUT(&r, MAR_OUT_SOURCE_POD_NAME,
+			   "reviews-v2.instance-c96bf99f-6a2b-11e9-9d6b-"
+			   "0242ac110003");
+		ASSERT_OUT(&r, MAR_OUT_SOURCE_WORKLOAD_NAME, "reviews-v2");
+		ASSERT_OUT(&r, MAR_OUT_SOURCE_NAMESPACE, "default");
+		ASSERT_OUT(&r, MAR_OUT_SOURCE_WORKLOAD_NAMESPACE, "default");
+		ASSERT_OUT(&r, MAR_OUT_SOURCE_WORKLOAD_UID,
+			   "istio://default/workloads/reviews-v2");
+		ASSERT_OUT(&r, MAR_OUT_SOURCE_OWNER,
+			   "marathon://pods/reviews-v2");
+		ASSERT_OUT(&r, MAR_OUT_SOURCE_SERVICE_ACCOUNT_NAME, "default");
+		ASSERT_OUT(&r, MAR_OUT_SOURCE_HOST_IP, "10.0.0.31");
+		ASSERT_OUT(&r, MAR_OUT_SOURCE_POD_IP, "10.0.0.31");
+		ASSERT_OUT(&r, MAR_OUT_DESTINATION_WORKLOAD_NAME, "reviews-v2");
+		/* a container task id names its container; else no port, two
+		 * containers: no container name */
+		ASSERT_OUT(&r, MAR_OUT_DESTINATION_CONTAINER_NAME,
+			   i == 3 ? "reviews" : "");
+	}
+	/* an app task: full id, without the attempt, the instance id */
+	const char *app_forms[] = {
+		"shop_backend_reviews-v2.instance-0a1b2c3d-6a2b-11e9-9d6b-"
+		"0242ac110003._app.1",
+		"kubernetes://shop_backend_reviews-v2.instance-0a1b2c3d-6a2b-"
+		"11e9-9d6b-0242ac110003._app",
+		"kubernetes://shop_backend_reviews-v2.instance-0a1b2c3d-6a2b-"
+		"11e9-9d6b-0242ac110003",
+	};
+	for (size_t i = 0; i < 3; i++) {
+		struct attr_value u = str(app_forms[i]);
+		struct mar_query q = {.destination_uid = &u};
+		struct mar_result r;
+		assert_true(mar_snap_lookup(s, &q, &r));
+		assert_null(r.src);
+		ASSERT_OUT(&r, MAR_OUT_DESTINATION_NAMESPACE, "shop.backend");
+		ASSERT_OUT(&r, MAR_OUT_DESTINATION_WORKLOAD_UID,
+			   "istio://shop.backend/workloads/reviews-v2");
+		ASSERT_OUT(&r, MAR_OUT_DESTINATION_OWNER,
+			   "marathon://apps/shop/backend/reviews-v2");
+		ASSERT_OUT(&r, MAR_OUT_DESTINATION_SERVICE_ACCOUNT_NAME,
+			   "bookinfo-reviews");
+		ASSERT_OUT(&r, MAR_OUT_DESTINATION_POD_IP, "9.0.1.2");
+		ASSERT_OUT(&r, MAR_OUT_DESTINATION_HOST_IP, "10.0.0.11");
+		ASSERT_OUT(&r, MAR_OUT_DESTINATION_CONTAINER_NAME,
+			   "reviews-v2");
+		char b[64];
+		assert_string_equal(label(&r, MAR_OUT_DESTINATION_LABELS,
+					  "version", b, sizeof b),
+				    "v2");
+		const struct attr_value *m =
+			mar_result_get(&r, MAR_OUT_DESTINATION_LABELS);
+		assert_int_equal(attr_map_count(m), 3);
+		assert_int_equal(attr_map_validate(m->map, m->len), m->len);
+	}
+	/* legacy id: the full id only (its prefix is the app, ambiguous) */
+	struct attr_value u = str("ratings.5dd78972-6771-11e5-94e1-be5b2935a987");
+	struct attr_value bad = str("kubernetes://ratings");
+	struct mar_query q = {.source_uid = &u, .destination_uid = &bad};
+	struct mar_result r;
+	assert_true(mar_snap_lookup(s, &q, &r));
+	assert_null(r.dst);
+	ASSERT_OUT(&r, MAR_OUT_SOURCE_POD_NAME,
+		   "ratings.5dd78972-6771-11e5-94e1-be5b2935a987");
+	ASSERT_OUT(&r, MAR_OUT_SOURCE_NAMESPACE, "default");
+	mar_snap_free(s);
+}
+
+static void test_ip_lookups_by_network_mode(void **st)
+{
+	struct mar_snap *s = fixture_snap();
+	struct mar_result r;
+	/* container network: the container IP alone */
+	struct attr_value ip = ip4(9, 0, 1, 2), p = port(9080);
+	struct mar_query q = {.source_ip = &ip, .destination_ip = &ip};
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_SOURCE_WORKLOAD_NAME, "reviews-v2");
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_WORKLOAD_NAME, "reviews-v2");
+	/* bridge: 172.17.0.2 is on two agents: only host IP + port works */
+	ip = ip4(172, 17, 0, 2);
+	q = (struct mar_query){.source_ip = &ip, .destination_ip = &ip};
+	assert_false(mar_snap_lookup(s, &q, &r));
+	ip = ip4(10, 0, 0, 13);
+	p = port(31002);
+	q = (struct mar_query){.destination_ip = &ip, .destination_port = &p};
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_POD_NAME,
+		   "shop_frontend_productpage.instance-22222222-6a2b-11e9-"
+		   "9d6b-0242ac110003");
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_SERVICE_ACCOUNT_NAME,
+		   "productpage");
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_NAMESPACE, "shop.frontend");
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_POD_IP, "172.17.0.2");
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_HOST_IP, "10.0.0.13");
+	/* host networking: host IP + port; a host name resolved at build */
+	ip = ip4(127, 0, 0, 1);
+	p = port(31501);
+	q = (struct mar_query){.destination_ip = &ip, .destination_port = &p};
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_POD_NAME,
+		   "ratings.6ee78972-6771-11e5-94e1-be5b2935a987");
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_HOST_IP, "127.0.0.1");
+	/* the only host-network task on 10.0.0.14: its IP alone is enough */
+	ip = ip4(10, 0, 0, 14);
+	q = (struct mar_query){.source_ip = &ip};
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_SOURCE_WORKLOAD_NAME, "ratings");
+	/* unspecified and unknown addresses miss */
+	ip = ip4(0, 0, 0, 0);
+	q = (struct mar_query){.source_ip = &ip};
+	assert_false(mar_snap_lookup(s, &q, &r));
+	mar_snap_free(s);
+}
+
+static void test_destination_port_picks_container(void **st)
+{
+	struct mar_snap *s = fixture_snap();
+	struct mar_result r;
+	const char *id = "kubernetes://shop_backend_details.instance-7a1b2c3d-"
+			 "6a2b-11e9-9d6b-0242ac110003";
+	struct attr_value u = str(id), p = port(15000);
+	struct mar_query q = {.destination_uid = &u, .destination_port = &p};
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_CONTAINER_NAME, "envoy");
+	p = port(9080);
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_CONTAINER_NAME, "app");
+	p = port(31201); /* allocated host port of envoy */
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_CONTAINER_NAME, "envoy");
+	/* by IP: container network address + containerPort */
+	struct attr_value ip = ip4(9, 0, 2, 5);
+	p = port(9080);
+	q = (struct mar_query){.destination_ip = &ip, .destination_port = &p};
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_CONTAINER_NAME, "app");
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_WORKLOAD_NAME, "details");
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_SERVICE_ACCOUNT_NAME,
+		   "bookinfo-details");
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_OWNER,
+		   "marathon://pods/shop/backend/details");
+	/* by agent IP + allocated host port */
+	ip = ip4(10, 0, 0, 21);
+	p = port(31201);
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_CONTAINER_NAME, "envoy");
+	/* host-network pod: fixed hostPort 9080 on 10.0.0.31 */
+	ip = ip4(10, 0, 0, 31);
+	p = port(9080);
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_CONTAINER_NAME, "reviews");
+	/* empty uid falls back to the IP */
+	struct attr_value empty = str("");
+	q.destination_uid = &empty;
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_WORKLOAD_NAME, "reviews-v2");
+	mar_snap_free(s);
+}
+
+static void test_malformed_entries_skipped(void **st)
+{
+	const char *body =
+		"{\"apps\":[1,{\"id\":\"relative\"},{\"id\":\"/ok\",\"tasks\":"
+		"[\"x\",{\"id\":7},{\"id\":\"ok.1\",\"host\":\"10.1.1.1\","
+		"\"ports\":[\"80\",-1,70000,8080],\"labels\":5}]}]}";
+	cJSON *apps = mar_parse_apps(body, strlen(body));
+	assert_non_null(apps);
+	struct mar_snap *s = NULL;
+	size_t skipped = 0;
+	assert_int_equal(mar_snap_build(apps, NULL, NULL, &s, &skipped), 0);
+	assert_int_equal(skipped, 4);
+	assert_int_equal(s->tasks, 1);
+	struct attr_value ip = ip4(10, 1, 1, 1), p = port(8080);
+	struct mar_query q = {.destination_ip = &ip, .destination_port = &p};
+	struct mar_result r;
+	assert_true(mar_snap_lookup(s, &q, &r));
+	mar_snap_free(s);
+	cJSON_Delete(apps);
+	assert_null(mar_parse_apps("{\"apps\":{}}", 11));
+	assert_null(mar_parse_apps("{\"apps\":[", 9));
+	assert_null(mar_parse_pods("{}", 2));
+}
+
+/* ------------------------------------------------------------------ */
+/* SSE */
+
+struct sse_seen {
+	int n;
+	char types[8][64];
+	size_t lens[8];
+};
+
+static void sse_cb(void *ctx, const char *type, size_t tl, const char *data,
+		   size_t dl)
+{
+	struct sse_seen *s = ctx;
+	if (s->n < 8) {
+		snprintf(s->types[s->n], 64, "%.*s", (int)tl, type);
+		s->lens[s->n] = dl;
+	}
+	s->n++;
+}
+
+static void test_sse_fixture_any_split_lf_and_crlf(void **st)
+{
+	size_t len;
+	char *lf = slurp("v2-events-sse-stream-sample.txt", &len);
+	char *crlf = malloc(len * 2 + 1);
+	size_t cl = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (lf[i] == '\n')
+			crlf[cl++] = '\r';
+		crlf[cl++] = lf[i];
+	}
+	const char *bufs[2] = {lf, crlf};
+	size_t lens[2] = {len, cl};
+	for (int b = 0; b < 2; b++) {
+		for (size_t split = 0; split <= lens[b]; split += 7) {
+			struct mar_sse p = {0};
+			struct sse_seen seen = {0};
+			mar_sse_reset(&p);
+			assert_int_equal(mar_sse_feed(&p, bufs[b], split,
+						      sse_cb, &seen),
+					 0);
+			assert_int_equal(mar_sse_feed(&p, bufs[b] + split,
+						      lens[b] - split, sse_cb,
+						      &seen),
+					 0);
+			assert_int_equal(seen.n, 3);
+			assert_string_equal(seen.types[0],
+					    "event_stream_attached");
+			assert_string_equal(seen.types[1],
+					    "status_update_event");
+			assert_false(mar_sse_partial(&p));
+			mar_sse_free(&p);
+		}
+	}
+	/* heartbeats alone dispatch nothing; a cut event is partial */
+	struct mar_sse p = {0};
+	struct sse_seen seen = {0};
+	mar_sse_reset(&p);
+	assert_int_equal(mar_sse_feed(&p, "\r\n\r\n\r\n: c\r\n", 11, sse_cb,
+				      &seen),
+			 0);
+	assert_int_equal(seen.n, 0);
+	assert_int_equal(mar_sse_feed(&p, "event: x\r\ndata: {\"a\"", 20,
+				      sse_cb, &seen),
+			 0);
+	assert_true(mar_sse_partial(&p));
+	/* data: lines join with \n */
+	assert_int_equal(mar_sse_feed(&p, ":1}\r\ndata: 2\r\n\r\n", 16, sse_cb,
+				      &seen),
+			 0);
+	assert_int_equal(seen.n, 1);
+	assert_int_equal(seen.lens[0], strlen("{\"a\":1}\n2"));
+	mar_sse_free(&p);
+	free(lf);
+	free(crlf);
+}
+
+static void test_sse_oversized_event_fails(void **st)
+{
+	struct mar_sse p = {0};
+	struct sse_seen seen = {0};
+	mar_sse_reset(&p);
+	size_t n = 1 << 20;
+	char *junk = malloc(n);
+	memset(junk, 'a', n);
+	assert_int_equal(mar_sse_feed(&p, "data: ", 6, sse_cb, &seen), 0);
+	int rc = 0;
+	for (int i = 0; i < 20 && rc == 0; i++)
+		rc = mar_sse_feed(&p, junk, n, sse_cb, &seen);
+	assert_int_equal(rc, -1);
+	assert_int_equal(mar_sse_feed(&p, "\r\n\r\n", 4, sse_cb, &seen), -1);
+	assert_int_equal(seen.n, 0);
+	mar_sse_free(&p);
+	free(junk);
+}
+
+/* ------------------------------------------------------------------ */
+/* The stand-in */
+
+struct standin {
+	pid_t pid;
+	FILE *in, *out;
+	int port, fport;
+};
+
+static void standin_start(struct standin *s, const char *args)
+{
+	int to[2], from[2];
+	assert_int_equal(pipe(to), 0);
+	assert_int_equal(pipe(from), 0);
+	char cmd[1024];
+	snprintf(cmd, sizeof cmd,
+		 "exec python3 integration/marathon_standin.py --port 0 %s",
+		 args);
+	s->pid = fork();
+	assert_true(s->pid >= 0);
+	if (s->pid == 0) {
+		dup2(to[0], 0);
+		dup2(from[1], 1);
+		close(to[1]);
+		close(from[0]);
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	close(to[0]);
+	close(from[1]);
+	s->in = fdopen(to[1], "w");
+	s->out = fdopen(from[0], "r");
+	char line[256];
+	assert_non_null(fgets(line, sizeof line, s->out));
+	assert_int_equal(sscanf(line, "READY %d %d", &s->port, &s->fport), 2);
+}
+
+/* Send one command (printf-style JSON); returns the reply's JSON. */
+static cJSON *standin_cmd(struct standin *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static cJSON *standin_cmd(struct standin *s, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vfprintf(s->in, fmt, ap);
+	va_end(ap);
+	fputc('\n', s->in);
+	fflush(s->in);
+	static char line[1 << 16];
+	assert_non_null(fgets(line, sizeof line, s->out));
+	if (strncmp(line, "OK ", 3))
+		fail_msg("stand-in: %s", line);
+	cJSON *j = cJSON_Parse(line + 3);
+	assert_non_null(j);
+	return j;
+}
+
+static void standin_cmd0(struct standin *s, const char *json)
+{
+	cJSON_Delete(standin_cmd(s, "%s", json));
+}
+
+static int standin_requests(struct standin *s, const char *path)
+{
+	cJSON *j = standin_cmd(s, "{\"cmd\":\"stats\"}");
+	cJSON *r = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "requests"),
+				       path);
+	int n = cJSON_IsNumber(r) ? r->valueint : 0;
+	cJSON_Delete(j);
+	return n;
+}
+
+static void standin_stop(struct standin *s)
+{
+	fclose(s->in); /* EOF on stdin: the stand-in exits */
+	fclose(s->out);
+	int status;
+	waitpid(s->pid, &status, 0);
+}
+
+static struct mar_options fast_options(const char *addresses)
+{
+	static FILE *devnull;
+	if (!devnull && getenv("MIXD_TEST_QUIET"))
+		devnull = fopen("/dev/null", "w");
+	return (struct mar_options){
+		.addresses = addresses,
+		.refresh_ns = 60000 * MS,
+		.stream_timeout_ns = 2000 * MS,
+		.backoff_min_ns = 50 * MS,
+		.backoff_max_ns = 200 * MS,
+		.request_timeout_ns = 3000 * MS,
+		.resync_delay_ns = 50 * MS,
+		.publish_interval_ns = 10 * MS,
+		.log_file = devnull,
+	};
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000ll + ts.tv_nsec / 1000000;
+}
+
+#define WAIT_UNTIL(cond, ms)                                                   \
+	do {                                                                   \
+		int64_t _end = mono_ms() + (ms);                               \
+		while (!(cond) && mono_ms() < _end)                            \
+			usleep(5000);                                          \
+		assert_true(cond);                                             \
+	} while (0)
+
+static struct mar_stats stats(struct mar_resolver *r)
+{
+	struct mar_stats s;
+	mar_stats(r, &s);
+	return s;
+}
+
+/* Does destination uid @uid resolve (through the reader and its cache)
+ * to workload @wl? @wl NULL: must not resolve. */
+static bool dst_is(struct mar_reader *rd, const char *uid, const char *wl)
+{
+	struct attr_value u = str(uid);
+	struct mar_query q = {.destination_uid = &u};
+	struct mar_result r;
+	mar_read_begin(rd);
+	bool found = mar_lookup(rd, &q, &r);
+	bool ok;
+	if (!wl) {
+		ok = !found;
+	} else {
+		const struct attr_value *v =
+			mar_result_get(&r, MAR_OUT_DESTINATION_WORKLOAD_NAME);
+		ok = v && v->len == strlen(wl) && !memcmp(v->s, wl, v->len);
+	}
+	mar_read_end(rd);
+	return ok;
+}
+
+static char addr_buf[256];
+static const char *addr_of(int port)
+{
+	snprintf(addr_buf, sizeof addr_buf, "127.0.0.1:%d", port);
+	return addr_buf;
+}
+
+#define FIXTURE_ARGS                                                           \
+	"--apps mixd-apps-embed-tasks-1.5.json --pods mixd-pods-status.json"
+
+static const char *REVIEWS_POD =
+	"kubernetes://reviews-v2.instance-c96bf99f-6a2b-11e9-9d6b-0242ac110003";
+
+/* ------------------------------------------------------------------ */
+/* Resolver against the stand-in */
+
+static void test_marathon_down_at_start_then_sync(void **st)
+{
+	struct standin s;
+	standin_start(&s, FIXTURE_ARGS " --heartbeat 0.2");
+	standin_cmd0(&s, "{\"cmd\":\"down\"}");
+	struct mar_options o = fast_options(addr_of(s.port));
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	struct mar_reader *rd = mar_reader_create(r);
+	assert_non_null(rd);
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_ERROR] >= 2, 5000);
+	assert_false(stats(r).synced);
+	assert_true(dst_is(rd, REVIEWS_POD, NULL));
+	standin_cmd0(&s, "{\"cmd\":\"up\"}");
+	WAIT_UNTIL(stats(r).synced, 5000);
+	assert_true(dst_is(rd, REVIEWS_POD, "reviews-v2"));
+	struct mar_stats x = stats(r);
+	assert_int_equal(x.apps, 3);
+	assert_int_equal(x.pods, 2);
+	assert_int_equal(x.tasks, 5);
+	assert_int_equal(x.pod_instances, 2);
+	assert_true(x.last_sync_unix > 1.5e9);
+	WAIT_UNTIL(stats(r).connected, 2000);
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+	standin_stop(&s);
+}
+
+static void test_event_churn(void **st)
+{
+	struct standin s;
+	standin_start(&s, FIXTURE_ARGS " --heartbeat 0.2");
+	struct mar_options o = fast_options(addr_of(s.port));
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	struct mar_reader *rd = mar_reader_create(r);
+	WAIT_UNTIL(stats(r).synced && stats(r).connected, 5000);
+	WAIT_UNTIL(stats(r).events[MAR_EV_STREAM_ATTACHED] >= 1, 2000);
+	uint64_t syncs = stats(r).sync[MAR_SYNC_OK];
+
+	/* a new task arrives by status_update_event alone */
+	const char *nt = "ratings.7ff78972-6771-11e5-94e1-be5b2935a987";
+	standin_cmd(&s,
+		    "{\"cmd\":\"event\",\"type\":\"status_update_event\","
+		    "\"data\":{\"taskId\":\"%s\",\"appId\":\"/ratings\","
+		    "\"taskStatus\":\"TASK_RUNNING\",\"host\":\"10.0.0.15\","
+		    "\"ports\":[31600],\"ipAddresses\":[]}}",
+		    nt);
+	WAIT_UNTIL(dst_is(rd, nt, "ratings"), 3000);
+	/* and by host IP + port */
+	struct attr_value ip = ip4(10, 0, 0, 15), p = port(31600);
+	struct mar_query q = {.destination_ip = &ip, .destination_port = &p};
+	struct mar_result res;
+	mar_read_begin(rd);
+	assert_true(mar_lookup(rd, &q, &res));
+	mar_read_end(rd);
+	/* killed: gone */
+	standin_cmd(&s,
+		    "{\"cmd\":\"event\",\"type\":\"status_update_event\","
+		    "\"data\":{\"taskId\":\"%s\",\"appId\":\"/ratings\","
+		    "\"taskStatus\":\"TASK_KILLED\",\"host\":\"10.0.0.15\"}}",
+		    nt);
+	WAIT_UNTIL(dst_is(rd, nt, NULL), 3000);
+	/* terminal pod instance: gone without a sync */
+	standin_cmd0(&s, "{\"cmd\":\"event\",\"type\":\"instance_changed_event\","
+			 "\"data\":{\"instanceId\":\"reviews-v2.instance-"
+			 "c96bf99f-6a2b-11e9-9d6b-0242ac110003\",\"runSpecId\":"
+			 "\"/reviews-v2\",\"condition\":\"Killed\"}}");
+	WAIT_UNTIL(dst_is(rd, REVIEWS_POD, NULL), 3000);
+	assert_int_equal(stats(r).sync[MAR_SYNC_OK], syncs);
+	assert_int_equal(stats(r).pod_instances, 1);
+	/* app_terminated_event drops the app */
+	standin_cmd0(&s, "{\"cmd\":\"event\",\"type\":\"app_terminated_event\","
+			 "\"data\":{\"appId\":\"/shop/frontend/productpage\"}}");
+	WAIT_UNTIL(stats(r).apps == 2, 3000);
+	/* a deployment invalidates: the resync brings the stand-in's truth
+	 * (the pod instance is still there, productpage too) */
+	standin_cmd0(&s, "{\"cmd\":\"event\",\"type\":\"deployment_success\","
+			 "\"data\":{\"id\":\"d1\"}}");
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_OK] > syncs, 3000);
+	WAIT_UNTIL(dst_is(rd, REVIEWS_POD, "reviews-v2"), 3000);
+	assert_int_equal(stats(r).apps, 3);
+	/* garbage data is counted, the stream lives on */
+	standin_cmd0(&s, "{\"cmd\":\"raw\",\"text\":\"event: status_update_"
+			 "event\\r\\ndata: {not json\\r\\n\\r\\n\"}");
+	WAIT_UNTIL(stats(r).events[MAR_EV_MALFORMED] == 1, 3000);
+	/* the upstream sample (CRLF): counted by type */
+	uint64_t su = stats(r).events[MAR_EV_STATUS_UPDATE];
+	standin_cmd0(&s, "{\"cmd\":\"replay_sample\"}");
+	WAIT_UNTIL(stats(r).events[MAR_EV_STATUS_UPDATE] == su + 2, 3000);
+	assert_true(stats(r).connected);
+	assert_int_equal(stats(r).disconnects[MAR_DISC_ERROR], 0);
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+	standin_cmd0(&s, "{\"cmd\":\"stats\"}");
+	standin_stop(&s);
+}
+
+static void test_outage_keeps_snapshot_and_resyncs(void **st)
+{
+	struct standin s;
+	standin_start(&s, FIXTURE_ARGS " --heartbeat 0.2");
+	struct mar_options o = fast_options(addr_of(s.port));
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	struct mar_reader *rd = mar_reader_create(r);
+	WAIT_UNTIL(stats(r).synced && stats(r).connected, 5000);
+	standin_cmd0(&s, "{\"cmd\":\"down\"}");
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_ERROR] >= 1, 5000);
+	assert_true(dst_is(rd, REVIEWS_POD, "reviews-v2"));
+	assert_true(stats(r).synced);
+	/* Marathon comes back with a changed world: resync on reconnect */
+	standin_cmd0(&s, "{\"cmd\":\"remove_app\",\"appId\":\"/ratings\"}");
+	standin_cmd0(&s, "{\"cmd\":\"up\"}");
+	WAIT_UNTIL(dst_is(rd, "ratings.5dd78972-6771-11e5-94e1-be5b2935a987",
+			  NULL),
+		   5000);
+	assert_true(dst_is(rd, REVIEWS_POD, "reviews-v2"));
+	/* a restart (streams dropped) also resyncs */
+	uint64_t ok = stats(r).sync[MAR_SYNC_OK];
+	WAIT_UNTIL(stats(r).connected, 3000);
+	standin_cmd0(&s, "{\"cmd\":\"drop_streams\"}");
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_OK] > ok, 5000);
+	assert_true(stats(r).disconnects[MAR_DISC_EOF] +
+			    stats(r).disconnects[MAR_DISC_ERROR] >=
+		    1);
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+	standin_stop(&s);
+}
+
+static void test_silent_stream_is_dead(void **st)
+{
+	struct standin s;
+	standin_start(&s, FIXTURE_ARGS " --heartbeat 0.1");
+	struct mar_options o = fast_options(addr_of(s.port));
+	o.stream_timeout_ns = 400 * MS;
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	WAIT_UNTIL(stats(r).synced && stats(r).connected, 5000);
+	/* heartbeats keep it alive well past the timeout */
+	usleep(900 * 1000);
+	assert_int_equal(stats(r).disconnects[MAR_DISC_SILENT], 0);
+	standin_cmd0(&s, "{\"cmd\":\"silence\",\"on\":true}");
+	WAIT_UNTIL(stats(r).disconnects[MAR_DISC_SILENT] >= 1, 3000);
+	standin_cmd0(&s, "{\"cmd\":\"silence\",\"on\":false}");
+	uint64_t ok = stats(r).sync[MAR_SYNC_OK];
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_OK] > ok || ok >= 2, 3000);
+	WAIT_UNTIL(stats(r).connected, 3000);
+	mar_resolver_stop(r);
+	standin_stop(&s);
+}
+
+static void test_ha_addresses_and_302_to_leader(void **st)
+{
+	struct standin s;
+	standin_start(&s, FIXTURE_ARGS " --follower --heartbeat 0.2 "
+				       "--basic mixd:s3cret");
+	/* a dead first address, then the standby (with a scheme and '/') */
+	char addrs[256];
+	snprintf(addrs, sizeof addrs, "127.0.0.1:1, http://127.0.0.1:%d/",
+		 s.fport);
+	struct mar_options o = fast_options(addrs);
+	o.basic_user = "mixd";
+	o.basic_password = "s3cret";
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	struct mar_reader *rd = mar_reader_create(r);
+	WAIT_UNTIL(stats(r).synced && stats(r).connected, 5000);
+	assert_true(dst_is(rd, REVIEWS_POD, "reviews-v2"));
+	assert_true(stats(r).sync[MAR_SYNC_ERROR] >= 1);
+	/* the standby redirected the apps request; the leader served all,
+	 * with the credentials that followed the redirect */
+	assert_true(standin_requests(&s, "follower:/v2/apps") >= 1);
+	assert_true(standin_requests(&s, "/v2/apps") >= 1);
+	assert_true(standin_requests(&s, "/v2/pods/::status") >= 1);
+	assert_true(standin_requests(&s, "/v2/events") >= 1);
+	cJSON *j = standin_cmd(&s, "{\"cmd\":\"stats\"}");
+	assert_int_equal(cJSON_GetObjectItem(j, "auth_failures")->valueint, 0);
+	cJSON_Delete(j);
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+	standin_stop(&s);
+}
+
+static void test_auth_basic_token_and_401(void **st)
+{
+	struct standin s;
+	standin_start(&s, FIXTURE_ARGS " --heartbeat 0.2 --token jwt.abc.def");
+	struct mar_options o = fast_options(addr_of(s.port));
+	o.auth_token = "wrong";
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_UNAUTHORIZED] >= 2, 5000);
+	assert_false(stats(r).synced);
+	mar_resolver_stop(r);
+
+	/* the token file wins over auth_token */
+	char path[] = "/tmp/mixd-test-token-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "jwt.abc.def\n", 12), 12);
+	close(fd);
+	o.auth_token_file = path;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	WAIT_UNTIL(stats(r).synced && stats(r).connected, 5000);
+	assert_int_equal(stats(r).sync[MAR_SYNC_UNAUTHORIZED], 0);
+	mar_resolver_stop(r);
+	unlink(path);
+
+	/* basic auth; credentials in the address become basic auth */
+	standin_cmd0(&s, "{\"cmd\":\"auth\",\"basic\":\"zmcc:Zmcc@001\"}");
+	char a[128];
+	snprintf(a, sizeof a, "http://zmcc:Zmcc@001@127.0.0.1:%d", s.port);
+	o = fast_options(a);
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	WAIT_UNTIL(stats(r).synced, 5000);
+	mar_resolver_stop(r);
+	o = fast_options(addr_of(s.port));
+	o.basic_user = "zmcc";
+	o.basic_password = "nope";
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_UNAUTHORIZED] >= 1, 5000);
+	assert_false(stats(r).synced);
+	mar_resolver_stop(r);
+	standin_stop(&s);
+}
+
+static void test_bad_payloads_keep_last_snapshot(void **st)
+{
+	struct standin s;
+	standin_start(&s, FIXTURE_ARGS " --heartbeat 0.2");
+	struct mar_options o = fast_options(addr_of(s.port));
+	o.refresh_ns = 150 * MS; /* resync often */
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	struct mar_reader *rd = mar_reader_create(r);
+	WAIT_UNTIL(stats(r).synced, 5000);
+	static const struct {
+		const char *mode;
+		enum mar_sync_result res;
+	} cases[] = {
+		{"malformed", MAR_SYNC_MALFORMED},
+		{"truncated", MAR_SYNC_TRUNCATED},
+		{"500", MAR_SYNC_HTTP_ERROR},
+		{"401", MAR_SYNC_UNAUTHORIZED},
+	};
+	for (size_t i = 0; i < 4; i++) {
+		standin_cmd(&s, "{\"cmd\":\"mode\",\"mode\":\"%s\"}",
+			    cases[i].mode);
+		WAIT_UNTIL(stats(r).sync[cases[i].res] >= 1, 5000);
+		assert_true(dst_is(rd, REVIEWS_POD, "reviews-v2"));
+		assert_int_equal(stats(r).tasks, 5);
+	}
+	standin_cmd0(&s, "{\"cmd\":\"mode\",\"mode\":\"ok\"}");
+	uint64_t ok = stats(r).sync[MAR_SYNC_OK];
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_OK] > ok, 5000);
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+	standin_stop(&s);
+}
+
+static void test_real_upstream_fixtures(void **st)
+{
+	struct standin s;
+	standin_start(&s, "--real --heartbeat 0.2");
+	struct mar_options o = fast_options(addr_of(s.port));
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	struct mar_reader *rd = mar_reader_create(r);
+	WAIT_UNTIL(stats(r).synced, 5000);
+	assert_true(stats(r).apps >= 5);
+	assert_true(stats(r).tasks >= 3);
+	/* nested group app from /v2/tasks: namespace from the group path */
+	struct attr_value u =
+		str("mesos://tools_docker_registry.002b4d28-46b9-11e5-b731-"
+		    "525400cce7ed");
+	struct mar_query q = {.source_uid = &u};
+	struct mar_result res;
+	mar_read_begin(rd);
+	assert_true(mar_lookup(rd, &q, &res));
+	ASSERT_OUT(&res, MAR_OUT_SOURCE_NAMESPACE, "tools.docker");
+	ASSERT_OUT(&res, MAR_OUT_SOURCE_WORKLOAD_NAME, "registry");
+	ASSERT_OUT(&res, MAR_OUT_SOURCE_OWNER,
+		   "marathon://apps/tools/docker/registry");
+	mar_read_end(rd);
+	/* the instance-era task of the group app, as the proxies send it */
+	assert_true(dst_is(rd,
+			   "kubernetes://minecraft_survival-world.instance-"
+			   "564bd685-4c30-11e5-98c1-be5b2935a987",
+			   "survival-world"));
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+	standin_stop(&s);
+}
+
+static void test_options(void **st)
+{
+	struct cfg_handler h;
+	memset(&h, 0, sizeof h);
+	h.adapter = CFG_ADAPTER_MESOSENV;
+	h.mesosenv.marathon_address.s = "master.mesos:8080";
+	h.mesosenv.http_basic_auth_user.s = "zmcc";
+	h.mesosenv.http_basic_auth_password.s = "Zmcc@001";
+	h.mesosenv.cache_refresh_ns = 300000 * MS;
+	struct mar_options o;
+	assert_int_equal(mar_options_from_handler(&h, NULL, &o), 0);
+	assert_string_equal(o.addresses, "master.mesos:8080");
+	assert_string_equal(o.basic_user, "zmcc");
+	assert_int_equal(o.refresh_ns, 300000 * MS);
+	assert_int_equal(mar_options_from_handler(&h, "127.0.0.1:9", &o), 0);
+	assert_string_equal(o.addresses, "127.0.0.1:9");
+	assert_int_equal(mar_options_from_handler(&h, "", &o), 0);
+	assert_string_equal(o.addresses, "master.mesos:8080");
+	h.adapter = CFG_ADAPTER_PROMETHEUS;
+	assert_int_equal(mar_options_from_handler(&h, NULL, &o), -EINVAL);
+
+	FILE *devnull = fopen("/dev/null", "w");
+	struct mar_resolver *r;
+	const char *bad[] = {"ftp://x", ",,", "http://", "127.0.0.1:1,:80"};
+	for (size_t i = 0; i < 4; i++) {
+		o = (struct mar_options){.addresses = bad[i],
+					 .log_file = devnull};
+		assert_int_equal(mar_resolver_start(&o, &r), -EINVAL);
+	}
+	o = (struct mar_options){.addresses = "127.0.0.1:1",
+				 .ca_file = "/nonexistent/ca.pem",
+				 .log_file = devnull};
+	assert_int_equal(mar_resolver_start(&o, &r), -EINVAL);
+	o = (struct mar_options){.addresses = "127.0.0.1:1",
+				 .basic_password = "x", .log_file = devnull};
+	assert_int_equal(mar_resolver_start(&o, &r), -EINVAL);
+	fclose(devnull);
+	/* names */
+	assert_string_equal(mar_out_name(MAR_OUT_DESTINATION_CONTAINER_NAME),
+			    "destination_container_name");
+	assert_int_equal(mar_out_find("source_owner", 12),
+			 MAR_OUT_SOURCE_OWNER);
+	assert_int_equal(mar_out_type(MAR_OUT_SOURCE_LABELS), ATTR_STRING_MAP);
+	assert_int_equal(mar_out_type(MAR_OUT_DESTINATION_HOST_IP), ATTR_IP);
+	assert_string_equal(mar_sync_result_name(MAR_SYNC_UNAUTHORIZED),
+			    "unauthorized");
+	assert_string_equal(mar_event_name(MAR_EV_STATUS_UPDATE),
+			    "status_update_event");
+	assert_string_equal(mar_disconnect_name(MAR_DISC_SILENT), "silent");
+}
+
+/* ------------------------------------------------------------------ */
+/* Readers on several threads across snapshot swaps */
+
+struct reader_arg {
+	struct mar_resolver *r;
+	int stop;
+	uint64_t lookups, found, wrong;
+};
+
+static void *reader_thread(void *p)
+{
+	struct reader_arg *a = p;
+	struct mar_reader *rd = mar_reader_create(a->r);
+	struct attr_value u = str(REVIEWS_POD), pp = port(9080);
+	struct attr_value src = str("kubernetes://shop_backend_reviews-v2."
+				    "instance-0a1b2c3d-6a2b-11e9-9d6b-"
+				    "0242ac110003");
+	struct mar_query q = {.source_uid = &src, .destination_uid = &u,
+			      .destination_port = &pp};
+	while (!__atomic_load_n(&a->stop, __ATOMIC_RELAXED)) {
+		mar_read_begin(rd);
+		for (int i = 0; i < 64; i++) {
+			struct mar_result res;
+			a->lookups++;
+			if (!mar_lookup(rd, &q, &res))
+				continue;
+			a->found++;
+			const struct attr_value *c = mar_result_get(
+				&res, MAR_OUT_DESTINATION_CONTAINER_NAME);
+			const struct attr_value *n = mar_result_get(
+				&res, MAR_OUT_SOURCE_WORKLOAD_NAME);
+			if (!c || c->len != 7 || memcmp(c->s, "reviews", 7) ||
+			    !n || n->len != 10 || memcmp(n->s, "reviews-v2", 10))
+				a->wrong++;
+		}
+		mar_read_end(rd);
+	}
+	mar_reader_destroy(rd);
+	return NULL;
+}
+
+static void test_threaded_readers_across_swaps(void **st)
+{
+	struct standin s;
+	standin_start(&s, FIXTURE_ARGS " --heartbeat 0.2");
+	struct mar_options o = fast_options(addr_of(s.port));
+	o.publish_interval_ns = 1 * MS;
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	WAIT_UNTIL(stats(r).synced && stats(r).connected, 5000);
+	struct reader_arg args[3] = {{.r = r}, {.r = r}, {.r = r}};
+	pthread_t th[3];
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, reader_thread,
+						&args[i]),
+				 0);
+	/* churn: each event publishes a new snapshot */
+	uint64_t snaps = stats(r).snapshots;
+	for (int i = 0; i < 40; i++)
+		standin_cmd(&s,
+			    "{\"cmd\":\"event\",\"type\":\"status_update_event\","
+			    "\"data\":{\"taskId\":\"ratings.%08d-6771-11e5\","
+			    "\"appId\":\"/ratings\",\"taskStatus\":\"%s\","
+			    "\"host\":\"10.0.0.16\",\"ports\":[%d]}}",
+			    i / 2, i % 2 ? "TASK_FINISHED" : "TASK_RUNNING",
+			    32000 + i);
+	WAIT_UNTIL(stats(r).events[MAR_EV_STATUS_UPDATE] >= 40, 5000);
+	WAIT_UNTIL(stats(r).snapshots >= snaps + 5, 3000);
+	for (int i = 0; i < 3; i++) {
+		__atomic_store_n(&args[i].stop, 1, __ATOMIC_RELAXED);
+		pthread_join(th[i], NULL);
+		assert_true(args[i].found > 0);
+		assert_int_equal(args[i].wrong, 0);
+		assert_int_equal(args[i].found, args[i].lookups);
+	}
+	/* readers recycled after destroy */
+	struct mar_reader *rd = mar_reader_create(r);
+	assert_true(dst_is(rd, REVIEWS_POD, "reviews-v2"));
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+	standin_stop(&s);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_snapshot_counts_and_terminal_skipped),
+		cmocka_unit_test(test_uid_forms_of_the_users_proxies),
+		cmocka_unit_test(test_ip_lookups_by_network_mode),
+		cmocka_unit_test(test_destination_port_picks_container),
+		cmocka_unit_test(test_malformed_entries_skipped),
+		cmocka_unit_test(test_sse_fixture_any_split_lf_and_crlf),
+		cmocka_unit_test(test_sse_oversized_event_fails),
+		cmocka_unit_test(test_options),
+		cmocka_unit_test(test_marathon_down_at_start_then_sync),
+		cmocka_unit_test(test_event_churn),
+		cmocka_unit_test(test_outage_keeps_snapshot_and_resyncs),
+		cmocka_unit_test(test_silent_stream_is_dead),
+		cmocka_unit_test(test_ha_addresses_and_302_to_leader),
+		cmocka_unit_test(test_auth_basic_token_and_401),
+		cmocka_unit_test(test_bad_payloads_keep_last_snapshot),
+		cmocka_unit_test(test_real_upstream_fixtures),
+		cmocka_unit_test(test_threaded_readers_across_swaps),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
