@@ -249,9 +249,9 @@ def sigterm_drains_and_exits_zero(build):
     try:
         prog = os.path.join(m.tmp, "progress")
         p = subprocess.Popen(producer_argv(build, m, "--progress", prog,
-                                           "--phases", "3000,1"),
+                                           "--phases", "1000,1"),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        m.wait_for(lambda: progress(prog)[1] == 3000, timeout=10)
+        m.wait_for(lambda: progress(prog)[1] == 1000, timeout=10)
         m.stop()  # SIGTERM, expects exit 0
         p.kill()
         p.wait()
