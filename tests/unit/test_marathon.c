@@ -500,6 +500,9 @@ static cJSON *standin_cmd(struct standin *s, const char *fmt, ...)
 	return j;
 }
 
+/* As standin_cmd(), for commands whose reply says nothing. */
+#define standin_cmdf(s, ...) cJSON_Delete(standin_cmd((s), __VA_ARGS__))
+
 static void standin_cmd0(struct standin *s, const char *json)
 {
 	cJSON_Delete(standin_cmd(s, "%s", json));
@@ -642,7 +645,7 @@ static void test_event_churn(void **st)
 
 	/* a new task arrives by status_update_event alone */
 	const char *nt = "ratings.7ff78972-6771-11e5-94e1-be5b2935a987";
-	standin_cmd(&s,
+	standin_cmdf(&s,
 		    "{\"cmd\":\"event\",\"type\":\"status_update_event\","
 		    "\"data\":{\"taskId\":\"%s\",\"appId\":\"/ratings\","
 		    "\"taskStatus\":\"TASK_RUNNING\",\"host\":\"10.0.0.15\","
@@ -657,7 +660,7 @@ static void test_event_churn(void **st)
 	assert_true(mar_lookup(rd, &q, &res));
 	mar_read_end(rd);
 	/* killed: gone */
-	standin_cmd(&s,
+	standin_cmdf(&s,
 		    "{\"cmd\":\"event\",\"type\":\"status_update_event\","
 		    "\"data\":{\"taskId\":\"%s\",\"appId\":\"/ratings\","
 		    "\"taskStatus\":\"TASK_KILLED\",\"host\":\"10.0.0.15\"}}",
@@ -848,7 +851,7 @@ static void test_bad_payloads_keep_last_snapshot(void **st)
 		{"401", MAR_SYNC_UNAUTHORIZED},
 	};
 	for (size_t i = 0; i < 4; i++) {
-		standin_cmd(&s, "{\"cmd\":\"mode\",\"mode\":\"%s\"}",
+		standin_cmdf(&s, "{\"cmd\":\"mode\",\"mode\":\"%s\"}",
 			    cases[i].mode);
 		WAIT_UNTIL(stats(r).sync[cases[i].res] >= 1, 5000);
 		assert_true(dst_is(rd, REVIEWS_POD, "reviews-v2"));
@@ -1006,7 +1009,7 @@ static void test_threaded_readers_across_swaps(void **st)
 	/* churn: each event publishes a new snapshot */
 	uint64_t snaps = stats(r).snapshots;
 	for (int i = 0; i < 40; i++)
-		standin_cmd(&s,
+		standin_cmdf(&s,
 			    "{\"cmd\":\"event\",\"type\":\"status_update_event\","
 			    "\"data\":{\"taskId\":\"ratings.%08d-6771-11e5\","
 			    "\"appId\":\"/ratings\",\"taskStatus\":\"%s\","
