@@ -81,6 +81,14 @@ struct plan_dimset {
 /* How a cell merges across shards. */
 enum cell_kind { CELL_SUM_DOUBLE, CELL_SUM_U64, CELL_LAST_DOUBLE };
 
+/* A logentry instance dispatched to a stdio handler. */
+struct plan_log {
+	const struct cfg_instance *inst;
+	const struct cfg_stdio *stdio;
+	int fd;                       /* stdout, stderr, or a file we opened */
+	bool own_fd;
+};
+
 /* What one report rule does for a record. */
 struct plan_rule {
 	const struct cfg_rule *r;
@@ -89,6 +97,8 @@ struct plan_rule {
 	size_t nfams;
 	uint32_t *eval;               /* distinct ids to evaluate */
 	size_t neval;
+	uint32_t *logs;               /* plan_log indexes its actions feed */
+	size_t nlogs;
 	bool all_namespaces;
 };
 
@@ -114,6 +124,8 @@ struct agg_plan {
 	size_t nrules;
 	struct plan_apa *apas;
 	size_t napas;
+	struct plan_log *logs;
+	size_t nlogs;
 	bool scoped;                  /* some rule is namespace-scoped */
 	int64_t expiry_ns;            /* 0: series never expire */
 	int64_t expiry_check_ns;
@@ -185,10 +197,35 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 void state_retire(struct shard_state *s, struct agg_epoch *e,
 		  struct epoch_retired **rl);
 
+/** Write out the stdio lines @s buffered (once per shard pass). */
+void state_flush(struct shard_state *s);
+
 /** Run @plan over one decoded record. */
 void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
 		   uint64_t series_limit, struct agg_epoch *e,
 		   struct epoch_retired **rl);
+
+/*
+ * stdio output (logs.c). Each shard formats JSON lines into its own buffer
+ * and writes whole lines, so shards never interleave within a line.
+ */
+struct log_buf {
+	int fd;
+	size_t len;
+	char data[64 * 1024];
+};
+
+/** Format logentry @l for the current record and append it to @b
+ *  (flushing first if needed). Returns -1 if a variable failed. */
+int log_entry(const struct agg_plan *p, const struct plan_log *l,
+	      const struct attr_table *t, struct expr_scratch *sc,
+	      struct log_buf *b);
+
+/** Write out what @b holds. */
+void log_flush(struct log_buf *b);
+
+/** Open the handlers' outputs for @p; 0 or -1 (logged). */
+int plan_open_logs(struct agg_plan *p);
 
 /** Drop rows not updated for the plan's expiry; counts them. */
 void state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,

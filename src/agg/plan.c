@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agg/agg_internal.h"
 
@@ -28,7 +29,12 @@ void plan_unref(struct agg_plan *p)
 	for (size_t i = 0; i < p->nrules; i++) {
 		free(p->rules[i].fams);
 		free(p->rules[i].eval);
+		free(p->rules[i].logs);
 	}
+	for (size_t i = 0; i < p->nlogs; i++)
+		if (p->logs[i].own_fd)
+			close(p->logs[i].fd);
+	free(p->logs);
 	free(p->dimsets);
 	free(p->rules);
 	free(p->apas);
@@ -122,7 +128,7 @@ static int add_eval(uint32_t **v, size_t *n, size_t *cap, uint32_t id)
 static int build_rule(struct agg_plan *p, const struct cfg_rule *r)
 {
 	struct plan_rule *pr = &p->rules[p->nrules++];
-	size_t fcap = 0, ecap = 0;
+	size_t fcap = 0, ecap = 0, lcap = 0;
 	pr->r = r;
 	pr->match_id = (uint32_t)r->match.id;
 	pr->all_namespaces = r->in_default_namespace;
@@ -144,6 +150,15 @@ static int build_rule(struct agg_plan *p, const struct cfg_rule *r)
 					.match_id = (uint32_t)r->match.id,
 					.all_namespaces = r->in_default_namespace,
 				};
+				continue;
+			}
+			if (h->adapter == CFG_ADAPTER_STDIO &&
+			    inst->tmpl == CFG_TMPL_LOGENTRY) {
+				p->logs[p->nlogs] = (struct plan_log){
+					.inst = inst, .stdio = &h->stdio, .fd = -1};
+				if (add_eval(&pr->logs, &pr->nlogs, &lcap,
+					     (uint32_t)p->nlogs++))
+					return -1;
 				continue;
 			}
 			if (h->adapter != CFG_ADAPTER_PROMETHEUS)
@@ -208,7 +223,8 @@ struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation)
 	p->dimsets = calloc(nmetrics + 1, sizeof *p->dimsets);
 	p->rules = calloc(cfg_rule_count(cfg) + 1, sizeof *p->rules);
 	p->apas = calloc(nactions + 1, sizeof *p->apas);
-	if (!p->fams || !p->dimsets || !p->rules || !p->apas)
+	p->logs = calloc(nactions + 1, sizeof *p->logs);
+	if (!p->fams || !p->dimsets || !p->rules || !p->apas || !p->logs)
 		goto fail;
 
 	for (size_t i = 0; i < cfg_handler_count(cfg); i++) {
@@ -272,6 +288,8 @@ struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation)
 			goto fail;
 	if (p->expiry_ns && p->expiry_check_ns <= 0)
 		p->expiry_check_ns = p->expiry_ns / 2;
+	if (plan_open_logs(p))
+		goto fail;
 	return p;
 fail:
 	plan_unref(p);

@@ -348,8 +348,16 @@ struct shard_scratch {
 struct state_ext {
 	struct shard_state s;
 	struct shard_scratch x;
+	struct log_buf log;
 	uint32_t hits[];
 };
+
+void state_flush(struct shard_state *s)
+{
+	struct state_ext *x = (struct state_ext *)s;
+	if (x->log.len)
+		log_flush(&x->log);
+}
 
 struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 				 struct agg_epoch *e, struct epoch_retired **rl)
@@ -414,8 +422,10 @@ static void free_state(void *p)
 void state_retire(struct shard_state *s, struct agg_epoch *e,
 		  struct epoch_retired **rl)
 {
-	if (s)
-		epoch_retire(e, rl, free_state, s);
+	if (!s)
+		return;
+	state_flush(s);
+	epoch_retire(e, rl, free_state, s);
 }
 
 /* ---- the record path ----------------------------------------------------- */
@@ -548,8 +558,13 @@ void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
 
 	for (size_t i = 0; i < p->nrules; i++) {
 		const struct plan_rule *r = &p->rules[i];
-		if (!r->nfams || !is_true(p->prog, r->match_id, t, sc) ||
+		if ((!r->nfams && !r->nlogs) ||
+		    !is_true(p->prog, r->match_id, t, sc) ||
 		    !rule_applies(p, r->r, r->all_namespaces, t))
+			continue;
+		for (size_t k = 0; k < r->nlogs; k++)
+			log_entry(p, &p->logs[r->logs[k]], t, sc, &x->log);
+		if (!r->nfams)
 			continue;
 		/* Every dispatch counts, as in Mixer: two rules sending one
 		 * instance to one handler count it twice. */

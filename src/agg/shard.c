@@ -151,6 +151,8 @@ static unsigned pass(struct shard *sh)
 	}
 	n += ingest_ring_poll(sh->queue, on_record, sh, 4096,
 			      &sh->mine[INGEST_SOCKET]);
+	if (sh->state)
+		state_flush(sh->state);
 	publish(sh);
 	return n;
 }

@@ -474,6 +474,67 @@ def mixers_command_line_starts_mixd(build):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def the_stdio_handler_writes_logentries_as_json_lines(build):
+    tmp = tempfile.mkdtemp(prefix="mixd-stdio.")
+    try:
+        out = os.path.join(tmp, "access.log")
+        path = os.path.join(tmp, "log.yaml")
+        with open(path, "w") as f:
+            f.write(f"""apiVersion: config.istio.io/v1alpha2
+kind: logentry
+metadata: {{name: accesslog, namespace: default}}
+spec:
+  severity: '"Warning"'
+  timestamp: request.time
+  variables:
+    responseCode: response.code | 0
+    protocol: context.protocol | "unknown"
+    latency: response.duration | "0ms"
+    source: source.labels | emptyStringMap()
+---
+apiVersion: config.istio.io/v1alpha2
+kind: stdio
+metadata: {{name: handler, namespace: default}}
+spec:
+  outputAsJson: true
+  logStream: FILE
+  outputPath: {out}
+  severityLevels: {{Warning: 1}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {{name: stdiohttp, namespace: default}}
+spec:
+  match: context.protocol == "http"
+  actions:
+  - handler: handler.stdio
+    instances: [accesslog.logentry]
+""")
+        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
+            recs = [{"context.protocol": "http", "response.code": 200 + i,
+                     "response.duration": f"{i}ms", "request.time": "2019-03-01T10:00:00Z",
+                     "source.labels": {"app": "x\"y"}} for i in range(50)]
+            recs.append({"context.protocol": "tcp"})
+            send(build, m, recs)
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == 51)
+            def lines():
+                try:
+                    with open(out) as f:
+                        return [json.loads(l) for l in f]
+                except (OSError, ValueError):
+                    return []
+            m.wait_for(lambda: len(lines()) == 50, what="50 log lines")
+            got = sorted(lines(), key=lambda d: d["responseCode"])
+            mt.check(got[0] == {"level": "warn", "time": "2019-03-01T10:00:00Z",
+                                "instance": "accesslog.logentry.default", "latency": "0s",
+                                "protocol": "http", "responseCode": 200,
+                                "source": {"app": "x\"y"}}, f"{got[0]}")
+            mt.check([d["responseCode"] for d in got] == list(range(200, 250)))
+            mt.check(got[7]["latency"] == "7ms", f"{got[7]}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     mt.main([
         every_sample_of_the_six_families_is_exact,
@@ -486,4 +547,5 @@ if __name__ == "__main__":
         a_real_prometheus_scrapes_mixd,
         check_config_prints_the_summary,
         mixers_command_line_starts_mixd,
+        the_stdio_handler_writes_logentries_as_json_lines,
     ])

@@ -1,0 +1,242 @@
+/*
+ * logs.c -- the stdio handler: logentry instances as JSON lines, the shape
+ * Mixer's stdio adapter wrote with outputAsJson (zap): level, time,
+ * instance, then the variables in name order.
+ *
+ * A shard formats into its own buffer and writes whole lines, in writes of
+ * at most PIPE_BUF bytes, so lines from different shards never interleave,
+ * on a pipe or on a file opened O_APPEND.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agg/agg_internal.h"
+
+int plan_open_logs(struct agg_plan *p)
+{
+	for (size_t i = 0; i < p->nlogs; i++) {
+		struct plan_log *l = &p->logs[i];
+		const struct cfg_stdio *s = l->stdio;
+		if (s->log_stream == CFG_STREAM_FILE ||
+		    s->log_stream == CFG_STREAM_ROTATED_FILE) {
+			/* Handlers shared by rules share one descriptor. */
+			for (size_t j = 0; j < i && l->fd < 0; j++)
+				if (p->logs[j].stdio == s)
+					l->fd = p->logs[j].fd;
+			if (l->fd >= 0)
+				continue;
+			l->fd = open(s->output_path.s, O_WRONLY | O_CREAT | O_APPEND |
+							       O_CLOEXEC, 0644);
+			if (l->fd < 0) {
+				fprintf(stderr, "mixd: stdio handler: cannot open %s: %s\n",
+					s->output_path.s, strerror(errno));
+				return -1;
+			}
+			l->own_fd = true;
+		} else {
+			l->fd = s->log_stream == CFG_STREAM_STDERR ? 2 : 1;
+		}
+	}
+	return 0;
+}
+
+void log_flush(struct log_buf *b)
+{
+	size_t off = 0;
+	while (off < b->len) {
+		/* Whole lines, at most PIPE_BUF at a time: atomic on a pipe. */
+		size_t n = b->len - off;
+		if (n > PIPE_BUF) {
+			n = PIPE_BUF;
+			while (n > 0 && b->data[off + n - 1] != '\n')
+				n--;
+			if (n == 0)
+				n = PIPE_BUF; /* one line longer than PIPE_BUF */
+		}
+		ssize_t w = write(b->fd, b->data + off, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break; /* the reader went away: drop the rest */
+		off += (size_t)w;
+	}
+	b->len = 0;
+}
+
+struct out {
+	char *p;
+	size_t n, cap;
+	bool full;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+	if (o->n + n > o->cap) {
+		o->full = true;
+		return;
+	}
+	memcpy(o->p + o->n, s, n);
+	o->n += n;
+}
+
+static void puts_(struct out *o, const char *s)
+{
+	put(o, s, strlen(s));
+}
+
+static void put_json_string(struct out *o, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	put(o, "\"", 1);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '"' || c == '\\') {
+			char e[2] = {'\\', (char)c};
+			put(o, e, 2);
+		} else if (c < 0x20) {
+			char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+			put(o, e, 6);
+		} else {
+			put(o, (const char *)&c, 1);
+		}
+	}
+	put(o, "\"", 1);
+}
+
+static void put_value(struct out *o, const struct attr_value *v)
+{
+	char tmp[80];
+	int n;
+	switch (v->type) {
+	case ATTR_INT64:
+		n = snprintf(tmp, sizeof tmp, "%lld", (long long)v->i);
+		put(o, tmp, (size_t)n);
+		break;
+	case ATTR_DOUBLE:
+		n = snprintf(tmp, sizeof tmp, "%.17g", v->d);
+		put(o, tmp, (size_t)n);
+		break;
+	case ATTR_BOOL:
+		puts_(o, v->b ? "true" : "false");
+		break;
+	case ATTR_DURATION:
+		put_json_string(o, tmp, attr_format_duration(v->i, tmp, sizeof tmp));
+		break;
+	case ATTR_TIMESTAMP:
+		put_json_string(o, tmp, attr_format_timestamp(v->i, tmp, sizeof tmp));
+		break;
+	case ATTR_IP:
+		if (!inet_ntop(v->len == 4 ? AF_INET : AF_INET6, v->ip, tmp, sizeof tmp))
+			tmp[0] = 0;
+		put_json_string(o, tmp, strlen(tmp));
+		break;
+	case ATTR_STRING_MAP: {
+		put(o, "{", 1);
+		const uint8_t *p = v->map + 4, *end = v->map + v->len;
+		for (uint32_t i = 0, cnt = attr_map_count(v); i < cnt; i++) {
+			uint32_t kl, vl;
+			if (end - p < 4)
+				break;
+			memcpy(&kl, p, 4);
+			if ((size_t)(end - p - 4) < kl)
+				break;
+			const char *k = (const char *)p + 4;
+			p += 4 + kl;
+			if (end - p < 4)
+				break;
+			memcpy(&vl, p, 4);
+			if ((size_t)(end - p - 4) < vl)
+				break;
+			if (i)
+				put(o, ",", 1);
+			put_json_string(o, k, kl);
+			put(o, ":", 1);
+			put_json_string(o, (const char *)p + 4, vl);
+			p += 4 + vl;
+		}
+		put(o, "}", 1);
+		break;
+	}
+	default: /* string-like and bytes */
+		put_json_string(o, v->s, v->len);
+		break;
+	}
+}
+
+static const char *level_name(const struct cfg_stdio *s, const struct attr_value *sev)
+{
+	enum cfg_stdio_level l = CFG_LEVEL_INFO;
+	if (sev && attr_type_is_string(sev->type))
+		for (size_t i = 0; i < s->n_severity_levels; i++)
+			if (strlen(s->severity_levels[i].severity) == sev->len &&
+			    memcmp(s->severity_levels[i].severity, sev->s, sev->len) == 0)
+				l = s->severity_levels[i].level;
+	return l == CFG_LEVEL_ERROR ? "error" : l == CFG_LEVEL_WARNING ? "warn" : "info";
+}
+
+static int var_cmp(const void *a, const void *b)
+{
+	const struct cfg_named_expr *x = *(const struct cfg_named_expr *const *)a;
+	const struct cfg_named_expr *y = *(const struct cfg_named_expr *const *)b;
+	return strcmp(x->name, y->name);
+}
+
+int log_entry(const struct agg_plan *p, const struct plan_log *l,
+	      const struct attr_table *t, struct expr_scratch *sc,
+	      struct log_buf *b)
+{
+	const struct cfg_logentry_inst *le = &l->inst->logentry;
+	struct attr_value sev, ts, v;
+	bool have_sev = le->severity.id >= 0 &&
+			expr_eval(p->prog, (uint32_t)le->severity.id, t, sc, &sev) == 0;
+	bool have_ts = le->timestamp.id >= 0 &&
+		       expr_eval(p->prog, (uint32_t)le->timestamp.id, t, sc, &ts) == 0 &&
+		       ts.type == ATTR_TIMESTAMP;
+	if (!have_ts) {
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		ts.type = ATTR_TIMESTAMP;
+		ts.i = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	}
+	if (b->fd != l->fd || b->len > sizeof b->data / 2) {
+		if (b->len)
+			log_flush(b);
+		b->fd = l->fd;
+	}
+	struct out o = {b->data + b->len, 0, sizeof b->data - b->len, false};
+	puts_(&o, "{\"level\":\"");
+	puts_(&o, level_name(l->stdio, have_sev ? &sev : NULL));
+	puts_(&o, "\",\"time\":");
+	put_value(&o, &ts);
+	puts_(&o, ",\"instance\":");
+	put_json_string(&o, l->inst->meta.fqn, strlen(l->inst->meta.fqn));
+
+	/* Variables in name order, as Mixer's adapter sorted them. */
+	const struct cfg_named_expr *vars[256];
+	size_t n = le->variables.n < 256 ? le->variables.n : 256;
+	for (size_t i = 0; i < n; i++)
+		vars[i] = &le->variables.v[i];
+	qsort(vars, n, sizeof vars[0], var_cmp);
+	int rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (expr_eval(p->prog, (uint32_t)vars[i]->expr.id, t, sc, &v)) {
+			rc = -1; /* Mixer skipped the variable; so do we */
+			continue;
+		}
+		put(&o, ",", 1);
+		put_json_string(&o, vars[i]->name, strlen(vars[i]->name));
+		put(&o, ":", 1);
+		put_value(&o, &v);
+	}
+	puts_(&o, "}\n");
+	if (!o.full)
+		b->len += o.n;
+	return o.full ? -1 : rc;
+}
