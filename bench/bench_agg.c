@@ -127,8 +127,8 @@ static void run(struct agg *a, const struct workload *wl, size_t passes)
 			if (ingest_decode(wl->buf + i * RECORD_CAP, wl->len[i],
 					  sh->state->plan->vocab, &t))
 				abort();
-			state_process(sh->state, &t, 0, a->o.series_limit, &a->epoch,
-				      &sh->retired);
+			state_process(sh->state, &t, 0, a->o.series_limit, NULL,
+				      &a->epoch, &sh->retired);
 		}
 	}
 }

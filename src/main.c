@@ -21,6 +21,7 @@
 #include "config/config.h"
 #include "expose/expose.h"
 #include "ingest/ingest.h"
+#include "marathon/marathon.h"
 
 /* ---- settings: one table, from which parsing and --help come ---------- */
 
@@ -317,6 +318,8 @@ struct mixd {
 	struct ingest_server *server;
 	struct expose_http *monitoring;
 	struct expose_http *prometheus;
+	struct mar_resolver *resolver;
+	char *resolver_address;  /* what it was started with, for reloads */
 	int serving; /* atomic */
 
 	/* config reloads: written by the main thread, read by scrapes */
@@ -472,6 +475,44 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 			1e9);
 }
 
+static void render_marathon(struct mixd *m, struct expose_buf *b)
+{
+	if (!m->resolver)
+		return;
+	struct mar_stats st;
+	mar_stats(m->resolver, &st);
+	family(b, "mixd_marathon_sync_total", "counter",
+	       "Full syncs with Marathon (/v2/apps, /v2/pods/::status), by "
+	       "result.");
+	for (int r = 0; r < MAR_SYNC_COUNT; r++)
+		sample1(b, "mixd_marathon_sync_total", "result",
+			mar_sync_result_name(r), (double)st.sync[r]);
+	family(b, "mixd_marathon_events_total", "counter",
+	       "Marathon events received on /v2/events, by type.");
+	for (int e = 0; e < MAR_EV_COUNT; e++)
+		sample1(b, "mixd_marathon_events_total", "type", mar_event_name(e),
+			(double)st.events[e]);
+	family(b, "mixd_marathon_stream_disconnects_total", "counter",
+	       "Event stream disconnections, by reason.");
+	for (int d = 0; d < MAR_DISC_COUNT; d++)
+		sample1(b, "mixd_marathon_stream_disconnects_total", "reason",
+			mar_disconnect_name(d), (double)st.disconnects[d]);
+	family(b, "mixd_marathon_apps", "gauge",
+	       "Marathon apps and pods in the snapshot in use.");
+	sample1(b, "mixd_marathon_apps", NULL, NULL, (double)(st.apps + st.pods));
+	family(b, "mixd_marathon_tasks", "gauge",
+	       "App tasks and pod instances in the snapshot in use.");
+	sample1(b, "mixd_marathon_tasks", NULL, NULL,
+		(double)(st.tasks + st.pod_instances));
+	family(b, "mixd_marathon_last_sync_timestamp_seconds", "gauge",
+	       "When the last full sync succeeded (Unix time; 0: never).");
+	sample1(b, "mixd_marathon_last_sync_timestamp_seconds", NULL, NULL,
+		st.last_sync_unix);
+	family(b, "mixd_marathon_synced", "gauge",
+	       "1 once a full sync has succeeded (then /readyz is 200).");
+	sample1(b, "mixd_marathon_synced", NULL, NULL, st.synced ? 1 : 0);
+}
+
 static int render_self(void *ctx, struct expose_buf *b, int *status,
 		       const char **ctype)
 {
@@ -479,6 +520,7 @@ static int render_self(void *ctx, struct expose_buf *b, int *status,
 	struct agg_view *v;
 	render_ingest(m, b);
 	render_config(m, b);
+	render_marathon(m, b);
 	if (agg_view_create(m->agg, &v) == 0) {
 		render_series(v, b, m);
 		agg_view_destroy(v);
@@ -498,6 +540,30 @@ static int render_healthz(void *ctx, struct expose_buf *b, int *status,
 	*status = up ? 200 : 503;
 	expose_buf_puts(b, up ? "ok\n" : "stopping\n");
 	*ctype = EXPOSE_CONTENT_TYPE_TEXT;
+	return 0;
+}
+
+/* Ready: serving, and the Marathon resolver (if configured) has synced. */
+static int render_readyz(void *ctx, struct expose_buf *b, int *status,
+			 const char **ctype)
+{
+	struct mixd *m = ctx;
+	*ctype = EXPOSE_CONTENT_TYPE_TEXT;
+	if (!__atomic_load_n(&m->serving, __ATOMIC_ACQUIRE)) {
+		*status = 503;
+		expose_buf_puts(b, "stopping\n");
+		return 0;
+	}
+	if (m->resolver) {
+		struct mar_stats st;
+		mar_stats(m->resolver, &st);
+		if (!st.synced) {
+			*status = 503;
+			expose_buf_puts(b, "marathon resolver not synced yet\n");
+			return 0;
+		}
+	}
+	expose_buf_puts(b, "ready\n");
 	return 0;
 }
 
@@ -534,7 +600,7 @@ static int start_http(struct mixd *m)
 	const struct expose_route mon[] = {
 		{"/metrics", render_self, m},
 		{"/healthz", render_healthz, m},
-		{"/readyz", render_healthz, m},
+		{"/readyz", render_readyz, m},
 		{"/version", render_version, m},
 	};
 	const struct expose_route prom[] = {
@@ -575,6 +641,49 @@ static void watch_config(struct mixd *m, const struct cfg *c)
 					  IN_MOVE_SELF | IN_ATTRIB);
 }
 
+/*
+ * The Marathon resolver serves the first mesosenv handler. It starts with
+ * the first config that has one; a later reload that changes its address
+ * is reported, and applies at the next start (the shards hold readers of
+ * the running one).
+ */
+static void start_resolver(struct mixd *m, const struct cfg *c, bool initial)
+{
+	const struct cfg_handler *h = NULL;
+	for (size_t i = 0; i < cfg_handler_count(c) && !h; i++)
+		if (cfg_handler(c, i)->adapter == CFG_ADAPTER_MESOSENV)
+			h = cfg_handler(c, i);
+	if (!h) {
+		if (initial && m->st.marathon_address)
+			fprintf(stderr, "mixd: notice: --marathon-address unused: "
+					"the config has no mesosenv handler\n");
+		return;
+	}
+	struct mar_options o = {0};
+	if (mar_options_from_handler(h, m->st.marathon_address, &o))
+		return;
+	const char *addr = o.addresses ? o.addresses : MAR_DEFAULT_ADDRESS;
+	if (m->resolver) {
+		if (strcmp(addr, m->resolver_address))
+			fprintf(stderr, "mixd: notice: marathon_address changed to "
+					"%s; restart mixd to apply it\n",
+				addr);
+		return;
+	}
+	if (!initial)
+		return; /* shards are running: they cannot take a resolver now */
+	int rc = mar_resolver_start(&o, &m->resolver);
+	if (rc) {
+		fprintf(stderr, "mixd: marathon resolver: %s; mesos bindings take "
+				"their defaults\n",
+			strerror(-rc));
+		return;
+	}
+	m->resolver_address = strdup(addr);
+	agg_set_resolver(m->agg, m->resolver);
+	fprintf(stderr, "mixd: marathon resolver for %s\n", addr);
+}
+
 /* Load the config and install it; on error keep the one in force. */
 static int load_config(struct mixd *m, bool initial)
 {
@@ -594,6 +703,7 @@ static int load_config(struct mixd *m, bool initial)
 	for (size_t i = 0; i < cfg_warning_count(c); i++)
 		fprintf(stderr, "mixd: config: warning: %s\n", cfg_warning(c, i));
 	watch_config(m, c);
+	start_resolver(m, c, initial);
 	if (agg_set_config(m->agg, c)) {
 		fprintf(stderr, "mixd: config: out of memory installing it\n");
 		goto fail;
@@ -616,7 +726,9 @@ static void shutdown_all(struct mixd *m)
 	expose_http_stop(m->prometheus);
 	expose_http_stop(m->monitoring);
 	ingest_server_destroy(m->server);
-	agg_destroy(m->agg);
+	agg_destroy(m->agg); /* shards gone: no reader is left */
+	mar_resolver_stop(m->resolver);
+	free(m->resolver_address);
 	attr_vocab_destroy(m->vocab);
 	if (m->inotify_fd >= 0)
 		close(m->inotify_fd);

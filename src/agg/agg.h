@@ -17,6 +17,7 @@
 #include "ingest/ingest.h"
 
 struct cfg;
+struct mar_resolver;
 
 struct agg;
 
@@ -47,6 +48,13 @@ int agg_create(const struct agg_options *o, const struct attr_vocab *vocab,
  * from any one thread at a time, before or after agg_start().
  */
 int agg_set_config(struct agg *a, struct cfg *cfg);
+
+/**
+ * Serve the mesos attribute-generating instances from @r (NULL: none; the
+ * bindings then take their defaults). Call before agg_start(); @r must
+ * outlive agg_destroy().
+ */
+void agg_set_resolver(struct agg *a, struct mar_resolver *r);
 
 /** Generation of the config now installed (0: none yet). */
 uint64_t agg_generation(struct agg *a);

@@ -11,6 +11,7 @@
 #include "agg/agg.h"
 #include "config/config.h"
 #include "expr/expr.h"
+#include "marathon/marathon.h"
 
 /* ---- epoch: deferred frees that readers never race ---------------------
  *
@@ -109,6 +110,9 @@ struct plan_apa {
 	const struct cfg_handler *handler;
 	uint32_t match_id;
 	bool all_namespaces;
+	int32_t in[5];                /* expression ids of the mesos inputs
+					 (source_uid, source_ip, destination_uid,
+					 destination_ip, destination_port), -1 */
 };
 
 struct agg_plan {
@@ -126,6 +130,7 @@ struct agg_plan {
 	size_t napas;
 	struct plan_log *logs;
 	size_t nlogs;
+	int out_slot[MAR_OUT_COUNT];  /* vocabulary slot of $out.<name>, -1 */
 	bool scoped;                  /* some rule is namespace-scoped */
 	int64_t expiry_ns;            /* 0: series never expire */
 	int64_t expiry_check_ns;
@@ -200,10 +205,11 @@ void state_retire(struct shard_state *s, struct agg_epoch *e,
 /** Write out the stdio lines @s buffered (once per shard pass). */
 void state_flush(struct shard_state *s);
 
-/** Run @plan over one decoded record. */
+/** Run @plan over one decoded record. @mar: the shard's Marathon reader,
+ *  inside a read section, or NULL. */
 void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
-		   uint64_t series_limit, struct agg_epoch *e,
-		   struct epoch_retired **rl);
+		   uint64_t series_limit, struct mar_reader *mar,
+		   struct agg_epoch *e, struct epoch_retired **rl);
 
 /*
  * stdio output (logs.c). Each shard formats JSON lines into its own buffer
@@ -274,6 +280,7 @@ struct shard {
 	struct attr_table table;
 	struct ingest_ring_counts mine[INGEST_TRANSPORT_COUNT];
 	struct epoch_retired *retired; /* memory waiting for readers to leave */
+	struct mar_reader *mar;        /* this thread's Marathon reader */
 	int64_t now_ns;                /* coarse clock, once per pass */
 	uint64_t processed;            /* records run through the plan */
 
@@ -292,6 +299,8 @@ struct agg {
 	unsigned next_stream;
 	struct shard *shards;
 	struct agg_epoch epoch;
+
+	struct mar_resolver *resolver;
 
 	/* The installed plan: an atomic pointer holding one reference. */
 	struct agg_plan *plan;

@@ -143,12 +143,17 @@ static int build_rule(struct agg_plan *p, const struct cfg_rule *r)
 			const struct cfg_instance *inst = act->instances[i];
 			if (h->adapter == CFG_ADAPTER_MESOSENV &&
 			    inst->tmpl == CFG_TMPL_MESOS) {
+				const struct cfg_mesos_inst *mi = &inst->mesos;
 				p->apas[p->napas++] = (struct plan_apa){
 					.r = r,
 					.inst = inst,
 					.handler = h,
 					.match_id = (uint32_t)r->match.id,
 					.all_namespaces = r->in_default_namespace,
+					.in = {mi->source_uid.id, mi->source_ip.id,
+					       mi->destination_uid.id,
+					       mi->destination_ip.id,
+					       mi->destination_port.id},
 				};
 				continue;
 			}
@@ -288,6 +293,11 @@ struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation)
 			goto fail;
 	if (p->expiry_ns && p->expiry_check_ns <= 0)
 		p->expiry_check_ns = p->expiry_ns / 2;
+	for (int o = 0; o < MAR_OUT_COUNT; o++) {
+		char name[64];
+		int n = snprintf(name, sizeof name, "$out.%s", mar_out_name(o));
+		p->out_slot[o] = attr_vocab_find(p->vocab, name, (size_t)n);
+	}
 	if (plan_open_logs(p))
 		goto fail;
 	return p;

@@ -193,6 +193,23 @@ static size_t fmt_double(double v, char *buf, size_t cap)
 	return 0;
 }
 
+/* Decimal, without snprintf: response codes are in most keys. */
+static size_t fmt_i64(int64_t v, char *buf)
+{
+	char tmp[24];
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+	size_t n = 0;
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		tmp[n++] = '-';
+	for (size_t i = 0; i < n; i++)
+		buf[i] = tmp[n - 1 - i];
+	return n;
+}
+
 struct kv_ref {
 	const char *k, *v;
 	uint32_t kl, vl;
@@ -225,13 +242,14 @@ static bool key_put(uint8_t *key, uint32_t *len, const struct attr_value *v)
 		n = v->len;
 		break;
 	case ATTR_INT64:
-		n = (size_t)snprintf(tmp, sizeof tmp, "%lld", (long long)v->i);
+		n = fmt_i64(v->i, tmp);
 		goto copy;
 	case ATTR_DOUBLE:
 		n = fmt_double(v->d, tmp, sizeof tmp);
 		goto copy;
 	case ATTR_BOOL:
-		n = (size_t)snprintf(tmp, sizeof tmp, "%s", v->b ? "true" : "false");
+		n = v->b ? 4 : 5;
+		memcpy(tmp, v->b ? "true" : "false", n);
 		goto copy;
 	case ATTR_DURATION:
 		n = attr_format_duration(v->i, tmp, sizeof tmp);
@@ -464,13 +482,37 @@ static bool rule_applies(const struct agg_plan *p, const struct cfg_rule *r,
 }
 
 /*
- * Attribute generation. Every matching mesos instance's bindings are
- * evaluated against the record as it arrived, then applied together.
- * Until the Marathon resolver fills $out.*, every binding takes its
- * default -- what Mixer did when its adapter had no data.
+ * Attribute generation. Every matching mesos instance asks the Marathon
+ * resolver (inputs evaluated against the record as it arrived), whose
+ * outputs fill $out.*; its bindings are then evaluated and applied
+ * together. Outputs the resolver lacks leave $out.* absent, so those
+ * bindings take their defaults -- what Mixer did when its adapter had no
+ * data.
  */
+/* Ask the resolver about the record; its outputs fill $out.* slots. */
+static void resolve(const struct agg_plan *p, const struct plan_apa *a,
+		    struct attr_table *t, struct expr_scratch *sc,
+		    struct mar_reader *mar)
+{
+	struct attr_value in[5];
+	const struct attr_value *ptr[5] = {0};
+	for (int k = 0; k < 5; k++)
+		if (a->in[k] >= 0 && expr_eval(p->prog, (uint32_t)a->in[k], t, sc,
+					       &in[k]) == 0)
+			ptr[k] = &in[k];
+	struct mar_query q = {ptr[0], ptr[1], ptr[2], ptr[3], ptr[4]};
+	struct mar_result res;
+	if (!mar_lookup(mar, &q, &res))
+		return;
+	for (int o = 0; o < MAR_OUT_COUNT; o++) {
+		const struct attr_value *v = mar_result_get(&res, o);
+		if (v && p->out_slot[o] >= 0)
+			attr_table_set(t, (unsigned)p->out_slot[o], v);
+	}
+}
+
 static void run_apas(struct shard_state *s, struct state_ext *x,
-		     struct attr_table *t)
+		     struct attr_table *t, struct mar_reader *mar)
 {
 	struct agg_plan *p = s->plan;
 	struct expr_scratch *sc = s->scratch;
@@ -490,6 +532,8 @@ static void run_apas(struct shard_state *s, struct state_ext *x,
 		    !rule_applies(p, a->r, a->all_namespaces, t))
 			continue;
 		any = true;
+		if (mar)
+			resolve(p, a, t, sc, mar);
 		const struct cfg_expr_map *b = &a->inst->mesos.attribute_bindings;
 		for (size_t k = 0; k < b->n && nout < 128; k++) {
 			struct attr_value v;
@@ -543,8 +587,8 @@ static void update(const struct plan_family *f, uint64_t *cells, double v)
 }
 
 void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
-		   uint64_t series_limit, struct agg_epoch *e,
-		   struct epoch_retired **rl)
+		   uint64_t series_limit, struct mar_reader *mar,
+		   struct agg_epoch *e, struct epoch_retired **rl)
 {
 	struct state_ext *x = (struct state_ext *)s;
 	struct agg_plan *p = s->plan;
@@ -554,7 +598,7 @@ void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
 
 	expr_scratch_begin(sc);
 	if (p->napas)
-		run_apas(s, x, t);
+		run_apas(s, x, t, mar);
 
 	for (size_t i = 0; i < p->nrules; i++) {
 		const struct plan_rule *r = &p->rules[i];

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -33,7 +34,7 @@ static enum ingest_reject on_record(void *ctx, const uint8_t *p, uint32_t len)
 	if (rc != INGEST_REJ_NONE || !st)
 		return rc;
 	state_process(st, &sh->table, sh->now_ns, sh->agg->o.series_limit,
-		      &sh->agg->epoch, &sh->retired);
+		      sh->mar, &sh->agg->epoch, &sh->retired);
 	sh->processed++;
 	return rc;
 }
@@ -134,6 +135,11 @@ static unsigned pass(struct shard *sh)
 	housekeeping(sh);
 	if (__atomic_load_n(&sh->inbox_n, __ATOMIC_ACQUIRE))
 		take_inbox(sh);
+	/* One Marathon snapshot per pass: lookups stay valid for the pass,
+	 * and the resolver waits for no more than one pass to free the old
+	 * snapshot. */
+	if (sh->mar)
+		mar_read_begin(sh->mar);
 	struct shard_ring **pp = &sh->rings, *sr;
 	while ((sr = *pp)) {
 		enum ingest_transport t = ingest_ring_transport(sr->r);
@@ -151,6 +157,8 @@ static unsigned pass(struct shard *sh)
 	}
 	n += ingest_ring_poll(sh->queue, on_record, sh, 4096,
 			      &sh->mine[INGEST_SOCKET]);
+	if (sh->mar)
+		mar_read_end(sh->mar);
 	if (sh->state)
 		state_flush(sh->state);
 	publish(sh);
@@ -183,6 +191,10 @@ static void *shard_main(void *arg)
 {
 	struct shard *sh = arg;
 	unsigned sleep_us = 0;
+	if (sh->agg->resolver && !(sh->mar = mar_reader_create(sh->agg->resolver)))
+		fprintf(stderr, "mixd: shard %u: no memory for a Marathon reader; "
+				"its records take the binding defaults\n",
+			sh->idx);
 	for (;;) {
 		bool draining = __atomic_load_n(&sh->agg->state, __ATOMIC_ACQUIRE) ==
 				DRAIN;
@@ -198,6 +210,8 @@ static void *shard_main(void *arg)
 			sleep_us = sh->agg->o.idle_sleep_max_us;
 		doze(sh, sleep_us);
 	}
+	mar_reader_destroy(sh->mar);
+	sh->mar = NULL;
 	return NULL;
 }
 
@@ -387,6 +401,11 @@ int agg_set_config(struct agg *a, struct cfg *cfg)
 	for (unsigned i = 0; i < a->o.shards; i++)
 		kick(&a->shards[i]);
 	return 0;
+}
+
+void agg_set_resolver(struct agg *a, struct mar_resolver *r)
+{
+	a->resolver = r;
 }
 
 uint64_t agg_generation(struct agg *a)

@@ -249,8 +249,10 @@ int agg_view_create(struct agg *a, struct agg_view **out)
 
 	for (size_t d = 0; d < p->ndimsets; d++) {
 		struct vset *vs = &sets[d];
-		qsort(vs->rows, vs->n, sizeof *vs->rows, key_cmp);
-		vs->n = merge(vs, &p->dimsets[d]);
+		if (vs->n) {
+			qsort(vs->rows, vs->n, sizeof *vs->rows, key_cmp);
+			vs->n = merge(vs, &p->dimsets[d]);
+		}
 		struct agg_view_row *rows = calloc(vs->n + 1, sizeof *rows);
 		if (!rows)
 			goto out;

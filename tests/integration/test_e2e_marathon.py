@@ -1,0 +1,125 @@
+"""End to end with Marathon: mixd on the user's config, its mesosenv handler
+pointed (--marathon-address) at a Marathon stand-in; records carrying the
+user's uid form and IPs come out of /metrics with the right workload, app
+and version labels; /readyz follows the resolver; a Marathon outage keeps
+the last snapshot.
+
+MIXD_TEST_THREADED
+"""
+
+import os
+import sys
+import time
+
+import mixdtest as mt
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from marathon_standin import StandIn  # noqa: E402
+
+FIXTURES = os.environ.get("MIXD_FIXTURES") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
+SEED = os.path.join(FIXTURES, "config", "mixer-seed.yaml")
+
+PP_TASK = "bookinfo_productpage-v1.instance-1f0c2a5e-0000-11e9-8d1a-0242ac110002._app.1"
+RV_TASK = "bookinfo_reviews-v2.instance-c96bf99f-0000-11e9-8d1a-0242ac110002._app.1"
+
+
+def app(app_id, labels, task_id, ip, host="10.0.1.7"):
+    return {
+        "id": app_id, "labels": labels, "instances": 1, "cpus": 0.1, "mem": 64,
+        "networks": [{"mode": "container", "name": "dcos"}],
+        "container": {"type": "MESOS", "portMappings": [
+            {"containerPort": 9080, "name": "http", "protocol": "tcp"}]},
+        "tasks": [{"id": task_id, "appId": app_id, "host": host, "state": "TASK_RUNNING",
+                   "ipAddresses": [{"ipAddress": ip, "protocol": "IPv4"}],
+                   "ports": [], "slaveId": "agent-1", "version": "2019-03-01T00:00:00Z"}],
+    }
+
+
+APPS = [
+    app("/bookinfo/productpage-v1", {"istio": "productpage", "version": "v1"}, PP_TASK,
+        "9.0.0.2"),
+    app("/bookinfo/reviews-v2", {"istio": "reviews", "version": "v2"}, RV_TASK, "9.0.0.3"),
+]
+
+
+def uid(task):
+    """The user's proxies send the task id without its last .suffix."""
+    return "kubernetes://" + task.rsplit(".", 1)[0]
+
+
+def requests_by_labels(m):
+    return {k[1]: v for k, v in m.prom_metrics().items() if k[0] == "istio_requests_total"}
+
+
+def records_resolve_to_marathon_workloads(build):
+    si = StandIn(apps=[dict(a) for a in APPS], heartbeat=0.5)
+    with mt.Mixd(build, ["--config", SEED, "--configDefaultNamespace", "default",
+                         "--marathon-address", f"127.0.0.1:{si.port}"]) as m:
+        m.wait_for(lambda: m.get("/readyz")[0] == 200, timeout=20, what="resolver synced")
+        recs = [
+            # By uid, the user's form.
+            {"context.protocol": "http", "context.reporter.kind": "inbound",
+             "source.uid": uid(PP_TASK), "destination.uid": uid(RV_TASK),
+             "response.code": 200},
+            # An empty uid falls back to the IP. (The user's mesos instance
+            # passes no destination_ip, so only the source can go by IP.)
+            {"context.protocol": "http", "context.reporter.kind": "outbound",
+             "source.uid": "", "source.ip": "9.0.0.2",
+             "destination.uid": uid(RV_TASK), "destination.port": 9080,
+             "response.code": 200},
+            # Unknown to Marathon: the bindings' defaults.
+            {"context.protocol": "http", "source.uid": "kubernetes://nobody.instance-x._app",
+             "response.code": 200},
+        ]
+        rc, out, err = mt.report(build, m.address, recs)
+        mt.check(rc == 0, out + err)
+        m.wait_for(lambda: sum(requests_by_labels(m).values()) == 3)
+        got = requests_by_labels(m)
+        want_pair = {"source_workload": "productpage-v1", "source_workload_namespace": "bookinfo",
+                     "source_app": "productpage", "source_version": "v1",
+                     "destination_workload": "reviews-v2",
+                     "destination_workload_namespace": "bookinfo",
+                     "destination_app": "reviews", "destination_version": "v2"}
+        resolved = [dict(l) for l in got if all(dict(l).get(k) == v for k, v in want_pair.items())]
+        mt.check(len(resolved) == 2, f"want 2 resolved series, got {[dict(l) for l in got]}")
+        mt.check({d["reporter"] for d in resolved} == {"source", "destination"})
+        unknown = [dict(l) for l in got if dict(l)["source_workload"] == "unknown"]
+        mt.check(len(unknown) == 1 and unknown[0]["destination_workload"] == "unknown",
+                 f"{unknown}")
+        ms = m.metrics()
+        mt.check(mt.value(ms, "mixd_marathon_apps") == 2, "apps gauge")
+        mt.check(mt.value(ms, "mixd_marathon_tasks") == 2, "tasks gauge")
+        mt.check(mt.value(ms, "mixd_marathon_synced") == 1)
+
+        # Marathon goes away: the last snapshot stays in force.
+        si.command({"cmd": "down"})
+        time.sleep(1.0)
+        rc, out, err = mt.report(build, m.address, recs[:1])
+        mt.check(rc == 0, out + err)
+        m.wait_for(lambda: sum(requests_by_labels(m).values()) == 4)
+        resolved = [v for l, v in requests_by_labels(m).items()
+                    if dict(l)["source_workload"] == "productpage-v1" and
+                    dict(l)["reporter"] == "destination"]
+        mt.check(resolved == [2.0], f"{resolved}")
+        si.command({"cmd": "up"})
+
+
+def without_marathon_mixd_serves_and_is_not_ready(build):
+    with mt.Mixd(build, ["--config", SEED, "--configDefaultNamespace", "default",
+                         "--marathon-address", "127.0.0.1:1"]) as m:
+        mt.check(m.get("/healthz")[0] == 200)
+        status, _, body = m.get("/readyz")
+        mt.check(status == 503 and "not synced" in body, f"{status} {body}")
+        rc, out, err = mt.report(build, m.address, [{"context.protocol": "http"}])
+        mt.check(rc == 0, out + err)
+        m.wait_for(lambda: sum(requests_by_labels(m).values()) == 1)
+        l = dict(next(iter(requests_by_labels(m))))
+        mt.check(l["source_workload"] == "unknown" and l["destination_app"] == "unknown")
+
+
+if __name__ == "__main__":
+    mt.main([
+        records_resolve_to_marathon_workloads,
+        without_marathon_mixd_serves_and_is_not_ready,
+    ])
