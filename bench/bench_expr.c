@@ -168,9 +168,11 @@ run_batch(const struct expr_program *p, uint32_t match_id,
 	return sink;
 }
 
+/* agg keeps, per rule, the result index of each use in one flat array
+ * (instance by instance: value, then dimensions) */
 static __attribute__((noinline)) uint64_t
 run_plan(const struct expr_plan *mpl, uint32_t mat,
-	 const struct expr_plan *pl, const uint32_t at[4][18],
+	 const struct expr_plan *pl, const uint32_t *at, size_t nat,
 	 const struct attr_value **mres, const struct attr_value **res,
 	 const struct attr_table *t, struct expr_scratch *s, int records)
 {
@@ -181,12 +183,11 @@ run_plan(const struct expr_plan *mpl, uint32_t mat,
 		if (!mres[mat] || !mres[mat]->b)
 			continue;
 		expr_plan_eval(pl, t, s, res);
-		for (int m = 0; m < 4; m++)
-			for (int k = 0; k < 18; k++) {
-				const struct attr_value *v = res[at[m][k]];
-				if (v)
-					sink += v->len;
-			}
+		for (size_t u = 0; u < nat; u++) {
+			const struct attr_value *v = res[at[u]];
+			if (v)
+				sink += v->len;
+		}
 	}
 	return sink;
 }
@@ -263,10 +264,9 @@ int main(void)
 		fprintf(stderr, "bench_expr: expr_plan_create failed\n");
 		return 1;
 	}
-	uint32_t at[4][18];
-	for (int m = 0; m < 4; m++)
-		for (int k = 0; k < 18; k++)
-			at[m][k] = expr_plan_index(pl, (size_t)(m * 18 + k));
+	uint32_t at[4 * 18];
+	for (size_t u = 0; u < 4 * 18; u++)
+		at[u] = expr_plan_index(pl, u);
 	const struct attr_value **mres =
 		calloc(expr_plan_size(mpl), sizeof *mres);
 	const struct attr_value **res =
@@ -275,7 +275,7 @@ int main(void)
 	uint64_t sink_b = sink;
 	for (int r = 0; r < runs; r++) {
 		uint64_t t0 = bench_now_ns();
-		sink += run_plan(mpl, mat, pl, at, mres, res, t, s, records);
+		sink += run_plan(mpl, mat, pl, at, 4 * 18, mres, res, t, s, records);
 		ns[r] = (double)(bench_now_ns() - t0) / records;
 	}
 	bench_report("expr_plan_eval + result pointers: ns per record", ns,

@@ -38,10 +38,12 @@
 
 enum pop {
 	P_CONST,   /* r[dst] = k */
-	P_LOAD_K,  /* r[dst] = slot present ? typed value : k (k may be NULL) */
-	P_LOAD_R,  /* r[dst] = slot present ? typed value : r[a] */
+	P_LOAD,	   /* r[dst] = slot c's value, NULL if absent or mistyped */
+	P_LOAD_K,  /* r[dst] = slot c present ? its typed value : k */
+	P_LOAD_R,  /* r[dst] = slot c present ? its typed value : r[a] */
 	P_MAPKEY,  /* build time only: merged into P_MAPKEYS */
-	P_MAPKEYS, /* keys[a .. a+n) of the map in slot, one pass */
+	P_MAPKEYS, /* keys[a .. a+n) of the map in slot c, one pass; b is
+		      the group (its key-length filter) */
 	P_EQ_KS,   /* r[dst] = r[a] == k, both strings (F_NEG: !=) */
 	P_EQ_K,	   /* r[dst] = r[a] == k, any types (F_NEG: !=) */
 	P_EQ,	   /* r[dst] = r[a] == r[b] (F_NEG: !=) */
@@ -56,25 +58,35 @@ enum pop {
 
 #define F_NEG 1
 
+/* One instruction, 32 bytes: two per cache line. */
 struct pinsn {
 	uint8_t op;
 	uint8_t flags;
-	uint16_t slot;
-	uint16_t accept; /* runtime types the slot's declared type takes */
+	uint8_t decl; /* loads: the slot's declared type */
+	uint8_t pad_;
+	uint16_t accept; /* loads: runtime types the declared type takes */
 	uint16_t n;	 /* P_MAPKEYS: keys */
 	uint32_t dst, a, b, c;
 	const struct attr_value *k;
-	uint32_t level; /* build time: 1 + the deepest operand */
-	uint32_t kidx;	/* build time: index of k in consts, or NO_NODE */
 };
 
 struct pkey {
 	const char *key;
 	uint32_t klen;
 	uint32_t dst;
-	uint32_t val;  /* index in the record's vals */
-	uint32_t kidx; /* build time: index of dflt in consts */
+	uint32_t val; /* index in the record's vals */
+	uint8_t next; /* next key of the group in this length bucket */
 	const struct attr_value *dflt;
+};
+
+#define NO_KEY 0xff
+#define LEN_BUCKETS 64 /* lengths 0..62, and 63 for all longer keys */
+
+/* A P_MAPKEYS group's index by key length: a map entry whose length no
+ * key has is skipped with one load, and the others compare against only
+ * the keys of their length. */
+struct pgroup {
+	uint8_t first[LEN_BUCKETS]; /* first key (within the group) or NO_KEY */
 };
 
 struct prun {
@@ -89,6 +101,7 @@ struct expr_plan {
 	uint32_t n_runs;
 	struct pkey *keys;
 	uint32_t n_keys;
+	struct pgroup *groups; /* per P_MAPKEYS, in->b */
 	struct attr_value *consts;
 	uint32_t n_consts;
 	uint32_t n_regs;
@@ -106,9 +119,19 @@ static const struct attr_value k_true = {.type = ATTR_BOOL, .b = true};
 
 /* ---- building ------------------------------------------------------------ */
 
+/* An instruction while building: register i is produced by bi[i]. */
+struct pbi {
+	struct pinsn in;
+	uint32_t level; /* 1 + the deepest operand; leaves 0 */
+	uint32_t kidx;	/* k as an index in consts, or NO_NODE */
+	uint32_t key;	/* P_MAPKEY: the key as an index in consts */
+	const struct attr_value *keyv; /* P_MAPKEY: the key (program's) */
+};
+
 struct pbuild {
 	struct expr_plan *pl;
-	uint32_t cap_insns, cap_keys, cap_consts;
+	struct pbi *bi;
+	uint32_t n, cap, cap_consts;
 	bool oom;
 };
 
@@ -158,111 +181,112 @@ static uint32_t add_const(struct pbuild *b, const struct attr_value *k)
 		pl->consts = n;
 		b->cap_consts = cap;
 	}
-	/* a bool constant is stored whole: readers test ->b */
 	pl->consts[pl->n_consts] = *k;
 	return pl->n_consts++;
 }
 
-static bool same_insn(const struct pinsn *x, const struct pinsn *y)
+static bool same_insn(const struct pbi *x, const struct pbi *y)
 {
-	return x->op == y->op && x->flags == y->flags && x->slot == y->slot &&
-	       x->a == y->a && x->b == y->b && x->c == y->c &&
-	       x->kidx == y->kidx;
+	return x->in.op == y->in.op && x->in.flags == y->in.flags &&
+	       x->in.a == y->in.a && x->in.b == y->in.b && x->in.c == y->in.c &&
+	       x->kidx == y->kidx && x->key == y->key;
 }
 
-/* Append @in (or find an identical instruction) and return its register. */
-static uint32_t add_insn(struct pbuild *b, struct pinsn *in)
+/* Append @x (or find an identical instruction) and return its register. */
+static uint32_t add_insn(struct pbuild *b, struct pbi *x)
 {
-	struct expr_plan *pl = b->pl;
-	if (in->op != P_NODE)
-		for (uint32_t i = 0; i < pl->n_insns; i++)
-			if (same_insn(&pl->insns[i], in))
-				return pl->insns[i].dst;
-	if (pl->n_insns == b->cap_insns) {
-		uint32_t cap = b->cap_insns ? b->cap_insns * 2 : 32;
-		struct pinsn *n = realloc(pl->insns, cap * sizeof *n);
+	if (x->in.op != P_NODE)
+		for (uint32_t i = 0; i < b->n; i++)
+			if (same_insn(&b->bi[i], x))
+				return i;
+	if (b->n == b->cap) {
+		uint32_t cap = b->cap ? b->cap * 2 : 32;
+		struct pbi *n = realloc(b->bi, cap * sizeof *n);
 		if (!n) {
 			b->oom = true;
 			return 0;
 		}
-		pl->insns = n;
-		b->cap_insns = cap;
+		b->bi = n;
+		b->cap = cap;
 	}
-	in->dst = pl->n_regs++;
-	pl->insns[pl->n_insns++] = *in;
-	return in->dst;
+	x->in.dst = b->n;
+	b->bi[b->n] = *x;
+	return b->n++;
 }
 
-/* While building, register i is produced by instruction i. */
-static uint32_t reg_level(const struct pbuild *b, uint32_t reg)
+static uint32_t level_of(const struct pbuild *b, uint32_t r1, uint32_t r2,
+			 uint32_t r3)
 {
-	return b->pl->insns[reg].level;
+	uint32_t l = b->bi[r1].level;
+	if (r2 != NO_NODE && b->bi[r2].level > l)
+		l = b->bi[r2].level;
+	if (r3 != NO_NODE && b->bi[r3].level > l)
+		l = b->bi[r3].level;
+	return l + 1;
 }
 
-static uint32_t deeper(const struct pbuild *b, uint32_t r1, uint32_t r2)
+static struct pbi new_pbi(void)
 {
-	uint32_t l1 = reg_level(b, r1),
-		 l2 = r2 == NO_NODE ? 0 : reg_level(b, r2);
-	return 1 + (l1 > l2 ? l1 : l2);
+	return (struct pbi){.in = {.a = NO_NODE, .b = NO_NODE, .c = NO_NODE},
+			    .kidx = NO_NODE,
+			    .key = NO_NODE};
 }
 
 /*
  * Lower node @ni into instructions; its register in *@reg. Returns false
- * if the subtree holds an operator that is not flattened (the whole root
- * then becomes a P_NODE; the instructions emitted so far stay, unused).
+ * if the subtree holds an operator that is not flattened: the whole root
+ * then becomes a P_NODE.
  */
 static bool lower(struct pbuild *b, uint32_t ni, uint32_t *reg)
 {
 	const struct expr_program *p = b->pl->p;
 	const struct enode *e = &p->nodes[ni];
-	struct pinsn in = {
-		.a = NO_NODE, .b = NO_NODE, .c = NO_NODE, .kidx = NO_NODE};
+	struct pbi x = new_pbi();
 	uint32_t ra, rb, rc;
 
 	switch ((enum expr_op)e->op) {
 	case OP_CONST:
-		in.op = P_CONST;
-		in.kidx = add_const(b, &e->k);
+		x.in.op = P_CONST;
+		x.kidx = add_const(b, &e->k);
 		break;
 	case OP_LOAD:
-		in.op = P_LOAD_K; /* no fallback: absent is a failure */
-		in.slot = (uint16_t)e->a;
-		in.accept = accept_mask(e->type);
+		x.in.op = P_LOAD; /* no fallback: absent is a failure */
+		x.in.c = e->a;
+		x.in.decl = e->type;
+		x.in.accept = accept_mask(e->type);
 		break;
 	case OP_OR: {
 		const uint32_t *ops = p->args + e->a;
 		const struct enode *last = &p->nodes[ops[e->n - 1]];
 		if (e->flags & NF_MAPKEY_K) {
 			const struct enode *ix = &p->nodes[ops[0]];
-			in.op = P_MAPKEY;
-			in.slot = (uint16_t)p->nodes[ix->a].a;
-			in.k = &ix->k; /* the key: program-owned, stable */
-			in.b = add_const(b, &ix->k); /* dedup key by value */
-			in.kidx = add_const(b, &last->k);
+			x.in.op = P_MAPKEY;
+			x.in.c = p->nodes[ix->a].a;
+			x.keyv = &ix->k;
+			x.key = add_const(b, &ix->k); /* dedup by value */
+			x.kidx = add_const(b, &last->k);
 			break;
 		}
 		if (!(e->flags & NF_LOADS_K))
 			return false;
-		/* a | b | k: b | k first, then a over it; every load is
-		 * pure, so evaluating b when a is present changes nothing */
+		/* a | b | k: b | k first, then a over it; loads are pure,
+		 * so evaluating b when a is present changes nothing */
 		uint32_t r = NO_NODE, kidx = add_const(b, &last->k);
 		for (uint32_t i = e->n - 1; i-- > 0;) {
 			const struct enode *ld = &p->nodes[ops[i]];
-			struct pinsn x = {.slot = (uint16_t)ld->a,
-					  .accept = accept_mask(ld->type),
-					  .a = NO_NODE,
-					  .b = NO_NODE,
-					  .c = NO_NODE,
-					  .kidx = NO_NODE};
+			struct pbi y = new_pbi();
+			y.in.c = ld->a;
+			y.in.decl = ld->type;
+			y.in.accept = accept_mask(ld->type);
 			if (r == NO_NODE) {
-				x.op = P_LOAD_K;
-				x.kidx = kidx;
+				y.in.op = P_LOAD_K;
+				y.kidx = kidx;
 			} else {
-				x.op = P_LOAD_R;
-				x.a = r;
-				x.level = 1 + reg_level(b, r);
+				y.in.op = P_LOAD_R;
+				y.in.a = r;
+				y.level = level_of(b, r, NO_NODE, NO_NODE);
 			}
-			r = add_insn(b, &x);
+			r = add_insn(b, &y);
 			if (b->oom)
 				return false;
 		}
@@ -273,71 +297,71 @@ static bool lower(struct pbuild *b, uint32_t ni, uint32_t *reg)
 	case OP_NE_K:
 		if (!lower(b, e->a, &ra))
 			return false;
-		in.op = attr_type_is_string(
-				(enum attr_type)p->nodes[e->a].type) &&
-					attr_type_is_string(
-						(enum attr_type)e->k.type)
-				? P_EQ_KS
-				: P_EQ_K;
-		in.flags = e->op == OP_NE_K ? F_NEG : 0;
-		in.a = ra;
-		in.kidx = add_const(b, &e->k);
-		in.level = deeper(b, ra, NO_NODE);
+		x.in.op = attr_type_is_string(
+				  (enum attr_type)p->nodes[e->a].type) &&
+					  attr_type_is_string(
+						  (enum attr_type)e->k.type)
+				  ? P_EQ_KS
+				  : P_EQ_K;
+		x.in.flags = e->op == OP_NE_K ? F_NEG : 0;
+		x.in.a = ra;
+		x.kidx = add_const(b, &e->k);
+		x.level = level_of(b, ra, NO_NODE, NO_NODE);
 		break;
 	case OP_EQ:
 	case OP_NE:
 		if (!lower(b, e->a, &ra) || !lower(b, e->b, &rb))
 			return false;
-		in.op = P_EQ;
-		in.flags = e->op == OP_NE ? F_NEG : 0;
-		in.a = ra;
-		in.b = rb;
-		in.level = deeper(b, ra, rb);
+		x.in.op = P_EQ;
+		x.in.flags = e->op == OP_NE ? F_NEG : 0;
+		x.in.a = ra;
+		x.in.b = rb;
+		x.level = level_of(b, ra, rb, NO_NODE);
 		break;
 	case OP_NOT:
 		if (!lower(b, e->a, &ra))
 			return false;
-		in.op = P_NOT;
-		in.a = ra;
-		in.level = deeper(b, ra, NO_NODE);
+		x.in.op = P_NOT;
+		x.in.a = ra;
+		x.level = level_of(b, ra, NO_NODE, NO_NODE);
 		break;
 	case OP_AND:
 	case OP_LOR:
 		if (!lower(b, e->a, &ra) || !lower(b, e->b, &rb))
 			return false;
-		in.op = e->op == OP_AND ? P_AND : P_LOR;
-		in.a = ra;
-		in.b = rb;
-		in.level = deeper(b, ra, rb);
+		x.in.op = e->op == OP_AND ? P_AND : P_LOR;
+		x.in.a = ra;
+		x.in.b = rb;
+		x.level = level_of(b, ra, rb, NO_NODE);
 		break;
 	case OP_COND:
 		if (!lower(b, e->a, &ra) || !lower(b, e->b, &rb) ||
 		    !lower(b, e->c, &rc))
 			return false;
-		in.op = P_COND;
-		in.a = ra;
-		in.b = rb;
-		in.c = rc;
-		in.level = deeper(b, ra, rb);
-		if (reg_level(b, rc) + 1 > in.level)
-			in.level = reg_level(b, rc) + 1;
+		x.in.op = P_COND;
+		x.in.a = ra;
+		x.in.b = rb;
+		x.in.c = rc;
+		x.level = level_of(b, ra, rb, rc);
 		break;
 	default:
 		return false;
 	}
-	*reg = add_insn(b, &in);
+	if (b->oom)
+		return false;
+	*reg = add_insn(b, &x);
 	return !b->oom;
 }
 
-static int insn_cmp(const void *x, const void *y)
+static int pbi_cmp(const void *x, const void *y)
 {
-	const struct pinsn *a = x, *b = y;
+	const struct pbi *a = x, *b = y;
 	if (a->level != b->level)
 		return a->level < b->level ? -1 : 1;
-	if (a->op != b->op)
-		return a->op < b->op ? -1 : 1;
+	if (a->in.op != b->in.op)
+		return a->in.op < b->in.op ? -1 : 1;
 	/* stable: by register, i.e. emission order */
-	return a->dst < b->dst ? -1 : a->dst > b->dst;
+	return a->in.dst < b->in.dst ? -1 : a->in.dst > b->in.dst;
 }
 
 /* Merge the P_MAPKEYs reading one slot into P_MAPKEYS of up to 32 keys
@@ -347,56 +371,69 @@ static int merge_mapkeys(struct pbuild *b)
 {
 	struct expr_plan *pl = b->pl;
 	uint32_t nk = 0;
-	for (uint32_t i = 0; i < pl->n_insns; i++)
-		nk += pl->insns[i].op == P_MAPKEY;
+	for (uint32_t i = 0; i < b->n; i++)
+		nk += b->bi[i].in.op == P_MAPKEY;
 	if (!nk)
 		return 0;
 	pl->keys = calloc(nk, sizeof *pl->keys);
-	struct pinsn *out = calloc(pl->n_insns, sizeof *out);
-	bool *done = calloc(pl->n_insns, sizeof *done);
-	if (!pl->keys || !out || !done) {
+	pl->groups = calloc(nk, sizeof *pl->groups);
+	struct pbi *out = calloc(b->n, sizeof *out);
+	bool *done = calloc(b->n, sizeof *done);
+	if (!pl->keys || !pl->groups || !out || !done) {
 		free(out);
 		free(done);
 		return -1;
 	}
-	uint32_t w = 0;
-	for (uint32_t i = 0; i < pl->n_insns; i++) {
-		const struct pinsn *in = &pl->insns[i];
-		if (in->op != P_MAPKEY) {
-			out[w++] = *in;
+	uint32_t w = 0, ng = 0;
+	for (uint32_t i = 0; i < b->n; i++) {
+		const struct pbi *x = &b->bi[i];
+		if (x->in.op != P_MAPKEY) {
+			out[w++] = *x;
 			continue;
 		}
 		if (done[i])
 			continue;
-		struct pinsn *g = NULL;
-		for (uint32_t j = i; j < pl->n_insns; j++) {
-			const struct pinsn *m = &pl->insns[j];
-			if (m->op != P_MAPKEY || m->slot != in->slot || done[j])
+		struct pbi *g = NULL;
+		for (uint32_t j = i; j < b->n; j++) {
+			const struct pbi *m = &b->bi[j];
+			if (m->in.op != P_MAPKEY || m->in.c != x->in.c ||
+			    done[j])
 				continue;
-			if (!g || g->n == 32) {
+			if (!g || g->in.n == 32) {
 				g = &out[w++];
-				*g = (struct pinsn){.op = P_MAPKEYS,
-						    .slot = in->slot,
-						    .a = pl->n_keys,
-						    .b = NO_NODE,
-						    .c = NO_NODE,
-						    .dst = NO_NODE,
-						    .kidx = NO_NODE};
+				*g = new_pbi();
+				g->in.op = P_MAPKEYS;
+				g->in.c = x->in.c;
+				g->in.a = pl->n_keys;
+				g->in.b = ng++;
+				g->in.dst = NO_NODE;
+				memset(pl->groups[g->in.b].first, NO_KEY,
+				       LEN_BUCKETS);
 			}
 			struct pkey *k = &pl->keys[pl->n_keys++];
-			k->key = m->k->s;
-			k->klen = m->k->len;
-			k->dst = m->dst;
+			k->key = m->keyv->s;
+			k->klen = m->keyv->len;
+			k->dst = m->in.dst;
 			k->val = pl->n_vals++;
-			k->kidx = m->kidx;
-			g->n++;
+			k->dflt = &pl->consts[m->kidx]; /* consts are final */
+			/* append to its length bucket, keeping key order */
+			uint8_t *link =
+				&pl->groups[g->in.b]
+					 .first[k->klen < LEN_BUCKETS - 1
+							? k->klen
+							: LEN_BUCKETS - 1];
+			while (*link != NO_KEY)
+				link = &pl->keys[g->in.a + *link].next;
+			*link = (uint8_t)g->in.n;
+			k->next = NO_KEY;
+			g->in.n++;
 			done[j] = true;
 		}
 	}
-	free(pl->insns);
+	free(b->bi);
 	free(done);
-	pl->insns = out;
-	pl->n_insns = w;
+	b->bi = out;
+	b->n = w;
 	return 0;
 }
 
@@ -405,28 +442,27 @@ static int finish(struct pbuild *b)
 	struct expr_plan *pl = b->pl;
 	if (merge_mapkeys(b))
 		return -1;
-	if (pl->n_insns)
-		qsort(pl->insns, pl->n_insns, sizeof *pl->insns, insn_cmp);
-	/* constants may now be addressed: the array no longer grows */
-	for (uint32_t i = 0; i < pl->n_insns; i++) {
-		struct pinsn *in = &pl->insns[i];
-		in->k = in->kidx == NO_NODE ? NULL : &pl->consts[in->kidx];
-	}
-	for (uint32_t i = 0; i < pl->n_keys; i++)
-		pl->keys[i].dflt = &pl->consts[pl->keys[i].kidx];
-	pl->runs = calloc(pl->n_insns ? pl->n_insns : 1, sizeof *pl->runs);
-	if (!pl->runs)
+	if (b->n)
+		qsort(b->bi, b->n, sizeof *b->bi, pbi_cmp);
+	pl->insns = calloc(b->n ? b->n : 1, sizeof *pl->insns);
+	pl->runs = calloc(b->n ? b->n : 1, sizeof *pl->runs);
+	if (!pl->insns || !pl->runs)
 		return -1;
-	for (uint32_t i = 0; i < pl->n_insns; i++) {
+	for (uint32_t i = 0; i < b->n; i++) {
+		struct pinsn *in = &pl->insns[i];
+		*in = b->bi[i].in;
+		in->k = b->bi[i].kidx == NO_NODE ? NULL
+						 : &pl->consts[b->bi[i].kidx];
 		struct prun *last =
 			pl->n_runs ? &pl->runs[pl->n_runs - 1] : NULL;
-		if (last && last->op == pl->insns[i].op && last->end == i) {
+		if (last && last->op == in->op && last->end == i) {
 			last->end++;
 			continue;
 		}
-		pl->runs[pl->n_runs++] = (struct prun){
-			.op = pl->insns[i].op, .start = i, .end = i + 1};
+		pl->runs[pl->n_runs++] =
+			(struct prun){.op = in->op, .start = i, .end = i + 1};
 	}
+	pl->n_insns = b->n;
 	return 0;
 }
 
@@ -455,23 +491,19 @@ struct expr_plan *expr_plan_create(const struct expr_program *p,
 		while (j < pl->n_roots && pl->root_id[j] != id)
 			j++;
 		if (j == pl->n_roots) {
-			uint32_t reg;
-			uint32_t mark = pl->n_insns, rmark = pl->n_regs;
+			uint32_t reg, mark = b.n;
 			bool node = !lower(&b, p->exprs[id].root, &reg);
 			if (b.oom)
 				goto fail;
 			if (node) {
-				/* drop what the failed lowering emitted: it
-				 * may hold unflattenable leftovers nobody
-				 * reads */
-				pl->n_insns = mark;
-				pl->n_regs = rmark;
-				struct pinsn in = {.op = P_NODE,
-						   .a = id,
-						   .b = pl->n_vals++,
-						   .c = NO_NODE,
-						   .kidx = NO_NODE};
-				reg = add_insn(&b, &in);
+				/* drop what the failed lowering emitted:
+				 * nothing reads it */
+				b.n = mark;
+				struct pbi x = new_pbi();
+				x.in.op = P_NODE;
+				x.in.a = id;
+				x.in.b = pl->n_vals++;
+				reg = add_insn(&b, &x);
 				if (b.oom)
 					goto fail;
 			}
@@ -482,10 +514,14 @@ struct expr_plan *expr_plan_create(const struct expr_program *p,
 		}
 		pl->use_reg[i] = pl->root_reg[j];
 	}
+	pl->n_regs = b.n;
+	/* consts no longer grow: the keys' default pointers are final */
 	if (finish(&b))
 		goto fail;
+	free(b.bi);
 	return pl;
 fail:
+	free(b.bi);
 	expr_plan_destroy(pl);
 	return NULL;
 }
@@ -497,6 +533,7 @@ void expr_plan_destroy(struct expr_plan *pl)
 	free(pl->insns);
 	free(pl->runs);
 	free(pl->keys);
+	free(pl->groups);
 	free(pl->consts);
 	free(pl->root_reg);
 	free(pl->root_id);
@@ -518,55 +555,69 @@ uint32_t expr_plan_index(const struct expr_plan *pl, size_t i)
 /* ---- evaluation ------------------------------------------------------------
  */
 
+/* The value in slot in->c if present (NULL if mistyped, and *bad set), else
+ * @fb. The exact declared type is the one compare of the common case. */
 static inline __attribute__((always_inline)) const struct attr_value *
 load_or(const struct attr_table *t, const struct pinsn *in,
-	const struct attr_value *fb)
+	const struct attr_value *fb, bool *bad)
 {
-	if (!attr_table_has(t, in->slot))
+	uint32_t slot = in->c;
+	if (!((t->present[slot >> 6] >> (slot & 63)) & 1))
 		return fb;
-	const struct attr_value *v = &t->v[in->slot];
+	const struct attr_value *v = &t->v[slot];
 	unsigned ty = v->type;
-	return ty < 16 && ((in->accept >> ty) & 1) ? v : NULL;
+	if (__builtin_expect(ty == in->decl, 1))
+		return v;
+	if (ty < 16 && ((in->accept >> ty) & 1))
+		return v;
+	*bad = true;
+	return NULL;
 }
 
-static void map_keys(const struct expr_plan *pl, const struct pinsn *in,
-		     const struct attr_table *t, const struct attr_value **r,
-		     struct attr_value *vals)
+/* Every key of one P_MAPKEYS: the defaults, then one walk of the map
+ * with map_find()'s bounds checks, a key taking its first occurrence as
+ * map_find() does. Returns true if a register came out NULL. */
+static __attribute__((noinline)) bool map_keys(const struct expr_plan *pl,
+					       const struct pinsn *in,
+					       const struct attr_table *t,
+					       const struct attr_value **r,
+					       struct attr_value *vals)
 {
 	const struct pkey *keys = pl->keys + in->a;
-	uint32_t nk = in->n;
+	uint32_t nk = in->n, slot = in->c;
 	for (uint32_t j = 0; j < nk; j++)
 		r[keys[j].dst] = keys[j].dflt;
-	if (!attr_table_has(t, in->slot))
-		return;
-	const struct attr_value *m = &t->v[in->slot];
-	if (m->type != ATTR_STRING_MAP) {
+	if (!((t->present[slot >> 6] >> (slot & 63)) & 1))
+		return false;
+	const struct attr_value *m = &t->v[slot];
+	if (__builtin_expect(m->type != ATTR_STRING_MAP, 0)) {
 		for (uint32_t j = 0; j < nk; j++)
 			r[keys[j].dst] = NULL;
-		return;
+		return true;
 	}
-	/* map_find()'s walk and bounds checks, once for all the keys; a key
-	 * takes its first occurrence, as map_find() does */
 	if (m->len < 4)
-		return;
+		return false;
+	const uint8_t *first = pl->groups[in->b].first;
 	const uint8_t *p = m->map;
 	uint32_t n = get_u32le(p), len = m->len;
 	uint32_t want = nk == 32 ? UINT32_MAX : (1u << nk) - 1, found = 0;
 	size_t off = 4;
-	for (uint32_t i = 0; i < n && found != want; i++) {
+	for (uint32_t i = 0; i < n; i++) {
 		if (len - off < 8)
-			return;
+			break;
 		uint32_t kl = get_u32le(p + off);
 		off += 4;
 		if (len - off < kl || len - off - kl < 4)
-			return;
+			break;
 		const char *k = (const char *)p + off;
 		off += kl;
 		uint32_t vl = get_u32le(p + off);
 		off += 4;
 		if (len - off < vl)
-			return;
-		for (uint32_t j = 0; j < nk; j++) {
+			break;
+		for (unsigned j =
+			     first[kl < LEN_BUCKETS - 1 ? kl : LEN_BUCKETS - 1];
+		     j != NO_KEY; j = keys[j].next) {
 			if (keys[j].klen != kl || (found >> j & 1) ||
 			    !bytes_eq(k, keys[j].key, kl))
 				continue;
@@ -576,14 +627,36 @@ static void map_keys(const struct expr_plan *pl, const struct pinsn *in,
 						 .s = (const char *)p + off};
 			r[keys[j].dst] = v;
 			found |= 1u << j;
+			if (found == want)
+				return false;
 		}
 		off += vl;
 	}
+	return false;
 }
 
 static inline const struct attr_value *as_bool(bool b)
 {
 	return b ? &k_true : &k_false;
+}
+
+/* Count the reasons of the failed roots as expr_eval() would: evaluate
+ * them again with the general evaluator (a P_NODE root counted its own). */
+static __attribute__((noinline)) unsigned
+count_failures(const struct expr_plan *pl, const struct attr_table *t,
+	       struct expr_scratch *s, const struct attr_value **r)
+{
+	unsigned failed = 0;
+	for (uint32_t i = 0; i < pl->n_roots; i++) {
+		if (r[pl->root_reg[i]])
+			continue;
+		failed++;
+		if (!pl->root_node[i]) {
+			struct attr_value v;
+			(void)expr_eval_root(pl->p, pl->root_id[i], t, s, &v);
+		}
+	}
+	return failed;
 }
 
 unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
@@ -594,9 +667,13 @@ unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
 	    !(vals = expr_arena_take(s, pl->n_vals * sizeof *vals))) {
 		for (uint32_t i = 0; i < pl->n_regs; i++)
 			r[i] = NULL;
+		s->stats.evals += pl->n_roots;
 		s->stats.fail[EXPR_E_NOMEM] += pl->n_roots;
 		return pl->n_roots;
 	}
+	/* set whenever a register comes out NULL (a NULL operand has set it
+	 * already): the roots are only scanned when it is */
+	bool bad = false;
 	const struct pinsn *insns = pl->insns;
 	for (const struct prun *ru = pl->runs, *re = ru + pl->n_runs; ru < re;
 	     ru++) {
@@ -607,17 +684,25 @@ unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
 			for (; in < ie; in++)
 				r[in->dst] = in->k;
 			break;
+		case P_LOAD:
+			for (; in < ie; in++) {
+				const struct attr_value *v =
+					load_or(t, in, NULL, &bad);
+				bad |= !v;
+				r[in->dst] = v;
+			}
+			break;
 		case P_LOAD_K:
 			for (; in < ie; in++)
-				r[in->dst] = load_or(t, in, in->k);
+				r[in->dst] = load_or(t, in, in->k, &bad);
 			break;
 		case P_LOAD_R:
 			for (; in < ie; in++)
-				r[in->dst] = load_or(t, in, r[in->a]);
+				r[in->dst] = load_or(t, in, r[in->a], &bad);
 			break;
 		case P_MAPKEYS:
 			for (; in < ie; in++)
-				map_keys(pl, in, t, r, vals);
+				bad |= map_keys(pl, in, t, r, vals);
 			break;
 		case P_EQ_KS:
 			for (; in < ie; in++) {
@@ -681,6 +766,7 @@ unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
 			for (; in < ie; in++) {
 				struct attr_value *v = &vals[in->b];
 				int rc = expr_eval_root(pl->p, in->a, t, s, v);
+				bad |= rc != 0;
 				r[in->dst] = rc ? NULL : v;
 			}
 			break;
@@ -689,19 +775,8 @@ unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
 			break;
 		}
 	}
-	unsigned failed = 0;
-	for (uint32_t i = 0; i < pl->n_roots; i++)
-		failed += r[pl->root_reg[i]] == NULL;
 	s->stats.evals += pl->n_roots;
-	if (__builtin_expect(failed != 0, 0)) {
-		/* count each failed root's reason as expr_eval() would; a
-		 * P_NODE root counted its own */
-		for (uint32_t i = 0; i < pl->n_roots; i++) {
-			if (r[pl->root_reg[i]] || pl->root_node[i])
-				continue;
-			struct attr_value v;
-			(void)expr_eval_root(pl->p, pl->root_id[i], t, s, &v);
-		}
-	}
-	return failed;
+	if (__builtin_expect(!bad, 1))
+		return 0;
+	return count_failures(pl, t, s, r);
 }
