@@ -121,6 +121,14 @@ bool mar_ip_key(const struct attr_value *v, uint8_t key[MAR_IPKEY_LEN]);
  *  match: 0 when the instance has one container, else -1. */
 int mar_pick_container(const struct mar_inst *inst, uint32_t port);
 
+/**
+ * Publish @s as the first snapshot of @r, which must never have synced
+ * (an unreachable address). For the benchmark and tests that measure
+ * readers without a Marathon. Returns 0, or -EBUSY when @r already has a
+ * snapshot (then @s is not taken).
+ */
+int mar_resolver_inject(struct mar_resolver *r, struct mar_snap *s);
+
 /* ------------------------------------------------------------------ */
 /* Model: what the resolver thread knows, as Marathon's own JSON. */
 

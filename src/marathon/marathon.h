@@ -136,7 +136,7 @@ void mar_resolver_stop(struct mar_resolver *r);
 
 /**
  * Create a reader for the calling thread. Cheap but not free (an epoch
- * record and a 64 KiB cache): once per shard thread, not per batch.
+ * record and a 96 KiB 4-way cache): once per shard thread, not per batch.
  * NULL on ENOMEM.
  */
 struct mar_reader *mar_reader_create(struct mar_resolver *r);

@@ -34,7 +34,9 @@ void __tsan_release(void *addr);
 
 #define MAX_ADDRS 16
 #define MAX_BODY (1u << 30) /* 100k tasks is ~100 MiB of JSON */
-#define CACHE_SLOTS 512	    /* per side; a power of two */
+#define CACHE_WAYS 4	    /* 4-way: direct-mapped thrashed at 256 keys */
+#define CACHE_SETS 256	    /* per side; a power of two */
+#define CACHE_SLOTS (CACHE_WAYS * CACHE_SETS)
 #define TICK_MS 100	    /* longest wait: bounds stop latency */
 
 enum key_kind { K_NONE, K_UID, K_IP, K_IPPORT };
@@ -1044,11 +1046,23 @@ probe(struct mar_reader *rd, struct cache_ent *c, const struct mar_table *t,
       uint32_t kind, const void *key, uint32_t klen, uint32_t port)
 {
 	uint64_t h = mar_hash(key, klen, 0);
-	struct cache_ent *e = &c[(h ^ (h >> 29) ^ port) & (CACHE_SLOTS - 1)];
-	if (e->gen == rd->gen && e->h == h && e->klen == klen &&
-	    e->kind == kind && e->port == port &&
-	    (!e->key || !memcmp(e->key, key, klen)))
-		return e;
+	struct cache_ent *set =
+		&c[((h >> 7) ^ (port * 0x9e3779b1u)) % CACHE_SETS * CACHE_WAYS];
+	for (int w = 0; w < CACHE_WAYS; w++) {
+		struct cache_ent *e = &set[w];
+		if (e->h == h && e->gen == rd->gen && e->klen == klen &&
+		    e->kind == kind && e->port == port &&
+		    (!e->key || !memcmp(e->key, key, klen)))
+			return e;
+	}
+	/* Replace a stale way, else the one the hash picks: no LRU state to
+	 * write on hits. */
+	struct cache_ent *e = &set[h & (CACHE_WAYS - 1)];
+	for (int w = 0; w < CACHE_WAYS; w++)
+		if (set[w].gen != rd->gen) {
+			e = &set[w];
+			break;
+		}
 	const struct mar_slot *sl = mar_snap_find(t, key, klen, h);
 	e->gen = rd->gen;
 	e->h = h;
@@ -1134,4 +1148,14 @@ void mar_stats(const struct mar_resolver *r, struct mar_stats *out)
 		1000.0;
 	out->synced = __atomic_load_n(&c->synced, __ATOMIC_RELAXED);
 	out->connected = __atomic_load_n(&c->connected, __ATOMIC_RELAXED);
+}
+
+int mar_resolver_inject(struct mar_resolver *r, struct mar_snap *s)
+{
+	struct mar_snap *expected = NULL;
+	s->gen = 1ull << 62; /* apart from the thread's own generations */
+	if (!__atomic_compare_exchange_n(&r->cur, &expected, s, false,
+					 __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+		return -EBUSY;
+	return 0;
 }
