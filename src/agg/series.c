@@ -32,24 +32,27 @@
 #define KEY_MAX (64 * 1024)
 #define BIND_MAX (16 * 1024)
 
-/* ---- rows: the seqlock --------------------------------------------------- */
+/* ---- rows: the seqlock ---------------------------------------------------
+ *
+ * Ordering without fences (ThreadSanitizer does not model fences): every
+ * cell store is a release, so the odd count stored before it is visible
+ * first; every cell load is an acquire, so the second count is read after
+ * the cells. On x86-64 all of these are plain moves.
+ */
 
 static inline void row_write_begin(struct row *r)
 {
 	__atomic_store_n(&r->seq, r->seq + 1, __ATOMIC_RELAXED);
-	/* The odd count is visible before any cell changes. */
-	__atomic_thread_fence(__ATOMIC_RELEASE);
 }
 
 static inline void row_write_end(struct row *r)
 {
-	/* Every cell store is visible before the even count. */
 	__atomic_store_n(&r->seq, r->seq + 1, __ATOMIC_RELEASE);
 }
 
 static inline void cell_add_u64(uint64_t *c, uint64_t v)
 {
-	__atomic_store_n(c, *c + v, __ATOMIC_RELAXED);
+	__atomic_store_n(c, *c + v, __ATOMIC_RELEASE);
 }
 
 static inline void cell_add_double(uint64_t *c, double v)
@@ -59,14 +62,14 @@ static inline void cell_add_double(uint64_t *c, double v)
 	d += v;
 	uint64_t bits;
 	memcpy(&bits, &d, 8);
-	__atomic_store_n(c, bits, __ATOMIC_RELAXED);
+	__atomic_store_n(c, bits, __ATOMIC_RELEASE);
 }
 
 static inline void cell_set_double(uint64_t *c, double v)
 {
 	uint64_t bits;
 	memcpy(&bits, &v, 8);
-	__atomic_store_n(c, bits, __ATOMIC_RELAXED);
+	__atomic_store_n(c, bits, __ATOMIC_RELEASE);
 }
 
 void row_read(const struct row *r, unsigned ncells, uint64_t *cells,
@@ -79,11 +82,9 @@ void row_read(const struct row *r, unsigned ncells, uint64_t *cells,
 			continue;
 		}
 		for (unsigned i = 0; i < ncells; i++)
-			cells[i] = __atomic_load_n(&r->cells[i], __ATOMIC_RELAXED);
-		*touched = __atomic_load_n(&r->touched, __ATOMIC_RELAXED);
-		*last_ns = __atomic_load_n(&r->last_ns, __ATOMIC_RELAXED);
-		/* The cells are read before the count is checked again. */
-		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+			cells[i] = __atomic_load_n(&r->cells[i], __ATOMIC_ACQUIRE);
+		*touched = __atomic_load_n(&r->touched, __ATOMIC_ACQUIRE);
+		*last_ns = __atomic_load_n(&r->last_ns, __ATOMIC_ACQUIRE);
 		if (__atomic_load_n(&r->seq, __ATOMIC_RELAXED) == q1)
 			return;
 	}
@@ -682,8 +683,8 @@ void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
 			touched |= 1ull << k;
 		}
 		if (touched != r->touched)
-			__atomic_store_n(&r->touched, touched, __ATOMIC_RELAXED);
-		__atomic_store_n(&r->last_ns, now_ns, __ATOMIC_RELAXED);
+			__atomic_store_n(&r->touched, touched, __ATOMIC_RELEASE);
+		__atomic_store_n(&r->last_ns, now_ns, __ATOMIC_RELEASE);
 		row_write_end(r);
 	}
 	for (size_t f = 0; f < p->nfams; f++)
