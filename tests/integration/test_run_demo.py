@@ -11,6 +11,7 @@ the socket path, which is unique to one run of the script."""
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -161,6 +162,9 @@ class Demo:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        # Killed before its trap ran, the script leaves its directory.
+        if self.sock and os.path.basename(os.path.dirname(self.sock)).startswith("mixd-demo."):
+            shutil.rmtree(os.path.dirname(self.sock), ignore_errors=True)
         for name in ("run-demo.out",):
             try:
                 os.unlink(os.path.join(self.tmp, name))
