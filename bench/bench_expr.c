@@ -168,21 +168,20 @@ run_batch(const struct expr_program *p, uint32_t match_id,
 	return sink;
 }
 
-/* agg keeps, per rule, the result index of each use in one flat array
- * (instance by instance: value, then dimensions) */
+/* (c) one guarded plan per rule: the match, then (only if it holds) the
+ * 72 uses; agg keeps the result index of each use in one flat array,
+ * instance by instance (value, then dimensions) */
 static __attribute__((noinline)) uint64_t
-run_plan(const struct expr_plan *mpl, uint32_t mat,
-	 const struct expr_plan *pl, const uint32_t *at, size_t nat,
-	 const struct attr_value **mres, const struct attr_value **res,
+run_plan(const struct expr_plan *pl, uint32_t guard, const uint32_t *at,
+	 size_t nat, const struct attr_value **res,
 	 const struct attr_table *t, struct expr_scratch *s, int records)
 {
 	uint64_t sink = 0;
 	for (int i = 0; i < records; i++) {
 		expr_scratch_begin(s);
-		expr_plan_eval(mpl, t, s, mres);
-		if (!mres[mat] || !mres[mat]->b)
-			continue;
 		expr_plan_eval(pl, t, s, res);
+		if (!res[guard] || !res[guard]->b)
+			continue;
 		for (size_t u = 0; u < nat; u++) {
 			const struct attr_value *v = res[at[u]];
 			if (v)
@@ -256,30 +255,29 @@ int main(void)
 		     "ns");
 	uint64_t evals_b = s->stats.evals;
 
-	/* (c) plans: one for the match, one for the 72 uses, built at
-	 * config load; per record two calls, then a load per use */
-	struct expr_plan *mpl = expr_plan_create(p, &match_id, 1);
-	struct expr_plan *pl = expr_plan_create(p, &ids[0][0], 4 * 18);
-	if (!mpl || !pl) {
+	/* (c) a guarded plan, built at config load; per record one call,
+	 * then a load per use */
+	struct expr_plan *pl =
+		expr_plan_create_guarded(p, match_id, &ids[0][0], 4 * 18);
+	if (!pl) {
 		fprintf(stderr, "bench_expr: expr_plan_create failed\n");
 		return 1;
 	}
 	uint32_t at[4 * 18];
 	for (size_t u = 0; u < 4 * 18; u++)
 		at[u] = expr_plan_index(pl, u);
-	const struct attr_value **mres =
-		calloc(expr_plan_size(mpl), sizeof *mres);
 	const struct attr_value **res =
 		calloc(expr_plan_size(pl), sizeof *res);
-	uint32_t mat = expr_plan_index(mpl, 0);
 	uint64_t sink_b = sink;
 	for (int r = 0; r < runs; r++) {
 		uint64_t t0 = bench_now_ns();
-		sink += run_plan(mpl, mat, pl, at, 4 * 18, mres, res, t, s, records);
+		sink += run_plan(pl, expr_plan_guard(pl), at, 4 * 18, res, t, s,
+				 records);
 		ns[r] = (double)(bench_now_ns() - t0) / records;
 	}
-	bench_report("expr_plan_eval + result pointers: ns per record", ns,
-		     runs, "ns");
+	bench_report("expr_plan_eval (guarded) + result pointers: ns per "
+		     "record",
+		     ns, runs, "ns");
 	if (sink - sink_b != sink_b / 2) {
 		fprintf(stderr, "bench_expr: plan results differ (%llu, %llu)\n",
 			(unsigned long long)(sink - sink_b),
@@ -292,9 +290,7 @@ int main(void)
 	       (double)(evals_b - evals_a) / ((double)records * runs),
 	       (double)(s->stats.evals - evals_b) / ((double)records * runs),
 	       (unsigned long long)sink);
-	free(mres);
 	free(res);
-	expr_plan_destroy(mpl);
 	expr_plan_destroy(pl);
 	free(ns);
 	free(t);

@@ -325,6 +325,25 @@ struct expr_plan;
 struct expr_plan *expr_plan_create(const struct expr_program *p,
 				   const uint32_t *ids, size_t n);
 
+/** "No guard" for expr_plan_create_guarded(). */
+#define EXPR_PLAN_NO_GUARD UINT32_MAX
+
+/**
+ * expr_plan_create() for a rule: @guard (a BOOL expression id, the rule's
+ * match) is evaluated first, and the @ids only if it holds -- the way
+ * Mixer dispatches a rule's instances, in one call per record. After
+ * expr_plan_eval(), res[expr_plan_guard(pl)] is the guard's value (NULL if
+ * it failed); when that is not true, no other expression was evaluated or
+ * counted, and the other entries of res are stale. EINVAL if @guard is not
+ * a BOOL expression. @guard may be EXPR_PLAN_NO_GUARD.
+ */
+struct expr_plan *expr_plan_create_guarded(const struct expr_program *p,
+					   uint32_t guard, const uint32_t *ids,
+					   size_t n);
+
+/** Where a guarded plan's guard value lands in the result array. */
+uint32_t expr_plan_guard(const struct expr_plan *pl);
+
 /** Free a plan. NULL is fine. */
 void expr_plan_destroy(struct expr_plan *pl);
 

@@ -43,7 +43,7 @@ enum pop {
 	P_LOAD_R,  /* r[dst] = slot c present ? its typed value : r[a] */
 	P_MAPKEY,  /* build time only: merged into P_MAPKEYS */
 	P_MAPKEYS, /* keys[a .. a+n) of the map in slot c, one pass; b is
-		      the group (its key-length filter) */
+		      the group (its length buckets) */
 	P_EQ_KS,   /* r[dst] = r[a] == k, both strings (F_NEG: !=) */
 	P_EQ_K,	   /* r[dst] = r[a] == k, any types (F_NEG: !=) */
 	P_EQ,	   /* r[dst] = r[a] == r[b] (F_NEG: !=) */
@@ -53,6 +53,8 @@ enum pop {
 	P_COND,	   /* r[dst] = r[a] ? r[b] : r[c] */
 	P_NODE,	   /* r[dst] = general evaluation of expression a, into
 		      vals[b] */
+	P_GUARD,   /* a run of its own after the guard's instructions: stop
+		      unless the guard holds */
 	P_COUNT_
 };
 
@@ -62,11 +64,12 @@ enum pop {
 struct pinsn {
 	uint8_t op;
 	uint8_t flags;
-	uint8_t decl; /* loads: the slot's declared type */
-	uint8_t pad_;
+	uint8_t decl;	 /* loads: the slot's declared type */
+	uint8_t word;	 /* loads: the slot's word in attr_table.present */
 	uint16_t accept; /* loads: runtime types the declared type takes */
 	uint16_t n;	 /* P_MAPKEYS: keys */
-	uint32_t dst, a, b, c;
+	uint32_t dst, a, b, c; /* loads: c is the slot, b its byte offset in
+				  the table */
 	const struct attr_value *k;
 };
 
@@ -89,8 +92,10 @@ struct pgroup {
 	uint8_t first[LEN_BUCKETS]; /* first key (within the group) or NO_KEY */
 };
 
+/* A batch of instructions of one opcode: one dispatch for all. */
 struct prun {
-	uint32_t op, start, end;
+	uint32_t op;
+	const struct pinsn *start, *end;
 };
 
 struct expr_plan {
@@ -112,6 +117,7 @@ struct expr_plan {
 	uint8_t *root_node; /* [n_roots]: evaluated by P_NODE */
 	uint32_t *use_reg;  /* [n_uses] */
 	size_t n_uses;
+	uint32_t guard_reg; /* NO_NODE: not guarded */
 };
 
 static const struct attr_value k_false = {.type = ATTR_BOOL, .b = false};
@@ -126,12 +132,14 @@ struct pbi {
 	uint32_t kidx;	/* k as an index in consts, or NO_NODE */
 	uint32_t key;	/* P_MAPKEY: the key as an index in consts */
 	const struct attr_value *keyv; /* P_MAPKEY: the key (program's) */
+	uint8_t part; /* 0: the guard's instructions, 1: the others */
 };
 
 struct pbuild {
 	struct expr_plan *pl;
 	struct pbi *bi;
 	uint32_t n, cap, cap_consts;
+	uint8_t part; /* of the instructions now emitted */
 	bool oom;
 };
 
@@ -210,6 +218,7 @@ static uint32_t add_insn(struct pbuild *b, struct pbi *x)
 		b->cap = cap;
 	}
 	x->in.dst = b->n;
+	x->part = b->part;
 	b->bi[b->n] = *x;
 	return b->n++;
 }
@@ -356,6 +365,8 @@ static bool lower(struct pbuild *b, uint32_t ni, uint32_t *reg)
 static int pbi_cmp(const void *x, const void *y)
 {
 	const struct pbi *a = x, *b = y;
+	if (a->part != b->part)
+		return a->part < b->part ? -1 : 1;
 	if (a->level != b->level)
 		return a->level < b->level ? -1 : 1;
 	if (a->in.op != b->in.op)
@@ -397,7 +408,7 @@ static int merge_mapkeys(struct pbuild *b)
 		for (uint32_t j = i; j < b->n; j++) {
 			const struct pbi *m = &b->bi[j];
 			if (m->in.op != P_MAPKEY || m->in.c != x->in.c ||
-			    done[j])
+			    m->part != x->part || done[j])
 				continue;
 			if (!g || g->in.n == 32) {
 				g = &out[w++];
@@ -407,6 +418,7 @@ static int merge_mapkeys(struct pbuild *b)
 				g->in.a = pl->n_keys;
 				g->in.b = ng++;
 				g->in.dst = NO_NODE;
+				g->part = x->part;
 				memset(pl->groups[g->in.b].first, NO_KEY,
 				       LEN_BUCKETS);
 			}
@@ -445,7 +457,7 @@ static int finish(struct pbuild *b)
 	if (b->n)
 		qsort(b->bi, b->n, sizeof *b->bi, pbi_cmp);
 	pl->insns = calloc(b->n ? b->n : 1, sizeof *pl->insns);
-	pl->runs = calloc(b->n ? b->n : 1, sizeof *pl->runs);
+	pl->runs = calloc(b->n + 1, sizeof *pl->runs);
 	if (!pl->insns || !pl->runs)
 		return -1;
 	for (uint32_t i = 0; i < b->n; i++) {
@@ -453,21 +465,71 @@ static int finish(struct pbuild *b)
 		*in = b->bi[i].in;
 		in->k = b->bi[i].kidx == NO_NODE ? NULL
 						 : &pl->consts[b->bi[i].kidx];
+		if (in->op == P_LOAD || in->op == P_LOAD_K ||
+		    in->op == P_LOAD_R) {
+			/* the evaluator adds these to the table pointer
+			 * instead of scaling the slot */
+			in->word = (uint8_t)(in->c >> 6);
+			in->b = (uint32_t)(offsetof(struct attr_table, v) +
+					   in->c * sizeof(struct attr_value));
+		}
+		if (pl->guard_reg != NO_NODE && b->bi[i].part == 1 &&
+		    (i == 0 || b->bi[i - 1].part == 0))
+			pl->runs[pl->n_runs++] = (struct prun){.op = P_GUARD};
 		struct prun *last =
 			pl->n_runs ? &pl->runs[pl->n_runs - 1] : NULL;
-		if (last && last->op == in->op && last->end == i) {
+		if (last && last->op == in->op && last->end == in) {
 			last->end++;
 			continue;
 		}
 		pl->runs[pl->n_runs++] =
-			(struct prun){.op = in->op, .start = i, .end = i + 1};
+			(struct prun){.op = in->op, .start = in, .end = in + 1};
 	}
+	if (pl->guard_reg != NO_NODE &&
+	    (b->n == 0 || b->bi[b->n - 1].part == 0))
+		pl->runs[pl->n_runs++] = (struct prun){.op = P_GUARD};
 	pl->n_insns = b->n;
 	return 0;
 }
 
-struct expr_plan *expr_plan_create(const struct expr_program *p,
-				   const uint32_t *ids, size_t n)
+/* Add @id as a root of @pl (once): its register is root_reg[returned]. */
+static int add_root(struct expr_plan *pl, struct pbuild *b, uint32_t id)
+{
+	const struct expr_program *p = pl->p;
+	uint32_t j = 0;
+	if (id >= p->n_exprs) {
+		errno = EINVAL;
+		return -1;
+	}
+	while (j < pl->n_roots && pl->root_id[j] != id)
+		j++;
+	if (j < pl->n_roots)
+		return (int)j;
+	uint32_t reg, mark = b->n;
+	bool node = !lower(b, p->exprs[id].root, &reg);
+	if (b->oom)
+		return -1;
+	if (node) {
+		/* drop what the failed lowering emitted: nothing reads it */
+		b->n = mark;
+		struct pbi x = new_pbi();
+		x.in.op = P_NODE;
+		x.in.a = id;
+		x.in.b = pl->n_vals++;
+		reg = add_insn(b, &x);
+		if (b->oom)
+			return -1;
+	}
+	pl->root_id[j] = id;
+	pl->root_reg[j] = reg;
+	pl->root_node[j] = node;
+	pl->n_roots++;
+	return (int)j;
+}
+
+struct expr_plan *expr_plan_create_guarded(const struct expr_program *p,
+					   uint32_t guard, const uint32_t *ids,
+					   size_t n)
 {
 	struct expr_plan *pl = calloc(1, sizeof *pl);
 	struct pbuild b = {.pl = pl};
@@ -475,43 +537,28 @@ struct expr_plan *expr_plan_create(const struct expr_program *p,
 		return NULL;
 	pl->p = p;
 	pl->n_uses = n;
-	pl->use_reg = calloc(n ? n : 1, sizeof *pl->use_reg);
-	pl->root_reg = calloc(n ? n : 1, sizeof *pl->root_reg);
-	pl->root_id = calloc(n ? n : 1, sizeof *pl->root_id);
-	pl->root_node = calloc(n ? n : 1, sizeof *pl->root_node);
+	pl->guard_reg = NO_NODE;
+	pl->use_reg = calloc(n + 1, sizeof *pl->use_reg);
+	pl->root_reg = calloc(n + 1, sizeof *pl->root_reg);
+	pl->root_id = calloc(n + 1, sizeof *pl->root_id);
+	pl->root_node = calloc(n + 1, sizeof *pl->root_node);
 	if (!pl->use_reg || !pl->root_reg || !pl->root_id || !pl->root_node)
 		goto fail;
-	for (size_t i = 0; i < n; i++) {
-		uint32_t id = ids[i];
-		if (id >= p->n_exprs) {
+	if (guard != EXPR_PLAN_NO_GUARD) {
+		if (guard >= p->n_exprs || p->exprs[guard].type != ATTR_BOOL) {
 			errno = EINVAL;
 			goto fail;
 		}
-		uint32_t j = 0;
-		while (j < pl->n_roots && pl->root_id[j] != id)
-			j++;
-		if (j == pl->n_roots) {
-			uint32_t reg, mark = b.n;
-			bool node = !lower(&b, p->exprs[id].root, &reg);
-			if (b.oom)
-				goto fail;
-			if (node) {
-				/* drop what the failed lowering emitted:
-				 * nothing reads it */
-				b.n = mark;
-				struct pbi x = new_pbi();
-				x.in.op = P_NODE;
-				x.in.a = id;
-				x.in.b = pl->n_vals++;
-				reg = add_insn(&b, &x);
-				if (b.oom)
-					goto fail;
-			}
-			pl->root_id[j] = id;
-			pl->root_reg[j] = reg;
-			pl->root_node[j] = node;
-			pl->n_roots++;
-		}
+		/* root 0, whose instructions sort before all others */
+		if (add_root(pl, &b, guard) < 0)
+			goto fail;
+		pl->guard_reg = pl->root_reg[0];
+	}
+	b.part = 1;
+	for (size_t i = 0; i < n; i++) {
+		int j = add_root(pl, &b, ids[i]);
+		if (j < 0)
+			goto fail;
 		pl->use_reg[i] = pl->root_reg[j];
 	}
 	pl->n_regs = b.n;
@@ -524,6 +571,12 @@ fail:
 	free(b.bi);
 	expr_plan_destroy(pl);
 	return NULL;
+}
+
+struct expr_plan *expr_plan_create(const struct expr_program *p,
+				   const uint32_t *ids, size_t n)
+{
+	return expr_plan_create_guarded(p, EXPR_PLAN_NO_GUARD, ids, n);
 }
 
 void expr_plan_destroy(struct expr_plan *pl)
@@ -552,6 +605,11 @@ uint32_t expr_plan_index(const struct expr_plan *pl, size_t i)
 	return i < pl->n_uses ? pl->use_reg[i] : 0;
 }
 
+uint32_t expr_plan_guard(const struct expr_plan *pl)
+{
+	return pl->guard_reg == NO_NODE ? 0 : pl->guard_reg;
+}
+
 /* ---- evaluation ------------------------------------------------------------
  */
 
@@ -561,10 +619,10 @@ static inline __attribute__((always_inline)) const struct attr_value *
 load_or(const struct attr_table *t, const struct pinsn *in,
 	const struct attr_value *fb, bool *bad)
 {
-	uint32_t slot = in->c;
-	if (!((t->present[slot >> 6] >> (slot & 63)) & 1))
+	if (!((t->present[in->word] >> (in->c & 63)) & 1))
 		return fb;
-	const struct attr_value *v = &t->v[slot];
+	const struct attr_value *v =
+		(const struct attr_value *)((const char *)t + in->b);
 	unsigned ty = v->type;
 	if (__builtin_expect(ty == in->decl, 1))
 		return v;
@@ -572,6 +630,25 @@ load_or(const struct attr_table *t, const struct pinsn *in,
 		return v;
 	*bad = true;
 	return NULL;
+}
+
+/* bytes_eq() without the memcmp() call for long keys: a call in the walk
+ * of map_keys() makes the compiler spill its live registers around every
+ * key compare, taken or not. */
+static inline bool key_eq(const char *a, const char *b, uint32_t n)
+{
+	if (n <= 16)
+		return bytes_eq(a, b, n);
+	uint64_t d = 0, x, y;
+	uint32_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&x, a + i, 8);
+		memcpy(&y, b + i, 8);
+		d |= x ^ y;
+	}
+	memcpy(&x, a + n - 8, 8);
+	memcpy(&y, b + n - 8, 8);
+	return (d | (x ^ y)) == 0;
 }
 
 /* Every key of one P_MAPKEYS: the defaults, then one walk of the map
@@ -598,39 +675,40 @@ static __attribute__((noinline)) bool map_keys(const struct expr_plan *pl,
 	if (m->len < 4)
 		return false;
 	const uint8_t *first = pl->groups[in->b].first;
-	const uint8_t *p = m->map;
-	uint32_t n = get_u32le(p), len = m->len;
-	uint32_t want = nk == 32 ? UINT32_MAX : (1u << nk) - 1, found = 0;
-	size_t off = 4;
-	for (uint32_t i = 0; i < n; i++) {
-		if (len - off < 8)
+	const uint8_t *q = m->map, *end = q + m->len;
+	uint32_t n = get_u32le(q), left = nk, found = 0;
+	q += 4;
+	while (n--) {
+		/* an entry: u32 klen, key, u32 vlen, value */
+		if (end - q < 8)
 			break;
-		uint32_t kl = get_u32le(p + off);
-		off += 4;
-		if (len - off < kl || len - off - kl < 4)
+		uint32_t kl = get_u32le(q);
+		const char *k = (const char *)q + 4;
+		if ((size_t)(end - q) - 8 < kl)
 			break;
-		const char *k = (const char *)p + off;
-		off += kl;
-		uint32_t vl = get_u32le(p + off);
-		off += 4;
-		if (len - off < vl)
+		uint32_t vl = get_u32le(q + 4 + kl);
+		const uint8_t *val = q + 8 + kl;
+		if ((size_t)(end - val) < vl)
 			break;
+		q = val + vl;
 		for (unsigned j =
 			     first[kl < LEN_BUCKETS - 1 ? kl : LEN_BUCKETS - 1];
 		     j != NO_KEY; j = keys[j].next) {
-			if (keys[j].klen != kl || (found >> j & 1) ||
-			    !bytes_eq(k, keys[j].key, kl))
+			const struct pkey *key = &keys[j];
+			if (key->klen != kl || (found >> j & 1) ||
+			    !key_eq(k, key->key, kl))
 				continue;
-			struct attr_value *v = &vals[keys[j].val];
-			*v = (struct attr_value){.type = ATTR_STRING,
-						 .len = vl,
-						 .s = (const char *)p + off};
-			r[keys[j].dst] = v;
+			/* field by field: a compound literal would also
+			 * zero the padding, two more stores per key */
+			struct attr_value *v = &vals[key->val];
+			v->type = ATTR_STRING;
+			v->len = vl;
+			v->s = (const char *)val;
+			r[key->dst] = v;
 			found |= 1u << j;
-			if (found == want)
+			if (--left == 0)
 				return false;
 		}
-		off += vl;
 	}
 	return false;
 }
@@ -643,11 +721,12 @@ static inline const struct attr_value *as_bool(bool b)
 /* Count the reasons of the failed roots as expr_eval() would: evaluate
  * them again with the general evaluator (a P_NODE root counted its own). */
 static __attribute__((noinline)) unsigned
-count_failures(const struct expr_plan *pl, const struct attr_table *t,
-	       struct expr_scratch *s, const struct attr_value **r)
+count_failures(const struct expr_plan *pl, uint32_t n_roots,
+	       const struct attr_table *t, struct expr_scratch *s,
+	       const struct attr_value **r)
 {
 	unsigned failed = 0;
-	for (uint32_t i = 0; i < pl->n_roots; i++) {
+	for (uint32_t i = 0; i < n_roots; i++) {
 		if (r[pl->root_reg[i]])
 			continue;
 		failed++;
@@ -674,11 +753,9 @@ unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
 	/* set whenever a register comes out NULL (a NULL operand has set it
 	 * already): the roots are only scanned when it is */
 	bool bad = false;
-	const struct pinsn *insns = pl->insns;
 	for (const struct prun *ru = pl->runs, *re = ru + pl->n_runs; ru < re;
 	     ru++) {
-		const struct pinsn *in = insns + ru->start,
-				   *ie = insns + ru->end;
+		const struct pinsn *in = ru->start, *ie = ru->end;
 		switch ((enum pop)ru->op) {
 		case P_CONST:
 			for (; in < ie; in++)
@@ -770,13 +847,24 @@ unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
 				r[in->dst] = rc ? NULL : v;
 			}
 			break;
+		case P_GUARD: {
+			const struct attr_value *g = r[pl->guard_reg];
+			if (__builtin_expect(g && g->b, 1))
+				break;
+			/* not this rule's record: the guard was the only
+			 * expression evaluated */
+			s->stats.evals++;
+			return bad ? count_failures(pl, 1, t, s, r) : 0;
+		}
 		case P_MAPKEY:
 		case P_COUNT_:
-			break;
+		default:
+			/* finish() emits neither: no range check on dispatch */
+			__builtin_unreachable();
 		}
 	}
 	s->stats.evals += pl->n_roots;
 	if (__builtin_expect(!bad, 1))
 		return 0;
-	return count_failures(pl, t, s, r);
+	return count_failures(pl, pl->n_roots, t, s, r);
 }

@@ -1115,6 +1115,72 @@ static void test_plan(void **state)
 	expr_scratch_destroy(s);
 	expr_plan_destroy(pl);
 
+	/* a guarded plan: the guard first, the rest only if it holds */
+	{
+		const char *gt = "context.protocol == \"http\"";
+		const char *gf = "context.protocol == \"tcp\"";
+		const char *ga = "destination.uid == \"x\""; /* absent */
+		const char *g1 = "response.code | 200";         /* not BOOL */
+		uint32_t g[4];
+		const char *gs[4] = {gt, gf, ga, g1};
+		for (int i = 0; i < 4; i++)
+			g[i] = (uint32_t)expr_compile(p, gs[i], strlen(gs[i]),
+						      NULL);
+		assert_null(expr_plan_create_guarded(p, g[3], ids,
+						     N_PLAN_EXPRS));
+		const struct attr_value **res =
+			calloc(4 * N_PLAN_EXPRS + 8, sizeof *res);
+		struct expr_scratch *s1 = expr_scratch_create(p, 0);
+		struct expr_scratch *s2 = expr_scratch_create(p, 0);
+		for (int i = 0; i < 3; i++) {
+			pl = expr_plan_create_guarded(p, g[i], ids,
+						      N_PLAN_EXPRS);
+			assert_non_null(pl);
+			assert_true(expr_plan_size(pl) <= 4 * N_PLAN_EXPRS + 8);
+			struct expr_stats before = s1->stats;
+			expr_scratch_begin(s1);
+			unsigned failed = expr_plan_eval(pl, &f->table, s1, res);
+			const struct attr_value *gv = res[expr_plan_guard(pl)];
+			if (i == 0) {
+				/* holds: as the unguarded plan would */
+				assert_true(gv && gv->b);
+				expr_scratch_begin(s2);
+				for (size_t k = 0; k < N_PLAN_EXPRS; k++) {
+					struct attr_value v;
+					int rc = expr_eval(p, ids[k], &f->table,
+							   s2, &v);
+					const struct attr_value *pv =
+						res[expr_plan_index(pl, k)];
+					assert_int_equal(rc == 0, pv != NULL);
+				}
+				assert_int_equal(s1->stats.evals - before.evals,
+						 N_PLAN_EXPRS + 1);
+			} else {
+				/* false, or failed: only the guard ran */
+				assert_true(i == 1 ? gv && !gv->b : gv == NULL);
+				assert_int_equal(failed, i == 2);
+				assert_int_equal(s1->stats.evals - before.evals, 1);
+				assert_int_equal(s1->stats.fail[EXPR_E_ABSENT] -
+							 before.fail[EXPR_E_ABSENT],
+						 i == 2);
+				assert_int_equal(s1->stats.fail[EXPR_E_TYPE],
+						 before.fail[EXPR_E_TYPE]);
+			}
+			expr_plan_destroy(pl);
+		}
+		/* a guard that is also one of the ids shares its result */
+		uint32_t two[2] = {ids[5], g[0]};
+		pl = expr_plan_create_guarded(p, g[0], two, 2);
+		assert_int_equal(expr_plan_index(pl, 1), expr_plan_guard(pl));
+		expr_scratch_begin(s1);
+		assert_int_equal(expr_plan_eval(pl, &f->table, s1, res), 0);
+		assert_true(res[expr_plan_index(pl, 1)]->b);
+		expr_plan_destroy(pl);
+		free(res);
+		expr_scratch_destroy(s1);
+		expr_scratch_destroy(s2);
+	}
+
 	/* an id that is not in the program is refused */
 	uint32_t bad = expr_count(p);
 	assert_null(expr_plan_create(p, &bad, 1));
