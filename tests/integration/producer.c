@@ -15,6 +15,7 @@
  * --phases "N1,N2,...": write N1 records, then wait until the file
  * FILE.go1 exists (FILE from --progress), write N2, wait for FILE.go2, ...
  * so a test can kill and restart mixd at exact points of the stream.
+ * After writing phase n it creates FILE.done<n>.
  *
  * --evil truncate: after --evil-after records, shrink its own ring memfds
  * (found through /proc/self/fd) to zero; mixd's seal must refuse.
@@ -219,6 +220,12 @@ static void run_phases(void)
 				max_commit_ns = dt;
 		}
 		n++;
+		/* Tell the test this phase is written: FILE.done<n>. */
+		char done[4200];
+		snprintf(done, sizeof done, "%s.done%d", progress_path, n);
+		int fd = open(done, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+		if (fd >= 0)
+			close(fd);
 	}
 	free(list);
 }
