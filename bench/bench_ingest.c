@@ -92,6 +92,36 @@ static int proxy_report(mixd_client *c, uint64_t i)
 
 typedef int (*write_fn)(mixd_client *c, uint64_t i);
 
+/* mixd's ingest and shards, in this process. */
+struct inproc {
+	struct attr_vocab *vocab;
+	struct agg *agg;
+	struct ingest_server *srv;
+};
+
+static void inproc_start(struct inproc *d, unsigned shards)
+{
+	d->vocab = attr_vocab_create();
+	struct agg_options o = {.shards = shards};
+	if (!d->vocab || agg_create(&o, d->vocab, &d->agg) || agg_start(d->agg))
+		abort();
+	struct ingest_sink sink = agg_sink(d->agg);
+	char err[256];
+	if (ingest_server_start(sock_path, &sink, &d->srv, err, sizeof err)) {
+		fprintf(stderr, "%s\n", err);
+		abort();
+	}
+}
+
+static void inproc_stop(struct inproc *d)
+{
+	ingest_server_stop_accepting(d->srv);
+	agg_drain_and_stop(d->agg);
+	ingest_server_destroy(d->srv);
+	agg_destroy(d->agg);
+	attr_vocab_destroy(d->vocab);
+}
+
 struct prod_arg {
 	write_fn write;
 	mixd_client *c;
@@ -122,18 +152,8 @@ static uint64_t accepted(struct agg *agg)
 static double run(int np, enum mixd_transport transport, unsigned shards,
 		  write_fn write)
 {
-	struct attr_vocab *vocab = attr_vocab_create();
-	struct agg *agg;
-	struct agg_options o = {.shards = shards};
-	if (agg_create(&o, vocab, &agg) || agg_start(agg))
-		abort();
-	struct ingest_sink sink = agg_sink(agg);
-	struct ingest_server *srv;
-	char err[256];
-	if (ingest_server_start(sock_path, &sink, &srv, err, sizeof err)) {
-		fprintf(stderr, "%s\n", err);
-		abort();
-	}
+	struct inproc d;
+	inproc_start(&d, shards);
 	mixd_client *c;
 	struct mixd_client_options co = {.transport = transport,
 					 .ring_bytes = 4u << 20};
@@ -150,15 +170,11 @@ static double run(int np, enum mixd_transport transport, unsigned shards,
 	for (int i = 0; i < np; i++)
 		pthread_join(t[i], NULL);
 	uint64_t total = (uint64_t)np * RECORDS_PER_PRODUCER;
-	while (accepted(agg) < total)
+	while (accepted(d.agg) < total)
 		usleep(50);
 	double secs = (double)(bench_now_ns() - t0) / 1e9;
 	mixd_client_close(c);
-	ingest_server_stop_accepting(srv);
-	agg_drain_and_stop(agg);
-	ingest_server_destroy(srv);
-	agg_destroy(agg);
-	attr_vocab_destroy(vocab);
+	inproc_stop(&d);
 	return (double)total / secs;
 }
 
@@ -169,16 +185,8 @@ static double run(int np, enum mixd_transport transport, unsigned shards,
  */
 static double producer_ns(write_fn write)
 {
-	struct attr_vocab *vocab = attr_vocab_create();
-	struct agg *agg;
-	struct agg_options o = {.shards = 1};
-	if (agg_create(&o, vocab, &agg) || agg_start(agg))
-		abort();
-	struct ingest_sink sink = agg_sink(agg);
-	struct ingest_server *srv;
-	char err[256];
-	if (ingest_server_start(sock_path, &sink, &srv, err, sizeof err))
-		abort();
+	struct inproc d;
+	inproc_start(&d, 1);
 	mixd_client *c;
 	struct mixd_client_options co = {.ring_bytes = 4u << 20};
 	if (mixd_client_open(sock_path, &co, &c))
@@ -195,11 +203,7 @@ static double producer_ns(write_fn write)
 			abort();
 	}
 	mixd_client_close(c);
-	ingest_server_stop_accepting(srv);
-	agg_drain_and_stop(agg);
-	ingest_server_destroy(srv);
-	agg_destroy(agg);
-	attr_vocab_destroy(vocab);
+	inproc_stop(&d);
 	return (double)spent / (double)n;
 }
 

@@ -139,27 +139,14 @@ static void put_value(struct out *o, const struct attr_value *v)
 		break;
 	case ATTR_STRING_MAP: {
 		put(o, "{", 1);
-		const uint8_t *p = v->map + 4, *end = v->map + v->len;
-		for (uint32_t i = 0, cnt = attr_map_count(v); i < cnt; i++) {
-			uint32_t kl, vl;
-			if (end - p < 4)
-				break;
-			memcpy(&kl, p, 4);
-			if ((size_t)(end - p - 4) < kl)
-				break;
-			const char *k = (const char *)p + 4;
-			p += 4 + kl;
-			if (end - p < 4)
-				break;
-			memcpy(&vl, p, 4);
-			if ((size_t)(end - p - 4) < vl)
-				break;
+		struct attr_value k, val;
+		size_t off = 0;
+		for (int i = 0; attr_map_next(v, &off, &k, &val); i++) {
 			if (i)
 				put(o, ",", 1);
-			put_json_string(o, k, kl);
+			put_json_string(o, k.s, k.len);
 			put(o, ":", 1);
-			put_json_string(o, (const char *)p + 4, vl);
-			p += 4 + vl;
+			put_json_string(o, val.s, val.len);
 		}
 		put(o, "}", 1);
 		break;

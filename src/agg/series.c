@@ -266,29 +266,14 @@ static bool key_put(uint8_t *key, uint32_t *len, const struct attr_value *v)
 		goto copy;
 	case ATTR_STRING_MAP: {
 		/* Sorted k=v&k2=v2, as Mixer rendered a map label. */
-		uint32_t cnt = attr_map_count(v);
-		if (cnt > 256)
-			return false;
 		struct kv_ref kv[256];
-		const uint8_t *p = v->map + 4, *end = v->map + v->len;
-		for (uint32_t i = 0; i < cnt; i++) {
-			uint32_t l;
-			if (end - p < 4)
+		struct attr_value k, val;
+		size_t off = 0;
+		uint32_t cnt = 0;
+		while (attr_map_next(v, &off, &k, &val)) {
+			if (cnt == 256)
 				return false;
-			memcpy(&l, p, 4);
-			if ((size_t)(end - p - 4) < l)
-				return false;
-			kv[i].k = (const char *)p + 4;
-			kv[i].kl = l;
-			p += 4 + l;
-			if (end - p < 4)
-				return false;
-			memcpy(&l, p, 4);
-			if ((size_t)(end - p - 4) < l)
-				return false;
-			kv[i].v = (const char *)p + 4;
-			kv[i].vl = l;
-			p += 4 + l;
+			kv[cnt++] = (struct kv_ref){k.s, val.s, k.len, val.len};
 		}
 		qsort(kv, cnt, sizeof kv[0], kv_cmp);
 		for (uint32_t i = 0; i < cnt; i++) {

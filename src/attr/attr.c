@@ -81,6 +81,33 @@ uint32_t attr_map_count(const struct attr_value *map)
 	return get_u32le(map->map);
 }
 
+/* One length-prefixed string at *off of the map, or false. */
+static bool map_str(const struct attr_value *map, size_t *off,
+		    struct attr_value *out)
+{
+	if (map->len < *off || map->len - *off < 4)
+		return false;
+	uint32_t l = get_u32le(map->map + *off);
+	*off += 4;
+	if (map->len - *off < l)
+		return false;
+	out->type = ATTR_STRING;
+	out->len = l;
+	out->s = (const char *)(map->map + *off);
+	*off += l;
+	return true;
+}
+
+bool attr_map_next(const struct attr_value *map, size_t *off,
+		   struct attr_value *key, struct attr_value *val)
+{
+	if (!map->map || map->len < 4)
+		return false;
+	if (*off == 0)
+		*off = 4;
+	return map_str(map, off, key) && map_str(map, off, val);
+}
+
 bool attr_map_get(const struct attr_value *map, const char *key, size_t klen,
 		  struct attr_value *out)
 {

@@ -80,6 +80,15 @@ struct attr_value {
 bool attr_map_get(const struct attr_value *map, const char *key, size_t klen,
 		  struct attr_value *out);
 
+/**
+ * Walk an encoded string map: set *@off to 0 before the first call; each
+ * call stores the next entry's key and value (STRING values pointing into
+ * the map) and returns true, or returns false at the end or at a
+ * malformed entry. Bounds-checked at every step.
+ */
+bool attr_map_next(const struct attr_value *map, size_t *off,
+		   struct attr_value *key, struct attr_value *val);
+
 /** Number of entries of an encoded string map value. */
 uint32_t attr_map_count(const struct attr_value *map);
 

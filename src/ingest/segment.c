@@ -33,6 +33,23 @@ static bool is_pow2(uint64_t v)
 	return v && !(v & (v - 1));
 }
 
+/* A ring over @map (header, then @cap bytes of data), for consuming. */
+static struct ingest_ring *ring_new(void *map, uint64_t cap,
+				    enum ingest_transport t)
+{
+	struct ingest_ring *r = calloc(1, sizeof *r);
+	if (!r)
+		return NULL;
+	r->map = map;
+	r->map_len = MIXD_RING_HDR_SIZE + cap;
+	r->transport = t;
+	r->c.hdr = map;
+	r->c.data = (const uint8_t *)map + MIXD_RING_HDR_SIZE;
+	r->c.cap = cap;
+	r->c.max_len = MIXD_RECORD_MAX;
+	return r;
+}
+
 int ingest_ring_attach(int fd, struct ingest_ring **out)
 {
 	struct ingest_ring *r = NULL;
@@ -87,19 +104,11 @@ int ingest_ring_attach(int fd, struct ingest_ring **out)
 		rc = -errno;
 		goto fail;
 	}
-	r = calloc(1, sizeof *r);
-	if (!r) {
+	if (!(r = ring_new(map, cap, INGEST_SHM))) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	r->map = map;
-	r->map_len = len;
-	r->transport = INGEST_SHM;
 	r->pid = pid;
-	r->c.hdr = map;
-	r->c.data = (const uint8_t *)map + MIXD_RING_HDR_SIZE;
-	r->c.cap = cap;
-	r->c.max_len = MIXD_RECORD_MAX;
 	/* Resume where the previous consumer (perhaps a mixd that died)
 	 * stopped. The value is the producer's to scribble on, so check it. */
 	uint64_t head = ring_load_acquire(&r->c.hdr->prod.head);
@@ -129,19 +138,12 @@ int ingest_ring_create_queue(uint64_t capacity, struct ingest_ring **out)
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (map == MAP_FAILED)
 		return -errno;
-	struct ingest_ring *r = calloc(1, sizeof *r);
+	struct ingest_ring *r = ring_new(map, capacity, INGEST_SOCKET);
 	if (!r) {
 		munmap(map, len);
 		return -ENOMEM;
 	}
 	ring_init(map, capacity, (uint32_t)getpid(), 0, 0);
-	r->map = map;
-	r->map_len = len;
-	r->transport = INGEST_SOCKET;
-	r->c.hdr = map;
-	r->c.data = (const uint8_t *)map + MIXD_RING_HDR_SIZE;
-	r->c.cap = capacity;
-	r->c.max_len = MIXD_RECORD_MAX;
 	ring_prod_init(&r->queue, map, (uint8_t *)map + MIXD_RING_HDR_SIZE);
 	*out = r;
 	return 0;

@@ -156,6 +156,24 @@ static void test_maps(void **state)
 	struct attr_value trunc = ma;
 	trunc.len = (uint32_t)la - 1;
 	assert_false(attr_map_get(&trunc, "version", 7, &out));
+
+	/* walking: every entry in order, then the end */
+	struct attr_value k, v;
+	size_t off = 0;
+	assert_true(attr_map_next(&ma, &off, &k, &v));
+	assert_int_equal(k.len, 5);
+	assert_memory_equal(k.s, "istio", 5);
+	assert_memory_equal(v.s, "reviews", 7);
+	assert_true(attr_map_next(&ma, &off, &k, &v));
+	assert_memory_equal(k.s, "version", 7);
+	assert_memory_equal(v.s, "v2", 2);
+	assert_false(attr_map_next(&ma, &off, &k, &v));
+	off = 0;
+	assert_false(attr_map_next(&empty, &off, &k, &v));
+	/* a truncated map stops at the broken entry */
+	off = 0;
+	assert_true(attr_map_next(&trunc, &off, &k, &v));
+	assert_false(attr_map_next(&trunc, &off, &k, &v));
 }
 
 static void test_value_equal(void **state)
