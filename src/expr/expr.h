@@ -19,9 +19,12 @@
  * Identical expressions (same canonical text, see expr_text()) get the same
  * id, and a scratch memoizes results per id for the current record, so an
  * expression used by several instances is evaluated once per record. A
- * caller that knows a rule's ids up front (agg) does better still with
- * expr_eval_batch() over the rule's distinct ids, then expr_result() per
- * use: no call and no copy per use.
+ * caller that knows a rule's ids up front (agg) does much better with a
+ * *plan* (expr_plan_create_guarded(), below): the rule's match and its
+ * instances' values and dimensions lowered once into straight-line code
+ * that fills an array of value pointers, one call per rule and record --
+ * about half the cost of expr_eval_batch() + expr_result() on the seed
+ * (bench_expr). expr_eval_batch() remains for callers without a plan.
  *
  * Attribute names are resolved against the attr_vocab at compile time into
  * slots; evaluation reads attr_table slots directly and never hashes a name.
@@ -296,22 +299,30 @@ static inline int expr_result(const struct expr_scratch *s, uint32_t id,
  * expr_eval() counts it (s->stats.evals grows by the number of distinct
  * ids). A plan does not read or fill the scratch's memo.
  *
- * The aggregator's pattern, per rule:
+ * The aggregator's pattern, per rule (one guarded plan: the match, then
+ * the instances' values and dimensions):
  *
- *	// config load: one plan for the match, one for the instances
+ *	// config load, once per rule
  *	uint32_t ids[] = {value0, dim0_0, dim0_1, ..., value1, dim1_0, ...};
- *	struct expr_plan *pl = expr_plan_create(prog, ids, n);
+ *	struct expr_plan *pl =
+ *		expr_plan_create_guarded(prog, match_id, ids, n);
  *	uint32_t at[n];                 // where each use's result lands
  *	for (i = 0; i < n; i++) at[i] = expr_plan_index(pl, i);
- *	const struct attr_value **res = malloc(expr_plan_size(pl) * sizeof *res);
- *	                                // per thread, or on the stack
+ *	uint32_t g = expr_plan_guard(pl);
+ *	// per shard thread: expr_plan_size(pl) pointers, reused per record
+ *	const struct attr_value **res = calloc(expr_plan_size(pl), sizeof *res);
+ *
  *	// per record
- *	expr_scratch_begin(s);
- *	expr_plan_eval(match_pl, table, s, mres);
- *	if (mres[match_at] && mres[match_at]->b) {
- *		expr_plan_eval(pl, table, s, res);
- *		for each use i: v = res[at[i]]; // NULL: failed, skip instance
- *	}
+ *	expr_scratch_begin(s);          // once per record, for all rules
+ *	expr_plan_eval(pl, table, s, res);
+ *	if (!res[g] || !res[g]->b)
+ *		continue;               // no match (or it failed): next rule
+ *	for each instance, for each of its uses i:
+ *		v = res[at[i]];         // NULL: failed -> skip the instance
+ *
+ * A rule without a match uses expr_plan_create() (or EXPR_PLAN_NO_GUARD).
+ * A plan is immutable after creation: share it between shard threads;
+ * each thread has its own scratch and result array.
  */
 struct expr_plan;
 
