@@ -1181,6 +1181,31 @@ static void test_plan(void **state)
 		expr_scratch_destroy(s2);
 	}
 
+	/* more keys of one map than one pass handles (32): several passes */
+	{
+		uint8_t big[2048];
+		const char *kv[2 * 40];
+		char names[40][8];
+		for (int i = 0; i < 40; i++) {
+			snprintf(names[i], sizeof names[i], "k%d", i);
+			kv[2 * i] = names[i];
+			kv[2 * i + 1] = names[(i * 7) % 40];
+		}
+		struct attr_value mv = {.type = ATTR_STRING_MAP, .map = big};
+		mv.len = (uint32_t)map_encode(big, kv, 30); /* k0..k29 */
+		memcpy(t, &f->table, sizeof *t);
+		attr_table_set(t, MIXD_ATTR_DESTINATION_LABELS, &mv);
+		uint32_t kids[40];
+		for (int i = 0; i < 40; i++) {
+			char e[64];
+			snprintf(e, sizeof e,
+				 "destination.labels[\"k%d\"] | \"none\"",
+				 39 - i);
+			kids[i] = (uint32_t)expr_compile(p, e, strlen(e), NULL);
+		}
+		assert_true(plan_agrees(p, kids, 40, t, 0));
+	}
+
 	/* an id that is not in the program is refused */
 	uint32_t bad = expr_count(p);
 	assert_null(expr_plan_create(p, &bad, 1));
