@@ -654,11 +654,9 @@ static inline bool key_eq(const char *a, const char *b, uint32_t n)
 /* Every key of one P_MAPKEYS: the defaults, then one walk of the map
  * with map_find()'s bounds checks, a key taking its first occurrence as
  * map_find() does. Returns true if a register came out NULL. */
-static __attribute__((noinline)) bool map_keys(const struct expr_plan *pl,
-					       const struct pinsn *in,
-					       const struct attr_table *t,
-					       const struct attr_value **r,
-					       struct attr_value *vals)
+static bool map_keys(const struct expr_plan *pl, const struct pinsn *in,
+		     const struct attr_table *t, const struct attr_value **r,
+		     struct attr_value *vals)
 {
 	const struct pkey *keys = pl->keys + in->a;
 	uint32_t nk = in->n, slot = in->c;
