@@ -178,37 +178,52 @@ static inline uint32_t get_u32le(const uint8_t *p)
 	       (uint32_t)p[3] << 24;
 }
 
-/* attr_map_get(), inlined for the m["k"] dimensions; bounds-checked the
- * same way. */
+/*
+ * One entry of an encoded string map at *@q (u32 klen, key, u32 vlen,
+ * value), bounds-checked against @end as attr_map_get() does; advances *@q
+ * past it. Inlined by both walks below: attr_map_next() would be a call
+ * per entry on the hot path.
+ */
 static inline __attribute__((always_inline)) bool
-map_find(const struct attr_value *m, const char *key,
-			    uint32_t klen, struct attr_value *out)
+map_entry(const uint8_t **q, const uint8_t *end, const char **k, uint32_t *kl,
+	  const char **v, uint32_t *vl)
+{
+	const uint8_t *p = *q;
+	if (end - p < 8)
+		return false;
+	*kl = get_u32le(p);
+	if ((size_t)(end - p) - 8 < *kl)
+		return false;
+	*k = (const char *)p + 4;
+	*vl = get_u32le(p + 4 + *kl);
+	p += 8 + *kl;
+	if ((size_t)(end - p) < *vl)
+		return false;
+	*v = (const char *)p;
+	*q = p + *vl;
+	return true;
+}
+
+/* attr_map_get(), inlined for the m["k"] dimensions. */
+static inline __attribute__((always_inline)) bool
+map_find(const struct attr_value *m, const char *key, uint32_t klen,
+	 struct attr_value *out)
 {
 	if (m->len < 4)
 		return false;
-	const uint8_t *p = m->map;
-	uint32_t n = get_u32le(p), len = m->len;
-	size_t off = 4;
-	for (uint32_t i = 0; i < n; i++) {
-		if (len - off < 8)
-			return false;
-		uint32_t kl = get_u32le(p + off);
-		off += 4;
-		if (len - off < kl || len - off - kl < 4)
-			return false;
-		const char *k = (const char *)p + off;
-		off += kl;
-		uint32_t vl = get_u32le(p + off);
-		off += 4;
-		if (len - off < vl)
+	const uint8_t *q = m->map, *end = q + m->len;
+	uint32_t n = get_u32le(q);
+	q += 4;
+	while (n--) {
+		const char *k, *v;
+		uint32_t kl, vl;
+		if (!map_entry(&q, end, &k, &kl, &v, &vl))
 			return false;
 		if (kl == klen && bytes_eq(k, key, klen)) {
-			*out = (struct attr_value){.type = ATTR_STRING,
-						   .len = vl,
-						   .s = (const char *)p + off};
+			*out = (struct attr_value){
+				.type = ATTR_STRING, .len = vl, .s = v};
 			return true;
 		}
-		off += vl;
 	}
 	return false;
 }

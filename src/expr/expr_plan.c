@@ -682,18 +682,10 @@ static bool map_keys(const struct expr_plan *pl, const struct pinsn *in,
 	uint32_t n = get_u32le(q), left = nk, found = 0;
 	q += 4;
 	while (n--) {
-		/* an entry: u32 klen, key, u32 vlen, value */
-		if (end - q < 8)
+		const char *k, *val;
+		uint32_t kl, vl;
+		if (!map_entry(&q, end, &k, &kl, &val, &vl))
 			break;
-		uint32_t kl = get_u32le(q);
-		const char *k = (const char *)q + 4;
-		if ((size_t)(end - q) - 8 < kl)
-			break;
-		uint32_t vl = get_u32le(q + 4 + kl);
-		const uint8_t *val = q + 8 + kl;
-		if ((size_t)(end - val) < vl)
-			break;
-		q = val + vl;
 		for (unsigned j =
 			     first[kl < LEN_BUCKETS - 1 ? kl : LEN_BUCKETS - 1];
 		     j != NO_KEY; j = keys[j].next) {
@@ -706,7 +698,7 @@ static bool map_keys(const struct expr_plan *pl, const struct pinsn *in,
 			struct attr_value *v = &vals[key->val];
 			v->type = ATTR_STRING;
 			v->len = vl;
-			v->s = (const char *)val;
+			v->s = val;
 			r[key->dst] = v;
 			found |= 1u << j;
 			if (--left == 0)
