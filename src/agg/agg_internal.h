@@ -96,11 +96,16 @@ struct plan_rule {
 	uint32_t match_id;
 	uint32_t *fams;               /* families its actions feed */
 	size_t nfams;
-	uint32_t *eval;               /* distinct ids to evaluate */
-	size_t neval;
 	uint32_t *logs;               /* plan_log indexes its actions feed */
 	size_t nlogs;
 	bool all_namespaces;
+	/* The rule's match, then per family its value and its dimensions,
+	 * as one guarded expression plan. For family k of fams[], the value
+	 * lands at res[at[off[k]]], dimension j at res[at[off[k] + 1 + j]]. */
+	struct expr_plan *xp;
+	uint32_t guard;
+	uint32_t *at;
+	uint32_t *off;
 };
 
 /* An attribute-generating (mesos) instance dispatched by a rule. */
@@ -113,6 +118,16 @@ struct plan_apa {
 	int32_t in[5];                /* expression ids of the mesos inputs
 					 (source_uid, source_ip, destination_uid,
 					 destination_ip, destination_port), -1 */
+	int first;                    /* index of the first mesos instance
+					 with the same instance and handler:
+					 each is dispatched once a record */
+	struct expr_plan *in_plan;    /* match (guard) and the inputs */
+	uint32_t in_guard;
+	uint32_t in_at[5];            /* UINT32_MAX: input not given */
+	struct expr_plan *bind_plan;  /* the attribute bindings */
+	uint32_t *bind_at;
+	int *bind_slot;
+	size_t nbind;
 };
 
 struct agg_plan {

@@ -28,8 +28,16 @@ void plan_unref(struct agg_plan *p)
 	}
 	for (size_t i = 0; i < p->nrules; i++) {
 		free(p->rules[i].fams);
-		free(p->rules[i].eval);
 		free(p->rules[i].logs);
+		free(p->rules[i].at);
+		free(p->rules[i].off);
+		expr_plan_destroy(p->rules[i].xp);
+	}
+	for (size_t i = 0; i < p->napas; i++) {
+		expr_plan_destroy(p->apas[i].in_plan);
+		expr_plan_destroy(p->apas[i].bind_plan);
+		free(p->apas[i].bind_at);
+		free(p->apas[i].bind_slot);
 	}
 	for (size_t i = 0; i < p->nlogs; i++)
 		if (p->logs[i].own_fd)
@@ -108,7 +116,7 @@ static unsigned dimset_for(struct agg_plan *p, const struct cfg_prom_metric *m)
 	return (unsigned)p->ndimsets++;
 }
 
-static int add_eval(uint32_t **v, size_t *n, size_t *cap, uint32_t id)
+static int add_u32(uint32_t **v, size_t *n, size_t *cap, uint32_t id)
 {
 	for (size_t i = 0; i < *n; i++)
 		if ((*v)[i] == id)
@@ -128,7 +136,7 @@ static int add_eval(uint32_t **v, size_t *n, size_t *cap, uint32_t id)
 static int build_rule(struct agg_plan *p, const struct cfg_rule *r)
 {
 	struct plan_rule *pr = &p->rules[p->nrules++];
-	size_t fcap = 0, ecap = 0, lcap = 0;
+	size_t fcap = 0, lcap = 0;
 	pr->r = r;
 	pr->match_id = (uint32_t)r->match.id;
 	pr->all_namespaces = r->in_default_namespace;
@@ -161,7 +169,7 @@ static int build_rule(struct agg_plan *p, const struct cfg_rule *r)
 			    inst->tmpl == CFG_TMPL_LOGENTRY) {
 				p->logs[p->nlogs] = (struct plan_log){
 					.inst = inst, .stdio = &h->stdio, .fd = -1};
-				if (add_eval(&pr->logs, &pr->nlogs, &lcap,
+				if (add_u32(&pr->logs, &pr->nlogs, &lcap,
 					     (uint32_t)p->nlogs++))
 					return -1;
 				continue;
@@ -174,17 +182,85 @@ static int build_rule(struct agg_plan *p, const struct cfg_rule *r)
 				if (pf->m->instance != inst || pf->m < pm->metrics ||
 				    pf->m >= pm->metrics + pm->n_metrics)
 					continue;
-				if (add_eval(&pr->fams, &pr->nfams, &fcap, (uint32_t)f) ||
-				    add_eval(&pr->eval, &pr->neval, &ecap, pf->value_id))
+				if (add_u32(&pr->fams, &pr->nfams, &fcap, (uint32_t)f))
 					return -1;
-				const struct plan_dimset *d = &p->dimsets[pf->dimset];
-				for (size_t k = 0; k < d->ndims; k++)
-					if (add_eval(&pr->eval, &pr->neval, &ecap,
-						     d->dims[k]))
-						return -1;
 			}
 		}
 	}
+	return 0;
+}
+
+/* A rule's guarded plan: the match, then each family's value and dims. */
+static int plan_rule_exprs(struct agg_plan *p, struct plan_rule *pr)
+{
+	size_t n = 0;
+	for (size_t k = 0; k < pr->nfams; k++)
+		n += 1 + p->dimsets[p->fams[pr->fams[k]].dimset].ndims;
+	uint32_t *ids = calloc(n + 1, sizeof *ids);
+	pr->at = calloc(n + 1, sizeof *pr->at);
+	pr->off = calloc(pr->nfams + 1, sizeof *pr->off);
+	if (!ids || !pr->at || !pr->off) {
+		free(ids);
+		return -1;
+	}
+	n = 0;
+	for (size_t k = 0; k < pr->nfams; k++) {
+		const struct plan_family *f = &p->fams[pr->fams[k]];
+		const struct plan_dimset *d = &p->dimsets[f->dimset];
+		pr->off[k] = (uint32_t)n;
+		ids[n++] = f->value_id;
+		for (size_t j = 0; j < d->ndims; j++)
+			ids[n++] = d->dims[j];
+	}
+	pr->xp = expr_plan_create_guarded(p->prog, pr->match_id, ids, n);
+	free(ids);
+	if (!pr->xp)
+		return -1;
+	pr->guard = expr_plan_guard(pr->xp);
+	for (size_t i = 0; i < n; i++)
+		pr->at[i] = expr_plan_index(pr->xp, i);
+	return 0;
+}
+
+/* A mesos instance's plans: match and inputs; then its bindings. */
+static int plan_apa_exprs(struct agg_plan *p, struct plan_apa *a)
+{
+	uint32_t ids[5];
+	size_t n = 0;
+	int which[5];
+	for (int k = 0; k < 5; k++) {
+		a->in_at[k] = UINT32_MAX;
+		if (a->in[k] >= 0) {
+			which[n] = k;
+			ids[n++] = (uint32_t)a->in[k];
+		}
+	}
+	a->in_plan = expr_plan_create_guarded(p->prog, a->match_id, ids, n);
+	if (!a->in_plan)
+		return -1;
+	a->in_guard = expr_plan_guard(a->in_plan);
+	for (size_t i = 0; i < n; i++)
+		a->in_at[which[i]] = expr_plan_index(a->in_plan, i);
+
+	const struct cfg_expr_map *b = &a->inst->mesos.attribute_bindings;
+	uint32_t *bids = calloc(b->n + 1, sizeof *bids);
+	a->bind_at = calloc(b->n + 1, sizeof *a->bind_at);
+	a->bind_slot = calloc(b->n + 1, sizeof *a->bind_slot);
+	if (!bids || !a->bind_at || !a->bind_slot) {
+		free(bids);
+		return -1;
+	}
+	for (size_t k = 0; k < b->n; k++) {
+		bids[k] = (uint32_t)b->v[k].expr.id;
+		a->bind_slot[k] = b->v[k].slot;
+	}
+	a->nbind = b->n;
+	a->bind_plan = expr_plan_create(p->prog, bids, b->n);
+	free(bids);
+	if (!a->bind_plan)
+		return -1;
+	for (size_t k = 0; k < b->n; k++)
+		a->bind_at[k] = expr_plan_index(a->bind_plan, k);
 	return 0;
 }
 
@@ -289,8 +365,19 @@ struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation)
 		}
 	}
 	for (size_t i = 0; i < cfg_rule_count(cfg); i++)
-		if (build_rule(p, cfg_rule(cfg, i)))
+		if (build_rule(p, cfg_rule(cfg, i)) ||
+		    plan_rule_exprs(p, &p->rules[p->nrules - 1]))
 			goto fail;
+	for (size_t i = 0; i < p->napas; i++) {
+		struct plan_apa *a = &p->apas[i];
+		a->first = (int)i;
+		for (size_t j = 0; j < i && a->first == (int)i; j++)
+			if (p->apas[j].inst == a->inst &&
+			    p->apas[j].handler == a->handler)
+				a->first = (int)j;
+		if (plan_apa_exprs(p, a))
+			goto fail;
+	}
 	if (p->expiry_ns && p->expiry_check_ns <= 0)
 		p->expiry_check_ns = p->expiry_ns / 2;
 	for (int o = 0; o < MAR_OUT_COUNT; o++) {

@@ -353,14 +353,41 @@ struct state_ext {
 	struct shard_state s;
 	struct shard_scratch x;
 	struct log_buf log;
+	/* Per-record results of the plans, one array per rule and per mesos
+	 * instance (inputs, bindings). */
+	const struct attr_value ***rule_res;
+	const struct attr_value ***in_res;
+	const struct attr_value ***bind_res;
+	uint32_t *src_rule;  /* per family: the rule whose results feed it */
+	uint32_t *src_k;     /* ... and its index in that rule's fams */
 	uint32_t hits[];
 };
+
+static const struct attr_value **res_array(const struct expr_plan *pl)
+{
+	return calloc(expr_plan_size(pl) + 1, sizeof(struct attr_value *));
+}
 
 void state_flush(struct shard_state *s)
 {
 	struct state_ext *x = (struct state_ext *)s;
 	if (x->log.len)
 		log_flush(&x->log);
+}
+
+static void free_results(struct state_ext *x, const struct agg_plan *plan)
+{
+	for (size_t i = 0; x->rule_res && i < plan->nrules; i++)
+		free(x->rule_res[i]);
+	for (size_t i = 0; x->in_res && i < plan->napas; i++)
+		free(x->in_res[i]);
+	for (size_t i = 0; x->bind_res && i < plan->napas; i++)
+		free(x->bind_res[i]);
+	free(x->rule_res);
+	free(x->in_res);
+	free(x->bind_res);
+	free(x->src_rule);
+	free(x->src_k);
 }
 
 struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
@@ -374,8 +401,21 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 	s->series = calloc(plan->ndimsets + 1, sizeof *s->series);
 	s->inst_errors = calloc(plan->nfams + 1, sizeof *s->inst_errors);
 	s->scratch = expr_scratch_create(plan->prog, 0);
-	if (!s->series || !s->inst_errors || !s->scratch)
+	x->rule_res = calloc(plan->nrules + 1, sizeof *x->rule_res);
+	x->in_res = calloc(plan->napas + 1, sizeof *x->in_res);
+	x->bind_res = calloc(plan->napas + 1, sizeof *x->bind_res);
+	x->src_rule = calloc(plan->nfams + 1, sizeof *x->src_rule);
+	x->src_k = calloc(plan->nfams + 1, sizeof *x->src_k);
+	if (!s->series || !s->inst_errors || !s->scratch || !x->rule_res ||
+	    !x->in_res || !x->bind_res || !x->src_rule || !x->src_k)
 		goto fail;
+	for (size_t i = 0; i < plan->nrules; i++)
+		if (!(x->rule_res[i] = res_array(plan->rules[i].xp)))
+			goto fail;
+	for (size_t i = 0; i < plan->napas; i++)
+		if (!(x->in_res[i] = res_array(plan->apas[i].in_plan)) ||
+		    !(x->bind_res[i] = res_array(plan->apas[i].bind_plan)))
+			goto fail;
 	for (size_t d = 0; d < plan->ndimsets; d++) {
 		const struct plan_dimset *ds = &plan->dimsets[d];
 		/* Keep the rows of an unchanged dimension set across a reload. */
@@ -404,6 +444,7 @@ fail:
 	free(s->series);
 	free(s->inst_errors);
 	expr_scratch_destroy(s->scratch);
+	free_results(x, plan);
 	free(x);
 	(void)e;
 	(void)rl;
@@ -413,6 +454,7 @@ fail:
 static void free_state(void *p)
 {
 	struct shard_state *s = p;
+	free_results((struct state_ext *)s, s->plan);
 	for (size_t d = 0; d < s->plan->ndimsets; d++)
 		if (s->series[d]->owner == s)
 			free_series(s->series[d]);
@@ -433,14 +475,6 @@ void state_retire(struct shard_state *s, struct agg_epoch *e,
 }
 
 /* ---- the record path ----------------------------------------------------- */
-
-static bool is_true(const struct expr_program *prog, uint32_t id,
-		    const struct attr_table *t, struct expr_scratch *sc)
-{
-	struct attr_value v;
-	/* A match that fails to evaluate counts as false, as in Mixer. */
-	return expr_eval(prog, id, t, sc, &v) == 0 && v.type == ATTR_BOOL && v.b;
-}
 
 /* The record's namespace for rule scoping: the destination's for inbound
  * reports, the source's for outbound ones. */
@@ -477,16 +511,13 @@ static bool rule_applies(const struct agg_plan *p, const struct cfg_rule *r,
  */
 /* Ask the resolver about the record; its outputs fill $out.* slots. */
 static void resolve(const struct agg_plan *p, const struct plan_apa *a,
-		    struct attr_table *t, struct expr_scratch *sc,
+		    const struct attr_value **in, struct attr_table *t,
 		    struct mar_reader *mar)
 {
-	struct attr_value in[5];
-	const struct attr_value *ptr[5] = {0};
+	const struct attr_value *q5[5];
 	for (int k = 0; k < 5; k++)
-		if (a->in[k] >= 0 && expr_eval(p->prog, (uint32_t)a->in[k], t, sc,
-					       &in[k]) == 0)
-			ptr[k] = &in[k];
-	struct mar_query q = {ptr[0], ptr[1], ptr[2], ptr[3], ptr[4]};
+		q5[k] = a->in_at[k] == UINT32_MAX ? NULL : in[a->in_at[k]];
+	struct mar_query q = {q5[0], q5[1], q5[2], q5[3], q5[4]};
 	struct mar_result res;
 	if (!mar_lookup(mar, &q, &res))
 		return;
@@ -497,6 +528,15 @@ static void resolve(const struct agg_plan *p, const struct plan_apa *a,
 	}
 }
 
+/*
+ * Attribute generation. Every matching mesos instance asks the Marathon
+ * resolver (inputs evaluated against the record as it arrived), whose
+ * outputs fill $out.*; its bindings are then evaluated, and all bindings
+ * are applied together. Outputs the resolver lacks leave $out.* absent, so
+ * those bindings take their defaults -- what Mixer did when its adapter
+ * had no data. Bindings shadow what the proxy sent, as outputs in Mixer's
+ * child bag did.
+ */
 static void run_apas(struct shard_state *s, struct state_ext *x,
 		     struct attr_table *t, struct mar_reader *mar)
 {
@@ -504,50 +544,50 @@ static void run_apas(struct shard_state *s, struct state_ext *x,
 	struct expr_scratch *sc = s->scratch;
 	struct {
 		int slot;
-		struct attr_value v;
+		const struct attr_value *v;
 	} out[128];
 	size_t nout = 0, used = 0;
-	bool any = false;
+	uint64_t dispatched = 0; /* bit i: apas[i] ran this record */
 
 	for (size_t i = 0; i < p->napas; i++) {
 		const struct plan_apa *a = &p->apas[i];
-		bool dup = false;
-		for (size_t j = 0; j < i && !dup; j++)
-			dup = p->apas[j].inst == a->inst && p->apas[j].handler == a->handler;
-		if (dup || !is_true(p->prog, a->match_id, t, sc) ||
+		if (a->first != (int)i && a->first < 64 &&
+		    ((dispatched >> a->first) & 1))
+			continue; /* the same instance already ran */
+		const struct attr_value **in = x->in_res[i];
+		expr_plan_eval(a->in_plan, t, sc, in);
+		const struct attr_value *g = in[a->in_guard];
+		if (!g || g->type != ATTR_BOOL || !g->b ||
 		    !rule_applies(p, a->r, a->all_namespaces, t))
 			continue;
-		any = true;
+		if (a->first < 64)
+			dispatched |= 1ull << a->first;
 		if (mar)
-			resolve(p, a, t, sc, mar);
-		const struct cfg_expr_map *b = &a->inst->mesos.attribute_bindings;
-		for (size_t k = 0; k < b->n && nout < 128; k++) {
-			struct attr_value v;
-			if (expr_eval(p->prog, (uint32_t)b->v[k].expr.id, t, sc, &v))
-				continue; /* no value: the attribute stays as it is */
-			out[nout].slot = b->v[k].slot;
-			out[nout++].v = v;
+			resolve(p, a, in, t, mar);
+		const struct attr_value **br = x->bind_res[i];
+		expr_plan_eval(a->bind_plan, t, sc, br);
+		for (size_t k = 0; k < a->nbind && nout < 128; k++) {
+			const struct attr_value *v = br[a->bind_at[k]];
+			if (v) /* no value: the attribute stays as it is */
+				out[nout++] = (typeof(out[0])){a->bind_slot[k], v};
 		}
 	}
-	if (!any)
-		return;
 	/* Strings built during evaluation live in the scratch arena, which
 	 * the report phase resets: keep copies. */
 	for (size_t i = 0; i < nout; i++) {
-		struct attr_value *v = &out[i].v;
-		if ((attr_type_is_string(v->type) || v->type == ATTR_BYTES) &&
-		    v->s >= sc->arena && v->s < sc->arena + sc->arena_cap) {
-			if (used + v->len > BIND_MAX)
+		struct attr_value v = *out[i].v;
+		if ((attr_type_is_string(v.type) || v.type == ATTR_BYTES) &&
+		    v.s >= sc->arena && v.s < sc->arena + sc->arena_cap) {
+			if (used + v.len > BIND_MAX)
 				continue;
-			memcpy(x->x.bind + used, v->s, v->len);
-			v->s = x->x.bind + used;
-			used += v->len;
+			memcpy(x->x.bind + used, v.s, v.len);
+			v.s = x->x.bind + used;
+			used += v.len;
 		}
-		attr_table_set(t, (unsigned)out[i].slot, v);
+		attr_table_set(t, (unsigned)out[i].slot, &v);
 	}
-	/* The report phase sees the generated attributes, so nothing
-	 * evaluated so far may be reused. */
-	expr_scratch_begin(sc);
+	if (nout)
+		expr_scratch_begin(sc);
 }
 
 static void update(const struct plan_family *f, uint64_t *cells, double v)
@@ -588,49 +628,62 @@ void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
 
 	for (size_t i = 0; i < p->nrules; i++) {
 		const struct plan_rule *r = &p->rules[i];
-		if ((!r->nfams && !r->nlogs) ||
-		    !is_true(p->prog, r->match_id, t, sc) ||
+		if (!r->nfams && !r->nlogs)
+			continue;
+		const struct attr_value **res = x->rule_res[i];
+		expr_plan_eval(r->xp, t, sc, res);
+		/* A match that fails to evaluate counts as false, as in Mixer. */
+		const struct attr_value *g = res[r->guard];
+		if (!g || g->type != ATTR_BOOL || !g->b ||
 		    !rule_applies(p, r->r, r->all_namespaces, t))
 			continue;
 		for (size_t k = 0; k < r->nlogs; k++)
 			log_entry(p, &p->logs[r->logs[k]], t, sc, &x->log);
-		if (!r->nfams)
-			continue;
 		/* Every dispatch counts, as in Mixer: two rules sending one
 		 * instance to one handler count it twice. */
-		expr_eval_batch(p->prog, r->eval, r->neval, t, sc);
-		for (size_t k = 0; k < r->nfams; k++)
-			hits[r->fams[k]]++;
-		any = true;
+		for (size_t k = 0; k < r->nfams; k++) {
+			uint32_t f = r->fams[k];
+			if (!hits[f]++) {
+				x->src_rule[f] = (uint32_t)i;
+				x->src_k[f] = (uint32_t)k;
+			}
+		}
+		any |= r->nfams > 0;
 	}
 	if (!any)
 		return;
 
 	for (size_t d = 0; d < p->ndimsets; d++) {
 		const struct plan_dimset *ds = &p->dimsets[d];
-		unsigned live = 0;
-		for (unsigned k = 0; k < ds->nfam; k++)
-			live += hits[ds->fams[k]] != 0;
-		if (!live)
+		int lead = -1;
+		for (unsigned k = 0; k < ds->nfam && lead < 0; k++)
+			if (hits[ds->fams[k]])
+				lead = (int)ds->fams[k];
+		if (lead < 0)
 			continue;
-		/* The key: every label value, formatted. A dimension that fails
-		 * skips every instance that needs it. */
+		/* The key: every label value, formatted, from the results of a
+		 * rule that feeds the set (the expressions are the set's, so any
+		 * such rule has the same values). A dimension that fails skips
+		 * every instance that needs it. */
+		const struct plan_rule *lr = &p->rules[x->src_rule[lead]];
+		const struct attr_value **lres = x->rule_res[x->src_rule[lead]];
+		const uint32_t *dat = lr->at + lr->off[x->src_k[lead]] + 1;
 		uint32_t klen = 0;
 		bool ok = true;
 		for (size_t k = 0; k < ds->ndims && ok; k++) {
-			const struct attr_value *v;
-			ok = expr_result(sc, ds->dims[k], &v) == 0 &&
-			     key_put(x->x.key, &klen, v);
+			const struct attr_value *v = lres[dat[k]];
+			ok = v && key_put(x->x.key, &klen, v);
 		}
 		double val[64];
 		unsigned nval = 0;
 		for (unsigned k = 0; k < ds->nfam; k++) {
 			uint32_t f = ds->fams[k];
-			const struct attr_value *v;
 			if (!hits[f])
 				continue;
-			if (!ok || expr_result(sc, p->fams[f].value_id, &v) != 0 ||
-			    !metric_value(v, &val[k]) ||
+			const struct plan_rule *fr = &p->rules[x->src_rule[f]];
+			const struct attr_value *v =
+				x->rule_res[x->src_rule[f]][fr->at[fr->off[x->src_k[f]]]];
+			if (!ok || !v || !metric_value(v, &val[k]) ||
 			    (p->fams[f].kind == FAM_COUNTER && val[k] < 0)) {
 				__atomic_store_n(&s->inst_errors[f],
 						 s->inst_errors[f] + hits[f],
