@@ -31,11 +31,13 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -267,6 +269,9 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	/* A test that fails half-way must not leave us waiting for a
+	 * go-file forever: die with the test. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (!address || threads == 0) {
 		fprintf(stderr, "producer: --address is required\n");
 		return 2;
