@@ -573,18 +573,30 @@ static void run_apas(struct shard_state *s, struct state_ext *x,
 		}
 	}
 	/* Strings built during evaluation live in the scratch arena, which
-	 * the report phase resets: keep copies. */
+	 * the report phase resets: keep copies. Values are copied field by
+	 * field, in the widths they were written with: a 24-byte struct copy
+	 * of a value the plan has just stored stalls on store forwarding. */
 	for (size_t i = 0; i < nout; i++) {
-		struct attr_value v = *out[i].v;
-		if ((attr_type_is_string(v.type) || v.type == ATTR_BYTES) &&
-		    v.s >= sc->arena && v.s < sc->arena + sc->arena_cap) {
-			if (used + v.len > BIND_MAX)
-				continue;
-			memcpy(x->x.bind + used, v.s, v.len);
-			v.s = x->x.bind + used;
-			used += v.len;
+		const struct attr_value *v = out[i].v;
+		unsigned slot = (unsigned)out[i].slot;
+		const char *kept = NULL;
+		if ((attr_type_is_string(v->type) || v->type == ATTR_BYTES) &&
+		    v->s >= sc->arena && v->s < sc->arena + sc->arena_cap) {
+			if (used + v->len > BIND_MAX)
+				continue; /* no room to keep it: leave the attribute */
+			memcpy(x->x.bind + used, v->s, v->len);
+			kept = x->x.bind + used;
+			used += v->len;
 		}
-		attr_table_set(t, (unsigned)out[i].slot, &v);
+		struct attr_value *d = &t->v[slot];
+		uint64_t u[2];
+		memcpy(u, &v->i, 16);
+		d->type = v->type;
+		d->len = v->len;
+		memcpy(&d->i, u, 16);
+		if (kept)
+			d->s = kept;
+		t->present[slot >> 6] |= 1ull << (slot & 63);
 	}
 	if (nout)
 		expr_scratch_begin(sc);
