@@ -28,6 +28,7 @@
 #include <ck_pr.h>
 
 #include "agg/agg_internal.h"
+#include "ingest/wire.h"
 
 #define KEY_MAX (64 * 1024)
 #define BIND_MAX (16 * 1024)
@@ -237,11 +238,14 @@ static bool key_put(uint8_t *key, uint32_t *len, const struct attr_value *v)
 	case ATTR_URI:
 	case ATTR_DNS_NAME:
 	case ATTR_BYTES:
-		if (v->len > room)
+		/* The common case, by far: label values are short strings. */
+		if (v->len > room || v->len > UINT16_MAX)
 			return false;
-		memcpy(out, v->s, v->len);
-		n = v->len;
-		break;
+		wire_copy(out, v->s, v->len);
+		uint16_t l16 = (uint16_t)v->len;
+		memcpy(key + *len, &l16, 2);
+		*len += 2 + v->len;
+		return true;
 	case ATTR_INT64:
 		n = fmt_i64(v->i, tmp);
 		goto copy;
