@@ -129,35 +129,49 @@ static const struct cfg_field action_fields[] = {
 	{"name", NULL, CFG_F_STR, OFF(struct cfg_action, name), NULL, NULL, 0},
 };
 
-static int decode_actions(struct cfg_ctx *x, const struct cfg_field *f,
-			  yaml_node_t *node, void *dst)
+/*
+ * A YAML list of structs decoded with @fields into a growing array; @check,
+ * if given, validates each element after its fields (and may fail it).
+ * A failed element is dropped so later references to it do not dangle.
+ */
+static int decode_list(struct cfg_ctx *x, yaml_node_t *node, const char *what,
+		       void *arr, size_t *n, size_t size, struct cfg_fields fields,
+		       int (*check)(struct cfg_ctx *x, yaml_node_t *v, void *elem))
 {
-	struct cfg_rule *r = dst;
 	size_t cap = 0, i = 0;
 	int rc = 0;
 
 	if (node->type != YAML_SEQUENCE_NODE) {
-		cfg_node_error(x, node, "found %s, expected a list of actions",
-			       cfg_node_what(node));
+		cfg_node_error(x, node, "found %s, expected a list of %s",
+			       cfg_node_what(node), what);
 		return -1;
 	}
 	for (yaml_node_item_t *it = node->data.sequence.items.start;
 	     it < node->data.sequence.items.top; it++, i++) {
 		yaml_node_t *v = yaml_document_get_node(x->doc, *it);
 		size_t old = cfg_ctx_push(x, "[%zu]", i);
-		struct cfg_action *a = cfg_push(
-			x->c, &r->actions, &r->n_actions, &cap, sizeof(*a));
+		void *e = cfg_push(x->c, arr, n, &cap, size);
 
-		if (!a)
+		if (!e)
 			return -1;
-		a->pos = cfg_node_pos(x, v);
-		if (cfg_decode_map(x, v, CFG_FIELDS(action_fields), a)) {
-			r->n_actions--;
+		/* Every element starts with its position (struct cfg_pos). */
+		*(struct cfg_pos *)e = cfg_node_pos(x, v);
+		if (cfg_decode_map(x, v, fields, e) || (check && check(x, v, e))) {
+			(*n)--;
 			rc = -1;
 		}
 		cfg_ctx_pop(x, old);
 	}
 	return rc;
+}
+
+static int decode_actions(struct cfg_ctx *x, const struct cfg_field *f,
+			  yaml_node_t *node, void *dst)
+{
+	struct cfg_rule *r = dst;
+
+	return decode_list(x, node, "actions", &r->actions, &r->n_actions,
+			   sizeof(*r->actions), CFG_FIELDS(action_fields), NULL);
 }
 
 /* Header operations act on the check path only; telemetry is unchanged
@@ -405,41 +419,28 @@ static const struct cfg_field prom_metric_fields[] = {
 };
 #undef PM
 
+/* Mixer refused a metric without a kind. */
+static int check_prom_metric(struct cfg_ctx *x, yaml_node_t *v, void *elem)
+{
+	const struct cfg_prom_metric *m = elem;
+
+	if (m->kind != CFG_PROM_UNSPECIFIED)
+		return 0;
+	cfg_ctx_push(x, "kind");
+	cfg_node_error(x, v,
+		       "found UNSPECIFIED, expected "
+		       "GAUGE, COUNTER or DISTRIBUTION");
+	return -1;
+}
+
 static int decode_prom_metrics(struct cfg_ctx *x, const struct cfg_field *f,
 			       yaml_node_t *node, void *dst)
 {
 	struct cfg_prometheus *p = &((struct cfg_handler *)dst)->prometheus;
-	size_t cap = 0, i = 0;
-	int rc = 0;
 
-	if (node->type != YAML_SEQUENCE_NODE) {
-		cfg_node_error(x, node, "found %s, expected a list of metrics",
-			       cfg_node_what(node));
-		return -1;
-	}
-	for (yaml_node_item_t *it = node->data.sequence.items.start;
-	     it < node->data.sequence.items.top; it++, i++) {
-		yaml_node_t *v = yaml_document_get_node(x->doc, *it);
-		size_t old = cfg_ctx_push(x, "[%zu]", i);
-		struct cfg_prom_metric *m = cfg_push(
-			x->c, &p->metrics, &p->n_metrics, &cap, sizeof(*m));
-
-		if (!m)
-			return -1;
-		m->pos = cfg_node_pos(x, v);
-		if (cfg_decode_map(x, v, CFG_FIELDS(prom_metric_fields), m)) {
-			p->n_metrics--;
-			rc = -1;
-		} else if (m->kind == CFG_PROM_UNSPECIFIED) {
-			cfg_ctx_push(x, "kind");
-			cfg_node_error(x, v,
-				       "found UNSPECIFIED, expected "
-				       "GAUGE, COUNTER or DISTRIBUTION");
-			rc = -1;
-		}
-		cfg_ctx_pop(x, old);
-	}
-	return rc;
+	return decode_list(x, node, "metrics", &p->metrics, &p->n_metrics,
+			   sizeof(*p->metrics), CFG_FIELDS(prom_metric_fields),
+			   check_prom_metric);
 }
 
 #define PE(f) OFF(struct cfg_prometheus, f)
