@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "attr/attr.h"
 
@@ -116,6 +117,35 @@ uint32_t ingest_ring_pid(const struct ingest_ring *r);
  * the queue is full: the caller holds the record back and retries later.
  */
 bool ingest_queue_push(struct ingest_ring *q, const void *p, uint32_t len);
+
+/* ---------------------------------------------------------------------- */
+/* Frames on a byte stream (the socket transport).                         */
+
+/** Called for each whole record; false refuses it (the queue is full). */
+typedef bool (*ingest_frame_fn)(void *ctx, const uint8_t *p, uint32_t len);
+
+/** Reassembly state of one stream. Zero-initialise. */
+struct ingest_framer {
+	uint8_t *part;      /* a frame split across pieces, being collected */
+	uint32_t part_len;
+	bool part_full;     /* part holds a whole frame @push refused */
+};
+
+/**
+ * Feed @n untrusted bytes of a stream: each whole frame's payload goes to
+ * @push. Returns how many bytes were consumed -- fewer than @n when @push
+ * refused a record (feed the rest later; a refused frame is retried
+ * first) -- or -1 on a bad frame or ENOMEM, after which the stream cannot
+ * be trusted.
+ */
+ssize_t ingest_framer_feed(struct ingest_framer *f, const uint8_t *p, size_t n,
+			   ingest_frame_fn push, void *ctx);
+
+/** True when no frame is half received or waiting to be pushed. */
+bool ingest_framer_idle(const struct ingest_framer *f);
+
+/** Free what @f holds; it is zeroed and may be used again. */
+void ingest_framer_free(struct ingest_framer *f);
 
 /* ---------------------------------------------------------------------- */
 /* The socket server.                                                      */

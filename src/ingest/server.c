@@ -88,10 +88,7 @@ struct conn {
 	char cmsg[CMSG_SPACE(sizeof(int) * 4)]
 		__attribute__((aligned(__alignof__(struct cmsghdr))));
 
-	/* stream reassembly: one frame at most */
-	uint8_t *part;
-	uint32_t part_len;
-	bool part_full;      /* part holds a whole frame the queue refused */
+	struct ingest_framer framer; /* stream reassembly */
 
 	/* backpressure */
 	bool recv_armed;     /* a multishot recv is in flight */
@@ -239,7 +236,7 @@ static void free_conn(struct ingest_server *s, struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	close(c->fd);
-	free(c->part);
+	ingest_framer_free(&c->framer);
 	free(c);
 	ck_pr_store_64(&s->n_open, ck_pr_load_64(&s->n_open) - 1);
 }
@@ -259,15 +256,15 @@ static bool push_record(struct ingest_server *s, struct conn *c,
 	return true;
 }
 
-/* Validate a frame header; returns the frame's size or 0 if it is bad. */
-static uint64_t frame_check(const uint8_t *h, uint32_t *len)
+struct push_ctx {
+	struct ingest_server *s;
+	struct conn *c;
+};
+
+static bool push_frame(void *ctx, const uint8_t *p, uint32_t len)
 {
-	uint32_t fh[2];
-	memcpy(fh, h, sizeof fh);
-	if (fh[1] != MIXD_FRAME_RECORD || fh[0] > MIXD_RECORD_MAX)
-		return 0;
-	*len = fh[0];
-	return ring_frame_size(fh[0]);
+	struct push_ctx *pc = ctx;
+	return push_record(pc->s, pc->c, p, len);
 }
 
 /*
@@ -278,56 +275,8 @@ static uint64_t frame_check(const uint8_t *h, uint32_t *len)
 static ssize_t stream_bytes(struct ingest_server *s, struct conn *c,
 			    const uint8_t *p, size_t n)
 {
-	uint32_t len = 0;
-	uint64_t sz;
-	size_t used = 0;
-
-	if (c->part_full) {
-		frame_check(c->part, &len);
-		if (!push_record(s, c, c->part + MIXD_FRAME_HDR, len))
-			return 0;
-		c->part_full = false;
-		c->part_len = 0;
-	}
-	while (used < n) {
-		const uint8_t *q = p + used;
-		size_t left = n - used;
-		if (c->part_len == 0 && left >= MIXD_FRAME_HDR) {
-			/* The common case: whole frames straight from the buffer. */
-			if (!(sz = frame_check(q, &len)))
-				return -1;
-			if (left >= sz) {
-				if (!push_record(s, c, q + MIXD_FRAME_HDR, len))
-					return (ssize_t)used;
-				used += sz;
-				continue;
-			}
-		}
-		/* A frame split across buffers: collect it in c->part. */
-		if (!c->part && !(c->part = malloc(MIXD_FRAME_HDR + MIXD_RECORD_MAX + 8)))
-			return -1;
-		uint32_t want = MIXD_FRAME_HDR;
-		if (c->part_len >= MIXD_FRAME_HDR)
-			want = (uint32_t)frame_check(c->part, &len);
-		uint32_t take = want - c->part_len;
-		if (take > left)
-			take = (uint32_t)left;
-		memcpy(c->part + c->part_len, q, take);
-		c->part_len += take;
-		used += take;
-		if (c->part_len < MIXD_FRAME_HDR)
-			continue;
-		if (!(sz = frame_check(c->part, &len)))
-			return -1;
-		if (c->part_len == sz) {
-			if (!push_record(s, c, c->part + MIXD_FRAME_HDR, len)) {
-				c->part_full = true;
-				return (ssize_t)used;
-			}
-			c->part_len = 0;
-		}
-	}
-	return (ssize_t)used;
+	struct push_ctx pc = {s, c};
+	return ingest_framer_feed(&c->framer, p, n, push_frame, &pc);
 }
 
 /* Keep bytes [off, len) of buffer @bid for later; stall the connection. */
@@ -378,14 +327,14 @@ static bool unstall(struct ingest_server *s, struct conn *c)
 			break;
 		}
 		h->off += (uint32_t)k;
-		if (h->off < h->len || c->part_full)
+		if (h->off < h->len || c->framer.part_full)
 			return false;
 		c->held = h->next;
 		give_back(s, h->bid);
 		free(h);
 	}
-	if (c->part_full && !c->dead) {
-		if (stream_bytes(s, c, NULL, 0) < 0 || c->part_full)
+	if (c->framer.part_full && !c->dead) {
+		if (stream_bytes(s, c, NULL, 0) < 0 || c->framer.part_full)
 			return false;
 	}
 	while (c->held) { /* dead: drop what is left */
@@ -550,7 +499,7 @@ static void on_recv(struct ingest_server *s, struct conn *c,
 		arm_recv(s, c);
 		return;
 	}
-	if (c->kind == CONN_STREAM && (c->part_len || c->part_full))
+	if (c->kind == CONN_STREAM && !ingest_framer_idle(&c->framer))
 		bump(&s->n_rejected); /* a frame cut off by the close */
 	free_conn(s, c);
 }
@@ -766,7 +715,7 @@ void ingest_server_destroy(struct ingest_server *s)
 	for (struct conn *c = s->conns, *next; c; c = next) {
 		next = c->next;
 		close(c->fd);
-		free(c->part);
+		ingest_framer_free(&c->framer);
 		free(c);
 	}
 	if (s->accepting)
