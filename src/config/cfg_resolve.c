@@ -123,12 +123,30 @@ static bool adapter_takes(enum cfg_adapter a, enum cfg_template t)
 	}
 }
 
+/* An empty reference (`handler:` with no value) names nothing: say so
+ * rather than resolve it. */
+static bool ref_given(struct cfg *c, const struct cfg_str *ref,
+		      const struct cfg_pos *around, const char *obj,
+		      const char *field, const char *what)
+{
+	if (ref->s && *ref->s)
+		return true;
+	/* A null value has no position of its own: use its element's. */
+	cfg_error_at(c, ref->pos.file ? &ref->pos : around, obj, field,
+		     "found nothing, expected the name of %s", what);
+	return false;
+}
+
 static void resolve_action(struct cfg *c, struct cfg_rule *r, size_t ai)
 {
 	struct cfg_action *a = &r->actions[ai];
-	const char *fqn = canonical(c, a->handler_ref.s, r->meta.ns, "handler");
 	char field[96];
 
+	snprintf(field, sizeof(field), "actions[%zu].handler", ai);
+	if (!ref_given(c, &a->handler_ref, &a->pos, r->meta.fqn, field,
+		       "a handler"))
+		return;
+	const char *fqn = canonical(c, a->handler_ref.s, r->meta.ns, "handler");
 	if (!fqn)
 		return;
 	a->handler = cfg_find_handler(c, fqn);
@@ -149,6 +167,9 @@ static void resolve_action(struct cfg *c, struct cfg_rule *r, size_t ai)
 
 		snprintf(field, sizeof(field), "actions[%zu].instances[%zu]",
 			 ai, i);
+		if (!ref_given(c, ref, &a->pos, r->meta.fqn, field,
+			       "an instance"))
+			continue;
 		fqn = canonical(c, ref->s, r->meta.ns, "instance");
 		if (!fqn)
 			return;
@@ -241,6 +262,9 @@ static void resolve_prom_metric(struct cfg *c, struct cfg_handler *h, size_t mi)
 			     m->family, other->pos.file, other->pos.line);
 	}
 	snprintf(field, sizeof(field), "metrics[%zu].instance_name", mi);
+	if (!ref_given(c, &m->instance_name, &m->pos, h->meta.fqn, field,
+		       "a metric instance"))
+		return;
 	fqn = canonical(c, m->instance_name.s, h->meta.ns, "instance");
 	if (!fqn)
 		return;

@@ -74,8 +74,9 @@ static void print_rules(const struct cfg *c, FILE *out)
 			const struct cfg_action *ac = &r->actions[a];
 
 			fprintf(out, "    -> %s:",
-				ac->handler ? ac->handler->meta.fqn
-					    : ac->handler_ref.s);
+				ac->handler	     ? ac->handler->meta.fqn
+				: ac->handler_ref.s ? ac->handler_ref.s
+						     : "(none)");
 			for (size_t j = 0; j < ac->n_instances; j++)
 				fprintf(out, " %s", ac->instances[j]->meta.fqn);
 			fputc('\n', out);
@@ -194,8 +195,9 @@ static void print_families(const struct cfg *c, FILE *out)
 					m->buckets.n_bounds ? "]" : "");
 			}
 			fprintf(out, ", from %s\n",
-				m->instance ? m->instance->meta.fqn
-					    : m->instance_name.s);
+				m->instance	       ? m->instance->meta.fqn
+				: m->instance_name.s ? m->instance_name.s
+						       : "(none)");
 		}
 	}
 }
