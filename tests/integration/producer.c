@@ -8,7 +8,8 @@
  *            [--flush-ms MS]
  *
  * --progress FILE: after every commit the producer stores two counters in
- * FILE (mapped shared): records started and records committed. A test that
+ * FILE (mapped shared): records started, records committed, and when the
+ * last commit happened (CLOCK_MONOTONIC, ns). A test that
  * kills the producer with SIGKILL reads them afterwards and knows how many
  * records were committed, to within the one in flight.
  *
@@ -47,6 +48,7 @@
 struct progress {
 	uint64_t started;
 	uint64_t committed;
+	uint64_t last_commit_ns; /* CLOCK_MONOTONIC of the last commit */
 };
 
 static mixd_client *client;
@@ -214,10 +216,13 @@ static void run_phases(void)
 			uint64_t t0 = now_ns();
 			int rc = write_record(i);
 			uint64_t dt = now_ns() - t0;
-			if (rc == 0)
+			if (rc == 0) {
+				__atomic_store_n(&prog->last_commit_ns, now_ns(),
+						 __ATOMIC_SEQ_CST);
 				__atomic_add_fetch(&prog->committed, 1, __ATOMIC_SEQ_CST);
-			else
+			} else {
 				__atomic_sub_fetch(&prog->started, 1, __ATOMIC_SEQ_CST);
+			}
 			if (dt > max_commit_ns)
 				max_commit_ns = dt;
 		}
