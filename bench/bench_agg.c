@@ -20,6 +20,7 @@
 #include "expose/expose.h"
 #include "ingest/ingest.h"
 #include "ingest/wire.h"
+#include "marathon/mar_internal.h"
 
 #define RECORD_CAP 512
 
@@ -50,8 +51,10 @@ static uint32_t encode(uint8_t *buf, uint64_t i, uint64_t sets)
 	} while (0)
 	STR(MIXD_ATTR_CONTEXT_PROTOCOL, "http", 4);
 	STR(MIXD_ATTR_CONTEXT_REPORTER_KIND, "inbound", 7);
-	STR(MIXD_ATTR_SOURCE_UID, "kubernetes://pp-v1.1f0c", 23);
-	STR(MIXD_ATTR_DESTINATION_UID, "kubernetes://rv-v2.c96b", 23);
+	STR(MIXD_ATTR_SOURCE_UID, "kubernetes://bookinfo_pp-v1.instance-1f0c._app",
+	    46);
+	STR(MIXD_ATTR_DESTINATION_UID,
+	    "kubernetes://bookinfo_rv-v2.instance-c96b._app", 46);
 	uint8_t ip[4] = {10, 0, (uint8_t)(i >> 8), (uint8_t)i};
 	wire_attr(&w, MIXD_ATTR_SOURCE_IP, MIXD_T_IP, NULL, 0);
 	wire_ip(&w, ip, 4);
@@ -123,17 +126,57 @@ static void run(struct agg *a, const struct workload *wl, size_t passes)
 	static struct attr_table t;
 	for (size_t p = 0; p < passes; p++) {
 		for (size_t i = 0; i < wl->n; i++) {
+			/* A shard pins one snapshot per pass of 1,024 records. */
+			if (sh->mar && i % 1024 == 0)
+				mar_read_begin(sh->mar);
 			attr_table_clear(&t);
 			if (ingest_decode(wl->buf + i * RECORD_CAP, wl->len[i],
 					  sh->state->plan->vocab, &t))
 				abort();
-			state_process(sh->state, &t, 0, a->o.series_limit, NULL,
+			state_process(sh->state, &t, 0, a->o.series_limit, sh->mar,
 				      &a->epoch, &sh->retired);
+			if (sh->mar && (i % 1024 == 1023 || i + 1 == wl->n))
+				mar_read_end(sh->mar);
 		}
 	}
 }
 
-static void throughput(uint64_t sets, int runs)
+/*
+ * A Marathon resolver holding the two apps the records name (an injected
+ * snapshot: no Marathon needed), so every record's source and destination
+ * resolve and their workloads, apps and versions become labels.
+ */
+static struct mar_resolver *bookinfo_resolver(void)
+{
+	static const char json[] =
+		"{\"apps\":["
+		"{\"id\":\"/bookinfo/pp-v1\",\"labels\":{\"istio\":\"productpage\","
+		"\"version\":\"v1\"},\"networks\":[{\"mode\":\"container\"}],"
+		"\"tasks\":[{\"id\":\"bookinfo_pp-v1.instance-1f0c._app.1\","
+		"\"appId\":\"/bookinfo/pp-v1\",\"host\":\"10.1.0.1\","
+		"\"state\":\"TASK_RUNNING\",\"ipAddresses\":[{\"ipAddress\":"
+		"\"9.0.0.2\"}]}]},"
+		"{\"id\":\"/bookinfo/rv-v2\",\"labels\":{\"istio\":\"reviews\","
+		"\"version\":\"v2\"},\"networks\":[{\"mode\":\"container\"}],"
+		"\"tasks\":[{\"id\":\"bookinfo_rv-v2.instance-c96b._app.1\","
+		"\"appId\":\"/bookinfo/rv-v2\",\"host\":\"10.1.0.2\","
+		"\"state\":\"TASK_RUNNING\",\"ipAddresses\":[{\"ipAddress\":"
+		"\"9.0.0.3\"}]}]}]}";
+	cJSON *apps = mar_parse_apps(json, sizeof json - 1);
+	struct mar_snap *snap = NULL;
+	if (!apps || mar_snap_build(apps, NULL, NULL, &snap, NULL) < 0)
+		abort();
+	cJSON_Delete(apps);
+	struct mar_options o = {.addresses = "127.0.0.1:1",
+				.backoff_min_ns = 10000000000ll,
+				.log_file = fopen("/dev/null", "w")};
+	struct mar_resolver *r;
+	if (mar_resolver_start(&o, &r) < 0 || mar_resolver_inject(r, snap))
+		abort();
+	return r;
+}
+
+static void throughput(uint64_t sets, int runs, bool marathon)
 {
 	struct workload wl;
 	size_t n = sets > 200000 ? sets : 200000;
@@ -141,16 +184,32 @@ static void throughput(uint64_t sets, int runs)
 	double s[32];
 	for (int r = 0; r < runs; r++) {
 		struct agg *a = make_agg();
+		struct mar_resolver *res = marathon ? bookinfo_resolver() : NULL;
+		if (res)
+			a->shards[0].mar = mar_reader_create(res);
 		run(a, &wl, 1); /* every label set created: steady state after */
 		uint64_t t0 = bench_now_ns();
 		run(a, &wl, 3);
 		double ns = (double)(bench_now_ns() - t0) / (double)(3 * wl.n);
 		s[r] = 1e3 / ns; /* M records/s */
+		if (marathon) {
+			/* Every record resolved: its workload is a label. */
+			struct agg_view *v;
+			if (agg_view_create(a, &v) || !v->sets[0].nrows ||
+			    !memmem(v->sets[0].rows[0].key, v->sets[0].rows[0].key_len,
+				    "pp-v1", 5))
+				abort();
+			agg_view_destroy(v);
+			mar_reader_destroy(a->shards[0].mar);
+			a->shards[0].mar = NULL;
+		}
 		agg_destroy(a);
+		mar_resolver_stop(res);
 	}
 	char label[96];
-	snprintf(label, sizeof label, "%llu label sets: throughput per shard core",
-		 (unsigned long long)sets);
+	snprintf(label, sizeof label, "%llu label sets%s: throughput per shard core",
+		 (unsigned long long)sets,
+		 marathon ? ", Marathon resolver on" : "");
 	bench_report(label, s, runs, "M records/s");
 	free(wl.buf);
 	free(wl.len);
@@ -165,8 +224,9 @@ int main(void)
 		     "dimensions + 4 HTTP families per record, one shard core; "
 		     "label sets chosen by destination.service.host and "
 		     "response.code");
-	throughput(1000, runs);
-	throughput(100000, runs);
+	throughput(1000, runs, false);
+	throughput(100000, runs, false);
+	throughput(1000, runs, true);
 
 	/* Memory and rendering at 100,000 label sets. */
 	double mem[32], view_s[32], render_s[32], again_s[32], lines = 0, bytes = 0;
