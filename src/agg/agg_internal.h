@@ -88,6 +88,10 @@ struct plan_log {
 	const struct cfg_stdio *stdio;
 	int fd;                       /* stdout, stderr, or a file we opened */
 	bool own_fd;
+	/* The instance's variables in name order, as Mixer's adapter wrote
+	 * them: sorted once here, not per record. */
+	const struct cfg_named_expr **vars;
+	size_t nvars;
 };
 
 /* What one report rule does for a record. */
@@ -245,7 +249,8 @@ int log_entry(const struct agg_plan *p, const struct plan_log *l,
 /** Write out what @b holds. */
 void log_flush(struct log_buf *b);
 
-/** Open the handlers' outputs for @p; 0 or -1 (logged). */
+/** Open the handlers' outputs for @p and order each instance's variables;
+ *  0 or -1 (logged). */
 int plan_open_logs(struct agg_plan *p);
 
 /** Drop rows not updated for the plan's expiry; counts them. */
@@ -311,7 +316,6 @@ struct agg {
 	struct agg_options o;
 	const struct attr_vocab *vocab;
 	int state; /* atomic: RUN, DRAIN */
-	unsigned next_stream;
 	struct shard *shards;
 	struct agg_epoch epoch;
 

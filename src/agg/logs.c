@@ -19,11 +19,26 @@
 
 #include "agg/agg_internal.h"
 
+static int var_cmp(const void *a, const void *b)
+{
+	const struct cfg_named_expr *x = *(const struct cfg_named_expr *const *)a;
+	const struct cfg_named_expr *y = *(const struct cfg_named_expr *const *)b;
+	return strcmp(x->name, y->name);
+}
+
 int plan_open_logs(struct agg_plan *p)
 {
 	for (size_t i = 0; i < p->nlogs; i++) {
 		struct plan_log *l = &p->logs[i];
 		const struct cfg_stdio *s = l->stdio;
+		const struct cfg_expr_map *vm = &l->inst->logentry.variables;
+		l->vars = calloc(vm->n + 1, sizeof *l->vars);
+		if (!l->vars)
+			return -1;
+		for (size_t k = 0; k < vm->n; k++)
+			l->vars[k] = &vm->v[k];
+		l->nvars = vm->n;
+		qsort(l->vars, l->nvars, sizeof l->vars[0], var_cmp);
 		if (s->log_stream == CFG_STREAM_FILE ||
 		    s->log_stream == CFG_STREAM_ROTATED_FILE) {
 			/* Handlers shared by rules share one descriptor. */
@@ -168,13 +183,6 @@ static const char *level_name(const struct cfg_stdio *s, const struct attr_value
 	return l == CFG_LEVEL_ERROR ? "error" : l == CFG_LEVEL_WARNING ? "warn" : "info";
 }
 
-static int var_cmp(const void *a, const void *b)
-{
-	const struct cfg_named_expr *x = *(const struct cfg_named_expr *const *)a;
-	const struct cfg_named_expr *y = *(const struct cfg_named_expr *const *)b;
-	return strcmp(x->name, y->name);
-}
-
 int log_entry(const struct agg_plan *p, const struct plan_log *l,
 	      const struct attr_table *t, struct expr_scratch *sc,
 	      struct log_buf *b)
@@ -205,20 +213,15 @@ int log_entry(const struct agg_plan *p, const struct plan_log *l,
 	puts_(&o, ",\"instance\":");
 	put_json_string(&o, l->inst->meta.fqn, strlen(l->inst->meta.fqn));
 
-	/* Variables in name order, as Mixer's adapter sorted them. */
-	const struct cfg_named_expr *vars[256];
-	size_t n = le->variables.n < 256 ? le->variables.n : 256;
-	for (size_t i = 0; i < n; i++)
-		vars[i] = &le->variables.v[i];
-	qsort(vars, n, sizeof vars[0], var_cmp);
 	int rc = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (expr_eval(p->prog, (uint32_t)vars[i]->expr.id, t, sc, &v)) {
+	for (size_t i = 0; i < l->nvars; i++) {
+		const struct cfg_named_expr *var = l->vars[i];
+		if (expr_eval(p->prog, (uint32_t)var->expr.id, t, sc, &v)) {
 			rc = -1; /* Mixer skipped the variable; so do we */
 			continue;
 		}
 		put(&o, ",", 1);
-		put_json_string(&o, vars[i]->name, strlen(vars[i]->name));
+		put_json_string(&o, var->name, strlen(var->name));
 		put(&o, ":", 1);
 		put_value(&o, &v);
 	}

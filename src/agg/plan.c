@@ -39,9 +39,11 @@ void plan_unref(struct agg_plan *p)
 		free(p->apas[i].bind_at);
 		free(p->apas[i].bind_slot);
 	}
-	for (size_t i = 0; i < p->nlogs; i++)
+	for (size_t i = 0; i < p->nlogs; i++) {
 		if (p->logs[i].own_fd)
 			close(p->logs[i].fd);
+		free(p->logs[i].vars);
+	}
 	free(p->logs);
 	free(p->dimsets);
 	free(p->rules);

@@ -348,8 +348,6 @@ static bool metric_value(const struct attr_value *v, double *out)
 struct shard_scratch {
 	uint8_t key[KEY_MAX];
 	char bind[BIND_MAX];
-	uint32_t *hits;     /* per family: dispatches this record */
-	size_t nhits;
 };
 
 /* Kept beside the state; allocated with it. */
