@@ -58,50 +58,40 @@ static const struct cfg_field manifest_attr_fields[] = {
 	{"description", NULL, CFG_F_CUSTOM, 0, NULL, decode_description, 0},
 };
 
+struct push_arg {
+	void *dst; /* the struct holding the array */
+	size_t cap;
+};
+
+static int manifest_attr_entry(struct cfg_ctx *x, const char *key,
+			       yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+	struct push_arg *pa = arg;
+	struct cfg_manifest *m = pa->dst;
+	struct cfg_manifest_attr *a =
+		cfg_push(x->c, &m->attrs, &m->n_attrs, &pa->cap, sizeof(*a));
+
+	if (!a)
+		return CFG_ENTRY_FATAL;
+	a->name = cfg_strdup(x->c, key);
+	a->pos = cfg_node_pos(x, k);
+	if (cfg_decode_map(x, v, CFG_FIELDS(manifest_attr_fields), a)) {
+		m->n_attrs--;
+		return -1;
+	}
+	return 0;
+}
+
 static int decode_manifest_attrs(struct cfg_ctx *x, const struct cfg_field *f,
 				 yaml_node_t *node, void *dst)
 {
-	struct cfg_manifest *m = dst;
-	size_t cap = 0;
-	int rc = 0;
+	struct push_arg pa = {dst, 0};
 
-	if (node->type != YAML_MAPPING_NODE) {
-		cfg_node_error(x, node,
-			       "found %s, expected a mapping of attribute "
-			       "names to {valueType}",
-			       cfg_node_what(node));
-		return -1;
-	}
-	for (yaml_node_pair_t *p = node->data.mapping.pairs.start;
-	     p < node->data.mapping.pairs.top; p++) {
-		yaml_node_t *k = yaml_document_get_node(x->doc, p->key);
-		yaml_node_t *v = yaml_document_get_node(x->doc, p->value);
-		const char *name = cfg_scalar(k);
-		struct cfg_manifest_attr *a;
-
-		if (!name || !*name) {
-			cfg_node_error(x, k,
-				       "found %s, expected an attribute "
-				       "name",
-				       name ? "an empty key"
-					    : cfg_node_what(k));
-			rc = -1;
-			continue;
-		}
-		size_t old = cfg_ctx_push(x, "%s", name);
-
-		a = cfg_push(x->c, &m->attrs, &m->n_attrs, &cap, sizeof(*a));
-		if (!a)
-			return -1;
-		a->name = cfg_strdup(x->c, name);
-		a->pos = cfg_node_pos(x, k);
-		if (cfg_decode_map(x, v, CFG_FIELDS(manifest_attr_fields), a)) {
-			m->n_attrs--;
-			rc = -1;
-		}
-		cfg_ctx_pop(x, old);
-	}
-	return rc;
+	return cfg_decode_entries(x, node,
+				  "found %s, expected a mapping of attribute "
+				  "names to {valueType}",
+				  "found %s, expected an attribute name", true,
+				  manifest_attr_entry, &pa);
 }
 
 /* A manifest's revision and name are informational: decoded into scratch
@@ -488,8 +478,8 @@ static const char *const stdio_levels[] = {"INFO", "WARNING", "ERROR", NULL};
 static const char *const stdio_streams[] = {"STDOUT", "STDERR", "FILE",
 					    "ROTATED_FILE", NULL};
 
-static int decode_severity_levels(struct cfg_ctx *x, const struct cfg_field *f,
-				  yaml_node_t *node, void *dst)
+static int severity_entry(struct cfg_ctx *x, const char *key, yaml_node_t *k,
+			  yaml_node_t *v, void *arg)
 {
 	static const struct cfg_field level = {
 		"level",
@@ -499,44 +489,32 @@ static int decode_severity_levels(struct cfg_ctx *x, const struct cfg_field *f,
 		stdio_levels,
 		NULL,
 		0};
-	struct cfg_stdio *s = &((struct cfg_handler *)dst)->stdio;
-	size_t cap = 0;
-	int rc = 0;
+	struct push_arg *pa = arg;
+	struct cfg_stdio *s = pa->dst;
+	struct cfg_severity_level *l =
+		cfg_push(x->c, &s->severity_levels, &s->n_severity_levels,
+			 &pa->cap, sizeof(*l));
 
-	if (node->type != YAML_MAPPING_NODE) {
-		cfg_node_error(x, node,
-			       "found %s, expected a mapping of severities to "
-			       "INFO, WARNING or ERROR",
-			       cfg_node_what(node));
+	if (!l)
+		return CFG_ENTRY_FATAL;
+	l->severity = cfg_strdup(x->c, key);
+	if (cfg_decode_field(x, &level, v, l)) {
+		s->n_severity_levels--;
 		return -1;
 	}
-	for (yaml_node_pair_t *p = node->data.mapping.pairs.start;
-	     p < node->data.mapping.pairs.top; p++) {
-		yaml_node_t *k = yaml_document_get_node(x->doc, p->key);
-		yaml_node_t *v = yaml_document_get_node(x->doc, p->value);
-		const char *key = cfg_scalar(k);
-		struct cfg_severity_level *l;
+	return 0;
+}
 
-		if (!key) {
-			cfg_node_error(x, k, "found %s, expected a severity",
-				       cfg_node_what(k));
-			rc = -1;
-			continue;
-		}
-		size_t old = cfg_ctx_push(x, "%s", key);
+static int decode_severity_levels(struct cfg_ctx *x, const struct cfg_field *f,
+				  yaml_node_t *node, void *dst)
+{
+	struct push_arg pa = {&((struct cfg_handler *)dst)->stdio, 0};
 
-		l = cfg_push(x->c, &s->severity_levels, &s->n_severity_levels,
-			     &cap, sizeof(*l));
-		if (!l)
-			return -1;
-		l->severity = cfg_strdup(x->c, key);
-		if (cfg_decode_field(x, &level, v, l)) {
-			s->n_severity_levels--;
-			rc = -1;
-		}
-		cfg_ctx_pop(x, old);
-	}
-	return rc;
+	return cfg_decode_entries(x, node,
+				  "found %s, expected a mapping of severities to "
+				  "INFO, WARNING or ERROR",
+				  "found %s, expected a severity", false,
+				  severity_entry, &pa);
 }
 
 #define SO(f) OFF(struct cfg_handler, stdio.f)

@@ -293,17 +293,14 @@ static int decode_expr(struct cfg_ctx *x, yaml_node_t *node,
 	return dst->text ? 0 : -1;
 }
 
-static int decode_expr_map(struct cfg_ctx *x, yaml_node_t *node,
-			   struct cfg_expr_map *dst)
+int cfg_decode_entries(struct cfg_ctx *x, yaml_node_t *node,
+		       const char *not_mapping, const char *bad_key,
+		       bool nonempty, cfg_entry_fn fn, void *arg)
 {
-	size_t cap = 0;
 	int rc = 0;
 
 	if (node->type != YAML_MAPPING_NODE) {
-		cfg_node_error(x, node,
-			       "found %s, expected a mapping of names to "
-			       "expressions",
-			       cfg_node_what(node));
+		cfg_node_error(x, node, not_mapping, cfg_node_what(node));
 		return -1;
 	}
 	for (yaml_node_pair_t *p = node->data.mapping.pairs.start;
@@ -312,42 +309,67 @@ static int decode_expr_map(struct cfg_ctx *x, yaml_node_t *node,
 		yaml_node_t *v = yaml_document_get_node(x->doc, p->value);
 		const char *key = cfg_scalar(k);
 
-		if (!key) {
-			cfg_node_error(x, k,
-				       "found %s as a key, expected a "
-				       "name",
-				       cfg_node_what(k));
+		if (!key || (nonempty && !*key)) {
+			cfg_node_error(x, k, bad_key,
+				       key ? "an empty key" : cfg_node_what(k));
 			rc = -1;
 			continue;
 		}
 		size_t old = cfg_ctx_push(x, "%s", key);
-		bool dup = false;
+		int e = fn(x, key, k, v, arg);
+		cfg_ctx_pop(x, old);
+		if (e == CFG_ENTRY_FATAL)
+			return -1;
+		if (e)
+			rc = -1;
+	}
+	return rc;
+}
 
-		for (size_t i = 0; i < dst->n; i++)
-			dup |= !strcmp(dst->v[i].name, key);
-		if (dup) {
+struct expr_map_arg {
+	struct cfg_expr_map *dst;
+	size_t cap;
+};
+
+static int expr_map_entry(struct cfg_ctx *x, const char *key, yaml_node_t *k,
+			  yaml_node_t *v, void *arg)
+{
+	struct expr_map_arg *a = arg;
+	struct cfg_expr_map *dst = a->dst;
+
+	for (size_t i = 0; i < dst->n; i++) {
+		if (!strcmp(dst->v[i].name, key)) {
 			cfg_node_error(x, k,
 				       "found a second \"%s\", expected "
 				       "each name once",
 				       key);
-			rc = -1;
-		} else {
-			struct cfg_named_expr *ne = cfg_push(
-				x->c, &dst->v, &dst->n, &cap, sizeof(*ne));
-
-			if (!ne)
-				return -1;
-			ne->name = cfg_strdup(x->c, key);
-			ne->pos = cfg_node_pos(x, k);
-			ne->slot = -1;
-			if (!ne->name || decode_expr(x, v, &ne->expr)) {
-				dst->n--;
-				rc = -1;
-			}
+			return -1;
 		}
-		cfg_ctx_pop(x, old);
 	}
-	return rc;
+	struct cfg_named_expr *ne =
+		cfg_push(x->c, &dst->v, &dst->n, &a->cap, sizeof(*ne));
+	if (!ne)
+		return CFG_ENTRY_FATAL;
+	ne->name = cfg_strdup(x->c, key);
+	ne->pos = cfg_node_pos(x, k);
+	ne->slot = -1;
+	if (!ne->name || decode_expr(x, v, &ne->expr)) {
+		dst->n--;
+		return -1;
+	}
+	return 0;
+}
+
+static int decode_expr_map(struct cfg_ctx *x, yaml_node_t *node,
+			   struct cfg_expr_map *dst)
+{
+	struct expr_map_arg a = {dst, 0};
+
+	return cfg_decode_entries(x, node,
+				  "found %s, expected a mapping of names to "
+				  "expressions",
+				  "found %s as a key, expected a name", false,
+				  expr_map_entry, &a);
 }
 
 static int decode_strlist(struct cfg_ctx *x, yaml_node_t *node,

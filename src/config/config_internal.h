@@ -163,6 +163,26 @@ struct cfg_fields {
 int cfg_decode_map(struct cfg_ctx *x, yaml_node_t *node,
 		   struct cfg_fields fields, void *dst);
 
+/**
+ * One entry of a mapping whose keys are names (manifest attributes,
+ * severities, dimensions): called inside the key's context path. Returns 0,
+ * -1 when this entry is bad (the walk goes on), or CFG_ENTRY_FATAL (out of
+ * memory: the walk stops).
+ */
+typedef int (*cfg_entry_fn)(struct cfg_ctx *x, const char *key, yaml_node_t *k,
+			    yaml_node_t *v, void *arg);
+#define CFG_ENTRY_FATAL (-2)
+
+/**
+ * Walk mapping @node, calling @fn for each key. @not_mapping is the error
+ * for a node that is no mapping and @bad_key the one for a key that is no
+ * scalar (each a format with one %s: what was found); with @nonempty an
+ * empty key is refused the same way. Returns 0 when nothing was wrong.
+ */
+int cfg_decode_entries(struct cfg_ctx *x, yaml_node_t *node,
+		       const char *not_mapping, const char *bad_key,
+		       bool nonempty, cfg_entry_fn fn, void *arg);
+
 /** Decode @v as field @f into @dst (+ f->off); 0 / -1 (error recorded).
  *  A YAML null leaves the destination unset. */
 int cfg_decode_field(struct cfg_ctx *x, const struct cfg_field *f,
