@@ -157,6 +157,16 @@ const char *expr_text(const struct expr_program *p, uint32_t id);
 bool expr_constant(const struct expr_program *p, uint32_t id,
 		   struct attr_value *out);
 
+/**
+ * Mark in @slots, a bitmap of @nwords 64-bit words indexed by attribute
+ * slot, every attribute expression @id reads. An expression's value is a
+ * function of those attributes alone (CEXL has no clock and no state), so
+ * a caller may reuse a result for a record whose marked attributes are
+ * equal. Returns false if a slot fell outside the bitmap.
+ */
+bool expr_reads(const struct expr_program *p, uint32_t id, uint64_t *slots,
+		size_t nwords);
+
 /** Number of compiled nodes over all expressions (a size measure). */
 uint32_t expr_node_count(const struct expr_program *p);
 

@@ -1025,3 +1025,53 @@ uint32_t expr_node_count(const struct expr_program *p)
 {
 	return p->n_nodes;
 }
+
+static bool reads_node(const struct expr_program *p, uint32_t ni,
+		       uint64_t *slots, size_t nwords)
+{
+	const struct enode *e = &p->nodes[ni];
+	bool ok = true;
+
+	switch (e->op) {
+	case OP_CONST:
+		return true;
+	case OP_LOAD:
+		if (e->a / 64 >= nwords)
+			return false;
+		slots[e->a / 64] |= 1ull << (e->a % 64);
+		return true;
+	case OP_OR:
+		for (uint32_t i = 0; i < e->n; i++)
+			ok &= reads_node(p, p->args[e->a + i], slots, nwords);
+		return ok;
+	case OP_COND:
+		ok &= reads_node(p, e->c, slots, nwords);
+		/* fallthrough */
+	case OP_INDEX:
+	case OP_AND:
+	case OP_LOR:
+	case OP_EQ:
+	case OP_NE:
+	case OP_LT:
+	case OP_LE:
+	case OP_GT:
+	case OP_GE:
+	case OP_ADD:
+	case OP_MATCH:
+	case OP_STARTS:
+	case OP_ENDS:
+		if (e->b != NO_NODE)
+			ok &= reads_node(p, e->b, slots, nwords);
+		/* fallthrough */
+	default: /* one operand, in a (OP_MATCHES: c is its regex) */
+		return ok & reads_node(p, e->a, slots, nwords);
+	}
+}
+
+bool expr_reads(const struct expr_program *p, uint32_t id, uint64_t *slots,
+		size_t nwords)
+{
+	if (id >= p->n_exprs)
+		return false;
+	return reads_node(p, p->exprs[id].root, slots, nwords);
+}

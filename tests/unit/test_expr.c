@@ -853,6 +853,55 @@ static void test_folding(void **state)
 
 /* ---- runtime robustness ------------------------------------------------------ */
 
+/* expr_reads: exactly the attributes an expression may look at. */
+static void test_reads(void **state)
+{
+	struct fixture *f = *state;
+	static const struct {
+		const char *expr;
+		unsigned slots[4];
+		unsigned n;
+	} rc[] = {
+		{"1 + 2", {0}, 0},
+		{"source.uid | \"x\"", {MIXD_ATTR_SOURCE_UID}, 1},
+		{"source.labels[\"app\"] | destination.uid | \"u\"",
+		 {MIXD_ATTR_SOURCE_LABELS, MIXD_ATTR_DESTINATION_UID}, 2},
+		{"conditional(connection.mtls, request.path, request.host)",
+		 {MIXD_ATTR_CONNECTION_MTLS, MIXD_ATTR_REQUEST_PATH,
+		  MIXD_ATTR_REQUEST_HOST},
+		 3},
+		{"request.headers[request.host] == \"a\" && "
+		 "response.code >= 500",
+		 {MIXD_ATTR_REQUEST_HEADERS, MIXD_ATTR_REQUEST_HOST,
+		  MIXD_ATTR_RESPONSE_CODE},
+		 3},
+		{"request.path.startsWith(source.name) || "
+		 "\"x.*\".matches(toLower(request.host))",
+		 {MIXD_ATTR_REQUEST_PATH, MIXD_ATTR_SOURCE_NAME,
+		  MIXD_ATTR_REQUEST_HOST},
+		 3},
+	};
+	struct expr_program *p = expr_program_create(f->vocab);
+	assert_non_null(p);
+	for (size_t i = 0; i < sizeof rc / sizeof rc[0]; i++) {
+		struct expr_error err;
+		int id = expr_compile(p, rc[i].expr, strlen(rc[i].expr), &err);
+		if (id < 0)
+			fail_msg("%s: %s", rc[i].expr, err.msg);
+		uint64_t got[4] = {0}, want[4] = {0};
+		for (unsigned k = 0; k < rc[i].n; k++)
+			want[rc[i].slots[k] / 64] |= 1ull << (rc[i].slots[k] % 64);
+		assert_true(expr_reads(p, (uint32_t)id, got, 4));
+		if (memcmp(got, want, sizeof got))
+			fail_msg("%s: wrong slots", rc[i].expr);
+		/* A bitmap too small for the slots is reported. */
+		uint64_t none[1] = {0};
+		if (rc[i].n && rc[i].slots[0] >= 64)
+			assert_false(expr_reads(p, (uint32_t)id, none, 0));
+	}
+	expr_program_destroy(p);
+}
+
 static void test_runtime_failures(void **state)
 {
 	struct fixture *f = *state;
@@ -1235,6 +1284,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_runtime_failures, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_plan, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
