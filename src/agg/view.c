@@ -6,28 +6,48 @@
  * is never torn. A shard still on an older plan contributes the sets whose
  * signature is unchanged. Rows of one label set from several shards are
  * merged (counters and histograms add; a gauge takes the latest write),
- * and each set is sorted by its key for a stable order.
+ * and each set is sorted by its label values for a stable order.
+ *
+ * Cost model, 100,000 label sets: the rows are sorted first, by reference
+ * and inside the epoch, then copied in that order. So the copies lie in
+ * the arena in the order a scrape reads them (four passes, one per
+ * family, that the hardware prefetcher can follow), and duplicates from
+ * several shards are adjacent and merged as they are copied. The sort
+ * compares 8-byte abbreviations of the keys and reads a key again only on
+ * a tie (see abbreviate()).
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "agg/agg_internal.h"
 
-struct vrow {
+/* A row to copy: the shard's row, its key, the key's abbreviation. */
+struct sref {
+	uint64_t ab;
 	const uint8_t *key;
+	const struct row *r;
 	uint32_t key_len;
-	uint64_t touched;
-	int64_t last_ns;
-	uint64_t *cells;
 };
 
+/* A set's rows from every shard, in table order until sorted. */
 struct vset {
-	struct vrow *rows;
+	struct sref *rows;
 	size_t n, cap;
 };
 
-/* Chunked arena for the copies: freed with the view. */
+/*
+ * Chunked arena for the copies: freed with the view. The chunks are mapped
+ * and unmapped here rather than malloc'd: a view of 100,000 label sets is
+ * some 60 MB, and malloc would keep it in the heap after the scrape (its
+ * mmap threshold rises to the size of the chunks freed), so the daemon
+ * would hold a scrape's worth of memory between scrapes. MAP_POPULATE:
+ * a chunk is filled right away, so its pages are better faulted in by one
+ * call than by 256 faults.
+ */
+#define CHUNK_BYTES (1u << 20)
+
 struct chunk {
 	struct chunk *next;
 	size_t used, cap;
@@ -45,9 +65,10 @@ static void *arena_alloc(struct view_ext *x, size_t n)
 	n = (n + 7) & ~(size_t)7;
 	struct chunk *c = x->chunks;
 	if (!c || c->cap - c->used < n) {
-		size_t cap = n > (1u << 20) ? n : (1u << 20);
-		c = malloc(sizeof *c + cap);
-		if (!c)
+		size_t cap = n > CHUNK_BYTES ? n : CHUNK_BYTES;
+		c = mmap(NULL, sizeof *c + cap, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+		if (c == MAP_FAILED)
 			return NULL;
 		c->used = 0;
 		c->cap = cap;
@@ -60,12 +81,12 @@ static void *arena_alloc(struct view_ext *x, size_t n)
 }
 
 /* Order rows by their label values, value by value, as a person reads
- * them (the length prefixes would otherwise sort short values first). */
-static int key_cmp(const void *a, const void *b)
+ * them (the length prefixes would otherwise sort short values first).
+ * Reference version: walks every label. */
+static int key_cmp_labels(const uint8_t *p, uint32_t plen, const uint8_t *q,
+			  uint32_t qlen)
 {
-	const struct vrow *x = a, *y = b;
-	const uint8_t *p = x->key, *pe = x->key + x->key_len;
-	const uint8_t *q = y->key, *qe = y->key + y->key_len;
+	const uint8_t *pe = p + plen, *qe = q + qlen;
 	while (p < pe && q < qe) {
 		const char *s, *t;
 		size_t sl, tl;
@@ -80,73 +101,306 @@ static int key_cmp(const void *a, const void *b)
 	return (p < pe) - (q < qe);
 }
 
-/* Copy every row of one shard's series @se into @vs. */
-static int copy_series(struct view_ext *x, struct vset *vs,
-		       const struct series *se, unsigned ncells)
+/* Offset of the first byte where @a and @b differ, or @n. Eight bytes at
+ * a time: label sets share long prefixes (reporter, source_app="unknown",
+ * ...), and this is where the sort spends its time. */
+static inline uint32_t first_diff(const uint8_t *a, const uint8_t *b,
+				  uint32_t n)
+{
+	uint32_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t x, y;
+		memcpy(&x, a + i, 8);
+		memcpy(&y, b + i, 8);
+		/* little-endian (x86-64, arm64): the lowest set bit is in
+		 * the first differing byte */
+		if (x != y)
+			return i + (uint32_t)__builtin_ctzll(x ^ y) / 8;
+	}
+	while (i < n && a[i] == b[i])
+		i++;
+	return i;
+}
+
+/*
+ * What every key of a set shares: its first @bytes bytes, which hold whole
+ * labels up to the one starting at @label. Comparisons start there, and
+ * the abbreviated keys are taken from there.
+ */
+struct prefix {
+	uint32_t bytes;
+	uint32_t label;
+};
+
+/*
+ * The order of key_cmp_labels(), without comparing value by value: find
+ * the first differing byte, then the label it falls in. Bytes before it
+ * are equal, so both keys have the same label boundaries up to that
+ * label. A difference inside a value decides by that byte; one inside a
+ * length prefix means the values' lengths differ, and the values decide
+ * as key_cmp_labels() would. @pf: a prefix both keys share.
+ */
+static int key_cmp(const uint8_t *a, uint32_t alen, const uint8_t *b,
+		   uint32_t blen, const struct prefix *pf)
+{
+	uint32_t n = alen < blen ? alen : blen;
+	uint32_t d = pf->bytes + first_diff(a + pf->bytes, b + pf->bytes,
+					    n - pf->bytes);
+	if (d == n) /* equal, or one key longer: not within one set */
+		return alen == blen ? 0 : key_cmp_labels(a, alen, b, blen);
+	uint32_t s = pf->label;
+	for (;;) {
+		uint16_t la;
+		memcpy(&la, a + s, 2);
+		if (d < s + 2) {
+			uint16_t lb;
+			memcpy(&lb, b + s, 2);
+			int c = memcmp(a + s + 2, b + s + 2, la < lb ? la : lb);
+			if (c)
+				return c;
+			return la < lb ? -1 : 1;
+		}
+		if (d < s + 2u + la)
+			return a[d] < b[d] ? -1 : 1;
+		s += 2u + la;
+	}
+}
+
+/* The prefix that all @n keys of @rows share (n >= 1). */
+static struct prefix common_prefix(const struct sref *rows, size_t n)
+{
+	const struct sref *r0 = &rows[0];
+	uint32_t c = r0->key_len;
+	for (size_t i = 1; i < n && c; i++) {
+		const struct sref *r = &rows[i];
+		uint32_t m = r->key_len < c ? r->key_len : c;
+		c = first_diff(r0->key, r->key, m);
+	}
+	/* the label holding byte c (or c itself, at the end of the key) */
+	uint32_t s = 0;
+	for (;;) {
+		uint16_t l;
+		if (s + 2 > c)
+			break;
+		memcpy(&l, r0->key + s, 2);
+		if (s + 2u + l > c)
+			break;
+		s += 2u + l;
+	}
+	return (struct prefix){.bytes = c, .label = s};
+}
+
+/*
+ * The first eight bytes, from the shared prefix on, of the key written so
+ * that plain byte order is label order: each value followed by 0x00 0x00,
+ * a 0x00 inside a value written 0x00 0xff. Packed big-endian, so unequal
+ * abbreviations order two keys without reading them again; equal ones
+ * leave it to key_cmp(). This is what keeps the sort within its array
+ * instead of chasing every key through memory on every comparison.
+ */
+static uint64_t abbreviate(const struct sref *r, const struct prefix *pf)
+{
+	uint64_t ab = 0;
+	unsigned n = 0;
+	uint32_t s = pf->label;
+	/* within the first label, from the first byte that may differ */
+	uint32_t from = pf->bytes > s + 2 ? pf->bytes : s + 2;
+	while (n < 8 && s + 2 <= r->key_len) {
+		uint16_t l;
+		memcpy(&l, r->key + s, 2);
+		const uint8_t *v = r->key + s + 2;
+		for (uint32_t i = from - (s + 2); i < l && n < 8; i++) {
+			ab = ab << 8 | v[i];
+			n++;
+			if (!v[i] && n < 8) {
+				ab = ab << 8 | 0xff;
+				n++;
+			}
+		}
+		for (unsigned t = 0; t < 2 && n < 8; t++) {
+			ab <<= 8;
+			n++;
+		}
+		s += 2u + l;
+		from = s + 2;
+	}
+	/* zero-padded: a key that ends sorts before one that goes on */
+	return n == 0 ? 0 : n < 8 ? ab << 8 * (8 - n) : ab;
+}
+
+/* Collect the rows of one shard's series @se that have data. */
+static int collect_series(struct vset *vs, const struct series *se,
+			  unsigned ncells)
 {
 	const struct table_array *arr = __atomic_load_n(&se->arr, __ATOMIC_ACQUIRE);
 	for (uint64_t i = 0; i <= arr->mask; i++) {
 		const struct row *r = __atomic_load_n(&arr->slot[i], __ATOMIC_ACQUIRE);
 		if (!r)
 			continue;
+		/* created, never completed an update: not shown */
+		if (!__atomic_load_n(&r->touched, __ATOMIC_ACQUIRE))
+			continue;
 		if (vs->n == vs->cap) {
 			size_t nc = vs->cap ? vs->cap * 2 : 1024;
-			struct vrow *g = realloc(vs->rows, nc * sizeof *g);
+			struct sref *g = realloc(vs->rows, nc * sizeof *g);
 			if (!g)
 				return -ENOMEM;
 			vs->rows = g;
 			vs->cap = nc;
 		}
-		struct vrow *v = &vs->rows[vs->n];
-		v->cells = arena_alloc(x, ncells * 8 + r->key_len);
-		if (!v->cells)
-			return -ENOMEM;
-		row_read(r, ncells, v->cells, &v->touched, &v->last_ns);
-		if (!v->touched)
-			continue; /* created, never completed an update */
-		uint8_t *k = (uint8_t *)(v->cells + ncells);
-		memcpy(k, row_key(r, ncells), r->key_len); /* immutable */
-		v->key = k;
-		v->key_len = r->key_len;
-		vs->n++;
+		vs->rows[vs->n++] = (struct sref){
+			.key = row_key(r, ncells), /* immutable */
+			.key_len = r->key_len,
+			.r = r,
+		};
 	}
 	return 0;
 }
 
-/* Merge rows with equal keys (adjacent after sorting) into the first. */
-static size_t merge(struct vset *vs, const struct plan_dimset *d)
+static inline int sref_cmp(const struct sref *x, const struct sref *y,
+			   const struct prefix *pf)
 {
-	size_t out = 0;
+	if (x->ab != y->ab)
+		return x->ab < y->ab ? -1 : 1;
+	return key_cmp(x->key, x->key_len, y->key, y->key_len, pf);
+}
+
+/* Merge sort of @n rows, @tmp holding n / 2. Not qsort(): the comparison
+ * inlines, and runs already in order cost one comparison. */
+static void sort_rows(struct sref *a, struct sref *tmp, size_t n,
+		      const struct prefix *pf)
+{
+	if (n <= 12) {
+		for (size_t i = 1; i < n; i++) {
+			struct sref r = a[i];
+			size_t j = i;
+			for (; j > 0 && sref_cmp(&a[j - 1], &r, pf) > 0; j--)
+				a[j] = a[j - 1];
+			a[j] = r;
+		}
+		return;
+	}
+	size_t h = n / 2;
+	sort_rows(a, tmp, h, pf);
+	sort_rows(a + h, tmp, n - h, pf);
+	if (sref_cmp(&a[h - 1], &a[h], pf) <= 0)
+		return;
+	memcpy(tmp, a, h * sizeof *a);
+	/* writing a[k] never overtakes the unread a[j]: k < j */
+	size_t i = 0, j = h, k = 0;
+	while (i < h && j < n)
+		a[k++] = sref_cmp(&a[j], &tmp[i], pf) < 0 ? a[j++] : tmp[i++];
+	while (i < h)
+		a[k++] = tmp[i++];
+}
+
+/* Add the cells @src (last written at @src_ns) of another shard's copy of
+ * a label set into @dst (last written at *@dst_ns). */
+static void merge_cells(const struct plan_dimset *d, uint64_t *dst,
+			int64_t *dst_ns, const uint64_t *src, int64_t src_ns)
+{
+	for (unsigned c = 0; c < d->ncells; c++) {
+		double a, b;
+		switch (d->cell_kind[c]) {
+		case CELL_SUM_U64:
+			dst[c] += src[c];
+			break;
+		case CELL_SUM_DOUBLE:
+			memcpy(&a, &dst[c], 8);
+			memcpy(&b, &src[c], 8);
+			a += b;
+			memcpy(&dst[c], &a, 8);
+			break;
+		case CELL_LAST_DOUBLE:
+			if (src_ns > *dst_ns)
+				dst[c] = src[c];
+			break;
+		}
+	}
+	if (src_ns > *dst_ns)
+		*dst_ns = src_ns;
+}
+
+/* Ask for the @n bytes at @p ahead of their use (copies of rows in sorted
+ * order read the shards' tables at random). */
+static inline void prefetch(const void *p, size_t n)
+{
+	const char *c = p;
+	for (size_t o = 0; o < n && o < 1024; o += 64)
+		__builtin_prefetch(c + o);
+}
+
+/* How far ahead the copy loop prefetches rows: enough to overlap the
+ * misses of several rows, few enough to stay in L1. */
+#define PREFETCH_ROWS 6
+
+/*
+ * Sort @vs's rows and copy them, merged, in that order into @x's arena;
+ * fills @out (rows, nrows). Inside the epoch: the rows are the shards'.
+ */
+static int copy_sorted(struct view_ext *x, struct vset *vs,
+		       const struct plan_dimset *d, struct agg_view_set *out)
+{
+	unsigned ncells = d->ncells;
+	struct agg_view_row *rows = calloc(vs->n + 1, sizeof *rows);
+	if (!rows)
+		return -ENOMEM;
+	out->rows = rows;
+	if (!vs->n)
+		return 0;
+	struct sref *tmp = malloc((vs->n / 2 + 1) * sizeof *tmp);
+	uint64_t *dup = malloc(ncells * sizeof *dup + 8);
+	if (!tmp || !dup) {
+		free(tmp);
+		free(dup);
+		return -ENOMEM;
+	}
+	struct prefix pf = common_prefix(vs->rows, vs->n);
+	for (size_t i = 0; i < vs->n; i++)
+		vs->rows[i].ab = abbreviate(&vs->rows[i], &pf);
+	sort_rows(vs->rows, tmp, vs->n, &pf);
+	free(tmp);
+
+	size_t n = 0;
+	uint64_t *last = NULL; /* cells of rows[n - 1] */
+	int64_t last_ns = 0;
 	for (size_t i = 0; i < vs->n; i++) {
-		struct vrow *r = &vs->rows[i];
-		if (out && key_cmp(&vs->rows[out - 1], r) == 0) {
-			struct vrow *m = &vs->rows[out - 1];
-			for (unsigned c = 0; c < d->ncells; c++) {
-				double a, b;
-				switch (d->cell_kind[c]) {
-				case CELL_SUM_U64:
-					m->cells[c] += r->cells[c];
-					break;
-				case CELL_SUM_DOUBLE:
-					memcpy(&a, &m->cells[c], 8);
-					memcpy(&b, &r->cells[c], 8);
-					a += b;
-					memcpy(&m->cells[c], &a, 8);
-					break;
-				case CELL_LAST_DOUBLE:
-					if (r->last_ns > m->last_ns)
-						m->cells[c] = r->cells[c];
-					break;
-				}
-			}
-			m->touched |= r->touched;
-			if (r->last_ns > m->last_ns)
-				m->last_ns = r->last_ns;
+		if (i + PREFETCH_ROWS < vs->n) {
+			const struct sref *ahead = &vs->rows[i + PREFETCH_ROWS];
+			prefetch(ahead->r, sizeof *ahead->r + ncells * 8);
+			prefetch(ahead->key, ahead->key_len);
+		}
+		const struct sref *s = &vs->rows[i];
+		uint64_t touched;
+		int64_t ns;
+		if (n && rows[n - 1].key_len == s->key_len &&
+		    memcmp(rows[n - 1].key, s->key, s->key_len) == 0) {
+			/* the same label set from another shard */
+			row_read(s->r, ncells, dup, &touched, &ns);
+			merge_cells(d, last, &last_ns, dup, ns);
+			rows[n - 1].touched |= touched;
 			continue;
 		}
-		vs->rows[out++] = *r;
+		uint64_t *cells = arena_alloc(x, ncells * 8 + s->key_len);
+		if (!cells) {
+			free(dup);
+			return -ENOMEM;
+		}
+		row_read(s->r, ncells, cells, &touched, &ns);
+		uint8_t *k = (uint8_t *)(cells + ncells);
+		memcpy(k, s->key, s->key_len);
+		rows[n++] = (struct agg_view_row){
+			.key = k,
+			.key_len = s->key_len,
+			.touched = touched,
+			.cells = cells,
+		};
+		last = cells;
+		last_ns = ns;
 	}
-	return out;
+	free(dup);
+	out->nrows = n;
+	return 0;
 }
 
 /* The index of @p's dimset with @sig, or -1. */
@@ -224,7 +478,7 @@ int agg_view_create(struct agg *a, struct agg_view **out)
 			if (k < 0)
 				continue;
 			const struct series *se = st->series[k];
-			if (copy_series(x, &sets[d], se, p->dimsets[d].ncells))
+			if (collect_series(&sets[d], se, p->dimsets[d].ncells))
 				goto out;
 			/* Per-family counters, matched by the bit within the set
 			 * (the signature guarantees the same families). */
@@ -244,35 +498,23 @@ int agg_view_create(struct agg *a, struct agg_view **out)
 					&st->inst_errors[sf], __ATOMIC_RELAXED);
 		}
 	}
+	for (size_t d = 0; d < p->ndimsets; d++) {
+		v->sets[d] = (struct agg_view_set){
+			.labels = p->dimsets[d].labels,
+			.nlabels = p->dimsets[d].ndims,
+		};
+		if (copy_sorted(x, &sets[d], &p->dimsets[d], &v->sets[d]))
+			goto out;
+	}
 	epoch_exit(&a->epoch, slot);
 	slot = -1;
 
 	for (size_t d = 0; d < p->ndimsets; d++) {
-		struct vset *vs = &sets[d];
-		if (vs->n) {
-			qsort(vs->rows, vs->n, sizeof *vs->rows, key_cmp);
-			vs->n = merge(vs, &p->dimsets[d]);
-		}
-		struct agg_view_row *rows = calloc(vs->n + 1, sizeof *rows);
-		if (!rows)
-			goto out;
-		for (size_t r = 0; r < vs->n; r++) {
-			rows[r] = (struct agg_view_row){
-				.key = vs->rows[r].key,
-				.key_len = vs->rows[r].key_len,
-				.touched = vs->rows[r].touched,
-				.cells = vs->rows[r].cells,
-			};
+		const struct agg_view_set *vs = &v->sets[d];
+		for (size_t r = 0; r < vs->nrows; r++)
 			for (unsigned b = 0; b < p->dimsets[d].nfam; b++)
 				if ((vs->rows[r].touched >> b) & 1)
 					v->fams[p->dimsets[d].fams[b]].series++;
-		}
-		v->sets[d] = (struct agg_view_set){
-			.labels = p->dimsets[d].labels,
-			.nlabels = p->dimsets[d].ndims,
-			.rows = rows,
-			.nrows = vs->n,
-		};
 	}
 	rc = 0;
 out:
@@ -302,7 +544,7 @@ void agg_view_destroy(struct agg_view *v)
 	while (x->chunks) {
 		struct chunk *c = x->chunks;
 		x->chunks = c->next;
-		free(c);
+		munmap(c, sizeof *c + c->cap);
 	}
 	plan_unref(x->plan);
 	free(x);
