@@ -8,9 +8,20 @@
  * is chosen by its destination.service.host and response.code, so the mix
  * of distinct label sets is exact: 1,000 or 100,000.
  *
- * Also: resident memory per label set (all four HTTP families), and the
- * time to take a view and render 100,000 label sets as Prometheus text.
+ * Also: resident memory per label set (all four HTTP families), and a
+ * scrape of 100,000 label sets as the daemon serves it: the consistent
+ * view, then the body pulled through expose_body_read() -- the HTTP
+ * server's own reader, which renders the view piece by piece -- into a
+ * buffer the size of an HTTP connection's, counted and dropped. Plain and
+ * gzipped; with the peak memory the scrape added.
+ *
+ * MIXD_BENCH_SCRAPE_ONLY=1 skips the throughput cases, MIXD_BENCH_SETS=N
+ * scrapes N label sets instead of 100,000 (for callgrind:
+ * MIXD_BENCH_SCRAPE_ONLY=1 MIXD_BENCH_SETS=10000 MIXD_BENCH_RUNS=1 ...
+ * runs one scrape of each kind; the runs are still at least 5).
  */
+#include <malloc.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,71 +226,223 @@ static void throughput(uint64_t sets, int runs, bool marathon)
 	free(wl.len);
 }
 
-int main(void)
-{
-	int runs = bench_runs(5);
-	bench_header("bench_agg",
-		     "the user's config (seed); proxy-shaped records of 20 "
-		     "attributes; decode + mesos bindings + rule match + 17 "
-		     "dimensions + 4 HTTP families per record, one shard core; "
-		     "label sets chosen by destination.service.host and "
-		     "response.code");
-	throughput(1000, runs, false);
-	throughput(100000, runs, false);
-	throughput(1000, runs, true);
+/* ---- a scrape, as the daemon serves one ------------------------------- */
 
-	/* Memory and rendering at 100,000 label sets. */
-	double mem[32], view_s[32], render_s[32], again_s[32], lines = 0, bytes = 0;
+/* Peak resident set (VmHWM) in KiB. */
+static long hwm_kib(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long v = -1;
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "VmHWM: %ld", &v) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+/* Restart VmHWM from the current resident set. */
+static void hwm_reset(void)
+{
+	FILE *f = fopen("/proc/self/clear_refs", "w");
+	if (f) {
+		fputs("5", f);
+		fclose(f);
+	}
+}
+
+struct scrape {
+	struct expose_view_stream *vs;
+	bool complete;
+};
+
+static int scrape_next(void *st, const char **data, size_t *len)
+{
+	return expose_view_stream_next(((struct scrape *)st)->vs, data, len);
+}
+
+static void scrape_end(void *st, bool complete)
+{
+	((struct scrape *)st)->complete = complete;
+}
+
+/* What the HTTP server reads a body into for each send: its connection
+ * buffer (see http.c, CONNECTION_MEMORY). */
+#define SEND_BUF (256 * 1024)
+
+struct scrape_result {
+	double seconds;
+	uint64_t bytes;  /* of the body sent */
+	uint64_t lines;  /* when counted */
+	long peak_kib;   /* resident memory the scrape added at its peak */
+};
+
+/*
+ * One scrape: view, stream, body, read to the end into @buf, free. Lines
+ * are counted only when @count_lines (the count costs a pass of its own).
+ */
+static struct scrape_result scrape(struct agg *a, bool gzip, bool count_lines,
+				   char *buf)
+{
+	struct scrape_result res = {0};
+	long rss0 = bench_rss_kib();
+	hwm_reset();
+	uint64_t t0 = bench_now_ns();
+	struct agg_view *v;
+	if (agg_view_create(a, &v))
+		abort();
+	struct scrape sc = {.vs = expose_view_stream_new(v, 0)};
+	struct expose_stream src = {
+		.next = scrape_next, .end = scrape_end, .st = &sc};
+	struct expose_body *body = sc.vs ? expose_body_new(&src, gzip) : NULL;
+	if (!body)
+		abort();
+	long n;
+	while ((n = expose_body_read(body, buf, SEND_BUF)) > 0) {
+		res.bytes += (uint64_t)n;
+		if (count_lines)
+			for (const char *p = buf, *e = buf + n;
+			     (p = memchr(p, '\n', (size_t)(e - p))); p++)
+				res.lines++;
+	}
+	if (n < 0)
+		abort();
+	expose_body_free(body);
+	if (!sc.complete)
+		abort();
+	res.peak_kib = hwm_kib() - rss0;
+	expose_view_stream_free(sc.vs);
+	agg_view_destroy(v);
+	res.seconds = (double)(bench_now_ns() - t0) / 1e9;
+	return res;
+}
+
+/* Lines a scrape of @a must have: per family with series, HELP, TYPE and
+ * one line per series (nb + 3 for a histogram). */
+static uint64_t expected_lines(struct agg *a)
+{
+	struct agg_view *v;
+	uint64_t n = 0;
+	if (agg_view_create(a, &v))
+		abort();
+	for (size_t f = 0; f < v->nfams; f++)
+		if (v->fams[f].series)
+			n += 2 + v->fams[f].series *
+					 (v->fams[f].kind == AGG_HISTOGRAM
+						  ? v->fams[f].nb + 3
+						  : 1);
+	agg_view_destroy(v);
+	return n;
+}
+
+static void scrapes(int runs, uint64_t sets)
+{
+	double mem[32], view_s[32], first_s[32], later_s[32], gz_s[32];
+	double peak[32];
+	uint64_t lines = 0, bytes = 0, gz_bytes = 0;
+	char *buf = malloc(SEND_BUF);
+	if (!buf)
+		abort();
 	for (int r = 0; r < runs; r++) {
 		struct workload wl;
-		make_workload(&wl, 100000, 100000);
+		make_workload(&wl, sets, sets);
+		/* what the last run freed must not be counted as reused */
+		malloc_trim(0);
 		long before = bench_rss_kib();
 		struct agg *a = make_agg();
 		run(a, &wl, 1);
 		long after = bench_rss_kib();
 		free(wl.buf);
 		free(wl.len);
-		mem[r] = (double)(after - before) * 1024.0 / 100000.0;
+		mem[r] = (double)(after - before) * 1024.0 / (double)sets;
+
+		/* The first scrape of the process: nothing of an earlier one
+		 * is mapped. */
+		struct scrape_result first = scrape(a, false, false, buf);
+		first_s[r] = first.seconds;
+		peak[r] = (double)first.peak_kib / 1024.0;
 
 		uint64_t t0 = bench_now_ns();
 		struct agg_view *v;
 		if (agg_view_create(a, &v))
 			abort();
-		uint64_t t1 = bench_now_ns();
-		struct expose_buf b;
-		expose_buf_init(&b);
-		if (expose_render_view(v, &b))
-			abort();
-		uint64_t t2 = bench_now_ns();
-		/* The HTTP server keeps a route's buffer for the next scrape:
-		 * from the second scrape on, no page is faulted in. */
-		b.len = 0;
-		uint64_t t3 = bench_now_ns();
-		struct agg_view *v2;
-		if (agg_view_create(a, &v2) || expose_render_view(v2, &b))
-			abort();
-		agg_view_destroy(v2);
-		uint64_t t4 = bench_now_ns();
-		view_s[r] = (double)(t1 - t0) / 1e9;
-		render_s[r] = (double)(t2 - t0) / 1e9;
-		again_s[r] = (double)(t4 - t3) / 1e9;
-		lines = 0;
-		for (size_t i = 0; i < b.len; i++)
-			lines += b.data[i] == '\n';
-		bytes = (double)b.len;
-		expose_buf_free(&b);
+		view_s[r] = (double)(bench_now_ns() - t0) / 1e9;
 		agg_view_destroy(v);
+
+		later_s[r] = scrape(a, false, false, buf).seconds;
+		struct scrape_result gz = scrape(a, true, false, buf);
+		gz_s[r] = gz.seconds;
+		gz_bytes = gz.bytes;
+		if (r == 0) {
+			/* the check: every line there, counted once */
+			struct scrape_result all = scrape(a, false, true, buf);
+			lines = all.lines;
+			bytes = all.bytes;
+			if (lines != expected_lines(a) || bytes != first.bytes) {
+				fprintf(stderr,
+					"bench_agg: scrape has %llu lines, "
+					"%llu bytes; want %llu lines, %llu "
+					"bytes\n",
+					(unsigned long long)lines,
+					(unsigned long long)bytes,
+					(unsigned long long)expected_lines(a),
+					(unsigned long long)first.bytes);
+				abort();
+			}
+		}
 		agg_destroy(a);
 	}
+	free(buf);
+	char label[160];
 	bench_report("resident memory per label set (4 HTTP families)", mem, runs,
 		     "bytes");
-	printf("rendered lines at 100000 label sets: %.0f\n", lines);
-	bench_report("view (consistent merged copy) of 100000 label sets", view_s,
-		     runs, "s");
-	printf("scrape size at 100000 label sets: %.0f MB\n", bytes / 1e6);
-	bench_report("view + render of 100000 label sets, first scrape (fresh "
-		     "buffer: page faults)", render_s, runs, "s");
-	bench_report("view + render of 100000 label sets, later scrapes "
-		     "(buffer reused)", again_s, runs, "s");
+	printf("scrape of %llu label sets: %llu lines, %.0f MB of text, "
+	       "%.1f MB gzipped\n",
+	       (unsigned long long)sets, (unsigned long long)lines,
+	       (double)bytes / 1e6, (double)gz_bytes / 1e6);
+	snprintf(label, sizeof label,
+		 "view (consistent merged copy) of %llu label sets",
+		 (unsigned long long)sets);
+	bench_report(label, view_s, runs, "s");
+	snprintf(label, sizeof label,
+		 "view + streamed render of %llu label sets, first scrape",
+		 (unsigned long long)sets);
+	bench_report(label, first_s, runs, "s");
+	snprintf(label, sizeof label,
+		 "view + streamed render of %llu label sets, later scrapes",
+		 (unsigned long long)sets);
+	bench_report(label, later_s, runs, "s");
+	snprintf(label, sizeof label,
+		 "view + streamed render + gzip (level 1, as served) of %llu "
+		 "label sets",
+		 (unsigned long long)sets);
+	bench_report(label, gz_s, runs, "s");
+	snprintf(label, sizeof label,
+		 "peak memory a scrape of %llu label sets adds (view + piece)",
+		 (unsigned long long)sets);
+	bench_report(label, peak, runs, "MiB");
+}
+
+int main(void)
+{
+	int runs = bench_runs(5);
+	const char *e = getenv("MIXD_BENCH_SETS");
+	uint64_t sets = e ? strtoull(e, NULL, 10) : 100000;
+	if (sets < 4)
+		sets = 4;
+	bench_header("bench_agg",
+		     "the user's config (seed); proxy-shaped records of 20 "
+		     "attributes; decode + mesos bindings + rule match + 17 "
+		     "dimensions + 4 HTTP families per record, one shard core; "
+		     "label sets chosen by destination.service.host and "
+		     "response.code");
+	const char *only = getenv("MIXD_BENCH_SCRAPE_ONLY");
+	if (!only || !*only || *only == '0') {
+		throughput(1000, runs, false);
+		throughput(100000, runs, false);
+		throughput(1000, runs, true);
+	}
+	scrapes(runs, sets);
 	return 0;
 }

@@ -469,7 +469,9 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 				v->fams[f].instance, (double)n);
 	}
 	family(b, "mixd_scrape_duration_seconds", "gauge",
-	       "Time the last scrape of the Prometheus port took to render.");
+	       "Time the last complete scrape of the Prometheus port took, "
+	       "from the request to its last byte handed to the connection "
+	       "(the body is rendered as it is sent).");
 	sample1(b, "mixd_scrape_duration_seconds", NULL, NULL,
 		(double)__atomic_load_n(&m->last_scrape_ns, __ATOMIC_RELAXED) /
 			1e9);
@@ -575,36 +577,79 @@ static int render_version(void *ctx, struct expose_buf *b, int *status,
 	return 0;
 }
 
-static int render_istio(void *ctx, struct expose_buf *b, int *status,
+/* One scrape of the Prometheus port: its view, rendered as it is sent. */
+struct scrape {
+	struct mixd *m;
+	struct timespec t0; /* the request's arrival */
+	struct agg_view *v;
+	struct expose_view_stream *vs;
+};
+
+static int scrape_next(void *st, const char **data, size_t *len)
+{
+	struct scrape *s = st;
+	return expose_view_stream_next(s->vs, data, len);
+}
+
+/* The server is done with the scrape: a complete one sets
+ * mixd_scrape_duration_seconds, from the request to its last byte. */
+static void scrape_end(void *st, bool complete)
+{
+	struct scrape *s = st;
+	if (complete) {
+		struct timespec t1;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		__atomic_store_n(
+			&s->m->last_scrape_ns,
+			(uint64_t)((t1.tv_sec - s->t0.tv_sec) * 1000000000 +
+				   (t1.tv_nsec - s->t0.tv_nsec)),
+			__ATOMIC_RELAXED);
+	}
+	expose_view_stream_free(s->vs);
+	agg_view_destroy(s->v);
+	free(s);
+}
+
+/*
+ * /metrics of the Prometheus port. The view is taken now, when the request
+ * arrives, so the scrape is one consistent copy however slowly the client
+ * reads; it is rendered a piece at a time as the client takes the text,
+ * and freed when the response completes or the client goes away.
+ */
+static int render_istio(void *ctx, struct expose_stream *out, int *status,
 			const char **ctype)
 {
-	struct mixd *m = ctx;
-	struct timespec t0, t1;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	struct agg_view *v;
+	struct scrape *s = calloc(1, sizeof *s);
+	(void)status;
 	*ctype = EXPOSE_CONTENT_TYPE_PROMETHEUS;
-	if (agg_view_create(m->agg, &v))
+	if (!s)
 		return -1;
-	int rc = expose_render_view(v, b);
-	agg_view_destroy(v);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	__atomic_store_n(&m->last_scrape_ns,
-			 (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000 +
-				    (t1.tv_nsec - t0.tv_nsec)),
-			 __ATOMIC_RELAXED);
-	return rc;
+	s->m = ctx;
+	clock_gettime(CLOCK_MONOTONIC, &s->t0);
+	if (agg_view_create(s->m->agg, &s->v) != 0)
+		goto fail;
+	s->vs = expose_view_stream_new(s->v, 0);
+	if (!s->vs)
+		goto fail;
+	*out = (struct expose_stream){
+		.next = scrape_next, .end = scrape_end, .st = s};
+	return 0;
+fail:
+	agg_view_destroy(s->v);
+	free(s);
+	return -1;
 }
 
 static int start_http(struct mixd *m)
 {
 	const struct expose_route mon[] = {
-		{"/metrics", render_self, m},
-		{"/healthz", render_healthz, m},
-		{"/readyz", render_readyz, m},
-		{"/version", render_version, m},
+		{"/metrics", render_self, m, NULL},
+		{"/healthz", render_healthz, m, NULL},
+		{"/readyz", render_readyz, m, NULL},
+		{"/version", render_version, m, NULL},
 	};
 	const struct expose_route prom[] = {
-		{"/metrics", render_istio, m},
+		{"/metrics", NULL, m, render_istio},
 	};
 	struct expose_http_options mo = {.name = "monitoring"};
 	struct expose_http_options po = {.name = "prometheus"};

@@ -183,11 +183,68 @@ void expose_sample_raw(struct expose_buf *b, const char *name, size_t name_len,
 typedef int (*expose_handler_fn)(void *ctx, struct expose_buf *out, int *status,
 				 const char **content_type);
 
+/**
+ * A response body made piece by piece as the client takes it, for bodies
+ * too large to hold whole (a big scrape). The server calls next() when it
+ * can send more, from one thread at a time, and end() exactly once.
+ */
+struct expose_stream {
+	/** Produce the next piece: set *@data and *@len (> 0; the bytes
+	 *  stay the stream's and valid until the next call) and return 1;
+	 *  return 0 when the body is complete; -1 to abort the response
+	 *  (the connection is closed, the client sees a truncated body). */
+	int (*next)(void *st, const char **data, size_t *len);
+	/** The server is done with the stream; free @st. @complete: next()
+	 *  returned 0 and every byte was handed to the connection. False when
+	 *  the client went away, the stream failed, or nothing was asked of
+	 *  it (HEAD). */
+	void (*end)(void *st, bool complete);
+	void *st; /**< their first argument */
+};
+
+/**
+ * A streaming route handler: sets up @out and returns 0, or returns -1
+ * for a 500 response (@out unused). *@status and *@content_type as for
+ * expose_handler_fn. Called from the server's threads, possibly
+ * concurrently with itself.
+ */
+typedef int (*expose_stream_fn)(void *ctx, struct expose_stream *out,
+				int *status, const char **content_type);
+
+/**
+ * A streamed body as the server sends it: the stream's pieces, deflated
+ * into one gzip member when @gzip. What an HTTP response pulls from; also
+ * usable without a server (benchmarks, tests). Owned by the caller.
+ */
+struct expose_body;
+
+/**
+ * Wrap @src (copied; the body calls its end() once, from
+ * expose_body_free()). NULL on ENOMEM, and then @src is not ended.
+ */
+struct expose_body *expose_body_new(const struct expose_stream *src,
+				    bool gzip);
+
+/** Whether @b deflates. */
+bool expose_body_gzip(const struct expose_body *b);
+
+/**
+ * Copy the next at most @max (> 0) bytes of the body into @buf. Returns the
+ * count (> 0), 0 at the end of the body (which makes it complete), or -1 if
+ * the stream or zlib failed.
+ */
+long expose_body_read(struct expose_body *b, char *buf, size_t max);
+
+/** End the stream (complete if a read returned 0) and free @b. NULL is
+ *  fine. */
+void expose_body_free(struct expose_body *b);
+
 /** A path served by a handler. */
 struct expose_route {
 	const char *path;     /**< exact match, e.g. "/metrics" */
-	expose_handler_fn fn; /**< the handler */
+	expose_handler_fn fn; /**< the handler; NULL for a streaming route */
 	void *ctx;	      /**< its first argument */
+	expose_stream_fn stream; /**< the streaming handler, when fn is NULL */
 };
 
 /** Options for expose_http_start(); zero means default for each field. */
@@ -217,11 +274,10 @@ struct expose_http;
  * HOST is an address or a name. Port 0 picks a free port: see
  * expose_http_port(). Only GET and HEAD are served (405 otherwise, with
  * Allow), unknown paths get 404. Responses are gzipped when the request
- * accepts gzip and the body is large enough.
- *
- * Each route keeps the buffer of its last response for the next one, so
- * a big scrape renders into memory already mapped; the memory held is about
- * the size of the route's recent bodies.
+ * accepts gzip and the body is large enough; a streamed body whenever the
+ * request accepts gzip, deflated piece by piece as it is sent. Streamed
+ * bodies go out with chunked transfer encoding (HTTP/1.1), or until the
+ * connection closes (HTTP/1.0).
  *
  * Returns 0 and stores the server in *@out; or -EINVAL (bad address or
  * options), -errno of socket()/bind()/listen() (-EADDRINUSE, -EACCES, ...),
@@ -244,11 +300,44 @@ void expose_http_stop(struct expose_http *h);
 struct agg_view;
 
 /**
+ * Target size of a streamed scrape's pieces: a few hundred label sets,
+ * large enough that the per-piece costs (a send, a deflate call) vanish,
+ * small enough to stay in the CPU's L2 cache while it is rendered, sent or
+ * deflated.
+ */
+#define EXPOSE_CHUNK_DEFAULT (256 * 1024)
+
+/** Prometheus text of a view, rendered a piece at a time. Opaque. */
+struct expose_view_stream;
+
+/**
+ * Start rendering @v, which must stay valid (not destroyed) until
+ * expose_view_stream_free(). Pieces are about @chunk bytes (0:
+ * EXPOSE_CHUNK_DEFAULT); a single label set larger than that makes a
+ * larger piece. NULL on ENOMEM.
+ */
+struct expose_view_stream *expose_view_stream_new(const struct agg_view *v,
+						  size_t chunk);
+
+/**
+ * Render the next piece: sets *@data and *@len (whole lines, valid until
+ * the next call) and returns 1; returns 0 once everything was rendered;
+ * -1 on ENOMEM. The concatenated pieces are what expose_render_view()
+ * writes.
+ */
+int expose_view_stream_next(struct expose_view_stream *s, const char **data,
+			    size_t *len);
+
+/** Free @s (not its view). NULL is fine. */
+void expose_view_stream_free(struct expose_view_stream *s);
+
+/**
  * Render every family of @v that has series as Prometheus text 0.0.4 into
  * @b: HELP and TYPE, escaped label values, histograms as cumulative `le`
  * buckets (le formatted as client_golang did), `+Inf`, `_sum`, `_count`.
  * Rows come in the view's order (sorted by label values). Returns 0, or -1
- * on ENOMEM.
+ * on ENOMEM. The whole text in memory: for tests and small views; a
+ * server streams it (expose_view_stream_new()).
  */
 int expose_render_view(const struct agg_view *v, struct expose_buf *b);
 

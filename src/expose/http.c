@@ -3,13 +3,20 @@
  *
  * Threading model: MHD_USE_INTERNAL_POLLING_THREAD with a small thread pool
  * (MHD_OPTION_THREAD_POOL_SIZE, default 2), epoll where available.
- *  - Not a single polling thread: rendering a large scrape takes a long
- *    time (hundreds of ms at millions of series) and runs inside the
- *    handler; with one thread every /healthz probe from Marathon would wait
- *    behind it and a slow scrape could fail the health check.
+ *  - Not a single polling thread: a large scrape takes a long time
+ *    (hundreds of ms at millions of series, for the view and the
+ *    rendering as the body is sent); with one thread every /healthz probe
+ *    from Marathon would wait behind it and a slow scrape could fail the
+ *    health check.
  *  - Not a thread per connection: that makes the thread count a function of
  *    the clients, and memory must stay bounded (DESIGN.md invariant 7);
  *    together with MHD_OPTION_CONNECTION_LIMIT a pool bounds both.
+ *
+ * Large bodies (a scrape of millions of series) are streamed: the route
+ * hands over a struct expose_stream and MHD pulls pieces from it as the
+ * socket drains (MHD_create_response_from_callback), so a response never
+ * exists whole in memory; when the client accepts gzip the pieces go
+ * through one deflate stream on their way out.
  *
  * The listening socket is created here, not by MHD, so that a bind failure
  * reports the real errno (EADDRINUSE, EACCES, ...) and so that the port
@@ -21,7 +28,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -39,31 +45,38 @@
 #define DEFAULT_GZIP_MIN 1024
 #define LISTEN_BACKLOG 128
 
-/* zlib takes lengths as uInt; a body above this is sent uncompressed
- * rather than deflated in pieces, which no real scrape needs. */
+/* zlib takes lengths as uInt; a buffered body above this is sent
+ * uncompressed. Large bodies are streamed, and deflated piece by piece. */
 #define GZIP_MAX_BYTES ((size_t)UINT_MAX / 2)
 
-struct route;
+/* MHD's buffer for a streamed response sent without chunked encoding
+ * (HTTP/1.0); with chunking it fills the connection's own buffer. */
+#define STREAM_BLOCK (64 * 1024)
 
-/* A rendered body and the route it returns to once sent. */
-struct body {
-	struct expose_buf buf;
-	struct route *rt;
-};
+/* Each connection's memory pool, which holds the request and, for a
+ * chunked (streamed) response, the buffer each send() goes out of. MHD's
+ * default, 32 KiB, makes a 2 GB scrape some 70,000 sends; this makes it
+ * under 10,000. The pool is mapped, so an idle or small connection keeps
+ * only the pages it touched. */
+#define CONNECTION_MEMORY (256 * 1024)
 
 struct route {
 	char *path;
 	expose_handler_fn fn;
+	expose_stream_fn stream;
 	void *ctx;
-	/* The buffer of the last response, kept for the next one. A big
-	 * scrape is hundreds of MB: rendering into memory already faulted in
-	 * is several times faster than into a fresh mapping, and the memory is
-	 * needed again at the next scrape anyway. A concurrent second request
-	 * finds the slot empty and allocates its own. */
-	_Atomic(struct body *) spare;
-	/* Size of the last body: a fresh buffer starts that large instead of
-	 * growing to it by doubling. A hint, so relaxed atomics suffice. */
-	_Atomic size_t size_hint;
+};
+
+/* A streamed body: the route's stream and, with gzip, its deflater. */
+struct expose_body {
+	struct expose_stream src;
+	const char *piece; /* the source's current piece */
+	size_t piece_len, piece_off;
+	bool src_done;	   /* next() returned 0 */
+	bool complete;	   /* the whole body was handed to MHD */
+	bool gzip;
+	bool z_done;	   /* deflate returned Z_STREAM_END */
+	z_stream zs;
 };
 
 struct expose_http {
@@ -164,56 +177,135 @@ out:
 	return out;
 }
 
-static void body_free(struct body *b)
+/* Start the gzip wrapper's deflate stream; see gzip_body() for the
+ * level. */
+static bool deflate_start(z_stream *zs)
 {
-	if (b) {
-		expose_buf_free(&b->buf);
-		free(b);
-	}
+	memset(zs, 0, sizeof(*zs));
+	return deflateInit2(zs, Z_BEST_SPEED, Z_DEFLATED, 16 + MAX_WBITS, 8,
+			    Z_DEFAULT_STRATEGY) == Z_OK;
 }
 
-/* The route's spare buffer, emptied, or a new one sized by the hint. */
-static struct body *take_body(struct route *rt)
+struct expose_body *expose_body_new(const struct expose_stream *src,
+				    bool gzip)
 {
-	struct body *b = atomic_exchange_explicit(&rt->spare, NULL,
-						  memory_order_acquire);
-	if (b) {
-		b->buf.len = 0;
-		return b;
-	}
-	b = calloc(1, sizeof(*b));
-	if (!b)
+	struct expose_body *r = calloc(1, sizeof(*r));
+	if (!r)
 		return NULL;
-	b->rt = rt;
-	size_t hint =
-		atomic_load_explicit(&rt->size_hint, memory_order_relaxed);
-	if (hint)
-		expose_buf_reserve(&b->buf, hint + hint / 8);
-	return b;
-}
-
-/* Keep @b as the route's spare, unless it is far larger than the bodies
- * now rendered (series expired). Doubling leaves a buffer up to ~2.25x its
- * content, so 4x means "shrunk", and memory stays within a few times the
- * need. */
-static void put_body(struct body *b)
-{
-	struct route *rt = b->rt;
-	size_t hint =
-		atomic_load_explicit(&rt->size_hint, memory_order_relaxed);
-	if (b->buf.oom || b->buf.cap > 4 * hint + (1u << 20)) {
-		body_free(b);
-		return;
+	r->src = *src;
+	if (gzip) {
+		if (!deflate_start(&r->zs)) {
+			free(r);
+			return NULL;
+		}
+		r->gzip = true;
 	}
-	/* release: the next taker must see the buffer's contents settled */
-	body_free(
-		atomic_exchange_explicit(&rt->spare, b, memory_order_acq_rel));
+	return r;
 }
 
-/* MHD's callback when a response sent from a body is destroyed. */
-static void release_body(void *cls)
+bool expose_body_gzip(const struct expose_body *r)
 {
-	put_body(cls);
+	return r->gzip;
+}
+
+/* Get the source's next piece into r->piece; false on its failure. */
+static bool body_pull(struct expose_body *r)
+{
+	r->piece_off = r->piece_len = 0;
+	int rc = r->src.next(r->src.st, &r->piece, &r->piece_len);
+	if (rc < 0)
+		return false;
+	if (rc == 0) {
+		r->src_done = true;
+		r->piece_len = 0;
+	}
+	return true;
+}
+
+long expose_body_read(struct expose_body *r, char *buf, size_t max)
+{
+	if (max > LONG_MAX)
+		max = LONG_MAX;
+	if (!r->gzip) {
+		while (r->piece_off == r->piece_len) {
+			if (r->src_done) {
+				r->complete = true;
+				return 0;
+			}
+			if (!body_pull(r))
+				return -1;
+		}
+		size_t n = r->piece_len - r->piece_off;
+		if (n > max)
+			n = max;
+		memcpy(buf, r->piece + r->piece_off, n);
+		r->piece_off += n;
+		return (long)n;
+	}
+
+	if (r->z_done) {
+		r->complete = true;
+		return 0;
+	}
+	if (max > UINT_MAX)
+		max = UINT_MAX;
+	r->zs.next_out = (Bytef *)buf;
+	r->zs.avail_out = (uInt)max;
+	while (r->zs.avail_out > 0) {
+		if (r->zs.avail_in == 0 && !r->src_done) {
+			if (!body_pull(r))
+				return -1;
+			/* a piece is at most a few MB: it fits a uInt */
+			r->zs.next_in = (Bytef *)(uintptr_t)r->piece;
+			r->zs.avail_in = (uInt)r->piece_len;
+			continue;
+		}
+		/* Z_NO_FLUSH: deflate emits when its buffers fill, so a
+		 * scrape compresses as well as the whole body would */
+		int zr = deflate(&r->zs, r->src_done ? Z_FINISH : Z_NO_FLUSH);
+		if (zr == Z_STREAM_END) {
+			r->z_done = true;
+			break;
+		}
+		if (zr != Z_OK && zr != Z_BUF_ERROR)
+			return -1;
+	}
+	size_t n = max - r->zs.avail_out;
+	if (n == 0) { /* finished exactly at the previous call's end */
+		r->complete = true;
+		return 0;
+	}
+	return (long)n;
+}
+
+void expose_body_free(struct expose_body *r)
+{
+	if (!r)
+		return;
+	if (r->gzip)
+		deflateEnd(&r->zs);
+	r->src.end(r->src.st, r->complete);
+	free(r);
+}
+
+/*
+ * MHD's content reader. Never returns 0 (in MHD's internal polling that
+ * would spin): expose_body_read() pulls pieces until it has bytes or the
+ * body ends.
+ */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	(void)pos; /* MHD asks in order: the response is never reused */
+	long n = expose_body_read(cls, buf, max);
+	if (n < 0)
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	return n ? (ssize_t)n : MHD_CONTENT_READER_END_OF_STREAM;
+}
+
+/* MHD is done with a streamed response: sent, failed or abandoned. */
+static void stream_free(void *cls)
+{
+	expose_body_free(cls);
 }
 
 static enum MHD_Result queue_text(struct MHD_Connection *conn, unsigned status,
@@ -230,6 +322,109 @@ static enum MHD_Result queue_text(struct MHD_Connection *conn, unsigned status,
 	enum MHD_Result ret = MHD_queue_response(conn, status, r);
 	MHD_destroy_response(r);
 	return ret;
+}
+
+/* Queue @r (NULL: fail the connection) with the headers every response
+ * has, and drop our reference. */
+static enum MHD_Result queue(struct MHD_Connection *conn, unsigned status,
+			     struct MHD_Response *r, const char *ctype, bool gz)
+{
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+	/* The representation depends on Accept-Encoding whether or not this
+	 * one was compressed; caches must key on it. */
+	MHD_add_response_header(r, MHD_HTTP_HEADER_VARY,
+				MHD_HTTP_HEADER_ACCEPT_ENCODING);
+	if (gz)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_ENCODING,
+					"gzip");
+	enum MHD_Result ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* A streaming route: its body is pulled piece by piece as it is sent. */
+static enum MHD_Result serve_stream(struct route *rt,
+				    struct MHD_Connection *conn, bool head,
+				    bool gzip_ok)
+{
+	int status = MHD_HTTP_OK;
+	const char *ctype = EXPOSE_CONTENT_TYPE_TEXT;
+	struct expose_stream src;
+	if (rt->stream(rt->ctx, &src, &status, &ctype) != 0)
+		return queue_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				  "cannot render the response\n", NULL);
+	if (head) {
+		/* Headers only. Not a callback response: for HEAD,
+		 * libmicrohttpd 0.9.75 still sends the last chunk
+		 * ("0\r\n\r\n"), which a kept-alive client would take for
+		 * the start of its next response. */
+		src.end(src.st, false);
+		return queue(conn, (unsigned)status,
+			     MHD_create_response_from_buffer(
+				     0, (void *)"", MHD_RESPMEM_PERSISTENT),
+			     ctype, gzip_ok);
+	}
+	/* A streamed body's size is unknown until its end, so it is gzipped
+	 * whenever the client accepts it: it is large. */
+	struct expose_body *body = expose_body_new(&src, gzip_ok);
+	if (!body) {
+		src.end(src.st, false);
+		return queue_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				  "out of memory\n", NULL);
+	}
+	struct MHD_Response *r = MHD_create_response_from_callback(
+		MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, body, stream_free);
+	if (!r) /* the body was never handed over: end it here */
+		expose_body_free(body);
+	return queue(conn, (unsigned)status, r, ctype, gzip_ok);
+}
+
+/* A buffered route: its body is rendered whole, then sent. */
+static enum MHD_Result serve_buffered(struct expose_http *h, struct route *rt,
+				      struct MHD_Connection *conn,
+				      bool gzip_ok)
+{
+	int status = MHD_HTTP_OK;
+	const char *ctype = EXPOSE_CONTENT_TYPE_TEXT;
+	struct expose_buf body;
+	expose_buf_init(&body);
+	int rc = rt->fn(rt->ctx, &body, &status, &ctype);
+	if (expose_buf_failed(&body)) {
+		expose_buf_free(&body);
+		return queue_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				  "out of memory rendering the response\n",
+				  NULL);
+	}
+	if (rc != 0)
+		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+	char *data = body.data;
+	size_t len = body.len;
+	bool gz = false;
+	if (len >= h->gzip_min && gzip_ok) {
+		size_t zlen;
+		char *z = gzip_body(data, len, &zlen);
+		if (z) {
+			expose_buf_free(&body);
+			data = z;
+			len = zlen;
+			gz = true;
+		}
+	}
+	struct MHD_Response *r;
+	if (len == 0) {
+		free(data);
+		r = MHD_create_response_from_buffer(0, (void *)"",
+						    MHD_RESPMEM_PERSISTENT);
+	} else {
+		/* sent from the buffer itself, freed once sent */
+		r = MHD_create_response_from_buffer_with_free_callback(len, data,
+								       free);
+		if (!r)
+			free(data);
+	}
+	return queue(conn, (unsigned)status, r, ctype, gz);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
@@ -257,71 +452,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		return queue_text(conn, MHD_HTTP_NOT_FOUND, "not found\n",
 				  NULL);
 
-	struct body *body = take_body(rt);
-	if (!body)
-		return queue_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
-				  "out of memory rendering the response\n",
-				  NULL);
-	int status = MHD_HTTP_OK;
-	const char *ctype = EXPOSE_CONTENT_TYPE_TEXT;
-	int rc = rt->fn(rt->ctx, &body->buf, &status, &ctype);
-	if (expose_buf_failed(&body->buf)) {
-		body_free(body);
-		return queue_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
-				  "out of memory rendering the response\n",
-				  NULL);
-	}
-	if (rc != 0)
-		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
-	atomic_store_explicit(&rt->size_hint, body->buf.len,
-			      memory_order_relaxed);
-
-	char *data = body->buf.data;
-	size_t len = body->buf.len;
-	char *gz = NULL;
-	if (len >= h->gzip_min &&
-	    accepts_gzip(MHD_lookup_connection_value(
-		    conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING))) {
-		size_t zlen;
-		gz = gzip_body(data, len, &zlen);
-		if (gz) {
-			data = gz;
-			len = zlen;
-		}
-	}
-
-	struct MHD_Response *r;
-	if (gz) {
-		/* the plain body is done with; the gzip copy is freed once
-		 * sent */
-		put_body(body);
-		r = MHD_create_response_from_buffer_with_free_callback(len, gz,
-								       free);
-		if (!r)
-			free(gz);
-	} else if (len == 0) {
-		put_body(body);
-		r = MHD_create_response_from_buffer(0, (void *)"",
-						    MHD_RESPMEM_PERSISTENT);
-	} else {
-		/* sent from the buffer itself, no copy; it goes back to the
-		 * route when MHD is done with it */
-		r = MHD_create_response_from_buffer_with_free_callback_cls(
-			len, data, release_body, body);
-		if (!r)
-			put_body(body);
-	}
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-	/* The representation depends on Accept-Encoding whether or not this
-	 * one was compressed; caches must key on it. */
-	MHD_add_response_header(r, MHD_HTTP_HEADER_VARY,
-				MHD_HTTP_HEADER_ACCEPT_ENCODING);
-	if (gz)
-		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_ENCODING,
-					"gzip");
-	enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, r);
-	MHD_destroy_response(r);
-	return ret;
+	bool gzip_ok = accepts_gzip(MHD_lookup_connection_value(
+		conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING));
+	if (rt->stream)
+		return serve_stream(rt, conn,
+				    strcmp(method, MHD_HTTP_METHOD_HEAD) == 0,
+				    gzip_ok);
+	return serve_buffered(h, rt, conn, gzip_ok);
 }
 
 /*
@@ -440,10 +577,8 @@ static void free_server(struct expose_http *h)
 {
 	if (!h)
 		return;
-	for (size_t i = 0; i < h->nroutes; i++) {
+	for (size_t i = 0; i < h->nroutes; i++)
 		free(h->routes[i].path);
-		body_free(atomic_load(&h->routes[i].spare));
-	}
 	free(h->routes);
 	free(h);
 }
@@ -470,10 +605,10 @@ int expose_http_start(const char *address, const struct expose_route *routes,
 		return rc;
 	}
 	for (size_t i = 0; i < nroutes; i++) {
-		if (!routes[i].path || !routes[i].fn) {
+		if (!routes[i].path || !routes[i].fn == !routes[i].stream) {
 			fprintf(stderr,
-				"mixd: %s: route %zu has no path or "
-				"handler\n",
+				"mixd: %s: route %zu needs a path and "
+				"one handler\n",
 				name, i);
 			return -EINVAL;
 		}
@@ -494,9 +629,8 @@ int expose_http_start(const char *address, const struct expose_route *routes,
 			goto fail;
 		h->nroutes = i + 1;
 		h->routes[i].fn = routes[i].fn;
+		h->routes[i].stream = routes[i].stream;
 		h->routes[i].ctx = routes[i].ctx;
-		atomic_init(&h->routes[i].size_hint, 0);
-		atomic_init(&h->routes[i].spare, NULL);
 	}
 
 	fd = open_listener(host, port, &family);
@@ -518,6 +652,7 @@ int expose_http_start(const char *address, const struct expose_route *routes,
 		log_mhd, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
 		MHD_OPTION_THREAD_POOL_SIZE,
 		(unsigned)(opts->threads ? opts->threads : DEFAULT_THREADS),
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
 		MHD_OPTION_CONNECTION_LIMIT,
 		(unsigned)(opts->max_connections ? opts->max_connections
 						 : DEFAULT_MAX_CONNECTIONS),
@@ -555,8 +690,8 @@ void expose_http_stop(struct expose_http *h)
 	if (!h)
 		return;
 	/* joins the pool threads after their requests complete, destroys
-	 * the responses (returning their bodies to the routes) and closes the
-	 * listening socket */
+	 * the responses (ending their streams) and closes the listening
+	 * socket */
 	MHD_stop_daemon(h->mhd);
 	free_server(h);
 }

@@ -1,158 +1,414 @@
 /*
  * istio.c -- render an aggregator view as Prometheus text 0.0.4, the way
- * Mixer's prometheus adapter (client_golang) exposed it.
+ * Mixer's prometheus adapter (client_golang) exposed it, in pieces.
  *
- * Cost model: a scrape of 100,000 label sets of the four HTTP families is
- * about four million lines. Each row's label text is escaped once per
- * scrape and reused by every family and bucket line of its set; `le`
- * values are formatted once per family; the rest is memcpy and integer
- * formatting.
+ * A scrape of 100,000 label sets of the four HTTP families is about four
+ * million lines and 2.3 GB of text. It is never held whole: the stream
+ * renders whole rows into one piece of about EXPOSE_CHUNK_DEFAULT bytes,
+ * the server sends (or deflates) that, and the same memory takes the next
+ * piece. The piece stays in the CPU's cache, and a scrape's memory is the
+ * view plus one piece, whatever the number of series.
+ *
+ * Cost model, per row of a family: its `{l1="v1",...` block is built once
+ * (label names come pre-joined, values are checked for characters to
+ * escape a word at a time) and copied into each of its lines (one for a
+ * counter, nb + 3 for a histogram); `le` suffixes are formatted once per
+ * family; the rest is memcpy and integer formatting, no printf.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "agg/agg.h"
 #include "expose/expose.h"
+#include "expose/expose_internal.h"
 
-/* Every row's `{l1="v1",...` (no closing brace) for one set. */
-struct set_labels {
-	struct expose_buf text;
-	size_t *off; /* nrows + 1 offsets into text */
+/* Longest `,le="<value>"} ` suffix: the value and 9 bytes around it. */
+#define LE_MAX (EXPOSE_VALUE_MAX + 16)
+
+struct expose_view_stream {
+	const struct agg_view *v;
+	size_t chunk; /* a piece ends before a row would take it past this */
+	size_t fam;   /* family being rendered */
+	size_t row;   /* its next row */
+	bool started; /* the family's HELP and TYPE are out */
+	bool done;
+	struct expose_buf out; /* the piece */
+	struct expose_buf lab; /* the row's `{l1="v1",...`, no closing brace */
+	/* per family: `{l1="` / `,l2="` for each label of its set */
+	struct expose_buf names;
+	size_t *name_off; /* nlabels + 1 offsets into names */
+	size_t name_cap;
+	/* per histogram family: `,le="0.005"} ` per bound and +Inf */
+	char (*le)[LE_MAX];
+	size_t *lel;
+	size_t le_cap;
+	size_t le_max; /* longest of them */
+	/* per set, per row: 0 not yet looked at, 1 no value to escape, 2 some
+	 * value to escape; so a row is checked once, not once per family */
+	uint8_t **esc;
 };
 
-static int build_labels(const struct agg_view_set *s, struct set_labels *out)
+struct expose_view_stream *expose_view_stream_new(const struct agg_view *v,
+						  size_t chunk)
 {
-	expose_buf_init(&out->text);
-	out->off = malloc((s->nrows + 1) * sizeof *out->off);
-	if (!out->off)
+	struct expose_view_stream *s = calloc(1, sizeof *s);
+	if (!s)
+		return NULL;
+	s->v = v;
+	s->chunk = chunk ? chunk : EXPOSE_CHUNK_DEFAULT;
+	s->esc = calloc(v->nsets + 1, sizeof *s->esc);
+	/* the usual piece never grows the buffer: room for the largest row
+	 * that still starts below the target comes from the slack */
+	if (!s->esc || expose_buf_reserve(&s->out, s->chunk) != 0) {
+		expose_view_stream_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void expose_view_stream_free(struct expose_view_stream *s)
+{
+	if (!s)
+		return;
+	expose_buf_free(&s->out);
+	expose_buf_free(&s->lab);
+	expose_buf_free(&s->names);
+	free(s->name_off);
+	for (size_t i = 0; s->esc && i < s->v->nsets; i++)
+		free(s->esc[i]);
+	free(s->esc);
+	free(s->le);
+	free(s->lel);
+	free(s);
+}
+
+/*
+ * Copy @n bytes to @d and return the end. Inline for the short pieces a
+ * line is made of (names, label values, suffixes): a libc memcpy call per
+ * piece costs more than the copy. Overlapping loads and stores, never
+ * outside [src, src + n) or [d, d + n).
+ */
+static inline char *put(char *d, const void *src, size_t n)
+{
+	const char *s = src;
+	if (n >= 8 && n <= 16) {
+		uint64_t a, b;
+		memcpy(&a, s, 8);
+		memcpy(&b, s + n - 8, 8);
+		memcpy(d, &a, 8);
+		memcpy(d + n - 8, &b, 8);
+	} else if (n > 16) {
+		memcpy(d, s, n);
+	} else if (n >= 4) {
+		uint32_t a, b;
+		memcpy(&a, s, 4);
+		memcpy(&b, s + n - 4, 4);
+		memcpy(d, &a, 4);
+		memcpy(d + n - 4, &b, 4);
+	} else if (n) {
+		d[0] = s[0];
+		d[n / 2] = s[n / 2];
+		d[n - 1] = s[n - 1];
+	}
+	return d + n;
+}
+
+/* Does any of the 8 bytes of @x equal @c? (The classic has-zero-byte
+ * test on x ^ c.) */
+static inline uint64_t has_byte(uint64_t x, unsigned char c)
+{
+	uint64_t y = x ^ (0x0101010101010101ull * c);
+	return (y - 0x0101010101010101ull) & ~y & 0x8080808080808080ull;
+}
+
+static inline bool special(char c)
+{
+	return c == '\\' || c == '"' || c == '\n';
+}
+
+static inline uint64_t specials(uint64_t x)
+{
+	return has_byte(x, '\\') | has_byte(x, '"') | has_byte(x, '\n');
+}
+
+/* Does a value of row @r have a character to escape? A word at a time;
+ * short tails as overlapping words, never reading outside a value. */
+static bool row_needs_escape(const struct agg_view_row *r)
+{
+	const uint8_t *k = r->key, *end = r->key + r->key_len;
+	uint64_t hit = 0;
+	while (k < end) {
+		const char *v;
+		size_t len, i = 0;
+		agg_key_next(&k, &v, &len);
+		for (; i + 8 <= len; i += 8) {
+			uint64_t x;
+			memcpy(&x, v + i, 8);
+			hit |= specials(x);
+		}
+		if (i == len)
+			continue;
+		if (len >= 8) {
+			uint64_t x;
+			memcpy(&x, v + len - 8, 8);
+			hit |= specials(x);
+		} else if (len >= 4) {
+			uint32_t a, b; /* zero bytes above them match nothing */
+			memcpy(&a, v, 4);
+			memcpy(&b, v + len - 4, 4);
+			hit |= specials(a) | specials(b);
+		} else {
+			for (; i < len; i++)
+				hit |= special(v[i]);
+		}
+	}
+	return hit != 0;
+}
+
+/* Prepare what every row of family @f shares: its set's label names and,
+ * for a histogram, the `le` suffixes. */
+static int family_begin(struct expose_view_stream *s,
+			const struct agg_view_family *f)
+{
+	const struct agg_view_set *set = &s->v->sets[f->set];
+
+	if (set->nlabels + 1 > s->name_cap) {
+		size_t *o = realloc(s->name_off,
+				    (set->nlabels + 1) * sizeof *o);
+		if (!o)
+			return -1;
+		s->name_off = o;
+		s->name_cap = set->nlabels + 1;
+	}
+	s->names.len = 0;
+	for (size_t l = 0; l < set->nlabels; l++) {
+		s->name_off[l] = s->names.len;
+		expose_buf_putc(&s->names, l ? ',' : '{');
+		expose_buf_puts(&s->names, set->labels[l]);
+		expose_buf_append(&s->names, "=\"", 2);
+	}
+	s->name_off[set->nlabels] = s->names.len;
+	if (expose_buf_failed(&s->names))
 		return -1;
-	for (size_t r = 0; r < s->nrows; r++) {
-		out->off[r] = out->text.len;
-		const uint8_t *p = s->rows[r].key;
-		for (size_t l = 0; l < s->nlabels; l++) {
-			const char *v;
-			size_t len;
-			agg_key_next(&p, &v, &len);
-			expose_buf_putc(&out->text, l ? ',' : '{');
-			expose_buf_puts(&out->text, s->labels[l]);
-			expose_buf_append(&out->text, "=\"", 2);
-			expose_label_value(&out->text, v, len);
-			expose_buf_putc(&out->text, '"');
-		}
-		if (!s->nlabels)
-			expose_buf_putc(&out->text, '{');
+	if (!s->esc[f->set]) {
+		s->esc[f->set] = calloc(set->nrows + 1, 1);
+		if (!s->esc[f->set])
+			return -1;
 	}
-	out->off[s->nrows] = out->text.len;
-	return expose_buf_failed(&out->text) ? -1 : 0;
-}
 
-static inline void put_name(struct expose_buf *b, const char *name, size_t nl,
-			    const char *suffix, size_t sl, const struct set_labels *L,
-			    size_t r)
-{
-	expose_buf_append(b, name, nl);
-	expose_buf_append(b, suffix, sl);
-	expose_buf_append(b, L->text.data + L->off[r], L->off[r + 1] - L->off[r]);
-}
-
-static void render_family(struct expose_buf *b, const struct agg_view_family *f,
-			  const struct agg_view_set *s, const struct set_labels *L)
-{
-	size_t nl = strlen(f->name);
-	bool empty_labels = s->nlabels == 0;
-	expose_help(b, f->name, f->help);
-	expose_type(b, f->name, f->kind == AGG_HISTOGRAM ? "histogram"
-				: f->kind == AGG_GAUGE	 ? "gauge"
-							 : "counter");
-	if (f->kind != AGG_HISTOGRAM) {
-		for (size_t r = 0; r < s->nrows; r++) {
-			const struct agg_view_row *row = &s->rows[r];
-			if (!((row->touched >> f->bit) & 1))
-				continue;
-			double v;
-			memcpy(&v, &row->cells[f->cell], 8);
-			put_name(b, f->name, nl, "", 0, L, r);
-			expose_buf_append(b, "} ", 2);
-			expose_value(b, v);
-			expose_buf_putc(b, '\n');
-		}
-		return;
+	if (f->kind != AGG_HISTOGRAM)
+		return 0;
+	if (f->nb + 1 > s->le_cap) {
+		char(*le)[LE_MAX] = realloc(s->le, (f->nb + 1) * sizeof *le);
+		if (!le)
+			return -1;
+		s->le = le;
+		size_t *lel = realloc(s->lel, (f->nb + 1) * sizeof *lel);
+		if (!lel)
+			return -1;
+		s->lel = lel;
+		s->le_cap = f->nb + 1;
 	}
-	/* `,le="0.005"} ` per bound, formatted once; `{` instead of `,` when
-	 * the family has no other label. */
-	char (*le)[EXPOSE_VALUE_MAX + 16] = malloc((f->nb + 1) * sizeof *le);
-	size_t *lel = malloc((f->nb + 1) * sizeof *lel);
-	if (!le || !lel) {
-		free(le);
-		free(lel);
-		b->oom = true;
-		return;
-	}
+	s->le_max = 0;
 	for (size_t i = 0; i <= f->nb; i++) {
 		char num[EXPOSE_VALUE_MAX];
 		size_t n = i < f->nb ? expose_format_float_go(f->bounds[i], num)
 				     : (memcpy(num, "+Inf", 4), 4);
-		size_t k = 0;
-		le[i][k++] = empty_labels ? '{' : ',';
-		memcpy(le[i] + k, "le=\"", 4);
-		k += 4;
-		memcpy(le[i] + k, num, n);
-		k += n;
-		memcpy(le[i] + k, "\"} ", 3);
-		k += 3;
-		lel[i] = k;
+		char *p = s->le[i];
+		/* `{` instead of `,` when the family has no other label */
+		*p++ = set->nlabels ? ',' : '{';
+		memcpy(p, "le=\"", 4);
+		p += 4;
+		memcpy(p, num, n);
+		p += n;
+		memcpy(p, "\"} ", 3);
+		p += 3;
+		s->lel[i] = (size_t)(p - s->le[i]);
+		if (s->lel[i] > s->le_max)
+			s->le_max = s->lel[i];
 	}
-	for (size_t r = 0; r < s->nrows; r++) {
-		const struct agg_view_row *row = &s->rows[r];
-		if (!((row->touched >> f->bit) & 1))
-			continue;
-		const uint64_t *c = &row->cells[f->cell];
-		/* Cumulative, from one consistent copy: monotonic, and +Inf is
-		 * the count. */
-		uint64_t cum = 0;
-		size_t lo = L->off[r], ll = L->off[r + 1] - lo;
-		for (size_t i = 0; i <= f->nb; i++) {
-			cum += c[i];
-			expose_buf_append(b, f->name, nl);
-			expose_buf_append(b, "_bucket", 7);
-			if (!empty_labels)
-				expose_buf_append(b, L->text.data + lo, ll);
-			expose_buf_append(b, le[i], lel[i]);
-			expose_u64(b, cum);
-			expose_buf_putc(b, '\n');
+	return 0;
+}
+
+/* Build row @r's `{l1="v1",...` block (just `{` without labels). @clean:
+ * no value has a character to escape. */
+static int build_labels(struct expose_view_stream *s,
+			const struct agg_view_set *set,
+			const struct agg_view_row *r, bool clean)
+{
+	struct expose_buf *b = &s->lab;
+	/* the names, the values, a quote each; values at most doubled */
+	if (expose_buf_reserve(b, s->names.len + 2 * (size_t)r->key_len +
+					  set->nlabels + 1) != 0)
+		return -1;
+	char *p = b->data;
+	const uint8_t *k = r->key;
+	for (size_t l = 0; l < set->nlabels; l++) {
+		p = put(p, s->names.data + s->name_off[l],
+			s->name_off[l + 1] - s->name_off[l]);
+		const char *v;
+		size_t len;
+		agg_key_next(&k, &v, &len);
+		if (clean) {
+			p = put(p, v, len);
+		} else {
+			for (size_t i = 0; i < len; i++) {
+				char c = v[i];
+				if (special(c)) {
+					*p++ = '\\';
+					c = c == '\n' ? 'n' : c;
+				}
+				*p++ = c;
+			}
 		}
-		double sum;
-		memcpy(&sum, &c[f->nb + 1], 8);
-		put_name(b, f->name, nl, "_sum", 4, L, r);
-		expose_buf_append(b, "} ", 2);
-		expose_value(b, sum);
-		expose_buf_putc(b, '\n');
-		put_name(b, f->name, nl, "_count", 6, L, r);
-		expose_buf_append(b, "} ", 2);
-		expose_u64(b, c[f->nb + 2]);
-		expose_buf_putc(b, '\n');
+		*p++ = '"';
 	}
-	free(le);
-	free(lel);
+	if (!set->nlabels)
+		*p++ = '{';
+	b->len = (size_t)(p - b->data);
+	return 0;
+}
+
+/*
+ * Append row @r of family @f to the piece, whole. Returns 1 if it was
+ * written, 0 if it does not fit after what the piece holds (the piece must
+ * go out first), -1 on ENOMEM.
+ */
+static int render_row(struct expose_view_stream *s,
+		      const struct agg_view_family *f, size_t row)
+{
+	const struct agg_view_set *set = &s->v->sets[f->set];
+	const struct agg_view_row *r = &set->rows[row];
+	size_t nl = strlen(f->name);
+	uint8_t *esc = &s->esc[f->set][row];
+	if (!*esc)
+		*esc = row_needs_escape(r) ? 2 : 1;
+	if (build_labels(s, set, r, *esc == 1) != 0)
+		return -1;
+	const char *lab = s->lab.data;
+	size_t ll = s->lab.len;
+	bool hist = f->kind == AGG_HISTOGRAM;
+	/* every line: name, "_bucket", labels, le suffix or "} ", value,
+	 * newline */
+	size_t lines = hist ? f->nb + 3 : 1;
+	size_t need = lines * (nl + 7 + ll + (hist ? s->le_max : 2) +
+			       EXPOSE_VALUE_MAX + 1);
+	struct expose_buf *o = &s->out;
+	if (o->cap - o->len < need) {
+		if (o->len)
+			return 0;
+		/* a row larger than a piece: the piece grows to hold it */
+		if (expose_buf_reserve(o, need) != 0)
+			return -1;
+	}
+	char *p = o->data + o->len;
+	const uint64_t *c = &r->cells[f->cell];
+	if (!hist) {
+		double v;
+		memcpy(&v, c, 8);
+		p = put(p, f->name, nl);
+		p = put(p, lab, ll);
+		p = put(p, "} ", 2);
+		p += expose_format_value(v, p);
+		*p++ = '\n';
+		o->len = (size_t)(p - o->data);
+		return 1;
+	}
+	/* Cumulative, from one consistent copy: monotonic, and +Inf is the
+	 * count. */
+	uint64_t cum = 0;
+	bool labels = set->nlabels != 0;
+	for (size_t i = 0; i <= f->nb; i++) {
+		cum += c[i];
+		p = put(p, f->name, nl);
+		p = put(p, "_bucket", 7);
+		if (labels)
+			p = put(p, lab, ll);
+		p = put(p, s->le[i], s->lel[i]);
+		p += expose_fmt_u64(cum, p);
+		*p++ = '\n';
+	}
+	double sum;
+	memcpy(&sum, &c[f->nb + 1], 8);
+	p = put(p, f->name, nl);
+	p = put(p, "_sum", 4);
+	p = put(p, lab, ll);
+	p = put(p, "} ", 2);
+	p += expose_format_value(sum, p);
+	*p++ = '\n';
+	p = put(p, f->name, nl);
+	p = put(p, "_count", 6);
+	p = put(p, lab, ll);
+	p = put(p, "} ", 2);
+	p += expose_fmt_u64(c[f->nb + 2], p);
+	*p++ = '\n';
+	o->len = (size_t)(p - o->data);
+	return 1;
+}
+
+int expose_view_stream_next(struct expose_view_stream *s, const char **data,
+			    size_t *len)
+{
+	const struct agg_view *v = s->v;
+	struct expose_buf *o = &s->out;
+
+	o->len = 0;
+	while (!s->done) {
+		if (s->fam == v->nfams) {
+			s->done = true;
+			break;
+		}
+		const struct agg_view_family *f = &v->fams[s->fam];
+		if (!f->series) { /* no row has data: no HELP or TYPE */
+			s->fam++;
+			continue;
+		}
+		const struct agg_view_set *set = &v->sets[f->set];
+		if (!s->started) {
+			if (family_begin(s, f) != 0)
+				return -1;
+			expose_help(o, f->name, f->help);
+			expose_type(o, f->name,
+				    f->kind == AGG_HISTOGRAM ? "histogram"
+				    : f->kind == AGG_GAUGE   ? "gauge"
+							     : "counter");
+			if (expose_buf_failed(o))
+				return -1;
+			s->started = true;
+			s->row = 0;
+		}
+		bool full = false;
+		for (; s->row < set->nrows && !full; s->row++) {
+			const struct agg_view_row *r = &set->rows[s->row];
+			if (!((r->touched >> f->bit) & 1))
+				continue;
+			int rc = render_row(s, f, s->row);
+			if (rc < 0)
+				return -1;
+			if (rc == 0) /* the row goes into the next piece */
+				break;
+			full = o->len >= s->chunk;
+		}
+		if (full || s->row < set->nrows)
+			break;
+		s->fam++;
+		s->started = false;
+	}
+	*data = o->data;
+	*len = o->len;
+	return o->len ? 1 : 0;
 }
 
 int expose_render_view(const struct agg_view *v, struct expose_buf *b)
 {
-	struct set_labels *L = calloc(v->nsets + 1, sizeof *L);
-	if (!L)
+	struct expose_view_stream *s = expose_view_stream_new(v, 0);
+	if (!s)
 		return -1;
-	int rc = 0;
-	for (size_t s = 0; s < v->nsets && !rc; s++)
-		rc = build_labels(&v->sets[s], &L[s]);
-	for (size_t f = 0; f < v->nfams && !rc; f++) {
-		const struct agg_view_family *fam = &v->fams[f];
-		if (fam->series)
-			render_family(b, fam, &v->sets[fam->set], &L[fam->set]);
-	}
-	for (size_t s = 0; s < v->nsets; s++) {
-		expose_buf_free(&L[s].text);
-		free(L[s].off);
-	}
-	free(L);
-	return rc || expose_buf_failed(b) ? -1 : 0;
+	const char *data;
+	size_t len;
+	int rc;
+	while ((rc = expose_view_stream_next(s, &data, &len)) > 0)
+		expose_buf_append(b, data, len);
+	expose_view_stream_free(s);
+	return rc < 0 || expose_buf_failed(b) ? -1 : 0;
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "expose/expose.h"
+#include "expose/expose_internal.h"
 
 /* 2^53: below it every integer is exactly representable, so an integral
  * double prints as an integer without losing or inventing digits. */
@@ -86,41 +87,16 @@ const char *expose_buf_cstr(struct expose_buf *b)
 	return b->data;
 }
 
-static const char digit_pairs[201] = "00010203040506070809"
-				     "10111213141516171819"
-				     "20212223242526272829"
-				     "30313233343536373839"
-				     "40414243444546474849"
-				     "50515253545556575859"
-				     "60616263646566676869"
-				     "70717273747576777879"
-				     "80818283848586878889"
-				     "90919293949596979899";
-
-/* Decimal digits of @v into @out (room for 20); returns the length. Two
- * digits per division: half the divisions of the naive loop. */
-static size_t fmt_u64(uint64_t v, char *out)
-{
-	char tmp[20];
-	char *p = tmp + sizeof(tmp);
-
-	while (v >= 100) {
-		unsigned i = (unsigned)(v % 100) * 2;
-		v /= 100;
-		*--p = digit_pairs[i + 1];
-		*--p = digit_pairs[i];
-	}
-	if (v >= 10) {
-		unsigned i = (unsigned)v * 2;
-		*--p = digit_pairs[i + 1];
-		*--p = digit_pairs[i];
-	} else {
-		*--p = (char)('0' + v);
-	}
-	size_t n = (size_t)(tmp + sizeof(tmp) - p);
-	memcpy(out, p, n);
-	return n;
-}
+const char expose_digit_pairs[201] = "00010203040506070809"
+				    "10111213141516171819"
+				    "20212223242526272829"
+				    "30313233343536373839"
+				    "40414243444546474849"
+				    "50515253545556575859"
+				    "60616263646566676869"
+				    "70717273747576777879"
+				    "80818283848586878889"
+				    "90919293949596979899";
 
 static const double pow10_table[] = {
 	1e0, 1e1, 1e2,	1e3,  1e4,  1e5,  1e6,	1e7,
@@ -146,10 +122,10 @@ static size_t fmt_fixed(double a, char *out)
 			continue;
 		uint64_t mi = (uint64_t)m;
 		uint64_t pi = (uint64_t)p;
-		size_t n = fmt_u64(mi / pi, out);
+		size_t n = expose_fmt_u64(mi / pi, out);
 		out[n++] = '.';
 		char frac[20];
-		size_t fn = fmt_u64(mi % pi, frac);
+		size_t fn = expose_fmt_u64(mi % pi, frac);
 		/* zero-pad the fraction to k digits: 0.05 is m=5, k=2 */
 		for (size_t z = fn; z < k; z++)
 			out[n++] = '0';
@@ -176,7 +152,7 @@ size_t expose_format_value(double v, char *out)
 	if (a < EXACT_INT_LIMIT && a == trunc(a)) {
 		if (v < 0)
 			*p++ = '-';
-		n = fmt_u64((uint64_t)a, p);
+		n = expose_fmt_u64((uint64_t)a, p);
 		p[n] = '\0';
 		return (size_t)(p - out) + n;
 	}
@@ -311,7 +287,7 @@ void expose_u64(struct expose_buf *b, uint64_t v)
 {
 	if (expose_buf_reserve(b, 20) != 0)
 		return;
-	b->len += fmt_u64(v, b->data + b->len);
+	b->len += expose_fmt_u64(v, b->data + b->len);
 }
 
 void expose_sample(struct expose_buf *b, const char *name,

@@ -1,8 +1,11 @@
 /*
  * fuzz_expr -- compile arbitrary bytes as an expression against the
  * built-in vocabulary (plus a few $out names); if it compiles, evaluate it
- * against a record with some attributes set and check the result's type.
+ * against a record with some attributes set and check the result's type;
+ * then evaluate it through a plan (expr_plan_eval(), guarded by itself
+ * when it is a BOOL) and check the plan agrees with expr_eval().
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +23,50 @@ static void set_str(unsigned slot, const char *s)
 	struct attr_value v = {.type = ATTR_STRING, .len = (uint32_t)strlen(s),
 			       .s = s};
 	attr_table_set(table, slot, &v);
+}
+
+/* Same type and value; doubles bitwise, so that a NaN equals itself. */
+static bool same_value(const struct attr_value *a, const struct attr_value *b)
+{
+	if (a->type != b->type)
+		return false;
+	if (attr_type_is_string((enum attr_type)a->type))
+		return a->len == b->len &&
+		       (a->len == 0 || memcmp(a->s, b->s, a->len) == 0);
+	if (a->type == ATTR_DOUBLE)
+		return memcmp(&a->d, &b->d, sizeof a->d) == 0;
+	return attr_value_equal(a, b);
+}
+
+/* The plan of @id, with @id also its guard when it is a BOOL, agrees with
+ * expr_eval()'s @rc and @v: the same success, type and value. */
+static void check_plan(struct expr_program *p, uint32_t id, int rc,
+		       const struct attr_value *v)
+{
+	bool guarded = expr_type(p, id) == ATTR_BOOL;
+	struct expr_plan *pl =
+		expr_plan_create_guarded(p, guarded ? id : EXPR_PLAN_NO_GUARD,
+					 &id, 1);
+	struct expr_scratch *s = expr_scratch_create(p, 4096);
+	const struct attr_value **res =
+		pl ? calloc(expr_plan_size(pl) + 1, sizeof *res) : NULL;
+	if (pl && s && res) {
+		expr_scratch_begin(s);
+		unsigned failed = expr_plan_eval(pl, table, s, res);
+		const struct attr_value *pv = res[expr_plan_index(pl, 0)];
+		if (guarded && pv != res[expr_plan_guard(pl)])
+			abort(); /* the guard and the id share a register */
+		if ((rc == 0) != (pv != NULL) ||
+		    failed != (unsigned)(rc != 0))
+			abort();
+		if (pv && !same_value(pv, v))
+			abort();
+		if (rc < 0 && s->stats.fail[-rc] != 1)
+			abort(); /* counted once, for the same reason */
+	}
+	free(res);
+	expr_scratch_destroy(s);
+	expr_plan_destroy(pl);
 }
 
 static void setup(void)
@@ -92,6 +139,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			struct attr_value v2;
 			if (expr_eval(p, (uint32_t)id, table, s, &v2) != rc)
 				abort();
+			check_plan(p, (uint32_t)id, rc, &v);
 			expr_scratch_destroy(s);
 		}
 	}

@@ -36,7 +36,7 @@ import time
 import traceback
 
 __all__ = ["Mixd", "MixdError", "report", "parse_metrics", "value", "total",
-           "scrape", "main", "check", "TIMEOUT_FACTOR"]
+           "scrape", "curl", "main", "check", "TIMEOUT_FACTOR"]
 
 TIMEOUT_FACTOR = 4.0 if os.environ.get("MIXD_SANITIZE") in ("address", "thread") else 1.0
 
@@ -182,6 +182,40 @@ def scrape(port, path="/metrics", host="127.0.0.1", gzip_ok=True, timeout=None):
     if headers.get("content-encoding") == "gzip":
         body = gzip.decompress(body)
     return r.status, headers, body.decode("utf-8")
+
+
+def curl(port, path="/metrics", host="127.0.0.1", gzip_ok=False, timeout=None):
+    """GET http://host:port/path with curl, as an outside client does.
+    Returns (status, headers dict with lower-case names, body bytes as
+    received -- still gzipped if the server gzipped it -- and the seconds
+    the transfer took). Fails if curl does (an incomplete chunked body is
+    an error for curl)."""
+    tmp = tempfile.mkdtemp(prefix="mixd-curl.")
+    try:
+        body_path = os.path.join(tmp, "body")
+        hdr_path = os.path.join(tmp, "headers")
+        argv = ["curl", "-sS", "-o", body_path, "-D", hdr_path,
+                "-w", "%{http_code} %{time_total}",
+                "--max-time", str(int(timeout or _t(60)))]
+        if gzip_ok:
+            argv += ["-H", "Accept-Encoding: gzip"]
+        p = subprocess.run(argv + [f"http://{host}:{port}{path}"], capture_output=True,
+                           timeout=(timeout or _t(60)) + 10)
+        if p.returncode != 0:
+            raise AssertionError(f"curl {path} failed ({p.returncode}): "
+                                 f"{p.stderr.decode(errors='replace')}")
+        status, seconds = p.stdout.decode().split()
+        headers = {}
+        with open(hdr_path, "rb") as f:
+            for line in f.read().decode("latin-1").split("\r\n")[1:]:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+        with open(body_path, "rb") as f:
+            body = f.read()
+        return int(status), headers, body, float(seconds)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- the daemon -----------------------------------------------------------

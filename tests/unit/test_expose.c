@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,6 +27,7 @@
 #include <cmocka.h>
 #include <zlib.h>
 
+#include "agg/agg.h"
 #include "expose/expose.h"
 
 /* ---- rendering ---------------------------------------------------------- */
@@ -254,6 +256,197 @@ static void test_go_float_format(void **state)
 	assert_string_equal(gv(NAN), "NaN");
 }
 
+/* ---- rendering a view ------------------------------------------------------ */
+
+/* A key: each value as u16 length + bytes. */
+static size_t make_key(uint8_t *out, const char *const *vals, size_t n)
+{
+	size_t len = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint16_t l = (uint16_t)strlen(vals[i]);
+		memcpy(out + len, &l, 2);
+		memcpy(out + len + 2, vals[i], l);
+		len += 2u + l;
+	}
+	return len;
+}
+
+static uint64_t dbits(double d)
+{
+	uint64_t u;
+	memcpy(&u, &d, 8);
+	return u;
+}
+
+/*
+ * A view as agg_view_create() makes one: a set with two labels (a row
+ * whose values need escaping, a row without the histogram), a set without
+ * labels, a family without series. Its text is spelled out below.
+ */
+struct test_view {
+	struct agg_view v;
+	struct agg_view_family fams[5];
+	struct agg_view_set sets[2];
+	struct agg_view_row rows0[3], rows1[1];
+	uint8_t keys[3][64];
+	uint64_t cells0[3][6], cells1[1][5];
+};
+
+static const char *const labels0[] = {"code", "path"};
+static const double bounds_a[] = {0.005, 1e6};
+static const double bounds_b[] = {1};
+
+static void make_view(struct test_view *t)
+{
+	memset(t, 0, sizeof(*t));
+	const char *const k0[] = {"200", "/a"};
+	const char *const k1[] = {"404", "q\"\\\nz"};
+	const char *const k2[] = {"500", ""};
+	const char *const *keys[] = {k0, k1, k2};
+	/* set 0, cells: counter (1), histogram (2 bounds + Inf, sum, count) */
+	const uint64_t c0[3][6] = {
+		{7, 1, 2, 0, dbits(0.25), 3},
+		{1, 0, 0, 1, dbits(2e6), 1},
+		{dbits(1.5), 0, 0, 0, 0, 0},
+	};
+	for (int r = 0; r < 3; r++) {
+		t->rows0[r].key = t->keys[r];
+		t->rows0[r].key_len = (uint32_t)make_key(t->keys[r], keys[r], 2);
+		memcpy(t->cells0[r], c0[r], sizeof(c0[r]));
+		t->rows0[r].cells = t->cells0[r];
+		t->rows0[r].touched = r == 2 ? 1 : 3;
+	}
+	/* the counter cell holds double bits */
+	t->cells0[0][0] = dbits(7);
+	t->cells0[1][0] = dbits(1);
+	/* set 1, no labels: gauge (1), histogram (1 bound + Inf, sum, count) */
+	const uint64_t c1[5] = {dbits(-2.5), 4, 1, dbits(3.75), 5};
+	memcpy(t->cells1[0], c1, sizeof(c1));
+	t->rows1[0] = (struct agg_view_row){
+		.key = (const uint8_t *)"", .cells = t->cells1[0], .touched = 3};
+	t->sets[0] = (struct agg_view_set){
+		.labels = labels0, .nlabels = 2, .rows = t->rows0, .nrows = 3};
+	t->sets[1] = (struct agg_view_set){.rows = t->rows1, .nrows = 1};
+	t->fams[0] = (struct agg_view_family){
+		.name = "req_total", .help = "Requests.", .kind = AGG_COUNTER,
+		.set = 0, .bit = 0, .cell = 0, .series = 3};
+	t->fams[1] = (struct agg_view_family){
+		.name = "empty_total", .help = "None.", .kind = AGG_COUNTER,
+		.set = 0, .bit = 5, .cell = 0, .series = 0};
+	t->fams[2] = (struct agg_view_family){
+		.name = "size", .help = "Sizes\nin \\ bytes.",
+		.kind = AGG_HISTOGRAM, .bounds = bounds_a, .nb = 2, .set = 0,
+		.bit = 1, .cell = 1, .series = 2};
+	t->fams[3] = (struct agg_view_family){
+		.name = "temp", .help = "Temperature.", .kind = AGG_GAUGE,
+		.set = 1, .bit = 0, .cell = 0, .series = 1};
+	t->fams[4] = (struct agg_view_family){
+		.name = "lat", .help = "Latency.", .kind = AGG_HISTOGRAM,
+		.bounds = bounds_b, .nb = 1, .set = 1, .bit = 1, .cell = 1,
+		.series = 1};
+	t->v = (struct agg_view){
+		.fams = t->fams, .nfams = 5, .sets = t->sets, .nsets = 2};
+}
+
+static const char view_text[] =
+	"# HELP req_total Requests.\n"
+	"# TYPE req_total counter\n"
+	"req_total{code=\"200\",path=\"/a\"} 7\n"
+	"req_total{code=\"404\",path=\"q\\\"\\\\\\nz\"} 1\n"
+	"req_total{code=\"500\",path=\"\"} 1.5\n"
+	"# HELP size Sizes\\nin \\\\ bytes.\n"
+	"# TYPE size histogram\n"
+	"size_bucket{code=\"200\",path=\"/a\",le=\"0.005\"} 1\n"
+	"size_bucket{code=\"200\",path=\"/a\",le=\"1e+06\"} 3\n"
+	"size_bucket{code=\"200\",path=\"/a\",le=\"+Inf\"} 3\n"
+	"size_sum{code=\"200\",path=\"/a\"} 0.25\n"
+	"size_count{code=\"200\",path=\"/a\"} 3\n"
+	"size_bucket{code=\"404\",path=\"q\\\"\\\\\\nz\",le=\"0.005\"} 0\n"
+	"size_bucket{code=\"404\",path=\"q\\\"\\\\\\nz\",le=\"1e+06\"} 0\n"
+	"size_bucket{code=\"404\",path=\"q\\\"\\\\\\nz\",le=\"+Inf\"} 1\n"
+	"size_sum{code=\"404\",path=\"q\\\"\\\\\\nz\"} 2000000\n"
+	"size_count{code=\"404\",path=\"q\\\"\\\\\\nz\"} 1\n"
+	"# HELP temp Temperature.\n"
+	"# TYPE temp gauge\n"
+	"temp{} -2.5\n"
+	"# HELP lat Latency.\n"
+	"# TYPE lat histogram\n"
+	"lat_bucket{le=\"1\"} 4\n"
+	"lat_bucket{le=\"+Inf\"} 5\n"
+	"lat_sum{} 3.75\n"
+	"lat_count{} 5\n";
+
+static void test_render_view_text(void **state)
+{
+	struct test_view t;
+	make_view(&t);
+	struct expose_buf b = {0};
+	assert_int_equal(expose_render_view(&t.v, &b), 0);
+	assert_string_equal(expose_buf_cstr(&b), view_text);
+	expose_buf_free(&b);
+}
+
+/* Read @s to its end; returns the text, and the piece count in *@n. */
+static char *drain(struct expose_view_stream *s, size_t *n, size_t *len)
+{
+	struct expose_buf b = {0};
+	const char *d;
+	size_t l;
+	int rc;
+	*n = 0;
+	while ((rc = expose_view_stream_next(s, &d, &l)) > 0) {
+		assert_true(l > 0);
+		assert_int_equal(d[l - 1], '\n'); /* pieces end at line ends */
+		expose_buf_append(&b, d, l);
+		(*n)++;
+	}
+	assert_int_equal(rc, 0);
+	/* and stays at the end */
+	assert_int_equal(expose_view_stream_next(s, &d, &l), 0);
+	*len = b.len;
+	return (char *)expose_buf_cstr(&b);
+}
+
+/* The smallest pieces (one label set each) and a label set larger than a
+ * piece: the same text, whatever the cut. */
+static void test_render_view_in_pieces(void **state)
+{
+	struct test_view t;
+	make_view(&t);
+	size_t n, len;
+	struct expose_view_stream *s = expose_view_stream_new(&t.v, 1);
+	assert_non_null(s);
+	char *text = drain(s, &n, &len);
+	expose_view_stream_free(s);
+	assert_string_equal(text, view_text);
+	assert_true(n >= 7); /* 3 + 2 rows of set 0, 2 of set 1 */
+	free(text);
+
+	/* a value of 20,000 bytes: its rows outgrow a 4 KiB piece */
+	static uint8_t bigkey[2 * 20100];
+	char *v = malloc(20001);
+	assert_non_null(v);
+	memset(v, 'x', 20000);
+	v[20000] = '\0';
+	const char *const kv[] = {"201", v};
+	t.rows0[2].key = bigkey;
+	t.rows0[2].key_len = (uint32_t)make_key(bigkey, kv, 2);
+	t.rows0[2].touched = 3;
+	struct expose_buf want = {0};
+	assert_int_equal(expose_render_view(&t.v, &want), 0);
+	s = expose_view_stream_new(&t.v, 4096);
+	assert_non_null(s);
+	text = drain(s, &n, &len);
+	expose_view_stream_free(s);
+	assert_int_equal(len, want.len);
+	assert_memory_equal(text, want.data, len);
+	assert_true(len > 5 * 20000);
+	assert_non_null(strstr(text, "size_count{code=\"201\",path=\"xxx"));
+	free(text);
+	free(v);
+	expose_buf_free(&want);
+}
+
 /* ---- HTTP --------------------------------------------------------------- */
 
 struct reply {
@@ -261,6 +454,7 @@ struct reply {
 	char headers[4096];
 	char *body;
 	size_t body_len;
+	bool truncated; /* chunked, and the last chunk never came */
 };
 
 static void reply_free(struct reply *r)
@@ -316,6 +510,34 @@ static int connect_port(int family, uint16_t port)
 	return fd;
 }
 
+/* Undo chunked transfer encoding in place: hex size, CRLF, data, CRLF;
+ * a zero size ends the body. Without it the body was cut short. */
+static void dechunk(struct reply *r)
+{
+	const char *p = r->body, *end = r->body + r->body_len;
+	size_t out = 0;
+	r->truncated = true;
+	while (p < end) {
+		char *e;
+		unsigned long long n = strtoull(p, &e, 16);
+		const char *crlf = strstr(e, "\r\n");
+		if (e == p || !crlf || crlf > end)
+			break;
+		p = crlf + 2;
+		if (n == 0) {
+			r->truncated = false;
+			break;
+		}
+		if ((size_t)(end - p) < n + 2)
+			break;
+		memmove(r->body + out, p, n);
+		out += n;
+		p += n + 2;
+	}
+	r->body_len = out;
+	r->body[out] = '\0';
+}
+
 /*
  * A tiny HTTP/1.1 client: one request with "Connection: close", read to
  * EOF, split status, headers and body (checked against Content-Length).
@@ -367,6 +589,10 @@ static void http_request(int family, uint16_t port, const char *method,
 	const char *cl = header(r, "Content-Length");
 	if (cl && strcmp(method, "HEAD") != 0)
 		assert_int_equal(strtoull(cl, NULL, 10), r->body_len);
+	const char *te = header(r, "Transfer-Encoding");
+	r->truncated = false;
+	if (te && strcasecmp(te, "chunked") == 0 && strcmp(method, "HEAD"))
+		dechunk(r);
 }
 
 static char *big_body; /* rendered by h_big, compared after inflating */
@@ -430,11 +656,100 @@ static int h_sized(void *ctx, struct expose_buf *out, int *status,
 	return 0;
 }
 
+/* ---- streamed bodies ---- */
+
+/* Byte @i of every streamed test body: text, not too compressible. */
+static char stream_byte(size_t i)
+{
+	return (i & 63) == 63 ? '\n' : "0123456789abcdef"[(i ^ (i >> 7)) & 15];
+}
+
+/* A body of @total bytes in pieces of irregular size (1 to 64 KiB), or a
+ * stream that fails halfway. */
+struct tstream {
+	size_t sent, total, piece;
+	bool fail_midway;
+	char buf[65536];
+};
+
+static atomic_int ends_complete, ends_incomplete;
+
+static int ts_next(void *st, const char **data, size_t *len)
+{
+	struct tstream *t = st;
+	if (t->fail_midway && t->sent > t->total / 2)
+		return -1;
+	if (t->sent == t->total)
+		return 0;
+	size_t n = (t->piece++ * 7919) % sizeof(t->buf) + 1;
+	if (n > t->total - t->sent)
+		n = t->total - t->sent;
+	for (size_t i = 0; i < n; i++)
+		t->buf[i] = stream_byte(t->sent + i);
+	t->sent += n;
+	*data = t->buf;
+	*len = n;
+	return 1;
+}
+
+static void ts_end(void *st, bool complete)
+{
+	atomic_fetch_add(complete ? &ends_complete : &ends_incomplete, 1);
+	free(st);
+}
+
+#define STREAM_BODY (3u << 20) /* gunzip() takes up to 4 MiB */
+#define HUGE_BODY (1ull << 30)
+
+static int start_stream(size_t total, bool fail, struct expose_stream *out,
+			const char **content_type)
+{
+	struct tstream *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -1;
+	t->total = total;
+	t->fail_midway = fail;
+	*out = (struct expose_stream){.next = ts_next, .end = ts_end, .st = t};
+	*content_type = EXPOSE_CONTENT_TYPE_PROMETHEUS;
+	return 0;
+}
+
+static int h_stream(void *ctx, struct expose_stream *out, int *status,
+		    const char **content_type)
+{
+	return start_stream(STREAM_BODY, false, out, content_type);
+}
+
+static int h_stream_huge(void *ctx, struct expose_stream *out, int *status,
+			 const char **content_type)
+{
+	return start_stream(HUGE_BODY, false, out, content_type);
+}
+
+static int h_stream_fail(void *ctx, struct expose_stream *out, int *status,
+			 const char **content_type)
+{
+	return start_stream(STREAM_BODY, true, out, content_type);
+}
+
+static int h_stream_refuse(void *ctx, struct expose_stream *out, int *status,
+			   const char **content_type)
+{
+	return -1;
+}
+
 static const struct expose_route routes[] = {
-	{"/sized", h_sized, NULL},   {"/metrics", h_metrics, NULL},
-	{"/big", h_big, NULL},	     {"/fail", h_fail, NULL},
-	{"/teapot", h_teapot, NULL}, {"/slow", h_slow, NULL},
-	{"/healthz", h_ok, NULL},
+	{"/sized", h_sized, NULL, NULL},
+	{"/metrics", h_metrics, NULL, NULL},
+	{"/big", h_big, NULL, NULL},
+	{"/fail", h_fail, NULL, NULL},
+	{"/teapot", h_teapot, NULL, NULL},
+	{"/slow", h_slow, NULL, NULL},
+	{"/healthz", h_ok, NULL, NULL},
+	{"/stream", NULL, NULL, h_stream},
+	{"/stream-huge", NULL, NULL, h_stream_huge},
+	{"/stream-fail", NULL, NULL, h_stream_fail},
+	{"/stream-refuse", NULL, NULL, h_stream_refuse},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -588,9 +903,9 @@ static void test_http_gzip(void **state)
 	expose_buf_free(&b);
 }
 
-/* A route reuses its last response's buffer: a body that shrinks, grows
- * or empties must still be exactly what the handler rendered. */
-static void test_http_body_reuse_across_requests(void **state)
+/* Bodies that shrink, grow or empty between requests, plain and gzipped,
+ * are exactly what the handler rendered. */
+static void test_http_bodies_of_changing_size(void **state)
 {
 	uint16_t port = expose_http_port(*state);
 	const int sizes[] = {50000, 10, 0, 50000, 200000, 3, 1};
@@ -614,6 +929,109 @@ static void test_http_body_reuse_across_requests(void **state)
 		reply_free(&r);
 		expose_buf_free(&want);
 	}
+}
+
+/* Wait (5 s at most) until @counter reaches @want: the server ends a
+ * stream when it destroys the response, just after the client sees EOF. */
+static void wait_count(atomic_int *counter, int want)
+{
+	for (int i = 0; i < 500 && atomic_load(counter) < want; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(counter), want);
+}
+
+static void check_stream_body(const char *body, size_t len)
+{
+	assert_int_equal(len, STREAM_BODY);
+	for (size_t i = 0; i < len; i++)
+		if (body[i] != stream_byte(i)) {
+			fprintf(stderr, "byte %zu differs\n", i);
+			fail();
+		}
+}
+
+/* A streamed body arrives whole, chunked, plain or gzipped; the stream is
+ * ended as complete each time, as incomplete for HEAD. */
+static void test_http_stream_plain_and_gzip(void **state)
+{
+	uint16_t port = expose_http_port(*state);
+	int done = atomic_load(&ends_complete);
+	int cut = atomic_load(&ends_incomplete);
+	struct reply r;
+
+	http_request(AF_INET, port, "GET", "/stream", NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(header(&r, "Transfer-Encoding"), "chunked");
+	assert_null(header(&r, "Content-Encoding"));
+	assert_string_equal(header(&r, "Content-Type"),
+			    EXPOSE_CONTENT_TYPE_PROMETHEUS);
+	assert_false(r.truncated);
+	check_stream_body(r.body, r.body_len);
+	reply_free(&r);
+	wait_count(&ends_complete, ++done);
+
+	http_request(AF_INET, port, "GET", "/stream",
+		     "Accept-Encoding: gzip\r\n", &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(header(&r, "Content-Encoding"), "gzip");
+	assert_string_equal(header(&r, "Vary"), "Accept-Encoding");
+	assert_false(r.truncated);
+	assert_true(r.body_len < STREAM_BODY / 2);
+	size_t n;
+	char *plain = gunzip(r.body, r.body_len, &n);
+	check_stream_body(plain, n);
+	free(plain);
+	reply_free(&r);
+	wait_count(&ends_complete, ++done);
+
+	http_request(AF_INET, port, "HEAD", "/stream", NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.body_len, 0);
+	reply_free(&r);
+	wait_count(&ends_incomplete, ++cut);
+
+	http_request(AF_INET, port, "GET", "/stream-refuse", NULL, &r);
+	assert_int_equal(r.status, 500);
+	reply_free(&r);
+	assert_int_equal(atomic_load(&ends_complete), done);
+	assert_int_equal(atomic_load(&ends_incomplete), cut);
+}
+
+/* A stream that fails halfway cuts the response short: no last chunk, so
+ * the client can tell; the stream ends as incomplete. */
+static void test_http_stream_failure_truncates(void **state)
+{
+	uint16_t port = expose_http_port(*state);
+	int cut = atomic_load(&ends_incomplete);
+	const char *enc[] = {NULL, "Accept-Encoding: gzip\r\n"};
+	for (int i = 0; i < 2; i++) {
+		struct reply r;
+		http_request(AF_INET, port, "GET", "/stream-fail", enc[i], &r);
+		assert_int_equal(r.status, 200);
+		assert_true(r.truncated);
+		reply_free(&r);
+		wait_count(&ends_incomplete, ++cut);
+	}
+}
+
+/* A client that goes away mid-body: the server stops pulling and ends the
+ * stream (a scrape's view is freed then, not after 1 GB). */
+static void test_http_stream_client_gone(void **state)
+{
+	uint16_t port = expose_http_port(*state);
+	int cut = atomic_load(&ends_incomplete);
+	int fd = connect_port(AF_INET, port);
+	const char req[] = "GET /stream-huge HTTP/1.1\r\nHost: x\r\n\r\n";
+	assert_int_equal(write(fd, req, sizeof(req) - 1), sizeof(req) - 1);
+	static char buf[65536];
+	size_t got = 0;
+	while (got < (1u << 20)) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		assert_true(n > 0);
+		got += (size_t)n;
+	}
+	close(fd);
+	wait_count(&ends_incomplete, cut + 1);
 }
 
 static void *slow_client(void *arg)
@@ -742,6 +1160,8 @@ int main(void)
 		cmocka_unit_test(test_value_format),
 		cmocka_unit_test(test_value_format_roundtrips),
 		cmocka_unit_test(test_go_float_format),
+		cmocka_unit_test(test_render_view_text),
+		cmocka_unit_test(test_render_view_in_pieces),
 		cmocka_unit_test_setup_teardown(test_http_get_metrics,
 						setup_server, teardown_server),
 		cmocka_unit_test_setup_teardown(test_http_head_has_no_body,
@@ -753,8 +1173,15 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_http_gzip, setup_server,
 						teardown_server),
 		cmocka_unit_test_setup_teardown(
-			test_http_body_reuse_across_requests, setup_server,
+			test_http_bodies_of_changing_size, setup_server,
 			teardown_server),
+		cmocka_unit_test_setup_teardown(test_http_stream_plain_and_gzip,
+						setup_server, teardown_server),
+		cmocka_unit_test_setup_teardown(
+			test_http_stream_failure_truncates, setup_server,
+			teardown_server),
+		cmocka_unit_test_setup_teardown(test_http_stream_client_gone,
+						setup_server, teardown_server),
 		cmocka_unit_test_setup_teardown(
 			test_http_slow_handler_does_not_block_others,
 			setup_server, teardown_server),

@@ -1038,6 +1038,17 @@ static const char *const plan_exprs[] = {
 	"source.principal == \"a@b\"",
 	"true && connection.mtls",
 	"connection.mtls",
+	/* the plan's build-time rewrites: set tests, constant branches */
+	"context.protocol != \"http\" && context.protocol != \"grpc\"",
+	"context.protocol == \"http\" || context.protocol == \"grpc\" || "
+	"context.protocol == \"tcp\"",
+	"(context.reporter.kind | \"x\") == \"a\" || "
+	"(context.reporter.kind | \"x\") == \"outbound\"",
+	"context.protocol == \"http\" || request.path == \"grpc\"",
+	"context.protocol == \"http\" && context.protocol != \"grpc\"",
+	"conditional(connection.mtls, \"a\", source.uid)",
+	"conditional(connection.mtls | false, source.uid, \"b\")",
+	"conditional(connection.mtls, source.uid, destination.uid | \"d\")",
 };
 
 #define N_PLAN_EXPRS (sizeof plan_exprs / sizeof plan_exprs[0])
