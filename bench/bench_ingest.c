@@ -6,7 +6,9 @@
  * Records are shaped like a proxy's report: 20 attributes, about 250 bytes.
  * A producer that finds its ring full retries, so the rate is what the
  * consumer sustains end to end; producer cost is measured separately, on a
- * ring with room, as the time of mixd_record_begin .. mixd_record_commit.
+ * ring with room, as the time one record takes through each of libmixd's
+ * three ways in: the builder (mixd_record_begin .. mixd_record_commit),
+ * mixd_report(), and a record template.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -90,6 +92,66 @@ static int proxy_report(mixd_client *c, uint64_t i)
 	return mixd_report(c, v, 20);
 }
 
+/*
+ * The same record through a template: the layout is prepared once (per
+ * client, as a proxy would at start-up); per record only the values.
+ */
+static const struct mixd_field proxy_fields[20] = {
+	{MIXD_ATTR_CONTEXT_PROTOCOL, MIXD_T_STRING},
+	{MIXD_ATTR_CONTEXT_REPORTER_KIND, MIXD_T_STRING},
+	{MIXD_ATTR_SOURCE_UID, MIXD_T_STRING},
+	{MIXD_ATTR_DESTINATION_UID, MIXD_T_STRING},
+	{MIXD_ATTR_SOURCE_IP, MIXD_T_IP},
+	{MIXD_ATTR_DESTINATION_IP, MIXD_T_IP},
+	{MIXD_ATTR_DESTINATION_PORT, MIXD_T_INT64},
+	{MIXD_ATTR_DESTINATION_SERVICE_HOST, MIXD_T_STRING},
+	{MIXD_ATTR_REQUEST_METHOD, MIXD_T_STRING},
+	{MIXD_ATTR_REQUEST_PATH, MIXD_T_STRING},
+	{MIXD_ATTR_REQUEST_HOST, MIXD_T_STRING},
+	{MIXD_ATTR_REQUEST_SIZE, MIXD_T_INT64},
+	{MIXD_ATTR_RESPONSE_SIZE, MIXD_T_INT64},
+	{MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64},
+	{MIXD_ATTR_RESPONSE_DURATION, MIXD_T_DURATION},
+	{MIXD_ATTR_REQUEST_TIME, MIXD_T_TIMESTAMP},
+	{MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL},
+	{MIXD_ATTR_SOURCE_PRINCIPAL, MIXD_T_STRING},
+	{MIXD_ATTR_API_PROTOCOL, MIXD_T_STRING},
+	{MIXD_ATTR_CONNECTION_SENT_BYTES, MIXD_T_INT64},
+};
+static mixd_template *proxy_tpl; /* for the client of the current run */
+
+static int proxy_template(mixd_client *c, uint64_t i)
+{
+#define S(s) {.p = s, .len = sizeof(s) - 1}
+	(void)c; /* the template knows its client */
+	uint8_t sip[4] = {10, 0, (uint8_t)(i >> 8), (uint8_t)i};
+	uint8_t dip[4] = {10, 1, 0, 9};
+	struct mixd_slot v[20] = {
+		S("http"),
+		S("inbound"),
+		S("kubernetes://pp-v1.1f0c"),
+		S("kubernetes://rv-v2.c96b"),
+		{.p = sip, .len = 4},
+		{.p = dip, .len = 4},
+		{.i = 9080},
+		S("reviews"),
+		S("GET"),
+		S("/reviews/0"),
+		S("reviews:9080"),
+		{.i = (int64_t)(i & 1023)},
+		{.i = (int64_t)(i & 4095)},
+		{.i = 200},
+		{.i = 5000000},
+		{.i = 1700000000000000000ll},
+		{.b = 1},
+		S("ns/default/sa/pp"),
+		S("http"),
+		{.i = 300},
+	};
+#undef S
+	return mixd_template_report(proxy_tpl, v, 0);
+}
+
 typedef int (*write_fn)(mixd_client *c, uint64_t i);
 
 /* mixd's ingest and shards, in this process. */
@@ -157,7 +219,8 @@ static double run(int np, enum mixd_transport transport, unsigned shards,
 	mixd_client *c;
 	struct mixd_client_options co = {.transport = transport,
 					 .ring_bytes = 4u << 20};
-	if (mixd_client_open(sock_path, &co, &c))
+	if (mixd_client_open(sock_path, &co, &c) ||
+	    mixd_template_create(c, proxy_fields, 20, &proxy_tpl))
 		abort();
 	/* Connect and hand the rings over before the clock starts. */
 	struct prod_arg a[8];
@@ -173,6 +236,7 @@ static double run(int np, enum mixd_transport transport, unsigned shards,
 	while (accepted(d.agg) < total)
 		usleep(50);
 	double secs = (double)(bench_now_ns() - t0) / 1e9;
+	mixd_template_destroy(proxy_tpl);
 	mixd_client_close(c);
 	inproc_stop(&d);
 	return (double)total / secs;
@@ -189,7 +253,8 @@ static double producer_ns(write_fn write)
 	inproc_start(&d, 1);
 	mixd_client *c;
 	struct mixd_client_options co = {.ring_bytes = 4u << 20};
-	if (mixd_client_open(sock_path, &co, &c))
+	if (mixd_client_open(sock_path, &co, &c) ||
+	    mixd_template_create(c, proxy_fields, 20, &proxy_tpl))
 		abort();
 	uint64_t spent = 0, n = 0;
 	for (int burst = 0; burst < 300; burst++) {
@@ -202,6 +267,7 @@ static double producer_ns(write_fn write)
 		if (mixd_client_flush(c, 10000))
 			abort();
 	}
+	mixd_template_destroy(proxy_tpl);
 	mixd_client_close(c);
 	inproc_stop(&d);
 	return (double)spent / (double)n;
@@ -245,22 +311,32 @@ int main(void)
 		s[i] = producer_ns(proxy_report);
 	bench_report("producer cost, mixd_report (one call, 20 values)", s, runs,
 		     "ns/record");
+	for (int i = 0; i < runs; i++)
+		s[i] = producer_ns(proxy_template);
+	bench_report("producer cost, record template (20 values, layout prepared "
+		     "once)", s, runs, "ns/record");
 
 	struct {
 		const char *label;
 		int np;
 		enum mixd_transport t;
 		unsigned shards;
+		write_fn write;
 	} cases[] = {
-		{"shm, 1 producer, 1 shard", 1, MIXD_TRANSPORT_SHM, 1},
-		{"shm, 2 producers, 2 shards", 2, MIXD_TRANSPORT_SHM, 2},
-		{"socket, 1 producer, 1 shard", 1, MIXD_TRANSPORT_SOCKET, 1},
-		{"socket, 2 producers, 2 shards", 2, MIXD_TRANSPORT_SOCKET, 2},
+		{"shm, 1 producer, 1 shard", 1, MIXD_TRANSPORT_SHM, 1, proxy_report},
+		{"shm, 1 producer (template), 1 shard", 1, MIXD_TRANSPORT_SHM, 1,
+		 proxy_template},
+		{"shm, 2 producers, 2 shards", 2, MIXD_TRANSPORT_SHM, 2,
+		 proxy_report},
+		{"socket, 1 producer, 1 shard", 1, MIXD_TRANSPORT_SOCKET, 1,
+		 proxy_report},
+		{"socket, 2 producers, 2 shards", 2, MIXD_TRANSPORT_SOCKET, 2,
+		 proxy_report},
 	};
 	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
 		for (int i = 0; i < runs; i++)
 			s[i] = run(cases[k].np, cases[k].t, cases[k].shards,
-				   proxy_report) / 1e6;
+				   cases[k].write) / 1e6;
 		bench_report(cases[k].label, s, runs, "M records/s");
 	}
 	unlink(sock_path);

@@ -14,6 +14,13 @@
  *    drains what was written while it was down, up to the ring's capacity.
  *  - Thread-safe: any number of threads may record through one client.
  *
+ * Three ways to write a record, slowest first: the builder
+ * (mixd_record_begin(), one setter per attribute, mixd_record_commit()) for
+ * code that discovers attributes one at a time; mixd_report(), the whole
+ * record as an array of values; and a record template
+ * (mixd_template_create() once, mixd_template_report() per record) for
+ * records of a fixed shape, the cheapest per record.
+ *
  * Links nothing but libc (and libpthread, part of libc on current glibc).
  *
  * Example:
@@ -210,13 +217,98 @@ struct mixd_value {
 };
 
 /**
- * Write a record of @n attributes in one call: the fastest way in. Encodes
+ * Write a record of @n attributes in one call. Encodes
  * straight into the calling thread's ring; nothing is copied twice. Same
  * returns and accounting as mixd_record_commit(); -EMSGSIZE also for a value
  * of an unknown type or a bad length. Does not disturb a record begun with
  * mixd_record_begin() on the same thread.
  */
 int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n);
+
+/*
+ * Record templates: the fastest way in, for a proxy whose records have the
+ * same shape every time (Envoy's per-request report: the same twenty-odd
+ * attributes, only the values change). The attribute ids and types are
+ * given once, to mixd_template_create(); per record the proxy fills an array
+ * of values in the template's order and calls mixd_template_report(), which
+ * encodes them into the calling thread's ring with no per-attribute lookup,
+ * type dispatch or validation beyond what a value's length needs.
+ *
+ *   static const struct mixd_field fields[] = {
+ *           {MIXD_ATTR_REQUEST_PATH, MIXD_T_STRING},
+ *           {MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64},
+ *           {MIXD_ATTR_RESPONSE_DURATION, MIXD_T_DURATION},
+ *   };
+ *   mixd_template *t;
+ *   if (mixd_template_create(c, fields, 3, &t) != 0)
+ *           abort();
+ *   ...per request:
+ *   struct mixd_slot v[3] = {
+ *           {.p = path, .len = path_len},
+ *           {.i = status},
+ *           {.i = duration_ns},
+ *   };
+ *   mixd_template_report(t, v, 0);
+ */
+
+/** The largest number of fields a template has. */
+#define MIXD_TEMPLATE_MAX 64
+
+/** One attribute of a template: what every record made from it carries. */
+struct mixd_field {
+	mixd_attr attr; /**< dictionary id or custom handle */
+	uint8_t type;   /**< enum mixd_type */
+};
+
+/** The value of one template field in one record. */
+struct mixd_slot {
+	union {
+		int64_t i;   /**< INT64; TIMESTAMP and DURATION in ns */
+		double d;    /**< DOUBLE */
+		int b;       /**< BOOL */
+		const void *p; /**< string-like, BYTES, IP */
+		const struct mixd_kv *map; /**< STRING_MAP */
+	};
+	uint32_t len; /**< bytes (string-like, BYTES, IP: 4 or 16), or entries
+			   (STRING_MAP); unused otherwise */
+};
+
+/** A prepared record layout. Opaque; read-only once created. */
+typedef struct mixd_template mixd_template;
+
+/**
+ * Prepare a template of @n fields (at most MIXD_TEMPLATE_MAX) for records to
+ * @c. Each field's attribute must be a dictionary id or a handle from
+ * mixd_attr_custom() on @c, and its type a valid enum mixd_type. The fields
+ * are copied. Returns 0 and stores the template in *@out, or -EINVAL (a bad
+ * field, or too many) or -ENOMEM. Not for the per-record path: create
+ * templates once, up front. Dictionary fields of every type but STRING_MAP
+ * take the fast path; a template with a custom name or a string map still
+ * works, at mixd_report()'s cost.
+ */
+int mixd_template_create(mixd_client *c, const struct mixd_field *fields,
+			 size_t n, mixd_template **out);
+
+/**
+ * Write one record made from @t: field i of the template with value @v[i].
+ * Bit i of @omit leaves field i out of this record (for an attribute the
+ * proxy does not have this time); @v[i] is then not read. Thread-safe: any
+ * thread may report through one template, each into its own ring, as with
+ * mixd_report(). Never blocks, never allocates. Same returns and accounting
+ * as mixd_record_commit(): 0, -ENOBUFS (ring full), -EMSGSIZE (an IP of a
+ * length other than 4 or 16, a record larger than MIXD_RECORD_MAX), -ENOMEM;
+ * every non-zero return is counted as dropped. Pointers in @v are read during
+ * the call only.
+ */
+int mixd_template_report(const mixd_template *t, const struct mixd_slot *v,
+			 uint64_t omit);
+
+/**
+ * Free @t. May come before or after mixd_client_close() of its client, but
+ * no thread may be using @t; a template must not be used once its client is
+ * closed.
+ */
+void mixd_template_destroy(mixd_template *t);
 
 /** Library version, "MAJOR.MINOR.PATCH". */
 const char *mixd_version(void);

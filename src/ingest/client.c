@@ -469,18 +469,16 @@ static inline size_t value_size(const struct mixd_client *c,
 	return 0;
 }
 
-API int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n)
+/*
+ * mixd_report() the long way: any record, custom names, maps, records too
+ * large for the stack buffer, and every invalid one. Sizes first, so the
+ * record is encoded once, in place.
+ */
+static __attribute__((noinline)) int
+report_slow(struct mixd_client *c, struct tl_ring *r,
+		       const struct mixd_value *v, size_t n)
 {
-	struct tl_ring *r = tl_rings;
-	if (!r || r->client != c || r->client_id != c->id) {
-		r = ring_find(c);
-		if (!r && !(r = ring_create(c))) {
-			__atomic_add_fetch(&c->dropped_noring, 1, __ATOMIC_RELAXED);
-			return -ENOMEM;
-		}
-	}
 	struct mixd_ring_hdr *h = r->prod.hdr;
-	/* Size first, so the record is encoded once, in place. */
 	size_t size = 0;
 	for (size_t i = 0; i < n; i++) {
 		size_t k = value_size(c, &v[i]);
@@ -559,12 +557,278 @@ API int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n)
 			break;
 		}
 	}
-	(void)start;
 	if (start == local)
 		memcpy(dst, local, size);
 	ring_publish(&r->prod, (uint32_t)size);
 	ring_store_relaxed(&h->prod.written, ++r->written);
 	return 0;
+}
+
+/* The calling thread's ring for @c, made on first use; NULL: none. */
+static inline struct tl_ring *ring_of(struct mixd_client *c)
+{
+	struct tl_ring *r = tl_rings;
+	if (__builtin_expect(r && r->client == c && r->client_id == c->id, 1))
+		return r;
+	r = ring_find(c);
+	if (!r && !(r = ring_create(c)))
+		__atomic_add_fetch(&c->dropped_noring, 1, __ATOMIC_RELAXED);
+	return r;
+}
+
+/* Copy a record encoded on the stack into the ring and publish it. */
+static inline int publish_local(struct tl_ring *r, const uint8_t *rec,
+				uint32_t size)
+{
+	struct mixd_ring_hdr *h = r->prod.hdr;
+	uint8_t *dst = ring_reserve(&r->prod, size);
+	if (__builtin_expect(!dst, 0)) {
+		ring_store_relaxed(&h->prod.dropped, ++r->dropped);
+		return -ENOBUFS;
+	}
+	memcpy(dst, rec, size);
+	ring_publish(&r->prod, size);
+	ring_store_relaxed(&h->prod.written, ++r->written);
+	return 0;
+}
+
+/* Type classes of the fast encoders, as bit masks over enum mixd_type. */
+#define T_STRINGS                                                            \
+	(1u << MIXD_T_STRING | 1u << MIXD_T_BYTES | 1u << MIXD_T_EMAIL |     \
+	 1u << MIXD_T_URI | 1u << MIXD_T_DNS_NAME)
+#define T_WORDS                                                              \
+	(1u << MIXD_T_INT64 | 1u << MIXD_T_DOUBLE | 1u << MIXD_T_TIMESTAMP | \
+	 1u << MIXD_T_DURATION)
+
+/* Bytes of a stack-encoded record, and slack for the 8-byte header stores
+ * that may reach past the record's last byte. */
+#define LOCAL_MAX 1024u
+#define LOCAL_SLACK 16u
+/* A template's stack buffer: room for 64 fixed-width fields and strings. */
+#define TPL_LOCAL_MAX 2048u
+
+static inline void st32(uint8_t *p, uint32_t v)
+{
+	memcpy(p, &v, 4);
+}
+
+static inline void st64(uint8_t *p, uint64_t v)
+{
+	memcpy(p, &v, 8);
+}
+
+/*
+ * One pass, no size pass: each dictionary attribute of a common type is
+ * encoded onto the stack with its header (and a string's length) as one
+ * store, checked once against what is left of the stack buffer. The first
+ * attribute that is anything else (a custom name, a map, a bad value, a
+ * record outgrowing the buffer) sends the whole record to report_slow(),
+ * which starts over; nothing has reached the ring by then.
+ */
+API int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n)
+{
+	struct tl_ring *r = ring_of(c);
+	if (!r)
+		return -ENOMEM;
+	uint8_t local[LOCAL_MAX + LOCAL_SLACK];
+	uint8_t *o = local, *const lim = local + LOCAL_MAX;
+	for (size_t i = 0; i < n; i++) {
+		const struct mixd_value *x = &v[i];
+		unsigned type = x->type;
+		uint32_t len = x->len;
+		if (__builtin_expect(x->attr >= MIXD_ATTR_DICT_COUNT || type > 31,
+				     0))
+			return report_slow(c, r, v, n);
+		uint64_t hw = x->attr | (uint64_t)type << 16;
+		size_t room = (size_t)(lim - o);
+		unsigned bit = 1u << type;
+		if (bit & T_STRINGS) {
+			if (__builtin_expect((size_t)len + 7 > room, 0))
+				return report_slow(c, r, v, n);
+			st64(o, hw | (uint64_t)len << 24);
+			wire_copy(o + 7, x->p, len);
+			o += 7 + (size_t)len;
+		} else if (bit & T_WORDS) {
+			if (__builtin_expect(room < 11, 0))
+				return report_slow(c, r, v, n);
+			st32(o, (uint32_t)hw);
+			memcpy(o + 3, &x->i, 8); /* the union's 8 bytes */
+			o += 11;
+		} else if (type == MIXD_T_BOOL && room >= 4) {
+			st32(o, (uint32_t)hw | (uint32_t)(x->b ? 1 : 0) << 24);
+			o += 4;
+		} else if (type == MIXD_T_IP && len == 4 && room >= 8) {
+			st32(o, (uint32_t)hw | 4u << 24);
+			memcpy(o + 4, x->p, 4);
+			o += 8;
+		} else if (type == MIXD_T_IP && len == 16 && room >= 20) {
+			st32(o, (uint32_t)hw | 16u << 24);
+			memcpy(o + 4, x->p, 16);
+			o += 20;
+		} else {
+			return report_slow(c, r, v, n);
+		}
+	}
+	return publish_local(r, local, (uint32_t)(o - local));
+}
+
+/* ---- record templates ------------------------------------------------ */
+
+/* How a template field is encoded per record. */
+enum tpl_kind {
+	TK_STRING, /* header word carries the length; bytes follow */
+	TK_WORD,   /* 8 bytes */
+	TK_BOOL,
+	TK_IP,
+	TK_SLOW, /* custom name or string map: the record goes the long way */
+};
+
+struct tpl_field {
+	uint32_t hw;  /* id | type << 16: the attribute header, pre-built */
+	uint8_t kind; /* enum tpl_kind */
+	uint8_t type;
+	mixd_attr attr;
+};
+
+struct mixd_template {
+	struct mixd_client *c;
+	uint32_t n;
+	bool slow; /* some field is TK_SLOW */
+	struct tpl_field f[MIXD_TEMPLATE_MAX];
+};
+
+API int mixd_template_create(mixd_client *c, const struct mixd_field *f,
+			     size_t n, mixd_template **out)
+{
+	if (!c || !out || (n && !f) || n > MIXD_TEMPLATE_MAX)
+		return -EINVAL;
+	struct mixd_template *t = calloc(1, sizeof *t);
+	if (!t)
+		return -ENOMEM;
+	t->c = c;
+	t->n = (uint32_t)n;
+	for (size_t i = 0; i < n; i++) {
+		unsigned type = f[i].type, a = f[i].attr;
+		struct tpl_field *x = &t->f[i];
+		if (type == 0 || type >= MIXD_T_COUNT)
+			goto inval;
+		if (a >= MIXD_ATTR_DICT_COUNT &&
+		    (a < CUSTOM_BASE ||
+		     a - CUSTOM_BASE >= __atomic_load_n(&c->ncustom, __ATOMIC_ACQUIRE)))
+			goto inval;
+		x->attr = (mixd_attr)a;
+		x->type = (uint8_t)type;
+		x->hw = a | type << 16;
+		if (a >= MIXD_ATTR_DICT_COUNT || type == MIXD_T_STRING_MAP)
+			x->kind = TK_SLOW;
+		else if ((1u << type) & T_STRINGS)
+			x->kind = TK_STRING;
+		else if ((1u << type) & T_WORDS)
+			x->kind = TK_WORD;
+		else if (type == MIXD_T_BOOL)
+			x->kind = TK_BOOL;
+		else
+			x->kind = TK_IP;
+		t->slow |= x->kind == TK_SLOW;
+	}
+	*out = t;
+	return 0;
+inval:
+	free(t);
+	return -EINVAL;
+}
+
+API void mixd_template_destroy(mixd_template *t)
+{
+	free(t);
+}
+
+/* A template record the long way: as the array mixd_report() takes. */
+static __attribute__((noinline)) int
+template_slow(const struct mixd_template *t, struct tl_ring *r,
+	      const struct mixd_slot *v, uint64_t omit)
+{
+	struct mixd_value a[MIXD_TEMPLATE_MAX];
+	size_t k = 0;
+	for (uint32_t i = 0; i < t->n; i++) {
+		if (omit >> i & 1)
+			continue;
+		a[k] = (struct mixd_value){.attr = t->f[i].attr,
+					   .type = t->f[i].type,
+					   .len = v[i].len};
+		memcpy(&a[k].i, &v[i].i, 8); /* the union, whichever member */
+		k++;
+	}
+	return report_slow(t->c, r, a, k);
+}
+
+/*
+ * The fixed layout pays off here: ids and types were checked at creation and
+ * each field's header word is ready, so a field costs its value's store (and
+ * a string's copy). Only strings need a bounds check: the stack buffer keeps
+ * 20 bytes (the widest fixed-width field) for every field of the template,
+ * so fixed-width fields can never outgrow it and a string may use whatever
+ * is left beyond that reserve.
+ */
+static inline __attribute__((always_inline)) int
+template_encode(const struct mixd_template *t, struct tl_ring *r,
+		const struct mixd_slot *v, uint64_t omit, const bool any_omitted)
+{
+	uint8_t local[TPL_LOCAL_MAX + LOCAL_SLACK];
+	uint8_t *o = local;
+	const uint32_t n = t->n; /* loaded once: stores to local may alias t */
+	const uint8_t *lim = local + TPL_LOCAL_MAX - 20 * (size_t)n;
+	const struct tpl_field *f = t->f;
+	const struct mixd_slot *x = v;
+	uint64_t om = omit;
+	for (uint32_t i = 0; i < n; i++, f++, x++, om >>= 1) {
+		if (any_omitted && (om & 1))
+			continue;
+		uint32_t len = x->len;
+		unsigned kind = f->kind;
+		uint32_t hw = f->hw;
+		if (kind == TK_STRING) {
+			/* Signed: fixed-width fields may have taken o past lim
+			 * (into their reserve), and then no string fits. */
+			if (__builtin_expect((ptrdiff_t)len + 7 > lim - o, 0))
+				return template_slow(t, r, v, omit);
+			st64(o, hw | (uint64_t)len << 24);
+			wire_copy(o + 7, x->p, len);
+			o += 7 + (size_t)len;
+		} else if (kind == TK_WORD) {
+			st32(o, hw);
+			memcpy(o + 3, &x->i, 8);
+			o += 11;
+		} else if (kind == TK_BOOL) {
+			st32(o, hw | (uint32_t)(x->b ? 1 : 0) << 24);
+			o += 4;
+		} else if (len == 4) {
+			st32(o, hw | 4u << 24);
+			memcpy(o + 4, x->p, 4);
+			o += 8;
+		} else if (len == 16) {
+			st32(o, hw | 16u << 24);
+			memcpy(o + 4, x->p, 16);
+			o += 20;
+		} else { /* a bad IP: report_slow() counts it invalid */
+			return template_slow(t, r, v, omit);
+		}
+	}
+	return publish_local(r, local, (uint32_t)(o - local));
+}
+
+API int mixd_template_report(const mixd_template *t,
+			     const struct mixd_slot *v, uint64_t omit)
+{
+	struct tl_ring *r = ring_of(t->c);
+	if (!r)
+		return -ENOMEM;
+	if (__builtin_expect(t->slow, 0))
+		return template_slow(t, r, v, omit);
+	/* Every field present, the usual case: a loop without the test. */
+	if (!omit)
+		return template_encode(t, r, v, 0, false);
+	return template_encode(t, r, v, omit, true);
 }
 
 API void mixd_record_abort(mixd_record *rec)

@@ -338,6 +338,100 @@ static void mixd_report_writes_a_whole_record_in_one_call(void **state)
 	daemon_stop(&d);
 }
 
+static void a_template_writes_records_of_a_fixed_shape(void **state)
+{
+	struct daemon d;
+	daemon_start(&d);
+	mixd_client *c;
+	assert_int_equal(mixd_client_open(sock_path, NULL, &c), 0);
+	static const struct mixd_field fields[] = {
+		{MIXD_ATTR_CONTEXT_PROTOCOL, MIXD_T_STRING},
+		{MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64},
+		{MIXD_ATTR_RESPONSE_DURATION, MIXD_T_DURATION},
+		{MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL},
+		{MIXD_ATTR_SOURCE_IP, MIXD_T_IP},
+		{MIXD_ATTR_DESTINATION_IP, MIXD_T_IP},
+		{MIXD_ATTR_REQUEST_PATH, MIXD_T_STRING},
+	};
+	mixd_template *t;
+	assert_int_equal(mixd_template_create(c, fields, 7, &t), 0);
+	uint8_t ip4[4] = {10, 0, 0, 1}, ip6[16] = {0x20, 0x01, [15] = 1};
+	static char path[300]; /* longer than the inline copies */
+	memset(path, '/', sizeof path);
+	struct mixd_slot v[7] = {
+		{.p = "http", .len = 4}, {.i = 200}, {.i = 1000}, {.b = 7},
+		{.p = ip4, .len = 4},   {.p = ip6, .len = 16},
+		{.p = path, .len = sizeof path},
+	};
+	for (int i = 0; i < 1000; i++) {
+		v[6].len = (uint32_t)(i % sizeof path);
+		/* Every other record leaves out the bool and the IPv6. */
+		assert_int_equal(mixd_template_report(t, v, i & 1 ? 0x28 : 0), 0);
+	}
+
+	/* A custom name and a map take the long way, with the same result. */
+	mixd_attr custom;
+	assert_int_equal(mixd_attr_custom(c, "x.custom", &custom), 0);
+	struct mixd_field slow_fields[] = {
+		{custom, MIXD_T_DOUBLE},
+		{MIXD_ATTR_SOURCE_LABELS, MIXD_T_STRING_MAP},
+		{MIXD_ATTR_CONTEXT_PROTOCOL, MIXD_T_STRING},
+	};
+	mixd_template *slow;
+	assert_int_equal(mixd_template_create(c, slow_fields, 3, &slow), 0);
+	struct mixd_kv kv[] = {{"istio", 5, "reviews", 7}};
+	struct mixd_slot sv[3] = {{.d = 0.5}, {.map = kv, .len = 1},
+				  {.p = "tcp", .len = 3}};
+	assert_int_equal(mixd_template_report(slow, sv, 0), 0);
+	assert_int_equal(mixd_template_report(slow, sv, 1), 0);
+
+	/* Invalid records are dropped and counted: a 3-byte IP, a string
+	 * larger than a record. */
+	v[4].len = 3;
+	assert_int_equal(mixd_template_report(t, v, 0), -EMSGSIZE);
+	v[4].len = 4;
+	static char big[MIXD_RECORD_MAX];
+	v[6] = (struct mixd_slot){.p = big, .len = sizeof big};
+	assert_int_equal(mixd_template_report(t, v, 0), -EMSGSIZE);
+	/* ... unless the offending field is left out. */
+	assert_int_equal(mixd_template_report(t, v, 1u << 6), 0);
+
+	/* Bad templates are refused. */
+	mixd_template *bad;
+	struct mixd_field bf[] = {{MIXD_ATTR_REQUEST_PATH, 0}};
+	assert_int_equal(mixd_template_create(c, bf, 1, &bad), -EINVAL);
+	bf[0] = (struct mixd_field){0x8100, MIXD_T_STRING};
+	assert_int_equal(mixd_template_create(c, bf, 1, &bad), -EINVAL);
+	bf[0] = (struct mixd_field){MIXD_ATTR_REQUEST_PATH, MIXD_T_COUNT};
+	assert_int_equal(mixd_template_create(c, bf, 1, &bad), -EINVAL);
+	struct mixd_field many[MIXD_TEMPLATE_MAX + 1];
+	for (int i = 0; i <= MIXD_TEMPLATE_MAX; i++)
+		many[i] = (struct mixd_field){MIXD_ATTR_REQUEST_PATH,
+					      MIXD_T_STRING};
+	assert_int_equal(mixd_template_create(c, many, MIXD_TEMPLATE_MAX + 1,
+					      &bad),
+			 -EINVAL);
+	assert_int_equal(mixd_template_create(c, many, MIXD_TEMPLATE_MAX, &bad),
+			 0);
+	mixd_template_destroy(bad);
+
+	assert_int_equal(mixd_client_flush(c, 10000), 0);
+	/* Every record decodes: none is rejected. */
+	assert_int_equal(wait_accepted(&d, 1003), 1003);
+	struct agg_ingest_stats as;
+	agg_ingest_stats(d.agg, &as);
+	for (int r = 1; r < INGEST_REJ_COUNT; r++)
+		assert_int_equal(as.rejected[r], 0);
+	struct mixd_client_stats st;
+	mixd_client_stats(c, &st);
+	assert_int_equal(st.written, 1003);
+	assert_int_equal(st.dropped_invalid, 2);
+	mixd_template_destroy(t);
+	mixd_template_destroy(slow);
+	mixd_client_close(c);
+	daemon_stop(&d);
+}
+
 static void bad_options_are_refused(void **state)
 {
 	mixd_client *c;
@@ -359,6 +453,7 @@ int main(void)
 		cmocka_unit_test(invalid_records_are_dropped_and_counted),
 		cmocka_unit_test(custom_names_travel_inline),
 		cmocka_unit_test(mixd_report_writes_a_whole_record_in_one_call),
+		cmocka_unit_test(a_template_writes_records_of_a_fixed_shape),
 		cmocka_unit_test(bad_options_are_refused),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
