@@ -58,6 +58,10 @@ struct plan_family {
 	uint32_t value_id;            /* the instance's value expression */
 	const double *bounds;         /* histogram finite upper bounds */
 	size_t nb;
+	/* The bounds padded with +Inf to a power of two (npad), for a
+	 * search without a branch per step. */
+	double *padded;
+	size_t npad;
 	unsigned dimset;
 	unsigned bit;                 /* its bit in a row's touched mask */
 	unsigned cell;                /* first cell in a row */

@@ -4,6 +4,7 @@
  * shared by families with the same labels, rules with the families they
  * feed, and the attribute-generating (mesos) instances to run first.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,9 @@ void plan_unref(struct agg_plan *p)
 			close(p->logs[i].fd);
 		free(p->logs[i].vars);
 	}
+	/* <=: a family being built when the build failed has its bounds. */
+	for (size_t i = 0; p->fams && i <= p->nfams; i++)
+		free(p->fams[i].padded);
 	expr_plan_destroy(p->val_plan);
 	free(p->val_at);
 	free(p->logs);
@@ -405,6 +409,15 @@ struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation)
 			if (pf->kind == FAM_HISTOGRAM) {
 				pf->bounds = cm->buckets.bounds;
 				pf->nb = cm->buckets.n_bounds;
+				pf->npad = 1;
+				while (pf->npad < pf->nb)
+					pf->npad *= 2;
+				pf->padded = malloc(pf->npad * sizeof *pf->padded);
+				if (!pf->padded)
+					goto fail;
+				for (size_t b = 0; b < pf->npad; b++)
+					pf->padded[b] = b < pf->nb ? pf->bounds[b]
+								   : INFINITY;
 			}
 			unsigned d = dimset_for(p, cm);
 			if (d == UINT32_MAX)

@@ -649,11 +649,14 @@ static void update(const struct plan_family *f, uint64_t *cells, double v)
 		cell_set_double(c, v);
 		break;
 	case FAM_HISTOGRAM: {
-		/* The bucket: bounds below v (le: v <= bound). Counted without
-		 * a branch per bound, since where a value lands is random. */
+		/* The bucket: how many bounds v exceeds (le: v <= bound), by
+		 * binary search over the padded bounds with a conditional
+		 * move per step, not a branch: where a value lands is random. */
+		const double *pb = f->padded;
 		size_t b = 0;
-		for (size_t i = 0; i < f->nb; i++)
-			b += v > f->bounds[i];
+		for (size_t half = f->npad / 2; half; half /= 2)
+			b = v > pb[b + half - 1] ? b + half : b;
+		b += v > pb[b];
 		cell_add_u64(&c[b], 1);
 		cell_add_double(&c[f->nb + 1], v);
 		cell_add_u64(&c[f->nb + 2], 1);
