@@ -470,8 +470,8 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 	}
 	family(b, "mixd_scrape_duration_seconds", "gauge",
 	       "Time the last complete scrape of the Prometheus port took, "
-	       "from the request to its last byte handed to the connection "
-	       "(the body is rendered as it is sent).");
+	       "from the request to its last byte rendered (the body is "
+	       "rendered as the client takes it).");
 	sample1(b, "mixd_scrape_duration_seconds", NULL, NULL,
 		(double)__atomic_load_n(&m->last_scrape_ns, __ATOMIC_RELAXED) /
 			1e9);
@@ -581,14 +581,18 @@ static int render_version(void *ctx, struct expose_buf *b, int *status,
 struct scrape {
 	struct mixd *m;
 	struct timespec t0; /* the request's arrival */
+	struct timespec t1; /* the last byte rendered */
 	struct agg_view *v;
 	struct expose_view_stream *vs;
 };
 
-static int scrape_next(void *st, const char **data, size_t *len)
+static long scrape_read(void *st, char *buf, size_t max)
 {
 	struct scrape *s = st;
-	return expose_view_stream_next(s->vs, data, len);
+	long n = expose_view_stream_read(s->vs, buf, max);
+	if (n == 0)
+		clock_gettime(CLOCK_MONOTONIC, &s->t1);
+	return n;
 }
 
 /* The server is done with the scrape: a complete one sets
@@ -596,15 +600,12 @@ static int scrape_next(void *st, const char **data, size_t *len)
 static void scrape_end(void *st, bool complete)
 {
 	struct scrape *s = st;
-	if (complete) {
-		struct timespec t1;
-		clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (complete)
 		__atomic_store_n(
 			&s->m->last_scrape_ns,
-			(uint64_t)((t1.tv_sec - s->t0.tv_sec) * 1000000000 +
-				   (t1.tv_nsec - s->t0.tv_nsec)),
+			(uint64_t)((s->t1.tv_sec - s->t0.tv_sec) * 1000000000 +
+				   (s->t1.tv_nsec - s->t0.tv_nsec)),
 			__ATOMIC_RELAXED);
-	}
 	expose_view_stream_free(s->vs);
 	agg_view_destroy(s->v);
 	free(s);
@@ -613,8 +614,9 @@ static void scrape_end(void *st, bool complete)
 /*
  * /metrics of the Prometheus port. The view is taken now, when the request
  * arrives, so the scrape is one consistent copy however slowly the client
- * reads; it is rendered a piece at a time as the client takes the text,
- * and freed when the response completes or the client goes away.
+ * reads; it is rendered into the connection's buffer, a send at a time,
+ * as the client takes the text, and freed when the response completes or
+ * the client goes away.
  */
 static int render_istio(void *ctx, struct expose_stream *out, int *status,
 			const char **ctype)
@@ -628,11 +630,11 @@ static int render_istio(void *ctx, struct expose_stream *out, int *status,
 	clock_gettime(CLOCK_MONOTONIC, &s->t0);
 	if (agg_view_create(s->m->agg, &s->v) != 0)
 		goto fail;
-	s->vs = expose_view_stream_new(s->v, 0);
+	s->vs = expose_view_stream_new(s->v);
 	if (!s->vs)
 		goto fail;
 	*out = (struct expose_stream){
-		.next = scrape_next, .end = scrape_end, .st = s};
+		.read = scrape_read, .end = scrape_end, .st = s};
 	return 0;
 fail:
 	agg_view_destroy(s->v);

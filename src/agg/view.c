@@ -257,16 +257,18 @@ static int collect_series(struct vset *vs, const struct series *se,
 	return 0;
 }
 
+/* By abbreviation, then (@pf not NULL) by key. */
 static inline int sref_cmp(const struct sref *x, const struct sref *y,
 			   const struct prefix *pf)
 {
 	if (x->ab != y->ab)
 		return x->ab < y->ab ? -1 : 1;
-	return key_cmp(x->key, x->key_len, y->key, y->key_len, pf);
+	return pf ? key_cmp(x->key, x->key_len, y->key, y->key_len, pf) : 0;
 }
 
-/* Merge sort of @n rows, @tmp holding n / 2. Not qsort(): the comparison
- * inlines, and runs already in order cost one comparison. */
+/* Merge sort of @n rows, @tmp holding n / 2, by sref_cmp(). Not qsort():
+ * the comparison inlines, and runs already in order cost one
+ * comparison. */
 static void sort_rows(struct sref *a, struct sref *tmp, size_t n,
 		      const struct prefix *pf)
 {
@@ -292,6 +294,32 @@ static void sort_rows(struct sref *a, struct sref *tmp, size_t n,
 		a[k++] = sref_cmp(&a[j], &tmp[i], pf) < 0 ? a[j++] : tmp[i++];
 	while (i < h)
 		a[k++] = tmp[i++];
+}
+
+/*
+ * Sort @n rows (@tmp holding n / 2) by label values. First by their
+ * abbreviations alone, never reading a key; then each run of equal
+ * abbreviations again, by new abbreviations taken past what that run
+ * shares, keys compared only where those tie too. Label sets that differ
+ * in two places far apart (a service, and a response code 150 bytes
+ * later) are then ordered without chasing keys through memory.
+ */
+static void sort_set(struct sref *a, struct sref *tmp, size_t n)
+{
+	struct prefix pf = common_prefix(a, n);
+	for (size_t i = 0; i < n; i++)
+		a[i].ab = abbreviate(&a[i], &pf);
+	sort_rows(a, tmp, n, NULL);
+	for (size_t i = 0, j; i < n; i = j) {
+		for (j = i + 1; j < n && a[j].ab == a[i].ab; j++)
+			;
+		if (j - i < 2)
+			continue;
+		struct prefix rp = common_prefix(a + i, j - i);
+		for (size_t k = i; k < j; k++)
+			a[k].ab = abbreviate(&a[k], &rp);
+		sort_rows(a + i, tmp, j - i, &rp);
+	}
 }
 
 /* Add the cells @src (last written at @src_ns) of another shard's copy of
@@ -355,10 +383,7 @@ static int copy_sorted(struct view_ext *x, struct vset *vs,
 		free(dup);
 		return -ENOMEM;
 	}
-	struct prefix pf = common_prefix(vs->rows, vs->n);
-	for (size_t i = 0; i < vs->n; i++)
-		vs->rows[i].ab = abbreviate(&vs->rows[i], &pf);
-	sort_rows(vs->rows, tmp, vs->n, &pf);
+	sort_set(vs->rows, tmp, vs->n);
 	free(tmp);
 
 	size_t n = 0;

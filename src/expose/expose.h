@@ -185,16 +185,17 @@ typedef int (*expose_handler_fn)(void *ctx, struct expose_buf *out, int *status,
 
 /**
  * A response body made piece by piece as the client takes it, for bodies
- * too large to hold whole (a big scrape). The server calls next() when it
- * can send more, from one thread at a time, and end() exactly once.
+ * too large to hold whole (a big scrape). The server calls read() when it
+ * can send more, into its send buffer or its deflater's input, from one
+ * thread at a time, and end() exactly once.
  */
 struct expose_stream {
-	/** Produce the next piece: set *@data and *@len (> 0; the bytes
-	 *  stay the stream's and valid until the next call) and return 1;
-	 *  return 0 when the body is complete; -1 to abort the response
-	 *  (the connection is closed, the client sees a truncated body). */
-	int (*next)(void *st, const char **data, size_t *len);
-	/** The server is done with the stream; free @st. @complete: next()
+	/** Write the next at most @max (> 0) bytes of the body into @buf
+	 *  and return the count (> 0); return 0 when the body is complete;
+	 *  -1 to abort the response (the connection is closed, the client
+	 *  sees a truncated body). */
+	long (*read)(void *st, char *buf, size_t max);
+	/** The server is done with the stream; free @st. @complete: read()
 	 *  returned 0 and every byte was handed to the connection. False when
 	 *  the client went away, the stream failed, or nothing was asked of
 	 *  it (HEAD). */
@@ -300,33 +301,31 @@ void expose_http_stop(struct expose_http *h);
 struct agg_view;
 
 /**
- * Target size of a streamed scrape's pieces: a few hundred label sets,
- * large enough that the per-piece costs (a send, a deflate call) vanish,
- * small enough to stay in the CPU's L2 cache while it is rendered, sent or
- * deflated.
+ * Size of the buffers a streamed body is read into (a connection's send
+ * buffer, the deflater's input): a few hundred label sets, large enough
+ * that per-read costs (a send, a deflate call) vanish, small enough to
+ * stay in the CPU's L2 cache while it is rendered, sent or deflated.
  */
 #define EXPOSE_CHUNK_DEFAULT (256 * 1024)
 
-/** Prometheus text of a view, rendered a piece at a time. Opaque. */
+/** Prometheus text of a view, rendered a read at a time. Opaque. */
 struct expose_view_stream;
 
 /**
  * Start rendering @v, which must stay valid (not destroyed) until
- * expose_view_stream_free(). Pieces are about @chunk bytes (0:
- * EXPOSE_CHUNK_DEFAULT); a single label set larger than that makes a
- * larger piece. NULL on ENOMEM.
+ * expose_view_stream_free(). NULL on ENOMEM.
  */
-struct expose_view_stream *expose_view_stream_new(const struct agg_view *v,
-						  size_t chunk);
+struct expose_view_stream *expose_view_stream_new(const struct agg_view *v);
 
 /**
- * Render the next piece: sets *@data and *@len (whole lines, valid until
- * the next call) and returns 1; returns 0 once everything was rendered;
- * -1 on ENOMEM. The concatenated pieces are what expose_render_view()
- * writes.
+ * Render the next at most @max (> 0) bytes of the text into @buf: as many
+ * whole rows as fit, written in place; a row larger than @max is handed
+ * out in @max-byte parts. Returns the count (> 0), 0 once everything was
+ * rendered, or -1 on ENOMEM. The concatenated reads are what
+ * expose_render_view() writes. Fits expose_stream.read.
  */
-int expose_view_stream_next(struct expose_view_stream *s, const char **data,
-			    size_t *len);
+long expose_view_stream_read(struct expose_view_stream *s, char *buf,
+			     size_t max);
 
 /** Free @s (not its view). NULL is fine. */
 void expose_view_stream_free(struct expose_view_stream *s);

@@ -13,10 +13,11 @@
  *    together with MHD_OPTION_CONNECTION_LIMIT a pool bounds both.
  *
  * Large bodies (a scrape of millions of series) are streamed: the route
- * hands over a struct expose_stream and MHD pulls pieces from it as the
- * socket drains (MHD_create_response_from_callback), so a response never
- * exists whole in memory; when the client accepts gzip the pieces go
- * through one deflate stream on their way out.
+ * hands over a struct expose_stream and MHD has it write the body into the
+ * connection's send buffer as the socket drains
+ * (MHD_create_response_from_callback), so a response never exists whole
+ * in memory; when the client accepts gzip the stream writes into the
+ * input of one deflate stream instead.
  *
  * The listening socket is created here, not by MHD, so that a bind failure
  * reports the real errno (EADDRINUSE, EACCES, ...) and so that the port
@@ -70,13 +71,12 @@ struct route {
 /* A streamed body: the route's stream and, with gzip, its deflater. */
 struct expose_body {
 	struct expose_stream src;
-	const char *piece; /* the source's current piece */
-	size_t piece_len, piece_off;
-	bool src_done;	   /* next() returned 0 */
-	bool complete;	   /* the whole body was handed to MHD */
+	bool src_done; /* read() returned 0 */
+	bool complete; /* the whole body was handed out */
 	bool gzip;
-	bool z_done;	   /* deflate returned Z_STREAM_END */
+	bool z_done;   /* deflate returned Z_STREAM_END */
 	z_stream zs;
+	char *in;      /* gzip: the deflater's input, EXPOSE_CHUNK_DEFAULT */
 };
 
 struct expose_http {
@@ -194,7 +194,9 @@ struct expose_body *expose_body_new(const struct expose_stream *src,
 		return NULL;
 	r->src = *src;
 	if (gzip) {
-		if (!deflate_start(&r->zs)) {
+		r->in = malloc(EXPOSE_CHUNK_DEFAULT);
+		if (!r->in || !deflate_start(&r->zs)) {
+			free(r->in);
 			free(r);
 			return NULL;
 		}
@@ -208,39 +210,20 @@ bool expose_body_gzip(const struct expose_body *r)
 	return r->gzip;
 }
 
-/* Get the source's next piece into r->piece; false on its failure. */
-static bool body_pull(struct expose_body *r)
-{
-	r->piece_off = r->piece_len = 0;
-	int rc = r->src.next(r->src.st, &r->piece, &r->piece_len);
-	if (rc < 0)
-		return false;
-	if (rc == 0) {
-		r->src_done = true;
-		r->piece_len = 0;
-	}
-	return true;
-}
-
 long expose_body_read(struct expose_body *r, char *buf, size_t max)
 {
 	if (max > LONG_MAX)
 		max = LONG_MAX;
 	if (!r->gzip) {
-		while (r->piece_off == r->piece_len) {
-			if (r->src_done) {
-				r->complete = true;
-				return 0;
-			}
-			if (!body_pull(r))
-				return -1;
+		/* the stream renders straight into the send buffer */
+		if (r->src_done)
+			return 0;
+		long n = r->src.read(r->src.st, buf, max);
+		if (n == 0) {
+			r->src_done = true;
+			r->complete = true;
 		}
-		size_t n = r->piece_len - r->piece_off;
-		if (n > max)
-			n = max;
-		memcpy(buf, r->piece + r->piece_off, n);
-		r->piece_off += n;
-		return (long)n;
+		return n;
 	}
 
 	if (r->z_done) {
@@ -253,11 +236,13 @@ long expose_body_read(struct expose_body *r, char *buf, size_t max)
 	r->zs.avail_out = (uInt)max;
 	while (r->zs.avail_out > 0) {
 		if (r->zs.avail_in == 0 && !r->src_done) {
-			if (!body_pull(r))
+			long n = r->src.read(r->src.st, r->in,
+					     EXPOSE_CHUNK_DEFAULT);
+			if (n < 0)
 				return -1;
-			/* a piece is at most a few MB: it fits a uInt */
-			r->zs.next_in = (Bytef *)(uintptr_t)r->piece;
-			r->zs.avail_in = (uInt)r->piece_len;
+			r->src_done = n == 0;
+			r->zs.next_in = (Bytef *)r->in;
+			r->zs.avail_in = (uInt)n;
 			continue;
 		}
 		/* Z_NO_FLUSH: deflate emits when its buffers fill, so a
@@ -285,13 +270,14 @@ void expose_body_free(struct expose_body *r)
 	if (r->gzip)
 		deflateEnd(&r->zs);
 	r->src.end(r->src.st, r->complete);
+	free(r->in);
 	free(r);
 }
 
 /*
- * MHD's content reader. Never returns 0 (in MHD's internal polling that
- * would spin): expose_body_read() pulls pieces until it has bytes or the
- * body ends.
+ * MHD's content reader, into the connection's send buffer. Never returns 0
+ * (in MHD's internal polling that would spin): expose_body_read() returns
+ * bytes until the body ends.
  */
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {

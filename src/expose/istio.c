@@ -3,11 +3,12 @@
  * Mixer's prometheus adapter (client_golang) exposed it, in pieces.
  *
  * A scrape of 100,000 label sets of the four HTTP families is about four
- * million lines and 2.3 GB of text. It is never held whole: the stream
- * renders whole rows into one piece of about EXPOSE_CHUNK_DEFAULT bytes,
- * the server sends (or deflates) that, and the same memory takes the next
- * piece. The piece stays in the CPU's cache, and a scrape's memory is the
- * view plus one piece, whatever the number of series.
+ * million lines and 2.3 GB of text. It is never held whole: each read
+ * renders whole rows straight into the reader's buffer (the connection's
+ * send buffer, or the deflater's input), which is sent and filled again.
+ * That buffer stays in the CPU's cache, and a scrape's memory is the view
+ * plus a buffer, whatever the number of series. Only a row larger than a
+ * read goes through a buffer of the stream's own.
  *
  * Cost model, per row of a family: its `{l1="v1",...` block is built once
  * (label names come pre-joined, values are checked for characters to
@@ -15,6 +16,7 @@
  * counter, nb + 3 for a histogram); `le` suffixes are formatted once per
  * family; the rest is memcpy and integer formatting, no printf.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,15 +27,25 @@
 /* Longest `,le="<value>"} ` suffix: the value and 9 bytes around it. */
 #define LE_MAX (EXPOSE_VALUE_MAX + 16)
 
+/* Where rendering goes: the reader's buffer, or (@grow) the stream's own
+ * for what does not fit in an empty reader's buffer. */
+struct sink {
+	char *data;
+	size_t len, cap;
+	struct expose_buf *grow;
+};
+
 struct expose_view_stream {
 	const struct agg_view *v;
-	size_t chunk; /* a piece ends before a row would take it past this */
 	size_t fam;   /* family being rendered */
 	size_t row;   /* its next row */
 	bool started; /* the family's HELP and TYPE are out */
 	bool done;
-	struct expose_buf out; /* the piece */
-	struct expose_buf lab; /* the row's `{l1="v1",...`, no closing brace */
+	/* text rendered but not yet read: a row too big for a read */
+	struct expose_buf over;
+	size_t over_off;
+	struct expose_buf head; /* a family's HELP and TYPE */
+	struct expose_buf lab;	/* the row's `{l1="v1",...`, no closing brace */
 	/* per family: `{l1="` / `,l2="` for each label of its set */
 	struct expose_buf names;
 	size_t *name_off; /* nlabels + 1 offsets into names */
@@ -48,19 +60,15 @@ struct expose_view_stream {
 	uint8_t **esc;
 };
 
-struct expose_view_stream *expose_view_stream_new(const struct agg_view *v,
-						  size_t chunk)
+struct expose_view_stream *expose_view_stream_new(const struct agg_view *v)
 {
 	struct expose_view_stream *s = calloc(1, sizeof *s);
 	if (!s)
 		return NULL;
 	s->v = v;
-	s->chunk = chunk ? chunk : EXPOSE_CHUNK_DEFAULT;
 	s->esc = calloc(v->nsets + 1, sizeof *s->esc);
-	/* the usual piece never grows the buffer: room for the largest row
-	 * that still starts below the target comes from the slack */
-	if (!s->esc || expose_buf_reserve(&s->out, s->chunk) != 0) {
-		expose_view_stream_free(s);
+	if (!s->esc) {
+		free(s);
 		return NULL;
 	}
 	return s;
@@ -70,7 +78,8 @@ void expose_view_stream_free(struct expose_view_stream *s)
 {
 	if (!s)
 		return;
-	expose_buf_free(&s->out);
+	expose_buf_free(&s->over);
+	expose_buf_free(&s->head);
 	expose_buf_free(&s->lab);
 	expose_buf_free(&s->names);
 	free(s->name_off);
@@ -269,13 +278,28 @@ static int build_labels(struct expose_view_stream *s,
 	return 0;
 }
 
+/* Room for @need more bytes in @o: 1, or 0 if they do not fit (a reader's
+ * buffer, or one already holding something), -1 on ENOMEM. */
+static int sink_room(struct sink *o, size_t need)
+{
+	if (o->cap - o->len >= need)
+		return 1;
+	if (!o->grow || o->len)
+		return 0;
+	if (expose_buf_reserve(o->grow, need) != 0)
+		return -1;
+	o->data = o->grow->data;
+	o->cap = o->grow->cap;
+	return 1;
+}
+
 /*
- * Append row @r of family @f to the piece, whole. Returns 1 if it was
- * written, 0 if it does not fit after what the piece holds (the piece must
- * go out first), -1 on ENOMEM.
+ * Append row @row of family @f to @o, whole. Returns 1 if it was written,
+ * 0 if it does not fit, -1 on ENOMEM.
  */
 static int render_row(struct expose_view_stream *s,
-		      const struct agg_view_family *f, size_t row)
+		      const struct agg_view_family *f, size_t row,
+		      struct sink *o)
 {
 	const struct agg_view_set *set = &s->v->sets[f->set];
 	const struct agg_view_row *r = &set->rows[row];
@@ -293,14 +317,9 @@ static int render_row(struct expose_view_stream *s,
 	size_t lines = hist ? f->nb + 3 : 1;
 	size_t need = lines * (nl + 7 + ll + (hist ? s->le_max : 2) +
 			       EXPOSE_VALUE_MAX + 1);
-	struct expose_buf *o = &s->out;
-	if (o->cap - o->len < need) {
-		if (o->len)
-			return 0;
-		/* a row larger than a piece: the piece grows to hold it */
-		if (expose_buf_reserve(o, need) != 0)
-			return -1;
-	}
+	int room = sink_room(o, need);
+	if (room <= 0)
+		return room;
 	char *p = o->data + o->len;
 	const uint64_t *c = &r->cells[f->cell];
 	if (!hist) {
@@ -346,13 +365,15 @@ static int render_row(struct expose_view_stream *s,
 	return 1;
 }
 
-int expose_view_stream_next(struct expose_view_stream *s, const char **data,
-			    size_t *len)
+/*
+ * Render into @o as much as fits, whole lines only: HELP and TYPE as one
+ * piece, rows whole. Returns 0 (stopped at the end, or at something that
+ * did not fit) or -1 on ENOMEM.
+ */
+static int render(struct expose_view_stream *s, struct sink *o)
 {
 	const struct agg_view *v = s->v;
-	struct expose_buf *o = &s->out;
 
-	o->len = 0;
 	while (!s->done) {
 		if (s->fam == v->nfams) {
 			s->done = true;
@@ -367,48 +388,83 @@ int expose_view_stream_next(struct expose_view_stream *s, const char **data,
 		if (!s->started) {
 			if (family_begin(s, f) != 0)
 				return -1;
-			expose_help(o, f->name, f->help);
-			expose_type(o, f->name,
+			struct expose_buf *h = &s->head;
+			h->len = 0;
+			expose_help(h, f->name, f->help);
+			expose_type(h, f->name,
 				    f->kind == AGG_HISTOGRAM ? "histogram"
 				    : f->kind == AGG_GAUGE   ? "gauge"
 							     : "counter");
-			if (expose_buf_failed(o))
+			if (expose_buf_failed(h))
 				return -1;
+			int room = sink_room(o, h->len);
+			if (room <= 0)
+				return room;
+			memcpy(o->data + o->len, h->data, h->len);
+			o->len += h->len;
 			s->started = true;
 			s->row = 0;
 		}
-		bool full = false;
-		for (; s->row < set->nrows && !full; s->row++) {
+		for (; s->row < set->nrows; s->row++) {
 			const struct agg_view_row *r = &set->rows[s->row];
 			if (!((r->touched >> f->bit) & 1))
 				continue;
-			int rc = render_row(s, f, s->row);
-			if (rc < 0)
-				return -1;
-			if (rc == 0) /* the row goes into the next piece */
-				break;
-			full = o->len >= s->chunk;
+			int rc = render_row(s, f, s->row, o);
+			if (rc <= 0) /* full: the row waits for the next read */
+				return rc;
 		}
-		if (full || s->row < set->nrows)
-			break;
 		s->fam++;
 		s->started = false;
 	}
-	*data = o->data;
-	*len = o->len;
-	return o->len ? 1 : 0;
+	return 0;
+}
+
+long expose_view_stream_read(struct expose_view_stream *s, char *buf,
+			     size_t max)
+{
+	if (max > LONG_MAX)
+		max = LONG_MAX;
+	if (s->over_off == s->over.len) {
+		/* the usual case: whole rows straight into the reader's
+		 * buffer, no copy of our own */
+		struct sink o = {.data = buf, .cap = max};
+		if (render(s, &o) != 0)
+			return -1;
+		if (o.len || s->done)
+			return (long)o.len;
+		/* the next row (or HELP) alone is larger than @max: render it
+		 * into our buffer and hand it out @max bytes at a time */
+		struct sink g = {.data = s->over.data, .cap = s->over.cap,
+				 .grow = &s->over};
+		if (render(s, &g) != 0)
+			return -1;
+		s->over.len = g.len;
+		s->over_off = 0;
+	}
+	size_t n = s->over.len - s->over_off;
+	if (n > max)
+		n = max;
+	memcpy(buf, s->over.data + s->over_off, n);
+	s->over_off += n;
+	return (long)n;
 }
 
 int expose_render_view(const struct agg_view *v, struct expose_buf *b)
 {
-	struct expose_view_stream *s = expose_view_stream_new(v, 0);
+	struct expose_view_stream *s = expose_view_stream_new(v);
 	if (!s)
 		return -1;
-	const char *data;
-	size_t len;
-	int rc;
-	while ((rc = expose_view_stream_next(s, &data, &len)) > 0)
-		expose_buf_append(b, data, len);
+	long n;
+	do {
+		if (expose_buf_reserve(b, EXPOSE_CHUNK_DEFAULT) != 0) {
+			n = -1;
+			break;
+		}
+		n = expose_view_stream_read(s, b->data + b->len,
+					    b->cap - b->len);
+		if (n > 0)
+			b->len += (size_t)n;
+	} while (n > 0);
 	expose_view_stream_free(s);
-	return rc < 0 || expose_buf_failed(b) ? -1 : 0;
+	return n < 0 ? -1 : 0;
 }

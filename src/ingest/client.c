@@ -690,12 +690,73 @@ struct tpl_field {
 	mixd_attr attr;
 };
 
+/*
+ * The grouped layout of a template whose every field has a fast kind and
+ * whose attributes are distinct: the fixed-width fields first (words, then
+ * bools), then IPs, then strings, each group a plain loop over these ops
+ * with no per-field dispatch. Since no attribute repeats, the order of the
+ * fields in a record changes nothing the decoder sees.
+ */
+struct tpl_op {
+	uint32_t hw;   /* id | type << 16 */
+	uint32_t voff; /* byte offset of the field's mixd_slot in the array */
+};
+
+/* Strings up to this long are copied inline with no bounds check: the
+ * template reserves their worst case (see tpl_grouped()). */
+#define TPL_SHORT 32u
+
 struct mixd_template {
 	struct mixd_client *c;
 	uint32_t n;
-	bool slow; /* some field is TK_SLOW */
+	bool slow;    /* some field is TK_SLOW */
+	bool grouped; /* ops[] apply */
+	uint8_t nword, nbool, nip, nstr;
+	uint32_t reserve; /* worst-case bytes of every field but long strings */
 	struct tpl_field f[MIXD_TEMPLATE_MAX];
+	struct tpl_op op[MIXD_TEMPLATE_MAX];
 };
+
+/* Lay out the grouped encoding of @t, if it has one. */
+static void tpl_group(struct mixd_template *t)
+{
+	static const struct {
+		uint8_t kind;
+		uint8_t worst; /* bytes one such field can take, inline */
+	} groups[] = {
+		{TK_WORD, 11}, {TK_BOOL, 4}, {TK_IP, 20}, {TK_STRING, 7 + TPL_SHORT},
+	};
+	uint32_t k = 0;
+
+	if (t->slow)
+		return;
+	for (uint32_t i = 0; i < t->n; i++)
+		for (uint32_t j = 0; j < i; j++)
+			if (t->f[i].attr == t->f[j].attr)
+				return; /* a repeat: order matters, keep it */
+	for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+		uint32_t first = k;
+		for (uint32_t i = 0; i < t->n; i++) {
+			if (t->f[i].kind != groups[g].kind)
+				continue;
+			t->op[k].hw = t->f[i].hw;
+			t->op[k].voff = i * (uint32_t)sizeof(struct mixd_slot);
+			t->reserve += groups[g].worst;
+			k++;
+		}
+		uint8_t cnt = (uint8_t)(k - first);
+		if (groups[g].kind == TK_WORD)
+			t->nword = cnt;
+		else if (groups[g].kind == TK_BOOL)
+			t->nbool = cnt;
+		else if (groups[g].kind == TK_IP)
+			t->nip = cnt;
+		else
+			t->nstr = cnt;
+	}
+	/* Half the buffer at most, so long strings keep the other half. */
+	t->grouped = t->reserve <= TPL_LOCAL_MAX / 2;
+}
 
 API int mixd_template_create(mixd_client *c, const struct mixd_field *f,
 			     size_t n, mixd_template **out)
@@ -731,6 +792,7 @@ API int mixd_template_create(mixd_client *c, const struct mixd_field *f,
 			x->kind = TK_IP;
 		t->slow |= x->kind == TK_SLOW;
 	}
+	tpl_group(t);
 	*out = t;
 	return 0;
 inval:
@@ -817,12 +879,97 @@ template_encode(const struct mixd_template *t, struct tl_ring *r,
 	return publish_local(r, local, (uint32_t)(o - local));
 }
 
+/*
+ * A record of a grouped template with every field present, encoded at @o:
+ * returns its end, or NULL when it needs the long way (an IP of a bad
+ * length, long strings beyond @lim). Fields of a fixed width and short
+ * strings need no bounds check: @lim leaves room for their worst case
+ * (t->reserve), so a long string may take whatever is left before @lim.
+ * May write 8 bytes beyond the returned end.
+ */
+static inline __attribute__((always_inline)) uint8_t *
+tpl_encode_grouped(const struct mixd_template *t, uint8_t *o, const uint8_t *lim,
+		   const struct mixd_slot *v)
+{
+	const struct tpl_op *op = t->op, *e;
+	const uint8_t *base = (const uint8_t *)v;
+
+	for (e = op + t->nword; op < e; op++) {
+		uint64_t x;
+		memcpy(&x, base + op->voff, 8); /* the union, whichever member */
+		st32(o, op->hw);
+		st64(o + 3, x);
+		o += 11;
+	}
+	for (e = op + t->nbool; op < e; op++) {
+		const struct mixd_slot *x = (const void *)(base + op->voff);
+		st32(o, op->hw | (uint32_t)(x->b ? 1 : 0) << 24);
+		o += 4;
+	}
+	for (e = op + t->nip; op < e; op++) {
+		const struct mixd_slot *x = (const void *)(base + op->voff);
+		if (x->len == 4) {
+			st32(o, op->hw | 4u << 24);
+			memcpy(o + 4, x->p, 4);
+			o += 8;
+		} else if (x->len == 16) {
+			st32(o, op->hw | 16u << 24);
+			memcpy(o + 4, x->p, 16);
+			o += 20;
+		} else {
+			return NULL; /* report_slow() counts it invalid */
+		}
+	}
+	for (e = op + t->nstr; op < e; op++) {
+		const struct mixd_slot *x = (const void *)(base + op->voff);
+		uint32_t len = x->len;
+		/* Signed: short fields may have taken o past lim (into their
+		 * reserve), and then no long string fits. */
+		if (__builtin_expect(len > TPL_SHORT, 0) &&
+		    (ptrdiff_t)len + 7 > lim - o)
+			return NULL;
+		st64(o, op->hw | (uint64_t)len << 24);
+		wire_copy(o + 7, x->p, len);
+		o += 7 + (size_t)len;
+	}
+	return o;
+}
+
+/*
+ * Every field present in a grouped template, the usual case: encoded
+ * straight into the ring when a largest record fits before the ring's end
+ * (almost always), so the record is written once; otherwise onto the stack
+ * and copied, as mixd_report() does.
+ */
+static inline int template_grouped(const struct mixd_template *t,
+				   struct tl_ring *r, const struct mixd_slot *v)
+{
+	uint8_t *dst = ring_reserve_max(&r->prod, TPL_LOCAL_MAX + LOCAL_SLACK);
+	if (__builtin_expect(dst != NULL, 1)) {
+		uint8_t *e = tpl_encode_grouped(
+			t, dst, dst + TPL_LOCAL_MAX - t->reserve, v);
+		if (__builtin_expect(!e, 0))
+			return template_slow(t, r, v, 0);
+		ring_commit(&r->prod, (uint32_t)(e - dst));
+		ring_store_relaxed(&r->prod.hdr->prod.written, ++r->written);
+		return 0;
+	}
+	uint8_t local[TPL_LOCAL_MAX + LOCAL_SLACK];
+	uint8_t *e = tpl_encode_grouped(t, local,
+					local + TPL_LOCAL_MAX - t->reserve, v);
+	if (!e)
+		return template_slow(t, r, v, 0);
+	return publish_local(r, local, (uint32_t)(e - local));
+}
+
 API int mixd_template_report(const mixd_template *t,
 			     const struct mixd_slot *v, uint64_t omit)
 {
 	struct tl_ring *r = ring_of(t->c);
 	if (!r)
 		return -ENOMEM;
+	if (__builtin_expect(!omit && t->grouped, 1))
+		return template_grouped(t, r, v);
 	if (__builtin_expect(t->slow, 0))
 		return template_slow(t, r, v, omit);
 	/* Every field present, the usual case: a loop without the test. */

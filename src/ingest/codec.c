@@ -56,9 +56,9 @@ static inline uint64_t rd64(const uint8_t *p)
  * ingest_decode() hands over to this whenever its own assumptions do not
  * hold; most records never come here.
  */
-static enum ingest_reject decode_one(const uint8_t **pp, const uint8_t *end,
-				     const struct attr_vocab *vocab,
-				     struct attr_table *t)
+static __attribute__((noinline)) enum ingest_reject
+decode_one(const uint8_t **pp, const uint8_t *end, const struct attr_vocab *vocab,
+	   struct attr_table *t)
 {
 	const uint8_t *p = *pp;
 	struct attr_value unused; /* values of inline names nobody declared */
@@ -172,93 +172,151 @@ static enum ingest_reject decode_one(const uint8_t **pp, const uint8_t *end,
 }
 
 /*
+ * How the fast loop decodes a dictionary attribute, from its declared type.
+ * STRING_MAP (rare, and validated by walking it) is left to decode_one().
+ */
+enum fast_kind {
+	FK_STRING, /* u32 length in the header word, bytes after it */
+	FK_WORD,   /* 8 bytes */
+	FK_BOOL,
+	FK_IP,
+	FK_SLOW,
+};
+
+#define FAST_KIND_(t)                                                        \
+	((t) == MIXD_T_STRING_MAP ? FK_SLOW                                  \
+	 : (t) == MIXD_T_IP	  ? FK_IP                                    \
+	 : (t) == MIXD_T_BOOL	  ? FK_BOOL                                  \
+	 : ((t) == MIXD_T_INT64 || (t) == MIXD_T_DOUBLE ||                   \
+	    (t) == MIXD_T_TIMESTAMP || (t) == MIXD_T_DURATION)               \
+		 ? FK_WORD                                                   \
+		 : FK_STRING)
+
+static const uint8_t dict_kind[MIXD_ATTR_DICT_COUNT] = {
+#define DICT_KIND_(id, name, type) [MIXD_ATTR_##id] = FAST_KIND_(type),
+	MIXD_ATTRIBUTE_LIST(DICT_KIND_)
+#undef DICT_KIND_
+};
+
+/* The fast loop keeps the dictionary's present bits in two registers. */
+_Static_assert(MIXD_ATTR_DICT_COUNT <= 128, "dictionary fits two words");
+
+/*
  * The hot loop: about twenty attributes per record, at millions of records a
  * second per shard, on every shard. The common attribute is a dictionary id
  * carrying exactly its declared type with at least 8 bytes left in the
  * record: then one 8-byte load holds the id, the type and the first bytes of
  * the value (a string's length, a bool, an IP's length), and the only checks
- * left are the ones the value's own length needs. Anything else -- a record's
- * last few bytes, an inline name, a string-like type standing for another,
- * any malformation -- goes to decode_one(), which checks everything in the
- * original order. Values are written straight into their slot.
+ * left are the ones the value's own length needs. Each kind of value has its
+ * own handler, entered through a table of label addresses indexed by the
+ * id's kind and ending in the next attribute's dispatch: no switch range
+ * check, no jump back to a loop head. The present bits of dictionary slots
+ * gather in two registers and reach the table once, on the way out,
+ * whatever the outcome (decode_one() sets its own bits in the table; the
+ * two sets are or-ed). Anything else -- a record's last few bytes, an inline
+ * name, a string-like type standing for another, a map, any malformation --
+ * goes to decode_one(), which checks everything in the original order.
+ * Values are written straight into their slot.
  */
 enum ingest_reject ingest_decode(const uint8_t *p, size_t len,
 				 const struct attr_vocab *vocab,
 				 struct attr_table *t)
 {
-	const uint8_t *end = p + len;
+	static const void *const handler[] = {
+		[FK_STRING] = &&h_string, [FK_WORD] = &&h_word,
+		[FK_BOOL] = &&h_bool,	  [FK_IP] = &&h_ip,
+		[FK_SLOW] = &&careful,
+	};
+	const uint8_t *const end = p + len;
+	uint64_t lo = 0, hi = 0; /* present bits of slots 0..63, 64..127 */
+	enum ingest_reject why = INGEST_REJ_NONE;
+	struct attr_value *v;
+	size_t left;
+	uint64_t w;
 
-	while (p != end) {
-		size_t left = (size_t)(end - p);
-		uint64_t w;
-		unsigned id, type;
-		if (__builtin_expect(left < 8, 0))
-			goto careful;
-		w = rd64(p); /* loaded once: the producer may rewrite p[] */
-		id = (uint16_t)w;
-		type = (uint8_t)(w >> 16);
-		if (__builtin_expect(id >= MIXD_ATTR_DICT_COUNT ||
-				     type != dict_type[id], 0))
-			goto careful;
+	/* Decode the header at p and go to its value's handler. */
+#define DISPATCH()                                                           \
+	do {                                                                 \
+		left = (size_t)(end - p);                                    \
+		if (__builtin_expect(left < 8, 0))                           \
+			goto tail;                                           \
+		w = rd64(p); /* loaded once: the producer may rewrite p[] */ \
+		size_t id_ = (uint16_t)w;                                    \
+		if (__builtin_expect(id_ >= MIXD_ATTR_DICT_COUNT, 0))        \
+			goto careful;                                        \
+		uint8_t type_ = (uint8_t)(w >> 16);                          \
+		if (__builtin_expect(type_ != dict_type[id_], 0))            \
+			goto careful;                                        \
+		v = &t->v[id_];                                              \
+		v->type = type_;                                             \
+		if (id_ < 64)                                                \
+			lo |= 1ull << (id_ & 63);                            \
+		else                                                         \
+			hi |= 1ull << (id_ & 63);                            \
+		goto *handler[dict_kind[id_]];                               \
+	} while (0)
 
-		struct attr_value *v = &t->v[id];
-		t->present[id >> 6] |= 1ull << (id & 63);
-		v->type = (uint8_t)type;
-		switch (type) {
-		case ATTR_STRING:
-		case ATTR_BYTES:
-		case ATTR_EMAIL:
-		case ATTR_URI:
-		case ATTR_DNS_NAME: {
-			uint32_t n = (uint32_t)(w >> 24);
-			if (__builtin_expect(n > left - 7, 0))
-				return INGEST_REJ_TRUNCATED;
-			v->s = (const char *)p + 7;
-			v->len = n;
-			p += 7 + (size_t)n;
-			continue;
-		}
-		case ATTR_INT64:
-		case ATTR_TIMESTAMP:
-		case ATTR_DURATION:
-		case ATTR_DOUBLE:
-			if (__builtin_expect(left < 11, 0))
-				return INGEST_REJ_TRUNCATED;
-			memcpy(&v->i, p + 3, 8); /* the union's 8 bytes */
-			v->len = 8;
-			p += 11;
-			continue;
-		case ATTR_BOOL: {
-			uint8_t b = (uint8_t)(w >> 24);
-			if (b > 1)
-				return INGEST_REJ_VALUE;
-			v->b = b;
-			v->len = 1;
-			p += 4;
-			continue;
-		}
-		case ATTR_IP: {
-			uint8_t n = (uint8_t)(w >> 24);
-			if (n == 4) { /* left >= 8 already covers it */
-				memcpy(v->ip, p + 4, 4);
-			} else if (n == 16) {
-				if (left < 20)
-					return INGEST_REJ_TRUNCATED;
-				memcpy(v->ip, p + 4, 16);
-			} else {
-				return INGEST_REJ_VALUE;
-			}
-			v->len = n;
-			p += 4 + (size_t)n;
-			continue;
-		}
-		default: /* STRING_MAP: rare, validated the long way */
-			break;
-		}
-careful:;
-		enum ingest_reject why = decode_one(&p, end, vocab, t);
-		if (why != INGEST_REJ_NONE)
-			return why;
+	DISPATCH();
+h_string: {
+	uint32_t n = (uint32_t)(w >> 24);
+	if (__builtin_expect(n > left - 7, 0)) {
+		why = INGEST_REJ_TRUNCATED;
+		goto out;
 	}
-	return INGEST_REJ_NONE;
+	v->s = (const char *)p + 7;
+	v->len = n;
+	p += 7 + (size_t)n;
+	DISPATCH();
+}
+h_word:
+	if (__builtin_expect(left < 11, 0)) {
+		why = INGEST_REJ_TRUNCATED;
+		goto out;
+	}
+	memcpy(&v->i, p + 3, 8); /* the union's 8 bytes */
+	v->len = 8;
+	p += 11;
+	DISPATCH();
+h_bool: {
+	uint8_t b = (uint8_t)(w >> 24);
+	if (b > 1) {
+		why = INGEST_REJ_VALUE;
+		goto out;
+	}
+	v->b = b;
+	v->len = 1;
+	p += 4;
+	DISPATCH();
+}
+h_ip: {
+	uint8_t n = (uint8_t)(w >> 24);
+	if (n == 4) { /* left >= 8 already covers it */
+		memcpy(v->ip, p + 4, 4);
+	} else if (n == 16 && left >= 20) {
+		memcpy(v->ip, p + 4, 16);
+	} else {
+		why = n == 16 ? INGEST_REJ_TRUNCATED : INGEST_REJ_VALUE;
+		goto out;
+	}
+	v->len = n;
+	p += 4 + (size_t)n;
+	DISPATCH();
+}
+tail:
+	if (left == 0)
+		goto out;
+careful: {
+	/* Through a copy: p itself must not have its address taken, or it
+	 * lives on the stack for the whole loop. */
+	const uint8_t *q = p;
+	why = decode_one(&q, end, vocab, t);
+	p = q;
+	if (why == INGEST_REJ_NONE)
+		DISPATCH();
+}
+#undef DISPATCH
+out:
+	t->present[0] |= lo;
+	t->present[1] |= hi;
+	return why;
 }

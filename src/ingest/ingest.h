@@ -44,7 +44,10 @@ const char *ingest_reject_name(enum ingest_reject r);
  * @t. A wire type must equal the declared type, except that the
  * string-like types (STRING, EMAIL, URI, DNS_NAME) stand for one another;
  * the value takes the declared type.
- * Returns INGEST_REJ_NONE or the reason the record is malformed.
+ * Returns INGEST_REJ_NONE or the reason the record is malformed (the first
+ * malformation in the record, in the order the checks are documented in
+ * codec.c); on a reject @t holds an unspecified part of the record and must
+ * not be used.
  */
 enum ingest_reject ingest_decode(const uint8_t *p, size_t len,
 				 const struct attr_vocab *vocab,

@@ -146,6 +146,37 @@ static inline void ring_publish(struct ring_prod *p, uint32_t len)
 	ring_store_release(&p->hdr->prod.head, p->head);
 }
 
+/**
+ * Reserve room for a record of at most @max bytes, for a producer that
+ * learns the length only as it encodes: the payload pointer when a frame of
+ * that size fits before the end of data (no wrap) and the ring has the space
+ * free, else NULL, and the caller takes ring_reserve() with the exact
+ * length, which can wrap and which counts as full only what truly does not
+ * fit. Writing anywhere in the @max bytes is harmless: the space is free and
+ * nothing is visible before ring_commit(). Never blocks.
+ */
+static inline uint8_t *ring_reserve_max(struct ring_prod *p, uint32_t max)
+{
+	uint64_t need = ring_frame_size(max);
+	uint64_t pos = p->head & (p->cap - 1);
+	if (need > p->cap - pos)
+		return NULL;
+	if (p->cap - (p->head - p->tail_cache) < need) {
+		p->tail_cache = ring_load_acquire(&p->hdr->cons.tail);
+		if (p->cap - (p->head - p->tail_cache) < need)
+			return NULL;
+	}
+	return p->data + pos + MIXD_FRAME_HDR;
+}
+
+/** Publish the frame ring_reserve_max() returned, now of @len bytes. */
+static inline void ring_commit(struct ring_prod *p, uint32_t len)
+{
+	uint32_t fh[2] = {len, MIXD_FRAME_RECORD};
+	memcpy(p->data + (p->head & (p->cap - 1)), fh, sizeof fh);
+	ring_publish(p, len);
+}
+
 /** Append one record of @len bytes at @payload; false when full. */
 static inline bool ring_push(struct ring_prod *p, const void *payload,
 			     uint32_t len)

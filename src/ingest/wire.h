@@ -36,38 +36,39 @@ static inline void wire_init(struct wire_writer *w, uint8_t *buf, uint32_t cap)
 /*
  * Copy @n bytes. Proxy attribute values are mostly a few to a few dozen
  * bytes, where a call into libc's memcpy costs more than the copy: copy them
- * with two overlapping loads and stores instead (never reading outside
- * [s, s + n)).
+ * with two overlapping loads and stores of the widest size that fits (and
+ * three single bytes below 4), never reading or writing outside [s, s + n)
+ * and [d, d + n).
  */
 static inline void wire_copy(uint8_t *d, const void *src, size_t n)
 {
 	const uint8_t *s = src;
-	if (n >= 8 && n <= 32) {
-		uint64_t a, b, c, e;
-		if (n <= 16) {
+	if (n <= 16) {
+		if (n >= 8) {
+			uint64_t a, b;
 			memcpy(&a, s, 8);
 			memcpy(&b, s + n - 8, 8);
 			memcpy(d, &a, 8);
 			memcpy(d + n - 8, &b, 8);
-		} else {
-			memcpy(&a, s, 8);
-			memcpy(&b, s + 8, 8);
-			memcpy(&c, s + n - 16, 8);
-			memcpy(&e, s + n - 8, 8);
-			memcpy(d, &a, 8);
-			memcpy(d + 8, &b, 8);
-			memcpy(d + n - 16, &c, 8);
-			memcpy(d + n - 8, &e, 8);
+		} else if (n >= 4) {
+			uint32_t a, b;
+			memcpy(&a, s, 4);
+			memcpy(&b, s + n - 4, 4);
+			memcpy(d, &a, 4);
+			memcpy(d + n - 4, &b, 4);
+		} else if (n) {
+			/* 1, 2 or 3 bytes: first, middle, last. */
+			uint8_t a = s[0], b = s[n / 2], c = s[n - 1];
+			d[0] = a;
+			d[n / 2] = b;
+			d[n - 1] = c;
 		}
-	} else if (n >= 4 && n < 8) {
-		uint32_t a, b;
-		memcpy(&a, s, 4);
-		memcpy(&b, s + n - 4, 4);
-		memcpy(d, &a, 4);
-		memcpy(d + n - 4, &b, 4);
-	} else if (n < 4) {
-		for (size_t i = 0; i < n; i++)
-			d[i] = s[i];
+	} else if (n <= 32) {
+		uint8_t a[16], b[16];
+		memcpy(a, s, 16);
+		memcpy(b, s + n - 16, 16);
+		memcpy(d, a, 16);
+		memcpy(d + n - 16, b, 16);
 	} else {
 		memcpy(d, s, n);
 	}

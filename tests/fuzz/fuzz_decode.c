@@ -6,9 +6,17 @@
  * Input: first byte selects the target; the rest is a record payload, or
  * the bytes of a segment (header then data) that is padded to the smallest
  * ring a consumer accepts.
+ *
+ * Every payload is also decoded by ref_decode(), the plain one-attribute-
+ * at-a-time decoder that ingest_decode() replaced with its fast paths: both
+ * must give the same reason, and for an accepted record the same table
+ * (present bits, and each present value's type, length and bytes). A
+ * rejected record's table is not compared: nothing reads it.
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -20,11 +28,179 @@
 
 static struct attr_vocab *vocab;
 static struct attr_table table;
+static struct attr_table ref_table;
+
+/* ---- the reference decoder ------------------------------------------- */
+
+static const uint8_t ref_dict_type[MIXD_ATTR_DICT_COUNT] = {
+#define REF_DICT_TYPE_(id, name, type) [MIXD_ATTR_##id] = type,
+	MIXD_ATTRIBUTE_LIST(REF_DICT_TYPE_)
+#undef REF_DICT_TYPE_
+};
+
+/* ingest_decode() as it was before its fast paths (commit 717eb2b^):
+ * every check in the order that defines which reason a record gets. */
+static enum ingest_reject ref_decode(const uint8_t *p, size_t len,
+				     const struct attr_vocab *vc,
+				     struct attr_table *t)
+{
+	const uint8_t *end = p + len;
+	struct attr_value unused;
+
+	while (p != end) {
+		if (end - p < 3)
+			return INGEST_REJ_TRUNCATED;
+		unsigned id = p[0] | (unsigned)p[1] << 8;
+		uint8_t type = p[2];
+		p += 3;
+
+		struct attr_value *v;
+		uint8_t declared;
+		if (id < MIXD_ATTR_DICT_COUNT) {
+			declared = ref_dict_type[id];
+			v = &t->v[id];
+			t->present[id >> 6] |= 1ull << (id & 63);
+		} else if (id == MIXD_ATTR_INLINE) {
+			if (end - p < 2)
+				return INGEST_REJ_TRUNCATED;
+			unsigned nl = p[0] | (unsigned)p[1] << 8;
+			p += 2;
+			if (nl == 0)
+				return INGEST_REJ_ATTRIBUTE;
+			if (end - p < nl)
+				return INGEST_REJ_TRUNCATED;
+			int slot = vc ? attr_vocab_find(vc, (const char *)p, nl)
+				      : -1;
+			p += nl;
+			if (type == ATTR_NONE || type >= ATTR_TYPE_COUNT)
+				return INGEST_REJ_TYPE;
+			if (slot >= 0) {
+				declared = attr_vocab_type(vc, (unsigned)slot);
+				v = &t->v[slot];
+				t->present[slot >> 6] |= 1ull << (slot & 63);
+			} else {
+				declared = type;
+				v = &unused;
+			}
+		} else {
+			return INGEST_REJ_ATTRIBUTE;
+		}
+		if (type != declared &&
+		    !(attr_type_is_string(type) && attr_type_is_string(declared)))
+			return INGEST_REJ_TYPE;
+
+		v->type = declared;
+		switch (type) {
+		case ATTR_STRING:
+		case ATTR_BYTES:
+		case ATTR_EMAIL:
+		case ATTR_URI:
+		case ATTR_DNS_NAME: {
+			if (end - p < 4)
+				return INGEST_REJ_TRUNCATED;
+			uint32_t n;
+			memcpy(&n, p, 4);
+			p += 4;
+			if ((size_t)(end - p) < n)
+				return INGEST_REJ_TRUNCATED;
+			v->s = (const char *)p;
+			v->len = n;
+			p += n;
+			break;
+		}
+		case ATTR_INT64:
+		case ATTR_TIMESTAMP:
+		case ATTR_DURATION:
+		case ATTR_DOUBLE:
+			if (end - p < 8)
+				return INGEST_REJ_TRUNCATED;
+			memcpy(&v->i, p, 8);
+			v->len = 8;
+			p += 8;
+			break;
+		case ATTR_BOOL:
+			if (end - p < 1)
+				return INGEST_REJ_TRUNCATED;
+			if (*p > 1)
+				return INGEST_REJ_VALUE;
+			v->b = *p;
+			v->len = 1;
+			p += 1;
+			break;
+		case ATTR_IP: {
+			if (end - p < 1)
+				return INGEST_REJ_TRUNCATED;
+			uint8_t n = *p++;
+			if (n != 4 && n != 16)
+				return INGEST_REJ_VALUE;
+			if (end - p < n)
+				return INGEST_REJ_TRUNCATED;
+			memcpy(v->ip, p, n);
+			v->len = n;
+			p += n;
+			break;
+		}
+		case ATTR_STRING_MAP: {
+			size_t n = attr_map_validate(p, (size_t)(end - p));
+			if (n == 0)
+				return INGEST_REJ_VALUE;
+			v->map = p;
+			v->len = (uint32_t)n;
+			p += n;
+			break;
+		}
+		default:
+			return INGEST_REJ_TYPE;
+		}
+	}
+	return INGEST_REJ_NONE;
+}
+
+/* The meaningful bytes of two values of an accepted record agree. */
+static bool same_value(const struct attr_value *a, const struct attr_value *b)
+{
+	if (a->type != b->type || a->len != b->len)
+		return false;
+	switch (a->type) {
+	case ATTR_BOOL:
+		return a->b == b->b;
+	case ATTR_IP:
+		return memcmp(a->ip, b->ip, a->len) == 0;
+	case ATTR_INT64:
+	case ATTR_TIMESTAMP:
+	case ATTR_DURATION:
+	case ATTR_DOUBLE:
+		return memcmp(&a->i, &b->i, 8) == 0;
+	default: /* strings, bytes, maps: the same bytes of the record */
+		return a->s == b->s;
+	}
+}
+
+/* ingest_decode() must agree with ref_decode() on every payload. */
+static void differential(const uint8_t *p, uint32_t len, enum ingest_reject rc)
+{
+	attr_table_clear(&ref_table);
+	enum ingest_reject want = ref_decode(p, len, vocab, &ref_table);
+	if (rc != want)
+		abort();
+	if (rc != INGEST_REJ_NONE)
+		return;
+	for (unsigned w = 0; w < ATTR_PRESENT_WORDS; w++)
+		if (table.present[w] != ref_table.present[w])
+			abort();
+	for (unsigned s = 0; s < ATTR_MAX_SLOTS; s++)
+		if (attr_table_has(&table, s) &&
+		    !same_value(&table.v[s], &ref_table.v[s]))
+			abort();
+}
+
+/* ---------------------------------------------------------------------- */
 
 static enum ingest_reject decode(void *ctx, const uint8_t *p, uint32_t len)
 {
 	attr_table_clear(&table);
 	enum ingest_reject rc = ingest_decode(p, len, vocab, &table);
+	differential(p, len, rc);
 	if (rc == INGEST_REJ_NONE) {
 		/* Touch every value the decoder accepted, as the pipeline
 		 * would: maps must be walkable within their bounds. */

@@ -338,6 +338,58 @@ static void mixd_report_writes_a_whole_record_in_one_call(void **state)
 	daemon_stop(&d);
 }
 
+/*
+ * A template whose attributes are distinct is encoded grouped (fixed-width
+ * fields first) and straight into the ring: across many wraps of a small
+ * ring, with strings short and long, every record must decode, and those
+ * that meet the ring's end go through the stack instead.
+ */
+static void a_grouped_template_survives_ring_wraps(void **state)
+{
+	struct daemon d;
+	daemon_start(&d);
+	mixd_client *c;
+	struct mixd_client_options co = {.ring_bytes = 256u << 10};
+	assert_int_equal(mixd_client_open(sock_path, &co, &c), 0);
+	static const struct mixd_field fields[] = {
+		{MIXD_ATTR_REQUEST_PATH, MIXD_T_STRING},
+		{MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64},
+		{MIXD_ATTR_SOURCE_IP, MIXD_T_IP},
+		{MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL},
+		{MIXD_ATTR_REQUEST_HOST, MIXD_T_STRING},
+		{MIXD_ATTR_RESPONSE_DURATION, MIXD_T_DURATION},
+	};
+	mixd_template *t;
+	assert_int_equal(mixd_template_create(c, fields, 6, &t), 0);
+	static char path[1500];
+	memset(path, 'p', sizeof path);
+	uint8_t ip6[16] = {0x20, 0x01, [15] = 1};
+	const int n = 6000;
+	for (int i = 0; i < n; i++) {
+		struct mixd_slot v[6] = {
+			{.p = path, .len = (uint32_t)(i * 7 % sizeof path)},
+			{.i = 200 + i % 5},
+			{.p = ip6, .len = 16},
+			{.b = i & 1},
+			{.p = "reviews:9080", .len = (uint32_t)(i % 13)},
+			{.i = i},
+		};
+		int rc;
+		while ((rc = mixd_template_report(t, v, 0)) == -ENOBUFS)
+			assert_int_equal(mixd_client_flush(c, 10000), 0);
+		assert_int_equal(rc, 0);
+	}
+	assert_int_equal(mixd_client_flush(c, 10000), 0);
+	assert_int_equal(wait_accepted(&d, (uint64_t)n), n);
+	struct agg_ingest_stats as;
+	agg_ingest_stats(d.agg, &as);
+	for (int r = 1; r < INGEST_REJ_COUNT; r++)
+		assert_int_equal(as.rejected[r], 0);
+	mixd_template_destroy(t);
+	mixd_client_close(c);
+	daemon_stop(&d);
+}
+
 static void a_template_writes_records_of_a_fixed_shape(void **state)
 {
 	struct daemon d;
@@ -454,6 +506,7 @@ int main(void)
 		cmocka_unit_test(custom_names_travel_inline),
 		cmocka_unit_test(mixd_report_writes_a_whole_record_in_one_call),
 		cmocka_unit_test(a_template_writes_records_of_a_fixed_shape),
+		cmocka_unit_test(a_grouped_template_survives_ring_wraps),
 		cmocka_unit_test(bad_options_are_refused),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);

@@ -386,43 +386,43 @@ static void test_render_view_text(void **state)
 	expose_buf_free(&b);
 }
 
-/* Read @s to its end; returns the text, and the piece count in *@n. */
-static char *drain(struct expose_view_stream *s, size_t *n, size_t *len)
+/* Read @s to its end in reads of at most @max bytes; the text. */
+static char *drain(struct expose_view_stream *s, size_t max, size_t *len)
 {
 	struct expose_buf b = {0};
-	const char *d;
-	size_t l;
-	int rc;
-	*n = 0;
-	while ((rc = expose_view_stream_next(s, &d, &l)) > 0) {
-		assert_true(l > 0);
-		assert_int_equal(d[l - 1], '\n'); /* pieces end at line ends */
-		expose_buf_append(&b, d, l);
-		(*n)++;
+	char *buf = malloc(max);
+	assert_non_null(buf);
+	long n;
+	while ((n = expose_view_stream_read(s, buf, max)) > 0) {
+		assert_true((size_t)n <= max);
+		expose_buf_append(&b, buf, (size_t)n);
 	}
-	assert_int_equal(rc, 0);
+	assert_int_equal(n, 0);
 	/* and stays at the end */
-	assert_int_equal(expose_view_stream_next(s, &d, &l), 0);
+	assert_int_equal(expose_view_stream_read(s, buf, max), 0);
+	free(buf);
 	*len = b.len;
 	return (char *)expose_buf_cstr(&b);
 }
 
-/* The smallest pieces (one label set each) and a label set larger than a
- * piece: the same text, whatever the cut. */
-static void test_render_view_in_pieces(void **state)
+/* Reads of any size, smaller than a line or than a label set, give the
+ * same text; so does a label set larger than any read. */
+static void test_render_view_in_reads(void **state)
 {
 	struct test_view t;
 	make_view(&t);
-	size_t n, len;
-	struct expose_view_stream *s = expose_view_stream_new(&t.v, 1);
-	assert_non_null(s);
-	char *text = drain(s, &n, &len);
-	expose_view_stream_free(s);
-	assert_string_equal(text, view_text);
-	assert_true(n >= 7); /* 3 + 2 rows of set 0, 2 of set 1 */
-	free(text);
+	const size_t sizes[] = {1, 7, 60, 100, 333, 4096, 1 << 20};
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		size_t len;
+		struct expose_view_stream *s = expose_view_stream_new(&t.v);
+		assert_non_null(s);
+		char *text = drain(s, sizes[i], &len);
+		expose_view_stream_free(s);
+		assert_string_equal(text, view_text);
+		free(text);
+	}
 
-	/* a value of 20,000 bytes: its rows outgrow a 4 KiB piece */
+	/* a value of 20,000 bytes: its rows are larger than a 4 KiB read */
 	static uint8_t bigkey[2 * 20100];
 	char *v = malloc(20001);
 	assert_non_null(v);
@@ -434,15 +434,20 @@ static void test_render_view_in_pieces(void **state)
 	t.rows0[2].touched = 3;
 	struct expose_buf want = {0};
 	assert_int_equal(expose_render_view(&t.v, &want), 0);
-	s = expose_view_stream_new(&t.v, 4096);
-	assert_non_null(s);
-	text = drain(s, &n, &len);
-	expose_view_stream_free(s);
-	assert_int_equal(len, want.len);
-	assert_memory_equal(text, want.data, len);
-	assert_true(len > 5 * 20000);
-	assert_non_null(strstr(text, "size_count{code=\"201\",path=\"xxx"));
-	free(text);
+	assert_true(want.len > 5 * 20000);
+	assert_non_null(memmem(want.data, want.len,
+			       "size_count{code=\"201\",path=\"xxx", 30));
+	const size_t big[] = {4096, 65536};
+	for (size_t i = 0; i < 2; i++) {
+		size_t len;
+		struct expose_view_stream *s = expose_view_stream_new(&t.v);
+		assert_non_null(s);
+		char *text = drain(s, big[i], &len);
+		expose_view_stream_free(s);
+		assert_int_equal(len, want.len);
+		assert_memory_equal(text, want.data, len);
+		free(text);
+	}
 	free(v);
 	expose_buf_free(&want);
 }
@@ -664,32 +669,29 @@ static char stream_byte(size_t i)
 	return (i & 63) == 63 ? '\n' : "0123456789abcdef"[(i ^ (i >> 7)) & 15];
 }
 
-/* A body of @total bytes in pieces of irregular size (1 to 64 KiB), or a
- * stream that fails halfway. */
+/* A body of @total bytes in reads of irregular size (1 byte to 64 KiB,
+ * at most what the server asks), or a stream that fails halfway. */
 struct tstream {
-	size_t sent, total, piece;
+	size_t sent, total, reads;
 	bool fail_midway;
-	char buf[65536];
 };
 
 static atomic_int ends_complete, ends_incomplete;
 
-static int ts_next(void *st, const char **data, size_t *len)
+static long ts_read(void *st, char *buf, size_t max)
 {
 	struct tstream *t = st;
 	if (t->fail_midway && t->sent > t->total / 2)
 		return -1;
-	if (t->sent == t->total)
-		return 0;
-	size_t n = (t->piece++ * 7919) % sizeof(t->buf) + 1;
+	size_t n = (t->reads++ * 7919) % 65536 + 1;
+	if (n > max)
+		n = max;
 	if (n > t->total - t->sent)
 		n = t->total - t->sent;
 	for (size_t i = 0; i < n; i++)
-		t->buf[i] = stream_byte(t->sent + i);
+		buf[i] = stream_byte(t->sent + i);
 	t->sent += n;
-	*data = t->buf;
-	*len = n;
-	return 1;
+	return (long)n;
 }
 
 static void ts_end(void *st, bool complete)
@@ -709,7 +711,7 @@ static int start_stream(size_t total, bool fail, struct expose_stream *out,
 		return -1;
 	t->total = total;
 	t->fail_midway = fail;
-	*out = (struct expose_stream){.next = ts_next, .end = ts_end, .st = t};
+	*out = (struct expose_stream){.read = ts_read, .end = ts_end, .st = t};
 	*content_type = EXPOSE_CONTENT_TYPE_PROMETHEUS;
 	return 0;
 }
@@ -1161,7 +1163,7 @@ int main(void)
 		cmocka_unit_test(test_value_format_roundtrips),
 		cmocka_unit_test(test_go_float_format),
 		cmocka_unit_test(test_render_view_text),
-		cmocka_unit_test(test_render_view_in_pieces),
+		cmocka_unit_test(test_render_view_in_reads),
 		cmocka_unit_test_setup_teardown(test_http_get_metrics,
 						setup_server, teardown_server),
 		cmocka_unit_test_setup_teardown(test_http_head_has_no_body,

@@ -136,6 +136,50 @@ static void largest_record_fits_after_any_wrap(void **state)
 	free(s.h);
 }
 
+/*
+ * ring_reserve_max(): a producer that learns the length as it writes gets
+ * room only where a largest record fits without a wrap and is free; near the
+ * end or when nearly full it is told no (and falls back to ring_reserve()),
+ * and what it commits reads back whole, whatever it scribbled beyond.
+ */
+static void reserve_max_commits_what_was_written(void **state)
+{
+	struct seg s;
+	static uint8_t out[4096];
+	const uint32_t max = 2048;
+	uint64_t seq = 0, told_no = 0;
+	seg_init(&s, MIXD_RING_MIN_CAPACITY);
+	for (int i = 0; i < 2000; i++, seq++) {
+		uint32_t len = (uint32_t)(seq * 37 % 700);
+		uint8_t *dst = ring_reserve_max(&s.p, max);
+		if (dst) {
+			uint64_t pos = s.p.head & (s.p.cap - 1);
+			assert_true(pos + ring_frame_size(max) <= s.p.cap);
+			memset(dst, 0xa5, max); /* beyond the record too */
+			pattern(dst, len, seq);
+			ring_commit(&s.p, len);
+		} else {
+			told_no++;
+			uint8_t buf[1024];
+			pattern(buf, len, seq);
+			assert_true(ring_push(&s.p, buf, len));
+		}
+		assert_int_equal(take(&s, out), (int)len);
+		assert_int_equal(check_pattern(out, len, seq), 0);
+	}
+	assert_true(told_no > 0); /* the end of data came round */
+	/* Nearly full: no room for a largest record, until it is consumed. */
+	uint8_t small[64] = {0};
+	while (s.p.cap - (s.p.head - s.h->cons.tail) >= ring_frame_size(max))
+		assert_true(ring_push(&s.p, small, 56));
+	assert_null(ring_reserve_max(&s.p, max));
+	while (take(&s, out) >= 0)
+		;
+	assert_true(ring_reserve_max(&s.p, max) != NULL ||
+		    s.p.cap - (s.p.head & (s.p.cap - 1)) < ring_frame_size(max));
+	free(s.h);
+}
+
 static void corrupt_frames_are_detected(void **state)
 {
 	struct seg s;
@@ -222,6 +266,7 @@ int main(void)
 		cmocka_unit_test(wraparound_keeps_records_whole),
 		cmocka_unit_test(full_ring_refuses_then_recovers),
 		cmocka_unit_test(largest_record_fits_after_any_wrap),
+		cmocka_unit_test(reserve_max_commits_what_was_written),
 		cmocka_unit_test(corrupt_frames_are_detected),
 		cmocka_unit_test(producer_and_consumer_threads_agree_on_every_byte),
 	};
