@@ -8,6 +8,11 @@
  *      carries source uid, destination uid and destination port in the
  *      user's proxies' form (kubernetes://<instance id>), over a working
  *      set of 256 (source, destination) pairs, reading three outputs.
+ *
+ * Instructions per lookup (the repeatable measure on a shared machine):
+ *	MIXD_BENCH_LOOKUPS=100000 valgrind --tool=callgrind \
+ *		--toggle-collect=mar_lookup build/bench/bench_marathon
+ * then divide mar_lookup's inclusive Ir by 5 x MIXD_BENCH_LOOKUPS.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +25,7 @@
 #define APPS 10000
 #define TASKS_PER_APP 10
 #define PAIRS 256
-#define LOOKUPS 4000000
+#define LOOKUPS 4000000 /* per run, unless $MIXD_BENCH_LOOKUPS */
 
 static char *gen_json(size_t *len)
 {
@@ -62,6 +67,9 @@ static char *gen_json(size_t *len)
 int main(void)
 {
 	int runs = bench_runs(5);
+	/* $MIXD_BENCH_LOOKUPS shortens the lookup runs, for callgrind */
+	const char *env = getenv("MIXD_BENCH_LOOKUPS");
+	const int lookups = env && atoi(env) > 0 ? atoi(env) : LOOKUPS;
 	bench_header("bench_marathon",
 		     "10,000 apps / 100,000 tasks (container network, 3 labels, "
 		     "nested groups); lookups: src uid + dst uid + dst port, "
@@ -141,7 +149,7 @@ int main(void)
 		mar_read_begin(rd);
 		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
 		uint64_t t0 = bench_now_ns();
-		for (int i = 0; i < LOOKUPS; i++) {
+		for (int i = 0; i < lookups; i++) {
 			int k = i & (PAIRS - 1);
 			struct mar_query q = {.source_uid = &su[k],
 					      .destination_uid = &du[k],
@@ -162,12 +170,12 @@ int main(void)
 		uint64_t t1 = bench_now_ns();
 		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
 		mar_read_end(rd);
-		ns[run] = (double)(t1 - t0) / LOOKUPS;
+		ns[run] = (double)(t1 - t0) / lookups;
 		/* CPU time too: on a shared machine wall time includes time
 		 * the scheduler gave to others */
 		cpu[run] = ((double)(c1.tv_sec - c0.tv_sec) * 1e9 +
 			    (double)(c1.tv_nsec - c0.tv_nsec)) /
-			   LOOKUPS;
+			   lookups;
 	}
 	bench_report("lookup per record (warm cache), wall", ns, n, "ns");
 	bench_report("lookup per record (warm cache), thread CPU", cpu, n,

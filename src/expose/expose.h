@@ -214,8 +214,9 @@ typedef int (*expose_stream_fn)(void *ctx, struct expose_stream *out,
 
 /**
  * A streamed body as the server sends it: the stream's pieces, deflated
- * into one gzip member when @gzip. What an HTTP response pulls from; also
- * usable without a server (benchmarks, tests). Owned by the caller.
+ * into one gzip member (ISA-L's igzip, level 1) when @gzip. What an HTTP
+ * response pulls from; also usable without a server (benchmarks, tests).
+ * Owned by the caller.
  */
 struct expose_body;
 
@@ -232,7 +233,7 @@ bool expose_body_gzip(const struct expose_body *b);
 /**
  * Copy the next at most @max (> 0) bytes of the body into @buf. Returns the
  * count (> 0), 0 at the end of the body (which makes it complete), or -1 if
- * the stream or zlib failed.
+ * the stream or the deflater failed.
  */
 long expose_body_read(struct expose_body *b, char *buf, size_t max);
 

@@ -18,9 +18,10 @@
  *   shard threads (any number): each creates one mar_reader, brackets a
  *     batch of records with mar_read_begin() / mar_read_end(), and calls
  *     mar_lookup() per record. No lock, no syscall, no allocation, never a
- *     wait on Marathon. A reader has a small direct-mapped cache in front
- *     of the snapshot; entries are tagged with the snapshot generation, so
- *     a swap invalidates them without any coordination.
+ *     wait on Marathon. A reader has a 4-way cache of keys and answers in
+ *     front of the snapshot; it holds one snapshot generation and
+ *     mar_read_begin() empties it when a swap brings a new one, so a swap
+ *     needs no coordination with readers.
  *
  * Usage from the aggregator (see also mar_options_from_handler):
  *
@@ -136,7 +137,8 @@ void mar_resolver_stop(struct mar_resolver *r);
 
 /**
  * Create a reader for the calling thread. Cheap but not free (an epoch
- * record and a 96 KiB 4-way cache): once per shard thread, not per batch.
+ * record and a 448 KiB 4-way cache, of which a shard touches what its
+ * working set of uids needs): once per shard thread, not per batch.
  * NULL on ENOMEM.
  */
 struct mar_reader *mar_reader_create(struct mar_resolver *r);

@@ -35,33 +35,52 @@ void __tsan_release(void *addr);
 #define MAX_ADDRS 16
 #define MAX_BODY (1u << 30) /* 100k tasks is ~100 MiB of JSON */
 #define CACHE_WAYS 4	    /* 4-way: direct-mapped thrashed at 256 keys */
-#define CACHE_SETS 256	    /* per side; a power of two */
-#define CACHE_SLOTS (CACHE_WAYS * CACHE_SETS)
+#define CACHE_SETS 512	    /* per side: 256 hot keys overflow no set */
 #define TICK_MS 100	    /* longest wait: bounds stop latency */
 
-enum key_kind { K_NONE, K_UID, K_IP, K_IPPORT };
+enum key_kind { K_UID = 1, K_IP, K_IPPORT };
 
-/* One cached answer. A positive entry verifies its key against the
- * snapshot's copy (@key); a negative one by 64-bit hash and length. */
-struct cache_ent {
-	uint64_t gen;
-	uint64_t h;
-	const uint8_t *key;
-	uint32_t klen;
-	uint32_t port;
-	const struct mar_inst *inst;
-	int32_t ctr;
-	uint32_t kind;
-};
+/* Two 64-bit lanes: one SSE2 / NEON register, no intrinsics needed. */
+typedef uint64_t v2u64 __attribute__((vector_size(16)));
+
+/*
+ * One set of the cache: four ways, laid out so that a hit reads three
+ * aligned lines: the tags and metas of all four ways, the way's key, and
+ * the way's answer. A key of up to 64 bytes (most Marathon ids, every IP
+ * key) is kept whole, as the four 16-byte blocks a probe reads (see
+ * key_blocks()), so a hit compares it against blocks already in registers
+ * without following a pointer into the snapshot. A longer key points at
+ * the snapshot's copy (@key), or, for a key the snapshot lacks, is matched
+ * by mar_hash() (@neg_h), as the table itself would. Answers are pointers
+ * into the snapshot, ready to hand out. Tag 0: an empty way. Every entry
+ * belongs to the reader's snapshot generation: mar_read_begin() empties
+ * the cache when it changes, so no entry carries one.
+ */
+struct cache_ans {
+	const struct attr_value *v;   /* the instance's outputs; NULL: absent */
+	const struct attr_value *ctr; /* its container's name, or NULL */
+	union {
+		const uint8_t *key; /* > 64 bytes, found: the snapshot's */
+		uint64_t neg_h;	    /* > 64 bytes, absent: mar_hash() */
+	};
+} __attribute__((aligned(32))); /* two to a line, none across two */
+
+struct cache_set {
+	uint64_t tag[CACHE_WAYS];
+	uint64_t meta[CACHE_WAYS]; /* klen | port << 32 | kind << 48 */
+	v2u64 blk[CACHE_WAYS][4];
+	struct cache_ans a[CACHE_WAYS];
+} __attribute__((aligned(64)));
+_Static_assert(sizeof(struct cache_set) == 7 * 64, "seven whole lines");
 
 struct mar_reader {
 	ck_epoch_record_t rec; /* first: recycled records map back here */
 	struct mar_resolver *r;
 	const struct mar_snap *snap;
-	uint64_t gen;
+	uint64_t gen;		 /* generation the cache holds; 0: none */
 	struct mar_reader *next; /* all readers ever, for stop and TSan */
-	struct cache_ent src[CACHE_SLOTS];
-	struct cache_ent dst[CACHE_SLOTS];
+	struct cache_set src[CACHE_SETS];
+	struct cache_set dst[CACHE_SETS];
 };
 
 struct counters {
@@ -1014,6 +1033,15 @@ void mar_reader_destroy(struct mar_reader *rd)
 	pthread_mutex_unlock(&r->readers_mu);
 }
 
+/* Empty every way (the entries behind a zero tag are never read). */
+static void cache_clear(struct mar_reader *rd)
+{
+	for (int i = 0; i < CACHE_SETS; i++) {
+		memset(rd->src[i].tag, 0, sizeof rd->src[i].tag);
+		memset(rd->dst[i].tag, 0, sizeof rd->dst[i].tag);
+	}
+}
+
 void mar_read_begin(struct mar_reader *rd)
 {
 	ck_epoch_begin(&rd->rec, NULL);
@@ -1021,7 +1049,15 @@ void mar_read_begin(struct mar_reader *rd)
 	const struct mar_snap *s = __atomic_load_n(&rd->r->cur,
 						   __ATOMIC_ACQUIRE);
 	rd->snap = s;
-	rd->gen = s ? s->gen : 0;
+	/* A new snapshot: every cached pointer may point into the old one
+	 * (about to be freed). Emptying the cache here, at most once per
+	 * publish (publish_interval, 100 ms by default), costs less than a
+	 * generation compare on every probe of every record. */
+	uint64_t gen = s ? s->gen : 0;
+	if (gen != rd->gen) {
+		cache_clear(rd);
+		rd->gen = gen;
+	}
 }
 
 void mar_read_end(struct mar_reader *rd)
@@ -1031,98 +1067,259 @@ void mar_read_end(struct mar_reader *rd)
 	ck_epoch_end(&rd->rec, NULL);
 }
 
-static bool uid_of(const struct attr_value *v, const char **id, size_t *len)
+/* The bare id of uid @v (@n bytes), or NULL when @v is absent or empty. */
+static inline const uint8_t *uid_key(const struct attr_value *v,
+				     uint32_t *n)
 {
-	if (!v || !attr_type_is_string((enum attr_type)v->type) || !v->len)
-		return false;
-	*id = mar_uid_bare(v->s, v->len, len);
-	return *len > 0;
+	if (!v || !attr_type_is_string((enum attr_type)v->type))
+		return NULL;
+	size_t len;
+	const char *id = mar_uid_bare(v->s, v->len, &len);
+	*n = (uint32_t)len; /* <= v->len, a uint32_t */
+	return len ? (const uint8_t *)id : NULL;
 }
 
-/* Probe @c for (@kind, @h, @key, @port); on a miss look @t up and fill the
- * slot. Returns the cache entry (inst NULL: not found). */
-static inline const struct cache_ent *
-probe(struct mar_reader *rd, struct cache_ent *c, const struct mar_table *t,
-      uint32_t kind, const void *key, uint32_t klen, uint32_t port)
+static inline v2u64 ld16(const uint8_t *p)
 {
-	uint64_t h = mar_hash(key, klen, 0);
-	struct cache_ent *set =
-		&c[((h >> 7) ^ (port * 0x9e3779b1u)) % CACHE_SETS * CACHE_WAYS];
-	for (int w = 0; w < CACHE_WAYS; w++) {
-		struct cache_ent *e = &set[w];
-		if (e->h == h && e->gen == rd->gen && e->klen == klen &&
-		    e->kind == kind && e->port == port &&
-		    (!e->key || !memcmp(e->key, key, klen)))
-			return e;
+	v2u64 v;
+	memcpy(&v, p, 16);
+	return v;
+}
+
+static inline uint32_t min_u32(uint32_t a, uint32_t b)
+{
+	return a < b ? a : b;
+}
+
+/*
+ * A key of 1 to 64 bytes as four 16-byte blocks: at 0, 16, 32 and the one
+ * ending where the key ends, each moved back so as not to pass the end
+ * (so short keys repeat blocks). With the length they are the key, exactly:
+ * every byte is in at least one block, nothing past the key is read, and
+ * there is no byte-wise tail. A key under 16 bytes is one block of two
+ * overlapping 8-byte (or 4-byte) halves, four times.
+ */
+static inline void key_blocks(const uint8_t *p, uint32_t n, v2u64 b[4])
+{
+	if (n >= 16) {
+		uint32_t last = n - 16;
+		b[0] = ld16(p);
+		b[1] = ld16(p + min_u32(16, last));
+		b[2] = ld16(p + min_u32(32, last));
+		b[3] = ld16(p + last);
+		return;
 	}
-	/* Replace a stale way, else the one the hash picks: no LRU state to
-	 * write on hits. */
-	struct cache_ent *e = &set[h & (CACHE_WAYS - 1)];
-	for (int w = 0; w < CACHE_WAYS; w++)
-		if (set[w].gen != rd->gen) {
-			e = &set[w];
+	v2u64 v = {0, 0};
+	if (n >= 8) {
+		v[0] = mar_ld64(p);
+		v[1] = mar_ld64(p + n - 8);
+	} else if (n >= 4) {
+		uint32_t lo, hi;
+		memcpy(&lo, p, 4);
+		memcpy(&hi, p + n - 4, 4);
+		v[0] = lo;
+		v[1] = hi;
+	} else {
+		v[0] = (uint64_t)p[0] << 16 | (uint64_t)p[n >> 1] << 8 |
+		       p[n - 1];
+	}
+	b[0] = b[1] = b[2] = b[3] = v;
+}
+
+/*
+ * The cache's tag of a key: its blocks folded by add and xor (so equal or
+ * swapped blocks do not cancel), the two lanes and @meta (length, port,
+ * kind) folded into one word, then one multiply by an odd constant, whose
+ * top bits (they depend on every bit below) pick the set. Two instructions
+ * a block against six for mar_hash(), and no dependency chain through the
+ * multiplier: the tag only spreads keys over the sets and skips ways that
+ * cannot match; a hit compares the key itself.
+ */
+static inline uint64_t tag_of(v2u64 acc, uint64_t meta)
+{
+	uint64_t x = acc[0] + ((acc[1] << 29 | acc[1] >> 35) ^ meta);
+	return (x * 0x9e3779b97f4a7c15ull) | 1;
+}
+
+static inline struct cache_set *set_of(struct cache_set *c, uint64_t tag)
+{
+	return &c[tag >> 55];
+}
+_Static_assert(CACHE_SETS == 512, "set_of() takes the tag's top 9 bits");
+
+static inline uint64_t meta_of(uint32_t kind, uint32_t klen, uint32_t port)
+{
+	return klen | (uint64_t)port << 32 | (uint64_t)kind << 48;
+}
+
+/* The miss path: look @key up in @t and take a way of @set for it. Out of
+ * line, so the hit path stays small enough to inline four times. */
+static __attribute__((noinline)) const struct cache_ans *
+fill(struct cache_set *set, const struct mar_table *t, uint64_t tag,
+     uint64_t meta, const uint8_t *key, uint32_t klen, uint32_t port)
+{
+	/* An empty way, else the one the tag picks: no LRU state to write
+	 * on hits. */
+	int w = (int)((tag >> 32) & (CACHE_WAYS - 1));
+	for (int i = 0; i < CACHE_WAYS; i++)
+		if (!set->tag[i]) {
+			w = i;
 			break;
 		}
+	uint64_t h = mar_hash(key, klen, 0);
 	const struct mar_slot *sl = mar_snap_find(t, key, klen, h);
-	e->gen = rd->gen;
-	e->h = h;
-	e->klen = klen;
-	e->kind = kind;
-	e->port = port;
-	e->key = sl ? sl->key : NULL;
-	e->inst = sl ? sl->inst : NULL;
-	e->ctr = sl ? (sl->ctr >= 0 ? sl->ctr
-				    : mar_pick_container(sl->inst, port))
-		    : -1;
+	struct cache_ans *e = &set->a[w];
+	set->tag[w] = tag;
+	set->meta[w] = meta;
+	e->v = NULL;
+	e->ctr = NULL;
+	if (klen <= 64)
+		key_blocks(key, klen, set->blk[w]);
+	if (sl) {
+		const struct mar_inst *in = sl->inst;
+		int c = sl->ctr >= 0 ? sl->ctr : mar_pick_container(in, port);
+		e->v = in->v;
+		if (c >= 0 && (uint32_t)c < in->n_ctr)
+			e->ctr = &in->ctr[c].name;
+		e->key = sl->key;
+	} else {
+		e->neg_h = h;
+	}
 	return e;
+}
+
+/* probe() for keys over 64 bytes (long group paths): tagged by the same
+ * fold over all their blocks, compared through the snapshot's copy. */
+static __attribute__((noinline)) const struct cache_ans *
+probe_long(struct cache_set *c, const struct mar_table *t, uint32_t kind,
+	   const uint8_t *key, uint32_t klen, uint32_t port)
+{
+	uint32_t last = klen - 16;
+	v2u64 acc = ld16(key);
+	for (uint32_t o = 16;; o += 32) {
+		acc += ld16(key + min_u32(o, last));
+		if (o >= last)
+			break;
+		acc ^= ld16(key + min_u32(o + 16, last));
+		if (o + 16 >= last)
+			break;
+	}
+	uint64_t meta = meta_of(kind, klen, port), tag = tag_of(acc, meta);
+	struct cache_set *set = set_of(c, tag);
+	for (int w = 0; w < CACHE_WAYS; w++) {
+		const struct cache_ans *e = &set->a[w];
+		if (set->tag[w] != tag || set->meta[w] != meta)
+			continue;
+		if (e->v ? !memcmp(e->key, key, klen)
+			 : e->neg_h == mar_hash(key, klen, 0))
+			return e;
+	}
+	return fill(set, t, tag, meta, key, klen, port);
+}
+
+/* Does way @w of @set hold the key of blocks @b and @meta? */
+static inline bool way_is(const struct cache_set *set, unsigned w,
+			  uint64_t meta, const v2u64 b[4])
+{
+	const v2u64 *k = set->blk[w];
+	v2u64 d = ((k[0] ^ b[0]) | (k[1] ^ b[1])) |
+		  ((k[2] ^ b[2]) | (k[3] ^ b[3]));
+	return set->meta[w] == meta && !(d[0] | d[1]);
+}
+
+/* The rest of probe(): the other ways whose tag matches (two keys of one
+ * tag in a set: rare), then the snapshot. */
+static __attribute__((noinline)) const struct cache_ans *
+probe_more(struct cache_set *set, const struct mar_table *t, uint32_t kind,
+	   const uint8_t *key, uint32_t klen, uint32_t port, uint64_t tag)
+{
+	uint64_t meta = meta_of(kind, klen, port);
+	v2u64 b[4];
+	key_blocks(key, klen, b);
+	for (int w = 0; w < CACHE_WAYS; w++)
+		if (set->tag[w] == tag && way_is(set, (unsigned)w, meta, b))
+			return &set->a[w];
+	return fill(set, t, tag, meta, key, klen, port);
+}
+
+/*
+ * The entry for (@kind, @key, @port) in cache @c, filled from @t on a
+ * miss. Hit path: the key's blocks loaded once, its tag, the way whose tag
+ * matches picked without a branch (which way holds a key is arbitrary, so
+ * a loop's exit would be mispredicted about every other probe), and one
+ * comparison of the whole key.
+ */
+static inline __attribute__((always_inline)) const struct cache_ans *
+probe(struct cache_set *c, const struct mar_table *t, uint32_t kind,
+      const uint8_t *key, uint32_t klen, uint32_t port)
+{
+	if (klen > 64)
+		return probe_long(c, t, kind, key, klen, port);
+	v2u64 b[4];
+	key_blocks(key, klen, b);
+	uint64_t meta = meta_of(kind, klen, port);
+	uint64_t tag = tag_of(((b[0] + b[1]) ^ b[2]) + b[3], meta);
+	struct cache_set *set = set_of(c, tag);
+	_Static_assert(CACHE_WAYS == 4, "probe() looks at four ways");
+	unsigned m = (unsigned)(set->tag[0] == tag) |
+		     (unsigned)(set->tag[1] == tag) << 1 |
+		     (unsigned)(set->tag[2] == tag) << 2 |
+		     (unsigned)(set->tag[3] == tag) << 3;
+	unsigned w = (unsigned)__builtin_ctz(m | 16) & (CACHE_WAYS - 1);
+	if (m && way_is(set, w, meta, b))
+		return &set->a[w];
+	return probe_more(set, t, kind, key, klen, port, tag);
 }
 
 bool mar_lookup(struct mar_reader *rd, const struct mar_query *q,
 		struct mar_result *out)
 {
 	const struct mar_snap *s = rd->snap;
-	const char *id;
-	size_t len;
+	const uint8_t *id;
+	uint32_t len;
 	uint8_t k[MAR_IPPORT_KEY_LEN];
-	const struct cache_ent *e = NULL;
+	const struct cache_ans *e = NULL;
+	const struct attr_value *src = NULL, *dst = NULL, *ctr = NULL;
 	uint32_t port = 0;
 
-	*out = (struct mar_result){0};
 	if (!s)
-		return false;
+		goto out;
 	if (q->destination_port && q->destination_port->type == ATTR_INT64 &&
 	    q->destination_port->i > 0 && q->destination_port->i <= 65535)
 		port = (uint32_t)q->destination_port->i;
 
-	if (uid_of(q->source_uid, &id, &len) && len <= UINT32_MAX)
-		e = probe(rd, rd->src, &s->by_id, K_UID, id, (uint32_t)len, 0);
-	if ((!e || !e->inst) && mar_ip_key(q->source_ip, k))
-		e = probe(rd, rd->src, &s->by_ip, K_IP, k, MAR_IPKEY_LEN, 0);
-	if (e && e->inst)
-		out->src = e->inst->v;
+	if ((id = uid_key(q->source_uid, &len)))
+		e = probe(rd->src, &s->by_id, K_UID, id, len, 0);
+	if ((!e || !e->v) && q->source_ip && mar_ip_key(q->source_ip, k))
+		e = probe(rd->src, &s->by_ip, K_IP, k, MAR_IPKEY_LEN, 0);
+	if (e)
+		src = e->v;
 
 	e = NULL;
-	if (uid_of(q->destination_uid, &id, &len) && len <= UINT32_MAX)
-		e = probe(rd, rd->dst, &s->by_id, K_UID, id, (uint32_t)len,
-			  port);
-	if ((!e || !e->inst) && mar_ip_key(q->destination_ip, k)) {
+	if ((id = uid_key(q->destination_uid, &len)))
+		e = probe(rd->dst, &s->by_id, K_UID, id, len, port);
+	if ((!e || !e->v) && q->destination_ip &&
+	    mar_ip_key(q->destination_ip, k)) {
 		e = NULL;
 		if (port) {
 			k[16] = (uint8_t)(port >> 8);
 			k[17] = (uint8_t)port;
-			e = probe(rd, rd->dst, &s->by_ipport, K_IPPORT, k,
+			e = probe(rd->dst, &s->by_ipport, K_IPPORT, k,
 				  MAR_IPPORT_KEY_LEN, port);
 		}
-		if (!e || !e->inst)
-			e = probe(rd, rd->dst, &s->by_ip, K_IP, k,
-				  MAR_IPKEY_LEN, port);
+		if (!e || !e->v)
+			e = probe(rd->dst, &s->by_ip, K_IP, k, MAR_IPKEY_LEN,
+				  port);
 	}
-	if (e && e->inst) {
-		out->dst = e->inst->v;
-		if (e->ctr >= 0 && (uint32_t)e->ctr < e->inst->n_ctr)
-			out->dst_container = &e->inst->ctr[e->ctr].name;
+	if (e && e->v) {
+		dst = e->v;
+		ctr = e->ctr;
 	}
-	return out->src || out->dst;
+out:
+	out->src = src;
+	out->dst = dst;
+	out->dst_container = ctr;
+	return src || dst;
 }
 
 void mar_stats(const struct mar_resolver *r, struct mar_stats *out)

@@ -17,47 +17,6 @@
 #include "marathon/mar_internal.h"
 
 /* ------------------------------------------------------------------ */
-/* Hash */
-
-static inline uint64_t mix(uint64_t a, uint64_t b)
-{
-	__uint128_t r = (__uint128_t)a * b;
-	return (uint64_t)r ^ (uint64_t)(r >> 64);
-}
-
-uint64_t mar_hash(const void *p, size_t len, uint64_t seed)
-{
-	const uint8_t *b = p;
-	uint64_t h = seed ^ (len * 0x9e3779b97f4a7c15ull);
-
-	/* 16 bytes per round: ids are 40-90 bytes, so this runs 3-6 times. */
-	while (len >= 16) {
-		uint64_t x, y;
-		memcpy(&x, b, 8);
-		memcpy(&y, b + 8, 8);
-		h = mix(x ^ 0xa0761d6478bd642full, y ^ h);
-		b += 16;
-		len -= 16;
-	}
-	uint64_t x = 0, y = 0;
-	if (len >= 8) {
-		memcpy(&x, b, 8);
-		memcpy(&y, b + len - 8, 8);
-	} else if (len >= 4) {
-		uint32_t lo, hi;
-		memcpy(&lo, b, 4);
-		memcpy(&hi, b + len - 4, 4);
-		x = lo;
-		y = hi;
-	} else if (len > 0) {
-		x = ((uint64_t)b[0] << 16) | ((uint64_t)b[len >> 1] << 8) |
-		    b[len - 1];
-	}
-	h = mix(x ^ 0xe7037ed1a0b428dbull, y ^ h);
-	return mix(h, 0x8ebc6af09c88c6e3ull) | 1; /* never 0: 0 = empty */
-}
-
-/* ------------------------------------------------------------------ */
 /* Arena */
 
 struct mar_chunk {
@@ -316,21 +275,6 @@ bool mar_ip_key(const struct attr_value *v, uint8_t key[MAR_IPKEY_LEN])
 				return true;
 	}
 	return false;
-}
-
-const char *mar_uid_bare(const char *s, size_t len, size_t *out_len)
-{
-	static const char k8s[] = "kubernetes://", mesos[] = "mesos://";
-	if (len >= sizeof k8s - 1 && !memcmp(s, k8s, sizeof k8s - 1)) {
-		s += sizeof k8s - 1;
-		len -= sizeof k8s - 1;
-	} else if (len >= sizeof mesos - 1 &&
-		   !memcmp(s, mesos, sizeof mesos - 1)) {
-		s += sizeof mesos - 1;
-		len -= sizeof mesos - 1;
-	}
-	*out_len = len;
-	return s;
 }
 
 int mar_pick_container(const struct mar_inst *inst, uint32_t port)

@@ -239,18 +239,49 @@ def parse_fast(text):
     return out
 
 
+def large_records(n_sets):
+    """One record for each of @n_sets label sets: 2,000 make a 44 MB scrape."""
+    return [{"context.protocol": "http",
+             "destination.service.host": f"svc-{i // 4}.default.svc.cluster.local",
+             "destination.service.name": f"svc-{i // 4}",
+             "response.code": 200 + i % 4,
+             "response.duration": f"{i % 300}ms",
+             "request.size": (i * 37) % 5000, "response.size": (i * 91) % 50000}
+            for i in range(n_sets)]
+
+
+def curl_compressed(port):
+    """GET /metrics with curl --compressed, which asks for gzip and decodes
+    the body itself (with zlib): returns (headers dict, decoded body)."""
+    tmp = tempfile.mkdtemp(prefix="mixd-curlz.")
+    try:
+        body_path = os.path.join(tmp, "body")
+        hdr_path = os.path.join(tmp, "headers")
+        p = subprocess.run(["curl", "-sS", "--compressed", "-o", body_path, "-D", hdr_path,
+                            "--max-time", str(int(mt._t(60))),
+                            f"http://127.0.0.1:{port}/metrics"],
+                           capture_output=True, timeout=mt._t(60) + 10)
+        mt.check(p.returncode == 0, f"curl --compressed failed ({p.returncode}): "
+                 f"{p.stderr.decode(errors='replace')}")
+        headers = {}
+        with open(hdr_path, "rb") as f:
+            for line in f.read().decode("latin-1").split("\r\n")[1:]:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+        with open(body_path, "rb") as f:
+            return headers, f.read()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def a_large_scrape_is_streamed_whole_to_curl(build):
     """A view far larger than one rendered piece (256 KiB): curl gets every
-    sample exactly, chunked, plain and gzipped alike; the same data scrapes
-    to the same bytes; mixd_scrape_duration_seconds covers the scrape."""
+    sample exactly, chunked, plain and gzipped alike (decoded by Python's
+    gzip and by curl --compressed); the same data scrapes to the same bytes;
+    mixd_scrape_duration_seconds covers the scrape."""
     n_sets = 2000
-    records = [{"context.protocol": "http",
-                "destination.service.host": f"svc-{i // 4}.default.svc.cluster.local",
-                "destination.service.name": f"svc-{i // 4}",
-                "response.code": 200 + i % 4,
-                "response.duration": f"{i % 300}ms",
-                "request.size": (i * 37) % 5000, "response.size": (i * 91) % 50000}
-               for i in range(n_sets)]
+    records = large_records(n_sets)
     want = Expect()
     for r in records:
         want.record(r)
@@ -273,6 +304,9 @@ def a_large_scrape_is_streamed_whole_to_curl(build):
         mt.check(status == 200 and hdrs.get("content-encoding") == "gzip", f"{hdrs}")
         mt.check(len(gz) < len(plain) / 10, f"gzip: {len(gz)} of {len(plain)} bytes")
         mt.check(gzip.decompress(gz) == plain, "gzipped and plain scrapes differ")
+        zhdrs, decoded = curl_compressed(m.prometheus_port)
+        mt.check(zhdrs.get("content-encoding") == "gzip", f"{zhdrs}")
+        mt.check(decoded == plain, "curl --compressed: the body differs from the plain scrape")
         _, _, again, _ = mt.curl(m.prometheus_port)
         mt.check(again == plain, "two scrapes of the same data differ")
 
@@ -443,6 +477,44 @@ def the_series_limit_bounds_memory(build):
         mt.check(mt.value(ms, "mixd_series_overflow_total", family="istio_requests_total") == 15)
 
 
+class Prometheus:
+    """A real Prometheus server scraping mixd's Prometheus port every
+    @interval seconds, which is also the scrape's timeout. Prometheus asks
+    for gzip on every scrape (Debian 12's 2.42 always sends
+    Accept-Encoding: gzip) and decodes with Go's compress/gzip."""
+
+    def __init__(self, m, interval=1):
+        self.tmp = tempfile.mkdtemp(prefix="mixd-prom.")
+        cfg = os.path.join(self.tmp, "prometheus.yml")
+        with open(cfg, "w") as f:
+            f.write(f"global:\n  scrape_interval: {interval}s\n  evaluation_interval: 1s\n"
+                    "scrape_configs:\n  - job_name: mixd\n    static_configs:\n"
+                    f"      - targets: ['127.0.0.1:{m.prometheus_port}']\n")
+        self.port = free_port()
+        self.proc = subprocess.Popen(["prometheus", f"--config.file={cfg}",
+                                      f"--storage.tsdb.path={self.tmp}/data",
+                                      f"--web.listen-address=127.0.0.1:{self.port}"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def query(self, q):
+        """The first result's value of instant query @q, or None."""
+        u = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+        try:
+            with urllib.request.urlopen(u, timeout=5) as r:
+                res = json.load(r)["data"]["result"]
+        except OSError:
+            return None
+        return float(res[0]["value"][1]) if res else None
+
+
 def a_real_prometheus_scrapes_mixd(build):
     records = generate(seed=13)
     want = Expect()
@@ -451,32 +523,11 @@ def a_real_prometheus_scrapes_mixd(build):
     n_http = sum(1 for r in records if r.get("context.protocol") in ("http", "grpc"))
     durations = sorted(go_seconds(parse_ms(r["response.duration"])) if "response.duration" in r
                        else 0.0 for r in records if r.get("context.protocol") in ("http", "grpc"))
-    tmp = tempfile.mkdtemp(prefix="mixd-prom.")
-    prom = None
-    try:
-        with mt.Mixd(build, SEED_ARGS) as m:
-            send(build, m, records)
-            m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == len(records))
-            cfg = os.path.join(tmp, "prometheus.yml")
-            with open(cfg, "w") as f:
-                f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                        "scrape_configs:\n  - job_name: mixd\n    static_configs:\n"
-                        f"      - targets: ['127.0.0.1:{m.prometheus_port}']\n")
-            port = free_port()
-            prom = subprocess.Popen(["prometheus", f"--config.file={cfg}",
-                                     f"--storage.tsdb.path={tmp}/data",
-                                     f"--web.listen-address=127.0.0.1:{port}"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-            def query(q):
-                u = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
-                try:
-                    with urllib.request.urlopen(u, timeout=5) as r:
-                        res = json.load(r)["data"]["result"]
-                except OSError:
-                    return None
-                return float(res[0]["value"][1]) if res else None
-
+    with mt.Mixd(build, SEED_ARGS) as m:
+        send(build, m, records)
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == len(records))
+        with Prometheus(m) as prom:
+            query = prom.query
             deadline = time.monotonic() + mt._t(60)
             total = None
             while time.monotonic() < deadline:
@@ -492,11 +543,36 @@ def a_real_prometheus_scrapes_mixd(build):
             mt.check(q is not None and lo <= q <= hi,
                      f"p50 {q} outside the bucket ({lo}, {hi}] of the true median {median}")
             print(f"   Prometheus: sum {total:.0f}, p50 {q:.4f} s (true median {median} s)")
-    finally:
-        if prom:
-            prom.terminate()
-            prom.wait(timeout=30)
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def a_real_prometheus_takes_a_large_gzipped_scrape(build):
+    """A 44 MB scrape, streamed and gzipped as it is rendered: Prometheus
+    (Go's compress/gzip) decodes it whole -- every sample line counted --
+    and finds every request."""
+    n_sets = 2000
+    records = large_records(n_sets)
+    with mt.Mixd(build, SEED_ARGS) as m:
+        send(build, m, records)
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == n_sets,
+                   what=f"{n_sets} records processed")
+        _, _, plain, _ = mt.curl(m.prometheus_port)
+        samples = sum(1 for line in plain.split(b"\n") if line and not line.startswith(b"#"))
+        # a sanitized mixd renders 44 MB in seconds, not 0.1 s
+        with Prometheus(m, interval=int(mt._t(2))) as prom:
+            deadline = time.monotonic() + mt._t(90)
+            got = total = None
+            while time.monotonic() < deadline:
+                got = prom.query('scrape_samples_scraped{job="mixd"}')
+                total = prom.query("sum(istio_requests_total)")
+                if got == samples and total is not None:
+                    break
+                time.sleep(0.5)
+            mt.check(got == samples, f"Prometheus scraped {got} samples, want {samples}")
+            mt.check(total == n_sets, f"sum(istio_requests_total) = {total}, want {n_sets}")
+            up = prom.query('up{job="mixd"}')
+            mt.check(up == 1, f"up = {up}")
+            print(f"   Prometheus: {samples} samples of {len(plain) / 1e6:.1f} MB, "
+                  f"sum {total:.0f}")
 
 
 def free_port():
@@ -620,6 +696,7 @@ if __name__ == "__main__":
         series_expire_after_the_policy,
         the_series_limit_bounds_memory,
         a_real_prometheus_scrapes_mixd,
+        a_real_prometheus_takes_a_large_gzipped_scrape,
         check_config_prints_the_summary,
         mixers_command_line_starts_mixd,
         the_stdio_handler_writes_logentries_as_json_lines,

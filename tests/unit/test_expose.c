@@ -854,6 +854,7 @@ static char *gunzip(const char *in, size_t len, size_t *out_len)
 	zs.next_out = (Bytef *)out;
 	zs.avail_out = (uInt)cap;
 	assert_int_equal(inflate(&zs, Z_FINISH), Z_STREAM_END);
+	assert_int_equal(zs.avail_in, 0); /* one member, nothing after it */
 	*out_len = zs.total_out;
 	inflateEnd(&zs);
 	return out;
@@ -950,6 +951,70 @@ static void check_stream_body(const char *body, size_t len)
 			fprintf(stderr, "byte %zu differs\n", i);
 			fail();
 		}
+}
+
+/* A gzipped body read in pieces of any size -- down to a byte, below
+ * what igzip writes at once -- is one gzip member of the whole stream,
+ * with the stream ended complete; so is an empty body. A stream that
+ * fails fails the body, and ends incomplete. */
+static void test_body_gzip_in_reads(void **state)
+{
+	/* more than one piece of the stream (EXPOSE_CHUNK_DEFAULT) */
+	const size_t total = 600 * 1024;
+	const size_t sizes[] = {1, 7, 223, 4096, 65536, 1 << 20};
+	char *buf = malloc(1 << 20);
+	char *z = malloc(total + 4096);
+	assert_non_null(buf);
+	assert_non_null(z);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		for (size_t len = 0; len <= total; len += total) {
+			int done = atomic_load(&ends_complete);
+			struct tstream *t = calloc(1, sizeof(*t));
+			assert_non_null(t);
+			t->total = len;
+			struct expose_stream src = {
+				.read = ts_read, .end = ts_end, .st = t};
+			struct expose_body *b = expose_body_new(&src, true);
+			assert_non_null(b);
+			assert_true(expose_body_gzip(b));
+			size_t zlen = 0;
+			long n;
+			while ((n = expose_body_read(b, buf, sizes[i])) > 0) {
+				assert_true((size_t)n <= sizes[i]);
+				assert_true(zlen + (size_t)n <= total + 4096);
+				memcpy(z + zlen, buf, (size_t)n);
+				zlen += (size_t)n;
+			}
+			assert_int_equal(n, 0);
+			/* the end stays the end */
+			assert_int_equal(expose_body_read(b, buf, sizes[i]), 0);
+			expose_body_free(b);
+			assert_int_equal(atomic_load(&ends_complete), done + 1);
+			size_t plen;
+			char *plain = gunzip(z, zlen, &plen);
+			assert_int_equal(plen, len);
+			for (size_t j = 0; j < plen; j++)
+				assert_int_equal(plain[j], stream_byte(j));
+			free(plain);
+		}
+	}
+
+	int cut = atomic_load(&ends_incomplete);
+	struct tstream *t = calloc(1, sizeof(*t));
+	assert_non_null(t);
+	t->total = total;
+	t->fail_midway = true;
+	struct expose_stream src = {.read = ts_read, .end = ts_end, .st = t};
+	struct expose_body *b = expose_body_new(&src, true);
+	assert_non_null(b);
+	long n;
+	while ((n = expose_body_read(b, buf, 4096)) > 0)
+		;
+	assert_int_equal(n, -1);
+	expose_body_free(b);
+	assert_int_equal(atomic_load(&ends_incomplete), cut + 1);
+	free(z);
+	free(buf);
 }
 
 /* A streamed body arrives whole, chunked, plain or gzipped; the stream is
@@ -1177,6 +1242,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			test_http_bodies_of_changing_size, setup_server,
 			teardown_server),
+		cmocka_unit_test(test_body_gzip_in_reads),
 		cmocka_unit_test_setup_teardown(test_http_stream_plain_and_gzip,
 						setup_server, teardown_server),
 		cmocka_unit_test_setup_teardown(

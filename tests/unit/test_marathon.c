@@ -444,6 +444,232 @@ static void test_sse_oversized_event_fails(void **st)
 }
 
 /* ------------------------------------------------------------------ */
+/* The reader's cache answers what the snapshot answers */
+
+/* A resolver that never reaches a Marathon, holding snapshot @s. */
+static struct mar_resolver *resolver_with(struct mar_snap *s)
+{
+	static FILE *devnull;
+	if (!devnull)
+		devnull = fopen("/dev/null", "w");
+	struct mar_options o = {.addresses = "127.0.0.1:1",
+				.backoff_min_ns = 60000 * MS,
+				.backoff_max_ns = 60000 * MS,
+				.log_file = devnull};
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	assert_int_equal(mar_resolver_inject(r, s), 0);
+	return r;
+}
+
+/* mar_lookup() through @rd and mar_snap_lookup() on @s agree, output for
+ * output (the same pointers into the snapshot). */
+static void assert_same(struct mar_reader *rd, const struct mar_snap *s,
+			const struct mar_query *q)
+{
+	struct mar_result a, b;
+	bool fa = mar_lookup(rd, q, &a), fb = mar_snap_lookup(s, q, &b);
+	assert_int_equal(fa, fb);
+	assert_ptr_equal(a.src, b.src);
+	assert_ptr_equal(a.dst, b.dst);
+	assert_ptr_equal(a.dst_container, b.dst_container);
+}
+
+static void test_reader_cache_agrees_with_snapshot(void **st)
+{
+	struct mar_snap *s = fixture_snap();
+	struct mar_resolver *r = resolver_with(s);
+	struct mar_reader *rd = mar_reader_create(r);
+	/* every uid form, found or not, short (one block), 16 and 64 bytes
+	 * (block edges), over 64 (the long path), and near misses that
+	 * differ from a known id in one byte at its start, middle or end */
+	const char *uids[] = {
+		"kubernetes://reviews-v2.instance-c96bf99f-6a2b-11e9-9d6b-"
+		"0242ac110003",
+		"mesos://reviews-v2.instance-c96bf99f-6a2b-11e9-9d6b-"
+		"0242ac110003",
+		"reviews-v2.instance-c96bf99f-6a2b-11e9-9d6b-0242ac110003",
+		"reviews-v2.instance-c96bf99f-6a2b-11e9-9d6b-0242ac110004",
+		"reviews-v2.instance-c96bf99e-6a2b-11e9-9d6b-0242ac110003",
+		"Reviews-v2.instance-c96bf99f-6a2b-11e9-9d6b-0242ac110003",
+		"kubernetes://reviews-v2.instance-c96bf99f-6a2b-11e9-9d6b-"
+		"0242ac110003.reviews",
+		"shop_backend_reviews-v2.instance-0a1b2c3d-6a2b-11e9-9d6b-"
+		"0242ac110003._app.1",
+		"shop_backend_reviews-v2.instance-0a1b2c3d-6a2b-11e9-9d6b-"
+		"0242ac110003._app.2",
+		"kubernetes://shop_backend_reviews-v2.instance-0a1b2c3d-6a2b-"
+		"11e9-9d6b-0242ac110003._app",
+		"kubernetes://shop_backend_reviews-v2.instance-0a1b2c3d-6a2b-"
+		"11e9-9d6b-0242ac110003",
+		"kubernetes://shop_backend_details.instance-7a1b2c3d-6a2b-11e9-"
+		"9d6b-0242ac110003",
+		"ratings.5dd78972-6771-11e5-94e1-be5b2935a987",
+		"ratings.5dd78972-6771-11e5-94e1-be5b2935a98",
+		"kubernetes://ratings",
+		"kubernetes://",
+		"mesos://",
+		"",
+		"a",
+		"abc",
+		"abcdefg",
+		"0123456789abcdef",
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
+		"abcdef",
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
+		"abcdefX",
+		NULL,
+	};
+	struct attr_value ips[] = {
+		ip4(9, 0, 1, 2),   ip4(172, 17, 0, 2), ip4(10, 0, 0, 13),
+		ip4(127, 0, 0, 1), ip4(10, 0, 0, 14),  ip4(0, 0, 0, 0),
+		ip4(9, 0, 2, 5),   ip4(10, 0, 0, 21),  ip4(10, 0, 0, 31),
+		ip4(10, 9, 9, 9),
+	};
+	struct attr_value ports[] = {port(0), port(9080), port(15000),
+				     port(31002), port(31201), port(31501),
+				     port(70000)};
+	size_t nu = sizeof uids / sizeof *uids, ni = sizeof ips / sizeof *ips,
+	       np = sizeof ports / sizeof *ports;
+	struct attr_value uv[sizeof uids / sizeof *uids];
+	for (size_t i = 0; i < nu; i++)
+		uv[i] = uids[i] ? str(uids[i]) : (struct attr_value){0};
+	/* three rounds: the first fills the cache, the others hit it */
+	mar_read_begin(rd);
+	for (int round = 0; round < 3; round++)
+		for (size_t i = 0; i < nu; i++)
+			for (size_t j = 0; j < ni; j++)
+				for (size_t p = 0; p < np; p++) {
+					size_t u2 = (i * 7 + j + round) % nu;
+					struct mar_query q = {
+						.source_uid =
+							uids[i] ? &uv[i] : NULL,
+						.source_ip = &ips[j],
+						.destination_uid =
+							uids[u2] ? &uv[u2] : NULL,
+						.destination_ip =
+							&ips[(j + p) % ni],
+						.destination_port = &ports[p],
+					};
+					assert_same(rd, s, &q);
+					q.source_uid = NULL;
+					q.destination_uid = NULL;
+					assert_same(rd, s, &q);
+				}
+	mar_read_end(rd);
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+}
+
+/* Keys whose cache tags collide by construction (the tag folds blocks by
+ * adding them: +1 in one block and -1 in the next cancel) must still be
+ * told apart by comparing the keys. */
+static void test_reader_cache_tag_collision(void **st)
+{
+	/* a legacy task id of exactly 64 bytes: four whole blocks */
+	const char *id = "t.0123456789abcdef0123456789abcdef0123456789abcdef"
+			 "0123456789abcd";
+	assert_int_equal(strlen(id), 64);
+	char body[512];
+	int n = snprintf(body, sizeof body,
+			 "{\"apps\":[{\"id\":\"/t\",\"tasks\":[{\"id\":"
+			 "\"%s\",\"host\":\"10.3.0.1\",\"state\":"
+			 "\"TASK_RUNNING\"}]}]}",
+			 id);
+	cJSON *apps = mar_parse_apps(body, (size_t)n);
+	assert_non_null(apps);
+	struct mar_snap *s = NULL;
+	assert_int_equal(mar_snap_build(apps, NULL, NULL, &s, NULL), 0);
+	cJSON_Delete(apps);
+	struct mar_resolver *r = resolver_with(s);
+	struct mar_reader *rd = mar_reader_create(r);
+	/* byte i up, byte i + 16 down: the same lane of blocks 0 and 1 */
+	for (int i = 0; i < 16; i++) {
+		char y[65];
+		memcpy(y, id, 65);
+		y[i]++;
+		y[i + 16]--;
+		struct attr_value xv = str(id), yv = str(y);
+		struct mar_query qx = {.destination_uid = &xv};
+		struct mar_query qy = {.destination_uid = &yv};
+		struct mar_result res;
+		mar_read_begin(rd);
+		assert_true(mar_lookup(rd, &qx, &res));  /* cached */
+		assert_false(mar_lookup(rd, &qy, &res)); /* same tag */
+		assert_true(mar_lookup(rd, &qx, &res));
+		assert_false(mar_lookup(rd, &qy, &res));
+		mar_read_end(rd);
+	}
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+}
+
+/* More ids than the cache has ways, ids that differ in one hex digit in
+ * their middle: evictions and tag collisions must never answer wrongly. */
+static void test_reader_cache_under_eviction(void **st)
+{
+	enum { APPS = 1500, TASKS = 3 };
+	size_t cap = (size_t)APPS * (TASKS * 260 + 200) + 64, len = 0;
+	char *json = malloc(cap);
+	assert_non_null(json);
+	len += (size_t)sprintf(json + len, "{\"apps\":[");
+	for (int a = 0; a < APPS; a++) {
+		len += (size_t)sprintf(json + len,
+				       "%s{\"id\":\"/g%d/app%d\",\"tasks\":[",
+				       a ? "," : "", a % 10, a);
+		for (int t = 0; t < TASKS; t++)
+			len += (size_t)sprintf(
+				json + len,
+				"%s{\"id\":\"g%d_app%d.instance-%08x-6a2b-"
+				"11e9-9d6b-0242ac110003._app.1\",\"host\":"
+				"\"10.2.%d.%d\",\"state\":\"TASK_RUNNING\","
+				"\"ports\":[%d]}",
+				t ? "," : "", a % 10, a, a * TASKS + t,
+				(a * TASKS + t) / 250, (a * TASKS + t) % 250,
+				31000 + t);
+		len += (size_t)sprintf(json + len, "]}");
+	}
+	len += (size_t)sprintf(json + len, "]}");
+	assert_true(len < cap);
+	cJSON *apps = mar_parse_apps(json, len);
+	assert_non_null(apps);
+	struct mar_snap *s = NULL;
+	assert_int_equal(mar_snap_build(apps, NULL, NULL, &s, NULL), 0);
+	cJSON_Delete(apps);
+	free(json);
+	struct mar_resolver *r = resolver_with(s);
+	struct mar_reader *rd = mar_reader_create(r);
+	char su[128], du[128];
+	struct attr_value p = port(31001);
+	mar_read_begin(rd);
+	for (int round = 0; round < 2; round++)
+		for (int n = 0; n < APPS * TASKS + 50; n++) {
+			/* n past the last task: ids the snapshot lacks */
+			int a = n / TASKS, m = (n * 7919) % (APPS * TASKS + 50);
+			snprintf(su, sizeof su,
+				 "kubernetes://g%d_app%d.instance-%08x-6a2b-"
+				 "11e9-9d6b-0242ac110003",
+				 a % 10, a, n);
+			snprintf(du, sizeof du,
+				 "g%d_app%d.instance-%08x-6a2b-11e9-9d6b-"
+				 "0242ac110003._app.1",
+				 (m / TASKS) % 10, m / TASKS, m);
+			struct attr_value sv = str(su), dv = str(du);
+			struct mar_query q = {.source_uid = &sv,
+					      .destination_uid = &dv,
+					      .destination_port = &p};
+			assert_same(rd, s, &q);
+			struct mar_result res;
+			assert_int_equal(mar_lookup(rd, &q, &res),
+					 n < APPS * TASKS ||
+						 m < APPS * TASKS);
+		}
+	mar_read_end(rd);
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+}
+
+/* ------------------------------------------------------------------ */
 /* The stand-in */
 
 struct standin {
@@ -1047,6 +1273,9 @@ int main(void)
 		cmocka_unit_test(test_malformed_entries_skipped),
 		cmocka_unit_test(test_sse_fixture_any_split_lf_and_crlf),
 		cmocka_unit_test(test_sse_oversized_event_fails),
+		cmocka_unit_test(test_reader_cache_agrees_with_snapshot),
+		cmocka_unit_test(test_reader_cache_under_eviction),
+		cmocka_unit_test(test_reader_cache_tag_collision),
 		cmocka_unit_test(test_options),
 		cmocka_unit_test(test_marathon_down_at_start_then_sync),
 		cmocka_unit_test(test_event_churn),
