@@ -373,6 +373,7 @@ struct state_ext {
 	 * being processed, to remember it by. */
 	struct memo memo;
 	bool memo_on;
+	uint64_t memo_snap;  /* the Marathon snapshot it remembers under */
 	const struct attr_value **val_res;
 	uint8_t cap_st[64];
 	struct row *cap_row[64];
@@ -796,9 +797,15 @@ void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
 	uint64_t mh = 0;
 	uint32_t mlen = 0;
 
-	/* The resolver's answers change with its snapshot; the memo knows
-	 * nothing of snapshots yet, so it serves only without one. */
-	if (x->memo_on && !mar) {
+	if (x->memo_on) {
+		/* The resolver's answers are those of its snapshot: a new one
+		 * (at most one per publish interval, 100 ms) starts the memo
+		 * over. */
+		uint64_t g = mar ? mar_reader_generation(mar) : 0;
+		if (g != x->memo_snap) {
+			memo_invalidate(&x->memo);
+			x->memo_snap = g;
+		}
 		mlen = memo_key(p, t, x->mkey, sizeof x->mkey, &mh);
 		struct memo_ent *me =
 			mlen ? memo_find(&x->memo, mh, x->mkey, mlen) : NULL;

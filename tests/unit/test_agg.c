@@ -397,12 +397,45 @@ static void test_expiry(void **state)
 	side_free(&n);
 }
 
+static void test_snapshot_swaps(void **state)
+{
+	(void)state;
+	struct mar_options o = {.addresses = "127.0.0.1:1",
+				.backoff_min_ns = 10000000000ll,
+				.log_file = fopen("/dev/null", "w")};
+	struct mar_resolver *res;
+	assert_int_equal(mar_resolver_start(&o, &res), 0);
+	assert_int_equal(mar_resolver_inject(res, bookinfo("v1")), 0);
+	struct side m, n;
+	side_init(&m, true, 100000, 0, res);
+	side_init(&n, false, 100000, 0, res);
+	drive(&m, &n, 30000, 4242, 1000, 0, res, 2500);
+	size_t rows = assert_same(&m, &n);
+	assert_true(rows > 50);
+	/* The snapshots' versions became labels. */
+	bool v2 = false;
+	for (size_t d = 0; d < m.sh->state->plan->ndimsets; d++) {
+		size_t nr;
+		struct flat_row *r = sorted_rows(m.sh->state->series[d], &nr);
+		for (size_t i = 0; i < nr && !v2; i++)
+			v2 = memmem(row_key(r[i].r, r[i].ncells), r[i].r->key_len,
+				    "\x02\x00v2", 4) != NULL;
+		free(r);
+	}
+	assert_true(v2);
+	side_free(&m);
+	side_free(&n);
+	mar_resolver_stop(res);
+	fclose(o.log_file);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_same_as_without_memo),
 		cmocka_unit_test(test_series_limit),
 		cmocka_unit_test(test_expiry),
+		cmocka_unit_test(test_snapshot_swaps),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	remove_config_dir();
