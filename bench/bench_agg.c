@@ -4,9 +4,14 @@
  * decode, mesos attribute generation, rule matches, 17 dimensions, the
  * label-set probe and the updates of the four HTTP families per record.
  *
- * Records are proxy-shaped (20 attributes). The label set a record falls in
- * is chosen by its destination.service.host and response.code, so the mix
- * of distinct label sets is exact: 1,000 or 100,000.
+ * Records are proxy-shaped (20 attributes): productpage's pod (source IP
+ * 9.0.0.2) calling reviews' (9.0.0.3), as a proxy reports it. The label
+ * set a record falls in is chosen by its destination.service.host and
+ * response.code, so the mix of distinct label sets is exact: 1,000 or
+ * 100,000; sizes and durations vary per record. The "every record new"
+ * case gives each record its own source IP, an input of the mesos
+ * instance, so no record repeats another and the shard's record memo
+ * never serves: the cost of the full path.
  *
  * Also: resident memory per label set (all four HTTP families), and a
  * scrape of 100,000 label sets as the daemon serves it: the consistent
@@ -42,8 +47,9 @@ static const char *seed_path(void)
 	return e ? e : "tests/fixtures/config/mixer-seed.yaml";
 }
 
-/* Encode record @i of a workload with @sets distinct label sets. */
-static uint32_t encode(uint8_t *buf, uint64_t i, uint64_t sets)
+/* Encode record @i of a workload with @sets distinct label sets; @fresh:
+ * a source IP of its own. */
+static uint32_t encode(uint8_t *buf, uint64_t i, uint64_t sets, bool fresh)
 {
 	struct wire_writer w;
 	wire_init(&w, buf, RECORD_CAP);
@@ -67,11 +73,17 @@ static uint32_t encode(uint8_t *buf, uint64_t i, uint64_t sets)
 	    46);
 	STR(MIXD_ATTR_DESTINATION_UID,
 	    "kubernetes://bookinfo_rv-v2.instance-c96b._app", 46);
-	uint8_t ip[4] = {10, 0, (uint8_t)(i >> 8), (uint8_t)i};
+	uint8_t sip[4] = {9, 0, 0, 2}, dip[4] = {9, 0, 0, 3};
+	if (fresh) {
+		sip[0] = 10;
+		sip[1] = (uint8_t)(i >> 16);
+		sip[2] = (uint8_t)(i >> 8);
+		sip[3] = (uint8_t)i;
+	}
 	wire_attr(&w, MIXD_ATTR_SOURCE_IP, MIXD_T_IP, NULL, 0);
-	wire_ip(&w, ip, 4);
+	wire_ip(&w, sip, 4);
 	wire_attr(&w, MIXD_ATTR_DESTINATION_IP, MIXD_T_IP, NULL, 0);
-	wire_ip(&w, ip, 4);
+	wire_ip(&w, dip, 4);
 	I64(MIXD_ATTR_DESTINATION_PORT, MIXD_T_INT64, 9080);
 	STR(MIXD_ATTR_DESTINATION_SERVICE_HOST, host, (size_t)n);
 	STR(MIXD_ATTR_DESTINATION_SERVICE_NAME, host, 8);
@@ -101,13 +113,14 @@ struct workload {
 	size_t n;
 };
 
-static void make_workload(struct workload *wl, size_t n, uint64_t sets)
+static void make_workload(struct workload *wl, size_t n, uint64_t sets,
+			  bool fresh)
 {
 	wl->buf = malloc(n * RECORD_CAP);
 	wl->len = malloc(n * sizeof *wl->len);
 	wl->n = n;
 	for (size_t i = 0; i < n; i++)
-		wl->len[i] = encode(wl->buf + i * RECORD_CAP, i, sets);
+		wl->len[i] = encode(wl->buf + i * RECORD_CAP, i, sets, fresh);
 }
 
 static struct agg *make_agg(void)
@@ -188,12 +201,13 @@ static struct mar_resolver *bookinfo_resolver(void)
 	return r;
 }
 
-static void throughput(uint64_t sets, int runs, bool marathon)
+static void throughput(uint64_t sets, int runs, bool marathon, bool fresh)
 {
 	struct workload wl;
 	size_t n = sets > 200000 ? sets : 200000;
-	make_workload(&wl, n, sets);
+	make_workload(&wl, n, sets, fresh);
 	double s[32];
+	uint64_t hits = 0, misses = 0;
 	for (int r = 0; r < runs; r++) {
 		struct agg *a = make_agg();
 		struct mar_resolver *res = marathon ? bookinfo_resolver() : NULL;
@@ -204,6 +218,7 @@ static void throughput(uint64_t sets, int runs, bool marathon)
 		run(a, &wl, 3);
 		double ns = (double)(bench_now_ns() - t0) / (double)(3 * wl.n);
 		s[r] = 1e3 / ns; /* M records/s */
+		state_memo_stats(a->shards[0].state, &hits, &misses);
 		if (marathon) {
 			/* Every record resolved: its workload is a label. */
 			struct agg_view *v;
@@ -218,11 +233,14 @@ static void throughput(uint64_t sets, int runs, bool marathon)
 		agg_destroy(a);
 		mar_resolver_stop(res);
 	}
-	char label[96];
-	snprintf(label, sizeof label, "%llu label sets%s: throughput per shard core",
+	char label[128];
+	snprintf(label, sizeof label, "%llu label sets%s%s: throughput per shard core",
 		 (unsigned long long)sets,
-		 marathon ? ", Marathon resolver on" : "");
+		 marathon ? ", Marathon resolver on" : "",
+		 fresh ? ", every record new" : "");
 	bench_report(label, s, runs, "M records/s");
+	printf("  record memo (last run, 4 passes): %llu served, %llu missed\n",
+	       (unsigned long long)hits, (unsigned long long)misses);
 	free(wl.buf);
 	free(wl.len);
 }
@@ -360,7 +378,7 @@ static void scrapes(int runs, uint64_t sets)
 		abort();
 	for (int r = 0; r < runs; r++) {
 		struct workload wl;
-		make_workload(&wl, sets, sets);
+		make_workload(&wl, sets, sets, false);
 		/* what the last run freed must not be counted as reused */
 		malloc_trim(0);
 		long before = bench_rss_kib();
@@ -465,9 +483,10 @@ int main(void)
 		     "response.code");
 	const char *only = getenv("MIXD_BENCH_SCRAPE_ONLY");
 	if (!only || !*only || *only == '0') {
-		throughput(1000, runs, false);
-		throughput(100000, runs, false);
-		throughput(1000, runs, true);
+		throughput(1000, runs, false, false);
+		throughput(100000, runs, false, false);
+		throughput(1000, runs, true, false);
+		throughput(1000, runs, false, true);
 	}
 	scrapes(runs, sets);
 	return 0;

@@ -58,6 +58,10 @@ struct plan_family {
 	uint32_t value_id;            /* the instance's value expression */
 	const double *bounds;         /* histogram finite upper bounds */
 	size_t nb;
+	/* The bounds padded with +Inf to a power of two (npad), for a
+	 * search without a branch per step. */
+	double *padded;
+	size_t npad;
 	unsigned dimset;
 	unsigned bit;                 /* its bit in a row's touched mask */
 	unsigned cell;                /* first cell in a row */
@@ -150,6 +154,16 @@ struct agg_plan {
 	struct plan_log *logs;
 	size_t nlogs;
 	int out_slot[MAR_OUT_COUNT];  /* vocabulary slot of $out.<name>, -1 */
+	/* The record memo (memo.c). When memo_ok, everything the record
+	 * path decides but the metric values is a function of the attributes
+	 * in memo_mask (as the record arrived) and of the Marathon snapshot:
+	 * no logentry action, and no value expression reads an attribute a
+	 * mesos instance binds. The values are then evaluated alone, by
+	 * val_plan: family f's at val_res[val_at[f]]. */
+	bool memo_ok;
+	uint64_t memo_mask[ATTR_PRESENT_WORDS];
+	struct expr_plan *val_plan;
+	uint32_t *val_at;
 	bool scoped;                  /* some rule is namespace-scoped */
 	int64_t expiry_ns;            /* 0: series never expire */
 	int64_t expiry_check_ns;
@@ -160,6 +174,69 @@ struct agg_plan {
 struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation);
 void plan_ref(struct agg_plan *p);
 void plan_unref(struct agg_plan *p);
+
+/* ---- the record memo (memo.c) ----------------------------------------- */
+
+/* What became of a dimension set for a remembered record. */
+enum memo_st {
+	MEMO_SKIP,     /* no matching rule feeds the set */
+	MEMO_ROW,      /* the row to update */
+	MEMO_DIMFAIL,  /* a label value failed: instance errors */
+	MEMO_OVERFLOW, /* the series limit: counted, not stored */
+};
+
+/* One remembered record; followed by struct row *row[nd], uint8_t st[nd]
+ * (enum memo_st) and uint8_t hits[nf] (dispatches per family). */
+struct memo_ent {
+	uint64_t hash;
+	uint32_t gen;   /* valid while it equals the memo's */
+	uint32_t tick;  /* last use, for the victim choice */
+	uint32_t key_len, key_cap;
+	uint8_t *key;
+};
+
+struct memo {
+	uint8_t *ents;
+	size_t stride;
+	uint64_t mask;  /* buckets - 1 */
+	uint32_t gen, tick;
+	unsigned nd, nf;
+	uint64_t hits, misses;
+};
+
+static inline struct row **memo_rows(struct memo_ent *e)
+{
+	return (struct row **)(e + 1);
+}
+
+static inline uint8_t *memo_st(const struct memo *m, struct memo_ent *e)
+{
+	return (uint8_t *)(memo_rows(e) + m->nd);
+}
+
+static inline uint8_t *memo_hits(const struct memo *m, struct memo_ent *e)
+{
+	return memo_st(m, e) + m->nd;
+}
+
+/** Room for at least @entries records over @nd sets and @nf families. */
+int memo_init(struct memo *m, unsigned nd, unsigned nf, uint64_t entries);
+void memo_free(struct memo *m);
+uint64_t memo_capacity(const struct memo *m);
+/** Start over with room for @entries (the contents are dropped). */
+int memo_resize(struct memo *m, uint64_t entries);
+/** Forget every entry (rows were freed, or the snapshot changed). */
+void memo_invalidate(struct memo *m);
+/** Build the key of record @t into @buf; 0 if it needs more than @cap. */
+uint32_t memo_key(const struct agg_plan *p, const struct attr_table *t,
+		  uint8_t *buf, uint32_t cap, uint64_t *hash);
+/** The live entry for a key, or NULL. */
+struct memo_ent *memo_find(struct memo *m, uint64_t h, const uint8_t *key,
+			   uint32_t len);
+/** An entry for a key (recycling its bucket's least recently used one),
+ *  or NULL on ENOMEM; the caller fills rows, st and hits. */
+struct memo_ent *memo_claim(struct memo *m, uint64_t h, const uint8_t *key,
+			    uint32_t len);
 
 /* ---- series: rows in per-shard, per-dimension-set tables -------------- */
 
@@ -220,6 +297,11 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
  *  freed). */
 void state_retire(struct shard_state *s, struct agg_epoch *e,
 		  struct epoch_retired **rl);
+
+/** Records the memo served (*@hits) and looked up in vain (*@misses);
+ *  both 0 when the plan does not use it. Owner thread only. */
+void state_memo_stats(const struct shard_state *s, uint64_t *hits,
+		      uint64_t *misses);
 
 /** Write out the stdio lines @s buffered (once per shard pass). */
 void state_flush(struct shard_state *s);

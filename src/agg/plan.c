@@ -4,6 +4,7 @@
  * shared by families with the same labels, rules with the families they
  * feed, and the attribute-generating (mesos) instances to run first.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,11 @@ void plan_unref(struct agg_plan *p)
 			close(p->logs[i].fd);
 		free(p->logs[i].vars);
 	}
+	/* <=: a family being built when the build failed has its bounds. */
+	for (size_t i = 0; p->fams && i <= p->nfams; i++)
+		free(p->fams[i].padded);
+	expr_plan_destroy(p->val_plan);
+	free(p->val_at);
 	free(p->logs);
 	free(p->dimsets);
 	free(p->rules);
@@ -266,6 +272,76 @@ static int plan_apa_exprs(struct agg_plan *p, struct plan_apa *a)
 	return 0;
 }
 
+static bool reads(struct agg_plan *p, int64_t id, uint64_t *mask)
+{
+	return id < 0 || expr_reads(p->prog, (uint32_t)id, mask, ATTR_PRESENT_WORDS);
+}
+
+/*
+ * Decide whether the record memo may serve this plan, and over which
+ * attributes: everything an attribute-generating instance, a match or a
+ * label reads (and, for scoped rules, what the record's namespace comes
+ * from). A value expression must not read what a mesos instance binds,
+ * because a remembered record skips the bindings; a logentry needs every
+ * record's bindings too.
+ */
+static int plan_memo(struct agg_plan *p)
+{
+	uint64_t *m = p->memo_mask, vals[ATTR_PRESENT_WORDS] = {0},
+		 bound[ATTR_PRESENT_WORDS] = {0};
+	bool ok = p->nlogs == 0 && p->ndimsets <= 64 && p->nfams <= 64;
+
+	for (size_t i = 0; i < p->nrules; i++)
+		ok &= reads(p, p->rules[i].match_id, m);
+	for (size_t d = 0; d < p->ndimsets; d++)
+		for (size_t j = 0; j < p->dimsets[d].ndims; j++)
+			ok &= reads(p, p->dimsets[d].dims[j], m);
+	for (size_t i = 0; i < p->napas; i++) {
+		const struct plan_apa *a = &p->apas[i];
+		const struct cfg_expr_map *b = &a->inst->mesos.attribute_bindings;
+		ok &= reads(p, a->match_id, m);
+		for (int k = 0; k < 5; k++)
+			ok &= reads(p, a->in[k], m);
+		for (size_t k = 0; k < b->n; k++) {
+			ok &= reads(p, b->v[k].expr.id, m);
+			if (b->v[k].slot >= 0)
+				bound[b->v[k].slot / 64] |= 1ull
+							    << (b->v[k].slot % 64);
+		}
+	}
+	if (p->scoped) {
+		static const unsigned ns[] = {MIXD_ATTR_CONTEXT_REPORTER_KIND,
+					      MIXD_ATTR_SOURCE_NAMESPACE,
+					      MIXD_ATTR_DESTINATION_NAMESPACE};
+		for (size_t k = 0; k < 3; k++)
+			m[ns[k] / 64] |= 1ull << (ns[k] % 64);
+	}
+	for (int o = 0; o < MAR_OUT_COUNT; o++)
+		if (p->out_slot[o] >= 0)
+			bound[p->out_slot[o] / 64] |= 1ull << (p->out_slot[o] % 64);
+
+	uint32_t *ids = calloc(p->nfams + 1, sizeof *ids);
+	p->val_at = calloc(p->nfams + 1, sizeof *p->val_at);
+	if (!ids || !p->val_at) {
+		free(ids);
+		return -1;
+	}
+	for (size_t f = 0; f < p->nfams; f++) {
+		ids[f] = p->fams[f].value_id;
+		ok &= reads(p, p->fams[f].value_id, vals);
+	}
+	for (size_t w = 0; w < ATTR_PRESENT_WORDS; w++)
+		ok &= !(vals[w] & bound[w]);
+	p->val_plan = expr_plan_create(p->prog, ids, p->nfams);
+	free(ids);
+	if (!p->val_plan)
+		return -1;
+	for (size_t f = 0; f < p->nfams; f++)
+		p->val_at[f] = expr_plan_index(p->val_plan, f);
+	p->memo_ok = ok;
+	return 0;
+}
+
 static enum fam_kind fam_kind(enum cfg_prom_kind k)
 {
 	switch (k) {
@@ -333,6 +409,15 @@ struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation)
 			if (pf->kind == FAM_HISTOGRAM) {
 				pf->bounds = cm->buckets.bounds;
 				pf->nb = cm->buckets.n_bounds;
+				pf->npad = 1;
+				while (pf->npad < pf->nb)
+					pf->npad *= 2;
+				pf->padded = malloc(pf->npad * sizeof *pf->padded);
+				if (!pf->padded)
+					goto fail;
+				for (size_t b = 0; b < pf->npad; b++)
+					pf->padded[b] = b < pf->nb ? pf->bounds[b]
+								   : INFINITY;
 			}
 			unsigned d = dimset_for(p, cm);
 			if (d == UINT32_MAX)
@@ -387,7 +472,7 @@ struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation)
 		int n = snprintf(name, sizeof name, "$out.%s", mar_out_name(o));
 		p->out_slot[o] = attr_vocab_find(p->vocab, name, (size_t)n);
 	}
-	if (plan_open_logs(p))
+	if (plan_memo(p) || plan_open_logs(p))
 		goto fail;
 	return p;
 fail:

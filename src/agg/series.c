@@ -32,6 +32,13 @@
 
 #define KEY_MAX (64 * 1024)
 #define BIND_MAX (16 * 1024)
+/* A record whose memo key would be longer is not remembered. */
+#define MEMO_KEY_MAX 4096
+/* Memo entries: twice the rows, within these bounds. The memo's memory
+ * per entry is about its key (the attributes the config reads, a few
+ * hundred bytes) plus a row pointer per dimension set. */
+#define MEMO_MIN_ENTRIES 1024
+#define MEMO_MAX_ENTRIES (128 * 1024)
 
 /* ---- rows: the seqlock ---------------------------------------------------
  *
@@ -362,6 +369,16 @@ struct state_ext {
 	const struct attr_value ***bind_res;
 	uint32_t *src_rule;  /* per family: the rule whose results feed it */
 	uint32_t *src_k;     /* ... and its index in that rule's fams */
+	/* The record memo, and what the full path did for the record now
+	 * being processed, to remember it by. */
+	struct memo memo;
+	bool memo_on;
+	uint64_t memo_snap;  /* the Marathon snapshot it remembers under */
+	const struct attr_value **val_res;
+	uint8_t cap_st[64];
+	struct row *cap_row[64];
+	uint8_t cap_hits[64];
+	uint8_t mkey[MEMO_KEY_MAX];
 	uint32_t hits[];
 };
 
@@ -390,6 +407,9 @@ static void free_results(struct state_ext *x, const struct agg_plan *plan)
 	free(x->bind_res);
 	free(x->src_rule);
 	free(x->src_k);
+	free(x->val_res);
+	if (x->memo_on)
+		memo_free(&x->memo);
 }
 
 struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
@@ -414,6 +434,13 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 	for (size_t i = 0; i < plan->nrules; i++)
 		if (!(x->rule_res[i] = res_array(plan->rules[i].xp)))
 			goto fail;
+	if (plan->memo_ok) {
+		if (!(x->val_res = res_array(plan->val_plan)) ||
+		    memo_init(&x->memo, (unsigned)plan->ndimsets,
+			      (unsigned)plan->nfams, MEMO_MIN_ENTRIES))
+			goto fail;
+		x->memo_on = true;
+	}
 	for (size_t i = 0; i < plan->napas; i++)
 		if (!(x->in_res[i] = res_array(plan->apas[i].in_plan)) ||
 		    !(x->bind_res[i] = res_array(plan->apas[i].bind_plan)))
@@ -465,6 +492,14 @@ static void free_state(void *p)
 	expr_scratch_destroy(s->scratch);
 	plan_unref(s->plan);
 	free(s); /* the state_ext starts with it */
+}
+
+void state_memo_stats(const struct shard_state *s, uint64_t *hits,
+		      uint64_t *misses)
+{
+	const struct state_ext *x = (const struct state_ext *)s;
+	*hits = x->memo_on ? x->memo.hits : 0;
+	*misses = x->memo_on ? x->memo.misses : 0;
 }
 
 void state_retire(struct shard_state *s, struct agg_epoch *e,
@@ -615,15 +650,139 @@ static void update(const struct plan_family *f, uint64_t *cells, double v)
 		cell_set_double(c, v);
 		break;
 	case FAM_HISTOGRAM: {
+		/* The bucket: how many bounds v exceeds (le: v <= bound), by
+		 * binary search over the padded bounds with a conditional
+		 * move per step, not a branch: where a value lands is random. */
+		const double *pb = f->padded;
 		size_t b = 0;
-		while (b < f->nb && v > f->bounds[b]) /* le: v <= bound */
-			b++;
+		for (size_t half = f->npad / 2; half; half /= 2)
+			b = v > pb[b + half - 1] ? b + half : b;
+		b += v > pb[b];
 		cell_add_u64(&c[b], 1);
 		cell_add_double(&c[f->nb + 1], v);
 		cell_add_u64(&c[f->nb + 2], 1);
 		break;
 	}
 	}
+}
+
+/* Family @f's value for this record into *@out; false (and its dispatches
+ * counted as instance errors) if it has none a Prometheus family takes. */
+static bool family_value(struct shard_state *s, uint32_t f,
+			 const struct attr_value *v, uint32_t hits, double *out)
+{
+	if (v && metric_value(v, out) &&
+	    (s->plan->fams[f].kind != FAM_COUNTER || *out >= 0))
+		return true;
+	__atomic_store_n(&s->inst_errors[f], s->inst_errors[f] + hits,
+			 __ATOMIC_RELAXED);
+	return false;
+}
+
+/* The families of set @ds in @ok (by bit) were dispatched but the label
+ * set has no row: counted, not stored, so memory stays bounded. */
+static void count_overflow(struct series *se, const struct plan_dimset *ds,
+			   uint64_t ok)
+{
+	for (unsigned k = 0; k < ds->nfam; k++)
+		if ((ok >> k) & 1)
+			__atomic_store_n(&se->overflow[k], se->overflow[k] + 1,
+					 __ATOMIC_RELAXED);
+}
+
+/* Update row @r: family k of @ds (bit k of @ok) @hits[f] times by val[k]. */
+static void row_apply(const struct agg_plan *p, const struct plan_dimset *ds,
+		      struct row *r, uint64_t ok, const uint32_t *hits,
+		      const double *val, int64_t now_ns)
+{
+	row_write_begin(r);
+	uint64_t touched = r->touched;
+	for (unsigned k = 0; k < ds->nfam; k++) {
+		if (!((ok >> k) & 1))
+			continue;
+		uint32_t f = ds->fams[k];
+		for (uint32_t c = hits[f]; c; c--)
+			update(&p->fams[f], r->cells, val[k]);
+	}
+	touched |= ok;
+	if (touched != r->touched)
+		__atomic_store_n(&r->touched, touched, __ATOMIC_RELEASE);
+	__atomic_store_n(&r->last_ns, now_ns, __ATOMIC_RELEASE);
+	row_write_end(r);
+}
+
+/* A remembered record: only its values are evaluated. */
+static void replay(struct shard_state *s, struct state_ext *x,
+		   struct memo_ent *e, const struct attr_table *t, int64_t now_ns)
+{
+	const struct agg_plan *p = s->plan;
+	const uint8_t *st = memo_st(&x->memo, e), *mh = memo_hits(&x->memo, e);
+	struct row **rows = memo_rows(e);
+	uint32_t hits[64];
+	bool evaluated = false;
+
+	for (size_t f = 0; f < p->nfams; f++)
+		hits[f] = mh[f];
+
+	for (size_t d = 0; d < p->ndimsets; d++) {
+		if (st[d] == MEMO_SKIP)
+			continue;
+		const struct plan_dimset *ds = &p->dimsets[d];
+		if (st[d] == MEMO_DIMFAIL) {
+			for (unsigned k = 0; k < ds->nfam; k++) {
+				uint32_t f = ds->fams[k];
+				if (mh[f])
+					__atomic_store_n(&s->inst_errors[f],
+							 s->inst_errors[f] + mh[f],
+							 __ATOMIC_RELAXED);
+			}
+			continue;
+		}
+		if (!evaluated) {
+			expr_scratch_begin(s->scratch);
+			expr_plan_eval(p->val_plan, t, s->scratch, x->val_res);
+			evaluated = true;
+		}
+		double val[64];
+		uint64_t ok = 0;
+		for (unsigned k = 0; k < ds->nfam; k++) {
+			uint32_t f = ds->fams[k];
+			if (mh[f] && family_value(s, f, x->val_res[p->val_at[f]],
+						  mh[f], &val[k]))
+				ok |= 1ull << k;
+		}
+		if (!ok)
+			continue;
+		if (st[d] == MEMO_OVERFLOW)
+			count_overflow(s->series[d], ds, ok);
+		else
+			row_apply(p, ds, rows[d], ok, hits, val, now_ns);
+	}
+}
+
+/* Remember what the full path did for the record keyed @key. */
+static void remember(struct shard_state *s, struct state_ext *x, uint64_t h,
+		     uint32_t len)
+{
+	const struct agg_plan *p = s->plan;
+	struct memo *m = &x->memo;
+	uint64_t rows = 0;
+	for (size_t d = 0; d < p->ndimsets; d++)
+		rows += s->series[d]->n;
+	uint64_t cap = memo_capacity(m);
+	if (rows * 2 > cap && cap < MEMO_MAX_ENTRIES) {
+		uint64_t want = cap;
+		while (want < rows * 2 && want < MEMO_MAX_ENTRIES)
+			want *= 2;
+		/* On ENOMEM the memo keeps its size: not an error. */
+		(void)memo_resize(m, want);
+	}
+	struct memo_ent *e = memo_claim(m, h, x->mkey, len);
+	if (!e)
+		return;
+	memcpy(memo_rows(e), x->cap_row, p->ndimsets * sizeof x->cap_row[0]);
+	memcpy(memo_st(m, e), x->cap_st, p->ndimsets);
+	memcpy(memo_hits(m, e), x->cap_hits, p->nfams);
 }
 
 void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
@@ -635,6 +794,26 @@ void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
 	struct expr_scratch *sc = s->scratch;
 	uint32_t *hits = x->hits;
 	bool any = false;
+	uint64_t mh = 0;
+	uint32_t mlen = 0;
+
+	if (x->memo_on) {
+		/* The resolver's answers are those of its snapshot: a new one
+		 * (at most one per publish interval, 100 ms) starts the memo
+		 * over. */
+		uint64_t g = mar ? mar_reader_generation(mar) : 0;
+		if (g != x->memo_snap) {
+			memo_invalidate(&x->memo);
+			x->memo_snap = g;
+		}
+		mlen = memo_key(p, t, x->mkey, sizeof x->mkey, &mh);
+		struct memo_ent *me =
+			mlen ? memo_find(&x->memo, mh, x->mkey, mlen) : NULL;
+		if (me) {
+			replay(s, x, me, t, now_ns);
+			return;
+		}
+	}
 
 	expr_scratch_begin(sc);
 	if (p->napas)
@@ -664,8 +843,19 @@ void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
 		}
 		any |= r->nfams > 0;
 	}
-	if (!any)
+	/* What to remember: the dispatches, then per set what became of it. */
+	for (size_t f = 0; f < p->nfams && mlen; f++) {
+		if (hits[f] > UINT8_MAX)
+			mlen = 0;
+		x->cap_hits[f] = (uint8_t)hits[f];
+	}
+	for (size_t d = 0; d < p->ndimsets && mlen; d++)
+		x->cap_st[d] = MEMO_SKIP;
+	if (!any) {
+		if (mlen)
+			remember(s, x, mh, mlen);
 		return;
+	}
 
 	for (size_t d = 0; d < p->ndimsets; d++) {
 		const struct plan_dimset *ds = &p->dimsets[d];
@@ -688,8 +878,19 @@ void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
 			const struct attr_value *v = lres[dat[k]];
 			ok = v && key_put(x->x.key, &klen, v);
 		}
+		if (!ok) {
+			for (unsigned k = 0; k < ds->nfam; k++) {
+				uint32_t f = ds->fams[k];
+				if (hits[f])
+					__atomic_store_n(&s->inst_errors[f],
+							 s->inst_errors[f] + hits[f],
+							 __ATOMIC_RELAXED);
+			}
+			x->cap_st[d] = MEMO_DIMFAIL;
+			continue;
+		}
 		double val[64];
-		unsigned nval = 0;
+		uint64_t vok = 0;
 		for (unsigned k = 0; k < ds->nfam; k++) {
 			uint32_t f = ds->fams[k];
 			if (!hits[f])
@@ -697,50 +898,34 @@ void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
 			const struct plan_rule *fr = &p->rules[x->src_rule[f]];
 			const struct attr_value *v =
 				x->rule_res[x->src_rule[f]][fr->at[fr->off[x->src_k[f]]]];
-			if (!ok || !v || !metric_value(v, &val[k]) ||
-			    (p->fams[f].kind == FAM_COUNTER && val[k] < 0)) {
-				__atomic_store_n(&s->inst_errors[f],
-						 s->inst_errors[f] + hits[f],
-						 __ATOMIC_RELAXED);
-				hits[f] = 0;
-				continue;
-			}
-			nval++;
+			if (family_value(s, f, v, hits[f], &val[k]))
+				vok |= 1ull << k;
 		}
-		if (!nval)
+		if (!vok) {
+			mlen = 0; /* the row was not looked for: nothing to keep */
 			continue;
+		}
 		struct series *se = s->series[d];
 		uint64_t h = XXH3_64bits(x->x.key, klen);
 		struct row *r = lookup(se, h, x->x.key, klen);
-		if (!r) {
-			if (se->n >= series_limit ||
-			    !(r = insert(se, h, x->x.key, klen, e, rl))) {
-				/* Counted, not stored: memory stays bounded. */
-				for (unsigned k = 0; k < ds->nfam; k++)
-					if (hits[ds->fams[k]])
-						__atomic_store_n(&se->overflow[k],
-								 se->overflow[k] + 1,
-								 __ATOMIC_RELAXED);
-				continue;
-			}
+		if (!r && se->n >= series_limit) {
+			count_overflow(se, ds, vok);
+			x->cap_st[d] = MEMO_OVERFLOW;
+			continue;
 		}
-		row_write_begin(r);
-		uint64_t touched = r->touched;
-		for (unsigned k = 0; k < ds->nfam; k++) {
-			uint32_t f = ds->fams[k];
-			if (!hits[f])
-				continue;
-			for (uint32_t c = hits[f]; c; c--)
-				update(&p->fams[f], r->cells, val[k]);
-			touched |= 1ull << k;
+		if (!r && !(r = insert(se, h, x->x.key, klen, e, rl))) {
+			count_overflow(se, ds, vok); /* no memory: same */
+			mlen = 0;
+			continue;
 		}
-		if (touched != r->touched)
-			__atomic_store_n(&r->touched, touched, __ATOMIC_RELEASE);
-		__atomic_store_n(&r->last_ns, now_ns, __ATOMIC_RELEASE);
-		row_write_end(r);
+		row_apply(p, ds, r, vok, hits, val, now_ns);
+		x->cap_st[d] = MEMO_ROW;
+		x->cap_row[d] = r;
 	}
 	for (size_t f = 0; f < p->nfams; f++)
 		hits[f] = 0;
+	if (mlen)
+		remember(s, x, mh, mlen);
 }
 
 void state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
@@ -778,6 +963,10 @@ void state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 		__atomic_store_n(&se->arr, a, __ATOMIC_RELEASE);
 		epoch_retire(e, rl, free, old);
 		se->n -= dead;
+		/* Remembered records may point at the rows just retired. */
+		struct state_ext *x = (struct state_ext *)s;
+		if (x->memo_on)
+			memo_invalidate(&x->memo);
 		for (unsigned k = 0; k < 64; k++)
 			if (fam_dead[k])
 				__atomic_store_n(&se->expired[k],

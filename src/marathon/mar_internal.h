@@ -186,10 +186,12 @@ bool mar_ip_key(const struct attr_value *v, uint8_t key[MAR_IPKEY_LEN]);
 int mar_pick_container(const struct mar_inst *inst, uint32_t port);
 
 /**
- * Publish @s as the first snapshot of @r, which must never have synced
- * (an unreachable address). For the benchmark and tests that measure
- * readers without a Marathon. Returns 0, or -EBUSY when @r already has a
- * snapshot (then @s is not taken).
+ * Publish @s on @r, whose thread must never sync (an unreachable
+ * address): the first snapshot, or one replacing the injected one before
+ * it (kept until mar_resolver_stop(): a reader may still hold it). Call
+ * from one thread. For the benchmarks and tests that measure readers
+ * without a Marathon. Returns 0, or -EBUSY when @r's thread has published
+ * a snapshot of its own, -ENOMEM (then @s is not taken).
  */
 int mar_resolver_inject(struct mar_resolver *r, struct mar_snap *s);
 

@@ -159,6 +159,14 @@ void mar_read_begin(struct mar_reader *rd);
 void mar_read_end(struct mar_reader *rd);
 
 /**
+ * Inside a read section: the generation of the pinned snapshot (0: none
+ * yet). mar_lookup()'s answer to a query is a function of the query and
+ * this generation, so a caller may keep derived results while it stays
+ * the same.
+ */
+uint64_t mar_reader_generation(const struct mar_reader *rd);
+
+/**
  * The inputs of the mesos template. A NULL pointer is an absent input.
  * uids: STRING (any string-like type), one of
  *   kubernetes://<id>, mesos://<id>, or the bare <id>, where <id> is a

@@ -115,6 +115,10 @@ struct mar_resolver {
 	ck_epoch_record_t wrec;
 	struct mar_snap *cur; /* atomic; published with release */
 	uint64_t gen;
+	/* Snapshots injected and then replaced (tests): a reader may hold
+	 * one until it leaves its section, so they go at stop. */
+	struct injected { struct mar_snap *s; struct injected *next; } *injected;
+	uint64_t injected_gen;
 	pthread_mutex_t readers_mu;
 	struct mar_reader *readers;
 
@@ -984,6 +988,11 @@ void mar_resolver_stop(struct mar_resolver *r)
 	/* No reader is left: everything retired can go now. */
 	ck_epoch_barrier(&r->wrec);
 	mar_snap_free(r->cur);
+	for (struct injected *i = r->injected, *n; i; i = n) {
+		n = i->next;
+		mar_snap_free(i->s);
+		free(i);
+	}
 	for (struct mar_reader *rd = r->readers, *n; rd; rd = n) {
 		n = rd->next;
 		free(rd);
@@ -1058,6 +1067,11 @@ void mar_read_begin(struct mar_reader *rd)
 		cache_clear(rd);
 		rd->gen = gen;
 	}
+}
+
+uint64_t mar_reader_generation(const struct mar_reader *rd)
+{
+	return rd->gen;
 }
 
 void mar_read_end(struct mar_reader *rd)
@@ -1349,10 +1363,24 @@ void mar_stats(const struct mar_resolver *r, struct mar_stats *out)
 
 int mar_resolver_inject(struct mar_resolver *r, struct mar_snap *s)
 {
-	struct mar_snap *expected = NULL;
-	s->gen = 1ull << 62; /* apart from the thread's own generations */
-	if (!__atomic_compare_exchange_n(&r->cur, &expected, s, false,
-					 __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+	/* Generations apart from the thread's own. */
+	const uint64_t base = 1ull << 62;
+	struct mar_snap *old = __atomic_load_n(&r->cur, __ATOMIC_ACQUIRE);
+	if (old && old->gen < base)
+		return -EBUSY; /* the thread has synced: not ours to replace */
+	struct injected *keep = NULL;
+	if (old && !(keep = malloc(sizeof *keep)))
+		return -ENOMEM;
+	s->gen = base + ++r->injected_gen;
+	if (!__atomic_compare_exchange_n(&r->cur, &old, s, false,
+					 __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+		free(keep);
 		return -EBUSY;
+	}
+	if (keep) {
+		keep->s = old;
+		keep->next = r->injected;
+		r->injected = keep;
+	}
 	return 0;
 }

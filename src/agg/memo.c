@@ -1,0 +1,261 @@
+/*
+ * memo.c -- a shard's record memo: what the record path decided for
+ * records that looked the same.
+ *
+ * Everything the record path decides but the metric values -- which mesos
+ * instances ran and what they bound, which rules matched, every label
+ * value, hence which row of which table -- is a function of the attributes
+ * the plan's expressions read (CEXL has no clock and no state), of the
+ * Marathon snapshot and of the tables' rows. Proxies send the same few
+ * hundred combinations of those attributes over and over; only sizes,
+ * durations and times change per request. So the key of a record is the
+ * values of the attributes in the plan's memo set, as they arrived, and
+ * the memo maps it to the rows to update.
+ *
+ * Layout: buckets of MEMO_WAYS entries, each entry a fixed-stride header
+ * followed by its per-set rows and outcomes and per-family dispatch
+ * counts; keys live in per-entry buffers reused when a slot is recycled.
+ * A key has two candidate buckets; a victim is the least recently used
+ * entry of the two. Entries are
+ * valid for one memo generation: expiry (rows freed), a new Marathon
+ * snapshot or a resize starts a new one.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "agg/agg_internal.h"
+
+#define MEMO_WAYS 4
+
+static size_t stride(unsigned nd, unsigned nf)
+{
+	size_t s = sizeof(struct memo_ent) + nd * (sizeof(struct row *) + 1) + nf;
+	return (s + 7) & ~(size_t)7;
+}
+
+int memo_init(struct memo *m, unsigned nd, unsigned nf, uint64_t entries)
+{
+	uint64_t nb = 1;
+	while (nb * MEMO_WAYS < entries)
+		nb <<= 1;
+	memset(m, 0, sizeof *m);
+	m->nd = nd;
+	m->nf = nf;
+	m->stride = stride(nd, nf);
+	m->mask = nb - 1;
+	m->gen = 1;
+	m->ents = calloc(nb * MEMO_WAYS, m->stride);
+	return m->ents ? 0 : -1;
+}
+
+static struct memo_ent *ent(const struct memo *m, uint64_t i)
+{
+	return (struct memo_ent *)(m->ents + i * m->stride);
+}
+
+void memo_free(struct memo *m)
+{
+	for (uint64_t i = 0; m->ents && i < (m->mask + 1) * MEMO_WAYS; i++)
+		free(ent(m, i)->key);
+	free(m->ents);
+	m->ents = NULL;
+}
+
+uint64_t memo_capacity(const struct memo *m)
+{
+	return (m->mask + 1) * MEMO_WAYS;
+}
+
+int memo_resize(struct memo *m, uint64_t entries)
+{
+	struct memo n;
+	if (memo_init(&n, m->nd, m->nf, entries))
+		return -1;
+	n.gen = m->gen;
+	n.hits = m->hits;
+	n.misses = m->misses;
+	memo_free(m);
+	*m = n;
+	return 0;
+}
+
+void memo_invalidate(struct memo *m)
+{
+	if (++m->gen)
+		return;
+	/* The generation wrapped (after 4 G invalidations): forget all. */
+	for (uint64_t i = 0; i < memo_capacity(m); i++)
+		ent(m, i)->gen = 0;
+	m->gen = 1;
+}
+
+/* A key may live in either of two buckets (two-choice hashing): at the
+ * loads the memo runs at, a bucket that overflows is then rare, where one
+ * choice would leave some keys evicting each other on every record. */
+static uint64_t bucket(const struct memo *m, uint64_t h, unsigned which)
+{
+	return ((which ? h >> 32 : h) & m->mask) * MEMO_WAYS;
+}
+
+struct memo_ent *memo_find(struct memo *m, uint64_t h, const uint8_t *key,
+			   uint32_t len)
+{
+	for (unsigned c = 0; c < 2; c++) {
+		uint64_t b = bucket(m, h, c);
+		for (unsigned w = 0; w < MEMO_WAYS; w++) {
+			struct memo_ent *e = ent(m, b + w);
+			if (e->hash == h && e->gen == m->gen &&
+			    e->key_len == len &&
+			    memcmp(e->key, key, len) == 0) {
+				e->tick = ++m->tick;
+				m->hits++;
+				return e;
+			}
+		}
+	}
+	m->misses++;
+	return NULL;
+}
+
+struct memo_ent *memo_claim(struct memo *m, uint64_t h, const uint8_t *key,
+			    uint32_t len)
+{
+	struct memo_ent *v = NULL;
+	for (unsigned c = 0; c < 2 * MEMO_WAYS; c++) {
+		struct memo_ent *e = ent(m, bucket(m, h, c / MEMO_WAYS) +
+						    c % MEMO_WAYS);
+		if (e->gen != m->gen) { /* empty or stale: take it */
+			v = e;
+			break;
+		}
+		if (!v || (int32_t)(e->tick - v->tick) < 0)
+			v = e; /* else the least recently used */
+	}
+	if (v->key_cap < len) {
+		uint8_t *k = realloc(v->key, len);
+		if (!k)
+			return NULL;
+		v->key = k;
+		v->key_cap = len;
+	}
+	memcpy(v->key, key, len);
+	v->key_len = len;
+	v->hash = h;
+	v->gen = m->gen;
+	v->tick = ++m->tick;
+	return v;
+}
+
+/* Short copies inline: a call into libc costs more than these copies.
+ * Overlapping head and tail moves, never a byte past either end. */
+static inline void copy_small(uint8_t *d, const uint8_t *s, uint32_t n)
+{
+	uint64_t a, b, c, e;
+	uint32_t x, y;
+	if (n >= 8 && n <= 16) {
+		memcpy(&a, s, 8);
+		memcpy(&b, s + n - 8, 8);
+		memcpy(d, &a, 8);
+		memcpy(d + n - 8, &b, 8);
+	} else if (n > 16 && n <= 32) {
+		memcpy(&a, s, 8);
+		memcpy(&b, s + 8, 8);
+		memcpy(&c, s + n - 16, 8);
+		memcpy(&e, s + n - 8, 8);
+		memcpy(d, &a, 8);
+		memcpy(d + 8, &b, 8);
+		memcpy(d + n - 16, &c, 8);
+		memcpy(d + n - 8, &e, 8);
+	} else if (n >= 4 && n < 8) {
+		memcpy(&x, s, 4);
+		memcpy(&y, s + n - 4, 4);
+		memcpy(d, &x, 4);
+		memcpy(d + n - 4, &y, 4);
+	} else if (n > 32) {
+		memcpy(d, s, n);
+	} else {
+		for (uint32_t i = 0; i < n; i++)
+			d[i] = s[i];
+	}
+}
+
+/* 64 x 64 -> 128-bit multiply, folded: the mixing step of wyhash and
+ * XXH3, one multiply per 16 bytes. */
+static inline uint64_t fold_mul(uint64_t a, uint64_t b)
+{
+	unsigned __int128 p = (unsigned __int128)a * b;
+	return (uint64_t)p ^ (uint64_t)(p >> 64);
+}
+
+/*
+ * The key's hash. Keys are a few hundred bytes, where XXH3 takes its long
+ * path; this is its mid-size scheme (independent 16-byte lanes, each one
+ * folded multiply, summed) with a per-lane secret, reading the zero
+ * padding the caller leaves after the key.
+ */
+static uint64_t key_hash(const uint8_t *p, uint32_t n)
+{
+	uint64_t acc = n * 0x9E3779B97F4A7C15ull, k = 0xBE4BA423396CFEB8ull;
+	for (uint32_t i = 0; i < n; i += 16) {
+		uint64_t w0, w1;
+		memcpy(&w0, p + i, 8);
+		memcpy(&w1, p + i + 8, 8);
+		acc += fold_mul(w0 ^ k, w1 ^ (k + 0x1CAD21F72C81017Cull));
+		k += 0xDB979083E96DD4DEull;
+	}
+	acc ^= acc >> 37;
+	acc *= 0x165667919E3779F9ull;
+	return acc ^ (acc >> 32);
+}
+
+/*
+ * The key: the memo set's presence bits as the record has them, then each
+ * present attribute's type, length (u16) and value, in slot order. Absent
+ * attributes cost nothing past the presence words.
+ */
+static const uint8_t fixed_len[ATTR_TYPE_COUNT] = {
+	[ATTR_INT64] = 8, [ATTR_DOUBLE] = 8,	[ATTR_BOOL] = 1,
+	[ATTR_TIMESTAMP] = 8, [ATTR_DURATION] = 8,
+};
+
+static const bool by_pointer[ATTR_TYPE_COUNT] = {
+	[ATTR_STRING] = true, [ATTR_BYTES] = true, [ATTR_STRING_MAP] = true,
+	[ATTR_EMAIL] = true,  [ATTR_URI] = true,   [ATTR_DNS_NAME] = true,
+};
+
+uint32_t memo_key(const struct agg_plan *p, const struct attr_table *t,
+		  uint8_t *buf, uint32_t cap, uint64_t *hash)
+{
+	uint32_t n = 0;
+	cap = (cap < UINT16_MAX ? cap : UINT16_MAX) - 16; /* the hash's padding */
+	for (unsigned w = 0; w < ATTR_PRESENT_WORDS; w++) {
+		if (!p->memo_mask[w])
+			continue;
+		uint64_t bits = t->present[w] & p->memo_mask[w];
+		memcpy(buf + n, &bits, 8);
+		n += 8;
+		while (bits) {
+			unsigned slot = w * 64 + (unsigned)__builtin_ctzll(bits);
+			bits &= bits - 1;
+			const struct attr_value *v = &t->v[slot];
+			/* Every value is bytes at the union's start (numbers,
+			 * booleans, addresses) or behind its pointer (strings,
+			 * bytes, maps). */
+			uint32_t len = fixed_len[v->type] ? fixed_len[v->type]
+							  : v->len;
+			const uint8_t *src = by_pointer[v->type]
+						     ? (const uint8_t *)v->s
+						     : (const uint8_t *)&v->i;
+			if (len > cap || n + 3 + len > cap)
+				return 0;
+			uint16_t l16 = (uint16_t)len;
+			buf[n] = v->type;
+			memcpy(buf + n + 1, &l16, 2);
+			copy_small(buf + n + 3, src, len);
+			n += 3 + len;
+		}
+	}
+	memset(buf + n, 0, 16);
+	*hash = key_hash(buf, n);
+	return n;
+}

@@ -1,0 +1,443 @@
+/*
+ * test_agg -- the record path with its memo against the record path
+ * without it: the same records, with the user's config, must leave the
+ * same rows, cells, instance errors and overflow counts either way.
+ *
+ * The config is mixer-seed.yaml plus memo-edges.yaml (labels and values
+ * that fail, a gauge, double dispatch, a namespace-scoped rule). Records
+ * are drawn from small pools, so label sets and memo keys repeat as a
+ * proxy's do, with absent attributes, label sets beyond a series limit,
+ * expiry between records, and Marathon snapshots swapped under the shard.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "agg/agg_internal.h"
+#include "ingest/ingest.h"
+#include "ingest/wire.h"
+#include "marathon/mar_internal.h"
+
+#define RECORD_CAP 1024
+
+/* The user's config with tests/fixtures/config/memo-edges.yaml beside it,
+ * as a directory mixd loads whole. */
+static const char *config_dir(void)
+{
+	static char dir[] = "/tmp/mixd-test-agg-XXXXXX";
+	static bool made;
+	if (made)
+		return dir;
+	assert_non_null(mkdtemp(dir));
+	const char *fx = getenv("MIXD_FIXTURES");
+	char src[1024], dst[1024];
+	static const char *const files[] = {"mixer-seed.yaml", "memo-edges.yaml"};
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(src, sizeof src, "%s/config/%s",
+			 fx ? fx : "fixtures", files[i]);
+		char *abs = realpath(src, NULL);
+		assert_non_null(abs);
+		snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+		assert_int_equal(symlink(abs, dst), 0);
+		free(abs);
+	}
+	made = true;
+	return dir;
+}
+
+static void remove_config_dir(void)
+{
+	char p[1024];
+	const char *dir = config_dir();
+	snprintf(p, sizeof p, "%s/mixer-seed.yaml", dir);
+	unlink(p);
+	snprintf(p, sizeof p, "%s/memo-edges.yaml", dir);
+	unlink(p);
+	rmdir(dir);
+}
+
+/* xorshift: the same sequence on every run */
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static void put_str(struct wire_writer *w, uint16_t id, const char *s)
+{
+	wire_attr(w, id, MIXD_T_STRING, NULL, 0);
+	wire_bytes(w, s, strlen(s));
+}
+
+static void put_i64(struct wire_writer *w, uint16_t id, uint8_t type, int64_t v)
+{
+	wire_attr(w, id, type, NULL, 0);
+	wire_u64(w, (uint64_t)v);
+}
+
+/*
+ * One record. What the config's rules and labels read comes from one of
+ * 300 shapes (each attribute present or not, from a pool), so memo keys
+ * repeat as a proxy's do; sizes, durations and times vary per record, and
+ * are sometimes absent or unusable.
+ */
+static uint32_t make_record(uint8_t *buf, uint64_t *seed)
+{
+	static const char *const proto[] = {"http", "grpc", "tcp", "http"};
+	static const char *const kind[] = {"inbound", "outbound"};
+	static const char *const uid[] = {
+		"kubernetes://bookinfo_pp-v1.instance-1f0c._app",
+		"kubernetes://bookinfo_rv-v2.instance-c96b._app",
+		"kubernetes://unknown-task.instance-0000._app",
+	};
+	static const char *const host[] = {
+		"reviews.default.svc.cluster.local",
+		"ratings.default.svc.cluster.local",
+		"productpage.default.svc.cluster.local",
+		"details.default.svc.cluster.local",
+		"", /* present but empty */
+	};
+	static const int64_t code[] = {200, 200, 404, 503, 0};
+	static const char *const ns[] = {"bookinfo", "default"};
+	uint64_t shape = 0x2545f4914f6cdd1dull * (1 + rnd(seed) % 300), *sh = &shape;
+	struct wire_writer w;
+	wire_init(&w, buf, RECORD_CAP);
+#define MAYBE(s, pct) (rnd(s) % 100 < (pct))
+#define PICK(s, a) a[rnd(s) % (sizeof a / sizeof a[0])]
+	if (MAYBE(sh, 95))
+		put_str(&w, MIXD_ATTR_CONTEXT_PROTOCOL, PICK(sh, proto));
+	if (MAYBE(sh, 90))
+		put_str(&w, MIXD_ATTR_CONTEXT_REPORTER_KIND, PICK(sh, kind));
+	if (MAYBE(sh, 85))
+		put_str(&w, MIXD_ATTR_SOURCE_UID, PICK(sh, uid));
+	if (MAYBE(sh, 85))
+		put_str(&w, MIXD_ATTR_DESTINATION_UID, PICK(sh, uid));
+	if (MAYBE(sh, 50)) {
+		uint8_t ip[4] = {9, 0, 0, (uint8_t)(2 + rnd(sh) % 3)};
+		wire_attr(&w, MIXD_ATTR_SOURCE_IP, MIXD_T_IP, NULL, 0);
+		wire_ip(&w, ip, 4);
+	}
+	if (MAYBE(sh, 80))
+		put_i64(&w, MIXD_ATTR_DESTINATION_PORT, MIXD_T_INT64,
+			rnd(sh) % 2 ? 9080 : 8080);
+	if (MAYBE(sh, 90))
+		put_str(&w, MIXD_ATTR_DESTINATION_SERVICE_HOST, PICK(sh, host));
+	if (MAYBE(sh, 60))
+		put_str(&w, MIXD_ATTR_DESTINATION_SERVICE_NAME, "reviews");
+	if (MAYBE(sh, 90))
+		put_i64(&w, MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64, PICK(sh, code));
+	if (MAYBE(sh, 70)) {
+		wire_attr(&w, MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL, NULL, 0);
+		wire_u8(&w, rnd(sh) % 2);
+	}
+	if (MAYBE(sh, 50))
+		put_str(&w, MIXD_ATTR_SOURCE_PRINCIPAL, "ns/default/sa/pp");
+	if (MAYBE(sh, 60))
+		put_str(&w, MIXD_ATTR_SOURCE_NAMESPACE, PICK(sh, ns));
+	if (MAYBE(sh, 60))
+		put_str(&w, MIXD_ATTR_DESTINATION_NAMESPACE, PICK(sh, ns));
+	/* per request */
+	if (MAYBE(seed, 90))
+		put_i64(&w, MIXD_ATTR_REQUEST_SIZE, MIXD_T_INT64,
+			(int64_t)(rnd(seed) % 3000) - 5);
+	if (MAYBE(seed, 90))
+		put_i64(&w, MIXD_ATTR_RESPONSE_SIZE, MIXD_T_INT64,
+			(int64_t)(rnd(seed) % 100000));
+	if (MAYBE(seed, 90))
+		put_i64(&w, MIXD_ATTR_RESPONSE_DURATION, MIXD_T_DURATION,
+			(int64_t)(rnd(seed) % 2000) * 1000000);
+	put_i64(&w, MIXD_ATTR_REQUEST_TIME, MIXD_T_TIMESTAMP,
+		1700000000000000000ll + (int64_t)(rnd(seed) % 1000000));
+	if (MAYBE(seed, 30))
+		put_i64(&w, MIXD_ATTR_CONNECTION_SENT_BYTES, MIXD_T_INT64,
+			(int64_t)(rnd(seed) % 5000));
+#undef MAYBE
+#undef PICK
+	assert_false(w.overflow);
+	return w.len;
+}
+
+/* A snapshot with the two bookinfo apps; @version labels them. */
+static struct mar_snap *bookinfo(const char *version)
+{
+	char json[2048];
+	snprintf(json, sizeof json,
+		 "{\"apps\":["
+		 "{\"id\":\"/bookinfo/pp-v1\",\"labels\":{\"istio\":\"productpage\","
+		 "\"version\":\"%s\"},\"networks\":[{\"mode\":\"container\"}],"
+		 "\"tasks\":[{\"id\":\"bookinfo_pp-v1.instance-1f0c._app.1\","
+		 "\"appId\":\"/bookinfo/pp-v1\",\"host\":\"10.1.0.1\","
+		 "\"state\":\"TASK_RUNNING\",\"ipAddresses\":[{\"ipAddress\":"
+		 "\"9.0.0.2\"}]}]},"
+		 "{\"id\":\"/bookinfo/rv-v2\",\"labels\":{\"istio\":\"reviews\","
+		 "\"version\":\"%s\"},\"networks\":[{\"mode\":\"container\"}],"
+		 "\"tasks\":[{\"id\":\"bookinfo_rv-v2.instance-c96b._app.1\","
+		 "\"appId\":\"/bookinfo/rv-v2\",\"host\":\"10.1.0.2\","
+		 "\"state\":\"TASK_RUNNING\",\"ipAddresses\":[{\"ipAddress\":"
+		 "\"9.0.0.3\"}]}]}]}",
+		 version, version);
+	cJSON *apps = mar_parse_apps(json, strlen(json));
+	struct mar_snap *snap = NULL;
+	assert_non_null(apps);
+	assert_true(mar_snap_build(apps, NULL, NULL, &snap, NULL) >= 0);
+	cJSON_Delete(apps);
+	return snap;
+}
+
+/* One shard, driven from this thread as the shard thread would. */
+struct side {
+	struct agg *a;
+	struct shard *sh;
+};
+
+static void side_init(struct side *s, bool memo, uint64_t series_limit,
+		      int64_t expiry_ns, struct mar_resolver *res)
+{
+	struct cfg *c = cfg_load(config_dir(), "default");
+	assert_non_null(c);
+	assert_true(cfg_ok(c));
+	struct agg_options o = {.shards = 1, .series_limit = series_limit};
+	assert_int_equal(agg_create(&o, NULL, &s->a), 0);
+	assert_int_equal(agg_set_config(s->a, c), 0);
+	struct agg_plan *p = s->a->plan;
+	assert_true(p->memo_ok); /* the seed's config is one the memo serves */
+	p->memo_ok = memo;
+	if (expiry_ns) {
+		p->expiry_ns = expiry_ns;
+		p->expiry_check_ns = expiry_ns / 2;
+	}
+	s->sh = &s->a->shards[0];
+	s->sh->state = state_create(p, NULL, &s->a->epoch, &s->sh->retired);
+	assert_non_null(s->sh->state);
+	if (res)
+		assert_non_null(s->sh->mar = mar_reader_create(res));
+}
+
+static void side_free(struct side *s)
+{
+	mar_reader_destroy(s->sh->mar);
+	s->sh->mar = NULL;
+	agg_destroy(s->a);
+}
+
+static void side_record(struct side *s, const uint8_t *rec, uint32_t len,
+			int64_t now_ns)
+{
+	static struct attr_table t;
+	struct shard_state *st = s->sh->state;
+	attr_table_clear(&t);
+	assert_int_equal(ingest_decode(rec, len, st->plan->vocab, &t), 0);
+	if (s->sh->mar)
+		mar_read_begin(s->sh->mar);
+	state_process(st, &t, now_ns, s->a->o.series_limit, s->sh->mar,
+		      &s->a->epoch, &s->sh->retired);
+	if (s->sh->mar)
+		mar_read_end(s->sh->mar);
+}
+
+struct flat_row {
+	const struct row *r;
+	unsigned ncells;
+};
+
+static int flat_cmp(const void *a, const void *b)
+{
+	const struct flat_row *x = a, *y = b;
+	uint32_t n = x->r->key_len < y->r->key_len ? x->r->key_len : y->r->key_len;
+	int c = memcmp(row_key(x->r, x->ncells), row_key(y->r, y->ncells), n);
+	return c ? c : (int)x->r->key_len - (int)y->r->key_len;
+}
+
+static struct flat_row *sorted_rows(const struct series *se, size_t *n)
+{
+	struct flat_row *v = calloc(se->n + 1, sizeof *v);
+	assert_non_null(v);
+	*n = 0;
+	for (uint64_t i = 0; i <= se->arr->mask; i++)
+		if (se->arr->slot[i])
+			v[(*n)++] = (struct flat_row){se->arr->slot[i], se->ncells};
+	assert_int_equal(*n, se->n);
+	qsort(v, *n, sizeof *v, flat_cmp);
+	return v;
+}
+
+/* Every row, cell, error and overflow count equal; returns rows seen. */
+static size_t assert_same(const struct side *x, const struct side *y)
+{
+	const struct shard_state *a = x->sh->state, *b = y->sh->state;
+	const struct agg_plan *p = a->plan;
+	size_t rows = 0;
+	for (size_t f = 0; f < p->nfams; f++)
+		if (a->inst_errors[f] != b->inst_errors[f])
+			fail_msg("family %s: %llu instance errors with the memo, "
+				 "%llu without",
+				 p->fams[f].name,
+				 (unsigned long long)a->inst_errors[f],
+				 (unsigned long long)b->inst_errors[f]);
+	for (size_t d = 0; d < p->ndimsets; d++) {
+		const struct series *sa = a->series[d], *sb = b->series[d];
+		assert_memory_equal(sa->overflow, sb->overflow, sizeof sa->overflow);
+		assert_memory_equal(sa->expired, sb->expired, sizeof sa->expired);
+		size_t na, nb;
+		struct flat_row *ra = sorted_rows(sa, &na), *rb = sorted_rows(sb, &nb);
+		assert_int_equal(na, nb);
+		for (size_t i = 0; i < na; i++) {
+			assert_int_equal(flat_cmp(&ra[i], &rb[i]), 0);
+			assert_int_equal(ra[i].r->touched, rb[i].r->touched);
+			assert_int_equal(ra[i].r->last_ns, rb[i].r->last_ns);
+			assert_memory_equal(ra[i].r->cells, rb[i].r->cells,
+					    sa->ncells * 8);
+		}
+		rows += na;
+		free(ra);
+		free(rb);
+	}
+	return rows;
+}
+
+/* The memo served most records (and missed some): it was exercised. */
+static void assert_memo_used(const struct side *m, const struct side *n)
+{
+	uint64_t hits, misses;
+	state_memo_stats(m->sh->state, &hits, &misses);
+	if (hits < misses || misses == 0)
+		fail_msg("memo: %llu hits, %llu misses",
+			 (unsigned long long)hits, (unsigned long long)misses);
+	state_memo_stats(n->sh->state, &hits, &misses);
+	assert_int_equal(hits + misses, 0);
+}
+
+/* Drive both sides with the same records; @every: expire this often. */
+static void drive(struct side *m, struct side *n, size_t records,
+		  uint64_t seed, int64_t step_ns, size_t expire_every,
+		  struct mar_resolver *res, size_t swap_every)
+{
+	uint8_t rec[RECORD_CAP];
+	int64_t now = 1000000000;
+	for (size_t i = 0; i < records; i++) {
+		uint32_t len = make_record(rec, &seed);
+		now += step_ns;
+		side_record(m, rec, len, now);
+		side_record(n, rec, len, now);
+		if (expire_every && i % expire_every == expire_every - 1) {
+			state_expire(m->sh->state, now, &m->a->epoch,
+				     &m->sh->retired);
+			state_expire(n->sh->state, now, &n->a->epoch,
+				     &n->sh->retired);
+		}
+		if (res && swap_every && i % swap_every == swap_every - 1) {
+			char v[16];
+			snprintf(v, sizeof v, "v%zu", i / swap_every % 3);
+			assert_int_equal(mar_resolver_inject(res, bookinfo(v)), 0);
+		}
+	}
+	assert_memo_used(m, n);
+}
+
+static void test_same_as_without_memo(void **state)
+{
+	(void)state;
+	struct side m, n;
+	side_init(&m, true, 100000, 0, NULL);
+	side_init(&n, false, 100000, 0, NULL);
+	drive(&m, &n, 50000, 0x9e3779b97f4a7c15ull, 1000, 0, NULL, 0);
+	size_t rows = assert_same(&m, &n);
+	assert_true(rows > 50);
+	/* The edge cases happened: labels and values failed. */
+	uint64_t errors = 0;
+	for (size_t f = 0; f < m.sh->state->plan->nfams; f++)
+		errors += m.sh->state->inst_errors[f];
+	assert_true(errors > 1000);
+	side_free(&m);
+	side_free(&n);
+}
+
+static void test_series_limit(void **state)
+{
+	(void)state;
+	struct side m, n;
+	side_init(&m, true, 20, 0, NULL);
+	side_init(&n, false, 20, 0, NULL);
+	drive(&m, &n, 30000, 12345, 1000, 0, NULL, 0);
+	assert_same(&m, &n);
+	uint64_t over = 0;
+	for (size_t d = 0; d < m.sh->state->plan->ndimsets; d++)
+		for (int k = 0; k < 64; k++)
+			over += m.sh->state->series[d]->overflow[k];
+	assert_true(over > 0); /* the limit was reached */
+	side_free(&m);
+	side_free(&n);
+}
+
+static void test_expiry(void **state)
+{
+	(void)state;
+	struct side m, n;
+	/* A record every 1 ms; rows expire after 300 ms without one, and
+	 * expiry runs every 2 s. */
+	side_init(&m, true, 100000, 300000000, NULL);
+	side_init(&n, false, 100000, 300000000, NULL);
+	drive(&m, &n, 30000, 777, 1000000, 2000, NULL, 0);
+	assert_same(&m, &n);
+	uint64_t expired = 0;
+	for (size_t d = 0; d < m.sh->state->plan->ndimsets; d++)
+		for (int k = 0; k < 64; k++)
+			expired += m.sh->state->series[d]->expired[k];
+	assert_true(expired > 0);
+	side_free(&m);
+	side_free(&n);
+}
+
+static void test_snapshot_swaps(void **state)
+{
+	(void)state;
+	struct mar_options o = {.addresses = "127.0.0.1:1",
+				.backoff_min_ns = 10000000000ll,
+				.log_file = fopen("/dev/null", "w")};
+	struct mar_resolver *res;
+	assert_int_equal(mar_resolver_start(&o, &res), 0);
+	assert_int_equal(mar_resolver_inject(res, bookinfo("v1")), 0);
+	struct side m, n;
+	side_init(&m, true, 100000, 0, res);
+	side_init(&n, false, 100000, 0, res);
+	drive(&m, &n, 30000, 4242, 1000, 0, res, 2500);
+	size_t rows = assert_same(&m, &n);
+	assert_true(rows > 50);
+	/* The snapshots' versions became labels. */
+	bool v2 = false;
+	for (size_t d = 0; d < m.sh->state->plan->ndimsets; d++) {
+		size_t nr;
+		struct flat_row *r = sorted_rows(m.sh->state->series[d], &nr);
+		for (size_t i = 0; i < nr && !v2; i++)
+			v2 = memmem(row_key(r[i].r, r[i].ncells), r[i].r->key_len,
+				    "\x02\x00v2", 4) != NULL;
+		free(r);
+	}
+	assert_true(v2);
+	side_free(&m);
+	side_free(&n);
+	mar_resolver_stop(res);
+	fclose(o.log_file);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_same_as_without_memo),
+		cmocka_unit_test(test_series_limit),
+		cmocka_unit_test(test_expiry),
+		cmocka_unit_test(test_snapshot_swaps),
+	};
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	remove_config_dir();
+	return rc;
+}
