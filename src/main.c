@@ -427,6 +427,14 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 	       "Records run through the configured rules.");
 	sample1(b, "mixd_records_processed_total", NULL, NULL,
 		(double)v->records);
+	family(b, "mixd_record_memo_total", "counter",
+	       "Records the shards looked up in their record memo: served "
+	       "(the rows a record with the same attributes updated, without "
+	       "evaluating the config) or missed (the full path ran).");
+	sample1(b, "mixd_record_memo_total", "result", "served",
+		(double)v->memo_served);
+	sample1(b, "mixd_record_memo_total", "result", "missed",
+		(double)v->memo_missed);
 	static const struct {
 		const char *name, *type, *help;
 		size_t off;

@@ -134,6 +134,8 @@ struct agg_view {
 	struct agg_view_set *sets;
 	size_t nsets;
 	uint64_t records;       /**< records run through the pipeline */
+	uint64_t memo_served;   /**< of those, served by the record memo */
+	uint64_t memo_missed;   /**< looked up in the memo in vain */
 };
 
 /**

@@ -386,9 +386,15 @@ struct shard {
 	int64_t now_ns;                /* coarse clock, once per pass */
 	uint64_t processed;            /* records run through the plan */
 
+	/* The record memo's counts: those of states already left behind,
+	 * and the current state's at the last publish. */
+	uint64_t memo_base[2], memo_last[2];
+	const struct shard_state *memo_of;
+
 	/* Read by scrapes: the state (atomic pointer) and published counts. */
 	struct shard_state *state;
 	uint64_t pub_processed;
+	uint64_t pub_memo[2];  /* served, missed */
 
 	/* Copies of mine[] for readers, stored with ck_pr once per pass. */
 	struct ingest_ring_counts pub[INGEST_TRANSPORT_COUNT];

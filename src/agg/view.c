@@ -458,9 +458,12 @@ int agg_view_create(struct agg *a, struct agg_view **out)
 	struct agg_plan *p = __atomic_load_n(&a->plan, __ATOMIC_ACQUIRE);
 	if (p)
 		plan_ref(p);
-	for (unsigned i = 0; i < a->o.shards; i++)
-		v->records += __atomic_load_n(&a->shards[i].pub_processed,
-					      __ATOMIC_RELAXED);
+	for (unsigned i = 0; i < a->o.shards; i++) {
+		const struct shard *sh = &a->shards[i];
+		v->records += __atomic_load_n(&sh->pub_processed, __ATOMIC_RELAXED);
+		v->memo_served += __atomic_load_n(&sh->pub_memo[0], __ATOMIC_RELAXED);
+		v->memo_missed += __atomic_load_n(&sh->pub_memo[1], __ATOMIC_RELAXED);
+	}
 	if (!p) {
 		epoch_exit(&a->epoch, slot);
 		*out = v;

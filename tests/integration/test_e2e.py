@@ -216,7 +216,22 @@ def every_sample_of_the_six_families_is_exact(build):
         fams = {k[0].rsplit("_bucket", 1)[0].rsplit("_sum", 1)[0].rsplit("_count", 1)[0]
                 for k in got}
         mt.check(len({f for f in fams}) == 6, f"families: {fams}")
-        print(f"   {len(records)} records, {len(want.samples)} samples, all exact")
+        # The same records again: every one now repeats an earlier one, so
+        # the shard's record memo serves it -- and the samples must be
+        # exactly what the full path gives.
+        for r in records:
+            want.record(r)
+        send(build, m, records)
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == 2 * len(records),
+                   what="all records processed twice")
+        m.wait_for(lambda: mt.total(m.metrics(), "mixd_record_memo_total") == 2 * len(records),
+                   what="the memo's counts published")
+        served = mt.value(m.metrics(), "mixd_record_memo_total", result="served")
+        mt.check(served >= len(records), f"memo served {served} of {2 * len(records)}")
+        problems = compare(istio_samples(m), want.samples)
+        mt.check(not problems, "\n".join(problems[:30]) + f"\n({len(problems)} problems)")
+        print(f"   {len(records)} records twice, {len(want.samples)} samples, all exact; "
+              f"memo served {served:.0f}")
 
 
 _LINE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
