@@ -272,9 +272,11 @@ static int plan_apa_exprs(struct agg_plan *p, struct plan_apa *a)
 	return 0;
 }
 
+/* Mark what expression @id reads; -1 and EXPR_PLAN_NO_GUARD are none. */
 static bool reads(struct agg_plan *p, int64_t id, uint64_t *mask)
 {
-	return id < 0 || expr_reads(p->prog, (uint32_t)id, mask, ATTR_PRESENT_WORDS);
+	return id < 0 || id == EXPR_PLAN_NO_GUARD ||
+	       expr_reads(p->prog, (uint32_t)id, mask, ATTR_PRESENT_WORDS);
 }
 
 /*
