@@ -619,38 +619,36 @@ static inline void st64(uint8_t *p, uint64_t v)
 
 /*
  * One pass, no size pass: each dictionary attribute of a common type is
- * encoded onto the stack with its header (and a string's length) as one
- * store, checked once against what is left of the stack buffer. The first
- * attribute that is anything else (a custom name, a map, a bad value, a
- * record outgrowing the buffer) sends the whole record to report_slow(),
- * which starts over; nothing has reached the ring by then.
+ * encoded at @o with its header (and a string's length) as one store,
+ * checked once against what is left before @lim. Returns the record's end,
+ * or NULL at the first attribute that is anything else (a custom name, a
+ * map, a bad value, a record outgrowing the room), and the caller sends the
+ * whole record to report_slow(), which starts over; nothing has been
+ * published by then. May write 8 bytes beyond @lim.
  */
-API int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n)
+static inline __attribute__((always_inline)) uint8_t *
+report_encode(const struct mixd_value *v, size_t n, uint8_t *o,
+	      const uint8_t *lim)
 {
-	struct tl_ring *r = ring_of(c);
-	if (!r)
-		return -ENOMEM;
-	uint8_t local[LOCAL_MAX + LOCAL_SLACK];
-	uint8_t *o = local, *const lim = local + LOCAL_MAX;
 	for (size_t i = 0; i < n; i++) {
 		const struct mixd_value *x = &v[i];
 		unsigned type = x->type;
 		uint32_t len = x->len;
 		if (__builtin_expect(x->attr >= MIXD_ATTR_DICT_COUNT || type > 31,
 				     0))
-			return report_slow(c, r, v, n);
+			return NULL;
 		uint64_t hw = x->attr | (uint64_t)type << 16;
 		size_t room = (size_t)(lim - o);
 		unsigned bit = 1u << type;
 		if (bit & T_STRINGS) {
 			if (__builtin_expect((size_t)len + 7 > room, 0))
-				return report_slow(c, r, v, n);
+				return NULL;
 			st64(o, hw | (uint64_t)len << 24);
 			wire_copy(o + 7, x->p, len);
 			o += 7 + (size_t)len;
 		} else if (bit & T_WORDS) {
 			if (__builtin_expect(room < 11, 0))
-				return report_slow(c, r, v, n);
+				return NULL;
 			st32(o, (uint32_t)hw);
 			memcpy(o + 3, &x->i, 8); /* the union's 8 bytes */
 			o += 11;
@@ -666,10 +664,36 @@ API int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n)
 			memcpy(o + 4, x->p, 16);
 			o += 20;
 		} else {
-			return report_slow(c, r, v, n);
+			return NULL;
 		}
 	}
-	return publish_local(r, local, (uint32_t)(o - local));
+	return o;
+}
+
+/*
+ * Straight into the ring when a record of LOCAL_MAX bytes fits before the
+ * ring's end (almost always), so the record is written once; otherwise
+ * onto the stack and copied in.
+ */
+API int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n)
+{
+	struct tl_ring *r = ring_of(c);
+	if (!r)
+		return -ENOMEM;
+	uint8_t *dst = ring_reserve_max(&r->prod, LOCAL_MAX + LOCAL_SLACK);
+	if (__builtin_expect(dst != NULL, 1)) {
+		uint8_t *e = report_encode(v, n, dst, dst + LOCAL_MAX);
+		if (__builtin_expect(!e, 0))
+			return report_slow(c, r, v, n);
+		ring_commit(&r->prod, (uint32_t)(e - dst));
+		ring_store_relaxed(&r->prod.hdr->prod.written, ++r->written);
+		return 0;
+	}
+	uint8_t local[LOCAL_MAX + LOCAL_SLACK];
+	uint8_t *e = report_encode(v, n, local, local + LOCAL_MAX);
+	if (!e)
+		return report_slow(c, r, v, n);
+	return publish_local(r, local, (uint32_t)(e - local));
 }
 
 /* ---- record templates ------------------------------------------------ */
