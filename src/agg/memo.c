@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "agg/agg_internal.h"
+#include "ingest/wire.h"
 
 #define MEMO_WAYS 4
 
@@ -146,39 +147,6 @@ struct memo_ent *memo_claim(struct memo *m, uint64_t h, const uint8_t *key,
 	return v;
 }
 
-/* Short copies inline: a call into libc costs more than these copies.
- * Overlapping head and tail moves, never a byte past either end. */
-static inline void copy_small(uint8_t *d, const uint8_t *s, uint32_t n)
-{
-	uint64_t a, b, c, e;
-	uint32_t x, y;
-	if (n >= 8 && n <= 16) {
-		memcpy(&a, s, 8);
-		memcpy(&b, s + n - 8, 8);
-		memcpy(d, &a, 8);
-		memcpy(d + n - 8, &b, 8);
-	} else if (n > 16 && n <= 32) {
-		memcpy(&a, s, 8);
-		memcpy(&b, s + 8, 8);
-		memcpy(&c, s + n - 16, 8);
-		memcpy(&e, s + n - 8, 8);
-		memcpy(d, &a, 8);
-		memcpy(d + 8, &b, 8);
-		memcpy(d + n - 16, &c, 8);
-		memcpy(d + n - 8, &e, 8);
-	} else if (n >= 4 && n < 8) {
-		memcpy(&x, s, 4);
-		memcpy(&y, s + n - 4, 4);
-		memcpy(d, &x, 4);
-		memcpy(d + n - 4, &y, 4);
-	} else if (n > 32) {
-		memcpy(d, s, n);
-	} else {
-		for (uint32_t i = 0; i < n; i++)
-			d[i] = s[i];
-	}
-}
-
 /* 64 x 64 -> 128-bit multiply, folded: the mixing step of wyhash and
  * XXH3, one multiply per 16 bytes. */
 static inline uint64_t fold_mul(uint64_t a, uint64_t b)
@@ -251,7 +219,7 @@ uint32_t memo_key(const struct agg_plan *p, const struct attr_table *t,
 			uint16_t l16 = (uint16_t)len;
 			buf[n] = v->type;
 			memcpy(buf + n + 1, &l16, 2);
-			copy_small(buf + n + 3, src, len);
+			wire_copy(buf + n + 3, src, len);
 			n += 3 + len;
 		}
 	}

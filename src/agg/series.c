@@ -666,6 +666,22 @@ static void update(const struct plan_family *f, uint64_t *cells, double v)
 	}
 }
 
+/* @n dispatches of family @f failed: instance errors (read by scrapes). */
+static inline void count_errors(struct shard_state *s, uint32_t f, uint32_t n)
+{
+	__atomic_store_n(&s->inst_errors[f], s->inst_errors[f] + n,
+			 __ATOMIC_RELAXED);
+}
+
+/* A label of set @ds failed: every dispatched family of it is skipped. */
+static void count_dimfail(struct shard_state *s, const struct plan_dimset *ds,
+			  const uint32_t *hits)
+{
+	for (unsigned k = 0; k < ds->nfam; k++)
+		if (hits[ds->fams[k]])
+			count_errors(s, ds->fams[k], hits[ds->fams[k]]);
+}
+
 /* Family @f's value for this record into *@out; false (and its dispatches
  * counted as instance errors) if it has none a Prometheus family takes. */
 static bool family_value(struct shard_state *s, uint32_t f,
@@ -674,8 +690,7 @@ static bool family_value(struct shard_state *s, uint32_t f,
 	if (v && metric_value(v, out) &&
 	    (s->plan->fams[f].kind != FAM_COUNTER || *out >= 0))
 		return true;
-	__atomic_store_n(&s->inst_errors[f], s->inst_errors[f] + hits,
-			 __ATOMIC_RELAXED);
+	count_errors(s, f, hits);
 	return false;
 }
 
@@ -729,13 +744,7 @@ static void replay(struct shard_state *s, struct state_ext *x,
 			continue;
 		const struct plan_dimset *ds = &p->dimsets[d];
 		if (st[d] == MEMO_DIMFAIL) {
-			for (unsigned k = 0; k < ds->nfam; k++) {
-				uint32_t f = ds->fams[k];
-				if (mh[f])
-					__atomic_store_n(&s->inst_errors[f],
-							 s->inst_errors[f] + mh[f],
-							 __ATOMIC_RELAXED);
-			}
+			count_dimfail(s, ds, hits);
 			continue;
 		}
 		if (!evaluated) {
@@ -879,13 +888,7 @@ void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
 			ok = v && key_put(x->x.key, &klen, v);
 		}
 		if (!ok) {
-			for (unsigned k = 0; k < ds->nfam; k++) {
-				uint32_t f = ds->fams[k];
-				if (hits[f])
-					__atomic_store_n(&s->inst_errors[f],
-							 s->inst_errors[f] + hits[f],
-							 __ATOMIC_RELAXED);
-			}
+			count_dimfail(s, ds, hits);
 			x->cap_st[d] = MEMO_DIMFAIL;
 			continue;
 		}

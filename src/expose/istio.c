@@ -23,6 +23,7 @@
 #include "agg/agg.h"
 #include "expose/expose.h"
 #include "expose/expose_internal.h"
+#include "ingest/wire.h"
 
 /* Longest `,le="<value>"} ` suffix: the value and 9 bytes around it. */
 #define LE_MAX (EXPOSE_VALUE_MAX + 16)
@@ -92,33 +93,13 @@ void expose_view_stream_free(struct expose_view_stream *s)
 }
 
 /*
- * Copy @n bytes to @d and return the end. Inline for the short pieces a
- * line is made of (names, label values, suffixes): a libc memcpy call per
- * piece costs more than the copy. Overlapping loads and stores, never
- * outside [src, src + n) or [d, d + n).
+ * Copy @n bytes to @d and return the end. Inline (wire_copy) for the short
+ * pieces a line is made of (names, label values, suffixes): a libc memcpy
+ * call per piece costs more than the copy.
  */
 static inline char *put(char *d, const void *src, size_t n)
 {
-	const char *s = src;
-	if (n >= 8 && n <= 16) {
-		uint64_t a, b;
-		memcpy(&a, s, 8);
-		memcpy(&b, s + n - 8, 8);
-		memcpy(d, &a, 8);
-		memcpy(d + n - 8, &b, 8);
-	} else if (n > 16) {
-		memcpy(d, s, n);
-	} else if (n >= 4) {
-		uint32_t a, b;
-		memcpy(&a, s, 4);
-		memcpy(&b, s + n - 4, 4);
-		memcpy(d, &a, 4);
-		memcpy(d + n - 4, &b, 4);
-	} else if (n) {
-		d[0] = s[0];
-		d[n / 2] = s[n / 2];
-		d[n - 1] = s[n - 1];
-	}
+	wire_copy((uint8_t *)d, src, n);
 	return d + n;
 }
 

@@ -550,30 +550,23 @@ static bool is_const(struct cctx *c, uint32_t ni)
 	return c->p->nodes[ni].op == OP_CONST;
 }
 
-static bool kids_const(struct cctx *c, const struct enode *e)
+/*
+ * The operand nodes of @e into @k; returns how many. OP_OR's operands are
+ * a run of args, not nodes: -1 (as for leaves, which have none: 0).
+ */
+static int operands(const struct enode *e, uint32_t k[3])
 {
 	switch ((enum expr_op)e->op) {
 	case OP_CONST:
 	case OP_LOAD:
-	case OP_OR:
 	case OP_COUNT_:
-		return false;
+		return 0;
+	case OP_OR:
+		return -1;
 	case OP_INDEX:
-		return is_const(c, e->a) && (e->b == NO_NODE || is_const(c, e->b));
-	case OP_NOT:
-	case OP_NEG:
-	case OP_EQ_K:
-	case OP_NE_K:
-	case OP_IP:
-	case OP_TIMESTAMP:
-	case OP_DNS:
-	case OP_EMAIL:
-	case OP_URI:
-	case OP_MATCH_K:
-	case OP_MATCHES:
-	case OP_LOWER:
-	case OP_SIZE:
-		return is_const(c, e->a);
+		k[0] = e->a;
+		k[1] = e->b; /* NO_NODE: the key is constant, in k */
+		return e->b == NO_NODE ? 1 : 2;
 	case OP_AND:
 	case OP_LOR:
 	case OP_EQ:
@@ -586,12 +579,30 @@ static bool kids_const(struct cctx *c, const struct enode *e)
 	case OP_MATCH:
 	case OP_STARTS:
 	case OP_ENDS:
-		return is_const(c, e->a) && is_const(c, e->b);
+		k[0] = e->a;
+		k[1] = e->b;
+		return 2;
 	case OP_COND:
-		return is_const(c, e->a) && is_const(c, e->b) &&
-		       is_const(c, e->c);
+		k[0] = e->a;
+		k[1] = e->b;
+		k[2] = e->c;
+		return 3;
+	default: /* one operand; OP_MATCHES' c is its regex, not a node */
+		k[0] = e->a;
+		return 1;
 	}
-	return false;
+}
+
+static bool kids_const(struct cctx *c, const struct enode *e)
+{
+	uint32_t k[3];
+	int n = operands(e, k);
+	if (n <= 0)
+		return false;
+	for (int i = 0; i < n; i++)
+		if (!is_const(c, k[i]))
+			return false;
+	return true;
 }
 
 /*
@@ -1031,41 +1042,20 @@ static bool reads_node(const struct expr_program *p, uint32_t ni,
 {
 	const struct enode *e = &p->nodes[ni];
 	bool ok = true;
+	uint32_t k[3];
+	int n = operands(e, k);
 
-	switch (e->op) {
-	case OP_CONST:
-		return true;
-	case OP_LOAD:
+	if (e->op == OP_LOAD) {
 		if (e->a / 64 >= nwords)
 			return false;
 		slots[e->a / 64] |= 1ull << (e->a % 64);
-		return true;
-	case OP_OR:
+	}
+	if (n < 0) /* OP_OR */
 		for (uint32_t i = 0; i < e->n; i++)
 			ok &= reads_node(p, p->args[e->a + i], slots, nwords);
-		return ok;
-	case OP_COND:
-		ok &= reads_node(p, e->c, slots, nwords);
-		/* fallthrough */
-	case OP_INDEX:
-	case OP_AND:
-	case OP_LOR:
-	case OP_EQ:
-	case OP_NE:
-	case OP_LT:
-	case OP_LE:
-	case OP_GT:
-	case OP_GE:
-	case OP_ADD:
-	case OP_MATCH:
-	case OP_STARTS:
-	case OP_ENDS:
-		if (e->b != NO_NODE)
-			ok &= reads_node(p, e->b, slots, nwords);
-		/* fallthrough */
-	default: /* one operand, in a (OP_MATCHES: c is its regex) */
-		return ok & reads_node(p, e->a, slots, nwords);
-	}
+	for (int i = 0; i < n; i++)
+		ok &= reads_node(p, k[i], slots, nwords);
+	return ok;
 }
 
 bool expr_reads(const struct expr_program *p, uint32_t id, uint64_t *slots,
