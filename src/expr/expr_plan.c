@@ -15,20 +15,13 @@
  *    plan's constant, or a value built in the scratch arena -- no value is
  *    copied, NULL is failure;
  *  - every m["k"] | k over one map is a single pass over the map;
- *  - at build time, what a record cannot change is decided once: a
- *    conditional()'s constant branch is selected directly (no register
- *    written per record), `x == "a" || x == "b"` is one set test, and
- *    what no root reads any more is dropped;
- *  - instructions run as batches of one opcode each, ordered to make as
- *    few batches as dependencies allow; batches are threaded (computed
- *    goto), and registers are numbered in instruction order, so no
- *    instruction names or loads its destination;
- *  - a guarded plan (a rule) orders its guard's instructions first and
+ *  - instructions are sorted by (depth, opcode) and run as batches of one
+ *    opcode each, so there is one dispatch per batch, not per instruction;
+ *  - a guarded plan (a rule) sorts its guard's instructions first and
  *    stops after them when the guard does not hold.
  *
- * On the seed (bench_expr) this is ~975 instructions per expr_plan_eval()
- * (~1,130 before the build-time rewrites and threading); expr_eval_batch()
- * + expr_result() take ~3,200.
+ * On the seed (bench_expr) this is ~1,800 instructions per record where
+ * expr_eval_batch() + expr_result() took ~3,300, about half the time.
  *
  * Only pure operators are flattened (loads, `|` of loads or of one map key
  * ending in a constant, == and !=, !, &&, ||, conditional): evaluating
@@ -49,72 +42,49 @@
 #include <string.h>
 
 enum pop {
-	P_CONST,   /* r = k */
-	P_LOAD,	   /* r = the slot's value, NULL if absent or mistyped */
-	P_LOAD_K,  /* r = slot present ? its typed value : k */
-	P_LOAD_R,  /* r = slot present ? its typed value : r[b] */
-	P_MAPKEYS, /* keys[a .. a+decl) of the map in the slot, one pass,
-		      into decl consecutive registers; b has a bit per key,
-		      c is the group (its length buckets) */
-	P_IN_KS,   /* r = r[a] is one of the strings klist[b .. b+c)
-		      (F_NEG: none of them) */
-	P_EQ_KS,   /* r = r[a] == k, both strings (F_NEG: !=) */
-	P_EQ_K,	   /* r = r[a] == k, any types (F_NEG: !=) */
-	P_EQ,	   /* r = r[a] == r[b] (F_NEG: !=) */
-	P_NOT,	   /* r = !r[a] */
-	P_AND,	   /* r = r[a] && r[b] */
-	P_LOR,	   /* r = r[a] || r[b] */
-	P_COND,	   /* r = r[a] ? r[b] : r[c] */
-	P_COND_KR, /* r = r[a] ? consts[b] : r[c] */
-	P_COND_RK, /* r = r[a] ? r[b] : consts[c] */
-	P_COND_KK, /* r = r[a] ? consts[b] : consts[c] */
-	P_NODE,	   /* r = general evaluation of expression a, into vals[b] */
+	P_CONST,   /* r[dst] = k */
+	P_LOAD,	   /* r[dst] = slot c's value, NULL if absent or mistyped */
+	P_LOAD_K,  /* r[dst] = slot c present ? its typed value : k */
+	P_LOAD_R,  /* r[dst] = slot c present ? its typed value : r[a] */
+	P_MAPKEY,  /* build time only: merged into P_MAPKEYS */
+	P_MAPKEYS, /* keys[a .. a+n) of the map in slot c, one pass; b is
+		      the group (its length buckets) */
+	P_EQ_KS,   /* r[dst] = r[a] == k, both strings (F_NEG: !=) */
+	P_EQ_K,	   /* r[dst] = r[a] == k, any types (F_NEG: !=) */
+	P_EQ,	   /* r[dst] = r[a] == r[b] (F_NEG: !=) */
+	P_NOT,	   /* r[dst] = !r[a] */
+	P_AND,	   /* r[dst] = r[a] && r[b] */
+	P_LOR,	   /* r[dst] = r[a] || r[b] */
+	P_COND,	   /* r[dst] = r[a] ? r[b] : r[c] */
+	P_NODE,	   /* r[dst] = general evaluation of expression a, into
+		      vals[b] */
 	P_GUARD,   /* a run of its own after the guard's instructions: stop
 		      unless the guard holds */
-	P_END,	   /* the last run */
-	P_MAPKEY,  /* build time only: merged into P_MAPKEYS */
 	P_COUNT_
 };
 
 #define F_NEG 1
 
-/*
- * One instruction, 16 bytes: four per cache line. The destination is
- * implicit: registers are numbered in instruction order, so a run of
- * instructions writes a run of consecutive registers (MAPKEYS one per
- * key) and no instruction carries or loads its destination.
- */
+/* One instruction, 32 bytes: two per cache line. */
 struct pinsn {
-	uint16_t slot; /* loads, P_MAPKEYS: the attribute's slot */
-	uint8_t decl;  /* loads: the slot's declared type */
-	uint8_t flags; /* F_NEG; loads: the slot's word in present[] */
-	uint32_t a;    /* loads: the slot's value's byte offset in the
-			  table, which the evaluator adds to the table
-			  pointer; P_LOAD_R's operand is b */
-	union {
-		const struct attr_value *k;
-		struct {
-			uint32_t b, c;
-		};
-	};
+	uint8_t op;
+	uint8_t flags;
+	uint8_t decl;	 /* loads: the slot's declared type */
+	uint8_t word;	 /* loads: the slot's word in attr_table.present */
+	uint16_t accept; /* loads: runtime types the declared type takes */
+	uint16_t n;	 /* P_MAPKEYS: keys */
+	uint32_t dst, a, b, c; /* loads: c is the slot, b its byte offset in
+				  the table */
+	const struct attr_value *k;
 };
 
-/*
- * A key of a P_MAPKEYS, 32 bytes, with its bytes as key_hit() compares
- * them: a key of up to 8 bytes is the last @klen bytes of w0, w1 the mask
- * that keeps them; one of 9 to 16 bytes is w0 (its first 8 bytes) and w1
- * (its last 8); a longer one is compared from @key.
- */
 struct pkey {
-	union {
-		struct {
-			uint64_t w0, w1;
-		};
-		const char *key;
-	};
-	const struct attr_value *dflt;
+	const char *key;
 	uint32_t klen;
+	uint32_t dst;
+	uint32_t val; /* index in the record's vals */
 	uint8_t next; /* next key of the group in this length bucket */
+	const struct attr_value *dflt;
 };
 
 #define NO_KEY 0xff
@@ -127,11 +97,10 @@ struct pgroup {
 	uint8_t first[LEN_BUCKETS]; /* first key (within the group) or NO_KEY */
 };
 
-/* A batch of instructions of one opcode: one dispatch for all. A run
- * starts where the previous one ended, and so do its registers. */
+/* A batch of instructions of one opcode: one dispatch for all. */
 struct prun {
-	const struct pinsn *end;
 	uint32_t op;
+	const struct pinsn *start, *end;
 };
 
 struct expr_plan {
@@ -140,12 +109,11 @@ struct expr_plan {
 	uint32_t n_insns;
 	struct prun *runs;
 	uint32_t n_runs;
-	struct pkey *keys; /* key i's value lives in vals[i] */
+	struct pkey *keys;
 	uint32_t n_keys;
-	struct pgroup *groups; /* per P_MAPKEYS, in->c */
+	struct pgroup *groups; /* per P_MAPKEYS, in->b */
 	struct attr_value *consts;
 	uint32_t n_consts;
-	const struct attr_value **klist; /* P_IN_KS's strings */
 	uint32_t n_regs;
 	uint32_t n_vals; /* attr_values taken from the arena per record */
 	uint32_t n_roots;
@@ -162,35 +130,31 @@ static const struct attr_value k_true = {.type = ATTR_BOOL, .b = true};
 
 /* ---- building ------------------------------------------------------------ */
 
-/* An instruction while building. Its register is dst, fixed at creation
- * (operands always have lower registers than their users); finish()
- * renumbers the registers once the instructions are in their final order.
- * Operand fields as in struct pinsn, but registers and constant indexes
- * (kidx, and b/c of P_COND_K*) are 32-bit. */
+/* An instruction while building: register i is produced by bi[i]. */
 struct pbi {
-	uint8_t op;
-	uint8_t flags;
-	uint8_t decl;
-	uint8_t part;	/* 0: the guard's instructions, 1: the others */
-	uint32_t slot;
-	uint32_t a, b, c;
-	uint32_t dst;
+	struct pinsn in;
+	uint32_t level; /* 1 + the deepest operand; leaves 0 */
 	uint32_t kidx;	/* k as an index in consts, or NO_NODE */
 	uint32_t key;	/* P_MAPKEY: the key as an index in consts */
 	const struct attr_value *keyv; /* P_MAPKEY: the key (program's) */
+	uint8_t part; /* 0: the guard's instructions, 1: the others */
 };
 
 struct pbuild {
 	struct expr_plan *pl;
 	struct pbi *bi;
 	uint32_t n, cap, cap_consts;
-	uint32_t n_regs; /* registers created (b->n before anything is
-			    dropped) */
-	uint32_t *kl;	 /* P_IN_KS's constants, as indexes in consts */
-	uint32_t n_kl, cap_kl;
 	uint8_t part; /* of the instructions now emitted */
 	bool oom;
 };
+
+static uint16_t accept_mask(unsigned decl)
+{
+	if (attr_type_is_string((enum attr_type)decl))
+		return (uint16_t)(1u << ATTR_STRING | 1u << ATTR_EMAIL |
+				  1u << ATTR_URI | 1u << ATTR_DNS_NAME);
+	return decl < 16 ? (uint16_t)(1u << decl) : 0;
+}
 
 static bool same_const(const struct attr_value *a, const struct attr_value *b)
 {
@@ -236,15 +200,15 @@ static uint32_t add_const(struct pbuild *b, const struct attr_value *k)
 
 static bool same_insn(const struct pbi *x, const struct pbi *y)
 {
-	return x->op == y->op && x->flags == y->flags && x->slot == y->slot &&
-	       x->a == y->a && x->b == y->b && x->c == y->c &&
+	return x->in.op == y->in.op && x->in.flags == y->in.flags &&
+	       x->in.a == y->in.a && x->in.b == y->in.b && x->in.c == y->in.c &&
 	       x->kidx == y->kidx && x->key == y->key;
 }
 
 /* Append @x (or find an identical instruction) and return its register. */
 static uint32_t add_insn(struct pbuild *b, struct pbi *x)
 {
-	if (x->op != P_NODE)
+	if (x->in.op != P_NODE)
 		for (uint32_t i = 0; i < b->n; i++)
 			if (same_insn(&b->bi[i], x))
 				return i;
@@ -258,17 +222,26 @@ static uint32_t add_insn(struct pbuild *b, struct pbi *x)
 		b->bi = n;
 		b->cap = cap;
 	}
-	x->dst = b->n;
+	x->in.dst = b->n;
 	x->part = b->part;
 	b->bi[b->n] = *x;
 	return b->n++;
 }
 
+static uint32_t level_of(const struct pbuild *b, uint32_t r1, uint32_t r2,
+			 uint32_t r3)
+{
+	uint32_t l = b->bi[r1].level;
+	if (r2 != NO_NODE && b->bi[r2].level > l)
+		l = b->bi[r2].level;
+	if (r3 != NO_NODE && b->bi[r3].level > l)
+		l = b->bi[r3].level;
+	return l + 1;
+}
+
 static struct pbi new_pbi(void)
 {
-	return (struct pbi){.a = NO_NODE,
-			    .b = NO_NODE,
-			    .c = NO_NODE,
+	return (struct pbi){.in = {.a = NO_NODE, .b = NO_NODE, .c = NO_NODE},
 			    .kidx = NO_NODE,
 			    .key = NO_NODE};
 }
@@ -287,21 +260,22 @@ static bool lower(struct pbuild *b, uint32_t ni, uint32_t *reg)
 
 	switch ((enum expr_op)e->op) {
 	case OP_CONST:
-		x.op = P_CONST;
+		x.in.op = P_CONST;
 		x.kidx = add_const(b, &e->k);
 		break;
 	case OP_LOAD:
-		x.op = P_LOAD; /* no fallback: absent is a failure */
-		x.slot = e->a;
-		x.decl = e->type;
+		x.in.op = P_LOAD; /* no fallback: absent is a failure */
+		x.in.c = e->a;
+		x.in.decl = e->type;
+		x.in.accept = accept_mask(e->type);
 		break;
 	case OP_OR: {
 		const uint32_t *ops = p->args + e->a;
 		const struct enode *last = &p->nodes[ops[e->n - 1]];
 		if (e->flags & NF_MAPKEY_K) {
 			const struct enode *ix = &p->nodes[ops[0]];
-			x.op = P_MAPKEY;
-			x.slot = p->nodes[ix->a].a;
+			x.in.op = P_MAPKEY;
+			x.in.c = p->nodes[ix->a].a;
 			x.keyv = &ix->k;
 			x.key = add_const(b, &ix->k); /* dedup by value */
 			x.kidx = add_const(b, &last->k);
@@ -315,14 +289,16 @@ static bool lower(struct pbuild *b, uint32_t ni, uint32_t *reg)
 		for (uint32_t i = e->n - 1; i-- > 0;) {
 			const struct enode *ld = &p->nodes[ops[i]];
 			struct pbi y = new_pbi();
-			y.slot = ld->a;
-			y.decl = ld->type;
+			y.in.c = ld->a;
+			y.in.decl = ld->type;
+			y.in.accept = accept_mask(ld->type);
 			if (r == NO_NODE) {
-				y.op = P_LOAD_K;
+				y.in.op = P_LOAD_K;
 				y.kidx = kidx;
 			} else {
-				y.op = P_LOAD_R;
-				y.a = r;
+				y.in.op = P_LOAD_R;
+				y.in.a = r;
+				y.level = level_of(b, r, NO_NODE, NO_NODE);
 			}
 			r = add_insn(b, &y);
 			if (b->oom)
@@ -335,45 +311,52 @@ static bool lower(struct pbuild *b, uint32_t ni, uint32_t *reg)
 	case OP_NE_K:
 		if (!lower(b, e->a, &ra))
 			return false;
-		x.op = attr_type_is_string((enum attr_type)p->nodes[e->a].type) &&
-				       attr_type_is_string((enum attr_type)e->k.type)
-			       ? P_EQ_KS
-			       : P_EQ_K;
-		x.flags = e->op == OP_NE_K ? F_NEG : 0;
-		x.a = ra;
+		x.in.op = attr_type_is_string(
+				  (enum attr_type)p->nodes[e->a].type) &&
+					  attr_type_is_string(
+						  (enum attr_type)e->k.type)
+				  ? P_EQ_KS
+				  : P_EQ_K;
+		x.in.flags = e->op == OP_NE_K ? F_NEG : 0;
+		x.in.a = ra;
 		x.kidx = add_const(b, &e->k);
+		x.level = level_of(b, ra, NO_NODE, NO_NODE);
 		break;
 	case OP_EQ:
 	case OP_NE:
 		if (!lower(b, e->a, &ra) || !lower(b, e->b, &rb))
 			return false;
-		x.op = P_EQ;
-		x.flags = e->op == OP_NE ? F_NEG : 0;
-		x.a = ra;
-		x.b = rb;
+		x.in.op = P_EQ;
+		x.in.flags = e->op == OP_NE ? F_NEG : 0;
+		x.in.a = ra;
+		x.in.b = rb;
+		x.level = level_of(b, ra, rb, NO_NODE);
 		break;
 	case OP_NOT:
 		if (!lower(b, e->a, &ra))
 			return false;
-		x.op = P_NOT;
-		x.a = ra;
+		x.in.op = P_NOT;
+		x.in.a = ra;
+		x.level = level_of(b, ra, NO_NODE, NO_NODE);
 		break;
 	case OP_AND:
 	case OP_LOR:
 		if (!lower(b, e->a, &ra) || !lower(b, e->b, &rb))
 			return false;
-		x.op = e->op == OP_AND ? P_AND : P_LOR;
-		x.a = ra;
-		x.b = rb;
+		x.in.op = e->op == OP_AND ? P_AND : P_LOR;
+		x.in.a = ra;
+		x.in.b = rb;
+		x.level = level_of(b, ra, rb, NO_NODE);
 		break;
 	case OP_COND:
 		if (!lower(b, e->a, &ra) || !lower(b, e->b, &rb) ||
 		    !lower(b, e->c, &rc))
 			return false;
-		x.op = P_COND;
-		x.a = ra;
-		x.b = rb;
-		x.c = rc;
+		x.in.op = P_COND;
+		x.in.a = ra;
+		x.in.b = rb;
+		x.in.c = rc;
+		x.level = level_of(b, ra, rb, rc);
 		break;
 	default:
 		return false;
@@ -384,169 +367,28 @@ static bool lower(struct pbuild *b, uint32_t ni, uint32_t *reg)
 	return !b->oom;
 }
 
-/* A comparison of r[a] with string constants: one == k (or != k when
- * @neg), or a P_IN_KS already built from such comparisons. */
-static bool is_kset(const struct pbi *x, uint8_t neg)
+static int pbi_cmp(const void *x, const void *y)
 {
-	return (x->op == P_EQ_KS || x->op == P_IN_KS) &&
-	       (x->flags & F_NEG) == neg;
-}
-
-/* Append @x's constants (one, or a P_IN_KS's list) to b->kl. */
-static void kset_append(struct pbuild *b, const struct pbi *x)
-{
-	uint32_t n = x->op == P_IN_KS ? x->c : 1;
-	if (b->n_kl + n > b->cap_kl) {
-		uint32_t cap = b->cap_kl ? b->cap_kl * 2 : 16;
-		while (cap < b->n_kl + n)
-			cap *= 2;
-		uint32_t *kl = realloc(b->kl, cap * sizeof *kl);
-		if (!kl) {
-			b->oom = true;
-			return;
-		}
-		b->kl = kl;
-		b->cap_kl = cap;
-	}
-	for (uint32_t i = 0; i < n; i++)
-		b->kl[b->n_kl++] = x->op == P_IN_KS ? b->kl[x->b + i] : x->kidx;
-}
-
-/*
- * Rewrite instructions into cheaper equivalents, now that every operand
- * is known (operands precede their users, so one pass in register order
- * sees an operand's final form before its users):
- *  - a conditional() whose branch is a constant selects the constant
- *    directly: the P_CONST register is no longer written per record;
- *  - `x == "a" || x == "b" || ...` (the seed's rule match) is one
- *    P_IN_KS, and so is `x != "a" && x != "b"` negated: both comparisons
- *    fail together (when x does), so the short circuit is the set test.
- * What no root reads any more is dropped by prune().
- */
-static void rewrite(struct pbuild *b)
-{
-	for (uint32_t i = 0; i < b->n && !b->oom; i++) {
-		struct pbi *x = &b->bi[i];
-		if (x->op == P_COND) {
-			bool kb = b->bi[x->b].op == P_CONST;
-			bool kc = b->bi[x->c].op == P_CONST;
-			if (kb)
-				x->b = b->bi[x->b].kidx;
-			if (kc)
-				x->c = b->bi[x->c].kidx;
-			x->op = kb ? (kc ? P_COND_KK : P_COND_KR)
-				   : (kc ? P_COND_RK : P_COND);
-			continue;
-		}
-		if (x->op != P_LOR && x->op != P_AND)
-			continue;
-		uint8_t neg = x->op == P_AND ? F_NEG : 0;
-		const struct pbi *l = &b->bi[x->a], *r = &b->bi[x->b];
-		if (!is_kset(l, neg) || !is_kset(r, neg) || l->a != r->a)
-			continue;
-		uint32_t start = b->n_kl;
-		kset_append(b, l);
-		kset_append(b, r);
-		x->op = P_IN_KS;
-		x->flags = neg;
-		x->a = l->a;
-		x->b = start;
-		x->c = b->n_kl - start;
-	}
-}
-
-/* The registers instruction @x reads, into @ops; returns how many. */
-static unsigned operands(const struct pbi *x, uint32_t ops[3])
-{
-	switch (x->op) {
-	case P_LOAD_R:
-	case P_IN_KS:
-	case P_EQ_KS:
-	case P_EQ_K:
-	case P_NOT:
-	case P_COND_KK:
-		ops[0] = x->a;
-		return 1;
-	case P_EQ:
-	case P_AND:
-	case P_LOR:
-	case P_COND_RK:
-		ops[0] = x->a;
-		ops[1] = x->b;
-		return 2;
-	case P_COND_KR:
-		ops[0] = x->a;
-		ops[1] = x->c;
-		return 2;
-	case P_COND:
-		ops[0] = x->a;
-		ops[1] = x->b;
-		ops[2] = x->c;
-		return 3;
-	default:
-		return 0;
-	}
-}
-
-/* Drop the instructions no root reads (what rewrite() made dead, and what
- * a root lowered to P_NODE had emitted before giving up). Registers keep
- * their numbers until finish() renumbers them. */
-static int prune(struct pbuild *b)
-{
-	struct expr_plan *pl = b->pl;
-	bool *live = calloc(b->n + 1, sizeof *live);
-	if (!live)
-		return -1;
-	for (uint32_t j = 0; j < pl->n_roots; j++)
-		live[pl->root_reg[j]] = true;
-	for (uint32_t i = b->n; i-- > 0;) {
-		uint32_t ops[3];
-		if (!live[i])
-			continue;
-		for (unsigned k = operands(&b->bi[i], ops); k-- > 0;)
-			live[ops[k]] = true;
-	}
-	uint32_t w = 0;
-	for (uint32_t i = 0; i < b->n; i++)
-		if (live[i])
-			b->bi[w++] = b->bi[i];
-	b->n = w;
-	free(live);
-	return 0;
-}
-
-/* Fill @k's compare words (struct pkey), byte by byte: the same on
- * either endianness. */
-static void key_words(struct pkey *k, const char *key)
-{
-	uint8_t w[8] = {0}, m[8] = {0};
-	if (k->klen > 16) {
-		k->key = key;
-		return;
-	}
-	if (k->klen > 8) {
-		memcpy(&k->w0, key, 8);
-		memcpy(&k->w1, key + k->klen - 8, 8);
-		return;
-	}
-	if (k->klen) { /* an empty key: mask 0, any 0-byte key is it */
-		memcpy(w + 8 - k->klen, key, k->klen);
-		memset(m + 8 - k->klen, 0xff, k->klen);
-	}
-	memcpy(&k->w0, w, 8);
-	memcpy(&k->w1, m, 8);
+	const struct pbi *a = x, *b = y;
+	if (a->part != b->part)
+		return a->part < b->part ? -1 : 1;
+	if (a->level != b->level)
+		return a->level < b->level ? -1 : 1;
+	if (a->in.op != b->in.op)
+		return a->in.op < b->in.op ? -1 : 1;
+	/* stable: by register, i.e. emission order */
+	return a->in.dst < b->in.dst ? -1 : a->in.dst > b->in.dst;
 }
 
 /* Merge the P_MAPKEYs reading one slot into P_MAPKEYS of up to 32 keys
  * each (the found-set is a 32-bit mask): one pass over the map per
- * record instead of one per key. A key's register is in keys[].dst until
- * finish() renumbers. */
-static int merge_mapkeys(struct pbuild *b, uint32_t *key_dst)
+ * record instead of one per key. */
+static int merge_mapkeys(struct pbuild *b)
 {
 	struct expr_plan *pl = b->pl;
 	uint32_t nk = 0;
 	for (uint32_t i = 0; i < b->n; i++)
-		nk += b->bi[i].op == P_MAPKEY;
+		nk += b->bi[i].in.op == P_MAPKEY;
 	if (!nk)
 		return 0;
 	pl->keys = calloc(nk, sizeof *pl->keys);
@@ -561,7 +403,7 @@ static int merge_mapkeys(struct pbuild *b, uint32_t *key_dst)
 	uint32_t w = 0, ng = 0;
 	for (uint32_t i = 0; i < b->n; i++) {
 		const struct pbi *x = &b->bi[i];
-		if (x->op != P_MAPKEY) {
+		if (x->in.op != P_MAPKEY) {
 			out[w++] = *x;
 			continue;
 		}
@@ -570,38 +412,38 @@ static int merge_mapkeys(struct pbuild *b, uint32_t *key_dst)
 		struct pbi *g = NULL;
 		for (uint32_t j = i; j < b->n; j++) {
 			const struct pbi *m = &b->bi[j];
-			if (m->op != P_MAPKEY || m->slot != x->slot ||
+			if (m->in.op != P_MAPKEY || m->in.c != x->in.c ||
 			    m->part != x->part || done[j])
 				continue;
-			if (!g || g->b == 32) {
+			if (!g || g->in.n == 32) {
 				g = &out[w++];
 				*g = new_pbi();
-				g->op = P_MAPKEYS;
-				g->slot = x->slot;
-				g->a = pl->n_keys;
-				g->b = 0;
-				g->c = ng++;
-				g->dst = x->dst;
+				g->in.op = P_MAPKEYS;
+				g->in.c = x->in.c;
+				g->in.a = pl->n_keys;
+				g->in.b = ng++;
+				g->in.dst = NO_NODE;
 				g->part = x->part;
-				memset(pl->groups[g->c].first, NO_KEY,
+				memset(pl->groups[g->in.b].first, NO_KEY,
 				       LEN_BUCKETS);
 			}
-			uint32_t ki = pl->n_keys++;
-			struct pkey *k = &pl->keys[ki];
+			struct pkey *k = &pl->keys[pl->n_keys++];
+			k->key = m->keyv->s;
 			k->klen = m->keyv->len;
-			key_words(k, m->keyv->s);
+			k->dst = m->in.dst;
+			k->val = pl->n_vals++;
 			k->dflt = &pl->consts[m->kidx]; /* consts are final */
-			key_dst[ki] = m->dst;
 			/* append to its length bucket, keeping key order */
 			uint8_t *link =
-				&pl->groups[g->c].first[k->klen < LEN_BUCKETS - 1
-								? k->klen
-								: LEN_BUCKETS - 1];
+				&pl->groups[g->in.b]
+					 .first[k->klen < LEN_BUCKETS - 1
+							? k->klen
+							: LEN_BUCKETS - 1];
 			while (*link != NO_KEY)
-				link = &pl->keys[g->a + *link].next;
-			*link = (uint8_t)g->b;
+				link = &pl->keys[g->in.a + *link].next;
+			*link = (uint8_t)g->in.n;
 			k->next = NO_KEY;
-			g->b++;
+			g->in.n++;
 			done[j] = true;
 		}
 	}
@@ -609,226 +451,50 @@ static int merge_mapkeys(struct pbuild *b, uint32_t *key_dst)
 	free(done);
 	b->bi = out;
 	b->n = w;
-	pl->n_vals = pl->n_keys;
 	return 0;
-}
-
-/* Number the registers in instruction order and point every reference at
- * the new numbers. */
-static int renumber(struct pbuild *b, const uint32_t *key_dst)
-{
-	struct expr_plan *pl = b->pl;
-	uint32_t *nr = malloc((b->n_regs + 1) * sizeof *nr);
-	if (!nr)
-		return -1;
-	uint32_t next = 0;
-	for (uint32_t i = 0; i < b->n; i++) {
-		struct pbi *x = &b->bi[i];
-		if (x->op == P_MAPKEYS) {
-			x->dst = next;
-			for (uint32_t k = 0; k < x->b; k++)
-				nr[key_dst[x->a + k]] = next++;
-		} else {
-			nr[x->dst] = next;
-			x->dst = next++;
-		}
-	}
-	for (uint32_t i = 0; i < b->n; i++) {
-		struct pbi *x = &b->bi[i];
-		switch (x->op) {
-		case P_LOAD_R:
-		case P_IN_KS:
-		case P_EQ_KS:
-		case P_EQ_K:
-		case P_NOT:
-		case P_COND_KK:
-			x->a = nr[x->a];
-			break;
-		case P_EQ:
-		case P_AND:
-		case P_LOR:
-		case P_COND_RK:
-			x->a = nr[x->a];
-			x->b = nr[x->b];
-			break;
-		case P_COND_KR:
-			x->a = nr[x->a];
-			x->c = nr[x->c];
-			break;
-		case P_COND:
-			x->a = nr[x->a];
-			x->b = nr[x->b];
-			x->c = nr[x->c];
-			break;
-		default:
-			break;
-		}
-	}
-	for (uint32_t j = 0; j < pl->n_roots; j++)
-		pl->root_reg[j] = nr[pl->root_reg[j]];
-	for (size_t i = 0; i < pl->n_uses; i++)
-		pl->use_reg[i] = nr[pl->use_reg[i]];
-	if (pl->guard_reg != NO_NODE)
-		pl->guard_reg = nr[pl->guard_reg];
-	pl->n_regs = next;
-	free(nr);
-	return 0;
-}
-
-/*
- * Order the instructions into as few runs as a valid order allows, the
- * guard's part first: repeatedly take the opcode with the most
- * instructions whose operands are computed, and emit every instruction of
- * that opcode that is or becomes ready (a `|` chain's P_LOAD_Rs in one
- * run). Sorting by depth would split an opcode over every depth it
- * occurs at; each run costs a dispatch per record.
- */
-static int schedule(struct pbuild *b, const uint32_t *key_dst)
-{
-	uint32_t n = b->n;
-	uint32_t *at = malloc((b->n_regs + 1) * sizeof *at); /* reg -> insn */
-	bool *done = calloc(n + 1, sizeof *done);
-	struct pbi *out = calloc(n + 1, sizeof *out);
-	int rc = -1;
-	if (!at || !done || !out)
-		goto out;
-	for (uint32_t i = 0; i < n; i++) {
-		const struct pbi *x = &b->bi[i];
-		if (x->op == P_MAPKEYS)
-			for (uint32_t k = 0; k < x->b; k++)
-				at[key_dst[x->a + k]] = i;
-		else
-			at[x->dst] = i;
-	}
-	uint32_t w = 0;
-	for (uint8_t part = 0; part < 2; part++) {
-		for (;;) {
-			uint32_t count[P_COUNT_] = {0}, ops[3];
-			for (uint32_t i = 0; i < n; i++) {
-				const struct pbi *x = &b->bi[i];
-				bool ready = !done[i] && x->part == part;
-				for (unsigned k = ready ? operands(x, ops) : 0;
-				     k-- > 0;)
-					ready &= done[at[ops[k]]];
-				count[x->op] += ready;
-			}
-			unsigned op = P_COUNT_;
-			for (unsigned o = 0; o < P_COUNT_; o++)
-				if (count[o] &&
-				    (op == P_COUNT_ || count[o] > count[op]))
-					op = o;
-			if (op == P_COUNT_)
-				break;
-			for (bool more = true; more;) {
-				more = false;
-				for (uint32_t i = 0; i < n; i++) {
-					const struct pbi *x = &b->bi[i];
-					bool ready = !done[i] && x->op == op &&
-						     x->part == part;
-					for (unsigned k = ready ? operands(x, ops)
-								: 0;
-					     k-- > 0;)
-						ready &= done[at[ops[k]]];
-					if (!ready)
-						continue;
-					out[w++] = *x;
-					done[i] = more = true;
-				}
-			}
-		}
-	}
-	free(b->bi);
-	b->bi = out;
-	out = NULL;
-	rc = 0;
-out:
-	free(at);
-	free(done);
-	free(out);
-	return rc;
 }
 
 static int finish(struct pbuild *b)
 {
 	struct expr_plan *pl = b->pl;
-	uint32_t *key_dst = malloc((b->n + 1) * sizeof *key_dst);
-	int rc = -1;
-	if (!key_dst)
+	if (merge_mapkeys(b))
 		return -1;
-	rewrite(b);
-	if (b->oom || prune(b) || merge_mapkeys(b, key_dst) ||
-	    schedule(b, key_dst) || renumber(b, key_dst))
-		goto out;
-	pl->insns = calloc(b->n + 1, sizeof *pl->insns);
-	pl->runs = calloc(b->n + 3, sizeof *pl->runs);
-	pl->klist = calloc(b->n_kl + 1, sizeof *pl->klist);
-	if (!pl->insns || !pl->runs || !pl->klist)
-		goto out;
-	for (uint32_t i = 0; i < b->n_kl; i++)
-		pl->klist[i] = &pl->consts[b->kl[i]];
+	if (b->n)
+		qsort(b->bi, b->n, sizeof *b->bi, pbi_cmp);
+	pl->insns = calloc(b->n ? b->n : 1, sizeof *pl->insns);
+	pl->runs = calloc(b->n + 1, sizeof *pl->runs);
+	if (!pl->insns || !pl->runs)
+		return -1;
 	for (uint32_t i = 0; i < b->n; i++) {
-		const struct pbi *x = &b->bi[i];
 		struct pinsn *in = &pl->insns[i];
-		in->slot = (uint16_t)x->slot;
-		in->decl = x->decl;
-		in->flags = x->flags;
-		in->a = x->a;
-		switch (x->op) {
-		case P_LOAD:
-		case P_LOAD_K:
-		case P_LOAD_R:
-			in->flags = (uint8_t)(x->slot >> 6);
-			in->a = (uint32_t)(offsetof(struct attr_table, v) +
-					   x->slot * sizeof(struct attr_value));
-			if (x->op == P_LOAD_R)
-				in->b = x->a;
-			else
-				in->k = x->op == P_LOAD_K ? &pl->consts[x->kidx]
-							  : NULL;
-			break;
-		case P_CONST:
-		case P_EQ_KS:
-		case P_EQ_K:
-			in->k = &pl->consts[x->kidx];
-			break;
-		case P_NODE:
-			/* its value after the keys' */
-			in->b = pl->n_vals++;
-			break;
-		case P_MAPKEYS:
-			/* the count (at most 32) and a bit per key */
-			in->decl = (uint8_t)x->b;
-			in->b = x->b == 32 ? ~0u : (1u << x->b) - 1;
-			in->c = x->c;
-			break;
-		default:
-			in->b = x->b;
-			in->c = x->c;
-			break;
+		*in = b->bi[i].in;
+		in->k = b->bi[i].kidx == NO_NODE ? NULL
+						 : &pl->consts[b->bi[i].kidx];
+		if (in->op == P_LOAD || in->op == P_LOAD_K ||
+		    in->op == P_LOAD_R) {
+			/* the evaluator adds these to the table pointer
+			 * instead of scaling the slot */
+			in->word = (uint8_t)(in->c >> 6);
+			in->b = (uint32_t)(offsetof(struct attr_table, v) +
+					   in->c * sizeof(struct attr_value));
 		}
-		if (pl->guard_reg != NO_NODE && x->part == 1 &&
+		if (pl->guard_reg != NO_NODE && b->bi[i].part == 1 &&
 		    (i == 0 || b->bi[i - 1].part == 0))
-			pl->runs[pl->n_runs++] =
-				(struct prun){.op = P_GUARD, .end = in};
+			pl->runs[pl->n_runs++] = (struct prun){.op = P_GUARD};
 		struct prun *last =
 			pl->n_runs ? &pl->runs[pl->n_runs - 1] : NULL;
-		if (last && last->op == x->op) {
+		if (last && last->op == in->op && last->end == in) {
 			last->end++;
 			continue;
 		}
 		pl->runs[pl->n_runs++] =
-			(struct prun){.op = x->op, .end = in + 1};
+			(struct prun){.op = in->op, .start = in, .end = in + 1};
 	}
-	const struct pinsn *end = pl->insns + b->n;
 	if (pl->guard_reg != NO_NODE &&
 	    (b->n == 0 || b->bi[b->n - 1].part == 0))
-		pl->runs[pl->n_runs++] = (struct prun){.op = P_GUARD, .end = end};
-	pl->runs[pl->n_runs++] = (struct prun){.op = P_END, .end = end};
+		pl->runs[pl->n_runs++] = (struct prun){.op = P_GUARD};
 	pl->n_insns = b->n;
-	rc = 0;
-out:
-	free(key_dst);
-	return rc;
+	return 0;
 }
 
 /* Add @id as a root of @pl (once): its register is root_reg[returned]. */
@@ -844,16 +510,17 @@ static int add_root(struct expr_plan *pl, struct pbuild *b, uint32_t id)
 		j++;
 	if (j < pl->n_roots)
 		return (int)j;
-	uint32_t reg;
+	uint32_t reg, mark = b->n;
 	bool node = !lower(b, p->exprs[id].root, &reg);
 	if (b->oom)
 		return -1;
 	if (node) {
-		/* what the failed lowering emitted is left for prune(): an
-		 * identical instruction found by a later root may be it */
+		/* drop what the failed lowering emitted: nothing reads it */
+		b->n = mark;
 		struct pbi x = new_pbi();
-		x.op = P_NODE;
-		x.a = id;
+		x.in.op = P_NODE;
+		x.in.a = id;
+		x.in.b = pl->n_vals++;
 		reg = add_insn(b, &x);
 		if (b->oom)
 			return -1;
@@ -899,16 +566,14 @@ struct expr_plan *expr_plan_create_guarded(const struct expr_program *p,
 			goto fail;
 		pl->use_reg[i] = pl->root_reg[j];
 	}
-	b.n_regs = b.n;
+	pl->n_regs = b.n;
 	/* consts no longer grow: the keys' default pointers are final */
 	if (finish(&b))
 		goto fail;
 	free(b.bi);
-	free(b.kl);
 	return pl;
 fail:
 	free(b.bi);
-	free(b.kl);
 	expr_plan_destroy(pl);
 	return NULL;
 }
@@ -928,7 +593,6 @@ void expr_plan_destroy(struct expr_plan *pl)
 	free(pl->keys);
 	free(pl->groups);
 	free(pl->consts);
-	free(pl->klist);
 	free(pl->root_reg);
 	free(pl->root_id);
 	free(pl->root_node);
@@ -954,35 +618,21 @@ uint32_t expr_plan_guard(const struct expr_plan *pl)
 /* ---- evaluation ------------------------------------------------------------
  */
 
-static inline bool has(const struct attr_table *t, unsigned slot)
+/* The value in slot in->c if present (NULL if mistyped, and *bad set), else
+ * @fb. The exact declared type is the one compare of the common case. */
+static inline __attribute__((always_inline)) const struct attr_value *
+load_or(const struct attr_table *t, const struct pinsn *in,
+	const struct attr_value *fb, bool *bad)
 {
-	return (t->present[slot >> 6] >> (slot & 63)) & 1;
-}
-
-/* A load's slot is present; its value. */
-static inline bool present(const struct attr_table *t, const struct pinsn *in)
-{
-	return (t->present[in->flags] >> (in->slot & 63)) & 1;
-}
-
-static inline const struct attr_value *at(const struct attr_table *t,
-					  const struct pinsn *in)
-{
-	return (const struct attr_value *)((const char *)t + in->a);
-}
-
-/* A load whose value's type is not exactly the declared one: the default
- * @fb if the slot is absent, the value if its type is string-like like the
- * declared one, else NULL (a type failure) with *@bad set. Out of line:
- * the hot loops keep one compare per load. */
-static __attribute__((noinline, cold)) const struct attr_value *
-load_slow(const struct attr_table *t, const struct pinsn *in,
-	  const struct attr_value *fb, bool *bad)
-{
-	if (!has(t, in->slot))
+	if (!((t->present[in->word] >> (in->c & 63)) & 1))
 		return fb;
-	if (type_ok(in->decl, t->v[in->slot].type))
-		return &t->v[in->slot];
+	const struct attr_value *v =
+		(const struct attr_value *)((const char *)t + in->b);
+	unsigned ty = v->type;
+	if (__builtin_expect(ty == in->decl, 1))
+		return v;
+	if (ty < 16 && ((in->accept >> ty) & 1))
+		return v;
 	*bad = true;
 	return NULL;
 }
@@ -992,6 +642,8 @@ load_slow(const struct attr_table *t, const struct pinsn *in,
  * key compare, taken or not. */
 static inline bool key_eq(const char *a, const char *b, uint32_t n)
 {
+	if (n <= 16)
+		return bytes_eq(a, b, n);
 	uint64_t d = 0, x, y;
 	uint32_t i = 0;
 	for (; i + 8 <= n; i += 8) {
@@ -1004,99 +656,55 @@ static inline bool key_eq(const char *a, const char *b, uint32_t n)
 	return (d | (x ^ y)) == 0;
 }
 
-/*
- * Is the map key at @k (@kl bytes, in a bucket of @key's length) @key? A
- * key of up to 8 bytes is one 8-byte load ending where the key ends: the
- * bytes before it are still the map's (its count and the entry's length
- * come first, 8 bytes before the first key), and the mask drops them.
- */
-static inline bool key_hit(const char *k, uint32_t kl, const struct pkey *key)
-{
-	uint64_t x, y;
-	if (kl <= 8) {
-		memcpy(&x, k + kl - 8, 8);
-		return ((x ^ key->w0) & key->w1) == 0;
-	}
-	if (kl <= 16) {
-		memcpy(&x, k, 8);
-		memcpy(&y, k + kl - 8, 8);
-		return ((x ^ key->w0) | (y ^ key->w1)) == 0;
-	}
-	return kl == key->klen && key_eq(k, key->key, kl);
-}
-
-/*
- * The keys @keys[j] (j in @pending, a bit per key) of the map @m
- * (present, a STRING_MAP of at least 4 bytes) into their registers @o[j],
- * values in @kv[j]: one walk with map_find()'s bounds checks, a key taking
- * its first occurrence as map_find() does, stopping once every key is
- * found; then the defaults of the keys not found. Out of line, with one
- * mask for both "found" and "done": inlined into the evaluator, the walk
- * spilled half of its registers around every map.
- */
-static __attribute__((noinline)) void
-map_walk(const struct attr_value *m, const uint8_t *first,
-	 const struct pkey *keys, const struct attr_value **o,
-	 struct attr_value *kv, uint32_t pending)
-{
-	const uint8_t *q = m->map, *end = q + m->len;
-	uint32_t n = get_u32le(q);
-	q += 4;
-	while (n--) {
-		/* map_entry()'s checks, each read only once it is in bounds */
-		size_t room = (size_t)(end - q);
-		if (room < 8)
-			break;
-		uint32_t kl = get_u32le(q);
-		if (room - 8 < kl)
-			break;
-		uint32_t vl = get_u32le(q + 4 + kl);
-		if (room - 8 - kl < vl)
-			break;
-		const char *k = (const char *)q + 4;
-		q += 8 + (size_t)kl + vl;
-		for (unsigned j = first[kl < LEN_BUCKETS - 1 ? kl
-							      : LEN_BUCKETS - 1];
-		     j != NO_KEY; j = keys[j].next) {
-			if (!(pending >> j & 1) || !key_hit(k, kl, &keys[j]))
-				continue;
-			/* field by field: a compound literal would also zero
-			 * the padding, two more stores */
-			kv[j].type = ATTR_STRING;
-			kv[j].len = vl;
-			kv[j].s = k + kl + 4;
-			o[j] = &kv[j];
-			pending &= ~(1u << j);
-			if (!pending)
-				return;
-		}
-	}
-	for (; pending; pending &= pending - 1)
-		o[__builtin_ctz(pending)] = keys[__builtin_ctz(pending)].dflt;
-}
-
-/* One P_MAPKEYS into @o[0 .. in->decl). Returns true if a register came
- * out NULL (the attribute is not a map). */
-static inline bool map_keys(const struct expr_plan *pl, const struct pinsn *in,
-			    const struct attr_table *t,
-			    const struct attr_value **o, struct attr_value *vals)
+/* Every key of one P_MAPKEYS: the defaults, then one walk of the map
+ * with map_find()'s bounds checks, a key taking its first occurrence as
+ * map_find() does. Returns true if a register came out NULL. */
+static bool map_keys(const struct expr_plan *pl, const struct pinsn *in,
+		     const struct attr_table *t, const struct attr_value **r,
+		     struct attr_value *vals)
 {
 	const struct pkey *keys = pl->keys + in->a;
-	uint32_t nk = in->decl;
-	const struct attr_value *m = &t->v[in->slot];
-	if (!has(t, in->slot) ||
-	    (m->type == ATTR_STRING_MAP && __builtin_expect(m->len < 4, 0))) {
-		/* absent, or too short to hold an entry */
-		for (uint32_t j = 0; j < nk; j++)
-			o[j] = keys[j].dflt;
+	uint32_t nk = in->n, slot = in->c;
+	for (uint32_t j = 0; j < nk; j++)
+		r[keys[j].dst] = keys[j].dflt;
+	if (!((t->present[slot >> 6] >> (slot & 63)) & 1))
 		return false;
-	}
+	const struct attr_value *m = &t->v[slot];
 	if (__builtin_expect(m->type != ATTR_STRING_MAP, 0)) {
 		for (uint32_t j = 0; j < nk; j++)
-			o[j] = NULL;
+			r[keys[j].dst] = NULL;
 		return true;
 	}
-	map_walk(m, pl->groups[in->c].first, keys, o, vals + in->a, in->b);
+	if (m->len < 4)
+		return false;
+	const uint8_t *first = pl->groups[in->b].first;
+	const uint8_t *q = m->map, *end = q + m->len;
+	uint32_t n = get_u32le(q), left = nk, found = 0;
+	q += 4;
+	while (n--) {
+		const char *k, *val;
+		uint32_t kl, vl;
+		if (!map_entry(&q, end, &k, &kl, &val, &vl))
+			break;
+		for (unsigned j =
+			     first[kl < LEN_BUCKETS - 1 ? kl : LEN_BUCKETS - 1];
+		     j != NO_KEY; j = keys[j].next) {
+			const struct pkey *key = &keys[j];
+			if (key->klen != kl || (found >> j & 1) ||
+			    !key_eq(k, key->key, kl))
+				continue;
+			/* field by field: a compound literal would also
+			 * zero the padding, two more stores per key */
+			struct attr_value *v = &vals[key->val];
+			v->type = ATTR_STRING;
+			v->len = vl;
+			v->s = val;
+			r[key->dst] = v;
+			found |= 1u << j;
+			if (--left == 0)
+				return false;
+		}
+	}
 	return false;
 }
 
@@ -1125,28 +733,9 @@ count_failures(const struct expr_plan *pl, uint32_t n_roots,
 	return failed;
 }
 
-/*
- * The runs are threaded, as the kernel's BPF interpreter threads its
- * instructions: each run ends by jumping straight to the next run's code
- * (computed goto), with no loop or range check around a switch. Operands
- * need no fields either: the instructions of consecutive runs are
- * consecutive in memory, and so are the registers they write (@o).
- */
 unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
 			struct expr_scratch *s, const struct attr_value **r)
 {
-	static const void *const go[P_COUNT_] = {
-		[P_CONST] = &&do_const,	     [P_LOAD] = &&do_load,
-		[P_LOAD_K] = &&do_load_k,    [P_LOAD_R] = &&do_load_r,
-		[P_MAPKEYS] = &&do_mapkeys,  [P_IN_KS] = &&do_in_ks,
-		[P_EQ_KS] = &&do_eq_ks,	     [P_EQ_K] = &&do_eq_k,
-		[P_EQ] = &&do_eq,	     [P_NOT] = &&do_not,
-		[P_AND] = &&do_and,	     [P_LOR] = &&do_lor,
-		[P_COND] = &&do_cond,	     [P_COND_KR] = &&do_cond_kr,
-		[P_COND_RK] = &&do_cond_rk,  [P_COND_KK] = &&do_cond_kk,
-		[P_NODE] = &&do_node,	     [P_GUARD] = &&do_guard,
-		[P_END] = &&do_end,
-	};
 	struct attr_value *vals = NULL;
 	if (pl->n_vals &&
 	    !(vals = expr_arena_take(s, pl->n_vals * sizeof *vals))) {
@@ -1156,165 +745,119 @@ unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
 		s->stats.fail[EXPR_E_NOMEM] += pl->n_roots;
 		return pl->n_roots;
 	}
-	const struct attr_value *consts = pl->consts;
-	const struct prun *ru = pl->runs;
-	const struct pinsn *in = pl->insns, *ie;
-	const struct attr_value **o = r;
 	/* set whenever a register comes out NULL (a NULL operand has set it
 	 * already): the roots are only scanned when it is */
 	bool bad = false;
-
-#define NEXT_RUN()                       \
-	do {                             \
-		ie = ru->end;            \
-		goto *go[(ru++)->op];    \
-	} while (0)
-
-	NEXT_RUN();
-do_const:
-	for (; in < ie; in++)
-		*o++ = in->k;
-	NEXT_RUN();
-do_load:
-	for (; in < ie; in++) {
-		const struct attr_value *v = NULL;
-		if (present(t, in)) {
-			v = at(t, in);
-			if (__builtin_expect(v->type != in->decl, 0))
-				v = load_slow(t, in, NULL, &bad);
-		} else {
-			bad = true;
+	for (const struct prun *ru = pl->runs, *re = ru + pl->n_runs; ru < re;
+	     ru++) {
+		const struct pinsn *in = ru->start, *ie = ru->end;
+		switch ((enum pop)ru->op) {
+		case P_CONST:
+			for (; in < ie; in++)
+				r[in->dst] = in->k;
+			break;
+		case P_LOAD:
+			for (; in < ie; in++) {
+				const struct attr_value *v =
+					load_or(t, in, NULL, &bad);
+				bad |= !v;
+				r[in->dst] = v;
+			}
+			break;
+		case P_LOAD_K:
+			for (; in < ie; in++)
+				r[in->dst] = load_or(t, in, in->k, &bad);
+			break;
+		case P_LOAD_R:
+			for (; in < ie; in++)
+				r[in->dst] = load_or(t, in, r[in->a], &bad);
+			break;
+		case P_MAPKEYS:
+			for (; in < ie; in++)
+				bad |= map_keys(pl, in, t, r, vals);
+			break;
+		case P_EQ_KS:
+			for (; in < ie; in++) {
+				const struct attr_value *x = r[in->a];
+				r[in->dst] = x ? as_bool(str_eq(x, in->k->s,
+								in->k->len) ^
+							 (in->flags & F_NEG))
+					       : NULL;
+			}
+			break;
+		case P_EQ_K:
+			for (; in < ie; in++) {
+				const struct attr_value *x = r[in->a];
+				r[in->dst] =
+					x ? as_bool(values_equal(x, in->k) ^
+						    (in->flags & F_NEG))
+					  : NULL;
+			}
+			break;
+		case P_EQ:
+			for (; in < ie; in++) {
+				const struct attr_value *x = r[in->a],
+							*y = r[in->b];
+				r[in->dst] =
+					x && y ? as_bool(values_equal(x, y) ^
+							 (in->flags & F_NEG))
+					       : NULL;
+			}
+			break;
+		case P_NOT:
+			for (; in < ie; in++) {
+				const struct attr_value *x = r[in->a];
+				r[in->dst] = x ? as_bool(!x->b) : NULL;
+			}
+			break;
+		case P_AND:
+			for (; in < ie; in++) {
+				const struct attr_value *x = r[in->a];
+				r[in->dst] = !x	    ? NULL
+					     : x->b ? r[in->b]
+						    : &k_false;
+			}
+			break;
+		case P_LOR:
+			for (; in < ie; in++) {
+				const struct attr_value *x = r[in->a];
+				r[in->dst] = !x	    ? NULL
+					     : x->b ? &k_true
+						    : r[in->b];
+			}
+			break;
+		case P_COND:
+			for (; in < ie; in++) {
+				const struct attr_value *x = r[in->a];
+				r[in->dst] = !x	    ? NULL
+					     : x->b ? r[in->b]
+						    : r[in->c];
+			}
+			break;
+		case P_NODE:
+			for (; in < ie; in++) {
+				struct attr_value *v = &vals[in->b];
+				int rc = expr_eval_root(pl->p, in->a, t, s, v);
+				bad |= rc != 0;
+				r[in->dst] = rc ? NULL : v;
+			}
+			break;
+		case P_GUARD: {
+			const struct attr_value *g = r[pl->guard_reg];
+			if (__builtin_expect(g && g->b, 1))
+				break;
+			/* not this rule's record: the guard was the only
+			 * expression evaluated */
+			s->stats.evals++;
+			return bad ? count_failures(pl, 1, t, s, r) : 0;
 		}
-		*o++ = v;
-	}
-	NEXT_RUN();
-do_load_k:
-	/* the slot or the default without a branch on presence, which
-	 * varies from record to record; then one compare with the declared
-	 * type, which the default also has unless it is another string-like
-	 * type (load_slow() sorts that out) */
-	for (; in < ie; in++) {
-		const struct attr_value *v = present(t, in) ? at(t, in) : in->k;
-		if (__builtin_expect(v->type != in->decl, 0))
-			v = load_slow(t, in, in->k, &bad);
-		*o++ = v;
-	}
-	NEXT_RUN();
-do_load_r:
-	for (; in < ie; in++) {
-		const struct attr_value *v = r[in->b];
-		if (present(t, in)) {
-			v = at(t, in);
-			if (__builtin_expect(v->type != in->decl, 0))
-				v = load_slow(t, in, NULL, &bad);
+		case P_MAPKEY:
+		case P_COUNT_:
+		default:
+			/* finish() emits neither: no range check on dispatch */
+			__builtin_unreachable();
 		}
-		*o++ = v;
 	}
-	NEXT_RUN();
-do_mapkeys:
-	for (; in < ie; in++) {
-		bad |= map_keys(pl, in, t, o, vals);
-		o += in->decl;
-	}
-	NEXT_RUN();
-do_in_ks:
-	for (; in < ie; in++) {
-		const struct attr_value *x = r[in->a];
-		if (!x) {
-			*o++ = NULL;
-			continue;
-		}
-		const struct attr_value *const *k = pl->klist + in->b;
-		bool hit = false;
-		for (uint32_t j = 0; j < in->c && !hit; j++)
-			hit = str_eq(x, k[j]->s, k[j]->len);
-		*o++ = as_bool(hit ^ (in->flags & F_NEG));
-	}
-	NEXT_RUN();
-do_eq_ks:
-	for (; in < ie; in++) {
-		const struct attr_value *x = r[in->a];
-		*o++ = x ? as_bool(str_eq(x, in->k->s, in->k->len) ^
-				   (in->flags & F_NEG))
-			 : NULL;
-	}
-	NEXT_RUN();
-do_eq_k:
-	for (; in < ie; in++) {
-		const struct attr_value *x = r[in->a];
-		*o++ = x ? as_bool(values_equal(x, in->k) ^ (in->flags & F_NEG))
-			 : NULL;
-	}
-	NEXT_RUN();
-do_eq:
-	for (; in < ie; in++) {
-		const struct attr_value *x = r[in->a], *y = r[in->b];
-		*o++ = x && y ? as_bool(values_equal(x, y) ^
-					(in->flags & F_NEG))
-			      : NULL;
-	}
-	NEXT_RUN();
-do_not:
-	for (; in < ie; in++) {
-		const struct attr_value *x = r[in->a];
-		*o++ = x ? as_bool(!x->b) : NULL;
-	}
-	NEXT_RUN();
-do_and:
-	for (; in < ie; in++) {
-		const struct attr_value *x = r[in->a];
-		*o++ = !x ? NULL : x->b ? r[in->b] : &k_false;
-	}
-	NEXT_RUN();
-do_lor:
-	for (; in < ie; in++) {
-		const struct attr_value *x = r[in->a];
-		*o++ = !x ? NULL : x->b ? &k_true : r[in->b];
-	}
-	NEXT_RUN();
-do_cond:
-	for (; in < ie; in++) {
-		const struct attr_value *x = r[in->a];
-		*o++ = !x ? NULL : x->b ? r[in->b] : r[in->c];
-	}
-	NEXT_RUN();
-do_cond_kr:
-	for (; in < ie; in++) {
-		const struct attr_value *x = r[in->a];
-		*o++ = !x ? NULL : x->b ? &consts[in->b] : r[in->c];
-	}
-	NEXT_RUN();
-do_cond_rk:
-	for (; in < ie; in++) {
-		const struct attr_value *x = r[in->a];
-		*o++ = !x ? NULL : x->b ? r[in->b] : &consts[in->c];
-	}
-	NEXT_RUN();
-do_cond_kk:
-	for (; in < ie; in++) {
-		const struct attr_value *x = r[in->a];
-		*o++ = !x ? NULL : x->b ? &consts[in->b] : &consts[in->c];
-	}
-	NEXT_RUN();
-do_node:
-	for (; in < ie; in++) {
-		struct attr_value *v = &vals[in->b];
-		int rc = expr_eval_root(pl->p, in->a, t, s, v);
-		bad |= rc != 0;
-		*o++ = rc ? NULL : v;
-	}
-	NEXT_RUN();
-do_guard: {
-	const struct attr_value *g = r[pl->guard_reg];
-	if (__builtin_expect(g && g->b, 1))
-		NEXT_RUN();
-	/* not this rule's record: the guard was the only expression
-	 * evaluated */
-	s->stats.evals++;
-	return bad ? count_failures(pl, 1, t, s, r) : 0;
-}
-do_end:
-#undef NEXT_RUN
 	s->stats.evals += pl->n_roots;
 	if (__builtin_expect(!bad, 1))
 		return 0;
