@@ -202,6 +202,7 @@ struct memo {
 	uint32_t gen, tick;
 	unsigned nd, nf;
 	uint64_t hits, misses;
+	uint64_t claims;  /* entries filled since it was sized */
 };
 
 static inline struct row **memo_rows(struct memo_ent *e)

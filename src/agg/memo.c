@@ -144,6 +144,7 @@ struct memo_ent *memo_claim(struct memo *m, uint64_t h, const uint8_t *key,
 	v->hash = h;
 	v->gen = m->gen;
 	v->tick = ++m->tick;
+	m->claims++;
 	return v;
 }
 

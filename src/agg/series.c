@@ -39,6 +39,14 @@
  * hundred bytes) plus a row pointer per dimension set. */
 #define MEMO_MIN_ENTRIES 1024
 #define MEMO_MAX_ENTRIES (128 * 1024)
+/* Traffic that never repeats (every record a new source IP, say) would pay
+ * for a key and a lookup per record and gain nothing: when the memo has
+ * been filled over its whole size since it was sized (so it is no longer
+ * just cold) and fewer than one in MEMO_MIN_SHARE of a window's records
+ * were served, it stands aside for MEMO_BACKOFF records, then tries again. */
+#define MEMO_WINDOW 4096
+#define MEMO_MIN_SHARE 8
+#define MEMO_BACKOFF (16 * MEMO_WINDOW)
 
 /* ---- rows: the seqlock ---------------------------------------------------
  *
@@ -374,6 +382,7 @@ struct state_ext {
 	struct memo memo;
 	bool memo_on;
 	uint64_t memo_snap;  /* the Marathon snapshot it remembers under */
+	uint32_t memo_win, memo_win_hits, memo_aside;
 	const struct attr_value **val_res;
 	uint8_t cap_st[64];
 	struct row *cap_row[64];
@@ -815,12 +824,24 @@ void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
 			memo_invalidate(&x->memo);
 			x->memo_snap = g;
 		}
-		mlen = memo_key(p, t, x->mkey, sizeof x->mkey, &mh);
-		struct memo_ent *me =
-			mlen ? memo_find(&x->memo, mh, x->mkey, mlen) : NULL;
-		if (me) {
-			replay(s, x, me, t, now_ns);
-			return;
+		if (x->memo_aside) {
+			x->memo_aside--;
+		} else {
+			mlen = memo_key(p, t, x->mkey, sizeof x->mkey, &mh);
+			struct memo_ent *me =
+				mlen ? memo_find(&x->memo, mh, x->mkey, mlen) : NULL;
+			bool served = me != NULL;
+			x->memo_win_hits += served;
+			if (++x->memo_win == MEMO_WINDOW) {
+				if (x->memo_win_hits * MEMO_MIN_SHARE < MEMO_WINDOW &&
+				    x->memo.claims >= memo_capacity(&x->memo))
+					x->memo_aside = MEMO_BACKOFF;
+				x->memo_win = x->memo_win_hits = 0;
+			}
+			if (served) {
+				replay(s, x, me, t, now_ns);
+				return;
+			}
 		}
 	}
 

@@ -90,6 +90,8 @@ static void put_i64(struct wire_writer *w, uint16_t id, uint8_t type, int64_t v)
  * repeat as a proxy's do; sizes, durations and times vary per record, and
  * are sometimes absent or unusable.
  */
+static bool unique_shapes;
+
 static uint32_t make_record(uint8_t *buf, uint64_t *seed)
 {
 	static const char *const proto[] = {"http", "grpc", "tcp", "http"};
@@ -108,7 +110,10 @@ static uint32_t make_record(uint8_t *buf, uint64_t *seed)
 	};
 	static const int64_t code[] = {200, 200, 404, 503, 0};
 	static const char *const ns[] = {"bookinfo", "default"};
-	uint64_t shape = 0x2545f4914f6cdd1dull * (1 + rnd(seed) % 300), *sh = &shape;
+	/* 300 shapes, or with @unique_shapes one per record */
+	uint64_t shape = 0x2545f4914f6cdd1dull *
+			 (1 + (unique_shapes ? rnd(seed) : rnd(seed) % 300)),
+		 *sh = &shape;
 	struct wire_writer w;
 	wire_init(&w, buf, RECORD_CAP);
 #define MAYBE(s, pct) (rnd(s) % 100 < (pct))
@@ -121,8 +126,10 @@ static uint32_t make_record(uint8_t *buf, uint64_t *seed)
 		put_str(&w, MIXD_ATTR_SOURCE_UID, PICK(sh, uid));
 	if (MAYBE(sh, 85))
 		put_str(&w, MIXD_ATTR_DESTINATION_UID, PICK(sh, uid));
-	if (MAYBE(sh, 50)) {
-		uint8_t ip[4] = {9, 0, 0, (uint8_t)(2 + rnd(sh) % 3)};
+	if (unique_shapes || MAYBE(sh, 50)) {
+		uint8_t ip[4] = {9, (uint8_t)(unique_shapes ? rnd(sh) : 0),
+				 (uint8_t)(unique_shapes ? rnd(sh) : 0),
+				 (uint8_t)(2 + rnd(sh) % 3)};
 		wire_attr(&w, MIXD_ATTR_SOURCE_IP, MIXD_T_IP, NULL, 0);
 		wire_ip(&w, ip, 4);
 	}
@@ -316,8 +323,9 @@ static void assert_memo_used(const struct side *m, const struct side *n)
 	assert_int_equal(hits + misses, 0);
 }
 
-/* Drive both sides with the same records; @every: expire this often. */
-static void drive(struct side *m, struct side *n, size_t records,
+/* Feed both sides the same records, a record every @step_ns; expire every
+ * @expire_every records, inject a new snapshot every @swap_every. */
+static void feed(struct side *m, struct side *n, size_t records,
 		  uint64_t seed, int64_t step_ns, size_t expire_every,
 		  struct mar_resolver *res, size_t swap_every)
 {
@@ -340,6 +348,14 @@ static void drive(struct side *m, struct side *n, size_t records,
 			assert_int_equal(mar_resolver_inject(res, bookinfo(v)), 0);
 		}
 	}
+}
+
+/* feed(), then check the memo was exercised. */
+static void drive(struct side *m, struct side *n, size_t records,
+		  uint64_t seed, int64_t step_ns, size_t expire_every,
+		  struct mar_resolver *res, size_t swap_every)
+{
+	feed(m, n, records, seed, step_ns, expire_every, res, swap_every);
 	assert_memo_used(m, n);
 }
 
@@ -371,6 +387,32 @@ static void test_same_as_without_memo(void **state)
 	for (size_t f = 0; f < m.sh->state->plan->nfams; f++)
 		errors += m.sh->state->inst_errors[f];
 	assert_true(errors > 1000);
+	side_free(&m);
+	side_free(&n);
+}
+
+/* Records that never repeat: the memo stands aside (it looks up only a
+ * window's worth now and then), and takes over again when they do. */
+static void test_memo_stands_aside(void **state)
+{
+	(void)state;
+	struct side m, n;
+	uint64_t hits, misses;
+	side_init(&m, true, 100000, 0, NULL);
+	side_init(&n, false, 100000, 0, NULL);
+	unique_shapes = true;
+	feed(&m, &n, 60000, 99, 1000, 0, NULL, 0);
+	unique_shapes = false;
+	assert_same(&m, &n);
+	state_memo_stats(m.sh->state, &hits, &misses);
+	if (hits + misses > 60000 / 4)
+		fail_msg("the memo looked up %llu of 60000 unique records",
+			 (unsigned long long)(hits + misses));
+	feed(&m, &n, 200000, 100, 1000, 0, NULL, 0);
+	assert_same(&m, &n);
+	uint64_t h2, m2;
+	state_memo_stats(m.sh->state, &h2, &m2);
+	assert_true(h2 - hits > 100000); /* serving again */
 	side_free(&m);
 	side_free(&n);
 }
@@ -439,6 +481,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_same_as_without_memo),
+		cmocka_unit_test(test_memo_stands_aside),
 		cmocka_unit_test(test_series_limit),
 		cmocka_unit_test(test_expiry),
 		cmocka_unit_test(test_snapshot_swaps),
