@@ -203,6 +203,7 @@ struct memo {
 	unsigned nd, nf;
 	uint64_t hits, misses;
 	uint64_t claims;  /* entries filled since it was sized */
+	size_t key_bytes, key_budget; /* key buffers held, and their cap */
 };
 
 static inline struct row **memo_rows(struct memo_ent *e)
@@ -220,8 +221,10 @@ static inline uint8_t *memo_hits(const struct memo *m, struct memo_ent *e)
 	return memo_st(m, e) + m->nd;
 }
 
-/** Room for at least @entries records over @nd sets and @nf families. */
-int memo_init(struct memo *m, unsigned nd, unsigned nf, uint64_t entries);
+/** Room for at least @entries records over @nd sets and @nf families,
+ *  their keys taking at most @key_budget bytes. */
+int memo_init(struct memo *m, unsigned nd, unsigned nf, uint64_t entries,
+	      size_t key_budget);
 void memo_free(struct memo *m);
 uint64_t memo_capacity(const struct memo *m);
 /** Start over with room for @entries (the contents are dropped). */
@@ -234,8 +237,9 @@ uint32_t memo_key(const struct agg_plan *p, const struct attr_table *t,
 /** The live entry for a key, or NULL. */
 struct memo_ent *memo_find(struct memo *m, uint64_t h, const uint8_t *key,
 			   uint32_t len);
-/** An entry for a key (recycling its bucket's least recently used one),
- *  or NULL on ENOMEM; the caller fills rows, st and hits. */
+/** An entry for a key (recycling its buckets' least recently used one),
+ *  or NULL on ENOMEM or when its key would exceed the key budget; the
+ *  caller fills rows, st and hits. */
 struct memo_ent *memo_claim(struct memo *m, uint64_t h, const uint8_t *key,
 			    uint32_t len);
 

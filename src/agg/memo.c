@@ -34,7 +34,8 @@ static size_t stride(unsigned nd, unsigned nf)
 	return (s + 7) & ~(size_t)7;
 }
 
-int memo_init(struct memo *m, unsigned nd, unsigned nf, uint64_t entries)
+int memo_init(struct memo *m, unsigned nd, unsigned nf, uint64_t entries,
+	      size_t key_budget)
 {
 	uint64_t nb = 1;
 	while (nb * MEMO_WAYS < entries)
@@ -45,6 +46,7 @@ int memo_init(struct memo *m, unsigned nd, unsigned nf, uint64_t entries)
 	m->stride = stride(nd, nf);
 	m->mask = nb - 1;
 	m->gen = 1;
+	m->key_budget = key_budget;
 	m->ents = calloc(nb * MEMO_WAYS, m->stride);
 	return m->ents ? 0 : -1;
 }
@@ -70,7 +72,7 @@ uint64_t memo_capacity(const struct memo *m)
 int memo_resize(struct memo *m, uint64_t entries)
 {
 	struct memo n;
-	if (memo_init(&n, m->nd, m->nf, entries))
+	if (memo_init(&n, m->nd, m->nf, entries, m->key_budget))
 		return -1;
 	n.gen = m->gen;
 	n.hits = m->hits;
@@ -133,9 +135,13 @@ struct memo_ent *memo_claim(struct memo *m, uint64_t h, const uint8_t *key,
 			v = e; /* else the least recently used */
 	}
 	if (v->key_cap < len) {
+		/* Producers choose the keys' sizes: the budget bounds them. */
+		if (m->key_bytes - v->key_cap + len > m->key_budget)
+			return NULL;
 		uint8_t *k = realloc(v->key, len);
 		if (!k)
 			return NULL;
+		m->key_bytes += len - v->key_cap;
 		v->key = k;
 		v->key_cap = len;
 	}

@@ -32,8 +32,11 @@
 
 #define KEY_MAX (64 * 1024)
 #define BIND_MAX (16 * 1024)
-/* A record whose memo key would be longer is not remembered. */
-#define MEMO_KEY_MAX 4096
+/* A record whose memo key would be longer is not remembered (keys are
+ * about 300 bytes with the user's config), and a shard's keys take at
+ * most MEMO_KEY_BUDGET bytes: bounded whatever producers send. */
+#define MEMO_KEY_MAX 1024
+#define MEMO_KEY_BUDGET (32u << 20)
 /* Memo entries: twice the rows, within these bounds. The memo's memory
  * per entry is about its key (the attributes the config reads, a few
  * hundred bytes) plus a row pointer per dimension set. */
@@ -446,7 +449,8 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 	if (plan->memo_ok) {
 		if (!(x->val_res = res_array(plan->val_plan)) ||
 		    memo_init(&x->memo, (unsigned)plan->ndimsets,
-			      (unsigned)plan->nfams, MEMO_MIN_ENTRIES))
+			      (unsigned)plan->nfams, MEMO_MIN_ENTRIES,
+			      MEMO_KEY_BUDGET))
 			goto fail;
 		x->memo_on = true;
 	}

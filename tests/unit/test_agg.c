@@ -417,6 +417,49 @@ static void test_memo_stands_aside(void **state)
 	side_free(&n);
 }
 
+/* The memo itself: keys found exactly, its key budget holds, and an
+ * invalidation forgets everything. */
+static void test_memo_table(void **state)
+{
+	(void)state;
+	struct memo m;
+	uint8_t key[300];
+	assert_int_equal(memo_init(&m, 2, 3, 64, 1000), 0);
+	assert_true(memo_capacity(&m) >= 64);
+	/* Three keys of 300 bytes fit a budget of 1,000; a fourth does not. */
+	for (int i = 0; i < 4; i++) {
+		memset(key, 'a' + i, sizeof key);
+		struct memo_ent *e = memo_claim(&m, 1000 + i, key, sizeof key);
+		if (i < 3) {
+			assert_non_null(e);
+			memo_rows(e)[1] = (struct row *)(uintptr_t)(i + 1);
+			memo_hits(&m, e)[2] = (uint8_t)(10 + i);
+		} else {
+			assert_null(e);
+		}
+	}
+	assert_true(m.key_bytes <= 1000);
+	for (int i = 0; i < 3; i++) {
+		memset(key, 'a' + i, sizeof key);
+		struct memo_ent *e = memo_find(&m, 1000 + i, key, sizeof key);
+		assert_non_null(e);
+		assert_ptr_equal(memo_rows(e)[1], (struct row *)(uintptr_t)(i + 1));
+		assert_int_equal(memo_hits(&m, e)[2], 10 + i);
+		key[299] ^= 1; /* same hash, other key: not found */
+		assert_null(memo_find(&m, 1000 + i, key, sizeof key));
+	}
+	memo_invalidate(&m);
+	memset(key, 'a', sizeof key);
+	assert_null(memo_find(&m, 1000, key, sizeof key));
+	/* Recycled entries reuse their key buffers: still within budget. */
+	for (int i = 0; i < 100; i++) {
+		memset(key, i, sizeof key);
+		memo_claim(&m, (uint64_t)i * 0x9e3779b97f4a7c15ull, key, sizeof key);
+		assert_true(m.key_bytes <= 1000);
+	}
+	memo_free(&m);
+}
+
 static void test_series_limit(void **state)
 {
 	(void)state;
@@ -482,6 +525,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_same_as_without_memo),
 		cmocka_unit_test(test_memo_stands_aside),
+		cmocka_unit_test(test_memo_table),
 		cmocka_unit_test(test_series_limit),
 		cmocka_unit_test(test_expiry),
 		cmocka_unit_test(test_snapshot_swaps),
