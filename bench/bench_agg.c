@@ -247,6 +247,16 @@ static void throughput(uint64_t sets, int runs, bool marathon, bool fresh)
 
 /* ---- a scrape, as the daemon serves one ------------------------------- */
 
+/* Report "<what> of <sets> label sets<after>". */
+static void report_sets(const char *what, const char *after, uint64_t sets,
+			double *v, int runs, const char *unit)
+{
+	char label[160];
+	snprintf(label, sizeof label, "%s of %llu label sets%s", what,
+		 (unsigned long long)sets, after);
+	bench_report(label, v, runs, unit);
+}
+
 /* Peak resident set (VmHWM) in KiB. */
 static long hwm_kib(void)
 {
@@ -429,43 +439,25 @@ static void scrapes(int runs, uint64_t sets)
 		agg_destroy(a);
 	}
 	free(buf);
-	char label[160];
 	bench_report("resident memory per label set (4 HTTP families)", mem, runs,
 		     "bytes");
 	printf("scrape of %llu label sets: %llu lines, %.0f MB of text, "
 	       "%.1f MB gzipped\n",
 	       (unsigned long long)sets, (unsigned long long)lines,
 	       (double)bytes / 1e6, (double)gz_bytes / 1e6);
-	snprintf(label, sizeof label,
-		 "view (consistent merged copy) of %llu label sets",
-		 (unsigned long long)sets);
-	bench_report(label, view_s, runs, "s");
-	snprintf(label, sizeof label,
-		 "view + streamed render of %llu label sets, first scrape",
-		 (unsigned long long)sets);
-	bench_report(label, first_s, runs, "s");
-	snprintf(label, sizeof label,
-		 "view + streamed render of %llu label sets, later scrapes",
-		 (unsigned long long)sets);
-	bench_report(label, later_s, runs, "s");
-	snprintf(label, sizeof label,
-		 "view + streamed render of %llu label sets, later scrapes, "
-		 "CPU time",
-		 (unsigned long long)sets);
-	bench_report(label, later_cpu, runs, "s");
-	snprintf(label, sizeof label,
-		 "view + streamed render + gzip (as served) of %llu label sets",
-		 (unsigned long long)sets);
-	bench_report(label, gz_s, runs, "s");
-	snprintf(label, sizeof label,
-		 "view + streamed render + gzip (as served) of %llu label sets, "
-		 "CPU time",
-		 (unsigned long long)sets);
-	bench_report(label, gz_cpu, runs, "s");
-	snprintf(label, sizeof label,
-		 "peak memory a scrape of %llu label sets adds (view + buffers)",
-		 (unsigned long long)sets);
-	bench_report(label, peak, runs, "MiB");
+	report_sets("view (consistent merged copy)", "", sets, view_s, runs, "s");
+	report_sets("view + streamed render", ", first scrape", sets, first_s,
+		    runs, "s");
+	report_sets("view + streamed render", ", later scrapes", sets, later_s,
+		    runs, "s");
+	report_sets("view + streamed render", ", later scrapes, CPU time", sets,
+		    later_cpu, runs, "s");
+	report_sets("view + streamed render + gzip (as served)", "", sets, gz_s,
+		    runs, "s");
+	report_sets("view + streamed render + gzip (as served)", ", CPU time",
+		    sets, gz_cpu, runs, "s");
+	report_sets("peak memory a scrape", " adds (view + buffers)", sets, peak,
+		    runs, "MiB");
 }
 
 int main(void)

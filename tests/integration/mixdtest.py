@@ -184,6 +184,17 @@ def scrape(port, path="/metrics", host="127.0.0.1", gzip_ok=True, timeout=None):
     return r.status, headers, body.decode("utf-8")
 
 
+def read_headers(path):
+    """The response headers curl -D wrote to @path, names in lower case."""
+    headers = {}
+    with open(path, "rb") as f:
+        for line in f.read().decode("latin-1").split("\r\n")[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+    return headers
+
+
 def curl(port, path="/metrics", host="127.0.0.1", gzip_ok=False, timeout=None):
     """GET http://host:port/path with curl, as an outside client does.
     Returns (status, headers dict with lower-case names, body bytes as
@@ -205,12 +216,7 @@ def curl(port, path="/metrics", host="127.0.0.1", gzip_ok=False, timeout=None):
             raise AssertionError(f"curl {path} failed ({p.returncode}): "
                                  f"{p.stderr.decode(errors='replace')}")
         status, seconds = p.stdout.decode().split()
-        headers = {}
-        with open(hdr_path, "rb") as f:
-            for line in f.read().decode("latin-1").split("\r\n")[1:]:
-                if ":" in line:
-                    k, v = line.split(":", 1)
-                    headers[k.strip().lower()] = v.strip()
+        headers = read_headers(hdr_path)
         with open(body_path, "rb") as f:
             body = f.read()
         return int(status), headers, body, float(seconds)

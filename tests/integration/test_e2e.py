@@ -278,14 +278,8 @@ def curl_compressed(port):
                            capture_output=True, timeout=mt._t(60) + 10)
         mt.check(p.returncode == 0, f"curl --compressed failed ({p.returncode}): "
                  f"{p.stderr.decode(errors='replace')}")
-        headers = {}
-        with open(hdr_path, "rb") as f:
-            for line in f.read().decode("latin-1").split("\r\n")[1:]:
-                if ":" in line:
-                    k, v = line.split(":", 1)
-                    headers[k.strip().lower()] = v.strip()
         with open(body_path, "rb") as f:
-            return headers, f.read()
+            return mt.read_headers(hdr_path), f.read()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
