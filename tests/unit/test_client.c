@@ -72,6 +72,23 @@ static uint64_t wait_accepted(struct daemon *d, uint64_t n)
 	return accepted(d);
 }
 
+/* After a flush: mixd accepted all @written records of @c and rejected
+ * none, and @c refused @invalid records of its own. */
+static void assert_delivered(struct mixd_client *c, struct daemon *d,
+			     uint64_t written, uint64_t invalid)
+{
+	assert_int_equal(mixd_client_flush(c, 10000), 0);
+	assert_int_equal(wait_accepted(d, written), written);
+	struct agg_ingest_stats as;
+	agg_ingest_stats(d->agg, &as);
+	for (int r = 1; r < INGEST_REJ_COUNT; r++)
+		assert_int_equal(as.rejected[r], 0);
+	struct mixd_client_stats st;
+	mixd_client_stats(c, &st);
+	assert_int_equal(st.written, written);
+	assert_int_equal(st.dropped_invalid, invalid);
+}
+
 static int proxy_record_rc(mixd_client *c, int64_t code)
 {
 	mixd_record *r = mixd_record_begin(c);
@@ -323,17 +340,7 @@ static void mixd_report_writes_a_whole_record_in_one_call(void **state)
 	assert_int_equal(mixd_report(c, bad, 1), -EMSGSIZE);
 	bad[0] = (struct mixd_value){.attr = 0x8100, .type = MIXD_T_INT64};
 	assert_int_equal(mixd_report(c, bad, 1), -EMSGSIZE);
-	assert_int_equal(mixd_client_flush(c, 10000), 0);
-	/* Every record decodes: none is rejected. */
-	assert_int_equal(wait_accepted(&d, 1000), 1000);
-	struct agg_ingest_stats as;
-	agg_ingest_stats(d.agg, &as);
-	for (int r = 1; r < INGEST_REJ_COUNT; r++)
-		assert_int_equal(as.rejected[r], 0);
-	struct mixd_client_stats st;
-	mixd_client_stats(c, &st);
-	assert_int_equal(st.written, 1000);
-	assert_int_equal(st.dropped_invalid, 3);
+	assert_delivered(c, &d, 1000, 3);
 	mixd_client_close(c);
 	daemon_stop(&d);
 }
@@ -467,17 +474,7 @@ static void a_template_writes_records_of_a_fixed_shape(void **state)
 			 0);
 	mixd_template_destroy(bad);
 
-	assert_int_equal(mixd_client_flush(c, 10000), 0);
-	/* Every record decodes: none is rejected. */
-	assert_int_equal(wait_accepted(&d, 1003), 1003);
-	struct agg_ingest_stats as;
-	agg_ingest_stats(d.agg, &as);
-	for (int r = 1; r < INGEST_REJ_COUNT; r++)
-		assert_int_equal(as.rejected[r], 0);
-	struct mixd_client_stats st;
-	mixd_client_stats(c, &st);
-	assert_int_equal(st.written, 1003);
-	assert_int_equal(st.dropped_invalid, 2);
+	assert_delivered(c, &d, 1003, 2);
 	mixd_template_destroy(t);
 	mixd_template_destroy(slow);
 	mixd_client_close(c);
