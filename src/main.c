@@ -35,6 +35,7 @@ struct settings {
 	const char *marathon_address;
 	unsigned shards;
 	unsigned idle_sleep_max_us;
+	bool no_memo;
 	unsigned long series_limit;
 };
 
@@ -50,6 +51,7 @@ enum opt_id {
 	OPT_SHARDS,
 	OPT_SERIES_LIMIT,
 	OPT_IDLE_SLEEP,
+	OPT_NO_MEMO,
 	OPT_HELP,
 	OPT_VERSION,
 	OPT_IGNORED, /* Mixer flags mixd accepts and does not use */
@@ -97,6 +99,10 @@ static const struct setting settings_table[] = {
 	{"idle-sleep-max-us", NULL, OPT_IDLE_SLEEP, "US", "5000",
 	 "Longest an idle shard sleeps before looking at its rings again: "
 	 "the worst-case pickup latency when mixd is idle."},
+	{"no-record-memo", NULL, OPT_NO_MEMO, NULL, NULL,
+	 "Run every record through the whole configuration: no shard "
+	 "remembers what records with the same attributes did "
+	 "(mixd_record_memo_total). For comparisons and diagnosis."},
 	{"help", NULL, OPT_HELP, NULL, NULL, "Print this help and exit."},
 	{"version", NULL, OPT_VERSION, NULL, NULL, "Print the version and exit."},
 };
@@ -280,6 +286,9 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 			if (parse_ulong("idle-sleep-max-us", optarg, 10, 1000000, &v))
 				return -1;
 			st->idle_sleep_max_us = (unsigned)v;
+			break;
+		case OPT_NO_MEMO:
+			st->no_memo = true;
 			break;
 		case 'h':
 		case OPT_HELP:
@@ -856,6 +865,7 @@ int main(int argc, char **argv)
 		.shards = m.st.shards,
 		.idle_sleep_max_us = m.st.idle_sleep_max_us,
 		.series_limit = m.st.series_limit,
+		.no_memo = m.st.no_memo,
 	};
 	if ((rc = agg_create(&ao, m.vocab, &m.agg))) {
 		fprintf(stderr, "mixd: cannot create shards: %s\n", strerror(-rc));

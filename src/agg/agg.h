@@ -11,6 +11,7 @@
 #ifndef MIXD_AGG_H
 #define MIXD_AGG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "attr/attr.h"
@@ -28,6 +29,8 @@ struct agg_options {
 	unsigned idle_sleep_max_us; /**< longest idle sleep; bounds pickup latency */
 	uint64_t series_limit;    /**< label sets kept per family per shard;
 				       default AGG_SERIES_LIMIT_DEFAULT */
+	bool no_memo;             /**< every record through the whole plan:
+				       no record memo (src/agg/memo.c) */
 };
 
 /** Default per-family, per-shard series limit. */

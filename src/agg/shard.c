@@ -407,6 +407,8 @@ int agg_set_config(struct agg *a, struct cfg *cfg)
 		pthread_mutex_unlock(&a->ctl_lock);
 		return -ENOMEM;
 	}
+	if (a->o.no_memo)
+		p->memo_ok = false;
 	__atomic_store_n(&a->generation, a->generation + 1, __ATOMIC_RELAXED);
 	struct agg_plan *old = __atomic_exchange_n(&a->plan, p, __ATOMIC_ACQ_REL);
 	/* Shards and scrapes take their own references inside the epoch;

@@ -199,12 +199,16 @@ def send(build, m, records, transport="shm"):
 
 # ---- tests -------------------------------------------------------------------
 
-def every_sample_of_the_six_families_is_exact(build):
+def exact_twice(build, args, memo):
+    """Every sample of the six families exact after the generated records,
+    then after the same records again: with the record memo on, every
+    repeat may be served by it, and the samples must be exactly what the
+    full path gives."""
     records = generate()
     want = Expect()
     for r in records:
         want.record(r)
-    with mt.Mixd(build, SEED_ARGS) as m:
+    with mt.Mixd(build, args) as m:
         send(build, m, records)
         n_http = sum(1 for r in records if r.get("context.protocol") in ("http", "grpc"))
         m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == len(records),
@@ -216,22 +220,32 @@ def every_sample_of_the_six_families_is_exact(build):
         fams = {k[0].rsplit("_bucket", 1)[0].rsplit("_sum", 1)[0].rsplit("_count", 1)[0]
                 for k in got}
         mt.check(len({f for f in fams}) == 6, f"families: {fams}")
-        # The same records again: every one now repeats an earlier one, so
-        # the shard's record memo serves it -- and the samples must be
-        # exactly what the full path gives.
         for r in records:
             want.record(r)
         send(build, m, records)
         m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == 2 * len(records),
                    what="all records processed twice")
-        m.wait_for(lambda: mt.total(m.metrics(), "mixd_record_memo_total") == 2 * len(records),
-                   what="the memo's counts published")
+        if memo:
+            m.wait_for(lambda: mt.total(m.metrics(), "mixd_record_memo_total") == 2 * len(records),
+                       what="the memo's counts published")
         served = mt.value(m.metrics(), "mixd_record_memo_total", result="served")
-        mt.check(served >= len(records), f"memo served {served} of {2 * len(records)}")
+        looked = mt.total(m.metrics(), "mixd_record_memo_total")
+        if memo:
+            mt.check(served >= len(records), f"memo served {served} of {2 * len(records)}")
+        else:
+            mt.check(looked == 0, f"--no-record-memo, yet the memo saw {looked} records")
         problems = compare(istio_samples(m), want.samples)
         mt.check(not problems, "\n".join(problems[:30]) + f"\n({len(problems)} problems)")
         print(f"   {len(records)} records twice, {len(want.samples)} samples, all exact; "
               f"memo served {served:.0f}")
+
+
+def every_sample_of_the_six_families_is_exact(build):
+    exact_twice(build, SEED_ARGS, memo=True)
+
+
+def every_sample_is_exact_without_the_record_memo(build):
+    exact_twice(build, SEED_ARGS + ["--no-record-memo"], memo=False)
 
 
 _LINE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
@@ -700,6 +714,7 @@ spec:
 if __name__ == "__main__":
     mt.main([
         every_sample_of_the_six_families_is_exact,
+        every_sample_is_exact_without_the_record_memo,
         a_large_scrape_is_streamed_whole_to_curl,
         promtool_finds_nothing,
         gzip_when_the_scraper_asks,
