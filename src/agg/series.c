@@ -34,9 +34,10 @@
 #define BIND_MAX (16 * 1024)
 /* A record whose memo key would be longer is not remembered (keys are
  * about 300 bytes with the user's config), and a shard's keys take at
- * most MEMO_KEY_BUDGET bytes: bounded whatever producers send. */
+ * most MEMO_KEY_BUDGET bytes: bounded whatever producers send, and room
+ * for MEMO_MAX_ENTRIES keys of 500 bytes. */
 #define MEMO_KEY_MAX 1024
-#define MEMO_KEY_BUDGET (32u << 20)
+#define MEMO_KEY_BUDGET (64u << 20)
 /* Memo entries: twice the rows, within these bounds. The memo's memory
  * per entry is about its key (the attributes the config reads, a few
  * hundred bytes) plus a row pointer per dimension set. */
