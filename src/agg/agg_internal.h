@@ -201,7 +201,6 @@ struct memo {
 	uint64_t mask;  /* buckets - 1 */
 	uint32_t gen, tick;
 	unsigned nd, nf;
-	uint64_t hits, misses;
 	uint64_t claims;  /* entries filled since it was sized */
 	size_t key_bytes, key_budget; /* key buffers held, and their cap */
 };
@@ -303,8 +302,9 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 void state_retire(struct shard_state *s, struct agg_epoch *e,
 		  struct epoch_retired **rl);
 
-/** Records the memo served (*@hits) and looked up in vain (*@misses);
- *  both 0 when the plan does not use it. Owner thread only. */
+/** Records the shard's memo served (*@hits) and looked up in vain
+ *  (*@misses), since the shard started (carried across reloads). Owner
+ *  thread only. */
 void state_memo_stats(const struct shard_state *s, uint64_t *hits,
 		      uint64_t *misses);
 
@@ -390,11 +390,6 @@ struct shard {
 	struct mar_reader *mar;        /* this thread's Marathon reader */
 	int64_t now_ns;                /* coarse clock, once per pass */
 	uint64_t processed;            /* records run through the plan */
-
-	/* The record memo's counts: those of states already left behind,
-	 * and the current state's at the last publish. */
-	uint64_t memo_base[2], memo_last[2];
-	const struct shard_state *memo_of;
 
 	/* Read by scrapes: the state (atomic pointer) and published counts. */
 	struct shard_state *state;

@@ -75,8 +75,6 @@ int memo_resize(struct memo *m, uint64_t entries)
 	if (memo_init(&n, m->nd, m->nf, entries, m->key_budget))
 		return -1;
 	n.gen = m->gen;
-	n.hits = m->hits;
-	n.misses = m->misses;
 	memo_free(m);
 	*m = n;
 	return 0;
@@ -111,12 +109,10 @@ struct memo_ent *memo_find(struct memo *m, uint64_t h, const uint8_t *key,
 			    e->key_len == len &&
 			    memcmp(e->key, key, len) == 0) {
 				e->tick = ++m->tick;
-				m->hits++;
 				return e;
 			}
 		}
 	}
-	m->misses++;
 	return NULL;
 }
 

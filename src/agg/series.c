@@ -383,8 +383,8 @@ struct state_ext {
 	uint32_t *src_k;     /* ... and its index in that rule's fams */
 	/* The record memo, and what the full path did for the record now
 	 * being processed, to remember it by. */
-	struct memo memo;
-	bool memo_on;
+	struct memo memo;       /* when the plan's memo_ok */
+	uint64_t memo_count[2]; /* served, missed; carried across reloads */
 	uint64_t memo_snap;  /* the Marathon snapshot it remembers under */
 	uint32_t memo_win, memo_win_hits, memo_aside;
 	const struct attr_value **val_res;
@@ -421,7 +421,7 @@ static void free_results(struct state_ext *x, const struct agg_plan *plan)
 	free(x->src_rule);
 	free(x->src_k);
 	free(x->val_res);
-	if (x->memo_on)
+	if (plan->memo_ok)
 		memo_free(&x->memo);
 }
 
@@ -447,13 +447,17 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 	for (size_t i = 0; i < plan->nrules; i++)
 		if (!(x->rule_res[i] = res_array(plan->rules[i].xp)))
 			goto fail;
+	/* The memo's counts go on across reloads; the old state's are final
+	 * (a shard switches states between records). */
+	if (old)
+		memcpy(x->memo_count, ((const struct state_ext *)old)->memo_count,
+		       sizeof x->memo_count);
 	if (plan->memo_ok) {
 		if (!(x->val_res = res_array(plan->val_plan)) ||
 		    memo_init(&x->memo, (unsigned)plan->ndimsets,
 			      (unsigned)plan->nfams, MEMO_MIN_ENTRIES,
 			      MEMO_KEY_BUDGET))
 			goto fail;
-		x->memo_on = true;
 	}
 	for (size_t i = 0; i < plan->napas; i++)
 		if (!(x->in_res[i] = res_array(plan->apas[i].in_plan)) ||
@@ -512,8 +516,8 @@ void state_memo_stats(const struct shard_state *s, uint64_t *hits,
 		      uint64_t *misses)
 {
 	const struct state_ext *x = (const struct state_ext *)s;
-	*hits = x->memo_on ? x->memo.hits : 0;
-	*misses = x->memo_on ? x->memo.misses : 0;
+	*hits = x->memo_count[0];
+	*misses = x->memo_count[1];
 }
 
 void state_retire(struct shard_state *s, struct agg_epoch *e,
@@ -820,7 +824,7 @@ void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
 	uint64_t mh = 0;
 	uint32_t mlen = 0;
 
-	if (x->memo_on) {
+	if (p->memo_ok) {
 		/* The resolver's answers are those of its snapshot: a new one
 		 * (at most one per publish interval, 100 ms) starts the memo
 		 * over. */
@@ -836,6 +840,7 @@ void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
 			struct memo_ent *me =
 				mlen ? memo_find(&x->memo, mh, x->mkey, mlen) : NULL;
 			bool served = me != NULL;
+			x->memo_count[!served]++;
 			x->memo_win_hits += served;
 			if (++x->memo_win == MEMO_WINDOW) {
 				if (x->memo_win_hits * MEMO_MIN_SHARE < MEMO_WINDOW &&
@@ -994,7 +999,7 @@ void state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 		se->n -= dead;
 		/* Remembered records may point at the rows just retired. */
 		struct state_ext *x = (struct state_ext *)s;
-		if (x->memo_on)
+		if (p->memo_ok)
 			memo_invalidate(&x->memo);
 		for (unsigned k = 0; k < 64; k++)
 			if (fam_dead[k])

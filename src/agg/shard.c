@@ -119,23 +119,12 @@ static void take_inbox(struct shard *sh)
 
 static void publish(struct shard *sh)
 {
-	/* The memo counts per state; a new state starts from zero. */
-	uint64_t now[2] = {0, 0};
+	uint64_t memo[2] = {0, 0};
 	if (sh->state)
-		state_memo_stats(sh->state, &now[0], &now[1]);
-	if (sh->state != sh->memo_of) {
-		for (int i = 0; i < 2; i++) {
-			sh->memo_base[i] += sh->memo_last[i];
-			sh->memo_last[i] = 0;
-		}
-		sh->memo_of = sh->state;
-	}
-	for (int i = 0; i < 2; i++) {
-		sh->memo_last[i] = now[i];
-		if (sh->pub_memo[i] != sh->memo_base[i] + now[i])
-			__atomic_store_n(&sh->pub_memo[i], sh->memo_base[i] + now[i],
-					 __ATOMIC_RELAXED);
-	}
+		state_memo_stats(sh->state, &memo[0], &memo[1]);
+	for (int i = 0; i < 2; i++)
+		if (sh->pub_memo[i] != memo[i])
+			__atomic_store_n(&sh->pub_memo[i], memo[i], __ATOMIC_RELAXED);
 	for (int t = 0; t < INGEST_TRANSPORT_COUNT; t++) {
 		uint64_t *src = (uint64_t *)&sh->mine[t];
 		uint64_t *dst = (uint64_t *)&sh->pub[t];
