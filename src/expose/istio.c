@@ -51,6 +51,7 @@ struct expose_view_stream {
 	struct expose_buf names;
 	size_t *name_off; /* nlabels + 1 offsets into names */
 	size_t name_cap;
+	size_t fam_name_len; /* strlen of the current family's name */
 	/* per histogram family: `,le="0.005"} ` per bound and +Inf */
 	char (*le)[LE_MAX];
 	size_t *lel;
@@ -162,6 +163,7 @@ static int family_begin(struct expose_view_stream *s,
 {
 	const struct agg_view_set *set = &s->v->sets[f->set];
 
+	s->fam_name_len = strlen(f->name);
 	if (set->nlabels + 1 > s->name_cap) {
 		size_t *o = realloc(s->name_off,
 				    (set->nlabels + 1) * sizeof *o);
@@ -284,7 +286,7 @@ static int render_row(struct expose_view_stream *s,
 {
 	const struct agg_view_set *set = &s->v->sets[f->set];
 	const struct agg_view_row *r = &set->rows[row];
-	size_t nl = strlen(f->name);
+	size_t nl = s->fam_name_len;
 	uint8_t *esc = &s->esc[f->set][row];
 	if (!*esc)
 		*esc = row_needs_escape(r) ? 2 : 1;
