@@ -212,6 +212,17 @@ static void kill_conn(struct conn *c)
 	}
 }
 
+/* Give back every buffer @c holds. */
+static void drop_held(struct ingest_server *s, struct conn *c)
+{
+	while (c->held) {
+		struct stalled *h = c->held;
+		c->held = h->next;
+		give_back(s, h->bid);
+		free(h);
+	}
+}
+
 static void free_conn(struct ingest_server *s, struct conn *c)
 {
 	if (c->kind == CONN_SHM && c->ring)
@@ -223,12 +234,7 @@ static void free_conn(struct ingest_server *s, struct conn *c)
 		*pp = c->kick_next;
 		s->sink.queue_kick(s->sink.ctx, c->queue);
 	}
-	while (c->held) {
-		struct stalled *h = c->held;
-		c->held = h->next;
-		give_back(s, h->bid);
-		free(h);
-	}
+	drop_held(s, c);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -337,12 +343,7 @@ static bool unstall(struct ingest_server *s, struct conn *c)
 		if (stream_bytes(s, c, NULL, 0) < 0 || c->framer.part_full)
 			return false;
 	}
-	while (c->held) { /* dead: drop what is left */
-		struct stalled *h = c->held;
-		c->held = h->next;
-		give_back(s, h->bid);
-		free(h);
-	}
+	drop_held(s, c); /* dead: drop what is left */
 	return true;
 }
 
@@ -472,8 +473,14 @@ static void on_recv(struct ingest_server *s, struct conn *c,
 			bump(&s->n_rejected);
 			kill_conn(c);
 			give_back(s, bid);
-		} else if (!c->dead && (uint32_t)k < n) {
-			hold(s, c, bid, (uint32_t)k, n);
+		} else if (!c->dead && ((uint32_t)k < n || c->framer.part_full)) {
+			/* The queue is full: keep what it did not take -- the
+			 * rest of the buffer, or a whole frame the framer put
+			 * together -- and retry from the timer. */
+			if ((uint32_t)k < n)
+				hold(s, c, bid, (uint32_t)k, n);
+			else
+				give_back(s, bid);
 			stall(s, c);
 		} else {
 			give_back(s, bid);
