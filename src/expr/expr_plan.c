@@ -148,12 +148,14 @@ struct pbuild {
 	bool oom;
 };
 
+/* The runtime types a load of declared type @decl takes (type_ok()). */
 static uint16_t accept_mask(unsigned decl)
 {
-	if (attr_type_is_string((enum attr_type)decl))
-		return (uint16_t)(1u << ATTR_STRING | 1u << ATTR_EMAIL |
-				  1u << ATTR_URI | 1u << ATTR_DNS_NAME);
-	return decl < 16 ? (uint16_t)(1u << decl) : 0;
+	uint16_t m = 0;
+	for (unsigned t = 0; t < 16; t++)
+		if (type_ok(decl, t))
+			m |= (uint16_t)(1u << t);
+	return m;
 }
 
 static bool same_const(const struct attr_value *a, const struct attr_value *b)
