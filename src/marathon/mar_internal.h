@@ -181,6 +181,13 @@ static inline const char *mar_uid_bare(const char *s, size_t len,
  *  unspecified (0.0.0.0, ::). */
 bool mar_ip_key(const struct attr_value *v, uint8_t key[MAR_IPKEY_LEN]);
 
+/** The string member @k of JSON object @o, or NULL. */
+const char *mar_jstr(const cJSON *o, const char *k);
+
+/** Is @state a Mesos task state after which the task never serves? The
+ *  full sync and the event stream must agree, so both ask here. */
+bool mar_task_terminal(const char *state);
+
 /** The container of @inst declaring @port, or -1. With @port 0 or no
  *  match: 0 when the instance has one container, else -1. */
 int mar_pick_container(const struct mar_inst *inst, uint32_t port);

@@ -78,18 +78,12 @@ void mar_model_clear(struct mar_model *m)
 	m->apps = m->pods = NULL;
 }
 
-static const char *jstr(const cJSON *o, const char *k)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-	return cJSON_IsString(v) && v->valuestring ? v->valuestring : NULL;
-}
-
 static cJSON *find_by_id(cJSON *arr, const char *id)
 {
 	cJSON *e;
 	cJSON_ArrayForEach(e, arr)
 	{
-		const char *s = jstr(e, "id");
+		const char *s = mar_jstr(e, "id");
 		if (s && !strcmp(s, id))
 			return e;
 	}
@@ -104,11 +98,6 @@ static bool remove_by_id(cJSON *arr, const char *id)
 	cJSON_Delete(cJSON_DetachItemViaPointer(arr, e));
 	return true;
 }
-
-static const char *const terminal_task[] = {
-	"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST",
-	"TASK_ERROR", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR",
-	NULL};
 
 /* Marathon's instance Condition values after which it never serves. */
 static const char *const terminal_condition[] = {
@@ -139,15 +128,15 @@ static void set_copy(cJSON *o, const char *key, const cJSON *v)
 
 static enum mar_event status_update(struct mar_model *m, const cJSON *d)
 {
-	const char *tid = jstr(d, "taskId"), *aid = jstr(d, "appId");
-	const char *st = jstr(d, "taskStatus");
+	const char *tid = mar_jstr(d, "taskId"), *aid = mar_jstr(d, "appId");
+	const char *st = mar_jstr(d, "taskStatus");
 	if (!tid || !aid || !st)
 		return MAR_EV_MALFORMED;
 	cJSON *app = find_by_id(m->apps, aid);
 	if (!app) {
 		/* A task of an app we do not know (or of a pod: those come as
 		 * instance_changed_event too). Only a sync can tell. */
-		if (!in_list(terminal_task, st))
+		if (!mar_task_terminal(st))
 			m->need_resync = true;
 		return MAR_EV_STATUS_UPDATE;
 	}
@@ -164,7 +153,7 @@ static enum mar_event status_update(struct mar_model *m, const cJSON *d)
 		else
 			cJSON_AddItemToObject(app, "tasks", tasks);
 	}
-	if (in_list(terminal_task, st)) {
+	if (mar_task_terminal(st)) {
 		if (remove_by_id(tasks, tid))
 			m->dirty = true;
 		return MAR_EV_STATUS_UPDATE;
@@ -202,7 +191,7 @@ static bool remove_instance_tasks(cJSON *app, const char *iid)
 	cJSON *t = tasks ? tasks->child : NULL;
 	while (t) {
 		cJSON *next = t->next;
-		const char *id = jstr(t, "id");
+		const char *id = mar_jstr(t, "id");
 		if (id && !strncmp(id, iid, il) &&
 		    (id[il] == 0 || id[il] == '.')) {
 			cJSON_Delete(cJSON_DetachItemViaPointer(tasks, t));
@@ -215,8 +204,8 @@ static bool remove_instance_tasks(cJSON *app, const char *iid)
 
 static enum mar_event instance_changed(struct mar_model *m, const cJSON *d)
 {
-	const char *iid = jstr(d, "instanceId"), *rs = jstr(d, "runSpecId");
-	const char *cond = jstr(d, "condition");
+	const char *iid = mar_jstr(d, "instanceId"), *rs = mar_jstr(d, "runSpecId");
+	const char *cond = mar_jstr(d, "condition");
 	if (!iid || !rs || !cond)
 		return MAR_EV_MALFORMED;
 	cJSON *pod = find_by_id(m->pods, rs);
@@ -246,10 +235,10 @@ static enum mar_event instance_changed(struct mar_model *m, const cJSON *d)
 /* Pod events carry the pod's URI (/v2/pods/<id>) rather than its id. */
 static const char *pod_id_of(const cJSON *d)
 {
-	const char *id = jstr(d, "podId");
+	const char *id = mar_jstr(d, "podId");
 	if (!id)
-		id = jstr(d, "id");
-	const char *uri = jstr(d, "uri");
+		id = mar_jstr(d, "id");
+	const char *uri = mar_jstr(d, "uri");
 	if (!id && uri && !strncmp(uri, "/v2/pods", 8))
 		id = uri + 8;
 	return id;
@@ -265,7 +254,7 @@ enum mar_event mar_model_apply(struct mar_model *m, const char *type,
 		return MAR_EV_MALFORMED;
 	}
 	if (type_len == 0) { /* no "event:" line: use the payload's */
-		const char *et = jstr(d, "eventType");
+		const char *et = mar_jstr(d, "eventType");
 		type = et ? et : "";
 		type_len = strlen(type);
 	}
@@ -278,7 +267,7 @@ enum mar_event mar_model_apply(struct mar_model *m, const char *type,
 		ev = instance_changed(m, d);
 		break;
 	case MAR_EV_APP_TERMINATED: {
-		const char *aid = jstr(d, "appId");
+		const char *aid = mar_jstr(d, "appId");
 		if (!aid)
 			ev = MAR_EV_MALFORMED;
 		else if (remove_by_id(m->apps, aid))

@@ -396,7 +396,7 @@ static int table_build(struct build *b, struct mar_table *t,
 /* ------------------------------------------------------------------ */
 /* JSON helpers */
 
-static const char *jstr(const cJSON *o, const char *k)
+const char *mar_jstr(const cJSON *o, const char *k)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
 	return cJSON_IsString(v) && v->valuestring ? v->valuestring : NULL;
@@ -411,12 +411,12 @@ static bool jport(const cJSON *v, uint32_t *out)
 	return true;
 }
 
-static const char *terminal_task_states[] = {
+static const char *const terminal_task_states[] = {
 	"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST",
 	"TASK_ERROR", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR",
 	NULL};
 
-static bool task_terminal(const char *state)
+bool mar_task_terminal(const char *state)
 {
 	if (!state)
 		return false;
@@ -548,9 +548,9 @@ static int spec_names(struct build *b, const char *id, const cJSON *labels,
 		return -1;
 	si->owner = arena_sv(b, buf, (size_t)n);
 	si->labels = encode_labels(b, labels);
-	const char *sa = jstr(labels, "istio.io/service-account");
+	const char *sa = mar_jstr(labels, "istio.io/service-account");
 	if (!sa)
-		sa = jstr(labels, "serviceAccount");
+		sa = mar_jstr(labels, "serviceAccount");
 	si->sa = sa ? arena_sv(b, sa, strlen(sa)) : sv("default", 7);
 	return b->nomem ? -ENOMEM : 0;
 }
@@ -562,7 +562,7 @@ static void app_network(const cJSON *app, struct spec_info *si)
 	const cJSON *nets = cJSON_GetObjectItemCaseSensitive(app, "networks");
 	const cJSON *n0 = cJSON_IsArray(nets) ? cJSON_GetArrayItem(nets, 0)
 					       : NULL;
-	const char *mode = n0 ? jstr(n0, "mode") : NULL;
+	const char *mode = n0 ? mar_jstr(n0, "mode") : NULL;
 	const cJSON *ctr = cJSON_GetObjectItemCaseSensitive(app, "container");
 	const cJSON *docker = cJSON_GetObjectItemCaseSensitive(ctr, "docker");
 	const cJSON *maps = cJSON_GetObjectItemCaseSensitive(ctr,
@@ -573,7 +573,7 @@ static void app_network(const cJSON *app, struct spec_info *si)
 		else if (!strcmp(mode, "container"))
 			si->net = NET_CONTAINER;
 	} else { /* 1.4: container.docker.network, or an app ipAddress */
-		const char *dn = jstr(docker, "network");
+		const char *dn = mar_jstr(docker, "network");
 		if (dn && !strcmp(dn, "BRIDGE"))
 			si->net = NET_BRIDGE;
 		else if (dn && !strcmp(dn, "USER"))
@@ -687,7 +687,7 @@ static bool first_ip(const cJSON *list, const char *field,
 	const cJSON *e;
 	cJSON_ArrayForEach(e, list)
 	{
-		const char *s = field ? jstr(e, field)
+		const char *s = field ? mar_jstr(e, field)
 				      : (cJSON_IsString(e) ? e->valuestring
 							   : NULL);
 		if (s && parse_literal_ip(s, out))
@@ -699,19 +699,19 @@ static bool first_ip(const cJSON *list, const char *field,
 static void build_task(struct build *b, const struct spec_info *si,
 		       const cJSON *task)
 {
-	const char *id = jstr(task, "id");
+	const char *id = mar_jstr(task, "id");
 	if (!id || !*id || strlen(id) > 1000) {
 		b->skipped++;
 		return;
 	}
-	if (task_terminal(jstr(task, "state")))
+	if (mar_task_terminal(mar_jstr(task, "state")))
 		return;
 	struct mar_inst *in = inst_new(b);
 	if (!in)
 		return;
 	size_t len = strlen(id), il = instance_id_len(id, len);
 	struct attr_value host_ip, cip = {0};
-	resolve_host(b->hc, jstr(task, "host"), &host_ip);
+	resolve_host(b->hc, mar_jstr(task, "host"), &host_ip);
 	const cJSON *ipa = cJSON_GetObjectItemCaseSensitive(task, "ipAddresses");
 	bool has_cip = si->net != NET_HOST && first_ip(ipa, "ipAddress", &cip);
 	inst_common(b, in, si, id, il, has_cip ? &cip : &host_ip, &host_ip);
@@ -753,7 +753,7 @@ static void build_task(struct build *b, const struct spec_info *si,
 		cJSON_ArrayForEach(e, ipa)
 		{
 			struct attr_value a;
-			const char *s = jstr(e, "ipAddress");
+			const char *s = mar_jstr(e, "ipAddress");
 			if (!s || !parse_literal_ip(s, &a))
 				continue;
 			index_ip(b, &a, in);
@@ -765,7 +765,7 @@ static void build_task(struct build *b, const struct spec_info *si,
 
 static void build_app(struct build *b, const cJSON *app)
 {
-	const char *id = jstr(app, "id");
+	const char *id = mar_jstr(app, "id");
 	struct spec_info si;
 	memset(&si, 0, sizeof si);
 	if (!id || spec_names(b, id, cJSON_GetObjectItemCaseSensitive(
@@ -793,7 +793,7 @@ static const cJSON *spec_container(const cJSON *spec, const char *name)
 	cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(spec,
 								 "containers"))
 	{
-		const char *n = jstr(c, "name");
+		const char *n = mar_jstr(c, "name");
 		if (n && name && !strcmp(n, name))
 			return c;
 	}
@@ -803,18 +803,18 @@ static const cJSON *spec_container(const cJSON *spec, const char *name)
 static void build_instance(struct build *b, const struct spec_info *si,
 			   const cJSON *spec, const cJSON *inst)
 {
-	const char *id = jstr(inst, "id");
+	const char *id = mar_jstr(inst, "id");
 	if (!id || !*id || strlen(id) > 1000) {
 		b->skipped++;
 		return;
 	}
-	if (instance_terminal(jstr(inst, "status")))
+	if (instance_terminal(mar_jstr(inst, "status")))
 		return;
 	struct mar_inst *in = inst_new(b);
 	if (!in)
 		return;
 	struct attr_value host_ip, cip = {0};
-	resolve_host(b->hc, jstr(inst, "agentHostname"), &host_ip);
+	resolve_host(b->hc, mar_jstr(inst, "agentHostname"), &host_ip);
 	const cJSON *nets = cJSON_GetObjectItemCaseSensitive(inst, "networks");
 	bool has_cip = false;
 	const cJSON *nw;
@@ -859,7 +859,7 @@ static void build_instance(struct build *b, const struct spec_info *si,
 	const cJSON *c;
 	cJSON_ArrayForEach(c, ctrs)
 	{
-		const char *name = jstr(c, "name");
+		const char *name = mar_jstr(c, "name");
 		if (!name)
 			continue;
 		const cJSON *sc = spec_container(spec, name);
@@ -928,7 +928,7 @@ static void build_instance(struct build *b, const struct spec_info *si,
 					 .n_ports = n,
 					 .ports = pl};
 		/* The container's Mesos task id, and <instance>.<name>. */
-		const char *cid = jstr(c, "containerId");
+		const char *cid = mar_jstr(c, "containerId");
 		if (cid && strlen(cid) <= 1000)
 			index_id(b, cid, strlen(cid), in, (int)k);
 		char buf[2100];
@@ -944,7 +944,7 @@ static void build_instance(struct build *b, const struct spec_info *si,
 
 static void build_pod(struct build *b, const cJSON *pod)
 {
-	const char *id = jstr(pod, "id");
+	const char *id = mar_jstr(pod, "id");
 	const cJSON *spec = cJSON_GetObjectItemCaseSensitive(pod, "spec");
 	struct spec_info si;
 	memset(&si, 0, sizeof si);
