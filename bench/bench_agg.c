@@ -24,6 +24,12 @@
  * scrapes N label sets instead of 100,000 (for callgrind:
  * MIXD_BENCH_SCRAPE_ONLY=1 MIXD_BENCH_SETS=10000 MIXD_BENCH_RUNS=1 ...
  * runs one scrape of each kind; the runs are still at least 5).
+ * MIXD_BENCH_CASE=K runs throughput case K alone (1: 1,000 label sets,
+ * 2: 100,000, 3: resolver on, 4: every record new) and no scrape, and
+ * MIXD_BENCH_RECORDS=N makes its workload N records: for instructions
+ * per record, MIXD_BENCH_CASE=1 MIXD_BENCH_RECORDS=20000 valgrind
+ * --tool=callgrind --toggle-collect=state_process ... and divide by the
+ * records it prints.
  */
 #include <malloc.h>
 #include <stdbool.h>
@@ -204,7 +210,10 @@ static struct mar_resolver *bookinfo_resolver(void)
 static void throughput(uint64_t sets, int runs, bool marathon, bool fresh)
 {
 	struct workload wl;
-	size_t n = sets > 200000 ? sets : 200000;
+	const char *e = getenv("MIXD_BENCH_RECORDS");
+	size_t n = e ? strtoull(e, NULL, 10) : sets > 200000 ? sets : 200000;
+	if (n < 1)
+		n = 1;
 	make_workload(&wl, n, sets, fresh);
 	double s[32];
 	uint64_t hits = 0, misses = 0;
@@ -241,6 +250,9 @@ static void throughput(uint64_t sets, int runs, bool marathon, bool fresh)
 	bench_report(label, s, runs, "M records/s");
 	printf("  record memo (last run, 4 passes): %llu served, %llu missed\n",
 	       (unsigned long long)hits, (unsigned long long)misses);
+	printf("  records decoded and processed: %llu (%d runs x 4 passes x "
+	       "%zu)\n",
+	       (unsigned long long)runs * 4 * wl.n, runs, wl.n);
 	free(wl.buf);
 	free(wl.len);
 }
@@ -473,13 +485,25 @@ int main(void)
 		     "dimensions + 4 HTTP families per record, one shard core; "
 		     "label sets chosen by destination.service.host and "
 		     "response.code");
-	const char *only = getenv("MIXD_BENCH_SCRAPE_ONLY");
-	if (!only || !*only || *only == '0') {
-		throughput(1000, runs, false, false);
-		throughput(100000, runs, false, false);
-		throughput(1000, runs, true, false);
-		throughput(1000, runs, false, true);
+	static const struct {
+		uint64_t sets;
+		bool marathon, fresh;
+	} cases[] = {{1000, false, false},
+		     {100000, false, false},
+		     {1000, true, false},
+		     {1000, false, true}};
+	const char *one = getenv("MIXD_BENCH_CASE");
+	unsigned k = one ? (unsigned)atoi(one) : 0;
+	if (k >= 1 && k <= 4) {
+		throughput(cases[k - 1].sets, runs, cases[k - 1].marathon,
+			   cases[k - 1].fresh);
+		return 0;
 	}
+	const char *only = getenv("MIXD_BENCH_SCRAPE_ONLY");
+	if (!only || !*only || *only == '0')
+		for (k = 0; k < 4; k++)
+			throughput(cases[k].sets, runs, cases[k].marathon,
+				   cases[k].fresh);
 	scrapes(runs, sets);
 	return 0;
 }
