@@ -25,6 +25,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,31 +138,10 @@ static double rng_normal(struct rng *r)
 	return sum / 65536.0 - 6.0;
 }
 
-/* e^x for |x| < 700 to ~1e-12 relative: range reduction to |r| <= ln2/2,
- * a Taylor series there, then 2^k built in the exponent bits. */
-static double exp_(double x)
-{
-	static const double ln2 = 0.69314718055994530942;
-	if (x > 700)
-		x = 700;
-	if (x < -700)
-		x = -700;
-	long k = (long)(x / ln2 + (x >= 0 ? 0.5 : -0.5));
-	double r = x - (double)k * ln2, term = 1, sum = 1;
-	for (int i = 1; i < 14; i++) {
-		term *= r / i;
-		sum += term;
-	}
-	uint64_t bits = (uint64_t)(k + 1023) << 52;
-	double two_k;
-	memcpy(&two_k, &bits, sizeof two_k);
-	return sum * two_k;
-}
-
 /* log-normal with median @median and shape @sigma */
 static double rng_lognormal(struct rng *r, double median, double sigma)
 {
-	return median * exp_(sigma * rng_normal(r));
+	return median * exp(sigma * rng_normal(r));
 }
 
 /* ---- the simulated mesh ---------------------------------------------------
