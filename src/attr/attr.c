@@ -45,25 +45,17 @@ enum attr_type attr_type_parse(const char *name)
 
 /* ---- encoded string maps ---------------------------------------------- */
 
-/* The wire is little-endian and unaligned; decode bytewise so this is
- * correct on any host and never an unaligned load. */
-static inline uint32_t get_u32le(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
 size_t attr_map_validate(const uint8_t *p, size_t len)
 {
 	if (len < 4)
 		return 0;
-	uint32_t n = get_u32le(p);
+	uint32_t n = attr_get_u32le(p);
 	size_t off = 4;
 	for (uint32_t i = 0; i < n; i++) {
 		for (int kv = 0; kv < 2; kv++) {
 			if (len - off < 4)
 				return 0;
-			uint32_t l = get_u32le(p + off);
+			uint32_t l = attr_get_u32le(p + off);
 			off += 4;
 			if (len - off < l)
 				return 0;
@@ -78,24 +70,7 @@ uint32_t attr_map_count(const struct attr_value *map)
 	/* A zero-length map value (never on the wire) is the empty map. */
 	if (map->len < 4 || !map->map)
 		return 0;
-	return get_u32le(map->map);
-}
-
-/* One length-prefixed string at *off of the map, or false. */
-static bool map_str(const struct attr_value *map, size_t *off,
-		    struct attr_value *out)
-{
-	if (map->len < *off || map->len - *off < 4)
-		return false;
-	uint32_t l = get_u32le(map->map + *off);
-	*off += 4;
-	if (map->len - *off < l)
-		return false;
-	out->type = ATTR_STRING;
-	out->len = l;
-	out->s = (const char *)(map->map + *off);
-	*off += l;
-	return true;
+	return attr_get_u32le(map->map);
 }
 
 bool attr_map_next(const struct attr_value *map, size_t *off,
@@ -103,9 +78,15 @@ bool attr_map_next(const struct attr_value *map, size_t *off,
 {
 	if (!map->map || map->len < 4)
 		return false;
-	if (*off == 0)
-		*off = 4;
-	return map_str(map, off, key) && map_str(map, off, val);
+	const uint8_t *q = map->map + (*off ? *off : 4);
+	const char *k, *v;
+	uint32_t kl, vl;
+	if (!attr_map_entry(&q, map->map + map->len, &k, &kl, &v, &vl))
+		return false;
+	*key = (struct attr_value){.type = ATTR_STRING, .len = kl, .s = k};
+	*val = (struct attr_value){.type = ATTR_STRING, .len = vl, .s = v};
+	*off = (size_t)(q - map->map);
+	return true;
 }
 
 bool attr_map_get(const struct attr_value *map, const char *key, size_t klen,
@@ -113,33 +94,20 @@ bool attr_map_get(const struct attr_value *map, const char *key, size_t klen,
 {
 	if (map->len < 4 || !map->map)
 		return false;
-	const uint8_t *p = map->map;
-	uint32_t n = get_u32le(p);
-	size_t off = 4;
+	const uint8_t *q = map->map + 4, *end = map->map + map->len;
+	uint32_t n = attr_get_u32le(map->map);
 	/* Bounds are checked again although the map was validated: a value
 	 * built by hand (tests, adapters) must not make us read past it. */
 	for (uint32_t i = 0; i < n; i++) {
-		if (map->len - off < 4)
-			return false;
-		uint32_t kl = get_u32le(p + off);
-		off += 4;
-		if (map->len - off < kl)
-			return false;
-		const uint8_t *k = p + off;
-		off += kl;
-		if (map->len - off < 4)
-			return false;
-		uint32_t vl = get_u32le(p + off);
-		off += 4;
-		if (map->len - off < vl)
+		const char *k, *v;
+		uint32_t kl, vl;
+		if (!attr_map_entry(&q, end, &k, &kl, &v, &vl))
 			return false;
 		if (kl == klen && memcmp(k, key, klen) == 0) {
-			out->type = ATTR_STRING;
-			out->len = vl;
-			out->s = (const char *)(p + off);
+			*out = (struct attr_value){.type = ATTR_STRING, .len = vl,
+						   .s = v};
 			return true;
 		}
-		off += vl;
 	}
 	return false;
 }
@@ -150,28 +118,15 @@ static bool map_equal(const struct attr_value *a, const struct attr_value *b)
 	uint32_t n = attr_map_count(a);
 	if (n != attr_map_count(b))
 		return false;
-	const uint8_t *p = a->map;
-	size_t off = 4;
+	const uint8_t *q = a->map + 4, *end = a->map + a->len;
 	for (uint32_t i = 0; i < n; i++) {
-		if (a->len - off < 4)
-			return false;
-		uint32_t kl = get_u32le(p + off);
-		off += 4;
-		if (a->len - off < kl)
-			return false;
-		const char *k = (const char *)(p + off);
-		off += kl;
-		if (a->len - off < 4)
-			return false;
-		uint32_t vl = get_u32le(p + off);
-		off += 4;
-		if (a->len - off < vl)
-			return false;
+		const char *k, *v;
+		uint32_t kl, vl;
 		struct attr_value bv;
-		if (!attr_map_get(b, k, kl, &bv) || bv.len != vl ||
-		    memcmp(bv.s, p + off, vl) != 0)
+		if (!attr_map_entry(&q, end, &k, &kl, &v, &vl) ||
+		    !attr_map_get(b, k, kl, &bv) || bv.len != vl ||
+		    memcmp(bv.s, v, vl) != 0)
 			return false;
-		off += vl;
 	}
 	return true;
 }

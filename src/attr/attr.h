@@ -75,6 +75,38 @@ struct attr_value {
 	};
 };
 
+/** The little-endian u32 at @p, at any alignment (the map encoding's). */
+static inline uint32_t attr_get_u32le(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+/**
+ * One entry of an encoded string map at *@q (u32 klen, key, u32 vlen,
+ * value), bounds-checked against @end; advances *@q past it. False if it
+ * does not fit. Every walk over a map reads its entries through this.
+ */
+static inline __attribute__((always_inline)) bool
+attr_map_entry(const uint8_t **q, const uint8_t *end, const char **k,
+	       uint32_t *kl, const char **v, uint32_t *vl)
+{
+	const uint8_t *p = *q;
+	if (end - p < 8)
+		return false;
+	*kl = attr_get_u32le(p);
+	if ((size_t)(end - p) - 8 < *kl)
+		return false;
+	*k = (const char *)p + 4;
+	*vl = attr_get_u32le(p + 4 + *kl);
+	p += 8 + *kl;
+	if ((size_t)(end - p) < *vl)
+		return false;
+	*v = (const char *)p;
+	*q = p + *vl;
+	return true;
+}
+
 /** Look up @key in an encoded string map value. Returns true and sets *out
  *  (a STRING value pointing into the map) when found. */
 bool attr_map_get(const struct attr_value *map, const char *key, size_t klen,

@@ -172,38 +172,6 @@ static inline bool str_eq(const struct attr_value *a, const char *s,
 	return a->len == len && bytes_eq(a->s, s, len);
 }
 
-static inline uint32_t get_u32le(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
-/*
- * One entry of an encoded string map at *@q (u32 klen, key, u32 vlen,
- * value), bounds-checked against @end as attr_map_get() does; advances *@q
- * past it. Inlined by both walks below: attr_map_next() would be a call
- * per entry on the hot path.
- */
-static inline __attribute__((always_inline)) bool
-map_entry(const uint8_t **q, const uint8_t *end, const char **k, uint32_t *kl,
-	  const char **v, uint32_t *vl)
-{
-	const uint8_t *p = *q;
-	if (end - p < 8)
-		return false;
-	*kl = get_u32le(p);
-	if ((size_t)(end - p) - 8 < *kl)
-		return false;
-	*k = (const char *)p + 4;
-	*vl = get_u32le(p + 4 + *kl);
-	p += 8 + *kl;
-	if ((size_t)(end - p) < *vl)
-		return false;
-	*v = (const char *)p;
-	*q = p + *vl;
-	return true;
-}
-
 /* attr_map_get(), inlined for the m["k"] dimensions. */
 static inline __attribute__((always_inline)) bool
 map_find(const struct attr_value *m, const char *key, uint32_t klen,
@@ -212,12 +180,12 @@ map_find(const struct attr_value *m, const char *key, uint32_t klen,
 	if (m->len < 4)
 		return false;
 	const uint8_t *q = m->map, *end = q + m->len;
-	uint32_t n = get_u32le(q);
+	uint32_t n = attr_get_u32le(q);
 	q += 4;
 	while (n--) {
 		const char *k, *v;
 		uint32_t kl, vl;
-		if (!map_entry(&q, end, &k, &kl, &v, &vl))
+		if (!attr_map_entry(&q, end, &k, &kl, &v, &vl))
 			return false;
 		if (kl == klen && bytes_eq(k, key, klen)) {
 			*out = (struct attr_value){

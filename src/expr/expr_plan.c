@@ -681,12 +681,12 @@ static bool map_keys(const struct expr_plan *pl, const struct pinsn *in,
 		return false;
 	const uint8_t *first = pl->groups[in->b].first;
 	const uint8_t *q = m->map, *end = q + m->len;
-	uint32_t n = get_u32le(q), left = nk, found = 0;
+	uint32_t n = attr_get_u32le(q), left = nk, found = 0;
 	q += 4;
 	while (n--) {
 		const char *k, *val;
 		uint32_t kl, vl;
-		if (!map_entry(&q, end, &k, &kl, &val, &vl))
+		if (!attr_map_entry(&q, end, &k, &kl, &val, &vl))
 			break;
 		for (unsigned j =
 			     first[kl < LEN_BUCKETS - 1 ? kl : LEN_BUCKETS - 1];
