@@ -276,7 +276,7 @@ static int check_binary(struct cctx *c, struct ast *n)
 	case T_LE:
 	case T_GT:
 	case T_GE: {
-		uint8_t t;
+		uint8_t t = 0; /* gcc -O3 cannot see unify() set it */
 		if (unify(c, n->args, 0, 2, ops, false, &t))
 			return -1;
 		if (!is_ordered(t))
@@ -288,7 +288,7 @@ static int check_binary(struct cctx *c, struct ast *n)
 		return 0;
 	}
 	case T_PLUS: {
-		uint8_t t;
+		uint8_t t = 0; /* as above */
 		if (!l->dur_str && !attr_type_is_string((enum attr_type)l->type) &&
 		    l->type != ATTR_INT64 && l->type != ATTR_DOUBLE)
 			return cerr(c, l->off,
