@@ -15,6 +15,10 @@
  *	MIXD_BENCH_RUNS=5 MIXD_BENCH_RECORDS=100000 \
  *	valgrind --tool=callgrind bench_expr
  * then each run_* function's inclusive count / (5 x 100000).
+ *
+ * MIXD_BENCH_CASE=3 runs way (c) alone (1 and 2 likewise (a) and (b)), for
+ * alternating two builds' timings without the minute the others take; the
+ * checksums are then printed but not compared.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,25 +248,30 @@ int main(void)
 	int runs = bench_runs(7);
 	double *ns = calloc((size_t)runs, sizeof *ns);
 	uint64_t sink = 0;
+	const char *one = getenv("MIXD_BENCH_CASE");
+	const int only = one ? atoi(one) : 0;
 
 	/* (a) one expr_eval() per use: 73 calls, 22 evaluations */
-	for (int r = 0; r < runs; r++) {
+	for (int r = 0; r < runs && (!only || only == 1); r++) {
 		uint64_t t0 = bench_now_ns();
 		sink += run_per_use(p, match_id, ids, t, s, records);
 		ns[r] = (double)(bench_now_ns() - t0) / records;
 	}
-	bench_report("expr_eval per use: ns per record", ns, runs, "ns");
+	if (!only || only == 1)
+		bench_report("expr_eval per use: ns per record", ns, runs,
+			     "ns");
 	uint64_t evals_a = s->stats.evals;
 
 	/* (b) expr_eval_batch() over the rule's distinct ids, then
 	 * expr_result() per use */
-	for (int r = 0; r < runs; r++) {
+	for (int r = 0; r < runs && (!only || only == 2); r++) {
 		uint64_t t0 = bench_now_ns();
 		sink += run_batch(p, match_id, ids, uniq, nuniq, t, s, records);
 		ns[r] = (double)(bench_now_ns() - t0) / records;
 	}
-	bench_report("expr_eval_batch + expr_result: ns per record", ns, runs,
-		     "ns");
+	if (!only || only == 2)
+		bench_report("expr_eval_batch + expr_result: ns per record", ns,
+			     runs, "ns");
 	uint64_t evals_b = s->stats.evals;
 
 	/* (c) a guarded plan, built at config load; per record one call,
@@ -279,16 +288,17 @@ int main(void)
 	const struct attr_value **res =
 		calloc(expr_plan_size(pl), sizeof *res);
 	uint64_t sink_b = sink;
-	for (int r = 0; r < runs; r++) {
+	for (int r = 0; r < runs && (!only || only == 3); r++) {
 		uint64_t t0 = bench_now_ns();
 		sink += run_plan(pl, expr_plan_guard(pl), at, 4 * 18, res, t, s,
 				 records);
 		ns[r] = (double)(bench_now_ns() - t0) / records;
 	}
-	bench_report("expr_plan_eval (guarded) + result pointers: ns per "
-		     "record",
-		     ns, runs, "ns");
-	if (sink - sink_b != sink_b / 2) {
+	if (!only || only == 3)
+		bench_report("expr_plan_eval (guarded) + result pointers: ns "
+			     "per record",
+			     ns, runs, "ns");
+	if (!only && sink - sink_b != sink_b / 2) {
 		fprintf(stderr, "bench_expr: plan results differ (%llu, %llu)\n",
 			(unsigned long long)(sink - sink_b),
 			(unsigned long long)sink_b);

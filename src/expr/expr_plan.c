@@ -50,6 +50,8 @@ enum pop {
 	P_MAPKEYS, /* keys[a .. a+n) of the map in slot c, one pass; b is
 		      the group (its length buckets) */
 	P_EQ_KS,   /* r[dst] = r[a] == k, both strings (F_NEG: !=) */
+	P_EQ_KW,   /* P_EQ_KS for k of <= 16 bytes: n its length, w0 w1
+		      its words (str_words()) */
 	P_EQ_K,	   /* r[dst] = r[a] == k, any types (F_NEG: !=) */
 	P_EQ,	   /* r[dst] = r[a] == r[b] (F_NEG: !=) */
 	P_NOT,	   /* r[dst] = !r[a] */
@@ -72,13 +74,23 @@ struct pinsn {
 	uint8_t decl;	 /* loads: the slot's declared type */
 	uint8_t word;	 /* loads: the slot's word in attr_table.present */
 	uint16_t accept; /* loads: runtime types the declared type takes */
-	uint16_t n;	 /* P_MAPKEYS: keys */
-	uint32_t dst, a, b, c; /* loads: c is the slot, b its byte offset in
-				  the table */
-	const struct attr_value *k;
+	uint16_t n;	 /* P_MAPKEYS: keys; P_EQ_KW: the constant's length */
+	uint32_t dst, a;
+	union {
+		struct {
+			uint32_t b, c; /* loads: c is the slot, b its byte
+					  offset in the table */
+		};
+		uint64_t w0; /* P_EQ_KW */
+	};
+	union {
+		const struct attr_value *k;
+		uint64_t w1; /* P_EQ_KW */
+	};
 };
 
 struct pkey {
+	uint64_t w0, w1; /* the key's words (str_words()), <= 16 bytes */
 	const char *key;
 	uint32_t klen;
 	uint32_t dst;
@@ -95,7 +107,36 @@ struct pkey {
  * the keys of their length. */
 struct pgroup {
 	uint8_t first[LEN_BUCKETS]; /* first key (within the group) or NO_KEY */
+	uint32_t all;		    /* a bit per key of the group */
 };
+
+/*
+ * A string of @n <= 16 bytes as two words: equal lengths and equal words
+ * mean equal bytes. Short label values and map keys are compared this way
+ * against constants whose words were taken once at build time: no call,
+ * no loop, no load of the constant's bytes.
+ */
+static inline __attribute__((always_inline)) void
+str_words(const char *s, uint32_t n, uint64_t *w0, uint64_t *w1)
+{
+	if (n >= 8) {
+		memcpy(w0, s, 8);
+		memcpy(w1, s + n - 8, 8);
+	} else if (n >= 4) {
+		uint32_t lo, hi;
+		memcpy(&lo, s, 4);
+		memcpy(&hi, s + n - 4, 4);
+		*w0 = (uint64_t)hi << 32 | lo;
+		*w1 = 0;
+	} else {
+		/* bytes 0, n/2 and n-1 cover every byte of n <= 3 */
+		*w0 = n ? (uint64_t)(uint8_t)s[0] |
+				  (uint64_t)(uint8_t)s[n / 2] << 8 |
+				  (uint64_t)(uint8_t)s[n - 1] << 16
+			: 0;
+		*w1 = 0;
+	}
+}
 
 /* A batch of instructions of one opcode: one dispatch for all. */
 struct prun {
@@ -319,6 +360,8 @@ static bool lower(struct pbuild *b, uint32_t ni, uint32_t *reg)
 						  (enum attr_type)e->k.type)
 				  ? P_EQ_KS
 				  : P_EQ_K;
+		if (x.in.op == P_EQ_KS && e->k.len <= 16)
+			x.in.op = P_EQ_KW;
 		x.in.flags = e->op == OP_NE_K ? F_NEG : 0;
 		x.in.a = ra;
 		x.kidx = add_const(b, &e->k);
@@ -432,6 +475,8 @@ static int merge_mapkeys(struct pbuild *b)
 			struct pkey *k = &pl->keys[pl->n_keys++];
 			k->key = m->keyv->s;
 			k->klen = m->keyv->len;
+			if (k->klen <= 16)
+				str_words(k->key, k->klen, &k->w0, &k->w1);
 			k->dst = m->in.dst;
 			k->val = pl->n_vals++;
 			k->dflt = &pl->consts[m->kidx]; /* consts are final */
@@ -445,6 +490,7 @@ static int merge_mapkeys(struct pbuild *b)
 				link = &pl->keys[g->in.a + *link].next;
 			*link = (uint8_t)g->in.n;
 			k->next = NO_KEY;
+			pl->groups[g->in.b].all |= 1u << g->in.n;
 			g->in.n++;
 			done[j] = true;
 		}
@@ -472,6 +518,11 @@ static int finish(struct pbuild *b)
 		*in = b->bi[i].in;
 		in->k = b->bi[i].kidx == NO_NODE ? NULL
 						 : &pl->consts[b->bi[i].kidx];
+		if (in->op == P_EQ_KW) {
+			const struct attr_value *k = in->k;
+			in->n = (uint16_t)k->len;
+			str_words(k->s, k->len, &in->w0, &in->w1);
+		}
 		if (in->op == P_LOAD || in->op == P_LOAD_K ||
 		    in->op == P_LOAD_R) {
 			/* the evaluator adds these to the table pointer
@@ -639,73 +690,84 @@ load_or(const struct attr_table *t, const struct pinsn *in,
 	return NULL;
 }
 
-/* bytes_eq() without the memcmp() call for long keys: a call in the walk
- * of map_keys() makes the compiler spill its live registers around every
- * key compare, taken or not. */
-static inline bool key_eq(const char *a, const char *b, uint32_t n)
+/* A key of more than 16 bytes: rare in label maps, kept out of line so
+ * that the walk below keeps its values in registers. */
+static __attribute__((noinline, cold)) bool
+long_key_eq(const struct pkey *key, const char *k, uint32_t kl)
 {
-	if (n <= 16)
-		return bytes_eq(a, b, n);
-	uint64_t d = 0, x, y;
-	uint32_t i = 0;
-	for (; i + 8 <= n; i += 8) {
-		memcpy(&x, a + i, 8);
-		memcpy(&y, b + i, 8);
-		d |= x ^ y;
-	}
-	memcpy(&x, a + n - 8, 8);
-	memcpy(&y, b + n - 8, 8);
-	return (d | (x ^ y)) == 0;
+	return key->klen == kl && memcmp(k, key->key, kl) == 0;
 }
 
-/* Every key of one P_MAPKEYS: the defaults, then one walk of the map
- * with map_find()'s bounds checks, a key taking its first occurrence as
- * map_find() does. Returns true if a register came out NULL. */
-static bool map_keys(const struct expr_plan *pl, const struct pinsn *in,
-		     const struct attr_table *t, const struct attr_value **r,
-		     struct attr_value *vals)
+/* One walk of the map @m (a STRING_MAP of >= 4 bytes) for the keys of a
+ * P_MAPKEYS, with map_find()'s bounds checks, a key taking its first
+ * occurrence as map_find() does. Returns the keys found. */
+static inline __attribute__((always_inline)) uint32_t
+map_walk(const struct pgroup *g, const struct pkey *keys,
+	 const struct attr_value *m, const struct attr_value **r,
+	 struct attr_value *vals)
 {
-	const struct pkey *keys = pl->keys + in->a;
-	uint32_t nk = in->n, slot = in->c;
-	for (uint32_t j = 0; j < nk; j++)
-		r[keys[j].dst] = keys[j].dflt;
-	if (!((t->present[slot >> 6] >> (slot & 63)) & 1))
-		return false;
-	const struct attr_value *m = &t->v[slot];
-	if (__builtin_expect(m->type != ATTR_STRING_MAP, 0)) {
-		for (uint32_t j = 0; j < nk; j++)
-			r[keys[j].dst] = NULL;
-		return true;
-	}
-	if (m->len < 4)
-		return false;
-	const uint8_t *first = pl->groups[in->b].first;
 	const uint8_t *q = m->map, *end = q + m->len;
-	uint32_t n = attr_get_u32le(q), left = nk, found = 0;
+	uint32_t n = attr_get_u32le(q), found = 0;
 	q += 4;
 	while (n--) {
 		const char *k, *val;
 		uint32_t kl, vl;
 		if (!attr_map_entry(&q, end, &k, &kl, &val, &vl))
 			break;
-		for (unsigned j =
-			     first[kl < LEN_BUCKETS - 1 ? kl : LEN_BUCKETS - 1];
-		     j != NO_KEY; j = keys[j].next) {
+		unsigned j = g->first[kl < LEN_BUCKETS - 1 ? kl : LEN_BUCKETS - 1];
+		if (j == NO_KEY)
+			continue;
+		/* the bucket is this length exactly up to 62 bytes: words
+		 * alone decide for keys of <= 16 */
+		uint64_t w0 = 0, w1 = 0;
+		bool shrt = kl <= 16;
+		if (shrt)
+			str_words(k, kl, &w0, &w1);
+		do {
 			const struct pkey *key = &keys[j];
-			if (key->klen != kl || (found >> j & 1) ||
-			    !key_eq(k, key->key, kl))
-				continue;
-			/* field by field: a compound literal would also
-			 * zero the padding, two more stores per key */
-			struct attr_value *v = &vals[key->val];
-			v->type = ATTR_STRING;
-			v->len = vl;
-			v->s = val;
-			r[key->dst] = v;
-			found |= 1u << j;
-			if (--left == 0)
-				return false;
+			if (!(found >> j & 1) &&
+			    (shrt ? key->w0 == w0 && key->w1 == w1
+				  : long_key_eq(key, k, kl))) {
+				/* field by field: a compound literal would
+				 * also zero the padding */
+				struct attr_value *v = &vals[key->val];
+				v->type = ATTR_STRING;
+				v->len = vl;
+				v->s = val;
+				r[key->dst] = v;
+				found |= 1u << j;
+				if (found == g->all)
+					return found;
+			}
+			j = key->next;
+		} while (j != NO_KEY);
+	}
+	return found;
+}
+
+/* Every key of one P_MAPKEYS: one walk of the map, then the defaults of
+ * the keys it lacks. Returns true if a register came out NULL. */
+static inline __attribute__((always_inline)) bool
+map_keys(const struct expr_plan *pl, const struct pinsn *in,
+	 const struct attr_table *t, const struct attr_value **r,
+	 struct attr_value *vals)
+{
+	const struct pkey *keys = pl->keys + in->a;
+	const struct pgroup *g = &pl->groups[in->b];
+	uint32_t slot = in->c, found = 0;
+	if ((t->present[slot >> 6] >> (slot & 63)) & 1) {
+		const struct attr_value *m = &t->v[slot];
+		if (__builtin_expect(m->type != ATTR_STRING_MAP, 0)) {
+			for (uint32_t j = 0; j < in->n; j++)
+				r[keys[j].dst] = NULL;
+			return true;
 		}
+		if (m->len >= 4)
+			found = map_walk(g, keys, m, r, vals);
+	}
+	for (uint32_t miss = g->all & ~found; miss; miss &= miss - 1) {
+		const struct pkey *key = &keys[__builtin_ctz(miss)];
+		r[key->dst] = key->dflt;
 	}
 	return false;
 }
@@ -785,6 +847,22 @@ unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
 								in->k->len) ^
 							 (in->flags & F_NEG))
 					       : NULL;
+			}
+			break;
+		case P_EQ_KW:
+			for (; in < ie; in++) {
+				const struct attr_value *x = r[in->a];
+				uint64_t w0, w1;
+				bool eq = false;
+				if (!x) {
+					r[in->dst] = NULL;
+					continue;
+				}
+				if (x->len == in->n) {
+					str_words(x->s, in->n, &w0, &w1);
+					eq = w0 == in->w0 && w1 == in->w1;
+				}
+				r[in->dst] = as_bool(eq ^ (in->flags & F_NEG));
 			}
 			break;
 		case P_EQ_K:

@@ -1284,6 +1284,98 @@ static void test_plan(void **state)
 	expr_program_destroy(p);
 }
 
+/* ---- plans: short-string compares -------------------------------------------- */
+
+/*
+ * The plan compares strings of up to 16 bytes against constants as two
+ * words, and finds map keys by length bucket: every length class (0, 1-3,
+ * 4-7, 8-16, longer, the last bucket's 63 and more), against values that
+ * differ from the constant in one byte at the start, middle or end, or in
+ * length only, as operands of ==, != and m["k"] | "d".
+ */
+static void test_plan_words(void **state)
+{
+	struct fixture *f = *state;
+	static const unsigned lens[] = {0, 1, 2, 3, 4, 5, 7, 8, 9, 15,
+					16, 17, 24, 62, 63, 64, 70};
+	enum { NL = sizeof lens / sizeof lens[0], NV = 5 * NL };
+	char consts[NL][80], vals[NV][80];
+	for (unsigned i = 0; i < NL; i++) {
+		for (unsigned j = 0; j < lens[i]; j++)
+			consts[i][j] = (char)('a' + (j * 7 + i) % 26);
+		consts[i][lens[i]] = 0;
+		/* the constant, then one byte off at the start, middle and
+		 * end, then one byte longer */
+		for (unsigned v = 0; v < 5; v++) {
+			char *x = vals[5 * i + v];
+			memcpy(x, consts[i], lens[i] + 1);
+			unsigned at = v == 1 ? 0 : v == 2 ? lens[i] / 2
+							  : lens[i] - 1;
+			if (v >= 1 && v <= 3 && lens[i])
+				x[at] = (char)(x[at] == 'z' ? 'A' : x[at] + 1);
+			if (v == 4) {
+				x[lens[i]] = 'q';
+				x[lens[i] + 1] = 0;
+			}
+		}
+	}
+	struct expr_program *p = expr_program_create(f->vocab);
+	uint32_t ids[4 * NL];
+	size_t n = 0;
+	for (unsigned i = 0; i < NL; i++) {
+		char e[1600]; /* gcc cannot bound %s by the row */
+		snprintf(e, sizeof e, "request.path == \"%s\"", consts[i]);
+		ids[n++] = (uint32_t)expr_compile(p, e, strlen(e), NULL);
+		snprintf(e, sizeof e, "source.principal != \"%s\"", consts[i]);
+		ids[n++] = (uint32_t)expr_compile(p, e, strlen(e), NULL);
+		snprintf(e, sizeof e, "destination.labels[\"%s\"] | \"none\"",
+			 consts[i]);
+		ids[n++] = (uint32_t)expr_compile(p, e, strlen(e), NULL);
+		snprintf(e, sizeof e, "destination.labels[\"%s\"] | \"other\"",
+			 consts[i]);
+		ids[n++] = (uint32_t)expr_compile(p, e, strlen(e), NULL);
+	}
+	for (size_t i = 0; i < n; i++)
+		assert_true(ids[i] < expr_count(p));
+
+	struct attr_table *t = malloc(sizeof *t);
+	static uint8_t map[NV * 2 * 96];
+	const char *kv[2 * NV];
+	for (unsigned v = 0; v < NV; v++) {
+		memcpy(t, &f->table, sizeof *t);
+		struct attr_value sv = {.type = ATTR_STRING,
+					.len = (uint32_t)strlen(vals[v]),
+					.s = vals[v]};
+		attr_table_set(t, MIXD_ATTR_REQUEST_PATH, &sv);
+		sv.type = ATTR_EMAIL;
+		attr_table_set(t, MIXD_ATTR_SOURCE_PRINCIPAL, &sv);
+		/* a map of the near misses up to this value, in an order
+		 * that puts each exact key after its near misses */
+		uint32_t ne = 0;
+		for (unsigned k = v + 1; k-- > 0 && ne < NV;) {
+			kv[2 * ne] = vals[k];
+			kv[2 * ne + 1] = vals[(k * 3) % NV];
+			ne++;
+		}
+		struct attr_value mv = {.type = ATTR_STRING_MAP, .map = map};
+		mv.len = (uint32_t)map_encode(map, kv, ne);
+		attr_table_set(t, MIXD_ATTR_DESTINATION_LABELS, &mv);
+		if (!plan_agrees(p, ids, n, t, 0))
+			fail_msg("value %u (\"%s\") differs", v, vals[v]);
+	}
+	/* absent and mistyped operands */
+	memcpy(t, &f->table, sizeof *t);
+	struct attr_value iv = {.type = ATTR_INT64, .i = 4};
+	attr_table_set(t, MIXD_ATTR_REQUEST_PATH, &iv);
+	attr_table_set(t, MIXD_ATTR_SOURCE_PRINCIPAL, &iv);
+	attr_table_set(t, MIXD_ATTR_DESTINATION_LABELS, &iv);
+	assert_true(plan_agrees(p, ids, n, t, 0));
+	attr_table_clear(t);
+	assert_true(plan_agrees(p, ids, n, t, 0));
+	free(t);
+	expr_program_destroy(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1300,6 +1392,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_plan, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_plan_words, setup,
+						teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
