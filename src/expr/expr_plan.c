@@ -50,14 +50,16 @@ enum pop {
 	P_MAPKEYS, /* keys[a .. a+n) of the map in slot c, one pass; b is
 		      the group (its length buckets) */
 	P_EQ_KS,   /* r[dst] = r[a] == k, both strings (F_NEG: !=) */
-	P_EQ_KW,   /* P_EQ_KS for k of <= 16 bytes: n its length, w0 w1
-		      its words (str_words()) */
+	P_IN_KW,   /* r[dst] = r[a] equals one of the n strings of <= 16
+		      bytes words[b ..] (F_NEG: none): x == "k" and chains
+		      of x == "k1" || x == "k2" (x != "k1" && ...) */
 	P_EQ_K,	   /* r[dst] = r[a] == k, any types (F_NEG: !=) */
 	P_EQ,	   /* r[dst] = r[a] == r[b] (F_NEG: !=) */
 	P_NOT,	   /* r[dst] = !r[a] */
 	P_AND,	   /* r[dst] = r[a] && r[b] */
 	P_LOR,	   /* r[dst] = r[a] || r[b] */
-	P_COND,	   /* r[dst] = r[a] ? r[b] : r[c] */
+	P_COND,	   /* r[dst] = r[a] ? r[b] : r[c]; F_BK, F_CK: b, c are
+		      indexes in consts, not registers */
 	P_NODE,	   /* r[dst] = general evaluation of expression a, into
 		      vals[b] */
 	P_GUARD,   /* a run of its own after the guard's instructions: stop
@@ -66,6 +68,8 @@ enum pop {
 };
 
 #define F_NEG 1
+#define F_BK 2
+#define F_CK 4
 
 /* One instruction, 32 bytes: two per cache line. */
 struct pinsn {
@@ -74,20 +78,20 @@ struct pinsn {
 	uint8_t decl;	 /* loads: the slot's declared type */
 	uint8_t word;	 /* loads: the slot's word in attr_table.present */
 	uint16_t accept; /* loads: runtime types the declared type takes */
-	uint16_t n;	 /* P_MAPKEYS: keys; P_EQ_KW: the constant's length */
-	uint32_t dst, a;
-	union {
-		struct {
-			uint32_t b, c; /* loads: c is the slot, b its byte
-					  offset in the table */
-		};
-		uint64_t w0; /* P_EQ_KW */
-	};
-	union {
-		const struct attr_value *k;
-		uint64_t w1; /* P_EQ_KW */
-	};
+	uint16_t n;	 /* P_MAPKEYS: keys; P_IN_KW: strings */
+	uint32_t dst, a, b, c; /* loads: c is the slot, b its byte offset in
+				  the table */
+	const struct attr_value *k;
 };
+
+/* A string constant of <= 16 bytes as P_IN_KW compares it. */
+struct pword {
+	uint64_t w0, w1; /* str_words() */
+	uint32_t len;
+};
+
+/* P_IN_KW's most strings: the longest chain of == it fuses */
+#define IN_MAX 16
 
 struct pkey {
 	uint64_t w0, w1; /* the key's words (str_words()), <= 16 bytes */
@@ -155,6 +159,8 @@ struct expr_plan {
 	struct pgroup *groups; /* per P_MAPKEYS, in->b */
 	struct attr_value *consts;
 	uint32_t n_consts;
+	struct pword *words; /* P_IN_KW's strings */
+	uint32_t n_words, cap_words;
 	uint32_t n_regs;
 	uint32_t n_vals; /* attr_values taken from the arena per record */
 	uint32_t n_roots;
@@ -244,6 +250,7 @@ static uint32_t add_const(struct pbuild *b, const struct attr_value *k)
 static bool same_insn(const struct pbi *x, const struct pbi *y)
 {
 	return x->in.op == y->in.op && x->in.flags == y->in.flags &&
+	       x->in.n == y->in.n &&
 	       x->in.a == y->in.a && x->in.b == y->in.b && x->in.c == y->in.c &&
 	       x->kidx == y->kidx && x->key == y->key;
 }
@@ -287,6 +294,109 @@ static struct pbi new_pbi(void)
 	return (struct pbi){.in = {.a = NO_NODE, .b = NO_NODE, .c = NO_NODE},
 			    .kidx = NO_NODE,
 			    .key = NO_NODE};
+}
+
+static bool same_words(const struct pword *w, const struct attr_value *const *k,
+		       uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		struct pword x = {.len = k[i]->len};
+		str_words(k[i]->s, k[i]->len, &x.w0, &x.w1);
+		if (w[i].len != x.len || w[i].w0 != x.w0 || w[i].w1 != x.w1)
+			return false;
+	}
+	return true;
+}
+
+/* The words of @n string constants @k (each <= 16 bytes), appended unless
+ * already there (so that same_insn() shares equal P_IN_KWs); returns the
+ * first's index in pl->words. */
+static uint32_t add_words(struct pbuild *b, const struct attr_value *const *k,
+			  uint32_t n)
+{
+	struct expr_plan *pl = b->pl;
+	for (uint32_t at = 0; at + n <= pl->n_words; at++)
+		if (same_words(&pl->words[at], k, n))
+			return at;
+	if (pl->n_words + n > pl->cap_words) {
+		uint32_t cap = pl->cap_words ? pl->cap_words * 2 : 16;
+		while (cap < pl->n_words + n)
+			cap *= 2;
+		struct pword *w = realloc(pl->words, cap * sizeof *w);
+		if (!w) {
+			b->oom = true;
+			return 0;
+		}
+		pl->words = w;
+		pl->cap_words = cap;
+	}
+	uint32_t at = pl->n_words;
+	for (uint32_t i = 0; i < n; i++) {
+		struct pword *w = &pl->words[pl->n_words++];
+		w->len = k[i]->len;
+		str_words(k[i]->s, k[i]->len, &w->w0, &w->w1);
+	}
+	return at;
+}
+
+static bool lower(struct pbuild *b, uint32_t ni, uint32_t *reg);
+
+/* The leaves of a chain of @op (OP_LOR or OP_AND) under node @ni into
+ * @leaf; false if there are more than IN_MAX. */
+static bool chain_leaves(const struct expr_program *p, uint32_t ni,
+			 uint8_t op, uint32_t *leaf, uint32_t *n)
+{
+	const struct enode *e = &p->nodes[ni];
+	if (e->op == op)
+		return chain_leaves(p, e->a, op, leaf, n) &&
+		       chain_leaves(p, e->b, op, leaf, n);
+	if (*n == IN_MAX)
+		return false;
+	leaf[(*n)++] = ni;
+	return true;
+}
+
+/*
+ * x == "k1" || x == "k2" || ... (or x != "k1" && x != "k2" && ...) over one
+ * string operand x and constants of <= 16 bytes, as one P_IN_KW in @x:
+ * the seed's match (context.protocol == "http" || ... == "grpc") takes
+ * one word compare per constant instead of two compares and an ||. Exact:
+ * every leaf is NULL exactly when x is, and || (&&) of leaves that are
+ * all present is their disjunction (conjunction). False if @ni is not of
+ * that shape (with b->oom on allocation failure).
+ */
+static bool lower_in(struct pbuild *b, uint32_t ni, struct pbi *x)
+{
+	const struct expr_program *p = b->pl->p;
+	const struct enode *e = &p->nodes[ni];
+	uint8_t leaf_op = e->op == OP_LOR ? OP_EQ_K : OP_NE_K;
+	uint32_t leaf[IN_MAX], n = 0, ra = NO_NODE;
+	const struct attr_value *k[IN_MAX];
+	if (!chain_leaves(p, ni, e->op, leaf, &n))
+		return false;
+	for (uint32_t i = 0; i < n; i++) {
+		const struct enode *l = &p->nodes[leaf[i]];
+		if (l->op != leaf_op || l->k.len > 16 ||
+		    !attr_type_is_string((enum attr_type)l->k.type) ||
+		    !attr_type_is_string(
+			    (enum attr_type)p->nodes[l->a].type))
+			return false;
+		k[i] = &l->k;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t r;
+		/* shared operands lower to one register */
+		if (!lower(b, p->nodes[leaf[i]].a, &r) || (i && r != ra))
+			return false;
+		ra = r;
+	}
+	x->in.op = P_IN_KW;
+	x->in.flags = e->op == OP_AND ? F_NEG : 0;
+	x->in.a = ra;
+	x->in.n = (uint16_t)n;
+	x->in.b = add_words(b, k, n);
+	x->level = level_of(b, ra, NO_NODE, NO_NODE);
+	return !b->oom;
 }
 
 /*
@@ -360,10 +470,16 @@ static bool lower(struct pbuild *b, uint32_t ni, uint32_t *reg)
 						  (enum attr_type)e->k.type)
 				  ? P_EQ_KS
 				  : P_EQ_K;
-		if (x.in.op == P_EQ_KS && e->k.len <= 16)
-			x.in.op = P_EQ_KW;
 		x.in.flags = e->op == OP_NE_K ? F_NEG : 0;
 		x.in.a = ra;
+		if (x.in.op == P_EQ_KS && e->k.len <= 16) {
+			x.in.op = P_IN_KW;
+			x.in.n = 1;
+			const struct attr_value *k1 = &e->k;
+			x.in.b = add_words(b, &k1, 1);
+			x.level = level_of(b, ra, NO_NODE, NO_NODE);
+			break;
+		}
 		x.kidx = add_const(b, &e->k);
 		x.level = level_of(b, ra, NO_NODE, NO_NODE);
 		break;
@@ -386,7 +502,9 @@ static bool lower(struct pbuild *b, uint32_t ni, uint32_t *reg)
 		break;
 	case OP_AND:
 	case OP_LOR:
-		if (!lower(b, e->a, &ra) || !lower(b, e->b, &rb))
+		if (lower_in(b, ni, &x))
+			break;
+		if (b->oom || !lower(b, e->a, &ra) || !lower(b, e->b, &rb))
 			return false;
 		x.in.op = e->op == OP_AND ? P_AND : P_LOR;
 		x.in.a = ra;
@@ -394,13 +512,28 @@ static bool lower(struct pbuild *b, uint32_t ni, uint32_t *reg)
 		x.level = level_of(b, ra, rb, NO_NODE);
 		break;
 	case OP_COND:
-		if (!lower(b, e->a, &ra) || !lower(b, e->b, &rb) ||
-		    !lower(b, e->c, &rc))
+		/* constant branches (the seed's label values) are read from
+		 * consts: no register, no store per record */
+		if (!lower(b, e->a, &ra) ||
+		    (p->nodes[e->b].op != OP_CONST && !lower(b, e->b, &rb)) ||
+		    (p->nodes[e->c].op != OP_CONST && !lower(b, e->c, &rc)))
 			return false;
 		x.in.op = P_COND;
 		x.in.a = ra;
-		x.in.b = rb;
-		x.in.c = rc;
+		if (p->nodes[e->b].op == OP_CONST) {
+			x.in.flags |= F_BK;
+			rb = NO_NODE;
+			x.in.b = add_const(b, &p->nodes[e->b].k);
+		} else {
+			x.in.b = rb;
+		}
+		if (p->nodes[e->c].op == OP_CONST) {
+			x.in.flags |= F_CK;
+			rc = NO_NODE;
+			x.in.c = add_const(b, &p->nodes[e->c].k);
+		} else {
+			x.in.c = rc;
+		}
 		x.level = level_of(b, ra, rb, rc);
 		break;
 	default:
@@ -518,11 +651,6 @@ static int finish(struct pbuild *b)
 		*in = b->bi[i].in;
 		in->k = b->bi[i].kidx == NO_NODE ? NULL
 						 : &pl->consts[b->bi[i].kidx];
-		if (in->op == P_EQ_KW) {
-			const struct attr_value *k = in->k;
-			in->n = (uint16_t)k->len;
-			str_words(k->s, k->len, &in->w0, &in->w1);
-		}
 		if (in->op == P_LOAD || in->op == P_LOAD_K ||
 		    in->op == P_LOAD_R) {
 			/* the evaluator adds these to the table pointer
@@ -646,6 +774,7 @@ void expr_plan_destroy(struct expr_plan *pl)
 	free(pl->keys);
 	free(pl->groups);
 	free(pl->consts);
+	free(pl->words);
 	free(pl->root_reg);
 	free(pl->root_id);
 	free(pl->root_node);
@@ -849,20 +978,25 @@ unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
 					       : NULL;
 			}
 			break;
-		case P_EQ_KW:
+		case P_IN_KW:
 			for (; in < ie; in++) {
 				const struct attr_value *x = r[in->a];
+				const struct pword *w = pl->words + in->b,
+						   *we = w + in->n;
 				uint64_t w0, w1;
-				bool eq = false;
+				bool hit = false;
 				if (!x) {
 					r[in->dst] = NULL;
 					continue;
 				}
-				if (x->len == in->n) {
-					str_words(x->s, in->n, &w0, &w1);
-					eq = w0 == in->w0 && w1 == in->w1;
+				if (x->len <= 16) {
+					str_words(x->s, x->len, &w0, &w1);
+					for (; w < we; w++)
+						hit |= w->len == x->len &&
+						       w->w0 == w0 &&
+						       w->w1 == w1;
 				}
-				r[in->dst] = as_bool(eq ^ (in->flags & F_NEG));
+				r[in->dst] = as_bool(hit ^ (in->flags & F_NEG));
 			}
 			break;
 		case P_EQ_K:
@@ -909,9 +1043,16 @@ unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
 		case P_COND:
 			for (; in < ie; in++) {
 				const struct attr_value *x = r[in->a];
-				r[in->dst] = !x	    ? NULL
-					     : x->b ? r[in->b]
-						    : r[in->c];
+				if (!x)
+					r[in->dst] = NULL;
+				else if (x->b)
+					r[in->dst] = in->flags & F_BK
+							     ? &pl->consts[in->b]
+							     : r[in->b];
+				else
+					r[in->dst] = in->flags & F_CK
+							     ? &pl->consts[in->c]
+							     : r[in->c];
 			}
 			break;
 		case P_NODE:
