@@ -53,6 +53,8 @@ enum pop {
 	P_IN_KW,   /* r[dst] = r[a] equals one of the n strings of <= 16
 		      bytes words[b ..] (F_NEG: none): x == "k" and chains
 		      of x == "k1" || x == "k2" (x != "k1" && ...) */
+	P_IN_KS,   /* P_IN_KW of x = slot c | k (a P_LOAD when k is NULL)
+		      read in place, its strings at words[a ..] */
 	P_EQ_K,	   /* r[dst] = r[a] == k, any types (F_NEG: !=) */
 	P_EQ,	   /* r[dst] = r[a] == r[b] (F_NEG: !=) */
 	P_NOT,	   /* r[dst] = !r[a] */
@@ -78,7 +80,7 @@ struct pinsn {
 	uint8_t decl;	 /* loads: the slot's declared type */
 	uint8_t word;	 /* loads: the slot's word in attr_table.present */
 	uint16_t accept; /* loads: runtime types the declared type takes */
-	uint16_t n;	 /* P_MAPKEYS: keys; P_IN_KW: strings */
+	uint16_t n;	 /* P_MAPKEYS: keys; P_IN_K*: strings */
 	uint32_t dst, a, b, c; /* loads: c is the slot, b its byte offset in
 				  the table */
 	const struct attr_value *k;
@@ -341,6 +343,32 @@ static uint32_t add_words(struct pbuild *b, const struct attr_value *const *k,
 
 static bool lower(struct pbuild *b, uint32_t ni, uint32_t *reg);
 
+/*
+ * Make @x a P_IN_KW of register @ra and strings @w, or, when @ra is a
+ * load, a P_IN_KS that reads the slot itself: the load then has no
+ * reader left (the seed's match and reporter kind) and finish() drops
+ * it, one instruction and one run fewer.
+ */
+static void in_operand(struct pbuild *b, struct pbi *x, uint32_t ra,
+		       uint32_t w)
+{
+	const struct pbi *ld = &b->bi[ra];
+	if (ld->in.op == P_LOAD || ld->in.op == P_LOAD_K) {
+		x->in.op = P_IN_KS;
+		x->in.a = w;
+		x->in.c = ld->in.c;
+		x->in.decl = ld->in.decl;
+		x->in.accept = ld->in.accept;
+		x->kidx = ld->kidx;
+		x->level = 0;
+		return;
+	}
+	x->in.op = P_IN_KW;
+	x->in.a = ra;
+	x->in.b = w;
+	x->level = level_of(b, ra, NO_NODE, NO_NODE);
+}
+
 /* The leaves of a chain of @op (OP_LOR or OP_AND) under node @ni into
  * @leaf; false if there are more than IN_MAX. */
 static bool chain_leaves(const struct expr_program *p, uint32_t ni,
@@ -390,12 +418,9 @@ static bool lower_in(struct pbuild *b, uint32_t ni, struct pbi *x)
 			return false;
 		ra = r;
 	}
-	x->in.op = P_IN_KW;
 	x->in.flags = e->op == OP_AND ? F_NEG : 0;
-	x->in.a = ra;
 	x->in.n = (uint16_t)n;
-	x->in.b = add_words(b, k, n);
-	x->level = level_of(b, ra, NO_NODE, NO_NODE);
+	in_operand(b, x, ra, add_words(b, k, n));
 	return !b->oom;
 }
 
@@ -473,11 +498,9 @@ static bool lower(struct pbuild *b, uint32_t ni, uint32_t *reg)
 		x.in.flags = e->op == OP_NE_K ? F_NEG : 0;
 		x.in.a = ra;
 		if (x.in.op == P_EQ_KS && e->k.len <= 16) {
-			x.in.op = P_IN_KW;
-			x.in.n = 1;
 			const struct attr_value *k1 = &e->k;
-			x.in.b = add_words(b, &k1, 1);
-			x.level = level_of(b, ra, NO_NODE, NO_NODE);
+			x.in.n = 1;
+			in_operand(b, &x, ra, add_words(b, &k1, 1));
 			break;
 		}
 		x.kidx = add_const(b, &e->k);
@@ -635,10 +658,58 @@ static int merge_mapkeys(struct pbuild *b)
 	return 0;
 }
 
+/* Drop the instructions whose register nothing reads: loads that a
+ * P_IN_KS took over. Operands come before their readers, so one pass
+ * from the end marks them. */
+static int drop_dead(struct pbuild *b)
+{
+	struct expr_plan *pl = b->pl;
+	bool *live = calloc(b->n + 1, sizeof *live);
+	if (!live)
+		return -1;
+	for (uint32_t i = 0; i < pl->n_roots; i++)
+		live[pl->root_reg[i]] = true;
+	for (uint32_t i = b->n; i-- > 0;) {
+		const struct pinsn *in = &b->bi[i].in;
+		if (!live[i])
+			continue;
+		switch ((enum pop)in->op) {
+		case P_LOAD_R:
+		case P_IN_KW:
+		case P_EQ_KS:
+		case P_EQ_K:
+		case P_NOT:
+			live[in->a] = true;
+			break;
+		case P_EQ:
+		case P_AND:
+		case P_LOR:
+			live[in->a] = live[in->b] = true;
+			break;
+		case P_COND:
+			live[in->a] = true;
+			if (!(in->flags & F_BK))
+				live[in->b] = true;
+			if (!(in->flags & F_CK))
+				live[in->c] = true;
+			break;
+		default: /* no register operands */
+			break;
+		}
+	}
+	uint32_t w = 0;
+	for (uint32_t i = 0; i < b->n; i++)
+		if (live[i])
+			b->bi[w++] = b->bi[i];
+	b->n = w;
+	free(live);
+	return 0;
+}
+
 static int finish(struct pbuild *b)
 {
 	struct expr_plan *pl = b->pl;
-	if (merge_mapkeys(b))
+	if (drop_dead(b) || merge_mapkeys(b))
 		return -1;
 	if (b->n)
 		qsort(b->bi, b->n, sizeof *b->bi, pbi_cmp);
@@ -652,7 +723,7 @@ static int finish(struct pbuild *b)
 		in->k = b->bi[i].kidx == NO_NODE ? NULL
 						 : &pl->consts[b->bi[i].kidx];
 		if (in->op == P_LOAD || in->op == P_LOAD_K ||
-		    in->op == P_LOAD_R) {
+		    in->op == P_LOAD_R || in->op == P_IN_KS) {
 			/* the evaluator adds these to the table pointer
 			 * instead of scaling the slot */
 			in->word = (uint8_t)(in->c >> 6);
@@ -906,6 +977,20 @@ static inline const struct attr_value *as_bool(bool b)
 	return b ? &k_true : &k_false;
 }
 
+/* P_IN_K*: whether @x is one of the @n strings at @w. */
+static inline __attribute__((always_inline)) bool
+in_words(const struct attr_value *x, const struct pword *w, uint32_t n)
+{
+	uint64_t w0, w1;
+	bool hit = false;
+	if (x->len > 16)
+		return false;
+	str_words(x->s, x->len, &w0, &w1);
+	for (const struct pword *we = w + n; w < we; w++)
+		hit |= w->len == x->len && w->w0 == w0 && w->w1 == w1;
+	return hit;
+}
+
 /* Count the reasons of the failed roots as expr_eval() would: evaluate
  * them again with the general evaluator (a P_NODE root counted its own). */
 static __attribute__((noinline)) unsigned
@@ -981,22 +1066,23 @@ unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
 		case P_IN_KW:
 			for (; in < ie; in++) {
 				const struct attr_value *x = r[in->a];
-				const struct pword *w = pl->words + in->b,
-						   *we = w + in->n;
-				uint64_t w0, w1;
-				bool hit = false;
-				if (!x) {
-					r[in->dst] = NULL;
-					continue;
-				}
-				if (x->len <= 16) {
-					str_words(x->s, x->len, &w0, &w1);
-					for (; w < we; w++)
-						hit |= w->len == x->len &&
-						       w->w0 == w0 &&
-						       w->w1 == w1;
-				}
-				r[in->dst] = as_bool(hit ^ (in->flags & F_NEG));
+				r[in->dst] =
+					x ? as_bool(in_words(x, pl->words + in->b,
+							     in->n) ^
+						    (in->flags & F_NEG))
+					  : NULL;
+			}
+			break;
+		case P_IN_KS:
+			for (; in < ie; in++) {
+				const struct attr_value *x =
+					load_or(t, in, in->k, &bad);
+				bad |= !x; /* absent, of a P_LOAD */
+				r[in->dst] =
+					x ? as_bool(in_words(x, pl->words + in->a,
+							     in->n) ^
+						    (in->flags & F_NEG))
+					  : NULL;
 			}
 			break;
 		case P_EQ_K:

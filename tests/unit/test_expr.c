@@ -1052,6 +1052,27 @@ static const char *const plan_exprs[] = {
 	"conditional(connection.mtls, \"a\", source.uid)",
 	"conditional(connection.mtls | false, source.uid, \"b\")",
 	"conditional(connection.mtls, source.uid, destination.uid | \"d\")",
+	/* == chains the plan fuses into one set compare, or must not: a
+	 * constant over 16 bytes, more strings than one instruction holds,
+	 * an operand that is not a load, mixed operators */
+	"context.protocol == \"http\" || "
+	"context.protocol == \"a-protocol-over-16\"",
+	"context.protocol == \"a\" || context.protocol == \"b\" || "
+	"context.protocol == \"c\" || context.protocol == \"d\" || "
+	"context.protocol == \"e\" || context.protocol == \"f\" || "
+	"context.protocol == \"g\" || context.protocol == \"h\" || "
+	"context.protocol == \"i\" || context.protocol == \"j\" || "
+	"context.protocol == \"k\" || context.protocol == \"l\" || "
+	"context.protocol == \"m\" || context.protocol == \"n\" || "
+	"context.protocol == \"o\" || context.protocol == \"p\" || "
+	"context.protocol == \"grpc\"",
+	"(api.protocol | context.protocol | \"u\") == \"grpc\" || "
+	"(api.protocol | context.protocol | \"u\") == \"g\"",
+	"(source.labels[\"istio\"] | \"u\") != \"a\" && "
+	"(source.labels[\"istio\"] | \"u\") != \"productpage\"",
+	"context.protocol == \"http\" || context.protocol != \"grpc\"",
+	"context.protocol == \"http\" || (context.protocol == \"grpc\" && "
+	"connection.mtls)",
 };
 
 #define N_PLAN_EXPRS (sizeof plan_exprs / sizeof plan_exprs[0])
@@ -1320,13 +1341,18 @@ static void test_plan_words(void **state)
 		}
 	}
 	struct expr_program *p = expr_program_create(f->vocab);
-	uint32_t ids[4 * NL];
+	uint32_t ids[5 * NL];
 	size_t n = 0;
 	for (unsigned i = 0; i < NL; i++) {
 		char e[1600]; /* gcc cannot bound %s by the row */
 		snprintf(e, sizeof e, "request.path == \"%s\"", consts[i]);
 		ids[n++] = (uint32_t)expr_compile(p, e, strlen(e), NULL);
 		snprintf(e, sizeof e, "source.principal != \"%s\"", consts[i]);
+		ids[n++] = (uint32_t)expr_compile(p, e, strlen(e), NULL);
+		/* an operand in a register rather than read in place */
+		snprintf(e, sizeof e,
+			 "(api.protocol | request.path | \"\") == \"%s\"",
+			 consts[i]);
 		ids[n++] = (uint32_t)expr_compile(p, e, strlen(e), NULL);
 		snprintf(e, sizeof e, "destination.labels[\"%s\"] | \"none\"",
 			 consts[i]);
