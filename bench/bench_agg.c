@@ -28,7 +28,7 @@
  * 2: 100,000, 3: resolver on, 4: every record new) and no scrape, and
  * MIXD_BENCH_RECORDS=N makes its workload N records: for instructions
  * per record, MIXD_BENCH_CASE=1 MIXD_BENCH_RECORDS=20000 valgrind
- * --tool=callgrind --toggle-collect=state_process ... and divide by the
+ * --tool=callgrind --toggle-collect=state_record ... and divide by the
  * records it prints.
  */
 #include <malloc.h>
@@ -160,12 +160,10 @@ static void run(struct agg *a, const struct workload *wl, size_t passes)
 			/* A shard pins one snapshot per pass of 1,024 records. */
 			if (sh->mar && i % 1024 == 0)
 				mar_read_begin(sh->mar);
-			attr_table_clear(&t);
-			if (ingest_decode(wl->buf + i * RECORD_CAP, wl->len[i],
-					  sh->state->plan->vocab, &t))
+			if (state_record(sh->state, &t, wl->buf + i * RECORD_CAP,
+					 wl->len[i], 0, a->o.series_limit, sh->mar,
+					 &a->epoch, &sh->retired))
 				abort();
-			state_process(sh->state, &t, 0, a->o.series_limit, sh->mar,
-				      &a->epoch, &sh->retired);
 			if (sh->mar && (i % 1024 == 1023 || i + 1 == wl->n))
 				mar_read_end(sh->mar);
 		}

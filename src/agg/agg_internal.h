@@ -162,6 +162,7 @@ struct agg_plan {
 	 * val_plan: family f's at val_res[val_at[f]]. */
 	bool memo_ok;
 	uint64_t memo_mask[ATTR_PRESENT_WORDS];
+	struct ingest_keyspec memo_keys; /* memo_mask, for the decoder */
 	struct expr_plan *val_plan;
 	uint32_t *val_at;
 	bool scoped;                  /* some rule is namespace-scoped */
@@ -230,9 +231,9 @@ uint64_t memo_capacity(const struct memo *m);
 int memo_resize(struct memo *m, uint64_t entries);
 /** Forget every entry (rows were freed, or the snapshot changed). */
 void memo_invalidate(struct memo *m);
-/** Build the key of record @t into @buf; 0 if it needs more than @cap. */
-uint32_t memo_key(const struct agg_plan *p, const struct attr_table *t,
-		  uint8_t *buf, uint32_t cap, uint64_t *hash);
+/** The hash of the @len bytes of @key, which must be followed by 16 zero
+ *  bytes (the hash reads whole 16-byte lanes). */
+uint64_t memo_hash(const uint8_t *key, uint32_t len);
 /** The live entry for a key, or NULL. */
 struct memo_ent *memo_find(struct memo *m, uint64_t h, const uint8_t *key,
 			   uint32_t len);
@@ -311,11 +312,15 @@ void state_memo_stats(const struct shard_state *s, uint64_t *hits,
 /** Write out the stdio lines @s buffered (once per shard pass). */
 void state_flush(struct shard_state *s);
 
-/** Run @plan over one decoded record. @mar: the shard's Marathon reader,
- *  inside a read section, or NULL. */
-void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
-		   uint64_t series_limit, struct mar_reader *mar,
-		   struct agg_epoch *e, struct epoch_retired **rl);
+/** Decode record @rec (@len bytes, untrusted) into @t and run @s's plan
+ *  over it. @mar: the shard's Marathon reader, inside a read section, or
+ *  NULL. Returns why the record was rejected (then nothing was counted),
+ *  or INGEST_REJ_NONE. */
+enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
+				const uint8_t *rec, uint32_t len,
+				int64_t now_ns, uint64_t series_limit,
+				struct mar_reader *mar, struct agg_epoch *e,
+				struct epoch_retired **rl);
 
 /*
  * stdio output (logs.c). Each shard formats JSON lines into its own buffer
@@ -385,6 +390,7 @@ struct shard {
 	struct shard_ring *rings;
 	struct ingest_ring *queue;
 	struct attr_table table;
+	uint8_t record[MIXD_RECORD_MAX]; /* a shm record, copied to decode */
 	struct ingest_ring_counts mine[INGEST_TRANSPORT_COUNT];
 	struct epoch_retired *retired; /* memory waiting for readers to leave */
 	struct mar_reader *mar;        /* this thread's Marathon reader */

@@ -24,7 +24,6 @@
 #include <string.h>
 
 #include "agg/agg_internal.h"
-#include "ingest/wire.h"
 
 #define MEMO_WAYS 4
 
@@ -179,54 +178,7 @@ static uint64_t key_hash(const uint8_t *p, uint32_t n)
 	return acc ^ (acc >> 32);
 }
 
-/*
- * The key: the memo set's presence bits as the record has them, then each
- * present attribute's type, length (u16) and value, in slot order. Absent
- * attributes cost nothing past the presence words.
- */
-static const uint8_t fixed_len[ATTR_TYPE_COUNT] = {
-	[ATTR_INT64] = 8, [ATTR_DOUBLE] = 8,	[ATTR_BOOL] = 1,
-	[ATTR_TIMESTAMP] = 8, [ATTR_DURATION] = 8,
-};
-
-static const bool by_pointer[ATTR_TYPE_COUNT] = {
-	[ATTR_STRING] = true, [ATTR_BYTES] = true, [ATTR_STRING_MAP] = true,
-	[ATTR_EMAIL] = true,  [ATTR_URI] = true,   [ATTR_DNS_NAME] = true,
-};
-
-uint32_t memo_key(const struct agg_plan *p, const struct attr_table *t,
-		  uint8_t *buf, uint32_t cap, uint64_t *hash)
+uint64_t memo_hash(const uint8_t *key, uint32_t len)
 {
-	uint32_t n = 0;
-	cap = (cap < UINT16_MAX ? cap : UINT16_MAX) - 16; /* the hash's padding */
-	for (unsigned w = 0; w < ATTR_PRESENT_WORDS; w++) {
-		if (!p->memo_mask[w])
-			continue;
-		uint64_t bits = t->present[w] & p->memo_mask[w];
-		memcpy(buf + n, &bits, 8);
-		n += 8;
-		while (bits) {
-			unsigned slot = w * 64 + (unsigned)__builtin_ctzll(bits);
-			bits &= bits - 1;
-			const struct attr_value *v = &t->v[slot];
-			/* Every value is bytes at the union's start (numbers,
-			 * booleans, addresses) or behind its pointer (strings,
-			 * bytes, maps). */
-			uint32_t len = fixed_len[v->type] ? fixed_len[v->type]
-							  : v->len;
-			const uint8_t *src = by_pointer[v->type]
-						     ? (const uint8_t *)v->s
-						     : (const uint8_t *)&v->i;
-			if (len > cap || n + 3 + len > cap)
-				return 0;
-			uint16_t l16 = (uint16_t)len;
-			buf[n] = v->type;
-			memcpy(buf + n + 1, &l16, 2);
-			wire_copy(buf + n + 3, src, len);
-			n += 3 + len;
-		}
-	}
-	memset(buf + n, 0, 16);
-	*hash = key_hash(buf, n);
-	return n;
+	return key_hash(key, len);
 }

@@ -341,6 +341,7 @@ static int plan_memo(struct agg_plan *p)
 	for (size_t f = 0; f < p->nfams; f++)
 		p->val_at[f] = expr_plan_index(p->val_plan, f);
 	p->memo_ok = ok;
+	ingest_keyspec_init(&p->memo_keys, m);
 	return 0;
 }
 

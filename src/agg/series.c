@@ -391,7 +391,10 @@ struct state_ext {
 	uint8_t cap_st[64];
 	struct row *cap_row[64];
 	uint8_t cap_hits[64];
-	uint8_t mkey[MEMO_KEY_MAX];
+	/* The record's memo key, as the decoder copies it: a constant byte
+	 * (so that no key is empty), then the encodings of the record's
+	 * memo attributes; room for a whole record and the hash's padding. */
+	uint8_t mkey[1 + INGEST_KEY_ROOM + 16];
 	uint32_t hits[];
 };
 
@@ -812,9 +815,12 @@ static void remember(struct shard_state *s, struct state_ext *x, uint64_t h,
 	memcpy(memo_hits(m, e), x->cap_hits, p->nfams);
 }
 
-void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
-		   uint64_t series_limit, struct mar_reader *mar,
-		   struct agg_epoch *e, struct epoch_retired **rl)
+/* Run the plan over decoded record @t; @keylen: the length of its memo key
+ * in x->mkey, 0 when the decoder made none (memo off or standing aside). */
+static void process(struct shard_state *s, struct attr_table *t,
+		    uint32_t keylen, int64_t now_ns,
+		    uint64_t series_limit, struct mar_reader *mar,
+		    struct agg_epoch *e, struct epoch_retired **rl)
 {
 	struct state_ext *x = (struct state_ext *)s;
 	struct agg_plan *p = s->plan;
@@ -835,10 +841,15 @@ void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
 		}
 		if (x->memo_aside) {
 			x->memo_aside--;
-		} else {
-			mlen = memo_key(p, t, x->mkey, sizeof x->mkey, &mh);
-			struct memo_ent *me =
-				mlen ? memo_find(&x->memo, mh, x->mkey, mlen) : NULL;
+		} else if (keylen) {
+			/* Longer keys are not remembered (see MEMO_KEY_MAX). */
+			struct memo_ent *me = NULL;
+			if (keylen <= MEMO_KEY_MAX) {
+				mlen = keylen;
+				memset(x->mkey + mlen, 0, 16);
+				mh = memo_hash(x->mkey, mlen);
+				me = memo_find(&x->memo, mh, x->mkey, mlen);
+			}
 			bool served = me != NULL;
 			x->memo_count[!served]++;
 			x->memo_win_hits += served;
@@ -960,6 +971,33 @@ void state_process(struct shard_state *s, struct attr_table *t, int64_t now_ns,
 		hits[f] = 0;
 	if (mlen)
 		remember(s, x, mh, mlen);
+}
+
+enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
+				const uint8_t *rec, uint32_t len,
+				int64_t now_ns, uint64_t series_limit,
+				struct mar_reader *mar, struct agg_epoch *e,
+				struct epoch_retired **rl)
+{
+	struct state_ext *x = (struct state_ext *)s;
+	const struct agg_plan *p = s->plan;
+	uint32_t klen = 0;
+	enum ingest_reject rc;
+
+	attr_table_clear(t);
+	/* The decoder copies the memo key's bytes on its way through the
+	 * record, for a few instructions an attribute. */
+	if (p->memo_ok && !x->memo_aside && len <= MIXD_RECORD_MAX) {
+		struct ingest_key k = {.buf = x->mkey + 1};
+		x->mkey[0] = 1;
+		rc = ingest_decode_keyed(rec, len, p->vocab, t, &p->memo_keys, &k);
+		klen = 1 + k.len;
+	} else {
+		rc = ingest_decode(rec, len, p->vocab, t);
+	}
+	if (rc == INGEST_REJ_NONE)
+		process(s, t, klen, now_ns, series_limit, mar, e, rl);
+	return rc;
 }
 
 void state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,

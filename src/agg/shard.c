@@ -28,14 +28,14 @@ static enum ingest_reject on_record(void *ctx, const uint8_t *p, uint32_t len)
 {
 	struct shard *sh = ctx;
 	struct shard_state *st = sh->state;
-	attr_table_clear(&sh->table);
-	enum ingest_reject rc = ingest_decode(
-		p, len, st ? st->plan->vocab : sh->agg->vocab, &sh->table);
-	if (rc != INGEST_REJ_NONE || !st)
-		return rc;
-	state_process(st, &sh->table, sh->now_ns, sh->agg->o.series_limit,
-		      sh->mar, &sh->agg->epoch, &sh->retired);
-	sh->processed++;
+	if (!st) { /* no configuration yet: validate and count */
+		attr_table_clear(&sh->table);
+		return ingest_decode(p, len, sh->agg->vocab, &sh->table);
+	}
+	enum ingest_reject rc = state_record(
+		st, &sh->table, p, len, sh->now_ns, sh->agg->o.series_limit,
+		sh->mar, &sh->agg->epoch, &sh->retired);
+	sh->processed += rc == INGEST_REJ_NONE;
 	return rc;
 }
 
@@ -149,7 +149,8 @@ static unsigned pass(struct shard *sh)
 	struct shard_ring **pp = &sh->rings, *sr;
 	while ((sr = *pp)) {
 		enum ingest_transport t = ingest_ring_transport(sr->r);
-		unsigned k = ingest_ring_poll(sr->r, on_record, sh, 1024, &sh->mine[t]);
+		unsigned k = ingest_ring_poll(sr->r, on_record, sh, 1024,
+					      &sh->mine[t], sh->record);
 		n += k;
 		if (sr->closing && k == 0 && ingest_ring_empty(sr->r)) {
 			/* The producer is gone and we have all it wrote. */
@@ -162,7 +163,7 @@ static unsigned pass(struct shard *sh)
 		pp = &sr->next;
 	}
 	n += ingest_ring_poll(sh->queue, on_record, sh, 4096,
-			      &sh->mine[INGEST_SOCKET]);
+			      &sh->mine[INGEST_SOCKET], sh->record);
 	if (sh->mar)
 		mar_read_end(sh->mar);
 	if (sh->state)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ingest/ingest.h"
+#include "ingest/wire.h"
 
 static const char *const reject_names[INGEST_REJ_COUNT] = {
 	[INGEST_REJ_NONE] = "none",
@@ -58,7 +59,7 @@ static inline uint64_t rd64(const uint8_t *p)
  */
 static __attribute__((noinline)) enum ingest_reject
 decode_one(const uint8_t **pp, const uint8_t *end, const struct attr_vocab *vocab,
-	   struct attr_table *t)
+	   struct attr_table *t, int *slot_out)
 {
 	const uint8_t *p = *pp;
 	struct attr_value unused; /* values of inline names nobody declared */
@@ -75,6 +76,7 @@ decode_one(const uint8_t **pp, const uint8_t *end, const struct attr_vocab *voca
 		declared = dict_type[id];
 		v = &t->v[id];
 		t->present[id >> 6] |= 1ull << (id & 63);
+		*slot_out = (int)id;
 	} else if (id == MIXD_ATTR_INLINE) {
 		if (end - p < 2)
 			return INGEST_REJ_TRUNCATED;
@@ -88,6 +90,7 @@ decode_one(const uint8_t **pp, const uint8_t *end, const struct attr_vocab *voca
 		p += nl;
 		if (type == ATTR_NONE || type >= ATTR_TYPE_COUNT)
 			return INGEST_REJ_TYPE;
+		*slot_out = slot;
 		if (slot >= 0) {
 			declared = attr_vocab_type(vocab, (unsigned)slot);
 			v = &t->v[slot];
@@ -181,6 +184,7 @@ enum fast_kind {
 	FK_BOOL,
 	FK_IP,
 	FK_SLOW,
+	FK_KEY = 8, /* or-ed in: the attribute is chosen for the key */
 };
 
 #define FAST_KIND_(t)                                                        \
@@ -197,6 +201,18 @@ static const uint8_t dict_kind[MIXD_ATTR_DICT_COUNT] = {
 	MIXD_ATTRIBUTE_LIST(DICT_KIND_)
 #undef DICT_KIND_
 };
+
+_Static_assert(sizeof(((struct ingest_keyspec *)0)->kind) ==
+		       sizeof dict_kind,
+	       "a key spec has a kind per dictionary id");
+
+void ingest_keyspec_init(struct ingest_keyspec *ks, const uint64_t *mask)
+{
+	memcpy(ks->mask, mask, sizeof ks->mask);
+	for (unsigned id = 0; id < MIXD_ATTR_DICT_COUNT; id++)
+		ks->kind[id] = dict_kind[id] |
+			       (mask[id >> 6] >> (id & 63) & 1 ? FK_KEY : 0);
+}
 
 /* The fast loop keeps the dictionary's present bits in two registers. */
 _Static_assert(MIXD_ATTR_DICT_COUNT <= 128, "dictionary fits two words");
@@ -217,106 +233,32 @@ _Static_assert(MIXD_ATTR_DICT_COUNT <= 128, "dictionary fits two words");
  * name, a string-like type standing for another, a map, any malformation --
  * goes to decode_one(), which checks everything in the original order.
  * Values are written straight into their slot.
+ *
+ * The loop is made twice (decode_loop.h). The keyed variant also copies
+ * each chosen attribute's encoding, as the handler that decoded it knows
+ * its size, to the key: a store or two for fixed widths, a string's copy;
+ * the plain one carries none of it.
  */
+#define DECODE_NAME decode_plain
+#define DECODE_KEYED 0
+#include "ingest/decode_loop.h"
+
+#define DECODE_NAME decode_keyed
+#define DECODE_KEYED 1
+#include "ingest/decode_loop.h"
+
 enum ingest_reject ingest_decode(const uint8_t *p, size_t len,
 				 const struct attr_vocab *vocab,
 				 struct attr_table *t)
 {
-	static const void *const handler[] = {
-		[FK_STRING] = &&h_string, [FK_WORD] = &&h_word,
-		[FK_BOOL] = &&h_bool,	  [FK_IP] = &&h_ip,
-		[FK_SLOW] = &&careful,
-	};
-	const uint8_t *const end = p + len;
-	uint64_t lo = 0, hi = 0; /* present bits of slots 0..63, 64..127 */
-	enum ingest_reject why = INGEST_REJ_NONE;
-	struct attr_value *v;
-	size_t left;
-	uint64_t w;
+	return decode_plain(p, len, vocab, t, NULL, NULL);
+}
 
-	/* Decode the header at p and go to its value's handler. */
-#define DISPATCH()                                                           \
-	do {                                                                 \
-		left = (size_t)(end - p);                                    \
-		if (__builtin_expect(left < 8, 0))                           \
-			goto tail;                                           \
-		w = rd64(p); /* loaded once: the producer may rewrite p[] */ \
-		size_t id_ = (uint16_t)w;                                    \
-		if (__builtin_expect(id_ >= MIXD_ATTR_DICT_COUNT, 0))        \
-			goto careful;                                        \
-		uint8_t type_ = (uint8_t)(w >> 16);                          \
-		if (__builtin_expect(type_ != dict_type[id_], 0))            \
-			goto careful;                                        \
-		v = &t->v[id_];                                              \
-		v->type = type_;                                             \
-		if (id_ < 64)                                                \
-			lo |= 1ull << (id_ & 63);                            \
-		else                                                         \
-			hi |= 1ull << (id_ & 63);                            \
-		goto *handler[dict_kind[id_]];                               \
-	} while (0)
-
-	DISPATCH();
-h_string: {
-	uint32_t n = (uint32_t)(w >> 24);
-	if (__builtin_expect(n > left - 7, 0)) {
-		why = INGEST_REJ_TRUNCATED;
-		goto out;
-	}
-	v->s = (const char *)p + 7;
-	v->len = n;
-	p += 7 + (size_t)n;
-	DISPATCH();
-}
-h_word:
-	if (__builtin_expect(left < 11, 0)) {
-		why = INGEST_REJ_TRUNCATED;
-		goto out;
-	}
-	memcpy(&v->i, p + 3, 8); /* the union's 8 bytes */
-	v->len = 8;
-	p += 11;
-	DISPATCH();
-h_bool: {
-	uint8_t b = (uint8_t)(w >> 24);
-	if (b > 1) {
-		why = INGEST_REJ_VALUE;
-		goto out;
-	}
-	v->b = b;
-	v->len = 1;
-	p += 4;
-	DISPATCH();
-}
-h_ip: {
-	uint8_t n = (uint8_t)(w >> 24);
-	if (n == 4) { /* left >= 8 already covers it */
-		memcpy(v->ip, p + 4, 4);
-	} else if (n == 16 && left >= 20) {
-		memcpy(v->ip, p + 4, 16);
-	} else {
-		why = n == 16 ? INGEST_REJ_TRUNCATED : INGEST_REJ_VALUE;
-		goto out;
-	}
-	v->len = n;
-	p += 4 + (size_t)n;
-	DISPATCH();
-}
-tail:
-	if (left == 0)
-		goto out;
-careful: {
-	/* Through a copy: p itself must not have its address taken, or it
-	 * lives on the stack for the whole loop. */
-	const uint8_t *q = p;
-	why = decode_one(&q, end, vocab, t);
-	p = q;
-	if (why == INGEST_REJ_NONE)
-		DISPATCH();
-}
-#undef DISPATCH
-out:
-	t->present[0] |= lo;
-	t->present[1] |= hi;
-	return why;
+enum ingest_reject ingest_decode_keyed(const uint8_t *p, size_t len,
+				       const struct attr_vocab *vocab,
+				       struct attr_table *t,
+				       const struct ingest_keyspec *ks,
+				       struct ingest_key *k)
+{
+	return decode_keyed(p, len, vocab, t, ks, k);
 }

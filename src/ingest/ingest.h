@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <mixd/ring.h>
+
 #include "attr/attr.h"
 
 /** Why a record (or a ring) was rejected. Exported as a metric label. */
@@ -52,6 +54,43 @@ const char *ingest_reject_name(enum ingest_reject r);
 enum ingest_reject ingest_decode(const uint8_t *p, size_t len,
 				 const struct attr_vocab *vocab,
 				 struct attr_table *t);
+
+/** Bytes an ingest_key's buffer must hold: a whole record, and slack the
+ *  copies may write past the key's end. */
+#define INGEST_KEY_ROOM (MIXD_RECORD_MAX + 32u)
+
+/** The key ingest_decode_keyed() builds. */
+struct ingest_key {
+	uint8_t *buf; /**< in: INGEST_KEY_ROOM bytes */
+	uint32_t len; /**< out: bytes of the key */
+};
+
+/** Which attributes ingest_decode_keyed() copies to the key, in the form
+ *  its loop dispatches on. Build with ingest_keyspec_init(). */
+struct ingest_keyspec {
+	uint64_t mask[ATTR_PRESENT_WORDS]; /**< chosen slots */
+	uint8_t kind[MIXD_ATTR_DICT_COUNT]; /**< per dictionary id (private) */
+};
+
+/** Choose the attributes whose slots are set in @mask (ATTR_PRESENT_WORDS
+ *  words). */
+void ingest_keyspec_init(struct ingest_keyspec *ks, const uint64_t *mask);
+
+/**
+ * ingest_decode(), also copying the encoding (header, inline name, value)
+ * of each attribute @ks chooses to @k, in record order. A chosen attribute
+ * costs its copy; the others cost nothing more than in ingest_decode(). An encoding determines its slot (given @vocab)
+ * and its value, and encodings are self-delimiting, so two records with
+ * equal keys have equal values in every chosen slot: a key for those
+ * values, made on the decoder's way through the record. @len must be at
+ * most MIXD_RECORD_MAX (as every ring and frame ensures). Valid only when
+ * INGEST_REJ_NONE is returned.
+ */
+enum ingest_reject ingest_decode_keyed(const uint8_t *p, size_t len,
+				       const struct attr_vocab *vocab,
+				       struct attr_table *t,
+				       const struct ingest_keyspec *ks,
+				       struct ingest_key *k);
 
 /* ---------------------------------------------------------------------- */
 /* Consumer side of a ring.                                                */
@@ -102,9 +141,17 @@ struct ingest_ring_counts {
  * returns the number of records taken (0 when empty). A corrupt ring is
  * resynchronised at the producer's head and the skipped records counted as
  * INGEST_REJ_RING; a ring whose head itself is invalid stops being read.
+ *
+ * A shared-memory record is first copied to @scratch (MIXD_RECORD_MAX
+ * bytes), and @fn sees the copy: the producer can still write to its
+ * ring, and a record that changed while it was decoded and counted could
+ * make a consumer remember one value under another (the record memo), so
+ * decoding reads only memory the producer cannot reach. Queue rings are
+ * mixd's own and are read in place.
  */
 unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn, void *ctx,
-			  unsigned budget, struct ingest_ring_counts *counts);
+			  unsigned budget, struct ingest_ring_counts *counts,
+			  uint8_t *scratch);
 
 /** True when every published record has been consumed. */
 bool ingest_ring_empty(struct ingest_ring *r);

@@ -223,11 +223,13 @@ static void resync(struct ingest_ring *r, struct ingest_ring_counts *n)
 }
 
 unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn, void *ctx,
-			  unsigned budget, struct ingest_ring_counts *n)
+			  unsigned budget, struct ingest_ring_counts *n,
+			  uint8_t *scratch)
 {
+	const bool shared = r->transport == INGEST_SHM;
 	if (r->dead)
 		return 0;
-	if (r->transport == INGEST_SHM)
+	if (shared)
 		account_drops(r, n);
 	if (!ring_cons_refresh(&r->c)) {
 		/* head is beyond reach: we cannot even tell where to resume. */
@@ -246,6 +248,10 @@ unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn, void *ctx,
 		if (rc == RING_CORRUPT) {
 			resync(r, n);
 			return taken + 1;
+		}
+		if (shared) { /* len <= max_len = MIXD_RECORD_MAX */
+			memcpy(scratch, p, len);
+			p = scratch;
 		}
 		enum ingest_reject why = fn(ctx, p, len);
 		if (why == INGEST_REJ_NONE)

@@ -12,6 +12,10 @@
  * must give the same reason, and for an accepted record the same table
  * (present bits, and each present value's type, length and bytes). A
  * rejected record's table is not compared: nothing reads it.
+ *
+ * ingest_decode_keyed() is checked against it too, under two choices of
+ * attributes (every slot; every third): the same reason and table, and a
+ * key that is exactly the chosen attributes' encodings in record order.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -29,6 +33,10 @@
 static struct attr_vocab *vocab;
 static struct attr_table table;
 static struct attr_table ref_table;
+/* The reference key: what ref_decode() found chosen under ref_mask. */
+static uint64_t ref_mask[ATTR_PRESENT_WORDS];
+static uint8_t ref_key[MIXD_RECORD_MAX];
+static size_t ref_klen;
 
 /* ---- the reference decoder ------------------------------------------- */
 
@@ -47,7 +55,10 @@ static enum ingest_reject ref_decode(const uint8_t *p, size_t len,
 	const uint8_t *end = p + len;
 	struct attr_value unused;
 
+	ref_klen = 0;
 	while (p != end) {
+		const uint8_t *start = p;
+		int chosen_slot = -1;
 		if (end - p < 3)
 			return INGEST_REJ_TRUNCATED;
 		unsigned id = p[0] | (unsigned)p[1] << 8;
@@ -60,6 +71,7 @@ static enum ingest_reject ref_decode(const uint8_t *p, size_t len,
 			declared = ref_dict_type[id];
 			v = &t->v[id];
 			t->present[id >> 6] |= 1ull << (id & 63);
+			chosen_slot = (int)id;
 		} else if (id == MIXD_ATTR_INLINE) {
 			if (end - p < 2)
 				return INGEST_REJ_TRUNCATED;
@@ -78,6 +90,7 @@ static enum ingest_reject ref_decode(const uint8_t *p, size_t len,
 				declared = attr_vocab_type(vc, (unsigned)slot);
 				v = &t->v[slot];
 				t->present[slot >> 6] |= 1ull << (slot & 63);
+				chosen_slot = slot;
 			} else {
 				declared = type;
 				v = &unused;
@@ -152,6 +165,11 @@ static enum ingest_reject ref_decode(const uint8_t *p, size_t len,
 		default:
 			return INGEST_REJ_TYPE;
 		}
+		if (chosen_slot >= 0 &&
+		    (ref_mask[chosen_slot >> 6] >> (chosen_slot & 63) & 1)) {
+			memcpy(ref_key + ref_klen, start, (size_t)(p - start));
+			ref_klen += (size_t)(p - start);
+		}
 	}
 	return INGEST_REJ_NONE;
 }
@@ -194,10 +212,31 @@ static void differential(const uint8_t *p, uint32_t len, enum ingest_reject rc)
 			abort();
 }
 
+/* ingest_decode_keyed() must agree with ref_decode() too, key and all. */
+static void keyed(const uint8_t *p, uint32_t len, unsigned every)
+{
+	static uint8_t kb[INGEST_KEY_ROOM];
+	struct ingest_keyspec ks;
+	struct ingest_key k = {.buf = kb};
+	memset(ref_mask, 0, sizeof ref_mask);
+	for (unsigned s = 0; s < ATTR_MAX_SLOTS; s += every)
+		ref_mask[s >> 6] |= 1ull << (s & 63);
+	ingest_keyspec_init(&ks, ref_mask);
+	attr_table_clear(&table);
+	enum ingest_reject rc = ingest_decode_keyed(p, len, vocab, &table, &ks,
+						    &k);
+	differential(p, len, rc);
+	if (rc == INGEST_REJ_NONE &&
+	    (k.len != ref_klen || memcmp(kb, ref_key, ref_klen) != 0))
+		abort();
+}
+
 /* ---------------------------------------------------------------------- */
 
 static enum ingest_reject decode(void *ctx, const uint8_t *p, uint32_t len)
 {
+	keyed(p, len, 1);
+	keyed(p, len, 3);
 	attr_table_clear(&table);
 	enum ingest_reject rc = ingest_decode(p, len, vocab, &table);
 	differential(p, len, rc);
@@ -247,8 +286,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0; /* refused: fine */
 	struct ingest_ring_counts counts;
 	memset(&counts, 0, sizeof counts);
+	static uint8_t scratch[MIXD_RECORD_MAX];
 	for (int i = 0; i < 4; i++)
-		ingest_ring_poll(r, decode, NULL, 256, &counts);
+		ingest_ring_poll(r, decode, NULL, 256, &counts, scratch);
 	(void)ingest_ring_empty(r);
 	ingest_ring_destroy(r);
 	return 0;

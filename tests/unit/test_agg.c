@@ -241,12 +241,12 @@ static void side_record(struct side *s, const uint8_t *rec, uint32_t len,
 {
 	static struct attr_table t;
 	struct shard_state *st = s->sh->state;
-	attr_table_clear(&t);
-	assert_int_equal(ingest_decode(rec, len, st->plan->vocab, &t), 0);
 	if (s->sh->mar)
 		mar_read_begin(s->sh->mar);
-	state_process(st, &t, now_ns, s->a->o.series_limit, s->sh->mar,
-		      &s->a->epoch, &s->sh->retired);
+	assert_int_equal(state_record(st, &t, rec, len, now_ns,
+				      s->a->o.series_limit, s->sh->mar,
+				      &s->a->epoch, &s->sh->retired),
+			 INGEST_REJ_NONE);
 	if (s->sh->mar)
 		mar_read_end(s->sh->mar);
 }

@@ -1,7 +1,7 @@
 /*
  * test_codec -- record encoding (wire.h, as libmixd writes it) and decoding
  * (ingest_decode): a round trip of every type, inline names, and every
- * reason a malformed record is rejected for.
+ * reason a malformed record is rejected for; the keyed decoder's key.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -233,6 +233,154 @@ static void malformed_records_are_rejected_with_a_reason(void **state)
 	assert_int_equal(decode(&w), INGEST_REJ_TRUNCATED);
 }
 
+/*
+ * ingest_decode_keyed(): the key is exactly the chosen attributes'
+ * encodings, in record order, whatever path decoded them (the fast loop,
+ * decode_one() for inline names, maps and stand-in types, the last bytes
+ * of a record); the table is ingest_decode()'s; so are the reject reasons.
+ */
+struct keyed_rec {
+	uint8_t buf[1024];
+	uint8_t key[1024];
+	size_t len, klen;
+};
+
+static void put_chosen(struct keyed_rec *r, const struct wire_writer *w,
+		       size_t from)
+{
+	memcpy(r->key + r->klen, w->buf + from, w->len - from);
+	r->klen += w->len - from;
+}
+
+static void keyed_record(struct keyed_rec *r, int ratio_slot, const char *uid,
+			 int64_t size, int64_t code)
+{
+	struct wire_writer w;
+	size_t at;
+	uint8_t v4[4] = {10, 1, 2, 3}, v6[16] = {0x20, 0x01, [15] = 7};
+	double d = 0.5;
+	uint64_t bits;
+	memcpy(&bits, &d, 8);
+	wire_init(&w, r->buf, sizeof r->buf);
+	r->klen = 0;
+
+	at = w.len; /* chosen */
+	wire_attr(&w, MIXD_ATTR_SOURCE_UID, MIXD_T_STRING, NULL, 0);
+	wire_bytes(&w, uid, strlen(uid));
+	put_chosen(r, &w, at);
+	wire_attr(&w, MIXD_ATTR_REQUEST_SIZE, MIXD_T_INT64, NULL, 0);
+	wire_u64(&w, (uint64_t)size);
+	at = w.len; /* chosen, and adjacent to the next */
+	wire_attr(&w, MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64, NULL, 0);
+	wire_u64(&w, (uint64_t)code);
+	wire_attr(&w, MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL, NULL, 0);
+	wire_u8(&w, 1);
+	wire_attr(&w, MIXD_ATTR_SOURCE_IP, MIXD_T_IP, NULL, 0);
+	wire_ip(&w, v4, 4);
+	wire_attr(&w, MIXD_ATTR_DESTINATION_IP, MIXD_T_IP, NULL, 0);
+	wire_ip(&w, v6, 16);
+	put_chosen(r, &w, at);
+	wire_attr(&w, MIXD_ATTR_REQUEST_PATH, MIXD_T_STRING, NULL, 0);
+	wire_bytes(&w, "/a/b", 4);
+	at = w.len; /* a map and a stand-in type: decode_one() */
+	wire_attr(&w, MIXD_ATTR_DESTINATION_LABELS, MIXD_T_STRING_MAP, NULL, 0);
+	wire_u32(&w, 1);
+	wire_bytes(&w, "app", 3);
+	wire_bytes(&w, "rv", 2);
+	wire_attr(&w, MIXD_ATTR_DESTINATION_SERVICE_HOST, MIXD_T_DNS_NAME, NULL,
+		  0);
+	wire_bytes(&w, "rv.default", 10);
+	put_chosen(r, &w, at);
+	/* inline names: one declared (chosen), one nobody declared */
+	wire_attr(&w, MIXD_ATTR_INLINE, MIXD_T_STRING, "x.other", 7);
+	wire_bytes(&w, "zz", 2);
+	at = w.len;
+	wire_attr(&w, MIXD_ATTR_INLINE, MIXD_T_DOUBLE, "x.ratio", 7);
+	wire_u64(&w, bits);
+	if (ratio_slot >= 0)
+		put_chosen(r, &w, at);
+	at = w.len; /* a record's last four bytes: decode_one() again */
+	wire_attr(&w, MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL, NULL, 0);
+	wire_u8(&w, 0);
+	put_chosen(r, &w, at);
+	assert_false(w.overflow);
+	r->len = w.len;
+}
+
+static void keyed_decoding_copies_the_chosen_encodings(void **state)
+{
+	struct attr_vocab *v2 = attr_vocab_create();
+	int ratio = attr_vocab_add(v2, "x.ratio", ATTR_DOUBLE, NULL);
+	assert_true(ratio >= MIXD_ATTR_DICT_COUNT);
+	uint64_t mask[ATTR_PRESENT_WORDS] = {0};
+	const int chosen[] = {MIXD_ATTR_SOURCE_UID, MIXD_ATTR_RESPONSE_CODE,
+			      MIXD_ATTR_CONNECTION_MTLS, MIXD_ATTR_SOURCE_IP,
+			      MIXD_ATTR_DESTINATION_IP,
+			      MIXD_ATTR_DESTINATION_LABELS,
+			      MIXD_ATTR_DESTINATION_SERVICE_HOST, ratio};
+	for (size_t i = 0; i < sizeof chosen / sizeof chosen[0]; i++)
+		mask[chosen[i] / 64] |= 1ull << (chosen[i] % 64);
+	struct ingest_keyspec ks;
+	ingest_keyspec_init(&ks, mask);
+	static struct keyed_rec a, b, c;
+	static uint8_t kb[INGEST_KEY_ROOM];
+	static struct attr_table plain;
+	struct ingest_key k = {.buf = kb};
+
+	keyed_record(&a, ratio, "kubernetes://pp", 100, 200);
+	attr_table_clear(&table);
+	assert_int_equal(ingest_decode_keyed(a.buf, a.len, v2, &table, &ks, &k),
+			 INGEST_REJ_NONE);
+	assert_int_equal(k.len, a.klen);
+	assert_memory_equal(kb, a.key, a.klen);
+	attr_table_clear(&plain);
+	assert_int_equal(ingest_decode(a.buf, a.len, v2, &plain),
+			 INGEST_REJ_NONE);
+	assert_memory_equal(plain.present, table.present, sizeof plain.present);
+	for (unsigned s = 0; s < ATTR_MAX_SLOTS; s++)
+		if (attr_table_get(&plain, s))
+			assert_memory_equal(&plain.v[s], &table.v[s],
+					    sizeof plain.v[s]);
+
+	/* Another value of an attribute not chosen: the same key. */
+	keyed_record(&b, ratio, "kubernetes://pp", 7777, 200);
+	attr_table_clear(&table);
+	assert_int_equal(ingest_decode_keyed(b.buf, b.len, v2, &table, &ks, &k),
+			 INGEST_REJ_NONE);
+	assert_int_equal(k.len, a.klen);
+	assert_memory_equal(kb, a.key, a.klen);
+	/* Another value of a chosen one: another key. */
+	keyed_record(&c, ratio, "kubernetes://pp", 100, 503);
+	attr_table_clear(&table);
+	assert_int_equal(ingest_decode_keyed(c.buf, c.len, v2, &table, &ks, &k),
+			 INGEST_REJ_NONE);
+	assert_int_equal(k.len, c.klen);
+	assert_memory_equal(kb, c.key, c.klen);
+	assert_memory_not_equal(c.key, a.key, a.klen);
+
+	/* Every prefix and every corrupted byte: the same verdict as
+	 * ingest_decode(), and a key never longer than the record. */
+	for (size_t n = 0; n <= a.len; n++) {
+		attr_table_clear(&plain);
+		attr_table_clear(&table);
+		assert_int_equal(ingest_decode_keyed(a.buf, n, v2, &table, &ks, &k),
+				 ingest_decode(a.buf, n, v2, &plain));
+		assert_true(k.len <= n);
+	}
+	for (size_t i = 0; i < a.len; i++) {
+		uint8_t was = a.buf[i];
+		a.buf[i] = (uint8_t)(was + 0x41);
+		attr_table_clear(&plain);
+		attr_table_clear(&table);
+		assert_int_equal(ingest_decode_keyed(a.buf, a.len, v2, &table, &ks,
+						     &k),
+				 ingest_decode(a.buf, a.len, v2, &plain));
+		assert_true(k.len <= a.len);
+		a.buf[i] = was;
+	}
+	attr_vocab_destroy(v2);
+}
+
 static void writer_refuses_to_overflow(void **state)
 {
 	struct wire_writer w;
@@ -255,6 +403,7 @@ int main(void)
 		cmocka_unit_test(inline_names_known_to_the_vocabulary_fill_their_slot),
 		cmocka_unit_test(empty_record_is_valid),
 		cmocka_unit_test(malformed_records_are_rejected_with_a_reason),
+		cmocka_unit_test(keyed_decoding_copies_the_chosen_encodings),
 		cmocka_unit_test(writer_refuses_to_overflow),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,7 +1,8 @@
 /*
  * test_ring -- the SPSC ring of <mixd/ring.h>: wraparound, full ring,
  * largest record, mixed sizes, corruption, and a producer and a consumer on
- * two threads checking every byte (also run under TSan).
+ * two threads checking every byte (also run under TSan); a shared ring's
+ * records reach the consumer as private copies.
  *
  * MIXD_TEST_THREADED
  */
@@ -13,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "ingest/ingest.h"
 #include "ingest/ring.h"
@@ -259,6 +262,79 @@ static void producer_and_consumer_threads_agree_on_every_byte(void **state)
 	free(s.h);
 }
 
+/*
+ * A producer can write to its shared ring at any time, also while mixd
+ * decodes one of its records: ingest_ring_poll() hands the consumer a copy
+ * in its own buffer, never the ring's bytes (queue rings, mixd's own, are
+ * read in place).
+ */
+struct seen {
+	const uint8_t *scratch;
+	int calls;
+};
+
+static enum ingest_reject expect_copy(void *ctx, const uint8_t *p,
+				      uint32_t len)
+{
+	struct seen *s = ctx;
+	uint8_t want[100];
+	pattern(want, sizeof want, 7);
+	assert_ptr_equal(p, s->scratch);
+	assert_int_equal(len, sizeof want);
+	assert_memory_equal(p, want, sizeof want);
+	s->calls++;
+	return INGEST_REJ_NONE;
+}
+
+static enum ingest_reject expect_in_place(void *ctx, const uint8_t *p,
+					  uint32_t len)
+{
+	struct seen *s = ctx;
+	assert_true(p < s->scratch || p >= s->scratch + MIXD_RECORD_MAX);
+	(void)len;
+	s->calls++;
+	return INGEST_REJ_NONE;
+}
+
+static void shared_records_are_read_from_a_private_copy(void **state)
+{
+	const uint64_t cap = MIXD_RING_MIN_CAPACITY;
+	const size_t size = MIXD_RING_HDR_SIZE + cap;
+	int fd = memfd_create("test-ring", MFD_ALLOW_SEALING | MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)size), 0);
+	struct mixd_ring_hdr *h = mmap(NULL, size, PROT_READ | PROT_WRITE,
+				       MAP_SHARED, fd, 0);
+	assert_true(h != MAP_FAILED);
+	ring_init(h, cap, 1, 1, 0);
+	struct ring_prod prod;
+	ring_prod_init(&prod, h, (uint8_t *)h + MIXD_RING_HDR_SIZE);
+	uint8_t rec[100];
+	pattern(rec, sizeof rec, 7);
+	assert_true(ring_push(&prod, rec, sizeof rec));
+
+	static uint8_t scratch[MIXD_RECORD_MAX];
+	struct seen seen = {.scratch = scratch};
+	struct ingest_ring_counts n = {0};
+	struct ingest_ring *r;
+	assert_int_equal(ingest_ring_attach(fd, &r), 0); /* takes fd */
+	assert_int_equal(ingest_ring_poll(r, expect_copy, &seen, 16, &n,
+					  scratch),
+			 1);
+	assert_int_equal(seen.calls, 1);
+	assert_int_equal(n.records, 1);
+	ingest_ring_destroy(r);
+	munmap(h, size);
+
+	assert_int_equal(ingest_ring_create_queue(cap, &r), 0);
+	assert_true(ingest_queue_push(r, rec, sizeof rec));
+	assert_int_equal(ingest_ring_poll(r, expect_in_place, &seen, 16, &n,
+					  scratch),
+			 1);
+	assert_int_equal(seen.calls, 2);
+	ingest_ring_destroy(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -269,6 +345,7 @@ int main(void)
 		cmocka_unit_test(reserve_max_commits_what_was_written),
 		cmocka_unit_test(corrupt_frames_are_detected),
 		cmocka_unit_test(producer_and_consumer_threads_agree_on_every_byte),
+		cmocka_unit_test(shared_records_are_read_from_a_private_copy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
