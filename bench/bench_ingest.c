@@ -8,7 +8,10 @@
  * consumer sustains end to end; producer cost is measured separately, on a
  * ring with room, as the time one record takes through each of libmixd's
  * three ways in: the builder (mixd_record_begin .. mixd_record_commit),
- * mixd_report(), and a record template.
+ * mixd_report(), and a record template. Beside them, a floor: a template
+ * of one string as long as the proxy record, so that writing it is one
+ * copy of the same number of bytes into the same ring -- what the memory
+ * traffic alone costs, before any encoding.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -152,6 +155,22 @@ static int proxy_template(mixd_client *c, uint64_t i)
 	return mixd_template_report(proxy_tpl, v, 0);
 }
 
+/* The floor: one string attribute, the proxy record's size in all. */
+static const struct mixd_field floor_field[1] = {
+	{MIXD_ATTR_REQUEST_PATH, MIXD_T_STRING},
+};
+static mixd_template *floor_tpl;
+static char floor_bytes[1024];
+static uint32_t floor_len;
+
+static int floor_template(mixd_client *c, uint64_t i)
+{
+	(void)c;
+	floor_bytes[0] = (char)i;
+	struct mixd_slot v[1] = {{.p = floor_bytes, .len = floor_len}};
+	return mixd_template_report(floor_tpl, v, 0);
+}
+
 typedef int (*write_fn)(mixd_client *c, uint64_t i);
 
 /* mixd's ingest and shards, in this process. */
@@ -254,7 +273,8 @@ static double producer_ns(write_fn write)
 	mixd_client *c;
 	struct mixd_client_options co = {.ring_bytes = 4u << 20};
 	if (mixd_client_open(sock_path, &co, &c) ||
-	    mixd_template_create(c, proxy_fields, 20, &proxy_tpl))
+	    mixd_template_create(c, proxy_fields, 20, &proxy_tpl) ||
+	    mixd_template_create(c, floor_field, 1, &floor_tpl))
 		abort();
 	uint64_t spent = 0, n = 0;
 	for (int burst = 0; burst < 300; burst++) {
@@ -267,6 +287,7 @@ static double producer_ns(write_fn write)
 		if (mixd_client_flush(c, 10000))
 			abort();
 	}
+	mixd_template_destroy(floor_tpl);
 	mixd_template_destroy(proxy_tpl);
 	mixd_client_close(c);
 	inproc_stop(&d);
@@ -302,6 +323,8 @@ int main(void)
 		 record_bytes(), RECORDS_PER_PRODUCER / 1000000);
 	bench_header("bench_ingest", workload);
 	double s[16];
+	/* framed = 8-byte frame header + 7-byte attribute header + string */
+	floor_len = (uint32_t)record_bytes() - 8 - 7;
 
 	for (int i = 0; i < runs; i++)
 		s[i] = producer_ns(proxy_record);
@@ -315,6 +338,10 @@ int main(void)
 		s[i] = producer_ns(proxy_template);
 	bench_report("producer cost, record template (20 values, layout prepared "
 		     "once)", s, runs, "ns/record");
+	for (int i = 0; i < runs; i++)
+		s[i] = producer_ns(floor_template);
+	bench_report("producer floor: one string of the record's size (a copy, "
+		     "no encoding)", s, runs, "ns/record");
 
 	struct {
 		const char *label;
