@@ -27,9 +27,9 @@
  *  - a guarded plan (a rule) sorts its guard's instructions first and
  *    stops after them when the guard does not hold.
  *
- * On the seed (bench_expr, gcc 12 -O3) this is ~1,030 instructions per
- * record (~1,040 at -O2), where expr_eval_batch() + expr_result() take
- * ~3,300: 24 instructions in 8 runs (there were 33 in 10).
+ * On the seed (bench_expr, gcc 12 -O3) this is ~990 instructions per
+ * record, where expr_eval_batch() + expr_result() take ~3,200: 24
+ * instructions in 8 runs (there were 33 in 10).
  *
  * Only pure operators are flattened (loads, `|` of loads or of one map key
  * ending in a constant, == and !=, !, &&, ||, conditional): evaluating
@@ -973,10 +973,10 @@ map_keys(const struct expr_plan *pl, const struct pinsn *in,
 		if (m->len >= 4)
 			found = map_walk(g, keys, m, r, vals);
 	}
-	for (uint32_t miss = g->all & ~found; miss; miss &= miss - 1) {
-		const struct pkey *key = &keys[__builtin_ctz(miss)];
-		r[key->dst] = key->dflt;
-	}
+	if (found != g->all) /* a key missing: the seed's maps have all */
+		for (uint32_t j = 0; j < in->n; j++)
+			if (!(found >> j & 1))
+				r[keys[j].dst] = keys[j].dflt;
 	return false;
 }
 
@@ -989,14 +989,19 @@ static inline const struct attr_value *as_bool(bool b)
 static inline __attribute__((always_inline)) bool
 in_words(const struct attr_value *x, const struct pword *w, uint32_t n)
 {
+	const struct pword *we = w + n;
+	uint32_t len = x->len;
 	uint64_t w0, w1;
-	bool hit = false;
-	if (x->len > 16)
+	/* most values differ from every string in length: no words */
+	while (w < we && w->len != len)
+		w++;
+	if (w == we)
 		return false;
-	str_words(x->s, x->len, &w0, &w1);
-	for (const struct pword *we = w + n; w < we; w++)
-		hit |= w->len == x->len && w->w0 == w0 && w->w1 == w1;
-	return hit;
+	str_words(x->s, len, &w0, &w1);
+	for (; w < we; w++)
+		if (w->len == len && w->w0 == w0 && w->w1 == w1)
+			return true;
+	return false;
 }
 
 /* Count the reasons of the failed roots as expr_eval() would: evaluate
