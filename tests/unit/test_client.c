@@ -397,6 +397,199 @@ static void a_grouped_template_survives_ring_wraps(void **state)
 	daemon_stop(&d);
 }
 
+/*
+ * What a template writes, decoded: a sink of the test's own takes the
+ * producer's ring from the real server, and every record is decoded and
+ * its values compared with what was reported -- grouped records (fixed
+ * widths first), records with fields omitted (field by field), and ones
+ * going the long way (a custom name), across wraps of a small ring.
+ */
+struct capture {
+	pthread_mutex_t mu;
+	struct ingest_ring *ring; /* the producer's, once attached */
+	struct ingest_ring *queue;
+};
+
+static void *cap_attached(void *ctx, struct ingest_ring *r)
+{
+	struct capture *c = ctx;
+	pthread_mutex_lock(&c->mu);
+	assert_null(c->ring); /* one producer thread: one ring */
+	c->ring = r;
+	pthread_mutex_unlock(&c->mu);
+	return c;
+}
+
+static void cap_closed(void *ctx, void *token, struct ingest_ring *r)
+{
+	(void)ctx, (void)token, (void)r; /* destroyed by the test */
+}
+
+static struct ingest_ring *cap_queue(void *ctx, unsigned conn_id)
+{
+	(void)conn_id;
+	return ((struct capture *)ctx)->queue;
+}
+
+static void cap_kick(void *ctx, struct ingest_ring *q)
+{
+	(void)ctx, (void)q;
+}
+
+struct tpl_check {
+	const struct attr_vocab *vocab;
+	int custom_slot;
+	uint64_t seen;
+};
+
+static const char tpl_path[700] = {[0 ... 699] = 'q'};
+
+/* Record i's values, as tpl_values_are_what_the_ring_carries() reports. */
+static enum ingest_reject tpl_check_record(void *ctx, const uint8_t *p,
+					   uint32_t len)
+{
+	struct tpl_check *k = ctx;
+	static struct attr_table t;
+	attr_table_clear(&t);
+	assert_int_equal(ingest_decode(p, len, k->vocab, &t), INGEST_REJ_NONE);
+	const struct attr_value *v = attr_table_get(&t, MIXD_ATTR_RESPONSE_DURATION);
+	assert_non_null(v);
+	int64_t i = v->i;
+	assert_int_equal(i, (int64_t)k->seen);
+	unsigned kind = (unsigned)(i % 3); /* 0 grouped, 1 omitted, 2 slow */
+	v = attr_table_get(&t, MIXD_ATTR_REQUEST_PATH);
+	assert_non_null(v);
+	assert_int_equal(v->len, (uint32_t)(i * 7 % sizeof tpl_path));
+	assert_memory_equal(v->s, tpl_path, v->len);
+	v = attr_table_get(&t, MIXD_ATTR_RESPONSE_CODE);
+	assert_int_equal(v->type, ATTR_INT64);
+	assert_int_equal(v->i, 200 + i % 5);
+	v = attr_table_get(&t, MIXD_ATTR_CONNECTION_MTLS);
+	if (kind == 1) {
+		assert_null(v);
+	} else {
+		assert_non_null(v);
+		assert_int_equal(v->b, i & 1);
+	}
+	v = attr_table_get(&t, MIXD_ATTR_SOURCE_IP);
+	assert_int_equal(v->len, i & 2 ? 16 : 4);
+	assert_int_equal(v->ip[0], i & 2 ? 0x20 : 10);
+	assert_int_equal(v->ip[v->len - 1], (uint8_t)i);
+	v = attr_table_get(&t, MIXD_ATTR_REQUEST_HOST);
+	assert_int_equal(v->len, (uint32_t)(i % 13));
+	assert_memory_equal(v->s, "reviews:9080", v->len);
+	v = attr_table_get(&t, MIXD_ATTR_REQUEST_TIME);
+	assert_int_equal(v->type, ATTR_TIMESTAMP);
+	assert_true(v->i == 1700000000000000000ll + i);
+	v = attr_table_get(&t, (unsigned)k->custom_slot);
+	if (kind == 2) {
+		assert_non_null(v);
+		assert_true(v->d == (double)i / 4);
+	} else {
+		assert_null(v);
+	}
+	k->seen++;
+	return INGEST_REJ_NONE;
+}
+
+static void tpl_values_are_what_the_ring_carries(void **state)
+{
+	struct capture cap = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	assert_int_equal(ingest_ring_create_queue(1u << 16, &cap.queue), 0);
+	struct ingest_sink sink = {cap_attached, cap_closed, cap_queue,
+				   cap_kick, &cap};
+	struct ingest_server *srv;
+	char err[256];
+	if (ingest_server_start(sock_path, &sink, &srv, err, sizeof err))
+		fail_msg("%s", err);
+
+	struct attr_vocab *vocab = attr_vocab_create();
+	struct tpl_check check = {
+		.vocab = vocab,
+		.custom_slot = attr_vocab_add(vocab, "x.quarter", ATTR_DOUBLE,
+					      NULL)};
+	assert_true(check.custom_slot >= 0);
+	mixd_client *c;
+	struct mixd_client_options co = {.ring_bytes = 256u << 10}; /* least */
+	assert_int_equal(mixd_client_open(sock_path, &co, &c), 0);
+	mixd_attr custom;
+	assert_int_equal(mixd_attr_custom(c, "x.quarter", &custom), 0);
+	const struct mixd_field fields[] = {
+		{MIXD_ATTR_REQUEST_PATH, MIXD_T_STRING},
+		{MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64},
+		{MIXD_ATTR_SOURCE_IP, MIXD_T_IP},
+		{MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL},
+		{MIXD_ATTR_REQUEST_HOST, MIXD_T_STRING},
+		{MIXD_ATTR_RESPONSE_DURATION, MIXD_T_DURATION},
+		{MIXD_ATTR_REQUEST_TIME, MIXD_T_TIMESTAMP},
+		{custom, MIXD_T_DOUBLE},
+	};
+	/* Without the custom field: grouped, or field by field when a field
+	 * is left out; with it, every record goes the long way. */
+	mixd_template *t, *slow;
+	assert_int_equal(mixd_template_create(c, fields, 7, &t), 0);
+	assert_int_equal(mixd_template_create(c, fields, 8, &slow), 0);
+
+	static uint8_t scratch[MIXD_RECORD_MAX];
+	struct ingest_ring_counts counts = {0};
+	const uint64_t n = 6000; /* ~2 MB: the ring wraps several times */
+	for (uint64_t i = 0; i < n;) {
+		uint8_t ip4[4] = {10, 0, 0, (uint8_t)i};
+		uint8_t ip6[16] = {0x20, 0x01, [15] = (uint8_t)i};
+		struct mixd_slot v[8] = {
+			{.p = tpl_path, .len = (uint32_t)(i * 7 % sizeof tpl_path)},
+			{.i = 200 + (int64_t)(i % 5)},
+			{.p = i & 2 ? ip6 : ip4, .len = i & 2 ? 16 : 4},
+			{.b = (int)(i & 1)},
+			{.p = "reviews:9080", .len = (uint32_t)(i % 13)},
+			{.i = (int64_t)i},
+			{.i = 1700000000000000000ll + (int64_t)i},
+			{.d = (double)i / 4},
+		};
+		int rc = i % 3 == 0   ? mixd_template_report(t, v, 0)
+			 : i % 3 == 1 ? mixd_template_report(t, v, 1u << 3)
+				      : mixd_template_report(slow, v, 0);
+		if (rc == 0) {
+			i++;
+			continue;
+		}
+		assert_int_equal(rc, -ENOBUFS);
+		/* Full: drain what the server has handed over. */
+		pthread_mutex_lock(&cap.mu);
+		struct ingest_ring *r = cap.ring;
+		pthread_mutex_unlock(&cap.mu);
+		if (r)
+			ingest_ring_poll(r, tpl_check_record, &check, 1u << 20,
+					 &counts, scratch);
+		else
+			usleep(1000);
+	}
+	for (int w = 0; w < 10000 && check.seen < n; w++) {
+		pthread_mutex_lock(&cap.mu);
+		struct ingest_ring *r = cap.ring;
+		pthread_mutex_unlock(&cap.mu);
+		if (r)
+			ingest_ring_poll(r, tpl_check_record, &check, 1u << 20,
+					 &counts, scratch);
+		usleep(1000);
+	}
+	assert_int_equal(check.seen, n);
+	assert_int_equal(counts.records, n);
+	struct mixd_client_stats st;
+	mixd_client_stats(c, &st);
+	assert_int_equal(st.written, n);
+	assert_int_equal(st.dropped_invalid, 0);
+
+	mixd_template_destroy(slow);
+	mixd_template_destroy(t);
+	mixd_client_close(c);
+	ingest_server_stop_accepting(srv);
+	ingest_server_destroy(srv);
+	ingest_ring_destroy(cap.ring);
+	ingest_ring_destroy(cap.queue);
+	attr_vocab_destroy(vocab);
+}
+
 static void a_template_writes_records_of_a_fixed_shape(void **state)
 {
 	struct daemon d;
@@ -504,6 +697,7 @@ int main(void)
 		cmocka_unit_test(mixd_report_writes_a_whole_record_in_one_call),
 		cmocka_unit_test(a_template_writes_records_of_a_fixed_shape),
 		cmocka_unit_test(a_grouped_template_survives_ring_wraps),
+		cmocka_unit_test(tpl_values_are_what_the_ring_carries),
 		cmocka_unit_test(bad_options_are_refused),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
