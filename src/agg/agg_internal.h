@@ -189,14 +189,21 @@ enum memo_st {
 /* One remembered record; followed by struct row *row[nd], uint8_t st[nd]
  * (enum memo_st) and uint8_t hits[nf] (dispatches per family). */
 struct memo_ent {
-	uint64_t hash;
 	uint32_t gen;   /* valid while it equals the memo's */
 	uint32_t tick;  /* last use, for the victim choice */
 	uint32_t key_len, key_cap;
+};
+
+/* An entry's hash and key, kept apart from it: a bucket's four in one
+ * cache line, so a probe reads one line per bucket, and the key's address
+ * is known before the entry is read (the two loads overlap). */
+struct memo_tag {
+	uint64_t hash;
 	uint8_t *key;
 };
 
 struct memo {
+	struct memo_tag *tags; /* per entry, 64-byte aligned */
 	uint8_t *ents;
 	size_t stride;
 	uint64_t mask;  /* buckets - 1 */

@@ -15,6 +15,10 @@
  * Layout: buckets of MEMO_WAYS entries, each entry a fixed-stride header
  * followed by its per-set rows and outcomes and per-family dispatch
  * counts; keys live in per-entry buffers reused when a slot is recycled.
+ * Hashes and key addresses sit in a separate array, a bucket's to a cache
+ * line: with 100,000 label sets the memo is far larger than the caches,
+ * and a probe that read each way's entry to see its hash took a miss per
+ * way.
  * A key has two candidate buckets; a victim is the least recently used
  * entry of the two. Entries are
  * valid for one memo generation: expiry (rows freed), a new Marathon
@@ -46,8 +50,19 @@ int memo_init(struct memo *m, unsigned nd, unsigned nf, uint64_t entries,
 	m->mask = nb - 1;
 	m->gen = 1;
 	m->key_budget = key_budget;
+	_Static_assert(MEMO_WAYS * sizeof(struct memo_tag) == 64,
+		       "a bucket's tags are one cache line");
+	m->tags = aligned_alloc(64, nb * MEMO_WAYS * sizeof *m->tags);
 	m->ents = calloc(nb * MEMO_WAYS, m->stride);
-	return m->ents ? 0 : -1;
+	if (!m->tags || !m->ents) {
+		free(m->tags);
+		free(m->ents);
+		m->tags = NULL;
+		m->ents = NULL;
+		return -1;
+	}
+	memset(m->tags, 0, nb * MEMO_WAYS * sizeof *m->tags);
+	return 0;
 }
 
 static struct memo_ent *ent(const struct memo *m, uint64_t i)
@@ -57,9 +72,11 @@ static struct memo_ent *ent(const struct memo *m, uint64_t i)
 
 void memo_free(struct memo *m)
 {
-	for (uint64_t i = 0; m->ents && i < (m->mask + 1) * MEMO_WAYS; i++)
-		free(ent(m, i)->key);
+	for (uint64_t i = 0; m->tags && i < (m->mask + 1) * MEMO_WAYS; i++)
+		free(m->tags[i].key);
+	free(m->tags);
 	free(m->ents);
+	m->tags = NULL;
 	m->ents = NULL;
 }
 
@@ -102,11 +119,13 @@ struct memo_ent *memo_find(struct memo *m, uint64_t h, const uint8_t *key,
 {
 	for (unsigned c = 0; c < 2; c++) {
 		uint64_t b = bucket(m, h, c);
+		const struct memo_tag *tg = &m->tags[b];
 		for (unsigned w = 0; w < MEMO_WAYS; w++) {
+			if (tg[w].hash != h)
+				continue;
 			struct memo_ent *e = ent(m, b + w);
-			if (e->hash == h && e->gen == m->gen &&
-			    e->key_len == len &&
-			    memcmp(e->key, key, len) == 0) {
+			if (e->gen == m->gen && e->key_len == len &&
+			    memcmp(tg[w].key, key, len) == 0) {
 				e->tick = ++m->tick;
 				return e;
 			}
@@ -119,30 +138,35 @@ struct memo_ent *memo_claim(struct memo *m, uint64_t h, const uint8_t *key,
 			    uint32_t len)
 {
 	struct memo_ent *v = NULL;
+	uint64_t vi = 0;
 	for (unsigned c = 0; c < 2 * MEMO_WAYS; c++) {
-		struct memo_ent *e = ent(m, bucket(m, h, c / MEMO_WAYS) +
-						    c % MEMO_WAYS);
+		uint64_t i = bucket(m, h, c / MEMO_WAYS) + c % MEMO_WAYS;
+		struct memo_ent *e = ent(m, i);
 		if (e->gen != m->gen) { /* empty or stale: take it */
 			v = e;
+			vi = i;
 			break;
 		}
-		if (!v || (int32_t)(e->tick - v->tick) < 0)
+		if (!v || (int32_t)(e->tick - v->tick) < 0) {
 			v = e; /* else the least recently used */
+			vi = i;
+		}
 	}
+	struct memo_tag *tg = &m->tags[vi];
 	if (v->key_cap < len) {
 		/* Producers choose the keys' sizes: the budget bounds them. */
 		if (m->key_bytes - v->key_cap + len > m->key_budget)
 			return NULL;
-		uint8_t *k = realloc(v->key, len);
+		uint8_t *k = realloc(tg->key, len);
 		if (!k)
 			return NULL;
 		m->key_bytes += len - v->key_cap;
-		v->key = k;
+		tg->key = k;
 		v->key_cap = len;
 	}
-	memcpy(v->key, key, len);
+	memcpy(tg->key, key, len);
 	v->key_len = len;
-	v->hash = h;
+	tg->hash = h;
 	v->gen = m->gen;
 	v->tick = ++m->tick;
 	m->claims++;
