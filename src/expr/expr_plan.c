@@ -714,6 +714,81 @@ static int drop_dead(struct pbuild *b)
 	return 0;
 }
 
+/* @in's register operands, for renumber(): NULL-terminated. */
+static void operands(struct pinsn *in, uint32_t *ops[4])
+{
+	unsigned n = 0;
+	switch ((enum pop)in->op) {
+	case P_LOAD_R:
+	case P_IN_KW:
+	case P_EQ_KS:
+	case P_EQ_K:
+	case P_NOT:
+		ops[n++] = &in->a;
+		break;
+	case P_EQ:
+	case P_AND:
+	case P_LOR:
+		ops[n++] = &in->a;
+		ops[n++] = &in->b;
+		break;
+	case P_COND:
+		ops[n++] = &in->a;
+		if (!(in->flags & F_BK))
+			ops[n++] = &in->b;
+		if (!(in->flags & F_CK))
+			ops[n++] = &in->c;
+		break;
+	default: /* no register operands */
+		break;
+	}
+	ops[n] = NULL;
+}
+
+/*
+ * Number the registers in the order the instructions run: a run's
+ * destinations are then consecutive, and its loop stores through a
+ * pointer it advances rather than loading and scaling each instruction's
+ * dst. Dropped instructions leave no holes in the register file.
+ */
+static int renumber(struct expr_plan *pl)
+{
+	uint32_t *ren = malloc((pl->n_regs + 1) * sizeof *ren), next = 0;
+	if (!ren)
+		return -1;
+	for (uint32_t i = 0; i < pl->n_insns; i++) {
+		struct pinsn *in = &pl->insns[i];
+		if (in->op == P_MAPKEYS)
+			for (uint32_t j = 0; j < in->n; j++)
+				ren[pl->keys[in->a + j].dst] = next++;
+		else
+			ren[in->dst] = next++;
+	}
+	for (uint32_t i = 0; i < pl->n_insns; i++) {
+		struct pinsn *in = &pl->insns[i];
+		uint32_t *ops[4];
+		if (in->op == P_MAPKEYS) {
+			for (uint32_t j = 0; j < in->n; j++)
+				pl->keys[in->a + j].dst =
+					ren[pl->keys[in->a + j].dst];
+			continue;
+		}
+		in->dst = ren[in->dst];
+		operands(in, ops);
+		for (unsigned k = 0; ops[k]; k++)
+			*ops[k] = ren[*ops[k]];
+	}
+	for (uint32_t i = 0; i < pl->n_roots; i++)
+		pl->root_reg[i] = ren[pl->root_reg[i]];
+	for (size_t i = 0; i < pl->n_uses; i++)
+		pl->use_reg[i] = ren[pl->use_reg[i]];
+	if (pl->guard_reg != NO_NODE)
+		pl->guard_reg = ren[pl->guard_reg];
+	pl->n_regs = next;
+	free(ren);
+	return 0;
+}
+
 static int finish(struct pbuild *b)
 {
 	struct expr_plan *pl = b->pl;
@@ -754,7 +829,7 @@ static int finish(struct pbuild *b)
 	    (b->n == 0 || b->bi[b->n - 1].part == 0))
 		pl->runs[pl->n_runs++] = (struct prun){.op = P_GUARD};
 	pl->n_insns = b->n;
-	return 0;
+	return renumber(pl);
 }
 
 /* Add @id as a root of @pl (once): its register is root_reg[returned]. */
@@ -1055,10 +1130,13 @@ unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
 				r[in->dst] = v;
 			}
 			break;
-		case P_LOAD_K:
-			for (; in < ie; in++)
-				r[in->dst] = load_or(t, in, in->k, &bad);
+		case P_LOAD_K: {
+			/* renumber(): a run's registers are consecutive */
+			const struct attr_value **o = r + in->dst;
+			for (; in < ie; in++, o++)
+				*o = load_or(t, in, in->k, &bad);
 			break;
+		}
 		case P_LOAD_R:
 			for (; in < ie; in++)
 				r[in->dst] = load_or(t, in, r[in->a], &bad);
@@ -1139,21 +1217,23 @@ unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
 						    : r[in->b];
 			}
 			break;
-		case P_COND:
-			for (; in < ie; in++) {
+		case P_COND: {
+			const struct attr_value **o = r + in->dst;
+			for (; in < ie; in++, o++) {
 				const struct attr_value *x = r[in->a];
 				if (!x)
-					r[in->dst] = NULL;
+					*o = NULL;
 				else if (x->b)
-					r[in->dst] = in->flags & F_BK
-							     ? &pl->consts[in->b]
-							     : r[in->b];
+					*o = in->flags & F_BK
+						     ? &pl->consts[in->b]
+						     : r[in->b];
 				else
-					r[in->dst] = in->flags & F_CK
-							     ? &pl->consts[in->c]
-							     : r[in->c];
+					*o = in->flags & F_CK
+						     ? &pl->consts[in->c]
+						     : r[in->c];
 			}
 			break;
+		}
 		case P_NODE:
 			for (; in < ie; in++) {
 				struct attr_value *v = &vals[in->b];
