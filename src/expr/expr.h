@@ -369,8 +369,9 @@ uint32_t expr_plan_guard(const struct expr_plan *pl);
 void expr_plan_destroy(struct expr_plan *pl);
 
 /**
- * Number of entries of the result array expr_plan_eval() fills. It is at
- * least the number of distinct ids: the plan's temporaries live there too.
+ * Number of entries of the result array expr_plan_eval() fills: one per
+ * distinct result (ids that compute the same value share one) and per
+ * temporary the plan keeps.
  */
 uint32_t expr_plan_size(const struct expr_plan *pl);
 

@@ -27,7 +27,7 @@
  *  - a guarded plan (a rule) sorts its guard's instructions first and
  *    stops after them when the guard does not hold.
  *
- * On the seed (bench_expr, gcc 12 -O3) this is ~990 instructions per
+ * On the seed (bench_expr, gcc 12 -O3) this is ~980 instructions per
  * record, where expr_eval_batch() + expr_result() take ~3,200: 24
  * instructions in 8 runs (there were 33 in 10).
  *
