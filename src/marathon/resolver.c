@@ -46,7 +46,7 @@ typedef uint64_t v2u64 __attribute__((vector_size(16)));
 /*
  * The cache: per side (source, destination), CACHE_SETS sets of four ways
  * and a dense array of the ways' tags. A hit reads one word of the tags
- * (8 KiB for both sides, so they stay close to the core while the ways do
+ * (4 KiB for both sides, so they stay close to the core while the ways do
  * not) and the two lines of its way: the key, then the answer. The set's
  * other ways are not read, and a way's lines sit together, so one address
  * reaches both.
@@ -73,11 +73,13 @@ struct cache_way {
 } __attribute__((aligned(64)));
 _Static_assert(sizeof(struct cache_way) == 2 * 64, "two whole lines");
 
-/* A set's four 16-bit tags are one word of @tags, way w in bits 16w to
- * 16w + 15: one load and one vector compare find the way (probe_hit()).
- * Tag 0: an empty way. */
+/* A set's four 8-bit tags are one word of @tags, way w in bits 8w to
+ * 8w + 7: one load and a few word operations find the way (probe_hit()).
+ * Tag 0: an empty way. A byte a way keeps the array at 2 KiB a side, few
+ * enough lines to stay in L1 between uses; a false match (1 in 128 per
+ * occupied way) costs only a look at the set's other ways. */
 struct cache_side {
-	uint64_t tags[CACHE_SETS];
+	uint32_t tags[CACHE_SETS];
 	struct cache_way way[CACHE_SETS][CACHE_WAYS];
 };
 
@@ -1049,7 +1051,7 @@ void mar_reader_destroy(struct mar_reader *rd)
 	pthread_mutex_unlock(&r->readers_mu);
 }
 
-/* Empty every way (the entries behind a zero tag are never read): 8 KiB
+/* Empty every way (the entries behind a zero tag are never read): 4 KiB
  * of tags, however many sets were in use. */
 static void cache_clear(struct mar_reader *rd)
 {
@@ -1173,10 +1175,10 @@ static inline uint32_t set_of(uint64_t h)
 }
 _Static_assert(CACHE_SETS == 512, "set_of() takes the hash's top 9 bits");
 
-/* Never 0 (an empty way). Bits 40-55: 16 bits of their own but one. */
-static inline uint16_t tag_of(uint64_t h)
+/* Never 0 (an empty way). Bits 48-54: below the set's. */
+static inline uint8_t tag_of(uint64_t h)
 {
-	return (uint16_t)(h >> 40) | 1;
+	return (uint8_t)(h >> 47) | 1;
 }
 
 static inline uint64_t meta_of(uint32_t kind, uint32_t klen, uint32_t port)
@@ -1184,10 +1186,10 @@ static inline uint64_t meta_of(uint32_t kind, uint32_t klen, uint32_t port)
 	return klen | (uint64_t)port << 32 | (uint64_t)kind << 48;
 }
 
-static inline uint16_t way_tag(const struct cache_side *c, uint32_t si,
-			       unsigned w)
+static inline uint8_t way_tag(const struct cache_side *c, uint32_t si,
+			      unsigned w)
 {
-	return (uint16_t)(c->tags[si] >> (16 * w));
+	return (uint8_t)(c->tags[si] >> (8 * w));
 }
 
 /* The miss path: look @key up in @t and take a way of set @si for it. Out
@@ -1208,8 +1210,8 @@ fill(struct cache_side *c, const struct mar_table *t, uint64_t h,
 	uint64_t kh = mar_hash(key, klen, 0);
 	const struct mar_slot *sl = mar_snap_find(t, key, klen, kh);
 	struct cache_way *e = &c->way[si][w];
-	c->tags[si] = (c->tags[si] & ~(0xffffull << (16 * w))) |
-		      (uint64_t)tag_of(h) << (16 * w);
+	c->tags[si] = (c->tags[si] & ~(0xffu << (8 * w))) |
+		      (uint32_t)tag_of(h) << (8 * w);
 	e->meta = meta;
 	e->v = NULL;
 	e->ctr = NULL;
@@ -1273,28 +1275,24 @@ static inline bool way_is(const struct cache_way *e, uint64_t meta,
  * blocks @b and @meta; else NULL (a miss, or another way of the same tag:
  * probe_more() decides).
  */
-typedef uint16_t v8u16 __attribute__((vector_size(16)));
-_Static_assert(CACHE_WAYS == 4, "a set's tags are one 64-bit word");
+_Static_assert(CACHE_WAYS == 4, "a set's tags are one 32-bit word");
 
 static inline const struct cache_way *
 probe_hit(const struct cache_side *c, const v2u64 b[4], uint64_t meta,
 	  uint64_t h)
 {
 	uint32_t si = set_of(h);
-	uint16_t t = tag_of(h);
-	v2u64 tags = {c->tags[si], 0};
-	v8u16 eq = (v8u16)tags == (v8u16){t, t, t, t, t, t, t, t};
-	/* 0xffff in the lanes of the ways with our tag (lanes 4-7 hold 0,
-	 * never a tag) */
-	uint64_t m = ((v2u64)eq)[0];
+	/* The bytes of x that are 0 are the ways of our tag. Of the bits
+	 * that flags, the lowest is exact (a borrow only runs upwards):
+	 * bit 8w + 7 for the first such way w. */
+	uint32_t x = c->tags[si] ^ tag_of(h) * 0x01010101u;
+	uint32_t m = (x - 0x01010101u) & ~x & 0x80808080u;
 	if (!m)
 		return NULL;
-	/* The first such way: its lane starts at bit 16w, and 16w x 8 is
-	 * its offset in the set, with no shift or multiply to get there. */
-	_Static_assert(sizeof(struct cache_way) == 16 * 8, "offset = bit * 8");
+	_Static_assert(sizeof(struct cache_way) == 128, "offset = 16 x bit");
 	const struct cache_way *e =
 		(const void *)((const char *)c->way[si] +
-			       (size_t)__builtin_ctzll(m) * 8);
+			       ((size_t)__builtin_ctz(m) * 16 - 7 * 16));
 	return way_is(e, meta, b) ? e : NULL;
 }
 
