@@ -137,7 +137,7 @@ void mar_resolver_stop(struct mar_resolver *r);
 
 /**
  * Create a reader for the calling thread. Cheap but not free (an epoch
- * record and a 448 KiB 4-way cache, of which a shard touches what its
+ * record and a 516 KiB 4-way cache, of which a shard touches what its
  * working set of uids needs): once per shard thread, not per batch.
  * NULL on ENOMEM.
  */

@@ -518,6 +518,17 @@ static void test_reader_cache_agrees_with_snapshot(void **st)
 		"abcdef",
 		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
 		"abcdefX",
+		/* the fast path's edges: "kubernetes://" then 15, 16, 64 and
+		 * 65 bytes; the prefix cut short; another string type */
+		"kubernetes://0123456789abcde",
+		"kubernetes://0123456789abcdef",
+		"kubernetes://0123456789abcdef0123456789abcdef0123456789abcdef"
+		"0123456789abcdef",
+		"kubernetes://0123456789abcdef0123456789abcdef0123456789abcdef"
+		"0123456789abcdefX",
+		"kubernetes:/0123456789abcdef0123456789abcdef",
+		"kubernetes:/ratings.5dd78972-6771-11e5-94e1-be5b2935a987",
+		"kubernetes://ratings.5dd78972-6771-11e5-94e1-be5b2935a987",
 		NULL,
 	};
 	struct attr_value ips[] = {
@@ -534,6 +545,7 @@ static void test_reader_cache_agrees_with_snapshot(void **st)
 	struct attr_value uv[sizeof uids / sizeof *uids];
 	for (size_t i = 0; i < nu; i++)
 		uv[i] = uids[i] ? str(uids[i]) : (struct attr_value){0};
+	uv[nu - 2].type = ATTR_URI; /* a uid, but not ATTR_STRING */
 	/* three rounds: the first fills the cache, the others hit it */
 	mar_read_begin(rd);
 	for (int round = 0; round < 3; round++)
@@ -600,6 +612,65 @@ static void test_reader_cache_tag_collision(void **st)
 		assert_false(mar_lookup(rd, &qy, &res));
 		mar_read_end(rd);
 	}
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+}
+
+/* Seventeen ids of one cache tag and set, all in the snapshot: more than a
+ * set has ways, each way found by its tag first holding the wrong key
+ * about every other time. Every lookup must still find its own task. */
+static void test_reader_cache_tag_collision_all_present(void **st)
+{
+	const char *id = "t.0123456789abcdef0123456789abcdef0123456789abcdef"
+			 "0123456789abcd";
+	enum { N = 17 };
+	char ids[N][65];
+	char body[N * 160 + 64];
+	size_t len = (size_t)sprintf(body, "{\"apps\":[{\"id\":\"/t\","
+					   "\"tasks\":[");
+	for (int i = 0; i < N; i++) {
+		memcpy(ids[i], id, 65);
+		if (i) { /* the same fold as id's, see above */
+			ids[i][i - 1]++;
+			ids[i][i - 1 + 16]--;
+		}
+		len += (size_t)sprintf(body + len,
+				       "%s{\"id\":\"%s\",\"host\":"
+				       "\"10.3.0.%d\",\"state\":"
+				       "\"TASK_RUNNING\"}",
+				       i ? "," : "", ids[i], i + 1);
+	}
+	len += (size_t)sprintf(body + len, "]}]}");
+	assert_true(len < sizeof body);
+	cJSON *apps = mar_parse_apps(body, len);
+	assert_non_null(apps);
+	struct mar_snap *s = NULL;
+	assert_int_equal(mar_snap_build(apps, NULL, NULL, &s, NULL), 0);
+	cJSON_Delete(apps);
+	assert_int_equal(s->tasks, N);
+	struct mar_resolver *r = resolver_with(s);
+	struct mar_reader *rd = mar_reader_create(r);
+	char kid[N][80];
+	struct attr_value v[N], kv[N];
+	for (int i = 0; i < N; i++) {
+		v[i] = str(ids[i]);
+		snprintf(kid[i], sizeof kid[i], "kubernetes://%s", ids[i]);
+		kv[i] = str(kid[i]);
+	}
+	mar_read_begin(rd);
+	for (int round = 0; round < 4; round++)
+		for (int i = 0; i < N; i++) {
+			int j = (i * 5 + round) % N;
+			struct mar_query q = {.source_uid = &kv[i],
+					      .destination_uid = &v[j]};
+			struct mar_result res;
+			assert_same(rd, s, &q);
+			assert_true(mar_lookup(rd, &q, &res));
+			assert_non_null(res.src);
+			assert_non_null(res.dst);
+			assert_true((res.src == res.dst) == (i == j));
+		}
+	mar_read_end(rd);
 	mar_reader_destroy(rd);
 	mar_resolver_stop(r);
 }
@@ -1276,6 +1347,7 @@ int main(void)
 		cmocka_unit_test(test_reader_cache_agrees_with_snapshot),
 		cmocka_unit_test(test_reader_cache_under_eviction),
 		cmocka_unit_test(test_reader_cache_tag_collision),
+		cmocka_unit_test(test_reader_cache_tag_collision_all_present),
 		cmocka_unit_test(test_options),
 		cmocka_unit_test(test_marathon_down_at_start_then_sync),
 		cmocka_unit_test(test_event_churn),
