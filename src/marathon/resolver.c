@@ -49,7 +49,8 @@ typedef uint64_t v2u64 __attribute__((vector_size(16)));
  * (4 KiB for both sides, so they stay close to the core while the ways do
  * not) and the two lines of its way: the key, then the answer. The set's
  * other ways are not read, and a way's lines sit together, so one address
- * reaches both.
+ * reaches both (the answer fills half its line: packing two answers to a
+ * line would save memory no hit touches, for more address arithmetic).
  *
  * A key of up to 64 bytes (most Marathon ids, every IP key) is kept whole,
  * as the four 16-byte blocks a probe reads (see key_blocks()), so a hit
@@ -1152,7 +1153,7 @@ static inline void key_blocks(const uint8_t *p, uint32_t n, v2u64 b[4])
  * The cache's hash of a key: its blocks folded by add and xor (so equal or
  * swapped blocks do not cancel), the two lanes and @meta (length, port,
  * kind) folded into one word, then one multiply by an odd constant. Its
- * top bits (they depend on every bit below) pick the set, the 16 below
+ * top bits (they depend on every bit below) pick the set, the 8 below
  * them are the tag. Two instructions a block against six for mar_hash(),
  * and no dependency chain through the multiplier: the hash only spreads
  * keys over the sets and skips ways that cannot match; a hit compares the
