@@ -307,6 +307,20 @@ static void keyed_record(struct keyed_rec *r, int ratio_slot, const char *uid,
 	r->len = w.len;
 }
 
+/* Record @r decodes, keyed by @ks, to the key @want (@n bytes). */
+static void key_is(const struct keyed_rec *r, const struct attr_vocab *vc,
+		   const struct ingest_keyspec *ks, const uint8_t *want,
+		   size_t n)
+{
+	static uint8_t kb[INGEST_KEY_ROOM];
+	struct ingest_key k = {.buf = kb};
+	attr_table_clear(&table);
+	assert_int_equal(ingest_decode_keyed(r->buf, r->len, vc, &table, ks, &k),
+			 INGEST_REJ_NONE);
+	assert_int_equal(k.len, n);
+	assert_memory_equal(kb, want, n);
+}
+
 static void keyed_decoding_copies_the_chosen_encodings(void **state)
 {
 	struct attr_vocab *v2 = attr_vocab_create();
@@ -328,11 +342,7 @@ static void keyed_decoding_copies_the_chosen_encodings(void **state)
 	struct ingest_key k = {.buf = kb};
 
 	keyed_record(&a, ratio, "kubernetes://pp", 100, 200);
-	attr_table_clear(&table);
-	assert_int_equal(ingest_decode_keyed(a.buf, a.len, v2, &table, &ks, &k),
-			 INGEST_REJ_NONE);
-	assert_int_equal(k.len, a.klen);
-	assert_memory_equal(kb, a.key, a.klen);
+	key_is(&a, v2, &ks, a.key, a.klen);
 	attr_table_clear(&plain);
 	assert_int_equal(ingest_decode(a.buf, a.len, v2, &plain),
 			 INGEST_REJ_NONE);
@@ -344,18 +354,10 @@ static void keyed_decoding_copies_the_chosen_encodings(void **state)
 
 	/* Another value of an attribute not chosen: the same key. */
 	keyed_record(&b, ratio, "kubernetes://pp", 7777, 200);
-	attr_table_clear(&table);
-	assert_int_equal(ingest_decode_keyed(b.buf, b.len, v2, &table, &ks, &k),
-			 INGEST_REJ_NONE);
-	assert_int_equal(k.len, a.klen);
-	assert_memory_equal(kb, a.key, a.klen);
+	key_is(&b, v2, &ks, a.key, a.klen);
 	/* Another value of a chosen one: another key. */
 	keyed_record(&c, ratio, "kubernetes://pp", 100, 503);
-	attr_table_clear(&table);
-	assert_int_equal(ingest_decode_keyed(c.buf, c.len, v2, &table, &ks, &k),
-			 INGEST_REJ_NONE);
-	assert_int_equal(k.len, c.klen);
-	assert_memory_equal(kb, c.key, c.klen);
+	key_is(&c, v2, &ks, c.key, c.klen);
 	assert_memory_not_equal(c.key, a.key, a.klen);
 
 	/* Every prefix and every corrupted byte: the same verdict as
