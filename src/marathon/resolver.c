@@ -56,8 +56,8 @@ typedef uint64_t v2u64 __attribute__((vector_size(16)));
  * as the four 16-byte blocks a probe reads (see key_blocks()), so a hit
  * compares it against blocks already in registers without following a
  * pointer into the snapshot. A longer key points at the snapshot's copy
- * (@key), or, for a key the snapshot lacks, is matched by mar_hash()
- * (@neg_h), as the table itself would. Answers are pointers into the
+ * (@key); one the snapshot lacks has no copy to compare with, so its
+ * absence is not cached (fill()). Answers are pointers into the
  * snapshot, ready to hand out. Every entry belongs to the reader's
  * snapshot generation: mar_read_begin() empties the cache when it changes,
  * so no entry carries one.
@@ -67,10 +67,7 @@ struct cache_way {
 	uint64_t meta;		      /* klen | port << 32 | kind << 48 */
 	const struct attr_value *v;   /* the instance's outputs; NULL: absent */
 	const struct attr_value *ctr; /* its container's name, or NULL */
-	union {
-		const uint8_t *key; /* > 64 bytes, found: the snapshot's */
-		uint64_t neg_h;	    /* > 64 bytes, absent: mar_hash() */
-	};
+	const uint8_t *key; /* > 64 bytes: the snapshot's copy */
 } __attribute__((aligned(64)));
 _Static_assert(sizeof(struct cache_way) == 2 * 64, "two whole lines");
 
@@ -1210,6 +1207,13 @@ fill(struct cache_side *c, const struct mar_table *t, uint64_t h,
 		}
 	uint64_t kh = mar_hash(key, klen, 0);
 	const struct mar_slot *sl = mar_snap_find(t, key, klen, kh);
+	/* An absent key over 64 bytes has no copy to be compared with: it is
+	 * looked up each time (a proxy naming a long id Marathon does not
+	 * know: rare) rather than matched by its hash, which a colliding key
+	 * -- one that is present -- would match too. */
+	static const struct cache_way absent;
+	if (!sl && klen > 64)
+		return &absent;
 	struct cache_way *e = &c->way[si][w];
 	c->tags[si] = (c->tags[si] & ~(0xffu << (8 * w))) |
 		      (uint32_t)tag_of(h) << (8 * w);
@@ -1218,6 +1222,7 @@ fill(struct cache_side *c, const struct mar_table *t, uint64_t h,
 	e->ctr = NULL;
 	if (klen <= 64)
 		key_blocks(key, klen, e->blk);
+	e->key = NULL;
 	if (sl) {
 		const struct mar_inst *in = sl->inst;
 		int ci = sl->ctr >= 0 ? sl->ctr : mar_pick_container(in, port);
@@ -1225,8 +1230,6 @@ fill(struct cache_side *c, const struct mar_table *t, uint64_t h,
 		if (ci >= 0 && (uint32_t)ci < in->n_ctr)
 			e->ctr = &in->ctr[ci].name;
 		e->key = sl->key;
-	} else {
-		e->neg_h = kh;
 	}
 	return e;
 }
@@ -1253,8 +1256,7 @@ probe_long(struct cache_side *c, const struct mar_table *t, uint32_t kind,
 		const struct cache_way *e = &c->way[si][w];
 		if (way_tag(c, si, w) != tag_of(h) || e->meta != meta)
 			continue;
-		if (e->v ? !memcmp(e->key, key, klen)
-			 : e->neg_h == mar_hash(key, klen, 0))
+		if (e->v && !memcmp(e->key, key, klen)) /* always found */
 			return e;
 	}
 	return fill(c, t, h, meta, key, klen, port);
