@@ -719,7 +719,10 @@ struct tpl_field {
  * whose attributes are distinct: the fixed-width fields first (words, then
  * bools), then IPs, then strings, each group a plain loop over these ops
  * with no per-field dispatch. Since no attribute repeats, the order of the
- * fields in a record changes nothing the decoder sees.
+ * fields in a record changes no value the decoder sees. Records that omit
+ * fields keep the same order, so two records of a template with the same
+ * values in the fields mixd's record memo reads also have the same memo
+ * key (the key is those fields' encodings in record order).
  */
 struct tpl_op {
 	uint32_t hw;   /* id | type << 16 */
@@ -913,12 +916,19 @@ template_encode(const struct mixd_template *t, struct tl_ring *r,
  */
 static inline __attribute__((always_inline)) uint8_t *
 tpl_encode_grouped(const struct mixd_template *t, uint8_t *o, const uint8_t *lim,
-		   const struct mixd_slot *v)
+		   const struct mixd_slot *v, uint64_t omit, const bool any_omitted)
 {
 	const struct tpl_op *op = t->op, *e;
 	const uint8_t *base = (const uint8_t *)v;
+	/* Is the field of @op left out? (voff is its index times the slot
+	 * size; a constant when nothing is.) */
+#define OMITTED(op)                                                          \
+	(any_omitted &&                                                      \
+	 (omit >> ((op)->voff / sizeof(struct mixd_slot)) & 1))
 
 	for (e = op + t->nword; op < e; op++) {
+		if (OMITTED(op))
+			continue;
 		uint64_t x;
 		memcpy(&x, base + op->voff, 8); /* the union, whichever member */
 		st32(o, op->hw);
@@ -926,11 +936,15 @@ tpl_encode_grouped(const struct mixd_template *t, uint8_t *o, const uint8_t *lim
 		o += 11;
 	}
 	for (e = op + t->nbool; op < e; op++) {
+		if (OMITTED(op))
+			continue;
 		const struct mixd_slot *x = (const void *)(base + op->voff);
 		st32(o, op->hw | (uint32_t)(x->b ? 1 : 0) << 24);
 		o += 4;
 	}
 	for (e = op + t->nip; op < e; op++) {
+		if (OMITTED(op))
+			continue;
 		const struct mixd_slot *x = (const void *)(base + op->voff);
 		if (x->len == 4) {
 			st32(o, op->hw | 4u << 24);
@@ -945,6 +959,8 @@ tpl_encode_grouped(const struct mixd_template *t, uint8_t *o, const uint8_t *lim
 		}
 	}
 	for (e = op + t->nstr; op < e; op++) {
+		if (OMITTED(op))
+			continue;
 		const struct mixd_slot *x = (const void *)(base + op->voff);
 		uint32_t len = x->len;
 		/* Signed: short fields may have taken o past lim (into their
@@ -957,32 +973,37 @@ tpl_encode_grouped(const struct mixd_template *t, uint8_t *o, const uint8_t *lim
 		o += 7 + (size_t)len;
 	}
 	return o;
+#undef OMITTED
 }
 
 /*
- * Every field present in a grouped template, the usual case: encoded
- * straight into the ring when a largest record fits before the ring's end
- * (almost always), so the record is written once; otherwise onto the stack
- * and copied, as mixd_report() does.
+ * A record of a grouped template, the usual case: encoded straight into
+ * the ring when a largest record fits before the ring's end (almost
+ * always), so the record is written once; otherwise onto the stack and
+ * copied, as mixd_report() does.
  */
-static inline int template_grouped(const struct mixd_template *t,
-				   struct tl_ring *r, const struct mixd_slot *v)
+static inline __attribute__((always_inline)) int
+template_grouped(const struct mixd_template *t, struct tl_ring *r,
+		 const struct mixd_slot *v, uint64_t omit,
+		 const bool any_omitted)
 {
 	uint8_t *dst = ring_reserve_max(&r->prod, TPL_LOCAL_MAX + LOCAL_SLACK);
 	if (__builtin_expect(dst != NULL, 1)) {
-		uint8_t *e = tpl_encode_grouped(
-			t, dst, dst + TPL_LOCAL_MAX - t->reserve, v);
+		uint8_t *e = tpl_encode_grouped(t, dst,
+						dst + TPL_LOCAL_MAX - t->reserve,
+						v, omit, any_omitted);
 		if (__builtin_expect(!e, 0))
-			return template_slow(t, r, v, 0);
+			return template_slow(t, r, v, omit);
 		ring_commit(&r->prod, (uint32_t)(e - dst));
 		ring_store_relaxed(&r->prod.hdr->prod.written, ++r->written);
 		return 0;
 	}
 	uint8_t local[TPL_LOCAL_MAX + LOCAL_SLACK];
 	uint8_t *e = tpl_encode_grouped(t, local,
-					local + TPL_LOCAL_MAX - t->reserve, v);
+					local + TPL_LOCAL_MAX - t->reserve, v,
+					omit, any_omitted);
 	if (!e)
-		return template_slow(t, r, v, 0);
+		return template_slow(t, r, v, omit);
 	return publish_local(r, local, (uint32_t)(e - local));
 }
 
@@ -992,8 +1013,9 @@ API int mixd_template_report(const mixd_template *t,
 	struct tl_ring *r = ring_of(t->c);
 	if (!r)
 		return -ENOMEM;
-	if (__builtin_expect(!omit && t->grouped, 1))
-		return template_grouped(t, r, v);
+	if (__builtin_expect(t->grouped, 1))
+		return omit ? template_grouped(t, r, v, omit, true)
+			    : template_grouped(t, r, v, 0, false);
 	if (__builtin_expect(t->slow, 0))
 		return template_slow(t, r, v, omit);
 	/* Every field present, the usual case: a loop without the test. */

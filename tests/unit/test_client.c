@@ -492,6 +492,31 @@ static enum ingest_reject tpl_check_record(void *ctx, const uint8_t *p,
 	return INGEST_REJ_NONE;
 }
 
+/* Keys of the records taken, as mixd's record memo would make them. */
+struct key_check {
+	const struct attr_vocab *vocab;
+	struct ingest_keyspec ks;
+	uint8_t key[2][1024];
+	uint32_t len[2];
+	unsigned seen;
+};
+
+static enum ingest_reject key_of_record(void *ctx, const uint8_t *p,
+					uint32_t len)
+{
+	struct key_check *k = ctx;
+	static struct attr_table t;
+	static uint8_t kb[INGEST_KEY_ROOM];
+	struct ingest_key key = {.buf = kb};
+	attr_table_clear(&t);
+	assert_int_equal(ingest_decode_keyed(p, len, k->vocab, &t, &k->ks, &key),
+			 INGEST_REJ_NONE);
+	assert_true(k->seen < 2 && key.len <= sizeof k->key[0]);
+	memcpy(k->key[k->seen], kb, key.len);
+	k->len[k->seen++] = key.len;
+	return INGEST_REJ_NONE;
+}
+
 static void tpl_values_are_what_the_ring_carries(void **state)
 {
 	struct capture cap = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -579,6 +604,33 @@ static void tpl_values_are_what_the_ring_carries(void **state)
 	mixd_client_stats(c, &st);
 	assert_int_equal(st.written, n);
 	assert_int_equal(st.dropped_invalid, 0);
+
+	/* Leaving a field out keeps the others in the grouped order, so the
+	 * memo key of the fields mixd reads is the same either way. */
+	struct key_check kc = {.vocab = vocab};
+	uint64_t mask[ATTR_PRESENT_WORDS] = {0};
+	const unsigned chosen[] = {MIXD_ATTR_REQUEST_PATH,
+				   MIXD_ATTR_RESPONSE_CODE,
+				   MIXD_ATTR_SOURCE_IP, MIXD_ATTR_REQUEST_HOST};
+	for (size_t i = 0; i < sizeof chosen / sizeof chosen[0]; i++)
+		mask[chosen[i] / 64] |= 1ull << (chosen[i] % 64);
+	ingest_keyspec_init(&kc.ks, mask);
+	uint8_t ip4[4] = {10, 0, 0, 1};
+	struct mixd_slot same[7] = {
+		{.p = tpl_path, .len = 9}, {.i = 503}, {.p = ip4, .len = 4},
+		{.b = 1},		   {.p = "reviews", .len = 7},
+		{.i = 1},		   {.i = 2},
+	};
+	assert_int_equal(mixd_template_report(t, same, 0), 0);
+	assert_int_equal(mixd_template_report(t, same, 1u << 3), 0);
+	for (int w = 0; w < 10000 && kc.seen < 2; w++) {
+		ingest_ring_poll(cap.ring, key_of_record, &kc, 16, &counts,
+				 scratch);
+		usleep(1000);
+	}
+	assert_int_equal(kc.seen, 2);
+	assert_int_equal(kc.len[0], kc.len[1]);
+	assert_memory_equal(kc.key[0], kc.key[1], kc.len[0]);
 
 	mixd_template_destroy(slow);
 	mixd_template_destroy(t);
