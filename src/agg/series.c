@@ -393,7 +393,7 @@ struct state_ext {
 	uint8_t cap_hits[64];
 	/* The record's memo key, as the decoder copies it: a constant byte
 	 * (so that no key is empty), then the encodings of the record's
-	 * memo attributes; room for a whole record and the hash's padding. */
+	 * memo attributes; room for a whole record, then the hash's padding. */
 	uint8_t mkey[1 + INGEST_KEY_ROOM + 16];
 	uint32_t hits[];
 };
@@ -841,10 +841,12 @@ static void process(struct shard_state *s, struct attr_table *t,
 		}
 		if (x->memo_aside) {
 			x->memo_aside--;
-		} else if (keylen) {
-			/* Longer keys are not remembered (see MEMO_KEY_MAX). */
+		} else {
+			/* Longer keys are not remembered (see MEMO_KEY_MAX); a
+			 * record with none (over MIXD_RECORD_MAX, which no ring
+			 * or frame passes) is a miss too. */
 			struct memo_ent *me = NULL;
-			if (keylen <= MEMO_KEY_MAX) {
+			if (keylen && keylen <= MEMO_KEY_MAX) {
 				mlen = keylen;
 				memset(x->mkey + mlen, 0, 16);
 				mh = memo_hash(x->mkey, mlen);

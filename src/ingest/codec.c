@@ -1,8 +1,10 @@
 /*
  * codec.c -- decode a record payload (layout drawn in <mixd/ring.h>) into an
- * attribute table. The input is untrusted and, for shared memory, may change
- * while it is read: every length is loaded once into a local, checked, and
- * never re-read.
+ * attribute table. The input is untrusted and may even change while it is
+ * read: every length is loaded once into a local, checked, and never
+ * re-read, so no input makes the decoder read or write out of bounds. (The
+ * memo key of ingest_decode_keyed() is only meaningful on memory that holds
+ * still: see ingest.h.)
  */
 #include <string.h>
 

@@ -55,9 +55,9 @@ enum ingest_reject ingest_decode(const uint8_t *p, size_t len,
 				 const struct attr_vocab *vocab,
 				 struct attr_table *t);
 
-/** Bytes an ingest_key's buffer must hold: a whole record, and slack the
- *  copies may write past the key's end. */
-#define INGEST_KEY_ROOM (MIXD_RECORD_MAX + 32u)
+/** Bytes an ingest_key's buffer must hold: a key is at most the record
+ *  it was made from. */
+#define INGEST_KEY_ROOM MIXD_RECORD_MAX
 
 /** The key ingest_decode_keyed() builds. */
 struct ingest_key {
@@ -83,8 +83,11 @@ void ingest_keyspec_init(struct ingest_keyspec *ks, const uint64_t *mask);
  * and its value, and encodings are self-delimiting, so two records with
  * equal keys have equal values in every chosen slot: a key for those
  * values, made on the decoder's way through the record. @len must be at
- * most MIXD_RECORD_MAX (as every ring and frame ensures). Valid only when
- * INGEST_REJ_NONE is returned.
+ * most MIXD_RECORD_MAX (as every ring and frame ensures), and @p must not
+ * change while it is decoded: the key copies bytes the decoder has already
+ * checked, and on changing memory the two could differ (ingest_ring_poll()
+ * copies shared-memory records for this). Valid only when INGEST_REJ_NONE
+ * is returned.
  */
 enum ingest_reject ingest_decode_keyed(const uint8_t *p, size_t len,
 				       const struct attr_vocab *vocab,
