@@ -285,9 +285,11 @@ typedef struct mixd_template mixd_template;
  * templates once, up front. Dictionary fields of every type but STRING_MAP
  * take the fast path; a template with a custom name or a string map still
  * works, at mixd_report()'s cost. Fastest of all is a template whose
- * attributes are all distinct, reported with every field present (@omit 0):
- * its records are written straight into the ring, fixed-width fields
- * first (the order of attributes in a record means nothing to mixd).
+ * attributes are all distinct: its records are written straight into the
+ * ring, fixed-width fields first, in the same order whichever fields a
+ * record leaves out (mixd's values do not depend on the order, but its
+ * shards remember records by the bytes of the attributes they read, so
+ * one order per template means one entry per combination of values).
  */
 int mixd_template_create(mixd_client *c, const struct mixd_field *fields,
 			 size_t n, mixd_template **out);
