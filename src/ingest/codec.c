@@ -176,6 +176,24 @@ decode_one(const uint8_t **pp, const uint8_t *end, const struct attr_vocab *voca
 	return INGEST_REJ_NONE;
 }
 
+enum ingest_reject ingest_decode_reference(const uint8_t *p, size_t len,
+					   const struct attr_vocab *vocab,
+					   struct attr_table *t,
+					   ingest_encoding_fn each, void *ctx)
+{
+	const uint8_t *const end = p + len;
+	while (p != end) {
+		const uint8_t *a = p;
+		int slot = -1;
+		enum ingest_reject why = decode_one(&p, end, vocab, t, &slot);
+		if (why != INGEST_REJ_NONE)
+			return why;
+		if (each)
+			each(ctx, a, (size_t)(p - a), slot);
+	}
+	return INGEST_REJ_NONE;
+}
+
 /*
  * How the fast loop decodes a dictionary attribute, from its declared type.
  * STRING_MAP (rare, and validated by walking it) is left to decode_one().

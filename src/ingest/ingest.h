@@ -55,6 +55,22 @@ enum ingest_reject ingest_decode(const uint8_t *p, size_t len,
 				 const struct attr_vocab *vocab,
 				 struct attr_table *t);
 
+/** Told of each attribute ingest_decode_reference() decodes: its whole
+ *  encoding (@n bytes at @enc) and its slot, -1 for an undeclared name. */
+typedef void (*ingest_encoding_fn)(void *ctx, const uint8_t *enc, size_t n,
+				   int slot);
+
+/**
+ * The decoder's definition: one attribute at a time, every check in the
+ * order that decides which reason a malformed record gets, no fast path.
+ * ingest_decode() and ingest_decode_keyed() must agree with it on every
+ * input (fuzz_decode checks). @each, if not NULL, is called per attribute.
+ */
+enum ingest_reject ingest_decode_reference(const uint8_t *p, size_t len,
+					   const struct attr_vocab *vocab,
+					   struct attr_table *t,
+					   ingest_encoding_fn each, void *ctx);
+
 /** Bytes an ingest_key's buffer must hold: a key is at most the record
  *  it was made from. */
 #define INGEST_KEY_ROOM MIXD_RECORD_MAX

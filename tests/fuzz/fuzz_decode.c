@@ -7,9 +7,9 @@
  * the bytes of a segment (header then data) that is padded to the smallest
  * ring a consumer accepts.
  *
- * Every payload is also decoded by ref_decode(), the plain one-attribute-
- * at-a-time decoder that ingest_decode() replaced with its fast paths: both
- * must give the same reason, and for an accepted record the same table
+ * Every payload is also decoded by ingest_decode_reference(), the plain
+ * one-attribute-at-a-time decoder that ingest_decode()'s fast loop must
+ * agree with: the same reason, and for an accepted record the same table
  * (present bits, and each present value's type, length and bytes). A
  * rejected record's table is not compared: nothing reads it.
  *
@@ -33,145 +33,28 @@
 static struct attr_vocab *vocab;
 static struct attr_table table;
 static struct attr_table ref_table;
-/* The reference key: what ref_decode() found chosen under ref_mask. */
+
+/* The reference key: the encodings ingest_decode_reference() reports
+ * for slots in ref_mask, in record order. */
 static uint64_t ref_mask[ATTR_PRESENT_WORDS];
 static uint8_t ref_key[MIXD_RECORD_MAX];
 static size_t ref_klen;
 
-/* ---- the reference decoder ------------------------------------------- */
+static void ref_encoding(void *ctx, const uint8_t *enc, size_t n, int slot)
+{
+	(void)ctx;
+	if (slot >= 0 && (ref_mask[slot >> 6] >> (slot & 63) & 1)) {
+		memcpy(ref_key + ref_klen, enc, n);
+		ref_klen += n;
+	}
+}
 
-static const uint8_t ref_dict_type[MIXD_ATTR_DICT_COUNT] = {
-#define REF_DICT_TYPE_(id, name, type) [MIXD_ATTR_##id] = type,
-	MIXD_ATTRIBUTE_LIST(REF_DICT_TYPE_)
-#undef REF_DICT_TYPE_
-};
-
-/* ingest_decode() as it was before its fast paths (commit 717eb2b^):
- * every check in the order that defines which reason a record gets. */
 static enum ingest_reject ref_decode(const uint8_t *p, size_t len,
 				     const struct attr_vocab *vc,
 				     struct attr_table *t)
 {
-	const uint8_t *end = p + len;
-	struct attr_value unused;
-
 	ref_klen = 0;
-	while (p != end) {
-		const uint8_t *start = p;
-		int chosen_slot = -1;
-		if (end - p < 3)
-			return INGEST_REJ_TRUNCATED;
-		unsigned id = p[0] | (unsigned)p[1] << 8;
-		uint8_t type = p[2];
-		p += 3;
-
-		struct attr_value *v;
-		uint8_t declared;
-		if (id < MIXD_ATTR_DICT_COUNT) {
-			declared = ref_dict_type[id];
-			v = &t->v[id];
-			t->present[id >> 6] |= 1ull << (id & 63);
-			chosen_slot = (int)id;
-		} else if (id == MIXD_ATTR_INLINE) {
-			if (end - p < 2)
-				return INGEST_REJ_TRUNCATED;
-			unsigned nl = p[0] | (unsigned)p[1] << 8;
-			p += 2;
-			if (nl == 0)
-				return INGEST_REJ_ATTRIBUTE;
-			if (end - p < nl)
-				return INGEST_REJ_TRUNCATED;
-			int slot = vc ? attr_vocab_find(vc, (const char *)p, nl)
-				      : -1;
-			p += nl;
-			if (type == ATTR_NONE || type >= ATTR_TYPE_COUNT)
-				return INGEST_REJ_TYPE;
-			if (slot >= 0) {
-				declared = attr_vocab_type(vc, (unsigned)slot);
-				v = &t->v[slot];
-				t->present[slot >> 6] |= 1ull << (slot & 63);
-				chosen_slot = slot;
-			} else {
-				declared = type;
-				v = &unused;
-			}
-		} else {
-			return INGEST_REJ_ATTRIBUTE;
-		}
-		if (type != declared &&
-		    !(attr_type_is_string(type) && attr_type_is_string(declared)))
-			return INGEST_REJ_TYPE;
-
-		v->type = declared;
-		switch (type) {
-		case ATTR_STRING:
-		case ATTR_BYTES:
-		case ATTR_EMAIL:
-		case ATTR_URI:
-		case ATTR_DNS_NAME: {
-			if (end - p < 4)
-				return INGEST_REJ_TRUNCATED;
-			uint32_t n;
-			memcpy(&n, p, 4);
-			p += 4;
-			if ((size_t)(end - p) < n)
-				return INGEST_REJ_TRUNCATED;
-			v->s = (const char *)p;
-			v->len = n;
-			p += n;
-			break;
-		}
-		case ATTR_INT64:
-		case ATTR_TIMESTAMP:
-		case ATTR_DURATION:
-		case ATTR_DOUBLE:
-			if (end - p < 8)
-				return INGEST_REJ_TRUNCATED;
-			memcpy(&v->i, p, 8);
-			v->len = 8;
-			p += 8;
-			break;
-		case ATTR_BOOL:
-			if (end - p < 1)
-				return INGEST_REJ_TRUNCATED;
-			if (*p > 1)
-				return INGEST_REJ_VALUE;
-			v->b = *p;
-			v->len = 1;
-			p += 1;
-			break;
-		case ATTR_IP: {
-			if (end - p < 1)
-				return INGEST_REJ_TRUNCATED;
-			uint8_t n = *p++;
-			if (n != 4 && n != 16)
-				return INGEST_REJ_VALUE;
-			if (end - p < n)
-				return INGEST_REJ_TRUNCATED;
-			memcpy(v->ip, p, n);
-			v->len = n;
-			p += n;
-			break;
-		}
-		case ATTR_STRING_MAP: {
-			size_t n = attr_map_validate(p, (size_t)(end - p));
-			if (n == 0)
-				return INGEST_REJ_VALUE;
-			v->map = p;
-			v->len = (uint32_t)n;
-			p += n;
-			break;
-		}
-		default:
-			return INGEST_REJ_TYPE;
-		}
-		if (chosen_slot >= 0 &&
-		    (ref_mask[chosen_slot >> 6] >> (chosen_slot & 63) & 1)) {
-			memcpy(ref_key + ref_klen, start, (size_t)(p - start));
-			ref_klen += (size_t)(p - start);
-		}
-	}
-	return INGEST_REJ_NONE;
+	return ingest_decode_reference(p, len, vc, t, ref_encoding, NULL);
 }
 
 /* The meaningful bytes of two values of an accepted record agree. */
