@@ -410,6 +410,25 @@ API void mixd_set_string_map(mixd_record *r, mixd_attr a,
 	}
 }
 
+/* Copy a record encoded elsewhere into the ring and publish it. */
+static inline int publish_local(struct tl_ring *r, const uint8_t *rec,
+				uint32_t size)
+{
+	if (__builtin_expect(!ring_push(&r->prod, rec, size), 0)) {
+		ring_store_relaxed(&r->prod.hdr->prod.dropped, ++r->dropped);
+		return -ENOBUFS;
+	}
+	ring_store_relaxed(&r->prod.hdr->prod.written, ++r->written);
+	return 0;
+}
+
+/* Publish the record encoded in place at ring_reserve_max()'s pointer. */
+static inline void commit_direct(struct tl_ring *r, uint32_t len)
+{
+	ring_commit(&r->prod, len);
+	ring_store_relaxed(&r->prod.hdr->prod.written, ++r->written);
+}
+
 API int mixd_record_commit(mixd_record *rec)
 {
 	struct tl_ring *r = rec->ring;
@@ -418,17 +437,11 @@ API int mixd_record_commit(mixd_record *rec)
 				   __ATOMIC_RELAXED);
 		return -ENOMEM;
 	}
-	struct mixd_ring_hdr *h = r->prod.hdr;
 	if (rec->invalid || rec->w.overflow) {
-		ring_store_relaxed(&h->prod.invalid, ++r->invalid);
+		ring_store_relaxed(&r->prod.hdr->prod.invalid, ++r->invalid);
 		return -EMSGSIZE;
 	}
-	if (!ring_push(&r->prod, rec->w.buf, rec->w.len)) {
-		ring_store_relaxed(&h->prod.dropped, ++r->dropped);
-		return -ENOBUFS;
-	}
-	ring_store_relaxed(&h->prod.written, ++r->written);
-	return 0;
+	return publish_local(r, rec->w.buf, (uint32_t)rec->w.len);
 }
 
 /* Bytes attribute @v takes on the wire; 0 if it cannot be encoded. */
@@ -576,22 +589,6 @@ static inline struct tl_ring *ring_of(struct mixd_client *c)
 	return r;
 }
 
-/* Copy a record encoded on the stack into the ring and publish it. */
-static inline int publish_local(struct tl_ring *r, const uint8_t *rec,
-				uint32_t size)
-{
-	struct mixd_ring_hdr *h = r->prod.hdr;
-	uint8_t *dst = ring_reserve(&r->prod, size);
-	if (__builtin_expect(!dst, 0)) {
-		ring_store_relaxed(&h->prod.dropped, ++r->dropped);
-		return -ENOBUFS;
-	}
-	memcpy(dst, rec, size);
-	ring_publish(&r->prod, size);
-	ring_store_relaxed(&h->prod.written, ++r->written);
-	return 0;
-}
-
 /* Type classes of the fast encoders, as bit masks over enum mixd_type. */
 #define T_STRINGS                                                            \
 	(1u << MIXD_T_STRING | 1u << MIXD_T_BYTES | 1u << MIXD_T_EMAIL |     \
@@ -675,18 +672,15 @@ report_encode(const struct mixd_value *v, size_t n, uint8_t *o,
  * ring's end (almost always), so the record is written once; otherwise
  * onto the stack and copied in.
  */
-API int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n)
+static inline int report_into(struct mixd_client *c, struct tl_ring *r,
+			      const struct mixd_value *v, size_t n)
 {
-	struct tl_ring *r = ring_of(c);
-	if (!r)
-		return -ENOMEM;
 	uint8_t *dst = ring_reserve_max(&r->prod, LOCAL_MAX + LOCAL_SLACK);
 	if (__builtin_expect(dst != NULL, 1)) {
 		uint8_t *e = report_encode(v, n, dst, dst + LOCAL_MAX);
 		if (__builtin_expect(!e, 0))
 			return report_slow(c, r, v, n);
-		ring_commit(&r->prod, (uint32_t)(e - dst));
-		ring_store_relaxed(&r->prod.hdr->prod.written, ++r->written);
+		commit_direct(r, (uint32_t)(e - dst));
 		return 0;
 	}
 	uint8_t local[LOCAL_MAX + LOCAL_SLACK];
@@ -696,9 +690,17 @@ API int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n)
 	return publish_local(r, local, (uint32_t)(e - local));
 }
 
+API int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n)
+{
+	struct tl_ring *r = ring_of(c);
+	if (!r)
+		return -ENOMEM;
+	return report_into(c, r, v, n);
+}
+
 /* ---- record templates ------------------------------------------------ */
 
-/* How a template field is encoded per record. */
+/* The group of the grouped layout a template field falls in. */
 enum tpl_kind {
 	TK_STRING, /* header word carries the length; bytes follow */
 	TK_WORD,   /* 8 bytes */
@@ -708,7 +710,6 @@ enum tpl_kind {
 };
 
 struct tpl_field {
-	uint32_t hw;  /* id | type << 16: the attribute header, pre-built */
 	uint8_t kind; /* enum tpl_kind */
 	uint8_t type;
 	mixd_attr attr;
@@ -730,13 +731,12 @@ struct tpl_op {
 };
 
 /* Strings up to this long are copied inline with no bounds check: the
- * template reserves their worst case (see tpl_grouped()). */
+ * template reserves their worst case (see tpl_group()). */
 #define TPL_SHORT 32u
 
 struct mixd_template {
 	struct mixd_client *c;
 	uint32_t n;
-	bool slow;    /* some field is TK_SLOW */
 	bool grouped; /* ops[] apply */
 	uint8_t nword, nbool, nip, nstr;
 	uint32_t reserve; /* worst-case bytes of every field but long strings */
@@ -755,8 +755,9 @@ static void tpl_group(struct mixd_template *t)
 	};
 	uint32_t k = 0;
 
-	if (t->slow)
-		return;
+	for (uint32_t i = 0; i < t->n; i++)
+		if (t->f[i].kind == TK_SLOW)
+			return; /* a custom name or a map: the long way */
 	for (uint32_t i = 0; i < t->n; i++)
 		for (uint32_t j = 0; j < i; j++)
 			if (t->f[i].attr == t->f[j].attr)
@@ -766,7 +767,7 @@ static void tpl_group(struct mixd_template *t)
 		for (uint32_t i = 0; i < t->n; i++) {
 			if (t->f[i].kind != groups[g].kind)
 				continue;
-			t->op[k].hw = t->f[i].hw;
+			t->op[k].hw = t->f[i].attr | (uint32_t)t->f[i].type << 16;
 			t->op[k].voff = i * (uint32_t)sizeof(struct mixd_slot);
 			t->reserve += groups[g].worst;
 			k++;
@@ -806,7 +807,6 @@ API int mixd_template_create(mixd_client *c, const struct mixd_field *f,
 			goto inval;
 		x->attr = (mixd_attr)a;
 		x->type = (uint8_t)type;
-		x->hw = a | type << 16;
 		if (a >= MIXD_ATTR_DICT_COUNT || type == MIXD_T_STRING_MAP)
 			x->kind = TK_SLOW;
 		else if ((1u << type) & T_STRINGS)
@@ -817,7 +817,6 @@ API int mixd_template_create(mixd_client *c, const struct mixd_field *f,
 			x->kind = TK_BOOL;
 		else
 			x->kind = TK_IP;
-		t->slow |= x->kind == TK_SLOW;
 	}
 	tpl_group(t);
 	*out = t;
@@ -832,7 +831,9 @@ API void mixd_template_destroy(mixd_template *t)
 	free(t);
 }
 
-/* A template record the long way: as the array mixd_report() takes. */
+/* A template record as the array mixd_report() takes, and through its
+ * path: templates with a custom name, a map or a repeated attribute, and
+ * records the grouped encoder hands back (a bad IP, long strings). */
 static __attribute__((noinline)) int
 template_slow(const struct mixd_template *t, struct tl_ring *r,
 	      const struct mixd_slot *v, uint64_t omit)
@@ -848,62 +849,7 @@ template_slow(const struct mixd_template *t, struct tl_ring *r,
 		memcpy(&a[k].i, &v[i].i, 8); /* the union, whichever member */
 		k++;
 	}
-	return report_slow(t->c, r, a, k);
-}
-
-/*
- * The fixed layout pays off here: ids and types were checked at creation and
- * each field's header word is ready, so a field costs its value's store (and
- * a string's copy). Only strings need a bounds check: the stack buffer keeps
- * 20 bytes (the widest fixed-width field) for every field of the template,
- * so fixed-width fields can never outgrow it and a string may use whatever
- * is left beyond that reserve.
- */
-static inline __attribute__((always_inline)) int
-template_encode(const struct mixd_template *t, struct tl_ring *r,
-		const struct mixd_slot *v, uint64_t omit, const bool any_omitted)
-{
-	uint8_t local[TPL_LOCAL_MAX + LOCAL_SLACK];
-	uint8_t *o = local;
-	const uint32_t n = t->n; /* loaded once: stores to local may alias t */
-	const uint8_t *lim = local + TPL_LOCAL_MAX - 20 * (size_t)n;
-	const struct tpl_field *f = t->f;
-	const struct mixd_slot *x = v;
-	uint64_t om = omit;
-	for (uint32_t i = 0; i < n; i++, f++, x++, om >>= 1) {
-		if (any_omitted && (om & 1))
-			continue;
-		uint32_t len = x->len;
-		unsigned kind = f->kind;
-		uint32_t hw = f->hw;
-		if (kind == TK_STRING) {
-			/* Signed: fixed-width fields may have taken o past lim
-			 * (into their reserve), and then no string fits. */
-			if (__builtin_expect((ptrdiff_t)len + 7 > lim - o, 0))
-				return template_slow(t, r, v, omit);
-			st64(o, hw | (uint64_t)len << 24);
-			wire_copy(o + 7, x->p, len);
-			o += 7 + (size_t)len;
-		} else if (kind == TK_WORD) {
-			st32(o, hw);
-			memcpy(o + 3, &x->i, 8);
-			o += 11;
-		} else if (kind == TK_BOOL) {
-			st32(o, hw | (uint32_t)(x->b ? 1 : 0) << 24);
-			o += 4;
-		} else if (len == 4) {
-			st32(o, hw | 4u << 24);
-			memcpy(o + 4, x->p, 4);
-			o += 8;
-		} else if (len == 16) {
-			st32(o, hw | 16u << 24);
-			memcpy(o + 4, x->p, 16);
-			o += 20;
-		} else { /* a bad IP: report_slow() counts it invalid */
-			return template_slow(t, r, v, omit);
-		}
-	}
-	return publish_local(r, local, (uint32_t)(o - local));
+	return report_into(t->c, r, a, k);
 }
 
 /*
@@ -994,8 +940,7 @@ template_grouped(const struct mixd_template *t, struct tl_ring *r,
 						v, omit, any_omitted);
 		if (__builtin_expect(!e, 0))
 			return template_slow(t, r, v, omit);
-		ring_commit(&r->prod, (uint32_t)(e - dst));
-		ring_store_relaxed(&r->prod.hdr->prod.written, ++r->written);
+		commit_direct(r, (uint32_t)(e - dst));
 		return 0;
 	}
 	uint8_t local[TPL_LOCAL_MAX + LOCAL_SLACK];
@@ -1016,12 +961,7 @@ API int mixd_template_report(const mixd_template *t,
 	if (__builtin_expect(t->grouped, 1))
 		return omit ? template_grouped(t, r, v, omit, true)
 			    : template_grouped(t, r, v, 0, false);
-	if (__builtin_expect(t->slow, 0))
-		return template_slow(t, r, v, omit);
-	/* Every field present, the usual case: a loop without the test. */
-	if (!omit)
-		return template_encode(t, r, v, 0, false);
-	return template_encode(t, r, v, omit, true);
+	return template_slow(t, r, v, omit);
 }
 
 API void mixd_record_abort(mixd_record *rec)
