@@ -153,9 +153,6 @@ void expose_labels(struct expose_buf *b, const struct expose_label *labels,
 /** Append the value of a sample, formatted by expose_format_value(). */
 void expose_value(struct expose_buf *b, double v);
 
-/** Append an unsigned integer in decimal; the counter fast path. */
-void expose_u64(struct expose_buf *b, uint64_t v);
-
 /**
  * Append one sample line `@name{labels} @v\n`; no braces when @n is 0.
  */
@@ -226,9 +223,6 @@ struct expose_body;
  */
 struct expose_body *expose_body_new(const struct expose_stream *src,
 				    bool gzip);
-
-/** Whether @b deflates. */
-bool expose_body_gzip(const struct expose_body *b);
 
 /**
  * Copy the next at most @max (> 0) bytes of the body into @buf. Returns the
@@ -302,8 +296,9 @@ void expose_http_stop(struct expose_http *h);
 struct agg_view;
 
 /**
- * Size of the buffers a streamed body is read into (a connection's send
- * buffer, the deflater's input): a few hundred label sets, large enough
+ * Size of the buffers a streamed body is read into (the HTTP server's
+ * per-connection memory, which holds the send buffer; the deflater's
+ * input; a rendering step): a few hundred label sets, large enough
  * that per-read costs (a send, a deflate call) vanish, small enough to
  * stay in the CPU's L2 cache while it is rendered, sent or deflated.
  */

@@ -244,14 +244,9 @@ static int build_labels(struct expose_view_stream *s,
 		if (clean) {
 			p = put(p, v, len);
 		} else {
-			for (size_t i = 0; i < len; i++) {
-				char c = v[i];
-				if (special(c)) {
-					*p++ = '\\';
-					c = c == '\n' ? 'n' : c;
-				}
-				*p++ = c;
-			}
+			b->len = (size_t)(p - b->data);
+			expose_label_value(b, v, len);
+			p = b->data + b->len;
 		}
 		*p++ = '"';
 	}

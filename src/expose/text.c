@@ -283,13 +283,6 @@ void expose_value(struct expose_buf *b, double v)
 	b->len += expose_format_value(v, b->data + b->len);
 }
 
-void expose_u64(struct expose_buf *b, uint64_t v)
-{
-	if (expose_buf_reserve(b, 20) != 0)
-		return;
-	b->len += expose_fmt_u64(v, b->data + b->len);
-}
-
 void expose_sample(struct expose_buf *b, const char *name,
 		   const struct expose_label *labels, size_t n, double v)
 {

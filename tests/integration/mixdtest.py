@@ -195,12 +195,14 @@ def read_headers(path):
     return headers
 
 
-def curl(port, path="/metrics", host="127.0.0.1", gzip_ok=False, timeout=None):
+def curl(port, path="/metrics", host="127.0.0.1", gzip_ok=False, timeout=None,
+         compressed=False):
     """GET http://host:port/path with curl, as an outside client does.
     Returns (status, headers dict with lower-case names, body bytes as
-    received -- still gzipped if the server gzipped it -- and the seconds
-    the transfer took). Fails if curl does (an incomplete chunked body is
-    an error for curl)."""
+    received -- still gzipped if the server gzipped it, unless @compressed
+    has curl --compressed ask for gzip and decode the body itself -- and
+    the seconds the transfer took). Fails if curl does (an incomplete
+    chunked body is an error for curl)."""
     tmp = tempfile.mkdtemp(prefix="mixd-curl.")
     try:
         body_path = os.path.join(tmp, "body")
@@ -210,6 +212,8 @@ def curl(port, path="/metrics", host="127.0.0.1", gzip_ok=False, timeout=None):
                 "--max-time", str(int(timeout or _t(60)))]
         if gzip_ok:
             argv += ["-H", "Accept-Encoding: gzip"]
+        if compressed:
+            argv += ["--compressed"]
         p = subprocess.run(argv + [f"http://{host}:{port}{path}"], capture_output=True,
                            timeout=(timeout or _t(60)) + 10)
         if p.returncode != 0:

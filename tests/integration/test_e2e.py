@@ -279,25 +279,6 @@ def large_records(n_sets):
             for i in range(n_sets)]
 
 
-def curl_compressed(port):
-    """GET /metrics with curl --compressed, which asks for gzip and decodes
-    the body itself (with zlib): returns (headers dict, decoded body)."""
-    tmp = tempfile.mkdtemp(prefix="mixd-curlz.")
-    try:
-        body_path = os.path.join(tmp, "body")
-        hdr_path = os.path.join(tmp, "headers")
-        p = subprocess.run(["curl", "-sS", "--compressed", "-o", body_path, "-D", hdr_path,
-                            "--max-time", str(int(mt._t(60))),
-                            f"http://127.0.0.1:{port}/metrics"],
-                           capture_output=True, timeout=mt._t(60) + 10)
-        mt.check(p.returncode == 0, f"curl --compressed failed ({p.returncode}): "
-                 f"{p.stderr.decode(errors='replace')}")
-        with open(body_path, "rb") as f:
-            return mt.read_headers(hdr_path), f.read()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def a_large_scrape_is_streamed_whole_to_curl(build):
     """A view far larger than one rendered piece (256 KiB): curl gets every
     sample exactly, chunked, plain and gzipped alike (decoded by Python's
@@ -330,7 +311,7 @@ def a_large_scrape_is_streamed_whole_to_curl(build):
         mt.check(status == 200 and hdrs.get("content-encoding") == "gzip", f"{hdrs}")
         mt.check(len(gz) < len(plain) / 10, f"gzip: {len(gz)} of {len(plain)} bytes")
         mt.check(gzip.decompress(gz) == plain, "gzipped and plain scrapes differ")
-        zhdrs, decoded = curl_compressed(m.prometheus_port)
+        _, zhdrs, decoded, _ = mt.curl(m.prometheus_port, compressed=True)
         mt.check(zhdrs.get("content-encoding") == "gzip", f"{zhdrs}")
         mt.check(decoded == plain, "curl --compressed: the body differs from the plain scrape")
         _, _, again, _ = mt.curl(m.prometheus_port)

@@ -29,6 +29,7 @@
 
 #include "agg/agg.h"
 #include "expose/expose.h"
+#include "expose/expose_internal.h"
 
 /* ---- rendering ---------------------------------------------------------- */
 
@@ -107,12 +108,19 @@ static void test_sample_lines(void **state)
 	expose_buf_free(&labels);
 }
 
+/* expose_fmt_u64() into @b, as the renderer appends counters. */
+static void put_u64(struct expose_buf *b, uint64_t v)
+{
+	if (expose_buf_reserve(b, 20) == 0)
+		b->len += expose_fmt_u64(v, b->data + b->len);
+}
+
 static void test_buf_grows_and_printf(void **state)
 {
 	struct expose_buf b;
 	expose_buf_init(&b);
 	for (int i = 0; i < 100000; i++)
-		expose_u64(&b, (uint64_t)i);
+		put_u64(&b, (uint64_t)i);
 	assert_false(expose_buf_failed(&b));
 	assert_true(b.len > 100000);
 	expose_buf_free(&b);
@@ -130,13 +138,13 @@ static void test_buf_grows_and_printf(void **state)
 static void test_u64(void **state)
 {
 	struct expose_buf b = {0};
-	expose_u64(&b, 0);
+	put_u64(&b, 0);
 	expose_buf_putc(&b, ' ');
-	expose_u64(&b, 9);
+	put_u64(&b, 9);
 	expose_buf_putc(&b, ' ');
-	expose_u64(&b, 10);
+	put_u64(&b, 10);
 	expose_buf_putc(&b, ' ');
-	expose_u64(&b, UINT64_MAX);
+	put_u64(&b, UINT64_MAX);
 	assert_string_equal(expose_buf_cstr(&b), "0 9 10 18446744073709551615");
 	expose_buf_free(&b);
 }
@@ -976,7 +984,6 @@ static void test_body_gzip_in_reads(void **state)
 				.read = ts_read, .end = ts_end, .st = t};
 			struct expose_body *b = expose_body_new(&src, true);
 			assert_non_null(b);
-			assert_true(expose_body_gzip(b));
 			size_t zlen = 0;
 			long n;
 			while ((n = expose_body_read(b, buf, sizes[i])) > 0) {
