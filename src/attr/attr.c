@@ -50,19 +50,14 @@ size_t attr_map_validate(const uint8_t *p, size_t len)
 	if (len < 4)
 		return 0;
 	uint32_t n = attr_get_u32le(p);
-	size_t off = 4;
+	const uint8_t *q = p + 4, *end = p + len;
 	for (uint32_t i = 0; i < n; i++) {
-		for (int kv = 0; kv < 2; kv++) {
-			if (len - off < 4)
-				return 0;
-			uint32_t l = attr_get_u32le(p + off);
-			off += 4;
-			if (len - off < l)
-				return 0;
-			off += l;
-		}
+		const char *k, *v;
+		uint32_t kl, vl;
+		if (!attr_map_entry(&q, end, &k, &kl, &v, &vl))
+			return 0;
 	}
-	return off;
+	return (size_t)(q - p);
 }
 
 uint32_t attr_map_count(const struct attr_value *map)

@@ -27,9 +27,8 @@
  *  - a guarded plan (a rule) sorts its guard's instructions first and
  *    stops after them when the guard does not hold.
  *
- * On the seed (bench_expr, gcc 12 -O3) this is ~980 instructions per
- * record, where expr_eval_batch() + expr_result() take ~3,200: 24
- * instructions in 8 runs (there were 33 in 10).
+ * On the seed (bench_expr under callgrind) expr_plan_eval() takes ~980
+ * instructions per record, where expr_eval_batch() takes ~1,790.
  *
  * Only pure operators are flattened (loads, `|` of loads or of one map key
  * ending in a constant, == and !=, !, &&, ||, conditional): evaluating
@@ -666,55 +665,8 @@ static int merge_mapkeys(struct pbuild *b)
 	return 0;
 }
 
-/* Drop the instructions whose register nothing reads: loads that a
- * P_IN_KS took over. Operands come before their readers, so one pass
- * from the end marks them. */
-static int drop_dead(struct pbuild *b)
-{
-	struct expr_plan *pl = b->pl;
-	bool *live = calloc(b->n + 1, sizeof *live);
-	if (!live)
-		return -1;
-	for (uint32_t i = 0; i < pl->n_roots; i++)
-		live[pl->root_reg[i]] = true;
-	for (uint32_t i = b->n; i-- > 0;) {
-		const struct pinsn *in = &b->bi[i].in;
-		if (!live[i])
-			continue;
-		switch ((enum pop)in->op) {
-		case P_LOAD_R:
-		case P_IN_KW:
-		case P_EQ_KS:
-		case P_EQ_K:
-		case P_NOT:
-			live[in->a] = true;
-			break;
-		case P_EQ:
-		case P_AND:
-		case P_LOR:
-			live[in->a] = live[in->b] = true;
-			break;
-		case P_COND:
-			live[in->a] = true;
-			if (!(in->flags & F_BK))
-				live[in->b] = true;
-			if (!(in->flags & F_CK))
-				live[in->c] = true;
-			break;
-		default: /* no register operands */
-			break;
-		}
-	}
-	uint32_t w = 0;
-	for (uint32_t i = 0; i < b->n; i++)
-		if (live[i])
-			b->bi[w++] = b->bi[i];
-	b->n = w;
-	free(live);
-	return 0;
-}
-
-/* @in's register operands, for renumber(): NULL-terminated. */
+/* @in's register operands, NULL-terminated: what drop_dead() keeps
+ * alive and renumber() renames. */
 static void operands(struct pinsn *in, uint32_t *ops[4])
 {
 	unsigned n = 0;
@@ -743,6 +695,34 @@ static void operands(struct pinsn *in, uint32_t *ops[4])
 		break;
 	}
 	ops[n] = NULL;
+}
+
+/* Drop the instructions whose register nothing reads: loads that a
+ * P_IN_KS took over. Operands come before their readers, so one pass
+ * from the end marks them. */
+static int drop_dead(struct pbuild *b)
+{
+	struct expr_plan *pl = b->pl;
+	bool *live = calloc(b->n + 1, sizeof *live);
+	if (!live)
+		return -1;
+	for (uint32_t i = 0; i < pl->n_roots; i++)
+		live[pl->root_reg[i]] = true;
+	for (uint32_t i = b->n; i-- > 0;) {
+		uint32_t *ops[4];
+		if (!live[i])
+			continue;
+		operands(&b->bi[i].in, ops);
+		for (unsigned k = 0; ops[k]; k++)
+			live[*ops[k]] = true;
+	}
+	uint32_t w = 0;
+	for (uint32_t i = 0; i < b->n; i++)
+		if (live[i])
+			b->bi[w++] = b->bi[i];
+	b->n = w;
+	free(live);
+	return 0;
 }
 
 /*

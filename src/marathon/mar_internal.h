@@ -34,6 +34,29 @@ static inline uint64_t mar_mix(uint64_t a, uint64_t b)
 	return (uint64_t)r ^ (uint64_t)(r >> 64);
 }
 
+/** A key of at most 16 bytes as two words, with no byte-wise loop: two
+ *  overlapping halves of 8 (or 4) bytes, or first, middle and last byte;
+ *  with the length they are the key exactly. Shared by mar_hash() and the
+ *  reader cache, which keeps keys in this form. */
+static inline void mar_short_words(const uint8_t *b, size_t len, uint64_t *x,
+				   uint64_t *y)
+{
+	*x = *y = 0;
+	if (len >= 8) {
+		*x = mar_ld64(b);
+		*y = mar_ld64(b + len - 8);
+	} else if (len >= 4) {
+		uint32_t lo, hi;
+		memcpy(&lo, b, 4);
+		memcpy(&hi, b + len - 4, 4);
+		*x = lo;
+		*y = hi;
+	} else if (len > 0) {
+		*x = ((uint64_t)b[0] << 16) | ((uint64_t)b[len >> 1] << 8) |
+		     b[len - 1];
+	}
+}
+
 /**
  * 64-bit hash of @len bytes, never 0 (0 marks an empty slot). Not
  * cryptographic: keys come from Marathon and from records, and a chosen
@@ -56,18 +79,8 @@ static inline uint64_t mar_hash(const void *p, size_t len, uint64_t seed)
 				    mar_ld64(b + 8) ^ h);
 		x = mar_ld64(last);
 		y = mar_ld64(last + 8);
-	} else if (len >= 8) {
-		x = mar_ld64(b);
-		y = mar_ld64(b + len - 8);
-	} else if (len >= 4) {
-		uint32_t lo, hi;
-		memcpy(&lo, b, 4);
-		memcpy(&hi, b + len - 4, 4);
-		x = lo;
-		y = hi;
-	} else if (len > 0) {
-		x = ((uint64_t)b[0] << 16) | ((uint64_t)b[len >> 1] << 8) |
-		    b[len - 1];
+	} else {
+		mar_short_words(b, len, &x, &y);
 	}
 	return mar_mix(x ^ 0xe7037ed1a0b428dbull, y ^ h) | 1;
 }
@@ -187,6 +200,9 @@ const char *mar_jstr(const cJSON *o, const char *k);
 /** Is @state a Mesos task state after which the task never serves? The
  *  full sync and the event stream must agree, so both ask here. */
 bool mar_task_terminal(const char *state);
+
+/** Is @s (may be NULL) one of the strings of the NULL-terminated @l? */
+bool mar_in_list(const char *const *l, const char *s);
 
 /** The container of @inst declaring @port, or -1. With @port 0 or no
  *  match: 0 when the instance has one container, else -1. */

@@ -104,14 +104,6 @@ static const char *const terminal_condition[] = {
 	"Finished", "Failed", "Killed", "Error", "Gone", "Dropped",
 	"GoneByOperator", "Unknown", NULL};
 
-static bool in_list(const char *const *l, const char *s)
-{
-	for (; s && *l; l++)
-		if (!strcmp(*l, s))
-			return true;
-	return false;
-}
-
 /* Replace or add @key of @o with a copy of @v (if @v is present). */
 static void set_copy(cJSON *o, const char *key, const cJSON *v)
 {
@@ -210,7 +202,7 @@ static enum mar_event instance_changed(struct mar_model *m, const cJSON *d)
 		return MAR_EV_MALFORMED;
 	cJSON *pod = find_by_id(m->pods, rs);
 	cJSON *app = find_by_id(m->apps, rs);
-	if (in_list(terminal_condition, cond)) {
+	if (mar_in_list(terminal_condition, cond)) {
 		if (pod && remove_by_id(cJSON_GetObjectItemCaseSensitive(
 						pod, "instances"),
 					iid))

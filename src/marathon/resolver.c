@@ -1129,20 +1129,9 @@ static inline void key_blocks(const uint8_t *p, uint32_t n, v2u64 b[4])
 		b[3] = ld16(p + last);
 		return;
 	}
-	v2u64 v = {0, 0};
-	if (n >= 8) {
-		v[0] = mar_ld64(p);
-		v[1] = mar_ld64(p + n - 8);
-	} else if (n >= 4) {
-		uint32_t lo, hi;
-		memcpy(&lo, p, 4);
-		memcpy(&hi, p + n - 4, 4);
-		v[0] = lo;
-		v[1] = hi;
-	} else {
-		v[0] = (uint64_t)p[0] << 16 | (uint64_t)p[n >> 1] << 8 |
-		       p[n - 1];
-	}
+	uint64_t x, y;
+	mar_short_words(p, n, &x, &y);
+	v2u64 v = {x, y};
 	b[0] = b[1] = b[2] = b[3] = v;
 }
 

@@ -418,10 +418,13 @@ static const char *const terminal_task_states[] = {
 
 bool mar_task_terminal(const char *state)
 {
-	if (!state)
-		return false;
-	for (int i = 0; terminal_task_states[i]; i++)
-		if (!strcmp(state, terminal_task_states[i]))
+	return mar_in_list(terminal_task_states, state);
+}
+
+bool mar_in_list(const char *const *l, const char *s)
+{
+	for (; s && *l; l++)
+		if (!strcmp(*l, s))
 			return true;
 	return false;
 }
