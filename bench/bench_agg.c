@@ -22,8 +22,8 @@
  *
  * MIXD_BENCH_SCRAPE_ONLY=1 skips the throughput cases, MIXD_BENCH_SETS=N
  * scrapes N label sets instead of 100,000 (for callgrind:
- * MIXD_BENCH_SCRAPE_ONLY=1 MIXD_BENCH_SETS=10000 MIXD_BENCH_RUNS=1 ...
- * runs one scrape of each kind; the runs are still at least 5).
+ * MIXD_BENCH_SCRAPE_ONLY=1 MIXD_BENCH_SETS=10000; every case still runs
+ * at least 5 times).
  * MIXD_BENCH_CASE=K runs throughput case K alone (1: 1,000 label sets,
  * 2: 100,000, 3: resolver on, 4: every record new) and no scrape, and
  * MIXD_BENCH_RECORDS=N makes its workload N records: for instructions
@@ -268,19 +268,6 @@ static void report_sets(const char *what, const char *after, uint64_t sets,
 }
 
 /* Peak resident set (VmHWM) in KiB. */
-static long hwm_kib(void)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	long v = -1;
-	while (f && fgets(line, sizeof line, f))
-		if (sscanf(line, "VmHWM: %ld", &v) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return v;
-}
-
 /* Restart VmHWM from the current resident set. */
 static void hwm_reset(void)
 {
@@ -361,7 +348,7 @@ static struct scrape_result scrape(struct agg *a, bool gzip, bool count_lines,
 	expose_body_free(body);
 	if (!sc.complete)
 		abort();
-	res.peak_kib = hwm_kib() - rss0;
+	res.peak_kib = bench_status_kib("VmHWM") - rss0;
 	expose_view_stream_free(sc.vs);
 	agg_view_destroy(v);
 	res.seconds = (double)(bench_now_ns() - t0) / 1e9;

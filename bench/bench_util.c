@@ -59,18 +59,25 @@ void bench_report(const char *label, double *s, int n, const char *unit)
 	fflush(stdout);
 }
 
-long bench_rss_kib(void)
+long bench_status_kib(const char *field)
 {
 	FILE *f = fopen("/proc/self/status", "r");
 	if (!f)
 		return -1;
 	char line[256];
+	size_t n = strlen(field);
 	long kib = -1;
 	while (fgets(line, sizeof line, f))
-		if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+		if (!strncmp(line, field, n) && line[n] == ':' &&
+		    sscanf(line + n + 1, "%ld", &kib) == 1)
 			break;
 	fclose(f);
 	return kib;
+}
+
+long bench_rss_kib(void)
+{
+	return bench_status_kib("VmRSS");
 }
 
 int bench_runs(int dflt)

@@ -19,7 +19,11 @@ void bench_header(const char *name, const char *workload);
  */
 void bench_report(const char *label, double *samples, int n, const char *unit);
 
-/** Resident set size of this process in KiB (from /proc/self/status). */
+/** Field @field ("VmRSS", "VmHWM", ...) of /proc/self/status in KiB, or
+ *  -1. */
+long bench_status_kib(const char *field);
+
+/** Resident set size of this process in KiB: bench_status_kib("VmRSS"). */
 long bench_rss_kib(void);
 
 /** Number of runs: $MIXD_BENCH_RUNS or @dflt (never below 5). */

@@ -156,13 +156,12 @@ struct agg_plan {
 	int out_slot[MAR_OUT_COUNT];  /* vocabulary slot of $out.<name>, -1 */
 	/* The record memo (memo.c). When memo_ok, everything the record
 	 * path decides but the metric values is a function of the attributes
-	 * in memo_mask (as the record arrived) and of the Marathon snapshot:
+	 * in memo_keys.mask (as the record arrived) and of the Marathon snapshot:
 	 * no logentry action, and no value expression reads an attribute a
 	 * mesos instance binds. The values are then evaluated alone, by
 	 * val_plan: family f's at val_res[val_at[f]]. */
 	bool memo_ok;
-	uint64_t memo_mask[ATTR_PRESENT_WORDS];
-	struct ingest_keyspec memo_keys; /* memo_mask, for the decoder */
+	struct ingest_keyspec memo_keys; /* memo attributes, for the decoder */
 	struct expr_plan *val_plan;
 	uint32_t *val_at;
 	bool scoped;                  /* some rule is namespace-scoped */

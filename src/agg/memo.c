@@ -187,7 +187,7 @@ static inline uint64_t fold_mul(uint64_t a, uint64_t b)
  * folded multiply, summed) with a per-lane secret, reading the zero
  * padding the caller leaves after the key.
  */
-static uint64_t key_hash(const uint8_t *p, uint32_t n)
+uint64_t memo_hash(const uint8_t *p, uint32_t n)
 {
 	uint64_t acc = n * 0x9E3779B97F4A7C15ull, k = 0xBE4BA423396CFEB8ull;
 	for (uint32_t i = 0; i < n; i += 16) {
@@ -202,7 +202,3 @@ static uint64_t key_hash(const uint8_t *p, uint32_t n)
 	return acc ^ (acc >> 32);
 }
 
-uint64_t memo_hash(const uint8_t *key, uint32_t len)
-{
-	return key_hash(key, len);
-}

@@ -289,7 +289,7 @@ static bool reads(struct agg_plan *p, int64_t id, uint64_t *mask)
  */
 static int plan_memo(struct agg_plan *p)
 {
-	uint64_t *m = p->memo_mask, vals[ATTR_PRESENT_WORDS] = {0},
+	uint64_t m[ATTR_PRESENT_WORDS] = {0}, vals[ATTR_PRESENT_WORDS] = {0},
 		 bound[ATTR_PRESENT_WORDS] = {0};
 	bool ok = p->nlogs == 0 && p->ndimsets <= 64 && p->nfams <= 64;
 

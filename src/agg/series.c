@@ -696,11 +696,11 @@ static inline void count_errors(struct shard_state *s, uint32_t f, uint32_t n)
 
 /* A label of set @ds failed: every dispatched family of it is skipped. */
 static void count_dimfail(struct shard_state *s, const struct plan_dimset *ds,
-			  const uint32_t *hits)
+			  const uint32_t *cnt)
 {
 	for (unsigned k = 0; k < ds->nfam; k++)
-		if (hits[ds->fams[k]])
-			count_errors(s, ds->fams[k], hits[ds->fams[k]]);
+		if (cnt[k])
+			count_errors(s, ds->fams[k], cnt[k]);
 }
 
 /* Family @f's value for this record into *@out; false (and its dispatches
@@ -728,7 +728,7 @@ static void count_overflow(struct series *se, const struct plan_dimset *ds,
 
 /* Update row @r: family k of @ds (bit k of @ok) @hits[f] times by val[k]. */
 static void row_apply(const struct agg_plan *p, const struct plan_dimset *ds,
-		      struct row *r, uint64_t ok, const uint32_t *hits,
+		      struct row *r, uint64_t ok, const uint32_t *cnt,
 		      const double *val, int64_t now_ns)
 {
 	row_write_begin(r);
@@ -736,9 +736,8 @@ static void row_apply(const struct agg_plan *p, const struct plan_dimset *ds,
 	for (unsigned k = 0; k < ds->nfam; k++) {
 		if (!((ok >> k) & 1))
 			continue;
-		uint32_t f = ds->fams[k];
-		for (uint32_t c = hits[f]; c; c--)
-			update(&p->fams[f], r->cells, val[k]);
+		for (uint32_t c = cnt[k]; c; c--)
+			update(&p->fams[ds->fams[k]], r->cells, val[k]);
 	}
 	touched |= ok;
 	if (touched != r->touched)
@@ -754,18 +753,17 @@ static void replay(struct shard_state *s, struct state_ext *x,
 	const struct agg_plan *p = s->plan;
 	const uint8_t *st = memo_st(&x->memo, e), *mh = memo_hits(&x->memo, e);
 	struct row **rows = memo_rows(e);
-	uint32_t hits[64];
 	bool evaluated = false;
-
-	for (size_t f = 0; f < p->nfams; f++)
-		hits[f] = mh[f];
 
 	for (size_t d = 0; d < p->ndimsets; d++) {
 		if (st[d] == MEMO_SKIP)
 			continue;
 		const struct plan_dimset *ds = &p->dimsets[d];
+		uint32_t cnt[64]; /* dispatches of the set's k-th family */
+		for (unsigned k = 0; k < ds->nfam; k++)
+			cnt[k] = mh[ds->fams[k]];
 		if (st[d] == MEMO_DIMFAIL) {
-			count_dimfail(s, ds, hits);
+			count_dimfail(s, ds, cnt);
 			continue;
 		}
 		if (!evaluated) {
@@ -777,8 +775,8 @@ static void replay(struct shard_state *s, struct state_ext *x,
 		uint64_t ok = 0;
 		for (unsigned k = 0; k < ds->nfam; k++) {
 			uint32_t f = ds->fams[k];
-			if (mh[f] && family_value(s, f, x->val_res[p->val_at[f]],
-						  mh[f], &val[k]))
+			if (cnt[k] && family_value(s, f, x->val_res[p->val_at[f]],
+						   cnt[k], &val[k]))
 				ok |= 1ull << k;
 		}
 		if (!ok)
@@ -786,7 +784,7 @@ static void replay(struct shard_state *s, struct state_ext *x,
 		if (st[d] == MEMO_OVERFLOW)
 			count_overflow(s->series[d], ds, ok);
 		else
-			row_apply(p, ds, rows[d], ok, hits, val, now_ns);
+			row_apply(p, ds, rows[d], ok, cnt, val, now_ns);
 	}
 }
 
@@ -925,14 +923,16 @@ static void process(struct shard_state *s, struct attr_table *t,
 		const struct plan_rule *lr = &p->rules[x->src_rule[lead]];
 		const struct attr_value **lres = x->rule_res[x->src_rule[lead]];
 		const uint32_t *dat = lr->at + lr->off[x->src_k[lead]] + 1;
-		uint32_t klen = 0;
+		uint32_t klen = 0, cnt[64];
 		bool ok = true;
+		for (unsigned k = 0; k < ds->nfam; k++)
+			cnt[k] = hits[ds->fams[k]];
 		for (size_t k = 0; k < ds->ndims && ok; k++) {
 			const struct attr_value *v = lres[dat[k]];
 			ok = v && key_put(x->x.key, &klen, v);
 		}
 		if (!ok) {
-			count_dimfail(s, ds, hits);
+			count_dimfail(s, ds, cnt);
 			x->cap_st[d] = MEMO_DIMFAIL;
 			continue;
 		}
@@ -940,12 +940,12 @@ static void process(struct shard_state *s, struct attr_table *t,
 		uint64_t vok = 0;
 		for (unsigned k = 0; k < ds->nfam; k++) {
 			uint32_t f = ds->fams[k];
-			if (!hits[f])
+			if (!cnt[k])
 				continue;
 			const struct plan_rule *fr = &p->rules[x->src_rule[f]];
 			const struct attr_value *v =
 				x->rule_res[x->src_rule[f]][fr->at[fr->off[x->src_k[f]]]];
-			if (family_value(s, f, v, hits[f], &val[k]))
+			if (family_value(s, f, v, cnt[k], &val[k]))
 				vok |= 1ull << k;
 		}
 		if (!vok) {
@@ -965,7 +965,7 @@ static void process(struct shard_state *s, struct attr_table *t,
 			mlen = 0;
 			continue;
 		}
-		row_apply(p, ds, r, vok, hits, val, now_ns);
+		row_apply(p, ds, r, vok, cnt, val, now_ns);
 		x->cap_st[d] = MEMO_ROW;
 		x->cap_row[d] = r;
 	}

@@ -80,27 +80,6 @@ static void *arena_alloc(struct view_ext *x, size_t n)
 	return p;
 }
 
-/* Order rows by their label values, value by value, as a person reads
- * them (the length prefixes would otherwise sort short values first).
- * Reference version: walks every label. */
-static int key_cmp_labels(const uint8_t *p, uint32_t plen, const uint8_t *q,
-			  uint32_t qlen)
-{
-	const uint8_t *pe = p + plen, *qe = q + qlen;
-	while (p < pe && q < qe) {
-		const char *s, *t;
-		size_t sl, tl;
-		agg_key_next(&p, &s, &sl);
-		agg_key_next(&q, &t, &tl);
-		int c = memcmp(s, t, sl < tl ? sl : tl);
-		if (c)
-			return c;
-		if (sl != tl)
-			return sl < tl ? -1 : 1;
-	}
-	return (p < pe) - (q < qe);
-}
-
 /* Offset of the first byte where @a and @b differ, or @n. Eight bytes at
  * a time: label sets share long prefixes (reporter, source_app="unknown",
  * ...), and this is where the sort spends its time. */
@@ -133,12 +112,14 @@ struct prefix {
 };
 
 /*
- * The order of key_cmp_labels(), without comparing value by value: find
- * the first differing byte, then the label it falls in. Bytes before it
- * are equal, so both keys have the same label boundaries up to that
- * label. A difference inside a value decides by that byte; one inside a
- * length prefix means the values' lengths differ, and the values decide
- * as key_cmp_labels() would. @pf: a prefix both keys share.
+ * Order rows by their label values, value by value, as a person reads
+ * them (the length prefixes would otherwise sort short values first),
+ * without walking value by value: find the first differing byte, then the
+ * label it falls in. Bytes before it are equal, so both keys have the same
+ * label boundaries up to that label. A difference inside a value decides
+ * by that byte; one inside a length prefix means the values' lengths
+ * differ, and the shorter value, a prefix of the other up to its end,
+ * sorts first. @pf: a prefix both keys share.
  */
 static int key_cmp(const uint8_t *a, uint32_t alen, const uint8_t *b,
 		   uint32_t blen, const struct prefix *pf)
@@ -146,8 +127,8 @@ static int key_cmp(const uint8_t *a, uint32_t alen, const uint8_t *b,
 	uint32_t n = alen < blen ? alen : blen;
 	uint32_t d = pf->bytes + first_diff(a + pf->bytes, b + pf->bytes,
 					    n - pf->bytes);
-	if (d == n) /* equal, or one key longer: not within one set */
-		return alen == blen ? 0 : key_cmp_labels(a, alen, b, blen);
+	if (d == n) /* equal; one key a prefix of another is not in one set */
+		return (alen > blen) - (alen < blen);
 	uint32_t s = pf->label;
 	for (;;) {
 		uint16_t la;

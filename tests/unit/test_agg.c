@@ -212,12 +212,13 @@ static void side_init(struct side *s, bool memo, uint64_t series_limit,
 	struct cfg *c = cfg_load(config_dir(), "default");
 	assert_non_null(c);
 	assert_true(cfg_ok(c));
-	struct agg_options o = {.shards = 1, .series_limit = series_limit};
+	struct agg_options o = {.shards = 1, .series_limit = series_limit,
+				.no_memo = !memo};
 	assert_int_equal(agg_create(&o, NULL, &s->a), 0);
 	assert_int_equal(agg_set_config(s->a, c), 0);
 	struct agg_plan *p = s->a->plan;
-	assert_true(p->memo_ok); /* the seed's config is one the memo serves */
-	p->memo_ok = memo;
+	/* the seed's config is one the memo serves, unless told not to */
+	assert_int_equal(p->memo_ok, memo);
 	if (expiry_ns) {
 		p->expiry_ns = expiry_ns;
 		p->expiry_check_ns = expiry_ns / 2;
