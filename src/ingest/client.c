@@ -615,6 +615,44 @@ static inline void st64(uint8_t *p, uint64_t v)
 }
 
 /*
+ * One dictionary attribute of a common type, encoded at @o with its header
+ * word @hw (id | type << 16) stored whole: returns the end. Bounds are the
+ * caller's; the header stores may write up to 8 bytes past a short value.
+ */
+static inline uint8_t *enc_string(uint8_t *o, uint32_t hw, const void *p,
+				  uint32_t len)
+{
+	st64(o, hw | (uint64_t)len << 24);
+	wire_copy(o + 7, p, len);
+	return o + 7 + (size_t)len;
+}
+
+static inline uint8_t *enc_word(uint8_t *o, uint32_t hw, const void *word)
+{
+	st32(o, hw);
+	memcpy(o + 3, word, 8); /* a slot's union, whichever member */
+	return o + 11;
+}
+
+static inline uint8_t *enc_bool(uint8_t *o, uint32_t hw, int b)
+{
+	st32(o, hw | (uint32_t)(b ? 1 : 0) << 24);
+	return o + 4;
+}
+
+/* @len is 4 or 16. */
+static inline uint8_t *enc_ip(uint8_t *o, uint32_t hw, const void *p,
+			      uint32_t len)
+{
+	st32(o, hw | len << 24);
+	if (len == 4)
+		memcpy(o + 4, p, 4);
+	else
+		memcpy(o + 4, p, 16);
+	return o + 4 + len;
+}
+
+/*
  * One pass, no size pass: each dictionary attribute of a common type is
  * encoded at @o with its header (and a string's length) as one store,
  * checked once against what is left before @lim. Returns the record's end,
@@ -634,32 +672,23 @@ report_encode(const struct mixd_value *v, size_t n, uint8_t *o,
 		if (__builtin_expect(x->attr >= MIXD_ATTR_DICT_COUNT || type > 31,
 				     0))
 			return NULL;
-		uint64_t hw = x->attr | (uint64_t)type << 16;
+		uint32_t hw = x->attr | type << 16;
 		size_t room = (size_t)(lim - o);
 		unsigned bit = 1u << type;
 		if (bit & T_STRINGS) {
 			if (__builtin_expect((size_t)len + 7 > room, 0))
 				return NULL;
-			st64(o, hw | (uint64_t)len << 24);
-			wire_copy(o + 7, x->p, len);
-			o += 7 + (size_t)len;
+			o = enc_string(o, hw, x->p, len);
 		} else if (bit & T_WORDS) {
 			if (__builtin_expect(room < 11, 0))
 				return NULL;
-			st32(o, (uint32_t)hw);
-			memcpy(o + 3, &x->i, 8); /* the union's 8 bytes */
-			o += 11;
+			o = enc_word(o, hw, &x->i);
 		} else if (type == MIXD_T_BOOL && room >= 4) {
-			st32(o, (uint32_t)hw | (uint32_t)(x->b ? 1 : 0) << 24);
-			o += 4;
+			o = enc_bool(o, hw, x->b);
 		} else if (type == MIXD_T_IP && len == 4 && room >= 8) {
-			st32(o, (uint32_t)hw | 4u << 24);
-			memcpy(o + 4, x->p, 4);
-			o += 8;
+			o = enc_ip(o, hw, x->p, 4);
 		} else if (type == MIXD_T_IP && len == 16 && room >= 20) {
-			st32(o, (uint32_t)hw | 16u << 24);
-			memcpy(o + 4, x->p, 16);
-			o += 20;
+			o = enc_ip(o, hw, x->p, 16);
 		} else {
 			return NULL;
 		}
@@ -875,34 +904,24 @@ tpl_encode_grouped(const struct mixd_template *t, uint8_t *o, const uint8_t *lim
 	for (e = op + t->nword; op < e; op++) {
 		if (OMITTED(op))
 			continue;
-		uint64_t x;
-		memcpy(&x, base + op->voff, 8); /* the union, whichever member */
-		st32(o, op->hw);
-		st64(o + 3, x);
-		o += 11;
+		o = enc_word(o, op->hw, base + op->voff);
 	}
 	for (e = op + t->nbool; op < e; op++) {
 		if (OMITTED(op))
 			continue;
 		const struct mixd_slot *x = (const void *)(base + op->voff);
-		st32(o, op->hw | (uint32_t)(x->b ? 1 : 0) << 24);
-		o += 4;
+		o = enc_bool(o, op->hw, x->b);
 	}
 	for (e = op + t->nip; op < e; op++) {
 		if (OMITTED(op))
 			continue;
 		const struct mixd_slot *x = (const void *)(base + op->voff);
-		if (x->len == 4) {
-			st32(o, op->hw | 4u << 24);
-			memcpy(o + 4, x->p, 4);
-			o += 8;
-		} else if (x->len == 16) {
-			st32(o, op->hw | 16u << 24);
-			memcpy(o + 4, x->p, 16);
-			o += 20;
-		} else {
+		if (x->len == 4)
+			o = enc_ip(o, op->hw, x->p, 4);
+		else if (x->len == 16)
+			o = enc_ip(o, op->hw, x->p, 16);
+		else
 			return NULL; /* report_slow() counts it invalid */
-		}
 	}
 	for (e = op + t->nstr; op < e; op++) {
 		if (OMITTED(op))
@@ -914,9 +933,7 @@ tpl_encode_grouped(const struct mixd_template *t, uint8_t *o, const uint8_t *lim
 		if (__builtin_expect(len > TPL_SHORT, 0) &&
 		    (ptrdiff_t)len + 7 > lim - o)
 			return NULL;
-		st64(o, op->hw | (uint64_t)len << 24);
-		wire_copy(o + 7, x->p, len);
-		o += 7 + (size_t)len;
+		o = enc_string(o, op->hw, x->p, len);
 	}
 	return o;
 #undef OMITTED
