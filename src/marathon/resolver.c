@@ -1305,19 +1305,30 @@ probe_more(struct cache_side *c, const struct mar_table *t, uint32_t kind,
 	return fill(c, t, h, meta, key, klen, port);
 }
 
+/* The way of @c holding (@kind, @key of at most 64 bytes, @port), or
+ * NULL; *@h: the key's hash, for a fill. The hit path of probe() and of
+ * mar_lookup()'s fast path. */
+static inline __attribute__((always_inline)) const struct cache_way *
+cached(const struct cache_side *c, uint32_t kind, const uint8_t *key,
+       uint32_t klen, uint32_t port, uint64_t *h)
+{
+	v2u64 b[4];
+	key_blocks(key, klen, b);
+	uint64_t meta = meta_of(kind, klen, port);
+	*h = hash_blocks(b, meta);
+	return probe_hit(c, b, meta, *h);
+}
+
 /* The entry for (@kind, @key, @port) in cache side @c, filled from @t on a
  * miss. */
 static inline __attribute__((always_inline)) const struct cache_way *
 probe(struct cache_side *c, const struct mar_table *t, uint32_t kind,
       const uint8_t *key, uint32_t klen, uint32_t port)
 {
-	v2u64 b[4];
 	if (klen > 64)
 		return probe_long(c, t, kind, key, klen, port);
-	key_blocks(key, klen, b);
-	uint64_t meta = meta_of(kind, klen, port);
-	uint64_t h = hash_blocks(b, meta);
-	const struct cache_way *e = probe_hit(c, b, meta, h);
+	uint64_t h;
+	const struct cache_way *e = cached(c, kind, key, klen, port, &h);
 	return e ? e : probe_more(c, t, kind, key, klen, port, h);
 }
 
@@ -1410,10 +1421,8 @@ uid_hit(const struct cache_side *c, const struct attr_value *v,
 		if (len - 16 > 64 - 16)
 			return NULL;
 	}
-	v2u64 b[4];
-	key_blocks(id, len, b);
-	uint64_t meta = meta_of(K_UID, len, port);
-	const struct cache_way *e = probe_hit(c, b, meta, hash_blocks(b, meta));
+	uint64_t h;
+	const struct cache_way *e = cached(c, K_UID, id, len, port, &h);
 	return e && e->v ? e : NULL;
 }
 
