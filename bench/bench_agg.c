@@ -208,10 +208,8 @@ static struct mar_resolver *bookinfo_resolver(void)
 static void throughput(uint64_t sets, int runs, bool marathon, bool fresh)
 {
 	struct workload wl;
-	const char *e = getenv("MIXD_BENCH_RECORDS");
-	size_t n = e ? strtoull(e, NULL, 10) : sets > 200000 ? sets : 200000;
-	if (n < 1)
-		n = 1;
+	size_t n = (size_t)bench_env("MIXD_BENCH_RECORDS",
+				     sets > 200000 ? (long)sets : 200000);
 	make_workload(&wl, n, sets, fresh);
 	double s[32];
 	uint64_t hits = 0, misses = 0;
@@ -460,8 +458,7 @@ static void scrapes(int runs, uint64_t sets)
 int main(void)
 {
 	int runs = bench_runs(5);
-	const char *e = getenv("MIXD_BENCH_SETS");
-	uint64_t sets = e ? strtoull(e, NULL, 10) : 100000;
+	uint64_t sets = (uint64_t)bench_env("MIXD_BENCH_SETS", 100000);
 	if (sets < 4)
 		sets = 4;
 	bench_header("bench_agg",
@@ -477,8 +474,7 @@ int main(void)
 		     {100000, false, false},
 		     {1000, true, false},
 		     {1000, false, true}};
-	const char *one = getenv("MIXD_BENCH_CASE");
-	unsigned k = one ? (unsigned)atoi(one) : 0;
+	unsigned k = (unsigned)bench_env("MIXD_BENCH_CASE", 0);
 	if (k >= 1 && k <= 4) {
 		throughput(cases[k - 1].sets, runs, cases[k - 1].marathon,
 			   cases[k - 1].fresh);

@@ -243,13 +243,11 @@ int main(void)
 		}
 
 	/* $MIXD_BENCH_RECORDS shortens a run, for callgrind */
-	const char *env = getenv("MIXD_BENCH_RECORDS");
-	const int records = env && atoi(env) > 0 ? atoi(env) : 2000000;
+	const int records = (int)bench_env("MIXD_BENCH_RECORDS", 2000000);
 	int runs = bench_runs(7);
 	double *ns = calloc((size_t)runs, sizeof *ns);
 	uint64_t sink = 0;
-	const char *one = getenv("MIXD_BENCH_CASE");
-	const int only = one ? atoi(one) : 0;
+	const int only = (int)bench_env("MIXD_BENCH_CASE", 0);
 
 	/* (a) one expr_eval() per use: 73 calls, 22 evaluations */
 	for (int r = 0; r < runs && (!only || only == 1); r++) {

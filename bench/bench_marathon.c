@@ -68,8 +68,7 @@ int main(void)
 {
 	int runs = bench_runs(5);
 	/* $MIXD_BENCH_LOOKUPS shortens the lookup runs, for callgrind */
-	const char *env = getenv("MIXD_BENCH_LOOKUPS");
-	const int lookups = env && atoi(env) > 0 ? atoi(env) : LOOKUPS;
+	const int lookups = (int)bench_env("MIXD_BENCH_LOOKUPS", LOOKUPS);
 	bench_header("bench_marathon",
 		     "10,000 apps / 100,000 tasks (container network, 3 labels, "
 		     "nested groups); lookups: src uid + dst uid + dst port, "

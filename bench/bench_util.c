@@ -80,9 +80,15 @@ long bench_rss_kib(void)
 	return bench_status_kib("VmRSS");
 }
 
+long bench_env(const char *name, long dflt)
+{
+	const char *e = getenv(name);
+	long v = e ? strtol(e, NULL, 10) : 0;
+	return v > 0 ? v : dflt;
+}
+
 int bench_runs(int dflt)
 {
-	const char *e = getenv("MIXD_BENCH_RUNS");
-	int n = e ? atoi(e) : dflt;
-	return n < 5 ? 5 : n;
+	long n = bench_env("MIXD_BENCH_RUNS", dflt);
+	return n < 5 ? 5 : (int)n;
 }

@@ -23,6 +23,10 @@ void bench_report(const char *label, double *samples, int n, const char *unit);
  *  -1. */
 long bench_status_kib(const char *field);
 
+/** Environment variable @name as a positive number, else @dflt (a bench's
+ *  knobs: MIXD_BENCH_RUNS, MIXD_BENCH_RECORDS, MIXD_BENCH_CASE, ...). */
+long bench_env(const char *name, long dflt);
+
 /** Resident set size of this process in KiB: bench_status_kib("VmRSS"). */
 long bench_rss_kib(void);
 
