@@ -322,7 +322,7 @@ int main(void)
 		 "producer; 4 MiB rings; a full ring is retried",
 		 record_bytes(), RECORDS_PER_PRODUCER / 1000000);
 	bench_header("bench_ingest", workload);
-	double s[16];
+	double s[BENCH_RUNS_MAX];
 	/* framed = 8-byte frame header + 7-byte attribute header + string */
 	floor_len = (uint32_t)record_bytes() - 8 - 7;
 

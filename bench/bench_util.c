@@ -90,5 +90,5 @@ long bench_env(const char *name, long dflt)
 int bench_runs(int dflt)
 {
 	long n = bench_env("MIXD_BENCH_RUNS", dflt);
-	return n < 5 ? 5 : (int)n;
+	return n < 5 ? 5 : n > BENCH_RUNS_MAX ? BENCH_RUNS_MAX : (int)n;
 }

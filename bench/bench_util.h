@@ -30,7 +30,11 @@ long bench_env(const char *name, long dflt);
 /** Resident set size of this process in KiB: bench_status_kib("VmRSS"). */
 long bench_rss_kib(void);
 
-/** Number of runs: $MIXD_BENCH_RUNS or @dflt (never below 5). */
+/** Most runs a bench makes: the benches keep their samples in arrays of
+ *  this many. */
+#define BENCH_RUNS_MAX 16
+
+/** Number of runs: $MIXD_BENCH_RUNS or @dflt, from 5 to BENCH_RUNS_MAX. */
 int bench_runs(int dflt);
 
 #endif
