@@ -27,8 +27,8 @@
  *  - a guarded plan (a rule) sorts its guard's instructions first and
  *    stops after them when the guard does not hold.
  *
- * On the seed (bench_expr under callgrind) expr_plan_eval() takes ~980
- * instructions per record, where expr_eval_batch() takes ~1,790.
+ * On the seed (bench_expr under callgrind) expr_plan_eval() takes ~860
+ * instructions per record, where expr_eval_batch() takes ~1,390.
  *
  * Only pure operators are flattened (loads, `|` of loads or of one map key
  * ending in a constant, == and !=, !, &&, ||, conditional): evaluating
