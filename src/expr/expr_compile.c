@@ -682,6 +682,93 @@ out:
 	return rc;
 }
 
+/* A counted repetition at @p ("{m}", "{m,}", "{m,n}"): its length, or 0
+ * when @p is not one (then '{' is a literal, as in Go); *@max: the
+ * largest count in it. */
+static size_t counted(const char *p, unsigned long *max)
+{
+	const char *q = p + 1;
+	*max = 0;
+	for (int part = 0; part < 2; part++) {
+		const char *d = q;
+		unsigned long v = 0;
+		while (*q >= '0' && *q <= '9' && v <= 100000)
+			v = v * 10 + (unsigned long)(*q++ - '0');
+		if (q == d && part == 0)
+			return 0; /* no first count */
+		*max = v > *max ? v : *max;
+		if (*q == '}')
+			return (size_t)(q + 1 - p);
+		if (*q != ',' || part == 1)
+			return 0;
+		q++;
+	}
+	return 0;
+}
+
+/* Past the bracket expression opening at @s: its ']' may come first, and
+ * its classes ("[:alpha:]", "[.x.]", "[=e=]") hold brackets of their own;
+ * nothing in it is a repetition. */
+static const char *bracket_end(const char *s)
+{
+	s++;
+	if (*s == '^')
+		s++;
+	if (*s == ']')
+		s++;
+	while (*s && *s != ']') {
+		if (s[0] == '[' && (s[1] == ':' || s[1] == '.' || s[1] == '=')) {
+			const char end[3] = {s[1], ']', 0};
+			const char *e = strstr(s + 2, end);
+			if (e) {
+				s = e + 2;
+				continue;
+			}
+		}
+		s++;
+	}
+	return *s ? s + 1 : s;
+}
+
+/*
+ * Refuse what Go's regexp (Mixer's) refuses and the C library would take
+ * exponential time to compile: a repetition of a repetition ("a**",
+ * "a{2}{3}"; one '?' after a repetition is Go's non-greedy marker) and a
+ * count over 1000. NULL, or why not.
+ */
+static const char *regex_unsafe(const char *s)
+{
+	bool after_rep = false, lazy = false;
+	while (*s) {
+		size_t len = 1;
+		unsigned long max = 0;
+		bool rep = *s == '*' || *s == '+' || *s == '?';
+		if (*s == '{' && (len = counted(s, &max)) != 0)
+			rep = true;
+		else
+			len = 1;
+		if (rep) {
+			if (max > 1000)
+				return "invalid repeat count";
+			if (after_rep && !(*s == '?' && !lazy)) /* x*? is lazy */
+				return "invalid nested repetition operator";
+			lazy = after_rep;
+			after_rep = true;
+			s += len;
+			continue;
+		}
+		after_rep = lazy = false;
+		if (*s == '\\' && s[1]) {
+			s += 2;
+		} else if (*s == '[') {
+			s = bracket_end(s);
+		} else {
+			s++;
+		}
+	}
+	return NULL;
+}
+
 static int compile_regex(struct cctx *c, struct ast *n, const struct enode *pat,
 			 uint32_t *idx)
 {
@@ -699,6 +786,11 @@ static int compile_regex(struct cctx *c, struct ast *n, const struct enode *pat,
 		free(s);
 		return cerr(c, n->args[0]->off,
 			    "receiver of matches: NUL byte in pattern");
+	}
+	const char *why = regex_unsafe(s);
+	if (why) {
+		free(s);
+		return cerr(c, n->args[0]->off, "receiver of matches: %s", why);
 	}
 	if (p->n_regexes == p->cap_regexes) {
 		uint32_t cap = p->cap_regexes ? p->cap_regexes * 2 : 8;
