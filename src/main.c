@@ -527,6 +527,16 @@ static void render_marathon(struct mixd *m, struct expose_buf *b)
 	       "When the last full sync succeeded (Unix time; 0: never).");
 	sample1(b, "mixd_marathon_last_sync_timestamp_seconds", NULL, NULL,
 		st.last_sync_unix);
+	family(b, "mixd_marathon_snapshot_build_seconds", "gauge",
+	       "Wall time of the last snapshot build. Events are published "
+	       "at most every 100 ms or every ten builds, whichever is "
+	       "longer.");
+	sample1(b, "mixd_marathon_snapshot_build_seconds", NULL, NULL,
+		st.last_build_seconds);
+	family(b, "mixd_marathon_snapshots_total", "counter",
+	       "Snapshots published (full syncs and applied events).");
+	sample1(b, "mixd_marathon_snapshots_total", NULL, NULL,
+		(double)st.snapshots);
 	family(b, "mixd_marathon_synced", "gauge",
 	       "1 once a full sync has succeeded (then /readyz is 200).");
 	sample1(b, "mixd_marathon_synced", NULL, NULL, st.synced ? 1 : 0);

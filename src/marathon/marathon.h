@@ -104,7 +104,9 @@ struct mar_options {
 	 *  costs one; default 1 s. */
 	int64_t resync_delay_ns;
 	/** Events applied in place are published at most this often (each
-	 *  publish rebuilds the snapshot); default 100 ms. */
+	 *  publish rebuilds the snapshot); default 100 ms. A build that takes
+	 *  longer than a tenth of it stretches the interval to ten builds, so
+	 *  rebuilding never takes more than a tenth of a core. */
 	int64_t publish_interval_ns;
 	/** Log lines go here; NULL: stderr. For tests. */
 	void *log_file; /* FILE * */
@@ -358,6 +360,7 @@ struct mar_stats {
 	uint64_t tasks;	    /**< app tasks in the snapshot */
 	uint64_t pod_instances;
 	double last_sync_unix; /**< last successful full sync; 0: never */
+	double last_build_seconds; /**< wall time of the last snapshot build */
 	bool synced;	       /**< a full sync has succeeded */
 	bool connected;	       /**< the event stream is up now */
 };

@@ -91,6 +91,8 @@ def records_resolve_to_marathon_workloads(build):
         mt.check(mt.value(ms, "mixd_marathon_apps") == 2, "apps gauge")
         mt.check(mt.value(ms, "mixd_marathon_tasks") == 2, "tasks gauge")
         mt.check(mt.value(ms, "mixd_marathon_synced") == 1)
+        mt.check(mt.value(ms, "mixd_marathon_snapshots_total") >= 1, "snapshots")
+        mt.check(0 < mt.value(ms, "mixd_marathon_snapshot_build_seconds") < 5, "build time")
 
         # Marathon goes away: the last snapshot stays in force.
         si.command({"cmd": "down"})

@@ -922,6 +922,8 @@ static void test_marathon_down_at_start_then_sync(void **st)
 	assert_int_equal(x.tasks, 5);
 	assert_int_equal(x.pod_instances, 2);
 	assert_true(x.last_sync_unix > 1.5e9);
+	/* the build that published it was timed (pacing depends on it) */
+	assert_true(x.last_build_seconds > 0 && x.last_build_seconds < 5);
 	WAIT_UNTIL(stats(r).connected, 2000);
 	mar_reader_destroy(rd);
 	mar_resolver_stop(r);
