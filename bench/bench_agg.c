@@ -25,7 +25,10 @@
  * MIXD_BENCH_SCRAPE_ONLY=1 MIXD_BENCH_SETS=10000; every case still runs
  * at least 5 times).
  * MIXD_BENCH_CASE=K runs throughput case K alone (1: 1,000 label sets,
- * 2: 100,000, 3: resolver on, 4: every record new) and no scrape, and
+ * 2: 100,000, 3: resolver on, 4: every record new, 5: resolver on and a
+ * new snapshot of the same tasks every 100,000 records, as Marathon's
+ * events publish them; 6, 7: 3 and 5 at 100,000 label sets) and no
+ * scrape, and
  * MIXD_BENCH_RECORDS=N makes its workload N records: for instructions
  * per record, MIXD_BENCH_CASE=1 MIXD_BENCH_RECORDS=20000 valgrind
  * --tool=callgrind --toggle-collect=state_record ... and divide by the
@@ -151,12 +154,32 @@ static struct agg *make_agg(void)
 	return a;
 }
 
-static void run(struct agg *a, const struct workload *wl, size_t passes)
+/* Marathon churn: a new snapshot published every CHURN_EVERY records. */
+#define CHURN_EVERY 100000
+#define CHURN_MAX 64
+
+struct churn {
+	struct mar_resolver *res;
+	struct mar_snap *snap[CHURN_MAX]; /* built ahead, published in turn */
+	size_t n, next;
+};
+
+static void run(struct agg *a, const struct workload *wl, size_t passes,
+		struct churn *ch)
 {
 	struct shard *sh = &a->shards[0];
 	static struct attr_table t;
+	size_t since = 0;
 	for (size_t p = 0; p < passes; p++) {
 		for (size_t i = 0; i < wl->n; i++) {
+			if (ch && ++since == CHURN_EVERY && ch->next < ch->n) {
+				/* between read sections, as the resolver's
+				 * thread would publish */
+				if (mar_resolver_inject(ch->res,
+							ch->snap[ch->next++]))
+					abort();
+				since = 0;
+			}
 			/* A shard pins one snapshot per pass of 1,024 records. */
 			if (sh->mar && i % 1024 == 0)
 				mar_read_begin(sh->mar);
@@ -175,7 +198,22 @@ static void run(struct agg *a, const struct workload *wl, size_t passes)
  * snapshot: no Marathon needed), so every record's source and destination
  * resolve and their workloads, apps and versions become labels.
  */
+static struct mar_snap *bookinfo_snap(void);
+
 static struct mar_resolver *bookinfo_resolver(void)
+{
+	struct mar_options o = {.addresses = "127.0.0.1:1",
+				.backoff_min_ns = 10000000000ll,
+				.log_file = fopen("/dev/null", "w")};
+	struct mar_resolver *r;
+	if (mar_resolver_start(&o, &r) < 0 ||
+	    mar_resolver_inject(r, bookinfo_snap()))
+		abort();
+	return r;
+}
+
+/* The snapshot: the same two apps every time it is built. */
+static struct mar_snap *bookinfo_snap(void)
 {
 	static const char json[] =
 		"{\"apps\":["
@@ -196,16 +234,11 @@ static struct mar_resolver *bookinfo_resolver(void)
 	if (!apps || mar_snap_build(apps, NULL, NULL, &snap, NULL) < 0)
 		abort();
 	cJSON_Delete(apps);
-	struct mar_options o = {.addresses = "127.0.0.1:1",
-				.backoff_min_ns = 10000000000ll,
-				.log_file = fopen("/dev/null", "w")};
-	struct mar_resolver *r;
-	if (mar_resolver_start(&o, &r) < 0 || mar_resolver_inject(r, snap))
-		abort();
-	return r;
+	return snap;
 }
 
-static void throughput(uint64_t sets, int runs, bool marathon, bool fresh)
+static void throughput(uint64_t sets, int runs, bool marathon, bool fresh,
+		       bool churn)
 {
 	struct workload wl;
 	size_t n = (size_t)bench_env("MIXD_BENCH_RECORDS",
@@ -218,9 +251,18 @@ static void throughput(uint64_t sets, int runs, bool marathon, bool fresh)
 		struct mar_resolver *res = marathon ? bookinfo_resolver() : NULL;
 		if (res)
 			a->shards[0].mar = mar_reader_create(res);
-		run(a, &wl, 1); /* every label set created: steady state after */
+		struct churn ch = {.res = res};
+		if (churn)
+			for (; ch.n < CHURN_MAX && ch.n * CHURN_EVERY < 3 * wl.n;
+			     ch.n++)
+				ch.snap[ch.n] = bookinfo_snap();
+		run(a, &wl, 1, NULL); /* every label set made: steady state after */
 		uint64_t t0 = bench_now_ns();
-		run(a, &wl, 3);
+		run(a, &wl, 3, churn ? &ch : NULL);
+		if (churn && ch.next < 2)
+			abort(); /* the workload is too short to churn */
+		while (ch.next < ch.n)
+			mar_snap_free(ch.snap[ch.next++]);
 		double ns = (double)(bench_now_ns() - t0) / (double)(3 * wl.n);
 		s[r] = 1e3 / ns; /* M records/s */
 		state_memo_stats(a->shards[0].state, &hits, &misses);
@@ -239,9 +281,10 @@ static void throughput(uint64_t sets, int runs, bool marathon, bool fresh)
 		mar_resolver_stop(res);
 	}
 	char label[128];
-	snprintf(label, sizeof label, "%llu label sets%s%s: throughput per shard core",
+	snprintf(label, sizeof label, "%llu label sets%s%s%s: throughput per shard core",
 		 (unsigned long long)sets,
 		 marathon ? ", Marathon resolver on" : "",
+		 churn ? ", a new snapshot every 100,000 records" : "",
 		 fresh ? ", every record new" : "");
 	bench_report(label, s, runs, "M records/s");
 	printf("  record memo (last run, 4 passes): %llu served, %llu missed\n",
@@ -388,7 +431,7 @@ static void scrapes(int runs, uint64_t sets)
 		malloc_trim(0);
 		long before = bench_rss_kib();
 		struct agg *a = make_agg();
-		run(a, &wl, 1);
+		run(a, &wl, 1, NULL);
 		long after = bench_rss_kib();
 		free(wl.buf);
 		free(wl.len);
@@ -469,22 +512,26 @@ int main(void)
 		     "response.code");
 	static const struct {
 		uint64_t sets;
-		bool marathon, fresh;
-	} cases[] = {{1000, false, false},
-		     {100000, false, false},
-		     {1000, true, false},
-		     {1000, false, true}};
+		bool marathon, fresh, churn;
+	} cases[] = {{1000, false, false, false},
+		     {100000, false, false, false},
+		     {1000, true, false, false},
+		     {1000, false, true, false},
+		     {1000, true, false, true},
+		     {100000, true, false, false},
+		     {100000, true, false, true}};
+	const unsigned ncases = sizeof cases / sizeof cases[0];
 	unsigned k = (unsigned)bench_env("MIXD_BENCH_CASE", 0);
-	if (k >= 1 && k <= 4) {
+	if (k >= 1 && k <= ncases) {
 		throughput(cases[k - 1].sets, runs, cases[k - 1].marathon,
-			   cases[k - 1].fresh);
+			   cases[k - 1].fresh, cases[k - 1].churn);
 		return 0;
 	}
 	const char *only = getenv("MIXD_BENCH_SCRAPE_ONLY");
 	if (!only || !*only || *only == '0')
-		for (k = 0; k < 4; k++)
+		for (k = 0; k < ncases; k++)
 			throughput(cases[k].sets, runs, cases[k].marathon,
-				   cases[k].fresh);
+				   cases[k].fresh, cases[k].churn);
 	scrapes(runs, sets);
 	return 0;
 }

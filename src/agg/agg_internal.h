@@ -191,6 +191,10 @@ struct memo_ent {
 	uint32_t gen;   /* valid while it equals the memo's */
 	uint32_t tick;  /* last use, for the victim choice */
 	uint32_t key_len, key_cap;
+	/* The Marathon snapshot the entry was last known right under, and
+	 * the fingerprint of the resolver's answers for the record then. */
+	uint64_t snap_gen;
+	uint64_t answers;
 };
 
 /* An entry's hash and key, kept apart from it: a bucket's four in one
@@ -211,6 +215,12 @@ struct memo {
 	uint64_t claims;  /* entries filled since it was sized */
 	size_t key_bytes, key_budget; /* key buffers held, and their cap */
 };
+
+/* Forget @e (its slot is free for memo_claim()). */
+static inline void memo_drop(struct memo_ent *e)
+{
+	e->gen = 0; /* never a memo's generation */
+}
 
 static inline struct row **memo_rows(struct memo_ent *e)
 {

@@ -20,9 +20,12 @@
  * and a probe that read each way's entry to see its hash took a miss per
  * way.
  * A key has two candidate buckets; a victim is the least recently used
- * entry of the two. Entries are
- * valid for one memo generation: expiry (rows freed), a new Marathon
- * snapshot or a resize starts a new one.
+ * entry of the two. Entries are valid for one memo generation: expiry
+ * (rows freed) or a resize starts a new one. A new Marathon snapshot does
+ * not: an entry remembers the fingerprint of the resolver's answers for
+ * its record, and the record path checks it once under each new snapshot
+ * (series.c, still_answers()), so the memo stays warm through Marathon's
+ * churn and forgets only the records whose tasks changed.
  */
 #include <stdlib.h>
 #include <string.h>

@@ -385,7 +385,8 @@ struct state_ext {
 	 * being processed, to remember it by. */
 	struct memo memo;       /* when the plan's memo_ok */
 	uint64_t memo_count[2]; /* served, missed; carried across reloads */
-	uint64_t memo_snap;  /* the Marathon snapshot it remembers under */
+	uint64_t memo_snap;  /* the reader's snapshot generation now */
+	uint64_t cap_answers; /* run_apas()'s fingerprint of the answers */
 	uint32_t memo_win, memo_win_hits, memo_aside;
 	const struct attr_value **val_res;
 	uint8_t cap_st[64];
@@ -568,22 +569,47 @@ static bool rule_applies(const struct agg_plan *p, const struct cfg_rule *r,
  * data.
  */
 /* Ask the resolver about the record; its outputs fill $out.* slots. */
-static void resolve(const struct agg_plan *p, const struct plan_apa *a,
-		    const struct attr_value **in, struct attr_table *t,
-		    struct mar_reader *mar)
+/* The resolver's answer for mesos instance @a, its inputs evaluated in
+ * @in; false when it found nothing. */
+static bool ask(const struct plan_apa *a, const struct attr_value **in,
+		struct mar_reader *mar, struct mar_result *res)
 {
 	const struct attr_value *q5[5];
 	for (int k = 0; k < 5; k++)
 		q5[k] = a->in_at[k] == UINT32_MAX ? NULL : in[a->in_at[k]];
 	struct mar_query q = {q5[0], q5[1], q5[2], q5[3], q5[4]};
-	struct mar_result res;
-	if (!mar_lookup(mar, &q, &res))
-		return;
-	for (int o = 0; o < MAR_OUT_COUNT; o++) {
-		const struct attr_value *v = mar_result_get(&res, o);
-		if (v && p->out_slot[o] >= 0)
-			attr_table_set(t, (unsigned)p->out_slot[o], v);
-	}
+	return mar_lookup(mar, &q, res);
+}
+
+/* Fold one answer's fingerprint (0: none found) into a record's. */
+#define ANSWERS_NONE 0x243f6a8885a308d3ull /* no instance asked */
+static uint64_t answers_fold(uint64_t fp, uint64_t answer)
+{
+	return (fp ^ answer) * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
+}
+
+/*
+ * Does mesos instance @i run for record @t (inputs evaluated into its
+ * in_res)? @dispatched: bit per instance that ran already, for rules
+ * that send one instance twice.
+ */
+static bool apa_runs(const struct agg_plan *p, struct state_ext *x,
+		     const struct attr_table *t, struct expr_scratch *sc,
+		     size_t i, uint64_t *dispatched)
+{
+	const struct plan_apa *a = &p->apas[i];
+	if (a->first != (int)i && a->first < 64 &&
+	    ((*dispatched >> a->first) & 1))
+		return false; /* the same instance already ran */
+	const struct attr_value **in = x->in_res[i];
+	expr_plan_eval(a->in_plan, t, sc, in);
+	const struct attr_value *g = in[a->in_guard];
+	if (!g || g->type != ATTR_BOOL || !g->b ||
+	    !rule_applies(p, a->r, a->all_namespaces, t))
+		return false;
+	if (a->first < 64)
+		*dispatched |= 1ull << a->first;
+	return true;
 }
 
 /*
@@ -606,22 +632,22 @@ static void run_apas(struct shard_state *s, struct state_ext *x,
 	} out[128];
 	size_t nout = 0, used = 0;
 	uint64_t dispatched = 0; /* bit i: apas[i] ran this record */
+	uint64_t fp = ANSWERS_NONE;
 
 	for (size_t i = 0; i < p->napas; i++) {
 		const struct plan_apa *a = &p->apas[i];
-		if (a->first != (int)i && a->first < 64 &&
-		    ((dispatched >> a->first) & 1))
-			continue; /* the same instance already ran */
-		const struct attr_value **in = x->in_res[i];
-		expr_plan_eval(a->in_plan, t, sc, in);
-		const struct attr_value *g = in[a->in_guard];
-		if (!g || g->type != ATTR_BOOL || !g->b ||
-		    !rule_applies(p, a->r, a->all_namespaces, t))
+		if (!apa_runs(p, x, t, sc, i, &dispatched))
 			continue;
-		if (a->first < 64)
-			dispatched |= 1ull << a->first;
-		if (mar)
-			resolve(p, a, in, t, mar);
+		struct mar_result res;
+		bool found = mar && ask(a, x->in_res[i], mar, &res);
+		for (int o = 0; found && o < MAR_OUT_COUNT; o++) {
+			const struct attr_value *v = mar_result_get(&res, o);
+			if (v && p->out_slot[o] >= 0)
+				attr_table_set(t, (unsigned)p->out_slot[o], v);
+		}
+		if (p->memo_ok)
+			fp = answers_fold(fp, found ? mar_result_fingerprint(&res)
+						    : 0);
 		const struct attr_value **br = x->bind_res[i];
 		expr_plan_eval(a->bind_plan, t, sc, br);
 		for (size_t k = 0; k < a->nbind && nout < 128; k++) {
@@ -658,6 +684,31 @@ static void run_apas(struct shard_state *s, struct state_ext *x,
 	}
 	if (nout)
 		expr_scratch_begin(sc);
+	x->cap_answers = fp;
+}
+
+/*
+ * Remembered entry @e was made under an older Marathon snapshot: is it
+ * right under this one? It is when every mesos instance the record runs
+ * finds answers with the same fingerprint (same outputs, same container):
+ * its bindings, hence everything after them, come out the same. A lookup
+ * per instance, against the record path's thousands of instructions.
+ */
+static bool still_answers(struct shard_state *s, struct state_ext *x,
+			  const struct attr_table *t, struct mar_reader *mar,
+			  const struct memo_ent *e)
+{
+	const struct agg_plan *p = s->plan;
+	uint64_t fp = ANSWERS_NONE, dispatched = 0;
+	expr_scratch_begin(s->scratch);
+	for (size_t i = 0; i < p->napas; i++) {
+		if (!apa_runs(p, x, t, s->scratch, i, &dispatched))
+			continue;
+		struct mar_result res;
+		bool found = mar && ask(&p->apas[i], x->in_res[i], mar, &res);
+		fp = answers_fold(fp, found ? mar_result_fingerprint(&res) : 0);
+	}
+	return fp == e->answers;
 }
 
 static void update(const struct plan_family *f, uint64_t *cells, double v)
@@ -808,6 +859,8 @@ static void remember(struct shard_state *s, struct state_ext *x, uint64_t h,
 	struct memo_ent *e = memo_claim(m, h, x->mkey, len);
 	if (!e)
 		return;
+	e->snap_gen = x->memo_snap;
+	e->answers = x->cap_answers;
 	memcpy(memo_rows(e), x->cap_row, p->ndimsets * sizeof x->cap_row[0]);
 	memcpy(memo_st(m, e), x->cap_st, p->ndimsets);
 	memcpy(memo_hits(m, e), x->cap_hits, p->nfams);
@@ -832,11 +885,7 @@ static void process(struct shard_state *s, struct attr_table *t,
 		/* The resolver's answers are those of its snapshot: a new one
 		 * (at most one per publish interval, 100 ms) starts the memo
 		 * over. */
-		uint64_t g = mar ? mar_reader_generation(mar) : 0;
-		if (g != x->memo_snap) {
-			memo_invalidate(&x->memo);
-			x->memo_snap = g;
-		}
+		x->memo_snap = mar ? mar_reader_generation(mar) : 0;
 		if (x->memo_aside) {
 			x->memo_aside--;
 		} else {
@@ -849,6 +898,16 @@ static void process(struct shard_state *s, struct attr_table *t,
 				memset(x->mkey + mlen, 0, 16);
 				mh = memo_hash(x->mkey, mlen);
 				me = memo_find(&x->memo, mh, x->mkey, mlen);
+			}
+			/* Made under another snapshot: still right? Once
+			 * per entry and snapshot. */
+			if (me && me->snap_gen != x->memo_snap) {
+				if (still_answers(s, x, t, mar, me)) {
+					me->snap_gen = x->memo_snap;
+				} else {
+					memo_drop(me);
+					me = NULL;
+				}
 			}
 			bool served = me != NULL;
 			x->memo_count[!served]++;
@@ -867,6 +926,7 @@ static void process(struct shard_state *s, struct attr_table *t,
 	}
 
 	expr_scratch_begin(sc);
+	x->cap_answers = ANSWERS_NONE;
 	if (p->napas)
 		run_apas(s, x, t, mar);
 

@@ -277,6 +277,15 @@ mar_result_get(const struct mar_result *res, enum mar_out o)
 }
 
 /**
+ * A hash of what @res found, by content: equal for two lookups, in any two
+ * snapshots, that found tasks or instances with the same outputs and
+ * containers (and the same container of the destination). A caller that
+ * kept results derived from a lookup may keep them across a new snapshot
+ * while this stays the same. Reads the tasks' lines: not for every record.
+ */
+uint64_t mar_result_fingerprint(const struct mar_result *res);
+
+/**
  * Resolve @q against the pinned snapshot (inside a read section).
  * Source: by source_uid, else (empty, or unknown) by source_ip. Destination:
  * by destination_uid, else by destination_ip + destination_port, else by

@@ -277,6 +277,63 @@ bool mar_ip_key(const struct attr_value *v, uint8_t key[MAR_IPKEY_LEN])
 	return false;
 }
 
+/* Fold @len bytes at @p into @h. */
+static uint64_t fp_bytes(uint64_t h, const void *p, size_t len)
+{
+	return mar_hash(p, len, h);
+}
+
+/* Fold value @v into @h: its type, length and the bytes they cover. */
+static uint64_t fp_value(uint64_t h, const struct attr_value *v)
+{
+	h = mar_mix(h ^ v->type, (uint64_t)v->len + 0x9e3779b97f4a7c15ull);
+	switch (v->type) {
+	case ATTR_NONE:
+		return h;
+	case ATTR_IP:
+		return fp_bytes(h, v->ip, v->len);
+	case ATTR_STRING_MAP:
+		return fp_bytes(h, v->map, v->len);
+	default:
+		if (attr_type_is_string((enum attr_type)v->type) ||
+		    v->type == ATTR_BYTES)
+			return fp_bytes(h, v->s, v->len);
+		return fp_bytes(h, &v->i, sizeof v->i);
+	}
+}
+
+/* The content hash of @in: every output, every container's name and
+ * ports. Equal instances in two snapshots hash equal. */
+static uint64_t inst_fingerprint(const struct mar_inst *in)
+{
+	uint64_t h = 0x243f6a8885a308d3ull;
+	for (int k = 0; k < MAR_SIDE_FIELDS; k++)
+		h = fp_value(h, &in->v[k]);
+	for (uint32_t c = 0; c < in->n_ctr; c++) {
+		h = fp_value(h, &in->ctr[c].name);
+		h = fp_bytes(h, in->ctr[c].ports,
+			     in->ctr[c].n_ports * sizeof *in->ctr[c].ports);
+	}
+	return h;
+}
+
+uint64_t mar_result_fingerprint(const struct mar_result *res)
+{
+	uint64_t h = 0x13198a2e03707344ull;
+	const struct attr_value *side[2] = {res->src, res->dst};
+	for (int k = 0; k < 2; k++) {
+		const struct mar_inst *in =
+			side[k] ? (const struct mar_inst *)
+					  ((const char *)side[k] -
+					   offsetof(struct mar_inst, v))
+				: NULL;
+		h = mar_mix(h ^ (in ? in->fp : 0), 0xa4093822299f31d1ull + k);
+	}
+	/* The container: which one of the destination's (its content is in
+	 * the destination's hash). */
+	return res->dst_container ? fp_value(h, res->dst_container) : h;
+}
+
 int mar_pick_container(const struct mar_inst *inst, uint32_t port)
 {
 	if (port) {
@@ -1028,6 +1085,8 @@ int mar_snap_build(const cJSON *apps, const cJSON *pods,
 	    table_build(&b, &s->by_ip, &b.ips, false) < 0 ||
 	    table_build(&b, &s->by_ipport, &b.ipports, false) < 0)
 		goto out;
+	for (size_t i = 0; i < b.n_insts; i++)
+		b.insts[i].fp = inst_fingerprint(&b.insts[i]);
 	s->insts = b.insts;
 	s->n_insts = b.n_insts;
 	s->arena = b.a;

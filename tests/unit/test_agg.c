@@ -521,12 +521,79 @@ static void test_snapshot_swaps(void **state)
 	fclose(o.log_file);
 }
 
+/* Label sets whose key holds @needle, over every set of @s. */
+static size_t rows_with(const struct side *s, const char *needle, size_t n)
+{
+	size_t found = 0;
+	for (size_t d = 0; d < s->sh->state->plan->ndimsets; d++) {
+		size_t nr;
+		struct flat_row *r = sorted_rows(s->sh->state->series[d], &nr);
+		for (size_t i = 0; i < nr; i++)
+			found += memmem(row_key(r[i].r, r[i].ncells),
+					r[i].r->key_len, needle, n) != NULL;
+		free(r);
+	}
+	return found;
+}
+
+static uint64_t memo_misses(const struct side *s)
+{
+	uint64_t hits, misses;
+	state_memo_stats(s->sh->state, &hits, &misses);
+	return misses;
+}
+
+/* A new snapshot with the same tasks leaves the memo warm; one whose tasks
+ * changed makes it forget exactly the records that resolve to them. */
+static void test_memo_across_snapshots(void **state)
+{
+	(void)state;
+	struct mar_options o = {.addresses = "127.0.0.1:1",
+				.backoff_min_ns = 10000000000ll,
+				.log_file = fopen("/dev/null", "w")};
+	struct mar_resolver *res;
+	assert_int_equal(mar_resolver_start(&o, &res), 0);
+	assert_int_equal(mar_resolver_inject(res, bookinfo("v1")), 0);
+	struct side m, n;
+	side_init(&m, true, 100000, 0, res);
+	side_init(&n, false, 100000, 0, res);
+	const uint64_t seed = 777;
+	feed(&m, &n, 20000, seed, 1000, 0, NULL, 0);
+	uint64_t m1 = memo_misses(&m);
+	feed(&m, &n, 20000, seed, 1000, 0, NULL, 0); /* the same records */
+	uint64_t warm = memo_misses(&m) - m1;
+	/* three publishes of the same content, the records again */
+	for (int k = 0; k < 3; k++)
+		assert_int_equal(mar_resolver_inject(res, bookinfo("v1")), 0);
+	uint64_t m2 = memo_misses(&m);
+	feed(&m, &n, 20000, seed, 1000, 0, NULL, 0);
+	assert_int_equal(memo_misses(&m) - m2, warm);
+	/* the tasks' version changes: records that resolve miss once */
+	assert_int_equal(mar_resolver_inject(res, bookinfo("v7")), 0);
+	uint64_t m3 = memo_misses(&m);
+	feed(&m, &n, 20000, seed, 1000, 0, NULL, 0);
+	uint64_t changed = memo_misses(&m) - m3;
+	assert_true(changed > warm + 50);
+	assert_true(rows_with(&m, "\x02\x00v7", 4) > 0);
+	assert_same(&m, &n);
+	/* and are remembered again under it */
+	uint64_t m4 = memo_misses(&m);
+	feed(&m, &n, 20000, seed, 1000, 0, NULL, 0);
+	assert_int_equal(memo_misses(&m) - m4, warm);
+	assert_same(&m, &n);
+	side_free(&m);
+	side_free(&n);
+	mar_resolver_stop(res);
+	fclose(o.log_file);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_same_as_without_memo),
 		cmocka_unit_test(test_memo_stands_aside),
 		cmocka_unit_test(test_memo_table),
+		cmocka_unit_test(test_memo_across_snapshots),
 		cmocka_unit_test(test_series_limit),
 		cmocka_unit_test(test_expiry),
 		cmocka_unit_test(test_snapshot_swaps),
