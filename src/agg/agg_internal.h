@@ -62,6 +62,14 @@ struct plan_family {
 	 * search without a branch per step. */
 	double *padded;
 	size_t npad;
+	/* How a remembered record's value is found (series.c, value_of()):
+	 * from val_plan, or directly: the constant (val_slot UINT32_MAX) or
+	 * the attribute in val_slot when it has type val_decl, else the
+	 * constant. val_k_ok: the constant is a valid value, val_k. */
+	bool val_direct, val_k_ok;
+	uint8_t val_decl;
+	uint32_t val_slot;
+	double val_k;
 	unsigned dimset;
 	unsigned bit;                 /* its bit in a row's touched mask */
 	unsigned cell;                /* first cell in a row */
@@ -169,6 +177,33 @@ struct agg_plan {
 	int64_t expiry_check_ns;
 	uint64_t generation;
 };
+
+/** metric_value() of a string: one that parses as a number whole. */
+bool metric_value_string(const struct attr_value *v, double *out);
+
+/** A metric value as Prometheus takes it (a number; a duration in
+ *  seconds; a string that parses as one); false if @v is none. */
+static inline bool metric_value(const struct attr_value *v, double *out)
+{
+	switch (v->type) {
+	case ATTR_INT64:
+		*out = (double)v->i;
+		return true;
+	case ATTR_DOUBLE:
+		*out = v->d;
+		return true;
+	case ATTR_DURATION:
+		/* Observed in seconds, computed as Go's Duration.Seconds()
+		 * does, so bucket edges fall exactly where Mixer's did. */
+		*out = (double)(v->i / 1000000000) +
+		       (double)(v->i % 1000000000) / 1e9;
+		return true;
+	case ATTR_STRING:
+		return metric_value_string(v, out);
+	default:
+		return false;
+	}
+}
 
 /** Compile @cfg (taken over: freed with the plan). NULL on ENOMEM. */
 struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation);

@@ -279,6 +279,23 @@ static bool reads(struct agg_plan *p, int64_t id, uint64_t *mask)
 	       expr_reads(p->prog, (uint32_t)id, mask, ATTR_PRESENT_WORDS);
 }
 
+
+/* Can a remembered record's value of @f skip val_plan (see plan_family)? */
+static void value_direct(const struct agg_plan *p, struct plan_family *f)
+{
+	struct attr_value k;
+	enum attr_type decl = ATTR_NONE;
+	uint32_t slot = UINT32_MAX;
+	if (!expr_constant(p->prog, f->value_id, &k) &&
+	    !expr_load_or_const(p->prog, f->value_id, &slot, &decl, &k))
+		return;
+	f->val_direct = true;
+	f->val_slot = slot;
+	f->val_decl = (uint8_t)decl;
+	f->val_k_ok = metric_value(&k, &f->val_k) &&
+		      (f->kind != FAM_COUNTER || f->val_k >= 0);
+}
+
 /*
  * Decide whether the record memo may serve this plan, and over which
  * attributes: everything an attribute-generating instance, a match or a
@@ -338,11 +355,25 @@ static int plan_memo(struct agg_plan *p)
 	free(ids);
 	if (!p->val_plan)
 		return -1;
-	for (size_t f = 0; f < p->nfams; f++)
+	for (size_t f = 0; f < p->nfams; f++) {
 		p->val_at[f] = expr_plan_index(p->val_plan, f);
+		value_direct(p, &p->fams[f]);
+	}
 	p->memo_ok = ok;
 	ingest_keyspec_init(&p->memo_keys, m);
 	return 0;
+}
+
+bool metric_value_string(const struct attr_value *v, double *out)
+{
+	char buf[64];
+	if (v->len == 0 || v->len >= sizeof buf)
+		return false;
+	memcpy(buf, v->s, v->len);
+	buf[v->len] = 0;
+	char *end;
+	*out = strtod(buf, &end);
+	return *end == 0;
 }
 
 static enum fam_kind fam_kind(enum cfg_prom_kind k)

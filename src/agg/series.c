@@ -330,38 +330,6 @@ done:
 	return true;
 }
 
-/* A metric value as Prometheus takes it; false if it is none. */
-static bool metric_value(const struct attr_value *v, double *out)
-{
-	switch (v->type) {
-	case ATTR_INT64:
-		*out = (double)v->i;
-		return true;
-	case ATTR_DOUBLE:
-		*out = v->d;
-		return true;
-	case ATTR_DURATION:
-		/* Observed in seconds, computed as Go's Duration.Seconds()
-		 * does, so bucket edges fall exactly where Mixer's did. */
-		*out = (double)(v->i / 1000000000) +
-		       (double)(v->i % 1000000000) / 1e9;
-		return true;
-	case ATTR_STRING: {
-		/* A string that parses as a number is accepted. */
-		char buf[64];
-		if (v->len == 0 || v->len >= sizeof buf)
-			return false;
-		memcpy(buf, v->s, v->len);
-		buf[v->len] = 0;
-		char *end;
-		*out = strtod(buf, &end);
-		return *end == 0;
-	}
-	default:
-		return false;
-	}
-}
-
 /* ---- per-shard state ---------------------------------------------------- */
 
 struct shard_scratch {
@@ -797,6 +765,46 @@ static void row_apply(const struct agg_plan *p, const struct plan_dimset *ds,
 	row_write_end(r);
 }
 
+/*
+ * Family @f's value for a remembered record (dispatched @hits times), as
+ * family_value() of its val_plan result would be; false: an instance
+ * error, counted. Most values are `attribute | constant` or a constant,
+ * read here directly; others, and an attribute of a type other than the
+ * declared one, take val_plan (evaluated once per record, *@evaluated).
+ */
+static inline bool value_of(struct shard_state *s, struct state_ext *x,
+			    const struct attr_table *t, bool *evaluated,
+			    uint32_t f, uint32_t hits, double *out)
+{
+	const struct agg_plan *p = s->plan;
+	const struct plan_family *pf = &p->fams[f];
+	if (pf->val_direct) {
+		uint32_t slot = pf->val_slot;
+		if (slot == UINT32_MAX || !attr_table_has(t, slot)) {
+			if (pf->val_k_ok) {
+				*out = pf->val_k;
+				return true;
+			}
+			count_errors(s, f, hits);
+			return false;
+		}
+		const struct attr_value *v = &t->v[slot];
+		if (v->type == pf->val_decl) {
+			if (metric_value(v, out) &&
+			    (pf->kind != FAM_COUNTER || *out >= 0))
+				return true;
+			count_errors(s, f, hits);
+			return false;
+		}
+	}
+	if (!*evaluated) {
+		expr_scratch_begin(s->scratch);
+		expr_plan_eval(p->val_plan, t, s->scratch, x->val_res);
+		*evaluated = true;
+	}
+	return family_value(s, f, x->val_res[p->val_at[f]], hits, out);
+}
+
 /* A remembered record: only its values are evaluated. */
 static void replay(struct shard_state *s, struct state_ext *x,
 		   struct memo_ent *e, const struct attr_table *t, int64_t now_ns)
@@ -817,19 +825,12 @@ static void replay(struct shard_state *s, struct state_ext *x,
 			count_dimfail(s, ds, cnt);
 			continue;
 		}
-		if (!evaluated) {
-			expr_scratch_begin(s->scratch);
-			expr_plan_eval(p->val_plan, t, s->scratch, x->val_res);
-			evaluated = true;
-		}
 		double val[64];
 		uint64_t ok = 0;
-		for (unsigned k = 0; k < ds->nfam; k++) {
-			uint32_t f = ds->fams[k];
-			if (cnt[k] && family_value(s, f, x->val_res[p->val_at[f]],
-						   cnt[k], &val[k]))
+		for (unsigned k = 0; k < ds->nfam; k++)
+			if (cnt[k] && value_of(s, x, t, &evaluated, ds->fams[k],
+					       cnt[k], &val[k]))
 				ok |= 1ull << k;
-		}
 		if (!ok)
 			continue;
 		if (st[d] == MEMO_OVERFLOW)

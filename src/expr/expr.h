@@ -158,6 +158,18 @@ bool expr_constant(const struct expr_program *p, uint32_t id,
 		   struct attr_value *out);
 
 /**
+ * True if @id is `attribute | constant`, the usual metric value
+ * (`request.size | 0`): then *@slot is the attribute's slot, *@decl its
+ * declared type and *@k the constant (strings owned by @p). Its value is
+ * the attribute when the record has it -- an error if the attribute's type
+ * is not @decl, string-like types standing for one another -- and else
+ * the constant. A caller may compute that itself.
+ */
+bool expr_load_or_const(const struct expr_program *p, uint32_t id,
+			uint32_t *slot, enum attr_type *decl,
+			struct attr_value *k);
+
+/**
  * Mark in @slots, a bitmap of @nwords 64-bit words indexed by attribute
  * slot, every attribute expression @id reads. An expression's value is a
  * function of those attributes alone (CEXL has no clock and no state), so

@@ -1124,6 +1124,18 @@ bool expr_constant(const struct expr_program *p, uint32_t id,
 	return true;
 }
 
+bool expr_load_or_const(const struct expr_program *p, uint32_t id,
+			uint32_t *slot, enum attr_type *decl,
+			struct attr_value *k)
+{
+	if (id >= p->n_exprs || p->exprs[id].shape != SHAPE_LOAD_K)
+		return false;
+	*slot = p->exprs[id].slot;
+	*decl = (enum attr_type)p->exprs[id].decl;
+	*k = p->exprs[id].k;
+	return true;
+}
+
 uint32_t expr_node_count(const struct expr_program *p)
 {
 	return p->n_nodes;
