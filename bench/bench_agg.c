@@ -56,45 +56,45 @@ static const char *seed_path(void)
 	return e ? e : "tests/fixtures/config/mixer-seed.yaml";
 }
 
-/* Encode record @i of a workload with @sets distinct label sets; @fresh:
- * a source IP of its own. */
-static uint32_t encode(uint8_t *buf, uint64_t i, uint64_t sets, bool fresh)
+/* One attribute of a bench record. */
+struct fld {
+	uint16_t id;
+	uint8_t type;
+	uint32_t len; /* IP, strings */
+	const void *p;
+	int64_t i;    /* words, bool */
+};
+
+/* Record @i of a workload with @sets distinct label sets (@fresh: a source
+ * IP of its own), as the 21 attributes a proxy reports; returns how many.
+ * Strings point into @host and @sip, which must live until encoded. */
+static unsigned record_fields(struct fld *f, uint64_t i, uint64_t sets,
+			      bool fresh, char *host, uint8_t *sip)
 {
-	struct wire_writer w;
-	wire_init(&w, buf, RECORD_CAP);
-	char host[64];
+	static const uint8_t dip[4] = {9, 0, 0, 3};
 	uint64_t set = i % sets;
-	int n = snprintf(host, sizeof host, "svc-%llu.default.svc.cluster.local",
+	int n = snprintf(host, 64, "svc-%llu.default.svc.cluster.local",
 			 (unsigned long long)(set / 4));
-#define STR(id, s, l)                                      \
-	do {                                               \
-		wire_attr(&w, id, MIXD_T_STRING, NULL, 0); \
-		wire_bytes(&w, s, l);                      \
-	} while (0)
-#define I64(id, t, v)                     \
-	do {                              \
-		wire_attr(&w, id, t, NULL, 0); \
-		wire_u64(&w, (uint64_t)(v)); \
-	} while (0)
-	STR(MIXD_ATTR_CONTEXT_PROTOCOL, "http", 4);
-	STR(MIXD_ATTR_CONTEXT_REPORTER_KIND, "inbound", 7);
-	STR(MIXD_ATTR_SOURCE_UID, "kubernetes://bookinfo_pp-v1.instance-1f0c._app",
-	    46);
-	STR(MIXD_ATTR_DESTINATION_UID,
-	    "kubernetes://bookinfo_rv-v2.instance-c96b._app", 46);
-	uint8_t sip[4] = {9, 0, 0, 2}, dip[4] = {9, 0, 0, 3};
+	sip[0] = 9, sip[1] = 0, sip[2] = 0, sip[3] = 2;
 	if (fresh) {
 		sip[0] = 10;
 		sip[1] = (uint8_t)(i >> 16);
 		sip[2] = (uint8_t)(i >> 8);
 		sip[3] = (uint8_t)i;
 	}
-	wire_attr(&w, MIXD_ATTR_SOURCE_IP, MIXD_T_IP, NULL, 0);
-	wire_ip(&w, sip, 4);
-	wire_attr(&w, MIXD_ATTR_DESTINATION_IP, MIXD_T_IP, NULL, 0);
-	wire_ip(&w, dip, 4);
+	unsigned k = 0;
+#define STR(a, s, l) f[k++] = (struct fld){a, MIXD_T_STRING, (uint32_t)(l), s, 0}
+#define I64(a, t, v) f[k++] = (struct fld){a, t, 8, NULL, (int64_t)(v)}
+	STR(MIXD_ATTR_CONTEXT_PROTOCOL, "http", 4);
+	STR(MIXD_ATTR_CONTEXT_REPORTER_KIND, "inbound", 7);
+	STR(MIXD_ATTR_SOURCE_UID, "kubernetes://bookinfo_pp-v1.instance-1f0c._app",
+	    46);
+	STR(MIXD_ATTR_DESTINATION_UID,
+	    "kubernetes://bookinfo_rv-v2.instance-c96b._app", 46);
+	f[k++] = (struct fld){MIXD_ATTR_SOURCE_IP, MIXD_T_IP, 4, sip, 0};
+	f[k++] = (struct fld){MIXD_ATTR_DESTINATION_IP, MIXD_T_IP, 4, dip, 0};
 	I64(MIXD_ATTR_DESTINATION_PORT, MIXD_T_INT64, 9080);
-	STR(MIXD_ATTR_DESTINATION_SERVICE_HOST, host, (size_t)n);
+	STR(MIXD_ATTR_DESTINATION_SERVICE_HOST, host, n);
 	STR(MIXD_ATTR_DESTINATION_SERVICE_NAME, host, 8);
 	STR(MIXD_ATTR_REQUEST_METHOD, "GET", 3);
 	STR(MIXD_ATTR_REQUEST_PATH, "/reviews/0", 10);
@@ -104,32 +104,141 @@ static uint32_t encode(uint8_t *buf, uint64_t i, uint64_t sets, bool fresh)
 	I64(MIXD_ATTR_RESPONSE_DURATION, MIXD_T_DURATION,
 	    (int64_t)((i * 7919) % 300) * 1000000);
 	I64(MIXD_ATTR_REQUEST_TIME, MIXD_T_TIMESTAMP, 1700000000000000000ll);
-	wire_attr(&w, MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL, NULL, 0);
-	wire_u8(&w, 1);
+	f[k++] = (struct fld){MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL, 1, NULL, 1};
 	STR(MIXD_ATTR_SOURCE_PRINCIPAL, "ns/default/sa/pp", 16);
 	STR(MIXD_ATTR_DESTINATION_PRINCIPAL, "ns/default/sa/rv", 16);
 	STR(MIXD_ATTR_API_PROTOCOL, "http", 4);
 #undef STR
 #undef I64
-	if (w.overflow)
+	return k;
+}
+
+/* A field's group in a layout: words, bools, IPs, strings. */
+static int group(uint8_t type)
+{
+	switch (type) {
+	case MIXD_T_INT64:
+	case MIXD_T_DOUBLE:
+	case MIXD_T_TIMESTAMP:
+	case MIXD_T_DURATION:
+		return 0;
+	case MIXD_T_BOOL:
+		return 1;
+	case MIXD_T_IP:
+		return 2;
+	default:
+		return 3;
+	}
+}
+
+/* The fields in layout order (stable within a group). */
+static void layout_order(struct fld *f, unsigned n)
+{
+	struct fld tmp[32];
+	unsigned k = 0;
+	for (int g = 0; g < 4; g++)
+		for (unsigned j = 0; j < n; j++)
+			if (group(f[j].type) == g)
+				tmp[k++] = f[j];
+	memcpy(f, tmp, n * sizeof *f);
+}
+
+/* The layout of the bench's records, as a template's ring carries it. */
+static struct ingest_layout bench_layout;
+
+static void make_layout(void)
+{
+	struct fld f[32];
+	char host[64];
+	uint8_t sip[4];
+	unsigned n = record_fields(f, 0, 1, false, host, sip);
+	layout_order(f, n);
+	struct mixd_layout raw = {.n = n};
+	for (unsigned j = 0; j < n; j++)
+		raw.f[j] = (struct mixd_layout_field){f[j].id, f[j].type, 0};
+	if (!ingest_layout_load(&bench_layout, &raw))
 		abort();
-	return w.len;
+}
+
+/*
+ * Encode record @i: as a layout record (what a template writes into a
+ * shared-memory ring: values alone) or, @attrs, attribute by attribute
+ * with headers (what mixd_report() writes). Returns its length.
+ */
+static uint32_t encode(uint8_t *buf, uint64_t i, uint64_t sets, bool fresh,
+		       bool attrs)
+{
+	struct fld f[32];
+	char host[64];
+	uint8_t sip[4];
+	unsigned n = record_fields(f, i, sets, fresh, host, sip);
+	if (attrs) {
+		struct wire_writer w;
+		wire_init(&w, buf, RECORD_CAP);
+		for (unsigned j = 0; j < n; j++) {
+			wire_attr(&w, f[j].id, f[j].type, NULL, 0);
+			if (f[j].type == MIXD_T_IP)
+				wire_ip(&w, f[j].p, f[j].len);
+			else if (f[j].type == MIXD_T_BOOL)
+				wire_u8(&w, (uint8_t)f[j].i);
+			else if (group(f[j].type) == 0)
+				wire_u64(&w, (uint64_t)f[j].i);
+			else
+				wire_bytes(&w, f[j].p, f[j].len);
+		}
+		if (w.overflow)
+			abort();
+		return w.len;
+	}
+	layout_order(f, n);
+	uint8_t *o = buf;
+	uint32_t hdr = MIXD_ATTR_LAYOUT;
+	memcpy(o, &hdr, 4);
+	o += 4;
+	unsigned nvar = 0;
+	for (unsigned j = 0; j < n; j++) {
+		if (group(f[j].type) == 0) {
+			memcpy(o, &f[j].i, 8);
+			o += 8;
+		} else if (group(f[j].type) == 1) {
+			*o++ = (uint8_t)f[j].i;
+		} else {
+			nvar++;
+		}
+	}
+	uint8_t *lens = o;
+	o += 2 * nvar;
+	for (unsigned j = 0; j < n; j++) {
+		if (group(f[j].type) < 2)
+			continue;
+		uint16_t l = (uint16_t)f[j].len;
+		memcpy(lens, &l, 2);
+		lens += 2;
+		memcpy(o, f[j].p, f[j].len);
+		o += f[j].len;
+	}
+	if (o - buf > RECORD_CAP)
+		abort();
+	return (uint32_t)(o - buf);
 }
 
 struct workload {
 	uint8_t *buf;
 	uint32_t *len;
 	size_t n;
+	const struct ingest_layout *lay; /* NULL: records with headers */
 };
 
 static void make_workload(struct workload *wl, size_t n, uint64_t sets,
-			  bool fresh)
+			  bool fresh, bool attrs)
 {
 	wl->buf = malloc(n * RECORD_CAP);
 	wl->len = malloc(n * sizeof *wl->len);
 	wl->n = n;
+	wl->lay = attrs ? NULL : &bench_layout;
 	for (size_t i = 0; i < n; i++)
-		wl->len[i] = encode(wl->buf + i * RECORD_CAP, i, sets, fresh);
+		wl->len[i] = encode(wl->buf + i * RECORD_CAP, i, sets, fresh,
+				    attrs);
 }
 
 static struct agg *make_agg(void)
@@ -184,7 +293,8 @@ static void run(struct agg *a, const struct workload *wl, size_t passes,
 			if (sh->mar && i % 1024 == 0)
 				mar_read_begin(sh->mar);
 			if (state_record(sh->state, &t, wl->buf + i * RECORD_CAP,
-					 wl->len[i], 0, a->o.series_limit, sh->mar,
+					 wl->len[i], wl->lay, 0,
+					 a->o.series_limit, sh->mar,
 					 &a->epoch, &sh->retired))
 				abort();
 			if (sh->mar && (i % 1024 == 1023 || i + 1 == wl->n))
@@ -238,12 +348,12 @@ static struct mar_snap *bookinfo_snap(void)
 }
 
 static void throughput(uint64_t sets, int runs, bool marathon, bool fresh,
-		       bool churn)
+		       bool churn, bool attrs)
 {
 	struct workload wl;
 	size_t n = (size_t)bench_env("MIXD_BENCH_RECORDS",
 				     sets > 200000 ? (long)sets : 200000);
-	make_workload(&wl, n, sets, fresh);
+	make_workload(&wl, n, sets, fresh, attrs);
 	double s[32];
 	uint64_t hits = 0, misses = 0;
 	for (int r = 0; r < runs; r++) {
@@ -280,12 +390,13 @@ static void throughput(uint64_t sets, int runs, bool marathon, bool fresh,
 		agg_destroy(a);
 		mar_resolver_stop(res);
 	}
-	char label[128];
-	snprintf(label, sizeof label, "%llu label sets%s%s%s: throughput per shard core",
+	char label[256];
+	snprintf(label, sizeof label, "%llu label sets%s%s%s%s: throughput per shard core",
 		 (unsigned long long)sets,
 		 marathon ? ", Marathon resolver on" : "",
 		 churn ? ", a new snapshot every 100,000 records" : "",
-		 fresh ? ", every record new" : "");
+		 fresh ? ", every record new" : "",
+		 attrs ? ", records with attribute headers (mixd_report)" : "");
 	bench_report(label, s, runs, "M records/s");
 	printf("  record memo (last run, 4 passes): %llu served, %llu missed\n",
 	       (unsigned long long)hits, (unsigned long long)misses);
@@ -426,7 +537,7 @@ static void scrapes(int runs, uint64_t sets)
 		abort();
 	for (int r = 0; r < runs; r++) {
 		struct workload wl;
-		make_workload(&wl, sets, sets, false);
+		make_workload(&wl, sets, sets, false, false);
 		/* what the last run freed must not be counted as reused */
 		malloc_trim(0);
 		long before = bench_rss_kib();
@@ -512,26 +623,31 @@ int main(void)
 		     "response.code");
 	static const struct {
 		uint64_t sets;
-		bool marathon, fresh, churn;
-	} cases[] = {{1000, false, false, false},
-		     {100000, false, false, false},
-		     {1000, true, false, false},
-		     {1000, false, true, false},
-		     {1000, true, false, true},
-		     {100000, true, false, false},
-		     {100000, true, false, true}};
+		bool marathon, fresh, churn, attrs;
+	} cases[] = {{1000, false, false, false, false},
+		     {100000, false, false, false, false},
+		     {1000, true, false, false, false},
+		     {1000, false, true, false, false},
+		     {1000, true, false, true, false},
+		     {100000, true, false, false, false},
+		     {100000, true, false, true, false},
+		     {1000, false, false, false, true},
+		     {100000, false, false, false, true}};
+	make_layout();
 	const unsigned ncases = sizeof cases / sizeof cases[0];
 	unsigned k = (unsigned)bench_env("MIXD_BENCH_CASE", 0);
 	if (k >= 1 && k <= ncases) {
 		throughput(cases[k - 1].sets, runs, cases[k - 1].marathon,
-			   cases[k - 1].fresh, cases[k - 1].churn);
+			   cases[k - 1].fresh, cases[k - 1].churn,
+			   cases[k - 1].attrs);
 		return 0;
 	}
 	const char *only = getenv("MIXD_BENCH_SCRAPE_ONLY");
 	if (!only || !*only || *only == '0')
 		for (k = 0; k < ncases; k++)
 			throughput(cases[k].sets, runs, cases[k].marathon,
-				   cases[k].fresh, cases[k].churn);
+				   cases[k].fresh, cases[k].churn,
+				   cases[k].attrs);
 	scrapes(runs, sets);
 	return 0;
 }

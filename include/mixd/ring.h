@@ -1,6 +1,7 @@
 /*
  * mixd/ring.h -- the producer ABI: shared-memory ring layout, record framing,
- * record encoding and the socket handshake. Version 1.
+ * record encoding and the socket handshake. Version 2 (version 1 is version 2
+ * without layouts; mixd reads both).
  *
  * This header owns every byte that crosses from a producer (a proxy linking
  * libmixd) to mixd. Only these files may include it: src/ingest/client.c
@@ -13,11 +14,11 @@
  * F_SEAL_SHRINK before mapping it, so a producer that truncates its memfd
  * cannot make mixd fault.
  *
- *   offset 0      64          128         192               4096
- *   +-------------+-----------+-----------+-------- ... ----+------------------+
- *   | identity    | producer  | consumer  |    reserved     | data[capacity]   |
- *   | (write once)| line      | line      |                 | (power of two)   |
- *   +-------------+-----------+-----------+-------- ... ----+------------------+
+ *   offset 0      64          128         192       256               4096
+ *   +-------------+-----------+-----------+---------+------ ... ------+-------------+
+ *   | identity    | producer  | consumer  | reserved| layouts (v2)    | data[cap]   |
+ *   | (write once)| line      | line      |         | 30 x 128 bytes  | (power of 2)|
+ *   +-------------+-----------+-----------+---------+------ ... ------+-------------+
  *
  * head and tail are byte counters that only grow; a position in data is
  * counter & (capacity - 1). The producer owns head, the consumer owns tail;
@@ -56,6 +57,28 @@
  *     STRING_MAP                            u32 n, n x (u32 klen, key,
  *                                                       u32 vlen, value)
  *
+ * Layout records (v2, shared memory only). A producer that sends records of
+ * one fixed shape (a template) describes the shape once, in a layout slot of
+ * its segment's header, before the first record that names it; it never
+ * changes a slot afterwards. A slot (struct mixd_layout) lists up to
+ * MIXD_LAYOUT_FIELDS dictionary attributes, each with its declared type,
+ * none twice, grouped in this order: 8-byte values (INT64, DOUBLE,
+ * TIMESTAMP, DURATION), BOOLs, IPs, then the string-like types and BYTES.
+ * A record of the layout then carries only values:
+ *
+ *    +--------+------+------+---------------+----------+-----------+-------+
+ *    | 0xFFFE | slot | 0    | 8-byte values | bools    | u16 len   | bytes |
+ *    |  u16   |  u8  |  u8  | (in order)    | u8 (0,1) | per IP and| in    |
+ *    |        |      |      |               | each     | string    | order |
+ *    +--------+------+------+---------------+----------+-----------+-------+
+ *
+ *   and decodes exactly as the record that lists the same attributes, in
+ *   the layout's order, with headers. Its length is exact: no byte before or
+ *   after the values. The slot is read when the first record naming it is
+ *   consumed, the record's publication ordering it; mixd keeps its own
+ *   copy of each slot it has read, so a slot rewritten later is not seen.
+ *   A record naming a slot that is empty or malformed is rejected.
+ *
  * Socket transport: the same frames, back to back, on a stream connection
  * whose first message is a mixd_hello with kind MIXD_HELLO_STREAM. A
  * shared-memory producer sends a mixd_hello with kind MIXD_HELLO_SHM and the
@@ -70,7 +93,9 @@
 #include "attributes.h"
 
 /** The marker doubles as the ABI version. */
-#define MIXD_RING_MARKER "MIXD-RING-v1\n"
+#define MIXD_RING_MARKER "MIXD-RING-v2\n"
+/** The version before layouts; consumers still read it. */
+#define MIXD_RING_MARKER_V1 "MIXD-RING-v1\n"
 #define MIXD_RING_MARKER_LEN 16
 
 /** Bytes before data; a page so that data is page-aligned. */
@@ -132,6 +157,32 @@ _Static_assert(sizeof(struct mixd_ring_prod) == 64, "prod is one line");
 _Static_assert(sizeof(struct mixd_ring_cons) == 64, "cons is one line");
 _Static_assert(sizeof(struct mixd_ring_hdr) <= MIXD_RING_HDR_SIZE,
 	       "header fits before data");
+
+/** Layout slots (v2): where they start, how many, each one's size. */
+#define MIXD_LAYOUT_OFFSET 256u
+#define MIXD_LAYOUT_SLOTS 30u
+#define MIXD_LAYOUT_FIELDS 31u
+
+/** The attribute id that starts a layout record. */
+#define MIXD_ATTR_LAYOUT 0xFFFEu
+
+/** One field of a layout: a dictionary attribute and its declared type. */
+struct mixd_layout_field {
+	uint16_t id;
+	uint8_t type;
+	uint8_t zero_; /**< 0 */
+};
+
+/** A layout slot. Empty while @n is 0. */
+struct mixd_layout {
+	uint32_t n; /**< fields, 1..MIXD_LAYOUT_FIELDS */
+	struct mixd_layout_field f[MIXD_LAYOUT_FIELDS];
+};
+
+_Static_assert(sizeof(struct mixd_layout) == 128, "a layout is two lines");
+_Static_assert(MIXD_LAYOUT_OFFSET + MIXD_LAYOUT_SLOTS * 128 <=
+		       MIXD_RING_HDR_SIZE,
+	       "layouts fit in the header page");
 
 /** Handshake kinds. */
 enum mixd_hello_kind {

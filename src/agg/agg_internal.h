@@ -363,12 +363,13 @@ void state_memo_stats(const struct shard_state *s, uint64_t *hits,
 /** Write out the stdio lines @s buffered (once per shard pass). */
 void state_flush(struct shard_state *s);
 
-/** Decode record @rec (@len bytes, untrusted) into @t and run @s's plan
- *  over it. @mar: the shard's Marathon reader, inside a read section, or
- *  NULL. Returns why the record was rejected (then nothing was counted),
- *  or INGEST_REJ_NONE. */
+/** Decode record @rec (@len bytes, untrusted; a layout record when @lay,
+ *  its layout) into @t and run @s's plan over it. @mar: the shard's
+ *  Marathon reader, inside a read section, or NULL. Returns why the record
+ *  was rejected (then nothing was counted), or INGEST_REJ_NONE. */
 enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 				const uint8_t *rec, uint32_t len,
+				const struct ingest_layout *lay,
 				int64_t now_ns, uint64_t series_limit,
 				struct mar_reader *mar, struct agg_epoch *e,
 				struct epoch_retired **rl);

@@ -1038,6 +1038,7 @@ static void process(struct shard_state *s, struct attr_table *t,
 
 enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 				const uint8_t *rec, uint32_t len,
+				const struct ingest_layout *lay,
 				int64_t now_ns, uint64_t series_limit,
 				struct mar_reader *mar, struct agg_epoch *e,
 				struct epoch_retired **rl)
@@ -1053,10 +1054,13 @@ enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 	if (p->memo_ok && !x->memo_aside && len <= MIXD_RECORD_MAX) {
 		struct ingest_key k = {.buf = x->mkey + 1};
 		x->mkey[0] = 1;
-		rc = ingest_decode_keyed(rec, len, p->vocab, t, &p->memo_keys, &k);
+		rc = lay ? ingest_decode_layout(lay, rec, len, t, &p->memo_keys, &k)
+			 : ingest_decode_keyed(rec, len, p->vocab, t,
+					       &p->memo_keys, &k);
 		klen = 1 + k.len;
 	} else {
-		rc = ingest_decode(rec, len, p->vocab, t);
+		rc = lay ? ingest_decode_layout(lay, rec, len, t, NULL, NULL)
+			 : ingest_decode(rec, len, p->vocab, t);
 	}
 	if (rc == INGEST_REJ_NONE)
 		process(s, t, klen, now_ns, series_limit, mar, e, rl);

@@ -24,16 +24,19 @@
 
 /* ---- the shard thread -------------------------------------------------- */
 
-static enum ingest_reject on_record(void *ctx, const uint8_t *p, uint32_t len)
+static enum ingest_reject on_record(void *ctx, const uint8_t *p, uint32_t len,
+				    const struct ingest_layout *lay)
 {
 	struct shard *sh = ctx;
 	struct shard_state *st = sh->state;
 	if (!st) { /* no configuration yet: validate and count */
 		attr_table_clear(&sh->table);
-		return ingest_decode(p, len, sh->agg->vocab, &sh->table);
+		return lay ? ingest_decode_layout(lay, p, len, &sh->table, NULL,
+						  NULL)
+			   : ingest_decode(p, len, sh->agg->vocab, &sh->table);
 	}
 	enum ingest_reject rc = state_record(
-		st, &sh->table, p, len, sh->now_ns, sh->agg->o.series_limit,
+		st, &sh->table, p, len, lay, sh->now_ns, sh->agg->o.series_limit,
 		sh->mar, &sh->agg->epoch, &sh->retired);
 	sh->processed += rc == INGEST_REJ_NONE;
 	return rc;

@@ -58,6 +58,7 @@ struct tl_ring {
 	struct ring_prod prod;
 	struct mixd_record rec;
 	uint64_t written, dropped, invalid; /* mirrors of the header's */
+	uint32_t lay_written;               /* layout slots written, by bit */
 	struct tl_ring *tl_next;            /* the thread's list */
 	struct mixd_client *client;
 	uint64_t client_id;
@@ -99,6 +100,7 @@ struct mixd_client {
 	uint64_t gone_written, gone_dropped, gone_invalid;
 	uint32_t connected;      /* atomic, maintained by bg */
 
+	uint32_t nlayouts; /* atomic: layout slots given to templates */
 	uint32_t ncustom; /* atomic; names published before the count */
 	char *custom[CUSTOM_MAX];
 	uint16_t custom_len[CUSTOM_MAX];
@@ -729,6 +731,17 @@ API int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n)
 
 /* ---- record templates ------------------------------------------------ */
 
+/* Every dictionary attribute's name and declared type. */
+static const struct {
+	const char *name;
+	uint8_t type;
+} dictionary[MIXD_ATTR_DICT_COUNT] = {
+#define DICT_ENTRY_(id, n, t) [MIXD_ATTR_##id] = {n, t},
+	MIXD_ATTRIBUTE_LIST(DICT_ENTRY_)
+#undef DICT_ENTRY_
+};
+
+
 /* The group of the grouped layout a template field falls in. */
 enum tpl_kind {
 	TK_STRING, /* header word carries the length; bytes follow */
@@ -767,6 +780,10 @@ struct mixd_template {
 	struct mixd_client *c;
 	uint32_t n;
 	bool grouped; /* ops[] apply */
+	int lay;      /* its layout slot in every shm ring, -1: none */
+	uint32_t lay_reserve; /* worst-case bytes but long strings, as a
+				 layout record */
+	struct mixd_layout desc;
 	uint8_t nword, nbool, nip, nstr;
 	uint32_t reserve; /* worst-case bytes of every field but long strings */
 	struct tpl_field f[MIXD_TEMPLATE_MAX];
@@ -815,6 +832,37 @@ static void tpl_group(struct mixd_template *t)
 	t->grouped = t->reserve <= TPL_LOCAL_MAX / 2;
 }
 
+/*
+ * Give grouped template @t a layout slot (<mixd/ring.h>) if it can have
+ * one: shared-memory transport, at most MIXD_LAYOUT_FIELDS fields, each
+ * of its attribute's declared type, and a slot left (the first
+ * MIXD_LAYOUT_SLOTS templates of a client get one). Its records then carry
+ * values alone.
+ */
+static void tpl_layout(struct mixd_template *t)
+{
+	t->lay = -1;
+	if (!t->grouped || t->c->transport != MIXD_TRANSPORT_SHM ||
+	    t->n > MIXD_LAYOUT_FIELDS)
+		return;
+	for (uint32_t i = 0; i < t->n; i++) {
+		uint16_t id = (uint16_t)t->op[i].hw;
+		uint8_t type = (uint8_t)(t->op[i].hw >> 16);
+		if (type != dictionary[id].type)
+			return;
+		t->desc.f[i] = (struct mixd_layout_field){.id = id, .type = type};
+	}
+	uint32_t slot = __atomic_fetch_add(&t->c->nlayouts, 1, __ATOMIC_RELAXED);
+	if (slot >= MIXD_LAYOUT_SLOTS)
+		return;
+	t->desc.n = t->n;
+	t->lay = (int)slot;
+	/* 4 header bytes; a word 8, a bool 1, an IP 2 + 16, a short string
+	 * 2 + TPL_SHORT. */
+	t->lay_reserve = 4 + 8u * t->nword + t->nbool + 18u * t->nip +
+			 (2 + TPL_SHORT) * (uint32_t)t->nstr;
+}
+
 API int mixd_template_create(mixd_client *c, const struct mixd_field *f,
 			     size_t n, mixd_template **out)
 {
@@ -848,6 +896,7 @@ API int mixd_template_create(mixd_client *c, const struct mixd_field *f,
 			x->kind = TK_IP;
 	}
 	tpl_group(t);
+	tpl_layout(t);
 	*out = t;
 	return 0;
 inval:
@@ -969,12 +1018,93 @@ template_grouped(const struct mixd_template *t, struct tl_ring *r,
 	return publish_local(r, local, (uint32_t)(e - local));
 }
 
+/*
+ * A layout record of @t at @o: values alone, in the layout's order.
+ * Returns its end, or NULL when the record needs another form (an IP of a
+ * bad length, a string over 64 KiB, long strings beyond @lim). May write 8
+ * bytes beyond the returned end.
+ */
+static inline __attribute__((always_inline)) uint8_t *
+tpl_encode_layout(const struct mixd_template *t, uint8_t *o,
+		  const uint8_t *lim, const struct mixd_slot *v)
+{
+	const struct tpl_op *op = t->op, *e;
+	const uint8_t *base = (const uint8_t *)v;
+	st32(o, MIXD_ATTR_LAYOUT | (uint32_t)t->lay << 16);
+	o += 4;
+	for (e = op + t->nword; op < e; op++, o += 8)
+		memcpy(o, base + op->voff, 8);
+	for (e = op + t->nbool; op < e; op++) {
+		const struct mixd_slot *x = (const void *)(base + op->voff);
+		*o++ = x->b ? 1 : 0;
+	}
+	uint8_t *lens = o;
+	o += 2 * (t->nip + t->nstr);
+	for (e = op + t->nip; op < e; op++, lens += 2) {
+		const struct mixd_slot *x = (const void *)(base + op->voff);
+		if (x->len == 4)
+			memcpy(o, x->p, 4);
+		else if (x->len == 16)
+			memcpy(o, x->p, 16);
+		else
+			return NULL; /* report_slow() counts it invalid */
+		uint16_t l = (uint16_t)x->len;
+		memcpy(lens, &l, 2);
+		o += l;
+	}
+	for (e = op + t->nstr; op < e; op++, lens += 2) {
+		const struct mixd_slot *x = (const void *)(base + op->voff);
+		uint32_t len = x->len;
+		if (__builtin_expect(len > TPL_SHORT, 0) &&
+		    (len > UINT16_MAX || (ptrdiff_t)len > lim - o))
+			return NULL;
+		uint16_t l = (uint16_t)len;
+		memcpy(lens, &l, 2);
+		wire_copy(o, x->p, len);
+		o += len;
+	}
+	return o;
+}
+
+/* A record of @t as a layout record, its layout first written to @r's
+ * segment if this ring has not had it yet. */
+static inline __attribute__((always_inline)) int
+template_layout(const struct mixd_template *t, struct tl_ring *r,
+		const struct mixd_slot *v)
+{
+	if (__builtin_expect(!(r->lay_written >> t->lay & 1), 0)) {
+		/* Before any record that names it: the release store of head
+		 * that publishes the record publishes the slot too. */
+		memcpy((uint8_t *)r->map + MIXD_LAYOUT_OFFSET +
+			       (size_t)t->lay * sizeof t->desc,
+		       &t->desc, sizeof t->desc);
+		r->lay_written |= 1u << t->lay;
+	}
+	uint8_t *dst = ring_reserve_max(&r->prod, TPL_LOCAL_MAX + LOCAL_SLACK);
+	if (__builtin_expect(dst != NULL, 1)) {
+		uint8_t *e = tpl_encode_layout(
+			t, dst, dst + TPL_LOCAL_MAX - t->lay_reserve, v);
+		if (__builtin_expect(!e, 0))
+			return template_grouped(t, r, v, 0, false);
+		commit_direct(r, (uint32_t)(e - dst));
+		return 0;
+	}
+	uint8_t local[TPL_LOCAL_MAX + LOCAL_SLACK];
+	uint8_t *e = tpl_encode_layout(t, local,
+				       local + TPL_LOCAL_MAX - t->lay_reserve, v);
+	if (!e)
+		return template_grouped(t, r, v, 0, false);
+	return publish_local(r, local, (uint32_t)(e - local));
+}
+
 API int mixd_template_report(const mixd_template *t,
 			     const struct mixd_slot *v, uint64_t omit)
 {
 	struct tl_ring *r = ring_of(t->c);
 	if (!r)
 		return -ENOMEM;
+	if (__builtin_expect(t->lay >= 0 && !omit, 1))
+		return template_layout(t, r, v);
 	if (__builtin_expect(t->grouped, 1))
 		return omit ? template_grouped(t, r, v, omit, true)
 			    : template_grouped(t, r, v, 0, false);
@@ -1350,14 +1480,6 @@ API void mixd_client_stats(mixd_client *c, struct mixd_client_stats *out)
 
 /* ---- attribute names -------------------------------------------------- */
 
-static const struct {
-	const char *name;
-	uint8_t type;
-} dictionary[MIXD_ATTR_DICT_COUNT] = {
-#define DICT_ENTRY_(id, n, t) [MIXD_ATTR_##id] = {n, t},
-	MIXD_ATTRIBUTE_LIST(DICT_ENTRY_)
-#undef DICT_ENTRY_
-};
 
 API int mixd_attr_lookup(const char *name)
 {

@@ -282,3 +282,173 @@ enum ingest_reject ingest_decode_keyed(const uint8_t *p, size_t len,
 {
 	return decode_keyed(p, len, vocab, t, ks, k);
 }
+
+/* ---- layout records --------------------------------------------------- */
+
+/* A field kind's place in a layout's order: words, bools, IPs, strings. */
+static const uint8_t group_rank[] = {
+	[FK_WORD] = 0, [FK_BOOL] = 1, [FK_IP] = 2, [FK_STRING] = 3,
+};
+
+bool ingest_layout_load(struct ingest_layout *out,
+			const struct mixd_layout *raw)
+{
+	uint32_t n = raw->n;
+	uint64_t seen[ATTR_PRESENT_WORDS] = {0};
+	unsigned count[4] = {0}, last = 0;
+
+	if (n == 0 || n > MIXD_LAYOUT_FIELDS)
+		return false;
+	memset(out, 0, sizeof *out);
+	for (uint32_t i = 0; i < n; i++) {
+		const struct mixd_layout_field f = raw->f[i];
+		if (f.id >= MIXD_ATTR_DICT_COUNT || f.type != dict_type[f.id] ||
+		    f.zero_ != 0 || dict_kind[f.id] == FK_SLOW ||
+		    (seen[f.id >> 6] >> (f.id & 63) & 1))
+			return false;
+		unsigned rank = group_rank[dict_kind[f.id]];
+		if (rank < last)
+			return false;
+		last = rank;
+		count[rank]++;
+		seen[f.id >> 6] |= 1ull << (f.id & 63);
+		out->id[i] = f.id;
+		out->type[i] = f.type;
+		out->hw[i] = f.id | (uint32_t)f.type << 16;
+	}
+	out->n = (uint8_t)n;
+	out->nword = (uint8_t)count[0];
+	out->nbool = (uint8_t)count[1];
+	out->nip = (uint8_t)count[2];
+	out->fixed = 4 + 8 * count[0] + count[1] + 2 * (count[2] + count[3]);
+	memcpy(out->present, seen, sizeof seen);
+	return true;
+}
+
+static inline uint16_t rd16(const uint8_t *p)
+{
+	uint16_t v;
+	memcpy(&v, p, 2);
+	return v;
+}
+
+/*
+ * One loop per group, each field's slot and type from the layout: no
+ * header to parse, no dispatch. The only checks left are the ones values
+ * need (a bool's byte, an IP's length) and that the lengths add up. A
+ * chosen field's key bytes are written as its header-and-value encoding
+ * would be, so the key does not depend on the record's form. Made twice,
+ * keyed and not (@keyed a constant); restrict and the locals let the
+ * compiler keep the layout in registers across the stores into the table.
+ */
+static inline __attribute__((always_inline)) enum ingest_reject
+decode_layout(const struct ingest_layout *restrict lay,
+	      const uint8_t *restrict p, size_t len,
+	      struct attr_value *restrict tv, uint64_t *restrict present,
+	      const uint8_t *restrict kind, uint8_t *restrict kp,
+	      uint32_t *restrict klen, const bool keyed)
+{
+	const uint8_t *const end = p + len;
+	uint8_t *const k0 = kp;
+	const unsigned nword = lay->nword, nfix = nword + lay->nbool;
+	const unsigned nipe = nfix + lay->nip, n = lay->n;
+	const uint32_t *restrict hw = lay->hw;
+	unsigned i = 0;
+
+	if (len < lay->fixed)
+		return INGEST_REJ_TRUNCATED;
+	if (rd32(p) >> 24 != 0 || (uint16_t)rd32(p) != MIXD_ATTR_LAYOUT)
+		return INGEST_REJ_ATTRIBUTE;
+	const uint8_t *q = p + 4;
+#define CHOSEN(h) (keyed && (kind[(uint16_t)(h)] & FK_KEY))
+	for (; i < nword; i++, q += 8) {
+		uint32_t h = hw[i];
+		struct attr_value *v = &tv[(uint16_t)h];
+		v->type = (uint8_t)(h >> 16);
+		memcpy(&v->i, q, 8);
+		v->len = 8;
+		if (CHOSEN(h)) {
+			memcpy(kp, &h, 4);
+			memcpy(kp + 3, q, 8);
+			kp += 11;
+		}
+	}
+	for (; i < nfix; i++, q++) {
+		uint32_t h = hw[i];
+		uint8_t b = *q;
+		if (b > 1)
+			return INGEST_REJ_VALUE;
+		struct attr_value *v = &tv[(uint16_t)h];
+		v->type = (uint8_t)(h >> 16);
+		v->b = b;
+		v->len = 1;
+		if (CHOSEN(h)) {
+			h |= (uint32_t)b << 24;
+			memcpy(kp, &h, 4);
+			kp += 4;
+		}
+	}
+	const uint8_t *lens = q; /* a u16 per IP and string */
+	q += 2 * (n - nfix);
+	for (; i < nipe; i++) {
+		uint32_t h = hw[i], m = rd16(lens + 2 * (i - nfix));
+		struct attr_value *v = &tv[(uint16_t)h];
+		if (m > (size_t)(end - q))
+			return INGEST_REJ_TRUNCATED;
+		if (m == 4)
+			memcpy(v->ip, q, 4);
+		else if (m == 16)
+			memcpy(v->ip, q, 16);
+		else
+			return INGEST_REJ_VALUE;
+		v->type = (uint8_t)(h >> 16);
+		v->len = m;
+		if (CHOSEN(h)) {
+			h |= m << 24;
+			memcpy(kp, &h, 4);
+			if (m == 4)
+				memcpy(kp + 4, q, 4);
+			else
+				memcpy(kp + 4, q, 16);
+			kp += 4 + m;
+		}
+		q += m;
+	}
+	for (; i < n; i++) {
+		uint32_t h = hw[i], m = rd16(lens + 2 * (i - nfix));
+		struct attr_value *v = &tv[(uint16_t)h];
+		if (m > (size_t)(end - q))
+			return INGEST_REJ_TRUNCATED;
+		v->type = (uint8_t)(h >> 16);
+		v->len = m;
+		v->s = (const char *)q;
+		if (CHOSEN(h)) {
+			memcpy(kp, &h, 4);
+			memcpy(kp + 3, &m, 4);
+			wire_copy(kp + 7, q, m);
+			kp += 7 + m;
+		}
+		q += m;
+	}
+#undef CHOSEN
+	if (q != end)
+		return INGEST_REJ_TRUNCATED;
+	present[0] |= lay->present[0];
+	present[1] |= lay->present[1];
+	if (keyed)
+		*klen = (uint32_t)(kp - k0);
+	return INGEST_REJ_NONE;
+}
+
+enum ingest_reject ingest_decode_layout(const struct ingest_layout *lay,
+					const uint8_t *p, size_t len,
+					struct attr_table *t,
+					const struct ingest_keyspec *ks,
+					struct ingest_key *k)
+{
+	if (k)
+		return decode_layout(lay, p, len, t->v, t->present, ks->kind,
+				     k->buf, &k->len, true);
+	return decode_layout(lay, p, len, t->v, t->present, NULL, NULL, NULL,
+			     false);
+}

@@ -28,7 +28,8 @@
 enum ingest_reject {
 	INGEST_REJ_NONE = 0,
 	INGEST_REJ_TRUNCATED,  /**< an attribute runs past the record's end */
-	INGEST_REJ_ATTRIBUTE,  /**< unknown dictionary id or bad inline name */
+	INGEST_REJ_ATTRIBUTE,  /**< unknown dictionary id, bad inline name, or
+				    unknown layout */
 	INGEST_REJ_TYPE,       /**< unknown type, or not the declared type */
 	INGEST_REJ_VALUE,      /**< bad IP length, bool, or string map */
 	INGEST_REJ_FRAME,      /**< bad frame on the socket */
@@ -72,8 +73,9 @@ enum ingest_reject ingest_decode_reference(const uint8_t *p, size_t len,
 					   ingest_encoding_fn each, void *ctx);
 
 /** Bytes an ingest_key's buffer must hold: a key is at most the record
- *  it was made from. */
-#define INGEST_KEY_ROOM MIXD_RECORD_MAX
+ *  it was made from, and a layout record's at most 5 bytes a field more
+ *  (a string's header and length in place of its u16 length). */
+#define INGEST_KEY_ROOM (MIXD_RECORD_MAX + 5 * MIXD_LAYOUT_FIELDS)
 
 /** The key ingest_decode_keyed() builds. */
 struct ingest_key {
@@ -111,6 +113,48 @@ enum ingest_reject ingest_decode_keyed(const uint8_t *p, size_t len,
 				       const struct ingest_keyspec *ks,
 				       struct ingest_key *k);
 
+/**
+ * A layout (<mixd/ring.h>) as mixd keeps it: checked, with what decoding
+ * its records needs. Fill with ingest_layout_load().
+ */
+struct ingest_layout {
+	uint8_t n;                         /**< fields */
+	uint8_t nword, nbool, nip;         /**< the groups; strings are the rest */
+	uint32_t fixed;                    /**< bytes before the first IP or
+					        string byte */
+	uint16_t id[MIXD_LAYOUT_FIELDS];   /**< dictionary ids, in order */
+	uint8_t type[MIXD_LAYOUT_FIELDS];  /**< their declared types */
+	uint32_t hw[MIXD_LAYOUT_FIELDS];   /**< id | type << 16: a header */
+	uint64_t present[ATTR_PRESENT_WORDS]; /**< the slots of all fields */
+};
+
+/**
+ * Check layout slot @raw (a copy of the producer's bytes: it may be
+ * anything) and fill @out. False when it is empty or breaks a rule of
+ * <mixd/ring.h>: a field count of 0 or over MIXD_LAYOUT_FIELDS, an id
+ * outside the dictionary, a type other than the declared one, a string
+ * map, a repeated id, groups out of order, a nonzero padding byte.
+ */
+bool ingest_layout_load(struct ingest_layout *out,
+			const struct mixd_layout *raw);
+
+/**
+ * Decode layout record @p of @len bytes (it starts with MIXD_ATTR_LAYOUT
+ * and the slot @lay was loaded from) into @t, cleared by the caller. The
+ * table comes out as ingest_decode() makes it from the record that lists
+ * the same attributes with headers, in the layout's order; rejects are
+ * TRUNCATED (lengths and values do not add up to @len exactly), VALUE (a
+ * bool other than 0 or 1, an IP of neither 4 nor 16 bytes) and ATTRIBUTE
+ * (a header byte that is not the layout's). With @ks and @k, also makes
+ * the key ingest_decode_keyed() makes from that record: equal records of
+ * either form have equal keys.
+ */
+enum ingest_reject ingest_decode_layout(const struct ingest_layout *lay,
+					const uint8_t *p, size_t len,
+					struct attr_table *t,
+					const struct ingest_keyspec *ks,
+					struct ingest_key *k);
+
 /* ---------------------------------------------------------------------- */
 /* Consumer side of a ring.                                                */
 
@@ -143,9 +187,16 @@ int ingest_ring_create_queue(uint64_t capacity, struct ingest_ring **out);
 /** Unmap and free. The ring must no longer be in use. */
 void ingest_ring_destroy(struct ingest_ring *r);
 
-/** Called for each record taken off a ring; returns the reject reason. */
+/**
+ * Called for each record taken off a ring; returns the reject reason.
+ * @lay: for a layout record, the layout its slot holds (decode it with
+ * ingest_decode_layout()); NULL for any other record. A layout record
+ * whose slot is empty or malformed, or that comes on a ring without
+ * layouts, never reaches @fn: it is counted as INGEST_REJ_ATTRIBUTE.
+ */
 typedef enum ingest_reject (*ingest_record_fn)(void *ctx, const uint8_t *p,
-					       uint32_t len);
+					       uint32_t len,
+					       const struct ingest_layout *lay);
 
 /** Counters of one ring, owned by its consumer. */
 struct ingest_ring_counts {

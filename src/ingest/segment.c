@@ -25,6 +25,9 @@ struct ingest_ring {
 	enum ingest_transport transport;
 	uint32_t pid;
 	bool dead;                 /* head invalid: no longer read */
+	bool layouts;              /* a v2 segment: layout records allowed */
+	uint32_t lay_loaded;       /* bit per slot: lay[slot] checked */
+	struct ingest_layout *lay; /* MIXD_LAYOUT_SLOTS, on first use */
 	struct ring_prod queue;    /* queue rings only: the io thread's end */
 };
 
@@ -91,7 +94,10 @@ int ingest_ring_attach(int fd, struct ingest_ring **out)
 	uint64_t cap = ck_pr_load_64(&h->ident.capacity);
 	uint32_t pid = h->ident.pid;
 	munmap(h, MIXD_RING_HDR_SIZE);
-	if (memcmp(marker, MIXD_RING_MARKER, sizeof(MIXD_RING_MARKER) - 1) != 0 ||
+	bool v2 = memcmp(marker, MIXD_RING_MARKER,
+			 sizeof(MIXD_RING_MARKER) - 1) == 0;
+	if ((!v2 && memcmp(marker, MIXD_RING_MARKER_V1,
+			   sizeof(MIXD_RING_MARKER_V1) - 1) != 0) ||
 	    !is_pow2(cap) || cap < MIXD_RING_MIN_CAPACITY ||
 	    cap > MIXD_RING_MAX_CAPACITY ||
 	    (uint64_t)st.st_size < MIXD_RING_HDR_SIZE + cap) {
@@ -109,6 +115,7 @@ int ingest_ring_attach(int fd, struct ingest_ring **out)
 		goto fail;
 	}
 	r->pid = pid;
+	r->layouts = v2;
 	/* Resume where the previous consumer (perhaps a mixd that died)
 	 * stopped. The value is the producer's to scribble on, so check it. */
 	uint64_t head = ring_load_acquire(&r->c.hdr->prod.head);
@@ -154,6 +161,7 @@ void ingest_ring_destroy(struct ingest_ring *r)
 	if (!r)
 		return;
 	munmap(r->map, r->map_len);
+	free(r->lay);
 	free(r);
 }
 
@@ -222,6 +230,32 @@ static void resync(struct ingest_ring *r, struct ingest_ring_counts *n)
 	ring_cons_commit(&r->c);
 }
 
+/*
+ * The layout in slot @slot of shared ring @r, read and checked the first
+ * time a record names it and kept from then on; NULL when the ring has no
+ * such slot or its bytes are not a layout (read again next time: the
+ * producer may not have written it when it published, which is its own
+ * loss).
+ */
+static const struct ingest_layout *ring_layout(struct ingest_ring *r,
+					       unsigned slot)
+{
+	if (!r->layouts || slot >= MIXD_LAYOUT_SLOTS)
+		return NULL;
+	if (r->lay_loaded >> slot & 1)
+		return &r->lay[slot];
+	if (!r->lay && !(r->lay = calloc(MIXD_LAYOUT_SLOTS, sizeof *r->lay)))
+		return NULL;
+	struct mixd_layout raw;
+	memcpy(&raw, (const uint8_t *)r->map + MIXD_LAYOUT_OFFSET +
+			     slot * sizeof raw,
+	       sizeof raw);
+	if (!ingest_layout_load(&r->lay[slot], &raw))
+		return NULL;
+	r->lay_loaded |= 1u << slot;
+	return &r->lay[slot];
+}
+
 unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn, void *ctx,
 			  unsigned budget, struct ingest_ring_counts *n,
 			  uint8_t *scratch)
@@ -253,7 +287,14 @@ unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn, void *ctx,
 			memcpy(scratch, p, len);
 			p = scratch;
 		}
-		enum ingest_reject why = fn(ctx, p, len);
+		const struct ingest_layout *lay = NULL;
+		enum ingest_reject why = INGEST_REJ_NONE;
+		if (len >= 4 && p[0] == (MIXD_ATTR_LAYOUT & 0xff) &&
+		    p[1] == MIXD_ATTR_LAYOUT >> 8 &&
+		    !(lay = ring_layout(r, p[2])))
+			why = INGEST_REJ_ATTRIBUTE;
+		if (why == INGEST_REJ_NONE)
+			why = fn(ctx, p, len, lay);
 		if (why == INGEST_REJ_NONE)
 			n->records++;
 		else

@@ -3,9 +3,10 @@
  * record payload (ingest_decode) and a whole ring segment (attach, then
  * consume). Corrupt input must be rejected and counted, never crash.
  *
- * Input: first byte selects the target; the rest is a record payload, or
- * the bytes of a segment (header then data) that is padded to the smallest
- * ring a consumer accepts.
+ * Input: first byte selects the target (bit 0: a record payload; else bit
+ * 1: a layout slot and a layout record; else a segment); the rest is the
+ * payload, the slot and record, or the bytes of a segment (header then
+ * data) that is padded to the smallest ring a consumer accepts.
  *
  * Every payload is also decoded by ingest_decode_reference(), the plain
  * one-attribute-at-a-time decoder that ingest_decode()'s fast loop must
@@ -16,6 +17,13 @@
  * ingest_decode_keyed() is checked against it too, under two choices of
  * attributes (every slot; every third): the same reason and table, and a
  * key that is exactly the chosen attributes' encodings in record order.
+ *
+ * Layout records (a third target: a 128-byte layout slot, then a record;
+ * and any v2 segment's slots) are checked against the same reference: the
+ * fuzzer rewrites the record with a header before each value, as the
+ * layout lists them, and ingest_decode_layout() must accept exactly when
+ * that rewrite exists and the reference accepts it, with the same table
+ * and, keyed, the same key.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -37,7 +45,7 @@ static struct attr_table ref_table;
 /* The reference key: the encodings ingest_decode_reference() reports
  * for slots in ref_mask, in record order. */
 static uint64_t ref_mask[ATTR_PRESENT_WORDS];
-static uint8_t ref_key[MIXD_RECORD_MAX];
+static uint8_t ref_key[2 * MIXD_RECORD_MAX];
 static size_t ref_klen;
 
 static void ref_encoding(void *ctx, const uint8_t *enc, size_t n, int slot)
@@ -114,10 +122,110 @@ static void keyed(const uint8_t *p, uint32_t len, unsigned every)
 		abort();
 }
 
+/*
+ * Layout record @p of @lay with a header before each value, as
+ * <mixd/ring.h> says it decodes: false when its lengths do not add up.
+ * Written from the ABI's drawing, apart from codec.c.
+ */
+static bool expand(const struct ingest_layout *lay, const uint8_t *p,
+		   size_t len, uint8_t *out, size_t *outlen)
+{
+	unsigned nfix = lay->nword + lay->nbool, nvar = lay->n - nfix;
+	size_t need = 4 + 8u * lay->nword + lay->nbool + 2u * nvar;
+	if (len < need)
+		return false;
+	const uint8_t *q = p + 4, *lens = p + 4 + 8u * lay->nword + lay->nbool;
+	const uint8_t *var = lens + 2u * nvar;
+	size_t o = 0;
+	for (unsigned i = 0; i < lay->n; i++) {
+		memcpy(out + o, &lay->id[i], 2);
+		out[o + 2] = lay->type[i];
+		o += 3;
+		if (i < lay->nword) {
+			memcpy(out + o, q, 8);
+			q += 8;
+			o += 8;
+		} else if (i < nfix) {
+			out[o++] = *q++;
+		} else {
+			uint16_t n;
+			memcpy(&n, lens + 2 * (i - nfix), 2);
+			if ((size_t)(p + len - var) < n)
+				return false;
+			if (i < nfix + lay->nip) {
+				out[o++] = (uint8_t)n; /* u8 length */
+			} else {
+				uint32_t n32 = n;
+				memcpy(out + o, &n32, 4);
+				o += 4;
+			}
+			memcpy(out + o, var, n);
+			var += n;
+			o += n;
+		}
+	}
+	*outlen = o;
+	return var == p + len && p[0] == 0xFE && p[1] == 0xFF && p[3] == 0;
+}
+
+static void layout_check(const struct ingest_layout *lay, const uint8_t *p,
+			 uint32_t len)
+{
+	static uint8_t ex[2 * MIXD_RECORD_MAX], kb[INGEST_KEY_ROOM];
+	size_t exlen = 0;
+	bool ok = expand(lay, p, len, ex, &exlen);
+	attr_table_clear(&ref_table);
+	if (ok) {
+		/* slots of every third id chosen for the reference key */
+		memset(ref_mask, 0, sizeof ref_mask);
+		for (unsigned s = 0; s < ATTR_MAX_SLOTS; s += 3)
+			ref_mask[s >> 6] |= 1ull << (s & 63);
+		ok = ref_decode(ex, (uint32_t)exlen, vocab, &ref_table) ==
+		     INGEST_REJ_NONE;
+	}
+	attr_table_clear(&table);
+	enum ingest_reject rc = ingest_decode_layout(lay, p, len, &table, NULL,
+						     NULL);
+	if ((rc == INGEST_REJ_NONE) != ok)
+		abort();
+	struct ingest_keyspec ks;
+	struct ingest_key k = {.buf = kb};
+	ingest_keyspec_init(&ks, ref_mask);
+	struct attr_table t2;
+	attr_table_clear(&t2);
+	if (ingest_decode_layout(lay, p, len, &t2, &ks, &k) != rc)
+		abort();
+	if (!ok)
+		return;
+	for (unsigned w = 0; w < ATTR_PRESENT_WORDS; w++)
+		if (table.present[w] != ref_table.present[w])
+			abort();
+	for (unsigned s = 0; s < ATTR_MAX_SLOTS; s++) {
+		if (!attr_table_has(&table, s))
+			continue;
+		const struct attr_value *a = &table.v[s], *b = &ref_table.v[s];
+		/* strings point into different buffers: compare bytes */
+		bool str = attr_type_is_string((enum attr_type)a->type) ||
+			   a->type == ATTR_BYTES;
+		if (str ? a->type != b->type || a->len != b->len ||
+				  memcmp(a->s, b->s, a->len) != 0
+			: !same_value(a, b))
+			abort();
+	}
+	if (k.len != ref_klen || memcmp(kb, ref_key, ref_klen) != 0)
+		abort();
+}
+
 /* ---------------------------------------------------------------------- */
 
-static enum ingest_reject decode(void *ctx, const uint8_t *p, uint32_t len)
+static enum ingest_reject decode(void *ctx, const uint8_t *p, uint32_t len,
+				 const struct ingest_layout *lay)
 {
+	(void)ctx;
+	if (lay) {
+		layout_check(lay, p, len);
+		return ingest_decode_layout(lay, p, len, &table, NULL, NULL);
+	}
 	keyed(p, len, 1);
 	keyed(p, len, 3);
 	attr_table_clear(&table);
@@ -147,7 +255,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	if (data[0] & 1) {
-		decode(NULL, data + 1, size - 1);
+		decode(NULL, data + 1, size - 1, NULL);
+		return 0;
+	}
+	if (data[0] & 2) {
+		/* a layout slot, then a record of it */
+		struct mixd_layout raw;
+		struct ingest_layout lay;
+		if (size - 1 < sizeof raw)
+			return 0;
+		memcpy(&raw, data + 1, sizeof raw);
+		if (ingest_layout_load(&lay, &raw))
+			layout_check(&lay, data + 1 + sizeof raw,
+				     (uint32_t)(size - 1 - sizeof raw));
 		return 0;
 	}
 	/* A whole segment: the producer controls every byte of it. */

@@ -5,7 +5,11 @@
  *   producer --address unix:///p [--transport shm|socket] [--count N]
  *            [--threads T] [--rate R] [--progress FILE]
  *            [--evil truncate|scribble] [--evil-after N] [--linger-ms MS]
- *            [--flush-ms MS]
+ *            [--flush-ms MS] [--template]
+ *
+ * --template: write through a record template (mixd_template_report())
+ * instead of the record builder; over shared memory its records are
+ * layout records (values alone, the layout in the segment's header).
  *
  * --progress FILE: after every commit the producer stores two counters in
  * FILE (mapped shared): records started, records committed, and when the
@@ -61,6 +65,7 @@ static long long evil_after = 1000;
 static uint64_t max_commit_ns; /* atomic max */
 static const char *phases;
 static const char *progress_path;
+static bool use_template;
 
 static uint64_t now_ns(void)
 {
@@ -69,9 +74,14 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+static mixd_template *tpl; /* --template */
+static int write_template(uint64_t i);
+
 /* About 20 attributes and 250 bytes, as an Envoy report is. */
 static int write_record(uint64_t i)
 {
+	if (tpl)
+		return write_template(i);
 	static const char *const proto[] = {"http", "grpc", "tcp"};
 	static const char *const svc[] = {"reviews", "ratings", "details",
 					  "productpage"};
@@ -105,6 +115,63 @@ static int write_record(uint64_t i)
 	mixd_set_cstr(r, MIXD_ATTR_API_PROTOCOL, proto[i % 3]);
 	mixd_set_int64(r, MIXD_ATTR_CONNECTION_SENT_BYTES, (int64_t)(i % 300));
 	return mixd_record_commit(r);
+}
+
+/* The same record through a template, made once in main(). */
+static const struct mixd_field tpl_fields[20] = {
+	{MIXD_ATTR_CONTEXT_PROTOCOL, MIXD_T_STRING},
+	{MIXD_ATTR_CONTEXT_REPORTER_KIND, MIXD_T_STRING},
+	{MIXD_ATTR_SOURCE_UID, MIXD_T_STRING},
+	{MIXD_ATTR_DESTINATION_UID, MIXD_T_STRING},
+	{MIXD_ATTR_SOURCE_IP, MIXD_T_IP},
+	{MIXD_ATTR_DESTINATION_IP, MIXD_T_IP},
+	{MIXD_ATTR_DESTINATION_PORT, MIXD_T_INT64},
+	{MIXD_ATTR_DESTINATION_SERVICE_HOST, MIXD_T_STRING},
+	{MIXD_ATTR_REQUEST_METHOD, MIXD_T_STRING},
+	{MIXD_ATTR_REQUEST_PATH, MIXD_T_STRING},
+	{MIXD_ATTR_REQUEST_HOST, MIXD_T_STRING},
+	{MIXD_ATTR_REQUEST_SIZE, MIXD_T_INT64},
+	{MIXD_ATTR_RESPONSE_SIZE, MIXD_T_INT64},
+	{MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64},
+	{MIXD_ATTR_RESPONSE_DURATION, MIXD_T_DURATION},
+	{MIXD_ATTR_REQUEST_TIME, MIXD_T_TIMESTAMP},
+	{MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL},
+	{MIXD_ATTR_SOURCE_PRINCIPAL, MIXD_T_STRING},
+	{MIXD_ATTR_API_PROTOCOL, MIXD_T_STRING},
+	{MIXD_ATTR_CONNECTION_SENT_BYTES, MIXD_T_INT64},
+};
+static int write_template(uint64_t i)
+{
+	static const char *const proto[] = {"http", "grpc", "tcp"};
+	static const char *const svc[] = {"reviews", "ratings", "details",
+					  "productpage"};
+#define S(s) {.p = (s), .len = (uint32_t)strlen(s)}
+	uint8_t sip[4] = {10, 0, (uint8_t)(i >> 8), (uint8_t)i};
+	uint8_t dip[4] = {10, 1, 0, (uint8_t)(i % 7)};
+	struct mixd_slot v[20] = {
+		S(proto[i % 3]),
+		S(i & 1 ? "inbound" : "outbound"),
+		S("kubernetes://productpage-v1.instance-1f0c2a5e"),
+		S("kubernetes://reviews-v2.instance-c96bf99f"),
+		{.p = sip, .len = 4},
+		{.p = dip, .len = 4},
+		{.i = 9080},
+		S(svc[i % 4]),
+		S("GET"),
+		S("/reviews/0"),
+		S("reviews:9080"),
+		{.i = (int64_t)(i % 1000)},
+		{.i = (int64_t)(i % 5000)},
+		{.i = i % 10 ? 200 : 503},
+		{.i = (int64_t)(i % 100) * 1000000},
+		{.i = 1700000000000000000ll},
+		{.b = (int)(i & 2)},
+		S("cluster.local/ns/default/sa/productpage"),
+		S(proto[i % 3]),
+		{.i = (int64_t)(i % 300)},
+	};
+#undef S
+	return mixd_template_report(tpl, v, 0);
 }
 
 /* Find the memfds libmixd made for our rings, through /proc/self/fd. */
@@ -253,6 +320,7 @@ int main(int argc, char **argv)
 		{"linger-ms", required_argument, NULL, 'l'},
 		{"flush-ms", required_argument, NULL, 'f'},
 		{"phases", required_argument, NULL, 'P'},
+		{"template", no_argument, NULL, 'X'},
 		{0},
 	};
 	int c;
@@ -269,6 +337,7 @@ int main(int argc, char **argv)
 		case 'l': linger_ms = atol(optarg); break;
 		case 'f': flush_ms = atol(optarg); break;
 		case 'P': phases = optarg; break;
+		case 'X': use_template = true; break;
 		default:
 			fprintf(stderr, "producer: bad arguments\n");
 			return 2;
@@ -305,6 +374,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "producer: mixd_client_open: %s\n", strerror(-rc));
 		return 2;
 	}
+	if (use_template &&
+	    (rc = mixd_template_create(client, tpl_fields, 20, &tpl)) != 0) {
+		fprintf(stderr, "producer: mixd_template_create: %s\n",
+			strerror(-rc));
+		return 2;
+	}
 	pthread_t th[64];
 	if (threads > 64)
 		threads = 64;
@@ -330,6 +405,7 @@ int main(int argc, char **argv)
 	       (unsigned long long)st.dropped_invalid, max_commit_ns / 1000.0,
 	       flushed ? "true" : "false");
 	fflush(stdout);
+	mixd_template_destroy(tpl);
 	mixd_client_close(client);
 	return 0;
 }

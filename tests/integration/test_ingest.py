@@ -65,9 +65,9 @@ def settle(m, pred, what, timeout=20):
     return ingest(m)
 
 
-def four_producers_over_shared_memory_are_counted_exactly(build):
+def four_producers_over_shared_memory_are_counted_exactly(build, *api):
     with mt.Mixd(build) as m:
-        res = run_producers(build, m, 4, "--count", str(PER_PRODUCER))
+        res = run_producers(build, m, 4, "--count", str(PER_PRODUCER), *api)
         written = sum(r["written"] for r in res)
         dropped = sum(r["dropped_full"] for r in res)
         mt.check(written + dropped == 4 * PER_PRODUCER, f"{res}")
@@ -78,6 +78,12 @@ def four_producers_over_shared_memory_are_counted_exactly(build):
         # Producers exited: their rings are drained and released.
         settle(m, lambda s: s["rings"] == 0 and s["producers"] == 0, "rings released")
         print(f"   shm: {written} accepted, {dropped} dropped (ring full)")
+
+
+def four_template_producers_over_shared_memory_are_counted_exactly(build):
+    """Templates over shared memory write layout records (values alone, the
+    layout in the segment): every one accepted, none rejected."""
+    four_producers_over_shared_memory_are_counted_exactly(build, "--template")
 
 
 def four_producers_over_the_socket_are_counted_exactly(build):
@@ -132,14 +138,15 @@ def a_killed_producer_loses_nothing_it_committed(build):
         mt.check(m.get("/healthz")[0] == 200)
 
 
-def records_written_while_mixd_is_down_are_counted_after_restart(build):
+def records_written_while_mixd_is_down_are_counted_after_restart(build, *api):
     with mt.Mixd(build) as m:
         prog = os.path.join(m.tmp, "progress")
         # 2,000 records; mixd killed; 1,500 (fit the 1 MiB ring, which
         # holds about 3,000 of these) and later 20,000 more (overflow it)
         # written while it is down; restart; once drained, 2,000 more.
         p = subprocess.Popen(producer_argv(build, m, "--progress", prog,
-                                           "--phases", "2000,1500,20000,2000"),
+                                           "--phases", "2000,1500,20000,2000",
+                                           *api),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         settle(m, lambda s: s["shm"] == 2000, "phase 1 consumed")
         m.kill(signal.SIGKILL)
@@ -173,8 +180,14 @@ def records_written_while_mixd_is_down_are_counted_after_restart(build):
         # mixd was away for a while.
         mt.check(res["max_commit_us"] < 100_000 * mt.TIMEOUT_FACTOR,
                  f"slowest commit {res['max_commit_us']} us with mixd down {down_for:.1f} s")
+        mt.check(got["rejected"] == 0, f"{got}")
         print(f"   down {down_for:.1f} s; after restart: {got['shm']:.0f} records, "
               f"{got['ring_full']:.0f} drops; slowest commit {res['max_commit_us']} us")
+
+
+def template_records_written_while_mixd_is_down_are_counted_after_restart(build):
+    """The restarted mixd finds the layout in the segment it takes back."""
+    records_written_while_mixd_is_down_are_counted_after_restart(build, "--template")
 
 
 def a_producer_truncating_its_memfd_cannot_hurt_mixd(build):
@@ -276,9 +289,11 @@ def sigterm_drains_and_exits_zero(build):
 if __name__ == "__main__":
     mt.main([
         four_producers_over_shared_memory_are_counted_exactly,
+        four_template_producers_over_shared_memory_are_counted_exactly,
         four_producers_over_the_socket_are_counted_exactly,
         a_killed_producer_loses_nothing_it_committed,
         records_written_while_mixd_is_down_are_counted_after_restart,
+        template_records_written_while_mixd_is_down_are_counted_after_restart,
         a_producer_truncating_its_memfd_cannot_hurt_mixd,
         a_producer_scribbling_over_its_ring_is_contained,
         garbage_on_the_socket_is_rejected_and_counted,

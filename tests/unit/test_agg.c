@@ -244,7 +244,7 @@ static void side_record(struct side *s, const uint8_t *rec, uint32_t len,
 	struct shard_state *st = s->sh->state;
 	if (s->sh->mar)
 		mar_read_begin(s->sh->mar);
-	assert_int_equal(state_record(st, &t, rec, len, now_ns,
+	assert_int_equal(state_record(st, &t, rec, len, NULL, now_ns,
 				      s->a->o.series_limit, s->sh->mar,
 				      &s->a->epoch, &s->sh->retired),
 			 INGEST_REJ_NONE);

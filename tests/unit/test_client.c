@@ -451,18 +451,23 @@ struct tpl_check {
 	const struct attr_vocab *vocab;
 	int custom_slot;
 	uint64_t seen;
+	uint64_t layouts; /* records that came as layout records */
 };
 
 static const char tpl_path[700] = {[0 ... 699] = 'q'};
 
 /* Record i's values, as tpl_values_are_what_the_ring_carries() reports. */
 static enum ingest_reject tpl_check_record(void *ctx, const uint8_t *p,
-					   uint32_t len)
+					   uint32_t len,
+					   const struct ingest_layout *lay)
 {
 	struct tpl_check *k = ctx;
 	static struct attr_table t;
 	attr_table_clear(&t);
-	assert_int_equal(ingest_decode(p, len, k->vocab, &t), INGEST_REJ_NONE);
+	assert_int_equal(lay ? ingest_decode_layout(lay, p, len, &t, NULL, NULL)
+			     : ingest_decode(p, len, k->vocab, &t),
+			 INGEST_REJ_NONE);
+	k->layouts += lay != NULL;
 	const struct attr_value *v = attr_table_get(&t, MIXD_ATTR_RESPONSE_DURATION);
 	assert_non_null(v);
 	int64_t i = v->i;
@@ -513,14 +518,17 @@ struct key_check {
 };
 
 static enum ingest_reject key_of_record(void *ctx, const uint8_t *p,
-					uint32_t len)
+					uint32_t len,
+					const struct ingest_layout *lay)
 {
 	struct key_check *k = ctx;
 	static struct attr_table t;
 	static uint8_t kb[INGEST_KEY_ROOM];
 	struct ingest_key key = {.buf = kb};
 	attr_table_clear(&t);
-	assert_int_equal(ingest_decode_keyed(p, len, k->vocab, &t, &k->ks, &key),
+	assert_int_equal(lay ? ingest_decode_layout(lay, p, len, &t, &k->ks, &key)
+			     : ingest_decode_keyed(p, len, k->vocab, &t, &k->ks,
+						   &key),
 			 INGEST_REJ_NONE);
 	assert_true(k->seen < 2 && key.len <= sizeof k->key[0]);
 	memcpy(k->key[k->seen], kb, key.len);
@@ -594,6 +602,8 @@ static void tpl_values_are_what_the_ring_carries(void **state)
 		usleep(1000);
 	}
 	assert_int_equal(check.seen, n);
+	/* whole records of the grouped template came as layout records */
+	assert_int_equal(check.layouts, (n + 2) / 3);
 	assert_int_equal(counts.records, n);
 	struct mixd_client_stats st;
 	mixd_client_stats(c, &st);
@@ -601,7 +611,8 @@ static void tpl_values_are_what_the_ring_carries(void **state)
 	assert_int_equal(st.dropped_invalid, 0);
 
 	/* Leaving a field out keeps the others in the grouped order, so the
-	 * memo key of the fields mixd reads is the same either way. */
+	 * memo key of the fields mixd reads is the same either way (and the
+	 * whole record, a layout record, has the key of its grouped form). */
 	struct key_check kc = {.vocab = vocab};
 	uint64_t mask[ATTR_PRESENT_WORDS] = {0};
 	const unsigned chosen[] = {MIXD_ATTR_REQUEST_PATH,

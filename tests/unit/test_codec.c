@@ -383,6 +383,202 @@ static void keyed_decoding_copies_the_chosen_encodings(void **state)
 	attr_vocab_destroy(v2);
 }
 
+/* ---- layout records ---- */
+
+/* A layout of every kind a layout takes: two words, a bool, an IP, a DNS
+ * name and two strings, in group order. */
+static const struct mixd_layout_field lay_fields[] = {
+	{MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64, 0},
+	{MIXD_ATTR_RESPONSE_DURATION, MIXD_T_DURATION, 0},
+	{MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL, 0},
+	{MIXD_ATTR_SOURCE_IP, MIXD_T_IP, 0},
+	{MIXD_ATTR_DESTINATION_SERVICE_HOST, MIXD_T_STRING, 0},
+	{MIXD_ATTR_REQUEST_PATH, MIXD_T_STRING, 0},
+	{MIXD_ATTR_SOURCE_UID, MIXD_T_STRING, 0},
+};
+#define LAY_N (sizeof lay_fields / sizeof lay_fields[0])
+
+static struct mixd_layout raw_layout(void)
+{
+	struct mixd_layout raw = {.n = LAY_N};
+	memcpy(raw.f, lay_fields, sizeof lay_fields);
+	return raw;
+}
+
+/* Record @i of the layout, both ways: @lrec as values alone, @hrec with a
+ * header before each value (as mixd_report() writes it). */
+static void layout_pair(unsigned i, uint8_t *lrec, uint32_t *llen,
+			struct wire_writer *h)
+{
+	static const char *const hosts[] = {"reviews", "", "ratings.default"};
+	const char *host = hosts[i % 3], *uid = "kubernetes://pp-v1.1f0c";
+	char path[300];
+	size_t pl = i * 37 % sizeof path;
+	memset(path, 'a' + (int)(i % 26), pl);
+	uint8_t ip4[4] = {10, 0, 0, (uint8_t)i}, ip6[16] = {0x20, 1, [15] = 9};
+	const uint8_t *ip = i & 1 ? ip6 : ip4;
+	uint16_t ipl = i & 1 ? 16 : 4;
+	int64_t code = 200 + i, dur = (int64_t)i * 1000000;
+	uint8_t mtls = (uint8_t)(i & 1);
+
+	uint8_t *o = lrec;
+	uint32_t hd = MIXD_ATTR_LAYOUT;
+	memcpy(o, &hd, 4), o += 4;
+	memcpy(o, &code, 8), o += 8;
+	memcpy(o, &dur, 8), o += 8;
+	*o++ = mtls;
+	uint16_t lens[4] = {ipl, (uint16_t)strlen(host), (uint16_t)pl,
+			    (uint16_t)strlen(uid)};
+	memcpy(o, lens, sizeof lens), o += sizeof lens;
+	memcpy(o, ip, ipl), o += ipl;
+	memcpy(o, host, lens[1]), o += lens[1];
+	memcpy(o, path, pl), o += pl;
+	memcpy(o, uid, lens[3]), o += lens[3];
+	*llen = (uint32_t)(o - lrec);
+
+	wire_init(h, buf, sizeof buf);
+	wire_attr(h, MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64, NULL, 0);
+	wire_u64(h, (uint64_t)code);
+	wire_attr(h, MIXD_ATTR_RESPONSE_DURATION, MIXD_T_DURATION, NULL, 0);
+	wire_u64(h, (uint64_t)dur);
+	wire_attr(h, MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL, NULL, 0);
+	wire_u8(h, mtls);
+	wire_attr(h, MIXD_ATTR_SOURCE_IP, MIXD_T_IP, NULL, 0);
+	wire_ip(h, ip, ipl);
+	wire_attr(h, MIXD_ATTR_DESTINATION_SERVICE_HOST, MIXD_T_STRING, NULL, 0);
+	wire_bytes(h, host, lens[1]);
+	wire_attr(h, MIXD_ATTR_REQUEST_PATH, MIXD_T_STRING, NULL, 0);
+	wire_bytes(h, path, pl);
+	wire_attr(h, MIXD_ATTR_SOURCE_UID, MIXD_T_STRING, NULL, 0);
+	wire_bytes(h, uid, lens[3]);
+	assert_false(h->overflow);
+}
+
+static void same_tables(const struct attr_table *a, const struct attr_table *b)
+{
+	assert_memory_equal(a->present, b->present, sizeof a->present);
+	for (unsigned s = 0; s < ATTR_MAX_SLOTS; s++) {
+		if (!attr_table_has(a, s))
+			continue;
+		const struct attr_value *x = &a->v[s], *y = &b->v[s];
+		assert_int_equal(x->type, y->type);
+		assert_int_equal(x->len, y->len);
+		if (attr_type_is_string((enum attr_type)x->type))
+			assert_memory_equal(x->s, y->s, x->len);
+		else if (x->type == ATTR_IP)
+			assert_memory_equal(x->ip, y->ip, x->len);
+		else if (x->type == ATTR_BOOL)
+			assert_int_equal(x->b, y->b);
+		else
+			assert_int_equal(x->i, y->i);
+	}
+}
+
+static void a_layout_record_decodes_as_its_headered_form(void **state)
+{
+	(void)state;
+	struct mixd_layout raw = raw_layout();
+	struct ingest_layout lay;
+	assert_true(ingest_layout_load(&lay, &raw));
+	assert_int_equal(lay.nword, 2);
+	assert_int_equal(lay.nbool, 1);
+	assert_int_equal(lay.nip, 1);
+	/* keys over two choices: every field; host, mtls and the IP */
+	uint64_t all[ATTR_PRESENT_WORDS] = {0}, some[ATTR_PRESENT_WORDS] = {0};
+	for (size_t f = 0; f < LAY_N; f++)
+		all[lay_fields[f].id / 64] |= 1ull << (lay_fields[f].id % 64);
+	const unsigned pick[] = {MIXD_ATTR_DESTINATION_SERVICE_HOST,
+				 MIXD_ATTR_CONNECTION_MTLS, MIXD_ATTR_SOURCE_IP};
+	for (size_t f = 0; f < 3; f++)
+		some[pick[f] / 64] |= 1ull << (pick[f] % 64);
+	struct ingest_keyspec ks[2];
+	ingest_keyspec_init(&ks[0], all);
+	ingest_keyspec_init(&ks[1], some);
+
+	static uint8_t lrec[1024], k1[INGEST_KEY_ROOM], k2[INGEST_KEY_ROOM];
+	static struct attr_table lt;
+	for (unsigned i = 0; i < 60; i++) {
+		uint32_t llen;
+		struct wire_writer h;
+		layout_pair(i, lrec, &llen, &h);
+		attr_table_clear(&lt);
+		assert_int_equal(ingest_decode_layout(&lay, lrec, llen, &lt, NULL,
+						      NULL),
+				 INGEST_REJ_NONE);
+		assert_int_equal(decode(&h), INGEST_REJ_NONE);
+		same_tables(&lt, &table);
+		for (int c = 0; c < 2; c++) {
+			struct ingest_key a = {.buf = k1}, b = {.buf = k2};
+			attr_table_clear(&lt);
+			assert_int_equal(ingest_decode_layout(&lay, lrec, llen,
+							      &lt, &ks[c], &a),
+					 INGEST_REJ_NONE);
+			attr_table_clear(&table);
+			assert_int_equal(ingest_decode_keyed(h.buf, h.len, vocab,
+							     &table, &ks[c], &b),
+					 INGEST_REJ_NONE);
+			assert_int_equal(a.len, b.len);
+			assert_memory_equal(k1, k2, a.len);
+		}
+	}
+}
+
+static void malformed_layouts_and_layout_records_are_rejected(void **state)
+{
+	(void)state;
+	struct ingest_layout lay;
+	struct mixd_layout raw = raw_layout();
+	raw.n = 0;
+	assert_false(ingest_layout_load(&lay, &raw));
+	raw.n = MIXD_LAYOUT_FIELDS + 1;
+	assert_false(ingest_layout_load(&lay, &raw));
+	/* an id outside the dictionary, a type not the declared one, a map,
+	 * a repeat, a group out of order, a padding byte */
+	const struct {
+		unsigned at;
+		struct mixd_layout_field f;
+	} bad[] = {
+		{0, {MIXD_ATTR_DICT_COUNT, MIXD_T_INT64, 0}},
+		{0, {MIXD_ATTR_RESPONSE_CODE, MIXD_T_DOUBLE, 0}},
+		{6, {MIXD_ATTR_REQUEST_HEADERS, MIXD_T_STRING_MAP, 0}},
+		{6, {MIXD_ATTR_REQUEST_PATH, MIXD_T_STRING, 0}},
+		{1, {MIXD_ATTR_SOURCE_UID, MIXD_T_STRING, 0}},
+		{2, {MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL, 1}},
+	};
+	for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+		raw = raw_layout();
+		raw.f[bad[b].at] = bad[b].f;
+		assert_false(ingest_layout_load(&lay, &raw));
+	}
+	raw = raw_layout();
+	assert_true(ingest_layout_load(&lay, &raw));
+
+	static uint8_t rec[1024];
+	uint32_t len;
+	struct wire_writer h;
+	layout_pair(2, rec, &len, &h); /* IPv4, host "ratings.default" */
+	static struct attr_table t;
+	const uint32_t bool_at = 4 + 16, len_at = bool_at + 1;
+#define REJECTS(why, l)                                                     	do {                                                                		attr_table_clear(&t);                                       		assert_int_equal(ingest_decode_layout(&lay, rec, (l), &t,   						      NULL, NULL),          				 (why));                                    	} while (0)
+	REJECTS(INGEST_REJ_NONE, len);
+	REJECTS(INGEST_REJ_TRUNCATED, len - 1);
+	REJECTS(INGEST_REJ_TRUNCATED, len + 1); /* a byte after the values */
+	REJECTS(INGEST_REJ_TRUNCATED, 10);
+	rec[3] = 1; /* the reserved header byte */
+	REJECTS(INGEST_REJ_ATTRIBUTE, len);
+	rec[3] = 0;
+	rec[bool_at] = 2;
+	REJECTS(INGEST_REJ_VALUE, len);
+	rec[bool_at] = 1;
+	uint16_t l5 = 5;
+	memcpy(rec + len_at, &l5, 2); /* the IP's length: 5 */
+	REJECTS(INGEST_REJ_VALUE, len + 1);
+	uint16_t big = 60000;
+	memcpy(rec + len_at, &big, 2);
+	REJECTS(INGEST_REJ_TRUNCATED, len);
+#undef REJECTS
+}
+
 static void writer_refuses_to_overflow(void **state)
 {
 	struct wire_writer w;
@@ -406,6 +602,8 @@ int main(void)
 		cmocka_unit_test(empty_record_is_valid),
 		cmocka_unit_test(malformed_records_are_rejected_with_a_reason),
 		cmocka_unit_test(keyed_decoding_copies_the_chosen_encodings),
+		cmocka_unit_test(a_layout_record_decodes_as_its_headered_form),
+		cmocka_unit_test(malformed_layouts_and_layout_records_are_rejected),
 		cmocka_unit_test(writer_refuses_to_overflow),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

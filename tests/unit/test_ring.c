@@ -274,8 +274,10 @@ struct seen {
 };
 
 static enum ingest_reject expect_copy(void *ctx, const uint8_t *p,
-				      uint32_t len)
+				      uint32_t len,
+				      const struct ingest_layout *lay)
 {
+	assert_null(lay);
 	struct seen *s = ctx;
 	uint8_t want[100];
 	pattern(want, sizeof want, 7);
@@ -287,8 +289,10 @@ static enum ingest_reject expect_copy(void *ctx, const uint8_t *p,
 }
 
 static enum ingest_reject expect_in_place(void *ctx, const uint8_t *p,
-					  uint32_t len)
+					  uint32_t len,
+					  const struct ingest_layout *lay)
 {
+	assert_null(lay);
 	struct seen *s = ctx;
 	assert_true(p < s->scratch || p >= s->scratch + MIXD_RECORD_MAX);
 	(void)len;
