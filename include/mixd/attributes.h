@@ -149,8 +149,10 @@ enum mixd_attr_id {
 
 /**
  * On the wire an attribute id of MIXD_ATTR_INLINE means "the name follows
- * inline" (u16 length, then the bytes). Ids in [MIXD_ATTR_DICT_COUNT,
- * MIXD_ATTR_INLINE) are invalid on the wire.
+ * inline" (u16 length, then the bytes). Other ids in
+ * [MIXD_ATTR_DICT_COUNT, MIXD_ATTR_INLINE) are invalid as attributes; the
+ * first two bytes of a layout record (<mixd/ring.h>, MIXD_ATTR_LAYOUT)
+ * are one of them.
  */
 #define MIXD_ATTR_INLINE 0xFFFFu
 

@@ -1,7 +1,8 @@
 /*
  * mixd/ring.h -- the producer ABI: shared-memory ring layout, record framing,
  * record encoding and the socket handshake. Version 2 (version 1 is version 2
- * without layouts; mixd reads both).
+ * without layouts). mixd reads both; a libmixd that writes v2 needs a mixd
+ * that reads it, so upgrade mixd before its producers.
  *
  * This header owns every byte that crosses from a producer (a proxy linking
  * libmixd) to mixd. Only these files may include it: src/ingest/client.c
@@ -158,7 +159,8 @@ _Static_assert(sizeof(struct mixd_ring_cons) == 64, "cons is one line");
 _Static_assert(sizeof(struct mixd_ring_hdr) <= MIXD_RING_HDR_SIZE,
 	       "header fits before data");
 
-/** Layout slots (v2): where they start, how many, each one's size. */
+/** Layout slots (v2): where they start, how many, and the most fields a
+ *  slot lists; a slot is a struct mixd_layout, 128 bytes. */
 #define MIXD_LAYOUT_OFFSET 256u
 #define MIXD_LAYOUT_SLOTS 30u
 #define MIXD_LAYOUT_FIELDS 31u

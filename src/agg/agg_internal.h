@@ -166,8 +166,10 @@ struct agg_plan {
 	 * path decides but the metric values is a function of the attributes
 	 * in memo_keys.mask (as the record arrived) and of the Marathon snapshot:
 	 * no logentry action, and no value expression reads an attribute a
-	 * mesos instance binds. The values are then evaluated alone, by
-	 * val_plan: family f's at val_res[val_at[f]]. */
+	 * mesos instance binds. The values are then found alone: read
+	 * directly when a family's value is `attribute | constant` or a
+	 * constant (plan_family.val_direct), else by val_plan, family f's at
+	 * val_res[val_at[f]]. */
 	bool memo_ok;
 	struct ingest_keyspec memo_keys; /* memo attributes, for the decoder */
 	struct expr_plan *val_plan;
@@ -280,7 +282,7 @@ void memo_free(struct memo *m);
 uint64_t memo_capacity(const struct memo *m);
 /** Start over with room for @entries (the contents are dropped). */
 int memo_resize(struct memo *m, uint64_t entries);
-/** Forget every entry (rows were freed, or the snapshot changed). */
+/** Forget every entry (rows were freed). */
 void memo_invalidate(struct memo *m);
 /** The hash of the @len bytes of @key, which must be followed by 16 zero
  *  bytes (the hash reads whole 16-byte lanes). */

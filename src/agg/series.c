@@ -883,9 +883,8 @@ static void process(struct shard_state *s, struct attr_table *t,
 	uint32_t mlen = 0;
 
 	if (p->memo_ok) {
-		/* The resolver's answers are those of its snapshot: a new one
-		 * (at most one per publish interval, 100 ms) starts the memo
-		 * over. */
+		/* The snapshot in use: an entry made under another one is
+		 * checked against it before it serves (still_answers()). */
 		x->memo_snap = mar ? mar_reader_generation(mar) : 0;
 		if (x->memo_aside) {
 			x->memo_aside--;

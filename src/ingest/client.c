@@ -843,8 +843,8 @@ static void tpl_layout(struct mixd_template *t)
 {
 	t->lay = -1;
 	if (!t->grouped || t->c->transport != MIXD_TRANSPORT_SHM ||
-	    t->n > MIXD_LAYOUT_FIELDS)
-		return;
+	    t->n == 0 || t->n > MIXD_LAYOUT_FIELDS)
+		return; /* an empty template writes empty records */
 	for (uint32_t i = 0; i < t->n; i++) {
 		uint16_t id = (uint16_t)t->op[i].hw;
 		uint8_t type = (uint8_t)(t->op[i].hw >> 16);
@@ -852,9 +852,15 @@ static void tpl_layout(struct mixd_template *t)
 			return;
 		t->desc.f[i] = (struct mixd_layout_field){.id = id, .type = type};
 	}
-	uint32_t slot = __atomic_fetch_add(&t->c->nlayouts, 1, __ATOMIC_RELAXED);
-	if (slot >= MIXD_LAYOUT_SLOTS)
-		return;
+	/* A slot is the template's for the client's life (a ring never
+	 * rewrites one): the count stops at the last, never wraps. */
+	uint32_t slot = __atomic_load_n(&t->c->nlayouts, __ATOMIC_RELAXED);
+	do {
+		if (slot >= MIXD_LAYOUT_SLOTS)
+			return;
+	} while (!__atomic_compare_exchange_n(&t->c->nlayouts, &slot, slot + 1,
+					      true, __ATOMIC_RELAXED,
+					      __ATOMIC_RELAXED));
 	t->desc.n = t->n;
 	t->lay = (int)slot;
 	/* 4 header bytes; a word 8, a bool 1, an IP 2 + 16, a short string

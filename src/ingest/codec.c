@@ -393,14 +393,15 @@ decode_layout(const struct ingest_layout *restrict lay,
 	for (; i < nipe; i++) {
 		uint32_t h = hw[i], m = rd16(lens + 2 * (i - nfix));
 		struct attr_value *v = &tv[(uint16_t)h];
+		/* The length, then the room: the headered decoder's order. */
+		if (m != 4 && m != 16)
+			return INGEST_REJ_VALUE;
 		if (m > (size_t)(end - q))
 			return INGEST_REJ_TRUNCATED;
 		if (m == 4)
 			memcpy(v->ip, q, 4);
-		else if (m == 16)
-			memcpy(v->ip, q, 16);
 		else
-			return INGEST_REJ_VALUE;
+			memcpy(v->ip, q, 16);
 		v->type = (uint8_t)(h >> 16);
 		v->len = m;
 		if (CHOSEN(h)) {

@@ -100,7 +100,7 @@ struct mar_inst {
 	struct attr_value v[MAR_SIDE_FIELDS]; /**< enum mar_out source order */
 	uint32_t n_ctr;
 	const struct mar_ctr *ctr;
-	/** Hash of everything above, by content: the same in every snapshot
+	/** XXH3 of everything above, by content: the same in every snapshot
 	 *  while the task is unchanged (mar_result_fingerprint()). */
 	uint64_t fp;
 };

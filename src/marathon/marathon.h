@@ -105,8 +105,9 @@ struct mar_options {
 	int64_t resync_delay_ns;
 	/** Events applied in place are published at most this often (each
 	 *  publish rebuilds the snapshot); default 100 ms. A build that takes
-	 *  longer than a tenth of it stretches the interval to ten builds, so
-	 *  rebuilding never takes more than a tenth of a core. */
+	 *  longer than a tenth of it stretches the interval to ten builds (at
+	 *  most 10 s), so rebuilding for events takes at most a tenth of a
+	 *  core. */
 	int64_t publish_interval_ns;
 	/** Log lines go here; NULL: stderr. For tests. */
 	void *log_file; /* FILE * */

@@ -158,11 +158,14 @@ struct mar_resolver {
 /*
  * A publish rebuilds the whole snapshot (200-300 ms for 100,000 tasks on a
  * slow core), and a large cluster sends events without pause. Spacing
- * publishes by ten builds keeps the resolver thread under a tenth of a
- * core whatever the churn; a change then shows within ten builds' time
- * (about 3 s at that size, the publish interval in small clusters).
+ * publishes by ten builds keeps rebuilding under a tenth of a core
+ * whatever the churn; a change then shows within ten builds' time (about
+ * 3 s at that size, the publish interval in small clusters), and never
+ * later than PUBLISH_GAP_MAX after the last publish, however slow one
+ * build was (a stalled VM must not hold events back for minutes).
  */
 #define PUBLISH_DUTY 10
+#define PUBLISH_GAP_MAX_NS 10000000000ll
 
 /* ------------------------------------------------------------------ */
 /* Names */
@@ -412,9 +415,11 @@ static void publish(struct mar_resolver *r)
 	int rc = mar_snap_build(r->model.apps, r->model.pods, r->hc, &s,
 				&skipped);
 	int64_t built = now_ns() - t0;
-	r->publish_gap_ns = built * PUBLISH_DUTY > r->publish_interval_ns
-				    ? built * PUBLISH_DUTY
-				    : r->publish_interval_ns;
+	int64_t gap = built * PUBLISH_DUTY;
+	if (gap > PUBLISH_GAP_MAX_NS)
+		gap = PUBLISH_GAP_MAX_NS;
+	r->publish_gap_ns = gap > r->publish_interval_ns ? gap
+							 : r->publish_interval_ns;
 	cnt_set(&r->c.last_build_us, (uint64_t)built / 1000);
 	if (rc < 0) {
 		/* Keep the old one and the dirty flag: retried next tick. */

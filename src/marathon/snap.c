@@ -14,6 +14,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <xxhash.h>
+
 #include "marathon/mar_internal.h"
 
 /* ------------------------------------------------------------------ */
@@ -277,61 +279,70 @@ bool mar_ip_key(const struct attr_value *v, uint8_t key[MAR_IPKEY_LEN])
 	return false;
 }
 
-/* Fold @len bytes at @p into @h. */
-static uint64_t fp_bytes(uint64_t h, const void *p, size_t len)
+/* Feed value @v to @st: its type, its length and the bytes they cover. */
+static void fp_value(XXH3_state_t *st, const struct attr_value *v)
 {
-	return mar_hash(p, len, h);
-}
-
-/* Fold value @v into @h: its type, length and the bytes they cover. */
-static uint64_t fp_value(uint64_t h, const struct attr_value *v)
-{
-	h = mar_mix(h ^ v->type, (uint64_t)v->len + 0x9e3779b97f4a7c15ull);
+	uint8_t hd[5] = {v->type};
+	memcpy(hd + 1, &v->len, 4);
+	XXH3_64bits_update(st, hd, sizeof hd);
 	switch (v->type) {
 	case ATTR_NONE:
-		return h;
+		return;
+	case ATTR_BOOL:
+		XXH3_64bits_update(st, &v->b, 1);
+		return;
 	case ATTR_IP:
-		return fp_bytes(h, v->ip, v->len);
+		XXH3_64bits_update(st, v->ip, v->len);
+		return;
 	case ATTR_STRING_MAP:
-		return fp_bytes(h, v->map, v->len);
+		XXH3_64bits_update(st, v->map, v->len);
+		return;
 	default:
 		if (attr_type_is_string((enum attr_type)v->type) ||
 		    v->type == ATTR_BYTES)
-			return fp_bytes(h, v->s, v->len);
-		return fp_bytes(h, &v->i, sizeof v->i);
+			XXH3_64bits_update(st, v->s, v->len);
+		else
+			XXH3_64bits_update(st, &v->i, sizeof v->i);
 	}
 }
 
 /* The content hash of @in: every output, every container's name and
  * ports. Equal instances in two snapshots hash equal. */
-static uint64_t inst_fingerprint(const struct mar_inst *in)
+static uint64_t inst_fingerprint(XXH3_state_t *st, const struct mar_inst *in)
 {
-	uint64_t h = 0x243f6a8885a308d3ull;
+	XXH3_64bits_reset(st);
 	for (int k = 0; k < MAR_SIDE_FIELDS; k++)
-		h = fp_value(h, &in->v[k]);
+		fp_value(st, &in->v[k]);
 	for (uint32_t c = 0; c < in->n_ctr; c++) {
-		h = fp_value(h, &in->ctr[c].name);
-		h = fp_bytes(h, in->ctr[c].ports,
-			     in->ctr[c].n_ports * sizeof *in->ctr[c].ports);
+		fp_value(st, &in->ctr[c].name);
+		XXH3_64bits_update(st, &in->ctr[c].n_ports, 4);
+		XXH3_64bits_update(st, in->ctr[c].ports,
+				   in->ctr[c].n_ports * sizeof *in->ctr[c].ports);
 	}
-	return h;
+	return XXH3_64bits_digest(st);
 }
 
 uint64_t mar_result_fingerprint(const struct mar_result *res)
 {
-	uint64_t h = 0x13198a2e03707344ull;
+	/* Per side: found, and its instance's hash; then the container, its
+	 * own hash seeded with its type and length (which one of the
+	 * destination's: its content is in the destination's hash). */
+	uint64_t w[5] = {0};
 	const struct attr_value *side[2] = {res->src, res->dst};
 	for (int k = 0; k < 2; k++) {
-		const struct mar_inst *in =
-			side[k] ? (const struct mar_inst *)
-					  ((const char *)side[k] -
-					   offsetof(struct mar_inst, v))
-				: NULL;
-		h = mar_mix(h ^ (in ? in->fp : 0), 0xa4093822299f31d1ull + k);
+		w[2 * k] = side[k] != NULL;
+		if (side[k])
+			w[2 * k + 1] = ((const struct mar_inst *)
+					((const char *)side[k] -
+					 offsetof(struct mar_inst, v)))->fp;
 	}
-	/* The container: which one of the destination's (its content is in
-	 * the destination's hash). */
-	return res->dst_container ? fp_value(h, res->dst_container) : h;
+	const struct attr_value *c = res->dst_container;
+	if (c && attr_type_is_string((enum attr_type)c->type))
+		w[4] = XXH3_64bits_withSeed(c->s, c->len,
+					    c->type | (uint64_t)c->len << 8);
+	else if (c)
+		w[4] = c->type; /* ATTR_NONE: a container without a name */
+	return XXH3_64bits(w, sizeof w);
 }
 
 int mar_pick_container(const struct mar_inst *inst, uint32_t port)
@@ -1085,8 +1096,12 @@ int mar_snap_build(const cJSON *apps, const cJSON *pods,
 	    table_build(&b, &s->by_ip, &b.ips, false) < 0 ||
 	    table_build(&b, &s->by_ipport, &b.ipports, false) < 0)
 		goto out;
+	XXH3_state_t *st = XXH3_createState();
+	if (!st)
+		goto out;
 	for (size_t i = 0; i < b.n_insts; i++)
-		b.insts[i].fp = inst_fingerprint(&b.insts[i]);
+		b.insts[i].fp = inst_fingerprint(st, &b.insts[i]);
+	XXH3_freeState(st);
 	s->insts = b.insts;
 	s->n_insts = b.n_insts;
 	s->arena = b.a;

@@ -536,6 +536,18 @@ static enum ingest_reject key_of_record(void *ctx, const uint8_t *p,
 	return INGEST_REJ_NONE;
 }
 
+/* An empty record, as an empty template writes it: no layout. */
+static enum ingest_reject empty_record(void *ctx, const uint8_t *p,
+				       uint32_t len,
+				       const struct ingest_layout *lay)
+{
+	(void)p;
+	assert_null(lay);
+	assert_int_equal(len, 0);
+	++*(unsigned *)ctx;
+	return INGEST_REJ_NONE;
+}
+
 static void tpl_values_are_what_the_ring_carries(void **state)
 {
 	struct capture cap = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -636,6 +648,18 @@ static void tpl_values_are_what_the_ring_carries(void **state)
 	assert_int_equal(kc.seen, 2);
 	assert_int_equal(kc.len[0], kc.len[1]);
 	assert_memory_equal(kc.key[0], kc.key[1], kc.len[0]);
+
+	/* A template of no fields writes empty records, which mixd takes. */
+	mixd_template *none;
+	unsigned empty = 0;
+	assert_int_equal(mixd_template_create(c, NULL, 0, &none), 0);
+	assert_int_equal(mixd_template_report(none, NULL, 0), 0);
+	for (int w = 0; w < 10000 && !empty; w++) {
+		cap_poll(&cap, empty_record, &empty, &counts, scratch);
+		usleep(1000);
+	}
+	assert_int_equal(empty, 1);
+	mixd_template_destroy(none);
 
 	mixd_template_destroy(slow);
 	mixd_template_destroy(t);

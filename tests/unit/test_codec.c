@@ -573,8 +573,13 @@ static void malformed_layouts_and_layout_records_are_rejected(void **state)
 	uint16_t l5 = 5;
 	memcpy(rec + len_at, &l5, 2); /* the IP's length: 5 */
 	REJECTS(INGEST_REJ_VALUE, len + 1);
-	uint16_t big = 60000;
+	/* neither 4 nor 16, and longer than the record: its value first, as
+	 * the headered decoder */
+	uint16_t big = 60000, four = 4;
 	memcpy(rec + len_at, &big, 2);
+	REJECTS(INGEST_REJ_VALUE, len);
+	memcpy(rec + len_at, &four, 2);
+	memcpy(rec + len_at + 2, &big, 2); /* the first string's */
 	REJECTS(INGEST_REJ_TRUNCATED, len);
 #undef REJECTS
 }
