@@ -337,6 +337,44 @@ struct shard_scratch {
 	char bind[BIND_MAX];
 };
 
+/*
+ * Layout records and the memo. A layout record's memo key is its compact
+ * key (ingest_layout_key(): the chosen fields' values, no headers) behind
+ * a byte 2 and the layout's id among the layouts this state has seen (by
+ * content, so every proxy running one template shares entries; a headered
+ * record's key starts with 1). A record whose entry is found and still
+ * right, and whose families' values are constants or 8-byte fields of the
+ * layout, is served without being decoded at all: the key walk checks
+ * what the decoder would, and the values are read from the record.
+ */
+#define LAY_CACHE 64          /* layouts remembered per state, by serial */
+#define LAY_IDS_MAX 1024      /* distinct layouts given a key id */
+#define LAY_FAMS_MAX 64
+
+struct lay_id {
+	uint32_t n;
+	uint32_t hw[MIXD_LAYOUT_FIELDS];
+};
+
+struct lay_ent {
+	uint64_t serial;  /* the ingest_layout's; 0: empty */
+	bool ok;          /* has an id: the compact key applies */
+	bool direct;      /* a found record needs no decoding */
+	uint16_t id;
+	struct ingest_layout_key lk;
+	/* Per family, when direct: its value's 8-byte field, or -1 for the
+	 * constant (the value is one, or its attribute is not in the layout). */
+	int8_t val_word[LAY_FAMS_MAX];
+};
+
+/* Where a remembered record's values come from: the decoded table, or
+ * (@le set) the layout record itself. */
+struct val_src {
+	const struct attr_table *t;
+	const struct lay_ent *le;
+	const uint8_t *rec;
+};
+
 /* Kept beside the state; allocated with it. */
 struct state_ext {
 	struct shard_state s;
@@ -354,6 +392,9 @@ struct state_ext {
 	struct memo memo;       /* when the plan's memo_ok */
 	uint64_t memo_count[2]; /* served, missed; carried across reloads */
 	uint64_t memo_snap;  /* the reader's snapshot generation now */
+	struct lay_ent lay_cache[LAY_CACHE]; /* by layout serial */
+	struct lay_id *lay_ids; /* layouts seen, by content: memo key ids */
+	uint32_t nlay_ids, cap_lay_ids;
 	uint64_t cap_answers; /* run_apas()'s fingerprint of the answers */
 	uint32_t memo_win, memo_win_hits, memo_aside;
 	const struct attr_value **val_res;
@@ -393,6 +434,7 @@ static void free_results(struct state_ext *x, const struct agg_plan *plan)
 	free(x->src_rule);
 	free(x->src_k);
 	free(x->val_res);
+	free(x->lay_ids);
 	if (plan->memo_ok)
 		memo_free(&x->memo);
 }
@@ -773,11 +815,29 @@ static void row_apply(const struct agg_plan *p, const struct plan_dimset *ds,
  * declared one, take val_plan (evaluated once per record, *@evaluated).
  */
 static inline bool value_of(struct shard_state *s, struct state_ext *x,
-			    const struct attr_table *t, bool *evaluated,
+			    const struct val_src *src, bool *evaluated,
 			    uint32_t f, uint32_t hits, double *out)
 {
 	const struct agg_plan *p = s->plan;
 	const struct plan_family *pf = &p->fams[f];
+	const struct attr_table *t = src->t;
+	if (src->le) { /* lay_ent() made sure: every value is direct */
+		int w = src->le->val_word[f];
+		struct attr_value v = {.type = pf->val_decl};
+		if (w < 0) {
+			if (pf->val_k_ok) {
+				*out = pf->val_k;
+				return true;
+			}
+		} else {
+			memcpy(&v.i, src->rec + 4 + 8 * w, 8);
+			if (metric_value(&v, out) &&
+			    (pf->kind != FAM_COUNTER || *out >= 0))
+				return true;
+		}
+		count_errors(s, f, hits);
+		return false;
+	}
 	if (pf->val_direct) {
 		uint32_t slot = pf->val_slot;
 		if (slot == UINT32_MAX || !attr_table_has(t, slot)) {
@@ -807,7 +867,8 @@ static inline bool value_of(struct shard_state *s, struct state_ext *x,
 
 /* A remembered record: only its values are evaluated. */
 static void replay(struct shard_state *s, struct state_ext *x,
-		   struct memo_ent *e, const struct attr_table *t, int64_t now_ns)
+		   struct memo_ent *e, const struct val_src *src,
+		   int64_t now_ns)
 {
 	const struct agg_plan *p = s->plan;
 	const uint8_t *st = memo_st(&x->memo, e), *mh = memo_hits(&x->memo, e);
@@ -828,7 +889,7 @@ static void replay(struct shard_state *s, struct state_ext *x,
 		double val[64];
 		uint64_t ok = 0;
 		for (unsigned k = 0; k < ds->nfam; k++)
-			if (cnt[k] && value_of(s, x, t, &evaluated, ds->fams[k],
+			if (cnt[k] && value_of(s, x, src, &evaluated, ds->fams[k],
 					       cnt[k], &val[k]))
 				ok |= 1ull << k;
 		if (!ok)
@@ -867,10 +928,57 @@ static void remember(struct shard_state *s, struct state_ext *x, uint64_t h,
 	memcpy(memo_hits(m, e), x->cap_hits, p->nfams);
 }
 
-/* Run the plan over decoded record @t; @keylen: the length of its memo key
- * in x->mkey, 0 when the decoder made none (memo off or standing aside). */
+/*
+ * The memo's entry for the record keyed x->mkey[0 .. @keylen) (0: it has
+ * no key), or NULL; *@mh and *@mlen: what to remember it by (mlen 0:
+ * nothing). *@looked: the memo was consulted -- it stands aside for a
+ * while when records do not repeat. The entry may have been made under
+ * another Marathon snapshot (process() checks).
+ */
+static struct memo_ent *memo_look(struct state_ext *x, uint32_t keylen,
+				  struct mar_reader *mar, bool *looked,
+				  uint64_t *mh, uint32_t *mlen)
+{
+	/* The snapshot in use: an entry made under another one is checked
+	 * against it before it serves (still_answers()). */
+	x->memo_snap = mar ? mar_reader_generation(mar) : 0;
+	*looked = false;
+	*mlen = 0;
+	if (x->memo_aside) {
+		x->memo_aside--;
+		return NULL;
+	}
+	*looked = true;
+	/* Longer keys are not remembered (see MEMO_KEY_MAX); a record with
+	 * none (over MIXD_RECORD_MAX, which no ring or frame passes) is a
+	 * miss too. */
+	if (!keylen || keylen > MEMO_KEY_MAX)
+		return NULL;
+	*mlen = keylen;
+	memset(x->mkey + keylen, 0, 16);
+	*mh = memo_hash(x->mkey, keylen);
+	return memo_find(&x->memo, *mh, x->mkey, keylen);
+}
+
+/* Count a consulted record served or missed; stand aside when too few
+ * of a window's records were served. */
+static void memo_tally(struct state_ext *x, bool served)
+{
+	x->memo_count[!served]++;
+	x->memo_win_hits += served;
+	if (++x->memo_win == MEMO_WINDOW) {
+		if (x->memo_win_hits * MEMO_MIN_SHARE < MEMO_WINDOW &&
+		    x->memo.claims >= memo_capacity(&x->memo))
+			x->memo_aside = MEMO_BACKOFF;
+		x->memo_win = x->memo_win_hits = 0;
+	}
+}
+
+/* Run the plan over decoded record @t. @me, @looked, @mh, @mlen: what
+ * memo_look() said (all zero when the memo is off). */
 static void process(struct shard_state *s, struct attr_table *t,
-		    uint32_t keylen, int64_t now_ns,
+		    struct memo_ent *me, bool looked, uint64_t mh,
+		    uint32_t mlen, int64_t now_ns,
 		    uint64_t series_limit, struct mar_reader *mar,
 		    struct agg_epoch *e, struct epoch_retired **rl)
 {
@@ -879,50 +987,22 @@ static void process(struct shard_state *s, struct attr_table *t,
 	struct expr_scratch *sc = s->scratch;
 	uint32_t *hits = x->hits;
 	bool any = false;
-	uint64_t mh = 0;
-	uint32_t mlen = 0;
 
-	if (p->memo_ok) {
-		/* The snapshot in use: an entry made under another one is
-		 * checked against it before it serves (still_answers()). */
-		x->memo_snap = mar ? mar_reader_generation(mar) : 0;
-		if (x->memo_aside) {
-			x->memo_aside--;
+	/* Made under another snapshot: still right? Once per entry and
+	 * snapshot. */
+	if (me && me->snap_gen != x->memo_snap) {
+		if (still_answers(s, x, t, mar, me)) {
+			me->snap_gen = x->memo_snap;
 		} else {
-			/* Longer keys are not remembered (see MEMO_KEY_MAX); a
-			 * record with none (over MIXD_RECORD_MAX, which no ring
-			 * or frame passes) is a miss too. */
-			struct memo_ent *me = NULL;
-			if (keylen && keylen <= MEMO_KEY_MAX) {
-				mlen = keylen;
-				memset(x->mkey + mlen, 0, 16);
-				mh = memo_hash(x->mkey, mlen);
-				me = memo_find(&x->memo, mh, x->mkey, mlen);
-			}
-			/* Made under another snapshot: still right? Once
-			 * per entry and snapshot. */
-			if (me && me->snap_gen != x->memo_snap) {
-				if (still_answers(s, x, t, mar, me)) {
-					me->snap_gen = x->memo_snap;
-				} else {
-					memo_drop(me);
-					me = NULL;
-				}
-			}
-			bool served = me != NULL;
-			x->memo_count[!served]++;
-			x->memo_win_hits += served;
-			if (++x->memo_win == MEMO_WINDOW) {
-				if (x->memo_win_hits * MEMO_MIN_SHARE < MEMO_WINDOW &&
-				    x->memo.claims >= memo_capacity(&x->memo))
-					x->memo_aside = MEMO_BACKOFF;
-				x->memo_win = x->memo_win_hits = 0;
-			}
-			if (served) {
-				replay(s, x, me, t, now_ns);
-				return;
-			}
+			memo_drop(me);
+			me = NULL;
 		}
+	}
+	if (looked)
+		memo_tally(x, me != NULL);
+	if (me) {
+		replay(s, x, me, &(struct val_src){.t = t}, now_ns);
+		return;
 	}
 
 	expr_scratch_begin(sc);
@@ -1035,6 +1115,57 @@ static void process(struct shard_state *s, struct attr_table *t,
 		remember(s, x, mh, mlen);
 }
 
+/* Layout @lay as this state keys and serves it; NULL when it cannot be
+ * given an id (LAY_IDS_MAX layouts seen, or no memory). */
+static const struct lay_ent *lay_ent(struct state_ext *x,
+				     const struct agg_plan *p,
+				     const struct ingest_layout *lay)
+{
+	struct lay_ent *le = &x->lay_cache[lay->serial % LAY_CACHE];
+	if (le->serial == lay->serial)
+		return le->ok ? le : NULL;
+	memset(le, 0, sizeof *le);
+	le->serial = lay->serial;
+	uint32_t id = 0;
+	while (id < x->nlay_ids &&
+	       (x->lay_ids[id].n != lay->n ||
+		memcmp(x->lay_ids[id].hw, lay->hw, lay->n * sizeof lay->hw[0])))
+		id++;
+	if (id == x->nlay_ids) {
+		if (id == LAY_IDS_MAX)
+			return NULL;
+		if (id == x->cap_lay_ids) {
+			uint32_t cap = x->cap_lay_ids ? 2 * x->cap_lay_ids : 8;
+			struct lay_id *n = realloc(x->lay_ids, cap * sizeof *n);
+			if (!n)
+				return NULL;
+			x->lay_ids = n;
+			x->cap_lay_ids = cap;
+		}
+		x->lay_ids[id].n = lay->n;
+		memcpy(x->lay_ids[id].hw, lay->hw, sizeof lay->hw);
+		x->nlay_ids++;
+	}
+	le->id = (uint16_t)id;
+	ingest_layout_key_init(&le->lk, lay, &p->memo_keys);
+	le->direct = p->nfams <= LAY_FAMS_MAX;
+	for (size_t f = 0; f < p->nfams && le->direct; f++) {
+		const struct plan_family *pf = &p->fams[f];
+		unsigned i = 0;
+		while (i < lay->n && lay->id[i] != pf->val_slot)
+			i++;
+		le->val_word[f] = -1;
+		if (!pf->val_direct)
+			le->direct = false;
+		else if (i < lay->nword && lay->type[i] == pf->val_decl)
+			le->val_word[f] = (int8_t)i;
+		else if (i < lay->n)
+			le->direct = false; /* a field, not a word: decode */
+	}
+	le->ok = true;
+	return le;
+}
+
 enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 				const uint8_t *rec, uint32_t len,
 				const struct ingest_layout *lay,
@@ -1044,25 +1175,46 @@ enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 {
 	struct state_ext *x = (struct state_ext *)s;
 	const struct agg_plan *p = s->plan;
-	uint32_t klen = 0;
+	struct memo_ent *me = NULL;
+	bool looked = false;
+	uint64_t mh = 0;
+	uint32_t mlen = 0, klen = 0;
 	enum ingest_reject rc;
+	const struct lay_ent *le;
 
 	attr_table_clear(t);
-	/* The decoder copies the memo key's bytes on its way through the
-	 * record, for a few instructions an attribute. */
-	if (p->memo_ok && !x->memo_aside && len <= MIXD_RECORD_MAX) {
+	if (lay && p->memo_ok && !x->memo_aside && (le = lay_ent(x, p, lay)) &&
+	    (klen = ingest_layout_key(lay, &le->lk, rec, len, x->mkey + 3))) {
+		x->mkey[0] = 2;
+		memcpy(x->mkey + 1, &le->id, 2);
+		me = memo_look(x, klen + 3, mar, &looked, &mh, &mlen);
+		if (me && le->direct && me->snap_gen == x->memo_snap) {
+			/* The key walk checked the record: no decoding. */
+			memo_tally(x, true);
+			replay(s, x, me,
+			       &(struct val_src){.le = le, .rec = rec}, now_ns);
+			return INGEST_REJ_NONE;
+		}
+		rc = ingest_decode_layout(lay, rec, len, t, NULL, NULL);
+	} else if (p->memo_ok && !x->memo_aside && len <= MIXD_RECORD_MAX) {
+		/* The decoder copies the memo key's bytes on its way through
+		 * the record, for a few instructions an attribute. */
 		struct ingest_key k = {.buf = x->mkey + 1};
 		x->mkey[0] = 1;
 		rc = lay ? ingest_decode_layout(lay, rec, len, t, &p->memo_keys, &k)
 			 : ingest_decode_keyed(rec, len, p->vocab, t,
 					       &p->memo_keys, &k);
-		klen = 1 + k.len;
+		if (rc == INGEST_REJ_NONE)
+			me = memo_look(x, 1 + k.len, mar, &looked, &mh, &mlen);
 	} else {
 		rc = lay ? ingest_decode_layout(lay, rec, len, t, NULL, NULL)
 			 : ingest_decode(rec, len, p->vocab, t);
+		if (rc == INGEST_REJ_NONE && p->memo_ok)
+			me = memo_look(x, 0, mar, &looked, &mh, &mlen);
 	}
 	if (rc == INGEST_REJ_NONE)
-		process(s, t, klen, now_ns, series_limit, mar, e, rl);
+		process(s, t, me, looked, mh, mlen, now_ns, series_limit, mar,
+			e, rl);
 	return rc;
 }
 

@@ -159,11 +159,13 @@ bool expr_constant(const struct expr_program *p, uint32_t id,
 
 /**
  * True if @id is `attribute | constant`, the usual metric value
- * (`request.size | 0`): then *@slot is the attribute's slot, *@decl its
- * declared type and *@k the constant (strings owned by @p). Its value is
- * the attribute when the record has it -- an error if the attribute's type
- * is not @decl, string-like types standing for one another -- and else
- * the constant. A caller may compute that itself.
+ * (`request.size | 0`), or the attribute alone: then *@slot is the
+ * attribute's slot, *@decl its declared type and *@k the constant
+ * (strings owned by @p; type ATTR_NONE for the attribute alone). Its value
+ * is the attribute when the record has it -- an error if the attribute's
+ * type is not @decl, string-like types standing for one another -- and
+ * else the constant (alone: an error, the attribute is absent). A caller
+ * may compute that itself.
  */
 bool expr_load_or_const(const struct expr_program *p, uint32_t id,
 			uint32_t *slot, enum attr_type *decl,

@@ -1128,12 +1128,23 @@ bool expr_load_or_const(const struct expr_program *p, uint32_t id,
 			uint32_t *slot, enum attr_type *decl,
 			struct attr_value *k)
 {
-	if (id >= p->n_exprs || p->exprs[id].shape != SHAPE_LOAD_K)
+	if (id >= p->n_exprs)
 		return false;
-	*slot = p->exprs[id].slot;
-	*decl = (enum attr_type)p->exprs[id].decl;
-	*k = p->exprs[id].k;
-	return true;
+	const struct expr_entry *en = &p->exprs[id];
+	const struct enode *r = &p->nodes[en->root];
+	if (en->shape == SHAPE_LOAD_K) {
+		*slot = en->slot;
+		*decl = (enum attr_type)en->decl;
+		*k = en->k;
+		return true;
+	}
+	if (r->op == OP_LOAD) { /* the attribute alone: absent is an error */
+		*slot = r->a;
+		*decl = (enum attr_type)r->type;
+		*k = (struct attr_value){.type = ATTR_NONE};
+		return true;
+	}
+	return false;
 }
 
 uint32_t expr_node_count(const struct expr_program *p)

@@ -322,14 +322,104 @@ bool ingest_layout_load(struct ingest_layout *out,
 	out->nip = (uint8_t)count[2];
 	out->fixed = 4 + 8 * count[0] + count[1] + 2 * (count[2] + count[3]);
 	memcpy(out->present, seen, sizeof seen);
+	static uint64_t serials; /* atomic */
+	out->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
 	return true;
 }
 
+void ingest_layout_key_init(struct ingest_layout_key *lk,
+			    const struct ingest_layout *lay,
+			    const struct ingest_keyspec *ks)
+{
+	const unsigned nfix = lay->nword + lay->nbool;
+	memset(lk, 0, sizeof *lk);
+	for (unsigned i = 0; i < lay->n; i++) {
+		if (!(ks->kind[lay->id[i]] & FK_KEY))
+			continue;
+		if (i < lay->nword) {
+			lk->word[lk->nword++] = (uint8_t)i;
+		} else if (i < nfix) {
+			lk->bool_[lk->nbool++] = (uint8_t)(i - lay->nword);
+		} else {
+			unsigned j = i - nfix, r = lk->nrun;
+			if (r && lk->run_first[r - 1] + lk->run_n[r - 1] == j) {
+				lk->run_n[r - 1]++;
+			} else {
+				lk->run_first[r] = (uint8_t)j;
+				lk->run_n[r] = 1;
+				lk->nrun++;
+			}
+		}
+	}
+}
+
+/*
+ * The checks are ingest_decode_layout()'s, folded: a record it accepts is
+ * one whose header bytes are right, whose bools are 0 or 1, whose IPs are
+ * 4 or 16 bytes, and whose lengths add up to its size exactly (each
+ * length fits what follows it exactly when their sum fits, as none is
+ * negative).
+ */
 static inline uint16_t rd16(const uint8_t *p)
 {
 	uint16_t v;
 	memcpy(&v, p, 2);
 	return v;
+}
+
+/*
+ * The checks are ingest_decode_layout()'s, folded: a record it accepts is
+ * one whose header bytes are right, whose bools are 0 or 1, whose IPs are
+ * 4 or 16 bytes, and whose lengths add up to its size exactly (each
+ * length fits what follows it exactly when their sum fits, as none is
+ * negative). @p is the consumer's own copy, so it is read as often as
+ * convenient.
+ */
+uint32_t ingest_layout_key(const struct ingest_layout *lay,
+			   const struct ingest_layout_key *lk,
+			   const uint8_t *p, size_t len, uint8_t *out)
+{
+	const unsigned nword = lay->nword, nbool = lay->nbool;
+	const unsigned nvar = lay->n - nword - nbool, nip = lay->nip;
+	uint32_t off[MIXD_LAYOUT_FIELDS + 1];
+
+	if (len < lay->fixed || rd32(p) >> 24 != 0 ||
+	    (uint16_t)rd32(p) != MIXD_ATTR_LAYOUT)
+		return 0;
+	const uint8_t *bools = p + 4 + 8 * nword, *lens = bools + nbool;
+	const uint8_t *var = p + lay->fixed;
+	unsigned bits = 0, bad = 0;
+	for (unsigned i = 0; i < nbool; i++)
+		bits |= bools[i];
+	for (unsigned j = 0; j < nip; j++) {
+		unsigned m = rd16(lens + 2 * j);
+		bad |= m != 4 && m != 16;
+	}
+	uint32_t sum = 0;
+	for (unsigned j = 0; j < nvar; j++) {
+		off[j] = sum;
+		sum += rd16(lens + 2 * j);
+	}
+	off[nvar] = sum;
+	if (bits > 1 || bad || sum != len - lay->fixed)
+		return 0;
+
+	uint8_t *o = out;
+	for (unsigned k = 0; k < lk->nword; k++, o += 8)
+		memcpy(o, p + 4 + 8 * lk->word[k], 8);
+	for (unsigned k = 0; k < lk->nbool; k++)
+		*o++ = bools[lk->bool_[k]];
+	for (unsigned r = 0; r < lk->nrun; r++) {
+		wire_copy(o, lens + 2 * lk->run_first[r], 2u * lk->run_n[r]);
+		o += 2 * lk->run_n[r];
+	}
+	for (unsigned r = 0; r < lk->nrun; r++) {
+		unsigned a = lk->run_first[r], b = a + lk->run_n[r];
+		uint32_t n = off[b] - off[a];
+		wire_copy(o, var + off[a], n);
+		o += n;
+	}
+	return (uint32_t)(o - out);
 }
 
 /*

@@ -126,6 +126,7 @@ struct ingest_layout {
 	uint8_t type[MIXD_LAYOUT_FIELDS];  /**< their declared types */
 	uint32_t hw[MIXD_LAYOUT_FIELDS];   /**< id | type << 16: a header */
 	uint64_t present[ATTR_PRESENT_WORDS]; /**< the slots of all fields */
+	uint64_t serial; /**< unique to this load in the process, never 0 */
 };
 
 /**
@@ -154,6 +155,40 @@ enum ingest_reject ingest_decode_layout(const struct ingest_layout *lay,
 					struct attr_table *t,
 					const struct ingest_keyspec *ks,
 					struct ingest_key *k);
+
+/**
+ * The compact key of a layout's records under a key spec: the chosen
+ * fields' values alone, in layout order -- 8-byte values, bools, then a
+ * u16 length per chosen IP or string, then their bytes. Two records of
+ * one layout have equal compact keys exactly when their chosen fields
+ * are equal; the caller tells layouts apart. Fill with
+ * ingest_layout_key_init().
+ */
+struct ingest_layout_key {
+	uint8_t nword, nbool, nrun;
+	uint8_t word[MIXD_LAYOUT_FIELDS]; /**< chosen 8-byte values, by index */
+	uint8_t bool_[MIXD_LAYOUT_FIELDS];/**< chosen bools, by index */
+	/** Runs of consecutive chosen IPs and strings: the first's index
+	 *  among them, how many. */
+	uint8_t run_first[MIXD_LAYOUT_FIELDS], run_n[MIXD_LAYOUT_FIELDS];
+};
+
+/** The compact key of @lay's records under the choice @ks. */
+void ingest_layout_key_init(struct ingest_layout_key *lk,
+			    const struct ingest_layout *lay,
+			    const struct ingest_keyspec *ks);
+
+/**
+ * Check layout record @p (@len bytes) of @lay, accepting exactly what
+ * ingest_decode_layout() accepts, and write its compact key (@lk) to
+ * @out, which holds @len bytes (a key is never longer than its record).
+ * Returns its length; 0 when the record is malformed
+ * (ingest_decode_layout() says why) or the key is empty (nothing chosen).
+ * @p must hold still (a private copy): it is read more than once.
+ */
+uint32_t ingest_layout_key(const struct ingest_layout *lay,
+			   const struct ingest_layout_key *lk,
+			   const uint8_t *p, size_t len, uint8_t *out);
 
 /* ---------------------------------------------------------------------- */
 /* Consumer side of a ring.                                                */

@@ -195,6 +195,50 @@ static void layout_check(const struct ingest_layout *lay, const uint8_t *p,
 	attr_table_clear(&t2);
 	if (ingest_decode_layout(lay, p, len, &t2, &ks, &k) != rc)
 		abort();
+	/* The compact key: made exactly for the records the decoder takes,
+	 * and equal to the chosen values as the decoder read them. */
+	static uint8_t ck[2 * MIXD_RECORD_MAX], want[2 * MIXD_RECORD_MAX];
+	struct ingest_layout_key lk;
+	ingest_layout_key_init(&lk, lay, &ks);
+	uint32_t cklen = ingest_layout_key(lay, &lk, p, len, ck);
+	if ((cklen != 0 || rc != INGEST_REJ_NONE) &&
+	    (cklen == 0) != (rc != INGEST_REJ_NONE))
+		abort();
+	if (rc == INGEST_REJ_NONE) {
+		size_t wl = 0, lensl = 0;
+		uint8_t lensb[2 * MIXD_LAYOUT_FIELDS], bytes[MIXD_RECORD_MAX];
+		size_t bl = 0;
+		unsigned nfix = lay->nword + lay->nbool;
+		for (unsigned i = 0; i < lay->n; i++) {
+			unsigned id = lay->id[i];
+			if (!(ref_mask[id >> 6] >> (id & 63) & 1))
+				continue;
+			const struct attr_value *v = &t2.v[id];
+			if (i < lay->nword) {
+				memcpy(want + wl, &v->i, 8);
+				wl += 8;
+			} else if (i < nfix) {
+				want[wl++] = v->b;
+			} else {
+				uint16_t l = (uint16_t)v->len;
+				memcpy(lensb + lensl, &l, 2);
+				lensl += 2;
+				memcpy(bytes + bl, i < nfix + lay->nip
+							   ? (const void *)v->ip
+							   : (const void *)v->s,
+				       v->len);
+				bl += v->len;
+			}
+		}
+		memcpy(want + wl, lensb, lensl);
+		memcpy(want + wl + lensl, bytes, bl);
+		/* an empty key is 0: "malformed" -- the caller sees a record
+		 * with nothing chosen as unkeyed, never as another's key */
+		if (wl + lensl + bl != cklen && !(wl + lensl + bl == 0))
+			abort();
+		if (memcmp(ck, want, cklen) != 0)
+			abort();
+	}
 	if (!ok)
 		return;
 	for (unsigned w = 0; w < ATTR_PRESENT_WORDS; w++)
