@@ -347,7 +347,9 @@ struct shard_scratch {
  * layout, is served without being decoded at all: the key walk checks
  * what the decoder would, and the values are read from the record.
  */
-#define LAY_CACHE 64          /* layouts remembered per state, by serial */
+#define LAY_CACHE 256 /* layouts remembered per state, by serial: serials
+			 * count up as rings load slots, so 256 active
+			 * layouts on a shard never collide */
 #define LAY_IDS_MAX 1024      /* distinct layouts given a key id */
 #define LAY_FAMS_MAX 64
 
