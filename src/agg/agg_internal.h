@@ -64,8 +64,10 @@ struct plan_family {
 	size_t npad;
 	/* How a remembered record's value is found (series.c, value_of()):
 	 * from val_plan, or directly: the constant (val_slot UINT32_MAX) or
-	 * the attribute in val_slot when it has type val_decl, else the
-	 * constant. val_k_ok: the constant is a valid value, val_k. */
+	 * the attribute in val_slot when it has type val_decl (another type
+	 * takes val_plan), else the constant. val_k_ok: the constant is a
+	 * valid value, val_k; false too for an attribute alone, whose absence
+	 * is an error. */
 	bool val_direct, val_k_ok;
 	uint8_t val_decl;
 	uint32_t val_slot;

@@ -347,26 +347,31 @@ struct shard_scratch {
  * layout, is served without being decoded at all: the key walk checks
  * what the decoder would, and the values are read from the record.
  */
-#define LAY_CACHE 256 /* layouts remembered per state, by serial: serials
-			 * count up as rings load slots, so 256 active
-			 * layouts on a shard never collide */
-#define LAY_IDS_MAX 1024      /* distinct layouts given a key id */
+#define LAY_CACHE 256          /* serial -> id, direct-mapped */
+#define LAY_IDS_MAX 1024       /* distinct layouts given a key id */
+#define LAY_INDEX (2 * LAY_IDS_MAX) /* content -> id, open addressing */
 #define LAY_FAMS_MAX 64
 
-struct lay_id {
-	uint32_t n;
-	uint32_t hw[MIXD_LAYOUT_FIELDS];
-};
-
+/* A layout this state has seen, by content, and how it keys and serves
+ * its records. Ids index x->lay_ids. */
 struct lay_ent {
-	uint64_t serial;  /* the ingest_layout's; 0: empty */
-	bool ok;          /* has an id: the compact key applies */
-	bool direct;      /* a found record needs no decoding */
+	/* What each record reads, first. */
 	uint16_t id;
+	bool direct;      /* a found record needs no decoding */
 	struct ingest_layout_key lk;
 	/* Per family, when direct: its value's 8-byte field, or -1 for the
 	 * constant (the value is one, or its attribute is not in the layout). */
 	int8_t val_word[LAY_FAMS_MAX];
+	/* The content, for interning. */
+	uint32_t n;
+	uint32_t hw[MIXD_LAYOUT_FIELDS];
+};
+
+/* The id of the layout with serial @serial (a ring's loaded slot); the
+ * same content loaded by many rings has one id. */
+struct lay_seen {
+	uint64_t serial; /* 0: empty */
+	uint32_t id;
 };
 
 /* Where a remembered record's values come from: the decoded table, or
@@ -394,8 +399,9 @@ struct state_ext {
 	struct memo memo;       /* when the plan's memo_ok */
 	uint64_t memo_count[2]; /* served, missed; carried across reloads */
 	uint64_t memo_snap;  /* the reader's snapshot generation now */
-	struct lay_ent lay_cache[LAY_CACHE]; /* by layout serial */
-	struct lay_id *lay_ids; /* layouts seen, by content: memo key ids */
+	struct lay_seen lay_cache[LAY_CACHE]; /* by layout serial */
+	struct lay_ent *lay_ids;  /* layouts seen, by content: memo key ids */
+	uint16_t *lay_index;      /* LAY_INDEX: id + 1 by content hash; 0 */
 	uint32_t nlay_ids, cap_lay_ids;
 	uint64_t cap_answers; /* run_apas()'s fingerprint of the answers */
 	uint32_t memo_win, memo_win_hits, memo_aside;
@@ -403,9 +409,11 @@ struct state_ext {
 	uint8_t cap_st[64];
 	struct row *cap_row[64];
 	uint8_t cap_hits[64];
-	/* The record's memo key, as the decoder copies it: a constant byte
-	 * (so that no key is empty), then the encodings of the record's
-	 * memo attributes; room for a whole record, then the hash's padding. */
+	/* The record's memo key: byte 1 (so that no key is empty), then the
+	 * encodings of the record's memo attributes as the decoder copies
+	 * them; or, for a layout record, byte 2, its layout's id (2 bytes)
+	 * and its compact key. Room for a whole record, then the hash's
+	 * padding. */
 	uint8_t mkey[1 + INGEST_KEY_ROOM + 16];
 	uint32_t hits[];
 };
@@ -437,6 +445,7 @@ static void free_results(struct state_ext *x, const struct agg_plan *plan)
 	free(x->src_k);
 	free(x->val_res);
 	free(x->lay_ids);
+	free(x->lay_index);
 	if (plan->memo_ok)
 		memo_free(&x->memo);
 }
@@ -812,9 +821,12 @@ static void row_apply(const struct agg_plan *p, const struct plan_dimset *ds,
 /*
  * Family @f's value for a remembered record (dispatched @hits times), as
  * family_value() of its val_plan result would be; false: an instance
- * error, counted. Most values are `attribute | constant` or a constant,
- * read here directly; others, and an attribute of a type other than the
- * declared one, take val_plan (evaluated once per record, *@evaluated).
+ * error, counted. Most values are `attribute | constant`, an attribute
+ * alone or a constant, read here directly: from the layout record itself
+ * when @src has its layout (lay_ent() made sure each is a word or the
+ * constant), else from the table; others, and an attribute of a type
+ * other than the declared one, take val_plan (evaluated once per record,
+ * *@evaluated).
  */
 static inline bool value_of(struct shard_state *s, struct state_ext *x,
 			    const struct val_src *src, bool *evaluated,
@@ -1117,38 +1129,10 @@ static void process(struct shard_state *s, struct attr_table *t,
 		remember(s, x, mh, mlen);
 }
 
-/* Layout @lay as this state keys and serves it; NULL when it cannot be
- * given an id (LAY_IDS_MAX layouts seen, or no memory). */
-static const struct lay_ent *lay_ent(struct state_ext *x,
-				     const struct agg_plan *p,
-				     const struct ingest_layout *lay)
+/* How @le keys and serves records of layout @lay under plan @p. */
+static void lay_ent_init(struct lay_ent *le, const struct agg_plan *p,
+			 const struct ingest_layout *lay)
 {
-	struct lay_ent *le = &x->lay_cache[lay->serial % LAY_CACHE];
-	if (le->serial == lay->serial)
-		return le->ok ? le : NULL;
-	memset(le, 0, sizeof *le);
-	le->serial = lay->serial;
-	uint32_t id = 0;
-	while (id < x->nlay_ids &&
-	       (x->lay_ids[id].n != lay->n ||
-		memcmp(x->lay_ids[id].hw, lay->hw, lay->n * sizeof lay->hw[0])))
-		id++;
-	if (id == x->nlay_ids) {
-		if (id == LAY_IDS_MAX)
-			return NULL;
-		if (id == x->cap_lay_ids) {
-			uint32_t cap = x->cap_lay_ids ? 2 * x->cap_lay_ids : 8;
-			struct lay_id *n = realloc(x->lay_ids, cap * sizeof *n);
-			if (!n)
-				return NULL;
-			x->lay_ids = n;
-			x->cap_lay_ids = cap;
-		}
-		x->lay_ids[id].n = lay->n;
-		memcpy(x->lay_ids[id].hw, lay->hw, sizeof lay->hw);
-		x->nlay_ids++;
-	}
-	le->id = (uint16_t)id;
 	ingest_layout_key_init(&le->lk, lay, &p->memo_keys);
 	le->direct = p->nfams <= LAY_FAMS_MAX;
 	for (size_t f = 0; f < p->nfams && le->direct; f++) {
@@ -1164,8 +1148,70 @@ static const struct lay_ent *lay_ent(struct state_ext *x,
 		else if (i < lay->n)
 			le->direct = false; /* a field, not a word: decode */
 	}
-	le->ok = true;
-	return le;
+}
+
+/* The id of @lay's content among the layouts this state has seen, given
+ * one if new; -1 when LAY_IDS_MAX have been seen, or on ENOMEM. */
+static int lay_intern(struct state_ext *x, const struct agg_plan *p,
+		      const struct ingest_layout *lay)
+{
+	if (!x->lay_index &&
+	    !(x->lay_index = calloc(LAY_INDEX, sizeof *x->lay_index)))
+		return -1;
+	uint64_t h = XXH3_64bits(lay->hw, lay->n * sizeof lay->hw[0]);
+	for (uint32_t i = (uint32_t)h;; i++) {
+		uint16_t *slot = &x->lay_index[i % LAY_INDEX];
+		if (*slot) {
+			const struct lay_ent *e = &x->lay_ids[*slot - 1];
+			if (e->n == lay->n &&
+			    !memcmp(e->hw, lay->hw, lay->n * sizeof lay->hw[0]))
+				return *slot - 1;
+			continue;
+		}
+		/* Not seen: a new id (the index is never more than half
+		 * full, so the probe ends). */
+		uint32_t id = x->nlay_ids;
+		if (id == LAY_IDS_MAX)
+			return -1;
+		if (id == x->cap_lay_ids) {
+			uint32_t cap = x->cap_lay_ids ? 2 * x->cap_lay_ids : 8;
+			struct lay_ent *n = realloc(x->lay_ids, cap * sizeof *n);
+			if (!n)
+				return -1;
+			x->lay_ids = n;
+			x->cap_lay_ids = cap;
+		}
+		struct lay_ent *e = &x->lay_ids[id];
+		memset(e, 0, sizeof *e);
+		e->n = lay->n;
+		memcpy(e->hw, lay->hw, sizeof lay->hw);
+		e->id = (uint16_t)id;
+		lay_ent_init(e, p, lay);
+		x->nlay_ids++;
+		*slot = (uint16_t)(id + 1);
+		return (int)id;
+	}
+}
+
+/*
+ * Layout @lay as this state keys and serves it; NULL when it cannot be
+ * given an id. A ring's slot is named by its serial: the first record of
+ * a serial (and one whose cache entry another serial took) finds its id
+ * by content, a hash and a compare.
+ */
+static const struct lay_ent *lay_ent(struct state_ext *x,
+				     const struct agg_plan *p,
+				     const struct ingest_layout *lay)
+{
+	struct lay_seen *c = &x->lay_cache[lay->serial % LAY_CACHE];
+	if (c->serial != lay->serial) {
+		int id = lay_intern(x, p, lay);
+		if (id < 0)
+			return NULL;
+		c->serial = lay->serial;
+		c->id = (uint32_t)id;
+	}
+	return &x->lay_ids[c->id];
 }
 
 enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
@@ -1185,7 +1231,8 @@ enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 	const struct lay_ent *le;
 
 	attr_table_clear(t);
-	if (lay && p->memo_ok && !x->memo_aside && (le = lay_ent(x, p, lay)) &&
+	if (lay && p->memo_ok && !x->memo_aside && len <= MIXD_RECORD_MAX &&
+	    (le = lay_ent(x, p, lay)) &&
 	    (klen = ingest_layout_key(lay, &le->lk, rec, len, x->mkey + 3))) {
 		x->mkey[0] = 2;
 		memcpy(x->mkey + 1, &le->id, 2);

@@ -353,13 +353,6 @@ void ingest_layout_key_init(struct ingest_layout_key *lk,
 	}
 }
 
-/*
- * The checks are ingest_decode_layout()'s, folded: a record it accepts is
- * one whose header bytes are right, whose bools are 0 or 1, whose IPs are
- * 4 or 16 bytes, and whose lengths add up to its size exactly (each
- * length fits what follows it exactly when their sum fits, as none is
- * negative).
- */
 static inline uint16_t rd16(const uint8_t *p)
 {
 	uint16_t v;

@@ -232,9 +232,9 @@ static void layout_check(const struct ingest_layout *lay, const uint8_t *p,
 		}
 		memcpy(want + wl, lensb, lensl);
 		memcpy(want + wl + lensl, bytes, bl);
-		/* an empty key is 0: "malformed" -- the caller sees a record
-		 * with nothing chosen as unkeyed, never as another's key */
-		if (wl + lensl + bl != cklen && !(wl + lensl + bl == 0))
+		/* an empty key is 0, as "malformed": the caller then keys
+		 * the record the headered way */
+		if (wl + lensl + bl != cklen)
 			abort();
 		if (memcmp(ck, want, cklen) != 0)
 			abort();

@@ -262,12 +262,15 @@ static void side_record(struct side *s, const uint8_t *rec, uint32_t len,
  * Record @rec (attribute by attribute, as make_record() writes it) as a
  * template would send it: a layout record (@out, *@olen) and its layout,
  * one per set of attributes, kept for the test's life as a ring keeps
- * its slots. Written from the ABI's drawing in <mixd/ring.h>.
+ * its slots, and loaded twice, as by two rings, used in turn. Over a
+ * thousand sets of attributes come up: more than a state gives key ids
+ * (the rest are keyed the headered way) and than its cache of serials
+ * holds. Written from the ABI's drawing in <mixd/ring.h>.
  */
 #define LAYOUTS_MAX 8192
 static struct {
 	struct mixd_layout raw;
-	struct ingest_layout lay;
+	struct ingest_layout lay, twin; /* as two rings load one template */
 } *layouts;
 static size_t nlayouts;
 
@@ -325,6 +328,7 @@ static const struct ingest_layout *as_layout(const uint8_t *rec, uint32_t len,
 		assert_true(nlayouts < LAYOUTS_MAX);
 		layouts[at].raw = raw;
 		assert_true(ingest_layout_load(&layouts[at].lay, &raw));
+		assert_true(ingest_layout_load(&layouts[at].twin, &raw));
 		nlayouts++;
 	}
 	uint8_t *o = out;
@@ -342,7 +346,8 @@ static const struct ingest_layout *as_layout(const uint8_t *rec, uint32_t len,
 		if (g[i].group >= 2)
 			memcpy(o, g[i].v, g[i].n), o += g[i].n;
 	*olen = (uint32_t)(o - out);
-	return &layouts[at].lay;
+	static unsigned turn;
+	return turn++ & 1 ? &layouts[at].twin : &layouts[at].lay;
 }
 
 /* The memo side gets records as layout records, the other side as they
