@@ -356,7 +356,6 @@ struct shard_scratch {
  * its records. Ids index x->lay_ids. */
 struct lay_ent {
 	/* What each record reads, first. */
-	uint16_t id;
 	bool direct;      /* a found record needs no decoding */
 	struct ingest_layout_key lk;
 	/* Per family, when direct: its value's 8-byte field, or -1 for the
@@ -777,8 +776,8 @@ static void count_dimfail(struct shard_state *s, const struct plan_dimset *ds,
 
 /* Family @f's value for this record into *@out; false (and its dispatches
  * counted as instance errors) if it has none a Prometheus family takes. */
-static bool family_value(struct shard_state *s, uint32_t f,
-			 const struct attr_value *v, uint32_t hits, double *out)
+static inline bool family_value(struct shard_state *s, uint32_t f,
+				const struct attr_value *v, uint32_t hits, double *out)
 {
 	if (v && metric_value(v, out) &&
 	    (s->plan->fams[f].kind != FAM_COUNTER || *out >= 0))
@@ -834,46 +833,37 @@ static inline bool value_of(struct shard_state *s, struct state_ext *x,
 {
 	const struct agg_plan *p = s->plan;
 	const struct plan_family *pf = &p->fams[f];
-	const struct attr_table *t = src->t;
+	const struct attr_value *v = NULL; /* NULL: absent, the constant */
+	struct attr_value word;
 	if (src->le) { /* lay_ent() made sure: every value is direct */
 		int w = src->le->val_word[f];
-		struct attr_value v = {.type = pf->val_decl};
-		if (w < 0) {
-			if (pf->val_k_ok) {
-				*out = pf->val_k;
-				return true;
-			}
-		} else {
-			memcpy(&v.i, src->rec + 4 + 8 * w, 8);
-			if (metric_value(&v, out) &&
-			    (pf->kind != FAM_COUNTER || *out >= 0))
-				return true;
+		if (w >= 0) {
+			word.type = pf->val_decl;
+			memcpy(&word.i, src->rec + 4 + 8 * w, 8);
+			v = &word;
+		}
+	} else if (pf->val_direct) {
+		uint32_t slot = pf->val_slot;
+		if (slot != UINT32_MAX && attr_table_has(src->t, slot))
+			v = &src->t->v[slot];
+		if (v && v->type != pf->val_decl)
+			goto plan;
+	} else {
+		goto plan;
+	}
+	if (!v) {
+		if (pf->val_k_ok) {
+			*out = pf->val_k;
+			return true;
 		}
 		count_errors(s, f, hits);
 		return false;
 	}
-	if (pf->val_direct) {
-		uint32_t slot = pf->val_slot;
-		if (slot == UINT32_MAX || !attr_table_has(t, slot)) {
-			if (pf->val_k_ok) {
-				*out = pf->val_k;
-				return true;
-			}
-			count_errors(s, f, hits);
-			return false;
-		}
-		const struct attr_value *v = &t->v[slot];
-		if (v->type == pf->val_decl) {
-			if (metric_value(v, out) &&
-			    (pf->kind != FAM_COUNTER || *out >= 0))
-				return true;
-			count_errors(s, f, hits);
-			return false;
-		}
-	}
+	return family_value(s, f, v, hits, out);
+plan:
 	if (!*evaluated) {
 		expr_scratch_begin(s->scratch);
-		expr_plan_eval(p->val_plan, t, s->scratch, x->val_res);
+		expr_plan_eval(p->val_plan, src->t, s->scratch, x->val_res);
 		*evaluated = true;
 	}
 	return family_value(s, f, x->val_res[p->val_at[f]], hits, out);
@@ -1138,12 +1128,12 @@ static void lay_ent_init(struct lay_ent *le, const struct agg_plan *p,
 	for (size_t f = 0; f < p->nfams && le->direct; f++) {
 		const struct plan_family *pf = &p->fams[f];
 		unsigned i = 0;
-		while (i < lay->n && lay->id[i] != pf->val_slot)
+		while (i < lay->n && (uint16_t)lay->hw[i] != pf->val_slot)
 			i++;
 		le->val_word[f] = -1;
 		if (!pf->val_direct)
 			le->direct = false;
-		else if (i < lay->nword && lay->type[i] == pf->val_decl)
+		else if (i < lay->nword && lay->hw[i] >> 16 == pf->val_decl)
 			le->val_word[f] = (int8_t)i;
 		else if (i < lay->n)
 			le->direct = false; /* a field, not a word: decode */
@@ -1185,7 +1175,6 @@ static int lay_intern(struct state_ext *x, const struct agg_plan *p,
 		memset(e, 0, sizeof *e);
 		e->n = lay->n;
 		memcpy(e->hw, lay->hw, sizeof lay->hw);
-		e->id = (uint16_t)id;
 		lay_ent_init(e, p, lay);
 		x->nlay_ids++;
 		*slot = (uint16_t)(id + 1);
@@ -1234,8 +1223,9 @@ enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 	if (lay && p->memo_ok && !x->memo_aside && len <= MIXD_RECORD_MAX &&
 	    (le = lay_ent(x, p, lay)) &&
 	    (klen = ingest_layout_key(lay, &le->lk, rec, len, x->mkey + 3))) {
+		uint16_t id = (uint16_t)(le - x->lay_ids);
 		x->mkey[0] = 2;
-		memcpy(x->mkey + 1, &le->id, 2);
+		memcpy(x->mkey + 1, &id, 2);
 		me = memo_look(x, klen + 3, mar, &looked, &mh, &mlen);
 		if (me && le->direct && me->snap_gen == x->memo_snap) {
 			/* The key walk checked the record: no decoding. */

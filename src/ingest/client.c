@@ -431,6 +431,7 @@ static inline void commit_direct(struct tl_ring *r, uint32_t len)
 	ring_store_relaxed(&r->prod.hdr->prod.written, ++r->written);
 }
 
+
 API int mixd_record_commit(mixd_record *rec)
 {
 	struct tl_ring *r = rec->ring;
@@ -606,6 +607,30 @@ static inline struct tl_ring *ring_of(struct mixd_client *c)
 /* A template's stack buffer: room for 64 fixed-width fields and strings. */
 #define TPL_LOCAL_MAX 2048u
 
+/*
+ * Where to encode a record of at most @max bytes (and LOCAL_SLACK more
+ * that the encoder may scribble): straight into the ring when that fits
+ * before the ring's end and is free (almost always), so the record is
+ * written once; else @local, copied in by encoded().
+ */
+static inline uint8_t *encode_at(struct tl_ring *r, uint32_t max,
+				 uint8_t *local)
+{
+	uint8_t *dst = ring_reserve_max(&r->prod, max + LOCAL_SLACK);
+	return __builtin_expect(dst != NULL, 1) ? dst : local;
+}
+
+/* Publish the record encoded at @o (encode_at()'s) up to @e. */
+static inline int encoded(struct tl_ring *r, const uint8_t *o,
+			  const uint8_t *e, const uint8_t *local)
+{
+	if (__builtin_expect(o != local, 1)) {
+		commit_direct(r, (uint32_t)(e - o));
+		return 0;
+	}
+	return publish_local(r, local, (uint32_t)(e - local));
+}
+
 static inline void st32(uint8_t *p, uint32_t v)
 {
 	memcpy(p, &v, 4);
@@ -698,27 +723,16 @@ report_encode(const struct mixd_value *v, size_t n, uint8_t *o,
 	return o;
 }
 
-/*
- * Straight into the ring when a record of LOCAL_MAX bytes fits before the
- * ring's end (almost always), so the record is written once; otherwise
- * onto the stack and copied in.
- */
+/* A record of @n values, encoded where encode_at() says. */
 static inline int report_into(struct mixd_client *c, struct tl_ring *r,
 			      const struct mixd_value *v, size_t n)
 {
-	uint8_t *dst = ring_reserve_max(&r->prod, LOCAL_MAX + LOCAL_SLACK);
-	if (__builtin_expect(dst != NULL, 1)) {
-		uint8_t *e = report_encode(v, n, dst, dst + LOCAL_MAX);
-		if (__builtin_expect(!e, 0))
-			return report_slow(c, r, v, n);
-		commit_direct(r, (uint32_t)(e - dst));
-		return 0;
-	}
 	uint8_t local[LOCAL_MAX + LOCAL_SLACK];
-	uint8_t *e = report_encode(v, n, local, local + LOCAL_MAX);
-	if (!e)
+	uint8_t *o = encode_at(r, LOCAL_MAX, local);
+	uint8_t *e = report_encode(v, n, o, o + LOCAL_MAX);
+	if (__builtin_expect(!e, 0))
 		return report_slow(c, r, v, n);
-	return publish_local(r, local, (uint32_t)(e - local));
+	return encoded(r, o, e, local);
 }
 
 API int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n)
@@ -740,7 +754,6 @@ static const struct {
 	MIXD_ATTRIBUTE_LIST(DICT_ENTRY_)
 #undef DICT_ENTRY_
 };
-
 
 /* The group of the grouped layout a template field falls in. */
 enum tpl_kind {
@@ -995,33 +1008,21 @@ tpl_encode_grouped(const struct mixd_template *t, uint8_t *o, const uint8_t *lim
 }
 
 /*
- * A record of a grouped template, the usual case: encoded straight into
- * the ring when a largest record fits before the ring's end (almost
- * always), so the record is written once; otherwise onto the stack and
- * copied, as mixd_report() does.
+ * A record of a grouped template, the usual case, encoded where
+ * encode_at() says.
  */
 static inline __attribute__((always_inline)) int
 template_grouped(const struct mixd_template *t, struct tl_ring *r,
 		 const struct mixd_slot *v, uint64_t omit,
 		 const bool any_omitted)
 {
-	uint8_t *dst = ring_reserve_max(&r->prod, TPL_LOCAL_MAX + LOCAL_SLACK);
-	if (__builtin_expect(dst != NULL, 1)) {
-		uint8_t *e = tpl_encode_grouped(t, dst,
-						dst + TPL_LOCAL_MAX - t->reserve,
-						v, omit, any_omitted);
-		if (__builtin_expect(!e, 0))
-			return template_slow(t, r, v, omit);
-		commit_direct(r, (uint32_t)(e - dst));
-		return 0;
-	}
 	uint8_t local[TPL_LOCAL_MAX + LOCAL_SLACK];
-	uint8_t *e = tpl_encode_grouped(t, local,
-					local + TPL_LOCAL_MAX - t->reserve, v,
-					omit, any_omitted);
-	if (!e)
+	uint8_t *o = encode_at(r, TPL_LOCAL_MAX, local);
+	uint8_t *e = tpl_encode_grouped(t, o, o + TPL_LOCAL_MAX - t->reserve,
+					v, omit, any_omitted);
+	if (__builtin_expect(!e, 0))
 		return template_slow(t, r, v, omit);
-	return publish_local(r, local, (uint32_t)(e - local));
+	return encoded(r, o, e, local);
 }
 
 /*
@@ -1086,21 +1087,13 @@ template_layout(const struct mixd_template *t, struct tl_ring *r,
 		       &t->desc, sizeof t->desc);
 		r->lay_written |= 1u << t->lay;
 	}
-	uint8_t *dst = ring_reserve_max(&r->prod, TPL_LOCAL_MAX + LOCAL_SLACK);
-	if (__builtin_expect(dst != NULL, 1)) {
-		uint8_t *e = tpl_encode_layout(
-			t, dst, dst + TPL_LOCAL_MAX - t->lay_reserve, v);
-		if (__builtin_expect(!e, 0))
-			return template_grouped(t, r, v, 0, false);
-		commit_direct(r, (uint32_t)(e - dst));
-		return 0;
-	}
 	uint8_t local[TPL_LOCAL_MAX + LOCAL_SLACK];
-	uint8_t *e = tpl_encode_layout(t, local,
-				       local + TPL_LOCAL_MAX - t->lay_reserve, v);
-	if (!e)
+	uint8_t *o = encode_at(r, TPL_LOCAL_MAX, local);
+	uint8_t *e = tpl_encode_layout(t, o, o + TPL_LOCAL_MAX - t->lay_reserve,
+				       v);
+	if (__builtin_expect(!e, 0))
 		return template_grouped(t, r, v, 0, false);
-	return publish_local(r, local, (uint32_t)(e - local));
+	return encoded(r, o, e, local);
 }
 
 API int mixd_template_report(const mixd_template *t,

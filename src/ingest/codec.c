@@ -312,8 +312,6 @@ bool ingest_layout_load(struct ingest_layout *out,
 		last = rank;
 		count[rank]++;
 		seen[f.id >> 6] |= 1ull << (f.id & 63);
-		out->id[i] = f.id;
-		out->type[i] = f.type;
 		out->hw[i] = f.id | (uint32_t)f.type << 16;
 	}
 	out->n = (uint8_t)n;
@@ -334,7 +332,7 @@ void ingest_layout_key_init(struct ingest_layout_key *lk,
 	const unsigned nfix = lay->nword + lay->nbool;
 	memset(lk, 0, sizeof *lk);
 	for (unsigned i = 0; i < lay->n; i++) {
-		if (!(ks->kind[lay->id[i]] & FK_KEY))
+		if (!(ks->kind[(uint16_t)lay->hw[i]] & FK_KEY))
 			continue;
 		if (i < lay->nword) {
 			lk->word[lk->nword++] = (uint8_t)i;
@@ -360,6 +358,13 @@ static inline uint16_t rd16(const uint8_t *p)
 	return v;
 }
 
+/* The first word of a layout record: MIXD_ATTR_LAYOUT, a slot, a zero. */
+static inline bool layout_header_ok(const uint8_t *p)
+{
+	uint32_t w = rd32(p);
+	return (uint16_t)w == MIXD_ATTR_LAYOUT && w >> 24 == 0;
+}
+
 /*
  * The checks are ingest_decode_layout()'s, folded: a record it accepts is
  * one whose header bytes are right, whose bools are 0 or 1, whose IPs are
@@ -376,8 +381,7 @@ uint32_t ingest_layout_key(const struct ingest_layout *lay,
 	const unsigned nvar = lay->n - nword - nbool, nip = lay->nip;
 	uint32_t off[MIXD_LAYOUT_FIELDS + 1];
 
-	if (len < lay->fixed || rd32(p) >> 24 != 0 ||
-	    (uint16_t)rd32(p) != MIXD_ATTR_LAYOUT)
+	if (len < lay->fixed || !layout_header_ok(p))
 		return 0;
 	const uint8_t *bools = p + 4 + 8 * nword, *lens = bools + nbool;
 	const uint8_t *var = p + lay->fixed;
@@ -440,7 +444,7 @@ decode_layout(const struct ingest_layout *restrict lay,
 
 	if (len < lay->fixed)
 		return INGEST_REJ_TRUNCATED;
-	if (rd32(p) >> 24 != 0 || (uint16_t)rd32(p) != MIXD_ATTR_LAYOUT)
+	if (!layout_header_ok(p))
 		return INGEST_REJ_ATTRIBUTE;
 	const uint8_t *q = p + 4;
 #define CHOSEN(h) (keyed && (kind[(uint16_t)(h)] & FK_KEY))

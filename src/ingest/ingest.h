@@ -122,9 +122,9 @@ struct ingest_layout {
 	uint8_t nword, nbool, nip;         /**< the groups; strings are the rest */
 	uint32_t fixed;                    /**< bytes before the first IP or
 					        string byte */
-	uint16_t id[MIXD_LAYOUT_FIELDS];   /**< dictionary ids, in order */
-	uint8_t type[MIXD_LAYOUT_FIELDS];  /**< their declared types */
-	uint32_t hw[MIXD_LAYOUT_FIELDS];   /**< id | type << 16: a header */
+	/** Field i: its dictionary id | its declared type << 16, as a
+	 *  header word. */
+	uint32_t hw[MIXD_LAYOUT_FIELDS];
 	uint64_t present[ATTR_PRESENT_WORDS]; /**< the slots of all fields */
 	uint64_t serial; /**< unique to this load in the process, never 0 */
 };

@@ -151,7 +151,8 @@ struct mar_resolver {
 	int episode;	 /* what we last logged as failing; 0: healthy */
 	int64_t resync_at, next_refresh, last_publish;
 	/* Least time between publishes of applied events: publish_interval,
-	 * or PUBLISH_DUTY times the last build, whichever is longer. */
+	 * or PUBLISH_DUTY times the last build (at most PUBLISH_GAP_MAX_NS),
+	 * whichever is longer. */
 	int64_t publish_gap_ns;
 };
 

@@ -138,8 +138,9 @@ static bool expand(const struct ingest_layout *lay, const uint8_t *p,
 	const uint8_t *var = lens + 2u * nvar;
 	size_t o = 0;
 	for (unsigned i = 0; i < lay->n; i++) {
-		memcpy(out + o, &lay->id[i], 2);
-		out[o + 2] = lay->type[i];
+		uint16_t id = (uint16_t)lay->hw[i];
+		memcpy(out + o, &id, 2);
+		out[o + 2] = (uint8_t)(lay->hw[i] >> 16);
 		o += 3;
 		if (i < lay->nword) {
 			memcpy(out + o, q, 8);
@@ -210,7 +211,7 @@ static void layout_check(const struct ingest_layout *lay, const uint8_t *p,
 		size_t bl = 0;
 		unsigned nfix = lay->nword + lay->nbool;
 		for (unsigned i = 0; i < lay->n; i++) {
-			unsigned id = lay->id[i];
+			unsigned id = (uint16_t)lay->hw[i];
 			if (!(ref_mask[id >> 6] >> (id & 63) & 1))
 				continue;
 			const struct attr_value *v = &t2.v[id];
