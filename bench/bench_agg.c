@@ -29,6 +29,9 @@
  * new snapshot of the same tasks every 100,000 records, as Marathon's
  * events publish them; 6, 7: 3 and 5 at 100,000 label sets) and no
  * scrape, and
+ * MIXD_BENCH_NO_AHEAD=1 hands each record over without announcing the
+ * next (state_ahead()), as if every record were the first of a ring's
+ * poll: what the memo's prefetching gains.
  * MIXD_BENCH_RECORDS=N makes its workload N records: for instructions
  * per record, MIXD_BENCH_CASE=1 MIXD_BENCH_RECORDS=20000 valgrind
  * --tool=callgrind --toggle-collect=state_record ... and divide by the
@@ -279,6 +282,9 @@ static void run(struct agg *a, const struct workload *wl, size_t passes,
 	struct shard *sh = &a->shards[0];
 	static struct attr_table t;
 	size_t since = 0;
+	static int noahead = -1;
+	if (noahead < 0)
+		noahead = getenv("MIXD_BENCH_NO_AHEAD") != NULL;
 	for (size_t p = 0; p < passes; p++) {
 		for (size_t i = 0; i < wl->n; i++) {
 			if (ch && ++since == CHURN_EVERY && ch->next < ch->n) {
@@ -292,6 +298,12 @@ static void run(struct agg *a, const struct workload *wl, size_t passes,
 			/* A shard pins one snapshot per pass of 1,024 records. */
 			if (sh->mar && i % 1024 == 0)
 				mar_read_begin(sh->mar);
+			/* As ingest_ring_poll() does: the next record is
+			 * announced before this one is handed over. */
+			if (i + 1 < wl->n && !noahead)
+				state_ahead(sh->state,
+					    wl->buf + (i + 1) * RECORD_CAP,
+					    wl->len[i + 1], wl->lay);
 			if (state_record(sh->state, &t, wl->buf + i * RECORD_CAP,
 					 wl->len[i], wl->lay, 0,
 					 a->o.series_limit, sh->mar,

@@ -292,6 +292,44 @@ uint64_t memo_hash(const uint8_t *key, uint32_t len);
 /** The live entry for a key, or NULL. */
 struct memo_ent *memo_find(struct memo *m, uint64_t h, const uint8_t *key,
 			   uint32_t len);
+#define MEMO_WAYS 4
+
+/* A key may live in either of two buckets (two-choice hashing): at the
+ * loads the memo runs at, a bucket that overflows is then rare, where one
+ * choice would leave some keys evicting each other on every record. The
+ * index of bucket @which's first way. */
+static inline uint64_t memo_bucket(const struct memo *m, uint64_t h,
+				   unsigned which)
+{
+	return ((which ? h >> 32 : h) & m->mask) * MEMO_WAYS;
+}
+
+static inline struct memo_ent *memo_ent_at(const struct memo *m, uint64_t i)
+{
+	return (struct memo_ent *)(m->ents + i * m->stride);
+}
+
+/* Prefetches: a key is almost always in its first bucket (a claim takes
+ * its first free way), so only that bucket is fetched. */
+
+/** Start loading the line memo_find() reads first for hash @h. */
+static inline void memo_prefetch(const struct memo *m, uint64_t h)
+{
+	__builtin_prefetch(&m->tags[memo_bucket(m, h, 0)]);
+}
+
+/** ... and once that line has arrived, the entry and the key it names. */
+static inline void memo_prefetch_entry(const struct memo *m, uint64_t h)
+{
+	uint64_t b = memo_bucket(m, h, 0);
+	const struct memo_tag *tg = &m->tags[b];
+	for (unsigned w = 0; w < MEMO_WAYS; w++)
+		if (tg[w].hash == h) {
+			__builtin_prefetch(memo_ent_at(m, b + w));
+			__builtin_prefetch(tg[w].key);
+		}
+}
+
 /** An entry for a key (recycling its buckets' least recently used one),
  *  or NULL on ENOMEM or when its key would exceed the key budget; the
  *  caller fills rows, st and hits. */
@@ -378,6 +416,17 @@ enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 				struct mar_reader *mar, struct agg_epoch *e,
 				struct epoch_retired **rl);
 
+/**
+ * Announce the record the state_record() call after next will be given
+ * (@rec, @len, @lay as it will be), so that its memo lookup starts while
+ * the record before it is processed: a layout record is keyed, hashed and
+ * its memo bucket fetched now, and that call reuses the key. @rec must
+ * not change in between, and the two state_record() calls must follow
+ * with nothing else announced.
+ */
+void state_ahead(struct shard_state *s, const uint8_t *rec, uint32_t len,
+		 const struct ingest_layout *lay);
+
 /*
  * stdio output (logs.c). Each shard formats JSON lines into its own buffer
  * and writes whole lines, so shards never interleave within a line.
@@ -446,7 +495,7 @@ struct shard {
 	struct shard_ring *rings;
 	struct ingest_ring *queue;
 	struct attr_table table;
-	uint8_t record[MIXD_RECORD_MAX]; /* a shm record, copied to decode */
+	uint8_t record[INGEST_POLL_SCRATCH]; /* shm records, copied to decode */
 	struct ingest_ring_counts mine[INGEST_TRANSPORT_COUNT];
 	struct epoch_retired *retired; /* memory waiting for readers to leave */
 	struct mar_reader *mar;        /* this thread's Marathon reader */

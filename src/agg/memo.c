@@ -32,7 +32,6 @@
 
 #include "agg/agg_internal.h"
 
-#define MEMO_WAYS 4
 
 static size_t stride(unsigned nd, unsigned nf)
 {
@@ -70,7 +69,7 @@ int memo_init(struct memo *m, unsigned nd, unsigned nf, uint64_t entries,
 
 static struct memo_ent *ent(const struct memo *m, uint64_t i)
 {
-	return (struct memo_ent *)(m->ents + i * m->stride);
+	return memo_ent_at(m, i);
 }
 
 void memo_free(struct memo *m)
@@ -109,12 +108,9 @@ void memo_invalidate(struct memo *m)
 	m->gen = 1;
 }
 
-/* A key may live in either of two buckets (two-choice hashing): at the
- * loads the memo runs at, a bucket that overflows is then rare, where one
- * choice would leave some keys evicting each other on every record. */
 static uint64_t bucket(const struct memo *m, uint64_t h, unsigned which)
 {
-	return ((which ? h >> 32 : h) & m->mask) * MEMO_WAYS;
+	return memo_bucket(m, h, which);
 }
 
 struct memo_ent *memo_find(struct memo *m, uint64_t h, const uint8_t *key,

@@ -381,6 +381,16 @@ struct val_src {
 	const uint8_t *rec;
 };
 
+/* A layout record keyed ahead of its turn (state_ahead()). */
+struct ahead {
+	const uint8_t *rec; /* NULL: none */
+	const struct ingest_layout *lay;
+	uint32_t len;
+	uint32_t klen; /* its key's length, with the 3 bytes before */
+	uint32_t le;   /* its layout's id */
+	uint64_t mh;   /* its key's hash */
+};
+
 /* Kept beside the state; allocated with it. */
 struct state_ext {
 	struct shard_state s;
@@ -408,12 +418,16 @@ struct state_ext {
 	uint8_t cap_st[64];
 	struct row *cap_row[64];
 	uint8_t cap_hits[64];
-	/* The record's memo key: byte 1 (so that no key is empty), then the
-	 * encodings of the record's memo attributes as the decoder copies
-	 * them; or, for a layout record, byte 2, its layout's id (2 bytes)
-	 * and its compact key. Room for a whole record, then the hash's
-	 * padding. */
-	uint8_t mkey[1 + INGEST_KEY_ROOM + 16];
+	/* Records by turn (records processed, mod 2): the one announced by
+	 * state_ahead(), keyed and hashed before its turn, and its key. */
+	uint32_t turn;
+	struct ahead ahead[2];
+	/* Memo keys: byte 1 (so that no key is empty), then the encodings
+	 * of the record's memo attributes as the decoder copies them; or,
+	 * for a layout record, byte 2, its layout's id (2 bytes) and its
+	 * compact key. Room for a whole record, then the hash's padding. */
+	uint8_t keys[2][1 + INGEST_KEY_ROOM + 16];
+	uint8_t *mkey; /* the key of the record being processed */
 	uint32_t hits[];
 };
 
@@ -822,7 +836,7 @@ static void row_apply(const struct agg_plan *p, const struct plan_dimset *ds,
  * family_value() of its val_plan result would be; false: an instance
  * error, counted. Most values are `attribute | constant`, an attribute
  * alone or a constant, read here directly: from the layout record itself
- * when @src has its layout (lay_ent() made sure each is a word or the
+ * when @src has its layout (lay_ent_init() made sure each is a word or the
  * constant), else from the table; others, and an attribute of a type
  * other than the declared one, take val_plan (evaluated once per record,
  * *@evaluated).
@@ -835,7 +849,7 @@ static inline bool value_of(struct shard_state *s, struct state_ext *x,
 	const struct plan_family *pf = &p->fams[f];
 	const struct attr_value *v = NULL; /* NULL: absent, the constant */
 	struct attr_value word;
-	if (src->le) { /* lay_ent() made sure: every value is direct */
+	if (src->le) { /* lay_ent_init() made sure: every value is direct */
 		int w = src->le->val_word[f];
 		if (w >= 0) {
 			word.type = pf->val_decl;
@@ -935,13 +949,14 @@ static void remember(struct shard_state *s, struct state_ext *x, uint64_t h,
 /*
  * The memo's entry for the record keyed x->mkey[0 .. @keylen) (0: it has
  * no key), or NULL; *@mh and *@mlen: what to remember it by (mlen 0:
- * nothing). *@looked: the memo was consulted -- it stands aside for a
- * while when records do not repeat. The entry may have been made under
- * another Marathon snapshot (process() checks).
+ * nothing); @hashed: *@mh holds the key's hash already. *@looked: the
+ * memo was consulted -- it stands aside for a while when records do not
+ * repeat. The entry may have been made under another Marathon snapshot
+ * (process() checks).
  */
 static struct memo_ent *memo_look(struct state_ext *x, uint32_t keylen,
-				  struct mar_reader *mar, bool *looked,
-				  uint64_t *mh, uint32_t *mlen)
+				  bool hashed, struct mar_reader *mar,
+				  bool *looked, uint64_t *mh, uint32_t *mlen)
 {
 	/* The snapshot in use: an entry made under another one is checked
 	 * against it before it serves (still_answers()). */
@@ -959,8 +974,10 @@ static struct memo_ent *memo_look(struct state_ext *x, uint32_t keylen,
 	if (!keylen || keylen > MEMO_KEY_MAX)
 		return NULL;
 	*mlen = keylen;
-	memset(x->mkey + keylen, 0, 16);
-	*mh = memo_hash(x->mkey, keylen);
+	if (!hashed) {
+		memset(x->mkey + keylen, 0, 16);
+		*mh = memo_hash(x->mkey, keylen);
+	}
 	return memo_find(&x->memo, *mh, x->mkey, keylen);
 }
 
@@ -1183,24 +1200,80 @@ static int lay_intern(struct state_ext *x, const struct agg_plan *p,
 }
 
 /*
- * Layout @lay as this state keys and serves it; NULL when it cannot be
- * given an id. A ring's slot is named by its serial: the first record of
- * a serial (and one whose cache entry another serial took) finds its id
- * by content, a hash and a compare.
+ * The id of layout @lay as this state keys and serves it (an index of
+ * lay_ids); -1 when it cannot be given one. A ring's slot is named by its
+ * serial: the first record of a serial (and one whose cache entry another
+ * serial took) finds its id by content, a hash and a compare.
  */
-static const struct lay_ent *lay_ent(struct state_ext *x,
-				     const struct agg_plan *p,
-				     const struct ingest_layout *lay)
+static inline int lay_id(struct state_ext *x, const struct agg_plan *p,
+			 const struct ingest_layout *lay)
 {
 	struct lay_seen *c = &x->lay_cache[lay->serial % LAY_CACHE];
 	if (c->serial != lay->serial) {
 		int id = lay_intern(x, p, lay);
 		if (id < 0)
-			return NULL;
+			return -1;
 		c->serial = lay->serial;
 		c->id = (uint32_t)id;
 	}
-	return &x->lay_ids[c->id];
+	return (int)c->id;
+}
+
+/*
+ * Key layout record @rec into @key (the 3 bytes before its compact key
+ * included) and hash it into *@a; false when it cannot be keyed so (no
+ * memo, no layout id, or a record the key walk rejects: the decoder says
+ * why). Inlined in both callers: it is most of what they do.
+ */
+static inline __attribute__((always_inline)) bool
+key_layout(struct state_ext *x, const struct agg_plan *p, const uint8_t *rec,
+	   uint32_t len, const struct ingest_layout *lay, uint8_t *key,
+	   struct ahead *a)
+{
+	int id;
+	uint32_t klen;
+	if (!lay || !p->memo_ok || x->memo_aside || len > MIXD_RECORD_MAX ||
+	    (id = lay_id(x, p, lay)) < 0 ||
+	    !(klen = ingest_layout_key(lay, &x->lay_ids[id].lk, rec, len,
+				       key + 3)))
+		return false;
+	uint16_t id16 = (uint16_t)id;
+	key[0] = 2;
+	memcpy(key + 1, &id16, 2);
+	klen += 3;
+	a->rec = rec;
+	a->lay = lay;
+	a->len = len;
+	a->klen = klen;
+	a->le = (uint32_t)id;
+	if (klen <= MEMO_KEY_MAX) {
+		memset(key + klen, 0, 16);
+		a->mh = memo_hash(key, klen);
+	}
+	return true;
+}
+
+/*
+ * Two records' memo lookups overlap the record before them: the waiting
+ * record's bucket, fetched when it was announced, has arrived by now (a
+ * record's processing takes longer), so its entry and key are fetched
+ * next; the record announced now has its bucket fetched. With 100,000
+ * label sets the memo is far larger than the caches, and these were three
+ * misses in a row on every record.
+ */
+void state_ahead(struct shard_state *s, const uint8_t *rec, uint32_t len,
+		 const struct ingest_layout *lay)
+{
+	struct state_ext *x = (struct state_ext *)s;
+	const struct ahead *w = &x->ahead[x->turn & 1];
+	struct ahead *a = &x->ahead[(x->turn + 1) & 1];
+	if (w->rec && w->klen <= MEMO_KEY_MAX)
+		memo_prefetch_entry(&x->memo, w->mh);
+	a->rec = NULL;
+	if (key_layout(x, s->plan, rec, len, lay, x->keys[(x->turn + 1) & 1],
+		       a) &&
+	    a->klen <= MEMO_KEY_MAX)
+		memo_prefetch(&x->memo, a->mh);
 }
 
 enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
@@ -1215,18 +1288,23 @@ enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 	struct memo_ent *me = NULL;
 	bool looked = false;
 	uint64_t mh = 0;
-	uint32_t mlen = 0, klen = 0;
+	uint32_t mlen = 0;
 	enum ingest_reject rc;
-	const struct lay_ent *le;
 
+	/* This record's turn: its announcement, if it had one, and key. */
+	unsigned turn = x->turn++ & 1;
+	struct ahead *a = &x->ahead[turn];
+	x->mkey = x->keys[turn];
 	attr_table_clear(t);
-	if (lay && p->memo_ok && !x->memo_aside && len <= MIXD_RECORD_MAX &&
-	    (le = lay_ent(x, p, lay)) &&
-	    (klen = ingest_layout_key(lay, &le->lk, rec, len, x->mkey + 3))) {
-		uint16_t id = (uint16_t)(le - x->lay_ids);
-		x->mkey[0] = 2;
-		memcpy(x->mkey + 1, &id, 2);
-		me = memo_look(x, klen + 3, mar, &looked, &mh, &mlen);
+	bool keyed = a->rec == rec && a->len == len && a->lay == lay && lay &&
+		     !x->memo_aside;
+	a->rec = NULL;
+	if (!keyed && lay)
+		keyed = key_layout(x, p, rec, len, lay, x->mkey, a);
+	if (keyed) {
+		const struct lay_ent *le = &x->lay_ids[a->le];
+		mh = a->mh;
+		me = memo_look(x, a->klen, true, mar, &looked, &mh, &mlen);
 		if (me && le->direct && me->snap_gen == x->memo_snap) {
 			/* The key walk checked the record: no decoding. */
 			memo_tally(x, true);
@@ -1244,12 +1322,13 @@ enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 			 : ingest_decode_keyed(rec, len, p->vocab, t,
 					       &p->memo_keys, &k);
 		if (rc == INGEST_REJ_NONE)
-			me = memo_look(x, 1 + k.len, mar, &looked, &mh, &mlen);
+			me = memo_look(x, 1 + k.len, false, mar, &looked, &mh,
+				       &mlen);
 	} else {
 		rc = lay ? ingest_decode_layout(lay, rec, len, t, NULL, NULL)
 			 : ingest_decode(rec, len, p->vocab, t);
 		if (rc == INGEST_REJ_NONE && p->memo_ok)
-			me = memo_look(x, 0, mar, &looked, &mh, &mlen);
+			me = memo_look(x, 0, false, mar, &looked, &mh, &mlen);
 	}
 	if (rc == INGEST_REJ_NONE)
 		process(s, t, me, looked, mh, mlen, now_ns, series_limit, mar,

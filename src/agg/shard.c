@@ -42,6 +42,14 @@ static enum ingest_reject on_record(void *ctx, const uint8_t *p, uint32_t len,
 	return rc;
 }
 
+static void on_ahead(void *ctx, const uint8_t *p, uint32_t len,
+		     const struct ingest_layout *lay)
+{
+	struct shard *sh = ctx;
+	if (sh->state)
+		state_ahead(sh->state, p, len, lay);
+}
+
 static int64_t coarse_now(void)
 {
 	struct timespec ts;
@@ -152,7 +160,7 @@ static unsigned pass(struct shard *sh)
 	struct shard_ring **pp = &sh->rings, *sr;
 	while ((sr = *pp)) {
 		enum ingest_transport t = ingest_ring_transport(sr->r);
-		unsigned k = ingest_ring_poll(sr->r, on_record, sh, 1024,
+		unsigned k = ingest_ring_poll(sr->r, on_record, on_ahead, sh, 1024,
 					      &sh->mine[t], sh->record);
 		n += k;
 		if (sr->closing && k == 0 && ingest_ring_empty(sr->r)) {
@@ -165,7 +173,7 @@ static unsigned pass(struct shard *sh)
 		}
 		pp = &sr->next;
 	}
-	n += ingest_ring_poll(sh->queue, on_record, sh, 4096,
+	n += ingest_ring_poll(sh->queue, on_record, on_ahead, sh, 4096,
 			      &sh->mine[INGEST_SOCKET], sh->record);
 	if (sh->mar)
 		mar_read_end(sh->mar);

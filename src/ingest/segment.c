@@ -256,14 +256,48 @@ static const struct ingest_layout *ring_layout(struct ingest_ring *r,
 	return &r->lay[slot];
 }
 
-unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn, void *ctx,
-			  unsigned budget, struct ingest_ring_counts *n,
-			  uint8_t *scratch)
+/* A record taken off a ring by take(). */
+struct taken {
+	const uint8_t *p;
+	uint32_t len;
+	const struct ingest_layout *lay;
+	enum ingest_reject why; /* before decoding: a layout slot it lacks */
+};
+
+/*
+ * The record at @r's tail into *@t: copied to @buf when the ring is
+ * shared, its layout found. The tail moves past it; the space is handed
+ * back with the batch (ring_cons_commit()), so a queue ring's record,
+ * read in place, stays put until then.
+ */
+static enum ring_peek_rc take(struct ingest_ring *r, uint8_t *buf,
+			      struct taken *t)
 {
-	const bool shared = r->transport == INGEST_SHM;
+	uint64_t size;
+	enum ring_peek_rc rc = ring_peek(&r->c, &t->p, &t->len, &size);
+	if (rc != RING_RECORD)
+		return rc;
+	if (r->transport == INGEST_SHM) { /* len <= max_len = MIXD_RECORD_MAX */
+		memcpy(buf, t->p, t->len);
+		t->p = buf;
+	}
+	t->lay = NULL;
+	t->why = INGEST_REJ_NONE;
+	if (t->len >= 4 && t->p[0] == (MIXD_ATTR_LAYOUT & 0xff) &&
+	    t->p[1] == MIXD_ATTR_LAYOUT >> 8 &&
+	    !(t->lay = ring_layout(r, t->p[2])))
+		t->why = INGEST_REJ_ATTRIBUTE;
+	ring_advance(&r->c, size);
+	return rc;
+}
+
+unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn,
+			  ingest_ahead_fn ahead, void *ctx, unsigned budget,
+			  struct ingest_ring_counts *n, uint8_t *scratch)
+{
 	if (r->dead)
 		return 0;
-	if (shared)
+	if (r->transport == INGEST_SHM)
 		account_drops(r, n);
 	if (!ring_cons_refresh(&r->c)) {
 		/* head is beyond reach: we cannot even tell where to resume. */
@@ -271,42 +305,36 @@ unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn, void *ctx,
 		r->dead = true;
 		return 0;
 	}
-	unsigned taken = 0;
-	while (taken < budget) {
-		const uint8_t *p;
-		uint32_t len;
-		uint64_t size;
-		enum ring_peek_rc rc = ring_peek(&r->c, &p, &len, &size);
-		if (rc == RING_EMPTY)
-			break;
-		if (rc == RING_CORRUPT) {
-			resync(r, n);
-			return taken + 1;
-		}
-		if (shared) { /* len <= max_len = MIXD_RECORD_MAX */
-			memcpy(scratch, p, len);
-			p = scratch;
-		}
-		const struct ingest_layout *lay = NULL;
-		enum ingest_reject why = INGEST_REJ_NONE;
-		if (len >= 4 && p[0] == (MIXD_ATTR_LAYOUT & 0xff) &&
-		    p[1] == MIXD_ATTR_LAYOUT >> 8 &&
-		    !(lay = ring_layout(r, p[2])))
-			why = INGEST_REJ_ATTRIBUTE;
+	/* One record ahead: the next one is taken (into the other half of
+	 * @scratch) and announced before the current one is handed over. */
+	struct taken t[2];
+	unsigned taken = 0, k = 0;
+	enum ring_peek_rc rc = budget ? take(r, scratch, &t[0]) : RING_EMPTY;
+	while (rc == RING_RECORD) {
+		const struct taken *cur = &t[k];
+		k ^= 1;
+		rc = ++taken < budget
+			     ? take(r, scratch + k * MIXD_RECORD_MAX, &t[k])
+			     : RING_EMPTY;
+		if (rc == RING_RECORD && ahead && t[k].why == INGEST_REJ_NONE)
+			ahead(ctx, t[k].p, t[k].len, t[k].lay);
+		enum ingest_reject why = cur->why;
 		if (why == INGEST_REJ_NONE)
-			why = fn(ctx, p, len, lay);
+			why = fn(ctx, cur->p, cur->len, cur->lay);
 		if (why == INGEST_REJ_NONE)
 			n->records++;
 		else
 			n->rejected[why]++;
-		ring_advance(&r->c, size);
-		taken++;
 	}
 	if (taken) {
 		struct mixd_ring_hdr *h = r->c.hdr;
 		ring_store_relaxed(&h->cons.consumed,
 				   ring_load_relaxed(&h->cons.consumed) + taken);
 		ring_cons_commit(&r->c);
+	}
+	if (rc == RING_CORRUPT) {
+		resync(r, n);
+		taken++;
 	}
 	return taken;
 }

@@ -428,25 +428,49 @@ static void assert_memo_used(const struct side *m, const struct side *n)
 
 /* Feed both sides the same records, a record every @step_ns; expire every
  * @expire_every records, inject a new snapshot every @swap_every. */
-static void feed(struct side *m, struct side *n, size_t records,
-		  uint64_t seed, int64_t step_ns, size_t expire_every,
-		  struct mar_resolver *res, size_t swap_every)
+/* A record as both sides get it. */
+struct fed {
+	uint8_t rec[RECORD_CAP], lrec[RECORD_CAP];
+	uint32_t len, llen;
+	const struct ingest_layout *lay;
+};
+
+static void make_fed(struct fed *f, uint64_t *seed)
 {
-	uint8_t rec[RECORD_CAP];
+	f->len = make_record(f->rec, seed);
+	if (as_layouts)
+		f->lay = as_layout(f->rec, f->len, f->lrec, &f->llen);
+}
+
+/*
+ * @records records to both sides. Layout records go to the memo side as a
+ * ring's poll hands them over: each announced (state_ahead()) before the
+ * one ahead of it is processed -- across expiry and snapshot swaps too --
+ * except every fourth, as a poll's first record is not.
+ */
+static void feed(struct side *m, struct side *n, size_t records,
+		 uint64_t seed, int64_t step_ns, size_t expire_every,
+		 struct mar_resolver *res, size_t swap_every)
+{
+	static struct fed f[2];
 	int64_t now = 1000000000;
+	if (records)
+		make_fed(&f[0], &seed);
 	for (size_t i = 0; i < records; i++) {
-		uint32_t len = make_record(rec, &seed);
-		now += step_ns;
-		if (as_layouts) {
-			uint8_t lrec[RECORD_CAP];
-			uint32_t llen;
-			const struct ingest_layout *lay =
-				as_layout(rec, len, lrec, &llen);
-			side_record_as(m, lrec, llen, lay, now);
-		} else {
-			side_record(m, rec, len, now);
+		const struct fed *cur = &f[i & 1];
+		struct fed *next = &f[(i + 1) & 1];
+		if (i + 1 < records) {
+			make_fed(next, &seed);
+			if (as_layouts && i % 4 != 3)
+				state_ahead(m->sh->state, next->lrec,
+					    next->llen, next->lay);
 		}
-		side_record(n, rec, len, now);
+		now += step_ns;
+		if (as_layouts)
+			side_record_as(m, cur->lrec, cur->llen, cur->lay, now);
+		else
+			side_record(m, cur->rec, cur->len, now);
+		side_record(n, cur->rec, cur->len, now);
 		if (expire_every && i % expire_every == expire_every - 1) {
 			state_expire(m->sh->state, now, &m->a->epoch,
 				     &m->sh->retired);

@@ -443,7 +443,7 @@ static bool cap_poll(struct capture *c, ingest_record_fn fn, void *ctx,
 	struct ingest_ring *r = c->ring;
 	pthread_mutex_unlock(&c->mu);
 	if (r)
-		ingest_ring_poll(r, fn, ctx, 1u << 20, counts, scratch);
+		ingest_ring_poll(r, fn, NULL, ctx, 1u << 20, counts, scratch);
 	return r != NULL;
 }
 
@@ -581,7 +581,7 @@ static void tpl_values_are_what_the_ring_carries(void **state)
 	assert_int_equal(mixd_template_create(c, fields, 7, &t), 0);
 	assert_int_equal(mixd_template_create(c, fields, 8, &slow), 0);
 
-	static uint8_t scratch[MIXD_RECORD_MAX];
+	static uint8_t scratch[INGEST_POLL_SCRATCH];
 	struct ingest_ring_counts counts = {0};
 	const uint64_t n = 6000; /* ~2 MB: the ring wraps several times */
 	for (uint64_t i = 0; i < n;) {

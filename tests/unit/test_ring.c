@@ -281,7 +281,7 @@ static enum ingest_reject expect_copy(void *ctx, const uint8_t *p,
 	struct seen *s = ctx;
 	uint8_t want[100];
 	pattern(want, sizeof want, 7);
-	assert_ptr_equal(p, s->scratch);
+	assert_true(p == s->scratch || p == s->scratch + MIXD_RECORD_MAX);
 	assert_int_equal(len, sizeof want);
 	assert_memory_equal(p, want, sizeof want);
 	s->calls++;
@@ -294,7 +294,7 @@ static enum ingest_reject expect_in_place(void *ctx, const uint8_t *p,
 {
 	assert_null(lay);
 	struct seen *s = ctx;
-	assert_true(p < s->scratch || p >= s->scratch + MIXD_RECORD_MAX);
+	assert_true(p < s->scratch || p >= s->scratch + INGEST_POLL_SCRATCH);
 	(void)len;
 	s->calls++;
 	return INGEST_REJ_NONE;
@@ -317,12 +317,12 @@ static void shared_records_are_read_from_a_private_copy(void **state)
 	pattern(rec, sizeof rec, 7);
 	assert_true(ring_push(&prod, rec, sizeof rec));
 
-	static uint8_t scratch[MIXD_RECORD_MAX];
+	static uint8_t scratch[INGEST_POLL_SCRATCH];
 	struct seen seen = {.scratch = scratch};
 	struct ingest_ring_counts n = {0};
 	struct ingest_ring *r;
 	assert_int_equal(ingest_ring_attach(fd, &r), 0); /* takes fd */
-	assert_int_equal(ingest_ring_poll(r, expect_copy, &seen, 16, &n,
+	assert_int_equal(ingest_ring_poll(r, expect_copy, NULL, &seen, 16, &n,
 					  scratch),
 			 1);
 	assert_int_equal(seen.calls, 1);
@@ -332,11 +332,105 @@ static void shared_records_are_read_from_a_private_copy(void **state)
 
 	assert_int_equal(ingest_ring_create_queue(cap, &r), 0);
 	assert_true(ingest_queue_push(r, rec, sizeof rec));
-	assert_int_equal(ingest_ring_poll(r, expect_in_place, &seen, 16, &n,
+	assert_int_equal(ingest_ring_poll(r, expect_in_place, NULL, &seen, 16,
+					  &n,
 					  scratch),
 			 1);
 	assert_int_equal(seen.calls, 2);
 	ingest_ring_destroy(r);
+}
+
+/*
+ * Each record but a poll's first is announced before the one ahead of it
+ * is handed over, with the very bytes and address it is then handed over
+ * with; a record beyond the budget is not announced, and the next poll
+ * starts with it.
+ */
+struct order {
+	const uint8_t *said[10]; /* where record k was announced, or NULL */
+	uint8_t said_bytes[10][64];
+	int records, announced;
+	uint8_t next_seq; /* the pattern's seed of the next record handed over */
+};
+
+static void note_ahead(void *ctx, const uint8_t *p, uint32_t len,
+		       const struct ingest_layout *lay)
+{
+	struct order *o = ctx;
+	uint8_t k = (uint8_t)(o->next_seq + 1), want[64];
+	assert_null(lay);
+	assert_true(k < 10);
+	assert_int_equal(len, 16 + k % 40);
+	pattern(want, len, k);
+	assert_memory_equal(p, want, len);
+	o->said[k] = p;
+	memcpy(o->said_bytes[k], p, len);
+	o->announced++;
+}
+
+static enum ingest_reject check_order(void *ctx, const uint8_t *p,
+				      uint32_t len,
+				      const struct ingest_layout *lay)
+{
+	struct order *o = ctx;
+	uint8_t k = o->next_seq, want[64];
+	assert_null(lay);
+	assert_int_equal(len, 16 + k % 40);
+	pattern(want, len, k);
+	assert_memory_equal(p, want, len);
+	/* handed over where it was announced, unchanged since */
+	if (o->said[k]) {
+		assert_ptr_equal(o->said[k], p);
+		assert_memory_equal(o->said_bytes[k], p, len);
+	}
+	o->records++;
+	o->next_seq++;
+	return INGEST_REJ_NONE;
+}
+
+static void records_are_announced_one_ahead(void **state)
+{
+	(void)state;
+	const uint64_t cap = MIXD_RING_MIN_CAPACITY;
+	const size_t size = MIXD_RING_HDR_SIZE + cap;
+	int fd = memfd_create("test-ring", MFD_ALLOW_SEALING | MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)size), 0);
+	struct mixd_ring_hdr *h = mmap(NULL, size, PROT_READ | PROT_WRITE,
+				       MAP_SHARED, fd, 0);
+	assert_true(h != MAP_FAILED);
+	ring_init(h, cap, 1, 1, 0);
+	struct ring_prod prod;
+	ring_prod_init(&prod, h, (uint8_t *)h + MIXD_RING_HDR_SIZE);
+	for (uint8_t i = 0; i < 10; i++) {
+		uint8_t rec[64];
+		uint32_t len = 16 + i % 40u;
+		pattern(rec, len, i);
+		assert_true(ring_push(&prod, rec, len));
+	}
+	static uint8_t scratch[INGEST_POLL_SCRATCH];
+	struct order o = {0};
+	struct ingest_ring_counts n = {0};
+	struct ingest_ring *r;
+	assert_int_equal(ingest_ring_attach(fd, &r), 0); /* takes fd */
+	/* 4 of 10: records 1-3 announced, record 4 not (not taken yet) */
+	assert_int_equal(ingest_ring_poll(r, check_order, note_ahead, &o, 4,
+					  &n, scratch),
+			 4);
+	assert_int_equal(o.records, 4);
+	assert_int_equal(o.announced, 3);
+	assert_true(o.said[1] && o.said[2] && o.said[3] && !o.said[4]);
+	assert_int_equal(ingest_ring_poll(r, check_order, note_ahead, &o, 100,
+					  &n, scratch),
+			 6);
+	assert_int_equal(o.records, 10);
+	assert_int_equal(o.announced, 3 + 5);
+	for (int k = 5; k < 10; k++)
+		assert_non_null(o.said[k]);
+	assert_int_equal(n.records, 10);
+	assert_true(ingest_ring_empty(r));
+	ingest_ring_destroy(r);
+	munmap(h, size);
 }
 
 int main(void)
@@ -350,6 +444,7 @@ int main(void)
 		cmocka_unit_test(corrupt_frames_are_detected),
 		cmocka_unit_test(producer_and_consumer_threads_agree_on_every_byte),
 		cmocka_unit_test(shared_records_are_read_from_a_private_copy),
+		cmocka_unit_test(records_are_announced_one_ahead),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
