@@ -200,22 +200,34 @@ struct ring_cons {
 	uint64_t cap;
 	uint64_t tail;      /* private copy of cons.tail */
 	uint64_t head;      /* last acquired prod.head */
+	uint64_t lim;       /* frames ending beyond it wait (see refresh) */
 	uint32_t max_len;   /* largest payload accepted */
 };
 
 /** Result of ring_peek(). */
 enum ring_peek_rc {
-	RING_EMPTY = 0,   /* nothing published beyond tail */
+	RING_EMPTY = 0,   /* nothing (taken yet) beyond tail */
 	RING_RECORD = 1,  /* *payload / *len set; call ring_advance() after */
 	RING_CORRUPT = 2, /* head or a frame is invalid */
 };
 
 /** Refresh the consumer's view of head. Returns false if head is invalid. */
+/*
+ * While the producer is writing -- head moved since the last refresh --
+ * the frames in the cache line it is writing into wait for a later one:
+ * a consumer reading that line as the producer fills the rest of it
+ * takes the line from the producer's core and the producer's next store
+ * takes it back, twice per record when the consumer keeps up, which
+ * doubled the producer's cost. Once head stands still, everything is
+ * taken; a frame waits at most until the producer writes past its line
+ * or pauses.
+ */
 static inline bool ring_cons_refresh(struct ring_cons *c)
 {
 	uint64_t h = ring_load_acquire(&c->hdr->prod.head);
 	if (h < c->tail || h - c->tail > c->cap)
 		return false;
+	c->lim = h == c->head ? h : h & ~(uint64_t)63;
 	c->head = h;
 	return true;
 }
@@ -252,6 +264,8 @@ static inline enum ring_peek_rc ring_peek(struct ring_cons *c,
 		uint64_t sz = ring_frame_size(fh[0]);
 		if (sz > c->cap - pos || sz > avail)
 			return RING_CORRUPT;
+		if (c->tail + sz > c->lim)
+			return RING_EMPTY; /* in the line being written */
 		*payload = c->data + pos + MIXD_FRAME_HDR;
 		*len = fh[0];
 		*size = sz;
