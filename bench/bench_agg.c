@@ -29,9 +29,8 @@
  * new snapshot of the same tasks every 100,000 records, as Marathon's
  * events publish them; 6, 7: 3 and 5 at 100,000 label sets) and no
  * scrape, and
- * MIXD_BENCH_NO_AHEAD=1 hands each record over without announcing the
- * next (state_ahead()), as if every record were the first of a ring's
- * poll: what the memo's prefetching gains.
+ * MIXD_BENCH_NO_AHEAD=1 hands records over without announcing them
+ * first (state_ahead()): what the memo's prefetching gains.
  * MIXD_BENCH_RECORDS=N makes its workload N records: for instructions
  * per record, MIXD_BENCH_CASE=1 MIXD_BENCH_RECORDS=20000 valgrind
  * --tool=callgrind --toggle-collect=state_record ... and divide by the
@@ -276,17 +275,40 @@ struct churn {
 	size_t n, next;
 };
 
+static size_t gcd(size_t a, size_t b)
+{
+	while (b) {
+		size_t r = a % b;
+		a = b;
+		b = r;
+	}
+	return a;
+}
+
+/*
+ * @passes over the workload's records, in order (@scatter false), or in
+ * a scattered order that visits each once (@scatter). Label sets get
+ * their rows in the order records first name them: a first pass in the
+ * workload's own order would leave the rows in memory in the order the
+ * later passes visit them, a stream the hardware prefetcher follows and
+ * no daemon sees (a record may name any label set), so the pass that
+ * makes them is scattered.
+ */
 static void run(struct agg *a, const struct workload *wl, size_t passes,
-		struct churn *ch)
+		struct churn *ch, bool scatter)
 {
 	struct shard *sh = &a->shards[0];
 	static struct attr_table t;
-	size_t since = 0;
+	size_t since = 0, stride = 1;
 	static int noahead = -1;
 	if (noahead < 0)
 		noahead = getenv("MIXD_BENCH_NO_AHEAD") != NULL;
+	if (scatter)
+		for (stride = 7919; gcd(stride, wl->n) != 1; stride += 2)
+			;
 	for (size_t p = 0; p < passes; p++) {
-		for (size_t i = 0; i < wl->n; i++) {
+		for (size_t k = 0; k < wl->n; k++) {
+			size_t i = k * stride % wl->n;
 			if (ch && ++since == CHURN_EVERY && ch->next < ch->n) {
 				/* between read sections, as the resolver's
 				 * thread would publish */
@@ -296,20 +318,24 @@ static void run(struct agg *a, const struct workload *wl, size_t passes,
 				since = 0;
 			}
 			/* A shard pins one snapshot per pass of 1,024 records. */
-			if (sh->mar && i % 1024 == 0)
+			if (sh->mar && k % 1024 == 0)
 				mar_read_begin(sh->mar);
-			/* As ingest_ring_poll() does: the next record is
-			 * announced before this one is handed over. */
-			if (i + 1 < wl->n && !noahead)
-				state_ahead(sh->state,
-					    wl->buf + (i + 1) * RECORD_CAP,
-					    wl->len[i + 1], wl->lay);
+			/* As ingest_ring_poll() does: each record is
+			 * announced INGEST_AHEAD records before it is handed
+			 * over (the first ones at the start). */
+			for (size_t m = k ? k + INGEST_AHEAD : 0;
+			     !noahead && m <= k + INGEST_AHEAD && m < wl->n;
+			     m++) {
+				size_t im = m * stride % wl->n;
+				state_ahead(sh->state, wl->buf + im * RECORD_CAP,
+					    wl->len[im], wl->lay);
+			}
 			if (state_record(sh->state, &t, wl->buf + i * RECORD_CAP,
 					 wl->len[i], wl->lay, 0,
 					 a->o.series_limit, sh->mar,
 					 &a->epoch, &sh->retired))
 				abort();
-			if (sh->mar && (i % 1024 == 1023 || i + 1 == wl->n))
+			if (sh->mar && (k % 1024 == 1023 || k + 1 == wl->n))
 				mar_read_end(sh->mar);
 		}
 	}
@@ -378,9 +404,10 @@ static void throughput(uint64_t sets, int runs, bool marathon, bool fresh,
 			for (; ch.n < CHURN_MAX && ch.n * CHURN_EVERY < 3 * wl.n;
 			     ch.n++)
 				ch.snap[ch.n] = bookinfo_snap();
-		run(a, &wl, 1, NULL); /* every label set made: steady state after */
+		/* every label set made, scattered: steady state after */
+		run(a, &wl, 1, NULL, true);
 		uint64_t t0 = bench_now_ns();
-		run(a, &wl, 3, churn ? &ch : NULL);
+		run(a, &wl, 3, churn ? &ch : NULL, false);
 		if (churn && ch.next < 2)
 			abort(); /* the workload is too short to churn */
 		while (ch.next < ch.n)
@@ -554,7 +581,7 @@ static void scrapes(int runs, uint64_t sets)
 		malloc_trim(0);
 		long before = bench_rss_kib();
 		struct agg *a = make_agg();
-		run(a, &wl, 1, NULL);
+		run(a, &wl, 1, NULL, false);
 		long after = bench_rss_kib();
 		free(wl.buf);
 		free(wl.len);

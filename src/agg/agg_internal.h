@@ -318,16 +318,21 @@ static inline void memo_prefetch(const struct memo *m, uint64_t h)
 	__builtin_prefetch(&m->tags[memo_bucket(m, h, 0)]);
 }
 
-/** ... and once that line has arrived, the entry and the key it names. */
-static inline void memo_prefetch_entry(const struct memo *m, uint64_t h)
+/** ... and once that line has arrived, the entry and the key it names;
+ *  returns the entry (NULL: none there), which may be another key's. */
+static inline struct memo_ent *memo_prefetch_entry(const struct memo *m,
+						   uint64_t h)
 {
 	uint64_t b = memo_bucket(m, h, 0);
 	const struct memo_tag *tg = &m->tags[b];
+	struct memo_ent *e = NULL;
 	for (unsigned w = 0; w < MEMO_WAYS; w++)
 		if (tg[w].hash == h) {
-			__builtin_prefetch(memo_ent_at(m, b + w));
+			e = memo_ent_at(m, b + w);
+			__builtin_prefetch(e);
 			__builtin_prefetch(tg[w].key);
 		}
+	return e;
 }
 
 /** An entry for a key (recycling its buckets' least recently used one),
@@ -417,12 +422,14 @@ enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 				struct epoch_retired **rl);
 
 /**
- * Announce the record the state_record() call after next will be given
- * (@rec, @len, @lay as it will be), so that its memo lookup starts while
- * the record before it is processed: a layout record is keyed, hashed and
- * its memo bucket fetched now, and that call reuses the key. @rec must
- * not change in between, and the two state_record() calls must follow
- * with nothing else announced.
+ * Announce the next record in order that state_record() has not been
+ * given or told of (@rec, @len, @lay as it will be), up to INGEST_AHEAD
+ * records before its turn, so that its memo lookup starts while the
+ * records before it are processed: a layout record is keyed and hashed
+ * now, and its turn reuses the key. @rec must not change until then.
+ * Announcements out of order or too far ahead are only wasted: a record
+ * is taken as announced only if it is the one announced for its place,
+ * at the same address.
  */
 void state_ahead(struct shard_state *s, const uint8_t *rec, uint32_t len,
 		 const struct ingest_layout *lay);

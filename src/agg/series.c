@@ -42,6 +42,9 @@
  * per entry is about its key (the attributes the config reads, a few
  * hundred bytes) plus a row pointer per dimension set. */
 #define MEMO_MIN_ENTRIES 1024
+/* From this capacity on (with its rows and keys, several MiB), the memo's
+ * lines are fetched ahead of announced records (state_ahead()). */
+#define MEMO_PREFETCH_MIN (16 * 1024)
 #define MEMO_MAX_ENTRIES (128 * 1024)
 /* Traffic that never repeats (every record a new source IP, say) would pay
  * for a key and a lookup per record and gain nothing: when the memo has
@@ -381,14 +384,21 @@ struct val_src {
 	const uint8_t *rec;
 };
 
-/* A layout record keyed ahead of its turn (state_ahead()). */
+/* Slots for the record being processed and the INGEST_AHEAD announced
+ * after it: a power of two, so a record's slot is a mask away. */
+#define STATE_SLOTS 4
+_Static_assert(STATE_SLOTS > INGEST_AHEAD, "a slot per record in flight");
+
+/* A record announced by state_ahead(), by its place in the order. */
 struct ahead {
-	const uint8_t *rec; /* NULL: none */
+	uint64_t seq;       /* which record: turn when it is processed */
+	const uint8_t *rec; /* NULL: not keyed ahead */
 	const struct ingest_layout *lay;
 	uint32_t len;
 	uint32_t klen; /* its key's length, with the 3 bytes before */
 	uint32_t le;   /* its layout's id */
 	uint64_t mh;   /* its key's hash */
+	struct memo_ent *ent; /* the entry fetched for it, maybe not its own */
 };
 
 /* Kept beside the state; allocated with it. */
@@ -418,15 +428,15 @@ struct state_ext {
 	uint8_t cap_st[64];
 	struct row *cap_row[64];
 	uint8_t cap_hits[64];
-	/* Records by turn (records processed, mod 2): the one announced by
-	 * state_ahead(), keyed and hashed before its turn, and its key. */
-	uint32_t turn;
-	struct ahead ahead[2];
+	/* Records in order: turn processed, said announced (state_ahead());
+	 * record j's announcement and key in slot j % STATE_SLOTS. */
+	uint64_t turn, said;
+	struct ahead ahead[STATE_SLOTS];
 	/* Memo keys: byte 1 (so that no key is empty), then the encodings
 	 * of the record's memo attributes as the decoder copies them; or,
 	 * for a layout record, byte 2, its layout's id (2 bytes) and its
 	 * compact key. Room for a whole record, then the hash's padding. */
-	uint8_t keys[2][1 + INGEST_KEY_ROOM + 16];
+	uint8_t keys[STATE_SLOTS][1 + INGEST_KEY_ROOM + 16];
 	uint8_t *mkey; /* the key of the record being processed */
 	uint32_t hits[];
 };
@@ -1253,26 +1263,61 @@ key_layout(struct state_ext *x, const struct agg_plan *p, const uint8_t *rec,
 	return true;
 }
 
+/* Fetch the rows of remembered record @e (a prefetch: @e may be another
+ * key's entry). */
+static void prefetch_rows(const struct state_ext *x, const struct agg_plan *p,
+			  struct memo_ent *e)
+{
+	struct row **rows = memo_rows(e);
+	const uint8_t *st = memo_st(&x->memo, e);
+	for (size_t d = 0; d < p->ndimsets; d++) {
+		if (st[d] != MEMO_ROW)
+			continue;
+		const char *r = (const char *)rows[d];
+		size_t n = sizeof(struct row) +
+			   p->dimsets[d].ncells * sizeof(uint64_t);
+		for (size_t o = 0; o < n; o += 64)
+			__builtin_prefetch(r + o, 1);
+	}
+}
+
 /*
- * Two records' memo lookups overlap the record before them: the waiting
- * record's bucket, fetched when it was announced, has arrived by now (a
- * record's processing takes longer), so its entry and key are fetched
- * next; the record announced now has its bucket fetched. With 100,000
- * label sets the memo is far larger than the caches, and these were three
- * misses in a row on every record.
+ * A record's memo lookup is three misses in a row when the memo and the
+ * rows are far larger than the caches (100,000 label sets): its bucket's
+ * tags, then its entry and key, then its rows. Announced records take
+ * them a step per announcement, so each step has a record's processing
+ * to arrive: the record announced now is keyed, hashed and its bucket
+ * fetched; the one announced before it, whose bucket has arrived, has its
+ * entry and key fetched; the one before that, whose entry has arrived,
+ * its rows -- and is processed next.
  */
 void state_ahead(struct shard_state *s, const uint8_t *rec, uint32_t len,
 		 const struct ingest_layout *lay)
 {
 	struct state_ext *x = (struct state_ext *)s;
-	const struct ahead *w = &x->ahead[x->turn & 1];
-	struct ahead *a = &x->ahead[(x->turn + 1) & 1];
-	if (w->rec && w->klen <= MEMO_KEY_MAX)
-		memo_prefetch_entry(&x->memo, w->mh);
+	const struct agg_plan *p = s->plan;
+	if (x->said < x->turn)
+		x->said = x->turn;
+	if (x->said - x->turn > INGEST_AHEAD)
+		return; /* announced too far ahead: ignored */
+	uint64_t j = x->said++;
+	struct ahead *a = &x->ahead[j % STATE_SLOTS];
+	/* A memo the caches hold is left to them. */
+	bool far = memo_capacity(&x->memo) >= MEMO_PREFETCH_MIN;
+	if (far) {
+		const struct ahead *r2 = &x->ahead[(j - 2) % STATE_SLOTS];
+		struct ahead *r1 = &x->ahead[(j - 1) % STATE_SLOTS];
+		if (j >= x->turn + 2 && r2->seq == j - 2 && r2->ent)
+			prefetch_rows(x, p, r2->ent);
+		if (j >= x->turn + 1 && r1->seq == j - 1 && r1->rec &&
+		    r1->klen <= MEMO_KEY_MAX)
+			r1->ent = memo_prefetch_entry(&x->memo, r1->mh);
+	}
+	a->seq = j;
 	a->rec = NULL;
-	if (key_layout(x, s->plan, rec, len, lay, x->keys[(x->turn + 1) & 1],
-		       a) &&
-	    a->klen <= MEMO_KEY_MAX)
+	a->ent = NULL;
+	if (key_layout(x, p, rec, len, lay, x->keys[j % STATE_SLOTS], a) &&
+	    far && a->klen <= MEMO_KEY_MAX)
 		memo_prefetch(&x->memo, a->mh);
 }
 
@@ -1292,9 +1337,11 @@ enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 	enum ingest_reject rc;
 
 	/* This record's turn: its announcement, if it had one, and key. */
-	unsigned turn = x->turn++ & 1;
-	struct ahead *a = &x->ahead[turn];
-	x->mkey = x->keys[turn];
+	uint64_t j = x->turn++;
+	struct ahead *a = &x->ahead[j % STATE_SLOTS];
+	x->mkey = x->keys[j % STATE_SLOTS];
+	if (a->seq != j)
+		a->rec = NULL;
 	attr_table_clear(t);
 	bool keyed = a->rec == rec && a->len == len && a->lay == lay && lay &&
 		     !x->memo_aside;

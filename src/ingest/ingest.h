@@ -233,18 +233,22 @@ typedef enum ingest_reject (*ingest_record_fn)(void *ctx, const uint8_t *p,
 					       uint32_t len,
 					       const struct ingest_layout *lay);
 
+/** How many records a poll takes and announces before it hands one over. */
+#define INGEST_AHEAD 2
+
 /**
- * Told of the record @fn will be called with next, before @fn is called
- * with the current one: a consumer can start fetching what that record
- * will need while the current one is processed. @p stays valid and
- * unchanged until @fn has been called with it. Only records that will
- * reach @fn are announced.
+ * Told of each record as it is taken off the ring, in order, up to
+ * INGEST_AHEAD records before @fn is called with it: a consumer can start
+ * fetching what the record will need while the ones before it are
+ * processed. @p stays valid and unchanged until @fn has been called with
+ * it. Exactly the records that will reach @fn are announced.
  */
 typedef void (*ingest_ahead_fn)(void *ctx, const uint8_t *p, uint32_t len,
 				const struct ingest_layout *lay);
 
-/** Bytes of the scratch buffer ingest_ring_poll() needs: two records. */
-#define INGEST_POLL_SCRATCH (2 * MIXD_RECORD_MAX)
+/** Bytes of the scratch buffer ingest_ring_poll() needs: a record and
+ *  the INGEST_AHEAD taken after it. */
+#define INGEST_POLL_SCRATCH ((INGEST_AHEAD + 1) * MIXD_RECORD_MAX)
 
 /** Counters of one ring, owned by its consumer. */
 struct ingest_ring_counts {
@@ -256,18 +260,18 @@ struct ingest_ring_counts {
 
 /**
  * Consume up to @budget records, calling @fn for each, and @ahead (when
- * not NULL) for each but the first, one record early. Adds to @counts
+ * not NULL) for each as it is taken, ahead of @fn. Adds to @counts
  * and returns the number of records taken (0 when empty). A corrupt ring
  * is resynchronised at the producer's head and the skipped records
  * counted as INGEST_REJ_RING; a ring whose head itself is invalid stops
  * being read.
  *
  * A shared-memory record is first copied to @scratch (INGEST_POLL_SCRATCH
- * bytes: the current record and the next), and @fn sees the copy: the
- * producer can still write to its ring, and a record that changed while
- * it was decoded and counted could make a consumer remember one value
- * under another (the record memo), so decoding reads only memory the
- * producer cannot reach. Queue rings are mixd's own and are read in place.
+ * bytes), and @fn sees the copy: the producer can still write to its
+ * ring, and a record that changed while it was decoded and counted could
+ * make a consumer remember one value under another (the record memo), so
+ * decoding reads only memory the producer cannot reach. Queue rings are
+ * mixd's own and are read in place.
  */
 unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn,
 			  ingest_ahead_fn ahead, void *ctx, unsigned budget,

@@ -305,19 +305,25 @@ unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn,
 		r->dead = true;
 		return 0;
 	}
-	/* One record ahead: the next one is taken (into the other half of
-	 * @scratch) and announced before the current one is handed over. */
-	struct taken t[2];
-	unsigned taken = 0, k = 0;
-	enum ring_peek_rc rc = budget ? take(r, scratch, &t[0]) : RING_EMPTY;
-	while (rc == RING_RECORD) {
-		const struct taken *cur = &t[k];
-		k ^= 1;
-		rc = ++taken < budget
-			     ? take(r, scratch + k * MIXD_RECORD_MAX, &t[k])
-			     : RING_EMPTY;
-		if (rc == RING_RECORD && ahead && t[k].why == INGEST_REJ_NONE)
-			ahead(ctx, t[k].p, t[k].len, t[k].lay);
+	/* Records are taken, each into its own part of @scratch, and
+	 * announced up to INGEST_AHEAD records before they are handed over. */
+	struct taken t[INGEST_AHEAD + 1];
+	unsigned taken = 0, handed = 0;
+	enum ring_peek_rc rc = RING_RECORD;
+	for (;;) {
+		while (rc == RING_RECORD && taken < budget &&
+		       taken - handed <= INGEST_AHEAD) {
+			unsigned k = taken % (INGEST_AHEAD + 1);
+			rc = take(r, scratch + k * MIXD_RECORD_MAX, &t[k]);
+			if (rc != RING_RECORD)
+				break;
+			if (ahead && t[k].why == INGEST_REJ_NONE)
+				ahead(ctx, t[k].p, t[k].len, t[k].lay);
+			taken++;
+		}
+		if (handed == taken)
+			break;
+		const struct taken *cur = &t[handed++ % (INGEST_AHEAD + 1)];
 		enum ingest_reject why = cur->why;
 		if (why == INGEST_REJ_NONE)
 			why = fn(ctx, cur->p, cur->len, cur->lay);

@@ -444,27 +444,28 @@ static void make_fed(struct fed *f, uint64_t *seed)
 
 /*
  * @records records to both sides. Layout records go to the memo side as a
- * ring's poll hands them over: each announced (state_ahead()) before the
- * one ahead of it is processed -- across expiry and snapshot swaps too --
- * except every fourth, as a poll's first record is not.
+ * ring's poll hands them over: each announced (state_ahead())
+ * INGEST_AHEAD records before it is processed -- across expiry and
+ * snapshot swaps too -- except that every 7th announcement is left out,
+ * so the records after it are announced out of place (which must only
+ * waste the announcements).
  */
 static void feed(struct side *m, struct side *n, size_t records,
 		 uint64_t seed, int64_t step_ns, size_t expire_every,
 		 struct mar_resolver *res, size_t swap_every)
 {
-	static struct fed f[2];
+	static struct fed f[INGEST_AHEAD + 1];
 	int64_t now = 1000000000;
-	if (records)
-		make_fed(&f[0], &seed);
+	size_t made = 0;
 	for (size_t i = 0; i < records; i++) {
-		const struct fed *cur = &f[i & 1];
-		struct fed *next = &f[(i + 1) & 1];
-		if (i + 1 < records) {
-			make_fed(next, &seed);
-			if (as_layouts && i % 4 != 3)
-				state_ahead(m->sh->state, next->lrec,
-					    next->llen, next->lay);
+		for (; made < records && made <= i + INGEST_AHEAD; made++) {
+			struct fed *g = &f[made % (INGEST_AHEAD + 1)];
+			make_fed(g, &seed);
+			if (as_layouts && made % 7 != 6)
+				state_ahead(m->sh->state, g->lrec, g->llen,
+					    g->lay);
 		}
+		const struct fed *cur = &f[i % (INGEST_AHEAD + 1)];
 		now += step_ns;
 		if (as_layouts)
 			side_record_as(m, cur->lrec, cur->llen, cur->lay, now);
