@@ -351,19 +351,40 @@ static enum ingest_reject expect_in_place(void *ctx, const uint8_t *p,
 	return INGEST_REJ_NONE;
 }
 
-static void shared_records_are_read_from_a_private_copy(void **state)
+/* Two polls: the second after head has stood still, so it takes what the
+ * first left in the line the producer wrote last. */
+static unsigned poll_twice(struct ingest_ring *r, ingest_record_fn fn,
+			   ingest_ahead_fn ahead, void *ctx, unsigned budget,
+			   struct ingest_ring_counts *n, uint8_t *scratch)
+{
+	unsigned k = ingest_ring_poll(r, fn, ahead, ctx, budget, n, scratch);
+	return k + ingest_ring_poll(r, fn, ahead, ctx, budget, n, scratch);
+}
+
+/* A memfd segment of the smallest capacity, mapped, with a producer on
+ * it; *@fd for ingest_ring_attach(). */
+static struct mixd_ring_hdr *shared_segment(struct ring_prod *prod,
+					    size_t *size, int *fd)
 {
 	const uint64_t cap = MIXD_RING_MIN_CAPACITY;
-	const size_t size = MIXD_RING_HDR_SIZE + cap;
-	int fd = memfd_create("test-ring", MFD_ALLOW_SEALING | MFD_CLOEXEC);
-	assert_true(fd >= 0);
-	assert_int_equal(ftruncate(fd, (off_t)size), 0);
-	struct mixd_ring_hdr *h = mmap(NULL, size, PROT_READ | PROT_WRITE,
-				       MAP_SHARED, fd, 0);
+	*size = MIXD_RING_HDR_SIZE + cap;
+	*fd = memfd_create("test-ring", MFD_ALLOW_SEALING | MFD_CLOEXEC);
+	assert_true(*fd >= 0);
+	assert_int_equal(ftruncate(*fd, (off_t)*size), 0);
+	struct mixd_ring_hdr *h = mmap(NULL, *size, PROT_READ | PROT_WRITE,
+				       MAP_SHARED, *fd, 0);
 	assert_true(h != MAP_FAILED);
 	ring_init(h, cap, 1, 1, 0);
+	ring_prod_init(prod, h, (uint8_t *)h + MIXD_RING_HDR_SIZE);
+	return h;
+}
+
+static void shared_records_are_read_from_a_private_copy(void **state)
+{
 	struct ring_prod prod;
-	ring_prod_init(&prod, h, (uint8_t *)h + MIXD_RING_HDR_SIZE);
+	size_t size;
+	int fd;
+	struct mixd_ring_hdr *h = shared_segment(&prod, &size, &fd);
 	uint8_t rec[100];
 	pattern(rec, sizeof rec, 7);
 	assert_true(ring_push(&prod, rec, sizeof rec));
@@ -373,23 +394,18 @@ static void shared_records_are_read_from_a_private_copy(void **state)
 	struct ingest_ring_counts n = {0};
 	struct ingest_ring *r;
 	assert_int_equal(ingest_ring_attach(fd, &r), 0); /* takes fd */
-	/* the second poll: the producer has paused */
-	assert_int_equal(ingest_ring_poll(r, expect_copy, NULL, &seen, 16, &n,
-					  scratch) +
-				 ingest_ring_poll(r, expect_copy, NULL, &seen, 16,
-						  &n, scratch),
+	assert_int_equal(poll_twice(r, expect_copy, NULL, &seen, 16, &n,
+				    scratch),
 			 1);
 	assert_int_equal(seen.calls, 1);
 	assert_int_equal(n.records, 1);
 	ingest_ring_destroy(r);
 	munmap(h, size);
 
-	assert_int_equal(ingest_ring_create_queue(cap, &r), 0);
+	assert_int_equal(ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &r), 0);
 	assert_true(ingest_queue_push(r, rec, sizeof rec));
-	assert_int_equal(ingest_ring_poll(r, expect_in_place, NULL, &seen, 16,
-					  &n, scratch) +
-				 ingest_ring_poll(r, expect_in_place, NULL,
-						  &seen, 16, &n, scratch),
+	assert_int_equal(poll_twice(r, expect_in_place, NULL, &seen, 16, &n,
+				    scratch),
 			 1);
 	assert_int_equal(seen.calls, 2);
 	ingest_ring_destroy(r);
@@ -444,17 +460,10 @@ static enum ingest_reject check_order(void *ctx, const uint8_t *p,
 static void records_are_announced_before_they_are_handed_over(void **state)
 {
 	(void)state;
-	const uint64_t cap = MIXD_RING_MIN_CAPACITY;
-	const size_t size = MIXD_RING_HDR_SIZE + cap;
-	int fd = memfd_create("test-ring", MFD_ALLOW_SEALING | MFD_CLOEXEC);
-	assert_true(fd >= 0);
-	assert_int_equal(ftruncate(fd, (off_t)size), 0);
-	struct mixd_ring_hdr *h = mmap(NULL, size, PROT_READ | PROT_WRITE,
-				       MAP_SHARED, fd, 0);
-	assert_true(h != MAP_FAILED);
-	ring_init(h, cap, 1, 1, 0);
 	struct ring_prod prod;
-	ring_prod_init(&prod, h, (uint8_t *)h + MIXD_RING_HDR_SIZE);
+	size_t size;
+	int fd;
+	struct mixd_ring_hdr *h = shared_segment(&prod, &size, &fd);
 	for (uint8_t i = 0; i < 10; i++) {
 		uint8_t rec[64];
 		uint32_t len = 16 + i % 40u;
@@ -473,10 +482,8 @@ static void records_are_announced_before_they_are_handed_over(void **state)
 			 4);
 	assert_int_equal(o.records, 4);
 	assert_int_equal(o.announced, 4);
-	assert_int_equal(ingest_ring_poll(r, check_order, note_ahead, &o, 100,
-					  &n, scratch) +
-				 ingest_ring_poll(r, check_order, note_ahead,
-						  &o, 100, &n, scratch),
+	assert_int_equal(poll_twice(r, check_order, note_ahead, &o, 100, &n,
+				    scratch),
 			 6);
 	assert_int_equal(o.records, 10);
 	assert_int_equal(o.announced, 10);
