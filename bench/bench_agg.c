@@ -300,6 +300,7 @@ static void run(struct agg *a, const struct workload *wl, size_t passes,
 	struct shard *sh = &a->shards[0];
 	static struct attr_table t;
 	size_t since = 0, stride = 1;
+	bool ahead = false;
 	static int noahead = -1;
 	if (noahead < 0)
 		noahead = getenv("MIXD_BENCH_NO_AHEAD") != NULL;
@@ -320,11 +321,18 @@ static void run(struct agg *a, const struct workload *wl, size_t passes,
 			/* A shard pins one snapshot per pass of 1,024 records. */
 			if (sh->mar && k % 1024 == 0)
 				mar_read_begin(sh->mar);
-			/* As ingest_ring_poll() does: each record is
+			/* As a shard's poll of 1,024 records does: it asks
+			 * once whether to announce; if so each record is
 			 * announced INGEST_AHEAD records before it is handed
-			 * over (the first ones at the start). */
-			for (size_t m = k ? k + INGEST_AHEAD : 0;
-			     !noahead && m <= k + INGEST_AHEAD && m < wl->n;
+			 * over (the first at the start), none beyond the
+			 * poll's end. */
+			size_t end = (k / 1024 + 1) * 1024;
+			if (k % 1024 == 0)
+				ahead = !noahead &&
+					state_wants_ahead(sh->state);
+			for (size_t m = k % 1024 ? k + INGEST_AHEAD : k;
+			     ahead && m <= k + INGEST_AHEAD && m < end &&
+			     m < wl->n;
 			     m++) {
 				size_t im = m * stride % wl->n;
 				state_ahead(sh->state, wl->buf + im * RECORD_CAP,

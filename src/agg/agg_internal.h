@@ -318,21 +318,16 @@ static inline void memo_prefetch(const struct memo *m, uint64_t h)
 	__builtin_prefetch(&m->tags[memo_bucket(m, h, 0)]);
 }
 
-/** ... and once that line has arrived, the entry and the key it names;
- *  returns the entry (NULL: none there), which may be another key's. */
-static inline struct memo_ent *memo_prefetch_entry(const struct memo *m,
-						   uint64_t h)
+/** ... and once that line has arrived, the entry and the key it names. */
+static inline void memo_prefetch_entry(const struct memo *m, uint64_t h)
 {
 	uint64_t b = memo_bucket(m, h, 0);
 	const struct memo_tag *tg = &m->tags[b];
-	struct memo_ent *e = NULL;
 	for (unsigned w = 0; w < MEMO_WAYS; w++)
 		if (tg[w].hash == h) {
-			e = memo_ent_at(m, b + w);
-			__builtin_prefetch(e);
+			__builtin_prefetch(memo_ent_at(m, b + w));
 			__builtin_prefetch(tg[w].key);
 		}
-	return e;
 }
 
 /** An entry for a key (recycling its buckets' least recently used one),
@@ -433,6 +428,10 @@ enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
  */
 void state_ahead(struct shard_state *s, const uint8_t *rec, uint32_t len,
 		 const struct ingest_layout *lay);
+
+/** Whether announcing records to @s (state_ahead()) pays now: only when
+ *  its memo has outgrown the caches. Asked once per poll. */
+bool state_wants_ahead(const struct shard_state *s);
 
 /*
  * stdio output (logs.c). Each shard formats JSON lines into its own buffer

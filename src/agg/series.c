@@ -386,8 +386,9 @@ struct val_src {
 
 /* Slots for the record being processed and the INGEST_AHEAD announced
  * after it: a power of two, so a record's slot is a mask away. */
-#define STATE_SLOTS 4
+#define STATE_SLOTS 2
 _Static_assert(STATE_SLOTS > INGEST_AHEAD, "a slot per record in flight");
+_Static_assert(!(STATE_SLOTS & (STATE_SLOTS - 1)), "a power of two");
 
 /* A record announced by state_ahead(), by its place in the order. */
 struct ahead {
@@ -398,7 +399,6 @@ struct ahead {
 	uint32_t klen; /* its key's length, with the 3 bytes before */
 	uint32_t le;   /* its layout's id */
 	uint64_t mh;   /* its key's hash */
-	struct memo_ent *ent; /* the entry fetched for it, maybe not its own */
 };
 
 /* Kept beside the state; allocated with it. */
@@ -1263,61 +1263,42 @@ key_layout(struct state_ext *x, const struct agg_plan *p, const uint8_t *rec,
 	return true;
 }
 
-/* Fetch the rows of remembered record @e (a prefetch: @e may be another
- * key's entry). */
-static void prefetch_rows(const struct state_ext *x, const struct agg_plan *p,
-			  struct memo_ent *e)
+/*
+ * A record's memo lookup is misses in a row when the memo is far larger
+ * than the caches (100,000 label sets): its bucket's tags, then its entry
+ * and key. Announced records take them a step per announcement, so each
+ * step has a record's processing to arrive: the record announced now is
+ * keyed, hashed and its bucket fetched; the one announced before it,
+ * whose bucket has arrived, has its entry and key fetched, and is
+ * processed next. (Fetching its rows too, one step later, was as often
+ * slower as faster on this machine.)
+ */
+bool state_wants_ahead(const struct shard_state *s)
 {
-	struct row **rows = memo_rows(e);
-	const uint8_t *st = memo_st(&x->memo, e);
-	for (size_t d = 0; d < p->ndimsets; d++) {
-		if (st[d] != MEMO_ROW)
-			continue;
-		const char *r = (const char *)rows[d];
-		size_t n = sizeof(struct row) +
-			   p->dimsets[d].ncells * sizeof(uint64_t);
-		for (size_t o = 0; o < n; o += 64)
-			__builtin_prefetch(r + o, 1);
-	}
+	/* A memo the caches hold is left to them. */
+	const struct state_ext *x = (const struct state_ext *)s;
+	return s->plan->memo_ok && memo_capacity(&x->memo) >= MEMO_PREFETCH_MIN;
 }
 
-/*
- * A record's memo lookup is three misses in a row when the memo and the
- * rows are far larger than the caches (100,000 label sets): its bucket's
- * tags, then its entry and key, then its rows. Announced records take
- * them a step per announcement, so each step has a record's processing
- * to arrive: the record announced now is keyed, hashed and its bucket
- * fetched; the one announced before it, whose bucket has arrived, has its
- * entry and key fetched; the one before that, whose entry has arrived,
- * its rows -- and is processed next.
- */
 void state_ahead(struct shard_state *s, const uint8_t *rec, uint32_t len,
 		 const struct ingest_layout *lay)
 {
 	struct state_ext *x = (struct state_ext *)s;
-	const struct agg_plan *p = s->plan;
 	if (x->said < x->turn)
 		x->said = x->turn;
 	if (x->said - x->turn > INGEST_AHEAD)
 		return; /* announced too far ahead: ignored */
 	uint64_t j = x->said++;
 	struct ahead *a = &x->ahead[j % STATE_SLOTS];
-	/* A memo the caches hold is left to them. */
-	bool far = memo_capacity(&x->memo) >= MEMO_PREFETCH_MIN;
-	if (far) {
-		const struct ahead *r2 = &x->ahead[(j - 2) % STATE_SLOTS];
-		struct ahead *r1 = &x->ahead[(j - 1) % STATE_SLOTS];
-		if (j >= x->turn + 2 && r2->seq == j - 2 && r2->ent)
-			prefetch_rows(x, p, r2->ent);
-		if (j >= x->turn + 1 && r1->seq == j - 1 && r1->rec &&
-		    r1->klen <= MEMO_KEY_MAX)
-			r1->ent = memo_prefetch_entry(&x->memo, r1->mh);
-	}
+	const struct ahead *w = &x->ahead[(j - 1) % STATE_SLOTS];
+	if (j > x->turn && w->seq == j - 1 && w->rec &&
+	    w->klen <= MEMO_KEY_MAX)
+		memo_prefetch_entry(&x->memo, w->mh);
 	a->seq = j;
 	a->rec = NULL;
-	a->ent = NULL;
-	if (key_layout(x, p, rec, len, lay, x->keys[j % STATE_SLOTS], a) &&
-	    far && a->klen <= MEMO_KEY_MAX)
+	if (key_layout(x, s->plan, rec, len, lay, x->keys[j % STATE_SLOTS],
+		       a) &&
+	    a->klen <= MEMO_KEY_MAX)
 		memo_prefetch(&x->memo, a->mh);
 }
 
@@ -1336,16 +1317,20 @@ enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 	uint32_t mlen = 0;
 	enum ingest_reject rc;
 
-	/* This record's turn: its announcement, if it had one, and key. */
+	/* This record's turn: its key's buffer, and its announcement if it
+	 * had one (the one announced for its place, at its address). */
 	uint64_t j = x->turn++;
-	struct ahead *a = &x->ahead[j % STATE_SLOTS];
+	struct ahead own, *a = &own;
 	x->mkey = x->keys[j % STATE_SLOTS];
-	if (a->seq != j)
-		a->rec = NULL;
+	bool keyed = false;
+	if (x->said > j) {
+		struct ahead *an = &x->ahead[j % STATE_SLOTS];
+		keyed = an->seq == j && an->rec == rec && an->len == len &&
+			an->lay == lay && lay && !x->memo_aside;
+		an->rec = NULL;
+		a = an;
+	}
 	attr_table_clear(t);
-	bool keyed = a->rec == rec && a->len == len && a->lay == lay && lay &&
-		     !x->memo_aside;
-	a->rec = NULL;
 	if (!keyed && lay)
 		keyed = key_layout(x, p, rec, len, lay, x->mkey, a);
 	if (keyed) {

@@ -46,8 +46,7 @@ static void on_ahead(void *ctx, const uint8_t *p, uint32_t len,
 		     const struct ingest_layout *lay)
 {
 	struct shard *sh = ctx;
-	if (sh->state)
-		state_ahead(sh->state, p, len, lay);
+	state_ahead(sh->state, p, len, lay);
 }
 
 static int64_t coarse_now(void)
@@ -158,9 +157,11 @@ static unsigned pass(struct shard *sh)
 	if (sh->mar)
 		mar_read_begin(sh->mar);
 	struct shard_ring **pp = &sh->rings, *sr;
+	ingest_ahead_fn ahead =
+		sh->state && state_wants_ahead(sh->state) ? on_ahead : NULL;
 	while ((sr = *pp)) {
 		enum ingest_transport t = ingest_ring_transport(sr->r);
-		unsigned k = ingest_ring_poll(sr->r, on_record, on_ahead, sh, 1024,
+		unsigned k = ingest_ring_poll(sr->r, on_record, ahead, sh, 1024,
 					      &sh->mine[t], sh->record);
 		n += k;
 		if (sr->closing && k == 0 && ingest_ring_empty(sr->r)) {
@@ -173,7 +174,7 @@ static unsigned pass(struct shard *sh)
 		}
 		pp = &sr->next;
 	}
-	n += ingest_ring_poll(sh->queue, on_record, on_ahead, sh, 4096,
+	n += ingest_ring_poll(sh->queue, on_record, ahead, sh, 4096,
 			      &sh->mine[INGEST_SOCKET], sh->record);
 	if (sh->mar)
 		mar_read_end(sh->mar);
