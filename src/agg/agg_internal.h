@@ -433,6 +433,9 @@ void state_ahead(struct shard_state *s, const uint8_t *rec, uint32_t len,
  *  its memo has outgrown the caches. Asked once per poll. */
 bool state_wants_ahead(const struct shard_state *s);
 
+/** Records @s processed with the key made when they were announced. */
+uint64_t state_ahead_used(const struct shard_state *s);
+
 /*
  * stdio output (logs.c). Each shard formats JSON lines into its own buffer
  * and writes whole lines, so shards never interleave within a line.

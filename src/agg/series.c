@@ -431,6 +431,7 @@ struct state_ext {
 	/* Records in order: turn processed, said announced (state_ahead());
 	 * record j's announcement and key in slot j % STATE_SLOTS. */
 	uint64_t turn, said;
+	uint64_t ahead_used; /* records keyed when announced */
 	struct ahead ahead[STATE_SLOTS];
 	/* Memo keys: byte 1 (so that no key is empty), then the encodings
 	 * of the record's memo attributes as the decoder copies them; or,
@@ -1256,6 +1257,7 @@ key_layout(struct state_ext *x, const struct agg_plan *p, const uint8_t *rec,
 	a->len = len;
 	a->klen = klen;
 	a->le = (uint32_t)id;
+	a->mh = 0; /* no hash: not looked up (MEMO_KEY_MAX) */
 	if (klen <= MEMO_KEY_MAX) {
 		memset(key + klen, 0, 16);
 		a->mh = memo_hash(key, klen);
@@ -1273,6 +1275,11 @@ key_layout(struct state_ext *x, const struct agg_plan *p, const uint8_t *rec,
  * processed next. (Fetching its rows too, one step later, was as often
  * slower as faster on this machine.)
  */
+uint64_t state_ahead_used(const struct shard_state *s)
+{
+	return ((const struct state_ext *)s)->ahead_used;
+}
+
 bool state_wants_ahead(const struct shard_state *s)
 {
 	/* A memo the caches hold is left to them. */
@@ -1327,6 +1334,7 @@ enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 		struct ahead *an = &x->ahead[j % STATE_SLOTS];
 		keyed = an->seq == j && an->rec == rec && an->len == len &&
 			an->lay == lay && lay && !x->memo_aside;
+		x->ahead_used += keyed;
 		an->rec = NULL;
 		a = an;
 	}

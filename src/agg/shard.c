@@ -144,10 +144,13 @@ static void publish(struct shard *sh)
 	}
 }
 
-/* One pass over everything the shard owns; returns records taken. */
-static unsigned pass(struct shard *sh)
+/* One pass over everything the shard owns; returns records taken.
+ * *@left: some ring has published records this pass left for the next
+ * (ingest_ring_left()): the shard must not sleep, nor stop draining. */
+static unsigned pass(struct shard *sh, bool *left)
 {
 	unsigned n = 0;
+	*left = false;
 	housekeeping(sh);
 	if (__atomic_load_n(&sh->inbox_n, __ATOMIC_ACQUIRE))
 		take_inbox(sh);
@@ -164,6 +167,7 @@ static unsigned pass(struct shard *sh)
 		unsigned k = ingest_ring_poll(sr->r, on_record, ahead, sh, 1024,
 					      &sh->mine[t], sh->record);
 		n += k;
+		*left |= ingest_ring_left(sr->r);
 		if (sr->closing && k == 0 && ingest_ring_empty(sr->r)) {
 			/* The producer is gone and we have all it wrote. */
 			*pp = sr->next;
@@ -176,6 +180,7 @@ static unsigned pass(struct shard *sh)
 	}
 	n += ingest_ring_poll(sh->queue, on_record, ahead, sh, 4096,
 			      &sh->mine[INGEST_SOCKET], sh->record);
+	*left |= ingest_ring_left(sh->queue);
 	if (sh->mar)
 		mar_read_end(sh->mar);
 	if (sh->state)
@@ -217,8 +222,9 @@ static void *shard_main(void *arg)
 	for (;;) {
 		bool draining = __atomic_load_n(&sh->agg->state, __ATOMIC_ACQUIRE) ==
 				DRAIN;
-		unsigned n = pass(sh);
-		if (n) {
+		bool left;
+		unsigned n = pass(sh, &left);
+		if (n || left) {
 			sleep_us = 0;
 			continue;
 		}

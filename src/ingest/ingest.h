@@ -281,6 +281,12 @@ unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn,
 /** True when every published record has been consumed. */
 bool ingest_ring_empty(struct ingest_ring *r);
 
+/** True when the last ingest_ring_poll() left published records for the
+ *  next one: its budget ran out, or it held back the line the producer
+ *  was writing (see ring_cons_refresh()). Poll again soon: the next poll
+ *  takes them. */
+bool ingest_ring_left(const struct ingest_ring *r);
+
 /** The transport whose records this ring carries. */
 enum ingest_transport ingest_ring_transport(const struct ingest_ring *r);
 

@@ -180,6 +180,11 @@ uint32_t ingest_ring_pid(const struct ingest_ring *r)
 	return r->pid;
 }
 
+bool ingest_ring_left(const struct ingest_ring *r)
+{
+	return !r->dead && r->c.tail != r->c.head;
+}
+
 bool ingest_ring_empty(struct ingest_ring *r)
 {
 	if (r->dead)
