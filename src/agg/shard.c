@@ -146,7 +146,8 @@ static void publish(struct shard *sh)
 
 /* One pass over everything the shard owns; returns records taken.
  * *@left: some ring has published records this pass left for the next
- * (ingest_ring_left()): the shard must not sleep, nor stop draining. */
+ * (ingest_ring_left()): the shard must not sleep long, nor stop
+ * draining. */
 static unsigned pass(struct shard *sh, bool *left)
 {
 	unsigned n = 0;
@@ -224,13 +225,20 @@ static void *shard_main(void *arg)
 				DRAIN;
 		bool left;
 		unsigned n = pass(sh, &left);
-		if (n || left) {
+		if (n) {
 			sleep_us = 0;
 			continue;
 		}
-		if (draining)
+		if (draining) {
+			if (left)
+				continue; /* the next pass takes them */
 			break; /* a whole pass after the drain began found nothing */
-		sleep_us = sleep_us ? sleep_us * 2 : 50;
+		}
+		/* Records left in a line a producer was writing are looked at
+		 * again after the shortest sleep: by then it has written past
+		 * the line or paused. Not at once: a shard spinning on a
+		 * producer's head would cost it a cache miss a record. */
+		sleep_us = left ? 50 : sleep_us ? sleep_us * 2 : 50;
 		if (sleep_us > sh->agg->o.idle_sleep_max_us)
 			sleep_us = sh->agg->o.idle_sleep_max_us;
 		doze(sh, sleep_us);

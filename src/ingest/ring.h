@@ -220,9 +220,8 @@ enum ring_peek_rc {
  * takes it back, twice per record when the consumer keeps up, which
  * doubled the producer's cost. Once head stands still, everything is
  * taken; a frame waits at most until the producer writes past its line
- * or pauses. The consumer looks again at once when frames wait
- * (ingest_ring_left()), so a paused producer's last record is not left
- * for an idle sleep.
+ * or pauses. A shard whose pass left frames waiting (ingest_ring_left())
+ * looks again after its shortest sleep, not after an idle one.
  */
 static inline bool ring_cons_refresh(struct ring_cons *c)
 {
