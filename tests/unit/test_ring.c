@@ -493,6 +493,59 @@ static void records_are_announced_before_they_are_handed_over(void **state)
 	munmap(h, size);
 }
 
+/*
+ * A corrupt frame after good ones in one poll: the good ones are handed
+ * over and counted, and only what the producer wrote beyond them is
+ * counted lost (its own tally of written records, less those consumed).
+ */
+static enum ingest_reject count_only(void *ctx, const uint8_t *p,
+				     uint32_t len,
+				     const struct ingest_layout *lay)
+{
+	(void)p;
+	(void)len;
+	(void)lay;
+	++*(int *)ctx;
+	return INGEST_REJ_NONE;
+}
+
+static void a_corrupt_frame_after_good_ones_loses_only_what_follows(void **state)
+{
+	(void)state;
+	struct ring_prod prod;
+	size_t size;
+	int fd;
+	struct mixd_ring_hdr *h = shared_segment(&prod, &size, &fd);
+	uint8_t rec[40];
+	for (uint8_t i = 0; i < 3; i++) {
+		pattern(rec, sizeof rec, i);
+		assert_true(ring_push(&prod, rec, sizeof rec));
+	}
+	/* a frame of no known type, then the producer's word that it wrote
+	 * five records in all */
+	uint8_t *bad = ring_reserve(&prod, 16);
+	assert_non_null(bad);
+	uint32_t junk = 0xdeadbeef;
+	memcpy(bad - 4, &junk, 4);
+	ring_publish(&prod, 16);
+	ring_store_relaxed(&h->prod.written, 5);
+
+	static uint8_t scratch[INGEST_POLL_SCRATCH];
+	struct ingest_ring_counts n = {0};
+	struct ingest_ring *r;
+	int seen = 0;
+	assert_int_equal(ingest_ring_attach(fd, &r), 0); /* takes fd */
+	for (int i = 0; i < 3; i++) /* the last line may wait a poll */
+		ingest_ring_poll(r, count_only, NULL, &seen, 100, &n, scratch);
+	assert_int_equal(seen, 3);
+	assert_int_equal(n.records, 3);
+	assert_int_equal(n.rejected[INGEST_REJ_RING], 2);
+	assert_int_equal(ring_load_relaxed(&h->cons.consumed), 5);
+	assert_true(ingest_ring_empty(r));
+	ingest_ring_destroy(r);
+	munmap(h, size);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -505,6 +558,7 @@ int main(void)
 		cmocka_unit_test(producer_and_consumer_threads_agree_on_every_byte),
 		cmocka_unit_test(shared_records_are_read_from_a_private_copy),
 		cmocka_unit_test(records_are_announced_before_they_are_handed_over),
+		cmocka_unit_test(a_corrupt_frame_after_good_ones_loses_only_what_follows),
 		cmocka_unit_test(the_line_being_written_waits_until_the_producer_pauses),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
