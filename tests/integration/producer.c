@@ -5,11 +5,18 @@
  *   producer --address unix:///p [--transport shm|socket] [--count N]
  *            [--threads T] [--rate R] [--progress FILE]
  *            [--evil truncate|scribble] [--evil-after N] [--linger-ms MS]
- *            [--flush-ms MS] [--template]
+ *            [--flush-ms MS] [--template] [--sets N]
  *
  * --template: write through a record template (mixd_template_report())
  * instead of the record builder; over shared memory its records are
  * layout records (values alone, the layout in the segment's header).
+ *
+ * --sets N: record i describes label set i % N: every attribute a label
+ * or a mesos instance reads (protocol, reporter, IPs, destination host
+ * "svc-<k>", response code, mTLS) comes from i % N, sizes and durations
+ * from i, so records repeat every N and make at most N label sets per
+ * family. Without it they come from i (every record a source IP of its
+ * own) and the host is one of four services.
  *
  * --progress FILE: after every commit the producer stores two counters in
  * FILE (mapped shared): records started, records committed, and when the
@@ -20,7 +27,7 @@
  * --phases "N1,N2,...": write N1 records, then wait until the file
  * FILE.go1 exists (FILE from --progress), write N2, wait for FILE.go2, ...
  * so a test can kill and restart mixd at exact points of the stream.
- * After writing phase n it creates FILE.done<n>.
+ * After writing phase n it creates FILE.done<n>. --rate paces each phase.
  *
  * --evil truncate: after --evil-after records, shrink its own ring memfds
  * (found through /proc/self/fd) to zero; mixd's seal must refuse.
@@ -66,6 +73,7 @@ static uint64_t max_commit_ns; /* atomic max */
 static const char *phases;
 static const char *progress_path;
 static bool use_template;
+static uint64_t sets; /* --sets: 0 for none */
 
 static uint64_t now_ns(void)
 {
@@ -77,42 +85,53 @@ static uint64_t now_ns(void)
 static mixd_template *tpl; /* --template */
 static int write_template(uint64_t i);
 
+/* The destination host of label set @k, in @buf (32 bytes). */
+static const char *host_of(uint64_t k, char *buf)
+{
+	static const char *const svc[] = {"reviews", "ratings", "details",
+					  "productpage"};
+	if (!sets)
+		return svc[k % 4];
+	snprintf(buf, 32, "svc-%llu", (unsigned long long)k);
+	return buf;
+}
+
 /* About 20 attributes and 250 bytes, as an Envoy report is. */
 static int write_record(uint64_t i)
 {
 	if (tpl)
 		return write_template(i);
 	static const char *const proto[] = {"http", "grpc", "tcp"};
-	static const char *const svc[] = {"reviews", "ratings", "details",
-					  "productpage"};
+	uint64_t k = sets ? i % sets : i; /* what labels are made of */
+	char host[32];
 	mixd_record *r = mixd_record_begin(client);
-	mixd_set_cstr(r, MIXD_ATTR_CONTEXT_PROTOCOL, proto[i % 3]);
+	mixd_set_cstr(r, MIXD_ATTR_CONTEXT_PROTOCOL, proto[k % 3]);
 	mixd_set_cstr(r, MIXD_ATTR_CONTEXT_REPORTER_KIND,
-		      i & 1 ? "inbound" : "outbound");
+		      k & 1 ? "inbound" : "outbound");
 	mixd_set_cstr(r, MIXD_ATTR_SOURCE_UID,
 		      "kubernetes://productpage-v1.instance-1f0c2a5e");
 	mixd_set_cstr(r, MIXD_ATTR_DESTINATION_UID,
 		      "kubernetes://reviews-v2.instance-c96bf99f");
-	uint8_t sip[4] = {10, 0, (uint8_t)(i >> 8), (uint8_t)i};
-	uint8_t dip[4] = {10, 1, 0, (uint8_t)(i % 7)};
+	uint8_t sip[4] = {10, 0, (uint8_t)(k >> 8), (uint8_t)k};
+	uint8_t dip[4] = {10, 1, 0, (uint8_t)(k % 7)};
 	mixd_set_ip(r, MIXD_ATTR_SOURCE_IP, sip, 4);
 	mixd_set_ip(r, MIXD_ATTR_DESTINATION_IP, dip, 4);
 	mixd_set_int64(r, MIXD_ATTR_DESTINATION_PORT, 9080);
 	mixd_set_cstr(r, MIXD_ATTR_DESTINATION_SERVICE_HOST,
-		      svc[i % 4]);
+		      host_of(k, host));
 	mixd_set_cstr(r, MIXD_ATTR_REQUEST_METHOD, "GET");
 	mixd_set_cstr(r, MIXD_ATTR_REQUEST_PATH, "/reviews/0");
 	mixd_set_cstr(r, MIXD_ATTR_REQUEST_HOST, "reviews:9080");
 	mixd_set_int64(r, MIXD_ATTR_REQUEST_SIZE, (int64_t)(i % 1000));
 	mixd_set_int64(r, MIXD_ATTR_RESPONSE_SIZE, (int64_t)(i % 5000));
-	mixd_set_int64(r, MIXD_ATTR_RESPONSE_CODE, i % 10 ? 200 : 503);
+	mixd_set_int64(r, MIXD_ATTR_RESPONSE_CODE, k % 10 ? 200 : 503);
 	mixd_set_duration(r, MIXD_ATTR_RESPONSE_DURATION,
 			  (int64_t)(i % 100) * 1000000);
 	mixd_set_timestamp(r, MIXD_ATTR_REQUEST_TIME, 1700000000000000000ll);
-	mixd_set_bool(r, MIXD_ATTR_CONNECTION_MTLS, (int)(i & 2));
+	mixd_set_bool(r, MIXD_ATTR_CONNECTION_MTLS, (int)(k & 2));
 	mixd_set_cstr(r, MIXD_ATTR_SOURCE_PRINCIPAL,
 		      "cluster.local/ns/default/sa/productpage");
-	mixd_set_cstr(r, MIXD_ATTR_API_PROTOCOL, proto[i % 3]);
+	mixd_set_cstr(r, MIXD_ATTR_API_PROTOCOL, proto[k % 3]);
 	mixd_set_int64(r, MIXD_ATTR_CONNECTION_SENT_BYTES, (int64_t)(i % 300));
 	return mixd_record_commit(r);
 }
@@ -143,31 +162,31 @@ static const struct mixd_field tpl_fields[20] = {
 static int write_template(uint64_t i)
 {
 	static const char *const proto[] = {"http", "grpc", "tcp"};
-	static const char *const svc[] = {"reviews", "ratings", "details",
-					  "productpage"};
+	uint64_t k = sets ? i % sets : i; /* what labels are made of */
+	char host[32];
 #define S(s) {.p = (s), .len = (uint32_t)strlen(s)}
-	uint8_t sip[4] = {10, 0, (uint8_t)(i >> 8), (uint8_t)i};
-	uint8_t dip[4] = {10, 1, 0, (uint8_t)(i % 7)};
+	uint8_t sip[4] = {10, 0, (uint8_t)(k >> 8), (uint8_t)k};
+	uint8_t dip[4] = {10, 1, 0, (uint8_t)(k % 7)};
 	struct mixd_slot v[20] = {
-		S(proto[i % 3]),
-		S(i & 1 ? "inbound" : "outbound"),
+		S(proto[k % 3]),
+		S(k & 1 ? "inbound" : "outbound"),
 		S("kubernetes://productpage-v1.instance-1f0c2a5e"),
 		S("kubernetes://reviews-v2.instance-c96bf99f"),
 		{.p = sip, .len = 4},
 		{.p = dip, .len = 4},
 		{.i = 9080},
-		S(svc[i % 4]),
+		S(host_of(k, host)),
 		S("GET"),
 		S("/reviews/0"),
 		S("reviews:9080"),
 		{.i = (int64_t)(i % 1000)},
 		{.i = (int64_t)(i % 5000)},
-		{.i = i % 10 ? 200 : 503},
+		{.i = k % 10 ? 200 : 503},
 		{.i = (int64_t)(i % 100) * 1000000},
 		{.i = 1700000000000000000ll},
-		{.b = (int)(i & 2)},
+		{.b = (int)(k & 2)},
 		S("cluster.local/ns/default/sa/productpage"),
-		S(proto[i % 3]),
+		S(proto[k % 3]),
 		{.i = (int64_t)(i % 300)},
 	};
 #undef S
@@ -278,7 +297,13 @@ static void run_phases(void)
 		}
 		count = atoll(tok);
 		threads = 1;
+		uint64_t start = now_ns(); /* --rate paces each phase */
 		for (long long k = 0; k < count; k++, i++) {
+			while (rate > 0 &&
+			       now_ns() < start + (uint64_t)(1e9 / rate * (double)k)) {
+				struct timespec ts = {0, 200000};
+				nanosleep(&ts, NULL);
+			}
 			__atomic_add_fetch(&prog->started, 1, __ATOMIC_SEQ_CST);
 			uint64_t t0 = now_ns();
 			int rc = write_record(i);
@@ -321,6 +346,7 @@ int main(int argc, char **argv)
 		{"flush-ms", required_argument, NULL, 'f'},
 		{"phases", required_argument, NULL, 'P'},
 		{"template", no_argument, NULL, 'X'},
+		{"sets", required_argument, NULL, 'S'},
 		{0},
 	};
 	int c;
@@ -338,6 +364,7 @@ int main(int argc, char **argv)
 		case 'f': flush_ms = atol(optarg); break;
 		case 'P': phases = optarg; break;
 		case 'X': use_template = true; break;
+		case 'S': sets = (uint64_t)atoll(optarg); break;
 		default:
 			fprintf(stderr, "producer: bad arguments\n");
 			return 2;
