@@ -22,6 +22,8 @@
 
 #include <mixd/client.h>
 
+#include "proxy_record.h"
+
 #include "agg/agg.h"
 #include "attr/attr.h"
 #include "bench_util.h"
@@ -96,31 +98,10 @@ static int proxy_report(mixd_client *c, uint64_t i)
 }
 
 /*
- * The same record through a template: the layout is prepared once (per
- * client, as a proxy would at start-up); per record only the values.
+ * The same record through a template of proxy_fields (proxy_record.h):
+ * the layout is prepared once (per client, as a proxy would at start-up);
+ * per record only the values.
  */
-static const struct mixd_field proxy_fields[20] = {
-	{MIXD_ATTR_CONTEXT_PROTOCOL, MIXD_T_STRING},
-	{MIXD_ATTR_CONTEXT_REPORTER_KIND, MIXD_T_STRING},
-	{MIXD_ATTR_SOURCE_UID, MIXD_T_STRING},
-	{MIXD_ATTR_DESTINATION_UID, MIXD_T_STRING},
-	{MIXD_ATTR_SOURCE_IP, MIXD_T_IP},
-	{MIXD_ATTR_DESTINATION_IP, MIXD_T_IP},
-	{MIXD_ATTR_DESTINATION_PORT, MIXD_T_INT64},
-	{MIXD_ATTR_DESTINATION_SERVICE_HOST, MIXD_T_STRING},
-	{MIXD_ATTR_REQUEST_METHOD, MIXD_T_STRING},
-	{MIXD_ATTR_REQUEST_PATH, MIXD_T_STRING},
-	{MIXD_ATTR_REQUEST_HOST, MIXD_T_STRING},
-	{MIXD_ATTR_REQUEST_SIZE, MIXD_T_INT64},
-	{MIXD_ATTR_RESPONSE_SIZE, MIXD_T_INT64},
-	{MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64},
-	{MIXD_ATTR_RESPONSE_DURATION, MIXD_T_DURATION},
-	{MIXD_ATTR_REQUEST_TIME, MIXD_T_TIMESTAMP},
-	{MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL},
-	{MIXD_ATTR_SOURCE_PRINCIPAL, MIXD_T_STRING},
-	{MIXD_ATTR_API_PROTOCOL, MIXD_T_STRING},
-	{MIXD_ATTR_CONNECTION_SENT_BYTES, MIXD_T_INT64},
-};
 static mixd_template *proxy_tpl; /* for the client of the current run */
 
 static int proxy_template(mixd_client *c, uint64_t i)
@@ -239,7 +220,7 @@ static double run(int np, enum mixd_transport transport, unsigned shards,
 	struct mixd_client_options co = {.transport = transport,
 					 .ring_bytes = 4u << 20};
 	if (mixd_client_open(sock_path, &co, &c) ||
-	    mixd_template_create(c, proxy_fields, 20, &proxy_tpl))
+	    mixd_template_create(c, proxy_fields, PROXY_FIELDS, &proxy_tpl))
 		abort();
 	/* Connect and hand the rings over before the clock starts. */
 	struct prod_arg a[8];
@@ -273,7 +254,7 @@ static double producer_ns(write_fn write)
 	mixd_client *c;
 	struct mixd_client_options co = {.ring_bytes = 4u << 20};
 	if (mixd_client_open(sock_path, &co, &c) ||
-	    mixd_template_create(c, proxy_fields, 20, &proxy_tpl) ||
+	    mixd_template_create(c, proxy_fields, PROXY_FIELDS, &proxy_tpl) ||
 	    mixd_template_create(c, floor_field, 1, &floor_tpl))
 		abort();
 	uint64_t spent = 0, n = 0;

@@ -32,7 +32,6 @@
 
 #include "agg/agg_internal.h"
 
-
 static size_t stride(unsigned nd, unsigned nf)
 {
 	size_t s = sizeof(struct memo_ent) + nd * (sizeof(struct row *) + 1) + nf;
@@ -67,11 +66,6 @@ int memo_init(struct memo *m, unsigned nd, unsigned nf, uint64_t entries,
 	return 0;
 }
 
-static struct memo_ent *ent(const struct memo *m, uint64_t i)
-{
-	return memo_ent_at(m, i);
-}
-
 void memo_free(struct memo *m)
 {
 	for (uint64_t i = 0; m->tags && i < (m->mask + 1) * MEMO_WAYS; i++)
@@ -104,25 +98,20 @@ void memo_invalidate(struct memo *m)
 		return;
 	/* The generation wrapped (after 4 G invalidations): forget all. */
 	for (uint64_t i = 0; i < memo_capacity(m); i++)
-		ent(m, i)->gen = 0;
+		memo_ent_at(m, i)->gen = 0;
 	m->gen = 1;
-}
-
-static uint64_t bucket(const struct memo *m, uint64_t h, unsigned which)
-{
-	return memo_bucket(m, h, which);
 }
 
 struct memo_ent *memo_find(struct memo *m, uint64_t h, const uint8_t *key,
 			   uint32_t len)
 {
 	for (unsigned c = 0; c < 2; c++) {
-		uint64_t b = bucket(m, h, c);
+		uint64_t b = memo_bucket(m, h, c);
 		const struct memo_tag *tg = &m->tags[b];
 		for (unsigned w = 0; w < MEMO_WAYS; w++) {
 			if (tg[w].hash != h)
 				continue;
-			struct memo_ent *e = ent(m, b + w);
+			struct memo_ent *e = memo_ent_at(m, b + w);
 			if (e->gen == m->gen && e->key_len == len &&
 			    memcmp(tg[w].key, key, len) == 0) {
 				e->tick = ++m->tick;
@@ -139,8 +128,8 @@ struct memo_ent *memo_claim(struct memo *m, uint64_t h, const uint8_t *key,
 	struct memo_ent *v = NULL;
 	uint64_t vi = 0;
 	for (unsigned c = 0; c < 2 * MEMO_WAYS; c++) {
-		uint64_t i = bucket(m, h, c / MEMO_WAYS) + c % MEMO_WAYS;
-		struct memo_ent *e = ent(m, i);
+		uint64_t i = memo_bucket(m, h, c / MEMO_WAYS) + c % MEMO_WAYS;
+		struct memo_ent *e = memo_ent_at(m, i);
 		if (e->gen != m->gen) { /* empty or stale: take it */
 			v = e;
 			vi = i;

@@ -279,7 +279,6 @@ static bool reads(struct agg_plan *p, int64_t id, uint64_t *mask)
 	       expr_reads(p->prog, (uint32_t)id, mask, ATTR_PRESENT_WORDS);
 }
 
-
 /* Can a remembered record's value of @f skip val_plan (see plan_family)? */
 static void value_direct(const struct agg_plan *p, struct plan_family *f)
 {

@@ -1265,16 +1265,6 @@ key_layout(struct state_ext *x, const struct agg_plan *p, const uint8_t *rec,
 	return true;
 }
 
-/*
- * A record's memo lookup is misses in a row when the memo is far larger
- * than the caches (100,000 label sets): its bucket's tags, then its entry
- * and key. Announced records take them a step per announcement, so each
- * step has a record's processing to arrive: the record announced now is
- * keyed, hashed and its bucket fetched; the one announced before it,
- * whose bucket has arrived, has its entry and key fetched, and is
- * processed next. (Fetching its rows too, one step later, was as often
- * slower as faster on this machine.)
- */
 uint64_t state_ahead_used(const struct shard_state *s)
 {
 	return ((const struct state_ext *)s)->ahead_used;
@@ -1287,6 +1277,16 @@ bool state_wants_ahead(const struct shard_state *s)
 	return s->plan->memo_ok && memo_capacity(&x->memo) >= MEMO_PREFETCH_MIN;
 }
 
+/*
+ * A record's memo lookup is misses in a row when the memo is far larger
+ * than the caches (100,000 label sets): its bucket's tags, then its entry
+ * and key. Announced records take them a step per announcement, so each
+ * step has a record's processing to arrive: the record announced now is
+ * keyed, hashed and its bucket fetched; the one announced before it,
+ * whose bucket has arrived, has its entry and key fetched, and is
+ * processed next. (Fetching its rows too, one step later, was as often
+ * slower as faster on this machine.)
+ */
 void state_ahead(struct shard_state *s, const uint8_t *rec, uint32_t len,
 		 const struct ingest_layout *lay)
 {

@@ -431,7 +431,6 @@ static inline void commit_direct(struct tl_ring *r, uint32_t len)
 	ring_store_relaxed(&r->prod.hdr->prod.written, ++r->written);
 }
 
-
 API int mixd_record_commit(mixd_record *rec)
 {
 	struct tl_ring *r = rec->ring;
@@ -1478,7 +1477,6 @@ API void mixd_client_stats(mixd_client *c, struct mixd_client_stats *out)
 }
 
 /* ---- attribute names -------------------------------------------------- */
-
 
 API int mixd_attr_lookup(const char *name)
 {

@@ -38,6 +38,13 @@ static const uint8_t dict_type[MIXD_ATTR_DICT_COUNT] = {
 #undef DICT_TYPE_
 };
 
+static inline uint16_t rd16(const uint8_t *p)
+{
+	uint16_t v;
+	memcpy(&v, p, 2);
+	return v;
+}
+
 static inline uint32_t rd32(const uint8_t *p)
 {
 	uint32_t v;
@@ -349,13 +356,6 @@ void ingest_layout_key_init(struct ingest_layout_key *lk,
 			}
 		}
 	}
-}
-
-static inline uint16_t rd16(const uint8_t *p)
-{
-	uint16_t v;
-	memcpy(&v, p, 2);
-	return v;
 }
 
 /* The first word of a layout record: MIXD_ATTR_LAYOUT, a slot, a zero. */

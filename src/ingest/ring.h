@@ -211,8 +211,9 @@ enum ring_peek_rc {
 	RING_CORRUPT = 2, /* head or a frame is invalid */
 };
 
-/** Refresh the consumer's view of head. Returns false if head is invalid. */
-/*
+/**
+ * Refresh the consumer's view of head. Returns false if head is invalid.
+ *
  * While the producer is writing -- head moved since the last refresh --
  * the frames in the cache line it is writing into wait for a later one:
  * a consumer reading that line as the producer fills the rest of it

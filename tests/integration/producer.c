@@ -56,6 +56,8 @@
 
 #include <mixd/client.h>
 
+#include "proxy_record.h"
+
 struct progress {
 	uint64_t started;
 	uint64_t committed;
@@ -136,29 +138,8 @@ static int write_record(uint64_t i)
 	return mixd_record_commit(r);
 }
 
-/* The same record through a template, made once in main(). */
-static const struct mixd_field tpl_fields[20] = {
-	{MIXD_ATTR_CONTEXT_PROTOCOL, MIXD_T_STRING},
-	{MIXD_ATTR_CONTEXT_REPORTER_KIND, MIXD_T_STRING},
-	{MIXD_ATTR_SOURCE_UID, MIXD_T_STRING},
-	{MIXD_ATTR_DESTINATION_UID, MIXD_T_STRING},
-	{MIXD_ATTR_SOURCE_IP, MIXD_T_IP},
-	{MIXD_ATTR_DESTINATION_IP, MIXD_T_IP},
-	{MIXD_ATTR_DESTINATION_PORT, MIXD_T_INT64},
-	{MIXD_ATTR_DESTINATION_SERVICE_HOST, MIXD_T_STRING},
-	{MIXD_ATTR_REQUEST_METHOD, MIXD_T_STRING},
-	{MIXD_ATTR_REQUEST_PATH, MIXD_T_STRING},
-	{MIXD_ATTR_REQUEST_HOST, MIXD_T_STRING},
-	{MIXD_ATTR_REQUEST_SIZE, MIXD_T_INT64},
-	{MIXD_ATTR_RESPONSE_SIZE, MIXD_T_INT64},
-	{MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64},
-	{MIXD_ATTR_RESPONSE_DURATION, MIXD_T_DURATION},
-	{MIXD_ATTR_REQUEST_TIME, MIXD_T_TIMESTAMP},
-	{MIXD_ATTR_CONNECTION_MTLS, MIXD_T_BOOL},
-	{MIXD_ATTR_SOURCE_PRINCIPAL, MIXD_T_STRING},
-	{MIXD_ATTR_API_PROTOCOL, MIXD_T_STRING},
-	{MIXD_ATTR_CONNECTION_SENT_BYTES, MIXD_T_INT64},
-};
+/* The same record through a template of proxy_fields (proxy_record.h),
+ * made once in main(). */
 static int write_template(uint64_t i)
 {
 	static const char *const proto[] = {"http", "grpc", "tcp"};
@@ -401,8 +382,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "producer: mixd_client_open: %s\n", strerror(-rc));
 		return 2;
 	}
-	if (use_template &&
-	    (rc = mixd_template_create(client, tpl_fields, 20, &tpl)) != 0) {
+	if (use_template && (rc = mixd_template_create(client, proxy_fields,
+						       PROXY_FIELDS, &tpl)) != 0) {
 		fprintf(stderr, "producer: mixd_template_create: %s\n",
 			strerror(-rc));
 		return 2;

@@ -643,6 +643,16 @@ static struct mar_resolver *resolver_sides(struct side *m, struct side *n,
 	return res;
 }
 
+/* Undo resolver_sides(). */
+static void resolver_sides_free(struct side *m, struct side *n,
+				struct mar_resolver *res, FILE *log)
+{
+	side_free(m);
+	side_free(n);
+	mar_resolver_stop(res);
+	fclose(log);
+}
+
 /* Label sets whose key holds @needle, over every set of @s. */
 static size_t rows_with(const struct side *s, const char *needle, size_t n)
 {
@@ -669,10 +679,7 @@ static void test_snapshot_swaps(void **state)
 	assert_true(rows > 50);
 	/* The snapshots' versions became labels. */
 	assert_true(rows_with(&m, "\x02\x00v2", 4) > 0);
-	side_free(&m);
-	side_free(&n);
-	mar_resolver_stop(res);
-	fclose(log);
+	resolver_sides_free(&m, &n, res, log);
 }
 
 static uint64_t memo_misses(const struct side *s)
@@ -714,10 +721,7 @@ static void test_memo_across_snapshots(void **state)
 	feed(&m, &n, 20000, seed, 1000, 0, NULL, 0);
 	assert_int_equal(memo_misses(&m) - m4, warm);
 	assert_same(&m, &n);
-	side_free(&m);
-	side_free(&n);
-	mar_resolver_stop(res);
-	fclose(log);
+	resolver_sides_free(&m, &n, res, log);
 }
 
 /* Layout records (what templates send) on the memo side, with their own
@@ -753,10 +757,7 @@ static void test_layout_records_same_as_without_memo(void **state)
 	drive(&m, &n, 30000, 4242, 1000, 0, res, 2500); /* swaps */
 	assert_same(&m, &n);
 	assert_true(rows_with(&m, "\x02\x00v2", 4) > 0);
-	side_free(&m);
-	side_free(&n);
-	mar_resolver_stop(res);
-	fclose(log);
+	resolver_sides_free(&m, &n, res, log);
 	as_layouts = false;
 }
 
