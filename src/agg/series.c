@@ -756,7 +756,8 @@ static bool still_answers(struct shard_state *s, struct state_ext *x,
 	return fp == e->answers;
 }
 
-static void update(const struct plan_family *f, uint64_t *cells, double v)
+static inline __attribute__((always_inline)) void
+update(const struct plan_family *f, uint64_t *cells, double v)
 {
 	uint64_t *c = cells + f->cell;
 	switch (f->kind) {
@@ -894,39 +895,107 @@ plan:
 	return family_value(s, f, x->val_res[p->val_at[f]], hits, out);
 }
 
+/* Set @d of a remembered record, which became @st (not MEMO_SKIP) when it
+ * was remembered: @mh its dispatches per family, @r its row (MEMO_ROW). */
+static void replay_set(struct shard_state *s, struct state_ext *x, size_t d,
+		       uint8_t st, const uint8_t *mh, struct row *r,
+		       const struct val_src *src, bool *evaluated,
+		       int64_t now_ns)
+{
+	const struct plan_dimset *ds = &s->plan->dimsets[d];
+	uint32_t cnt[64]; /* dispatches of the set's k-th family */
+	for (unsigned k = 0; k < ds->nfam; k++)
+		cnt[k] = mh[ds->fams[k]];
+	if (st == MEMO_DIMFAIL) {
+		count_dimfail(s, ds, cnt);
+		return;
+	}
+	double val[64];
+	uint64_t ok = 0;
+	for (unsigned k = 0; k < ds->nfam; k++)
+		if (cnt[k] && value_of(s, x, src, evaluated, ds->fams[k], cnt[k],
+				       &val[k]))
+			ok |= 1ull << k;
+	if (!ok)
+		return;
+	if (st == MEMO_OVERFLOW)
+		count_overflow(s->series[d], ds, ok);
+	else
+		row_apply(s->plan, ds, r, ok, cnt, val, now_ns);
+}
+
 /* A remembered record: only its values are evaluated. */
 static void replay(struct shard_state *s, struct state_ext *x,
 		   struct memo_ent *e, const struct val_src *src,
 		   int64_t now_ns)
 {
-	const struct agg_plan *p = s->plan;
 	const uint8_t *st = memo_st(&x->memo, e), *mh = memo_hits(&x->memo, e);
 	struct row **rows = memo_rows(e);
 	bool evaluated = false;
+	for (size_t d = 0; d < s->plan->ndimsets; d++)
+		if (st[d] != MEMO_SKIP)
+			replay_set(s, x, d, st[d], mh, rows[d], src, &evaluated,
+				   now_ns);
+}
+
+/*
+ * A remembered record of a direct layout (lay_ent_init()): replay() in one
+ * pass, each family's value read from the record and applied as it is
+ * read, the common case of a set with its row. A set that failed or
+ * overflowed when the record was remembered takes replay_set().
+ */
+static void replay_direct(struct shard_state *s, struct state_ext *x,
+			  struct memo_ent *e, const struct lay_ent *le,
+			  const uint8_t *rec, int64_t now_ns)
+{
+	const struct agg_plan *p = s->plan;
+	const uint8_t *st = memo_st(&x->memo, e), *mh = memo_hits(&x->memo, e);
+	struct row **rows = memo_rows(e);
 
 	for (size_t d = 0; d < p->ndimsets; d++) {
 		if (st[d] == MEMO_SKIP)
 			continue;
 		const struct plan_dimset *ds = &p->dimsets[d];
-		uint32_t cnt[64]; /* dispatches of the set's k-th family */
-		for (unsigned k = 0; k < ds->nfam; k++)
-			cnt[k] = mh[ds->fams[k]];
-		if (st[d] == MEMO_DIMFAIL) {
-			count_dimfail(s, ds, cnt);
+		if (__builtin_expect(st[d] != MEMO_ROW, 0)) {
+			bool evaluated = false; /* direct: never evaluates */
+			replay_set(s, x, d, st[d], mh, NULL,
+				   &(struct val_src){.le = le, .rec = rec},
+				   &evaluated, now_ns);
 			continue;
 		}
-		double val[64];
+		struct row *r = rows[d];
 		uint64_t ok = 0;
-		for (unsigned k = 0; k < ds->nfam; k++)
-			if (cnt[k] && value_of(s, x, src, &evaluated, ds->fams[k],
-					       cnt[k], &val[k]))
-				ok |= 1ull << k;
-		if (!ok)
-			continue;
-		if (st[d] == MEMO_OVERFLOW)
-			count_overflow(s->series[d], ds, ok);
-		else
-			row_apply(p, ds, rows[d], ok, cnt, val, now_ns);
+		row_write_begin(r);
+		for (unsigned k = 0; k < ds->nfam; k++) {
+			uint32_t f = ds->fams[k], n = mh[f];
+			if (!n)
+				continue;
+			const struct plan_family *pf = &p->fams[f];
+			int w = le->val_word[f];
+			double v;
+			if (w >= 0) {
+				struct attr_value word = {.type = pf->val_decl};
+				memcpy(&word.i, rec + 4 + 8 * w, 8);
+				if (!family_value(s, f, &word, n, &v))
+					continue;
+			} else if (pf->val_k_ok) {
+				v = pf->val_k;
+			} else {
+				count_errors(s, f, n);
+				continue;
+			}
+			ok |= 1ull << k;
+			do
+				update(pf, r->cells, v);
+			while (--n);
+		}
+		if (ok) {
+			if ((r->touched | ok) != r->touched)
+				__atomic_store_n(&r->touched, r->touched | ok,
+						 __ATOMIC_RELEASE);
+			__atomic_store_n(&r->last_ns, now_ns, __ATOMIC_RELEASE);
+		}
+		row_write_end(r);
 	}
 }
 
@@ -1348,8 +1417,7 @@ enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 		if (me && le->direct && me->snap_gen == x->memo_snap) {
 			/* The key walk checked the record: no decoding. */
 			memo_tally(x, true);
-			replay(s, x, me,
-			       &(struct val_src){.le = le, .rec = rec}, now_ns);
+			replay_direct(s, x, me, le, rec, now_ns);
 			return INGEST_REJ_NONE;
 		}
 		rc = ingest_decode_layout(lay, rec, len, t, NULL, NULL);

@@ -752,6 +752,14 @@ static void test_layout_records_same_as_without_memo(void **state)
 	side_free(&m);
 	side_free(&n);
 
+	side_init(&m, true, 20, 0, NULL); /* the series limit */
+	side_init(&n, false, 20, 0, NULL);
+	drive(&m, &n, 30000, 12345, 1000, 0, NULL, 0);
+	assert_same(&m, &n);
+	assert_true(sum_counts(&m, offsetof(struct series, overflow)) > 0);
+	side_free(&m);
+	side_free(&n);
+
 	FILE *log;
 	struct mar_resolver *res = resolver_sides(&m, &n, &log);
 	drive(&m, &n, 30000, 4242, 1000, 0, res, 2500); /* swaps */
