@@ -106,6 +106,21 @@ struct buf {
 	bool too_big;
 };
 
+/*
+ * Events that arrive while a full sync is in flight, in order, each as
+ * [u32 type length][u32 data length][type][data]. The sync replaces the
+ * model, so an event applied to the old one would be lost whenever
+ * Marathon wrote its answer before the change the event reports; held,
+ * they are applied to whichever model the sync leaves. Bounded: an event
+ * that does not fit is lost, and a resync follows.
+ */
+struct held {
+	char *p;
+	size_t len, cap;
+	bool lost;
+};
+#define HELD_MAX (64u << 20)
+
 struct mar_resolver {
 	/* settings */
 	char *addrs[MAX_ADDRS];
@@ -145,6 +160,8 @@ struct mar_resolver {
 	bool stream_got_bytes;
 	int64_t stream_last_byte_ns, stream_started_ns;
 	struct mar_sse sse;
+	bool syncing;     /* a full sync is in flight: events are held */
+	struct held held;
 	struct mar_model model;
 	struct mar_hostcache *hc;
 	char base[1024]; /* the leader we talk to (after redirects) */
@@ -488,15 +505,79 @@ static size_t body_write(char *p, size_t sz, size_t n, void *ud)
 	return len;
 }
 
-static void on_event(void *ctx, const char *type, size_t tl,
-		     const char *data, size_t dl)
+static void apply_event(struct mar_resolver *r, const char *type, size_t tl,
+			const char *data, size_t dl)
 {
-	struct mar_resolver *r = ctx;
 	bool had = r->model.need_resync;
 	enum mar_event ev = mar_model_apply(&r->model, type, tl, data, dl);
 	cnt_add(&r->c.events[ev], 1);
 	if (!had && r->model.need_resync)
 		r->resync_at = now_ns() + r->resync_delay_ns;
+}
+
+/* Keep an event for release_held(). */
+static void hold(struct held *h, const char *type, size_t tl,
+		 const char *data, size_t dl)
+{
+	size_t need = 8 + tl + dl;
+	if (h->lost || need > HELD_MAX - h->len) {
+		h->lost = true;
+		return;
+	}
+	if (h->len + need > h->cap) {
+		size_t cap = h->cap ? h->cap : 1 << 16;
+		while (cap < h->len + need)
+			cap *= 2;
+		char *np = realloc(h->p, cap);
+		if (!np) {
+			h->lost = true;
+			return;
+		}
+		h->p = np;
+		h->cap = cap;
+	}
+	uint32_t l[2] = {(uint32_t)tl, (uint32_t)dl};
+	memcpy(h->p + h->len, l, 8);
+	memcpy(h->p + h->len + 8, type, tl);
+	memcpy(h->p + h->len + 8 + tl, data, dl);
+	h->len += need;
+}
+
+/* The sync is over: apply what it held, in order, to the model it left
+ * (new or, when it failed, the old one); a lost event asks for a resync. */
+static void release_held(struct mar_resolver *r)
+{
+	struct held *h = &r->held;
+	r->syncing = false;
+	for (size_t at = 0; at < h->len;) {
+		uint32_t l[2];
+		memcpy(l, h->p + at, 8);
+		apply_event(r, h->p + at + 8, l[0], h->p + at + 8 + l[0], l[1]);
+		at += 8 + (size_t)l[0] + l[1];
+	}
+	h->len = 0;
+	if (h->cap > 1 << 20) { /* a burst's buffer is not kept */
+		free(h->p);
+		h->p = NULL;
+		h->cap = 0;
+	}
+	if (h->lost) {
+		h->lost = false;
+		if (!r->model.need_resync) {
+			r->model.need_resync = true;
+			r->resync_at = now_ns() + r->resync_delay_ns;
+		}
+	}
+}
+
+static void on_event(void *ctx, const char *type, size_t tl,
+		     const char *data, size_t dl)
+{
+	struct mar_resolver *r = ctx;
+	if (r->syncing)
+		hold(&r->held, type, tl, data, dl);
+	else
+		apply_event(r, type, tl, data, dl);
 }
 
 static size_t stream_write(char *p, size_t sz, size_t n, void *ud)
@@ -519,16 +600,18 @@ static int xfer_cb(void *ud, curl_off_t a, curl_off_t b, curl_off_t c,
 	return stopping(ud); /* nonzero aborts the transfer */
 }
 
-/* Options every request shares. */
-static int setup_common(struct mar_resolver *r, CURL *h)
+/* Options every request to @url shares. */
+static int setup_common(struct mar_resolver *r, CURL *h, const char *url)
 {
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
 	curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	/* A standby answers 302 to the leader: credentials must follow it.
-	 * The configured addresses are trusted to name their leader. */
+	 * The configured addresses are trusted to name their leader, but not
+	 * to send credentials given for TLS over plain HTTP. */
+	curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR,
+			 strncasecmp(url, "https://", 8) ? "http,https" : "https");
 	curl_easy_setopt(h, CURLOPT_UNRESTRICTED_AUTH, 1L);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf);
@@ -621,7 +704,7 @@ static enum mar_sync_result get(struct mar_resolver *r, const char *base,
 	snprintf(url, sizeof url, "%s%s", base, path);
 	CURL *h = r->sync_h;
 	curl_easy_reset(h);
-	setup_common(r, h);
+	setup_common(r, h, url);
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->hdrs);
 	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
@@ -689,10 +772,14 @@ static int full_sync(struct mar_resolver *r, const char *base_in)
 	char base[sizeof r->base]; /* base_in may be r->base itself */
 	snprintf(base, sizeof base, "%s", base_in);
 	snprintf(r->base, sizeof r->base, "%s", base);
+	r->syncing = true;
 	enum mar_sync_result res = get(r, base, "/v2/apps?embed=apps.tasks",
 				       false, NULL);
-	if (stopping(r))
+	if (stopping(r)) {
+		r->syncing = false;
+		r->held.len = 0;
 		return -1;
+	}
 	cJSON *apps = NULL, *pods = NULL;
 	if (res == MAR_SYNC_OK) {
 		apps = mar_parse_apps(r->body.p ? r->body.p : "", r->body.len);
@@ -712,11 +799,15 @@ static int full_sync(struct mar_resolver *r, const char *base_in)
 	}
 	if (stopping(r)) {
 		cJSON_Delete(apps);
+		cJSON_Delete(pods);
+		r->syncing = false;
+		r->held.len = 0;
 		return -1;
 	}
 	if (res != MAR_SYNC_OK) {
 		cJSON_Delete(apps);
 		cJSON_Delete(pods);
+		release_held(r); /* to the model kept */
 		sync_failed(r, res, base, r->c.synced ? "keeping the last snapshot"
 						   : "no snapshot yet");
 		return -1;
@@ -728,6 +819,7 @@ static int full_sync(struct mar_resolver *r, const char *base_in)
 	r->model.pods = pods;
 	r->model.dirty = true;
 	r->model.need_resync = false;
+	release_held(r);
 	mar_hostcache_forget_failures(r->hc);
 	publish(r);
 	cnt_add(&r->c.sync[MAR_SYNC_OK], 1);
@@ -756,7 +848,7 @@ static int stream_start(struct mar_resolver *r)
 	snprintf(url, sizeof url, "%s/v2/events", r->base);
 	CURL *h = r->stream_h;
 	curl_easy_reset(h);
-	setup_common(r, h);
+	setup_common(r, h, url);
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->stream_hdrs);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, stream_write);
@@ -903,6 +995,7 @@ static void destroy(struct mar_resolver *r)
 	curl_slist_free_all(r->hdrs);
 	curl_slist_free_all(r->stream_hdrs);
 	free(r->body.p);
+	free(r->held.p);
 	mar_sse_free(&r->sse);
 	mar_model_clear(&r->model);
 	mar_hostcache_destroy(r->hc);

@@ -18,6 +18,10 @@ Commands ({"cmd": ...}):
   remove_task {taskId}       drop a task from every app
   remove_app {appId}
   event {type, data}         push one event to every open stream
+  during_sync {type, data}   push that event while answering the next
+                             GET /v2/pods/::status, before the answer
+                             (which does not reflect it): the race of an
+                             event with a full sync
   raw {text}                 push raw text (already framed) to streams
   replay_sample {}           push the fixture events.txt sample, LF -> CRLF
   mode {mode}                ok | 401 | 500 | malformed | truncated
@@ -95,6 +99,7 @@ class State:
         self.requests = {}
         self.auth_failures = 0
         self.leader_url = None
+        self.during_sync = None    # framed event for the next pods GET
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -164,6 +169,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif path.startswith("/v2/pods/::status"):
             with st.lock:
                 body = json.dumps(st.pods)
+                held, st.during_sync = st.during_sync, None
+                streams = list(st.streams)
+            if held is not None:
+                for q in streams:
+                    q.put(held)
+                time.sleep(0.3)  # the event is read before the answer
         else:
             self.send_body(404, '{"message":"not found"}')
             return
@@ -302,11 +313,16 @@ class StandIn:
         elif cmd == "remove_app":
             with st.lock:
                 st.apps = [a for a in st.apps if a["id"] != c["appId"]]
-        elif cmd == "event":
+        elif cmd in ("event", "during_sync"):
             data = dict(c.get("data", {}))
             data.setdefault("eventType", c["type"])
-            self.push("event: %s\r\ndata: %s\r\n\r\n" %
-                      (c["type"], json.dumps(data)))
+            text = "event: %s\r\ndata: %s\r\n\r\n" % (c["type"],
+                                                      json.dumps(data))
+            if cmd == "event":
+                self.push(text)
+            else:
+                with st.lock:
+                    st.during_sync = text
         elif cmd == "raw":
             self.push(c["text"])
         elif cmd == "replay_sample":

@@ -930,6 +930,38 @@ static void test_marathon_down_at_start_then_sync(void **st)
 	standin_stop(&s);
 }
 
+/* An event that arrives while a full sync is in flight, about a change
+ * the sync's answer does not show yet, is applied after the sync. */
+static void test_event_during_sync_survives_it(void **st)
+{
+	struct standin s;
+	standin_start(&s, FIXTURE_ARGS " --heartbeat 0.2");
+	struct mar_options o = fast_options(addr_of(s.port));
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	struct mar_reader *rd = mar_reader_create(r);
+	WAIT_UNTIL(stats(r).synced && stats(r).connected, 5000);
+	WAIT_UNTIL(stats(r).events[MAR_EV_STREAM_ATTACHED] >= 1, 2000);
+	uint64_t syncs = stats(r).sync[MAR_SYNC_OK];
+
+	const char *nt = "ratings.7ff78972-6771-11e5-94e1-be5b2935a987";
+	standin_cmdf(&s,
+		    "{\"cmd\":\"during_sync\",\"type\":\"status_update_event\","
+		    "\"data\":{\"taskId\":\"%s\",\"appId\":\"/ratings\","
+		    "\"taskStatus\":\"TASK_RUNNING\",\"host\":\"10.0.0.15\","
+		    "\"ports\":[31600],\"ipAddresses\":[]}}",
+		    nt);
+	/* a deployment asks for the sync the event will race */
+	standin_cmd0(&s, "{\"cmd\":\"event\",\"type\":\"deployment_success\","
+			 "\"data\":{\"id\":\"d1\"}}");
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_OK] > syncs, 5000);
+	WAIT_UNTIL(dst_is(rd, nt, "ratings"), 3000);
+	assert_int_equal(stats(r).events[MAR_EV_STATUS_UPDATE], 1);
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+	standin_stop(&s);
+}
+
 static void test_event_churn(void **st)
 {
 	struct standin s;
@@ -1353,6 +1385,7 @@ int main(void)
 		cmocka_unit_test(test_options),
 		cmocka_unit_test(test_marathon_down_at_start_then_sync),
 		cmocka_unit_test(test_event_churn),
+		cmocka_unit_test(test_event_during_sync_survives_it),
 		cmocka_unit_test(test_outage_keeps_snapshot_and_resyncs),
 		cmocka_unit_test(test_silent_stream_is_dead),
 		cmocka_unit_test(test_ha_addresses_and_302_to_leader),
