@@ -324,6 +324,11 @@ static void compile_instance(struct cfg *c, struct cfg_instance *in)
 
 	switch (in->tmpl) {
 	case CFG_TMPL_METRIC:
+		/* Required; given as null it decoded to nothing. */
+		if (!in->metric.value.text)
+			cfg_error_at(c, &in->meta.pos, in->meta.fqn, "value",
+				     "found nothing, expected an expression "
+				     "of a number or duration");
 		compile_expr(&k, "value", &in->metric.value, WANT_NUMBER);
 		compile_map(&k, "dimensions", &in->metric.dimensions, WANT_ANY);
 		compile_expr(&k, "monitored_resource_type",

@@ -221,6 +221,55 @@ static char *safe_name(struct cfg *c, const char *ns, const char *name)
 	return out;
 }
 
+/* Is @s a name Prometheus takes: [a-zA-Z_:][a-zA-Z0-9_:]* for a metric,
+ * without ':' for a label (@colon false)? */
+static bool prom_name_ok(const char *s, bool colon)
+{
+	if (!*s || (*s >= '0' && *s <= '9'))
+		return false;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '_' ||
+		      (colon && *s == ':')))
+			return false;
+	return true;
+}
+
+/* Names that would break every scrape of the family are refused, as
+ * Mixer's Prometheus client refused to register them. */
+static void check_prom_names(struct cfg *c, struct cfg_handler *h, size_t mi)
+{
+	const struct cfg_prom_metric *m = &h->prometheus.metrics[mi];
+	char field[96];
+
+	if (!prom_name_ok(m->family, true)) {
+		snprintf(field, sizeof(field), "metrics[%zu].name", mi);
+		cfg_error_at(c, &m->name.pos, h->meta.fqn, field,
+			     "found family name \"%s\", expected one of "
+			     "[a-zA-Z_:][a-zA-Z0-9_:]*",
+			     m->family);
+	}
+	for (size_t l = 0; l < m->label_names.n; l++) {
+		const struct cfg_str *ln = &m->label_names.v[l];
+		const char *why =
+			!prom_name_ok(ln->s, false)
+				? "expected a name of [a-zA-Z_][a-zA-Z0-9_]*"
+			: !strncmp(ln->s, "__", 2)
+				? "expected a name that does not start with "
+				  "__ (reserved)"
+			: m->kind == CFG_PROM_DISTRIBUTION && !strcmp(ln->s, "le")
+				? "expected a name other than le, which a "
+				  "histogram's buckets take"
+				: NULL;
+		if (!why)
+			continue;
+		snprintf(field, sizeof(field), "metrics[%zu].label_names[%zu]",
+			 mi, l);
+		cfg_error_at(c, &ln->pos, h->meta.fqn, field, "found \"%s\", %s",
+			     ln->s, why);
+	}
+}
+
 static const struct cfg_prom_metric *
 find_family(struct cfg *c, const char *family,
 	    const struct cfg_prom_metric *upto)
@@ -251,9 +300,17 @@ static void resolve_prom_metric(struct cfg *c, struct cfg_handler *h, size_t mi)
 	const char *fqn;
 	char field[96];
 
-	m->family = safe_name(c, m->ns.s ? m->ns.s : "istio", m->name.s);
+	if (!m->name.s) { /* required; given as null it decoded to nothing */
+		snprintf(field, sizeof(field), "metrics[%zu].name", mi);
+		cfg_error_at(c, &m->pos, h->meta.fqn, field,
+			     "found nothing, expected the metric's name");
+		return;
+	}
+	m->family = safe_name(c, m->ns.s && *m->ns.s ? m->ns.s : "istio",
+			      m->name.s);
 	if (!m->family)
 		return;
+	check_prom_names(c, h, mi);
 	if ((other = find_family(c, m->family, m))) {
 		snprintf(field, sizeof(field), "metrics[%zu].name", mi);
 		cfg_error_at(c, &m->name.pos, h->meta.fqn, field,
@@ -270,12 +327,14 @@ static void resolve_prom_metric(struct cfg *c, struct cfg_handler *h, size_t mi)
 		return;
 	m->instance = cfg_find_instance(c, fqn);
 	if (!m->instance) {
-		if (!cfg_is_skipped(c, fqn))
-			cfg_error_at(c, &m->instance_name.pos, h->meta.fqn,
-				     field,
-				     "found \"%s\", expected the name of a "
-				     "metric instance",
-				     m->instance_name.s);
+		/* A skipped object is not one: a family needs its instance. */
+		cfg_error_at(c, &m->instance_name.pos, h->meta.fqn, field,
+			     cfg_is_skipped(c, fqn)
+				     ? "found \"%s\", an object mixd skips, "
+				       "expected a metric instance"
+				     : "found \"%s\", expected the name of a "
+				       "metric instance",
+			     m->instance_name.s);
 		return;
 	}
 	if (m->instance->tmpl != CFG_TMPL_METRIC) {
