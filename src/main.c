@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -336,6 +337,11 @@ struct mixd {
 	double last_reload_ok;          /* atomic (bits), unix seconds */
 	uint64_t last_scrape_ns;        /* atomic */
 	int inotify_fd;
+	/* A config of one file: its directory's watch and the file's name
+	 * (a file replaced by rename is a new inode, which the file's own
+	 * watch does not follow, least of all after a failed reload). */
+	int dir_wd;
+	char file_name[NAME_MAX + 1];
 };
 
 static double wall_seconds(void)
@@ -713,6 +719,38 @@ static void watch_config(struct mixd *m, const struct cfg *c)
 				  IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
 					  IN_CREATE | IN_DELETE | IN_DELETE_SELF |
 					  IN_MOVE_SELF | IN_ATTRIB);
+	m->dir_wd = -1;
+	const char *path = m->st.config;
+	if (!strncmp(path, "fs://", 5))
+		path += 5;
+	struct stat st;
+	const char *slash = strrchr(path, '/');
+	size_t dl = slash ? (size_t)(slash - path) : 0;
+	char dir[PATH_MAX];
+	if (stat(path, &st) || !S_ISREG(st.st_mode) || dl >= sizeof dir ||
+	    strlen(slash ? slash + 1 : path) >= sizeof m->file_name)
+		return;
+	snprintf(dir, sizeof dir, "%.*s", (int)(slash ? (dl ? dl : 1) : 1),
+		 slash ? path : ".");
+	snprintf(m->file_name, sizeof m->file_name, "%s",
+		 slash ? slash + 1 : path);
+	m->dir_wd = inotify_add_watch(m->inotify_fd, dir,
+				      IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE |
+					      IN_ATTRIB);
+}
+
+/* Did the events in @buf (@len bytes) touch the config? The directory
+ * of a one-file config reports its other files too. */
+static bool config_touched(const struct mixd *m, const char *buf, size_t len)
+{
+	for (size_t at = 0; at + sizeof(struct inotify_event) <= len;) {
+		const struct inotify_event *ev = (const void *)(buf + at);
+		if (ev->wd != m->dir_wd || !ev->len ||
+		    !strcmp(ev->name, m->file_name))
+			return true;
+		at += sizeof *ev + ev->len;
+	}
+	return false;
 }
 
 /*
@@ -826,10 +864,12 @@ static void control_loop(struct mixd *m, const sigset_t *sigs)
 			continue;
 		}
 		if (n > 0 && (p[1].revents & POLLIN)) {
-			char buf[4096];
-			while (read(m->inotify_fd, buf, sizeof buf) > 0)
-				;
-			pending = true;
+			char buf[4096]
+				__attribute__((aligned(__alignof__(struct inotify_event))));
+			ssize_t got;
+			while ((got = read(m->inotify_fd, buf, sizeof buf)) > 0)
+				if (config_touched(m, buf, (size_t)got))
+					pending = true;
 		}
 		if (n > 0 && (p[0].revents & POLLIN)) {
 			struct signalfd_siginfo si;
@@ -849,7 +889,7 @@ static void control_loop(struct mixd *m, const sigset_t *sigs)
 
 int main(int argc, char **argv)
 {
-	struct mixd m = {.inotify_fd = -1};
+	struct mixd m = {.inotify_fd = -1, .dir_wd = -1};
 	if (parse_flags(argc, argv, &m.st))
 		return 2;
 	if (m.st.check_config)

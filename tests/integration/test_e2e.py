@@ -449,6 +449,42 @@ def reload_while_records_flow_loses_and_doubles_nothing(build):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def a_one_file_config_reloads_after_renames_and_a_failure(build):
+    """Editors and deploy tools replace a file by renaming a new one onto
+    it: a new inode each time. Reloads follow, a refused one included."""
+    tmp = tempfile.mkdtemp(prefix="mixd-rename.")
+    path = os.path.join(tmp, "mixer.yaml")
+    with open(SEED) as f:
+        seed = f.read()
+
+    def replace(text):
+        with open(path + ".new", "w") as f:
+            f.write(text)
+        os.replace(path + ".new", path)
+
+    replace(seed)
+    try:
+        with mt.Mixd(build, ["--config", path,
+                             "--configDefaultNamespace", "default"]) as m:
+            gen = lambda: mt.value(m.metrics(), "mixd_config_generation")
+            fails = lambda: mt.value(m.metrics(), "mixd_config_reload_failures_total")
+            g0 = gen()
+            replace(seed + "\n# edited\n")
+            m.wait_for(lambda: gen() == g0 + 1, what="a reload after a rename")
+            replace(seed + "---\nkind: rule\nmetadata: {name: bad, namespace: default}\n"
+                    "spec: {match: no.such.attribute == 1}\n")
+            m.wait_for(lambda: fails() >= 1, what="the broken file refused")
+            replace(seed + "\n# fixed\n")
+            m.wait_for(lambda: gen() == g0 + 2, what="a reload after the refused one")
+            # other files in the directory do not reload it
+            with open(os.path.join(tmp, "unrelated.txt"), "w") as f:
+                f.write("x")
+            time.sleep(0.6)
+            mt.check(gen() == g0 + 2, f"generation {gen()} after an unrelated file")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def series_expire_after_the_policy(build):
     tmp = tempfile.mkdtemp(prefix="mixd-expiry.")
     try:
@@ -701,6 +737,7 @@ if __name__ == "__main__":
         gzip_when_the_scraper_asks,
         scrapes_during_writes_are_never_torn,
         reload_while_records_flow_loses_and_doubles_nothing,
+        a_one_file_config_reloads_after_renames_and_a_failure,
         series_expire_after_the_policy,
         the_series_limit_bounds_memory,
         a_real_prometheus_scrapes_mixd,
