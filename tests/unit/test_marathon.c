@@ -930,27 +930,47 @@ static void test_marathon_down_at_start_then_sync(void **st)
 	standin_stop(&s);
 }
 
+/* A resolver streaming from a stand-in started on the fixtures, synced,
+ * and a reader of it. */
+static struct mar_resolver *streaming(struct standin *s,
+				      struct mar_reader **rd)
+{
+	standin_start(s, FIXTURE_ARGS " --heartbeat 0.2");
+	struct mar_options o = fast_options(addr_of(s->port));
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	*rd = mar_reader_create(r);
+	WAIT_UNTIL(stats(r).synced && stats(r).connected, 5000);
+	WAIT_UNTIL(stats(r).events[MAR_EV_STREAM_ATTACHED] >= 1, 2000);
+	return r;
+}
+
+static const char RATINGS_TASK[] =
+	"ratings.7ff78972-6771-11e5-94e1-be5b2935a987";
+
+/* Stand-in command @cmd ("event" or "during_sync") with a status update:
+ * task @id of /ratings running on 10.0.0.15:31600. */
+static void task_running(struct standin *s, const char *cmd, const char *id)
+{
+	standin_cmdf(s,
+		    "{\"cmd\":\"%s\",\"type\":\"status_update_event\","
+		    "\"data\":{\"taskId\":\"%s\",\"appId\":\"/ratings\","
+		    "\"taskStatus\":\"TASK_RUNNING\",\"host\":\"10.0.0.15\","
+		    "\"ports\":[31600],\"ipAddresses\":[]}}",
+		    cmd, id);
+}
+
 /* An event that arrives while a full sync is in flight, about a change
  * the sync's answer does not show yet, is applied after the sync. */
 static void test_event_during_sync_survives_it(void **st)
 {
 	struct standin s;
-	standin_start(&s, FIXTURE_ARGS " --heartbeat 0.2");
-	struct mar_options o = fast_options(addr_of(s.port));
-	struct mar_resolver *r;
-	assert_int_equal(mar_resolver_start(&o, &r), 0);
-	struct mar_reader *rd = mar_reader_create(r);
-	WAIT_UNTIL(stats(r).synced && stats(r).connected, 5000);
-	WAIT_UNTIL(stats(r).events[MAR_EV_STREAM_ATTACHED] >= 1, 2000);
+	struct mar_reader *rd;
+	struct mar_resolver *r = streaming(&s, &rd);
 	uint64_t syncs = stats(r).sync[MAR_SYNC_OK];
 
-	const char *nt = "ratings.7ff78972-6771-11e5-94e1-be5b2935a987";
-	standin_cmdf(&s,
-		    "{\"cmd\":\"during_sync\",\"type\":\"status_update_event\","
-		    "\"data\":{\"taskId\":\"%s\",\"appId\":\"/ratings\","
-		    "\"taskStatus\":\"TASK_RUNNING\",\"host\":\"10.0.0.15\","
-		    "\"ports\":[31600],\"ipAddresses\":[]}}",
-		    nt);
+	const char *nt = RATINGS_TASK;
+	task_running(&s, "during_sync", nt);
 	/* a deployment asks for the sync the event will race */
 	standin_cmd0(&s, "{\"cmd\":\"event\",\"type\":\"deployment_success\","
 			 "\"data\":{\"id\":\"d1\"}}");
@@ -965,23 +985,13 @@ static void test_event_during_sync_survives_it(void **st)
 static void test_event_churn(void **st)
 {
 	struct standin s;
-	standin_start(&s, FIXTURE_ARGS " --heartbeat 0.2");
-	struct mar_options o = fast_options(addr_of(s.port));
-	struct mar_resolver *r;
-	assert_int_equal(mar_resolver_start(&o, &r), 0);
-	struct mar_reader *rd = mar_reader_create(r);
-	WAIT_UNTIL(stats(r).synced && stats(r).connected, 5000);
-	WAIT_UNTIL(stats(r).events[MAR_EV_STREAM_ATTACHED] >= 1, 2000);
+	struct mar_reader *rd;
+	struct mar_resolver *r = streaming(&s, &rd);
 	uint64_t syncs = stats(r).sync[MAR_SYNC_OK];
 
 	/* a new task arrives by status_update_event alone */
-	const char *nt = "ratings.7ff78972-6771-11e5-94e1-be5b2935a987";
-	standin_cmdf(&s,
-		    "{\"cmd\":\"event\",\"type\":\"status_update_event\","
-		    "\"data\":{\"taskId\":\"%s\",\"appId\":\"/ratings\","
-		    "\"taskStatus\":\"TASK_RUNNING\",\"host\":\"10.0.0.15\","
-		    "\"ports\":[31600],\"ipAddresses\":[]}}",
-		    nt);
+	const char *nt = RATINGS_TASK;
+	task_running(&s, "event", nt);
 	WAIT_UNTIL(dst_is(rd, nt, "ratings"), 3000);
 	/* and by host IP + port */
 	struct attr_value ip = ip4(10, 0, 0, 15), p = port(31600);
