@@ -1444,6 +1444,23 @@ enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 	return rc;
 }
 
+/* The rows one expiry removed and the table that held them, retired as
+ * one. */
+struct dead_rows {
+	struct table_array *old;
+	uint64_t n;
+	struct row *r[];
+};
+
+static void free_dead_rows(void *p)
+{
+	struct dead_rows *dr = p;
+	for (uint64_t i = 0; i < dr->n; i++)
+		free(dr->r[i]);
+	free(dr->old);
+	free(dr);
+}
+
 void state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 		  struct epoch_retired **rl)
 {
@@ -1465,19 +1482,27 @@ void state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 		if (!dead)
 			continue;
 		struct table_array *a = array_new(old->mask + 1);
-		if (!a)
+		struct dead_rows *dr = malloc(sizeof *dr + dead * sizeof dr->r[0]);
+		if (!a || !dr) {
+			free(a);
+			free(dr);
 			continue; /* try again at the next check */
+		}
+		dr->old = old;
+		dr->n = 0;
 		for (uint64_t i = 0; i <= old->mask; i++) {
 			struct row *r = old->slot[i];
 			if (!r)
 				continue;
 			if (now_ns - r->last_ns > p->expiry_ns)
-				epoch_retire(e, rl, free, r);
+				dr->r[dr->n++] = r;
 			else
 				put(a, r);
 		}
+		/* Unlinked first, then retired (epoch.c): a scrape that
+		 * enters after the ticket must not reach the old table. */
 		__atomic_store_n(&se->arr, a, __ATOMIC_RELEASE);
-		epoch_retire(e, rl, free, old);
+		epoch_retire(e, rl, free_dead_rows, dr);
 		se->n -= dead;
 		/* Remembered records may point at the rows just retired. */
 		struct state_ext *x = (struct state_ext *)s;

@@ -8,7 +8,12 @@
  * are drawn from small pools, so label sets and memo keys repeat as a
  * proxy's do, with absent attributes, label sets beyond a series limit,
  * expiry between records, and Marathon snapshots swapped under the shard.
+ *
+ * MIXD_TEST_THREADED: one test reads the tables from a second thread, as
+ * a scrape does, while rows expire. Under TSan (MIXD_SANITIZE=thread, set
+ * by ctest) only that one runs: the others have one thread.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -633,6 +638,72 @@ static void test_expiry(void **state)
 	side_free(&n);
 }
 
+/* A scrape's reading of one shard: every row of every table, in the
+ * epoch, over and over until told to stop. */
+struct scraper {
+	struct side *s;
+	int stop; /* atomic */
+	uint64_t rows;
+};
+
+static void *scrape_loop(void *arg)
+{
+	struct scraper *sc = arg;
+	struct agg_epoch *e = &sc->s->a->epoch;
+	const struct shard_state *st = sc->s->sh->state;
+	uint64_t cells[4096];
+	while (!__atomic_load_n(&sc->stop, __ATOMIC_ACQUIRE)) {
+		int slot = epoch_enter(e);
+		for (size_t d = 0; d < st->plan->ndimsets; d++) {
+			const struct series *se = st->series[d];
+			const struct table_array *a =
+				__atomic_load_n(&se->arr, __ATOMIC_ACQUIRE);
+			assert_true(se->ncells <= 4096);
+			for (uint64_t i = 0; i <= a->mask; i++) {
+				const struct row *r =
+					__atomic_load_n(&a->slot[i], __ATOMIC_ACQUIRE);
+				uint64_t touched;
+				int64_t last;
+				if (!r)
+					continue;
+				row_read(r, se->ncells, cells, &touched, &last);
+				sc->rows++;
+			}
+		}
+		epoch_exit(e, slot);
+	}
+	return NULL;
+}
+
+/* Rows expire while a scrape reads the tables: a row is freed only once
+ * no reader can reach it (ASan and TSan see any other order). */
+static void test_expiry_under_a_scrape(void **state)
+{
+	(void)state;
+	struct side m;
+	side_init(&m, true, 100000, 1000000, NULL); /* expire after 1 ms */
+	struct scraper sc = {.s = &m};
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, scrape_loop, &sc), 0);
+	uint64_t seed = 4711;
+	int64_t now = 1000000000;
+	uint8_t rec[RECORD_CAP];
+	for (int round = 0; round < 300; round++) {
+		for (int i = 0; i < 300; i++) {
+			uint32_t len = make_record(rec, &seed);
+			side_record(&m, rec, len, now += 1000);
+		}
+		now += 10000000; /* every row is older than the expiry now */
+		state_expire(m.sh->state, now, &m.a->epoch, &m.sh->retired);
+		epoch_poll(&m.a->epoch, &m.sh->retired, false);
+	}
+	__atomic_store_n(&sc.stop, 1, __ATOMIC_RELEASE);
+	pthread_join(t, NULL);
+	assert_true(sum_counts(&m, offsetof(struct series, expired)) > 0);
+	assert_true(sc.rows > 0);
+	side_free(&m);
+}
+
 /* Two sides, memo and not, reading a resolver that never reaches
  * Marathon and holds bookinfo("v1"); returns the resolver. */
 static struct mar_resolver *resolver_sides(struct side *m, struct side *n,
@@ -771,12 +842,16 @@ static void test_layout_records_same_as_without_memo(void **state)
 
 int main(void)
 {
+	const char *san = getenv("MIXD_SANITIZE");
+	if (san && !strcmp(san, "thread"))
+		cmocka_set_test_filter("test_expiry_under_a_scrape");
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_same_as_without_memo),
 		cmocka_unit_test(test_memo_stands_aside),
 		cmocka_unit_test(test_memo_table),
 		cmocka_unit_test(test_memo_across_snapshots),
 		cmocka_unit_test(test_layout_records_same_as_without_memo),
+		cmocka_unit_test(test_expiry_under_a_scrape),
 		cmocka_unit_test(test_series_limit),
 		cmocka_unit_test(test_expiry),
 		cmocka_unit_test(test_snapshot_swaps),
