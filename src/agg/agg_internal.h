@@ -372,7 +372,6 @@ struct series {
 	uint64_t n;               /* rows */
 	unsigned ncells;
 	char *signature;
-	const struct shard_state *owner; /* the state that frees it */
 	/* per family of the set (by its bit), single writer, read by scrapes */
 	uint64_t expired[64];
 	uint64_t overflow[64];
@@ -382,6 +381,11 @@ struct series {
 struct shard_state {
 	struct agg_plan *plan;
 	struct series **series;   /* per dimset */
+	/* Per dimset: this state frees the series -- it has not given it to
+	 * a newer state. Kept here, not in the series: states retired
+	 * together are freed in any order, and one must not read a series
+	 * another has freed. */
+	bool *owns;
 	struct expr_scratch *scratch;
 	uint64_t *inst_errors;    /* per family: value or dimension failed */
 	int64_t next_expiry_ns;

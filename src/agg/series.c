@@ -483,6 +483,7 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 	struct shard_state *s = &x->s;
 	s->plan = plan;
 	s->series = calloc(plan->ndimsets + 1, sizeof *s->series);
+	s->owns = calloc(plan->ndimsets + 1, sizeof *s->owns);
 	s->inst_errors = calloc(plan->nfams + 1, sizeof *s->inst_errors);
 	s->scratch = expr_scratch_create(plan->prog, 0);
 	x->rule_res = calloc(plan->nrules + 1, sizeof *x->rule_res);
@@ -490,7 +491,8 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 	x->bind_res = calloc(plan->napas + 1, sizeof *x->bind_res);
 	x->src_rule = calloc(plan->nfams + 1, sizeof *x->src_rule);
 	x->src_k = calloc(plan->nfams + 1, sizeof *x->src_k);
-	if (!s->series || !s->inst_errors || !s->scratch || !x->rule_res ||
+	if (!s->series || !s->owns || !s->inst_errors || !s->scratch ||
+	    !x->rule_res ||
 	    !x->in_res || !x->bind_res || !x->src_rule || !x->src_k)
 		goto fail;
 	for (size_t i = 0; i < plan->nrules; i++)
@@ -517,27 +519,35 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 		/* Keep the rows of an unchanged dimension set across a reload. */
 		for (size_t k = 0; old && k < old->plan->ndimsets; k++) {
 			struct series *os = old->series[k];
-			if (os->owner == old &&
+			if (old->owns[k] &&
 			    strcmp(os->signature, ds->signature) == 0) {
 				s->series[d] = os;
 				break;
 			}
 		}
-		if (!s->series[d] &&
-		    !(s->series[d] = series_new(ds->ncells, ds->signature)))
-			goto fail;
+		if (!s->series[d]) {
+			if (!(s->series[d] = series_new(ds->ncells, ds->signature)))
+				goto fail;
+			s->owns[d] = true;
+		}
 	}
 	/* Only now, when nothing can fail: take the adopted series over. */
 	for (size_t d = 0; d < plan->ndimsets; d++)
-		s->series[d]->owner = s;
+		for (size_t k = 0; old && !s->owns[d] && k < old->plan->ndimsets;
+		     k++)
+			if (old->series[k] == s->series[d]) {
+				old->owns[k] = false;
+				s->owns[d] = true;
+			}
 	plan_ref(plan);
 	return s;
 fail:
-	if (s->series)
+	if (s->series && s->owns)
 		for (size_t d = 0; d < plan->ndimsets; d++)
-			if (s->series[d] && !s->series[d]->owner)
+			if (s->owns[d])
 				free_series(s->series[d]);
 	free(s->series);
+	free(s->owns);
 	free(s->inst_errors);
 	expr_scratch_destroy(s->scratch);
 	free_results(x, plan);
@@ -552,9 +562,10 @@ static void free_state(void *p)
 	struct shard_state *s = p;
 	free_results((struct state_ext *)s, s->plan);
 	for (size_t d = 0; d < s->plan->ndimsets; d++)
-		if (s->series[d]->owner == s)
+		if (s->owns[d])
 			free_series(s->series[d]);
 	free(s->series);
+	free(s->owns);
 	free(s->inst_errors);
 	expr_scratch_destroy(s->scratch);
 	plan_unref(s->plan);

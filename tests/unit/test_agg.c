@@ -638,6 +638,42 @@ static void test_expiry(void **state)
 	side_free(&n);
 }
 
+/* Two reloads while a scrape holds the epoch: both old states are freed
+ * by one poll, the newer first. The older one gave its series to the
+ * newer, which frees them; the older must not look at them then. */
+static void test_two_states_freed_in_one_poll(void **state)
+{
+	(void)state;
+	struct side m;
+	side_init(&m, true, 100000, 0, NULL);
+	uint64_t seed = 99;
+	uint8_t rec[RECORD_CAP];
+	for (int i = 0; i < 1000; i++) {
+		uint32_t len = make_record(rec, &seed);
+		side_record(&m, rec, len, 1000000000 + i);
+	}
+	struct agg_epoch *e = &m.a->epoch;
+	struct epoch_retired **rl = &m.sh->retired;
+	struct shard_state *s1 = m.sh->state;
+	int slot = epoch_enter(e); /* the scrape */
+	/* the same config again: s2 takes s1's series over */
+	struct shard_state *s2 = state_create(s1->plan, s1, e, rl);
+	assert_non_null(s2);
+	assert_ptr_equal(s2->series[0], s1->series[0]);
+	state_retire(s1, e, rl);
+	/* a config whose sets all changed (a fresh state): s2's go */
+	struct shard_state *s3 = state_create(s2->plan, NULL, e, rl);
+	assert_non_null(s3);
+	state_retire(s2, e, rl);
+	m.sh->state = s3;
+	epoch_poll(e, rl, false);
+	assert_non_null(*rl); /* nothing is freed while the scrape is in */
+	epoch_exit(e, slot);
+	epoch_poll(e, rl, false);
+	assert_null(*rl);
+	side_free(&m);
+}
+
 /* A scrape's reading of one shard: every row of every table, in the
  * epoch, over and over until told to stop. */
 struct scraper {
@@ -851,6 +887,7 @@ int main(void)
 		cmocka_unit_test(test_memo_table),
 		cmocka_unit_test(test_memo_across_snapshots),
 		cmocka_unit_test(test_layout_records_same_as_without_memo),
+		cmocka_unit_test(test_two_states_freed_in_one_poll),
 		cmocka_unit_test(test_expiry_under_a_scrape),
 		cmocka_unit_test(test_series_limit),
 		cmocka_unit_test(test_expiry),
