@@ -303,10 +303,18 @@ static void sort_set(struct sref *a, struct sref *tmp, size_t n)
 	}
 }
 
-/* Add the cells @src (last written at @src_ns) of another shard's copy of
- * a label set into @dst (last written at *@dst_ns). */
-static void merge_cells(const struct plan_dimset *d, uint64_t *dst,
-			int64_t *dst_ns, const uint64_t *src, int64_t src_ns)
+/*
+ * Add the cells @src (families @src_touched, last written at @src_ns) of
+ * another shard's copy of a label set into @dst (*@dst_touched,
+ * *@dst_ns). Sums add; a gauge takes the value of the copy written last
+ * among those that ever set it (a row's time is its last record's, of
+ * any family: a copy that set the gauge earlier and was written later by
+ * another family still wins -- exact order would need a time per gauge).
+ */
+static void merge_cells(const struct agg_plan *p, const struct plan_dimset *d,
+			uint64_t *dst, uint64_t *dst_touched, int64_t *dst_ns,
+			const uint64_t *src, uint64_t src_touched,
+			int64_t src_ns)
 {
 	for (unsigned c = 0; c < d->ncells; c++) {
 		double a, b;
@@ -321,11 +329,17 @@ static void merge_cells(const struct plan_dimset *d, uint64_t *dst,
 			memcpy(&dst[c], &a, 8);
 			break;
 		case CELL_LAST_DOUBLE:
-			if (src_ns > *dst_ns)
-				dst[c] = src[c];
-			break;
+			break; /* below, by family */
 		}
 	}
+	for (unsigned k = 0; k < d->nfam; k++) {
+		const struct plan_family *f = &p->fams[d->fams[k]];
+		uint64_t bit = 1ull << k;
+		if (f->kind == FAM_GAUGE && (src_touched & bit) &&
+		    (!(*dst_touched & bit) || src_ns > *dst_ns))
+			dst[f->cell] = src[f->cell];
+	}
+	*dst_touched |= src_touched;
 	if (src_ns > *dst_ns)
 		*dst_ns = src_ns;
 }
@@ -383,8 +397,8 @@ static int copy_sorted(struct view_ext *x, struct vset *vs,
 		    memcmp(rows[n - 1].key, s->key, s->key_len) == 0) {
 			/* the same label set from another shard */
 			row_read(s->r, ncells, dup, &touched, &ns);
-			merge_cells(d, last, &last_ns, dup, ns);
-			rows[n - 1].touched |= touched;
+			merge_cells(x->plan, d, last, &rows[n - 1].touched,
+				    &last_ns, dup, touched, ns);
 			continue;
 		}
 		uint64_t *cells = arena_alloc(x, ncells * 8 + s->key_len);
