@@ -261,8 +261,9 @@ static bool key_put(uint8_t *key, uint32_t *len, const struct attr_value *v)
 	case ATTR_DNS_NAME:
 	case ATTR_BYTES:
 		/* The common case, by far: label values are short strings. */
-		if (v->len > room || v->len > UINT16_MAX)
-			return false;
+		if (v->len > room || v->len > UINT16_MAX ||
+		    !attr_utf8_valid(v->s, v->len))
+			return false; /* a label Prometheus would refuse */
 		wire_copy(out, v->s, v->len);
 		uint16_t l16 = (uint16_t)v->len;
 		memcpy(key + *len, &l16, 2);
@@ -325,7 +326,7 @@ copy:
 		return false;
 	memcpy(out, tmp, n);
 done:
-	if (n > UINT16_MAX)
+	if (n > UINT16_MAX || !attr_utf8_valid(out, n)) /* a map's strings */
 		return false;
 	uint16_t l16 = (uint16_t)n;
 	memcpy(key + *len, &l16, 2);

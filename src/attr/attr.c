@@ -453,6 +453,54 @@ static size_t copy_out(const char *src, size_t n, char *buf, size_t cap)
 	return n;
 }
 
+bool attr_utf8_valid(const void *p, size_t n)
+{
+	const uint8_t *s = p, *e = s + n;
+	while (s < e) {
+		/* ASCII, 8 bytes at a time where it can */
+		while (e - s >= 8) {
+			uint64_t w;
+			memcpy(&w, s, 8);
+			if (w & 0x8080808080808080ull)
+				break;
+			s += 8;
+		}
+		if (s == e)
+			break;
+		uint8_t c = *s;
+		if (c < 0x80) {
+			s++;
+			continue;
+		}
+		size_t k; /* continuation bytes */
+		uint8_t lo = 0x80, hi = 0xbf; /* the second byte's range */
+		if (c >= 0xc2 && c <= 0xdf) {
+			k = 1;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			k = 2;
+			if (c == 0xe0)
+				lo = 0xa0; /* overlong */
+			else if (c == 0xed)
+				hi = 0x9f; /* surrogates */
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			k = 3;
+			if (c == 0xf0)
+				lo = 0x90; /* overlong */
+			else if (c == 0xf4)
+				hi = 0x8f; /* above U+10FFFF */
+		} else {
+			return false;
+		}
+		if ((size_t)(e - s) <= k || s[1] < lo || s[1] > hi)
+			return false;
+		for (size_t i = 2; i <= k; i++)
+			if ((s[i] & 0xc0) != 0x80)
+				return false;
+		s += k + 1;
+	}
+	return true;
+}
+
 size_t attr_format_duration(int64_t ns, char *out, size_t cap)
 {
 	char buf[32];

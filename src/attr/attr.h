@@ -218,6 +218,11 @@ int attr_parse_duration(const char *s, size_t len, int64_t *ns);
  */
 size_t attr_format_duration(int64_t ns, char *buf, size_t cap);
 
+/** Are the @n bytes at @p well-formed UTF-8 (no overlong forms, no
+ *  surrogates, nothing above U+10FFFF)? Prometheus refuses any other
+ *  label value, and with it the whole scrape. */
+bool attr_utf8_valid(const void *p, size_t n);
+
 /** Parse an RFC 3339 timestamp into nanoseconds since the epoch. 0 / -1. */
 int attr_parse_timestamp(const char *s, size_t len, int64_t *ns);
 

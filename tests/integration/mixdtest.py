@@ -431,8 +431,9 @@ class Mixd:
 
 def report(build_dir, address, lines, transport="shm", extra=(), files=None, timeout=60):
     """Run mixd-report with @lines on its stdin: dicts become JSON lines,
-    strings are sent as they are (for malformed input). @files, if given,
-    are passed as arguments instead. Returns (rc, stdout, stderr)."""
+    strings are sent as they are (for malformed input; a lone surrogate
+    escape such as "\\udcff" is the byte 0xff, for invalid UTF-8). @files,
+    if given, are passed as arguments instead. Returns (rc, stdout, stderr)."""
     binary = os.path.join(os.path.abspath(build_dir), "mixd-report")
     if not os.access(binary, os.X_OK):
         raise AssertionError(f"{binary} does not exist: build mixd-report first")
@@ -440,7 +441,8 @@ def report(build_dir, address, lines, transport="shm", extra=(), files=None, tim
     argv = [binary, "--address", address, "--transport", transport] + list(extra)
     if files:
         argv += list(files)
-    p = subprocess.run(argv, input=text.encode(), stdout=subprocess.PIPE,
+    p = subprocess.run(argv, input=text.encode("utf-8", "surrogateescape"),
+                       stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=_t(timeout))
     return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 

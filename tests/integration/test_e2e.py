@@ -334,8 +334,18 @@ def a_large_scrape_is_streamed_whole_to_curl(build):
 
 def promtool_finds_nothing(build):
     with mt.Mixd(build, SEED_ARGS) as m:
-        send(build, m, generate(seed=3))
-        m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") > 0)
+        # A label value that is not UTF-8 (Prometheus refuses the whole
+        # scrape for one) is a failed dimension, counted, not exported.
+        records = generate(seed=3)
+        send(build, m, records)
+        processed = lambda: mt.value(m.metrics(), "mixd_records_processed_total")
+        errors = lambda: mt.total(m.metrics(), "mixd_instance_errors_total")
+        m.wait_for(lambda: processed() == len(records))
+        before = errors()
+        send(build, m, ['{"context.protocol": "http", "response.code": 200, '
+                        '"destination.service.host": "rev\udcff\udcfe"}'])
+        m.wait_for(lambda: processed() == len(records) + 1)
+        mt.check(errors() > before, "the bad label value was not counted")
         for port in (m.prometheus_port, m.monitoring_port):
             status, _, body = mt.scrape(port)
             p = subprocess.run(["promtool", "check", "metrics"], input=body.encode(),

@@ -293,6 +293,32 @@ static void test_duration_format(void **state)
 	assert_string_equal(buf, "1.");
 }
 
+static void test_utf8(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *s;
+		bool ok;
+	} cases[] = {
+		{"", true},
+		{"/reviews/0?x=1&y=2", true},
+		{"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 long ascii tail", true},
+		{"\xed\x9f\xbf", true},          /* U+D7FF */
+		{"\xf4\x8f\xbf\xbf", true},      /* U+10FFFF */
+		{"/bad\xff\xfe", false},
+		{"\xc0\xaf", false},              /* overlong '/' */
+		{"\xe0\x80\xaf", false},          /* overlong */
+		{"\xed\xa0\x80", false},          /* a surrogate */
+		{"\xf4\x90\x80\x80", false},      /* above U+10FFFF */
+		{"\xc3", false},                  /* cut short */
+		{"abcdefgh\xe2\x82", false},       /* cut short after a word */
+		{"\x80", false},                  /* a lone continuation */
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		if (attr_utf8_valid(cases[i].s, strlen(cases[i].s)) != cases[i].ok)
+			fail_msg("case %zu: %s", i, cases[i].ok ? "refused" : "taken");
+}
+
 static void test_timestamps(void **state)
 {
 	static const struct {
@@ -347,6 +373,7 @@ int main(void)
 		cmocka_unit_test(test_duration_parse),
 		cmocka_unit_test(test_duration_format),
 		cmocka_unit_test(test_timestamps),
+		cmocka_unit_test(test_utf8),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
