@@ -336,6 +336,8 @@ struct mixd {
 	uint64_t reload_failures;       /* atomic */
 	double last_reload_ok;          /* atomic (bits), unix seconds */
 	uint64_t last_scrape_ns;        /* atomic */
+	unsigned scrapes_live;          /* atomic: views held by scrapes */
+	uint64_t scrapes_refused;       /* atomic */
 	int inotify_fd;
 	/* A config of one file: its directory's watch and the file's name
 	 * (a file replaced by rename is a new inode, which the file's own
@@ -343,6 +345,17 @@ struct mixd {
 	int dir_wd;
 	char file_name[NAME_MAX + 1];
 };
+
+/*
+ * Scrapes in flight at once on the Prometheus port. Each holds its view
+ * (tens of MB at 100,000 label sets) until its client has read the whole
+ * body, however slowly; a Prometheus pair scrapes with one connection
+ * each. Beyond this, a scrape is answered 503 at once: memory stays
+ * bounded whatever the clients do.
+ */
+#define SCRAPES_MAX 4
+#define SCRAPES_MAX_TEXT "4"
+_Static_assert(SCRAPES_MAX == 4, "SCRAPES_MAX_TEXT");
 
 static double wall_seconds(void)
 {
@@ -498,6 +511,16 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 	sample1(b, "mixd_scrape_duration_seconds", NULL, NULL,
 		(double)__atomic_load_n(&m->last_scrape_ns, __ATOMIC_RELAXED) /
 			1e9);
+	family(b, "mixd_scrapes_in_flight", "gauge",
+	       "Scrapes of the Prometheus port holding a view, at most "
+	       SCRAPES_MAX_TEXT ".");
+	sample1(b, "mixd_scrapes_in_flight", NULL, NULL,
+		(double)__atomic_load_n(&m->scrapes_live, __ATOMIC_RELAXED));
+	family(b, "mixd_scrapes_refused_total", "counter",
+	       "Scrapes answered 503 because " SCRAPES_MAX_TEXT
+	       " were in flight already.");
+	sample1(b, "mixd_scrapes_refused_total", NULL, NULL,
+		(double)__atomic_load_n(&m->scrapes_refused, __ATOMIC_RELAXED));
 }
 
 static void render_marathon(struct mixd *m, struct expose_buf *b)
@@ -641,8 +664,10 @@ static void scrape_end(void *st, bool complete)
 			__ATOMIC_RELAXED);
 	expose_view_stream_free(s->vs);
 	agg_view_destroy(s->v);
+	__atomic_sub_fetch(&s->m->scrapes_live, 1, __ATOMIC_RELAXED);
 	free(s);
 }
+
 
 /*
  * /metrics of the Prometheus port. The view is taken now, when the request
@@ -655,11 +680,16 @@ static int render_istio(void *ctx, struct expose_stream *out, int *status,
 			const char **ctype)
 {
 	struct scrape *s = calloc(1, sizeof *s);
-	(void)status;
 	*ctype = EXPOSE_CONTENT_TYPE_PROMETHEUS;
 	if (!s)
 		return -1;
 	s->m = ctx;
+	if (__atomic_add_fetch(&s->m->scrapes_live, 1, __ATOMIC_RELAXED) >
+	    SCRAPES_MAX) {
+		__atomic_add_fetch(&s->m->scrapes_refused, 1, __ATOMIC_RELAXED);
+		*status = 503;
+		goto fail;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &s->t0);
 	if (agg_view_create(s->m->agg, &s->v) != 0)
 		goto fail;
@@ -670,6 +700,7 @@ static int render_istio(void *ctx, struct expose_stream *out, int *status,
 		.read = scrape_read, .end = scrape_end, .st = s};
 	return 0;
 fail:
+	__atomic_sub_fetch(&s->m->scrapes_live, 1, __ATOMIC_RELAXED);
 	agg_view_destroy(s->v);
 	free(s);
 	return -1;

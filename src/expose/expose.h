@@ -202,7 +202,8 @@ struct expose_stream {
 
 /**
  * A streaming route handler: sets up @out and returns 0, or returns -1
- * for a 500 response (@out unused). *@status and *@content_type as for
+ * for a 500 response (@out unused), or for a 503 ("too many requests in
+ * flight") when it set *@status to 503. *@status and *@content_type as for
  * expose_handler_fn. Called from the server's threads, possibly
  * concurrently with itself.
  */

@@ -367,8 +367,14 @@ static enum MHD_Result serve_stream(struct route *rt,
 	const char *ctype = EXPOSE_CONTENT_TYPE_TEXT;
 	struct expose_stream src;
 	if (rt->stream(rt->ctx, &src, &status, &ctype) != 0)
-		return queue_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
-				  "cannot render the response\n", NULL);
+		return status == MHD_HTTP_SERVICE_UNAVAILABLE
+			       ? queue_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+					    "too many requests in flight; "
+					    "try again\n",
+					    NULL)
+			       : queue_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+					    "cannot render the response\n",
+					    NULL);
 	if (head) {
 		/* Headers only. Not a callback response: for HEAD,
 		 * libmicrohttpd 0.9.75 still sends the last chunk

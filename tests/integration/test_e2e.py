@@ -16,6 +16,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -352,6 +353,34 @@ def promtool_finds_nothing(build):
                                capture_output=True, timeout=60)
             mt.check(p.returncode == 0 and not p.stdout.strip() and not p.stderr.strip(),
                      f"promtool on port {port}: {p.stdout.decode()} {p.stderr.decode()}")
+
+
+def slow_scrapers_hold_at_most_four_views(build):
+    """A scrape holds its view until its client has read the body; clients
+    that never read cannot make mixd hold more than four."""
+    with mt.Mixd(build, SEED_ARGS) as m:
+        records = [{"context.protocol": "http", "response.code": 200,
+                    "destination.service.host": f"svc{i}.default.svc.cluster.local",
+                    "response.duration": "3ms"} for i in range(2000)]
+        send(build, m, records)
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == 2000)
+        stalled = []
+        try:
+            for _ in range(4):  # tens of MB each: more than a socket holds
+                c = socket.create_connection(("127.0.0.1", m.prometheus_port))
+                c.sendall(b"GET /metrics HTTP/1.1\r\nHost: mixd\r\n\r\n")
+                stalled.append(c)
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_scrapes_in_flight") == 4)
+            status, _, _ = mt.scrape(m.prometheus_port)
+            mt.check(status == 503, f"a fifth scrape got {status}")
+            mt.check(mt.value(m.metrics(), "mixd_scrapes_refused_total") == 1)
+        finally:
+            for c in stalled:
+                c.close()
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_scrapes_in_flight") == 0,
+                   what="the stalled scrapes' views freed")
+        status, _, body = mt.scrape(m.prometheus_port)
+        mt.check(status == 200 and "svc1999" in body, f"then {status}")
 
 
 def gzip_when_the_scraper_asks(build):
@@ -744,6 +773,7 @@ if __name__ == "__main__":
         every_sample_is_exact_without_the_record_memo,
         a_large_scrape_is_streamed_whole_to_curl,
         promtool_finds_nothing,
+        slow_scrapers_hold_at_most_four_views,
         gzip_when_the_scraper_asks,
         scrapes_during_writes_are_never_torn,
         reload_while_records_flow_loses_and_doubles_nothing,
