@@ -124,12 +124,14 @@ static void log_mhd(void *cls, const char *fmt, va_list ap)
 
 /*
  * Does an Accept-Encoding value accept gzip? Codings are comma-separated,
- * each with optional parameters; "gzip;q=0" (or "*;q=0") refuses it.
+ * each with optional parameters; a q of 0 refuses. An entry naming gzip
+ * (or x-gzip) decides over "*" (RFC 9110, 12.5.3): "gzip;q=0, *" refuses.
  */
 static bool accepts_gzip(const char *ae)
 {
 	if (!ae)
 		return false;
+	double gzip_q = -1, star_q = -1; /* -1: not named */
 	const char *p = ae;
 	while (*p) {
 		while (*p == ' ' || *p == '\t' || *p == ',')
@@ -138,10 +140,9 @@ static bool accepts_gzip(const char *ae)
 		while (*p && *p != ',' && *p != ';' && *p != ' ' && *p != '\t')
 			p++;
 		size_t tlen = (size_t)(p - tok);
-		bool match =
-			(tlen == 4 && strncasecmp(tok, "gzip", 4) == 0) ||
-			(tlen == 6 && strncasecmp(tok, "x-gzip", 6) == 0) ||
-			(tlen == 1 && *tok == '*');
+		bool gz = (tlen == 4 && strncasecmp(tok, "gzip", 4) == 0) ||
+			  (tlen == 6 && strncasecmp(tok, "x-gzip", 6) == 0);
+		bool star = tlen == 1 && *tok == '*';
 		double q = 1;
 		while (*p && *p != ',') {
 			if (*p == ';') {
@@ -154,10 +155,12 @@ static bool accepts_gzip(const char *ae)
 			}
 			p++;
 		}
-		if (match && q > 0)
-			return true;
+		if (gz && q > gzip_q)
+			gzip_q = q;
+		if (star && q > star_q)
+			star_q = q;
 	}
-	return false;
+	return gzip_q >= 0 ? gzip_q > 0 : star_q > 0;
 }
 
 /* gzip @len bytes at @in into a new buffer; NULL if that fails or does not

@@ -900,6 +900,8 @@ static void test_http_gzip(void **state)
 
 	const char *refuses[] = {NULL, "Accept-Encoding: identity\r\n",
 				 "Accept-Encoding: gzip;q=0\r\n",
+				 "Accept-Encoding: gzip;q=0, *\r\n",
+				 "Accept-Encoding: *, x-gzip;q=0.000\r\n",
 				 "Accept-Encoding: gzipx\r\n"};
 	for (size_t i = 0; i < sizeof(refuses) / sizeof(refuses[0]); i++) {
 		struct reply r;
