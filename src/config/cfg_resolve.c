@@ -200,6 +200,18 @@ static void resolve_action(struct cfg *c, struct cfg_rule *r, size_t ai)
 				     cfg_adapter_name(a->handler->adapter));
 			continue;
 		}
+		if (a->handler && a->handler->adapter == CFG_ADAPTER_STDIO &&
+		    in->tmpl == CFG_TMPL_METRIC) {
+			/* Mixer's stdio handler logged metrics too; mixd's
+			 * writes logentry instances only. Say so, once per
+			 * dispatch, rather than drop them unannounced. */
+			cfg_warn_at(c, &ref->pos, r->meta.fqn, field,
+				    "metric instance %s sent to stdio handler "
+				    "%s is not written: mixd's stdio handler "
+				    "writes logentry instances",
+				    fqn, a->handler->meta.fqn);
+			continue;
+		}
 		a->instances[a->n_instances++] = in;
 	}
 }

@@ -876,6 +876,34 @@ static void test_logentry_and_stdio(void **state)
 	cfg_destroy(c);
 }
 
+/* Mixer's stdio handler logged metrics too; mixd's does not, and says so. */
+static void test_metric_to_stdio_is_announced(void **state)
+{
+	struct cfg *c =
+		load_text("kind: metric\n"
+			  "metadata: {name: m, namespace: default}\n"
+			  "spec: {value: \"1\"}\n"
+			  "---\n"
+			  "kind: stdio\n"
+			  "metadata: {name: handler, namespace: default}\n"
+			  "---\n"
+			  "kind: rule\n"
+			  "metadata: {name: r, namespace: default}\n"
+			  "spec:\n"
+			  "  actions: [{handler: handler.stdio, instances: [m.metric]}]\n");
+
+	assert_loads(c);
+	assert_int_equal(cfg_warning_count(c), 1);
+	assert_string_equal(cfg_warning(c, 0),
+			    "test.yaml:11:50: r.rule.default: "
+			    "actions[0].instances[0]: metric instance "
+			    "m.metric.default sent to stdio handler "
+			    "handler.stdio.default is not written: mixd's "
+			    "stdio handler writes logentry instances");
+	assert_int_equal(cfg_rule(c, 0)->actions[0].n_instances, 0);
+	cfg_destroy(c);
+}
+
 /* ------------------------------------------------------ namespaces */
 
 static void test_rule_namespace_scoping(void **state)
@@ -956,6 +984,7 @@ int main(void)
 		cmocka_unit_test(test_secrets_from_env_and_file),
 		cmocka_unit_test(test_secret_file_must_be_regular),
 		cmocka_unit_test(test_logentry_and_stdio),
+		cmocka_unit_test(test_metric_to_stdio_is_announced),
 		cmocka_unit_test(test_rule_namespace_scoping),
 		cmocka_unit_test(test_odd_buffers),
 	};
