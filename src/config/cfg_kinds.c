@@ -960,6 +960,46 @@ static int meta_str(struct cfg_ctx *x, yaml_node_t *meta, const char *key,
 	return 0;
 }
 
+/*
+ * An object's own keys: kind, metadata and spec at most once each (a
+ * second one would be ignored: an error); apiVersion and status (kubectl
+ * output) taken and ignored; anything else -- a misspelt spec, a spec
+ * indented under metadata's sibling -- a warning, since Mixer's loader
+ * ignored unknown keys. Returns -1 on an error.
+ */
+static int check_top_keys(struct cfg_ctx *x, yaml_node_t *root)
+{
+	static const char *const once[] = {"kind", "metadata", "spec"};
+	yaml_node_t *seen[3] = {0};
+	int rc = 0;
+	for (yaml_node_pair_t *p = root->data.mapping.pairs.start;
+	     p < root->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = yaml_document_get_node(x->doc, p->key);
+		const char *key = cfg_scalar(k);
+		struct cfg_pos pos = cfg_node_pos(x, k);
+		size_t i = 0;
+		while (key && i < 3 && strcmp(key, once[i]))
+			i++;
+		if (key && i < 3) {
+			if (seen[i]) {
+				cfg_error_at(x->c, &pos, NULL, once[i],
+					     "found a second one (the first is "
+					     "at line %u), expected one",
+					     cfg_node_pos(x, seen[i]).line);
+				rc = -1;
+			}
+			seen[i] = k;
+		} else if (!key || (strcmp(key, "apiVersion") &&
+				    strcmp(key, "status"))) {
+			cfg_warn_at(x->c, &pos, NULL, NULL,
+				    "unknown top-level field \"%s\" ignored; "
+				    "expected apiVersion, kind, metadata or spec",
+				    key ? key : "(not a string)");
+		}
+	}
+	return rc;
+}
+
 void cfg_decode_object(struct cfg_ctx *x, yaml_node_t *root)
 {
 	struct cfg *c = x->c;
@@ -975,6 +1015,8 @@ void cfg_decode_object(struct cfg_ctx *x, yaml_node_t *root)
 			       cfg_node_what(root));
 		return;
 	}
+	if (check_top_keys(x, root))
+		return;
 	kind = map_get(x->doc, root, "kind");
 	meta = map_get(x->doc, root, "metadata");
 	if (!kind || !cfg_scalar(kind) || !*cfg_scalar(kind)) {

@@ -876,6 +876,36 @@ static void test_logentry_and_stdio(void **state)
 	cfg_destroy(c);
 }
 
+/* A misspelt spec is not a rule without actions, unannounced; a second
+ * spec is not silently ignored. */
+static void test_top_level_keys(void **state)
+{
+	struct cfg *c =
+		load_text("apiVersion: config.istio.io/v1alpha2\n"
+			  "kind: rule\n"
+			  "metadata: {name: r, namespace: default}\n"
+			  "sepc: {match: \"true\"}\n"
+			  "status: {}\n");
+
+	assert_loads(c);
+	assert_int_equal(cfg_warning_count(c), 1);
+	assert_string_equal(cfg_warning(c, 0),
+			    "test.yaml:4:1: unknown top-level field \"sepc\" "
+			    "ignored; expected apiVersion, kind, metadata or "
+			    "spec");
+	cfg_destroy(c);
+	c = load_text("kind: rule\n"
+		      "metadata: {name: r, namespace: default}\n"
+		      "spec: {match: \"true\"}\n"
+		      "spec: {match: \"false\"}\n");
+	assert_false(cfg_ok(c));
+	char *got = errors_text(c);
+	assert_string_equal(got, "test.yaml:4:1: spec: found a second one (the "
+				 "first is at line 3), expected one\n");
+	free(got);
+	cfg_destroy(c);
+}
+
 /* Mixer's stdio handler logged metrics too; mixd's does not, and says so. */
 static void test_metric_to_stdio_is_announced(void **state)
 {
@@ -985,6 +1015,7 @@ int main(void)
 		cmocka_unit_test(test_secret_file_must_be_regular),
 		cmocka_unit_test(test_logentry_and_stdio),
 		cmocka_unit_test(test_metric_to_stdio_is_announced),
+		cmocka_unit_test(test_top_level_keys),
 		cmocka_unit_test(test_rule_namespace_scoping),
 		cmocka_unit_test(test_odd_buffers),
 	};
