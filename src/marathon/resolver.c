@@ -171,7 +171,21 @@ struct mar_resolver {
 	 * or PUBLISH_DUTY times the last build (at most PUBLISH_GAP_MAX_NS),
 	 * whichever is longer. */
 	int64_t publish_gap_ns;
+	/* Least time from the end of one full sync to a resync that events
+	 * ask for: resync_delay, or SYNC_DUTY times the last sync (its GETs,
+	 * parse and build), whichever is longer, at most SYNC_GAP_MAX_NS. */
+	int64_t sync_gap_ns, last_sync_end;
 };
+
+/*
+ * A deployment sends events for every step; each asks for a full sync,
+ * which at 100,000 tasks fetches 20-odd MB from the leader and rebuilds
+ * for most of a second. Spacing them by ten syncs keeps that under a
+ * tenth of the resolver's time (and of what it asks of Marathon) however
+ * long a deployment runs; status updates are applied between them.
+ */
+#define SYNC_DUTY 10
+#define SYNC_GAP_MAX_NS 60000000000ll
 
 /*
  * A publish rebuilds the whole snapshot (200-300 ms for 100,000 tasks on a
@@ -773,6 +787,7 @@ static int full_sync(struct mar_resolver *r, const char *base_in)
 	snprintf(base, sizeof base, "%s", base_in);
 	snprintf(r->base, sizeof r->base, "%s", base);
 	r->syncing = true;
+	int64_t t0 = now_ns();
 	enum mar_sync_result res = get(r, base, "/v2/apps?embed=apps.tasks",
 				       false, NULL);
 	if (stopping(r)) {
@@ -822,6 +837,10 @@ static int full_sync(struct mar_resolver *r, const char *base_in)
 	release_held(r);
 	mar_hostcache_forget_failures(r->hc);
 	publish(r);
+	r->last_sync_end = now_ns();
+	int64_t gap = (r->last_sync_end - t0) * SYNC_DUTY;
+	gap = gap < SYNC_GAP_MAX_NS ? gap : SYNC_GAP_MAX_NS;
+	r->sync_gap_ns = gap > r->resync_delay_ns ? gap : r->resync_delay_ns;
 	cnt_add(&r->c.sync[MAR_SYNC_OK], 1);
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -945,7 +964,8 @@ static void *thread_main(void *arg)
 					  : backoff * 2;
 			continue;
 		}
-		if ((r->model.need_resync && now >= r->resync_at) ||
+		if ((r->model.need_resync && now >= r->resync_at &&
+		     now - r->last_sync_end >= r->sync_gap_ns) ||
 		    now >= r->next_refresh) {
 			if (full_sync(r, r->base) < 0) {
 				/* The leader stopped answering: start over,

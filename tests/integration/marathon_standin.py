@@ -25,6 +25,7 @@ Commands ({"cmd": ...}):
   raw {text}                 push raw text (already framed) to streams
   replay_sample {}           push the fixture events.txt sample, LF -> CRLF
   mode {mode}                ok | 401 | 500 | malformed | truncated
+  delay {seconds}            wait that long before answering /v2/apps
   down {} / up {}            close the listening socket and every
                              connection / listen again on the same port
   drop_streams {}            close event streams (a Marathon restart)
@@ -100,6 +101,7 @@ class State:
         self.auth_failures = 0
         self.leader_url = None
         self.during_sync = None    # framed event for the next pods GET
+        self.delay = 0.0           # seconds before answering /v2/apps
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -164,6 +166,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.stream()
             return
         if path.startswith("/v2/apps"):
+            time.sleep(st.delay)
             with st.lock:
                 body = json.dumps({"apps": st.apps})
         elif path.startswith("/v2/pods/::status"):
@@ -332,6 +335,8 @@ class StandIn:
             self.push(text.replace("\r\n", "\n").replace("\n", "\r\n"))
         elif cmd == "mode":
             st.mode = c["mode"]
+        elif cmd == "delay":
+            st.delay = float(c["seconds"])
         elif cmd == "down":
             self.server.shutdown()
             self.server.server_close()

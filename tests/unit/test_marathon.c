@@ -982,6 +982,38 @@ static void test_event_during_sync_survives_it(void **st)
 	standin_stop(&s);
 }
 
+/* A long deployment's events ask for a full sync each; syncs are spaced
+ * by ten times the last one's duration, not run back to back. */
+static void test_resyncs_are_spaced_by_their_cost(void **st)
+{
+	struct standin s;
+	struct mar_reader *rd;
+	struct mar_resolver *r = streaming(&s, &rd);
+	standin_cmd0(&s, "{\"cmd\":\"delay\",\"seconds\":0.1}");
+	uint64_t syncs = stats(r).sync[MAR_SYNC_OK];
+	/* one resync, now slow: 100 ms or more */
+	standin_cmd0(&s, "{\"cmd\":\"event\",\"type\":\"deployment_success\","
+			 "\"data\":{\"id\":\"d0\"}}");
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_OK] == syncs + 1, 5000);
+	/* then a deployment step every 50 ms for 1.5 s: back to back, that
+	 * was a sync every 150 ms */
+	uint64_t before = stats(r).sync[MAR_SYNC_OK];
+	int64_t t0 = mono_ms();
+	for (int i = 0; i < 30; i++) {
+		standin_cmd0(&s, "{\"cmd\":\"event\",\"type\":"
+				 "\"deployment_step_success\",\"data\":{}}");
+		usleep(50000);
+	}
+	uint64_t during = stats(r).sync[MAR_SYNC_OK] - before;
+	/* each at least 1 s (10 x 100 ms) after the last */
+	assert_true(during <= (uint64_t)(mono_ms() - t0) / 1000 + 1);
+	/* the last one still asks: a sync follows, spaced */
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_OK] > before + during, 5000);
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+	standin_stop(&s);
+}
+
 static void test_event_churn(void **st)
 {
 	struct standin s;
@@ -1396,6 +1428,7 @@ int main(void)
 		cmocka_unit_test(test_marathon_down_at_start_then_sync),
 		cmocka_unit_test(test_event_churn),
 		cmocka_unit_test(test_event_during_sync_survives_it),
+		cmocka_unit_test(test_resyncs_are_spaced_by_their_cost),
 		cmocka_unit_test(test_outage_keeps_snapshot_and_resyncs),
 		cmocka_unit_test(test_silent_stream_is_dead),
 		cmocka_unit_test(test_ha_addresses_and_302_to_leader),
