@@ -818,9 +818,13 @@ static void build_task(struct build *b, const struct spec_info *si,
 	in->n_ctr = 1;
 
 	index_id(b, id, len, in, 0);
-	if (si->net == NET_HOST) {
+	/* The host IP is the task's own address on the host network, and
+	 * the source of a bridge task's outbound traffic (Docker's NAT):
+	 * either claims it, so it names a task only when that task is the
+	 * only one on the agent to use it. */
+	if (si->net != NET_CONTAINER)
 		index_ip(b, &host_ip, in);
-	} else {
+	if (si->net != NET_HOST) {
 		cJSON_ArrayForEach(e, ipa)
 		{
 			struct attr_value a;

@@ -278,6 +278,54 @@ static void test_ip_lookups_by_network_mode(void **st)
 	mar_snap_free(s);
 }
 
+/* An agent's IP names a task only when that task is the only one on the
+ * agent to use it: a host-networked task beside a bridge task (whose
+ * outbound traffic leaves with the agent's IP) is not named by it; a
+ * bridge task alone is; a task on a container network does not count. */
+static void test_host_ip_shared_with_bridge_tasks(void **st)
+{
+	static const char json[] =
+		"{\"apps\":["
+		"{\"id\":\"/infra/hostapp\",\"networks\":[{\"mode\":\"host\"}],"
+		"\"tasks\":[{\"id\":\"infra_hostapp.instance-a._app.1\","
+		"\"host\":\"10.0.0.5\",\"state\":\"TASK_RUNNING\","
+		"\"ports\":[31000]}]},"
+		"{\"id\":\"/shop/web\",\"networks\":[{\"mode\":"
+		"\"container/bridge\"}],\"container\":{\"portMappings\":"
+		"[{\"containerPort\":80,\"hostPort\":0}]},"
+		"\"tasks\":[{\"id\":\"shop_web.instance-b._app.1\","
+		"\"host\":\"10.0.0.5\",\"state\":\"TASK_RUNNING\","
+		"\"ports\":[31001],\"ipAddresses\":[{\"ipAddress\":"
+		"\"172.17.0.2\"}]},"
+		"{\"id\":\"shop_web.instance-c._app.1\",\"host\":\"10.0.0.6\","
+		"\"state\":\"TASK_RUNNING\",\"ports\":[31002],"
+		"\"ipAddresses\":[{\"ipAddress\":\"172.17.0.2\"}]}]},"
+		"{\"id\":\"/overlay/db\",\"networks\":[{\"mode\":\"container\","
+		"\"name\":\"dcos\"}],\"tasks\":[{\"id\":"
+		"\"overlay_db.instance-d._app.1\",\"host\":\"10.0.0.6\","
+		"\"state\":\"TASK_RUNNING\",\"ipAddresses\":[{\"ipAddress\":"
+		"\"9.1.0.7\"}]}]}]}";
+	cJSON *apps = mar_parse_apps(json, strlen(json));
+	assert_non_null(apps);
+	struct mar_snap *s = NULL;
+	assert_int_equal(mar_snap_build(apps, NULL, NULL, &s, NULL), 0);
+	struct mar_result r;
+	struct attr_value ip = ip4(10, 0, 0, 5), p = port(31000);
+	struct mar_query q = {.source_ip = &ip};
+	assert_false(mar_snap_lookup(s, &q, &r));
+	/* host IP + port still names each */
+	q = (struct mar_query){.destination_ip = &ip, .destination_port = &p};
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_WORKLOAD_NAME, "hostapp");
+	/* 10.0.0.6: one bridge task and one on a container network */
+	ip = ip4(10, 0, 0, 6);
+	q = (struct mar_query){.source_ip = &ip};
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_SOURCE_WORKLOAD_NAME, "web");
+	mar_snap_free(s);
+	cJSON_Delete(apps);
+}
+
 static void test_destination_port_picks_container(void **st)
 {
 	struct mar_snap *s = fixture_snap();
@@ -1416,6 +1464,7 @@ int main(void)
 		cmocka_unit_test(test_snapshot_counts_and_terminal_skipped),
 		cmocka_unit_test(test_uid_forms_of_the_users_proxies),
 		cmocka_unit_test(test_ip_lookups_by_network_mode),
+		cmocka_unit_test(test_host_ip_shared_with_bridge_tasks),
 		cmocka_unit_test(test_destination_port_picks_container),
 		cmocka_unit_test(test_malformed_entries_skipped),
 		cmocka_unit_test(test_sse_fixture_any_split_lf_and_crlf),
