@@ -1062,6 +1062,37 @@ static void test_resyncs_are_spaced_by_their_cost(void **st)
 	standin_stop(&s);
 }
 
+/* A reader that stays in its read section holds every snapshot since: at
+ * most two are kept waiting; the newest state is published once it
+ * leaves. */
+static void test_a_stuck_reader_holds_at_most_two_snapshots(void **st)
+{
+	struct standin s;
+	struct mar_reader *rd;
+	struct mar_resolver *r = streaming(&s, &rd);
+	mar_read_begin(rd); /* and stays */
+	uint64_t before = stats(r).snapshots;
+	const char *ids[5] = {
+		"ratings.10000000-6771-11e5-94e1-be5b2935a987",
+		"ratings.20000000-6771-11e5-94e1-be5b2935a987",
+		"ratings.30000000-6771-11e5-94e1-be5b2935a987",
+		"ratings.40000000-6771-11e5-94e1-be5b2935a987",
+		"ratings.50000000-6771-11e5-94e1-be5b2935a987",
+	};
+	for (int i = 0; i < 5; i++) {
+		task_running(&s, "event", ids[i]);
+		WAIT_UNTIL(stats(r).events[MAR_EV_STATUS_UPDATE] == (uint64_t)i + 1,
+			   3000);
+		usleep(100000); /* ten publish intervals */
+	}
+	assert_true(stats(r).snapshots <= before + 2);
+	mar_read_end(rd);
+	WAIT_UNTIL(dst_is(rd, ids[4], "ratings"), 3000);
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+	standin_stop(&s);
+}
+
 static void test_event_churn(void **st)
 {
 	struct standin s;
@@ -1478,6 +1509,7 @@ int main(void)
 		cmocka_unit_test(test_event_churn),
 		cmocka_unit_test(test_event_during_sync_survives_it),
 		cmocka_unit_test(test_resyncs_are_spaced_by_their_cost),
+		cmocka_unit_test(test_a_stuck_reader_holds_at_most_two_snapshots),
 		cmocka_unit_test(test_outage_keeps_snapshot_and_resyncs),
 		cmocka_unit_test(test_silent_stream_is_dead),
 		cmocka_unit_test(test_ha_addresses_and_302_to_leader),
