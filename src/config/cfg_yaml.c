@@ -746,7 +746,15 @@ static int cmp_str(const void *a, const void *b)
  * are skipped: editors' swap files, and Kubernetes ConfigMap mounts, whose
  * ..data symlink would otherwise load every file twice.
  */
-static void load_dir(struct cfg *c, const char *dir, int depth)
+/* A directory being walked, and the one it was reached from. */
+struct dir_up {
+	dev_t dev;
+	ino_t ino;
+	const struct dir_up *up;
+};
+
+static void load_dir(struct cfg *c, const char *dir, int depth,
+		     const struct dir_up *up)
 {
 	struct cfg_pos pos = {dir, 0, 0};
 	char **names = NULL;
@@ -787,8 +795,23 @@ static void load_dir(struct cfg *c, const char *dir, int depth)
 
 		if (stat(names[i], &st))
 			continue; /* dangling symlink: nothing to load */
-		if (S_ISDIR(st.st_mode))
-			load_dir(c, names[i], depth + 1);
+		if (S_ISDIR(st.st_mode)) {
+			/* A symlink back to a directory being walked: two
+			 * such links made the walk exponential. */
+			const struct dir_up *a = up;
+			while (a && (a->dev != st.st_dev || a->ino != st.st_ino))
+				a = a->up;
+			if (a) {
+				struct cfg_pos at = {names[i], 0, 0};
+				cfg_error_at(c, &at, NULL, NULL,
+					     "found a symlink loop (a directory "
+					     "containing itself), expected a "
+					     "tree");
+				continue;
+			}
+			struct dir_up here = {st.st_dev, st.st_ino, up};
+			load_dir(c, names[i], depth + 1, &here);
+		}
 		else if (S_ISREG(st.st_mode) && is_yaml_name(names[i]))
 			load_file(c, names[i]);
 	}
@@ -845,7 +868,8 @@ struct cfg *cfg_load(const char *path, const char *default_ns)
 		return c;
 	}
 	if (S_ISDIR(st.st_mode))
-		load_dir(c, path, 0);
+		load_dir(c, path, 0,
+			 &(struct dir_up){st.st_dev, st.st_ino, NULL});
 	else
 		load_file(c, path);
 	return cfg_finish(c);

@@ -716,6 +716,25 @@ static void test_directory_load_is_recursive_and_sorted(void **state)
 	rm_rf(tmpdir);
 }
 
+/* Two symlinks back to the top made the walk 2^depth directories long;
+ * a loop is an error, found at once. */
+static void test_symlink_loops(void **state)
+{
+	build_tree();
+	assert_int_equal(symlink("..", tmp("a/up1")), 0);
+	assert_int_equal(symlink("..", tmp("a/up2")), 0);
+	struct cfg *c = cfg_load(tmpdir, "default");
+	assert_false(cfg_ok(c));
+	assert_int_equal(cfg_error_count(c), 2);
+	char *got = errors_text(c);
+	assert_non_null(strstr(got, "a/up1: found a symlink loop"));
+	assert_non_null(strstr(got, "a/up2: found a symlink loop"));
+	free(got);
+	assert_int_equal(cfg_instance_count(c), 4); /* each file once */
+	cfg_destroy(c);
+	rm_rf(tmpdir);
+}
+
 static void test_fs_url(void **state)
 {
 	char url[PATH_MAX + 8];
@@ -1009,6 +1028,7 @@ int main(void)
 		cmocka_unit_test(test_istio14_instance_and_handler),
 		cmocka_unit_test(test_istio14_params_errors_name_the_path),
 		cmocka_unit_test(test_directory_load_is_recursive_and_sorted),
+		cmocka_unit_test(test_symlink_loops),
 		cmocka_unit_test(test_fs_url),
 		cmocka_unit_test(test_single_file_sources),
 		cmocka_unit_test(test_secrets_from_env_and_file),
