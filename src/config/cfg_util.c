@@ -30,6 +30,12 @@ void *cfg_alloc(struct cfg *c, size_t n)
 	if (!k || k->cap - k->used < n) {
 		size_t cap = n > CHUNK_MIN ? n : CHUNK_MIN;
 
+		if (c->arena_bytes + cap >
+		    CFG_ARENA_BASE + CFG_ARENA_PER_BYTE * c->input_bytes) {
+			c->too_large = true;
+			goto oom;
+		}
+		c->arena_bytes += cap;
 		k = malloc(sizeof(*k) + cap);
 		if (!k)
 			goto oom;
@@ -205,13 +211,17 @@ bool cfg_ok(const struct cfg *c)
 
 size_t cfg_error_count(const struct cfg *c)
 {
-	return c->n_errors + (c->oom && !c->n_errors);
+	return c->n_errors + (c->oom && (!c->n_errors || c->too_large));
 }
 
 const char *cfg_error(const struct cfg *c, size_t i)
 {
 	if (i < c->n_errors)
 		return c->errors[i];
+	if (c->too_large)
+		return "the configuration expands to more memory than mixd "
+		       "allows for its size (64 MiB + 16 bytes a byte read): "
+		       "YAML aliases are copied at every use";
 	return "out of memory while loading the configuration";
 }
 

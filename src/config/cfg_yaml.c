@@ -642,6 +642,7 @@ static void load_yaml(struct cfg *c, const char *file, const unsigned char *buf,
 		return;
 	}
 	yaml_parser_set_input_string(&parser, buf, len);
+	c->input_bytes += len;
 	for (;;) {
 		yaml_document_t doc;
 		yaml_node_t *root;

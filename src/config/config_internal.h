@@ -24,9 +24,17 @@
 struct cfg_chunk;
 
 /** Everything of the model lives in `struct cfg`. */
+#define CFG_ARENA_BASE ((size_t)64 << 20)
+#define CFG_ARENA_PER_BYTE 16
+
 struct cfg {
 	struct cfg_chunk *chunks;
 	bool oom;
+	/* The arena is bounded by what was read: CFG_ARENA_BASE plus
+	 * CFG_ARENA_PER_BYTE times the YAML's size. Aliases are decoded once
+	 * per use, so a small file can otherwise expand without limit. */
+	size_t arena_bytes, input_bytes;
+	bool too_large; /* the bound was hit (oom is set too) */
 
 	const char *default_ns;
 	struct attr_vocab *vocab;

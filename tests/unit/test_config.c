@@ -716,6 +716,39 @@ static void test_directory_load_is_recursive_and_sorted(void **state)
 	rm_rf(tmpdir);
 }
 
+/* An alias is decoded at every use: 1,000 uses of a 100 KB anchor would
+ * take 100 MB from 100 KB of YAML. The arena is bounded by the input. */
+static void test_aliases_cannot_expand_without_bound(void **state)
+{
+	size_t big = 100 * 1024, uses = 1000;
+	size_t cap = big + uses * 8 + 512;
+	char *y = malloc(cap), *o = y;
+	o += sprintf(o, "kind: prometheus\n"
+			"metadata: {name: h, namespace: default}\n"
+			"spec:\n"
+			"  metrics:\n"
+			"  - name: x\n"
+			"    instance_name: m.metric\n"
+			"    kind: COUNTER\n"
+			"    description: &big ");
+	memset(o, 'a', big);
+	o += big;
+	o += sprintf(o, "\n    label_names: [");
+	for (size_t i = 0; i < uses; i++)
+		o += sprintf(o, "%s*big", i ? ", " : "");
+	o += sprintf(o, "]\n");
+	assert_true((size_t)(o - y) < cap);
+	struct cfg *c = cfg_load_buffer("test.yaml", y, (size_t)(o - y),
+					"default");
+	free(y);
+	assert_non_null(c);
+	assert_false(cfg_ok(c));
+	char *got = errors_text(c);
+	assert_non_null(strstr(got, "YAML aliases are copied at every use"));
+	free(got);
+	cfg_destroy(c);
+}
+
 /* Two symlinks back to the top made the walk 2^depth directories long;
  * a loop is an error, found at once. */
 static void test_symlink_loops(void **state)
@@ -1029,6 +1062,7 @@ int main(void)
 		cmocka_unit_test(test_istio14_params_errors_name_the_path),
 		cmocka_unit_test(test_directory_load_is_recursive_and_sorted),
 		cmocka_unit_test(test_symlink_loops),
+		cmocka_unit_test(test_aliases_cannot_expand_without_bound),
 		cmocka_unit_test(test_fs_url),
 		cmocka_unit_test(test_single_file_sources),
 		cmocka_unit_test(test_secrets_from_env_and_file),
