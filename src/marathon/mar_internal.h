@@ -150,8 +150,13 @@ struct mar_hostcache;
 struct mar_hostcache *mar_hostcache_create(void);
 /** Free; NULL is fine. */
 void mar_hostcache_destroy(struct mar_hostcache *hc);
-/** Forget negative answers (a full sync retries them). */
-void mar_hostcache_forget_failures(struct mar_hostcache *hc);
+/** At a full sync: forget negative answers (retried), names no build
+ *  has looked up since the last call (agents gone: the cache stays the
+ *  size of the cluster), and answers older than @max_age_ns (a name that
+ *  moved is resolved again). */
+void mar_hostcache_refresh(struct mar_hostcache *hc, int64_t max_age_ns);
+/** Names cached (tests). */
+size_t mar_hostcache_size(const struct mar_hostcache *hc);
 
 /**
  * Build a snapshot from @apps (the "apps" array of /v2/apps?embed=apps.tasks,

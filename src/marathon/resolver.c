@@ -185,6 +185,11 @@ struct mar_resolver {
  * long a deployment runs; status updates are applied between them.
  */
 #define SYNC_DUTY 10
+
+/* Agent names are resolved again after this long (at the next full sync):
+ * an agent that moved is found; one that left is forgotten sooner, at the
+ * first sync whose tasks no longer name it. */
+#define HOST_TTL_NS (10 * 60 * 1000000000ll)
 #define SYNC_GAP_MAX_NS 60000000000ll
 
 /*
@@ -849,7 +854,7 @@ static int full_sync(struct mar_resolver *r, const char *base_in)
 	r->model.dirty = true;
 	r->model.need_resync = false;
 	release_held(r);
-	mar_hostcache_forget_failures(r->hc);
+	mar_hostcache_refresh(r->hc, HOST_TTL_NS);
 	publish(r);
 	r->last_sync_end = now_ns();
 	int64_t gap = (r->last_sync_end - t0) * SYNC_DUTY;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <xxhash.h>
 
@@ -88,8 +89,17 @@ static const char *arena_strndup(struct mar_arena *a, const char *s,
 struct hc_ent {
 	char *name;
 	uint8_t len; /* 0: did not resolve */
+	bool used;   /* looked up since the last refresh */
 	uint8_t ip[16];
+	int64_t at;  /* when it was resolved (CLOCK_MONOTONIC ns) */
 };
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 struct mar_hostcache {
 	struct hc_ent *v;
@@ -120,22 +130,23 @@ void mar_hostcache_destroy(struct mar_hostcache *hc)
 	free(hc);
 }
 
-void mar_hostcache_forget_failures(struct mar_hostcache *hc)
+void mar_hostcache_refresh(struct mar_hostcache *hc, int64_t max_age_ns)
 {
 	if (!hc)
 		return;
-	/* Rebuild without the failures (linear probing has no deletes). */
+	/* Rebuild with what stays (linear probing has no deletes). */
 	struct hc_ent *old = hc->v;
 	size_t cap = hc->cap;
 	struct hc_ent *nv = calloc(cap, sizeof *nv);
 	if (!nv)
 		return;
+	int64_t now = mono_ns();
 	hc->v = nv;
 	hc->n = 0;
 	for (size_t i = 0; i < cap; i++) {
 		if (!old[i].name)
 			continue;
-		if (!old[i].len) {
+		if (!old[i].len || !old[i].used || now - old[i].at > max_age_ns) {
 			free(old[i].name);
 			continue;
 		}
@@ -144,9 +155,15 @@ void mar_hostcache_forget_failures(struct mar_hostcache *hc)
 		while (nv[j].name)
 			j = (j + 1) & (cap - 1);
 		nv[j] = old[i];
+		nv[j].used = false;
 		hc->n++;
 	}
 	free(old);
+}
+
+size_t mar_hostcache_size(const struct mar_hostcache *hc)
+{
+	return hc ? hc->n : 0;
 }
 
 static int hc_grow(struct mar_hostcache *hc)
@@ -204,6 +221,7 @@ static void resolve_host(struct mar_hostcache *hc, const char *name,
 	size_t j = h & (hc->cap - 1);
 	while (hc->v[j].name) {
 		if (!strcmp(hc->v[j].name, name)) {
+			hc->v[j].used = true;
 			if (hc->v[j].len) {
 				out->type = ATTR_IP;
 				out->len = hc->v[j].len;
@@ -213,7 +231,7 @@ static void resolve_host(struct mar_hostcache *hc, const char *name,
 		}
 		j = (j + 1) & (hc->cap - 1);
 	}
-	struct hc_ent e = {0};
+	struct hc_ent e = {.used = true, .at = mono_ns()};
 	struct addrinfo hints = {.ai_family = AF_UNSPEC,
 				 .ai_socktype = SOCK_STREAM};
 	struct addrinfo *res = NULL;

@@ -326,6 +326,57 @@ static void test_host_ip_shared_with_bridge_tasks(void **st)
 	cJSON_Delete(apps);
 }
 
+/* An app whose one task runs on agent @host. */
+static cJSON *app_on(const char *host)
+{
+	char json[512];
+	snprintf(json, sizeof json,
+		 "{\"apps\":[{\"id\":\"/a\",\"networks\":[{\"mode\":"
+		 "\"host\"}],\"tasks\":[{\"id\":\"a.instance-1._app.1\","
+		 "\"host\":\"%s\",\"state\":\"TASK_RUNNING\"}]}]}",
+		 host);
+	cJSON *apps = mar_parse_apps(json, strlen(json));
+	assert_non_null(apps);
+	return apps;
+}
+
+/* Agent names: resolved once and kept while tasks name them; forgotten
+ * at the first refresh after no build looked them up, and resolved again
+ * once older than the age given. */
+static void test_host_cache_follows_the_cluster(void **st)
+{
+	struct mar_hostcache *hc = mar_hostcache_create();
+	struct mar_snap *s;
+	cJSON *on_local = app_on("localhost"), *on_ip = app_on("10.0.0.9");
+	assert_int_equal(mar_snap_build(on_local, NULL, hc, &s, NULL), 0);
+	mar_snap_free(s);
+	assert_int_equal(mar_hostcache_size(hc), 1);
+	/* used since: kept */
+	mar_hostcache_refresh(hc, INT64_MAX);
+	assert_int_equal(mar_hostcache_size(hc), 1);
+	/* older than the age: resolved again at the next build */
+	assert_int_equal(mar_snap_build(on_local, NULL, hc, &s, NULL), 0);
+	mar_snap_free(s);
+	mar_hostcache_refresh(hc, 0);
+	assert_int_equal(mar_hostcache_size(hc), 0);
+	assert_int_equal(mar_snap_build(on_local, NULL, hc, &s, NULL), 0);
+	struct attr_value ip = ip4(127, 0, 0, 1);
+	struct mar_query q = {.source_ip = &ip};
+	struct mar_result r;
+	assert_true(mar_snap_lookup(s, &q, &r));
+	mar_snap_free(s);
+	assert_int_equal(mar_hostcache_size(hc), 1);
+	/* the agent is gone: no build names it; a refresh forgets it */
+	mar_hostcache_refresh(hc, INT64_MAX);
+	assert_int_equal(mar_snap_build(on_ip, NULL, hc, &s, NULL), 0);
+	mar_snap_free(s);
+	mar_hostcache_refresh(hc, INT64_MAX);
+	assert_int_equal(mar_hostcache_size(hc), 0);
+	cJSON_Delete(on_local);
+	cJSON_Delete(on_ip);
+	mar_hostcache_destroy(hc);
+}
+
 static void test_destination_port_picks_container(void **st)
 {
 	struct mar_snap *s = fixture_snap();
@@ -1496,6 +1547,7 @@ int main(void)
 		cmocka_unit_test(test_uid_forms_of_the_users_proxies),
 		cmocka_unit_test(test_ip_lookups_by_network_mode),
 		cmocka_unit_test(test_host_ip_shared_with_bridge_tasks),
+		cmocka_unit_test(test_host_cache_follows_the_cluster),
 		cmocka_unit_test(test_destination_port_picks_container),
 		cmocka_unit_test(test_malformed_entries_skipped),
 		cmocka_unit_test(test_sse_fixture_any_split_lf_and_crlf),
