@@ -150,10 +150,12 @@ struct mar_hostcache;
 struct mar_hostcache *mar_hostcache_create(void);
 /** Free; NULL is fine. */
 void mar_hostcache_destroy(struct mar_hostcache *hc);
-/** At a full sync: forget negative answers (retried), names no build
+/** At a full sync: forget negative answers (retried) and names no build
  *  has looked up since the last call (agents gone: the cache stays the
- *  size of the cluster), and answers older than @max_age_ns (a name that
- *  moved is resolved again). */
+ *  size of the cluster). Answers older than @max_age_ns are resolved
+ *  again at their next use (a name that moved is found); one that fails
+ *  keeps its answer, and so do the other old ones until the next call
+ *  (DNS is likely down: each ask could block for its timeout). */
 void mar_hostcache_refresh(struct mar_hostcache *hc, int64_t max_age_ns);
 /** Names cached (tests). */
 size_t mar_hostcache_size(const struct mar_hostcache *hc);

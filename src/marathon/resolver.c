@@ -186,9 +186,10 @@ struct mar_resolver {
  */
 #define SYNC_DUTY 10
 
-/* Agent names are resolved again after this long (at the next full sync):
- * an agent that moved is found; one that left is forgotten sooner, at the
- * first sync whose tasks no longer name it. */
+/* Agent names are resolved again after this long (at the next full sync;
+ * the old answer stays if DNS fails): an agent that moved is found; one
+ * that left is forgotten sooner, at the first sync whose tasks no longer
+ * name it. */
 #define HOST_TTL_NS (10 * 60 * 1000000000ll)
 #define SYNC_GAP_MAX_NS 60000000000ll
 

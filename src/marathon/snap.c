@@ -90,6 +90,7 @@ struct hc_ent {
 	char *name;
 	uint8_t len; /* 0: did not resolve */
 	bool used;   /* looked up since the last refresh */
+	bool stale;  /* old: resolve again, keep this answer if that fails */
 	uint8_t ip[16];
 	int64_t at;  /* when it was resolved (CLOCK_MONOTONIC ns) */
 };
@@ -104,6 +105,10 @@ static int64_t mono_ns(void)
 struct mar_hostcache {
 	struct hc_ent *v;
 	size_t n, cap; /* cap: power of two */
+	/* A stale name failed to resolve since the last refresh: DNS is
+	 * likely down, so the other stale answers are kept without asking
+	 * (each ask may block for the resolver's timeout). */
+	bool dns_failed;
 };
 
 struct mar_hostcache *mar_hostcache_create(void)
@@ -143,13 +148,15 @@ void mar_hostcache_refresh(struct mar_hostcache *hc, int64_t max_age_ns)
 	int64_t now = mono_ns();
 	hc->v = nv;
 	hc->n = 0;
+	hc->dns_failed = false;
 	for (size_t i = 0; i < cap; i++) {
 		if (!old[i].name)
 			continue;
-		if (!old[i].len || !old[i].used || now - old[i].at > max_age_ns) {
+		if (!old[i].len || !old[i].used) {
 			free(old[i].name);
 			continue;
 		}
+		old[i].stale = now - old[i].at > max_age_ns;
 		uint64_t h = mar_hash(old[i].name, strlen(old[i].name), 7);
 		size_t j = h & (cap - 1);
 		while (nv[j].name)
@@ -208,6 +215,36 @@ static bool parse_literal_ip(const char *s, struct attr_value *out)
 
 /* Resolve @name: a literal, or through the cache, or getaddrinfo (IPv4
  * preferred: agents are addressed by IPv4 in every DC/OS we know of). */
+/* getaddrinfo() for @name into @e (len 0 if it does not resolve; IPv4
+ * preferred: agents are addressed by IPv4 in every DC/OS we know of). */
+static void lookup_host(const char *name, struct hc_ent *e)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+				 .ai_socktype = SOCK_STREAM};
+	struct addrinfo *res = NULL;
+	e->len = 0;
+	if (getaddrinfo(name, NULL, &hints, &res) != 0)
+		return;
+	for (int pass = 0; pass < 2 && !e->len; pass++) {
+		for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+			if (pass == 0 && ai->ai_family == AF_INET) {
+				struct sockaddr_in *sa = (void *)ai->ai_addr;
+				memcpy(e->ip, &sa->sin_addr, 4);
+				e->len = 4;
+				break;
+			}
+			if (pass == 1 && ai->ai_family == AF_INET6) {
+				struct sockaddr_in6 *sa = (void *)ai->ai_addr;
+				memcpy(e->ip, &sa->sin6_addr, 16);
+				e->len = 16;
+				break;
+			}
+		}
+	}
+	freeaddrinfo(res);
+}
+
+/* Resolve @name: a literal, or through the cache, or getaddrinfo. */
 static void resolve_host(struct mar_hostcache *hc, const char *name,
 			 struct attr_value *out)
 {
@@ -220,42 +257,34 @@ static void resolve_host(struct mar_hostcache *hc, const char *name,
 	uint64_t h = mar_hash(name, nl, 7);
 	size_t j = h & (hc->cap - 1);
 	while (hc->v[j].name) {
-		if (!strcmp(hc->v[j].name, name)) {
-			hc->v[j].used = true;
-			if (hc->v[j].len) {
+		struct hc_ent *c = &hc->v[j];
+		if (!strcmp(c->name, name)) {
+			c->used = true;
+			if (c->stale && !hc->dns_failed) {
+				/* A name that moved is found again; one that
+				 * fails keeps its last answer. */
+				struct hc_ent e = {0};
+				lookup_host(name, &e);
+				if (e.len) {
+					c->len = e.len;
+					memcpy(c->ip, e.ip, 16);
+				} else {
+					hc->dns_failed = true;
+				}
+				c->at = mono_ns();
+				c->stale = false;
+			}
+			if (c->len) {
 				out->type = ATTR_IP;
-				out->len = hc->v[j].len;
-				memcpy(out->ip, hc->v[j].ip, 16);
+				out->len = c->len;
+				memcpy(out->ip, c->ip, 16);
 			}
 			return;
 		}
 		j = (j + 1) & (hc->cap - 1);
 	}
 	struct hc_ent e = {.used = true, .at = mono_ns()};
-	struct addrinfo hints = {.ai_family = AF_UNSPEC,
-				 .ai_socktype = SOCK_STREAM};
-	struct addrinfo *res = NULL;
-	if (getaddrinfo(name, NULL, &hints, &res) == 0) {
-		for (int pass = 0; pass < 2 && !e.len; pass++) {
-			for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-				if (pass == 0 && ai->ai_family == AF_INET) {
-					struct sockaddr_in *sa =
-						(void *)ai->ai_addr;
-					memcpy(e.ip, &sa->sin_addr, 4);
-					e.len = 4;
-					break;
-				}
-				if (pass == 1 && ai->ai_family == AF_INET6) {
-					struct sockaddr_in6 *sa =
-						(void *)ai->ai_addr;
-					memcpy(e.ip, &sa->sin6_addr, 16);
-					e.len = 16;
-					break;
-				}
-			}
-		}
-		freeaddrinfo(res);
-	}
+	lookup_host(name, &e);
 	if (e.len) {
 		out->type = ATTR_IP;
 		out->len = e.len;
