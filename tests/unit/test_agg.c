@@ -14,6 +14,7 @@
  * by ctest) only that one runs: the others have one thread.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -745,8 +746,9 @@ static void test_two_states_freed_in_one_poll(void **state)
  * epoch, over and over until told to stop. */
 struct scraper {
 	struct side *s;
-	int stop; /* atomic */
-	uint64_t rows;
+	int stop;      /* atomic */
+	uint64_t rows; /* atomic */
+	bool too_wide; /* a set had more cells than the buffer */
 };
 
 static void *scrape_loop(void *arg)
@@ -761,7 +763,10 @@ static void *scrape_loop(void *arg)
 			const struct series *se = st->series[d];
 			const struct table_array *a =
 				__atomic_load_n(&se->arr, __ATOMIC_ACQUIRE);
-			assert_true(se->ncells <= 4096);
+			if (se->ncells > 4096) { /* no cmocka assert here */
+				sc->too_wide = true;
+				continue;
+			}
 			for (uint64_t i = 0; i <= a->mask; i++) {
 				const struct row *r =
 					__atomic_load_n(&a->slot[i], __ATOMIC_ACQUIRE);
@@ -770,7 +775,7 @@ static void *scrape_loop(void *arg)
 				if (!r)
 					continue;
 				row_read(r, se->ncells, cells, &touched, &last);
-				sc->rows++;
+				__atomic_add_fetch(&sc->rows, 1, __ATOMIC_RELAXED);
 			}
 		}
 		epoch_exit(e, slot);
@@ -787,10 +792,16 @@ static void test_expiry_under_a_scrape(void **state)
 	side_init(&m, true, 100000, 1000000, NULL); /* expire after 1 ms */
 	struct scraper sc = {.s = &m};
 	pthread_t t;
-	assert_int_equal(pthread_create(&t, NULL, scrape_loop, &sc), 0);
 	uint64_t seed = 4711;
 	int64_t now = 1000000000;
 	uint8_t rec[RECORD_CAP];
+	for (int i = 0; i < 300; i++) { /* rows for the first pass */
+		uint32_t len = make_record(rec, &seed);
+		side_record(&m, rec, len, now += 1000);
+	}
+	assert_int_equal(pthread_create(&t, NULL, scrape_loop, &sc), 0);
+	while (!__atomic_load_n(&sc.rows, __ATOMIC_RELAXED))
+		sched_yield();
 	for (int round = 0; round < 300; round++) {
 		for (int i = 0; i < 300; i++) {
 			uint32_t len = make_record(rec, &seed);
@@ -803,7 +814,7 @@ static void test_expiry_under_a_scrape(void **state)
 	__atomic_store_n(&sc.stop, 1, __ATOMIC_RELEASE);
 	pthread_join(t, NULL);
 	assert_true(sum_counts(&m, offsetof(struct series, expired)) > 0);
-	assert_true(sc.rows > 0);
+	assert_false(sc.too_wide);
 	side_free(&m);
 }
 
