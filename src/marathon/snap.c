@@ -951,6 +951,13 @@ static void build_instance(struct build *b, const struct spec_info *si,
 	size_t len = strlen(id);
 	inst_common(b, in, si, id, len, has_cip ? &cip : &host_ip, &host_ip);
 	index_id(b, id, len, in, -1);
+	/* As an app's bridge task: a bridge pod's outbound traffic leaves
+	 * with its agent's IP, so it claims that too. */
+	const cJSON *sn = cJSON_GetObjectItemCaseSensitive(spec, "networks");
+	const cJSON *s0 = cJSON_IsArray(sn) ? cJSON_GetArrayItem(sn, 0) : NULL;
+	const char *mode = s0 ? mar_jstr(s0, "mode") : NULL;
+	if (has_cip && mode && !strcmp(mode, "container/bridge"))
+		index_ip(b, &host_ip, in);
 	if (has_cip) {
 		cJSON_ArrayForEach(nw, nets)
 		{

@@ -281,7 +281,8 @@ static void test_ip_lookups_by_network_mode(void **st)
 /* An agent's IP names a task only when that task is the only one on the
  * agent to use it: a host-networked task beside a bridge task (whose
  * outbound traffic leaves with the agent's IP) is not named by it; a
- * bridge task alone is; a task on a container network does not count. */
+ * bridge task alone is; a task on a container network does not count; a
+ * bridge pod does. */
 static void test_host_ip_shared_with_bridge_tasks(void **st)
 {
 	static const char json[] =
@@ -323,6 +324,21 @@ static void test_host_ip_shared_with_bridge_tasks(void **st)
 	assert_true(mar_snap_lookup(s, &q, &r));
 	ASSERT_OUT(&r, MAR_OUT_SOURCE_WORKLOAD_NAME, "web");
 	mar_snap_free(s);
+	/* a bridge pod beside the bridge task on 10.0.0.6 claims it too */
+	static const char pods_json[] =
+		"[{\"id\":\"/shop/cart\",\"spec\":{\"id\":\"/shop/cart\","
+		"\"networks\":[{\"mode\":\"container/bridge\"}],"
+		"\"containers\":[{\"name\":\"app\"}]},\"instances\":[{\"id\":"
+		"\"shop_cart.instance-e\",\"status\":\"STABLE\","
+		"\"agentHostname\":\"10.0.0.6\",\"networks\":[{\"addresses\":"
+		"[\"172.31.254.2\"]}],\"containers\":[{\"name\":\"app\","
+		"\"status\":\"TASK_RUNNING\"}]}]}]";
+	cJSON *pods = mar_parse_pods(pods_json, strlen(pods_json));
+	assert_non_null(pods);
+	assert_int_equal(mar_snap_build(apps, pods, NULL, &s, NULL), 0);
+	assert_false(mar_snap_lookup(s, &q, &r));
+	mar_snap_free(s);
+	cJSON_Delete(pods);
 	cJSON_Delete(apps);
 }
 
