@@ -754,8 +754,30 @@ struct dir_up {
 	const struct dir_up *up;
 };
 
+/* Every directory walked so far: one reached again through a symlink
+ * (not a loop: a link to a sibling) is walked once. Chains of such links
+ * would otherwise double the walk at every level. */
+struct dir_seen {
+	struct { dev_t dev; ino_t ino; } *v;
+	size_t n, cap;
+};
+
+static bool seen_before(struct cfg *c, struct dir_seen *w, dev_t dev,
+			ino_t ino)
+{
+	for (size_t i = 0; i < w->n; i++)
+		if (w->v[i].dev == dev && w->v[i].ino == ino)
+			return true;
+	__typeof__(w->v) slot = cfg_push(c, &w->v, &w->n, &w->cap, sizeof *slot);
+	if (slot) {
+		slot->dev = dev;
+		slot->ino = ino;
+	}
+	return false;
+}
+
 static void load_dir(struct cfg *c, const char *dir, int depth,
-		     const struct dir_up *up)
+		     const struct dir_up *up, struct dir_seen *w)
 {
 	struct cfg_pos pos = {dir, 0, 0};
 	char **names = NULL;
@@ -802,16 +824,22 @@ static void load_dir(struct cfg *c, const char *dir, int depth,
 			const struct dir_up *a = up;
 			while (a && (a->dev != st.st_dev || a->ino != st.st_ino))
 				a = a->up;
+			struct cfg_pos at = {names[i], 0, 0};
 			if (a) {
-				struct cfg_pos at = {names[i], 0, 0};
 				cfg_error_at(c, &at, NULL, NULL,
 					     "found a symlink loop (a directory "
 					     "containing itself), expected a "
 					     "tree");
 				continue;
 			}
+			if (seen_before(c, w, st.st_dev, st.st_ino)) {
+				cfg_warn_at(c, &at, NULL, NULL,
+					    "the same directory as one loaded "
+					    "already (a symlink): loaded once");
+				continue;
+			}
 			struct dir_up here = {st.st_dev, st.st_ino, up};
-			load_dir(c, names[i], depth + 1, &here);
+			load_dir(c, names[i], depth + 1, &here, w);
 		}
 		else if (S_ISREG(st.st_mode) && is_yaml_name(names[i]))
 			load_file(c, names[i]);
@@ -868,11 +896,14 @@ struct cfg *cfg_load(const char *path, const char *default_ns)
 			     strerror(errno));
 		return c;
 	}
-	if (S_ISDIR(st.st_mode))
+	if (S_ISDIR(st.st_mode)) {
+		struct dir_seen w = {0};
+		seen_before(c, &w, st.st_dev, st.st_ino);
 		load_dir(c, path, 0,
-			 &(struct dir_up){st.st_dev, st.st_ino, NULL});
-	else
+			 &(struct dir_up){st.st_dev, st.st_ino, NULL}, &w);
+	} else {
 		load_file(c, path);
+	}
 	return cfg_finish(c);
 }
 

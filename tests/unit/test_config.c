@@ -766,6 +766,20 @@ static void test_symlink_loops(void **state)
 	assert_int_equal(cfg_instance_count(c), 4); /* each file once */
 	cfg_destroy(c);
 	rm_rf(tmpdir);
+
+	/* Links to a directory walked already, not a loop: walked once (a
+	 * chain of two such links a level would double the walk each
+	 * level). */
+	build_tree();
+	assert_int_equal(symlink("a/b", tmp("z1")), 0);
+	assert_int_equal(symlink("a/b", tmp("z2")), 0);
+	c = cfg_load(tmpdir, "default");
+	assert_loads(c);
+	assert_int_equal(cfg_instance_count(c), 4);
+	assert_int_equal(cfg_warning_count(c), 2);
+	assert_non_null(strstr(cfg_warning(c, 0), "z1: the same directory"));
+	cfg_destroy(c);
+	rm_rf(tmpdir);
 }
 
 static void test_fs_url(void **state)
