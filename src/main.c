@@ -771,13 +771,15 @@ static void watch_config(struct mixd *m, const struct cfg *c)
 }
 
 /* Did the events in @buf (@len bytes) touch the config? The directory
- * of a one-file config reports its other files too. */
+ * of a one-file config reports its other files too; "..data" is the
+ * symlink a Kubernetes ConfigMap mount swaps to replace its files. */
 static bool config_touched(const struct mixd *m, const char *buf, size_t len)
 {
 	for (size_t at = 0; at + sizeof(struct inotify_event) <= len;) {
 		const struct inotify_event *ev = (const void *)(buf + at);
 		if (ev->wd != m->dir_wd || !ev->len ||
-		    !strcmp(ev->name, m->file_name))
+		    !strcmp(ev->name, m->file_name) ||
+		    !strcmp(ev->name, "..data"))
 			return true;
 		at += sizeof *ev + ev->len;
 	}
@@ -840,6 +842,10 @@ static int load_config(struct mixd *m, bool initial)
 			initial ? "not starting"
 				: "keeping the configuration in force");
 		cfg_print_diagnostics(c, stderr);
+		/* Watch what was just read: files replaced since the last good
+		 * load are new inodes the old watches do not see. */
+		if (!initial)
+			watch_config(m, c);
 		cfg_destroy(c);
 		goto fail;
 	}

@@ -524,6 +524,42 @@ def a_one_file_config_reloads_after_renames_and_a_failure(build):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def a_configmap_style_file_reloads_when_its_link_is_swapped(build):
+    """A Kubernetes ConfigMap mount: the file is a symlink through
+    "..data", and an update swaps "..data" to a new directory."""
+    tmp = tempfile.mkdtemp(prefix="mixd-cm.")
+    with open(SEED) as f:
+        seed = f.read()
+    n = [0]
+
+    def swap(text):
+        n[0] += 1
+        d = os.path.join(tmp, f"..data_{n[0]}")
+        os.mkdir(d)
+        with open(os.path.join(d, "mixer.yaml"), "w") as f:
+            f.write(text)
+        os.symlink(d, os.path.join(tmp, "..data_tmp"))
+        os.replace(os.path.join(tmp, "..data_tmp"), os.path.join(tmp, "..data"))
+
+    swap(seed)
+    os.symlink("..data/mixer.yaml", os.path.join(tmp, "mixer.yaml"))
+    try:
+        with mt.Mixd(build, ["--config", os.path.join(tmp, "mixer.yaml"),
+                             "--configDefaultNamespace", "default"]) as m:
+            gen = lambda: mt.value(m.metrics(), "mixd_config_generation")
+            fails = lambda: mt.value(m.metrics(), "mixd_config_reload_failures_total")
+            g0 = gen()
+            swap(seed + "\n# edited\n")
+            m.wait_for(lambda: gen() == g0 + 1, what="a reload after a swap")
+            swap(seed + "---\nkind: rule\nmetadata: {name: bad, namespace: default}\n"
+                 "spec: {match: no.such.attribute == 1}\n")
+            m.wait_for(lambda: fails() >= 1, what="the broken file refused")
+            swap(seed + "\n# fixed\n")
+            m.wait_for(lambda: gen() == g0 + 2, what="a reload after the refused one")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def series_expire_after_the_policy(build):
     tmp = tempfile.mkdtemp(prefix="mixd-expiry.")
     try:
@@ -778,6 +814,7 @@ if __name__ == "__main__":
         scrapes_during_writes_are_never_torn,
         reload_while_records_flow_loses_and_doubles_nothing,
         a_one_file_config_reloads_after_renames_and_a_failure,
+        a_configmap_style_file_reloads_when_its_link_is_swapped,
         series_expire_after_the_policy,
         the_series_limit_bounds_memory,
         a_real_prometheus_scrapes_mixd,
