@@ -304,15 +304,28 @@ static void sort_set(struct sref *a, struct sref *tmp, size_t n)
 }
 
 /*
+ * Gauge times of a merged row, per family of its set: when the copy whose
+ * value it holds was last written; INT64_MIN: no copy set it.
+ */
+static void gauge_times(const struct agg_plan *p, const struct plan_dimset *d,
+			uint64_t touched, int64_t ns, int64_t *gns)
+{
+	for (unsigned k = 0; k < d->nfam; k++)
+		gns[k] = p->fams[d->fams[k]].kind == FAM_GAUGE &&
+					 (touched >> k & 1)
+				 ? ns
+				 : INT64_MIN;
+}
+
+/*
  * Add the cells @src (families @src_touched, last written at @src_ns) of
- * another shard's copy of a label set into @dst (*@dst_touched,
- * *@dst_ns). Sums add; a gauge takes the value of the copy written last
- * among those that ever set it (a row's time is its last record's, of
- * any family: a copy that set the gauge earlier and was written later by
- * another family still wins -- exact order would need a time per gauge).
+ * another shard's copy of a label set into @dst (*@dst_touched, gauge
+ * times @gns). Sums add; a gauge takes the value of the copy written last
+ * among those that set it (a copy's time is its last record's, of any
+ * family: exact order would need a time per gauge cell).
  */
 static void merge_cells(const struct agg_plan *p, const struct plan_dimset *d,
-			uint64_t *dst, uint64_t *dst_touched, int64_t *dst_ns,
+			uint64_t *dst, uint64_t *dst_touched, int64_t *gns,
 			const uint64_t *src, uint64_t src_touched,
 			int64_t src_ns)
 {
@@ -334,14 +347,13 @@ static void merge_cells(const struct agg_plan *p, const struct plan_dimset *d,
 	}
 	for (unsigned k = 0; k < d->nfam; k++) {
 		const struct plan_family *f = &p->fams[d->fams[k]];
-		uint64_t bit = 1ull << k;
-		if (f->kind == FAM_GAUGE && (src_touched & bit) &&
-		    (!(*dst_touched & bit) || src_ns > *dst_ns))
+		if (f->kind == FAM_GAUGE && (src_touched >> k & 1) &&
+		    src_ns > gns[k]) {
 			dst[f->cell] = src[f->cell];
+			gns[k] = src_ns;
+		}
 	}
 	*dst_touched |= src_touched;
-	if (src_ns > *dst_ns)
-		*dst_ns = src_ns;
 }
 
 /* Ask for the @n bytes at @p ahead of their use (copies of rows in sorted
@@ -383,7 +395,7 @@ static int copy_sorted(struct view_ext *x, struct vset *vs,
 
 	size_t n = 0;
 	uint64_t *last = NULL; /* cells of rows[n - 1] */
-	int64_t last_ns = 0;
+	int64_t gns[64];       /* its gauges' times */
 	for (size_t i = 0; i < vs->n; i++) {
 		if (i + PREFETCH_ROWS < vs->n) {
 			const struct sref *ahead = &vs->rows[i + PREFETCH_ROWS];
@@ -398,7 +410,7 @@ static int copy_sorted(struct view_ext *x, struct vset *vs,
 			/* the same label set from another shard */
 			row_read(s->r, ncells, dup, &touched, &ns);
 			merge_cells(x->plan, d, last, &rows[n - 1].touched,
-				    &last_ns, dup, touched, ns);
+				    gns, dup, touched, ns);
 			continue;
 		}
 		uint64_t *cells = arena_alloc(x, ncells * 8 + s->key_len);
@@ -416,7 +428,7 @@ static int copy_sorted(struct view_ext *x, struct vset *vs,
 			.cells = cells,
 		};
 		last = cells;
-		last_ns = ns;
+		gauge_times(x->plan, d, touched, ns, gns);
 	}
 	free(dup);
 	out->nrows = n;

@@ -657,27 +657,28 @@ static uint32_t edge_record(uint8_t *buf, int64_t rsize)
 	return w.len;
 }
 
-/* A label set on two shards: the gauge is the value the one shard that
- * set it set, even when the other wrote the row later (for the counter
- * beside it). */
+/* A label set on three shards: the gauge is the value of the shard that
+ * set it last, whatever another wrote later (only the counter beside it)
+ * and in whatever order the copies are merged. */
 static void test_gauge_merged_across_shards(void **state)
 {
 	(void)state;
 	struct cfg *c = cfg_load(config_dir(), "default");
 	assert_non_null(c);
 	struct agg *a;
-	struct agg_options o = {.shards = 2, .series_limit = 1000};
+	struct agg_options o = {.shards = 3, .series_limit = 1000};
 	assert_int_equal(agg_create(&o, NULL, &a), 0);
 	assert_int_equal(agg_set_config(a, c), 0);
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < 3; i++)
 		assert_non_null(a->shards[i].state =
 					state_create(a->plan, NULL, &a->epoch,
 						     &a->shards[i].retired));
 	uint8_t rec[RECORD_CAP];
 	static struct attr_table t;
-	/* shard 0 sets the gauge to 500; shard 1, later, only counts */
-	const int64_t rsize[2] = {500, -1}, when[2] = {1000, 2000};
-	for (int i = 0; i < 2; i++) {
+	/* shard 0 sets the gauge to 100, shard 2 later to 500; shard 1,
+	 * later still, only counts */
+	const int64_t rsize[3] = {100, -1, 500}, when[3] = {1000, 3000, 2000};
+	for (int i = 0; i < 3; i++) {
 		uint32_t len = edge_record(rec, rsize[i]);
 		assert_int_equal(state_record(a->shards[i].state, &t, rec, len,
 					      NULL, when[i], 1000, NULL,
@@ -698,7 +699,7 @@ static void test_gauge_merged_across_shards(void **state)
 		assert_true(r->touched >> vf->bit & 1);
 		double d;
 		memcpy(&d, &r->cells[vf->cell], 8);
-		assert_true(d == (gauge ? 500.0 : 20.0));
+		assert_true(d == (gauge ? 500.0 : 30.0));
 		seen++;
 	}
 	assert_int_equal(seen, 2);
