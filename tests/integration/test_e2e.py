@@ -488,6 +488,23 @@ def reload_while_records_flow_loses_and_doubles_nothing(build):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def edit_refuse_fix(m, seed, change):
+    """Through @change (text -> replaced on disk): an edit is loaded, a
+    broken config refused, a fixed one loaded. Returns the generation
+    before them."""
+    gen = lambda: mt.value(m.metrics(), "mixd_config_generation")
+    fails = lambda: mt.value(m.metrics(), "mixd_config_reload_failures_total")
+    g0 = gen()
+    change(seed + "\n# edited\n")
+    m.wait_for(lambda: gen() == g0 + 1, what="a reload after the change")
+    change(seed + "---\nkind: rule\nmetadata: {name: bad, namespace: default}\n"
+           "spec: {match: no.such.attribute == 1}\n")
+    m.wait_for(lambda: fails() >= 1, what="the broken file refused")
+    change(seed + "\n# fixed\n")
+    m.wait_for(lambda: gen() == g0 + 2, what="a reload after the refused one")
+    return g0
+
+
 def a_one_file_config_reloads_after_renames_and_a_failure(build):
     """Editors and deploy tools replace a file by renaming a new one onto
     it: a new inode each time. Reloads follow, a refused one included."""
@@ -505,16 +522,8 @@ def a_one_file_config_reloads_after_renames_and_a_failure(build):
     try:
         with mt.Mixd(build, ["--config", path,
                              "--configDefaultNamespace", "default"]) as m:
+            g0 = edit_refuse_fix(m, seed, replace)
             gen = lambda: mt.value(m.metrics(), "mixd_config_generation")
-            fails = lambda: mt.value(m.metrics(), "mixd_config_reload_failures_total")
-            g0 = gen()
-            replace(seed + "\n# edited\n")
-            m.wait_for(lambda: gen() == g0 + 1, what="a reload after a rename")
-            replace(seed + "---\nkind: rule\nmetadata: {name: bad, namespace: default}\n"
-                    "spec: {match: no.such.attribute == 1}\n")
-            m.wait_for(lambda: fails() >= 1, what="the broken file refused")
-            replace(seed + "\n# fixed\n")
-            m.wait_for(lambda: gen() == g0 + 2, what="a reload after the refused one")
             # other files in the directory do not reload it
             with open(os.path.join(tmp, "unrelated.txt"), "w") as f:
                 f.write("x")
@@ -546,16 +555,7 @@ def a_configmap_style_file_reloads_when_its_link_is_swapped(build):
     try:
         with mt.Mixd(build, ["--config", os.path.join(tmp, "mixer.yaml"),
                              "--configDefaultNamespace", "default"]) as m:
-            gen = lambda: mt.value(m.metrics(), "mixd_config_generation")
-            fails = lambda: mt.value(m.metrics(), "mixd_config_reload_failures_total")
-            g0 = gen()
-            swap(seed + "\n# edited\n")
-            m.wait_for(lambda: gen() == g0 + 1, what="a reload after a swap")
-            swap(seed + "---\nkind: rule\nmetadata: {name: bad, namespace: default}\n"
-                 "spec: {match: no.such.attribute == 1}\n")
-            m.wait_for(lambda: fails() >= 1, what="the broken file refused")
-            swap(seed + "\n# fixed\n")
-            m.wait_for(lambda: gen() == g0 + 2, what="a reload after the refused one")
+            edit_refuse_fix(m, seed, swap)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
