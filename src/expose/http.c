@@ -456,13 +456,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 				  size_t *upload_data_size, void **req_cls)
 {
 	struct expose_http *h = cls;
+	static char seen;
 
-	/* Nothing is read from request bodies: answering on the first call
-	 * is allowed, and MHD then discards any upload. */
+	/* Other methods are answered at once, body unread (MHD discards it
+	 * and closes the connection). */
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
 	    strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
 		return queue_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
 				  "method not allowed\n", "GET, HEAD");
+	/* GET and HEAD on the second call, once the request is whole: a
+	 * response queued on the first call closes the connection
+	 * (libmicrohttpd 0.9.75), and Prometheus keeps its connection
+	 * alive between scrapes. A body is read and ignored. */
+	if (!*req_cls) {
+		*req_cls = &seen;
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
 
 	struct route *rt = NULL;
 	for (size_t i = 0; i < h->nroutes; i++) {

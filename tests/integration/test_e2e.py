@@ -383,6 +383,29 @@ def slow_scrapers_hold_at_most_four_views(build):
         mt.check(status == 200 and "svc1999" in body, f"then {status}")
 
 
+def scrapes_keep_their_connection_alive(build):
+    """Prometheus keeps one connection per target across scrapes: two
+    requests go over one connection, the first answered without closing
+    it."""
+    with mt.Mixd(build, SEED_ARGS) as m:
+        send(build, m, generate(seed=5))
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") > 0)
+        for port in (m.prometheus_port, m.monitoring_port):
+            c = socket.create_connection(("127.0.0.1", port), timeout=mt._t(10))
+            c.sendall(b"GET /metrics HTTP/1.1\r\nHost: mixd\r\n\r\n"
+                      b"GET /metrics HTTP/1.1\r\nHost: mixd\r\n"
+                      b"Connection: close\r\n\r\n")
+            data = b""
+            while True:
+                got = c.recv(1 << 16)
+                if not got:
+                    break
+                data += got
+            c.close()
+            answers = data.count(b"HTTP/1.1 200 OK\r\n")
+            mt.check(answers == 2, f"port {port}: {answers} answers on one connection")
+
+
 def gzip_when_the_scraper_asks(build):
     with mt.Mixd(build, SEED_ARGS) as m:
         send(build, m, generate(seed=5))
@@ -810,6 +833,7 @@ if __name__ == "__main__":
         a_large_scrape_is_streamed_whole_to_curl,
         promtool_finds_nothing,
         slow_scrapers_hold_at_most_four_views,
+        scrapes_keep_their_connection_alive,
         gzip_when_the_scraper_asks,
         scrapes_during_writes_are_never_torn,
         reload_while_records_flow_loses_and_doubles_nothing,
