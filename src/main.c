@@ -354,8 +354,8 @@ struct mixd {
  * bounded whatever the clients do.
  */
 #define SCRAPES_MAX 4
-#define SCRAPES_MAX_TEXT "4"
-_Static_assert(SCRAPES_MAX == 4, "SCRAPES_MAX_TEXT");
+#define TEXT_(x) #x
+#define TEXT(x) TEXT_(x) /* a macro's value as a string literal */
 
 static double wall_seconds(void)
 {
@@ -513,11 +513,11 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 			1e9);
 	family(b, "mixd_scrapes_in_flight", "gauge",
 	       "Scrapes of the Prometheus port holding a view, at most "
-	       SCRAPES_MAX_TEXT ".");
+	       TEXT(SCRAPES_MAX) ".");
 	sample1(b, "mixd_scrapes_in_flight", NULL, NULL,
 		(double)__atomic_load_n(&m->scrapes_live, __ATOMIC_RELAXED));
 	family(b, "mixd_scrapes_refused_total", "counter",
-	       "Scrapes answered 503 because " SCRAPES_MAX_TEXT
+	       "Scrapes answered 503 because " TEXT(SCRAPES_MAX)
 	       " were in flight already.");
 	sample1(b, "mixd_scrapes_refused_total", NULL, NULL,
 		(double)__atomic_load_n(&m->scrapes_refused, __ATOMIC_RELAXED));
@@ -750,21 +750,27 @@ static void watch_config(struct mixd *m, const struct cfg *c)
 				  IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
 					  IN_CREATE | IN_DELETE | IN_DELETE_SELF |
 					  IN_MOVE_SELF | IN_ATTRIB);
+	/* A one-file config: its directory too, filtered by the name. */
 	m->dir_wd = -1;
+	char dir[PATH_MAX];
+	struct stat st;
 	const char *path = m->st.config;
 	if (!strncmp(path, "fs://", 5))
 		path += 5;
-	struct stat st;
-	const char *slash = strrchr(path, '/');
-	size_t dl = slash ? (size_t)(slash - path) : 0;
-	char dir[PATH_MAX];
-	if (stat(path, &st) || !S_ISREG(st.st_mode) || dl >= sizeof dir ||
-	    strlen(slash ? slash + 1 : path) >= sizeof m->file_name)
+	if (stat(path, &st) || !S_ISREG(st.st_mode) ||
+	    snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir)
 		return;
-	snprintf(dir, sizeof dir, "%.*s", (int)(slash ? (dl ? dl : 1) : 1),
-		 slash ? path : ".");
-	snprintf(m->file_name, sizeof m->file_name, "%s",
-		 slash ? slash + 1 : path);
+	char *slash = strrchr(dir, '/');
+	const char *name = slash ? path + (slash + 1 - dir) : path;
+	if (strlen(name) >= sizeof m->file_name)
+		return;
+	strcpy(m->file_name, name);
+	if (!slash)
+		strcpy(dir, ".");
+	else if (slash == dir)
+		dir[1] = '\0'; /* "/f": the root */
+	else
+		*slash = '\0';
 	m->dir_wd = inotify_add_watch(m->inotify_fd, dir,
 				      IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE |
 					      IN_ATTRIB);

@@ -836,22 +836,26 @@ static void count_overflow(struct series *se, const struct plan_dimset *ds,
 }
 
 /* Update row @r: family k of @ds (bit k of @ok) @hits[f] times by val[k]. */
+/* Inside a row write: the families in @ok were updated at @now_ns. */
+static inline void row_mark(struct row *r, uint64_t ok, int64_t now_ns)
+{
+	if ((r->touched | ok) != r->touched)
+		__atomic_store_n(&r->touched, r->touched | ok, __ATOMIC_RELEASE);
+	__atomic_store_n(&r->last_ns, now_ns, __ATOMIC_RELEASE);
+}
+
 static void row_apply(const struct agg_plan *p, const struct plan_dimset *ds,
 		      struct row *r, uint64_t ok, const uint32_t *cnt,
 		      const double *val, int64_t now_ns)
 {
 	row_write_begin(r);
-	uint64_t touched = r->touched;
 	for (unsigned k = 0; k < ds->nfam; k++) {
 		if (!((ok >> k) & 1))
 			continue;
 		for (uint32_t c = cnt[k]; c; c--)
 			update(&p->fams[ds->fams[k]], r->cells, val[k]);
 	}
-	touched |= ok;
-	if (touched != r->touched)
-		__atomic_store_n(&r->touched, touched, __ATOMIC_RELEASE);
-	__atomic_store_n(&r->last_ns, now_ns, __ATOMIC_RELEASE);
+	row_mark(r, ok, now_ns);
 	row_write_end(r);
 }
 
@@ -865,6 +869,37 @@ static void row_apply(const struct agg_plan *p, const struct plan_dimset *ds,
  * other than the declared one, take val_plan (evaluated once per record,
  * *@evaluated).
  */
+/* The 8-byte field of layout record @rec that lay_ent_init() chose for
+ * family @f (@pf), as an attribute in *@word; NULL: the constant. */
+static inline const struct attr_value *
+layout_word(const struct lay_ent *le, const uint8_t *rec,
+	    const struct plan_family *pf, uint32_t f, struct attr_value *word)
+{
+	int w = le->val_word[f];
+	if (w < 0)
+		return NULL;
+	word->type = pf->val_decl;
+	memcpy(&word->i, rec + 4 + 8 * w, 8);
+	return word;
+}
+
+/* Family @f's (@pf's) value when it is direct: attribute @v, or (NULL:
+ * absent) the constant; false: an instance error, counted. */
+static inline bool direct_value(struct shard_state *s,
+				const struct plan_family *pf, uint32_t f,
+				const struct attr_value *v, uint32_t hits,
+				double *out)
+{
+	if (v)
+		return family_value(s, f, v, hits, out);
+	if (pf->val_k_ok) {
+		*out = pf->val_k;
+		return true;
+	}
+	count_errors(s, f, hits);
+	return false;
+}
+
 static inline bool value_of(struct shard_state *s, struct state_ext *x,
 			    const struct val_src *src, bool *evaluated,
 			    uint32_t f, uint32_t hits, double *out)
@@ -874,12 +909,7 @@ static inline bool value_of(struct shard_state *s, struct state_ext *x,
 	const struct attr_value *v = NULL; /* NULL: absent, the constant */
 	struct attr_value word;
 	if (src->le) { /* lay_ent_init() made sure: every value is direct */
-		int w = src->le->val_word[f];
-		if (w >= 0) {
-			word.type = pf->val_decl;
-			memcpy(&word.i, src->rec + 4 + 8 * w, 8);
-			v = &word;
-		}
+		v = layout_word(src->le, src->rec, pf, f, &word);
 	} else if (pf->val_direct) {
 		uint32_t slot = pf->val_slot;
 		if (slot != UINT32_MAX && attr_table_has(src->t, slot))
@@ -889,15 +919,7 @@ static inline bool value_of(struct shard_state *s, struct state_ext *x,
 	} else {
 		goto plan;
 	}
-	if (!v) {
-		if (pf->val_k_ok) {
-			*out = pf->val_k;
-			return true;
-		}
-		count_errors(s, f, hits);
-		return false;
-	}
-	return family_value(s, f, v, hits, out);
+	return direct_value(s, pf, f, v, hits, out);
 plan:
 	if (!*evaluated) {
 		expr_scratch_begin(s->scratch);
@@ -963,16 +985,16 @@ static void replay_direct(struct shard_state *s, struct state_ext *x,
 	const struct agg_plan *p = s->plan;
 	const uint8_t *st = memo_st(&x->memo, e), *mh = memo_hits(&x->memo, e);
 	struct row **rows = memo_rows(e);
+	const struct val_src src = {.le = le, .rec = rec};
+	bool evaluated = false; /* never set: a direct layout's values are */
 
 	for (size_t d = 0; d < p->ndimsets; d++) {
 		if (st[d] == MEMO_SKIP)
 			continue;
 		const struct plan_dimset *ds = &p->dimsets[d];
 		if (__builtin_expect(st[d] != MEMO_ROW, 0)) {
-			bool evaluated = false; /* direct: never evaluates */
-			replay_set(s, x, d, st[d], mh, NULL,
-				   &(struct val_src){.le = le, .rec = rec},
-				   &evaluated, now_ns);
+			replay_set(s, x, d, st[d], mh, NULL, &src, &evaluated,
+				   now_ns);
 			continue;
 		}
 		struct row *r = rows[d];
@@ -980,33 +1002,20 @@ static void replay_direct(struct shard_state *s, struct state_ext *x,
 		row_write_begin(r);
 		for (unsigned k = 0; k < ds->nfam; k++) {
 			uint32_t f = ds->fams[k], n = mh[f];
-			if (!n)
-				continue;
 			const struct plan_family *pf = &p->fams[f];
-			int w = le->val_word[f];
+			struct attr_value word;
 			double v;
-			if (w >= 0) {
-				struct attr_value word = {.type = pf->val_decl};
-				memcpy(&word.i, rec + 4 + 8 * w, 8);
-				if (!family_value(s, f, &word, n, &v))
-					continue;
-			} else if (pf->val_k_ok) {
-				v = pf->val_k;
-			} else {
-				count_errors(s, f, n);
+			if (!n || !direct_value(s, pf, f,
+						layout_word(le, rec, pf, f, &word),
+						n, &v))
 				continue;
-			}
 			ok |= 1ull << k;
 			do
 				update(pf, r->cells, v);
 			while (--n);
 		}
-		if (ok) {
-			if ((r->touched | ok) != r->touched)
-				__atomic_store_n(&r->touched, r->touched | ok,
-						 __ATOMIC_RELEASE);
-			__atomic_store_n(&r->last_ns, now_ns, __ATOMIC_RELEASE);
-		}
+		if (ok)
+			row_mark(r, ok, now_ns);
 		row_write_end(r);
 	}
 }

@@ -453,7 +453,7 @@ static size_t copy_out(const char *src, size_t n, char *buf, size_t cap)
 	return n;
 }
 
-bool attr_utf8_valid(const void *p, size_t n)
+bool attr_utf8_check(const void *p, size_t n)
 {
 	const uint8_t *s = p, *e = s + n;
 	while (s < e) {

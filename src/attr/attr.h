@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <mixd/attributes.h>
 
@@ -218,10 +219,36 @@ int attr_parse_duration(const char *s, size_t len, int64_t *ns);
  */
 size_t attr_format_duration(int64_t ns, char *buf, size_t cap);
 
+/** attr_utf8_valid() past its ASCII test: the whole check. */
+bool attr_utf8_check(const void *p, size_t n);
+
 /** Are the @n bytes at @p well-formed UTF-8 (no overlong forms, no
  *  surrogates, nothing above U+10FFFF)? Prometheus refuses any other
- *  label value, and with it the whole scrape. */
-bool attr_utf8_valid(const void *p, size_t n);
+ *  label value, and with it the whole scrape. Inline for the usual case,
+ *  a short ASCII label value: a few loads, no byte loop. */
+static inline bool attr_utf8_valid(const void *p, size_t n)
+{
+	const uint8_t *s = p;
+	uint64_t acc = 0, w;
+	uint32_t h;
+	if (n >= 8) {
+		for (size_t i = 0; i + 8 <= n; i += 8) {
+			memcpy(&w, s + i, 8);
+			acc |= w;
+		}
+		memcpy(&w, s + n - 8, 8);
+		acc |= w;
+	} else if (n >= 4) {
+		memcpy(&h, s, 4);
+		acc = h;
+		memcpy(&h, s + n - 4, 4);
+		acc |= h;
+	} else {
+		for (size_t i = 0; i < n; i++)
+			acc |= s[i];
+	}
+	return !(acc & 0x8080808080808080ull) || attr_utf8_check(p, n);
+}
 
 /** Parse an RFC 3339 timestamp into nanoseconds since the epoch. 0 / -1. */
 int attr_parse_timestamp(const char *s, size_t len, int64_t *ns);

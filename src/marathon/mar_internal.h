@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -141,6 +142,14 @@ struct mar_snap {
 	uint64_t apps, pods, tasks, pod_instances;
 	struct mar_arena *arena;
 };
+
+/** CLOCK_MONOTONIC in nanoseconds. */
+static inline int64_t mar_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
 
 /** Host name -> address cache the resolver keeps across builds (so a
  *  rebuild does not call getaddrinfo for every task). */

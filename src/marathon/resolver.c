@@ -106,6 +106,30 @@ struct buf {
 	bool too_big;
 };
 
+/* Append @n bytes at @p to @b, kept NUL-terminated; false (nothing
+ * added) when that would take it beyond @max (too_big set) or on ENOMEM. */
+static bool buf_append(struct buf *b, const void *p, size_t n, size_t max)
+{
+	if (n + 1 > max - b->len) {
+		b->too_big = true;
+		return false;
+	}
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 1 << 16;
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		char *np = realloc(b->p, cap);
+		if (!np)
+			return false;
+		b->p = np;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	b->p[b->len] = 0;
+	return true;
+}
+
 /*
  * Events that arrive while a full sync is in flight, in order, each as
  * [u32 type length][u32 data length][type][data]. The sync replaces the
@@ -114,11 +138,6 @@ struct buf {
  * they are applied to whichever model the sync leaves. Bounded: an event
  * that does not fit is lost, and a resync follows.
  */
-struct held {
-	char *p;
-	size_t len, cap;
-	bool lost;
-};
 #define HELD_MAX (64u << 20)
 
 struct mar_resolver {
@@ -161,7 +180,7 @@ struct mar_resolver {
 	int64_t stream_last_byte_ns, stream_started_ns;
 	struct mar_sse sse;
 	bool syncing;     /* a full sync is in flight: events are held */
-	struct held held;
+	struct buf held;  /* too_big: one was lost */
 	struct mar_model model;
 	struct mar_hostcache *hc;
 	char base[1024]; /* the leader we talk to (after redirects) */
@@ -204,6 +223,15 @@ struct mar_resolver {
  */
 #define PUBLISH_DUTY 10
 #define PUBLISH_GAP_MAX_NS 10000000000ll
+
+/* The least gap after work that took @took: @duty times it, at least
+ * @min, at most @max (publishes and resyncs keep to a duty cycle). */
+static int64_t paced(int64_t took, int64_t duty, int64_t min, int64_t max)
+{
+	int64_t gap = took * duty;
+	gap = gap < max ? gap : max;
+	return gap > min ? gap : min;
+}
 
 /* ------------------------------------------------------------------ */
 /* Names */
@@ -280,13 +308,6 @@ const char *mar_disconnect_name(enum mar_disconnect d)
 
 /* ------------------------------------------------------------------ */
 /* Small things */
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
 
 static void cnt_add(uint64_t *p, uint64_t v)
 {
@@ -463,15 +484,12 @@ static void publish(struct mar_resolver *r)
 	}
 	struct mar_snap *s = NULL;
 	size_t skipped = 0;
-	int64_t t0 = now_ns();
+	int64_t t0 = mar_now_ns();
 	int rc = mar_snap_build(r->model.apps, r->model.pods, r->hc, &s,
 				&skipped);
-	int64_t built = now_ns() - t0;
-	int64_t gap = built * PUBLISH_DUTY;
-	if (gap > PUBLISH_GAP_MAX_NS)
-		gap = PUBLISH_GAP_MAX_NS;
-	r->publish_gap_ns = gap > r->publish_interval_ns ? gap
-							 : r->publish_interval_ns;
+	int64_t built = mar_now_ns() - t0;
+	r->publish_gap_ns = paced(built, PUBLISH_DUTY, r->publish_interval_ns,
+				  PUBLISH_GAP_MAX_NS);
 	cnt_set(&r->c.last_build_us, (uint64_t)built / 1000);
 	if (rc < 0) {
 		/* Keep the old one and the dirty flag: retried next tick. */
@@ -485,7 +503,7 @@ static void publish(struct mar_resolver *r)
 	/* Release: the snapshot's bytes before the pointer that shows it. */
 	__atomic_store_n(&r->cur, s, __ATOMIC_RELEASE);
 	r->model.dirty = false;
-	r->last_publish = now_ns();
+	r->last_publish = mar_now_ns();
 	cnt_add(&r->c.snapshots, 1);
 	cnt_set(&r->c.apps, s->apps);
 	cnt_set(&r->c.pods, s->pods);
@@ -517,26 +535,7 @@ static void publish(struct mar_resolver *r)
 
 static size_t body_write(char *p, size_t sz, size_t n, void *ud)
 {
-	struct buf *b = ud;
-	size_t len = sz * n;
-	if (b->len + len + 1 > b->cap) {
-		if (b->len + len + 1 > MAX_BODY) {
-			b->too_big = true;
-			return 0;
-		}
-		size_t cap = b->cap ? b->cap : 1 << 16;
-		while (cap < b->len + len + 1)
-			cap *= 2;
-		char *np = realloc(b->p, cap);
-		if (!np)
-			return 0;
-		b->p = np;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, p, len);
-	b->len += len;
-	b->p[b->len] = 0;
-	return len;
+	return buf_append(ud, p, sz * n, MAX_BODY) ? sz * n : 0;
 }
 
 static void apply_event(struct mar_resolver *r, const char *type, size_t tl,
@@ -546,42 +545,36 @@ static void apply_event(struct mar_resolver *r, const char *type, size_t tl,
 	enum mar_event ev = mar_model_apply(&r->model, type, tl, data, dl);
 	cnt_add(&r->c.events[ev], 1);
 	if (!had && r->model.need_resync)
-		r->resync_at = now_ns() + r->resync_delay_ns;
+		r->resync_at = mar_now_ns() + r->resync_delay_ns;
 }
 
-/* Keep an event for release_held(). */
-static void hold(struct held *h, const char *type, size_t tl,
+/* Keep an event for release_held(); once one is lost, none (the resync
+ * that follows brings them all). */
+static void hold(struct buf *h, const char *type, size_t tl,
 		 const char *data, size_t dl)
 {
-	size_t need = 8 + tl + dl;
-	if (h->lost || need > HELD_MAX - h->len) {
-		h->lost = true;
-		return;
-	}
-	if (h->len + need > h->cap) {
-		size_t cap = h->cap ? h->cap : 1 << 16;
-		while (cap < h->len + need)
-			cap *= 2;
-		char *np = realloc(h->p, cap);
-		if (!np) {
-			h->lost = true;
-			return;
-		}
-		h->p = np;
-		h->cap = cap;
-	}
 	uint32_t l[2] = {(uint32_t)tl, (uint32_t)dl};
-	memcpy(h->p + h->len, l, 8);
-	memcpy(h->p + h->len + 8, type, tl);
-	memcpy(h->p + h->len + 8 + tl, data, dl);
-	h->len += need;
+	size_t at = h->len;
+	if (h->too_big || !buf_append(h, l, 8, HELD_MAX) ||
+	    !buf_append(h, type, tl, HELD_MAX) ||
+	    !buf_append(h, data, dl, HELD_MAX)) {
+		h->len = at;
+		h->too_big = true;
+	}
+}
+
+/* Forget what the sync held: mixd is stopping. */
+static void drop_held(struct mar_resolver *r)
+{
+	r->syncing = false;
+	r->held.len = 0;
 }
 
 /* The sync is over: apply what it held, in order, to the model it left
  * (new or, when it failed, the old one); a lost event asks for a resync. */
 static void release_held(struct mar_resolver *r)
 {
-	struct held *h = &r->held;
+	struct buf *h = &r->held;
 	r->syncing = false;
 	for (size_t at = 0; at < h->len;) {
 		uint32_t l[2];
@@ -595,11 +588,11 @@ static void release_held(struct mar_resolver *r)
 		h->p = NULL;
 		h->cap = 0;
 	}
-	if (h->lost) {
-		h->lost = false;
+	if (h->too_big) {
+		h->too_big = false;
 		if (!r->model.need_resync) {
 			r->model.need_resync = true;
-			r->resync_at = now_ns() + r->resync_delay_ns;
+			r->resync_at = mar_now_ns() + r->resync_delay_ns;
 		}
 	}
 }
@@ -621,7 +614,7 @@ static size_t stream_write(char *p, size_t sz, size_t n, void *ud)
 	curl_easy_getinfo(r->stream_h, CURLINFO_RESPONSE_CODE, &code);
 	if (code != 200)
 		return 0; /* an error page is not a stream */
-	r->stream_last_byte_ns = now_ns();
+	r->stream_last_byte_ns = mar_now_ns();
 	r->stream_got_bytes = true;
 	if (mar_sse_feed(&r->sse, p, sz * n, on_event, r) < 0)
 		return 0;
@@ -807,12 +800,11 @@ static int full_sync(struct mar_resolver *r, const char *base_in)
 	snprintf(base, sizeof base, "%s", base_in);
 	snprintf(r->base, sizeof r->base, "%s", base);
 	r->syncing = true;
-	int64_t t0 = now_ns();
+	int64_t t0 = mar_now_ns();
 	enum mar_sync_result res = get(r, base, "/v2/apps?embed=apps.tasks",
 				       false, NULL);
 	if (stopping(r)) {
-		r->syncing = false;
-		r->held.len = 0;
+		drop_held(r);
 		return -1;
 	}
 	cJSON *apps = NULL, *pods = NULL;
@@ -835,8 +827,7 @@ static int full_sync(struct mar_resolver *r, const char *base_in)
 	if (stopping(r)) {
 		cJSON_Delete(apps);
 		cJSON_Delete(pods);
-		r->syncing = false;
-		r->held.len = 0;
+		drop_held(r);
 		return -1;
 	}
 	if (res != MAR_SYNC_OK) {
@@ -857,17 +848,16 @@ static int full_sync(struct mar_resolver *r, const char *base_in)
 	release_held(r);
 	mar_hostcache_refresh(r->hc, HOST_TTL_NS);
 	publish(r);
-	r->last_sync_end = now_ns();
-	int64_t gap = (r->last_sync_end - t0) * SYNC_DUTY;
-	gap = gap < SYNC_GAP_MAX_NS ? gap : SYNC_GAP_MAX_NS;
-	r->sync_gap_ns = gap > r->resync_delay_ns ? gap : r->resync_delay_ns;
+	r->last_sync_end = mar_now_ns();
+	r->sync_gap_ns = paced(r->last_sync_end - t0, SYNC_DUTY,
+			       r->resync_delay_ns, SYNC_GAP_MAX_NS);
 	cnt_add(&r->c.sync[MAR_SYNC_OK], 1);
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	cnt_set(&r->c.last_sync_ms,
 		(uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
 	cnt_set(&r->c.synced, 1);
-	r->next_refresh = now_ns() + r->refresh_ns;
+	r->next_refresh = mar_now_ns() + r->refresh_ns;
 	episode_ok(r);
 	return 0;
 }
@@ -896,7 +886,7 @@ static int stream_start(struct mar_resolver *r)
 	mar_sse_reset(&r->sse);
 	r->stream_done = false;
 	r->stream_got_bytes = false;
-	r->stream_last_byte_ns = r->stream_started_ns = now_ns();
+	r->stream_last_byte_ns = r->stream_started_ns = mar_now_ns();
 	if (curl_multi_add_handle(r->multi, h) != CURLM_OK)
 		return -1;
 	r->stream_up = true;
@@ -920,7 +910,7 @@ static bool stream_dead(struct mar_resolver *r)
 			why = MAR_DISC_TRUNCATED;
 		else
 			why = MAR_DISC_ERROR;
-	} else if (now_ns() - r->stream_last_byte_ns > r->stream_timeout_ns) {
+	} else if (mar_now_ns() - r->stream_last_byte_ns > r->stream_timeout_ns) {
 		why = MAR_DISC_SILENT;
 	} else {
 		return false;
@@ -936,9 +926,9 @@ static bool stream_dead(struct mar_resolver *r)
 
 static void wait_ns(struct mar_resolver *r, int64_t ns)
 {
-	int64_t end = now_ns() + ns;
+	int64_t end = mar_now_ns() + ns;
 	while (!stopping(r)) {
-		int64_t left = end - now_ns();
+		int64_t left = end - mar_now_ns();
 		if (left <= 0)
 			break;
 		drive(r, left / 1000000 > TICK_MS ? TICK_MS
@@ -972,7 +962,7 @@ static void *thread_main(void *arg)
 			}
 		}
 		drive(r, TICK_MS);
-		int64_t now = now_ns();
+		int64_t now = mar_now_ns();
 		if (stream_dead(r)) {
 			/* Flapping stays backed off; a stream that lived
 			 * long enough starts over from the minimum. */

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include <xxhash.h>
 
@@ -95,12 +94,6 @@ struct hc_ent {
 	int64_t at;  /* when it was resolved (CLOCK_MONOTONIC ns) */
 };
 
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 struct mar_hostcache {
 	struct hc_ent *v;
@@ -145,7 +138,7 @@ void mar_hostcache_refresh(struct mar_hostcache *hc, int64_t max_age_ns)
 	struct hc_ent *nv = calloc(cap, sizeof *nv);
 	if (!nv)
 		return;
-	int64_t now = mono_ns();
+	int64_t now = mar_now_ns();
 	hc->v = nv;
 	hc->n = 0;
 	hc->dns_failed = false;
@@ -271,7 +264,7 @@ static void resolve_host(struct mar_hostcache *hc, const char *name,
 				} else {
 					hc->dns_failed = true;
 				}
-				c->at = mono_ns();
+				c->at = mar_now_ns();
 				c->stale = false;
 			}
 			if (c->len) {
@@ -283,7 +276,7 @@ static void resolve_host(struct mar_hostcache *hc, const char *name,
 		}
 		j = (j + 1) & (hc->cap - 1);
 	}
-	struct hc_ent e = {.used = true, .at = mono_ns()};
+	struct hc_ent e = {.used = true, .at = mar_now_ns()};
 	lookup_host(name, &e);
 	if (e.len) {
 		out->type = ATTR_IP;
@@ -673,14 +666,20 @@ static int spec_names(struct build *b, const char *id, const cJSON *labels,
 	return b->nomem ? -ENOMEM : 0;
 }
 
+/* The mode of an app's or pod's first network (1.5+), or NULL. */
+static const char *network_mode(const cJSON *spec)
+{
+	const cJSON *nets = cJSON_GetObjectItemCaseSensitive(spec, "networks");
+	const cJSON *n0 = cJSON_IsArray(nets) ? cJSON_GetArrayItem(nets, 0)
+					       : NULL;
+	return n0 ? mar_jstr(n0, "mode") : NULL;
+}
+
 static void app_network(const cJSON *app, struct spec_info *si)
 {
 	si->net = NET_HOST;
 	si->n_map = 0;
-	const cJSON *nets = cJSON_GetObjectItemCaseSensitive(app, "networks");
-	const cJSON *n0 = cJSON_IsArray(nets) ? cJSON_GetArrayItem(nets, 0)
-					       : NULL;
-	const char *mode = n0 ? mar_jstr(n0, "mode") : NULL;
+	const char *mode = network_mode(app);
 	const cJSON *ctr = cJSON_GetObjectItemCaseSensitive(app, "container");
 	const cJSON *docker = cJSON_GetObjectItemCaseSensitive(ctr, "docker");
 	const cJSON *maps = cJSON_GetObjectItemCaseSensitive(ctr,
@@ -953,9 +952,7 @@ static void build_instance(struct build *b, const struct spec_info *si,
 	index_id(b, id, len, in, -1);
 	/* As an app's bridge task: a bridge pod's outbound traffic leaves
 	 * with its agent's IP, so it claims that too. */
-	const cJSON *sn = cJSON_GetObjectItemCaseSensitive(spec, "networks");
-	const cJSON *s0 = cJSON_IsArray(sn) ? cJSON_GetArrayItem(sn, 0) : NULL;
-	const char *mode = s0 ? mar_jstr(s0, "mode") : NULL;
+	const char *mode = network_mode(spec);
 	if (has_cip && mode && !strcmp(mode, "container/bridge"))
 		index_ip(b, &host_ip, in);
 	if (has_cip) {
