@@ -253,6 +253,7 @@ struct memo {
 	unsigned nd, nf;
 	uint64_t claims;  /* entries filled since it was sized */
 	size_t key_bytes, key_budget; /* key buffers held, and their cap */
+	uint32_t key_max; /* the longest key claimed: what a prefetch takes */
 };
 
 /* Forget @e (its slot is free for memo_claim()). */
@@ -318,15 +319,20 @@ static inline void memo_prefetch(const struct memo *m, uint64_t h)
 	__builtin_prefetch(&m->tags[memo_bucket(m, h, 0)]);
 }
 
-/** ... and once that line has arrived, the entry and the key it names. */
+/** ... and once that line has arrived, the entry and the key it names:
+ *  the whole key (a few hundred bytes, several lines), since the compare
+ *  reads it all. */
 static inline void memo_prefetch_entry(const struct memo *m, uint64_t h)
 {
 	uint64_t b = memo_bucket(m, h, 0);
 	const struct memo_tag *tg = &m->tags[b];
 	for (unsigned w = 0; w < MEMO_WAYS; w++)
 		if (tg[w].hash == h) {
+			uintptr_t k = (uintptr_t)tg[w].key;
 			__builtin_prefetch(memo_ent_at(m, b + w));
-			__builtin_prefetch(tg[w].key);
+			for (uintptr_t l = k & ~(uintptr_t)63; l < k + m->key_max;
+			     l += 64)
+				__builtin_prefetch((const void *)l);
 		}
 }
 

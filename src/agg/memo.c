@@ -154,6 +154,8 @@ struct memo_ent *memo_claim(struct memo *m, uint64_t h, const uint8_t *key,
 	}
 	memcpy(tg->key, key, len);
 	v->key_len = len;
+	if (len > m->key_max)
+		m->key_max = len;
 	tg->hash = h;
 	v->gen = m->gen;
 	v->tick = ++m->tick;
