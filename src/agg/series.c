@@ -387,7 +387,7 @@ struct val_src {
 
 /* Slots for the record being processed and the INGEST_AHEAD announced
  * after it: a power of two, so a record's slot is a mask away. */
-#define STATE_SLOTS 2
+#define STATE_SLOTS 4
 _Static_assert(STATE_SLOTS > INGEST_AHEAD, "a slot per record in flight");
 _Static_assert(!(STATE_SLOTS & (STATE_SLOTS - 1)), "a power of two");
 
@@ -1367,15 +1367,44 @@ bool state_wants_ahead(const struct shard_state *s)
 	return s->plan->memo_ok && memo_capacity(&x->memo) >= MEMO_PREFETCH_MIN;
 }
 
+/* Start loading the rows the memo entry for hash @h names, if its bucket
+ * and entry have arrived (memo_prefetch_entry() a step ago): each row's
+ * header and cells, where a replay writes, up to ROW_PREFETCH_LINES. */
+#define ROW_PREFETCH_LINES 8
+static void prefetch_rows(const struct shard_state *s,
+			  const struct state_ext *x, uint64_t h)
+{
+	const struct memo *m = &x->memo;
+	uint64_t b = memo_bucket(m, h, 0);
+	for (unsigned w = 0; w < MEMO_WAYS; w++) {
+		if (m->tags[b + w].hash != h)
+			continue;
+		struct memo_ent *e = memo_ent_at(m, b + w);
+		if (e->gen != m->gen)
+			return;
+		for (unsigned d = 0; d < m->nd; d++) {
+			const struct row *r = memo_rows(e)[d];
+			if (!r)
+				continue;
+			uintptr_t l = (uintptr_t)r & ~(uintptr_t)63;
+			uintptr_t end = (uintptr_t)&r->cells[s->series[d]->ncells];
+			for (unsigned k = 0; l < end && k < ROW_PREFETCH_LINES;
+			     l += 64, k++)
+				__builtin_prefetch((const void *)l, 1);
+		}
+		return;
+	}
+}
+
 /*
  * A record's memo lookup is misses in a row when the memo is far larger
  * than the caches (100,000 label sets): its bucket's tags, then its entry
- * and key. Announced records take them a step per announcement, so each
- * step has a record's processing to arrive: the record announced now is
- * keyed, hashed and its bucket fetched; the one announced before it,
- * whose bucket has arrived, has its entry and key fetched, and is
- * processed next. (Fetching its rows too, one step later, was as often
- * slower as faster on this machine.)
+ * and key, then the rows it names. Announced records take them a step
+ * per announcement, so each step has a record's processing to arrive:
+ * the record announced now is keyed, hashed and its bucket fetched; the
+ * one announced before it, whose bucket has arrived, has its entry and
+ * key fetched; the one before that, whose entry has arrived, its rows,
+ * and it is processed next.
  */
 void state_ahead(struct shard_state *s, const uint8_t *rec, uint32_t len,
 		 const struct ingest_layout *lay)
@@ -1388,6 +1417,10 @@ void state_ahead(struct shard_state *s, const uint8_t *rec, uint32_t len,
 	uint64_t j = x->said++;
 	struct ahead *a = &x->ahead[j % STATE_SLOTS];
 	const struct ahead *w = &x->ahead[(j - 1) % STATE_SLOTS];
+	const struct ahead *v = &x->ahead[(j - 2) % STATE_SLOTS];
+	if (j > x->turn + 1 && v->seq == j - 2 && v->rec &&
+	    v->klen <= MEMO_KEY_MAX)
+		prefetch_rows(s, x, v->mh);
 	if (j > x->turn && w->seq == j - 1 && w->rec &&
 	    w->klen <= MEMO_KEY_MAX)
 		memo_prefetch_entry(&x->memo, w->mh);

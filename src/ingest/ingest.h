@@ -233,9 +233,10 @@ typedef enum ingest_reject (*ingest_record_fn)(void *ctx, const uint8_t *p,
 					       uint32_t len,
 					       const struct ingest_layout *lay);
 
-/** How many records a poll takes and announces before it hands one over
- *  (bench_agg: a second one ahead gained nothing). */
-#define INGEST_AHEAD 1
+/** How many records a poll takes and announces before it hands one over:
+ *  two, so that a shard has a step for each of the three misses a record
+ *  of a large memo takes (see state_ahead()). */
+#define INGEST_AHEAD 2
 
 /**
  * Told of each record as it is taken off the ring, in order, up to
