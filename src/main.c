@@ -328,8 +328,8 @@ struct mixd {
 	struct ingest_server *server;
 	struct expose_http *monitoring;
 	struct expose_http *prometheus;
-	struct mar_resolver *resolver;
-	char *resolver_address;  /* what it was started with, for reloads */
+	struct mar_resolver *resolver; /* atomic: set once, by main */
+	bool mesosenv; /* atomic: the config in force has a mesosenv handler */
 	int serving; /* atomic */
 
 	/* config reloads: written by the main thread, read by scrapes */
@@ -525,10 +525,11 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 
 static void render_marathon(struct mixd *m, struct expose_buf *b)
 {
-	if (!m->resolver)
+	struct mar_resolver *res = __atomic_load_n(&m->resolver, __ATOMIC_ACQUIRE);
+	if (!res)
 		return;
 	struct mar_stats st;
-	mar_stats(m->resolver, &st);
+	mar_stats(res, &st);
 	family(b, "mixd_marathon_sync_total", "counter",
 	       "Full syncs with Marathon (/v2/apps, /v2/pods/::status), by "
 	       "result.");
@@ -612,9 +613,10 @@ static int render_readyz(void *ctx, struct expose_buf *b, int *status,
 		expose_buf_puts(b, "stopping\n");
 		return 0;
 	}
-	if (m->resolver) {
+	struct mar_resolver *res = __atomic_load_n(&m->resolver, __ATOMIC_ACQUIRE);
+	if (res && __atomic_load_n(&m->mesosenv, __ATOMIC_ACQUIRE)) {
 		struct mar_stats st;
-		mar_stats(m->resolver, &st);
+		mar_stats(res, &st);
 		if (!st.synced) {
 			*status = 503;
 			expose_buf_puts(b, "marathon resolver not synced yet\n");
@@ -794,9 +796,12 @@ static bool config_touched(const struct mixd *m, const char *buf, size_t len)
 
 /*
  * The Marathon resolver serves the first mesosenv handler. It starts with
- * the first config that has one; a later reload that changes its address
- * is reported, and applies at the next start (the shards hold readers of
- * the running one).
+ * the first config that has one, at start or at a reload (each shard then
+ * makes its reader at its next pass). A reload that changes the handler's
+ * settings hands them to the running resolver, which reconnects; one that
+ * drops the handler leaves the resolver idle in all but name: nothing
+ * asks it, and readiness no longer waits for it. --marathon-address
+ * overrides the address throughout.
  */
 static void start_resolver(struct mixd *m, const struct cfg *c, bool initial)
 {
@@ -804,6 +809,7 @@ static void start_resolver(struct mixd *m, const struct cfg *c, bool initial)
 	for (size_t i = 0; i < cfg_handler_count(c) && !h; i++)
 		if (cfg_handler(c, i)->adapter == CFG_ADAPTER_MESOSENV)
 			h = cfg_handler(c, i);
+	__atomic_store_n(&m->mesosenv, h != NULL, __ATOMIC_RELEASE);
 	if (!h) {
 		if (initial && m->st.marathon_address)
 			fprintf(stderr, "mixd: notice: --marathon-address unused: "
@@ -813,26 +819,27 @@ static void start_resolver(struct mixd *m, const struct cfg *c, bool initial)
 	struct mar_options o = {0};
 	if (mar_options_from_handler(h, m->st.marathon_address, &o))
 		return;
-	const char *addr = o.addresses ? o.addresses : MAR_DEFAULT_ADDRESS;
-	if (m->resolver) {
-		if (strcmp(addr, m->resolver_address))
-			fprintf(stderr, "mixd: notice: marathon_address changed to "
-					"%s; restart mixd to apply it\n",
-				addr);
+	struct mar_resolver *res = m->resolver; /* only this thread stores it */
+	if (res) {
+		int rc = mar_resolver_reconfigure(res, &o);
+		if (rc < 0)
+			fprintf(stderr, "mixd: marathon resolver: new mesosenv "
+					"settings refused (%s); keeping the "
+					"old ones\n",
+				strerror(-rc));
 		return;
 	}
-	if (!initial)
-		return; /* shards are running: they cannot take a resolver now */
-	int rc = mar_resolver_start(&o, &m->resolver);
+	int rc = mar_resolver_start(&o, &res);
 	if (rc) {
 		fprintf(stderr, "mixd: marathon resolver: %s; mesos bindings take "
 				"their defaults\n",
 			strerror(-rc));
 		return;
 	}
-	m->resolver_address = strdup(addr);
-	agg_set_resolver(m->agg, m->resolver);
-	fprintf(stderr, "mixd: marathon resolver for %s\n", addr);
+	__atomic_store_n(&m->resolver, res, __ATOMIC_RELEASE);
+	agg_set_resolver(m->agg, res);
+	fprintf(stderr, "mixd: marathon resolver for %s\n",
+		o.addresses ? o.addresses : MAR_DEFAULT_ADDRESS);
 }
 
 /* Load the config and install it; on error keep the one in force. */
@@ -883,7 +890,6 @@ static void shutdown_all(struct mixd *m)
 	ingest_server_destroy(m->server);
 	agg_destroy(m->agg); /* shards gone: no reader is left */
 	mar_resolver_stop(m->resolver);
-	free(m->resolver_address);
 	attr_vocab_destroy(m->vocab);
 	if (m->inotify_fd >= 0)
 		close(m->inotify_fd);

@@ -54,8 +54,9 @@ int agg_set_config(struct agg *a, struct cfg *cfg);
 
 /**
  * Serve the mesos attribute-generating instances from @r (NULL: none; the
- * bindings then take their defaults). Call before agg_start(); @r must
- * outlive agg_destroy().
+ * bindings then take their defaults). Once, before or after agg_start():
+ * each shard makes its reader at its next pass. @r must outlive
+ * agg_destroy().
  */
 void agg_set_resolver(struct agg *a, struct mar_resolver *r);
 

@@ -518,6 +518,7 @@ struct shard {
 	struct ingest_ring_counts mine[INGEST_TRANSPORT_COUNT];
 	struct epoch_retired *retired; /* memory waiting for readers to leave */
 	struct mar_reader *mar;        /* this thread's Marathon reader */
+	bool mar_failed; /* no memory for the reader: not tried again */
 	int64_t now_ns;                /* coarse clock, once per pass */
 	uint64_t processed;            /* records run through the plan */
 

@@ -89,6 +89,17 @@ static void housekeeping(struct shard *sh)
 	}
 	if (sh->retired)
 		epoch_poll(&a->epoch, &sh->retired, false);
+	/* The resolver, once there is one (at start, or from the first
+	 * reload whose config has a mesosenv handler): a reader of our own. */
+	struct mar_resolver *res;
+	if (!sh->mar && !sh->mar_failed &&
+	    (res = __atomic_load_n(&a->resolver, __ATOMIC_ACQUIRE)) &&
+	    !(sh->mar = mar_reader_create(res))) {
+		sh->mar_failed = true;
+		fprintf(stderr, "mixd: shard %u: no memory for a Marathon "
+				"reader; its records take the binding defaults\n",
+			sh->idx);
+	}
 	if (sh->processed != sh->pub_processed)
 		__atomic_store_n(&sh->pub_processed, sh->processed, __ATOMIC_RELAXED);
 }
@@ -216,10 +227,6 @@ static void *shard_main(void *arg)
 {
 	struct shard *sh = arg;
 	unsigned sleep_us = 0;
-	if (sh->agg->resolver && !(sh->mar = mar_reader_create(sh->agg->resolver)))
-		fprintf(stderr, "mixd: shard %u: no memory for a Marathon reader; "
-				"its records take the binding defaults\n",
-			sh->idx);
 	for (;;) {
 		bool draining = __atomic_load_n(&sh->agg->state, __ATOMIC_ACQUIRE) ==
 				DRAIN;
@@ -440,7 +447,9 @@ int agg_set_config(struct agg *a, struct cfg *cfg)
 
 void agg_set_resolver(struct agg *a, struct mar_resolver *r)
 {
-	a->resolver = r;
+	__atomic_store_n(&a->resolver, r, __ATOMIC_RELEASE);
+	for (unsigned i = 0; i < a->o.shards; i++)
+		kick(&a->shards[i]);
 }
 
 uint64_t agg_generation(struct agg *a)

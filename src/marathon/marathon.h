@@ -133,6 +133,19 @@ int mar_options_from_handler(const struct cfg_handler *h,
 int mar_resolver_start(const struct mar_options *o, struct mar_resolver **out);
 
 /**
+ * Give the running resolver new settings (a config reload that changed
+ * the mesosenv handler). Copied, as by mar_resolver_start(). If they
+ * differ from the last ones given, the thread drops its connection and
+ * what it was fetching, logs "settings changed", and syncs again from the
+ * new addresses with the new credentials; the snapshot in force serves
+ * until that sync replaces it, and readers carry on untouched. Returns 1
+ * (applying), 0 (nothing changed), -EINVAL (bad settings, logged; the old
+ * ones stay) or -ENOMEM. Call from one thread at a time.
+ */
+int mar_resolver_reconfigure(struct mar_resolver *r,
+			     const struct mar_options *o);
+
+/**
  * Stop the thread (interrupts a request in flight within ~100 ms) and
  * free everything. Every reader must have been destroyed. NULL is fine.
  */

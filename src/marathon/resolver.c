@@ -140,17 +140,29 @@ static bool buf_append(struct buf *b, const void *p, size_t n, size_t max)
  */
 #define HELD_MAX (64u << 20)
 
-struct mar_resolver {
-	/* settings */
+/* struct mar_options, parsed and copied: what the thread runs on. */
+struct settings {
 	char *addrs[MAX_ADDRS];
 	size_t n_addrs;
 	char *user, *password, *token, *token_file, *ca_file;
 	int64_t refresh_ns, stream_timeout_ns, backoff_min_ns, backoff_max_ns;
 	int64_t request_timeout_ns, resync_delay_ns, publish_interval_ns;
+};
+
+struct mar_resolver {
+	struct settings s; /* the thread's own once it runs */
 	FILE *log;
 
 	pthread_t thread;
 	int stop; /* atomic */
+	/* mar_resolver_reconfigure(): the settings last asked for (to tell a
+	 * change), and those the thread has yet to take (NULL: none); under
+	 * set_mu. reconf (atomic) is set while one waits, and aborts what
+	 * the thread is doing, as stop does. */
+	pthread_mutex_t set_mu;
+	struct settings asked;
+	struct settings *pending;
+	int reconf;
 
 	/* snapshots */
 	ck_epoch_t epoch;
@@ -319,9 +331,16 @@ static void cnt_set(uint64_t *p, uint64_t v)
 	__atomic_store_n(p, v, __ATOMIC_RELAXED);
 }
 
-static bool stopping(const struct mar_resolver *r)
+static bool stop_asked(const struct mar_resolver *r)
 {
 	return __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE);
+}
+
+/* Stop asked, or new settings waiting: what the thread is doing ends
+ * (transfers abort, waits return) and nothing of it counts as failure. */
+static bool stopping(const struct mar_resolver *r)
+{
+	return stop_asked(r) || __atomic_load_n(&r->reconf, __ATOMIC_ACQUIRE);
 }
 
 static void logf_(struct mar_resolver *r, const char *fmt, ...)
@@ -390,7 +409,7 @@ static char *dup_or_null(const char *s)
 
 /* "host:port", "http://host:port/", "https://u:p@host" -> base URL without
  * userinfo or trailing '/'. Userinfo becomes basic auth when none is set. */
-static int add_address(struct mar_resolver *r, const char *a, size_t n)
+static int add_address(struct settings *st, const char *a, size_t n)
 {
 	while (n && (*a == ' ' || *a == '\t')) {
 		a++;
@@ -400,7 +419,7 @@ static int add_address(struct mar_resolver *r, const char *a, size_t n)
 		n--;
 	if (!n)
 		return 0;
-	if (r->n_addrs == MAX_ADDRS || n > 900)
+	if (st->n_addrs == MAX_ADDRS || n > 900)
 		return -EINVAL;
 	char tmp[1024];
 	const char *scheme = "http://";
@@ -424,11 +443,11 @@ static int add_address(struct mar_resolver *r, const char *a, size_t n)
 			at = a + i;
 	if (at) {
 		const char *colon = memchr(a, ':', (size_t)(at - a));
-		if (!r->user && colon) {
-			r->user = strndup(a, (size_t)(colon - a));
-			r->password = strndup(colon + 1,
-					      (size_t)(at - colon - 1));
-			if (!r->user || !r->password)
+		if (!st->user && colon) {
+			st->user = strndup(a, (size_t)(colon - a));
+			st->password = strndup(colon + 1,
+					       (size_t)(at - colon - 1));
+			if (!st->user || !st->password)
 				return -ENOMEM;
 		}
 		n -= (size_t)(at + 1 - a);
@@ -437,10 +456,10 @@ static int add_address(struct mar_resolver *r, const char *a, size_t n)
 	if (!n || *a == ':' || *a == '/')
 		return -EINVAL;
 	snprintf(tmp, sizeof tmp, "%s%.*s", scheme, (int)n, a);
-	r->addrs[r->n_addrs] = strdup(tmp);
-	if (!r->addrs[r->n_addrs])
+	st->addrs[st->n_addrs] = strdup(tmp);
+	if (!st->addrs[st->n_addrs])
 		return -ENOMEM;
-	r->n_addrs++;
+	st->n_addrs++;
 	return 0;
 }
 
@@ -488,7 +507,7 @@ static void publish(struct mar_resolver *r)
 	int rc = mar_snap_build(r->model.apps, r->model.pods, r->hc, &s,
 				&skipped);
 	int64_t built = mar_now_ns() - t0;
-	r->publish_gap_ns = paced(built, PUBLISH_DUTY, r->publish_interval_ns,
+	r->publish_gap_ns = paced(built, PUBLISH_DUTY, r->s.publish_interval_ns,
 				  PUBLISH_GAP_MAX_NS);
 	cnt_set(&r->c.last_build_us, (uint64_t)built / 1000);
 	if (rc < 0) {
@@ -545,7 +564,7 @@ static void apply_event(struct mar_resolver *r, const char *type, size_t tl,
 	enum mar_event ev = mar_model_apply(&r->model, type, tl, data, dl);
 	cnt_add(&r->c.events[ev], 1);
 	if (!had && r->model.need_resync)
-		r->resync_at = mar_now_ns() + r->resync_delay_ns;
+		r->resync_at = mar_now_ns() + r->s.resync_delay_ns;
 }
 
 /* Keep an event for release_held(); once one is lost, none (the resync
@@ -592,7 +611,7 @@ static void release_held(struct mar_resolver *r)
 		h->too_big = false;
 		if (!r->model.need_resync) {
 			r->model.need_resync = true;
-			r->resync_at = mar_now_ns() + r->resync_delay_ns;
+			r->resync_at = mar_now_ns() + r->s.resync_delay_ns;
 		}
 	}
 }
@@ -645,14 +664,14 @@ static int setup_common(struct mar_resolver *r, CURL *h, const char *url)
 	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xfer_cb);
 	curl_easy_setopt(h, CURLOPT_XFERINFODATA, r);
-	if (r->user) {
+	if (r->s.user) {
 		curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-		curl_easy_setopt(h, CURLOPT_USERNAME, r->user);
+		curl_easy_setopt(h, CURLOPT_USERNAME, r->s.user);
 		curl_easy_setopt(h, CURLOPT_PASSWORD,
-				 r->password ? r->password : "");
+				 r->s.password ? r->s.password : "");
 	}
-	if (r->ca_file)
-		curl_easy_setopt(h, CURLOPT_CAINFO, r->ca_file);
+	if (r->s.ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, r->s.ca_file);
 	return 0;
 }
 
@@ -662,9 +681,9 @@ static void refresh_headers(struct mar_resolver *r)
 	curl_slist_free_all(r->hdrs);
 	curl_slist_free_all(r->stream_hdrs);
 	r->hdrs = r->stream_hdrs = NULL;
-	char *tok = r->token ? strdup(r->token) : NULL;
-	if (r->token_file) {
-		FILE *f = fopen(r->token_file, "r");
+	char *tok = r->s.token ? strdup(r->s.token) : NULL;
+	if (r->s.token_file) {
+		FILE *f = fopen(r->s.token_file, "r");
 		char buf[16384];
 		size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
 		if (f)
@@ -736,7 +755,7 @@ static enum mar_sync_result get(struct mar_resolver *r, const char *base,
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->hdrs);
 	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
 	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
-			 (long)(r->request_timeout_ns / 1000000));
+			 (long)(r->s.request_timeout_ns / 1000000));
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &r->body);
 	r->body.len = 0;
@@ -850,14 +869,14 @@ static int full_sync(struct mar_resolver *r, const char *base_in)
 	publish(r);
 	r->last_sync_end = mar_now_ns();
 	r->sync_gap_ns = paced(r->last_sync_end - t0, SYNC_DUTY,
-			       r->resync_delay_ns, SYNC_GAP_MAX_NS);
+			       r->s.resync_delay_ns, SYNC_GAP_MAX_NS);
 	cnt_add(&r->c.sync[MAR_SYNC_OK], 1);
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	cnt_set(&r->c.last_sync_ms,
 		(uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
 	cnt_set(&r->c.synced, 1);
-	r->next_refresh = mar_now_ns() + r->refresh_ns;
+	r->next_refresh = mar_now_ns() + r->s.refresh_ns;
 	episode_ok(r);
 	return 0;
 }
@@ -910,7 +929,7 @@ static bool stream_dead(struct mar_resolver *r)
 			why = MAR_DISC_TRUNCATED;
 		else
 			why = MAR_DISC_ERROR;
-	} else if (mar_now_ns() - r->stream_last_byte_ns > r->stream_timeout_ns) {
+	} else if (mar_now_ns() - r->stream_last_byte_ns > r->s.stream_timeout_ns) {
 		why = MAR_DISC_SILENT;
 	} else {
 		return false;
@@ -936,27 +955,39 @@ static void wait_ns(struct mar_resolver *r, int64_t ns)
 	}
 }
 
+static bool take_settings(struct mar_resolver *r);
+
 static void *thread_main(void *arg)
 {
 	struct mar_resolver *r = arg;
 	size_t ai = 0;
-	int64_t backoff = r->backoff_min_ns;
+	int64_t backoff = r->s.backoff_min_ns;
 
-	while (!stopping(r)) {
+	while (!stop_asked(r)) {
+		if (take_settings(r)) {
+			/* Start over on the new settings; the snapshot in
+			 * force stays until their first sync replaces it. */
+			stream_stop(r);
+			ai = 0;
+			backoff = r->s.backoff_min_ns;
+			r->publish_gap_ns = r->s.publish_interval_ns;
+			r->episode = 0;
+			logf_(r, "settings changed: following %s", r->s.addrs[0]);
+		}
 		if (!r->stream_up) {
 			/* (Re)connect: stream first, so events during the
 			 * sync are not lost, then a full sync. */
 			refresh_headers(r);
-			const char *base = r->addrs[ai];
+			const char *base = r->s.addrs[ai];
 			snprintf(r->base, sizeof r->base, "%s", base);
 			if (stream_start(r) < 0 || full_sync(r, base) < 0) {
 				stream_stop(r);
 				if (stopping(r))
-					break;
-				ai = (ai + 1) % r->n_addrs;
+					continue; /* stop, or new settings */
+				ai = (ai + 1) % r->s.n_addrs;
 				wait_ns(r, backoff);
-				backoff = backoff * 2 > r->backoff_max_ns
-						  ? r->backoff_max_ns
+				backoff = backoff * 2 > r->s.backoff_max_ns
+						  ? r->s.backoff_max_ns
 						  : backoff * 2;
 				continue;
 			}
@@ -966,11 +997,11 @@ static void *thread_main(void *arg)
 		if (stream_dead(r)) {
 			/* Flapping stays backed off; a stream that lived
 			 * long enough starts over from the minimum. */
-			if (now - r->stream_started_ns > r->backoff_max_ns)
-				backoff = r->backoff_min_ns;
+			if (now - r->stream_started_ns > r->s.backoff_max_ns)
+				backoff = r->s.backoff_min_ns;
 			wait_ns(r, backoff);
-			backoff = backoff * 2 > r->backoff_max_ns
-					  ? r->backoff_max_ns
+			backoff = backoff * 2 > r->s.backoff_max_ns
+					  ? r->s.backoff_max_ns
 					  : backoff * 2;
 			continue;
 		}
@@ -981,7 +1012,7 @@ static void *thread_main(void *arg)
 				/* The leader stopped answering: start over,
 				 * with the next address. */
 				stream_stop(r);
-				ai = (ai + 1) % r->n_addrs;
+				ai = (ai + 1) % r->s.n_addrs;
 				wait_ns(r, backoff);
 				continue;
 			}
@@ -997,21 +1028,22 @@ static void *thread_main(void *arg)
 /* ------------------------------------------------------------------ */
 /* Lifecycle */
 
-static void free_settings(struct mar_resolver *r)
+static void settings_free(struct settings *st)
 {
-	for (size_t i = 0; i < r->n_addrs; i++)
-		free(r->addrs[i]);
-	free(r->user);
-	if (r->password) {
-		memset(r->password, 0, strlen(r->password));
-		free(r->password);
+	for (size_t i = 0; i < st->n_addrs; i++)
+		free(st->addrs[i]);
+	free(st->user);
+	if (st->password) {
+		memset(st->password, 0, strlen(st->password));
+		free(st->password);
 	}
-	if (r->token) {
-		memset(r->token, 0, strlen(r->token));
-		free(r->token);
+	if (st->token) {
+		memset(st->token, 0, strlen(st->token));
+		free(st->token);
 	}
-	free(r->token_file);
-	free(r->ca_file);
+	free(st->token_file);
+	free(st->ca_file);
+	memset(st, 0, sizeof *st);
 }
 
 static void destroy(struct mar_resolver *r)
@@ -1029,7 +1061,13 @@ static void destroy(struct mar_resolver *r)
 	mar_sse_free(&r->sse);
 	mar_model_clear(&r->model);
 	mar_hostcache_destroy(r->hc);
-	free_settings(r);
+	settings_free(&r->s);
+	settings_free(&r->asked);
+	if (r->pending) {
+		settings_free(r->pending);
+		free(r->pending);
+	}
+	pthread_mutex_destroy(&r->set_mu);
 	pthread_mutex_destroy(&r->readers_mu);
 	free(r);
 }
@@ -1044,6 +1082,97 @@ static int64_t dflt(int64_t v, int64_t d)
 	return v > 0 ? v : d;
 }
 
+/* Parse and copy @o into @st (zeroed): 0, -EINVAL (logged through @r;
+ * never a credential) or -ENOMEM. On failure @st holds what was copied,
+ * for settings_free(). */
+static int settings_parse(struct mar_resolver *r, struct settings *st,
+			  const struct mar_options *o)
+{
+	const char *as = o->addresses && *o->addresses ? o->addresses
+						       : MAR_DEFAULT_ADDRESS;
+	int rc;
+	st->user = dup_or_null(o->basic_user);
+	st->password = dup_or_null(o->basic_password);
+	st->token = dup_or_null(o->auth_token);
+	st->token_file = dup_or_null(o->auth_token_file);
+	st->ca_file = dup_or_null(o->ca_file);
+	if ((o->basic_user && *o->basic_user && !st->user) ||
+	    (o->basic_password && *o->basic_password && !st->password) ||
+	    (o->auth_token && *o->auth_token && !st->token) ||
+	    (o->auth_token_file && *o->auth_token_file && !st->token_file) ||
+	    (o->ca_file && *o->ca_file && !st->ca_file))
+		return -ENOMEM;
+	for (const char *p = as;;) {
+		const char *c = strchr(p, ',');
+		size_t n = c ? (size_t)(c - p) : strlen(p);
+		if ((rc = add_address(st, p, n)) < 0) {
+			logf_(r, "bad marathon_address entry \"%.*s\"",
+			      (int)(strchr(p, '@') && strchr(p, '@') < p + n
+					    ? 0
+					    : n),
+			      p);
+			return rc;
+		}
+		if (!c)
+			break;
+		p = c + 1;
+	}
+	if (!st->n_addrs) {
+		logf_(r, "marathon_address names no address");
+		return -EINVAL;
+	}
+	if (st->password && !st->user) {
+		logf_(r, "http_basic_auth_password without a user");
+		return -EINVAL;
+	}
+	if (st->ca_file) {
+		FILE *f = fopen(st->ca_file, "r");
+		if (!f) {
+			logf_(r, "cannot read ca_file %s: %s", st->ca_file,
+			      strerror(errno));
+			return -EINVAL;
+		}
+		fclose(f);
+	}
+	st->refresh_ns = dflt(o->refresh_ns, MAR_DEFAULT_REFRESH_NS);
+	st->stream_timeout_ns =
+		dflt(o->stream_timeout_ns, MAR_DEFAULT_STREAM_TIMEOUT_NS);
+	st->backoff_min_ns = dflt(o->backoff_min_ns, 250000000ll);
+	st->backoff_max_ns = dflt(o->backoff_max_ns, 30000000000ll);
+	if (st->backoff_max_ns < st->backoff_min_ns)
+		st->backoff_max_ns = st->backoff_min_ns;
+	st->request_timeout_ns = dflt(o->request_timeout_ns, 60000000000ll);
+	st->resync_delay_ns = dflt(o->resync_delay_ns, 1000000000ll);
+	st->publish_interval_ns = dflt(o->publish_interval_ns, 100000000ll);
+	return 0;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
+}
+
+static bool settings_equal(const struct settings *a, const struct settings *b)
+{
+	if (a->n_addrs != b->n_addrs)
+		return false;
+	for (size_t i = 0; i < a->n_addrs; i++)
+		if (strcmp(a->addrs[i], b->addrs[i]))
+			return false;
+	return same_str(a->user, b->user) &&
+	       same_str(a->password, b->password) &&
+	       same_str(a->token, b->token) &&
+	       same_str(a->token_file, b->token_file) &&
+	       same_str(a->ca_file, b->ca_file) &&
+	       a->refresh_ns == b->refresh_ns &&
+	       a->stream_timeout_ns == b->stream_timeout_ns &&
+	       a->backoff_min_ns == b->backoff_min_ns &&
+	       a->backoff_max_ns == b->backoff_max_ns &&
+	       a->request_timeout_ns == b->request_timeout_ns &&
+	       a->resync_delay_ns == b->resync_delay_ns &&
+	       a->publish_interval_ns == b->publish_interval_ns;
+}
+
 int mar_resolver_start(const struct mar_options *o, struct mar_resolver **out)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -1052,64 +1181,12 @@ int mar_resolver_start(const struct mar_options *o, struct mar_resolver **out)
 	if (!r)
 		return -ENOMEM;
 	pthread_mutex_init(&r->readers_mu, NULL);
+	pthread_mutex_init(&r->set_mu, NULL);
 	r->log = o->log_file ? o->log_file : stderr;
-	const char *as = o->addresses && *o->addresses ? o->addresses
-						       : MAR_DEFAULT_ADDRESS;
-	r->user = dup_or_null(o->basic_user);
-	r->password = dup_or_null(o->basic_password);
-	r->token = dup_or_null(o->auth_token);
-	r->token_file = dup_or_null(o->auth_token_file);
-	r->ca_file = dup_or_null(o->ca_file);
-	if ((o->basic_user && *o->basic_user && !r->user) ||
-	    (o->basic_password && *o->basic_password && !r->password) ||
-	    (o->auth_token && *o->auth_token && !r->token) ||
-	    (o->auth_token_file && *o->auth_token_file && !r->token_file) ||
-	    (o->ca_file && *o->ca_file && !r->ca_file))
+	if ((rc = settings_parse(r, &r->s, o)) ||
+	    (rc = settings_parse(r, &r->asked, o)))
 		goto fail;
-	for (const char *p = as;;) {
-		const char *c = strchr(p, ',');
-		size_t n = c ? (size_t)(c - p) : strlen(p);
-		if ((rc = add_address(r, p, n)) < 0) {
-			logf_(r, "bad marathon_address entry \"%.*s\"",
-			      (int)(strchr(p, '@') && strchr(p, '@') < p + n
-					    ? 0
-					    : n),
-			      p);
-			goto fail;
-		}
-		if (!c)
-			break;
-		p = c + 1;
-	}
-	rc = -EINVAL;
-	if (!r->n_addrs) {
-		logf_(r, "marathon_address names no address");
-		goto fail;
-	}
-	if (r->password && !r->user) {
-		logf_(r, "http_basic_auth_password without a user");
-		goto fail;
-	}
-	if (r->ca_file) {
-		FILE *f = fopen(r->ca_file, "r");
-		if (!f) {
-			logf_(r, "cannot read ca_file %s: %s", r->ca_file,
-			      strerror(errno));
-			goto fail;
-		}
-		fclose(f);
-	}
-	r->refresh_ns = dflt(o->refresh_ns, MAR_DEFAULT_REFRESH_NS);
-	r->stream_timeout_ns =
-		dflt(o->stream_timeout_ns, MAR_DEFAULT_STREAM_TIMEOUT_NS);
-	r->backoff_min_ns = dflt(o->backoff_min_ns, 250000000ll);
-	r->backoff_max_ns = dflt(o->backoff_max_ns, 30000000000ll);
-	if (r->backoff_max_ns < r->backoff_min_ns)
-		r->backoff_max_ns = r->backoff_min_ns;
-	r->request_timeout_ns = dflt(o->request_timeout_ns, 60000000000ll);
-	r->resync_delay_ns = dflt(o->resync_delay_ns, 1000000000ll);
-	r->publish_interval_ns = dflt(o->publish_interval_ns, 100000000ll);
-	r->publish_gap_ns = r->publish_interval_ns;
+	r->publish_gap_ns = r->s.publish_interval_ns;
 
 	rc = -ENOMEM;
 	/* curl_global_init is not thread-safe; mixd starts one resolver per
@@ -1133,6 +1210,64 @@ int mar_resolver_start(const struct mar_options *o, struct mar_resolver **out)
 fail:
 	destroy(r);
 	return rc;
+}
+
+int mar_resolver_reconfigure(struct mar_resolver *r,
+			     const struct mar_options *o)
+{
+	struct settings *st = calloc(1, sizeof *st);
+	if (!st)
+		return -ENOMEM;
+	int rc = settings_parse(r, st, o);
+	pthread_mutex_lock(&r->set_mu);
+	if (!rc && settings_equal(st, &r->asked)) {
+		rc = 0;
+	} else if (!rc) {
+		/* A copy to compare the next call with, and this one for the
+		 * thread (replacing any it has not taken yet). */
+		struct settings mine = {0};
+		if ((rc = settings_parse(r, &mine, o))) {
+			settings_free(&mine);
+		} else {
+			settings_free(&r->asked);
+			r->asked = mine;
+			if (r->pending) {
+				settings_free(r->pending);
+				free(r->pending);
+			}
+			r->pending = st;
+			st = NULL;
+			__atomic_store_n(&r->reconf, 1, __ATOMIC_RELEASE);
+			rc = 1;
+		}
+	}
+	pthread_mutex_unlock(&r->set_mu);
+	if (st) {
+		settings_free(st);
+		free(st);
+	}
+	if (rc == 1)
+		curl_multi_wakeup(r->multi);
+	return rc;
+}
+
+/* On the thread: the settings mar_resolver_reconfigure() left, if any,
+ * now in force. */
+static bool take_settings(struct mar_resolver *r)
+{
+	if (!__atomic_load_n(&r->reconf, __ATOMIC_ACQUIRE))
+		return false;
+	pthread_mutex_lock(&r->set_mu);
+	struct settings *st = r->pending;
+	r->pending = NULL;
+	__atomic_store_n(&r->reconf, 0, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&r->set_mu);
+	if (!st)
+		return false;
+	settings_free(&r->s);
+	r->s = *st;
+	free(st);
+	return true;
 }
 
 void mar_resolver_stop(struct mar_resolver *r)

@@ -8,7 +8,9 @@ MIXD_TEST_THREADED
 """
 
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import mixdtest as mt
@@ -120,8 +122,101 @@ def without_marathon_mixd_serves_and_is_not_ready(build):
         mt.check(l["source_workload"] == "unknown" and l["destination_app"] == "unknown")
 
 
+def seed_for(port, password="Zmcc@001"):
+    """The user's config, its mesosenv handler at the stand-in on @port."""
+    with open(SEED) as f:
+        text = f.read()
+    old = "marathon_address: master.mesos:8080"
+    mt.check(old in text and "Zmcc@001" in text, "the seed's mesosenv handler moved")
+    return text.replace(old, f"marathon_address: 127.0.0.1:{port}").replace(
+        "Zmcc@001", password)
+
+
+def without_mesos(text):
+    """@text without the mesosenv handler, the mesos instance and the rules
+    that send to it: a mesh before it was wired to Marathon."""
+    docs = text.split("\n---\n")
+    keep = [d for d in docs if "kind: mesosenv" not in d and "kind: mesos\n" not in d
+            and "handler.mesosenv" not in d]
+    mt.check(len(docs) - len(keep) == 4, f"dropped {len(docs) - len(keep)} documents")
+    return "\n---\n".join(keep)
+
+
+def version_of(m, rec):
+    """Send @rec; the destination_version of the series it counted in."""
+    before = requests_by_labels(m)
+    rc, out, err = mt.report(m.build, m.address, [rec])
+    mt.check(rc == 0, out + err)
+    m.wait_for(lambda: sum(requests_by_labels(m).values()) == sum(before.values()) + 1)
+    after = requests_by_labels(m)
+    grew = [dict(l) for l, v in after.items() if v > before.get(l, 0)]
+    mt.check(len(grew) == 1, f"{grew}")
+    return grew[0]["destination_version"]
+
+
+def a_reload_moves_the_resolver_to_new_marathon_settings(build):
+    """A reload that points the mesosenv handler at another Marathon with
+    rotated credentials moves the running resolver there; a reload that
+    first brings a mesosenv handler starts one."""
+    old_m = StandIn(apps=[dict(a) for a in APPS], heartbeat=0.5)
+    new_apps = [dict(a) for a in APPS]
+    new_apps[1] = app("/bookinfo/reviews-v2", {"istio": "reviews", "version": "v9"},
+                      RV_TASK, "9.0.0.3")
+    new_m = StandIn(apps=new_apps, heartbeat=0.5)
+    old_m.command({"cmd": "auth", "basic": "zmcc:Zmcc@001"})
+    new_m.command({"cmd": "auth", "basic": "zmcc:rotated"})
+    rec = {"context.protocol": "http", "context.reporter.kind": "inbound",
+           "source.uid": uid(PP_TASK), "destination.uid": uid(RV_TASK),
+           "response.code": 200}
+    tmp = tempfile.mkdtemp(prefix="mixd-marathon-reload.")
+    path = os.path.join(tmp, "mixer.yaml")
+
+    def write(text):
+        with open(path + ".new", "w") as f:
+            f.write(text)
+        os.replace(path + ".new", path)
+
+    gen = lambda m: mt.value(m.metrics(), "mixd_config_generation")
+    try:
+        write(seed_for(old_m.port))
+        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
+            m.wait_for(lambda: m.get("/readyz")[0] == 200, timeout=20, what="synced")
+            mt.check(version_of(m, rec) == "v2")
+            write(seed_for(new_m.port, "rotated"))
+            m.wait_for(lambda: gen(m) == 2, what="the reload")
+            m.wait_for(lambda: "settings changed: following" in m.stderr(),
+                       what="the resolver told of it")
+            m.wait_for(lambda: version_of(m, rec) == "v9", timeout=20,
+                       what="the new Marathon's answers")
+            mt.check(new_m.command({"cmd": "stats"})["auth_failures"] == 0)
+            # (the stand-in notices a closed stream at its next heartbeat)
+            m.wait_for(lambda: old_m.command({"cmd": "stats"})["streams"] == 0,
+                       what="the old Marathon's stream closed")
+            mt.check(m.get("/readyz")[0] == 200)
+
+        # No mesosenv at start: not waiting for Marathon, bindings default.
+        write(without_mesos(seed_for(old_m.port)))
+        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
+            mt.check(m.get("/readyz")[0] == 200, "ready without a resolver")
+            mt.check(version_of(m, rec) == "unknown")
+            write(seed_for(old_m.port))
+            m.wait_for(lambda: gen(m) == 2, what="the reload")
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_marathon_synced") == 1,
+                       timeout=20, what="a resolver started by the reload")
+            m.wait_for(lambda: version_of(m, rec) == "v2", timeout=20,
+                       what="records resolved")
+            # ... and one that drops it again does not wait for Marathon.
+            old_m.command({"cmd": "down"})
+            write(without_mesos(seed_for(old_m.port)) + "\n# no marathon\n")
+            m.wait_for(lambda: gen(m) == 3, what="the second reload")
+            mt.check(m.get("/readyz")[0] == 200, "ready without mesosenv")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     mt.main([
         records_resolve_to_marathon_workloads,
         without_marathon_mixd_serves_and_is_not_ready,
+        a_reload_moves_the_resolver_to_new_marathon_settings,
     ])

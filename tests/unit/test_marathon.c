@@ -867,8 +867,10 @@ struct standin {
 static void standin_start(struct standin *s, const char *args)
 {
 	int to[2], from[2];
-	assert_int_equal(pipe(to), 0);
-	assert_int_equal(pipe(from), 0);
+	/* Close-on-exec: a second stand-in must not hold this one's stdin
+	 * open, or this one never sees the EOF that stops it. */
+	assert_int_equal(pipe2(to, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(from, O_CLOEXEC), 0);
 	char cmd[1024];
 	snprintf(cmd, sizeof cmd,
 		 "exec python3 integration/marathon_standin.py --port 0 %s",
@@ -1350,6 +1352,75 @@ static void test_auth_basic_token_and_401(void **st)
 	standin_stop(&s);
 }
 
+static int standin_streams(struct standin *s)
+{
+	cJSON *j = standin_cmd(s, "{\"cmd\":\"stats\"}");
+	int n = cJSON_GetObjectItem(j, "streams")->valueint;
+	cJSON_Delete(j);
+	return n;
+}
+
+/* A config reload that changes the mesosenv handler: the running resolver
+ * leaves the old Marathon for the new one, with the new credentials; the
+ * old snapshot serves until the new one's first sync; settings it cannot
+ * use are refused and change nothing. */
+static void test_reconfigure_moves_to_new_settings(void **st)
+{
+	struct standin a, b;
+	standin_start(&a, FIXTURE_ARGS " --heartbeat 0.2");
+	standin_start(&b, FIXTURE_ARGS " --heartbeat 0.2");
+	/* The new Marathon knows no pods, and wants the rotated password. */
+	standin_cmd0(&b, "{\"cmd\":\"set\",\"pods\":[]}");
+	standin_cmd0(&b, "{\"cmd\":\"auth\",\"basic\":\"zmcc:rotated\"}");
+	char addr_a[64], addr_b[64];
+	snprintf(addr_a, sizeof addr_a, "127.0.0.1:%d", a.port);
+	snprintf(addr_b, sizeof addr_b, "127.0.0.1:%d", b.port);
+
+	struct mar_options o = fast_options(addr_a);
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	struct mar_reader *rd = mar_reader_create(r);
+	WAIT_UNTIL(stats(r).synced && stats(r).connected, 5000);
+	assert_true(dst_is(rd, REVIEWS_POD, "reviews-v2"));
+	assert_int_equal(stats(r).pods, 2);
+
+	/* The same settings again: nothing to do. */
+	assert_int_equal(mar_resolver_reconfigure(r, &o), 0);
+	/* Unusable ones: refused, the resolver stays where it is. */
+	struct mar_options bad = fast_options("ftp://127.0.0.1:1");
+	assert_int_equal(mar_resolver_reconfigure(r, &bad), -EINVAL);
+
+	/* The wrong password first: the snapshot in force keeps serving. */
+	struct mar_options ob = fast_options(addr_b);
+	ob.basic_user = "zmcc";
+	ob.basic_password = "Zmcc@001";
+	assert_int_equal(mar_resolver_reconfigure(r, &ob), 1);
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_UNAUTHORIZED] >= 1, 5000);
+	assert_true(dst_is(rd, REVIEWS_POD, "reviews-v2"));
+	assert_int_equal(stats(r).pods, 2);
+	WAIT_UNTIL(standin_streams(&a) == 0, 5000);
+
+	/* The rotated one: B's snapshot replaces A's. */
+	ob.basic_password = "rotated";
+	assert_int_equal(mar_resolver_reconfigure(r, &ob), 1);
+	WAIT_UNTIL(stats(r).pods == 0, 5000);
+	assert_true(dst_is(rd, REVIEWS_POD, NULL));
+	WAIT_UNTIL(standin_streams(&b) == 1, 5000);
+	int a_apps = standin_requests(&a, "/v2/apps");
+	usleep(300 * 1000);
+	assert_int_equal(standin_requests(&a, "/v2/apps"), a_apps);
+
+	/* And back. */
+	assert_int_equal(mar_resolver_reconfigure(r, &o), 1);
+	WAIT_UNTIL(stats(r).pods == 2, 5000);
+	assert_true(dst_is(rd, REVIEWS_POD, "reviews-v2"));
+
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+	standin_stop(&a);
+	standin_stop(&b);
+}
+
 static void test_bad_payloads_keep_last_snapshot(void **st)
 {
 	struct standin s;
@@ -1582,6 +1653,7 @@ int main(void)
 		cmocka_unit_test(test_silent_stream_is_dead),
 		cmocka_unit_test(test_ha_addresses_and_302_to_leader),
 		cmocka_unit_test(test_auth_basic_token_and_401),
+		cmocka_unit_test(test_reconfigure_moves_to_new_settings),
 		cmocka_unit_test(test_bad_payloads_keep_last_snapshot),
 		cmocka_unit_test(test_real_upstream_fixtures),
 		cmocka_unit_test(test_threaded_readers_across_swaps),
