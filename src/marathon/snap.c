@@ -98,9 +98,11 @@ struct hc_ent {
 struct mar_hostcache {
 	struct hc_ent *v;
 	size_t n, cap; /* cap: power of two */
-	/* A stale name failed to resolve since the last refresh: DNS is
-	 * likely down, so the other stale answers are kept without asking
-	 * (each ask may block for the resolver's timeout). */
+	/* An ask failed for want of DNS (no answer in time, a server
+	 * failure) since the last refresh: DNS is likely down, and each ask
+	 * may block for the resolver's timeout. So no other name is asked
+	 * until the next refresh: stale answers are kept, new names go
+	 * without an address (and are asked again after the refresh). */
 	bool dns_failed;
 };
 
@@ -206,18 +208,18 @@ static bool parse_literal_ip(const char *s, struct attr_value *out)
 	return false;
 }
 
-/* Resolve @name: a literal, or through the cache, or getaddrinfo (IPv4
- * preferred: agents are addressed by IPv4 in every DC/OS we know of). */
 /* getaddrinfo() for @name into @e (len 0 if it does not resolve; IPv4
- * preferred: agents are addressed by IPv4 in every DC/OS we know of). */
-static void lookup_host(const char *name, struct hc_ent *e)
+ * preferred: agents are addressed by IPv4 in every DC/OS we know of).
+ * Returns getaddrinfo()'s result. */
+static int lookup_host(const char *name, struct hc_ent *e)
 {
 	struct addrinfo hints = {.ai_family = AF_UNSPEC,
 				 .ai_socktype = SOCK_STREAM};
 	struct addrinfo *res = NULL;
 	e->len = 0;
-	if (getaddrinfo(name, NULL, &hints, &res) != 0)
-		return;
+	int rc = getaddrinfo(name, NULL, &hints, &res);
+	if (rc != 0)
+		return rc;
 	for (int pass = 0; pass < 2 && !e->len; pass++) {
 		for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
 			if (pass == 0 && ai->ai_family == AF_INET) {
@@ -235,6 +237,14 @@ static void lookup_host(const char *name, struct hc_ent *e)
 		}
 	}
 	freeaddrinfo(res);
+	return 0;
+}
+
+/* Did an ask fail for want of DNS, rather than because the name does not
+ * exist (a definite answer, and a quick one)? */
+static bool dns_down(int rc)
+{
+	return rc == EAI_AGAIN || rc == EAI_FAIL || rc == EAI_SYSTEM;
 }
 
 /* Resolve @name: a literal, or through the cache, or getaddrinfo. */
@@ -257,13 +267,12 @@ static void resolve_host(struct mar_hostcache *hc, const char *name,
 				/* A name that moved is found again; one that
 				 * fails keeps its last answer. */
 				struct hc_ent e = {0};
-				lookup_host(name, &e);
+				int rc = lookup_host(name, &e);
 				if (e.len) {
 					c->len = e.len;
 					memcpy(c->ip, e.ip, 16);
-				} else {
-					hc->dns_failed = true;
 				}
+				hc->dns_failed |= dns_down(rc);
 				c->at = mar_now_ns();
 				c->stale = false;
 			}
@@ -277,7 +286,8 @@ static void resolve_host(struct mar_hostcache *hc, const char *name,
 		j = (j + 1) & (hc->cap - 1);
 	}
 	struct hc_ent e = {.used = true, .at = mar_now_ns()};
-	lookup_host(name, &e);
+	if (!hc->dns_failed)
+		hc->dns_failed = dns_down(lookup_host(name, &e));
 	if (e.len) {
 		out->type = ATTR_IP;
 		out->len = e.len;

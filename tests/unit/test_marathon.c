@@ -7,8 +7,10 @@
  *
  * MIXD_TEST_THREADED: the reader threads also run under TSan.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -390,6 +392,121 @@ static void test_host_cache_follows_the_cluster(void **st)
 	assert_int_equal(mar_hostcache_size(hc), 0);
 	cJSON_Delete(on_local);
 	cJSON_Delete(on_ip);
+	mar_hostcache_destroy(hc);
+}
+
+/*
+ * DNS for agent names under "agent.test", in this process: getaddrinfo()
+ * is interposed (the resolver's code is linked into this binary), so a
+ * test can count the asks and take DNS down. "<c>.agent.test" is
+ * 10.9.0.<c>; a name starting with 'x' does not exist. Every other name
+ * goes to the real getaddrinfo().
+ */
+static int dns_is_down, dns_asks; /* atomic */
+
+int getaddrinfo(const char *node, const char *service,
+		const struct addrinfo *hints, struct addrinfo **res)
+{
+	static int (*real)(const char *, const char *,
+			   const struct addrinfo *, struct addrinfo **);
+	if (!real)
+		*(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
+	size_t n = node ? strlen(node) : 0;
+	if (n < 12 || strcmp(node + n - 11, ".agent.test"))
+		return real(node, service, hints, res);
+	__atomic_add_fetch(&dns_asks, 1, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&dns_is_down, __ATOMIC_RELAXED))
+		return EAI_AGAIN;
+	if (node[0] == 'x')
+		return EAI_NONAME;
+	char lit[32];
+	snprintf(lit, sizeof lit, "10.9.0.%d", node[0]);
+	return real(lit, service, hints, res);
+}
+
+/* One app a host, each with one task on host-network agent @hosts[i]. */
+static cJSON *apps_on(const char *const *hosts, size_t n)
+{
+	char json[4096];
+	size_t o = (size_t)snprintf(json, sizeof json, "{\"apps\":[");
+	for (size_t i = 0; i < n; i++)
+		o += (size_t)snprintf(
+			json + o, sizeof json - o,
+			"%s{\"id\":\"/a%zu\",\"networks\":[{\"mode\":\"host\"}],"
+			"\"tasks\":[{\"id\":\"a%zu.instance-1._app.1\",\"host\":"
+			"\"%s\",\"state\":\"TASK_RUNNING\"}]}",
+			i ? "," : "", i, i, hosts[i]);
+	snprintf(json + o, sizeof json - o, "]}");
+	cJSON *apps = mar_parse_apps(json, strlen(json));
+	assert_non_null(apps);
+	return apps;
+}
+
+/* Does a record from agent 10.9.0.<c> find a task? */
+static bool agent_found(const struct mar_snap *s, char c)
+{
+	struct attr_value ip = ip4(10, 9, 0, (uint8_t)c);
+	struct mar_query q = {.source_ip = &ip};
+	struct mar_result r;
+	return mar_snap_lookup(s, &q, &r);
+}
+
+static int asks_for(cJSON *apps, struct mar_hostcache *hc,
+		    struct mar_snap **s)
+{
+	int before = __atomic_load_n(&dns_asks, __ATOMIC_RELAXED);
+	assert_int_equal(mar_snap_build(apps, NULL, hc, s, NULL), 0);
+	return __atomic_load_n(&dns_asks, __ATOMIC_RELAXED) - before;
+}
+
+/* DNS down: one ask per refresh blocks (each may take the resolver's
+ * timeout), not one per agent; answers already had are kept; names that
+ * simply do not exist say nothing about DNS. */
+static void test_host_cache_when_dns_is_down(void **st)
+{
+	static const char *const hosts[] = {"a.agent.test", "b.agent.test",
+					    "c.agent.test"};
+	struct mar_hostcache *hc = mar_hostcache_create();
+	cJSON *apps = apps_on(hosts, 3);
+	struct mar_snap *s;
+
+	__atomic_store_n(&dns_is_down, 1, __ATOMIC_RELAXED);
+	assert_int_equal(asks_for(apps, hc, &s), 1);
+	assert_false(agent_found(s, 'a'));
+	mar_snap_free(s);
+	/* events rebuild between syncs: still no asking */
+	assert_int_equal(asks_for(apps, hc, &s), 0);
+	mar_snap_free(s);
+
+	/* up at the next sync: every name asked, every agent found */
+	__atomic_store_n(&dns_is_down, 0, __ATOMIC_RELAXED);
+	mar_hostcache_refresh(hc, INT64_MAX);
+	assert_int_equal(asks_for(apps, hc, &s), 3);
+	assert_true(agent_found(s, 'a') && agent_found(s, 'b') &&
+		    agent_found(s, 'c'));
+	mar_snap_free(s);
+	assert_int_equal(asks_for(apps, hc, &s), 0); /* cached */
+	mar_snap_free(s);
+
+	/* down again when the answers are old: one ask, the answers kept */
+	__atomic_store_n(&dns_is_down, 1, __ATOMIC_RELAXED);
+	mar_hostcache_refresh(hc, 0);
+	assert_int_equal(asks_for(apps, hc, &s), 1);
+	assert_true(agent_found(s, 'a') && agent_found(s, 'b') &&
+		    agent_found(s, 'c'));
+	mar_snap_free(s);
+
+	/* a name that does not exist is not DNS being down */
+	__atomic_store_n(&dns_is_down, 0, __ATOMIC_RELAXED);
+	mar_hostcache_refresh(hc, INT64_MAX);
+	static const char *const more[] = {"xgone.agent.test", "d.agent.test"};
+	cJSON *apps2 = apps_on(more, 2);
+	assert_int_equal(asks_for(apps2, hc, &s), 2);
+	assert_true(agent_found(s, 'd'));
+	mar_snap_free(s);
+
+	cJSON_Delete(apps);
+	cJSON_Delete(apps2);
 	mar_hostcache_destroy(hc);
 }
 
@@ -1635,6 +1752,7 @@ int main(void)
 		cmocka_unit_test(test_ip_lookups_by_network_mode),
 		cmocka_unit_test(test_host_ip_shared_with_bridge_tasks),
 		cmocka_unit_test(test_host_cache_follows_the_cluster),
+		cmocka_unit_test(test_host_cache_when_dns_is_down),
 		cmocka_unit_test(test_destination_port_picks_container),
 		cmocka_unit_test(test_malformed_entries_skipped),
 		cmocka_unit_test(test_sse_fixture_any_split_lf_and_crlf),
