@@ -236,11 +236,38 @@ static const char *pod_id_of(const cJSON *d)
 	return id;
 }
 
+/* Does an event of type @ev only say that run specs changed (labels,
+ * networks, groups), so that the model is invalidated whatever it says? */
+static bool invalidates(enum mar_event ev)
+{
+	switch (ev) {
+	case MAR_EV_POD_CREATED:
+	case MAR_EV_POD_UPDATED:
+	case MAR_EV_DEPLOYMENT_SUCCESS:
+	case MAR_EV_DEPLOYMENT_FAILED:
+	case MAR_EV_DEPLOYMENT_INFO:
+	case MAR_EV_DEPLOYMENT_STEP:
+	case MAR_EV_API_POST:
+	case MAR_EV_GROUP_CHANGE:
+		return true;
+	default:
+		return false;
+	}
+}
+
 enum mar_event mar_model_apply(struct mar_model *m, const char *type,
 			       size_t type_len, const char *data, size_t len)
 {
+	enum mar_event ev = mar_event_from_name(type, type_len);
+	/* Typed by its "event:" line and not read: deployments and API posts
+	 * carry whole app and group definitions (megabytes in a large
+	 * cluster), and what they say is only "resync". */
+	if (type_len && (ev == MAR_EV_OTHER || invalidates(ev))) {
+		if (ev != MAR_EV_OTHER)
+			m->need_resync = true;
+		return ev;
+	}
 	cJSON *d = cJSON_ParseWithLength(data, len);
-	enum mar_event ev;
 	if (!cJSON_IsObject(d)) {
 		cJSON_Delete(d);
 		return MAR_EV_MALFORMED;
@@ -274,18 +301,10 @@ enum mar_event mar_model_apply(struct mar_model *m, const char *type,
 			m->need_resync = true;
 		break;
 	}
-	case MAR_EV_POD_CREATED:
-	case MAR_EV_POD_UPDATED:
-	case MAR_EV_DEPLOYMENT_SUCCESS:
-	case MAR_EV_DEPLOYMENT_FAILED:
-	case MAR_EV_DEPLOYMENT_INFO:
-	case MAR_EV_DEPLOYMENT_STEP:
-	case MAR_EV_API_POST:
-	case MAR_EV_GROUP_CHANGE:
-		/* Run specs changed: labels, networks, groups. Invalidate. */
-		m->need_resync = true;
-		break;
 	default:
+		/* Run specs changed: labels, networks, groups. Invalidate. */
+		if (invalidates(ev))
+			m->need_resync = true;
 		break;
 	}
 	cJSON_Delete(d);

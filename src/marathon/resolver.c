@@ -892,8 +892,15 @@ static void stream_stop(struct mar_resolver *r)
 
 static int stream_start(struct mar_resolver *r)
 {
-	char url[1200];
-	snprintf(url, sizeof url, "%s/v2/events", r->base);
+	/* The types the model uses, and no others: a large cluster's stream
+	 * is mostly health-check events, and each would be parsed for
+	 * nothing. (A Marathon without the filter sends every type; the
+	 * model counts the rest as "other".) */
+	char url[2048];
+	int n = snprintf(url, sizeof url, "%s/v2/events", r->base);
+	for (int e = 0; e < MAR_EV_OTHER; e++)
+		n += snprintf(url + n, sizeof url - (size_t)n, "%cevent_type=%s",
+			      e ? '&' : '?', mar_event_name((enum mar_event)e));
 	CURL *h = r->stream_h;
 	curl_easy_reset(h);
 	setup_common(r, h, url);

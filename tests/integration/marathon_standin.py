@@ -32,7 +32,9 @@ Commands ({"cmd": ...}):
   silence {on}               streams stay open but send nothing
   heartbeat {interval}       seconds between heartbeats
   auth {basic: "u:p"|null, token: "jwt"|null}   required credentials
-  stats {}                   request counts, open streams, auth failures
+  stats {}                   request counts, open streams, auth failures,
+                             each stream's event_type filter
+GET /v2/events?event_type=T&... sends only those types, as Marathon does.
   quit {}
 With --follower a second server answers every request with 302 to the
 leader (the first server), as a Marathon standby does.
@@ -48,6 +50,7 @@ import socketserver
 import sys
 import threading
 import time
+from urllib.parse import parse_qs, urlparse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.environ.get("MIXD_FIXTURES",
@@ -101,6 +104,7 @@ class State:
         self.auth_failures = 0
         self.leader_url = None
         self.during_sync = None    # framed event for the next pods GET
+        self.stream_filters = []   # each stream's event_type list
         self.delay = 0.0           # seconds before answering /v2/apps
 
 
@@ -190,6 +194,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.headers.get("Accept") != "text/event-stream":
             self.send_body(406, '{"message":"want text/event-stream"}')
             return
+        # ?event_type=a&event_type=b: those types only, as Marathon does
+        wanted = set(parse_qs(urlparse(self.path).query).get("event_type", []))
+        with st.lock:
+            st.stream_filters.append(sorted(wanted))
         q = queue.Queue()
         with st.lock:
             st.streams.append(q)
@@ -200,8 +208,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             att = {"remoteAddress": "127.0.0.1",
                    "eventType": "event_stream_attached",
                    "timestamp": "2019-05-01T10:00:00.000Z"}
-            self.wfile.write(("event: event_stream_attached\r\ndata: " +
-                              json.dumps(att) + "\r\n\r\n").encode())
+            if not wanted or "event_stream_attached" in wanted:
+                self.wfile.write(("event: event_stream_attached\r\ndata: " +
+                                  json.dumps(att) + "\r\n\r\n").encode())
             self.wfile.flush()
             while True:
                 try:
@@ -211,6 +220,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if item == "close":
                     return
                 if st.silent:
+                    continue
+                if item and wanted and item.startswith("event: ") and \
+                        item[7:].split("\r\n", 1)[0] not in wanted:
                     continue
                 self.wfile.write(item.encode() if item else b"\r\n")
                 self.wfile.flush()
@@ -357,6 +369,7 @@ class StandIn:
             with st.lock:
                 return {"requests": dict(st.requests),
                         "streams": len(st.streams),
+                        "stream_filters": list(st.stream_filters),
                         "auth_failures": st.auth_failures}
         elif cmd == "quit":
             return {"quit": True}

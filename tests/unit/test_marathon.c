@@ -1333,6 +1333,35 @@ static void test_event_churn(void **st)
 	WAIT_UNTIL(stats(r).events[MAR_EV_STATUS_UPDATE] == su + 2, 3000);
 	assert_true(stats(r).connected);
 	assert_int_equal(stats(r).disconnects[MAR_DISC_ERROR], 0);
+
+	/* The stream asks for the types the model uses, and only those:
+	 * health-check events (most of a large cluster's) never come. */
+	cJSON *j = standin_cmd(&s, "{\"cmd\":\"stats\"}");
+	cJSON *filters = cJSON_GetObjectItem(j, "stream_filters");
+	cJSON *last = cJSON_GetArrayItem(filters, cJSON_GetArraySize(filters) - 1);
+	assert_int_equal(cJSON_GetArraySize(last), MAR_EV_OTHER);
+	for (int e = 0; e < MAR_EV_OTHER; e++) {
+		bool asked = false;
+		cJSON *t;
+		cJSON_ArrayForEach(t, last)
+			asked |= !strcmp(t->valuestring,
+					 mar_event_name((enum mar_event)e));
+		assert_true(asked);
+	}
+	cJSON_Delete(j);
+	uint64_t other = stats(r).events[MAR_EV_OTHER];
+	standin_cmd0(&s, "{\"cmd\":\"event\",\"type\":\"health_status_"
+			 "changed_event\",\"data\":{\"alive\":false}}");
+	/* A deployment's definitions are not read: only "resync" is. */
+	syncs = stats(r).sync[MAR_SYNC_OK];
+	uint64_t bad = stats(r).events[MAR_EV_MALFORMED];
+	standin_cmd0(&s, "{\"cmd\":\"raw\",\"text\":\"event: deployment_"
+			 "info\\r\\ndata: {\\\"plan\\\": [unread\\r\\n\\r\\n\"}");
+	WAIT_UNTIL(stats(r).events[MAR_EV_DEPLOYMENT_INFO] >= 1, 3000);
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_OK] > syncs, 3000);
+	assert_int_equal(stats(r).events[MAR_EV_MALFORMED], bad);
+	assert_int_equal(stats(r).events[MAR_EV_OTHER], other);
+
 	mar_reader_destroy(rd);
 	mar_resolver_stop(r);
 	standin_cmd0(&s, "{\"cmd\":\"stats\"}");
