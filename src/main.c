@@ -799,9 +799,9 @@ static bool config_touched(const struct mixd *m, const char *buf, size_t len)
  * the first config that has one, at start or at a reload (each shard then
  * makes its reader at its next pass). A reload that changes the handler's
  * settings hands them to the running resolver, which reconnects; one that
- * drops the handler leaves the resolver idle in all but name: nothing
- * asks it, and readiness no longer waits for it. --marathon-address
- * overrides the address throughout.
+ * drops the handler pauses it (no connection, no sync) and readiness no
+ * longer waits for it. --marathon-address overrides the address
+ * throughout. Called once the config is installed.
  */
 static void start_resolver(struct mixd *m, const struct cfg *c, bool initial)
 {
@@ -814,6 +814,8 @@ static void start_resolver(struct mixd *m, const struct cfg *c, bool initial)
 		if (initial && m->st.marathon_address)
 			fprintf(stderr, "mixd: notice: --marathon-address unused: "
 					"the config has no mesosenv handler\n");
+		if (m->resolver)
+			mar_resolver_reconfigure(m->resolver, NULL);
 		return;
 	}
 	struct mar_options o = {0};
@@ -838,8 +840,6 @@ static void start_resolver(struct mixd *m, const struct cfg *c, bool initial)
 	}
 	__atomic_store_n(&m->resolver, res, __ATOMIC_RELEASE);
 	agg_set_resolver(m->agg, res);
-	fprintf(stderr, "mixd: marathon resolver for %s\n",
-		o.addresses ? o.addresses : MAR_DEFAULT_ADDRESS);
 }
 
 /* Load the config and install it; on error keep the one in force. */
@@ -865,11 +865,11 @@ static int load_config(struct mixd *m, bool initial)
 	for (size_t i = 0; i < cfg_warning_count(c); i++)
 		fprintf(stderr, "mixd: config: warning: %s\n", cfg_warning(c, i));
 	watch_config(m, c);
-	start_resolver(m, c, initial);
 	if (agg_set_config(m->agg, c)) {
 		fprintf(stderr, "mixd: config: out of memory installing it\n");
 		goto fail;
 	}
+	start_resolver(m, c, initial);
 	double now = wall_seconds();
 	uint64_t bits;
 	memcpy(&bits, &now, 8);

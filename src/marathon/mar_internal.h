@@ -163,9 +163,14 @@ void mar_hostcache_destroy(struct mar_hostcache *hc);
  *  has looked up since the last call (agents gone: the cache stays the
  *  size of the cluster). Answers older than @max_age_ns are resolved
  *  again at their next use (a name that moved is found); one that fails
- *  keeps its answer, and so do the other old ones until the next call
- *  (DNS is likely down: each ask could block for its timeout). */
+ *  keeps its answer. When an ask fails for want of DNS (each could block
+ *  for the resolver's timeout), nothing is asked for MAR_DNS_HOLD_NS or
+ *  until this is called, whichever comes first; the names it skipped are
+ *  asked then. */
 void mar_hostcache_refresh(struct mar_hostcache *hc, int64_t max_age_ns);
+#define MAR_DNS_HOLD_NS (60 * 1000000000ll)
+/** Tests: hold DNS asks @ns after a failure instead of MAR_DNS_HOLD_NS. */
+void mar_hostcache_set_dns_hold(struct mar_hostcache *hc, int64_t ns);
 /** Names cached (tests). */
 size_t mar_hostcache_size(const struct mar_hostcache *hc);
 

@@ -138,9 +138,13 @@ int mar_resolver_start(const struct mar_options *o, struct mar_resolver **out);
  * differ from the last ones given, the thread drops its connection and
  * what it was fetching, logs "settings changed", and syncs again from the
  * new addresses with the new credentials; the snapshot in force serves
- * until that sync replaces it, and readers carry on untouched. Returns 1
- * (applying), 0 (nothing changed), -EINVAL (bad settings, logged; the old
- * ones stay) or -ENOMEM. Call from one thread at a time.
+ * until that sync replaces it, and readers carry on untouched. @o NULL
+ * pauses it (a reload dropped the handler): no connection, no sync, the
+ * snapshot kept, until settings come again. Returns 1 (applying), 0
+ * (nothing changed), -EINVAL (bad settings, logged; the old ones stay)
+ * or -ENOMEM. Call from one thread at a time. mar_stats().synced stays
+ * true once any sync has succeeded: whether new settings work shows in
+ * the sync counts and the log.
  */
 int mar_resolver_reconfigure(struct mar_resolver *r,
 			     const struct mar_options *o);

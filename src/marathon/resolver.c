@@ -587,6 +587,7 @@ static void drop_held(struct mar_resolver *r)
 {
 	r->syncing = false;
 	r->held.len = 0;
+	r->held.too_big = false;
 }
 
 /* The sync is over: apply what it held, in order, to the model it left
@@ -897,10 +898,13 @@ static int stream_start(struct mar_resolver *r)
 	 * nothing. (A Marathon without the filter sends every type; the
 	 * model counts the rest as "other".) */
 	char url[2048];
-	int n = snprintf(url, sizeof url, "%s/v2/events", r->base);
-	for (int e = 0; e < MAR_EV_OTHER; e++)
-		n += snprintf(url + n, sizeof url - (size_t)n, "%cevent_type=%s",
-			      e ? '&' : '?', mar_event_name((enum mar_event)e));
+	_Static_assert(sizeof url > sizeof r->base + 32 * MAR_EV_OTHER,
+		       "room for the base and every event_type");
+	size_t n = (size_t)snprintf(url, sizeof url, "%s/v2/events", r->base);
+	for (int e = 0; e < MAR_EV_OTHER && n < sizeof url; e++)
+		n += (size_t)snprintf(url + n, sizeof url - n, "%cevent_type=%s",
+				      e ? '&' : '?',
+				      mar_event_name((enum mar_event)e));
 	CURL *h = r->stream_h;
 	curl_easy_reset(h);
 	setup_common(r, h, url);
@@ -975,11 +979,23 @@ static void *thread_main(void *arg)
 			/* Start over on the new settings; the snapshot in
 			 * force stays until their first sync replaces it. */
 			stream_stop(r);
+			drop_held(r);
 			ai = 0;
 			backoff = r->s.backoff_min_ns;
 			r->publish_gap_ns = r->s.publish_interval_ns;
 			r->episode = 0;
-			logf_(r, "settings changed: following %s", r->s.addrs[0]);
+			if (r->s.n_addrs)
+				logf_(r, "settings changed: following %s",
+				      r->s.addrs[0]);
+			else
+				logf_(r, "paused: no mesosenv handler");
+		}
+		if (!r->s.n_addrs) {
+			/* Paused: nothing asks, so nothing is fetched until
+			 * new settings or stop wake the thread (both call
+			 * curl_multi_wakeup()). */
+			drive(r, 1000);
+			continue;
 		}
 		if (!r->stream_up) {
 			/* (Re)connect: stream first, so events during the
@@ -1091,10 +1107,12 @@ static int64_t dflt(int64_t v, int64_t d)
 
 /* Parse and copy @o into @st (zeroed): 0, -EINVAL (logged through @r;
  * never a credential) or -ENOMEM. On failure @st holds what was copied,
- * for settings_free(). */
+ * for settings_free(). @o NULL: paused, no address. */
 static int settings_parse(struct mar_resolver *r, struct settings *st,
 			  const struct mar_options *o)
 {
+	if (!o)
+		return 0; /* paused: no address */
 	const char *as = o->addresses && *o->addresses ? o->addresses
 						       : MAR_DEFAULT_ADDRESS;
 	int rc;
@@ -1184,6 +1202,8 @@ int mar_resolver_start(const struct mar_options *o, struct mar_resolver **out)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	int rc = -ENOMEM;
+	if (!o)
+		return -EINVAL;
 	struct mar_resolver *r = calloc(1, sizeof *r);
 	if (!r)
 		return -ENOMEM;
@@ -1194,6 +1214,7 @@ int mar_resolver_start(const struct mar_options *o, struct mar_resolver **out)
 	    (rc = settings_parse(r, &r->asked, o)))
 		goto fail;
 	r->publish_gap_ns = r->s.publish_interval_ns;
+	logf_(r, "following %s", r->s.addrs[0]); /* no userinfo kept */
 
 	rc = -ENOMEM;
 	/* curl_global_init is not thread-safe; mixd starts one resolver per

@@ -99,11 +99,11 @@ struct mar_hostcache {
 	struct hc_ent *v;
 	size_t n, cap; /* cap: power of two */
 	/* An ask failed for want of DNS (no answer in time, a server
-	 * failure) since the last refresh: DNS is likely down, and each ask
-	 * may block for the resolver's timeout. So no other name is asked
-	 * until the next refresh: stale answers are kept, new names go
-	 * without an address (and are asked again after the refresh). */
-	bool dns_failed;
+	 * failure): DNS is likely down, and each ask may block for the
+	 * resolver's timeout. So nothing is asked before dns_hold_until (or
+	 * the next refresh): stale answers are kept, new names go without an
+	 * address, and both are marked stale, to be asked once it passes. */
+	int64_t dns_hold_until, dns_hold_ns;
 };
 
 struct mar_hostcache *mar_hostcache_create(void)
@@ -112,6 +112,7 @@ struct mar_hostcache *mar_hostcache_create(void)
 	if (!hc)
 		return NULL;
 	hc->cap = 256;
+	hc->dns_hold_ns = MAR_DNS_HOLD_NS;
 	hc->v = calloc(hc->cap, sizeof *hc->v);
 	if (!hc->v) {
 		free(hc);
@@ -143,7 +144,7 @@ void mar_hostcache_refresh(struct mar_hostcache *hc, int64_t max_age_ns)
 	int64_t now = mar_now_ns();
 	hc->v = nv;
 	hc->n = 0;
-	hc->dns_failed = false;
+	hc->dns_hold_until = 0; /* a full sync asks again */
 	for (size_t i = 0; i < cap; i++) {
 		if (!old[i].name)
 			continue;
@@ -161,6 +162,11 @@ void mar_hostcache_refresh(struct mar_hostcache *hc, int64_t max_age_ns)
 		hc->n++;
 	}
 	free(old);
+}
+
+void mar_hostcache_set_dns_hold(struct mar_hostcache *hc, int64_t ns)
+{
+	hc->dns_hold_ns = ns;
 }
 
 size_t mar_hostcache_size(const struct mar_hostcache *hc)
@@ -247,6 +253,22 @@ static bool dns_down(int rc)
 	return rc == EAI_AGAIN || rc == EAI_FAIL || rc == EAI_SYSTEM;
 }
 
+/* Ask for @name into @e, unless DNS is held (@e->len 0 then); a failure
+ * for want of DNS holds it. Returns whether @e is an answer: an address,
+ * or a definite "no such name". */
+static bool ask(struct mar_hostcache *hc, const char *name, struct hc_ent *e)
+{
+	e->len = 0;
+	int64_t now = mar_now_ns();
+	if (now < hc->dns_hold_until)
+		return false;
+	if (dns_down(lookup_host(name, e))) {
+		hc->dns_hold_until = now + hc->dns_hold_ns;
+		return false;
+	}
+	return true;
+}
+
 /* Resolve @name: a literal, or through the cache, or getaddrinfo. */
 static void resolve_host(struct mar_hostcache *hc, const char *name,
 			 struct attr_value *out)
@@ -263,16 +285,14 @@ static void resolve_host(struct mar_hostcache *hc, const char *name,
 		struct hc_ent *c = &hc->v[j];
 		if (!strcmp(c->name, name)) {
 			c->used = true;
-			if (c->stale && !hc->dns_failed) {
-				/* A name that moved is found again; one that
-				 * fails keeps its last answer. */
-				struct hc_ent e = {0};
-				int rc = lookup_host(name, &e);
+			struct hc_ent e;
+			/* A name that moved is found again; one that fails
+			 * keeps its last answer. */
+			if (c->stale && ask(hc, name, &e)) {
 				if (e.len) {
 					c->len = e.len;
 					memcpy(c->ip, e.ip, 16);
 				}
-				hc->dns_failed |= dns_down(rc);
 				c->at = mar_now_ns();
 				c->stale = false;
 			}
@@ -285,9 +305,11 @@ static void resolve_host(struct mar_hostcache *hc, const char *name,
 		}
 		j = (j + 1) & (hc->cap - 1);
 	}
-	struct hc_ent e = {.used = true, .at = mar_now_ns()};
-	if (!hc->dns_failed)
-		hc->dns_failed = dns_down(lookup_host(name, &e));
+	struct hc_ent e = {0};
+	bool answered = ask(hc, name, &e);
+	e.used = true;
+	e.at = mar_now_ns();
+	e.stale = !answered; /* asked again once DNS is not held */
 	if (e.len) {
 		out->type = ATTR_IP;
 		out->len = e.len;

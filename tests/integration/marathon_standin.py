@@ -33,7 +33,7 @@ Commands ({"cmd": ...}):
   heartbeat {interval}       seconds between heartbeats
   auth {basic: "u:p"|null, token: "jwt"|null}   required credentials
   stats {}                   request counts, open streams, auth failures,
-                             each stream's event_type filter
+                             the last 8 streams' event_type filters
 GET /v2/events?event_type=T&... sends only those types, as Marathon does.
   quit {}
 With --follower a second server answers every request with 302 to the
@@ -369,7 +369,7 @@ class StandIn:
             with st.lock:
                 return {"requests": dict(st.requests),
                         "streams": len(st.streams),
-                        "stream_filters": list(st.stream_filters),
+                        "stream_filters": st.stream_filters[-8:],
                         "auth_failures": st.auth_failures}
         elif cmd == "quit":
             return {"quit": True}

@@ -199,17 +199,32 @@ def a_reload_moves_the_resolver_to_new_marathon_settings(build):
         with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
             mt.check(m.get("/readyz")[0] == 200, "ready without a resolver")
             mt.check(version_of(m, rec) == "unknown")
-            write(seed_for(old_m.port))
+            # A reload brings one, whose Marathon refuses the password: a
+            # resolver started, not synced, so not ready.
+            write(seed_for(new_m.port))
             m.wait_for(lambda: gen(m) == 2, what="the reload")
-            m.wait_for(lambda: mt.value(m.metrics(), "mixd_marathon_synced") == 1,
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_marathon_sync_total",
+                                        result="unauthorized") >= 1,
                        timeout=20, what="a resolver started by the reload")
+            mt.check(m.get("/readyz")[0] == 503, "not ready: never synced")
+            # A reload that drops the handler: ready again, the resolver
+            # paused (it stops knocking).
+            write(without_mesos(seed_for(new_m.port)) + "\n# no marathon\n")
+            m.wait_for(lambda: gen(m) == 3, what="the second reload")
+            m.wait_for(lambda: "paused" in m.stderr(), what="the resolver paused")
+            mt.check(m.get("/readyz")[0] == 200, "ready without mesosenv")
+            knocks = new_m.command({"cmd": "stats"})["auth_failures"]
+            time.sleep(1.0)
+            mt.check(new_m.command({"cmd": "stats"})["auth_failures"] == knocks,
+                     "a paused resolver still asks")
+            # And one that brings it back, to a Marathon that answers.
+            write(seed_for(old_m.port))
+            m.wait_for(lambda: gen(m) == 4, what="the third reload")
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_marathon_synced") == 1,
+                       timeout=20, what="synced after the pause")
             m.wait_for(lambda: version_of(m, rec) == "v2", timeout=20,
                        what="records resolved")
-            # ... and one that drops it again does not wait for Marathon.
-            old_m.command({"cmd": "down"})
-            write(without_mesos(seed_for(old_m.port)) + "\n# no marathon\n")
-            m.wait_for(lambda: gen(m) == 3, what="the second reload")
-            mt.check(m.get("/readyz")[0] == 200, "ready without mesosenv")
+            mt.check(m.get("/readyz")[0] == 200)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -403,14 +403,20 @@ static void test_host_cache_follows_the_cluster(void **st)
  * goes to the real getaddrinfo().
  */
 static int dns_is_down, dns_asks; /* atomic */
+static int (*real_getaddrinfo)(const char *, const char *,
+			       const struct addrinfo *, struct addrinfo **);
+
+/* Before main(), so before any thread asks. */
+__attribute__((constructor)) static void find_getaddrinfo(void)
+{
+	*(void **)&real_getaddrinfo = dlsym(RTLD_NEXT, "getaddrinfo");
+}
 
 int getaddrinfo(const char *node, const char *service,
 		const struct addrinfo *hints, struct addrinfo **res)
 {
-	static int (*real)(const char *, const char *,
-			   const struct addrinfo *, struct addrinfo **);
-	if (!real)
-		*(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
+	int (*real)(const char *, const char *, const struct addrinfo *,
+		    struct addrinfo **) = real_getaddrinfo;
 	size_t n = node ? strlen(node) : 0;
 	if (n < 12 || strcmp(node + n - 11, ".agent.test"))
 		return real(node, service, hints, res);
@@ -459,54 +465,57 @@ static int asks_for(cJSON *apps, struct mar_hostcache *hc,
 	return __atomic_load_n(&dns_asks, __ATOMIC_RELAXED) - before;
 }
 
-/* DNS down: one ask per refresh blocks (each may take the resolver's
- * timeout), not one per agent; answers already had are kept; names that
- * simply do not exist say nothing about DNS. */
+/* DNS down: one ask blocks (each may take the resolver's timeout), not
+ * one per agent; for the hold after it nothing is asked, then the names
+ * it skipped are; answers already had are kept; names that simply do not
+ * exist say nothing about DNS. */
 static void test_host_cache_when_dns_is_down(void **st)
 {
 	static const char *const hosts[] = {"a.agent.test", "b.agent.test",
-					    "c.agent.test"};
+					    "c.agent.test", "d.agent.test"};
 	struct mar_hostcache *hc = mar_hostcache_create();
-	cJSON *apps = apps_on(hosts, 3);
+	mar_hostcache_set_dns_hold(hc, 300 * MS);
+	cJSON *three = apps_on(hosts, 3), *four = apps_on(hosts, 4);
 	struct mar_snap *s;
 
 	__atomic_store_n(&dns_is_down, 1, __ATOMIC_RELAXED);
-	assert_int_equal(asks_for(apps, hc, &s), 1);
+	assert_int_equal(asks_for(three, hc, &s), 1);
 	assert_false(agent_found(s, 'a'));
 	mar_snap_free(s);
-	/* events rebuild between syncs: still no asking */
-	assert_int_equal(asks_for(apps, hc, &s), 0);
+	/* events rebuild during the hold: a new agent is not asked either */
+	assert_int_equal(asks_for(four, hc, &s), 0);
 	mar_snap_free(s);
 
-	/* up at the next sync: every name asked, every agent found */
+	/* after the hold, DNS back: every skipped name asked, no sync needed */
 	__atomic_store_n(&dns_is_down, 0, __ATOMIC_RELAXED);
-	mar_hostcache_refresh(hc, INT64_MAX);
-	assert_int_equal(asks_for(apps, hc, &s), 3);
+	usleep(350 * 1000);
+	assert_int_equal(asks_for(four, hc, &s), 4);
 	assert_true(agent_found(s, 'a') && agent_found(s, 'b') &&
-		    agent_found(s, 'c'));
+		    agent_found(s, 'c') && agent_found(s, 'd'));
 	mar_snap_free(s);
-	assert_int_equal(asks_for(apps, hc, &s), 0); /* cached */
+	assert_int_equal(asks_for(four, hc, &s), 0); /* cached */
 	mar_snap_free(s);
 
 	/* down again when the answers are old: one ask, the answers kept */
 	__atomic_store_n(&dns_is_down, 1, __ATOMIC_RELAXED);
 	mar_hostcache_refresh(hc, 0);
-	assert_int_equal(asks_for(apps, hc, &s), 1);
+	assert_int_equal(asks_for(four, hc, &s), 1);
 	assert_true(agent_found(s, 'a') && agent_found(s, 'b') &&
-		    agent_found(s, 'c'));
+		    agent_found(s, 'c') && agent_found(s, 'd'));
 	mar_snap_free(s);
 
 	/* a name that does not exist is not DNS being down */
 	__atomic_store_n(&dns_is_down, 0, __ATOMIC_RELAXED);
 	mar_hostcache_refresh(hc, INT64_MAX);
-	static const char *const more[] = {"xgone.agent.test", "d.agent.test"};
-	cJSON *apps2 = apps_on(more, 2);
-	assert_int_equal(asks_for(apps2, hc, &s), 2);
-	assert_true(agent_found(s, 'd'));
+	static const char *const more[] = {"xgone.agent.test", "e.agent.test"};
+	cJSON *two = apps_on(more, 2);
+	assert_int_equal(asks_for(two, hc, &s), 2);
+	assert_true(agent_found(s, 'e'));
 	mar_snap_free(s);
 
-	cJSON_Delete(apps);
-	cJSON_Delete(apps2);
+	cJSON_Delete(three);
+	cJSON_Delete(four);
+	cJSON_Delete(two);
 	mar_hostcache_destroy(hc);
 }
 
@@ -1535,6 +1544,19 @@ static void test_reconfigure_moves_to_new_settings(void **st)
 	/* Unusable ones: refused, the resolver stays where it is. */
 	struct mar_options bad = fast_options("ftp://127.0.0.1:1");
 	assert_int_equal(mar_resolver_reconfigure(r, &bad), -EINVAL);
+	assert_int_equal(mar_resolver_reconfigure(r, &o), 0);
+	/* Paused (a reload dropped the handler): the stream closes, nothing
+	 * is fetched, the snapshot stays; settings again resume it. */
+	assert_int_equal(mar_resolver_reconfigure(r, NULL), 1);
+	WAIT_UNTIL(standin_streams(&a) == 0, 5000);
+	int paused_apps = standin_requests(&a, "/v2/apps");
+	usleep(300 * 1000);
+	assert_int_equal(standin_requests(&a, "/v2/apps"), paused_apps);
+	assert_true(dst_is(rd, REVIEWS_POD, "reviews-v2"));
+	assert_int_equal(mar_resolver_reconfigure(r, NULL), 0);
+	assert_int_equal(mar_resolver_reconfigure(r, &o), 1);
+	WAIT_UNTIL(standin_streams(&a) == 1, 5000);
+	WAIT_UNTIL(standin_requests(&a, "/v2/apps") > paused_apps, 5000);
 
 	/* The wrong password first: the snapshot in force keeps serving. */
 	struct mar_options ob = fast_options(addr_b);
