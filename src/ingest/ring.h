@@ -227,7 +227,9 @@ enum ring_peek_rc {
 static inline bool ring_cons_refresh(struct ring_cons *c)
 {
 	uint64_t h = ring_load_acquire(&c->hdr->prod.head);
-	if (h < c->tail || h - c->tail > c->cap)
+	/* Frames are 8-aligned, so a head off that grid is no producer's:
+	 * no resync could reach it. */
+	if ((h & 7) || h < c->tail || h - c->tail > c->cap)
 		return false;
 	c->lim = h == c->head ? h : h & ~(uint64_t)63;
 	c->head = h;

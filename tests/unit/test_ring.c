@@ -546,6 +546,34 @@ static void a_corrupt_frame_after_good_ones_loses_only_what_follows(void **state
 	munmap(h, size);
 }
 
+/* A head that no frame can end at (frames are 8-aligned): the ring is
+ * dead at once, not resynchronised for ever at a place short of head
+ * (which kept its shard from ever sleeping or releasing the ring). */
+static void a_head_off_the_frame_grid_kills_the_ring(void **state)
+{
+	(void)state;
+	struct ring_prod prod;
+	size_t size;
+	int fd;
+	struct mixd_ring_hdr *h = shared_segment(&prod, &size, &fd);
+	ring_store_release(&h->prod.head, 4);
+
+	static uint8_t scratch[INGEST_POLL_SCRATCH];
+	struct ingest_ring_counts n = {0};
+	struct ingest_ring *r;
+	int seen = 0;
+	assert_int_equal(ingest_ring_attach(fd, &r), 0); /* takes fd */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(ingest_ring_poll(r, count_only, NULL, &seen,
+						  100, &n, scratch),
+				 0);
+	assert_int_equal(seen, 0);
+	assert_int_equal(n.rejected[INGEST_REJ_RING], 1);
+	assert_true(ingest_ring_empty(r));
+	ingest_ring_destroy(r);
+	munmap(h, size);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -558,6 +586,7 @@ int main(void)
 		cmocka_unit_test(producer_and_consumer_threads_agree_on_every_byte),
 		cmocka_unit_test(shared_records_are_read_from_a_private_copy),
 		cmocka_unit_test(records_are_announced_before_they_are_handed_over),
+		cmocka_unit_test(a_head_off_the_frame_grid_kills_the_ring),
 		cmocka_unit_test(a_corrupt_frame_after_good_ones_loses_only_what_follows),
 		cmocka_unit_test(the_line_being_written_waits_until_the_producer_pauses),
 	};
