@@ -250,6 +250,8 @@ static int kv_cmp(const void *a, const void *b)
 /* Append one label value to the key; false if it cannot be formatted. */
 static bool key_put(uint8_t *key, uint32_t *len, const struct attr_value *v)
 {
+	if (*len + 2 > KEY_MAX)
+		return false; /* the labels before filled the key */
 	uint8_t *out = key + *len + 2;
 	size_t room = KEY_MAX - *len - 2, n = 0;
 	char tmp[64];

@@ -608,6 +608,61 @@ def series_expire_after_the_policy(build):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+LONG_LABELS = """\
+apiVersion: "config.istio.io/v1alpha2"
+kind: metric
+metadata: {name: longlabels, namespace: default}
+spec:
+  value: request.size | 1
+  dimensions:
+    p1: request.path
+    p2: request.path | "-"
+    ua: request.useragent
+---
+apiVersion: "config.istio.io/v1alpha2"
+kind: prometheus
+metadata: {name: long, namespace: default}
+spec:
+  metrics:
+  - name: long_total
+    instance_name: longlabels.metric.default
+    kind: COUNTER
+    label_names: [p1, p2, ua]
+---
+apiVersion: "config.istio.io/v1alpha2"
+kind: rule
+metadata: {name: long, namespace: default}
+spec:
+  actions:
+  - handler: long.prometheus
+    instances: [longlabels.metric]
+"""
+
+
+def labels_that_fill_the_key_fail_the_next_one(build):
+    """Two labels of a 32,766-byte path fill a label set's 64 KiB exactly;
+    the third label must fail the instance (counted), not be written past
+    the end of the key."""
+    tmp = tempfile.mkdtemp(prefix="mixd-longlabels.")
+    try:
+        path = os.path.join(tmp, "mixer.yaml")
+        with open(path, "w") as f:
+            f.write(LONG_LABELS)
+        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
+            long_path = "/" + "p" * 32765
+            send(build, m, [{"request.path": long_path, "request.useragent": "u" * 20000},
+                            {"request.path": "/short", "request.useragent": "curl"}])
+            errors = lambda: mt.value(m.metrics(), "mixd_instance_errors_total",
+                                      instance="longlabels.metric.default")
+            m.wait_for(lambda: errors() == 1, what="the long record's instance failed")
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_series",
+                                        family="istio_long_total") == 1)
+            got = [dict(k[1]) for k in m.prom_metrics() if k[0] == "istio_long_total"]
+            mt.check(got == [{"p1": "/short", "p2": "/short", "ua": "curl"}], f"{got}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def the_series_limit_bounds_memory(build):
     with mt.Mixd(build, SEED_ARGS + ["--series-limit", "5"], shards=1) as m:
         records = [{"context.protocol": "http", "response.code": 200 + i} for i in range(20)]
@@ -840,6 +895,7 @@ if __name__ == "__main__":
         a_one_file_config_reloads_after_renames_and_a_failure,
         a_configmap_style_file_reloads_when_its_link_is_swapped,
         series_expire_after_the_policy,
+        labels_that_fill_the_key_fail_the_next_one,
         the_series_limit_bounds_memory,
         a_real_prometheus_scrapes_mixd,
         a_real_prometheus_takes_a_large_gzipped_scrape,
