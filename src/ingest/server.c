@@ -117,6 +117,7 @@ struct ingest_server {
 	struct conn *conns;
 	struct conn *stalls;
 	bool timer_armed;
+	bool accept_later; /* accept failed: re-arm it at the next tick */
 	struct __kernel_timespec tick;
 
 	/* counters: written by the io thread, read by anyone */
@@ -350,6 +351,12 @@ static bool unstall(struct ingest_server *s, struct conn *c)
 static void on_timer(struct ingest_server *s)
 {
 	s->timer_armed = false;
+	if (s->accept_later) {
+		s->accept_later = false;
+		if (s->accepting &&
+		    !__atomic_load_n(&s->stop_accept, __ATOMIC_ACQUIRE))
+			arm_accept(s);
+	}
 	struct conn **pp = &s->stalls, *c;
 	while ((c = *pp)) {
 		if (!unstall(s, c)) {
@@ -370,8 +377,17 @@ static void on_timer(struct ingest_server *s)
 static void on_accept(struct ingest_server *s, struct io_uring_cqe *cqe)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE) && s->accepting &&
-	    !__atomic_load_n(&s->stop_accept, __ATOMIC_ACQUIRE))
-		arm_accept(s); /* the kernel ended the multishot: re-arm */
+	    !__atomic_load_n(&s->stop_accept, __ATOMIC_ACQUIRE)) {
+		/* The kernel ended the multishot: re-arm. After a failure
+		 * (out of descriptors, say) not at once, which would fail
+		 * at once, for ever: at the next tick. */
+		if (cqe->res < 0) {
+			s->accept_later = true;
+			arm_timer(s);
+		} else {
+			arm_accept(s);
+		}
+	}
 	if (cqe->res < 0)
 		return;
 	struct conn *c = calloc(1, sizeof *c);
@@ -390,11 +406,14 @@ static void on_accept(struct ingest_server *s, struct io_uring_cqe *cqe)
 	arm_hello(s, c);
 }
 
+/* The one descriptor of a hello, or -1. Every other descriptor the
+ * kernel installed is closed, and all of them when the control data was
+ * cut short (more than fit: the hello is refused): each is an open file
+ * in mixd, and a producer sending many would run mixd out of them. */
 static int take_fd(struct conn *c)
 {
 	int fd = -1;
-	if (c->msg.msg_flags & MSG_CTRUNC)
-		return -1;
+	bool cut = c->msg.msg_flags & MSG_CTRUNC;
 	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&c->msg); cm;
 	     cm = CMSG_NXTHDR(&c->msg, cm)) {
 		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
@@ -403,7 +422,7 @@ static int take_fd(struct conn *c)
 		for (size_t i = 0; i < n; i++) {
 			int f;
 			memcpy(&f, CMSG_DATA(cm) + i * sizeof(int), sizeof f);
-			if (fd < 0)
+			if (fd < 0 && !cut)
 				fd = f;
 			else
 				close(f); /* one ring per connection */

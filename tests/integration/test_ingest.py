@@ -243,6 +243,31 @@ def garbage_on_the_socket_is_rejected_and_counted(build):
         mt.check(got["producers"] == 0, f"{got}")
 
 
+def hellos_with_too_many_descriptors_leave_none_open(build):
+    """A hello carrying more descriptors than mixd takes (its control
+    buffer holds four) is refused, and every descriptor the kernel put
+    into mixd is closed: a producer cannot run mixd out of files."""
+    with mt.Mixd(build) as m:
+        fds_of = lambda: len(os.listdir(f"/proc/{m.proc.pid}/fd"))
+        before = fds_of()
+        extra = [os.open("/dev/null", os.O_RDONLY) for _ in range(8)]
+        hello = b"MIXDHELO" + struct.pack("<II", 1, 1)  # version 1, shm
+        try:
+            for _ in range(20):
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(m.sock)
+                s.sendmsg([hello], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                     struct.pack("<8i", *extra))])
+                s.close()
+        finally:
+            for f in extra:
+                os.close(f)
+        settle(m, lambda x: x["handshake"] == 20, "20 refused hellos")
+        time.sleep(0.2)
+        mt.check(fds_of() <= before + 2, f"mixd holds {fds_of() - before} more files")
+        mt.check(m.get("/healthz")[0] == 200)
+
+
 def an_idle_mixd_picks_a_record_up_within_10_ms(build):
     """One producer, connected and idle, writes one record at a time; each
     time the shards have slept for 100 ms. Latency runs from the commit (the
@@ -361,6 +386,7 @@ if __name__ == "__main__":
         a_producer_truncating_its_memfd_cannot_hurt_mixd,
         a_producer_scribbling_over_its_ring_is_contained,
         garbage_on_the_socket_is_rejected_and_counted,
+        hellos_with_too_many_descriptors_leave_none_open,
         an_idle_mixd_picks_a_record_up_within_10_ms,
         records_announced_ahead_are_counted_exactly,
         sigterm_drains_and_exits_zero,
