@@ -15,6 +15,7 @@
  * outlive its client and a client its threads.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -70,6 +71,10 @@ struct tl_ring {
 	void *map;
 	size_t map_len;
 	int memfd; /* -1 for socket transport */
+	/* The ring's own descriptor of the client's wakeup eventfd: the
+	 * thread's exit rings the client through it, and the client may be
+	 * closed (its wake_fd closed, the number reused) by then. */
+	int wake_fd;
 
 	/* The background thread's. */
 	struct tl_ring *next; /* the client's list */
@@ -136,6 +141,7 @@ static void ring_unref(struct tl_ring *r)
 		close(r->sock);
 	if (r->memfd >= 0)
 		close(r->memfd);
+	close(r->wake_fd);
 	munmap(r->map, r->map_len);
 	free(r->rec.w.buf);
 	free(r);
@@ -149,8 +155,11 @@ static void tl_destructor(void *unused)
 	for (; r; r = next) {
 		next = r->tl_next;
 		__atomic_store_n(&r->retired, 1, __ATOMIC_RELEASE);
-		if (!__atomic_load_n(&r->orphaned, __ATOMIC_ACQUIRE))
-			wake(r->client);
+		if (!__atomic_load_n(&r->orphaned, __ATOMIC_ACQUIRE)) {
+			uint64_t one = 1; /* never r->client: it may be freed */
+			ssize_t n = write(r->wake_fd, &one, sizeof one);
+			(void)n; /* EAGAIN: a wakeup is already pending */
+		}
 		ring_unref(r);
 	}
 }
@@ -169,6 +178,9 @@ static struct tl_ring *ring_create(struct mixd_client *c)
 	r->sock = -1;
 	r->map = MAP_FAILED;
 	r->map_len = MIXD_RING_HDR_SIZE + c->ring_bytes;
+	r->wake_fd = fcntl(c->wake_fd, F_DUPFD_CLOEXEC, 0);
+	if (r->wake_fd < 0)
+		goto fail;
 	if (c->transport == MIXD_TRANSPORT_SHM) {
 		r->memfd = memfd_create("mixd-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 		if (r->memfd < 0 || ftruncate(r->memfd, (off_t)r->map_len) != 0)
@@ -219,6 +231,8 @@ fail:
 		munmap(r->map, r->map_len);
 	if (r->memfd >= 0)
 		close(r->memfd);
+	if (r->wake_fd >= 0)
+		close(r->wake_fd);
 	free(r);
 	return NULL;
 }

@@ -215,6 +215,40 @@ static void each_thread_gets_its_own_ring(void **state)
 	daemon_stop(&d);
 }
 
+/* A thread may outlive its client: threads done with it whose exit
+ * races the client's close ring it through their own descriptor, never
+ * through the freed client or its closed (perhaps reused) eventfd. Under
+ * TSan the old code showed the read of the freed client. */
+static pthread_barrier_t done_reporting;
+
+static void *report_then_exit(void *p)
+{
+	(void)proxy_record_rc(p, 200);
+	pthread_barrier_wait(&done_reporting);
+	return NULL; /* the thread's rings retire now, as close runs */
+}
+
+static void threads_exiting_while_the_client_closes(void **state)
+{
+	(void)state;
+	for (int round = 0; round < 20; round++) {
+		mixd_client *c;
+		assert_int_equal(mixd_client_open("unix:///nonexistent/mixd.sock",
+						  NULL, &c),
+				 0);
+		pthread_barrier_init(&done_reporting, NULL, 5);
+		pthread_t t[4];
+		for (int i = 0; i < 4; i++)
+			assert_int_equal(
+				pthread_create(&t[i], NULL, report_then_exit, c), 0);
+		pthread_barrier_wait(&done_reporting);
+		mixd_client_close(c);
+		for (int i = 0; i < 4; i++)
+			pthread_join(t[i], NULL);
+		pthread_barrier_destroy(&done_reporting);
+	}
+}
+
 static void the_socket_transport_delivers_the_same_records(void **state)
 {
 	struct daemon d;
@@ -778,6 +812,7 @@ int main(void)
 		cmocka_unit_test(records_made_before_mixd_listens_arrive_when_it_does),
 		cmocka_unit_test(a_full_ring_drops_and_counts_and_mixd_sees_the_drops),
 		cmocka_unit_test(each_thread_gets_its_own_ring),
+		cmocka_unit_test(threads_exiting_while_the_client_closes),
 		cmocka_unit_test(the_socket_transport_delivers_the_same_records),
 		cmocka_unit_test(invalid_records_are_dropped_and_counted),
 		cmocka_unit_test(custom_names_travel_inline),
