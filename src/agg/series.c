@@ -787,9 +787,13 @@ update(const struct plan_family *f, uint64_t *cells, double v)
 		 * move per step, not a branch: where a value lands is random. */
 		const double *pb = f->padded;
 		size_t b = 0;
-		for (size_t half = f->npad / 2; half; half /= 2)
-			b = v > pb[b + half - 1] ? b + half : b;
-		b += v > pb[b];
+		if (__builtin_expect(v != v, 0)) {
+			b = f->nb; /* NaN: +Inf only, as Prometheus' clients do */
+		} else {
+			for (size_t half = f->npad / 2; half; half /= 2)
+				b = v > pb[b + half - 1] ? b + half : b;
+			b += v > pb[b];
+		}
 		cell_add_u64(&c[b], 1);
 		cell_add_double(&c[f->nb + 1], v);
 		cell_add_u64(&c[f->nb + 2], 1);

@@ -663,6 +663,54 @@ def labels_that_fill_the_key_fail_the_next_one(build):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+NAN_HISTOGRAM = """\
+apiVersion: "config.istio.io/v1alpha2"
+kind: metric
+metadata: {name: took, namespace: default}
+spec:
+  value: request.headers["x-took"] | "0"
+  dimensions: {}
+---
+apiVersion: "config.istio.io/v1alpha2"
+kind: prometheus
+metadata: {name: took, namespace: default}
+spec:
+  metrics:
+  - name: took
+    instance_name: took.metric.default
+    kind: DISTRIBUTION
+    buckets:
+      explicit_buckets: {bounds: [1, 2]}
+---
+apiVersion: "config.istio.io/v1alpha2"
+kind: rule
+metadata: {name: took, namespace: default}
+spec:
+  actions:
+  - handler: took.prometheus
+    instances: [took.metric]
+"""
+
+
+def a_nan_observation_counts_only_in_the_inf_bucket(build):
+    """A value that parses to NaN (Mixer took string values through
+    ParseFloat) is in no finite bucket, as Prometheus' clients have it."""
+    tmp = tempfile.mkdtemp(prefix="mixd-nan.")
+    try:
+        path = os.path.join(tmp, "mixer.yaml")
+        with open(path, "w") as f:
+            f.write(NAN_HISTOGRAM)
+        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
+            send(build, m, [{"request.headers": {"x-took": "NaN"}},
+                            {"request.headers": {"x-took": "1.5"}}])
+            m.wait_for(lambda: mt.value(m.prom_metrics(), "istio_took_count") == 2)
+            ms = m.prom_metrics()
+            got = {le: mt.value(ms, "istio_took_bucket", le=le) for le in ("1", "2", "+Inf")}
+            mt.check(got == {"1": 0, "2": 1, "+Inf": 2}, f"{got}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def the_series_limit_bounds_memory(build):
     with mt.Mixd(build, SEED_ARGS + ["--series-limit", "5"], shards=1) as m:
         records = [{"context.protocol": "http", "response.code": 200 + i} for i in range(20)]
@@ -896,6 +944,7 @@ if __name__ == "__main__":
         a_configmap_style_file_reloads_when_its_link_is_swapped,
         series_expire_after_the_policy,
         labels_that_fill_the_key_fail_the_next_one,
+        a_nan_observation_counts_only_in_the_inf_bucket,
         the_series_limit_bounds_memory,
         a_real_prometheus_scrapes_mixd,
         a_real_prometheus_takes_a_large_gzipped_scrape,
