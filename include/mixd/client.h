@@ -102,8 +102,9 @@ void mixd_client_close(mixd_client *c);
 
 /**
  * Wait up to @timeout_ms for mixd to take every record committed so far
- * (shared memory: consumed from the rings; socket: written to the socket).
- * Returns 0, or -ETIMEDOUT. This is the one call that may block.
+ * (shared memory: consumed from the rings; socket: written to the socket);
+ * a negative @timeout_ms waits as long as that takes. Returns 0, or
+ * -ETIMEDOUT. This is the one call that may block.
  */
 int mixd_client_flush(mixd_client *c, int timeout_ms);
 

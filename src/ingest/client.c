@@ -1452,7 +1452,12 @@ API void mixd_client_close(mixd_client *c)
 
 API int mixd_client_flush(mixd_client *c, int timeout_ms)
 {
-	uint64_t deadline = now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000u;
+	/* Negative: no deadline (the unsigned sum would have wrapped to
+	 * one in the past). */
+	uint64_t deadline = timeout_ms < 0
+				    ? UINT64_MAX
+				    : now_ns(CLOCK_MONOTONIC) +
+					      (uint64_t)timeout_ms * 1000000u;
 	for (;;) {
 		bool done = true;
 		pthread_mutex_lock(&c->lock);
