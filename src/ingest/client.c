@@ -45,6 +45,7 @@
 /* A largest record must fit even right after a wrap (see ring_push). */
 #define RING_MIN (256u << 10)
 #define BACKOFF_MIN_MS 10u
+#define CONNECTION_LASTED_NS 1000000000ull
 #define SEND_CHUNK (256u << 10)
 
 struct mixd_record {
@@ -80,6 +81,7 @@ struct tl_ring {
 	struct tl_ring *next; /* the client's list */
 	int sock;
 	uint64_t retry_at_ns;
+	uint64_t connected_ns; /* when the connection in use was made */
 	uint32_t backoff_ms;
 	struct ring_cons send; /* socket transport: the sender's end */
 	uint32_t send_part;    /* bytes of the frame at send.tail already sent */
@@ -1153,6 +1155,16 @@ static int send_hello(struct mixd_client *c, struct tl_ring *r, int fd)
 	return n == (ssize_t)sizeof hello ? 0 : -1;
 }
 
+/* Try again after the backoff, which doubles up to reconnect_max_ms. */
+static void retry_later(struct mixd_client *c, struct tl_ring *r,
+			uint64_t now)
+{
+	r->retry_at_ns = now + (uint64_t)r->backoff_ms * 1000000u;
+	r->backoff_ms *= 2;
+	if (r->backoff_ms > c->reconnect_max_ms)
+		r->backoff_ms = c->reconnect_max_ms;
+}
+
 static void try_connect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
 {
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -1160,7 +1172,7 @@ static void try_connect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
 	    connect(fd, (struct sockaddr *)&c->addr, sizeof c->addr) == 0 &&
 	    send_hello(c, r, fd) == 0) {
 		r->sock = fd;
-		r->backoff_ms = BACKOFF_MIN_MS;
+		r->connected_ns = now; /* the backoff waits to see it last */
 		r->send_part = 0;
 		r->want_out = false;
 		__atomic_add_fetch(&c->connected, 1, __ATOMIC_RELAXED);
@@ -1168,10 +1180,7 @@ static void try_connect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
 	}
 	if (fd >= 0)
 		close(fd);
-	r->retry_at_ns = now + (uint64_t)r->backoff_ms * 1000000u;
-	r->backoff_ms *= 2;
-	if (r->backoff_ms > c->reconnect_max_ms)
-		r->backoff_ms = c->reconnect_max_ms;
+	retry_later(c, r, now);
 }
 
 static void disconnect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
@@ -1181,7 +1190,13 @@ static void disconnect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
 	/* A frame cut short is sent again, whole, on the next connection;
 	 * mixd discards the partial one with the connection. */
 	r->send_part = 0;
-	r->retry_at_ns = now + BACKOFF_MIN_MS * 1000000u;
+	/* A connection that lasted starts the backoff over; one that mixd
+	 * dropped at once (it refused the ring, say) backs off as a failed
+	 * connect does, or every thread would reconnect 100 times a second
+	 * for ever. */
+	if (now - r->connected_ns >= CONNECTION_LASTED_NS)
+		r->backoff_ms = BACKOFF_MIN_MS;
+	retry_later(c, r, now);
 	__atomic_sub_fetch(&c->connected, 1, __ATOMIC_RELAXED);
 }
 

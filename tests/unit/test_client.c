@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -247,6 +249,55 @@ static void threads_exiting_while_the_client_closes(void **state)
 			pthread_join(t[i], NULL);
 		pthread_barrier_destroy(&done_reporting);
 	}
+}
+
+/* A "mixd" that takes each connection and closes it at once, as mixd
+ * does when it refuses a ring: the client must back off, not reconnect
+ * every 10 ms for ever. */
+struct slammer {
+	int fd, accepts;
+	pthread_t t;
+};
+
+static void *slam(void *p)
+{
+	struct slammer *s = p;
+	int c;
+	while ((c = accept(s->fd, NULL, NULL)) >= 0) {
+		__atomic_add_fetch(&s->accepts, 1, __ATOMIC_RELAXED);
+		close(c);
+	}
+	return NULL;
+}
+
+static void a_connection_dropped_at_once_backs_off(void **state)
+{
+	(void)state;
+	struct slammer s = {0};
+	char path[108];
+	snprintf(path, sizeof path, "/tmp/mixd-slam-%d.sock", (int)getpid());
+	unlink(path);
+	s.fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+	assert_int_equal(bind(s.fd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(s.fd, 16), 0);
+	assert_int_equal(pthread_create(&s.t, NULL, slam, &s), 0);
+	char addr[128];
+	snprintf(addr, sizeof addr, "unix://%s", path);
+	mixd_client *c;
+	assert_int_equal(mixd_client_open(addr, NULL, &c), 0);
+	proxy_record(c, 200); /* a ring, so a connection to make */
+	usleep(1000 * 1000);
+	int n = __atomic_load_n(&s.accepts, __ATOMIC_RELAXED);
+	mixd_client_close(c);
+	/* 10, 20, 40, ... ms apart: about 7 in a second, not 100 */
+	assert_true(n >= 2);
+	assert_true(n <= 12);
+	shutdown(s.fd, SHUT_RDWR);
+	close(s.fd);
+	pthread_join(s.t, NULL);
+	unlink(path);
 }
 
 static void the_socket_transport_delivers_the_same_records(void **state)
@@ -813,6 +864,7 @@ int main(void)
 		cmocka_unit_test(a_full_ring_drops_and_counts_and_mixd_sees_the_drops),
 		cmocka_unit_test(each_thread_gets_its_own_ring),
 		cmocka_unit_test(threads_exiting_while_the_client_closes),
+		cmocka_unit_test(a_connection_dropped_at_once_backs_off),
 		cmocka_unit_test(the_socket_transport_delivers_the_same_records),
 		cmocka_unit_test(invalid_records_are_dropped_and_counted),
 		cmocka_unit_test(custom_names_travel_inline),
