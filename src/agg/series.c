@@ -206,17 +206,6 @@ static struct row *insert(struct series *se, uint64_t h, const uint8_t *key,
 
 /* ---- label values, formatted as Mixer's prometheus adapter did ---------- */
 
-static size_t fmt_double(double v, char *buf, size_t cap)
-{
-	/* Shortest of %.15g .. %.17g that reads back exactly. */
-	for (int prec = 15; prec <= 17; prec++) {
-		int n = snprintf(buf, cap, "%.*g", prec, v);
-		if (prec == 17 || strtod(buf, NULL) == v)
-			return (size_t)n;
-	}
-	return 0;
-}
-
 /* Decimal, without snprintf: response codes are in most keys. */
 static size_t fmt_i64(int64_t v, char *buf)
 {
@@ -254,7 +243,7 @@ static bool key_put(uint8_t *key, uint32_t *len, const struct attr_value *v)
 		return false; /* the labels before filled the key */
 	uint8_t *out = key + *len + 2;
 	size_t room = KEY_MAX - *len - 2, n = 0;
-	char tmp[64];
+	char tmp[400]; /* a double without an exponent: up to 330 bytes */
 
 	switch (v->type) {
 	case ATTR_STRING:
@@ -275,7 +264,7 @@ static bool key_put(uint8_t *key, uint32_t *len, const struct attr_value *v)
 		n = fmt_i64(v->i, tmp);
 		goto copy;
 	case ATTR_DOUBLE:
-		n = fmt_double(v->d, tmp, sizeof tmp);
+		n = attr_format_double(v->d, tmp, sizeof tmp);
 		goto copy;
 	case ATTR_BOOL:
 		n = v->b ? 4 : 5;
@@ -285,14 +274,20 @@ static bool key_put(uint8_t *key, uint32_t *len, const struct attr_value *v)
 		n = attr_format_duration(v->i, tmp, sizeof tmp);
 		goto copy;
 	case ATTR_TIMESTAMP:
-		n = attr_format_timestamp(v->i, tmp, sizeof tmp);
+		n = attr_format_timestamp_us(v->i, tmp, sizeof tmp);
 		goto copy;
-	case ATTR_IP:
-		if (!inet_ntop(v->len == 4 ? AF_INET : AF_INET6, v->ip, tmp,
-			       sizeof tmp))
+	case ATTR_IP: {
+		/* As Go's net.IP prints: an IPv4-mapped address in dots. */
+		static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0,
+						   0, 0, 0, 0, 0xff, 0xff};
+		bool v4 = v->len == 4 ||
+			  (v->len == 16 && !memcmp(v->ip, mapped, 12));
+		if (!inet_ntop(v4 ? AF_INET : AF_INET6,
+			       v4 ? v->ip + v->len - 4 : v->ip, tmp, sizeof tmp))
 			return false;
 		n = strlen(tmp);
 		goto copy;
+	}
 	case ATTR_STRING_MAP: {
 		/* Sorted k=v&k2=v2, as Mixer rendered a map label. */
 		struct kv_ref kv[256];

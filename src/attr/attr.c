@@ -5,6 +5,7 @@
 #include "attr/attr.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -650,11 +651,14 @@ int attr_parse_timestamp(const char *s, size_t len, int64_t *ns)
 	return 0;
 }
 
-size_t attr_format_timestamp(int64_t ns, char *buf, size_t cap)
+/* @ns as "YYYY-MM-DDTHH:MM:SS" (UTC) into @tmp (64 bytes); returns its
+ * length and stores the nanoseconds past the second in *@frac. */
+static int format_seconds(int64_t ns, char *tmp, int64_t *frac)
 {
-	int64_t secs = ns / 1000000000, frac = ns % 1000000000;
-	if (frac < 0) {
-		frac += 1000000000;
+	int64_t secs = ns / 1000000000;
+	*frac = ns % 1000000000;
+	if (*frac < 0) {
+		*frac += 1000000000;
 		secs--;
 	}
 	int64_t days = secs / 86400, rem = secs % 86400;
@@ -665,10 +669,16 @@ size_t attr_format_timestamp(int64_t ns, char *buf, size_t cap)
 	int64_t y;
 	unsigned m, d;
 	civil_from_days(days, &y, &m, &d);
+	return snprintf(tmp, 64, "%04lld-%02u-%02uT%02d:%02d:%02d",
+			(long long)y, m, d, (int)(rem / 3600),
+			(int)(rem / 60 % 60), (int)(rem % 60));
+}
+
+size_t attr_format_timestamp(int64_t ns, char *buf, size_t cap)
+{
 	char tmp[64];
-	int n = snprintf(tmp, sizeof tmp, "%04lld-%02u-%02uT%02d:%02d:%02d",
-			 (long long)y, m, d, (int)(rem / 3600),
-			 (int)(rem / 60 % 60), (int)(rem % 60));
+	int64_t frac;
+	int n = format_seconds(ns, tmp, &frac);
 	if (frac) {
 		/* RFC3339Nano: nine digits, trailing zeros dropped */
 		char f[16];
@@ -681,4 +691,65 @@ size_t attr_format_timestamp(int64_t ns, char *buf, size_t cap)
 	}
 	tmp[n++] = 'Z';
 	return copy_out(tmp, (size_t)n, buf, cap);
+}
+
+size_t attr_format_timestamp_us(int64_t ns, char *buf, size_t cap)
+{
+	char tmp[64];
+	int64_t frac;
+	int n = format_seconds(ns, tmp, &frac);
+	n += snprintf(tmp + n, sizeof tmp - (size_t)n, ".%06lldZ",
+		      (long long)(frac / 1000));
+	return copy_out(tmp, (size_t)n, buf, cap);
+}
+
+size_t attr_format_double(double v, char *buf, size_t cap)
+{
+	if (v != v)
+		return copy_out("NaN", 3, buf, cap);
+	if (v == 1.0 / 0.0 || v == -1.0 / 0.0)
+		return copy_out(v > 0 ? "+Inf" : "-Inf", 4, buf, cap);
+	/* The fewest significant digits that read back as @v ... */
+	char e[40];
+	int prec = 1;
+	for (; prec < 17; prec++) {
+		snprintf(e, sizeof e, "%.*e", prec - 1, v);
+		if (strtod(e, NULL) == v)
+			break;
+	}
+	snprintf(e, sizeof e, "%.*e", prec - 1, v);
+	/* ... then laid out without an exponent: "-d.ddde+XX" -> digits
+	 * and the decimal exponent. */
+	const char *p = e;
+	bool neg = *p == '-';
+	p += neg;
+	char digits[20];
+	size_t nd = 0;
+	for (; *p && *p != 'e'; p++)
+		if (*p != '.')
+			digits[nd++] = *p;
+	while (nd > 1 && digits[nd - 1] == '0')
+		nd--;
+	int exp = atoi(p + 1);
+	char tmp[400];
+	size_t n = 0;
+	if (neg)
+		tmp[n++] = '-';
+	if (exp < 0) {
+		tmp[n++] = '0';
+		tmp[n++] = '.';
+		for (int z = exp + 1; z < 0; z++)
+			tmp[n++] = '0';
+		memcpy(tmp + n, digits, nd);
+		n += nd;
+	} else {
+		for (int i = 0; i <= exp; i++)
+			tmp[n++] = (size_t)i < nd ? digits[i] : '0';
+		if (nd > (size_t)exp + 1) {
+			tmp[n++] = '.';
+			memcpy(tmp + n, digits + exp + 1, nd - (size_t)exp - 1);
+			n += nd - (size_t)exp - 1;
+		}
+	}
+	return copy_out(tmp, n, buf, cap);
 }

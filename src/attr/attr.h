@@ -256,4 +256,19 @@ int attr_parse_timestamp(const char *s, size_t len, int64_t *ns);
 /** Format @ns as RFC 3339 with nanoseconds trimmed as Go does. */
 size_t attr_format_timestamp(int64_t ns, char *buf, size_t cap);
 
+/*
+ * Label values as Mixer's adapters wrote them (adapter.Stringify, which
+ * its prometheus adapter used for every label). Each writes at most
+ * @cap - 1 bytes and a NUL, and returns the length.
+ */
+
+/** A TIMESTAMP: UTC, microseconds always six digits:
+ *  "2019-06-01T10:30:00.500000Z". */
+size_t attr_format_timestamp_us(int64_t ns, char *buf, size_t cap);
+
+/** A DOUBLE as Go's FormatFloat(v, 'f', -1, 64): the fewest digits that
+ *  read back exactly, never an exponent ("0.00001", "1000000000000000");
+ *  "NaN", "+Inf", "-Inf". At most 330 bytes. */
+size_t attr_format_double(double v, char *buf, size_t cap);
+
 #endif /* MIXD_ATTR_H */

@@ -711,6 +711,57 @@ def a_nan_observation_counts_only_in_the_inf_bucket(build):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+LABEL_FORMS = """\
+apiVersion: "config.istio.io/v1alpha2"
+kind: metric
+metadata: {name: forms, namespace: default}
+spec:
+  value: "1"
+  dimensions:
+    ip: source.ip
+    at: request.time
+    tiny: 0.00001
+---
+apiVersion: "config.istio.io/v1alpha2"
+kind: prometheus
+metadata: {name: forms, namespace: default}
+spec:
+  metrics:
+  - name: forms_total
+    instance_name: forms.metric.default
+    kind: COUNTER
+    label_names: [ip, at, tiny]
+---
+apiVersion: "config.istio.io/v1alpha2"
+kind: rule
+metadata: {name: forms, namespace: default}
+spec:
+  actions:
+  - handler: forms.prometheus
+    instances: [forms.metric]
+"""
+
+
+def label_values_are_written_as_mixers_adapter_wrote_them(build):
+    """adapter.Stringify: an IPv4-mapped address in dots, a timestamp with
+    six fractional digits, a double without an exponent."""
+    tmp = tempfile.mkdtemp(prefix="mixd-forms.")
+    try:
+        path = os.path.join(tmp, "mixer.yaml")
+        with open(path, "w") as f:
+            f.write(LABEL_FORMS)
+        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
+            send(build, m, [{"source.ip": "::ffff:10.0.0.1",
+                             "request.time": "2019-06-01T12:30:00.5+02:00"}])
+            m.wait_for(lambda: any(k[0] == "istio_forms_total" for k in m.prom_metrics()),
+                       what="the series")
+            got = [dict(k[1]) for k in m.prom_metrics() if k[0] == "istio_forms_total"]
+            mt.check(got == [{"ip": "10.0.0.1", "at": "2019-06-01T10:30:00.500000Z",
+                              "tiny": "0.00001"}], f"{got}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def the_series_limit_bounds_memory(build):
     with mt.Mixd(build, SEED_ARGS + ["--series-limit", "5"], shards=1) as m:
         records = [{"context.protocol": "http", "response.code": 200 + i} for i in range(20)]
@@ -945,6 +996,7 @@ if __name__ == "__main__":
         series_expire_after_the_policy,
         labels_that_fill_the_key_fail_the_next_one,
         a_nan_observation_counts_only_in_the_inf_bucket,
+        label_values_are_written_as_mixers_adapter_wrote_them,
         the_series_limit_bounds_memory,
         a_real_prometheus_scrapes_mixd,
         a_real_prometheus_takes_a_large_gzipped_scrape,

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -319,6 +320,55 @@ static void test_utf8(void **state)
 			fail_msg("case %zu: %s", i, cases[i].ok ? "refused" : "taken");
 }
 
+/* Label values as Mixer's adapter.Stringify wrote them: doubles by
+ * strconv.FormatFloat(v, 'f', -1, 64), timestamps with six fractional
+ * digits. The expected strings are Go's. */
+static void test_label_forms(void **state)
+{
+	(void)state;
+	static const struct {
+		double v;
+		const char *go;
+	} d[] = {
+		{0, "0"},		{-0.0, "-0"},
+		{1, "1"},		{-2.5, "-2.5"},
+		{0.1, "0.1"},		{0.00001, "0.00001"},
+		{1e15, "1000000000000000"}, {1e21, "1000000000000000000000"},
+		{123456.789, "123456.789"}, {1.0 / 3, "0.3333333333333333"},
+		{2.0 / 3, "0.6666666666666666"}, {5e-324, NULL},
+		{1.7976931348623157e308, NULL},
+		{0.1 + 0.2, "0.30000000000000004"},
+	};
+	char buf[400];
+	for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) {
+		size_t n = attr_format_double(d[i].v, buf, sizeof buf);
+		assert_int_equal(n, strlen(buf));
+		assert_null(strchr(buf, 'e'));
+		assert_true(strtod(buf, NULL) == d[i].v); /* reads back */
+		if (d[i].go)
+			assert_string_equal(buf, d[i].go);
+	}
+	attr_format_double(5e-324, buf, sizeof buf);
+	assert_int_equal(strlen(buf), 2 + 323 + 1); /* 0.000...0005 */
+	attr_format_double(0.0 / 0.0, buf, sizeof buf);
+	assert_string_equal(buf, "NaN");
+	attr_format_double(-1.0 / 0.0, buf, sizeof buf);
+	assert_string_equal(buf, "-Inf");
+	attr_format_double(1.0 / 0.0, buf, sizeof buf);
+	assert_string_equal(buf, "+Inf");
+
+	int64_t ns;
+	assert_int_equal(attr_parse_timestamp("2019-06-01T12:30:00.5+02:00", 27,
+					      &ns),
+			 0);
+	attr_format_timestamp_us(ns, buf, sizeof buf);
+	assert_string_equal(buf, "2019-06-01T10:30:00.500000Z");
+	attr_format_timestamp_us(0, buf, sizeof buf);
+	assert_string_equal(buf, "1970-01-01T00:00:00.000000Z");
+	attr_format_timestamp_us(1999, buf, sizeof buf); /* 1.999 us: cut */
+	assert_string_equal(buf, "1970-01-01T00:00:00.000001Z");
+}
+
 static void test_timestamps(void **state)
 {
 	static const struct {
@@ -373,6 +423,7 @@ int main(void)
 		cmocka_unit_test(test_duration_parse),
 		cmocka_unit_test(test_duration_format),
 		cmocka_unit_test(test_timestamps),
+		cmocka_unit_test(test_label_forms),
 		cmocka_unit_test(test_utf8),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
