@@ -398,7 +398,7 @@ static int decode_buckets(struct cfg_ctx *x, const struct cfg_field *f,
 #define PM(f) OFF(struct cfg_prom_metric, f)
 static const struct cfg_field prom_metric_fields[] = {
 	{"namespace", NULL, CFG_F_STR, PM(ns), NULL, NULL, 0},
-	{"name", NULL, CFG_F_STR, PM(name), NULL, NULL, CFG_FF_REQUIRED},
+	{"name", NULL, CFG_F_STR, PM(name), NULL, NULL, 0},
 	{"instance_name", "instanceName", CFG_F_STR, PM(instance_name), NULL,
 	 NULL, CFG_FF_REQUIRED},
 	{"description", NULL, CFG_F_STR, PM(description), NULL, NULL, 0},

@@ -217,20 +217,29 @@ static void resolve_action(struct cfg *c, struct cfg_rule *r, size_t ai)
 }
 
 /* Mixer's safeName: '/', '.' and ' ' become '_', '-' is dropped. */
-static char *safe_name(struct cfg *c, const char *ns, const char *name)
+/* Mixer's safeName(), in place: a leading '/' dropped, '/', '.' and ' '
+ * made '_', '-' dropped. */
+static void sanitize(char *s)
 {
-	char *out = cfg_sprintf(c, "%s_%s", ns, name);
-	char *w = out;
-
-	if (!out)
-		return NULL;
-	for (const char *p = out; *p; p++) {
+	char *w = s;
+	for (const char *p = s + (*s == '/'); *p; p++) {
 		if (*p == '-')
 			continue;
 		*w++ = (*p == '/' || *p == '.' || *p == ' ') ? '_' : *p;
 	}
 	*w = 0;
-	return out;
+}
+
+/* The family name: namespace and name each made safe, then joined, as
+ * Prometheus' client joins them. */
+static char *safe_name(struct cfg *c, const char *ns, const char *name)
+{
+	char *sn = cfg_sprintf(c, "%s", ns), *sm = cfg_sprintf(c, "%s", name);
+	if (!sn || !sm)
+		return NULL;
+	sanitize(sn);
+	sanitize(sm);
+	return cfg_sprintf(c, "%s_%s", sn, sm);
 }
 
 /* Is @s a name Prometheus takes: [a-zA-Z_:][a-zA-Z0-9_:]* for a metric,
@@ -312,11 +321,18 @@ static void resolve_prom_metric(struct cfg *c, struct cfg_handler *h, size_t mi)
 	const char *fqn;
 	char field[96];
 
-	if (!m->name.s) { /* required; given as null it decoded to nothing */
-		snprintf(field, sizeof(field), "metrics[%zu].name", mi);
-		cfg_error_at(c, &m->pos, h->meta.fqn, field,
-			     "found nothing, expected the metric's name");
-		return;
+	if (!m->name.s || !*m->name.s) {
+		/* As Mixer: the instance_name, made safe, names the family
+		 * ("requestcount.metric.istio-system" ->
+		 * istio_requestcount_metric_istiosystem). */
+		if (!m->instance_name.s || !*m->instance_name.s) {
+			snprintf(field, sizeof(field), "metrics[%zu]", mi);
+			cfg_error_at(c, &m->pos, h->meta.fqn, field,
+				     "found neither name nor instance_name, "
+				     "expected the metric's instance_name");
+			return;
+		}
+		m->name = m->instance_name;
 	}
 	m->family = safe_name(c, m->ns.s && *m->ns.s ? m->ns.s : "istio",
 			      m->name.s);

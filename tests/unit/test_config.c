@@ -334,6 +334,41 @@ static void test_broken_corpus_exact_errors(void **state)
 	assert_int_equal(failed, 0);
 }
 
+/* Family names as Mixer's prometheus adapter made them: the name, or the
+ * instance_name when there is none, and the namespace, each with a
+ * leading '/' dropped, '/', '.' and ' ' made '_', '-' dropped. */
+static void test_family_names_as_mixer_made_them(void **state)
+{
+	(void)state;
+	struct cfg *c = load_text(
+		"kind: metric\n"
+		"metadata: {name: requestcount, namespace: istio-system}\n"
+		"spec: {value: \"1\", dimensions: {}}\n"
+		"---\n"
+		"kind: prometheus\n"
+		"metadata: {name: handler, namespace: istio-system}\n"
+		"spec:\n"
+		"  metrics:\n"
+		"  - instance_name: requestcount.metric.istio-system\n"
+		"    kind: COUNTER\n"
+		"  - name: /requests/total\n"
+		"    namespace: /my-mesh\n"
+		"    instance_name: requestcount.metric.istio-system\n"
+		"    kind: COUNTER\n");
+	assert_loads(c);
+	const struct cfg_handler *h = NULL;
+	for (size_t i = 0; i < cfg_handler_count(c); i++)
+		if (cfg_handler(c, i)->adapter == CFG_ADAPTER_PROMETHEUS)
+			h = cfg_handler(c, i);
+	assert_non_null(h);
+	assert_int_equal(h->prometheus.n_metrics, 2);
+	assert_string_equal(h->prometheus.metrics[0].family,
+			    "istio_requestcount_metric_istiosystem");
+	assert_string_equal(h->prometheus.metrics[1].family,
+			    "mymesh_requests_total");
+	cfg_destroy(c);
+}
+
 static void test_errors_are_all_collected(void **state)
 {
 	struct cfg *c = cfg_load(fixture("config/broken/bad_kind_values.yaml"),
@@ -1065,6 +1100,7 @@ int main(void)
 		cmocka_unit_test(test_seed_check_config_summary),
 		cmocka_unit_test(test_check_config_exit_status),
 		cmocka_unit_test(test_broken_corpus_exact_errors),
+		cmocka_unit_test(test_family_names_as_mixer_made_them),
 		cmocka_unit_test(test_errors_are_all_collected),
 		cmocka_unit_test(test_expression_error_column_in_quoted_scalar),
 		cmocka_unit_test(test_value_must_be_numeric),
