@@ -688,10 +688,18 @@ static void run_apas(struct shard_state *s, struct state_ext *x,
 	uint64_t dispatched = 0; /* bit i: apas[i] ran this record */
 	uint64_t fp = ANSWERS_NONE;
 
+	bool asked = false;
 	for (size_t i = 0; i < p->napas; i++) {
 		const struct plan_apa *a = &p->apas[i];
 		if (!apa_runs(p, x, t, sc, i, &dispatched))
 			continue;
+		/* $out.* is this instance's answer alone: a second instance
+		 * that finds less must not bind the first one's outputs. */
+		for (int o = 0; asked && o < MAR_OUT_COUNT; o++)
+			if (p->out_slot[o] >= 0)
+				t->present[p->out_slot[o] >> 6] &=
+					~(1ull << (p->out_slot[o] & 63));
+		asked = true;
 		struct mar_result res;
 		bool found = mar && ask(a, x->in_res[i], mar, &res);
 		for (int o = 0; found && o < MAR_OUT_COUNT; o++) {

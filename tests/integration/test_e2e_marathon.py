@@ -229,9 +229,89 @@ def a_reload_moves_the_resolver_to_new_marathon_settings(build):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+TWO_INSTANCES = """\
+apiVersion: "config.istio.io/v1alpha2"
+kind: mesosenv
+metadata: {name: handler, namespace: default}
+spec: {marathon_address: "127.0.0.1:PORT"}
+---
+apiVersion: "config.istio.io/v1alpha2"
+kind: mesos
+metadata: {name: first, namespace: default}
+spec:
+  source_uid: source.uid | ""
+  attribute_bindings:
+    source.workload.name: $out.source_workload_name | "none"
+---
+apiVersion: "config.istio.io/v1alpha2"
+kind: mesos
+metadata: {name: second, namespace: default}
+spec:
+  source_uid: '"kubernetes://nobody.instance-0._app"'
+  attribute_bindings:
+    destination.workload.name: $out.source_workload_name | "none"
+---
+apiVersion: "config.istio.io/v1alpha2"
+kind: rule
+metadata: {name: gen, namespace: default}
+spec:
+  actions:
+  - handler: handler.mesosenv
+    instances: [first.mesos, second.mesos]
+---
+apiVersion: "config.istio.io/v1alpha2"
+kind: metric
+metadata: {name: pairs, namespace: default}
+spec:
+  value: "1"
+  dimensions:
+    src: source.workload.name | "absent"
+    dst: destination.workload.name | "absent"
+---
+apiVersion: "config.istio.io/v1alpha2"
+kind: prometheus
+metadata: {name: pairs, namespace: default}
+spec:
+  metrics:
+  - name: pairs_total
+    instance_name: pairs.metric.default
+    kind: COUNTER
+    label_names: [src, dst]
+---
+apiVersion: "config.istio.io/v1alpha2"
+kind: rule
+metadata: {name: pairs, namespace: default}
+spec:
+  actions:
+  - handler: pairs.prometheus
+    instances: [pairs.metric]
+"""
+
+
+def a_second_mesos_instance_sees_only_its_own_answers(build):
+    """Two mesos instances on one record: the second finds nothing, so its
+    binding takes its default -- not the first instance's answer."""
+    si = StandIn(apps=[dict(a) for a in APPS], heartbeat=0.5)
+    tmp = tempfile.mkdtemp(prefix="mixd-two-mesos.")
+    try:
+        path = os.path.join(tmp, "mixer.yaml")
+        with open(path, "w") as f:
+            f.write(TWO_INSTANCES.replace("PORT", str(si.port)))
+        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
+            m.wait_for(lambda: m.get("/readyz")[0] == 200, timeout=20, what="synced")
+            rc, out, err = mt.report(build, m.address, [{"source.uid": uid(PP_TASK)}])
+            mt.check(rc == 0, out + err)
+            m.wait_for(lambda: any(k[0] == "istio_pairs_total" for k in m.prom_metrics()))
+            got = [dict(k[1]) for k in m.prom_metrics() if k[0] == "istio_pairs_total"]
+            mt.check(got == [{"src": "productpage-v1", "dst": "none"}], f"{got}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     mt.main([
         records_resolve_to_marathon_workloads,
         without_marathon_mixd_serves_and_is_not_ready,
         a_reload_moves_the_resolver_to_new_marathon_settings,
+        a_second_mesos_instance_sees_only_its_own_answers,
     ])
