@@ -66,9 +66,12 @@
  *    STRING_MAP) INT64 (bytes, entries).
  *  - matches() needs a constant pattern, compiled once with POSIX regcomp
  *    (REG_EXTENDED | REG_NOSUB), unanchored like Go's MatchString. Mixer
- *    used RE2: RE2-only syntax (\d, \w, \s, non-greedy *?, (?i), named
- *    groups) is rejected at load or means something else in POSIX ERE, and
- *    POSIX picks the leftmost-longest match (irrelevant to a yes/no match).
+ *    used RE2: RE2-only syntax that would mean something else in POSIX ERE
+ *    is rejected at load (a backslash before a letter or digit but \w \W
+ *    \s \S \b \B, which glibc reads as RE2 does; any backslash inside a
+ *    bracket expression; (?i) and named groups fail to compile); a
+ *    non-greedy *? cannot change a yes/no match, nor can POSIX's
+ *    leftmost-longest rule.
  *  - Constant subexpressions are folded at compile time; a constant that
  *    cannot be converted (ip("nonsense")) is a compile error.
  */

@@ -4,6 +4,7 @@
  */
 #include "expr/expr_internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -734,10 +735,23 @@ static const char *bracket_end(const char *s)
  * Refuse what Go's regexp (Mixer's) refuses and the C library would take
  * exponential time to compile: a repetition of a repetition ("a**",
  * "a{2}{3}"; one '?' after a repetition is Go's non-greedy marker) and a
- * count over 1000. NULL, or why not.
+ * count over 1000. And what the two read differently, so that a pattern
+ * never silently matches other strings than under Mixer: a backslash
+ * before a letter or digit other than \w \W \s \S \b \B (RE2's \d,
+ * \pL, \x41, \n, \A ... are the letters themselves to POSIX), and any
+ * backslash in a bracket expression (an escape to RE2, itself to POSIX).
+ * NULL, or why not.
  */
 static const char *regex_unsafe(const char *s)
 {
+	static const char letter[] =
+		"a backslash before a letter or digit means something else in "
+		"POSIX regex than in Mixer's RE2 (only \\w \\W \\s \\S "
+		"\\b \\B mean the same); write a bracket expression, "
+		"[0-9] for \\d";
+	static const char in_bracket[] =
+		"a backslash in a bracket expression is an escape to Mixer's "
+		"RE2 and itself to POSIX regex; write the class without one";
 	bool after_rep = false, lazy = false;
 	while (*s) {
 		size_t len = 1;
@@ -759,9 +773,15 @@ static const char *regex_unsafe(const char *s)
 		}
 		after_rep = lazy = false;
 		if (*s == '\\' && s[1]) {
+			unsigned char e = (unsigned char)s[1];
+			if (isalnum(e) && !strchr("wWsSbB", e))
+				return letter;
 			s += 2;
 		} else if (*s == '[') {
-			s = bracket_end(s);
+			const char *end = bracket_end(s);
+			if (memchr(s, '\\', (size_t)(end - s)))
+				return in_bracket;
+			s = end;
 		} else {
 			s++;
 		}
