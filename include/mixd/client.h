@@ -6,7 +6,9 @@
  *  - The calling thread never blocks and never makes a system call per
  *    record: a record is built in thread-local memory and copied into the
  *    thread's own ring on commit. The first record of a thread creates that
- *    ring (a memfd: a few system calls, once).
+ *    ring (a memfd: a few system calls, once) and registers it with the
+ *    client under a lock the background thread also takes, briefly, while
+ *    it connects or sends; mixd_client_stats() takes it too.
  *  - No allocation per record.
  *  - A full ring drops the record and counts it; nothing is lost silently.
  *  - mixd need not be running. A background thread connects, hands over each
@@ -112,7 +114,9 @@ int mixd_client_flush(mixd_client *c, int timeout_ms);
 struct mixd_client_stats {
 	uint64_t written;           /**< records committed into a ring */
 	uint64_t dropped;           /**< records dropped: the sum of the two below */
-	uint64_t dropped_full;      /**< ... because the thread's ring was full */
+	uint64_t dropped_full;      /**< ... because the thread's ring was full,
+					 or it could have none (no memory for
+					 it when its first record came) */
 	uint64_t dropped_invalid;   /**< ... because they were malformed: larger
 					 than MIXD_RECORD_MAX, an IP of a bad
 					 length, an unknown attribute handle */
@@ -280,8 +284,10 @@ typedef struct mixd_template mixd_template;
 /**
  * Prepare a template of @n fields (at most MIXD_TEMPLATE_MAX) for records to
  * @c. Each field's attribute must be a dictionary id or a handle from
- * mixd_attr_custom() on @c, and its type a valid enum mixd_type. The fields
- * are copied. Returns 0 and stores the template in *@out, or -EINVAL (a bad
+ * mixd_attr_custom() on @c, and its type a valid enum mixd_type; a
+ * dictionary attribute's type its own (mixd_attr_type()), or for a string
+ * attribute another of STRING, EMAIL, URI, DNS_NAME. The fields are
+ * copied. Returns 0 and stores the template in *@out, or -EINVAL (a bad
  * field, or too many) or -ENOMEM. Not for the per-record path: create
  * templates once, up front. Dictionary fields of every type but STRING_MAP
  * take the fast path; a template with a custom name or a string map still

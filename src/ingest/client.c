@@ -492,8 +492,14 @@ static inline size_t value_size(const struct mixd_client *c,
 		return v->len == 4 || v->len == 16 ? h + 1 + v->len : 0;
 	case MIXD_T_STRING_MAP: {
 		size_t n = h + 4;
-		for (uint32_t k = 0; k < v->len; k++)
+		for (uint32_t k = 0; k < v->len; k++) {
+			/* each bounded first, so the sum cannot wrap */
+			if (v->map[k].key_len > MIXD_RECORD_MAX ||
+			    v->map[k].value_len > MIXD_RECORD_MAX ||
+			    n > MIXD_RECORD_MAX)
+				return 0;
 			n += 8 + v->map[k].key_len + v->map[k].value_len;
+		}
 		return n;
 	}
 	}
@@ -614,6 +620,10 @@ static inline struct tl_ring *ring_of(struct mixd_client *c)
 #define T_WORDS                                                              \
 	(1u << MIXD_T_INT64 | 1u << MIXD_T_DOUBLE | 1u << MIXD_T_TIMESTAMP | \
 	 1u << MIXD_T_DURATION)
+/* The types mixd takes for one another on a string attribute. */
+#define T_TEXT                                                                 \
+	(1u << MIXD_T_STRING | 1u << MIXD_T_EMAIL | 1u << MIXD_T_URI |         \
+	 1u << MIXD_T_DNS_NAME)
 
 /* Bytes of a stack-encoded record, and slack for the 8-byte header stores
  * that may reach past the record's last byte. */
@@ -915,6 +925,11 @@ API int mixd_template_create(mixd_client *c, const struct mixd_field *f,
 		if (a >= MIXD_ATTR_DICT_COUNT &&
 		    (a < CUSTOM_BASE ||
 		     a - CUSTOM_BASE >= __atomic_load_n(&c->ncustom, __ATOMIC_ACQUIRE)))
+			goto inval;
+		/* A dictionary attribute of another type than its own: mixd
+		 * would refuse every record made from the template. */
+		if (a < MIXD_ATTR_DICT_COUNT && type != dictionary[a].type &&
+		    !((1u << type) & T_TEXT && (1u << dictionary[a].type) & T_TEXT))
 			goto inval;
 		x->attr = (mixd_attr)a;
 		x->type = (uint8_t)type;

@@ -846,6 +846,29 @@ static void a_template_writes_records_of_a_fixed_shape(void **state)
 	daemon_stop(&d);
 }
 
+/* A template field of another type than its dictionary attribute's
+ * would have every record refused by mixd: refused at creation. */
+static void template_fields_must_have_their_attributes_types(void **state)
+{
+	(void)state;
+	mixd_client *c;
+	assert_int_equal(mixd_client_open("unix:///nonexistent/mixd.sock", NULL,
+					  &c),
+			 0);
+	mixd_template *t;
+	static const struct mixd_field bytes_path[] = {
+		{MIXD_ATTR_REQUEST_PATH, MIXD_T_BYTES}};
+	static const struct mixd_field double_code[] = {
+		{MIXD_ATTR_RESPONSE_CODE, MIXD_T_DOUBLE}};
+	static const struct mixd_field uri_path[] = {
+		{MIXD_ATTR_REQUEST_PATH, MIXD_T_URI}};
+	assert_int_equal(mixd_template_create(c, bytes_path, 1, &t), -EINVAL);
+	assert_int_equal(mixd_template_create(c, double_code, 1, &t), -EINVAL);
+	assert_int_equal(mixd_template_create(c, uri_path, 1, &t), 0);
+	mixd_template_destroy(t);
+	mixd_client_close(c);
+}
+
 static void bad_options_are_refused(void **state)
 {
 	mixd_client *c;
@@ -870,6 +893,7 @@ int main(void)
 		cmocka_unit_test(custom_names_travel_inline),
 		cmocka_unit_test(mixd_report_writes_a_whole_record_in_one_call),
 		cmocka_unit_test(a_template_writes_records_of_a_fixed_shape),
+		cmocka_unit_test(template_fields_must_have_their_attributes_types),
 		cmocka_unit_test(a_grouped_template_survives_ring_wraps),
 		cmocka_unit_test(tpl_values_are_what_the_ring_carries),
 		cmocka_unit_test(bad_options_are_refused),
