@@ -21,6 +21,7 @@ MIXD_SANITIZE is set (sanitizer builds are several times slower).
 """
 
 import argparse
+import contextlib
 import gzip
 import http.client
 import json
@@ -448,6 +449,27 @@ def report(build_dir, address, lines, transport="shm", extra=(), files=None, tim
 
 
 # ---- running tests ----------------------------------------------------------
+
+@contextlib.contextmanager
+def with_config(build, text, *args):
+    """A running mixd on a config of @text (one file in a directory of its
+    own, removed after), namespace default."""
+    tmp = tempfile.mkdtemp(prefix="mixd-config.")
+    try:
+        path = os.path.join(tmp, "mixer.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        with Mixd(build, ["--config", path, "--configDefaultNamespace", "default",
+                          *args]) as m:
+            yield m
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def series(m, family):
+    """The label sets of @family on mixd @m's Prometheus port, as dicts."""
+    return [dict(k[1]) for k in m.prom_metrics() if k[0] == family]
+
 
 def check(cond, msg="check failed"):
     """assert that survives python -O."""

@@ -643,24 +643,17 @@ def labels_that_fill_the_key_fail_the_next_one(build):
     """Two labels of a 32,766-byte path fill a label set's 64 KiB exactly;
     the third label must fail the instance (counted), not be written past
     the end of the key."""
-    tmp = tempfile.mkdtemp(prefix="mixd-longlabels.")
-    try:
-        path = os.path.join(tmp, "mixer.yaml")
-        with open(path, "w") as f:
-            f.write(LONG_LABELS)
-        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
-            long_path = "/" + "p" * 32765
-            send(build, m, [{"request.path": long_path, "request.useragent": "u" * 20000},
-                            {"request.path": "/short", "request.useragent": "curl"}])
-            errors = lambda: mt.value(m.metrics(), "mixd_instance_errors_total",
-                                      instance="longlabels.metric.default")
-            m.wait_for(lambda: errors() == 1, what="the long record's instance failed")
-            m.wait_for(lambda: mt.value(m.metrics(), "mixd_series",
-                                        family="istio_long_total") == 1)
-            got = [dict(k[1]) for k in m.prom_metrics() if k[0] == "istio_long_total"]
-            mt.check(got == [{"p1": "/short", "p2": "/short", "ua": "curl"}], f"{got}")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with mt.with_config(build, LONG_LABELS) as m:
+        long_path = "/" + "p" * 32765
+        send(build, m, [{"request.path": long_path, "request.useragent": "u" * 20000},
+                        {"request.path": "/short", "request.useragent": "curl"}])
+        errors = lambda: mt.value(m.metrics(), "mixd_instance_errors_total",
+                                  instance="longlabels.metric.default")
+        m.wait_for(lambda: errors() == 1, what="the long record's instance failed")
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_series",
+                                    family="istio_long_total") == 1)
+        got = mt.series(m, "istio_long_total")
+        mt.check(got == [{"p1": "/short", "p2": "/short", "ua": "curl"}], f"{got}")
 
 
 NAN_HISTOGRAM = """\
@@ -695,20 +688,13 @@ spec:
 def a_nan_observation_counts_only_in_the_inf_bucket(build):
     """A value that parses to NaN (Mixer took string values through
     ParseFloat) is in no finite bucket, as Prometheus' clients have it."""
-    tmp = tempfile.mkdtemp(prefix="mixd-nan.")
-    try:
-        path = os.path.join(tmp, "mixer.yaml")
-        with open(path, "w") as f:
-            f.write(NAN_HISTOGRAM)
-        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
-            send(build, m, [{"request.headers": {"x-took": "NaN"}},
-                            {"request.headers": {"x-took": "1.5"}}])
-            m.wait_for(lambda: mt.value(m.prom_metrics(), "istio_took_count") == 2)
-            ms = m.prom_metrics()
-            got = {le: mt.value(ms, "istio_took_bucket", le=le) for le in ("1", "2", "+Inf")}
-            mt.check(got == {"1": 0, "2": 1, "+Inf": 2}, f"{got}")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with mt.with_config(build, NAN_HISTOGRAM) as m:
+        send(build, m, [{"request.headers": {"x-took": "NaN"}},
+                        {"request.headers": {"x-took": "1.5"}}])
+        m.wait_for(lambda: mt.value(m.prom_metrics(), "istio_took_count") == 2)
+        ms = m.prom_metrics()
+        got = {le: mt.value(ms, "istio_took_bucket", le=le) for le in ("1", "2", "+Inf")}
+        mt.check(got == {"1": 0, "2": 1, "+Inf": 2}, f"{got}")
 
 
 LABEL_FORMS = """\
@@ -745,21 +731,13 @@ spec:
 def label_values_are_written_as_mixers_adapter_wrote_them(build):
     """adapter.Stringify: an IPv4-mapped address in dots, a timestamp with
     six fractional digits, a double without an exponent."""
-    tmp = tempfile.mkdtemp(prefix="mixd-forms.")
-    try:
-        path = os.path.join(tmp, "mixer.yaml")
-        with open(path, "w") as f:
-            f.write(LABEL_FORMS)
-        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
-            send(build, m, [{"source.ip": "::ffff:10.0.0.1",
-                             "request.time": "2019-06-01T12:30:00.5+02:00"}])
-            m.wait_for(lambda: any(k[0] == "istio_forms_total" for k in m.prom_metrics()),
-                       what="the series")
-            got = [dict(k[1]) for k in m.prom_metrics() if k[0] == "istio_forms_total"]
-            mt.check(got == [{"ip": "10.0.0.1", "at": "2019-06-01T10:30:00.500000Z",
-                              "tiny": "0.00001"}], f"{got}")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with mt.with_config(build, LABEL_FORMS) as m:
+        send(build, m, [{"source.ip": "::ffff:10.0.0.1",
+                         "request.time": "2019-06-01T12:30:00.5+02:00"}])
+        m.wait_for(lambda: mt.series(m, "istio_forms_total"), what="the series")
+        got = mt.series(m, "istio_forms_total")
+        mt.check(got == [{"ip": "10.0.0.1", "at": "2019-06-01T10:30:00.500000Z",
+                          "tiny": "0.00001"}], f"{got}")
 
 
 def the_series_limit_bounds_memory(build):

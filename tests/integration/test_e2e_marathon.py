@@ -292,20 +292,13 @@ def a_second_mesos_instance_sees_only_its_own_answers(build):
     """Two mesos instances on one record: the second finds nothing, so its
     binding takes its default -- not the first instance's answer."""
     si = StandIn(apps=[dict(a) for a in APPS], heartbeat=0.5)
-    tmp = tempfile.mkdtemp(prefix="mixd-two-mesos.")
-    try:
-        path = os.path.join(tmp, "mixer.yaml")
-        with open(path, "w") as f:
-            f.write(TWO_INSTANCES.replace("PORT", str(si.port)))
-        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
-            m.wait_for(lambda: m.get("/readyz")[0] == 200, timeout=20, what="synced")
-            rc, out, err = mt.report(build, m.address, [{"source.uid": uid(PP_TASK)}])
-            mt.check(rc == 0, out + err)
-            m.wait_for(lambda: any(k[0] == "istio_pairs_total" for k in m.prom_metrics()))
-            got = [dict(k[1]) for k in m.prom_metrics() if k[0] == "istio_pairs_total"]
-            mt.check(got == [{"src": "productpage-v1", "dst": "none"}], f"{got}")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with mt.with_config(build, TWO_INSTANCES.replace("PORT", str(si.port))) as m:
+        m.wait_for(lambda: m.get("/readyz")[0] == 200, timeout=20, what="synced")
+        rc, out, err = mt.report(build, m.address, [{"source.uid": uid(PP_TASK)}])
+        mt.check(rc == 0, out + err)
+        m.wait_for(lambda: mt.series(m, "istio_pairs_total"))
+        got = mt.series(m, "istio_pairs_total")
+        mt.check(got == [{"src": "productpage-v1", "dst": "none"}], f"{got}")
 
 
 if __name__ == "__main__":
