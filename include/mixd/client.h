@@ -15,6 +15,11 @@
  *    ring, and reconnects (with backoff) when mixd restarts; a restarted mixd
  *    drains what was written while it was down, up to the ring's capacity.
  *  - Thread-safe: any number of threads may record through one client.
+ *  - A client belongs to the process that opened it. In a child made by
+ *    fork(), records through the parent's clients are dropped and counted
+ *    (dropped_full), mixd_client_flush() returns 0 at once and
+ *    mixd_client_close() only forgets the client; the parent's rings are
+ *    never written from the child. A child opens a client of its own.
  *
  * Three ways to write a record, slowest first: the builder
  * (mixd_record_begin(), one setter per attribute, mixd_record_commit()) for

@@ -91,6 +91,7 @@ struct tl_ring {
 
 struct mixd_client {
 	uint64_t id;
+	pid_t pid; /* the process that opened it (see forked_child()) */
 	struct sockaddr_un addr;
 	enum mixd_transport transport;
 	uint32_t ring_bytes;
@@ -118,6 +119,29 @@ static __thread struct mixd_record tl_norecord;
 static pthread_key_t tl_key;
 static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
 static uint64_t next_client_id = 1; /* atomic */
+
+/*
+ * fork(): a child has copies of its parent's clients and of the forking
+ * thread's rings, but not the parent's background threads, and its
+ * writes into a ring would race the parent's in the same shared memory.
+ * So a client belongs to the process that opened it: in a child, its
+ * records are dropped (counted, as with no ring) and mixd_client_close()
+ * only forgets it. A child opens a client of its own.
+ */
+static pid_t proc_pid; /* this process: set at the first open, and in a child */
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void forked_child(void)
+{
+	proc_pid = getpid();
+	tl_rings = NULL; /* the parent's: never written from here */
+}
+
+static void fork_init(void)
+{
+	proc_pid = getpid();
+	pthread_atfork(NULL, NULL, forked_child);
+}
 
 static uint64_t now_ns(int clock)
 {
@@ -256,16 +280,23 @@ static struct tl_ring *ring_find(struct mixd_client *c)
 	return NULL;
 }
 
+/* The calling thread's ring for @c, made if it has none; NULL when it
+ * cannot have one (no memory, or @c is a parent's in a forked child). */
+static struct tl_ring *ring_get(struct mixd_client *c)
+{
+	struct tl_ring *r = ring_find(c);
+	if (!r && c->pid == proc_pid)
+		r = ring_create(c);
+	return r;
+}
+
 /* ---- records ---------------------------------------------------------- */
 
 API mixd_record *mixd_record_begin(mixd_client *c)
 {
 	struct tl_ring *r = tl_rings;
-	if (!r || r->client != c || r->client_id != c->id) {
-		r = ring_find(c);
-		if (!r)
-			r = ring_create(c);
-	}
+	if (!r || r->client != c || r->client_id != c->id)
+		r = ring_get(c);
 	if (!r) {
 		/* No ring: a builder with no room, which commit counts as a
 		 * drop. */
@@ -607,8 +638,7 @@ static inline struct tl_ring *ring_of(struct mixd_client *c)
 	struct tl_ring *r = tl_rings;
 	if (__builtin_expect(r && r->client == c && r->client_id == c->id, 1))
 		return r;
-	r = ring_find(c);
-	if (!r && !(r = ring_create(c)))
+	if (!(r = ring_get(c)))
 		__atomic_add_fetch(&c->dropped_noring, 1, __ATOMIC_RELAXED);
 	return r;
 }
@@ -1434,6 +1464,8 @@ API int mixd_client_open(const char *address,
 	int rc = parse_address(address, &c->addr);
 	if (rc)
 		goto fail;
+	pthread_once(&fork_once, fork_init);
+	c->pid = proc_pid;
 	c->id = __atomic_fetch_add(&next_client_id, 1, __ATOMIC_RELAXED);
 	c->transport = o.transport;
 	c->ring_bytes = o.ring_bytes;
@@ -1458,8 +1490,8 @@ fail:
 
 API void mixd_client_close(mixd_client *c)
 {
-	if (!c)
-		return;
+	if (!c || c->pid != proc_pid)
+		return; /* a parent's, in a forked child: not ours to tear down */
 	__atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE);
 	wake(c);
 	pthread_join(c->bg, NULL);
@@ -1482,6 +1514,8 @@ API void mixd_client_close(mixd_client *c)
 
 API int mixd_client_flush(mixd_client *c, int timeout_ms)
 {
+	if (c->pid != proc_pid)
+		return 0; /* a parent's, in a child: nothing of ours in it */
 	/* Negative: no deadline (the unsigned sum would have wrapped to
 	 * one in the past). */
 	uint64_t deadline = timeout_ms < 0
@@ -1507,6 +1541,11 @@ API int mixd_client_flush(mixd_client *c, int timeout_ms)
 API void mixd_client_stats(mixd_client *c, struct mixd_client_stats *out)
 {
 	memset(out, 0, sizeof *out);
+	if (c->pid != proc_pid) { /* a parent's, in a child: no lock to take */
+		out->dropped = out->dropped_full =
+			__atomic_load_n(&c->dropped_noring, __ATOMIC_RELAXED);
+		return;
+	}
 	pthread_mutex_lock(&c->lock);
 	out->written = c->gone_written;
 	out->dropped_full = c->gone_dropped;
