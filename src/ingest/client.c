@@ -280,13 +280,31 @@ static struct tl_ring *ring_find(struct mixd_client *c)
 	return NULL;
 }
 
+/* A thread whose ring could not be made (out of memory or descriptors)
+ * tries again after this long, not on every record: each try is a few
+ * system calls and a 1 MiB allocation. */
+#define RING_RETRY_NS 1000000000ull
+static __thread struct {
+	const struct mixd_client *c;
+	uint64_t id, until;
+} tl_ring_failed;
+
 /* The calling thread's ring for @c, made if it has none; NULL when it
  * cannot have one (no memory, or @c is a parent's in a forked child). */
 static struct tl_ring *ring_get(struct mixd_client *c)
 {
 	struct tl_ring *r = ring_find(c);
-	if (!r && c->pid == proc_pid)
-		r = ring_create(c);
+	if (r || c->pid != proc_pid)
+		return r;
+	uint64_t now = now_ns(CLOCK_MONOTONIC_COARSE); /* vDSO: no syscall */
+	if (tl_ring_failed.c == c && tl_ring_failed.id == c->id &&
+	    now < tl_ring_failed.until)
+		return NULL;
+	if (!(r = ring_create(c))) {
+		tl_ring_failed.c = c;
+		tl_ring_failed.id = c->id;
+		tl_ring_failed.until = now + RING_RETRY_NS;
+	}
 	return r;
 }
 

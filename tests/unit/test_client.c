@@ -6,6 +6,7 @@
  *
  * MIXD_TEST_THREADED
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -924,6 +926,50 @@ static void a_forked_child_does_not_write_its_parents_rings(void **state)
 	daemon_stop(&d);
 }
 
+/* memfd_create(), interposed (libmixd is linked into this binary), to
+ * make ring creation fail and count the tries. */
+static int memfd_fails, memfd_tries; /* atomic */
+static int (*real_memfd_create)(const char *, unsigned int);
+
+__attribute__((constructor)) static void find_memfd_create(void)
+{
+	*(void **)&real_memfd_create = dlsym(RTLD_NEXT, "memfd_create");
+}
+
+int memfd_create(const char *name, unsigned int flags)
+{
+	if (__atomic_load_n(&memfd_fails, __ATOMIC_RELAXED)) {
+		__atomic_add_fetch(&memfd_tries, 1, __ATOMIC_RELAXED);
+		errno = EMFILE;
+		return -1;
+	}
+	return real_memfd_create(name, flags);
+}
+
+/* A thread that cannot get a ring (out of descriptors) drops its records
+ * and tries again a second later, not on every record. */
+static void a_ring_that_cannot_be_made_is_tried_again_later(void **state)
+{
+	(void)state;
+	mixd_client *c;
+	assert_int_equal(mixd_client_open("unix:///nonexistent/mixd.sock", NULL,
+					  &c),
+			 0);
+	__atomic_store_n(&memfd_fails, 1, __ATOMIC_RELAXED);
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(proxy_record_rc(c, 200), -ENOMEM);
+	__atomic_store_n(&memfd_fails, 0, __ATOMIC_RELAXED);
+	assert_int_equal(__atomic_load_n(&memfd_tries, __ATOMIC_RELAXED), 1);
+	struct mixd_client_stats st;
+	mixd_client_stats(c, &st);
+	assert_int_equal(st.dropped_full, 1000);
+	usleep(1100 * 1000);
+	assert_int_equal(proxy_record_rc(c, 200), 0);
+	mixd_client_stats(c, &st);
+	assert_int_equal(st.written, 1);
+	mixd_client_close(c);
+}
+
 static void bad_options_are_refused(void **state)
 {
 	mixd_client *c;
@@ -950,6 +996,7 @@ int main(void)
 		cmocka_unit_test(a_template_writes_records_of_a_fixed_shape),
 		cmocka_unit_test(template_fields_must_have_their_attributes_types),
 		cmocka_unit_test(a_forked_child_does_not_write_its_parents_rings),
+		cmocka_unit_test(a_ring_that_cannot_be_made_is_tried_again_later),
 		cmocka_unit_test(a_grouped_template_survives_ring_wraps),
 		cmocka_unit_test(tpl_values_are_what_the_ring_carries),
 		cmocka_unit_test(bad_options_are_refused),
