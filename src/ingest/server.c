@@ -117,6 +117,7 @@ struct ingest_server {
 	struct conn *conns;
 	struct conn *stalls;
 	bool timer_armed;
+	struct __kernel_timespec hello_deadline; /* HELLO_TIMEOUT_S */
 	bool accept_later; /* accept failed: re-arm it at the next tick */
 	struct __kernel_timespec tick;
 
@@ -160,6 +161,11 @@ static void arm_wake(struct ingest_server *s)
 	io_uring_sqe_set_data64(sqe, tag(s, OP_WAKE));
 }
 
+/* The hello's receive, with a deadline linked to it: a connection that
+ * says nothing is closed (and counted as a failed handshake) after
+ * HELLO_TIMEOUT_S instead of holding a descriptor of mixd's for ever. The
+ * two entries go into one submission, so the link holds. */
+#define HELLO_TIMEOUT_S 5
 static void arm_hello(struct ingest_server *s, struct conn *c)
 {
 	c->iov.iov_base = (uint8_t *)&c->hello + c->hello_len;
@@ -169,9 +175,15 @@ static void arm_hello(struct ingest_server *s, struct conn *c)
 	c->msg.msg_iovlen = 1;
 	c->msg.msg_control = c->cmsg;
 	c->msg.msg_controllen = sizeof c->cmsg;
+	if (io_uring_sq_space_left(&s->ring) < 2)
+		io_uring_submit(&s->ring);
 	struct io_uring_sqe *sqe = get_sqe(s);
 	io_uring_prep_recvmsg(sqe, c->fd, &c->msg, MSG_CMSG_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, tag(c, OP_HELLO));
+	sqe->flags |= IOSQE_IO_LINK;
+	sqe = get_sqe(s);
+	io_uring_prep_link_timeout(sqe, &s->hello_deadline, 0);
+	io_uring_sqe_set_data64(sqe, tag(s, OP_CANCEL)); /* nothing to do */
 }
 
 static void arm_recv(struct ingest_server *s, struct conn *c)
@@ -659,6 +671,7 @@ int ingest_server_start(const char *address, const struct ingest_sink *sink,
 	}
 	s->listen_fd = s->wake_fd = -1;
 	s->br = MAP_FAILED;
+	s->hello_deadline = (struct __kernel_timespec){.tv_sec = HELLO_TIMEOUT_S};
 	int rc;
 	if (path[0] != '/' || strlen(path) >= sizeof s->path) {
 		snprintf(err, errlen,

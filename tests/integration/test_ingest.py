@@ -268,6 +268,27 @@ def hellos_with_too_many_descriptors_leave_none_open(build):
         mt.check(m.get("/healthz")[0] == 200)
 
 
+def a_connection_that_never_says_hello_is_closed(build):
+    """A connection that sends no hello holds one of mixd's descriptors
+    for its 5-second deadline, not for ever; it counts as a failed
+    handshake. One that says hello in time is unaffected."""
+    with mt.Mixd(build) as m:
+        fds_of = lambda: len(os.listdir(f"/proc/{m.proc.pid}/fd"))
+        before = fds_of()
+        mute = []
+        for _ in range(10):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(m.sock)
+            mute.append(s)
+        poll_until(lambda: fds_of() >= before + 10, 5, "ten connections open")
+        res = run_producers(build, m, 1, "--count", "100")[0]
+        settle(m, lambda x: x["shm"] == res["written"], "a producer meanwhile")
+        settle(m, lambda x: x["handshake"] == 10, "ten silent ones closed", timeout=15)
+        poll_until(lambda: fds_of() <= before + 2, 5, "their descriptors closed")
+        for s in mute:
+            s.close()
+
+
 def an_idle_mixd_picks_a_record_up_within_10_ms(build):
     """One producer, connected and idle, writes one record at a time; each
     time the shards have slept for 100 ms. Latency runs from the commit (the
@@ -387,6 +408,7 @@ if __name__ == "__main__":
         a_producer_scribbling_over_its_ring_is_contained,
         garbage_on_the_socket_is_rejected_and_counted,
         hellos_with_too_many_descriptors_leave_none_open,
+        a_connection_that_never_says_hello_is_closed,
         an_idle_mixd_picks_a_record_up_within_10_ms,
         records_announced_ahead_are_counted_exactly,
         sigterm_drains_and_exits_zero,
