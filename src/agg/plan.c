@@ -4,6 +4,7 @@
  * shared by families with the same labels, rules with the families they
  * feed, and the attribute-generating (mesos) instances to run first.
  */
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -370,6 +371,15 @@ bool metric_value_string(const struct attr_value *v, double *out)
 		return false;
 	memcpy(buf, v->s, v->len);
 	buf[v->len] = 0;
+	/* What Go's ParseFloat (Mixer's) takes, by way of strtod, which
+	 * takes more: no leading space, no hexadecimal without its 'p'
+	 * exponent ("0x10"), no "nan(...)". */
+	const char *p = buf + (buf[0] == '+' || buf[0] == '-');
+	if (isspace((unsigned char)buf[0]) ||
+	    ((p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) &&
+	     !strpbrk(p, "pP")) ||
+	    strchr(buf, '('))
+		return false;
 	char *end;
 	*out = strtod(buf, &end);
 	return *end == 0;

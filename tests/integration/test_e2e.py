@@ -687,14 +687,18 @@ spec:
 
 def a_nan_observation_counts_only_in_the_inf_bucket(build):
     """A value that parses to NaN (Mixer took string values through
-    ParseFloat) is in no finite bucket, as Prometheus' clients have it."""
+    ParseFloat) is in no finite bucket, as Prometheus' clients have it;
+    strings ParseFloat refuses fail the value."""
     with mt.with_config(build, NAN_HISTOGRAM) as m:
-        send(build, m, [{"request.headers": {"x-took": "NaN"}},
-                        {"request.headers": {"x-took": "1.5"}}])
-        m.wait_for(lambda: mt.value(m.prom_metrics(), "istio_took_count") == 2)
+        # What Go's ParseFloat refuses fails the value, as in Mixer.
+        send(build, m, [{"request.headers": {"x-took": v}}
+                        for v in ("NaN", "1.5", " 5", "0x10", "nan(1)", "0x1p1")])
+        m.wait_for(lambda: mt.value(m.prom_metrics(), "istio_took_count") == 3)
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_instance_errors_total",
+                                    instance="took.metric.default") == 3)
         ms = m.prom_metrics()
         got = {le: mt.value(ms, "istio_took_bucket", le=le) for le in ("1", "2", "+Inf")}
-        mt.check(got == {"1": 0, "2": 1, "+Inf": 2}, f"{got}")
+        mt.check(got == {"1": 0, "2": 2, "+Inf": 3}, f"{got}")
 
 
 LABEL_FORMS = """\
