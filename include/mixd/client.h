@@ -121,7 +121,10 @@ struct mixd_client_stats {
 	uint64_t dropped;           /**< records dropped: the sum of the two below */
 	uint64_t dropped_full;      /**< ... because the thread's ring was full,
 					 or it could have none (no memory for
-					 it when its first record came) */
+					 it when its first record came), or
+					 the thread exited while mixd was
+					 away and 64 newer exited threads'
+					 rings were kept instead */
 	uint64_t dropped_invalid;   /**< ... because they were malformed: larger
 					 than MIXD_RECORD_MAX, an IP of a bad
 					 length, an unknown attribute handle */

@@ -45,6 +45,8 @@
 /* A largest record must fit even right after a wrap (see ring_push). */
 #define RING_MIN (256u << 10)
 #define BACKOFF_MIN_MS 10u
+/* Rings of exited threads kept for mixd while it is away (see bg_main). */
+#define RETIRED_MAX 64u
 #define CONNECTION_LASTED_NS 1000000000ull
 #define SEND_CHUNK (256u << 10)
 
@@ -1360,8 +1362,29 @@ static void *bg_main(void *arg)
 				cap = ncap;
 		}
 		struct tl_ring **pp = &c->rings, *r;
+		uint32_t waiting = 0; /* retired rings mixd has not got */
 		while ((r = *pp)) {
 			bool retired = __atomic_load_n(&r->retired, __ATOMIC_ACQUIRE);
+			if (retired && r->sock < 0 && !ring_drained(r) &&
+			    ++waiting > RETIRED_MAX) {
+				/* Threads come and go while mixd is away: keep
+				 * the newest RETIRED_MAX exited threads' rings,
+				 * not a megabyte and a descriptor for every one.
+				 * The list is newest first; what this older one
+				 * holds is lost, and counted. */
+				struct mixd_ring_hdr *h = r->prod.hdr;
+				uint64_t w = ring_load_relaxed(&h->prod.written);
+				uint64_t got = ring_load_relaxed(&h->cons.consumed);
+				uint64_t lost = w > got ? w - got : 0;
+				c->gone_written += w - lost;
+				c->gone_dropped += ring_load_relaxed(&h->prod.dropped) +
+						   lost;
+				c->gone_invalid += ring_load_relaxed(&h->prod.invalid);
+				*pp = r->next;
+				c->nrings--;
+				ring_unref(r);
+				continue;
+			}
 			if (r->sock < 0 && now >= r->retry_at_ns &&
 			    !(retired && ring_drained(r)))
 				try_connect(c, r, now);

@@ -970,6 +970,42 @@ static void a_ring_that_cannot_be_made_is_tried_again_later(void **state)
 	mixd_client_close(c);
 }
 
+static void *one_record_then_exit(void *p)
+{
+	(void)proxy_record_rc(p, 200);
+	return NULL;
+}
+
+/* While mixd is away, exited threads' rings are kept for it, but only the
+ * newest 64: a proxy whose threads come and go would otherwise keep a
+ * megabyte and a descriptor for every thread it ever had. What the older
+ * ones held is counted as dropped, nothing silently. */
+static void rings_of_exited_threads_are_bounded_while_mixd_is_away(void **state)
+{
+	(void)state;
+	mixd_client *c;
+	assert_int_equal(mixd_client_open("unix:///nonexistent/mixd.sock", NULL,
+					  &c),
+			 0);
+	for (int i = 0; i < 100; i++) {
+		pthread_t t;
+		assert_int_equal(pthread_create(&t, NULL, one_record_then_exit, c),
+				 0);
+		pthread_join(t, NULL);
+	}
+	struct mixd_client_stats st;
+	for (int i = 0; i < 300; i++) { /* the background thread's pass */
+		mixd_client_stats(c, &st);
+		if (st.rings <= 64)
+			break;
+		usleep(10 * 1000);
+	}
+	assert_int_equal(st.rings, 64);
+	assert_int_equal(st.written, 64);
+	assert_int_equal(st.dropped_full, 36);
+	mixd_client_close(c);
+}
+
 static void bad_options_are_refused(void **state)
 {
 	mixd_client *c;
@@ -997,6 +1033,7 @@ int main(void)
 		cmocka_unit_test(template_fields_must_have_their_attributes_types),
 		cmocka_unit_test(a_forked_child_does_not_write_its_parents_rings),
 		cmocka_unit_test(a_ring_that_cannot_be_made_is_tried_again_later),
+		cmocka_unit_test(rings_of_exited_threads_are_bounded_while_mixd_is_away),
 		cmocka_unit_test(a_grouped_template_survives_ring_wraps),
 		cmocka_unit_test(tpl_values_are_what_the_ring_carries),
 		cmocka_unit_test(bad_options_are_refused),
