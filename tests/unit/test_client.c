@@ -94,6 +94,16 @@ static void assert_delivered(struct mixd_client *c, struct daemon *d,
 	assert_int_equal(st.dropped_invalid, invalid);
 }
 
+/* A client of a mixd that is not there: its records stay in its rings. */
+static mixd_client *client_without_mixd(void)
+{
+	mixd_client *c;
+	assert_int_equal(mixd_client_open("unix:///nonexistent/mixd.sock", NULL,
+					  &c),
+			 0);
+	return c;
+}
+
 static int proxy_record_rc(mixd_client *c, int64_t code)
 {
 	mixd_record *r = mixd_record_begin(c);
@@ -237,10 +247,7 @@ static void threads_exiting_while_the_client_closes(void **state)
 {
 	(void)state;
 	for (int round = 0; round < 20; round++) {
-		mixd_client *c;
-		assert_int_equal(mixd_client_open("unix:///nonexistent/mixd.sock",
-						  NULL, &c),
-				 0);
+		mixd_client *c = client_without_mixd();
 		pthread_barrier_init(&done_reporting, NULL, 5);
 		pthread_t t[4];
 		for (int i = 0; i < 4; i++)
@@ -854,10 +861,7 @@ static void a_template_writes_records_of_a_fixed_shape(void **state)
 static void template_fields_must_have_their_attributes_types(void **state)
 {
 	(void)state;
-	mixd_client *c;
-	assert_int_equal(mixd_client_open("unix:///nonexistent/mixd.sock", NULL,
-					  &c),
-			 0);
+	mixd_client *c = client_without_mixd();
 	mixd_template *t;
 	static const struct mixd_field bytes_path[] = {
 		{MIXD_ATTR_REQUEST_PATH, MIXD_T_BYTES}};
@@ -951,10 +955,7 @@ int memfd_create(const char *name, unsigned int flags)
 static void a_ring_that_cannot_be_made_is_tried_again_later(void **state)
 {
 	(void)state;
-	mixd_client *c;
-	assert_int_equal(mixd_client_open("unix:///nonexistent/mixd.sock", NULL,
-					  &c),
-			 0);
+	mixd_client *c = client_without_mixd();
 	__atomic_store_n(&memfd_fails, 1, __ATOMIC_RELAXED);
 	for (int i = 0; i < 1000; i++)
 		assert_int_equal(proxy_record_rc(c, 200), -ENOMEM);
@@ -983,10 +984,7 @@ static void *one_record_then_exit(void *p)
 static void rings_of_exited_threads_are_bounded_while_mixd_is_away(void **state)
 {
 	(void)state;
-	mixd_client *c;
-	assert_int_equal(mixd_client_open("unix:///nonexistent/mixd.sock", NULL,
-					  &c),
-			 0);
+	mixd_client *c = client_without_mixd();
 	for (int i = 0; i < 100; i++) {
 		pthread_t t;
 		assert_int_equal(pthread_create(&t, NULL, one_record_then_exit, c),
