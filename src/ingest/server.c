@@ -14,9 +14,8 @@
  * the kernel as soon as its CQE is handled.
  *
  * Backpressure, not loss: when a consumer's queue is full the connection
- * stalls. Its unpushed bytes are copied out of the shared buffers (so a
- * connection stalled on one consumer starves no other), its recv is
- * cancelled, and a 1 ms timer retries; meanwhile the kernel's socket buffer fills, the
+ * stalls. Its unpushed bytes stay in their buffers, its recv is cancelled,
+ * and a 1 ms timer retries; meanwhile the kernel's socket buffer fills, the
  * producer's sends stop, its own ring fills, and the producer drops and
  * counts -- the one place a record is ever dropped for lack of room.
  *
@@ -55,14 +54,11 @@ enum op {
 	OP_TIMER = 6,
 };
 
-/* Bytes received but not yet pushed, copied out of the provided buffer
- * they came in (which goes straight back to the kernel): a connection
- * stalled on one consumer must not hold the buffers every other
- * connection receives into. */
+/* Bytes received but not yet pushed: a stalled connection's buffers. */
 struct stalled {
+	unsigned bid;
 	uint32_t off, len;
 	struct stalled *next;
-	uint8_t data[];
 };
 
 enum conn_kind {
@@ -230,11 +226,12 @@ static void kill_conn(struct conn *c)
 }
 
 /* Give back every buffer @c holds. */
-static void drop_held(struct conn *c)
+static void drop_held(struct ingest_server *s, struct conn *c)
 {
 	while (c->held) {
 		struct stalled *h = c->held;
 		c->held = h->next;
+		give_back(s, h->bid);
 		free(h);
 	}
 }
@@ -250,7 +247,7 @@ static void free_conn(struct ingest_server *s, struct conn *c)
 		*pp = c->kick_next;
 		s->sink.queue_kick(s->sink.ctx, c->queue);
 	}
-	drop_held(c);
+	drop_held(s, c);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -305,18 +302,15 @@ static ssize_t stream_bytes(struct ingest_server *s, struct conn *c,
 static void hold(struct ingest_server *s, struct conn *c, unsigned bid,
 		 uint32_t off, uint32_t len)
 {
-	struct stalled *h = malloc(sizeof *h + (len - off));
-	if (h) {
-		*h = (struct stalled){0, len - off, NULL};
-		memcpy(h->data, s->bufs + (size_t)bid * BUF_SIZE + off, len - off);
-	}
-	give_back(s, bid);
+	struct stalled *h = malloc(sizeof *h);
 	if (!h) {
 		/* Cannot even remember them: the stream is broken. */
+		give_back(s, bid);
 		bump(&s->n_rejected);
 		kill_conn(c);
 		return;
 	}
+	*h = (struct stalled){bid, off, len, NULL};
 	if (!c->held)
 		c->held_tail = &c->held;
 	*c->held_tail = h;
@@ -344,7 +338,8 @@ static bool unstall(struct ingest_server *s, struct conn *c)
 {
 	while (c->held && !c->dead) {
 		struct stalled *h = c->held;
-		ssize_t k = stream_bytes(s, c, h->data + h->off, h->len - h->off);
+		ssize_t k = stream_bytes(s, c, s->bufs + (size_t)h->bid * BUF_SIZE +
+						       h->off, h->len - h->off);
 		if (k < 0) {
 			bump(&s->n_rejected);
 			kill_conn(c);
@@ -354,13 +349,14 @@ static bool unstall(struct ingest_server *s, struct conn *c)
 		if (h->off < h->len || c->framer.part_full)
 			return false;
 		c->held = h->next;
+		give_back(s, h->bid);
 		free(h);
 	}
 	if (c->framer.part_full && !c->dead) {
 		if (stream_bytes(s, c, NULL, 0) < 0 || c->framer.part_full)
 			return false;
 	}
-	drop_held(c); /* dead: drop what is left */
+	drop_held(s, c); /* dead: drop what is left */
 	return true;
 }
 
@@ -532,8 +528,8 @@ static void on_recv(struct ingest_server *s, struct conn *c,
 		return;
 	}
 	if (cqe->res == -ENOBUFS && !c->dead) {
-		/* Every buffer is in use (received, not yet handled): retry
-		 * on the next tick rather than spin. */
+		/* Every buffer is in use (held by stalled connections, or not
+		 * yet handled): retry on the next tick rather than spin. */
 		stall(s, c);
 		return;
 	}
@@ -759,7 +755,6 @@ void ingest_server_destroy(struct ingest_server *s)
 		next = c->next;
 		close(c->fd);
 		ingest_framer_free(&c->framer);
-		drop_held(c);
 		free(c);
 	}
 	if (s->accepting)
