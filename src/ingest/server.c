@@ -14,8 +14,9 @@
  * the kernel as soon as its CQE is handled.
  *
  * Backpressure, not loss: when a consumer's queue is full the connection
- * stalls. Its unpushed bytes stay in their buffers, its recv is cancelled,
- * and a 1 ms timer retries; meanwhile the kernel's socket buffer fills, the
+ * stalls. Its unpushed bytes are copied out of the shared buffers (so a
+ * connection stalled on one consumer starves no other), its recv is
+ * cancelled, and a 1 ms timer retries; meanwhile the kernel's socket buffer fills, the
  * producer's sends stop, its own ring fills, and the producer drops and
  * counts -- the one place a record is ever dropped for lack of room.
  *
@@ -54,11 +55,14 @@ enum op {
 	OP_TIMER = 6,
 };
 
-/* Bytes received but not yet pushed: a stalled connection's buffers. */
+/* Bytes received but not yet pushed, copied out of the provided buffer
+ * they came in (which goes straight back to the kernel): a connection
+ * stalled on one consumer must not hold the buffers every other
+ * connection receives into. */
 struct stalled {
-	unsigned bid;
 	uint32_t off, len;
 	struct stalled *next;
+	uint8_t data[];
 };
 
 enum conn_kind {
@@ -226,12 +230,11 @@ static void kill_conn(struct conn *c)
 }
 
 /* Give back every buffer @c holds. */
-static void drop_held(struct ingest_server *s, struct conn *c)
+static void drop_held(struct conn *c)
 {
 	while (c->held) {
 		struct stalled *h = c->held;
 		c->held = h->next;
-		give_back(s, h->bid);
 		free(h);
 	}
 }
@@ -247,7 +250,7 @@ static void free_conn(struct ingest_server *s, struct conn *c)
 		*pp = c->kick_next;
 		s->sink.queue_kick(s->sink.ctx, c->queue);
 	}
-	drop_held(s, c);
+	drop_held(c);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -302,15 +305,18 @@ static ssize_t stream_bytes(struct ingest_server *s, struct conn *c,
 static void hold(struct ingest_server *s, struct conn *c, unsigned bid,
 		 uint32_t off, uint32_t len)
 {
-	struct stalled *h = malloc(sizeof *h);
+	struct stalled *h = malloc(sizeof *h + (len - off));
+	if (h) {
+		*h = (struct stalled){0, len - off, NULL};
+		memcpy(h->data, s->bufs + (size_t)bid * BUF_SIZE + off, len - off);
+	}
+	give_back(s, bid);
 	if (!h) {
 		/* Cannot even remember them: the stream is broken. */
-		give_back(s, bid);
 		bump(&s->n_rejected);
 		kill_conn(c);
 		return;
 	}
-	*h = (struct stalled){bid, off, len, NULL};
 	if (!c->held)
 		c->held_tail = &c->held;
 	*c->held_tail = h;
@@ -338,8 +344,7 @@ static bool unstall(struct ingest_server *s, struct conn *c)
 {
 	while (c->held && !c->dead) {
 		struct stalled *h = c->held;
-		ssize_t k = stream_bytes(s, c, s->bufs + (size_t)h->bid * BUF_SIZE +
-						       h->off, h->len - h->off);
+		ssize_t k = stream_bytes(s, c, h->data + h->off, h->len - h->off);
 		if (k < 0) {
 			bump(&s->n_rejected);
 			kill_conn(c);
@@ -349,14 +354,13 @@ static bool unstall(struct ingest_server *s, struct conn *c)
 		if (h->off < h->len || c->framer.part_full)
 			return false;
 		c->held = h->next;
-		give_back(s, h->bid);
 		free(h);
 	}
 	if (c->framer.part_full && !c->dead) {
 		if (stream_bytes(s, c, NULL, 0) < 0 || c->framer.part_full)
 			return false;
 	}
-	drop_held(s, c); /* dead: drop what is left */
+	drop_held(c); /* dead: drop what is left */
 	return true;
 }
 
@@ -528,12 +532,15 @@ static void on_recv(struct ingest_server *s, struct conn *c,
 		return;
 	}
 	if (cqe->res == -ENOBUFS && !c->dead) {
-		/* Every buffer is in use (held by stalled connections, or not
-		 * yet handled): retry on the next tick rather than spin. */
+		/* Every buffer is in use (received, not yet handled): retry
+		 * on the next tick rather than spin. */
 		stall(s, c);
 		return;
 	}
-	if (cqe->res > 0 && !c->dead) {
+	/* More data, or our own cancel landing after the connection was
+	 * unstalled (the timer may push what it held before the cancel of
+	 * its receive completes): receive again. */
+	if ((cqe->res > 0 || cqe->res == -ECANCELED) && !c->dead) {
 		arm_recv(s, c);
 		return;
 	}
@@ -755,6 +762,7 @@ void ingest_server_destroy(struct ingest_server *s)
 		next = c->next;
 		close(c->fd);
 		ingest_framer_free(&c->framer);
+		drop_held(c);
 		free(c);
 	}
 	if (s->accepting)

@@ -1004,6 +1004,127 @@ static void rings_of_exited_threads_are_bounded_while_mixd_is_away(void **state)
 	mixd_client_close(c);
 }
 
+/* A sink whose stream queues are never drained but the last one's: the
+ * connections of the others stall on their full queues. */
+#define STUCK 48
+struct stuck_sink {
+	struct ingest_ring *q[STUCK + 1];
+	unsigned n;
+	pthread_mutex_t mu;
+};
+
+static struct ingest_ring *stuck_queue(void *ctx, unsigned conn_id)
+{
+	(void)conn_id;
+	struct stuck_sink *k = ctx;
+	pthread_mutex_lock(&k->mu);
+	struct ingest_ring *q = k->n <= STUCK ? k->q[k->n++] : NULL;
+	pthread_mutex_unlock(&k->mu);
+	return q;
+}
+
+static void stuck_kick(void *ctx, struct ingest_ring *q)
+{
+	(void)ctx, (void)q;
+}
+
+static enum ingest_reject count_it(void *ctx, const uint8_t *p, uint32_t len,
+				   const struct ingest_layout *lay)
+{
+	(void)p, (void)len, (void)lay;
+	++*(uint64_t *)ctx;
+	return INGEST_REJ_NONE;
+}
+
+/* A stream producer's connection, its hello sent. */
+static int stream_socket(void)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	snprintf(a.sun_path, sizeof a.sun_path, "%s", sock_path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+	struct mixd_hello h = {.version = MIXD_HELLO_VERSION,
+			       .kind = MIXD_HELLO_STREAM};
+	memcpy(h.marker, MIXD_HELLO_MARKER, 8);
+	assert_int_equal(send(fd, &h, sizeof h, 0), (ssize_t)sizeof h);
+	return fd;
+}
+
+/* Send up to @n frames of one small record on @fd, for at most @ms
+ * milliseconds of a full socket; returns the frames sent. */
+static uint64_t stream_frames(int fd, uint64_t n, int ms)
+{
+	/* response.code = 200, framed and padded to 8 bytes */
+	uint8_t f[24] = {0};
+	uint32_t hdr[2] = {11, MIXD_FRAME_RECORD};
+	memcpy(f, hdr, 8);
+	f[8] = MIXD_ATTR_RESPONSE_CODE & 0xff;
+	f[9] = MIXD_ATTR_RESPONSE_CODE >> 8;
+	f[10] = MIXD_T_INT64;
+	int64_t code = 200;
+	memcpy(f + 11, &code, 8);
+	uint8_t burst[24 * 256];
+	for (int i = 0; i < 256; i++)
+		memcpy(burst + 24 * i, f, 24);
+	uint64_t sent = 0;
+	for (int waited = 0; sent < n && waited < ms;) {
+		uint64_t k = n - sent < 256 ? n - sent : 256;
+		ssize_t w = send(fd, burst, 24 * k, MSG_DONTWAIT);
+		if (w <= 0) { /* the socket is full: mixd is not reading */
+			usleep(1000);
+			waited++;
+			continue;
+		}
+		assert_int_equal(w % 24, 0); /* whole frames, for the count */
+		sent += (uint64_t)w / 24;
+	}
+	return sent;
+}
+
+/* Connections stalled on consumers that do not keep up keep what they
+ * received in memory of their own, not in the server's 64 shared receive
+ * buffers: a producer whose consumer keeps up is not starved by them. */
+static void stalled_connections_do_not_starve_the_others(void **state)
+{
+	(void)state;
+	struct stuck_sink k = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	for (unsigned i = 0; i <= STUCK; i++)
+		assert_int_equal(
+			ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &k.q[i]), 0);
+	struct ingest_sink sink = {.stream_queue = stuck_queue,
+				   .queue_kick = stuck_kick, .ctx = &k};
+	struct ingest_server *srv;
+	char err[256];
+	assert_int_equal(ingest_server_start(sock_path, &sink, &srv, err,
+					     sizeof err),
+			 0);
+	int fds[STUCK + 1];
+	for (int i = 0; i < STUCK; i++) {
+		fds[i] = stream_socket();
+		/* far more than a queue holds: the connection stalls */
+		stream_frames(fds[i], 1u << 16, 20);
+	}
+	usleep(300 * 1000);
+	fds[STUCK] = stream_socket();
+	const uint64_t want = 5000; /* what its queue holds */
+	assert_int_equal(stream_frames(fds[STUCK], want, 5000), want);
+	static uint8_t scratch[INGEST_POLL_SCRATCH];
+	struct ingest_ring_counts n = {0};
+	uint64_t got = 0;
+	for (int i = 0; i < 5000 && got < want; i++) {
+		ingest_ring_poll(k.q[STUCK], count_it, NULL, &got, 1u << 20, &n,
+				 scratch);
+		usleep(1000);
+	}
+	assert_int_equal(got, want);
+	for (int i = 0; i <= STUCK; i++)
+		close(fds[i]);
+	ingest_server_stop_accepting(srv);
+	ingest_server_destroy(srv);
+	for (unsigned i = 0; i <= STUCK; i++)
+		ingest_ring_destroy(k.q[i]);
+}
+
 static void bad_options_are_refused(void **state)
 {
 	mixd_client *c;
@@ -1032,6 +1153,7 @@ int main(void)
 		cmocka_unit_test(a_forked_child_does_not_write_its_parents_rings),
 		cmocka_unit_test(a_ring_that_cannot_be_made_is_tried_again_later),
 		cmocka_unit_test(rings_of_exited_threads_are_bounded_while_mixd_is_away),
+		cmocka_unit_test(stalled_connections_do_not_starve_the_others),
 		cmocka_unit_test(a_grouped_template_survives_ring_wraps),
 		cmocka_unit_test(tpl_values_are_what_the_ring_carries),
 		cmocka_unit_test(bad_options_are_refused),
