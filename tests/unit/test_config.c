@@ -94,6 +94,15 @@ static struct cfg *load_text(const char *yaml)
 	return c;
 }
 
+/* @c has exactly the errors @want (one line each), and is destroyed. */
+static void assert_errors(struct cfg *c, const char *want)
+{
+	char *got = errors_text(c);
+	assert_string_equal(got, want);
+	free(got);
+	cfg_destroy(c);
+}
+
 static void assert_loads(const struct cfg *c)
 {
 	if (!cfg_ok(c)) {
@@ -388,17 +397,13 @@ static void test_expression_error_column_in_quoted_scalar(void **state)
 				  "  dimensions:\n"
 				  "    a: 'source.uid | sourc.name'\n"
 				  "    b: \"request.size | nope\"\n");
-	char *e = errors_text(c);
-
 	/* 'source.uid | sourc.name': the quote is column 8, sourc.name
 	 * starts 13 bytes into the text */
-	assert_string_equal(
-		e, "test.yaml:6:22: m.metric.default: dimensions.a: unknown "
+	assert_errors(
+		c, "test.yaml:6:22: m.metric.default: dimensions.a: unknown "
 		   "attribute \"sourc.name\" in \"source.uid | sourc.name\"\n"
 		   "test.yaml:7:24: m.metric.default: dimensions.b: unknown "
 		   "attribute \"nope\" in \"request.size | nope\"\n");
-	free(e);
-	cfg_destroy(c);
 }
 
 static void test_value_must_be_numeric(void **state)
@@ -407,13 +412,9 @@ static void test_value_must_be_numeric(void **state)
 				  "metadata: {name: m, namespace: default}\n"
 				  "spec:\n"
 				  "  value: connection.mtls | false\n");
-	char *e = errors_text(c);
-
-	assert_string_equal(e, "test.yaml:4:10: m.metric.default: value: found "
-			       "BOOL expression \"connection.mtls | false\", "
-			       "expected INT64, DOUBLE, DURATION or STRING\n");
-	free(e);
-	cfg_destroy(c);
+	assert_errors(c, "test.yaml:4:10: m.metric.default: value: found "
+			 "BOOL expression \"connection.mtls | false\", "
+			 "expected INT64, DOUBLE, DURATION or STRING\n");
 }
 
 /* ----------------------------------------------- spellings and kinds */
@@ -520,13 +521,9 @@ static void test_both_spellings_at_once_is_an_error(void **state)
 				  "    instance_name: x.metric.default\n"
 				  "    instanceName: x.metric.default\n"
 				  "    kind: COUNTER\n");
-	char *e = errors_text(c);
-
-	assert_string_equal(e, "test.yaml:7:5: h.prometheus.default: "
-			       "metrics[0].instanceName: found a second value "
-			       "(the first is at line 6), expected one\n");
-	free(e);
-	cfg_destroy(c);
+	assert_errors(c, "test.yaml:7:5: h.prometheus.default: "
+			 "metrics[0].instanceName: found a second value "
+			 "(the first is at line 6), expected one\n");
 }
 
 static void test_unknown_kinds_warn_once(void **state)
@@ -575,13 +572,9 @@ static void test_sampling_is_rejected(void **state)
 			  "metadata: {name: r, namespace: default}\n"
 			  "spec:\n"
 			  "  sampling: {random: {percentSampled: 10}}\n");
-	char *e = errors_text(c);
-
-	assert_string_equal(e, "test.yaml:4:13: r.rule.default: sampling: "
-			       "found a mapping, expected no sampling (not "
-			       "supported by mixd)\n");
-	free(e);
-	cfg_destroy(c);
+	assert_errors(c, "test.yaml:4:13: r.rule.default: sampling: "
+			 "found a mapping, expected no sampling (not "
+			 "supported by mixd)\n");
 }
 
 static void test_istio14_instance_and_handler(void **state)
@@ -658,13 +651,9 @@ static void test_istio14_params_errors_name_the_path(void **state)
 				  "spec:\n"
 				  "  compiledAdapter: prometheus\n"
 				  "  params: {metric: []}\n");
-	char *e = errors_text(c);
-
-	assert_string_equal(e, "test.yaml:5:12: p.handler.default: params: "
-			       "unknown field \"metric\", expected metrics or "
-			       "metrics_expiration_policy\n");
-	free(e);
-	cfg_destroy(c);
+	assert_errors(c, "test.yaml:5:12: p.handler.default: params: "
+			 "unknown field \"metric\", expected metrics or "
+			 "metrics_expiration_policy\n");
 }
 
 /* ----------------------------------------------- files and directories */
@@ -918,13 +907,9 @@ static void test_secret_file_must_be_regular(void **state)
 	struct cfg *c = load_text("kind: stdio\n"
 				  "metadata: {name: h, namespace: default}\n"
 				  "spec: {output_path: '${file:/dev/null}'}\n");
-	char *e = errors_text(c);
-
-	assert_string_equal(e, "test.yaml:3:21: h.stdio.default: output_path: "
-			       "found secret file /dev/null, expected a "
-			       "regular file\n");
-	free(e);
-	cfg_destroy(c);
+	assert_errors(c, "test.yaml:3:21: h.stdio.default: output_path: "
+			 "found secret file /dev/null, expected a "
+			 "regular file\n");
 }
 
 static void test_logentry_and_stdio(void **state)
@@ -1000,11 +985,8 @@ static void test_top_level_keys(void **state)
 		      "spec: {match: \"true\"}\n"
 		      "spec: {match: \"false\"}\n");
 	assert_false(cfg_ok(c));
-	char *got = errors_text(c);
-	assert_string_equal(got, "test.yaml:4:1: spec: found a second one (the "
-				 "first is at line 3), expected one\n");
-	free(got);
-	cfg_destroy(c);
+	assert_errors(c, "test.yaml:4:1: spec: found a second one (the "
+			 "first is at line 3), expected one\n");
 }
 
 /* Mixer's stdio handler logged metrics too; mixd's does not, and says so. */
