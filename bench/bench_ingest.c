@@ -12,6 +12,10 @@
  * of one string as long as the proxy record, so that writing it is one
  * copy of the same number of bytes into the same ring -- what the memory
  * traffic alone costs, before any encoding.
+ *
+ * MIXD_BENCH_CASE=K runs one case alone, in the order printed: 1-4 the
+ * producer costs (builder, mixd_report(), template, floor), 5-9 the
+ * throughput cases.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -307,22 +311,29 @@ int main(void)
 	/* framed = 8-byte frame header + 7-byte attribute header + string */
 	floor_len = (uint32_t)record_bytes() - 8 - 7;
 
-	for (int i = 0; i < runs; i++)
-		s[i] = producer_ns(proxy_record);
-	bench_report("producer cost, record builder (begin, 20 setters, commit)",
-		     s, runs, "ns/record");
-	for (int i = 0; i < runs; i++)
-		s[i] = producer_ns(proxy_report);
-	bench_report("producer cost, mixd_report (one call, 20 values)", s, runs,
-		     "ns/record");
-	for (int i = 0; i < runs; i++)
-		s[i] = producer_ns(proxy_template);
-	bench_report("producer cost, record template (20 values, layout prepared "
-		     "once)", s, runs, "ns/record");
-	for (int i = 0; i < runs; i++)
-		s[i] = producer_ns(floor_template);
-	bench_report("producer floor: one string of the record's size (a copy, "
-		     "no encoding)", s, runs, "ns/record");
+	const unsigned only = (unsigned)bench_env("MIXD_BENCH_CASE", 0);
+	struct {
+		const char *label;
+		write_fn write;
+	} costs[] = {
+		{"producer cost, record builder (begin, 20 setters, commit)",
+		 proxy_record},
+		{"producer cost, mixd_report (one call, 20 values)", proxy_report},
+		{"producer cost, record template (20 values, layout prepared "
+		 "once)",
+		 proxy_template},
+		{"producer floor: one string of the record's size (a copy, no "
+		 "encoding)",
+		 floor_template},
+	};
+	const unsigned ncosts = sizeof costs / sizeof costs[0];
+	for (unsigned k = 0; k < ncosts; k++) {
+		if (only && only != k + 1)
+			continue;
+		for (int i = 0; i < runs; i++)
+			s[i] = producer_ns(costs[k].write);
+		bench_report(costs[k].label, s, runs, "ns/record");
+	}
 
 	struct {
 		const char *label;
@@ -341,7 +352,9 @@ int main(void)
 		{"socket, 2 producers, 2 shards", 2, MIXD_TRANSPORT_SOCKET, 2,
 		 proxy_report},
 	};
-	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+	for (unsigned k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		if (only && only != ncosts + k + 1)
+			continue;
 		for (int i = 0; i < runs; i++)
 			s[i] = run(cases[k].np, cases[k].t, cases[k].shards,
 				   cases[k].write) / 1e6;
