@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -35,6 +36,7 @@ struct settings {
 	const char *check_config;  /* --check-config: validate and exit */
 	const char *marathon_address;
 	unsigned shards;
+	unsigned max_producers;
 	unsigned idle_sleep_max_us;
 	bool no_memo;
 	unsigned long series_limit;
@@ -50,6 +52,7 @@ enum opt_id {
 	OPT_CHECK_CONFIG,
 	OPT_MARATHON,
 	OPT_SHARDS,
+	OPT_MAX_PRODUCERS,
 	OPT_SERIES_LIMIT,
 	OPT_IDLE_SLEEP,
 	OPT_NO_MEMO,
@@ -94,6 +97,12 @@ static const struct setting settings_table[] = {
 	 "tests)."},
 	{"shards", NULL, OPT_SHARDS, "N", "online CPUs",
 	 "Aggregator threads; each owns a share of the producers."},
+	{"max-producers", NULL, OPT_MAX_PRODUCERS, "N", "4096",
+	 "Producer connections open at once (one per producer thread). "
+	 "Beyond it a connection is closed at once and counted "
+	 "(mixd_producers_refused_total); its producer retries after a "
+	 "backoff. mixd raises its open-files limit to fit, up to the hard "
+	 "limit."},
 	{"series-limit", NULL, OPT_SERIES_LIMIT, "N", "100000",
 	 "Label sets kept per metric family and shard; beyond it new label "
 	 "sets are counted (mixd_series_overflow_total), not stored."},
@@ -230,6 +239,7 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 	st->default_ns = CFG_DEFAULT_NAMESPACE;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	st->shards = ncpu > 0 ? (unsigned)ncpu : 1;
+	st->max_producers = 4096;
 	st->idle_sleep_max_us = 5000;
 	st->series_limit = AGG_SERIES_LIMIT_DEFAULT;
 
@@ -277,6 +287,11 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 			if (parse_ulong("shards", optarg, 1, 256, &v))
 				return -1;
 			st->shards = (unsigned)v;
+			break;
+		case OPT_MAX_PRODUCERS:
+			if (parse_ulong("max-producers", optarg, 1, 1u << 20, &v))
+				return -1;
+			st->max_producers = (unsigned)v;
 			break;
 		case OPT_SERIES_LIMIT:
 			if (parse_ulong("series-limit", optarg, 1, 100000000,
@@ -378,6 +393,45 @@ static void sample1(struct expose_buf *b, const char *name, const char *label,
 	expose_sample(b, name, &l, label ? 1 : 0, v);
 }
 
+/* Descriptors mixd keeps for itself beside its producers': listening
+ * sockets, HTTP connections (64 a server), Marathon, config, shards. */
+#define FD_RESERVE 256
+
+/*
+ * Room for --max-producers connections: the soft open-files limit raised
+ * to fit, as far as the hard limit allows (distributions start services
+ * at 1,024). Where even the hard limit is too low, fewer producers, and
+ * stderr says so: mixd refusing connections it counts is better than
+ * accept() failing for want of a descriptor, which nothing counts.
+ */
+static void fit_fd_limit(struct settings *st)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY)
+		return;
+	rlim_t need = (rlim_t)st->max_producers + FD_RESERVE;
+	if (rl.rlim_cur < need) {
+		rlim_t to = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need
+				    ? rl.rlim_max
+				    : need;
+		struct rlimit nl = {to, rl.rlim_max};
+		if (to > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &nl) == 0)
+			rl.rlim_cur = to;
+	}
+	if (rl.rlim_cur >= need)
+		return;
+	unsigned fit = rl.rlim_cur > 2 * FD_RESERVE
+			       ? (unsigned)(rl.rlim_cur - FD_RESERVE)
+			       : (unsigned)(rl.rlim_cur / 2);
+	if (!fit)
+		fit = 1;
+	fprintf(stderr,
+		"mixd: --max-producers %u lowered to %u: the open-files limit "
+		"(RLIMIT_NOFILE) is %llu\n",
+		st->max_producers, fit, (unsigned long long)rl.rlim_cur);
+	st->max_producers = fit;
+}
+
 static void render_ingest(struct mixd *m, struct expose_buf *b)
 {
 	struct agg_ingest_stats a;
@@ -416,6 +470,15 @@ static void render_ingest(struct mixd *m, struct expose_buf *b)
 	family(b, "mixd_producers", "gauge",
 	       "Producer connections open now (one per producer thread).");
 	sample1(b, "mixd_producers", NULL, NULL, (double)s.producers);
+	family(b, "mixd_producers_limit", "gauge",
+	       "Producer connections mixd keeps open at most (--max-producers).");
+	sample1(b, "mixd_producers_limit", NULL, NULL,
+		(double)m->st.max_producers);
+	family(b, "mixd_producers_refused_total", "counter",
+	       "Producer connections closed at once because --max-producers "
+	       "were open; each producer retries after its backoff.");
+	sample1(b, "mixd_producers_refused_total", NULL, NULL,
+		(double)s.refused);
 	family(b, "mixd_ingest_rings", "gauge",
 	       "Shared-memory rings being consumed (including rings of "
 	       "producers that left, until drained).");
@@ -978,8 +1041,9 @@ int main(int argc, char **argv)
 	}
 	struct ingest_sink sink = agg_sink(m.agg);
 	char err[256];
-	if ((rc = ingest_server_start(m.st.address, &sink, &m.server, err,
-				      sizeof err))) {
+	fit_fd_limit(&m.st);
+	if ((rc = ingest_server_start(m.st.address, &sink, m.st.max_producers,
+				      &m.server, err, sizeof err))) {
 		fprintf(stderr, "mixd: %s\n", err);
 		goto out;
 	}

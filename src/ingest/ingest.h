@@ -356,17 +356,22 @@ struct ingest_server_stats {
 	uint64_t stream_records;  /**< records queued from the socket */
 	uint64_t stream_rejected; /**< bad frames (the connection is closed) */
 	uint64_t handshake_failed;/**< bad hello, bad memfd */
+	uint64_t refused;         /**< closed at once: the producer limit */
 };
 
 struct ingest_server;
 
 /**
  * Listen on @address ("unix:///path" or an absolute path) and start the io
- * thread. An existing socket file at the path is replaced. Returns 0 or
- * -errno, with a message in @err.
+ * thread. An existing socket file at the path is replaced. At most
+ * @max_producers connections are open at once (0: no limit): one beyond
+ * it is closed as soon as it is accepted and counted (refused), and its
+ * producer retries after its backoff, its records kept in its ring or
+ * counted there as dropped. Returns 0 or -errno, with a message in @err.
  */
 int ingest_server_start(const char *address, const struct ingest_sink *sink,
-			struct ingest_server **out, char *err, size_t errlen);
+			unsigned max_producers, struct ingest_server **out,
+			char *err, size_t errlen);
 
 /** Stop accepting and close the listening socket (connections stay). */
 void ingest_server_stop_accepting(struct ingest_server *s);

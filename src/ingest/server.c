@@ -115,6 +115,7 @@ struct ingest_server {
 	pthread_t thread;
 	int stop;         /* atomic */
 	int stop_accept;  /* atomic */
+	unsigned max_open; /* connections open at once; 0: no limit */
 	bool accepting;
 	unsigned next_id;
 	struct conn *kicks;
@@ -127,7 +128,7 @@ struct ingest_server {
 
 	/* counters: written by the io thread, read by anyone */
 	uint64_t n_connections, n_open, n_records, n_rejected,
-		n_handshake_failed;
+		n_handshake_failed, n_refused;
 };
 
 static inline uint64_t tag(void *p, enum op op)
@@ -406,6 +407,13 @@ static void on_accept(struct ingest_server *s, struct io_uring_cqe *cqe)
 	}
 	if (cqe->res < 0)
 		return;
+	/* At the limit, the newcomer waits its turn in its own backoff:
+	 * every open connection is a descriptor and a mapped ring here. */
+	if (s->max_open && ck_pr_load_64(&s->n_open) >= s->max_open) {
+		close(cqe->res);
+		bump(&s->n_refused);
+		return;
+	}
 	struct conn *c = calloc(1, sizeof *c);
 	if (!c) {
 		close(cqe->res);
@@ -666,7 +674,8 @@ fail:;
 }
 
 int ingest_server_start(const char *address, const struct ingest_sink *sink,
-			struct ingest_server **out, char *err, size_t errlen)
+			unsigned max_producers, struct ingest_server **out,
+			char *err, size_t errlen)
 {
 	const char *path = address;
 	if (strncmp(path, "unix://", 7) == 0)
@@ -689,6 +698,7 @@ int ingest_server_start(const char *address, const struct ingest_sink *sink,
 	}
 	strcpy(s->path, path);
 	s->sink = *sink;
+	s->max_open = max_producers;
 	rc = io_uring_queue_init(QUEUE_DEPTH, &s->ring, 0);
 	if (rc) {
 		snprintf(err, errlen, "io_uring_queue_init: %s", strerror(-rc));
@@ -781,4 +791,5 @@ void ingest_server_stats(struct ingest_server *s, struct ingest_server_stats *o)
 	o->stream_records = ck_pr_load_64(&s->n_records);
 	o->stream_rejected = ck_pr_load_64(&s->n_rejected);
 	o->handshake_failed = ck_pr_load_64(&s->n_handshake_failed);
+	o->refused = ck_pr_load_64(&s->n_refused);
 }

@@ -7,6 +7,7 @@ MIXD_TEST_THREADED
 
 import json
 import os
+import resource
 import signal
 import socket
 import struct
@@ -289,6 +290,62 @@ def a_connection_that_never_says_hello_is_closed(build):
             s.close()
 
 
+def producers_beyond_the_limit_wait_their_turn(build):
+    """--max-producers 1: while one connection is open, the next is closed
+    as soon as it is accepted and counted; the refused producer keeps its
+    records in its ring, retries, and once the first connection is gone
+    (a silent one, at its 5-second hello deadline) every record arrives."""
+    with mt.Mixd(build, ["--max-producers", "1"]) as m:
+        ms = m.metrics()
+        mt.check(mt.value(ms, "mixd_producers_limit") == 1, "the limit exported")
+        mute = socket.socket(socket.AF_UNIX)
+        mute.connect(m.sock)
+        settle(m, lambda x: x["producers"] == 1, "the slot taken")
+        other = socket.socket(socket.AF_UNIX)
+        other.connect(m.sock)
+        other.settimeout(mt._t(5))
+        mt.check(other.recv(1) == b"", "a connection beyond the limit is closed")
+        other.close()
+        refused = lambda: mt.value(m.metrics(), "mixd_producers_refused_total")
+        mt.check(refused() == 1, f"refused: {refused()}")
+        res = run_producers(build, m, 1, "--count", "1000")[0]
+        mt.check(res["dropped"] == 0 and res["written"] == 1000, str(res))
+        got = settle(m, lambda x: x["shm"] == 1000, "the waiting producer's records")
+        mt.check(refused() >= 2, "the producer was refused while the slot was taken")
+        mt.check(got["handshake"] == 1, "the silent connection timed out")
+        mute.close()
+
+
+class UnderLimit(mt.Mixd):
+    """mixd started under an open-files limit of soft:hard (prlimit execs
+    it: the pid is mixd's)."""
+
+    def __init__(self, build, nofile, extra_args=()):
+        self.nofile = nofile
+        super().__init__(build, extra_args)
+
+    def argv(self):
+        return ["prlimit", f"--nofile={self.nofile}", "--"] + super().argv()
+
+
+def the_open_files_limit_is_raised_or_the_producer_limit_lowered(build):
+    """A soft limit of 1,024 under a high hard one is raised to fit 4,096
+    producers and mixd's own descriptors; a hard limit of 300 cannot be,
+    so fewer producers are kept, and mixd says so."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    mt.check(hard == resource.RLIM_INFINITY or hard >= 4096 + 256,
+             f"this machine's hard open-files limit ({hard}) is too low for the test")
+    hard = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    with UnderLimit(build, f"1024:{hard}") as m:
+        with open(f"/proc/{m.proc.pid}/limits") as f:
+            soft = next(int(l.split()[3]) for l in f if l.startswith("Max open files"))
+        mt.check(soft == 4096 + 256, f"soft limit {soft}")
+        mt.check(mt.value(m.metrics(), "mixd_producers_limit") == 4096, "kept")
+    with UnderLimit(build, "300:300") as m:
+        mt.check(mt.value(m.metrics(), "mixd_producers_limit") == 150, "lowered")
+        mt.check("--max-producers 4096 lowered to 150" in m.stderr(), m.stderr_tail())
+
+
 def an_idle_mixd_picks_a_record_up_within_10_ms(build):
     """One producer, connected and idle, writes one record at a time; each
     time the shards have slept for 100 ms. Latency runs from the commit (the
@@ -409,6 +466,8 @@ if __name__ == "__main__":
         garbage_on_the_socket_is_rejected_and_counted,
         hellos_with_too_many_descriptors_leave_none_open,
         a_connection_that_never_says_hello_is_closed,
+        producers_beyond_the_limit_wait_their_turn,
+        the_open_files_limit_is_raised_or_the_producer_limit_lowered,
         an_idle_mixd_picks_a_record_up_within_10_ms,
         records_announced_ahead_are_counted_exactly,
         sigterm_drains_and_exits_zero,
