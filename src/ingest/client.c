@@ -116,7 +116,12 @@ struct mixd_client {
 	uint16_t custom_len[CUSTOM_MAX];
 };
 
-static __thread struct tl_ring *tl_rings;
+/* Read on every record: initial-exec, so libmixd.so reaches it with one
+ * %fs-relative load rather than a __tls_get_addr() call. Eight bytes of
+ * static TLS, well within what glibc keeps for libraries dlopen()ed
+ * later. */
+static __thread struct tl_ring *tl_rings
+	__attribute__((tls_model("initial-exec")));
 static __thread struct mixd_record tl_norecord;
 static pthread_key_t tl_key;
 static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
