@@ -580,7 +580,8 @@ static uint64_t expected_lines(struct agg *a)
 
 static void scrapes(int runs, uint64_t sets)
 {
-	double mem[32], view_s[32], first_s[32], later_s[32], later_cpu[32];
+	double mem[32], view_s[32], counts_s[32], first_s[32], later_s[32];
+	double later_cpu[32];
 	double gz_s[32], gz_cpu[32];
 	double peak[32];
 	uint64_t lines = 0, bytes = 0, gz_bytes = 0;
@@ -611,6 +612,12 @@ static void scrapes(int runs, uint64_t sets)
 		if (agg_view_create(a, &v))
 			abort();
 		view_s[r] = (double)(bench_now_ns() - t0) / 1e9;
+		agg_view_destroy(v);
+		/* what a scrape of mixd's own /metrics takes */
+		t0 = bench_now_ns();
+		if (agg_view_counts(a, &v))
+			abort();
+		counts_s[r] = (double)(bench_now_ns() - t0) / 1e9;
 		agg_view_destroy(v);
 
 		struct scrape_result later = scrape(a, false, false, buf);
@@ -647,6 +654,8 @@ static void scrapes(int runs, uint64_t sets)
 	       (unsigned long long)sets, (unsigned long long)lines,
 	       (double)bytes / 1e6, (double)gz_bytes / 1e6);
 	report_sets("view (consistent merged copy)", "", sets, view_s, runs, "s");
+	report_sets("counts alone (agg_view_counts, for mixd's /metrics)", "",
+		    sets, counts_s, runs, "s");
 	report_sets("view + streamed render", ", first scrape", sets, first_s,
 		    runs, "s");
 	report_sets("view + streamed render", ", later scrapes", sets, later_s,

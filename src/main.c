@@ -643,7 +643,7 @@ static int render_self(void *ctx, struct expose_buf *b, int *status,
 	render_ingest(m, b);
 	render_config(m, b);
 	render_marathon(m, b);
-	if (agg_view_create(m->agg, &v) == 0) {
+	if (agg_view_counts(m->agg, &v) == 0) {
 		render_series(v, b, m);
 		agg_view_destroy(v);
 	}

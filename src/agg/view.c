@@ -435,6 +435,36 @@ static int copy_sorted(struct view_ext *x, struct vset *vs,
 	return 0;
 }
 
+/*
+ * agg_view_counts()'s half of copy_sorted(): sort @vs's rows and count,
+ * per family of @d, the distinct label sets that have its data (the
+ * copies of one set in several shards count once), into @fams. Inside the
+ * epoch; nothing is copied.
+ */
+static int count_sorted(struct vset *vs, const struct plan_dimset *d,
+			struct agg_view_family *fams)
+{
+	if (!vs->n)
+		return 0;
+	struct sref *tmp = malloc((vs->n / 2 + 1) * sizeof *tmp);
+	if (!tmp)
+		return -ENOMEM;
+	sort_set(vs->rows, tmp, vs->n);
+	free(tmp);
+	for (size_t i = 0, j; i < vs->n; i = j) {
+		const struct sref *s = &vs->rows[i];
+		uint64_t touched = 0;
+		for (j = i; j < vs->n && vs->rows[j].key_len == s->key_len &&
+			    memcmp(vs->rows[j].key, s->key, s->key_len) == 0;
+		     j++)
+			touched |= __atomic_load_n(&vs->rows[j].r->touched,
+						   __ATOMIC_RELAXED);
+		for (unsigned b = 0; b < d->nfam; b++)
+			fams[d->fams[b]].series += touched >> b & 1;
+	}
+	return 0;
+}
+
 /* The index of @p's dimset with @sig, or -1. */
 static int find_set(const struct agg_plan *p, const char *sig)
 {
@@ -453,7 +483,8 @@ static int find_family(const struct agg_plan *p, const char *name)
 	return -1;
 }
 
-int agg_view_create(struct agg *a, struct agg_view **out)
+/* agg_view_create() (@rows) or agg_view_counts(). */
+static int view_create(struct agg *a, struct agg_view **out, bool rows)
 {
 	struct view_ext *x = calloc(1, sizeof *x);
 	if (!x)
@@ -538,13 +569,14 @@ int agg_view_create(struct agg *a, struct agg_view **out)
 			.labels = p->dimsets[d].labels,
 			.nlabels = p->dimsets[d].ndims,
 		};
-		if (copy_sorted(x, &sets[d], &p->dimsets[d], &v->sets[d]))
+		if (rows ? copy_sorted(x, &sets[d], &p->dimsets[d], &v->sets[d])
+			 : count_sorted(&sets[d], &p->dimsets[d], v->fams))
 			goto out;
 	}
 	epoch_exit(&a->epoch, slot);
 	slot = -1;
 
-	for (size_t d = 0; d < p->ndimsets; d++) {
+	for (size_t d = 0; d < p->ndimsets && rows; d++) {
 		const struct agg_view_set *vs = &v->sets[d];
 		for (size_t r = 0; r < vs->nrows; r++)
 			for (unsigned b = 0; b < p->dimsets[d].nfam; b++)
@@ -565,6 +597,16 @@ out:
 	}
 	*out = v;
 	return 0;
+}
+
+int agg_view_create(struct agg *a, struct agg_view **out)
+{
+	return view_create(a, out, true);
+}
+
+int agg_view_counts(struct agg *a, struct agg_view **out)
+{
+	return view_create(a, out, false);
 }
 
 void agg_view_destroy(struct agg_view *v)

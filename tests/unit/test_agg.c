@@ -707,6 +707,58 @@ static void test_gauge_merged_across_shards(void **state)
 	agg_destroy(a);
 }
 
+/* agg_view_counts() counts what agg_view_create() counts, without rows:
+ * label sets held by several shards once, overflow past a small series
+ * limit summed. */
+static void test_view_counts(void **state)
+{
+	(void)state;
+	struct cfg *c = cfg_load(config_dir(), "default");
+	assert_non_null(c);
+	struct agg *a;
+	struct agg_options o = {.shards = 3};
+	assert_int_equal(agg_create(&o, NULL, &a), 0);
+	assert_int_equal(agg_set_config(a, c), 0);
+	for (int i = 0; i < 3; i++)
+		assert_non_null(a->shards[i].state =
+					state_create(a->plan, NULL, &a->epoch,
+						     &a->shards[i].retired));
+	uint8_t rec[RECORD_CAP];
+	static struct attr_table t;
+	uint64_t seed = 99;
+	for (int k = 0; k < 3000; k++) {
+		uint32_t len = make_record(rec, &seed);
+		int i = k % 3;
+		state_record(a->shards[i].state, &t, rec, len, NULL, k,
+			     /* series limit */ 40, NULL, &a->epoch,
+			     &a->shards[i].retired);
+	}
+	struct agg_view *v, *n;
+	assert_int_equal(agg_view_create(a, &v), 0);
+	assert_int_equal(agg_view_counts(a, &n), 0);
+	assert_int_equal(n->nfams, v->nfams);
+	uint64_t series = 0, overflow = 0, stored = 0;
+	for (size_t f = 0; f < v->nfams; f++) {
+		assert_int_equal(n->fams[f].series, v->fams[f].series);
+		assert_int_equal(n->fams[f].overflow, v->fams[f].overflow);
+		assert_int_equal(n->fams[f].expired, v->fams[f].expired);
+		assert_int_equal(n->fams[f].errors, v->fams[f].errors);
+		series += v->fams[f].series;
+		overflow += v->fams[f].overflow;
+	}
+	for (size_t d = 0; d < n->nsets; d++)
+		assert_int_equal(n->sets[d].nrows, 0);
+	for (int i = 0; i < 3; i++)
+		for (size_t d = 0; d < a->plan->ndimsets; d++)
+			stored += a->shards[i].state->series[d]->n;
+	/* the same label sets in several shards, and a limit reached */
+	assert_true(series > 0 && overflow > 0);
+	assert_true(stored > v->sets[0].nrows + v->sets[v->nsets - 1].nrows);
+	agg_view_destroy(n);
+	agg_view_destroy(v);
+	agg_destroy(a);
+}
+
 /* Two reloads while a scrape holds the epoch: both old states are freed
  * by one poll, the newer first. The older one gave its series to the
  * newer, which frees them; the older must not look at them then. */
@@ -967,6 +1019,7 @@ int main(void)
 		cmocka_unit_test(test_memo_across_snapshots),
 		cmocka_unit_test(test_layout_records_same_as_without_memo),
 		cmocka_unit_test(test_gauge_merged_across_shards),
+		cmocka_unit_test(test_view_counts),
 		cmocka_unit_test(test_two_states_freed_in_one_poll),
 		cmocka_unit_test(test_expiry_under_a_scrape),
 		cmocka_unit_test(test_series_limit),
