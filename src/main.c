@@ -98,10 +98,10 @@ static const struct setting settings_table[] = {
 	{"shards", NULL, OPT_SHARDS, "N", "online CPUs",
 	 "Aggregator threads; each owns a share of the producers."},
 	{"max-producers", NULL, OPT_MAX_PRODUCERS, "N", "4096",
-	 "Producer connections open at once (one per producer thread). "
-	 "Beyond it a connection is closed at once and counted "
-	 "(mixd_producers_refused_total); its producer retries after a "
-	 "backoff. mixd raises its open-files limit to fit, up to the hard "
+	 "Producer connections open at once (one per producer thread). At "
+	 "the limit mixd stops accepting (mixd_producers_limit_reached_total) "
+	 "and newcomers wait, their records in their rings, until one "
+	 "leaves. mixd raises its open-files limit to fit, up to the hard "
 	 "limit."},
 	{"series-limit", NULL, OPT_SERIES_LIMIT, "N", "100000",
 	 "Label sets kept per metric family and shard; beyond it new label "
@@ -474,11 +474,12 @@ static void render_ingest(struct mixd *m, struct expose_buf *b)
 	       "Producer connections mixd keeps open at most (--max-producers).");
 	sample1(b, "mixd_producers_limit", NULL, NULL,
 		(double)m->st.max_producers);
-	family(b, "mixd_producers_refused_total", "counter",
-	       "Producer connections closed at once because --max-producers "
-	       "were open; each producer retries after its backoff.");
-	sample1(b, "mixd_producers_refused_total", NULL, NULL,
-		(double)s.refused);
+	family(b, "mixd_producers_limit_reached_total", "counter",
+	       "Times mixd stopped accepting producers because --max-producers "
+	       "were open; newcomers wait in the socket's backlog until one "
+	       "leaves.");
+	sample1(b, "mixd_producers_limit_reached_total", NULL, NULL,
+		(double)s.limit_reached);
 	family(b, "mixd_ingest_rings", "gauge",
 	       "Shared-memory rings being consumed (including rings of "
 	       "producers that left, until drained).");

@@ -117,9 +117,9 @@ struct mixd_client {
 };
 
 /* Read on every record: initial-exec, so libmixd.so reaches it with one
- * %fs-relative load rather than a __tls_get_addr() call. Eight bytes of
- * static TLS, well within what glibc keeps for libraries dlopen()ed
- * later. */
+ * %fs-relative load rather than a __tls_get_addr() call. That puts the
+ * library's whole TLS block (80 bytes) in static TLS, well within what
+ * glibc keeps for libraries dlopen()ed later. */
 static __thread struct tl_ring *tl_rings
 	__attribute__((tls_model("initial-exec")));
 static __thread struct mixd_record tl_norecord;

@@ -356,7 +356,7 @@ struct ingest_server_stats {
 	uint64_t stream_records;  /**< records queued from the socket */
 	uint64_t stream_rejected; /**< bad frames (the connection is closed) */
 	uint64_t handshake_failed;/**< bad hello, bad memfd */
-	uint64_t refused;         /**< closed at once: the producer limit */
+	uint64_t limit_reached;   /**< times accepting paused at the limit */
 };
 
 struct ingest_server;
@@ -364,10 +364,13 @@ struct ingest_server;
 /**
  * Listen on @address ("unix:///path" or an absolute path) and start the io
  * thread. An existing socket file at the path is replaced. At most
- * @max_producers connections are open at once (0: no limit): one beyond
- * it is closed as soon as it is accepted and counted (refused), and its
- * producer retries after its backoff, its records kept in its ring or
- * counted there as dropped. Returns 0 or -errno, with a message in @err.
+ * @max_producers connections are open at once (0: no limit; it may be
+ * passed by the few the kernel accepted as the limit was reached): there,
+ * accepting pauses (counted, limit_reached), and newcomers wait in the
+ * socket's backlog, their records in their rings or socket buffers, until
+ * a connection closes; with the backlog full, their connect() fails and
+ * they retry after a backoff. Returns 0 or -errno, with a message in
+ * @err.
  */
 int ingest_server_start(const char *address, const struct ingest_sink *sink,
 			unsigned max_producers, struct ingest_server **out,

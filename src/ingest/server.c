@@ -73,6 +73,7 @@ enum conn_kind {
 
 struct conn {
 	int fd;
+	struct __kernel_timespec hello_by; /* CLOCK_MONOTONIC, absolute */
 	unsigned id;
 	enum conn_kind kind;
 	struct ingest_ring *ring; /* shm: handed to the sink */
@@ -116,19 +117,20 @@ struct ingest_server {
 	int stop;         /* atomic */
 	int stop_accept;  /* atomic */
 	unsigned max_open; /* connections open at once; 0: no limit */
-	bool accepting;
+	bool accepting;    /* until shutdown */
+	bool accept_armed; /* a multishot accept is in flight */
+	bool accept_cancelling; /* and we asked it to stop (at the limit) */
 	unsigned next_id;
 	struct conn *kicks;
 	struct conn *conns;
 	struct conn *stalls;
 	bool timer_armed;
-	struct __kernel_timespec hello_deadline; /* HELLO_TIMEOUT_S */
 	bool accept_later; /* accept failed: re-arm it at the next tick */
 	struct __kernel_timespec tick;
 
 	/* counters: written by the io thread, read by anyone */
 	uint64_t n_connections, n_open, n_records, n_rejected,
-		n_handshake_failed, n_refused;
+		n_handshake_failed, n_limit_reached;
 };
 
 static inline uint64_t tag(void *p, enum op op)
@@ -157,6 +159,43 @@ static void arm_accept(struct ingest_server *s)
 	io_uring_prep_multishot_accept(sqe, s->listen_fd, NULL, NULL,
 				       SOCK_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, tag(s, OP_ACCEPT));
+	s->accept_armed = true;
+}
+
+static void cancel_accept(struct ingest_server *s)
+{
+	if (!s->accept_armed || s->accept_cancelling)
+		return;
+	s->accept_cancelling = true;
+	struct io_uring_sqe *sqe = get_sqe(s);
+	io_uring_prep_cancel64(sqe, tag(s, OP_ACCEPT), 0);
+	io_uring_sqe_set_data64(sqe, tag(s, OP_CANCEL));
+}
+
+static bool at_limit(const struct ingest_server *s)
+{
+	return s->max_open && ck_pr_load_64(&s->n_open) >= s->max_open;
+}
+
+/*
+ * Accept while there is room: at --max-producers the multishot accept is
+ * cancelled, and newcomers wait in the listening socket's backlog (their
+ * hellos, and a socket producer's first records, in their sockets'
+ * buffers; the rest in their rings) until a connection closes. Closing
+ * them instead would lose what a socket producer had already sent. When
+ * the backlog is full too, connect() fails and the producer backs off.
+ */
+static void accept_as_room_allows(struct ingest_server *s)
+{
+	if (!s->accepting || __atomic_load_n(&s->stop_accept, __ATOMIC_ACQUIRE))
+		return;
+	if (at_limit(s)) {
+		if (s->accept_armed && !s->accept_cancelling)
+			bump(&s->n_limit_reached);
+		cancel_accept(s);
+	} else if (!s->accept_armed && !s->accept_later) {
+		arm_accept(s);
+	}
 }
 
 static void arm_wake(struct ingest_server *s)
@@ -187,7 +226,8 @@ static void arm_hello(struct ingest_server *s, struct conn *c)
 	io_uring_sqe_set_data64(sqe, tag(c, OP_HELLO));
 	sqe->flags |= IOSQE_IO_LINK;
 	sqe = get_sqe(s);
-	io_uring_prep_link_timeout(sqe, &s->hello_deadline, 0);
+	/* Absolute: a hello sent a byte at a time gets no more time. */
+	io_uring_prep_link_timeout(sqe, &c->hello_by, IORING_TIMEOUT_ABS);
 	io_uring_sqe_set_data64(sqe, tag(s, OP_CANCEL)); /* nothing to do */
 }
 
@@ -262,6 +302,7 @@ static void free_conn(struct ingest_server *s, struct conn *c)
 	ingest_framer_free(&c->framer);
 	free(c);
 	ck_pr_store_64(&s->n_open, ck_pr_load_64(&s->n_open) - 1);
+	accept_as_room_allows(s);
 }
 
 /* Queue one record for the consumer; false when its queue is full. */
@@ -370,9 +411,7 @@ static void on_timer(struct ingest_server *s)
 	s->timer_armed = false;
 	if (s->accept_later) {
 		s->accept_later = false;
-		if (s->accepting &&
-		    !__atomic_load_n(&s->stop_accept, __ATOMIC_ACQUIRE))
-			arm_accept(s);
+		accept_as_room_allows(s);
 	}
 	struct conn **pp = &s->stalls, *c;
 	while ((c = *pp)) {
@@ -393,25 +432,23 @@ static void on_timer(struct ingest_server *s)
 
 static void on_accept(struct ingest_server *s, struct io_uring_cqe *cqe)
 {
-	if (!(cqe->flags & IORING_CQE_F_MORE) && s->accepting &&
-	    !__atomic_load_n(&s->stop_accept, __ATOMIC_ACQUIRE)) {
-		/* The kernel ended the multishot: re-arm. After a failure
-		 * (out of descriptors, say) not at once, which would fail
-		 * at once, for ever: at the next tick. */
-		if (cqe->res < 0) {
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+		/* The multishot ended: cancelled (at the limit, or at
+		 * shutdown), or failed (out of descriptors, say). After a
+		 * failure not at once, which would fail at once, for ever:
+		 * at the next tick. */
+		s->accept_armed = s->accept_cancelling = false;
+		if (cqe->res < 0 && cqe->res != -ECANCELED && s->accepting) {
 			s->accept_later = true;
 			arm_timer(s);
-		} else {
-			arm_accept(s);
 		}
 	}
-	if (cqe->res < 0)
+	if (cqe->res < 0) {
+		accept_as_room_allows(s);
 		return;
-	/* At the limit, the newcomer waits its turn in its own backoff:
-	 * every open connection is a descriptor and a mapped ring here. */
-	if (s->max_open && ck_pr_load_64(&s->n_open) >= s->max_open) {
-		close(cqe->res);
-		bump(&s->n_refused);
+	}
+	if (!s->accepting) {
+		close(cqe->res); /* shutting down */
 		return;
 	}
 	struct conn *c = calloc(1, sizeof *c);
@@ -427,7 +464,14 @@ static void on_accept(struct ingest_server *s, struct io_uring_cqe *cqe)
 	s->conns = c;
 	bump(&s->n_connections);
 	bump(&s->n_open);
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	c->hello_by = (struct __kernel_timespec){
+		.tv_sec = now.tv_sec + HELLO_TIMEOUT_S, .tv_nsec = now.tv_nsec};
 	arm_hello(s, c);
+	/* Over the limit only by what the kernel had accepted before the
+	 * cancel took effect: never closed unread. */
+	accept_as_room_allows(s);
 }
 
 /* The one descriptor of a hello, or -1. Every other descriptor the
@@ -562,9 +606,7 @@ static void stop_accepting(struct ingest_server *s)
 	if (!s->accepting)
 		return;
 	s->accepting = false;
-	struct io_uring_sqe *sqe = get_sqe(s);
-	io_uring_prep_cancel64(sqe, tag(s, OP_ACCEPT), 0);
-	io_uring_sqe_set_data64(sqe, tag(s, OP_CANCEL));
+	cancel_accept(s); /* if armed: paused at the limit, it is not */
 	io_uring_submit(&s->ring);
 	unlink(s->path);
 }
@@ -586,10 +628,7 @@ static void *io_main(void *arg)
 			void *p = (void *)(uintptr_t)(ud & ~(uint64_t)7);
 			switch ((enum op)(ud & 7)) {
 			case OP_ACCEPT:
-				if (s->accepting)
-					on_accept(s, cqe);
-				else if (cqe->res >= 0)
-					close(cqe->res);
+				on_accept(s, cqe);
 				break;
 			case OP_HELLO:
 				on_hello(s, p, cqe);
@@ -687,7 +726,6 @@ int ingest_server_start(const char *address, const struct ingest_sink *sink,
 	}
 	s->listen_fd = s->wake_fd = -1;
 	s->br = MAP_FAILED;
-	s->hello_deadline = (struct __kernel_timespec){.tv_sec = HELLO_TIMEOUT_S};
 	int rc;
 	if (path[0] != '/' || strlen(path) >= sizeof s->path) {
 		snprintf(err, errlen,
@@ -791,5 +829,5 @@ void ingest_server_stats(struct ingest_server *s, struct ingest_server_stats *o)
 	o->stream_records = ck_pr_load_64(&s->n_records);
 	o->stream_rejected = ck_pr_load_64(&s->n_rejected);
 	o->handshake_failed = ck_pr_load_64(&s->n_handshake_failed);
-	o->refused = ck_pr_load_64(&s->n_refused);
+	o->limit_reached = ck_pr_load_64(&s->n_limit_reached);
 }

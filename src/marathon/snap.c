@@ -39,10 +39,12 @@ struct mar_arena {
  * answers lie wherever their instances were built, across the whole
  * snapshot (some 60 MiB for 100,000 tasks): in 4 KiB pages nearly every
  * record's answers miss the first-level TLB, in huge pages a 100,000-task
- * snapshot is a few dozen entries. The first chunk keeps small pages, so
- * a small deployment's snapshot does not take 2 MiB of memory at its first
- * byte; where the kernel has no huge page to give, a chunk stays in small
- * pages and works the same.
+ * snapshot is a few dozen entries. A snapshot's first chunk, when it is
+ * one page (the whole snapshot, in a small deployment), keeps small pages,
+ * so it does not take 2 MiB at its first byte; a first allocation larger
+ * than that (the instances of a big one) is huge at once. Where the kernel
+ * has no huge page to give, a chunk stays in small pages and works the
+ * same.
  */
 #define ARENA_PAGE (2u << 20)
 #define ARENA_CHUNK (ARENA_PAGE - sizeof(struct mar_chunk))
@@ -63,9 +65,9 @@ static void *huge_map(size_t len, bool huge)
 		munmap(p, lead);
 	if (over - lead > len)
 		munmap(p + lead + len, over - lead - len);
-	/* Advice only: without THP the chunk keeps small pages. */
-	if (huge)
-		(void)madvise(p + lead, len, MADV_HUGEPAGE);
+	/* Advice only: without THP the chunk keeps small pages, and with
+	 * THP for everything a small snapshot keeps them too. */
+	(void)madvise(p + lead, len, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
 	return p + lead;
 }
 
@@ -78,14 +80,15 @@ static void *arena_alloc(struct mar_arena *a, size_t n)
 				     ? (sizeof *c + n + ARENA_PAGE - 1) &
 					       ~(size_t)(ARENA_PAGE - 1)
 				     : ARENA_PAGE;
-		c = huge_map(len, a->bytes > 0);
+		c = huge_map(len, len > ARENA_PAGE || a->bytes > 0);
 		if (!c)
 			return NULL;
 		c->map_len = len;
 		c->cap = len - sizeof *c;
 		c->used = 0;
-		/* A big block goes behind the head so the head keeps its room. */
-		if (len != ARENA_PAGE && a->head) {
+		/* A big block goes behind the head so the head keeps its room
+		 * (rounded up, it may be one page too). */
+		if (n > ARENA_CHUNK / 4 && a->head) {
 			c->next = a->head->next;
 			a->head->next = c;
 		} else {
