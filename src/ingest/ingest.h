@@ -364,8 +364,7 @@ struct ingest_server;
 /**
  * Listen on @address ("unix:///path" or an absolute path) and start the io
  * thread. An existing socket file at the path is replaced. At most
- * @max_producers connections are open at once (0: no limit; it may be
- * passed by the few the kernel accepted as the limit was reached): there,
+ * @max_producers connections are open at once (0: no limit): there,
  * accepting pauses (counted, limit_reached), and newcomers wait in the
  * socket's backlog, their records in their rings or socket buffers, until
  * a connection closes; with the backlog full, their connect() fails and

@@ -2,7 +2,8 @@
  * server.c -- the producer socket: accept, handshake, stream records.
  *
  * One io thread runs an io_uring loop:
- *   - a multishot accept on the listening socket;
+ *   - one accept at a time on the listening socket, while there is room
+ *     under the producer limit;
  *   - per connection, one RECVMSG for the 16-byte hello, which may carry the
  *     producer's memfd (SCM_RIGHTS) -- multishot recv cannot take ancillary
  *     data, the hello is the only message that has any;
@@ -118,8 +119,8 @@ struct ingest_server {
 	int stop_accept;  /* atomic */
 	unsigned max_open; /* connections open at once; 0: no limit */
 	bool accepting;    /* until shutdown */
-	bool accept_armed; /* a multishot accept is in flight */
-	bool accept_cancelling; /* and we asked it to stop (at the limit) */
+	bool accept_armed; /* an accept is in flight */
+	bool paused;       /* at the limit: no accept armed */
 	unsigned next_id;
 	struct conn *kicks;
 	struct conn *conns;
@@ -153,23 +154,14 @@ static struct io_uring_sqe *get_sqe(struct ingest_server *s)
 	return sqe;
 }
 
+/* A single accept, not a multishot one: that takes the whole backlog in
+ * one go, and a limit could only be enforced by closing what it took. */
 static void arm_accept(struct ingest_server *s)
 {
 	struct io_uring_sqe *sqe = get_sqe(s);
-	io_uring_prep_multishot_accept(sqe, s->listen_fd, NULL, NULL,
-				       SOCK_CLOEXEC);
+	io_uring_prep_accept(sqe, s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, tag(s, OP_ACCEPT));
 	s->accept_armed = true;
-}
-
-static void cancel_accept(struct ingest_server *s)
-{
-	if (!s->accept_armed || s->accept_cancelling)
-		return;
-	s->accept_cancelling = true;
-	struct io_uring_sqe *sqe = get_sqe(s);
-	io_uring_prep_cancel64(sqe, tag(s, OP_ACCEPT), 0);
-	io_uring_sqe_set_data64(sqe, tag(s, OP_CANCEL));
 }
 
 static bool at_limit(const struct ingest_server *s)
@@ -178,24 +170,26 @@ static bool at_limit(const struct ingest_server *s)
 }
 
 /*
- * Accept while there is room: at --max-producers the multishot accept is
- * cancelled, and newcomers wait in the listening socket's backlog (their
- * hellos, and a socket producer's first records, in their sockets'
- * buffers; the rest in their rings) until a connection closes. Closing
- * them instead would lose what a socket producer had already sent. When
- * the backlog is full too, connect() fails and the producer backs off.
+ * The next accept, while there is room: at --max-producers none is armed,
+ * and newcomers wait in the listening socket's backlog (their hellos, and
+ * a socket producer's first records, in their sockets' buffers; the rest
+ * in their rings) until a connection closes. Closing them instead would
+ * lose what a socket producer had already sent. When the backlog is full
+ * too, connect() fails and the producer backs off.
  */
 static void accept_as_room_allows(struct ingest_server *s)
 {
-	if (!s->accepting || __atomic_load_n(&s->stop_accept, __ATOMIC_ACQUIRE))
+	if (!s->accepting || __atomic_load_n(&s->stop_accept, __ATOMIC_ACQUIRE) ||
+	    s->accept_armed || s->accept_later)
 		return;
 	if (at_limit(s)) {
-		if (s->accept_armed && !s->accept_cancelling)
+		if (!s->paused)
 			bump(&s->n_limit_reached);
-		cancel_accept(s);
-	} else if (!s->accept_armed && !s->accept_later) {
-		arm_accept(s);
+		s->paused = true;
+		return;
 	}
+	s->paused = false;
+	arm_accept(s);
 }
 
 static void arm_wake(struct ingest_server *s)
@@ -432,19 +426,15 @@ static void on_timer(struct ingest_server *s)
 
 static void on_accept(struct ingest_server *s, struct io_uring_cqe *cqe)
 {
-	if (!(cqe->flags & IORING_CQE_F_MORE)) {
-		/* The multishot ended: cancelled (at the limit, or at
-		 * shutdown), or failed (out of descriptors, say). After a
-		 * failure not at once, which would fail at once, for ever:
-		 * at the next tick. */
-		s->accept_armed = s->accept_cancelling = false;
-		if (cqe->res < 0 && cqe->res != -ECANCELED && s->accepting) {
+	s->accept_armed = false;
+	if (cqe->res < 0) {
+		/* Cancelled at shutdown, or failed (out of descriptors, say):
+		 * then again not at once, which would fail at once, for
+		 * ever, but at the next tick. */
+		if (cqe->res != -ECANCELED && s->accepting) {
 			s->accept_later = true;
 			arm_timer(s);
 		}
-	}
-	if (cqe->res < 0) {
-		accept_as_room_allows(s);
 		return;
 	}
 	if (!s->accepting) {
@@ -454,6 +444,7 @@ static void on_accept(struct ingest_server *s, struct io_uring_cqe *cqe)
 	struct conn *c = calloc(1, sizeof *c);
 	if (!c) {
 		close(cqe->res);
+		accept_as_room_allows(s);
 		return;
 	}
 	c->fd = cqe->res;
@@ -469,8 +460,6 @@ static void on_accept(struct ingest_server *s, struct io_uring_cqe *cqe)
 	c->hello_by = (struct __kernel_timespec){
 		.tv_sec = now.tv_sec + HELLO_TIMEOUT_S, .tv_nsec = now.tv_nsec};
 	arm_hello(s, c);
-	/* Over the limit only by what the kernel had accepted before the
-	 * cancel took effect: never closed unread. */
 	accept_as_room_allows(s);
 }
 
@@ -606,7 +595,11 @@ static void stop_accepting(struct ingest_server *s)
 	if (!s->accepting)
 		return;
 	s->accepting = false;
-	cancel_accept(s); /* if armed: paused at the limit, it is not */
+	if (s->accept_armed) { /* paused at the limit, it is not */
+		struct io_uring_sqe *sqe = get_sqe(s);
+		io_uring_prep_cancel64(sqe, tag(s, OP_ACCEPT), 0);
+		io_uring_sqe_set_data64(sqe, tag(s, OP_CANCEL));
+	}
 	io_uring_submit(&s->ring);
 	unlink(s->path);
 }

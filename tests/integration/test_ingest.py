@@ -292,10 +292,11 @@ def a_connection_that_never_says_hello_is_closed(build):
 
 def producers_beyond_the_limit_wait_their_turn(build):
     """--max-producers 1: while one connection is open mixd stops accepting
-    (counted once). Producers that come meanwhile, over shared memory and
-    over the socket, wait in the backlog -- nothing they send is read and
-    dropped -- and once the first connection is gone (a silent one, at its
-    5-second hello deadline) each is taken in turn and every record
+    (counted). Producers that come meanwhile, over shared memory and over
+    the socket, and two silent connections behind them, wait in the
+    backlog -- nothing they send is read and dropped -- and once the first
+    connection is gone (a silent one, at its 5-second hello deadline) they
+    are taken one at a time, never two open at once, and every record
     arrives."""
     with mt.Mixd(build, ["--max-producers", "1"]) as m:
         mt.check(mt.value(m.metrics(), "mixd_producers_limit") == 1, "the limit exported")
@@ -309,10 +310,18 @@ def producers_beyond_the_limit_wait_their_turn(build):
                  for args in (["--count", "1000"],
                               ["--transport", "socket", "--count", "3000",
                                "--rate", "2000"])]
-        time.sleep(1)
-        x = ingest(m)
-        mt.check(x["producers"] == 1 and x["shm"] == 0 and x["socket"] == 0,
-                 f"nobody taken beyond the limit: {x}")
+        time.sleep(1)  # the producers connect first
+        behind = []
+        for _ in range(2):
+            b = socket.socket(socket.AF_UNIX)
+            b.connect(m.sock)
+            behind.append(b)
+        most = 0
+        while any(p.poll() is None for p in procs):
+            x = ingest(m)
+            most = max(most, x["producers"])
+            time.sleep(0.05)
+        mt.check(most == 1, f"{most} producers open at once under a limit of 1")
         res = []
         for p in procs:
             so, se = p.communicate(timeout=mt._t(60))
@@ -323,9 +332,10 @@ def producers_beyond_the_limit_wait_their_turn(build):
         got = settle(m, lambda x: x["shm"] == 1000 and x["socket"] == 3000,
                      "every record of both")
         mt.check(got["handshake"] == 1, "the silent connection timed out")
-        mt.check(reached() >= 2, "paused again for the second producer")
+        mt.check(reached() >= 3, f"paused for each producer: {reached()}")
         mute.close()
-
+        for b in behind:
+            b.close()
 
 def a_hello_trickled_a_byte_at_a_time_gets_no_more_time(build):
     """The hello deadline runs from the accept: a connection sending its
@@ -345,7 +355,7 @@ def a_hello_trickled_a_byte_at_a_time_gets_no_more_time(build):
                 break
             time.sleep(0.5)
         mt.check(closed_after is not None, "the trickle was never cut off")
-        mt.check(closed_after < 6.5, f"closed after {closed_after:.1f} s")
+        mt.check(4.5 < closed_after < 6.5, f"closed after {closed_after:.1f} s")
         settle(m, lambda x: x["handshake"] == 1, "counted as a failed handshake")
         s.close()
 
