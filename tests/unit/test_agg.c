@@ -657,22 +657,30 @@ static uint32_t edge_record(uint8_t *buf, int64_t rsize)
 	return w.len;
 }
 
-/* A label set on three shards: the gauge is the value of the shard that
- * set it last, whatever another wrote later (only the counter beside it)
- * and in whatever order the copies are merged. */
-static void test_gauge_merged_across_shards(void **state)
+/* An agg of three shards on the test config, each with its state, played
+ * by the caller's thread. */
+static struct agg *three_shards(void)
 {
-	(void)state;
 	struct cfg *c = cfg_load(config_dir(), "default");
 	assert_non_null(c);
 	struct agg *a;
-	struct agg_options o = {.shards = 3, .series_limit = 1000};
+	struct agg_options o = {.shards = 3};
 	assert_int_equal(agg_create(&o, NULL, &a), 0);
 	assert_int_equal(agg_set_config(a, c), 0);
 	for (int i = 0; i < 3; i++)
 		assert_non_null(a->shards[i].state =
 					state_create(a->plan, NULL, &a->epoch,
 						     &a->shards[i].retired));
+	return a;
+}
+
+/* A label set on three shards: the gauge is the value of the shard that
+ * set it last, whatever another wrote later (only the counter beside it)
+ * and in whatever order the copies are merged. */
+static void test_gauge_merged_across_shards(void **state)
+{
+	(void)state;
+	struct agg *a = three_shards();
 	uint8_t rec[RECORD_CAP];
 	static struct attr_table t;
 	/* shard 0 sets the gauge to 100, shard 2 later to 500; shard 1,
@@ -713,16 +721,7 @@ static void test_gauge_merged_across_shards(void **state)
 static void test_view_counts(void **state)
 {
 	(void)state;
-	struct cfg *c = cfg_load(config_dir(), "default");
-	assert_non_null(c);
-	struct agg *a;
-	struct agg_options o = {.shards = 3};
-	assert_int_equal(agg_create(&o, NULL, &a), 0);
-	assert_int_equal(agg_set_config(a, c), 0);
-	for (int i = 0; i < 3; i++)
-		assert_non_null(a->shards[i].state =
-					state_create(a->plan, NULL, &a->epoch,
-						     &a->shards[i].retired));
+	struct agg *a = three_shards();
 	uint8_t rec[RECORD_CAP];
 	static struct attr_table t;
 	uint64_t seed = 99;
