@@ -180,6 +180,7 @@ static inline uint64_t fold_mul(uint64_t a, uint64_t b)
 uint64_t memo_hash(const uint8_t *p, uint32_t n)
 {
 	uint64_t acc = n * 0x9E3779B97F4A7C15ull, k = 0xBE4BA423396CFEB8ull;
+#pragma GCC unroll 2
 	for (uint32_t i = 0; i < n; i += 16) {
 		uint64_t w0, w1;
 		memcpy(&w0, p + i, 8);

@@ -393,6 +393,7 @@ uint32_t ingest_layout_key(const struct ingest_layout *lay,
 		bad |= m != 4 && m != 16;
 	}
 	uint32_t sum = 0;
+#pragma GCC unroll 4
 	for (unsigned j = 0; j < nvar; j++) {
 		off[j] = sum;
 		sum += rd16(lens + 2 * j);
