@@ -7,7 +7,7 @@ set -eu
 PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev
 liburing-dev libck-dev libxxhash-dev libcurl4-openssl-dev libcjson-dev
 libmicrohttpd-dev libyaml-dev zlib1g-dev libisal-dev libcmocka-dev
-prometheus curl python3 procps"
+prometheus curl python3 procps groff-base"
 
 missing=""
 for p in $PKGS; do

@@ -359,6 +359,32 @@ def test_secrets_variant(build):
           f"the variant differs in other ways: {diff}")
 
 
+def test_man_page(build):
+    """deploy/man/mixd.8 documents every option `mixd --help` lists (and
+    no option mixd lacks), and groff formats it without a warning."""
+    page = read(os.path.join(DEPLOY, "man", "mixd.8")).decode()
+    p = subprocess.run([os.path.join(build, "mixd"), "--help"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=10)
+    check(p.returncode == 0, f"mixd --help exited {p.returncode}")
+    helptext = p.stdout.decode()
+    listed = helptext.split("Accepted for compatibility")[0]
+    flags = set(re.findall(r"^  --([A-Za-z-]+)", listed, re.M))
+    flags |= set(re.findall(r"Also spelled --([A-Za-z-]+)", listed))
+    check(len(flags) >= 15, f"parsed only {sorted(flags)} from mixd --help")
+    documented = set(re.findall(r"\\-\\-([A-Za-z\\-]+)", page))
+    documented = {f.replace("\\-", "-") for f in documented}
+    missing = flags - documented
+    check(not missing, f"mixd.8 lacks {sorted(missing)}")
+    extra = {f for f in documented - flags if f not in helptext}
+    check(not extra, f"mixd.8 documents options mixd lacks: {sorted(extra)}")
+    groff = shutil.which("groff")
+    check(groff, "groff is not installed (Debian package groff-base)")
+    g = subprocess.run([groff, "-man", "-Tutf8", "-ww", "-z",
+                        os.path.join(DEPLOY, "man", "mixd.8")],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    check(g.returncode == 0 and not g.stderr, f"groff: {g.stderr.decode()}")
+
+
 def sync_prometheus_app():
     with open(PROM_APP) as f:
         app = json.load(f)
@@ -377,7 +403,7 @@ if __name__ == "__main__":
     tests = [test_promtool_check_config, test_promtool_check_rules, test_prometheus_finds_mixd,
              test_marathon_definitions, test_mixd_pods, test_prometheus_app_embeds_deploy_files,
              test_dockerfile, test_systemd_unit, test_seed_config_unchanged,
-             test_secrets_variant]
+             test_secrets_variant, test_man_page]
     if shutil.which("systemd-analyze"):
         tests.append(test_systemd_analyze_verify)
     else:
