@@ -742,11 +742,31 @@ static void scrape_end(void *st, bool complete)
  * as the client takes the text, and freed when the response completes or
  * the client goes away.
  */
-static int render_istio(void *ctx, struct expose_stream *out, int *status,
-			const char **ctype)
+/* A HEAD's body: never read. */
+static long no_body_read(void *st, char *buf, size_t max)
 {
-	struct scrape *s = calloc(1, sizeof *s);
+	(void)st;
+	(void)buf;
+	(void)max;
+	return 0;
+}
+
+static void no_body_end(void *st, bool complete)
+{
+	(void)st;
+	(void)complete;
+}
+
+static int render_istio(void *ctx, bool head, struct expose_stream *out,
+			int *status, const char **ctype)
+{
 	*ctype = EXPOSE_CONTENT_TYPE_PROMETHEUS;
+	if (head) { /* headers only: no view, and no scrape slot */
+		*out = (struct expose_stream){.read = no_body_read,
+					      .end = no_body_end};
+		return 0;
+	}
+	struct scrape *s = calloc(1, sizeof *s);
 	if (!s)
 		return -1;
 	s->m = ctx;

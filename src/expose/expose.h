@@ -204,11 +204,14 @@ struct expose_stream {
  * A streaming route handler: sets up @out and returns 0, or returns -1
  * for a 500 response (@out unused), or for a 503 ("too many requests in
  * flight") when it set *@status to 503. *@status and *@content_type as for
- * expose_handler_fn. Called from the server's threads, possibly
+ * expose_handler_fn. @head: a HEAD request, whose body is never read: the
+ * handler may leave out what only the body needs (@out's read() is not
+ * called; end() is). Called from the server's threads, possibly
  * concurrently with itself.
  */
-typedef int (*expose_stream_fn)(void *ctx, struct expose_stream *out,
-				int *status, const char **content_type);
+typedef int (*expose_stream_fn)(void *ctx, bool head,
+				struct expose_stream *out, int *status,
+				const char **content_type);
 
 /**
  * A streamed body as the server sends it: the stream's pieces, deflated

@@ -369,7 +369,7 @@ static enum MHD_Result serve_stream(struct route *rt,
 	int status = MHD_HTTP_OK;
 	const char *ctype = EXPOSE_CONTENT_TYPE_TEXT;
 	struct expose_stream src;
-	if (rt->stream(rt->ctx, &src, &status, &ctype) != 0)
+	if (rt->stream(rt->ctx, head, &src, &status, &ctype) != 0)
 		return status == MHD_HTTP_SERVICE_UNAVAILABLE
 			       ? queue_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
 					    "too many requests in flight; "

@@ -374,6 +374,15 @@ def slow_scrapers_hold_at_most_four_views(build):
             status, _, _ = mt.scrape(m.prometheus_port)
             mt.check(status == 503, f"a fifth scrape got {status}")
             mt.check(mt.value(m.metrics(), "mixd_scrapes_refused_total") == 1)
+            # HEAD takes no view, so no slot: answered, not refused
+            c = http.client.HTTPConnection("127.0.0.1", m.prometheus_port, timeout=10)
+            c.request("HEAD", "/metrics")
+            r = c.getresponse()
+            mt.check(r.status == 200 and r.read() == b"", f"HEAD got {r.status}")
+            mt.check(r.getheader("Content-Type", "").startswith("text/plain"),
+                     r.getheader("Content-Type"))
+            c.close()
+            mt.check(mt.value(m.metrics(), "mixd_scrapes_refused_total") == 1)
         finally:
             for c in stalled:
                 c.close()

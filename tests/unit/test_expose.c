@@ -724,26 +724,26 @@ static int start_stream(size_t total, bool fail, struct expose_stream *out,
 	return 0;
 }
 
-static int h_stream(void *ctx, struct expose_stream *out, int *status,
-		    const char **content_type)
+static int h_stream(void *ctx, bool head, struct expose_stream *out,
+		    int *status, const char **content_type)
 {
 	return start_stream(STREAM_BODY, false, out, content_type);
 }
 
-static int h_stream_huge(void *ctx, struct expose_stream *out, int *status,
-			 const char **content_type)
+static int h_stream_huge(void *ctx, bool head, struct expose_stream *out,
+			 int *status, const char **content_type)
 {
 	return start_stream(HUGE_BODY, false, out, content_type);
 }
 
-static int h_stream_fail(void *ctx, struct expose_stream *out, int *status,
-			 const char **content_type)
+static int h_stream_fail(void *ctx, bool head, struct expose_stream *out,
+			 int *status, const char **content_type)
 {
 	return start_stream(STREAM_BODY, true, out, content_type);
 }
 
-static int h_stream_refuse(void *ctx, struct expose_stream *out, int *status,
-			   const char **content_type)
+static int h_stream_refuse(void *ctx, bool head, struct expose_stream *out,
+			   int *status, const char **content_type)
 {
 	return -1;
 }
