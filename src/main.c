@@ -632,7 +632,9 @@ static void render_marathon(struct mixd *m, struct expose_buf *b)
 	sample1(b, "mixd_marathon_snapshots_total", NULL, NULL,
 		(double)st.snapshots);
 	family(b, "mixd_marathon_synced", "gauge",
-	       "1 once a full sync has succeeded (then /readyz is 200).");
+	       "1 once a full sync on the Marathon settings in force has "
+	       "succeeded (then /readyz is 200); 0 again from a reload that "
+	       "changes them until they work.");
 	sample1(b, "mixd_marathon_synced", NULL, NULL, st.synced ? 1 : 0);
 }
 

@@ -142,9 +142,9 @@ int mar_resolver_start(const struct mar_options *o, struct mar_resolver **out);
  * pauses it (a reload dropped the handler): no connection, no sync, the
  * snapshot kept, until settings come again. Returns 1 (applying), 0
  * (nothing changed), -EINVAL (bad settings, logged; the old ones stay)
- * or -ENOMEM. Call from one thread at a time. mar_stats().synced stays
- * true once any sync has succeeded: whether new settings work shows in
- * the sync counts and the log.
+ * or -ENOMEM. Call from one thread at a time. mar_stats().synced is
+ * false from the change until a sync on the new settings succeeds (the
+ * old snapshot serving meanwhile).
  */
 int mar_resolver_reconfigure(struct mar_resolver *r,
 			     const struct mar_options *o);
@@ -388,7 +388,8 @@ struct mar_stats {
 	uint64_t pod_instances;
 	double last_sync_unix; /**< last successful full sync; 0: never */
 	double last_build_seconds; /**< wall time of the last snapshot build */
-	bool synced;	       /**< a full sync has succeeded */
+	bool synced;	       /**< a full sync on the settings in force has
+				    succeeded */
 	bool connected;	       /**< the event stream is up now */
 };
 

@@ -984,6 +984,9 @@ static void *thread_main(void *arg)
 			backoff = r->s.backoff_min_ns;
 			r->publish_gap_ns = r->s.publish_interval_ns;
 			r->episode = 0;
+			/* Synced means with the settings in force: the snapshot
+			 * serves on, but readiness waits for them to work. */
+			cnt_set(&r->c.synced, 0);
 			if (r->s.n_addrs)
 				logf_(r, "settings changed: following %s",
 				      r->s.addrs[0]);

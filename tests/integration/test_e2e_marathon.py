@@ -156,8 +156,10 @@ def version_of(m, rec):
 
 def a_reload_moves_the_resolver_to_new_marathon_settings(build):
     """A reload that points the mesosenv handler at another Marathon with
-    rotated credentials moves the running resolver there; a reload that
-    first brings a mesosenv handler starts one."""
+    rotated credentials moves the running resolver there; one whose
+    settings do not work leaves mixd unready (the snapshot in force still
+    serving) until they do; a reload that first brings a mesosenv handler
+    starts one."""
     old_m = StandIn(apps=[dict(a) for a in APPS], heartbeat=0.5)
     new_apps = [dict(a) for a in APPS]
     new_apps[1] = app("/bookinfo/reviews-v2", {"istio": "reviews", "version": "v9"},
@@ -193,6 +195,17 @@ def a_reload_moves_the_resolver_to_new_marathon_settings(build):
             m.wait_for(lambda: old_m.command({"cmd": "stats"})["streams"] == 0,
                        what="the old Marathon's stream closed")
             mt.check(m.get("/readyz")[0] == 200)
+            # Settings that do not work (a wrong password): not ready, and
+            # not synced, until they do; the snapshot in force serves on.
+            write(seed_for(new_m.port, "wrong"))
+            m.wait_for(lambda: gen(m) == 3, what="the reload to bad settings")
+            m.wait_for(lambda: m.get("/readyz")[0] == 503, what="not ready")
+            mt.check(mt.value(m.metrics(), "mixd_marathon_synced") == 0)
+            mt.check(version_of(m, rec) == "v9", "the kept snapshot answers")
+            write(seed_for(new_m.port, "rotated"))
+            m.wait_for(lambda: gen(m) == 4, what="the reload back")
+            m.wait_for(lambda: m.get("/readyz")[0] == 200, timeout=20,
+                       what="ready again once the settings work")
 
         # No mesosenv at start: not waiting for Marathon, bindings default.
         write(without_mesos(seed_for(old_m.port)))
