@@ -854,8 +854,8 @@ static int full_sync(struct mar_resolver *r, const char *base_in)
 		cJSON_Delete(apps);
 		cJSON_Delete(pods);
 		release_held(r); /* to the model kept */
-		sync_failed(r, res, base, r->c.synced ? "keeping the last snapshot"
-						   : "no snapshot yet");
+		sync_failed(r, res, base, r->cur ? "keeping the last snapshot"
+					      : "no snapshot yet");
 		return -1;
 	}
 	if (!pods)

@@ -197,9 +197,12 @@ def a_reload_moves_the_resolver_to_new_marathon_settings(build):
             mt.check(m.get("/readyz")[0] == 200)
             # Settings that do not work (a wrong password): not ready, and
             # not synced, until they do; the snapshot in force serves on.
+            kept = lambda: m.stderr().count("keeping the last snapshot")
+            before = kept()
             write(seed_for(new_m.port, "wrong"))
             m.wait_for(lambda: gen(m) == 3, what="the reload to bad settings")
             m.wait_for(lambda: m.get("/readyz")[0] == 503, what="not ready")
+            m.wait_for(lambda: kept() > before, what="the log: snapshot kept")
             mt.check(mt.value(m.metrics(), "mixd_marathon_synced") == 0)
             mt.check(version_of(m, rec) == "v9", "the kept snapshot answers")
             write(seed_for(new_m.port, "rotated"))
