@@ -854,8 +854,10 @@ static int full_sync(struct mar_resolver *r, const char *base_in)
 		cJSON_Delete(apps);
 		cJSON_Delete(pods);
 		release_held(r); /* to the model kept */
-		sync_failed(r, res, base, r->cur ? "keeping the last snapshot"
-					      : "no snapshot yet");
+		/* Atomic: mar_resolver_inject() (tests) publishes too. */
+		bool kept = __atomic_load_n(&r->cur, __ATOMIC_RELAXED) != NULL;
+		sync_failed(r, res, base, kept ? "keeping the last snapshot"
+					       : "no snapshot yet");
 		return -1;
 	}
 	if (!pods)
