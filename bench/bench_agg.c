@@ -471,7 +471,6 @@ static void report_sets(const char *what, const char *after, uint64_t sets,
 	bench_report(label, v, runs, unit);
 }
 
-/* Peak resident set (VmHWM) in KiB. */
 /* Restart VmHWM from the current resident set. */
 static void hwm_reset(void)
 {

@@ -401,7 +401,7 @@ static void sample1(struct expose_buf *b, const char *name, const char *label,
  * Room for --max-producers connections: the soft open-files limit raised
  * to fit, as far as the hard limit allows (distributions start services
  * at 1,024). Where even the hard limit is too low, fewer producers, and
- * stderr says so: mixd refusing connections it counts is better than
+ * stderr says so: accepting paused at a limit mixd counts is better than
  * accept() failing for want of a descriptor, which nothing counts.
  */
 static void fit_fd_limit(struct settings *st)
@@ -736,14 +736,6 @@ static void scrape_end(void *st, bool complete)
 	free(s);
 }
 
-
-/*
- * /metrics of the Prometheus port. The view is taken now, when the request
- * arrives, so the scrape is one consistent copy however slowly the client
- * reads; it is rendered into the connection's buffer, a send at a time,
- * as the client takes the text, and freed when the response completes or
- * the client goes away.
- */
 /* A HEAD's body: never read. */
 static long no_body_read(void *st, char *buf, size_t max)
 {
@@ -759,6 +751,13 @@ static void no_body_end(void *st, bool complete)
 	(void)complete;
 }
 
+/*
+ * /metrics of the Prometheus port. The view is taken now, when the request
+ * arrives, so the scrape is one consistent copy however slowly the client
+ * reads; it is rendered into the connection's buffer, a send at a time,
+ * as the client takes the text, and freed when the response completes or
+ * the client goes away.
+ */
 static int render_istio(void *ctx, bool head, struct expose_stream *out,
 			int *status, const char **ctype)
 {

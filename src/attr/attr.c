@@ -711,13 +711,11 @@ size_t attr_format_double(double v, char *buf, size_t cap)
 		return copy_out(v > 0 ? "+Inf" : "-Inf", 4, buf, cap);
 	/* The fewest significant digits that read back as @v ... */
 	char e[40];
-	int prec = 1;
-	for (; prec < 17; prec++) {
+	for (int prec = 1;; prec++) {
 		snprintf(e, sizeof e, "%.*e", prec - 1, v);
-		if (strtod(e, NULL) == v)
+		if (prec == 17 || strtod(e, NULL) == v)
 			break;
 	}
-	snprintf(e, sizeof e, "%.*e", prec - 1, v);
 	/* ... then laid out without an exponent: "-d.ddde+XX" -> digits
 	 * and the decimal exponent. */
 	const char *p = e;

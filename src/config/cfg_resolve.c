@@ -216,7 +216,6 @@ static void resolve_action(struct cfg *c, struct cfg_rule *r, size_t ai)
 	}
 }
 
-/* Mixer's safeName: '/', '.' and ' ' become '_', '-' is dropped. */
 /* Mixer's safeName(), in place: a leading '/' dropped, '/', '.' and ' '
  * made '_', '-' dropped. */
 static void sanitize(char *s)

@@ -1225,6 +1225,22 @@ static int send_hello(struct mixd_client *c, struct tl_ring *r, int fd)
 	return n == (ssize_t)sizeof hello ? 0 : -1;
 }
 
+/* Drop the retired ring at *@pp from @c's list, its counts kept in the
+ * client's, @lost of its written records (never taken by mixd) counted as
+ * dropped instead. Under c->lock. */
+static void forget_ring(struct mixd_client *c, struct tl_ring **pp,
+			uint64_t lost)
+{
+	struct tl_ring *r = *pp;
+	struct mixd_ring_hdr *h = r->prod.hdr;
+	c->gone_written += ring_load_relaxed(&h->prod.written) - lost;
+	c->gone_dropped += ring_load_relaxed(&h->prod.dropped) + lost;
+	c->gone_invalid += ring_load_relaxed(&h->prod.invalid);
+	*pp = r->next;
+	c->nrings--;
+	ring_unref(r);
+}
+
 /* Try again after the backoff, which doubles up to reconnect_max_ms. */
 static void retry_later(struct mixd_client *c, struct tl_ring *r,
 			uint64_t now)
@@ -1380,14 +1396,7 @@ static void *bg_main(void *arg)
 				struct mixd_ring_hdr *h = r->prod.hdr;
 				uint64_t w = ring_load_relaxed(&h->prod.written);
 				uint64_t got = ring_load_relaxed(&h->cons.consumed);
-				uint64_t lost = w > got ? w - got : 0;
-				c->gone_written += w - lost;
-				c->gone_dropped += ring_load_relaxed(&h->prod.dropped) +
-						   lost;
-				c->gone_invalid += ring_load_relaxed(&h->prod.invalid);
-				*pp = r->next;
-				c->nrings--;
-				ring_unref(r);
+				forget_ring(c, pp, w > got ? w - got : 0);
 				continue;
 			}
 			if (r->sock < 0 && now >= r->retry_at_ns &&
@@ -1405,15 +1414,9 @@ static void *bg_main(void *arg)
 			}
 			if (retired && ring_drained(r)) {
 				/* Its thread is gone and mixd has it all. */
-				struct mixd_ring_hdr *h = r->prod.hdr;
-				c->gone_written += ring_load_relaxed(&h->prod.written);
-				c->gone_dropped += ring_load_relaxed(&h->prod.dropped);
-				c->gone_invalid += ring_load_relaxed(&h->prod.invalid);
 				if (r->sock >= 0)
 					disconnect(c, r, now);
-				*pp = r->next;
-				c->nrings--;
-				ring_unref(r);
+				forget_ring(c, pp, 0);
 				continue;
 			}
 			if (r->sock < 0) {

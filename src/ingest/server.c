@@ -17,9 +17,10 @@
  * Backpressure, not loss: when a consumer's queue is full the connection
  * stalls. Its unpushed bytes are copied out of the shared buffers (so a
  * connection stalled on one consumer starves no other), its recv is
- * cancelled, and a 1 ms timer retries; meanwhile the kernel's socket buffer fills, the
- * producer's sends stop, its own ring fills, and the producer drops and
- * counts -- the one place a record is ever dropped for lack of room.
+ * cancelled, and a 1 ms timer retries; meanwhile the kernel's socket
+ * buffer fills, the producer's sends stop, its own ring fills, and the
+ * producer drops and counts -- the one place a record is ever dropped for
+ * lack of room.
  *
  * A connection is freed only after its last CQE (no F_MORE): to end one
  * early we shut it down and let the pending recv complete.
