@@ -384,6 +384,8 @@ struct series {
 };
 
 /* What one shard keeps per plan. */
+struct shard;
+
 struct shard_state {
 	struct agg_plan *plan;
 	struct series **series;   /* per dimset */
@@ -395,6 +397,12 @@ struct shard_state {
 	struct expr_scratch *scratch;
 	uint64_t *inst_errors;    /* per family: value or dimension failed */
 	int64_t next_expiry_ns;
+	/* The shards, this state's being peers[self]: a label set may have
+	 * rows in several (each ring feeds one shard), and its expiry and
+	 * the series limit are decided over all of them (series.c,
+	 * elsewhere_ns()). NULL: a state on its own (tests, benchmarks). */
+	const struct shard *peers;
+	unsigned npeers, self;
 };
 
 /** Build the state for @plan, adopting @old's series whose signature

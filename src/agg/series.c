@@ -187,6 +187,87 @@ static struct row *lookup(struct series *se, uint64_t h, const uint8_t *key,
 	}
 }
 
+/* ---- label sets other shards hold ---------------------------------------
+ *
+ * Each producer's ring feeds one shard, so a label set reported through
+ * several rings has a row in several shards, and a scrape adds them up.
+ * Whether a label set has gone idle, and whether it is new, are questions
+ * about all of its rows: a shard that dropped its idle row of a label set
+ * another shard still updates would take its counts out of the exported
+ * sum (a counter going down), and a shard at its series limit that
+ * refused a label set another shard exports would leave that series short.
+ * So both ask the other shards, reading their tables as a scrape does.
+ */
+
+/* The series of state @st holding dimension set @d of plan @own, or NULL
+ * (a state of another plan, between reloads, may lack it). */
+static const struct series *peer_series(const struct shard_state *st,
+					const struct agg_plan *own, size_t d)
+{
+	const struct agg_plan *sp = st->plan;
+	if (sp == own)
+		return st->series[d];
+	for (size_t k = 0; k < sp->ndimsets; k++)
+		if (strcmp(sp->dimsets[k].signature, own->dimsets[d].signature) == 0)
+			return st->series[k];
+	return NULL;
+}
+
+/* lookup() in a table another thread writes: its array and slots are read
+ * as published. */
+static const struct row *peek(const struct series *se, uint64_t h,
+			      const uint8_t *key, uint32_t klen)
+{
+	const struct table_array *a = __atomic_load_n(&se->arr, __ATOMIC_ACQUIRE);
+	for (uint64_t i = h & a->mask;; i = (i + 1) & a->mask) {
+		const struct row *r = __atomic_load_n(&a->slot[i], __ATOMIC_ACQUIRE);
+		if (!r)
+			return NULL;
+		if (r->hash == h && r->key_len == klen &&
+		    memcmp(row_key(r, se->ncells), key, klen) == 0)
+			return r;
+	}
+}
+
+#define NOWHERE INT64_MIN
+
+/* The last update of label set @key (hash @h) of dimension set @d in the
+ * shards other than @s's; NOWHERE when none of them holds it. The caller
+ * is in a read section of the epoch: the others may retire rows, tables
+ * and states meanwhile. */
+static int64_t elsewhere_ns(const struct shard_state *s, size_t d, uint64_t h,
+			    const uint8_t *key, uint32_t klen)
+{
+	int64_t last = NOWHERE;
+	for (unsigned i = 0; s->peers && i < s->npeers; i++) {
+		const struct shard_state *st;
+		const struct series *se;
+		const struct row *r;
+		if (i == s->self ||
+		    !(st = __atomic_load_n(&s->peers[i].state, __ATOMIC_ACQUIRE)) ||
+		    !(se = peer_series(st, s->plan, d)) ||
+		    !(r = peek(se, h, key, klen)))
+			continue;
+		int64_t t = __atomic_load_n(&r->last_ns, __ATOMIC_ACQUIRE);
+		if (t > last)
+			last = t;
+	}
+	return last;
+}
+
+/* Another shard holds label set @key of dimension set @d. */
+static bool held_elsewhere(const struct shard_state *s, struct agg_epoch *e,
+			   size_t d, uint64_t h, const uint8_t *key,
+			   uint32_t klen)
+{
+	if (!s->peers || s->npeers < 2)
+		return false;
+	int slot = epoch_enter(e);
+	bool held = elsewhere_ns(s, d, h, key, klen) != NOWHERE;
+	epoch_exit(e, slot);
+	return held;
+}
+
 static struct row *insert(struct series *se, uint64_t h, const uint8_t *key,
 			  uint32_t klen, struct agg_epoch *e,
 			  struct epoch_retired **rl)
@@ -1226,9 +1307,16 @@ static void process(struct shard_state *s, struct attr_table *t,
 		struct series *se = s->series[d];
 		uint64_t h = XXH3_64bits(x->x.key, klen);
 		struct row *r = lookup(se, h, x->x.key, klen);
-		if (!r && se->n >= series_limit) {
+		/* At the limit, a label set another shard stores is not new:
+		 * it is stored here too, or its series would miss these
+		 * records. Whether one is may change with every record, so
+		 * with other shards an overflow is not remembered. */
+		if (!r && se->n >= series_limit &&
+		    !held_elsewhere(s, e, d, h, x->x.key, klen)) {
 			count_overflow(se, ds, vok);
 			x->cap_st[d] = MEMO_OVERFLOW;
+			if (s->peers && s->npeers > 1)
+				mlen = 0;
 			continue;
 		}
 		if (!r && !(r = insert(se, h, x->x.key, klen, e, rl))) {
@@ -1524,6 +1612,12 @@ static void free_dead_rows(void *p)
 	free(dr);
 }
 
+/*
+ * A row of @s idle for longer than the expiry is removed when the label
+ * set is idle in every shard (elsewhere_ns()): the last shard to remove
+ * it counts it expired. Rows of a label set another shard still updates
+ * stay: the exported sum must not go down while the series lives.
+ */
 void state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 		  struct epoch_retired **rl)
 {
@@ -1533,32 +1627,46 @@ void state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 	for (size_t d = 0; d < p->ndimsets; d++) {
 		struct series *se = s->series[d];
 		struct table_array *old = se->arr;
-		uint64_t dead = 0, fam_dead[64] = {0};
+		uint64_t idle = 0, fam_dead[64] = {0};
+		for (uint64_t i = 0; i <= old->mask; i++) {
+			struct row *r = old->slot[i];
+			idle += r && now_ns - r->last_ns > p->expiry_ns;
+		}
+		if (!idle)
+			continue;
+		struct dead_rows *dr = malloc(sizeof *dr + idle * sizeof dr->r[0]);
+		if (!dr)
+			continue; /* try again at the next check */
+		dr->n = 0;
+		int slot = s->peers ? epoch_enter(e) : -1;
 		for (uint64_t i = 0; i <= old->mask; i++) {
 			struct row *r = old->slot[i];
 			if (!r || now_ns - r->last_ns <= p->expiry_ns)
 				continue;
-			dead++;
-			for (unsigned k = 0; k < 64; k++)
+			int64_t t = elsewhere_ns(s, d, r->hash,
+						 row_key(r, se->ncells),
+						 r->key_len);
+			if (t != NOWHERE && now_ns - t <= p->expiry_ns)
+				continue; /* live in another shard */
+			dr->r[dr->n++] = r;
+			for (unsigned k = 0; t == NOWHERE && k < 64; k++)
 				fam_dead[k] += (r->touched >> k) & 1;
 		}
-		if (!dead)
-			continue;
-		struct table_array *a = array_new(old->mask + 1);
-		struct dead_rows *dr = malloc(sizeof *dr + dead * sizeof dr->r[0]);
-		if (!a || !dr) {
-			free(a);
+		if (slot >= 0)
+			epoch_exit(e, slot);
+		struct table_array *a = dr->n ? array_new(old->mask + 1) : NULL;
+		if (!a) {
 			free(dr);
-			continue; /* try again at the next check */
+			continue; /* none dead; or no memory: the next check */
 		}
 		dr->old = old;
-		dr->n = 0;
-		for (uint64_t i = 0; i <= old->mask; i++) {
+		/* dr->r is in table order: the rows to keep are the others. */
+		for (uint64_t i = 0, j = 0; i <= old->mask; i++) {
 			struct row *r = old->slot[i];
 			if (!r)
 				continue;
-			if (now_ns - r->last_ns > p->expiry_ns)
-				dr->r[dr->n++] = r;
+			if (j < dr->n && dr->r[j] == r)
+				j++;
 			else
 				put(a, r);
 		}
@@ -1566,7 +1674,7 @@ void state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 		 * enters after the ticket must not reach the old table. */
 		__atomic_store_n(&se->arr, a, __ATOMIC_RELEASE);
 		epoch_retire(e, rl, free_dead_rows, dr);
-		se->n -= dead;
+		se->n -= dr->n;
 		/* Remembered records may point at the rows just retired. */
 		struct state_ext *x = (struct state_ext *)s;
 		if (p->memo_ok)

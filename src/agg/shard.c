@@ -77,6 +77,9 @@ static void housekeeping(struct shard *sh)
 		epoch_exit(&a->epoch, slot);
 		if (ns) {
 			struct shard_state *old = sh->state;
+			ns->peers = a->shards;
+			ns->npeers = a->o.shards;
+			ns->self = sh->idx;
 			ns->next_expiry_ns = sh->now_ns + p->expiry_check_ns;
 			__atomic_store_n(&sh->state, ns, __ATOMIC_RELEASE);
 			state_retire(old, &a->epoch, &sh->retired);
