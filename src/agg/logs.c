@@ -1,16 +1,23 @@
 /*
  * logs.c -- the stdio handler: logentry instances as JSON lines, the shape
  * Mixer's stdio adapter wrote with outputAsJson (zap): level, time,
- * instance, then the variables in name order.
+ * instance, then the variables in name order. Values are written as zap's
+ * JSON encoder wrote them, byte for byte, so whatever parsed Mixer's log
+ * parses ours: times in the adapter's formatDate layout, floats as
+ * strconv 'f' -1, IP addresses as net.IP.String(), zap's string escapes.
+ *
+ * Every entry is written whatever its level and the handler's outputLevel:
+ * Mixer's adapter called zapcore.Core.Write, which skips the level check
+ * (only Core.Check applies it), so outputLevel filtered nothing there.
  *
  * A shard formats into its own buffer and writes whole lines, in writes of
  * at most PIPE_BUF bytes, so lines from different shards never interleave,
  * on a pipe or on a file opened O_APPEND.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,37 +113,101 @@ static void puts_(struct out *o, const char *s)
 	put(o, s, strlen(s));
 }
 
+/* Length of the well-formed UTF-8 sequence at @p (@n bytes left), or 0:
+ * Go's utf8.DecodeRuneInString rules (no overlong forms, no surrogates,
+ * nothing above U+10FFFF). */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t len;
+
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		len = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		len = 3;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		len = 4;
+	else
+		return 0;
+	if (p[0] == 0xe0)
+		lo = 0xa0;
+	else if (p[0] == 0xed)
+		hi = 0x9f;
+	else if (p[0] == 0xf0)
+		lo = 0x90;
+	else if (p[0] == 0xf4)
+		hi = 0x8f;
+	if (n < len || p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return len;
+}
+
+/*
+ * A JSON string as zap's safeAddString wrote it: \" \\ \n \r \t, other
+ * bytes below 0x20 as \u00XX, each byte of invalid UTF-8 as \ufffd; the
+ * rest (DEL and well-formed sequences included) as it is. Runs of plain
+ * bytes are copied whole.
+ */
 static void put_json_string(struct out *o, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s;
+	size_t done = 0, len;
+
 	put(o, "\"", 1);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
+	for (size_t i = 0; i < n;) {
+		unsigned char c = p[i];
+
+		if (c < 0x80 && c >= 0x20 && c != '"' && c != '\\') {
+			i++;
+			continue;
+		}
+		if (c >= 0x80 && (len = utf8_len(p + i, n - i))) {
+			i += len;
+			continue;
+		}
+		put(o, s + done, i - done);
 		if (c == '"' || c == '\\') {
 			char e[2] = {'\\', (char)c};
 			put(o, e, 2);
+		} else if (c == '\n') {
+			put(o, "\\n", 2);
+		} else if (c == '\r') {
+			put(o, "\\r", 2);
+		} else if (c == '\t') {
+			put(o, "\\t", 2);
 		} else if (c < 0x20) {
 			char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
 			put(o, e, 6);
 		} else {
-			put(o, (const char *)&c, 1);
+			put(o, "\\ufffd", 6);
 		}
+		done = ++i;
 	}
+	put(o, s + done, n - done);
 	put(o, "\"", 1);
 }
 
 static void put_value(struct out *o, const struct attr_value *v)
 {
-	char tmp[80];
-	int n;
+	char tmp[400]; /* attr_format_double: at most 330 */
+	size_t n;
 	switch (v->type) {
 	case ATTR_INT64:
-		n = snprintf(tmp, sizeof tmp, "%lld", (long long)v->i);
-		put(o, tmp, (size_t)n);
+		n = (size_t)snprintf(tmp, sizeof tmp, "%lld", (long long)v->i);
+		put(o, tmp, n);
 		break;
 	case ATTR_DOUBLE:
-		n = snprintf(tmp, sizeof tmp, "%.17g", v->d);
-		put(o, tmp, (size_t)n);
+		/* zap: strconv 'f' -1; NaN and the infinities as strings,
+		 * since JSON has no number for them */
+		n = attr_format_double(v->d, tmp, sizeof tmp);
+		if (isfinite(v->d))
+			put(o, tmp, n);
+		else
+			put_json_string(o, tmp, n);
 		break;
 	case ATTR_BOOL:
 		puts_(o, v->b ? "true" : "false");
@@ -145,12 +216,12 @@ static void put_value(struct out *o, const struct attr_value *v)
 		put_json_string(o, tmp, attr_format_duration(v->i, tmp, sizeof tmp));
 		break;
 	case ATTR_TIMESTAMP:
-		put_json_string(o, tmp, attr_format_timestamp(v->i, tmp, sizeof tmp));
+		/* the adapter's formatDate: UTC, always six fraction digits */
+		put_json_string(o, tmp,
+				attr_format_timestamp_us(v->i, tmp, sizeof tmp));
 		break;
 	case ATTR_IP:
-		if (!inet_ntop(v->len == 4 ? AF_INET : AF_INET6, v->ip, tmp, sizeof tmp))
-			tmp[0] = 0;
-		put_json_string(o, tmp, strlen(tmp));
+		put_json_string(o, tmp, attr_format_ip(v, tmp, sizeof tmp));
 		break;
 	case ATTR_STRING_MAP: {
 		put(o, "{", 1);

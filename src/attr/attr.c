@@ -751,3 +751,65 @@ size_t attr_format_double(double v, char *buf, size_t cap)
 	}
 	return copy_out(tmp, n, buf, cap);
 }
+
+size_t attr_format_ip(const struct attr_value *v, char *buf, size_t cap)
+{
+	static const char hex[] = "0123456789abcdef";
+	const uint8_t *p = v->ip;
+	char tmp[ATTR_IP_TEXT_MAX];
+	int n = 0;
+
+	if (v->len == 4 ||
+	    (v->len == 16 && !memcmp(p, v4_mapped_prefix, 12))) {
+		p += v->len - 4;
+		n = snprintf(tmp, sizeof tmp, "%u.%u.%u.%u", p[0], p[1], p[2],
+			     p[3]);
+		return copy_out(tmp, (size_t)n, buf, cap);
+	}
+	if (v->len == 0)
+		return copy_out("<nil>", 5, buf, cap);
+	if (v->len != 16) { /* never decoded; printed as Go would anyway */
+		tmp[n++] = '?';
+		for (uint32_t i = 0; i < v->len && i < 16; i++) {
+			tmp[n++] = hex[p[i] >> 4];
+			tmp[n++] = hex[p[i] & 15];
+		}
+		return copy_out(tmp, (size_t)n, buf, cap);
+	}
+	/* The first longest run of two or more zero groups becomes "::".
+	 * Unlike inet_ntop, no dotted tail for IPv4-compatible addresses. */
+	int e0 = -1, e1 = -1;
+	for (int i = 0; i < 16; i += 2) {
+		int j = i;
+		while (j < 16 && !p[j] && !p[j + 1])
+			j += 2;
+		if (j > i && j - i > e1 - e0) {
+			e0 = i;
+			e1 = j;
+			i = j;
+		}
+	}
+	if (e1 - e0 <= 2)
+		e0 = e1 = -1;
+	for (int i = 0; i < 16; i += 2) {
+		if (i == e0) {
+			tmp[n++] = ':';
+			tmp[n++] = ':';
+			i = e1;
+			if (i >= 16)
+				break;
+		} else if (i > 0) {
+			tmp[n++] = ':';
+		}
+		unsigned g = (unsigned)p[i] << 8 | p[i + 1];
+		bool lead = true;
+		for (int sh = 12; sh >= 0; sh -= 4) {
+			unsigned d = g >> sh & 15;
+			if (lead && d == 0 && sh)
+				continue;
+			lead = false;
+			tmp[n++] = hex[d];
+		}
+	}
+	return copy_out(tmp, (size_t)n, buf, cap);
+}

@@ -271,4 +271,13 @@ size_t attr_format_timestamp_us(int64_t ns, char *buf, size_t cap);
  *  "NaN", "+Inf", "-Inf". At most 330 bytes. */
 size_t attr_format_double(double v, char *buf, size_t cap);
 
+/** Longest text attr_format_ip() writes, NUL included. */
+#define ATTR_IP_TEXT_MAX 48
+
+/** An IP_ADDRESS as Go's net.IP.String(): 4 bytes, or 16 of the IPv4-mapped
+ *  form ::ffff:a.b.c.d, in dots ("10.0.0.1"); other 16-byte addresses in
+ *  RFC 5952 form, IPv4-compatible ones included ("fd00::1", "::102:304").
+ *  Mixer's adapters printed addresses this way in labels and log entries. */
+size_t attr_format_ip(const struct attr_value *v, char *buf, size_t cap);
+
 #endif /* MIXD_ATTR_H */

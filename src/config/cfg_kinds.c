@@ -508,8 +508,13 @@ static int severity_entry(struct cfg_ctx *x, const char *key, yaml_node_t *k,
 static int decode_severity_levels(struct cfg_ctx *x, const struct cfg_field *f,
 				  yaml_node_t *node, void *dst)
 {
-	struct push_arg pa = {&((struct cfg_handler *)dst)->stdio, 0};
+	struct cfg_stdio *s = &((struct cfg_handler *)dst)->stdio;
+	struct push_arg pa = {s, 0};
 
+	/* A map given replaces the default one whole: jsonpb made a new map
+	 * when it decoded the user's params into Mixer's DefaultConfig. */
+	s->severity_levels = NULL;
+	s->n_severity_levels = 0;
 	return cfg_decode_entries(x, node,
 				  "found %s, expected a mapping of severities to "
 				  "INFO, WARNING or ERROR",
@@ -550,6 +555,21 @@ static const struct {
 	[CFG_ADAPTER_STDIO] = {"stdio", CFG_FIELDS(stdio_fields)},
 };
 
+/*
+ * The stdio adapter's DefaultConfig severityLevels (Istio 1.1-1.4,
+ * mixer/adapter/metadata/inventory.go). A severity found in none of the
+ * handler's levels is INFO.
+ */
+static const struct cfg_severity_level default_severity_levels[] = {
+	{"INFORMATIONAL", CFG_LEVEL_INFO}, {"informational", CFG_LEVEL_INFO},
+	{"INFO", CFG_LEVEL_INFO},	   {"info", CFG_LEVEL_INFO},
+	{"WARNING", CFG_LEVEL_WARNING},	   {"warning", CFG_LEVEL_WARNING},
+	{"WARN", CFG_LEVEL_WARNING},	   {"warn", CFG_LEVEL_WARNING},
+	{"ERROR", CFG_LEVEL_ERROR},	   {"error", CFG_LEVEL_ERROR},
+	{"ERR", CFG_LEVEL_ERROR},	   {"err", CFG_LEVEL_ERROR},
+	{"FATAL", CFG_LEVEL_ERROR},	   {"fatal", CFG_LEVEL_ERROR},
+};
+
 /* Mixer's defaults, applied before decoding so the YAML overrides them. */
 static void handler_defaults(struct cfg_handler *h)
 {
@@ -559,6 +579,11 @@ static void handler_defaults(struct cfg_handler *h)
 		h->stdio.log_stream = CFG_STREAM_STDOUT;
 		h->stdio.metric_level = CFG_LEVEL_INFO;
 		h->stdio.output_level = CFG_LEVEL_INFO;
+		/* read-only: decoding a map replaces the pointer */
+		h->stdio.severity_levels =
+			(struct cfg_severity_level *)default_severity_levels;
+		h->stdio.n_severity_levels = sizeof(default_severity_levels) /
+					     sizeof(default_severity_levels[0]);
 	}
 }
 

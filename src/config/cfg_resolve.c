@@ -67,12 +67,16 @@ int cfg_buckets_compute(struct cfg *c, struct cfg_buckets *b,
 		*why = "out of memory";
 		return -1;
 	}
+	/*
+	 * Step by step, as client_golang's LinearBuckets(offset, width, N+1)
+	 * and ExponentialBuckets(scale, growth_factor, N+1), which Mixer's
+	 * adapter called, compute them (start += width; start *= factor):
+	 * offset + width * i rounds differently (0.1 steps give 0.6 here,
+	 * 0.6000000000000001 by multiplying), and a bound is an "le" label,
+	 * part of a series' identity in Prometheus.
+	 */
+	double v = b->kind == CFG_BUCKETS_LINEAR ? b->offset : b->scale;
 	for (size_t i = 0; i < b->n_bounds; i++) {
-		double v =
-			b->kind == CFG_BUCKETS_LINEAR
-				? b->offset + b->width * (double)i
-				: b->scale * pow(b->growth_factor, (double)i);
-
 		/* large parameters overflow, or stop increasing once the
 		 * width is below the precision of the offset */
 		if (!isfinite(v) || (i && !(v > b->bounds[i - 1]))) {
@@ -85,6 +89,10 @@ int cfg_buckets_compute(struct cfg *c, struct cfg_buckets *b,
 			return -1;
 		}
 		b->bounds[i] = v;
+		if (b->kind == CFG_BUCKETS_LINEAR)
+			v += b->width;
+		else
+			v *= b->growth_factor;
 	}
 	return 0;
 }

@@ -303,9 +303,13 @@ struct cfg_severity_level {
 /** Handler adapter `stdio`. */
 struct cfg_stdio {
 	enum cfg_stdio_stream log_stream;
+	/** Mixer's default map (INFO/info/WARN/warn/ERR/FATAL/... to their
+	 *  levels) unless the config gives one, which replaces it whole. */
 	struct cfg_severity_level *severity_levels;
 	size_t n_severity_levels;
 	enum cfg_stdio_level metric_level;
+	/** Accepted and, as in Mixer, filters nothing: its adapter wrote each
+	 *  entry with zapcore.Core.Write, which skips the level check. */
 	enum cfg_stdio_level output_level;
 	bool output_as_json; /**< default false (Mixer: false) */
 	struct cfg_str output_path;

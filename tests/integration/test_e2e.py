@@ -927,6 +927,8 @@ spec:
     protocol: context.protocol | "unknown"
     latency: response.duration | "0ms"
     source: source.labels | emptyStringMap()
+    sourceIp: source.ip | ip("0.0.0.0")
+    path: request.path | ""
 ---
 apiVersion: config.istio.io/v1alpha2
 kind: stdio
@@ -949,7 +951,8 @@ spec:
         with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
             recs = [{"context.protocol": "http", "response.code": 200 + i,
                      "response.duration": f"{i}ms", "request.time": "2019-03-01T10:00:00Z",
-                     "source.labels": {"app": "x\"y"}} for i in range(50)]
+                     "source.labels": {"app": "x\"y"}, "source.ip": "::ffff:10.0.0.1",
+                     "request.path": "/a\nb\tc\x01"} for i in range(50)]
             recs.append({"context.protocol": "tcp"})
             send(build, m, recs)
             m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == 51)
@@ -961,10 +964,18 @@ spec:
                     return []
             m.wait_for(lambda: len(lines()) == 50, what="50 log lines")
             got = sorted(lines(), key=lambda d: d["responseCode"])
-            mt.check(got[0] == {"level": "warn", "time": "2019-03-01T10:00:00Z",
+            # As Mixer's adapter wrote them: formatDate's six fraction
+            # digits, an IPv4-mapped address as net.IP.String() prints it
+            mt.check(got[0] == {"level": "warn", "time": "2019-03-01T10:00:00.000000Z",
                                 "instance": "accesslog.logentry.default", "latency": "0s",
-                                "protocol": "http", "responseCode": 200,
-                                "source": {"app": "x\"y"}}, f"{got[0]}")
+                                "path": "/a\nb\tc\x01", "protocol": "http",
+                                "responseCode": 200, "source": {"app": "x\"y"},
+                                "sourceIp": "10.0.0.1"}, f"{got[0]}")
+            with open(out) as f:
+                raw = f.read()
+            # one entry a line, control characters escaped as zap did
+            mt.check(raw.count("\n") == 50, raw[:300])
+            mt.check(raw.count('"path":"/a\\nb\\tc\\u0001"') == 50, raw[:300])
             mt.check([d["responseCode"] for d in got] == list(range(200, 250)))
             mt.check(got[7]["latency"] == "7ms", f"{got[7]}")
     finally:

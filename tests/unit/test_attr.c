@@ -369,6 +369,49 @@ static void test_label_forms(void **state)
 	assert_string_equal(buf, "1970-01-01T00:00:00.000001Z");
 }
 
+/* IP addresses as Go's net.IP.String() printed them (expected strings are
+ * Go's): an IPv4-mapped address in dots, an IPv4-compatible one in hex
+ * groups (inet_ntop would write "::1.2.3.4"), the first longest zero run
+ * shortened, never a single zero group. */
+static void test_ip_format(void **state)
+{
+	(void)state;
+	static const struct {
+		uint8_t len, ip[16];
+		const char *go;
+	} c[] = {
+		{4, {10, 0, 0, 1}, "10.0.0.1"},
+		{16, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3},
+		 "10.1.2.3"},
+		{16, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff}, "0.0.0.0"},
+		{16, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4},
+		 "::102:304"},
+		{16, {0}, "::"},
+		{16, {[15] = 1}, "::1"},
+		{16, {0xfd, 0, [15] = 1}, "fd00::1"},
+		{16, {0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1},
+		 "2001:db8::1:0:0:1"}, /* the first of two equal runs */
+		{16, {0x20, 1, 0x0d, 0xb8, 0, 0, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1},
+		 "2001:db8:0:1:1:1:1:1"}, /* one zero group stays */
+		{16, {0xfe, 0x80, [8] = 0x0a, 0xbc, 0, 0, 0, 0, 0xff, 0xff},
+		 "fe80::abc:0:0:ffff"},
+		{16, {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+		 "100::"},
+	};
+	char buf[ATTR_IP_TEXT_MAX];
+	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+		struct attr_value v = {.type = ATTR_IP, .len = c[i].len};
+		memcpy(v.ip, c[i].ip, 16);
+		size_t n = attr_format_ip(&v, buf, sizeof buf);
+		assert_int_equal(n, strlen(buf));
+		assert_string_equal(buf, c[i].go);
+	}
+	/* cut to the buffer, NUL-terminated */
+	struct attr_value v = {.type = ATTR_IP, .len = 4, .ip = {10, 0, 0, 1}};
+	assert_int_equal(attr_format_ip(&v, buf, 4), 3);
+	assert_string_equal(buf, "10.");
+}
+
 static void test_timestamps(void **state)
 {
 	static const struct {
@@ -424,6 +467,7 @@ int main(void)
 		cmocka_unit_test(test_duration_format),
 		cmocka_unit_test(test_timestamps),
 		cmocka_unit_test(test_label_forms),
+		cmocka_unit_test(test_ip_format),
 		cmocka_unit_test(test_utf8),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "config/config.h"
+#include "expose/expose.h"
 #include "expr/expr.h"
 
 static char fixtures[PATH_MAX];
@@ -511,6 +512,67 @@ static void test_both_field_spellings(void **state)
 	cfg_destroy(camel);
 }
 
+/*
+ * Bounds accumulate as client_golang's LinearBuckets / ExponentialBuckets
+ * did for Mixer (start += width; start *= factor), not offset + width * i
+ * or scale * factor^i: where the two round apart, the "le" label differs
+ * and Prometheus sees a new series. Expected values are Go's.
+ */
+static void test_bucket_bounds_accumulate_as_client_golang(void **state)
+{
+	struct cfg *c = load_text("kind: metric\n"
+				  "metadata: {name: rc, namespace: default}\n"
+				  "spec: {value: '1'}\n"
+				  "---\n"
+				  "kind: prometheus\n"
+				  "metadata: {name: h, namespace: default}\n"
+				  "spec:\n"
+				  "  metrics:\n"
+				  "  - name: lin\n"
+				  "    instance_name: rc.metric.default\n"
+				  "    kind: DISTRIBUTION\n"
+				  "    buckets:\n"
+				  "      linearBuckets: {numFiniteBuckets: 10, "
+				  "width: 0.1, offset: 0}\n"
+				  "  - name: exp\n"
+				  "    instance_name: rc.metric.default\n"
+				  "    kind: DISTRIBUTION\n"
+				  "    buckets:\n"
+				  "      exponentialBuckets: "
+				  "{numFiniteBuckets: 5, growthFactor: 3,"
+				  " scale: 0.1}\n");
+	static const struct {
+		size_t m, i;
+		double v;
+		const char *le; /* strconv.FormatFloat(v, 'g', -1, 64) */
+	} want[] = {
+		{0, 3, 0.30000000000000004, "0.30000000000000004"},
+		{0, 6, 0.6, "0.6"}, /* 0.6000000000000001 multiplied */
+		{0, 8, 0.7999999999999999, "0.7999999999999999"},
+		{0, 10, 0.9999999999999999, "0.9999999999999999"}, /* not 1 */
+		{1, 2, 0.9000000000000001, "0.9000000000000001"},  /* not 0.9 */
+		{1, 4, 8.100000000000001, "8.100000000000001"},
+		{1, 5, 24.300000000000004, "24.300000000000004"},
+	};
+	const struct cfg_prometheus *p;
+	char le[EXPOSE_VALUE_MAX];
+
+	assert_loads(c);
+	p = &handler_of(c, CFG_ADAPTER_PROMETHEUS)->prometheus;
+	assert_int_equal(p->metrics[0].buckets.n_bounds, 11);
+	assert_int_equal(p->metrics[1].buckets.n_bounds, 6);
+	for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+		double got = p->metrics[want[k].m].buckets.bounds[want[k].i];
+
+		expose_format_float_go(got, le);
+		if (got != want[k].v || strcmp(le, want[k].le))
+			fail_msg("metric %zu bound %zu: %.17g (le=\"%s\"), "
+				 "want %s",
+				 want[k].m, want[k].i, got, le, want[k].le);
+	}
+	cfg_destroy(c);
+}
+
 static void test_both_spellings_at_once_is_an_error(void **state)
 {
 	struct cfg *c = load_text("kind: prometheus\n"
@@ -962,6 +1024,56 @@ static void test_logentry_and_stdio(void **state)
 	cfg_destroy(c);
 }
 
+/* The level of @sev in @st, as the stdio handler looks it up (the last
+ * entry wins, as the last JSON key did); -1 if absent. */
+static int severity_level(const struct cfg_stdio *st, const char *sev)
+{
+	int l = -1;
+
+	for (size_t i = 0; i < st->n_severity_levels; i++)
+		if (!strcmp(st->severity_levels[i].severity, sev))
+			l = (int)st->severity_levels[i].level;
+	return l;
+}
+
+/* Without severityLevels, Mixer's DefaultConfig map applies; a map given
+ * replaces it whole (jsonpb decoded into a new map). */
+static void test_stdio_severity_levels_default_as_mixers(void **state)
+{
+	struct cfg *c = load_text("kind: stdio\n"
+				  "metadata: {name: dflt, namespace: default}\n"
+				  "spec: {outputAsJson: true}\n"
+				  "---\n"
+				  "kind: stdio\n"
+				  "metadata: {name: own, namespace: default}\n"
+				  "spec:\n"
+				  "  severityLevels: {Warning: WARNING}\n"
+				  "---\n"
+				  "kind: stdio\n"
+				  "metadata: {name: none, namespace: default}\n"
+				  "spec: {severity_levels: {}}\n");
+	const struct cfg_stdio *st[3];
+
+	assert_loads(c);
+	assert_int_equal(cfg_handler_count(c), 3);
+	for (size_t i = 0; i < 3; i++)
+		st[i] = &cfg_handler(c, i)->stdio;
+	assert_int_equal(st[0]->n_severity_levels, 14);
+	assert_int_equal(severity_level(st[0], "INFORMATIONAL"),
+			 CFG_LEVEL_INFO);
+	assert_int_equal(severity_level(st[0], "info"), CFG_LEVEL_INFO);
+	assert_int_equal(severity_level(st[0], "WARN"), CFG_LEVEL_WARNING);
+	assert_int_equal(severity_level(st[0], "warning"), CFG_LEVEL_WARNING);
+	assert_int_equal(severity_level(st[0], "err"), CFG_LEVEL_ERROR);
+	assert_int_equal(severity_level(st[0], "FATAL"), CFG_LEVEL_ERROR);
+	assert_int_equal(severity_level(st[0], "Warning"), -1); /* exact case */
+	assert_int_equal(st[1]->n_severity_levels, 1);
+	assert_int_equal(severity_level(st[1], "Warning"), CFG_LEVEL_WARNING);
+	assert_int_equal(severity_level(st[1], "WARN"), -1);
+	assert_int_equal(st[2]->n_severity_levels, 0);
+	cfg_destroy(c);
+}
+
 /* A misspelt spec is not a rule without actions, unannounced; a second
  * spec is not silently ignored. */
 static void test_top_level_keys(void **state)
@@ -1087,6 +1199,8 @@ int main(void)
 		cmocka_unit_test(test_expression_error_column_in_quoted_scalar),
 		cmocka_unit_test(test_value_must_be_numeric),
 		cmocka_unit_test(test_both_field_spellings),
+		cmocka_unit_test(
+			test_bucket_bounds_accumulate_as_client_golang),
 		cmocka_unit_test(test_both_spellings_at_once_is_an_error),
 		cmocka_unit_test(test_unknown_kinds_warn_once),
 		cmocka_unit_test(test_sampling_is_rejected),
@@ -1100,6 +1214,7 @@ int main(void)
 		cmocka_unit_test(test_secrets_from_env_and_file),
 		cmocka_unit_test(test_secret_file_must_be_regular),
 		cmocka_unit_test(test_logentry_and_stdio),
+		cmocka_unit_test(test_stdio_severity_levels_default_as_mixers),
 		cmocka_unit_test(test_metric_to_stdio_is_announced),
 		cmocka_unit_test(test_top_level_keys),
 		cmocka_unit_test(test_rule_namespace_scoping),

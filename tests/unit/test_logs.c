@@ -1,0 +1,313 @@
+/*
+ * test_logs -- the stdio handler's JSON lines, byte for byte as Mixer's
+ * stdio adapter (zap's JSON encoder) wrote them: formatDate's timestamps,
+ * strconv 'f' floats with NaN and the infinities quoted, net.IP.String()
+ * addresses, zap's string escapes, the default severity map, and every
+ * entry written whatever the handler's outputLevel.
+ *
+ * A config is compiled into a plan as the daemon does; records are set
+ * into an attribute table by hand and formatted with log_entry().
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "agg/agg_internal.h"
+
+struct fixture {
+	char dir[64];
+	char log[128];
+	struct agg_plan *plan;
+	struct expr_scratch *sc;
+	struct attr_table t;
+	struct log_buf buf;
+};
+
+/* A logentry with a variable of each type the tests need, sent to a stdio
+ * handler that writes to @f->log. outputLevel ERROR: Mixer wrote the
+ * entries below it anyway. */
+static struct fixture *setup(const char *severity_levels)
+{
+	struct fixture *f = calloc(1, sizeof *f);
+	char path[128];
+	FILE *y;
+
+	assert_non_null(f);
+	snprintf(f->dir, sizeof f->dir, "/tmp/mixd-test-logs-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->log, sizeof f->log, "%s/access.log", f->dir);
+	snprintf(path, sizeof path, "%s/logs.yaml", f->dir);
+	y = fopen(path, "w");
+	assert_non_null(y);
+	fprintf(y,
+		"kind: attributemanifest\n"
+		"metadata: {name: t, namespace: default}\n"
+		"spec:\n"
+		"  attributes:\n"
+		"    t.d: {valueType: DOUBLE}\n"
+		"    t.s: {valueType: STRING}\n"
+		"    t.ip: {valueType: IP_ADDRESS}\n"
+		"    t.ts: {valueType: TIMESTAMP}\n"
+		"    t.sev: {valueType: STRING}\n"
+		"---\n"
+		"kind: logentry\n"
+		"metadata: {name: le, namespace: default}\n"
+		"spec:\n"
+		"  severity: t.sev | \"\"\n"
+		"  timestamp: t.ts\n"
+		"  variables: {s: t.s, d: t.d, ts: t.ts, ip: t.ip}\n"
+		"---\n"
+		"kind: stdio\n"
+		"metadata: {name: h, namespace: default}\n"
+		"spec:\n"
+		"  logStream: FILE\n"
+		"  outputPath: %s\n"
+		"  outputLevel: ERROR\n"
+		"%s"
+		"---\n"
+		"kind: rule\n"
+		"metadata: {name: r, namespace: default}\n"
+		"spec:\n"
+		"  actions: [{handler: h.stdio, instances: [le.logentry]}]\n",
+		f->log, severity_levels);
+	fclose(y);
+
+	struct cfg *c = cfg_load(path, "default");
+	assert_non_null(c);
+	assert_true(cfg_ok(c));
+	f->plan = plan_build(c, 1);
+	assert_non_null(f->plan);
+	assert_int_equal(f->plan->nlogs, 1);
+	f->sc = expr_scratch_create(f->plan->prog, 0);
+	assert_non_null(f->sc);
+	f->buf.fd = -1;
+	unlink(path);
+	return f;
+}
+
+static void teardown(struct fixture *f)
+{
+	expr_scratch_destroy(f->sc);
+	plan_unref(f->plan);
+	unlink(f->log);
+	rmdir(f->dir);
+	free(f);
+}
+
+static void set(struct fixture *f, const char *name, struct attr_value v)
+{
+	int slot = attr_vocab_find(f->plan->vocab, name, strlen(name));
+
+	assert_true(slot >= 0);
+	attr_table_set(&f->t, (unsigned)slot, &v);
+}
+
+static void set_str(struct fixture *f, const char *name, const char *s,
+		    size_t len)
+{
+	set(f, name,
+	    (struct attr_value){
+		    .type = ATTR_STRING, .len = (uint32_t)len, .s = s});
+}
+
+/* 2019-03-01T10:00:00Z in nanoseconds */
+#define T0 (INT64_C(1551434400) * 1000000000)
+
+/* One record: every variable but the severity, which @sev sets if given. */
+static void entry(struct fixture *f, double d, const char *sev)
+{
+	static const uint8_t mapped[16] = {[10] = 0xff, 0xff, 10, 1, 2, 3};
+	static const char s[] = "plain";
+	struct attr_value ip = {.type = ATTR_IP, .len = 16};
+
+	memcpy(ip.ip, mapped, 16);
+	attr_table_clear(&f->t);
+	set(f, "t.d", (struct attr_value){.type = ATTR_DOUBLE, .d = d});
+	set(f, "t.ip", ip);
+	set(f, "t.ts", (struct attr_value){.type = ATTR_TIMESTAMP, .i = T0});
+	set_str(f, "t.s", s, sizeof s - 1);
+	if (sev)
+		set_str(f, "t.sev", sev, strlen(sev));
+	expr_scratch_begin(f->sc);
+	assert_int_equal(
+		log_entry(f->plan, &f->plan->logs[0], &f->t, f->sc, &f->buf),
+		0);
+}
+
+/* The file's lines so far, checked against @want (NULL-terminated). */
+static void expect_lines(struct fixture *f, const char *const *want)
+{
+	char line[4096];
+	FILE *in;
+	size_t i = 0;
+
+	log_flush(&f->buf);
+	in = fopen(f->log, "r");
+	assert_non_null(in);
+	while (fgets(line, sizeof line, in)) {
+		assert_non_null(want[i]);
+		line[strcspn(line, "\n")] = 0;
+		assert_string_equal(line, want[i]);
+		i++;
+	}
+	fclose(in);
+	assert_null(want[i]);
+}
+
+#define HEAD(level)                                                            \
+	"{\"level\":\"" level "\",\"time\":\"2019-03-01T10:00:00.000000Z\","   \
+	"\"instance\":\"le.logentry.default\","
+#define TAIL                                                                   \
+	"\"ip\":\"10.1.2.3\",\"s\":\"plain\","                                 \
+	"\"ts\":\"2019-03-01T10:00:00.000000Z\"}"
+
+/* Doubles as strconv.FormatFloat(v, 'f', -1, 64), never an exponent; NaN
+ * and the infinities as JSON strings (zap's appendFloat), not as bare
+ * words a JSON parser refuses. The timestamp always has six fraction
+ * digits; an IPv4-mapped address prints in dots. */
+static void test_values_as_zap_wrote_them(void **state)
+{
+	struct fixture *f = setup("");
+	static const char *const want[] = {
+		HEAD("info") "\"d\":0.1," TAIL,
+		HEAD("info") "\"d\":1000000000000000000000," TAIL,
+		HEAD("info") "\"d\":0.00001," TAIL,
+		HEAD("info") "\"d\":-0," TAIL,
+		HEAD("info") "\"d\":\"NaN\"," TAIL,
+		HEAD("info") "\"d\":\"+Inf\"," TAIL,
+		HEAD("info") "\"d\":\"-Inf\"," TAIL,
+		NULL,
+	};
+
+	(void)state;
+	entry(f, 0.1, NULL);
+	entry(f, 1e21, NULL);
+	entry(f, 0.00001, NULL);
+	entry(f, -0.0, NULL);
+	entry(f, NAN, NULL);
+	entry(f, INFINITY, NULL);
+	entry(f, -INFINITY, NULL);
+	expect_lines(f, want);
+	teardown(f);
+}
+
+/* formatDate: UTC, microseconds cut (not rounded) to six digits. */
+static void test_timestamps_have_six_fraction_digits(void **state)
+{
+	struct fixture *f = setup("");
+	static const char *const want[] = {
+		"{\"level\":\"info\",\"time\":\"2019-03-01T10:00:00.123456Z\","
+		"\"instance\":\"le.logentry.default\",\"d\":1,"
+		"\"ip\":\"10.1.2.3\",\"s\":\"plain\","
+		"\"ts\":\"2019-03-01T10:00:00.123456Z\"}",
+		NULL,
+	};
+
+	(void)state;
+	entry(f, 1, NULL);
+	f->buf.len = 0; /* keep only the second */
+	set(f, "t.ts",
+	    (struct attr_value){.type = ATTR_TIMESTAMP, .i = T0 + 123456789});
+	expr_scratch_begin(f->sc);
+	assert_int_equal(
+		log_entry(f->plan, &f->plan->logs[0], &f->t, f->sc, &f->buf),
+		0);
+	expect_lines(f, want);
+	teardown(f);
+}
+
+/* zap's safeAddString: \" \\ \n \r \t, other control bytes as \u00XX,
+ * DEL and well-formed UTF-8 as they are, each byte of ill-formed UTF-8
+ * (a stray continuation byte, a truncated sequence, an encoded surrogate,
+ * an overlong form) as \ufffd. Always one line per entry. */
+static void test_strings_escaped_as_zap_did(void **state)
+{
+	struct fixture *f = setup("");
+	static const char s[] = "q\"b\\n\nr\rt\tc\x01\x1f|\x7f|\xc3\xa9|"
+				"\xf0\x9f\x98\x80|\x80|\xe2\x82|\xed\xa0\x80|"
+				"\xc0\xaf|\0z";
+	static const char *const want[] = {
+		"{\"level\":\"info\",\"time\":\"2019-03-01T10:00:00.000000Z\","
+		"\"instance\":\"le.logentry.default\",\"d\":1,"
+		"\"ip\":\"10.1.2.3\","
+		"\"s\":\"q\\\"b\\\\n\\nr\\rt\\tc\\u0001\\u001f|\x7f|\xc3\xa9|"
+		"\xf0\x9f\x98\x80|\\ufffd|\\ufffd\\ufffd|"
+		"\\ufffd\\ufffd\\ufffd|\\ufffd\\ufffd|\\u0000z\","
+		"\"ts\":\"2019-03-01T10:00:00.000000Z\"}",
+		NULL,
+	};
+
+	(void)state;
+	entry(f, 1, NULL);
+	f->buf.len = 0;
+	set_str(f, "t.s", s, sizeof s - 1);
+	expr_scratch_begin(f->sc);
+	assert_int_equal(
+		log_entry(f->plan, &f->plan->logs[0], &f->t, f->sc, &f->buf),
+		0);
+	expect_lines(f, want);
+	teardown(f);
+}
+
+/* Without severityLevels, the adapter's default map: exact spellings
+ * only, anything else info. outputLevel ERROR drops nothing. */
+static void test_default_severity_levels(void **state)
+{
+	struct fixture *f = setup("");
+	static const char *const want[] = {
+		HEAD("warn") "\"d\":1," TAIL,  HEAD("warn") "\"d\":2," TAIL,
+		HEAD("error") "\"d\":3," TAIL, HEAD("error") "\"d\":4," TAIL,
+		HEAD("info") "\"d\":5," TAIL,  HEAD("info") "\"d\":6," TAIL,
+		HEAD("info") "\"d\":7," TAIL,  NULL,
+	};
+
+	(void)state;
+	entry(f, 1, "WARN");
+	entry(f, 2, "warning");
+	entry(f, 3, "fatal");
+	entry(f, 4, "ERR");
+	entry(f, 5, "INFORMATIONAL");
+	entry(f, 6, "Warning"); /* not a key of the default map */
+	entry(f, 7, NULL);
+	expect_lines(f, want);
+	teardown(f);
+}
+
+/* A severityLevels given replaces the default map. */
+static void test_given_severity_levels_replace_the_default(void **state)
+{
+	struct fixture *f = setup("  severityLevels: {Warning: WARNING}\n");
+	static const char *const want[] = {
+		HEAD("warn") "\"d\":1," TAIL,
+		HEAD("info") "\"d\":2," TAIL,
+		NULL,
+	};
+
+	(void)state;
+	entry(f, 1, "Warning");
+	entry(f, 2, "ERROR");
+	expect_lines(f, want);
+	teardown(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_values_as_zap_wrote_them),
+		cmocka_unit_test(test_timestamps_have_six_fraction_digits),
+		cmocka_unit_test(test_strings_escaped_as_zap_did),
+		cmocka_unit_test(test_default_severity_levels),
+		cmocka_unit_test(
+			test_given_severity_levels_replace_the_default),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
