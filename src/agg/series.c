@@ -17,7 +17,6 @@
  * expired rows. Old arrays and rows are freed through the epoch, so scrapes
  * read without locks.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -357,18 +356,11 @@ static bool key_put(uint8_t *key, uint32_t *len, const struct attr_value *v)
 	case ATTR_TIMESTAMP:
 		n = attr_format_timestamp_us(v->i, tmp, sizeof tmp);
 		goto copy;
-	case ATTR_IP: {
-		/* As Go's net.IP prints: an IPv4-mapped address in dots. */
-		static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0,
-						   0, 0, 0, 0, 0xff, 0xff};
-		bool v4 = v->len == 4 ||
-			  (v->len == 16 && !memcmp(v->ip, mapped, 12));
-		if (!inet_ntop(v4 ? AF_INET : AF_INET6,
-			       v4 ? v->ip + v->len - 4 : v->ip, tmp, sizeof tmp))
+	case ATTR_IP:
+		/* As Go's net.IP prints it (Mixer's label values). */
+		if (!(n = attr_format_ip(v, tmp, sizeof tmp)))
 			return false;
-		n = strlen(tmp);
 		goto copy;
-	}
 	case ATTR_STRING_MAP: {
 		/* Sorted k=v&k2=v2, as Mixer rendered a map label. */
 		struct kv_ref kv[256];

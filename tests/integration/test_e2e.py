@@ -742,15 +742,20 @@ spec:
 
 
 def label_values_are_written_as_mixers_adapter_wrote_them(build):
-    """adapter.Stringify: an IPv4-mapped address in dots, a timestamp with
-    six fractional digits, a double without an exponent."""
+    """adapter.Stringify: an IPv4-mapped address in dots, an IPv4-compatible
+    one in hex groups as Go's net.IP prints it (inet_ntop would write
+    ::1.2.3.4), a timestamp with six fractional digits, a double without an
+    exponent."""
     with mt.with_config(build, LABEL_FORMS) as m:
         send(build, m, [{"source.ip": "::ffff:10.0.0.1",
+                         "request.time": "2019-06-01T12:30:00.5+02:00"},
+                        {"source.ip": "::1.2.3.4",
                          "request.time": "2019-06-01T12:30:00.5+02:00"}])
-        m.wait_for(lambda: mt.series(m, "istio_forms_total"), what="the series")
-        got = mt.series(m, "istio_forms_total")
-        mt.check(got == [{"ip": "10.0.0.1", "at": "2019-06-01T10:30:00.500000Z",
-                          "tiny": "0.00001"}], f"{got}")
+        m.wait_for(lambda: len(mt.series(m, "istio_forms_total")) == 2, what="the series")
+        got = sorted(mt.series(m, "istio_forms_total"), key=lambda d: d["ip"])
+        at = "2019-06-01T10:30:00.500000Z"
+        mt.check(got == [{"ip": "10.0.0.1", "at": at, "tiny": "0.00001"},
+                         {"ip": "::102:304", "at": at, "tiny": "0.00001"}], f"{got}")
 
 
 def the_series_limit_bounds_memory(build):
