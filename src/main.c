@@ -610,6 +610,11 @@ static void render_marathon(struct mixd *m, struct expose_buf *b)
 	for (int d = 0; d < MAR_DISC_COUNT; d++)
 		sample1(b, "mixd_marathon_stream_disconnects_total", "reason",
 			mar_disconnect_name(d), (double)st.disconnects[d]);
+	family(b, "mixd_marathon_entries_skipped_total", "counter",
+	       "Apps, tasks, pods and instances that full syncs skipped for "
+	       "their unexpected shape (each sync counts those it met).");
+	sample1(b, "mixd_marathon_entries_skipped_total", NULL, NULL,
+		(double)st.entries_skipped);
 	family(b, "mixd_marathon_apps", "gauge",
 	       "Marathon apps and pods in the snapshot in use.");
 	sample1(b, "mixd_marathon_apps", NULL, NULL, (double)(st.apps + st.pods));

@@ -263,6 +263,12 @@ cJSON *mar_parse_apps(const char *body, size_t len);
 /** Parse a /v2/pods/::status body: a JSON array. NULL if not. */
 cJSON *mar_parse_pods(const char *body, size_t len);
 
+/** Is the data of an event named @name (@len > 0: by its "event:" line)
+ *  left unread -- a type mixd does not use, or one that only says
+ *  "resync"? The SSE framer drops such data unbuffered; the model does
+ *  not parse it. */
+bool mar_event_data_unread(const char *name, size_t len);
+
 /** Map an SSE event name to its counter. */
 enum mar_event mar_event_from_name(const char *name, size_t len);
 
@@ -282,10 +288,12 @@ void mar_model_clear(struct mar_model *m);
 /* ------------------------------------------------------------------ */
 /* SSE framing (text/event-stream, LF or CRLF line ends). */
 
-/** Largest event we accept; a bigger one is a broken stream. */
+/** Largest event we read; a bigger one is a broken stream. (Events whose
+ *  data is not read are not bounded: they are not kept.) */
 #define MAR_SSE_MAX_EVENT (16u << 20)
 
-/** Called for each complete event (type may be "" when none was given). */
+/** Called for each complete event (type may be "" when none was given;
+ *  data is "" when it was dropped: mar_event_data_unread()). */
 typedef void (*mar_sse_cb)(void *ctx, const char *type, size_t type_len,
 			   const char *data, size_t data_len);
 
@@ -300,6 +308,9 @@ struct mar_sse {
 	bool pending_cr; /**< last byte was CR: a following LF is its pair */
 	bool in_event;	 /**< a field was seen since the last dispatch */
 	bool overflow;	 /**< the event exceeded MAR_SSE_MAX_EVENT */
+	bool skip;	 /**< the event's data is not read: drop data lines */
+	bool skipped;	 /**< data of the pending event was dropped */
+	bool discard;	 /**< drop the rest of the current line */
 };
 
 /** Forget a partial event (a new connection). */

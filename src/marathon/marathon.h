@@ -6,8 +6,12 @@
  * Threads:
  *
  *   resolver thread (one per mar_resolver, started by mar_resolver_start):
- *     full sync of GET /v2/apps?embed=apps.tasks and GET /v2/pods/::status,
- *     then the event stream GET /v2/events (SSE). Events update its private
+ *     the event stream GET /v2/events (SSE) and, once Marathon has
+ *     answered it (so no event falls between the two), a full sync of GET
+ *     /v2/apps?embed=apps.tasks and GET /v2/pods/::status. A stream
+ *     Marathon refuses (403: an account that may not read events) leaves
+ *     it polling: a full sync at start and every refresh, the stream
+ *     asked again with backoff. Events update its private
  *     model or invalidate it (a debounced full resync); a full resync also
  *     runs every refresh interval and after every reconnect. Each change
  *     builds a new immutable snapshot off to the side (host names resolved
@@ -357,13 +361,15 @@ const char *mar_event_name(enum mar_event e);
 /** Why the event stream ended, for mixd_marathon_stream_disconnects_total. */
 enum mar_disconnect {
 	MAR_DISC_EOF,	    /**< the server closed it */
-	MAR_DISC_SILENT,    /**< no byte for stream_timeout */
-	MAR_DISC_ERROR,	    /**< transport error or non-200 answer */
+	MAR_DISC_SILENT,    /**< no byte (or no answer) for stream_timeout */
+	MAR_DISC_ERROR,	    /**< transport error or other non-200 answer */
 	MAR_DISC_TRUNCATED, /**< ended inside an event, or an oversized one */
+	MAR_DISC_UNAUTHORIZED, /**< answered 401 or 403 */
 	MAR_DISC_COUNT,
 };
 
-/** Label value of @d ("eof", "silent", "error", "truncated"). */
+/** Label value of @d ("eof", "silent", "error", "truncated",
+ *  "unauthorized"). */
 const char *mar_disconnect_name(enum mar_disconnect d);
 
 /**
@@ -372,6 +378,7 @@ const char *mar_disconnect_name(enum mar_disconnect d);
  *   mixd_marathon_sync_total{result}            sync[]
  *   mixd_marathon_events_total{type}            events[]
  *   mixd_marathon_stream_disconnects_total{reason} disconnects[]
+ *   mixd_marathon_entries_skipped_total         entries_skipped
  *   mixd_marathon_apps                          apps + pods
  *   mixd_marathon_tasks                         tasks + pod_instances
  *   mixd_marathon_last_sync_timestamp_seconds   last_sync_unix
@@ -381,6 +388,10 @@ struct mar_stats {
 	uint64_t sync[MAR_SYNC_COUNT];
 	uint64_t events[MAR_EV_COUNT];
 	uint64_t disconnects[MAR_DISC_COUNT];
+	/** Entries of /v2/apps and /v2/pods/::status answers (apps, tasks,
+	 *  pods, instances) that full syncs skipped for their unexpected
+	 *  shape, summed over syncs: each sync counts those it met. */
+	uint64_t entries_skipped;
 	uint64_t snapshots; /**< snapshots published */
 	uint64_t apps;	    /**< apps in the snapshot */
 	uint64_t pods;	    /**< pods in the snapshot */

@@ -255,14 +255,21 @@ static bool invalidates(enum mar_event ev)
 	}
 }
 
+bool mar_event_data_unread(const char *name, size_t len)
+{
+	enum mar_event ev = mar_event_from_name(name, len);
+	return len && (ev == MAR_EV_OTHER || invalidates(ev));
+}
+
 enum mar_event mar_model_apply(struct mar_model *m, const char *type,
 			       size_t type_len, const char *data, size_t len)
 {
 	enum mar_event ev = mar_event_from_name(type, type_len);
 	/* Typed by its "event:" line and not read: deployments and API posts
 	 * carry whole app and group definitions (megabytes in a large
-	 * cluster), and what they say is only "resync". */
-	if (type_len && (ev == MAR_EV_OTHER || invalidates(ev))) {
+	 * cluster), and what they say is only "resync". (The SSE framer
+	 * has dropped their data already.) */
+	if (mar_event_data_unread(type, type_len)) {
 		if (ev != MAR_EV_OTHER)
 			m->need_resync = true;
 		return ev;

@@ -94,6 +94,7 @@ struct counters {
 	uint64_t sync[MAR_SYNC_COUNT];
 	uint64_t events[MAR_EV_COUNT];
 	uint64_t disconnects[MAR_DISC_COUNT];
+	uint64_t entries_skipped;
 	uint64_t snapshots, apps, pods, tasks, pod_instances;
 	uint64_t last_sync_ms;
 	uint64_t last_build_us; /* the last snapshot build, wall time */
@@ -188,6 +189,13 @@ struct mar_resolver {
 	CURLcode sync_code;
 	bool stream_up, stream_done;
 	CURLcode stream_code;
+	/* The status of the stream's last response (after redirects) once
+	 * its headers ended; 0: none yet. 200 is "attached": Marathon
+	 * subscribes the stream before it answers, so an event from then on
+	 * reaches us, and the sync that follows cannot miss one. */
+	long stream_status;
+	bool stream_attached;
+	char stream_errbuf[CURL_ERROR_SIZE]; /* the sync has its own */
 	bool stream_got_bytes;
 	int64_t stream_last_byte_ns, stream_started_ns;
 	struct mar_sse sse;
@@ -197,6 +205,13 @@ struct mar_resolver {
 	struct mar_hostcache *hc;
 	char base[1024]; /* the leader we talk to (after redirects) */
 	int episode;	 /* what we last logged as failing; 0: healthy */
+	/* The same for the event stream, apart: a stream Marathon keeps
+	 * refusing is one episode however many syncs succeed meanwhile. */
+	int stream_episode;
+	/* The next publish is a full sync's: count the entries it skips
+	 * (an event's publish would count the same ones again). */
+	bool count_skips;
+	bool skips_logged; /* since the last sync that skipped none */
 	int64_t resync_at, next_refresh, last_publish;
 	/* Least time between publishes of applied events: publish_interval,
 	 * or PUBLISH_DUTY times the last build (at most PUBLISH_GAP_MAX_NS),
@@ -313,8 +328,8 @@ const char *mar_sync_result_name(enum mar_sync_result r)
 
 const char *mar_disconnect_name(enum mar_disconnect d)
 {
-	static const char *const n[MAR_DISC_COUNT] = {"eof", "silent", "error",
-						       "truncated"};
+	static const char *const n[MAR_DISC_COUNT] = {
+		"eof", "silent", "error", "truncated", "unauthorized"};
 	return (unsigned)d < MAR_DISC_COUNT ? n[d] : "";
 }
 
@@ -510,6 +525,18 @@ static void publish(struct mar_resolver *r)
 	r->publish_gap_ns = paced(built, PUBLISH_DUTY, r->s.publish_interval_ns,
 				  PUBLISH_GAP_MAX_NS);
 	cnt_set(&r->c.last_build_us, (uint64_t)built / 1000);
+	if (rc == 0 && r->count_skips) {
+		r->count_skips = false;
+		cnt_add(&r->c.entries_skipped, skipped);
+		/* Once per run of syncs that skip some: the same bad app is
+		 * met again at every sync until someone fixes it. */
+		if (skipped && !r->skips_logged)
+			logf_(r, "sync from %s skipped %zu malformed entries "
+			      "(apps, tasks, pods or instances); see "
+			      "mixd_marathon_entries_skipped_total", r->base,
+			      skipped);
+		r->skips_logged = skipped > 0;
+	}
 	if (rc < 0) {
 		/* Keep the old one and the dirty flag: retried next tick. */
 		episode_fail(r, EP_SYNC(MAR_SYNC_COUNT),
@@ -625,6 +652,20 @@ static void on_event(void *ctx, const char *type, size_t tl,
 		hold(&r->held, type, tl, data, dl);
 	else
 		apply_event(r, type, tl, data, dl);
+}
+
+static size_t stream_header(char *p, size_t sz, size_t n, void *ud)
+{
+	struct mar_resolver *r = ud;
+	/* The blank line that ends a response's headers (a redirect's too:
+	 * the status is the last response's). */
+	if (sz * n <= 2 && (sz * n == 0 || *p == '\r' || *p == '\n')) {
+		long code = 0;
+		curl_easy_getinfo(r->stream_h, CURLINFO_RESPONSE_CODE, &code);
+		r->stream_status = code;
+		r->stream_attached = code == 200;
+	}
+	return sz * n;
 }
 
 static size_t stream_write(char *p, size_t sz, size_t n, void *ud)
@@ -869,6 +910,7 @@ static int full_sync(struct mar_resolver *r, const char *base_in)
 	r->model.need_resync = false;
 	release_held(r);
 	mar_hostcache_refresh(r->hc, HOST_TTL_NS);
+	r->count_skips = true;
 	publish(r);
 	r->last_sync_end = mar_now_ns();
 	r->sync_gap_ns = paced(r->last_sync_end - t0, SYNC_DUTY,
@@ -914,8 +956,14 @@ static int stream_start(struct mar_resolver *r)
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->stream_hdrs);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, stream_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, stream_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->stream_errbuf);
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 	mar_sse_reset(&r->sse);
+	r->stream_errbuf[0] = 0;
+	r->stream_status = 0;
+	r->stream_attached = false;
 	r->stream_done = false;
 	r->stream_got_bytes = false;
 	r->stream_last_byte_ns = r->stream_started_ns = mar_now_ns();
@@ -926,14 +974,32 @@ static int stream_start(struct mar_resolver *r)
 	return 0;
 }
 
-/* Has the stream died? Counts and logs the reason. */
+/* The stream's own episodes (see stream_episode): logged once each. */
+static void stream_episode_fail(struct mar_resolver *r, int kind,
+				const char *what)
+{
+	if (r->stream_episode == kind)
+		return;
+	r->stream_episode = kind;
+	logf_(r, "%s", what);
+}
+
+/* Has the stream died, or failed before it was answered? Counts the
+ * reason and logs it, with the HTTP status of a refusal. */
 static bool stream_dead(struct mar_resolver *r)
 {
 	enum mar_disconnect why;
+	/* An error page, not a stream: counted as the sync counts it. (A
+	 * redirect is not: curl follows it.) */
+	long refused = r->stream_status >= 400 ? r->stream_status : 0;
 	if (stopping(r))
 		return false; /* our own abort, not Marathon's doing */
 	if (r->stream_done) {
-		if (r->stream_code == CURLE_OK)
+		if (refused)
+			why = refused == 401 || refused == 403
+				      ? MAR_DISC_UNAUTHORIZED
+				      : MAR_DISC_ERROR;
+		else if (r->stream_code == CURLE_OK)
 			why = mar_sse_partial(&r->sse) ? MAR_DISC_TRUNCATED
 						       : MAR_DISC_EOF;
 		else if (r->sse.overflow)
@@ -948,12 +1014,41 @@ static bool stream_dead(struct mar_resolver *r)
 		return false;
 	}
 	cnt_add(&r->c.disconnects[why], 1);
-	char msg[1200];
-	snprintf(msg, sizeof msg, "event stream from %s ended (%s); "
-		 "reconnecting", r->base, mar_disconnect_name(why));
-	episode_fail(r, EP_STREAM(why), msg);
+	char detail[CURL_ERROR_SIZE + 16] = "";
+	if (refused)
+		snprintf(detail, sizeof detail, ": HTTP %ld", refused);
+	else if (why == MAR_DISC_ERROR && r->stream_errbuf[0])
+		snprintf(detail, sizeof detail, ": %s", r->stream_errbuf);
+	char msg[1400];
+	snprintf(msg, sizeof msg, "event stream from %s %s (%s%s); "
+		 "reconnecting", r->base,
+		 r->stream_attached ? "ended" : "failed",
+		 mar_disconnect_name(why), detail);
+	/* The kind includes the status: a 403 turning into a 500 is news,
+	 * the tenth 403 is not. */
+	stream_episode_fail(r, 1 + (int)why + (int)(refused << 4), msg);
 	stream_stop(r);
 	return true;
+}
+
+/* Wait for Marathon to answer the stream just started: true once it has
+ * (200), false when it failed (counted and logged) or stop was asked. */
+static bool stream_attach(struct mar_resolver *r)
+{
+	while (!stopping(r)) {
+		drive(r, TICK_MS);
+		if (r->stream_attached) {
+			if (r->stream_episode) {
+				r->stream_episode = 0;
+				logf_(r, "event stream from %s attached again",
+				      r->base);
+			}
+			return true;
+		}
+		if (stream_dead(r))
+			return false;
+	}
+	return false;
 }
 
 static void wait_ns(struct mar_resolver *r, int64_t ns)
@@ -986,6 +1081,7 @@ static void *thread_main(void *arg)
 			backoff = r->s.backoff_min_ns;
 			r->publish_gap_ns = r->s.publish_interval_ns;
 			r->episode = 0;
+			r->stream_episode = 0;
 			/* Synced means with the settings in force: the snapshot
 			 * serves on, but readiness waits for them to work. */
 			cnt_set(&r->c.synced, 0);
@@ -1003,16 +1099,39 @@ static void *thread_main(void *arg)
 			continue;
 		}
 		if (!r->stream_up) {
-			/* (Re)connect: stream first, so events during the
-			 * sync are not lost, then a full sync. */
+			/* (Re)connect: the stream first, and the full sync
+			 * once Marathon has answered it: an event after the
+			 * sync's answer then reaches the stream (and is held
+			 * through the sync), so none falls between. */
 			refresh_headers(r);
 			const char *base = r->s.addrs[ai];
 			snprintf(r->base, sizeof r->base, "%s", base);
-			if (stream_start(r) < 0 || full_sync(r, base) < 0) {
+			bool attached = stream_start(r) == 0 && stream_attach(r);
+			if (stopping(r)) {
+				stream_stop(r);
+				continue; /* stop, or new settings */
+			}
+			/* A stream Marathon refuses while it serves apps (403:
+			 * an account that may not read events) leaves mixd
+			 * polling: a sync at start and every refresh, not one
+			 * at every try of the stream. An unreachable Marathon
+			 * still gets its sync (the outage is counted there,
+			 * and the next address tried). */
+			bool poll_only =
+				!attached && r->stream_status >= 400 &&
+				__atomic_load_n(&r->c.synced, __ATOMIC_RELAXED) &&
+				mar_now_ns() < r->next_refresh;
+			bool synced = !poll_only && full_sync(r, base) == 0;
+			if (!poll_only && !synced) {
 				stream_stop(r);
 				if (stopping(r))
 					continue; /* stop, or new settings */
 				ai = (ai + 1) % r->s.n_addrs;
+			}
+			if (!attached || !synced) {
+				/* Retry (the stream, or the next address) with
+				 * the backoff: a refusal is not news every
+				 * 250 ms. */
 				wait_ns(r, backoff);
 				backoff = backoff * 2 > r->s.backoff_max_ns
 						  ? r->s.backoff_max_ns
@@ -1777,6 +1896,8 @@ void mar_stats(const struct mar_resolver *r, struct mar_stats *out)
 	for (int i = 0; i < MAR_DISC_COUNT; i++)
 		out->disconnects[i] = __atomic_load_n(&c->disconnects[i],
 						      __ATOMIC_RELAXED);
+	out->entries_skipped = __atomic_load_n(&c->entries_skipped,
+					       __ATOMIC_RELAXED);
 	out->snapshots = __atomic_load_n(&c->snapshots, __ATOMIC_RELAXED);
 	out->apps = __atomic_load_n(&c->apps, __ATOMIC_RELAXED);
 	out->pods = __atomic_load_n(&c->pods, __ATOMIC_RELAXED);

@@ -4,6 +4,11 @@
  * accepted, as the SSE spec allows), a blank line dispatching the event,
  * and bare CRLFs as heartbeats. Comment lines (":...") and unknown fields
  * are ignored. Bytes arrive in arbitrary pieces.
+ *
+ * An event whose "event:" line names a type mixd does not read
+ * (mar_event_data_unread(): deployments carry whole group trees, tens of
+ * MB at 10,000 apps) has its data lines dropped as they pass, neither
+ * buffered nor bounded: it is dispatched with empty data, to be counted.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +23,7 @@ void mar_sse_reset(struct mar_sse *p)
 	p->pending_cr = false;
 	p->in_event = false;
 	p->overflow = false;
+	p->skip = p->skipped = p->discard = false;
 }
 
 void mar_sse_free(struct mar_sse *p)
@@ -51,6 +57,20 @@ static int reserve(char **buf, size_t *cap, size_t need)
 	return 0;
 }
 
+/* A buffer grown for an unusually large event goes back once it is
+ * used: the stream lives for days, and one deployment must not pin tens
+ * of MB for the rest of it. */
+#define SSE_KEEP (1u << 20)
+
+static void shrink(char **buf, size_t *cap)
+{
+	if (*cap <= SSE_KEEP)
+		return;
+	free(*buf);
+	*buf = NULL;
+	*cap = 0;
+}
+
 /* One complete line (without its terminator). */
 static int line_done(struct mar_sse *p, mar_sse_cb cb, void *ctx)
 {
@@ -60,11 +80,14 @@ static int line_done(struct mar_sse *p, mar_sse_cb cb, void *ctx)
 	p->line_len = 0;
 	if (n == 0) {
 		/* Blank line: dispatch, or a heartbeat when nothing pends. */
-		if (p->in_event && p->data_len > 0)
-			cb(ctx, p->type, p->type_len, p->data, p->data_len);
+		if (p->in_event && (p->data_len > 0 || p->skipped))
+			cb(ctx, p->type, p->type_len,
+			   p->data_len ? p->data : "", p->data_len);
 		p->in_event = false;
 		p->data_len = 0;
 		p->type_len = 0;
+		p->skip = p->skipped = false;
+		shrink(&p->data, &p->data_cap);
 		return 0;
 	}
 	if (l[0] == ':')
@@ -84,8 +107,15 @@ static int line_done(struct mar_sse *p, mar_sse_cb cb, void *ctx)
 		memcpy(p->type, v, vl);
 		p->type[vl] = 0;
 		p->type_len = vl;
+		/* Once data was dropped, a later "event:" line naming a type
+		 * that is read gets empty data (malformed), not half of it. */
+		p->skip = p->skipped || mar_event_data_unread(p->type, vl);
 	} else if (fl == 4 && !memcmp(l, "data", 4)) {
 		p->in_event = true;
+		if (p->skip) {
+			p->skipped = true;
+			return 0;
+		}
 		size_t need = p->data_len + (p->data_len ? 1 : 0) + vl + 1;
 		if (need > MAR_SSE_MAX_EVENT ||
 		    reserve(&p->data, &p->data_cap, need) < 0)
@@ -98,6 +128,19 @@ static int line_done(struct mar_sse *p, mar_sse_cb cb, void *ctx)
 	} else {
 		p->in_event = true; /* id:, retry: -- part of an event */
 	}
+	return 0;
+}
+
+/* Add @n bytes to the current line; -1 (overflow) beyond the bound. */
+static int append(struct mar_sse *p, const char *b, size_t n)
+{
+	if (p->line_len + n > MAR_SSE_MAX_EVENT ||
+	    reserve(&p->line, &p->line_cap, p->line_len + n + 1) < 0) {
+		p->overflow = true;
+		return -1;
+	}
+	memcpy(p->line + p->line_len, b, n);
+	p->line_len += n;
 	return 0;
 }
 
@@ -119,24 +162,36 @@ int mar_sse_feed(struct mar_sse *p, const char *buf, size_t len,
 		size_t j = i;
 		while (j < len && buf[j] != '\n' && buf[j] != '\r')
 			j++;
-		if (j > i) {
-			if (p->line_len + (j - i) > MAR_SSE_MAX_EVENT ||
-			    reserve(&p->line, &p->line_cap,
-				    p->line_len + (j - i) + 1) < 0) {
-				p->overflow = true;
+		size_t from = i;
+		if (p->skip && !p->discard && p->line_len < 5 && j > from) {
+			/* Enough of the line to know a "data:" one, whose
+			 * rest is dropped without being kept. */
+			size_t head = 5 - p->line_len;
+			head = head < j - from ? head : j - from;
+			if (append(p, buf + from, head) < 0)
 				return -1;
+			from += head;
+			if (p->line_len == 5 && !memcmp(p->line, "data:", 5)) {
+				p->discard = true;
+				p->skipped = p->in_event = true;
+				p->line_len = 0;
 			}
-			memcpy(p->line + p->line_len, buf + i, j - i);
-			p->line_len += j - i;
 		}
+		if (!p->discard && j > from && append(p, buf + from, j - from) < 0)
+			return -1;
 		if (j == len)
 			break;
 		p->pending_cr = buf[j] == '\r';
 		i = j + 1;
+		if (p->discard) {
+			p->discard = false;
+			continue;
+		}
 		if (line_done(p, cb, ctx) < 0) {
 			p->overflow = true;
 			return -1;
 		}
+		shrink(&p->line, &p->line_cap);
 	}
 	return 0;
 }

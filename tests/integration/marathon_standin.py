@@ -25,6 +25,12 @@ Commands ({"cmd": ...}):
   raw {text}                 push raw text (already framed) to streams
   replay_sample {}           push the fixture events.txt sample, LF -> CRLF
   mode {mode}                ok | 401 | 500 | malformed | truncated
+  events_mode {mode}         ok | 403 | 500: /v2/events alone (an account
+                             that may read apps but not events)
+  attach_delay {seconds, apps}  the next event stream is subscribed and
+                             answered that much later (a busy leader);
+                             apps, if given, replace the state just
+                             before: a change whose event no stream saw
   delay {seconds}            wait that long before answering /v2/apps
   down {} / up {}            close the listening socket and every
                              connection / listen again on the same port
@@ -106,6 +112,8 @@ class State:
         self.during_sync = None    # framed event for the next pods GET
         self.stream_filters = []   # each stream's event_type list
         self.delay = 0.0           # seconds before answering /v2/apps
+        self.events_mode = "ok"    # ok | 403 | 500, for /v2/events
+        self.attach_delay = None   # {seconds, apps} for the next stream
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -196,6 +204,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         # ?event_type=a&event_type=b: those types only, as Marathon does
         wanted = set(parse_qs(urlparse(self.path).query).get("event_type", []))
+        if st.events_mode != "ok":
+            self.send_body(int(st.events_mode),
+                           '{"message":"not authorized to access events"}')
+            return
+        with st.lock:
+            delay, st.attach_delay = st.attach_delay, None
+        if delay:
+            time.sleep(float(delay.get("seconds", 0)))
+            if "apps" in delay:
+                with st.lock:
+                    st.apps = delay["apps"]
         with st.lock:
             st.stream_filters.append(sorted(wanted))
         q = queue.Queue()
@@ -349,6 +368,12 @@ class StandIn:
             st.mode = c["mode"]
         elif cmd == "delay":
             st.delay = float(c["seconds"])
+        elif cmd == "events_mode":
+            st.events_mode = c["mode"]
+        elif cmd == "attach_delay":
+            with st.lock:
+                st.attach_delay = {k: c[k] for k in ("seconds", "apps")
+                                   if k in c}
         elif cmd == "down":
             self.server.shutdown()
             self.server.server_close()

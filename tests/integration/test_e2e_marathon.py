@@ -96,9 +96,12 @@ def records_resolve_to_marathon_workloads(build):
         mt.check(mt.value(ms, "mixd_marathon_snapshots_total") >= 1, "snapshots")
         mt.check(0 < mt.value(ms, "mixd_marathon_snapshot_build_seconds") < 5, "build time")
 
-        # Marathon goes away: the last snapshot stays in force.
+        # Marathon goes away: the last snapshot stays in force, and the
+        # failed sync is counted.
+        failed = lambda: mt.value(m.metrics(), "mixd_marathon_sync_total", result="error")
+        mt.check(failed() == 0, "a sync failed before the outage")
         si.command({"cmd": "down"})
-        time.sleep(1.0)
+        m.wait_for(lambda: failed() >= 1, timeout=10, what="the failed sync counted")
         rc, out, err = mt.report(build, m.address, recs[:1])
         mt.check(rc == 0, out + err)
         m.wait_for(lambda: sum(requests_by_labels(m).values()) == 4)
@@ -317,10 +320,117 @@ def a_second_mesos_instance_sees_only_its_own_answers(build):
         mt.check(got == [{"src": "productpage-v1", "dst": "none"}], f"{got}")
 
 
+def mixd_on(build, si):
+    return mt.Mixd(build, ["--config", SEED, "--configDefaultNamespace", "default",
+                           "--marathon-address", f"127.0.0.1:{si.port}"])
+
+
+def marathon_log(m):
+    return [l for l in m.stderr().splitlines() if l.startswith("mixd: marathon:")]
+
+
+DISCONNECT_REASONS = ("eof", "silent", "error", "truncated", "unauthorized")
+
+
+def a_deployment_event_beyond_the_event_bound_keeps_the_stream(build):
+    """A deployment_info of 17 MiB (its plan's group trees, as at 10,000
+    apps; beyond the 16 MiB bound on events mixd reads) is counted and asks
+    for a resync: its data is never read, so it is not kept, and the
+    stream is not dropped as truncated."""
+    si = StandIn(apps=[dict(a) for a in APPS], heartbeat=0.5)
+    with mixd_on(build, si) as m:
+        m.wait_for(lambda: m.get("/readyz")[0] == 200, timeout=20, what="synced")
+        ok = mt.value(m.metrics(), "mixd_marathon_sync_total", result="ok")
+        big = ('{"plan":{"original":{"apps":[' +
+               ",".join('{"id":"/a%d","cmd":"%s"}' % (i, "x" * 1700) for i in range(10000)) +
+               ']}},"eventType":"deployment_info"}')
+        mt.check(len(big) > 16 << 20, f"{len(big)} bytes")
+        si.command({"cmd": "raw", "text": "event: deployment_info\r\ndata: " + big + "\r\n\r\n"})
+        del big
+        count = lambda: mt.value(m.metrics(), "mixd_marathon_events_total", type="deployment_info")
+        m.wait_for(lambda: count() == 1, timeout=20, what="the event counted")
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_marathon_sync_total", result="ok") > ok,
+                   what="the resync it asks for")
+        ms = m.metrics()
+        drops = {r: mt.value(ms, "mixd_marathon_stream_disconnects_total", reason=r)
+                 for r in DISCONNECT_REASONS}
+        mt.check(sum(drops.values()) == 0, f"stream dropped: {drops}")
+
+
+def a_change_while_the_stream_attaches_is_not_lost(build):
+    """The leader answers the event stream a second late, and a task starts
+    meanwhile: its event reaches no stream. The sync that follows the
+    connect waits for the stream's answer, so the snapshot has the task
+    (else it would wait for the next refresh, minutes away)."""
+    si = StandIn(apps=[dict(a) for a in APPS[:1]], heartbeat=0.5)
+    si.command({"cmd": "attach_delay", "seconds": 1.0, "apps": [dict(a) for a in APPS]})
+    with mixd_on(build, si) as m:
+        m.wait_for(lambda: m.get("/readyz")[0] == 200, timeout=20, what="synced")
+        rec = {"context.protocol": "http", "context.reporter.kind": "inbound",
+               "source.uid": uid(PP_TASK), "destination.uid": uid(RV_TASK),
+               "response.code": 200}
+        mt.check(version_of(m, rec) == "v2", "the task started while attaching")
+        mt.check(mt.value(m.metrics(), "mixd_marathon_tasks") == 2)
+
+
+def a_refused_event_stream_is_counted_logged_once_and_paced(build):
+    """An account that may read apps but not events (DC/OS): /v2/events
+    answers 403. mixd syncs and is ready; the refusal is counted as
+    unauthorized, logged once with its status however many syncs succeed,
+    and the stream asked again with backoff, without a sync each time.
+    When Marathon lets it in, the stream attaches and a sync follows."""
+    si = StandIn(apps=[dict(a) for a in APPS], heartbeat=0.5)
+    si.command({"cmd": "events_mode", "mode": "403"})
+    with mixd_on(build, si) as m:
+        m.wait_for(lambda: m.get("/readyz")[0] == 200, timeout=20, what="synced")
+        refused = lambda: mt.value(m.metrics(), "mixd_marathon_stream_disconnects_total",
+                                   reason="unauthorized")
+        m.wait_for(lambda: refused() >= 3, timeout=20, what="refusals counted")
+        tries = lambda: si.command({"cmd": "stats"})["requests"].get("/v2/events", 0)
+        before = tries()
+        time.sleep(2.0)
+        # backoff from 250 ms, doubling: the 4th try ~1 s after the 3rd,
+        # the 5th 2 s after that
+        mt.check(tries() - before <= 2, f"{tries() - before} tries in 2 s")
+        ms = m.metrics()
+        mt.check(mt.value(ms, "mixd_marathon_sync_total", result="ok") == 1,
+                 "a sync at every try of the stream")
+        mt.check(mt.value(ms, "mixd_marathon_stream_disconnects_total", reason="error") == 0)
+        lines = [l for l in marathon_log(m) if "event stream" in l]
+        mt.check(len(lines) == 1 and "HTTP 403" in lines[0], f"{lines}")
+        si.command({"cmd": "events_mode", "mode": "ok"})
+        m.wait_for(lambda: any("attached again" in l for l in marathon_log(m)),
+                   timeout=20, what="the stream attached")
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_marathon_sync_total", result="ok") == 2,
+                   what="the sync after it")
+
+
+def malformed_entries_in_a_good_answer_are_counted_and_logged_once(build):
+    """An app of an unexpected shape inside a valid /v2/apps answer is
+    skipped, counted at every sync that meets it, and logged once."""
+    apps = [dict(a) for a in APPS] + [{"id": "relative", "tasks": []}]
+    si = StandIn(apps=apps, heartbeat=0.5)
+    with mixd_on(build, si) as m:
+        m.wait_for(lambda: m.get("/readyz")[0] == 200, timeout=20, what="synced")
+        skipped = lambda: mt.value(m.metrics(), "mixd_marathon_entries_skipped_total",
+                                   default=-1)
+        mt.check(skipped() == 1, f"{skipped()}")
+        mt.check(mt.value(m.metrics(), "mixd_marathon_tasks") == 2)
+        # another sync (a deployment asks for one) meets it again
+        si.command({"cmd": "event", "type": "deployment_success", "data": {"id": "d1"}})
+        m.wait_for(lambda: skipped() == 2, what="counted again")
+        lines = [l for l in marathon_log(m) if "malformed" in l]
+        mt.check(len(lines) == 1 and "skipped 1 malformed" in lines[0], f"{lines}")
+
+
 if __name__ == "__main__":
     mt.main([
         records_resolve_to_marathon_workloads,
         without_marathon_mixd_serves_and_is_not_ready,
         a_reload_moves_the_resolver_to_new_marathon_settings,
         a_second_mesos_instance_sees_only_its_own_answers,
+        a_deployment_event_beyond_the_event_bound_keeps_the_stream,
+        a_change_while_the_stream_attaches_is_not_lost,
+        a_refused_event_stream_is_counted_logged_once_and_paced,
+        malformed_entries_in_a_good_answer_are_counted_and_logged_once,
     ])
