@@ -4,7 +4,14 @@
  * instance, then the variables in name order. Values are written as zap's
  * JSON encoder wrote them, byte for byte, so whatever parsed Mixer's log
  * parses ours: times in the adapter's formatDate layout, floats as
- * strconv 'f' -1, IP addresses as net.IP.String(), zap's string escapes.
+ * strconv 'f' -1, IP addresses as net.IP.String(), BYTES in base64 (zap's
+ * AddBinary), zap's string escapes.
+ *
+ * An entry is written whole or not at all. Mixer built the instance before
+ * its adapter saw it, and a field whose expression failed (an attribute
+ * absent, no `|` default) failed the build: the dispatcher logged the
+ * error and dropped the instance. That holds for every field the template
+ * has, the monitored resource ones the adapter never wrote included.
  *
  * Every entry is written whatever its level and the handler's outputLevel:
  * Mixer's adapter called zapcore.Core.Write, which skips the level check
@@ -21,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "agg/agg_internal.h"
@@ -191,6 +197,32 @@ static void put_json_string(struct out *o, const char *s, size_t n)
 	put(o, "\"", 1);
 }
 
+/* @n bytes as a JSON string of standard base64, padded: zap.Any took a
+ * []byte as zap.Binary, which the JSON encoder wrote with AddBinary. */
+static void put_base64(struct out *o, const unsigned char *p, size_t n)
+{
+	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				  "abcdefghijklmnopqrstuvwxyz0123456789+/";
+	char q[4];
+
+	put(o, "\"", 1);
+	for (; n >= 3; p += 3, n -= 3) {
+		q[0] = b64[p[0] >> 2];
+		q[1] = b64[(p[0] & 3) << 4 | p[1] >> 4];
+		q[2] = b64[(p[1] & 15) << 2 | p[2] >> 6];
+		q[3] = b64[p[2] & 63];
+		put(o, q, 4);
+	}
+	if (n) {
+		q[0] = b64[p[0] >> 2];
+		q[1] = b64[(p[0] & 3) << 4 | (n == 2 ? p[1] >> 4 : 0)];
+		q[2] = n == 2 ? b64[(p[1] & 15) << 2] : '=';
+		q[3] = '=';
+		put(o, q, 4);
+	}
+	put(o, "\"", 1);
+}
+
 static void put_value(struct out *o, const struct attr_value *v)
 {
 	char tmp[400]; /* attr_format_double: at most 330 */
@@ -237,16 +269,21 @@ static void put_value(struct out *o, const struct attr_value *v)
 		put(o, "}", 1);
 		break;
 	}
-	default: /* string-like and bytes */
+	case ATTR_BYTES:
+		put_base64(o, (const unsigned char *)v->s, v->len);
+		break;
+	default: /* string-like */
 		put_json_string(o, v->s, v->len);
 		break;
 	}
 }
 
+/* @sev: the severity as evaluated; "" when the instance has none, which
+ * Mixer looked up like any other (a map may give "" a level). */
 static const char *level_name(const struct cfg_stdio *s, const struct attr_value *sev)
 {
 	enum cfg_stdio_level l = CFG_LEVEL_INFO;
-	if (sev && attr_type_is_string(sev->type))
+	if (attr_type_is_string(sev->type))
 		for (size_t i = 0; i < s->n_severity_levels; i++)
 			if (strlen(s->severity_levels[i].severity) == sev->len &&
 			    memcmp(s->severity_levels[i].severity, sev->s, sev->len) == 0)
@@ -254,23 +291,35 @@ static const char *level_name(const struct cfg_stdio *s, const struct attr_value
 	return l == CFG_LEVEL_ERROR ? "error" : l == CFG_LEVEL_WARNING ? "warn" : "info";
 }
 
+/* Whether @e, if the instance has it, evaluates for this record. */
+static bool evaluates(const struct agg_plan *p, const struct cfg_expr *e,
+		      const struct attr_table *t, struct expr_scratch *sc,
+		      struct attr_value *out)
+{
+	return e->id < 0 || expr_eval(p->prog, (uint32_t)e->id, t, sc, out) == 0;
+}
+
 int log_entry(const struct agg_plan *p, const struct plan_log *l,
 	      const struct attr_table *t, struct expr_scratch *sc,
 	      struct log_buf *b)
 {
 	const struct cfg_logentry_inst *le = &l->inst->logentry;
-	struct attr_value sev, ts, v;
-	bool have_sev = le->severity.id >= 0 &&
-			expr_eval(p->prog, (uint32_t)le->severity.id, t, sc, &sev) == 0;
-	bool have_ts = le->timestamp.id >= 0 &&
-		       expr_eval(p->prog, (uint32_t)le->timestamp.id, t, sc, &ts) == 0 &&
-		       ts.type == ATTR_TIMESTAMP;
-	if (!have_ts) {
-		struct timespec now;
-		clock_gettime(CLOCK_REALTIME, &now);
-		ts.type = ATTR_TIMESTAMP;
-		ts.i = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-	}
+	const struct cfg_expr_map *mrd = &le->monitored_resource_dimensions;
+	struct attr_value sev = {.type = ATTR_STRING, .s = ""}, ts, v;
+
+	/* The fields other than the variables first: a failure among them
+	 * means no entry, before anything is formatted. */
+	if (!evaluates(p, &le->severity, t, sc, &sev) ||
+	    !evaluates(p, &le->timestamp, t, sc, &ts) ||
+	    !evaluates(p, &le->monitored_resource_type, t, sc, &v))
+		return -1;
+	for (size_t i = 0; i < mrd->n; i++)
+		if (!evaluates(p, &mrd->v[i].expr, t, sc, &v))
+			return -1;
+	if (le->timestamp.id >= 0 && ts.type != ATTR_TIMESTAMP)
+		return -1; /* type-checked at compile time; never print
+			    * another type as the entry's time */
+
 	if (b->fd != l->fd || b->len > sizeof b->data / 2) {
 		if (b->len)
 			log_flush(b);
@@ -278,26 +327,29 @@ int log_entry(const struct agg_plan *p, const struct plan_log *l,
 	}
 	struct out o = {b->data + b->len, 0, sizeof b->data - b->len, false};
 	puts_(&o, "{\"level\":\"");
-	puts_(&o, level_name(l->stdio, have_sev ? &sev : NULL));
+	puts_(&o, level_name(l->stdio, &sev));
 	puts_(&o, "\",\"time\":");
-	put_value(&o, &ts);
+	if (le->timestamp.id >= 0)
+		put_value(&o, &ts);
+	else /* the instance's Timestamp stayed Go's zero time.Time */
+		puts_(&o, "\"0001-01-01T00:00:00.000000Z\"");
 	puts_(&o, ",\"instance\":");
 	put_json_string(&o, l->inst->meta.fqn, strlen(l->inst->meta.fqn));
 
-	int rc = 0;
 	for (size_t i = 0; i < l->nvars; i++) {
 		const struct cfg_named_expr *var = l->vars[i];
-		if (expr_eval(p->prog, (uint32_t)var->expr.id, t, sc, &v)) {
-			rc = -1; /* Mixer skipped the variable; so do we */
-			continue;
-		}
+		/* Nothing is kept until the line is complete: a failed
+		 * variable drops the entry, as it failed Mixer's instance. */
+		if (expr_eval(p->prog, (uint32_t)var->expr.id, t, sc, &v))
+			return -1;
 		put(&o, ",", 1);
 		put_json_string(&o, var->name, strlen(var->name));
 		put(&o, ":", 1);
 		put_value(&o, &v);
 	}
 	puts_(&o, "}\n");
-	if (!o.full)
-		b->len += o.n;
-	return o.full ? -1 : rc;
+	if (o.full)
+		return -1;
+	b->len += o.n;
+	return 0;
 }

@@ -579,6 +579,9 @@ static void handler_defaults(struct cfg_handler *h)
 		h->stdio.log_stream = CFG_STREAM_STDOUT;
 		h->stdio.metric_level = CFG_LEVEL_INFO;
 		h->stdio.output_level = CFG_LEVEL_INFO;
+		/* true in the DefaultConfig: a handler that did not say
+		 * wrote JSON in Mixer */
+		h->stdio.output_as_json = true;
 		/* read-only: decoding a map replaces the pointer */
 		h->stdio.severity_levels =
 			(struct cfg_severity_level *)default_severity_levels;

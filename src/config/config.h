@@ -311,7 +311,9 @@ struct cfg_stdio {
 	/** Accepted and, as in Mixer, filters nothing: its adapter wrote each
 	 *  entry with zapcore.Core.Write, which skips the level check. */
 	enum cfg_stdio_level output_level;
-	bool output_as_json; /**< default false (Mixer: false) */
+	/** Default true, as in Mixer's DefaultConfig (Istio 1.1-1.4). mixd
+	 *  writes JSON lines either way: false is accepted, not honoured. */
+	bool output_as_json;
 	struct cfg_str output_path;
 	int64_t max_megabytes_before_rotation;
 	int64_t max_days_before_rotation;

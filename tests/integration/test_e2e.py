@@ -916,12 +916,43 @@ def mixers_command_line_starts_mixd(build):
 
 
 def the_stdio_handler_writes_logentries_as_json_lines(build):
+    """As Mixer's stdio adapter wrote them; and, as Mixer, no entry at all
+    for a record one of whose fields fails (here accesslog's timestamp,
+    notes' variables), Go's zero time without a timestamp expression, JSON
+    when the handler does not say (outputAsJson's default). (BYTES in
+    base64: test_logs; mixd-report sends no BYTES attribute.)"""
     tmp = tempfile.mkdtemp(prefix="mixd-stdio.")
     try:
         out = os.path.join(tmp, "access.log")
+        out2 = os.path.join(tmp, "notes.log")
         path = os.path.join(tmp, "log.yaml")
         with open(path, "w") as f:
             f.write(f"""apiVersion: config.istio.io/v1alpha2
+kind: attributemanifest
+metadata: {{name: notes, namespace: default}}
+spec:
+  attributes:
+    test.note: {{valueType: STRING}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: logentry
+metadata: {{name: notes, namespace: default}}
+spec:
+  variables: {{note: test.note, path: request.path}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: stdio
+metadata: {{name: plain, namespace: default}}
+spec: {{logStream: FILE, outputPath: {out2}}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {{name: stdionotes, namespace: default}}
+spec:
+  match: context.protocol == "http"
+  actions: [{{handler: plain.stdio, instances: [notes.logentry]}}]
+---
+apiVersion: config.istio.io/v1alpha2
 kind: logentry
 metadata: {{name: accesslog, namespace: default}}
 spec:
@@ -953,22 +984,39 @@ spec:
   - handler: handler.stdio
     instances: [accesslog.logentry]
 """)
+        p = subprocess.run([os.path.join(build, "mixd"), "--check-config", path,
+                            "--configDefaultNamespace", "default"], capture_output=True,
+                           timeout=30)
+        mt.check(b"plain.stdio.default: stdio, json" in p.stdout, p.stdout.decode())
         with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
             recs = [{"context.protocol": "http", "response.code": 200 + i,
                      "response.duration": f"{i}ms", "request.time": "2019-03-01T10:00:00Z",
                      "source.labels": {"app": "x\"y"}, "source.ip": "::ffff:10.0.0.1",
-                     "request.path": "/a\nb\tc\x01"} for i in range(50)]
+                     "request.path": "/a\nb\tc\x01", "test.note": "n"} for i in range(50)]
             recs.append({"context.protocol": "tcp"})
+            # no request.time: no accesslog entry; notes' has no timestamp
+            recs += [{"context.protocol": "http", "request.path": "/nt", "test.note": "n"}] * 3
+            # no test.note either: no entry from either
+            recs += [{"context.protocol": "http", "request.path": "/nb"}] * 2
             send(build, m, recs)
-            m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == 51)
-            def lines():
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == 56)
+            def lines(name=out):
                 try:
-                    with open(out) as f:
+                    with open(name) as f:
                         return [json.loads(l) for l in f]
                 except (OSError, ValueError):
                     return []
-            m.wait_for(lambda: len(lines()) == 50, what="50 log lines")
+            m.wait_for(lambda: len(lines()) >= 50 and len(lines(out2)) >= 53,
+                       what="50 + 53 log lines")
+            time.sleep(0.2)  # nothing more comes
             got = sorted(lines(), key=lambda d: d["responseCode"])
+            mt.check(len(got) == 50, f"{len(got)} accesslog lines")
+            notes = lines(out2)
+            mt.check(len(notes) == 53, f"{len(notes)} notes lines")
+            mt.check(all(d == {"level": "info", "time": "0001-01-01T00:00:00.000000Z",
+                               "instance": "notes.logentry.default", "note": "n",
+                               "path": d["path"]} for d in notes), f"{notes[:3]}")
+            mt.check([d["path"] for d in notes].count("/nt") == 3, f"{notes}")
             # As Mixer's adapter wrote them: formatDate's six fraction
             # digits, an IPv4-mapped address as net.IP.String() prints it
             mt.check(got[0] == {"level": "warn", "time": "2019-03-01T10:00:00.000000Z",

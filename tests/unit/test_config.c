@@ -1074,6 +1074,32 @@ static void test_stdio_severity_levels_default_as_mixers(void **state)
 	cfg_destroy(c);
 }
 
+/* outputAsJson defaults to true, as in Mixer's DefaultConfig for stdio
+ * (Istio 1.1-1.4), for a legacy kind and a compiledAdapter handler alike;
+ * false given stays false. */
+static void test_stdio_output_as_json_defaults_to_true(void **state)
+{
+	struct cfg *c = load_text("kind: stdio\n"
+				  "metadata: {name: dflt, namespace: default}\n"
+				  "spec: {logStream: STDERR}\n"
+				  "---\n"
+				  "kind: handler\n"
+				  "metadata: {name: h14, namespace: default}\n"
+				  "spec: {compiledAdapter: stdio}\n"
+				  "---\n"
+				  "kind: stdio\n"
+				  "metadata: {name: text, namespace: default}\n"
+				  "spec: {outputAsJson: false}\n");
+
+	(void)state;
+	assert_loads(c);
+	assert_int_equal(cfg_handler_count(c), 3);
+	assert_true(cfg_handler(c, 0)->stdio.output_as_json);
+	assert_true(cfg_handler(c, 1)->stdio.output_as_json);
+	assert_false(cfg_handler(c, 2)->stdio.output_as_json);
+	cfg_destroy(c);
+}
+
 /* A misspelt spec is not a rule without actions, unannounced; a second
  * spec is not silently ignored. */
 static void test_top_level_keys(void **state)
@@ -1215,6 +1241,7 @@ int main(void)
 		cmocka_unit_test(test_secret_file_must_be_regular),
 		cmocka_unit_test(test_logentry_and_stdio),
 		cmocka_unit_test(test_stdio_severity_levels_default_as_mixers),
+		cmocka_unit_test(test_stdio_output_as_json_defaults_to_true),
 		cmocka_unit_test(test_metric_to_stdio_is_announced),
 		cmocka_unit_test(test_top_level_keys),
 		cmocka_unit_test(test_rule_namespace_scoping),

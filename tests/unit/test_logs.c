@@ -1,9 +1,11 @@
 /*
  * test_logs -- the stdio handler's JSON lines, byte for byte as Mixer's
- * stdio adapter (zap's JSON encoder) wrote them: formatDate's timestamps,
- * strconv 'f' floats with NaN and the infinities quoted, net.IP.String()
- * addresses, zap's string escapes, the default severity map, and every
- * entry written whatever the handler's outputLevel.
+ * stdio adapter (zap's JSON encoder) wrote them: formatDate's timestamps
+ * (Go's zero time without a timestamp expression), strconv 'f' floats with
+ * NaN and the infinities quoted, net.IP.String() addresses, BYTES in
+ * base64, zap's string escapes, the default severity map, every entry
+ * written whatever the handler's outputLevel, and none written whose
+ * instance failed to build.
  *
  * A config is compiled into a plan as the daemon does; records are set
  * into an attribute table by hand and formatted with log_entry().
@@ -31,10 +33,16 @@ struct fixture {
 	struct log_buf buf;
 };
 
-/* A logentry with a variable of each type the tests need, sent to a stdio
- * handler that writes to @f->log. outputLevel ERROR: Mixer wrote the
- * entries below it anyway. */
-static struct fixture *setup(const char *severity_levels)
+/* The logentry most tests use: a variable of each type they need. */
+#define LOGENTRY                                                               \
+	"  severity: t.sev | \"\"\n"                                             \
+	"  timestamp: t.ts\n"                                                   \
+	"  variables: {s: t.s, d: t.d, ts: t.ts, ip: t.ip}\n"
+
+/* Logentry @logentry (its spec's lines) sent to a stdio handler that
+ * writes to @f->log, with @handler's lines added to the handler's spec.
+ * outputLevel ERROR: Mixer wrote the entries below it anyway. */
+static struct fixture *setup_with(const char *logentry, const char *handler)
 {
 	struct fixture *f = calloc(1, sizeof *f);
 	char path[128];
@@ -57,13 +65,13 @@ static struct fixture *setup(const char *severity_levels)
 		"    t.ip: {valueType: IP_ADDRESS}\n"
 		"    t.ts: {valueType: TIMESTAMP}\n"
 		"    t.sev: {valueType: STRING}\n"
+		"    t.b: {valueType: BYTES}\n"
+		"    t.mr: {valueType: STRING}\n"
 		"---\n"
 		"kind: logentry\n"
 		"metadata: {name: le, namespace: default}\n"
 		"spec:\n"
-		"  severity: t.sev | \"\"\n"
-		"  timestamp: t.ts\n"
-		"  variables: {s: t.s, d: t.d, ts: t.ts, ip: t.ip}\n"
+		"%s"
 		"---\n"
 		"kind: stdio\n"
 		"metadata: {name: h, namespace: default}\n"
@@ -77,7 +85,7 @@ static struct fixture *setup(const char *severity_levels)
 		"metadata: {name: r, namespace: default}\n"
 		"spec:\n"
 		"  actions: [{handler: h.stdio, instances: [le.logentry]}]\n",
-		f->log, severity_levels);
+		logentry, f->log, handler);
 	fclose(y);
 
 	struct cfg *c = cfg_load(path, "default");
@@ -91,6 +99,11 @@ static struct fixture *setup(const char *severity_levels)
 	f->buf.fd = -1;
 	unlink(path);
 	return f;
+}
+
+static struct fixture *setup(const char *severity_levels)
+{
+	return setup_with(LOGENTRY, severity_levels);
 }
 
 static void teardown(struct fixture *f)
@@ -298,6 +311,133 @@ static void test_given_severity_levels_replace_the_default(void **state)
 	teardown(f);
 }
 
+/* Format the record in @f->t; log_entry()'s answer. */
+static int format(struct fixture *f)
+{
+	expr_scratch_begin(f->sc);
+	return log_entry(f->plan, &f->plan->logs[0], &f->t, f->sc, &f->buf);
+}
+
+/* Mixer built an instance before its adapter saw it, and a field whose
+ * expression failed (no attribute, no `|` default) failed the build: the
+ * whole entry was dropped, not written without the field. Variables, the
+ * severity, the timestamp, and the monitored resource fields the adapter
+ * never wrote alike. */
+static void test_an_entry_is_dropped_when_a_field_fails(void **state)
+{
+	struct fixture *f = setup_with("  severity: t.sev\n"
+				       "  timestamp: t.ts\n"
+				       "  variables: {s: t.s, d: t.d | 0.5}\n"
+				       "  monitoredResourceType: t.mr\n"
+				       "  monitoredResourceDimensions: {k: t.b}\n",
+				       "");
+	static const char *const skip[] = {"t.s", "t.sev", "t.ts", "t.mr",
+					   "t.b"};
+	static const char *const want[] = {
+		HEAD("warn") "\"d\":0.5,\"s\":\"plain\"}",
+		HEAD("warn") "\"d\":2,\"s\":\"plain\"}",
+		NULL,
+	};
+
+	(void)state;
+	for (size_t i = 0; i <= sizeof skip / sizeof skip[0]; i++) {
+		const char *gone = i ? skip[i - 1] : "";
+
+		attr_table_clear(&f->t);
+		if (strcmp(gone, "t.s"))
+			set_str(f, "t.s", "plain", 5);
+		if (strcmp(gone, "t.sev"))
+			set_str(f, "t.sev", "WARN", 4);
+		if (strcmp(gone, "t.ts"))
+			set(f, "t.ts",
+			    (struct attr_value){.type = ATTR_TIMESTAMP, .i = T0});
+		if (strcmp(gone, "t.mr"))
+			set_str(f, "t.mr", "global", 6);
+		if (strcmp(gone, "t.b"))
+			set(f, "t.b",
+			    (struct attr_value){
+				    .type = ATTR_BYTES, .len = 1, .s = "b"});
+		/* the first has all (d defaults); the others lack one each */
+		assert_int_equal(format(f), i ? -1 : 0);
+	}
+	set(f, "t.d", (struct attr_value){.type = ATTR_DOUBLE, .d = 2});
+	set(f, "t.b",
+	    (struct attr_value){.type = ATTR_BYTES, .len = 1, .s = "b"});
+	assert_int_equal(format(f), 0);
+	expect_lines(f, want);
+	teardown(f);
+}
+
+/* Without a timestamp expression the instance's Timestamp was Go's zero
+ * time.Time, which formatDate wrote as year 1, not the time of writing.
+ * Without a severity expression the severity was "", looked up like any
+ * other: info unless the handler's map has "". */
+static void test_without_a_timestamp_the_time_is_gos_zero_time(void **state)
+{
+	static const char *const le = "  variables: {s: t.s}\n";
+	static const char *const want[] = {
+		"{\"level\":\"info\",\"time\":\"0001-01-01T00:00:00.000000Z\","
+		"\"instance\":\"le.logentry.default\",\"s\":\"plain\"}",
+		NULL,
+	};
+	static const char *const want_error[] = {
+		"{\"level\":\"error\",\"time\":\"0001-01-01T00:00:00.000000Z\","
+		"\"instance\":\"le.logentry.default\",\"s\":\"plain\"}",
+		NULL,
+	};
+	struct fixture *f = setup_with(le, "");
+
+	(void)state;
+	attr_table_clear(&f->t);
+	set_str(f, "t.s", "plain", 5);
+	assert_int_equal(format(f), 0);
+	expect_lines(f, want);
+	teardown(f);
+
+	f = setup_with(le, "  severityLevels: {'': ERROR}\n");
+	attr_table_clear(&f->t);
+	set_str(f, "t.s", "plain", 5);
+	assert_int_equal(format(f), 0);
+	expect_lines(f, want_error);
+	teardown(f);
+}
+
+/* zap.Any took a []byte as zap.Binary, which the JSON encoder's AddBinary
+ * wrote as standard base64 with padding, not as the bytes themselves. */
+static void test_bytes_in_base64(void **state)
+{
+	struct fixture *f = setup_with("  timestamp: t.ts\n"
+				       "  variables: {b: t.b}\n",
+				       "");
+	static const struct {
+		const char *in;
+		size_t len;
+	} bytes[] = {
+		{"", 0},       {"a", 1},	    {"ab", 2},
+		{"abc", 3},    {"\xfb\xff\xbf", 3}, {"mixd\0\n", 6},
+	};
+	static const char *const want[] = {
+#define B64(s) HEAD("info") "\"b\":\"" s "\"}"
+		B64(""), B64("YQ=="), B64("YWI="), B64("YWJj"), B64("+/+/"),
+		B64("bWl4ZAAK"), NULL,
+#undef B64
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof bytes / sizeof bytes[0]; i++) {
+		attr_table_clear(&f->t);
+		set(f, "t.ts",
+		    (struct attr_value){.type = ATTR_TIMESTAMP, .i = T0});
+		set(f, "t.b",
+		    (struct attr_value){.type = ATTR_BYTES,
+					.len = (uint32_t)bytes[i].len,
+					.s = bytes[i].in});
+		assert_int_equal(format(f), 0);
+	}
+	expect_lines(f, want);
+	teardown(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -307,6 +447,10 @@ int main(void)
 		cmocka_unit_test(test_default_severity_levels),
 		cmocka_unit_test(
 			test_given_severity_levels_replace_the_default),
+		cmocka_unit_test(test_an_entry_is_dropped_when_a_field_fails),
+		cmocka_unit_test(
+			test_without_a_timestamp_the_time_is_gos_zero_time),
+		cmocka_unit_test(test_bytes_in_base64),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
