@@ -1,6 +1,7 @@
 /*
  * main.c -- mixd: flags, wiring, signals, lifecycle. No logic of its own.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -15,6 +16,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -190,6 +192,37 @@ static int parse_ulong(const char *flag, const char *v, unsigned long lo,
 	return 0;
 }
 
+/*
+ * Addresses are checked as the options are read, with the rules of the
+ * servers that will use them, so that a malformed one is a bad command line
+ * (exit 2) and nothing is started; whether it can be bound is known only
+ * when it is (exit 1).
+ */
+
+static int check_listen(const char *flag, const char *address)
+{
+	char buf[256];
+	const char *host, *port;
+	if (expose_address_split(address, buf, sizeof buf, &host, &port) == 0)
+		return 0;
+	fprintf(stderr,
+		"mixd: --%s: bad listen address \"%s\": want HOST:PORT, "
+		":PORT, PORT or [IPV6]:PORT (port 0 to 65535)\n",
+		flag, address);
+	return -1;
+}
+
+static int check_socket_address(const char *address)
+{
+	if (ingest_address_path(address))
+		return 0;
+	fprintf(stderr,
+		"mixd: --address: bad address \"%s\": want unix:///PATH or "
+		"/PATH, an absolute path of at most %zu bytes\n",
+		address, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+	return -1;
+}
+
 /* --configStoreURL: fs:// only; explain the Kubernetes store away. */
 static const char *store_path(const char *url)
 {
@@ -255,16 +288,19 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_ADDRESS:
-			if (strlen(optarg) >= sizeof st->address) {
-				fprintf(stderr, "mixd: --address: too long\n");
+			if (check_socket_address(optarg))
 				return -1;
-			}
+			/* fits: a sun_path is far shorter than st->address */
 			strcpy(st->address, optarg);
 			break;
 		case OPT_MONITORING:
+			if (check_listen("monitoring-address", optarg))
+				return -1;
 			st->monitoring_address = optarg;
 			break;
 		case OPT_PROMETHEUS:
+			if (check_listen("prometheus-address", optarg))
+				return -1;
 			st->prometheus_address = optarg;
 			break;
 		case OPT_CONFIG:
@@ -798,6 +834,31 @@ fail:
 	return -1;
 }
 
+/*
+ * The host of a URL reaching the server listening on @address. An address
+ * of its own is the host it bound: an IP as given (an IPv6 one in
+ * brackets), a name as given, which resolved to the address bound. A
+ * wildcard (no host, 0.0.0.0 or [::]) binds every interface: 127.0.0.1 is
+ * printed then, a URL that works on this machine (the IPv6 wildcard socket
+ * is dual-stack, so it takes IPv4 too).
+ */
+static const char *url_host(const char *address, char *buf, size_t cap)
+{
+	char a[256];
+	const char *host, *port;
+	unsigned char ip[16];
+	static const unsigned char any[16];
+
+	if (expose_address_split(address, a, sizeof a, &host, &port) != 0 ||
+	    !host || !*host ||
+	    (inet_pton(AF_INET, host, ip) == 1 && !memcmp(ip, any, 4)) ||
+	    (inet_pton(AF_INET6, host, ip) == 1 && !memcmp(ip, any, 16)))
+		return "127.0.0.1";
+	bool v6 = address[0] == '[';
+	snprintf(buf, cap, "%s%s%s", v6 ? "[" : "", host, v6 ? "]" : "");
+	return buf;
+}
+
 static int start_http(struct mixd *m)
 {
 	const struct expose_route mon[] = {
@@ -817,10 +878,13 @@ static int start_http(struct mixd *m)
 	if (expose_http_start(m->st.prometheus_address, prom, 1, &po,
 			      &m->prometheus))
 		return -1;
+	char host[260];
 	fprintf(stderr, "mixd: monitoring on http://%s:%u\n",
-		"127.0.0.1", expose_http_port(m->monitoring));
+		url_host(m->st.monitoring_address, host, sizeof host),
+		expose_http_port(m->monitoring));
 	fprintf(stderr, "mixd: prometheus on http://%s:%u\n",
-		"127.0.0.1", expose_http_port(m->prometheus));
+		url_host(m->st.prometheus_address, host, sizeof host),
+		expose_http_port(m->prometheus));
 	return 0;
 }
 

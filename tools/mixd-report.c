@@ -4,7 +4,9 @@
  * Each input line is one JSON object, attribute name -> value, typed by the
  * built-in dictionary (<mixd/attributes.h>); names outside it are sent
  * inline with a type taken from the JSON value. A bad line is reported as
- * FILE:LINE: reason and skipped; every other line is sent. See usage().
+ * FILE:LINE: reason and skipped; every other line is sent. A line is bad
+ * whether this tool or the client library (at commit) finds it so; only a
+ * full ring is a drop. See usage().
  *
  * Why the number text is scanned separately: cJSON keeps a number only as a
  * double, which cannot tell 3 from 3.0 (a custom attribute's INT64 vs
@@ -27,6 +29,7 @@
 
 #include <cjson/cJSON.h>
 #include <mixd/client.h>
+#include <mixd/ring.h> /* MIXD_RECORD_MAX */
 
 #include "attr/attr.h"
 
@@ -170,6 +173,31 @@ static int scan_numbers(const char *s, struct spans *out)
 		p++;
 	}
 	return 0;
+}
+
+/*
+ * The first \u0000 escape inside a string of a line cJSON has accepted, or
+ * NULL. cJSON decodes it into a NUL and keeps no length, so the rest of the
+ * string (a value, a name or a map entry) would be lost without a word: a
+ * line holding one is refused instead.
+ */
+static const char *find_nul_escape(const char *s)
+{
+	for (const char *p = s; *p; p++) {
+		if (*p != '"')
+			continue;
+		for (p++; *p && *p != '"'; p++) {
+			if (*p != '\\')
+				continue;
+			if (strncmp(p, "\\u0000", 6) == 0)
+				return p;
+			if (p[1])
+				p++;
+		}
+		if (!*p)
+			break;
+	}
+	return NULL;
 }
 
 static size_t count_numbers(const cJSON *j)
@@ -490,6 +518,31 @@ static int build_record(struct line_ctx *x, const cJSON *obj, mixd_record *r)
 }
 
 /*
+ * Commit @r; 1 if sent, 0 if dropped, -1 with x->why set if the client
+ * refused the record. Only a full ring, or no ring at all (the client could
+ * not make one: it counts that with full rings), is a drop: the record was
+ * fine and a later one may get through. Anything else is the line's own
+ * doing and happens again on every pass.
+ */
+static int commit_line(struct line_ctx *x, mixd_record *r)
+{
+	int rc = mixd_record_commit(r);
+	if (rc == 0)
+		return 1;
+	if (rc == -ENOBUFS || rc == -ENOMEM)
+		return 0;
+	if (rc == -EMSGSIZE)
+		snprintf(x->why, sizeof(x->why),
+			 "the record is too large: over %u bytes encoded "
+			 "(MIXD_RECORD_MAX)",
+			 (unsigned)MIXD_RECORD_MAX);
+	else
+		snprintf(x->why, sizeof(x->why),
+			 "the client refused the record: %s", strerror(-rc));
+	return -1;
+}
+
+/*
  * Parse one line (NUL-terminated, @len bytes before the NUL) into a record
  * and commit it. Returns 1 if sent, 0 if dropped by the client, -1 if the
  * line was rejected (x->why set), 2 for an empty line.
@@ -523,6 +576,14 @@ static int send_line(struct line_ctx *x, char *line, size_t len)
 			 json_kind(j));
 		goto out;
 	}
+	const char *nul = find_nul_escape(line);
+	if (nul) {
+		snprintf(x->why, sizeof(x->why),
+			 "\\u0000 in a string at column %ld: NUL characters "
+			 "cannot be sent (the JSON parser ends strings there)",
+			 (long)(nul - line) + 1);
+		goto out;
+	}
 	if (scan_numbers(line, &x->nums) != 0 ||
 	    x->nums.n != count_numbers(j)) {
 		/* cannot happen for a line cJSON accepted; refuse rather than
@@ -535,7 +596,7 @@ static int send_line(struct line_ctx *x, char *line, size_t len)
 		mixd_record_abort(r);
 		goto out;
 	}
-	ret = mixd_record_commit(r) == 0 ? 1 : 0;
+	ret = commit_line(x, r);
 out:
 	cJSON_Delete(j);
 	return ret;
@@ -595,10 +656,14 @@ static void usage(FILE *f)
 		"integer INT64, other number DOUBLE, boolean BOOL, object "
 		"STRING_MAP.\n"
 		"\n"
-		"A line that is not a JSON object, is not JSON, or has a value "
-		"of the wrong\n"
-		"type is reported on standard error as FILE:LINE: reason and "
-		"skipped.\n"
+		"A line that is not a JSON object, is not JSON, has a value of "
+		"the wrong\n"
+		"type, has \\u0000 in a string, or makes a record too large "
+		"for mixd is\n"
+		"reported on standard error as FILE:LINE: reason, skipped and "
+		"counted as\n"
+		"rejected. A record is dropped only when the ring to mixd is "
+		"full.\n"
 		"Empty lines are ignored.\n"
 		"\n"
 		"Options:\n"

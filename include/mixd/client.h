@@ -173,7 +173,11 @@ mixd_record *mixd_record_begin(mixd_client *c);
 void mixd_set_string(mixd_record *r, mixd_attr a, const char *s, size_t len);
 /** As mixd_set_string() for a NUL-terminated @s. */
 void mixd_set_cstr(mixd_record *r, mixd_attr a, const char *s);
-/** A string tagged MIXD_T_EMAIL, MIXD_T_URI or MIXD_T_DNS_NAME. */
+/**
+ * A string tagged @t: MIXD_T_EMAIL, MIXD_T_URI or MIXD_T_DNS_NAME (or
+ * MIXD_T_STRING, as mixd_set_string()). Any other @t, MIXD_T_BYTES included
+ * (see mixd_set_bytes()), marks @r invalid.
+ */
 void mixd_set_typed_string(mixd_record *r, mixd_attr a, enum mixd_type t,
 			   const char *s, size_t len);
 void mixd_set_int64(mixd_record *r, mixd_attr a, int64_t v);
@@ -185,6 +189,7 @@ void mixd_set_timestamp(mixd_record *r, mixd_attr a, int64_t ns);
 void mixd_set_duration(mixd_record *r, mixd_attr a, int64_t ns);
 /** @addr: 4 bytes (IPv4) or 16 bytes (IPv6) in network order. */
 void mixd_set_ip(mixd_record *r, mixd_attr a, const void *addr, size_t len);
+/** @len bytes at @p, any values, NUL included, tagged MIXD_T_BYTES. */
 void mixd_set_bytes(mixd_record *r, mixd_attr a, const void *p, size_t len);
 
 /** One entry of a string map. */

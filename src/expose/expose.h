@@ -268,6 +268,16 @@ struct expose_http_options {
 struct expose_http;
 
 /**
+ * Split listen address @address as expose_http_start() reads it: "PORT",
+ * ":PORT", "HOST:PORT" or "[V6ADDR]:PORT", a port of at most 5 digits up
+ * to 65535 (a bare IPv6 address is refused: its colons are ambiguous).
+ * The pieces are written to @buf (@cap bytes); *@host is NULL for every
+ * interface. Returns 0, or -EINVAL.
+ */
+int expose_address_split(const char *address, char *buf, size_t cap,
+			 const char **host, const char **port);
+
+/**
  * Listen on @address and serve @routes (copied; the handlers' ctx must stay
  * valid until expose_http_stop()). @address is "HOST:PORT", ":PORT" (every
  * interface, IPv6 included where available), "PORT", or "[V6ADDR]:PORT";

@@ -497,11 +497,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 	return serve_buffered(h, rt, conn, gzip_ok);
 }
 
-/*
- * Split @address into host (NULL for every interface) and port text, in
- * @buf. Accepts "PORT", ":PORT", "HOST:PORT", "[V6]:PORT".
- */
-static int split_address(const char *address, char *buf, size_t cap,
+int expose_address_split(const char *address, char *buf, size_t cap,
 			 const char **host, const char **port)
 {
 	if (!address || strlen(address) >= cap)
@@ -632,7 +628,7 @@ int expose_http_start(const char *address, const struct expose_route *routes,
 	if (!opts)
 		opts = &defaults;
 	const char *name = opts->name ? opts->name : "http";
-	rc = split_address(address, abuf, sizeof(abuf), &host, &port);
+	rc = expose_address_split(address, abuf, sizeof(abuf), &host, &port);
 	if (rc != 0) {
 		fprintf(stderr,
 			"mixd: %s: bad listen address \"%s\": want HOST:PORT, "

@@ -407,8 +407,10 @@ static inline bool put_attr(mixd_record *r, mixd_attr a, uint8_t type)
 API void mixd_set_typed_string(mixd_record *r, mixd_attr a, enum mixd_type t,
 			       const char *s, size_t len)
 {
+	/* not BYTES: it is no string (mixd refuses it where a string is
+	 * declared), and mixd_set_bytes() writes it */
 	if (t != MIXD_T_STRING && t != MIXD_T_EMAIL && t != MIXD_T_URI &&
-	    t != MIXD_T_DNS_NAME && t != MIXD_T_BYTES) {
+	    t != MIXD_T_DNS_NAME) {
 		r->invalid = true;
 		return;
 	}

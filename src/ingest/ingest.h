@@ -362,6 +362,12 @@ struct ingest_server_stats {
 struct ingest_server;
 
 /**
+ * The socket path of producer address @address ("unix:///path" or an
+ * absolute path that fits a sockaddr_un), or NULL when it is not one.
+ */
+const char *ingest_address_path(const char *address);
+
+/**
  * Listen on @address ("unix:///path" or an absolute path) and start the io
  * thread. An existing socket file at the path is replaced. At most
  * @max_producers connections are open at once (0: no limit): there,

@@ -706,13 +706,22 @@ fail:;
 	return -e;
 }
 
-int ingest_server_start(const char *address, const struct ingest_sink *sink,
-			unsigned max_producers, struct ingest_server **out,
-			char *err, size_t errlen)
+const char *ingest_address_path(const char *address)
 {
 	const char *path = address;
 	if (strncmp(path, "unix://", 7) == 0)
 		path += 7;
+	if (path[0] != '/' ||
+	    strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+		return NULL;
+	return path;
+}
+
+int ingest_server_start(const char *address, const struct ingest_sink *sink,
+			unsigned max_producers, struct ingest_server **out,
+			char *err, size_t errlen)
+{
+	const char *path = ingest_address_path(address);
 	struct ingest_server *s = calloc(1, sizeof *s);
 	if (!s) {
 		snprintf(err, errlen, "out of memory");
@@ -721,7 +730,7 @@ int ingest_server_start(const char *address, const struct ingest_sink *sink,
 	s->listen_fd = s->wake_fd = -1;
 	s->br = MAP_FAILED;
 	int rc;
-	if (path[0] != '/' || strlen(path) >= sizeof s->path) {
+	if (!path) {
 		snprintf(err, errlen,
 			 "bad address \"%s\": expected unix:///absolute/path",
 			 address);

@@ -5,8 +5,10 @@ committed is accepted by mixd or counted as dropped or rejected.
 MIXD_TEST_THREADED
 """
 
+import http.client
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -391,17 +393,41 @@ def the_open_files_limit_is_raised_or_the_producer_limit_lowered(build):
         mt.check("--max-producers 4096 lowered to 150" in m.stderr(), m.stderr_tail())
 
 
+class ShmCount:
+    """mixd's count of shared-memory records, read as cheaply as a scrape
+    can be: one kept-alive connection, no gzip, one regular expression
+    (about 0.4 ms against 1.4 ms for ingest()'s full parse), so that what a
+    latency measured with it holds is mostly mixd's."""
+
+    LINE = re.compile(rb'^mixd_ingest_records_total\{transport="shm"\} (\S+)$', re.M)
+
+    def __init__(self, m):
+        self.conn = http.client.HTTPConnection("127.0.0.1", m.monitoring_port,
+                                               timeout=mt._t(10))
+
+    def __call__(self):
+        self.conn.request("GET", "/metrics")
+        body = self.conn.getresponse().read()
+        return int(float(self.LINE.search(body).group(1)))
+
+    def close(self):
+        self.conn.close()
+
+
 def an_idle_mixd_picks_a_record_up_within_10_ms(build):
     """One producer, connected and idle, writes one record at a time; each
     time the shards have slept for 100 ms. Latency runs from the commit (the
-    producer's clock, CLOCK_MONOTONIC like ours) to the first scrape that
-    shows the record: scraping as fast as we can, so its cost is included."""
+    producer's clock, CLOCK_MONOTONIC like ours) to the end of the first
+    scrape that shows the record: an upper bound, which includes up to two
+    scrapes (the one that just missed the record, and the one that shows
+    it)."""
     with mt.Mixd(build) as m:
         prog = os.path.join(m.tmp, "progress")
         n = 16
         p = subprocess.Popen(producer_argv(build, m, "--progress", prog,
                                            "--phases", ",".join(["1"] * n)),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        shm = ShmCount(m)
         try:
             settle(m, lambda s: s["shm"] == 1, "the first record")
             lat = []
@@ -409,17 +435,31 @@ def an_idle_mixd_picks_a_record_up_within_10_ms(build):
                 time.sleep(0.1)  # let the shards fall asleep
                 t0 = time.monotonic()
                 open(f"{prog}.go{i}", "w").close()
-                while ingest(m)["shm"] < i + 1:
+                while shm() < i + 1:
                     mt.check(time.monotonic() - t0 < mt._t(5), "record never picked up")
+                    # not a busy loop: on a small machine, scraping without
+                    # a pause keeps two CPUs busy (this loop and mixd's
+                    # HTTP thread), and the shard waits for one to wake on
+                    time.sleep(0.0005)
                 lat.append(time.monotonic() - last_commit(prog))
             p.wait(timeout=mt._t(30))
         finally:
+            shm.close()
             p.kill()
             p.wait()
         lat.sort()
         med = lat[len(lat) // 2]
         print(f"   pickup when idle: median {med * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms")
-        mt.check(med < 0.010 * mt.TIMEOUT_FACTOR, f"{lat}")
+        # The requirement bounds every pickup, not the typical one: all 15
+        # samples but the slowest must be within 10 ms. The one spared is
+        # for the machine, not mixd: on a loaded CI runner any of the three
+        # processes involved (the producer, mixd, this scraper) can be
+        # descheduled for several milliseconds now and then, which no
+        # daemon can prevent. A mixd that sleeps too long when idle is late
+        # on many samples and still fails; the price is that a mixd late
+        # once in 15 pickups passes.
+        mt.check(lat[-2] < 0.010 * mt.TIMEOUT_FACTOR,
+                 f"more than one pickup took over 10 ms: {lat}")
 
 
 def samples(text, names):

@@ -114,7 +114,7 @@ def test_socket_transport_is_counted_as_socket(build):
 
 def test_bad_lines_are_reported_with_line_numbers_and_skipped(build):
     lines = [
-        good_line(1),                        # 1
+        good_line(1),                           # 1
         "{not json",                         # 2
         "",                                  # 3: empty, silently skipped
         {"response.code": "200"},            # 4: string for INT64
@@ -148,6 +148,51 @@ def test_bad_lines_are_reported_with_line_numbers_and_skipped(build):
         check(summary(out) == (1, 0, 1), out)
         check(f"{f.name}:3: " in err, f"want {f.name}:3 in {err}")
         expect_counted(m, "shm", 4, before)
+
+
+def test_a_record_the_client_refuses_is_a_rejected_line(build):
+    """A line whose record libmixd refuses at commit (larger than a record
+    may be: -EMSGSIZE) is the line's fault: reported as FILE:LINE and
+    counted as rejected, not as dropped, which means a full ring."""
+    huge = {"request.path": "/" + "x" * 70000}  # > MIXD_RECORD_MAX (64 KiB)
+    lines = [good_line(1), huge, good_line(2)]
+    with mt.Mixd(build) as m:
+        before, rc, out, err = send_and_count(build, m, lines, "shm")
+        check(rc == 1, f"exit {rc}, want 1\nstdout: {out}\nstderr: {err}")
+        check(summary(out) == (2, 0, 1), out)
+        reported = [int(x) for x in re.findall(r"^<stdin>:(\d+): \S", err, re.M)]
+        check(reported == [2], f"reported lines {reported}, want [2]\n{err}")
+        check("too large" in err, f"the reason does not say why:\n{err}")
+        # the client's count of the record it refused reaches mixd as
+        # invalid, which is not a full ring either
+        m.wait_for(lambda: counted(m, "shm") == before + 2 and
+                   mt.value(m.metrics(), DROPPED, reason="invalid") == 1,
+                   what="2 records and 1 invalid")
+        check(mt.value(m.metrics(), DROPPED, reason="ring_full") == 0, "ring_full")
+
+
+def test_a_string_with_a_nul_is_rejected_not_cut(build):
+    """cJSON ends a string at an escaped NUL (\\u0000) and keeps no length,
+    so the bytes after it would be lost without a word: such a line, in a
+    value, a name or a map, is reported and skipped. A backslash written
+    as \\\\ before u0000 is no NUL, and that line is sent."""
+    lines = [
+        good_line(1),                           # 1
+        {"request.path": "a\0b"},               # 2: in a value
+        {"custom.n\0ame": 1},                   # 3: in a name
+        {"request.headers": {"k": "v\0"}},      # 4: in a map value
+        {"request.path": "a\\u0000b"},          # 5: the text \u0000, sent
+        '{"request.path": "\\u0000"}',          # 6: the escape alone
+    ]
+    bad = [2, 3, 4, 6]
+    with mt.Mixd(build) as m:
+        before, rc, out, err = send_and_count(build, m, lines, "shm")
+        check(rc == 1, f"exit {rc}, want 1\nstdout: {out}\nstderr: {err}")
+        check(summary(out) == (2, 0, len(bad)), out)
+        reported = [int(x) for x in re.findall(r"^<stdin>:(\d+): \S", err, re.M)]
+        check(reported == bad, f"reported lines {reported}, want {bad}\n{err}")
+        check("\\u0000" in err, f"the reason does not name \\u0000:\n{err}")
+        expect_counted(m, "shm", 2, before)
 
 
 def test_repeat_sends_the_input_n_times(build):
@@ -214,6 +259,8 @@ if __name__ == "__main__":
         test_shm_records_are_counted,
         test_socket_transport_is_counted_as_socket,
         test_bad_lines_are_reported_with_line_numbers_and_skipped,
+        test_a_record_the_client_refuses_is_a_rejected_line,
+        test_a_string_with_a_nul_is_rejected_not_cut,
         test_repeat_sends_the_input_n_times,
         test_many_records_are_not_dropped,
         test_no_mixd_flush_times_out_exit_2,

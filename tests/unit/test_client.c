@@ -2,7 +2,7 @@
  * test_client -- libmixd against mixd's real socket server and shards, in
  * one process: records made before mixd listens arrive once it does, a full
  * ring drops and counts, one ring per thread, the socket transport, invalid
- * records, custom names, retired rings.
+ * records, custom names, retired rings, and what each setter writes.
  *
  * MIXD_TEST_THREADED
  */
@@ -766,6 +766,145 @@ static void tpl_values_are_what_the_ring_carries(void **state)
 	attr_vocab_destroy(vocab);
 }
 
+/*
+ * What mixd_set_bytes() and mixd_set_typed_string() write, decoded: the
+ * values byte for byte (NULs included: lengths are counted), and the type
+ * each carries on the wire, which mixd_set_typed_string() takes from its
+ * caller.
+ */
+struct setter_check {
+	const struct attr_vocab *vocab;
+	int blob, mail; /* slots of the custom names */
+	uint8_t wire_type[ATTR_MAX_SLOTS];
+	unsigned seen;
+};
+
+static void note_wire_type(void *ctx, const uint8_t *enc, size_t n, int slot)
+{
+	struct setter_check *k = ctx;
+	assert_true(n >= 3 && slot >= 0);
+	k->wire_type[slot] = enc[2]; /* after the u16 attribute id */
+}
+
+static const char blob_value[] = {'\0', 'a', '\0', '\377', '\0'};
+static const char long_blob[300] = {[0 ... 149] = '\1', [151 ... 299] = '\2'};
+
+static void assert_value(const struct setter_check *k,
+			 const struct attr_table *t, unsigned slot,
+			 uint8_t wire_type, const void *want, uint32_t len)
+{
+	const struct attr_value *v = attr_table_get(t, slot);
+	assert_non_null(v);
+	assert_int_equal(k->wire_type[slot], wire_type);
+	assert_int_equal(v->len, len);
+	assert_memory_equal(v->s, want, len);
+}
+
+static enum ingest_reject setter_record(void *ctx, const uint8_t *p,
+					uint32_t len,
+					const struct ingest_layout *lay)
+{
+	struct setter_check *k = ctx;
+	static struct attr_table t;
+	assert_null(lay); /* the builder writes headered records */
+	attr_table_clear(&t);
+	memset(k->wire_type, 0, sizeof k->wire_type);
+	assert_int_equal(ingest_decode_reference(p, len, k->vocab, &t,
+						 note_wire_type, k),
+			 INGEST_REJ_NONE);
+	if (k->seen++ == 0) {
+		assert_value(k, &t, (unsigned)k->blob, MIXD_T_BYTES, blob_value,
+			     sizeof blob_value);
+		assert_value(k, &t, MIXD_ATTR_SOURCE_UID, MIXD_T_STRING,
+			     "kubernetes://a", 14);
+		assert_value(k, &t, MIXD_ATTR_REQUEST_PATH, MIXD_T_URI,
+			     "/a?b=c", 6);
+		assert_value(k, &t, MIXD_ATTR_DESTINATION_SERVICE_HOST,
+			     MIXD_T_DNS_NAME, "reviews.default", 15);
+		assert_value(k, &t, (unsigned)k->mail, MIXD_T_EMAIL,
+			     "ops@example.com", 15);
+		assert_value(k, &t, MIXD_ATTR_SOURCE_USER, MIXD_T_EMAIL, "a@b",
+			     3);
+	} else {
+		/* a value longer than the inline copies, and an empty one */
+		assert_value(k, &t, (unsigned)k->blob, MIXD_T_BYTES, long_blob,
+			     sizeof long_blob);
+		assert_value(k, &t, (unsigned)k->mail, MIXD_T_EMAIL, "", 0);
+	}
+	return INGEST_REJ_NONE;
+}
+
+static void bytes_and_typed_strings_are_what_the_ring_carries(void **state)
+{
+	struct capture cap = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	assert_int_equal(ingest_ring_create_queue(1u << 16, &cap.queue), 0);
+	struct ingest_sink sink = {cap_attached, cap_closed, cap_queue,
+				   cap_kick, &cap};
+	struct ingest_server *srv;
+	char err[256];
+	if (ingest_server_start(sock_path, &sink, 0, &srv, err, sizeof err))
+		fail_msg("%s", err);
+	struct attr_vocab *vocab = attr_vocab_create();
+	struct setter_check check = {
+		.vocab = vocab,
+		.blob = attr_vocab_add(vocab, "x.blob", ATTR_BYTES, NULL),
+		.mail = attr_vocab_add(vocab, "x.mail", ATTR_EMAIL, NULL),
+	};
+	assert_true(check.blob >= 0 && check.mail >= 0);
+	mixd_client *c;
+	assert_int_equal(mixd_client_open(sock_path, NULL, &c), 0);
+	mixd_attr blob, mail;
+	assert_int_equal(mixd_attr_custom(c, "x.blob", &blob), 0);
+	assert_int_equal(mixd_attr_custom(c, "x.mail", &mail), 0);
+
+	mixd_record *r = mixd_record_begin(c);
+	mixd_set_bytes(r, blob, blob_value, sizeof blob_value);
+	mixd_set_typed_string(r, MIXD_ATTR_SOURCE_UID, MIXD_T_STRING,
+			      "kubernetes://a", 14);
+	mixd_set_typed_string(r, MIXD_ATTR_REQUEST_PATH, MIXD_T_URI, "/a?b=c",
+			      6);
+	mixd_set_typed_string(r, MIXD_ATTR_DESTINATION_SERVICE_HOST,
+			      MIXD_T_DNS_NAME, "reviews.default", 15);
+	mixd_set_typed_string(r, mail, MIXD_T_EMAIL, "ops@example.com", 15);
+	mixd_set_typed_string(r, MIXD_ATTR_SOURCE_USER, MIXD_T_EMAIL, "a@b", 3);
+	assert_int_equal(mixd_record_commit(r), 0);
+	r = mixd_record_begin(c);
+	mixd_set_bytes(r, blob, long_blob, sizeof long_blob);
+	mixd_set_typed_string(r, mail, MIXD_T_EMAIL, "", 0);
+	assert_int_equal(mixd_record_commit(r), 0);
+
+	/* Only the string-like types are typed strings: BYTES has its own
+	 * setter, and anything else marks the record invalid. */
+	static const enum mixd_type not_strings[] = {
+		MIXD_T_BYTES, MIXD_T_INT64, MIXD_T_STRING_MAP, 0, MIXD_T_COUNT};
+	for (size_t i = 0; i < sizeof not_strings / sizeof not_strings[0];
+	     i++) {
+		r = mixd_record_begin(c);
+		mixd_set_typed_string(r, MIXD_ATTR_REQUEST_PATH, not_strings[i],
+				      "x", 1);
+		assert_int_equal(mixd_record_commit(r), -EMSGSIZE);
+	}
+	struct mixd_client_stats st;
+	mixd_client_stats(c, &st);
+	assert_int_equal(st.written, 2);
+	assert_int_equal(st.dropped_invalid,
+			 sizeof not_strings / sizeof not_strings[0]);
+
+	static uint8_t scratch[INGEST_POLL_SCRATCH];
+	struct ingest_ring_counts counts = {0};
+	for (int w = 0; w < 10000 && check.seen < 2; w++) {
+		cap_poll(&cap, setter_record, &check, &counts, scratch);
+		usleep(1000);
+	}
+	assert_int_equal(check.seen, 2);
+	mixd_client_close(c);
+	ingest_server_stop_accepting(srv);
+	ingest_server_destroy(srv);
+	ingest_ring_destroy(cap.ring);
+	ingest_ring_destroy(cap.queue);
+	attr_vocab_destroy(vocab);
+}
+
 static void a_template_writes_records_of_a_fixed_shape(void **state)
 {
 	struct daemon d;
@@ -1156,6 +1295,7 @@ int main(void)
 		cmocka_unit_test(stalled_connections_do_not_starve_the_others),
 		cmocka_unit_test(a_grouped_template_survives_ring_wraps),
 		cmocka_unit_test(tpl_values_are_what_the_ring_carries),
+		cmocka_unit_test(bytes_and_typed_strings_are_what_the_ring_carries),
 		cmocka_unit_test(bad_options_are_refused),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);

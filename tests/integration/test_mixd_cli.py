@@ -1,0 +1,98 @@
+"""mixd's command line: a malformed address is a bad command line (exit 2,
+before anything starts), and the startup lines name the host each HTTP
+server listens on."""
+
+import os
+import re
+import socket
+import subprocess
+import tempfile
+
+import mixdtest as mt
+from mixdtest import check
+
+ANNOUNCE = re.compile(r"^mixd: (monitoring|prometheus) on http://(\S+):(\d+)$", re.M)
+
+
+def run_mixd(build, args):
+    """Run mixd with @args, expecting it to exit on its own. Returns
+    (status, stderr text)."""
+    p = subprocess.run([os.path.join(build, "mixd")] + args, stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=mt._t(30))
+    return p.returncode, p.stderr.decode("utf-8", "replace")
+
+
+def test_malformed_addresses_exit_2(build):
+    """Checked while the options are read, as a bad number is: nothing is
+    started, so nothing is half-started (a socket file, a bound port)."""
+    with tempfile.TemporaryDirectory() as d:
+        sock = f"unix://{d}/mixd.sock"
+        here = ["--address", sock, "--monitoring-address", "127.0.0.1:0",
+                "--prometheus-address", "127.0.0.1:0"]
+        cases = [
+            (["--address", "tcp://x"], "--address"),
+            (["--address", "relative.sock"], "--address"),
+            (["--address", "unix://" + "/x" * 80], "--address"),  # > sun_path
+            (["--monitoring-address", "nonsense:abc"], "--monitoring-address"),
+            (["--monitoringPort", "nonsense:abc"], "--monitoring-address"),
+            (["--prometheus-address", "127.0.0.1:99999"], "--prometheus-address"),
+            (["--prometheus-address", "::1:80"], "--prometheus-address"),
+            (["--prometheus-address", "[::1]80"], "--prometheus-address"),
+            (["--prometheus-address", "127.0.0.1:"], "--prometheus-address"),
+        ]
+        for args, flag in cases:
+            rc, err = run_mixd(build, here + args)
+            check(rc == 2, f"{args}: exit {rc}, want 2\n{err}")
+            check(flag in err and "bad" in err, f"{args}: unclear message:\n{err}")
+            check("producers on" not in err and "monitoring on" not in err,
+                  f"{args}: mixd started before refusing:\n{err}")
+            check(not os.path.exists(f"{d}/mixd.sock"), f"{args}: socket created")
+
+
+def announced(m):
+    """{"monitoring": (host, port), "prometheus": (host, port)} from @m's
+    startup lines."""
+    return {k: (h, int(p)) for k, h, p in ANNOUNCE.findall(m.stderr())}
+
+
+def test_the_startup_lines_name_the_host_bound(build):
+    """A server bound to one address is announced with that address, and
+    answers there; a wildcard bind is announced as 127.0.0.1, which
+    answers as well."""
+    with mt.Mixd(build, ["--monitoring-address", "127.0.0.2:0",
+                         "--prometheus-address", ":0"]) as m:
+        got = announced(m)
+        check(got["monitoring"] == ("127.0.0.2", m.monitoring_port), f"{got}")
+        check(got["prometheus"] == ("127.0.0.1", m.prometheus_port), f"{got}")
+        status, _, body = mt.scrape(m.monitoring_port, "/healthz", host="127.0.0.2")
+        check(status == 200, f"/healthz at 127.0.0.2 answered {status}: {body}")
+        status, _, _ = mt.scrape(m.prometheus_port, host="127.0.0.1")
+        check(status == 200, f"/metrics at 127.0.0.1 answered {status}")
+
+
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_an_ipv6_host_is_announced_in_brackets(build):
+    if not ipv6_loopback():
+        print("  (skipped: no IPv6 loopback here)")
+        return
+    with mt.Mixd(build, ["--monitoring-address", "[::1]:0"]) as m:
+        got = announced(m)
+        check(got["monitoring"] == ("[::1]", m.monitoring_port), f"{got}")
+        status, _, _ = mt.scrape(m.monitoring_port, "/healthz", host="::1")
+        check(status == 200, f"/healthz at [::1] answered {status}")
+
+
+if __name__ == "__main__":
+    mt.main([
+        test_malformed_addresses_exit_2,
+        test_the_startup_lines_name_the_host_bound,
+        test_an_ipv6_host_is_announced_in_brackets,
+    ])
