@@ -242,6 +242,11 @@ int mar_pick_container(const struct mar_inst *inst, uint32_t port);
  */
 int mar_resolver_inject(struct mar_resolver *r, struct mar_snap *s);
 
+/** Bytes the full-sync buffer of @r held when its last sync ended, or
+ *  SIZE_MAX before one has (any thread; tests). A body is freed once
+ *  parsed, so this is 0 however large the last /v2/apps answer was. */
+size_t mar_resolver_sync_buffer(const struct mar_resolver *r);
+
 /* ------------------------------------------------------------------ */
 /* Model: what the resolver thread knows, as Marathon's own JSON. */
 

@@ -101,7 +101,10 @@ struct mar_options {
 	int64_t stream_timeout_ns;
 	int64_t backoff_min_ns; /**< first reconnect delay; default 250 ms */
 	int64_t backoff_max_ns; /**< delay cap (doubling); default 30 s */
-	/** Whole-request limit for a full sync request; default 60 s. */
+	/** A full sync request fails when it moves under 1 KiB/s (no answer
+	 *  yet, or a stalled body) for this long; default 60 s. The whole
+	 *  request has no limit: a large body arriving steadily is never
+	 *  cut. (Connecting has its own 5 s.) */
 	int64_t request_timeout_ns;
 	/** An event that cannot be applied in place (a new pod instance, a
 	 *  deployment) schedules a full resync this much later, so a burst

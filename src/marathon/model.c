@@ -6,7 +6,8 @@
  * Events are not ordered and do not carry everything a snapshot needs
  * (an instance_changed_event has no addresses, a deployment names no
  * tasks), so an event either updates the model in place (task status
- * updates, terminal instances, deletions) or asks for a full resync.
+ * updates, terminal instances, deletions), is already reflected (a pod
+ * task's status update: see status_update()) or asks for a full resync.
  */
 #include <string.h>
 
@@ -125,9 +126,20 @@ static enum mar_event status_update(struct mar_model *m, const cJSON *d)
 	if (!tid || !aid || !st)
 		return MAR_EV_MALFORMED;
 	cJSON *app = find_by_id(m->apps, aid);
+	if (!app && find_by_id(m->pods, aid)) {
+		/* A pod's task (its appId is the pod id): nothing to apply.
+		 * The snapshot reads no task state of a pod, only its
+		 * instances' status, addresses and endpoints, which only
+		 * /v2/pods/::status has; and Marathon sends an
+		 * instance_changed_event whenever an instance's condition
+		 * changes (a new instance's first, a terminal one's last),
+		 * which instance_changed() applies or resyncs for. A resync
+		 * here would cost a full sync per pod task update. */
+		return MAR_EV_STATUS_UPDATE;
+	}
 	if (!app) {
-		/* A task of an app we do not know (or of a pod: those come as
-		 * instance_changed_event too). Only a sync can tell. */
+		/* A task of a run spec we do not know: only a sync can tell
+		 * what it is. */
 		if (!mar_task_terminal(st))
 			m->need_resync = true;
 		return MAR_EV_STATUS_UPDATE;

@@ -37,6 +37,11 @@ void __tsan_release(void *addr);
 #define CACHE_WAYS 4	    /* 4-way: direct-mapped thrashed at 256 keys */
 #define CACHE_SETS 512	    /* per side: 256 hot keys overflow no set */
 #define TICK_MS 100	    /* longest wait: bounds stop latency */
+/* A sync request moving fewer bytes a second than this for
+ * request_timeout has stalled: far below any working link (a healthy
+ * leader sends megabytes a second), so a connection this slow is as good
+ * as dead. */
+#define SYNC_LOW_SPEED 1024
 
 enum key_kind { K_UID = 1, K_IP, K_IPPORT };
 
@@ -98,6 +103,9 @@ struct counters {
 	uint64_t snapshots, apps, pods, tasks, pod_instances;
 	uint64_t last_sync_ms;
 	uint64_t last_build_us; /* the last snapshot build, wall time */
+	/* Bytes the sync buffer kept when the last sync ended; UINT64_MAX:
+	 * none has ended yet. */
+	uint64_t body_cap;
 	uint64_t synced, connected;
 };
 
@@ -584,6 +592,23 @@ static size_t body_write(char *p, size_t sz, size_t n, void *ud)
 	return buf_append(ud, p, sz * n, MAX_BODY) ? sz * n : 0;
 }
 
+/*
+ * Free the sync buffer once its body is parsed (or refused). It grows to
+ * the next power of two above the largest /v2/apps answer -- 128 MiB at
+ * 100,000 tasks -- and a sync comes every few minutes: kept, it would be
+ * the resolver's largest allocation, idle between syncs for as long as
+ * the daemon runs. Growing it again costs a few reallocs per sync. Safe
+ * because nothing keeps a pointer into it: cJSON copies every string it
+ * parses, and the snapshot is built from the model, not the body.
+ */
+static void body_release(struct mar_resolver *r)
+{
+	free(r->body.p);
+	r->body.p = NULL;
+	r->body.len = r->body.cap = 0;
+	r->body.too_big = false;
+}
+
 static void apply_event(struct mar_resolver *r, const char *type, size_t tl,
 			const char *data, size_t dl)
 {
@@ -796,8 +821,16 @@ static enum mar_sync_result get(struct mar_resolver *r, const char *base,
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->hdrs);
 	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
-			 (long)(r->s.request_timeout_ns / 1000000));
+	/* No limit on the whole request: /v2/apps?embed=apps.tasks is over
+	 * 100 MiB at 100,000 tasks, and a fixed limit that a big cluster's
+	 * answer outgrows fails every retry alike, so that Marathon never
+	 * syncs. A steadily arriving body takes what it takes; what fails is
+	 * one that stops moving (no answer yet, or a stalled one). curl
+	 * counts in whole seconds: at least one. */
+	long stall_s =
+		(long)((r->s.request_timeout_ns + 999999999) / 1000000000);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, (long)SYNC_LOW_SPEED);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, stall_s > 0 ? stall_s : 1L);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &r->body);
 	r->body.len = 0;
@@ -854,7 +887,7 @@ static void sync_failed(struct mar_resolver *r, enum mar_sync_result res,
 
 /* Full sync from @base (apps, then pods from the same leader). On success
  * the model is replaced and a snapshot published. */
-static int full_sync(struct mar_resolver *r, const char *base_in)
+static int sync_from(struct mar_resolver *r, const char *base_in)
 {
 	bool no_pods = false;
 	char base[sizeof r->base]; /* base_in may be r->base itself */
@@ -864,15 +897,19 @@ static int full_sync(struct mar_resolver *r, const char *base_in)
 	int64_t t0 = mar_now_ns();
 	enum mar_sync_result res = get(r, base, "/v2/apps?embed=apps.tasks",
 				       false, NULL);
-	if (stopping(r)) {
-		drop_held(r);
-		return -1;
-	}
 	cJSON *apps = NULL, *pods = NULL;
-	if (res == MAR_SYNC_OK) {
+	if (res == MAR_SYNC_OK && !stopping(r)) {
 		apps = mar_parse_apps(r->body.p ? r->body.p : "", r->body.len);
 		if (!apps)
 			res = MAR_SYNC_MALFORMED;
+	}
+	/* Before the pods GET: the apps body is the big one, and is not
+	 * needed while the pods answer arrives. */
+	body_release(r);
+	if (stopping(r)) {
+		cJSON_Delete(apps);
+		drop_held(r);
+		return -1;
 	}
 	if (res == MAR_SYNC_OK) {
 		char leader[sizeof r->base];
@@ -884,6 +921,7 @@ static int full_sync(struct mar_resolver *r, const char *base_in)
 			if (!pods)
 				res = MAR_SYNC_MALFORMED;
 		}
+		body_release(r);
 	}
 	if (stopping(r)) {
 		cJSON_Delete(apps);
@@ -924,6 +962,15 @@ static int full_sync(struct mar_resolver *r, const char *base_in)
 	r->next_refresh = mar_now_ns() + r->s.refresh_ns;
 	episode_ok(r);
 	return 0;
+}
+
+/* sync_from(), and what its buffer keeps afterwards (for tests: it must
+ * not keep the body; see body_release()). */
+static int full_sync(struct mar_resolver *r, const char *base)
+{
+	int rc = sync_from(r, base);
+	cnt_set(&r->c.body_cap, r->body.cap);
+	return rc;
 }
 
 static void stream_stop(struct mar_resolver *r)
@@ -1333,6 +1380,7 @@ int mar_resolver_start(const struct mar_options *o, struct mar_resolver **out)
 		return -ENOMEM;
 	pthread_mutex_init(&r->readers_mu, NULL);
 	pthread_mutex_init(&r->set_mu, NULL);
+	r->c.body_cap = UINT64_MAX;
 	r->log = o->log_file ? o->log_file : stderr;
 	if ((rc = settings_parse(r, &r->s, o)) ||
 	    (rc = settings_parse(r, &r->asked, o)))
@@ -1912,6 +1960,12 @@ void mar_stats(const struct mar_resolver *r, struct mar_stats *out)
 		1e6;
 	out->synced = __atomic_load_n(&c->synced, __ATOMIC_RELAXED);
 	out->connected = __atomic_load_n(&c->connected, __ATOMIC_RELAXED);
+}
+
+size_t mar_resolver_sync_buffer(const struct mar_resolver *r)
+{
+	uint64_t v = __atomic_load_n(&r->c.body_cap, __ATOMIC_RELAXED);
+	return v == UINT64_MAX ? SIZE_MAX : (size_t)v;
 }
 
 int mar_resolver_inject(struct mar_resolver *r, struct mar_snap *s)

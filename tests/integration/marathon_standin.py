@@ -32,6 +32,14 @@ Commands ({"cmd": ...}):
                              apps, if given, replace the state just
                              before: a change whose event no stream saw
   delay {seconds}            wait that long before answering /v2/apps
+  pad {bytes}                /v2/apps answers carry that many more bytes
+                             (JSON whitespace): a large cluster's body
+  pace {rate, stall_after}   /v2/apps bodies are written at rate bytes/s
+                             (in 20 slices a second); with stall_after,
+                             nothing more after that many bytes, the
+                             connection held open until the next pace
+                             command (then closed: a truncated body).
+                             rate 0: at once, as before
   down {} / up {}            close the listening socket and every
                              connection / listen again on the same port
   drop_streams {}            close event streams (a Marathon restart)
@@ -114,6 +122,8 @@ class State:
         self.delay = 0.0           # seconds before answering /v2/apps
         self.events_mode = "ok"    # ok | 403 | 500, for /v2/events
         self.attach_delay = None   # {seconds, apps} for the next stream
+        self.pad = 0               # extra bytes in /v2/apps answers
+        self.pace = None           # {rate, stall_after} for /v2/apps
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -128,15 +138,38 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.server.state
 
     def send_body(self, code, body, ctype="application/json",
-                  truncate=False):
+                  truncate=False, pace=None):
         if isinstance(body, str):
             body = body.encode()
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body[:len(body) // 2] if truncate else body)
+        if truncate:
+            body = body[:len(body) // 2]
+        if pace and pace.get("rate"):
+            self.send_paced(body, pace)
+            return
+        self.wfile.write(body)
         self.wfile.flush()
+
+    def send_paced(self, body, pace):
+        st = self.st
+        step = max(1, int(float(pace["rate"]) / 20))
+        stall = pace.get("stall_after")
+        at = 0
+        while at < len(body):
+            if stall is not None and at >= stall:
+                # Stalled: the connection stays open, silent, until
+                # the test changes pace (or the stand-in exits).
+                while st.pace is pace:
+                    time.sleep(0.05)
+                return
+            n = step if stall is None else min(step, stall - at)
+            self.wfile.write(body[at:at + n])
+            self.wfile.flush()
+            at += n
+            time.sleep(0.05)
 
     def authorized(self):
         st = self.st
@@ -181,7 +214,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(st.delay)
             with st.lock:
                 body = json.dumps({"apps": st.apps})
+                pace = st.pace
+                if st.pad:
+                    body = body[:-1] + " " * st.pad + "}"
         elif path.startswith("/v2/pods/::status"):
+            pace = None
             with st.lock:
                 body = json.dumps(st.pods)
                 held, st.during_sync = st.during_sync, None
@@ -195,7 +232,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if mode == "malformed":
             body = body.replace("{", "[", 3) + "}}"
-        self.send_body(200, body, truncate=(mode == "truncated"))
+        self.send_body(200, body, truncate=(mode == "truncated"),
+                       pace=pace)
 
     def stream(self):
         st = self.st
@@ -368,6 +406,12 @@ class StandIn:
             st.mode = c["mode"]
         elif cmd == "delay":
             st.delay = float(c["seconds"])
+        elif cmd == "pad":
+            st.pad = int(c["bytes"])
+        elif cmd == "pace":
+            with st.lock:
+                st.pace = {k: c[k] for k in ("rate", "stall_after")
+                           if k in c}
         elif cmd == "events_mode":
             st.events_mode = c["mode"]
         elif cmd == "attach_delay":

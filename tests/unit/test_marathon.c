@@ -608,6 +608,60 @@ static void sse_cb(void *ctx, const char *type, size_t tl, const char *data,
 	s->n++;
 }
 
+/* Status updates of a pod's tasks carry the pod id as appId. They change
+ * nothing the snapshot reads (instances come with their own
+ * instance_changed_event), so they must not ask for a full sync: a pod
+ * cluster's task churn was one full sync per update. */
+static void test_pod_task_status_update_needs_no_resync(void **st)
+{
+	size_t la, lp;
+	char *a = slurp("mixd-apps-embed-tasks-1.5.json", &la);
+	char *p = slurp("mixd-pods-status.json", &lp);
+	struct mar_model m = {.apps = mar_parse_apps(a, la),
+			      .pods = mar_parse_pods(p, lp)};
+	assert_non_null(m.apps);
+	assert_non_null(m.pods);
+	static const char *const states[] = {"TASK_STAGING", "TASK_RUNNING",
+					     "TASK_KILLED"};
+	char ev[512];
+	for (size_t i = 0; i < 3; i++) {
+		int n = snprintf(ev, sizeof ev,
+				 "{\"taskId\":\"reviews-v2.instance-c96bf99f-"
+				 "6a2b-11e9-9d6b-0242ac110003.reviews\","
+				 "\"appId\":\"/reviews-v2\",\"taskStatus\":"
+				 "\"%s\",\"host\":\"10.0.0.31\",\"ports\":[]}",
+				 states[i]);
+		assert_int_equal(mar_model_apply(&m, "status_update_event", 19,
+						 ev, (size_t)n),
+				 MAR_EV_STATUS_UPDATE);
+		assert_false(m.need_resync);
+		assert_false(m.dirty);
+	}
+	/* a new instance's task too: its instance_changed_event resyncs */
+	int n = snprintf(ev, sizeof ev,
+			 "{\"taskId\":\"reviews-v2.instance-0000.reviews\","
+			 "\"appId\":\"/reviews-v2\",\"taskStatus\":"
+			 "\"TASK_RUNNING\"}");
+	mar_model_apply(&m, "status_update_event", 19, ev, (size_t)n);
+	assert_false(m.need_resync);
+	n = snprintf(ev, sizeof ev,
+		     "{\"instanceId\":\"reviews-v2.instance-0000\","
+		     "\"runSpecId\":\"/reviews-v2\",\"condition\":"
+		     "\"Running\"}");
+	mar_model_apply(&m, "instance_changed_event", 22, ev, (size_t)n);
+	assert_true(m.need_resync);
+	/* a run spec the model does not know still asks for a sync */
+	m.need_resync = false;
+	n = snprintf(ev, sizeof ev,
+		     "{\"taskId\":\"nope.instance-0000._app\",\"appId\":"
+		     "\"/nope\",\"taskStatus\":\"TASK_RUNNING\"}");
+	mar_model_apply(&m, "status_update_event", 19, ev, (size_t)n);
+	assert_true(m.need_resync);
+	mar_model_clear(&m);
+	free(a);
+	free(p);
+}
+
 static void test_sse_fixture_any_split_lf_and_crlf(void **st)
 {
 	size_t len;
@@ -1725,6 +1779,104 @@ static void test_real_upstream_fixtures(void **st)
 	standin_stop(&s);
 }
 
+/* A full sync's body is freed once it is parsed: a daemon does not keep
+ * a buffer the size of the largest /v2/apps answer (128 MiB at 100,000
+ * tasks) for the days between syncs. */
+static void test_sync_body_not_kept_after_sync(void **st)
+{
+	struct standin s;
+	standin_start(&s, FIXTURE_ARGS " --heartbeat 0.2");
+	standin_cmd0(&s, "{\"cmd\":\"pad\",\"bytes\":8388608}");
+	struct mar_options o = fast_options(addr_of(s.port));
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	WAIT_UNTIL(stats(r).synced && stats(r).connected, 10000);
+	WAIT_UNTIL(mar_resolver_sync_buffer(r) != SIZE_MAX, 2000);
+	assert_int_equal(stats(r).tasks, 5);
+	assert_int_equal(mar_resolver_sync_buffer(r), 0);
+	/* and after a resync, which needs the buffer again */
+	uint64_t ok = stats(r).sync[MAR_SYNC_OK];
+	standin_cmd0(&s, "{\"cmd\":\"event\",\"type\":\"deployment_success\","
+			 "\"data\":{\"id\":\"d1\"}}");
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_OK] > ok, 10000);
+	assert_int_equal(mar_resolver_sync_buffer(r), 0);
+	assert_int_equal(stats(r).tasks, 5);
+	mar_resolver_stop(r);
+	standin_stop(&s);
+}
+
+/* A full sync has no overall time limit: a body arriving steadily for
+ * longer than request_timeout is taken whole (a fixed limit failed every
+ * try of a cluster whose answer outgrew it); one that stops arriving
+ * fails after request_timeout without progress. */
+static void test_slow_sync_body_is_not_cut(void **st)
+{
+	struct standin s;
+	standin_start(&s, FIXTURE_ARGS " --heartbeat 0.2");
+	/* about 64 KB at 24 KB/s: 2.7 s, against a 1 s request_timeout */
+	standin_cmd0(&s, "{\"cmd\":\"pad\",\"bytes\":60000}");
+	standin_cmd0(&s, "{\"cmd\":\"pace\",\"rate\":24000}");
+	struct mar_options o = fast_options(addr_of(s.port));
+	o.request_timeout_ns = 1000 * MS;
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	struct mar_reader *rd = mar_reader_create(r);
+	WAIT_UNTIL(stats(r).synced, 10000);
+	assert_int_equal(stats(r).sync[MAR_SYNC_ERROR], 0);
+	assert_true(dst_is(rd, REVIEWS_POD, "reviews-v2"));
+	assert_int_equal(stats(r).tasks, 5);
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+
+	/* A body that stalls after 200 bytes fails the sync. (A new
+	 * resolver: the one above spaces its resyncs by ten of its slow
+	 * syncs.) */
+	standin_cmd0(&s, "{\"cmd\":\"pace\",\"rate\":24000,"
+			 "\"stall_after\":200}");
+	int64_t t0 = mono_ms();
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_ERROR] >= 1, 10000);
+	/* within the stall limit and curl's speed window, not never */
+	assert_true(mono_ms() - t0 < 8000);
+	assert_false(stats(r).synced);
+	/* flowing again: synced */
+	standin_cmd0(&s, "{\"cmd\":\"pace\",\"rate\":0}");
+	WAIT_UNTIL(stats(r).synced, 10000);
+	mar_resolver_stop(r);
+	standin_stop(&s);
+}
+
+/* A pod task's status update (appId: the pod id) is applied without a
+ * full sync, in the running resolver as in the model. */
+static void test_pod_task_status_update_no_sync(void **st)
+{
+	struct standin s;
+	struct mar_reader *rd;
+	struct mar_resolver *r = streaming(&s, &rd);
+	uint64_t syncs = stats(r).sync[MAR_SYNC_OK];
+	static const char *const states[] = {"TASK_RUNNING", "TASK_KILLED"};
+	for (int i = 0; i < 2; i++)
+		standin_cmdf(
+			&s,
+			"{\"cmd\":\"event\",\"type\":\"status_update_event\","
+			"\"data\":{\"taskId\":\"reviews-v2.instance-"
+			"c96bf99f-6a2b-11e9-9d6b-0242ac110003.reviews\","
+			"\"appId\":\"/reviews-v2\",\"taskStatus\":\"%s\","
+			"\"host\":\"10.0.0.31\",\"ports\":[9080]}}",
+			states[i]);
+	/* an app task's update after them: once it is counted, they were
+	 * applied */
+	task_running(&s, "event", RATINGS_TASK);
+	WAIT_UNTIL(stats(r).events[MAR_EV_STATUS_UPDATE] == 3, 3000);
+	/* ten resync delays: a resync asked for would have run */
+	usleep(500 * 1000);
+	assert_int_equal(stats(r).sync[MAR_SYNC_OK], syncs);
+	assert_true(dst_is(rd, REVIEWS_POD, "reviews-v2"));
+	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+	standin_stop(&s);
+}
+
 static void test_options(void **st)
 {
 	struct cfg_handler h;
@@ -1874,6 +2026,7 @@ int main(void)
 		cmocka_unit_test(test_host_cache_when_dns_is_down),
 		cmocka_unit_test(test_destination_port_picks_container),
 		cmocka_unit_test(test_malformed_entries_skipped),
+		cmocka_unit_test(test_pod_task_status_update_needs_no_resync),
 		cmocka_unit_test(test_sse_fixture_any_split_lf_and_crlf),
 		cmocka_unit_test(test_sse_oversized_event_fails),
 		cmocka_unit_test(test_sse_skips_unread_data),
@@ -1894,6 +2047,9 @@ int main(void)
 		cmocka_unit_test(test_reconfigure_moves_to_new_settings),
 		cmocka_unit_test(test_bad_payloads_keep_last_snapshot),
 		cmocka_unit_test(test_real_upstream_fixtures),
+		cmocka_unit_test(test_sync_body_not_kept_after_sync),
+		cmocka_unit_test(test_slow_sync_body_is_not_cut),
+		cmocka_unit_test(test_pod_task_status_update_no_sync),
 		cmocka_unit_test(test_threaded_readers_across_swaps),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
