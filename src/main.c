@@ -483,13 +483,14 @@ static void render_ingest(struct mixd *m, struct expose_buf *b)
 
 	family(b, "mixd_ingest_dropped_total", "counter",
 	       "Records producers could not hand over, by reason: ring_full "
-	       "(a producer's shared-memory ring was full), invalid (a "
-	       "producer's builder refused the record). Socket producers "
-	       "count their own drops: mixd pushes back instead of dropping.");
+	       "(a producer's ring was full), invalid (a producer's builder "
+	       "refused the record); as shared-memory producers' headers and "
+	       "socket producers' counts frames tell. mixd itself pushes back "
+	       "instead of dropping.");
 	sample1(b, "mixd_ingest_dropped_total", "reason", "ring_full",
-		(double)a.dropped_ring_full);
+		(double)(a.dropped_ring_full + s.stream_dropped));
 	sample1(b, "mixd_ingest_dropped_total", "reason", "invalid",
-		(double)a.dropped_invalid);
+		(double)(a.dropped_invalid + s.stream_invalid));
 
 	family(b, "mixd_ingest_rejected_total", "counter",
 	       "Records or connections mixd refused as malformed, by reason.");

@@ -81,7 +81,11 @@
  *   A record naming a slot that is empty or malformed is rejected.
  *
  * Socket transport: the same frames, back to back, on a stream connection
- * whose first message is a mixd_hello with kind MIXD_HELLO_STREAM. A
+ * whose first message is a mixd_hello with kind MIXD_HELLO_STREAM; and,
+ * between records, MIXD_FRAME_COUNTS frames (struct mixd_frame_counts):
+ * what the producer dropped (its ring full) and refused (invalid records)
+ * since its previous counts frame, which a shared-memory producer's header
+ * tells mixd instead. A
  * shared-memory producer sends a mixd_hello with kind MIXD_HELLO_SHM and the
  * memfd as SCM_RIGHTS ancillary data, then nothing; closing the connection
  * tells mixd to drain the ring and release it.
@@ -112,6 +116,13 @@
 /** Frame marks. Chosen to be unlikely in zeroed or text-filled memory. */
 #define MIXD_FRAME_RECORD 0x3152584Du /* "MXR1" little-endian */
 #define MIXD_FRAME_WRAP 0x3157584Du   /* "MXW1" little-endian */
+#define MIXD_FRAME_COUNTS 0x3143584Du /* "MXC1" little-endian; socket only */
+
+/** Payload of a MIXD_FRAME_COUNTS frame: records lost since the last one. */
+struct mixd_frame_counts {
+	uint64_t dropped; /**< the producer's ring was full */
+	uint64_t invalid; /**< the producer's builder refused them */
+};
 
 /** Frame header size and alignment. */
 #define MIXD_FRAME_HDR 8u

@@ -89,6 +89,13 @@ struct tl_ring {
 	uint32_t send_part;    /* bytes of the frame at send.tail already sent */
 	bool want_out;         /* last send hit EAGAIN */
 	uint64_t last_send_ns; /* when records were last sent */
+	/* Socket transport: the drops mixd has been told of (counts frames
+	 * sent whole; atomic, flush reads them), and the counts frame being
+	 * sent (counts_len 0: none) with what it tells. */
+	uint64_t told_dropped, told_invalid;
+	uint8_t counts[MIXD_FRAME_HDR + sizeof(struct mixd_frame_counts)];
+	uint32_t counts_len, counts_off;
+	struct mixd_frame_counts counts_tell;
 };
 
 struct mixd_client {
@@ -1276,8 +1283,10 @@ static void disconnect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
 	close(r->sock);
 	r->sock = -1;
 	/* A frame cut short is sent again, whole, on the next connection;
-	 * mixd discards the partial one with the connection. */
+	 * mixd discards the partial one with the connection. A counts frame
+	 * is made again, with what is untold by then. */
 	r->send_part = 0;
+	r->counts_len = 0;
 	/* A connection that lasted starts the backoff over; one that mixd
 	 * dropped at once (it refused the ring, say) backs off as a failed
 	 * connect does, or every thread would reconnect 100 times a second
@@ -1289,17 +1298,70 @@ static void disconnect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
 }
 
 /*
+ * Socket transport: tell mixd what this ring dropped and refused since it
+ * last did, in a counts frame (<mixd/ring.h>), which a shared-memory
+ * ring's header tells instead; once sent whole it is told. Same returns as
+ * pump().
+ */
+static int tell_counts(struct tl_ring *r)
+{
+	struct mixd_ring_hdr *h = r->prod.hdr;
+	if (!r->counts_len) {
+		struct mixd_frame_counts fc = {
+			ring_load_relaxed(&h->prod.dropped) - r->told_dropped,
+			ring_load_relaxed(&h->prod.invalid) - r->told_invalid,
+		};
+		if (!fc.dropped && !fc.invalid)
+			return 0;
+		uint32_t fh[2] = {sizeof fc, MIXD_FRAME_COUNTS};
+		memcpy(r->counts, fh, sizeof fh);
+		memcpy(r->counts + sizeof fh, &fc, sizeof fc);
+		r->counts_tell = fc;
+		r->counts_len = sizeof r->counts;
+		r->counts_off = 0;
+	}
+	while (r->counts_off < r->counts_len) {
+		ssize_t n = send(r->sock, r->counts + r->counts_off,
+				 r->counts_len - r->counts_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				r->want_out = true;
+				return 1;
+			}
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		r->counts_off += (uint32_t)n;
+	}
+	ring_store_relaxed(&r->told_dropped,
+			   r->told_dropped + r->counts_tell.dropped);
+	ring_store_relaxed(&r->told_invalid,
+			   r->told_invalid + r->counts_tell.invalid);
+	r->counts_len = 0;
+	return 0;
+}
+
+/*
  * Socket transport: send what the producer published, as it lies in the
- * ring (frames back to back, wrap frames skipped), in chunks. Returns 1 if
- * bytes remain to send, 0 if all is sent, -1 if the connection failed.
+ * ring (frames back to back, wrap frames skipped), in chunks, then what it
+ * dropped (tell_counts()). Returns 1 if bytes remain to send, 0 if all is
+ * sent, -1 if the connection failed.
  */
 static int pump(struct tl_ring *r)
 {
 	struct ring_cons *s = &r->send;
+	/* A counts frame begun goes out whole before any record's byte. */
+	if (r->counts_len) {
+		int t = tell_counts(r);
+		if (t)
+			return t;
+	}
 	for (int rounds = 0; rounds < 64; rounds++) {
 		s->head = ring_load_acquire(&s->hdr->prod.head);
 		if (s->tail == s->head)
-			return 0;
+			return tell_counts(r);
 		uint64_t pos = s->tail & (s->cap - 1);
 		uint32_t fh[2];
 		memcpy(fh, s->data + pos, sizeof fh);
@@ -1352,12 +1414,18 @@ static int pump(struct tl_ring *r)
 	return 1;
 }
 
-/* Everything committed so far has been taken by mixd (or the socket). */
+/* Everything committed so far has been taken by mixd (or the socket), and
+ * on the socket, mixd told of every drop. */
 static bool ring_drained(struct tl_ring *r)
 {
 	struct mixd_ring_hdr *h = r->prod.hdr;
 	return ring_load_acquire(&h->cons.tail) ==
-	       ring_load_acquire(&h->prod.head);
+		       ring_load_acquire(&h->prod.head) &&
+	       (r->memfd >= 0 ||
+		(ring_load_relaxed(&r->told_dropped) ==
+			 ring_load_relaxed(&h->prod.dropped) &&
+		 ring_load_relaxed(&r->told_invalid) ==
+			 ring_load_relaxed(&h->prod.invalid)));
 }
 
 static void *bg_main(void *arg)

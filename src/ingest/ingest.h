@@ -311,6 +311,10 @@ struct ingest_framer {
 	uint8_t *part;      /* a frame split across pieces, being collected */
 	uint32_t part_len;
 	bool part_full;     /* part holds a whole frame @push refused */
+	/** What the producer's counts frames (MIXD_FRAME_COUNTS) reported:
+	 *  records it dropped and refused. The caller takes them (and zeroes
+	 *  them) after each feed. */
+	uint64_t dropped, invalid;
 };
 
 /**
@@ -354,6 +358,9 @@ struct ingest_server_stats {
 	uint64_t connections;     /**< accepted, ever */
 	uint64_t producers;       /**< connections now open */
 	uint64_t stream_records;  /**< records queued from the socket */
+	uint64_t stream_dropped;  /**< socket producers' drops (ring full),
+				       as their counts frames reported */
+	uint64_t stream_invalid;  /**< records their builders refused */
 	uint64_t stream_rejected; /**< bad frames (the connection is closed) */
 	uint64_t handshake_failed;/**< bad hello, bad memfd */
 	uint64_t limit_reached;   /**< times accepting paused at the limit */

@@ -132,7 +132,7 @@ struct ingest_server {
 
 	/* counters: written by the io thread, read by anyone */
 	uint64_t n_connections, n_open, n_records, n_rejected,
-		n_handshake_failed, n_limit_reached;
+		n_handshake_failed, n_limit_reached, n_dropped, n_invalid;
 };
 
 static inline uint64_t tag(void *p, enum op op)
@@ -335,7 +335,14 @@ static ssize_t stream_bytes(struct ingest_server *s, struct conn *c,
 			    const uint8_t *p, size_t n)
 {
 	struct push_ctx pc = {s, c};
-	return ingest_framer_feed(&c->framer, p, n, push_frame, &pc);
+	ssize_t k = ingest_framer_feed(&c->framer, p, n, push_frame, &pc);
+	/* What the producer lost on its side, as it told us. */
+	if (c->framer.dropped | c->framer.invalid) {
+		ck_pr_add_64(&s->n_dropped, c->framer.dropped);
+		ck_pr_add_64(&s->n_invalid, c->framer.invalid);
+		c->framer.dropped = c->framer.invalid = 0;
+	}
+	return k;
 }
 
 /* Keep bytes [off, len) of buffer @bid for later; stall the connection. */
@@ -830,6 +837,8 @@ void ingest_server_stats(struct ingest_server *s, struct ingest_server_stats *o)
 	o->connections = ck_pr_load_64(&s->n_connections);
 	o->producers = ck_pr_load_64(&s->n_open);
 	o->stream_records = ck_pr_load_64(&s->n_records);
+	o->stream_dropped = ck_pr_load_64(&s->n_dropped);
+	o->stream_invalid = ck_pr_load_64(&s->n_invalid);
 	o->stream_rejected = ck_pr_load_64(&s->n_rejected);
 	o->handshake_failed = ck_pr_load_64(&s->n_handshake_failed);
 	o->limit_reached = ck_pr_load_64(&s->n_limit_reached);

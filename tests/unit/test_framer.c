@@ -119,12 +119,50 @@ static void bad_frames_end_the_stream(void **state)
 	assert_int_equal(g.n, 0);
 }
 
+/* Counts frames between records, cut anywhere: added up in the framer,
+ * never handed over as records; one of another length is bad. */
+static void counts_frames_are_added_up_not_handed_over(void **state)
+{
+	(void)state;
+	static uint8_t buf[8192];
+	size_t n = stream(buf);
+	struct mixd_frame_counts c = {.dropped = 5, .invalid = 2};
+	uint32_t fh[2] = {sizeof c, MIXD_FRAME_COUNTS};
+	for (int k = 0; k < 2; k++) { /* two, after the records */
+		memcpy(buf + n, fh, 8);
+		memcpy(buf + n + 8, &c, sizeof c);
+		n += ring_frame_size(sizeof c);
+	}
+	for (size_t piece = 1; piece <= n; piece++) {
+		struct ingest_framer f = {0};
+		struct got g = {0};
+		for (size_t off = 0; off < n; off += piece) {
+			size_t k = n - off < piece ? n - off : piece;
+			assert_int_equal(ingest_framer_feed(&f, buf + off, k, take, &g),
+					 (ssize_t)k);
+		}
+		assert_int_equal(g.n, 6);
+		assert_int_equal(f.dropped, 10);
+		assert_int_equal(f.invalid, 4);
+		assert_true(ingest_framer_idle(&f));
+		ingest_framer_free(&f);
+	}
+	struct ingest_framer f = {0};
+	struct got g = {0};
+	uint32_t bad[2] = {sizeof c + 8, MIXD_FRAME_COUNTS};
+	memset(buf, 0, 64);
+	memcpy(buf, bad, 8);
+	assert_int_equal(ingest_framer_feed(&f, buf, 32, take, &g), -1);
+	ingest_framer_free(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(pieces_of_every_size_give_the_same_records),
 		cmocka_unit_test(a_refused_record_is_retried_first),
 		cmocka_unit_test(bad_frames_end_the_stream),
+		cmocka_unit_test(counts_frames_are_added_up_not_handed_over),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
