@@ -589,8 +589,9 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 		}
 	}
 	family(b, "mixd_instance_errors_total", "counter",
-	       "Records for which an instance's value or a dimension failed "
-	       "to evaluate (the instance was skipped for that record).");
+	       "Records for which an instance's value, a dimension or a "
+	       "logentry's field failed to evaluate (the instance was skipped "
+	       "for that record).");
 	for (size_t f = 0; f < v->nfams; f++) {
 		/* Several families may share an instance: report it once. */
 		bool seen = false;
@@ -604,6 +605,20 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 		if (!seen)
 			sample1(b, "mixd_instance_errors_total", "instance",
 				v->fams[f].instance, (double)n);
+	}
+	for (size_t l = 0; l < v->nlogs; l++) {
+		/* Logentries: once per name too (rules may share one). */
+		bool seen = false;
+		uint64_t n = 0;
+		for (size_t k = 0; k < v->nlogs; k++) {
+			if (strcmp(v->logs[k].instance, v->logs[l].instance))
+				continue;
+			seen |= k < l;
+			n += v->logs[k].errors;
+		}
+		if (!seen)
+			sample1(b, "mixd_instance_errors_total", "instance",
+				v->logs[l].instance, (double)n);
 	}
 	family(b, "mixd_scrape_duration_seconds", "gauge",
 	       "Time the last complete scrape of the Prometheus port took, "

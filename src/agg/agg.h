@@ -130,11 +130,19 @@ struct agg_view_family {
 	uint64_t errors;        /**< records whose value or labels failed */
 };
 
+/** A logentry instance a stdio handler writes. */
+struct agg_view_log {
+	const char *instance;   /**< fully qualified instance name */
+	uint64_t errors;        /**< entries not written: a field failed */
+};
+
 /** A scrape's view. Immutable; free with agg_view_destroy(). */
 struct agg_view {
 	uint64_t generation;
 	struct agg_view_family *fams;
 	size_t nfams;
+	struct agg_view_log *logs; /**< one per rule action: a name may repeat */
+	size_t nlogs;
 	struct agg_view_set *sets;
 	size_t nsets;
 	uint64_t records;       /**< records run through the pipeline */

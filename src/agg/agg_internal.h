@@ -396,6 +396,7 @@ struct shard_state {
 	bool *owns;
 	struct expr_scratch *scratch;
 	uint64_t *inst_errors;    /* per family: value or dimension failed */
+	uint64_t *log_errors;     /* per plan log: entries not written */
 	int64_t next_expiry_ns;
 	/* The shards, this state's being peers[self]: a label set may have
 	 * rows in several (each ring feeds one shard), and its expiry and
@@ -465,7 +466,9 @@ struct log_buf {
 };
 
 /** Format logentry @l for the current record and append it to @b
- *  (flushing first if needed). Returns -1 if a variable failed. */
+ *  (flushing first if needed). Returns -1, writing nothing, if one of its
+ *  fields failed to evaluate (Mixer dropped the instance) or its line
+ *  would not fit the buffer. */
 int log_entry(const struct agg_plan *p, const struct plan_log *l,
 	      const struct attr_table *t, struct expr_scratch *sc,
 	      struct log_buf *b);

@@ -556,13 +556,15 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 	s->series = calloc(plan->ndimsets + 1, sizeof *s->series);
 	s->owns = calloc(plan->ndimsets + 1, sizeof *s->owns);
 	s->inst_errors = calloc(plan->nfams + 1, sizeof *s->inst_errors);
+	s->log_errors = calloc(plan->nlogs + 1, sizeof *s->log_errors);
 	s->scratch = expr_scratch_create(plan->prog, 0);
 	x->rule_res = calloc(plan->nrules + 1, sizeof *x->rule_res);
 	x->in_res = calloc(plan->napas + 1, sizeof *x->in_res);
 	x->bind_res = calloc(plan->napas + 1, sizeof *x->bind_res);
 	x->src_rule = calloc(plan->nfams + 1, sizeof *x->src_rule);
 	x->src_k = calloc(plan->nfams + 1, sizeof *x->src_k);
-	if (!s->series || !s->owns || !s->inst_errors || !s->scratch ||
+	if (!s->series || !s->owns || !s->inst_errors || !s->log_errors ||
+	    !s->scratch ||
 	    !x->rule_res ||
 	    !x->in_res || !x->bind_res || !x->src_rule || !x->src_k)
 		goto fail;
@@ -620,6 +622,7 @@ fail:
 	free(s->series);
 	free(s->owns);
 	free(s->inst_errors);
+	free(s->log_errors);
 	expr_scratch_destroy(s->scratch);
 	free_results(x, plan);
 	free(x);
@@ -638,6 +641,7 @@ static void free_state(void *p)
 	free(s->series);
 	free(s->owns);
 	free(s->inst_errors);
+	free(s->log_errors);
 	expr_scratch_destroy(s->scratch);
 	plan_unref(s->plan);
 	free(s); /* the state_ext starts with it */
@@ -1225,8 +1229,13 @@ static void process(struct shard_state *s, struct attr_table *t,
 		if (!g || g->type != ATTR_BOOL || !g->b ||
 		    !rule_applies(p, r->r, r->all_namespaces, t))
 			continue;
-		for (size_t k = 0; k < r->nlogs; k++)
-			log_entry(p, &p->logs[r->logs[k]], t, sc, &x->log);
+		for (size_t k = 0; k < r->nlogs; k++) {
+			uint32_t l = r->logs[k];
+			if (log_entry(p, &p->logs[l], t, sc, &x->log))
+				__atomic_store_n(&s->log_errors[l],
+						 s->log_errors[l] + 1,
+						 __ATOMIC_RELAXED);
+		}
 		/* Every dispatch counts, as in Mixer: two rules sending one
 		 * instance to one handler count it twice. */
 		for (size_t k = 0; k < r->nfams; k++) {

@@ -512,8 +512,12 @@ static int view_create(struct agg *a, struct agg_view **out, bool rows)
 	struct vset *sets = calloc(p->ndimsets + 1, sizeof *sets);
 	v->fams = calloc(p->nfams + 1, sizeof *v->fams);
 	v->sets = calloc(p->ndimsets + 1, sizeof *v->sets);
-	if (!sets || !v->fams || !v->sets)
+	v->logs = calloc(p->nlogs + 1, sizeof *v->logs);
+	if (!sets || !v->fams || !v->sets || !v->logs)
 		goto out;
+	v->nlogs = p->nlogs;
+	for (size_t l = 0; l < p->nlogs; l++)
+		v->logs[l].instance = p->logs[l].inst->meta.fqn;
 	v->nfams = p->nfams;
 	v->nsets = p->ndimsets;
 	for (size_t f = 0; f < p->nfams; f++) {
@@ -562,6 +566,20 @@ static int view_create(struct agg *a, struct agg_view **out, bool rows)
 			if (sf >= 0)
 				v->fams[f].errors += __atomic_load_n(
 					&st->inst_errors[sf], __ATOMIC_RELAXED);
+		}
+		/* A state of an older plan: its logs' errors under their
+		 * instance's name, on the first log of that name. */
+		for (size_t l = 0; l < sp->nlogs; l++) {
+			size_t k = l;
+			if (sp != p)
+				for (k = 0; k < p->nlogs &&
+					    strcmp(p->logs[k].inst->meta.fqn,
+						   sp->logs[l].inst->meta.fqn);
+				     k++)
+					;
+			if (k < p->nlogs)
+				v->logs[k].errors += __atomic_load_n(
+					&st->log_errors[l], __ATOMIC_RELAXED);
 		}
 	}
 	for (size_t d = 0; d < p->ndimsets; d++) {
@@ -618,6 +636,7 @@ void agg_view_destroy(struct agg_view *v)
 		free(v->sets[d].rows);
 	free(v->sets);
 	free(v->fams);
+	free(v->logs);
 	while (x->chunks) {
 		struct chunk *c = x->chunks;
 		x->chunks = c->next;

@@ -918,7 +918,8 @@ def mixers_command_line_starts_mixd(build):
 def the_stdio_handler_writes_logentries_as_json_lines(build):
     """As Mixer's stdio adapter wrote them; and, as Mixer, no entry at all
     for a record one of whose fields fails (here accesslog's timestamp,
-    notes' variables), Go's zero time without a timestamp expression, JSON
+    notes' variables: counted as instance errors), Go's zero time without
+    a timestamp expression, JSON
     when the handler does not say (outputAsJson's default). (BYTES in
     base64: test_logs; mixd-report sends no BYTES attribute.)"""
     tmp = tempfile.mkdtemp(prefix="mixd-stdio.")
@@ -1031,6 +1032,14 @@ spec:
             mt.check(raw.count('"path":"/a\\nb\\tc\\u0001"') == 50, raw[:300])
             mt.check([d["responseCode"] for d in got] == list(range(200, 250)))
             mt.check(got[7]["latency"] == "7ms", f"{got[7]}")
+            # Each entry not written is an instance error, as Mixer logged
+            # "error creating instance": accesslog's 5 http records
+            # without request.time, notes' 2 without test.note.
+            ms = m.metrics()
+            errs = {i: mt.value(ms, "mixd_instance_errors_total", instance=i)
+                    for i in ("accesslog.logentry.default", "notes.logentry.default")}
+            mt.check(errs == {"accesslog.logentry.default": 5,
+                              "notes.logentry.default": 2}, f"{errs}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
