@@ -1297,6 +1297,23 @@ static void disconnect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
 	__atomic_sub_fetch(&c->connected, 1, __ATOMIC_RELAXED);
 }
 
+/* Send up to @n bytes without blocking: how many went, 0 when the socket
+ * is full (want_out set), -1 when the connection failed. */
+static ssize_t send_some(struct tl_ring *r, const void *p, size_t n)
+{
+	for (;;) {
+		ssize_t k = send(r->sock, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (k >= 0)
+			return k;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			r->want_out = true;
+			return 0;
+		}
+		if (errno != EINTR)
+			return -1;
+	}
+}
+
 /*
  * Socket transport: tell mixd what this ring dropped and refused since it
  * last did, in a counts frame (<mixd/ring.h>), which a shared-memory
@@ -1321,18 +1338,10 @@ static int tell_counts(struct tl_ring *r)
 		r->counts_off = 0;
 	}
 	while (r->counts_off < r->counts_len) {
-		ssize_t n = send(r->sock, r->counts + r->counts_off,
-				 r->counts_len - r->counts_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				r->want_out = true;
-				return 1;
-			}
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
+		ssize_t n = send_some(r, r->counts + r->counts_off,
+				      r->counts_len - r->counts_off);
+		if (n <= 0)
+			return n < 0 ? -1 : 1;
 		r->counts_off += (uint32_t)n;
 	}
 	ring_store_relaxed(&r->told_dropped,
@@ -1383,17 +1392,9 @@ static int pump(struct tl_ring *r)
 			end += ring_frame_size(fh[0]);
 		}
 		size_t want = (size_t)(end - s->tail) - r->send_part;
-		ssize_t n = send(r->sock, s->data + pos + r->send_part, want,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				r->want_out = true;
-				return 1;
-			}
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
+		ssize_t n = send_some(r, s->data + pos + r->send_part, want);
+		if (n <= 0)
+			return n < 0 ? -1 : 1;
 		/* Advance tail over the frames sent whole; remember how much of
 		 * the next one went out. */
 		uint64_t done = s->tail + r->send_part + (uint64_t)n;
