@@ -480,8 +480,9 @@ void log_flush(struct log_buf *b);
  *  0 or -1 (logged). */
 int plan_open_logs(struct agg_plan *p);
 
-/** Drop rows not updated for the plan's expiry; counts them. */
-void state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
+/** Drop rows not updated for the plan's expiry in any shard; counts
+ *  them. False when another shard's pass was under way: nothing done. */
+bool state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 		  struct epoch_retired **rl);
 
 /** Copy a row consistently into @cells (ncells), *@touched, *@last_ns. */
@@ -555,6 +556,10 @@ struct agg {
 	struct agg_plan *plan;
 	uint64_t generation;             /* atomic */
 	pthread_mutex_t ctl_lock;       /* agg_set_config callers */
+	/* One shard's expiry pass at a time (series.c, state_expire()):
+	 * each decides what the others hold; a shard that finds it taken
+	 * tries again at its next check. */
+	pthread_mutex_t expiry_lock;
 	struct epoch_retired *retired;  /* under ctl_lock */
 };
 

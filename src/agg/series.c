@@ -231,13 +231,15 @@ static const struct row *peek(const struct series *se, uint64_t h,
 #define NOWHERE INT64_MIN
 
 /* The last update of label set @key (hash @h) of dimension set @d in the
- * shards other than @s's; NOWHERE when none of them holds it. The caller
- * is in a read section of the epoch: the others may retire rows, tables
- * and states meanwhile. */
+ * shards other than @s's, and (*@touched) the families their rows have;
+ * NOWHERE when none of them holds it. The caller is in a read section of
+ * the epoch: the others may retire rows, tables and states meanwhile. */
 static int64_t elsewhere_ns(const struct shard_state *s, size_t d, uint64_t h,
-			    const uint8_t *key, uint32_t klen)
+			    const uint8_t *key, uint32_t klen,
+			    uint64_t *touched)
 {
 	int64_t last = NOWHERE;
+	*touched = 0;
 	for (unsigned i = 0; s->peers && i < s->npeers; i++) {
 		const struct shard_state *st;
 		const struct series *se;
@@ -250,6 +252,7 @@ static int64_t elsewhere_ns(const struct shard_state *s, size_t d, uint64_t h,
 		int64_t t = __atomic_load_n(&r->last_ns, __ATOMIC_ACQUIRE);
 		if (t > last)
 			last = t;
+		*touched |= __atomic_load_n(&r->touched, __ATOMIC_ACQUIRE);
 	}
 	return last;
 }
@@ -262,7 +265,8 @@ static bool held_elsewhere(const struct shard_state *s, struct agg_epoch *e,
 	if (!s->peers || s->npeers < 2)
 		return false;
 	int slot = epoch_enter(e);
-	bool held = elsewhere_ns(s, d, h, key, klen) != NOWHERE;
+	uint64_t touched;
+	bool held = elsewhere_ns(s, d, h, key, klen, &touched) != NOWHERE;
 	epoch_exit(e, slot);
 	return held;
 }
@@ -1615,16 +1619,25 @@ static void free_dead_rows(void *p)
 
 /*
  * A row of @s idle for longer than the expiry is removed when the label
- * set is idle in every shard (elsewhere_ns()): the last shard to remove
- * it counts it expired. Rows of a label set another shard still updates
- * stay: the exported sum must not go down while the series lives.
+ * set is idle in every shard (elsewhere_ns()). Rows of a label set
+ * another shard still updates stay: the exported sum must not go down
+ * while the series lives (and a scrape leaves out a label set idle past
+ * the expiry in every shard, whichever of its rows are still there:
+ * view.c). The shards take turns (the aggregator's expiry_lock; false:
+ * another shard's pass is under way, try again later), so the rows another
+ * shard holds are what they are: a family counts expired at the removal of
+ * the last row that has it.
  */
-void state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
+bool state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 		  struct epoch_retired **rl)
 {
 	struct agg_plan *p = s->plan;
+	pthread_mutex_t *turn = s->peers ? &s->peers[s->self].agg->expiry_lock
+					 : NULL;
 	if (!p->expiry_ns)
-		return;
+		return true;
+	if (turn && pthread_mutex_trylock(turn))
+		return false;
 	for (size_t d = 0; d < p->ndimsets; d++) {
 		struct series *se = s->series[d];
 		struct table_array *old = se->arr;
@@ -1644,14 +1657,16 @@ void state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 			struct row *r = old->slot[i];
 			if (!r || now_ns - r->last_ns <= p->expiry_ns)
 				continue;
+			uint64_t others;
 			int64_t t = elsewhere_ns(s, d, r->hash,
 						 row_key(r, se->ncells),
-						 r->key_len);
+						 r->key_len, &others);
 			if (t != NOWHERE && now_ns - t <= p->expiry_ns)
 				continue; /* live in another shard */
 			dr->r[dr->n++] = r;
-			for (unsigned k = 0; t == NOWHERE && k < 64; k++)
-				fam_dead[k] += (r->touched >> k) & 1;
+			uint64_t last = r->touched & ~others;
+			for (unsigned k = 0; k < 64; k++)
+				fam_dead[k] += (last >> k) & 1;
 		}
 		if (slot >= 0)
 			epoch_exit(e, slot);
@@ -1686,4 +1701,7 @@ void state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 						 se->expired[k] + fam_dead[k],
 						 __ATOMIC_RELAXED);
 	}
+	if (turn)
+		pthread_mutex_unlock(turn);
+	return true;
 }

@@ -86,10 +86,10 @@ static void housekeeping(struct shard *sh)
 		}
 	}
 	struct shard_state *st = sh->state;
-	if (st && st->plan->expiry_ns && sh->now_ns >= st->next_expiry_ns) {
-		state_expire(st, sh->now_ns, &a->epoch, &sh->retired);
+	/* Another shard's pass under way: this one's at the next pass. */
+	if (st && st->plan->expiry_ns && sh->now_ns >= st->next_expiry_ns &&
+	    state_expire(st, sh->now_ns, &a->epoch, &sh->retired))
 		st->next_expiry_ns = sh->now_ns + st->plan->expiry_check_ns;
-	}
 	if (sh->retired)
 		epoch_poll(&a->epoch, &sh->retired, false);
 	/* The resolver, once there is one (at start, or from the first
@@ -344,6 +344,7 @@ int agg_create(const struct agg_options *o, const struct attr_vocab *vocab,
 		a->o.series_limit = AGG_SERIES_LIMIT_DEFAULT;
 	a->epoch.global = 1;
 	pthread_mutex_init(&a->ctl_lock, NULL);
+	pthread_mutex_init(&a->expiry_lock, NULL);
 	a->vocab = vocab;
 	a->shards = aligned_alloc(64, sizeof(struct shard) * o->shards);
 	if (!a->shards) {
@@ -416,6 +417,7 @@ void agg_destroy(struct agg *a)
 	plan_unref(a->plan);
 	epoch_poll(&a->epoch, &a->retired, true);
 	pthread_mutex_destroy(&a->ctl_lock);
+	pthread_mutex_destroy(&a->expiry_lock);
 	free(a->shards);
 	free(a);
 }

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "agg/agg_internal.h"
 
@@ -373,8 +374,20 @@ static inline void prefetch(const void *p, size_t n)
  * Sort @vs's rows and copy them, merged, in that order into @x's arena;
  * fills @out (rows, nrows). Inside the epoch: the rows are the shards'.
  */
+/*
+ * A label set last updated (in any shard) at @newest has expired by now
+ * (@gone_before: now less the expiry; INT64_MIN without one): a scrape
+ * leaves it out though some shard has not removed its row yet, so that an
+ * expired series vanishes whole, as in Mixer, and never shows a part.
+ */
+static inline bool expired(int64_t newest, int64_t gone_before)
+{
+	return newest < gone_before;
+}
+
 static int copy_sorted(struct view_ext *x, struct vset *vs,
-		       const struct plan_dimset *d, struct agg_view_set *out)
+		       const struct plan_dimset *d, struct agg_view_set *out,
+		       int64_t gone_before)
 {
 	unsigned ncells = d->ncells;
 	struct agg_view_row *rows = calloc(vs->n + 1, sizeof *rows);
@@ -396,6 +409,7 @@ static int copy_sorted(struct view_ext *x, struct vset *vs,
 	size_t n = 0;
 	uint64_t *last = NULL; /* cells of rows[n - 1] */
 	int64_t gns[64];       /* its gauges' times */
+	int64_t newest = 0;    /* its last update, in any shard */
 	for (size_t i = 0; i < vs->n; i++) {
 		if (i + PREFETCH_ROWS < vs->n) {
 			const struct sref *ahead = &vs->rows[i + PREFETCH_ROWS];
@@ -411,8 +425,11 @@ static int copy_sorted(struct view_ext *x, struct vset *vs,
 			row_read(s->r, ncells, dup, &touched, &ns);
 			merge_cells(x->plan, d, last, &rows[n - 1].touched,
 				    gns, dup, touched, ns);
+			newest = ns > newest ? ns : newest;
 			continue;
 		}
+		if (n && expired(newest, gone_before))
+			n--; /* its place (and arena bytes) are the next's */
 		uint64_t *cells = arena_alloc(x, ncells * 8 + s->key_len);
 		if (!cells) {
 			free(dup);
@@ -428,8 +445,11 @@ static int copy_sorted(struct view_ext *x, struct vset *vs,
 			.cells = cells,
 		};
 		last = cells;
+		newest = ns;
 		gauge_times(x->plan, d, touched, ns, gns);
 	}
+	if (n && expired(newest, gone_before))
+		n--;
 	free(dup);
 	out->nrows = n;
 	return 0;
@@ -442,7 +462,7 @@ static int copy_sorted(struct view_ext *x, struct vset *vs,
  * epoch; nothing is copied.
  */
 static int count_sorted(struct vset *vs, const struct plan_dimset *d,
-			struct agg_view_family *fams)
+			struct agg_view_family *fams, int64_t gone_before)
 {
 	if (!vs->n)
 		return 0;
@@ -454,11 +474,17 @@ static int count_sorted(struct vset *vs, const struct plan_dimset *d,
 	for (size_t i = 0, j; i < vs->n; i = j) {
 		const struct sref *s = &vs->rows[i];
 		uint64_t touched = 0;
+		int64_t newest = INT64_MIN;
 		for (j = i; j < vs->n && vs->rows[j].key_len == s->key_len &&
 			    memcmp(vs->rows[j].key, s->key, s->key_len) == 0;
-		     j++)
-			touched |= __atomic_load_n(&vs->rows[j].r->touched,
-						   __ATOMIC_RELAXED);
+		     j++) {
+			const struct row *r = vs->rows[j].r;
+			int64_t ns = __atomic_load_n(&r->last_ns, __ATOMIC_ACQUIRE);
+			touched |= __atomic_load_n(&r->touched, __ATOMIC_RELAXED);
+			newest = ns > newest ? ns : newest;
+		}
+		if (expired(newest, gone_before))
+			continue;
 		for (unsigned b = 0; b < d->nfam; b++)
 			fams[d->fams[b]].series += touched >> b & 1;
 	}
@@ -582,13 +608,23 @@ static int view_create(struct agg *a, struct agg_view **out, bool rows)
 					&st->log_errors[l], __ATOMIC_RELAXED);
 		}
 	}
+	/* The shards' clock (shard.c, coarse_now()). */
+	int64_t gone_before = INT64_MIN;
+	if (p->expiry_ns) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+		gone_before = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec -
+			      p->expiry_ns;
+	}
 	for (size_t d = 0; d < p->ndimsets; d++) {
 		v->sets[d] = (struct agg_view_set){
 			.labels = p->dimsets[d].labels,
 			.nlabels = p->dimsets[d].ndims,
 		};
-		if (rows ? copy_sorted(x, &sets[d], &p->dimsets[d], &v->sets[d])
-			 : count_sorted(&sets[d], &p->dimsets[d], v->fams))
+		if (rows ? copy_sorted(x, &sets[d], &p->dimsets[d], &v->sets[d],
+				       gone_before)
+			 : count_sorted(&sets[d], &p->dimsets[d], v->fams,
+					gone_before))
 			goto out;
 	}
 	epoch_exit(&a->epoch, slot);

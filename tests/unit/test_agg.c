@@ -1008,6 +1008,88 @@ static void test_layout_records_same_as_without_memo(void **state)
 	as_layouts = false;
 }
 
+/*
+ * Two shards hold the same label sets, all idle, and expire at the same
+ * moment: each label set is removed from both and counted expired once,
+ * as the shards take turns (state_expire() returns false to the one that
+ * must wait).
+ */
+struct expirer {
+	struct agg *a;
+	struct shard *sh;
+	int64_t now;
+	pthread_barrier_t *go;
+};
+
+static void *expire_when_told(void *arg)
+{
+	struct expirer *x = arg;
+	pthread_barrier_wait(x->go);
+	while (!state_expire(x->sh->state, x->now, &x->a->epoch,
+			     &x->sh->retired))
+		sched_yield();
+	return NULL;
+}
+
+static void test_two_shards_expiring_at_once_count_once(void **state)
+{
+	(void)state;
+	enum { SETS = 30000 };
+	struct cfg *c = cfg_load(config_dir(), "default");
+	assert_non_null(c);
+	struct agg *a;
+	struct agg_options o = {.shards = 2, .series_limit = 100000};
+	assert_int_equal(agg_create(&o, NULL, &a), 0);
+	assert_int_equal(agg_set_config(a, c), 0);
+	a->plan->expiry_ns = 1000000000;
+	for (unsigned i = 0; i < 2; i++) {
+		struct shard *sh = &a->shards[i];
+		assert_non_null(sh->state = state_create(a->plan, NULL, &a->epoch,
+							 &sh->retired));
+		sh->state->peers = a->shards;
+		sh->state->npeers = 2;
+		sh->state->self = i;
+	}
+	static struct attr_table t;
+	uint8_t rec[RECORD_CAP];
+	for (int k = 0; k < SETS; k++) {
+		struct wire_writer w;
+		wire_init(&w, rec, RECORD_CAP);
+		put_str(&w, MIXD_ATTR_CONTEXT_PROTOCOL, "http");
+		wire_attr(&w, MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64, NULL, 0);
+		wire_u64(&w, (uint64_t)(1000 + k));
+		for (unsigned i = 0; i < 2; i++)
+			assert_int_equal(state_record(a->shards[i].state, &t, rec,
+						      w.len, NULL, 1000, 100000,
+						      NULL, &a->epoch,
+						      &a->shards[i].retired),
+					 INGEST_REJ_NONE);
+	}
+	size_t d = 0; /* the set of istio_requests_total: the one with rows */
+	while (!a->shards[0].state->series[d]->n)
+		d++;
+	pthread_barrier_t go;
+	pthread_barrier_init(&go, NULL, 2);
+	struct expirer x[2];
+	pthread_t th[2];
+	for (unsigned i = 0; i < 2; i++) {
+		x[i] = (struct expirer){a, &a->shards[i], 1000 + 10000000000ll, &go};
+		assert_int_equal(pthread_create(&th[i], NULL, expire_when_told,
+						&x[i]), 0);
+	}
+	for (unsigned i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	pthread_barrier_destroy(&go);
+	uint64_t expired = 0;
+	for (unsigned i = 0; i < 2; i++) {
+		const struct series *se = a->shards[i].state->series[d];
+		assert_int_equal(se->n, 0);
+		expired += se->expired[0]; /* the set's first family */
+	}
+	assert_int_equal(expired, SETS);
+	agg_destroy(a);
+}
+
 int main(void)
 {
 	const char *san = getenv("MIXD_SANITIZE");
@@ -1025,6 +1107,7 @@ int main(void)
 		cmocka_unit_test(test_expiry_under_a_scrape),
 		cmocka_unit_test(test_series_limit),
 		cmocka_unit_test(test_expiry),
+		cmocka_unit_test(test_two_shards_expiring_at_once_count_once),
 		cmocka_unit_test(test_snapshot_swaps),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
