@@ -96,6 +96,7 @@ struct tl_ring {
 	uint8_t counts[MIXD_FRAME_HDR + sizeof(struct mixd_frame_counts)];
 	uint32_t counts_len, counts_off;
 	struct mixd_frame_counts counts_tell;
+	int linked; /* atomic: sock is connected (flush reads it) */
 };
 
 struct mixd_client {
@@ -1267,6 +1268,7 @@ static void try_connect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
 	    connect(fd, (struct sockaddr *)&c->addr, sizeof c->addr) == 0 &&
 	    send_hello(c, r, fd) == 0) {
 		r->sock = fd;
+		__atomic_store_n(&r->linked, 1, __ATOMIC_RELEASE);
 		r->connected_ns = now; /* the backoff waits to see it last */
 		r->send_part = 0;
 		r->want_out = false;
@@ -1282,6 +1284,7 @@ static void disconnect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
 {
 	close(r->sock);
 	r->sock = -1;
+	__atomic_store_n(&r->linked, 0, __ATOMIC_RELEASE);
 	/* A frame cut short is sent again, whole, on the next connection;
 	 * mixd discards the partial one with the connection. A counts frame
 	 * is made again, with what is untold by then. */
@@ -1415,18 +1418,30 @@ static int pump(struct tl_ring *r)
 	return 1;
 }
 
-/* Everything committed so far has been taken by mixd (or the socket), and
- * on the socket, mixd told of every drop. */
-static bool ring_drained(struct tl_ring *r)
+/* Everything committed so far has been taken by mixd (or the socket). */
+static bool ring_taken(struct tl_ring *r)
 {
 	struct mixd_ring_hdr *h = r->prod.hdr;
 	return ring_load_acquire(&h->cons.tail) ==
-		       ring_load_acquire(&h->prod.head) &&
-	       (r->memfd >= 0 ||
-		(ring_load_relaxed(&r->told_dropped) ==
-			 ring_load_relaxed(&h->prod.dropped) &&
-		 ring_load_relaxed(&r->told_invalid) ==
-			 ring_load_relaxed(&h->prod.invalid)));
+	       ring_load_acquire(&h->prod.head);
+}
+
+/* mixd knows of every record the ring dropped or refused: a shared ring's
+ * header tells it; a socket ring's counts frames (tell_counts()). */
+static bool ring_told(struct tl_ring *r)
+{
+	struct mixd_ring_hdr *h = r->prod.hdr;
+	return r->memfd >= 0 ||
+	       (ring_load_relaxed(&r->told_dropped) ==
+			ring_load_relaxed(&h->prod.dropped) &&
+		ring_load_relaxed(&r->told_invalid) ==
+			ring_load_relaxed(&h->prod.invalid));
+}
+
+/* Nothing left for mixd: a finished thread's ring can go. */
+static bool ring_done(struct tl_ring *r)
+{
+	return ring_taken(r) && ring_told(r);
 }
 
 static void *bg_main(void *arg)
@@ -1457,7 +1472,7 @@ static void *bg_main(void *arg)
 		uint32_t waiting = 0; /* retired rings mixd has not got */
 		while ((r = *pp)) {
 			bool retired = __atomic_load_n(&r->retired, __ATOMIC_ACQUIRE);
-			if (retired && r->sock < 0 && !ring_drained(r) &&
+			if (retired && r->sock < 0 && !ring_done(r) &&
 			    ++waiting > RETIRED_MAX) {
 				/* Threads come and go while mixd is away: keep
 				 * the newest RETIRED_MAX exited threads' rings,
@@ -1471,7 +1486,7 @@ static void *bg_main(void *arg)
 				continue;
 			}
 			if (r->sock < 0 && now >= r->retry_at_ns &&
-			    !(retired && ring_drained(r)))
+			    !(retired && ring_done(r)))
 				try_connect(c, r, now);
 			if (r->sock >= 0 && r->memfd < 0) {
 				uint64_t before = r->send.tail;
@@ -1483,7 +1498,7 @@ static void *bg_main(void *arg)
 				else if (p > 0 && !r->want_out)
 					timeout = 0;
 			}
-			if (retired && ring_drained(r)) {
+			if (retired && ring_done(r)) {
 				/* Its thread is gone and mixd has it all. */
 				if (r->sock >= 0)
 					disconnect(c, r, now);
@@ -1645,8 +1660,13 @@ API int mixd_client_flush(mixd_client *c, int timeout_ms)
 	for (;;) {
 		bool done = true;
 		pthread_mutex_lock(&c->lock);
+		/* Every record taken, and while mixd is there to hear it,
+		 * told of every drop; with no connection the drops wait for
+		 * one, but a flush does not (it promises records only). */
 		for (struct tl_ring *r = c->rings; r && done; r = r->next)
-			done = ring_drained(r);
+			done = ring_taken(r) &&
+			       (ring_told(r) ||
+				!__atomic_load_n(&r->linked, __ATOMIC_ACQUIRE));
 		pthread_mutex_unlock(&c->lock);
 		if (done)
 			return 0;

@@ -60,8 +60,22 @@ def a_socket_producers_refused_records_are_counted_by_mixd(build):
         mt.check(dropped(m, "ring_full") == 0)
 
 
+def a_flush_does_not_wait_for_drops_to_be_told_to_no_one(build):
+    """With mixd not there, a flush promises committed records only: a
+    refused record, nothing committed, returns at once (the drop is told
+    when a connection comes, if one does)."""
+    start = time.monotonic()
+    rc, out, err = mt.report(build, "unix:///nonexistent/mixd.sock",
+                             [{"request.path": "x" * 70000}], transport="socket",
+                             extra=["--flush-timeout", "5000"])
+    took = time.monotonic() - start
+    mt.check(rc == 1 and "rejected 1 lines" in out + err, f"{rc} {out} {err}")
+    mt.check(took < 2.5, f"took {took:.1f} s")
+
+
 if __name__ == "__main__":
     mt.main([
         a_socket_producers_drops_are_counted_by_mixd,
         a_socket_producers_refused_records_are_counted_by_mixd,
+        a_flush_does_not_wait_for_drops_to_be_told_to_no_one,
     ])
