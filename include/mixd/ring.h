@@ -85,7 +85,9 @@
  * between records, MIXD_FRAME_COUNTS frames (struct mixd_frame_counts):
  * what the producer dropped (its ring full) and refused (invalid records)
  * since its previous counts frame, which a shared-memory producer's header
- * tells mixd instead. A
+ * tells mixd instead. (Added with hello version 1 unchanged: a mixd built
+ * before counts frames existed takes one for a bad frame and closes the
+ * connection; run a mixd at least as new as its producers' libmixd.) A
  * shared-memory producer sends a mixd_hello with kind MIXD_HELLO_SHM and the
  * memfd as SCM_RIGHTS ancillary data, then nothing; closing the connection
  * tells mixd to drain the ring and release it.
