@@ -106,7 +106,8 @@ static const struct setting settings_table[] = {
 	 "leaves. mixd raises its open-files limit to fit, up to the hard "
 	 "limit."},
 	{"series-limit", NULL, OPT_SERIES_LIMIT, "N", "100000",
-	 "Label sets kept per metric family and shard; beyond it new label "
+	 "Label sets a shard keeps per metric family that no other shard "
+	 "keeps, and N KiB of their label values; beyond either, new label "
 	 "sets are counted (mixd_series_overflow_total), not stored."},
 	{"idle-sleep-max-us", NULL, OPT_IDLE_SLEEP, "US", "5000",
 	 "Longest an idle shard sleeps before looking at its rings again: "

@@ -376,6 +376,7 @@ struct table_array {
 struct series {
 	struct table_array *arr;  /* atomic: readers load it once */
 	uint64_t n;               /* rows */
+	uint64_t key_bytes;       /* their label bytes (keys) */
 	unsigned ncells;
 	char *signature;
 	/* per family of the set (by its bit), single writer, read by scrapes */

@@ -30,6 +30,10 @@
 #include "ingest/wire.h"
 
 #define KEY_MAX (64 * 1024)
+/* The series limit N bounds a table's label bytes too, to N times this:
+ * producers choose label values, up to KEY_MAX a label set, and N such
+ * sets would be gigabytes. Istio's labels take a few hundred bytes. */
+#define SERIES_KEY_AVG 1024
 #define BIND_MAX (16 * 1024)
 /* A record whose memo key would be longer is not remembered (keys are
  * about 300 bytes with the user's config), and a shard's keys take at
@@ -285,6 +289,7 @@ static struct row *insert(struct series *se, uint64_t h, const uint8_t *key,
 	memcpy((uint8_t *)&r->cells[se->ncells], key, klen);
 	put(se->arr, r);
 	se->n++;
+	se->key_bytes += klen;
 	return r;
 }
 
@@ -1316,7 +1321,9 @@ static void process(struct shard_state *s, struct attr_table *t,
 		 * it is stored here too, or its series would miss these
 		 * records. Whether one is may change with every record, so
 		 * with other shards an overflow is not remembered. */
-		if (!r && se->n >= series_limit &&
+		if (!r &&
+		    (se->n >= series_limit ||
+		     se->key_bytes + klen > series_limit * SERIES_KEY_AVG) &&
 		    !held_elsewhere(s, e, d, h, x->x.key, klen)) {
 			count_overflow(se, ds, vok);
 			x->cap_st[d] = MEMO_OVERFLOW;
@@ -1641,7 +1648,7 @@ bool state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 	for (size_t d = 0; d < p->ndimsets; d++) {
 		struct series *se = s->series[d];
 		struct table_array *old = se->arr;
-		uint64_t idle = 0, fam_dead[64] = {0};
+		uint64_t idle = 0, key_bytes = 0, fam_dead[64] = {0};
 		for (uint64_t i = 0; i <= old->mask; i++) {
 			struct row *r = old->slot[i];
 			idle += r && now_ns - r->last_ns > p->expiry_ns;
@@ -1664,6 +1671,7 @@ bool state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 			if (t != NOWHERE && now_ns - t <= p->expiry_ns)
 				continue; /* live in another shard */
 			dr->r[dr->n++] = r;
+			key_bytes += r->key_len;
 			uint64_t last = r->touched & ~others;
 			for (unsigned k = 0; k < 64; k++)
 				fam_dead[k] += (last >> k) & 1;
@@ -1691,6 +1699,7 @@ bool state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 		__atomic_store_n(&se->arr, a, __ATOMIC_RELEASE);
 		epoch_retire(e, rl, free_dead_rows, dr);
 		se->n -= dr->n;
+		se->key_bytes -= key_bytes;
 		/* Remembered records may point at the rows just retired. */
 		struct state_ext *x = (struct state_ext *)s;
 		if (p->memo_ok)

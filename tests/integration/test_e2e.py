@@ -665,6 +665,22 @@ def labels_that_fill_the_key_fail_the_next_one(build):
         mt.check(got == [{"p1": "/short", "p2": "/short", "ua": "curl"}], f"{got}")
 
 
+def the_series_limit_bounds_label_bytes_too(build):
+    """--series-limit 4 allows 4 KiB of label values a table: one label
+    set of two 1,500-byte paths fits, a second does not (counted, not
+    stored), a short one still does."""
+    with mt.with_config(build, LONG_LABELS, "--series-limit", "4", "--shards", "1") as m:
+        records = [{"request.path": "/" + c * 1499, "request.useragent": "u"} for c in "abc"]
+        records.append({"request.path": "/short", "request.useragent": "curl"})
+        send(build, m, records)
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == 4)
+        ms = m.metrics()
+        mt.check(mt.value(ms, "mixd_series", family="istio_long_total") == 2)
+        mt.check(mt.value(ms, "mixd_series_overflow_total", family="istio_long_total") == 2)
+        got = sorted(d["p1"][:2] for d in mt.series(m, "istio_long_total"))
+        mt.check(got == ["/a", "/s"], f"{got}")
+
+
 NAN_HISTOGRAM = """\
 apiVersion: "config.istio.io/v1alpha2"
 kind: metric
@@ -1062,6 +1078,7 @@ if __name__ == "__main__":
         a_nan_observation_counts_only_in_the_inf_bucket,
         label_values_are_written_as_mixers_adapter_wrote_them,
         the_series_limit_bounds_memory,
+        the_series_limit_bounds_label_bytes_too,
         a_real_prometheus_scrapes_mixd,
         a_real_prometheus_takes_a_large_gzipped_scrape,
         check_config_prints_the_summary,
