@@ -643,16 +643,23 @@ static enum ingest_reject empty_record(void *ctx, const uint8_t *p,
 	return INGEST_REJ_NONE;
 }
 
-static void tpl_values_are_what_the_ring_carries(void **state)
+/* A socket server on sock_path whose stream records go to @cap's queue. */
+static struct ingest_server *capture_server(struct capture *cap)
 {
-	struct capture cap = {.mu = PTHREAD_MUTEX_INITIALIZER};
-	assert_int_equal(ingest_ring_create_queue(1u << 16, &cap.queue), 0);
+	assert_int_equal(ingest_ring_create_queue(1u << 16, &cap->queue), 0);
 	struct ingest_sink sink = {cap_attached, cap_closed, cap_queue,
-				   cap_kick, &cap};
+				   cap_kick, cap};
 	struct ingest_server *srv;
 	char err[256];
 	if (ingest_server_start(sock_path, &sink, 0, &srv, err, sizeof err))
 		fail_msg("%s", err);
+	return srv;
+}
+
+static void tpl_values_are_what_the_ring_carries(void **state)
+{
+	struct capture cap = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	struct ingest_server *srv = capture_server(&cap);
 
 	struct attr_vocab *vocab = attr_vocab_create();
 	struct tpl_check check = {
@@ -837,13 +844,7 @@ static enum ingest_reject setter_record(void *ctx, const uint8_t *p,
 static void bytes_and_typed_strings_are_what_the_ring_carries(void **state)
 {
 	struct capture cap = {.mu = PTHREAD_MUTEX_INITIALIZER};
-	assert_int_equal(ingest_ring_create_queue(1u << 16, &cap.queue), 0);
-	struct ingest_sink sink = {cap_attached, cap_closed, cap_queue,
-				   cap_kick, &cap};
-	struct ingest_server *srv;
-	char err[256];
-	if (ingest_server_start(sock_path, &sink, 0, &srv, err, sizeof err))
-		fail_msg("%s", err);
+	struct ingest_server *srv = capture_server(&cap);
 	struct attr_vocab *vocab = attr_vocab_create();
 	struct setter_check check = {
 		.vocab = vocab,
