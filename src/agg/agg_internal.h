@@ -229,7 +229,11 @@ enum memo_st {
 struct memo_ent {
 	uint32_t gen;   /* valid while it equals the memo's */
 	uint32_t tick;  /* last use, for the victim choice */
-	uint32_t key_len, key_cap;
+	uint16_t key_len, key_cap; /* a key is at most MEMO_KEY_LIMIT */
+	/* A set that overflowed the series limit when the entry was made:
+	 * the aggregator's rows_added then (odd: never 0); 0 when none did.
+	 * A row added anywhere since may be its label set (series.c). */
+	uint32_t overflow_gen;
 	/* The Marathon snapshot the entry was last known right under, and
 	 * the fingerprint of the resolver's answers for the record then. */
 	uint64_t snap_gen;
@@ -336,9 +340,12 @@ static inline void memo_prefetch_entry(const struct memo *m, uint64_t h)
 		}
 }
 
+/** The longest key the memo keeps. */
+#define MEMO_KEY_LIMIT UINT16_MAX
+
 /** An entry for a key (recycling its buckets' least recently used one),
- *  or NULL on ENOMEM or when its key would exceed the key budget; the
- *  caller fills rows, st and hits. */
+ *  or NULL on ENOMEM, for a key over MEMO_KEY_LIMIT, or when its key would
+ *  exceed the key budget; the caller fills rows, st and hits. */
 struct memo_ent *memo_claim(struct memo *m, uint64_t h, const uint8_t *key,
 			    uint32_t len);
 
@@ -556,6 +563,7 @@ struct agg {
 	/* The installed plan: an atomic pointer holding one reference. */
 	struct agg_plan *plan;
 	uint64_t generation;             /* atomic */
+	uint64_t rows_added; /* atomic: rows any shard inserted, ever */
 	pthread_mutex_t ctl_lock;       /* agg_set_config callers */
 	/* One shard's expiry pass at a time (series.c, state_expire()):
 	 * each decides what the others hold; a shard that finds it taken

@@ -141,6 +141,8 @@ struct memo_ent *memo_claim(struct memo *m, uint64_t h, const uint8_t *key,
 		}
 	}
 	struct memo_tag *tg = &m->tags[vi];
+	if (len > MEMO_KEY_LIMIT)
+		return NULL;
 	if (v->key_cap < len) {
 		/* Producers choose the keys' sizes: the budget bounds them. */
 		if (m->key_bytes - v->key_cap + len > m->key_budget)
@@ -150,10 +152,11 @@ struct memo_ent *memo_claim(struct memo *m, uint64_t h, const uint8_t *key,
 			return NULL;
 		m->key_bytes += len - v->key_cap;
 		tg->key = k;
-		v->key_cap = len;
+		v->key_cap = (uint16_t)len;
 	}
 	memcpy(tg->key, key, len);
-	v->key_len = len;
+	v->key_len = (uint16_t)len;
+	v->overflow_gen = 0;
 	if (len > m->key_max)
 		m->key_max = len;
 	tg->hash = h;

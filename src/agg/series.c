@@ -40,6 +40,7 @@
  * most MEMO_KEY_BUDGET bytes: bounded whatever producers send, and room
  * for MEMO_MAX_ENTRIES keys of 500 bytes. */
 #define MEMO_KEY_MAX 1024
+_Static_assert(MEMO_KEY_MAX <= MEMO_KEY_LIMIT, "a memo key fits its entry");
 #define MEMO_KEY_BUDGET (64u << 20)
 /* Memo entries: twice the rows, within these bounds. The memo's memory
  * per entry is about its key (the attributes the config reads, a few
@@ -259,6 +260,17 @@ static int64_t elsewhere_ns(const struct shard_state *s, size_t d, uint64_t h,
 		*touched |= __atomic_load_n(&r->touched, __ATOMIC_ACQUIRE);
 	}
 	return last;
+}
+
+/* The rows the shards have added, ever, as a stamp (odd, so never 0); 0
+ * for a state on its own. A remembered overflow stands while it holds:
+ * a row added since, in any shard, may be the refused label set. */
+static uint32_t rows_gen(const struct shard_state *s)
+{
+	if (!s->peers || s->npeers < 2)
+		return 0;
+	return (uint32_t)__atomic_load_n(&s->peers[s->self].agg->rows_added,
+					 __ATOMIC_ACQUIRE) | 1;
 }
 
 /* Another shard holds label set @key of dimension set @d. */
@@ -503,6 +515,7 @@ struct state_ext {
 	uint16_t *lay_index;      /* LAY_INDEX: id + 1 by content hash; 0 */
 	uint32_t nlay_ids, cap_lay_ids;
 	uint64_t cap_answers; /* run_apas()'s fingerprint of the answers */
+	uint32_t cap_ogen;    /* rows_gen() at a set's overflow; 0: none */
 	uint32_t memo_win, memo_win_hits, memo_aside;
 	const struct attr_value **val_res;
 	uint8_t cap_st[64];
@@ -1137,6 +1150,7 @@ static void remember(struct shard_state *s, struct state_ext *x, uint64_t h,
 		return;
 	e->snap_gen = x->memo_snap;
 	e->answers = x->cap_answers;
+	e->overflow_gen = x->cap_ogen;
 	memcpy(memo_rows(e), x->cap_row, p->ndimsets * sizeof x->cap_row[0]);
 	memcpy(memo_st(m, e), x->cap_st, p->ndimsets);
 	memcpy(memo_hits(m, e), x->cap_hits, p->nfams);
@@ -1205,6 +1219,11 @@ static void process(struct shard_state *s, struct attr_table *t,
 	uint32_t *hits = x->hits;
 	bool any = false;
 
+	/* A refusal at the series limit, with rows added since. */
+	if (me && me->overflow_gen && me->overflow_gen != rows_gen(s)) {
+		memo_drop(me);
+		me = NULL;
+	}
 	/* Made under another snapshot: still right? Once per entry and
 	 * snapshot. */
 	if (me && me->snap_gen != x->memo_snap) {
@@ -1224,6 +1243,7 @@ static void process(struct shard_state *s, struct attr_table *t,
 
 	expr_scratch_begin(sc);
 	x->cap_answers = ANSWERS_NONE;
+	x->cap_ogen = 0;
 	if (p->napas)
 		run_apas(s, x, t, mar);
 
@@ -1319,22 +1339,28 @@ static void process(struct shard_state *s, struct attr_table *t,
 		struct row *r = lookup(se, h, x->x.key, klen);
 		/* At the limit, a label set another shard stores is not new:
 		 * it is stored here too, or its series would miss these
-		 * records. Whether one is may change with every record, so
-		 * with other shards an overflow is not remembered. */
-		if (!r &&
-		    (se->n >= series_limit ||
-		     se->key_bytes + klen > series_limit * SERIES_KEY_AVG) &&
-		    !held_elsewhere(s, e, d, h, x->x.key, klen)) {
+		 * records. A refusal is remembered with the rows' stamp taken
+		 * before looking: a row added since, anywhere, undoes it. */
+		bool full = !r && (se->n >= series_limit ||
+				   se->key_bytes + klen >
+					   series_limit * SERIES_KEY_AVG);
+		uint32_t ogen = full ? rows_gen(s) : 0;
+		if (full && !held_elsewhere(s, e, d, h, x->x.key, klen)) {
 			count_overflow(se, ds, vok);
 			x->cap_st[d] = MEMO_OVERFLOW;
-			if (s->peers && s->npeers > 1)
-				mlen = 0;
+			x->cap_ogen = ogen;
 			continue;
 		}
-		if (!r && !(r = insert(se, h, x->x.key, klen, e, rl))) {
-			count_overflow(se, ds, vok); /* no memory: same */
-			mlen = 0;
-			continue;
+		if (!r) {
+			if (!(r = insert(se, h, x->x.key, klen, e, rl))) {
+				count_overflow(se, ds, vok); /* no memory */
+				mlen = 0;
+				continue;
+			}
+			if (s->peers)
+				__atomic_add_fetch(
+					&s->peers[s->self].agg->rows_added, 1,
+					__ATOMIC_RELEASE);
 		}
 		row_apply(p, ds, r, vok, cnt, val, now_ns);
 		x->cap_st[d] = MEMO_ROW;
@@ -1577,7 +1603,8 @@ enum ingest_reject state_record(struct shard_state *s, struct attr_table *t,
 		const struct lay_ent *le = &x->lay_ids[a->le];
 		mh = a->mh;
 		me = memo_look(x, a->klen, true, mar, &looked, &mh, &mlen);
-		if (me && le->direct && me->snap_gen == x->memo_snap) {
+		if (me && le->direct && me->snap_gen == x->memo_snap &&
+		    !me->overflow_gen) {
 			/* The key walk checked the record: no decoding. */
 			memo_tally(x, true);
 			replay_direct(s, x, me, le, rec, now_ns);

@@ -1090,6 +1090,67 @@ static void test_two_shards_expiring_at_once_count_once(void **state)
 	agg_destroy(a);
 }
 
+/* A record of label set @code (response.code), with headers. */
+static uint32_t code_record(uint8_t *buf, int64_t code)
+{
+	struct wire_writer w;
+	wire_init(&w, buf, RECORD_CAP);
+	put_str(&w, MIXD_ATTR_CONTEXT_PROTOCOL, "http");
+	put_i64(&w, MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64, code);
+	return w.len;
+}
+
+/*
+ * Shard B at the series limit refuses label set Z and remembers that;
+ * once shard A stores Z, B's remembered refusal no longer stands (a row
+ * was added somewhere): B stores Z too, so Z's series has every record.
+ */
+static void test_a_remembered_refusal_ends_when_another_shard_stores_it(void **state)
+{
+	(void)state;
+	struct cfg *c = cfg_load(config_dir(), "default");
+	assert_non_null(c);
+	struct agg *a;
+	struct agg_options o = {.shards = 2, .series_limit = 1};
+	assert_int_equal(agg_create(&o, NULL, &a), 0);
+	assert_int_equal(agg_set_config(a, c), 0);
+	assert_true(a->plan->memo_ok);
+	for (unsigned i = 0; i < 2; i++) {
+		struct shard *sh = &a->shards[i];
+		assert_non_null(sh->state = state_create(a->plan, NULL, &a->epoch,
+							 &sh->retired));
+		sh->state->peers = a->shards;
+		sh->state->npeers = 2;
+		sh->state->self = i;
+	}
+	static struct attr_table t;
+	uint8_t rec[RECORD_CAP];
+	struct shard *sa = &a->shards[0], *sb = &a->shards[1];
+#define ON(sh, code)                                                          \
+	assert_int_equal(state_record((sh)->state, &t, rec,                   \
+				      code_record(rec, code), NULL, 1000, 1,  \
+				      NULL, &a->epoch, &(sh)->retired),       \
+			 INGEST_REJ_NONE)
+	ON(sb, 200); /* B's one label set */
+	ON(sb, 404); /* refused, remembered */
+	uint64_t served, missed;
+	state_memo_stats(sb->state, &served, &missed);
+	ON(sb, 404); /* refused again, from the memo */
+	uint64_t served2, missed2;
+	state_memo_stats(sb->state, &served2, &missed2);
+	assert_int_equal(served2, served + 1);
+	ON(sa, 404); /* A stores it */
+	ON(sb, 404); /* B's refusal does not stand: B stores it too */
+	ON(sb, 404);
+#undef ON
+	size_t d = 0;
+	while (!sb->state->series[d]->n)
+		d++;
+	assert_int_equal(sb->state->series[d]->n, 2);
+	assert_int_equal(sb->state->series[d]->overflow[0], 2);
+	agg_destroy(a);
+}
+
 int main(void)
 {
 	const char *san = getenv("MIXD_SANITIZE");
@@ -1108,6 +1169,7 @@ int main(void)
 		cmocka_unit_test(test_series_limit),
 		cmocka_unit_test(test_expiry),
 		cmocka_unit_test(test_two_shards_expiring_at_once_count_once),
+		cmocka_unit_test(test_a_remembered_refusal_ends_when_another_shard_stores_it),
 		cmocka_unit_test(test_snapshot_swaps),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
