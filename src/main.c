@@ -591,8 +591,8 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 	}
 	family(b, "mixd_instance_errors_total", "counter",
 	       "Records for which an instance's value, a dimension or a "
-	       "logentry's field failed to evaluate (the instance was skipped "
-	       "for that record).");
+	       "logentry's field failed to evaluate, or a logentry's line "
+	       "exceeded 64 KiB (the instance was skipped for that record).");
 	for (size_t f = 0; f < v->nfams; f++) {
 		/* Several families may share an instance: report it once. */
 		bool seen = false;

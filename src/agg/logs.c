@@ -299,6 +299,40 @@ static bool evaluates(const struct agg_plan *p, const struct cfg_expr *e,
 	return e->id < 0 || expr_eval(p->prog, (uint32_t)e->id, t, sc, out) == 0;
 }
 
+/* Entry @l as a JSON line into @o; -1 if a variable failed (nothing of
+ * it is kept). */
+static int format_entry(const struct agg_plan *p, const struct plan_log *l,
+			const struct attr_table *t, struct expr_scratch *sc,
+			const struct attr_value *sev, const struct attr_value *ts,
+			struct out *o)
+{
+	const struct cfg_logentry_inst *le = &l->inst->logentry;
+	struct attr_value v;
+	puts_(o, "{\"level\":\"");
+	puts_(o, level_name(l->stdio, sev));
+	puts_(o, "\",\"time\":");
+	if (le->timestamp.id >= 0)
+		put_value(o, ts);
+	else /* the instance's Timestamp stayed Go's zero time.Time */
+		puts_(o, "\"0001-01-01T00:00:00.000000Z\"");
+	puts_(o, ",\"instance\":");
+	put_json_string(o, l->inst->meta.fqn, strlen(l->inst->meta.fqn));
+
+	for (size_t i = 0; i < l->nvars; i++) {
+		const struct cfg_named_expr *var = l->vars[i];
+		/* Nothing is kept until the line is complete: a failed
+		 * variable drops the entry, as it failed Mixer's instance. */
+		if (expr_eval(p->prog, (uint32_t)var->expr.id, t, sc, &v))
+			return -1;
+		put(o, ",", 1);
+		put_json_string(o, var->name, strlen(var->name));
+		put(o, ":", 1);
+		put_value(o, &v);
+	}
+	puts_(o, "}\n");
+	return 0;
+}
+
 int log_entry(const struct agg_plan *p, const struct plan_log *l,
 	      const struct attr_table *t, struct expr_scratch *sc,
 	      struct log_buf *b)
@@ -325,31 +359,19 @@ int log_entry(const struct agg_plan *p, const struct plan_log *l,
 			log_flush(b);
 		b->fd = l->fd;
 	}
-	struct out o = {b->data + b->len, 0, sizeof b->data - b->len, false};
-	puts_(&o, "{\"level\":\"");
-	puts_(&o, level_name(l->stdio, &sev));
-	puts_(&o, "\",\"time\":");
-	if (le->timestamp.id >= 0)
-		put_value(&o, &ts);
-	else /* the instance's Timestamp stayed Go's zero time.Time */
-		puts_(&o, "\"0001-01-01T00:00:00.000000Z\"");
-	puts_(&o, ",\"instance\":");
-	put_json_string(&o, l->inst->meta.fqn, strlen(l->inst->meta.fqn));
-
-	for (size_t i = 0; i < l->nvars; i++) {
-		const struct cfg_named_expr *var = l->vars[i];
-		/* Nothing is kept until the line is complete: a failed
-		 * variable drops the entry, as it failed Mixer's instance. */
-		if (expr_eval(p->prog, (uint32_t)var->expr.id, t, sc, &v))
+	/* A line that does not fit after what the buffer holds goes to an
+	 * empty one; only one longer than the whole buffer is not written. */
+	for (;;) {
+		struct out o = {b->data + b->len, 0, sizeof b->data - b->len,
+				false};
+		if (format_entry(p, l, t, sc, &sev, &ts, &o))
 			return -1;
-		put(&o, ",", 1);
-		put_json_string(&o, var->name, strlen(var->name));
-		put(&o, ":", 1);
-		put_value(&o, &v);
+		if (!o.full) {
+			b->len += o.n;
+			return 0;
+		}
+		if (!b->len)
+			return -1;
+		log_flush(b);
 	}
-	puts_(&o, "}\n");
-	if (o.full)
-		return -1;
-	b->len += o.n;
-	return 0;
 }

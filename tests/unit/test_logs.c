@@ -270,6 +270,48 @@ static void test_strings_escaped_as_zap_did(void **state)
 	teardown(f);
 }
 
+/* Whether an entry is written does not depend on what the buffer holds:
+ * one that does not fit after what is there goes to an empty buffer. A
+ * line longer than the whole buffer is not written (counted). */
+static void test_a_long_entry_after_another_is_written(void **state)
+{
+	struct fixture *f = setup("");
+	static char big[40001];
+	(void)state;
+	memset(big, 'x', sizeof big - 1);
+	attr_table_clear(&f->t);
+	set(f, "t.d", (struct attr_value){.type = ATTR_DOUBLE, .d = 1});
+	set(f, "t.ts", (struct attr_value){.type = ATTR_TIMESTAMP, .i = T0});
+	set(f, "t.ip", (struct attr_value){.type = ATTR_IP, .len = 4});
+	for (size_t n = 30000; n <= 40000; n += 10000) {
+		set_str(f, "t.s", big, n);
+		expr_scratch_begin(f->sc);
+		assert_int_equal(log_entry(f->plan, &f->plan->logs[0], &f->t,
+					   f->sc, &f->buf),
+				 0);
+	}
+	log_flush(&f->buf);
+	FILE *in = fopen(f->log, "r");
+	assert_non_null(in);
+	size_t lines = 0, bytes = 0;
+	int c;
+	while ((c = fgetc(in)) != EOF) {
+		lines += c == '\n';
+		bytes++;
+	}
+	fclose(in);
+	assert_int_equal(lines, 2);
+	assert_true(bytes > 70000);
+	/* 12,000 control bytes: 72,000 escaped, more than the buffer */
+	static char ctl[12001];
+	memset(ctl, 1, sizeof ctl - 1);
+	set_str(f, "t.s", ctl, sizeof ctl - 1);
+	expr_scratch_begin(f->sc);
+	assert_int_equal(
+		log_entry(f->plan, &f->plan->logs[0], &f->t, f->sc, &f->buf), -1);
+	teardown(f);
+}
+
 /* Without severityLevels, the adapter's default map: exact spellings
  * only, anything else info. outputLevel ERROR drops nothing. */
 static void test_default_severity_levels(void **state)
@@ -444,6 +486,7 @@ int main(void)
 		cmocka_unit_test(test_values_as_zap_wrote_them),
 		cmocka_unit_test(test_timestamps_have_six_fraction_digits),
 		cmocka_unit_test(test_strings_escaped_as_zap_did),
+		cmocka_unit_test(test_a_long_entry_after_another_is_written),
 		cmocka_unit_test(test_default_severity_levels),
 		cmocka_unit_test(
 			test_given_severity_levels_replace_the_default),
