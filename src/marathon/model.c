@@ -127,14 +127,19 @@ static enum mar_event status_update(struct mar_model *m, const cJSON *d)
 		return MAR_EV_MALFORMED;
 	cJSON *app = find_by_id(m->apps, aid);
 	if (!app && find_by_id(m->pods, aid)) {
-		/* A pod's task (its appId is the pod id): nothing to apply.
-		 * The snapshot reads no task state of a pod, only its
-		 * instances' status, addresses and endpoints, which only
-		 * /v2/pods/::status has; and Marathon sends an
-		 * instance_changed_event whenever an instance's condition
-		 * changes (a new instance's first, a terminal one's last),
-		 * which instance_changed() applies or resyncs for. A resync
-		 * here would cost a full sync per pod task update. */
+		/* A pod's task (its appId is the pod id). The snapshot reads
+		 * no task state of a pod, only its instances' status,
+		 * addresses and endpoints, which only /v2/pods/::status has;
+		 * Marathon sends an instance_changed_event whenever an
+		 * instance's condition changes, which instance_changed()
+		 * applies or resyncs for. But a new instance's first one
+		 * comes while it is staging, before a container network has
+		 * given it an address, and the instance is known after that
+		 * sync, so nothing else would fetch its address: a task
+		 * running is the moment to. Other updates change nothing (a
+		 * resync for each would cost a full sync per update). */
+		if (strcmp(st, "TASK_RUNNING") == 0)
+			m->need_resync = true;
 		return MAR_EV_STATUS_UPDATE;
 	}
 	if (!app) {
