@@ -198,11 +198,14 @@ struct mar_resolver {
 	bool stream_up, stream_done;
 	CURLcode stream_code;
 	/* The status of the stream's last response (after redirects) once
-	 * its headers ended; 0: none yet. 200 is "attached": Marathon
-	 * subscribes the stream before it answers, so an event from then on
-	 * reaches us, and the sync that follows cannot miss one. */
+	 * its headers ended; 0: none yet. 200 is not yet "attached": Marathon
+	 * answers first, then an actor subscribes the stream, whose first
+	 * event is event_stream_attached (stream_subscribed); only after it
+	 * can the sync that follows miss no event. */
 	long stream_status;
 	bool stream_attached;
+	bool stream_subscribed;
+	int64_t stream_answered_ns; /* when the 200 came */
 	char stream_errbuf[CURL_ERROR_SIZE]; /* the sync has its own */
 	bool stream_got_bytes;
 	int64_t stream_last_byte_ns, stream_started_ns;
@@ -673,6 +676,9 @@ static void on_event(void *ctx, const char *type, size_t tl,
 		     const char *data, size_t dl)
 {
 	struct mar_resolver *r = ctx;
+	static const char attached[] = "event_stream_attached";
+	if (tl == sizeof attached - 1 && !memcmp(type, attached, tl))
+		r->stream_subscribed = true;
 	if (r->syncing)
 		hold(&r->held, type, tl, data, dl);
 	else
@@ -689,6 +695,7 @@ static size_t stream_header(char *p, size_t sz, size_t n, void *ud)
 		curl_easy_getinfo(r->stream_h, CURLINFO_RESPONSE_CODE, &code);
 		r->stream_status = code;
 		r->stream_attached = code == 200;
+		r->stream_answered_ns = mar_now_ns();
 	}
 	return sz * n;
 }
@@ -1011,6 +1018,7 @@ static int stream_start(struct mar_resolver *r)
 	r->stream_errbuf[0] = 0;
 	r->stream_status = 0;
 	r->stream_attached = false;
+	r->stream_subscribed = false;
 	r->stream_done = false;
 	r->stream_got_bytes = false;
 	r->stream_last_byte_ns = r->stream_started_ns = mar_now_ns();
@@ -1078,13 +1086,21 @@ static bool stream_dead(struct mar_resolver *r)
 	return true;
 }
 
-/* Wait for Marathon to answer the stream just started: true once it has
- * (200), false when it failed (counted and logged) or stop was asked. */
+/* How long after its 200 a stream may take to send event_stream_attached
+ * (a Marathon that filters it out, or never sends it, is waited for no
+ * longer: the sync then runs with the window the event would close). */
+#define SUBSCRIBE_WAIT_NS (2 * 1000000000ll)
+
+/* Wait for Marathon to subscribe the stream just started: true once it
+ * has (event_stream_attached, or SUBSCRIBE_WAIT_NS after its 200), false
+ * when it failed (counted and logged) or stop was asked. */
 static bool stream_attach(struct mar_resolver *r)
 {
 	while (!stopping(r)) {
 		drive(r, TICK_MS);
-		if (r->stream_attached) {
+		if (r->stream_attached &&
+		    (r->stream_subscribed ||
+		     mar_now_ns() - r->stream_answered_ns >= SUBSCRIBE_WAIT_NS)) {
 			if (r->stream_episode) {
 				r->stream_episode = 0;
 				logf_(r, "event stream from %s attached again",

@@ -27,10 +27,11 @@ Commands ({"cmd": ...}):
   mode {mode}                ok | 401 | 500 | malformed | truncated
   events_mode {mode}         ok | 403 | 500: /v2/events alone (an account
                              that may read apps but not events)
-  attach_delay {seconds, apps}  the next event stream is subscribed and
-                             answered that much later (a busy leader);
-                             apps, if given, replace the state just
-                             before: a change whose event no stream saw
+  attach_delay {seconds, apps}  the next event stream is answered (200)
+                             at once but subscribed that much later (a
+                             busy leader); apps, if given, replace the
+                             state just before: a change whose event no
+                             stream saw
   delay {seconds}            wait that long before answering /v2/apps
   pad {bytes}                /v2/apps answers carry that many more bytes
                              (JSON whitespace): a large cluster's body
@@ -248,20 +249,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         with st.lock:
             delay, st.attach_delay = st.attach_delay, None
-        if delay:
-            time.sleep(float(delay.get("seconds", 0)))
-            if "apps" in delay:
-                with st.lock:
-                    st.apps = delay["apps"]
-        with st.lock:
-            st.stream_filters.append(sorted(wanted))
         q = queue.Queue()
-        with st.lock:
-            st.streams.append(q)
         try:
+            # As Marathon: Jetty answers 200 at once; then an actor
+            # subscribes the stream, and event_stream_attached is its
+            # first event (what comes before that, no stream sees).
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
+            self.wfile.flush()
+            if delay:
+                time.sleep(float(delay.get("seconds", 0)))
+                if "apps" in delay:
+                    with st.lock:
+                        st.apps = delay["apps"]
+            with st.lock:
+                st.stream_filters.append(sorted(wanted))
+                st.streams.append(q)
             att = {"remoteAddress": "127.0.0.1",
                    "eventType": "event_stream_attached",
                    "timestamp": "2019-05-01T10:00:00.000Z"}
