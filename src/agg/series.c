@@ -598,6 +598,22 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 	if (old)
 		memcpy(x->memo_count, ((const struct state_ext *)old)->memo_count,
 		       sizeof x->memo_count);
+	/* So do the instance errors (counters must not reset on a reload):
+	 * a family's by its name, a logentry's by its instance's, all of an
+	 * old instance's on the new plan's first log of it. */
+	for (size_t f = 0; old && f < plan->nfams; f++)
+		for (size_t g = 0; g < old->plan->nfams; g++)
+			if (!strcmp(plan->fams[f].name, old->plan->fams[g].name)) {
+				s->inst_errors[f] = old->inst_errors[g];
+				break;
+			}
+	for (size_t g = 0; old && g < old->plan->nlogs; g++)
+		for (size_t l = 0; l < plan->nlogs; l++)
+			if (!strcmp(plan->logs[l].inst->meta.fqn,
+				    old->plan->logs[g].inst->meta.fqn)) {
+				s->log_errors[l] += old->log_errors[g];
+				break;
+			}
 	if (plan->memo_ok) {
 		if (!(x->val_res = res_array(plan->val_plan)) ||
 		    memo_init(&x->memo, (unsigned)plan->ndimsets,

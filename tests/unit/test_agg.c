@@ -761,8 +761,9 @@ static void test_view_counts(void **state)
 }
 
 /* Two reloads while a scrape holds the epoch: both old states are freed
- * by one poll, the newer first. The older one gave its series to the
- * newer, which frees them; the older must not look at them then. */
+ * by one poll, the newer first. The older one gave its series (and its
+ * error counts) to the newer, which frees them; the older must not look
+ * at them then. */
 static void test_two_states_freed_in_one_poll(void **state)
 {
 	(void)state;
@@ -782,6 +783,13 @@ static void test_two_states_freed_in_one_poll(void **state)
 	struct shard_state *s2 = state_create(s1->plan, s1, e, rl);
 	assert_non_null(s2);
 	assert_ptr_equal(s2->series[0], s1->series[0]);
+	/* and its instance errors go on (counters must not reset) */
+	uint64_t errs = 0;
+	for (size_t f = 0; f < s1->plan->nfams; f++) {
+		assert_int_equal(s2->inst_errors[f], s1->inst_errors[f]);
+		errs += s1->inst_errors[f];
+	}
+	assert_true(errs > 0);
 	state_retire(s1, e, rl);
 	/* a config whose sets all changed (a fresh state): s2's go */
 	struct shard_state *s3 = state_create(s2->plan, NULL, e, rl);
