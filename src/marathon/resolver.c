@@ -1191,6 +1191,12 @@ static void *thread_main(void *arg)
 					continue; /* stop, or new settings */
 				ai = (ai + 1) % r->s.n_addrs;
 			}
+			/* A stream refused for another reason than the
+			 * account (a standby's or an electing leader's 503)
+			 * is asked of the next Marathon. */
+			if (!attached && r->stream_status >= 400 &&
+			    r->stream_status != 401 && r->stream_status != 403)
+				ai = (ai + 1) % r->s.n_addrs;
 			if (!attached || !synced) {
 				/* Retry (the stream, or the next address) with
 				 * the backoff: a refusal is not news every

@@ -1892,6 +1892,28 @@ static void test_pod_task_status_update_no_sync(void **st)
 	standin_stop(&s);
 }
 
+/* A Marathon whose event stream answers 500 (a standby's or an electing
+ * leader's answer) while its apps answer: the stream is asked of the
+ * next Marathon, not polled from the first for ever. */
+static void test_a_stream_refused_by_one_marathon_is_asked_of_the_next(void **st)
+{
+	struct standin a, b;
+	standin_start(&a, FIXTURE_ARGS " --heartbeat 0.2");
+	standin_start(&b, FIXTURE_ARGS " --heartbeat 0.2");
+	standin_cmd0(&a, "{\"cmd\":\"events_mode\",\"mode\":\"500\"}");
+	char addrs[64];
+	snprintf(addrs, sizeof addrs, "127.0.0.1:%d,127.0.0.1:%d", a.port,
+		 b.port);
+	struct mar_options o = fast_options(addrs);
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	WAIT_UNTIL(stats(r).synced && standin_requests(&b, "/v2/events") > 0,
+		   10000);
+	mar_resolver_stop(r);
+	standin_stop(&a);
+	standin_stop(&b);
+}
+
 static void test_options(void **st)
 {
 	struct cfg_handler h;
@@ -2065,6 +2087,7 @@ int main(void)
 		cmocka_unit_test(test_sync_body_not_kept_after_sync),
 		cmocka_unit_test(test_slow_sync_body_is_not_cut),
 		cmocka_unit_test(test_pod_task_status_update_no_sync),
+		cmocka_unit_test(test_a_stream_refused_by_one_marathon_is_asked_of_the_next),
 		cmocka_unit_test(test_threaded_readers_across_swaps),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
