@@ -103,9 +103,15 @@ struct mar_options {
 	int64_t backoff_max_ns; /**< delay cap (doubling); default 30 s */
 	/** A full sync request fails when it moves under 1 KiB/s (no answer
 	 *  yet, or a stalled body) for this long; default 60 s. The whole
-	 *  request has no limit: a large body arriving steadily is never
-	 *  cut. (Connecting has its own 5 s.) */
+	 *  request's limit is sync_limit_ns: a large body arriving steadily
+	 *  is not cut. (Connecting has its own 5 s.) */
 	int64_t request_timeout_ns;
+	/** The longest a full sync request may take however steadily it
+	 *  moves, so that a Marathon trickling its answer cannot hold the
+	 *  resolver (no failover, nothing published) for hours; past it the
+	 *  sync fails and the next address is tried; default 15 min, some
+	 *  ten times what 100,000 tasks take on a slow link. */
+	int64_t sync_limit_ns;
 	/** An event that cannot be applied in place (a new pod instance, a
 	 *  deployment) schedules a full resync this much later, so a burst
 	 *  costs one; default 1 s. */

@@ -156,6 +156,7 @@ struct settings {
 	char *user, *password, *token, *token_file, *ca_file;
 	int64_t refresh_ns, stream_timeout_ns, backoff_min_ns, backoff_max_ns;
 	int64_t request_timeout_ns, resync_delay_ns, publish_interval_ns;
+	int64_t sync_limit_ns;
 };
 
 struct mar_resolver {
@@ -828,16 +829,20 @@ static enum mar_sync_result get(struct mar_resolver *r, const char *base,
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->hdrs);
 	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
-	/* No limit on the whole request: /v2/apps?embed=apps.tasks is over
-	 * 100 MiB at 100,000 tasks, and a fixed limit that a big cluster's
-	 * answer outgrows fails every retry alike, so that Marathon never
-	 * syncs. A steadily arriving body takes what it takes; what fails is
+	/* No tight limit on the whole request: /v2/apps?embed=apps.tasks is
+	 * over 100 MiB at 100,000 tasks, and a fixed limit that a big
+	 * cluster's answer outgrows fails every retry alike, so that Marathon
+	 * never syncs. A steadily arriving body takes what it takes; what fails is
 	 * one that stops moving (no answer yet, or a stalled one). curl
 	 * counts in whole seconds: at least one. */
 	long stall_s =
 		(long)((r->s.request_timeout_ns + 999999999) / 1000000000);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, (long)SYNC_LOW_SPEED);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, stall_s > 0 ? stall_s : 1L);
+	/* ... up to a limit of its own, far above what a working one takes
+	 * (mar_options.sync_limit_ns). */
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
+			 (long)(r->s.sync_limit_ns / 1000000));
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &r->body);
 	r->body.len = 0;
@@ -1362,6 +1367,7 @@ static int settings_parse(struct mar_resolver *r, struct settings *st,
 	st->request_timeout_ns = dflt(o->request_timeout_ns, 60000000000ll);
 	st->resync_delay_ns = dflt(o->resync_delay_ns, 1000000000ll);
 	st->publish_interval_ns = dflt(o->publish_interval_ns, 100000000ll);
+	st->sync_limit_ns = dflt(o->sync_limit_ns, 15 * 60 * 1000000000ll);
 	return 0;
 }
 
@@ -1388,7 +1394,8 @@ static bool settings_equal(const struct settings *a, const struct settings *b)
 	       a->backoff_max_ns == b->backoff_max_ns &&
 	       a->request_timeout_ns == b->request_timeout_ns &&
 	       a->resync_delay_ns == b->resync_delay_ns &&
-	       a->publish_interval_ns == b->publish_interval_ns;
+	       a->publish_interval_ns == b->publish_interval_ns &&
+	       a->sync_limit_ns == b->sync_limit_ns;
 }
 
 int mar_resolver_start(const struct mar_options *o, struct mar_resolver **out)

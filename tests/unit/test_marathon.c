@@ -1809,10 +1809,11 @@ static void test_sync_body_not_kept_after_sync(void **st)
 	standin_stop(&s);
 }
 
-/* A full sync has no overall time limit: a body arriving steadily for
- * longer than request_timeout is taken whole (a fixed limit failed every
- * try of a cluster whose answer outgrew it); one that stops arriving
- * fails after request_timeout without progress. */
+/* A full sync's overall limit is far above request_timeout: a body
+ * arriving steadily for longer than request_timeout is taken whole (a
+ * fixed limit failed every try of a cluster whose answer outgrew it), up
+ * to sync_limit; one that stops arriving fails after request_timeout
+ * without progress. */
 static void test_slow_sync_body_is_not_cut(void **st)
 {
 	struct standin s;
@@ -1830,6 +1831,15 @@ static void test_slow_sync_body_is_not_cut(void **st)
 	assert_true(dst_is(rd, REVIEWS_POD, "reviews-v2"));
 	assert_int_equal(stats(r).tasks, 5);
 	mar_reader_destroy(rd);
+	mar_resolver_stop(r);
+
+	/* But not for ever: past sync_limit (here 1.5 s), however steadily
+	 * it moves, it fails and is tried again. */
+	struct mar_options capped = o;
+	capped.sync_limit_ns = 1500 * MS;
+	assert_int_equal(mar_resolver_start(&capped, &r), 0);
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_ERROR] >= 1, 10000);
+	assert_false(stats(r).synced);
 	mar_resolver_stop(r);
 
 	/* A body that stalls after 200 bytes fails the sync. (A new
