@@ -1016,6 +1016,27 @@ static void test_layout_records_same_as_without_memo(void **state)
 	as_layouts = false;
 }
 
+/* Two shards of the seed's config, driven from this thread, each
+ * knowing the other (as shard.c sets them up), at series limit @limit. */
+static struct agg *two_shards(uint64_t limit)
+{
+	struct cfg *c = cfg_load(config_dir(), "default");
+	assert_non_null(c);
+	struct agg *a;
+	struct agg_options o = {.shards = 2, .series_limit = limit};
+	assert_int_equal(agg_create(&o, NULL, &a), 0);
+	assert_int_equal(agg_set_config(a, c), 0);
+	for (unsigned i = 0; i < 2; i++) {
+		struct shard *sh = &a->shards[i];
+		assert_non_null(sh->state = state_create(a->plan, NULL, &a->epoch,
+							 &sh->retired));
+		sh->state->peers = a->shards;
+		sh->state->npeers = 2;
+		sh->state->self = i;
+	}
+	return a;
+}
+
 /*
  * Two shards hold the same label sets, all idle, and expire at the same
  * moment: each label set is removed from both and counted expired once,
@@ -1043,21 +1064,8 @@ static void test_two_shards_expiring_at_once_count_once(void **state)
 {
 	(void)state;
 	enum { SETS = 30000 };
-	struct cfg *c = cfg_load(config_dir(), "default");
-	assert_non_null(c);
-	struct agg *a;
-	struct agg_options o = {.shards = 2, .series_limit = 100000};
-	assert_int_equal(agg_create(&o, NULL, &a), 0);
-	assert_int_equal(agg_set_config(a, c), 0);
+	struct agg *a = two_shards(100000);
 	a->plan->expiry_ns = 1000000000;
-	for (unsigned i = 0; i < 2; i++) {
-		struct shard *sh = &a->shards[i];
-		assert_non_null(sh->state = state_create(a->plan, NULL, &a->epoch,
-							 &sh->retired));
-		sh->state->peers = a->shards;
-		sh->state->npeers = 2;
-		sh->state->self = i;
-	}
 	static struct attr_table t;
 	uint8_t rec[RECORD_CAP];
 	for (int k = 0; k < SETS; k++) {
@@ -1116,21 +1124,8 @@ static uint32_t code_record(uint8_t *buf, int64_t code)
 static void test_a_remembered_refusal_ends_when_another_shard_stores_it(void **state)
 {
 	(void)state;
-	struct cfg *c = cfg_load(config_dir(), "default");
-	assert_non_null(c);
-	struct agg *a;
-	struct agg_options o = {.shards = 2, .series_limit = 1};
-	assert_int_equal(agg_create(&o, NULL, &a), 0);
-	assert_int_equal(agg_set_config(a, c), 0);
+	struct agg *a = two_shards(1);
 	assert_true(a->plan->memo_ok);
-	for (unsigned i = 0; i < 2; i++) {
-		struct shard *sh = &a->shards[i];
-		assert_non_null(sh->state = state_create(a->plan, NULL, &a->epoch,
-							 &sh->retired));
-		sh->state->peers = a->shards;
-		sh->state->npeers = 2;
-		sh->state->self = i;
-	}
 	static struct attr_table t;
 	uint8_t rec[RECORD_CAP];
 	struct shard *sa = &a->shards[0], *sb = &a->shards[1];
