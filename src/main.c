@@ -593,34 +593,28 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 	       "Records for which an instance's value, a dimension or a "
 	       "logentry's field failed to evaluate, or a logentry's line "
 	       "exceeded 64 KiB (the instance was skipped for that record).");
-	for (size_t f = 0; f < v->nfams; f++) {
-		/* Several families may share an instance: report it once. */
+	/* Per instance: families and rules may share one, so each name is
+	 * reported once, its errors summed. */
+	size_t ni = v->nfams + v->nlogs;
+	struct agg_view_log *inst = malloc((ni + 1) * sizeof *inst);
+	for (size_t i = 0; inst && i < ni; i++)
+		inst[i] = i < v->nfams ? (struct agg_view_log){v->fams[i].instance,
+							       v->fams[i].errors}
+				       : v->logs[i - v->nfams];
+	for (size_t i = 0; inst && i < ni; i++) {
 		bool seen = false;
 		uint64_t n = 0;
-		for (size_t g = 0; g < v->nfams; g++) {
-			if (strcmp(v->fams[g].instance, v->fams[f].instance))
+		for (size_t k = 0; k < ni; k++) {
+			if (strcmp(inst[k].instance, inst[i].instance))
 				continue;
-			seen |= g < f;
-			n += v->fams[g].errors;
+			seen |= k < i;
+			n += inst[k].errors;
 		}
 		if (!seen)
 			sample1(b, "mixd_instance_errors_total", "instance",
-				v->fams[f].instance, (double)n);
+				inst[i].instance, (double)n);
 	}
-	for (size_t l = 0; l < v->nlogs; l++) {
-		/* Logentries: once per name too (rules may share one). */
-		bool seen = false;
-		uint64_t n = 0;
-		for (size_t k = 0; k < v->nlogs; k++) {
-			if (strcmp(v->logs[k].instance, v->logs[l].instance))
-				continue;
-			seen |= k < l;
-			n += v->logs[k].errors;
-		}
-		if (!seen)
-			sample1(b, "mixd_instance_errors_total", "instance",
-				v->logs[l].instance, (double)n);
-	}
+	free(inst);
 	family(b, "mixd_scrape_duration_seconds", "gauge",
 	       "Time the last complete scrape of the Prometheus port took, "
 	       "from the request to its last byte rendered (the body is "

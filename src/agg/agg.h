@@ -130,7 +130,7 @@ struct agg_view_family {
 	uint64_t errors;        /**< records whose value or labels failed */
 };
 
-/** A logentry instance a stdio handler writes. */
+/** An instance and its errors: a logentry a stdio handler writes. */
 struct agg_view_log {
 	const char *instance;   /**< fully qualified instance name */
 	uint64_t errors;        /**< entries not written: a field failed */

@@ -91,11 +91,11 @@ struct tl_ring {
 	uint64_t last_send_ns; /* when records were last sent */
 	/* Socket transport: the drops mixd has been told of (counts frames
 	 * sent whole; atomic, flush reads them), and the counts frame being
-	 * sent (counts_len 0: none) with what it tells. */
+	 * sent, when counts_on. */
 	uint64_t told_dropped, told_invalid;
 	uint8_t counts[MIXD_FRAME_HDR + sizeof(struct mixd_frame_counts)];
-	uint32_t counts_len, counts_off;
-	struct mixd_frame_counts counts_tell;
+	bool counts_on;
+	uint32_t counts_off;
 	int linked; /* atomic: sock is connected (flush reads it) */
 };
 
@@ -1289,7 +1289,7 @@ static void disconnect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
 	 * mixd discards the partial one with the connection. A counts frame
 	 * is made again, with what is untold by then. */
 	r->send_part = 0;
-	r->counts_len = 0;
+	r->counts_on = false;
 	/* A connection that lasted starts the backoff over; one that mixd
 	 * dropped at once (it refused the ring, say) backs off as a failed
 	 * connect does, or every thread would reconnect 100 times a second
@@ -1326,8 +1326,9 @@ static ssize_t send_some(struct tl_ring *r, const void *p, size_t n)
 static int tell_counts(struct tl_ring *r)
 {
 	struct mixd_ring_hdr *h = r->prod.hdr;
-	if (!r->counts_len) {
-		struct mixd_frame_counts fc = {
+	struct mixd_frame_counts fc;
+	if (!r->counts_on) {
+		fc = (struct mixd_frame_counts){
 			ring_load_relaxed(&h->prod.dropped) - r->told_dropped,
 			ring_load_relaxed(&h->prod.invalid) - r->told_invalid,
 		};
@@ -1336,22 +1337,20 @@ static int tell_counts(struct tl_ring *r)
 		uint32_t fh[2] = {sizeof fc, MIXD_FRAME_COUNTS};
 		memcpy(r->counts, fh, sizeof fh);
 		memcpy(r->counts + sizeof fh, &fc, sizeof fc);
-		r->counts_tell = fc;
-		r->counts_len = sizeof r->counts;
+		r->counts_on = true;
 		r->counts_off = 0;
 	}
-	while (r->counts_off < r->counts_len) {
+	while (r->counts_off < sizeof r->counts) {
 		ssize_t n = send_some(r, r->counts + r->counts_off,
-				      r->counts_len - r->counts_off);
+				      sizeof r->counts - r->counts_off);
 		if (n <= 0)
 			return n < 0 ? -1 : 1;
 		r->counts_off += (uint32_t)n;
 	}
-	ring_store_relaxed(&r->told_dropped,
-			   r->told_dropped + r->counts_tell.dropped);
-	ring_store_relaxed(&r->told_invalid,
-			   r->told_invalid + r->counts_tell.invalid);
-	r->counts_len = 0;
+	memcpy(&fc, r->counts + MIXD_FRAME_HDR, sizeof fc); /* what it told */
+	ring_store_relaxed(&r->told_dropped, r->told_dropped + fc.dropped);
+	ring_store_relaxed(&r->told_invalid, r->told_invalid + fc.invalid);
+	r->counts_on = false;
 	return 0;
 }
 
@@ -1365,7 +1364,7 @@ static int pump(struct tl_ring *r)
 {
 	struct ring_cons *s = &r->send;
 	/* A counts frame begun goes out whole before any record's byte. */
-	if (r->counts_len) {
+	if (r->counts_on) {
 		int t = tell_counts(r);
 		if (t)
 			return t;

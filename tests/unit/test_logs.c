@@ -134,6 +134,13 @@ static void set_str(struct fixture *f, const char *name, const char *s,
 /* 2019-03-01T10:00:00Z in nanoseconds */
 #define T0 (INT64_C(1551434400) * 1000000000)
 
+/* Format the record in @f->t; log_entry()'s answer. */
+static int format(struct fixture *f)
+{
+	expr_scratch_begin(f->sc);
+	return log_entry(f->plan, &f->plan->logs[0], &f->t, f->sc, &f->buf);
+}
+
 /* One record: every variable but the severity, which @sev sets if given. */
 static void entry(struct fixture *f, double d, const char *sev)
 {
@@ -149,10 +156,7 @@ static void entry(struct fixture *f, double d, const char *sev)
 	set_str(f, "t.s", s, sizeof s - 1);
 	if (sev)
 		set_str(f, "t.sev", sev, strlen(sev));
-	expr_scratch_begin(f->sc);
-	assert_int_equal(
-		log_entry(f->plan, &f->plan->logs[0], &f->t, f->sc, &f->buf),
-		0);
+	assert_int_equal(format(f), 0);
 }
 
 /* The file's lines so far, checked against @want (NULL-terminated). */
@@ -229,10 +233,7 @@ static void test_timestamps_have_six_fraction_digits(void **state)
 	f->buf.len = 0; /* keep only the second */
 	set(f, "t.ts",
 	    (struct attr_value){.type = ATTR_TIMESTAMP, .i = T0 + 123456789});
-	expr_scratch_begin(f->sc);
-	assert_int_equal(
-		log_entry(f->plan, &f->plan->logs[0], &f->t, f->sc, &f->buf),
-		0);
+	assert_int_equal(format(f), 0);
 	expect_lines(f, want);
 	teardown(f);
 }
@@ -262,10 +263,7 @@ static void test_strings_escaped_as_zap_did(void **state)
 	entry(f, 1, NULL);
 	f->buf.len = 0;
 	set_str(f, "t.s", s, sizeof s - 1);
-	expr_scratch_begin(f->sc);
-	assert_int_equal(
-		log_entry(f->plan, &f->plan->logs[0], &f->t, f->sc, &f->buf),
-		0);
+	assert_int_equal(format(f), 0);
 	expect_lines(f, want);
 	teardown(f);
 }
@@ -285,10 +283,7 @@ static void test_a_long_entry_after_another_is_written(void **state)
 	set(f, "t.ip", (struct attr_value){.type = ATTR_IP, .len = 4});
 	for (size_t n = 30000; n <= 40000; n += 10000) {
 		set_str(f, "t.s", big, n);
-		expr_scratch_begin(f->sc);
-		assert_int_equal(log_entry(f->plan, &f->plan->logs[0], &f->t,
-					   f->sc, &f->buf),
-				 0);
+		assert_int_equal(format(f), 0);
 	}
 	log_flush(&f->buf);
 	FILE *in = fopen(f->log, "r");
@@ -306,9 +301,7 @@ static void test_a_long_entry_after_another_is_written(void **state)
 	static char ctl[12001];
 	memset(ctl, 1, sizeof ctl - 1);
 	set_str(f, "t.s", ctl, sizeof ctl - 1);
-	expr_scratch_begin(f->sc);
-	assert_int_equal(
-		log_entry(f->plan, &f->plan->logs[0], &f->t, f->sc, &f->buf), -1);
+	assert_int_equal(format(f), -1);
 	teardown(f);
 }
 
@@ -351,13 +344,6 @@ static void test_given_severity_levels_replace_the_default(void **state)
 	entry(f, 2, "ERROR");
 	expect_lines(f, want);
 	teardown(f);
-}
-
-/* Format the record in @f->t; log_entry()'s answer. */
-static int format(struct fixture *f)
-{
-	expr_scratch_begin(f->sc);
-	return log_entry(f->plan, &f->plan->logs[0], &f->t, f->sc, &f->buf);
 }
 
 /* Mixer built an instance before its adapter saw it, and a field whose
