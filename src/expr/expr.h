@@ -38,16 +38,20 @@
  *  - Go syntax and precedence: unary; * / %; + - |; == != < <= > >=; &&;
  *    ||. Binary * / % - parse but are rejected by the type checker, as in
  *    Mixer. Dotted names (`source.labels`) are one attribute name.
- *  - Literals: ints (decimal, 0x, 0o/0, 0b), floats, "strings" with Go
+ *  - Literals: ints (decimal digits only, as Mixer's strconv.ParseInt(v,
+ *    10, 64): 017 is 17, 0x1F is an error), floats, "strings" with Go
  *    escapes, `raw strings`, true, false. A string literal that parses as a
  *    Go duration ("0ms", "1h30m", "0") is a DURATION constant; where a
  *    STRING is required instead (`x | "0"` with x a STRING) it stays the
  *    string it spells.
- *  - `a | b | c`: the first operand that is present. An operand falls
- *    through when evaluating it fails because something is absent (an
- *    attribute; for m["k"], the map or the key). A present "" is a value.
- *    The last operand never falls through: if it is absent the evaluation
- *    fails. Failures other than absence propagate.
+ *  - `a | b | c`: the first operand that is present. As in Mixer's
+ *    compiler, only an attribute, a map lookup m["k"] (the map or the key
+ *    absent) or another `|` falls through; any other operand over
+ *    something absent (toLower(x) | "d", conditional(c, x, y) | "d")
+ *    fails the evaluation. A present "" is a value. The last operand never
+ *    falls through: if it is absent the evaluation fails. Failures other
+ *    than absence propagate. (Mixer fails a parenthesised `(f(x) | y) | z`
+ *    whose f(x) is absent; mixd goes on to z.)
  *  - m["k"] outside a `|` operand: an absent map fails, a missing key is "".
  *  - ! is accepted on BOOL (Mixer 1.0 rejected it; Go syntax and later Istio
  *    accept it, and refusing it buys nothing). Unary - on INT64, DOUBLE,

@@ -435,7 +435,12 @@ int expr_eval_node(const struct expr_program *p, uint32_t ni,
 				rc = load(o, t, out);
 			else
 				rc = expr_eval_node(p, ops[i], t, s, out);
-			if (rc != EXPR_E_ABSENT)
+			/* As Mixer: only an attribute, a map lookup or another
+			 * `|` falls through; a function, an operator or
+			 * conditional() over something absent fails. */
+			if (rc != EXPR_E_ABSENT ||
+			    (o->op != OP_LOAD && o->op != OP_INDEX &&
+			     o->op != OP_OR))
 				return rc;
 		}
 		const struct enode *o = &p->nodes[ops[last]];

@@ -279,36 +279,23 @@ static int lex_number(struct parser *ps)
 		ps->tok = T_FLOAT;
 		ps->tok_d = d;
 	} else {
-		/* Go: 0x hex, 0o / leading-0 octal, 0b binary, else decimal */
-		int base = 10;
-		const char *digits = buf;
-		if (buf[0] == '0' && (buf[1] == 'x' || buf[1] == 'X')) {
-			base = 16;
-			digits += 2;
-		} else if (buf[0] == '0' && (buf[1] == 'o' || buf[1] == 'O')) {
-			base = 8;
-			digits += 2;
-		} else if (buf[0] == '0' && (buf[1] == 'b' || buf[1] == 'B')) {
-			base = 2;
-			digits += 2;
-		} else if (buf[0] == '0' && buf[1]) {
-			base = 8;
-			digits += 1;
-		}
+		/* Mixer lexes with Go's scanner and then reads the literal
+		 * with strconv.ParseInt(v, 10, 64): decimal digits only, so
+		 * 0x1F, 0o17, 0b101 and 1_000 fail, and a leading zero is
+		 * just a zero (017 is 17). Go's scanner has already refused
+		 * a leading-zero literal with an 8 or 9 in it. */
 		uint64_t v = 0;
-		if (!*digits)
-			return lex_error(ps, ps->tok_off,
-					 "malformed integer literal");
-		for (const char *d = digits; *d; d++) {
-			int h = hexval(*d);
-			if (h < 0 || h >= base)
+		bool octal_form = buf[0] == '0' && buf[1];
+		for (const char *d = buf; *d; d++) {
+			if (*d < '0' || *d > '9' || (octal_form && *d > '7'))
 				return lex_error(ps, ps->tok_off,
-						 "malformed integer literal");
-			if (v > (uint64_t)INT64_MAX / (uint64_t)base ||
-			    v * (uint64_t)base + (uint64_t)h > (uint64_t)INT64_MAX)
+						 "malformed integer literal "
+						 "(decimal digits only)");
+			unsigned h = (unsigned)(*d - '0');
+			if (v > ((uint64_t)INT64_MAX - h) / 10)
 				return lex_error(ps, ps->tok_off,
 						 "integer literal out of range");
-			v = v * (uint64_t)base + (uint64_t)h;
+			v = v * 10 + h;
 		}
 		ps->tok = T_INT;
 		ps->tok_i = (int64_t)v;
