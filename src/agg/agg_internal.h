@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "agg/agg.h"
 #include "config/config.h"
@@ -58,10 +59,16 @@ struct plan_family {
 	uint32_t value_id;            /* the instance's value expression */
 	const double *bounds;         /* histogram finite upper bounds */
 	size_t nb;
-	/* The bounds padded with +Inf to a power of two (npad), for a
-	 * search without a branch per step. */
+	/* The bounds padded with +Inf to a power of two (npad), and one
+	 * more, for a search without a branch per step. */
 	double *padded;
 	size_t npad;
+	/* By a value's top 12 bits (sign and exponent: its binary octave),
+	 * how many bounds lie below the octave, when at most one lies in it
+	 * (then the bucket is that count, plus one if the value exceeds the
+	 * next bound); FAM_OCTAVE_SEARCH when more do, or for a negative
+	 * value: the search decides. fam_bucket(). */
+	uint8_t *octave;
 	/* How a remembered record's value is found (series.c, value_of()):
 	 * from val_plan, or directly: the constant (val_slot UINT32_MAX) or
 	 * the attribute in val_slot when it has type val_decl (another type
@@ -181,6 +188,41 @@ struct agg_plan {
 	int64_t expiry_check_ns;
 	uint64_t generation;
 };
+
+#define FAM_OCTAVES 4096
+#define FAM_OCTAVE_SEARCH 255
+
+/** Histogram family @f's bucket for @v: how many of its bounds @v
+ *  exceeds (a bucket counts v <= bound), by binary search over the padded
+ *  bounds with a conditional move per step, not a branch: where a value
+ *  lands is random. NaN: the +Inf bucket alone, as Prometheus' clients. */
+static inline size_t fam_bucket_search(const struct plan_family *f, double v)
+{
+	const double *pb = f->padded;
+	size_t b = 0;
+	if (__builtin_expect(v != v, 0))
+		return f->nb;
+	for (size_t half = f->npad / 2; half; half /= 2)
+		b = v > pb[b + half - 1] ? b + half : b;
+	return b + (v > pb[b]);
+}
+
+/** fam_bucket_search()'s answer, mostly from the octave table: one load
+ *  and one compare when bounds are at least a factor of two apart, as
+ *  Istio's explicit and exponential buckets are. */
+static inline size_t fam_bucket(const struct plan_family *f, double v)
+{
+	uint64_t bits;
+	memcpy(&bits, &v, sizeof bits);
+	size_t b = f->octave[bits >> 52];
+	if (__builtin_expect(b == FAM_OCTAVE_SEARCH, 0))
+		return fam_bucket_search(f, v);
+	return b + (v > f->padded[b]); /* positive NaN: b = nb, +Inf */
+}
+
+/** Make histogram family @pf's padded bounds and octave table from its
+ *  bounds and nb; -1 on ENOMEM (what was made is freed with the plan). */
+int plan_buckets(struct plan_family *pf);
 
 /** metric_value() of a string: one that parses as a number whole. */
 bool metric_value_string(const struct attr_value *v, double *out);

@@ -48,7 +48,10 @@ void plan_unref(struct agg_plan *p)
 	}
 	/* <=: a family being built when the build failed has its bounds. */
 	for (size_t i = 0; p->fams && i <= p->nfams; i++)
+	{
 		free(p->fams[i].padded);
+		free(p->fams[i].octave);
+	}
 	expr_plan_destroy(p->val_plan);
 	free(p->val_at);
 	free(p->logs);
@@ -397,6 +400,45 @@ static enum fam_kind fam_kind(enum cfg_prom_kind k)
 	}
 }
 
+/*
+ * Family @pf's octave table (fam_bucket()): for each sign and exponent,
+ * the octave [lo, hi) of the positive doubles that have it (lo 0 for the
+ * subnormals, +Inf alone for the last), the bounds below lo, when no more
+ * than one bound lies in it. Bounds are increasing (the config says so).
+ */
+static void octaves(struct plan_family *pf)
+{
+	memset(pf->octave, FAM_OCTAVE_SEARCH, FAM_OCTAVES);
+	size_t below = 0, in;
+	for (int e = 0; e < 2048; e++) {
+		double lo = e == 0 ? 0.0 : e == 2047 ? INFINITY : ldexp(1.0, e - 1023);
+		double hi = e >= 2046 ? INFINITY : ldexp(1.0, e - 1022);
+		while (below < pf->nb && pf->bounds[below] < lo)
+			below++;
+		for (in = 0; below + in < pf->nb && pf->bounds[below + in] < hi;)
+			in++;
+		if (e == 2047)
+			in = 0; /* [+Inf, +Inf): no finite bound */
+		if (in <= 1 && below < FAM_OCTAVE_SEARCH)
+			pf->octave[e] = (uint8_t)below;
+	}
+}
+
+int plan_buckets(struct plan_family *pf)
+{
+	pf->npad = 1;
+	while (pf->npad < pf->nb)
+		pf->npad *= 2;
+	pf->padded = malloc((pf->npad + 1) * sizeof *pf->padded);
+	pf->octave = malloc(FAM_OCTAVES);
+	if (!pf->padded || !pf->octave)
+		return -1; /* freed with the family */
+	for (size_t b = 0; b <= pf->npad; b++)
+		pf->padded[b] = b < pf->nb ? pf->bounds[b] : INFINITY;
+	octaves(pf);
+	return 0;
+}
+
 struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation)
 {
 	struct agg_plan *p = calloc(1, sizeof *p);
@@ -452,15 +494,8 @@ struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation)
 			if (pf->kind == FAM_HISTOGRAM) {
 				pf->bounds = cm->buckets.bounds;
 				pf->nb = cm->buckets.n_bounds;
-				pf->npad = 1;
-				while (pf->npad < pf->nb)
-					pf->npad *= 2;
-				pf->padded = malloc(pf->npad * sizeof *pf->padded);
-				if (!pf->padded)
+				if (plan_buckets(pf))
 					goto fail;
-				for (size_t b = 0; b < pf->npad; b++)
-					pf->padded[b] = b < pf->nb ? pf->bounds[b]
-								   : INFINITY;
 			}
 			unsigned d = dimset_for(p, cm);
 			if (d == UINT32_MAX)

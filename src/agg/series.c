@@ -900,18 +900,7 @@ update(const struct plan_family *f, uint64_t *cells, double v)
 		cell_set_double(c, v);
 		break;
 	case FAM_HISTOGRAM: {
-		/* The bucket: how many bounds v exceeds (le: v <= bound), by
-		 * binary search over the padded bounds with a conditional
-		 * move per step, not a branch: where a value lands is random. */
-		const double *pb = f->padded;
-		size_t b = 0;
-		if (__builtin_expect(v != v, 0)) {
-			b = f->nb; /* NaN: +Inf only, as Prometheus' clients do */
-		} else {
-			for (size_t half = f->npad / 2; half; half /= 2)
-				b = v > pb[b + half - 1] ? b + half : b;
-			b += v > pb[b];
-		}
+		size_t b = fam_bucket(f, v);
 		cell_add_u64(&c[b], 1);
 		cell_add_double(&c[f->nb + 1], v);
 		cell_add_u64(&c[f->nb + 2], 1);

@@ -13,6 +13,8 @@
  * a scrape does, while rows expire. Under TSan (MIXD_SANITIZE=thread, set
  * by ctest) only that one runs: the others have one thread.
  */
+#include <float.h>
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <setjmp.h>
@@ -1154,6 +1156,83 @@ static void test_a_remembered_refusal_ends_when_another_shard_stores_it(void **s
 	agg_destroy(a);
 }
 
+/* The bucket a value lands in, by the octave table, is the binary
+ * search's for every kind of bounds: Istio's explicit and exponential
+ * ones (at most one bound an octave), linear ones (many), negative,
+ * subnormal and huge ones, and the values on, next to and between them,
+ * zeros, infinities and NaN. */
+static size_t bucket_by_count(const double *bd, size_t nb, double v)
+{
+	if (v != v)
+		return nb;
+	size_t b = 0;
+	while (b < nb && v > bd[b])
+		b++;
+	return b;
+}
+
+static void test_octave_buckets(void **state)
+{
+	(void)state;
+	static const double dur[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+				     0.5,   1,    2.5,   5,    10};
+	static const double expo[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7};
+	static const double few[] = {-3, -0.0, 1e-310, 7};
+	double lin[40], many[300], pow2[8];
+	for (int i = 0; i < 40; i++)
+		lin[i] = -2 + 0.25 * i;
+	for (int i = 0; i < 300; i++)
+		many[i] = i;
+	for (int i = 0; i < 8; i++)
+		pow2[i] = ldexp(1.0, i - 2);
+	const struct {
+		const double *b;
+		size_t n;
+	} sets[] = {{dur, 11}, {expo, 8}, {few, 4}, {lin, 40},
+		    {many, 300}, {pow2, 8}, {dur, 1}};
+	uint64_t seed = 0x9E3779B97F4A7C15ull;
+	for (size_t k = 0; k < sizeof sets / sizeof sets[0]; k++) {
+		struct plan_family f = {.kind = FAM_HISTOGRAM,
+					.bounds = sets[k].b,
+					.nb = sets[k].n};
+		assert_int_equal(plan_buckets(&f), 0);
+		double v[4096];
+		size_t nv = 0;
+		const double special[] = {0.0, -0.0, INFINITY, -INFINITY, NAN,
+					  -NAN, 1e-320, -1e-320, DBL_MAX,
+					  -DBL_MAX, DBL_MIN, 0.5, 1, 2};
+		for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
+			v[nv++] = special[i];
+		for (size_t i = 0; i < f.nb && nv + 5 < 4096; i++) {
+			double b = f.bounds[i];
+			v[nv++] = b;
+			v[nv++] = nextafter(b, INFINITY);
+			v[nv++] = nextafter(b, -INFINITY);
+			v[nv++] = b * 1.5;
+			v[nv++] = b / 3;
+		}
+		while (nv < 4096) { /* random bits: every exponent */
+			seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+			double d;
+			memcpy(&d, &seed, sizeof d);
+			v[nv] = nv % 2 ? d : ldexp((double)(seed >> 11),
+						   (int)(seed % 80) - 60);
+			nv++;
+		}
+		for (size_t i = 0; i < nv; i++) {
+			size_t want = bucket_by_count(f.bounds, f.nb, v[i]);
+			if (fam_bucket(&f, v[i]) != want ||
+			    fam_bucket_search(&f, v[i]) != want)
+				fail_msg("bounds set %zu, value %a: %zu, search "
+					 "%zu, want %zu",
+					 k, v[i], fam_bucket(&f, v[i]),
+					 fam_bucket_search(&f, v[i]), want);
+		}
+		free(f.padded);
+		free(f.octave);
+	}
+}
+
 int main(void)
 {
 	const char *san = getenv("MIXD_SANITIZE");
@@ -1169,6 +1248,7 @@ int main(void)
 		cmocka_unit_test(test_view_counts),
 		cmocka_unit_test(test_two_states_freed_in_one_poll),
 		cmocka_unit_test(test_expiry_under_a_scrape),
+		cmocka_unit_test(test_octave_buckets),
 		cmocka_unit_test(test_series_limit),
 		cmocka_unit_test(test_expiry),
 		cmocka_unit_test(test_two_shards_expiring_at_once_count_once),
