@@ -548,6 +548,10 @@ enum { RUN = 0, DRAIN = 1 };
 struct shard_ring {
 	struct ingest_ring *r;
 	bool closing;
+	/* Once its connection closed or mixd began to drain, the ring is
+	 * followed only up to here (one ring's worth on): a producer that
+	 * goes on writing cannot keep it, or mixd, alive. 0: not yet. */
+	uint64_t stop_at;
 	struct shard_ring *next;
 };
 

@@ -162,7 +162,7 @@ static void publish(struct shard *sh)
  * *@left: some ring has published records this pass left for the next
  * (ingest_ring_left()): the shard must not sleep long, nor stop
  * draining. */
-static unsigned pass(struct shard *sh, bool *left)
+static unsigned pass(struct shard *sh, bool draining, bool *left)
 {
 	unsigned n = 0;
 	*left = false;
@@ -178,6 +178,24 @@ static unsigned pass(struct shard *sh, bool *left)
 	ingest_ahead_fn ahead =
 		sh->state && state_wants_ahead(sh->state) ? on_ahead : NULL;
 	while ((sr = *pp)) {
+		if ((sr->closing || draining) && !sr->stop_at)
+			sr->stop_at = ingest_ring_consumed(sr->r) +
+				      ingest_ring_capacity(sr->r);
+		if (sr->stop_at && ingest_ring_consumed(sr->r) >= sr->stop_at) {
+			if (!sr->closing) { /* draining: no more of it */
+				pp = &sr->next;
+				continue;
+			}
+			/* Written on after its connection closed, a ring's
+			 * worth and more: given up, counted. */
+			if (!ingest_ring_empty(sr->r))
+				sh->mine[INGEST_SHM].rejected[INGEST_REJ_RING]++;
+			*pp = sr->next;
+			ingest_ring_destroy(sr->r);
+			free(sr);
+			ck_pr_dec_64(&sh->nrings);
+			continue;
+		}
 		enum ingest_transport t = ingest_ring_transport(sr->r);
 		unsigned k = ingest_ring_poll(sr->r, on_record, ahead, sh, 1024,
 					      &sh->mine[t], sh->record);
@@ -234,7 +252,7 @@ static void *shard_main(void *arg)
 		bool draining = __atomic_load_n(&sh->agg->state, __ATOMIC_ACQUIRE) ==
 				DRAIN;
 		bool left;
-		unsigned n = pass(sh, &left);
+		unsigned n = pass(sh, draining, &left);
 		if (n) {
 			sleep_us = 0;
 			continue;

@@ -32,8 +32,8 @@ static void take_counts(struct ingest_framer *f, const uint8_t *p)
 {
 	struct mixd_frame_counts c;
 	memcpy(&c, p, sizeof c);
-	f->dropped += c.dropped;
-	f->invalid += c.invalid;
+	f->dropped = ingest_count_add(f->dropped, c.dropped);
+	f->invalid = ingest_count_add(f->invalid, c.invalid);
 }
 
 ssize_t ingest_framer_feed(struct ingest_framer *f, const uint8_t *p, size_t n,

@@ -193,6 +193,23 @@ uint32_t ingest_layout_key(const struct ingest_layout *lay,
 /* ---------------------------------------------------------------------- */
 /* Consumer side of a ring.                                                */
 
+/*
+ * A producer's own tallies (dropped, invalid) and what a broken ring
+ * loses are the producer's word: each step is taken up to
+ * INGEST_STEP_MAX, and a sum stops at INGEST_COUNT_MAX, so that no lie
+ * can wrap a counter and make it run backwards on /metrics.
+ */
+#define INGEST_STEP_MAX (1ull << 32)
+#define INGEST_COUNT_MAX (1ull << 53) /* still exact as a double */
+
+/** @sum + @step, each bounded as above. */
+static inline uint64_t ingest_count_add(uint64_t sum, uint64_t step)
+{
+	if (step > INGEST_STEP_MAX)
+		step = INGEST_STEP_MAX;
+	return INGEST_COUNT_MAX - sum < step ? INGEST_COUNT_MAX : sum + step;
+}
+
 /** A ring attached for consuming: a producer's segment or a socket queue. */
 struct ingest_ring;
 
@@ -207,11 +224,20 @@ enum ingest_transport {
 const char *ingest_transport_name(enum ingest_transport t);
 
 /**
- * Take a producer's memfd: seal it against shrinking, check its size and
- * marker, map it. Takes ownership of @fd (closed on failure too).
- * Returns 0 and the ring, or -errno (-EPROTO: not a mixd ring).
+ * Take a producer's memfd: check it is a regular file in shared memory
+ * (tmpfs; -EBADF otherwise), seal it against shrinking, check its size
+ * and marker, map it. Takes ownership of @fd (closed on failure too, by
+ * ingest_close_untrusted()). Returns 0 and the ring, or -errno (-EPROTO:
+ * not a mixd ring).
  */
 int ingest_ring_attach(int fd, struct ingest_ring **out);
+
+/**
+ * Close @fd, received from a producer, without waiting on it: a socket is
+ * first set to linger 0, so a close() with unsent data and SO_LINGER
+ * cannot hold the calling (io) thread.
+ */
+void ingest_close_untrusted(int fd);
 
 /**
  * A private ring of @capacity bytes (a power of two) that the socket server
@@ -281,6 +307,13 @@ unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn,
 
 /** True when every published record has been consumed. */
 bool ingest_ring_empty(struct ingest_ring *r);
+
+/** Where @r's consumer is, in bytes (its private tail, which only moves
+ *  forward), and the ring's capacity: a consumer that stops
+ *  following a producer (closed, or mixd draining) takes at most one
+ *  ring's worth more. */
+uint64_t ingest_ring_consumed(const struct ingest_ring *r);
+uint64_t ingest_ring_capacity(const struct ingest_ring *r);
 
 /** True when the last ingest_ring_poll() left published records for the
  *  next one: its budget ran out, or it held back the line the producer

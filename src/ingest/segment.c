@@ -11,8 +11,11 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "ingest/ingest.h"
@@ -53,6 +56,18 @@ static struct ingest_ring *ring_new(void *map, uint64_t cap,
 	return r;
 }
 
+void ingest_close_untrusted(int fd)
+{
+	struct stat st;
+	/* A socket whose peer does not read, with SO_LINGER set, would hold
+	 * close() for as long as the linger says: drop its data instead. */
+	if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
+		struct linger now = {.l_onoff = 1, .l_linger = 0};
+		(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &now, sizeof now);
+	}
+	close(fd);
+}
+
 int ingest_ring_attach(int fd, struct ingest_ring **out)
 {
 	struct ingest_ring *r = NULL;
@@ -61,6 +76,18 @@ int ingest_ring_attach(int fd, struct ingest_ring **out)
 	struct stat st;
 	int rc;
 
+	/* Only a memfd's kind of file: a regular file in shared memory
+	 * (tmpfs). On hugetlbfs a seal against shrinking still lets the
+	 * producer punch holes, and a read of one is SIGBUS. */
+	struct statfs fs;
+	if (fstat(fd, &st) != 0 || fstatfs(fd, &fs) != 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode) || fs.f_type != TMPFS_MAGIC) {
+		rc = -EBADF;
+		goto fail;
+	}
 	/* Seal first: after this the producer can no longer shrink the file
 	 * under our mapping (which would turn reads into SIGBUS). A memfd made
 	 * without MFD_ALLOW_SEALING refuses, and so do we. No F_SEAL_SEAL: a
@@ -132,7 +159,7 @@ int ingest_ring_attach(int fd, struct ingest_ring **out)
 fail:
 	if (map != MAP_FAILED)
 		munmap(map, len);
-	close(fd);
+	ingest_close_untrusted(fd);
 	return rc;
 }
 
@@ -185,6 +212,16 @@ bool ingest_ring_left(const struct ingest_ring *r)
 	return !r->dead && r->c.tail != r->c.head;
 }
 
+uint64_t ingest_ring_consumed(const struct ingest_ring *r)
+{
+	return r->c.tail;
+}
+
+uint64_t ingest_ring_capacity(const struct ingest_ring *r)
+{
+	return r->c.cap;
+}
+
 bool ingest_ring_empty(struct ingest_ring *r)
 {
 	if (r->dead)
@@ -205,13 +242,13 @@ static void account_drops(struct ingest_ring *r, struct ingest_ring_counts *n)
 	uint64_t d = ring_load_relaxed(&h->prod.dropped);
 	uint64_t seen = ring_load_relaxed(&h->cons.dropped_seen);
 	if (d > seen) {
-		n->dropped += d - seen;
+		n->dropped = ingest_count_add(n->dropped, d - seen);
 		ring_store_relaxed(&h->cons.dropped_seen, d);
 	}
 	uint64_t inv = ring_load_relaxed(&h->prod.invalid);
 	uint64_t inv_seen = ring_load_relaxed(&h->cons.invalid_seen);
 	if (inv > inv_seen) {
-		n->invalid += inv - inv_seen;
+		n->invalid = ingest_count_add(n->invalid, inv - inv_seen);
 		ring_store_relaxed(&h->cons.invalid_seen, inv);
 	}
 }
@@ -229,7 +266,8 @@ static void resync(struct ingest_ring *r, struct ingest_ring_counts *n)
 	uint64_t lost = written > consumed ? written - consumed : 1;
 	if (lost > r->c.cap / MIXD_FRAME_HDR)
 		lost = r->c.cap / MIXD_FRAME_HDR; /* a ring holds no more */
-	n->rejected[INGEST_REJ_RING] += lost;
+	n->rejected[INGEST_REJ_RING] =
+		ingest_count_add(n->rejected[INGEST_REJ_RING], lost);
 	ring_store_relaxed(&h->cons.consumed, consumed + lost);
 	r->c.tail = r->c.head & ~(uint64_t)7;
 	ring_cons_commit(&r->c);

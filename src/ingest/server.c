@@ -338,8 +338,13 @@ static ssize_t stream_bytes(struct ingest_server *s, struct conn *c,
 	ssize_t k = ingest_framer_feed(&c->framer, p, n, push_frame, &pc);
 	/* What the producer lost on its side, as it told us. */
 	if (c->framer.dropped | c->framer.invalid) {
-		ck_pr_add_64(&s->n_dropped, c->framer.dropped);
-		ck_pr_add_64(&s->n_invalid, c->framer.invalid);
+		/* io thread alone writes them: bounded sums, no wrap */
+		ck_pr_store_64(&s->n_dropped,
+			       ingest_count_add(ck_pr_load_64(&s->n_dropped),
+						c->framer.dropped));
+		ck_pr_store_64(&s->n_invalid,
+			       ingest_count_add(ck_pr_load_64(&s->n_invalid),
+						c->framer.invalid));
 		c->framer.dropped = c->framer.invalid = 0;
 	}
 	return k;
@@ -489,8 +494,8 @@ static int take_fd(struct conn *c)
 			memcpy(&f, CMSG_DATA(cm) + i * sizeof(int), sizeof f);
 			if (fd < 0 && !cut)
 				fd = f;
-			else
-				close(f); /* one ring per connection */
+			else /* one ring per connection */
+				ingest_close_untrusted(f);
 		}
 	}
 	return fd;
@@ -533,7 +538,7 @@ static void on_hello(struct ingest_server *s, struct conn *c,
 	return;
 fail:
 	if (fd >= 0)
-		close(fd);
+		ingest_close_untrusted(fd);
 	bump(&s->n_handshake_failed);
 	free_conn(s, c);
 }

@@ -4,7 +4,8 @@
  *
  *   producer --address unix:///p [--transport shm|socket] [--count N]
  *            [--threads T] [--rate R] [--progress FILE]
- *            [--evil truncate|scribble] [--evil-after N] [--linger-ms MS]
+ *            [--evil truncate|scribble|forever|forever-closed]
+ *            [--evil-after N] [--linger-ms MS]
  *            [--flush-ms MS] [--template] [--sets N]
  *
  * --template: write through a record template (mixd_template_report())
@@ -33,6 +34,10 @@
  * (found through /proc/self/fd) to zero; mixd's seal must refuse.
  * --evil scribble: once all records are written, publish 4 KiB of garbage
  * frames in its own ring.
+ * --evil forever: once all records are written, write on into its ring
+ * for a minute, keeping the head a whole ring ahead of mixd's tail.
+ * --evil forever-closed: the same from a child that keeps only the ring's
+ * mapping: the producer exits, its connection closes.
  *
  * At the end it flushes (waits for mixd to take everything, up to
  * --flush-ms) and prints one JSON line: written, dropped, invalid, the
@@ -55,6 +60,7 @@
 #include <unistd.h>
 
 #include <mixd/client.h>
+#include <mixd/ring.h>
 
 #include "proxy_record.h"
 
@@ -174,6 +180,50 @@ static int write_template(uint64_t i)
 	return mixd_template_report(tpl, v, 0);
 }
 
+/*
+ * Write into ring @fd for a minute (or until killed): empty records' frames
+ * everywhere, and the head kept a whole ring ahead of mixd's tail. @closed:
+ * from a child that keeps nothing but the mapping, the producer itself
+ * gone, so its connection closes while the ring is still written on.
+ */
+static void write_forever(int fd, bool closed)
+{
+	struct stat st;
+	fstat(fd, &st);
+	uint8_t *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE,
+			  MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return;
+	uint64_t cap;
+	memcpy(&cap, p + 16, 8); /* ident.capacity */
+	for (uint64_t off = 0; off < cap; off += 8) {
+		uint32_t fh[2] = {0, MIXD_FRAME_RECORD};
+		memcpy(p + MIXD_RING_HDR_SIZE + off, fh, 8);
+	}
+	if (closed) {
+		if (fork() != 0) {
+			/* The producer, once the child is writing: gone,
+			 * connection and all. */
+			struct timespec ts = {0, 200000000};
+			nanosleep(&ts, NULL);
+			_exit(0);
+		}
+		for (int f = 3; f < 1024; f++)
+			close(f);
+	}
+	fprintf(stderr, "producer: writing on and on into the ring\n");
+	uint64_t end = now_ns() + 60000000000ull;
+	while (now_ns() < end) {
+		uint64_t tail = __atomic_load_n((uint64_t *)(p + 128),
+						__ATOMIC_ACQUIRE); /* cons.tail */
+		__atomic_store_n((uint64_t *)(p + 64), tail + cap,
+				 __ATOMIC_RELEASE); /* prod.head */
+		for (int k = 0; k < 64; k++) /* a few microseconds */
+			__builtin_ia32_pause();
+	}
+	_exit(0);
+}
+
 /* Find the memfds libmixd made for our rings, through /proc/self/fd. */
 static void misbehave(void)
 {
@@ -191,7 +241,9 @@ static void misbehave(void)
 		if (!strstr(target, "memfd:mixd-ring"))
 			continue;
 		int fd = atoi(e->d_name);
-		if (strcmp(evil, "truncate") == 0) {
+		if (strncmp(evil, "forever", 7) == 0) {
+			write_forever(fd, strcmp(evil, "forever-closed") == 0);
+		} else if (strcmp(evil, "truncate") == 0) {
 			int rc = ftruncate(fd, 0);
 			fprintf(stderr, "producer: truncate %s: %s\n", target,
 				rc ? strerror(errno) : "done");
@@ -251,7 +303,8 @@ static void *run(void *arg)
 			misbehave();
 	}
 	/* While this thread lives its ring does: scribble before leaving. */
-	if (evil && !strcmp(evil, "scribble") && t == 0)
+	if (evil && (!strcmp(evil, "scribble") || !strncmp(evil, "forever", 7)) &&
+	    t == 0)
 		misbehave();
 	return NULL;
 }

@@ -768,6 +768,59 @@ def sigterm_drain_attempt(build, batch=2000):
         m.close(ok=ok)
 
 
+def a_ring_written_on_forever_holds_neither_its_slot_nor_mixd(build):
+    """A producer's ring is followed one ring's worth past the moment its
+    connection closes, or past SIGTERM, and no further: whoever keeps
+    writing into it (the producer's memfd is anyone's who holds it) cannot
+    keep the ring, or mixd, alive. The writer keeps the 1 MiB ring full of
+    8-byte frames, so one ring's worth is 131,072 records; a ring given up
+    with records in it is counted a corrupt ring."""
+    lap = (1 << 20) // 8
+    for mode in ("forever-closed", "forever"):
+        m = mt.Mixd(build)
+        p, fds, ok = None, [], False
+        try:
+            p = subprocess.Popen(producer_argv(build, m, "--count", "10",
+                                               "--evil", mode),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            if mode == "forever-closed":
+                # The producer goes 0.2 s into its child's writing, which
+                # goes on. From
+                # when mixd has seen the connection close (its slot free),
+                # a ring's worth and the pass under way.
+                settle(m, lambda s: s["shm"] > 4 * lap, "mixd following the writer")
+                at_close = settle(m, lambda s: s["producers"] == 0,
+                                  "the connection closed")["shm"]
+                got = settle(m, lambda s: s["rings"] == 0,
+                             "the ring given up while written on", timeout=5)
+                mt.check(got["shm"] - at_close <= 2 * lap and got["corrupt"] <= 1,
+                         f"{got}, {at_close} records when the connection closed")
+                print(f"   closed: the ring given up {got['shm'] - at_close:.0f} "
+                      f"records after its connection closed, corrupt_ring "
+                      f"{got['corrupt']:.0f}")
+            else:
+                fds = producer_rings(p.pid)
+                settle(m, lambda s: s["shm"] > 4 * lap, "mixd following the writer")
+                before = ring_header(fds[0])["consumed"]
+                t0 = time.monotonic()
+                m.stop()  # SIGTERM: exit 0 within 10 s, writer or no
+                after = ring_header(fds[0])["consumed"]
+                mt.check(after - before <= 2 * lap, f"{after - before} records "
+                         f"taken after SIGTERM from a ring of {lap}")
+                print(f"   open: mixd exited {time.monotonic() - t0:.2f} s after "
+                      f"SIGTERM, {after - before} records later")
+            ok = True
+        finally:
+            if p:
+                p.kill()
+                p.wait()
+            # the forever-closed writer is the producer's child
+            subprocess.run(["pkill", "-f", "--", f"{m.address} .*--evil {mode}"],
+                           check=False)
+            for fd in fds:
+                os.close(fd)
+            m.close(ok=ok)
+
 if __name__ == "__main__":
     mt.main([
         four_producers_over_shared_memory_are_counted_exactly,
@@ -788,4 +841,5 @@ if __name__ == "__main__":
         an_idle_mixd_picks_a_record_up_within_10_ms,
         records_announced_ahead_are_counted_exactly,
         sigterm_drains_and_exits_zero,
+        a_ring_written_on_forever_holds_neither_its_slot_nor_mixd,
     ])

@@ -149,6 +149,23 @@ static void counts_frames_are_added_up_not_handed_over(void **state)
 	}
 	struct ingest_framer f = {0};
 	struct got g = {0};
+	/* A producer's lies move the counts only so far, never round. */
+	c = (struct mixd_frame_counts){.dropped = UINT64_MAX, .invalid = 1};
+	for (int k = 0; k < 4; k++) {
+		memcpy(buf, fh, 8);
+		memcpy(buf + 8, &c, sizeof c);
+		uint64_t before = f.dropped;
+		assert_int_equal(ingest_framer_feed(&f, buf,
+						    ring_frame_size(sizeof c),
+						    take, &g),
+				 (ssize_t)ring_frame_size(sizeof c));
+		assert_true(f.dropped - before == INGEST_STEP_MAX);
+	}
+	f.dropped = INGEST_COUNT_MAX - 3;
+	memcpy(buf, fh, 8);
+	memcpy(buf + 8, &c, sizeof c);
+	ingest_framer_feed(&f, buf, ring_frame_size(sizeof c), take, &g);
+	assert_true(f.dropped == INGEST_COUNT_MAX);
 	uint32_t bad[2] = {sizeof c + 8, MIXD_FRAME_COUNTS};
 	memset(buf, 0, 64);
 	memcpy(buf, bad, 8);

@@ -6,6 +6,10 @@
  *
  * MIXD_TEST_THREADED
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +19,8 @@
 #include <string.h>
 #include <cmocka.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ingest/ingest.h"
@@ -574,10 +580,96 @@ static void a_head_off_the_frame_grid_kills_the_ring(void **state)
 	munmap(h, size);
 }
 
+/* Only a memfd of shared memory is taken: not a hugetlb memfd (holes
+ * punched in it read as SIGBUS whatever the seals), not a file on disk,
+ * not a socket. Refusing a socket whose peer never reads, with a long
+ * SO_LINGER, does not wait out the linger. */
+static void only_shared_memory_is_taken_and_refusals_do_not_wait(void **state)
+{
+	(void)state;
+	struct ingest_ring *r;
+	int fd = memfd_create("test-huge", MFD_HUGETLB | MFD_ALLOW_SEALING);
+	if (fd >= 0) { /* the kernel may not offer huge pages: then skip */
+		(void)ftruncate(fd, 2 << 20);
+		assert_int_equal(ingest_ring_attach(fd, &r), -EBADF);
+	}
+	char path[] = "/var/tmp/mixd-test-ring-XXXXXX";
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	assert_int_equal(ftruncate(fd, 1 << 20), 0);
+	assert_true(ingest_ring_attach(fd, &r) < 0);
+
+	/* A loopback TCP connection nobody reads, its send buffer full. */
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t alen = sizeof a;
+	assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(l, 1), 0);
+	assert_int_equal(getsockname(l, (struct sockaddr *)&a, &alen), 0);
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof a), 0);
+	int peer = accept(l, NULL, NULL);
+	assert_true(peer >= 0);
+	int small = 4096;
+	setsockopt(c, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+	setsockopt(peer, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+	fcntl(c, F_SETFL, O_NONBLOCK);
+	static char junk[65536];
+	while (send(c, junk, sizeof junk, MSG_NOSIGNAL) > 0)
+		;
+	struct linger lg = {.l_onoff = 1, .l_linger = 30};
+	setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	fcntl(c, F_SETFL, 0); /* a blocking close() would linger */
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_true(ingest_ring_attach(c, &r) < 0); /* takes c */
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_true(t1.tv_sec - t0.tv_sec < 2);
+	close(peer);
+	close(l);
+}
+
+/* The producer's tallies in its segment are its word: mixd takes each
+ * step up to INGEST_STEP_MAX and never lets a sum wrap round, however it
+ * sets them (here dropped near 2^64 over a seen of 0, again and again). */
+static void a_producers_tallies_cannot_run_counters_backwards(void **state)
+{
+	(void)state;
+	struct ring_prod prod;
+	size_t size;
+	int fd;
+	struct mixd_ring_hdr *h = shared_segment(&prod, &size, &fd);
+	static uint8_t scratch[INGEST_POLL_SCRATCH];
+	struct ingest_ring_counts n = {0};
+	struct ingest_ring *r;
+	assert_int_equal(ingest_ring_attach(fd, &r), 0); /* takes fd */
+	uint64_t last = 0;
+	for (int k = 0; k < 5; k++) {
+		h->prod.dropped = UINT64_MAX - 1000;
+		h->cons.dropped_seen = 0;
+		h->prod.invalid = 7;
+		h->cons.invalid_seen = 0;
+		ingest_ring_poll(r, count_only, NULL, NULL, 16, &n, scratch);
+		assert_true(n.dropped - last == INGEST_STEP_MAX);
+		last = n.dropped;
+	}
+	n.dropped = INGEST_COUNT_MAX - 1;
+	h->cons.dropped_seen = 0;
+	ingest_ring_poll(r, count_only, NULL, NULL, 16, &n, scratch);
+	assert_true(n.dropped == INGEST_COUNT_MAX);
+	assert_int_equal(n.invalid, 35);
+	ingest_ring_destroy(r);
+	munmap(h, size);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(empty_ring_yields_nothing),
+		cmocka_unit_test(a_producers_tallies_cannot_run_counters_backwards),
+		cmocka_unit_test(only_shared_memory_is_taken_and_refusals_do_not_wait),
 		cmocka_unit_test(wraparound_keeps_records_whole),
 		cmocka_unit_test(full_ring_refuses_then_recovers),
 		cmocka_unit_test(largest_record_fits_after_any_wrap),
