@@ -334,8 +334,11 @@ int memo_resize(struct memo *m, uint64_t entries);
 /** Forget every entry (rows were freed). */
 void memo_invalidate(struct memo *m);
 /** The hash of the @len bytes of @key, which must be followed by 16 zero
- *  bytes (the hash reads whole 16-byte lanes). */
+ *  bytes (the hash reads whole 8- and 16-byte lanes): CRC32C where the CPU
+ *  has SSE4.2, else memo_hash_portable(); one or the other for the whole
+ *  process. */
 uint64_t memo_hash(const uint8_t *key, uint32_t len);
+uint64_t memo_hash_portable(const uint8_t *key, uint32_t len);
 /** The live entry for a key, or NULL. */
 struct memo_ent *memo_find(struct memo *m, uint64_t h, const uint8_t *key,
 			   uint32_t len);

@@ -180,7 +180,7 @@ static inline uint64_t fold_mul(uint64_t a, uint64_t b)
  * folded multiply, summed) with a per-lane secret, reading the zero
  * padding the caller leaves after the key.
  */
-uint64_t memo_hash(const uint8_t *p, uint32_t n)
+uint64_t memo_hash_portable(const uint8_t *p, uint32_t n)
 {
 	uint64_t acc = n * 0x9E3779B97F4A7C15ull, k = 0xBE4BA423396CFEB8ull;
 #pragma GCC unroll 2
@@ -195,4 +195,64 @@ uint64_t memo_hash(const uint8_t *p, uint32_t n)
 	acc *= 0x165667919E3779F9ull;
 	return acc ^ (acc >> 32);
 }
+
+#if defined(__x86_64__)
+/*
+ * The same job in a third of the instructions where the CPU has SSE4.2
+ * (every x86-64 server of the last decade): CRC32C over 8-byte words, in
+ * three independent streams (the instruction's latency is three cycles),
+ * folded and mixed to 64 bits. CRC is linear, so keys made to collide
+ * collide; that costs their sender misses (each one then takes the full
+ * record path), never a wrong answer: an entry serves only a key equal
+ * byte for byte. Reads whole words up to 7 bytes past the key, into the
+ * zero padding the caller leaves.
+ */
+__attribute__((target("sse4.2"))) static uint64_t hash_crc(const uint8_t *p,
+							     uint32_t n)
+{
+	uint64_t a = n, b = 0x9E3779B97F4A7C15ull, c = 0xBE4BA423396CFEB8ull;
+	uint32_t i = 0;
+#pragma GCC unroll 2
+	for (; i + 24 <= n; i += 24) {
+		uint64_t w0, w1, w2;
+		memcpy(&w0, p + i, 8);
+		memcpy(&w1, p + i + 8, 8);
+		memcpy(&w2, p + i + 16, 8);
+		a = __builtin_ia32_crc32di(a, w0);
+		b = __builtin_ia32_crc32di(b, w1);
+		c = __builtin_ia32_crc32di(c, w2);
+	}
+	for (; i < n; i += 8) {
+		uint64_t w;
+		memcpy(&w, p + i, sizeof w);
+		a = __builtin_ia32_crc32di(a, w);
+		uint64_t t = a;
+		a = b, b = c, c = t;
+	}
+	uint64_t h = (a << 32 | b) ^ (c * 0x9E3779B97F4A7C15ull);
+	h ^= h >> 33; /* murmur3's finaliser: every bit reaches every bit */
+	h *= 0xFF51AFD7ED558CCDull;
+	h ^= h >> 33;
+	h *= 0xC4CEB9FE1A85EC53ull;
+	return h ^ (h >> 33);
+}
+
+static int have_crc = -1; /* unknown yet; then 0 or 1 */
+
+uint64_t memo_hash(const uint8_t *p, uint32_t n)
+{
+	int crc = __atomic_load_n(&have_crc, __ATOMIC_RELAXED);
+	if (__builtin_expect(crc < 0, 0)) {
+		__builtin_cpu_init();
+		crc = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+		__atomic_store_n(&have_crc, crc, __ATOMIC_RELAXED);
+	}
+	return crc ? hash_crc(p, n) : memo_hash_portable(p, n);
+}
+#else
+uint64_t memo_hash(const uint8_t *p, uint32_t n)
+{
+	return memo_hash_portable(p, n);
+}
+#endif
 

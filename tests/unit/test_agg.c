@@ -1233,6 +1233,54 @@ static void test_octave_buckets(void **state)
 	}
 }
 
+/* Both memo hashes (the CRC32C one this CPU likely runs, and the portable
+ * one) depend on every byte and on the length, and spread keys that
+ * differ little: no two of 8,000 such keys share a hash, nor a bucket
+ * half (the low or high 32 bits) more often than chance allows. */
+static void test_memo_hashes(void **state)
+{
+	(void)state;
+	uint64_t (*const fn[2])(const uint8_t *, uint32_t) = {memo_hash,
+							       memo_hash_portable};
+	static uint8_t key[320 + 16];
+	for (int k = 0; k < 2; k++) {
+		for (uint32_t len = 1; len <= 320; len += 29) {
+			memset(key, 0, sizeof key);
+			for (uint32_t i = 0; i < len; i++)
+				key[i] = (uint8_t)(i * 7 + 1);
+			uint64_t h = fn[k](key, len);
+			for (uint32_t i = 0; i < len; i++) {
+				key[i] ^= 0x10;
+				assert_true(fn[k](key, len) != h);
+				key[i] ^= 0x10;
+			}
+			if (len > 1) { /* a trailing zero is not nothing */
+				key[len - 1] = 0;
+				assert_true(fn[k](key, len) != fn[k](key, len - 1));
+			}
+		}
+		enum { N = 8000 };
+		static uint64_t hs[N];
+		memset(key, 'a', 225);
+		memset(key + 225, 0, 16);
+		for (uint32_t i = 0; i < N; i++) {
+			/* a host name and a response code, as label sets vary */
+			snprintf((char *)key + 100, 8, "%05u", i / 4);
+			key[200] = (uint8_t)(i % 4);
+			hs[i] = fn[k](key, 225);
+		}
+		unsigned low = 0, high = 0;
+		for (uint32_t i = 0; i < N; i++)
+			for (uint32_t j = i + 1; j < N; j++) {
+				assert_true(hs[i] != hs[j]);
+				low += (uint32_t)hs[i] == (uint32_t)hs[j];
+				high += hs[i] >> 32 == hs[j] >> 32;
+			}
+		/* 3.2e7 pairs over 2^32 values: about 0.01 expected */
+		assert_true(low <= 2 && high <= 2);
+	}
+}
+
 int main(void)
 {
 	const char *san = getenv("MIXD_SANITIZE");
@@ -1249,6 +1297,7 @@ int main(void)
 		cmocka_unit_test(test_two_states_freed_in_one_poll),
 		cmocka_unit_test(test_expiry_under_a_scrape),
 		cmocka_unit_test(test_octave_buckets),
+		cmocka_unit_test(test_memo_hashes),
 		cmocka_unit_test(test_series_limit),
 		cmocka_unit_test(test_expiry),
 		cmocka_unit_test(test_two_shards_expiring_at_once_count_once),
