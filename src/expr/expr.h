@@ -75,7 +75,11 @@
  *    \s \S \b \B, which glibc reads as RE2 does; any backslash inside a
  *    bracket expression; (?i) and named groups fail to compile); a
  *    non-greedy *? cannot change a yes/no match, nor can POSIX's
- *    leftmost-longest rule.
+ *    leftmost-longest rule. What both accept but read differently is
+ *    rewritten to Go's reading: '.' does not match a newline; \< \> \`
+ *    \' are those characters; a '{' that starts no counted repetition
+ *    ("a{,3}") is a '{'. Patterns work on bytes, not UTF-8 characters
+ *    ("^.$" does not match "é").
  *  - Constant subexpressions are folded at compile time; a constant that
  *    cannot be converted (ip("nonsense")) is a compile error.
  */

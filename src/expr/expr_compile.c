@@ -789,6 +789,47 @@ static const char *regex_unsafe(const char *s)
 	return NULL;
 }
 
+/*
+ * Pattern @s (regex_unsafe() passed it) as POSIX extended regex that
+ * matches what Go's regexp matches, where the two read the same text
+ * differently: Go's '.' matches anything but a newline (POSIX: anything);
+ * Go takes an escaped '<', '>', '`' or '\'' as the character (glibc: word
+ * and buffer edges); and a '{' that starts no counted repetition ("{,3}")
+ * is a literal to Go (glibc: "{0,3}"). Bracket expressions go through as
+ * they are. Returns a malloc()ed string, or NULL on ENOMEM.
+ */
+static char *regex_go_to_posix(const char *s)
+{
+	char *out = malloc(5 * strlen(s) + 1), *o = out; /* '.': 5 bytes */
+	if (!out)
+		return NULL;
+	while (*s) {
+		unsigned long max;
+		if (*s == '[') {
+			const char *end = bracket_end(s);
+			memcpy(o, s, (size_t)(end - s));
+			o += end - s;
+			s = end;
+		} else if (*s == '\\' && s[1]) {
+			if (!strchr("<>`'", s[1]))
+				*o++ = '\\';
+			*o++ = s[1];
+			s += 2;
+		} else if (*s == '.') {
+			memcpy(o, "[^\n]", 4);
+			o += 4;
+			s++;
+		} else if (*s == '{' && !counted(s, &max)) {
+			*o++ = '\\';
+			*o++ = *s++;
+		} else {
+			*o++ = *s++;
+		}
+	}
+	*o = 0;
+	return out;
+}
+
 static int compile_regex(struct cctx *c, struct ast *n, const struct enode *pat,
 			 uint32_t *idx)
 {
@@ -812,6 +853,10 @@ static int compile_regex(struct cctx *c, struct ast *n, const struct enode *pat,
 		free(s);
 		return cerr(c, n->args[0]->off, "receiver of matches: %s", why);
 	}
+	char *go = regex_go_to_posix(s);
+	free(s);
+	if (!(s = go))
+		return nomem(c);
 	if (p->n_regexes == p->cap_regexes) {
 		uint32_t cap = p->cap_regexes ? p->cap_regexes * 2 : 8;
 		regex_t **nr = realloc(p->regexes, cap * sizeof *nr);
