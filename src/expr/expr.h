@@ -61,7 +61,8 @@
  *    TIMESTAMP, DURATION; + on STRING (concatenation), INT64 (wraps),
  *    DOUBLE. &&, || and conditional() short-circuit.
  *  - Functions: conditional(BOOL, T, T) T; conditionalString(BOOL, STRING,
- *    STRING); ip(STRING) IP_ADDRESS; timestamp(STRING) TIMESTAMP (RFC
+ *    STRING), an ordinary function to Mixer, so it evaluates (and fails
+ *    on) both branches; ip(STRING) IP_ADDRESS; timestamp(STRING) TIMESTAMP (RFC
  *    3339); dnsName, email, uri (STRING -> typed, lightly validated);
  *    match(STRING, STRING) BOOL (trailing * = prefix, leading * = suffix,
  *    else exact); "re".matches(STRING) BOOL; s.startsWith(STRING),

@@ -900,7 +900,9 @@ static int emit_call(struct cctx *c, struct ast *n, uint32_t mark,
 	if (n->op == FN_CONDITIONAL || n->op == FN_CONDSTR) {
 		if (emit(c, n->args[0], false, &kid[0]))
 			return -1;
-		if (is_const(c, kid[0])) {
+		if (n->op == FN_CONDSTR)
+			e.flags |= NF_STRICT; /* folded only when all are */
+		else if (is_const(c, kid[0])) {
 			bool b = c->p->nodes[kid[0]].k.b;
 			c->p->n_nodes = mark;
 			c->p->n_args = args_mark;

@@ -535,6 +535,13 @@ int expr_eval_node(const struct expr_program *p, uint32_t ni,
 	}
 	case OP_COND:
 		EVC(e->a, &x);
+		if (__builtin_expect(e->flags & NF_STRICT, 0)) {
+			EVC(e->b, &y);
+			EVC(e->c, out);
+			if (x.b)
+				*out = y;
+			return 0;
+		}
 		return eval_child(p, x.b ? e->b : e->c, t, s, out);
 	case OP_COUNT_:
 		break;

@@ -62,6 +62,9 @@ enum expr_op {
  * OP_CONST; or exactly m["k"] | const with m an OP_LOAD. */
 #define NF_LOADS_K 2
 #define NF_MAPKEY_K 4
+/* OP_COND flag: conditionalString(), which Mixer runs as an ordinary
+ * function: both branches are evaluated, and one that fails fails it. */
+#define NF_STRICT 8
 
 /* OP_MATCH_K modes, decided once from the constant pattern */
 enum { MATCH_EXACT, MATCH_PREFIX, MATCH_SUFFIX };

@@ -542,6 +542,8 @@ static bool lower(struct pbuild *b, uint32_t ni, uint32_t *reg)
 		x.level = level_of(b, ra, rb, NO_NODE);
 		break;
 	case OP_COND:
+		if (e->flags & NF_STRICT)
+			return false; /* conditionalString(): the tree's */
 		/* constant branches (the seed's label values) are read from
 		 * consts: no register, no store per record */
 		if (!lower(b, e->a, &ra) ||
