@@ -526,6 +526,12 @@ static void render_ingest(struct mixd *m, struct expose_buf *b)
 	       "Producer connections accepted.");
 	sample1(b, "mixd_ingest_connections_total", NULL, NULL,
 		(double)s.connections);
+	family(b, "mixd_ingest_missed_wakeups_total", "counter",
+	       "Producer connections whose receive missed the producer's close "
+	       "or bytes (a kernel bug of some versions, liburing#1549), found "
+	       "by the once-a-second sweep of quiet connections and handled.");
+	sample1(b, "mixd_ingest_missed_wakeups_total", NULL, NULL,
+		(double)s.missed_wakeups);
 }
 
 static void render_config(struct mixd *m, struct expose_buf *b)

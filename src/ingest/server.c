@@ -55,7 +55,11 @@ enum op {
 	OP_WAKE = 4,
 	OP_CANCEL = 5,
 	OP_TIMER = 6,
+	OP_SWEEP = 7,
 };
+
+/* How often quiet connections are looked at (sweep()). */
+#define SWEEP_S 1
 
 /* Bytes received but not yet pushed, copied out of the provided buffer
  * they came in (which goes straight back to the kernel): a connection
@@ -96,6 +100,7 @@ struct conn {
 		__attribute__((aligned(__alignof__(struct cmsghdr))));
 
 	struct ingest_framer framer; /* stream reassembly */
+	bool heard;                  /* a recv completion since the sweep */
 
 	/* backpressure */
 	bool recv_armed;     /* a multishot recv is in flight */
@@ -129,10 +134,12 @@ struct ingest_server {
 	bool timer_armed;
 	bool accept_later; /* accept failed: re-arm it at the next tick */
 	struct __kernel_timespec tick;
+	struct __kernel_timespec sweep_every;
 
 	/* counters: written by the io thread, read by anyone */
 	uint64_t n_connections, n_open, n_records, n_rejected,
-		n_handshake_failed, n_limit_reached, n_dropped, n_invalid;
+		n_handshake_failed, n_limit_reached, n_dropped, n_invalid,
+		n_missed_wakeups;
 };
 
 static inline uint64_t tag(void *p, enum op op)
@@ -246,6 +253,57 @@ static void arm_timer(struct ingest_server *s)
 	io_uring_prep_timeout(sqe, &s->tick, 0, 0);
 	io_uring_sqe_set_data64(sqe, tag(s, OP_TIMER));
 	s->timer_armed = true;
+}
+
+static void cancel_recv(struct ingest_server *s, struct conn *c)
+{
+	struct io_uring_sqe *sqe = get_sqe(s);
+	io_uring_prep_cancel64(sqe, tag(c, OP_RECV), 0);
+	io_uring_sqe_set_data64(sqe, tag(s, OP_CANCEL));
+	c->cancelling = true;
+	bump(&s->n_missed_wakeups);
+}
+
+static void arm_sweep(struct ingest_server *s)
+{
+	s->sweep_every = (struct __kernel_timespec){.tv_sec = SWEEP_S};
+	struct io_uring_sqe *sqe = get_sqe(s);
+	io_uring_prep_timeout(sqe, &s->sweep_every, 0, 0);
+	io_uring_sqe_set_data64(sqe, tag(s, OP_SWEEP));
+}
+
+/*
+ * Some kernels (6.18 among them; axboe/liburing#1549) can miss the wakeup
+ * of a multishot recv on a unix socket when the peer closes or writes:
+ * the recv never completes, and the connection -- its descriptor, its
+ * ring, its producer slot -- would stay until the producer's next write,
+ * if any. So once a second every connection whose recv has said nothing
+ * since the last look is peeked at: at end of file it is ended, as the
+ * recv's completion would have ended it; with bytes waiting, its recv is
+ * cancelled and armed again (on_recv() does, on the cancel's completion).
+ */
+static void sweep(struct ingest_server *s)
+{
+	for (struct conn *c = s->conns; c; c = c->next) {
+		bool quiet = !c->heard;
+		c->heard = false;
+		if (!quiet || !c->recv_armed || c->cancelling || c->stalled)
+			continue;
+		if (c->dead) {
+			/* Shut down by us (kill_conn()), and that wakeup
+			 * missed too: the cancel's completion frees it. */
+			cancel_recv(s, c);
+			continue;
+		}
+		char b;
+		ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			continue; /* quiet indeed */
+		if (n <= 0)
+			c->dead = true; /* end of file, or an error */
+		cancel_recv(s, c);
+	}
+	arm_sweep(s);
 }
 
 static void give_back(struct ingest_server *s, unsigned bid)
@@ -505,8 +563,8 @@ static void on_hello(struct ingest_server *s, struct conn *c,
 		     struct io_uring_cqe *cqe)
 {
 	int fd = cqe->res > 0 ? take_fd(c) : -1;
-	if (cqe->res <= 0)
-		goto fail;
+	if (cqe->res <= 0 || (c->msg.msg_flags & MSG_CTRUNC))
+		goto fail; /* too many descriptors: refused, whatever the kind */
 	c->hello_len += (uint32_t)cqe->res;
 	if (c->hello_len < sizeof c->hello) {
 		if (fd >= 0)
@@ -547,6 +605,7 @@ static void on_recv(struct ingest_server *s, struct conn *c,
 		    struct io_uring_cqe *cqe)
 {
 	bool more = cqe->flags & IORING_CQE_F_MORE;
+	c->heard = true;
 	if (!more)
 		c->recv_armed = false;
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
@@ -558,8 +617,11 @@ static void on_recv(struct ingest_server *s, struct conn *c,
 		else if (n && !c->dead && c->kind != CONN_STREAM)
 			k = -1; /* bytes from a shm producer: not our protocol */
 		if (k < 0) {
-			/* The stream cannot be trusted past a bad frame. */
+			/* The stream cannot be trusted past a bad frame:
+			 * counted once, here, and what the framer held with it
+			 * is not a frame cut off by the close. */
 			bump(&s->n_rejected);
+			ingest_framer_free(&c->framer);
 			kill_conn(c);
 			give_back(s, bid);
 		} else if (!c->dead && ((uint32_t)k < n || c->framer.part_full)) {
@@ -622,6 +684,7 @@ static void *io_main(void *arg)
 	struct ingest_server *s = arg;
 	arm_accept(s);
 	arm_wake(s);
+	arm_sweep(s);
 
 	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
 		struct io_uring_cqe *cqe;
@@ -651,6 +714,9 @@ static void *io_main(void *arg)
 				break;
 			case OP_TIMER:
 				on_timer(s);
+				break;
+			case OP_SWEEP:
+				sweep(s);
 				break;
 			}
 		}
@@ -847,4 +913,5 @@ void ingest_server_stats(struct ingest_server *s, struct ingest_server_stats *o)
 	o->stream_rejected = ck_pr_load_64(&s->n_rejected);
 	o->handshake_failed = ck_pr_load_64(&s->n_handshake_failed);
 	o->limit_reached = ck_pr_load_64(&s->n_limit_reached);
+	o->missed_wakeups = ck_pr_load_64(&s->n_missed_wakeups);
 }
