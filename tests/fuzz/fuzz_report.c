@@ -1,0 +1,664 @@
+/*
+ * fuzz_report -- mixd-report's JSON-lines reader (tools/mixd-report.c,
+ * compiled in here with its main() renamed) on arbitrary lines, against a
+ * reading of the same line written here.
+ *
+ * libmixd is replaced by a recorder of the calls the tool makes, so what
+ * the tool would send is seen exactly; the dictionary and the custom-name
+ * rules are libmixd's (<mixd/attributes.h>, at most 1024 custom names of
+ * 1 to 65535 bytes), and a commit can be told the ring is full.
+ *
+ * For each line (the input split at '\n', as getline() reads it):
+ *   - the result is one of sent (1), dropped (0: only when the ring was
+ *     full), rejected (-1, with a reason) or blank (2);
+ *   - a sent line made exactly one record, committed once, with one
+ *     setter per member of the object, in order, each for the member's
+ *     attribute (a custom name always the same handle) and with its value:
+ *     a string's bytes, the number (an INT64 read from its token is the
+ *     double cJSON read, rounded the same way), the boolean, the duration
+ *     and timestamp as attr_parse_*() read them, the address inet_pton()
+ *     reads, the map's entries;
+ *   - a line this reading finds good (every member's JSON kind fits its
+ *     type, its value parses, no name twice, no NUL in a string, within
+ *     MIXD_RECORD_MAX) is sent, and one it finds bad is not; lines whose
+ *     integers are beyond 2^53 are not judged this way (the token decides),
+ *     nor are numbers with leading zeros (not JSON, though cJSON reads
+ *     them: the tool refuses "-0000000000000000000000000000001" as out of
+ *     the int64 range);
+ *   - a rejected line committed nothing, and aborted what it began.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <mixd/client.h>
+
+int report_main(int argc, char **argv);
+#define main report_main
+#include "../../tools/mixd-report.c"
+#undef main
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* ---- libmixd, recorded -------------------------------------------------- */
+
+#define CUSTOM_BASE 0x1000
+#define CUSTOM_MAX 1024
+#define CALLS_MAX 4096
+
+enum setter {
+	SET_STRING = 1,
+	SET_TYPED,
+	SET_BYTES,
+	SET_INT64,
+	SET_DOUBLE,
+	SET_BOOL,
+	SET_TIMESTAMP,
+	SET_DURATION,
+	SET_IP,
+	SET_MAP,
+};
+
+struct call {
+	enum setter set;
+	mixd_attr a;
+	int t; /* SET_TYPED's type */
+	int64_t i;
+	double d;
+	int b;
+	size_t at, len; /* bytes in the arena: a string, an address, or a
+			   map's entries as (u32 klen, key, u32 vlen, value) */
+	size_t n;	/* map entries */
+};
+
+struct mixd_record {
+	bool open;
+	size_t ncalls;
+	struct call calls[CALLS_MAX];
+};
+
+static struct mixd_record rec;
+static char *arena;
+static size_t arena_len, arena_cap;
+static unsigned commits, begins, aborts;
+static unsigned full_every, commit_no;
+static bool last_full;
+
+static struct {
+	char *name;
+	size_t len;
+} custom[CUSTOM_MAX];
+static unsigned ncustom;
+
+static const struct {
+	const char *name;
+	int type;
+} dict[] = {
+#define DICT_(id, name, type) {name, type},
+	MIXD_ATTRIBUTE_LIST(DICT_)
+#undef DICT_
+};
+
+static size_t keep(const void *p, size_t n)
+{
+	if (arena_len + n > arena_cap) {
+		size_t cap = arena_cap ? arena_cap : 4096;
+		while (cap < arena_len + n)
+			cap *= 2;
+		arena = realloc(arena, cap);
+		if (!arena)
+			abort();
+		arena_cap = cap;
+	}
+	if (n)
+		memcpy(arena + arena_len, p, n);
+	arena_len += n;
+	return arena_len - n;
+}
+
+static struct call *call(mixd_record *r, enum setter set, mixd_attr a)
+{
+	if (r != &rec || !r->open || r->ncalls == CALLS_MAX)
+		abort();
+	struct call *c = &r->calls[r->ncalls++];
+	memset(c, 0, sizeof *c);
+	c->set = set;
+	c->a = a;
+	return c;
+}
+
+int mixd_client_open(const char *address,
+		     const struct mixd_client_options *opts, mixd_client **out)
+{
+	abort(); /* main() is not run */
+}
+
+void mixd_client_close(mixd_client *c)
+{
+	abort();
+}
+
+int mixd_client_flush(mixd_client *c, int timeout_ms)
+{
+	abort();
+}
+
+int mixd_attr_lookup(const char *name)
+{
+	for (size_t i = 0; i < sizeof dict / sizeof *dict; i++)
+		if (strcmp(dict[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+int mixd_attr_type(mixd_attr a)
+{
+	return a < sizeof dict / sizeof *dict ? dict[a].type : 0;
+}
+
+int mixd_attr_custom(mixd_client *c, const char *name, mixd_attr *out)
+{
+	size_t len = name ? strlen(name) : 0;
+	if (len == 0 || len > UINT16_MAX)
+		return -EINVAL;
+	int id = mixd_attr_lookup(name);
+	if (id >= 0) {
+		*out = (mixd_attr)id;
+		return 0;
+	}
+	for (unsigned i = 0; i < ncustom; i++) {
+		if (custom[i].len == len &&
+		    !memcmp(custom[i].name, name, len)) {
+			*out = (mixd_attr)(CUSTOM_BASE + i);
+			return 0;
+		}
+	}
+	if (ncustom == CUSTOM_MAX)
+		return -ENOSPC;
+	custom[ncustom].name = strdup(name);
+	if (!custom[ncustom].name)
+		abort();
+	custom[ncustom].len = len;
+	*out = (mixd_attr)(CUSTOM_BASE + ncustom++);
+	return 0;
+}
+
+mixd_record *mixd_record_begin(mixd_client *c)
+{
+	if (rec.open)
+		abort(); /* one line, one record */
+	rec.open = true;
+	rec.ncalls = 0;
+	begins++;
+	return &rec;
+}
+
+void mixd_record_abort(mixd_record *r)
+{
+	if (r != &rec || !r->open)
+		abort();
+	r->open = false;
+	aborts++;
+}
+
+/* Bytes of an attribute's encoding (<mixd/ring.h>) without its value. */
+static size_t head_bytes(mixd_attr a)
+{
+	return a >= CUSTOM_BASE ? 3 + 2 + custom[a - CUSTOM_BASE].len : 3;
+}
+
+static size_t encoded(const struct call *c)
+{
+	switch (c->set) {
+	case SET_STRING:
+	case SET_TYPED:
+	case SET_BYTES:
+		return head_bytes(c->a) + 4 + c->len;
+	case SET_BOOL:
+		return head_bytes(c->a) + 1;
+	case SET_IP:
+		return head_bytes(c->a) + 1 + c->len;
+	case SET_MAP:
+		return head_bytes(c->a) + 4 + c->len;
+	default:
+		return head_bytes(c->a) + 8;
+	}
+}
+
+int mixd_record_commit(mixd_record *r)
+{
+	if (r != &rec || !r->open)
+		abort();
+	r->open = false;
+	commits++;
+	size_t bytes = 0;
+	for (size_t i = 0; i < r->ncalls; i++)
+		bytes += encoded(&r->calls[i]);
+	if (bytes > MIXD_RECORD_MAX)
+		return -EMSGSIZE;
+	last_full = full_every && ++commit_no % full_every == 0;
+	return last_full ? -ENOBUFS : 0;
+}
+
+void mixd_set_string(mixd_record *r, mixd_attr a, const char *s, size_t len)
+{
+	struct call *c = call(r, SET_STRING, a);
+	c->at = keep(s, len);
+	c->len = len;
+}
+
+void mixd_set_typed_string(mixd_record *r, mixd_attr a, enum mixd_type t,
+			   const char *s, size_t len)
+{
+	struct call *c = call(r, SET_TYPED, a);
+	c->t = t;
+	c->at = keep(s, len);
+	c->len = len;
+}
+
+void mixd_set_bytes(mixd_record *r, mixd_attr a, const void *p, size_t len)
+{
+	struct call *c = call(r, SET_BYTES, a);
+	c->at = keep(p, len);
+	c->len = len;
+}
+
+void mixd_set_int64(mixd_record *r, mixd_attr a, int64_t v)
+{
+	call(r, SET_INT64, a)->i = v;
+}
+
+void mixd_set_double(mixd_record *r, mixd_attr a, double v)
+{
+	call(r, SET_DOUBLE, a)->d = v;
+}
+
+void mixd_set_bool(mixd_record *r, mixd_attr a, int v)
+{
+	call(r, SET_BOOL, a)->b = v;
+}
+
+void mixd_set_timestamp(mixd_record *r, mixd_attr a, int64_t ns)
+{
+	call(r, SET_TIMESTAMP, a)->i = ns;
+}
+
+void mixd_set_duration(mixd_record *r, mixd_attr a, int64_t ns)
+{
+	call(r, SET_DURATION, a)->i = ns;
+}
+
+void mixd_set_ip(mixd_record *r, mixd_attr a, const void *addr, size_t len)
+{
+	struct call *c = call(r, SET_IP, a);
+	c->at = keep(addr, len);
+	c->len = len;
+}
+
+void mixd_set_string_map(mixd_record *r, mixd_attr a, const struct mixd_kv *kv,
+			 size_t n)
+{
+	struct call *c = call(r, SET_MAP, a);
+	c->at = arena_len;
+	c->n = n;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t kl = (uint32_t)kv[i].key_len,
+			 vl = (uint32_t)kv[i].value_len;
+		keep(&kl, 4);
+		keep(kv[i].key, kl);
+		keep(&vl, 4);
+		keep(kv[i].value, vl);
+	}
+	c->len = arena_len - c->at;
+}
+
+/* ---- the reading of a line written here --------------------------------- */
+
+enum verdict { GOOD, BAD, UNSURE };
+
+static enum verdict worst(enum verdict a, enum verdict b)
+{
+	return a == BAD || b == BAD	    ? BAD
+	       : a == UNSURE || b == UNSURE ? UNSURE
+					    : GOOD;
+}
+
+/* A "\u0000" escape: a 'u' after an odd run of backslashes, then 0000. */
+static bool has_nul_escape(const char *s)
+{
+	for (const char *p = strstr(s, "u0000"); p;
+	     p = strstr(p + 1, "u0000")) {
+		size_t bs = 0;
+		while (p - bs > s && p[-1 - (ptrdiff_t)bs] == '\\')
+			bs++;
+		if (bs & 1)
+			return true;
+	}
+	return false;
+}
+
+static bool same_bytes(const struct call *c, const char *s)
+{
+	size_t n = strlen(s);
+	return c->len == n && !memcmp(arena + c->at, s, n);
+}
+
+/* The map's entries as the recorder keeps them, from the JSON object. */
+static bool same_map(const struct call *c, const cJSON *o)
+{
+	size_t at = c->at, n = 0;
+	for (const cJSON *e = o->child; e; e = e->next, n++) {
+		uint32_t kl, vl;
+		if (at + 4 > c->at + c->len)
+			return false;
+		memcpy(&kl, arena + at, 4);
+		if (kl != strlen(e->string) ||
+		    memcmp(arena + at + 4, e->string, kl))
+			return false;
+		at += 4 + kl;
+		memcpy(&vl, arena + at, 4);
+		if (vl != strlen(e->valuestring) ||
+		    memcmp(arena + at + 4, e->valuestring, vl))
+			return false;
+		at += 4 + vl;
+	}
+	return n == c->n && at == c->at + c->len;
+}
+
+/*
+ * Does a number outside strings start with a zero and another digit?
+ * Not JSON (RFC 8259), but cJSON reads it; the tool then reads the token
+ * (of up to 31 bytes) itself, and leading zeros can take it past that.
+ * Such lines are not judged.
+ */
+static bool has_leading_zero(const char *s)
+{
+	for (const char *p = s; *p; p++) {
+		if (*p == '"') {
+			for (p++; *p && *p != '"'; p++)
+				if (*p == '\\' && p[1])
+					p++;
+			if (!*p)
+				break;
+			continue;
+		}
+		bool start = p == s || !strchr("0123456789.eE+-", p[-1]);
+		const char *q = *p == '-' ? p + 1 : p;
+		if (start && q[0] == '0' && q[1] >= '0' && q[1] <= '9')
+			return true;
+	}
+	return false;
+}
+
+/* Is @d an integer that an INT64 member surely takes? */
+static enum verdict int_verdict(double d)
+{
+	double a = d < 0 ? -d : d;
+	if (a > 9007199254740992.0)
+		return UNSURE; /* the token decides */
+	return (double)(int64_t)d == d ? GOOD : BAD;
+}
+
+/* Check one member against the setter the tool called (when @c), and
+ * judge it. */
+static enum verdict member(const cJSON *m, const struct call *c,
+			   mixd_attr handle, size_t *bytes)
+{
+	const char *name = m->string;
+	int id = mixd_attr_lookup(name);
+	int t = id >= 0 ? dict[id].type : 0;
+	int64_t v;
+	uint8_t ip[16];
+
+	if (c && c->a != handle)
+		abort();
+	if (t == 0) { /* custom: the JSON kind decides */
+		if (cJSON_IsString(m))
+			t = MIXD_T_STRING;
+		else if (cJSON_IsNumber(m))
+			t = MIXD_T_DOUBLE; /* or INT64: checked below */
+		else if (cJSON_IsBool(m))
+			t = MIXD_T_BOOL;
+		else if (cJSON_IsObject(m))
+			t = MIXD_T_STRING_MAP;
+		else
+			return BAD;
+		*bytes += 2 + strlen(name);
+	}
+	*bytes += 3;
+	switch (t) {
+	case MIXD_T_STRING:
+	case MIXD_T_EMAIL:
+	case MIXD_T_URI:
+	case MIXD_T_DNS_NAME:
+	case MIXD_T_BYTES:
+		if (!cJSON_IsString(m))
+			return BAD;
+		*bytes += 4 + strlen(m->valuestring);
+		if (c && (c->set != (t == MIXD_T_STRING	 ? SET_STRING
+				     : t == MIXD_T_BYTES ? SET_BYTES
+							 : SET_TYPED) ||
+			  (c->set == SET_TYPED && c->t != t) ||
+			  !same_bytes(c, m->valuestring)))
+			abort();
+		return GOOD;
+	case MIXD_T_INT64:
+		if (!cJSON_IsNumber(m))
+			return BAD;
+		*bytes += 8;
+		if (c &&
+		    (c->set != SET_INT64 || (double)c->i != m->valuedouble))
+			abort();
+		return int_verdict(m->valuedouble);
+	case MIXD_T_DOUBLE:
+		if (!cJSON_IsNumber(m))
+			return BAD;
+		*bytes += 8;
+		if (c && !(c->set == SET_DOUBLE && c->d == m->valuedouble) &&
+		    !(id < 0 && c->set == SET_INT64 &&
+		      (double)c->i == m->valuedouble))
+			abort();
+		if (id < 0) {
+			/* an integer token must fit an int64: beyond 2^53
+			 * only the token tells */
+			double a = m->valuedouble < 0 ? -m->valuedouble
+						      : m->valuedouble;
+			if (a > 9007199254740992.0)
+				return UNSURE;
+		}
+		return GOOD;
+	case MIXD_T_BOOL:
+		if (!cJSON_IsBool(m))
+			return BAD;
+		*bytes += 1;
+		if (c && (c->set != SET_BOOL || !c->b != !cJSON_IsTrue(m)))
+			abort();
+		return GOOD;
+	case MIXD_T_DURATION:
+		if (!cJSON_IsString(m) ||
+		    attr_parse_duration(m->valuestring, strlen(m->valuestring),
+					&v) != 0)
+			return BAD;
+		*bytes += 8;
+		if (c && (c->set != SET_DURATION || c->i != v))
+			abort();
+		return GOOD;
+	case MIXD_T_TIMESTAMP:
+		if (!cJSON_IsString(m) ||
+		    attr_parse_timestamp(m->valuestring, strlen(m->valuestring),
+					 &v) != 0)
+			return BAD;
+		*bytes += 8;
+		if (c && (c->set != SET_TIMESTAMP || c->i != v))
+			abort();
+		return GOOD;
+	case MIXD_T_IP: {
+		size_t n = 0;
+		if (!cJSON_IsString(m))
+			return BAD;
+		if (inet_pton(AF_INET, m->valuestring, ip) == 1)
+			n = 4;
+		else if (inet_pton(AF_INET6, m->valuestring, ip) == 1)
+			n = 16;
+		else
+			return BAD;
+		*bytes += 1 + n;
+		if (c && (c->set != SET_IP || c->len != n ||
+			  memcmp(arena + c->at, ip, n)))
+			abort();
+		return GOOD;
+	}
+	case MIXD_T_STRING_MAP:
+		if (!cJSON_IsObject(m))
+			return BAD;
+		*bytes += 4;
+		for (const cJSON *e = m->child; e; e = e->next) {
+			if (!cJSON_IsString(e))
+				return BAD;
+			*bytes +=
+				8 + strlen(e->string) + strlen(e->valuestring);
+		}
+		if (c && (c->set != SET_MAP || !same_map(c, m)))
+			abort();
+		return GOOD;
+	default:
+		return BAD; /* a type the tool cannot send */
+	}
+}
+
+/* The reading of @line (@len bytes, NUL-terminated) and, when @sent, the
+ * check of the record the tool made. */
+static enum verdict judge(const char *line, size_t len, bool sent)
+{
+	if (memchr(line, 0, len))
+		return BAD;
+	cJSON *j = cJSON_ParseWithOpts(line, NULL, 1);
+	if (!j)
+		return BAD;
+	enum verdict v = GOOD;
+	size_t bytes = 0, n = 0, unasked = 0;
+	if (!cJSON_IsObject(j) || has_nul_escape(line))
+		v = BAD;
+	else if (has_leading_zero(line))
+		v = UNSURE;
+	for (const cJSON *m = j->child; m && v != BAD; m = m->next, n++) {
+		mixd_attr handle = 0;
+		int id = mixd_attr_lookup(m->string);
+		if (id >= 0) {
+			handle = (mixd_attr)id;
+		} else {
+			size_t nl = strlen(m->string);
+			if (nl == 0) {
+				v = BAD;
+				break;
+			}
+			unsigned i;
+			for (i = 0; i < ncustom; i++)
+				if (custom[i].len == nl &&
+				    !memcmp(custom[i].name, m->string, nl))
+					break;
+			if (i == ncustom) {
+				/* the tool stopped before it asked: it would
+				 * get a handle while there is room */
+				if (sent)
+					abort();
+				if (++unasked + ncustom > CUSTOM_MAX - 8)
+					v = worst(v, UNSURE);
+			}
+			handle = (mixd_attr)(CUSTOM_BASE + i);
+		}
+		for (const cJSON *o = j->child; o != m; o = o->next)
+			if (!strcmp(o->string, m->string))
+				v = BAD; /* twice */
+		if (sent && n >= rec.ncalls)
+			abort();
+		v = worst(v, member(m, sent ? &rec.calls[n] : NULL, handle,
+				    &bytes));
+	}
+	if (v != BAD && bytes > MIXD_RECORD_MAX)
+		v = BAD;
+	if (sent && (v == BAD || n != rec.ncalls))
+		abort();
+	cJSON_Delete(j);
+	return v;
+}
+
+static struct line_ctx x;
+static char *buf;
+static size_t buf_cap;
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 1)
+		return 0;
+	/* Fresh names: this input's, not the ones before it. */
+	names_free();
+	memset(names, 0, sizeof names);
+	names_used = 0;
+	for (unsigned i = 0; i < ncustom; i++)
+		free(custom[i].name);
+	ncustom = 0;
+	full_every = data[0] % 4; /* 0: the ring is never full */
+	commit_no = 0;
+
+	const uint8_t *p = data + 1, *end = data + size;
+	while (p < end) {
+		const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t len = nl ? (size_t)(nl - p) + 1 : (size_t)(end - p);
+		if (len + 1 > buf_cap) {
+			buf_cap = len + 1;
+			buf = realloc(buf, buf_cap);
+			if (!buf)
+				abort();
+		}
+		memcpy(buf, p, len);
+		buf[len] = 0;
+		p += len;
+
+		/* the line without its end, as send_line() cuts it */
+		size_t l = len;
+		while (l && (buf[l - 1] == '\n' || buf[l - 1] == '\r'))
+			l--;
+		unsigned c0 = commits, a0 = aborts, b0 = begins;
+		arena_len = 0;
+		rec.ncalls = 0;
+		last_full = false;
+		x.why[0] = 0;
+		int r = send_line(&x, buf, len);
+		if (rec.open)
+			abort(); /* a record left begun */
+		switch (r) {
+		case 2: /* blank */
+			for (size_t i = 0; i < l; i++)
+				if (buf[i] != ' ' && buf[i] != '\t')
+					abort();
+			if (begins != b0)
+				abort();
+			break;
+		case 1:
+		case 0:
+			if (commits != c0 + 1 || aborts != a0 ||
+			    last_full != (r == 0))
+				abort();
+			judge(buf, l, true);
+			break;
+		case -1:
+			if (!x.why[0] ||
+			    commits - c0 + aborts - a0 != begins - b0)
+				abort();
+			if (!strcmp(x.why, "cannot read the numbers"))
+				abort(); /* "cannot happen" */
+			if (judge(buf, l, false) == GOOD)
+				abort(); /* a good line refused */
+			break;
+		default:
+			abort();
+		}
+	}
+	return 0;
+}
