@@ -202,10 +202,16 @@ static void write_forever(int fd, bool closed)
 	}
 	if (closed) {
 		if (fork() != 0) {
-			/* The producer, once the child is writing: gone,
+			/* The producer, once mixd has followed the child's
+			 * writing two ring's worth (or after 30 s): gone,
 			 * connection and all. */
-			struct timespec ts = {0, 200000000};
-			nanosleep(&ts, NULL);
+			uint64_t give_up = now_ns() + 30000000000ull;
+			while (__atomic_load_n((uint64_t *)(p + 128),
+					       __ATOMIC_ACQUIRE) < 2 * cap &&
+			       now_ns() < give_up) {
+				struct timespec ts = {0, 1000000};
+				nanosleep(&ts, NULL);
+			}
 			_exit(0);
 		}
 		for (int f = 3; f < 1024; f++)
