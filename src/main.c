@@ -527,9 +527,10 @@ static void render_ingest(struct mixd *m, struct expose_buf *b)
 	sample1(b, "mixd_ingest_connections_total", NULL, NULL,
 		(double)s.connections);
 	family(b, "mixd_ingest_missed_wakeups_total", "counter",
-	       "Producer connections whose receive missed the producer's close "
-	       "or bytes (a kernel bug of some versions, liburing#1549), found "
-	       "by the once-a-second sweep of quiet connections and handled.");
+	       "Receives of quiet producer connections re-armed because the "
+	       "producer's close or bytes were waiting: a bound on the wakeups "
+	       "some kernels miss (liburing#1549), which the once-a-second "
+	       "sweep recovers.");
 	sample1(b, "mixd_ingest_missed_wakeups_total", NULL, NULL,
 		(double)s.missed_wakeups);
 }

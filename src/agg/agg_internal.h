@@ -553,7 +553,8 @@ struct shard_ring {
 	bool closing;
 	/* Once its connection closed or mixd began to drain, the ring is
 	 * followed only up to here (one ring's worth on): a producer that
-	 * goes on writing cannot keep it, or mixd, alive. 0: not yet. */
+	 * goes on writing cannot keep it, or mixd, alive (the socket queue
+	 * has the same, shard.queue_stop_at). 0: not yet. */
 	uint64_t stop_at;
 	struct shard_ring *next;
 };
@@ -582,6 +583,7 @@ struct shard {
 	/* The shard thread's own. */
 	struct shard_ring *rings;
 	struct ingest_ring *queue;
+	uint64_t queue_stop_at; /* drained up to here (shard_ring.stop_at) */
 	struct attr_table table;
 	uint8_t record[INGEST_POLL_SCRATCH]; /* shm records, copied to decode */
 	struct ingest_ring_counts mine[INGEST_TRANSPORT_COUNT];

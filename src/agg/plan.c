@@ -417,8 +417,11 @@ static void octaves(struct plan_family *pf)
 			below++;
 		for (in = 0; below + in < pf->nb && pf->bounds[below + in] < hi;)
 			in++;
-		if (e == 2047)
-			in = 0; /* [+Inf, +Inf): no finite bound */
+		if (e == 2047) { /* +Inf and the positive NaNs */
+			if (pf->nb && isinf(pf->bounds[pf->nb - 1]))
+				continue; /* a +Inf bound: the search (NaN) */
+			in = 0;
+		}
 		if (in <= 1 && below < FAM_OCTAVE_SEARCH)
 			pf->octave[e] = (uint8_t)below;
 	}

@@ -211,9 +211,18 @@ static unsigned pass(struct shard *sh, bool draining, bool *left)
 		}
 		pp = &sr->next;
 	}
-	n += ingest_ring_poll(sh->queue, on_record, ahead, sh, 4096,
-			      &sh->mine[INGEST_SOCKET], sh->record);
-	*left |= ingest_ring_left(sh->queue);
+	/* The socket producers' queue: the io thread goes on filling it
+	 * from connections open at SIGTERM, so the drain takes it, too, at
+	 * most one capacity on. */
+	if (draining && !sh->queue_stop_at)
+		sh->queue_stop_at = ingest_ring_consumed(sh->queue) +
+				    ingest_ring_capacity(sh->queue);
+	if (!sh->queue_stop_at ||
+	    ingest_ring_consumed(sh->queue) < sh->queue_stop_at) {
+		n += ingest_ring_poll(sh->queue, on_record, ahead, sh, 4096,
+				      &sh->mine[INGEST_SOCKET], sh->record);
+		*left |= ingest_ring_left(sh->queue);
+	}
 	if (sh->mar)
 		mar_read_end(sh->mar);
 	if (sh->state)

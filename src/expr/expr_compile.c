@@ -693,10 +693,13 @@ static size_t counted(const char *p, unsigned long *max)
 	for (int part = 0; part < 2; part++) {
 		const char *d = q;
 		unsigned long v = 0;
-		while (*q >= '0' && *q <= '9' && v <= 100000)
-			v = v * 10 + (unsigned long)(*q++ - '0');
+		for (; *q >= '0' && *q <= '9'; q++) /* every digit; the value
+						      * stops growing past 1e6 */
+			v = v > 1000000 ? v : v * 10 + (unsigned long)(*q - '0');
 		if (q == d && part == 0)
 			return 0; /* no first count */
+		if (q - d > 1 && *d == '0')
+			return 0; /* Go's parseInt: no leading zero ("{01}") */
 		*max = v > *max ? v : *max;
 		if (*q == '}')
 			return (size_t)(q + 1 - p);

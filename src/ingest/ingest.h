@@ -397,8 +397,8 @@ struct ingest_server_stats {
 	uint64_t stream_rejected; /**< bad frames (the connection is closed) */
 	uint64_t handshake_failed;/**< bad hello, bad memfd */
 	uint64_t limit_reached;   /**< times accepting paused at the limit */
-	uint64_t missed_wakeups;  /**< connections whose recv missed the peer's
-				       close or bytes, found by the sweep */
+	uint64_t missed_wakeups;  /**< quiet connections' recvs re-armed with
+				       the peer's close or bytes waiting */
 };
 
 struct ingest_server;

@@ -78,8 +78,14 @@ int ingest_ring_attach(int fd, struct ingest_ring **out)
 
 	/* Only a memfd's kind of file: a regular file in shared memory
 	 * (tmpfs). On hugetlbfs a seal against shrinking still lets the
-	 * producer punch holes, and a read of one is SIGBUS. */
+	 * producer punch holes, and a read of one is SIGBUS. Asking for the
+	 * seals first refuses any other file (one on FUSE or NFS, whose
+	 * stat could hang) without a call into its filesystem. */
 	struct statfs fs;
+	if (fcntl(fd, F_GET_SEALS) < 0) {
+		rc = -EBADF;
+		goto fail;
+	}
 	if (fstat(fd, &st) != 0 || fstatfs(fd, &fs) != 0) {
 		rc = -errno;
 		goto fail;

@@ -278,9 +278,12 @@ static void arm_sweep(struct ingest_server *s)
  * the recv never completes, and the connection -- its descriptor, its
  * ring, its producer slot -- would stay until the producer's next write,
  * if any. So once a second every connection whose recv has said nothing
- * since the last look is peeked at: at end of file it is ended, as the
- * recv's completion would have ended it; with bytes waiting, its recv is
- * cancelled and armed again (on_recv() does, on the cancel's completion).
+ * since the last look is peeked at: at end of file or with bytes waiting,
+ * its recv is cancelled and, on the cancel's completion, armed again
+ * (on_recv()); the new recv finds what the old one missed. Not ended
+ * here: the recv may have taken the last bytes and the end of file
+ * already, their completions not yet handled, and those bytes must be.
+ * So the count is of receives re-armed, a bound on wakeups missed.
  */
 static void sweep(struct ingest_server *s)
 {
@@ -299,9 +302,7 @@ static void sweep(struct ingest_server *s)
 		ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			continue; /* quiet indeed */
-		if (n <= 0)
-			c->dead = true; /* end of file, or an error */
-		cancel_recv(s, c);
+		cancel_recv(s, c); /* bytes, end of file or an error */
 	}
 	arm_sweep(s);
 }
@@ -314,6 +315,10 @@ static void give_back(struct ingest_server *s, unsigned bid)
 	io_uring_buf_ring_advance(s->br, 1);
 }
 
+/* A stream that cannot be trusted further: counted rejected once, here,
+ * and what its framer held is not also "a frame cut off by the close". */
+static void stream_broken(struct ingest_server *s, struct conn *c);
+
 /* End a connection early: its pending recv completes with 0 and frees it. */
 static void kill_conn(struct conn *c)
 {
@@ -321,6 +326,13 @@ static void kill_conn(struct conn *c)
 		c->dead = true;
 		shutdown(c->fd, SHUT_RDWR);
 	}
+}
+
+static void stream_broken(struct ingest_server *s, struct conn *c)
+{
+	bump(&s->n_rejected);
+	ingest_framer_free(&c->framer);
+	kill_conn(c);
 }
 
 /* Give back every buffer @c holds. */
@@ -420,8 +432,7 @@ static void hold(struct ingest_server *s, struct conn *c, unsigned bid,
 	give_back(s, bid);
 	if (!h) {
 		/* Cannot even remember them: the stream is broken. */
-		bump(&s->n_rejected);
-		kill_conn(c);
+		stream_broken(s, c);
 		return;
 	}
 	if (!c->held)
@@ -453,8 +464,7 @@ static bool unstall(struct ingest_server *s, struct conn *c)
 		struct stalled *h = c->held;
 		ssize_t k = stream_bytes(s, c, h->data + h->off, h->len - h->off);
 		if (k < 0) {
-			bump(&s->n_rejected);
-			kill_conn(c);
+			stream_broken(s, c);
 			break;
 		}
 		h->off += (uint32_t)k;
@@ -617,12 +627,8 @@ static void on_recv(struct ingest_server *s, struct conn *c,
 		else if (n && !c->dead && c->kind != CONN_STREAM)
 			k = -1; /* bytes from a shm producer: not our protocol */
 		if (k < 0) {
-			/* The stream cannot be trusted past a bad frame:
-			 * counted once, here, and what the framer held with it
-			 * is not a frame cut off by the close. */
-			bump(&s->n_rejected);
-			ingest_framer_free(&c->framer);
-			kill_conn(c);
+			/* The stream cannot be trusted past a bad frame. */
+			stream_broken(s, c);
 			give_back(s, bid);
 		} else if (!c->dead && ((uint32_t)k < n || c->framer.part_full)) {
 			/* The queue is full: keep what it did not take -- the

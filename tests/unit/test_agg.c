@@ -1178,6 +1178,7 @@ static void test_octave_buckets(void **state)
 				     0.5,   1,    2.5,   5,    10};
 	static const double expo[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7};
 	static const double few[] = {-3, -0.0, 1e-310, 7};
+	static const double to_inf[] = {1, 2, INFINITY}; /* the config takes inf */
 	double lin[40], many[300], pow2[8];
 	for (int i = 0; i < 40; i++)
 		lin[i] = -2 + 0.25 * i;
@@ -1189,7 +1190,7 @@ static void test_octave_buckets(void **state)
 		const double *b;
 		size_t n;
 	} sets[] = {{dur, 11}, {expo, 8}, {few, 4}, {lin, 40},
-		    {many, 300}, {pow2, 8}, {dur, 1}};
+		    {many, 300}, {pow2, 8}, {dur, 1}, {to_inf, 3}};
 	uint64_t seed = 0x9E3779B97F4A7C15ull;
 	for (size_t k = 0; k < sizeof sets / sizeof sets[0]; k++) {
 		struct plan_family f = {.kind = FAM_HISTOGRAM,
