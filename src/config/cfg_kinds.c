@@ -1043,9 +1043,29 @@ void cfg_decode_object(struct cfg_ctx *x, yaml_node_t *root)
 			       cfg_node_what(root));
 		return;
 	}
+	/* kubectl get ... -o yaml: one List whose items are the objects */
+	kind = map_get(x->doc, root, "kind");
+	yaml_node_t *items = map_get(x->doc, root, "items");
+	if (kind && cfg_scalar(kind) && !strcmp(cfg_scalar(kind), "List") &&
+	    items && items->type == YAML_SEQUENCE_NODE) {
+		for (yaml_node_item_t *i = items->data.sequence.items.start;
+		     i < items->data.sequence.items.top; i++) {
+			yaml_node_t *it = yaml_document_get_node(x->doc, *i);
+			yaml_node_t *k = it && it->type == YAML_MAPPING_NODE
+						 ? map_get(x->doc, it, "kind")
+						 : NULL;
+			if (k && cfg_scalar(k) && !strcmp(cfg_scalar(k), "List"))
+				cfg_node_error(x, it, "found a List in a List, "
+						      "expected an object");
+			else if (it)
+				cfg_decode_object(x, it);
+			x->path[0] = 0;
+			x->fqn = NULL;
+		}
+		return;
+	}
 	if (check_top_keys(x, root))
 		return;
-	kind = map_get(x->doc, root, "kind");
 	meta = map_get(x->doc, root, "metadata");
 	if (!kind || !cfg_scalar(kind) || !*cfg_scalar(kind)) {
 		x->path[0] = 0;

@@ -116,6 +116,21 @@ static const char *canonical(struct cfg *c, const char *ref, const char *ns,
 	return cfg_sprintf(c, "%s.%s.%s", ref, generic_kind, ns);
 }
 
+/*
+ * The other reading Mixer's getCanonicalRef() tries for a one-dot
+ * reference (runtime/config/util.go): name.namespace, of a `kind: handler`
+ * / `kind: instance` (@generic_kind). NULL for any other reference.
+ */
+static const char *canonical_alt(struct cfg *c, const char *ref,
+				 const char *generic_kind)
+{
+	const char *dot = strchr(ref, '.');
+	if (!dot || strchr(dot + 1, '.'))
+		return NULL;
+	return cfg_sprintf(c, "%.*s.%s.%s", (int)(dot - ref), ref, generic_kind,
+			   dot + 1);
+}
+
 /* Which templates each adapter takes (Mixer's adapter info). */
 static bool adapter_takes(enum cfg_adapter a, enum cfg_template t)
 {
@@ -158,6 +173,11 @@ static void resolve_action(struct cfg *c, struct cfg_rule *r, size_t ai)
 	if (!fqn)
 		return;
 	a->handler = cfg_find_handler(c, fqn);
+	const char *alt = a->handler || cfg_is_skipped(c, fqn)
+				  ? NULL
+				  : canonical_alt(c, a->handler_ref.s, "handler");
+	if (alt && (a->handler = cfg_find_handler(c, alt)))
+		fqn = alt;
 	if (!a->handler && !cfg_is_skipped(c, fqn)) {
 		snprintf(field, sizeof(field), "actions[%zu].handler", ai);
 		cfg_error_at(c, &a->handler_ref.pos, r->meta.fqn, field,
@@ -182,6 +202,11 @@ static void resolve_action(struct cfg *c, struct cfg_rule *r, size_t ai)
 		if (!fqn)
 			return;
 		in = cfg_find_instance(c, fqn);
+		const char *ialt = in || cfg_is_skipped(c, fqn)
+					   ? NULL
+					   : canonical_alt(c, ref->s, "instance");
+		if (ialt && (in = cfg_find_instance(c, ialt)))
+			fqn = ialt;
 		if (!in) {
 			if (!cfg_is_skipped(c, fqn))
 				cfg_error_at(c, &ref->pos, r->meta.fqn, field,

@@ -1184,6 +1184,66 @@ static void test_rule_namespace_scoping(void **state)
 	cfg_destroy(c);
 }
 
+/* A one-dot reference is name.kind in the rule's namespace, or, as
+ * Mixer's getCanonicalRef() also tries, name.namespace of a `kind:
+ * handler` / `kind: instance`. */
+static void test_name_dot_namespace_references(void **state)
+{
+	(void)state;
+	struct cfg *c = load_text(
+		"kind: instance\n"
+		"metadata: {name: requestcount, namespace: istio-system}\n"
+		"spec:\n"
+		"  compiledTemplate: metric\n"
+		"  params: {value: \"1\", dimensions: {code: response.code | 200}}\n"
+		"---\n"
+		"kind: handler\n"
+		"metadata: {name: prom, namespace: istio-system}\n"
+		"spec:\n"
+		"  compiledAdapter: prometheus\n"
+		"  params:\n"
+		"    metrics:\n"
+		"    - name: requests_total\n"
+		"      instance_name: requestcount.instance.istio-system\n"
+		"      kind: COUNTER\n"
+		"      label_names: [code]\n"
+		"---\n"
+		"kind: rule\n"
+		"metadata: {name: promhttp, namespace: default}\n"
+		"spec:\n"
+		"  actions:\n"
+		"  - handler: prom.istio-system\n"
+		"    instances: [requestcount.istio-system]\n");
+	assert_loads(c);
+	const struct cfg_rule *r = cfg_rule(c, 0);
+	assert_non_null(r->actions[0].handler);
+	assert_string_equal(r->actions[0].handler->meta.fqn,
+			    "prom.handler.istio-system");
+	assert_int_equal(r->actions[0].n_instances, 1);
+	assert_string_equal(r->actions[0].instances[0]->meta.fqn,
+			    "requestcount.instance.istio-system");
+	cfg_destroy(c);
+}
+
+/* kubectl get ... -A -o yaml writes one List: its items are the objects. */
+static void test_a_kubectl_list_is_its_items(void **state)
+{
+	(void)state;
+	struct cfg *c = load_text("apiVersion: v1\n"
+				  "kind: List\n"
+				  "metadata: {resourceVersion: \"\"}\n"
+				  "items:\n"
+				  "- apiVersion: config.istio.io/v1alpha2\n"
+				  "  kind: rule\n"
+				  "  metadata: {name: a, namespace: default}\n"
+				  "- kind: rule\n"
+				  "  metadata: {name: b, namespace: bookinfo}\n");
+	assert_loads(c);
+	assert_string_equal(cfg_rule(c, 0)->meta.fqn, "a.rule.default");
+	assert_string_equal(cfg_rule(c, 1)->meta.fqn, "b.rule.bookinfo");
+	cfg_destroy(c);
+}
+
 /* --------------------------------------------------- odd inputs */
 
 static void test_odd_buffers(void **state)
@@ -1245,6 +1305,8 @@ int main(void)
 		cmocka_unit_test(test_metric_to_stdio_is_announced),
 		cmocka_unit_test(test_top_level_keys),
 		cmocka_unit_test(test_rule_namespace_scoping),
+		cmocka_unit_test(test_name_dot_namespace_references),
+		cmocka_unit_test(test_a_kubectl_list_is_its_items),
 		cmocka_unit_test(test_odd_buffers),
 	};
 
