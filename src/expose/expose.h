@@ -252,7 +252,8 @@ struct expose_http_options {
 	/** Threads serving requests; default 2. See expose.c for why a
 	 *  pool rather than one polling thread or a thread per connection. */
 	unsigned threads;
-	/** Most simultaneous connections; default 64. */
+	/** Most simultaneous connections; default 64. Half of them at most
+	 *  from one client address. */
 	unsigned max_connections;
 	/** Idle connection timeout in seconds; default 30. */
 	unsigned idle_timeout_s;

@@ -688,6 +688,13 @@ int expose_http_start(const char *address, const struct expose_route *routes,
 		MHD_OPTION_CONNECTION_LIMIT,
 		(unsigned)(opts->max_connections ? opts->max_connections
 						 : DEFAULT_MAX_CONNECTIONS),
+		/* Half the connections at most from one address: a client
+		 * holding them open (slow headers, a body it never reads)
+		 * leaves the other half to Prometheus and the health checks
+		 * from other hosts. */
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+		(unsigned)(opts->max_connections ? opts->max_connections
+						 : DEFAULT_MAX_CONNECTIONS) / 2,
 		MHD_OPTION_CONNECTION_TIMEOUT,
 		(unsigned)(opts->idle_timeout_s ? opts->idle_timeout_s
 						: DEFAULT_IDLE_TIMEOUT_S),

@@ -392,6 +392,36 @@ def slow_scrapers_hold_at_most_four_views(build):
         mt.check(status == 200 and "svc1999" in body, f"then {status}")
 
 
+def one_address_holding_connections_leaves_room_for_others(build):
+    """Slow clients from one address (headers never finished: slowloris)
+    hold at most half of a port's 64 connections: a health check and a
+    scrape from another address are still answered at once."""
+    with mt.Mixd(build, SEED_ARGS) as m:
+        held = []
+        try:
+            for _ in range(70):  # more than the port's 64
+                c = socket.socket()
+                c.settimeout(2)
+                c.bind(("127.0.0.2", 0))
+                try:
+                    c.connect(("127.0.0.1", m.monitoring_port))
+                    c.sendall(b"GET /healthz HTTP/1.1\r\n")  # and no more
+                except OSError:
+                    pass  # refused past the limit: also fine
+                held.append(c)
+            time.sleep(0.5)
+            c = http.client.HTTPConnection("127.0.0.1", m.monitoring_port, timeout=3)
+            c.request("GET", "/healthz")
+            r = c.getresponse()
+            mt.check(r.status == 200, f"/healthz got {r.status}")
+            c.close()
+            status, _, _ = mt.scrape(m.prometheus_port)
+            mt.check(status == 200, f"a scrape got {status}")
+        finally:
+            for c in held:
+                c.close()
+
+
 def scrapes_keep_their_connection_alive(build):
     """Prometheus keeps one connection per target across scrapes: two
     requests go over one connection, the first answered without closing
@@ -1067,6 +1097,7 @@ if __name__ == "__main__":
         a_large_scrape_is_streamed_whole_to_curl,
         promtool_finds_nothing,
         slow_scrapers_hold_at_most_four_views,
+        one_address_holding_connections_leaves_room_for_others,
         scrapes_keep_their_connection_alive,
         gzip_when_the_scraper_asks,
         scrapes_during_writes_are_never_torn,
