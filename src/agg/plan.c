@@ -47,8 +47,7 @@ void plan_unref(struct agg_plan *p)
 		free(p->logs[i].vars);
 	}
 	/* <=: a family being built when the build failed has its bounds. */
-	for (size_t i = 0; p->fams && i <= p->nfams; i++)
-	{
+	for (size_t i = 0; p->fams && i <= p->nfams; i++) {
 		free(p->fams[i].padded);
 		free(p->fams[i].octave);
 	}

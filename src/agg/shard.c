@@ -158,6 +158,18 @@ static void publish(struct shard *sh)
 	}
 }
 
+/* Once @stopping (its connection closed, or mixd draining), ring @r is
+ * followed one capacity further, to *@stop_at, and no more: true when it
+ * is there. A producer that goes on writing cannot keep it, or mixd,
+ * alive. */
+static bool past_stop(const struct ingest_ring *r, bool stopping,
+		      uint64_t *stop_at)
+{
+	if (stopping && !*stop_at)
+		*stop_at = ingest_ring_consumed(r) + ingest_ring_capacity(r);
+	return *stop_at && ingest_ring_consumed(r) >= *stop_at;
+}
+
 /* One pass over everything the shard owns; returns records taken.
  * *@left: some ring has published records this pass left for the next
  * (ingest_ring_left()): the shard must not sleep long, nor stop
@@ -178,10 +190,7 @@ static unsigned pass(struct shard *sh, bool draining, bool *left)
 	ingest_ahead_fn ahead =
 		sh->state && state_wants_ahead(sh->state) ? on_ahead : NULL;
 	while ((sr = *pp)) {
-		if ((sr->closing || draining) && !sr->stop_at)
-			sr->stop_at = ingest_ring_consumed(sr->r) +
-				      ingest_ring_capacity(sr->r);
-		if (sr->stop_at && ingest_ring_consumed(sr->r) >= sr->stop_at) {
+		if (past_stop(sr->r, sr->closing || draining, &sr->stop_at)) {
 			if (!sr->closing) { /* draining: no more of it */
 				pp = &sr->next;
 				continue;
@@ -212,13 +221,8 @@ static unsigned pass(struct shard *sh, bool draining, bool *left)
 		pp = &sr->next;
 	}
 	/* The socket producers' queue: the io thread goes on filling it
-	 * from connections open at SIGTERM, so the drain takes it, too, at
-	 * most one capacity on. */
-	if (draining && !sh->queue_stop_at)
-		sh->queue_stop_at = ingest_ring_consumed(sh->queue) +
-				    ingest_ring_capacity(sh->queue);
-	if (!sh->queue_stop_at ||
-	    ingest_ring_consumed(sh->queue) < sh->queue_stop_at) {
+	 * from connections open at SIGTERM, so the drain stops there too. */
+	if (!past_stop(sh->queue, draining, &sh->queue_stop_at)) {
 		n += ingest_ring_poll(sh->queue, on_record, ahead, sh, 4096,
 				      &sh->mine[INGEST_SOCKET], sh->record);
 		*left |= ingest_ring_left(sh->queue);

@@ -678,7 +678,7 @@ bool cfg_is_skipped(const struct cfg *c, const char *fqn)
 
 /* Names are unique per fully qualified name; the kind is part of it, so
  * only objects of the same kind can collide. */
-static const struct cfg_meta *find_meta(struct cfg *c, const char *fqn)
+const struct cfg_meta *cfg_find_meta(const struct cfg *c, const char *fqn)
 {
 	for (size_t i = 0; i < c->n_instances; i++)
 		if (!strcmp(c->instances[i]->meta.fqn, fqn))
@@ -1107,7 +1107,7 @@ void cfg_decode_object(struct cfg_ctx *x, yaml_node_t *root)
 	o.spec = map_get(x->doc, root, "spec");
 	if (o.spec && cfg_node_is_null(o.spec))
 		o.spec = NULL;
-	if ((dup = find_meta(c, o.meta.fqn))) {
+	if ((dup = cfg_find_meta(c, o.meta.fqn))) {
 		cfg_error_at(c, &o.name_pos, x->fqn, "metadata.name",
 			     "found a second object with this name (the first "
 			     "is at %s:%u), expected unique names",

@@ -117,18 +117,23 @@ static const char *canonical(struct cfg *c, const char *ref, const char *ns,
 }
 
 /*
- * The other reading Mixer's getCanonicalRef() tries for a one-dot
- * reference (runtime/config/util.go): name.namespace, of a `kind: handler`
- * / `kind: instance` (@generic_kind). NULL for any other reference.
+ * A rule's reference @ref as Mixer's getCanonicalRef() reads it
+ * (runtime/config/util.go): canonical(), and for a one-dot reference that
+ * names nothing so, its other reading, name.namespace of a `kind: handler`
+ * / `kind: instance` (@generic_kind), if that names something.
  */
-static const char *canonical_alt(struct cfg *c, const char *ref,
-				 const char *generic_kind)
+static const char *action_ref(struct cfg *c, const char *ref, const char *ns,
+			      const char *generic_kind)
 {
+	const char *fqn = canonical(c, ref, ns, generic_kind);
 	const char *dot = strchr(ref, '.');
-	if (!dot || strchr(dot + 1, '.'))
-		return NULL;
-	return cfg_sprintf(c, "%.*s.%s.%s", (int)(dot - ref), ref, generic_kind,
-			   dot + 1);
+	if (!fqn || !dot || strchr(dot + 1, '.') || cfg_find_meta(c, fqn) ||
+	    cfg_is_skipped(c, fqn))
+		return fqn;
+	const char *alt = cfg_sprintf(c, "%.*s.%s.%s", (int)(dot - ref), ref,
+				      generic_kind, dot + 1);
+	return alt && (cfg_find_meta(c, alt) || cfg_is_skipped(c, alt)) ? alt
+									 : fqn;
 }
 
 /* Which templates each adapter takes (Mixer's adapter info). */
@@ -169,15 +174,10 @@ static void resolve_action(struct cfg *c, struct cfg_rule *r, size_t ai)
 	if (!ref_given(c, &a->handler_ref, &a->pos, r->meta.fqn, field,
 		       "a handler"))
 		return;
-	const char *fqn = canonical(c, a->handler_ref.s, r->meta.ns, "handler");
+	const char *fqn = action_ref(c, a->handler_ref.s, r->meta.ns, "handler");
 	if (!fqn)
 		return;
 	a->handler = cfg_find_handler(c, fqn);
-	const char *alt = a->handler || cfg_is_skipped(c, fqn)
-				  ? NULL
-				  : canonical_alt(c, a->handler_ref.s, "handler");
-	if (alt && (a->handler = cfg_find_handler(c, alt)))
-		fqn = alt;
 	if (!a->handler && !cfg_is_skipped(c, fqn)) {
 		snprintf(field, sizeof(field), "actions[%zu].handler", ai);
 		cfg_error_at(c, &a->handler_ref.pos, r->meta.fqn, field,
@@ -198,15 +198,10 @@ static void resolve_action(struct cfg *c, struct cfg_rule *r, size_t ai)
 		if (!ref_given(c, ref, &a->pos, r->meta.fqn, field,
 			       "an instance"))
 			continue;
-		fqn = canonical(c, ref->s, r->meta.ns, "instance");
+		fqn = action_ref(c, ref->s, r->meta.ns, "instance");
 		if (!fqn)
 			return;
 		in = cfg_find_instance(c, fqn);
-		const char *ialt = in || cfg_is_skipped(c, fqn)
-					   ? NULL
-					   : canonical_alt(c, ref->s, "instance");
-		if (ialt && (in = cfg_find_instance(c, ialt)))
-			fqn = ialt;
 		if (!in) {
 			if (!cfg_is_skipped(c, fqn))
 				cfg_error_at(c, &ref->pos, r->meta.fqn, field,

@@ -241,6 +241,9 @@ int cfg_buckets_compute(struct cfg *c, struct cfg_buckets *b,
 /** True when @fqn names an object that was skipped on purpose. */
 bool cfg_is_skipped(const struct cfg *c, const char *fqn);
 
+/** The instance, handler, rule or manifest named @fqn, or NULL. */
+const struct cfg_meta *cfg_find_meta(const struct cfg *c, const char *fqn);
+
 /* --- vocabulary and expressions (cfg_compile.c) --- */
 
 /** Merge manifests and the mesos outputs into the vocabulary. */

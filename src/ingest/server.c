@@ -255,13 +255,13 @@ static void arm_timer(struct ingest_server *s)
 	s->timer_armed = true;
 }
 
+/* Ask @c's multishot recv to stop; its last completion says when. */
 static void cancel_recv(struct ingest_server *s, struct conn *c)
 {
 	struct io_uring_sqe *sqe = get_sqe(s);
 	io_uring_prep_cancel64(sqe, tag(c, OP_RECV), 0);
 	io_uring_sqe_set_data64(sqe, tag(s, OP_CANCEL));
 	c->cancelling = true;
-	bump(&s->n_missed_wakeups);
 }
 
 static void arm_sweep(struct ingest_server *s)
@@ -292,17 +292,15 @@ static void sweep(struct ingest_server *s)
 		c->heard = false;
 		if (!quiet || !c->recv_armed || c->cancelling || c->stalled)
 			continue;
-		if (c->dead) {
-			/* Shut down by us (kill_conn()), and that wakeup
-			 * missed too: the cancel's completion frees it. */
-			cancel_recv(s, c);
-			continue;
-		}
+		/* Shut down by us (kill_conn()) and that wakeup missed too:
+		 * the cancel's completion frees it. Else a peek: bytes, end of
+		 * file or an error waiting, the recv is re-armed. */
 		char b;
-		ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (!c->dead && recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
+		    (errno == EAGAIN || errno == EWOULDBLOCK))
 			continue; /* quiet indeed */
-		cancel_recv(s, c); /* bytes, end of file or an error */
+		cancel_recv(s, c);
+		bump(&s->n_missed_wakeups);
 	}
 	arm_sweep(s);
 }
@@ -315,10 +313,6 @@ static void give_back(struct ingest_server *s, unsigned bid)
 	io_uring_buf_ring_advance(s->br, 1);
 }
 
-/* A stream that cannot be trusted further: counted rejected once, here,
- * and what its framer held is not also "a frame cut off by the close". */
-static void stream_broken(struct ingest_server *s, struct conn *c);
-
 /* End a connection early: its pending recv completes with 0 and frees it. */
 static void kill_conn(struct conn *c)
 {
@@ -328,6 +322,8 @@ static void kill_conn(struct conn *c)
 	}
 }
 
+/* A stream that cannot be trusted further: counted rejected once, here,
+ * and what its framer held is not also "a frame cut off by the close". */
 static void stream_broken(struct ingest_server *s, struct conn *c)
 {
 	bump(&s->n_rejected);
@@ -448,12 +444,8 @@ static void stall(struct ingest_server *s, struct conn *c)
 		c->stall_next = s->stalls;
 		s->stalls = c;
 	}
-	if (c->recv_armed && !c->cancelling) {
-		struct io_uring_sqe *sqe = get_sqe(s);
-		io_uring_prep_cancel64(sqe, tag(c, OP_RECV), 0);
-		io_uring_sqe_set_data64(sqe, tag(s, OP_CANCEL));
-		c->cancelling = true;
-	}
+	if (c->recv_armed && !c->cancelling)
+		cancel_recv(s, c);
 	arm_timer(s);
 }
 
