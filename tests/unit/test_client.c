@@ -1051,19 +1051,44 @@ static void a_forked_child_does_not_write_its_parents_rings(void **state)
 			for (int i = 0; i < own_n; i++)
 				if (proxy_record_rc(own, 201) != 0)
 					_exit(3);
-			if (mixd_client_flush(own, 10000) != 0)
+			if (mixd_client_flush(own, 10000) != 0) {
+				/* Where the records stopped: not connected,
+				 * or connected and never taken. */
+				struct mixd_client_stats os;
+				mixd_client_stats(own, &os);
+				char b[160];
+				int k = snprintf(b, sizeof b,
+						 "child: flush timed out; written "
+						 "%llu, rings %u, connected %u\n",
+						 (unsigned long long)os.written,
+						 (unsigned)os.rings,
+						 (unsigned)os.connected);
+				if (k > 0 && write(2, b, (size_t)k) < 0)
+					_exit(5);
 				_exit(4);
+			}
 		}
 		_exit(0);
 	}
 	int status;
 	assert_int_equal(waitpid(pid, &status, 0), pid);
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		struct ingest_server_stats ss;
+		ingest_server_stats(d.srv, &ss);
+		fprintf(stderr,
+			"mixd: connections %llu, open %llu, handshakes failed "
+			"%llu, missed wakeups %llu, records %llu\n",
+			(unsigned long long)ss.connections,
+			(unsigned long long)ss.producers,
+			(unsigned long long)ss.handshake_failed,
+			(unsigned long long)ss.missed_wakeups,
+			(unsigned long long)accepted(&d));
 		fail_msg("the child %s %d (1: the parent's client counted other "
 			 "than 1,000 drops, 2: open, 3: a record, 4: flush)",
 			 WIFEXITED(status) ? "exited" : "was killed by signal",
 			 WIFEXITED(status) ? WEXITSTATUS(status)
 					   : WTERMSIG(status));
+	}
 	for (int i = 0; i < 100; i++)
 		proxy_record(c, 200);
 	/* the parent's 200 and the child's own client's, nothing else */
