@@ -1190,17 +1190,20 @@ static void *thread_main(void *arg)
 				__atomic_load_n(&r->c.synced, __ATOMIC_RELAXED) &&
 				mar_now_ns() < r->next_refresh;
 			bool synced = !poll_only && full_sync(r, base) == 0;
+			bool next = false; /* once an attempt, whatever failed */
 			if (!poll_only && !synced) {
 				stream_stop(r);
 				if (stopping(r))
 					continue; /* stop, or new settings */
-				ai = (ai + 1) % r->s.n_addrs;
+				next = true;
 			}
 			/* A stream refused for another reason than the
 			 * account (a standby's or an electing leader's 503)
 			 * is asked of the next Marathon. */
 			if (!attached && r->stream_status >= 400 &&
 			    r->stream_status != 401 && r->stream_status != 403)
+				next = true;
+			if (next)
 				ai = (ai + 1) % r->s.n_addrs;
 			if (!attached || !synced) {
 				/* Retry (the stream, or the next address) with

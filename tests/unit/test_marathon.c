@@ -1924,6 +1924,31 @@ static void test_a_stream_refused_by_one_marathon_is_asked_of_the_next(void **st
 	standin_stop(&b);
 }
 
+/* A Marathon that answers 500 to everything (one that cannot see
+ * ZooKeeper, or a proxy in front of a dead one): the next is asked. Its
+ * failed sync and its refused stream are one failed attempt, not two
+ * steps along the list, which with two addresses came back to the first
+ * every time and never asked the second. */
+static void test_a_marathon_failing_everything_is_passed_over(void **st)
+{
+	struct standin a, b;
+	standin_start(&a, FIXTURE_ARGS " --heartbeat 0.2");
+	standin_start(&b, FIXTURE_ARGS " --heartbeat 0.2");
+	standin_cmd0(&a, "{\"cmd\":\"events_mode\",\"mode\":\"500\"}");
+	standin_cmd0(&a, "{\"cmd\":\"mode\",\"mode\":\"500\"}");
+	char addrs[64];
+	snprintf(addrs, sizeof addrs, "127.0.0.1:%d,127.0.0.1:%d", a.port,
+		 b.port);
+	struct mar_options o = fast_options(addrs);
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	WAIT_UNTIL(stats(r).synced && standin_requests(&b, "/v2/apps") > 0,
+		   10000);
+	mar_resolver_stop(r);
+	standin_stop(&a);
+	standin_stop(&b);
+}
+
 static void test_options(void **st)
 {
 	struct cfg_handler h;
@@ -2068,6 +2093,7 @@ int main(void)
 		cmocka_unit_test(test_snapshot_counts_and_terminal_skipped),
 		cmocka_unit_test(test_uid_forms_of_the_users_proxies),
 		cmocka_unit_test(test_ip_lookups_by_network_mode),
+		cmocka_unit_test(test_a_marathon_failing_everything_is_passed_over),
 		cmocka_unit_test(test_host_ip_shared_with_bridge_tasks),
 		cmocka_unit_test(test_host_cache_follows_the_cluster),
 		cmocka_unit_test(test_host_cache_when_dns_is_down),
