@@ -790,10 +790,16 @@ static void app_network(const cJSON *app, struct spec_info *si)
 }
 
 /* The instance id of a task id: "<safeId>.instance-<uuid>" when the id has
- * that form (Marathon >= 1.5, apps and pods), else the whole id. */
+ * that form (Marathon >= 1.5, apps and pods), else the whole id. The last
+ * ".instance-" is the marker, as in Marathon's own pattern
+ * (^(.+)\.(instance-|marathon-)...): an app may be called
+ * "cart.instance-2". */
 static size_t instance_id_len(const char *id, size_t len)
 {
-	const char *m = memmem(id, len, ".instance-", 10);
+	const char *m = NULL;
+	for (const char *p = id, *end = id + len;
+	     (p = memmem(p, (size_t)(end - p), ".instance-", 10)); p += 10)
+		m = p;
 	if (!m)
 		return len;
 	const char *dot = memchr(m + 10, '.', len - (size_t)(m + 10 - id));
@@ -1024,10 +1030,14 @@ static void build_instance(struct build *b, const struct spec_info *si,
 	size_t len = strlen(id);
 	inst_common(b, in, si, id, len, has_cip ? &cip : &host_ip, &host_ip);
 	index_id(b, id, len, in, -1);
-	/* As an app's bridge task: a bridge pod's outbound traffic leaves
-	 * with its agent's IP, so it claims that too. */
+	/* As an app's tasks: a host pod claims its agent's IP, and so does a
+	 * bridge pod (its outbound traffic leaves with it); a pod on a
+	 * container network has an IP of its own, and before it has been
+	 * given one (staging) claims none, not its agent's. */
 	const char *mode = network_mode(spec);
-	if (has_cip && mode && !strcmp(mode, "container/bridge"))
+	bool bridge = mode && !strcmp(mode, "container/bridge");
+	bool container = mode && !strcmp(mode, "container");
+	if (has_cip ? bridge : !container)
 		index_ip(b, &host_ip, in);
 	if (has_cip) {
 		cJSON_ArrayForEach(nw, nets)
@@ -1042,8 +1052,6 @@ static void build_instance(struct build *b, const struct spec_info *si,
 					index_ip(b, &ip, in);
 			}
 		}
-	} else {
-		index_ip(b, &host_ip, in);
 	}
 
 	const cJSON *ctrs = cJSON_GetObjectItemCaseSensitive(inst, "containers");

@@ -344,6 +344,85 @@ static void test_host_ip_shared_with_bridge_tasks(void **st)
 	cJSON_Delete(apps);
 }
 
+/* A pod on a container network that has no address yet (staging: its
+ * instance's networks are empty) claims no IP, not its agent's: the
+ * only host-networked task on that agent is still named by it. */
+static void test_a_container_pod_without_an_address_claims_no_ip(void **st)
+{
+	static const char json[] =
+		"{\"apps\":[{\"id\":\"/infra/hostapp\",\"networks\":"
+		"[{\"mode\":\"host\"}],\"tasks\":[{\"id\":"
+		"\"infra_hostapp.instance-a._app.1\",\"host\":\"10.0.0.8\","
+		"\"state\":\"TASK_RUNNING\"}]}]}";
+	static const char pods_json[] =
+		"[{\"id\":\"/shop/db\",\"spec\":{\"id\":\"/shop/db\","
+		"\"networks\":[{\"mode\":\"container\",\"name\":\"dcos\"}],"
+		"\"containers\":[{\"name\":\"db\"}]},\"instances\":["
+		"{\"id\":\"shop_db.instance-s\",\"status\":\"STAGING\","
+		"\"agentHostname\":\"10.0.0.8\",\"networks\":[],"
+		"\"containers\":[{\"name\":\"db\",\"status\":"
+		"\"TASK_STAGING\"}]},"
+		"{\"id\":\"shop_db.instance-t\",\"status\":\"STAGING\","
+		"\"agentHostname\":\"10.0.0.7\",\"containers\":[{\"name\":"
+		"\"db\",\"status\":\"TASK_STAGING\"}]}]}]";
+	cJSON *apps = mar_parse_apps(json, strlen(json));
+	cJSON *pods = mar_parse_pods(pods_json, strlen(pods_json));
+	assert_non_null(apps);
+	assert_non_null(pods);
+	struct mar_snap *s = NULL;
+	assert_int_equal(mar_snap_build(apps, pods, NULL, &s, NULL), 0);
+	struct mar_result r;
+	struct attr_value ip = ip4(10, 0, 0, 8);
+	struct mar_query q = {.source_ip = &ip};
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_SOURCE_WORKLOAD_NAME, "hostapp");
+	ip = ip4(10, 0, 0, 7);
+	assert_false(mar_snap_lookup(s, &q, &r));
+	/* still found by its uid */
+	struct attr_value u = str("kubernetes://shop_db.instance-t");
+	q = (struct mar_query){.source_uid = &u};
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_SOURCE_WORKLOAD_NAME, "db");
+	mar_snap_free(s);
+	cJSON_Delete(pods);
+	cJSON_Delete(apps);
+}
+
+/* An app may be called "cart.instance-2": its tasks' instance ids are
+ * cut at the last ".instance-", as Marathon's own pattern does, so each
+ * task is its own pod. */
+static void test_an_app_named_like_an_instance_keeps_its_tasks_apart(void **st)
+{
+	static const char json[] =
+		"{\"apps\":[{\"id\":\"/shop/cart.instance-2\",\"networks\":"
+		"[{\"mode\":\"container\",\"name\":\"dcos\"}],\"tasks\":["
+		"{\"id\":\"shop_cart.instance-2.instance-aaaa._app.1\","
+		"\"host\":\"10.0.0.5\",\"state\":\"TASK_RUNNING\","
+		"\"ipAddresses\":[{\"ipAddress\":\"9.1.0.1\"}]},"
+		"{\"id\":\"shop_cart.instance-2.instance-bbbb._app.1\","
+		"\"host\":\"10.0.0.6\",\"state\":\"TASK_RUNNING\","
+		"\"ipAddresses\":[{\"ipAddress\":\"9.1.0.2\"}]}]}]}";
+	cJSON *apps = mar_parse_apps(json, strlen(json));
+	assert_non_null(apps);
+	struct mar_snap *s = NULL;
+	assert_int_equal(mar_snap_build(apps, NULL, NULL, &s, NULL), 0);
+	struct mar_result r;
+	struct attr_value ip = ip4(9, 1, 0, 2);
+	struct mar_query q = {.source_ip = &ip};
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_SOURCE_POD_NAME,
+		   "shop_cart.instance-2.instance-bbbb");
+	struct attr_value u = str("kubernetes://shop_cart.instance-2.instance-aaaa");
+	q = (struct mar_query){.source_uid = &u};
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_SOURCE_POD_IP, "9.1.0.1");
+	/* the app's name alone is no pod's */
+	u = str("kubernetes://shop_cart.instance-2");
+	assert_false(mar_snap_lookup(s, &q, &r));
+	mar_snap_free(s);
+	cJSON_Delete(apps);
+}
+
 /* An app whose one task runs on agent @host. */
 static cJSON *app_on(const char *host)
 {
@@ -2093,6 +2172,8 @@ int main(void)
 		cmocka_unit_test(test_snapshot_counts_and_terminal_skipped),
 		cmocka_unit_test(test_uid_forms_of_the_users_proxies),
 		cmocka_unit_test(test_ip_lookups_by_network_mode),
+		cmocka_unit_test(test_a_container_pod_without_an_address_claims_no_ip),
+		cmocka_unit_test(test_an_app_named_like_an_instance_keeps_its_tasks_apart),
 		cmocka_unit_test(test_a_marathon_failing_everything_is_passed_over),
 		cmocka_unit_test(test_host_ip_shared_with_bridge_tasks),
 		cmocka_unit_test(test_host_cache_follows_the_cluster),
