@@ -1728,6 +1728,20 @@ API int mixd_attr_custom(mixd_client *c, const char *name, mixd_attr *out)
 		*out = (mixd_attr)id;
 		return 0;
 	}
+	if (c->pid != proc_pid) {
+		/* A parent's, in a child: its lock may have been held at the
+		 * fork, by a thread the child does not have. The names it
+		 * had are read without it (they are only ever appended);
+		 * a new one is refused. */
+		uint32_t n = __atomic_load_n(&c->ncustom, __ATOMIC_ACQUIRE);
+		for (uint32_t i = 0; i < n; i++)
+			if (c->custom_len[i] == len &&
+			    memcmp(c->custom[i], name, len) == 0) {
+				*out = (mixd_attr)(CUSTOM_BASE + i);
+				return 0;
+			}
+		return -ECHILD;
+	}
 	int rc = 0;
 	pthread_mutex_lock(&c->lock);
 	uint32_t n = c->ncustom;

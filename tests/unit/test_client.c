@@ -1019,19 +1019,31 @@ static void template_fields_must_have_their_attributes_types(void **state)
 /* fork(): the child's records through its parent's client go nowhere
  * near the parent's ring (they raced the parent's in the same shared
  * memory); the parent's records arrive exactly; a client the child opens
- * itself works (not under TSan, which cannot start threads in the child
- * of a threaded process). */
+ * itself works. Not under the sanitizers: TSan cannot start threads in
+ * the child of a threaded process, and GCC 12's ASan does not lock its
+ * allocator around fork(), so a child whose parent had a thread inside
+ * it (this process runs the daemon's threads too) can wait for ever on
+ * the lock that thread held; glibc's malloc, which libmixd uses in a
+ * proxy, takes its locks around fork(). */
 static void a_forked_child_does_not_write_its_parents_rings(void **state)
 {
 	(void)state;
-	const char *san = getenv("MIXD_SANITIZE");
-	const int own_n = san && !strcmp(san, "thread") ? 0 : 50;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	const int own_n = 0;
+#else
+	const int own_n = 50;
+#endif
 	struct daemon d;
 	daemon_start(&d);
 	mixd_client *c;
 	assert_int_equal(mixd_client_open(sock_path, NULL, &c), 0);
 	for (int i = 0; i < 100; i++)
 		proxy_record(c, 200);
+	mixd_attr before_fork;
+	assert_int_equal(mixd_attr_custom(c, "x.before_fork", &before_fork), 0);
+	/* Forked once every thread is quiet, as a proxy forks workers. */
+	assert_int_equal(mixd_client_flush(c, 10000), 0);
+	assert_int_equal(wait_accepted(&d, 100), 100);
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
@@ -1044,6 +1056,12 @@ static void a_forked_child_does_not_write_its_parents_rings(void **state)
 		/* The exit status says which check failed. */
 		if (st.dropped_full != 1000 || st.written != 0)
 			_exit(1);
+		/* The parent's names without its lock; no new one. */
+		mixd_attr a;
+		if (mixd_attr_custom(c, "x.before_fork", &a) != 0 ||
+		    a != before_fork ||
+		    mixd_attr_custom(c, "x.in_child", &a) != -ECHILD)
+			_exit(6);
 		if (own_n) {
 			mixd_client *own;
 			if (mixd_client_open(sock_path, NULL, &own) != 0)
@@ -1084,7 +1102,8 @@ static void a_forked_child_does_not_write_its_parents_rings(void **state)
 			(unsigned long long)ss.missed_wakeups,
 			(unsigned long long)accepted(&d));
 		fail_msg("the child %s %d (1: the parent's client counted other "
-			 "than 1,000 drops, 2: open, 3: a record, 4: flush)",
+			 "than 1,000 drops, 2: open, 3: a record, 4: flush, "
+			 "6: a custom name)",
 			 WIFEXITED(status) ? "exited" : "was killed by signal",
 			 WIFEXITED(status) ? WEXITSTATUS(status)
 					   : WTERMSIG(status));
