@@ -256,6 +256,7 @@ struct mar_model {
 	cJSON *pods;
 	bool dirty;	     /**< changed since the last publish */
 	bool need_resync;    /**< an event could not be applied in place */
+	uint32_t event_tasks; /**< tasks events added since the last sync */
 };
 
 /**
@@ -293,9 +294,22 @@ void mar_model_clear(struct mar_model *m);
 /* ------------------------------------------------------------------ */
 /* SSE framing (text/event-stream, LF or CRLF line ends). */
 
-/** Largest event we read; a bigger one is a broken stream. (Events whose
- *  data is not read are not bounded: they are not kept.) */
-#define MAR_SSE_MAX_EVENT (16u << 20)
+/** Largest event we read; a bigger one is a broken stream. The events
+ *  whose data is read (task status updates, instance changes, removals)
+ *  are a few hundred bytes; no Marathon object is over ZooKeeper's 1 MB
+ *  node limit. (Events whose data is not read are not bounded: they are
+ *  not kept.) */
+#define MAR_SSE_MAX_EVENT (1u << 20)
+
+/** Of a task status update, the ports and IP addresses kept: a task has a
+ *  few; more are a hostile stream's, which would otherwise be kept (and
+ *  indexed, one entry each) until the next full sync. */
+#define MAR_EVENT_PORTS_MAX 1000
+#define MAR_EVENT_ADDRS_MAX 32
+
+/** Tasks that events may add to the model between full syncs; past it, a
+ *  new task waits for the resync it asks for. */
+#define MAR_EVENT_TASKS_MAX 10000
 
 /** Called for each complete event (type may be "" when none was given;
  *  data is "" when it was dropped: mar_event_data_unread()). */

@@ -106,11 +106,26 @@ static const char *const terminal_condition[] = {
 	"GoneByOperator", "Unknown", NULL};
 
 /* Replace or add @key of @o with a copy of @v (if @v is present). */
-static void set_copy(cJSON *o, const char *key, const cJSON *v)
+/* Set @o's @key to a copy of @v; of an array, its first @max items. */
+static void set_copy(cJSON *o, const char *key, const cJSON *v, int max)
 {
 	if (!v)
 		return;
-	cJSON *c = cJSON_Duplicate(v, true);
+	cJSON *c;
+	if (cJSON_IsArray(v) && cJSON_GetArraySize(v) > max) {
+		c = cJSON_CreateArray();
+		const cJSON *it = v->child;
+		for (int i = 0; c && it && i < max; i++, it = it->next) {
+			cJSON *d = cJSON_Duplicate(it, true);
+			if (!d || !cJSON_AddItemToArray(c, d)) {
+				cJSON_Delete(d);
+				cJSON_Delete(c);
+				c = NULL;
+			}
+		}
+	} else {
+		c = cJSON_Duplicate(v, true);
+	}
 	if (!c)
 		return;
 	if (cJSON_GetObjectItemCaseSensitive(o, key))
@@ -168,7 +183,12 @@ static enum mar_event status_update(struct mar_model *m, const cJSON *d)
 		return MAR_EV_STATUS_UPDATE;
 	}
 	cJSON *t = find_by_id(tasks, tid);
+	if (!t && m->event_tasks >= MAR_EVENT_TASKS_MAX) {
+		m->need_resync = true; /* the sync brings it */
+		return MAR_EV_STATUS_UPDATE;
+	}
 	if (!t) {
+		m->event_tasks++;
 		t = cJSON_CreateObject();
 		if (!t || !cJSON_AddStringToObject(t, "id", tid) ||
 		    !cJSON_AddStringToObject(t, "appId", aid)) {
@@ -180,13 +200,16 @@ static enum mar_event status_update(struct mar_model *m, const cJSON *d)
 	}
 	cJSON *stv = cJSON_CreateString(st);
 	if (stv)
-		set_copy(t, "state", stv);
+		set_copy(t, "state", stv, 0);
 	cJSON_Delete(stv);
-	set_copy(t, "host", cJSON_GetObjectItemCaseSensitive(d, "host"));
-	set_copy(t, "ports", cJSON_GetObjectItemCaseSensitive(d, "ports"));
+	set_copy(t, "host", cJSON_GetObjectItemCaseSensitive(d, "host"), 0);
+	set_copy(t, "ports", cJSON_GetObjectItemCaseSensitive(d, "ports"),
+		 MAR_EVENT_PORTS_MAX);
 	set_copy(t, "ipAddresses",
-		 cJSON_GetObjectItemCaseSensitive(d, "ipAddresses"));
-	set_copy(t, "version", cJSON_GetObjectItemCaseSensitive(d, "version"));
+		 cJSON_GetObjectItemCaseSensitive(d, "ipAddresses"),
+		 MAR_EVENT_ADDRS_MAX);
+	set_copy(t, "version", cJSON_GetObjectItemCaseSensitive(d, "version"),
+		 0);
 	m->dirty = true;
 	return MAR_EV_STATUS_UPDATE;
 }

@@ -33,7 +33,10 @@ void __tsan_release(void *addr);
 #endif
 
 #define MAX_ADDRS 16
-#define MAX_BODY (1u << 30) /* 100k tasks is ~100 MiB of JSON */
+/* 100k tasks is ~100 MiB of JSON, parsed into a few times that; a body
+ * (after decompression: a small gzip body can say a gigabyte) is refused
+ * past this, as a broken sync. */
+#define MAX_BODY (256u << 20)
 #define CACHE_WAYS 4	    /* 4-way: direct-mapped thrashed at 256 keys */
 #define CACHE_SETS 512	    /* per side: 256 hot keys overflow no set */
 #define TICK_MS 100	    /* longest wait: bounds stop latency */
@@ -958,6 +961,7 @@ static int sync_from(struct mar_resolver *r, const char *base_in)
 	r->model.pods = pods;
 	r->model.dirty = true;
 	r->model.need_resync = false;
+	r->model.event_tasks = 0;
 	release_held(r);
 	mar_hostcache_refresh(r->hc, HOST_TTL_NS);
 	r->count_skips = true;

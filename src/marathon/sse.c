@@ -60,7 +60,7 @@ static int reserve(char **buf, size_t *cap, size_t need)
 /* A buffer grown for an unusually large event goes back once it is
  * used: the stream lives for days, and one deployment must not pin tens
  * of MB for the rest of it. */
-#define SSE_KEEP (1u << 20)
+#define SSE_KEEP (64u << 10)
 
 static void shrink(char **buf, size_t *cap)
 {

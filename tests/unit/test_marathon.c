@@ -745,6 +745,70 @@ static void test_pod_task_status_update_needs_no_resync(void **st)
 	free(p);
 }
 
+/* What a status update can add to the model until the next sync is
+ * bounded: of a task, MAR_EVENT_PORTS_MAX ports and MAR_EVENT_ADDRS_MAX
+ * addresses; MAR_EVENT_TASKS_MAX new tasks, after which a new one waits
+ * for the resync it asks for. A hostile stream grew it by hundreds of
+ * megabytes an event. */
+static void test_status_updates_are_bounded(void **st)
+{
+	const char *apps = "{\"apps\":[{\"id\":\"/a\",\"tasks\":[]}]}";
+	struct mar_model m = {.apps = mar_parse_apps(apps, strlen(apps))};
+	assert_non_null(m.apps);
+	const size_t cap = 64 * 1024;
+	char *ev = malloc(cap);
+	assert_non_null(ev);
+	size_t n = (size_t)snprintf(ev, cap,
+				    "{\"taskId\":\"a.instance-big._app.1\","
+				    "\"appId\":\"/a\",\"taskStatus\":"
+				    "\"TASK_RUNNING\",\"ports\":[1");
+	for (int i = 0; i < 5000; i++)
+		n += (size_t)snprintf(ev + n, cap - n, ",%d", 1 + i % 60000);
+	n += (size_t)snprintf(ev + n, cap - n, "],\"ipAddresses\":[");
+	for (int i = 0; i < 100; i++)
+		n += (size_t)snprintf(ev + n, cap - n,
+				      "%s{\"ipAddress\":\"9.0.0.%d\"}",
+				      i ? "," : "", i % 250);
+	n += (size_t)snprintf(ev + n, cap - n, "]}");
+	assert_true(n < cap);
+	assert_int_equal(mar_model_apply(&m, "status_update_event", 19, ev, n),
+			 MAR_EV_STATUS_UPDATE);
+	const cJSON *t = cJSON_GetArrayItem(
+		cJSON_GetObjectItem(cJSON_GetArrayItem(m.apps, 0), "tasks"), 0);
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(t, "ports")),
+			 MAR_EVENT_PORTS_MAX);
+	assert_int_equal(
+		cJSON_GetArraySize(cJSON_GetObjectItem(t, "ipAddresses")),
+		MAR_EVENT_ADDRS_MAX);
+	assert_false(m.need_resync);
+	/* new tasks up to the limit, then a resync instead */
+	for (int i = 1; i <= MAR_EVENT_TASKS_MAX; i++) {
+		n = (size_t)snprintf(ev, cap,
+				     "{\"taskId\":\"a.instance-%d._app.1\","
+				     "\"appId\":\"/a\",\"taskStatus\":"
+				     "\"TASK_RUNNING\"}",
+				     i);
+		mar_model_apply(&m, "status_update_event", 19, ev, n);
+		if (m.need_resync)
+			break;
+	}
+	const cJSON *tasks =
+		cJSON_GetObjectItem(cJSON_GetArrayItem(m.apps, 0), "tasks");
+	assert_true(m.need_resync);
+	assert_int_equal(cJSON_GetArraySize(tasks), MAR_EVENT_TASKS_MAX);
+	/* a known task is still followed */
+	m.need_resync = false;
+	n = (size_t)snprintf(ev, cap,
+			     "{\"taskId\":\"a.instance-big._app.1\","
+			     "\"appId\":\"/a\",\"taskStatus\":"
+			     "\"TASK_KILLED\"}");
+	mar_model_apply(&m, "status_update_event", 19, ev, n);
+	assert_false(m.need_resync);
+	assert_int_equal(cJSON_GetArraySize(tasks), MAR_EVENT_TASKS_MAX - 1);
+	free(ev);
+	mar_model_clear(&m);
+}
+
 static void test_sse_fixture_any_split_lf_and_crlf(void **st)
 {
 	size_t len;
@@ -865,21 +929,22 @@ static void test_sse_skips_unread_data(void **st)
 			 0);
 	assert_int_equal(seen.n, 4);
 	assert_int_equal(seen.lens[3], 2);
-	/* a 2 MiB event that is read: delivered whole, buffers given back */
+	/* a 512 KiB event that is read: delivered whole, buffers given
+	 * back */
 	const char *su = "event: status_update_event\r\ndata: ";
 	assert_int_equal(mar_sse_feed(&p, su, strlen(su), sse_cb, &seen), 0);
-	assert_int_equal(mar_sse_feed(&p, junk, n, sse_cb, &seen), 0);
-	assert_int_equal(mar_sse_feed(&p, junk, n, sse_cb, &seen), 0);
-	assert_true(p.line_cap > n);
+	assert_int_equal(mar_sse_feed(&p, junk, n / 4, sse_cb, &seen), 0);
+	assert_int_equal(mar_sse_feed(&p, junk, n / 4, sse_cb, &seen), 0);
+	assert_true(p.line_cap > n / 4);
 	assert_int_equal(mar_sse_feed(&p, "\r\n\r\n", 4, sse_cb, &seen), 0);
 	assert_int_equal(seen.n, 5);
-	assert_int_equal(seen.lens[4], 2 * n);
-	assert_true(p.line_cap <= (1u << 20) && p.data_cap <= (1u << 20));
-	/* and the bound holds for it: 17 MiB of read data is a broken
-	 * stream */
+	assert_int_equal(seen.lens[4], n / 2);
+	assert_true(p.line_cap <= (64u << 10) && p.data_cap <= (64u << 10));
+	/* and the bound holds for it: over MAR_SSE_MAX_EVENT (1 MiB) of
+	 * read data is a broken stream */
 	assert_int_equal(mar_sse_feed(&p, su, strlen(su), sse_cb, &seen), 0);
 	int rc = 0;
-	for (int i = 0; i < 17 && rc == 0; i++)
+	for (int i = 0; i < 2 && rc == 0; i++)
 		rc = mar_sse_feed(&p, junk, n, sse_cb, &seen);
 	assert_int_equal(rc, -1);
 	assert_int_equal(seen.n, 5);
@@ -2172,6 +2237,7 @@ int main(void)
 		cmocka_unit_test(test_snapshot_counts_and_terminal_skipped),
 		cmocka_unit_test(test_uid_forms_of_the_users_proxies),
 		cmocka_unit_test(test_ip_lookups_by_network_mode),
+		cmocka_unit_test(test_status_updates_are_bounded),
 		cmocka_unit_test(test_a_container_pod_without_an_address_claims_no_ip),
 		cmocka_unit_test(test_an_app_named_like_an_instance_keeps_its_tasks_apart),
 		cmocka_unit_test(test_a_marathon_failing_everything_is_passed_over),
