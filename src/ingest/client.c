@@ -1527,8 +1527,13 @@ static void *bg_main(void *arg)
 		}
 		pthread_mutex_unlock(&c->lock);
 
-		if (!cap)
-			continue; /* out of memory: retry */
+		if (!cap) {
+			/* Out of memory: try again in a while, not at once
+			 * for ever. */
+			struct timespec ts = {0, 10000000};
+			nanosleep(&ts, NULL);
+			continue;
+		}
 		pfd[n].fd = c->wake_fd;
 		pfd[n].events = POLLIN;
 		if (poll(pfd, n + 1, timeout) <= 0)
@@ -1595,6 +1600,7 @@ API int mixd_client_open(const char *address,
 	struct mixd_client *c = calloc(1, sizeof *c);
 	if (!c)
 		return -ENOMEM;
+	c->wake_fd = -1;
 	int rc = parse_address(address, &c->addr);
 	if (rc)
 		goto fail;
@@ -1616,8 +1622,10 @@ API int mixd_client_open(const char *address,
 	*out = c;
 	return 0;
 fail:
-	if (c->wake_fd > 0)
+	if (c->wake_fd >= 0) {
 		close(c->wake_fd);
+		pthread_mutex_destroy(&c->lock);
+	}
 	free(c);
 	return rc;
 }
