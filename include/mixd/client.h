@@ -19,7 +19,11 @@
  *    fork(), records through the parent's clients are dropped and counted
  *    (dropped_full), mixd_client_flush() returns 0 at once and
  *    mixd_client_close() only forgets the client; the parent's rings are
- *    never written from the child. A child opens a client of its own.
+ *    never written from the child, and the child closes its copies of the
+ *    parent's connections to mixd at the fork (so a long-lived child does
+ *    not keep a ring its parent is done with alive in mixd). fork() waits
+ *    for each client's background thread to finish its current pass. A
+ *    child opens a client of its own.
  *
  * Three ways to write a record, slowest first: the builder
  * (mixd_record_begin(), one setter per attribute, mixd_record_commit()) for

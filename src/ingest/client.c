@@ -118,6 +118,8 @@ struct mixd_client {
 	uint64_t gone_written, gone_dropped, gone_invalid;
 	uint32_t connected;      /* atomic, maintained by bg */
 
+	struct mixd_client *next_open; /* open_clients' list */
+
 	uint32_t nlayouts; /* atomic: layout slots given to templates */
 	uint32_t ncustom; /* atomic; names published before the count */
 	char *custom[CUSTOM_MAX];
@@ -142,12 +144,44 @@ static uint64_t next_client_id = 1; /* atomic */
  * So a client belongs to the process that opened it: in a child, its
  * records are dropped (counted, as with no ring) and mixd_client_close()
  * only forgets it. A child opens a client of its own.
+ *
+ * Nor does the child keep its copies of the parent's connections: mixd
+ * learns that a producer is gone when its connection closes, and a
+ * long-lived child (a pre-forked worker) holding copies would keep every
+ * ring its parent retires, and its producer slot, in mixd for as long as
+ * the child lives. So the fork is taken with every open client's lock
+ * held (each ring's socket changes only under it), and the child closes
+ * the sockets it finds.
  */
 static pid_t proc_pid; /* this process: set at the first open, and in a child */
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mixd_client *open_clients; /* this process's; under open_lock */
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&open_lock);
+	for (struct mixd_client *c = open_clients; c; c = c->next_open)
+		pthread_mutex_lock(&c->lock);
+}
+
+static void fork_parent(void)
+{
+	for (struct mixd_client *c = open_clients; c; c = c->next_open)
+		pthread_mutex_unlock(&c->lock);
+	pthread_mutex_unlock(&open_lock);
+}
 
 static void forked_child(void)
 {
+	for (struct mixd_client *c = open_clients; c; c = c->next_open) {
+		for (struct tl_ring *r = c->rings; r; r = r->next)
+			if (r->sock >= 0)
+				close(r->sock);
+		pthread_mutex_unlock(&c->lock);
+	}
+	open_clients = NULL; /* the parent's, not ours to close */
+	pthread_mutex_unlock(&open_lock);
 	proc_pid = getpid();
 	tl_rings = NULL; /* the parent's: never written from here */
 }
@@ -155,7 +189,7 @@ static void forked_child(void)
 static void fork_init(void)
 {
 	proc_pid = getpid();
-	pthread_atfork(NULL, NULL, forked_child);
+	pthread_atfork(fork_prepare, fork_parent, forked_child);
 }
 
 static uint64_t now_ns(int clock)
@@ -1539,6 +1573,9 @@ static void *bg_main(void *arg)
 		if (poll(pfd, n + 1, timeout) <= 0)
 			continue;
 		now = now_ns(CLOCK_MONOTONIC);
+		/* Under the lock: a ring's socket changes only under it
+		 * (fork_prepare()). */
+		pthread_mutex_lock(&c->lock);
 		for (uint32_t i = 0; i < n; i++) {
 			if (pfd[i].revents & POLLOUT)
 				who[i]->want_out = false;
@@ -1552,6 +1589,7 @@ static void *bg_main(void *arg)
 			    (pfd[i].revents & (POLLHUP | POLLERR)))
 				disconnect(c, who[i], now);
 		}
+		pthread_mutex_unlock(&c->lock);
 		if (pfd[n].revents & POLLIN) {
 			uint64_t v;
 			ssize_t k = read(c->wake_fd, &v, sizeof v);
@@ -1619,6 +1657,10 @@ API int mixd_client_open(const char *address,
 	rc = -pthread_create(&c->bg, NULL, bg_main, c);
 	if (rc)
 		goto fail;
+	pthread_mutex_lock(&open_lock);
+	c->next_open = open_clients;
+	open_clients = c;
+	pthread_mutex_unlock(&open_lock);
 	*out = c;
 	return 0;
 fail:
@@ -1637,13 +1679,26 @@ API void mixd_client_close(mixd_client *c)
 	__atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE);
 	wake(c);
 	pthread_join(c->bg, NULL);
-	struct tl_ring *r = c->rings, *next;
-	for (; r; r = next) {
-		next = r->next;
+	/* The sockets under the lock, as a fork sees them; then out of the
+	 * list of open clients. */
+	pthread_mutex_lock(&c->lock);
+	for (struct tl_ring *r = c->rings; r; r = r->next) {
 		if (r->sock >= 0) {
 			close(r->sock);
 			r->sock = -1;
 		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_lock(&open_lock);
+	struct mixd_client **pp = &open_clients;
+	while (*pp && *pp != c)
+		pp = &(*pp)->next_open;
+	if (*pp)
+		*pp = c->next_open;
+	pthread_mutex_unlock(&open_lock);
+	struct tl_ring *r = c->rings, *next;
+	for (; r; r = next) {
+		next = r->next;
 		__atomic_store_n(&r->orphaned, 1, __ATOMIC_RELEASE);
 		ring_unref(r);
 	}

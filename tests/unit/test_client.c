@@ -1124,6 +1124,49 @@ static void a_forked_child_does_not_write_its_parents_rings(void **state)
 	daemon_stop(&d);
 }
 
+/* mixd learns a producer has gone when its connection closes: a child
+ * that lives on after a fork (a pre-forked worker) must not hold copies
+ * of its parent's connections, or a client its parent closes would stay
+ * in mixd, ring and producer slot, as long as the child lives. */
+static void a_forked_child_does_not_keep_its_parents_connections(void **state)
+{
+	(void)state;
+	struct daemon d;
+	daemon_start(&d);
+	mixd_client *c;
+	assert_int_equal(mixd_client_open(sock_path, NULL, &c), 0);
+	for (int i = 0; i < 10; i++)
+		proxy_record(c, 200);
+	assert_int_equal(mixd_client_flush(c, 10000), 0);
+	assert_int_equal(wait_accepted(&d, 10), 10);
+	struct ingest_server_stats ss;
+	ingest_server_stats(d.srv, &ss);
+	assert_int_equal(ss.producers, 1);
+	int go[2];
+	assert_int_equal(pipe(go), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) { /* lives until the parent says */
+		char b;
+		close(go[1]);
+		_exit(read(go[0], &b, 1) < 0 ? 1 : 0);
+	}
+	close(go[0]);
+	mixd_client_close(c);
+	for (int i = 0; i < 5000; i++) {
+		ingest_server_stats(d.srv, &ss);
+		if (ss.producers == 0)
+			break;
+		usleep(1000);
+	}
+	close(go[1]);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(ss.producers, 0);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	daemon_stop(&d);
+}
+
 /* memfd_create(), interposed (libmixd is linked into this binary), to
  * make ring creation fail and count the tries. */
 static int memfd_fails, memfd_tries; /* atomic */
@@ -1345,6 +1388,7 @@ int main(void)
 		cmocka_unit_test(a_template_writes_records_of_a_fixed_shape),
 		cmocka_unit_test(template_fields_must_have_their_attributes_types),
 		cmocka_unit_test(a_forked_child_does_not_write_its_parents_rings),
+		cmocka_unit_test(a_forked_child_does_not_keep_its_parents_connections),
 		cmocka_unit_test(a_ring_that_cannot_be_made_is_tried_again_later),
 		cmocka_unit_test(rings_of_exited_threads_are_bounded_while_mixd_is_away),
 		cmocka_unit_test(stalled_connections_do_not_starve_the_others),
