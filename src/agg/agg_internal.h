@@ -98,6 +98,10 @@ struct plan_dimset {
 	unsigned ncells;              /* row cells for all its families */
 	uint8_t *cell_kind;           /* per cell: enum cell_kind */
 	char *signature;              /* identity across config reloads */
+	int64_t expiry_ns;            /* its handler's metricsExpiryDuration;
+					 0: its rows never expire. Families of
+					 handlers with different policies never
+					 share a set. */
 };
 
 /* How a cell merges across shards. */
@@ -184,8 +188,10 @@ struct agg_plan {
 	struct expr_plan *val_plan;
 	uint32_t *val_at;
 	bool scoped;                  /* some rule is namespace-scoped */
-	int64_t expiry_ns;            /* 0: series never expire */
-	int64_t expiry_check_ns;
+	int64_t expiry_ns;            /* the shortest of the dimension sets'
+					 (0: no series expire) */
+	int64_t expiry_check_ns;      /* the shortest check interval of the
+					 handlers with a policy */
 	uint64_t generation;
 };
 

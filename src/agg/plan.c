@@ -96,13 +96,14 @@ static char *signature(const struct agg_plan *p, const struct plan_dimset *d)
 	return s;
 }
 
-static unsigned dimset_for(struct agg_plan *p, const struct cfg_prom_metric *m)
+static unsigned dimset_for(struct agg_plan *p, const struct cfg_prom_metric *m,
+			   int64_t expiry_ns)
 {
 	const struct cfg_metric_inst *mi = &m->instance->metric;
 	size_t n = m->label_names.n;
 	for (size_t i = 0; i < p->ndimsets; i++) {
 		struct plan_dimset *d = &p->dimsets[i];
-		if (d->ndims != n || d->nfam == 64)
+		if (d->ndims != n || d->nfam == 64 || d->expiry_ns != expiry_ns)
 			continue;
 		size_t k = 0;
 		while (k < n && d->dims[k] == (uint32_t)mi->dimensions.v[m->label_dims[k]].expr.id &&
@@ -113,6 +114,7 @@ static unsigned dimset_for(struct agg_plan *p, const struct cfg_prom_metric *m)
 	}
 	struct plan_dimset *d = &p->dimsets[p->ndimsets];
 	d->ndims = n;
+	d->expiry_ns = expiry_ns;
 	d->dims = calloc(n ? n : 1, sizeof *d->dims);
 	const char **labels = calloc(n ? n : 1, sizeof *labels);
 	if (!d->dims || !labels) {
@@ -477,10 +479,20 @@ struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation)
 		const struct cfg_handler *h = cfg_handler(cfg, i);
 		if (h->adapter != CFG_ADAPTER_PROMETHEUS)
 			continue;
-		if (h->prometheus.metrics_expiry_ns > 0 &&
-		    (!p->expiry_ns || h->prometheus.metrics_expiry_ns < p->expiry_ns)) {
-			p->expiry_ns = h->prometheus.metrics_expiry_ns;
-			p->expiry_check_ns = h->prometheus.expiry_check_interval_ns;
+		/* Each handler's policy for its own metrics, as Mixer kept
+		 * one expiry cache per handler; the plan's are the shortest,
+		 * for when to look. */
+		int64_t ttl = h->prometheus.metrics_expiry_ns > 0
+				      ? h->prometheus.metrics_expiry_ns
+				      : 0;
+		if (ttl) {
+			int64_t every = h->prometheus.expiry_check_interval_ns;
+			if (every <= 0)
+				every = ttl / 2 > 0 ? ttl / 2 : 1;
+			if (!p->expiry_ns || ttl < p->expiry_ns)
+				p->expiry_ns = ttl;
+			if (!p->expiry_check_ns || every < p->expiry_check_ns)
+				p->expiry_check_ns = every;
 		}
 		for (size_t m = 0; m < h->prometheus.n_metrics; m++) {
 			const struct cfg_prom_metric *cm = &h->prometheus.metrics[m];
@@ -499,7 +511,7 @@ struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation)
 				if (plan_buckets(pf))
 					goto fail;
 			}
-			unsigned d = dimset_for(p, cm);
+			unsigned d = dimset_for(p, cm, ttl);
 			if (d == UINT32_MAX)
 				goto fail;
 			struct plan_dimset *ds = &p->dimsets[d];
@@ -545,8 +557,6 @@ struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation)
 		if (plan_apa_exprs(p, a))
 			goto fail;
 	}
-	if (p->expiry_ns && p->expiry_check_ns <= 0)
-		p->expiry_check_ns = p->expiry_ns / 2;
 	for (int o = 0; o < MAR_OUT_COUNT; o++) {
 		char name[64];
 		int n = snprintf(name, sizeof name, "$out.%s", mar_out_name(o));

@@ -1678,12 +1678,15 @@ bool state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 	if (turn && pthread_mutex_trylock(turn))
 		return false;
 	for (size_t d = 0; d < p->ndimsets; d++) {
+		const int64_t ttl = p->dimsets[d].expiry_ns;
+		if (!ttl)
+			continue; /* its handler has no expiration policy */
 		struct series *se = s->series[d];
 		struct table_array *old = se->arr;
 		uint64_t idle = 0, key_bytes = 0, fam_dead[64] = {0};
 		for (uint64_t i = 0; i <= old->mask; i++) {
 			struct row *r = old->slot[i];
-			idle += r && now_ns - r->last_ns > p->expiry_ns;
+			idle += r && now_ns - r->last_ns > ttl;
 		}
 		if (!idle)
 			continue;
@@ -1694,13 +1697,13 @@ bool state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 		int slot = s->peers ? epoch_enter(e) : -1;
 		for (uint64_t i = 0; i <= old->mask; i++) {
 			struct row *r = old->slot[i];
-			if (!r || now_ns - r->last_ns <= p->expiry_ns)
+			if (!r || now_ns - r->last_ns <= ttl)
 				continue;
 			uint64_t others;
 			int64_t t = elsewhere_ns(s, d, r->hash,
 						 row_key(r, se->ncells),
 						 r->key_len, &others);
-			if (t != NOWHERE && now_ns - t <= p->expiry_ns)
+			if (t != NOWHERE && now_ns - t <= ttl)
 				continue; /* live in another shard */
 			dr->r[dr->n++] = r;
 			key_bytes += r->key_len;

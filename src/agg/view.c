@@ -609,14 +609,14 @@ static int view_create(struct agg *a, struct agg_view **out, bool rows)
 		}
 	}
 	/* The shards' clock (shard.c, coarse_now()). */
-	int64_t gone_before = INT64_MIN;
-	if (p->expiry_ns) {
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-		gone_before = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec -
-			      p->expiry_ns;
-	}
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	const int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 	for (size_t d = 0; d < p->ndimsets; d++) {
+		/* Rows idle past their handler's expiry are gone, whether or
+		 * not an expiry pass has removed them yet. */
+		const int64_t ttl = p->dimsets[d].expiry_ns;
+		const int64_t gone_before = ttl ? now - ttl : INT64_MIN;
 		v->sets[d] = (struct agg_view_set){
 			.labels = p->dimsets[d].labels,
 			.nlabels = p->dimsets[d].ndims,

@@ -227,9 +227,11 @@ static void side_init(struct side *s, bool memo, uint64_t series_limit,
 	struct agg_plan *p = s->a->plan;
 	/* the seed's config is one the memo serves, unless told not to */
 	assert_int_equal(p->memo_ok, memo);
-	if (expiry_ns) {
+	if (expiry_ns) { /* as if every handler had this policy */
 		p->expiry_ns = expiry_ns;
 		p->expiry_check_ns = expiry_ns / 2;
+		for (size_t d = 0; d < p->ndimsets; d++)
+			p->dimsets[d].expiry_ns = expiry_ns;
 	}
 	s->sh = &s->a->shards[0];
 	s->sh->state = state_create(p, NULL, &s->a->epoch, &s->sh->retired);
@@ -1068,6 +1070,8 @@ static void test_two_shards_expiring_at_once_count_once(void **state)
 	enum { SETS = 30000 };
 	struct agg *a = two_shards(100000);
 	a->plan->expiry_ns = 1000000000;
+	for (size_t d = 0; d < a->plan->ndimsets; d++)
+		a->plan->dimsets[d].expiry_ns = a->plan->expiry_ns;
 	static struct attr_table t;
 	uint8_t rec[RECORD_CAP];
 	for (int k = 0; k < SETS; k++) {
@@ -1116,6 +1120,124 @@ static uint32_t code_record(uint8_t *buf, int64_t code)
 	put_str(&w, MIXD_ATTR_CONTEXT_PROTOCOL, "http");
 	put_i64(&w, MIXD_ATTR_RESPONSE_CODE, MIXD_T_INT64, code);
 	return w.len;
+}
+
+/* The sum and series of counter family @name in a new view of @a. */
+static double counter_sum(struct agg *a, const char *name, uint64_t *series,
+			  uint64_t *expired)
+{
+	struct agg_view *v;
+	assert_int_equal(agg_view_create(a, &v), 0);
+	double sum = -1;
+	for (size_t f = 0; f < v->nfams; f++) {
+		const struct agg_view_family *vf = &v->fams[f];
+		if (strcmp(vf->name, name))
+			continue;
+		const struct agg_view_set *vs = &v->sets[vf->set];
+		sum = 0;
+		for (size_t r = 0; r < vs->nrows; r++) {
+			if (!(vs->rows[r].touched >> vf->bit & 1))
+				continue;
+			double d;
+			memcpy(&d, &vs->rows[r].cells[vf->cell], 8);
+			sum += d;
+		}
+		*series = vf->series;
+		*expired = vf->expired;
+	}
+	agg_view_destroy(v);
+	return sum;
+}
+
+/* Each prometheus handler's metricsExpirationPolicy applies to its own
+ * metrics, as Mixer kept one expiry cache per handler: a second handler
+ * with a 1-minute policy, whose counter has the labels of the seed's
+ * istio_requests_total, expires its series and leaves the seed's (whose
+ * handler has no policy) alone. */
+static void test_each_handler_expires_its_own_series(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/mixd-test-agg-ttl-XXXXXX", p[1200];
+	assert_non_null(mkdtemp(dir));
+	snprintf(p, sizeof p, "%s/mixer-seed.yaml", config_dir());
+	char *seed = realpath(p, NULL);
+	assert_non_null(seed);
+	snprintf(p, sizeof p, "%s/mixer-seed.yaml", dir);
+	assert_int_equal(symlink(seed, p), 0);
+	free(seed);
+	snprintf(p, sizeof p, "%s/ttl.yaml", dir);
+	FILE *f = fopen(p, "w");
+	assert_non_null(f);
+	fputs("apiVersion: config.istio.io/v1alpha2\n"
+	      "kind: prometheus\n"
+	      "metadata: {name: ttl, namespace: default}\n"
+	      "spec:\n"
+	      "  metricsExpirationPolicy: {metricsExpiryDuration: 1m}\n"
+	      "  metrics:\n"
+	      "  - name: requests_copy_total\n"
+	      "    instance_name: requestcount.metric.default\n"
+	      "    kind: COUNTER\n"
+	      "    label_names: [reporter, source_app, source_principal,\n"
+	      "      source_workload, source_workload_namespace,\n"
+	      "      source_version, destination_app, destination_principal,\n"
+	      "      destination_workload, destination_workload_namespace,\n"
+	      "      destination_version, destination_service,\n"
+	      "      destination_service_name, destination_service_namespace,\n"
+	      "      request_protocol, response_code,\n"
+	      "      connection_security_policy]\n"
+	      "---\n"
+	      "apiVersion: config.istio.io/v1alpha2\n"
+	      "kind: rule\n"
+	      "metadata: {name: ttl, namespace: default}\n"
+	      "spec:\n"
+	      "  match: context.protocol == \"http\"\n"
+	      "  actions:\n"
+	      "  - handler: ttl.prometheus\n"
+	      "    instances: [requestcount.metric]\n",
+	      f);
+	assert_int_equal(fclose(f), 0);
+	struct cfg *c = cfg_load(dir, "default");
+	assert_non_null(c);
+	assert_true(cfg_ok(c));
+	struct agg *a;
+	struct agg_options o = {.shards = 1, .series_limit = 1000};
+	assert_int_equal(agg_create(&o, NULL, &a), 0);
+	assert_int_equal(agg_set_config(a, c), 0);
+	struct shard *sh = &a->shards[0];
+	assert_non_null(sh->state = state_create(a->plan, NULL, &a->epoch,
+						 &sh->retired));
+	assert_int_equal(a->plan->expiry_ns, 60000000000ll);
+	static struct attr_table t;
+	uint8_t rec[RECORD_CAP];
+	/* The shards' clock: a scrape hides rows idle past their expiry by
+	 * it, whether or not they have been removed yet. */
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	const int64_t t0 = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(state_record(sh->state, &t, rec,
+					      code_record(rec, 200 + i), NULL,
+					      t0, 1000, NULL, &a->epoch,
+					      &sh->retired),
+				 INGEST_REJ_NONE);
+	uint64_t series, expired;
+	assert_true(counter_sum(a, "istio_requests_copy_total", &series,
+				&expired) == 10);
+	assert_int_equal(series, 10);
+	state_expire(sh->state, t0 + 120000000000ll, &a->epoch, &sh->retired);
+	assert_true(counter_sum(a, "istio_requests_total", &series,
+				&expired) == 10);
+	assert_int_equal(series, 10);
+	assert_int_equal(expired, 0);
+	assert_true(counter_sum(a, "istio_requests_copy_total", &series,
+				&expired) == 0);
+	assert_int_equal(series, 0);
+	assert_int_equal(expired, 10);
+	agg_destroy(a);
+	unlink(p);
+	snprintf(p, sizeof p, "%s/mixer-seed.yaml", dir);
+	unlink(p);
+	rmdir(dir);
 }
 
 /*
@@ -1301,6 +1423,7 @@ int main(void)
 		cmocka_unit_test(test_memo_hashes),
 		cmocka_unit_test(test_series_limit),
 		cmocka_unit_test(test_expiry),
+		cmocka_unit_test(test_each_handler_expires_its_own_series),
 		cmocka_unit_test(test_two_shards_expiring_at_once_count_once),
 		cmocka_unit_test(test_a_remembered_refusal_ends_when_another_shard_stores_it),
 		cmocka_unit_test(test_snapshot_swaps),
