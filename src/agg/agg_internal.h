@@ -89,6 +89,13 @@ struct plan_family {
  * Families whose label expressions are the same list share a dimension set:
  * one key, one table probe and one row per record serve them all.
  */
+/* Cells a row holds for family @f: a value, or a histogram's buckets,
+ * +Inf, sum and count. */
+static inline unsigned plan_family_cells(const struct plan_family *f)
+{
+	return f->kind == FAM_HISTOGRAM ? (unsigned)f->nb + 3 : 1;
+}
+
 struct plan_dimset {
 	uint32_t *dims;               /* expression ids, in label order */
 	const char *const *labels;    /* label names */
@@ -98,6 +105,7 @@ struct plan_dimset {
 	unsigned ncells;              /* row cells for all its families */
 	uint8_t *cell_kind;           /* per cell: enum cell_kind */
 	char *signature;              /* identity across config reloads */
+	char *key_sig;                /* its labels and expressions alone */
 	int64_t expiry_ns;            /* its handler's metricsExpiryDuration;
 					 0: its rows never expire. Families of
 					 handlers with different policies never

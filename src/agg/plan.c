@@ -27,6 +27,7 @@ void plan_unref(struct agg_plan *p)
 		free((void *)p->dimsets[i].labels);
 		free(p->dimsets[i].cell_kind);
 		free(p->dimsets[i].signature);
+		free(p->dimsets[i].key_sig);
 	}
 	for (size_t i = 0; i < p->nrules; i++) {
 		free(p->rules[i].fams);
@@ -63,8 +64,11 @@ void plan_unref(struct agg_plan *p)
 }
 
 /* The signature says when a reload may keep a dimension set's rows: same
- * families (name, kind, buckets), same labels, same expressions. */
-static char *signature(const struct agg_plan *p, const struct plan_dimset *d)
+ * families (name, kind, buckets), same labels, same expressions. Its
+ * first part, the labels and expressions, is d->key_sig: rows of a set
+ * with the same one have the same keys, and a reload carries over the
+ * counts of the families two such sets share. */
+static char *signature(const struct agg_plan *p, struct plan_dimset *d)
 {
 	size_t cap = 256, len = 0;
 	char *s = malloc(cap);
@@ -86,6 +90,10 @@ static char *signature(const struct agg_plan *p, const struct plan_dimset *d)
 	} while (0)
 	for (size_t i = 0; i < d->ndims; i++)
 		PUT("%s=%s;", d->labels[i], expr_text(p->prog, d->dims[i]));
+	if (!(d->key_sig = strndup(s, len))) {
+		free(s);
+		return NULL;
+	}
 	for (unsigned f = 0; f < d->nfam; f++) {
 		const struct plan_family *pf = &p->fams[d->fams[f]];
 		PUT("|%s:%d", pf->name, pf->kind);
@@ -518,7 +526,7 @@ struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation)
 			pf->dimset = d;
 			pf->bit = ds->nfam;
 			pf->cell = ds->ncells;
-			ds->ncells += pf->kind == FAM_HISTOGRAM ? (unsigned)pf->nb + 3 : 1;
+			ds->ncells += plan_family_cells(pf);
 			ds->fams[ds->nfam++] = (unsigned)p->nfams;
 			p->nfams++;
 		}

@@ -567,6 +567,84 @@ static void free_results(struct state_ext *x, const struct agg_plan *plan)
 		memo_free(&x->memo);
 }
 
+/* Do families @a and @b count the same way (so cells of one can go on as
+ * the other's)? */
+static bool same_family(const struct plan_family *a,
+			const struct plan_family *b)
+{
+	return a->kind == b->kind && a->nb == b->nb &&
+	       strcmp(a->name, b->name) == 0 &&
+	       (!a->nb || !memcmp(a->bounds, b->bounds, a->nb * sizeof *a->bounds));
+}
+
+/*
+ * Fill new dimension set @d of @s, whose families differ from every old
+ * set's, with the rows of @old's sets that have its labels: the cells,
+ * touched bits and counts of each family both plans have. A reload that
+ * adds or removes one metric (their rows are shared by every metric of
+ * the same labels) keeps the others' series and counts, as Mixer's
+ * adapter, which kept a collector per metric, did.
+ */
+static int carry_rows(struct shard_state *s, size_t d,
+		      const struct shard_state *old, struct agg_epoch *e,
+		      struct epoch_retired **rl)
+{
+	const struct agg_plan *p = s->plan, *op = old->plan;
+	const struct plan_dimset *ds = &p->dimsets[d];
+	struct series *se = s->series[d];
+	for (size_t k = 0; k < op->ndimsets; k++) {
+		const struct plan_dimset *ok = &op->dimsets[k];
+		if (strcmp(ok->key_sig, ds->key_sig) != 0)
+			continue;
+		int from[64]; /* per family of @d: its bit in set k, or -1 */
+		bool any = false;
+		for (unsigned b = 0; b < ds->nfam; b++) {
+			from[b] = -1;
+			for (unsigned ob = 0; ob < ok->nfam && from[b] < 0; ob++)
+				if (same_family(&p->fams[ds->fams[b]],
+						&op->fams[ok->fams[ob]]))
+					from[b] = (int)ob;
+			any |= from[b] >= 0;
+		}
+		if (!any)
+			continue;
+		const struct series *os = old->series[k];
+		for (unsigned b = 0; b < ds->nfam; b++)
+			if (from[b] >= 0) {
+				se->expired[b] += os->expired[from[b]];
+				se->overflow[b] += os->overflow[from[b]];
+			}
+		for (uint64_t i = 0; i <= os->arr->mask; i++) {
+			const struct row *r = os->arr->slot[i];
+			if (!r)
+				continue;
+			uint64_t touched = 0;
+			for (unsigned b = 0; b < ds->nfam; b++)
+				if (from[b] >= 0 && (r->touched >> from[b] & 1))
+					touched |= 1ull << b;
+			if (!touched)
+				continue; /* only families that are gone */
+			const uint8_t *key = row_key(r, os->ncells);
+			struct row *n = lookup(se, r->hash, key, r->key_len);
+			if (!n && !(n = insert(se, r->hash, key, r->key_len, e, rl)))
+				return -1;
+			for (unsigned b = 0; b < ds->nfam; b++) {
+				if (!(touched >> b & 1))
+					continue;
+				const struct plan_family *pf = &p->fams[ds->fams[b]];
+				const struct plan_family *of =
+					&op->fams[ok->fams[from[b]]];
+				memcpy(&n->cells[pf->cell], &r->cells[of->cell],
+				       plan_family_cells(pf) * sizeof n->cells[0]);
+			}
+			n->touched |= touched;
+			if (r->last_ns > n->last_ns)
+				n->last_ns = r->last_ns;
+		}
+	}
+	return 0;
+}
+
 struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 				 struct agg_epoch *e, struct epoch_retired **rl)
 {
@@ -640,6 +718,8 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 			if (!(s->series[d] = series_new(ds->ncells, ds->signature)))
 				goto fail;
 			s->owns[d] = true;
+			if (old && carry_rows(s, d, old, e, rl))
+				goto fail;
 		}
 	}
 	/* Only now, when nothing can fail: take the adopted series over. */

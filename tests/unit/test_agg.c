@@ -1149,15 +1149,11 @@ static double counter_sum(struct agg *a, const char *name, uint64_t *series,
 	return sum;
 }
 
-/* Each prometheus handler's metricsExpirationPolicy applies to its own
- * metrics, as Mixer kept one expiry cache per handler: a second handler
- * with a 1-minute policy, whose counter has the labels of the seed's
- * istio_requests_total, expires its series and leaves the seed's (whose
- * handler has no policy) alone. */
-static void test_each_handler_expires_its_own_series(void **state)
+/* A directory holding the seed config and @extra as extra.yaml; its
+ * path in @dir (from mkdtemp), removed by remove_extra_dir(). */
+static void extra_dir(char *dir, const char *extra)
 {
-	(void)state;
-	char dir[] = "/tmp/mixd-test-agg-ttl-XXXXXX", p[1200];
+	char p[1200];
 	assert_non_null(mkdtemp(dir));
 	snprintf(p, sizeof p, "%s/mixer-seed.yaml", config_dir());
 	char *seed = realpath(p, NULL);
@@ -1165,37 +1161,55 @@ static void test_each_handler_expires_its_own_series(void **state)
 	snprintf(p, sizeof p, "%s/mixer-seed.yaml", dir);
 	assert_int_equal(symlink(seed, p), 0);
 	free(seed);
-	snprintf(p, sizeof p, "%s/ttl.yaml", dir);
+	snprintf(p, sizeof p, "%s/extra.yaml", dir);
 	FILE *f = fopen(p, "w");
 	assert_non_null(f);
-	fputs("apiVersion: config.istio.io/v1alpha2\n"
-	      "kind: prometheus\n"
-	      "metadata: {name: ttl, namespace: default}\n"
-	      "spec:\n"
-	      "  metricsExpirationPolicy: {metricsExpiryDuration: 1m}\n"
-	      "  metrics:\n"
-	      "  - name: requests_copy_total\n"
-	      "    instance_name: requestcount.metric.default\n"
-	      "    kind: COUNTER\n"
-	      "    label_names: [reporter, source_app, source_principal,\n"
-	      "      source_workload, source_workload_namespace,\n"
-	      "      source_version, destination_app, destination_principal,\n"
-	      "      destination_workload, destination_workload_namespace,\n"
-	      "      destination_version, destination_service,\n"
-	      "      destination_service_name, destination_service_namespace,\n"
-	      "      request_protocol, response_code,\n"
-	      "      connection_security_policy]\n"
-	      "---\n"
-	      "apiVersion: config.istio.io/v1alpha2\n"
-	      "kind: rule\n"
-	      "metadata: {name: ttl, namespace: default}\n"
-	      "spec:\n"
-	      "  match: context.protocol == \"http\"\n"
-	      "  actions:\n"
-	      "  - handler: ttl.prometheus\n"
-	      "    instances: [requestcount.metric]\n",
-	      f);
+	fputs(extra, f);
 	assert_int_equal(fclose(f), 0);
+}
+
+static void remove_extra_dir(const char *dir)
+{
+	char p[1200];
+	snprintf(p, sizeof p, "%s/extra.yaml", dir);
+	unlink(p);
+	snprintf(p, sizeof p, "%s/mixer-seed.yaml", dir);
+	unlink(p);
+	rmdir(dir);
+}
+
+/* A prometheus handler (@policy: its spec line before the metrics) with
+ * one counter on the seed's requestcount instance and its labels, and a
+ * rule sending http records to it. */
+#define COPY_HANDLER(policy)                                                   \
+	"apiVersion: config.istio.io/v1alpha2\n"                               \
+	"kind: prometheus\n"                                                   \
+	"metadata: {name: copy, namespace: default}\n"                         \
+	"spec:\n" policy "  metrics:\n"                                        \
+	"  - name: requests_copy_total\n"                                      \
+	"    instance_name: requestcount.metric.default\n"                     \
+	"    kind: COUNTER\n"                                                  \
+	"    label_names: [reporter, source_app, source_principal,\n"          \
+	"      source_workload, source_workload_namespace,\n"                  \
+	"      source_version, destination_app, destination_principal,\n"      \
+	"      destination_workload, destination_workload_namespace,\n"        \
+	"      destination_version, destination_service,\n"                    \
+	"      destination_service_name, destination_service_namespace,\n"     \
+	"      request_protocol, response_code,\n"                             \
+	"      connection_security_policy]\n"                                  \
+	"---\n"                                                                \
+	"apiVersion: config.istio.io/v1alpha2\n"                               \
+	"kind: rule\n"                                                         \
+	"metadata: {name: copy, namespace: default}\n"                         \
+	"spec:\n"                                                              \
+	"  match: context.protocol == \"http\"\n"                              \
+	"  actions:\n"                                                         \
+	"  - handler: copy.prometheus\n"                                       \
+	"    instances: [requestcount.metric]\n"
+
+/* An agg of one shard on the config in @dir, its state made. */
+static struct agg *one_shard_on(const char *dir)
+{
 	struct cfg *c = cfg_load(dir, "default");
 	assert_non_null(c);
 	assert_true(cfg_ok(c));
@@ -1206,24 +1220,98 @@ static void test_each_handler_expires_its_own_series(void **state)
 	struct shard *sh = &a->shards[0];
 	assert_non_null(sh->state = state_create(a->plan, NULL, &a->epoch,
 						 &sh->retired));
-	assert_int_equal(a->plan->expiry_ns, 60000000000ll);
+	return a;
+}
+
+/* Reload @a's one shard onto the config in @dir, as the shard does. */
+static void reload_on(struct agg *a, const char *dir)
+{
+	struct cfg *c = cfg_load(dir, "default");
+	assert_non_null(c);
+	assert_true(cfg_ok(c));
+	assert_int_equal(agg_set_config(a, c), 0);
+	struct shard *sh = &a->shards[0];
+	struct shard_state *old = sh->state;
+	assert_non_null(sh->state = state_create(a->plan, old, &a->epoch,
+						 &sh->retired));
+	state_retire(old, &a->epoch, &sh->retired);
+}
+
+/* @n http records of label set @code into @a's one shard at @now. */
+static void code_records(struct agg *a, int64_t code, int n, int64_t now)
+{
 	static struct attr_table t;
 	uint8_t rec[RECORD_CAP];
+	struct shard *sh = &a->shards[0];
+	for (int i = 0; i < n; i++)
+		assert_int_equal(state_record(sh->state, &t, rec,
+					      code_record(rec, code), NULL, now,
+					      1000, NULL, &a->epoch,
+					      &sh->retired),
+				 INGEST_REJ_NONE);
+}
+
+/* A reload that adds a metric with the labels of the seed's four HTTP
+ * metrics (they share one table of rows) keeps their series and counts;
+ * so does one that removes it again. Before, the new set of families
+ * started empty: every series of the four reset to zero. */
+static void test_a_reload_adding_a_metric_keeps_the_others_counts(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/mixd-test-agg-add-XXXXXX";
+	extra_dir(dir, COPY_HANDLER(""));
+	struct agg *a = one_shard_on(config_dir());
+	uint64_t series, expired;
+	code_records(a, 200, 10, 1000);
+	code_records(a, 404, 2, 1000);
+	reload_on(a, dir);
+	assert_true(counter_sum(a, "istio_requests_total", &series,
+				&expired) == 12);
+	assert_int_equal(series, 2);
+	assert_true(counter_sum(a, "istio_requests_copy_total", &series,
+				&expired) == 0);
+	assert_int_equal(series, 0);
+	code_records(a, 200, 5, 2000);
+	assert_true(counter_sum(a, "istio_requests_total", &series,
+				&expired) == 17);
+	assert_true(counter_sum(a, "istio_requests_copy_total", &series,
+				&expired) == 5);
+	assert_int_equal(series, 1);
+	reload_on(a, config_dir());
+	assert_true(counter_sum(a, "istio_requests_total", &series,
+				&expired) == 17);
+	assert_int_equal(series, 2);
+	assert_true(counter_sum(a, "istio_requests_copy_total", &series,
+				&expired) == -1); /* gone */
+	agg_destroy(a);
+	remove_extra_dir(dir);
+}
+
+/* Each prometheus handler's metricsExpirationPolicy applies to its own
+ * metrics, as Mixer kept one expiry cache per handler: a second handler
+ * with a 1-minute policy, whose counter has the labels of the seed's
+ * istio_requests_total, expires its series and leaves the seed's (whose
+ * handler has no policy) alone. */
+static void test_each_handler_expires_its_own_series(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/mixd-test-agg-ttl-XXXXXX";
+	extra_dir(dir, COPY_HANDLER("  metricsExpirationPolicy: "
+				    "{metricsExpiryDuration: 1m}\n"));
+	struct agg *a = one_shard_on(dir);
+	assert_int_equal(a->plan->expiry_ns, 60000000000ll);
 	/* The shards' clock: a scrape hides rows idle past their expiry by
 	 * it, whether or not they have been removed yet. */
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	const int64_t t0 = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 	for (int i = 0; i < 10; i++)
-		assert_int_equal(state_record(sh->state, &t, rec,
-					      code_record(rec, 200 + i), NULL,
-					      t0, 1000, NULL, &a->epoch,
-					      &sh->retired),
-				 INGEST_REJ_NONE);
+		code_records(a, 200 + i, 1, t0);
 	uint64_t series, expired;
 	assert_true(counter_sum(a, "istio_requests_copy_total", &series,
 				&expired) == 10);
 	assert_int_equal(series, 10);
+	struct shard *sh = &a->shards[0];
 	state_expire(sh->state, t0 + 120000000000ll, &a->epoch, &sh->retired);
 	assert_true(counter_sum(a, "istio_requests_total", &series,
 				&expired) == 10);
@@ -1234,10 +1322,7 @@ static void test_each_handler_expires_its_own_series(void **state)
 	assert_int_equal(series, 0);
 	assert_int_equal(expired, 10);
 	agg_destroy(a);
-	unlink(p);
-	snprintf(p, sizeof p, "%s/mixer-seed.yaml", dir);
-	unlink(p);
-	rmdir(dir);
+	remove_extra_dir(dir);
 }
 
 /*
@@ -1424,6 +1509,7 @@ int main(void)
 		cmocka_unit_test(test_series_limit),
 		cmocka_unit_test(test_expiry),
 		cmocka_unit_test(test_each_handler_expires_its_own_series),
+		cmocka_unit_test(test_a_reload_adding_a_metric_keeps_the_others_counts),
 		cmocka_unit_test(test_two_shards_expiring_at_once_count_once),
 		cmocka_unit_test(test_a_remembered_refusal_ends_when_another_shard_stores_it),
 		cmocka_unit_test(test_snapshot_swaps),
