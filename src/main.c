@@ -107,8 +107,9 @@ static const struct setting settings_table[] = {
 	 "limit."},
 	{"series-limit", NULL, OPT_SERIES_LIMIT, "N", "100000",
 	 "Label sets a shard keeps per metric family that no other shard "
-	 "keeps, and N KiB of their label values; beyond either, new label "
-	 "sets are counted (mixd_series_overflow_total), not stored."},
+	 "keeps, and N KiB of their label values; beyond either, the records "
+	 "of new label sets are counted (mixd_series_overflow_total), not "
+	 "stored. Label sets other shards keep are kept too, up to 2N."},
 	{"idle-sleep-max-us", NULL, OPT_IDLE_SLEEP, "US", "5000",
 	 "Longest an idle shard sleeps before looking at its rings again: "
 	 "the worst-case pickup latency when mixd is idle."},
@@ -579,8 +580,8 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 		{"mixd_series", "gauge", "Label sets stored, by metric family.",
 		 offsetof(struct agg_view_family, series)},
 		{"mixd_series_overflow_total", "counter",
-		 "Label sets counted but not stored: the family was at its "
-		 "series limit.",
+		 "Records of label sets not stored, counted instead: the "
+		 "family was at its series limit.",
 		 offsetof(struct agg_view_family, overflow)},
 		{"mixd_series_expired_total", "counter",
 		 "Label sets removed after metricsExpiryDuration without "

@@ -125,7 +125,8 @@ struct agg_view_family {
 				     gauge one double; histogram nb+1 bucket
 				     counts (not cumulative), sum, count */
 	uint64_t series;        /**< rows with data for this family */
-	uint64_t overflow;      /**< label sets counted but not stored */
+	uint64_t overflow;      /**< records of label sets not stored (the
+				     series limit), counted instead */
 	uint64_t expired;       /**< rows removed by expiry */
 	uint64_t errors;        /**< records whose value or labels failed */
 };

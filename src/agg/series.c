@@ -1429,8 +1429,15 @@ static void process(struct shard_state *s, struct attr_table *t,
 		bool full = !r && (se->n >= series_limit ||
 				   se->key_bytes + klen >
 					   series_limit * SERIES_KEY_AVG);
+		/* But never past twice the limit: with N shards each keeping
+		 * the label sets the others keep, a shard would hold N times
+		 * it. Past that, such records are counted like any other. */
+		bool hard = full && (se->n >= 2 * series_limit ||
+				     se->key_bytes + klen >
+					     2 * series_limit * SERIES_KEY_AVG);
 		uint32_t ogen = full ? rows_gen(s) : 0;
-		if (full && !held_elsewhere(s, e, d, h, x->x.key, klen)) {
+		if (full &&
+		    (hard || !held_elsewhere(s, e, d, h, x->x.key, klen))) {
 			count_overflow(se, ds, vok);
 			x->cap_st[d] = MEMO_OVERFLOW;
 			x->cap_ogen = ogen;

@@ -1325,6 +1325,46 @@ static void test_each_handler_expires_its_own_series(void **state)
 	remove_extra_dir(dir);
 }
 
+/* A shard at the series limit keeps a label set another shard keeps (its
+ * series must have all its records), but never past twice the limit:
+ * three shards, limit 5, each with 5 label sets of its own; then shard 0
+ * gets the other two's 10. It keeps 5 of them and counts the rest. */
+static void test_label_sets_kept_for_other_shards_stop_at_twice_the_limit(
+	void **state)
+{
+	(void)state;
+	struct agg *a = three_shards();
+	for (unsigned i = 0; i < 3; i++) {
+		a->shards[i].state->peers = a->shards;
+		a->shards[i].state->npeers = 3;
+		a->shards[i].state->self = i;
+	}
+	static struct attr_table t;
+	uint8_t rec[RECORD_CAP];
+	const uint64_t limit = 5;
+#define ON3(i, code)                                                           \
+	assert_int_equal(state_record(a->shards[i].state, &t, rec,             \
+				      code_record(rec, code), NULL, 1000,      \
+				      limit, NULL, &a->epoch,                  \
+				      &a->shards[i].retired),                  \
+			 INGEST_REJ_NONE)
+	for (int i = 0; i < 3; i++)
+		for (int k = 0; k < 5; k++)
+			ON3(i, 100 * (i + 1) + k);
+	for (int i = 1; i < 3; i++)
+		for (int k = 0; k < 5; k++)
+			ON3(0, 100 * (i + 1) + k);
+#undef ON3
+	size_t f = 0;
+	while (strcmp(a->plan->fams[f].name, "istio_requests_total"))
+		f++;
+	const struct series *se =
+		a->shards[0].state->series[a->plan->fams[f].dimset];
+	assert_int_equal(se->n, 2 * limit);
+	assert_int_equal(se->overflow[a->plan->fams[f].bit], 5);
+	agg_destroy(a);
+}
+
 /*
  * Shard B at the series limit refuses label set Z and remembers that;
  * once shard A stores Z, B's remembered refusal no longer stands (a row
@@ -1510,6 +1550,7 @@ int main(void)
 		cmocka_unit_test(test_expiry),
 		cmocka_unit_test(test_each_handler_expires_its_own_series),
 		cmocka_unit_test(test_a_reload_adding_a_metric_keeps_the_others_counts),
+		cmocka_unit_test(test_label_sets_kept_for_other_shards_stop_at_twice_the_limit),
 		cmocka_unit_test(test_two_shards_expiring_at_once_count_once),
 		cmocka_unit_test(test_a_remembered_refusal_ends_when_another_shard_stores_it),
 		cmocka_unit_test(test_snapshot_swaps),
