@@ -5,6 +5,7 @@
 #ifndef MIXD_AGG_INTERNAL_H
 #define MIXD_AGG_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -116,11 +117,26 @@ struct plan_dimset {
 enum cell_kind { CELL_SUM_DOUBLE, CELL_SUM_U64, CELL_LAST_DOUBLE };
 
 /* A logentry instance dispatched to a stdio handler. */
+/* A ROTATED_FILE stdio handler's file, shared by the plan's logs that
+ * write it (logs.c, log_rotate()). */
+struct log_rot {
+	pthread_mutex_t lock;         /* one rotation at a time */
+	uint64_t size;                /* atomic: bytes in the file */
+	uint64_t max_bytes;           /* 0: never rotated */
+	uint64_t max_backups;         /* 0: all kept */
+	int64_t max_age_s;            /* 0: kept whatever their age */
+	const char *path;
+	int fd;                       /* the logs'; a new file is dup2()ed
+					 over it, so every shard writes on */
+};
+
 struct plan_log {
 	const struct cfg_instance *inst;
 	const struct cfg_stdio *stdio;
 	int fd;                       /* stdout, stderr, or a file we opened */
 	bool own_fd;
+	struct log_rot *rot;          /* ROTATED_FILE: shared, freed with
+					 own_fd */
 	/* The instance's variables in name order, as Mixer's adapter wrote
 	 * them: sorted once here, not per record. */
 	const struct cfg_named_expr **vars;
@@ -528,6 +544,7 @@ uint64_t state_ahead_used(const struct shard_state *s);
  */
 struct log_buf {
 	int fd;
+	struct log_rot *rot; /* fd's, when rotated */
 	size_t len;
 	char data[64 * 1024];
 };

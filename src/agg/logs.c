@@ -20,7 +20,19 @@
  * A shard formats into its own buffer and writes whole lines, in writes of
  * at most PIPE_BUF bytes, so lines from different shards never interleave,
  * on a pipe or on a file opened O_APPEND.
+ *
+ * ROTATED_FILE is rotated as Mixer's lumberjack did: before a write that
+ * would take the file past maxMegabytesBeforeRotation, it is renamed
+ * <name>-<UTC time, 2006-01-02T15-04-05.000><ext> and a new one started;
+ * then the oldest backups beyond maxRotatedFiles, and those older than
+ * maxDaysBeforeRotation days, are removed. (Mixer passed those two to
+ * lumberjack the other way round -- backups kept by the count of days,
+ * removed after the number of files in days -- which no one reading its
+ * documentation meant; mixd does what the names say.) Its defaults are
+ * Mixer's: a size of 100 Ti MB (so, unless set, never rotated), 1000
+ * files, 30 days.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -28,6 +40,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agg/agg_internal.h"
@@ -37,6 +51,202 @@ static int var_cmp(const void *a, const void *b)
 	const struct cfg_named_expr *x = *(const struct cfg_named_expr *const *)a;
 	const struct cfg_named_expr *y = *(const struct cfg_named_expr *const *)b;
 	return strcmp(x->name, y->name);
+}
+
+/* Mixer's defaults (its adapter's DefaultConfig): a configuration that
+ * sets none of the three. */
+#define ROT_DEFAULT_MB (100ll * 1024 * 1024)
+#define ROT_DEFAULT_FILES 1000
+#define ROT_DEFAULT_DAYS 30
+
+static struct log_rot *rot_new(const struct cfg_stdio *s, int fd)
+{
+	struct log_rot *r = calloc(1, sizeof *r);
+	if (!r)
+		return NULL;
+	int64_t mb = s->max_megabytes_before_rotation > 0
+			     ? s->max_megabytes_before_rotation
+			     : ROT_DEFAULT_MB;
+	/* Past 2^44 MB a file is never that large: not rotated. */
+	r->max_bytes = mb < (1ll << 44) ? (uint64_t)mb << 20 : 0;
+	r->max_backups = s->max_rotated_files > 0 ? (uint64_t)s->max_rotated_files
+						  : ROT_DEFAULT_FILES;
+	int64_t days = s->max_days_before_rotation > 0
+			       ? s->max_days_before_rotation
+			       : ROT_DEFAULT_DAYS;
+	r->max_age_s = days < (1ll << 40) ? days * 86400 : 0;
+	r->path = s->output_path.s;
+	r->fd = fd;
+	struct stat st;
+	r->size = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+	pthread_mutex_init(&r->lock, NULL);
+	return r;
+}
+
+/* @path split as lumberjack did: the directory, the name without its
+ * extension, the extension (from the last '.' of the name). */
+struct rot_name {
+	char dir[PATH_MAX];
+	const char *base, *ext;
+	size_t base_len;
+};
+
+static void rot_split(const char *path, struct rot_name *n)
+{
+	const char *slash = strrchr(path, '/');
+	const char *name = slash ? slash + 1 : path;
+	if (slash)
+		snprintf(n->dir, sizeof n->dir, "%.*s",
+			 (int)(slash - path > 0 ? slash - path : 1), path);
+	else
+		snprintf(n->dir, sizeof n->dir, ".");
+	const char *dot = strrchr(name, '.');
+	n->base = name;
+	n->ext = dot ? dot : name + strlen(name);
+	n->base_len = (size_t)(n->ext - name);
+}
+
+/* The decimal number in @p's first @w digits. */
+static int num(const char *p, int w)
+{
+	int v = 0;
+	for (int i = 0; i < w; i++)
+		v = v * 10 + (p[i] - '0');
+	return v;
+}
+
+/* A backup file found, and the time its name says. */
+struct backup {
+	int64_t t;
+	char *name;
+};
+
+/* The time (ms) in a backup's name @d, "<base>-2006-01-02T15-04-05.000
+ * <ext>", or -1 if @d is not one of @n's backups. */
+static int64_t backup_time(const struct rot_name *n, const char *d)
+{
+	static const char shape[] = "dddd-dd-ddTdd-dd-dd.ddd";
+	if (strncmp(d, n->base, n->base_len) || d[n->base_len] != '-')
+		return -1;
+	const char *ts = d + n->base_len + 1;
+	if (strlen(ts) != 23 + strlen(n->ext) || strcmp(ts + 23, n->ext))
+		return -1;
+	for (int i = 0; i < 23; i++)
+		if (shape[i] == 'd' ? ts[i] < '0' || ts[i] > '9'
+				    : ts[i] != shape[i])
+			return -1;
+	struct tm tm = {.tm_year = num(ts, 4) - 1900,
+			.tm_mon = num(ts + 5, 2) - 1,
+			.tm_mday = num(ts + 8, 2),
+			.tm_hour = num(ts + 11, 2),
+			.tm_min = num(ts + 14, 2),
+			.tm_sec = num(ts + 17, 2)};
+	return (int64_t)timegm(&tm) * 1000 + num(ts + 20, 3);
+}
+
+static int cmp_newest_first(const void *a, const void *b)
+{
+	const struct backup *x = a, *y = b;
+	return x->t < y->t ? 1 : x->t > y->t ? -1 : 0;
+}
+
+/* Remove @n's backups beyond the newest max_backups, and those older than
+ * max_age_s. */
+static void rot_prune(const struct log_rot *r, const struct rot_name *n)
+{
+	DIR *d = opendir(n->dir);
+	if (!d)
+		return;
+	struct backup *v = NULL;
+	size_t nv = 0, cap = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		int64_t t = backup_time(n, e->d_name);
+		if (t < 0)
+			continue;
+		if (nv == cap) {
+			size_t nc = cap ? 2 * cap : 16;
+			struct backup *g = realloc(v, nc * sizeof *g);
+			if (!g)
+				break;
+			v = g;
+			cap = nc;
+		}
+		if (!(v[nv].name = strdup(e->d_name)))
+			break;
+		v[nv++].t = t;
+	}
+	closedir(d);
+	if (nv)
+		qsort(v, nv, sizeof *v, cmp_newest_first);
+	int64_t now_ms = (int64_t)time(NULL) * 1000;
+	for (size_t i = 0; i < nv; i++) {
+		if ((r->max_backups && i >= r->max_backups) ||
+		    (r->max_age_s && now_ms - v[i].t > r->max_age_s * 1000)) {
+			char p[PATH_MAX + 256];
+			snprintf(p, sizeof p, "%s/%s", n->dir, v[i].name);
+			unlink(p);
+		}
+		free(v[i].name);
+	}
+	free(v);
+}
+
+/*
+ * Before @n more bytes go to @r's file: if they would take it past its
+ * size, rotate it (one shard at a time; another may have done it while
+ * this one waited). The new file is dup2()ed over the descriptor every
+ * shard writes, so none needs telling; a write in flight lands whole in
+ * the old file or the new. On failure the file goes on growing: losing
+ * entries to a full rotation would be worse.
+ */
+static void log_rotate(struct log_rot *r, size_t n)
+{
+	if (!r->max_bytes ||
+	    __atomic_load_n(&r->size, __ATOMIC_RELAXED) + n <= r->max_bytes)
+		return;
+	pthread_mutex_lock(&r->lock);
+	if (__atomic_load_n(&r->size, __ATOMIC_RELAXED) + n > r->max_bytes &&
+	    __atomic_load_n(&r->size, __ATOMIC_RELAXED) > 0) {
+		struct rot_name nm;
+		rot_split(r->path, &nm);
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		int64_t ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+		/* Two rotations in one millisecond: the second's name is a
+		 * millisecond on, not the first's backup overwritten. */
+		int rc = -1;
+		for (int tries = 0; rc < 0 && tries < 1000; tries++, ms++) {
+			time_t sec = (time_t)(ms / 1000);
+			struct tm tm;
+			gmtime_r(&sec, &tm);
+			char bk[PATH_MAX + 64];
+			snprintf(bk, sizeof bk,
+				 "%s/%.*s-%04d-%02d-%02dT%02d-%02d-%02d.%03d%s",
+				 nm.dir, (int)nm.base_len, nm.base,
+				 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+				 tm.tm_hour, tm.tm_min, tm.tm_sec,
+				 (int)(ms % 1000), nm.ext);
+			rc = renameat2(AT_FDCWD, r->path, AT_FDCWD, bk,
+				       RENAME_NOREPLACE);
+			if (rc < 0 && errno != EEXIST)
+				break;
+		}
+		int fd = -1;
+		if (rc == 0 &&
+		    (fd = open(r->path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND |
+						O_CLOEXEC, 0644)) >= 0 &&
+		    dup2(fd, r->fd) >= 0) {
+			__atomic_store_n(&r->size, 0, __ATOMIC_RELAXED);
+			rot_prune(r, &nm);
+		} else {
+			fprintf(stderr, "mixd: stdio handler: cannot rotate %s: %s\n",
+				r->path, strerror(errno));
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	pthread_mutex_unlock(&r->lock);
 }
 
 int plan_open_logs(struct agg_plan *p)
@@ -58,8 +268,12 @@ int plan_open_logs(struct agg_plan *p)
 			for (size_t j = 0; j < i && l->fd < 0; j++)
 				if (p->logs[j].stdio == s)
 					l->fd = p->logs[j].fd;
-			if (l->fd >= 0)
+			if (l->fd >= 0) {
+				for (size_t j = 0; j < i && !l->rot; j++)
+					if (p->logs[j].stdio == s)
+						l->rot = p->logs[j].rot;
 				continue;
+			}
 			l->fd = open(s->output_path.s, O_WRONLY | O_CREAT | O_APPEND |
 							       O_CLOEXEC, 0644);
 			if (l->fd < 0) {
@@ -68,6 +282,9 @@ int plan_open_logs(struct agg_plan *p)
 				return -1;
 			}
 			l->own_fd = true;
+			if (s->log_stream == CFG_STREAM_ROTATED_FILE &&
+			    !(l->rot = rot_new(s, l->fd)))
+				return -1;
 		} else {
 			l->fd = s->log_stream == CFG_STREAM_STDERR ? 2 : 1;
 		}
@@ -88,11 +305,23 @@ void log_flush(struct log_buf *b)
 			if (n == 0)
 				n = PIPE_BUF; /* one line longer than PIPE_BUF */
 		}
+		if (b->rot && (off == 0 || b->data[off - 1] == '\n')) {
+			/* At a line's start: rotate before the lines this
+			 * write begins (a line longer than PIPE_BUF goes in
+			 * several), never inside one. */
+			const char *nl = memchr(b->data + off + n - 1, '\n',
+						b->len - (off + n - 1));
+			log_rotate(b->rot, nl ? (size_t)(nl + 1 - (b->data + off))
+					      : b->len - off);
+		}
 		ssize_t w = write(b->fd, b->data + off, n);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
 			break; /* the reader went away: drop the rest */
+		if (b->rot)
+			__atomic_add_fetch(&b->rot->size, (uint64_t)w,
+					   __ATOMIC_RELAXED);
 		off += (size_t)w;
 	}
 	b->len = 0;
@@ -358,6 +587,7 @@ int log_entry(const struct agg_plan *p, const struct plan_log *l,
 		if (b->len)
 			log_flush(b);
 		b->fd = l->fd;
+		b->rot = l->rot;
 	}
 	/* A line that does not fit after what the buffer holds goes to an
 	 * empty one; only one longer than the whole buffer is not written. */

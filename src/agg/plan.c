@@ -43,8 +43,12 @@ void plan_unref(struct agg_plan *p)
 		free(p->apas[i].bind_slot);
 	}
 	for (size_t i = 0; i < p->nlogs; i++) {
-		if (p->logs[i].own_fd)
+		if (p->logs[i].own_fd) {
 			close(p->logs[i].fd);
+			if (p->logs[i].rot)
+				pthread_mutex_destroy(&p->logs[i].rot->lock);
+			free(p->logs[i].rot);
+		}
 		free(p->logs[i].vars);
 	}
 	/* <=: a family being built when the build failed has its bounds. */

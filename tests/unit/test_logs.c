@@ -10,6 +10,7 @@
  * A config is compiled into a plan as the daemon does; records are set
  * into an attribute table by hand and formatted with log_entry().
  */
+#include <dirent.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -42,6 +43,8 @@ struct fixture {
 /* Logentry @logentry (its spec's lines) sent to a stdio handler that
  * writes to @f->log, with @handler's lines added to the handler's spec.
  * outputLevel ERROR: Mixer wrote the entries below it anyway. */
+static const char *log_stream = "FILE"; /* the handler's logStream */
+
 static struct fixture *setup_with(const char *logentry, const char *handler)
 {
 	struct fixture *f = calloc(1, sizeof *f);
@@ -76,7 +79,7 @@ static struct fixture *setup_with(const char *logentry, const char *handler)
 		"kind: stdio\n"
 		"metadata: {name: h, namespace: default}\n"
 		"spec:\n"
-		"  logStream: FILE\n"
+		"  logStream: %s\n"
 		"  outputPath: %s\n"
 		"  outputLevel: ERROR\n"
 		"%s"
@@ -85,7 +88,7 @@ static struct fixture *setup_with(const char *logentry, const char *handler)
 		"metadata: {name: r, namespace: default}\n"
 		"spec:\n"
 		"  actions: [{handler: h.stdio, instances: [le.logentry]}]\n",
-		logentry, f->log, handler);
+		logentry, log_stream, f->log, handler);
 	fclose(y);
 
 	struct cfg *c = cfg_load(path, "default");
@@ -305,6 +308,78 @@ static void test_a_long_entry_after_another_is_written(void **state)
 	teardown(f);
 }
 
+/* Lines in file @path (each whole: the file ends with one), its size in
+ * *@bytes. */
+static size_t file_lines(const char *path, size_t *bytes)
+{
+	FILE *in = fopen(path, "r");
+	assert_non_null(in);
+	size_t lines = 0;
+	int c, last = '\n';
+	*bytes = 0;
+	while ((c = fgetc(in)) != EOF) {
+		lines += c == '\n';
+		last = c;
+		(*bytes)++;
+	}
+	fclose(in);
+	assert_int_equal(last, '\n');
+	return lines;
+}
+
+/* ROTATED_FILE: a file about to pass maxMegabytesBeforeRotation is renamed
+ * access-<UTC time>.log and a new one started; of the backups, the newest
+ * maxRotatedFiles stay. No line is split or lost between the file and the
+ * backups kept. */
+static void test_a_rotated_file_is_rotated_and_pruned(void **state)
+{
+	(void)state;
+	log_stream = "ROTATED_FILE";
+	struct fixture *f = setup_with(LOGENTRY,
+				       "  maxMegabytesBeforeRotation: 1\n"
+				       "  maxRotatedFiles: 2\n");
+	log_stream = "FILE";
+	static char big[20001];
+	memset(big, 'x', sizeof big - 1);
+	attr_table_clear(&f->t);
+	set(f, "t.d", (struct attr_value){.type = ATTR_DOUBLE, .d = 1});
+	set(f, "t.ts", (struct attr_value){.type = ATTR_TIMESTAMP, .i = T0});
+	set(f, "t.ip", (struct attr_value){.type = ATTR_IP, .len = 4});
+	set_str(f, "t.s", big, sizeof big - 1);
+	const size_t n = 250; /* about 5 MB: four rotations */
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(format(f), 0);
+	log_flush(&f->buf);
+	size_t bytes, lines = file_lines(f->log, &bytes);
+	assert_true(bytes <= (1u << 20) && lines > 0);
+	/* every line the same length: a file holds this many */
+	const size_t per_file = (1u << 20) / (bytes / lines);
+	const size_t rotations = (n - 1) / per_file;
+	assert_true(rotations >= 3);
+	assert_int_equal(lines, n - rotations * per_file);
+	DIR *d = opendir(f->dir);
+	assert_non_null(d);
+	struct dirent *e;
+	size_t backups = 0;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.' || !strcmp(e->d_name, "access.log"))
+			continue;
+		/* access-2026-11-27T08-01-02.345.log */
+		assert_int_equal(strlen(e->d_name), strlen("access-") + 23 + 4);
+		assert_memory_equal(e->d_name, "access-", 7);
+		assert_string_equal(e->d_name + 7 + 23, ".log");
+		char p[512];
+		snprintf(p, sizeof p, "%s/%s", f->dir, e->d_name);
+		size_t b;
+		assert_int_equal(file_lines(p, &b), per_file);
+		backups++;
+		unlink(p);
+	}
+	closedir(d);
+	assert_int_equal(backups, 2);
+	teardown(f);
+}
+
 /* Without severityLevels, the adapter's default map: exact spellings
  * only, anything else info. outputLevel ERROR drops nothing. */
 static void test_default_severity_levels(void **state)
@@ -473,6 +548,7 @@ int main(void)
 		cmocka_unit_test(test_timestamps_have_six_fraction_digits),
 		cmocka_unit_test(test_strings_escaped_as_zap_did),
 		cmocka_unit_test(test_a_long_entry_after_another_is_written),
+		cmocka_unit_test(test_a_rotated_file_is_rotated_and_pruned),
 		cmocka_unit_test(test_default_severity_levels),
 		cmocka_unit_test(
 			test_given_severity_levels_replace_the_default),
