@@ -291,17 +291,18 @@ static void *shard_main(void *arg)
 
 /* ---- the sink: called on the io thread -------------------------------- */
 
-static void post(struct shard *sh, bool close, struct ingest_ring *r)
+/* False when there was no memory for the message: the shard never learns
+ * of the ring. An attached one is then destroyed here (the caller drops
+ * its connection); a closed one is drained at shutdown. */
+static bool post(struct shard *sh, bool close, struct ingest_ring *r)
 {
 	struct inbox_msg *m = malloc(sizeof *m);
 	if (!m) {
-		/* Without a message the shard would never learn of the ring.
-		 * Attach: drop it now. Close: the ring is drained at shutdown. */
 		if (!close) {
 			ingest_ring_destroy(r);
 			ck_pr_dec_64(&sh->nrings);
 		}
-		return;
+		return false;
 	}
 	m->close = close;
 	m->r = r;
@@ -312,6 +313,7 @@ static void post(struct shard *sh, bool close, struct ingest_ring *r)
 	__atomic_store_n(&sh->inbox_n, 1, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&sh->lock);
 	kick(sh);
+	return true;
 }
 
 static void *sink_ring_attached(void *ctx, struct ingest_ring *r)
@@ -322,8 +324,7 @@ static void *sink_ring_attached(void *ctx, struct ingest_ring *r)
 		if (ck_pr_load_64(&a->shards[i].nrings) < ck_pr_load_64(&best->nrings))
 			best = &a->shards[i];
 	ck_pr_inc_64(&best->nrings);
-	post(best, false, r);
-	return best;
+	return post(best, false, r) ? best : NULL;
 }
 
 static void sink_ring_closed(void *ctx, void *token, struct ingest_ring *r)

@@ -375,7 +375,9 @@ void ingest_framer_free(struct ingest_framer *f);
  */
 struct ingest_sink {
 	/** A producer's ring arrived; return a token that identifies the
-	 *  consumer now owning it (passed back to ring_closed). */
+	 *  consumer now owning it (passed back to ring_closed), or NULL when
+	 *  it could not be taken (out of memory): the ring is destroyed and
+	 *  the connection is closed. */
 	void *(*ring_attached)(void *ctx, struct ingest_ring *r);
 	/** The producer's connection closed: drain @r, then destroy it. */
 	void (*ring_closed)(void *ctx, void *token, struct ingest_ring *r);

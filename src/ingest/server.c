@@ -583,9 +583,10 @@ static void on_hello(struct ingest_server *s, struct conn *c,
 		fd = -1; /* attach took it */
 		if (rc)
 			goto fail;
+		if (!(c->token = s->sink.ring_attached(s->sink.ctx, r)))
+			goto fail; /* and r with it */
 		c->kind = CONN_SHM;
 		c->ring = r;
-		c->token = s->sink.ring_attached(s->sink.ctx, r);
 	} else if (c->hello.kind == MIXD_HELLO_STREAM && fd < 0) {
 		c->kind = CONN_STREAM;
 		c->queue = s->sink.stream_queue(s->sink.ctx, c->id);
