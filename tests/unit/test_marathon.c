@@ -344,6 +344,21 @@ static void test_host_ip_shared_with_bridge_tasks(void **st)
 	cJSON_Delete(apps);
 }
 
+/* The snapshot of /v2/apps body @apps and /v2/pods/::status body @pods
+ * (NULL: none). */
+static struct mar_snap *snap_of(const char *apps, const char *pods)
+{
+	cJSON *a = mar_parse_apps(apps, strlen(apps));
+	cJSON *p = pods ? mar_parse_pods(pods, strlen(pods)) : NULL;
+	assert_non_null(a);
+	assert_true(!pods || p);
+	struct mar_snap *s = NULL;
+	assert_int_equal(mar_snap_build(a, p, NULL, &s, NULL), 0);
+	cJSON_Delete(p);
+	cJSON_Delete(a);
+	return s;
+}
+
 /* A pod on a container network that has no address yet (staging: its
  * instance's networks are empty) claims no IP, not its agent's: the
  * only host-networked task on that agent is still named by it. */
@@ -365,12 +380,7 @@ static void test_a_container_pod_without_an_address_claims_no_ip(void **st)
 		"{\"id\":\"shop_db.instance-t\",\"status\":\"STAGING\","
 		"\"agentHostname\":\"10.0.0.7\",\"containers\":[{\"name\":"
 		"\"db\",\"status\":\"TASK_STAGING\"}]}]}]";
-	cJSON *apps = mar_parse_apps(json, strlen(json));
-	cJSON *pods = mar_parse_pods(pods_json, strlen(pods_json));
-	assert_non_null(apps);
-	assert_non_null(pods);
-	struct mar_snap *s = NULL;
-	assert_int_equal(mar_snap_build(apps, pods, NULL, &s, NULL), 0);
+	struct mar_snap *s = snap_of(json, pods_json);
 	struct mar_result r;
 	struct attr_value ip = ip4(10, 0, 0, 8);
 	struct mar_query q = {.source_ip = &ip};
@@ -384,8 +394,6 @@ static void test_a_container_pod_without_an_address_claims_no_ip(void **st)
 	assert_true(mar_snap_lookup(s, &q, &r));
 	ASSERT_OUT(&r, MAR_OUT_SOURCE_WORKLOAD_NAME, "db");
 	mar_snap_free(s);
-	cJSON_Delete(pods);
-	cJSON_Delete(apps);
 }
 
 /* An app may be called "cart.instance-2": its tasks' instance ids are
@@ -402,10 +410,7 @@ static void test_an_app_named_like_an_instance_keeps_its_tasks_apart(void **st)
 		"{\"id\":\"shop_cart.instance-2.instance-bbbb._app.1\","
 		"\"host\":\"10.0.0.6\",\"state\":\"TASK_RUNNING\","
 		"\"ipAddresses\":[{\"ipAddress\":\"9.1.0.2\"}]}]}]}";
-	cJSON *apps = mar_parse_apps(json, strlen(json));
-	assert_non_null(apps);
-	struct mar_snap *s = NULL;
-	assert_int_equal(mar_snap_build(apps, NULL, NULL, &s, NULL), 0);
+	struct mar_snap *s = snap_of(json, NULL);
 	struct mar_result r;
 	struct attr_value ip = ip4(9, 1, 0, 2);
 	struct mar_query q = {.source_ip = &ip};
@@ -420,7 +425,6 @@ static void test_an_app_named_like_an_instance_keeps_its_tasks_apart(void **st)
 	u = str("kubernetes://shop_cart.instance-2");
 	assert_false(mar_snap_lookup(s, &q, &r));
 	mar_snap_free(s);
-	cJSON_Delete(apps);
 }
 
 /* An app whose one task runs on agent @host. */
