@@ -119,6 +119,7 @@ struct ingest_server {
 	int wake_fd;
 	uint64_t wake_val;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	ino_t path_ino; /* the socket file we made there */
 	struct ingest_sink sink;
 	pthread_t thread;
 	int stop;         /* atomic */
@@ -473,6 +474,15 @@ static bool unstall(struct ingest_server *s, struct conn *c)
 	return true;
 }
 
+/* A connection whose receiving is over: a frame its producer's close cut
+ * off is counted, as a bad frame. */
+static void end_conn(struct ingest_server *s, struct conn *c)
+{
+	if (c->kind == CONN_STREAM && !ingest_framer_idle(&c->framer))
+		bump(&s->n_rejected);
+	free_conn(s, c);
+}
+
 static void on_timer(struct ingest_server *s)
 {
 	s->timer_armed = false;
@@ -489,7 +499,7 @@ static void on_timer(struct ingest_server *s)
 		*pp = c->stall_next;
 		c->stalled = false;
 		if (c->eof || (c->dead && !c->recv_armed))
-			free_conn(s, c);
+			end_conn(s, c);
 		else if (!c->recv_armed && !c->dead)
 			arm_recv(s, c);
 	}
@@ -659,9 +669,17 @@ static void on_recv(struct ingest_server *s, struct conn *c,
 		arm_recv(s, c);
 		return;
 	}
-	if (c->kind == CONN_STREAM && !ingest_framer_idle(&c->framer))
-		bump(&s->n_rejected); /* a frame cut off by the close */
-	free_conn(s, c);
+	end_conn(s, c);
+}
+
+/* Remove the socket file, if it is still the one we made: another may
+ * have taken its name since (a mixd started after the file was removed). */
+static void unlink_ours(const struct ingest_server *s)
+{
+	struct stat st;
+	if (lstat(s->path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+	    st.st_ino == s->path_ino)
+		unlink(s->path);
 }
 
 static void stop_accepting(struct ingest_server *s)
@@ -675,7 +693,7 @@ static void stop_accepting(struct ingest_server *s)
 		io_uring_sqe_set_data64(sqe, tag(s, OP_CANCEL));
 	}
 	io_uring_submit(&s->ring);
-	unlink(s->path);
+	unlink_ours(s);
 }
 
 static void *io_main(void *arg)
@@ -758,7 +776,9 @@ static int setup_buffers(struct ingest_server *s)
 	return 0;
 }
 
-static int listen_unix(const char *path, char *err, size_t errlen)
+/* Listen on @path; *@ino: the socket file's inode, so that only ours is
+ * ever removed (unlink_ours()). */
+static int listen_unix(const char *path, ino_t *ino, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	strcpy(sa.sun_path, path);
@@ -766,13 +786,30 @@ static int listen_unix(const char *path, char *err, size_t errlen)
 	if (fd < 0)
 		goto fail;
 	/* A stale socket file from an earlier run would make bind fail.
-	 * Replace only sockets, never a regular file someone put there. */
+	 * Replace only sockets, never a regular file someone put there, and
+	 * never one a running mixd still listens on: it would go on without
+	 * producers, and remove ours when it stops. */
 	struct stat st;
-	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		bool live = probe >= 0 &&
+			    connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0;
+		if (probe >= 0)
+			close(probe);
+		if (live) {
+			close(fd);
+			snprintf(err, errlen,
+				 "unix://%s is in use: another mixd listens "
+				 "on it",
+				 path);
+			return -EADDRINUSE;
+		}
 		unlink(path);
+	}
 	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-	    listen(fd, 1024) != 0)
+	    listen(fd, 1024) != 0 || lstat(path, &st) != 0)
 		goto fail;
+	*ino = st.st_ino;
 	return fd;
 fail:;
 	int e = errno;
@@ -834,7 +871,7 @@ int ingest_server_start(const char *address, const struct ingest_sink *sink,
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
-	s->listen_fd = listen_unix(path, err, errlen);
+	s->listen_fd = listen_unix(path, &s->path_ino, err, errlen);
 	if (s->listen_fd < 0) {
 		rc = s->listen_fd;
 		goto fail;
@@ -850,7 +887,7 @@ int ingest_server_start(const char *address, const struct ingest_sink *sink,
 fail:
 	if (s->listen_fd >= 0) {
 		close(s->listen_fd);
-		unlink(s->path);
+		unlink_ours(s);
 	}
 	if (s->wake_fd >= 0)
 		close(s->wake_fd);
@@ -894,7 +931,7 @@ void ingest_server_destroy(struct ingest_server *s)
 		free(c);
 	}
 	if (s->accepting)
-		unlink(s->path);
+		unlink_ours(s);
 	close(s->listen_fd);
 	close(s->wake_fd);
 	munmap(s->br, BUF_COUNT * sizeof(struct io_uring_buf));

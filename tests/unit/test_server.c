@@ -1,0 +1,194 @@
+/*
+ * test_server.c -- the producer socket server on its own: a stream
+ * connection's last, cut-off frame counted however its close arrives; the
+ * socket file never taken from, nor removed under, another mixd.
+ *
+ * MIXD_TEST_THREADED: the server's io thread runs beside the test's.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <mixd/client.h>
+#include <mixd/ring.h>
+
+#include "ingest/ingest.h"
+
+static char sock_path[108];
+static struct ingest_ring *queue;
+
+static struct ingest_ring *queue_of(void *ctx, unsigned id)
+{
+	(void)ctx;
+	(void)id;
+	return queue;
+}
+
+static void kick_none(void *ctx, struct ingest_ring *q)
+{
+	(void)ctx;
+	(void)q;
+}
+
+static const struct ingest_sink sink = {.stream_queue = queue_of,
+					.queue_kick = kick_none};
+
+static enum ingest_reject count_it(void *ctx, const uint8_t *p, uint32_t len,
+				   const struct ingest_layout *lay)
+{
+	(void)p;
+	(void)len;
+	(void)lay;
+	++*(uint64_t *)ctx;
+	return INGEST_REJ_NONE;
+}
+
+/* A record frame of one attribute (response.code 200) at @f: 24 bytes. */
+static void frame(uint8_t *f)
+{
+	memset(f, 0, 24);
+	uint32_t hdr[2] = {11, MIXD_FRAME_RECORD};
+	memcpy(f, hdr, 8);
+	f[8] = MIXD_ATTR_RESPONSE_CODE & 0xff;
+	f[9] = MIXD_ATTR_RESPONSE_CODE >> 8;
+	f[10] = MIXD_T_INT64;
+	int64_t code = 200;
+	memcpy(f + 11, &code, 8);
+}
+
+static struct ingest_server *start(void)
+{
+	struct ingest_server *srv;
+	char err[256];
+	int rc = ingest_server_start(sock_path, &sink, 0, &srv, err, sizeof err);
+	if (rc)
+		fail_msg("%s", err);
+	return srv;
+}
+
+static void stop(struct ingest_server *srv)
+{
+	ingest_server_stop_accepting(srv);
+	ingest_server_destroy(srv);
+}
+
+/*
+ * A stream connection sends its hello, a whole frame and half of another,
+ * and closes, all before the server reads it. With @full_queue the shard
+ * queue is full first, so the connection stalls and its end of file
+ * arrives while it is stalled. Either way the whole frame is delivered and
+ * the cut one counted as a bad frame (stream_rejected).
+ */
+static void cut_frame(bool full_queue)
+{
+	assert_int_equal(ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &queue),
+			 0);
+	uint8_t rec[11] = {0};
+	uint64_t before = 0;
+	while (full_queue && ingest_queue_push(queue, rec, sizeof rec))
+		before++;
+	struct ingest_server *srv = start();
+	uint8_t buf[16 + 24 + 24];
+	const size_t len = 16 + 24 + 12;
+	struct mixd_hello h = {.version = MIXD_HELLO_VERSION,
+			       .kind = MIXD_HELLO_STREAM};
+	memcpy(h.marker, MIXD_HELLO_MARKER, 8);
+	memcpy(buf, &h, 16);
+	frame(buf + 16);
+	frame(buf + 40); /* its first 12 bytes only */
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	snprintf(a.sun_path, sizeof a.sun_path, "%s", sock_path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(send(fd, buf, len, 0), (ssize_t)len);
+	close(fd);
+	usleep(100 * 1000); /* received, stalled if full, end of file seen */
+
+	static uint8_t scratch[INGEST_POLL_SCRATCH];
+	struct ingest_ring_counts n = {0};
+	struct ingest_server_stats st;
+	uint64_t got = 0;
+	for (int i = 0; i < 5000; i++) {
+		ingest_ring_poll(queue, count_it, NULL, &got, 1u << 20, &n,
+				 scratch);
+		ingest_server_stats(srv, &st);
+		if (st.connections == 1 && st.producers == 0 && got == before + 1)
+			break;
+		usleep(1000);
+	}
+	assert_int_equal(st.producers, 0);
+	assert_int_equal(got, before + 1);
+	assert_int_equal(st.stream_rejected, 1);
+	stop(srv);
+	ingest_ring_destroy(queue);
+}
+
+static void a_cut_off_frame_is_counted(void **state)
+{
+	(void)state;
+	cut_frame(false);
+}
+
+static void a_cut_off_frame_is_counted_when_the_close_comes_in_a_stall(
+	void **state)
+{
+	(void)state;
+	cut_frame(true);
+}
+
+/* A second mixd on the path of a running one is refused: it would take
+ * the name, leave the first without producers, and lose it when the first
+ * stopped and removed the file. */
+static void a_socket_in_use_is_not_taken(void **state)
+{
+	(void)state;
+	struct ingest_server *a = start(), *b;
+	char err[256];
+	assert_int_equal(ingest_server_start(sock_path, &sink, 0, &b, err,
+					     sizeof err),
+			 -EADDRINUSE);
+	assert_non_null(strstr(err, "in use"));
+	struct stat st;
+	assert_int_equal(stat(sock_path, &st), 0);
+	stop(a);
+	assert_int_not_equal(stat(sock_path, &st), 0);
+}
+
+/* A server removes the socket file at its stop only if it is still its
+ * own: here the file was removed and another server made the path its. */
+static void only_its_own_socket_file_is_removed(void **state)
+{
+	(void)state;
+	struct ingest_server *a = start();
+	assert_int_equal(unlink(sock_path), 0);
+	struct ingest_server *b = start();
+	stop(a);
+	struct stat st;
+	assert_int_equal(stat(sock_path, &st), 0);
+	stop(b);
+	assert_int_not_equal(stat(sock_path, &st), 0);
+}
+
+int main(void)
+{
+	snprintf(sock_path, sizeof sock_path, "/tmp/mixd-test-server-%d.sock",
+		 (int)getpid());
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(a_cut_off_frame_is_counted),
+		cmocka_unit_test(a_cut_off_frame_is_counted_when_the_close_comes_in_a_stall),
+		cmocka_unit_test(a_socket_in_use_is_not_taken),
+		cmocka_unit_test(only_its_own_socket_file_is_removed),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
