@@ -235,7 +235,9 @@ int ingest_ring_attach(int fd, struct ingest_ring **out);
 /**
  * Close @fd, received from a producer, without waiting on it: a socket is
  * first set to linger 0, so a close() with unsent data and SO_LINGER
- * cannot hold the calling (io) thread.
+ * cannot hold anyone, and the close() itself is made on a thread of its
+ * own (a file on the producer's own FUSE filesystem would hold it until
+ * the producer answered). Never calls into the file's filesystem here.
  */
 void ingest_close_untrusted(int fd);
 

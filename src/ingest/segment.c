@@ -9,6 +9,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/magic.h>
@@ -56,15 +58,58 @@ static struct ingest_ring *ring_new(void *map, uint64_t cap,
 	return r;
 }
 
+/*
+ * Descriptors from producers are closed on a thread of their own. A file
+ * on a filesystem the producer serves (FUSE) makes close() a request to
+ * the producer, answered when it likes: the io thread, every producer's,
+ * must not wait for it. The closer reads descriptor numbers from a pipe;
+ * a number stays open, so it is not reused, until it has closed it. Were
+ * the pipe full (thousands of closes held), the caller closes.
+ */
+static int closer_pipe[2] = {-1, -1};
+static pthread_once_t closer_once = PTHREAD_ONCE_INIT;
+
+static void *closer_main(void *arg)
+{
+	(void)arg;
+	int fd;
+	while (read(closer_pipe[0], &fd, sizeof fd) == (ssize_t)sizeof fd)
+		close(fd);
+	return NULL;
+}
+
+static void closer_start(void)
+{
+	if (pipe2(closer_pipe, O_CLOEXEC) != 0)
+		return;
+	pthread_attr_t at;
+	pthread_t t;
+	bool ok = fcntl(closer_pipe[1], F_SETFL, O_NONBLOCK) == 0 &&
+		  pthread_attr_init(&at) == 0;
+	if (ok) {
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		ok = pthread_create(&t, &at, closer_main, NULL) == 0;
+		pthread_attr_destroy(&at);
+	}
+	if (!ok) {
+		close(closer_pipe[0]);
+		close(closer_pipe[1]);
+		closer_pipe[0] = closer_pipe[1] = -1;
+	}
+}
+
 void ingest_close_untrusted(int fd)
 {
-	struct stat st;
 	/* A socket whose peer does not read, with SO_LINGER set, would hold
-	 * close() for as long as the linger says: drop its data instead. */
-	if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
-		struct linger now = {.l_onoff = 1, .l_linger = 0};
-		(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &now, sizeof now);
-	}
+	 * close() for as long as the linger says: drop its data instead.
+	 * Set on any file: on one that is not a socket it fails (ENOTSOCK)
+	 * without asking its filesystem, as fstat() would. */
+	struct linger now = {.l_onoff = 1, .l_linger = 0};
+	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &now, sizeof now);
+	pthread_once(&closer_once, closer_start);
+	if (closer_pipe[1] >= 0 &&
+	    write(closer_pipe[1], &fd, sizeof fd) == (ssize_t)sizeof fd)
+		return;
 	close(fd);
 }
 

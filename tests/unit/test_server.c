@@ -5,7 +5,9 @@
  *
  * MIXD_TEST_THREADED: the server's io thread runs beside the test's.
  */
+#include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -16,6 +18,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -180,6 +183,60 @@ static void only_its_own_socket_file_is_removed(void **state)
 	assert_int_not_equal(stat(sock_path, &st), 0);
 }
 
+/* close(), interposed (libmixd is linked into this binary): closing
+ * slow_fd takes a second, as a close on a producer's own FUSE file takes
+ * as long as the producer likes; which thread closed it is noted. */
+static int slow_fd = -1;          /* atomic */
+static int slow_closed;           /* atomic */
+static pthread_t slow_closer;
+static int (*real_close)(int);
+
+__attribute__((constructor)) static void find_close(void)
+{
+	*(void **)&real_close = dlsym(RTLD_NEXT, "close");
+}
+
+int close(int fd)
+{
+	if (fd >= 0 && fd == __atomic_load_n(&slow_fd, __ATOMIC_ACQUIRE)) {
+		slow_closer = pthread_self();
+		struct timespec ts = {1, 0};
+		nanosleep(&ts, NULL);
+		int rc = real_close(fd);
+		__atomic_store_n(&slow_closed, 1, __ATOMIC_RELEASE);
+		return rc;
+	}
+	return real_close(fd);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A descriptor from a producer is closed on a thread of its own: its
+ * close may wait on the producer, and the io thread, every producer's,
+ * must not. It is closed all the same. */
+static void an_untrusted_close_does_not_wait(void **state)
+{
+	(void)state;
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	__atomic_store_n(&slow_fd, p[0], __ATOMIC_RELEASE);
+	double t0 = now_s();
+	ingest_close_untrusted(p[0]);
+	assert_true(now_s() - t0 < 0.5);
+	for (int i = 0; i < 3000 && !__atomic_load_n(&slow_closed,
+						      __ATOMIC_ACQUIRE); i++)
+		usleep(1000);
+	assert_true(__atomic_load_n(&slow_closed, __ATOMIC_ACQUIRE));
+	assert_false(pthread_equal(slow_closer, pthread_self()));
+	__atomic_store_n(&slow_fd, -1, __ATOMIC_RELEASE);
+	real_close(p[1]);
+}
+
 int main(void)
 {
 	snprintf(sock_path, sizeof sock_path, "/tmp/mixd-test-server-%d.sock",
@@ -189,6 +246,7 @@ int main(void)
 		cmocka_unit_test(a_cut_off_frame_is_counted_when_the_close_comes_in_a_stall),
 		cmocka_unit_test(a_socket_in_use_is_not_taken),
 		cmocka_unit_test(only_its_own_socket_file_is_removed),
+		cmocka_unit_test(an_untrusted_close_does_not_wait),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
