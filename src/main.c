@@ -392,11 +392,14 @@ struct mixd {
 	unsigned scrapes_live;          /* atomic: views held by scrapes */
 	uint64_t scrapes_refused;       /* atomic */
 	int inotify_fd;
-	/* A config of one file: its directory's watch and the file's name
-	 * (a file replaced by rename is a new inode, which the file's own
-	 * watch does not follow, least of all after a failed reload). */
+	/* The directory holding the config path (or, while the path is
+	 * missing, its nearest existing ancestor): its watch, and the name in
+	 * it that leads to the config. A file or directory replaced by rename
+	 * or by a symlink swap is a new inode, which no watch of the old one
+	 * sees. */
 	int dir_wd;
 	char file_name[NAME_MAX + 1];
+	bool watch_warned; /* live reload's trouble said once */
 };
 
 /*
@@ -909,62 +912,131 @@ static int start_http(struct mixd *m)
 
 /* ---- configuration: load, watch, reload --------------------------------- */
 
-/* Watch every file and directory the config came from. A new inotify
- * instance per generation: the set of files may have changed. */
+/* Watch every file and directory the config came from, and the directory
+ * that holds the config path. A new inotify instance per load: the set of
+ * files may have changed. The old one is the caller's to drain (what
+ * changed while the files were read) and close. */
 static void watch_config(struct mixd *m, const struct cfg *c)
 {
-	if (m->inotify_fd >= 0)
-		close(m->inotify_fd);
-	m->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (m->inotify_fd < 0)
-		return;
-	size_t n;
-	const char *const *src = cfg_sources(c, &n);
-	for (size_t i = 0; i < n; i++)
-		inotify_add_watch(m->inotify_fd, src[i],
-				  IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
-					  IN_CREATE | IN_DELETE | IN_DELETE_SELF |
-					  IN_MOVE_SELF | IN_ATTRIB);
-	/* A one-file config: its directory too, filtered by the name. */
 	m->dir_wd = -1;
-	char dir[PATH_MAX];
+	m->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (m->inotify_fd < 0) {
+		if (!m->watch_warned)
+			fprintf(stderr, "mixd: config: cannot watch for changes "
+					"(inotify: %s); SIGHUP still reloads\n",
+				strerror(errno));
+		m->watch_warned = true;
+		return;
+	}
+	size_t n, failed = 0;
+	int err = 0;
+	const char *const *src = c ? cfg_sources(c, &n) : (n = 0, NULL);
+	/* The path itself too, before anything is read of it (at start, or
+	 * when it failed to load): a directory's files come and go in it. */
+	const char *root = m->st.config;
+	if (!strncmp(root, "fs://", 5))
+		root += 5;
+	if (!c)
+		(void)inotify_add_watch(m->inotify_fd, root,
+					IN_CLOSE_WRITE | IN_MOVED_TO |
+						IN_MOVED_FROM | IN_CREATE |
+						IN_DELETE | IN_ATTRIB);
+	for (size_t i = 0; i < n; i++)
+		if (inotify_add_watch(m->inotify_fd, src[i],
+				      IN_CLOSE_WRITE | IN_MOVED_TO |
+					      IN_MOVED_FROM | IN_CREATE |
+					      IN_DELETE | IN_DELETE_SELF |
+					      IN_MOVE_SELF | IN_ATTRIB) < 0) {
+			failed++;
+			err = errno;
+		}
+	/* The directory that holds the path, filtered by the path's name;
+	 * while the path is missing, its nearest existing ancestor, by the
+	 * name that leads down to it. */
+	char dir[PATH_MAX], name[NAME_MAX + 1];
+	if (snprintf(dir, sizeof dir, "%s", root) >= (int)sizeof dir)
+		return;
 	struct stat st;
-	const char *path = m->st.config;
-	if (!strncmp(path, "fs://", 5))
-		path += 5;
-	if (stat(path, &st) || !S_ISREG(st.st_mode) ||
-	    snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir)
-		return;
-	char *slash = strrchr(dir, '/');
-	const char *name = slash ? path + (slash + 1 - dir) : path;
-	if (strlen(name) >= sizeof m->file_name)
-		return;
-	strcpy(m->file_name, name);
-	if (!slash)
-		strcpy(dir, ".");
-	else if (slash == dir)
-		dir[1] = '\0'; /* "/f": the root */
-	else
-		*slash = '\0';
+	do {
+		size_t l = strlen(dir);
+		while (l > 1 && dir[l - 1] == '/')
+			dir[--l] = '\0';
+		char *slash = strrchr(dir, '/');
+		const char *base = slash ? slash + 1 : dir;
+		if (strlen(base) >= sizeof name)
+			return;
+		memcpy(name, base, strlen(base) + 1);
+		if (!slash)
+			strcpy(dir, ".");
+		else if (slash == dir)
+			dir[1] = '\0'; /* "/f": the root */
+		else
+			*slash = '\0';
+	} while ((stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) &&
+		 strcmp(dir, ".") != 0 && strcmp(dir, "/") != 0);
+	snprintf(m->file_name, sizeof m->file_name, "%s", name);
 	m->dir_wd = inotify_add_watch(m->inotify_fd, dir,
-				      IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE |
-					      IN_ATTRIB);
+				      IN_CLOSE_WRITE | IN_MOVED_TO |
+					      IN_MOVED_FROM | IN_CREATE |
+					      IN_DELETE | IN_ATTRIB |
+					      IN_DELETE_SELF | IN_MOVE_SELF);
+	if (m->dir_wd < 0) {
+		failed++;
+		err = errno;
+	}
+	if (failed && !m->watch_warned) {
+		fprintf(stderr, "mixd: config: cannot watch %zu of the config's "
+				"paths for changes (inotify: %s); SIGHUP still "
+				"reloads\n",
+			failed, strerror(err));
+		m->watch_warned = true;
+	}
 }
 
-/* Did the events in @buf (@len bytes) touch the config? The directory
- * of a one-file config reports its other files too; "..data" is the
- * symlink a Kubernetes ConfigMap mount swaps to replace its files. */
-static bool config_touched(const struct mixd *m, const char *buf, size_t len)
+/* Does a name in a watched directory matter to the config: a YAML file, a
+ * directory, or a Kubernetes ConfigMap mount's "..data" and its swaps? */
+static bool config_name(const struct inotify_event *ev)
+{
+	size_t l = strlen(ev->name);
+	return (ev->mask & IN_ISDIR) || !strncmp(ev->name, "..", 2) ||
+	       (l > 5 && !strcmp(ev->name + l - 5, ".yaml")) ||
+	       (l > 4 && !strcmp(ev->name + l - 4, ".yml"));
+}
+
+/* Did the events in @buf (@len bytes) of a watch whose holding directory
+ * is @dir_wd, filtered by @name, touch the config? */
+static bool config_touched(int dir_wd, const char *name, const char *buf,
+			   size_t len)
 {
 	for (size_t at = 0; at + sizeof(struct inotify_event) <= len;) {
 		const struct inotify_event *ev = (const void *)(buf + at);
-		if (ev->wd != m->dir_wd || !ev->len ||
-		    !strcmp(ev->name, m->file_name) ||
-		    !strcmp(ev->name, "..data"))
-			return true;
 		at += sizeof *ev + ev->len;
+		if (ev->mask & IN_IGNORED)
+			continue; /* a watch removed: its file's event came */
+		if (ev->wd == dir_wd) {
+			/* the name, or the directory itself gone: a reload
+			 * then watches the nearest ancestor left */
+			if (!ev->len || !strcmp(ev->name, name) ||
+			    !strcmp(ev->name, "..data"))
+				return true;
+		} else if (!ev->len || config_name(ev)) {
+			return true;
+		}
 	}
 	return false;
+}
+
+/* Read every event waiting on inotify instance @fd (its holding
+ * directory's watch @dir_wd, filtered by @name); did one touch the
+ * config? */
+static bool drain_watch(int fd, int dir_wd, const char *name)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t got;
+	bool touched = false;
+	while (fd >= 0 && (got = read(fd, buf, sizeof buf)) > 0)
+		touched |= config_touched(dir_wd, name, buf, (size_t)got);
+	return touched;
 }
 
 /*
@@ -1015,29 +1087,48 @@ static void start_resolver(struct mixd *m, const struct cfg *c, bool initial)
 	agg_set_resolver(m->agg, res);
 }
 
-/* Load the config and install it; on error keep the one in force. */
-static int load_config(struct mixd *m, bool initial)
+/*
+ * A new watch of what @c was read from (or, @c NULL, of the path), in
+ * place of the old one; true when the old one saw the config change since
+ * reading began (drained then): the caller loads again, or that change
+ * would be lost. Files replaced since the last load are new inodes the
+ * old watches do not see: each load watches what it read.
+ */
+static bool rewatch(struct mixd *m, const struct cfg *c)
 {
+	int old_fd = m->inotify_fd, old_dir = m->dir_wd;
+	char old_name[sizeof m->file_name];
+	memcpy(old_name, m->file_name, sizeof old_name);
+	watch_config(m, c);
+	bool changed = drain_watch(old_fd, old_dir, old_name);
+	if (old_fd >= 0)
+		close(old_fd);
+	return changed;
+}
+
+/* Load the config and install it; on error keep the one in force.
+ * *@changed: it changed while it was being read (see rewatch()). */
+static int load_config(struct mixd *m, bool initial, bool *changed)
+{
+	/* What changed until now, this load reads. */
+	drain_watch(m->inotify_fd, m->dir_wd, m->file_name);
 	struct cfg *c = cfg_load(m->st.config, m->st.default_ns);
 	if (!c) {
 		fprintf(stderr, "mixd: config: out of memory\n");
+		*changed = rewatch(m, NULL);
 		goto fail;
 	}
+	*changed = rewatch(m, c);
 	if (!cfg_ok(c)) {
 		fprintf(stderr, "mixd: config %s has errors; %s\n", m->st.config,
 			initial ? "not starting"
 				: "keeping the configuration in force");
 		cfg_print_diagnostics(c, stderr);
-		/* Watch what was just read: files replaced since the last good
-		 * load are new inodes the old watches do not see. */
-		if (!initial)
-			watch_config(m, c);
 		cfg_destroy(c);
 		goto fail;
 	}
 	for (size_t i = 0; i < cfg_warning_count(c); i++)
 		fprintf(stderr, "mixd: config: warning: %s\n", cfg_warning(c, i));
-	watch_config(m, c);
 	if (agg_set_config(m->agg, c)) {
 		fprintf(stderr, "mixd: config: out of memory installing it\n");
 		goto fail;
@@ -1068,31 +1159,40 @@ static void shutdown_all(struct mixd *m)
 		close(m->inotify_fd);
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /*
  * The control loop: signals (through a signalfd) and config file changes.
- * Changes are applied once the files have been quiet for 200 ms, so an
- * editor's several writes make one reload.
+ * Changes are applied once the config has been quiet for 200 ms, so an
+ * editor's several writes make one reload; events on other files in the
+ * same directories do not put it off.
  */
-static void control_loop(struct mixd *m, const sigset_t *sigs)
+#define QUIET_MS 200
+static void control_loop(struct mixd *m, const sigset_t *sigs,
+			 bool changed_at_start)
 {
 	int sfd = signalfd(-1, sigs, SFD_CLOEXEC);
-	bool pending = false;
+	/* when a reload is due (mono_ms()); -1: none */
+	int64_t due = changed_at_start ? mono_ms() + QUIET_MS : -1;
 	for (;;) {
 		struct pollfd p[2] = {{sfd, POLLIN, 0}, {m->inotify_fd, POLLIN, 0}};
-		int n = poll(p, m->inotify_fd >= 0 ? 2 : 1, pending ? 200 : -1);
-		if (n == 0 && pending) {
-			pending = false;
-			load_config(m, false);
+		int64_t wait = due < 0 ? -1 : due - mono_ms();
+		int n = poll(p, m->inotify_fd >= 0 ? 2 : 1,
+			     wait < 0 && due >= 0 ? 0 : (int)wait);
+		if (due >= 0 && mono_ms() >= due) {
+			bool changed;
+			load_config(m, false, &changed);
+			due = changed ? mono_ms() + QUIET_MS : -1;
 			continue;
 		}
-		if (n > 0 && (p[1].revents & POLLIN)) {
-			char buf[4096]
-				__attribute__((aligned(__alignof__(struct inotify_event))));
-			ssize_t got;
-			while ((got = read(m->inotify_fd, buf, sizeof buf)) > 0)
-				if (config_touched(m, buf, (size_t)got))
-					pending = true;
-		}
+		if (n > 0 && (p[1].revents & POLLIN) &&
+		    drain_watch(m->inotify_fd, m->dir_wd, m->file_name))
+			due = mono_ms() + QUIET_MS;
 		if (n > 0 && (p[0].revents & POLLIN)) {
 			struct signalfd_siginfo si;
 			if (read(sfd, &si, sizeof si) != sizeof si)
@@ -1102,7 +1202,10 @@ static void control_loop(struct mixd *m, const sigset_t *sigs)
 			if (si.ssi_signo == SIGHUP && m->st.config) {
 				fprintf(stderr, "mixd: SIGHUP: reloading %s\n",
 					m->st.config);
-				load_config(m, false);
+				/* It reads every change so far: none is due. */
+				bool changed;
+				load_config(m, false, &changed);
+				due = changed ? mono_ms() + QUIET_MS : -1;
 			}
 		}
 	}
@@ -1143,7 +1246,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "mixd: cannot create shards: %s\n", strerror(-rc));
 		goto out;
 	}
-	if (m.st.config && (rc = load_config(&m, true)))
+	/* Watched before it is read: a change while it is, is seen. */
+	bool changed = false;
+	if (m.st.config)
+		watch_config(&m, NULL);
+	if (m.st.config && (rc = load_config(&m, true, &changed)))
 		goto out;
 	if ((rc = agg_start(m.agg))) {
 		fprintf(stderr, "mixd: cannot start shards: %s\n", strerror(-rc));
@@ -1163,7 +1270,7 @@ int main(int argc, char **argv)
 	fprintf(stderr, "mixd: %s: producers on %s, %u shards\n", MIXD_VERSION,
 		m.st.address, m.st.shards);
 
-	control_loop(&m, &sigs);
+	control_loop(&m, &sigs, changed);
 
 	fprintf(stderr, "mixd: stopping: draining producer rings\n");
 	__atomic_store_n(&m.serving, 0, __ATOMIC_RELEASE);

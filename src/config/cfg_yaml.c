@@ -812,7 +812,8 @@ static void load_dir(struct cfg *c, const char *dir, int depth,
 		}
 	}
 	closedir(d);
-	qsort(names, n, sizeof(*names), cmp_str);
+	if (n) /* an empty directory: names is NULL */
+		qsort(names, n, sizeof(*names), cmp_str);
 	for (size_t i = 0; i < n && !c->oom; i++) {
 		struct stat st;
 

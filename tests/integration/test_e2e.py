@@ -622,6 +622,82 @@ def a_configmap_style_file_reloads_when_its_link_is_swapped(build):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def a_config_that_goes_missing_is_followed_back(build):
+    """The config removed (a deploy tool's rm then cp): the reload fails and
+    is counted, and once the file is back mixd loads it and keeps watching.
+    Before, with nothing left to watch, it stopped following the file."""
+    tmp = tempfile.mkdtemp(prefix="mixd-gone.")
+    path = os.path.join(tmp, "conf", "mixer.yaml")
+    os.mkdir(os.path.dirname(path))
+    with open(SEED) as f:
+        seed = f.read()
+    with open(path, "w") as f:
+        f.write(seed)
+    try:
+        with mt.Mixd(build, ["--config", path,
+                             "--configDefaultNamespace", "default"]) as m:
+            gen = lambda: mt.value(m.metrics(), "mixd_config_generation")
+            fails = lambda: mt.value(m.metrics(), "mixd_config_reload_failures_total")
+            g0 = gen()
+            # the file, then its directory, gone
+            os.unlink(path)
+            m.wait_for(lambda: fails() >= 1, what="the missing file refused")
+            os.rmdir(os.path.dirname(path))
+            time.sleep(0.5)
+            os.mkdir(os.path.dirname(path))
+            with open(path, "w") as f:
+                f.write(seed + "\n# back\n")
+            m.wait_for(lambda: gen() == g0 + 1, what="the file back, loaded")
+            with open(path, "a") as f:
+                f.write("# edited\n")
+            m.wait_for(lambda: gen() == g0 + 2, what="an edit after it came back")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def a_symlinked_config_directory_swapped_is_followed(build):
+    """--config names a symlink to a directory, swapped to another by an
+    atomic rename (as a release tool does): the new directory is loaded and
+    then watched. Meanwhile a file written over and over beside the config
+    does not put the reload off, and a SIGHUP after an edit reloads once."""
+    tmp = tempfile.mkdtemp(prefix="mixd-swap.")
+    with open(SEED) as f:
+        seed = f.read()
+    for v in ("v1", "v2"):
+        os.mkdir(os.path.join(tmp, v))
+        with open(os.path.join(tmp, v, "mixer.yaml"), "w") as f:
+            f.write(seed + f"\n# {v}\n")
+    cur = os.path.join(tmp, "cur")
+    os.symlink("v1", cur)
+    try:
+        with mt.Mixd(build, ["--config", cur,
+                             "--configDefaultNamespace", "default"]) as m:
+            gen = lambda: mt.value(m.metrics(), "mixd_config_generation")
+            g0 = gen()
+            os.symlink("v2", cur + ".tmp")
+            os.replace(cur + ".tmp", cur)
+            m.wait_for(lambda: gen() == g0 + 1, what="the swapped directory loaded")
+            stop = time.monotonic() + mt._t(3)
+            noise = os.path.join(tmp, "v2", "notes.txt")
+            with open(os.path.join(tmp, "v2", "mixer.yaml"), "a") as f:
+                f.write("# edited\n")
+            t0 = time.monotonic()
+            while gen() != g0 + 2:
+                mt.check(time.monotonic() < stop, "the edit was put off by the noise")
+                with open(noise, "a") as f:  # every 50 ms, not a config file
+                    f.write("x")
+                time.sleep(0.05)
+            print(f"   reload with noise beside it: {time.monotonic() - t0:.2f} s")
+            with open(os.path.join(tmp, "v2", "mixer.yaml"), "a") as f:
+                f.write("# and again\n")
+            m.proc.send_signal(signal.SIGHUP)
+            m.wait_for(lambda: gen() >= g0 + 3, what="the SIGHUP's reload")
+            time.sleep(0.6)
+            mt.check(gen() == g0 + 3, f"one edit and a SIGHUP made {gen() - g0 - 2} reloads")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def series_expire_after_the_policy(build):
     tmp = tempfile.mkdtemp(prefix="mixd-expiry.")
     try:
@@ -1104,6 +1180,8 @@ if __name__ == "__main__":
         reload_while_records_flow_loses_and_doubles_nothing,
         a_one_file_config_reloads_after_renames_and_a_failure,
         a_configmap_style_file_reloads_when_its_link_is_swapped,
+        a_config_that_goes_missing_is_followed_back,
+        a_symlinked_config_directory_swapped_is_followed,
         series_expire_after_the_policy,
         labels_that_fill_the_key_fail_the_next_one,
         a_nan_observation_counts_only_in_the_inf_bucket,
