@@ -593,10 +593,12 @@ static bool jport(const cJSON *v, uint32_t *out)
 	return true;
 }
 
+/* Marathon's terminal conditions. TASK_UNKNOWN (the master knows nothing
+ * of the task) is one, as Gone and Dropped are: a Failure and Lost. */
 static const char *const terminal_task_states[] = {
 	"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST",
 	"TASK_ERROR", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR",
-	NULL};
+	"TASK_UNKNOWN", NULL};
 
 bool mar_task_terminal(const char *state)
 {

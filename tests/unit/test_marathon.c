@@ -813,6 +813,28 @@ static void test_status_updates_are_bounded(void **st)
 	mar_model_clear(&m);
 }
 
+/* A task the master knows nothing of (TASK_UNKNOWN) is gone, as Marathon
+ * holds Unknown terminal: its address may be another's soon. */
+static void test_an_unknown_task_is_gone(void **st)
+{
+	const char *apps = "{\"apps\":[{\"id\":\"/a\",\"tasks\":[]}]}";
+	struct mar_model m = {.apps = mar_parse_apps(apps, strlen(apps))};
+	assert_non_null(m.apps);
+	const cJSON *tasks =
+		cJSON_GetObjectItem(cJSON_GetArrayItem(m.apps, 0), "tasks");
+	static const char *const states[] = {"TASK_RUNNING", "TASK_UNKNOWN"};
+	for (int i = 0; i < 2; i++) {
+		char ev[256];
+		int n = snprintf(ev, sizeof ev,
+				 "{\"taskId\":\"a.instance-1._app.1\",\"appId\":"
+				 "\"/a\",\"taskStatus\":\"%s\"}",
+				 states[i]);
+		mar_model_apply(&m, "status_update_event", 19, ev, (size_t)n);
+		assert_int_equal(cJSON_GetArraySize(tasks), 1 - i);
+	}
+	mar_model_clear(&m);
+}
+
 static void test_sse_fixture_any_split_lf_and_crlf(void **st)
 {
 	size_t len;
@@ -2242,6 +2264,7 @@ int main(void)
 		cmocka_unit_test(test_uid_forms_of_the_users_proxies),
 		cmocka_unit_test(test_ip_lookups_by_network_mode),
 		cmocka_unit_test(test_status_updates_are_bounded),
+		cmocka_unit_test(test_an_unknown_task_is_gone),
 		cmocka_unit_test(test_a_container_pod_without_an_address_claims_no_ip),
 		cmocka_unit_test(test_an_app_named_like_an_instance_keeps_its_tasks_apart),
 		cmocka_unit_test(test_a_marathon_failing_everything_is_passed_over),
