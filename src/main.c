@@ -307,10 +307,19 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 			break;
 		case OPT_CONFIG:
 			st->config = optarg;
+			if (!*optarg) {
+				fprintf(stderr, "mixd: --config: an empty path\n");
+				return -1;
+			}
 			break;
 		case OPT_STORE_URL:
 			if (!(st->config = store_path(optarg)))
 				return -1;
+			if (!*st->config) {
+				fprintf(stderr, "mixd: --configStoreURL %s: no path\n",
+					optarg);
+				return -1;
+			}
 			break;
 		case OPT_DEFAULT_NS:
 			st->default_ns = optarg;

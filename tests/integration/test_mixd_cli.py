@@ -47,6 +47,11 @@ def test_malformed_addresses_exit_2(build):
             check("producers on" not in err and "monitoring on" not in err,
                   f"{args}: mixd started before refusing:\n{err}")
             check(not os.path.exists(f"{d}/mixd.sock"), f"{args}: socket created")
+        # an empty config path is named as such, not read as ""
+        for args, want in [(["--config", ""], "--config: an empty path"),
+                           (["--configStoreURL", "fs://"], "no path")]:
+            rc, err = run_mixd(build, here + args)
+            check(rc == 2 and want in err, f"{args}: exit {rc}\n{err}")
 
 
 def announced(m):
