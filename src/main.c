@@ -236,7 +236,8 @@ static const char *store_path(const char *url)
 			"from files, not from Kubernetes or MCP.\n"
 			"  Export the objects once, e.g.\n"
 			"    kubectl get attributemanifests,rules,handlers,instances,"
-			"metrics,prometheuses -A -o yaml > mixer.yaml\n"
+			"metrics,prometheuses,mesosenvs,mesoses,stdios,logentries "
+			"-A -o yaml > mixer.yaml\n"
 			"  and start mixd with --configStoreURL fs:///path/to/dir "
 			"(or --config mixer.yaml).\n",
 			url);
@@ -656,8 +657,10 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 
 static void render_marathon(struct mixd *m, struct expose_buf *b)
 {
+	/* Only while the configuration has a mesosenv handler: one a reload
+	 * dropped leaves a paused resolver, whose "not synced" is no alarm. */
 	struct mar_resolver *res = __atomic_load_n(&m->resolver, __ATOMIC_ACQUIRE);
-	if (!res)
+	if (!res || !__atomic_load_n(&m->mesosenv, __ATOMIC_ACQUIRE))
 		return;
 	struct mar_stats st;
 	mar_stats(res, &st);

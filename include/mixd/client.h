@@ -156,7 +156,7 @@ int mixd_attr_type(mixd_attr a);
  * A handle for an attribute name outside the dictionary; records carry the
  * name inline. Returns the dictionary id instead if @name has one. At most
  * 1024 custom names per client. Returns 0 and stores the handle, or -EINVAL /
- * -ENOSPC. In a child forked from the process that opened @c, the names @c
+ * -ENOSPC / -ENOMEM. In a child forked from the process that opened @c, the names @c
  * had at the fork are found and a new one is refused with -ECHILD (records
  * through a parent's client are dropped in a child anyway).
  */

@@ -232,6 +232,10 @@ def a_reload_moves_the_resolver_to_new_marathon_settings(build):
             m.wait_for(lambda: gen(m) == 3, what="the second reload")
             m.wait_for(lambda: "paused" in m.stderr(), what="the resolver paused")
             mt.check(m.get("/readyz")[0] == 200, "ready without mesosenv")
+            # its families gone with it: a paused resolver's "not synced"
+            # is no alarm
+            mt.check(not any(k[0].startswith("mixd_marathon_") for k in m.metrics()),
+                     "mixd_marathon_* still shown without a mesosenv handler")
             knocks = new_m.command({"cmd": "stats"})["auth_failures"]
             time.sleep(1.0)
             mt.check(new_m.command({"cmd": "stats"})["auth_failures"] == knocks,
