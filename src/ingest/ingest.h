@@ -241,6 +241,10 @@ int ingest_ring_attach(int fd, struct ingest_ring **out);
  */
 void ingest_close_untrusted(int fd);
 
+/** Wait until every descriptor given to ingest_close_untrusted() so far is
+ *  closed (for tests that count descriptors). */
+void ingest_close_untrusted_wait(void);
+
 /**
  * A private ring of @capacity bytes (a power of two) that the socket server
  * fills with records received on the socket, for one consumer to drain.

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ingest/ingest.h"
@@ -68,14 +69,26 @@ static struct ingest_ring *ring_new(void *map, uint64_t cap,
  */
 static int closer_pipe[2] = {-1, -1};
 static pthread_once_t closer_once = PTHREAD_ONCE_INIT;
+static uint64_t closes_queued, closes_done; /* atomic */
 
 static void *closer_main(void *arg)
 {
 	(void)arg;
 	int fd;
-	while (read(closer_pipe[0], &fd, sizeof fd) == (ssize_t)sizeof fd)
+	while (read(closer_pipe[0], &fd, sizeof fd) == (ssize_t)sizeof fd) {
 		close(fd);
+		__atomic_add_fetch(&closes_done, 1, __ATOMIC_RELEASE);
+	}
 	return NULL;
+}
+
+void ingest_close_untrusted_wait(void)
+{
+	while (__atomic_load_n(&closes_done, __ATOMIC_ACQUIRE) !=
+	       __atomic_load_n(&closes_queued, __ATOMIC_ACQUIRE)) {
+		struct timespec ts = {0, 100000};
+		nanosleep(&ts, NULL);
+	}
 }
 
 static void closer_start(void)
@@ -107,10 +120,12 @@ void ingest_close_untrusted(int fd)
 	struct linger now = {.l_onoff = 1, .l_linger = 0};
 	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &now, sizeof now);
 	pthread_once(&closer_once, closer_start);
+	__atomic_add_fetch(&closes_queued, 1, __ATOMIC_ACQ_REL);
 	if (closer_pipe[1] >= 0 &&
 	    write(closer_pipe[1], &fd, sizeof fd) == (ssize_t)sizeof fd)
 		return;
 	close(fd);
+	__atomic_add_fetch(&closes_done, 1, __ATOMIC_RELEASE);
 }
 
 int ingest_ring_attach(int fd, struct ingest_ring **out)

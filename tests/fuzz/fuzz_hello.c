@@ -283,6 +283,12 @@ static void setup(void)
 		abort();
 	}
 	atexit(cleanup);
+	/* The closer of producers' descriptors (ingest_close_untrusted())
+	 * starts at its first use, with a pipe of its own: before any count. */
+	int fd = dup(0);
+	if (fd < 0)
+		abort();
+	ingest_close_untrusted(fd);
 }
 
 static int64_t now_ms(void)
@@ -340,6 +346,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	rest = hello + hlen;
 	size_t rlen = size - 1 - hlen;
 
+	ingest_close_untrusted_wait();
 	int fds0 = count_fds();
 	struct ingest_server_stats s0, s1;
 	ingest_server_stats(srv, &s0);
@@ -431,6 +438,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort(); /* one bad stream, counted once */
 	if (!stream && !shm && s1.stream_rejected != s0.stream_rejected)
 		abort();
+	ingest_close_untrusted_wait(); /* closes are made on their thread */
 	if (count_fds() != fds0)
 		abort(); /* a descriptor left open */
 	return 0;

@@ -141,8 +141,31 @@ static void exchange(const char *req, size_t len, bool raw)
 	struct sockaddr_in sa = {.sin_family = AF_INET,
 				 .sin_port = htons(port),
 				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof sa) != 0)
+	/* Hundreds of exchanges a second leave their ports in TIME_WAIT, and
+	 * loopback runs out of them within a run (EADDRNOTAVAIL): then the
+	 * next source address of 127/8 is used, each with ports of its own. */
+	static uint8_t src = 1;
+	int s = -1;
+	for (int tries = 0; tries < 254; tries++) {
+		s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (s < 0)
+			abort();
+		struct sockaddr_in from = {
+			.sin_family = AF_INET,
+			.sin_addr.s_addr = htonl(0x7f000000u | src)};
+		if (bind(s, (struct sockaddr *)&from, sizeof from) == 0 &&
+		    connect(s, (struct sockaddr *)&sa, sizeof sa) == 0)
+			break;
+		if (errno != EADDRNOTAVAIL && errno != EADDRINUSE) {
+			fprintf(stderr, "fuzz_http: connect: %s\n",
+				strerror(errno));
+			abort(); /* the server refused: a bug */
+		}
+		close(s);
+		s = -1;
+		src = (uint8_t)(src % 254 + 1);
+	}
+	if (s < 0)
 		abort();
 	for (size_t off = 0; off < len;) {
 		ssize_t k = send(s, req + off, len - off, MSG_NOSIGNAL);
