@@ -130,6 +130,26 @@ static int64_t now_ms(void)
 	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* connect(), with a signal (libFuzzer's timers) in the middle of it: the
+ * connection goes on, and is waited for. False with errno set. */
+static bool connected(int s, const struct sockaddr_in *sa)
+{
+	if (connect(s, (const struct sockaddr *)sa, sizeof *sa) == 0)
+		return true;
+	if (errno != EINTR)
+		return false;
+	struct pollfd p = {s, POLLOUT, 0};
+	int rc;
+	while ((rc = poll(&p, 1, 4000)) < 0 && errno == EINTR)
+		;
+	int err = 0;
+	socklen_t len = sizeof err;
+	if (rc != 1 || getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		err = rc == 0 ? ETIMEDOUT : errno;
+	errno = err;
+	return err == 0;
+}
+
 /*
  * Send @req and read the answer until the server closes. A raw request
  * (@raw) may be incomplete or ask to keep the connection: the writing
@@ -154,7 +174,7 @@ static void exchange(const char *req, size_t len, bool raw)
 			.sin_family = AF_INET,
 			.sin_addr.s_addr = htonl(0x7f000000u | src)};
 		if (bind(s, (struct sockaddr *)&from, sizeof from) == 0 &&
-		    connect(s, (struct sockaddr *)&sa, sizeof sa) == 0)
+		    connected(s, &sa))
 			break;
 		if (errno != EADDRNOTAVAIL && errno != EADDRINUSE) {
 			fprintf(stderr, "fuzz_http: connect: %s\n",
@@ -169,6 +189,8 @@ static void exchange(const char *req, size_t len, bool raw)
 		abort();
 	for (size_t off = 0; off < len;) {
 		ssize_t k = send(s, req + off, len - off, MSG_NOSIGNAL);
+		if (k < 0 && errno == EINTR)
+			continue;
 		if (k <= 0)
 			break; /* the server answered and closed already */
 		off += (size_t)k;
@@ -187,6 +209,8 @@ static void exchange(const char *req, size_t len, bool raw)
 		if (poll(&p, 1, (int)left) <= 0)
 			continue;
 		ssize_t k = recv(s, resp + resp_len, sizeof resp - resp_len, 0);
+		if (k < 0 && errno == EINTR)
+			continue;
 		if (k < 0 && errno == ECONNRESET)
 			break;
 		if (k <= 0)
