@@ -943,8 +943,8 @@ static void watch_config(struct mixd *m, const struct cfg *c)
 	size_t n, failed = 0;
 	int err = 0;
 	const char *const *src = c ? cfg_sources(c, &n) : (n = 0, NULL);
-	/* The path itself too, before anything is read of it (at start, or
-	 * when it failed to load): a directory's files come and go in it. */
+	/* Without a config read (at start, before the first read; out of
+	 * memory), the path itself: a directory's files come and go in it. */
 	const char *root = m->st.config;
 	if (!strncmp(root, "fs://", 5))
 		root += 5;
@@ -1195,7 +1195,7 @@ static void control_loop(struct mixd *m, const sigset_t *sigs,
 		struct pollfd p[2] = {{sfd, POLLIN, 0}, {m->inotify_fd, POLLIN, 0}};
 		int64_t wait = due < 0 ? -1 : due - mono_ms();
 		int n = poll(p, m->inotify_fd >= 0 ? 2 : 1,
-			     wait < 0 && due >= 0 ? 0 : (int)wait);
+			     due < 0 ? -1 : wait > 0 ? (int)wait : 0);
 		if (due >= 0 && mono_ms() >= due) {
 			bool changed;
 			load_config(m, false, &changed);

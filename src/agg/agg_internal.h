@@ -86,10 +86,6 @@ struct plan_family {
 	const char *instance;         /* fqn, for instance error counts */
 };
 
-/*
- * Families whose label expressions are the same list share a dimension set:
- * one key, one table probe and one row per record serve them all.
- */
 /* Cells a row holds for family @f: a value, or a histogram's buckets,
  * +Inf, sum and count. */
 static inline unsigned plan_family_cells(const struct plan_family *f)
@@ -97,6 +93,10 @@ static inline unsigned plan_family_cells(const struct plan_family *f)
 	return f->kind == FAM_HISTOGRAM ? (unsigned)f->nb + 3 : 1;
 }
 
+/*
+ * Families whose label expressions are the same list share a dimension set:
+ * one key, one table probe and one row per record serve them all.
+ */
 struct plan_dimset {
 	uint32_t *dims;               /* expression ids, in label order */
 	const char *const *labels;    /* label names */
@@ -116,7 +116,6 @@ struct plan_dimset {
 /* How a cell merges across shards. */
 enum cell_kind { CELL_SUM_DOUBLE, CELL_SUM_U64, CELL_LAST_DOUBLE };
 
-/* A logentry instance dispatched to a stdio handler. */
 /* A ROTATED_FILE stdio handler's file, shared by the plan's logs that
  * write it (logs.c, log_rotate()). */
 struct log_rot {
@@ -130,6 +129,7 @@ struct log_rot {
 					 over it, so every shard writes on */
 };
 
+/* A logentry instance dispatched to a stdio handler. */
 struct plan_log {
 	const struct cfg_instance *inst;
 	const struct cfg_stdio *stdio;

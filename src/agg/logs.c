@@ -206,8 +206,8 @@ static void log_rotate(struct log_rot *r, size_t n)
 	    __atomic_load_n(&r->size, __ATOMIC_RELAXED) + n <= r->max_bytes)
 		return;
 	pthread_mutex_lock(&r->lock);
-	if (__atomic_load_n(&r->size, __ATOMIC_RELAXED) + n > r->max_bytes &&
-	    __atomic_load_n(&r->size, __ATOMIC_RELAXED) > 0) {
+	uint64_t size = __atomic_load_n(&r->size, __ATOMIC_RELAXED);
+	if (size + n > r->max_bytes && size > 0) {
 		struct rot_name nm;
 		rot_split(r->path, &nm);
 		struct timespec ts;

@@ -1639,6 +1639,7 @@ API int mixd_client_open(const char *address,
 	if (!c)
 		return -ENOMEM;
 	c->wake_fd = -1;
+	pthread_mutex_init(&c->lock, NULL);
 	int rc = parse_address(address, &c->addr);
 	if (rc)
 		goto fail;
@@ -1648,7 +1649,6 @@ API int mixd_client_open(const char *address,
 	c->transport = o.transport;
 	c->ring_bytes = o.ring_bytes;
 	c->reconnect_max_ms = o.reconnect_max_ms;
-	pthread_mutex_init(&c->lock, NULL);
 	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (c->wake_fd < 0) {
 		rc = -errno;
@@ -1664,10 +1664,9 @@ API int mixd_client_open(const char *address,
 	*out = c;
 	return 0;
 fail:
-	if (c->wake_fd >= 0) {
+	if (c->wake_fd >= 0)
 		close(c->wake_fd);
-		pthread_mutex_destroy(&c->lock);
-	}
+	pthread_mutex_destroy(&c->lock);
 	free(c);
 	return rc;
 }

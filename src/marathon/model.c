@@ -105,8 +105,8 @@ static const char *const terminal_condition[] = {
 	"Finished", "Failed", "Killed", "Error", "Gone", "Dropped",
 	"GoneByOperator", "Unknown", NULL};
 
-/* Replace or add @key of @o with a copy of @v (if @v is present). */
-/* Set @o's @key to a copy of @v; of an array, its first @max items. */
+/* Replace or add @key of @o with a copy of @v (if @v is present); of an
+ * array, its first @max items. */
 static void set_copy(cJSON *o, const char *key, const cJSON *v, int max)
 {
 	if (!v)

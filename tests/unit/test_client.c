@@ -28,6 +28,7 @@
 #include <mixd/ring.h>
 
 #include "agg/agg.h"
+#include "frames.h"
 #include "attr/attr.h"
 #include "ingest/ingest.h"
 
@@ -1291,15 +1292,8 @@ static int stream_socket(void)
  * milliseconds of a full socket; returns the frames sent. */
 static uint64_t stream_frames(int fd, uint64_t n, int ms)
 {
-	/* response.code = 200, framed and padded to 8 bytes */
-	uint8_t f[24] = {0};
-	uint32_t hdr[2] = {11, MIXD_FRAME_RECORD};
-	memcpy(f, hdr, 8);
-	f[8] = MIXD_ATTR_RESPONSE_CODE & 0xff;
-	f[9] = MIXD_ATTR_RESPONSE_CODE >> 8;
-	f[10] = MIXD_T_INT64;
-	int64_t code = 200;
-	memcpy(f + 11, &code, 8);
+	uint8_t f[CODE_FRAME_LEN];
+	code_frame(f);
 	uint8_t burst[24 * 256];
 	for (int i = 0; i < 256; i++)
 		memcpy(burst + 24 * i, f, 24);

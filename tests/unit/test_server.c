@@ -26,6 +26,7 @@
 #include <mixd/client.h>
 #include <mixd/ring.h>
 
+#include "frames.h"
 #include "ingest/ingest.h"
 
 static char sock_path[108];
@@ -55,19 +56,6 @@ static enum ingest_reject count_it(void *ctx, const uint8_t *p, uint32_t len,
 	(void)lay;
 	++*(uint64_t *)ctx;
 	return INGEST_REJ_NONE;
-}
-
-/* A record frame of one attribute (response.code 200) at @f: 24 bytes. */
-static void frame(uint8_t *f)
-{
-	memset(f, 0, 24);
-	uint32_t hdr[2] = {11, MIXD_FRAME_RECORD};
-	memcpy(f, hdr, 8);
-	f[8] = MIXD_ATTR_RESPONSE_CODE & 0xff;
-	f[9] = MIXD_ATTR_RESPONSE_CODE >> 8;
-	f[10] = MIXD_T_INT64;
-	int64_t code = 200;
-	memcpy(f + 11, &code, 8);
 }
 
 static struct ingest_server *start(void)
@@ -108,8 +96,8 @@ static void cut_frame(bool full_queue)
 			       .kind = MIXD_HELLO_STREAM};
 	memcpy(h.marker, MIXD_HELLO_MARKER, 8);
 	memcpy(buf, &h, 16);
-	frame(buf + 16);
-	frame(buf + 40); /* its first 12 bytes only */
+	code_frame(buf + 16);
+	code_frame(buf + 40); /* its first 12 bytes only */
 	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
 	snprintf(a.sun_path, sizeof a.sun_path, "%s", sock_path);
