@@ -36,6 +36,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <mixd/ring.h>
@@ -153,12 +154,25 @@ static inline void bump(uint64_t *c)
 	ck_pr_store_64(c, ck_pr_load_64(c) + 1);
 }
 
+/*
+ * A free submission entry; the full queue is submitted first. Submitting
+ * fails only for want of kernel memory (-EAGAIN), or with a completion
+ * queue overflowed (-EBUSY, older kernels), which cq_entries() rules out;
+ * either is waited out. Anything else is a broken ring, and mixd stops
+ * rather than lose track of its connections.
+ */
 static struct io_uring_sqe *get_sqe(struct ingest_server *s)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
-	if (!sqe) {
-		io_uring_submit(&s->ring);
-		sqe = io_uring_get_sqe(&s->ring);
+	struct io_uring_sqe *sqe;
+	while (!(sqe = io_uring_get_sqe(&s->ring))) {
+		int rc = io_uring_submit(&s->ring);
+		if (rc == -EAGAIN || rc == -EBUSY || rc == -EINTR) {
+			nanosleep(&(struct timespec){.tv_nsec = 100000}, NULL);
+		} else if (rc < 0) {
+			fprintf(stderr, "mixd: io_uring_submit: %s\n",
+				strerror(-rc));
+			abort();
+		}
 	}
 	return sqe;
 }
@@ -831,6 +845,23 @@ const char *ingest_address_path(const char *address)
 	return path;
 }
 
+/*
+ * Room for every completion that can be pending at once, so that none
+ * waits in the kernel's overflow list. A connection has at most two
+ * operations in flight (its hello's receive and deadline; or its multishot
+ * receive's last completion and a cancel), three allowed; the multishot
+ * receives' data completions hold a provided buffer each; the server's own
+ * (accept and its cancel, wake, timer, sweep) are five. Without a limit,
+ * as many as the kernel allows (IORING_SETUP_CLAMP).
+ */
+static unsigned cq_entries(unsigned max_open)
+{
+	uint64_t n = max_open ? 3ull * max_open + BUF_COUNT + 5 : UINT32_MAX;
+	if (n < 2 * QUEUE_DEPTH)
+		n = 2 * QUEUE_DEPTH;
+	return n > UINT32_MAX / 2 ? UINT32_MAX / 2 : (unsigned)n;
+}
+
 int ingest_server_start(const char *address, const struct ingest_sink *sink,
 			unsigned max_producers, struct ingest_server **out,
 			char *err, size_t errlen)
@@ -854,7 +885,10 @@ int ingest_server_start(const char *address, const struct ingest_sink *sink,
 	strcpy(s->path, path);
 	s->sink = *sink;
 	s->max_open = max_producers;
-	rc = io_uring_queue_init(QUEUE_DEPTH, &s->ring, 0);
+	struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE |
+					     IORING_SETUP_CLAMP,
+				    .cq_entries = cq_entries(max_producers)};
+	rc = io_uring_queue_init_params(QUEUE_DEPTH, &s->ring, &p);
 	if (rc) {
 		snprintf(err, errlen, "io_uring_queue_init: %s", strerror(-rc));
 		free(s);
