@@ -586,6 +586,11 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 		(double)v->memo_served);
 	sample1(b, "mixd_record_memo_total", "result", "missed",
 		(double)v->memo_missed);
+	family(b, "mixd_log_lines_lost_total", "counter",
+	       "Lines of stdio handlers not written: their output refused "
+	       "them (a write failed: a full disk, a closed pipe).");
+	sample1(b, "mixd_log_lines_lost_total", NULL, NULL,
+		(double)v->log_lines_lost);
 	static const struct {
 		const char *name, *type, *help;
 		size_t off;

@@ -149,6 +149,8 @@ struct agg_view {
 	uint64_t records;       /**< records run through the pipeline */
 	uint64_t memo_served;   /**< of those, served by the record memo */
 	uint64_t memo_missed;   /**< looked up in the memo in vain */
+	uint64_t log_lines_lost;/**< stdio handlers' lines their output
+				     refused (a write failed) */
 };
 
 /**

@@ -504,6 +504,10 @@ void state_retire(struct shard_state *s, struct agg_epoch *e,
 void state_memo_stats(const struct shard_state *s, uint64_t *hits,
 		      uint64_t *misses);
 
+/** Lines of stdio handlers the shard could not write (log_flush()),
+ *  since it started (carried across reloads). Owner thread only. */
+uint64_t state_log_lost(const struct shard_state *s);
+
 /** Write out the stdio lines @s buffered (once per shard pass). */
 void state_flush(struct shard_state *s);
 
@@ -545,6 +549,7 @@ uint64_t state_ahead_used(const struct shard_state *s);
 struct log_buf {
 	int fd;
 	struct log_rot *rot; /* fd's, when rotated */
+	uint64_t lost;       /* lines not written: their output failed */
 	size_t len;
 	char data[64 * 1024];
 };
@@ -557,7 +562,10 @@ int log_entry(const struct agg_plan *p, const struct plan_log *l,
 	      const struct attr_table *t, struct expr_scratch *sc,
 	      struct log_buf *b);
 
-/** Write out what @b holds. */
+/** Write out what @b holds. Lines a failed write left unwritten are
+ *  counted in @b->lost (the first failure in the process is reported on
+ *  stderr), not retried: an output that refuses them would hold the shard
+ *  for ever. */
 void log_flush(struct log_buf *b);
 
 /** Open the handlers' outputs for @p and order each instance's variables;
@@ -628,6 +636,7 @@ struct shard {
 	struct shard_state *state;
 	uint64_t pub_processed;
 	uint64_t pub_memo[2];  /* served, missed */
+	uint64_t pub_log_lost; /* stdio lines not written */
 
 	/* Copies of mine[] for readers, stored with ck_pr once per pass. */
 	struct ingest_ring_counts pub[INGEST_TRANSPORT_COUNT];

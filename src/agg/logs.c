@@ -292,6 +292,24 @@ int plan_open_logs(struct agg_plan *p)
 	return 0;
 }
 
+/* The write of @b's lines from @off failed with @err: count them lost
+ * (a line cut by the failure with them). */
+static void lost(struct log_buf *b, size_t off, int err)
+{
+	static bool said; /* atomic */
+	uint64_t n = 0;
+	for (const char *p = b->data + off, *e = b->data + b->len;
+	     (p = memchr(p, '\n', (size_t)(e - p))); p++)
+		n++;
+	b->lost += n;
+	if (!__atomic_exchange_n(&said, true, __ATOMIC_RELAXED))
+		fprintf(stderr,
+			"mixd: stdio handler: cannot write its output: %s; "
+			"lines not written are counted in "
+			"mixd_log_lines_lost_total\n",
+			strerror(err));
+}
+
 void log_flush(struct log_buf *b)
 {
 	size_t off = 0;
@@ -317,8 +335,10 @@ void log_flush(struct log_buf *b)
 		ssize_t w = write(b->fd, b->data + off, n);
 		if (w < 0 && errno == EINTR)
 			continue;
-		if (w <= 0)
-			break; /* the reader went away: drop the rest */
+		if (w <= 0) {
+			lost(b, off, w < 0 ? errno : EIO);
+			break;
+		}
 		if (b->rot)
 			__atomic_add_fetch(&b->rot->size, (uint64_t)w,
 					   __ATOMIC_RELAXED);

@@ -672,10 +672,14 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 		if (!(x->rule_res[i] = res_array(plan->rules[i].xp)))
 			goto fail;
 	/* The memo's counts go on across reloads; the old state's are final
-	 * (a shard switches states between records). */
-	if (old)
-		memcpy(x->memo_count, ((const struct state_ext *)old)->memo_count,
-		       sizeof x->memo_count);
+	 * (a shard switches states between records). So do the lines lost:
+	 * the old state's buffer is written out first. */
+	if (old) {
+		struct state_ext *ox = (struct state_ext *)old;
+		memcpy(x->memo_count, ox->memo_count, sizeof x->memo_count);
+		state_flush(old);
+		x->log.lost = ox->log.lost;
+	}
 	/* So do the instance errors (counters must not reset on a reload):
 	 * a family's by its name, a logentry's by its instance's, all of an
 	 * old instance's on the new plan's first log of it. */
@@ -771,6 +775,11 @@ void state_memo_stats(const struct shard_state *s, uint64_t *hits,
 	const struct state_ext *x = (const struct state_ext *)s;
 	*hits = x->memo_count[0];
 	*misses = x->memo_count[1];
+}
+
+uint64_t state_log_lost(const struct shard_state *s)
+{
+	return ((const struct state_ext *)s)->log.lost;
 }
 
 void state_retire(struct shard_state *s, struct agg_epoch *e,

@@ -149,6 +149,9 @@ static void publish(struct shard *sh)
 	for (int i = 0; i < 2; i++)
 		if (sh->pub_memo[i] != memo[i])
 			__atomic_store_n(&sh->pub_memo[i], memo[i], __ATOMIC_RELAXED);
+	uint64_t lost = sh->state ? state_log_lost(sh->state) : 0;
+	if (sh->pub_log_lost != lost)
+		__atomic_store_n(&sh->pub_log_lost, lost, __ATOMIC_RELAXED);
 	for (int t = 0; t < INGEST_TRANSPORT_COUNT; t++) {
 		uint64_t *src = (uint64_t *)&sh->mine[t];
 		uint64_t *dst = (uint64_t *)&sh->pub[t];

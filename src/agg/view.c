@@ -527,6 +527,8 @@ static int view_create(struct agg *a, struct agg_view **out, bool rows)
 		v->records += __atomic_load_n(&sh->pub_processed, __ATOMIC_RELAXED);
 		v->memo_served += __atomic_load_n(&sh->pub_memo[0], __ATOMIC_RELAXED);
 		v->memo_missed += __atomic_load_n(&sh->pub_memo[1], __ATOMIC_RELAXED);
+		v->log_lines_lost +=
+			__atomic_load_n(&sh->pub_log_lost, __ATOMIC_RELAXED);
 	}
 	if (!p) {
 		epoch_exit(&a->epoch, slot);

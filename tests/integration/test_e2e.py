@@ -1166,6 +1166,50 @@ spec:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def lines_an_output_refuses_are_counted(build):
+    """A stdio handler whose output fails every write (/dev/full: ENOSPC)
+    loses its lines, counted one by one in mixd_log_lines_lost_total and
+    said once on stderr, and the shard goes on with the metrics."""
+    tmp = tempfile.mkdtemp(prefix="mixd-full.")
+    try:
+        path = os.path.join(tmp, "log.yaml")
+        with open(path, "w") as f:
+            f.write("""apiVersion: config.istio.io/v1alpha2
+kind: logentry
+metadata: {name: notes, namespace: default}
+spec:
+  variables: {path: request.path}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: stdio
+metadata: {name: full, namespace: default}
+spec: {logStream: FILE, outputPath: /dev/full}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: notes, namespace: default}
+spec:
+  match: context.protocol == "http"
+  actions: [{handler: full.stdio, instances: [notes.logentry]}]
+""")
+        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
+            ms = m.metrics()
+            mt.check(mt.value(ms, "mixd_log_lines_lost_total") == 0, "lost before any")
+            recs = [{"context.protocol": "http", "request.path": f"/{i}"} for i in range(40)]
+            recs += [{"context.protocol": "tcp"}] * 5  # no rule: no line
+            send(build, m, recs)
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_log_lines_lost_total") == 40,
+                       what="40 lines lost")
+            time.sleep(0.2)
+            ms = m.metrics()
+            mt.check(mt.value(ms, "mixd_log_lines_lost_total") == 40, "no more")
+            mt.check(mt.value(ms, "mixd_records_processed_total") == 45, "all processed")
+            err = m.stderr()
+            mt.check(err.count("cannot write its output: No space left on device") == 1, err)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     mt.main([
         every_sample_of_the_six_families_is_exact,
@@ -1193,4 +1237,5 @@ if __name__ == "__main__":
         check_config_prints_the_summary,
         mixers_command_line_starts_mixd,
         the_stdio_handler_writes_logentries_as_json_lines,
+        lines_an_output_refuses_are_counted,
     ])
