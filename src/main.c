@@ -384,6 +384,21 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 
 /* ---- the running daemon ------------------------------------------------ */
 
+/*
+ * Scrapes in flight at once on the Prometheus port. Each holds its view
+ * (tens of MB at 100,000 label sets) until its client has read the whole
+ * body; a Prometheus pair scrapes with one connection each. Beyond this,
+ * a scrape is answered 503 at once: memory stays bounded whatever the
+ * clients do. So that slow readers cannot keep Prometheus out, one client
+ * address holds at most SCRAPES_PER_PEER of them, and a scrape is cut
+ * (the connection closed) once it has run SCRAPE_DEADLINE_S seconds, or
+ * the scrape timeout its client gave, if sooner: past that, no Prometheus
+ * is still waiting for it.
+ */
+#define SCRAPES_MAX 4
+#define SCRAPES_PER_PEER 2
+#define SCRAPE_DEADLINE_S 60
+
 struct mixd {
 	struct settings st;
 	struct attr_vocab *vocab;
@@ -401,6 +416,13 @@ struct mixd {
 	uint64_t last_scrape_ns;        /* atomic */
 	unsigned scrapes_live;          /* atomic: views held by scrapes */
 	uint64_t scrapes_refused;       /* atomic */
+	uint64_t scrapes_cut;           /* atomic */
+	/* The scrapes' slots: whose they are, under scrape_lock. */
+	pthread_mutex_t scrape_lock;
+	struct {
+		bool used;
+		uint8_t peer[16]; /* the client's IP, IPv4 mapped to IPv6 */
+	} scrape_slot[SCRAPES_MAX];
 	int inotify_fd;
 	/* The directory holding the config path (or, while the path is
 	 * missing, its nearest existing ancestor): its watch, and the name in
@@ -412,14 +434,6 @@ struct mixd {
 	bool watch_warned; /* live reload's trouble said once */
 };
 
-/*
- * Scrapes in flight at once on the Prometheus port. Each holds its view
- * (tens of MB at 100,000 label sets) until its client has read the whole
- * body, however slowly; a Prometheus pair scrapes with one connection
- * each. Beyond this, a scrape is answered 503 at once: memory stays
- * bounded whatever the clients do.
- */
-#define SCRAPES_MAX 4
 #define TEXT_(x) #x
 #define TEXT(x) TEXT_(x) /* a macro's value as a string literal */
 
@@ -655,9 +669,17 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 		(double)__atomic_load_n(&m->scrapes_live, __ATOMIC_RELAXED));
 	family(b, "mixd_scrapes_refused_total", "counter",
 	       "Scrapes answered 503 because " TEXT(SCRAPES_MAX)
-	       " were in flight already.");
+	       " were in flight already, or " TEXT(SCRAPES_PER_PEER)
+	       " from the same client address.");
 	sample1(b, "mixd_scrapes_refused_total", NULL, NULL,
 		(double)__atomic_load_n(&m->scrapes_refused, __ATOMIC_RELAXED));
+	family(b, "mixd_scrapes_cut_total", "counter",
+	       "Scrapes cut off (connection closed) because their client was "
+	       "still reading after its own scrape timeout "
+	       "(X-Prometheus-Scrape-Timeout-Seconds) or " TEXT(
+		       SCRAPE_DEADLINE_S) " s.");
+	sample1(b, "mixd_scrapes_cut_total", NULL, NULL,
+		(double)__atomic_load_n(&m->scrapes_cut, __ATOMIC_RELAXED));
 }
 
 static void render_marathon(struct mixd *m, struct expose_buf *b)
@@ -784,15 +806,81 @@ static int render_version(void *ctx, struct expose_buf *b, int *status,
 /* One scrape of the Prometheus port: its view, rendered as it is sent. */
 struct scrape {
 	struct mixd *m;
+	int slot;           /* in m->scrape_slot; -1: none taken */
 	struct timespec t0; /* the request's arrival */
 	struct timespec t1; /* the last byte rendered */
+	double deadline_s;  /* since t0 */
 	struct agg_view *v;
 	struct expose_view_stream *vs;
 };
 
+static double since(const struct timespec *t0)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) +
+	       (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* @peer's IP as IPv6 (an IPv4 one mapped); zeros when unknown. */
+static void peer_key(const struct sockaddr *peer, uint8_t key[16])
+{
+	memset(key, 0, 16);
+	if (peer && peer->sa_family == AF_INET) {
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12,
+		       &((const struct sockaddr_in *)(const void *)peer)->sin_addr,
+		       4);
+	} else if (peer && peer->sa_family == AF_INET6) {
+		memcpy(key,
+		       &((const struct sockaddr_in6 *)(const void *)peer)
+				->sin6_addr,
+		       16);
+	}
+}
+
+/* A scrape slot for @peer, or -1: all SCRAPES_MAX taken, or
+ * SCRAPES_PER_PEER of them by @peer. */
+static int scrape_slot_take(struct mixd *m, const struct sockaddr *peer)
+{
+	uint8_t key[16];
+	int free_slot = -1, theirs = 0;
+	peer_key(peer, key);
+	pthread_mutex_lock(&m->scrape_lock);
+	for (int i = 0; i < SCRAPES_MAX; i++) {
+		if (!m->scrape_slot[i].used)
+			free_slot = free_slot < 0 ? i : free_slot;
+		else if (!memcmp(m->scrape_slot[i].peer, key, 16))
+			theirs++;
+	}
+	if (theirs >= SCRAPES_PER_PEER)
+		free_slot = -1;
+	if (free_slot >= 0) {
+		m->scrape_slot[free_slot].used = true;
+		memcpy(m->scrape_slot[free_slot].peer, key, 16);
+		__atomic_add_fetch(&m->scrapes_live, 1, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&m->scrape_lock);
+	return free_slot;
+}
+
+static void scrape_slot_give(struct mixd *m, int slot)
+{
+	if (slot < 0)
+		return;
+	pthread_mutex_lock(&m->scrape_lock);
+	m->scrape_slot[slot].used = false;
+	__atomic_sub_fetch(&m->scrapes_live, 1, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&m->scrape_lock);
+}
+
 static long scrape_read(void *st, char *buf, size_t max)
 {
 	struct scrape *s = st;
+	if (since(&s->t0) > s->deadline_s) {
+		__atomic_add_fetch(&s->m->scrapes_cut, 1, __ATOMIC_RELAXED);
+		return -1; /* the client reads too slowly: cut it off */
+	}
 	long n = expose_view_stream_read(s->vs, buf, max);
 	if (n == 0)
 		clock_gettime(CLOCK_MONOTONIC, &s->t1);
@@ -812,7 +900,7 @@ static void scrape_end(void *st, bool complete)
 			__ATOMIC_RELAXED);
 	expose_view_stream_free(s->vs);
 	agg_view_destroy(s->v);
-	__atomic_sub_fetch(&s->m->scrapes_live, 1, __ATOMIC_RELAXED);
+	scrape_slot_give(s->m, s->slot);
 	free(s);
 }
 
@@ -838,11 +926,12 @@ static void no_body_end(void *st, bool complete)
  * as the client takes the text, and freed when the response completes or
  * the client goes away.
  */
-static int render_istio(void *ctx, bool head, struct expose_stream *out,
-			int *status, const char **ctype)
+static int render_istio(void *ctx, const struct expose_request *rq,
+			struct expose_stream *out, int *status,
+			const char **ctype)
 {
 	*ctype = EXPOSE_CONTENT_TYPE_PROMETHEUS;
-	if (head) { /* headers only: no view, and no scrape slot */
+	if (rq->head) { /* headers only: no view, and no scrape slot */
 		*out = (struct expose_stream){.read = no_body_read,
 					      .end = no_body_end};
 		return 0;
@@ -851,13 +940,15 @@ static int render_istio(void *ctx, bool head, struct expose_stream *out,
 	if (!s)
 		return -1;
 	s->m = ctx;
-	if (__atomic_add_fetch(&s->m->scrapes_live, 1, __ATOMIC_RELAXED) >
-	    SCRAPES_MAX) {
+	clock_gettime(CLOCK_MONOTONIC, &s->t0);
+	s->deadline_s = SCRAPE_DEADLINE_S;
+	if (rq->scrape_timeout_s && rq->scrape_timeout_s < s->deadline_s)
+		s->deadline_s = rq->scrape_timeout_s;
+	if ((s->slot = scrape_slot_take(s->m, rq->peer)) < 0) {
 		__atomic_add_fetch(&s->m->scrapes_refused, 1, __ATOMIC_RELAXED);
 		*status = 503;
 		goto fail;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &s->t0);
 	if (agg_view_create(s->m->agg, &s->v) != 0)
 		goto fail;
 	s->vs = expose_view_stream_new(s->v);
@@ -867,7 +958,7 @@ static int render_istio(void *ctx, bool head, struct expose_stream *out,
 		.read = scrape_read, .end = scrape_end, .st = s};
 	return 0;
 fail:
-	__atomic_sub_fetch(&s->m->scrapes_live, 1, __ATOMIC_RELAXED);
+	scrape_slot_give(s->m, s->slot);
 	agg_view_destroy(s->v);
 	free(s);
 	return -1;
@@ -1231,7 +1322,9 @@ static void control_loop(struct mixd *m, const sigset_t *sigs,
 
 int main(int argc, char **argv)
 {
-	struct mixd m = {.inotify_fd = -1, .dir_wd = -1};
+	struct mixd m = {.inotify_fd = -1,
+			 .dir_wd = -1,
+			 .scrape_lock = PTHREAD_MUTEX_INITIALIZER};
 	if (parse_flags(argc, argv, &m.st))
 		return 2;
 	if (m.st.check_config)

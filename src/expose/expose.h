@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /** Content-Type of the Prometheus text format, version 0.0.4. */
 #define EXPOSE_CONTENT_TYPE_PROMETHEUS                                         \
@@ -200,16 +201,28 @@ struct expose_stream {
 	void *st; /**< their first argument */
 };
 
+/** What a streaming route is asked. */
+struct expose_request {
+	/** A HEAD request, whose body is never read: the handler may leave
+	 *  out what only the body needs (the stream's read() is not called;
+	 *  end() is). */
+	bool head;
+	/** The client's address (AF_INET or AF_INET6); NULL when unknown. */
+	const struct sockaddr *peer;
+	/** How long the client waits for the whole response, in seconds, as
+	 *  Prometheus says it (X-Prometheus-Scrape-Timeout-Seconds); 0 when
+	 *  not said, or not a positive finite number. */
+	double scrape_timeout_s;
+};
+
 /**
  * A streaming route handler: sets up @out and returns 0, or returns -1
  * for a 500 response (@out unused), or for a 503 ("too many requests in
- * flight") when it set *@status to 503. *@status and *@content_type as for
- * expose_handler_fn. @head: a HEAD request, whose body is never read: the
- * handler may leave out what only the body needs (@out's read() is not
- * called; end() is). Called from the server's threads, possibly
- * concurrently with itself.
+ * flight", with Retry-After) when it set *@status to 503. *@status and
+ * *@content_type as for expose_handler_fn. Called from the server's
+ * threads, possibly concurrently with itself.
  */
-typedef int (*expose_stream_fn)(void *ctx, bool head,
+typedef int (*expose_stream_fn)(void *ctx, const struct expose_request *rq,
 				struct expose_stream *out, int *status,
 				const char **content_type);
 

@@ -60,6 +60,12 @@
 /* MHD's buffer for a streamed response sent without chunked encoding
  * (HTTP/1.0); with chunking it fills the connection's own buffer. */
 #define STREAM_BLOCK (64 * 1024)
+/* A connection's kernel buffer for what it is sent (Linux doubles it):
+ * bounded, so that a slow reader pins little kernel memory, and a
+ * streamed body is rendered, and its route's deadline checked, as the
+ * client takes it rather than megabytes ahead. More than a LAN's
+ * bandwidth-delay product. */
+#define SEND_BUFFER (256 * 1024)
 
 /* Each connection's memory pool, which holds the request and, for a
  * chunked (streamed) response, the buffer each send() goes out of. MHD's
@@ -325,6 +331,8 @@ static void stream_free(void *cls)
 	expose_body_free(cls);
 }
 
+/* A short text response; @allow: a 405's Allow; a 503 says when to come
+ * back (Retry-After). */
 static enum MHD_Result queue_text(struct MHD_Connection *conn, unsigned status,
 				  const char *text, const char *allow)
 {
@@ -336,6 +344,8 @@ static enum MHD_Result queue_text(struct MHD_Connection *conn, unsigned status,
 				EXPOSE_CONTENT_TYPE_TEXT);
 	if (allow)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+	if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
 	enum MHD_Result ret = MHD_queue_response(conn, status, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -361,6 +371,36 @@ static enum MHD_Result queue(struct MHD_Connection *conn, unsigned status,
 	return ret;
 }
 
+static void on_connection(void *cls, struct MHD_Connection *conn,
+			  void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	(void)cls;
+	(void)socket_context;
+	if (code != MHD_CONNECTION_NOTIFY_STARTED)
+		return;
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+		conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	int v = SEND_BUFFER;
+	if (ci)
+		setsockopt(ci->connect_fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
+}
+
+/* Prometheus' X-Prometheus-Scrape-Timeout-Seconds, if it is a positive
+ * finite number of seconds; else 0. */
+static double scrape_timeout(struct MHD_Connection *conn)
+{
+	const char *v = MHD_lookup_connection_value(
+		conn, MHD_HEADER_KIND, "X-Prometheus-Scrape-Timeout-Seconds");
+	char *end;
+	if (!v)
+		return 0;
+	double t = strtod(v, &end);
+	while (*end == ' ' || *end == '\t')
+		end++;
+	return end != v && !*end && t > 0 && t < 1e9 ? t : 0;
+}
+
 /* A streaming route: its body is pulled piece by piece as it is sent. */
 static enum MHD_Result serve_stream(struct route *rt,
 				    struct MHD_Connection *conn, bool head,
@@ -369,7 +409,13 @@ static enum MHD_Result serve_stream(struct route *rt,
 	int status = MHD_HTTP_OK;
 	const char *ctype = EXPOSE_CONTENT_TYPE_TEXT;
 	struct expose_stream src;
-	if (rt->stream(rt->ctx, head, &src, &status, &ctype) != 0)
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+		conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct expose_request rq = {
+		.head = head,
+		.peer = ci ? ci->client_addr : NULL,
+		.scrape_timeout_s = scrape_timeout(conn)};
+	if (rt->stream(rt->ctx, &rq, &src, &status, &ctype) != 0)
 		return status == MHD_HTTP_SERVICE_UNAVAILABLE
 			       ? queue_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
 					    "too many requests in flight; "
@@ -698,6 +744,7 @@ int expose_http_start(const char *address, const struct expose_route *routes,
 		MHD_OPTION_CONNECTION_TIMEOUT,
 		(unsigned)(opts->idle_timeout_s ? opts->idle_timeout_s
 						: DEFAULT_IDLE_TIMEOUT_S),
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
 		MHD_OPTION_END);
 	if (!h->mhd) {
 		rc = -EIO;

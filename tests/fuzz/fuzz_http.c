@@ -85,7 +85,8 @@ static void piece_end(void *st, bool complete)
 	free(st);
 }
 
-static int serve_stream(void *ctx, bool head, struct expose_stream *out,
+static int serve_stream(void *ctx, const struct expose_request *rq,
+			struct expose_stream *out,
 			int *status, const char **ctype)
 {
 	struct piece_state *p = calloc(1, sizeof *p);

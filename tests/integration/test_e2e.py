@@ -357,7 +357,8 @@ def promtool_finds_nothing(build):
 
 def slow_scrapers_hold_at_most_four_views(build):
     """A scrape holds its view until its client has read the body; clients
-    that never read cannot make mixd hold more than four."""
+    that never read cannot make mixd hold more than four, nor one address
+    more than two of them."""
     with mt.Mixd(build, SEED_ARGS) as m:
         records = [{"context.protocol": "http", "response.code": 200,
                     "destination.service.host": f"svc{i}.default.svc.cluster.local",
@@ -365,15 +366,38 @@ def slow_scrapers_hold_at_most_four_views(build):
         send(build, m, records)
         m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == 2000)
         stalled = []
+
+        def stall(source):
+            c = socket.socket()
+            c.bind((source, 0))
+            c.connect(("127.0.0.1", m.prometheus_port))
+            c.sendall(b"GET /metrics HTTP/1.1\r\nHost: mixd\r\n\r\n")
+            stalled.append(c)
+
+        def status_from(source):
+            c = socket.socket()
+            c.settimeout(mt._t(10))
+            c.bind((source, 0))
+            c.connect(("127.0.0.1", m.prometheus_port))
+            c.sendall(b"GET /metrics HTTP/1.1\r\nHost: mixd\r\n\r\n")
+            head = c.recv(4096).decode("latin-1")
+            c.close()
+            return int(head.split()[1]), head
+
         try:
-            for _ in range(4):  # tens of MB each: more than a socket holds
-                c = socket.create_connection(("127.0.0.1", m.prometheus_port))
-                c.sendall(b"GET /metrics HTTP/1.1\r\nHost: mixd\r\n\r\n")
-                stalled.append(c)
-            m.wait_for(lambda: mt.value(m.metrics(), "mixd_scrapes_in_flight") == 4)
-            status, _, _ = mt.scrape(m.prometheus_port)
-            mt.check(status == 503, f"a fifth scrape got {status}")
+            for _ in range(2):  # tens of MB each: more than a socket holds
+                stall("127.0.0.2")
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_scrapes_in_flight") == 2)
+            status, head = status_from("127.0.0.2")
+            mt.check(status == 503, f"a third scrape from one address got {status}")
+            mt.check("Retry-After: 1\r\n" in head, head)
             mt.check(mt.value(m.metrics(), "mixd_scrapes_refused_total") == 1)
+            for _ in range(2):
+                stall("127.0.0.3")
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_scrapes_in_flight") == 4)
+            status, _ = status_from("127.0.0.4")
+            mt.check(status == 503, f"a fifth scrape got {status}")
+            mt.check(mt.value(m.metrics(), "mixd_scrapes_refused_total") == 2)
             # HEAD takes no view, so no slot: answered, not refused
             c = http.client.HTTPConnection("127.0.0.1", m.prometheus_port, timeout=10)
             c.request("HEAD", "/metrics")
@@ -382,12 +406,50 @@ def slow_scrapers_hold_at_most_four_views(build):
             mt.check(r.getheader("Content-Type", "").startswith("text/plain"),
                      r.getheader("Content-Type"))
             c.close()
-            mt.check(mt.value(m.metrics(), "mixd_scrapes_refused_total") == 1)
+            mt.check(mt.value(m.metrics(), "mixd_scrapes_refused_total") == 2)
         finally:
             for c in stalled:
                 c.close()
         m.wait_for(lambda: mt.value(m.metrics(), "mixd_scrapes_in_flight") == 0,
                    what="the stalled scrapes' views freed")
+        status, _, body = mt.scrape(m.prometheus_port)
+        mt.check(status == 200 and "svc1999" in body, f"then {status}")
+
+
+def a_scrape_past_its_timeout_is_cut(build):
+    """A client that reads, but too slowly to finish within the scrape
+    timeout it gave (X-Prometheus-Scrape-Timeout-Seconds), is cut off
+    then: its slot is free again for Prometheus."""
+    with mt.Mixd(build, SEED_ARGS) as m:
+        records = [{"context.protocol": "http", "response.code": 200,
+                    "destination.service.host": f"svc{i}.default.svc.cluster.local",
+                    "response.duration": "3ms"} for i in range(2000)]
+        send(build, m, records)
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == 2000)
+        c = socket.create_connection(("127.0.0.1", m.prometheus_port))
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        c.sendall(b"GET /metrics HTTP/1.1\r\nHost: mixd\r\n"
+                  b"X-Prometheus-Scrape-Timeout-Seconds: 1\r\n\r\n")
+        t0, got, ended = time.monotonic(), 0, False
+        try:
+            while time.monotonic() - t0 < mt._t(20):
+                try:
+                    b = c.recv(16384)
+                except ConnectionResetError:
+                    b = b""
+                if not b:
+                    ended = True
+                    break
+                got += len(b)
+                time.sleep(0.05)  # about 300 KB/s: far too slow for tens of MB
+        finally:
+            c.close()
+        took = time.monotonic() - t0
+        mt.check(ended, "never cut")
+        mt.check(1 <= took < mt._t(10), f"cut after {took:.1f} s, {got} bytes")
+        mt.check(got < 20_000_000, f"{got} bytes: the whole body?")
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_scrapes_in_flight") == 0)
+        mt.check(mt.value(m.metrics(), "mixd_scrapes_cut_total") == 1)
         status, _, body = mt.scrape(m.prometheus_port)
         mt.check(status == 200 and "svc1999" in body, f"then {status}")
 
@@ -1217,6 +1279,7 @@ if __name__ == "__main__":
         a_large_scrape_is_streamed_whole_to_curl,
         promtool_finds_nothing,
         slow_scrapers_hold_at_most_four_views,
+        a_scrape_past_its_timeout_is_cut,
         one_address_holding_connections_leaves_room_for_others,
         scrapes_keep_their_connection_alive,
         gzip_when_the_scraper_asks,

@@ -724,27 +724,56 @@ static int start_stream(size_t total, bool fail, struct expose_stream *out,
 	return 0;
 }
 
-static int h_stream(void *ctx, bool head, struct expose_stream *out,
+static int h_stream(void *ctx, const struct expose_request *rq,
+		    struct expose_stream *out,
 		    int *status, const char **content_type)
 {
 	return start_stream(STREAM_BODY, false, out, content_type);
 }
 
-static int h_stream_huge(void *ctx, bool head, struct expose_stream *out,
+static int h_stream_huge(void *ctx, const struct expose_request *rq,
+			 struct expose_stream *out,
 			 int *status, const char **content_type)
 {
 	return start_stream(HUGE_BODY, false, out, content_type);
 }
 
-static int h_stream_fail(void *ctx, bool head, struct expose_stream *out,
+static int h_stream_fail(void *ctx, const struct expose_request *rq,
+			 struct expose_stream *out,
 			 int *status, const char **content_type)
 {
 	return start_stream(STREAM_BODY, true, out, content_type);
 }
 
-static int h_stream_refuse(void *ctx, bool head, struct expose_stream *out,
+static int h_stream_refuse(void *ctx, const struct expose_request *rq,
+			   struct expose_stream *out,
 			   int *status, const char **content_type)
 {
+	return -1;
+}
+
+/* What /stream-busy was last asked; it answers 503. */
+static struct {
+	int family;
+	uint8_t addr[16];
+	double timeout_s;
+	bool head;
+} asked;
+
+static int h_stream_busy(void *ctx, const struct expose_request *rq,
+			 struct expose_stream *out, int *status,
+			 const char **content_type)
+{
+	memset(&asked, 0, sizeof asked);
+	asked.family = rq->peer ? rq->peer->sa_family : -1;
+	if (asked.family == AF_INET)
+		memcpy(asked.addr,
+		       &((const struct sockaddr_in *)(const void *)rq->peer)
+				->sin_addr,
+		       4);
+	asked.timeout_s = rq->scrape_timeout_s;
+	asked.head = rq->head;
+	*status = 503;
 	return -1;
 }
 
@@ -760,6 +789,7 @@ static const struct expose_route routes[] = {
 	{"/stream-huge", NULL, NULL, h_stream_huge},
 	{"/stream-fail", NULL, NULL, h_stream_fail},
 	{"/stream-refuse", NULL, NULL, h_stream_refuse},
+	{"/stream-busy", NULL, NULL, h_stream_busy},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -1073,6 +1103,43 @@ static void test_http_stream_plain_and_gzip(void **state)
 	assert_int_equal(atomic_load(&ends_incomplete), cut);
 }
 
+/* A streaming route learns who asks (the peer) and how long Prometheus
+ * waits (X-Prometheus-Scrape-Timeout-Seconds, when it is a positive
+ * number); its 503 says when to come back. */
+static void test_http_stream_request(void **state)
+{
+	uint16_t port = expose_http_port(*state);
+	static const struct {
+		const char *hdr;
+		double want;
+	} cases[] = {
+		{NULL, 0},
+		{"X-Prometheus-Scrape-Timeout-Seconds: 7.5\r\n", 7.5},
+		{"x-prometheus-scrape-timeout-seconds: 10\r\n", 10},
+		{"X-Prometheus-Scrape-Timeout-Seconds: 0\r\n", 0},
+		{"X-Prometheus-Scrape-Timeout-Seconds: -3\r\n", 0},
+		{"X-Prometheus-Scrape-Timeout-Seconds: 5s\r\n", 0},
+		{"X-Prometheus-Scrape-Timeout-Seconds: inf\r\n", 0},
+		{"X-Prometheus-Scrape-Timeout-Seconds: nan\r\n", 0},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct reply r;
+		http_request(AF_INET, port, "GET", "/stream-busy", cases[i].hdr,
+			     &r);
+		assert_int_equal(r.status, 503);
+		assert_string_equal(header(&r, "Retry-After"), "1");
+		assert_int_equal(asked.family, AF_INET);
+		assert_memory_equal(asked.addr, "\x7f\0\0\x01", 4);
+		assert_true(asked.timeout_s == cases[i].want);
+		assert_false(asked.head);
+		reply_free(&r);
+	}
+	struct reply r;
+	http_request(AF_INET, port, "HEAD", "/stream-busy", NULL, &r);
+	assert_true(asked.head);
+	reply_free(&r);
+}
+
 /* A stream that fails halfway cuts the response short: no last chunk, so
  * the client can tell; the stream ends as incomplete. */
 static void test_http_stream_failure_truncates(void **state)
@@ -1253,6 +1320,8 @@ int main(void)
 			teardown_server),
 		cmocka_unit_test(test_body_gzip_in_reads),
 		cmocka_unit_test_setup_teardown(test_http_stream_plain_and_gzip,
+						setup_server, teardown_server),
+		cmocka_unit_test_setup_teardown(test_http_stream_request,
 						setup_server, teardown_server),
 		cmocka_unit_test_setup_teardown(
 			test_http_stream_failure_truncates, setup_server,
