@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <sched.h>
 #include <limits.h>
 #include <poll.h>
 #include <stddef.h>
@@ -97,7 +98,7 @@ static const struct setting settings_table[] = {
 	{"marathon-address", NULL, OPT_MARATHON, "URL[,URL...]", NULL,
 	 "Override the mesosenv handler's marathon_address (local runs, "
 	 "tests)."},
-	{"shards", NULL, OPT_SHARDS, "N", "online CPUs",
+	{"shards", NULL, OPT_SHARDS, "N", "usable CPUs",
 	 "Aggregator threads; each owns a share of the producers."},
 	{"max-producers", NULL, OPT_MAX_PRODUCERS, "N", "4096",
 	 "Producer connections open at once (one per producer thread). At "
@@ -249,6 +250,89 @@ static const char *store_path(const char *url)
 	return NULL;
 }
 
+/* Two numbers from file @path ("max" reads as -1); false if unreadable. */
+static bool read_two(const char *path, long long *a, long long *b)
+{
+	FILE *f = fopen(path, "r");
+	char w[32];
+	int n = f ? fscanf(f, "%31s %lld", w, b) : 0;
+	if (f)
+		fclose(f);
+	if (n < 1)
+		return false;
+	*a = strcmp(w, "max") ? atoll(w) : -1;
+	return true;
+}
+
+/*
+ * The CPUs the cgroup's quota allows, rounded up; 0: no quota. cgroup v2's
+ * cpu.max ("QUOTA PERIOD"), else v1's cpu.cfs_quota_us and
+ * cpu.cfs_period_us, in the cgroup /proc/self/cgroup names, or at the
+ * hierarchy's root, which a container (cgroup namespace) sees as its own.
+ */
+static unsigned cgroup_cpus(void)
+{
+	char line[512], dir[512] = "", path[700];
+	bool v2 = false;
+	FILE *f = fopen("/proc/self/cgroup", "r");
+	while (f && fgets(line, sizeof line, f)) {
+		char *ctl = strchr(line, ':'), *p = ctl ? strchr(++ctl, ':') : NULL;
+		if (!p)
+			continue;
+		*p++ = 0;
+		p[strcspn(p, "\n")] = 0;
+		char list[512];
+		snprintf(list, sizeof list, ",%s,", ctl);
+		if (!*ctl && !strncmp(line, "0:", 2)) {
+			v2 = true; /* a v1 cpu controller, if any, wins */
+			snprintf(dir, sizeof dir, "%s", p);
+		} else if (strstr(list, ",cpu,")) {
+			v2 = false;
+			snprintf(dir, sizeof dir, "%s", p);
+			break;
+		}
+	}
+	if (f)
+		fclose(f);
+	long long quota = -1, period = 0, unused;
+	for (int root = 0; root < 2 && quota < 0; root++) {
+		const char *d = root ? "" : dir;
+		if (v2) {
+			snprintf(path, sizeof path, "/sys/fs/cgroup%s/cpu.max", d);
+			if (!read_two(path, &quota, &period))
+				quota = -1;
+		} else {
+			snprintf(path, sizeof path,
+				 "/sys/fs/cgroup/cpu%s/cpu.cfs_quota_us", d);
+			if (!read_two(path, &quota, &unused))
+				quota = -1;
+			snprintf(path, sizeof path,
+				 "/sys/fs/cgroup/cpu%s/cpu.cfs_period_us", d);
+			if (!read_two(path, &period, &unused))
+				period = 0;
+		}
+	}
+	if (quota <= 0 || period <= 0)
+		return 0;
+	long long n = (quota + period - 1) / period;
+	return n > 4096 ? 4096 : (unsigned)n;
+}
+
+/* CPUs mixd may run on: those of its affinity mask (taskset, cpusets),
+ * no more than its cgroup's quota allows (a container's --cpus,
+ * Marathon's cpus). --shards' default. */
+static unsigned usable_cpus(void)
+{
+	cpu_set_t set;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+		n = CPU_COUNT(&set);
+	unsigned q = cgroup_cpus();
+	if (q && (long)q < n)
+		n = q;
+	return n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
+}
+
 static int parse_flags(int argc, char **argv, struct settings *st)
 {
 	struct option longopts[2 * NSETTINGS + NIGNORED + 1];
@@ -273,8 +357,7 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 	st->monitoring_address = ":9093";
 	st->prometheus_address = ":42422";
 	st->default_ns = CFG_DEFAULT_NAMESPACE;
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	st->shards = ncpu > 0 ? (unsigned)ncpu : 1;
+	st->shards = usable_cpus();
 	st->max_producers = 4096;
 	st->idle_sleep_max_us = 5000;
 	st->series_limit = AGG_SERIES_LIMIT_DEFAULT;
@@ -1377,8 +1460,9 @@ int main(int argc, char **argv)
 	__atomic_store_n(&m.serving, 1, __ATOMIC_RELEASE);
 	if ((rc = start_http(&m)))
 		goto out;
-	fprintf(stderr, "mixd: %s: producers on %s, %u shards\n", MIXD_VERSION,
-		m.st.address, m.st.shards);
+	fprintf(stderr, "mixd: %s: producers on %s, %u shard%s\n",
+		MIXD_VERSION, m.st.address, m.st.shards,
+		m.st.shards == 1 ? "" : "s");
 
 	control_loop(&m, &sigs, changed);
 

@@ -791,7 +791,9 @@ static int setup_buffers(struct ingest_server *s)
 }
 
 /* Listen on @path; *@ino: the socket file's inode, so that only ours is
- * ever removed (unlink_ours()). */
+ * ever removed (unlink_ours()). The socket is open to every local user
+ * (0666) whatever the umask, as a proxy's user is rarely mixd's: who may
+ * report is decided by the permissions of its directory. */
 static int listen_unix(const char *path, ino_t *ino, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -821,7 +823,8 @@ static int listen_unix(const char *path, ino_t *ino, char *err, size_t errlen)
 		unlink(path);
 	}
 	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-	    listen(fd, 1024) != 0 || lstat(path, &st) != 0)
+	    chmod(path, 0666) != 0 || listen(fd, 1024) != 0 ||
+	    lstat(path, &st) != 0)
 		goto fail;
 	*ino = st.st_ino;
 	return fd;

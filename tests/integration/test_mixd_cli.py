@@ -1,12 +1,13 @@
 """mixd's command line: a malformed address is a bad command line (exit 2,
-before anything starts), and the startup lines name the host each HTTP
-server listens on."""
+before anything starts), the startup lines name the host each HTTP
+server listens on, and --shards defaults to the CPUs mixd may use."""
 
 import os
 import re
 import socket
 import subprocess
 import tempfile
+import time
 
 import mixdtest as mt
 from mixdtest import check
@@ -95,9 +96,74 @@ def test_an_ipv6_host_is_announced_in_brackets(build):
         check(status == 200, f"/healthz at [::1] answered {status}")
 
 
+def shards_by_default(build, wrap, d):
+    """The shard count mixd announces without --shards, started through
+    the command @wrap (a list; "{}" where mixd's argv goes)."""
+    argv = [os.path.join(build, "mixd"), "--address", f"unix://{d}/mixd.sock",
+            "--monitoring-address", "127.0.0.1:0", "--prometheus-address", "127.0.0.1:0"]
+    cmd = []
+    for w in wrap:
+        cmd += argv if w == "{}" else [w]
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         stdout=subprocess.DEVNULL, text=True)
+    try:
+        for line in p.stderr:
+            m = re.search(r"producers on \S+, (\d+) shards?$", line)
+            if m:
+                return int(m.group(1))
+        return None
+    finally:
+        p.terminate()
+        p.wait(timeout=mt._t(10))
+
+
+def test_shards_default_to_the_cpus_mixd_may_use(build):
+    """One shard per CPU of the affinity mask (taskset, cpusets), and no
+    more than the cgroup's CPU quota (a container's --cpus, Marathon's
+    cpus) rounded up."""
+    ncpu = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as d:
+        got = shards_by_default(build, ["{}"], d)
+        check(got is not None and 1 <= got <= ncpu, f"{got} shards on {ncpu} CPUs")
+        got = shards_by_default(build, ["taskset", "-c", "0", "{}"], d)
+        check(got == 1, f"taskset -c 0: {got} shards")
+        # A cgroup with half a CPU, where this machine lets us make one.
+        made = None
+        for base, files in (("/sys/fs/cgroup/cpu", ("cpu.cfs_quota_us", "50000")),
+                            ("/sys/fs/cgroup", ("cpu.max", "50000 100000"))):
+            cg = os.path.join(base, f"mixdtest-{os.getpid()}")
+            try:
+                os.mkdir(cg)
+            except OSError:
+                continue
+            try:
+                with open(os.path.join(cg, files[0]), "w") as f:
+                    f.write(files[1])
+                made = cg
+                break
+            except OSError:
+                os.rmdir(cg)
+        if not made:
+            print("  (cgroup quota case skipped: no writable cpu cgroup here)")
+            return
+        try:
+            got = shards_by_default(
+                build, ["sh", "-c", f"echo $$ > {made}/cgroup.procs && exec \"$@\"",
+                        "sh", "{}"], d)
+            check(got == 1, f"a cgroup of half a CPU: {got} shards")
+        finally:
+            for _ in range(50):
+                try:
+                    os.rmdir(made)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
 if __name__ == "__main__":
     mt.main([
         test_malformed_addresses_exit_2,
         test_the_startup_lines_name_the_host_bound,
         test_an_ipv6_host_is_announced_in_brackets,
+        test_shards_default_to_the_cpus_mixd_may_use,
     ])

@@ -207,6 +207,21 @@ static double now_s(void)
 /* A descriptor from a producer is closed on a thread of its own: its
  * close may wait on the producer, and the io thread, every producer's,
  * must not. It is closed all the same. */
+/* Producers run as other users than mixd: the socket is 0666 whatever
+ * mixd's umask (its directory decides who may reach it). */
+static void the_socket_is_open_to_every_user(void **state)
+{
+	(void)state;
+	mode_t old = umask(077);
+	struct ingest_server *srv = start();
+	umask(old);
+	struct stat st;
+	assert_int_equal(stat(sock_path, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0666);
+	stop(srv);
+}
+
 static void an_untrusted_close_does_not_wait(void **state)
 {
 	(void)state;
@@ -235,6 +250,7 @@ int main(void)
 		cmocka_unit_test(a_socket_in_use_is_not_taken),
 		cmocka_unit_test(only_its_own_socket_file_is_removed),
 		cmocka_unit_test(an_untrusted_close_does_not_wait),
+		cmocka_unit_test(the_socket_is_open_to_every_user),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
