@@ -150,6 +150,18 @@ static const struct {
 	{"profile", false, "use perf"},
 };
 
+/* A value Go's strconv.ParseBool takes, as Mixer's boolean flags did. */
+static bool go_bool(const char *s)
+{
+	static const char *const ok[] = {"1", "t", "T", "TRUE", "true", "True",
+					 "0", "f", "F", "FALSE", "false",
+					 "False"};
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+		if (!strcmp(s, ok[i]))
+			return true;
+	return false;
+}
+
 #define NSETTINGS (sizeof settings_table / sizeof settings_table[0])
 #define NIGNORED (sizeof ignored_flags / sizeof ignored_flags[0])
 
@@ -347,8 +359,11 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 	for (size_t i = 0; i < NIGNORED; i++)
 		longopts[n++] = (struct option){
 			ignored_flags[i].name,
-			ignored_flags[i].arg ? required_argument : no_argument, NULL,
-			(int)(OPT_IGNORED + i)};
+			/* Mixer's booleans take =true or =false, as Go's
+			 * flag package allows */
+			ignored_flags[i].arg ? required_argument
+					     : optional_argument,
+			NULL, (int)(OPT_IGNORED + i)};
 	longopts[n] = (struct option){0};
 
 	const char *xdg = getenv("XDG_RUNTIME_DIR");
@@ -446,9 +461,17 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 			exit(0);
 		default:
 			if (c >= OPT_IGNORED && c < OPT_IGNORED + (int)NIGNORED) {
+				const char *name = ignored_flags[c - OPT_IGNORED].name;
+				if (!ignored_flags[c - OPT_IGNORED].arg && optarg &&
+				    !go_bool(optarg)) {
+					fprintf(stderr,
+						"mixd: bad --%s=%s: want true or "
+						"false\n",
+						name, optarg);
+					return -1;
+				}
 				fprintf(stderr, "mixd: notice: ignoring --%s: %s\n",
-					ignored_flags[c - OPT_IGNORED].name,
-					ignored_flags[c - OPT_IGNORED].why);
+					name, ignored_flags[c - OPT_IGNORED].why);
 				break;
 			}
 			fprintf(stderr, "mixd: unknown or incomplete option \"%s\"\n"

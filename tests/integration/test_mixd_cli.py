@@ -96,6 +96,21 @@ def test_an_ipv6_host_is_announced_in_brackets(build):
         check(status == 200, f"/healthz at [::1] answered {status}")
 
 
+def test_mixers_boolean_flags_take_a_value(build):
+    """As Go's flag package allowed: --useAdapterCRDs, =false, =true;
+    a value ParseBool refuses is a bad command line."""
+    with tempfile.TemporaryDirectory() as d:
+        here = ["--address", f"unix://{d}/mixd.sock", "--monitoring-address", "127.0.0.1:0",
+                "--prometheus-address", "127.0.0.1:0", "--check-config", "/nonexistent"]
+        for flag in ("--useAdapterCRDs", "--useAdapterCRDs=false", "--useTemplateCRDs=true",
+                     "--singleThreaded=0", "--trace_log_spans=T", "--profile=False",
+                     "--log_as_json=true"):
+            rc, err = run_mixd(build, [flag] + here)
+            check("ignoring --" in err and "unknown" not in err, f"{flag}: {err}")
+        rc, err = run_mixd(build, ["--useAdapterCRDs=no"] + here)
+        check(rc == 2 and "bad --useAdapterCRDs=no" in err, f"exit {rc}: {err}")
+
+
 def shards_by_default(build, wrap, d):
     """The shard count mixd announces without --shards, started through
     the command @wrap (a list; "{}" where mixd's argv goes)."""
@@ -166,4 +181,5 @@ if __name__ == "__main__":
         test_the_startup_lines_name_the_host_bound,
         test_an_ipv6_host_is_announced_in_brackets,
         test_shards_default_to_the_cpus_mixd_may_use,
+        test_mixers_boolean_flags_take_a_value,
     ])
