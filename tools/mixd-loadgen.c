@@ -14,9 +14,8 @@
  * bucket per thread; threads sleep between refills, never spin). With --print
  * the records are written as JSON lines mixd-report accepts instead.
  *
- * The tool links libmixd and libc only, as a proxy embedding the library
- * would; that is why the two transcendental functions it needs are below
- * rather than taken from libm.
+ * The tool links libmixd, libc and libm only, as a proxy embedding the
+ * library would.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -860,9 +859,9 @@ static void usage(FILE *f)
 		"\n"
 		"Exit status: 0 stopped by SIGINT, SIGTERM, --duration or "
 		"--count with every\n"
-		"record taken by mixd; 1 the final flush timed out or output "
-		"failed;\n"
-		"2 usage error or no client.\n",
+		"record taken by mixd; 1 records were dropped, the final flush "
+		"timed out or\n"
+		"output failed; 2 usage error or no client.\n",
 		MAX_WORKLOADS, BOOKINFO_WORKLOADS, BOOKINFO_WORKLOADS);
 }
 
@@ -879,7 +878,7 @@ static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 	if (!*s || *s == '-' || *s == '+')
 		return -1;
 	errno = 0;
-	unsigned long long v = strtoull(s, &end, 0);
+	unsigned long long v = strtoull(s, &end, 10); /* 010 is ten */
 	if (errno || *end || v < lo || v > hi)
 		return -1;
 	*out = v;
@@ -987,16 +986,19 @@ static int parse_args(int argc, char **argv, struct options *o)
 			o->workloads = (unsigned)v;
 			break;
 		case O_RING:
-			if (parse_u64(optarg, 1, UINT32_MAX, &v) ||
+			if (parse_u64(optarg, 256u << 10, 256u << 20, &v) ||
 			    (v & (v - 1)) != 0)
 				return bad_value("ring-bytes", optarg,
-						 "a power of two");
+						 "a power of two from 262144 "
+						 "(256 KiB) to 268435456 "
+						 "(256 MiB)");
 			o->client.ring_bytes = (uint32_t)v;
 			break;
 		case O_FLUSH:
-			if (parse_u64(optarg, 0, INT32_MAX, &v))
+			if (parse_u64(optarg, 1, INT32_MAX, &v))
 				return bad_value("flush-timeout", optarg,
-						 "a number of milliseconds");
+						 "a positive number of "
+						 "milliseconds");
 			o->flush_timeout_ms = (int)v;
 			break;
 		case O_PRINT:
@@ -1128,8 +1130,14 @@ int main(int argc, char **argv)
 			      : INT64_MAX;
 	int64_t next_summary = start + SUMMARY_EVERY_NS;
 	while (!__atomic_load_n(&stopping, __ATOMIC_RELAXED)) {
-		/* wake every 100 ms to notice workers that met --count */
-		struct timespec tick = {0, 100 * NS_PER_MS};
+		/* wake every 100 ms to notice workers that met --count, and
+		 * at --duration's end */
+		int64_t left = end - now_ns();
+		if (left <= 0)
+			break;
+		struct timespec tick = {0, left < 100 * NS_PER_MS
+						   ? (long)left
+						   : 100 * NS_PER_MS};
 		int sig = sigtimedwait(&sigs, NULL, &tick);
 		if (sig == SIGINT || sig == SIGTERM)
 			break;
@@ -1172,6 +1180,15 @@ int main(int argc, char **argv)
 		status = EXIT_FLUSH;
 	}
 	summary(w, o.threads, start, stopped, "done after ");
+	uint64_t sent, dropped;
+	totals(w, o.threads, &sent, &dropped);
+	if (dropped && !status) {
+		fprintf(stderr,
+			"mixd-loadgen: %" PRIu64 " records dropped: the ring was "
+			"full (mixd too slow, or not taking records)\n",
+			dropped);
+		status = EXIT_FLUSH;
+	}
 out:
 	if (client)
 		mixd_client_close(client);

@@ -33,7 +33,8 @@ def run(build, *args, timeout=60):
 
 def final_summary(err):
     found = SUMMARY.findall(err)
-    check(found and "done after" in err.splitlines()[-1], f"no final summary in {err!r}")
+    lines = [l for l in err.splitlines() if "records dropped: the ring was full" not in l]
+    check(found and "done after" in lines[-1], f"no final summary in {err!r}")
     secs, sent, dropped = found[-1]
     return float(secs), int(sent), int(dropped)
 
@@ -90,13 +91,37 @@ def test_duration_threads_socket(build):
 
 
 def test_count_is_exact(build):
+    """--count sends exactly that many (in decimal: 010 is ten), and a
+    short --duration ends on time."""
     with mt.Mixd(build) as m:
         rc, out, err = run(build, "--address", m.address, "--rate", "5000", "--count", "1001")
         check(rc == 0, f"loadgen exited {rc}: {err}")
         check(final_summary(err)[1:] == (1001, 0), err)
         m.wait_for(lambda: counted(m) >= 1001, what="1001 records")
         check(counted(m) == 1001, f"mixd counted {counted(m)}")
+        rc, out, err = run(build, "--address", m.address, "--rate", "5000", "--count", "010")
+        check(rc == 0 and final_summary(err)[1:] == (10, 0), err)
+        # not rounded up to the 100 ms the main thread sleeps at most
+        rc, out, err = run(build, "--address", m.address, "--rate", "1000",
+                           "--duration", "0.05")
+        ran, sent, _ = final_summary(err)
+        check(rc == 0 and 40 <= sent <= 75, f"{ran} s, {sent} sent")
+        m.wait_for(lambda: counted(m) == 1011 + sent, what="every record")
         no_rejects(m)
+
+
+def test_drops_exit_1(build):
+    """A run that drops records (a small ring, far faster than mixd
+    takes them) says so and exits 1: not every record was taken."""
+    with mt.Mixd(build, shards=1) as m:
+        rc, out, err = run(build, "--address", m.address, "--ring-bytes", "262144",
+                           "--rate", "5000000", "--count", "400000")
+        _, sent, dropped = final_summary(err)
+        if dropped == 0:
+            print("  (skipped: mixd kept up with 5 M/s here)")
+            return
+        check(rc == 1, f"exit {rc} with {dropped} dropped: {err}")
+        check(f"{dropped} records dropped" in err, err)
 
 
 def test_records_look_like_envoy_pairs(build):
@@ -172,7 +197,9 @@ def test_help_and_bad_flags(build):
         check(word in out, f"--help does not mention {word}")
     for bad in (["--rate", "0"], ["--rate", "x"], ["--threads", "0"], ["--transport", "tcp"],
                 ["--workloads", "1"], ["--duration", "-1"], ["--bogus"], ["extra"],
-                ["--print", "--threads", "2"], ["--rate"]):
+                ["--print", "--threads", "2"], ["--rate"], ["--count", "08x"],
+                ["--count", "0x10"], ["--ring-bytes", "4096"], ["--ring-bytes", "300000"],
+                ["--flush-timeout", "0"]):
         rc, out, err = run(build, *bad)
         check(rc == 2, f"{bad}: exit {rc}, expected 2")
         check("mixd-loadgen" in err and "--help" in err, f"{bad}: stderr {err!r}")
@@ -180,4 +207,4 @@ def test_help_and_bad_flags(build):
 
 if __name__ == "__main__":
     mt.main([test_rate_and_sigint, test_duration_threads_socket, test_count_is_exact,
-             test_records_look_like_envoy_pairs, test_help_and_bad_flags])
+             test_drops_exit_1, test_records_look_like_envoy_pairs, test_help_and_bad_flags])
