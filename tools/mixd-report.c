@@ -44,6 +44,9 @@ struct options {
 	double rate; /* records per second; 0: as fast as possible */
 	unsigned long sync_every; /* records between flushes; 0: never */
 	bool sync_set;
+	/* Without --sync-every: bytes written between flushes, half a
+	 * ring, so that no record, however large, finds it full. */
+	uint32_t sync_bytes;
 };
 
 /* ---- name cache --------------------------------------------------------- */
@@ -219,6 +222,40 @@ static bool integer_syntax(const struct span *t)
 	return true;
 }
 
+/* Whether the token is a number as JSON writes one (RFC 8259): cJSON
+ * also takes "01", "1." and ".5". */
+static bool json_number_syntax(const struct span *t)
+{
+	const char *p = t->p, *e = t->p + t->len;
+	if (p < e && *p == '-')
+		p++;
+	if (p < e && *p == '0')
+		p++;
+	else if (p < e && *p >= '1' && *p <= '9')
+		while (p < e && *p >= '0' && *p <= '9')
+			p++;
+	else
+		return false;
+	if (p < e && *p == '.') {
+		const char *d = ++p;
+		while (p < e && *p >= '0' && *p <= '9')
+			p++;
+		if (p == d)
+			return false;
+	}
+	if (p < e && (*p == 'e' || *p == 'E')) {
+		p++;
+		if (p < e && (*p == '+' || *p == '-'))
+			p++;
+		const char *d = p;
+		while (p < e && *p >= '0' && *p <= '9')
+			p++;
+		if (p == d)
+			return false;
+	}
+	return p == e;
+}
+
 /* The token as an int64; 0, or -1 with *@why set. A number written with a
  * fraction or exponent is accepted when its value is an exact integer
  * ("1e3"), since it is one. */
@@ -355,6 +392,11 @@ static int set_member(struct line_ctx *x, mixd_record *r, const char *name,
 	if (cJSON_IsNumber(v))
 		num = &x->nums.v[x->next_num];
 	x->next_num += count_numbers(v);
+	if (num && !json_number_syntax(num)) {
+		snprintf(x->why, sizeof(x->why), "\"%s\": %.*s is not a JSON number",
+			 name, (int)num->len, num->p);
+		return -1;
+	}
 	if (!e) {
 		snprintf(x->why, sizeof(x->why), "\"%s\": %s", name, why);
 		return -1;
@@ -422,6 +464,13 @@ static int set_member(struct line_ctx *x, mixd_record *r, const char *name,
 	case MIXD_T_DOUBLE:
 		if (!cJSON_IsNumber(v))
 			return wrong_type(x, name, t, v, "a number");
+		if (!(v->valuedouble - v->valuedouble == 0)) { /* not finite */
+			snprintf(x->why, sizeof(x->why),
+				 "\"%s\" (DOUBLE): %.*s is out of a double's "
+				 "range",
+				 name, (int)num->len, num->p);
+			return -1;
+		}
 		mixd_set_double(r, e->handle, v->valuedouble);
 		break;
 	case MIXD_T_BOOL:
@@ -680,9 +729,9 @@ static void usage(FILE *f)
 		"every N\n"
 		"                          records, so a full ring does not "
 		"drop them;\n"
-		"                          0 never waits (load tests; default "
-		"256 per MiB\n"
-		"                          of ring)\n"
+		"                          0 never waits (load tests; default: "
+		"whenever\n"
+		"                          half the ring has been written)\n"
 		"      --repeat N          send the input N times (default 1)\n"
 		"      --rate R            send at most R records per second\n"
 		"  -h, --help              show this help and exit\n"
@@ -748,23 +797,24 @@ static int parse_args(int argc, char **argv, struct options *o)
 			}
 			break;
 		case O_RING:
-			if (parse_ulong(optarg, UINT32_MAX, &v) != 0 ||
-			    v == 0 || (v & (v - 1)) != 0) {
+			if (parse_ulong(optarg, 256ul << 20, &v) != 0 ||
+			    v < 256ul << 10 || (v & (v - 1)) != 0) {
 				fprintf(stderr,
 					"mixd-report: --ring-bytes: "
-					"\"%s\" is not a power of "
-					"two\n",
+					"\"%s\" is not a power of two "
+					"from 262144 (256 KiB) to "
+					"268435456 (256 MiB)\n",
 					optarg);
 				return -1;
 			}
 			o->client.ring_bytes = (uint32_t)v;
 			break;
 		case O_FLUSH:
-			if (parse_ulong(optarg, INT32_MAX, &v) != 0) {
+			if (parse_ulong(optarg, INT32_MAX, &v) != 0 || !v) {
 				fprintf(stderr,
 					"mixd-report: --flush-timeout: "
-					"\"%s\" is not a number of "
-					"milliseconds\n",
+					"\"%s\" is not a positive number "
+					"of milliseconds\n",
 					optarg);
 				return -1;
 			}
@@ -817,9 +867,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 	if (!o->sync_set) {
 		uint32_t ring =
 			o->client.ring_bytes ? o->client.ring_bytes : 1u << 20;
-		/* 256 records per MiB leaves room for records of up to ~4 KiB
-		 * before a ring fills between two waits */
-		o->sync_every = ring / 4096 ? ring / 4096 : 1;
+		o->sync_bytes = ring / 2; /* + a record < 64 KiB < ring / 2 */
 	}
 	return 0;
 }
@@ -853,6 +901,24 @@ static FILE *open_input(const char *path, bool again, FILE **spool)
 	return *spool;
 }
 
+/* Time to wait for mixd to take what was sent: every --sync-every
+ * records, else once half a ring has been written since the last wait
+ * (*@synced: the client's byte count then). */
+static bool sync_due(const struct options *o, mixd_client *c, uint64_t records,
+		     uint64_t *synced)
+{
+	if (o->sync_every)
+		return records % o->sync_every == 0;
+	if (!o->sync_bytes)
+		return false;
+	struct mixd_client_stats st;
+	mixd_client_stats(c, &st);
+	if (st.bytes - *synced < o->sync_bytes)
+		return false;
+	*synced = st.bytes;
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	static const char *const stdin_only[] = {"-"};
@@ -863,6 +929,7 @@ int main(int argc, char **argv)
 	char *line = NULL;
 	size_t line_cap = 0;
 	bool io_error = false, syncing = true;
+	uint64_t synced_bytes = 0;
 	int rc;
 
 	if (parse_args(argc, argv, &o) != 0) {
@@ -921,8 +988,8 @@ int main(int argc, char **argv)
 					n.rejected++;
 				}
 				if (r >= 0 && r <= 1 && syncing &&
-				    o.sync_every &&
-				    (n.sent + n.dropped) % o.sync_every == 0 &&
+				    sync_due(&o, x.c, n.sent + n.dropped,
+					     &synced_bytes) &&
 				    mixd_client_flush(
 					    x.c, o.flush_timeout_ms) != 0) {
 					fprintf(stderr,

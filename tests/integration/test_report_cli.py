@@ -84,6 +84,9 @@ def test_usage_errors_exit_2(build):
     binary = os.path.join(build, "mixd-report")
     for argv in ([], ["--address", "x", "--transport", "tcp"],
                  ["--address", "x", "--ring-bytes", "1000"],
+                 ["--address", "x", "--ring-bytes", "4096"],
+                 ["--address", "x", "--ring-bytes", str(512 << 20)],
+                 ["--address", "x", "--flush-timeout", "0"],
                  ["--address", "x", "--repeat", "0"],
                  ["--address", "x", "--no-such-flag"]):
         p = subprocess.run([binary] + argv, stdin=subprocess.DEVNULL, capture_output=True,
@@ -127,17 +130,23 @@ def test_bad_lines_are_reported_with_line_numbers_and_skipped(build):
         "   ",                               # 11: blank, skipped
         {"request.time": "yesterday"},       # 12: not RFC 3339
         good_line(3),                        # 13
+        '{"custom.big": 1e400}',             # 14: no double is that large
+        '{"custom.n": 01}',                  # 15: not JSON's number syntax
+        '{"custom.n": 1.}',                  # 16: nor this
+        '{"response.code": -0}',             # 17: fine: JSON's and zero
     ]
-    bad = [2, 4, 5, 6, 7, 8, 9, 12]
+    bad = [2, 4, 5, 6, 7, 8, 9, 12, 14, 15, 16]
     with mt.Mixd(build) as m:
         before, rc, out, err = send_and_count(build, m, lines, "shm")
         check(rc == 1, f"exit {rc}, want 1\nstdout: {out}\nstderr: {err}")
-        check(summary(out) == (3, 0, len(bad)), out)
+        check(summary(out) == (4, 0, len(bad)), out)
         reported = [int(x) for x in re.findall(r"^<stdin>:(\d+): \S", err, re.M)]
         check(reported == bad, f"reported lines {reported}, want {bad}\n{err}")
         check('"response.code"' in err and '"source.ip"' in err,
               f"reasons do not name the attribute:\n{err}")
-        expect_counted(m, "shm", 3, before)
+        check("1e400 is out of a double's range" in err and "01 is not a JSON number" in err,
+              err)
+        expect_counted(m, "shm", 4, before)
 
         # the same through a FILE argument, named in the messages
         with tempfile.NamedTemporaryFile("w", suffix=".jsonl", dir=m.tmp,
@@ -147,7 +156,7 @@ def test_bad_lines_are_reported_with_line_numbers_and_skipped(build):
         check(rc == 1, f"exit {rc}: {err}")
         check(summary(out) == (1, 0, 1), out)
         check(f"{f.name}:3: " in err, f"want {f.name}:3 in {err}")
-        expect_counted(m, "shm", 4, before)
+        expect_counted(m, "shm", 5, before)
 
 
 def test_a_record_the_client_refuses_is_a_rejected_line(build):
@@ -218,6 +227,12 @@ def test_many_records_are_not_dropped(build):
         check(rc == 0, f"exit {rc}\nstdout: {out}\nstderr: {err}")
         check(summary(out) == (10000, 0, 0), out)
         expect_counted(m, "shm", 10000, before)
+        # large records: the default waits by bytes, not by records
+        big = [{"context.protocol": "http", "request.path": "/" + "x" * 12000}] * 3000
+        before, rc, out, err = send_and_count(build, m, big, "shm",
+                                              extra=["--ring-bytes", str(256 * 1024)])
+        check(rc == 0 and summary(out) == (3000, 0, 0), f"exit {rc}\n{out}\n{err}")
+        expect_counted(m, "shm", 3000, before)
 
 
 def test_no_mixd_flush_times_out_exit_2(build):
