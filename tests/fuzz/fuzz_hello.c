@@ -121,7 +121,10 @@ static void drain(void)
 {
 	static uint8_t scratch[INGEST_POLL_SCRATCH];
 	struct ingest_ring_counts c = {0};
-	while (ingest_ring_poll(queue, collect, NULL, NULL, 256, &c, scratch))
+	/* A poll leaves the frames of the line the server was writing for
+	 * the next (ring_cons_refresh()): poll until none is left. */
+	while (ingest_ring_poll(queue, collect, NULL, NULL, 256, &c, scratch) ||
+	       ingest_ring_left(queue))
 		;
 	got_named += c.rejected[INGEST_REJ_ATTRIBUTE];
 	for (int i = 1; i < INGEST_REJ_COUNT; i++)
