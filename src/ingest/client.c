@@ -89,6 +89,7 @@ struct tl_ring {
 	uint32_t send_part;    /* bytes of the frame at send.tail already sent */
 	bool want_out;         /* last send hit EAGAIN */
 	uint64_t last_send_ns; /* when records were last sent */
+	uint64_t retired_seq;  /* when bg saw it retired (1, 2, ...); 0 */
 	/* Socket transport: the drops mixd has been told of (counts frames
 	 * sent whole; atomic, flush reads them), and the counts frame being
 	 * sent, when counts_on. */
@@ -1285,14 +1286,39 @@ static void forget_ring(struct mixd_client *c, struct tl_ring **pp,
 	ring_unref(r);
 }
 
+static bool ring_done(struct tl_ring *r);
+
+/*
+ * Threads come and go while mixd is away: of the exited threads' rings
+ * mixd has not got, keep the RETIRED_MAX that exited last, not a megabyte
+ * and a descriptor for every one. Forget the one that exited first; what
+ * it holds is lost, and counted. Under c->lock.
+ */
+static void forget_oldest_waiting(struct mixd_client *c)
+{
+	struct tl_ring **oldest = NULL;
+	for (struct tl_ring **pp = &c->rings; *pp; pp = &(*pp)->next) {
+		struct tl_ring *r = *pp;
+		if (r->retired_seq && r->sock < 0 && !ring_done(r) &&
+		    (!oldest || r->retired_seq < (*oldest)->retired_seq))
+			oldest = pp;
+	}
+	if (!oldest)
+		return;
+	struct mixd_ring_hdr *h = (*oldest)->prod.hdr;
+	uint64_t w = ring_load_relaxed(&h->prod.written);
+	uint64_t got = ring_load_relaxed(&h->cons.consumed);
+	forget_ring(c, oldest, w > got ? w - got : 0);
+}
+
 /* Try again after the backoff, which doubles up to reconnect_max_ms. */
 static void retry_later(struct mixd_client *c, struct tl_ring *r,
 			uint64_t now)
 {
 	r->retry_at_ns = now + (uint64_t)r->backoff_ms * 1000000u;
-	r->backoff_ms *= 2;
-	if (r->backoff_ms > c->reconnect_max_ms)
-		r->backoff_ms = c->reconnect_max_ms;
+	r->backoff_ms = r->backoff_ms > c->reconnect_max_ms / 2
+				? c->reconnect_max_ms
+				: r->backoff_ms * 2;
 }
 
 static void try_connect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
@@ -1433,15 +1459,21 @@ static int pump(struct tl_ring *r)
 			return n < 0 ? -1 : 1;
 		/* Advance tail over the frames sent whole; remember how much of
 		 * the next one went out. */
-		uint64_t done = s->tail + r->send_part + (uint64_t)n;
+		uint64_t done = s->tail + r->send_part + (uint64_t)n, sent = 0;
 		while (s->tail < done) {
 			memcpy(fh, s->data + (s->tail & (s->cap - 1)), sizeof fh);
 			uint64_t sz = ring_frame_size(fh[0]);
 			if (s->tail + sz > done)
 				break;
 			s->tail += sz;
+			sent++;
 		}
 		r->send_part = (uint32_t)(done - s->tail);
+		/* As mixd counts a shared ring's records taken: what is not
+		 * counted here is what a forgotten ring lost (forget_ring()). */
+		ring_store_relaxed(&s->hdr->cons.consumed,
+				   ring_load_relaxed(&s->hdr->cons.consumed) +
+					   sent);
 		ring_cons_commit(s);
 		if ((size_t)n < want) {
 			r->want_out = true;
@@ -1483,6 +1515,7 @@ static void *bg_main(void *arg)
 	struct pollfd *pfd = NULL;
 	struct tl_ring **who = NULL;
 	uint32_t cap = 0;
+	uint64_t retire_clock = 0;
 
 	while (!__atomic_load_n(&c->stop, __ATOMIC_ACQUIRE)) {
 		uint64_t now = now_ns(CLOCK_MONOTONIC);
@@ -1505,19 +1538,8 @@ static void *bg_main(void *arg)
 		uint32_t waiting = 0; /* retired rings mixd has not got */
 		while ((r = *pp)) {
 			bool retired = __atomic_load_n(&r->retired, __ATOMIC_ACQUIRE);
-			if (retired && r->sock < 0 && !ring_done(r) &&
-			    ++waiting > RETIRED_MAX) {
-				/* Threads come and go while mixd is away: keep
-				 * the newest RETIRED_MAX exited threads' rings,
-				 * not a megabyte and a descriptor for every one.
-				 * The list is newest first; what this older one
-				 * holds is lost, and counted. */
-				struct mixd_ring_hdr *h = r->prod.hdr;
-				uint64_t w = ring_load_relaxed(&h->prod.written);
-				uint64_t got = ring_load_relaxed(&h->cons.consumed);
-				forget_ring(c, pp, w > got ? w - got : 0);
-				continue;
-			}
+			if (retired && !r->retired_seq)
+				r->retired_seq = ++retire_clock;
 			if (r->sock < 0 && now >= r->retry_at_ns &&
 			    !(retired && ring_done(r)))
 				try_connect(c, r, now);
@@ -1542,7 +1564,7 @@ static void *bg_main(void *arg)
 				int64_t wait = (int64_t)(r->retry_at_ns - now) / 1000000;
 				if (wait < timeout)
 					timeout = wait < 0 ? 0 : (int)wait;
-			} else if (n < cap - 1) {
+			} else if (n + 1 < cap) { /* room for wake_fd's too */
 				/* Watch for mixd going away; for POLLOUT too when
 				 * the socket pushed back. */
 				pfd[n].fd = r->sock;
@@ -1557,8 +1579,12 @@ static void *bg_main(void *arg)
 				if (timeout > next)
 					timeout = next;
 			}
+			if (retired && r->sock < 0 && !ring_done(r))
+				waiting++;
 			pp = &r->next;
 		}
+		for (; waiting > RETIRED_MAX; waiting--)
+			forget_oldest_waiting(c);
 		pthread_mutex_unlock(&c->lock);
 
 		if (!cap) {

@@ -1242,6 +1242,156 @@ static void rings_of_exited_threads_are_bounded_while_mixd_is_away(void **state)
 	mixd_client_close(c);
 }
 
+struct burst {
+	mixd_client *c;
+	int n, after;        /* records before and after mixd goes away */
+	pthread_mutex_t *mu; /* held by the test until the thread may exit */
+};
+
+static void *burst_then_wait(void *p)
+{
+	struct burst *b = p;
+	for (int i = 0; i < b->n; i++)
+		(void)proxy_record_rc(b->c, 200);
+	pthread_mutex_lock(b->mu);
+	for (int i = 0; i < b->after; i++) /* written while mixd is away */
+		(void)proxy_record_rc(b->c, 200);
+	pthread_mutex_unlock(b->mu);
+	return NULL;
+}
+
+/* Wait for @c's background thread to let rings go, down to 64. */
+static void wait_rings_bounded(mixd_client *c, struct mixd_client_stats *st)
+{
+	for (int i = 0; i < 300; i++) {
+		mixd_client_stats(c, st);
+		if (st->rings <= 64)
+			break;
+		usleep(10 * 1000);
+	}
+	assert_int_equal(st->rings, 64);
+}
+
+/*
+ * The same bound over the socket transport, where the client is its own
+ * consumer: a thread sends 1,000 records mixd takes, mixd goes away, the
+ * thread writes @after more and exits -- first of 65 (@first_out), or
+ * last. The ring let go is the one whose thread exited first, and it
+ * loses only what mixd never got.
+ */
+static void evict_socket_ring(bool first_out, int after, uint64_t lost)
+{
+	struct daemon d;
+	daemon_start(&d);
+	mixd_client *c;
+	struct mixd_client_options o = {.transport = MIXD_TRANSPORT_SOCKET};
+	assert_int_equal(mixd_client_open(sock_path, &o, &c), 0);
+	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	pthread_mutex_lock(&mu);
+	struct burst b = {c, 1000, after, &mu};
+	pthread_t a;
+	assert_int_equal(pthread_create(&a, NULL, burst_then_wait, &b), 0);
+	assert_int_equal(wait_accepted(&d, 1000), 1000);
+	assert_int_equal(mixd_client_flush(c, 10000), 0);
+	daemon_stop(&d);
+	struct mixd_client_stats st;
+	for (int i = 0; i < 1000; i++) { /* the client sees mixd gone */
+		mixd_client_stats(c, &st);
+		if (!st.connected)
+			break;
+		usleep(1000);
+	}
+	assert_int_equal(st.connected, 0);
+	if (first_out) {
+		pthread_mutex_unlock(&mu);
+		pthread_join(a, NULL);
+		usleep(50 * 1000); /* seen retired before the others */
+	}
+	for (int i = 0; i < 64; i++) {
+		pthread_t t;
+		assert_int_equal(pthread_create(&t, NULL, one_record_then_exit, c),
+				 0);
+		pthread_join(t, NULL);
+		if (i == 0)
+			usleep(50 * 1000);
+	}
+	if (!first_out) {
+		pthread_mutex_unlock(&mu);
+		pthread_join(a, NULL);
+	}
+	wait_rings_bounded(c, &st);
+	assert_int_equal(st.dropped_full, lost);
+	assert_int_equal(st.written, 1000 + (uint64_t)after + 64 - lost);
+	mixd_client_close(c);
+}
+
+static void an_evicted_socket_ring_loses_only_what_mixd_never_got(void **state)
+{
+	(void)state;
+	evict_socket_ring(true, 1, 1); /* it goes: one record lost, not 1,001 */
+}
+
+static void the_ring_evicted_is_the_first_whose_thread_exited(void **state)
+{
+	(void)state;
+	evict_socket_ring(false, 2, 1); /* the first of the 64 goes, not it */
+}
+
+/* libmixd.so loaded as a plugin would load it, and a thread of the host
+ * that recorded through it. */
+struct plugin {
+	void *so;
+	int (*open)(const char *, const struct mixd_client_options *,
+		    mixd_client **);
+	int (*report)(mixd_client *, const struct mixd_value *, size_t);
+	void (*close)(mixd_client *);
+	mixd_client *c;
+	pthread_mutex_t may_exit;
+	int rc, done; /* done: atomic */
+};
+
+static void *plugin_thread(void *p)
+{
+	struct plugin *pl = p;
+	struct mixd_value v = {.attr = MIXD_ATTR_RESPONSE_CODE,
+			       .type = MIXD_T_INT64,
+			       .i = 200};
+	pl->rc = pl->report(pl->c, &v, 1);
+	__atomic_store_n(&pl->done, 1, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&pl->may_exit);
+	pthread_mutex_unlock(&pl->may_exit);
+	return NULL; /* the library's TLS destructor runs now */
+}
+
+/* Unloaded (dlclose()) after its client is closed, while a thread that
+ * recorded through it lives on: that thread's exit runs the library's
+ * destructor, which must still be there (the library is never unloaded:
+ * -z nodelete). */
+static void the_shared_library_survives_dlclose(void **state)
+{
+	(void)state;
+	struct plugin pl = {.may_exit = PTHREAD_MUTEX_INITIALIZER};
+	pl.so = dlopen(MIXD_SHARED_LIB, RTLD_NOW | RTLD_LOCAL);
+	assert_non_null(pl.so);
+	*(void **)&pl.open = dlsym(pl.so, "mixd_client_open");
+	*(void **)&pl.report = dlsym(pl.so, "mixd_report");
+	*(void **)&pl.close = dlsym(pl.so, "mixd_client_close");
+	assert_true(pl.open && pl.report && pl.close);
+	assert_int_equal(pl.open("unix:///nonexistent/mixd.sock", NULL, &pl.c),
+			 0);
+	pthread_mutex_lock(&pl.may_exit);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, plugin_thread, &pl), 0);
+	for (int i = 0; i < 5000 && !__atomic_load_n(&pl.done, __ATOMIC_ACQUIRE);
+	     i++)
+		usleep(1000);
+	assert_int_equal(pl.rc, 0);
+	pl.close(pl.c);
+	dlclose(pl.so);
+	pthread_mutex_unlock(&pl.may_exit);
+	pthread_join(t, NULL); /* a SIGSEGV here, if it were unmapped */
+}
+
 /* A sink whose stream queues are never drained but the last one's: the
  * connections of the others stall on their full queues. */
 #define STUCK 48
@@ -1385,6 +1535,9 @@ int main(void)
 		cmocka_unit_test(a_forked_child_does_not_keep_its_parents_connections),
 		cmocka_unit_test(a_ring_that_cannot_be_made_is_tried_again_later),
 		cmocka_unit_test(rings_of_exited_threads_are_bounded_while_mixd_is_away),
+		cmocka_unit_test(an_evicted_socket_ring_loses_only_what_mixd_never_got),
+		cmocka_unit_test(the_ring_evicted_is_the_first_whose_thread_exited),
+		cmocka_unit_test(the_shared_library_survives_dlclose),
 		cmocka_unit_test(stalled_connections_do_not_starve_the_others),
 		cmocka_unit_test(a_grouped_template_survives_ring_wraps),
 		cmocka_unit_test(tpl_values_are_what_the_ring_carries),
