@@ -10,7 +10,11 @@
  *    client under a lock the background thread also takes, briefly, while
  *    it connects or sends; mixd_client_stats() takes it too.
  *  - No allocation per record.
- *  - A full ring drops the record and counts it; nothing is lost silently.
+ *  - A full ring drops the record and counts it; nothing is lost silently,
+ *    with one exception: over the socket transport, records already in the
+ *    kernel's socket buffers when mixd dies are lost uncounted (a socket
+ *    carries no acknowledgement). A shared-memory ring has no such window:
+ *    a restarted mixd takes it back where the last one stopped.
  *  - mixd need not be running. A background thread connects, hands over each
  *    ring, and reconnects (with backoff) when mixd restarts; a restarted mixd
  *    drains what was written while it was down, up to the ring's capacity.
@@ -131,7 +135,8 @@ struct mixd_client_stats {
 					 rings were kept instead */
 	uint64_t dropped_invalid;   /**< ... because they were malformed: larger
 					 than MIXD_RECORD_MAX, an IP of a bad
-					 length, an unknown attribute handle */
+					 length, an unknown attribute handle,
+					 an attribute of the wrong type */
 	uint64_t bytes;             /**< ring bytes those records took, framing
 					 included (rings alive now) */
 	uint32_t rings;             /**< producer rings now (threads that recorded
@@ -172,8 +177,11 @@ mixd_record *mixd_record_begin(mixd_client *c);
 /**
  * Setters. Each appends one attribute to @r. A value of the wrong width
  * (an IP of a length other than 4 or 16), an attribute that is neither a
- * dictionary id nor a handle from mixd_attr_custom(), or a record outgrowing
- * MIXD_RECORD_MAX marks @r invalid; its commit then drops it and counts it.
+ * dictionary id nor a handle from mixd_attr_custom(), a dictionary
+ * attribute set with another type than its own (the string types, not
+ * BYTES, stand for one another; mixd would refuse the whole record), or a
+ * record outgrowing MIXD_RECORD_MAX marks @r invalid; its commit then
+ * drops it and counts it.
  * Setters copy their arguments; the caller's buffers are free on return.
  */
 void mixd_set_string(mixd_record *r, mixd_attr a, const char *s, size_t len);
@@ -244,7 +252,8 @@ struct mixd_value {
  * Write a record of @n attributes in one call. Encodes
  * straight into the calling thread's ring; nothing is copied twice. Same
  * returns and accounting as mixd_record_commit(); -EMSGSIZE also for a value
- * of an unknown type or a bad length. Does not disturb a record begun with
+ * of an unknown type, a bad length, or a type a dictionary attribute does
+ * not have (as the setters). Does not disturb a record begun with
  * mixd_record_begin() on the same thread.
  */
 int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n);

@@ -395,6 +395,37 @@ static inline uint8_t *room(mixd_record *r, size_t n)
 	return r->w.buf + r->w.len;
 }
 
+/* Type classes of the fast encoders, as bit masks over enum mixd_type. */
+#define T_STRINGS                                                            \
+	(1u << MIXD_T_STRING | 1u << MIXD_T_BYTES | 1u << MIXD_T_EMAIL |     \
+	 1u << MIXD_T_URI | 1u << MIXD_T_DNS_NAME)
+#define T_WORDS                                                              \
+	(1u << MIXD_T_INT64 | 1u << MIXD_T_DOUBLE | 1u << MIXD_T_TIMESTAMP | \
+	 1u << MIXD_T_DURATION)
+/* The types mixd takes for one another on a string attribute. */
+#define T_TEXT                                                                 \
+	(1u << MIXD_T_STRING | 1u << MIXD_T_EMAIL | 1u << MIXD_T_URI |         \
+	 1u << MIXD_T_DNS_NAME)
+
+/* Every dictionary attribute's name and declared type. */
+static const struct {
+	const char *name;
+	uint8_t type;
+} dictionary[MIXD_ATTR_DICT_COUNT] = {
+#define DICT_ENTRY_(id, n, t) [MIXD_ATTR_##id] = {n, t},
+	MIXD_ATTRIBUTE_LIST(DICT_ENTRY_)
+#undef DICT_ENTRY_
+};
+
+/* A dictionary attribute @a given a value of another type than its own
+ * (the string types stand for one another): mixd would refuse the whole
+ * record, so the client refuses it, counted as invalid. */
+static inline bool mistyped(mixd_attr a, unsigned type)
+{
+	unsigned d = dictionary[a].type;
+	return type != d && !((1u << type) & T_TEXT && (1u << d) & T_TEXT);
+}
+
 /* Write the attribute header for @a the slow way: custom names. */
 static bool put_custom(mixd_record *r, mixd_attr a, uint8_t type)
 {
@@ -411,6 +442,10 @@ static inline void put_bytes(mixd_record *r, mixd_attr a, uint8_t type,
 			     const void *s, size_t len)
 {
 	if (__builtin_expect(a < MIXD_ATTR_DICT_COUNT && len <= UINT32_MAX, 1)) {
+		if (__builtin_expect(mistyped(a, type), 0)) {
+			r->invalid = true;
+			return;
+		}
 		uint8_t *p = room(r, 7 + len);
 		if (!p)
 			return;
@@ -427,6 +462,10 @@ static inline void put_u64(mixd_record *r, mixd_attr a, uint8_t type,
 			   uint64_t v)
 {
 	if (__builtin_expect(a < MIXD_ATTR_DICT_COUNT, 1)) {
+		if (__builtin_expect(mistyped(a, type), 0)) {
+			r->invalid = true;
+			return;
+		}
 		uint8_t *p = room(r, 11);
 		if (!p)
 			return;
@@ -442,6 +481,10 @@ static inline void put_u64(mixd_record *r, mixd_attr a, uint8_t type,
 /* Header only, for the rarer types. */
 static inline bool put_attr(mixd_record *r, mixd_attr a, uint8_t type)
 {
+	if (a < MIXD_ATTR_DICT_COUNT && mistyped(a, type)) {
+		r->invalid = true;
+		return false;
+	}
 	if (a < MIXD_ATTR_DICT_COUNT)
 		return wire_attr(&r->w, a, type, NULL, 0);
 	return put_custom(r, a, type);
@@ -574,6 +617,8 @@ static inline size_t value_size(const struct mixd_client *c,
 		    i >= __atomic_load_n(&c->ncustom, __ATOMIC_ACQUIRE))
 			return 0;
 		h += 2 + c->custom_len[i];
+	} else if (v->type >= MIXD_T_COUNT || mistyped(v->attr, v->type)) {
+		return 0;
 	}
 	switch (v->type) {
 	case MIXD_T_STRING:
@@ -713,18 +758,6 @@ static inline struct tl_ring *ring_of(struct mixd_client *c)
 	return r;
 }
 
-/* Type classes of the fast encoders, as bit masks over enum mixd_type. */
-#define T_STRINGS                                                            \
-	(1u << MIXD_T_STRING | 1u << MIXD_T_BYTES | 1u << MIXD_T_EMAIL |     \
-	 1u << MIXD_T_URI | 1u << MIXD_T_DNS_NAME)
-#define T_WORDS                                                              \
-	(1u << MIXD_T_INT64 | 1u << MIXD_T_DOUBLE | 1u << MIXD_T_TIMESTAMP | \
-	 1u << MIXD_T_DURATION)
-/* The types mixd takes for one another on a string attribute. */
-#define T_TEXT                                                                 \
-	(1u << MIXD_T_STRING | 1u << MIXD_T_EMAIL | 1u << MIXD_T_URI |         \
-	 1u << MIXD_T_DNS_NAME)
-
 /* Bytes of a stack-encoded record, and slack for the 8-byte header stores
  * that may reach past the record's last byte. */
 #define LOCAL_MAX 1024u
@@ -821,7 +854,8 @@ report_encode(const struct mixd_value *v, size_t n, uint8_t *o,
 		const struct mixd_value *x = &v[i];
 		unsigned type = x->type;
 		uint32_t len = x->len;
-		if (__builtin_expect(x->attr >= MIXD_ATTR_DICT_COUNT || type > 31,
+		if (__builtin_expect(x->attr >= MIXD_ATTR_DICT_COUNT || type > 31 ||
+					     mistyped(x->attr, type),
 				     0))
 			return NULL;
 		uint32_t hw = x->attr | type << 16;
@@ -870,15 +904,6 @@ API int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n)
 
 /* ---- record templates ------------------------------------------------ */
 
-/* Every dictionary attribute's name and declared type. */
-static const struct {
-	const char *name;
-	uint8_t type;
-} dictionary[MIXD_ATTR_DICT_COUNT] = {
-#define DICT_ENTRY_(id, n, t) [MIXD_ATTR_##id] = {n, t},
-	MIXD_ATTRIBUTE_LIST(DICT_ENTRY_)
-#undef DICT_ENTRY_
-};
 
 /* The group of the grouped layout a template field falls in. */
 enum tpl_kind {

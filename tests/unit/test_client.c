@@ -356,21 +356,43 @@ static void invalid_records_are_dropped_and_counted(void **state)
 	memset(big, 'x', sizeof big);
 	mixd_set_string(r, MIXD_ATTR_REQUEST_PATH, big, sizeof big);
 	assert_int_equal(mixd_record_commit(r), -EMSGSIZE);
+	/* A dictionary attribute of another type than its own: mixd would
+	 * refuse the whole record (reason "type"); the client does, counted
+	 * as invalid. */
+	r = mixd_record_begin(c);
+	mixd_set_int64(r, MIXD_ATTR_REQUEST_HOST, 5);
+	assert_int_equal(mixd_record_commit(r), -EMSGSIZE);
+	r = mixd_record_begin(c);
+	mixd_set_bytes(r, MIXD_ATTR_REQUEST_PATH, "/x", 2);
+	assert_int_equal(mixd_record_commit(r), -EMSGSIZE);
+	r = mixd_record_begin(c);
+	mixd_set_bool(r, MIXD_ATTR_RESPONSE_CODE, 1);
+	assert_int_equal(mixd_record_commit(r), -EMSGSIZE);
+	const struct mixd_value wrong = {.attr = MIXD_ATTR_RESPONSE_CODE,
+					 .type = MIXD_T_DOUBLE,
+					 .d = 200};
+	assert_int_equal(mixd_report(c, &wrong, 1), -EMSGSIZE);
+	/* ... but the string types stand for one another */
+	r = mixd_record_begin(c);
+	mixd_set_typed_string(r, MIXD_ATTR_REQUEST_PATH, MIXD_T_URI, "/x", 2);
+	assert_int_equal(mixd_record_commit(r), 0);
 	proxy_record(c, 201);
 	struct mixd_client_stats st;
 	mixd_client_stats(c, &st);
-	assert_int_equal(st.written, 1);
-	assert_int_equal(st.dropped_invalid, 3);
+	assert_int_equal(st.written, 2);
+	assert_int_equal(st.dropped_invalid, 7);
 	assert_int_equal(mixd_client_flush(c, 10000), 0);
-	assert_int_equal(wait_accepted(&d, 1), 1);
+	assert_int_equal(wait_accepted(&d, 2), 2);
 	struct agg_ingest_stats as;
 	for (int i = 0; i < 1000; i++) {
 		agg_ingest_stats(d.agg, &as);
-		if (as.dropped_invalid == 3)
+		if (as.dropped_invalid == 7)
 			break;
 		usleep(1000);
 	}
-	assert_int_equal(as.dropped_invalid, 3);
+	assert_int_equal(as.dropped_invalid, 7);
+	for (int k = 1; k < INGEST_REJ_COUNT; k++)
+		assert_int_equal(as.rejected[k], 0);
 	mixd_client_close(c);
 	daemon_stop(&d);
 }
