@@ -355,16 +355,22 @@ def promtool_finds_nothing(build):
                      f"promtool on port {port}: {p.stdout.decode()} {p.stderr.decode()}")
 
 
+def two_thousand_label_sets(build, m):
+    """Records of 2,000 label sets into @m: a scrape of tens of MB, more
+    than a socket's buffers hold."""
+    records = [{"context.protocol": "http", "response.code": 200,
+                "destination.service.host": f"svc{i}.default.svc.cluster.local",
+                "response.duration": "3ms"} for i in range(2000)]
+    send(build, m, records)
+    m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == 2000)
+
+
 def slow_scrapers_hold_at_most_four_views(build):
     """A scrape holds its view until its client has read the body; clients
     that never read cannot make mixd hold more than four, nor one address
     more than two of them."""
     with mt.Mixd(build, SEED_ARGS) as m:
-        records = [{"context.protocol": "http", "response.code": 200,
-                    "destination.service.host": f"svc{i}.default.svc.cluster.local",
-                    "response.duration": "3ms"} for i in range(2000)]
-        send(build, m, records)
-        m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == 2000)
+        two_thousand_label_sets(build, m)
         stalled = []
 
         def stall(source):
@@ -421,11 +427,7 @@ def a_scrape_past_its_timeout_is_cut(build):
     timeout it gave (X-Prometheus-Scrape-Timeout-Seconds), is cut off
     then: its slot is free again for Prometheus."""
     with mt.Mixd(build, SEED_ARGS) as m:
-        records = [{"context.protocol": "http", "response.code": 200,
-                    "destination.service.host": f"svc{i}.default.svc.cluster.local",
-                    "response.duration": "3ms"} for i in range(2000)]
-        send(build, m, records)
-        m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == 2000)
+        two_thousand_label_sets(build, m)
         c = socket.create_connection(("127.0.0.1", m.prometheus_port))
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         c.sendall(b"GET /metrics HTTP/1.1\r\nHost: mixd\r\n"
