@@ -417,13 +417,22 @@ static const struct {
 #undef DICT_ENTRY_
 };
 
-/* A dictionary attribute @a given a value of another type than its own
- * (the string types stand for one another): mixd would refuse the whole
- * record, so the client refuses it, counted as invalid. */
+/* The types each dictionary attribute takes, as a bit mask: its own, or
+ * any string type for a string (they stand for one another). */
+#define TYPES_OF_(t) ((1u << (t)) & T_TEXT ? T_TEXT : 1u << (t))
+static const uint16_t dict_types[MIXD_ATTR_DICT_COUNT] = {
+#define DICT_TYPES_(id, n, t) [MIXD_ATTR_##id] = TYPES_OF_(t),
+	MIXD_ATTRIBUTE_LIST(DICT_TYPES_)
+#undef DICT_TYPES_
+};
+_Static_assert(MIXD_T_COUNT <= 16, "a type mask is 16 bits");
+
+/* A dictionary attribute @a given a value of another type than its own:
+ * mixd would refuse the whole record, so the client refuses it, counted
+ * as invalid. @type < 32. */
 static inline bool mistyped(mixd_attr a, unsigned type)
 {
-	unsigned d = dictionary[a].type;
-	return type != d && !((1u << type) & T_TEXT && (1u << d) & T_TEXT);
+	return !(dict_types[a] >> type & 1);
 }
 
 /* Write the attribute header for @a the slow way: custom names. */
