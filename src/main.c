@@ -279,8 +279,10 @@ static bool read_two(const char *path, long long *a, long long *b)
 /*
  * The CPUs the cgroup's quota allows, rounded up; 0: no quota. cgroup v2's
  * cpu.max ("QUOTA PERIOD"), else v1's cpu.cfs_quota_us and
- * cpu.cfs_period_us, in the cgroup /proc/self/cgroup names, or at the
- * hierarchy's root, which a container (cgroup namespace) sees as its own.
+ * cpu.cfs_period_us, of the cgroup /proc/self/cgroup names and of each
+ * ancestor up to the hierarchy's root, the tightest (a slice's quota
+ * bounds its services'). A container sees its own cgroup as the root
+ * (cgroup namespace), or, without one, mounted there: that is read too.
  */
 static unsigned cgroup_cpus(void)
 {
@@ -306,28 +308,37 @@ static unsigned cgroup_cpus(void)
 	}
 	if (f)
 		fclose(f);
-	long long quota = -1, period = 0, unused;
-	for (int root = 0; root < 2 && quota < 0; root++) {
-		const char *d = root ? "" : dir;
+	/* The tightest quota of the cgroup and its ancestors, up to the
+	 * hierarchy's root. */
+	unsigned best = 0;
+	for (;;) {
+		long long quota = -1, period = 0, unused;
 		if (v2) {
-			snprintf(path, sizeof path, "/sys/fs/cgroup%s/cpu.max", d);
+			snprintf(path, sizeof path, "/sys/fs/cgroup%s/cpu.max", dir);
 			if (!read_two(path, &quota, &period))
 				quota = -1;
 		} else {
 			snprintf(path, sizeof path,
-				 "/sys/fs/cgroup/cpu%s/cpu.cfs_quota_us", d);
+				 "/sys/fs/cgroup/cpu%s/cpu.cfs_quota_us", dir);
 			if (!read_two(path, &quota, &unused))
 				quota = -1;
 			snprintf(path, sizeof path,
-				 "/sys/fs/cgroup/cpu%s/cpu.cfs_period_us", d);
+				 "/sys/fs/cgroup/cpu%s/cpu.cfs_period_us", dir);
 			if (!read_two(path, &period, &unused))
 				period = 0;
 		}
+		if (quota > 0 && period > 0) {
+			long long n = (quota + period - 1) / period;
+			unsigned u = n > 4096 ? 4096 : (unsigned)n;
+			if (!best || u < best)
+				best = u;
+		}
+		char *slash = strrchr(dir, '/');
+		if (!*dir || !slash)
+			break;
+		*slash = 0; /* "/a/b" -> "/a" -> "" (the root) */
 	}
-	if (quota <= 0 || period <= 0)
-		return 0;
-	long long n = (quota + period - 1) / period;
-	return n > 4096 ? 4096 : (unsigned)n;
+	return best;
 }
 
 /* CPUs mixd may run on: those of its affinity mask (taskset, cpusets),
@@ -497,13 +508,15 @@ static int parse_flags(int argc, char **argv, struct settings *st)
  * a scrape is answered 503 at once: memory stays bounded whatever the
  * clients do. So that slow readers cannot keep Prometheus out, one client
  * address holds at most SCRAPES_PER_PEER of them, and a scrape is cut
- * (the connection closed) once it has run SCRAPE_DEADLINE_S seconds, or
- * the scrape timeout its client gave, if sooner: past that, no Prometheus
+ * (the connection closed) once it has run the scrape timeout its client
+ * gave (Prometheus sends it; up to SCRAPE_TIMEOUT_MAX_S), or
+ * SCRAPE_DEADLINE_S seconds when it gave none: past that, no Prometheus
  * is still waiting for it.
  */
 #define SCRAPES_MAX 4
 #define SCRAPES_PER_PEER 2
 #define SCRAPE_DEADLINE_S 60
+#define SCRAPE_TIMEOUT_MAX_S 3600
 
 struct mixd {
 	struct settings st;
@@ -782,8 +795,8 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 	family(b, "mixd_scrapes_cut_total", "counter",
 	       "Scrapes cut off (connection closed) because their client was "
 	       "still reading after its own scrape timeout "
-	       "(X-Prometheus-Scrape-Timeout-Seconds) or " TEXT(
-		       SCRAPE_DEADLINE_S) " s.");
+	       "(X-Prometheus-Scrape-Timeout-Seconds), or " TEXT(
+		       SCRAPE_DEADLINE_S) " s when it gave none.");
 	sample1(b, "mixd_scrapes_cut_total", NULL, NULL,
 		(double)__atomic_load_n(&m->scrapes_cut, __ATOMIC_RELAXED));
 }
@@ -983,13 +996,13 @@ static void scrape_slot_give(struct mixd *m, int slot)
 static long scrape_read(void *st, char *buf, size_t max)
 {
 	struct scrape *s = st;
-	if (since(&s->t0) > s->deadline_s) {
+	long n = expose_view_stream_read(s->vs, buf, max);
+	if (n == 0) {
+		clock_gettime(CLOCK_MONOTONIC, &s->t1); /* whole: never cut */
+	} else if (since(&s->t0) > s->deadline_s) {
 		__atomic_add_fetch(&s->m->scrapes_cut, 1, __ATOMIC_RELAXED);
 		return -1; /* the client reads too slowly: cut it off */
 	}
-	long n = expose_view_stream_read(s->vs, buf, max);
-	if (n == 0)
-		clock_gettime(CLOCK_MONOTONIC, &s->t1);
 	return n;
 }
 
@@ -1047,9 +1060,10 @@ static int render_istio(void *ctx, const struct expose_request *rq,
 		return -1;
 	s->m = ctx;
 	clock_gettime(CLOCK_MONOTONIC, &s->t0);
-	s->deadline_s = SCRAPE_DEADLINE_S;
-	if (rq->scrape_timeout_s && rq->scrape_timeout_s < s->deadline_s)
-		s->deadline_s = rq->scrape_timeout_s;
+	s->deadline_s = !rq->scrape_timeout_s ? SCRAPE_DEADLINE_S
+			: rq->scrape_timeout_s < SCRAPE_TIMEOUT_MAX_S
+				? rq->scrape_timeout_s
+				: SCRAPE_TIMEOUT_MAX_S;
 	if ((s->slot = scrape_slot_take(s->m, rq->peer)) < 0) {
 		__atomic_add_fetch(&s->m->scrapes_refused, 1, __ATOMIC_RELAXED);
 		*status = 503;

@@ -872,17 +872,24 @@ static int bad_value(const char *flag, const char *v, const char *what)
 	return -1;
 }
 
-static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+/* @s in decimal (010 is ten), or any C base when @any_base (a seed). */
+static int parse_u64_base(const char *s, uint64_t lo, uint64_t hi,
+			  uint64_t *out, bool any_base)
 {
 	char *end;
 	if (!*s || *s == '-' || *s == '+')
 		return -1;
 	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10); /* 010 is ten */
+	unsigned long long v = strtoull(s, &end, any_base ? 0 : 10);
 	if (errno || *end || v < lo || v > hi)
 		return -1;
 	*out = v;
 	return 0;
+}
+
+static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+	return parse_u64_base(s, lo, hi, out, false);
 }
 
 static int parse_pos_double(const char *s, double max, double *out)
@@ -971,7 +978,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 						 "shm or socket");
 			break;
 		case 's':
-			if (parse_u64(optarg, 0, UINT64_MAX, &o->seed))
+			if (parse_u64_base(optarg, 0, UINT64_MAX, &o->seed, true))
 				return bad_value("seed", optarg,
 						 "an unsigned 64-bit number");
 			break;
@@ -1184,8 +1191,9 @@ int main(int argc, char **argv)
 	totals(w, o.threads, &sent, &dropped);
 	if (dropped && !status) {
 		fprintf(stderr,
-			"mixd-loadgen: %" PRIu64 " records dropped: the ring was "
-			"full (mixd too slow, or not taking records)\n",
+			"mixd-loadgen: %" PRIu64 " records dropped: libmixd "
+			"refused them (mostly a full ring: mixd too slow, or not "
+			"taking records)\n",
 			dropped);
 		status = EXIT_FLUSH;
 	}

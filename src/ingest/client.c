@@ -89,7 +89,7 @@ struct tl_ring {
 	uint32_t send_part;    /* bytes of the frame at send.tail already sent */
 	bool want_out;         /* last send hit EAGAIN */
 	uint64_t last_send_ns; /* when records were last sent */
-	uint64_t retired_seq;  /* when bg saw it retired (1, 2, ...); 0 */
+	uint64_t retired_seq;  /* bg's pass that saw it retired (1, ...); 0 */
 	/* Socket transport: the drops mixd has been told of (counts frames
 	 * sent whole; atomic, flush reads them), and the counts frame being
 	 * sent, when counts_on. */
@@ -1325,8 +1325,9 @@ static bool ring_done(struct tl_ring *r);
 /*
  * Threads come and go while mixd is away: of the exited threads' rings
  * mixd has not got, keep the RETIRED_MAX that exited last, not a megabyte
- * and a descriptor for every one. Forget the one that exited first; what
- * it holds is lost, and counted. Under c->lock.
+ * and a descriptor for every one. Forget the one that exited first (of
+ * those seen exited in the same pass, the one made first: the list is
+ * newest first); what it holds is lost, and counted. Under c->lock.
  */
 static void forget_oldest_waiting(struct mixd_client *c)
 {
@@ -1334,7 +1335,7 @@ static void forget_oldest_waiting(struct mixd_client *c)
 	for (struct tl_ring **pp = &c->rings; *pp; pp = &(*pp)->next) {
 		struct tl_ring *r = *pp;
 		if (r->retired_seq && r->sock < 0 && !ring_done(r) &&
-		    (!oldest || r->retired_seq < (*oldest)->retired_seq))
+		    (!oldest || r->retired_seq <= (*oldest)->retired_seq))
 			oldest = pp;
 	}
 	if (!oldest)
@@ -1557,6 +1558,7 @@ static void *bg_main(void *arg)
 		uint32_t n = 0;
 
 		pthread_mutex_lock(&c->lock);
+		retire_clock++;
 		if (c->nrings + 1 > cap) {
 			uint32_t ncap = (c->nrings + 1) * 2;
 			struct pollfd *np = realloc(pfd, ncap * sizeof *np);
@@ -1573,7 +1575,7 @@ static void *bg_main(void *arg)
 		while ((r = *pp)) {
 			bool retired = __atomic_load_n(&r->retired, __ATOMIC_ACQUIRE);
 			if (retired && !r->retired_seq)
-				r->retired_seq = ++retire_clock;
+				r->retired_seq = retire_clock;
 			if (r->sock < 0 && now >= r->retry_at_ns &&
 			    !(retired && ring_done(r)))
 				try_connect(c, r, now);

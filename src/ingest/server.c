@@ -156,9 +156,10 @@ static inline void bump(uint64_t *c)
 
 /*
  * A free submission entry; the full queue is submitted first. Submitting
- * fails only for want of kernel memory (-EAGAIN), or with a completion
- * queue overflowed (-EBUSY, older kernels), which cq_entries() rules out;
- * either is waited out. Anything else is a broken ring, and mixd stops
+ * fails for want of kernel memory (-EAGAIN), which is waited out. (An
+ * overflowed completion queue refuses submissions, -EBUSY, only on
+ * kernels without IORING_FEAT_NODROP, older than any with the multishot
+ * receives mixd needs.) Anything else is a broken ring, and mixd stops
  * rather than lose track of its connections.
  */
 static struct io_uring_sqe *get_sqe(struct ingest_server *s)
@@ -166,7 +167,7 @@ static struct io_uring_sqe *get_sqe(struct ingest_server *s)
 	struct io_uring_sqe *sqe;
 	while (!(sqe = io_uring_get_sqe(&s->ring))) {
 		int rc = io_uring_submit(&s->ring);
-		if (rc == -EAGAIN || rc == -EBUSY || rc == -EINTR) {
+		if (rc == -EAGAIN || rc == -EINTR) {
 			nanosleep(&(struct timespec){.tv_nsec = 100000}, NULL);
 		} else if (rc < 0) {
 			fprintf(stderr, "mixd: io_uring_submit: %s\n",
@@ -790,10 +791,25 @@ static int setup_buffers(struct ingest_server *s)
 	return 0;
 }
 
+/* Whether anyone may create files in @path's directory. */
+static bool dir_open_to_all(const char *path)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	snprintf(dir, sizeof dir, "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		return false;
+	slash[slash == dir] = '\0'; /* "/x" -> "/" */
+	struct stat st;
+	return stat(dir, &st) == 0 && (st.st_mode & S_IWOTH);
+}
+
 /* Listen on @path; *@ino: the socket file's inode, so that only ours is
  * ever removed (unlink_ours()). The socket is open to every local user
  * (0666) whatever the umask, as a proxy's user is rarely mixd's: who may
- * report is decided by the permissions of its directory. */
+ * report is decided by the permissions of its directory. Except in a
+ * directory anyone may write to (/tmp), whose permissions decide nothing:
+ * there the socket keeps the mode the umask gives it. */
 static int listen_unix(const char *path, ino_t *ino, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -823,8 +839,8 @@ static int listen_unix(const char *path, ino_t *ino, char *err, size_t errlen)
 		unlink(path);
 	}
 	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-	    chmod(path, 0666) != 0 || listen(fd, 1024) != 0 ||
-	    lstat(path, &st) != 0)
+	    (!dir_open_to_all(path) && chmod(path, 0666) != 0) ||
+	    listen(fd, 1024) != 0 || lstat(path, &st) != 0)
 		goto fail;
 	*ino = st.st_ino;
 	return fd;
@@ -850,12 +866,14 @@ const char *ingest_address_path(const char *address)
 
 /*
  * Room for every completion that can be pending at once, so that none
- * waits in the kernel's overflow list. A connection has at most two
- * operations in flight (its hello's receive and deadline; or its multishot
- * receive's last completion and a cancel), three allowed; the multishot
- * receives' data completions hold a provided buffer each; the server's own
- * (accept and its cancel, wake, timer, sweep) are five. Without a limit,
- * as many as the kernel allows (IORING_SETUP_CLAMP).
+ * waits in the kernel's overflow list (which keeps them, but allocates).
+ * A connection has at most two operations in flight (its hello's receive
+ * and deadline; or its multishot receive's last completion and a cancel),
+ * three allowed; the multishot receives' data completions hold a provided
+ * buffer each; the server's own (accept and its cancel, wake, timer,
+ * sweep) are five. The kernel allows at most 65,536 (IORING_SETUP_CLAMP):
+ * so up to some 21,800 producers, and without a limit, the overflow list
+ * may still serve.
  */
 static unsigned cq_entries(unsigned max_open)
 {

@@ -142,7 +142,8 @@ def test_shards_default_to_the_cpus_mixd_may_use(build):
         check(got is not None and 1 <= got <= ncpu, f"{got} shards on {ncpu} CPUs")
         got = shards_by_default(build, ["taskset", "-c", "0", "{}"], d)
         check(got == 1, f"taskset -c 0: {got} shards")
-        # A cgroup with half a CPU, where this machine lets us make one.
+        # A cgroup with half a CPU, where this machine lets us make one;
+        # mixd runs in a cgroup below it, of no quota of its own.
         made = None
         for base, files in (("/sys/fs/cgroup/cpu", ("cpu.cfs_quota_us", "50000")),
                             ("/sys/fs/cgroup", ("cpu.max", "50000 100000"))):
@@ -161,18 +162,23 @@ def test_shards_default_to_the_cpus_mixd_may_use(build):
         if not made:
             print("  (cgroup quota case skipped: no writable cpu cgroup here)")
             return
+        leaf = os.path.join(made, "leaf")
         try:
+            os.mkdir(leaf)
             got = shards_by_default(
-                build, ["sh", "-c", f"echo $$ > {made}/cgroup.procs && exec \"$@\"",
+                build, ["sh", "-c", f"echo $$ > {leaf}/cgroup.procs && exec \"$@\"",
                         "sh", "{}"], d)
-            check(got == 1, f"a cgroup of half a CPU: {got} shards")
+            check(got == 1, f"under a cgroup of half a CPU: {got} shards")
         finally:
-            for _ in range(50):
-                try:
-                    os.rmdir(made)
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            for cg in (leaf, made):
+                for _ in range(50):
+                    try:
+                        os.rmdir(cg)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.1)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -207,19 +208,36 @@ static double now_s(void)
 /* A descriptor from a producer is closed on a thread of its own: its
  * close may wait on the producer, and the io thread, every producer's,
  * must not. It is closed all the same. */
-/* Producers run as other users than mixd: the socket is 0666 whatever
- * mixd's umask (its directory decides who may reach it). */
-static void the_socket_is_open_to_every_user(void **state)
+/* The mode of the socket mixd makes at @path under umask 077. */
+static mode_t socket_mode_at(const char *path)
 {
-	(void)state;
+	char keep[sizeof sock_path];
+	memcpy(keep, sock_path, sizeof keep);
+	snprintf(sock_path, sizeof sock_path, "%s", path);
 	mode_t old = umask(077);
 	struct ingest_server *srv = start();
 	umask(old);
 	struct stat st;
 	assert_int_equal(stat(sock_path, &st), 0);
 	assert_true(S_ISSOCK(st.st_mode));
-	assert_int_equal(st.st_mode & 07777, 0666);
 	stop(srv);
+	memcpy(sock_path, keep, sizeof keep);
+	return st.st_mode & 07777;
+}
+
+/* Producers run as other users than mixd: the socket is 0666 whatever
+ * mixd's umask, and its directory decides who may reach it -- except in
+ * a directory anyone may write to (/tmp), where the umask's mode stays. */
+static void the_socket_is_open_to_every_user(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/mixd-test-server.XXXXXX", path[64];
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/mixd.sock", dir);
+	assert_int_equal(socket_mode_at(path), 0666);
+	assert_int_equal(chmod(dir, 01777), 0);
+	assert_int_equal(socket_mode_at(path), 0700);
+	rmdir(dir);
 }
 
 static void an_untrusted_close_does_not_wait(void **state)
