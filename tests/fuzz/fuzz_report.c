@@ -21,10 +21,9 @@
  *   - a line this reading finds good (every member's JSON kind fits its
  *     type, its value parses, no name twice, no NUL in a string, within
  *     MIXD_RECORD_MAX) is sent, and one it finds bad is not; lines whose
- *     integers are beyond 2^53 are not judged this way (the token decides),
- *     nor are numbers with leading zeros (not JSON, though cJSON reads
- *     them: the tool refuses "-0000000000000000000000000000001" as out of
- *     the int64 range);
+ *     integers are beyond 2^53 are not judged this way (the token decides);
+ *     a number JSON does not write ("01", "1.", "-.5": cJSON reads them)
+ *     makes a line bad, as does a DOUBLE beyond a double's range;
  *   - a rejected line committed nothing, and aborted what it began.
  */
 #include <arpa/inet.h>
@@ -370,13 +369,41 @@ static bool same_map(const struct call *c, const cJSON *o)
 	return n == c->n && at == c->at + c->len;
 }
 
+/* Is [p, e) a number as RFC 8259 writes one? A grammar of its own here,
+ * not the tool's. */
+static bool json_number(const char *p, const char *e)
+{
+	int state = 0; /* 0 sign, 1 int, 2 int digits, 3 '.', 4 frac, 5 'e',
+			  6 exp sign, 7 exp digits */
+	for (bool zero = false; p < e; p++) {
+		char ch = *p;
+		bool dig = ch >= '0' && ch <= '9';
+		if ((state == 0 && ch == '-') || (state == 5 && (ch == '+' || ch == '-')))
+			state++;
+		else if ((state == 0 || state == 1) && dig)
+			state = 2, zero = ch == '0';
+		else if (state == 2 && dig && !zero)
+			;
+		else if (state == 2 && ch == '.')
+			state = 3;
+		else if ((state == 3 || state == 4) && dig)
+			state = 4;
+		else if ((state == 2 || state == 4) && (ch == 'e' || ch == 'E'))
+			state = 5;
+		else if ((state >= 5) && dig)
+			state = 7;
+		else
+			return false;
+	}
+	return state == 2 || state == 4 || state == 7;
+}
+
 /*
- * Does a number outside strings start with a zero and another digit?
- * Not JSON (RFC 8259), but cJSON reads it; the tool then reads the token
- * (of up to 31 bytes) itself, and leading zeros can take it past that.
- * Such lines are not judged.
+ * Is a number outside strings not JSON (RFC 8259): "01", "1.", "-.5"?
+ * cJSON reads those; the tool refuses them. In a line this reading would
+ * send, every number is a member's value, so such a line is bad.
  */
-static bool has_leading_zero(const char *s)
+static bool has_bad_number(const char *s)
 {
 	for (const char *p = s; *p; p++) {
 		if (*p == '"') {
@@ -387,10 +414,13 @@ static bool has_leading_zero(const char *s)
 				break;
 			continue;
 		}
-		bool start = p == s || !strchr("0123456789.eE+-", p[-1]);
-		const char *q = *p == '-' ? p + 1 : p;
-		if (start && q[0] == '0' && q[1] >= '0' && q[1] <= '9')
+		if (!(*p == '-' || (*p >= '0' && *p <= '9')) ||
+		    (p > s && strchr("0123456789.eE+-", p[-1])))
+			continue;
+		const char *e = p + strspn(p, "0123456789.eE+-");
+		if (!json_number(p, e))
 			return true;
+		p = e - 1;
 	}
 	return false;
 }
@@ -463,6 +493,8 @@ static enum verdict member(const cJSON *m, const struct call *c,
 		    !(id < 0 && c->set == SET_INT64 &&
 		      (double)c->i == m->valuedouble))
 			abort();
+		if (!(m->valuedouble - m->valuedouble == 0))
+			return id < 0 ? UNSURE : BAD; /* 1e400: no double */
 		if (id < 0) {
 			/* an integer token must fit an int64: beyond 2^53
 			 * only the token tells */
@@ -544,8 +576,8 @@ static enum verdict judge(const char *line, size_t len, bool sent)
 	size_t bytes = 0, n = 0, unasked = 0;
 	if (!cJSON_IsObject(j) || has_nul_escape(line))
 		v = BAD;
-	else if (has_leading_zero(line))
-		v = UNSURE;
+	else if (has_bad_number(line))
+		v = BAD;
 	for (const cJSON *m = j->child; m && v != BAD; m = m->next, n++) {
 		mixd_attr handle = 0;
 		int id = mixd_attr_lookup(m->string);
