@@ -533,7 +533,6 @@ struct mixd {
 	uint64_t reload_failures;       /* atomic */
 	double last_reload_ok;          /* atomic (bits), unix seconds */
 	uint64_t last_scrape_ns;        /* atomic */
-	unsigned scrapes_live;          /* atomic: views held by scrapes */
 	uint64_t scrapes_refused;       /* atomic */
 	uint64_t scrapes_cut;           /* atomic */
 	/* The scrapes' slots: whose they are, under scrape_lock. */
@@ -704,6 +703,17 @@ static void render_config(struct mixd *m, struct expose_buf *b)
 		NULL, t);
 }
 
+/* Scrapes holding a view now: the slots taken. */
+static unsigned scrapes_in_flight(struct mixd *m)
+{
+	unsigned n = 0;
+	pthread_mutex_lock(&m->scrape_lock);
+	for (int i = 0; i < SCRAPES_MAX; i++)
+		n += m->scrape_slot[i].used;
+	pthread_mutex_unlock(&m->scrape_lock);
+	return n;
+}
+
 static void render_series(struct agg_view *v, struct expose_buf *b,
 			  struct mixd *m)
 {
@@ -785,7 +795,7 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 	       "Scrapes of the Prometheus port holding a view, at most "
 	       TEXT(SCRAPES_MAX) ".");
 	sample1(b, "mixd_scrapes_in_flight", NULL, NULL,
-		(double)__atomic_load_n(&m->scrapes_live, __ATOMIC_RELAXED));
+		(double)scrapes_in_flight(m));
 	family(b, "mixd_scrapes_refused_total", "counter",
 	       "Scrapes answered 503 because " TEXT(SCRAPES_MAX)
 	       " were in flight already, or " TEXT(SCRAPES_PER_PEER)
@@ -968,7 +978,7 @@ static int scrape_slot_take(struct mixd *m, const struct sockaddr *peer)
 	pthread_mutex_lock(&m->scrape_lock);
 	for (int i = 0; i < SCRAPES_MAX; i++) {
 		if (!m->scrape_slot[i].used)
-			free_slot = free_slot < 0 ? i : free_slot;
+			free_slot = free_slot < 0 ? i : free_slot; /* the first */
 		else if (!memcmp(m->scrape_slot[i].peer, key, 16))
 			theirs++;
 	}
@@ -977,7 +987,6 @@ static int scrape_slot_take(struct mixd *m, const struct sockaddr *peer)
 	if (free_slot >= 0) {
 		m->scrape_slot[free_slot].used = true;
 		memcpy(m->scrape_slot[free_slot].peer, key, 16);
-		__atomic_add_fetch(&m->scrapes_live, 1, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(&m->scrape_lock);
 	return free_slot;
@@ -989,7 +998,6 @@ static void scrape_slot_give(struct mixd *m, int slot)
 		return;
 	pthread_mutex_lock(&m->scrape_lock);
 	m->scrape_slot[slot].used = false;
-	__atomic_sub_fetch(&m->scrapes_live, 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&m->scrape_lock);
 }
 

@@ -1062,8 +1062,7 @@ API int mixd_template_create(mixd_client *c, const struct mixd_field *f,
 			goto inval;
 		/* A dictionary attribute of another type than its own: mixd
 		 * would refuse every record made from the template. */
-		if (a < MIXD_ATTR_DICT_COUNT && type != dictionary[a].type &&
-		    !((1u << type) & T_TEXT && (1u << dictionary[a].type) & T_TEXT))
+		if (a < MIXD_ATTR_DICT_COUNT && mistyped((mixd_attr)a, type))
 			goto inval;
 		x->attr = (mixd_attr)a;
 		x->type = (uint8_t)type;
