@@ -441,6 +441,17 @@ static int set_depth(struct parser *ps, struct ast *n)
 	return 0;
 }
 
+/* One level deeper into the parser's own recursion, which every nested
+ * operand, argument list and map key passes through: bounded, so that a
+ * hostile expression is an error, not a stack overflow (set_depth() bounds
+ * the tree, but only once its operands have been parsed). */
+static int descend(struct parser *ps)
+{
+	if (++ps->nesting > EXPR_MAX_DEPTH)
+		return syntax_error(ps, "expression nested too deeply");
+	return 0;
+}
+
 static int nomem(struct parser *ps)
 {
 	return expr_set_error(ps->err, ps->src, ps->len, ps->tok_off,
@@ -484,7 +495,7 @@ static int parse_call(struct parser *ps, const char *name, uint32_t nlen,
 	uint32_t n = 0;
 	if (recv)
 		tmp[n++] = recv;
-	if (next(ps))
+	if (next(ps) || descend(ps))
 		return -1;
 	if (ps->tok != T_RPAREN) {
 		for (;;) {
@@ -503,6 +514,7 @@ static int parse_call(struct parser *ps, const char *name, uint32_t nlen,
 			break;
 		}
 	}
+	ps->nesting--;
 	if (next(ps))
 		return -1;
 	struct ast *c = node(ps, AK_CALL, off, n);
@@ -625,8 +637,10 @@ static int parse_primary(struct parser *ps, struct ast **out)
 		if (ps->tok == T_LBRACK) {
 			uint32_t boff = ps->tok_off;
 			struct ast *key;
-			if (next(ps) || parse_binary(ps, 1, &key))
+			if (next(ps) || descend(ps) ||
+			    parse_binary(ps, 1, &key))
 				return -1;
+			ps->nesting--;
 			if (ps->tok != T_RBRACK)
 				return syntax_error(ps, "expected ']'");
 			if (next(ps))
@@ -668,10 +682,8 @@ static int parse_unary(struct parser *ps, struct ast **out)
 	if (ps->tok == T_NOT || ps->tok == T_MINUS || ps->tok == T_PLUS) {
 		enum tok op = ps->tok;
 		uint32_t off = ps->tok_off;
-		if (++ps->nesting > EXPR_MAX_DEPTH)
-			return syntax_error(ps, "expression nested too deeply");
 		struct ast *operand;
-		if (next(ps) || parse_unary(ps, &operand))
+		if (descend(ps) || next(ps) || parse_unary(ps, &operand))
 			return -1;
 		ps->nesting--;
 		struct ast *n = node(ps, AK_UNARY, off, 1);
@@ -682,9 +694,9 @@ static int parse_unary(struct parser *ps, struct ast **out)
 		*out = n;
 		return set_depth(ps, n);
 	}
-	if (ps->tok == T_LPAREN && ++ps->nesting > EXPR_MAX_DEPTH)
-		return syntax_error(ps, "expression nested too deeply");
 	bool paren = ps->tok == T_LPAREN;
+	if (paren && descend(ps))
+		return -1;
 	int rc = parse_primary(ps, out);
 	if (paren)
 		ps->nesting--;
@@ -728,9 +740,8 @@ static int parse_binary(struct parser *ps, int min_prec, struct ast **out)
 			break;
 		uint32_t off = ps->tok_off;
 		struct ast *right;
-		if (++ps->nesting > EXPR_MAX_DEPTH)
-			return syntax_error(ps, "expression nested too deeply");
-		if (next(ps) || parse_binary(ps, prec + 1, &right))
+		if (descend(ps) || next(ps) ||
+		    parse_binary(ps, prec + 1, &right))
 			return -1;
 		ps->nesting--;
 		struct ast *n;

@@ -1048,6 +1048,29 @@ static void test_limits(void **state)
 	assert_int_equal(expr_eval(p, (uint32_t)id, &f->table, s, &v), 0);
 	assert_int_equal(v.len, 3);
 
+	/* arguments and map keys nested far past the stack's depth: an
+	 * error, not a crash (the tree's height is known only after its
+	 * operands are parsed) */
+	{
+		const int deep = 100000;
+		static const char *const open[] = {"toLower(",
+						   "request.headers["};
+		static const char *const close[] = {")", "]"};
+		for (int k = 0; k < 2; k++) {
+			size_t ol = strlen(open[k]), cap = deep * (ol + 1) + 32;
+			char *d = malloc(cap);
+			size_t m = 0;
+			for (int i = 0; i < deep; i++, m += ol)
+				memcpy(d + m, open[k], ol);
+			m += (size_t)sprintf(d + m, "\"x\"");
+			for (int i = 0; i < deep; i++)
+				d[m++] = close[k][0];
+			assert_int_equal(expr_compile(p, d, m, &err), -1);
+			assert_non_null(strstr(err.msg, "nested too deeply"));
+			free(d);
+		}
+	}
+
 	/* bytes that are not text are rejected, not misread */
 	static const char nul[] = "\"a\0b\" == 1";
 	assert_int_equal(expr_compile(p, nul, sizeof nul - 1, &err), -1);
