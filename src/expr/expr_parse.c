@@ -139,13 +139,26 @@ static size_t utf8_put(char *o, uint32_t cp)
 	return 4;
 }
 
-/* A Go interpreted string literal, unescaped into the program's pool (the
- * result never exceeds the source length). */
+/* Bytes of the literal starting at @ps's position, its quotes included,
+ * up to the end of the text if it has no closing quote: the most its
+ * unescaped value takes (an escape is never shorter than what it means).
+ * The pool holds literals for the program's life: each takes its own
+ * length, not the rest of the text. */
+static size_t literal_span(const struct parser *ps)
+{
+	const char *s = ps->src;
+	size_t i = ps->pos + 1;
+	while (i < ps->len && s[i] != '"' && s[i] != '\n')
+		i += s[i] == '\\' ? 2 : 1;
+	return (i < ps->len ? i + 1 : ps->len) - ps->pos;
+}
+
+/* A Go interpreted string literal, unescaped into the program's pool. */
 static int lex_string(struct parser *ps)
 {
 	const char *s = ps->src;
 	size_t i = ps->pos + 1;
-	char *o = expr_pool_alloc(ps->prog, ps->len - ps->pos);
+	char *o = expr_pool_alloc(ps->prog, literal_span(ps));
 	if (!o)
 		return lex_error(ps, ps->tok_off, "out of memory");
 	size_t n = 0;
@@ -220,7 +233,9 @@ static int lex_string(struct parser *ps)
 static int lex_raw_string(struct parser *ps)
 {
 	size_t i = ps->pos + 1;
-	char *o = expr_pool_alloc(ps->prog, ps->len - ps->pos);
+	const char *end = memchr(ps->src + i, '`', ps->len - i);
+	char *o = expr_pool_alloc(ps->prog, end ? (size_t)(end - ps->src) - i
+						: ps->len - i);
 	if (!o)
 		return lex_error(ps, ps->tok_off, "out of memory");
 	size_t n = 0;

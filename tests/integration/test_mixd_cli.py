@@ -181,6 +181,46 @@ def test_shards_default_to_the_cpus_mixd_may_use(build):
                         time.sleep(0.1)
 
 
+def test_hostile_expressions_are_errors_not_crashes_or_gigabytes(build):
+    """A config a watched directory may receive: expressions nested 30,000
+    deep in calls or map keys are an error (the parser's recursion used to
+    overflow the stack), and 250,000 string literals in a 1 MB expression
+    load in what their text takes (each used to reserve the rest of the
+    text for the config's life: 1 GB)."""
+    tmp = tempfile.mkdtemp(prefix="mixd-hostile.")
+    try:
+        n = 30000
+        for name, expr in (("calls", "toLower(" * n + "request.path" + ")" * n),
+                           ("keys", "request.headers[" * n + '"k"' + "]" * n)):
+            path = os.path.join(tmp, name + ".yaml")
+            with open(path, "w") as f:
+                f.write("kind: rule\nmetadata: {name: d, namespace: default}\n"
+                        "spec:\n  match: '%s == \"x\"'\n" % expr)
+            p = subprocess.run([os.path.join(build, "mixd"), "--check-config", path],
+                               stdin=subprocess.DEVNULL, capture_output=True,
+                               timeout=mt._t(30))
+            out = (p.stdout + p.stderr).decode("utf-8", "replace")
+            check(p.returncode == 1, f"{name}: exit {p.returncode}: {out[-300:]}")
+            check("nested too deeply" in out, out[-300:])
+        path = os.path.join(tmp, "literals.yaml")
+        with open(path, "w") as f:
+            f.write("kind: metric\nmetadata: {name: m, namespace: default}\n"
+                    "spec:\n  value: \"1\"\n  dimensions:\n    d: '%s'\n"
+                    % "|".join(['"a"'] * 250000))
+        p = subprocess.Popen([os.path.join(build, "mixd"), "--check-config", path],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+        err = p.stderr.read().decode("utf-8", "replace")
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = 0  # reaped above
+        check(os.waitstatus_to_exitcode(status) == 0, err[-300:])
+        # ru_maxrss is in KiB; sanitizer builds take more, not gigabytes
+        check(usage.ru_maxrss < 400 * 1024, f"{usage.ru_maxrss} KiB resident")
+    finally:
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     mt.main([
         test_malformed_addresses_exit_2,
@@ -188,4 +228,5 @@ if __name__ == "__main__":
         test_an_ipv6_host_is_announced_in_brackets,
         test_shards_default_to_the_cpus_mixd_may_use,
         test_mixers_boolean_flags_take_a_value,
+        test_hostile_expressions_are_errors_not_crashes_or_gigabytes,
     ])
