@@ -645,6 +645,29 @@ static int carry_rows(struct shard_state *s, size_t d,
 	return 0;
 }
 
+/*
+ * The scratch arena of a shard on @p: the plans evaluated for one record
+ * between two expr_scratch_begin() calls (the attribute generators' and
+ * every rule's; the value plan's has a begin of its own) each keep their
+ * values there until the record is done, and the strings their
+ * expressions make take the default arena besides. Sized once from the
+ * plan, so that no rule runs short however many there are.
+ */
+static size_t scratch_bytes(const struct agg_plan *p)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < p->napas; i++)
+		n += expr_plan_arena_bytes(p->apas[i].in_plan) +
+		     (p->apas[i].bind_plan
+			      ? expr_plan_arena_bytes(p->apas[i].bind_plan)
+			      : 0);
+	for (size_t i = 0; i < p->nrules; i++)
+		n += expr_plan_arena_bytes(p->rules[i].xp);
+	if (p->val_plan && expr_plan_arena_bytes(p->val_plan) > n)
+		n = expr_plan_arena_bytes(p->val_plan);
+	return EXPR_SCRATCH_ARENA_DEFAULT + n + 8 * (p->napas + p->nrules + 1);
+}
+
 struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 				 struct agg_epoch *e, struct epoch_retired **rl)
 {
@@ -657,7 +680,7 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 	s->owns = calloc(plan->ndimsets + 1, sizeof *s->owns);
 	s->inst_errors = calloc(plan->nfams + 1, sizeof *s->inst_errors);
 	s->log_errors = calloc(plan->nlogs + 1, sizeof *s->log_errors);
-	s->scratch = expr_scratch_create(plan->prog, 0);
+	s->scratch = expr_scratch_create(plan->prog, scratch_bytes(plan));
 	x->rule_res = calloc(plan->nrules + 1, sizeof *x->rule_res);
 	x->in_res = calloc(plan->napas + 1, sizeof *x->in_res);
 	x->bind_res = calloc(plan->napas + 1, sizeof *x->bind_res);
@@ -1345,12 +1368,15 @@ static void process(struct shard_state *s, struct attr_table *t,
 		const struct plan_rule *r = &p->rules[i];
 		if (!r->nfams && !r->nlogs)
 			continue;
+		/* Its namespace first: a rule that cannot apply to the record
+		 * is not evaluated. */
+		if (!rule_applies(p, r->r, r->all_namespaces, t))
+			continue;
 		const struct attr_value **res = x->rule_res[i];
 		expr_plan_eval(r->xp, t, sc, res);
 		/* A match that fails to evaluate counts as false, as in Mixer. */
 		const struct attr_value *g = res[r->guard];
-		if (!g || g->type != ATTR_BOOL || !g->b ||
-		    !rule_applies(p, r->r, r->all_namespaces, t))
+		if (!g || g->type != ATTR_BOOL || !g->b)
 			continue;
 		for (size_t k = 0; k < r->nlogs; k++) {
 			uint32_t l = r->logs[k];

@@ -402,6 +402,14 @@ void expr_plan_destroy(struct expr_plan *pl);
 uint32_t expr_plan_size(const struct expr_plan *pl);
 
 /**
+ * Bytes of the scratch arena one expr_plan_eval() of @pl takes for its
+ * own values, besides the strings its expressions make. A scratch that
+ * serves several plans between two expr_scratch_begin() calls needs their
+ * sum, and room for the strings, in its arena.
+ */
+size_t expr_plan_arena_bytes(const struct expr_plan *pl);
+
+/**
  * Where the result of ids[@i] (the @i-th id given to expr_plan_create())
  * lands in the result array. Compute it once, at config load.
  */

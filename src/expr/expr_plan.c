@@ -923,6 +923,11 @@ uint32_t expr_plan_size(const struct expr_plan *pl)
 	return pl->n_regs;
 }
 
+size_t expr_plan_arena_bytes(const struct expr_plan *pl)
+{
+	return (size_t)pl->n_vals * sizeof(struct attr_value);
+}
+
 uint32_t expr_plan_index(const struct expr_plan *pl, size_t i)
 {
 	return i < pl->n_uses ? pl->use_reg[i] : 0;

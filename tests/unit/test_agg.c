@@ -1287,6 +1287,61 @@ static void test_a_reload_adding_a_metric_keeps_the_others_counts(void **state)
 	remove_extra_dir(dir);
 }
 
+/* Many rules, each evaluating twenty dimensions for one record: every
+ * dispatch counts. The values of each rule's plan came out of one scratch
+ * arena of a fixed 64 KiB per record; past about 140 such rules the rest
+ * failed for want of memory, silently, as a failed match. */
+static void test_every_one_of_many_rules_counts(void **state)
+{
+	(void)state;
+	enum { RULES = 300, DIMS = 20 };
+	size_t cap = 4096 + RULES * 256, n = 0;
+	char *extra = malloc(cap);
+	assert_non_null(extra);
+	n += (size_t)snprintf(extra + n, cap - n,
+			      "apiVersion: config.istio.io/v1alpha2\n"
+			      "kind: metric\n"
+			      "metadata: {name: wide, namespace: default}\n"
+			      "spec:\n  value: \"1\"\n  dimensions:\n");
+	for (int d = 0; d < DIMS; d++)
+		n += (size_t)snprintf(extra + n, cap - n,
+				      "    d%d: source.labels[\"k%d\"] | "
+				      "\"unknown\"\n",
+				      d, d);
+	n += (size_t)snprintf(extra + n, cap - n,
+			      "---\napiVersion: config.istio.io/v1alpha2\n"
+			      "kind: prometheus\n"
+			      "metadata: {name: wide, namespace: default}\n"
+			      "spec:\n  metrics:\n  - name: wide_total\n"
+			      "    instance_name: wide.metric.default\n"
+			      "    kind: COUNTER\n    label_names: [");
+	for (int d = 0; d < DIMS; d++)
+		n += (size_t)snprintf(extra + n, cap - n, "%sd%d", d ? ", " : "",
+				      d);
+	n += (size_t)snprintf(extra + n, cap - n, "]\n");
+	for (int r = 0; r < RULES; r++)
+		n += (size_t)snprintf(extra + n, cap - n,
+				      "---\napiVersion: config.istio.io/v1alpha2\n"
+				      "kind: rule\n"
+				      "metadata: {name: wide%d, namespace: default}\n"
+				      "spec:\n  match: context.protocol == \"http\"\n"
+				      "  actions:\n  - handler: wide.prometheus\n"
+				      "    instances: [wide.metric]\n",
+				      r);
+	assert_true(n < cap);
+	char dir[] = "/tmp/mixd-test-agg-wide-XXXXXX";
+	extra_dir(dir, extra);
+	free(extra);
+	struct agg *a = one_shard_on(dir);
+	uint64_t series, expired;
+	code_records(a, 200, 2, 1000);
+	assert_true(counter_sum(a, "istio_wide_total", &series, &expired) ==
+		    2 * RULES);
+	assert_int_equal(series, 1);
+	agg_destroy(a);
+	remove_extra_dir(dir);
+}
+
 /* Each prometheus handler's metricsExpirationPolicy applies to its own
  * metrics, as Mixer kept one expiry cache per handler: a second handler
  * with a 1-minute policy, whose counter has the labels of the seed's
@@ -1550,6 +1605,7 @@ int main(void)
 		cmocka_unit_test(test_expiry),
 		cmocka_unit_test(test_each_handler_expires_its_own_series),
 		cmocka_unit_test(test_a_reload_adding_a_metric_keeps_the_others_counts),
+		cmocka_unit_test(test_every_one_of_many_rules_counts),
 		cmocka_unit_test(test_label_sets_kept_for_other_shards_stop_at_twice_the_limit),
 		cmocka_unit_test(test_two_shards_expiring_at_once_count_once),
 		cmocka_unit_test(test_a_remembered_refusal_ends_when_another_shard_stores_it),
