@@ -661,38 +661,34 @@ static bool warn_once(struct cfg *c, const char *what)
 
 static void mark_skipped(struct cfg *c, const char *fqn)
 {
-	const char **slot = cfg_push(c, &c->skipped, &c->n_skipped,
-				     &c->cap_skipped, sizeof(*slot));
-
-	if (slot)
-		*slot = fqn;
+	if (!cfg_names_find(&c->skipped, fqn))
+		cfg_names_add(c, &c->skipped, fqn, CFG_WHAT_SKIPPED, NULL, NULL);
 }
 
 bool cfg_is_skipped(const struct cfg *c, const char *fqn)
 {
-	for (size_t i = 0; i < c->n_skipped; i++)
-		if (!strcmp(c->skipped[i], fqn))
-			return true;
-	return false;
+	return cfg_names_find(&c->skipped, fqn) != NULL;
 }
 
 /* Names are unique per fully qualified name; the kind is part of it, so
  * only objects of the same kind can collide. */
 const struct cfg_meta *cfg_find_meta(const struct cfg *c, const char *fqn)
 {
-	for (size_t i = 0; i < c->n_instances; i++)
-		if (!strcmp(c->instances[i]->meta.fqn, fqn))
-			return &c->instances[i]->meta;
-	for (size_t i = 0; i < c->n_handlers; i++)
-		if (!strcmp(c->handlers[i]->meta.fqn, fqn))
-			return &c->handlers[i]->meta;
-	for (size_t i = 0; i < c->n_rules; i++)
-		if (!strcmp(c->rules[i]->meta.fqn, fqn))
-			return &c->rules[i]->meta;
-	for (size_t i = 0; i < c->n_manifests; i++)
-		if (!strcmp(c->manifests[i]->meta.fqn, fqn))
-			return &c->manifests[i]->meta;
-	return NULL;
+	const struct cfg_named *e = cfg_names_find(&c->objects, fqn);
+	return e ? e->meta : NULL;
+}
+
+/* Append @obj (its meta @meta) to the array *@arr of *@n, *@cap, and name
+ * it. 0, or -1 on ENOMEM. */
+static int add_object(struct cfg *c, void *arr, size_t *n, size_t *cap,
+		      const void *obj, const struct cfg_meta *meta,
+		      enum cfg_what what)
+{
+	const void **slot = cfg_push(c, arr, n, cap, sizeof *slot);
+	if (!slot)
+		return -1;
+	*slot = obj;
+	return cfg_names_add(c, &c->objects, meta->fqn, what, meta, obj);
 }
 
 struct object {
@@ -719,7 +715,6 @@ static int decode_instance(struct cfg_ctx *x, struct object *o,
 		NULL,
 		0};
 	struct cfg_instance *in = cfg_alloc(x->c, sizeof(*in));
-	struct cfg_instance **slot;
 	int rc = 0;
 
 	if (!in)
@@ -761,12 +756,9 @@ static int decode_instance(struct cfg_ctx *x, struct object *o,
 	}
 	if (rc)
 		return -1;
-	slot = cfg_push(x->c, &x->c->instances, &x->c->n_instances,
-			&x->c->cap_instances, sizeof(*slot));
-	if (!slot)
-		return -1;
-	*slot = in;
-	return 0;
+	return add_object(x->c, &x->c->instances, &x->c->n_instances,
+			  &x->c->cap_instances, in, &in->meta,
+			  CFG_WHAT_INSTANCE);
 }
 
 static int decode_handler(struct cfg_ctx *x, struct object *o,
@@ -774,7 +766,6 @@ static int decode_handler(struct cfg_ctx *x, struct object *o,
 			  const char *params_path)
 {
 	struct cfg_handler *h = cfg_alloc(x->c, sizeof(*h));
-	struct cfg_handler **slot;
 	int rc = 0;
 
 	if (!h)
@@ -793,18 +784,13 @@ static int decode_handler(struct cfg_ctx *x, struct object *o,
 	}
 	if (rc)
 		return -1;
-	slot = cfg_push(x->c, &x->c->handlers, &x->c->n_handlers,
-			&x->c->cap_handlers, sizeof(*slot));
-	if (!slot)
-		return -1;
-	*slot = h;
-	return 0;
+	return add_object(x->c, &x->c->handlers, &x->c->n_handlers,
+			  &x->c->cap_handlers, h, &h->meta, CFG_WHAT_HANDLER);
 }
 
 static int decode_rule(struct cfg_ctx *x, struct object *o)
 {
 	struct cfg_rule *r = cfg_alloc(x->c, sizeof(*r));
-	struct cfg_rule **slot;
 
 	if (!r)
 		return -1;
@@ -819,18 +805,13 @@ static int decode_rule(struct cfg_ctx *x, struct object *o)
 		r->match.pos = o->meta.pos;
 	}
 	r->in_default_namespace = !strcmp(r->meta.ns, x->c->default_ns);
-	slot = cfg_push(x->c, &x->c->rules, &x->c->n_rules, &x->c->cap_rules,
-			sizeof(*slot));
-	if (!slot)
-		return -1;
-	*slot = r;
-	return 0;
+	return add_object(x->c, &x->c->rules, &x->c->n_rules,
+			  &x->c->cap_rules, r, &r->meta, CFG_WHAT_RULE);
 }
 
 static int decode_manifest(struct cfg_ctx *x, struct object *o)
 {
 	struct manifest_scratch *ms = cfg_alloc(x->c, sizeof(*ms));
-	struct cfg_manifest **slot;
 
 	if (!ms)
 		return -1;
@@ -838,12 +819,9 @@ static int decode_manifest(struct cfg_ctx *x, struct object *o)
 	if (o->spec &&
 	    cfg_decode_map(x, o->spec, CFG_FIELDS(manifest_fields), ms))
 		return -1;
-	slot = cfg_push(x->c, &x->c->manifests, &x->c->n_manifests,
-			&x->c->cap_manifests, sizeof(*slot));
-	if (!slot)
-		return -1;
-	*slot = &ms->m;
-	return 0;
+	return add_object(x->c, &x->c->manifests, &x->c->n_manifests,
+			  &x->c->cap_manifests, &ms->m, &ms->m.meta,
+			  CFG_WHAT_MANIFEST);
 }
 
 /* A template or adapter mixd does not implement: skip with one warning. */

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "config/config_internal.h"
 
 struct cfg_chunk {
@@ -298,21 +300,69 @@ const struct cfg_handler *cfg_handler(const struct cfg *c, size_t i)
 	return c->handlers[i];
 }
 
+static size_t name_hash(const char *fqn)
+{
+	return (size_t)XXH3_64bits(fqn, strlen(fqn));
+}
+
+/* The slot of @fqn in @t, or the empty one where it would go. */
+static struct cfg_named *name_slot(const struct cfg_names *t, const char *fqn,
+				   size_t h)
+{
+	for (size_t i = h & t->mask;; i = (i + 1) & t->mask) {
+		struct cfg_named *e = &t->slot[i];
+		if (!e->fqn || !strcmp(e->fqn, fqn))
+			return e;
+	}
+}
+
+int cfg_names_add(struct cfg *c, struct cfg_names *t, const char *fqn,
+		  enum cfg_what what, const struct cfg_meta *meta,
+		  const void *obj)
+{
+	/* At most half full. A grown table is a new one in the arena: the
+	 * old ones add up to less than the last. */
+	if (2 * (t->n + 1) > (t->slot ? t->mask + 1 : 0)) {
+		size_t cap = t->slot ? 2 * (t->mask + 1) : 64;
+		struct cfg_named *slot = cfg_alloc(c, cap * sizeof *slot);
+		if (!slot)
+			return -1;
+		struct cfg_names g = {.slot = slot, .n = t->n, .mask = cap - 1};
+		for (size_t i = 0; t->slot && i <= t->mask; i++)
+			if (t->slot[i].fqn)
+				*name_slot(&g, t->slot[i].fqn,
+					   name_hash(t->slot[i].fqn)) =
+					t->slot[i];
+		*t = g;
+	}
+	struct cfg_named *e = name_slot(t, fqn, name_hash(fqn));
+	if (!e->fqn)
+		t->n++;
+	*e = (struct cfg_named){
+		.fqn = fqn, .meta = meta, .obj = obj, .what = what};
+	return 0;
+}
+
+const struct cfg_named *cfg_names_find(const struct cfg_names *t,
+				       const char *fqn)
+{
+	if (!t->slot)
+		return NULL;
+	const struct cfg_named *e = name_slot(t, fqn, name_hash(fqn));
+	return e->fqn ? e : NULL;
+}
+
 const struct cfg_instance *cfg_find_instance(const struct cfg *c,
 					     const char *fqn)
 {
-	for (size_t i = 0; i < c->n_instances; i++)
-		if (!strcmp(c->instances[i]->meta.fqn, fqn))
-			return c->instances[i];
-	return NULL;
+	const struct cfg_named *e = cfg_names_find(&c->objects, fqn);
+	return e && e->what == CFG_WHAT_INSTANCE ? e->obj : NULL;
 }
 
 const struct cfg_handler *cfg_find_handler(const struct cfg *c, const char *fqn)
 {
-	for (size_t i = 0; i < c->n_handlers; i++)
-		if (!strcmp(c->handlers[i]->meta.fqn, fqn))
-			return c->handlers[i];
-	return NULL;
+	const struct cfg_named *e = cfg_names_find(&c->objects, fqn);
+	return e && e->what == CFG_WHAT_HANDLER ? e->obj : NULL;
 }
 
 bool cfg_rule_applies(const struct cfg *c, const struct cfg_rule *r,

@@ -23,6 +23,29 @@
 
 struct cfg_chunk;
 
+/** What a name in a struct cfg_names stands for. */
+enum cfg_what {
+	CFG_WHAT_INSTANCE = 1,
+	CFG_WHAT_HANDLER,
+	CFG_WHAT_RULE,
+	CFG_WHAT_MANIFEST,
+	CFG_WHAT_SKIPPED,
+};
+
+/** One name of a struct cfg_names; fqn NULL: an empty slot. */
+struct cfg_named {
+	const char *fqn;
+	const struct cfg_meta *meta; /* NULL for a skipped name */
+	const void *obj;	     /* the struct cfg_instance etc. */
+	enum cfg_what what;
+};
+
+/** Names, by open addressing on their hash, in the config's arena. */
+struct cfg_names {
+	struct cfg_named *slot;
+	size_t n, mask;
+};
+
 /** Everything of the model lives in `struct cfg`. */
 #define CFG_ARENA_BASE ((size_t)64 << 20)
 #define CFG_ARENA_PER_BYTE 16
@@ -49,11 +72,12 @@ struct cfg {
 	struct cfg_handler **handlers;
 	size_t n_handlers, cap_handlers;
 
-	/* fully qualified names of objects of known kinds that were skipped
-	 * (unsupported template or adapter), so that references to them are
-	 * dropped rather than reported as dangling */
-	const char **skipped;
-	size_t n_skipped, cap_skipped;
+	/* Every object by fully qualified name, and the names of objects of
+	 * known kinds that were skipped (unsupported template or adapter, or
+	 * in error), so that references to them are dropped rather than
+	 * reported as dangling. Each object and reference is looked up once:
+	 * tables, not scans, or loading is quadratic in the objects. */
+	struct cfg_names objects, skipped;
 
 	/* kinds already warned about (one warning per kind) */
 	const char **warned_kinds;
@@ -90,6 +114,18 @@ char *cfg_sprintf(struct cfg *c, const char *fmt, ...)
  * *@cap; returns it, or NULL on ENOMEM.
  */
 void *cfg_push(struct cfg *c, void *arr, size_t *n, size_t *cap, size_t size);
+
+/**
+ * Add @fqn (owned by the config) to @t, standing for @obj of kind @what
+ * (its meta @meta). The caller has checked that it is not there yet.
+ * Returns 0, or -1 on ENOMEM (c->oom set).
+ */
+int cfg_names_add(struct cfg *c, struct cfg_names *t, const char *fqn,
+		  enum cfg_what what, const struct cfg_meta *meta,
+		  const void *obj);
+/** The entry of @fqn in @t, or NULL. */
+const struct cfg_named *cfg_names_find(const struct cfg_names *t,
+				       const char *fqn);
 
 /* --- diagnostics (cfg_util.c) --- */
 
