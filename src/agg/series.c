@@ -518,6 +518,9 @@ struct state_ext {
 	uint32_t cap_ogen;    /* rows_gen() at a set's overflow; 0: none */
 	uint32_t memo_win, memo_win_hits, memo_aside;
 	const struct attr_value **val_res;
+	/* What process() remembers of a record: written only while its mlen
+	 * is not 0, which is only with the memo on, for plans of at most 64
+	 * sets and families (plan_memo()). */
 	uint8_t cap_st[64];
 	struct row *cap_row[64];
 	uint8_t cap_hits[64];
@@ -1435,7 +1438,8 @@ static void process(struct shard_state *s, struct attr_table *t,
 		}
 		if (!ok) {
 			count_dimfail(s, ds, cnt);
-			x->cap_st[d] = MEMO_DIMFAIL;
+			if (mlen)
+				x->cap_st[d] = MEMO_DIMFAIL;
 			continue;
 		}
 		double val[64];
@@ -1474,8 +1478,10 @@ static void process(struct shard_state *s, struct attr_table *t,
 		if (full &&
 		    (hard || !held_elsewhere(s, e, d, h, x->x.key, klen))) {
 			count_overflow(se, ds, vok);
-			x->cap_st[d] = MEMO_OVERFLOW;
-			x->cap_ogen = ogen;
+			if (mlen) {
+				x->cap_st[d] = MEMO_OVERFLOW;
+				x->cap_ogen = ogen;
+			}
 			continue;
 		}
 		if (!r) {
@@ -1490,8 +1496,10 @@ static void process(struct shard_state *s, struct attr_table *t,
 					__ATOMIC_RELEASE);
 		}
 		row_apply(p, ds, r, vok, cnt, val, now_ns);
-		x->cap_st[d] = MEMO_ROW;
-		x->cap_row[d] = r;
+		if (mlen) {
+			x->cap_st[d] = MEMO_ROW;
+			x->cap_row[d] = r;
+		}
 	}
 	for (size_t f = 0; f < p->nfams; f++)
 		hits[f] = 0;

@@ -1342,6 +1342,67 @@ static void test_every_one_of_many_rules_counts(void **state)
 	remove_extra_dir(dir);
 }
 
+/* More label lists than the memo takes (64): the memo is off, and every
+ * family counts. The sets' memo states used to be written regardless,
+ * past their 64-entry arrays (UBSan stopped it; a release build went on
+ * overwriting the shard's record counters). */
+static void test_more_label_lists_than_the_memo_takes(void **state)
+{
+	(void)state;
+	enum { SETS = 80 };
+	size_t cap = 4096 + SETS * 512, n = 0;
+	char *extra = malloc(cap);
+	assert_non_null(extra);
+	for (int i = 0; i < SETS; i++)
+		n += (size_t)snprintf(extra + n, cap - n,
+				      "apiVersion: config.istio.io/v1alpha2\n"
+				      "kind: metric\n"
+				      "metadata: {name: m%d, namespace: default}\n"
+				      "spec:\n  value: \"1\"\n"
+				      "  dimensions: {l%d: response.code | 0}\n---\n",
+				      i, i);
+	n += (size_t)snprintf(extra + n, cap - n,
+			      "apiVersion: config.istio.io/v1alpha2\n"
+			      "kind: prometheus\n"
+			      "metadata: {name: sets, namespace: default}\n"
+			      "spec:\n  metrics:\n");
+	for (int i = 0; i < SETS; i++)
+		n += (size_t)snprintf(extra + n, cap - n,
+				      "  - {name: fam%d_total, instance_name: "
+				      "m%d.metric.default, kind: COUNTER, "
+				      "label_names: [l%d]}\n",
+				      i, i, i);
+	n += (size_t)snprintf(extra + n, cap - n,
+			      "---\napiVersion: config.istio.io/v1alpha2\n"
+			      "kind: rule\n"
+			      "metadata: {name: sets, namespace: default}\n"
+			      "spec:\n  actions:\n  - handler: sets.prometheus\n"
+			      "    instances: [");
+	for (int i = 0; i < SETS; i++)
+		n += (size_t)snprintf(extra + n, cap - n, "%sm%d.metric",
+				      i ? ", " : "", i);
+	n += (size_t)snprintf(extra + n, cap - n, "]\n");
+	assert_true(n < cap);
+	char dir[] = "/tmp/mixd-test-agg-sets-XXXXXX";
+	extra_dir(dir, extra);
+	free(extra);
+	struct agg *a = one_shard_on(dir);
+	assert_false(a->plan->memo_ok);
+	code_records(a, 200, 3, 1000);
+	code_records(a, 404, 1, 1000);
+	for (int i = 0; i < SETS; i++) {
+		char name[64];
+		uint64_t series, expired;
+		snprintf(name, sizeof name, "istio_fam%d_total", i);
+		assert_true(counter_sum(a, name, &series, &expired) == 4);
+		assert_int_equal(series, 2);
+	}
+	assert_true(counter_sum(a, "istio_requests_total", &(uint64_t){0},
+				&(uint64_t){0}) == 4);
+	agg_destroy(a);
+	remove_extra_dir(dir);
+}
+
 /* Each prometheus handler's metricsExpirationPolicy applies to its own
  * metrics, as Mixer kept one expiry cache per handler: a second handler
  * with a 1-minute policy, whose counter has the labels of the seed's
@@ -1606,6 +1667,7 @@ int main(void)
 		cmocka_unit_test(test_each_handler_expires_its_own_series),
 		cmocka_unit_test(test_a_reload_adding_a_metric_keeps_the_others_counts),
 		cmocka_unit_test(test_every_one_of_many_rules_counts),
+		cmocka_unit_test(test_more_label_lists_than_the_memo_takes),
 		cmocka_unit_test(test_label_sets_kept_for_other_shards_stop_at_twice_the_limit),
 		cmocka_unit_test(test_two_shards_expiring_at_once_count_once),
 		cmocka_unit_test(test_a_remembered_refusal_ends_when_another_shard_stores_it),
