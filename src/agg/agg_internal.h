@@ -577,6 +577,16 @@ int plan_open_logs(struct agg_plan *p);
 bool state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 		  struct epoch_retired **rl);
 
+/**
+ * Set @ok of plan @op as set @ds of plan @p, across a reload: true when
+ * they have the same labels and at least one family in common, with
+ * from[b] the bit in @ok of @ds's family b (the same name, kind and
+ * buckets), or -1.
+ */
+bool plan_set_map(const struct agg_plan *p, const struct plan_dimset *ds,
+		  const struct agg_plan *op, const struct plan_dimset *ok,
+		  int from[64]);
+
 /** Copy a row consistently into @cells (ncells), *@touched, *@last_ns. */
 void row_read(const struct row *r, unsigned ncells, uint64_t *cells,
 	      uint64_t *touched, int64_t *last_ns);

@@ -580,6 +580,24 @@ static bool same_family(const struct plan_family *a,
 	       (!a->nb || !memcmp(a->bounds, b->bounds, a->nb * sizeof *a->bounds));
 }
 
+bool plan_set_map(const struct agg_plan *p, const struct plan_dimset *ds,
+		  const struct agg_plan *op, const struct plan_dimset *ok,
+		  int from[64])
+{
+	if (strcmp(ok->key_sig, ds->key_sig) != 0)
+		return false;
+	bool any = false;
+	for (unsigned b = 0; b < ds->nfam; b++) {
+		from[b] = -1;
+		for (unsigned ob = 0; ob < ok->nfam && from[b] < 0; ob++)
+			if (same_family(&p->fams[ds->fams[b]],
+					&op->fams[ok->fams[ob]]))
+				from[b] = (int)ob;
+		any |= from[b] >= 0;
+	}
+	return any;
+}
+
 /*
  * Fill new dimension set @d of @s, whose families differ from every old
  * set's, with the rows of @old's sets that have its labels: the cells,
@@ -597,19 +615,8 @@ static int carry_rows(struct shard_state *s, size_t d,
 	struct series *se = s->series[d];
 	for (size_t k = 0; k < op->ndimsets; k++) {
 		const struct plan_dimset *ok = &op->dimsets[k];
-		if (strcmp(ok->key_sig, ds->key_sig) != 0)
-			continue;
 		int from[64]; /* per family of @d: its bit in set k, or -1 */
-		bool any = false;
-		for (unsigned b = 0; b < ds->nfam; b++) {
-			from[b] = -1;
-			for (unsigned ob = 0; ob < ok->nfam && from[b] < 0; ob++)
-				if (same_family(&p->fams[ds->fams[b]],
-						&op->fams[ok->fams[ob]]))
-					from[b] = (int)ob;
-			any |= from[b] >= 0;
-		}
-		if (!any)
+		if (!plan_set_map(p, ds, op, ok, from))
 			continue;
 		const struct series *os = old->series[k];
 		for (unsigned b = 0; b < ds->nfam; b++)

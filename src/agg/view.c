@@ -211,6 +211,18 @@ static uint64_t abbreviate(const struct sref *r, const struct prefix *pf)
 }
 
 /* Collect the rows of one shard's series @se that have data. */
+/* Room for more rows in @vs: 0, or -ENOMEM. */
+static int grow(struct vset *vs)
+{
+	size_t nc = vs->cap ? vs->cap * 2 : 1024;
+	struct sref *g = realloc(vs->rows, nc * sizeof *g);
+	if (!g)
+		return -ENOMEM;
+	vs->rows = g;
+	vs->cap = nc;
+	return 0;
+}
+
 static int collect_series(struct vset *vs, const struct series *se,
 			  unsigned ncells)
 {
@@ -222,19 +234,93 @@ static int collect_series(struct vset *vs, const struct series *se,
 		/* created, never completed an update: not shown */
 		if (!__atomic_load_n(&r->touched, __ATOMIC_ACQUIRE))
 			continue;
-		if (vs->n == vs->cap) {
-			size_t nc = vs->cap ? vs->cap * 2 : 1024;
-			struct sref *g = realloc(vs->rows, nc * sizeof *g);
-			if (!g)
-				return -ENOMEM;
-			vs->rows = g;
-			vs->cap = nc;
-		}
+		if (vs->n == vs->cap && grow(vs))
+			return -ENOMEM;
 		vs->rows[vs->n++] = (struct sref){
 			.key = row_key(r, ncells), /* immutable */
 			.key_len = r->key_len,
 			.r = r,
 		};
+	}
+	return 0;
+}
+
+/*
+ * The rows for set @d of @x's plan held by shard state @st, which is on
+ * another plan: a reload under way, its shards switching one at a time.
+ * @st's sets with the same labels give theirs, copied with each cell moved
+ * to where @x's plan keeps its family (as carry_rows() moves them when the
+ * shard switches); families @x's plan does not have are left out. Without
+ * this, for the moment a shard is behind, every series of a set whose
+ * families changed would lose that shard's share, and a counter going down
+ * reads as a reset to Prometheus.
+ */
+static int collect_moved(struct view_ext *x, struct vset *vs, size_t d,
+			 const struct shard_state *st,
+			 struct agg_view_family *fams)
+{
+	const struct agg_plan *p = x->plan, *sp = st->plan;
+	const struct plan_dimset *ds = &p->dimsets[d];
+	for (size_t k = 0; k < sp->ndimsets; k++) {
+		const struct plan_dimset *ok = &sp->dimsets[k];
+		int from[64];
+		if (!plan_set_map(p, ds, sp, ok, from))
+			continue;
+		const struct series *se = st->series[k];
+		for (unsigned b = 0; b < ds->nfam; b++)
+			if (from[b] >= 0) {
+				struct agg_view_family *vf = &fams[ds->fams[b]];
+				vf->overflow += __atomic_load_n(
+					&se->overflow[from[b]], __ATOMIC_RELAXED);
+				vf->expired += __atomic_load_n(
+					&se->expired[from[b]], __ATOMIC_RELAXED);
+			}
+		struct vset old = {0};
+		uint64_t *tmp = malloc(ok->ncells * sizeof *tmp + 8);
+		if (!tmp || collect_series(&old, se, ok->ncells)) {
+			free(tmp);
+			free(old.rows);
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < old.n; i++) {
+			const struct row *r = old.rows[i].r;
+			uint64_t touched, moved = 0;
+			int64_t ns;
+			row_read(r, ok->ncells, tmp, &touched, &ns);
+			for (unsigned b = 0; b < ds->nfam; b++)
+				if (from[b] >= 0 && (touched >> from[b] & 1))
+					moved |= 1ull << b;
+			if (!moved)
+				continue;
+			struct row *n = arena_alloc(
+				x, sizeof *n + ds->ncells * sizeof n->cells[0] +
+					   r->key_len);
+			if (!n || (vs->n == vs->cap && grow(vs))) {
+				free(tmp);
+				free(old.rows);
+				return -ENOMEM;
+			}
+			*n = (struct row){.hash = r->hash,
+					  .key_len = r->key_len,
+					  .touched = moved,
+					  .last_ns = ns};
+			memset(n->cells, 0, ds->ncells * sizeof n->cells[0]);
+			for (unsigned b = 0; b < ds->nfam; b++) {
+				if (!(moved >> b & 1))
+					continue;
+				const struct plan_family *pf = &p->fams[ds->fams[b]];
+				const struct plan_family *of =
+					&sp->fams[ok->fams[from[b]]];
+				memcpy(&n->cells[pf->cell], &tmp[of->cell],
+				       plan_family_cells(pf) * sizeof tmp[0]);
+			}
+			uint8_t *key = (uint8_t *)row_key(n, ds->ncells);
+			memcpy(key, old.rows[i].key, r->key_len);
+			vs->rows[vs->n++] = (struct sref){
+				.key = key, .key_len = r->key_len, .r = n};
+		}
+		free(tmp);
+		free(old.rows);
 	}
 	return 0;
 }
@@ -573,8 +659,11 @@ static int view_create(struct agg *a, struct agg_view **out, bool rows)
 		const struct agg_plan *sp = st->plan;
 		for (size_t d = 0; d < p->ndimsets; d++) {
 			int k = find_set(sp, p->dimsets[d].signature);
-			if (k < 0)
+			if (k < 0) {
+				if (collect_moved(x, &sets[d], d, st, v->fams))
+					goto out;
 				continue;
+			}
 			const struct series *se = st->series[k];
 			if (collect_series(&sets[d], se, p->dimsets[d].ncells))
 				goto out;
