@@ -249,10 +249,12 @@ static const char *op_text(unsigned op)
 	}
 }
 
+/* What <, <=, > and >= take: Mixer's generateLt() and its kin compile
+ * them for strings (Go's byte order), integers, doubles and timestamps. */
 static bool is_ordered(unsigned t)
 {
 	return t == ATTR_INT64 || t == ATTR_DOUBLE || t == ATTR_TIMESTAMP ||
-	       t == ATTR_DURATION;
+	       t == ATTR_DURATION || t == ATTR_STRING;
 }
 
 static int check_binary(struct cctx *c, struct ast *n)
@@ -282,8 +284,8 @@ static int check_binary(struct cctx *c, struct ast *n)
 			return -1;
 		if (!is_ordered(t))
 			return cerr(c, l->off,
-				    "argument 1 of %s: expected INT64, DOUBLE, "
-				    "TIMESTAMP or DURATION, got %s",
+				    "argument 1 of %s: expected STRING, INT64, "
+				    "DOUBLE, TIMESTAMP or DURATION, got %s",
 				    ops, tname(t));
 		n->type = ATTR_BOOL;
 		return 0;

@@ -523,6 +523,12 @@ int expr_eval_node(const struct expr_program *p, uint32_t ni,
 				return 0;
 			}
 			cmp = (x.d > y.d) - (x.d < y.d);
+		} else if (attr_type_is_string((enum attr_type)e->aux)) {
+			/* bytes, then length: Go's string order */
+			uint32_t n = x.len < y.len ? x.len : y.len;
+			cmp = n ? memcmp(x.s, y.s, n) : 0;
+			if (!cmp)
+				cmp = (x.len > y.len) - (x.len < y.len);
 		} else {
 			cmp = (x.i > y.i) - (x.i < y.i);
 		}

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---- allocation ---------------------------------------------------------- */
 
@@ -612,13 +613,15 @@ static int parse_primary(struct parser *ps, struct ast **out)
 				return -1;
 			break;
 		}
-		if (nlen == 4 && memcmp(name, "true", 4) == 0) {
+		/* Mixer lowercases a bare name before this test: True and
+		 * FALSE are the constants too (ast/expr.go, process()). */
+		if (nlen == 4 && strncasecmp(name, "true", 4) == 0) {
 			n = node(ps, AK_CONST, off, 0);
 			if (!n)
 				return nomem(ps);
 			n->k.type = ATTR_BOOL;
 			n->k.b = true;
-		} else if (nlen == 5 && memcmp(name, "false", 5) == 0) {
+		} else if (nlen == 5 && strncasecmp(name, "false", 5) == 0) {
 			n = node(ps, AK_CONST, off, 0);
 			if (!n)
 				return nomem(ps);
