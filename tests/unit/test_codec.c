@@ -492,11 +492,11 @@ static void layout_pair(unsigned i, uint8_t *lrec, uint32_t *llen,
 	wire_attr(h, MIXD_ATTR_SOURCE_IP, MIXD_T_IP, NULL, 0);
 	wire_ip(h, ip, ipl);
 	wire_attr(h, MIXD_ATTR_DESTINATION_SERVICE_HOST, MIXD_T_STRING, NULL, 0);
-	wire_bytes(h, host, lens[1]);
+	wire_bytes(h, host, strlen(host));
 	wire_attr(h, MIXD_ATTR_REQUEST_PATH, MIXD_T_STRING, NULL, 0);
 	wire_bytes(h, path, pl);
 	wire_attr(h, MIXD_ATTR_SOURCE_UID, MIXD_T_STRING, NULL, 0);
-	wire_bytes(h, uid, lens[3]);
+	wire_bytes(h, uid, strlen(uid));
 	assert_false(h->overflow);
 }
 
