@@ -587,6 +587,19 @@ bool plan_set_map(const struct agg_plan *p, const struct plan_dimset *ds,
 		  const struct agg_plan *op, const struct plan_dimset *ok,
 		  int from[64]);
 
+/** A row's @touched bits of set @ok as those of set @ds (plan_set_map()'s
+ *  @from): the families both have. */
+uint64_t plan_set_touched(const struct plan_dimset *ds, const int from[64],
+			  uint64_t touched);
+
+/** Copy the cells of @ds's families in @touched (plan_set_touched()'s)
+ *  from @old, a row's cells as set @ok of plan @op keeps them, to where
+ *  set @ds of plan @p keeps them in @cells. */
+void plan_set_move(const struct agg_plan *p, const struct plan_dimset *ds,
+		   const struct agg_plan *op, const struct plan_dimset *ok,
+		   const int from[64], uint64_t touched, uint64_t *cells,
+		   const uint64_t *old);
+
 /** Copy a row consistently into @cells (ncells), *@touched, *@last_ns. */
 void row_read(const struct row *r, unsigned ncells, uint64_t *cells,
 	      uint64_t *touched, int64_t *last_ns);

@@ -580,6 +580,31 @@ static bool same_family(const struct plan_family *a,
 	       (!a->nb || !memcmp(a->bounds, b->bounds, a->nb * sizeof *a->bounds));
 }
 
+uint64_t plan_set_touched(const struct plan_dimset *ds, const int from[64],
+			  uint64_t touched)
+{
+	uint64_t t = 0;
+	for (unsigned b = 0; b < ds->nfam; b++)
+		if (from[b] >= 0 && (touched >> from[b] & 1))
+			t |= 1ull << b;
+	return t;
+}
+
+void plan_set_move(const struct agg_plan *p, const struct plan_dimset *ds,
+		   const struct agg_plan *op, const struct plan_dimset *ok,
+		   const int from[64], uint64_t touched, uint64_t *cells,
+		   const uint64_t *old)
+{
+	for (unsigned b = 0; b < ds->nfam; b++) {
+		if (!(touched >> b & 1))
+			continue;
+		const struct plan_family *pf = &p->fams[ds->fams[b]];
+		const struct plan_family *of = &op->fams[ok->fams[from[b]]];
+		memcpy(&cells[pf->cell], &old[of->cell],
+		       plan_family_cells(pf) * sizeof cells[0]);
+	}
+}
+
 bool plan_set_map(const struct agg_plan *p, const struct plan_dimset *ds,
 		  const struct agg_plan *op, const struct plan_dimset *ok,
 		  int from[64])
@@ -628,25 +653,16 @@ static int carry_rows(struct shard_state *s, size_t d,
 			const struct row *r = os->arr->slot[i];
 			if (!r)
 				continue;
-			uint64_t touched = 0;
-			for (unsigned b = 0; b < ds->nfam; b++)
-				if (from[b] >= 0 && (r->touched >> from[b] & 1))
-					touched |= 1ull << b;
+			uint64_t touched =
+				plan_set_touched(ds, from, r->touched);
 			if (!touched)
 				continue; /* only families that are gone */
 			const uint8_t *key = row_key(r, os->ncells);
 			struct row *n = lookup(se, r->hash, key, r->key_len);
 			if (!n && !(n = insert(se, r->hash, key, r->key_len, e, rl)))
 				return -1;
-			for (unsigned b = 0; b < ds->nfam; b++) {
-				if (!(touched >> b & 1))
-					continue;
-				const struct plan_family *pf = &p->fams[ds->fams[b]];
-				const struct plan_family *of =
-					&op->fams[ok->fams[from[b]]];
-				memcpy(&n->cells[pf->cell], &r->cells[of->cell],
-				       plan_family_cells(pf) * sizeof n->cells[0]);
-			}
+			plan_set_move(p, ds, op, ok, from, touched, n->cells,
+				      r->cells);
 			n->touched |= touched;
 			if (r->last_ns > n->last_ns)
 				n->last_ns = r->last_ns;

@@ -284,12 +284,10 @@ static int collect_moved(struct view_ext *x, struct vset *vs, size_t d,
 		}
 		for (size_t i = 0; i < old.n; i++) {
 			const struct row *r = old.rows[i].r;
-			uint64_t touched, moved = 0;
+			uint64_t touched;
 			int64_t ns;
 			row_read(r, ok->ncells, tmp, &touched, &ns);
-			for (unsigned b = 0; b < ds->nfam; b++)
-				if (from[b] >= 0 && (touched >> from[b] & 1))
-					moved |= 1ull << b;
+			uint64_t moved = plan_set_touched(ds, from, touched);
 			if (!moved)
 				continue;
 			struct row *n = arena_alloc(
@@ -305,15 +303,7 @@ static int collect_moved(struct view_ext *x, struct vset *vs, size_t d,
 					  .touched = moved,
 					  .last_ns = ns};
 			memset(n->cells, 0, ds->ncells * sizeof n->cells[0]);
-			for (unsigned b = 0; b < ds->nfam; b++) {
-				if (!(moved >> b & 1))
-					continue;
-				const struct plan_family *pf = &p->fams[ds->fams[b]];
-				const struct plan_family *of =
-					&sp->fams[ok->fams[from[b]]];
-				memcpy(&n->cells[pf->cell], &tmp[of->cell],
-				       plan_family_cells(pf) * sizeof tmp[0]);
-			}
+			plan_set_move(p, ds, sp, ok, from, moved, n->cells, tmp);
 			uint8_t *key = (uint8_t *)row_key(n, ds->ncells);
 			memcpy(key, old.rows[i].key, r->key_len);
 			vs->rows[vs->n++] = (struct sref){
