@@ -1409,10 +1409,8 @@ static int64_t mono_ms(void)
  * same directories do not put it off.
  */
 #define QUIET_MS 200
-static void control_loop(struct mixd *m, const sigset_t *sigs,
-			 bool changed_at_start)
+static void control_loop(struct mixd *m, int sfd, bool changed_at_start)
 {
-	int sfd = signalfd(-1, sigs, SFD_CLOEXEC);
 	/* when a reload is due (mono_ms()); -1: none */
 	int64_t due = changed_at_start ? mono_ms() + QUIET_MS : -1;
 	for (;;) {
@@ -1445,7 +1443,6 @@ static void control_loop(struct mixd *m, const sigset_t *sigs,
 			}
 		}
 	}
-	close(sfd);
 }
 
 int main(int argc, char **argv)
@@ -1467,6 +1464,13 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* Made first: without it no signal would ever reach mixd (they are
+	 * blocked everywhere), and one sent during start-up waits in it. */
+	int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	if (sfd < 0) {
+		fprintf(stderr, "mixd: signalfd: %s\n", strerror(errno));
+		return 1;
+	}
 
 	int rc = 1;
 	m.vocab = attr_vocab_create();
@@ -1509,7 +1513,7 @@ int main(int argc, char **argv)
 		MIXD_VERSION, m.st.address, m.st.shards,
 		m.st.shards == 1 ? "" : "s");
 
-	control_loop(&m, &sigs, changed);
+	control_loop(&m, sfd, changed);
 
 	fprintf(stderr, "mixd: stopping: draining producer rings\n");
 	__atomic_store_n(&m.serving, 0, __ATOMIC_RELEASE);
@@ -1518,6 +1522,7 @@ int main(int argc, char **argv)
 	rc = 0;
 out:
 	shutdown_all(&m);
+	close(sfd);
 	if (rc == 0)
 		fprintf(stderr, "mixd: stopped\n");
 	return rc ? 1 : 0;
