@@ -1365,8 +1365,15 @@ static int load_config(struct mixd *m, bool initial, bool *changed)
 	}
 	for (size_t i = 0; i < cfg_warning_count(c); i++)
 		fprintf(stderr, "mixd: config: warning: %s\n", cfg_warning(c, i));
-	if (agg_set_config(m->agg, c)) {
-		fprintf(stderr, "mixd: config: out of memory installing it\n");
+	int err = agg_set_config(m->agg, c);
+	if (err) {
+		fprintf(stderr, "mixd: config %s not installed: %s; %s\n",
+			m->st.config,
+			err == -EIO ? "a stdio handler's output cannot be "
+				      "opened (above)"
+				    : "out of memory",
+			initial ? "not starting"
+				: "keeping the configuration in force");
 		goto fail;
 	}
 	start_resolver(m, c, initial);

@@ -47,7 +47,8 @@ int agg_create(const struct agg_options *o, const struct attr_vocab *vocab,
  * Install a config generation; the agg takes @cfg over (and frees it on
  * failure). Each shard switches between two records, so every record is
  * counted under exactly one generation; series of metric families whose
- * definition did not change carry over. Returns 0 or -ENOMEM. Callable
+ * definition did not change carry over. Returns 0, -ENOMEM, or -EIO when
+ * a stdio handler's output could not be opened (said on stderr). Callable
  * from any one thread at a time, before or after agg_start().
  */
 int agg_set_config(struct agg *a, struct cfg *cfg);

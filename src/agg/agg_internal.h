@@ -281,8 +281,10 @@ static inline bool metric_value(const struct attr_value *v, double *out)
 	}
 }
 
-/** Compile @cfg (taken over: freed with the plan). NULL on ENOMEM. */
-struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation);
+/** Compile @cfg (taken over: freed with the plan). NULL on failure, *@err
+ *  then -ENOMEM, or -EIO when a stdio handler's output could not be opened
+ *  (said on stderr). */
+struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation, int *err);
 void plan_ref(struct agg_plan *p);
 void plan_unref(struct agg_plan *p);
 

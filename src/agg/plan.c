@@ -5,6 +5,7 @@
  * feed, and the attribute-generating (mesos) instances to run first.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -455,8 +456,9 @@ int plan_buckets(struct plan_family *pf)
 	return 0;
 }
 
-struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation)
+struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation, int *err)
 {
+	*err = -ENOMEM;
 	struct agg_plan *p = calloc(1, sizeof *p);
 	if (!p) {
 		cfg_destroy(cfg);
@@ -574,8 +576,12 @@ struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation)
 		int n = snprintf(name, sizeof name, "$out.%s", mar_out_name(o));
 		p->out_slot[o] = attr_vocab_find(p->vocab, name, (size_t)n);
 	}
-	if (plan_memo(p) || plan_open_logs(p))
+	if (plan_memo(p))
 		goto fail;
+	if (plan_open_logs(p)) {
+		*err = -EIO;
+		goto fail;
+	}
 	return p;
 fail:
 	plan_unref(p);

@@ -465,10 +465,11 @@ static void unref_plan(void *p)
 int agg_set_config(struct agg *a, struct cfg *cfg)
 {
 	pthread_mutex_lock(&a->ctl_lock);
-	struct agg_plan *p = plan_build(cfg, a->generation + 1);
+	int err;
+	struct agg_plan *p = plan_build(cfg, a->generation + 1, &err);
 	if (!p) {
 		pthread_mutex_unlock(&a->ctl_lock);
-		return -ENOMEM;
+		return err;
 	}
 	if (a->o.no_memo)
 		p->memo_ok = false;

@@ -252,6 +252,32 @@ def test_check_config_time_is_linear_in_the_objects(build):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def test_an_unopenable_stdio_output_is_named_not_out_of_memory(build):
+    """A stdio handler whose outputPath cannot be opened: mixd does not
+    start and says why (it used to add "out of memory installing it")."""
+    tmp = tempfile.mkdtemp(prefix="mixd-stdio.")
+    try:
+        path = os.path.join(tmp, "log.yaml")
+        with open(path, "w") as f:
+            f.write("kind: stdio\nmetadata: {name: h, namespace: default}\n"
+                    "spec: {logStream: FILE, outputPath: /nonexistent/dir/access.log}\n"
+                    "---\nkind: logentry\nmetadata: {name: acc, namespace: default}\n"
+                    "spec: {severity: '\"Info\"', variables: {code: response.code | 0}}\n"
+                    "---\nkind: rule\nmetadata: {name: r, namespace: default}\n"
+                    "spec: {actions: [{handler: h.stdio, instances: [acc.logentry]}]}\n")
+        status, err = run_mixd(build, ["--config", path, "--address",
+                                       "unix://" + os.path.join(tmp, "s.sock"),
+                                       "--monitoring-address", "127.0.0.1:0",
+                                       "--prometheus-address", "127.0.0.1:0"])
+        check(status == 1, f"exit {status}: {err}")
+        check("cannot open /nonexistent/dir/access.log" in err, err)
+        check("a stdio handler's output cannot be opened" in err, err)
+        check("out of memory" not in err, err)
+    finally:
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     mt.main([
         test_malformed_addresses_exit_2,
@@ -261,4 +287,5 @@ if __name__ == "__main__":
         test_mixers_boolean_flags_take_a_value,
         test_hostile_expressions_are_errors_not_crashes_or_gigabytes,
         test_check_config_time_is_linear_in_the_objects,
+        test_an_unopenable_stdio_output_is_named_not_out_of_memory,
     ])

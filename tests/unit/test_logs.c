@@ -94,7 +94,8 @@ static struct fixture *setup_with(const char *logentry, const char *handler)
 	struct cfg *c = cfg_load(path, "default");
 	assert_non_null(c);
 	assert_true(cfg_ok(c));
-	f->plan = plan_build(c, 1);
+	int err;
+	f->plan = plan_build(c, 1, &err);
 	assert_non_null(f->plan);
 	assert_int_equal(f->plan->nlogs, 1);
 	f->sc = expr_scratch_create(f->plan->prog, 0);
