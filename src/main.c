@@ -518,6 +518,11 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 #define SCRAPE_DEADLINE_S 60
 #define SCRAPE_TIMEOUT_MAX_S 3600
 
+struct inode_id {
+	dev_t dev;
+	ino_t ino;
+};
+
 struct mixd {
 	struct settings st;
 	struct attr_vocab *vocab;
@@ -550,6 +555,10 @@ struct mixd {
 	int dir_wd;
 	char file_name[NAME_MAX + 1];
 	bool watch_warned; /* live reload's trouble said once */
+	/* The files and directories the inotify instance watches, by inode
+	 * (as inotify knows them), sorted (rewatch()). */
+	struct inode_id *watched;
+	size_t nwatched;
 };
 
 #define TEXT_(x) #x
@@ -1323,20 +1332,107 @@ static void start_resolver(struct mixd *m, const struct cfg *c, bool initial)
 	agg_set_resolver(m->agg, res);
 }
 
+static int inode_cmp(const void *a, const void *b)
+{
+	const struct inode_id *x = a, *y = b;
+	if (x->dev != y->dev)
+		return x->dev < y->dev ? -1 : 1;
+	return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+/* Is @path's inode (or, @parent, its directory's) watched now? */
+static bool is_watched(const struct mixd *m, const char *path, bool parent)
+{
+	char dir[PATH_MAX];
+	if (parent) {
+		const char *slash = strrchr(path, '/');
+		if (!slash)
+			strcpy(dir, ".");
+		else
+			snprintf(dir, sizeof dir, "%.*s",
+				 slash == path ? 1 : (int)(slash - path), path);
+		path = dir;
+	}
+	struct stat st;
+	if (!m->nwatched || stat(path, &st) != 0)
+		return false;
+	struct inode_id k = {st.st_dev, st.st_ino};
+	return bsearch(&k, m->watched, m->nwatched, sizeof k, inode_cmp);
+}
+
+/* Remember what the inotify instance now watches: @c's sources, or the
+ * path alone. */
+static void remember_watched(struct mixd *m, const struct cfg *c)
+{
+	free(m->watched);
+	m->watched = NULL;
+	m->nwatched = 0;
+	size_t n = 1;
+	const char *root = m->st.config;
+	if (!strncmp(root, "fs://", 5))
+		root += 5;
+	const char *const *src = c ? cfg_sources(c, &n) : &root;
+	if (!(m->watched = calloc(n + 1, sizeof *m->watched)))
+		return;
+	for (size_t i = 0; i < n; i++) {
+		struct stat st;
+		if (stat(src[i], &st) == 0)
+			m->watched[m->nwatched++] =
+				(struct inode_id){st.st_dev, st.st_ino};
+	}
+	qsort(m->watched, m->nwatched, sizeof *m->watched, inode_cmp);
+}
+
+/*
+ * Of what @c was read from, was anything the old watch did not cover
+ * modified at or after @since (less 10 ms: file times come from the
+ * kernel's coarse clock)? A directory this load read first (new, or
+ * swapped in by a rename or a symlink) was not watched while it read, so
+ * a file made or written in it meanwhile was seen by no watch: only its
+ * time says so. A file directly in a watched directory was covered by
+ * that directory's watch.
+ */
+static bool unwatched_changed(const struct mixd *m, const struct cfg *c,
+			      const struct timespec *since)
+{
+	size_t n;
+	const char *const *src = cfg_sources(c, &n);
+	int64_t t0 = (int64_t)since->tv_sec * 1000000000 + since->tv_nsec -
+		     10000000;
+	for (size_t i = 0; i < n; i++) {
+		struct stat st;
+		if (stat(src[i], &st) != 0)
+			return true; /* gone since: read again */
+		if (is_watched(m, src[i], false) ||
+		    (!S_ISDIR(st.st_mode) && is_watched(m, src[i], true)))
+			continue;
+		if ((int64_t)st.st_mtim.tv_sec * 1000000000 +
+			    st.st_mtim.tv_nsec >=
+		    t0)
+			return true;
+	}
+	return false;
+}
+
 /*
  * A new watch of what @c was read from (or, @c NULL, of the path), in
- * place of the old one; true when the old one saw the config change since
- * reading began (drained then): the caller loads again, or that change
+ * place of the old one; true when the config changed since reading began
+ * at @since, as the old watch saw (drained then) or, for what it did not
+ * watch, as the files' times say: the caller loads again, or that change
  * would be lost. Files replaced since the last load are new inodes the
  * old watches do not see: each load watches what it read.
  */
-static bool rewatch(struct mixd *m, const struct cfg *c)
+static bool rewatch(struct mixd *m, const struct cfg *c,
+		    const struct timespec *since)
 {
 	int old_fd = m->inotify_fd, old_dir = m->dir_wd;
 	char old_name[sizeof m->file_name];
 	memcpy(old_name, m->file_name, sizeof old_name);
 	watch_config(m, c);
-	bool changed = drain_watch(old_fd, old_dir, old_name);
+	/* The new watches are in place: what changes from here they see. */
+	bool changed = drain_watch(old_fd, old_dir, old_name) ||
+		       (c && unwatched_changed(m, c, since));
+	remember_watched(m, c);
 	if (old_fd >= 0)
 		close(old_fd);
 	return changed;
@@ -1348,13 +1444,15 @@ static int load_config(struct mixd *m, bool initial, bool *changed)
 {
 	/* What changed until now, this load reads. */
 	drain_watch(m->inotify_fd, m->dir_wd, m->file_name);
+	struct timespec since;
+	clock_gettime(CLOCK_REALTIME, &since);
 	struct cfg *c = cfg_load(m->st.config, m->st.default_ns);
 	if (!c) {
 		fprintf(stderr, "mixd: config: out of memory\n");
-		*changed = rewatch(m, NULL);
+		*changed = rewatch(m, NULL, &since);
 		goto fail;
 	}
-	*changed = rewatch(m, c);
+	*changed = rewatch(m, c, &since);
 	if (!cfg_ok(c)) {
 		fprintf(stderr, "mixd: config %s has errors; %s\n", m->st.config,
 			initial ? "not starting"
@@ -1400,6 +1498,7 @@ static void shutdown_all(struct mixd *m)
 	attr_vocab_destroy(m->vocab);
 	if (m->inotify_fd >= 0)
 		close(m->inotify_fd);
+	free(m->watched);
 }
 
 static int64_t mono_ms(void)
@@ -1497,8 +1596,10 @@ int main(int argc, char **argv)
 	}
 	/* Watched before it is read: a change while it is, is seen. */
 	bool changed = false;
-	if (m.st.config)
+	if (m.st.config) {
 		watch_config(&m, NULL);
+		remember_watched(&m, NULL);
+	}
 	if (m.st.config && (rc = load_config(&m, true, &changed)))
 		goto out;
 	if ((rc = agg_start(m.agg))) {

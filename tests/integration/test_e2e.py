@@ -762,6 +762,44 @@ def a_symlinked_config_directory_swapped_is_followed(build):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def a_file_made_in_a_new_directory_during_a_reload_is_loaded(build):
+    """A directory added to the config, and a file written into it while
+    the reload it set off is still reading: the reload after it loads the
+    file (here a broken one, refused and counted). The old watch did not
+    cover the new directory and the new one was not made yet, so no event
+    told of the file; now the files' times do."""
+    tmp = tempfile.mkdtemp(prefix="mixd-newdir.")
+    cfgdir = os.path.join(tmp, "conf")
+    os.mkdir(cfgdir)
+    shutil.copy(SEED, os.path.join(cfgdir, "a.yaml"))
+    # a long read: sorted after sub/, so the new directory is listed early
+    with open(os.path.join(cfgdir, "zz.yaml"), "w") as f:
+        for i in range(60000):
+            f.write("---\nkind: rule\nmetadata: {name: z%d, namespace: default}\n"
+                    "spec: {match: context.protocol == \"x\"}\n" % i)
+    try:
+        with mt.Mixd(build, ["--config", cfgdir, "--configDefaultNamespace", "default"]) as m:
+            gen = lambda: mt.value(m.metrics(), "mixd_config_generation")
+            fails = lambda: mt.value(m.metrics(), "mixd_config_reload_failures_total")
+            g0 = gen()
+            t0 = time.monotonic()
+            os.mkdir(os.path.join(cfgdir, "sub"))
+            # the reload starts 200 ms after the mkdir and reads for longer
+            time.sleep(0.35)
+            with open(os.path.join(cfgdir, "sub", "x.yaml"), "w") as f:
+                f.write("kind: rule\nmetadata: {name: bad, namespace: default}\n"
+                        "spec: {match: no.such.attribute == 1}\n")
+            # (a slow machine may list sub/ after the write: then the
+            # first reload reads the file itself)
+            m.wait_for(lambda: gen() > g0 or fails() >= 1, timeout=60,
+                       what="the reload the mkdir set off")
+            took = time.monotonic() - t0
+            m.wait_for(lambda: fails() >= 1, timeout=60, what="the new directory's file read")
+            print(f"   first reload done {took:.2f} s after the mkdir")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def series_expire_after_the_policy(build):
     tmp = tempfile.mkdtemp(prefix="mixd-expiry.")
     try:
@@ -1291,6 +1329,7 @@ if __name__ == "__main__":
         a_configmap_style_file_reloads_when_its_link_is_swapped,
         a_config_that_goes_missing_is_followed_back,
         a_symlinked_config_directory_swapped_is_followed,
+        a_file_made_in_a_new_directory_during_a_reload_is_loaded,
         series_expire_after_the_policy,
         labels_that_fill_the_key_fail_the_next_one,
         a_nan_observation_counts_only_in_the_inf_bucket,
