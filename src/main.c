@@ -1157,6 +1157,45 @@ static int start_http(struct mixd *m)
 
 /* ---- configuration: load, watch, reload --------------------------------- */
 
+/*
+ * @path as one whose last component names it in its directory, into @out
+ * (@cap bytes): absolute, without trailing "/" or "/." ("conf/." and "."
+ * name a directory by "."; its holding directory would be itself, and the
+ * events for the files in it filtered out by that name). A last ".." is
+ * resolved in full. False if it does not fit.
+ */
+static bool holding_path(const char *path, char *out, size_t cap)
+{
+	char cwd[PATH_MAX];
+	int n = path[0] == '/' ? snprintf(out, cap, "%s", path)
+		: getcwd(cwd, sizeof cwd)
+			? snprintf(out, cap, "%s/%s", cwd, path)
+			: -1;
+	if (n < 0 || (size_t)n >= cap)
+		return false;
+	size_t l = (size_t)n;
+	for (;;) {
+		while (l > 1 && out[l - 1] == '/')
+			out[--l] = '\0';
+		if (l >= 2 && !strcmp(out + l - 2, "/."))
+			out[l -= 2] = '\0';
+		else
+			break;
+	}
+	if (l == 0)
+		strcpy(out, "/");
+	if (l > 3 && !strcmp(out + l - 3, "/..")) {
+		char *r = realpath(out, NULL);
+		if (!r || strlen(r) >= cap) {
+			free(r);
+			return false;
+		}
+		strcpy(out, r);
+		free(r);
+	}
+	return true;
+}
+
 /* Watch every file and directory the config came from, and the directory
  * that holds the config path. A new inotify instance per load: the set of
  * files may have changed. The old one is the caller's to drain (what
@@ -1199,7 +1238,7 @@ static void watch_config(struct mixd *m, const struct cfg *c)
 	 * while the path is missing, its nearest existing ancestor, by the
 	 * name that leads down to it. */
 	char dir[PATH_MAX], name[NAME_MAX + 1];
-	if (snprintf(dir, sizeof dir, "%s", root) >= (int)sizeof dir)
+	if (!holding_path(root, dir, sizeof dir))
 		return;
 	struct stat st;
 	do {

@@ -800,6 +800,37 @@ def a_file_made_in_a_new_directory_during_a_reload_is_loaded(build):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def a_config_directory_named_with_a_dot_sees_new_files(build):
+    """--config conf/. and --config . name the directory by "."; a new
+    file in it is loaded (here a broken one: refused, counted). The
+    directory was taken for its own holding directory, and the events for
+    its files filtered out by the name "."."""
+    tmp = tempfile.mkdtemp(prefix="mixd-dot.")
+    try:
+        cfgdir = os.path.join(tmp, "conf")
+        os.mkdir(cfgdir)
+        shutil.copy(SEED, os.path.join(cfgdir, "a.yaml"))
+        bad = ("kind: rule\nmetadata: {name: bad, namespace: default}\n"
+               "spec: {match: no.such.attribute == 1}\n")
+        with mt.Mixd(build, ["--config", cfgdir + "/.",
+                             "--configDefaultNamespace", "default"]) as m:
+            with open(os.path.join(cfgdir, "b.yaml"), "w") as f:
+                f.write(bad)
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_config_reload_failures_total") >= 1,
+                       what="the new file in conf/. read")
+        m = mt.Mixd(build, ["--config", ".", "--configDefaultNamespace", "default"],
+                    start=False)
+        with m:
+            shutil.copy(SEED, os.path.join(m.tmp, "a.yaml"))
+            m.start()
+            with open(os.path.join(m.tmp, "b.yaml"), "w") as f:
+                f.write(bad)
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_config_reload_failures_total") >= 1,
+                       what="the new file in . read")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def series_expire_after_the_policy(build):
     tmp = tempfile.mkdtemp(prefix="mixd-expiry.")
     try:
@@ -1330,6 +1361,7 @@ if __name__ == "__main__":
         a_config_that_goes_missing_is_followed_back,
         a_symlinked_config_directory_swapped_is_followed,
         a_file_made_in_a_new_directory_during_a_reload_is_loaded,
+        a_config_directory_named_with_a_dot_sees_new_files,
         series_expire_after_the_policy,
         labels_that_fill_the_key_fail_the_next_one,
         a_nan_observation_counts_only_in_the_inf_bucket,
