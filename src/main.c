@@ -1477,6 +1477,47 @@ static bool rewatch(struct mixd *m, const struct cfg *c,
 	return changed;
 }
 
+/*
+ * The first mesosenv handler's settings (the one the resolver serves), as
+ * the resolver would take them, with --marathon-address: a setting it
+ * refuses is an error of the config, so the config is refused whole
+ * rather than installed with the resolver left on the old settings, or
+ * none.
+ */
+static void check_mesosenv(struct cfg *c, const char *override_address)
+{
+	for (size_t i = 0; i < cfg_handler_count(c); i++) {
+		const struct cfg_handler *h = cfg_handler(c, i);
+		if (h->adapter != CFG_ADAPTER_MESOSENV)
+			continue;
+		struct mar_options o;
+		char why[512];
+		if (!mar_options_from_handler(h, override_address, &o) &&
+		    mar_options_check(&o, why, sizeof why))
+			cfg_add_error(c, &h->meta,
+				      override_address && *override_address
+					      ? "--marathon-address or params"
+					      : "params",
+				      why);
+		return;
+	}
+}
+
+/* --check-config: the summary, the resolver's settings checked too. */
+static int check_config(const struct settings *st)
+{
+	struct cfg *c = cfg_load(st->check_config, st->default_ns);
+	if (!c) {
+		fprintf(stdout, "%s: out of memory\n", st->check_config);
+		return 1;
+	}
+	check_mesosenv(c, st->marathon_address);
+	cfg_print_summary(c, stdout);
+	int rc = cfg_ok(c) ? 0 : 1;
+	cfg_destroy(c);
+	return rc;
+}
+
 /* Load the config and install it; on error keep the one in force.
  * *@changed: it changed while it was being read (see rewatch()). */
 static int load_config(struct mixd *m, bool initial, bool *changed)
@@ -1492,6 +1533,7 @@ static int load_config(struct mixd *m, bool initial, bool *changed)
 		goto fail;
 	}
 	*changed = rewatch(m, c, &since);
+	check_mesosenv(c, m->st.marathon_address);
 	if (!cfg_ok(c)) {
 		fprintf(stderr, "mixd: config %s has errors; %s\n", m->st.config,
 			initial ? "not starting"
@@ -1598,7 +1640,7 @@ int main(int argc, char **argv)
 	if (parse_flags(argc, argv, &m.st))
 		return 2;
 	if (m.st.check_config)
-		return cfg_check(m.st.check_config, m.st.default_ns, stdout) ? 1 : 0;
+		return check_config(&m.st);
 
 	/* Signals go to the control loop alone: every thread started below
 	 * inherits the mask. */

@@ -157,6 +157,12 @@ void cfg_error_at(struct cfg *c, const struct cfg_pos *pos, const char *fqn,
 	*slot = d ? d : "out of memory";
 }
 
+void cfg_add_error(struct cfg *c, const struct cfg_meta *meta,
+		   const char *field, const char *msg)
+{
+	cfg_error_at(c, &meta->pos, meta->fqn, field, "%s", msg);
+}
+
 void cfg_warn_at(struct cfg *c, const struct cfg_pos *pos, const char *fqn,
 		 const char *field, const char *fmt, ...)
 {

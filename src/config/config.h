@@ -398,6 +398,14 @@ size_t cfg_error_count(const struct cfg *c);
  *  @c. Never contains a secret value. */
 const char *cfg_error(const struct cfg *c, size_t i);
 
+/**
+ * Add an error about object @meta's @field (NULL: the object) found by a
+ * check outside the config module (a handler's settings its adapter
+ * refuses): the config is then not ok. @msg is one line; never a secret.
+ */
+void cfg_add_error(struct cfg *c, const struct cfg_meta *meta,
+		   const char *field, const char *msg);
+
 /** Number of warnings (skipped kinds, ignored fields). */
 size_t cfg_warning_count(const struct cfg *c);
 

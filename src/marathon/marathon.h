@@ -138,6 +138,14 @@ int mar_options_from_handler(const struct cfg_handler *h,
 			     struct mar_options *o);
 
 /**
+ * Would mar_resolver_start() take @o? 0; or -EINVAL with the reason in
+ * @why (@cap bytes; never a credential): a marathon_address entry it
+ * cannot read, none at all, a password without a user, a ca_file it
+ * cannot read; or -ENOMEM.
+ */
+int mar_options_check(const struct mar_options *o, char *why, size_t cap);
+
+/**
  * Validate @o, start the resolver thread. It never fails because Marathon
  * is unreachable; only -EINVAL (bad address list, unreadable CA file,
  * user without password), -ENOMEM or a thread creation error (-errno).

@@ -373,17 +373,42 @@ static bool stopping(const struct mar_resolver *r)
 	return stop_asked(r) || __atomic_load_n(&r->reconf, __ATOMIC_ACQUIRE);
 }
 
+static void logv(FILE *log, const char *fmt, va_list ap)
+{
+	char line[2048];
+	vsnprintf(line, sizeof line, fmt, ap);
+	fprintf(log, "mixd: marathon: %s\n", line);
+	fflush(log);
+}
+
 static void logf_(struct mar_resolver *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 static void logf_(struct mar_resolver *r, const char *fmt, ...)
 {
-	char line[2048];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
+	logv(r->log, fmt, ap);
 	va_end(ap);
-	fprintf(r->log, "mixd: marathon: %s\n", line);
-	fflush(r->log);
+}
+
+/* Where settings_parse() says what it refuses: a log, or a buffer. */
+struct say {
+	FILE *log;  /* when not NULL */
+	char *why;  /* else here, @cap bytes */
+	size_t cap;
+};
+
+static void sayf(const struct say *to, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void sayf(const struct say *to, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (to->log)
+		logv(to->log, fmt, ap);
+	else if (to->cap)
+		vsnprintf(to->why, to->cap, fmt, ap);
+	va_end(ap);
 }
 
 /* Failure kinds share one number space for episode tracking. */
@@ -1310,10 +1335,10 @@ static int64_t dflt(int64_t v, int64_t d)
 	return v > 0 ? v : d;
 }
 
-/* Parse and copy @o into @st (zeroed): 0, -EINVAL (logged through @r;
- * never a credential) or -ENOMEM. On failure @st holds what was copied,
- * for settings_free(). @o NULL: paused, no address. */
-static int settings_parse(struct mar_resolver *r, struct settings *st,
+/* Parse and copy @o into @st (zeroed): 0, -EINVAL (said to @to; never a
+ * credential) or -ENOMEM. On failure @st holds what was copied, for
+ * settings_free(). @o NULL: paused, no address. */
+static int settings_parse(const struct say *to, struct settings *st,
 			  const struct mar_options *o)
 {
 	if (!o)
@@ -1336,7 +1361,7 @@ static int settings_parse(struct mar_resolver *r, struct settings *st,
 		const char *c = strchr(p, ',');
 		size_t n = c ? (size_t)(c - p) : strlen(p);
 		if ((rc = add_address(st, p, n)) < 0) {
-			logf_(r, "bad marathon_address entry \"%.*s\"",
+			sayf(to, "bad marathon_address entry \"%.*s\"",
 			      (int)(strchr(p, '@') && strchr(p, '@') < p + n
 					    ? 0
 					    : n),
@@ -1348,17 +1373,17 @@ static int settings_parse(struct mar_resolver *r, struct settings *st,
 		p = c + 1;
 	}
 	if (!st->n_addrs) {
-		logf_(r, "marathon_address names no address");
+		sayf(to, "marathon_address names no address");
 		return -EINVAL;
 	}
 	if (st->password && !st->user) {
-		logf_(r, "http_basic_auth_password without a user");
+		sayf(to, "http_basic_auth_password without a user");
 		return -EINVAL;
 	}
 	if (st->ca_file) {
 		FILE *f = fopen(st->ca_file, "r");
 		if (!f) {
-			logf_(r, "cannot read ca_file %s: %s", st->ca_file,
+			sayf(to, "cannot read ca_file %s: %s", st->ca_file,
 			      strerror(errno));
 			return -EINVAL;
 		}
@@ -1376,6 +1401,19 @@ static int settings_parse(struct mar_resolver *r, struct settings *st,
 	st->publish_interval_ns = dflt(o->publish_interval_ns, 100000000ll);
 	st->sync_limit_ns = dflt(o->sync_limit_ns, 15 * 60 * 1000000000ll);
 	return 0;
+}
+
+int mar_options_check(const struct mar_options *o, char *why, size_t cap)
+{
+	struct settings st = {0};
+	const struct say to = {.why = why, .cap = cap};
+	if (cap)
+		why[0] = '\0';
+	int rc = settings_parse(&to, &st, o);
+	settings_free(&st);
+	if (rc == -ENOMEM && cap)
+		snprintf(why, cap, "out of memory");
+	return rc;
 }
 
 static bool same_str(const char *a, const char *b)
@@ -1418,8 +1456,9 @@ int mar_resolver_start(const struct mar_options *o, struct mar_resolver **out)
 	pthread_mutex_init(&r->set_mu, NULL);
 	r->c.body_cap = UINT64_MAX;
 	r->log = o->log_file ? o->log_file : stderr;
-	if ((rc = settings_parse(r, &r->s, o)) ||
-	    (rc = settings_parse(r, &r->asked, o)))
+	const struct say to = {.log = r->log};
+	if ((rc = settings_parse(&to, &r->s, o)) ||
+	    (rc = settings_parse(&to, &r->asked, o)))
 		goto fail;
 	r->publish_gap_ns = r->s.publish_interval_ns;
 	logf_(r, "following %s", r->s.addrs[0]); /* no userinfo kept */
@@ -1454,7 +1493,8 @@ int mar_resolver_reconfigure(struct mar_resolver *r,
 	struct settings *st = calloc(1, sizeof *st);
 	if (!st)
 		return -ENOMEM;
-	int rc = settings_parse(r, st, o);
+	const struct say to = {.log = r->log};
+	int rc = settings_parse(&to, st, o);
 	pthread_mutex_lock(&r->set_mu);
 	if (!rc && settings_equal(st, &r->asked)) {
 		rc = 0;
@@ -1462,7 +1502,7 @@ int mar_resolver_reconfigure(struct mar_resolver *r,
 		/* A copy to compare the next call with, and this one for the
 		 * thread (replacing any it has not taken yet). */
 		struct settings mine = {0};
-		if ((rc = settings_parse(r, &mine, o))) {
+		if ((rc = settings_parse(&to, &mine, o))) {
 			settings_free(&mine);
 		} else {
 			settings_free(&r->asked);

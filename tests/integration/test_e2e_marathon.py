@@ -9,6 +9,7 @@ MIXD_TEST_THREADED
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -311,6 +312,61 @@ spec:
 """
 
 
+def settings_the_resolver_refuses_refuse_the_config(build):
+    """mesosenv settings the resolver cannot take (a ca_file it cannot read,
+    a password without a user) are errors of the config: --check-config
+    says so, mixd does not start on them, and a reload to them is refused
+    whole and counted, the resolver kept on the settings in force. They
+    used to pass the check, and to be installed with the resolver left
+    behind (or, at start, with none, yet /readyz ready)."""
+    si = StandIn(apps=[dict(a) for a in APPS], heartbeat=0.5)
+    si.command({"cmd": "auth", "basic": "zmcc:Zmcc@001"})
+    tmp = tempfile.mkdtemp(prefix="mixd-marathon-refused.")
+    path = os.path.join(tmp, "mixer.yaml")
+    good = seed_for(si.port)
+    no_ca = good.replace("  http_basic_auth_user: zmcc\n",
+                         "  http_basic_auth_user: zmcc\n  ca_file: /nonexistent/ca.pem\n")
+    no_user = good.replace("  http_basic_auth_user: zmcc\n", "")
+    mt.check(no_ca != good and no_user != good, "the seed's mesosenv handler moved")
+
+    def write(text):
+        with open(path + ".new", "w") as f:
+            f.write(text)
+        os.replace(path + ".new", path)
+
+    try:
+        for bad, why in ((no_ca, "cannot read ca_file /nonexistent/ca.pem"),
+                         (no_user, "http_basic_auth_password without a user")):
+            write(bad)
+            p = subprocess.run([os.path.join(build, "mixd"), "--check-config", path,
+                                "--configDefaultNamespace", "default"],
+                               capture_output=True, timeout=mt._t(30))
+            out = p.stdout.decode()
+            mt.check(p.returncode == 1, out)
+            mt.check(why in out and "handler.mesosenv.default" in out, out)
+            m = mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"],
+                        start=False)
+            with m:
+                try:
+                    m.start()
+                    mt.check(False, "mixd started on refused mesosenv settings")
+                except mt.MixdError:
+                    pass
+                mt.check(why in m.stderr() and "not starting" in m.stderr(), m.stderr_tail())
+        write(good)
+        gen = lambda m: mt.value(m.metrics(), "mixd_config_generation")
+        fails = lambda m: mt.value(m.metrics(), "mixd_config_reload_failures_total")
+        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
+            m.wait_for(lambda: m.get("/readyz")[0] == 200, timeout=20, what="synced")
+            write(no_ca)
+            m.wait_for(lambda: fails(m) == 1, what="the reload refused")
+            mt.check(gen(m) == 1, f"generation {gen(m)}")
+            mt.check("keeping the configuration in force" in m.stderr(), m.stderr_tail())
+            mt.check(m.get("/readyz")[0] == 200, "the resolver in force went on")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def a_second_mesos_instance_sees_only_its_own_answers(build):
     """Two mesos instances on one record: the second finds nothing, so its
     binding takes its default -- not the first instance's answer."""
@@ -432,6 +488,7 @@ if __name__ == "__main__":
         records_resolve_to_marathon_workloads,
         without_marathon_mixd_serves_and_is_not_ready,
         a_reload_moves_the_resolver_to_new_marathon_settings,
+        settings_the_resolver_refuses_refuse_the_config,
         a_second_mesos_instance_sees_only_its_own_answers,
         a_deployment_event_beyond_the_event_bound_keeps_the_stream,
         a_change_while_the_stream_attaches_is_not_lost,
