@@ -634,6 +634,7 @@ struct shard {
 	unsigned idx;
 	pthread_t thread;
 	bool started;
+	bool ran; /* was started: its leftovers are drained at the end */
 
 	/* Written by the io thread, under lock. */
 	pthread_mutex_t lock;

@@ -413,7 +413,7 @@ int agg_start(struct agg *a)
 			agg_drain_and_stop(a);
 			return -rc;
 		}
-		a->shards[i].started = true;
+		a->shards[i].started = a->shards[i].ran = true;
 	}
 	return 0;
 }
@@ -431,11 +431,30 @@ void agg_drain_and_stop(struct agg *a)
 	}
 }
 
+/*
+ * What reached shard @sh after its thread stopped: the io thread hands
+ * rings and socket records over until it is stopped itself, after the
+ * shards (ingest_server_destroy() before agg_destroy()). Drained on the
+ * calling thread, now that no one else can hand anything over, as the
+ * shard drains (each ring at most a capacity past its start).
+ */
+static void drain_rest(struct shard *sh)
+{
+	bool left;
+	while (pass(sh, true, &left) || left)
+		;
+	mar_reader_destroy(sh->mar);
+	sh->mar = NULL;
+}
+
 void agg_destroy(struct agg *a)
 {
 	if (!a)
 		return;
 	agg_drain_and_stop(a);
+	for (unsigned i = 0; i < a->o.shards; i++)
+		if (a->shards[i].ran)
+			drain_rest(&a->shards[i]);
 	for (unsigned i = 0; i < a->o.shards; i++) {
 		struct shard *sh = &a->shards[i];
 		take_inbox(sh);

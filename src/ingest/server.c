@@ -711,6 +711,44 @@ static void stop_accepting(struct ingest_server *s)
 	unlink_ours(s);
 }
 
+/* One wakeup per consumer per batch, not per record. */
+static void kick_consumers(struct ingest_server *s)
+{
+	for (struct conn *c = s->kicks, *next; c; c = next) {
+		next = c->kick_next;
+		c->kicked = false;
+		s->sink.queue_kick(s->sink.ctx, c->queue);
+	}
+	s->kicks = NULL;
+}
+
+/*
+ * Stopping: what has been received already goes to the sink still -- the
+ * completions waiting (records, and hellos: their rings), and what
+ * stalled connections hold, as far as the queues take it -- since the
+ * sink drains what it was handed once this thread is gone
+ * (agg_destroy()). Nothing is armed or received any more.
+ */
+static void hand_over_the_rest(struct ingest_server *s)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, seen = 0;
+	io_uring_for_each_cqe(&s->ring, head, cqe)
+	{
+		seen++;
+		uint64_t ud = cqe->user_data;
+		void *p = (void *)(uintptr_t)(ud & ~(uint64_t)7);
+		if ((enum op)(ud & 7) == OP_HELLO)
+			on_hello(s, p, cqe);
+		else if ((enum op)(ud & 7) == OP_RECV)
+			on_recv(s, p, cqe);
+	}
+	io_uring_cq_advance(&s->ring, seen);
+	for (struct conn *c = s->stalls; c; c = c->stall_next)
+		(void)unstall(s, c);
+	kick_consumers(s);
+}
+
 static void *io_main(void *arg)
 {
 	struct ingest_server *s = arg;
@@ -753,14 +791,9 @@ static void *io_main(void *arg)
 			}
 		}
 		io_uring_cq_advance(&s->ring, seen);
-		/* One wakeup per consumer per batch, not per record. */
-		for (struct conn *c = s->kicks, *next; c; c = next) {
-			next = c->kick_next;
-			c->kicked = false;
-			s->sink.queue_kick(s->sink.ctx, c->queue);
-		}
-		s->kicks = NULL;
+		kick_consumers(s);
 	}
+	hand_over_the_rest(s);
 	return NULL;
 }
 

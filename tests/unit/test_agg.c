@@ -1452,6 +1452,66 @@ static void test_a_scrape_in_mid_reload_counts_every_shard(void **state)
 	remove_extra_dir(dir);
 }
 
+/* Records the io thread hands over after the shards have stopped (it goes
+ * on until it is stopped itself, after them) are taken at the end, by
+ * agg_destroy(): here ten socket records pushed once the drain is over,
+ * each written by a stdio logentry. They used to be freed unread. */
+static void test_records_handed_over_after_the_drain_are_taken(void **state)
+{
+	(void)state;
+	char out[] = "/tmp/mixd-test-agg-late-out-XXXXXX";
+	assert_non_null(mkdtemp(out));
+	char log[sizeof out + 16], extra[2048];
+	snprintf(log, sizeof log, "%s/log", out);
+	snprintf(extra, sizeof extra,
+		 "apiVersion: config.istio.io/v1alpha2\n"
+		 "kind: stdio\n"
+		 "metadata: {name: late, namespace: default}\n"
+		 "spec: {outputAsJson: true, logStream: FILE, outputPath: %s}\n"
+		 "---\napiVersion: config.istio.io/v1alpha2\n"
+		 "kind: logentry\n"
+		 "metadata: {name: late, namespace: default}\n"
+		 "spec: {severity: '\"Info\"', variables: {code: response.code | 0}}\n"
+		 "---\napiVersion: config.istio.io/v1alpha2\n"
+		 "kind: rule\n"
+		 "metadata: {name: late, namespace: default}\n"
+		 "spec: {actions: [{handler: late.stdio, instances: [late.logentry]}]}\n",
+		 log);
+	char dir[] = "/tmp/mixd-test-agg-late-XXXXXX";
+	extra_dir(dir, extra);
+	struct cfg *c = cfg_load(dir, "default");
+	assert_non_null(c);
+	assert_true(cfg_ok(c));
+	struct agg *a;
+	struct agg_options o = {.shards = 2};
+	assert_int_equal(agg_create(&o, NULL, &a), 0);
+	assert_int_equal(agg_set_config(a, c), 0);
+	assert_int_equal(agg_start(a), 0);
+	agg_drain_and_stop(a);
+
+	struct ingest_sink sink = agg_sink(a);
+	uint8_t rec[RECORD_CAP];
+	for (unsigned k = 0; k < 2; k++) {
+		struct ingest_ring *q = sink.stream_queue(sink.ctx, k);
+		for (int i = 0; i < 5; i++)
+			assert_true(ingest_queue_push(q, rec,
+						      code_record(rec, 200 + i)));
+		sink.queue_kick(sink.ctx, q);
+	}
+	agg_destroy(a);
+
+	FILE *f = fopen(log, "r");
+	assert_non_null(f);
+	int lines = 0;
+	for (int ch; (ch = fgetc(f)) != EOF;)
+		lines += ch == '\n';
+	fclose(f);
+	assert_int_equal(lines, 10);
+	unlink(log);
+	rmdir(out);
+	remove_extra_dir(dir);
+}
+
 /* Each prometheus handler's metricsExpirationPolicy applies to its own
  * metrics, as Mixer kept one expiry cache per handler: a second handler
  * with a 1-minute policy, whose counter has the labels of the seed's
@@ -1718,6 +1778,7 @@ int main(void)
 		cmocka_unit_test(test_every_one_of_many_rules_counts),
 		cmocka_unit_test(test_more_label_lists_than_the_memo_takes),
 		cmocka_unit_test(test_a_scrape_in_mid_reload_counts_every_shard),
+		cmocka_unit_test(test_records_handed_over_after_the_drain_are_taken),
 		cmocka_unit_test(test_label_sets_kept_for_other_shards_stop_at_twice_the_limit),
 		cmocka_unit_test(test_two_shards_expiring_at_once_count_once),
 		cmocka_unit_test(test_a_remembered_refusal_ends_when_another_shard_stores_it),
