@@ -2,8 +2,10 @@
 before anything starts), the startup lines name the host each HTTP
 server listens on, and --shards defaults to the CPUs mixd may use."""
 
+import contextlib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -13,6 +15,27 @@ import mixdtest as mt
 from mixdtest import check
 
 ANNOUNCE = re.compile(r"^mixd: (monitoring|prometheus) on http://(\S+):(\d+)$", re.M)
+
+
+@contextlib.contextmanager
+def config_file(text, name="mixer.yaml"):
+    """A temporary directory holding @text as @name: yields the file's
+    path, and removes the directory after."""
+    tmp = tempfile.mkdtemp(prefix="mixd-cli.")
+    try:
+        path = os.path.join(tmp, name)
+        with open(path, "w") as f:
+            f.write(text)
+        yield path
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_config(build, path, *args):
+    """mixd --check-config @path: (status, stdout and stderr as text)."""
+    p = subprocess.run([os.path.join(build, "mixd"), "--check-config", path, *args],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=mt._t(120))
+    return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
 
 
 def run_mixd(build, args):
@@ -187,38 +210,26 @@ def test_hostile_expressions_are_errors_not_crashes_or_gigabytes(build):
     overflow the stack), and 250,000 string literals in a 1 MB expression
     load in what their text takes (each used to reserve the rest of the
     text for the config's life: 1 GB)."""
-    tmp = tempfile.mkdtemp(prefix="mixd-hostile.")
-    try:
-        n = 30000
-        for name, expr in (("calls", "toLower(" * n + "request.path" + ")" * n),
-                           ("keys", "request.headers[" * n + '"k"' + "]" * n)):
-            path = os.path.join(tmp, name + ".yaml")
-            with open(path, "w") as f:
-                f.write("kind: rule\nmetadata: {name: d, namespace: default}\n"
-                        "spec:\n  match: '%s == \"x\"'\n" % expr)
-            p = subprocess.run([os.path.join(build, "mixd"), "--check-config", path],
-                               stdin=subprocess.DEVNULL, capture_output=True,
-                               timeout=mt._t(30))
-            out = (p.stdout + p.stderr).decode("utf-8", "replace")
-            check(p.returncode == 1, f"{name}: exit {p.returncode}: {out[-300:]}")
-            check("nested too deeply" in out, out[-300:])
-        path = os.path.join(tmp, "literals.yaml")
-        with open(path, "w") as f:
-            f.write("kind: metric\nmetadata: {name: m, namespace: default}\n"
-                    "spec:\n  value: \"1\"\n  dimensions:\n    d: '%s'\n"
-                    % "|".join(['"a"'] * 250000))
+    n = 30000
+    for name, expr in (("calls", "toLower(" * n + "request.path" + ")" * n),
+                       ("keys", "request.headers[" * n + '"k"' + "]" * n)):
+        with config_file("kind: rule\nmetadata: {name: d, namespace: default}\n"
+                         "spec:\n  match: '%s == \"x\"'\n" % expr) as path:
+            status, out = check_config(build, path)
+        check(status == 1, f"{name}: exit {status}: {out[-300:]}")
+        check("nested too deeply" in out, out[-300:])
+    with config_file("kind: metric\nmetadata: {name: m, namespace: default}\n"
+                     "spec:\n  value: \"1\"\n  dimensions:\n    d: '%s'\n"
+                     % "|".join(['"a"'] * 250000)) as path:
         p = subprocess.Popen([os.path.join(build, "mixd"), "--check-config", path],
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
         err = p.stderr.read().decode("utf-8", "replace")
         _, status, usage = os.wait4(p.pid, 0)
         p.returncode = 0  # reaped above
-        check(os.waitstatus_to_exitcode(status) == 0, err[-300:])
-        # ru_maxrss is in KiB; sanitizer builds take more, not gigabytes
-        check(usage.ru_maxrss < 400 * 1024, f"{usage.ru_maxrss} KiB resident")
-    finally:
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
+    check(os.waitstatus_to_exitcode(status) == 0, err[-300:])
+    # ru_maxrss is in KiB; sanitizer builds take more, not gigabytes
+    check(usage.ru_maxrss < 400 * 1024, f"{usage.ru_maxrss} KiB resident")
 
 
 def test_check_config_time_is_linear_in_the_objects(build):
@@ -226,57 +237,41 @@ def test_check_config_time_is_linear_in_the_objects(build):
     and reference is a table lookup. The loader used to scan every object
     for each (40,000 rules took 4.4 s, so these would take about 30 s, the
     control loop blocked for a reload all the while); now about a second."""
-    tmp = tempfile.mkdtemp(prefix="mixd-many.")
-    try:
-        path = os.path.join(tmp, "many.yaml")
-        with open(path, "w") as f:
-            f.write("kind: metric\nmetadata: {name: m, namespace: default}\n"
-                    "spec:\n  value: \"1\"\n  dimensions: {code: response.code | 0}\n"
-                    "---\nkind: prometheus\nmetadata: {name: h, namespace: default}\n"
-                    "spec:\n  metrics:\n  - {name: many_total, instance_name: m.metric.default,"
-                    " kind: COUNTER, label_names: [code]}\n")
-            for i in range(100000):
-                f.write("---\nkind: rule\nmetadata: {name: r%d, namespace: default}\n"
-                        "spec:\n  actions:\n  - {handler: h.prometheus, instances: [m.metric]}\n"
-                        % i)
+    text = ("kind: metric\nmetadata: {name: m, namespace: default}\n"
+            "spec:\n  value: \"1\"\n  dimensions: {code: response.code | 0}\n"
+            "---\nkind: prometheus\nmetadata: {name: h, namespace: default}\n"
+            "spec:\n  metrics:\n  - {name: many_total, instance_name: m.metric.default,"
+            " kind: COUNTER, label_names: [code]}\n")
+    text += "".join("---\nkind: rule\nmetadata: {name: r%d, namespace: default}\n"
+                    "spec:\n  actions:\n  - {handler: h.prometheus, instances: [m.metric]}\n"
+                    % i for i in range(100000))
+    with config_file(text) as path:
         start = time.monotonic()
-        p = subprocess.run([os.path.join(build, "mixd"), "--check-config", path,
-                            "--configDefaultNamespace", "default"],
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=mt._t(120))
+        status, out = check_config(build, path, "--configDefaultNamespace", "default")
         took = time.monotonic() - start
-        check(p.returncode == 0, p.stdout.decode()[-500:] + p.stderr.decode()[-500:])
-        check(b"rules: 100000" in p.stdout, p.stdout.decode()[:500])
-        check(took < 20, f"--check-config of 100,000 rules took {took:.1f} s")
-    finally:
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
+    check(status == 0, out[-500:])
+    check("rules: 100000" in out, out[:500])
+    check(took < 20, f"--check-config of 100,000 rules took {took:.1f} s")
 
 
 def test_an_unopenable_stdio_output_is_named_not_out_of_memory(build):
     """A stdio handler whose outputPath cannot be opened: mixd does not
     start and says why (it used to add "out of memory installing it")."""
-    tmp = tempfile.mkdtemp(prefix="mixd-stdio.")
-    try:
-        path = os.path.join(tmp, "log.yaml")
-        with open(path, "w") as f:
-            f.write("kind: stdio\nmetadata: {name: h, namespace: default}\n"
-                    "spec: {logStream: FILE, outputPath: /nonexistent/dir/access.log}\n"
-                    "---\nkind: logentry\nmetadata: {name: acc, namespace: default}\n"
-                    "spec: {severity: '\"Info\"', variables: {code: response.code | 0}}\n"
-                    "---\nkind: rule\nmetadata: {name: r, namespace: default}\n"
-                    "spec: {actions: [{handler: h.stdio, instances: [acc.logentry]}]}\n")
+    with config_file("kind: stdio\nmetadata: {name: h, namespace: default}\n"
+                     "spec: {logStream: FILE, outputPath: /nonexistent/dir/access.log}\n"
+                     "---\nkind: logentry\nmetadata: {name: acc, namespace: default}\n"
+                     "spec: {severity: '\"Info\"', variables: {code: response.code | 0}}\n"
+                     "---\nkind: rule\nmetadata: {name: r, namespace: default}\n"
+                     "spec: {actions: [{handler: h.stdio, instances: [acc.logentry]}]}\n"
+                     ) as path:
         status, err = run_mixd(build, ["--config", path, "--address",
-                                       "unix://" + os.path.join(tmp, "s.sock"),
+                                       "unix://" + os.path.join(os.path.dirname(path), "s.sock"),
                                        "--monitoring-address", "127.0.0.1:0",
                                        "--prometheus-address", "127.0.0.1:0"])
-        check(status == 1, f"exit {status}: {err}")
-        check("cannot open /nonexistent/dir/access.log" in err, err)
-        check("a stdio handler's output cannot be opened" in err, err)
-        check("out of memory" not in err, err)
-    finally:
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
-
+    check(status == 1, f"exit {status}: {err}")
+    check("cannot open /nonexistent/dir/access.log" in err, err)
+    check("a stdio handler's output cannot be opened" in err, err)
+    check("out of memory" not in err, err)
 
 if __name__ == "__main__":
     mt.main([
