@@ -126,6 +126,52 @@ static void cut_frame(bool full_queue)
 	ingest_ring_destroy(queue);
 }
 
+/*
+ * Stopping while a stream connection is stalled on a full queue: what it
+ * holds goes to the queue once there is room, as the server stops (mixd
+ * drains the queues after the io thread; agg_destroy()). Here the queue
+ * is emptied just before the stop, so the io thread's 1 ms tick has
+ * almost never pushed the held frames by then; the stop must. They used
+ * to be freed with the connection.
+ */
+static void what_a_stall_holds_is_handed_over_at_the_stop(void **state)
+{
+	(void)state;
+	enum { FRAMES = 40 };
+	assert_int_equal(ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &queue),
+			 0);
+	uint8_t rec[11] = {0};
+	uint64_t filler = 0;
+	while (ingest_queue_push(queue, rec, sizeof rec))
+		filler++;
+	struct ingest_server *srv = start();
+	static uint8_t buf[16 + 24 * FRAMES];
+	struct mixd_hello h = {.version = MIXD_HELLO_VERSION,
+			       .kind = MIXD_HELLO_STREAM};
+	memcpy(h.marker, MIXD_HELLO_MARKER, 8);
+	memcpy(buf, &h, 16);
+	for (int i = 0; i < FRAMES; i++)
+		code_frame(buf + 16 + 24 * i);
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	snprintf(a.sun_path, sizeof a.sun_path, "%s", sock_path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(send(fd, buf, sizeof buf, 0), (ssize_t)sizeof buf);
+	usleep(100 * 1000); /* received and stalled: the queue is full */
+
+	static uint8_t scratch[INGEST_POLL_SCRATCH];
+	struct ingest_ring_counts n = {0};
+	uint64_t got = 0;
+	while (got < filler)
+		ingest_ring_poll(queue, count_it, NULL, &got, 1u << 20, &n,
+				 scratch);
+	stop(srv);
+	close(fd);
+	ingest_ring_poll(queue, count_it, NULL, &got, 1u << 20, &n, scratch);
+	assert_int_equal(got - filler, FRAMES);
+	ingest_ring_destroy(queue);
+}
+
 static void a_cut_off_frame_is_counted(void **state)
 {
 	(void)state;
@@ -265,6 +311,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(a_cut_off_frame_is_counted),
 		cmocka_unit_test(a_cut_off_frame_is_counted_when_the_close_comes_in_a_stall),
+		cmocka_unit_test(what_a_stall_holds_is_handed_over_at_the_stop),
 		cmocka_unit_test(a_socket_in_use_is_not_taken),
 		cmocka_unit_test(only_its_own_socket_file_is_removed),
 		cmocka_unit_test(an_untrusted_close_does_not_wait),
