@@ -1379,24 +1379,26 @@ static int inode_cmp(const void *a, const void *b)
 	return x->ino < y->ino ? -1 : x->ino > y->ino;
 }
 
-/* Is @path's inode (or, @parent, its directory's) watched now? */
-static bool is_watched(const struct mixd *m, const char *path, bool parent)
+/* Is the inode of @st watched now? */
+static bool inode_watched(const struct mixd *m, const struct stat *st)
+{
+	struct inode_id k = {st->st_dev, st->st_ino};
+	return m->nwatched &&
+	       bsearch(&k, m->watched, m->nwatched, sizeof k, inode_cmp);
+}
+
+/* Is the directory holding @path watched now? */
+static bool dir_watched(const struct mixd *m, const char *path)
 {
 	char dir[PATH_MAX];
-	if (parent) {
-		const char *slash = strrchr(path, '/');
-		if (!slash)
-			strcpy(dir, ".");
-		else
-			snprintf(dir, sizeof dir, "%.*s",
-				 slash == path ? 1 : (int)(slash - path), path);
-		path = dir;
-	}
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		strcpy(dir, ".");
+	else
+		snprintf(dir, sizeof dir, "%.*s",
+			 slash == path ? 1 : (int)(slash - path), path);
 	struct stat st;
-	if (!m->nwatched || stat(path, &st) != 0)
-		return false;
-	struct inode_id k = {st.st_dev, st.st_ino};
-	return bsearch(&k, m->watched, m->nwatched, sizeof k, inode_cmp);
+	return stat(dir, &st) == 0 && inode_watched(m, &st);
 }
 
 /* Remember what the inotify instance now watches: @c's sources, or the
@@ -1442,8 +1444,8 @@ static bool unwatched_changed(const struct mixd *m, const struct cfg *c,
 		struct stat st;
 		if (stat(src[i], &st) != 0)
 			return true; /* gone since: read again */
-		if (is_watched(m, src[i], false) ||
-		    (!S_ISDIR(st.st_mode) && is_watched(m, src[i], true)))
+		if (inode_watched(m, &st) ||
+		    (!S_ISDIR(st.st_mode) && dir_watched(m, src[i])))
 			continue;
 		if ((int64_t)st.st_mtim.tv_sec * 1000000000 +
 			    st.st_mtim.tv_nsec >=
@@ -1484,8 +1486,9 @@ static bool rewatch(struct mixd *m, const struct cfg *c,
  * rather than installed with the resolver left on the old settings, or
  * none.
  */
-static void check_mesosenv(struct cfg *c, const char *override_address)
+static void check_mesosenv(struct cfg *c, void *arg)
 {
+	const char *override_address = arg;
 	for (size_t i = 0; i < cfg_handler_count(c); i++) {
 		const struct cfg_handler *h = cfg_handler(c, i);
 		if (h->adapter != CFG_ADAPTER_MESOSENV)
@@ -1503,21 +1506,6 @@ static void check_mesosenv(struct cfg *c, const char *override_address)
 	}
 }
 
-/* --check-config: the summary, the resolver's settings checked too. */
-static int check_config(const struct settings *st)
-{
-	struct cfg *c = cfg_load(st->check_config, st->default_ns);
-	if (!c) {
-		fprintf(stdout, "%s: out of memory\n", st->check_config);
-		return 1;
-	}
-	check_mesosenv(c, st->marathon_address);
-	cfg_print_summary(c, stdout);
-	int rc = cfg_ok(c) ? 0 : 1;
-	cfg_destroy(c);
-	return rc;
-}
-
 /* Load the config and install it; on error keep the one in force.
  * *@changed: it changed while it was being read (see rewatch()). */
 static int load_config(struct mixd *m, bool initial, bool *changed)
@@ -1533,7 +1521,7 @@ static int load_config(struct mixd *m, bool initial, bool *changed)
 		goto fail;
 	}
 	*changed = rewatch(m, c, &since);
-	check_mesosenv(c, m->st.marathon_address);
+	check_mesosenv(c, (void *)m->st.marathon_address);
 	if (!cfg_ok(c)) {
 		fprintf(stderr, "mixd: config %s has errors; %s\n", m->st.config,
 			initial ? "not starting"
@@ -1640,7 +1628,8 @@ int main(int argc, char **argv)
 	if (parse_flags(argc, argv, &m.st))
 		return 2;
 	if (m.st.check_config)
-		return check_config(&m.st);
+		return cfg_check(m.st.check_config, m.st.default_ns, stdout,
+				 check_mesosenv, (void *)m.st.marathon_address);
 
 	/* Signals go to the control loop alone: every thread started below
 	 * inherits the mask. */

@@ -210,7 +210,6 @@ static uint64_t abbreviate(const struct sref *r, const struct prefix *pf)
 	return n == 0 ? 0 : n < 8 ? ab << 8 * (8 - n) : ab;
 }
 
-/* Collect the rows of one shard's series @se that have data. */
 /* Room for more rows in @vs: 0, or -ENOMEM. */
 static int grow(struct vset *vs)
 {
@@ -223,6 +222,7 @@ static int grow(struct vset *vs)
 	return 0;
 }
 
+/* Collect the rows of one shard's series @se that have data. */
 static int collect_series(struct vset *vs, const struct series *se,
 			  unsigned ncells)
 {

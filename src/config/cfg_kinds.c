@@ -661,8 +661,7 @@ static bool warn_once(struct cfg *c, const char *what)
 
 static void mark_skipped(struct cfg *c, const char *fqn)
 {
-	if (!cfg_names_find(&c->skipped, fqn))
-		cfg_names_add(c, &c->skipped, fqn, CFG_WHAT_SKIPPED, NULL, NULL);
+	cfg_names_add(c, &c->skipped, fqn, CFG_WHAT_SKIPPED, NULL, NULL);
 }
 
 bool cfg_is_skipped(const struct cfg *c, const char *fqn)

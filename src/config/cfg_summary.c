@@ -232,7 +232,8 @@ void cfg_print_summary(const struct cfg *c, FILE *out)
 		cfg_ok(c) ? "config OK" : "config INVALID");
 }
 
-int cfg_check(const char *path, const char *default_ns, FILE *out)
+int cfg_check(const char *path, const char *default_ns, FILE *out,
+	      void (*check)(struct cfg *c, void *arg), void *arg)
 {
 	struct cfg *c = cfg_load(path, default_ns);
 	int rc;
@@ -241,6 +242,8 @@ int cfg_check(const char *path, const char *default_ns, FILE *out)
 		fprintf(out, "%s: out of memory\n", path);
 		return 1;
 	}
+	if (check)
+		check(c, arg);
 	cfg_print_summary(c, out);
 	rc = cfg_ok(c) ? 0 : 1;
 	cfg_destroy(c);

@@ -492,10 +492,13 @@ const char *cfg_adapter_name(enum cfg_adapter a);
 void cfg_print_summary(const struct cfg *c, FILE *out);
 
 /**
- * `mixd --check-config PATH`: load @path with @default_ns, print the
- * summary (or, when nothing could be loaded, the reason) to @out. Returns
- * 0 when the config is valid, 1 otherwise (the process exit status).
+ * `mixd --check-config PATH`: load @path with @default_ns, run @check on
+ * it (may be NULL: the checks of modules outside this one, which report
+ * with cfg_add_error()), print the summary (or, when nothing could be
+ * loaded, the reason) to @out. Returns 0 when the config is valid, 1
+ * otherwise (the process exit status).
  */
-int cfg_check(const char *path, const char *default_ns, FILE *out);
+int cfg_check(const char *path, const char *default_ns, FILE *out,
+	      void (*check)(struct cfg *c, void *arg), void *arg);
 
 #endif /* MIXD_CONFIG_H */

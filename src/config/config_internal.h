@@ -116,9 +116,9 @@ char *cfg_sprintf(struct cfg *c, const char *fmt, ...)
 void *cfg_push(struct cfg *c, void *arr, size_t *n, size_t *cap, size_t size);
 
 /**
- * Add @fqn (owned by the config) to @t, standing for @obj of kind @what
- * (its meta @meta). The caller has checked that it is not there yet.
- * Returns 0, or -1 on ENOMEM (c->oom set).
+ * Let @fqn (owned by the config) stand in @t for @obj of kind @what (its
+ * meta @meta), in place of what it stood for, if anything. Returns 0, or
+ * -1 on ENOMEM (c->oom set).
  */
 int cfg_names_add(struct cfg *c, struct cfg_names *t, const char *fqn,
 		  enum cfg_what what, const struct cfg_meta *meta,

@@ -279,14 +279,14 @@ static void test_check_config_exit_status(void **state)
 {
 	FILE *null = fopen("/dev/null", "w");
 
-	assert_int_equal(
-		cfg_check(fixture("config/mixer-seed.yaml"), "default", null),
-		0);
+	assert_int_equal(cfg_check(fixture("config/mixer-seed.yaml"), "default",
+				   null, NULL, NULL),
+			 0);
 	assert_int_equal(cfg_check(fixture("config/broken/bad_yaml.yaml"),
-				   "default", null),
+				   "default", null, NULL, NULL),
 			 1);
 	assert_int_equal(cfg_check(fixture("config/does-not-exist.yaml"),
-				   "default", null),
+				   "default", null, NULL, NULL),
 			 1);
 	fclose(null);
 }
