@@ -26,6 +26,7 @@
  * early we shut it down and let the pending recv complete.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <liburing.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -727,7 +728,8 @@ static void kick_consumers(struct ingest_server *s)
  * completions waiting (records, and hellos: their rings), and what
  * stalled connections hold, as far as the queues take it -- since the
  * sink drains what it was handed once this thread is gone
- * (agg_destroy()). Nothing is armed or received any more.
+ * (agg_destroy()). Nothing is armed or received any more; what the
+ * queues cannot take is said on stderr, not lost silently.
  */
 static void hand_over_the_rest(struct ingest_server *s)
 {
@@ -744,9 +746,22 @@ static void hand_over_the_rest(struct ingest_server *s)
 			on_recv(s, p, cqe);
 	}
 	io_uring_cq_advance(&s->ring, seen);
-	for (struct conn *c = s->stalls; c; c = c->stall_next)
-		(void)unstall(s, c);
+	uint64_t left = 0, conns = 0;
+	for (struct conn *c = s->stalls; c; c = c->stall_next) {
+		if (unstall(s, c))
+			continue;
+		conns++;
+		left += c->framer.part_len;
+		for (const struct stalled *h = c->held; h; h = h->next)
+			left += h->len - h->off;
+	}
 	kick_consumers(s);
+	if (left)
+		fprintf(stderr,
+			"mixd: stopping: %" PRIu64 " bytes of records that %" PRIu64
+			" stalled socket connection(s) sent were not processed "
+			"(the shards' queues were full)\n",
+			left, conns);
 }
 
 static void *io_main(void *arg)

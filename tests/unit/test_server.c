@@ -172,6 +172,55 @@ static void what_a_stall_holds_is_handed_over_at_the_stop(void **state)
 	ingest_ring_destroy(queue);
 }
 
+/*
+ * Stopping while a stream connection is stalled on a queue that stays
+ * full: what it holds cannot be handed over, and the stop says how much
+ * was not processed (every byte after the hello), not nothing.
+ */
+static void what_a_stall_cannot_hand_over_is_said_at_the_stop(void **state)
+{
+	(void)state;
+	enum { FRAMES = 40 };
+	assert_int_equal(ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &queue),
+			 0);
+	uint8_t rec[11] = {0};
+	while (ingest_queue_push(queue, rec, sizeof rec))
+		;
+	struct ingest_server *srv = start();
+	static uint8_t buf[16 + 24 * FRAMES];
+	struct mixd_hello h = {.version = MIXD_HELLO_VERSION,
+			       .kind = MIXD_HELLO_STREAM};
+	memcpy(h.marker, MIXD_HELLO_MARKER, 8);
+	memcpy(buf, &h, 16);
+	for (int i = 0; i < FRAMES; i++)
+		code_frame(buf + 16 + 24 * i);
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	snprintf(a.sun_path, sizeof a.sun_path, "%s", sock_path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(send(fd, buf, sizeof buf, 0), (ssize_t)sizeof buf);
+	usleep(100 * 1000); /* received and stalled: the queue is full */
+
+	char path[] = "/tmp/mixd-test-server-XXXXXX";
+	int out = mkstemp(path), err = dup(2);
+	assert_true(out >= 0 && err >= 0);
+	unlink(path);
+	fflush(stderr);
+	dup2(out, 2);
+	stop(srv);
+	fflush(stderr);
+	dup2(err, 2);
+	close(err);
+	close(fd);
+	char said[512] = {0};
+	assert_true(pread(out, said, sizeof said - 1, 0) > 0);
+	close(out);
+	assert_non_null(strstr(said, "mixd: stopping: 960 bytes of records that 1 "
+				     "stalled socket connection(s) sent were "
+				     "not processed"));
+	ingest_ring_destroy(queue);
+}
+
 static void a_cut_off_frame_is_counted(void **state)
 {
 	(void)state;
@@ -312,6 +361,7 @@ int main(void)
 		cmocka_unit_test(a_cut_off_frame_is_counted),
 		cmocka_unit_test(a_cut_off_frame_is_counted_when_the_close_comes_in_a_stall),
 		cmocka_unit_test(what_a_stall_holds_is_handed_over_at_the_stop),
+		cmocka_unit_test(what_a_stall_cannot_hand_over_is_said_at_the_stop),
 		cmocka_unit_test(a_socket_in_use_is_not_taken),
 		cmocka_unit_test(only_its_own_socket_file_is_removed),
 		cmocka_unit_test(an_untrusted_close_does_not_wait),
