@@ -127,14 +127,19 @@ struct log_rot {
 	const char *path;
 	int fd;                       /* the logs'; a new file is dup2()ed
 					 over it, so every shard writes on */
+	bool failing;                 /* the last rotation failed (said) */
+	int64_t retry_s;              /* ... not tried again before this
+					 CLOCK_MONOTONIC second */
 };
 
 /* A logentry instance dispatched to a stdio handler. */
 struct plan_log {
 	const struct cfg_instance *inst;
 	const struct cfg_stdio *stdio;
-	int fd;                       /* stdout, stderr, or a file we opened */
+	int fd;                       /* never blocks a shard (logs.c) */
 	bool own_fd;
+	bool send;                    /* fd is a socket: send(MSG_DONTWAIT) */
+	int std;                      /* 1 or 2: the stream it writes, or 0 */
 	struct log_rot *rot;          /* ROTATED_FILE: shared, freed with
 					 own_fd */
 	/* The instance's variables in name order, as Mixer's adapter wrote
@@ -510,8 +515,10 @@ void state_memo_stats(const struct shard_state *s, uint64_t *hits,
  *  since it started (carried across reloads). Owner thread only. */
 uint64_t state_log_lost(const struct shard_state *s);
 
-/** Write out the stdio lines @s buffered (once per shard pass). */
-void state_flush(struct shard_state *s);
+/** Write out the stdio lines @s buffered: once per shard pass, not
+ *  waiting (@wait_ms 0); before @s is replaced or retired, waiting up to
+ *  @wait_ms for a slow output (log_flush()). */
+void state_flush(struct shard_state *s, int wait_ms);
 
 /** Decode record @rec (@len bytes, untrusted; a layout record when @lay,
  *  its layout) into @t and run @s's plan over it. @mar: the shard's
@@ -546,12 +553,18 @@ uint64_t state_ahead_used(const struct shard_state *s);
 
 /*
  * stdio output (logs.c). Each shard formats JSON lines into its own buffer
- * and writes whole lines, so shards never interleave within a line.
+ * and writes whole lines, so shards never interleave within a line. The
+ * writes never wait: what an output cannot take yet stays in the buffer
+ * for the next pass; a line with no room left is dropped and counted.
  */
 struct log_buf {
 	int fd;
+	bool send;           /* fd is a socket */
+	bool blocked;        /* fd took not all of the last flush */
+	bool mid;            /* fd's last byte from us is inside a line */
+	bool torn;           /* ... whose rest was lost: end it first */
 	struct log_rot *rot; /* fd's, when rotated */
-	uint64_t lost;       /* lines not written: their output failed */
+	uint64_t lost;       /* lines not written: output failed or full */
 	size_t len;
 	char data[64 * 1024];
 };
@@ -564,11 +577,17 @@ int log_entry(const struct agg_plan *p, const struct plan_log *l,
 	      const struct attr_table *t, struct expr_scratch *sc,
 	      struct log_buf *b);
 
-/** Write out what @b holds. Lines a failed write left unwritten are
- *  counted in @b->lost (the first failure in the process is reported on
- *  stderr), not retried: an output that refuses them would hold the shard
- *  for ever. */
-void log_flush(struct log_buf *b);
+/** Write out what @b holds, waiting up to @wait_ms for an output that
+ *  cannot take it yet (0: not at all; what it did not take stays in @b).
+ *  Lines a failed write left unwritten, and with @wait_ms those the wait
+ *  did not get out, are counted in @b->lost (the first such loss in the
+ *  process is reported on stderr), not retried: an output that refuses
+ *  them would hold the shard for ever. */
+void log_flush(struct log_buf *b, int wait_ms);
+
+/** How long a shard waits for a slow stdio output when it must empty its
+ *  buffer: at a reload (the old config's outputs close) and at stop. */
+#define LOG_FINAL_WAIT_MS 500
 
 /** Open the handlers' outputs for @p and order each instance's variables;
  *  0 or -1 (logged). */

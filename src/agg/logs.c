@@ -37,9 +37,11 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -197,8 +199,11 @@ static void rot_prune(const struct log_rot *r, const struct rot_name *n)
  * size, rotate it (one shard at a time; another may have done it while
  * this one waited). The new file is dup2()ed over the descriptor every
  * shard writes, so none needs telling; a write in flight lands whole in
- * the old file or the new. On failure the file goes on growing: losing
- * entries to a full rotation would be worse.
+ * the old file or the new. A file someone removed is not renamed, only
+ * started again, as lumberjack did. On failure the file goes on growing
+ * (losing entries to a failed rotation would be worse), the failure is
+ * said once until a rotation succeeds, and tried again a second later,
+ * not at every write.
  */
 static void log_rotate(struct log_rot *r, size_t n)
 {
@@ -207,7 +212,9 @@ static void log_rotate(struct log_rot *r, size_t n)
 		return;
 	pthread_mutex_lock(&r->lock);
 	uint64_t size = __atomic_load_n(&r->size, __ATOMIC_RELAXED);
-	if (size + n > r->max_bytes && size > 0) {
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+	if (size + n > r->max_bytes && size > 0 && now.tv_sec >= r->retry_s) {
 		struct rot_name nm;
 		rot_split(r->path, &nm);
 		struct timespec ts;
@@ -232,6 +239,8 @@ static void log_rotate(struct log_rot *r, size_t n)
 			if (rc < 0 && errno != EEXIST)
 				break;
 		}
+		if (rc < 0 && errno == ENOENT)
+			rc = 0; /* removed: nothing to keep */
 		int fd = -1;
 		if (rc == 0 &&
 		    (fd = open(r->path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND |
@@ -239,14 +248,58 @@ static void log_rotate(struct log_rot *r, size_t n)
 		    dup2(fd, r->fd) >= 0) {
 			__atomic_store_n(&r->size, 0, __ATOMIC_RELAXED);
 			rot_prune(r, &nm);
+			r->failing = false;
 		} else {
-			fprintf(stderr, "mixd: stdio handler: cannot rotate %s: %s\n",
-				r->path, strerror(errno));
+			if (!r->failing)
+				fprintf(stderr,
+					"mixd: stdio handler: cannot rotate %s: %s "
+					"(it grows on; tried again each second)\n",
+					r->path, strerror(errno));
+			r->failing = true;
+			r->retry_s = now.tv_sec + 1;
 		}
 		if (fd >= 0)
 			close(fd);
 	}
 	pthread_mutex_unlock(&r->lock);
+}
+
+/*
+ * The descriptor a plan log writes stdout or stderr (@fd) through, so that
+ * no write waits: a pipe, FIFO or terminal is opened again through
+ * /proc/self/fd and made O_NONBLOCK there, on mixd's own open file
+ * description, not on the one it shares with whoever started it; a socket
+ * (journald's stream, say) is written with send(MSG_DONTWAIT) (*@send); a
+ * regular file is written as it is (a write to one does not wait for a
+ * reader). *@own: the descriptor is a new one, to be closed.
+ */
+static int nonblocking_std(int fd, bool *own, bool *send)
+{
+	static bool said; /* atomic */
+	struct stat st;
+	*own = *send = false;
+	if (fstat(fd, &st) < 0)
+		return fd; /* closed: its writes fail, counted */
+	if (S_ISSOCK(st.st_mode)) {
+		*send = true;
+		return fd;
+	}
+	if (!S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode))
+		return fd;
+	char path[32];
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	int nfd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	if (nfd >= 0) {
+		*own = true;
+		return nfd;
+	}
+	if (!__atomic_exchange_n(&said, true, __ATOMIC_RELAXED))
+		fprintf(stderr,
+			"mixd: stdio handler: cannot open %s again to write it "
+			"without waiting (%s): a reader that stops reading it "
+			"will stop the shards\n",
+			fd == 1 ? "stdout" : "stderr", strerror(errno));
+	return fd;
 }
 
 int plan_open_logs(struct agg_plan *p)
@@ -274,11 +327,15 @@ int plan_open_logs(struct agg_plan *p)
 						l->rot = p->logs[j].rot;
 				continue;
 			}
+			/* O_NONBLOCK: a FIFO's writes must not wait either. */
 			l->fd = open(s->output_path.s, O_WRONLY | O_CREAT | O_APPEND |
-							       O_CLOEXEC, 0644);
+							       O_NONBLOCK | O_CLOEXEC,
+				     0644);
 			if (l->fd < 0) {
-				fprintf(stderr, "mixd: stdio handler: cannot open %s: %s\n",
-					s->output_path.s, strerror(errno));
+				fprintf(stderr, "mixd: stdio handler: cannot open %s: %s%s\n",
+					s->output_path.s, strerror(errno),
+					errno == ENXIO ? " (a FIFO no one reads)"
+						       : "");
 				return -1;
 			}
 			l->own_fd = true;
@@ -286,55 +343,110 @@ int plan_open_logs(struct agg_plan *p)
 			    !(l->rot = rot_new(s, l->fd)))
 				return -1;
 		} else {
-			l->fd = s->log_stream == CFG_STREAM_STDERR ? 2 : 1;
+			int std = s->log_stream == CFG_STREAM_STDERR ? 2 : 1;
+			/* One descriptor for each of the two in a plan. */
+			for (size_t j = 0; j < i && l->fd < 0; j++)
+				if (p->logs[j].std == std) {
+					l->fd = p->logs[j].fd;
+					l->send = p->logs[j].send;
+				}
+			l->std = std;
+			if (l->fd < 0)
+				l->fd = nonblocking_std(std, &l->own_fd, &l->send);
 		}
 	}
 	return 0;
 }
 
-/* The write of @b's lines from @off failed with @err: count them lost
- * (a line cut by the failure with them). */
-static void lost(struct log_buf *b, size_t off, int err)
+/* @n lines of @b will not be written (@err: why): counted, and said on
+ * stderr the first time in the process. */
+static void count_lost(struct log_buf *b, uint64_t n, int err)
 {
 	static bool said; /* atomic */
+	b->lost += n;
+	if (n && !__atomic_exchange_n(&said, true, __ATOMIC_RELAXED))
+		fprintf(stderr,
+			"mixd: stdio handler: %s%s; lines it does not take are "
+			"counted in mixd_log_lines_lost_total\n",
+			err == EAGAIN ? "its output is not being read fast enough"
+				      : "cannot write its output: ",
+			err == EAGAIN ? "" : strerror(err));
+}
+
+/* The lines of @b from @off will not be written (@err: why): counted (a
+ * line cut short by a failure with them) and dropped. */
+static void lost(struct log_buf *b, size_t off, int err)
+{
 	uint64_t n = 0;
 	for (const char *p = b->data + off, *e = b->data + b->len;
 	     (p = memchr(p, '\n', (size_t)(e - p))); p++)
 		n++;
-	b->lost += n;
-	if (!__atomic_exchange_n(&said, true, __ATOMIC_RELAXED))
-		fprintf(stderr,
-			"mixd: stdio handler: cannot write its output: %s; "
-			"lines not written are counted in "
-			"mixd_log_lines_lost_total\n",
-			strerror(err));
+	b->len = off;
+	/* A line begun and not ended: the output's next byte ends it. */
+	b->torn |= b->mid;
+	count_lost(b, n, err);
 }
 
-void log_flush(struct log_buf *b)
+/* Up to @n bytes of @p to @b's output, never waiting: the bytes taken, or
+ * -1 (errno; EAGAIN: none taken yet). */
+static ssize_t put_out(const struct log_buf *b, const char *p, size_t n)
 {
+	return b->send ? send(b->fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL)
+		       : write(b->fd, p, n);
+}
+
+void log_flush(struct log_buf *b, int wait_ms)
+{
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	size_t off = 0;
+	b->blocked = false;
 	while (off < b->len) {
-		/* Whole lines, at most PIPE_BUF at a time: atomic on a pipe. */
-		size_t n = b->len - off;
+		/* Whole lines, at most PIPE_BUF at a time: atomic on a pipe,
+		 * which takes all of such a write or, not waiting, none. A
+		 * line cut short by lost output is ended first. */
+		const char *p = b->torn ? "\n" : b->data + off;
+		size_t n = b->torn ? 1 : b->len - off;
 		if (n > PIPE_BUF) {
 			n = PIPE_BUF;
-			while (n > 0 && b->data[off + n - 1] != '\n')
+			while (n > 0 && p[n - 1] != '\n')
 				n--;
 			if (n == 0)
 				n = PIPE_BUF; /* one line longer than PIPE_BUF */
 		}
-		if (b->rot && (off == 0 || b->data[off - 1] == '\n')) {
+		if (b->rot && !b->mid && !b->torn) {
 			/* At a line's start: rotate before the lines this
 			 * write begins (a line longer than PIPE_BUF goes in
 			 * several), never inside one. */
-			const char *nl = memchr(b->data + off + n - 1, '\n',
+			const char *nl = memchr(p + n - 1, '\n',
 						b->len - (off + n - 1));
-			log_rotate(b->rot, nl ? (size_t)(nl + 1 - (b->data + off))
+			log_rotate(b->rot, nl ? (size_t)(nl + 1 - p)
 					      : b->len - off);
 		}
-		ssize_t w = write(b->fd, b->data + off, n);
+		ssize_t w = put_out(b, p, n);
 		if (w < 0 && errno == EINTR)
 			continue;
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			struct timespec t;
+			clock_gettime(CLOCK_MONOTONIC, &t);
+			int64_t left = wait_ms - ((t.tv_sec - t0.tv_sec) * 1000 +
+						  (t.tv_nsec - t0.tv_nsec) / 1000000);
+			if (left > 0) {
+				struct pollfd pf = {.fd = b->fd, .events = POLLOUT};
+				(void)poll(&pf, 1, (int)left);
+				continue;
+			}
+			if (wait_ms > 0) {
+				lost(b, off, EAGAIN);
+				break;
+			}
+			/* Kept for the next pass, from the first byte not
+			 * taken. */
+			memmove(b->data, b->data + off, b->len - off);
+			b->len -= off;
+			b->blocked = true;
+			return;
+		}
 		if (w <= 0) {
 			lost(b, off, w < 0 ? errno : EIO);
 			break;
@@ -342,7 +454,11 @@ void log_flush(struct log_buf *b)
 		if (b->rot)
 			__atomic_add_fetch(&b->rot->size, (uint64_t)w,
 					   __ATOMIC_RELAXED);
-		off += (size_t)w;
+		b->mid = p[w - 1] != '\n';
+		if (b->torn)
+			b->torn = false;
+		else
+			off += (size_t)w;
 	}
 	b->len = 0;
 }
@@ -404,9 +520,11 @@ static size_t utf8_len(const unsigned char *p, size_t n)
  * A JSON string as zap's safeAddString wrote it: \" \\ \n \r \t, other
  * bytes below 0x20 as \u00XX, each byte of invalid UTF-8 as \ufffd; the
  * rest (DEL and well-formed sequences included) as it is. Runs of plain
- * bytes are copied whole.
+ * bytes are copied whole. @go_json: as encoding/json wrote it (zap's
+ * reflected values, without HTML escaping), the same but for U+2028 and
+ * U+2029, escaped.
  */
-static void put_json_string(struct out *o, const char *s, size_t n)
+static void put_json_text(struct out *o, const char *s, size_t n, bool go_json)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *p = (const unsigned char *)s;
@@ -421,6 +539,14 @@ static void put_json_string(struct out *o, const char *s, size_t n)
 			continue;
 		}
 		if (c >= 0x80 && (len = utf8_len(p + i, n - i))) {
+			/* U+2028, U+2029: E2 80 A8, E2 80 A9. */
+			if (go_json && len == 3 && c == 0xe2 && p[i + 1] == 0x80 &&
+			    (p[i + 2] | 1) == 0xa9) {
+				put(o, s + done, i - done);
+				put(o, p[i + 2] == 0xa8 ? "\\u2028" : "\\u2029", 6);
+				done = i += 3;
+				continue;
+			}
 			i += len;
 			continue;
 		}
@@ -444,6 +570,11 @@ static void put_json_string(struct out *o, const char *s, size_t n)
 	}
 	put(o, s + done, n - done);
 	put(o, "\"", 1);
+}
+
+static void put_json_string(struct out *o, const char *s, size_t n)
+{
+	put_json_text(o, s, n, false);
 }
 
 /* @n bytes as a JSON string of standard base64, padded: zap.Any took a
@@ -470,6 +601,59 @@ static void put_base64(struct out *o, const unsigned char *p, size_t n)
 		put(o, q, 4);
 	}
 	put(o, "\"", 1);
+}
+
+struct map_pair {
+	struct attr_value k, v;
+	uint32_t at; /* its place in the record */
+};
+
+/* By key, Go's string order; a key given twice, in the record's order. */
+static int pair_cmp(const void *a, const void *b)
+{
+	const struct map_pair *x = a, *y = b;
+	int c = memcmp(x->k.s, y->k.s, x->k.len < y->k.len ? x->k.len : y->k.len);
+	if (c)
+		return c;
+	if (x->k.len != y->k.len)
+		return x->k.len < y->k.len ? -1 : 1;
+	return x->at < y->at ? -1 : 1;
+}
+
+/*
+ * A string map as zap.Any wrote a Go map[string]string: through
+ * encoding/json, so keys sorted (a key a record repeats is written once,
+ * with the value a lookup finds, its first) and U+2028 and U+2029 escaped.
+ */
+static void put_map(struct out *o, const struct attr_value *m)
+{
+	struct map_pair small[64], *e = small;
+	uint32_t n = attr_map_count(m);
+	if (n > 64 && !(e = malloc(n * sizeof *e))) {
+		o->full = true; /* no memory: not written, counted */
+		return;
+	}
+	uint32_t got = 0;
+	size_t off = 0;
+	while (got < n && attr_map_next(m, &off, &e[got].k, &e[got].v)) {
+		e[got].at = got;
+		got++;
+	}
+	qsort(e, got, sizeof *e, pair_cmp);
+	put(o, "{", 1);
+	for (uint32_t i = 0; i < got; i++) {
+		if (i && e[i].k.len == e[i - 1].k.len &&
+		    !memcmp(e[i].k.s, e[i - 1].k.s, e[i].k.len))
+			continue;
+		if (i)
+			put(o, ",", 1);
+		put_json_text(o, e[i].k.s, e[i].k.len, true);
+		put(o, ":", 1);
+		put_json_text(o, e[i].v.s, e[i].v.len, true);
+	}
+	put(o, "}", 1);
+	if (e != small)
+		free(e);
 }
 
 static void put_value(struct out *o, const struct attr_value *v)
@@ -504,20 +688,9 @@ static void put_value(struct out *o, const struct attr_value *v)
 	case ATTR_IP:
 		put_json_string(o, tmp, attr_format_ip(v, tmp, sizeof tmp));
 		break;
-	case ATTR_STRING_MAP: {
-		put(o, "{", 1);
-		struct attr_value k, val;
-		size_t off = 0;
-		for (int i = 0; attr_map_next(v, &off, &k, &val); i++) {
-			if (i)
-				put(o, ",", 1);
-			put_json_string(o, k.s, k.len);
-			put(o, ":", 1);
-			put_json_string(o, val.s, val.len);
-		}
-		put(o, "}", 1);
+	case ATTR_STRING_MAP:
+		put_map(o, v);
 		break;
-	}
 	case ATTR_BYTES:
 		put_base64(o, (const unsigned char *)v->s, v->len);
 		break;
@@ -603,14 +776,26 @@ int log_entry(const struct agg_plan *p, const struct plan_log *l,
 		return -1; /* type-checked at compile time; never print
 			    * another type as the entry's time */
 
-	if (b->fd != l->fd || b->len > sizeof b->data / 2) {
+	if (b->fd != l->fd) {
+		/* One output's lines at a time: what the last one has not
+		 * taken yet is lost. */
 		if (b->len)
-			log_flush(b);
+			log_flush(b, 0);
+		if (b->len)
+			lost(b, 0, EAGAIN);
+		if (b->torn) /* ended if the old output takes it now */
+			(void)put_out(b, "\n", 1);
+		b->torn = b->mid = false;
 		b->fd = l->fd;
+		b->send = l->send;
 		b->rot = l->rot;
+	} else if (b->len > sizeof b->data / 2 && !b->blocked) {
+		log_flush(b, 0);
 	}
 	/* A line that does not fit after what the buffer holds goes to an
-	 * empty one; only one longer than the whole buffer is not written. */
+	 * empty one; only one longer than the whole buffer is not written,
+	 * and one an output too slow to empty the buffer has no room for is
+	 * lost. */
 	for (;;) {
 		struct out o = {b->data + b->len, 0, sizeof b->data - b->len,
 				false};
@@ -622,6 +807,10 @@ int log_entry(const struct agg_plan *p, const struct plan_log *l,
 		}
 		if (!b->len)
 			return -1;
-		log_flush(b);
+		if (b->blocked) { /* tried again at the shard's next pass */
+			count_lost(b, 1, EAGAIN);
+			return 0;
+		}
+		log_flush(b, 0);
 	}
 }

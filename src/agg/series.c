@@ -543,11 +543,11 @@ static const struct attr_value **res_array(const struct expr_plan *pl)
 	return calloc(expr_plan_size(pl) + 1, sizeof(struct attr_value *));
 }
 
-void state_flush(struct shard_state *s)
+void state_flush(struct shard_state *s, int wait_ms)
 {
 	struct state_ext *x = (struct state_ext *)s;
 	if (x->log.len)
-		log_flush(&x->log);
+		log_flush(&x->log, wait_ms);
 }
 
 static void free_results(struct state_ext *x, const struct agg_plan *plan)
@@ -702,6 +702,7 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 		return NULL;
 	struct shard_state *s = &x->s;
 	s->plan = plan;
+	x->log.fd = -1; /* no output yet (0 is one) */
 	s->series = calloc(plan->ndimsets + 1, sizeof *s->series);
 	s->owns = calloc(plan->ndimsets + 1, sizeof *s->owns);
 	s->inst_errors = calloc(plan->nfams + 1, sizeof *s->inst_errors);
@@ -726,7 +727,7 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 	if (old) {
 		struct state_ext *ox = (struct state_ext *)old;
 		memcpy(x->memo_count, ox->memo_count, sizeof x->memo_count);
-		state_flush(old);
+		state_flush(old, LOG_FINAL_WAIT_MS);
 		x->log.lost = ox->log.lost;
 	}
 	/* So do the instance errors (counters must not reset on a reload):
@@ -836,7 +837,7 @@ void state_retire(struct shard_state *s, struct agg_epoch *e,
 {
 	if (!s)
 		return;
-	state_flush(s);
+	state_flush(s, LOG_FINAL_WAIT_MS);
 	epoch_retire(e, rl, free_state, s);
 }
 

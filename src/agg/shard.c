@@ -233,7 +233,7 @@ static unsigned pass(struct shard *sh, bool draining, bool *left)
 	if (sh->mar)
 		mar_read_end(sh->mar);
 	if (sh->state)
-		state_flush(sh->state);
+		state_flush(sh->state, 0);
 	publish(sh);
 	return n;
 }

@@ -239,8 +239,9 @@ class Mixd:
     prometheus_port, proc (subprocess.Popen), stderr_path.
     """
 
-    def __init__(self, build_dir, extra_args=(), shards=2, start=True):
+    def __init__(self, build_dir, extra_args=(), shards=2, start=True, stdout=None):
         self.build = os.path.abspath(build_dir)
+        self.stdout_to = stdout  # None: with stderr; subprocess.PIPE: self.proc.stdout
         self.binary = os.path.join(self.build, "mixd")
         self.extra_args = list(extra_args)
         self.shards = shards
@@ -274,7 +275,9 @@ class Mixd:
         self.monitoring_port = self.prometheus_port = None
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
-                                         stdout=err, stderr=err, cwd=self.tmp)
+                                         stdout=err if self.stdout_to is None
+                                         else self.stdout_to,
+                                         stderr=err, cwd=self.tmp)
         deadline = time.monotonic() + _t(10)
         while time.monotonic() < deadline:
             self._read_ports()

@@ -1352,6 +1352,67 @@ spec:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def a_stdout_no_one_reads_holds_nothing_up(build):
+    """A stdio handler on a stdout pipe whose reader stops reading: the
+    shard goes on counting every record, the lines the pipe cannot take
+    are dropped and counted, SIGTERM stops mixd at once, and when the pipe
+    is read again every line in it is whole: lines read + lines counted
+    lost = records processed. (It used to hold the shard, and the stop,
+    for as long as the reader did.)"""
+    tmp = tempfile.mkdtemp(prefix="mixd-stall.")
+    try:
+        path = os.path.join(tmp, "log.yaml")
+        with open(path, "w") as f:
+            f.write("""apiVersion: config.istio.io/v1alpha2
+kind: logentry
+metadata: {name: notes, namespace: default}
+spec:
+  variables: {path: request.path}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: stdio
+metadata: {name: out, namespace: default}
+spec: {outputAsJson: true}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: notes, namespace: default}
+spec:
+  actions: [{handler: out.stdio, instances: [notes.logentry]}]
+""")
+        m = mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"],
+                    shards=1, stdout=subprocess.PIPE)
+        try:
+            n = 20000  # about 5 MB of lines: far more than a pipe holds
+            send(build, m, [{"request.path": f"/{i:06}" + "x" * 200} for i in range(n)],
+                 transport="socket")
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == n,
+                       timeout=30, what=f"{n} records processed")
+            lost = mt.value(m.metrics(), "mixd_log_lines_lost_total")
+            mt.check(0 < lost < n, f"lost {lost}")
+            mt.check("its output is not being read fast enough" in m.stderr(), m.stderr())
+            out = []
+            reader = threading.Thread(target=lambda: out.append(m.proc.stdout.read()))
+            reader.start()
+            t0 = time.monotonic()
+            m.stop()
+            took = time.monotonic() - t0
+            reader.join(10)
+            mt.check(not reader.is_alive(), "stdout still open after the stop")
+            mt.check(took < 5, f"the stop took {took:.1f} s")
+            text = out[0].decode()
+            mt.check(text.endswith("\n"), repr(text[-200:]))
+            lines = text.splitlines()
+            paths = [json.loads(line)["path"] for line in lines]
+            mt.check(len(set(paths)) == len(paths), "a line twice")
+            mt.check(len(lines) + lost == n,
+                     f"{len(lines)} lines read + {lost} lost != {n}")
+        finally:
+            m.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     mt.main([
         every_sample_of_the_six_families_is_exact,
@@ -1383,4 +1444,5 @@ if __name__ == "__main__":
         mixers_command_line_starts_mixd,
         the_stdio_handler_writes_logentries_as_json_lines,
         lines_an_output_refuses_are_counted,
+        a_stdout_no_one_reads_holds_nothing_up,
     ])

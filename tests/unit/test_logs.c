@@ -11,6 +11,8 @@
  * into an attribute table by hand and formatted with log_entry().
  */
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -32,6 +35,7 @@ struct fixture {
 	struct expr_scratch *sc;
 	struct attr_table t;
 	struct log_buf buf;
+	int reader; /* log_fifo's read end, or -1 */
 };
 
 /* The logentry most tests use: a variable of each type they need. */
@@ -44,6 +48,7 @@ struct fixture {
  * writes to @f->log, with @handler's lines added to the handler's spec.
  * outputLevel ERROR: Mixer wrote the entries below it anyway. */
 static const char *log_stream = "FILE"; /* the handler's logStream */
+static bool log_fifo; /* the output path a FIFO, read by @f->reader */
 
 static struct fixture *setup_with(const char *logentry, const char *handler)
 {
@@ -70,6 +75,7 @@ static struct fixture *setup_with(const char *logentry, const char *handler)
 		"    t.sev: {valueType: STRING}\n"
 		"    t.b: {valueType: BYTES}\n"
 		"    t.mr: {valueType: STRING}\n"
+		"    t.m: {valueType: STRING_MAP}\n"
 		"---\n"
 		"kind: logentry\n"
 		"metadata: {name: le, namespace: default}\n"
@@ -90,6 +96,14 @@ static struct fixture *setup_with(const char *logentry, const char *handler)
 		"  actions: [{handler: h.stdio, instances: [le.logentry]}]\n",
 		logentry, log_stream, f->log, handler);
 	fclose(y);
+	f->reader = -1;
+	if (log_fifo) {
+		assert_int_equal(mkfifo(f->log, 0600), 0);
+		f->reader = open(f->log, O_RDONLY | O_NONBLOCK);
+		assert_true(f->reader >= 0);
+		/* The smallest pipe: a page. */
+		assert_true(fcntl(f->reader, F_SETPIPE_SZ, 4096) >= 4096);
+	}
 
 	struct cfg *c = cfg_load(path, "default");
 	assert_non_null(c);
@@ -112,6 +126,8 @@ static struct fixture *setup(const char *severity_levels)
 
 static void teardown(struct fixture *f)
 {
+	if (f->reader >= 0)
+		close(f->reader);
 	expr_scratch_destroy(f->sc);
 	plan_unref(f->plan);
 	unlink(f->log);
@@ -170,7 +186,7 @@ static void expect_lines(struct fixture *f, const char *const *want)
 	FILE *in;
 	size_t i = 0;
 
-	log_flush(&f->buf);
+	log_flush(&f->buf, 0);
 	in = fopen(f->log, "r");
 	assert_non_null(in);
 	while (fgets(line, sizeof line, in)) {
@@ -289,7 +305,7 @@ static void test_a_long_entry_after_another_is_written(void **state)
 		set_str(f, "t.s", big, n);
 		assert_int_equal(format(f), 0);
 	}
-	log_flush(&f->buf);
+	log_flush(&f->buf, 0);
 	FILE *in = fopen(f->log, "r");
 	assert_non_null(in);
 	size_t lines = 0, bytes = 0;
@@ -350,7 +366,7 @@ static void test_a_rotated_file_is_rotated_and_pruned(void **state)
 	const size_t n = 250; /* about 5 MB: four rotations */
 	for (size_t i = 0; i < n; i++)
 		assert_int_equal(format(f), 0);
-	log_flush(&f->buf);
+	log_flush(&f->buf, 0);
 	size_t bytes, lines = file_lines(f->log, &bytes);
 	assert_true(bytes <= (1u << 20) && lines > 0);
 	/* every line the same length: a file holds this many */
@@ -542,6 +558,165 @@ static void test_bytes_in_base64(void **state)
 	teardown(f);
 }
 
+
+/* Everything @f->reader can read now appended to @got (@cap bytes). */
+static size_t drain(struct fixture *f, char *got, size_t len, size_t cap)
+{
+	ssize_t k;
+	while (len < cap && (k = read(f->reader, got + len, cap - len)) > 0)
+		len += (size_t)k;
+	assert_true(len < cap);
+	return len;
+}
+
+/* An output read too slowly (a FIFO whose reader does not read) never
+ * holds the shard: what it does not take waits in the buffer, a line with
+ * no room is dropped and counted; once read again it gets every line
+ * kept, whole. Written + lost = formatted. */
+static void test_a_slow_reader_never_blocks_and_loses_nothing_silently(void **state)
+{
+	(void)state;
+	log_fifo = true;
+	struct fixture *f = setup("");
+	log_fifo = false;
+	const size_t n = 2000; /* about 300 KB: the pipe and buffer hold less */
+	for (size_t i = 0; i < n; i++) {
+		entry(f, (double)i, NULL);
+		if (i % 100 == 99)
+			log_flush(&f->buf, 0); /* as a shard's pass does */
+	}
+	log_flush(&f->buf, 0);
+	assert_true(f->buf.lost > 0);
+	assert_true(f->buf.len > 0 && f->buf.blocked); /* kept for later */
+	static char got[1 << 20];
+	size_t len = drain(f, got, 0, sizeof got);
+	log_flush(&f->buf, 0);
+	len = drain(f, got, len, sizeof got);
+	while (f->buf.len) { /* more than a page kept: a page a round */
+		log_flush(&f->buf, 0);
+		len = drain(f, got, len, sizeof got);
+	}
+	size_t lines = 0;
+	for (const char *p = got, *e = got + len, *nl; p < e; p = nl + 1) {
+		nl = memchr(p, '\n', (size_t)(e - p));
+		assert_non_null(nl); /* no line cut short */
+		assert_memory_equal(p, "{\"level\":", 9);
+		assert_memory_equal(nl - 2, "\"}", 2);
+		lines++;
+	}
+	assert_true(lines > 0);
+	assert_int_equal(lines + f->buf.lost, n);
+	teardown(f);
+}
+
+/* A line the output took part of before the rest was given up (waited for
+ * in vain) is ended with a newline before anything else is written, so
+ * the next line is a line of its own. */
+static void test_a_line_cut_short_is_ended_before_the_next(void **state)
+{
+	(void)state;
+	log_fifo = true;
+	struct fixture *f = setup("");
+	log_fifo = false;
+	static char big[10001];
+	memset(big, 'x', sizeof big - 1);
+	attr_table_clear(&f->t);
+	set(f, "t.d", (struct attr_value){.type = ATTR_DOUBLE, .d = 1});
+	set(f, "t.ts", (struct attr_value){.type = ATTR_TIMESTAMP, .i = T0});
+	set(f, "t.ip", (struct attr_value){.type = ATTR_IP, .len = 4});
+	set_str(f, "t.s", big, sizeof big - 1);
+	assert_int_equal(format(f), 0); /* longer than the pipe */
+	log_flush(&f->buf, 1);          /* a page taken, the rest lost */
+	assert_int_equal(f->buf.lost, 1);
+	assert_true(f->buf.torn);
+	static char got[1 << 16];
+	size_t len = drain(f, got, 0, sizeof got);
+	assert_int_equal(len, 4096);
+	entry(f, 2, NULL);
+	log_flush(&f->buf, 0);
+	len = drain(f, got, len, sizeof got);
+	assert_int_equal(got[4096], '\n');
+	assert_memory_equal(got + 4097, "{\"level\":", 9);
+	assert_int_equal(got[len - 1], '\n');
+	assert_null(memchr(got + 4097, '\n', len - 4098));
+	assert_false(f->buf.torn);
+	teardown(f);
+}
+
+/* A ROTATED_FILE someone removed is started again at its size, not
+ * renamed (there is nothing to rename) nor left unrotated. */
+static void test_a_removed_rotated_file_is_started_again(void **state)
+{
+	(void)state;
+	log_stream = "ROTATED_FILE";
+	struct fixture *f = setup_with(LOGENTRY,
+				       "  maxMegabytesBeforeRotation: 1\n");
+	log_stream = "FILE";
+	static char big[20001];
+	memset(big, 'x', sizeof big - 1);
+	attr_table_clear(&f->t);
+	set(f, "t.d", (struct attr_value){.type = ATTR_DOUBLE, .d = 1});
+	set(f, "t.ts", (struct attr_value){.type = ATTR_TIMESTAMP, .i = T0});
+	set(f, "t.ip", (struct attr_value){.type = ATTR_IP, .len = 4});
+	set_str(f, "t.s", big, sizeof big - 1);
+	for (size_t i = 0; i < 10; i++)
+		assert_int_equal(format(f), 0);
+	log_flush(&f->buf, 0);
+	assert_int_equal(unlink(f->log), 0);
+	for (size_t i = 0; i < 60; i++) /* past the size: about 1.2 MB */
+		assert_int_equal(format(f), 0);
+	log_flush(&f->buf, 0);
+	size_t bytes, lines = file_lines(f->log, &bytes);
+	assert_true(lines > 0 && lines < 60 && bytes <= (1u << 20));
+	DIR *d = opendir(f->dir);
+	assert_non_null(d);
+	struct dirent *e;
+	while ((e = readdir(d)))
+		assert_true(e->d_name[0] == '.' ||
+			    !strcmp(e->d_name, "access.log"));
+	closedir(d);
+	assert_int_equal(f->buf.lost, 0);
+	teardown(f);
+}
+
+/* A string map as encoding/json wrote a Go map for zap.Any: keys sorted
+ * whatever the record's order, a repeated key once (its first value, as
+ * a lookup finds), U+2028 and U+2029 escaped. */
+static void test_a_string_map_is_written_as_go_wrote_a_map(void **state)
+{
+	(void)state;
+	struct fixture *f = setup_with("  variables: {m: t.m}\n", "");
+	static const struct {
+		const char *k, *v;
+	} pairs[] = {{"version", "v1"}, {"app", "a\xe2\x80\xa8" "b"},
+		     {"b", "\xe2\x80\xa9"}, {"app", "later"}, {"ab", "<&>"}};
+	uint8_t wire[256], *q = wire + 4;
+	uint32_t u = 5;
+	memcpy(wire, &u, 4);
+	for (size_t i = 0; i < 5; i++) {
+		u = (uint32_t)strlen(pairs[i].k);
+		memcpy(q, &u, 4);
+		memcpy(q + 4, pairs[i].k, u);
+		q += 4 + u;
+		u = (uint32_t)strlen(pairs[i].v);
+		memcpy(q, &u, 4);
+		memcpy(q + 4, pairs[i].v, u);
+		q += 4 + u;
+	}
+	attr_table_clear(&f->t);
+	set(f, "t.m", (struct attr_value){.type = ATTR_STRING_MAP,
+					  .len = (uint32_t)(q - wire),
+					  .map = wire});
+	assert_int_equal(format(f), 0);
+	static const char *const want[] = {
+		"{\"level\":\"info\",\"time\":\"0001-01-01T00:00:00.000000Z\","
+		"\"instance\":\"le.logentry.default\",\"m\":{\"ab\":\"<&>\","
+		"\"app\":\"a\\u2028b\",\"b\":\"\\u2029\",\"version\":\"v1\"}}",
+		NULL};
+	expect_lines(f, want);
+	teardown(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -557,6 +732,11 @@ int main(void)
 		cmocka_unit_test(
 			test_without_a_timestamp_the_time_is_gos_zero_time),
 		cmocka_unit_test(test_bytes_in_base64),
+		cmocka_unit_test(
+			test_a_slow_reader_never_blocks_and_loses_nothing_silently),
+		cmocka_unit_test(test_a_line_cut_short_is_ended_before_the_next),
+		cmocka_unit_test(test_a_removed_rotated_file_is_started_again),
+		cmocka_unit_test(test_a_string_map_is_written_as_go_wrote_a_map),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
