@@ -11,10 +11,13 @@
  *    it connects or sends; mixd_client_stats() takes it too.
  *  - No allocation per record.
  *  - A full ring drops the record and counts it; nothing is lost silently,
- *    with one exception: over the socket transport, records already in the
- *    kernel's socket buffers when mixd dies are lost uncounted (a socket
- *    carries no acknowledgement). A shared-memory ring has no such window:
- *    a restarted mixd takes it back where the last one stopped.
+ *    with two exceptions, both over the socket transport: records already
+ *    in the kernel's socket buffers when mixd dies are lost uncounted (a
+ *    socket carries no acknowledgement), and so are records and drops not
+ *    yet sent when the client is closed without mixd_client_flush(). A
+ *    shared-memory ring has no such window: a restarted mixd takes it back
+ *    where the last one stopped, and a closed client's rings stay
+ *    readable.
  *  - mixd need not be running. A background thread connects, hands over each
  *    ring, and reconnects (with backoff) when mixd restarts; a restarted mixd
  *    drains what was written while it was down, up to the ring's capacity.
@@ -111,6 +114,10 @@ int mixd_client_open(const char *address,
  * Stop the background thread, close every connection and free the client.
  * Records still in a shared-memory ring stay readable by mixd, which drains a
  * ring before releasing it; call mixd_client_flush() first to wait for that.
+ * Over the socket transport each connection is given what its socket takes
+ * at once; records it does not take, and drops mixd was not yet told of,
+ * are lost with the client: call mixd_client_flush() first, which waits
+ * for both. Never blocks beyond the background thread's current pass.
  * No thread may use @c, or a record from it, during or after this call.
  */
 void mixd_client_close(mixd_client *c);

@@ -1739,11 +1739,15 @@ API void mixd_client_close(mixd_client *c)
 	__atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE);
 	wake(c);
 	pthread_join(c->bg, NULL);
-	/* The sockets under the lock, as a fork sees them; then out of the
-	 * list of open clients. */
+	/* The sockets under the lock, as a fork sees them, each given what
+	 * it takes now of its ring (no waiting: mixd_client_flush() waits);
+	 * then out of the list of open clients. */
 	pthread_mutex_lock(&c->lock);
 	for (struct tl_ring *r = c->rings; r; r = r->next) {
 		if (r->sock >= 0) {
+			if (r->memfd < 0 &&
+			    __atomic_load_n(&r->linked, __ATOMIC_ACQUIRE))
+				(void)pump(r);
 			close(r->sock);
 			r->sock = -1;
 		}
