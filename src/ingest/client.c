@@ -94,6 +94,7 @@ struct tl_ring {
 	 * sent whole; atomic, flush reads them), and the counts frame being
 	 * sent, when counts_on. */
 	uint64_t told_dropped, told_invalid;
+	uint64_t told_ns; /* when a counts frame last went whole */
 	uint8_t counts[MIXD_FRAME_HDR + sizeof(struct mixd_frame_counts)];
 	bool counts_on;
 	uint32_t counts_off;
@@ -1445,8 +1446,14 @@ static int tell_counts(struct tl_ring *r)
 	ring_store_relaxed(&r->told_dropped, r->told_dropped + fc.dropped);
 	ring_store_relaxed(&r->told_invalid, r->told_invalid + fc.invalid);
 	r->counts_on = false;
+	r->told_ns = now_ns(CLOCK_MONOTONIC);
 	return 0;
 }
+
+/* A ring under sustained load may never be empty, when pump() tells its
+ * drops: between whole frames it tells them at least this often too, so
+ * that mixd counts them while they happen. */
+#define TELL_EVERY_NS 100000000u
 
 /*
  * Socket transport: send what the producer published, as it lies in the
@@ -1459,6 +1466,11 @@ static int pump(struct tl_ring *r)
 	struct ring_cons *s = &r->send;
 	/* A counts frame begun goes out whole before any record's byte. */
 	if (r->counts_on) {
+		int t = tell_counts(r);
+		if (t)
+			return t;
+	}
+	if (!r->send_part && now_ns(CLOCK_MONOTONIC) - r->told_ns >= TELL_EVERY_NS) {
 		int t = tell_counts(r);
 		if (t)
 			return t;

@@ -281,6 +281,93 @@ static void *slam(void *p)
 	return NULL;
 }
 
+/* A mixd that reads its one stream connection slowly, parsing frames,
+ * until it has been told of drops (told) or @stop. */
+struct slow_reader {
+	int fd;
+	int told, stop; /* atomic */
+	pthread_t t;
+};
+
+static void *read_slowly(void *p)
+{
+	struct slow_reader *s = p;
+	int c = accept(s->fd, NULL, NULL);
+	assert_true(c >= 0);
+	static uint8_t buf[1 << 20];
+	size_t have = 0, at = sizeof(struct mixd_hello);
+	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
+		usleep(20 * 1000);
+		ssize_t k = recv(c, buf + have, 16 * 1024, MSG_DONTWAIT);
+		if (k > 0)
+			have += (size_t)k;
+		uint32_t fh[2];
+		while (have >= at + sizeof fh) {
+			memcpy(fh, buf + at, sizeof fh);
+			uint64_t size = MIXD_FRAME_ALIGN(MIXD_FRAME_HDR + (uint64_t)fh[0]);
+			if (have < at + size)
+				break;
+			struct mixd_frame_counts fc;
+			if (fh[1] == MIXD_FRAME_COUNTS) {
+				memcpy(&fc, buf + at + MIXD_FRAME_HDR, sizeof fc);
+				if (fc.dropped)
+					__atomic_store_n(&s->told, 1, __ATOMIC_RELEASE);
+			}
+			at += size;
+		}
+		if (at > sizeof buf / 2) { /* keep the unparsed rest */
+			memmove(buf, buf + at, have - at);
+			have -= at;
+			at = 0;
+		}
+	}
+	close(c);
+	return NULL;
+}
+
+/* A socket ring that never empties (mixd reads slower than the proxy
+ * writes) still tells mixd of its drops while they happen, not once the
+ * load is over. */
+static void drops_are_told_while_a_socket_ring_stays_full(void **state)
+{
+	(void)state;
+	struct slow_reader s = {0};
+	char path[108];
+	snprintf(path, sizeof path, "/tmp/mixd-slow-%d.sock", (int)getpid());
+	unlink(path);
+	s.fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+	assert_int_equal(bind(s.fd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(s.fd, 16), 0);
+	assert_int_equal(pthread_create(&s.t, NULL, read_slowly, &s), 0);
+	char addr[128];
+	snprintf(addr, sizeof addr, "unix://%s", path);
+	mixd_client *c;
+	struct mixd_client_options o = {.transport = MIXD_TRANSPORT_SOCKET};
+	assert_int_equal(mixd_client_open(addr, &o, &c), 0);
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	bool told = false;
+	for (;;) { /* flat out: far more than 800 KB/s */
+		for (int i = 0; i < 1000; i++)
+			(void)proxy_record_rc(c, 200); /* -ENOBUFS: dropped */
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if ((told = __atomic_load_n(&s.told, __ATOMIC_ACQUIRE)) ||
+		    t.tv_sec - t0.tv_sec > 5)
+			break;
+	}
+	struct mixd_client_stats st;
+	mixd_client_stats(c, &st);
+	assert_true(st.dropped_full > 0);
+	assert_true(told);
+	__atomic_store_n(&s.stop, 1, __ATOMIC_RELEASE);
+	pthread_join(s.t, NULL);
+	mixd_client_close(c);
+	close(s.fd);
+	unlink(path);
+}
+
 static void a_connection_dropped_at_once_backs_off(void **state)
 {
 	(void)state;
@@ -1572,6 +1659,7 @@ int main(void)
 		cmocka_unit_test(a_connection_dropped_at_once_backs_off),
 		cmocka_unit_test(the_socket_transport_delivers_the_same_records),
 		cmocka_unit_test(a_socket_close_sends_what_the_socket_takes),
+		cmocka_unit_test(drops_are_told_while_a_socket_ring_stays_full),
 		cmocka_unit_test(invalid_records_are_dropped_and_counted),
 		cmocka_unit_test(custom_names_travel_inline),
 		cmocka_unit_test(mixd_report_writes_a_whole_record_in_one_call),
