@@ -123,10 +123,11 @@ int mixd_client_open(const char *address,
 void mixd_client_close(mixd_client *c);
 
 /**
- * Wait up to @timeout_ms for mixd to take every record committed so far
- * (shared memory: consumed from the rings; socket: written to the socket);
- * a negative @timeout_ms waits as long as that takes. Returns 0, or
- * -ETIMEDOUT. This is the one call that may block.
+ * Wait up to @timeout_ms for mixd to take every record committed before the
+ * call (shared memory: consumed from the rings; socket: written to the
+ * socket, and the drops until then told), whatever other threads commit
+ * meanwhile; a negative @timeout_ms waits as long as that takes. Returns 0,
+ * -ETIMEDOUT, or -ENOMEM. This is the one call that may block.
  */
 int mixd_client_flush(mixd_client *c, int timeout_ms);
 

@@ -66,6 +66,7 @@ struct tl_ring {
 	struct tl_ring *tl_next;            /* the thread's list */
 	struct mixd_client *client;
 	uint64_t client_id;
+	uint64_t serial; /* unique in the process (mixd_client_flush()) */
 
 	/* Shared. */
 	int refs;     /* atomic */
@@ -288,6 +289,8 @@ static struct tl_ring *ring_create(struct mixd_client *c)
 	r->rec.client = c;
 	r->client = c;
 	r->client_id = c->id;
+	static uint64_t serials; /* atomic */
+	r->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
 	r->refs = 2; /* the thread's and the client's */
 	r->backoff_ms = BACKOFF_MIN_MS;
 
@@ -1470,12 +1473,16 @@ static int pump(struct tl_ring *r)
 		if (t)
 			return t;
 	}
-	if (!r->send_part && now_ns(CLOCK_MONOTONIC) - r->told_ns >= TELL_EVERY_NS) {
-		int t = tell_counts(r);
-		if (t)
-			return t;
-	}
+	/* Drops to tell between frames: a frame begun is finished first,
+	 * and nothing sent after it until they are told. */
+	bool due = now_ns(CLOCK_MONOTONIC) - r->told_ns >= TELL_EVERY_NS;
 	for (int rounds = 0; rounds < 64; rounds++) {
+		if (due && !r->send_part) {
+			int t = tell_counts(r);
+			if (t)
+				return t;
+			due = false;
+		}
 		s->head = ring_load_acquire(&s->hdr->prod.head);
 		if (s->tail == s->head)
 			return tell_counts(r);
@@ -1490,7 +1497,8 @@ static int pump(struct tl_ring *r)
 		/* Gather whole frames up to the end of data, a wrap, or
 		 * SEND_CHUNK. Our own memory: no need to distrust it. */
 		uint64_t end = s->tail;
-		while (end < s->head && end - s->tail < SEND_CHUNK) {
+		while (end < s->head && end - s->tail < SEND_CHUNK &&
+		       !(due && end > s->tail)) {
 			uint64_t p = end & (s->cap - 1);
 			if (end != s->tail && p == 0)
 				break;
@@ -1785,6 +1793,26 @@ API void mixd_client_close(mixd_client *c)
 	free(c);
 }
 
+/* What mixd_client_flush() waits for of one ring: its records and drops
+ * up to the call. */
+struct flush_mark {
+	const struct tl_ring *r;
+	uint64_t serial, head, dropped, invalid;
+};
+
+/* @m's ring has been taken up to its mark and, while mixd is there to hear
+ * it, told of its drops up to it (with no connection the drops wait for
+ * one, but a flush does not: it promises records only). Under c->lock. */
+static bool flushed(struct tl_ring *r, const struct flush_mark *m)
+{
+	struct mixd_ring_hdr *h = r->prod.hdr;
+	if (ring_load_acquire(&h->cons.tail) < m->head)
+		return false;
+	return r->memfd >= 0 || !__atomic_load_n(&r->linked, __ATOMIC_ACQUIRE) ||
+	       (ring_load_relaxed(&r->told_dropped) >= m->dropped &&
+		ring_load_relaxed(&r->told_invalid) >= m->invalid);
+}
+
 API int mixd_client_flush(mixd_client *c, int timeout_ms)
 {
 	if (c->pid != proc_pid)
@@ -1795,21 +1823,38 @@ API int mixd_client_flush(mixd_client *c, int timeout_ms)
 				    ? UINT64_MAX
 				    : now_ns(CLOCK_MONOTONIC) +
 					      (uint64_t)timeout_ms * 1000000u;
+	/* The records committed so far, each ring's to its head now: not
+	 * until a ring is empty, which under steady load may be never. */
+	pthread_mutex_lock(&c->lock);
+	uint32_t n = 0;
+	struct flush_mark *m = calloc(c->nrings + 1, sizeof *m);
+	for (struct tl_ring *r = c->rings; m && r; r = r->next) {
+		struct mixd_ring_hdr *h = r->prod.hdr;
+		m[n++] = (struct flush_mark){
+			r, r->serial, ring_load_acquire(&h->prod.head),
+			ring_load_relaxed(&h->prod.dropped),
+			ring_load_relaxed(&h->prod.invalid)};
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!m)
+		return -ENOMEM;
 	for (;;) {
 		bool done = true;
 		pthread_mutex_lock(&c->lock);
-		/* Every record taken, and while mixd is there to hear it,
-		 * told of every drop; with no connection the drops wait for
-		 * one, but a flush does not (it promises records only). */
+		/* A ring gone from the list is done with: mixd has all of it,
+		 * or it was let go (counted). Lists are short: one ring a
+		 * producer thread. */
 		for (struct tl_ring *r = c->rings; r && done; r = r->next)
-			done = ring_taken(r) &&
-			       (ring_told(r) ||
-				!__atomic_load_n(&r->linked, __ATOMIC_ACQUIRE));
+			for (uint32_t i = 0; i < n; i++)
+				if (m[i].r == r && m[i].serial == r->serial) {
+					done = flushed(r, &m[i]);
+					break;
+				}
 		pthread_mutex_unlock(&c->lock);
-		if (done)
-			return 0;
-		if (now_ns(CLOCK_MONOTONIC) >= deadline)
-			return -ETIMEDOUT;
+		if (done || now_ns(CLOCK_MONOTONIC) >= deadline) {
+			free(m);
+			return done ? 0 : -ETIMEDOUT;
+		}
 		wake(c);
 		struct timespec ts = {0, 1000000};
 		nanosleep(&ts, NULL);

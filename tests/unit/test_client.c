@@ -281,11 +281,12 @@ static void *slam(void *p)
 	return NULL;
 }
 
-/* A mixd that reads its one stream connection slowly, parsing frames,
- * until it has been told of drops (told) or @stop. */
+/* A mixd that reads its one stream connection slowly (800 KB/s), parsing
+ * frames and counting those that tell it of drops, until @stop. */
 struct slow_reader {
+	char path[108];
 	int fd;
-	int told, stop; /* atomic */
+	int tells, stop; /* atomic: counts frames with drops seen */
 	pthread_t t;
 };
 
@@ -311,7 +312,8 @@ static void *read_slowly(void *p)
 			if (fh[1] == MIXD_FRAME_COUNTS) {
 				memcpy(&fc, buf + at + MIXD_FRAME_HDR, sizeof fc);
 				if (fc.dropped)
-					__atomic_store_n(&s->told, 1, __ATOMIC_RELEASE);
+					__atomic_add_fetch(&s->tells, 1,
+							   __ATOMIC_RELEASE);
 			}
 			at += size;
 		}
@@ -325,24 +327,37 @@ static void *read_slowly(void *p)
 	return NULL;
 }
 
+/* A slow reader listening on a path of its own; its address in @addr. */
+static void slow_reader_start(struct slow_reader *s, char *addr, size_t n)
+{
+	snprintf(s->path, sizeof s->path, "/tmp/mixd-slow-%d.sock", (int)getpid());
+	unlink(s->path);
+	s->fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	snprintf(a.sun_path, sizeof a.sun_path, "%s", s->path);
+	assert_int_equal(bind(s->fd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(s->fd, 16), 0);
+	assert_int_equal(pthread_create(&s->t, NULL, read_slowly, s), 0);
+	snprintf(addr, n, "unix://%s", s->path);
+}
+
+static void slow_reader_stop(struct slow_reader *s)
+{
+	__atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
+	pthread_join(s->t, NULL);
+	close(s->fd);
+	unlink(s->path);
+}
+
 /* A socket ring that never empties (mixd reads slower than the proxy
- * writes) still tells mixd of its drops while they happen, not once the
- * load is over. */
+ * writes) still tells mixd of its drops while they happen, again and
+ * again (each 100 ms), not once the load is over. */
 static void drops_are_told_while_a_socket_ring_stays_full(void **state)
 {
 	(void)state;
 	struct slow_reader s = {0};
-	char path[108];
-	snprintf(path, sizeof path, "/tmp/mixd-slow-%d.sock", (int)getpid());
-	unlink(path);
-	s.fd = socket(AF_UNIX, SOCK_STREAM, 0);
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
-	assert_int_equal(bind(s.fd, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(listen(s.fd, 16), 0);
-	assert_int_equal(pthread_create(&s.t, NULL, read_slowly, &s), 0);
 	char addr[128];
-	snprintf(addr, sizeof addr, "unix://%s", path);
+	slow_reader_start(&s, addr, sizeof addr);
 	mixd_client *c;
 	struct mixd_client_options o = {.transport = MIXD_TRANSPORT_SOCKET};
 	assert_int_equal(mixd_client_open(addr, &o, &c), 0);
@@ -353,7 +368,7 @@ static void drops_are_told_while_a_socket_ring_stays_full(void **state)
 		for (int i = 0; i < 1000; i++)
 			(void)proxy_record_rc(c, 200); /* -ENOBUFS: dropped */
 		clock_gettime(CLOCK_MONOTONIC, &t);
-		if ((told = __atomic_load_n(&s.told, __ATOMIC_ACQUIRE)) ||
+		if ((told = __atomic_load_n(&s.tells, __ATOMIC_ACQUIRE) >= 5) ||
 		    t.tv_sec - t0.tv_sec > 5)
 			break;
 	}
@@ -361,11 +376,48 @@ static void drops_are_told_while_a_socket_ring_stays_full(void **state)
 	mixd_client_stats(c, &st);
 	assert_true(st.dropped_full > 0);
 	assert_true(told);
-	__atomic_store_n(&s.stop, 1, __ATOMIC_RELEASE);
-	pthread_join(s.t, NULL);
+	slow_reader_stop(&s);
 	mixd_client_close(c);
-	close(s.fd);
-	unlink(path);
+}
+
+struct flat_out {
+	mixd_client *c;
+	int stop; /* atomic */
+};
+
+static void *write_flat_out(void *p)
+{
+	struct flat_out *w = p;
+	while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE))
+		(void)proxy_record_rc(w->c, 200); /* -ENOBUFS: dropped */
+	return NULL;
+}
+
+/* A flush waits for what was committed before it, not for a moment when
+ * every ring is empty: with a thread writing flat out to a mixd that reads
+ * slower (the ring never empties) it still returns, once what the ring
+ * held at the call is read. */
+static void a_flush_returns_while_another_thread_writes_on(void **state)
+{
+	(void)state;
+	struct slow_reader s = {0};
+	char addr[128];
+	slow_reader_start(&s, addr, sizeof addr);
+	struct mixd_client_options o = {.transport = MIXD_TRANSPORT_SOCKET,
+					.ring_bytes = 256 * 1024};
+	struct flat_out w = {0};
+	assert_int_equal(mixd_client_open(addr, &o, &w.c), 0);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, write_flat_out, &w), 0);
+	usleep(200 * 1000); /* the ring full */
+	assert_int_equal(mixd_client_flush(w.c, 10000), 0);
+	__atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
+	pthread_join(t, NULL);
+	struct mixd_client_stats st;
+	mixd_client_stats(w.c, &st);
+	assert_true(st.dropped_full > 0); /* it was full */
+	slow_reader_stop(&s);
+	mixd_client_close(w.c);
 }
 
 static void a_connection_dropped_at_once_backs_off(void **state)
@@ -1660,6 +1712,7 @@ int main(void)
 		cmocka_unit_test(the_socket_transport_delivers_the_same_records),
 		cmocka_unit_test(a_socket_close_sends_what_the_socket_takes),
 		cmocka_unit_test(drops_are_told_while_a_socket_ring_stays_full),
+		cmocka_unit_test(a_flush_returns_while_another_thread_writes_on),
 		cmocka_unit_test(invalid_records_are_dropped_and_counted),
 		cmocka_unit_test(custom_names_travel_inline),
 		cmocka_unit_test(mixd_report_writes_a_whole_record_in_one_call),
