@@ -210,6 +210,44 @@ static inline uint64_t ingest_count_add(uint64_t sum, uint64_t step)
 	return INGEST_COUNT_MAX - sum < step ? INGEST_COUNT_MAX : sum + step;
 }
 
+/*
+ * One producer's word is also bounded in time: what it may add to the
+ * counts it tells (drops, refusals, a broken ring's loss) is what it could
+ * have lost -- a burst, then INGEST_SAID_PER_S a second (a thread writing
+ * flat out drops a few tens of millions). A larger claim waits for a later
+ * look, so a true count arrives late but whole; a lie adds no faster, and
+ * one liar cannot run a sum all producers share up to INGEST_COUNT_MAX
+ * (where nobody's losses would show any more) in under years.
+ */
+#define INGEST_SAID_BURST (1ull << 24)
+#define INGEST_SAID_PER_S 100000000ull
+
+/** A producer's allowance; zeroed, it starts with the burst. */
+struct ingest_said {
+	uint64_t tokens, at_ns;
+};
+
+/** How much of @want one producer may add to its counts now (@now_ns,
+ *  CLOCK_MONOTONIC); taken from @s. */
+static inline uint64_t ingest_said_take(struct ingest_said *s, uint64_t want,
+					uint64_t now_ns)
+{
+	const uint64_t ns_each = 1000000000ull / INGEST_SAID_PER_S;
+	if (now_ns > s->at_ns) {
+		uint64_t add = (now_ns - s->at_ns) / ns_each;
+		s->tokens = add >= INGEST_SAID_BURST - s->tokens
+				    ? INGEST_SAID_BURST
+				    : s->tokens + add;
+		s->at_ns += add * ns_each;
+	}
+	uint64_t got = want < s->tokens ? want : s->tokens;
+	s->tokens -= got;
+	return got;
+}
+
+/** CLOCK_MONOTONIC_COARSE in ns: ingest_said_take()'s clock. */
+uint64_t ingest_now_coarse(void);
+
 /** A ring attached for consuming: a producer's segment or a socket queue. */
 struct ingest_ring;
 

@@ -35,6 +35,11 @@ struct ingest_ring {
 	uint32_t lay_loaded;       /* bit per slot: lay[slot] checked */
 	struct ingest_layout *lay; /* MIXD_LAYOUT_SLOTS, on first use */
 	struct ring_prod queue;    /* queue rings only: the io thread's end */
+	/* Shared rings: the producer's tallies counted so far (the marks in
+	 * the segment are for a restarted mixd, read once, at attach), and
+	 * its allowance. */
+	uint64_t seen_dropped, seen_invalid;
+	struct ingest_said said;
 };
 
 static bool is_pow2(uint64_t v)
@@ -219,6 +224,8 @@ int ingest_ring_attach(int fd, struct ingest_ring **out)
 	}
 	r->c.tail = tail;
 	r->c.head = tail;
+	r->seen_dropped = ring_load_relaxed(&r->c.hdr->cons.dropped_seen);
+	r->seen_invalid = ring_load_relaxed(&r->c.hdr->cons.invalid_seen);
 	close(fd); /* the mapping keeps the memory */
 	*out = r;
 	return 0;
@@ -297,32 +304,49 @@ bool ingest_ring_empty(struct ingest_ring *r)
 	return r->c.tail == r->c.head;
 }
 
+uint64_t ingest_now_coarse(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Count @tally - *@seen of a producer's tally, as its allowance lets; *@seen
+ * moves by what was counted, and the segment's @mark with it. */
+static uint64_t account(struct ingest_ring *r, uint64_t tally, uint64_t *seen,
+			uint64_t *mark, uint64_t sum)
+{
+	uint64_t got = ingest_said_take(&r->said, tally - *seen,
+					ingest_now_coarse());
+	*seen += got;
+	ring_store_relaxed(mark, *seen);
+	return ingest_count_add(sum, got);
+}
+
 /*
  * Account for drops the producer made since any consumer last looked. The
- * "seen" mark lives in the segment, so a restarted mixd counts exactly the
- * drops made while it was down.
+ * marks of what was counted are ours (seen_*), written to the segment for
+ * a restarted mixd, which starts from them and so counts exactly the drops
+ * made while it was down; read back only then (ingest_ring_attach()).
  */
 static void account_drops(struct ingest_ring *r, struct ingest_ring_counts *n)
 {
 	struct mixd_ring_hdr *h = r->c.hdr;
 	uint64_t d = ring_load_relaxed(&h->prod.dropped);
-	uint64_t seen = ring_load_relaxed(&h->cons.dropped_seen);
-	if (d > seen) {
-		n->dropped = ingest_count_add(n->dropped, d - seen);
-		ring_store_relaxed(&h->cons.dropped_seen, d);
-	}
+	if (d > r->seen_dropped)
+		n->dropped = account(r, d, &r->seen_dropped,
+				     &h->cons.dropped_seen, n->dropped);
 	uint64_t inv = ring_load_relaxed(&h->prod.invalid);
-	uint64_t inv_seen = ring_load_relaxed(&h->cons.invalid_seen);
-	if (inv > inv_seen) {
-		n->invalid = ingest_count_add(n->invalid, inv - inv_seen);
-		ring_store_relaxed(&h->cons.invalid_seen, inv);
-	}
+	if (inv > r->seen_invalid)
+		n->invalid = account(r, inv, &r->seen_invalid,
+				     &h->cons.invalid_seen, n->invalid);
 }
 
 /*
  * The producer broke the framing. Skip everything it has published and
  * count the skipped records from its own tally of written records: the best
- * estimate there is, since the frames themselves can no longer be trusted.
+ * estimate there is, since the frames themselves can no longer be trusted
+ * (and as far as its allowance goes).
  */
 static void resync(struct ingest_ring *r, struct ingest_ring_counts *n)
 {
@@ -332,8 +356,9 @@ static void resync(struct ingest_ring *r, struct ingest_ring_counts *n)
 	uint64_t lost = written > consumed ? written - consumed : 1;
 	if (lost > r->c.cap / MIXD_FRAME_HDR)
 		lost = r->c.cap / MIXD_FRAME_HDR; /* a ring holds no more */
-	n->rejected[INGEST_REJ_RING] =
-		ingest_count_add(n->rejected[INGEST_REJ_RING], lost);
+	n->rejected[INGEST_REJ_RING] = ingest_count_add(
+		n->rejected[INGEST_REJ_RING],
+		ingest_said_take(&r->said, lost, ingest_now_coarse()));
 	ring_store_relaxed(&h->cons.consumed, consumed + lost);
 	r->c.tail = r->c.head & ~(uint64_t)7;
 	ring_cons_commit(&r->c);

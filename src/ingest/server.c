@@ -111,6 +111,7 @@ struct conn {
 	bool eof;            /* the peer closed; free once unstalled */
 	struct stalled *held, **held_tail;
 	struct conn *stall_next;
+	struct ingest_said said; /* its counts frames' allowance */
 };
 
 struct ingest_server {
@@ -419,16 +420,19 @@ static ssize_t stream_bytes(struct ingest_server *s, struct conn *c,
 {
 	struct push_ctx pc = {s, c};
 	ssize_t k = ingest_framer_feed(&c->framer, p, n, push_frame, &pc);
-	/* What the producer lost on its side, as it told us. */
+	/* What the producer lost on its side, as it told us, as far as its
+	 * allowance goes (the rest waits in the framer for the next bytes). */
 	if (c->framer.dropped | c->framer.invalid) {
+		uint64_t now = ingest_now_coarse();
+		uint64_t d = ingest_said_take(&c->said, c->framer.dropped, now);
+		uint64_t i = ingest_said_take(&c->said, c->framer.invalid, now);
 		/* io thread alone writes them: bounded sums, no wrap */
 		ck_pr_store_64(&s->n_dropped,
-			       ingest_count_add(ck_pr_load_64(&s->n_dropped),
-						c->framer.dropped));
+			       ingest_count_add(ck_pr_load_64(&s->n_dropped), d));
 		ck_pr_store_64(&s->n_invalid,
-			       ingest_count_add(ck_pr_load_64(&s->n_invalid),
-						c->framer.invalid));
-		c->framer.dropped = c->framer.invalid = 0;
+			       ingest_count_add(ck_pr_load_64(&s->n_invalid), i));
+		c->framer.dropped -= d;
+		c->framer.invalid -= i;
 	}
 	return k;
 }

@@ -221,6 +221,85 @@ static void what_a_stall_cannot_hand_over_is_said_at_the_stop(void **state)
 	ingest_ring_destroy(queue);
 }
 
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* A stream connection that has sent its hello. */
+static int stream_connection(void)
+{
+	struct mixd_hello h = {.version = MIXD_HELLO_VERSION,
+			       .kind = MIXD_HELLO_STREAM};
+	memcpy(h.marker, MIXD_HELLO_MARKER, 8);
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	snprintf(a.sun_path, sizeof a.sun_path, "%s", sock_path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(send(fd, &h, sizeof h, 0), (ssize_t)sizeof h);
+	return fd;
+}
+
+/* A counts frame telling of @dropped records into @f (24 bytes). */
+static void counts_frame(uint8_t *f, uint64_t dropped)
+{
+	uint32_t hdr[2] = {sizeof(struct mixd_frame_counts), MIXD_FRAME_COUNTS};
+	struct mixd_frame_counts fc = {.dropped = dropped};
+	memcpy(f, hdr, 8);
+	memcpy(f + 8, &fc, sizeof fc);
+}
+
+/*
+ * A stream connection's counts frames are its word, counted no faster than
+ * a producer could lose records: 1,000 frames claiming 2^32 drops each add
+ * the burst and what the time since allows, not 2^42. A true claim above
+ * the burst, from another connection, arrives whole, a part with each of
+ * the record frames that follow it.
+ */
+static void counts_frames_are_counted_no_faster_than_a_producer_loses(
+	void **state)
+{
+	(void)state;
+	assert_int_equal(ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &queue),
+			 0);
+	struct ingest_server *srv = start();
+	uint64_t t0 = mono_ns();
+	int liar = stream_connection();
+	static uint8_t lies[1000 * 24];
+	for (int i = 0; i < 1000; i++)
+		counts_frame(lies + 24 * i, 1ull << 32);
+	assert_int_equal(send(liar, lies, sizeof lies, 0), (ssize_t)sizeof lies);
+	usleep(100 * 1000);
+	struct ingest_server_stats st;
+	ingest_server_stats(srv, &st);
+	/* (the coarse clock may run a tick, 4 ms, ahead) */
+	uint64_t most = INGEST_SAID_BURST + (mono_ns() - t0 + 10000000) /
+						    (1000000000 / INGEST_SAID_PER_S);
+	assert_true(st.stream_dropped >= INGEST_SAID_BURST &&
+		    st.stream_dropped <= most);
+
+	const uint64_t before = st.stream_dropped, want = 3 * INGEST_SAID_BURST;
+	int fd = stream_connection();
+	uint8_t f[24];
+	counts_frame(f, want);
+	assert_int_equal(send(fd, f, sizeof f, 0), (ssize_t)sizeof f);
+	code_frame(f);
+	for (int i = 0; i < 300; i++) {
+		usleep(10 * 1000);
+		ingest_server_stats(srv, &st);
+		if (st.stream_dropped - before >= want)
+			break;
+		assert_int_equal(send(fd, f, CODE_FRAME_LEN, 0), CODE_FRAME_LEN);
+	}
+	assert_int_equal(st.stream_dropped - before, want);
+	close(fd);
+	close(liar);
+	stop(srv);
+	ingest_ring_destroy(queue);
+}
+
 static void a_cut_off_frame_is_counted(void **state)
 {
 	(void)state;
@@ -362,6 +441,8 @@ int main(void)
 		cmocka_unit_test(a_cut_off_frame_is_counted_when_the_close_comes_in_a_stall),
 		cmocka_unit_test(what_a_stall_holds_is_handed_over_at_the_stop),
 		cmocka_unit_test(what_a_stall_cannot_hand_over_is_said_at_the_stop),
+		cmocka_unit_test(
+			counts_frames_are_counted_no_faster_than_a_producer_loses),
 		cmocka_unit_test(a_socket_in_use_is_not_taken),
 		cmocka_unit_test(only_its_own_socket_file_is_removed),
 		cmocka_unit_test(an_untrusted_close_does_not_wait),
