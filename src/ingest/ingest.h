@@ -266,7 +266,8 @@ const char *ingest_transport_name(enum ingest_transport t);
  * (tmpfs; -EBADF otherwise), seal it against shrinking, check its size
  * and marker, map it. Takes ownership of @fd (closed on failure too, by
  * ingest_close_untrusted()). Returns 0 and the ring, or -errno (-EPROTO:
- * not a mixd ring).
+ * not a mixd ring; -EEXIST: a ring attached now, until destroyed, has
+ * this segment).
  */
 int ingest_ring_attach(int fd, struct ingest_ring **out);
 

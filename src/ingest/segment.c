@@ -40,7 +40,56 @@ struct ingest_ring {
 	 * its allowance. */
 	uint64_t seen_dropped, seen_invalid;
 	struct ingest_said said;
+	/* Shared rings: the segment's file, in the set of those attached. */
+	dev_t dev;
+	ino_t ino;
+	struct ingest_ring *same_next; /* attached_set's chain */
 };
+
+/*
+ * The segments attached now, by file. One memfd sent in two hellos would
+ * be two consumers of one ring: every record counted twice, and the
+ * consumer's marks in the segment raced for. A hello whose segment is
+ * attached already is refused (its producer reconnects when the first
+ * one is gone: a mixd restart never has the first).
+ */
+#define ATTACHED_BUCKETS 1024
+static struct ingest_ring *attached_set[ATTACHED_BUCKETS];
+static pthread_mutex_t attached_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct ingest_ring **attached_bucket(dev_t dev, ino_t ino)
+{
+	uint64_t h = ((uint64_t)ino ^ (uint64_t)dev * 0x9e3779b97f4a7c15ull) *
+		     0xff51afd7ed558ccdull;
+	return &attached_set[h >> 54]; /* 10 bits */
+}
+
+/* Put @r (its dev, ino set) in the set; false when its file is there. */
+static bool attached_add(struct ingest_ring *r)
+{
+	pthread_mutex_lock(&attached_lock);
+	struct ingest_ring **b = attached_bucket(r->dev, r->ino), *o;
+	for (o = *b; o && !(o->dev == r->dev && o->ino == r->ino);
+	     o = o->same_next)
+		;
+	if (!o) {
+		r->same_next = *b;
+		*b = r;
+	}
+	pthread_mutex_unlock(&attached_lock);
+	return !o;
+}
+
+static void attached_remove(struct ingest_ring *r)
+{
+	pthread_mutex_lock(&attached_lock);
+	struct ingest_ring **pp = attached_bucket(r->dev, r->ino);
+	while (*pp && *pp != r)
+		pp = &(*pp)->same_next;
+	if (*pp)
+		*pp = r->same_next;
+	pthread_mutex_unlock(&attached_lock);
+}
 
 static bool is_pow2(uint64_t v)
 {
@@ -214,6 +263,14 @@ int ingest_ring_attach(int fd, struct ingest_ring **out)
 	}
 	r->pid = pid;
 	r->layouts = v2;
+	r->dev = st.st_dev;
+	r->ino = st.st_ino;
+	if (!attached_add(r)) {
+		free(r);
+		r = NULL;
+		rc = -EEXIST;
+		goto fail;
+	}
 	/* Resume where the previous consumer (perhaps a mixd that died)
 	 * stopped. The value is the producer's to scribble on, so check it. */
 	uint64_t head = ring_load_acquire(&r->c.hdr->prod.head);
@@ -260,6 +317,8 @@ void ingest_ring_destroy(struct ingest_ring *r)
 {
 	if (!r)
 		return;
+	if (r->transport == INGEST_SHM)
+		attached_remove(r);
 	munmap(r->map, r->map_len);
 	free(r->lay);
 	free(r);

@@ -675,6 +675,27 @@ static void a_producers_tallies_cannot_run_counters_backwards(void **state)
 	munmap(h, size);
 }
 
+/* One segment is one ring: sent again (in a second hello) while it is
+ * attached it is refused, or two consumers would count each record; once
+ * the first is destroyed it is taken again. */
+static void a_segment_attached_twice_is_refused(void **state)
+{
+	(void)state;
+	struct ring_prod prod;
+	size_t size;
+	int fd;
+	struct mixd_ring_hdr *h = shared_segment(&prod, &size, &fd);
+	int again = dup(fd);
+	struct ingest_ring *r, *r2;
+	assert_int_equal(ingest_ring_attach(fd, &r), 0); /* takes fd */
+	int later = dup(again);
+	assert_int_equal(ingest_ring_attach(again, &r2), -EEXIST);
+	ingest_ring_destroy(r);
+	assert_int_equal(ingest_ring_attach(later, &r2), 0);
+	ingest_ring_destroy(r2);
+	munmap(h, size);
+}
+
 /* A true tally larger than the burst (a producer that dropped 50 million
  * records while mixd was down) is counted whole, over a few looks. */
 static void a_large_true_tally_arrives_whole(void **state)
@@ -709,6 +730,7 @@ int main(void)
 		cmocka_unit_test(empty_ring_yields_nothing),
 		cmocka_unit_test(a_producers_tallies_cannot_run_counters_backwards),
 		cmocka_unit_test(a_large_true_tally_arrives_whole),
+		cmocka_unit_test(a_segment_attached_twice_is_refused),
 		cmocka_unit_test(only_shared_memory_is_taken_and_refusals_do_not_wait),
 		cmocka_unit_test(wraparound_keeps_records_whole),
 		cmocka_unit_test(full_ring_refuses_then_recovers),
