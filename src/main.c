@@ -590,18 +590,21 @@ static void sample1(struct expose_buf *b, const char *name, const char *label,
 #define FD_RESERVE 256
 
 /*
- * Room for --max-producers connections: the soft open-files limit raised
- * to fit, as far as the hard limit allows (distributions start services
- * at 1,024). Where even the hard limit is too low, fewer producers, and
- * stderr says so: accepting paused at a limit mixd counts is better than
- * accept() failing for want of a descriptor, which nothing counts.
+ * Room for --max-producers connections, and for the one descriptor each
+ * may send in its hello, which waits to be closed when it is refused
+ * (ingest_close_untrusted(): a close may not return): the soft open-files
+ * limit raised to fit, as far as the hard limit allows (distributions
+ * start services at 1,024). Where even the hard limit is too low, fewer
+ * producers, and stderr says so: accepting paused at a limit mixd counts
+ * is better than accept() failing for want of a descriptor, which nothing
+ * counts.
  */
 static void fit_fd_limit(struct settings *st)
 {
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY)
 		return;
-	rlim_t need = (rlim_t)st->max_producers + FD_RESERVE;
+	rlim_t need = 2 * (rlim_t)st->max_producers + FD_RESERVE;
 	if (rl.rlim_cur < need) {
 		rlim_t to = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need
 				    ? rl.rlim_max
@@ -613,8 +616,8 @@ static void fit_fd_limit(struct settings *st)
 	if (rl.rlim_cur >= need)
 		return;
 	unsigned fit = rl.rlim_cur > 2 * FD_RESERVE
-			       ? (unsigned)(rl.rlim_cur - FD_RESERVE)
-			       : (unsigned)(rl.rlim_cur / 2);
+			       ? (unsigned)((rl.rlim_cur - FD_RESERVE) / 2)
+			       : (unsigned)(rl.rlim_cur / 4);
 	if (!fit)
 		fit = 1;
 	fprintf(stderr,

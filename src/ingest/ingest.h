@@ -280,6 +280,10 @@ int ingest_ring_attach(int fd, struct ingest_ring **out);
  */
 void ingest_close_untrusted(int fd);
 
+/** True while so many descriptors wait to be closed (one whose close
+ *  does not return holds the rest) that no more should be taken. */
+bool ingest_close_untrusted_backed_up(void);
+
 /** Wait until every descriptor given to ingest_close_untrusted() so far is
  *  closed (for tests that count descriptors). */
 void ingest_close_untrusted_wait(void);

@@ -116,11 +116,15 @@ static struct ingest_ring *ring_new(void *map, uint64_t cap,
 /*
  * Descriptors from producers are closed on a thread of their own. A file
  * on a filesystem the producer serves (FUSE) makes close() a request to
- * the producer, answered when it likes: the io thread, every producer's,
- * must not wait for it. The closer reads descriptor numbers from a pipe;
- * a number stays open, so it is not reused, until it has closed it. Were
- * the pipe full (thousands of closes held), the caller closes.
+ * the producer, answered when it likes -- or never: the io thread, every
+ * producer's, must not wait for it. The closer reads descriptor numbers
+ * from a pipe; a number stays open, so it is not reused, until it has
+ * closed it. While CLOSE_BACKLOG_MAX wait, the server takes no more
+ * descriptors (ingest_close_untrusted_backed_up()), so a close that never
+ * returns holds one thread and a bounded number of descriptors, and the
+ * pipe (16 Ki numbers) never fills; were it full, the caller would close.
  */
+#define CLOSE_BACKLOG_MAX 64
 static int closer_pipe[2] = {-1, -1};
 static pthread_once_t closer_once = PTHREAD_ONCE_INIT;
 static uint64_t closes_queued, closes_done; /* atomic */
@@ -134,6 +138,13 @@ static void *closer_main(void *arg)
 		__atomic_add_fetch(&closes_done, 1, __ATOMIC_RELEASE);
 	}
 	return NULL;
+}
+
+bool ingest_close_untrusted_backed_up(void)
+{
+	return __atomic_load_n(&closes_queued, __ATOMIC_ACQUIRE) -
+		       __atomic_load_n(&closes_done, __ATOMIC_ACQUIRE) >=
+	       CLOSE_BACKLOG_MAX;
 }
 
 void ingest_close_untrusted_wait(void)
@@ -196,10 +207,12 @@ int ingest_ring_attach(int fd, struct ingest_ring **out)
 	 * seals first refuses any other file (one on FUSE or NFS, whose
 	 * stat could hang) without a call into its filesystem. */
 	struct statfs fs;
+	bool memfd_kind = false; /* its close cannot wait on anyone */
 	if (fcntl(fd, F_GET_SEALS) < 0) {
 		rc = -EBADF;
 		goto fail;
 	}
+	memfd_kind = true;
 	if (fstat(fd, &st) != 0 || fstatfs(fd, &fs) != 0) {
 		rc = -errno;
 		goto fail;
@@ -289,7 +302,10 @@ int ingest_ring_attach(int fd, struct ingest_ring **out)
 fail:
 	if (map != MAP_FAILED)
 		munmap(map, len);
-	ingest_close_untrusted(fd);
+	if (memfd_kind)
+		close(fd);
+	else
+		ingest_close_untrusted(fd);
 	return rc;
 }
 

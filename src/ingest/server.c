@@ -98,7 +98,7 @@ struct conn {
 	struct msghdr msg;
 	struct iovec iov;
 	/* Room for a few fds: extras are closed (one ring per connection). */
-	char cmsg[CMSG_SPACE(sizeof(int) * 4)]
+	char cmsg[CMSG_SPACE(sizeof(int))]
 		__attribute__((aligned(__alignof__(struct cmsghdr))));
 
 	struct ingest_framer framer; /* stream reassembly */
@@ -230,6 +230,17 @@ static void arm_wake(struct ingest_server *s)
  * HELLO_TIMEOUT_S instead of holding a descriptor of mixd's for ever. The
  * two entries go into one submission, so the link holds. */
 #define HELLO_TIMEOUT_S 5
+static void say_backed_up(void)
+{
+	static bool said;
+	if (!said)
+		fprintf(stderr,
+			"mixd: descriptors producers sent wait to be closed (a "
+			"close that does not return: a file on a FUSE mount?); "
+			"until they are, shared-memory producers are refused\n");
+	said = true;
+}
+
 static void arm_hello(struct ingest_server *s, struct conn *c)
 {
 	c->iov.iov_base = (uint8_t *)&c->hello + c->hello_len;
@@ -237,8 +248,17 @@ static void arm_hello(struct ingest_server *s, struct conn *c)
 	memset(&c->msg, 0, sizeof c->msg);
 	c->msg.msg_iov = &c->iov;
 	c->msg.msg_iovlen = 1;
-	c->msg.msg_control = c->cmsg;
-	c->msg.msg_controllen = sizeof c->cmsg;
+	/* Room for the one descriptor a hello has: the kernel installs no
+	 * more (and a hello with more is refused). None while descriptors
+	 * already taken wait to be closed: the kernel then drops what a
+	 * hello carries without giving it to mixd (no close to wait on),
+	 * and a shared-memory hello is refused. */
+	if (!ingest_close_untrusted_backed_up()) {
+		c->msg.msg_control = c->cmsg;
+		c->msg.msg_controllen = CMSG_LEN(sizeof(int));
+	} else {
+		say_backed_up();
+	}
 	if (io_uring_sq_space_left(&s->ring) < 2)
 		io_uring_submit(&s->ring);
 	struct io_uring_sqe *sqe = get_sqe(s);

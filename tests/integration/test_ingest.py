@@ -557,21 +557,22 @@ class UnderLimit(mt.Mixd):
 
 def the_open_files_limit_is_raised_or_the_producer_limit_lowered(build):
     """A soft limit of 1,024 under a high hard one is raised to fit 4,096
-    producers and mixd's own descriptors; a hard limit of 300 cannot be,
-    so fewer producers are kept, and mixd says so."""
+    producers (a connection and the descriptor its hello may carry each)
+    and mixd's own descriptors; a hard limit of 300 cannot be, so fewer
+    producers are kept, and mixd says so."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard >= 4096 + 256:
+    if hard >= 2 * 4096 + 256:
         with UnderLimit(build, f"1024:{hard}") as m:
             with open(f"/proc/{m.proc.pid}/limits") as f:
                 soft = next(int(l.split()[3]) for l in f
                             if l.startswith("Max open files"))
-            mt.check(soft == 4096 + 256, f"soft limit {soft}")
+            mt.check(soft == 2 * 4096 + 256, f"soft limit {soft}")
             mt.check(mt.value(m.metrics(), "mixd_producers_limit") == 4096, "kept")
     else:
         print(f"  (the raise not tried: this machine's hard limit is {hard})")
     with UnderLimit(build, "300:300") as m:
-        mt.check(mt.value(m.metrics(), "mixd_producers_limit") == 150, "lowered")
-        mt.check("--max-producers 4096 lowered to 150" in m.stderr(), m.stderr_tail())
+        mt.check(mt.value(m.metrics(), "mixd_producers_limit") == 75, "lowered")
+        mt.check("--max-producers 4096 lowered to 75" in m.stderr(), m.stderr_tail())
 
 
 class ShmCount:

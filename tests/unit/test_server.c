@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -29,6 +30,7 @@
 
 #include "frames.h"
 #include "ingest/ingest.h"
+#include "ingest/ring.h"
 
 static char sock_path[108];
 static struct ingest_ring *queue;
@@ -46,7 +48,27 @@ static void kick_none(void *ctx, struct ingest_ring *q)
 	(void)q;
 }
 
-static const struct ingest_sink sink = {.stream_queue = queue_of,
+/* A producer's ring arrives: taken (attached counts them), destroyed at
+ * its close. */
+static int attached; /* atomic */
+
+static void *take_ring(void *ctx, struct ingest_ring *r)
+{
+	(void)ctx;
+	__atomic_add_fetch(&attached, 1, __ATOMIC_RELEASE);
+	return r;
+}
+
+static void ring_gone(void *ctx, void *token, struct ingest_ring *r)
+{
+	(void)ctx;
+	(void)token;
+	ingest_ring_destroy(r);
+}
+
+static const struct ingest_sink sink = {.ring_attached = take_ring,
+					.ring_closed = ring_gone,
+					.stream_queue = queue_of,
 					.queue_kick = kick_none};
 
 static enum ingest_reject count_it(void *ctx, const uint8_t *p, uint32_t len,
@@ -359,8 +381,27 @@ __attribute__((constructor)) static void find_close(void)
 	*(void **)&real_close = dlsym(RTLD_NEXT, "close");
 }
 
+/* ... and closing a descriptor of the pipe numbered stuck_ino, on any
+ * thread but the test's, does not return until stuck_ino is 0 again, as
+ * a close on a FUSE file whose server never answers. */
+static uint64_t stuck_ino; /* atomic */
+static pthread_t test_thread;
+
+static bool is_stuck(int fd)
+{
+	uint64_t ino = __atomic_load_n(&stuck_ino, __ATOMIC_ACQUIRE);
+	struct stat st;
+	return ino && !pthread_equal(pthread_self(), test_thread) &&
+	       fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && st.st_ino == ino;
+}
+
 int close(int fd)
 {
+	if (fd >= 0 && is_stuck(fd)) {
+		while (__atomic_load_n(&stuck_ino, __ATOMIC_ACQUIRE))
+			usleep(1000);
+		return real_close(fd);
+	}
 	if (fd >= 0 && fd == __atomic_load_n(&slow_fd, __ATOMIC_ACQUIRE)) {
 		slow_closer = pthread_self();
 		struct timespec ts = {1, 0};
@@ -432,6 +473,131 @@ static void an_untrusted_close_does_not_wait(void **state)
 	real_close(p[1]);
 }
 
+/* A connection that sends a shared-memory hello with descriptor @fd. */
+static int shm_hello(int fd)
+{
+	struct mixd_hello h = {.version = MIXD_HELLO_VERSION,
+			       .kind = MIXD_HELLO_SHM};
+	memcpy(h.marker, MIXD_HELLO_MARKER, 8);
+	int c = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	snprintf(a.sun_path, sizeof a.sun_path, "%s", sock_path);
+	assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof a), 0);
+	struct iovec iov = {&h, sizeof h};
+	union {
+		char b[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1,
+			   .msg_control = u.b, .msg_controllen = sizeof u.b};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+	assert_int_equal(sendmsg(c, &m, 0), (ssize_t)sizeof h);
+	return c;
+}
+
+/* This process's descriptors of the pipe numbered @ino. */
+static int pipe_fds(uint64_t ino)
+{
+	char want[64], path[64], got[64];
+	snprintf(want, sizeof want, "pipe:[%llu]", (unsigned long long)ino);
+	int n = 0;
+	for (int fd = 0; fd < 4096; fd++) {
+		snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+		ssize_t k = readlink(path, got, sizeof got - 1);
+		if (k > 0 && (got[k] = 0, !strcmp(got, want)))
+			n++;
+	}
+	return n;
+}
+
+/* A memfd ring a producer would send. */
+static int ring_memfd(void)
+{
+	int fd = memfd_create("test-server", MFD_ALLOW_SEALING | MFD_CLOEXEC);
+	size_t size = MIXD_RING_HDR_SIZE + MIXD_RING_MIN_CAPACITY;
+	assert_int_equal(ftruncate(fd, (off_t)size), 0);
+	struct mixd_ring_hdr *h =
+		mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(h != MAP_FAILED);
+	ring_init(h, MIXD_RING_MIN_CAPACITY, 1, 1, 0);
+	munmap(h, size);
+	return fd;
+}
+
+/*
+ * Descriptors whose close never returns (a FUSE file's, its server
+ * silent) hold the closer; while 64 wait, mixd takes no more: hellos'
+ * descriptors are dropped by the kernel unopened (200 more hellos, and
+ * mixd holds no more of them), a good shared-memory hello is refused,
+ * and the io thread goes on (a stream record still arrives). Once the
+ * closes return, rings are taken again.
+ */
+static void descriptors_whose_close_hangs_are_bounded(void **state)
+{
+	(void)state;
+	assert_int_equal(ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &queue),
+			 0);
+	struct ingest_server *srv = start();
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	struct stat st;
+	assert_int_equal(fstat(p[0], &st), 0);
+	test_thread = pthread_self();
+	__atomic_store_n(&stuck_ino, (uint64_t)st.st_ino, __ATOMIC_RELEASE);
+	int conns[300], n = 0;
+	for (; n < 70; n++)
+		conns[n] = shm_hello(p[0]);
+	for (int i = 0; i < 2000 && !ingest_close_untrusted_backed_up(); i++)
+		usleep(1000);
+	assert_true(ingest_close_untrusted_backed_up());
+	usleep(100 * 1000); /* the 70 taken and refused */
+	int held = pipe_fds(st.st_ino);
+	for (; n < 270; n++)
+		conns[n] = shm_hello(p[0]);
+	usleep(200 * 1000);
+	assert_true(pipe_fds(st.st_ino) <= held);
+	struct ingest_server_stats ss;
+	ingest_server_stats(srv, &ss);
+	uint64_t failed = ss.handshake_failed;
+	int mfd = ring_memfd();
+	conns[n++] = shm_hello(mfd);
+	for (int i = 0; i < 2000 && ss.handshake_failed == failed; i++) {
+		usleep(1000);
+		ingest_server_stats(srv, &ss);
+	}
+	assert_int_equal(ss.handshake_failed, failed + 1);
+	assert_int_equal(__atomic_load_n(&attached, __ATOMIC_ACQUIRE), 0);
+	int fd = stream_connection();
+	uint8_t f[CODE_FRAME_LEN];
+	code_frame(f);
+	assert_int_equal(send(fd, f, sizeof f, 0), (ssize_t)sizeof f);
+	for (int i = 0; i < 2000 && ss.stream_records == 0; i++) {
+		usleep(1000);
+		ingest_server_stats(srv, &ss);
+	}
+	assert_int_equal(ss.stream_records, 1);
+
+	__atomic_store_n(&stuck_ino, 0, __ATOMIC_RELEASE); /* they return */
+	ingest_close_untrusted_wait();
+	conns[n++] = shm_hello(mfd);
+	for (int i = 0; i < 2000 && !__atomic_load_n(&attached, __ATOMIC_ACQUIRE);
+	     i++)
+		usleep(1000);
+	assert_int_equal(__atomic_load_n(&attached, __ATOMIC_ACQUIRE), 1);
+	for (int i = 0; i < n; i++)
+		real_close(conns[i]);
+	real_close(fd);
+	real_close(mfd);
+	real_close(p[0]);
+	real_close(p[1]);
+	stop(srv);
+	ingest_ring_destroy(queue);
+}
+
 int main(void)
 {
 	snprintf(sock_path, sizeof sock_path, "/tmp/mixd-test-server-%d.sock",
@@ -443,6 +609,7 @@ int main(void)
 		cmocka_unit_test(what_a_stall_cannot_hand_over_is_said_at_the_stop),
 		cmocka_unit_test(
 			counts_frames_are_counted_no_faster_than_a_producer_loses),
+		cmocka_unit_test(descriptors_whose_close_hangs_are_bounded),
 		cmocka_unit_test(a_socket_in_use_is_not_taken),
 		cmocka_unit_test(only_its_own_socket_file_is_removed),
 		cmocka_unit_test(an_untrusted_close_does_not_wait),
