@@ -1308,32 +1308,40 @@ spec:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def notes_config(tmp, stdio_spec, match):
+    """A config in @tmp logging request.path of the records @match takes
+    (None: all) to a stdio handler of spec @stdio_spec; its path."""
+    path = os.path.join(tmp, "log.yaml")
+    with open(path, "w") as f:
+        f.write(f"""apiVersion: config.istio.io/v1alpha2
+kind: logentry
+metadata: {{name: notes, namespace: default}}
+spec:
+  variables: {{path: request.path}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: stdio
+metadata: {{name: out, namespace: default}}
+spec: {stdio_spec}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {{name: notes, namespace: default}}
+spec:
+{f"  match: {match}" if match else ""}
+  actions: [{{handler: out.stdio, instances: [notes.logentry]}}]
+""")
+    return path
+
+
 def lines_an_output_refuses_are_counted(build):
     """A stdio handler whose output fails every write (/dev/full: ENOSPC)
     loses its lines, counted one by one in mixd_log_lines_lost_total and
     said once on stderr, and the shard goes on with the metrics."""
     tmp = tempfile.mkdtemp(prefix="mixd-full.")
     try:
-        path = os.path.join(tmp, "log.yaml")
-        with open(path, "w") as f:
-            f.write("""apiVersion: config.istio.io/v1alpha2
-kind: logentry
-metadata: {name: notes, namespace: default}
-spec:
-  variables: {path: request.path}
----
-apiVersion: config.istio.io/v1alpha2
-kind: stdio
-metadata: {name: full, namespace: default}
-spec: {logStream: FILE, outputPath: /dev/full}
----
-apiVersion: config.istio.io/v1alpha2
-kind: rule
-metadata: {name: notes, namespace: default}
-spec:
-  match: context.protocol == "http"
-  actions: [{handler: full.stdio, instances: [notes.logentry]}]
-""")
+        path = notes_config(tmp, "{logStream: FILE, outputPath: /dev/full}",
+                            'context.protocol == "http"')
         with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"]) as m:
             ms = m.metrics()
             mt.check(mt.value(ms, "mixd_log_lines_lost_total") == 0, "lost before any")
@@ -1361,25 +1369,7 @@ def a_stdout_no_one_reads_holds_nothing_up(build):
     for as long as the reader did.)"""
     tmp = tempfile.mkdtemp(prefix="mixd-stall.")
     try:
-        path = os.path.join(tmp, "log.yaml")
-        with open(path, "w") as f:
-            f.write("""apiVersion: config.istio.io/v1alpha2
-kind: logentry
-metadata: {name: notes, namespace: default}
-spec:
-  variables: {path: request.path}
----
-apiVersion: config.istio.io/v1alpha2
-kind: stdio
-metadata: {name: out, namespace: default}
-spec: {outputAsJson: true}
----
-apiVersion: config.istio.io/v1alpha2
-kind: rule
-metadata: {name: notes, namespace: default}
-spec:
-  actions: [{handler: out.stdio, instances: [notes.logentry]}]
-""")
+        path = notes_config(tmp, "{outputAsJson: true}", None)
         m = mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"],
                     shards=1, stdout=subprocess.PIPE)
         try:

@@ -179,6 +179,18 @@ static void entry(struct fixture *f, double d, const char *sev)
 	assert_int_equal(format(f), 0);
 }
 
+/* A record whose t.s is @n bytes of 'x' (at most 40,000). */
+static void long_entry(struct fixture *f, size_t n)
+{
+	static char big[40000];
+	memset(big, 'x', sizeof big);
+	attr_table_clear(&f->t);
+	set(f, "t.d", (struct attr_value){.type = ATTR_DOUBLE, .d = 1});
+	set(f, "t.ts", (struct attr_value){.type = ATTR_TIMESTAMP, .i = T0});
+	set(f, "t.ip", (struct attr_value){.type = ATTR_IP, .len = 4});
+	set_str(f, "t.s", big, n);
+}
+
 /* The file's lines so far, checked against @want (NULL-terminated). */
 static void expect_lines(struct fixture *f, const char *const *want)
 {
@@ -294,15 +306,9 @@ static void test_strings_escaped_as_zap_did(void **state)
 static void test_a_long_entry_after_another_is_written(void **state)
 {
 	struct fixture *f = setup("");
-	static char big[40001];
 	(void)state;
-	memset(big, 'x', sizeof big - 1);
-	attr_table_clear(&f->t);
-	set(f, "t.d", (struct attr_value){.type = ATTR_DOUBLE, .d = 1});
-	set(f, "t.ts", (struct attr_value){.type = ATTR_TIMESTAMP, .i = T0});
-	set(f, "t.ip", (struct attr_value){.type = ATTR_IP, .len = 4});
 	for (size_t n = 30000; n <= 40000; n += 10000) {
-		set_str(f, "t.s", big, n);
+		long_entry(f, n);
 		assert_int_equal(format(f), 0);
 	}
 	log_flush(&f->buf, 0);
@@ -356,13 +362,7 @@ static void test_a_rotated_file_is_rotated_and_pruned(void **state)
 				       "  maxMegabytesBeforeRotation: 1\n"
 				       "  maxRotatedFiles: 2\n");
 	log_stream = "FILE";
-	static char big[20001];
-	memset(big, 'x', sizeof big - 1);
-	attr_table_clear(&f->t);
-	set(f, "t.d", (struct attr_value){.type = ATTR_DOUBLE, .d = 1});
-	set(f, "t.ts", (struct attr_value){.type = ATTR_TIMESTAMP, .i = T0});
-	set(f, "t.ip", (struct attr_value){.type = ATTR_IP, .len = 4});
-	set_str(f, "t.s", big, sizeof big - 1);
+	long_entry(f, 20000);
 	const size_t n = 250; /* about 5 MB: four rotations */
 	for (size_t i = 0; i < n; i++)
 		assert_int_equal(format(f), 0);
@@ -618,13 +618,7 @@ static void test_a_line_cut_short_is_ended_before_the_next(void **state)
 	log_fifo = true;
 	struct fixture *f = setup("");
 	log_fifo = false;
-	static char big[10001];
-	memset(big, 'x', sizeof big - 1);
-	attr_table_clear(&f->t);
-	set(f, "t.d", (struct attr_value){.type = ATTR_DOUBLE, .d = 1});
-	set(f, "t.ts", (struct attr_value){.type = ATTR_TIMESTAMP, .i = T0});
-	set(f, "t.ip", (struct attr_value){.type = ATTR_IP, .len = 4});
-	set_str(f, "t.s", big, sizeof big - 1);
+	long_entry(f, 10000);
 	assert_int_equal(format(f), 0); /* longer than the pipe */
 	log_flush(&f->buf, 1);          /* a page taken, the rest lost */
 	assert_int_equal(f->buf.lost, 1);
@@ -652,13 +646,7 @@ static void test_a_removed_rotated_file_is_started_again(void **state)
 	struct fixture *f = setup_with(LOGENTRY,
 				       "  maxMegabytesBeforeRotation: 1\n");
 	log_stream = "FILE";
-	static char big[20001];
-	memset(big, 'x', sizeof big - 1);
-	attr_table_clear(&f->t);
-	set(f, "t.d", (struct attr_value){.type = ATTR_DOUBLE, .d = 1});
-	set(f, "t.ts", (struct attr_value){.type = ATTR_TIMESTAMP, .i = T0});
-	set(f, "t.ip", (struct attr_value){.type = ATTR_IP, .len = 4});
-	set_str(f, "t.s", big, sizeof big - 1);
+	long_entry(f, 20000);
 	for (size_t i = 0; i < 10; i++)
 		assert_int_equal(format(f), 0);
 	log_flush(&f->buf, 0);

@@ -638,6 +638,16 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* A shared segment (*@h, *@size) attached as *@r. */
+static void attached_segment(struct mixd_ring_hdr **h, size_t *size,
+			     struct ingest_ring **r)
+{
+	struct ring_prod prod;
+	int fd;
+	*h = shared_segment(&prod, size, &fd);
+	assert_int_equal(ingest_ring_attach(fd, r), 0); /* takes fd */
+}
+
 /* The producer's tallies in its segment are its word: mixd counts them no
  * faster than a producer could lose records (a burst, then
  * INGEST_SAID_PER_S a second), never lets a sum wrap round, and keeps its
@@ -646,14 +656,12 @@ static uint64_t mono_ns(void)
 static void a_producers_tallies_cannot_run_counters_backwards(void **state)
 {
 	(void)state;
-	struct ring_prod prod;
 	size_t size;
-	int fd;
-	struct mixd_ring_hdr *h = shared_segment(&prod, &size, &fd);
+	struct mixd_ring_hdr *h;
+	struct ingest_ring *r;
+	attached_segment(&h, &size, &r);
 	static uint8_t scratch[INGEST_POLL_SCRATCH];
 	struct ingest_ring_counts n = {0};
-	struct ingest_ring *r;
-	assert_int_equal(ingest_ring_attach(fd, &r), 0); /* takes fd */
 	uint64_t t0 = mono_ns();
 	for (int k = 0; k < 50; k++) {
 		h->prod.dropped = UINT64_MAX - 1000;
@@ -701,17 +709,15 @@ static void a_segment_attached_twice_is_refused(void **state)
 static void a_large_true_tally_arrives_whole(void **state)
 {
 	(void)state;
-	struct ring_prod prod;
 	size_t size;
-	int fd;
-	struct mixd_ring_hdr *h = shared_segment(&prod, &size, &fd);
+	struct mixd_ring_hdr *h;
+	struct ingest_ring *r;
+	attached_segment(&h, &size, &r);
 	static uint8_t scratch[INGEST_POLL_SCRATCH];
 	struct ingest_ring_counts n = {0};
-	struct ingest_ring *r;
 	const uint64_t want = 3 * INGEST_SAID_BURST;
-	h->prod.dropped = want;
+	h->prod.dropped = want; /* dropped while mixd was down */
 	h->prod.invalid = 7;
-	assert_int_equal(ingest_ring_attach(fd, &r), 0); /* takes fd */
 	ingest_ring_poll(r, count_only, NULL, NULL, 16, &n, scratch);
 	assert_int_equal(n.dropped, INGEST_SAID_BURST); /* so far */
 	for (int k = 0; k < 300 && (n.dropped < want || n.invalid < 7); k++) {

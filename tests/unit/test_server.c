@@ -97,6 +97,60 @@ static void stop(struct ingest_server *srv)
 	ingest_server_destroy(srv);
 }
 
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* A stream connection that has sent its hello. */
+static int stream_connection(void)
+{
+	struct mixd_hello h = {.version = MIXD_HELLO_VERSION,
+			       .kind = MIXD_HELLO_STREAM};
+	memcpy(h.marker, MIXD_HELLO_MARKER, 8);
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	snprintf(a.sun_path, sizeof a.sun_path, "%s", sock_path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(send(fd, &h, sizeof h, 0), (ssize_t)sizeof h);
+	return fd;
+}
+
+/* A counts frame telling of @dropped records into @f (24 bytes). */
+static void counts_frame(uint8_t *f, uint64_t dropped)
+{
+	uint32_t hdr[2] = {sizeof(struct mixd_frame_counts), MIXD_FRAME_COUNTS};
+	struct mixd_frame_counts fc = {.dropped = dropped};
+	memcpy(f, hdr, 8);
+	memcpy(f + 8, &fc, sizeof fc);
+}
+
+/*
+ * A server (*@srv) whose one stream connection, returned, has sent
+ * STALL_FRAMES frames and is stalled on a full queue; *@filler: the
+ * records filling it.
+ */
+#define STALL_FRAMES 40
+static int stalled_stream(struct ingest_server **srv, uint64_t *filler)
+{
+	assert_int_equal(ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &queue),
+			 0);
+	uint8_t rec[11] = {0};
+	*filler = 0;
+	while (ingest_queue_push(queue, rec, sizeof rec))
+		++*filler;
+	*srv = start();
+	int fd = stream_connection();
+	static uint8_t buf[CODE_FRAME_LEN * STALL_FRAMES];
+	for (int i = 0; i < STALL_FRAMES; i++)
+		code_frame(buf + CODE_FRAME_LEN * i);
+	assert_int_equal(send(fd, buf, sizeof buf, 0), (ssize_t)sizeof buf);
+	usleep(100 * 1000); /* received and stalled: the queue is full */
+	return fd;
+}
+
 /*
  * A stream connection sends its hello, a whole frame and half of another,
  * and closes, all before the server reads it. With @full_queue the shard
@@ -159,27 +213,9 @@ static void cut_frame(bool full_queue)
 static void what_a_stall_holds_is_handed_over_at_the_stop(void **state)
 {
 	(void)state;
-	enum { FRAMES = 40 };
-	assert_int_equal(ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &queue),
-			 0);
-	uint8_t rec[11] = {0};
-	uint64_t filler = 0;
-	while (ingest_queue_push(queue, rec, sizeof rec))
-		filler++;
-	struct ingest_server *srv = start();
-	static uint8_t buf[16 + 24 * FRAMES];
-	struct mixd_hello h = {.version = MIXD_HELLO_VERSION,
-			       .kind = MIXD_HELLO_STREAM};
-	memcpy(h.marker, MIXD_HELLO_MARKER, 8);
-	memcpy(buf, &h, 16);
-	for (int i = 0; i < FRAMES; i++)
-		code_frame(buf + 16 + 24 * i);
-	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	snprintf(a.sun_path, sizeof a.sun_path, "%s", sock_path);
-	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(send(fd, buf, sizeof buf, 0), (ssize_t)sizeof buf);
-	usleep(100 * 1000); /* received and stalled: the queue is full */
+	struct ingest_server *srv;
+	uint64_t filler;
+	int fd = stalled_stream(&srv, &filler);
 
 	static uint8_t scratch[INGEST_POLL_SCRATCH];
 	struct ingest_ring_counts n = {0};
@@ -190,7 +226,7 @@ static void what_a_stall_holds_is_handed_over_at_the_stop(void **state)
 	stop(srv);
 	close(fd);
 	ingest_ring_poll(queue, count_it, NULL, &got, 1u << 20, &n, scratch);
-	assert_int_equal(got - filler, FRAMES);
+	assert_int_equal(got - filler, STALL_FRAMES);
 	ingest_ring_destroy(queue);
 }
 
@@ -202,26 +238,9 @@ static void what_a_stall_holds_is_handed_over_at_the_stop(void **state)
 static void what_a_stall_cannot_hand_over_is_said_at_the_stop(void **state)
 {
 	(void)state;
-	enum { FRAMES = 40 };
-	assert_int_equal(ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &queue),
-			 0);
-	uint8_t rec[11] = {0};
-	while (ingest_queue_push(queue, rec, sizeof rec))
-		;
-	struct ingest_server *srv = start();
-	static uint8_t buf[16 + 24 * FRAMES];
-	struct mixd_hello h = {.version = MIXD_HELLO_VERSION,
-			       .kind = MIXD_HELLO_STREAM};
-	memcpy(h.marker, MIXD_HELLO_MARKER, 8);
-	memcpy(buf, &h, 16);
-	for (int i = 0; i < FRAMES; i++)
-		code_frame(buf + 16 + 24 * i);
-	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	snprintf(a.sun_path, sizeof a.sun_path, "%s", sock_path);
-	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(send(fd, buf, sizeof buf, 0), (ssize_t)sizeof buf);
-	usleep(100 * 1000); /* received and stalled: the queue is full */
+	struct ingest_server *srv;
+	uint64_t filler;
+	int fd = stalled_stream(&srv, &filler);
 
 	char path[] = "/tmp/mixd-test-server-XXXXXX";
 	int out = mkstemp(path), err = dup(2);
@@ -241,36 +260,6 @@ static void what_a_stall_cannot_hand_over_is_said_at_the_stop(void **state)
 				     "stalled socket connection(s) sent were "
 				     "not processed"));
 	ingest_ring_destroy(queue);
-}
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* A stream connection that has sent its hello. */
-static int stream_connection(void)
-{
-	struct mixd_hello h = {.version = MIXD_HELLO_VERSION,
-			       .kind = MIXD_HELLO_STREAM};
-	memcpy(h.marker, MIXD_HELLO_MARKER, 8);
-	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	snprintf(a.sun_path, sizeof a.sun_path, "%s", sock_path);
-	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(send(fd, &h, sizeof h, 0), (ssize_t)sizeof h);
-	return fd;
-}
-
-/* A counts frame telling of @dropped records into @f (24 bytes). */
-static void counts_frame(uint8_t *f, uint64_t dropped)
-{
-	uint32_t hdr[2] = {sizeof(struct mixd_frame_counts), MIXD_FRAME_COUNTS};
-	struct mixd_frame_counts fc = {.dropped = dropped};
-	memcpy(f, hdr, 8);
-	memcpy(f + 8, &fc, sizeof fc);
 }
 
 /*
