@@ -671,6 +671,9 @@ struct shard {
 	struct attr_table table;
 	uint8_t record[INGEST_POLL_SCRATCH]; /* shm records, copied to decode */
 	struct ingest_ring_counts mine[INGEST_TRANSPORT_COUNT];
+	/* Its shared rings' producers' words, counted through one allowance
+	 * (ingest_ring_set_said()). */
+	struct ingest_said said;
 	struct epoch_retired *retired; /* memory waiting for readers to leave */
 	struct mar_reader *mar;        /* this thread's Marathon reader */
 	bool mar_failed; /* no memory for the reader: not tried again */

@@ -122,6 +122,7 @@ static void take_inbox(struct shard *sh)
 			struct shard_ring *sr = calloc(1, sizeof *sr);
 			if (sr) {
 				sr->r = m->r;
+				ingest_ring_set_said(sr->r, &sh->said);
 				sr->next = sh->rings;
 				sh->rings = sr;
 			} else {
@@ -232,6 +233,8 @@ static unsigned pass(struct shard *sh, bool draining, bool *left)
 	}
 	if (sh->mar)
 		mar_read_end(sh->mar);
+	/* What waited for the allowance (a ring gone may have left some). */
+	ingest_said_count_ring(&sh->said, &sh->mine[INGEST_SHM]);
 	if (sh->state)
 		state_flush(sh->state, 0);
 	publish(sh);

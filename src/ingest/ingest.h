@@ -211,42 +211,47 @@ static inline uint64_t ingest_count_add(uint64_t sum, uint64_t step)
 }
 
 /*
- * One producer's word is also bounded in time: what it may add to the
- * counts it tells (drops, refusals, a broken ring's loss) is what it could
- * have lost -- a burst, then INGEST_SAID_PER_S a second (a thread writing
- * flat out drops a few tens of millions). A larger claim waits for a later
- * look, so a true count arrives late but whole; a lie adds no faster, and
- * one liar cannot run a sum all producers share up to INGEST_COUNT_MAX
- * (where nobody's losses would show any more) in under years.
+ * Producers' words are also bounded in time. What they tell of their
+ * losses (drops, refusals, a broken ring's) is added to a pending sum and
+ * counted from it no faster than producers could lose records: a burst,
+ * then INGEST_SAID_PER_S a second (a thread writing flat out drops a few
+ * tens of millions). One allowance is shared by all the producers it
+ * serves -- a shard's rings, or every socket connection -- so that no
+ * reconnecting, and no number of liars, runs a sum up to INGEST_COUNT_MAX
+ * (where nobody's losses would show any more) in under years; a true
+ * count larger than the burst arrives late, but whole.
  */
 #define INGEST_SAID_BURST (1ull << 24)
 #define INGEST_SAID_PER_S 100000000ull
 
-/** A producer's allowance; zeroed, it starts with the burst. */
-struct ingest_said {
-	uint64_t tokens, at_ns;
+/** Which of a producer's tallies. */
+enum ingest_said_kind {
+	INGEST_SAID_DROPPED,
+	INGEST_SAID_INVALID,
+	INGEST_SAID_RING, /* a broken ring's records (INGEST_REJ_RING) */
+	INGEST_SAID_KINDS
 };
 
-/** How much of @want one producer may add to its counts now (@now_ns,
- *  CLOCK_MONOTONIC); taken from @s. */
-static inline uint64_t ingest_said_take(struct ingest_said *s, uint64_t want,
-					uint64_t now_ns)
+/** An allowance and what waits for it; zeroed, it starts with the burst.
+ *  One thread's. */
+struct ingest_said {
+	uint64_t tokens, at_ns;
+	uint64_t pending[INGEST_SAID_KINDS]; /* each at most INGEST_COUNT_MAX */
+};
+
+/** Add @n of kind @k to what @s has to count. */
+static inline void ingest_said_add(struct ingest_said *s,
+				   enum ingest_said_kind k, uint64_t n)
 {
-	const uint64_t ns_each = 1000000000ull / INGEST_SAID_PER_S;
-	if (now_ns > s->at_ns) {
-		uint64_t add = (now_ns - s->at_ns) / ns_each;
-		s->tokens = add >= INGEST_SAID_BURST - s->tokens
-				    ? INGEST_SAID_BURST
-				    : s->tokens + add;
-		s->at_ns += add * ns_each;
-	}
-	uint64_t got = want < s->tokens ? want : s->tokens;
-	s->tokens -= got;
-	return got;
+	s->pending[k] = ingest_count_add(s->pending[k], n);
 }
 
-/** CLOCK_MONOTONIC_COARSE in ns: ingest_said_take()'s clock. */
+/** CLOCK_MONOTONIC_COARSE in ns: the allowance's clock. */
 uint64_t ingest_now_coarse(void);
+
+/** Move what the allowance lets of @s's pending counts into @out (by
+ *  kind), added to what @out holds. No clock read when nothing waits. */
+void ingest_said_count(struct ingest_said *s, uint64_t out[INGEST_SAID_KINDS]);
 
 /** A ring attached for consuming: a producer's segment or a socket queue. */
 struct ingest_ring;
@@ -297,6 +302,11 @@ int ingest_ring_create_queue(uint64_t capacity, struct ingest_ring **out);
 /** Unmap and free. The ring must no longer be in use. */
 void ingest_ring_destroy(struct ingest_ring *r);
 
+/** The allowance (owned by the thread that polls @r, outliving it) that
+ *  shared ring @r's producer's tallies are counted through; until this
+ *  is called, one of the ring's own. */
+void ingest_ring_set_said(struct ingest_ring *r, struct ingest_said *s);
+
 /**
  * Called for each record taken off a ring; returns the reject reason.
  * @lay: for a layout record, the layout its slot holds (decode it with
@@ -335,6 +345,9 @@ struct ingest_ring_counts {
 	uint64_t invalid;               /**< refused by the producer's builder */
 };
 
+/** ingest_said_count() into a ring's counts. */
+void ingest_said_count_ring(struct ingest_said *s, struct ingest_ring_counts *n);
+
 /**
  * Consume up to @budget records, calling @fn for each, and @ahead (when
  * not NULL) for each as it is taken, ahead of @fn. Adds to @counts
@@ -356,6 +369,10 @@ unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn,
 
 /** True when every published record has been consumed. */
 bool ingest_ring_empty(struct ingest_ring *r);
+
+/** True once @r's head was found beyond reach (counted as one
+ *  INGEST_REJ_RING): it is read no more. */
+bool ingest_ring_dead(const struct ingest_ring *r);
 
 /** Where @r's consumer is, in bytes (its private tail, which only moves
  *  forward), and the ring's capacity: a consumer that stops
@@ -445,6 +462,9 @@ struct ingest_server_stats {
 	uint64_t stream_dropped;  /**< socket producers' drops (ring full),
 				       as their counts frames reported */
 	uint64_t stream_invalid;  /**< records their builders refused */
+	uint64_t stream_dropped_waiting; /**< told, not yet counted: beyond
+					      the allowance (ingest_said) */
+	uint64_t stream_invalid_waiting; /**< the same of stream_invalid */
 	uint64_t stream_rejected; /**< bad frames (the connection is closed) */
 	uint64_t handshake_failed;/**< bad hello, bad memfd */
 	uint64_t limit_reached;   /**< times accepting paused at the limit */

@@ -39,7 +39,7 @@ struct ingest_ring {
 	 * the segment are for a restarted mixd, read once, at attach), and
 	 * its allowance. */
 	uint64_t seen_dropped, seen_invalid;
-	struct ingest_said said;
+	struct ingest_said *said, own_said; /* said: own_said or the shard's */
 	/* Shared rings: the segment's file, in the set of those attached. */
 	dev_t dev;
 	ino_t ino;
@@ -104,6 +104,7 @@ static struct ingest_ring *ring_new(void *map, uint64_t cap,
 	if (!r)
 		return NULL;
 	r->map = map;
+	r->said = &r->own_said;
 	r->map_len = MIXD_RING_HDR_SIZE + cap;
 	r->transport = t;
 	r->c.hdr = map;
@@ -370,6 +371,11 @@ uint64_t ingest_ring_capacity(const struct ingest_ring *r)
 	return r->c.cap;
 }
 
+bool ingest_ring_dead(const struct ingest_ring *r)
+{
+	return r->dead;
+}
+
 bool ingest_ring_empty(struct ingest_ring *r)
 {
 	if (r->dead)
@@ -386,44 +392,78 @@ uint64_t ingest_now_coarse(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Count @tally - *@seen of a producer's tally, as its allowance lets; *@seen
- * moves by what was counted, and the segment's @mark with it. */
-static uint64_t account(struct ingest_ring *r, uint64_t tally, uint64_t *seen,
-			uint64_t *mark, uint64_t sum)
+void ingest_said_count(struct ingest_said *s, uint64_t out[INGEST_SAID_KINDS])
 {
-	uint64_t got = ingest_said_take(&r->said, tally - *seen,
-					ingest_now_coarse());
-	*seen += got;
-	ring_store_relaxed(mark, *seen);
-	return ingest_count_add(sum, got);
+	if (!(s->pending[0] | s->pending[1] | s->pending[2]))
+		return;
+	const uint64_t ns_each = 1000000000ull / INGEST_SAID_PER_S;
+	uint64_t now = ingest_now_coarse();
+	if (now > s->at_ns) {
+		uint64_t add = (now - s->at_ns) / ns_each;
+		s->tokens = add >= INGEST_SAID_BURST - s->tokens
+				    ? INGEST_SAID_BURST
+				    : s->tokens + add;
+		s->at_ns += add * ns_each;
+	}
+	for (int k = 0; k < INGEST_SAID_KINDS; k++) {
+		uint64_t got = s->pending[k] < s->tokens ? s->pending[k]
+							 : s->tokens;
+		s->tokens -= got;
+		s->pending[k] -= got;
+		out[k] = ingest_count_add(out[k], got);
+	}
+}
+
+void ingest_ring_set_said(struct ingest_ring *r, struct ingest_said *s)
+{
+	/* What the ring's own allowance still holds goes with it. */
+	for (int k = 0; k < INGEST_SAID_KINDS; k++)
+		ingest_said_add(s, (enum ingest_said_kind)k, r->own_said.pending[k]);
+	memset(r->own_said.pending, 0, sizeof r->own_said.pending);
+	r->said = s;
 }
 
 /*
- * Account for drops the producer made since any consumer last looked. The
- * marks of what was counted are ours (seen_*), written to the segment for
- * a restarted mixd, which starts from them and so counts exactly the drops
- * made while it was down; read back only then (ingest_ring_attach()).
+ * Account for drops the producer made since any consumer last looked:
+ * added to what the allowance counts. The marks of what was taken are ours
+ * (seen_*), written to the segment for a restarted mixd, which starts from
+ * them and so counts exactly the drops made while it was down; read back
+ * only then (ingest_ring_attach()).
  */
-static void account_drops(struct ingest_ring *r, struct ingest_ring_counts *n)
+static void account_drops(struct ingest_ring *r)
 {
 	struct mixd_ring_hdr *h = r->c.hdr;
 	uint64_t d = ring_load_relaxed(&h->prod.dropped);
-	if (d > r->seen_dropped)
-		n->dropped = account(r, d, &r->seen_dropped,
-				     &h->cons.dropped_seen, n->dropped);
+	if (d > r->seen_dropped) {
+		ingest_said_add(r->said, INGEST_SAID_DROPPED, d - r->seen_dropped);
+		r->seen_dropped = d;
+		ring_store_relaxed(&h->cons.dropped_seen, d);
+	}
 	uint64_t inv = ring_load_relaxed(&h->prod.invalid);
-	if (inv > r->seen_invalid)
-		n->invalid = account(r, inv, &r->seen_invalid,
-				     &h->cons.invalid_seen, n->invalid);
+	if (inv > r->seen_invalid) {
+		ingest_said_add(r->said, INGEST_SAID_INVALID, inv - r->seen_invalid);
+		r->seen_invalid = inv;
+		ring_store_relaxed(&h->cons.invalid_seen, inv);
+	}
+}
+
+void ingest_said_count_ring(struct ingest_said *s, struct ingest_ring_counts *n)
+{
+	uint64_t out[INGEST_SAID_KINDS] = {n->dropped, n->invalid,
+					   n->rejected[INGEST_REJ_RING]};
+	ingest_said_count(s, out);
+	n->dropped = out[INGEST_SAID_DROPPED];
+	n->invalid = out[INGEST_SAID_INVALID];
+	n->rejected[INGEST_REJ_RING] = out[INGEST_SAID_RING];
 }
 
 /*
  * The producer broke the framing. Skip everything it has published and
  * count the skipped records from its own tally of written records: the best
  * estimate there is, since the frames themselves can no longer be trusted
- * (and as far as its allowance goes).
+ * (counted through the allowance, as the producer's word).
  */
-static void resync(struct ingest_ring *r, struct ingest_ring_counts *n)
+static void resync(struct ingest_ring *r)
 {
 	struct mixd_ring_hdr *h = r->c.hdr;
 	uint64_t written = ring_load_relaxed(&h->prod.written);
@@ -431,9 +471,7 @@ static void resync(struct ingest_ring *r, struct ingest_ring_counts *n)
 	uint64_t lost = written > consumed ? written - consumed : 1;
 	if (lost > r->c.cap / MIXD_FRAME_HDR)
 		lost = r->c.cap / MIXD_FRAME_HDR; /* a ring holds no more */
-	n->rejected[INGEST_REJ_RING] = ingest_count_add(
-		n->rejected[INGEST_REJ_RING],
-		ingest_said_take(&r->said, lost, ingest_now_coarse()));
+	ingest_said_add(r->said, INGEST_SAID_RING, lost);
 	ring_store_relaxed(&h->cons.consumed, consumed + lost);
 	r->c.tail = r->c.head & ~(uint64_t)7;
 	ring_cons_commit(&r->c);
@@ -506,8 +544,10 @@ unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn,
 {
 	if (r->dead)
 		return 0;
-	if (r->transport == INGEST_SHM)
-		account_drops(r, n);
+	if (r->transport == INGEST_SHM) {
+		account_drops(r);
+		ingest_said_count_ring(r->said, n);
+	}
 	if (!ring_cons_refresh(&r->c)) {
 		/* head is beyond reach: we cannot even tell where to resume. */
 		n->rejected[INGEST_REJ_RING]++;
@@ -548,7 +588,8 @@ unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn,
 		ring_cons_commit(&r->c);
 	}
 	if (rc == RING_CORRUPT) {
-		resync(r, n);
+		resync(r);
+		ingest_said_count_ring(r->said, n);
 		taken++;
 	}
 	return taken;

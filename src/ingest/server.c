@@ -111,7 +111,6 @@ struct conn {
 	bool eof;            /* the peer closed; free once unstalled */
 	struct stalled *held, **held_tail;
 	struct conn *stall_next;
-	struct ingest_said said; /* its counts frames' allowance */
 };
 
 struct ingest_server {
@@ -143,7 +142,8 @@ struct ingest_server {
 	/* counters: written by the io thread, read by anyone */
 	uint64_t n_connections, n_open, n_records, n_rejected,
 		n_handshake_failed, n_limit_reached, n_dropped, n_invalid,
-		n_missed_wakeups;
+		n_missed_wakeups, n_dropped_waiting, n_invalid_waiting;
+	struct ingest_said said; /* socket producers' words (count_said()) */
 };
 
 static inline uint64_t tag(void *p, enum op op)
@@ -310,6 +310,20 @@ static void arm_sweep(struct ingest_server *s)
 	io_uring_sqe_set_data64(sqe, tag(s, OP_SWEEP));
 }
 
+/* What the allowance lets of the socket producers' pending counts, into
+ * the counters (the io thread alone writes them: bounded sums, no wrap).
+ * After each counts frame, and each second for what had to wait. */
+static void count_said(struct ingest_server *s)
+{
+	uint64_t out[INGEST_SAID_KINDS] = {ck_pr_load_64(&s->n_dropped),
+					   ck_pr_load_64(&s->n_invalid), 0};
+	ingest_said_count(&s->said, out);
+	ck_pr_store_64(&s->n_dropped, out[INGEST_SAID_DROPPED]);
+	ck_pr_store_64(&s->n_invalid, out[INGEST_SAID_INVALID]);
+	ck_pr_store_64(&s->n_dropped_waiting, s->said.pending[INGEST_SAID_DROPPED]);
+	ck_pr_store_64(&s->n_invalid_waiting, s->said.pending[INGEST_SAID_INVALID]);
+}
+
 /*
  * Some kernels (6.18 among them; axboe/liburing#1549) can miss the wakeup
  * of a multishot recv on a unix socket when the peer closes or writes:
@@ -340,6 +354,7 @@ static void sweep(struct ingest_server *s)
 		cancel_recv(s, c);
 		bump(&s->n_missed_wakeups);
 	}
+	count_said(s);
 	arm_sweep(s);
 }
 
@@ -440,19 +455,13 @@ static ssize_t stream_bytes(struct ingest_server *s, struct conn *c,
 {
 	struct push_ctx pc = {s, c};
 	ssize_t k = ingest_framer_feed(&c->framer, p, n, push_frame, &pc);
-	/* What the producer lost on its side, as it told us, as far as its
-	 * allowance goes (the rest waits in the framer for the next bytes). */
+	/* What the producer lost on its side, as it told us: counted as the
+	 * allowance all socket producers share lets (count_said()). */
 	if (c->framer.dropped | c->framer.invalid) {
-		uint64_t now = ingest_now_coarse();
-		uint64_t d = ingest_said_take(&c->said, c->framer.dropped, now);
-		uint64_t i = ingest_said_take(&c->said, c->framer.invalid, now);
-		/* io thread alone writes them: bounded sums, no wrap */
-		ck_pr_store_64(&s->n_dropped,
-			       ingest_count_add(ck_pr_load_64(&s->n_dropped), d));
-		ck_pr_store_64(&s->n_invalid,
-			       ingest_count_add(ck_pr_load_64(&s->n_invalid), i));
-		c->framer.dropped -= d;
-		c->framer.invalid -= i;
+		ingest_said_add(&s->said, INGEST_SAID_DROPPED, c->framer.dropped);
+		ingest_said_add(&s->said, INGEST_SAID_INVALID, c->framer.invalid);
+		c->framer.dropped = c->framer.invalid = 0;
+		count_said(s);
 	}
 	return k;
 }
@@ -1073,6 +1082,8 @@ void ingest_server_stats(struct ingest_server *s, struct ingest_server_stats *o)
 	o->stream_records = ck_pr_load_64(&s->n_records);
 	o->stream_dropped = ck_pr_load_64(&s->n_dropped);
 	o->stream_invalid = ck_pr_load_64(&s->n_invalid);
+	o->stream_dropped_waiting = ck_pr_load_64(&s->n_dropped_waiting);
+	o->stream_invalid_waiting = ck_pr_load_64(&s->n_invalid_waiting);
 	o->stream_rejected = ck_pr_load_64(&s->n_rejected);
 	o->handshake_failed = ck_pr_load_64(&s->n_handshake_failed);
 	o->limit_reached = ck_pr_load_64(&s->n_limit_reached);

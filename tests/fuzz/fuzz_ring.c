@@ -21,9 +21,11 @@
  * Checked at every poll: the records announced are exactly those handed
  * over, in order, each a copy (in the scratch buffer) of at most
  * MIXD_RECORD_MAX bytes; what is counted adds up to what the poll says it
- * took (the records, accepted or rejected, plus one for a resync); the
- * tail published is 8-aligned, never behind the last one published and
- * never past head. A ring whose head is invalid stops being read.
+ * took (the records, accepted or rejected, plus one for a resync, whose
+ * lost records are the producer's word: counted through the allowance,
+ * perhaps later); the tail published is 8-aligned, never behind the last
+ * one published and never past head. A ring whose head is invalid stops
+ * being read.
  *
  * While only ops 0-3 and 6 have run, the producer is well behaved, and
  * accounting is exact (invariant 2): once drained, records pushed =
@@ -142,16 +144,16 @@ static unsigned poll_once(struct consumer *c, struct mixd_ring_hdr *h,
 			before.rejected[INGEST_REJ_RING];
 	if (s.handed != s.announced || rec != s.accepted)
 		abort();
-	if (c->dead && (n || rec || rej || ring))
+	if (c->dead && (n || rec || rej))
 		abort(); /* a dead ring is not read again */
-	if (ring == 0 && n != rec + rej)
-		abort();
-	if (ring && !(n == rec + rej + 1 || (n == 0 && rec + rej == 0)))
-		abort(); /* a resync, or a head beyond reach */
+	if (n != rec + rej && n != rec + rej + 1)
+		abort(); /* the records, and perhaps a resync */
 	if (n > budget + 1 || rec + rej > budget)
 		abort();
-	if (ring && n == 0)
-		c->dead = true;
+	bool died = !c->dead && ingest_ring_dead(c->r);
+	if (died && (n || !ring))
+		abort(); /* a head beyond reach: counted, nothing taken */
+	c->dead |= died;
 	/* the tail it publishes: only when it took something */
 	uint64_t tail = ring_load_relaxed(&h->cons.tail);
 	if (n && !c->dead) {
