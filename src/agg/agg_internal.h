@@ -516,9 +516,9 @@ void state_memo_stats(const struct shard_state *s, uint64_t *hits,
 uint64_t state_log_lost(const struct shard_state *s);
 
 /** Write out the stdio lines @s buffered: once per shard pass, not
- *  waiting (@wait_ms 0); before @s is replaced or retired, waiting up to
- *  @wait_ms for a slow output (log_flush()). */
-void state_flush(struct shard_state *s, int wait_ms);
+ *  waiting (@until_ns 0); before @s is replaced or retired, waiting until
+ *  @until_ns for a slow output (log_flush()). */
+void state_flush(struct shard_state *s, uint64_t until_ns);
 
 /** Decode record @rec (@len bytes, untrusted; a layout record when @lay,
  *  its layout) into @t and run @s's plan over it. @mar: the shard's
@@ -577,17 +577,18 @@ int log_entry(const struct agg_plan *p, const struct plan_log *l,
 	      const struct attr_table *t, struct expr_scratch *sc,
 	      struct log_buf *b);
 
-/** Write out what @b holds, waiting up to @wait_ms for an output that
- *  cannot take it yet (0: not at all; what it did not take stays in @b).
- *  Lines a failed write left unwritten, and with @wait_ms those the wait
- *  did not get out, are counted in @b->lost (the first such loss in the
- *  process is reported on stderr), not retried: an output that refuses
- *  them would hold the shard for ever. */
-void log_flush(struct log_buf *b, int wait_ms);
+/** Write out what @b holds, waiting until @until_ns (CLOCK_MONOTONIC) for
+ *  an output that cannot take it yet (0: not at all; what it did not take
+ *  stays in @b). Lines a failed write left unwritten, and with @until_ns
+ *  those the wait did not get out, are counted in @b->lost (the first such
+ *  loss in the process is reported on stderr), not retried: an output that
+ *  refuses them would hold the shard for ever. */
+void log_flush(struct log_buf *b, uint64_t until_ns);
 
-/** How long a shard waits for a slow stdio output when it must empty its
- *  buffer: at a reload (the old config's outputs close) and at stop. */
-#define LOG_FINAL_WAIT_MS 500
+/** When a shard that must empty its buffer stops waiting for a slow stdio
+ *  output: at a reload (the old config's outputs close), and at stop (one
+ *  deadline for all shards), half a second from now. */
+uint64_t log_final_deadline(void);
 
 /** Open the handlers' outputs for @p and order each instance's variables;
  *  0 or -1 (logged). */

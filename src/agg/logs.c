@@ -268,7 +268,8 @@ static void log_rotate(struct log_rot *r, size_t n)
  * The descriptor a plan log writes stdout or stderr (@fd) through, so that
  * no write waits: a pipe, FIFO or terminal is opened again through
  * /proc/self/fd and made O_NONBLOCK there, on mixd's own open file
- * description, not on the one it shares with whoever started it; a socket
+ * description, not on the one it shares with whoever started it (or, when
+ * it cannot be opened again, on that one, said on stderr); a socket
  * (journald's stream, say) is written with send(MSG_DONTWAIT) (*@send); a
  * regular file is written as it is (a write to one does not wait for a
  * reader). *@own: the descriptor is a new one, to be closed.
@@ -293,12 +294,18 @@ static int nonblocking_std(int fd, bool *own, bool *send)
 		*own = true;
 		return nfd;
 	}
+	/* Not ours to open (a pipe another user made: a container runtime's,
+	 * mixd not root): then the description it shares with whoever
+	 * started it is made non-blocking, which they are told of. */
+	int err = errno, fl = fcntl(fd, F_GETFL);
+	bool nb = fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
 	if (!__atomic_exchange_n(&said, true, __ATOMIC_RELAXED))
 		fprintf(stderr,
-			"mixd: stdio handler: cannot open %s again to write it "
-			"without waiting (%s): a reader that stops reading it "
-			"will stop the shards\n",
-			fd == 1 ? "stdout" : "stderr", strerror(errno));
+			"mixd: stdio handler: cannot open %s again (%s)%s\n",
+			fd == 1 ? "stdout" : "stderr", strerror(err),
+			nb ? "; O_NONBLOCK set on the one mixd was started with"
+			   : ": a reader that stops reading it will stop the "
+			     "shards");
 	return fd;
 }
 
@@ -395,13 +402,23 @@ static ssize_t put_out(const struct log_buf *b, const char *p, size_t n)
 		       : write(b->fd, p, n);
 }
 
-void log_flush(struct log_buf *b, int wait_ms)
+static uint64_t mono_ns(void)
 {
-	struct timespec t0;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+uint64_t log_final_deadline(void)
+{
+	return mono_ns() + 500 * 1000000ull;
+}
+
+void log_flush(struct log_buf *b, uint64_t until_ns)
+{
 	size_t off = 0;
 	b->blocked = false;
-	while (off < b->len) {
+	while (off < b->len || b->torn) {
 		/* Whole lines, at most PIPE_BUF at a time: atomic on a pipe,
 		 * which takes all of such a write or, not waiting, none. A
 		 * line cut short by lost output is ended first. */
@@ -427,16 +444,14 @@ void log_flush(struct log_buf *b, int wait_ms)
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			struct timespec t;
-			clock_gettime(CLOCK_MONOTONIC, &t);
-			int64_t left = wait_ms - ((t.tv_sec - t0.tv_sec) * 1000 +
-						  (t.tv_nsec - t0.tv_nsec) / 1000000);
-			if (left > 0) {
+			uint64_t now = until_ns ? mono_ns() : 0;
+			if (now < until_ns) {
 				struct pollfd pf = {.fd = b->fd, .events = POLLOUT};
-				(void)poll(&pf, 1, (int)left);
+				(void)poll(&pf, 1,
+					   (int)((until_ns - now) / 1000000 + 1));
 				continue;
 			}
-			if (wait_ms > 0) {
+			if (until_ns) {
 				lost(b, off, EAGAIN);
 				break;
 			}
@@ -617,7 +632,7 @@ static int pair_cmp(const void *a, const void *b)
 		return c;
 	if (x->k.len != y->k.len)
 		return x->k.len < y->k.len ? -1 : 1;
-	return x->at < y->at ? -1 : 1;
+	return (x->at > y->at) - (x->at < y->at);
 }
 
 /*

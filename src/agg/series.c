@@ -543,11 +543,11 @@ static const struct attr_value **res_array(const struct expr_plan *pl)
 	return calloc(expr_plan_size(pl) + 1, sizeof(struct attr_value *));
 }
 
-void state_flush(struct shard_state *s, int wait_ms)
+void state_flush(struct shard_state *s, uint64_t until_ns)
 {
 	struct state_ext *x = (struct state_ext *)s;
-	if (x->log.len)
-		log_flush(&x->log, wait_ms);
+	if (x->log.len || x->log.torn)
+		log_flush(&x->log, until_ns);
 }
 
 static void free_results(struct state_ext *x, const struct agg_plan *plan)
@@ -727,7 +727,7 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 	if (old) {
 		struct state_ext *ox = (struct state_ext *)old;
 		memcpy(x->memo_count, ox->memo_count, sizeof x->memo_count);
-		state_flush(old, LOG_FINAL_WAIT_MS);
+		state_flush(old, log_final_deadline());
 		x->log.lost = ox->log.lost;
 	}
 	/* So do the instance errors (counters must not reset on a reload):
@@ -837,7 +837,7 @@ void state_retire(struct shard_state *s, struct agg_epoch *e,
 {
 	if (!s)
 		return;
-	state_flush(s, LOG_FINAL_WAIT_MS);
+	state_flush(s, 0); /* waited for already (state_create(), agg_destroy()) */
 	epoch_retire(e, rl, free_state, s);
 }
 

@@ -458,6 +458,11 @@ void agg_destroy(struct agg *a)
 	for (unsigned i = 0; i < a->o.shards; i++)
 		if (a->shards[i].ran)
 			drain_rest(&a->shards[i]);
+	/* The stdio lines the shards still hold: one wait for them all. */
+	uint64_t until = log_final_deadline();
+	for (unsigned i = 0; i < a->o.shards; i++)
+		if (a->shards[i].state)
+			state_flush(a->shards[i].state, until);
 	for (unsigned i = 0; i < a->o.shards; i++) {
 		struct shard *sh = &a->shards[i];
 		take_inbox(sh);

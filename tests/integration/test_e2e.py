@@ -1370,9 +1370,8 @@ def a_stdout_no_one_reads_holds_nothing_up(build):
     tmp = tempfile.mkdtemp(prefix="mixd-stall.")
     try:
         path = notes_config(tmp, "{outputAsJson: true}", None)
-        m = mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"],
-                    shards=1, stdout=subprocess.PIPE)
-        try:
+        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"],
+                     shards=1, stdout=subprocess.PIPE) as m:
             n = 20000  # about 5 MB of lines: far more than a pipe holds
             send(build, m, [{"request.path": f"/{i:06}" + "x" * 200} for i in range(n)],
                  transport="socket")
@@ -1397,8 +1396,67 @@ def a_stdout_no_one_reads_holds_nothing_up(build):
             mt.check(len(set(paths)) == len(paths), "a line twice")
             mt.check(len(lines) + lost == n,
                      f"{len(lines)} lines read + {lost} lost != {n}")
-        finally:
-            m.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Nobody(mt.Mixd):
+    """mixd run as nobody (its temp directory open to it)."""
+
+    def argv(self):
+        os.chmod(self.tmp, 0o777)
+        return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                "--"] + super().argv()
+
+
+def a_stdout_pipe_mixd_cannot_reopen_holds_nothing_up_either(build):
+    """mixd not root, its stdout a pipe root made (as a container runtime
+    does): /proc/self/fd/1 cannot be opened again (EACCES), so the
+    descriptor it was started with is made non-blocking -- said on stderr
+    -- and a reader that stops reading still holds no shard."""
+    if os.geteuid() != 0:
+        print("  (not tried: needs root, to run mixd as another user)")
+        return
+    tmp = tempfile.mkdtemp(prefix="mixd-nobody.")
+    try:
+        os.chmod(tmp, 0o755)
+        path = notes_config(tmp, "{outputAsJson: true}", None)
+        os.chmod(path, 0o644)
+        with Nobody(build, ["--config", path, "--configDefaultNamespace", "default"],
+                    shards=1, stdout=subprocess.PIPE) as m:
+            n = 20000
+            send(build, m, [{"request.path": f"/{i:06}" + "x" * 200} for i in range(n)],
+                 transport="socket")
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == n,
+                       timeout=30, what=f"{n} records processed")
+            mt.check("cannot open stdout again (Permission denied); O_NONBLOCK set"
+                     in m.stderr(), m.stderr())
+            mt.check(mt.value(m.metrics(), "mixd_log_lines_lost_total") > 0, "none lost")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def the_stop_waits_once_for_all_shards_stdio_lines(build):
+    """Four shards each holding lines a stdout pipe no one reads will not
+    take: the stop gives them one half second together, not half a second
+    each in turn (2 s here; minutes at 256 shards, past systemd's stop
+    timeout)."""
+    tmp = tempfile.mkdtemp(prefix="mixd-stop.")
+    try:
+        path = notes_config(tmp, "{outputAsJson: true}", None)
+        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"],
+                     shards=4, stdout=subprocess.PIPE) as m:
+            n = 8000
+            p = subprocess.run([os.path.join(build, "mixd-loadgen"), "--address",
+                                m.address, "-j", "4", "-n", str(n), "-r", "40000"],
+                               capture_output=True, timeout=mt._t(60))
+            mt.check(p.returncode == 0, p.stderr.decode())
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == n,
+                       timeout=30, what=f"{n} records processed")
+            t0 = time.monotonic()
+            m.stop()
+            took = time.monotonic() - t0
+            mt.check(took < mt._t(1.5), f"the stop took {took:.2f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -1435,4 +1493,6 @@ if __name__ == "__main__":
         the_stdio_handler_writes_logentries_as_json_lines,
         lines_an_output_refuses_are_counted,
         a_stdout_no_one_reads_holds_nothing_up,
+        a_stdout_pipe_mixd_cannot_reopen_holds_nothing_up_either,
+        the_stop_waits_once_for_all_shards_stdio_lines,
     ])

@@ -620,7 +620,7 @@ static void test_a_line_cut_short_is_ended_before_the_next(void **state)
 	log_fifo = false;
 	long_entry(f, 10000);
 	assert_int_equal(format(f), 0); /* longer than the pipe */
-	log_flush(&f->buf, 1);          /* a page taken, the rest lost */
+	log_flush(&f->buf, 1); /* a deadline long past: a page taken, the rest lost */
 	assert_int_equal(f->buf.lost, 1);
 	assert_true(f->buf.torn);
 	static char got[1 << 16];
