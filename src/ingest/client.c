@@ -1458,6 +1458,26 @@ static int tell_counts(struct tl_ring *r)
  * that mixd counts them while they happen. */
 #define TELL_EVERY_NS 100000000u
 
+/* Everything committed so far has been taken by mixd (or the socket). */
+static bool ring_taken(struct tl_ring *r)
+{
+	struct mixd_ring_hdr *h = r->prod.hdr;
+	return ring_load_acquire(&h->cons.tail) ==
+	       ring_load_acquire(&h->prod.head);
+}
+
+/* mixd knows of every record the ring dropped or refused: a shared ring's
+ * header tells it; a socket ring's counts frames (tell_counts()). */
+static bool ring_told(struct tl_ring *r)
+{
+	struct mixd_ring_hdr *h = r->prod.hdr;
+	return r->memfd >= 0 ||
+	       (ring_load_relaxed(&r->told_dropped) ==
+			ring_load_relaxed(&h->prod.dropped) &&
+		ring_load_relaxed(&r->told_invalid) ==
+			ring_load_relaxed(&h->prod.invalid));
+}
+
 /*
  * Socket transport: send what the producer published, as it lies in the
  * ring (frames back to back, wrap frames skipped), in chunks, then what it
@@ -1475,7 +1495,8 @@ static int pump(struct tl_ring *r)
 	}
 	/* Drops to tell between frames: a frame begun is finished first,
 	 * and nothing sent after it until they are told. */
-	bool due = now_ns(CLOCK_MONOTONIC) - r->told_ns >= TELL_EVERY_NS;
+	bool due = !ring_told(r) &&
+		   now_ns(CLOCK_MONOTONIC) - r->told_ns >= TELL_EVERY_NS;
 	for (int rounds = 0; rounds < 64; rounds++) {
 		if (due && !r->send_part) {
 			int t = tell_counts(r);
@@ -1535,26 +1556,6 @@ static int pump(struct tl_ring *r)
 		}
 	}
 	return 1;
-}
-
-/* Everything committed so far has been taken by mixd (or the socket). */
-static bool ring_taken(struct tl_ring *r)
-{
-	struct mixd_ring_hdr *h = r->prod.hdr;
-	return ring_load_acquire(&h->cons.tail) ==
-	       ring_load_acquire(&h->prod.head);
-}
-
-/* mixd knows of every record the ring dropped or refused: a shared ring's
- * header tells it; a socket ring's counts frames (tell_counts()). */
-static bool ring_told(struct tl_ring *r)
-{
-	struct mixd_ring_hdr *h = r->prod.hdr;
-	return r->memfd >= 0 ||
-	       (ring_load_relaxed(&r->told_dropped) ==
-			ring_load_relaxed(&h->prod.dropped) &&
-		ring_load_relaxed(&r->told_invalid) ==
-			ring_load_relaxed(&h->prod.invalid));
 }
 
 /* Nothing left for mixd: a finished thread's ring can go. */
