@@ -293,9 +293,16 @@ bool ingest_close_untrusted_backed_up(void);
  *  closed (for tests that count descriptors). */
 void ingest_close_untrusted_wait(void);
 
+/** The smallest socket queue: two of the largest frames, so that one
+ *  always fits an empty queue wherever its head stands (a frame does not
+ *  wrap; in a smaller ring one behind a short record never would, and its
+ *  connection would wait for ever). */
+#define INGEST_QUEUE_MIN (128u * 1024u)
+
 /**
- * A private ring of @capacity bytes (a power of two) that the socket server
- * fills with records received on the socket, for one consumer to drain.
+ * A private ring of @capacity bytes (a power of two, at least
+ * INGEST_QUEUE_MIN; -EINVAL otherwise) that the socket server fills with
+ * records received on the socket, for one consumer to drain.
  */
 int ingest_ring_create_queue(uint64_t capacity, struct ingest_ring **out);
 

@@ -310,9 +310,13 @@ fail:
 	return rc;
 }
 
+_Static_assert(INGEST_QUEUE_MIN >=
+		       2 * MIXD_FRAME_ALIGN(MIXD_FRAME_HDR + MIXD_RECORD_MAX),
+	       "the largest frame fits an empty queue wherever its head is");
+
 int ingest_ring_create_queue(uint64_t capacity, struct ingest_ring **out)
 {
-	if (!is_pow2(capacity) || capacity < MIXD_RING_MIN_CAPACITY)
+	if (!is_pow2(capacity) || capacity < INGEST_QUEUE_MIN)
 		return -EINVAL;
 	size_t len = MIXD_RING_HDR_SIZE + capacity;
 	void *map = mmap(NULL, len, PROT_READ | PROT_WRITE,

@@ -299,7 +299,7 @@ static void setup(void)
 	snprintf(path, sizeof path, "%s/sock", dir);
 	/* the smallest queue: a large stream fills it, and the server must
 	 * hold back rather than lose */
-	if (ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &queue) != 0 ||
+	if (ingest_ring_create_queue(INGEST_QUEUE_MIN, &queue) != 0 ||
 	    ingest_server_start(path, &sink, 0, &srv, err, sizeof err) != 0) {
 		fprintf(stderr, "fuzz_hello: %s\n", err);
 		abort();

@@ -831,7 +831,7 @@ static enum ingest_reject empty_record(void *ctx, const uint8_t *p,
 /* A socket server on sock_path whose stream records go to @cap's queue. */
 static struct ingest_server *capture_server(struct capture *cap)
 {
-	assert_int_equal(ingest_ring_create_queue(1u << 16, &cap->queue), 0);
+	assert_int_equal(ingest_ring_create_queue(INGEST_QUEUE_MIN, &cap->queue), 0);
 	struct ingest_sink sink = {cap_attached, cap_closed, cap_queue,
 				   cap_kick, cap};
 	struct ingest_server *srv;
@@ -1655,7 +1655,7 @@ static void stalled_connections_do_not_starve_the_others(void **state)
 	struct stuck_sink k = {.mu = PTHREAD_MUTEX_INITIALIZER};
 	for (unsigned i = 0; i <= STUCK; i++)
 		assert_int_equal(
-			ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &k.q[i]), 0);
+			ingest_ring_create_queue(INGEST_QUEUE_MIN, &k.q[i]), 0);
 	struct ingest_sink sink = {.stream_queue = stuck_queue,
 				   .queue_kick = stuck_kick, .ctx = &k};
 	struct ingest_server *srv;

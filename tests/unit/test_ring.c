@@ -409,7 +409,7 @@ static void shared_records_are_read_from_a_private_copy(void **state)
 	ingest_ring_destroy(r);
 	munmap(h, size);
 
-	assert_int_equal(ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &r), 0);
+	assert_int_equal(ingest_ring_create_queue(INGEST_QUEUE_MIN, &r), 0);
 	assert_true(ingest_queue_push(r, rec, sizeof rec));
 	poll_twice(r, expect_in_place, &seen, &n, scratch);
 	assert_int_equal(seen.calls, 2);
@@ -638,6 +638,34 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* The largest record fits an empty socket queue wherever a shorter one
+ * left its head: in a queue of one largest frame it never did behind a
+ * short record (found by fuzz_hello: its connection waited for ever). A
+ * smaller queue is refused. */
+static void the_largest_record_fits_an_empty_queue_anywhere(void **state)
+{
+	(void)state;
+	static uint8_t scratch[INGEST_POLL_SCRATCH], big[MIXD_RECORD_MAX];
+	struct ingest_ring *q;
+	assert_int_equal(ingest_ring_create_queue(INGEST_QUEUE_MIN / 2, &q),
+			 -EINVAL);
+	assert_int_equal(ingest_ring_create_queue(INGEST_QUEUE_MIN, &q), 0);
+	for (uint32_t len = 1; len < 3000; len += 37) {
+		struct ingest_ring_counts n = {0};
+		int got = 0;
+		assert_true(ingest_queue_push(q, big, len));
+		for (int k = 0; k < 2; k++) /* the second: head stood still */
+			ingest_ring_poll(q, count_only, NULL, &got, 16, &n,
+					 scratch);
+		assert_true(ingest_queue_push(q, big, sizeof big));
+		for (int k = 0; k < 2; k++)
+			ingest_ring_poll(q, count_only, NULL, &got, 16, &n,
+					 scratch);
+		assert_int_equal(got, 2);
+	}
+	ingest_ring_destroy(q);
+}
+
 /* A shared segment (*@h, *@size) attached as *@r. */
 static void attached_segment(struct mixd_ring_hdr **h, size_t *size,
 			     struct ingest_ring **r)
@@ -766,6 +794,7 @@ int main(void)
 		cmocka_unit_test(a_producers_tallies_cannot_run_counters_backwards),
 		cmocka_unit_test(a_large_true_tally_arrives_whole),
 		cmocka_unit_test(a_new_ring_brings_no_new_burst),
+		cmocka_unit_test(the_largest_record_fits_an_empty_queue_anywhere),
 		cmocka_unit_test(a_segment_attached_twice_is_refused),
 		cmocka_unit_test(only_shared_memory_is_taken_and_refusals_do_not_wait),
 		cmocka_unit_test(wraparound_keeps_records_whole),

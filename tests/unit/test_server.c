@@ -135,7 +135,7 @@ static void counts_frame(uint8_t *f, uint64_t dropped)
 #define STALL_FRAMES 40
 static int stalled_stream(struct ingest_server **srv, uint64_t *filler)
 {
-	assert_int_equal(ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &queue),
+	assert_int_equal(ingest_ring_create_queue(INGEST_QUEUE_MIN, &queue),
 			 0);
 	uint8_t rec[11] = {0};
 	*filler = 0;
@@ -160,7 +160,7 @@ static int stalled_stream(struct ingest_server **srv, uint64_t *filler)
  */
 static void cut_frame(bool full_queue)
 {
-	assert_int_equal(ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &queue),
+	assert_int_equal(ingest_ring_create_queue(INGEST_QUEUE_MIN, &queue),
 			 0);
 	uint8_t rec[11] = {0};
 	uint64_t before = 0;
@@ -274,7 +274,7 @@ static void counts_frames_are_counted_no_faster_than_producers_lose(
 	void **state)
 {
 	(void)state;
-	assert_int_equal(ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &queue),
+	assert_int_equal(ingest_ring_create_queue(INGEST_QUEUE_MIN, &queue),
 			 0);
 	struct ingest_server *srv = start();
 	uint64_t t0 = mono_ns();
@@ -539,7 +539,7 @@ static void failed_to(struct ingest_server *srv, uint64_t n)
 static void descriptors_whose_close_hangs_are_bounded(void **state)
 {
 	(void)state;
-	assert_int_equal(ingest_ring_create_queue(MIXD_RING_MIN_CAPACITY, &queue),
+	assert_int_equal(ingest_ring_create_queue(INGEST_QUEUE_MIN, &queue),
 			 0);
 	struct ingest_server *srv = start();
 	int p[2];
