@@ -212,9 +212,8 @@ static void log_rotate(struct log_rot *r, size_t n)
 		return;
 	pthread_mutex_lock(&r->lock);
 	uint64_t size = __atomic_load_n(&r->size, __ATOMIC_RELAXED);
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-	if (size + n > r->max_bytes && size > 0 && now.tv_sec >= r->retry_s) {
+	const int64_t now_s = (int64_t)(ingest_now_coarse() / 1000000000u);
+	if (size + n > r->max_bytes && size > 0 && now_s >= r->retry_s) {
 		struct rot_name nm;
 		rot_split(r->path, &nm);
 		struct timespec ts;
@@ -256,7 +255,7 @@ static void log_rotate(struct log_rot *r, size_t n)
 					"(it grows on; tried again each second)\n",
 					r->path, strerror(errno));
 			r->failing = true;
-			r->retry_s = now.tv_sec + 1;
+			r->retry_s = now_s + 1;
 		}
 		if (fd >= 0)
 			close(fd);

@@ -49,13 +49,6 @@ static void on_ahead(void *ctx, const uint8_t *p, uint32_t len,
 	state_ahead(sh->state, p, len, lay);
 }
 
-static int64_t coarse_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /*
  * Between two records: adopt a newly installed plan, run expiry when due,
  * free what readers have left. Every record is processed wholly under the
@@ -64,7 +57,7 @@ static int64_t coarse_now(void)
 static void housekeeping(struct shard *sh)
 {
 	struct agg *a = sh->agg;
-	sh->now_ns = coarse_now();
+	sh->now_ns = (int64_t)ingest_now_coarse();
 	struct agg_plan *p = __atomic_load_n(&a->plan, __ATOMIC_ACQUIRE);
 	if (p && (!sh->state || sh->state->plan != p)) {
 		/* The agg's reference keeps p alive until our own is taken:

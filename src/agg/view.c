@@ -689,10 +689,8 @@ static int view_create(struct agg *a, struct agg_view **out, bool rows)
 					&st->log_errors[l], __ATOMIC_RELAXED);
 		}
 	}
-	/* The shards' clock (shard.c, coarse_now()). */
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	const int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	/* The shards' clock (shard.c, sh->now_ns). */
+	const int64_t now = (int64_t)ingest_now_coarse();
 	for (size_t d = 0; d < p->ndimsets; d++) {
 		/* Rows idle past their handler's expiry are gone, whether or
 		 * not an expiry pass has removed them yet. */

@@ -246,7 +246,13 @@ static inline void ingest_said_add(struct ingest_said *s,
 	s->pending[k] = ingest_count_add(s->pending[k], n);
 }
 
-/** CLOCK_MONOTONIC_COARSE in ns: the allowance's clock. */
+/** True when @s has counts waiting for its allowance. */
+static inline bool ingest_said_waiting(const struct ingest_said *s)
+{
+	return s->pending[0] | s->pending[1] | s->pending[2];
+}
+
+/** CLOCK_MONOTONIC_COARSE in ns: the allowance's clock, and the shards'. */
 uint64_t ingest_now_coarse(void);
 
 /** Move what the allowance lets of @s's pending counts into @out (by

@@ -398,7 +398,7 @@ uint64_t ingest_now_coarse(void)
 
 void ingest_said_count(struct ingest_said *s, uint64_t out[INGEST_SAID_KINDS])
 {
-	if (!(s->pending[0] | s->pending[1] | s->pending[2]))
+	if (!ingest_said_waiting(s))
 		return;
 	const uint64_t ns_each = 1000000000ull / INGEST_SAID_PER_S;
 	uint64_t now = ingest_now_coarse();
@@ -453,6 +453,8 @@ static void account_drops(struct ingest_ring *r)
 
 void ingest_said_count_ring(struct ingest_said *s, struct ingest_ring_counts *n)
 {
+	if (!ingest_said_waiting(s))
+		return; /* every poll of every ring: nothing to copy */
 	uint64_t out[INGEST_SAID_KINDS] = {n->dropped, n->invalid,
 					   n->rejected[INGEST_REJ_RING]};
 	ingest_said_count(s, out);
