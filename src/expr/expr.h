@@ -87,6 +87,7 @@
 #ifndef MIXD_EXPR_H
 #define MIXD_EXPR_H
 
+#include <regex.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -427,5 +428,19 @@ uint32_t expr_plan_index(const struct expr_plan *pl, size_t i);
  */
 unsigned expr_plan_eval(const struct expr_plan *pl, const struct attr_table *t,
 			struct expr_scratch *s, const struct attr_value **res);
+
+/**
+ * Compile @pattern, a regular expression in the syntax of Go's regexp
+ * (Mixer's, for `matches` and the list adapter's REGEX entries), into @re
+ * as a POSIX extended regex (REG_NOSUB) that matches the same strings:
+ * '.' stops at a newline, Go's literal escapes are kept literal, and
+ * patterns the two libraries read differently (\d, a backslash in a
+ * bracket expression) or that would compile in exponential time (a
+ * repetition of a repetition, a count over 1000) are refused. Matching
+ * with regexec() is unanchored, as Go's MatchString. Returns 0, or -1
+ * with a one-line reason in @why (@why_len bytes); regfree(@re) after 0.
+ */
+int expr_regex_compile(const char *pattern, regex_t *re, char *why,
+		       size_t why_len);
 
 #endif /* MIXD_EXPR_H */

@@ -835,6 +835,28 @@ static char *regex_go_to_posix(const char *s)
 	return out;
 }
 
+int expr_regex_compile(const char *pattern, regex_t *re, char *why,
+		       size_t why_len)
+{
+	const char *unsafe = regex_unsafe(pattern);
+	if (unsafe) {
+		snprintf(why, why_len, "%s", unsafe);
+		return -1;
+	}
+	char *posix = regex_go_to_posix(pattern);
+	if (!posix) {
+		snprintf(why, why_len, "out of memory");
+		return -1;
+	}
+	int rc = regcomp(re, posix, REG_EXTENDED | REG_NOSUB);
+	free(posix);
+	if (rc) {
+		regerror(rc, re, why, why_len);
+		return -1;
+	}
+	return 0;
+}
+
 static int compile_regex(struct cctx *c, struct ast *n, const struct enode *pat,
 			 uint32_t *idx)
 {
@@ -843,47 +865,32 @@ static int compile_regex(struct cctx *c, struct ast *n, const struct enode *pat,
 		return cerr(c, n->args[0]->off,
 			    "receiver of matches: the pattern must be a "
 			    "constant string");
-	char *s = malloc(pat->k.len + 1);
-	if (!s)
-		return nomem(c);
-	memcpy(s, pat->k.s, pat->k.len);
-	s[pat->k.len] = 0;
-	if (strlen(s) != pat->k.len) {
-		free(s);
+	if (memchr(pat->k.s, 0, pat->k.len))
 		return cerr(c, n->args[0]->off,
 			    "receiver of matches: NUL byte in pattern");
-	}
-	const char *why = regex_unsafe(s);
-	if (why) {
-		free(s);
-		return cerr(c, n->args[0]->off, "receiver of matches: %s", why);
-	}
-	char *go = regex_go_to_posix(s);
-	free(s);
-	if (!(s = go))
-		return nomem(c);
 	if (p->n_regexes == p->cap_regexes) {
 		uint32_t cap = p->cap_regexes ? p->cap_regexes * 2 : 8;
 		regex_t **nr = realloc(p->regexes, cap * sizeof *nr);
-		if (!nr) {
-			free(s);
+		if (!nr)
 			return nomem(c);
-		}
 		p->regexes = nr;
 		p->cap_regexes = cap;
 	}
+	char *s = malloc(pat->k.len + 1);
 	regex_t *re = malloc(sizeof *re);
-	if (!re) {
+	if (!s || !re) {
 		free(s);
+		free(re);
 		return nomem(c);
 	}
-	int rc = regcomp(re, s, REG_EXTENDED | REG_NOSUB);
+	memcpy(s, pat->k.s, pat->k.len);
+	s[pat->k.len] = 0;
+	char why[160];
+	int rc = expr_regex_compile(s, re, why, sizeof why);
 	free(s);
 	if (rc) {
-		char msg[128];
-		regerror(rc, re, msg, sizeof msg);
 		free(re);
-		return cerr(c, n->args[0]->off, "receiver of matches: %s", msg);
+		return cerr(c, n->args[0]->off, "receiver of matches: %s", why);
 	}
 	*idx = p->n_regexes;
 	p->regexes[p->n_regexes++] = re;
