@@ -362,7 +362,29 @@ static void compile_instance(struct cfg *c, struct cfg_instance *in)
 			    &in->logentry.monitored_resource_dimensions,
 			    WANT_ANY);
 		break;
-	default:
+	case CFG_TMPL_LISTENTRY:
+		if (!in->listentry.value.text)
+			cfg_error_at(c, &in->meta.pos, in->meta.fqn, "value",
+				     "found nothing, expected an expression "
+				     "of a string or IP address");
+		compile_expr(&k, "value", &in->listentry.value, WANT_ANY);
+		if (in->listentry.value.id >= 0 &&
+		    !attr_type_is_string(in->listentry.value.type) &&
+		    in->listentry.value.type != ATTR_IP) {
+			struct cfg_pos pos = expr_pos(&in->listentry.value, 0);
+
+			cfg_error_at(c, &pos, in->meta.fqn, "value",
+				     "found %s expression \"%s\", expected a "
+				     "STRING or IP_ADDRESS",
+				     attr_type_name(in->listentry.value.type),
+				     in->listentry.value.text);
+		}
+		break;
+	case CFG_TMPL_QUOTA:
+		compile_map(&k, "dimensions", &in->quota.dimensions, WANT_ANY);
+		break;
+	case CFG_TMPL_CHECKNOTHING:
+	case CFG_TMPL_COUNT:
 		break;
 	}
 }

@@ -239,6 +239,16 @@ static const struct cfg_field logentry_fields[] = {
 };
 #undef LE
 
+static const struct cfg_field listentry_fields[] = {
+	{"value", NULL, CFG_F_EXPR, OFF(struct cfg_instance, listentry.value),
+	 NULL, NULL, CFG_FF_REQUIRED},
+};
+
+static const struct cfg_field quota_fields[] = {
+	{"dimensions", NULL, CFG_F_EXPR_MAP,
+	 OFF(struct cfg_instance, quota.dimensions), NULL, NULL, 0},
+};
+
 static const struct {
 	const char *name;
 	struct cfg_fields fields;
@@ -246,6 +256,10 @@ static const struct {
 	[CFG_TMPL_METRIC] = {"metric", CFG_FIELDS(metric_fields)},
 	[CFG_TMPL_MESOS] = {"mesos", CFG_FIELDS(mesos_fields)},
 	[CFG_TMPL_LOGENTRY] = {"logentry", CFG_FIELDS(logentry_fields)},
+	[CFG_TMPL_LISTENTRY] = {"listentry", CFG_FIELDS(listentry_fields)},
+	/* no fields: any given is unknown, an error */
+	[CFG_TMPL_CHECKNOTHING] = {"checknothing", {NULL, 0}},
+	[CFG_TMPL_QUOTA] = {"quota", CFG_FIELDS(quota_fields)},
 };
 
 /* ------------------------------------------------------------- handlers */
@@ -545,6 +559,145 @@ static const struct cfg_field stdio_fields[] = {
 };
 #undef SO
 
+/* ------------------------------------------------- policy handlers */
+
+static const char *const list_entry_types[] = {
+	"STRINGS", "CASE_INSENSITIVE_STRINGS", "IP_ADDRESSES", "REGEX", NULL};
+
+#define LC(f) OFF(struct cfg_handler, listchecker.f)
+static const struct cfg_field listchecker_fields[] = {
+	{"provider_url", "providerUrl", CFG_F_PARAM, LC(provider_url), NULL,
+	 NULL, 0},
+	{"refresh_interval", "refreshInterval", CFG_F_DURATION,
+	 LC(refresh_interval_ns), NULL, NULL, 0},
+	{"ttl", NULL, CFG_F_DURATION, LC(ttl_ns), NULL, NULL, 0},
+	{"caching_interval", "cachingInterval", CFG_F_DURATION,
+	 LC(caching_interval_ns), NULL, NULL, 0},
+	{"caching_use_count", "cachingUseCount", CFG_F_INT,
+	 LC(caching_use_count), NULL, NULL, 0},
+	{"overrides", NULL, CFG_F_STRLIST, LC(overrides), NULL, NULL, 0},
+	{"entry_type", "entryType", CFG_F_ENUM, LC(entry_type),
+	 list_entry_types, NULL, 0},
+	{"blacklist", NULL, CFG_F_BOOL, LC(blacklist), NULL, NULL, 0},
+};
+#undef LC
+
+/* google.rpc.Status.details: Any messages for the caller, which the
+ * proxy did not pass on; accepted and not sent. */
+static int ignore_details(struct cfg_ctx *x, const struct cfg_field *f,
+			  yaml_node_t *node, void *dst)
+{
+	struct cfg_pos pos = cfg_node_pos(x, node);
+
+	cfg_warn_at(x->c, &pos, x->fqn, x->path,
+		    "status details are not sent by mixd, ignored");
+	return 0;
+}
+
+#define DN(f) OFF(struct cfg_handler, denier.f)
+static const struct cfg_field status_fields[] = {
+	{"code", NULL, CFG_F_INT, DN(status_code), NULL, NULL, 0},
+	{"message", NULL, CFG_F_STR, DN(status_message), NULL, NULL, 0},
+	{"details", NULL, CFG_F_CUSTOM, 0, NULL, ignore_details, 0},
+};
+
+static int decode_status(struct cfg_ctx *x, const struct cfg_field *f,
+			 yaml_node_t *node, void *dst)
+{
+	return cfg_decode_map(x, node, CFG_FIELDS(status_fields), dst);
+}
+
+static const struct cfg_field denier_fields[] = {
+	{"status", NULL, CFG_F_CUSTOM, 0, NULL, decode_status, 0},
+	{"valid_duration", "validDuration", CFG_F_DURATION,
+	 DN(valid_duration_ns), NULL, NULL, 0},
+	{"valid_use_count", "validUseCount", CFG_F_INT, DN(valid_use_count),
+	 NULL, NULL, 0},
+};
+#undef DN
+
+static int quota_dim_entry(struct cfg_ctx *x, const char *key, yaml_node_t *k,
+			   yaml_node_t *v, void *arg)
+{
+	static const struct cfg_field value = {
+		"value", NULL, CFG_F_STR, offsetof(struct cfg_quota_dim, value),
+		NULL, NULL, 0};
+	struct push_arg *pa = arg;
+	struct cfg_quota_override *o = pa->dst;
+	struct cfg_quota_dim *d =
+		cfg_push(x->c, &o->dims, &o->n_dims, &pa->cap, sizeof(*d));
+
+	if (!d)
+		return CFG_ENTRY_FATAL;
+	d->name = cfg_strdup(x->c, key);
+	if (cfg_decode_field(x, &value, v, d) || !d->value.s) {
+		if (!d->value.s)
+			cfg_node_error(x, v, "found %s, expected a string",
+				       cfg_node_what(v));
+		o->n_dims--;
+		return -1;
+	}
+	return 0;
+}
+
+static int decode_quota_dims(struct cfg_ctx *x, const struct cfg_field *f,
+			     yaml_node_t *node, void *dst)
+{
+	struct push_arg pa = {dst, 0};
+
+	return cfg_decode_entries(x, node,
+				  "found %s, expected a mapping of dimension "
+				  "names to values",
+				  "found %s, expected a dimension name", false,
+				  quota_dim_entry, &pa);
+}
+
+#define QO(f) OFF(struct cfg_quota_override, f)
+static const struct cfg_field quota_override_fields[] = {
+	{"dimensions", NULL, CFG_F_CUSTOM, 0, NULL, decode_quota_dims, 0},
+	{"max_amount", "maxAmount", CFG_F_INT, QO(max_amount), NULL, NULL, 0},
+	{"valid_duration", "validDuration", CFG_F_DURATION,
+	 QO(valid_duration_ns), NULL, NULL, 0},
+};
+#undef QO
+
+static int decode_quota_overrides(struct cfg_ctx *x, const struct cfg_field *f,
+				  yaml_node_t *node, void *dst)
+{
+	struct cfg_quota_def *q = dst;
+
+	return decode_list(x, node, "overrides", &q->overrides,
+			   &q->n_overrides, sizeof(*q->overrides),
+			   CFG_FIELDS(quota_override_fields), NULL);
+}
+
+#define QD(f) OFF(struct cfg_quota_def, f)
+static const struct cfg_field quota_def_fields[] = {
+	{"name", NULL, CFG_F_STR, QD(name), NULL, NULL, CFG_FF_REQUIRED},
+	{"max_amount", "maxAmount", CFG_F_INT, QD(max_amount), NULL, NULL, 0},
+	{"valid_duration", "validDuration", CFG_F_DURATION,
+	 QD(valid_duration_ns), NULL, NULL, 0},
+	{"overrides", NULL, CFG_F_CUSTOM, 0, NULL, decode_quota_overrides, 0},
+};
+#undef QD
+
+static int decode_quotas(struct cfg_ctx *x, const struct cfg_field *f,
+			 yaml_node_t *node, void *dst)
+{
+	struct cfg_memquota *m = &((struct cfg_handler *)dst)->memquota;
+
+	return decode_list(x, node, "quotas", &m->quotas, &m->n_quotas,
+			   sizeof(*m->quotas), CFG_FIELDS(quota_def_fields),
+			   NULL);
+}
+
+static const struct cfg_field memquota_fields[] = {
+	{"quotas", NULL, CFG_F_CUSTOM, 0, NULL, decode_quotas, 0},
+	{"min_deduplication_duration", "minDeduplicationDuration",
+	 CFG_F_DURATION, OFF(struct cfg_handler, memquota.min_dedup_ns), NULL,
+	 NULL, 0},
+};
+
 static const struct {
 	const char *name;
 	struct cfg_fields fields;
@@ -553,6 +706,10 @@ static const struct {
 				    CFG_FIELDS(prometheus_fields)},
 	[CFG_ADAPTER_MESOSENV] = {"mesosenv", CFG_FIELDS(mesosenv_fields)},
 	[CFG_ADAPTER_STDIO] = {"stdio", CFG_FIELDS(stdio_fields)},
+	[CFG_ADAPTER_LISTCHECKER] = {"listchecker",
+				     CFG_FIELDS(listchecker_fields)},
+	[CFG_ADAPTER_DENIER] = {"denier", CFG_FIELDS(denier_fields)},
+	[CFG_ADAPTER_MEMQUOTA] = {"memquota", CFG_FIELDS(memquota_fields)},
 };
 
 /*
@@ -573,8 +730,24 @@ static const struct cfg_severity_level default_severity_levels[] = {
 /* Mixer's defaults, applied before decoding so the YAML overrides them. */
 static void handler_defaults(struct cfg_handler *h)
 {
+	const int64_t s = INT64_C(1000000000);
+
 	if (h->adapter == CFG_ADAPTER_MESOSENV)
-		h->mesosenv.cache_refresh_ns = 5 * 60 * INT64_C(1000000000);
+		h->mesosenv.cache_refresh_ns = 5 * 60 * s;
+	/* mixer/adapter/metadata/inventory.go */
+	if (h->adapter == CFG_ADAPTER_LISTCHECKER) {
+		h->listchecker.refresh_interval_ns = 60 * s;
+		h->listchecker.ttl_ns = 300 * s;
+		h->listchecker.caching_interval_ns = 300 * s;
+		h->listchecker.caching_use_count = 10000;
+	}
+	if (h->adapter == CFG_ADAPTER_DENIER) {
+		h->denier.status_code = 9; /* FAILED_PRECONDITION */
+		h->denier.valid_duration_ns = 5 * s;
+		h->denier.valid_use_count = 1000;
+	}
+	if (h->adapter == CFG_ADAPTER_MEMQUOTA)
+		h->memquota.min_dedup_ns = s;
 	if (h->adapter == CFG_ADAPTER_STDIO) {
 		h->stdio.log_stream = CFG_STREAM_STDOUT;
 		h->stdio.metric_level = CFG_LEVEL_INFO;
@@ -915,13 +1088,23 @@ static int decode_spec(struct cfg_ctx *x, struct object *o, const char *kind)
 		}
 		return decode_generic(x, o, idx == 1);
 	}
+	static const char *const proxy_kinds[] = {
+		"QuotaSpec", "QuotaSpecBinding", "HTTPAPISpec",
+		"HTTPAPISpecBinding"};
 	if (warn_once(x->c, kind)) {
 		struct cfg_pos pos = o->meta.pos;
 
-		cfg_warn_at(x->c, &pos, x->fqn, NULL,
-			    "kind \"%s\" is not supported by mixd, objects "
-			    "of this kind are skipped",
-			    kind);
+		if (find_name(kind, proxy_kinds, 4) >= 0)
+			cfg_warn_at(x->c, &pos, x->fqn, NULL,
+				    "kind \"%s\" configures the proxy, not "
+				    "Mixer: skipped (a proxy names the quotas "
+				    "it asks for in its check requests)",
+				    kind);
+		else
+			cfg_warn_at(x->c, &pos, x->fqn, NULL,
+				    "kind \"%s\" is not supported by mixd, "
+				    "objects of this kind are skipped",
+				    kind);
 	}
 	mark_skipped(x->c, o->meta.fqn);
 	return 0;

@@ -146,6 +146,13 @@ static bool adapter_takes(enum cfg_adapter a, enum cfg_template t)
 		return t == CFG_TMPL_MESOS;
 	case CFG_ADAPTER_STDIO:
 		return t == CFG_TMPL_LOGENTRY || t == CFG_TMPL_METRIC;
+	case CFG_ADAPTER_LISTCHECKER:
+		return t == CFG_TMPL_LISTENTRY;
+	case CFG_ADAPTER_DENIER:
+		return t == CFG_TMPL_CHECKNOTHING || t == CFG_TMPL_LISTENTRY ||
+		       t == CFG_TMPL_QUOTA;
+	case CFG_ADAPTER_MEMQUOTA:
+		return t == CFG_TMPL_QUOTA;
 	default:
 		return false;
 	}
@@ -461,4 +468,5 @@ void cfg_resolve(struct cfg *c)
 	for (size_t r = 0; r < c->n_rules; r++)
 		for (size_t a = 0; a < c->rules[r]->n_actions; a++)
 			resolve_action(c, c->rules[r], a);
+	cfg_resolve_policy(c);
 }

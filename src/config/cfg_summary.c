@@ -100,6 +100,13 @@ static void print_instance(const struct cfg_instance *in, FILE *out)
 	case CFG_TMPL_LOGENTRY:
 		fprintf(out, ", %zu variables\n", in->logentry.variables.n);
 		break;
+	case CFG_TMPL_LISTENTRY:
+		fprintf(out, ", value %s\n",
+			attr_type_name(in->listentry.value.type));
+		break;
+	case CFG_TMPL_QUOTA:
+		fprintf(out, ", %zu dimensions\n", in->quota.dimensions.n);
+		break;
 	default:
 		fputc('\n', out);
 	}
@@ -145,6 +152,26 @@ static void print_handler(const struct cfg_handler *h, FILE *out)
 	case CFG_ADAPTER_STDIO:
 		fprintf(out, ", %s", h->stdio.output_as_json ? "json" : "text");
 		print_param(out, "path", &h->stdio.output_path, false);
+		break;
+	case CFG_ADAPTER_LISTCHECKER: {
+		static const char *const types[] = {
+			"strings", "case-insensitive strings", "IP addresses",
+			"regexps"};
+		const struct cfg_listchecker *l = &h->listchecker;
+
+		fprintf(out, ", %s of %s, %zu overrides",
+			l->blacklist ? "blacklist" : "whitelist",
+			types[l->entry_type], l->overrides.n);
+		print_param(out, "provider", &l->provider_url, false);
+		break;
+	}
+	case CFG_ADAPTER_DENIER:
+		fprintf(out, ", status %lld", (long long)h->denier.status_code);
+		if (h->denier.status_message.s)
+			fprintf(out, " \"%s\"", h->denier.status_message.s);
+		break;
+	case CFG_ADAPTER_MEMQUOTA:
+		fprintf(out, ", %zu quotas", h->memquota.n_quotas);
 		break;
 	default:
 		break;

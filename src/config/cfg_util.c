@@ -387,14 +387,22 @@ const char *const *cfg_sources(const struct cfg *c, size_t *n_out)
 
 const char *cfg_template_name(enum cfg_template t)
 {
-	static const char *const names[] = {"metric", "mesos", "logentry"};
+	static const char *const names[] = {"metric",	 "mesos",
+					    "logentry",	 "listentry",
+					    "checknothing", "quota"};
+	_Static_assert(sizeof(names) / sizeof(names[0]) == CFG_TMPL_COUNT,
+		       "a name per template");
 
 	return (unsigned)t < CFG_TMPL_COUNT ? names[t] : "?";
 }
 
 const char *cfg_adapter_name(enum cfg_adapter a)
 {
-	static const char *const names[] = {"prometheus", "mesosenv", "stdio"};
+	static const char *const names[] = {"prometheus",  "mesosenv",
+					    "stdio",	   "listchecker",
+					    "denier",	   "memquota"};
+	_Static_assert(sizeof(names) / sizeof(names[0]) == CFG_ADAPTER_COUNT,
+		       "a name per adapter");
 
 	return (unsigned)a < CFG_ADAPTER_COUNT ? names[a] : "?";
 }

@@ -16,10 +16,13 @@
  * daemon reloads by loading a new generation and swapping a pointer, then
  * destroys the old one once no reader holds it.
  *
- * Kinds: attributemanifest, rule, metric, mesos, logentry (instances),
- * prometheus, mesosenv, stdio (handlers), and Istio 1.4's `instance`
+ * Kinds: attributemanifest, rule, metric, mesos, logentry, listentry,
+ * checknothing, quota (instances), prometheus, mesosenv, stdio,
+ * listchecker, denier, memquota (handlers), and Istio 1.4's `instance`
  * (spec.compiledTemplate + spec.params) and `handler` (spec.compiledAdapter
- * + spec.params). Other kinds are skipped with one warning per kind.
+ * + spec.params). Other kinds are skipped with one warning per kind; so
+ * are the proxy's QuotaSpec and QuotaSpecBinding, which configure the
+ * proxy, not Mixer.
  * Every field accepts both protobuf JSON spellings (snake_case and
  * lowerCamelCase); an unknown field in a known kind is an error.
  *
@@ -170,6 +173,9 @@ enum cfg_template {
 	CFG_TMPL_METRIC,
 	CFG_TMPL_MESOS, /**< attribute generation: Marathon metadata */
 	CFG_TMPL_LOGENTRY,
+	CFG_TMPL_LISTENTRY,    /**< policy: a value to look up in a list */
+	CFG_TMPL_CHECKNOTHING, /**< policy: no fields */
+	CFG_TMPL_QUOTA,	       /**< policy: dimensions of a quota */
 	CFG_TMPL_COUNT,
 };
 
@@ -202,6 +208,17 @@ struct cfg_logentry_inst {
 	struct cfg_str timestamp_format;
 };
 
+/** Template `listentry`: a STRING (or string-like) or IP_ADDRESS value. */
+struct cfg_listentry_inst {
+	struct cfg_expr value;
+};
+
+/** Template `quota`: the dimensions that key its state and pick its
+ *  limit. */
+struct cfg_quota_inst {
+	struct cfg_expr_map dimensions;
+};
+
 /** An instance. */
 struct cfg_instance {
 	struct cfg_meta meta;
@@ -210,6 +227,8 @@ struct cfg_instance {
 		struct cfg_metric_inst metric;
 		struct cfg_mesos_inst mesos;
 		struct cfg_logentry_inst logentry;
+		struct cfg_listentry_inst listentry;
+		struct cfg_quota_inst quota;
 	};
 };
 
@@ -320,13 +339,85 @@ struct cfg_stdio {
 	int64_t max_rotated_files;
 };
 
+/** listchecker's entryType. */
+enum cfg_list_entry_type {
+	CFG_LIST_STRINGS,
+	CFG_LIST_CASE_INSENSITIVE_STRINGS,
+	CFG_LIST_IP_ADDRESSES,
+	CFG_LIST_REGEX,
+};
+
+/** Handler adapter `listchecker`, with Mixer's defaults. Durations in
+ *  nanoseconds. The entries' syntax (IPs, regexps) is the policy
+ *  module's to check. */
+struct cfg_listchecker {
+	struct cfg_str provider_url;   /**< absent: the overrides alone */
+	int64_t refresh_interval_ns;   /**< default 60 s */
+	int64_t ttl_ns;		       /**< default 300 s */
+	int64_t caching_interval_ns;   /**< default 300 s */
+	int64_t caching_use_count;     /**< default 10000 */
+	struct cfg_strlist overrides;
+	enum cfg_list_entry_type entry_type; /**< default STRINGS */
+	bool blacklist;			     /**< default false: a whitelist */
+};
+
+/** Handler adapter `denier`: every check it sees gets this answer. */
+struct cfg_denier {
+	int64_t status_code;	   /**< google.rpc.Code; default 9 */
+	struct cfg_str status_message;
+	int64_t valid_duration_ns; /**< default 5 s */
+	int64_t valid_use_count;   /**< default 1000 */
+};
+
+/** One dimension of a memquota override: name = value, as written. */
+struct cfg_quota_dim {
+	const char *name;
+	struct cfg_str value;
+};
+
+/** A memquota override. */
+struct cfg_quota_override {
+	struct cfg_pos pos;
+	struct cfg_quota_dim *dims;
+	size_t n_dims;
+	int64_t max_amount;
+	int64_t valid_duration_ns;
+};
+
+/** One entry of memquota's quotas. */
+struct cfg_quota_def {
+	struct cfg_pos pos;
+	struct cfg_str name; /**< the quota instance's fully qualified name */
+	int64_t max_amount;
+	int64_t valid_duration_ns; /**< 0: an allocation quota */
+	struct cfg_quota_override *overrides;
+	size_t n_overrides;
+};
+
+/** Handler adapter `memquota`. */
+struct cfg_memquota {
+	struct cfg_quota_def *quotas;
+	size_t n_quotas;
+	int64_t min_dedup_ns; /**< minDeduplicationDuration; default 1 s */
+};
+
 /** Adapters. */
 enum cfg_adapter {
 	CFG_ADAPTER_PROMETHEUS,
 	CFG_ADAPTER_MESOSENV,
 	CFG_ADAPTER_STDIO,
+	CFG_ADAPTER_LISTCHECKER,
+	CFG_ADAPTER_DENIER,
+	CFG_ADAPTER_MEMQUOTA,
 	CFG_ADAPTER_COUNT,
 };
+
+/** True for the adapters of the check and quota path (policy). */
+static inline bool cfg_adapter_is_policy(enum cfg_adapter a)
+{
+	return a == CFG_ADAPTER_LISTCHECKER || a == CFG_ADAPTER_DENIER ||
+	       a == CFG_ADAPTER_MEMQUOTA;
+}
 
 /** A handler. */
 struct cfg_handler {
@@ -336,6 +427,9 @@ struct cfg_handler {
 		struct cfg_prometheus prometheus;
 		struct cfg_mesosenv mesosenv;
 		struct cfg_stdio stdio;
+		struct cfg_listchecker listchecker;
+		struct cfg_denier denier;
+		struct cfg_memquota memquota;
 	};
 };
 

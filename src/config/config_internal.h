@@ -268,6 +268,11 @@ void cfg_decode_object(struct cfg_ctx *x, yaml_node_t *root);
 /** Resolve references and validate the model; errors are recorded. */
 void cfg_resolve(struct cfg *c);
 
+/** Check the policy handlers' parameters as Mixer's adapters did at
+ *  build time, and that every quota instance sent to a memquota handler
+ *  has a limit there (cfg_policy.c). After the rules are resolved. */
+void cfg_resolve_policy(struct cfg *c);
+
 /** Compute the bounds of @b (explicit ones are already set); 0 / -1 with
  *  the reason in @why and the offending parameter's snake_case name in
  *  @field (NULL: the definition as a whole). */

@@ -590,11 +590,11 @@ static void test_both_spellings_at_once_is_an_error(void **state)
 
 static void test_unknown_kinds_warn_once(void **state)
 {
-	struct cfg *c = load_text("kind: denier\n"
+	struct cfg *c = load_text("kind: opa\n"
 				  "metadata: {name: a, namespace: default}\n"
 				  "spec: {}\n"
 				  "---\n"
-				  "kind: denier\n"
+				  "kind: opa\n"
 				  "metadata: {name: b, namespace: default}\n"
 				  "---\n"
 				  "kind: kubernetesenv\n"
@@ -605,12 +605,12 @@ static void test_unknown_kinds_warn_once(void **state)
 				  "spec:\n"
 				  "  requestHeaderOperations: [{name: x}]\n"
 				  "  actions:\n"
-				  "  - handler: a.denier\n");
+				  "  - handler: a.opa\n");
 
 	assert_loads(c);
 	assert_int_equal(cfg_warning_count(c), 3);
 	assert_string_equal(cfg_warning(c, 0),
-			    "test.yaml:1:1: a.denier.default: kind \"denier\" "
+			    "test.yaml:1:1: a.opa.default: kind \"opa\" "
 			    "is not supported by mixd, objects of this kind "
 			    "are skipped");
 	assert_string_equal(cfg_warning(c, 1),
