@@ -843,21 +843,6 @@ void state_retire(struct shard_state *s, struct agg_epoch *e,
 
 /* ---- the record path ----------------------------------------------------- */
 
-/* The record's namespace for rule scoping: the destination's for inbound
- * reports, the source's for outbound ones. */
-static bool record_ns(const struct attr_table *t, const char **ns, size_t *len)
-{
-	const struct attr_value *k = attr_table_get(t, MIXD_ATTR_CONTEXT_REPORTER_KIND);
-	bool outbound = k && k->len == 8 && memcmp(k->s, "outbound", 8) == 0;
-	const struct attr_value *n = attr_table_get(
-		t, outbound ? MIXD_ATTR_SOURCE_NAMESPACE : MIXD_ATTR_DESTINATION_NAMESPACE);
-	if (!n)
-		return false;
-	*ns = n->s;
-	*len = n->len;
-	return true;
-}
-
 static bool rule_applies(const struct agg_plan *p, const struct cfg_rule *r,
 			 bool all, const struct attr_table *t)
 {
@@ -865,7 +850,8 @@ static bool rule_applies(const struct agg_plan *p, const struct cfg_rule *r,
 		return true;
 	const char *ns;
 	size_t len;
-	return record_ns(t, &ns, &len) && cfg_rule_applies(p->cfg, r, ns, len);
+	return cfg_record_namespace(t, &ns, &len) &&
+	       cfg_rule_applies(p->cfg, r, ns, len);
 }
 
 /*

@@ -197,11 +197,17 @@ void cfg_add_source(struct cfg *c, const char *path)
 		c->n_sources--;
 }
 
+struct cfg *cfg_retain(struct cfg *c)
+{
+	__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+	return c;
+}
+
 void cfg_destroy(struct cfg *c)
 {
 	struct cfg_chunk *k, *next;
 
-	if (!c)
+	if (!c || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != ~0u)
 		return;
 	cfg_compile_free(c);
 	attr_vocab_destroy(c->vocab);
@@ -377,6 +383,22 @@ bool cfg_rule_applies(const struct cfg *c, const struct cfg_rule *r,
 	if (r->in_default_namespace)
 		return true;
 	return ns && strlen(r->meta.ns) == len && !memcmp(r->meta.ns, ns, len);
+}
+
+bool cfg_record_namespace(const struct attr_table *t, const char **ns,
+			  size_t *len)
+{
+	const struct attr_value *k =
+		attr_table_get(t, MIXD_ATTR_CONTEXT_REPORTER_KIND);
+	bool outbound = k && k->len == 8 && memcmp(k->s, "outbound", 8) == 0;
+	const struct attr_value *n =
+		attr_table_get(t, outbound ? MIXD_ATTR_SOURCE_NAMESPACE
+					   : MIXD_ATTR_DESTINATION_NAMESPACE);
+	if (!n)
+		return false;
+	*ns = n->s;
+	*len = n->len;
+	return true;
 }
 
 const char *const *cfg_sources(const struct cfg *c, size_t *n_out)

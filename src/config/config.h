@@ -479,8 +479,13 @@ struct cfg *cfg_load(const char *path, const char *default_ns);
 struct cfg *cfg_load_buffer(const char *name, const char *buf, size_t len,
 			    const char *default_ns);
 
-/** Free everything; NULL and half-built configs are fine. */
+/** Free everything; NULL and half-built configs are fine. With holders
+ *  from cfg_retain(), the last cfg_destroy() frees. */
 void cfg_destroy(struct cfg *c);
+
+/** Another holder of @c (a thread that outlives the one that loaded it:
+ *  the policy server's engine). Returns @c. */
+struct cfg *cfg_retain(struct cfg *c);
 
 /** True when the config loaded without errors and may be used. */
 bool cfg_ok(const struct cfg *c);
@@ -564,6 +569,14 @@ const struct cfg_handler *cfg_find_handler(const struct cfg *c,
  */
 bool cfg_rule_applies(const struct cfg *c, const struct cfg_rule *r,
 		      const char *ns, size_t len);
+
+/**
+ * The namespace a record is scoped by: destination.namespace, or
+ * source.namespace when context.reporter.kind is "outbound" (Mixer's
+ * getIdentityNamespace). False when the record does not carry it.
+ */
+bool cfg_record_namespace(const struct attr_table *t, const char **ns,
+			  size_t *len);
 
 /**
  * What to watch for changes: the files read and the directories walked
