@@ -494,6 +494,20 @@ struct ingest_server;
 const char *ingest_address_path(const char *address);
 
 /**
+ * Listen on the unix socket @path (non-blocking accepts are the caller's
+ * to arrange): a stale socket file of an earlier run is replaced, a live
+ * one (another mixd) or a file that is not a socket is not. *@ino gets
+ * the socket file's inode, for ingest_unlink_socket(). Returns the
+ * listening descriptor, or -errno with the reason in @err.
+ */
+int ingest_listen_unix(const char *path, ino_t *ino, char *err,
+		       size_t errlen);
+
+/** Remove the socket file @path if it is still the one of inode @ino
+ *  (never one another process has put there since). */
+void ingest_unlink_socket(const char *path, ino_t ino);
+
+/**
  * Listen on @address ("unix:///path" or an absolute path) and start the io
  * thread. An existing socket file at the path is replaced. At most
  * @max_producers connections are open at once (0: no limit): there,

@@ -723,12 +723,16 @@ static void on_recv(struct ingest_server *s, struct conn *c,
 
 /* Remove the socket file, if it is still the one we made: another may
  * have taken its name since (a mixd started after the file was removed). */
-static void unlink_ours(const struct ingest_server *s)
+void ingest_unlink_socket(const char *path, ino_t ino)
 {
 	struct stat st;
-	if (lstat(s->path, &st) == 0 && S_ISSOCK(st.st_mode) &&
-	    st.st_ino == s->path_ino)
-		unlink(s->path);
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino == ino)
+		unlink(path);
+}
+
+static void unlink_ours(const struct ingest_server *s)
+{
+	ingest_unlink_socket(s->path, s->path_ino);
 }
 
 static void stop_accepting(struct ingest_server *s)
@@ -885,13 +889,12 @@ static bool dir_open_to_all(const char *path)
 	return stat(dir, &st) == 0 && (st.st_mode & S_IWOTH);
 }
 
-/* Listen on @path; *@ino: the socket file's inode, so that only ours is
- * ever removed (unlink_ours()). The socket is open to every local user
- * (0666) whatever the umask, as a proxy's user is rarely mixd's: who may
- * report is decided by the permissions of its directory. Except in a
- * directory anyone may write to (/tmp), whose permissions decide nothing:
- * there the socket keeps the mode the umask gives it. */
-static int listen_unix(const char *path, ino_t *ino, char *err, size_t errlen)
+/* The socket is open to every local user (0666) whatever the umask, as a
+ * proxy's user is rarely mixd's: who may report is decided by the
+ * permissions of its directory. Except in a directory anyone may write to
+ * (/tmp), whose permissions decide nothing: there the socket keeps the
+ * mode the umask gives it. */
+int ingest_listen_unix(const char *path, ino_t *ino, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	strcpy(sa.sun_path, path);
@@ -1007,7 +1010,7 @@ int ingest_server_start(const char *address, const struct ingest_sink *sink,
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
-	s->listen_fd = listen_unix(path, &s->path_ino, err, errlen);
+	s->listen_fd = ingest_listen_unix(path, &s->path_ino, err, errlen);
 	if (s->listen_fd < 0) {
 		rc = s->listen_fd;
 		goto fail;
@@ -1077,6 +1080,10 @@ void ingest_server_destroy(struct ingest_server *s)
 
 void ingest_server_stats(struct ingest_server *s, struct ingest_server_stats *o)
 {
+	if (!s) { /* not serving producers (mixd --role policy) */
+		memset(o, 0, sizeof *o);
+		return;
+	}
 	o->connections = ck_pr_load_64(&s->n_connections);
 	o->producers = ck_pr_load_64(&s->n_open);
 	o->stream_records = ck_pr_load_64(&s->n_records);
