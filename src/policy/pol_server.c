@@ -1,0 +1,484 @@
+/*
+ * pol_server.c -- the policy socket's thread: epoll over the listening
+ * socket, an eventfd for stop and engine changes, and each client.
+ *
+ * A client's bytes are read into its buffer, which holds at most one
+ * whole frame; every complete request in it is answered into the
+ * client's answer buffer, which is written when the batch is done. So a
+ * pipelining client gets many answers per write, and a client that sends
+ * one request at a time gets its answer at once. Checks run here, on this
+ * thread: the engine's work per request is a few rule matches, less than
+ * a hop to another thread would cost.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mixd/check.h>
+
+#include "ingest/ingest.h"
+#include "policy/pol_server.h"
+#include "policy/pol_wire.h"
+
+#define WBUF_MAX (1u << 20) /* answers a client has not read */
+#define READ_CHUNK 65536u
+#define HELLO_SIZE sizeof(struct mixd_hello)
+#define FRAME_BYTES(len) (8u + (((uint64_t)(len) + 7u) & ~(uint64_t)7u))
+
+struct client {
+	struct client *prev, *next; /* the server's list */
+	int fd;
+	bool hello;	/* the hello was read and right */
+	bool reading;	/* EPOLLIN armed (off while answers back up) */
+	bool writing;	/* EPOLLOUT armed */
+	uint8_t *rbuf;
+	size_t rlen;
+	uint8_t *wbuf;
+	size_t woff, wlen, wcap;
+};
+
+struct pol_server {
+	char path[108];
+	ino_t ino;
+	int listen_fd, ep, wake_fd;
+	unsigned max_clients, n_clients;
+	struct client *clients;
+	pthread_t thread;
+	bool stop;		       /* atomic */
+	struct pol_engine *next;       /* atomic: handed over, not taken */
+	struct pol_engine *engine;     /* the thread's */
+	struct pol_thread *pt;	       /* the thread's, for engine */
+	struct attr_table attrs;
+	struct pol_wire_request req;
+	struct pol_quota_res granted[MIXD_CHECK_QUOTAS_MAX];
+	struct pol_result res;
+	struct pol_server_stats st; /* written by the thread, relaxed */
+};
+
+static void count(uint64_t *c, uint64_t n)
+{
+	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n,
+			 __ATOMIC_RELAXED);
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- requests and answers ------------------------------------------------- */
+
+static bool wreserve(struct client *c, size_t n)
+{
+	if (c->wlen + n <= c->wcap)
+		return true;
+	if (c->woff) { /* slide what is left to the front first */
+		memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+		c->wlen -= c->woff;
+		c->woff = 0;
+		if (c->wlen + n <= c->wcap)
+			return true;
+	}
+	size_t cap = c->wcap ? c->wcap : 4096;
+	while (cap < c->wlen + n)
+		cap *= 2;
+	uint8_t *b = realloc(c->wbuf, cap);
+	if (!b)
+		return false;
+	c->wbuf = b;
+	c->wcap = cap;
+	return true;
+}
+
+/* Answer the request in @p (@len bytes); false when the client must go. */
+static bool serve(struct pol_server *s, struct client *c, const uint8_t *p,
+		  size_t len)
+{
+	struct pol_wire_request *q = &s->req;
+	struct pol_result *res = &s->res;
+	enum pol_wire_rc rc = pol_wire_parse(p, len, q);
+	if (rc == POL_WIRE_NO_ID)
+		return false; /* not even an id to answer to */
+	attr_table_clear(&s->attrs);
+	res->message[0] = 0;
+	res->quotas = s->granted;
+	bool malformed = rc == POL_WIRE_MALFORMED;
+	if (malformed) {
+		*res = (struct pol_result){.code = POL_INVALID_ARGUMENT,
+					   .quotas = s->granted};
+		snprintf(res->message, sizeof(res->message),
+			 "malformed check request");
+	} else if (!s->engine) {
+		*res = (struct pol_result){.code = POL_OK,
+					   .valid_duration_ns =
+						   POL_DEFAULT_VALID_NS,
+					   .valid_use_count =
+						   POL_DEFAULT_VALID_USES,
+					   .quotas = s->granted};
+		for (size_t i = 0; i < q->n_quotas; i++)
+			s->granted[i] = (struct pol_quota_res){
+				q->quotas[i].amount, POL_DEFAULT_VALID_NS};
+	} else {
+		enum ingest_reject why =
+			ingest_decode(q->record, q->record_len,
+				      pol_engine_vocab(s->engine), &s->attrs);
+		if (why != INGEST_REJ_NONE) {
+			malformed = true;
+			*res = (struct pol_result){.code = POL_INVALID_ARGUMENT,
+						   .quotas = s->granted};
+			snprintf(res->message, sizeof(res->message),
+				 "malformed attributes: %s",
+				 ingest_reject_name(why));
+		} else {
+			struct pol_request pr = {&s->attrs, q->dedup,
+						 q->dedup_len, q->quotas,
+						 q->n_quotas};
+			pol_check(s->engine, s->pt, &pr, now_ns(), res);
+		}
+	}
+	if (malformed)
+		count(&s->st.malformed, 1);
+	if (res->code >= 0 && res->code <= POL_UNAUTHENTICATED)
+		count(&s->st.checks[res->code], 1);
+	if (!wreserve(c, POL_WIRE_ANSWER_MAX(q->n_quotas)))
+		return false;
+	c->wlen += pol_wire_answer(c->wbuf + c->wlen, q->id, res, s->granted,
+				   q->n_quotas);
+	return true;
+}
+
+/* ---- connections --------------------------------------------------------- */
+
+static void arm(struct pol_server *s, struct client *c, bool reading,
+		bool writing)
+{
+	if (c->reading == reading && c->writing == writing)
+		return;
+	struct epoll_event ev = {
+		.events = (reading ? EPOLLIN : 0u) | (writing ? EPOLLOUT : 0u),
+		.data.ptr = c};
+	epoll_ctl(s->ep, EPOLL_CTL_MOD, c->fd, &ev);
+	c->reading = reading;
+	c->writing = writing;
+}
+
+static void drop(struct pol_server *s, struct client *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	free(c->rbuf);
+	free(c->wbuf);
+	free(c);
+	s->n_clients--;
+	count(&s->st.clients, (uint64_t)-1);
+}
+
+/* Write what answers are pending; false when the client is gone. */
+static bool flush(struct client *c)
+{
+	while (c->woff < c->wlen) {
+		ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			c->woff += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+	}
+	c->woff = c->wlen = 0;
+	return true;
+}
+
+/* Take the frames in the read buffer; false when the client must go. */
+static bool parse(struct pol_server *s, struct client *c)
+{
+	size_t off = 0;
+	if (!c->hello) {
+		if (c->rlen < HELLO_SIZE)
+			return true;
+		struct mixd_hello h;
+		memcpy(&h, c->rbuf, sizeof(h));
+		if (memcmp(h.marker, MIXD_HELLO_MARKER, sizeof(h.marker)) ||
+		    h.version != MIXD_CHECK_VERSION ||
+		    h.kind != MIXD_HELLO_CHECK)
+			return false;
+		c->hello = true;
+		off = HELLO_SIZE;
+	}
+	while (c->rlen - off >= 8) {
+		uint32_t len, mark;
+		memcpy(&len, c->rbuf + off, 4);
+		memcpy(&mark, c->rbuf + off + 4, 4);
+		if (mark != MIXD_FRAME_CHECK || len > MIXD_CHECK_FRAME_MAX)
+			return false;
+		if (c->rlen - off < FRAME_BYTES(len))
+			break;
+		if (!serve(s, c, c->rbuf + off + 8, len))
+			return false;
+		off += FRAME_BYTES(len);
+	}
+	memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+	c->rlen -= off;
+	return true;
+}
+
+static void on_readable(struct pol_server *s, struct client *c)
+{
+	/* Room for one whole frame (and the hello before the first). */
+	const size_t cap = HELLO_SIZE + FRAME_BYTES(MIXD_CHECK_FRAME_MAX);
+	for (;;) {
+		/* parse() leaves less than a whole frame: never full */
+		ssize_t n = recv(c->fd, c->rbuf + c->rlen, cap - c->rlen,
+				 MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+			       errno != EINTR)) {
+			drop(s, c);
+			return;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			break;
+		c->rlen += (size_t)n;
+		if (!parse(s, c)) {
+			count(&s->st.closed_bad, 1);
+			drop(s, c);
+			return;
+		}
+		if (c->wlen - c->woff >= WBUF_MAX)
+			break; /* answers back up: stop reading */
+	}
+	if (!flush(c)) {
+		drop(s, c);
+		return;
+	}
+	bool pending = c->woff < c->wlen;
+	arm(s, c, c->wlen - c->woff < WBUF_MAX, pending);
+}
+
+static void on_writable(struct pol_server *s, struct client *c)
+{
+	if (!flush(c)) {
+		drop(s, c);
+		return;
+	}
+	arm(s, c, c->wlen - c->woff < WBUF_MAX, c->woff < c->wlen);
+}
+
+static void on_accept(struct pol_server *s)
+{
+	for (;;) {
+		int fd = accept4(s->listen_fd, NULL, NULL,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			return; /* EAGAIN, or a transient error: next time */
+		if (s->n_clients >= s->max_clients) {
+			close(fd);
+			count(&s->st.refused, 1);
+			continue;
+		}
+		struct client *c = calloc(1, sizeof(*c));
+		if (c)
+			c->rbuf = malloc(HELLO_SIZE +
+					 FRAME_BYTES(MIXD_CHECK_FRAME_MAX));
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+		if (!c || !c->rbuf || epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev)) {
+			if (c)
+				free(c->rbuf);
+			free(c);
+			close(fd);
+			continue;
+		}
+		c->fd = fd;
+		c->reading = true;
+		c->next = s->clients;
+		if (c->next)
+			c->next->prev = c;
+		s->clients = c;
+		s->n_clients++;
+		count(&s->st.clients, 1);
+	}
+}
+
+/* A new engine, if one was handed over: take it, free the old one. */
+static void take_engine(struct pol_server *s)
+{
+	struct pol_engine *e =
+		__atomic_exchange_n(&s->next, NULL, __ATOMIC_ACQ_REL);
+	if (!e)
+		return;
+	struct pol_thread *pt = pol_thread_create(e);
+	if (!pt) { /* no memory: keep checking with the old one */
+		pol_engine_destroy(e);
+		return;
+	}
+	pol_thread_destroy(s->pt);
+	pol_engine_destroy(s->engine);
+	s->engine = e;
+	s->pt = pt;
+}
+
+static void *run(void *arg)
+{
+	struct pol_server *s = arg;
+	struct epoll_event evs[64];
+	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
+		int n = epoll_wait(s->ep, evs, 64, -1);
+		for (int i = 0; i < n; i++) {
+			void *p = evs[i].data.ptr;
+			if (p == &s->listen_fd) {
+				on_accept(s);
+			} else if (p == &s->wake_fd) {
+				uint64_t v;
+				ssize_t r = read(s->wake_fd, &v, sizeof(v));
+				(void)r;
+				take_engine(s);
+			} else {
+				struct client *c = p;
+				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+					on_readable(s, c);
+				else if (evs[i].events & EPOLLOUT)
+					on_writable(s, c);
+			}
+		}
+	}
+	return NULL;
+}
+
+static void wake(struct pol_server *s)
+{
+	uint64_t one = 1;
+	ssize_t r = write(s->wake_fd, &one, sizeof(one));
+	(void)r; /* a full counter still wakes the thread */
+}
+
+int pol_server_start(const char *address, struct pol_engine *e,
+		     unsigned max_clients, struct pol_server **out, char *err,
+		     size_t errlen)
+{
+	const char *path = ingest_address_path(address);
+	if (!path) {
+		snprintf(err, errlen,
+			 "bad address \"%s\": expected unix:///absolute/path",
+			 address);
+		return -EINVAL;
+	}
+	struct pol_server *s = calloc(1, sizeof(*s));
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	snprintf(s->path, sizeof(s->path), "%s", path);
+	s->max_clients = max_clients ? max_clients : 1024;
+	s->ep = epoll_create1(EPOLL_CLOEXEC);
+	s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	s->listen_fd = -1;
+	int rc = -errno;
+	if (s->ep < 0 || s->wake_fd < 0) {
+		snprintf(err, errlen, "policy server: %s", strerror(-rc));
+		goto fail;
+	}
+	s->listen_fd = ingest_listen_unix(s->path, &s->ino, err, errlen);
+	if (s->listen_fd < 0) {
+		rc = s->listen_fd;
+		goto fail;
+	}
+	struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &s->listen_fd};
+	struct epoll_event wev = {.events = EPOLLIN, .data.ptr = &s->wake_fd};
+	if (fcntl(s->listen_fd, F_SETFL, O_NONBLOCK) ||
+	    epoll_ctl(s->ep, EPOLL_CTL_ADD, s->listen_fd, &lev) ||
+	    epoll_ctl(s->ep, EPOLL_CTL_ADD, s->wake_fd, &wev)) {
+		rc = -errno;
+		snprintf(err, errlen, "policy server: %s", strerror(errno));
+		goto fail;
+	}
+	if (e) {
+		s->pt = pol_thread_create(e);
+		if (!s->pt) {
+			rc = -ENOMEM;
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+		s->engine = e;
+		e = NULL;
+	}
+	rc = -pthread_create(&s->thread, NULL, run, s);
+	if (rc) {
+		snprintf(err, errlen, "policy server thread: %s",
+			 strerror(-rc));
+		goto fail;
+	}
+	*out = s;
+	return 0;
+fail:
+	pol_engine_destroy(e);
+	pol_thread_destroy(s->pt);
+	pol_engine_destroy(s->engine);
+	if (s->listen_fd >= 0) {
+		close(s->listen_fd);
+		ingest_unlink_socket(s->path, s->ino);
+	}
+	if (s->wake_fd >= 0)
+		close(s->wake_fd);
+	if (s->ep >= 0)
+		close(s->ep);
+	free(s);
+	return rc;
+}
+
+void pol_server_set_engine(struct pol_server *s, struct pol_engine *e)
+{
+	struct pol_engine *old =
+		__atomic_exchange_n(&s->next, e, __ATOMIC_ACQ_REL);
+	/* One the thread never took: nobody checked with it. */
+	pol_engine_destroy(old);
+	wake(s);
+}
+
+void pol_server_stats(const struct pol_server *s, struct pol_server_stats *out)
+{
+	const uint64_t *in = (const uint64_t *)&s->st;
+	uint64_t *o = (uint64_t *)out;
+	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+		o[i] = __atomic_load_n(&in[i], __ATOMIC_RELAXED);
+}
+
+void pol_server_stop(struct pol_server *s)
+{
+	if (!s)
+		return;
+	__atomic_store_n(&s->stop, true, __ATOMIC_RELEASE);
+	wake(s);
+	pthread_join(s->thread, NULL);
+	/* The thread is gone: the clients are ours to close. */
+	while (s->clients)
+		drop(s, s->clients);
+	close(s->listen_fd);
+	ingest_unlink_socket(s->path, s->ino);
+	pol_engine_destroy(__atomic_exchange_n(&s->next, NULL, __ATOMIC_ACQ_REL));
+	pol_thread_destroy(s->pt);
+	pol_engine_destroy(s->engine);
+	close(s->wake_fd);
+	close(s->ep);
+	free(s);
+}

@@ -1,0 +1,56 @@
+/*
+ * pol_server.h -- the policy socket: check requests in, answers out
+ * (<mixd/check.h>), on one thread of its own.
+ *
+ * The thread owns every connection and the engine it checks with. A new
+ * config generation's engine is handed over with pol_server_set_engine();
+ * the thread takes it between two batches of requests and frees the old
+ * one itself, so a check never sees an engine change under it.
+ *
+ * Untrusted input: everything a client sends. Every length is checked
+ * before it is used; a request that is malformed in itself gets an
+ * INVALID_ARGUMENT answer, a stream that cannot be delimited is closed.
+ * Memory is bounded: at most max_clients connections, each holding at
+ * most one request frame and 1 MiB of answers not yet read (a client that
+ * does not read is not read from until it does).
+ */
+#ifndef MIXD_POLICY_SERVER_H
+#define MIXD_POLICY_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "policy/policy.h"
+
+struct pol_server;
+
+/** What the server has done, for /metrics. */
+struct pol_server_stats {
+	uint64_t checks[POL_UNAUTHENTICATED + 1]; /**< answers, by code */
+	uint64_t malformed;	/**< requests answered INVALID_ARGUMENT */
+	uint64_t closed_bad;	/**< connections closed for a bad stream */
+	uint64_t refused;	/**< connections over max_clients */
+	uint64_t clients;	/**< open now */
+};
+
+/**
+ * Listen on @address (unix:///path) and start the thread, checking with
+ * @e (owned from now on; NULL: every check is OK, as with no policy
+ * rules). At most @max_clients connections (0: 1024). 0, or -errno with
+ * the reason in @err.
+ */
+int pol_server_start(const char *address, struct pol_engine *e,
+		     unsigned max_clients, struct pol_server **out, char *err,
+		     size_t errlen);
+
+/** Check with @e from the next batch on (owned from now on). */
+void pol_server_set_engine(struct pol_server *s, struct pol_engine *e);
+
+/** Copy the counters. Any thread. */
+void pol_server_stats(const struct pol_server *s, struct pol_server_stats *out);
+
+/** Stop the thread, close every connection, remove the socket file, free
+ *  everything (the engine too). NULL is fine. */
+void pol_server_stop(struct pol_server *s);
+
+#endif /* MIXD_POLICY_SERVER_H */

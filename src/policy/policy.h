@@ -1,0 +1,165 @@
+/*
+ * policy -- Mixer's check and quota path (istio-policy): one config
+ * generation's policy rules, evaluated against a request's attributes.
+ *
+ * A check goes as Mixer's dispatcher took it (mixer/pkg/runtime):
+ *  - Every rule that applies to the request's namespace (the rule's own,
+ *    or any for a rule in the default namespace; the namespace is the
+ *    destination's, the source's for an outbound request) and whose
+ *    `match` is true dispatches its check instances (checknothing,
+ *    listentry) to its handlers (denier, listchecker). A match that fails
+ *    to evaluate is false.
+ *  - Results combine: the first non-OK status, in config order, gives the
+ *    code; the message is every non-OK result's "<handler>:<message>",
+ *    joined by ", "; the validity is the smallest of all results' (a
+ *    result that is OK with no validity has no opinion). With no opinion
+ *    at all the answer is OK for one minute or 10,000 uses.
+ *  - An instance that cannot be built (its listentry value fails to
+ *    evaluate) or a handler that cannot answer fails the whole check with
+ *    INTERNAL, as Mixer's gRPC server did; the proxy's network policy
+ *    (fail open by default) then decides.
+ *  - Quotas are asked for by name only when the check allows: each goes
+ *    to the quota instances of that short name (`requestcountquota` for
+ *    `requestcountquota.instance.istio-system`, compared without case) of
+ *    the rules whose match is true. A name no instance has, or whose
+ *    rules do not match, is granted in full for one minute.
+ *
+ * The listchecker answers PERMISSION_DENIED "<value> is not whitelisted"
+ * on a whitelist miss, as Istio 1.1-1.4 did (1.0 answered NOT_FOUND), and
+ * PERMISSION_DENIED "<value> is blacklisted" on a blacklist hit; both
+ * answers, and allowing ones, are valid for its cachingInterval and
+ * cachingUseCount. The memquota handler grants 0 of what does not fit
+ * (best_effort: what is left) and never fails a check.
+ *
+ * Threads: an engine is built once per config generation and shared; each
+ * thread that checks owns a struct pol_thread. Lists are immutable;
+ * quota state is locked per handler, exact under concurrency.
+ */
+#ifndef MIXD_POLICY_H
+#define MIXD_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attr/attr.h"
+#include "config/config.h"
+
+/** google.rpc.Code: what a check answers. */
+enum pol_code {
+	POL_OK = 0,
+	POL_CANCELLED = 1,
+	POL_UNKNOWN = 2,
+	POL_INVALID_ARGUMENT = 3,
+	POL_DEADLINE_EXCEEDED = 4,
+	POL_NOT_FOUND = 5,
+	POL_ALREADY_EXISTS = 6,
+	POL_PERMISSION_DENIED = 7,
+	POL_RESOURCE_EXHAUSTED = 8,
+	POL_FAILED_PRECONDITION = 9,
+	POL_ABORTED = 10,
+	POL_OUT_OF_RANGE = 11,
+	POL_UNIMPLEMENTED = 12,
+	POL_INTERNAL = 13,
+	POL_UNAVAILABLE = 14,
+	POL_DATA_LOSS = 15,
+	POL_UNAUTHENTICATED = 16,
+};
+
+/** The code's name as google.rpc spells it ("PERMISSION_DENIED"). */
+const char *pol_code_name(int code);
+
+/** Mixer's validity for an answer no handler gave an opinion on. */
+#define POL_DEFAULT_VALID_NS (60 * INT64_C(1000000000))
+#define POL_DEFAULT_VALID_USES 10000
+
+/** The longest message a result carries; longer ones are cut. */
+#define POL_MESSAGE_MAX 1024
+
+/** Engine limits (0: the default). */
+struct pol_options {
+	/** per memquota handler; default 1,000,000, fewer where its longest
+	 *  window would make them take more than 256 MiB (a key costs 80
+	 *  bytes a second of window: a one-hour window, some 900 keys) */
+	size_t quota_max_keys;
+	size_t quota_max_dedup; /**< per memquota handler; default 100,000 */
+};
+
+/** One quota a request asks for. */
+struct pol_quota_req {
+	const char *name; /**< the quota's (instance's) short name */
+	size_t name_len;
+	int64_t amount;
+	bool best_effort;
+};
+
+/** What a quota was granted. */
+struct pol_quota_res {
+	int64_t granted;
+	int64_t valid_duration_ns;
+};
+
+/** A check request. */
+struct pol_request {
+	const struct attr_table *attrs; /**< against the config's vocabulary */
+	const char *dedup_id;		/**< for quotas; may be empty */
+	size_t dedup_len;
+	const struct pol_quota_req *quotas;
+	size_t n_quotas;
+};
+
+/** A check's answer. */
+struct pol_result {
+	int32_t code; /**< enum pol_code */
+	char message[POL_MESSAGE_MAX];
+	int64_t valid_duration_ns;
+	int32_t valid_use_count;
+	/** n_quotas entries, the caller's; filled only when code is OK. */
+	struct pol_quota_res *quotas;
+};
+
+struct pol_engine;
+struct pol_thread;
+
+/**
+ * Check what of @c's policy handlers only the policy module can check (a
+ * list override that is not an IP network or a regexp its list refuses;
+ * a listchecker with a providerUrl, which mixd does not fetch yet; a quota
+ * instance of more than 64 dimensions), adding
+ * errors to @c with cfg_add_error(). Call before deciding the config is
+ * usable.
+ */
+void pol_validate(struct cfg *c);
+
+/**
+ * Build the policy of @c (which must be ok): its lists and quota state.
+ * The engine holds @c (cfg_retain()) until pol_engine_destroy(). 0, or
+ * -ENOMEM.
+ */
+int pol_engine_create(struct cfg *c, const struct pol_options *o,
+		      struct pol_engine **out);
+
+/** Free @e once no thread checks with it; NULL is fine. */
+void pol_engine_destroy(struct pol_engine *e);
+
+/** The vocabulary requests are decoded against: the config's. */
+const struct attr_vocab *pol_engine_vocab(const struct pol_engine *e);
+
+/** True when @e has any policy rule: a check that finds none is OK. */
+bool pol_engine_has_rules(const struct pol_engine *e);
+
+/** A thread's scratch for checking with @e. NULL on ENOMEM. */
+struct pol_thread *pol_thread_create(const struct pol_engine *e);
+
+/** Free; NULL is fine. */
+void pol_thread_destroy(struct pol_thread *t);
+
+/**
+ * Check @req at @now_ns (a monotonic clock: quota windows tick with it)
+ * into @res. Never fails: every outcome is a code in @res.
+ */
+void pol_check(struct pol_engine *e, struct pol_thread *t,
+	       const struct pol_request *req, int64_t now_ns,
+	       struct pol_result *res);
+
+#endif /* MIXD_POLICY_H */
