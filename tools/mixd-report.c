@@ -13,6 +13,9 @@
  * DOUBLE) and loses int64 values beyond 2^53. The raw number tokens of a
  * line, in document order, are matched to cJSON's number items in the same
  * order.
+ *
+ * With --check the records go to mixd's policy socket as check requests
+ * instead, one at a time, and each answer is printed as a JSON line.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -26,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <mixd/client.h>
@@ -38,6 +42,11 @@
 
 struct options {
 	const char *address;
+	bool check;			/* --check */
+	struct mixd_checker_options checker;
+	int check_timeout_ms;
+	struct mixd_check_quota quotas[MIXD_CHECK_QUOTAS];
+	size_t n_quotas;
 	struct mixd_client_options client;
 	int flush_timeout_ms;
 	unsigned long repeat;
@@ -75,9 +84,10 @@ static uint32_t hash_name(const char *s)
 	return h;
 }
 
-/* Resolve @name; returns the entry or NULL with *@why set. */
-static const struct name_entry *resolve(mixd_client *c, const char *name,
-					const char **why)
+/* Resolve @name (@check: for a check, which carries dictionary names
+ * only); returns the entry or NULL with *@why set. */
+static const struct name_entry *resolve(mixd_client *c, bool check,
+					const char *name, const char **why)
 {
 	uint32_t i = hash_name(name) & (NAME_SLOTS - 1);
 	while (names[i].name) {
@@ -94,6 +104,10 @@ static const struct name_entry *resolve(mixd_client *c, const char *name,
 	if (id >= 0) {
 		e.handle = (mixd_attr)id;
 		e.type = mixd_attr_type(e.handle);
+	} else if (check) {
+		*why = "not in mixd's dictionary (a check carries dictionary "
+		       "attributes only)";
+		return NULL;
 	} else {
 		int rc = mixd_attr_custom(c, name, &e.handle);
 		if (rc != 0) {
@@ -297,7 +311,8 @@ struct counters {
 };
 
 struct line_ctx {
-	mixd_client *c;
+	mixd_client *c;	 /* NULL with --check */
+	mixd_checker *k; /* --check */
 	struct spans nums;
 	size_t next_num;    /* index into nums of the current member */
 	struct mixd_kv *kv; /* string map scratch */
@@ -305,6 +320,10 @@ struct line_ctx {
 	mixd_attr *seen; /* attributes of this line, for duplicates */
 	size_t nseen, seen_cap;
 	char why[256]; /* reason a line was rejected */
+	const struct options *o;
+	const char *file; /* --check: where the line is, for its answer */
+	unsigned long lineno;
+	uint64_t checks; /* --check: requests made, for dedup ids */
 };
 
 static const char *json_kind(const cJSON *j)
@@ -385,7 +404,7 @@ static int set_member(struct line_ctx *x, mixd_record *r, const char *name,
 		      const cJSON *v)
 {
 	const char *why = NULL;
-	const struct name_entry *e = resolve(x->c, name, &why);
+	const struct name_entry *e = resolve(x->c, x->k != NULL, name, &why);
 	const struct span *num = NULL;
 
 	/* every member consumes its own number tokens, even when rejected */
@@ -591,6 +610,68 @@ static int commit_line(struct line_ctx *x, mixd_record *r)
 	return -1;
 }
 
+/* google.rpc.Code names, for the answers --check prints. */
+static const char *code_name(int code)
+{
+	static const char *const code_names[] = {
+		"OK",		    "CANCELLED",	  "UNKNOWN",
+		"INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+		"ALREADY_EXISTS",   "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+		"FAILED_PRECONDITION", "ABORTED",	 "OUT_OF_RANGE",
+		"UNIMPLEMENTED",    "INTERNAL",		  "UNAVAILABLE",
+		"DATA_LOSS",	    "UNAUTHENTICATED"};
+	return code >= 0 && code <= 16 ? code_names[code] : "UNKNOWN";
+}
+
+/*
+ * Send @r as a check and print the answer as one JSON line; 1 if mixd
+ * answered, 0 if not (the fail policy's answer is printed, marked), -1
+ * with x->why set if the request could not be sent.
+ */
+static int check_line(struct line_ctx *x, mixd_record *r)
+{
+	const struct options *o = x->o;
+	char dedup[64];
+	snprintf(dedup, sizeof(dedup), "mixd-report-%ld-%" PRIu64,
+		 (long)getpid(), ++x->checks);
+	struct mixd_check_answer a;
+	int rc = mixd_check_record(x->k, r, dedup, o->quotas, o->n_quotas,
+				   o->check_timeout_ms, &a);
+	if (rc == -EINVAL || rc == -EMSGSIZE) {
+		snprintf(x->why, sizeof(x->why), "%s",
+			 rc == -EMSGSIZE ? "the record is too large"
+					 : "the client refused the record");
+		return -1;
+	}
+	cJSON *j = cJSON_CreateObject();
+	cJSON_AddStringToObject(j, "file", x->file);
+	cJSON_AddNumberToObject(j, "line", (double)x->lineno);
+	cJSON_AddBoolToObject(j, "answered", a.from_mixd);
+	cJSON_AddNumberToObject(j, "code", a.code);
+	cJSON_AddStringToObject(j, "status", code_name(a.code));
+	cJSON_AddStringToObject(j, "message", a.message);
+	cJSON_AddNumberToObject(j, "valid_duration_ns",
+				(double)a.valid_duration_ns);
+	cJSON_AddNumberToObject(j, "valid_use_count", a.valid_use_count);
+	if (a.n_quotas) {
+		cJSON *q = cJSON_AddObjectToObject(j, "quotas");
+		for (size_t i = 0; i < a.n_quotas; i++) {
+			cJSON *g = cJSON_AddObjectToObject(q, o->quotas[i].name);
+			cJSON_AddNumberToObject(g, "granted",
+						(double)a.quotas[i].granted);
+			cJSON_AddNumberToObject(
+				g, "valid_duration_ns",
+				(double)a.quotas[i].valid_duration_ns);
+		}
+	}
+	char *text = cJSON_PrintUnformatted(j);
+	if (text)
+		printf("%s\n", text);
+	free(text);
+	cJSON_Delete(j);
+	return rc == 0;
+}
+
 /*
  * Parse one line (NUL-terminated, @len bytes before the NUL) into a record
  * and commit it. Returns 1 if sent, 0 if dropped by the client, -1 if the
@@ -640,12 +721,12 @@ static int send_line(struct line_ctx *x, char *line, size_t len)
 		snprintf(x->why, sizeof(x->why), "cannot read the numbers");
 		goto out;
 	}
-	r = mixd_record_begin(x->c);
+	r = x->k ? mixd_check_begin(x->k) : mixd_record_begin(x->c);
 	if (build_record(x, j, r) != 0) {
 		mixd_record_abort(r);
 		goto out;
 	}
-	ret = commit_line(x, r);
+	ret = x->k ? check_line(x, r) : commit_line(x, r);
 out:
 	cJSON_Delete(j);
 	return ret;
@@ -734,6 +815,27 @@ static void usage(FILE *f)
 		"                          half the ring has been written)\n"
 		"      --repeat N          send the input N times (default 1)\n"
 		"      --rate R            send at most R records per second\n"
+		"      --check             send each record as a check request "
+		"to mixd's\n"
+		"                          policy socket (--address is then "
+		"that socket)\n"
+		"                          and print each answer as a JSON "
+		"line: file, line,\n"
+		"                          answered, code, status, message,\n"
+		"                          valid_duration_ns, valid_use_count,\n"
+		"                          quotas {NAME: {granted, "
+		"valid_duration_ns}}\n"
+		"      --quota NAME[:AMOUNT]  with --check, ask for AMOUNT "
+		"(default 1) of\n"
+		"                          quota NAME; up to 16 times\n"
+		"      --best-effort       grant what is left of a quota rather "
+		"than nothing\n"
+		"      --check-timeout MS  wait at most MS for each answer "
+		"(default 1000)\n"
+		"      --fail-closed       when mixd does not answer, answer "
+		"UNAVAILABLE\n"
+		"                          (default: OK, as Mixer's proxies "
+		"failed open)\n"
 		"  -h, --help              show this help and exit\n"
 		"\n"
 		"Prints \"mixd-report: sent N records, dropped D, rejected R "
@@ -741,7 +843,13 @@ static void usage(FILE *f)
 		"Exit status: 0 all lines sent; 1 some lines rejected or "
 		"records dropped;\n"
 		"2 usage error, unreadable input, no client, or the final "
-		"flush timed out.\n");
+		"flush timed out.\n"
+		"With --check: \"mixd-report: checked N records: A answered, "
+		"U unanswered,\n"
+		"rejected R lines\" on standard error; exit 0 when mixd "
+		"answered every\n"
+		"check (whatever it answered), 1 some lines rejected, 2 some "
+		"not answered.\n");
 }
 
 static int parse_ulong(const char *s, unsigned long max, unsigned long *out)
@@ -759,7 +867,18 @@ static int parse_ulong(const char *s, unsigned long max, unsigned long *out)
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
-	enum { O_RING = 256, O_FLUSH, O_SYNC, O_REPEAT, O_RATE };
+	enum {
+		O_RING = 256,
+		O_FLUSH,
+		O_SYNC,
+		O_REPEAT,
+		O_RATE,
+		O_CHECK,
+		O_QUOTA,
+		O_BEST_EFFORT,
+		O_CHECK_TIMEOUT,
+		O_FAIL_CLOSED
+	};
 	static const struct option longopts[] = {
 		{"address", required_argument, NULL, 'a'},
 		{"transport", required_argument, NULL, 't'},
@@ -768,6 +887,11 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{"sync-every", required_argument, NULL, O_SYNC},
 		{"repeat", required_argument, NULL, O_REPEAT},
 		{"rate", required_argument, NULL, O_RATE},
+		{"check", no_argument, NULL, O_CHECK},
+		{"quota", required_argument, NULL, O_QUOTA},
+		{"best-effort", no_argument, NULL, O_BEST_EFFORT},
+		{"check-timeout", required_argument, NULL, O_CHECK_TIMEOUT},
+		{"fail-closed", no_argument, NULL, O_FAIL_CLOSED},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -776,7 +900,9 @@ static int parse_args(int argc, char **argv, struct options *o)
 	int c;
 
 	o->flush_timeout_ms = 10000;
+	o->check_timeout_ms = 1000;
 	o->repeat = 1;
+	bool best_effort = false;
 	while ((c = getopt_long(argc, argv, "a:t:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'a':
@@ -853,12 +979,66 @@ static int parse_args(int argc, char **argv, struct options *o)
 				return -1;
 			}
 			break;
+		case O_CHECK:
+			o->check = true;
+			break;
+		case O_QUOTA: {
+			char *colon = strrchr(optarg, ':');
+			long long amount = 1;
+			if (colon) {
+				errno = 0;
+				amount = strtoll(colon + 1, &end, 10);
+				if (errno || *end || colon[1] == 0) {
+					fprintf(stderr,
+						"mixd-report: --quota: \"%s\": "
+						"want NAME or NAME:AMOUNT\n",
+						optarg);
+					return -1;
+				}
+				*colon = 0;
+			}
+			if (!*optarg || o->n_quotas == MIXD_CHECK_QUOTAS) {
+				fprintf(stderr,
+					"mixd-report: --quota: %s\n",
+					*optarg ? "at most 16 quotas"
+						: "an empty name");
+				return -1;
+			}
+			o->quotas[o->n_quotas++] = (struct mixd_check_quota){
+				optarg, (int64_t)amount, 0};
+			break;
+		}
+		case O_BEST_EFFORT:
+			best_effort = true;
+			break;
+		case O_FAIL_CLOSED:
+			o->checker.fail_policy = MIXD_FAIL_CLOSE;
+			break;
+		case O_CHECK_TIMEOUT:
+			if (parse_ulong(optarg, INT32_MAX, &v) != 0 || !v) {
+				fprintf(stderr,
+					"mixd-report: --check-timeout: "
+					"\"%s\" is not a positive number "
+					"of milliseconds\n",
+					optarg);
+				return -1;
+			}
+			o->check_timeout_ms = (int)v;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
 		default:
 			return -1;
 		}
+	}
+	for (size_t i = 0; i < o->n_quotas; i++)
+		o->quotas[i].best_effort = best_effort;
+	if (!o->check && (o->n_quotas || best_effort ||
+			  o->checker.fail_policy != MIXD_FAIL_OPEN)) {
+		fprintf(stderr, "mixd-report: --quota, --best-effort and "
+				"--fail-closed are for --check\n");
+		return -1;
 	}
 	if (!o->address) {
 		fprintf(stderr, "mixd-report: --address is required\n");
@@ -948,11 +1128,14 @@ int main(int argc, char **argv)
 		if (strcmp(files[i], "-") == 0 && ++seen > 1)
 			stdin_again = true;
 
-	rc = mixd_client_open(o.address, &o.client, &x.c);
+	x.o = &o;
+	rc = o.check ? mixd_checker_open(o.address, &o.checker, &x.k)
+		     : mixd_client_open(o.address, &o.client, &x.c);
 	if (rc != 0) {
 		fprintf(stderr,
-			"mixd-report: cannot open a client for %s: %s\n",
-			o.address, strerror(-rc));
+			"mixd-report: cannot open a %s for %s: %s\n",
+			o.check ? "checker" : "client", o.address,
+			strerror(-rc));
 		return EXIT_USAGE;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t_start);
@@ -972,8 +1155,10 @@ int main(int argc, char **argv)
 			}
 			ssize_t len;
 			unsigned long lineno = 0;
+			x.file = name;
 			while ((len = getline(&line, &line_cap, in)) >= 0) {
 				lineno++;
+				x.lineno = lineno;
 				pace(&o, n.sent + n.dropped);
 				int r = send_line(&x, line, (size_t)len);
 				if (r == 1)
@@ -987,7 +1172,7 @@ int main(int argc, char **argv)
 						lineno, x.why);
 					n.rejected++;
 				}
-				if (r >= 0 && r <= 1 && syncing &&
+				if (r >= 0 && r <= 1 && syncing && x.c &&
 				    sync_due(&o, x.c, n.sent + n.dropped,
 					     &synced_bytes) &&
 				    mixd_client_flush(
@@ -1013,6 +1198,19 @@ int main(int argc, char **argv)
 	}
 
 	int status = 0;
+	if (o.check) {
+		mixd_checker_close(x.k);
+		/* stdout holds the answers alone */
+		fprintf(stderr,
+			"mixd-report: checked %" PRIu64 " records: %" PRIu64
+			" answered, %" PRIu64 " unanswered, rejected %" PRIu64
+			" lines\n",
+			n.sent + n.dropped, n.sent, n.dropped, n.rejected);
+		status = io_error || n.dropped ? EXIT_USAGE
+			 : n.rejected	       ? EXIT_BAD_LINES
+					       : 0;
+		goto done;
+	}
 	rc = mixd_client_flush(x.c, o.flush_timeout_ms);
 	if (rc != 0) {
 		fprintf(stderr,
@@ -1030,6 +1228,7 @@ int main(int argc, char **argv)
 	else if (status == 0 && (n.dropped || n.rejected))
 		status = EXIT_BAD_LINES;
 
+done:
 	if (spool)
 		fclose(spool);
 	free(line);

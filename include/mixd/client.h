@@ -230,7 +230,8 @@ void mixd_set_string_map(mixd_record *r, mixd_attr a, const struct mixd_kv *kv,
  * Publish @r to mixd. Returns 0 when the record is in the ring, -ENOBUFS when
  * the ring was full, -EMSGSIZE when the record was invalid, -ENOMEM when
  * the thread could not get a ring. Every non-zero return is counted as
- * dropped. @r is finished either way.
+ * dropped. @r is finished either way. -EINVAL, uncounted, for a check's
+ * builder (mixd_check_begin()), which is sent with mixd_check_record().
  */
 int mixd_record_commit(mixd_record *r);
 
@@ -357,6 +358,109 @@ int mixd_template_report(const mixd_template *t, const struct mixd_slot *v,
  * closed.
  */
 void mixd_template_destroy(mixd_template *t);
+
+/*
+ * Checks (policy): ask mixd's policy socket whether a request may go on,
+ * and for quota, as Mixer's Check API did. A checker is a connection to
+ * the policy socket (mixd --role policy or both, --policy-address); it is
+ * independent of the telemetry client above.
+ *
+ *   mixd_checker *k;
+ *   mixd_checker_open("unix:///run/mixd/policy.sock", NULL, &k);
+ *   struct mixd_value v[] = {...the request's attributes...};
+ *   struct mixd_check_quota q = {"requestcountquota", 1, 0};
+ *   struct mixd_check_answer a;
+ *   mixd_check(k, v, n, "request-uuid", &q, 1, 50, &a);
+ *   if (a.code != 0) ...refuse the request (a.message says why)...
+ *   if (a.n_quotas && a.quotas[0].granted < 1) ...429...
+ */
+
+/** A connection to mixd's policy socket. Opaque. */
+typedef struct mixd_checker mixd_checker;
+
+/** What mixd_check() answers when mixd does not (down, too slow). */
+enum mixd_fail_policy {
+	MIXD_FAIL_OPEN = 0,  /**< OK: the request goes on (Mixer's default) */
+	MIXD_FAIL_CLOSE = 1, /**< UNAVAILABLE (14): the request is refused */
+};
+
+/** Checker options; zero-initialise for the defaults. */
+struct mixd_checker_options {
+	int fail_policy; /**< enum mixd_fail_policy; default MIXD_FAIL_OPEN */
+};
+
+/** The most quotas one check asks for. */
+#define MIXD_CHECK_QUOTAS 16
+
+/** One quota a check asks for. */
+struct mixd_check_quota {
+	const char *name; /**< the quota instance's short name */
+	int64_t amount;
+	int best_effort; /**< grant what is left rather than nothing */
+};
+
+/** The answer to a check. */
+struct mixd_check_answer {
+	int code;	   /**< google.rpc.Code: 0 OK, 7 PERMISSION_DENIED, ... */
+	char message[1024];/**< why, when code is not 0; NUL-terminated */
+	int64_t valid_duration_ns; /**< the answer may be reused this long */
+	int32_t valid_use_count;   /**< ... for this many requests */
+	int from_mixd;	   /**< 1: mixd answered; 0: the fail policy did */
+	size_t n_quotas;   /**< as asked when code is 0, else 0 */
+	struct {
+		int64_t granted;
+		int64_t valid_duration_ns;
+	} quotas[MIXD_CHECK_QUOTAS];
+};
+
+/**
+ * Open a checker for the policy socket @address ("unix:///path"). It
+ * connects on the first check, and again after a failure. Returns 0, or
+ * -EINVAL (a bad address or option), -ENOMEM.
+ */
+int mixd_checker_open(const char *address,
+		      const struct mixd_checker_options *o,
+		      mixd_checker **out);
+
+/**
+ * Check a request whose attributes are @v (@n; dictionary attributes only,
+ * as mixd_report() takes them) and ask for @nq quotas @q (at most
+ * MIXD_CHECK_QUOTAS), deduplicated by @dedup_id (NULL: none; the same id
+ * again, within mixd's deduplication window, gets the same grant rather
+ * than a second one: send a retry of one request with its first id).
+ * Waits at most @timeout_ms (> 0) for the answer. Returns 0 with mixd's
+ * answer in *@out; otherwise *@out holds the fail policy's answer
+ * (from_mixd 0, the reason in message) and the return says why:
+ * -ETIMEDOUT, -ECONNREFUSED or -ENOENT (mixd not there), -EPROTO (a bad
+ * answer), -EMSGSIZE or -EINVAL (a request that cannot be sent: too large,
+ * a custom attribute, a bad value, too many quotas, a name over 255
+ * bytes). Thread-safe; calls on one checker are served one at a time:
+ * open one checker per thread that checks in parallel.
+ */
+int mixd_check(mixd_checker *k, const struct mixd_value *v, size_t n,
+	       const char *dedup_id, const struct mixd_check_quota *q,
+	       size_t nq, int timeout_ms, struct mixd_check_answer *out);
+
+/**
+ * The record builder of checker @k: fill it with the setters
+ * (mixd_set_string() and the others; dictionary attributes only, a custom
+ * one makes the record invalid), then send it with mixd_check_record().
+ * One builder per checker, reused: build and check from one thread at a
+ * time.
+ */
+mixd_record *mixd_check_begin(mixd_checker *k);
+
+/**
+ * As mixd_check(), for the attributes built in @r, which must be
+ * mixd_check_begin(@k)'s. -EINVAL for a record a setter refused (a bad
+ * value, a custom attribute), -EMSGSIZE for one too large.
+ */
+int mixd_check_record(mixd_checker *k, mixd_record *r, const char *dedup_id,
+		      const struct mixd_check_quota *q, size_t nq,
+		      int timeout_ms, struct mixd_check_answer *out);
+
+/** Close the connection and free @k; NULL is fine. */
+void mixd_checker_close(mixd_checker *k);
 
 /** Library version, "MAJOR.MINOR.PATCH". */
 const char *mixd_version(void);

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -28,6 +29,8 @@
 #include <unistd.h>
 
 #include <mixd/client.h>
+
+#include <mixd/check.h>
 
 #include "ingest/ring.h"
 #include "ingest/wire.h"
@@ -443,7 +446,8 @@ static inline bool mistyped(mixd_attr a, unsigned type)
 static bool put_custom(mixd_record *r, mixd_attr a, uint8_t type)
 {
 	uint32_t i = (uint32_t)a - CUSTOM_BASE;
-	if (a >= CUSTOM_BASE &&
+	/* a check's builder has no client, and no custom names */
+	if (r->client && a >= CUSTOM_BASE &&
 	    i < __atomic_load_n(&r->client->ncustom, __ATOMIC_ACQUIRE))
 		return wire_attr(&r->w, MIXD_ATTR_INLINE, type,
 				 r->client->custom[i], r->client->custom_len[i]);
@@ -607,6 +611,8 @@ static inline void commit_direct(struct tl_ring *r, uint32_t len)
 API int mixd_record_commit(mixd_record *rec)
 {
 	struct tl_ring *r = rec->ring;
+	if (!rec->client)
+		return -EINVAL; /* a check's builder: mixd_check_record() */
 	if (!r) {
 		__atomic_add_fetch(&rec->client->dropped_noring, 1,
 				   __ATOMIC_RELAXED);
@@ -666,39 +672,12 @@ static inline size_t value_size(const struct mixd_client *c,
 }
 
 /*
- * mixd_report() the long way: any record, custom names, maps, records too
- * large for the stack buffer, and every invalid one. Sizes first, so the
- * record is encoded once, in place.
+ * Encode @n values whose sizes value_size() accepted at @o: no bounds
+ * checks, exact stores. Returns the end.
  */
-static __attribute__((noinline)) int
-report_slow(struct mixd_client *c, struct tl_ring *r,
-		       const struct mixd_value *v, size_t n)
+static uint8_t *encode_values(const struct mixd_client *c,
+			      const struct mixd_value *v, size_t n, uint8_t *o)
 {
-	struct mixd_ring_hdr *h = r->prod.hdr;
-	size_t size = 0;
-	for (size_t i = 0; i < n; i++) {
-		size_t k = value_size(c, &v[i]);
-		if (!k) {
-			size = SIZE_MAX;
-			break;
-		}
-		size += k;
-	}
-	if (size > MIXD_RECORD_MAX) {
-		ring_store_relaxed(&h->prod.invalid, ++r->invalid);
-		return -EMSGSIZE;
-	}
-	uint8_t *dst = ring_reserve(&r->prod, (uint32_t)size);
-	if (!dst) {
-		ring_store_relaxed(&h->prod.dropped, ++r->dropped);
-		return -ENOBUFS;
-	}
-	/* Encode a proxy-sized record on the stack and copy it into the ring
-	 * whole: field-by-field stores into shared memory that the consumer
-	 * is reading next door cost more than the copy. */
-	uint8_t local[1024];
-	uint8_t *o = size <= sizeof local ? local : dst, *start = o;
-	/* Sizes were checked above: no bounds checks below, exact stores. */
 	for (size_t i = 0; i < n; i++) {
 		const struct mixd_value *x = &v[i];
 		uint16_t id = x->attr;
@@ -753,6 +732,43 @@ report_slow(struct mixd_client *c, struct tl_ring *r,
 			break;
 		}
 	}
+	return o;
+}
+
+/*
+ * mixd_report() the long way: any record, custom names, maps, records too
+ * large for the stack buffer, and every invalid one. Sizes first, so the
+ * record is encoded once, in place.
+ */
+static __attribute__((noinline)) int
+report_slow(struct mixd_client *c, struct tl_ring *r,
+		       const struct mixd_value *v, size_t n)
+{
+	struct mixd_ring_hdr *h = r->prod.hdr;
+	size_t size = 0;
+	for (size_t i = 0; i < n; i++) {
+		size_t k = value_size(c, &v[i]);
+		if (!k) {
+			size = SIZE_MAX;
+			break;
+		}
+		size += k;
+	}
+	if (size > MIXD_RECORD_MAX) {
+		ring_store_relaxed(&h->prod.invalid, ++r->invalid);
+		return -EMSGSIZE;
+	}
+	uint8_t *dst = ring_reserve(&r->prod, (uint32_t)size);
+	if (!dst) {
+		ring_store_relaxed(&h->prod.dropped, ++r->dropped);
+		return -ENOBUFS;
+	}
+	/* Encode a proxy-sized record on the stack and copy it into the ring
+	 * whole: field-by-field stores into shared memory that the consumer
+	 * is reading next door cost more than the copy. */
+	uint8_t local[1024];
+	uint8_t *o = size <= sizeof local ? local : dst, *start = o;
+	encode_values(c, v, n, o); /* sizes checked above */
 	if (start == local)
 		memcpy(dst, local, size);
 	ring_publish(&r->prod, (uint32_t)size);
@@ -1956,4 +1972,348 @@ out:
 API const char *mixd_version(void)
 {
 	return MIXD_VERSION;
+}
+
+/* ---- checks: the policy socket (<mixd/check.h>) -------------------------- */
+
+struct mixd_checker {
+	pthread_mutex_t lock;
+	struct sockaddr_un sa;
+	int fd; /* -1: not connected */
+	int fail_policy;
+	uint64_t next_id;
+	uint8_t *buf; /* one frame, out or in */
+	struct mixd_record rec; /* mixd_check_begin()'s builder */
+	uint8_t *recbuf;
+};
+
+API int mixd_checker_open(const char *address,
+			  const struct mixd_checker_options *o,
+			  mixd_checker **out)
+{
+	if (!address || !out ||
+	    (o && o->fail_policy != MIXD_FAIL_OPEN &&
+	     o->fail_policy != MIXD_FAIL_CLOSE))
+		return -EINVAL;
+	struct mixd_checker *k = calloc(1, sizeof *k);
+	if (!k)
+		return -ENOMEM;
+	if (parse_address(address, &k->sa)) {
+		free(k);
+		return -EINVAL;
+	}
+	k->buf = malloc(MIXD_FRAME_HDR + MIXD_CHECK_FRAME_MAX + 8);
+	k->recbuf = malloc(MIXD_RECORD_MAX + REC_SLACK);
+	if (!k->buf || !k->recbuf) {
+		free(k->buf);
+		free(k->recbuf);
+		free(k);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&k->lock, NULL);
+	k->fd = -1;
+	k->fail_policy = o ? o->fail_policy : MIXD_FAIL_OPEN;
+	*out = k;
+	return 0;
+}
+
+API void mixd_checker_close(mixd_checker *k)
+{
+	if (!k)
+		return;
+	if (k->fd >= 0)
+		close(k->fd);
+	pthread_mutex_destroy(&k->lock);
+	free(k->buf);
+	free(k->recbuf);
+	free(k);
+}
+
+API mixd_record *mixd_check_begin(mixd_checker *k)
+{
+	k->rec.client = NULL;
+	k->rec.ring = NULL;
+	k->rec.invalid = false;
+	wire_init(&k->rec.w, k->recbuf, MIXD_RECORD_MAX);
+	return &k->rec;
+}
+
+static void put_le(uint8_t **p, uint64_t v, unsigned bytes)
+{
+	for (unsigned i = 0; i < bytes; i++)
+		*(*p)++ = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le(const uint8_t *p, unsigned bytes)
+{
+	uint64_t v = 0;
+	for (unsigned i = 0; i < bytes; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+/* Milliseconds left before @deadline (CLOCK_MONOTONIC ns), at least 0. */
+static int ms_left(uint64_t deadline)
+{
+	uint64_t now = now_ns(CLOCK_MONOTONIC);
+	return now >= deadline ? 0 : (int)((deadline - now + 999999) / 1000000);
+}
+
+/* Wait for @ev on @fd until @deadline: 0, -ETIMEDOUT, -errno. */
+static int wait_fd(int fd, short ev, uint64_t deadline)
+{
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = ev};
+		int n = poll(&p, 1, ms_left(deadline));
+		if (n > 0)
+			return 0;
+		if (n == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+/* Connect and say hello, unless connected: 0 or -errno. */
+static int checker_connect(struct mixd_checker *k, uint64_t deadline)
+{
+	if (k->fd >= 0)
+		return 0;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&k->sa, sizeof k->sa) != 0) {
+		int e = errno;
+		/* a unix socket connects at once, or its backlog is full */
+		if (e != EAGAIN || wait_fd(fd, POLLOUT, deadline)) {
+			close(fd);
+			return e == EAGAIN ? -ETIMEDOUT : -e;
+		}
+	}
+	struct mixd_hello h = {.version = MIXD_CHECK_VERSION,
+			       .kind = MIXD_HELLO_CHECK};
+	memcpy(h.marker, MIXD_HELLO_MARKER, sizeof h.marker);
+	if (send(fd, &h, sizeof h, MSG_NOSIGNAL) != (ssize_t)sizeof h) {
+		close(fd);
+		return -ECONNRESET;
+	}
+	k->fd = fd;
+	return 0;
+}
+
+/* Send @len bytes of @p or fail by @deadline. */
+static int send_all(int fd, const uint8_t *p, size_t len, uint64_t deadline)
+{
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			int rc = wait_fd(fd, POLLOUT, deadline);
+			if (rc)
+				return rc;
+		} else if (n < 0 && errno != EINTR) {
+			return -errno;
+		}
+	}
+	return 0;
+}
+
+/* Receive exactly @len bytes into @p by @deadline. */
+static int recv_all(int fd, uint8_t *p, size_t len, uint64_t deadline)
+{
+	while (len) {
+		ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+		} else if (n == 0) {
+			return -ECONNRESET;
+		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			int rc = wait_fd(fd, POLLIN, deadline);
+			if (rc)
+				return rc;
+		} else if (errno != EINTR) {
+			return -errno;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The head of a check request for a record of @rec bytes, in k->buf: its
+ * framed size, or -errno; the record goes at *@recp, the padding after it
+ * is written already.
+ */
+static ssize_t check_head(struct mixd_checker *k, uint64_t id,
+			  const char *dedup, const struct mixd_check_quota *q,
+			  size_t nq, size_t rec, uint8_t **recp)
+{
+	size_t dlen = dedup ? strlen(dedup) : 0;
+	if (nq > MIXD_CHECK_QUOTAS || dlen > MIXD_CHECK_NAME_MAX ||
+	    (nq && !q))
+		return -EINVAL;
+	if (rec > MIXD_RECORD_MAX)
+		return -EMSGSIZE;
+	size_t len = 8 + 2 + dlen + 2 + 4 + rec;
+	for (size_t i = 0; i < nq; i++) {
+		size_t nl = q[i].name ? strlen(q[i].name) : 0;
+		if (!nl || nl > MIXD_CHECK_NAME_MAX)
+			return -EINVAL;
+		len += 2 + nl + 9;
+	}
+	uint8_t *p = k->buf;
+	put_le(&p, len, 4);
+	put_le(&p, MIXD_FRAME_CHECK, 4);
+	put_le(&p, id, 8);
+	put_le(&p, dlen, 2);
+	memcpy(p, dedup, dlen);
+	p += dlen;
+	put_le(&p, nq, 2);
+	for (size_t i = 0; i < nq; i++) {
+		size_t nl = strlen(q[i].name);
+		put_le(&p, nl, 2);
+		memcpy(p, q[i].name, nl);
+		p += nl;
+		put_le(&p, (uint64_t)q[i].amount, 8);
+		*p++ = q[i].best_effort ? 1 : 0;
+	}
+	put_le(&p, rec, 4);
+	*recp = p;
+	size_t framed = MIXD_FRAME_HDR + MIXD_FRAME_ALIGN(len);
+	memset(p + rec, 0, framed - (size_t)(p + rec - k->buf));
+	return (ssize_t)framed;
+}
+
+/* Read the answer to @id into @out: 0 or -errno (-EPROTO: malformed). */
+static int check_answer(struct mixd_checker *k, uint64_t id, size_t nq,
+			uint64_t deadline, struct mixd_check_answer *out)
+{
+	uint8_t hdr[MIXD_FRAME_HDR];
+	int rc = recv_all(k->fd, hdr, sizeof hdr, deadline);
+	if (rc)
+		return rc;
+	uint64_t len = get_le(hdr, 4);
+	if (get_le(hdr + 4, 4) != MIXD_FRAME_CHECK_ANSWER ||
+	    len > MIXD_CHECK_FRAME_MAX || len < 8 + 4 + 8 + 4 + 2 + 2)
+		return -EPROTO;
+	uint8_t *p = k->buf;
+	rc = recv_all(k->fd, p, MIXD_FRAME_ALIGN(len), deadline);
+	if (rc)
+		return rc;
+	const uint8_t *e = p + len;
+	if (get_le(p, 8) != id)
+		return -EPROTO;
+	out->code = (int)(int32_t)get_le(p + 8, 4);
+	out->valid_duration_ns = (int64_t)get_le(p + 12, 8);
+	out->valid_use_count = (int32_t)get_le(p + 20, 4);
+	size_t mlen = get_le(p + 24, 2);
+	p += 26;
+	if ((size_t)(e - p) < mlen + 2 || mlen >= sizeof out->message)
+		return -EPROTO;
+	memcpy(out->message, p, mlen);
+	out->message[mlen] = 0;
+	p += mlen;
+	size_t got = get_le(p, 2);
+	p += 2;
+	if ((got != nq && got != 0) || (size_t)(e - p) != 16 * got ||
+	    (got && out->code != 0))
+		return -EPROTO;
+	out->n_quotas = got;
+	for (size_t i = 0; i < got; i++, p += 16) {
+		out->quotas[i].granted = (int64_t)get_le(p, 8);
+		out->quotas[i].valid_duration_ns = (int64_t)get_le(p + 8, 8);
+	}
+	out->from_mixd = 1;
+	return 0;
+}
+
+/* mixd did not answer: the fail policy's answer, and why. */
+static void fail_answer(const struct mixd_checker *k, int rc,
+			struct mixd_check_answer *out)
+{
+	memset(out, 0, sizeof *out);
+	out->code = k->fail_policy == MIXD_FAIL_CLOSE ? 14 /* UNAVAILABLE */
+						      : 0;
+	snprintf(out->message, sizeof out->message,
+		 "mixd did not answer: %s", strerror(-rc));
+}
+
+/* Send the request in k->buf (@framed: its size, or -errno) and read its
+ * answer; with k->lock held. */
+static int check_locked(struct mixd_checker *k, ssize_t framed, uint64_t id,
+			size_t nq, uint64_t deadline,
+			struct mixd_check_answer *out)
+{
+	int rc = framed < 0 ? (int)framed : checker_connect(k, deadline);
+	if (!rc)
+		rc = send_all(k->fd, k->buf, (size_t)framed, deadline);
+	if (!rc)
+		rc = check_answer(k, id, nq, deadline, out);
+	if (rc && framed >= 0 && k->fd >= 0) {
+		/* an answer may still come: a new connection for the next
+		 * check, so it never reads this one's */
+		close(k->fd);
+		k->fd = -1;
+	}
+	return rc;
+}
+
+static uint64_t deadline_in(int timeout_ms)
+{
+	return now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000u;
+}
+
+API int mixd_check(mixd_checker *k, const struct mixd_value *v, size_t n,
+		   const char *dedup_id, const struct mixd_check_quota *q,
+		   size_t nq, int timeout_ms, struct mixd_check_answer *out)
+{
+	if (!k || !out || timeout_ms <= 0 || (n && !v))
+		return -EINVAL;
+	uint64_t deadline = deadline_in(timeout_ms);
+	size_t rec = 0;
+	int rc = 0;
+	for (size_t i = 0; i < n && !rc; i++) {
+		/* dictionary attributes only: a checker has no custom names */
+		size_t sz = v[i].attr < MIXD_ATTR_DICT_COUNT
+				    ? value_size(NULL, &v[i])
+				    : 0;
+		rc = !sz ? -EINVAL : (rec += sz) > MIXD_RECORD_MAX ? -EMSGSIZE : 0;
+	}
+	pthread_mutex_lock(&k->lock);
+	uint64_t id = ++k->next_id;
+	uint8_t *p;
+	ssize_t framed = rc ? rc : check_head(k, id, dedup_id, q, nq, rec, &p);
+	if (framed > 0)
+		encode_values(NULL, v, n, p);
+	rc = check_locked(k, framed, id, nq, deadline, out);
+	pthread_mutex_unlock(&k->lock);
+	if (rc)
+		fail_answer(k, rc, out);
+	return rc;
+}
+
+API int mixd_check_record(mixd_checker *k, mixd_record *r,
+			  const char *dedup_id,
+			  const struct mixd_check_quota *q, size_t nq,
+			  int timeout_ms, struct mixd_check_answer *out)
+{
+	if (!k || !out || r != &k->rec || timeout_ms <= 0)
+		return -EINVAL;
+	uint64_t deadline = deadline_in(timeout_ms);
+	pthread_mutex_lock(&k->lock);
+	uint64_t id = ++k->next_id;
+	uint8_t *p;
+	ssize_t framed = r->invalid     ? -EINVAL
+			 : r->w.overflow ? -EMSGSIZE
+					 : check_head(k, id, dedup_id, q, nq,
+						      r->w.len, &p);
+	if (framed > 0)
+		memcpy(p, r->w.buf, r->w.len);
+	int rc = check_locked(k, framed, id, nq, deadline, out);
+	pthread_mutex_unlock(&k->lock);
+	if (rc)
+		fail_answer(k, rc, out);
+	return rc;
 }

@@ -147,6 +147,35 @@ int mixd_client_flush(mixd_client *c, int timeout_ms)
 	abort();
 }
 
+void mixd_client_stats(mixd_client *c, struct mixd_client_stats *out)
+{
+	abort();
+}
+
+/* --check is main()'s too: the lines read here are reported */
+int mixd_checker_open(const char *address,
+		      const struct mixd_checker_options *o, mixd_checker **out)
+{
+	abort();
+}
+
+void mixd_checker_close(mixd_checker *k)
+{
+	abort();
+}
+
+mixd_record *mixd_check_begin(mixd_checker *k)
+{
+	abort();
+}
+
+int mixd_check_record(mixd_checker *k, mixd_record *r, const char *dedup_id,
+		      const struct mixd_check_quota *q, size_t nq,
+		      int timeout_ms, struct mixd_check_answer *out)
+{
+	abort();
+}
+
 int mixd_attr_lookup(const char *name)
 {
 	for (size_t i = 0; i < sizeof dict / sizeof *dict; i++)

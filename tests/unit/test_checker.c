@@ -1,0 +1,245 @@
+/*
+ * test_checker -- libmixd's checker against mixd's policy server, in one
+ * process: mixd_check() with values and mixd_check_record() with the
+ * builder get the engine's answers, quotas included; bad requests are
+ * refused before they are sent; a new engine is taken at once; several
+ * threads on their own checkers get exact quotas between them.
+ *
+ * MIXD_TEST_THREADED (the server thread and client threads: under TSan)
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <mixd/client.h>
+
+#include "config/config.h"
+#include "policy/pol_server.h"
+#include "policy/policy.h"
+
+static const char yaml[] =
+	"kind: handler\n"
+	"metadata: {name: no, namespace: istio-system}\n"
+	"spec: {compiledAdapter: denier, params: {status: {code: 7, "
+	"message: go away}}}\n"
+	"---\n"
+	"kind: instance\n"
+	"metadata: {name: nothing, namespace: istio-system}\n"
+	"spec: {compiledTemplate: checknothing}\n"
+	"---\n"
+	"kind: rule\n"
+	"metadata: {name: deny, namespace: istio-system}\n"
+	"spec:\n"
+	"  match: request.path == \"/admin\"\n"
+	"  actions: [{handler: no, instances: [nothing]}]\n"
+	"---\n"
+	"kind: handler\n"
+	"metadata: {name: q, namespace: istio-system}\n"
+	"spec: {compiledAdapter: memquota, params: {quotas: [{name: "
+	"rq.instance.istio-system, maxAmount: 100, validDuration: 60s}]}}\n"
+	"---\n"
+	"kind: instance\n"
+	"metadata: {name: rq, namespace: istio-system}\n"
+	"spec: {compiledTemplate: quota}\n"
+	"---\n"
+	"kind: rule\n"
+	"metadata: {name: quota, namespace: istio-system}\n"
+	"spec: {actions: [{handler: q, instances: [rq]}]}\n";
+
+static char dir[64], address[128];
+static struct pol_server *srv;
+
+/* Hand the server @e and wait until it checks with it: the engine is
+ * taken on the server's wakeup, which two round trips later it has
+ * surely seen (the first may be served in the same batch as the wakeup,
+ * before it). */
+static void install(struct pol_engine *e)
+{
+	pol_server_set_engine(srv, e);
+	mixd_checker *k;
+	struct mixd_check_answer a;
+	assert_int_equal(mixd_checker_open(address, NULL, &k), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(mixd_check(k, NULL, 0, NULL, NULL, 0, 5000, &a),
+				 0);
+	mixd_checker_close(k);
+}
+
+static struct pol_engine *engine_of(const char *text)
+{
+	struct cfg *c = cfg_load_buffer("t.yaml", text, strlen(text), NULL);
+	assert_non_null(c);
+	pol_validate(c);
+	assert_true(cfg_ok(c));
+	struct pol_engine *e;
+	assert_int_equal(pol_engine_create(c, NULL, &e), 0);
+	cfg_destroy(c);
+	return e;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	snprintf(dir, sizeof(dir), "/tmp/test_checker.XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	snprintf(address, sizeof(address), "unix://%s/policy.sock", dir);
+	char err[256];
+	int rc = pol_server_start(address, engine_of(yaml), 0, &srv, err,
+				  sizeof(err));
+	if (rc)
+		fprintf(stderr, "%s\n", err);
+	assert_int_equal(rc, 0);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	pol_server_stop(srv);
+	rmdir(dir);
+	return 0;
+}
+
+#define STR(id, s)                                                           \
+	{.attr = (id), .type = MIXD_T_STRING, .len = sizeof(s) - 1, .p = (s)}
+
+static void test_values_and_builder(void **state)
+{
+	(void)state;
+	mixd_checker *k;
+	assert_int_equal(mixd_checker_open(address, NULL, &k), 0);
+	struct mixd_check_answer a;
+
+	struct mixd_value admin[] = {STR(MIXD_ATTR_REQUEST_PATH, "/admin")};
+	assert_int_equal(mixd_check(k, admin, 1, NULL, NULL, 0, 1000, &a), 0);
+	assert_int_equal(a.from_mixd, 1);
+	assert_int_equal(a.code, 7);
+	assert_string_equal(a.message, "no.handler.istio-system:go away");
+	assert_int_equal(a.valid_duration_ns, 5000000000);
+	assert_int_equal(a.valid_use_count, 1000);
+	assert_int_equal(a.n_quotas, 0);
+
+	/* the builder, with quotas: 30 of 100, then 80 best effort = 70 */
+	mixd_record *r = mixd_check_begin(k);
+	mixd_set_string(r, MIXD_ATTR_REQUEST_PATH, "/", 1);
+	struct mixd_check_quota q[2] = {{"rq", 30, 0}, {"other", 5, 0}};
+	assert_int_equal(mixd_check_record(k, r, "a", q, 2, 1000, &a), 0);
+	assert_int_equal(a.code, 0);
+	assert_int_equal(a.n_quotas, 2);
+	assert_int_equal(a.quotas[0].granted, 30);
+	assert_int_equal(a.quotas[0].valid_duration_ns, 60000000000);
+	assert_int_equal(a.quotas[1].granted, 5); /* no such quota: all */
+	/* a retry of "a" is the same grant, not another */
+	r = mixd_check_begin(k);
+	assert_int_equal(mixd_check_record(k, r, "a", q, 1, 1000, &a), 0);
+	assert_int_equal(a.quotas[0].granted, 30);
+	q[0] = (struct mixd_check_quota){"RQ", 80, 1};
+	r = mixd_check_begin(k);
+	assert_int_equal(mixd_check_record(k, r, "b", q, 1, 1000, &a), 0);
+	assert_int_equal(a.quotas[0].granted, 70);
+
+	/* refused before sending, answered by the fail policy */
+	struct mixd_value bad[] = {{.attr = MIXD_ATTR_REQUEST_PATH,
+				    .type = MIXD_T_INT64,
+				    .i = 1}};
+	assert_int_equal(mixd_check(k, bad, 1, NULL, NULL, 0, 1000, &a),
+			 -EINVAL);
+	assert_int_equal(a.from_mixd, 0);
+	assert_int_equal(a.code, 0);
+	r = mixd_check_begin(k);
+	assert_int_equal(mixd_record_commit(r), -EINVAL);
+	mixd_checker_close(k);
+
+	/* fail closed: UNAVAILABLE when nobody listens */
+	struct mixd_checker_options o = {.fail_policy = MIXD_FAIL_CLOSE};
+	assert_int_equal(
+		mixd_checker_open("unix:///nonexistent/policy.sock", &o, &k), 0);
+	assert_int_equal(mixd_check(k, admin, 1, NULL, NULL, 0, 100, &a),
+			 -ENOENT);
+	assert_int_equal(a.code, 14);
+	assert_int_equal(a.from_mixd, 0);
+	mixd_checker_close(k);
+}
+
+static void test_new_engine_taken(void **state)
+{
+	(void)state;
+	mixd_checker *k;
+	assert_int_equal(mixd_checker_open(address, NULL, &k), 0);
+	struct mixd_value admin[] = {STR(MIXD_ATTR_REQUEST_PATH, "/admin")};
+	struct mixd_check_answer a;
+	pol_server_set_engine(srv, engine_of("kind: rule\n"
+					     "metadata: {name: r, namespace: "
+					     "istio-system}\n"
+					     "spec: {}\n"));
+	for (int i = 0; i < 1000; i++) {
+		assert_int_equal(
+			mixd_check(k, admin, 1, NULL, NULL, 0, 1000, &a), 0);
+		if (a.code == 0)
+			break;
+		usleep(1000);
+	}
+	assert_int_equal(a.code, 0); /* no denier any more */
+	mixd_checker_close(k);
+}
+
+#define THREADS 4
+#define EACH 50
+
+static void *ask(void *arg)
+{
+	long *granted = arg;
+	mixd_checker *k;
+	if (mixd_checker_open(address, NULL, &k))
+		return NULL;
+	struct mixd_check_quota q = {"rq", 1, 0};
+	struct mixd_check_answer a;
+	char id[32];
+	for (int i = 0; i < EACH; i++) {
+		snprintf(id, sizeof(id), "%p-%d", (void *)granted, i);
+		if (mixd_check(k, NULL, 0, id, &q, 1, 5000, &a) == 0 &&
+		    a.n_quotas == 1)
+			*granted += a.quotas[0].granted;
+	}
+	mixd_checker_close(k);
+	return NULL;
+}
+
+static void test_threads_share_the_quota_exactly(void **state)
+{
+	(void)state;
+	/* a fresh engine: 100 in the window, 200 asked */
+	install(engine_of(yaml));
+	pthread_t t[THREADS];
+	long granted[THREADS] = {0};
+	for (int i = 0; i < THREADS; i++)
+		pthread_create(&t[i], NULL, ask, &granted[i]);
+	long sum = 0;
+	for (int i = 0; i < THREADS; i++) {
+		pthread_join(t[i], NULL);
+		sum += granted[i];
+	}
+	assert_int_equal(sum, 100);
+	struct pol_server_stats st;
+	pol_server_stats(srv, &st);
+	assert_true(st.checks[POL_OK] >= THREADS * EACH);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_values_and_builder),
+		cmocka_unit_test(test_new_engine_taken),
+		cmocka_unit_test(test_threads_share_the_quota_exactly),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
