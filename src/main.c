@@ -27,11 +27,22 @@
 #include "expose/expose.h"
 #include "ingest/ingest.h"
 #include "marathon/marathon.h"
+#include "policy/pol_server.h"
+#include "policy/policy.h"
 
 /* ---- settings: one table, from which parsing and --help come ---------- */
 
+/* What this process serves: Mixer's istio-telemetry, istio-policy, or
+ * both (bits). */
+enum role {
+	ROLE_TELEMETRY = 1,
+	ROLE_POLICY = 2,
+};
+
 struct settings {
 	char address[PATH_MAX + 8];
+	char policy_address[PATH_MAX + 8];
+	unsigned role; /* enum role bits */
 	const char *monitoring_address;
 	const char *prometheus_address;
 	const char *config;        /* file, directory or fs:// URL */
@@ -59,6 +70,8 @@ enum opt_id {
 	OPT_SERIES_LIMIT,
 	OPT_IDLE_SLEEP,
 	OPT_NO_MEMO,
+	OPT_ROLE,
+	OPT_POLICY_ADDRESS,
 	OPT_HELP,
 	OPT_VERSION,
 	OPT_IGNORED, /* Mixer flags mixd accepts and does not use */
@@ -77,6 +90,14 @@ static const struct setting settings_table[] = {
 	{"address", NULL, OPT_ADDRESS, "unix:///PATH",
 	 "$XDG_RUNTIME_DIR/mixd.sock, else /tmp/mixd.sock",
 	 "Unix socket producers connect to (Mixer's --address)."},
+	{"role", NULL, OPT_ROLE, "telemetry|policy|both", "telemetry",
+	 "What to serve: records and /metrics (Mixer's istio-telemetry), "
+	 "checks and quotas on --policy-address (istio-policy), or both in "
+	 "one process."},
+	{"policy-address", NULL, OPT_POLICY_ADDRESS, "unix:///PATH",
+	 "$XDG_RUNTIME_DIR/mixd-policy.sock, else /tmp/mixd-policy.sock",
+	 "Unix socket policy clients (mixd_checker) connect to, with "
+	 "--role policy or both."},
 	{"config", NULL, OPT_CONFIG, "PATH", "none: ingest only",
 	 "Mixer configuration: a YAML file, or a directory walked recursively "
 	 "for .yaml/.yml files. Reloaded on SIGHUP and when the files change."},
@@ -380,6 +401,9 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 	const char *xdg = getenv("XDG_RUNTIME_DIR");
 	snprintf(st->address, sizeof st->address, "unix://%s/mixd.sock",
 		 xdg && *xdg ? xdg : "/tmp");
+	snprintf(st->policy_address, sizeof st->policy_address,
+		 "unix://%s/mixd-policy.sock", xdg && *xdg ? xdg : "/tmp");
+	st->role = ROLE_TELEMETRY;
 	st->monitoring_address = ":9093";
 	st->prometheus_address = ":42422";
 	st->default_ns = CFG_DEFAULT_NAMESPACE;
@@ -463,6 +487,32 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 		case OPT_NO_MEMO:
 			st->no_memo = true;
 			break;
+		case OPT_ROLE:
+			if (!strcmp(optarg, "telemetry"))
+				st->role = ROLE_TELEMETRY;
+			else if (!strcmp(optarg, "policy"))
+				st->role = ROLE_POLICY;
+			else if (!strcmp(optarg, "both"))
+				st->role = ROLE_TELEMETRY | ROLE_POLICY;
+			else {
+				fprintf(stderr,
+					"mixd: --role: \"%s\": want telemetry, "
+					"policy or both\n",
+					optarg);
+				return -1;
+			}
+			break;
+		case OPT_POLICY_ADDRESS:
+			if (!ingest_address_path(optarg)) {
+				fprintf(stderr,
+					"mixd: --policy-address: bad address "
+					"\"%s\": want unix:///PATH\n",
+					optarg);
+				return -1;
+			}
+			snprintf(st->policy_address, sizeof st->policy_address,
+				 "%s", optarg);
+			break;
 		case 'h':
 		case OPT_HELP:
 			usage(stdout);
@@ -528,6 +578,8 @@ struct mixd {
 	struct attr_vocab *vocab;
 	struct agg *agg;
 	struct ingest_server *server;
+	struct pol_server *policy;
+	struct pol_engine *engine; /* built at start, before the server */
 	struct expose_http *monitoring;
 	struct expose_http *prometheus;
 	struct mar_resolver *resolver; /* atomic: set once, by main */
@@ -881,6 +933,36 @@ static void render_marathon(struct mixd *m, struct expose_buf *b)
 	sample1(b, "mixd_marathon_synced", NULL, NULL, st.synced ? 1 : 0);
 }
 
+/* The policy socket's work, with --role policy or both. */
+static void render_policy(struct mixd *m, struct expose_buf *b)
+{
+	if (!m->policy)
+		return;
+	struct pol_server_stats s;
+	pol_server_stats(m->policy, &s);
+	family(b, "mixd_policy_checks_total", "counter",
+	       "Checks answered, by google.rpc code.");
+	for (int c = 0; c <= POL_UNAUTHENTICATED; c++)
+		if (s.checks[c] || c == POL_OK)
+			sample1(b, "mixd_policy_checks_total", "code",
+				pol_code_name(c), (double)s.checks[c]);
+	family(b, "mixd_policy_malformed_total", "counter",
+	       "Check requests answered INVALID_ARGUMENT: malformed request "
+	       "or attributes.");
+	sample1(b, "mixd_policy_malformed_total", NULL, NULL,
+		(double)s.malformed);
+	family(b, "mixd_policy_clients", "gauge",
+	       "Policy clients connected now.");
+	sample1(b, "mixd_policy_clients", NULL, NULL, (double)s.clients);
+	family(b, "mixd_policy_connections_closed_total", "counter",
+	       "Policy connections mixd closed: a stream it could not read "
+	       "(bad), or one over the connection limit (refused).");
+	sample1(b, "mixd_policy_connections_closed_total", "reason", "bad",
+		(double)s.closed_bad);
+	sample1(b, "mixd_policy_connections_closed_total", "reason",
+		"refused", (double)s.refused);
+}
+
 static int render_self(void *ctx, struct expose_buf *b, int *status,
 		       const char **ctype)
 {
@@ -889,6 +971,7 @@ static int render_self(void *ctx, struct expose_buf *b, int *status,
 	render_ingest(m, b);
 	render_config(m, b);
 	render_marathon(m, b);
+	render_policy(m, b);
 	if (agg_view_counts(m->agg, &v) == 0) {
 		render_series(v, b, m);
 		agg_view_destroy(v);
@@ -1145,16 +1228,18 @@ static int start_http(struct mixd *m)
 	if (expose_http_start(m->st.monitoring_address, mon,
 			      sizeof mon / sizeof mon[0], &mo, &m->monitoring))
 		return -1;
-	if (expose_http_start(m->st.prometheus_address, prom, 1, &po,
+	if ((m->st.role & ROLE_TELEMETRY) &&
+	    expose_http_start(m->st.prometheus_address, prom, 1, &po,
 			      &m->prometheus))
 		return -1;
 	char host[260];
 	fprintf(stderr, "mixd: monitoring on http://%s:%u\n",
 		url_host(m->st.monitoring_address, host, sizeof host),
 		expose_http_port(m->monitoring));
-	fprintf(stderr, "mixd: prometheus on http://%s:%u\n",
-		url_host(m->st.prometheus_address, host, sizeof host),
-		expose_http_port(m->prometheus));
+	if (m->prometheus)
+		fprintf(stderr, "mixd: prometheus on http://%s:%u\n",
+			url_host(m->st.prometheus_address, host, sizeof host),
+			expose_http_port(m->prometheus));
 	return 0;
 }
 
@@ -1509,6 +1594,14 @@ static void check_mesosenv(struct cfg *c, void *arg)
 	}
 }
 
+/* What only other modules can check of a config: the mesosenv handler's
+ * Marathon settings and the policy handlers' entries. */
+static void check_handlers(struct cfg *c, void *arg)
+{
+	check_mesosenv(c, arg);
+	pol_validate(c);
+}
+
 /* Load the config and install it; on error keep the one in force.
  * *@changed: it changed while it was being read (see rewatch()). */
 static int load_config(struct mixd *m, bool initial, bool *changed)
@@ -1524,7 +1617,7 @@ static int load_config(struct mixd *m, bool initial, bool *changed)
 		goto fail;
 	}
 	*changed = rewatch(m, c, &since);
-	check_mesosenv(c, (void *)m->st.marathon_address);
+	check_handlers(c, (void *)m->st.marathon_address);
 	if (!cfg_ok(c)) {
 		fprintf(stderr, "mixd: config %s has errors; %s\n", m->st.config,
 			initial ? "not starting"
@@ -1535,6 +1628,22 @@ static int load_config(struct mixd *m, bool initial, bool *changed)
 	}
 	for (size_t i = 0; i < cfg_warning_count(c); i++)
 		fprintf(stderr, "mixd: config: warning: %s\n", cfg_warning(c, i));
+	/* The policy first: the engine holds the config, which the telemetry
+	 * side takes for its own (and frees on a failure). */
+	struct pol_engine *engine = NULL;
+	if ((m->st.role & ROLE_POLICY) && pol_engine_create(c, NULL, &engine)) {
+		fprintf(stderr, "mixd: config %s not installed: out of memory "
+				"for its policy; %s\n",
+			m->st.config,
+			initial ? "not starting"
+				: "keeping the configuration in force");
+		cfg_destroy(c);
+		goto fail;
+	}
+	if (!(m->st.role & ROLE_TELEMETRY)) {
+		cfg_destroy(c); /* the engine holds it */
+		goto installed;
+	}
 	int err = agg_set_config(m->agg, c);
 	if (err) {
 		fprintf(stderr, "mixd: config %s not installed: %s; %s\n",
@@ -1544,15 +1653,25 @@ static int load_config(struct mixd *m, bool initial, bool *changed)
 				    : "out of memory",
 			initial ? "not starting"
 				: "keeping the configuration in force");
+		pol_engine_destroy(engine);
 		goto fail;
 	}
 	start_resolver(m, c, initial);
+installed:
+	if (engine && m->policy)
+		pol_server_set_engine(m->policy, engine);
+	else if (engine)
+		m->engine = engine; /* the server starts with it */
 	double now = wall_seconds();
 	uint64_t bits;
 	memcpy(&bits, &now, 8);
 	__atomic_store_n((uint64_t *)&m->last_reload_ok, bits, __ATOMIC_RELAXED);
-	fprintf(stderr, "mixd: config generation %llu from %s\n",
-		(unsigned long long)agg_generation(m->agg), m->st.config);
+	if (m->st.role & ROLE_TELEMETRY)
+		fprintf(stderr, "mixd: config generation %llu from %s\n",
+			(unsigned long long)agg_generation(m->agg),
+			m->st.config);
+	else
+		fprintf(stderr, "mixd: policy from %s\n", m->st.config);
 	return 0;
 fail:
 	if (!initial)
@@ -1564,6 +1683,8 @@ static void shutdown_all(struct mixd *m)
 {
 	expose_http_stop(m->prometheus);
 	expose_http_stop(m->monitoring);
+	pol_server_stop(m->policy);
+	pol_engine_destroy(m->engine);
 	ingest_server_destroy(m->server);
 	agg_destroy(m->agg); /* shards gone: no reader is left */
 	mar_resolver_stop(m->resolver);
@@ -1632,7 +1753,7 @@ int main(int argc, char **argv)
 		return 2;
 	if (m.st.check_config)
 		return cfg_check(m.st.check_config, m.st.default_ns, stdout,
-				 check_mesosenv, (void *)m.st.marathon_address);
+				 check_handlers, (void *)m.st.marathon_address);
 
 	/* Signals go to the control loop alone: every thread started below
 	 * inherits the mask. */
@@ -1682,23 +1803,39 @@ int main(int argc, char **argv)
 	struct ingest_sink sink = agg_sink(m.agg);
 	char err[256];
 	fit_fd_limit(&m.st);
-	if ((rc = ingest_server_start(m.st.address, &sink, m.st.max_producers,
+	if ((m.st.role & ROLE_TELEMETRY) &&
+	    (rc = ingest_server_start(m.st.address, &sink, m.st.max_producers,
 				      &m.server, err, sizeof err))) {
 		fprintf(stderr, "mixd: %s\n", err);
 		goto out;
 	}
+	if (m.st.role & ROLE_POLICY) {
+		/* without a config, every check is OK (no policy rules) */
+		rc = pol_server_start(m.st.policy_address, m.engine, 0,
+				      &m.policy, err, sizeof err);
+		m.engine = NULL; /* the server's, whatever happened */
+		if (rc) {
+			fprintf(stderr, "mixd: %s\n", err);
+			goto out;
+		}
+		fprintf(stderr, "mixd: policy checks on %s\n",
+			m.st.policy_address);
+	}
 	__atomic_store_n(&m.serving, 1, __ATOMIC_RELEASE);
 	if ((rc = start_http(&m)))
 		goto out;
-	fprintf(stderr, "mixd: %s: producers on %s, %u shard%s\n",
-		MIXD_VERSION, m.st.address, m.st.shards,
-		m.st.shards == 1 ? "" : "s");
+	if (m.st.role & ROLE_TELEMETRY)
+		fprintf(stderr, "mixd: %s: producers on %s, %u shard%s\n",
+			MIXD_VERSION, m.st.address, m.st.shards,
+			m.st.shards == 1 ? "" : "s");
 
 	control_loop(&m, sfd, changed);
 
-	fprintf(stderr, "mixd: stopping: draining producer rings\n");
+	fprintf(stderr, "mixd: stopping%s\n",
+		m.server ? ": draining producer rings" : "");
 	__atomic_store_n(&m.serving, 0, __ATOMIC_RELEASE);
-	ingest_server_stop_accepting(m.server);
+	if (m.server)
+		ingest_server_stop_accepting(m.server);
 	agg_drain_and_stop(m.agg);
 	rc = 0;
 out:

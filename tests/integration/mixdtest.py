@@ -253,6 +253,8 @@ class Mixd:
         self.stderr_path = None
         self.monitoring_port = None
         self.prometheus_port = None
+        # --role policy serves no Prometheus port: do not wait for one
+        self.wants_prometheus = True
         if start:
             self.start()
 
@@ -281,7 +283,8 @@ class Mixd:
         deadline = time.monotonic() + _t(10)
         while time.monotonic() < deadline:
             self._read_ports()
-            if self.monitoring_port and self.prometheus_port:
+            if self.monitoring_port and (self.prometheus_port or
+                                         not self.wants_prometheus):
                 return self
             if self.proc.poll() is not None:
                 raise MixdError(f"mixd exited with status {self.proc.returncode} "

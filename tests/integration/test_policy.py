@@ -1,0 +1,222 @@
+"""The policy socket end to end: mixd --role both (and policy) loads Istio's
+sample policies unchanged and answers checks sent by the real client
+library, through mixd-report --check; quotas, the fail-open and
+fail-closed policies when mixd is not there, malformed requests, reload,
+and the self-metrics.
+
+MIXD_TEST_THREADED (the policy thread, reloads and scrapes: under TSan too)
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import tempfile
+import time
+
+import mixdtest as mt
+from mixdtest import check
+
+FIXTURES = os.environ.get("MIXD_FIXTURES",
+                          os.path.join(os.path.dirname(__file__), "..", "fixtures"))
+SAMPLES = ["mixer-rule-deny-label.yaml", "mixer-rule-deny-ip.yaml",
+           "mixer-rule-productpage-ratelimit.yaml"]
+
+
+class PolicyMixd(mt.Mixd):
+    """mixd with a policy socket beside its producer socket, on a config of
+    Istio's samples copied into a directory of its own."""
+
+    def __init__(self, build, role="both", samples=SAMPLES, extra=()):
+        self.config_dir = tempfile.mkdtemp(prefix="mixd-policy.")
+        for s in samples:
+            shutil.copy(os.path.join(FIXTURES, "policy", s), self.config_dir)
+        self.role = role
+        super().__init__(build, start=False)
+        self.wants_prometheus = role != "policy"
+        self.policy_sock = os.path.join(self.tmp, "policy.sock")
+        self.policy_address = "unix://" + self.policy_sock
+        self.extra_args = ["--role", role, "--policy-address", self.policy_address,
+                           "--config", self.config_dir] + list(extra)
+        self.start()
+
+    def close(self, ok=True):
+        super().close(ok)
+        shutil.rmtree(self.config_dir, ignore_errors=True)
+
+
+def checks(build, address, lines, extra=()):
+    """mixd-report --check: (rc, answers as dicts, stderr)."""
+    rc, out, err = mt.report(build, address, lines, extra=["--check"] + list(extra))
+    answers = [json.loads(l) for l in out.splitlines() if l.strip()]
+    return rc, answers, err
+
+
+def test_samples_through_the_client(build):
+    with PolicyMixd(build) as m:
+        lines = [
+            # 1: reviews v3 -> ratings: the denier of the deny-label sample
+            {"destination.labels": {"app": "ratings"},
+             "source.labels": {"app": "reviews", "version": "v3"}},
+            # 2: reviews v2: no rule matches, no opinion
+            {"destination.labels": {"app": "ratings"},
+             "source.labels": {"app": "reviews", "version": "v2"}},
+            # 3, 4: through the ingress gateway, from inside and outside
+            # 10.57.0.0/16 (the deny-ip sample's whitelist)
+            {"source.labels": {"istio": "ingressgateway"}, "source.ip": "10.57.3.4"},
+            {"source.labels": {"istio": "ingressgateway"}, "source.ip": "192.0.2.7"},
+        ]
+        rc, a, err = checks(build, m.policy_address, lines)
+        check(rc == 0, f"mixd-report --check exited {rc}: {err}")
+        check(len(a) == 4, f"{len(a)} answers to 4 checks: {a}")
+        check([x["line"] for x in a] == [1, 2, 3, 4], f"answers out of order: {a}")
+        check(all(x["answered"] for x in a), f"unanswered: {a}")
+        check(a[0]["status"] == "PERMISSION_DENIED" and
+              a[0]["message"] == "denyreviewsv3handler.handler.istio-system:Not allowed",
+              f"deny by label: {a[0]}")
+        check(a[0]["valid_duration_ns"] == 5e9 and a[0]["valid_use_count"] == 1000,
+              f"the denier's validity: {a[0]}")
+        check(a[1]["status"] == "OK" and a[1]["valid_duration_ns"] == 60e9 and
+              a[1]["valid_use_count"] == 10000, f"no opinion: {a[1]}")
+        check(a[2]["status"] == "OK" and a[2]["valid_duration_ns"] == 300e9,
+              f"whitelisted address: {a[2]}")
+        check(a[3]["status"] == "PERMISSION_DENIED" and
+              a[3]["message"] == "whitelistip.handler.istio-system:192.0.2.7 is not "
+              "whitelisted", f"address not whitelisted: {a[3]}")
+        check("checked 4 records: 4 answered, 0 unanswered, rejected 0 lines" in err, err)
+
+        # the productpage rate limit: 2 per 5 s, whoever asks
+        pp = {"destination.service.name": "productpage"}
+        rc, a, err = checks(build, m.policy_address, [pp] * 3,
+                            extra=["--quota", "requestcountquota:1"])
+        check(rc == 0, err)
+        granted = [x["quotas"]["requestcountquota"]["granted"] for x in a]
+        check(granted == [1, 1, 0], f"productpage grants {granted}, want [1, 1, 0]")
+        check(a[0]["quotas"]["requestcountquota"]["valid_duration_ns"] == 5e9, f"{a[0]}")
+        # a denied check asks no quota
+        rc, a, err = checks(build, m.policy_address, [lines[0]],
+                            extra=["--quota", "requestcountquota"])
+        check(a[0]["status"] == "PERMISSION_DENIED" and "quotas" not in a[0], f"{a[0]}")
+
+        metrics = m.metrics()
+        check(mt.value(metrics, "mixd_policy_checks_total", code="OK") == 5 and
+              mt.value(metrics, "mixd_policy_checks_total",
+                       code="PERMISSION_DENIED") == 3,
+              f"{ {k: v for k, v in metrics.items() if 'policy' in k[0]} }")
+        # telemetry is served as well in --role both
+        check(m.prometheus_port and m.prometheus_port > 0, "no Prometheus port")
+
+
+def test_role_policy_alone(build):
+    with PolicyMixd(build, role="policy") as m:
+        check(not os.path.exists(m.sock), "--role policy listens for producers")
+        check("prometheus on" not in m.stderr(), "--role policy serves /metrics for Prometheus")
+        rc, a, err = checks(build, m.policy_address,
+                            [{"source.labels": {"istio": "ingressgateway"},
+                              "source.ip": "10.58.0.1"}])
+        check(rc == 0 and a[0]["status"] == "PERMISSION_DENIED", f"{rc} {a} {err}")
+
+
+def test_fail_open_and_closed(build):
+    tmp = tempfile.mkdtemp(prefix="mixd-nopolicy.")
+    try:
+        addr = "unix://" + os.path.join(tmp, "none.sock")
+        rc, a, err = checks(build, addr, [{"request.path": "/"}],
+                            extra=["--check-timeout", "200"])
+        check(rc == 2, f"no mixd, exit {rc}: {err}")
+        check(not a[0]["answered"] and a[0]["status"] == "OK" and
+              "mixd did not answer" in a[0]["message"], f"fail open: {a}")
+        check("0 answered, 1 unanswered" in err, err)
+        rc, a, err = checks(build, addr, [{"request.path": "/"}],
+                            extra=["--check-timeout", "200", "--fail-closed"])
+        check(rc == 2 and not a[0]["answered"] and a[0]["status"] == "UNAVAILABLE",
+              f"fail closed: {a}")
+        # a mixd that accepts and never answers: the deadline decides
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        path = os.path.join(tmp, "mute.sock")
+        srv.bind(path)
+        srv.listen(4)
+        start = time.monotonic()
+        rc, a, err = checks(build, "unix://" + path, [{"request.path": "/"}],
+                            extra=["--check-timeout", "300"])
+        took = time.monotonic() - start
+        srv.close()
+        check(rc == 2 and not a[0]["answered"] and "timed out" in a[0]["message"],
+              f"a mute mixd: {a}")
+        check(0.3 <= took < mt._t(5), f"the 300 ms deadline took {took:.2f} s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_malformed_requests(build):
+    with PolicyMixd(build) as m:
+        hello = b"MIXDHELO" + struct.pack("<II", 1, 3)
+
+        def frame(payload):
+            pad = (-len(payload)) % 8
+            return struct.pack("<II", len(payload), 0x314B584D) + payload + b"\0" * pad
+
+        def answer(s):
+            hdr = s.recv(8, socket.MSG_WAITALL)
+            ln, mark = struct.unpack("<II", hdr)
+            check(mark == 0x3141584D, f"answer mark {mark:#x}")
+            body = s.recv(ln + (-ln) % 8, socket.MSG_WAITALL)
+            rid, code = struct.unpack_from("<Qi", body)
+            mlen = struct.unpack_from("<H", body, 24)[0]
+            return rid, code, body[26:26 + mlen].decode()
+
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(m.policy_sock)
+        s.settimeout(mt._t(5))
+        s.sendall(hello)
+        # lengths that do not add up: INVALID_ARGUMENT, the stream goes on
+        s.sendall(frame(struct.pack("<QH", 7, 300) + b"x"))
+        rid, code, msg = answer(s)
+        check(rid == 7 and code == 3 and msg == "malformed check request", (rid, code, msg))
+        # attributes that do not decode (an unknown dictionary id)
+        rec = struct.pack("<HB", 0x7FFF, 1) + struct.pack("<I", 1) + b"a"
+        s.sendall(frame(struct.pack("<QHHI", 8, 0, 0, len(rec)) + rec))
+        rid, code, msg = answer(s)
+        check(rid == 8 and code == 3 and msg.startswith("malformed attributes"),
+              (rid, code, msg))
+        # a good one, pipelined behind two more
+        good = frame(struct.pack("<QHHI", 9, 0, 0, 0))
+        s.sendall(good + frame(struct.pack("<QHHI", 10, 0, 0, 0)))
+        check(answer(s)[:2] == (9, 0) and answer(s)[:2] == (10, 0), "pipelined answers")
+        # a frame that cannot be delimited: the connection is closed
+        s.sendall(struct.pack("<II", 8, 0xDEADBEEF) + b"\0" * 8)
+        check(s.recv(1) == b"", "a bad mark did not close the connection")
+        s.close()
+        m.wait_for(lambda: mt.value(m.metrics(), "mixd_policy_connections_closed_total",
+                                    reason="bad") == 1, what="closed_total{bad} == 1")
+        check(mt.value(m.metrics(), "mixd_policy_malformed_total") == 2, "malformed count")
+        # mixd serves on
+        rc, a, err = checks(build, m.policy_address, [{"request.path": "/"}])
+        check(rc == 0 and a[0]["status"] == "OK", f"{a} {err}")
+
+
+def test_reload_changes_the_policy(build):
+    with PolicyMixd(build, samples=["mixer-rule-deny-label.yaml"]) as m:
+        denied = {"destination.labels": {"app": "ratings"},
+                  "source.labels": {"app": "reviews", "version": "v3"}}
+        rc, a, err = checks(build, m.policy_address, [denied])
+        check(a[0]["status"] == "PERMISSION_DENIED", f"{a}")
+        os.remove(os.path.join(m.config_dir, "mixer-rule-deny-label.yaml"))
+        shutil.copy(os.path.join(FIXTURES, "policy", "mixer-rule-deny-ip.yaml"),
+                    m.config_dir)
+        m.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + mt._t(10)
+        while time.monotonic() < deadline:
+            rc, a, err = checks(build, m.policy_address, [denied])
+            if a and a[0]["status"] == "OK":
+                break
+            time.sleep(0.05)
+        check(a[0]["status"] == "OK", f"the denier outlived its config: {a}")
+
+
+if __name__ == "__main__":
+    mt.main([test_samples_through_the_client, test_role_policy_alone,
+             test_fail_open_and_closed, test_malformed_requests,
+             test_reload_changes_the_policy])
