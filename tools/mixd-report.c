@@ -610,19 +610,6 @@ static int commit_line(struct line_ctx *x, mixd_record *r)
 	return -1;
 }
 
-/* google.rpc.Code names, for the answers --check prints. */
-static const char *code_name(int code)
-{
-	static const char *const code_names[] = {
-		"OK",		    "CANCELLED",	  "UNKNOWN",
-		"INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-		"ALREADY_EXISTS",   "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-		"FAILED_PRECONDITION", "ABORTED",	 "OUT_OF_RANGE",
-		"UNIMPLEMENTED",    "INTERNAL",		  "UNAVAILABLE",
-		"DATA_LOSS",	    "UNAUTHENTICATED"};
-	return code >= 0 && code <= 16 ? code_names[code] : "UNKNOWN";
-}
-
 /*
  * Send @r as a check and print the answer as one JSON line; 1 if mixd
  * answered, 0 if not (the fail policy's answer is printed, marked), -1
@@ -648,7 +635,7 @@ static int check_line(struct line_ctx *x, mixd_record *r)
 	cJSON_AddNumberToObject(j, "line", (double)x->lineno);
 	cJSON_AddBoolToObject(j, "answered", a.from_mixd);
 	cJSON_AddNumberToObject(j, "code", a.code);
-	cJSON_AddStringToObject(j, "status", code_name(a.code));
+	cJSON_AddStringToObject(j, "status", mixd_code_name(a.code));
 	cJSON_AddStringToObject(j, "message", a.message);
 	cJSON_AddNumberToObject(j, "valid_duration_ns",
 				(double)a.valid_duration_ns);

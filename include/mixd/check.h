@@ -2,7 +2,7 @@
  * mixd/check.h -- the check protocol: what a policy client (libmixd's
  * mixd_checker) and mixd's policy socket say to each other. Version 1.
  *
- * Only libmixd, mixd's policy server and tests include this header.
+ * Only libmixd, mixd's policy module and tests include this header.
  * Change nothing here without bumping MIXD_CHECK_VERSION.
  *
  * A stream connection on the policy socket starts with a struct
@@ -73,5 +73,19 @@
 #define MIXD_CHECK_FRAME_MAX                                                 \
 	(MIXD_RECORD_MAX + 8u + 2u + MIXD_CHECK_NAME_MAX + 2u +              \
 	 MIXD_CHECK_QUOTAS_MAX * (2u + MIXD_CHECK_NAME_MAX + 9u) + 4u)
+
+/** google.rpc.Code's name for @code ("PERMISSION_DENIED"), or
+ *  "UNKNOWN". */
+static inline const char *mixd_check_code_name(int code)
+{
+	static const char *const names[] = {
+		"OK",		    "CANCELLED",	  "UNKNOWN",
+		"INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+		"ALREADY_EXISTS",   "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+		"FAILED_PRECONDITION", "ABORTED",	 "OUT_OF_RANGE",
+		"UNIMPLEMENTED",    "INTERNAL",		  "UNAVAILABLE",
+		"DATA_LOSS",	    "UNAUTHENTICATED"};
+	return code >= 0 && code <= 16 ? names[code] : "UNKNOWN";
+}
 
 #endif /* MIXD_CHECK_H */

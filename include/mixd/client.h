@@ -462,6 +462,10 @@ int mixd_check_record(mixd_checker *k, mixd_record *r, const char *dedup_id,
 /** Close the connection and free @k; NULL is fine. */
 void mixd_checker_close(mixd_checker *k);
 
+/** The google.rpc name of a check's code ("PERMISSION_DENIED"); "UNKNOWN"
+ *  for a code it does not have. */
+const char *mixd_code_name(int code);
+
 /** Library version, "MAJOR.MINOR.PATCH". */
 const char *mixd_version(void);
 

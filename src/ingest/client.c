@@ -2317,3 +2317,8 @@ API int mixd_check_record(mixd_checker *k, mixd_record *r,
 		fail_answer(k, rc, out);
 	return rc;
 }
+
+API const char *mixd_code_name(int code)
+{
+	return mixd_check_code_name(code);
+}

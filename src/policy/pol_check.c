@@ -17,6 +17,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <mixd/check.h>
+
 #include "expr/expr.h"
 #include "policy/pol_list.h"
 #include "policy/pol_quota.h"
@@ -64,15 +66,7 @@ struct pol_thread {
 
 const char *pol_code_name(int code)
 {
-	static const char *const names[] = {
-		"OK",		    "CANCELLED",	  "UNKNOWN",
-		"INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-		"ALREADY_EXISTS",   "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-		"FAILED_PRECONDITION", "ABORTED",	 "OUT_OF_RANGE",
-		"UNIMPLEMENTED",    "INTERNAL",		  "UNAVAILABLE",
-		"DATA_LOSS",	    "UNAUTHENTICATED"};
-	return code >= 0 && code <= POL_UNAUTHENTICATED ? names[code]
-							: "UNKNOWN";
+	return mixd_check_code_name(code);
 }
 
 /* ---- building ------------------------------------------------------------ */

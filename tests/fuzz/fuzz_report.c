@@ -164,6 +164,11 @@ void mixd_checker_close(mixd_checker *k)
 	abort();
 }
 
+const char *mixd_code_name(int code)
+{
+	abort();
+}
+
 mixd_record *mixd_check_begin(mixd_checker *k)
 {
 	abort();
