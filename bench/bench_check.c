@@ -1,0 +1,241 @@
+/*
+ * bench_check -- checks through the real pieces: libmixd's checker in
+ * client threads, mixd's policy server thread (decode, Istio's sample
+ * policies, answer) in the same process, over the unix socket.
+ *
+ * Each client sends one check at a time and waits for its answer
+ * (mixd_check(), the blocking call): a request is a proxy's attributes
+ * for the sample rules (labels, addresses, path, service) and one quota.
+ * Reported per run: checks a second (all clients together) and the
+ * latency of a check, p50 and p99, measured around each call. There is no
+ * client cache yet: every check is a round trip to mixd.
+ *
+ * MIXD_BENCH_CASE=K runs one case alone: 1 one client, 2 two clients.
+ * MIXD_BENCH_CHECKS sets the checks per client per run (default 50,000).
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mixd/client.h>
+
+#include "bench_util.h"
+#include "config/config.h"
+#include "policy/pol_server.h"
+#include "policy/policy.h"
+
+/* Istio's samples (tests/fixtures/policy), inline: a denier by label, an
+ * IP whitelist at the ingress, productpage's rate limit. */
+static const char policy_yaml[] =
+	"kind: handler\n"
+	"metadata: {name: denyreviewsv3handler, namespace: istio-system}\n"
+	"spec: {compiledAdapter: denier, params: {status: {code: 7, message: "
+	"Not allowed}}}\n"
+	"---\n"
+	"kind: instance\n"
+	"metadata: {name: denyreviewsv3request, namespace: istio-system}\n"
+	"spec: {compiledTemplate: checknothing}\n"
+	"---\n"
+	"kind: rule\n"
+	"metadata: {name: denyreviewsv3, namespace: istio-system}\n"
+	"spec:\n"
+	"  match: destination.labels[\"app\"] == \"ratings\" && "
+	"source.labels[\"app\"]==\"reviews\" && source.labels[\"version\"] == "
+	"\"v3\"\n"
+	"  actions: [{handler: denyreviewsv3handler, instances: "
+	"[denyreviewsv3request]}]\n"
+	"---\n"
+	"kind: handler\n"
+	"metadata: {name: whitelistip, namespace: istio-system}\n"
+	"spec: {compiledAdapter: listchecker, params: {overrides: "
+	"[\"10.57.0.0/16\"], blacklist: false, entryType: IP_ADDRESSES}}\n"
+	"---\n"
+	"kind: instance\n"
+	"metadata: {name: sourceip, namespace: istio-system}\n"
+	"spec: {compiledTemplate: listentry, params: {value: source.ip | "
+	"ip(\"0.0.0.0\")}}\n"
+	"---\n"
+	"kind: rule\n"
+	"metadata: {name: checkip, namespace: istio-system}\n"
+	"spec:\n"
+	"  match: source.labels[\"istio\"] == \"ingressgateway\"\n"
+	"  actions: [{handler: whitelistip, instances: [sourceip]}]\n"
+	"---\n"
+	"kind: handler\n"
+	"metadata: {name: quotahandler, namespace: istio-system}\n"
+	"spec:\n"
+	"  compiledAdapter: memquota\n"
+	"  params:\n"
+	"    quotas:\n"
+	"    - name: requestcountquota.instance.istio-system\n"
+	"      maxAmount: 1000000000\n"
+	"      validDuration: 1s\n"
+	"      overrides: [{dimensions: {destination: reviews}, maxAmount: 1, "
+	"validDuration: 5s}]\n"
+	"---\n"
+	"kind: instance\n"
+	"metadata: {name: requestcountquota, namespace: istio-system}\n"
+	"spec:\n"
+	"  compiledTemplate: quota\n"
+	"  params:\n"
+	"    dimensions:\n"
+	"      source: request.headers[\"x-forwarded-for\"] | \"unknown\"\n"
+	"      destination: destination.labels[\"app\"] | "
+	"destination.service.name | \"unknown\"\n"
+	"      destinationVersion: destination.labels[\"version\"] | "
+	"\"unknown\"\n"
+	"---\n"
+	"kind: rule\n"
+	"metadata: {name: quota, namespace: istio-system}\n"
+	"spec: {actions: [{handler: quotahandler, instances: "
+	"[requestcountquota]}]}\n";
+
+static char address[160];
+static long checks_per_client;
+
+struct client_run {
+	double *lat_ns; /* each check's latency */
+	long n;
+	int failed;
+};
+
+static void *client(void *arg)
+{
+	struct client_run *cr = arg;
+	mixd_checker *k;
+	if (mixd_checker_open(address, NULL, &k)) {
+		cr->failed = 1;
+		return NULL;
+	}
+	static const struct mixd_kv src[] = {
+		{"app", 3, "productpage", 11},
+		{"version", 7, "v1", 2},
+		{"istio", 5, "ingressgateway", 14}};
+	static const struct mixd_kv dst[] = {{"app", 3, "details", 7},
+					     {"version", 7, "v1", 2}};
+	uint8_t ip[4] = {10, 57, 3, 4};
+#define STR(id, s)                                                           \
+	{.attr = (id), .type = MIXD_T_STRING, .len = sizeof(s) - 1, .p = (s)}
+	struct mixd_value v[] = {
+		{.attr = MIXD_ATTR_SOURCE_LABELS, .type = MIXD_T_STRING_MAP,
+		 .len = 3, .map = src},
+		{.attr = MIXD_ATTR_DESTINATION_LABELS,
+		 .type = MIXD_T_STRING_MAP, .len = 2, .map = dst},
+		{.attr = MIXD_ATTR_SOURCE_IP, .type = MIXD_T_IP, .len = 4,
+		 .p = ip},
+		STR(MIXD_ATTR_DESTINATION_SERVICE_NAME, "details"),
+		STR(MIXD_ATTR_REQUEST_PATH, "/details/0"),
+		STR(MIXD_ATTR_CONTEXT_PROTOCOL, "http"),
+	};
+#undef STR
+	struct mixd_check_quota q = {"requestcountquota", 1, 0};
+	struct mixd_check_answer a;
+	char id[40];
+	for (long i = 0; i < cr->n; i++) {
+		snprintf(id, sizeof(id), "%p-%ld", (void *)cr, i);
+		uint64_t t0 = bench_now_ns();
+		int rc = mixd_check(k, v, sizeof(v) / sizeof(v[0]), id, &q, 1,
+				    1000, &a);
+		cr->lat_ns[i] = (double)(bench_now_ns() - t0);
+		if (rc || a.code != 0 || a.quotas[0].granted != 1)
+			cr->failed = 1;
+	}
+	mixd_checker_close(k);
+	return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* One run of @nc clients: checks a second, and p50 / p99 in µs. */
+static void run(int nc, double *rate, double *p50, double *p99)
+{
+	pthread_t t[8];
+	struct client_run cr[8];
+	long total = (long)nc * checks_per_client;
+	double *lat = malloc((size_t)total * sizeof(*lat));
+	if (!lat)
+		abort();
+	uint64_t t0 = bench_now_ns();
+	for (int i = 0; i < nc; i++) {
+		cr[i] = (struct client_run){lat + i * checks_per_client,
+					    checks_per_client, 0};
+		pthread_create(&t[i], NULL, client, &cr[i]);
+	}
+	for (int i = 0; i < nc; i++) {
+		pthread_join(t[i], NULL);
+		if (cr[i].failed) {
+			fprintf(stderr, "bench_check: a check failed\n");
+			exit(1);
+		}
+	}
+	double secs = (double)(bench_now_ns() - t0) / 1e9;
+	qsort(lat, (size_t)total, sizeof(*lat), cmp_double);
+	*rate = (double)total / secs;
+	*p50 = lat[total / 2] / 1e3;
+	*p99 = lat[total * 99 / 100] / 1e3;
+	free(lat);
+}
+
+int main(void)
+{
+	int runs = bench_runs(5);
+	checks_per_client = bench_env("MIXD_BENCH_CHECKS", 50000);
+	const long only = bench_env("MIXD_BENCH_CASE", 0);
+	char workload[256];
+	snprintf(workload, sizeof(workload),
+		 "libmixd mixd_check() (blocking, one in flight a client) -> "
+		 "unix socket -> mixd policy thread; Istio's sample policies "
+		 "(denier, IP list, memquota), 6 attributes + 1 quota; %ld "
+		 "checks a client a run; no client cache",
+		 checks_per_client);
+	bench_header("bench_check", workload);
+
+	char dir[] = "/tmp/bench_check.XXXXXX";
+	if (!mkdtemp(dir))
+		abort();
+	snprintf(address, sizeof(address), "unix://%s/policy.sock", dir);
+	struct cfg *c = cfg_load_buffer("bench.yaml", policy_yaml,
+					sizeof(policy_yaml) - 1, NULL);
+	pol_validate(c);
+	if (!cfg_ok(c)) {
+		cfg_print_diagnostics(c, stderr);
+		return 1;
+	}
+	struct pol_engine *e;
+	struct pol_server *srv;
+	char err[256];
+	if (pol_engine_create(c, NULL, &e) ||
+	    pol_server_start(address, e, 0, &srv, err, sizeof(err))) {
+		fprintf(stderr, "bench_check: %s\n", err);
+		return 1;
+	}
+	cfg_destroy(c);
+
+	for (int nc = 1; nc <= 2; nc++) {
+		if (only && only != nc)
+			continue;
+		double rate[BENCH_RUNS_MAX], p50[BENCH_RUNS_MAX],
+			p99[BENCH_RUNS_MAX];
+		for (int i = 0; i < runs; i++)
+			run(nc, &rate[i], &p50[i], &p99[i]);
+		char label[96];
+		snprintf(label, sizeof(label), "%d client%s, checks/s", nc,
+			 nc == 1 ? "" : "s");
+		bench_report(label, rate, runs, "checks/s");
+		snprintf(label, sizeof(label), "%d client%s, latency p50", nc,
+			 nc == 1 ? "" : "s");
+		bench_report(label, p50, runs, "us");
+		snprintf(label, sizeof(label), "%d client%s, latency p99", nc,
+			 nc == 1 ? "" : "s");
+		bench_report(label, p99, runs, "us");
+	}
+	pol_server_stop(srv);
+	rmdir(dir);
+	return 0;
+}
