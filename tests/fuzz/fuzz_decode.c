@@ -153,6 +153,8 @@ static bool expand(const struct ingest_layout *lay, const uint8_t *p,
 			memcpy(&n, lens + 2 * (i - nfix), 2);
 			if ((size_t)(p + len - var) < n)
 				return false;
+			if (i < nfix + lay->nip && n > UINT8_MAX)
+				return false; /* no headered form: a u8 length */
 			if (i < nfix + lay->nip) {
 				out[o++] = (uint8_t)n; /* u8 length */
 			} else {
