@@ -2120,9 +2120,25 @@ static int send_all(int fd, const uint8_t *p, size_t len, uint64_t deadline)
 	return 0;
 }
 
+/* A spinning thread's hint to the CPU (and to the sibling hyperthread). */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield");
+#endif
+}
+
+/* How long a checker looks for its answer before it sleeps: an answer
+ * usually comes within this, and a sleeping thread is woken tens of
+ * microseconds late (more on a VM), which would be most of a check. */
+#define CHECK_SPIN_NS 50000u
+
 /* Receive exactly @len bytes into @p by @deadline. */
 static int recv_all(int fd, uint8_t *p, size_t len, uint64_t deadline)
 {
+	uint64_t spin_until = 0;
 	while (len) {
 		ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
 		if (n > 0) {
@@ -2131,6 +2147,13 @@ static int recv_all(int fd, uint8_t *p, size_t len, uint64_t deadline)
 		} else if (n == 0) {
 			return -ECONNRESET;
 		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			uint64_t now = now_ns(CLOCK_MONOTONIC);
+			if (!spin_until)
+				spin_until = now + CHECK_SPIN_NS;
+			if (now < spin_until && now < deadline) {
+				cpu_relax();
+				continue;
+			}
 			int rc = wait_fd(fd, POLLIN, deadline);
 			if (rc)
 				return rc;
