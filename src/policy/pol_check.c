@@ -9,7 +9,6 @@
  * with the thread's scratch: a rule's match used by several dispatches is
  * evaluated once per request.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,6 +19,7 @@
 #include <mixd/check.h>
 
 #include "expr/expr.h"
+#include "policy/pol_fetch.h"
 #include "policy/pol_list.h"
 #include "policy/pol_quota.h"
 #include "policy/policy.h"
@@ -36,7 +36,8 @@
 /* A policy handler and what it keeps. */
 struct handler {
 	const struct cfg_handler *h;
-	struct pol_list *list;	  /* listchecker */
+	struct pol_list *list;	  /* listchecker of overrides alone */
+	struct pol_provider *provider; /* listchecker with a providerUrl */
 	struct pol_memquota *mq; /* memquota */
 };
 
@@ -107,12 +108,6 @@ void pol_validate(struct cfg *c)
 		const struct cfg_handler *h = cfg_handler(c, i);
 		if (h->adapter != CFG_ADAPTER_LISTCHECKER)
 			continue;
-		if (h->listchecker.provider_url.s &&
-		    *h->listchecker.provider_url.s)
-			cfg_add_error(c, &h->meta, "provider_url",
-				      "fetching lists is not supported by "
-				      "mixd yet; give the entries as "
-				      "overrides");
 		struct pol_list *l = NULL;
 		char why[256];
 		int rc = build_list(&h->listchecker, &l, why, sizeof(why));
@@ -151,6 +146,9 @@ static int build_handler(struct handler *hd, const struct cfg_handler *h,
 			 const struct pol_options *o)
 {
 	hd->h = h;
+	if (h->adapter == CFG_ADAPTER_LISTCHECKER &&
+	    h->listchecker.provider_url.s && *h->listchecker.provider_url.s)
+		return (hd->provider = pol_provider_start(h)) ? 0 : -ENOMEM;
 	if (h->adapter == CFG_ADAPTER_LISTCHECKER) {
 		char why[256];
 		/* pol_validate() refused bad entries: only memory fails */
@@ -287,6 +285,7 @@ void pol_engine_destroy(struct pol_engine *e)
 	if (!e)
 		return;
 	for (size_t i = 0; i < e->n_handlers; i++) {
+		pol_provider_stop(e->handlers[i].provider);
 		pol_list_free(e->handlers[i].list);
 		pol_memquota_destroy(e->handlers[i].mq);
 	}
@@ -410,18 +409,6 @@ static bool applies(const struct pol_engine *e, struct pol_thread *t,
 	       v.type == ATTR_BOOL && v.b;
 }
 
-/* An address as Go's net.IP.String() writes it. */
-static void ip_text(const struct attr_value *v, char *buf, size_t cap)
-{
-	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0,
-					   0, 0, 0, 0, 0xff, 0xff};
-	if (v->len == 16 && !memcmp(v->ip, mapped, 12))
-		inet_ntop(AF_INET, v->ip + 12, buf, (socklen_t)cap);
-	else
-		inet_ntop(v->len == 4 ? AF_INET : AF_INET6, v->ip, buf,
-			  (socklen_t)cap);
-}
-
 static void check_list(const struct pol_engine *e, struct pol_thread *t,
 		       const struct pol_request *req, const struct dispatch *d,
 		       struct pol_result *res, struct combined *cb)
@@ -436,21 +423,30 @@ static void check_list(const struct pol_engine *e, struct pol_thread *t,
 			      expr_fail_name((enum expr_fail)-rc));
 		return;
 	}
-	char text[INET6_ADDRSTRLEN];
+	char text[64];
 	const char *s = v.s;
 	int len = (int)(v.len > 512 ? 512 : v.len);
-	int found;
 	if (v.type == ATTR_IP) {
-		ip_text(&v, text, sizeof(text));
+		len = (int)attr_format_ip(&v, text, sizeof(text));
 		s = text;
-		len = (int)strlen(text);
-		found = pol_list_contains_ip(d->hd->list, v.ip, v.len);
-	} else {
-		found = pol_list_contains(d->hd->list, v.s, v.len);
 	}
+	/* a provider's list in force, held for the lookup */
+	const struct pol_list *list = d->hd->list;
+	char why[512];
+	if (d->hd->provider &&
+	    !(list = pol_provider_acquire(d->hd->provider, why, sizeof(why)))) {
+		pol_provider_release(d->hd->provider);
+		fail_internal(res, cb, "%s:%s", d->hd->h->meta.fqn, why);
+		return;
+	}
+	int found = v.type == ATTR_IP ? pol_list_contains_ip(list, v.ip, v.len)
+				      : pol_list_contains(list, v.s, v.len);
+	enum pol_list_type type = pol_list_type(list);
+	if (d->hd->provider)
+		pol_provider_release(d->hd->provider);
 	int64_t valid = l->caching_interval_ns, uses = l->caching_use_count;
 	char msg[600];
-	if (found < 0 && pol_list_type(d->hd->list) != POL_LIST_IP_ADDRESSES) {
+	if (found < 0 && type != POL_LIST_IP_ADDRESSES) {
 		/* a regexp that could not be matched (no memory): the
 		 * handler failed, as Mixer's did on an error */
 		fail_internal(res, cb, "handler %s: matching %.*s failed",

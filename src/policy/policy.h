@@ -24,6 +24,10 @@
  *    the rules whose match is true. A name no instance has, or whose
  *    rules do not match, is granted in full for one minute.
  *
+ * A listchecker with a providerUrl fetches its list on a thread of its
+ * own (pol_fetch.h); until a first fetch succeeds, and once ttl has
+ * passed since the last, its checks fail INTERNAL with the fetch's error.
+ *
  * The listchecker answers PERMISSION_DENIED "<value> is not whitelisted"
  * on a whitelist miss, as Istio 1.1-1.4 did (1.0 answered NOT_FOUND), and
  * PERMISSION_DENIED "<value> is blacklisted" on a blacklist hit; both
@@ -124,8 +128,7 @@ struct pol_thread;
 /**
  * Check what of @c's policy handlers only the policy module can check (a
  * list override that is not an IP network or a regexp its list refuses;
- * a listchecker with a providerUrl, which mixd does not fetch yet; a quota
- * instance of more than 64 dimensions), adding
+ * a quota instance of more than 64 dimensions), adding
  * errors to @c with cfg_add_error(). Call before deciding the config is
  * usable.
  */

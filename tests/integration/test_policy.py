@@ -216,7 +216,118 @@ def test_reload_changes_the_policy(build):
         check(a[0]["status"] == "OK", f"the denier outlived its config: {a}")
 
 
+class ListProvider:
+    """A list provider on 127.0.0.1: serves .body with .status until
+    stopped; counts the fetches."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        provider = self
+        self.body = b""
+        self.status = 200
+        self.fetches = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                provider.fetches += 1
+                self.send_response(provider.status)
+                self.send_header("Content-Length", str(len(provider.body)))
+                self.end_headers()
+                self.wfile.write(provider.body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+PROVIDED = """\
+kind: handler
+metadata: {{name: versions, namespace: istio-system}}
+spec:
+  compiledAdapter: listchecker
+  params:
+    providerUrl: http://127.0.0.1:{port}/list
+    refreshInterval: 1s
+    ttl: 2s
+    overrides: [v9]
+---
+kind: instance
+metadata: {{name: version, namespace: istio-system}}
+spec:
+  compiledTemplate: listentry
+  params:
+    value: source.labels["version"]
+---
+kind: rule
+metadata: {{name: versions, namespace: istio-system}}
+spec: {{actions: [{{handler: versions, instances: [version]}}]}}
+"""
+
+
+def test_list_provider(build):
+    p = ListProvider()
+    try:
+        p.body = b"v1\nv2\n"
+        with PolicyMixd(build, samples=[]) as m:
+            with open(os.path.join(m.config_dir, "lists.yaml"), "w") as f:
+                f.write(PROVIDED.format(port=p.port))
+            m.proc.send_signal(signal.SIGHUP)
+
+            def status(version):
+                rc, a, err = checks(build, m.policy_address,
+                                    [{"source.labels": {"version": version}}])
+                return a[0]["status"], a[0]["message"]
+
+            def until(version, want, secs):
+                deadline = time.monotonic() + mt._t(secs)
+                got = status(version)
+                while got[0] != want and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    got = status(version)
+                check(got[0] == want, f"{version}: {got}, want {want}")
+                return got
+
+            until("v3", "PERMISSION_DENIED", 10)  # the config is in force
+            until("v1", "OK", 10)  # and the provider's list fetched
+            check(status("v9")[0] == "OK", "the overrides joined the list")
+            check(status("v3")[0] == "PERMISSION_DENIED", "v3 is not listed")
+            # the provider's list changes: the next refresh has it
+            p.body = b"v3\n"
+            until("v3", "OK", 5)
+            check(status("v1")[0] == "PERMISSION_DENIED", "v1 left the list")
+            # the provider fails: the last good list serves until ttl...
+            p.status = 500
+            fetches = p.fetches
+            deadline = time.monotonic() + mt._t(5)
+            while p.fetches == fetches and time.monotonic() < deadline:
+                time.sleep(0.05)
+            check(status("v3")[0] == "OK", "the last good list was dropped before its ttl")
+            # ...then checks fail INTERNAL with the fetch's error
+            code, msg = until("v3", "INTERNAL", 6)
+            check("versions.handler.istio-system:could not fetch list from "
+                  f"http://127.0.0.1:{p.port}/list: HTTP status 500" == msg, msg)
+            check("purging the list" in m.stderr(), m.stderr_tail())
+            # and answer again once it is back
+            p.status = 200
+            until("v3", "OK", 5)
+            # a provider that never answers: a check never waits for it
+            start = time.monotonic()
+            status("v3")
+            check(time.monotonic() - start < mt._t(2), "a check waited")
+    finally:
+        p.stop()
+
+
 if __name__ == "__main__":
     mt.main([test_samples_through_the_client, test_role_policy_alone,
              test_fail_open_and_closed, test_malformed_requests,
-             test_reload_changes_the_policy])
+             test_reload_changes_the_policy, test_list_provider])
