@@ -43,6 +43,7 @@ struct settings {
 	char address[PATH_MAX + 8];
 	char policy_address[PATH_MAX + 8];
 	unsigned role; /* enum role bits */
+	unsigned policy_clients; /* policy connections at once */
 	const char *monitoring_address;
 	const char *prometheus_address;
 	const char *config;        /* file, directory or fs:// URL */
@@ -404,6 +405,7 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 	snprintf(st->policy_address, sizeof st->policy_address,
 		 "unix://%s/mixd-policy.sock", xdg && *xdg ? xdg : "/tmp");
 	st->role = ROLE_TELEMETRY;
+	st->policy_clients = 1024;
 	st->monitoring_address = ":9093";
 	st->prometheus_address = ":42422";
 	st->default_ns = CFG_DEFAULT_NAMESPACE;
@@ -656,7 +658,11 @@ static void fit_fd_limit(struct settings *st)
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY)
 		return;
-	rlim_t need = 2 * (rlim_t)st->max_producers + FD_RESERVE;
+	/* a producer: its connection and the descriptor its hello may
+	 * carry; a policy client: its connection */
+	rlim_t producers = st->role & ROLE_TELEMETRY ? st->max_producers : 0;
+	rlim_t policy = st->role & ROLE_POLICY ? st->policy_clients : 0;
+	rlim_t need = 2 * producers + policy + FD_RESERVE;
 	if (rl.rlim_cur < need) {
 		rlim_t to = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need
 				    ? rl.rlim_max
@@ -667,16 +673,28 @@ static void fit_fd_limit(struct settings *st)
 	}
 	if (rl.rlim_cur >= need)
 		return;
-	unsigned fit = rl.rlim_cur > 2 * FD_RESERVE
-			       ? (unsigned)((rl.rlim_cur - FD_RESERVE) / 2)
-			       : (unsigned)(rl.rlim_cur / 4);
-	if (!fit)
-		fit = 1;
-	fprintf(stderr,
-		"mixd: --max-producers %u lowered to %u: the open-files limit "
-		"(RLIMIT_NOFILE) is %llu\n",
-		st->max_producers, fit, (unsigned long long)rl.rlim_cur);
-	st->max_producers = fit;
+	/* what there is, beyond mixd's own, shared in proportion */
+	rlim_t room = rl.rlim_cur > 2 * FD_RESERVE ? rl.rlim_cur - FD_RESERVE
+						   : rl.rlim_cur / 2;
+	if (producers) {
+		unsigned fit =
+			(unsigned)(room * producers / (2 * producers + policy));
+		fprintf(stderr,
+			"mixd: --max-producers %u lowered to %u: the open-files "
+			"limit (RLIMIT_NOFILE) is %llu\n",
+			st->max_producers, fit ? fit : 1,
+			(unsigned long long)rl.rlim_cur);
+		st->max_producers = fit ? fit : 1;
+	}
+	if (policy) {
+		unsigned fit = (unsigned)(room * policy / (2 * producers + policy));
+		fprintf(stderr,
+			"mixd: policy clients at once lowered from %u to %u: "
+			"the open-files limit (RLIMIT_NOFILE) is %llu\n",
+			st->policy_clients, fit ? fit : 1,
+			(unsigned long long)rl.rlim_cur);
+		st->policy_clients = fit ? fit : 1;
+	}
 }
 
 static void render_ingest(struct mixd *m, struct expose_buf *b)
@@ -1811,8 +1829,9 @@ int main(int argc, char **argv)
 	}
 	if (m.st.role & ROLE_POLICY) {
 		/* without a config, every check is OK (no policy rules) */
-		rc = pol_server_start(m.st.policy_address, m.engine, 0,
-				      &m.policy, err, sizeof err);
+		rc = pol_server_start(m.st.policy_address, m.engine,
+				      m.st.policy_clients, &m.policy, err,
+				      sizeof err);
 		m.engine = NULL; /* the server's, whatever happened */
 		if (rc) {
 			fprintf(stderr, "mixd: %s\n", err);
@@ -1820,6 +1839,10 @@ int main(int argc, char **argv)
 		}
 		fprintf(stderr, "mixd: policy checks on %s\n",
 			m.st.policy_address);
+		if (!m.st.config)
+			fprintf(stderr, "mixd: warning: --role %s without "
+					"--config: every check is allowed\n",
+				m.st.role & ROLE_TELEMETRY ? "both" : "policy");
 	}
 	__atomic_store_n(&m.serving, 1, __ATOMIC_RELEASE);
 	if ((rc = start_http(&m)))

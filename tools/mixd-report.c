@@ -984,6 +984,14 @@ static int parse_args(int argc, char **argv, struct options *o)
 				}
 				*colon = 0;
 			}
+			for (size_t i = 0; i < o->n_quotas; i++)
+				if (!strcmp(o->quotas[i].name, optarg)) {
+					fprintf(stderr,
+						"mixd-report: --quota %s: "
+						"given twice\n",
+						optarg);
+					return -1;
+				}
 			if (!*optarg || o->n_quotas == MIXD_CHECK_QUOTAS) {
 				fprintf(stderr,
 					"mixd-report: --quota: %s\n",

@@ -432,10 +432,13 @@ int mixd_checker_open(const char *address,
  * answer in *@out; otherwise *@out holds the fail policy's answer
  * (from_mixd 0, the reason in message) and the return says why:
  * -ETIMEDOUT, -ECONNREFUSED or -ENOENT (mixd not there), -EPROTO (a bad
- * answer), -EMSGSIZE or -EINVAL (a request that cannot be sent: too large,
- * a custom attribute, a bad value, too many quotas, a name over 255
+ * answer); or, answered INVALID_ARGUMENT (3) whatever the fail policy,
+ * -EMSGSIZE or -EINVAL (a request that cannot be sent: too large, a
+ * custom attribute, a bad value, too many quotas, a name over 255
  * bytes). Thread-safe; calls on one checker are served one at a time:
- * open one checker per thread that checks in parallel.
+ * open one checker per thread that checks in parallel. After fork() a
+ * checker connects anew in the child on its next check (fork only while
+ * no thread of the parent is checking with it).
  */
 int mixd_check(mixd_checker *k, const struct mixd_value *v, size_t n,
 	       const char *dedup_id, const struct mixd_check_quota *q,

@@ -51,7 +51,7 @@ struct cfg_names {
 #define CFG_ARENA_PER_BYTE 16
 
 struct cfg {
-	unsigned refs; /* atomic: cfg_retain() + 1 */
+	unsigned refs; /* atomic: holders beyond the first (cfg_retain()) */
 	struct cfg_chunk *chunks;
 	bool oom;
 	/* The arena is bounded by what was read: CFG_ARENA_BASE plus

@@ -1980,6 +1980,7 @@ struct mixd_checker {
 	pthread_mutex_t lock;
 	struct sockaddr_un sa;
 	int fd; /* -1: not connected */
+	pid_t pid; /* the process that connected fd */
 	int fail_policy;
 	uint64_t next_id;
 	uint8_t *buf; /* one frame, out or in */
@@ -2077,18 +2078,27 @@ static int wait_fd(int fd, short ev, uint64_t deadline)
 /* Connect and say hello, unless connected: 0 or -errno. */
 static int checker_connect(struct mixd_checker *k, uint64_t deadline)
 {
-	if (k->fd >= 0)
+	if (k->fd >= 0 && k->pid == getpid())
 		return 0;
+	if (k->fd >= 0) { /* the parent's connection, inherited: not ours */
+		close(k->fd);
+		k->fd = -1;
+	}
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, (struct sockaddr *)&k->sa, sizeof k->sa) != 0) {
+	/* A unix socket connects at once, or not at all when mixd's backlog
+	 * is full (EAGAIN): then again, a little later, until the deadline. */
+	while (connect(fd, (struct sockaddr *)&k->sa, sizeof k->sa) != 0) {
 		int e = errno;
-		/* a unix socket connects at once, or its backlog is full */
-		if (e != EAGAIN || wait_fd(fd, POLLOUT, deadline)) {
+		if (e == EINTR)
+			continue;
+		if (e != EAGAIN || now_ns(CLOCK_MONOTONIC) >= deadline) {
 			close(fd);
 			return e == EAGAIN ? -ETIMEDOUT : -e;
 		}
+		struct timespec ts = {0, 200000};
+		nanosleep(&ts, NULL);
 	}
 	struct mixd_hello h = {.version = MIXD_CHECK_VERSION,
 			       .kind = MIXD_HELLO_CHECK};
@@ -2098,6 +2108,7 @@ static int checker_connect(struct mixd_checker *k, uint64_t deadline)
 		return -ECONNRESET;
 	}
 	k->fd = fd;
+	k->pid = getpid();
 	return 0;
 }
 
@@ -2191,7 +2202,8 @@ static ssize_t check_head(struct mixd_checker *k, uint64_t id,
 	put_le(&p, MIXD_FRAME_CHECK, 4);
 	put_le(&p, id, 8);
 	put_le(&p, dlen, 2);
-	memcpy(p, dedup, dlen);
+	if (dlen)
+		memcpy(p, dedup, dlen);
 	p += dlen;
 	put_le(&p, nq, 2);
 	for (size_t i = 0; i < nq; i++) {
@@ -2252,11 +2264,19 @@ static int check_answer(struct mixd_checker *k, uint64_t id, size_t nq,
 	return 0;
 }
 
-/* mixd did not answer: the fail policy's answer, and why. */
+/* No answer from mixd: the fail policy's, and why; INVALID_ARGUMENT for
+ * a request that could not be sent (the caller's to fix, never allowed
+ * by a fail-open policy unchecked). */
 static void fail_answer(const struct mixd_checker *k, int rc,
 			struct mixd_check_answer *out)
 {
 	memset(out, 0, sizeof *out);
+	if (rc == -EINVAL || rc == -EMSGSIZE) {
+		out->code = 3; /* INVALID_ARGUMENT */
+		snprintf(out->message, sizeof out->message,
+			 "the request cannot be sent: %s", strerror(-rc));
+		return;
+	}
 	out->code = k->fail_policy == MIXD_FAIL_CLOSE ? 14 /* UNAVAILABLE */
 						      : 0;
 	snprintf(out->message, sizeof out->message,

@@ -296,6 +296,58 @@ void pol_engine_destroy(struct pol_engine *e)
 	free(e);
 }
 
+static bool str_eq(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
+}
+
+/* Two memquota handlers whose parameters are the same, field by field. */
+static bool memquota_eq(const struct cfg_memquota *a,
+			const struct cfg_memquota *b)
+{
+	if (a->min_dedup_ns != b->min_dedup_ns || a->n_quotas != b->n_quotas)
+		return false;
+	for (size_t q = 0; q < a->n_quotas; q++) {
+		const struct cfg_quota_def *x = &a->quotas[q], *y = &b->quotas[q];
+		if (!str_eq(x->name.s, y->name.s) ||
+		    x->max_amount != y->max_amount ||
+		    x->valid_duration_ns != y->valid_duration_ns ||
+		    x->n_overrides != y->n_overrides)
+			return false;
+		for (size_t k = 0; k < x->n_overrides; k++) {
+			const struct cfg_quota_override *o = &x->overrides[k],
+							*p = &y->overrides[k];
+			if (o->max_amount != p->max_amount ||
+			    o->valid_duration_ns != p->valid_duration_ns ||
+			    o->n_dims != p->n_dims)
+				return false;
+			for (size_t d = 0; d < o->n_dims; d++)
+				if (!str_eq(o->dims[d].name, p->dims[d].name) ||
+				    !str_eq(o->dims[d].value.s,
+					    p->dims[d].value.s))
+					return false;
+		}
+	}
+	return true;
+}
+
+void pol_engine_adopt(struct pol_engine *e, struct pol_engine *old)
+{
+	for (size_t i = 0; i < e->n_handlers; i++) {
+		struct handler *hd = &e->handlers[i];
+		for (size_t j = 0; hd->mq && j < old->n_handlers; j++) {
+			struct handler *ho = &old->handlers[j];
+			if (!ho->mq || strcmp(hd->h->meta.fqn, ho->h->meta.fqn) ||
+			    !memquota_eq(&hd->h->memquota, &ho->h->memquota))
+				continue;
+			struct pol_memquota *mq = hd->mq;
+			hd->mq = ho->mq; /* its windows and ids go on */
+			ho->mq = mq;	 /* freed with the old engine */
+			break;
+		}
+	}
+}
+
 const struct attr_vocab *pol_engine_vocab(const struct pol_engine *e)
 {
 	return cfg_vocab(e->c);
@@ -360,8 +412,8 @@ static void combine(struct pol_result *res, struct combined *cb,
 		    const struct cfg_handler *h, int32_t code, const char *msg,
 		    int64_t valid_ns, int64_t uses)
 {
-	if (code == POL_OK && !valid_ns && !uses)
-		return; /* no opinion */
+	if (cb->internal || (code == POL_OK && !valid_ns && !uses))
+		return; /* failed already (INTERNAL), or no opinion */
 	if (!cb->opinion) {
 		cb->valid_ns = valid_ns;
 		cb->uses = uses;

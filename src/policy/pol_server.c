@@ -41,6 +41,7 @@
 #define POL_SPIN_NS 100000
 #endif
 #define READ_CHUNK 65536u
+#define HELLO_TIMEOUT_NS (2 * INT64_C(1000000000)) /* to send the hello */
 #define HELLO_SIZE sizeof(struct mixd_hello)
 #define FRAME_BYTES(len) (8u + (((uint64_t)(len) + 7u) & ~(uint64_t)7u))
 
@@ -48,6 +49,9 @@ struct client {
 	struct client *prev, *next; /* the server's list */
 	int fd;
 	bool hello;	/* the hello was read and right */
+	bool closing;	/* the peer shut its side: drop once answers are out */
+	int64_t born_ns; /* accepted at; a client without a hello by
+			    born_ns + HELLO_TIMEOUT_NS is closed */
 	bool reading;	/* EPOLLIN armed (off while answers back up) */
 	bool writing;	/* EPOLLOUT armed */
 	uint8_t *rbuf;
@@ -61,6 +65,8 @@ struct pol_server {
 	ino_t ino;
 	int listen_fd, ep, wake_fd;
 	unsigned max_clients, n_clients;
+	unsigned n_prehello; /* clients yet to say hello: housekeep() looks */
+	int64_t accept_resume_ns; /* out of fds: listen_fd off epoll until */
 	struct client *clients;
 	pthread_t thread;
 	bool stop;		       /* atomic */
@@ -185,6 +191,8 @@ static void arm(struct pol_server *s, struct client *c, bool reading,
 
 static void drop(struct pol_server *s, struct client *c)
 {
+	if (!c->hello)
+		s->n_prehello--;
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -232,9 +240,12 @@ static bool parse(struct pol_server *s, struct client *c)
 		    h.kind != MIXD_HELLO_CHECK)
 			return false;
 		c->hello = true;
+		s->n_prehello--;
 		off = HELLO_SIZE;
 	}
-	while (c->rlen - off >= 8) {
+	/* Not past the backlog: the rest waits in rbuf until the client has
+	 * read (on_writable() comes back here). */
+	while (c->rlen - off >= 8 && c->wlen - c->woff < WBUF_MAX) {
 		uint32_t len, mark;
 		memcpy(&len, c->rbuf + off, 4);
 		memcpy(&mark, c->rbuf + off + 4, 4);
@@ -256,9 +267,15 @@ static void on_readable(struct pol_server *s, struct client *c)
 	/* Room for one whole frame (and the hello before the first). */
 	const size_t cap = HELLO_SIZE + FRAME_BYTES(MIXD_CHECK_FRAME_MAX);
 	for (;;) {
-		/* parse() leaves less than a whole frame: never full */
+		/* Full only of frames parse() left for the backlog. */
+		if (c->rlen == cap)
+			break;
 		ssize_t n = recv(c->fd, c->rbuf + c->rlen, cap - c->rlen,
 				 MSG_DONTWAIT);
+		if (n == 0 && c->woff < c->wlen) {
+			c->closing = true; /* answer what was asked, then go */
+			break;
+		}
 		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
 			       errno != EINTR)) {
 			drop(s, c);
@@ -282,7 +299,11 @@ static void on_readable(struct pol_server *s, struct client *c)
 		return;
 	}
 	bool pending = c->woff < c->wlen;
-	arm(s, c, c->wlen - c->woff < WBUF_MAX, pending);
+	if (c->closing && !pending) {
+		drop(s, c);
+		return;
+	}
+	arm(s, c, !c->closing && c->wlen - c->woff < WBUF_MAX, pending);
 }
 
 static void on_writable(struct pol_server *s, struct client *c)
@@ -291,7 +312,24 @@ static void on_writable(struct pol_server *s, struct client *c)
 		drop(s, c);
 		return;
 	}
-	arm(s, c, c->wlen - c->woff < WBUF_MAX, c->woff < c->wlen);
+	/* requests held back while answers backed up, answered now */
+	if (c->rlen >= 8 && c->wlen - c->woff < WBUF_MAX) {
+		if (!parse(s, c)) {
+			count(&s->st.closed_bad, 1);
+			drop(s, c);
+			return;
+		}
+		if (!flush(c)) {
+			drop(s, c);
+			return;
+		}
+	}
+	if (c->closing && c->woff == c->wlen) {
+		drop(s, c);
+		return;
+	}
+	arm(s, c, !c->closing && c->wlen - c->woff < WBUF_MAX,
+	    c->woff < c->wlen);
 }
 
 static void on_accept(struct pol_server *s)
@@ -299,8 +337,17 @@ static void on_accept(struct pol_server *s)
 	for (;;) {
 		int fd = accept4(s->listen_fd, NULL, NULL,
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0)
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM) {
+				/* level-triggered: would wake at once, forever */
+				struct epoll_event ev = {.events = 0,
+							 .data.ptr = &s->listen_fd};
+				epoll_ctl(s->ep, EPOLL_CTL_MOD, s->listen_fd, &ev);
+				s->accept_resume_ns = now_ns() + 100000000;
+			}
 			return; /* EAGAIN, or a transient error: next time */
+		}
 		if (s->n_clients >= s->max_clients) {
 			close(fd);
 			count(&s->st.refused, 1);
@@ -320,6 +367,8 @@ static void on_accept(struct pol_server *s)
 		}
 		c->fd = fd;
 		c->reading = true;
+		c->born_ns = now_ns();
+		s->n_prehello++;
 		c->next = s->clients;
 		if (c->next)
 			c->next->prev = c;
@@ -341,10 +390,41 @@ static void take_engine(struct pol_server *s)
 		pol_engine_destroy(e);
 		return;
 	}
+	if (s->engine) /* a reload: quotas go on where they were */
+		pol_engine_adopt(e, s->engine);
 	pol_thread_destroy(s->pt);
 	pol_engine_destroy(s->engine);
 	s->engine = e;
 	s->pt = pt;
+}
+
+/* Close the clients that did not say hello in time; resume accepting
+ * after running out of fds. Returns the ms until the next sweep is due
+ * (-1: none). */
+static int housekeep(struct pol_server *s, int64_t now)
+{
+	int64_t next = INT64_MAX;
+	for (struct client *c = s->n_prehello ? s->clients : NULL, *nx; c;
+	     c = nx) {
+		nx = c->next;
+		if (c->hello)
+			continue;
+		if (now - c->born_ns >= HELLO_TIMEOUT_NS) {
+			count(&s->st.closed_bad, 1);
+			drop(s, c);
+		} else if (c->born_ns + HELLO_TIMEOUT_NS < next) {
+			next = c->born_ns + HELLO_TIMEOUT_NS;
+		}
+	}
+	if (s->accept_resume_ns && now >= s->accept_resume_ns) {
+		struct epoll_event ev = {.events = EPOLLIN,
+					 .data.ptr = &s->listen_fd};
+		epoll_ctl(s->ep, EPOLL_CTL_MOD, s->listen_fd, &ev);
+		s->accept_resume_ns = 0;
+	} else if (s->accept_resume_ns && s->accept_resume_ns < next) {
+		next = s->accept_resume_ns;
+	}
+	return next == INT64_MAX ? -1 : (int)((next - now) / 1000000 + 1);
 }
 
 static void *run(void *arg)
@@ -353,8 +433,10 @@ static void *run(void *arg)
 	struct epoll_event evs[64];
 	int64_t busy_until = 0; /* look without sleeping until then */
 	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
-		int64_t now = busy_until ? now_ns() : 0;
-		int n = epoll_wait(s->ep, evs, 64, now < busy_until ? 0 : -1);
+		int64_t now = now_ns();
+		int sweep_ms = housekeep(s, now);
+		int n = epoll_wait(s->ep, evs, 64,
+				   now < busy_until ? 0 : sweep_ms);
 		if (n > 0)
 			busy_until = now_ns() + POL_SPIN_NS;
 		else if (now >= busy_until)

@@ -142,6 +142,15 @@ void pol_validate(struct cfg *c);
 int pol_engine_create(struct cfg *c, const struct pol_options *o,
 		      struct pol_engine **out);
 
+/**
+ * Let @e, a new config generation's engine, carry on @old's quota state:
+ * a memquota handler of the same name and the same parameters takes the
+ * old one's windows, counters and deduplication ids, as Mixer kept a
+ * handler whose configuration did not change; others start afresh.
+ * Neither engine may be checking with while this runs.
+ */
+void pol_engine_adopt(struct pol_engine *e, struct pol_engine *old);
+
 /** Free @e once no thread checks with it; NULL is fine. */
 void pol_engine_destroy(struct pol_engine *e);
 

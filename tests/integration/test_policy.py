@@ -197,6 +197,46 @@ def test_malformed_requests(build):
         check(rc == 0 and a[0]["status"] == "OK", f"{a} {err}")
 
 
+def test_hostile_clients(build):
+    with PolicyMixd(build) as m:
+        hello = b"MIXDHELO" + struct.pack("<II", 1, 3)
+        # a connection that never says hello is closed after 2 s
+        silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        silent.connect(m.policy_sock)
+        silent.settimeout(mt._t(6))
+        start = time.monotonic()
+        check(silent.recv(1) == b"", "a silent connection was not closed")
+        took = time.monotonic() - start
+        check(1.5 <= took <= mt._t(4), f"closed after {took:.2f} s, want 2")
+        silent.close()
+        # a client that sends its requests and shuts its side still gets
+        # every answer
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(m.policy_sock)
+        s.settimeout(mt._t(5))
+        reqs = b"".join(struct.pack("<IIQHHI", 16, 0x314B584D, i, 0, 0, 0)
+                        for i in range(100))
+        s.sendall(hello + reqs)
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        s.close()
+        ids, off = [], 0
+        while off < len(got):
+            ln = struct.unpack_from("<I", got, off)[0]
+            ids.append(struct.unpack_from("<Q", got, off + 8)[0])
+            off += 8 + ln + (-ln) % 8
+        check(ids == list(range(100)), f"answers after a half-close: {ids[:5]}... "
+              f"({len(ids)} of 100)")
+        # mixd serves on
+        rc, a, err = checks(build, m.policy_address, [{"request.path": "/"}])
+        check(rc == 0 and a[0]["status"] == "OK", f"{a} {err}")
+
+
 def test_reload_changes_the_policy(build):
     with PolicyMixd(build, samples=["mixer-rule-deny-label.yaml"]) as m:
         denied = {"destination.labels": {"app": "ratings"},
@@ -330,4 +370,5 @@ def test_list_provider(build):
 if __name__ == "__main__":
     mt.main([test_samples_through_the_client, test_role_policy_alone,
              test_fail_open_and_closed, test_malformed_requests,
-             test_reload_changes_the_policy, test_list_provider])
+             test_hostile_clients, test_reload_changes_the_policy,
+             test_list_provider])

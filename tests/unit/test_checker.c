@@ -154,7 +154,7 @@ static void test_values_and_builder(void **state)
 	assert_int_equal(mixd_check(k, bad, 1, NULL, NULL, 0, 1000, &a),
 			 -EINVAL);
 	assert_int_equal(a.from_mixd, 0);
-	assert_int_equal(a.code, 0);
+	assert_int_equal(a.code, 3); /* INVALID_ARGUMENT, not fail-open's OK */
 	r = mixd_check_begin(k);
 	assert_int_equal(mixd_record_commit(r), -EINVAL);
 	mixd_checker_close(k);
@@ -232,6 +232,24 @@ static void test_threads_share_the_quota_exactly(void **state)
 	struct pol_server_stats st;
 	pol_server_stats(srv, &st);
 	assert_true(st.checks[POL_OK] >= THREADS * EACH);
+
+	/* A reload of the same memquota keeps its window (Mixer kept a
+	 * handler whose configuration did not change); a changed one starts
+	 * afresh. */
+	mixd_checker *k;
+	struct mixd_check_answer a;
+	struct mixd_check_quota q = {"rq", 5, 0};
+	assert_int_equal(mixd_checker_open(address, NULL, &k), 0);
+	install(engine_of(yaml));
+	assert_int_equal(mixd_check(k, NULL, 0, "r1", &q, 1, 5000, &a), 0);
+	assert_int_equal(a.quotas[0].granted, 0);
+	char *more = strdup(yaml), *at = strstr(more, "maxAmount: 100");
+	memcpy(at, "maxAmount: 101", 14);
+	install(engine_of(more));
+	free(more);
+	assert_int_equal(mixd_check(k, NULL, 0, "r2", &q, 1, 5000, &a), 0);
+	assert_int_equal(a.quotas[0].granted, 5);
+	mixd_checker_close(k);
 }
 
 int main(void)

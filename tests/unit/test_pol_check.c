@@ -359,6 +359,43 @@ static void test_combination_and_scoping(void **state)
 	close_fx(f);
 }
 
+/* An instance that cannot be built fails the check INTERNAL, and says
+ * why, whatever other handlers answer after it. */
+static void test_internal_says_why(void **state)
+{
+	(void)state;
+	struct fx *f = open_text(
+		"kind: handler\n"
+		"metadata: {name: users, namespace: istio-system}\n"
+		"spec: {compiledAdapter: listchecker, params: {overrides: [a]}}\n"
+		"---\n"
+		"kind: instance\n"
+		"metadata: {name: user, namespace: istio-system}\n"
+		"spec:\n"
+		"  compiledTemplate: listentry\n"
+		"  params: {value: 'source.labels[\"user\"]'}\n"
+		"---\n"
+		"kind: handler\n"
+		"metadata: {name: deny, namespace: istio-system}\n"
+		"spec: {compiledAdapter: denier, params: {status: {code: 7}}}\n"
+		"---\n"
+		"kind: instance\n"
+		"metadata: {name: nothing, namespace: istio-system}\n"
+		"spec: {compiledTemplate: checknothing}\n"
+		"---\n"
+		"kind: rule\n"
+		"metadata: {name: r, namespace: istio-system}\n"
+		"spec: {actions: [{handler: users, instances: [user]}, "
+		"{handler: deny, instances: [nothing]}]}\n");
+	struct pol_result r;
+	check(f, NULL, 0, 0, &r);
+	assert_int_equal(r.code, POL_INTERNAL);
+	assert_string_equal(r.message,
+			    "instance user.instance.istio-system: value "
+			    "source.labels[\"user\"]: absent");
+	close_fx(f);
+}
+
 int main(void)
 {
 	const char *env = getenv("MIXD_FIXTURES");
@@ -370,6 +407,7 @@ int main(void)
 		cmocka_unit_test(test_version_whitelist_and_internal),
 		cmocka_unit_test(test_productpage_rate_limit),
 		cmocka_unit_test(test_combination_and_scoping),
+		cmocka_unit_test(test_internal_says_why),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
