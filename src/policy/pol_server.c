@@ -20,7 +20,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,10 +36,7 @@
  * which would be most of a check's latency. The cost: at most this much
  * of a core after each batch of requests (10% of one at 1,000 checks a
  * second arriving one by one; nothing extra under a steady stream). */
-#ifndef POL_SPIN_NS
 #define POL_SPIN_NS 100000
-#endif
-#define READ_CHUNK 65536u
 #define HELLO_TIMEOUT_NS (2 * INT64_C(1000000000)) /* to send the hello */
 #define HELLO_SIZE sizeof(struct mixd_hello)
 #define FRAME_BYTES(len) (8u + (((uint64_t)(len) + 7u) & ~(uint64_t)7u))
