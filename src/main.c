@@ -986,11 +986,13 @@ static int render_self(void *ctx, struct expose_buf *b, int *status,
 {
 	struct mixd *m = ctx;
 	struct agg_view *v;
-	render_ingest(m, b);
+	/* what a role does not do is not shown as zeros */
+	if (m->st.role & ROLE_TELEMETRY)
+		render_ingest(m, b);
 	render_config(m, b);
 	render_marathon(m, b);
 	render_policy(m, b);
-	if (agg_view_counts(m->agg, &v) == 0) {
+	if ((m->st.role & ROLE_TELEMETRY) && agg_view_counts(m->agg, &v) == 0) {
 		render_series(v, b, m);
 		agg_view_destroy(v);
 	}

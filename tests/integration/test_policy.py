@@ -117,6 +117,10 @@ def test_role_policy_alone(build):
                             [{"source.labels": {"istio": "ingressgateway"},
                               "source.ip": "10.58.0.1"}])
         check(rc == 0 and a[0]["status"] == "PERMISSION_DENIED", f"{rc} {a} {err}")
+        names = {k[0] for k in m.metrics()}
+        check("mixd_policy_checks_total" in names, "no mixd_policy_checks_total")
+        check(not any(n.startswith(("mixd_ingest", "mixd_series", "mixd_producers"))
+                      for n in names), f"telemetry families in role policy: {names}")
 
 
 def test_fail_open_and_closed(build):
