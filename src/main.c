@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <mixd/check.h>
+
 #include "agg/agg.h"
 #include "attr/attr.h"
 #include "config/config.h"
@@ -963,7 +965,7 @@ static void render_policy(struct mixd *m, struct expose_buf *b)
 	for (int c = 0; c <= POL_UNAUTHENTICATED; c++)
 		if (s.checks[c] || c == POL_OK)
 			sample1(b, "mixd_policy_checks_total", "code",
-				pol_code_name(c), (double)s.checks[c]);
+				mixd_check_code_name(c), (double)s.checks[c]);
 	family(b, "mixd_policy_malformed_total", "counter",
 	       "Check requests answered INVALID_ARGUMENT: malformed request "
 	       "or attributes.");

@@ -611,9 +611,9 @@ static inline void commit_direct(struct tl_ring *r, uint32_t len)
 API int mixd_record_commit(mixd_record *rec)
 {
 	struct tl_ring *r = rec->ring;
-	if (!rec->client)
-		return -EINVAL; /* a check's builder: mixd_check_record() */
 	if (!r) {
+		if (!rec->client) /* a check's builder: mixd_check_record() */
+			return -EINVAL;
 		__atomic_add_fetch(&rec->client->dropped_noring, 1,
 				   __ATOMIC_RELAXED);
 		return -ENOMEM;
@@ -2039,20 +2039,6 @@ API mixd_record *mixd_check_begin(mixd_checker *k)
 	return &k->rec;
 }
 
-static void put_le(uint8_t **p, uint64_t v, unsigned bytes)
-{
-	for (unsigned i = 0; i < bytes; i++)
-		*(*p)++ = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le(const uint8_t *p, unsigned bytes)
-{
-	uint64_t v = 0;
-	for (unsigned i = 0; i < bytes; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
-
 /* Milliseconds left before @deadline (CLOCK_MONOTONIC ns), at least 0. */
 static int ms_left(uint64_t deadline)
 {
@@ -2198,23 +2184,23 @@ static ssize_t check_head(struct mixd_checker *k, uint64_t id,
 		len += 2 + nl + 9;
 	}
 	uint8_t *p = k->buf;
-	put_le(&p, len, 4);
-	put_le(&p, MIXD_FRAME_CHECK, 4);
-	put_le(&p, id, 8);
-	put_le(&p, dlen, 2);
+	p = wire_put_le(p, len, 4);
+	p = wire_put_le(p, MIXD_FRAME_CHECK, 4);
+	p = wire_put_le(p, id, 8);
+	p = wire_put_le(p, dlen, 2);
 	if (dlen)
 		memcpy(p, dedup, dlen);
 	p += dlen;
-	put_le(&p, nq, 2);
+	p = wire_put_le(p, nq, 2);
 	for (size_t i = 0; i < nq; i++) {
 		size_t nl = strlen(q[i].name);
-		put_le(&p, nl, 2);
+		p = wire_put_le(p, nl, 2);
 		memcpy(p, q[i].name, nl);
 		p += nl;
-		put_le(&p, (uint64_t)q[i].amount, 8);
+		p = wire_put_le(p, (uint64_t)q[i].amount, 8);
 		*p++ = q[i].best_effort ? 1 : 0;
 	}
-	put_le(&p, rec, 4);
+	p = wire_put_le(p, rec, 4);
 	*recp = p;
 	size_t framed = MIXD_FRAME_HDR + MIXD_FRAME_ALIGN(len);
 	memset(p + rec, 0, framed - (size_t)(p + rec - k->buf));
@@ -2229,8 +2215,8 @@ static int check_answer(struct mixd_checker *k, uint64_t id, size_t nq,
 	int rc = recv_all(k->fd, hdr, sizeof hdr, deadline);
 	if (rc)
 		return rc;
-	uint64_t len = get_le(hdr, 4);
-	if (get_le(hdr + 4, 4) != MIXD_FRAME_CHECK_ANSWER ||
+	uint64_t len = wire_get_le(hdr, 4);
+	if (wire_get_le(hdr + 4, 4) != MIXD_FRAME_CHECK_ANSWER ||
 	    len > MIXD_CHECK_FRAME_MAX || len < 8 + 4 + 8 + 4 + 2 + 2)
 		return -EPROTO;
 	uint8_t *p = k->buf;
@@ -2238,27 +2224,27 @@ static int check_answer(struct mixd_checker *k, uint64_t id, size_t nq,
 	if (rc)
 		return rc;
 	const uint8_t *e = p + len;
-	if (get_le(p, 8) != id)
+	if (wire_get_le(p, 8) != id)
 		return -EPROTO;
-	out->code = (int)(int32_t)get_le(p + 8, 4);
-	out->valid_duration_ns = (int64_t)get_le(p + 12, 8);
-	out->valid_use_count = (int32_t)get_le(p + 20, 4);
-	size_t mlen = get_le(p + 24, 2);
+	out->code = (int)(int32_t)wire_get_le(p + 8, 4);
+	out->valid_duration_ns = (int64_t)wire_get_le(p + 12, 8);
+	out->valid_use_count = (int32_t)wire_get_le(p + 20, 4);
+	size_t mlen = wire_get_le(p + 24, 2);
 	p += 26;
 	if ((size_t)(e - p) < mlen + 2 || mlen >= sizeof out->message)
 		return -EPROTO;
 	memcpy(out->message, p, mlen);
 	out->message[mlen] = 0;
 	p += mlen;
-	size_t got = get_le(p, 2);
+	size_t got = wire_get_le(p, 2);
 	p += 2;
 	if ((got != nq && got != 0) || (size_t)(e - p) != 16 * got ||
 	    (got && out->code != 0))
 		return -EPROTO;
 	out->n_quotas = got;
 	for (size_t i = 0; i < got; i++, p += 16) {
-		out->quotas[i].granted = (int64_t)get_le(p, 8);
-		out->quotas[i].valid_duration_ns = (int64_t)get_le(p + 8, 8);
+		out->quotas[i].granted = (int64_t)wire_get_le(p, 8);
+		out->quotas[i].valid_duration_ns = (int64_t)wire_get_le(p + 8, 8);
 	}
 	out->from_mixd = 1;
 	return 0;

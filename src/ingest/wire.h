@@ -74,6 +74,24 @@ static inline void wire_copy(uint8_t *d, const void *src, size_t n)
 	}
 }
 
+/* @bytes (1..8) of @v at @p, little-endian; returns the end. The check
+ * protocol's fields (<mixd/check.h>), on both its sides. */
+static inline uint8_t *wire_put_le(uint8_t *p, uint64_t v, unsigned bytes)
+{
+	for (unsigned i = 0; i < bytes; i++)
+		*p++ = (uint8_t)(v >> (8 * i));
+	return p;
+}
+
+/* The little-endian value of @bytes (1..8) at @p. */
+static inline uint64_t wire_get_le(const uint8_t *p, unsigned bytes)
+{
+	uint64_t v = 0;
+	for (unsigned i = 0; i < bytes; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
 /* Reserve @n bytes; NULL (and overflow) when they do not fit. */
 static inline uint8_t *wire_reserve(struct wire_writer *w, size_t n)
 {

@@ -65,11 +65,6 @@ struct pol_thread {
 	struct attr_value vals[POL_QUOTA_DIMS_MAX];
 };
 
-const char *pol_code_name(int code)
-{
-	return mixd_check_code_name(code);
-}
-
 /* ---- building ------------------------------------------------------------ */
 
 static enum pol_list_type list_type(enum cfg_list_entry_type t)
@@ -351,11 +346,6 @@ void pol_engine_adopt(struct pol_engine *e, struct pol_engine *old)
 const struct attr_vocab *pol_engine_vocab(const struct pol_engine *e)
 {
 	return cfg_vocab(e->c);
-}
-
-bool pol_engine_has_rules(const struct pol_engine *e)
-{
-	return e->n_checks || e->n_quotas;
 }
 
 struct pol_thread *pol_thread_create(const struct pol_engine *e)

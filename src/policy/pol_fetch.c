@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 
 #include "policy/pol_fetch.h"
+#include "policy/policy.h"
 
 _Static_assert((int)CFG_LIST_STRINGS == (int)POL_LIST_STRINGS &&
 		       (int)CFG_LIST_CASE_INSENSITIVE_STRINGS ==
@@ -37,13 +38,6 @@ struct pol_provider {
 	size_t last_len;
 	char err[1024];
 };
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static size_t on_data(char *p, size_t size, size_t n, void *arg)
 {
@@ -185,18 +179,18 @@ static void *run(void *arg)
 	struct pol_provider *v = arg;
 	const struct cfg_listchecker *l = &v->h->listchecker;
 	CURL *c = curl_easy_init();
-	int64_t last_ok = mono_ns(); /* the ttl runs from the start */
+	int64_t last_ok = pol_now_ns(); /* the ttl runs from the start */
 	int64_t next_fetch = last_ok; /* at once */
 	bool failing = false;
 	int64_t wake;
 	do {
-		int64_t now = mono_ns();
+		int64_t now = pol_now_ns();
 		if (now >= next_fetch) {
 			bool ok = c && refresh(v, c);
 			if (!c)
 				snprintf(v->err, sizeof(v->err),
 					 "no libcurl handle");
-			now = mono_ns();
+			now = pol_now_ns();
 			next_fetch = now + l->refresh_interval_ns;
 			if (ok && failing)
 				fprintf(stderr, "mixd: %s: list fetched from %s\n",

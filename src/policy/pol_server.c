@@ -82,13 +82,6 @@ static void count(uint64_t *c, uint64_t n)
 			 __ATOMIC_RELAXED);
 }
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* ---- requests and answers ------------------------------------------------- */
 
 static bool wreserve(struct client *c, size_t n)
@@ -156,7 +149,7 @@ static bool serve(struct pol_server *s, struct client *c, const uint8_t *p,
 			struct pol_request pr = {&s->attrs, q->dedup,
 						 q->dedup_len, q->quotas,
 						 q->n_quotas};
-			pol_check(s->engine, s->pt, &pr, now_ns(), res);
+			pol_check(s->engine, s->pt, &pr, pol_now_ns(), res);
 		}
 	}
 	if (malformed)
@@ -340,7 +333,7 @@ static void on_accept(struct pol_server *s)
 				struct epoll_event ev = {.events = 0,
 							 .data.ptr = &s->listen_fd};
 				epoll_ctl(s->ep, EPOLL_CTL_MOD, s->listen_fd, &ev);
-				s->accept_resume_ns = now_ns() + 100000000;
+				s->accept_resume_ns = pol_now_ns() + 100000000;
 			}
 			return; /* EAGAIN, or a transient error: next time */
 		}
@@ -363,7 +356,7 @@ static void on_accept(struct pol_server *s)
 		}
 		c->fd = fd;
 		c->reading = true;
-		c->born_ns = now_ns();
+		c->born_ns = pol_now_ns();
 		s->n_prehello++;
 		c->next = s->clients;
 		if (c->next)
@@ -429,12 +422,12 @@ static void *run(void *arg)
 	struct epoll_event evs[64];
 	int64_t busy_until = 0; /* look without sleeping until then */
 	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
-		int64_t now = now_ns();
+		int64_t now = pol_now_ns();
 		int sweep_ms = housekeep(s, now);
 		int n = epoll_wait(s->ep, evs, 64,
 				   now < busy_until ? 0 : sweep_ms);
 		if (n > 0)
-			busy_until = now_ns() + POL_SPIN_NS;
+			busy_until = pol_now_ns() + POL_SPIN_NS;
 		else if (now >= busy_until)
 			busy_until = 0;
 		for (int i = 0; i < n; i++) {

@@ -3,6 +3,7 @@
  */
 #include <string.h>
 
+#include "ingest/wire.h"
 #include "policy/pol_wire.h"
 
 /* A little-endian cursor that goes bad, and stays bad, at the end. */
@@ -25,10 +26,7 @@ static const uint8_t *take(struct rd *r, size_t n)
 static uint64_t take_le(struct rd *r, unsigned bytes)
 {
 	const uint8_t *q = take(r, bytes);
-	uint64_t v = 0;
-	for (unsigned i = 0; q && i < bytes; i++)
-		v |= (uint64_t)q[i] << (8 * i);
-	return v;
+	return q ? wire_get_le(q, bytes) : 0;
 }
 
 enum pol_wire_rc pol_wire_parse(const uint8_t *p, size_t len,
@@ -62,13 +60,6 @@ enum pol_wire_rc pol_wire_parse(const uint8_t *p, size_t len,
 	return POL_WIRE_OK;
 }
 
-static uint8_t *put_le(uint8_t *p, uint64_t v, unsigned bytes)
-{
-	for (unsigned i = 0; i < bytes; i++)
-		*p++ = (uint8_t)(v >> (8 * i));
-	return p;
-}
-
 size_t pol_wire_answer(uint8_t *out, uint64_t id, const struct pol_result *r,
 		       const struct pol_quota_res *q, size_t nq)
 {
@@ -80,19 +71,19 @@ size_t pol_wire_answer(uint8_t *out, uint64_t id, const struct pol_result *r,
 	size_t len = 8 + 4 + 8 + 4 + 2 + mlen + 2 + 16 * nq;
 	size_t framed = 8 + ((len + 7) & ~(size_t)7);
 	uint8_t *p = out;
-	p = put_le(p, len, 4);
-	p = put_le(p, MIXD_FRAME_CHECK_ANSWER, 4);
-	p = put_le(p, id, 8);
-	p = put_le(p, (uint32_t)r->code, 4);
-	p = put_le(p, (uint64_t)r->valid_duration_ns, 8);
-	p = put_le(p, (uint32_t)r->valid_use_count, 4);
-	p = put_le(p, mlen, 2);
+	p = wire_put_le(p, len, 4);
+	p = wire_put_le(p, MIXD_FRAME_CHECK_ANSWER, 4);
+	p = wire_put_le(p, id, 8);
+	p = wire_put_le(p, (uint32_t)r->code, 4);
+	p = wire_put_le(p, (uint64_t)r->valid_duration_ns, 8);
+	p = wire_put_le(p, (uint32_t)r->valid_use_count, 4);
+	p = wire_put_le(p, mlen, 2);
 	memcpy(p, r->message, mlen);
 	p += mlen;
-	p = put_le(p, nq, 2);
+	p = wire_put_le(p, nq, 2);
 	for (size_t i = 0; i < nq; i++) {
-		p = put_le(p, (uint64_t)q[i].granted, 8);
-		p = put_le(p, (uint64_t)q[i].valid_duration_ns, 8);
+		p = wire_put_le(p, (uint64_t)q[i].granted, 8);
+		p = wire_put_le(p, (uint64_t)q[i].valid_duration_ns, 8);
 	}
 	memset(p, 0, framed - (size_t)(p - out));
 	return framed;

@@ -45,6 +45,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "attr/attr.h"
 #include "config/config.h"
@@ -69,9 +70,6 @@ enum pol_code {
 	POL_DATA_LOSS = 15,
 	POL_UNAUTHENTICATED = 16,
 };
-
-/** The code's name as google.rpc spells it ("PERMISSION_DENIED"). */
-const char *pol_code_name(int code);
 
 /** Mixer's validity for an answer no handler gave an opinion on. */
 #define POL_DEFAULT_VALID_NS (60 * INT64_C(1000000000))
@@ -157,8 +155,14 @@ void pol_engine_destroy(struct pol_engine *e);
 /** The vocabulary requests are decoded against: the config's. */
 const struct attr_vocab *pol_engine_vocab(const struct pol_engine *e);
 
-/** True when @e has any policy rule: a check that finds none is OK. */
-bool pol_engine_has_rules(const struct pol_engine *e);
+/** CLOCK_MONOTONIC in nanoseconds: the policy module's one clock (quota
+ *  windows, deadlines, the spin after a batch). */
+static inline int64_t pol_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 /** A thread's scratch for checking with @e. NULL on ENOMEM. */
 struct pol_thread *pol_thread_create(const struct pol_engine *e);
