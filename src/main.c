@@ -1434,13 +1434,15 @@ static bool drain_watch(int fd, int dir_wd, const char *name)
 }
 
 /*
- * The Marathon resolver serves the first mesosenv handler. It starts with
- * the first config that has one, at start or at a reload (each shard then
- * makes its reader at its next pass). A reload that changes the handler's
- * settings hands them to the running resolver, which reconnects; one that
- * drops the handler pauses it (no connection, no sync) and readiness no
- * longer waits for it. --marathon-address overrides the address
- * throughout. Called once the config is installed.
+ * The Marathon resolver serves the first mesosenv handler, for the
+ * telemetry shards and the policy thread's checks alike (Mixer generated
+ * attributes for both). It starts with the first config that has one, at
+ * start or at a reload (each shard, and the policy thread, then makes its
+ * reader at its next pass). A reload that changes the handler's settings
+ * hands them to the running resolver, which reconnects; one that drops
+ * the handler pauses it (no connection, no sync) and readiness no longer
+ * waits for it. --marathon-address overrides the address throughout.
+ * Called once the config is installed.
  */
 static void start_resolver(struct mixd *m, const struct cfg *c, bool initial)
 {
@@ -1478,7 +1480,10 @@ static void start_resolver(struct mixd *m, const struct cfg *c, bool initial)
 		return;
 	}
 	__atomic_store_n(&m->resolver, res, __ATOMIC_RELEASE);
-	agg_set_resolver(m->agg, res);
+	if (m->st.role & ROLE_TELEMETRY)
+		agg_set_resolver(m->agg, res);
+	if (m->policy) /* else main() hands it over as it starts the server */
+		pol_server_set_resolver(m->policy, res);
 }
 
 static int inode_cmp(const void *a, const void *b)
@@ -1663,6 +1668,9 @@ static int load_config(struct mixd *m, bool initial, bool *changed)
 		goto fail;
 	}
 	if (!(m->st.role & ROLE_TELEMETRY)) {
+		/* checks run the mesos instances too: the resolver serves
+		 * --role policy as it does telemetry */
+		start_resolver(m, c, initial);
 		cfg_destroy(c); /* the engine holds it */
 		goto installed;
 	}
@@ -1841,6 +1849,9 @@ int main(int argc, char **argv)
 			fprintf(stderr, "mixd: %s\n", err);
 			goto out;
 		}
+		/* started by the config, before the server was */
+		if (m.resolver)
+			pol_server_set_resolver(m.policy, m.resolver);
 		fprintf(stderr, "mixd: policy checks on %s\n",
 			m.st.policy_address);
 		if (!m.st.config)

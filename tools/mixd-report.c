@@ -634,6 +634,7 @@ static int check_line(struct line_ctx *x, mixd_record *r)
 	cJSON_AddStringToObject(j, "file", x->file);
 	cJSON_AddNumberToObject(j, "line", (double)x->lineno);
 	cJSON_AddBoolToObject(j, "answered", a.from_mixd);
+	cJSON_AddBoolToObject(j, "cached", a.cached);
 	cJSON_AddNumberToObject(j, "code", a.code);
 	cJSON_AddStringToObject(j, "status", mixd_code_name(a.code));
 	cJSON_AddStringToObject(j, "message", a.message);
@@ -808,7 +809,8 @@ static void usage(FILE *f)
 		"that socket)\n"
 		"                          and print each answer as a JSON "
 		"line: file, line,\n"
-		"                          answered, code, status, message,\n"
+		"                          answered, cached, code, status, "
+		"message,\n"
 		"                          valid_duration_ns, valid_use_count,\n"
 		"                          quotas {NAME: {granted, "
 		"valid_duration_ns}}\n"
@@ -819,6 +821,11 @@ static void usage(FILE *f)
 		"than nothing\n"
 		"      --check-timeout MS  wait at most MS for each answer "
 		"(default 1000)\n"
+		"      --no-cache          ask mixd every time (default: an "
+		"answer mixd\n"
+		"                          said may be reused answers the "
+		"same request\n"
+		"                          again, \"cached\": true)\n"
 		"      --fail-closed       when mixd does not answer, answer "
 		"UNAVAILABLE\n"
 		"                          (default: OK, as Mixer's proxies "
@@ -864,7 +871,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 		O_QUOTA,
 		O_BEST_EFFORT,
 		O_CHECK_TIMEOUT,
-		O_FAIL_CLOSED
+		O_FAIL_CLOSED,
+		O_NO_CACHE
 	};
 	static const struct option longopts[] = {
 		{"address", required_argument, NULL, 'a'},
@@ -879,6 +887,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{"best-effort", no_argument, NULL, O_BEST_EFFORT},
 		{"check-timeout", required_argument, NULL, O_CHECK_TIMEOUT},
 		{"fail-closed", no_argument, NULL, O_FAIL_CLOSED},
+		{"no-cache", no_argument, NULL, O_NO_CACHE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -1009,6 +1018,9 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case O_FAIL_CLOSED:
 			o->checker.fail_policy = MIXD_FAIL_CLOSE;
 			break;
+		case O_NO_CACHE:
+			o->checker.cache_entries = -1;
+			break;
 		case O_CHECK_TIMEOUT:
 			if (parse_ulong(optarg, INT32_MAX, &v) != 0 || !v) {
 				fprintf(stderr,
@@ -1030,9 +1042,11 @@ static int parse_args(int argc, char **argv, struct options *o)
 	for (size_t i = 0; i < o->n_quotas; i++)
 		o->quotas[i].best_effort = best_effort;
 	if (!o->check && (o->n_quotas || best_effort ||
-			  o->checker.fail_policy != MIXD_FAIL_OPEN)) {
-		fprintf(stderr, "mixd-report: --quota, --best-effort and "
-				"--fail-closed are for --check\n");
+			  o->checker.fail_policy != MIXD_FAIL_OPEN ||
+			  o->checker.cache_entries)) {
+		fprintf(stderr, "mixd-report: --quota, --best-effort, "
+				"--fail-closed and --no-cache are for "
+				"--check\n");
 		return -1;
 	}
 	if (!o->address) {

@@ -1,6 +1,7 @@
 /*
  * mixd/check.h -- the check protocol: what a policy client (libmixd's
- * mixd_checker) and mixd's policy socket say to each other. Version 1.
+ * mixd_checker) and mixd's policy socket say to each other. Version 2
+ * (1 had no referenced attributes in its answers).
  *
  * Only libmixd, mixd's policy module and tests include this header.
  * Change nothing here without bumping MIXD_CHECK_VERSION.
@@ -42,8 +43,17 @@
  *    u16 n_quotas, then per quota asked, in the request's order:
  *        i64 granted
  *        i64 valid_duration_ns
+ *    u16 n_refs, then n_refs x u16    the dictionary attributes (ids of
+ *                                     <mixd/attributes.h>, ascending) the
+ *                                     decision depends on, present or
+ *                                     absent; MIXD_CHECK_REFS_NONE (and no
+ *                                     ids): the answer must not be reused
  *
  *   Quotas are answered only when code is OK (n_quotas is 0 otherwise).
+ *   A client may reuse an answer, within its validity, for a request
+ *   whose referenced attributes are all encoded as they were in the one
+ *   asked (the same absent), as Mixer's proxy cached by
+ *   ReferencedAttributes; grants are never reused.
  */
 #ifndef MIXD_CHECK_H
 #define MIXD_CHECK_H
@@ -54,7 +64,7 @@
 #define MIXD_HELLO_CHECK 3u
 
 /** Protocol version, in the hello. */
-#define MIXD_CHECK_VERSION 1u
+#define MIXD_CHECK_VERSION 2u
 
 /** Frame marks. */
 #define MIXD_FRAME_CHECK 0x314B584Du	    /* "MXK1" little-endian */
@@ -68,6 +78,9 @@
 
 /** Longest message in an answer; longer ones are cut. */
 #define MIXD_CHECK_MESSAGE_MAX 1023u
+
+/** n_refs of an answer that must not be reused. */
+#define MIXD_CHECK_REFS_NONE 0xFFFFu
 
 /** Largest payload of a request or an answer. */
 #define MIXD_CHECK_FRAME_MAX                                                 \

@@ -373,12 +373,26 @@ void mixd_template_destroy(mixd_template *t);
  *   mixd_check(k, v, n, "request-uuid", &q, 1, 50, &a);
  *   if (a.code != 0) ...refuse the request (a.message says why)...
  *   if (a.n_quotas && a.quotas[0].granted < 1) ...429...
+ *
+ * Or without waiting (an event loop's way): mixd_check_async() sends,
+ * and the answer comes to a callback when mixd_checker_dispatch() runs,
+ * which the loop calls when mixd_checker_fd() polls readable or
+ * mixd_checker_timeout() has passed. Many checks may be in flight on one
+ * connection; mixd answers them in order, many per read and write.
+ *
+ * The cache: mixd says with each answer how long it may be reused
+ * (valid_duration_ns, valid_use_count) and which attributes it depends
+ * on. A checker keeps answers (not grants: a check that asks for quota
+ * always goes to mixd) and answers a later check whose attributes are
+ * the same in all the ways the decision read them without asking mixd,
+ * as Mixer's proxy did; `cached` says so. A configuration change takes
+ * effect on cached answers when they expire, as with Mixer.
  */
 
 /** A connection to mixd's policy socket. Opaque. */
 typedef struct mixd_checker mixd_checker;
 
-/** What mixd_check() answers when mixd does not (down, too slow). */
+/** What a check answers when mixd does not (down, too slow). */
 enum mixd_fail_policy {
 	MIXD_FAIL_OPEN = 0,  /**< OK: the request goes on (Mixer's default) */
 	MIXD_FAIL_CLOSE = 1, /**< UNAVAILABLE (14): the request is refused */
@@ -387,6 +401,12 @@ enum mixd_fail_policy {
 /** Checker options; zero-initialise for the defaults. */
 struct mixd_checker_options {
 	int fail_policy; /**< enum mixd_fail_policy; default MIXD_FAIL_OPEN */
+	/** answers kept for reuse, at most; 0: 10,000; negative: no cache
+	 *  (every check asks mixd) */
+	int cache_entries;
+	/** checks sent and not yet answered, at most; 0: 1,024; a check past
+	 *  it is answered by the fail policy (-ENOBUFS) */
+	int max_in_flight;
 };
 
 /** The most quotas one check asks for. */
@@ -405,7 +425,10 @@ struct mixd_check_answer {
 	char message[1024];/**< why, when code is not 0; NUL-terminated */
 	int64_t valid_duration_ns; /**< the answer may be reused this long */
 	int32_t valid_use_count;   /**< ... for this many requests */
-	int from_mixd;	   /**< 1: mixd answered; 0: the fail policy did */
+	int from_mixd;	   /**< 1: mixd's decision (now or cached); 0: the
+			        fail policy's */
+	int cached;	   /**< 1: from the checker's cache (validity is
+			        what is left of it) */
 	size_t n_quotas;   /**< as asked when code is 0, else 0 */
 	struct {
 		int64_t granted;
@@ -414,9 +437,9 @@ struct mixd_check_answer {
 };
 
 /**
- * Open a checker for the policy socket @address ("unix:///path"). It
- * connects on the first check, and again after a failure. Returns 0, or
- * -EINVAL (a bad address or option), -ENOMEM.
+ * Open a checker for the policy socket @address ("unix:///path"); @o may
+ * be NULL. It connects on the first check, and again after a failure.
+ * Returns 0, or -EINVAL (a bad address or option), -ENOMEM.
  */
 int mixd_checker_open(const char *address,
 		      const struct mixd_checker_options *o,
@@ -429,16 +452,18 @@ int mixd_checker_open(const char *address,
  * again, within mixd's deduplication window, gets the same grant rather
  * than a second one: send a retry of one request with its first id).
  * Waits at most @timeout_ms (> 0) for the answer. Returns 0 with mixd's
- * answer in *@out; otherwise *@out holds the fail policy's answer
- * (from_mixd 0, the reason in message) and the return says why:
- * -ETIMEDOUT, -ECONNREFUSED or -ENOENT (mixd not there), -EPROTO (a bad
- * answer); or, answered INVALID_ARGUMENT (3) whatever the fail policy,
- * -EMSGSIZE or -EINVAL (a request that cannot be sent: too large, a
- * custom attribute, a bad value, too many quotas, a name over 255
- * bytes). Thread-safe; calls on one checker are served one at a time:
- * open one checker per thread that checks in parallel. After fork() a
- * checker connects anew in the child on its next check (fork only while
- * no thread of the parent is checking with it).
+ * answer in *@out (or a cached one); otherwise *@out holds the fail
+ * policy's answer (from_mixd 0, the reason in message) and the return
+ * says why: -ETIMEDOUT, -ECONNREFUSED or -ENOENT (mixd not there),
+ * -ECONNRESET (mixd went away), -EPROTO (a bad answer), -ENOBUFS (too
+ * many checks in flight); or, answered INVALID_ARGUMENT (3) whatever the
+ * fail policy, -EMSGSIZE or -EINVAL (a request that cannot be sent: too
+ * large, a custom attribute, a bad value, too many quotas, a name over
+ * 255 bytes). Thread-safe, as every call on a checker: while it waits it
+ * also runs the callbacks of asynchronous checks whose answers come. After
+ * fork() a checker connects anew in the child on its next check,
+ * forgetting the parent's checks in flight (fork only while no thread of
+ * the parent is using it).
  */
 int mixd_check(mixd_checker *k, const struct mixd_value *v, size_t n,
 	       const char *dedup_id, const struct mixd_check_quota *q,
@@ -447,9 +472,9 @@ int mixd_check(mixd_checker *k, const struct mixd_value *v, size_t n,
 /**
  * The record builder of checker @k: fill it with the setters
  * (mixd_set_string() and the others; dictionary attributes only, a custom
- * one makes the record invalid), then send it with mixd_check_record().
- * One builder per checker, reused: build and check from one thread at a
- * time.
+ * one makes the record invalid), then send it with mixd_check_record() or
+ * mixd_check_record_async(). One builder per checker, reused: build and
+ * check from one thread at a time.
  */
 mixd_record *mixd_check_begin(mixd_checker *k);
 
@@ -462,7 +487,77 @@ int mixd_check_record(mixd_checker *k, mixd_record *r, const char *dedup_id,
 		      const struct mixd_check_quota *q, size_t nq,
 		      int timeout_ms, struct mixd_check_answer *out);
 
-/** Close the connection and free @k; NULL is fine. */
+/**
+ * An asynchronous check's answer: @rc and *@a as mixd_check() would
+ * return and fill them. @a lives only during the call.
+ */
+typedef void (*mixd_check_done)(void *arg, int rc,
+				const struct mixd_check_answer *a);
+
+/**
+ * As mixd_check(), without waiting: @done(@arg, ...) runs exactly once
+ * with the answer. It runs before this returns when the answer is known
+ * at once (from the cache; the fail policy's when mixd cannot be reached
+ * or the request cannot be sent), else from a later
+ * mixd_checker_dispatch() (or mixd_check(), which dispatches while it
+ * waits), on the thread that calls it, by @timeout_ms from now. A
+ * callback may check again (mixd_check_async()), but not wait
+ * (mixd_check(), mixd_checker_dispatch()) or close the checker. The
+ * request goes out at once when nothing else is in flight, otherwise
+ * with the next dispatch (checks asked while others are answered travel
+ * together). Returns 0, or -EINVAL (@k or @done NULL, @timeout_ms <= 0)
+ * and @done never runs.
+ */
+int mixd_check_async(mixd_checker *k, const struct mixd_value *v, size_t n,
+		     const char *dedup_id, const struct mixd_check_quota *q,
+		     size_t nq, int timeout_ms, mixd_check_done done,
+		     void *arg);
+
+/** As mixd_check_async(), for mixd_check_begin(@k)'s record @r. */
+int mixd_check_record_async(mixd_checker *k, mixd_record *r,
+			    const char *dedup_id,
+			    const struct mixd_check_quota *q, size_t nq,
+			    int timeout_ms, mixd_check_done done, void *arg);
+
+/**
+ * Send what waits to be sent, read the answers that have come and run
+ * their callbacks, and those of checks whose time is up (the fail
+ * policy's answer, -ETIMEDOUT). Waits up to @wait_ms (0: not at all,
+ * negative: until a callback has run or nothing is in flight) for at
+ * least one. Returns how many callbacks ran, or -EINVAL.
+ */
+int mixd_checker_dispatch(mixd_checker *k, int wait_ms);
+
+/**
+ * A descriptor an event loop polls for reading: readable when answers
+ * have come (or the connection broke, or requests wait for room to be
+ * sent): then call mixd_checker_dispatch(@k, 0). The same for the
+ * checker's life; the checker closes it.
+ */
+int mixd_checker_fd(mixd_checker *k);
+
+/**
+ * Milliseconds until the next check in flight runs out of time (call
+ * mixd_checker_dispatch() then), 0 if one has, -1 with none in flight.
+ */
+int mixd_checker_timeout(mixd_checker *k);
+
+/** What a checker did, counted since it was opened. */
+struct mixd_checker_stats {
+	uint64_t checks;      /**< checks asked */
+	uint64_t cache_hits;  /**< of them, answered from the cache */
+	uint64_t answered;    /**< answered by mixd */
+	uint64_t failed;      /**< answered by the fail policy, or
+				   INVALID_ARGUMENT unsent */
+	uint64_t cached;      /**< answers in the cache now */
+	uint64_t in_flight;   /**< checks sent and not yet answered now */
+};
+
+/** Fill *@out with @k's counters. */
+void mixd_checker_stats(mixd_checker *k, struct mixd_checker_stats *out);
+
+/** Close the connection and free @k; NULL is fine. Checks still in
+ *  flight are forgotten: their callbacks never run. */
 void mixd_checker_close(mixd_checker *k);
 
 /** The google.rpc name of a check's code ("PERMISSION_DENIED"); "UNKNOWN"

@@ -30,20 +30,13 @@
 
 #include <mixd/client.h>
 
-#include <mixd/check.h>
 
 #include "ingest/ring.h"
+#include "ingest/client_internal.h"
 #include "ingest/wire.h"
-
-#ifdef MIXD_BUILDING_SHARED
-#define API __attribute__((visibility("default")))
-#else
-#define API
-#endif
 
 #define CUSTOM_BASE 0x8000u
 #define CUSTOM_MAX 1024u
-#define REC_SLACK 8 /* bytes after a builder's buffer: see room() */
 #define RING_DEFAULT (1u << 20)
 /* A largest record must fit even right after a wrap (see ring_push). */
 #define RING_MIN (256u << 10)
@@ -52,13 +45,6 @@
 #define RETIRED_MAX 64u
 #define CONNECTION_LASTED_NS 1000000000ull
 #define SEND_CHUNK (256u << 10)
-
-struct mixd_record {
-	struct wire_writer w;
-	struct tl_ring *ring; /* NULL: no ring could be made; commit drops */
-	struct mixd_client *client;
-	bool invalid;
-};
 
 struct tl_ring {
 	/* The producer thread's. */
@@ -198,11 +184,10 @@ static void fork_init(void)
 	pthread_atfork(fork_prepare, fork_parent, forked_child);
 }
 
-static uint64_t now_ns(int clock)
+pid_t client_process(void)
 {
-	struct timespec ts;
-	clock_gettime(clock, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	pthread_once(&fork_once, fork_init);
+	return proc_pid;
 }
 
 static void wake(struct mixd_client *c)
@@ -1701,7 +1686,7 @@ static void *bg_main(void *arg)
 
 /* ---- the client ------------------------------------------------------- */
 
-static int parse_address(const char *address, struct sockaddr_un *sa)
+int client_parse_address(const char *address, struct sockaddr_un *sa)
 {
 	const char *path = address;
 	if (strncmp(address, "unix://", 7) == 0)
@@ -1738,7 +1723,7 @@ API int mixd_client_open(const char *address,
 		return -ENOMEM;
 	c->wake_fd = -1;
 	pthread_mutex_init(&c->lock, NULL);
-	int rc = parse_address(address, &c->addr);
+	int rc = client_parse_address(address, &c->addr);
 	if (rc)
 		goto fail;
 	pthread_once(&fork_once, fork_init);
@@ -1974,380 +1959,23 @@ API const char *mixd_version(void)
 	return MIXD_VERSION;
 }
 
-/* ---- checks: the policy socket (<mixd/check.h>) -------------------------- */
-
-struct mixd_checker {
-	pthread_mutex_t lock;
-	struct sockaddr_un sa;
-	int fd; /* -1: not connected */
-	pid_t pid; /* the process that connected fd */
-	int fail_policy;
-	uint64_t next_id;
-	uint8_t *buf; /* one frame, out or in */
-	struct mixd_record rec; /* mixd_check_begin()'s builder */
-	uint8_t *recbuf;
-};
-
-API int mixd_checker_open(const char *address,
-			  const struct mixd_checker_options *o,
-			  mixd_checker **out)
+ssize_t client_dict_values_size(const struct mixd_value *v, size_t n)
 {
-	if (!address || !out ||
-	    (o && o->fail_policy != MIXD_FAIL_OPEN &&
-	     o->fail_policy != MIXD_FAIL_CLOSE))
-		return -EINVAL;
-	struct mixd_checker *k = calloc(1, sizeof *k);
-	if (!k)
-		return -ENOMEM;
-	if (parse_address(address, &k->sa)) {
-		free(k);
-		return -EINVAL;
-	}
-	k->buf = malloc(MIXD_FRAME_HDR + MIXD_CHECK_FRAME_MAX + 8);
-	k->recbuf = malloc(MIXD_RECORD_MAX + REC_SLACK);
-	if (!k->buf || !k->recbuf) {
-		free(k->buf);
-		free(k->recbuf);
-		free(k);
-		return -ENOMEM;
-	}
-	pthread_mutex_init(&k->lock, NULL);
-	k->fd = -1;
-	k->fail_policy = o ? o->fail_policy : MIXD_FAIL_OPEN;
-	*out = k;
-	return 0;
-}
-
-API void mixd_checker_close(mixd_checker *k)
-{
-	if (!k)
-		return;
-	if (k->fd >= 0)
-		close(k->fd);
-	pthread_mutex_destroy(&k->lock);
-	free(k->buf);
-	free(k->recbuf);
-	free(k);
-}
-
-API mixd_record *mixd_check_begin(mixd_checker *k)
-{
-	k->rec.client = NULL;
-	k->rec.ring = NULL;
-	k->rec.invalid = false;
-	wire_init(&k->rec.w, k->recbuf, MIXD_RECORD_MAX);
-	return &k->rec;
-}
-
-/* Milliseconds left before @deadline (CLOCK_MONOTONIC ns), at least 0. */
-static int ms_left(uint64_t deadline)
-{
-	uint64_t now = now_ns(CLOCK_MONOTONIC);
-	return now >= deadline ? 0 : (int)((deadline - now + 999999) / 1000000);
-}
-
-/* Wait for @ev on @fd until @deadline: 0, -ETIMEDOUT, -errno. */
-static int wait_fd(int fd, short ev, uint64_t deadline)
-{
-	for (;;) {
-		struct pollfd p = {.fd = fd, .events = ev};
-		int n = poll(&p, 1, ms_left(deadline));
-		if (n > 0)
-			return 0;
-		if (n == 0)
-			return -ETIMEDOUT;
-		if (errno != EINTR)
-			return -errno;
-	}
-}
-
-/* Connect and say hello, unless connected: 0 or -errno. */
-static int checker_connect(struct mixd_checker *k, uint64_t deadline)
-{
-	if (k->fd >= 0 && k->pid == getpid())
-		return 0;
-	if (k->fd >= 0) { /* the parent's connection, inherited: not ours */
-		close(k->fd);
-		k->fd = -1;
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -errno;
-	/* A unix socket connects at once, or not at all when mixd's backlog
-	 * is full (EAGAIN): then again, a little later, until the deadline. */
-	while (connect(fd, (struct sockaddr *)&k->sa, sizeof k->sa) != 0) {
-		int e = errno;
-		if (e == EINTR)
-			continue;
-		if (e != EAGAIN || now_ns(CLOCK_MONOTONIC) >= deadline) {
-			close(fd);
-			return e == EAGAIN ? -ETIMEDOUT : -e;
-		}
-		struct timespec ts = {0, 200000};
-		nanosleep(&ts, NULL);
-	}
-	struct mixd_hello h = {.version = MIXD_CHECK_VERSION,
-			       .kind = MIXD_HELLO_CHECK};
-	memcpy(h.marker, MIXD_HELLO_MARKER, sizeof h.marker);
-	if (send(fd, &h, sizeof h, MSG_NOSIGNAL) != (ssize_t)sizeof h) {
-		close(fd);
-		return -ECONNRESET;
-	}
-	k->fd = fd;
-	k->pid = getpid();
-	return 0;
-}
-
-/* Send @len bytes of @p or fail by @deadline. */
-static int send_all(int fd, const uint8_t *p, size_t len, uint64_t deadline)
-{
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			int rc = wait_fd(fd, POLLOUT, deadline);
-			if (rc)
-				return rc;
-		} else if (n < 0 && errno != EINTR) {
-			return -errno;
-		}
-	}
-	return 0;
-}
-
-/* A spinning thread's hint to the CPU (and to the sibling hyperthread). */
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ volatile("yield");
-#endif
-}
-
-/* How long a checker looks for its answer before it sleeps: an answer
- * usually comes within this, and a sleeping thread is woken tens of
- * microseconds late (more on a VM), which would be most of a check. */
-#define CHECK_SPIN_NS 50000u
-
-/* Receive exactly @len bytes into @p by @deadline. */
-static int recv_all(int fd, uint8_t *p, size_t len, uint64_t deadline)
-{
-	uint64_t spin_until = 0;
-	while (len) {
-		ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-		} else if (n == 0) {
-			return -ECONNRESET;
-		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			uint64_t now = now_ns(CLOCK_MONOTONIC);
-			if (!spin_until)
-				spin_until = now + CHECK_SPIN_NS;
-			if (now < spin_until && now < deadline) {
-				cpu_relax();
-				continue;
-			}
-			int rc = wait_fd(fd, POLLIN, deadline);
-			if (rc)
-				return rc;
-		} else if (errno != EINTR) {
-			return -errno;
-		}
-	}
-	return 0;
-}
-
-/*
- * The head of a check request for a record of @rec bytes, in k->buf: its
- * framed size, or -errno; the record goes at *@recp, the padding after it
- * is written already.
- */
-static ssize_t check_head(struct mixd_checker *k, uint64_t id,
-			  const char *dedup, const struct mixd_check_quota *q,
-			  size_t nq, size_t rec, uint8_t **recp)
-{
-	size_t dlen = dedup ? strlen(dedup) : 0;
-	if (nq > MIXD_CHECK_QUOTAS || dlen > MIXD_CHECK_NAME_MAX ||
-	    (nq && !q))
-		return -EINVAL;
-	if (rec > MIXD_RECORD_MAX)
-		return -EMSGSIZE;
-	size_t len = 8 + 2 + dlen + 2 + 4 + rec;
-	for (size_t i = 0; i < nq; i++) {
-		size_t nl = q[i].name ? strlen(q[i].name) : 0;
-		if (!nl || nl > MIXD_CHECK_NAME_MAX)
-			return -EINVAL;
-		len += 2 + nl + 9;
-	}
-	uint8_t *p = k->buf;
-	p = wire_put_le(p, len, 4);
-	p = wire_put_le(p, MIXD_FRAME_CHECK, 4);
-	p = wire_put_le(p, id, 8);
-	p = wire_put_le(p, dlen, 2);
-	if (dlen)
-		memcpy(p, dedup, dlen);
-	p += dlen;
-	p = wire_put_le(p, nq, 2);
-	for (size_t i = 0; i < nq; i++) {
-		size_t nl = strlen(q[i].name);
-		p = wire_put_le(p, nl, 2);
-		memcpy(p, q[i].name, nl);
-		p += nl;
-		p = wire_put_le(p, (uint64_t)q[i].amount, 8);
-		*p++ = q[i].best_effort ? 1 : 0;
-	}
-	p = wire_put_le(p, rec, 4);
-	*recp = p;
-	size_t framed = MIXD_FRAME_HDR + MIXD_FRAME_ALIGN(len);
-	memset(p + rec, 0, framed - (size_t)(p + rec - k->buf));
-	return (ssize_t)framed;
-}
-
-/* Read the answer to @id into @out: 0 or -errno (-EPROTO: malformed). */
-static int check_answer(struct mixd_checker *k, uint64_t id, size_t nq,
-			uint64_t deadline, struct mixd_check_answer *out)
-{
-	uint8_t hdr[MIXD_FRAME_HDR];
-	int rc = recv_all(k->fd, hdr, sizeof hdr, deadline);
-	if (rc)
-		return rc;
-	uint64_t len = wire_get_le(hdr, 4);
-	if (wire_get_le(hdr + 4, 4) != MIXD_FRAME_CHECK_ANSWER ||
-	    len > MIXD_CHECK_FRAME_MAX || len < 8 + 4 + 8 + 4 + 2 + 2)
-		return -EPROTO;
-	uint8_t *p = k->buf;
-	rc = recv_all(k->fd, p, MIXD_FRAME_ALIGN(len), deadline);
-	if (rc)
-		return rc;
-	const uint8_t *e = p + len;
-	if (wire_get_le(p, 8) != id)
-		return -EPROTO;
-	out->code = (int)(int32_t)wire_get_le(p + 8, 4);
-	out->valid_duration_ns = (int64_t)wire_get_le(p + 12, 8);
-	out->valid_use_count = (int32_t)wire_get_le(p + 20, 4);
-	size_t mlen = wire_get_le(p + 24, 2);
-	p += 26;
-	if ((size_t)(e - p) < mlen + 2 || mlen >= sizeof out->message)
-		return -EPROTO;
-	memcpy(out->message, p, mlen);
-	out->message[mlen] = 0;
-	p += mlen;
-	size_t got = wire_get_le(p, 2);
-	p += 2;
-	if ((got != nq && got != 0) || (size_t)(e - p) != 16 * got ||
-	    (got && out->code != 0))
-		return -EPROTO;
-	out->n_quotas = got;
-	for (size_t i = 0; i < got; i++, p += 16) {
-		out->quotas[i].granted = (int64_t)wire_get_le(p, 8);
-		out->quotas[i].valid_duration_ns = (int64_t)wire_get_le(p + 8, 8);
-	}
-	out->from_mixd = 1;
-	return 0;
-}
-
-/* No answer from mixd: the fail policy's, and why; INVALID_ARGUMENT for
- * a request that could not be sent (the caller's to fix, never allowed
- * by a fail-open policy unchecked). */
-static void fail_answer(const struct mixd_checker *k, int rc,
-			struct mixd_check_answer *out)
-{
-	memset(out, 0, sizeof *out);
-	if (rc == -EINVAL || rc == -EMSGSIZE) {
-		out->code = 3; /* INVALID_ARGUMENT */
-		snprintf(out->message, sizeof out->message,
-			 "the request cannot be sent: %s", strerror(-rc));
-		return;
-	}
-	out->code = k->fail_policy == MIXD_FAIL_CLOSE ? 14 /* UNAVAILABLE */
-						      : 0;
-	snprintf(out->message, sizeof out->message,
-		 "mixd did not answer: %s", strerror(-rc));
-}
-
-/* Send the request in k->buf (@framed: its size, or -errno) and read its
- * answer; with k->lock held. */
-static int check_locked(struct mixd_checker *k, ssize_t framed, uint64_t id,
-			size_t nq, uint64_t deadline,
-			struct mixd_check_answer *out)
-{
-	int rc = framed < 0 ? (int)framed : checker_connect(k, deadline);
-	if (!rc)
-		rc = send_all(k->fd, k->buf, (size_t)framed, deadline);
-	if (!rc)
-		rc = check_answer(k, id, nq, deadline, out);
-	if (rc && framed >= 0 && k->fd >= 0) {
-		/* an answer may still come: a new connection for the next
-		 * check, so it never reads this one's */
-		close(k->fd);
-		k->fd = -1;
-	}
-	return rc;
-}
-
-static uint64_t deadline_in(int timeout_ms)
-{
-	return now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000u;
-}
-
-API int mixd_check(mixd_checker *k, const struct mixd_value *v, size_t n,
-		   const char *dedup_id, const struct mixd_check_quota *q,
-		   size_t nq, int timeout_ms, struct mixd_check_answer *out)
-{
-	if (!k || !out || timeout_ms <= 0 || (n && !v))
-		return -EINVAL;
-	uint64_t deadline = deadline_in(timeout_ms);
-	size_t rec = 0;
-	int rc = 0;
-	for (size_t i = 0; i < n && !rc; i++) {
-		/* dictionary attributes only: a checker has no custom names */
+	size_t len = 0;
+	for (size_t i = 0; i < n; i++) {
 		size_t sz = v[i].attr < MIXD_ATTR_DICT_COUNT
 				    ? value_size(NULL, &v[i])
 				    : 0;
-		rc = !sz ? -EINVAL : (rec += sz) > MIXD_RECORD_MAX ? -EMSGSIZE : 0;
+		if (!sz)
+			return -EINVAL;
+		if ((len += sz) > MIXD_RECORD_MAX)
+			return -EMSGSIZE;
 	}
-	pthread_mutex_lock(&k->lock);
-	uint64_t id = ++k->next_id;
-	uint8_t *p;
-	ssize_t framed = rc ? rc : check_head(k, id, dedup_id, q, nq, rec, &p);
-	if (framed > 0)
-		encode_values(NULL, v, n, p);
-	rc = check_locked(k, framed, id, nq, deadline, out);
-	pthread_mutex_unlock(&k->lock);
-	if (rc)
-		fail_answer(k, rc, out);
-	return rc;
+	return (ssize_t)len;
 }
 
-API int mixd_check_record(mixd_checker *k, mixd_record *r,
-			  const char *dedup_id,
-			  const struct mixd_check_quota *q, size_t nq,
-			  int timeout_ms, struct mixd_check_answer *out)
+uint8_t *client_encode_values(const struct mixd_value *v, size_t n,
+			      uint8_t *o)
 {
-	if (!k || !out || r != &k->rec || timeout_ms <= 0)
-		return -EINVAL;
-	uint64_t deadline = deadline_in(timeout_ms);
-	pthread_mutex_lock(&k->lock);
-	uint64_t id = ++k->next_id;
-	uint8_t *p;
-	ssize_t framed = r->invalid     ? -EINVAL
-			 : r->w.overflow ? -EMSGSIZE
-					 : check_head(k, id, dedup_id, q, nq,
-						      r->w.len, &p);
-	if (framed > 0)
-		memcpy(p, r->w.buf, r->w.len);
-	int rc = check_locked(k, framed, id, nq, deadline, out);
-	pthread_mutex_unlock(&k->lock);
-	if (rc)
-		fail_answer(k, rc, out);
-	return rc;
-}
-
-API const char *mixd_code_name(int code)
-{
-	return mixd_check_code_name(code);
+	return encode_values(NULL, v, n, o);
 }

@@ -5,9 +5,10 @@
  * At build, every (rule, action, instance) of the policy path becomes a
  * dispatch: check instances (checknothing, listentry) in one array, quota
  * instances in another, each in config order, so a check is two plain
- * loops. Expressions are evaluated through the config's shared program
- * with the thread's scratch: a rule's match used by several dispatches is
- * evaluated once per request.
+ * loops, after attribute generation (pol_gen.c) has bound what the mesos
+ * instances say into the request. Expressions are evaluated through the
+ * config's shared program with the thread's scratch: a rule's match used
+ * by several dispatches is evaluated once per request.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -20,6 +21,7 @@
 
 #include "expr/expr.h"
 #include "policy/pol_fetch.h"
+#include "policy/pol_gen.h"
 #include "policy/pol_list.h"
 #include "policy/pol_quota.h"
 #include "policy/policy.h"
@@ -56,10 +58,15 @@ struct pol_engine {
 	size_t n_handlers;
 	struct dispatch *checks, *quotas;
 	size_t n_checks, n_quotas;
+	struct pol_gen *gen; /* attribute generation, run first */
+	/* the dictionary attributes a check's answer depends on */
+	uint16_t refs[MIXD_ATTR_DICT_COUNT];
+	uint16_t n_refs;
 };
 
 struct pol_thread {
 	struct expr_scratch *s;
+	struct pol_gen_thread *gt;
 	/* a quota instance's dimensions, evaluated */
 	struct pol_quota_dim dims[POL_QUOTA_DIMS_MAX];
 	struct attr_value vals[POL_QUOTA_DIMS_MAX];
@@ -225,6 +232,61 @@ static int add_dispatch(struct dispatch **arr, size_t *n,
 	return 0;
 }
 
+static void mark(uint64_t *slots, unsigned slot)
+{
+	slots[slot / 64] |= 1ull << (slot % 64);
+}
+
+/*
+ * What a check's answer (not its grants) depends on, for a client's cache
+ * (<mixd/check.h>): the attributes the check dispatches' rules match on
+ * and their listentry values read; the namespace attributes when a rule
+ * is scoped; and when any of those is one attribute generation binds, it
+ * and what generation reads (a generated attribute stands for the inputs
+ * it came from, and for itself as it arrived, which a binding with no
+ * value leaves). The Marathon snapshot is not an attribute: an answer
+ * made under an older one holds for its validity, as with Mixer's proxy.
+ * A superset of what a check reads, since a match that is false skips
+ * the rest; coarser than Mixer's per-evaluation tracking (a map counts
+ * whole, not by key), so at worst fewer reuses, never a wrong one.
+ */
+static int build_refs(struct pol_engine *e)
+{
+	size_t nw = (attr_vocab_count(cfg_vocab(e->c)) + 63) / 64;
+	uint64_t *reads = calloc(3 * nw, sizeof(*reads));
+	if (!reads)
+		return -ENOMEM;
+	uint64_t *greads = reads + nw, *gbinds = reads + 2 * nw;
+	bool scoped = false;
+	for (size_t i = 0; i < e->n_checks; i++) {
+		const struct dispatch *d = &e->checks[i];
+		if (d->r->match.id >= 0)
+			expr_reads(e->prog, (uint32_t)d->r->match.id, reads, nw);
+		if (d->in->tmpl == CFG_TMPL_LISTENTRY &&
+		    d->in->listentry.value.id >= 0)
+			expr_reads(e->prog, (uint32_t)d->in->listentry.value.id,
+				   reads, nw);
+		scoped |= !d->r->in_default_namespace;
+	}
+	if (scoped) {
+		mark(reads, MIXD_ATTR_CONTEXT_REPORTER_KIND);
+		mark(reads, MIXD_ATTR_SOURCE_NAMESPACE);
+		mark(reads, MIXD_ATTR_DESTINATION_NAMESPACE);
+	}
+	pol_gen_slots(e->gen, greads, gbinds, nw);
+	bool generated = false;
+	for (size_t w = 0; w < nw; w++)
+		generated |= (reads[w] & gbinds[w]) != 0;
+	for (size_t w = 0; generated && w < nw; w++)
+		reads[w] |= greads[w];
+	/* dictionary attributes only: a check carries no other */
+	for (unsigned id = 0; id < MIXD_ATTR_DICT_COUNT; id++)
+		if (reads[id / 64] >> (id % 64) & 1)
+			e->refs[e->n_refs++] = (uint16_t)id;
+	free(reads);
+	return 0;
+}
+
 int pol_engine_create(struct cfg *c, const struct pol_options *o,
 		      struct pol_engine **out)
 {
@@ -233,6 +295,8 @@ int pol_engine_create(struct cfg *c, const struct pol_options *o,
 		return -ENOMEM;
 	e->c = cfg_retain(c);
 	e->prog = cfg_program(c);
+	if (pol_gen_create(c, &e->gen))
+		goto nomem;
 	e->handlers = calloc(cfg_handler_count(c) + 1, sizeof(*e->handlers));
 	if (!e->handlers)
 		goto nomem;
@@ -268,6 +332,8 @@ int pol_engine_create(struct cfg *c, const struct pol_options *o,
 			}
 		}
 	}
+	if (build_refs(e))
+		goto nomem;
 	*out = e;
 	return 0;
 nomem:
@@ -287,6 +353,7 @@ void pol_engine_destroy(struct pol_engine *e)
 	free(e->handlers);
 	free(e->checks);
 	free(e->quotas);
+	pol_gen_destroy(e->gen);
 	cfg_destroy(e->c);
 	free(e);
 }
@@ -354,8 +421,9 @@ struct pol_thread *pol_thread_create(const struct pol_engine *e)
 	if (!t)
 		return NULL;
 	t->s = expr_scratch_create(e->prog, 0);
-	if (!t->s) {
-		free(t);
+	t->gt = pol_gen_thread_create(e->gen);
+	if (!t->s || !t->gt) {
+		pol_thread_destroy(t);
 		return NULL;
 	}
 	return t;
@@ -366,6 +434,7 @@ void pol_thread_destroy(struct pol_thread *t)
 	if (!t)
 		return;
 	expr_scratch_destroy(t->s);
+	pol_gen_thread_destroy(t->gt);
 	free(t);
 }
 
@@ -465,13 +534,6 @@ static void check_list(const struct pol_engine *e, struct pol_thread *t,
 			      expr_fail_name((enum expr_fail)-rc));
 		return;
 	}
-	char text[64];
-	const char *s = v.s;
-	int len = (int)(v.len > 512 ? 512 : v.len);
-	if (v.type == ATTR_IP) {
-		len = (int)attr_format_ip(&v, text, sizeof(text));
-		s = text;
-	}
 	/* a provider's list in force, held for the lookup */
 	const struct pol_list *list = d->hd->list;
 	char why[512];
@@ -487,7 +549,18 @@ static void check_list(const struct pol_engine *e, struct pol_thread *t,
 	if (d->hd->provider)
 		pol_provider_release(d->hd->provider);
 	int64_t valid = l->caching_interval_ns, uses = l->caching_use_count;
-	char msg[600];
+	if (found >= 0 && !l->blacklist == !!found) { /* allowed */
+		combine(res, cb, d->hd->h, POL_OK, "", valid, uses);
+		return;
+	}
+	/* the value, as the messages name it */
+	char text[64], msg[600];
+	const char *s = v.s;
+	int len = (int)(v.len > 512 ? 512 : v.len);
+	if (v.type == ATTR_IP) {
+		len = (int)attr_format_ip(&v, text, sizeof(text));
+		s = text;
+	}
 	if (found < 0 && type != POL_LIST_IP_ADDRESSES) {
 		/* a regexp that could not be matched (no memory): the
 		 * handler failed, as Mixer's did on an error */
@@ -498,16 +571,13 @@ static void check_list(const struct pol_engine *e, struct pol_thread *t,
 			 len, s);
 		combine(res, cb, d->hd->h, POL_INVALID_ARGUMENT, msg, valid,
 			uses);
-	} else if (l->blacklist && found) {
-		snprintf(msg, sizeof(msg), "%.*s is blacklisted", len, s);
-		combine(res, cb, d->hd->h, POL_PERMISSION_DENIED, msg, valid,
-			uses);
-	} else if (!l->blacklist && !found) {
-		snprintf(msg, sizeof(msg), "%.*s is not whitelisted", len, s);
-		combine(res, cb, d->hd->h, POL_PERMISSION_DENIED, msg, valid,
-			uses);
 	} else {
-		combine(res, cb, d->hd->h, POL_OK, "", valid, uses);
+		snprintf(msg, sizeof(msg),
+			 l->blacklist ? "%.*s is blacklisted"
+				      : "%.*s is not whitelisted",
+			 len, s);
+		combine(res, cb, d->hd->h, POL_PERMISSION_DENIED, msg, valid,
+			uses);
 	}
 }
 
@@ -571,7 +641,10 @@ void pol_check(struct pol_engine *e, struct pol_thread *t,
 {
 	struct combined cb = {.code = POL_OK};
 	res->message[0] = 0;
-	expr_scratch_begin(t->s);
+	/* Mixer preprocessed a check as a report: the rules below match on
+	 * what the mesos instances bind (destination.labels, ...). */
+	pol_gen_run(e->gen, t->gt, t->s, req->attrs, req->mar);
+	expr_scratch_begin(t->s); /* the table changed under the memo */
 	for (size_t i = 0; i < e->n_checks; i++) {
 		const struct dispatch *d = &e->checks[i];
 		if (!applies(e, t, req->attrs, d->r))
@@ -591,8 +664,11 @@ void pol_check(struct pol_engine *e, struct pol_thread *t,
 		res->code = POL_INTERNAL;
 		res->valid_duration_ns = 0;
 		res->valid_use_count = 0;
+		res->refs = NULL;
 		return;
 	}
+	res->refs = e->refs;
+	res->n_refs = e->n_refs;
 	res->code = cb.code;
 	res->message[cb.msg_len] = 0;
 	if (!cb.opinion) {

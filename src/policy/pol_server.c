@@ -9,6 +9,10 @@
  * one request at a time gets its answer at once. Checks run here, on this
  * thread: the engine's work per request is a few rule matches, less than
  * a hop to another thread would cost.
+ *
+ * The thread's Marathon reader is in a read section while it serves the
+ * events of one epoll_wait(), and out of it across the wait, so a
+ * snapshot the resolver replaced is freed at the latest one batch later.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +30,7 @@
 #include <mixd/check.h>
 
 #include "ingest/ingest.h"
+#include "marathon/marathon.h"
 #include "policy/pol_server.h"
 #include "policy/pol_wire.h"
 
@@ -69,6 +74,9 @@ struct pol_server {
 	struct pol_engine *next;       /* atomic: handed over, not taken */
 	struct pol_engine *engine;     /* the thread's */
 	struct pol_thread *pt;	       /* the thread's, for engine */
+	struct mar_resolver *next_resolver; /* atomic: handed over */
+	struct mar_resolver *resolver; /* the thread's reader is of it */
+	struct mar_reader *mar;	       /* the thread's; NULL: none */
 	struct attr_table attrs;
 	struct pol_wire_request req;
 	struct pol_quota_res granted[MIXD_CHECK_QUOTAS_MAX];
@@ -148,7 +156,7 @@ static bool serve(struct pol_server *s, struct client *c, const uint8_t *p,
 		} else {
 			struct pol_request pr = {&s->attrs, q->dedup,
 						 q->dedup_len, q->quotas,
-						 q->n_quotas};
+						 q->n_quotas, s->mar};
 			pol_check(s->engine, s->pt, &pr, pol_now_ns(), res);
 		}
 	}
@@ -387,6 +395,21 @@ static void take_engine(struct pol_server *s)
 	s->pt = pt;
 }
 
+/* A resolver handed over: a reader of it, made on this thread as
+ * marathon.h asks, in place of the last one (out of any read section). */
+static void take_resolver(struct pol_server *s)
+{
+	struct mar_resolver *r =
+		__atomic_load_n(&s->next_resolver, __ATOMIC_ACQUIRE);
+	if (r == s->resolver)
+		return;
+	mar_reader_destroy(s->mar);
+	s->mar = r ? mar_reader_create(r) : NULL;
+	/* No memory: checks go on without it, bindings at their defaults;
+	 * the next wake tries again. */
+	s->resolver = s->mar ? r : NULL;
+}
+
 /* Close the clients that did not say hello in time; resume accepting
  * after running out of fds. Returns the ms until the next sweep is due
  * (-1: none). */
@@ -421,6 +444,7 @@ static void *run(void *arg)
 	struct pol_server *s = arg;
 	struct epoll_event evs[64];
 	int64_t busy_until = 0; /* look without sleeping until then */
+	take_resolver(s); /* one handed over before the thread ran */
 	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
 		int64_t now = pol_now_ns();
 		int sweep_ms = housekeep(s, now);
@@ -430,6 +454,7 @@ static void *run(void *arg)
 			busy_until = pol_now_ns() + POL_SPIN_NS;
 		else if (now >= busy_until)
 			busy_until = 0;
+		bool woken = false, reading = false;
 		for (int i = 0; i < n; i++) {
 			void *p = evs[i].data.ptr;
 			if (p == &s->listen_fd) {
@@ -438,16 +463,28 @@ static void *run(void *arg)
 				uint64_t v;
 				ssize_t r = read(s->wake_fd, &v, sizeof(v));
 				(void)r;
-				take_engine(s);
+				woken = true; /* after the batch: no read section */
 			} else {
 				struct client *c = p;
+				if (s->mar && !reading) {
+					mar_read_begin(s->mar);
+					reading = true;
+				}
 				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 					on_readable(s, c);
 				else if (evs[i].events & EPOLLOUT)
 					on_writable(s, c);
 			}
 		}
+		if (reading)
+			mar_read_end(s->mar);
+		if (woken) {
+			take_resolver(s);
+			take_engine(s);
+		}
 	}
+	mar_reader_destroy(s->mar); /* on this thread, as made */
+	s->mar = NULL;
 	return NULL;
 }
 
@@ -514,6 +551,7 @@ int pol_server_start(const char *address, struct pol_engine *e,
 			 strerror(-rc));
 		goto fail;
 	}
+	pthread_setname_np(s->thread, "mixd-policy"); /* top -H, perf */
 	*out = s;
 	return 0;
 fail:
@@ -538,6 +576,12 @@ void pol_server_set_engine(struct pol_server *s, struct pol_engine *e)
 		__atomic_exchange_n(&s->next, e, __ATOMIC_ACQ_REL);
 	/* One the thread never took: nobody checked with it. */
 	pol_engine_destroy(old);
+	wake(s);
+}
+
+void pol_server_set_resolver(struct pol_server *s, struct mar_resolver *r)
+{
+	__atomic_store_n(&s->next_resolver, r, __ATOMIC_RELEASE);
 	wake(s);
 }
 

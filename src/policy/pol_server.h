@@ -7,6 +7,12 @@
  * the thread takes it between two batches of requests and frees the old
  * one itself, so a check never sees an engine change under it.
  *
+ * The Marathon resolver, for the mesos instances checks run first, is
+ * handed over likewise (pol_server_set_resolver()): the thread makes its
+ * own reader of it, on itself, brackets each batch of requests with a
+ * read section (never across a wait), and destroys the reader before it
+ * exits.
+ *
  * Untrusted input: everything a client sends. Every length is checked
  * before it is used; a request that is malformed in itself gets an
  * INVALID_ARGUMENT answer, a stream that cannot be delimited is closed.
@@ -22,6 +28,7 @@
 
 #include "policy/policy.h"
 
+struct mar_resolver;
 struct pol_server;
 
 /** What the server has done, for /metrics. */
@@ -45,6 +52,14 @@ int pol_server_start(const char *address, struct pol_engine *e,
 
 /** Check with @e from the next batch on (owned from now on). */
 void pol_server_set_engine(struct pol_server *s, struct pol_engine *e);
+
+/**
+ * Check with Marathon resolver @r from the next batch on (NULL: none, the
+ * mesos bindings take their defaults). @r, and any resolver given before,
+ * must keep running until pol_server_stop() has returned: the thread
+ * holds a reader of it until then.
+ */
+void pol_server_set_resolver(struct pol_server *s, struct mar_resolver *r);
 
 /** Copy the counters. Any thread. */
 void pol_server_stats(const struct pol_server *s, struct pol_server_stats *out);

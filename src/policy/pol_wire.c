@@ -68,7 +68,8 @@ size_t pol_wire_answer(uint8_t *out, uint64_t id, const struct pol_result *r,
 		mlen = MIXD_CHECK_MESSAGE_MAX;
 	if (r->code != POL_OK)
 		nq = 0;
-	size_t len = 8 + 4 + 8 + 4 + 2 + mlen + 2 + 16 * nq;
+	size_t nrefs = r->refs ? r->n_refs : 0;
+	size_t len = 8 + 4 + 8 + 4 + 2 + mlen + 2 + 16 * nq + 2 + 2 * nrefs;
 	size_t framed = 8 + ((len + 7) & ~(size_t)7);
 	uint8_t *p = out;
 	p = wire_put_le(p, len, 4);
@@ -85,6 +86,9 @@ size_t pol_wire_answer(uint8_t *out, uint64_t id, const struct pol_result *r,
 		p = wire_put_le(p, (uint64_t)q[i].granted, 8);
 		p = wire_put_le(p, (uint64_t)q[i].valid_duration_ns, 8);
 	}
+	p = wire_put_le(p, r->refs ? nrefs : MIXD_CHECK_REFS_NONE, 2);
+	for (size_t i = 0; i < nrefs; i++)
+		p = wire_put_le(p, r->refs[i], 2);
 	memset(p, 0, framed - (size_t)(p - out));
 	return framed;
 }

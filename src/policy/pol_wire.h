@@ -42,13 +42,14 @@ enum pol_wire_rc pol_wire_parse(const uint8_t *p, size_t len,
 /** Bytes the answer to a check of @nq quotas takes, framed, at most. */
 #define POL_WIRE_ANSWER_MAX(nq)                                              \
 	(8u + 8u + 4u + 8u + 4u + 2u + MIXD_CHECK_MESSAGE_MAX + 2u +         \
-	 16u * (nq) + 8u)
+	 16u * (nq) + 2u + 2u * MIXD_ATTR_DICT_COUNT + 8u)
 
 /**
  * Write the framed answer to request @id at @out (room for
  * POL_WIRE_ANSWER_MAX(@nq)): @r's code, validity and message (cut at
- * MIXD_CHECK_MESSAGE_MAX bytes), and the @nq grants @q when the code is
- * OK. Returns the bytes written.
+ * MIXD_CHECK_MESSAGE_MAX bytes), the @nq grants @q when the code is
+ * OK, and @r's referenced attributes (at most MIXD_ATTR_DICT_COUNT).
+ * Returns the bytes written.
  */
 size_t pol_wire_answer(uint8_t *out, uint64_t id, const struct pol_result *r,
 		       const struct pol_quota_res *q, size_t nq);

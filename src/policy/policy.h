@@ -3,6 +3,14 @@
  * generation's policy rules, evaluated against a request's attributes.
  *
  * A check goes as Mixer's dispatcher took it (mixer/pkg/runtime):
+ *  - First, attribute generation, as Mixer's Preprocess ran it for Check
+ *    as for Report (pol_gen.h): every rule sending a `mesos` instance to
+ *    a `mesosenv` handler that applies (namespace, match) asks the
+ *    Marathon resolver through the request's reader (pol_request.mar)
+ *    and binds what it answers (destination.labels, ...) into the
+ *    request's attributes; an answer the resolver lacks, or no reader,
+ *    leaves the bindings to their defaults. Everything below sees the
+ *    attributes so bound, the namespace scoping included.
  *  - Every rule that applies to the request's namespace (the rule's own,
  *    or any for a rule in the default namespace; the namespace is the
  *    destination's, the source's for an outbound request) and whose
@@ -36,8 +44,10 @@
  * (best_effort: what is left) and never fails a check.
  *
  * Threads: an engine is built once per config generation and shared; each
- * thread that checks owns a struct pol_thread. Lists are immutable;
- * quota state is locked per handler, exact under concurrency.
+ * thread that checks owns a struct pol_thread, and a mar_reader of its
+ * own (mar_reader_create() on that thread) that it passes in each
+ * request. Lists are immutable; quota state is locked per handler, exact
+ * under concurrency.
  */
 #ifndef MIXD_POLICY_H
 #define MIXD_POLICY_H
@@ -103,11 +113,18 @@ struct pol_quota_res {
 
 /** A check request. */
 struct pol_request {
-	const struct attr_table *attrs; /**< against the config's vocabulary */
+	/** Against the config's vocabulary. Attribute generation writes what
+	 *  it binds into it (see the top of this file): the caller's scratch
+	 *  table, whose values stay valid as pol_gen_run() says. */
+	struct attr_table *attrs;
 	const char *dedup_id;		/**< for quotas; may be empty */
 	size_t dedup_len;
 	const struct pol_quota_req *quotas;
 	size_t n_quotas;
+	/** The calling thread's Marathon reader, inside a read section
+	 *  (mar_read_begin()) for the whole of pol_check(); NULL: no
+	 *  resolver, the mesos bindings take their defaults. */
+	struct mar_reader *mar;
 };
 
 /** A check's answer. */
@@ -118,10 +135,16 @@ struct pol_result {
 	int32_t valid_use_count;
 	/** n_quotas entries, the caller's; filled only when code is OK. */
 	struct pol_quota_res *quotas;
+	/** The dictionary attributes (ids, ascending) the answer depends on,
+	 *  present or absent, for a client's cache; NULL: it must not be
+	 *  reused. The engine's, valid while it is. */
+	const uint16_t *refs;
+	uint16_t n_refs;
 };
 
 struct pol_engine;
 struct pol_thread;
+struct mar_reader;
 
 /**
  * Check what of @c's policy handlers only the policy module can check (a
@@ -172,7 +195,8 @@ void pol_thread_destroy(struct pol_thread *t);
 
 /**
  * Check @req at @now_ns (a monotonic clock: quota windows tick with it)
- * into @res. Never fails: every outcome is a code in @res.
+ * into @res. Runs attribute generation on @req->attrs first (which it
+ * therefore changes). Never fails: every outcome is a code in @res.
  */
 void pol_check(struct pol_engine *e, struct pol_thread *t,
 	       const struct pol_request *req, int64_t now_ns,

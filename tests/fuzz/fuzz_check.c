@@ -170,7 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				  &attrs) == INGEST_REJ_NONE) {
 			struct pol_request pr = {&attrs, req.dedup,
 						 req.dedup_len, req.quotas,
-						 nq};
+						 nq, NULL};
 			now += 37000000;
 			pol_check(engine, thread, &pr, now, &res);
 		} else {

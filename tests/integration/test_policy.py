@@ -2,7 +2,8 @@
 sample policies unchanged and answers checks sent by the real client
 library, through mixd-report --check; quotas, the fail-open and
 fail-closed policies when mixd is not there, malformed requests, reload,
-and the self-metrics.
+the self-metrics, and the user's mesos instance run on checks against a
+Marathon stand-in.
 
 MIXD_TEST_THREADED (the policy thread, reloads and scrapes: under TSan too)
 """
@@ -13,11 +14,15 @@ import shutil
 import signal
 import socket
 import struct
+import sys
 import tempfile
 import time
 
 import mixdtest as mt
 from mixdtest import check
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from marathon_standin import StandIn  # noqa: E402
 
 FIXTURES = os.environ.get("MIXD_FIXTURES",
                           os.path.join(os.path.dirname(__file__), "..", "fixtures"))
@@ -29,10 +34,12 @@ class PolicyMixd(mt.Mixd):
     """mixd with a policy socket beside its producer socket, on a config of
     Istio's samples copied into a directory of its own."""
 
-    def __init__(self, build, role="both", samples=SAMPLES, extra=()):
+    def __init__(self, build, role="both", samples=SAMPLES, extra=(), files=()):
         self.config_dir = tempfile.mkdtemp(prefix="mixd-policy.")
         for s in samples:
             shutil.copy(os.path.join(FIXTURES, "policy", s), self.config_dir)
+        for f in files:  # more, from anywhere
+            shutil.copy(f, self.config_dir)
         self.role = role
         super().__init__(build, start=False)
         self.wants_prometheus = role != "policy"
@@ -156,7 +163,7 @@ def test_fail_open_and_closed(build):
 
 def test_malformed_requests(build):
     with PolicyMixd(build) as m:
-        hello = b"MIXDHELO" + struct.pack("<II", 1, 3)
+        hello = b"MIXDHELO" + struct.pack("<II", 2, 3)  # v2, a check
 
         def frame(payload):
             pad = (-len(payload)) % 8
@@ -203,7 +210,7 @@ def test_malformed_requests(build):
 
 def test_hostile_clients(build):
     with PolicyMixd(build) as m:
-        hello = b"MIXDHELO" + struct.pack("<II", 1, 3)
+        hello = b"MIXDHELO" + struct.pack("<II", 2, 3)  # v2, a check
         # a connection that never says hello is closed after 2 s
         silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         silent.connect(m.policy_sock)
@@ -371,8 +378,75 @@ def test_list_provider(build):
         p.stop()
 
 
+SEED = os.path.join(FIXTURES, "config", "mixer-seed.yaml")
+RATINGS_TASK = "bookinfo_ratings-v1.instance-5e6f7a8b-0000-11e9-8d1a-0242ac110002._app.1"
+REVIEWS_TASK = "bookinfo_reviews-v3.instance-9c0d1e2f-0000-11e9-8d1a-0242ac110002._app.1"
+
+
+def marathon_app(app_id, labels, task_id, ip):
+    return {
+        "id": app_id, "labels": labels, "instances": 1,
+        "networks": [{"mode": "container", "name": "dcos"}],
+        "tasks": [{"id": task_id, "appId": app_id, "host": "10.0.1.7",
+                   "state": "TASK_RUNNING",
+                   "ipAddresses": [{"ipAddress": ip, "protocol": "IPv4"}]}],
+    }
+
+
+def bookinfo_apps(ratings_app):
+    return [marathon_app("/bookinfo/ratings-v1", {"app": ratings_app, "version": "v1"},
+                         RATINGS_TASK, "9.0.0.4"),
+            marathon_app("/bookinfo/reviews-v3", {"app": "reviews", "version": "v3"},
+                         REVIEWS_TASK, "9.0.0.3")]
+
+
+def marathon_uid(task):
+    """The user's proxies send the task id without its last .suffix."""
+    return "kubernetes://" + task.rsplit(".", 1)[0]
+
+
+def test_deny_by_marathon_labels(build):
+    """--role policy on the user's config (its mesos instance and mesosenv
+    handler) and the deny-by-label sample: a check that carries only uids
+    is denied because Marathon labels its apps so, as Mixer preprocessed a
+    check; it follows Marathon's changes; /readyz waits for the resolver."""
+    si = StandIn(apps=bookinfo_apps("ratings"), heartbeat=0.5)
+    try:
+        with PolicyMixd(build, role="policy", samples=["mixer-rule-deny-label.yaml"],
+                        files=[SEED],
+                        extra=["--configDefaultNamespace", "default",
+                               "--marathon-address", f"127.0.0.1:{si.port}"]) as m:
+            m.wait_for(lambda: m.get("/readyz")[0] == 200, timeout=20,
+                       what="the resolver synced (/readyz)")
+            check(mt.value(m.metrics(), "mixd_marathon_synced") == 1, "not synced")
+            v3_to_ratings = {"source.uid": marathon_uid(REVIEWS_TASK),
+                             "destination.uid": marathon_uid(RATINGS_TASK)}
+            to_nobody = {"source.uid": marathon_uid(REVIEWS_TASK),
+                         "destination.uid": "kubernetes://nobody.instance-x._app"}
+            rc, a, err = checks(build, m.policy_address, [v3_to_ratings, to_nobody])
+            check(rc == 0 and len(a) == 2, f"{rc} {a} {err}")
+            check(a[0]["status"] == "PERMISSION_DENIED" and
+                  a[0]["message"] == "denyreviewsv3handler.handler.default:Not allowed",
+                  f"Marathon's labels did not deny: {a[0]}")
+            check(a[1]["status"] == "OK", f"an unknown destination was denied: {a[1]}")
+            # Marathon relabels ratings (a deployment): the next snapshot
+            # no longer denies
+            si.command({"cmd": "set", "apps": bookinfo_apps("ratings-next")})
+            si.command({"cmd": "event", "type": "deployment_success",
+                        "data": {"id": "d1"}})
+            deadline = time.monotonic() + mt._t(10)
+            while time.monotonic() < deadline:
+                rc, a, err = checks(build, m.policy_address, [v3_to_ratings])
+                if a and a[0]["status"] == "OK":
+                    break
+                time.sleep(0.05)
+            check(a[0]["status"] == "OK", f"the old labels outlived the snapshot: {a}")
+    finally:
+        si.command({"cmd": "down"})
+
+
 if __name__ == "__main__":
     mt.main([test_samples_through_the_client, test_role_policy_alone,
              test_fail_open_and_closed, test_malformed_requests,
              test_hostile_clients, test_reload_changes_the_policy,
-             test_list_provider])
+             test_list_provider, test_deny_by_marathon_labels])

@@ -122,8 +122,25 @@ static void check(struct fx *f, const struct pol_quota_req *q, size_t nq,
 	static unsigned serial;
 	char id[32];
 	int n = snprintf(id, sizeof(id), "req-%u", ++serial);
-	struct pol_request req = {&f->attrs, id, (size_t)n, q, nq};
+	struct pol_request req = {&f->attrs, id, (size_t)n, q, nq, NULL};
 	pol_check(f->e, f->t, &req, now, res);
+}
+
+/* The answer's referenced attributes, as dictionary names joined by
+ * spaces ("-" when it must not be reused). */
+static const char *refs_of(const struct fx *f, const struct pol_result *r)
+{
+	static char buf[512];
+	size_t n = 0;
+	if (!r->refs)
+		return "-";
+	buf[0] = 0;
+	for (size_t i = 0; i < r->n_refs; i++)
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s",
+				      i ? " " : "",
+				      attr_vocab_name(cfg_vocab(f->c),
+						      r->refs[i]));
+	return buf;
 }
 
 static void test_deny_by_label(void **state)
@@ -141,6 +158,8 @@ static void test_deny_by_label(void **state)
 				       "system:Not allowed");
 	assert_int_equal(r.valid_duration_ns, 5 * SECOND);
 	assert_int_equal(r.valid_use_count, 1000);
+	/* what a client's cache keys the answer by: what the match reads */
+	assert_string_equal(refs_of(f, &r), "source.labels destination.labels");
 
 	/* v2: the rule does not match, nobody has an opinion */
 	f->nmaps = 0;
@@ -168,6 +187,8 @@ static void test_ip_whitelist(void **state)
 	set_ip4(f, "source.ip", 10, 57, 200, 1);
 	check(f, NULL, 0, 0, &r);
 	assert_int_equal(r.code, POL_OK);
+	/* the match and the listentry's value */
+	assert_string_equal(refs_of(f, &r), "source.ip source.labels");
 	/* the list's caching validity, allow or deny */
 	assert_int_equal(r.valid_duration_ns, 300 * SECOND);
 	assert_int_equal(r.valid_use_count, 10000);
@@ -259,7 +280,7 @@ static void test_productpage_rate_limit(void **state)
 	attr_table_clear(&f->attrs);
 	f->nmaps = 0;
 	set_str(f, "destination.service.name", "reviews");
-	struct pol_request req = {&f->attrs, "dup", 3, q, 1};
+	struct pol_request req = {&f->attrs, "dup", 3, q, 1, NULL};
 	pol_check(f->e, f->t, &req, 0, &r);
 	assert_int_equal(got[0].granted, 1);
 	pol_check(f->e, f->t, &req, 100, &r);
@@ -393,6 +414,7 @@ static void test_internal_says_why(void **state)
 	assert_string_equal(r.message,
 			    "instance user.instance.istio-system: value "
 			    "source.labels[\"user\"]: absent");
+	assert_string_equal(refs_of(f, &r), "-"); /* never reused */
 	close_fx(f);
 }
 
