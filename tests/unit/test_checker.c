@@ -8,7 +8,8 @@
  * answer; the cache answers again what mixd said may be reused, for as
  * long and as often as it said, keyed by the attributes the decision
  * read; a mixd that does not answer, or goes away, gets the fail
- * policy's answer in time.
+ * policy's answer in time; a client that pipelines without pause does
+ * not keep the others waiting.
  *
  * MIXD_TEST_THREADED (the server thread and client threads: under TSan)
  */
@@ -510,6 +511,82 @@ static void test_silent_and_gone(void **state)
 	mixd_checker_close(k);
 }
 
+/* ---- a client that never stops asking does not starve the others ------- */
+
+struct flood {
+	int fd;
+	bool stop; /* atomic */
+};
+
+static void *drain_answers(void *arg)
+{
+	struct flood *f = arg;
+	char buf[65536];
+	while (recv(f->fd, buf, sizeof(buf), 0) > 0)
+		;
+	return NULL;
+}
+
+static void *send_requests(void *arg)
+{
+	struct flood *f = arg;
+	/* 1,000 checks of no attributes: id, no dedup, no quotas, empty
+	 * record (16 bytes, framed 24) */
+	static uint8_t reqs[1000 * 24];
+	for (int i = 0; i < 1000; i++) {
+		uint8_t *p = reqs + 24 * i;
+		uint32_t len = 16, mark = 0x314B584Du;
+		uint64_t id = (uint64_t)i;
+		memcpy(p, &len, 4);
+		memcpy(p + 4, &mark, 4);
+		memcpy(p + 8, &id, 8);
+		memset(p + 16, 0, 8);
+	}
+	struct {
+		char marker[8];
+		uint32_t version, kind;
+	} hello = {"MIXDHELO", 2, 3};
+	if (send(f->fd, &hello, sizeof(hello), MSG_NOSIGNAL) < 0)
+		return NULL;
+	for (int n = 0; n < 100000 && !__atomic_load_n(&f->stop,
+							  __ATOMIC_ACQUIRE);
+	     n++)
+		if (send(f->fd, reqs, sizeof(reqs), MSG_NOSIGNAL) < 0)
+			break;
+	shutdown(f->fd, SHUT_WR);
+	return NULL;
+}
+
+static void test_flood_does_not_starve(void **state)
+{
+	(void)state;
+	install(engine_of(yaml));
+	struct flood f = {.fd = socket(AF_UNIX, SOCK_STREAM, 0)};
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	memcpy(sa.sun_path, address + 7, strlen(address + 7) + 1);
+	assert_int_equal(connect(f.fd, (struct sockaddr *)&sa, sizeof(sa)),
+			 0);
+	pthread_t tx, rx;
+	pthread_create(&rx, NULL, drain_answers, &f);
+	pthread_create(&tx, NULL, send_requests, &f);
+	usleep(100000); /* the flood is on */
+	mixd_checker *k;
+	assert_int_equal(mixd_checker_open(address, &no_cache, &k), 0);
+	struct mixd_check_answer a;
+	struct mixd_value admin[] = {STR(MIXD_ATTR_REQUEST_PATH, "/admin")};
+	/* served between the flood's batches, well within the timeout */
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(
+			mixd_check(k, admin, 1, NULL, NULL, 0, 2000, &a), 0);
+		assert_int_equal(a.code, 7);
+	}
+	mixd_checker_close(k);
+	__atomic_store_n(&f.stop, true, __ATOMIC_RELEASE);
+	pthread_join(tx, NULL);
+	pthread_join(rx, NULL);
+	close(f.fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -519,6 +596,7 @@ int main(void)
 		cmocka_unit_test(test_async_many_in_flight),
 		cmocka_unit_test(test_cache),
 		cmocka_unit_test(test_silent_and_gone),
+		cmocka_unit_test(test_flood_does_not_starve),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
