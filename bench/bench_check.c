@@ -13,7 +13,11 @@
  *         flight on its connection (mixd_check_async() and
  *         mixd_checker_dispatch(), as a proxy's event loop would);
  *   5     one client thread, blocking, the same request without a quota:
- *         the checker's cache answers all but the first two.
+ *         the checker's cache answers all but the first two;
+ *   6     two client threads, each an event loop over CONNS connections
+ *         (a checker each, DEPTH checks in flight on each): epoll over
+ *         their mixd_checker_fd()s, mixd_checker_dispatch() on those
+ *         that are readable.
  *
  * Reported per run: checks a second (all clients together) and the
  * latency of a check, p50 and p99, from the call that asks to the answer
@@ -23,6 +27,7 @@
  * per client per run (default 50,000; ten times that for case 5).
  */
 #include <pthread.h>
+#include <sys/epoll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,25 +108,29 @@ static const char policy_yaml[] =
 	"[requestcountquota]}]}\n";
 
 #define PIPELINE 64
+#define CONNS 8
+#define DEPTH 8
 
 static char address[160];
 static long checks_per_client;
 
-enum mode { BLOCKING, PIPELINED, CACHED };
+enum mode { BLOCKING, PIPELINED, CACHED, MANY };
 
 struct client_run {
 	enum mode mode;
 	double *lat_ns; /* each check's latency */
 	long n;
 	int failed;
-	long answered;	 /* PIPELINED: callbacks run */
+	long answered;	 /* PIPELINED, MANY: callbacks run */
+	long conn_answered[CONNS]; /* MANY: per connection */
 	uint64_t *sent;	 /* PIPELINED: when check i was asked */
 };
 
-/* A pipelined check: which run, which check. */
+/* A pipelined check: which run, which check, on which connection. */
 struct ticket {
 	struct client_run *cr;
 	long i;
+	int conn;
 };
 
 static void on_answer(void *arg, int rc, const struct mixd_check_answer *a)
@@ -132,6 +141,7 @@ static void on_answer(void *arg, int rc, const struct mixd_check_answer *a)
 	if (rc || a->code != 0 || a->n_quotas != 1 || a->quotas[0].granted != 1)
 		cr->failed = 1;
 	cr->answered++;
+	cr->conn_answered[t->conn]++;
 }
 
 /* A deduplication id unique to (@cr, @i), as a proxy's request id: hex,
@@ -146,6 +156,49 @@ static void make_id(char *o, const struct client_run *cr, long i)
 	for (int k = 32; k >= 17; k--, b >>= 4)
 		o[k] = hex[b & 15];
 	o[33] = 0;
+}
+
+/* Case 6: an event loop over CONNS checkers. */
+static void many(struct client_run *cr, const struct mixd_value *v,
+		 size_t nv, const struct mixd_check_quota *q)
+{
+	mixd_checker *ks[CONNS];
+	long asked[CONNS] = {0};
+	int ep = epoll_create1(0);
+	for (int c = 0; c < CONNS; c++) {
+		if (mixd_checker_open(address, NULL, &ks[c]))
+			abort();
+		struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)c};
+		epoll_ctl(ep, EPOLL_CTL_ADD, mixd_checker_fd(ks[c]), &ev);
+	}
+	struct ticket *t = malloc((size_t)cr->n * sizeof(*t));
+	cr->sent = malloc((size_t)cr->n * sizeof(*cr->sent));
+	if (!t || !cr->sent)
+		abort();
+	long next = 0;
+	char id[40];
+	while (cr->answered < cr->n) {
+		for (int c = 0; c < CONNS; c++)
+			while (next < cr->n &&
+			       asked[c] - cr->conn_answered[c] < DEPTH) {
+				make_id(id, cr, next);
+				t[next] = (struct ticket){cr, next, c};
+				cr->sent[next] = bench_now_ns();
+				mixd_check_async(ks[c], v, nv, id, q, 1, 1000,
+						 on_answer, &t[next]);
+				asked[c]++;
+				next++;
+			}
+		struct epoll_event evs[CONNS];
+		int n = epoll_wait(ep, evs, CONNS, 1000);
+		for (int i = 0; i < n; i++)
+			mixd_checker_dispatch(ks[evs[i].data.u32], 0);
+	}
+	for (int c = 0; c < CONNS; c++)
+		mixd_checker_close(ks[c]);
+	close(ep);
+	free(t);
+	free(cr->sent);
 }
 
 static void *client(void *arg)
@@ -181,6 +234,8 @@ static void *client(void *arg)
 	struct mixd_check_quota q = {"requestcountquota", 1, 0};
 	struct mixd_check_answer a;
 	char id[40];
+	if (cr->mode == MANY)
+		many(cr, v, nv, &q);
 	if (cr->mode == PIPELINED) {
 		struct ticket *t = malloc((size_t)cr->n * sizeof(*t));
 		cr->sent = malloc((size_t)cr->n * sizeof(*cr->sent));
@@ -190,7 +245,7 @@ static void *client(void *arg)
 		while (cr->answered < cr->n) {
 			while (asked < cr->n && asked - cr->answered < PIPELINE) {
 				make_id(id, cr, asked);
-				t[asked] = (struct ticket){cr, asked};
+				t[asked] = (struct ticket){cr, asked, 0};
 				cr->sent[asked] = bench_now_ns();
 				mixd_check_async(k, v, nv, id, &q, 1, 1000,
 						 on_answer, &t[asked]);
@@ -201,7 +256,9 @@ static void *client(void *arg)
 		free(t);
 		free(cr->sent);
 	}
-	for (long i = 0; cr->mode != PIPELINED && i < cr->n; i++) {
+	for (long i = 0; cr->mode == BLOCKING || cr->mode == CACHED ? i < cr->n
+								   : 0;
+	     i++) {
 		make_id(id, cr, i);
 		bool cached = cr->mode == CACHED;
 		uint64_t t0 = bench_now_ns();
@@ -264,6 +321,7 @@ static const struct {
 	{1, PIPELINED, "1 client, 64 in flight"},
 	{2, PIPELINED, "2 clients, 64 in flight each"},
 	{1, CACHED, "1 client, blocking, cached"},
+	{2, MANY, "2 clients, 8 connections each, 8 in flight on each"},
 };
 
 int main(void)
