@@ -981,6 +981,18 @@ static void render_policy(struct mixd *m, struct expose_buf *b)
 		(double)s.closed_bad);
 	sample1(b, "mixd_policy_connections_closed_total", "reason",
 		"refused", (double)s.refused);
+	family(b, "mixd_policy_quota_keys", "gauge",
+	       "Keys (dimension value sets) the memquota handlers hold.");
+	sample1(b, "mixd_policy_quota_keys", NULL, NULL, (double)s.quota_keys);
+	family(b, "mixd_policy_quota_lost_total", "counter",
+	       "Quota requests a memquota bound cost: granted nothing because "
+	       "the key table was full (keys_full), or answered without their "
+	       "deduplication id remembered, so a retry is granted again "
+	       "(dedup_full).");
+	sample1(b, "mixd_policy_quota_lost_total", "reason", "keys_full",
+		(double)s.quota_full);
+	sample1(b, "mixd_policy_quota_lost_total", "reason", "dedup_full",
+		(double)s.quota_dedup_lost);
 }
 
 static int render_self(void *ctx, struct expose_buf *b, int *status,

@@ -410,6 +410,20 @@ void pol_engine_adopt(struct pol_engine *e, struct pol_engine *old)
 	}
 }
 
+void pol_engine_quota_stats(const struct pol_engine *e,
+			    struct pol_quota_stats *out)
+{
+	*out = (struct pol_quota_stats){0};
+	for (size_t i = 0; i < e->n_handlers; i++) {
+		const struct pol_memquota *mq = e->handlers[i].mq;
+		if (!mq)
+			continue;
+		out->keys += pol_memquota_keys(mq);
+		out->full += pol_memquota_full(mq);
+		out->dedup_lost += pol_memquota_dedup_lost(mq);
+	}
+}
+
 const struct attr_vocab *pol_engine_vocab(const struct pol_engine *e)
 {
 	return cfg_vocab(e->c);

@@ -92,6 +92,7 @@ struct pol_memquota {
 	/* also read without mu: atomics */
 	size_t n_keys;
 	uint64_t dedup_lost;
+	uint64_t full; /* requests refused a new key: the table was full */
 };
 
 /* ---------------------------------------------------------- hash tables */
@@ -654,8 +655,10 @@ static int new_key(struct pol_memquota *m, const struct pol_quota_limit *lim,
 		m->swept_tick = tick;
 		sweep(m, tick);
 	}
-	if (m->keys.n >= m->max_keys)
+	if (m->keys.n >= m->max_keys) {
+		__atomic_fetch_add(&m->full, 1, __ATOMIC_RELAXED);
 		return -ENOSPC;
+	}
 	if (lim->valid_duration_ns) {
 		int64_t vd = lim->valid_duration_ns;
 		uint64_t secs =
@@ -1014,4 +1017,9 @@ size_t pol_memquota_keys(const struct pol_memquota *m)
 uint64_t pol_memquota_dedup_lost(const struct pol_memquota *m)
 {
 	return __atomic_load_n(&m->dedup_lost, __ATOMIC_RELAXED);
+}
+
+uint64_t pol_memquota_full(const struct pol_memquota *m)
+{
+	return __atomic_load_n(&m->full, __ATOMIC_RELAXED);
 }

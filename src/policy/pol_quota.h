@@ -159,4 +159,8 @@ size_t pol_memquota_keys(const struct pol_memquota *m);
 /** Requests whose id could not be remembered: the dedup table was full. */
 uint64_t pol_memquota_dedup_lost(const struct pol_memquota *m);
 
+/** Requests granted nothing because their key was new and the key table
+ *  full (-ENOSPC). */
+uint64_t pol_memquota_full(const struct pol_memquota *m);
+
 #endif /* MIXD_POLICY_QUOTA_H */

@@ -88,6 +88,7 @@ struct pol_server {
 	struct pol_quota_res granted[MIXD_CHECK_QUOTAS_MAX];
 	struct pol_result res;
 	struct pol_server_stats st; /* written by the thread, relaxed */
+	struct pol_quota_stats quota_base; /* counted by engines since gone */
 };
 
 static void count(uint64_t *c, uint64_t n)
@@ -396,8 +397,16 @@ static void take_engine(struct pol_server *s)
 		pol_engine_destroy(e);
 		return;
 	}
-	if (s->engine) /* a reload: quotas go on where they were */
+	if (s->engine) { /* a reload: quotas go on where they were */
+		/* and their counters with them; what the old engine counted
+		 * in handlers that do not go on is kept here */
+		struct pol_quota_stats before, after;
+		pol_engine_quota_stats(s->engine, &before);
 		pol_engine_adopt(e, s->engine);
+		pol_engine_quota_stats(e, &after);
+		s->quota_base.full += before.full - after.full;
+		s->quota_base.dedup_lost += before.dedup_lost - after.dedup_lost;
+	}
 	pol_thread_destroy(s->pt);
 	pol_engine_destroy(s->engine);
 	s->engine = e;
@@ -448,6 +457,21 @@ static int housekeep(struct pol_server *s, int64_t now)
 	return next == INT64_MAX ? -1 : (int)((next - now) / 1000000 + 1);
 }
 
+/* The engine's quota counters, for pol_server_stats() (which cannot
+ * reach the engine: it is this thread's, freed at a reload). */
+static void publish_quota(struct pol_server *s)
+{
+	struct pol_quota_stats q = {0};
+	if (s->engine)
+		pol_engine_quota_stats(s->engine, &q);
+	__atomic_store_n(&s->st.quota_keys, q.keys, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->st.quota_full, s->quota_base.full + q.full,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&s->st.quota_dedup_lost,
+			 s->quota_base.dedup_lost + q.dedup_lost,
+			 __ATOMIC_RELAXED);
+}
+
 static void *run(void *arg)
 {
 	struct pol_server *s = arg;
@@ -491,6 +515,8 @@ static void *run(void *arg)
 			take_resolver(s);
 			take_engine(s);
 		}
+		if (n > 0)
+			publish_quota(s);
 	}
 	mar_reader_destroy(s->mar); /* on this thread, as made */
 	s->mar = NULL;

@@ -38,6 +38,10 @@ struct pol_server_stats {
 	uint64_t closed_bad;	/**< connections closed for a bad stream */
 	uint64_t refused;	/**< connections over max_clients */
 	uint64_t clients;	/**< open now */
+	uint64_t quota_keys;	/**< memquota keys held now */
+	uint64_t quota_full;	/**< quota requests granted nothing: a
+				     memquota's key table was full */
+	uint64_t quota_dedup_lost; /**< deduplication ids not remembered */
 };
 
 /**

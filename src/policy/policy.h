@@ -175,6 +175,21 @@ void pol_engine_adopt(struct pol_engine *e, struct pol_engine *old);
 /** Free @e once no thread checks with it; NULL is fine. */
 void pol_engine_destroy(struct pol_engine *e);
 
+/** What the memquota handlers of an engine hold and refused, summed. */
+struct pol_quota_stats {
+	uint64_t keys;	     /**< keys held now */
+	uint64_t full;	     /**< requests granted nothing: key table full */
+	uint64_t dedup_lost; /**< ids not remembered: dedup table full */
+};
+
+/**
+ * @e's memquota counters. Counters belong to the handler: one a reload
+ * carried over (pol_engine_adopt()) keeps counting, a new one starts at
+ * 0. Any thread, while @e lives.
+ */
+void pol_engine_quota_stats(const struct pol_engine *e,
+			    struct pol_quota_stats *out);
+
 /** The vocabulary requests are decoded against: the config's. */
 const struct attr_vocab *pol_engine_vocab(const struct pol_engine *e);
 

@@ -112,6 +112,13 @@ def test_samples_through_the_client(build):
               mt.value(metrics, "mixd_policy_checks_total",
                        code="PERMISSION_DENIED") == 3,
               f"{ {k: v for k, v in metrics.items() if 'policy' in k[0]} }")
+        # one key held (productpage's window); no request lost to a bound
+        check(mt.value(metrics, "mixd_policy_quota_keys", -1) == 1 and
+              mt.value(metrics, "mixd_policy_quota_lost_total", -1,
+                       reason="keys_full") == 0 and
+              mt.value(metrics, "mixd_policy_quota_lost_total", -1,
+                       reason="dedup_full") == 0,
+              f"{ {k: v for k, v in metrics.items() if 'quota' in k[0]} }")
         # telemetry is served as well in --role both
         check(m.prometheus_port and m.prometheus_port > 0, "no Prometheus port")
 

@@ -245,6 +245,8 @@ static void test_threads_share_the_quota_exactly(void **state)
 	struct pol_server_stats st;
 	pol_server_stats(srv, &st);
 	assert_true(st.checks[POL_OK] >= THREADS * EACH);
+	assert_int_equal(st.quota_keys, 1); /* one window: no dimensions */
+	assert_int_equal(st.quota_full + st.quota_dedup_lost, 0);
 
 	/* A reload of the same memquota keeps its window (Mixer kept a
 	 * handler whose configuration did not change); a changed one starts

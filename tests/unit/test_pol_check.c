@@ -32,6 +32,8 @@ struct fx {
 	int nmaps;
 };
 
+static struct pol_options *opts; /* for the next open_cfg() */
+
 static struct fx *open_cfg(struct cfg *c)
 {
 	struct fx *f = calloc(1, sizeof(*f));
@@ -42,7 +44,7 @@ static struct fx *open_cfg(struct cfg *c)
 	if (!cfg_ok(c))
 		cfg_print_diagnostics(c, stderr);
 	assert_true(cfg_ok(c));
-	assert_int_equal(pol_engine_create(c, NULL, &f->e), 0);
+	assert_int_equal(pol_engine_create(c, opts, &f->e), 0);
 	f->t = pol_thread_create(f->e);
 	assert_non_null(f->t);
 	return f;
@@ -418,6 +420,38 @@ static void test_internal_says_why(void **state)
 	close_fx(f);
 }
 
+/* The memquota's bounds cost requests, and say so. */
+static void test_quota_bounds_counted(void **state)
+{
+	(void)state;
+	struct pol_options o = {.quota_max_keys = 2, .quota_max_dedup = 1};
+	opts = &o;
+	struct fx *f = open_sample("mixer-rule-productpage-ratelimit.yaml");
+	opts = NULL;
+	struct pol_result r;
+	struct pol_quota_res got;
+	struct pol_quota_req q = {"requestcountquota", 17, 1, false};
+	struct pol_quota_stats st;
+	r.quotas = &got;
+	pol_engine_quota_stats(f->e, &st);
+	assert_int_equal(st.keys + st.full + st.dedup_lost, 0);
+
+	/* three destinations, three keys: the third finds no room; each
+	 * request's id (check() makes a new one) past the first is not
+	 * remembered */
+	const char *dst[] = {"a", "b", "c"};
+	for (int i = 0; i < 3; i++) {
+		set_str(f, "destination.service.name", dst[i]);
+		check(f, &q, 1, 0, &r);
+		assert_int_equal(got.granted, i < 2 ? 1 : 0);
+	}
+	pol_engine_quota_stats(f->e, &st);
+	assert_int_equal(st.keys, 2);
+	assert_int_equal(st.full, 1);
+	assert_int_equal(st.dedup_lost, 1);
+	close_fx(f);
+}
+
 int main(void)
 {
 	const char *env = getenv("MIXD_FIXTURES");
@@ -430,6 +464,7 @@ int main(void)
 		cmocka_unit_test(test_productpage_rate_limit),
 		cmocka_unit_test(test_combination_and_scoping),
 		cmocka_unit_test(test_internal_says_why),
+		cmocka_unit_test(test_quota_bounds_counted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
