@@ -50,10 +50,13 @@
  *                                     ids): the answer must not be reused
  *
  *   Quotas are answered only when code is OK (n_quotas is 0 otherwise).
+ *   A request that carried an attribute by name (inline) is answered
+ *   MIXD_CHECK_REFS_NONE, as are INTERNAL and INVALID_ARGUMENT answers.
  *   A client may reuse an answer, within its validity, for a request
  *   whose referenced attributes are all encoded as they were in the one
  *   asked (the same absent), as Mixer's proxy cached by
- *   ReferencedAttributes; grants are never reused.
+ *   ReferencedAttributes; grants are never reused, nor is any answer for
+ *   a request that carries an attribute by name.
  */
 #ifndef MIXD_CHECK_H
 #define MIXD_CHECK_H

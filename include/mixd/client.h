@@ -456,14 +456,20 @@ int mixd_checker_open(const char *address,
  * policy's answer (from_mixd 0, the reason in message) and the return
  * says why: -ETIMEDOUT, -ECONNREFUSED or -ENOENT (mixd not there),
  * -ECONNRESET (mixd went away), -EPROTO (a bad answer), -ENOBUFS (too
- * many checks in flight); or, answered INVALID_ARGUMENT (3) whatever the
- * fail policy, -EMSGSIZE or -EINVAL (a request that cannot be sent: too
- * large, a custom attribute, a bad value, too many quotas, a name over
- * 255 bytes). Thread-safe, as every call on a checker: while it waits it
- * also runs the callbacks of asynchronous checks whose answers come. After
- * fork() a checker connects anew in the child on its next check,
- * forgetting the parent's checks in flight (fork only while no thread of
- * the parent is using it).
+ * many checks in flight), -EAGAIN (mixd's connection backlog is full: an
+ * asynchronous check does not wait for room); or, answered
+ * INVALID_ARGUMENT (3) whatever the fail policy, -EMSGSIZE or -EINVAL (a
+ * request that cannot be sent: too large, a custom attribute, a bad
+ * value, too many quotas, a name over 255 bytes). While it waits it also
+ * runs the callbacks of asynchronous checks whose answers come.
+ *
+ * Thread-safe, as every call on a checker, but calls on one checker are
+ * served one at a time: a call made while another thread waits in one
+ * (mixd_check(), mixd_checker_dispatch()) waits its turn, however short
+ * its own timeout. Threads that check in parallel open a checker each
+ * (one connection; cheap). After fork() a checker connects anew in the
+ * child on its next call, forgetting the parent's checks in flight (fork
+ * only while no thread of the parent is using it).
  */
 int mixd_check(mixd_checker *k, const struct mixd_value *v, size_t n,
 	       const char *dedup_id, const struct mixd_check_quota *q,
@@ -530,9 +536,12 @@ int mixd_checker_dispatch(mixd_checker *k, int wait_ms);
 
 /**
  * A descriptor an event loop polls for reading: readable when answers
- * have come (or the connection broke, or requests wait for room to be
- * sent): then call mixd_checker_dispatch(@k, 0). The same for the
- * checker's life; the checker closes it.
+ * have come, mixd closed the connection, or requests wait for room to be
+ * sent: then call mixd_checker_dispatch(@k, 0). Checks that failed
+ * otherwise (a send that broke) are due at once: mixd_checker_timeout()
+ * says 0.
+ * The same number for the checker's life; the checker closes it. A child
+ * after fork() gets its own under the same number: register it again.
  */
 int mixd_checker_fd(mixd_checker *k);
 

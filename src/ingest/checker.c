@@ -204,25 +204,26 @@ static size_t value_len(unsigned t, const uint8_t *p, size_t left)
  * The cache key of record @rec (@len bytes) under refset @rs, into
  * k->keybuf: per attribute of the set, ascending, its id and then its
  * encoding (type and value; the last one when it repeats) or 0xFF when
- * absent. Its length, or 0 when it cannot be made (a malformed record,
- * mixd would refuse it; a key over KEY_MAX).
+ * absent. Its length (0 for an empty set: every request has that key),
+ * or -1 when it cannot be made (a malformed record, mixd would refuse it;
+ * a key over KEY_MAX).
  */
-static size_t make_key(struct mixd_checker *k, const struct refset *rs,
-		       const uint8_t *rec, size_t len)
+static ssize_t make_key(struct mixd_checker *k, const struct refset *rs,
+			const uint8_t *rec, size_t len)
 {
 	for (unsigned w = 0; w < DICT_WORDS; w++)
 		for (uint64_t m = rs->mask[w]; m; m &= m - 1)
 			k->at[w * 64 + (unsigned)__builtin_ctzll(m)] = -1;
 	for (size_t off = 0; off < len;) {
 		if (len - off < 3)
-			return 0;
+			return -1;
 		unsigned id = (unsigned)wire_get_le(rec + off, 2);
 		size_t vl = value_len(rec[off + 2], rec + off + 3, len - off - 3);
 		if (id >= MIXD_ATTR_DICT_COUNT || !vl)
-			return 0;
+			return -1;
 		if (rs->mask[id / 64] >> (id % 64) & 1) {
 			if (vl + 1 > KEY_MAX)
-				return 0;
+				return -1;
 			k->at[id] = (int32_t)off;
 		}
 		off += 3 + vl;
@@ -237,7 +238,7 @@ static size_t make_key(struct mixd_checker *k, const struct refset *rs,
 						   rec + k->at[id] + 3,
 						   len - (size_t)k->at[id] - 3);
 			if (n + 2 + (vl ? vl : 1) > KEY_MAX)
-				return 0;
+				return -1;
 			wire_put_le(k->keybuf + n, id, 2);
 			n += 2;
 			if (vl)
@@ -246,7 +247,7 @@ static size_t make_key(struct mixd_checker *k, const struct refset *rs,
 				k->keybuf[n] = 0xFF;
 			n += vl ? vl : 1;
 		}
-	return n;
+	return (ssize_t)n;
 }
 
 static void lru_unlink(struct mixd_checker *k, uint32_t i)
@@ -319,10 +320,13 @@ static bool cache_answer(struct mixd_checker *k, const uint8_t *rec,
 		const struct refset *rs = &k->refsets[(k->cur + n) % REFSETS];
 		if (!rs->serial)
 			continue;
-		size_t kl = make_key(k, rs, rec, len);
-		uint32_t i = kl ? cache_find(k, rs->serial, k->keybuf, kl,
-					     hash_bytes(k->keybuf, kl), now)
-				: NIL;
+		ssize_t kl = make_key(k, rs, rec, len);
+		uint32_t i = kl >= 0 ? cache_find(k, rs->serial, k->keybuf,
+						  (size_t)kl,
+						  hash_bytes(k->keybuf,
+							     (size_t)kl),
+						  now)
+				     : NIL;
 		if (i == NIL)
 			continue;
 		struct centry *e = &k->ents[i];
@@ -408,7 +412,7 @@ static void cache_store(struct mixd_checker *k, struct pending *p,
 	if (k->free_head == NIL)
 		cache_remove(k, k->lru_tail);
 	size_t ml = strlen(a->message);
-	uint8_t *blob = realloc(p->key, p->key_len + ml);
+	uint8_t *blob = realloc(p->key, p->key_len + ml + 1);
 	if (!blob)
 		return;
 	p->key = NULL;
@@ -448,11 +452,12 @@ static void conn_fail(struct mixd_checker *k, int rc)
 {
 	if (k->fd < 0)
 		return;
-	close(k->fd); /* leaves the epoll set with it */
+	epoll_ctl(k->ep, EPOLL_CTL_DEL, k->fd, NULL);
+	close(k->fd);
 	k->fd = -1;
 	for (uint32_t n = 0; n < k->qlen; n++) {
 		struct pending *p = &k->q[(k->qhead + n) % k->qcap];
-		if (p->conn == k->conn && !p->rc)
+		if (!p->rc)
 			p->rc = rc;
 	}
 	k->out_off = k->out_len = 0;
@@ -863,6 +868,8 @@ static void submit(struct mixd_checker *k, const struct ask *in,
 		rc = connect_mixd(k, deadline, wait);
 	if (!rc)
 		rc = out_room(k, (size_t)framed);
+	if (!rc && k->fd < 0)
+		rc = -ECONNRESET;
 	if (rc) {
 		fail_answer(k, rc, &c.a);
 		c.rc = rc;
@@ -879,11 +886,12 @@ static void submit(struct mixd_checker *k, const struct ask *in,
 			      .nq = (uint16_t)a->nq};
 	const struct refset *rs = &k->refsets[k->cur];
 	if (!a->nq && k->cache_max && rs->serial) {
-		size_t kl = make_key(k, rs, a->rec, a->rec_len);
-		if (kl && (p->key = malloc(kl))) {
-			memcpy(p->key, k->keybuf, kl);
+		ssize_t kl = make_key(k, rs, a->rec, a->rec_len);
+		/* (+1: an empty key is a key, and malloc(0) may be NULL) */
+		if (kl >= 0 && (p->key = malloc((size_t)kl + 1))) {
+			memcpy(p->key, k->keybuf, (size_t)kl);
 			p->key_len = (uint32_t)kl;
-			p->hash = hash_bytes(p->key, kl);
+			p->hash = hash_bytes(p->key, (size_t)kl);
 			p->serial = rs->serial;
 		}
 	}
@@ -950,6 +958,7 @@ static int dispatch(struct mixd_checker *k, uint64_t until, bool spin)
 							    : 0))};
 		poll(&pf, 1, ms);
 	}
+	flush_out(k); /* what callbacks asked while answers were read */
 	pthread_mutex_unlock(&k->lock);
 	return ran;
 }
@@ -1054,7 +1063,13 @@ API int mixd_check_record_async(mixd_checker *k, mixd_record *r,
 
 API int mixd_checker_fd(mixd_checker *k)
 {
-	return k ? k->ep : -EINVAL;
+	if (!k)
+		return -EINVAL;
+	pthread_mutex_lock(&k->lock);
+	after_fork(k);
+	int ep = k->ep;
+	pthread_mutex_unlock(&k->lock);
+	return ep;
 }
 
 API int mixd_checker_timeout(mixd_checker *k)

@@ -121,6 +121,20 @@ static bool wreserve(struct client *c, size_t n)
 	return true;
 }
 
+/* Whether a request carried an attribute by name (inline, not in the
+ * dictionary): an answer's refs cannot name it, so the answer must not
+ * be reused (libmixd's checker never sends one; another client may). */
+static bool carries_named(const struct attr_table *t)
+{
+	unsigned w = MIXD_ATTR_DICT_COUNT / 64;
+	if (t->present[w] >> (MIXD_ATTR_DICT_COUNT % 64))
+		return true;
+	for (w++; w < ATTR_PRESENT_WORDS; w++)
+		if (t->present[w])
+			return true;
+	return false;
+}
+
 /* Answer the request in @p (@len bytes); false when the client must go. */
 static bool serve(struct pol_server *s, struct client *c, const uint8_t *p,
 		  size_t len)
@@ -161,10 +175,13 @@ static bool serve(struct pol_server *s, struct client *c, const uint8_t *p,
 				 "malformed attributes: %s",
 				 ingest_reject_name(why));
 		} else {
+			bool named = carries_named(&s->attrs);
 			struct pol_request pr = {&s->attrs, q->dedup,
 						 q->dedup_len, q->quotas,
 						 q->n_quotas, s->mar};
 			pol_check(s->engine, s->pt, &pr, pol_now_ns(), res);
+			if (named) /* refs name dictionary attributes only */
+				res->refs = NULL;
 		}
 	}
 	if (malformed)

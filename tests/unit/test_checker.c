@@ -456,6 +456,23 @@ static void test_cache(void **state)
 	assert_int_equal(asked, st.checks - st.cache_hits);
 	mixd_checker_close(k);
 
+	/* no check rule: the answer depends on nothing, one key for all */
+	install(engine_of("kind: rule\n"
+			  "metadata: {name: r, namespace: istio-system}\n"
+			  "spec: {}\n"));
+	assert_int_equal(mixd_checker_open(address, NULL, &k), 0);
+	for (int i = 0; i < 3; i++) {
+		struct mixd_value *v = i == 2 ? admin : home;
+		assert_int_equal(mixd_check(k, v, i == 2 ? 2 : 1, NULL, NULL,
+					    0, 1000, &a),
+				 0);
+		assert_int_equal(a.cached, i == 2);
+		assert_int_equal(a.valid_use_count,
+				 i == 2 ? POL_DEFAULT_VALID_USES - 1
+					: POL_DEFAULT_VALID_USES);
+	}
+	mixd_checker_close(k);
+
 	/* with the cache off, every check asks */
 	struct mixd_checker_options o = {.cache_entries = -1};
 	assert_int_equal(mixd_checker_open(address, &o, &k), 0);
