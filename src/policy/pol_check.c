@@ -521,17 +521,7 @@ static void fail_internal(struct pol_result *res, struct combined *cb,
 static bool applies(const struct pol_engine *e, struct pol_thread *t,
 		    const struct attr_table *attrs, const struct cfg_rule *r)
 {
-	const char *ns;
-	size_t len;
-	if (!r->in_default_namespace &&
-	    !(cfg_record_namespace(attrs, &ns, &len) &&
-	      cfg_rule_applies(e->c, r, ns, len)))
-		return false;
-	struct attr_value v;
-	/* a match that cannot be evaluated is false, as in Mixer */
-	return expr_eval(e->prog, (uint32_t)r->match.id, attrs, t->s, &v) ==
-		       0 &&
-	       v.type == ATTR_BOOL && v.b;
+	return pol_rule_applies(e->c, e->prog, t->s, attrs, r);
 }
 
 static void check_list(const struct pol_engine *e, struct pol_thread *t,

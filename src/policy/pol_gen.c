@@ -167,21 +167,21 @@ void pol_gen_thread_destroy(struct pol_gen_thread *t)
 
 /* ---- running ------------------------------------------------------------- */
 
-/* Does @r dispatch for @attrs: its namespace, then its match? */
-static bool applies(const struct pol_gen *g, struct expr_scratch *s,
-		    const struct attr_table *attrs, const struct cfg_rule *r)
+bool pol_rule_applies(const struct cfg *c, const struct expr_program *prog,
+		      struct expr_scratch *s, const struct attr_table *attrs,
+		      const struct cfg_rule *r)
 {
 	const char *ns;
 	size_t len;
 	if (!r->in_default_namespace &&
 	    !(cfg_record_namespace(attrs, &ns, &len) &&
-	      cfg_rule_applies(g->c, r, ns, len)))
+	      cfg_rule_applies(c, r, ns, len)))
 		return false;
 	if (r->match.id < 0) /* cfg compiles an absent match as "true" */
 		return true;
 	struct attr_value v;
 	/* a match that cannot be evaluated is false, as in Mixer */
-	return expr_eval(g->prog, (uint32_t)r->match.id, attrs, s, &v) == 0 &&
+	return expr_eval(prog, (uint32_t)r->match.id, attrs, s, &v) == 0 &&
 	       v.type == ATTR_BOOL && v.b;
 }
 
@@ -276,7 +276,7 @@ size_t pol_gen_run(const struct pol_gen *g, struct pol_gen_thread *t,
 		/* A fresh memo: the last dispatch changed $out.*, and what its
 		 * bindings built in the arena is in t->bind by now. */
 		expr_scratch_begin(s);
-		if (!applies(g, s, attrs, d->r))
+		if (!pol_rule_applies(g->c, g->prog, s, attrs, d->r))
 			continue;
 		t->ran[d->pair >> 6] |= bit;
 		ran++;

@@ -127,4 +127,15 @@ size_t pol_gen_run(const struct pol_gen *g, struct pol_gen_thread *t,
 bool pol_gen_slots(const struct pol_gen *g, uint64_t *reads, uint64_t *binds,
 		   size_t nwords);
 
+/**
+ * Does rule @r apply to @attrs, as Mixer's dispatcher decided for both
+ * attribute generation and checks: its namespace (a rule outside the
+ * default namespace only for requests of its own, cfg_rule_applies()),
+ * then its match evaluated with @s against @prog (one that fails to
+ * evaluate is false).
+ */
+bool pol_rule_applies(const struct cfg *c, const struct expr_program *prog,
+		      struct expr_scratch *s, const struct attr_table *attrs,
+		      const struct cfg_rule *r);
+
 #endif /* MIXD_POL_GEN_H */

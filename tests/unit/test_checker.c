@@ -34,22 +34,9 @@
 #include "config/config.h"
 #include "policy/pol_server.h"
 #include "policy/policy.h"
+#include "policy_fixture.h"
 
-static const char yaml[] =
-	"kind: handler\n"
-	"metadata: {name: no, namespace: istio-system}\n"
-	"spec: {compiledAdapter: denier, params: {status: {code: 7, "
-	"message: go away}}}\n"
-	"---\n"
-	"kind: instance\n"
-	"metadata: {name: nothing, namespace: istio-system}\n"
-	"spec: {compiledTemplate: checknothing}\n"
-	"---\n"
-	"kind: rule\n"
-	"metadata: {name: deny, namespace: istio-system}\n"
-	"spec:\n"
-	"  match: request.path == \"/admin\"\n"
-	"  actions: [{handler: no, instances: [nothing]}]\n"
+static const char yaml[] = YAML_DENY_ADMIN
 	"---\n"
 	"kind: handler\n"
 	"metadata: {name: q, namespace: istio-system}\n"
@@ -85,18 +72,6 @@ static void install(struct pol_engine *e)
 	mixd_checker_close(k);
 }
 
-static struct pol_engine *engine_of(const char *text)
-{
-	struct cfg *c = cfg_load_buffer("t.yaml", text, strlen(text), NULL);
-	assert_non_null(c);
-	pol_validate(c);
-	assert_true(cfg_ok(c));
-	struct pol_engine *e;
-	assert_int_equal(pol_engine_create(c, NULL, &e), 0);
-	cfg_destroy(c);
-	return e;
-}
-
 static int setup(void **state)
 {
 	(void)state;
@@ -120,8 +95,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-#define STR(id, s)                                                           \
-	{.attr = (id), .type = MIXD_T_STRING, .len = sizeof(s) - 1, .p = (s)}
 
 static void test_values_and_builder(void **state)
 {
@@ -358,20 +331,9 @@ static void test_async_many_in_flight(void **state)
 /* ---- the cache ---------------------------------------------------------- */
 
 static const char short_lived[] =
-	"kind: handler\n"
-	"metadata: {name: no, namespace: istio-system}\n"
-	"spec: {compiledAdapter: denier, params: {status: {code: 7}, "
-	"validDuration: 300ms, validUseCount: 3}}\n"
-	"---\n"
-	"kind: instance\n"
-	"metadata: {name: nothing, namespace: istio-system}\n"
-	"spec: {compiledTemplate: checknothing}\n"
-	"---\n"
-	"kind: rule\n"
-	"metadata: {name: deny, namespace: istio-system}\n"
-	"spec:\n"
-	"  match: request.path == \"/admin\"\n"
-	"  actions: [{handler: no, instances: [nothing]}]\n";
+	YAML_DENIER("{status: {code: 7}, validDuration: 300ms, "
+		    "validUseCount: 3}")
+	YAML_NOTHING YAML_DENY_WHEN("request.path == \"/admin\"");
 
 static void test_cache(void **state)
 {

@@ -34,38 +34,13 @@
 #include "config/config.h"
 #include "policy/pol_server.h"
 #include "policy/policy.h"
+#include "policy_fixture.h"
 
-static const char yaml[] =
-	"kind: handler\n"
-	"metadata: {name: no, namespace: istio-system}\n"
-	"spec: {compiledAdapter: denier, params: {status: {code: 7, "
-	"message: go away}}}\n"
-	"---\n"
-	"kind: instance\n"
-	"metadata: {name: nothing, namespace: istio-system}\n"
-	"spec: {compiledTemplate: checknothing}\n"
-	"---\n"
-	"kind: rule\n"
-	"metadata: {name: deny, namespace: istio-system}\n"
-	"spec:\n"
-	"  match: request.path == \"/admin\"\n"
-	"  actions: [{handler: no, instances: [nothing]}]\n";
+static const char yaml[] = YAML_DENY_ADMIN;
 
 static char dir[64], address[160], path[100];
 static struct pol_server *srv;
 static const struct mixd_checker_options no_cache = {.cache_entries = -1};
-
-static struct pol_engine *engine_of(const char *text)
-{
-	struct cfg *c = cfg_load_buffer("t.yaml", text, strlen(text), NULL);
-	assert_non_null(c);
-	pol_validate(c);
-	assert_true(cfg_ok(c));
-	struct pol_engine *e;
-	assert_int_equal(pol_engine_create(c, NULL, &e), 0);
-	cfg_destroy(c);
-	return e;
-}
 
 static void start_server(void)
 {
@@ -97,8 +72,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-#define STR(id, s)                                                           \
-	{.attr = (id), .type = MIXD_T_STRING, .len = sizeof(s) - 1, .p = (s)}
 
 static void msleep(int ms)
 {
@@ -163,6 +136,22 @@ static void test_unsent_after_callback(void **state)
 	assert_int_equal(b.rc, 0);
 }
 
+/* mixd in a process of its own, on @addr, until it is killed. */
+static pid_t fork_mixd(const char *addr)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct pol_server *s;
+		char err[256];
+		if (pol_server_start(addr, engine_of(yaml), 0, &s, err,
+				     sizeof(err)))
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	return pid;
+}
+
 /*
  * After fork(), in the parent: a connection that broke leaves the epoll
  * set though the child still holds the socket (a close alone would not
@@ -176,16 +165,7 @@ static void test_fork_parent_stale_epoll(void **state)
 	snprintf(saddr, sizeof(saddr), "unix://%s", spath);
 	/* mixd in a process of its own (the in-process one's fds would be
 	 * inherited by the child below) */
-	pid_t m1 = fork();
-	if (m1 == 0) {
-		struct pol_server *s;
-		char err[256];
-		if (pol_server_start(saddr, engine_of(yaml), 0, &s, err,
-				     sizeof(err)))
-			_exit(1);
-		for (;;)
-			pause();
-	}
+	pid_t m1 = fork_mixd(saddr);
 	msleep(200);
 	mixd_checker *k;
 	struct mixd_check_answer a;
@@ -200,16 +180,7 @@ static void test_fork_parent_stale_epoll(void **state)
 	kill(m1, SIGKILL);
 	waitpid(m1, NULL, 0);
 	unlink(spath);
-	pid_t m2 = fork();
-	if (m2 == 0) {
-		struct pol_server *s;
-		char err[256];
-		if (pol_server_start(saddr, engine_of(yaml), 0, &s, err,
-				     sizeof(err)))
-			_exit(1);
-		for (;;)
-			pause();
-	}
+	pid_t m2 = fork_mixd(saddr);
 	msleep(200);
 	/* the parent finds out (the first check may be the one that does)
 	 * and reconnects */
@@ -433,20 +404,8 @@ static const char custom_yaml[] =
 	"metadata: {name: mine, namespace: istio-system}\n"
 	"spec: {attributes: {my.flag: {valueType: STRING}}}\n"
 	"---\n"
-	"kind: handler\n"
-	"metadata: {name: no, namespace: istio-system}\n"
-	"spec: {compiledAdapter: denier, params: {status: {code: 7, "
-	"message: go away}}}\n"
-	"---\n"
-	"kind: instance\n"
-	"metadata: {name: nothing, namespace: istio-system}\n"
-	"spec: {compiledTemplate: checknothing}\n"
-	"---\n"
-	"kind: rule\n"
-	"metadata: {name: deny, namespace: istio-system}\n"
-	"spec:\n"
-	"  match: my.flag == \"x\"\n"
-	"  actions: [{handler: no, instances: [nothing]}]\n";
+	YAML_DENIER("{status: {code: 7, message: go away}}")
+	YAML_NOTHING YAML_DENY_WHEN("my.flag == \"x\"");
 
 /* Send one request with record @rec, return code and n_refs. */
 static void raw_check(const char *sp, const uint8_t *rec, uint32_t rl,

@@ -1,0 +1,62 @@
+/*
+ * policy_fixture.h -- what the checker's unit tests share: a policy
+ * engine from YAML text, and the pieces of the denier configuration
+ * they vary (a denier handler "no", a checknothing instance "nothing",
+ * and a rule "deny" sending one to the other on a match).
+ *
+ * Include after <cmocka.h>.
+ */
+#ifndef MIXD_TESTS_POLICY_FIXTURE_H
+#define MIXD_TESTS_POLICY_FIXTURE_H
+
+#include <string.h>
+
+#include <mixd/client.h>
+
+#include "config/config.h"
+#include "policy/policy.h"
+
+/* The denier "no" with @params (a YAML flow mapping). */
+#define YAML_DENIER(params)                                                  \
+	"kind: handler\n"                                                    \
+	"metadata: {name: no, namespace: istio-system}\n"                    \
+	"spec: {compiledAdapter: denier, params: " params "}\n"               \
+	"---\n"
+
+#define YAML_NOTHING                                                         \
+	"kind: instance\n"                                                   \
+	"metadata: {name: nothing, namespace: istio-system}\n"               \
+	"spec: {compiledTemplate: checknothing}\n"                           \
+	"---\n"
+
+/* The rule "deny": "nothing" to "no" when @match. */
+#define YAML_DENY_WHEN(match)                                                \
+	"kind: rule\n"                                                       \
+	"metadata: {name: deny, namespace: istio-system}\n"                  \
+	"spec:\n"                                                            \
+	"  match: " match "\n"                                               \
+	"  actions: [{handler: no, instances: [nothing]}]\n"
+
+/* Deny request.path "/admin" with code 7, "go away". */
+#define YAML_DENY_ADMIN                                                      \
+	YAML_DENIER("{status: {code: 7, message: go away}}")                 \
+	YAML_NOTHING YAML_DENY_WHEN("request.path == \"/admin\"")
+
+/* A dictionary string value for a mixd_value array. */
+#define STR(id, s)                                                           \
+	{.attr = (id), .type = MIXD_T_STRING, .len = sizeof(s) - 1, .p = (s)}
+
+/* The engine of @text, which must load and validate. */
+static inline struct pol_engine *engine_of(const char *text)
+{
+	struct cfg *c = cfg_load_buffer("t.yaml", text, strlen(text), NULL);
+	assert_non_null(c);
+	pol_validate(c);
+	assert_true(cfg_ok(c));
+	struct pol_engine *e;
+	assert_int_equal(pol_engine_create(c, NULL, &e), 0);
+	cfg_destroy(c);
+	return e;
+}
+
+#endif /* MIXD_TESTS_POLICY_FIXTURE_H */
