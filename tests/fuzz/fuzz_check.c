@@ -202,8 +202,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	size_t mlen = le(out + 32, 2);
 	if (mlen > MIXD_CHECK_MESSAGE_MAX || 34 + mlen + 2 > 8 + len ||
-	    le(out + 34 + mlen, 2) != want_q ||
-	    8 + len != 34 + mlen + 2 + 16 * want_q)
+	    le(out + 34 + mlen, 2) != want_q)
 		abort();
+	/* then the referenced attributes: none to reuse, or the engine's */
+	size_t at = 34 + mlen + 2 + 16 * want_q;
+	size_t want_refs = res.refs ? res.n_refs : 0;
+	if (at + 2 > 8 + len ||
+	    le(out + at, 2) != (res.refs ? res.n_refs : MIXD_CHECK_REFS_NONE) ||
+	    8 + len != at + 2 + 2 * want_refs)
+		abort();
+	for (size_t i = 0; i < want_refs; i++)
+		if (le(out + at + 2 + 2 * i, 2) >= MIXD_ATTR_DICT_COUNT ||
+		    (i && le(out + at + 2 * i, 2) >= le(out + at + 2 + 2 * i, 2)))
+			abort();
 	return 0;
 }
