@@ -620,23 +620,32 @@ static void run_quota(const struct pol_engine *e, struct pol_thread *t,
 		      const struct pol_quota_req *q, int64_t now_ns,
 		      struct pol_quota_res *out)
 {
-	bool granted = false;
-	for (size_t i = 0; i < e->n_quotas && !granted; i++) {
+	bool dispatched = false, kept = false;
+	for (size_t i = 0; i < e->n_quotas; i++) {
 		const struct dispatch *d = &e->quotas[i];
 		if (d->short_len != q->name_len ||
 		    strncasecmp(d->in->meta.name, q->name, q->name_len) ||
 		    !applies(e, t, req->attrs, d->r))
 			continue;
-		/* the first instance that answers is the answer; one that
-		 * fails grants nothing, as Mixer's empty result did */
-		if (!ask_quota(e, t, req, d, q, now_ns, out))
-			*out = (struct pol_quota_res){0, 0};
-		granted = true;
+		/* Mixer sent the request to every instance of that name
+		 * whose rule matched, each allocating from its handler, and
+		 * kept the first answer that was not the default (nothing
+		 * granted, no validity); one that fails is the default. */
+		struct pol_quota_res r;
+		if (!ask_quota(e, t, req, d, q, now_ns, &r))
+			r = (struct pol_quota_res){0, 0};
+		dispatched = true;
+		if (!kept && (r.granted || r.valid_duration_ns)) {
+			*out = r;
+			kept = true;
+		}
 	}
-	/* No instance of that name, or none whose rule matches: Mixer
-	 * granted what was asked, for a minute. */
-	if (!granted)
+	if (!dispatched) /* no instance of that name, or none whose rule
+			    matches: Mixer granted what was asked, for a
+			    minute */
 		*out = (struct pol_quota_res){q->amount, POL_DEFAULT_VALID_NS};
+	else if (!kept)
+		*out = (struct pol_quota_res){0, 0};
 }
 
 void pol_check(struct pol_engine *e, struct pol_thread *t,

@@ -27,10 +27,12 @@
  *    INTERNAL, as Mixer's gRPC server did; the proxy's network policy
  *    (fail open by default) then decides.
  *  - Quotas are asked for by name only when the check allows: each goes
- *    to the quota instances of that short name (`requestcountquota` for
+ *    to every quota instance of that short name (`requestcountquota` for
  *    `requestcountquota.instance.istio-system`, compared without case) of
- *    the rules whose match is true. A name no instance has, or whose
- *    rules do not match, is granted in full for one minute.
+ *    the rules whose match is true, in config order, each allocating from
+ *    its handler; the answer is the first that grants something or has a
+ *    validity (none such: nothing granted). A name no instance has, or
+ *    whose rules do not match, is granted in full for one minute.
  *
  * A listchecker with a providerUrl fetches its list on a thread of its
  * own (pol_fetch.h); until a first fetch succeeds, and once ttl has

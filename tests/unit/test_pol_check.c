@@ -452,6 +452,43 @@ static void test_quota_bounds_counted(void **state)
 	close_fx(f);
 }
 
+/* Two handlers for one quota instance: Mixer sent the request to both,
+ * each allocating, and kept the first answer that granted something. */
+static void test_quota_every_instance(void **state)
+{
+	(void)state;
+	struct fx *f = open_text(
+		"kind: handler\n"
+		"metadata: {name: small, namespace: istio-system}\n"
+		"spec: {compiledAdapter: memquota, params: {quotas: [{name: "
+		"rq.instance.istio-system, maxAmount: 1}]}}\n"
+		"---\n"
+		"kind: handler\n"
+		"metadata: {name: large, namespace: istio-system}\n"
+		"spec: {compiledAdapter: memquota, params: {quotas: [{name: "
+		"rq.instance.istio-system, maxAmount: 3}]}}\n"
+		"---\n"
+		"kind: instance\n"
+		"metadata: {name: rq, namespace: istio-system}\n"
+		"spec: {compiledTemplate: quota}\n"
+		"---\n"
+		"kind: rule\n"
+		"metadata: {name: q, namespace: istio-system}\n"
+		"spec: {actions: [{handler: small, instances: [rq]}, "
+		"{handler: large, instances: [rq]}]}\n");
+	struct pol_result r;
+	struct pol_quota_res got;
+	struct pol_quota_req q = {"rq", 2, 1, false};
+	r.quotas = &got;
+	/* small grants the first; large counts it too, and grants the next
+	 * two alone; then neither has room */
+	for (int i = 0; i < 4; i++) {
+		check(f, &q, 1, 0, &r);
+		assert_int_equal(got.granted, i < 3 ? 1 : 0);
+	}
+	close_fx(f);
+}
+
 int main(void)
 {
 	const char *env = getenv("MIXD_FIXTURES");
@@ -465,6 +502,7 @@ int main(void)
 		cmocka_unit_test(test_combination_and_scoping),
 		cmocka_unit_test(test_internal_says_why),
 		cmocka_unit_test(test_quota_bounds_counted),
+		cmocka_unit_test(test_quota_every_instance),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
