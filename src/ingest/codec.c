@@ -95,7 +95,12 @@ decode_one(const uint8_t **pp, const uint8_t *end, const struct attr_vocab *voca
 			return INGEST_REJ_ATTRIBUTE;
 		if (end - p < nl)
 			return INGEST_REJ_TRUNCATED;
-		int slot = vocab ? attr_vocab_find(vocab, (const char *)p, nl) : -1;
+		/* "$out.*" are the mesos instance's outputs, slots of the
+		 * vocabulary but never attributes: a record that names one
+		 * must not stand in for what Marathon did not say. */
+		int slot = vocab && p[0] != '$'
+				   ? attr_vocab_find(vocab, (const char *)p, nl)
+				   : -1;
 		p += nl;
 		if (type == ATTR_NONE || type >= ATTR_TYPE_COUNT)
 			return INGEST_REJ_TYPE;
