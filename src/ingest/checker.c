@@ -9,13 +9,15 @@
  * check whose time runs out is answered by the fail policy and stays in
  * the ring, abandoned, until mixd's late answer comes and is thrown away,
  * so that the answers after it still find their checks. A connection that
- * breaks fails every check sent on it; the next check makes a new one.
+ * breaks fails every check not yet answered (their callbacks are due at
+ * once); the next check makes a new one.
  *
- * A request waits in the out buffer while another check is in flight and
- * goes with the next dispatch, which the caller runs to get that answer:
- * so checks asked while others are answered travel together, one write
- * for many, and mixd answers them with one write too. The wait is bounded
- * by a round trip, since an answer is always coming.
+ * A request waits in the out buffer while another awaits its answer on
+ * the connection, and goes with the next dispatch, which the caller runs
+ * to get that answer (a dispatch also sends, before it returns, what its
+ * callbacks asked): so checks asked while others are answered travel
+ * together, one write for many, and mixd answers them with one write too.
+ * The wait is bounded by a round trip, since an answer is always coming.
  *
  * The cache keeps answers mixd said may be reused, keyed by the encoded
  * values of the attributes the decision depends on (absent ones marked),
