@@ -92,7 +92,6 @@ struct pending {
 	uint64_t deadline;
 	mixd_check_done done; /* NULL: answered already (abandoned) */
 	void *arg;
-	uint32_t conn; /* the connection it went on */
 	int rc;	       /* not 0: that connection broke (this is why) */
 	uint16_t nq;
 	uint32_t serial; /* refset of key; 0: not to be cached */
@@ -115,7 +114,6 @@ struct mixd_checker {
 	int fd; /* -1: not connected */
 	int ep; /* epoll over fd: mixd_checker_fd() */
 	pid_t pid;
-	uint32_t conn; /* serial of fd's connection */
 	int fail_policy;
 	uint64_t next_id;
 	bool want_out; /* fd registered for EPOLLOUT too */
@@ -448,8 +446,11 @@ static void watch(struct mixd_checker *k, bool out)
 	k->want_out = out;
 }
 
-/* The connection broke (or is bad): every check sent on it fails with
- * @rc, when the dispatch reaches it. */
+/* The connection broke (or is bad): every check not yet answered fails
+ * with @rc (its requests, sent or waiting, are gone with it), at once:
+ * the next dispatch runs their callbacks. Taken out of the epoll set
+ * first: after fork() a child may hold the socket open, and close()
+ * alone would leave it there. */
 static void conn_fail(struct mixd_checker *k, int rc)
 {
 	if (k->fd < 0)
@@ -499,7 +500,6 @@ static int connect_mixd(struct mixd_checker *k, uint64_t deadline, bool wait)
 		return -ECONNRESET;
 	}
 	k->fd = fd;
-	k->conn++;
 	k->want_out = false;
 	return 0;
 }
@@ -884,7 +884,6 @@ static void submit(struct mixd_checker *k, const struct ask *in,
 			      .deadline = deadline,
 			      .done = done,
 			      .arg = arg,
-			      .conn = k->conn,
 			      .nq = (uint16_t)a->nq};
 	const struct refset *rs = &k->refsets[k->cur];
 	if (!a->nq && k->cache_max && rs->serial) {
@@ -1111,10 +1110,14 @@ API int mixd_checker_open(const char *address,
 	     opt.fail_policy != MIXD_FAIL_CLOSE) ||
 	    opt.max_in_flight < 0)
 		return -EINVAL;
+	struct sockaddr_un sa;
+	if (client_parse_address(address, &sa))
+		return -EINVAL;
 	struct mixd_checker *k = calloc(1, sizeof *k);
 	if (!k)
 		return -ENOMEM;
 	pthread_mutex_init(&k->lock, NULL);
+	k->sa = sa;
 	k->fd = -1;
 	k->fail_policy = opt.fail_policy;
 	k->qcap = opt.max_in_flight ? (uint32_t)opt.max_in_flight
@@ -1130,15 +1133,10 @@ API int mixd_checker_open(const char *address,
 	k->keybuf = malloc(KEY_MAX);
 	k->scratch = malloc(MIXD_RECORD_MAX + REC_SLACK);
 	k->recbuf = malloc(MIXD_RECORD_MAX + REC_SLACK);
-	if (client_parse_address(address, &k->sa) || k->ep < 0 || !k->q ||
-	    !k->in || !k->keybuf || !k->scratch || !k->recbuf) {
-		int rc = k->ep >= 0 && k->q && k->in && k->keybuf &&
-					 k->scratch && k->recbuf
-				 ? -EINVAL
-				 : -ENOMEM;
-		k->qlen = 0;
+	if (k->ep < 0 || !k->q || !k->in || !k->keybuf || !k->scratch ||
+	    !k->recbuf) {
 		mixd_checker_close(k);
-		return rc;
+		return -ENOMEM;
 	}
 	*out = k;
 	return 0;
