@@ -110,32 +110,35 @@ static mixd_template *proxy_tpl; /* for the client of the current run */
 
 static int proxy_template(mixd_client *c, uint64_t i)
 {
-#define S(s) {.p = s, .len = sizeof(s) - 1}
 	(void)c; /* the template knows its client */
+	/* Every value assigned per record, as a proxy fills them from its
+	 * request. Not an initializer list: for one, GCC zeroes the whole
+	 * array first (a rep stos of 320 bytes, some 30 ns here) before it
+	 * stores the values. */
+	struct mixd_slot v[20];
+#define S(k, s) (v[k].p = s, v[k].len = sizeof(s) - 1)
 	uint8_t sip[4] = {10, 0, (uint8_t)(i >> 8), (uint8_t)i};
-	uint8_t dip[4] = {10, 1, 0, 9};
-	struct mixd_slot v[20] = {
-		S("http"),
-		S("inbound"),
-		S("kubernetes://pp-v1.1f0c"),
-		S("kubernetes://rv-v2.c96b"),
-		{.p = sip, .len = 4},
-		{.p = dip, .len = 4},
-		{.i = 9080},
-		S("reviews"),
-		S("GET"),
-		S("/reviews/0"),
-		S("reviews:9080"),
-		{.i = (int64_t)(i & 1023)},
-		{.i = (int64_t)(i & 4095)},
-		{.i = 200},
-		{.i = 5000000},
-		{.i = 1700000000000000000ll},
-		{.b = 1},
-		S("ns/default/sa/pp"),
-		S("http"),
-		{.i = 300},
-	};
+	static const uint8_t dip[4] = {10, 1, 0, 9};
+	S(0, "http");
+	S(1, "inbound");
+	S(2, "kubernetes://pp-v1.1f0c");
+	S(3, "kubernetes://rv-v2.c96b");
+	v[4].p = sip, v[4].len = 4;
+	v[5].p = dip, v[5].len = 4;
+	v[6].i = 9080;
+	S(7, "reviews");
+	S(8, "GET");
+	S(9, "/reviews/0");
+	S(10, "reviews:9080");
+	v[11].i = (int64_t)(i & 1023);
+	v[12].i = (int64_t)(i & 4095);
+	v[13].i = 200;
+	v[14].i = 5000000;
+	v[15].i = 1700000000000000000ll;
+	v[16].b = 1;
+	S(17, "ns/default/sa/pp");
+	S(18, "http");
+	v[19].i = 300;
 #undef S
 	return mixd_template_report(proxy_tpl, v, 0);
 }

@@ -285,12 +285,16 @@ int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n);
  *   if (mixd_template_create(c, fields, 3, &t) != 0)
  *           abort();
  *   ...per request:
- *   struct mixd_slot v[3] = {
- *           {.p = path, .len = path_len},
- *           {.i = status},
- *           {.i = duration_ns},
- *   };
+ *   struct mixd_slot v[3];
+ *   v[0].p = path, v[0].len = path_len;
+ *   v[1].i = status;
+ *   v[2].i = duration_ns;
  *   mixd_template_report(t, v, 0);
+ *
+ * Fill the array by assignment, as above, or keep one per thread and
+ * change only what differs: an initializer list ("= {{.p = path}, ...}")
+ * makes the compiler zero the whole array before storing the values,
+ * which for twenty slots cost GCC 12 a third of the record's time.
  */
 
 /** The largest number of fields a template has. */
