@@ -33,7 +33,6 @@
  * shrinks for long windows. */
 #define QUOTA_BYTES (256u << 20)
 #define QUOTA_KEY_BYTES 512u /* a key's own cost, its rendering included */
-#define POL_QUOTA_DIMS_MAX 64
 
 /* A policy handler and what it keeps. */
 struct handler {

@@ -1,7 +1,8 @@
 /*
  * pol_quota.c -- memquota's state: per-key rolling windows and counters
- * and the two generations of remembered deduplication ids, in chained
- * hash tables behind one mutex.
+ * in a chained hash table, and the two generations of remembered
+ * deduplication ids, each an open-addressed table over an arena, behind
+ * one mutex.
  *
  * One mutex per handler, as Mixer's one lock: a grant is a handful of
  * loads and stores, the answer must be exact (concurrent callers never
@@ -38,7 +39,7 @@
  * heap. */
 #define KEY_STACK 512
 
-/* Entries of both tables start with this; the key bytes live in the same
+/* Entries of the key table start with this; the key bytes live in the same
  * allocation, so freeing an entry is one free(). */
 struct hent {
 	struct hent *next;
@@ -64,12 +65,38 @@ struct qkey {
 	int64_t slots[]; /* then the key's bytes */
 };
 
-/* A remembered answer. */
+/* A remembered answer, in its generation's arena. */
 struct qdedup {
-	struct hent h;
 	int64_t amount;
 	int64_t exp_ns; /* INT64_MIN: the answer had no validity */
+	uint32_t len;
 	uint8_t key[];
+};
+
+/*
+ * One generation of remembered ids. Nearly every id is asked once (a
+ * proxy's retry is the exception), so the common lookup is a miss, in a
+ * table of up to max_dedup ids: the slots carry each id's hash, and a
+ * miss reads one or two slot lines and no entry. Entries are bump
+ * allocated from chunks that a turn keeps for the next generation: a
+ * remembered id costs no malloc() and a turn no free() per id.
+ */
+struct dslot {
+	uint64_t hash;
+	struct qdedup *e; /* NULL: empty */
+};
+
+struct dchunk {
+	struct dchunk *next;
+	size_t used;
+	uint8_t mem[];
+};
+
+struct dtab {
+	struct dslot *s;
+	size_t mask; /* slots - 1 */
+	size_t n;
+	struct dchunk *chunks, *spare; /* in use (newest first); kept */
 };
 
 struct pol_memquota {
@@ -83,7 +110,7 @@ struct pol_memquota {
 
 	/* under mu */
 	struct htab keys;
-	struct htab dedup[2]; /* [recent], [!recent] */
+	struct dtab dedup[2]; /* [recent], [!recent] */
 	int recent;
 	bool dedup_started;
 	int64_t dedup_turn_ns; /* when the next turn is due */
@@ -436,8 +463,8 @@ select_limit(const struct pol_quota_def *d, const struct pol_quota_dim *dims,
 /* ------------------------------------------------------------------ keys */
 
 /*
- * The key: the quota's name, then each dimension in name order as
- * (name, type, value). Lengths prefix every variable part, so no split of
+ * The key: the quota (its index in the handler's, as names are distinct),
+ * then each dimension in name order as (name, type, value). Lengths prefix every variable part, so no split of
  * one value into two ("a=b;c") can read as another key, and the type is
  * part of it, so the string "10" and the integer 16 are not one key
  * (Mixer's text rendering made them one). Values Mixer's key could not
@@ -557,26 +584,27 @@ static void put_value(struct kbuf *kb, const struct attr_value *v)
 	}
 }
 
-/* Render the key of @name and @dims into @kb (its length counted past
- * the capacity: the caller retries with room). Dimensions in name order,
- * picked as for maps: a request has a few. */
-static void make_key(struct kbuf *kb, const char *name,
+/* Render the key of quota @q and @dims (at most POL_QUOTA_DIMS_MAX) into
+ * @kb (its length counted past the capacity: the caller retries with
+ * room). Dimensions in name order: an insertion sort of their indexes,
+ * as a request has a few, and an instance's come in the same order every
+ * time (sorted already, it is n - 1 comparisons). */
+static void make_key(struct kbuf *kb, uint32_t q,
 		     const struct pol_quota_dim *dims, size_t n)
 {
-	const char *last = NULL;
+	uint8_t ord[POL_QUOTA_DIMS_MAX];
 
-	put_str(kb, name, strlen(name));
 	for (size_t i = 0; i < n; i++) {
-		const struct pol_quota_dim *best = NULL;
-		for (size_t j = 0; j < n; j++)
-			if ((!last || strcmp(dims[j].name, last) > 0) &&
-			    (!best || strcmp(dims[j].name, best->name) < 0))
-				best = &dims[j];
-		if (!best)
-			break;
-		put_str(kb, best->name, strlen(best->name));
-		put_value(kb, best->value);
-		last = best->name;
+		size_t j = i;
+		for (; j && strcmp(dims[ord[j - 1]].name, dims[i].name) > 0; j--)
+			ord[j] = ord[j - 1];
+		ord[j] = (uint8_t)i;
+	}
+	put_u32(kb, q);
+	for (size_t i = 0; i < n; i++) {
+		const struct pol_quota_dim *d = &dims[ord[i]];
+		put_str(kb, d->name, strlen(d->name));
+		put_value(kb, d->value);
 	}
 }
 
@@ -756,6 +784,117 @@ static void do_free(struct pol_memquota *m, const struct kbuf *kb, uint64_t h,
 
 /* ---------------------------------------------------------------- dedup */
 
+/* Arena chunks. An entry (an id of at most POL_QUOTA_MAX_DEDUP_ID bytes,
+ * its length and the quota's index) always fits in one. */
+#define DCHUNK_BYTES (64u << 10)
+_Static_assert(sizeof(struct qdedup) + 8 + POL_QUOTA_MAX_DEDUP_ID + 7 <=
+		       DCHUNK_BYTES,
+	       "a remembered id fits in a chunk");
+
+static int dt_init(struct dtab *t)
+{
+	*t = (struct dtab){.mask = 15};
+	t->s = calloc(16, sizeof *t->s);
+	return t->s ? 0 : -1;
+}
+
+/* The entry of @t for @key (hash @h), or NULL. */
+static const struct qdedup *dt_find(const struct dtab *t, uint64_t h,
+				    const uint8_t *key, uint32_t len)
+{
+	for (size_t i = h & t->mask;; i = (i + 1) & t->mask) {
+		const struct dslot *x = &t->s[i];
+		if (!x->e)
+			return NULL;
+		if (x->hash == h && x->e->len == len &&
+		    !memcmp(x->e->key, key, len))
+			return x->e;
+	}
+}
+
+static void dt_put(struct dslot *s, size_t mask, uint64_t h, struct qdedup *e)
+{
+	size_t i = h & mask;
+	while (s[i].e)
+		i = (i + 1) & mask;
+	s[i] = (struct dslot){h, e};
+}
+
+/* Room for an entry of @len key bytes in @t's arena, or NULL. */
+static struct qdedup *dt_alloc(struct dtab *t, uint32_t len)
+{
+	size_t need = (sizeof(struct qdedup) + len + 7) & ~(size_t)7;
+	struct dchunk *c = t->chunks;
+	if (!c || DCHUNK_BYTES - c->used < need) {
+		if ((c = t->spare))
+			t->spare = c->next;
+		else if (!(c = malloc(sizeof *c + DCHUNK_BYTES)))
+			return NULL;
+		c->used = 0;
+		c->next = t->chunks;
+		t->chunks = c;
+	}
+	struct qdedup *e = (struct qdedup *)(void *)(c->mem + c->used);
+	c->used += need;
+	return e;
+}
+
+/* Add an entry for @key (hash @h) to @t, which holds no such key: the
+ * slots stay at most three quarters full. False when memory ran out. */
+static bool dt_add(struct dtab *t, uint64_t h, const uint8_t *key,
+		   uint32_t len, int64_t amount, int64_t exp_ns)
+{
+	if ((t->n + 1) * 4 > (t->mask + 1) * 3) {
+		size_t nm = t->mask * 2 + 1;
+		struct dslot *ns = calloc(nm + 1, sizeof *ns);
+		if (!ns)
+			return false;
+		for (size_t i = 0; i <= t->mask; i++)
+			if (t->s[i].e)
+				dt_put(ns, nm, t->s[i].hash, t->s[i].e);
+		free(t->s);
+		t->s = ns;
+		t->mask = nm;
+	}
+	struct qdedup *e = dt_alloc(t, len);
+	if (!e)
+		return false;
+	e->amount = amount;
+	e->exp_ns = exp_ns;
+	e->len = len;
+	memcpy(e->key, key, len);
+	dt_put(t->s, t->mask, h, e);
+	t->n++;
+	return true;
+}
+
+/* Forget every id of @t, keeping its slots and chunks for the next
+ * generation, which grows to about the same size (both are bounded by
+ * max_dedup ids). */
+static void dt_clear(struct dtab *t)
+{
+	if (t->n)
+		memset(t->s, 0, (t->mask + 1) * sizeof *t->s);
+	t->n = 0;
+	for (struct dchunk *c = t->chunks, *nx; c; c = nx) {
+		nx = c->next;
+		c->next = t->spare;
+		t->spare = c;
+	}
+	t->chunks = NULL;
+}
+
+static void dt_free(struct dtab *t)
+{
+	dt_clear(t);
+	for (struct dchunk *c = t->spare, *nx; c; c = nx) {
+		nx = c->next;
+		free(c);
+	}
+	free(t->s);
+	*t = (struct dtab){0};
+}
+
 /* Make the generation turns due by @now: each turn forgets the old ids
  * and makes the recent ones old, so an id is remembered from one to two
  * periods. The first call starts the clock. */
@@ -771,9 +910,9 @@ static void dedup_turn(struct pol_memquota *m, int64_t now)
 	if (now < m->dedup_turn_ns)
 		return;
 	int64_t turns = (now - m->dedup_turn_ns) / p + 1;
-	ht_clear(&m->dedup[!m->recent]);
+	dt_clear(&m->dedup[!m->recent]);
 	if (turns > 1)
-		ht_clear(&m->dedup[m->recent]);
+		dt_clear(&m->dedup[m->recent]);
 	m->recent = !m->recent; /* the emptied old is the new recent */
 	m->dedup_turn_ns = turns > (INT64_MAX - m->dedup_turn_ns) / p
 				   ? INT64_MAX
@@ -784,18 +923,10 @@ static void dedup_remember(struct pol_memquota *m, const struct kbuf *dk,
 			   uint64_t h, const struct pol_quota_grant *g,
 			   int64_t exp_ns)
 {
-	struct qdedup *d;
-
 	if (m->dedup[0].n + m->dedup[1].n >= m->max_dedup ||
-	    !(d = malloc(sizeof *d + dk->len))) {
+	    !dt_add(&m->dedup[m->recent], h, dk->p, (uint32_t)dk->len,
+		    g->amount, exp_ns))
 		__atomic_fetch_add(&m->dedup_lost, 1, __ATOMIC_RELAXED);
-		return;
-	}
-	memcpy(d->key, dk->p, dk->len);
-	d->h = (struct hent){NULL, h, d->key, (uint32_t)dk->len};
-	d->amount = g->amount;
-	d->exp_ns = exp_ns;
-	ht_add(&m->dedup[m->recent], &d->h);
 }
 
 /* ------------------------------------------------------------------ API */
@@ -849,8 +980,8 @@ struct pol_memquota *pol_memquota_create(const struct pol_quota_def *defs,
 		    n_ovr * sizeof(struct pol_quota_override) +
 		    n_kv * sizeof(struct pol_quota_kv) + bytes;
 	m->defs = malloc(sz ? sz : 1);
-	if (!m->defs || ht_init(&m->keys) || ht_init(&m->dedup[0]) ||
-	    ht_init(&m->dedup[1])) {
+	if (!m->defs || ht_init(&m->keys) || dt_init(&m->dedup[0]) ||
+	    dt_init(&m->dedup[1])) {
 		pol_memquota_destroy(m);
 		return NULL;
 	}
@@ -893,13 +1024,13 @@ void pol_memquota_destroy(struct pol_memquota *m)
 {
 	if (!m)
 		return;
-	/* A half-built m has a NULL bucket array where ht_init() failed. */
-	struct htab *t[] = {&m->keys, &m->dedup[0], &m->dedup[1]};
-	for (size_t i = 0; i < 3; i++) {
-		if (t[i]->b)
-			ht_clear(t[i]);
-		free(t[i]->b);
-	}
+	/* A half-built m has a NULL bucket array where ht_init() failed,
+	 * and zeroed dedup tables (which dt_free() takes). */
+	if (m->keys.b)
+		ht_clear(&m->keys);
+	free(m->keys.b);
+	dt_free(&m->dedup[0]);
+	dt_free(&m->dedup[1]);
 	pthread_mutex_destroy(&m->mu);
 	free(m->defs);
 	free(m);
@@ -926,15 +1057,18 @@ int pol_memquota_alloc(struct pol_memquota *m, const char *name,
 	int rc = 0;
 
 	*out = (struct pol_quota_grant){0, 0};
+	if (n > POL_QUOTA_DIMS_MAX)
+		return -EINVAL;
 	const struct pol_quota_def *d = find_def(m, name);
 	if (!d)
 		return -ENOENT;
+	uint32_t q = (uint32_t)(d - m->defs);
 	if (!a->amount)
 		return 0;
 	const struct pol_quota_limit *lim = select_limit(d, dims, n);
 
 	/* Everything but the table work, outside the lock. */
-	make_key(&kb, name, dims, n);
+	make_key(&kb, q, dims, n);
 	if (kb.len > POL_QUOTA_MAX_KEY)
 		return -E2BIG;
 	if (kb.len > kb.cap) {
@@ -942,27 +1076,19 @@ int pol_memquota_alloc(struct pol_memquota *m, const char *name,
 			return -ENOMEM;
 		kb.cap = kb.len;
 		kb.len = 0;
-		make_key(&kb, name, dims, n);
+		make_key(&kb, q, dims, n);
 	}
 	uint64_t kh = XXH3_64bits_withSeed(kb.p, kb.len, m->seed);
-	/* The dedup key: the id, length first, then the quota's name. No id,
+	/* The dedup key: the id, length first, then the quota. No id,
 	 * no deduplication (Mixer shared one entry among all requests
 	 * without one: their first answer, repeated, for a whole window). */
 	bool dedup = a->dedup_len && a->dedup_len <= POL_QUOTA_MAX_DEDUP_ID;
 	uint64_t dh = 0;
 	if (dedup) {
+		_Static_assert(4 + POL_QUOTA_MAX_DEDUP_ID + 4 <= KEY_STACK,
+			       "a dedup key fits on the stack");
 		put_str(&dk, a->dedup_id, a->dedup_len);
-		put(&dk, name, strlen(name));
-		if (dk.len > dk.cap) {
-			if (!(dk.p = malloc(dk.len))) {
-				rc = -ENOMEM;
-				goto out;
-			}
-			dk.cap = dk.len;
-			dk.len = 0;
-			put_str(&dk, a->dedup_id, a->dedup_len);
-			put(&dk, name, strlen(name));
-		}
+		put_u32(&dk, q);
 		dh = XXH3_64bits_withSeed(dk.p, dk.len, m->seed);
 	}
 	/* floor, so that tick boundaries are every 100 ms on either side
@@ -973,12 +1099,11 @@ int pol_memquota_alloc(struct pol_memquota *m, const char *name,
 	pthread_mutex_lock(&m->mu);
 	dedup_turn(m, now_ns);
 	if (dedup) {
-		const struct qdedup *hit = (const struct qdedup *)ht_find(
-			&m->dedup[m->recent], dh, dk.p, (uint32_t)dk.len);
+		const struct qdedup *hit = dt_find(&m->dedup[m->recent], dh,
+						   dk.p, (uint32_t)dk.len);
 		if (!hit)
-			hit = (const struct qdedup *)ht_find(
-				&m->dedup[!m->recent], dh, dk.p,
-				(uint32_t)dk.len);
+			hit = dt_find(&m->dedup[!m->recent], dh, dk.p,
+				      (uint32_t)dk.len);
 		if (hit) {
 			out->amount = hit->amount;
 			out->valid_duration_ns =
@@ -1001,11 +1126,8 @@ int pol_memquota_alloc(struct pol_memquota *m, const char *name,
 unlock:
 	__atomic_store_n(&m->n_keys, m->keys.n, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&m->mu);
-out:
 	if (kb.p != kbuf)
 		free(kb.p);
-	if (dk.p != dbuf)
-		free(dk.p);
 	return rc;
 }
 

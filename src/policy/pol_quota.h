@@ -9,8 +9,8 @@
  *    override whose every listed dimension equals the instance's (a
  *    subset match; an override listing none matches all), else the
  *    quota's own.
- *  - State is kept per key: the quota name, then each dimension in
- *    sorted name order. The limit that applies is the one found when the
+ *  - State is kept per key: the quota, then each dimension in sorted
+ *    name order. The limit that applies is the one found when the
  *    key is first used.
  *  - valid_duration > 0: a rolling window of ceil(valid_duration / 1 s)
  *    seconds in 100 ms ticks; an allocation at tick T returns to the
@@ -62,7 +62,7 @@ struct pol_quota_limit {
 	int64_t valid_duration_ns;
 };
 
-/** Longest key (quota name and rendered dimensions) taken: a request
+/** Longest key (the quota and its rendered dimensions) taken: a request
  *  with a longer one is refused (-E2BIG), as a key is memory held. */
 #define POL_QUOTA_MAX_KEY 4096
 /** Longest deduplication id remembered (proxies send 36-byte UUIDs). */
@@ -125,13 +125,17 @@ struct pol_memquota *pol_memquota_create(const struct pol_quota_def *defs,
 /** Free @m; NULL is fine. */
 void pol_memquota_destroy(struct pol_memquota *m);
 
+/** The most dimensions a request's key has (Mixer set no bound). */
+#define POL_QUOTA_DIMS_MAX 64
+
 /**
  * Allocate (or, with a negative amount, free) for the quota instance
- * @name whose dimensions for this request are @dims (@n, any order, names
- * distinct), at @now_ns (any monotonic nanosecond clock; windows tick
+ * @name whose dimensions for this request are @dims (@n, at most
+ * POL_QUOTA_DIMS_MAX, any order, names distinct), at @now_ns (any monotonic nanosecond clock; windows tick
  * every 100 ms of it). Returns 0 with the answer in *@out; -ENOENT when
  * @m has no quota @name; -ENOSPC when the key table is full, -E2BIG when
- * the key is longer than POL_QUOTA_MAX_KEY, -ENOMEM (*@out is then a
+ * the key is longer than POL_QUOTA_MAX_KEY, -EINVAL for more than
+ * POL_QUOTA_DIMS_MAX dimensions, -ENOMEM (*@out is then a
  * grant of 0, and nothing is remembered for the dedup id). An amount of
  * 0 is answered 0 at once, as in Mixer. Thread-safe; exact: concurrent
  * callers never get more than a window's max_amount between them.

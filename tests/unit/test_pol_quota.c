@@ -539,6 +539,34 @@ static void test_key_is_typed_sorted_and_unambiguous(void **state)
 	/* the same dimensions in another order: the same key */
 	struct pol_quota_dim swapped[] = {{"c", &v3}, {"a", &v2}};
 	assert_int_equal(take(m, "q", swapped, 2, 1, false, T0, NULL), 0);
+	/* three in every order but one (each a shift of the sort): one key */
+	struct attr_value w1 = str("1"), w2 = str("2"), w3 = str("3");
+	struct pol_quota_dim three[6][3] = {
+		{{"k", &w1}, {"l", &w2}, {"m", &w3}},
+		{{"m", &w3}, {"l", &w2}, {"k", &w1}},
+		{{"l", &w2}, {"m", &w3}, {"k", &w1}},
+		{{"m", &w3}, {"k", &w1}, {"l", &w2}},
+		{{"k", &w1}, {"m", &w3}, {"l", &w2}},
+		{{"l", &w2}, {"k", &w1}, {"m", &w3}},
+	};
+	assert_int_equal(take(m, "q", three[0], 3, 1, false, T0, NULL), 1);
+	for (int i = 1; i < 6; i++)
+		assert_int_equal(take(m, "q", three[i], 3, 1, false, T0, NULL),
+				 0);
+	/* more dimensions than a key may have */
+	struct pol_quota_dim many[POL_QUOTA_DIMS_MAX + 1];
+	char names[POL_QUOTA_DIMS_MAX + 1][8];
+	for (int i = 0; i <= POL_QUOTA_DIMS_MAX; i++) {
+		snprintf(names[i], sizeof names[i], "d%d", i);
+		many[i] = (struct pol_quota_dim){names[i], &w1};
+	}
+	struct pol_quota_grant g;
+	assert_int_equal(ask(m, "q", many, POL_QUOTA_DIMS_MAX + 1, 1, false,
+			     "many", T0, &g),
+			 -EINVAL);
+	assert_int_equal(
+		ask(m, "q", many, POL_QUOTA_DIMS_MAX, 1, false, "most", T0, &g), 0);
+	assert_int_equal(g.amount, 1);
 	/* one value that holds what would follow it: the next name and a
 	 * type byte */
 	char tricky[] = {'x', 'b', (char)ATTR_STRING, 'y', 0};
@@ -725,6 +753,53 @@ static void test_dedup_forgets_after_one_to_two_periods(void **state)
 	assert_int_equal(ask(m, "q", NULL, 0, 40, false, "c", T0 + 4 * SEC, &g),
 			 0);
 	assert_int_equal(take(m, "q", NULL, 0, -1000, false, T0, NULL), 40);
+	pol_memquota_destroy(m);
+}
+
+/* Many ids, long ones, over turns: enough to grow the slot table many
+ * times and fill many arena chunks, then forget them all and fill the
+ * kept chunks again. */
+static void test_dedup_many_ids_over_turns(void **state)
+{
+	enum { N = 20000 };
+	struct pol_quota_def d = {"q", {INT64_C(1) << 40, 0}, NULL, 0};
+	struct pol_memquota *m = pol_memquota_create(&d, 1, SEC, 100, 2 * N);
+	struct pol_quota_grant g;
+	char id[200];
+	int64_t sum = 0;
+
+	for (int round = 0; round < 2; round++) {
+		int64_t t = T0 + round * 10 * SEC;
+		for (int i = 0; i < N; i++) {
+			snprintf(id, sizeof id, "%0150d-%d", i, round);
+			assert_int_equal(
+				ask(m, "q", NULL, 0, i % 7 + 1, false, id, t, &g), 0);
+			assert_int_equal(g.amount, i % 7 + 1);
+			sum += i % 7 + 1;
+		}
+		/* every repeat, recent or (after one turn) old, is answered as
+		 * before and allocates nothing */
+		for (int pass = 0; pass < 2; pass++)
+			for (int i = 0; i < N; i++) {
+				snprintf(id, sizeof id, "%0150d-%d", i, round);
+				assert_int_equal(ask(m, "q", NULL, 0, 100, false, id,
+						     t + pass * SEC, &g),
+						 0);
+				assert_int_equal(g.amount, i % 7 + 1);
+			}
+		assert_int_equal(pol_memquota_dedup_lost(m), 0);
+		assert_int_equal(take(m, "q", NULL, 0, -(INT64_C(1) << 40),
+				      false, t + SEC, NULL),
+				 sum);
+		sum = 0;
+		/* two turns later, forgotten: an id allocates again */
+		snprintf(id, sizeof id, "%0150d-%d", 5, round);
+		assert_int_equal(
+			ask(m, "q", NULL, 0, 3, false, id, t + 3 * SEC, &g), 0);
+		assert_int_equal(take(m, "q", NULL, 0, -(INT64_C(1) << 40),
+				      false, t + 3 * SEC, NULL),
+				 3);
+	}
 	pol_memquota_destroy(m);
 }
 
@@ -995,6 +1070,7 @@ int main(void)
 		cmocka_unit_test(test_key_too_long_refused),
 		cmocka_unit_test(test_dedup_repeat_gets_the_same_answer),
 		cmocka_unit_test(test_dedup_forgets_after_one_to_two_periods),
+		cmocka_unit_test(test_dedup_many_ids_over_turns),
 		cmocka_unit_test(test_dedup_table_full_is_counted),
 		cmocka_unit_test(
 			test_key_table_full_then_idle_windows_make_room),
