@@ -112,9 +112,9 @@ static int proxy_template(mixd_client *c, uint64_t i)
 {
 	(void)c; /* the template knows its client */
 	/* Every value assigned per record, as a proxy fills them from its
-	 * request. Not an initializer list: for one, GCC zeroes the whole
-	 * array first (a rep stos of 320 bytes, some 30 ns here) before it
-	 * stores the values. */
+	 * request. Not an initializer list: with one, GCC zeroes the whole
+	 * array before it stores the values (a rep stos of 320 bytes, some
+	 * 25 ns a record here). */
 	struct mixd_slot v[20];
 #define S(k, s) (v[k].p = s, v[k].len = sizeof(s) - 1)
 	uint8_t sip[4] = {10, 0, (uint8_t)(i >> 8), (uint8_t)i};

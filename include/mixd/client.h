@@ -294,7 +294,8 @@ int mixd_report(mixd_client *c, const struct mixd_value *v, size_t n);
  * Fill the array by assignment, as above, or keep one per thread and
  * change only what differs: an initializer list ("= {{.p = path}, ...}")
  * makes the compiler zero the whole array before storing the values,
- * which for twenty slots cost GCC 12 a third of the record's time.
+ * which for twenty slots cost GCC 12 about 25 ns a record, a quarter of
+ * the benchmark's time.
  */
 
 /** The largest number of fields a template has. */

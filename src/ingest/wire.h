@@ -78,9 +78,13 @@ static inline void wire_copy(uint8_t *d, const void *src, size_t n)
  * protocol's fields (<mixd/check.h>), on both its sides. On a
  * little-endian host, one store of the low bytes (a byte loop of 8 is more
  * than GCC unrolls and merges at -O2: 8 stores and a loop a field). */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define WIRE_LITTLE_ENDIAN 1
+#endif
+
 static inline uint8_t *wire_put_le(uint8_t *p, uint64_t v, unsigned bytes)
 {
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#ifdef WIRE_LITTLE_ENDIAN
 	memcpy(p, &v, bytes);
 	return p + bytes;
 #else
@@ -94,7 +98,7 @@ static inline uint8_t *wire_put_le(uint8_t *p, uint64_t v, unsigned bytes)
 static inline uint64_t wire_get_le(const uint8_t *p, unsigned bytes)
 {
 	uint64_t v = 0;
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#ifdef WIRE_LITTLE_ENDIAN
 	memcpy(&v, p, bytes);
 #else
 	for (unsigned i = 0; i < bytes; i++)

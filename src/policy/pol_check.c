@@ -363,6 +363,8 @@ static bool str_eq(const char *a, const char *b)
 }
 
 /* Two memquota handlers whose parameters are the same, field by field. */
+/* The same quotas in the same order: memquota keys name a quota by its
+ * position (pol_quota.c), so an adopted state must keep it. */
 static bool memquota_eq(const struct cfg_memquota *a,
 			const struct cfg_memquota *b)
 {

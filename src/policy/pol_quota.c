@@ -78,8 +78,11 @@ struct qdedup {
  * proxy's retry is the exception), so the common lookup is a miss, in a
  * table of up to max_dedup ids: the slots carry each id's hash, and a
  * miss reads one or two slot lines and no entry. Entries are bump
- * allocated from chunks that a turn keeps for the next generation: a
- * remembered id costs no malloc() and a turn no free() per id.
+ * allocated from chunks that a turn hands to the handler's spare list,
+ * from which either generation takes before it allocates: a remembered id
+ * costs no malloc() and a turn no free() per id, and the chunks held, in
+ * use or spare, are never more than the most both generations held at
+ * once (at most max_dedup ids) and two partly used.
  */
 struct dslot {
 	uint64_t hash;
@@ -96,7 +99,7 @@ struct dtab {
 	struct dslot *s;
 	size_t mask; /* slots - 1 */
 	size_t n;
-	struct dchunk *chunks, *spare; /* in use (newest first); kept */
+	struct dchunk *chunks; /* in use, newest first */
 };
 
 struct pol_memquota {
@@ -111,6 +114,7 @@ struct pol_memquota {
 	/* under mu */
 	struct htab keys;
 	struct dtab dedup[2]; /* [recent], [!recent] */
+	struct dchunk *spare; /* chunks the dedup tables gave back */
 	int recent;
 	bool dedup_started;
 	int64_t dedup_turn_ns; /* when the next turn is due */
@@ -463,13 +467,14 @@ select_limit(const struct pol_quota_def *d, const struct pol_quota_dim *dims,
 /* ------------------------------------------------------------------ keys */
 
 /*
- * The key: the quota (its index in the handler's, as names are distinct),
- * then each dimension in name order as (name, type, value). Lengths prefix every variable part, so no split of
- * one value into two ("a=b;c") can read as another key, and the type is
- * part of it, so the string "10" and the integer 16 are not one key
- * (Mixer's text rendering made them one). Values Mixer's key could not
- * tell apart are one here too: the string types, the two forms of an
- * IPv4 address, a map's entries in any order.
+ * The key: the quota (its index in the handler's: the first of its name,
+ * find_def()'s), then each dimension in name order as (name, type,
+ * value). Lengths prefix every variable part, so no split of one value
+ * into two ("a=b;c") can read as another key, and the type is part of
+ * it, so the string "10" and the integer 16 are not one key (Mixer's text
+ * rendering made them one). Values Mixer's key could not tell apart are
+ * one here too: the string types, the two forms of an IPv4 address, a
+ * map's entries in any order.
  */
 struct kbuf {
 	uint8_t *p;
@@ -596,7 +601,8 @@ static void make_key(struct kbuf *kb, uint32_t q,
 
 	for (size_t i = 0; i < n; i++) {
 		size_t j = i;
-		for (; j && strcmp(dims[ord[j - 1]].name, dims[i].name) > 0; j--)
+		for (; j && strcmp(dims[ord[j - 1]].name, dims[i].name) > 0;
+		     j--)
 			ord[j] = ord[j - 1];
 		ord[j] = (uint8_t)i;
 	}
@@ -820,14 +826,16 @@ static void dt_put(struct dslot *s, size_t mask, uint64_t h, struct qdedup *e)
 	s[i] = (struct dslot){h, e};
 }
 
-/* Room for an entry of @len key bytes in @t's arena, or NULL. */
-static struct qdedup *dt_alloc(struct dtab *t, uint32_t len)
+/* Room for an entry of @len key bytes in @t's arena, or NULL; @spare is
+ * the handler's list of chunks to take first. */
+static struct qdedup *dt_alloc(struct dtab *t, struct dchunk **spare,
+			       uint32_t len)
 {
 	size_t need = (sizeof(struct qdedup) + len + 7) & ~(size_t)7;
 	struct dchunk *c = t->chunks;
 	if (!c || DCHUNK_BYTES - c->used < need) {
-		if ((c = t->spare))
-			t->spare = c->next;
+		if ((c = *spare))
+			*spare = c->next;
 		else if (!(c = malloc(sizeof *c + DCHUNK_BYTES)))
 			return NULL;
 		c->used = 0;
@@ -841,8 +849,9 @@ static struct qdedup *dt_alloc(struct dtab *t, uint32_t len)
 
 /* Add an entry for @key (hash @h) to @t, which holds no such key: the
  * slots stay at most three quarters full. False when memory ran out. */
-static bool dt_add(struct dtab *t, uint64_t h, const uint8_t *key,
-		   uint32_t len, int64_t amount, int64_t exp_ns)
+static bool dt_add(struct dtab *t, struct dchunk **spare, uint64_t h,
+		   const uint8_t *key, uint32_t len, int64_t amount,
+		   int64_t exp_ns)
 {
 	if ((t->n + 1) * 4 > (t->mask + 1) * 3) {
 		size_t nm = t->mask * 2 + 1;
@@ -856,7 +865,7 @@ static bool dt_add(struct dtab *t, uint64_t h, const uint8_t *key,
 		t->s = ns;
 		t->mask = nm;
 	}
-	struct qdedup *e = dt_alloc(t, len);
+	struct qdedup *e = dt_alloc(t, spare, len);
 	if (!e)
 		return false;
 	e->amount = amount;
@@ -868,26 +877,35 @@ static bool dt_add(struct dtab *t, uint64_t h, const uint8_t *key,
 	return true;
 }
 
-/* Forget every id of @t, keeping its slots and chunks for the next
- * generation, which grows to about the same size (both are bounded by
- * max_dedup ids). */
-static void dt_clear(struct dtab *t)
+/* Forget every id of @t, its chunks to @spare. Its slots are kept for
+ * the next generation, which is likely to grow as large, unless this one
+ * used less than an eighth of them: then they shrink to its size (a turn
+ * after a burst need not clear a burst's slots, nor keep them). */
+static void dt_clear(struct dtab *t, struct dchunk **spare)
 {
-	if (t->n)
+	size_t want = 16; /* the slots dt_add() grew to for this many */
+	while (want * 3 < t->n * 4)
+		want *= 2;
+	struct dslot *ns;
+	if (want * 8 <= t->mask + 1 && (ns = calloc(want, sizeof *ns))) {
+		free(t->s);
+		t->s = ns;
+		t->mask = want - 1;
+	} else if (t->n) {
 		memset(t->s, 0, (t->mask + 1) * sizeof *t->s);
+	}
 	t->n = 0;
 	for (struct dchunk *c = t->chunks, *nx; c; c = nx) {
 		nx = c->next;
-		c->next = t->spare;
-		t->spare = c;
+		c->next = *spare;
+		*spare = c;
 	}
 	t->chunks = NULL;
 }
 
 static void dt_free(struct dtab *t)
 {
-	dt_clear(t);
-	for (struct dchunk *c = t->spare, *nx; c; c = nx) {
+	for (struct dchunk *c = t->chunks, *nx; c; c = nx) {
 		nx = c->next;
 		free(c);
 	}
@@ -910,9 +928,9 @@ static void dedup_turn(struct pol_memquota *m, int64_t now)
 	if (now < m->dedup_turn_ns)
 		return;
 	int64_t turns = (now - m->dedup_turn_ns) / p + 1;
-	dt_clear(&m->dedup[!m->recent]);
+	dt_clear(&m->dedup[!m->recent], &m->spare);
 	if (turns > 1)
-		dt_clear(&m->dedup[m->recent]);
+		dt_clear(&m->dedup[m->recent], &m->spare);
 	m->recent = !m->recent; /* the emptied old is the new recent */
 	m->dedup_turn_ns = turns > (INT64_MAX - m->dedup_turn_ns) / p
 				   ? INT64_MAX
@@ -924,8 +942,8 @@ static void dedup_remember(struct pol_memquota *m, const struct kbuf *dk,
 			   int64_t exp_ns)
 {
 	if (m->dedup[0].n + m->dedup[1].n >= m->max_dedup ||
-	    !dt_add(&m->dedup[m->recent], h, dk->p, (uint32_t)dk->len,
-		    g->amount, exp_ns))
+	    !dt_add(&m->dedup[m->recent], &m->spare, h, dk->p,
+		    (uint32_t)dk->len, g->amount, exp_ns))
 		__atomic_fetch_add(&m->dedup_lost, 1, __ATOMIC_RELAXED);
 }
 
@@ -1031,6 +1049,10 @@ void pol_memquota_destroy(struct pol_memquota *m)
 	free(m->keys.b);
 	dt_free(&m->dedup[0]);
 	dt_free(&m->dedup[1]);
+	for (struct dchunk *c = m->spare, *nx; c; c = nx) {
+		nx = c->next;
+		free(c);
+	}
 	pthread_mutex_destroy(&m->mu);
 	free(m->defs);
 	free(m);
@@ -1057,14 +1079,14 @@ int pol_memquota_alloc(struct pol_memquota *m, const char *name,
 	int rc = 0;
 
 	*out = (struct pol_quota_grant){0, 0};
-	if (n > POL_QUOTA_DIMS_MAX)
-		return -EINVAL;
 	const struct pol_quota_def *d = find_def(m, name);
 	if (!d)
 		return -ENOENT;
 	uint32_t q = (uint32_t)(d - m->defs);
 	if (!a->amount)
 		return 0;
+	if (n > POL_QUOTA_DIMS_MAX)
+		return -EINVAL;
 	const struct pol_quota_limit *lim = select_limit(d, dims, n);
 
 	/* Everything but the table work, outside the lock. */

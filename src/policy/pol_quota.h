@@ -36,8 +36,10 @@
  * memory. A key is made only when something is granted under it (one
  * holding nothing is what its absence means). A key costs some 80 bytes,
  * its rendering (at most POL_QUOTA_MAX_KEY) and, for a window, 8 bytes a
- * 100 ms tick of it (80 bytes a second of valid_duration). A full dedup
- * table (recent and old ids together) remembers no more ids until a turn
+ * 100 ms tick of it (80 bytes a second of valid_duration). A remembered
+ * id costs its bytes and some 32 more, kept for later generations once
+ * forgotten, and 16 to 43 bytes of table slots. A full dedup table
+ * (recent and old ids together) remembers no more ids until a turn
  * forgets some, nor are ids longer than POL_QUOTA_MAX_DEDUP_ID remembered
  * (pol_memquota_dedup_lost() counts both: their requests are answered,
  * but a retry allocates again).
@@ -131,11 +133,12 @@ void pol_memquota_destroy(struct pol_memquota *m);
 /**
  * Allocate (or, with a negative amount, free) for the quota instance
  * @name whose dimensions for this request are @dims (@n, at most
- * POL_QUOTA_DIMS_MAX, any order, names distinct), at @now_ns (any monotonic nanosecond clock; windows tick
- * every 100 ms of it). Returns 0 with the answer in *@out; -ENOENT when
- * @m has no quota @name; -ENOSPC when the key table is full, -E2BIG when
- * the key is longer than POL_QUOTA_MAX_KEY, -EINVAL for more than
- * POL_QUOTA_DIMS_MAX dimensions, -ENOMEM (*@out is then a
+ * POL_QUOTA_DIMS_MAX, any order, names distinct: a repeated name is keyed
+ * as often as it comes), at @now_ns (any monotonic nanosecond clock;
+ * windows tick every 100 ms of it). Returns 0 with the answer in *@out;
+ * -ENOENT when @m has no quota @name; -ENOSPC when the key table is full,
+ * -E2BIG when the key is longer than POL_QUOTA_MAX_KEY, -EINVAL for more
+ * than POL_QUOTA_DIMS_MAX dimensions, -ENOMEM (*@out is then a
  * grant of 0, and nothing is remembered for the dedup id). An amount of
  * 0 is answered 0 at once, as in Mixer. Thread-safe; exact: concurrent
  * callers never get more than a window's max_amount between them.

@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -565,7 +566,8 @@ static void test_key_is_typed_sorted_and_unambiguous(void **state)
 			     "many", T0, &g),
 			 -EINVAL);
 	assert_int_equal(
-		ask(m, "q", many, POL_QUOTA_DIMS_MAX, 1, false, "most", T0, &g), 0);
+		ask(m, "q", many, POL_QUOTA_DIMS_MAX, 1, false, "most", T0, &g),
+		0);
 	assert_int_equal(g.amount, 1);
 	/* one value that holds what would follow it: the next name and a
 	 * type byte */
@@ -772,8 +774,9 @@ static void test_dedup_many_ids_over_turns(void **state)
 		int64_t t = T0 + round * 10 * SEC;
 		for (int i = 0; i < N; i++) {
 			snprintf(id, sizeof id, "%0150d-%d", i, round);
-			assert_int_equal(
-				ask(m, "q", NULL, 0, i % 7 + 1, false, id, t, &g), 0);
+			assert_int_equal(ask(m, "q", NULL, 0, i % 7 + 1, false,
+					     id, t, &g),
+					 0);
 			assert_int_equal(g.amount, i % 7 + 1);
 			sum += i % 7 + 1;
 		}
@@ -782,8 +785,9 @@ static void test_dedup_many_ids_over_turns(void **state)
 		for (int pass = 0; pass < 2; pass++)
 			for (int i = 0; i < N; i++) {
 				snprintf(id, sizeof id, "%0150d-%d", i, round);
-				assert_int_equal(ask(m, "q", NULL, 0, 100, false, id,
-						     t + pass * SEC, &g),
+				assert_int_equal(ask(m, "q", NULL, 0, 100,
+						     false, id, t + pass * SEC,
+						     &g),
 						 0);
 				assert_int_equal(g.amount, i % 7 + 1);
 			}
@@ -800,6 +804,67 @@ static void test_dedup_many_ids_over_turns(void **state)
 				      false, t + 3 * SEC, NULL),
 				 3);
 	}
+	pol_memquota_destroy(m);
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZER_HEAP 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZER_HEAP 1
+#endif
+#endif
+#ifdef SANITIZER_HEAP
+/* <sanitizer/allocator_interface.h>'s, which GCC does not install */
+size_t __sanitizer_get_current_allocated_bytes(void);
+#endif
+
+/* Bytes malloc() has handed out and not had back (the sanitizers'
+ * allocator keeps its own count; glibc's mallinfo2() says 0 under it). */
+static size_t heap_in_use(void)
+{
+#ifdef SANITIZER_HEAP
+	return __sanitizer_get_current_allocated_bytes();
+#else
+	struct mallinfo2 mi = mallinfo2();
+	return mi.uordblks + mi.hblkhd;
+#endif
+}
+
+/* What the ids of one generation took is what the next one reuses: two
+ * bursts a turn apart hold little more than one, and idle turns give the
+ * slots of a burst back. */
+static void test_dedup_memory_is_reused_across_generations(void **state)
+{
+	enum { N = 20000 };
+	struct pol_quota_def d = {"q", {INT64_C(1) << 40, 0}, NULL, 0};
+	struct pol_memquota *m = pol_memquota_create(&d, 1, SEC, 100, 2 * N);
+	struct pol_quota_grant g;
+	char id[120];
+	size_t base = heap_in_use();
+
+	/* generation A */
+	for (int i = 0; i < N; i++) {
+		snprintf(id, sizeof id, "%0100d-a", i);
+		assert_int_equal(ask(m, "q", NULL, 0, 1, false, id, T0, &g), 0);
+	}
+	size_t one = heap_in_use() - base;
+	/* two turns on, A is forgotten; generation B, as large */
+	for (int i = 0; i < N; i++) {
+		snprintf(id, sizeof id, "%0100d-b", i);
+		assert_int_equal(
+			ask(m, "q", NULL, 0, 1, false, id, T0 + 2 * SEC, &g),
+			0);
+	}
+	size_t two = heap_in_use() - base;
+	assert_true(two < one + one / 2);
+	/* idle turns: the slots shrink, the chunks stay for the next burst */
+	assert_int_equal(ask(m, "q", NULL, 0, 1, false, "x", T0 + 4 * SEC, &g),
+			 0);
+	assert_int_equal(ask(m, "q", NULL, 0, 1, false, "y", T0 + 6 * SEC, &g),
+			 0);
+	assert_true(heap_in_use() - base < two);
+	assert_int_equal(pol_memquota_dedup_lost(m), 0);
 	pol_memquota_destroy(m);
 }
 
@@ -1071,6 +1136,8 @@ int main(void)
 		cmocka_unit_test(test_dedup_repeat_gets_the_same_answer),
 		cmocka_unit_test(test_dedup_forgets_after_one_to_two_periods),
 		cmocka_unit_test(test_dedup_many_ids_over_turns),
+		cmocka_unit_test(
+			test_dedup_memory_is_reused_across_generations),
 		cmocka_unit_test(test_dedup_table_full_is_counted),
 		cmocka_unit_test(
 			test_key_table_full_then_idle_windows_make_room),
