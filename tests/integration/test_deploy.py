@@ -359,30 +359,46 @@ def test_secrets_variant(build):
           f"the variant differs in other ways: {diff}")
 
 
+def check_man_page(page_path, flags, helptext):
+    """@page_path documents every option in @flags (and none that
+    @helptext lacks), and groff formats it without a warning."""
+    name = os.path.basename(page_path)
+    page = read(page_path).decode()
+    documented = set(re.findall(r"\\-\\-([A-Za-z\\-]+)", page))
+    documented = {f.replace("\\-", "-") for f in documented}
+    missing = flags - documented
+    check(not missing, f"{name} lacks {sorted(missing)}")
+    extra = {f for f in documented - flags if f not in helptext}
+    check(not extra, f"{name} documents options its program lacks: {sorted(extra)}")
+    groff = shutil.which("groff")
+    check(groff, "groff is not installed (Debian package groff-base)")
+    g = subprocess.run([groff, "-man", "-Tutf8", "-ww", "-z", page_path],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    check(g.returncode == 0 and not g.stderr, f"groff {name}: {g.stderr.decode()}")
+
+
+def help_of(build, program):
+    p = subprocess.run([os.path.join(build, program), "--help"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=10)
+    check(p.returncode == 0, f"{program} --help exited {p.returncode}")
+    return p.stdout.decode()
+
+
 def test_man_page(build):
     """deploy/man/mixd.8 documents every option `mixd --help` lists (and
-    no option mixd lacks), and groff formats it without a warning."""
-    page = read(os.path.join(DEPLOY, "man", "mixd.8")).decode()
-    p = subprocess.run([os.path.join(build, "mixd"), "--help"], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=10)
-    check(p.returncode == 0, f"mixd --help exited {p.returncode}")
-    helptext = p.stdout.decode()
+    no option mixd lacks), and groff formats it without a warning; so do
+    mixd-report.1 and mixd-loadgen.1 for their programs."""
+    helptext = help_of(build, "mixd")
     listed = helptext.split("Accepted for compatibility")[0]
     flags = set(re.findall(r"^  --([A-Za-z-]+)", listed, re.M))
     flags |= set(re.findall(r"Also spelled --([A-Za-z-]+)", listed))
     check(len(flags) >= 15, f"parsed only {sorted(flags)} from mixd --help")
-    documented = set(re.findall(r"\\-\\-([A-Za-z\\-]+)", page))
-    documented = {f.replace("\\-", "-") for f in documented}
-    missing = flags - documented
-    check(not missing, f"mixd.8 lacks {sorted(missing)}")
-    extra = {f for f in documented - flags if f not in helptext}
-    check(not extra, f"mixd.8 documents options mixd lacks: {sorted(extra)}")
-    groff = shutil.which("groff")
-    check(groff, "groff is not installed (Debian package groff-base)")
-    g = subprocess.run([groff, "-man", "-Tutf8", "-ww", "-z",
-                        os.path.join(DEPLOY, "man", "mixd.8")],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
-    check(g.returncode == 0 and not g.stderr, f"groff: {g.stderr.decode()}")
+    check_man_page(os.path.join(DEPLOY, "man", "mixd.8"), flags, helptext)
+    for program, least in (("mixd-report", 14), ("mixd-loadgen", 12)):
+        helptext = help_of(build, program)
+        flags = set(re.findall(r"^  (?:-[A-Za-z], )?\s*--([A-Za-z-]+)", helptext, re.M))
+        check(len(flags) >= least, f"parsed only {sorted(flags)} from {program} --help")
+        check_man_page(os.path.join(DEPLOY, "man", program + ".1"), flags, helptext)
 
 
 def sync_prometheus_app():
