@@ -10,9 +10,10 @@
  * Change nothing here without bumping MIXD_RING_MARKER; a consumer refuses a
  * segment whose marker it does not know.
  *
- * Segment: one memfd per producer thread, created with MFD_ALLOW_SEALING and
- * handed to mixd over the unix socket with SCM_RIGHTS. mixd adds
- * F_SEAL_SHRINK before mapping it, so a producer that truncates its memfd
+ * Segment: one memfd per producer thread, created with MFD_ALLOW_SEALING,
+ * sealed with F_SEAL_SHRINK by the producer, and handed to mixd over the
+ * unix socket with SCM_RIGHTS. mixd refuses a memfd without that seal
+ * (it checks, it does not add it), so a producer that truncates its memfd
  * cannot make mixd fault.
  *
  *   offset 0      64          128         192       256               4096

@@ -249,7 +249,12 @@ static struct tl_ring *ring_create(struct mixd_client *c)
 		goto fail;
 	if (c->transport == MIXD_TRANSPORT_SHM) {
 		r->memfd = memfd_create("mixd-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-		if (r->memfd < 0 || ftruncate(r->memfd, (off_t)r->map_len) != 0)
+		/* Sealed against shrinking before mixd sees it: mixd maps
+		 * only a sealed segment (<mixd/ring.h>), and checks the seal
+		 * rather than adding it, which would take a lock the sender
+		 * could hold. */
+		if (r->memfd < 0 || ftruncate(r->memfd, (off_t)r->map_len) != 0 ||
+		    fcntl(r->memfd, F_ADD_SEALS, F_SEAL_SHRINK) != 0)
 			goto fail;
 		/* Populate now: a page fault costs more than a hundred
 		 * records, and this thread should never pay one per record. */

@@ -274,8 +274,9 @@ const char *ingest_transport_name(enum ingest_transport t);
 
 /**
  * Take a producer's memfd: check it is a regular file in shared memory
- * (tmpfs; -EBADF otherwise), seal it against shrinking, check its size
- * and marker, map it. Takes ownership of @fd (closed on failure too, by
+ * (tmpfs; -EBADF otherwise) that its producer sealed against shrinking
+ * (-EPERM otherwise: adding the seal here would take a lock the producer
+ * could hold), check its size and marker, map it. Takes ownership of @fd (closed on failure too, by
  * ingest_close_untrusted()). Returns 0 and the ring, or -errno (-EPROTO:
  * not a mixd ring; -EEXIST: a ring attached now, until destroyed, has
  * this segment).

@@ -4,8 +4,9 @@
  *
  * A segment is hostile memory: the producer may rewrite any byte at any
  * time, including the header. What mixd relies on is therefore copied out
- * once, at attach (the capacity), and the memfd is sealed against shrinking
- * before it is mapped, so no access within the mapping can fault.
+ * once, at attach (the capacity), and only a memfd its producer sealed
+ * against shrinking is mapped, so the file cannot shrink under the
+ * mapping.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -209,7 +210,8 @@ int ingest_ring_attach(int fd, struct ingest_ring **out)
 	 * stat could hang) without a call into its filesystem. */
 	struct statfs fs;
 	bool memfd_kind = false; /* its close cannot wait on anyone */
-	if (fcntl(fd, F_GET_SEALS) < 0) {
+	int seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0) {
 		rc = -EBADF;
 		goto fail;
 	}
@@ -222,16 +224,15 @@ int ingest_ring_attach(int fd, struct ingest_ring **out)
 		rc = -EBADF;
 		goto fail;
 	}
-	/* Seal first: after this the producer can no longer shrink the file
-	 * under our mapping (which would turn reads into SIGBUS). A memfd made
-	 * without MFD_ALLOW_SEALING refuses, and so do we. No F_SEAL_SEAL: a
-	 * restarted mixd adds the same seal again to the same memfd. */
-	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) {
-		rc = -errno;
-		goto fail;
-	}
-	int seals = fcntl(fd, F_GET_SEALS);
-	if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+	/* Sealed against shrinking by the producer, or refused: the seal is
+	 * what keeps the file from shrinking under our mapping (which would
+	 * turn reads into SIGBUS), and seals are never removed. We only read
+	 * the seals, which takes no lock: adding one takes the file's inode
+	 * lock, which the producer can hold for as long as it likes (a
+	 * write() into the memfd from a page that is slow to fault in, on a
+	 * FUSE mount of its own), and this is the io thread every producer's
+	 * handshake waits on. The size is read after the seal is known. */
+	if (!(seals & F_SEAL_SHRINK)) {
 		rc = -EPERM;
 		goto fail;
 	}

@@ -31,7 +31,7 @@
  * After writing phase n it creates FILE.done<n>. --rate paces each phase.
  *
  * --evil truncate: after --evil-after records, shrink its own ring memfds
- * (found through /proc/self/fd) to zero; mixd's seal must refuse.
+ * (found through /proc/self/fd) to zero; the seal libmixd added refuses.
  * --evil scribble: once all records are written, publish 4 KiB of garbage
  * frames in its own ring.
  * --evil forever: once all records are written, write on into its ring
@@ -233,7 +233,7 @@ static void write_forever(int fd, bool closed)
 /* Find the memfds libmixd made for our rings, through /proc/self/fd. */
 static void misbehave(void)
 {
-	/* Make sure mixd holds the ring (and has sealed it) first. */
+	/* Make sure mixd holds the ring first. */
 	mixd_client_flush(client, 10000);
 	DIR *d = opendir("/proc/self/fd");
 	struct dirent *e;

@@ -380,6 +380,7 @@ static struct mixd_ring_hdr *shared_segment(struct ring_prod *prod,
 	*fd = memfd_create("test-ring", MFD_ALLOW_SEALING | MFD_CLOEXEC);
 	assert_true(*fd >= 0);
 	assert_int_equal(ftruncate(*fd, (off_t)*size), 0);
+	assert_int_equal(fcntl(*fd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
 	struct mixd_ring_hdr *h = mmap(NULL, *size, PROT_READ | PROT_WRITE,
 				       MAP_SHARED, *fd, 0);
 	assert_true(h != MAP_FAILED);
@@ -576,6 +577,38 @@ static void a_head_off_the_frame_grid_kills_the_ring(void **state)
 	assert_int_equal(seen, 0);
 	assert_int_equal(n.rejected[INGEST_REJ_RING], 1);
 	assert_true(ingest_ring_empty(r));
+	ingest_ring_destroy(r);
+	munmap(h, size);
+}
+
+/* A segment its producer did not seal against shrinking is refused (mixd
+ * does not add the seal: that takes a lock the producer can hold), and
+ * one sealed already, also against further seals, is taken. */
+static void only_a_sealed_segment_is_taken(void **state)
+{
+	(void)state;
+	struct ring_prod prod;
+	size_t size;
+	int fd;
+	struct mixd_ring_hdr *h = shared_segment(&prod, &size, &fd);
+	struct ingest_ring *r;
+	int unsealed = memfd_create("test-unsealed", MFD_ALLOW_SEALING);
+	assert_true(unsealed >= 0);
+	assert_int_equal(ftruncate(unsealed, (off_t)size), 0);
+	void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		       unsealed, 0);
+	assert_true(m != MAP_FAILED);
+	memcpy(m, h, MIXD_RING_HDR_SIZE); /* a valid header */
+	assert_int_equal(ingest_ring_attach(unsealed, &r), -EPERM);
+	munmap(m, size);
+	/* no seals allowed at all: refused the same way */
+	int plain = memfd_create("test-plain", 0);
+	assert_true(plain >= 0);
+	assert_int_equal(ftruncate(plain, (off_t)size), 0);
+	assert_int_equal(ingest_ring_attach(plain, &r), -EPERM);
+	/* shrink and seal seals: taken */
+	assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL), 0);
+	assert_int_equal(ingest_ring_attach(fd, &r), 0);
 	ingest_ring_destroy(r);
 	munmap(h, size);
 }
@@ -792,6 +825,7 @@ int main(void)
 		cmocka_unit_test(a_new_ring_brings_no_new_burst),
 		cmocka_unit_test(the_largest_record_fits_an_empty_queue_anywhere),
 		cmocka_unit_test(a_segment_attached_twice_is_refused),
+		cmocka_unit_test(only_a_sealed_segment_is_taken),
 		cmocka_unit_test(only_shared_memory_is_taken_and_refusals_do_not_wait),
 		cmocka_unit_test(wraparound_keeps_records_whole),
 		cmocka_unit_test(full_ring_refuses_then_recovers),

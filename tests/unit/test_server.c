@@ -7,6 +7,7 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -502,6 +503,7 @@ static int ring_memfd(void)
 	int fd = memfd_create("test-server", MFD_ALLOW_SEALING | MFD_CLOEXEC);
 	size_t size = MIXD_RING_HDR_SIZE + MIXD_RING_MIN_CAPACITY;
 	assert_int_equal(ftruncate(fd, (off_t)size), 0);
+	assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
 	struct mixd_ring_hdr *h =
 		mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	assert_true(h != MAP_FAILED);
