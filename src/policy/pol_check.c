@@ -681,8 +681,13 @@ void pol_check(struct pol_engine *e, struct pol_thread *t,
 		res->refs = NULL;
 		return;
 	}
-	res->refs = e->refs;
-	res->n_refs = e->n_refs;
+	/* <mixd/check.h>: INVALID_ARGUMENT and INTERNAL answers are never
+	 * reused, whoever gave them (a denier may be configured with either
+	 * code, a listchecker answers INVALID_ARGUMENT for a bad IP). */
+	bool reusable = cb.code != POL_INVALID_ARGUMENT &&
+			cb.code != POL_INTERNAL;
+	res->refs = reusable ? e->refs : NULL;
+	res->n_refs = reusable ? e->n_refs : 0;
 	res->code = cb.code;
 	res->message[cb.msg_len] = 0;
 	if (!cb.opinion) {

@@ -83,6 +83,7 @@ struct pol_server {
 	struct mar_resolver *next_resolver; /* atomic: handed over */
 	struct mar_resolver *resolver; /* the thread's reader is of it */
 	struct mar_reader *mar;	       /* the thread's; NULL: none */
+	struct attr_vocab *vocab; /* the built-in one, while no engine is */
 	struct attr_table attrs;
 	struct pol_wire_request req;
 	struct pol_quota_res granted[MIXD_CHECK_QUOTAS_MAX];
@@ -148,11 +149,25 @@ static bool serve(struct pol_server *s, struct client *c, const uint8_t *p,
 	res->message[0] = 0;
 	res->quotas = s->granted;
 	bool malformed = rc == POL_WIRE_MALFORMED;
+	/* With no configuration yet, the record is still decoded: a bad one
+	 * is INVALID_ARGUMENT whatever would have judged it. */
+	enum ingest_reject why =
+		malformed ? INGEST_REJ_NONE
+			  : ingest_decode(q->record, q->record_len,
+					  s->engine ? pol_engine_vocab(s->engine)
+						    : s->vocab,
+					  &s->attrs);
 	if (malformed) {
 		*res = (struct pol_result){.code = POL_INVALID_ARGUMENT,
 					   .quotas = s->granted};
 		snprintf(res->message, sizeof(res->message),
 			 "malformed check request");
+	} else if (why != INGEST_REJ_NONE) {
+		malformed = true;
+		*res = (struct pol_result){.code = POL_INVALID_ARGUMENT,
+					   .quotas = s->granted};
+		snprintf(res->message, sizeof(res->message),
+			 "malformed attributes: %s", ingest_reject_name(why));
 	} else if (!s->engine) {
 		*res = (struct pol_result){.code = POL_OK,
 					   .valid_duration_ns =
@@ -164,25 +179,12 @@ static bool serve(struct pol_server *s, struct client *c, const uint8_t *p,
 			s->granted[i] = (struct pol_quota_res){
 				q->quotas[i].amount, POL_DEFAULT_VALID_NS};
 	} else {
-		enum ingest_reject why =
-			ingest_decode(q->record, q->record_len,
-				      pol_engine_vocab(s->engine), &s->attrs);
-		if (why != INGEST_REJ_NONE) {
-			malformed = true;
-			*res = (struct pol_result){.code = POL_INVALID_ARGUMENT,
-						   .quotas = s->granted};
-			snprintf(res->message, sizeof(res->message),
-				 "malformed attributes: %s",
-				 ingest_reject_name(why));
-		} else {
-			bool named = carries_named(&s->attrs);
-			struct pol_request pr = {&s->attrs, q->dedup,
-						 q->dedup_len, q->quotas,
-						 q->n_quotas, s->mar};
-			pol_check(s->engine, s->pt, &pr, pol_now_ns(), res);
-			if (named) /* refs name dictionary attributes only */
-				res->refs = NULL;
-		}
+		bool named = carries_named(&s->attrs);
+		struct pol_request pr = {&s->attrs, q->dedup, q->dedup_len,
+					 q->quotas, q->n_quotas, s->mar};
+		pol_check(s->engine, s->pt, &pr, pol_now_ns(), res);
+		if (named) /* refs name dictionary attributes only */
+			res->refs = NULL;
 	}
 	if (malformed)
 		count(&s->st.malformed, 1);
@@ -278,9 +280,45 @@ static bool parse(struct pol_server *s, struct client *c)
 			return false;
 		off += FRAME_BYTES(len);
 	}
-	memmove(c->rbuf, c->rbuf + off, c->rlen - off);
-	c->rlen -= off;
+	if (off) {
+		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+		c->rlen -= off;
+	}
 	return true;
+}
+
+/* Does rbuf start with a request parse() would take (a whole frame, or a
+ * header it refuses), held back while answers backed up? */
+static bool held(const struct client *c)
+{
+	if (!c->hello || c->rlen < 8)
+		return false;
+	uint32_t len, mark;
+	memcpy(&len, c->rbuf, 4);
+	memcpy(&mark, c->rbuf + 4, 4);
+	return mark != MIXD_FRAME_CHECK || len > MIXD_CHECK_FRAME_MAX ||
+	       c->rlen >= FRAME_BYTES(len);
+}
+
+/*
+ * Send what the client will take, and while that empties the answers and
+ * requests held back for them wait in rbuf, answer those too: nothing
+ * else would, as no more bytes may come (a client that sent a batch and
+ * reads every answer before it sends again would wait forever). False
+ * when the client must go.
+ */
+static bool flush_and_catch_up(struct pol_server *s, struct client *c)
+{
+	for (;;) {
+		if (!flush(c))
+			return false;
+		if (c->woff < c->wlen || !held(c))
+			return true;
+		if (!parse(s, c)) {
+			count(&s->st.closed_bad, 1);
+			return false;
+		}
+	}
 }
 
 static void on_readable(struct pol_server *s, struct client *c)
@@ -318,7 +356,7 @@ static void on_readable(struct pol_server *s, struct client *c)
 		if (c->wlen - c->woff >= WBUF_MAX)
 			break; /* answers back up: stop reading */
 	}
-	if (!flush(c)) {
+	if (!flush_and_catch_up(s, c)) {
 		drop(s, c);
 		return;
 	}
@@ -332,21 +370,10 @@ static void on_readable(struct pol_server *s, struct client *c)
 
 static void on_writable(struct pol_server *s, struct client *c)
 {
-	if (!flush(c)) {
+	/* requests held back while answers backed up, answered now */
+	if (!flush_and_catch_up(s, c)) {
 		drop(s, c);
 		return;
-	}
-	/* requests held back while answers backed up, answered now */
-	if (c->rlen >= 8 && c->wlen - c->woff < WBUF_MAX) {
-		if (!parse(s, c)) {
-			count(&s->st.closed_bad, 1);
-			drop(s, c);
-			return;
-		}
-		if (!flush(c)) {
-			drop(s, c);
-			return;
-		}
 	}
 	if (c->closing && c->woff == c->wlen) {
 		drop(s, c);
@@ -565,12 +592,18 @@ int pol_server_start(const char *address, struct pol_engine *e,
 	}
 	snprintf(s->path, sizeof(s->path), "%s", path);
 	s->max_clients = max_clients ? max_clients : 1024;
+	s->vocab = attr_vocab_create();
 	s->ep = epoll_create1(EPOLL_CLOEXEC);
 	s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	s->listen_fd = -1;
 	int rc = -errno;
 	if (s->ep < 0 || s->wake_fd < 0) {
 		snprintf(err, errlen, "policy server: %s", strerror(-rc));
+		goto fail;
+	}
+	if (!s->vocab) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
 	s->listen_fd = ingest_listen_unix(s->path, &s->ino, err, errlen);
@@ -618,6 +651,7 @@ fail:
 		close(s->wake_fd);
 	if (s->ep >= 0)
 		close(s->ep);
+	attr_vocab_destroy(s->vocab);
 	free(s);
 	return rc;
 }
@@ -662,5 +696,6 @@ void pol_server_stop(struct pol_server *s)
 	pol_engine_destroy(s->engine);
 	close(s->wake_fd);
 	close(s->ep);
+	attr_vocab_destroy(s->vocab);
 	free(s);
 }

@@ -420,6 +420,43 @@ static void test_internal_says_why(void **state)
 	close_fx(f);
 }
 
+/* A denier configured with INVALID_ARGUMENT or INTERNAL gives answers
+ * that must not be reused (<mixd/check.h>), as mixd's own such answers
+ * are; another code is reusable. */
+static void test_denier_codes_never_reused(void **state)
+{
+	(void)state;
+	static const struct {
+		int code;
+		const char *refs;
+	} cases[] = {{3, "-"}, {13, "-"}, {7, "request.path"}};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char yaml[1024];
+		snprintf(yaml, sizeof(yaml),
+			 "kind: handler\n"
+			 "metadata: {name: deny, namespace: istio-system}\n"
+			 "spec: {compiledAdapter: denier, params: {status: "
+			 "{code: %d}}}\n"
+			 "---\n"
+			 "kind: instance\n"
+			 "metadata: {name: nothing, namespace: istio-system}\n"
+			 "spec: {compiledTemplate: checknothing}\n"
+			 "---\n"
+			 "kind: rule\n"
+			 "metadata: {name: r, namespace: istio-system}\n"
+			 "spec: {match: request.path == \"/x\", actions: "
+			 "[{handler: deny, instances: [nothing]}]}\n",
+			 cases[i].code);
+		struct fx *f = open_text(yaml);
+		set_str(f, "request.path", "/x");
+		struct pol_result r;
+		check(f, NULL, 0, 0, &r);
+		assert_int_equal(r.code, cases[i].code);
+		assert_string_equal(refs_of(f, &r), cases[i].refs);
+		close_fx(f);
+	}
+}
+
 /* The memquota's bounds cost requests, and say so. */
 static void test_quota_bounds_counted(void **state)
 {
@@ -501,6 +538,7 @@ int main(void)
 		cmocka_unit_test(test_productpage_rate_limit),
 		cmocka_unit_test(test_combination_and_scoping),
 		cmocka_unit_test(test_internal_says_why),
+		cmocka_unit_test(test_denier_codes_never_reused),
 		cmocka_unit_test(test_quota_bounds_counted),
 		cmocka_unit_test(test_quota_every_instance),
 	};

@@ -1,0 +1,235 @@
+/*
+ * test_pol_server -- the policy socket's server, through its wire
+ * protocol (<mixd/check.h>) from a raw socket, where the checker's tests
+ * (test_checker) go through libmixd.
+ *
+ * A client that sends a burst of requests and reads the answers as they
+ * come, while the server holds some requests back because a megabyte of
+ * answers is unread, gets every answer: the held requests are answered
+ * when the backlog drains, whether or not the client sends again. With
+ * no configuration yet, a request whose record does not decode is still
+ * answered INVALID_ARGUMENT and counted.
+ *
+ * MIXD_TEST_THREADED: a writer thread beside the reader, and the server's.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <mixd/check.h>
+#include <mixd/ring.h>
+
+#include "policy/pol_server.h"
+#include "policy_fixture.h"
+
+/* Requests per burst: with answers of about 1 KiB, several megabytes of
+ * answers, so the server's 1 MiB backlog fills many times over. */
+#define BURST 5000
+#define TRIALS 10
+/* A request: frame header, id, no dedup id, no quotas, an empty record. */
+#define REQ_BYTES 24
+
+static char dir[64], path[108];
+static struct pol_server *srv;
+
+/* A denier whose every answer carries a message of 1,000 bytes. */
+static const char *long_message_yaml(void)
+{
+	static char yaml[2048];
+	char msg[1001];
+	memset(msg, 'x', 1000);
+	msg[1000] = 0;
+	snprintf(yaml, sizeof yaml,
+		 YAML_DENIER("{status: {code: 7, message: %s}}")
+			 YAML_NOTHING YAML_DENY_WHEN("true"),
+		 msg);
+	return yaml;
+}
+
+static int connect_hello_to(const char *sock)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	memcpy(a.sun_path, sock, strlen(sock) + 1);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+	struct mixd_hello h = {.version = MIXD_CHECK_VERSION,
+			       .kind = MIXD_HELLO_CHECK};
+	memcpy(h.marker, MIXD_HELLO_MARKER, sizeof h.marker);
+	assert_int_equal(write(fd, &h, sizeof h), (ssize_t)sizeof h);
+	return fd;
+}
+
+static int connect_hello(void)
+{
+	return connect_hello_to(path);
+}
+
+/* The burst, written whole from its own thread. */
+static void *write_burst(void *arg)
+{
+	int fd = *(const int *)arg;
+	static uint8_t b[BURST * REQ_BYTES];
+	for (uint64_t i = 0; i < BURST; i++) {
+		uint8_t *p = b + i * REQ_BYTES;
+		uint32_t len = REQ_BYTES - 8, mark = MIXD_FRAME_CHECK;
+		memset(p, 0, REQ_BYTES);
+		memcpy(p, &len, 4);
+		memcpy(p + 4, &mark, 4);
+		memcpy(p + 8, &i, 8);
+	}
+	for (size_t off = 0; off < sizeof b;) {
+		ssize_t w = write(fd, b + off, sizeof b - off);
+		if (w <= 0)
+			return (void *)1;
+		off += (size_t)w;
+	}
+	return NULL;
+}
+
+/* Answers read from @fd until there have been @want, or none came for
+ * 2 s. */
+static size_t read_answers(int fd, size_t want)
+{
+	static uint8_t buf[1 << 20];
+	size_t have = 0, got = 0;
+	while (got < want) {
+		struct pollfd pf = {.fd = fd, .events = POLLIN};
+		if (poll(&pf, 1, 2000) != 1)
+			break;
+		ssize_t r = read(fd, buf + have, sizeof buf - have);
+		if (r <= 0)
+			break;
+		have += (size_t)r;
+		size_t off = 0;
+		while (have - off >= 8) {
+			uint32_t len;
+			memcpy(&len, buf + off, 4);
+			size_t frame = 8 + ((len + 7u) & ~7u);
+			if (have - off < frame)
+				break;
+			got++;
+			off += frame;
+		}
+		memmove(buf, buf + off, have - off);
+		have -= off;
+	}
+	return got;
+}
+
+static void test_held_requests_are_answered(void **state)
+{
+	(void)state;
+	for (int t = 0; t < TRIALS; t++) {
+		int fd = connect_hello();
+		pthread_t w;
+		assert_int_equal(pthread_create(&w, NULL, write_burst, &fd), 0);
+		size_t got = read_answers(fd, BURST);
+		void *wrc;
+		pthread_join(w, &wrc);
+		assert_null(wrc);
+		if (got != BURST)
+			fail_msg("trial %d: %zu answers of %d, then none for 2 s",
+				 t, got, BURST);
+		close(fd);
+	}
+}
+
+/* The code of the one answer to a request of @id whose record is
+ * @record (@n bytes), sent on @fd. */
+static int32_t answer_code(int fd, uint64_t id, const void *record,
+			   uint32_t n)
+{
+	uint8_t req[64] = {0};
+	uint32_t len = 8 + 2 + 2 + 4 + n, mark = MIXD_FRAME_CHECK;
+	assert_true(8 + len <= sizeof req);
+	memcpy(req, &len, 4);
+	memcpy(req + 4, &mark, 4);
+	memcpy(req + 8, &id, 8); /* then no dedup id, no quotas */
+	memcpy(req + 20, &n, 4);
+	if (n)
+		memcpy(req + 24, record, n);
+	size_t framed = 8 + ((len + 7u) & ~7u);
+	assert_int_equal(write(fd, req, framed), (ssize_t)framed);
+	uint8_t ans[4096];
+	size_t have = 0;
+	while (have < 20) {
+		struct pollfd pf = {.fd = fd, .events = POLLIN};
+		assert_int_equal(poll(&pf, 1, 2000), 1);
+		ssize_t r = read(fd, ans + have, sizeof ans - have);
+		assert_true(r > 0);
+		have += (size_t)r;
+	}
+	uint64_t got_id;
+	int32_t code;
+	memcpy(&got_id, ans + 8, 8);
+	memcpy(&code, ans + 16, 4);
+	assert_int_equal(got_id, id);
+	return code;
+}
+
+static void test_no_config_still_refuses_bad_records(void **state)
+{
+	(void)state;
+	char sock[128], address[160], err[256];
+	snprintf(sock, sizeof sock, "%s/bare.sock", dir);
+	snprintf(address, sizeof address, "unix://%s", sock);
+	struct pol_server *bare;
+	assert_int_equal(
+		pol_server_start(address, NULL, 0, &bare, err, sizeof err), 0);
+	int fd = connect_hello_to(sock);
+	static const uint8_t bad[3] = {0xff, 0xff, 0xff}; /* half a header */
+	assert_int_equal(answer_code(fd, 1, bad, sizeof bad), 3);
+	assert_int_equal(answer_code(fd, 2, NULL, 0), 0); /* empty: OK */
+	struct pol_server_stats st;
+	pol_server_stats(bare, &st);
+	assert_int_equal(st.malformed, 1);
+	close(fd);
+	pol_server_stop(bare);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	snprintf(dir, sizeof dir, "/tmp/test_pol_server.XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/policy.sock", dir);
+	char address[128], err[256];
+	snprintf(address, sizeof address, "unix://%s", path);
+	int rc = pol_server_start(address, engine_of(long_message_yaml()), 0,
+				  &srv, err, sizeof err);
+	if (rc)
+		fprintf(stderr, "%s\n", err);
+	assert_int_equal(rc, 0);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	pol_server_stop(srv);
+	unlink(path);
+	rmdir(dir);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_held_requests_are_answered),
+		cmocka_unit_test(test_no_config_still_refuses_bad_records),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
