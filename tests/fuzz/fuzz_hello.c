@@ -242,7 +242,8 @@ static int ring_fd(void)
 {
 	size_t seg = MIXD_RING_HDR_SIZE + MIXD_RING_MIN_CAPACITY;
 	int fd = memfd_create("fuzz-hello", MFD_ALLOW_SEALING | MFD_CLOEXEC);
-	if (fd < 0 || ftruncate(fd, (off_t)seg) != 0)
+	if (fd < 0 || ftruncate(fd, (off_t)seg) != 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) /* as libmixd does */
 		abort();
 	struct mixd_ring_hdr *h =
 		mmap(NULL, MIXD_RING_HDR_SIZE, PROT_READ | PROT_WRITE,

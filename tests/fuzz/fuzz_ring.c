@@ -32,6 +32,7 @@
  * accepted + rejected, none counted as a corrupt ring, and the drops
  * reported are the drops made.
  */
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -206,7 +207,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int fd = memfd_create("fuzz-ring", MFD_ALLOW_SEALING | MFD_CLOEXEC);
 	if (fd < 0)
 		return 0;
-	if (ftruncate(fd, SEG) != 0) {
+	if (ftruncate(fd, SEG) != 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) { /* as libmixd */
 		close(fd);
 		return 0;
 	}
