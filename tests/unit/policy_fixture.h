@@ -9,11 +9,13 @@
 #ifndef MIXD_TESTS_POLICY_FIXTURE_H
 #define MIXD_TESTS_POLICY_FIXTURE_H
 
+#include <stdio.h>
 #include <string.h>
 
 #include <mixd/client.h>
 
 #include "config/config.h"
+#include "policy/pol_server.h"
 #include "policy/policy.h"
 
 /* The denier "no" with @params (a YAML flow mapping). */
@@ -57,6 +59,20 @@ static inline struct pol_engine *engine_of(const char *text)
 	assert_int_equal(pol_engine_create(c, NULL, &e), 0);
 	cfg_destroy(c);
 	return e;
+}
+
+/* A policy server on @address with the engine of @text; it must start. */
+static inline struct pol_server *server_of(const char *address,
+					   const char *text)
+{
+	struct pol_server *s;
+	char err[256];
+	int rc = pol_server_start(address, engine_of(text), 0, &s, err,
+				  sizeof(err));
+	if (rc)
+		fprintf(stderr, "%s\n", err);
+	assert_int_equal(rc, 0);
+	return s;
 }
 
 #endif /* MIXD_TESTS_POLICY_FIXTURE_H */

@@ -78,12 +78,7 @@ static int setup(void **state)
 	snprintf(dir, sizeof(dir), "/tmp/test_checker.XXXXXX");
 	assert_non_null(mkdtemp(dir));
 	snprintf(address, sizeof(address), "unix://%s/policy.sock", dir);
-	char err[256];
-	int rc = pol_server_start(address, engine_of(yaml), 0, &srv, err,
-				  sizeof(err));
-	if (rc)
-		fprintf(stderr, "%s\n", err);
-	assert_int_equal(rc, 0);
+	srv = server_of(address, yaml);
 	return 0;
 }
 

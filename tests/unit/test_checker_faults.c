@@ -44,12 +44,7 @@ static const struct mixd_checker_options no_cache = {.cache_entries = -1};
 
 static void start_server(void)
 {
-	char err[256];
-	int rc = pol_server_start(address, engine_of(yaml), 0, &srv, err,
-				  sizeof(err));
-	if (rc)
-		fprintf(stderr, "%s\n", err);
-	assert_int_equal(rc, 0);
+	srv = server_of(address, yaml);
 }
 
 static int setup(void **state)

@@ -17,6 +17,7 @@
 
 #include "config/config.h"
 #include "policy/policy.h"
+#include "policy_fixture.h"
 
 #define SECOND INT64_C(1000000000)
 
@@ -433,19 +434,8 @@ static void test_denier_codes_never_reused(void **state)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char yaml[1024];
 		snprintf(yaml, sizeof(yaml),
-			 "kind: handler\n"
-			 "metadata: {name: deny, namespace: istio-system}\n"
-			 "spec: {compiledAdapter: denier, params: {status: "
-			 "{code: %d}}}\n"
-			 "---\n"
-			 "kind: instance\n"
-			 "metadata: {name: nothing, namespace: istio-system}\n"
-			 "spec: {compiledTemplate: checknothing}\n"
-			 "---\n"
-			 "kind: rule\n"
-			 "metadata: {name: r, namespace: istio-system}\n"
-			 "spec: {match: request.path == \"/x\", actions: "
-			 "[{handler: deny, instances: [nothing]}]}\n",
+			 YAML_DENIER("{status: {code: %d}}") YAML_NOTHING
+				 YAML_DENY_WHEN("request.path == \"/x\""),
 			 cases[i].code);
 		struct fx *f = open_text(yaml);
 		set_str(f, "request.path", "/x");

@@ -206,13 +206,9 @@ static int setup(void **state)
 	snprintf(dir, sizeof dir, "/tmp/test_pol_server.XXXXXX");
 	assert_non_null(mkdtemp(dir));
 	snprintf(path, sizeof path, "%s/policy.sock", dir);
-	char address[128], err[256];
+	char address[128];
 	snprintf(address, sizeof address, "unix://%s", path);
-	int rc = pol_server_start(address, engine_of(long_message_yaml()), 0,
-				  &srv, err, sizeof err);
-	if (rc)
-		fprintf(stderr, "%s\n", err);
-	assert_int_equal(rc, 0);
+	srv = server_of(address, long_message_yaml());
 	return 0;
 }
 
