@@ -345,13 +345,8 @@ static int plan_memo(struct agg_plan *p)
 							    << (b->v[k].slot % 64);
 		}
 	}
-	if (p->scoped) {
-		static const unsigned ns[] = {MIXD_ATTR_CONTEXT_REPORTER_KIND,
-					      MIXD_ATTR_SOURCE_NAMESPACE,
-					      MIXD_ATTR_DESTINATION_NAMESPACE};
-		for (size_t k = 0; k < 3; k++)
-			m[ns[k] / 64] |= 1ull << (ns[k] % 64);
-	}
+	if (p->scoped)
+		cfg_record_namespace_reads(m);
 	for (int o = 0; o < MAR_OUT_COUNT; o++)
 		if (p->out_slot[o] >= 0)
 			bound[p->out_slot[o] / 64] |= 1ull << (p->out_slot[o] % 64);

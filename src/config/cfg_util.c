@@ -385,6 +385,15 @@ bool cfg_rule_applies(const struct cfg *c, const struct cfg_rule *r,
 	return ns && strlen(r->meta.ns) == len && !memcmp(r->meta.ns, ns, len);
 }
 
+void cfg_record_namespace_reads(uint64_t *slots)
+{
+	static const unsigned ids[] = {MIXD_ATTR_CONTEXT_REPORTER_KIND,
+				       MIXD_ATTR_SOURCE_NAMESPACE,
+				       MIXD_ATTR_DESTINATION_NAMESPACE};
+	for (size_t k = 0; k < sizeof(ids) / sizeof(ids[0]); k++)
+		slots[ids[k] / 64] |= 1ull << (ids[k] % 64);
+}
+
 bool cfg_record_namespace(const struct attr_table *t, const char **ns,
 			  size_t *len)
 {

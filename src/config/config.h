@@ -578,6 +578,10 @@ bool cfg_rule_applies(const struct cfg *c, const struct cfg_rule *r,
 bool cfg_record_namespace(const struct attr_table *t, const char **ns,
 			  size_t *len);
 
+/** Mark in @slots (a bitmap of attribute slots, dictionary ids first)
+ *  the attributes cfg_record_namespace() reads. */
+void cfg_record_namespace_reads(uint64_t *slots);
+
 /**
  * What to watch for changes: the files read and the directories walked
  * (for a directory load, every directory, so new files are noticed).

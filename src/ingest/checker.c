@@ -126,8 +126,8 @@ struct mixd_checker {
 
 	uint8_t *out; /* requests to send: [out_off, out_len) */
 	size_t out_off, out_len, out_cap;
-	uint8_t *in; /* answers read: [0, in_len) */
-	size_t in_len;
+	uint8_t *in; /* answers read, not yet taken: [in_off, in_len) */
+	size_t in_off, in_len;
 
 	uint32_t cache_max, n_cached; /* cache_max 0: no cache */
 	struct centry *ents;	      /* cache_max, made at the first store */
@@ -464,7 +464,7 @@ static void conn_fail(struct mixd_checker *k, int rc)
 			p->rc = rc;
 	}
 	k->out_off = k->out_len = 0;
-	k->in_len = 0;
+	k->in_off = k->in_len = 0;
 	k->awaiting = 0;
 	k->next_deadline = 0; /* their callbacks are due: dispatch now */
 }
@@ -530,6 +530,10 @@ static void flush_out(struct mixd_checker *k)
 /* Read what answers have come, without waiting. */
 static void read_in(struct mixd_checker *k)
 {
+	/* the answers taken go, once a read, not once an answer */
+	memmove(k->in, k->in + k->in_off, k->in_len - k->in_off);
+	k->in_len -= k->in_off;
+	k->in_off = 0;
 	while (k->fd >= 0 && k->in_len < IN_CAP) {
 		ssize_t n = recv(k->fd, k->in + k->in_len, IN_CAP - k->in_len,
 				 MSG_DONTWAIT);
@@ -566,7 +570,7 @@ static void after_fork(struct mixd_checker *k)
 	for (; k->qlen; k->qlen--, k->qhead = (k->qhead + 1) % k->qcap)
 		free(k->q[k->qhead].key);
 	k->live = k->awaiting = 0;
-	k->out_off = k->out_len = k->in_len = 0;
+	k->out_off = k->out_len = k->in_off = k->in_len = 0;
 }
 
 /* ---- answers ----------------------------------------------------------- */
@@ -676,20 +680,21 @@ static bool next_completion(struct mixd_checker *k, uint64_t now,
 			return true;
 	}
 	/* answers read */
-	while (k->in_len >= FRAME_HDR && (p = head(k))) {
-		uint64_t len = wire_get_le(k->in, 4);
-		if (wire_get_le(k->in + 4, 4) != MIXD_FRAME_CHECK_ANSWER ||
+	while (k->in_len - k->in_off >= FRAME_HDR && (p = head(k))) {
+		const uint8_t *f = k->in + k->in_off;
+		uint64_t len = wire_get_le(f, 4);
+		if (wire_get_le(f + 4, 4) != MIXD_FRAME_CHECK_ANSWER ||
 		    len > MIXD_CHECK_FRAME_MAX ||
 		    FRAME_HDR + MIXD_FRAME_ALIGN(len) > IN_CAP) {
 			conn_fail(k, -EPROTO);
 			return next_completion(k, now, c);
 		}
 		size_t framed = FRAME_HDR + MIXD_FRAME_ALIGN(len);
-		if (k->in_len < framed)
+		if (k->in_len - k->in_off < framed)
 			break;
 		const uint8_t *refs;
 		size_t nrefs;
-		int rc = decode_answer(k->in + FRAME_HDR, len, p->id, p->nq,
+		int rc = decode_answer(f + FRAME_HDR, len, p->id, p->nq,
 				       &c->a, &refs, &nrefs);
 		if (rc) {
 			conn_fail(k, rc);
@@ -706,12 +711,11 @@ static bool next_completion(struct mixd_checker *k, uint64_t now,
 			complete(k, p, 0, c);
 		}
 		pop(k);
-		memmove(k->in, k->in + framed, k->in_len - framed);
-		k->in_len -= framed;
+		k->in_off += framed;
 		if (run)
 			return true;
 	}
-	if (k->in_len && !k->qlen) { /* an answer nobody asked for */
+	if (k->in_len > k->in_off && !k->qlen) { /* an answer unasked for */
 		conn_fail(k, -EPROTO);
 		return false;
 	}
@@ -748,10 +752,14 @@ struct ask {
 	const struct mixd_check_quota *q;
 	size_t nq;
 	int rc; /* -EINVAL, -EMSGSIZE: it cannot be sent */
+	/* request_size()'s, for write_request() */
+	size_t dlen;
+	uint16_t qlen[MIXD_CHECK_QUOTAS];
 };
 
-/* The framed size of @a's request, or -errno. */
-static ssize_t request_size(const struct ask *a)
+/* The framed size of @a's request, or -errno; notes the lengths of its
+ * strings in @a. */
+static ssize_t request_size(struct ask *a)
 {
 	size_t dlen = a->dedup ? strlen(a->dedup) : 0;
 	if (a->rc)
@@ -759,21 +767,24 @@ static ssize_t request_size(const struct ask *a)
 	if (a->nq > MIXD_CHECK_QUOTAS || dlen > MIXD_CHECK_NAME_MAX ||
 	    (a->nq && !a->q))
 		return -EINVAL;
+	a->dlen = dlen;
 	size_t len = 8 + 2 + dlen + 2 + 4 + a->rec_len;
 	for (size_t i = 0; i < a->nq; i++) {
 		size_t nl = a->q[i].name ? strlen(a->q[i].name) : 0;
 		if (!nl || nl > MIXD_CHECK_NAME_MAX)
 			return -EINVAL;
+		a->qlen[i] = (uint16_t)nl;
 		len += 2 + nl + 9;
 	}
 	return (ssize_t)(FRAME_HDR + MIXD_FRAME_ALIGN(len));
 }
 
-/* Write @a's request as check @id at @o (@framed bytes). */
+/* Write @a's request, sized by request_size(), as check @id at @o
+ * (@framed bytes). */
 static void write_request(uint8_t *o, size_t framed, uint64_t id,
 			  const struct ask *a)
 {
-	size_t dlen = a->dedup ? strlen(a->dedup) : 0;
+	size_t dlen = a->dlen;
 	uint8_t *p = o + FRAME_HDR;
 	p = wire_put_le(p, id, 8);
 	p = wire_put_le(p, dlen, 2);
@@ -781,7 +792,7 @@ static void write_request(uint8_t *o, size_t framed, uint64_t id,
 	p += dlen;
 	p = wire_put_le(p, a->nq, 2);
 	for (size_t i = 0; i < a->nq; i++) {
-		size_t nl = strlen(a->q[i].name);
+		size_t nl = a->qlen[i];
 		p = wire_put_le(p, nl, 2);
 		memcpy(p, a->q[i].name, nl);
 		p += nl;

@@ -231,11 +231,6 @@ static int add_dispatch(struct dispatch **arr, size_t *n,
 	return 0;
 }
 
-static void mark(uint64_t *slots, unsigned slot)
-{
-	slots[slot / 64] |= 1ull << (slot % 64);
-}
-
 /*
  * What a check's answer (not its grants) depends on, for a client's cache
  * (<mixd/check.h>): the attributes the check dispatches' rules match on
@@ -267,11 +262,8 @@ static int build_refs(struct pol_engine *e)
 				   reads, nw);
 		scoped |= !d->r->in_default_namespace;
 	}
-	if (scoped) {
-		mark(reads, MIXD_ATTR_CONTEXT_REPORTER_KIND);
-		mark(reads, MIXD_ATTR_SOURCE_NAMESPACE);
-		mark(reads, MIXD_ATTR_DESTINATION_NAMESPACE);
-	}
+	if (scoped)
+		cfg_record_namespace_reads(reads);
 	pol_gen_slots(e->gen, greads, gbinds, nw);
 	bool generated = false;
 	for (size_t w = 0; w < nw; w++)

@@ -333,13 +333,8 @@ bool pol_gen_slots(const struct pol_gen *g, uint64_t *reads_out,
 				b[slot >> 6] |= 1ull << (slot & 63);
 		}
 	}
-	if (g->scoped) { /* cfg_record_namespace() */
-		static const unsigned ns[] = {MIXD_ATTR_CONTEXT_REPORTER_KIND,
-					      MIXD_ATTR_SOURCE_NAMESPACE,
-					      MIXD_ATTR_DESTINATION_NAMESPACE};
-		for (size_t k = 0; k < sizeof(ns) / sizeof(ns[0]); k++)
-			r[ns[k] >> 6] |= 1ull << (ns[k] & 63);
-	}
+	if (g->scoped)
+		cfg_record_namespace_reads(r);
 	/* The outputs are the resolver's, not the request's: a request that
 	 * sends one has it cleared before anything reads it. */
 	for (int o = 0; o < MAR_OUT_COUNT; o++)

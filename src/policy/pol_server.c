@@ -287,19 +287,6 @@ static bool parse(struct pol_server *s, struct client *c)
 	return true;
 }
 
-/* Does rbuf start with a request parse() would take (a whole frame, or a
- * header it refuses), held back while answers backed up? */
-static bool held(const struct client *c)
-{
-	if (!c->hello || c->rlen < 8)
-		return false;
-	uint32_t len, mark;
-	memcpy(&len, c->rbuf, 4);
-	memcpy(&mark, c->rbuf + 4, 4);
-	return mark != MIXD_FRAME_CHECK || len > MIXD_CHECK_FRAME_MAX ||
-	       c->rlen >= FRAME_BYTES(len);
-}
-
 /*
  * Send what the client will take, and while that empties the answers and
  * requests held back for them wait in rbuf, answer those too: nothing
@@ -312,12 +299,15 @@ static bool flush_and_catch_up(struct pol_server *s, struct client *c)
 	for (;;) {
 		if (!flush(c))
 			return false;
-		if (c->woff < c->wlen || !held(c))
+		size_t before = c->rlen;
+		if (c->woff < c->wlen)
 			return true;
 		if (!parse(s, c)) {
 			count(&s->st.closed_bad, 1);
 			return false;
 		}
+		if (c->rlen == before) /* nothing whole was waiting */
+			return true;
 	}
 }
 
