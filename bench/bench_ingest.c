@@ -176,7 +176,7 @@ static void inproc_start(struct inproc *d, unsigned shards)
 		abort();
 	struct ingest_sink sink = agg_sink(d->agg);
 	char err[256];
-	if (ingest_server_start(sock_path, &sink, 0, &d->srv, err, sizeof err)) {
+	if (ingest_server_start(sock_path, &sink, NULL, &d->srv, err, sizeof err)) {
 		fprintf(stderr, "%s\n", err);
 		abort();
 	}

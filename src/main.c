@@ -54,6 +54,7 @@ struct settings {
 	const char *marathon_address;
 	unsigned shards;
 	unsigned max_producers;
+	unsigned long max_ring_mib;
 	unsigned idle_sleep_max_us;
 	bool no_memo;
 	unsigned long series_limit;
@@ -70,6 +71,7 @@ enum opt_id {
 	OPT_MARATHON,
 	OPT_SHARDS,
 	OPT_MAX_PRODUCERS,
+	OPT_MAX_RING_MEMORY,
 	OPT_SERIES_LIMIT,
 	OPT_IDLE_SLEEP,
 	OPT_NO_MEMO,
@@ -130,6 +132,13 @@ static const struct setting settings_table[] = {
 	 "and newcomers wait, their records in their rings, until one "
 	 "leaves. mixd raises its open-files limit to fit, up to the hard "
 	 "limit."},
+	{"max-ring-memory", NULL, OPT_MAX_RING_MEMORY, "MIB", "1024",
+	 "MiB of producers' shared-memory rings mixd maps at once (each "
+	 "producer thread's ring is 1 MiB unless it asks for another size). "
+	 "Beyond, a new producer is refused "
+	 "(mixd_ingest_rejected_total{reason=\"ring_memory\"}) and retries "
+	 "after a backoff, its records in its ring meanwhile: a producer "
+	 "cannot make mixd hold memory it chose the size of without bound."},
 	{"series-limit", NULL, OPT_SERIES_LIMIT, "N", "100000",
 	 "Label sets a shard keeps per metric family that no other shard "
 	 "keeps, and N KiB of their label values; beyond either, the records "
@@ -163,7 +172,8 @@ static const struct {
 	{"ctrlz_port", true, "mixd has no ControlZ; see --monitoring-address"},
 	{"livenessProbePath", true, "mixd serves /healthz on the monitoring port"},
 	{"readinessProbePath", true, "mixd serves /readyz on the monitoring port"},
-	{"numCheckCacheEntries", true, "mixd has no check API yet"},
+	{"numCheckCacheEntries", true,
+	 "mixd's checkers cache in the client library (mixd_checker)"},
 	{"maxMessageSize", true, "mixd bounds records at 64 KiB"},
 	{"maxConcurrentStreams", true, "mixd has no gRPC streams"},
 	{"apiWorkerPoolSize", true, "mixd sizes its shards with --shards"},
@@ -413,6 +423,7 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 	st->default_ns = CFG_DEFAULT_NAMESPACE;
 	st->shards = usable_cpus();
 	st->max_producers = 4096;
+	st->max_ring_mib = 1024;
 	st->idle_sleep_max_us = 5000;
 	st->series_limit = AGG_SERIES_LIMIT_DEFAULT;
 
@@ -477,6 +488,11 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 			if (parse_ulong("max-producers", optarg, 1, 1u << 20, &v))
 				return -1;
 			st->max_producers = (unsigned)v;
+			break;
+		case OPT_MAX_RING_MEMORY:
+			if (parse_ulong("max-ring-memory", optarg, 1, 1ul << 30,
+					&st->max_ring_mib))
+				return -1;
 			break;
 		case OPT_SERIES_LIMIT:
 			if (parse_ulong("series-limit", optarg, 1, 100000000,
@@ -724,7 +740,8 @@ static void render_ingest(struct mixd *m, struct expose_buf *b)
 		(double)(a.dropped_invalid + s.stream_invalid));
 
 	family(b, "mixd_ingest_rejected_total", "counter",
-	       "Records or connections mixd refused as malformed, by reason.");
+	       "Records or connections mixd refused, by reason: malformed, "
+	       "or (ring_memory) a ring beyond --max-ring-memory.");
 	for (int r = 1; r < INGEST_REJ_COUNT; r++) {
 		double v = (double)a.rejected[r];
 		if (r == INGEST_REJ_FRAME)
@@ -734,6 +751,8 @@ static void render_ingest(struct mixd *m, struct expose_buf *b)
 	}
 	sample1(b, "mixd_ingest_rejected_total", "reason", "handshake",
 		(double)s.handshake_failed);
+	sample1(b, "mixd_ingest_rejected_total", "reason", "ring_memory",
+		(double)s.ring_memory_refused);
 
 	family(b, "mixd_producers", "gauge",
 	       "Producer connections open now (one per producer thread).");
@@ -752,6 +771,15 @@ static void render_ingest(struct mixd *m, struct expose_buf *b)
 	       "Shared-memory rings being consumed (including rings of "
 	       "producers that left, until drained).");
 	sample1(b, "mixd_ingest_rings", NULL, NULL, (double)a.rings);
+	family(b, "mixd_ingest_ring_bytes", "gauge",
+	       "Bytes of producers' shared-memory rings mapped now.");
+	sample1(b, "mixd_ingest_ring_bytes", NULL, NULL,
+		(double)ingest_ring_mapped_bytes());
+	family(b, "mixd_ingest_ring_bytes_limit", "gauge",
+	       "Bytes of producers' rings mixd maps at most "
+	       "(--max-ring-memory).");
+	sample1(b, "mixd_ingest_ring_bytes_limit", NULL, NULL,
+		(double)m->st.max_ring_mib * 1048576.0);
 	family(b, "mixd_ingest_connections_total", "counter",
 	       "Producer connections accepted.");
 	sample1(b, "mixd_ingest_connections_total", NULL, NULL,
@@ -1846,8 +1874,12 @@ int main(int argc, char **argv)
 	char err[256];
 	fit_fd_limit(&m.st);
 	if ((m.st.role & ROLE_TELEMETRY) &&
-	    (rc = ingest_server_start(m.st.address, &sink, m.st.max_producers,
-				      &m.server, err, sizeof err))) {
+	    (rc = ingest_server_start(
+		     m.st.address, &sink,
+		     &(struct ingest_limits){
+			     .producers = m.st.max_producers,
+			     .ring_bytes = (uint64_t)m.st.max_ring_mib << 20},
+		     &m.server, err, sizeof err))) {
 		fprintf(stderr, "mixd: %s\n", err);
 		goto out;
 	}

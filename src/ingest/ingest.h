@@ -276,12 +276,18 @@ const char *ingest_transport_name(enum ingest_transport t);
  * Take a producer's memfd: check it is a regular file in shared memory
  * (tmpfs; -EBADF otherwise) that its producer sealed against shrinking
  * (-EPERM otherwise: adding the seal here would take a lock the producer
- * could hold), check its size and marker, map it. Takes ownership of @fd (closed on failure too, by
- * ingest_close_untrusted()). Returns 0 and the ring, or -errno (-EPROTO:
- * not a mixd ring; -EEXIST: a ring attached now, until destroyed, has
- * this segment).
+ * could hold), check its size and marker, map it. Takes ownership of @fd
+ * (closed on failure too, by ingest_close_untrusted()). Returns 0 and the
+ * ring, or -errno (-EPROTO: not a mixd ring; -EEXIST: a ring attached now,
+ * until destroyed, has this segment; -ENOSPC: mapping it would take the
+ * bytes of producers' segments mapped in this process beyond @limit, when
+ * @limit is not 0).
  */
-int ingest_ring_attach(int fd, struct ingest_ring **out);
+int ingest_ring_attach(int fd, uint64_t limit, struct ingest_ring **out);
+
+/** Bytes of producers' segments mapped now in this process (attached
+ *  rings, headers included, until ingest_ring_destroy()). */
+uint64_t ingest_ring_mapped_bytes(void);
 
 /**
  * Close @fd, received from a producer, without waiting on it: a socket is
@@ -481,6 +487,9 @@ struct ingest_server_stats {
 	uint64_t stream_invalid_waiting; /**< the same of stream_invalid */
 	uint64_t stream_rejected; /**< bad frames (the connection is closed) */
 	uint64_t handshake_failed;/**< bad hello, bad memfd */
+	uint64_t ring_memory_refused; /**< good hellos refused: their segments
+					   would have gone beyond
+					   ingest_limits.ring_bytes */
 	uint64_t limit_reached;   /**< times accepting paused at the limit */
 	uint64_t missed_wakeups;  /**< quiet connections' recvs re-armed with
 				       the peer's close or bytes waiting */
@@ -508,19 +517,29 @@ int ingest_listen_unix(const char *path, ino_t *ino, char *err,
  *  (never one another process has put there since). */
 void ingest_unlink_socket(const char *path, ino_t ino);
 
+/** What an ingest server takes at most; a zero field: no limit. */
+struct ingest_limits {
+	/** Connections open at once: there, accepting pauses (counted,
+	 *  limit_reached), and newcomers wait in the socket's backlog, their
+	 *  records in their rings or socket buffers, until a connection
+	 *  closes; with the backlog full, their connect() fails and they
+	 *  retry after a backoff. */
+	unsigned producers;
+	/** Bytes of producers' segments mapped at once
+	 *  (ingest_ring_mapped_bytes()): a shared-memory hello whose segment
+	 *  would go beyond is refused (counted, ring_memory_refused), and its
+	 *  producer retries after a backoff, its records in its ring. */
+	uint64_t ring_bytes;
+};
+
 /**
  * Listen on @address ("unix:///path" or an absolute path) and start the io
- * thread. An existing socket file at the path is replaced. At most
- * @max_producers connections are open at once (0: no limit): there,
- * accepting pauses (counted, limit_reached), and newcomers wait in the
- * socket's backlog, their records in their rings or socket buffers, until
- * a connection closes; with the backlog full, their connect() fails and
- * they retry after a backoff. Returns 0 or -errno, with a message in
- * @err.
+ * thread, within @lim (NULL: no limits). An existing socket file at the
+ * path is replaced. Returns 0 or -errno, with a message in @err.
  */
 int ingest_server_start(const char *address, const struct ingest_sink *sink,
-			unsigned max_producers, struct ingest_server **out,
-			char *err, size_t errlen);
+			const struct ingest_limits *lim,
+			struct ingest_server **out, char *err, size_t errlen);
 
 /** Stop accepting and close the listening socket (connections stay). */
 void ingest_server_stop_accepting(struct ingest_server *s);

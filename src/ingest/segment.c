@@ -195,7 +195,40 @@ void ingest_close_untrusted(int fd)
 	__atomic_add_fetch(&closes_done, 1, __ATOMIC_RELEASE);
 }
 
-int ingest_ring_attach(int fd, struct ingest_ring **out)
+/*
+ * Bytes of producers' segments mapped now, in this process. A segment is
+ * memory the producer chose the size of and may leave sparse: every page
+ * the consumer reads that the producer never wrote is allocated then, and
+ * charged to mixd. ingest_ring_attach()'s limit on the sum is what bounds
+ * that, whatever producers send.
+ */
+static uint64_t shm_mapped; /* atomic */
+
+uint64_t ingest_ring_mapped_bytes(void)
+{
+	return __atomic_load_n(&shm_mapped, __ATOMIC_RELAXED);
+}
+
+/* Take @len bytes of @limit (0: none) for a mapping; false: they would go
+ * beyond it. */
+static bool mapped_take(uint64_t len, uint64_t limit)
+{
+	uint64_t cur = __atomic_load_n(&shm_mapped, __ATOMIC_RELAXED);
+	do {
+		if (limit && (cur > limit || len > limit - cur))
+			return false;
+	} while (!__atomic_compare_exchange_n(&shm_mapped, &cur, cur + len,
+					      true, __ATOMIC_RELAXED,
+					      __ATOMIC_RELAXED));
+	return true;
+}
+
+static void mapped_give(uint64_t len)
+{
+	__atomic_sub_fetch(&shm_mapped, len, __ATOMIC_RELAXED);
+}
+
+int ingest_ring_attach(int fd, uint64_t limit, struct ingest_ring **out)
 {
 	struct ingest_ring *r = NULL;
 	void *map = MAP_FAILED;
@@ -266,6 +299,10 @@ int ingest_ring_attach(int fd, struct ingest_ring **out)
 		rc = -EPROTO;
 		goto fail;
 	}
+	if (!mapped_take(MIXD_RING_HDR_SIZE + cap, limit)) {
+		rc = -ENOSPC;
+		goto fail;
+	}
 	len = MIXD_RING_HDR_SIZE + cap;
 	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (map == MAP_FAILED) {
@@ -304,6 +341,8 @@ int ingest_ring_attach(int fd, struct ingest_ring **out)
 fail:
 	if (map != MAP_FAILED)
 		munmap(map, len);
+	if (len) /* taken from the limit */
+		mapped_give(len);
 	if (memfd_kind)
 		close(fd);
 	else
@@ -339,8 +378,10 @@ void ingest_ring_destroy(struct ingest_ring *r)
 {
 	if (!r)
 		return;
-	if (r->transport == INGEST_SHM)
+	if (r->transport == INGEST_SHM) {
 		attached_remove(r);
+		mapped_give(r->map_len);
+	}
 	munmap(r->map, r->map_len);
 	free(r->lay);
 	free(r);

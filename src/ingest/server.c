@@ -127,9 +127,12 @@ struct ingest_server {
 	int stop;         /* atomic */
 	int stop_accept;  /* atomic */
 	unsigned max_open; /* connections open at once; 0: no limit */
+	uint64_t ring_limit; /* segment bytes mapped at once; 0: no limit */
 	bool accepting;    /* until shutdown */
 	bool accept_armed; /* an accept is in flight */
 	bool paused;       /* at the limit: no accept armed */
+	bool ring_limit_said; /* refused for ring memory since the last
+				 segment let in */
 	unsigned next_id;
 	struct conn *kicks;
 	struct conn *conns;
@@ -142,7 +145,8 @@ struct ingest_server {
 	/* counters: written by the io thread, read by anyone */
 	uint64_t n_connections, n_open, n_records, n_rejected,
 		n_handshake_failed, n_limit_reached, n_dropped, n_invalid,
-		n_missed_wakeups, n_dropped_waiting, n_invalid_waiting;
+		n_missed_wakeups, n_dropped_waiting, n_invalid_waiting,
+		n_ring_memory_refused;
 	struct ingest_said said; /* socket producers' words (count_said()) */
 };
 
@@ -620,6 +624,21 @@ static int take_fd(struct conn *c)
 	return fd;
 }
 
+/* Once per episode: from the first hello the ring memory limit refuses to
+ * the next segment let in. */
+static void say_ring_memory(struct ingest_server *s)
+{
+	if (!s->ring_limit_said)
+		fprintf(stderr,
+			"mixd: producers' rings take %" PRIu64 " MiB of the "
+			"%" PRIu64 " MiB --max-ring-memory allows: "
+			"shared-memory producers are refused until some leave "
+			"(they retry; mixd_ingest_rejected_total"
+			"{reason=\"ring_memory\"} counts them)\n",
+			ingest_ring_mapped_bytes() >> 20, s->ring_limit >> 20);
+	s->ring_limit_said = true;
+}
+
 static void on_hello(struct ingest_server *s, struct conn *c,
 		     struct io_uring_cqe *cqe)
 {
@@ -638,10 +657,17 @@ static void on_hello(struct ingest_server *s, struct conn *c,
 		goto fail;
 	if (c->hello.kind == MIXD_HELLO_SHM && fd >= 0) {
 		struct ingest_ring *r;
-		int rc = ingest_ring_attach(fd, &r);
+		int rc = ingest_ring_attach(fd, s->ring_limit, &r);
 		fd = -1; /* attach took it */
+		if (rc == -ENOSPC) {
+			say_ring_memory(s);
+			bump(&s->n_ring_memory_refused);
+			free_conn(s, c);
+			return;
+		}
 		if (rc)
 			goto fail;
+		s->ring_limit_said = false;
 		if (!(c->token = s->sink.ring_attached(s->sink.ctx, r)))
 			goto fail; /* and r with it */
 		c->kind = CONN_SHM;
@@ -968,9 +994,10 @@ static unsigned cq_entries(unsigned max_open)
 }
 
 int ingest_server_start(const char *address, const struct ingest_sink *sink,
-			unsigned max_producers, struct ingest_server **out,
-			char *err, size_t errlen)
+			const struct ingest_limits *lim,
+			struct ingest_server **out, char *err, size_t errlen)
 {
+	unsigned max_producers = lim ? lim->producers : 0;
 	const char *path = ingest_address_path(address);
 	struct ingest_server *s = calloc(1, sizeof *s);
 	if (!s) {
@@ -990,6 +1017,7 @@ int ingest_server_start(const char *address, const struct ingest_sink *sink,
 	strcpy(s->path, path);
 	s->sink = *sink;
 	s->max_open = max_producers;
+	s->ring_limit = lim ? lim->ring_bytes : 0;
 	struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE |
 					     IORING_SETUP_CLAMP,
 				    .cq_entries = cq_entries(max_producers)};
@@ -1093,6 +1121,7 @@ void ingest_server_stats(struct ingest_server *s, struct ingest_server_stats *o)
 	o->stream_invalid_waiting = ck_pr_load_64(&s->n_invalid_waiting);
 	o->stream_rejected = ck_pr_load_64(&s->n_rejected);
 	o->handshake_failed = ck_pr_load_64(&s->n_handshake_failed);
+	o->ring_memory_refused = ck_pr_load_64(&s->n_ring_memory_refused);
 	o->limit_reached = ck_pr_load_64(&s->n_limit_reached);
 	o->missed_wakeups = ck_pr_load_64(&s->n_missed_wakeups);
 }

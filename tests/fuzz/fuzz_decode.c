@@ -344,7 +344,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	struct ingest_ring *r;
-	if (ingest_ring_attach(fd, &r) != 0)
+	if (ingest_ring_attach(fd, 0, &r) != 0)
 		return 0; /* refused: fine */
 	struct ingest_ring_counts counts;
 	memset(&counts, 0, sizeof counts);

@@ -301,7 +301,7 @@ static void setup(void)
 	/* the smallest queue: a large stream fills it, and the server must
 	 * hold back rather than lose */
 	if (ingest_ring_create_queue(INGEST_QUEUE_MIN, &queue) != 0 ||
-	    ingest_server_start(path, &sink, 0, &srv, err, sizeof err) != 0) {
+	    ingest_server_start(path, &sink, NULL, &srv, err, sizeof err) != 0) {
 		fprintf(stderr, "fuzz_hello: %s\n", err);
 		abort();
 	}

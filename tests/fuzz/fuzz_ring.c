@@ -174,7 +174,7 @@ static int attach(int fd, struct consumer *c, struct mixd_ring_hdr *h)
 	if (dup_fd < 0)
 		abort();
 	memset(c, 0, sizeof *c);
-	if (ingest_ring_attach(dup_fd, &c->r) != 0)
+	if (ingest_ring_attach(dup_fd, 0, &c->r) != 0)
 		return -1;
 	/* where it resumes: checked, so 8-aligned and within reach */
 	c->tail = ring_load_relaxed(&h->cons.tail);

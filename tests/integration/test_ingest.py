@@ -520,6 +520,43 @@ def producers_beyond_the_limit_wait_their_turn(build):
         for b in behind:
             b.close()
 
+def producers_beyond_the_ring_memory_limit_wait_their_turn(build):
+    """--max-ring-memory 2 (MiB) and producers with 1 MiB rings: the first
+    ring (1 MiB and its header) is mapped, the second would go beyond and
+    is refused (counted, said once on stderr). Its producer keeps its
+    records in its ring and retries; once the first producer leaves and its
+    ring is drained and released, the second gets in and every record of
+    both arrives."""
+    with mt.Mixd(build, ["--max-ring-memory", "2"]) as m:
+        ms = m.metrics()
+        mt.check(mt.value(ms, "mixd_ingest_ring_bytes_limit") == 2 << 20,
+                 "the limit exported")
+        refused = lambda: mt.value(m.metrics(), "mixd_ingest_rejected_total",
+                                   reason="ring_memory")
+        first = subprocess.Popen(producer_argv(build, m, "--count", "1000",
+                                               "--linger-ms", "4000"),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        settle(m, lambda x: x["shm"] == 1000, "the first producer's records")
+        mapped = mt.value(m.metrics(), "mixd_ingest_ring_bytes")
+        mt.check(1 << 20 < mapped < (1 << 20) + (64 << 10),
+                 f"one 1 MiB ring and its header mapped: {mapped}")
+        second = subprocess.Popen(producer_argv(build, m, "--count", "1000"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        m.wait_for(lambda: refused() >= 1, what="the second ring refused")
+        mt.check(ingest(m)["shm"] == 1000, "nothing of the refused ring read")
+        res = []
+        for p in (first, second):
+            so, se = p.communicate(timeout=mt._t(60))
+            mt.check(p.returncode == 0, f"producer failed: {se.decode()}")
+            res.append(json.loads(so))
+        for r in res:
+            mt.check(r["dropped"] == 0 and r["flushed"], str(r))
+        got = settle(m, lambda x: x["shm"] == 2000, "every record of both")
+        mt.check(got["handshake"] == 0, f"refusals are not bad hellos: {got}")
+        said = m.stderr().count("--max-ring-memory allows")
+        mt.check(said == 1, f"said {said} times for one episode: {m.stderr_tail()}")
+
+
 def a_hello_trickled_a_byte_at_a_time_gets_no_more_time(build):
     """The hello deadline runs from the accept: a connection sending its
     hello a byte a second is closed after 5 s, not 5 s after its last
@@ -881,6 +918,7 @@ if __name__ == "__main__":
         hellos_with_too_many_descriptors_leave_none_open,
         a_connection_that_never_says_hello_is_closed,
         producers_beyond_the_limit_wait_their_turn,
+        producers_beyond_the_ring_memory_limit_wait_their_turn,
         a_hello_trickled_a_byte_at_a_time_gets_no_more_time,
         the_open_files_limit_is_raised_or_the_producer_limit_lowered,
         an_idle_mixd_picks_a_record_up_within_10_ms,

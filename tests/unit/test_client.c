@@ -49,7 +49,7 @@ static void daemon_start(struct daemon *d)
 	assert_int_equal(agg_start(d->agg), 0);
 	struct ingest_sink sink = agg_sink(d->agg);
 	char err[256];
-	int rc = ingest_server_start(sock_path, &sink, 0, &d->srv, err, sizeof err);
+	int rc = ingest_server_start(sock_path, &sink, NULL, &d->srv, err, sizeof err);
 	if (rc)
 		fail_msg("%s", err);
 }
@@ -836,7 +836,7 @@ static struct ingest_server *capture_server(struct capture *cap)
 				   cap_kick, cap};
 	struct ingest_server *srv;
 	char err[256];
-	if (ingest_server_start(sock_path, &sink, 0, &srv, err, sizeof err))
+	if (ingest_server_start(sock_path, &sink, NULL, &srv, err, sizeof err))
 		fail_msg("%s", err);
 	return srv;
 }
@@ -1660,7 +1660,7 @@ static void stalled_connections_do_not_starve_the_others(void **state)
 				   .queue_kick = stuck_kick, .ctx = &k};
 	struct ingest_server *srv;
 	char err[256];
-	assert_int_equal(ingest_server_start(sock_path, &sink, 0, &srv, err,
+	assert_int_equal(ingest_server_start(sock_path, &sink, NULL, &srv, err,
 					     sizeof err),
 			 0);
 	int fds[STUCK + 1];

@@ -403,7 +403,7 @@ static void shared_records_are_read_from_a_private_copy(void **state)
 	struct seen seen = {.scratch = scratch};
 	struct ingest_ring_counts n = {0};
 	struct ingest_ring *r;
-	assert_int_equal(ingest_ring_attach(fd, &r), 0); /* takes fd */
+	assert_int_equal(ingest_ring_attach(fd, 0, &r), 0); /* takes fd */
 	poll_twice(r, expect_copy, &seen, &n, scratch);
 	assert_int_equal(seen.calls, 1);
 	assert_int_equal(n.records, 1);
@@ -480,7 +480,7 @@ static void records_are_announced_before_they_are_handed_over(void **state)
 	struct order o = {0};
 	struct ingest_ring_counts n = {0};
 	struct ingest_ring *r;
-	assert_int_equal(ingest_ring_attach(fd, &r), 0); /* takes fd */
+	assert_int_equal(ingest_ring_attach(fd, 0, &r), 0); /* takes fd */
 	/* 4 of 10, then, head having stood still since, all the rest */
 	assert_int_equal(ingest_ring_poll(r, check_order, note_ahead, &o, 4,
 					  &n, scratch),
@@ -541,7 +541,7 @@ static void a_corrupt_frame_after_good_ones_loses_only_what_follows(void **state
 	struct ingest_ring_counts n = {0};
 	struct ingest_ring *r;
 	int seen = 0;
-	assert_int_equal(ingest_ring_attach(fd, &r), 0); /* takes fd */
+	assert_int_equal(ingest_ring_attach(fd, 0, &r), 0); /* takes fd */
 	for (int i = 0; i < 3; i++) /* the last line may wait a poll */
 		ingest_ring_poll(r, count_only, NULL, &seen, 100, &n, scratch);
 	assert_int_equal(seen, 3);
@@ -569,7 +569,7 @@ static void a_head_off_the_frame_grid_kills_the_ring(void **state)
 	struct ingest_ring_counts n = {0};
 	struct ingest_ring *r;
 	int seen = 0;
-	assert_int_equal(ingest_ring_attach(fd, &r), 0); /* takes fd */
+	assert_int_equal(ingest_ring_attach(fd, 0, &r), 0); /* takes fd */
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(ingest_ring_poll(r, count_only, NULL, &seen,
 						  100, &n, scratch),
@@ -599,16 +599,16 @@ static void only_a_sealed_segment_is_taken(void **state)
 		       unsealed, 0);
 	assert_true(m != MAP_FAILED);
 	memcpy(m, h, MIXD_RING_HDR_SIZE); /* a valid header */
-	assert_int_equal(ingest_ring_attach(unsealed, &r), -EPERM);
+	assert_int_equal(ingest_ring_attach(unsealed, 0, &r), -EPERM);
 	munmap(m, size);
 	/* no seals allowed at all: refused the same way */
 	int plain = memfd_create("test-plain", 0);
 	assert_true(plain >= 0);
 	assert_int_equal(ftruncate(plain, (off_t)size), 0);
-	assert_int_equal(ingest_ring_attach(plain, &r), -EPERM);
+	assert_int_equal(ingest_ring_attach(plain, 0, &r), -EPERM);
 	/* shrink and seal seals: taken */
 	assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL), 0);
-	assert_int_equal(ingest_ring_attach(fd, &r), 0);
+	assert_int_equal(ingest_ring_attach(fd, 0, &r), 0);
 	ingest_ring_destroy(r);
 	munmap(h, size);
 }
@@ -624,14 +624,14 @@ static void only_shared_memory_is_taken_and_refusals_do_not_wait(void **state)
 	int fd = memfd_create("test-huge", MFD_HUGETLB | MFD_ALLOW_SEALING);
 	if (fd >= 0) { /* the kernel may not offer huge pages: then skip */
 		(void)ftruncate(fd, 2 << 20);
-		assert_int_equal(ingest_ring_attach(fd, &r), -EBADF);
+		assert_int_equal(ingest_ring_attach(fd, 0, &r), -EBADF);
 	}
 	char path[] = "/var/tmp/mixd-test-ring-XXXXXX";
 	fd = mkstemp(path);
 	assert_true(fd >= 0);
 	unlink(path);
 	assert_int_equal(ftruncate(fd, 1 << 20), 0);
-	assert_true(ingest_ring_attach(fd, &r) < 0);
+	assert_true(ingest_ring_attach(fd, 0, &r) < 0);
 
 	/* A loopback TCP connection nobody reads, its send buffer full. */
 	int l = socket(AF_INET, SOCK_STREAM, 0);
@@ -657,7 +657,7 @@ static void only_shared_memory_is_taken_and_refusals_do_not_wait(void **state)
 	fcntl(c, F_SETFL, 0); /* a blocking close() would linger */
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	assert_true(ingest_ring_attach(c, &r) < 0); /* takes c */
+	assert_true(ingest_ring_attach(c, 0, &r) < 0); /* takes c */
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	assert_true(t1.tv_sec - t0.tv_sec < 2);
 	close(peer);
@@ -708,7 +708,7 @@ static void attached_segment(struct mixd_ring_hdr **h, size_t *size,
 	struct ring_prod prod;
 	int fd;
 	*h = shared_segment(&prod, size, &fd);
-	assert_int_equal(ingest_ring_attach(fd, r), 0); /* takes fd */
+	assert_int_equal(ingest_ring_attach(fd, 0, r), 0); /* takes fd */
 }
 
 /* The producer's tallies in its segment are its word: mixd counts them no
@@ -758,13 +758,46 @@ static void a_segment_attached_twice_is_refused(void **state)
 	struct mixd_ring_hdr *h = shared_segment(&prod, &size, &fd);
 	int again = dup(fd);
 	struct ingest_ring *r, *r2;
-	assert_int_equal(ingest_ring_attach(fd, &r), 0); /* takes fd */
+	assert_int_equal(ingest_ring_attach(fd, 0, &r), 0); /* takes fd */
 	int later = dup(again);
-	assert_int_equal(ingest_ring_attach(again, &r2), -EEXIST);
+	assert_int_equal(ingest_ring_attach(again, 0, &r2), -EEXIST);
 	ingest_ring_destroy(r);
-	assert_int_equal(ingest_ring_attach(later, &r2), 0);
+	assert_int_equal(ingest_ring_attach(later, 0, &r2), 0);
 	ingest_ring_destroy(r2);
 	munmap(h, size);
+}
+
+/* The limit on segment bytes mapped at once: a segment that would go
+ * beyond it is refused (-ENOSPC) and maps nothing; once a ring is
+ * destroyed, its bytes are free for the next. */
+static void segments_beyond_the_mapping_limit_are_refused(void **state)
+{
+	(void)state;
+	struct ring_prod p1, p2;
+	size_t size;
+	int fd1, fd2;
+	struct mixd_ring_hdr *h1 = shared_segment(&p1, &size, &fd1);
+	struct mixd_ring_hdr *h2 = shared_segment(&p2, &size, &fd2);
+	const uint64_t base = ingest_ring_mapped_bytes();
+	const uint64_t limit = base + size + size / 2; /* one fits, not two */
+	struct ingest_ring *r1, *r2;
+	int again = dup(fd2);
+	assert_int_equal(ingest_ring_attach(fd1, limit, &r1), 0);
+	assert_int_equal(ingest_ring_mapped_bytes(), base + size);
+	assert_int_equal(ingest_ring_attach(fd2, limit, &r2), -ENOSPC);
+	assert_int_equal(ingest_ring_mapped_bytes(), base + size);
+	/* 0: no limit, whatever is mapped */
+	int third = dup(again);
+	assert_int_equal(ingest_ring_attach(again, 0, &r2), 0);
+	assert_int_equal(ingest_ring_mapped_bytes(), base + 2 * size);
+	ingest_ring_destroy(r2);
+	ingest_ring_destroy(r1);
+	assert_int_equal(ingest_ring_mapped_bytes(), base);
+	assert_int_equal(ingest_ring_attach(third, limit, &r2), 0);
+	ingest_ring_destroy(r2);
+	assert_int_equal(ingest_ring_mapped_bytes(), base);
+	munmap(h1, size);
+	munmap(h2, size);
 }
 
 /* Rings that share an allowance (a shard's) share its burst: a producer
@@ -834,6 +867,7 @@ int main(void)
 		cmocka_unit_test(corrupt_frames_are_detected),
 		cmocka_unit_test(producer_and_consumer_threads_agree_on_every_byte),
 		cmocka_unit_test(shared_records_are_read_from_a_private_copy),
+		cmocka_unit_test(segments_beyond_the_mapping_limit_are_refused),
 		cmocka_unit_test(records_are_announced_before_they_are_handed_over),
 		cmocka_unit_test(a_head_off_the_frame_grid_kills_the_ring),
 		cmocka_unit_test(a_corrupt_frame_after_good_ones_loses_only_what_follows),

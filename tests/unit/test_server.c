@@ -86,7 +86,7 @@ static struct ingest_server *start(void)
 {
 	struct ingest_server *srv;
 	char err[256];
-	int rc = ingest_server_start(sock_path, &sink, 0, &srv, err, sizeof err);
+	int rc = ingest_server_start(sock_path, &sink, NULL, &srv, err, sizeof err);
 	if (rc)
 		fail_msg("%s", err);
 	return srv;
@@ -326,7 +326,7 @@ static void a_socket_in_use_is_not_taken(void **state)
 	(void)state;
 	struct ingest_server *a = start(), *b;
 	char err[256];
-	assert_int_equal(ingest_server_start(sock_path, &sink, 0, &b, err,
+	assert_int_equal(ingest_server_start(sock_path, &sink, NULL, &b, err,
 					     sizeof err),
 			 -EADDRINUSE);
 	assert_non_null(strstr(err, "in use"));
