@@ -1009,6 +1009,12 @@ static void render_policy(struct mixd *m, struct expose_buf *b)
 		(double)s.closed_bad);
 	sample1(b, "mixd_policy_connections_closed_total", "reason",
 		"refused", (double)s.refused);
+	family(b, "mixd_policy_answer_buffer_bytes", "gauge",
+	       "Bytes of answers the policy server holds for clients that "
+	       "have not read them yet (bounded: a client that does not read "
+	       "is not read from).");
+	sample1(b, "mixd_policy_answer_buffer_bytes", NULL, NULL,
+		(double)s.answer_bytes);
 	family(b, "mixd_policy_quota_keys", "gauge",
 	       "Keys (dimension value sets) the memquota handlers hold.");
 	sample1(b, "mixd_policy_quota_keys", NULL, NULL, (double)s.quota_keys);

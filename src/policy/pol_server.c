@@ -34,7 +34,10 @@
 #include "policy/pol_server.h"
 #include "policy/pol_wire.h"
 
-#define WBUF_MAX (1u << 20) /* answers a client has not read */
+/* The answer buffers' limits: see pol_server.h. */
+#define WBUF_MAX POL_ANSWERS_CLIENT_MAX
+#define WBUF_KEEP POL_ANSWERS_KEEP
+#define WBUF_TOTAL POL_ANSWERS_TOTAL
 /* After answering, the thread looks for the next request without
  * sleeping this long: a sleeping thread is woken in tens of
  * microseconds (more on a VM whose idle vCPU the host has descheduled),
@@ -73,6 +76,7 @@ struct pol_server {
 	int listen_fd, ep, wake_fd;
 	unsigned max_clients, n_clients;
 	unsigned n_prehello; /* clients yet to say hello: housekeep() looks */
+	size_t wbuf_bytes; /* the clients' answer buffers, allocated */
 	int64_t accept_resume_ns; /* out of fds: listen_fd off epoll until */
 	struct client *clients;
 	pthread_t thread;
@@ -100,7 +104,22 @@ static void count(uint64_t *c, uint64_t n)
 
 /* ---- requests and answers ------------------------------------------------- */
 
-static bool wreserve(struct client *c, size_t n)
+/* The most answers @s lets a client leave unread now. */
+static size_t backlog_max(const struct pol_server *s)
+{
+	return s->wbuf_bytes < WBUF_TOTAL ? WBUF_MAX : WBUF_KEEP;
+}
+
+/* Give back @c's answer buffer. */
+static void wfree(struct pol_server *s, struct client *c)
+{
+	s->wbuf_bytes -= c->wcap;
+	free(c->wbuf);
+	c->wbuf = NULL;
+	c->wcap = c->woff = c->wlen = 0;
+}
+
+static bool wreserve(struct pol_server *s, struct client *c, size_t n)
 {
 	if (c->wlen + n <= c->wcap)
 		return true;
@@ -117,6 +136,7 @@ static bool wreserve(struct client *c, size_t n)
 	uint8_t *b = realloc(c->wbuf, cap);
 	if (!b)
 		return false;
+	s->wbuf_bytes += cap - c->wcap;
 	c->wbuf = b;
 	c->wcap = cap;
 	return true;
@@ -190,7 +210,7 @@ static bool serve(struct pol_server *s, struct client *c, const uint8_t *p,
 		count(&s->st.malformed, 1);
 	if (res->code >= 0 && res->code <= POL_UNAUTHENTICATED)
 		count(&s->st.checks[res->code], 1);
-	if (!wreserve(c, POL_WIRE_ANSWER_MAX(q->n_quotas)))
+	if (!wreserve(s, c, POL_WIRE_ANSWER_MAX(q->n_quotas)))
 		return false;
 	c->wlen += pol_wire_answer(c->wbuf + c->wlen, q->id, res, s->granted,
 				   q->n_quotas);
@@ -225,14 +245,14 @@ static void drop(struct pol_server *s, struct client *c)
 	epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	free(c->rbuf);
-	free(c->wbuf);
+	wfree(s, c);
 	free(c);
 	s->n_clients--;
 	count(&s->st.clients, (uint64_t)-1);
 }
 
 /* Write what answers are pending; false when the client is gone. */
-static bool flush(struct client *c)
+static bool flush(struct pol_server *s, struct client *c)
 {
 	while (c->woff < c->wlen) {
 		ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff,
@@ -246,6 +266,8 @@ static bool flush(struct client *c)
 		return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 	}
 	c->woff = c->wlen = 0;
+	if (c->wcap > WBUF_KEEP) /* a burst's: not kept for the next */
+		wfree(s, c);
 	return true;
 }
 
@@ -268,7 +290,7 @@ static bool parse(struct pol_server *s, struct client *c)
 	}
 	/* Not past the backlog: the rest waits in rbuf until the client has
 	 * read (on_writable() comes back here). */
-	while (c->rlen - off >= 8 && c->wlen - c->woff < WBUF_MAX) {
+	while (c->rlen - off >= 8 && c->wlen - c->woff < backlog_max(s)) {
 		uint32_t len, mark;
 		memcpy(&len, c->rbuf + off, 4);
 		memcpy(&mark, c->rbuf + off + 4, 4);
@@ -297,7 +319,7 @@ static bool parse(struct pol_server *s, struct client *c)
 static bool flush_and_catch_up(struct pol_server *s, struct client *c)
 {
 	for (;;) {
-		if (!flush(c))
+		if (!flush(s, c))
 			return false;
 		size_t before = c->rlen;
 		if (c->woff < c->wlen)
@@ -343,7 +365,7 @@ static void on_readable(struct pol_server *s, struct client *c)
 			drop(s, c);
 			return;
 		}
-		if (c->wlen - c->woff >= WBUF_MAX)
+		if (c->wlen - c->woff >= backlog_max(s))
 			break; /* answers back up: stop reading */
 	}
 	if (!flush_and_catch_up(s, c)) {
@@ -355,7 +377,7 @@ static void on_readable(struct pol_server *s, struct client *c)
 		drop(s, c);
 		return;
 	}
-	arm(s, c, !c->closing && c->wlen - c->woff < WBUF_MAX, pending);
+	arm(s, c, !c->closing && c->wlen - c->woff < backlog_max(s), pending);
 }
 
 static void on_writable(struct pol_server *s, struct client *c)
@@ -369,7 +391,7 @@ static void on_writable(struct pol_server *s, struct client *c)
 		drop(s, c);
 		return;
 	}
-	arm(s, c, !c->closing && c->wlen - c->woff < WBUF_MAX,
+	arm(s, c, !c->closing && c->wlen - c->woff < backlog_max(s),
 	    c->woff < c->wlen);
 }
 
@@ -491,10 +513,12 @@ static int housekeep(struct pol_server *s, int64_t now)
 	return next == INT64_MAX ? -1 : (int)((next - now) / 1000000 + 1);
 }
 
-/* The engine's quota counters, for pol_server_stats() (which cannot
- * reach the engine: it is this thread's, freed at a reload). */
-static void publish_quota(struct pol_server *s)
+/* The engine's quota counters and the answer buffers' bytes, for
+ * pol_server_stats() (which cannot reach the engine: it is this
+ * thread's, freed at a reload). */
+static void publish_stats(struct pol_server *s)
 {
+	__atomic_store_n(&s->st.answer_bytes, s->wbuf_bytes, __ATOMIC_RELAXED);
 	struct pol_quota_stats q = {0};
 	if (s->engine)
 		pol_engine_quota_stats(s->engine, &q);
@@ -550,7 +574,7 @@ static void *run(void *arg)
 			take_engine(s);
 		}
 		if (n > 0)
-			publish_quota(s);
+			publish_stats(s);
 	}
 	mar_reader_destroy(s->mar); /* on this thread, as made */
 	s->mar = NULL;

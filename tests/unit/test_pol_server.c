@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -77,12 +78,11 @@ static int connect_hello(void)
 	return connect_hello_to(path);
 }
 
-/* The burst, written whole from its own thread. */
-static void *write_burst(void *arg)
+/* @n requests of ids 0 to @n - 1 at @b, written whole to @fd; false
+ * when a write failed. */
+static bool write_requests(int fd, uint8_t *b, uint64_t n)
 {
-	int fd = *(const int *)arg;
-	static uint8_t b[BURST * REQ_BYTES];
-	for (uint64_t i = 0; i < BURST; i++) {
+	for (uint64_t i = 0; i < n; i++) {
 		uint8_t *p = b + i * REQ_BYTES;
 		uint32_t len = REQ_BYTES - 8, mark = MIXD_FRAME_CHECK;
 		memset(p, 0, REQ_BYTES);
@@ -90,13 +90,20 @@ static void *write_burst(void *arg)
 		memcpy(p + 4, &mark, 4);
 		memcpy(p + 8, &i, 8);
 	}
-	for (size_t off = 0; off < sizeof b;) {
-		ssize_t w = write(fd, b + off, sizeof b - off);
+	for (size_t off = 0; off < n * REQ_BYTES;) {
+		ssize_t w = write(fd, b + off, n * REQ_BYTES - off);
 		if (w <= 0)
-			return (void *)1;
+			return false;
 		off += (size_t)w;
 	}
-	return NULL;
+	return true;
+}
+
+/* The burst, written whole from its own thread. */
+static void *write_burst(void *arg)
+{
+	static uint8_t b[BURST * REQ_BYTES];
+	return write_requests(*(const int *)arg, b, BURST) ? NULL : (void *)1;
 }
 
 /* Answers read from @fd until there have been @want, or none came for
@@ -145,6 +152,68 @@ static void test_held_requests_are_answered(void **state)
 				 t, got, BURST);
 		close(fd);
 	}
+}
+
+/* Clients that send and never read: each one's answers fill its socket
+ * and then the server's buffer for it, to its limit; together they fill
+ * the server's total, and then each holds little. What the server holds
+ * stays within the bound pol_server.h gives, where without the total it
+ * would be some 2 MiB a client; every answer still arrives once the
+ * clients read, and the buffers of the bursts are given back. */
+#define IDLE_CLIENTS 64
+#define IDLE_BURST 1500 /* 1,500 answers of 1 KiB: past one client's max */
+
+static uint64_t answered(void)
+{
+	struct pol_server_stats st;
+	pol_server_stats(srv, &st);
+	uint64_t n = 0;
+	for (size_t i = 0; i < sizeof st.checks / sizeof st.checks[0]; i++)
+		n += st.checks[i];
+	return n;
+}
+
+static void test_answers_unread_are_bounded(void **state)
+{
+	(void)state;
+	static uint8_t b[IDLE_BURST * REQ_BYTES];
+	int fds[IDLE_CLIENTS];
+	uint64_t before = answered();
+	for (int i = 0; i < IDLE_CLIENTS; i++) {
+		fds[i] = connect_hello();
+		assert_true(write_requests(fds[i], b, IDLE_BURST));
+	}
+	/* Until the server has answered all it will while nobody reads. */
+	uint64_t last = 0, now;
+	for (int quiet = 0; quiet < 3;) {
+		usleep(100000);
+		now = answered();
+		quiet = now == last ? quiet + 1 : 0;
+		last = now;
+	}
+	struct pol_server_stats st;
+	pol_server_stats(srv, &st);
+	const uint64_t bound = POL_ANSWERS_TOTAL + 2ull * POL_ANSWERS_CLIENT_MAX +
+			       2ull * POL_ANSWERS_KEEP * IDLE_CLIENTS;
+	if (st.answer_bytes > bound || st.answer_bytes < POL_ANSWERS_TOTAL)
+		fail_msg("%llu bytes of answers held; bound %llu, and the "
+			 "total %u must have been reached",
+			 (unsigned long long)st.answer_bytes,
+			 (unsigned long long)bound, POL_ANSWERS_TOTAL);
+	assert_true(last - before < (uint64_t)IDLE_CLIENTS * IDLE_BURST);
+	for (int i = 0; i < IDLE_CLIENTS; i++) {
+		size_t got = read_answers(fds[i], IDLE_BURST);
+		if (got != IDLE_BURST)
+			fail_msg("client %d: %zu answers of %d", i, got,
+				 IDLE_BURST);
+	}
+	usleep(100000); /* the server's stats follow its last round */
+	pol_server_stats(srv, &st);
+	if (st.answer_bytes > (uint64_t)POL_ANSWERS_KEEP * IDLE_CLIENTS)
+		fail_msg("%llu bytes of answers held after every one was read",
+			 (unsigned long long)st.answer_bytes);
+	for (int i = 0; i < IDLE_CLIENTS; i++)
+		close(fds[i]);
 }
 
 /* The code of the one answer to a request of @id whose record is
@@ -225,6 +294,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_held_requests_are_answered),
+		cmocka_unit_test(test_answers_unread_are_bounded),
 		cmocka_unit_test(test_no_config_still_refuses_bad_records),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
