@@ -70,15 +70,44 @@ struct client {
 	size_t woff, wlen, wcap;
 };
 
+struct client_list {
+	struct client *first, *last;
+};
+
+static void list_append(struct client_list *l, struct client *c)
+{
+	c->next = NULL;
+	c->prev = l->last;
+	if (l->last)
+		l->last->next = c;
+	else
+		l->first = c;
+	l->last = c;
+}
+
+static void list_remove(struct client_list *l, struct client *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		l->first = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	else
+		l->last = c->prev;
+}
+
 struct pol_server {
 	char path[108];
 	ino_t ino;
 	int listen_fd, ep, wake_fd;
 	unsigned max_clients, n_clients;
-	unsigned n_prehello; /* clients yet to say hello: housekeep() looks */
 	size_t wbuf_bytes; /* the clients' answer buffers, allocated */
 	int64_t accept_resume_ns; /* out of fds: listen_fd off epoll until */
-	struct client *clients;
+	/* Clients that said hello; and those yet to, oldest first, so that
+	 * housekeep() looks at no more than the ones whose time is up and
+	 * the next. */
+	struct client_list clients, waiting;
 	pthread_t thread;
 	bool stop;		       /* atomic */
 	struct pol_engine *next;       /* atomic: handed over, not taken */
@@ -234,14 +263,7 @@ static void arm(struct pol_server *s, struct client *c, bool reading,
 
 static void drop(struct pol_server *s, struct client *c)
 {
-	if (!c->hello)
-		s->n_prehello--;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		s->clients = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	list_remove(c->hello ? &s->clients : &s->waiting, c);
 	epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	free(c->rbuf);
@@ -285,7 +307,8 @@ static bool parse(struct pol_server *s, struct client *c)
 		    h.kind != MIXD_HELLO_CHECK)
 			return false;
 		c->hello = true;
-		s->n_prehello--;
+		list_remove(&s->waiting, c);
+		list_append(&s->clients, c);
 		off = HELLO_SIZE;
 	}
 	/* Not past the backlog: the rest waits in rbuf until the client has
@@ -431,11 +454,7 @@ static void on_accept(struct pol_server *s)
 		c->fd = fd;
 		c->reading = true;
 		c->born_ns = pol_now_ns();
-		s->n_prehello++;
-		c->next = s->clients;
-		if (c->next)
-			c->next->prev = c;
-		s->clients = c;
+		list_append(&s->waiting, c);
 		s->n_clients++;
 		count(&s->st.clients, 1);
 	}
@@ -490,18 +509,13 @@ static void take_resolver(struct pol_server *s)
 static int housekeep(struct pol_server *s, int64_t now)
 {
 	int64_t next = INT64_MAX;
-	for (struct client *c = s->n_prehello ? s->clients : NULL, *nx; c;
-	     c = nx) {
-		nx = c->next;
-		if (c->hello)
-			continue;
-		if (now - c->born_ns >= HELLO_TIMEOUT_NS) {
-			count(&s->st.closed_bad, 1);
-			drop(s, c);
-		} else if (c->born_ns + HELLO_TIMEOUT_NS < next) {
-			next = c->born_ns + HELLO_TIMEOUT_NS;
-		}
+	struct client *c;
+	while ((c = s->waiting.first) && now - c->born_ns >= HELLO_TIMEOUT_NS) {
+		count(&s->st.closed_bad, 1);
+		drop(s, c);
 	}
+	if (c)
+		next = c->born_ns + HELLO_TIMEOUT_NS;
 	if (s->accept_resume_ns && now >= s->accept_resume_ns) {
 		struct epoll_event ev = {.events = EPOLLIN,
 					 .data.ptr = &s->listen_fd};
@@ -701,8 +715,10 @@ void pol_server_stop(struct pol_server *s)
 	wake(s);
 	pthread_join(s->thread, NULL);
 	/* The thread is gone: the clients are ours to close. */
-	while (s->clients)
-		drop(s, s->clients);
+	while (s->clients.first)
+		drop(s, s->clients.first);
+	while (s->waiting.first)
+		drop(s, s->waiting.first);
 	close(s->listen_fd);
 	ingest_unlink_socket(s->path, s->ino);
 	pol_engine_destroy(__atomic_exchange_n(&s->next, NULL, __ATOMIC_ACQ_REL));

@@ -227,6 +227,29 @@ def test_hostile_clients(build):
         took = time.monotonic() - start
         check(1.5 <= took <= mt._t(4), f"closed after {took:.2f} s, want 2")
         silent.close()
+        # each of several, accepted at different times, around a client
+        # that said hello, at its own 2 s; the client that said hello stays
+        def connect():
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.connect(m.policy_sock)
+            c.settimeout(mt._t(6))
+            return c, time.monotonic()
+        first = connect()
+        time.sleep(0.5)
+        polite = connect()
+        polite[0].sendall(hello)
+        time.sleep(0.5)
+        second = connect()
+        for c, born in (first, second):
+            check(c.recv(1) == b"", "a silent connection was not closed")
+            took = time.monotonic() - born
+            check(1.5 <= took <= mt._t(4), f"closed {took:.2f} s after its accept, want 2")
+            c.close()
+        polite[0].sendall(struct.pack("<IIQHHI", 16, 0x314B584D, 7, 0, 0, 0))
+        ans = polite[0].recv(65536)
+        check(len(ans) >= 16 and struct.unpack_from("<Q", ans, 8)[0] == 7,
+              f"the client that said hello was answered: {ans[:16]!r}")
+        polite[0].close()
         # a client that sends its requests and shuts its side still gets
         # every answer
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
