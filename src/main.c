@@ -657,6 +657,14 @@ static void sample1(struct expose_buf *b, const char *name, const char *label,
 	expose_sample(b, name, &l, label ? 1 : 0, v);
 }
 
+/* A family of one sample, with no labels. */
+static void single(struct expose_buf *b, const char *name, const char *type,
+		   double v, const char *help)
+{
+	family(b, name, type, help);
+	sample1(b, name, NULL, NULL, v);
+}
+
 /* Descriptors mixd keeps for itself beside its producers': listening
  * sockets, HTTP connections (64 a server), Marathon, config, shards. */
 #define FD_RESERVE 256
@@ -754,57 +762,46 @@ static void render_ingest(struct mixd *m, struct expose_buf *b)
 	sample1(b, "mixd_ingest_rejected_total", "reason", "ring_memory",
 		(double)s.ring_memory_refused);
 
-	family(b, "mixd_producers", "gauge",
+	single(b, "mixd_producers", "gauge", (double)s.producers,
 	       "Producer connections open now (one per producer thread).");
-	sample1(b, "mixd_producers", NULL, NULL, (double)s.producers);
-	family(b, "mixd_producers_limit", "gauge",
-	       "Producer connections mixd keeps open at most (--max-producers).");
-	sample1(b, "mixd_producers_limit", NULL, NULL,
-		(double)m->st.max_producers);
-	family(b, "mixd_producers_limit_reached_total", "counter",
+	single(b, "mixd_producers_limit", "gauge", (double)m->st.max_producers,
+	       "Producer connections mixd keeps open at most "
+	       "(--max-producers).");
+	single(b, "mixd_producers_limit_reached_total", "counter",
+	       (double)s.limit_reached,
 	       "Times mixd stopped accepting producers because --max-producers "
 	       "were open; newcomers wait in the socket's backlog until one "
 	       "leaves.");
-	sample1(b, "mixd_producers_limit_reached_total", NULL, NULL,
-		(double)s.limit_reached);
-	family(b, "mixd_ingest_rings", "gauge",
+	single(b, "mixd_ingest_rings", "gauge", (double)a.rings,
 	       "Shared-memory rings being consumed (including rings of "
 	       "producers that left, until drained).");
-	sample1(b, "mixd_ingest_rings", NULL, NULL, (double)a.rings);
-	family(b, "mixd_ingest_ring_bytes", "gauge",
+	single(b, "mixd_ingest_ring_bytes", "gauge",
+	       (double)ingest_ring_mapped_bytes(),
 	       "Bytes of producers' shared-memory rings mapped now.");
-	sample1(b, "mixd_ingest_ring_bytes", NULL, NULL,
-		(double)ingest_ring_mapped_bytes());
-	family(b, "mixd_ingest_ring_bytes_limit", "gauge",
+	single(b, "mixd_ingest_ring_bytes_limit", "gauge",
+	       (double)m->st.max_ring_mib * 1048576.0,
 	       "Bytes of producers' rings mixd maps at most "
 	       "(--max-ring-memory).");
-	sample1(b, "mixd_ingest_ring_bytes_limit", NULL, NULL,
-		(double)m->st.max_ring_mib * 1048576.0);
-	family(b, "mixd_ingest_connections_total", "counter",
-	       "Producer connections accepted.");
-	sample1(b, "mixd_ingest_connections_total", NULL, NULL,
-		(double)s.connections);
-	family(b, "mixd_ingest_missed_wakeups_total", "counter",
+	single(b, "mixd_ingest_connections_total", "counter",
+	       (double)s.connections, "Producer connections accepted.");
+	single(b, "mixd_ingest_missed_wakeups_total", "counter",
+	       (double)s.missed_wakeups,
 	       "Receives of quiet producer connections re-armed because the "
 	       "producer's close or bytes were waiting: a bound on the wakeups "
 	       "some kernels miss (liburing#1549), which the once-a-second "
 	       "sweep recovers.");
-	sample1(b, "mixd_ingest_missed_wakeups_total", NULL, NULL,
-		(double)s.missed_wakeups);
 }
 
 static void render_config(struct mixd *m, struct expose_buf *b)
 {
-	family(b, "mixd_config_generation", "gauge",
+	single(b, "mixd_config_generation", "gauge",
+	       (double)agg_generation(m->agg),
 	       "Configuration generation in force: 1 at start, +1 per "
 	       "successful reload; 0 without a configuration.");
-	sample1(b, "mixd_config_generation", NULL, NULL,
-		(double)agg_generation(m->agg));
-	family(b, "mixd_config_reload_failures_total", "counter",
+	single(b, "mixd_config_reload_failures_total", "counter",
+	       (double)__atomic_load_n(&m->reload_failures, __ATOMIC_RELAXED),
 	       "Reloads rejected because the new configuration had errors "
 	       "(the previous one stayed in force).");
-	sample1(b, "mixd_config_reload_failures_total", NULL, NULL,
-		(double)__atomic_load_n(&m->reload_failures, __ATOMIC_RELAXED));
 	uint64_t bits = __atomic_load_n((uint64_t *)&m->last_reload_ok,
 					__ATOMIC_RELAXED);
 	double t;
@@ -829,10 +826,8 @@ static unsigned scrapes_in_flight(struct mixd *m)
 static void render_series(struct agg_view *v, struct expose_buf *b,
 			  struct mixd *m)
 {
-	family(b, "mixd_records_processed_total", "counter",
+	single(b, "mixd_records_processed_total", "counter", (double)v->records,
 	       "Records run through the configured rules.");
-	sample1(b, "mixd_records_processed_total", NULL, NULL,
-		(double)v->records);
 	family(b, "mixd_record_memo_total", "counter",
 	       "Records the shards looked up in their record memo: served "
 	       "(the rows a record with the same attributes updated, without "
@@ -841,11 +836,10 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 		(double)v->memo_served);
 	sample1(b, "mixd_record_memo_total", "result", "missed",
 		(double)v->memo_missed);
-	family(b, "mixd_log_lines_lost_total", "counter",
+	single(b, "mixd_log_lines_lost_total", "counter",
+	       (double)v->log_lines_lost,
 	       "Lines of stdio handlers not written: their output refused "
 	       "them (a write failed: a full disk, a closed pipe).");
-	sample1(b, "mixd_log_lines_lost_total", NULL, NULL,
-		(double)v->log_lines_lost);
 	static const struct {
 		const char *name, *type, *help;
 		size_t off;
@@ -896,13 +890,12 @@ static void render_series(struct agg_view *v, struct expose_buf *b,
 				inst[i].instance, (double)n);
 	}
 	free(inst);
-	family(b, "mixd_scrape_duration_seconds", "gauge",
+	single(b, "mixd_scrape_duration_seconds", "gauge",
+	       (double)__atomic_load_n(&m->last_scrape_ns, __ATOMIC_RELAXED) /
+		       1e9,
 	       "Time the last complete scrape of the Prometheus port took, "
 	       "from the request to its last byte rendered (the body is "
 	       "rendered as the client takes it).");
-	sample1(b, "mixd_scrape_duration_seconds", NULL, NULL,
-		(double)__atomic_load_n(&m->last_scrape_ns, __ATOMIC_RELAXED) /
-			1e9);
 	family(b, "mixd_scrapes_in_flight", "gauge",
 	       "Scrapes of the Prometheus port holding a view, at most "
 	       TEXT(SCRAPES_MAX) ".");
@@ -948,37 +941,30 @@ static void render_marathon(struct mixd *m, struct expose_buf *b)
 	for (int d = 0; d < MAR_DISC_COUNT; d++)
 		sample1(b, "mixd_marathon_stream_disconnects_total", "reason",
 			mar_disconnect_name(d), (double)st.disconnects[d]);
-	family(b, "mixd_marathon_entries_skipped_total", "counter",
+	single(b, "mixd_marathon_entries_skipped_total", "counter",
+	       (double)st.entries_skipped,
 	       "Apps, tasks, pods and instances that full syncs skipped for "
 	       "their unexpected shape (each sync counts those it met).");
-	sample1(b, "mixd_marathon_entries_skipped_total", NULL, NULL,
-		(double)st.entries_skipped);
-	family(b, "mixd_marathon_apps", "gauge",
+	single(b, "mixd_marathon_apps", "gauge", (double)(st.apps + st.pods),
 	       "Marathon apps and pods in the snapshot in use.");
-	sample1(b, "mixd_marathon_apps", NULL, NULL, (double)(st.apps + st.pods));
-	family(b, "mixd_marathon_tasks", "gauge",
+	single(b, "mixd_marathon_tasks", "gauge",
+	       (double)(st.tasks + st.pod_instances),
 	       "App tasks and pod instances in the snapshot in use.");
-	sample1(b, "mixd_marathon_tasks", NULL, NULL,
-		(double)(st.tasks + st.pod_instances));
-	family(b, "mixd_marathon_last_sync_timestamp_seconds", "gauge",
+	single(b, "mixd_marathon_last_sync_timestamp_seconds", "gauge",
+	       st.last_sync_unix,
 	       "When the last full sync succeeded (Unix time; 0: never).");
-	sample1(b, "mixd_marathon_last_sync_timestamp_seconds", NULL, NULL,
-		st.last_sync_unix);
-	family(b, "mixd_marathon_snapshot_build_seconds", "gauge",
+	single(b, "mixd_marathon_snapshot_build_seconds", "gauge",
+	       st.last_build_seconds,
 	       "Wall time of the last snapshot build. Events are published "
 	       "at most every 100 ms or every ten builds, whichever is "
 	       "longer.");
-	sample1(b, "mixd_marathon_snapshot_build_seconds", NULL, NULL,
-		st.last_build_seconds);
-	family(b, "mixd_marathon_snapshots_total", "counter",
+	single(b, "mixd_marathon_snapshots_total", "counter",
+	       (double)st.snapshots,
 	       "Snapshots published (full syncs and applied events).");
-	sample1(b, "mixd_marathon_snapshots_total", NULL, NULL,
-		(double)st.snapshots);
-	family(b, "mixd_marathon_synced", "gauge",
+	single(b, "mixd_marathon_synced", "gauge", st.synced ? 1 : 0,
 	       "1 once a full sync on the Marathon settings in force has "
 	       "succeeded (then /readyz is 200); 0 again from a reload that "
 	       "changes them until they work.");
-	sample1(b, "mixd_marathon_synced", NULL, NULL, st.synced ? 1 : 0);
 }
 
 /* The policy socket's work, with --role policy or both. */
@@ -994,14 +980,11 @@ static void render_policy(struct mixd *m, struct expose_buf *b)
 		if (s.checks[c] || c == POL_OK)
 			sample1(b, "mixd_policy_checks_total", "code",
 				mixd_check_code_name(c), (double)s.checks[c]);
-	family(b, "mixd_policy_malformed_total", "counter",
+	single(b, "mixd_policy_malformed_total", "counter", (double)s.malformed,
 	       "Check requests answered INVALID_ARGUMENT: malformed request "
 	       "or attributes.");
-	sample1(b, "mixd_policy_malformed_total", NULL, NULL,
-		(double)s.malformed);
-	family(b, "mixd_policy_clients", "gauge",
+	single(b, "mixd_policy_clients", "gauge", (double)s.clients,
 	       "Policy clients connected now.");
-	sample1(b, "mixd_policy_clients", NULL, NULL, (double)s.clients);
 	family(b, "mixd_policy_connections_closed_total", "counter",
 	       "Policy connections mixd closed: a stream it could not read "
 	       "(bad), or one over the connection limit (refused).");
@@ -1009,15 +992,13 @@ static void render_policy(struct mixd *m, struct expose_buf *b)
 		(double)s.closed_bad);
 	sample1(b, "mixd_policy_connections_closed_total", "reason",
 		"refused", (double)s.refused);
-	family(b, "mixd_policy_answer_buffer_bytes", "gauge",
+	single(b, "mixd_policy_answer_buffer_bytes", "gauge",
+	       (double)s.answer_bytes,
 	       "Bytes of answers the policy server holds for clients that "
 	       "have not read them yet (bounded: a client that does not read "
 	       "is not read from).");
-	sample1(b, "mixd_policy_answer_buffer_bytes", NULL, NULL,
-		(double)s.answer_bytes);
-	family(b, "mixd_policy_quota_keys", "gauge",
+	single(b, "mixd_policy_quota_keys", "gauge", (double)s.quota_keys,
 	       "Keys (dimension value sets) the memquota handlers hold.");
-	sample1(b, "mixd_policy_quota_keys", NULL, NULL, (double)s.quota_keys);
 	family(b, "mixd_policy_quota_lost_total", "counter",
 	       "Quota requests a memquota bound cost: granted nothing because "
 	       "the key table was full (keys_full), or answered without their "
