@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <mixd/check.h>
+#include <mixd/ring.h>
 
 #include "agg/agg.h"
 #include "attr/attr.h"
@@ -54,7 +55,8 @@ struct settings {
 	const char *marathon_address;
 	unsigned shards;
 	unsigned max_producers;
-	unsigned long max_ring_mib;
+	unsigned long max_ring_mib; /* 0: a default ring per producer */
+	uint64_t ring_bytes;        /* the limit, from the two above */
 	unsigned idle_sleep_max_us;
 	bool no_memo;
 	unsigned long series_limit;
@@ -132,13 +134,15 @@ static const struct setting settings_table[] = {
 	 "and newcomers wait, their records in their rings, until one "
 	 "leaves. mixd raises its open-files limit to fit, up to the hard "
 	 "limit."},
-	{"max-ring-memory", NULL, OPT_MAX_RING_MEMORY, "MIB", "1024",
+	{"max-ring-memory", NULL, OPT_MAX_RING_MEMORY, "MIB",
+	 "a default ring per --max-producers (4,112 MiB for 4,096)",
 	 "MiB of producers' shared-memory rings mixd maps at once (each "
-	 "producer thread's ring is 1 MiB unless it asks for another size). "
-	 "Beyond, a new producer is refused "
+	 "producer thread's ring is 1 MiB and a 4 KiB header unless it asks "
+	 "for another size). Beyond, a new producer is refused "
 	 "(mixd_ingest_rejected_total{reason=\"ring_memory\"}) and retries "
 	 "after a backoff, its records in its ring meanwhile: a producer "
-	 "cannot make mixd hold memory it chose the size of without bound."},
+	 "cannot make mixd hold memory it chose the size of without bound. "
+	 "Give mixd's container this much memory, and its own besides."},
 	{"series-limit", NULL, OPT_SERIES_LIMIT, "N", "100000",
 	 "Label sets a shard keeps per metric family that no other shard "
 	 "keeps, and N KiB of their label values; beyond either, the records "
@@ -423,7 +427,6 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 	st->default_ns = CFG_DEFAULT_NAMESPACE;
 	st->shards = usable_cpus();
 	st->max_producers = 4096;
-	st->max_ring_mib = 1024;
 	st->idle_sleep_max_us = 5000;
 	st->series_limit = AGG_SERIES_LIMIT_DEFAULT;
 
@@ -665,6 +668,21 @@ static void single(struct expose_buf *b, const char *name, const char *type,
 	sample1(b, name, NULL, NULL, v);
 }
 
+/* libmixd's ring when its producer asks for no other size (client.h). */
+#define DEFAULT_RING_BYTES (1u << 20)
+
+/* Bytes of rings mixd maps at most: --max-ring-memory, else room for a
+ * default ring (and its header) per producer slot, so that the limit
+ * refuses only rings larger than the default, never a producer that
+ * --max-producers lets in. Once the producer limit is final. */
+static uint64_t ring_limit(const struct settings *st)
+{
+	if (st->max_ring_mib)
+		return (uint64_t)st->max_ring_mib << 20;
+	return (uint64_t)st->max_producers *
+	       (DEFAULT_RING_BYTES + MIXD_RING_HDR_SIZE);
+}
+
 /* Descriptors mixd keeps for itself beside its producers': listening
  * sockets, HTTP connections (64 a server), Marathon, config, shards. */
 #define FD_RESERVE 256
@@ -779,7 +797,7 @@ static void render_ingest(struct mixd *m, struct expose_buf *b)
 	       (double)ingest_ring_mapped_bytes(),
 	       "Bytes of producers' shared-memory rings mapped now.");
 	single(b, "mixd_ingest_ring_bytes_limit", "gauge",
-	       (double)m->st.max_ring_mib * 1048576.0,
+	       (double)m->st.ring_bytes,
 	       "Bytes of producers' rings mixd maps at most "
 	       "(--max-ring-memory).");
 	single(b, "mixd_ingest_connections_total", "counter",
@@ -994,9 +1012,9 @@ static void render_policy(struct mixd *m, struct expose_buf *b)
 		"refused", (double)s.refused);
 	single(b, "mixd_policy_answer_buffer_bytes", "gauge",
 	       (double)s.answer_bytes,
-	       "Bytes of answers the policy server holds for clients that "
-	       "have not read them yet (bounded: a client that does not read "
-	       "is not read from).");
+	       "Bytes of buffers the policy server holds answers in until "
+	       "clients read them (bounded: a client that does not read is "
+	       "not read from).");
 	single(b, "mixd_policy_quota_keys", "gauge", (double)s.quota_keys,
 	       "Keys (dimension value sets) the memquota handlers hold.");
 	family(b, "mixd_policy_quota_lost_total", "counter",
@@ -1860,12 +1878,13 @@ int main(int argc, char **argv)
 	struct ingest_sink sink = agg_sink(m.agg);
 	char err[256];
 	fit_fd_limit(&m.st);
+	m.st.ring_bytes = ring_limit(&m.st);
 	if ((m.st.role & ROLE_TELEMETRY) &&
 	    (rc = ingest_server_start(
 		     m.st.address, &sink,
 		     &(struct ingest_limits){
 			     .producers = m.st.max_producers,
-			     .ring_bytes = (uint64_t)m.st.max_ring_mib << 20},
+			     .ring_bytes = m.st.ring_bytes},
 		     &m.server, err, sizeof err))) {
 		fprintf(stderr, "mixd: %s\n", err);
 		goto out;

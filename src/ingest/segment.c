@@ -378,11 +378,11 @@ void ingest_ring_destroy(struct ingest_ring *r)
 {
 	if (!r)
 		return;
-	if (r->transport == INGEST_SHM) {
+	if (r->transport == INGEST_SHM)
 		attached_remove(r);
-		mapped_give(r->map_len);
-	}
 	munmap(r->map, r->map_len);
+	if (r->transport == INGEST_SHM) /* unmapped first: never over */
+		mapped_give(r->map_len);
 	free(r->lay);
 	free(r);
 }

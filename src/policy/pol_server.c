@@ -288,7 +288,7 @@ static bool flush(struct pol_server *s, struct client *c)
 		return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 	}
 	c->woff = c->wlen = 0;
-	if (c->wcap > WBUF_KEEP) /* a burst's: not kept for the next */
+	if (c->wcap > POL_ANSWERS_IDLE) /* a burst's: not kept for the next */
 		wfree(s, c);
 	return true;
 }

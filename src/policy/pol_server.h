@@ -31,22 +31,23 @@
 struct mar_resolver;
 struct pol_server;
 
-/** What the server has done, for /metrics. */
 /*
  * Answers a client has not read: up to POL_ANSWERS_CLIENT_MAX bytes each
  * (some 20,000 checks) while the answer buffers of all clients together
  * take less than POL_ANSWERS_TOTAL, else up to POL_ANSWERS_KEEP each.
  * Beyond its limit a client's requests wait unread until it reads. A
- * buffer that grew past POL_ANSWERS_KEEP is freed once sent. A buffer is
- * a power of two a little over what it holds, so all of them together
- * stay under POL_ANSWERS_TOTAL + 2 * POL_ANSWERS_CLIENT_MAX + 2 *
- * POL_ANSWERS_KEEP a client: for a thousand clients that never read,
- * some 194 MiB, not two gigabytes.
+ * buffer over POL_ANSWERS_IDLE is freed once sent, so clients with
+ * nothing unread hold little. A buffer is a power of two a little over
+ * what it holds, so all of them together stay under POL_ANSWERS_TOTAL +
+ * 2 * POL_ANSWERS_CLIENT_MAX + 2 * POL_ANSWERS_KEEP a client: for 1,024
+ * clients that never read, 194 MiB, not two gigabytes.
  */
 #define POL_ANSWERS_CLIENT_MAX (1u << 20)
 #define POL_ANSWERS_KEEP (64u << 10)
 #define POL_ANSWERS_TOTAL (64u << 20)
+#define POL_ANSWERS_IDLE 4096u
 
+/** What the server has done, for /metrics. */
 struct pol_server_stats {
 	uint64_t checks[POL_UNAUTHENTICATED + 1]; /**< answers, by code */
 	uint64_t malformed;	/**< requests answered INVALID_ARGUMENT */
@@ -57,8 +58,8 @@ struct pol_server_stats {
 	uint64_t quota_full;	/**< quota requests granted nothing: a
 				     memquota's key table was full */
 	uint64_t quota_dedup_lost; /**< deduplication ids not remembered */
-	uint64_t answer_bytes;	/**< answer buffers held now (unread answers
-				     are bounded: see pol_server.c) */
+	uint64_t answer_bytes;	/**< answer buffers allocated now (see
+				     POL_ANSWERS_TOTAL) */
 };
 
 /**

@@ -215,14 +215,27 @@ def mixd_container(pod):
     return next(c for c in pod["containers"] if c["name"] == "mixd")
 
 
+def check_ring_memory_fits(name, argv, mem):
+    """The producers' rings mixd may map (--max-ring-memory, MiB) leave
+    256 MiB of the container's memory for mixd's own."""
+    check("--max-ring-memory" in argv, f"{name}: no --max-ring-memory: the "
+          f"default (4 GiB of rings) does not fit {mem} MiB")
+    rings = int(argv[argv.index("--max-ring-memory") + 1])
+    check(rings + 256 <= mem, f"{name}: {rings} MiB of rings in {mem} MiB")
+
+
 def test_mixd_pods(build):
     """The pods run mixd with Mixer's command line next to the proxy, share
     the socket volume, expose 9091/9093/42422 on host ports and check
-    /healthz on 9093."""
+    /healthz on 9093; the app and the pods give mixd the memory its ring
+    limit needs."""
+    app = load_json(os.path.join(DEPLOY, "marathon", "mixd-app.json"))
+    check_ring_memory_fits("mixd-app.json", shlex.split(app["cmd"]), app["mem"])
     for name in ("mixd-pod.json", "mixd-per-agent.json"):
         pod = load_json(os.path.join(DEPLOY, "marathon", name))
         m = mixd_container(pod)
         argv = shlex.split(m["exec"]["command"]["shell"])
+        check_ring_memory_fits(name, argv, m["resources"]["mem"])
         check(argv[0].endswith("/mixd") and argv[1] == "server", f"{name}: {argv}")
         for flag in ("--address", "unix:///sock/mixer.socket",
                      "--configStoreURL=fs:///etc/mixd/config", "--configDefaultNamespace=default"):

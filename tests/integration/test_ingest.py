@@ -533,8 +533,9 @@ def producers_beyond_the_ring_memory_limit_wait_their_turn(build):
                  "the limit exported")
         refused = lambda: mt.value(m.metrics(), "mixd_ingest_rejected_total",
                                    reason="ring_memory")
+        linger = str(int(mt._t(4) * 1000))  # longer under the sanitizers
         first = subprocess.Popen(producer_argv(build, m, "--count", "1000",
-                                               "--linger-ms", "4000"),
+                                               "--linger-ms", linger),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         settle(m, lambda x: x["shm"] == 1000, "the first producer's records")
         mapped = mt.value(m.metrics(), "mixd_ingest_ring_bytes")

@@ -10,6 +10,7 @@ MIXD_TEST_THREADED (the policy thread, reloads and scrapes: under TSan too)
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -244,6 +245,9 @@ def test_hostile_clients(build):
             check(c.recv(1) == b"", "a silent connection was not closed")
             took = time.monotonic() - born
             check(1.5 <= took <= mt._t(4), f"closed {took:.2f} s after its accept, want 2")
+            if c is first[0]:  # the younger one is not taken with it
+                r, _, _ = select.select([second[0]], [], [], 0)
+                check(not r, "the younger silent connection went with the older")
             c.close()
         polite[0].sendall(struct.pack("<IIQHHI", 16, 0x314B584D, 7, 0, 0, 0))
         ans = polite[0].recv(65536)
