@@ -518,7 +518,9 @@ static void flush_out(struct mixd_checker *k)
 		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			break;
 		} else {
-			conn_fail(k, n < 0 ? -errno : -ECONNRESET);
+			/* EPIPE, ECONNRESET, ENOBUFS...: one meaning
+			 * here, the one client.h gives it */
+			conn_fail(k, -ECONNRESET);
 			return;
 		}
 	}
@@ -544,7 +546,9 @@ static void read_in(struct mixd_checker *k)
 		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			return;
 		} else {
-			conn_fail(k, n < 0 ? -errno : -ECONNRESET);
+			/* EPIPE, ECONNRESET, ENOBUFS...: one meaning
+			 * here, the one client.h gives it */
+			conn_fail(k, -ECONNRESET);
 			return;
 		}
 	}

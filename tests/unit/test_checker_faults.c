@@ -75,16 +75,18 @@ static void msleep(int ms)
 
 struct note {
 	int ran, rc;
+	int code, from_mixd; /* of the answer the callback was given */
 	mixd_checker *k; /* chain a check from the callback */
 	struct note *chain;
 };
 
 static void note(void *arg, int rc, const struct mixd_check_answer *a)
 {
-	(void)a;
 	struct note *n = arg;
 	n->ran++;
 	n->rc = rc;
+	n->code = a->code;
+	n->from_mixd = a->from_mixd;
 	if (n->k) {
 		struct mixd_value v[] = {STR(MIXD_ATTR_REQUEST_PATH, "/b")};
 		mixd_check_async(n->k, v, 1, NULL, NULL, 0, 1000, note,
@@ -314,6 +316,15 @@ static void *healthy(void *arg)
  * by a send that makes room for a new check: no check is left at the
  * head of the ring unanswered (every answer after it would mismatch),
  * and a healthy mixd afterwards answers every check.
+ *
+ * The first three checks each get the fail policy's answer (fail open
+ * here: code 0, from_mixd 0), exactly once: C, which found the
+ * connection gone while making room, at once, inside its own
+ * mixd_check_async() (client.h: "the fail policy's when mixd cannot be
+ * reached"), with -ECONNRESET; A and B, in flight on that connection, at
+ * the next dispatch, with the error that broke it. Neither is answered
+ * by mixd, times out or is answered -EPROTO: that would be a check left
+ * behind in the ring, which is the bug.
  */
 static void test_ring_desync(void **state)
 {
@@ -345,16 +356,20 @@ static void test_ring_desync(void **state)
 	close(s1);
 	msleep(20);
 	/* B waits in the out buffer behind A; C needs room: the flush finds
-	 * mixd gone (conn_fail), C is queued all the same */
+	 * mixd gone (conn_fail, failing A and B), and C, with no connection
+	 * to go out on, fails at once */
 	mixd_check_async(k, bv, 1, NULL, NULL, 0, 60000, note, &nb);
 	mixd_check_async(k, bv, 1, NULL, NULL, 0, 300, note, &nc);
-	mixd_checker_dispatch(k, 0);
+	int c_at_once = nc.ran, ab_at_once = na.ran + nb.ran;
+	int first_dispatch = mixd_checker_dispatch(k, 0);
+	int ab_by_dispatch = na.ran + nb.ran;
 
-	/* connection 2: C and D go out on it; mixd crashes before answering */
+	/* connection 2: D goes out on it (alone: C is gone); mixd crashes
+	 * before answering */
 	mixd_check_async(k, NULL, 0, NULL, NULL, 0, 60000, note, &nd);
 	mixd_checker_dispatch(k, 0);
 	int s2 = accept(l, NULL, NULL);
-	assert_true(read_requests(s2, ids, 16, true) >= 1);
+	assert_int_equal(read_requests(s2, ids, 16, true), 1);
 	close(s2);
 	msleep(20);
 	mixd_checker_dispatch(k, 0);
@@ -383,6 +398,27 @@ static void test_ring_desync(void **state)
 	mixd_checker_close(k);
 	close(l);
 	unlink(fpath);
+	/* C: failed inside its own call, mixd went away */
+	assert_int_equal(c_at_once, 1);
+	assert_int_equal(nc.ran, 1);
+	assert_int_equal(nc.rc, -ECONNRESET);
+	assert_int_equal(nc.code, 0);
+	assert_int_equal(nc.from_mixd, 0);
+	/* A and B: not at once (the broken connection is found by C's
+	 * flush, after their calls returned), both by the next dispatch,
+	 * once each, failed with -ECONNRESET, "mixd went away" (whatever
+	 * the send said: -EPIPE on Linux for a peer that closed): never an
+	 * answer, a timeout or a mismatch */
+	assert_int_equal(ab_at_once, 0);
+	assert_int_equal(first_dispatch, 2);
+	assert_int_equal(ab_by_dispatch, 2);
+	struct note *ab[] = {&na, &nb};
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(ab[i]->ran, 1);
+		assert_int_equal(ab[i]->rc, -ECONNRESET);
+		assert_int_equal(ab[i]->code, 0);
+		assert_int_equal(ab[i]->from_mixd, 0);
+	}
 	assert_int_equal(nd.ran, 1);
 	assert_int_equal(ne.rc, 0);
 	assert_int_equal(ok, 5);

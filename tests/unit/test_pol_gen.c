@@ -3,10 +3,10 @@
  * mesos instance (tests/fixtures/config/mixer-seed.yaml) runs before the
  * policy rules, so Istio's deny-by-label sample denies a request that
  * carries only uids when Marathon knows its apps, and does not when the
- * resolver misses or there is none. Also: each instance once a request,
- * strings the bindings build outliving the scratch, namespace scoping by
- * the generated namespace, and what pol_gen_slots() says is read and
- * bound.
+ * resolver misses, there is none, or the config has no mesos instance.
+ * Also: each instance once a request, strings the bindings build
+ * outliving the scratch, namespace scoping by the generated namespace,
+ * and what pol_gen_slots() says is read and bound.
  *
  * The resolvers never reach a Marathon (an unreachable address); their
  * snapshots are injected, as test_agg does. MIXD_TEST_THREADED (each
@@ -198,20 +198,31 @@ static void set_str(struct fx *f, const char *name, const char *v)
 	attr_table_set(&f->attrs, slot(f->c, name), &a);
 }
 
+/* A string map of @n entries, "@kv[2i]": "@kv[2i + 1]", built in @buf. */
+static void set_map(struct fx *f, uint8_t *buf, const char *name,
+		    const char *const *kv, uint32_t n)
+{
+	uint8_t *p = buf;
+	memcpy(p, &n, 4); /* the tests run little-endian, as mixd */
+	p += 4;
+	for (uint32_t i = 0; i < 2 * n; i++) {
+		uint32_t l = (uint32_t)strlen(kv[i]);
+		memcpy(p, &l, 4);
+		memcpy(p + 4, kv[i], l);
+		p += 4 + l;
+	}
+	struct attr_value a = {.type = ATTR_STRING_MAP,
+			       .len = (uint32_t)(p - buf),
+			       .map = buf};
+	attr_table_set(&f->attrs, slot(f->c, name), &a);
+}
+
 /* A string map of one "key": "value". */
 static void set_map1(struct fx *f, uint8_t *buf, const char *name,
 		     const char *k, const char *v)
 {
-	uint32_t kl = (uint32_t)strlen(k), vl = (uint32_t)strlen(v), one = 1;
-	uint8_t *p = buf;
-	memcpy(p, &one, 4); /* the tests run little-endian, as mixd */
-	memcpy(p + 4, &kl, 4);
-	memcpy(p + 8, k, kl);
-	memcpy(p + 8 + kl, &vl, 4);
-	memcpy(p + 12 + kl, v, vl);
-	struct attr_value a = {
-		.type = ATTR_STRING_MAP, .len = 12 + kl + vl, .map = buf};
-	attr_table_set(&f->attrs, slot(f->c, name), &a);
+	const char *kv[] = {k, v};
+	set_map(f, buf, name, kv, 1);
 }
 
 /* A request from @src to @dst (uids; NULL: not sent). */
@@ -390,29 +401,111 @@ static void test_once_a_request_and_slots(void **state)
 	pol_gen_destroy(g);
 	close_fx(f);
 	resolver_stop(&knows);
+}
 
-	/* a config without a mesos instance: nothing runs, nothing marked */
-	static const char deny[] = "kind: handler\n"
-				   "metadata: {name: deny}\n"
-				   "spec: {compiledAdapter: denier}\n";
-	struct cfg *c = cfg_load_buffer("deny.yaml", deny, strlen(deny), NULL);
-	assert_non_null(c);
-	assert_int_equal(pol_gen_create(c, &g), 0);
-	cfg_destroy(c); /* g holds it */
-	assert_int_equal(pol_gen_count(g), 0);
-	assert_non_null(gt = pol_gen_thread_create(g));
-	struct attr_table t;
-	attr_table_clear(&t);
-	assert_int_equal(pol_gen_run(g, gt, NULL, &t, NULL), 0);
-	for (size_t w = 0; w < ATTR_PRESENT_WORDS; w++)
-		assert_int_equal(t.present[w], 0);
-	memset(reads, 0, sizeof(reads));
-	memset(binds, 0, sizeof(binds));
+/*
+ * Istio's deny-by-label sample alone: a config without a mesos instance.
+ * Generation has nothing to run, even with a resolver that knows the
+ * request's uids, so the rule sees the request as the client sent it:
+ * uids alone bring no labels and pass (with the seed they deny), labels
+ * the client sends are shadowed by nothing and deny (with the seed,
+ * bindings replace them), and the answer depends on the labels the rule
+ * reads, not on the uids nothing looked up.
+ */
+static void test_no_mesos_instance_generates_nothing(void **state)
+{
+	(void)state;
+	struct resolver knows;
+	resolver_start(&knows, true);
+	char path[PATH_MAX + 64];
+	size_t len;
+	snprintf(path, sizeof(path), "%s/policy/mixer-rule-deny-label.yaml",
+		 fixtures);
+	char *yaml = slurp(path, &len);
+	struct fx *f = open_cfg(
+		cfg_load_buffer("deny-label.yaml", yaml, len, "default"));
+	free(yaml);
+	struct pol_result r;
+
+	/* reviews v3 calling ratings, by uid alone: nothing is bound from
+	 * what Marathon knows, so no labels, and no denial */
+	request(f, UID(REVIEWS3_TASK), UID(RATINGS_TASK));
+	check(f, knows.rd, &r);
+	assert_int_equal(r.code, POL_OK);
+	assert_null(attr_table_get(&f->attrs,
+				   slot(f->c, "destination.labels")));
+	assert_null(attr_table_get(&f->attrs, slot(f->c, "source.labels")));
+	assert_null(attr_table_get(&f->attrs,
+				   slot(f->c, "destination.workload.name")));
+	assert_null(attr_table_get(&f->attrs,
+				   slot(f->c, "destination.namespace")));
+	/* the seed's binding would have rewritten it from $out.* */
+	assert_string_equal(str_of(f, "destination.uid"), UID(RATINGS_TASK));
+	/* what the answer depends on: the labels the rule reads, and
+	 * nothing generation would have read */
+	bool dep[MIXD_ATTR_DICT_COUNT] = {false};
+	assert_non_null(r.refs);
+	for (size_t i = 0; i < r.n_refs; i++)
+		dep[r.refs[i]] = true;
+	assert_true(dep[MIXD_ATTR_SOURCE_LABELS] &&
+		    dep[MIXD_ATTR_DESTINATION_LABELS]);
+	assert_false(dep[MIXD_ATTR_SOURCE_UID]);
+	assert_false(dep[MIXD_ATTR_DESTINATION_UID]);
+	assert_false(dep[MIXD_ATTR_SOURCE_IP]);
+	assert_false(dep[MIXD_ATTR_DESTINATION_PORT]);
+
+	/* reviews v2's uid with labels that say v3: the client's labels are
+	 * what the rule sees (Marathon would have said v2), so it denies */
+	uint8_t m1[64], m2[64];
+	static const char *const v3[] = {"app", "reviews", "version", "v3"};
+	request(f, UID(REVIEWS2_TASK), UID(RATINGS_TASK));
+	set_map1(f, m1, "destination.labels", "app", "ratings");
+	set_map(f, m2, "source.labels", v3, 2);
+	check(f, knows.rd, &r);
+	assert_int_equal(r.code, POL_PERMISSION_DENIED);
+	assert_string_equal(r.message,
+			    "denyreviewsv3handler.handler.default:Not allowed");
+	assert_string_equal(label_of(f, "source.labels", "version"), "v3");
+	assert_null(attr_table_get(&f->attrs,
+				   slot(f->c, "source.workload.name")));
+
+	/* pol_gen itself, on that request as it arrives: nothing runs, the
+	 * table is as it was (no attribute added, none changed, none
+	 * cleared), and nothing is read or bound */
+	request(f, UID(REVIEWS2_TASK), UID(RATINGS_TASK));
+	set_map1(f, m1, "destination.labels", "app", "ratings");
+	set_map(f, m2, "source.labels", v3, 2);
+	struct pol_gen *g;
+	assert_int_equal(pol_gen_create(f->c, &g), 0);
+	struct pol_gen_thread *gt = pol_gen_thread_create(g);
+	assert_non_null(gt);
+	struct expr_scratch *s = expr_scratch_create(cfg_program(f->c), 0);
+	assert_non_null(s);
+	struct attr_table *sent = malloc(sizeof(*sent));
+	assert_non_null(sent);
+	memcpy(sent, &f->attrs, sizeof(*sent));
+	mar_read_begin(knows.rd);
+	size_t ran = pol_gen_run(g, gt, s, &f->attrs, knows.rd);
+	mar_read_end(knows.rd);
+	assert_int_equal(ran, 0);
+	assert_memory_equal(f->attrs.present, sent->present,
+			    sizeof(sent->present));
+	for (unsigned i = 0; i < ATTR_MAX_SLOTS; i++)
+		if (attr_table_has(sent, i))
+			assert_memory_equal(&f->attrs.v[i], &sent->v[i],
+					    sizeof(sent->v[i]));
+	free(sent);
+	uint64_t reads[ATTR_PRESENT_WORDS] = {0},
+		 binds[ATTR_PRESENT_WORDS] = {0};
 	assert_true(pol_gen_slots(g, reads, binds, ATTR_PRESENT_WORDS));
 	for (size_t w = 0; w < ATTR_PRESENT_WORDS; w++)
 		assert_true(reads[w] == 0 && binds[w] == 0);
+	expr_scratch_destroy(s);
+	close_fx(f); /* g holds the config */
+	assert_int_equal(pol_gen_count(g), 0);
 	pol_gen_thread_destroy(gt);
 	pol_gen_destroy(g);
+	resolver_stop(&knows);
 }
 
 /*
@@ -515,6 +608,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_deny_by_generated_label),
 		cmocka_unit_test(test_once_a_request_and_slots),
+		cmocka_unit_test(test_no_mesos_instance_generates_nothing),
 		cmocka_unit_test(test_built_strings_and_scoping),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
