@@ -352,6 +352,16 @@ static void test_deny_by_generated_label(void **state)
 
 /* The seed's rules send its one mesos instance twice (every request, and
  * tcp ones): it runs once. What it reads and binds, slot by slot. */
+/* pol_gen on @f's config, a thread of it and a scratch, as a caller
+ * of pol_gen_run() holds them. */
+static void open_gen(struct fx *f, struct pol_gen **g,
+		     struct pol_gen_thread **gt, struct expr_scratch **s)
+{
+	assert_int_equal(pol_gen_create(f->c, g), 0);
+	assert_non_null(*gt = pol_gen_thread_create(*g));
+	assert_non_null(*s = expr_scratch_create(cfg_program(f->c), 0));
+}
+
 static void test_once_a_request_and_slots(void **state)
 {
 	(void)state;
@@ -359,11 +369,9 @@ static void test_once_a_request_and_slots(void **state)
 	resolver_start(&knows, true);
 	struct fx *f = open_seed(NULL);
 	struct pol_gen *g;
-	assert_int_equal(pol_gen_create(f->c, &g), 0);
-	struct pol_gen_thread *gt = pol_gen_thread_create(g);
-	assert_non_null(gt);
-	struct expr_scratch *s = expr_scratch_create(cfg_program(f->c), 0);
-	assert_non_null(s);
+	struct pol_gen_thread *gt;
+	struct expr_scratch *s;
+	open_gen(f, &g, &gt, &s);
 	assert_int_equal(pol_gen_count(g), 2);
 
 	request(f, UID(REVIEWS3_TASK), UID(RATINGS_TASK));
@@ -476,11 +484,9 @@ static void test_no_mesos_instance_generates_nothing(void **state)
 	set_map1(f, m1, "destination.labels", "app", "ratings");
 	set_map(f, m2, "source.labels", v3, 2);
 	struct pol_gen *g;
-	assert_int_equal(pol_gen_create(f->c, &g), 0);
-	struct pol_gen_thread *gt = pol_gen_thread_create(g);
-	assert_non_null(gt);
-	struct expr_scratch *s = expr_scratch_create(cfg_program(f->c), 0);
-	assert_non_null(s);
+	struct pol_gen_thread *gt;
+	struct expr_scratch *s;
+	open_gen(f, &g, &gt, &s);
 	struct attr_table *sent = malloc(sizeof(*sent));
 	assert_non_null(sent);
 	memcpy(sent, &f->attrs, sizeof(*sent));
