@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <mixd/check.h>
+#include <mixd/client.h>
 #include <mixd/ring.h>
 
 #include "agg/agg.h"
@@ -668,9 +669,6 @@ static void single(struct expose_buf *b, const char *name, const char *type,
 	sample1(b, name, NULL, NULL, v);
 }
 
-/* libmixd's ring when its producer asks for no other size (client.h). */
-#define DEFAULT_RING_BYTES (1u << 20)
-
 /* Bytes of rings mixd maps at most: --max-ring-memory, else room for a
  * default ring (and its header) per producer slot, so that the limit
  * refuses only rings larger than the default, never a producer that
@@ -680,7 +678,7 @@ static uint64_t ring_limit(const struct settings *st)
 	if (st->max_ring_mib)
 		return (uint64_t)st->max_ring_mib << 20;
 	return (uint64_t)st->max_producers *
-	       (DEFAULT_RING_BYTES + MIXD_RING_HDR_SIZE);
+	       (MIXD_RING_BYTES_DEFAULT + MIXD_RING_HDR_SIZE);
 }
 
 /* Descriptors mixd keeps for itself beside its producers': listening

@@ -90,11 +90,15 @@ enum mixd_transport {
 	MIXD_TRANSPORT_SOCKET = 1,
 };
 
+/** Ring data bytes per producer thread when the options ask for none
+ *  (about 4,000 proxy-sized records). */
+#define MIXD_RING_BYTES_DEFAULT (1u << 20)
+
 /** Options for mixd_client_open(). Zero means "default" for every field. */
 struct mixd_client_options {
 	enum mixd_transport transport; /**< default MIXD_TRANSPORT_SHM */
 	/** Ring data bytes per producer thread, a power of two between 256 KiB
-	 *  and 256 MiB; default 1 MiB (about 4,000 proxy-sized records). */
+	 *  and 256 MiB; default MIXD_RING_BYTES_DEFAULT. */
 	uint32_t ring_bytes;
 	/** Longest wait between reconnection attempts; default 1000 ms. */
 	uint32_t reconnect_max_ms;

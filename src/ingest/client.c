@@ -37,7 +37,6 @@
 
 #define CUSTOM_BASE 0x8000u
 #define CUSTOM_MAX 1024u
-#define RING_DEFAULT (1u << 20)
 /* A largest record must fit even right after a wrap (see ring_push). */
 #define RING_MIN (256u << 10)
 #define BACKOFF_MIN_MS 10u
@@ -1712,7 +1711,7 @@ API int mixd_client_open(const char *address,
 	if (opts)
 		o = *opts;
 	if (!o.ring_bytes)
-		o.ring_bytes = RING_DEFAULT;
+		o.ring_bytes = MIXD_RING_BYTES_DEFAULT;
 	if (!o.reconnect_max_ms)
 		o.reconnect_max_ms = 1000;
 	if (!address || !out || (o.ring_bytes & (o.ring_bytes - 1)) ||

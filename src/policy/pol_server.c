@@ -34,10 +34,6 @@
 #include "policy/pol_server.h"
 #include "policy/pol_wire.h"
 
-/* The answer buffers' limits: see pol_server.h. */
-#define WBUF_MAX POL_ANSWERS_CLIENT_MAX
-#define WBUF_KEEP POL_ANSWERS_KEEP
-#define WBUF_TOTAL POL_ANSWERS_TOTAL
 /* After answering, the thread looks for the next request without
  * sleeping this long: a sleeping thread is woken in tens of
  * microseconds (more on a VM whose idle vCPU the host has descheduled),
@@ -49,7 +45,7 @@
 #define HELLO_SIZE sizeof(struct mixd_hello)
 /* Bytes read from one client before the thread looks at the others: a
  * client that pipelines as fast as it can would otherwise hold the
- * thread until its answers back up (WBUF_MAX, some 20,000 checks; tens
+ * thread until its answers back up (POL_ANSWERS_CLIENT_MAX, some 20,000 checks; tens
  * of milliseconds). Level-triggered epoll brings it back next round.
  * Some 1,300 of the smallest checks, a hundred of a proxy's. */
 #define READ_BUDGET (32u << 10)
@@ -136,7 +132,8 @@ static void count(uint64_t *c, uint64_t n)
 /* The most answers @s lets a client leave unread now. */
 static size_t backlog_max(const struct pol_server *s)
 {
-	return s->wbuf_bytes < WBUF_TOTAL ? WBUF_MAX : WBUF_KEEP;
+	return s->wbuf_bytes < POL_ANSWERS_TOTAL ? POL_ANSWERS_CLIENT_MAX
+						 : POL_ANSWERS_KEEP;
 }
 
 /* Give back @c's answer buffer. */

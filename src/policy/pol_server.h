@@ -36,16 +36,18 @@ struct pol_server;
  * (some 20,000 checks) while the answer buffers of all clients together
  * take less than POL_ANSWERS_TOTAL, else up to POL_ANSWERS_KEEP each.
  * Beyond its limit a client's requests wait unread until it reads. A
- * buffer over POL_ANSWERS_IDLE is freed once sent, so clients with
- * nothing unread hold little. A buffer is a power of two a little over
- * what it holds, so all of them together stay under POL_ANSWERS_TOTAL +
- * 2 * POL_ANSWERS_CLIENT_MAX + 2 * POL_ANSWERS_KEEP a client: for 1,024
+ * buffer over POL_ANSWERS_IDLE is freed once sent: one that size holds
+ * the answers a client with 64 checks in flight gets in a round, kept
+ * from round to round, and 1,024 idle clients hold a quarter of the
+ * total at most. A buffer is a power of two a little over what it holds,
+ * so all of them together stay under POL_ANSWERS_TOTAL + 2 *
+ * POL_ANSWERS_CLIENT_MAX + 2 * POL_ANSWERS_KEEP a client: for 1,024
  * clients that never read, 194 MiB, not two gigabytes.
  */
 #define POL_ANSWERS_CLIENT_MAX (1u << 20)
 #define POL_ANSWERS_KEEP (64u << 10)
 #define POL_ANSWERS_TOTAL (64u << 20)
-#define POL_ANSWERS_IDLE 4096u
+#define POL_ANSWERS_IDLE (16u << 10)
 
 /** What the server has done, for /metrics. */
 struct pol_server_stats {

@@ -10,7 +10,9 @@
 #define MIXD_TESTS_POLICY_FIXTURE_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <mixd/client.h>
 
@@ -73,6 +75,28 @@ static inline struct pol_server *server_of(const char *address,
 		fprintf(stderr, "%s\n", err);
 	assert_int_equal(rc, 0);
 	return s;
+}
+
+/* Where a test's policy server listens: a directory of its own under
+ * /tmp, and the socket in it, as a path and as an address. */
+struct policy_sock {
+	char dir[64], path[108], address[160];
+};
+
+/* Make @ps's directory, /tmp/@test.XXXXXX. */
+static inline void policy_sock_make(struct policy_sock *ps, const char *test)
+{
+	snprintf(ps->dir, sizeof(ps->dir), "/tmp/%s.XXXXXX", test);
+	assert_non_null(mkdtemp(ps->dir));
+	snprintf(ps->path, sizeof(ps->path), "%s/policy.sock", ps->dir);
+	snprintf(ps->address, sizeof(ps->address), "unix://%s", ps->path);
+}
+
+/* Remove @ps's socket (if a server left it) and directory. */
+static inline void policy_sock_remove(const struct policy_sock *ps)
+{
+	unlink(ps->path);
+	rmdir(ps->dir);
 }
 
 #endif /* MIXD_TESTS_POLICY_FIXTURE_H */

@@ -51,7 +51,7 @@ static const char yaml[] = YAML_DENY_ADMIN
 	"metadata: {name: quota, namespace: istio-system}\n"
 	"spec: {actions: [{handler: q, instances: [rq]}]}\n";
 
-static char dir[64], address[128];
+static struct policy_sock ps;
 static struct pol_server *srv;
 
 /* Hand the server @e and wait until it checks with it: the engine is
@@ -65,7 +65,7 @@ static void install(struct pol_engine *e)
 	pol_server_set_engine(srv, e);
 	mixd_checker *k;
 	struct mixd_check_answer a;
-	assert_int_equal(mixd_checker_open(address, &no_cache, &k), 0);
+	assert_int_equal(mixd_checker_open(ps.address, &no_cache, &k), 0);
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(mixd_check(k, NULL, 0, NULL, NULL, 0, 5000, &a),
 				 0);
@@ -75,10 +75,8 @@ static void install(struct pol_engine *e)
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/test_checker.XXXXXX");
-	assert_non_null(mkdtemp(dir));
-	snprintf(address, sizeof(address), "unix://%s/policy.sock", dir);
-	srv = server_of(address, yaml);
+	policy_sock_make(&ps, "test_checker");
+	srv = server_of(ps.address, yaml);
 	return 0;
 }
 
@@ -86,7 +84,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	pol_server_stop(srv);
-	rmdir(dir);
+	policy_sock_remove(&ps);
 	return 0;
 }
 
@@ -95,7 +93,7 @@ static void test_values_and_builder(void **state)
 {
 	(void)state;
 	mixd_checker *k;
-	assert_int_equal(mixd_checker_open(address, NULL, &k), 0);
+	assert_int_equal(mixd_checker_open(ps.address, NULL, &k), 0);
 	struct mixd_check_answer a;
 
 	struct mixd_value admin[] = {STR(MIXD_ATTR_REQUEST_PATH, "/admin")};
@@ -155,7 +153,7 @@ static void test_new_engine_taken(void **state)
 	mixd_checker *k;
 	/* (a cache would answer from the old engine until its answer
 	 * expires, as Mixer's proxy did) */
-	assert_int_equal(mixd_checker_open(address, &no_cache, &k), 0);
+	assert_int_equal(mixd_checker_open(ps.address, &no_cache, &k), 0);
 	struct mixd_value admin[] = {STR(MIXD_ATTR_REQUEST_PATH, "/admin")};
 	struct mixd_check_answer a;
 	pol_server_set_engine(srv, engine_of("kind: rule\n"
@@ -180,7 +178,7 @@ static void *ask(void *arg)
 {
 	long *granted = arg;
 	mixd_checker *k;
-	if (mixd_checker_open(address, NULL, &k))
+	if (mixd_checker_open(ps.address, NULL, &k))
 		return NULL;
 	struct mixd_check_quota q = {"rq", 1, 0};
 	struct mixd_check_answer a;
@@ -222,7 +220,7 @@ static void test_threads_share_the_quota_exactly(void **state)
 	mixd_checker *k;
 	struct mixd_check_answer a;
 	struct mixd_check_quota q = {"rq", 5, 0};
-	assert_int_equal(mixd_checker_open(address, NULL, &k), 0);
+	assert_int_equal(mixd_checker_open(ps.address, NULL, &k), 0);
 	install(engine_of(yaml));
 	assert_int_equal(mixd_check(k, NULL, 0, "r1", &q, 1, 5000, &a), 0);
 	assert_int_equal(a.quotas[0].granted, 0);
@@ -259,7 +257,7 @@ static void test_async_many_in_flight(void **state)
 	mixd_checker *k;
 	struct mixd_checker_options o = {.cache_entries = -1,
 					 .max_in_flight = 256};
-	assert_int_equal(mixd_checker_open(address, &o, &k), 0);
+	assert_int_equal(mixd_checker_open(ps.address, &o, &k), 0);
 	assert_int_equal(mixd_checker_timeout(k), -1);
 	struct mixd_value admin[] = {STR(MIXD_ATTR_REQUEST_PATH, "/admin")};
 	struct mixd_value home[] = {STR(MIXD_ATTR_REQUEST_PATH, "/")};
@@ -335,7 +333,7 @@ static void test_cache(void **state)
 	(void)state;
 	install(engine_of(short_lived));
 	mixd_checker *k;
-	assert_int_equal(mixd_checker_open(address, NULL, &k), 0);
+	assert_int_equal(mixd_checker_open(ps.address, NULL, &k), 0);
 	struct mixd_check_answer a;
 	struct mixd_checker_stats st;
 	struct pol_server_stats before, after;
@@ -417,7 +415,7 @@ static void test_cache(void **state)
 	install(engine_of("kind: rule\n"
 			  "metadata: {name: r, namespace: istio-system}\n"
 			  "spec: {}\n"));
-	assert_int_equal(mixd_checker_open(address, NULL, &k), 0);
+	assert_int_equal(mixd_checker_open(ps.address, NULL, &k), 0);
 	for (int i = 0; i < 3; i++) {
 		struct mixd_value *v = i == 2 ? admin : home;
 		assert_int_equal(mixd_check(k, v, i == 2 ? 2 : 1, NULL, NULL,
@@ -432,7 +430,7 @@ static void test_cache(void **state)
 
 	/* with the cache off, every check asks */
 	struct mixd_checker_options o = {.cache_entries = -1};
-	assert_int_equal(mixd_checker_open(address, &o, &k), 0);
+	assert_int_equal(mixd_checker_open(ps.address, &o, &k), 0);
 	for (int i = 0; i < 3; i++)
 		mixd_check(k, admin, 2, NULL, NULL, 0, 1000, &a);
 	mixd_checker_stats(k, &st);
@@ -447,7 +445,7 @@ static void test_silent_and_gone(void **state)
 {
 	(void)state;
 	char path[100];
-	snprintf(path, sizeof(path), "%s/silent.sock", dir);
+	snprintf(path, sizeof(path), "%s/silent.sock", ps.dir);
 	int l = socket(AF_UNIX, SOCK_STREAM, 0);
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
@@ -539,7 +537,7 @@ static void test_flood_does_not_starve(void **state)
 	install(engine_of(yaml));
 	struct flood f = {.fd = socket(AF_UNIX, SOCK_STREAM, 0)};
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	memcpy(sa.sun_path, address + 7, strlen(address + 7) + 1);
+	memcpy(sa.sun_path, ps.address + 7, strlen(ps.address + 7) + 1);
 	assert_int_equal(connect(f.fd, (struct sockaddr *)&sa, sizeof(sa)),
 			 0);
 	pthread_t tx, rx;
@@ -547,7 +545,7 @@ static void test_flood_does_not_starve(void **state)
 	pthread_create(&tx, NULL, send_requests, &f);
 	usleep(100000); /* the flood is on */
 	mixd_checker *k;
-	assert_int_equal(mixd_checker_open(address, &no_cache, &k), 0);
+	assert_int_equal(mixd_checker_open(ps.address, &no_cache, &k), 0);
 	struct mixd_check_answer a;
 	struct mixd_value admin[] = {STR(MIXD_ATTR_REQUEST_PATH, "/admin")};
 	/* served between the flood's batches, well within the timeout */

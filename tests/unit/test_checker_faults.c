@@ -38,22 +38,19 @@
 
 static const char yaml[] = YAML_DENY_ADMIN;
 
-static char dir[64], address[160], path[100];
+static struct policy_sock ps;
 static struct pol_server *srv;
 static const struct mixd_checker_options no_cache = {.cache_entries = -1};
 
 static void start_server(void)
 {
-	srv = server_of(address, yaml);
+	srv = server_of(ps.address, yaml);
 }
 
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/test_checker_faults.XXXXXX");
-	assert_non_null(mkdtemp(dir));
-	snprintf(path, sizeof(path), "%s/policy.sock", dir);
-	snprintf(address, sizeof(address), "unix://%s", path);
+	policy_sock_make(&ps, "test_checker_faults");
 	start_server();
 	return 0;
 }
@@ -62,8 +59,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	pol_server_stop(srv);
-	unlink(path);
-	rmdir(dir);
+	policy_sock_remove(&ps);
 	return 0;
 }
 
@@ -103,7 +99,7 @@ static void test_unsent_after_callback(void **state)
 {
 	(void)state;
 	mixd_checker *k;
-	assert_int_equal(mixd_checker_open(address, &no_cache, &k), 0);
+	assert_int_equal(mixd_checker_open(ps.address, &no_cache, &k), 0);
 	struct mixd_value v[] = {STR(MIXD_ATTR_REQUEST_PATH, "/a")};
 	struct note a1 = {0}, a2 = {0}, a3 = {0}, b = {0};
 	a2.k = k;
@@ -158,7 +154,7 @@ static void test_fork_parent_stale_epoll(void **state)
 {
 	(void)state;
 	char spath[100], saddr[160];
-	snprintf(spath, sizeof(spath), "%s/p2.sock", dir);
+	snprintf(spath, sizeof(spath), "%s/p2.sock", ps.dir);
 	snprintf(saddr, sizeof(saddr), "unix://%s", spath);
 	/* mixd in a process of its own (the in-process one's fds would be
 	 * inherited by the child below) */
@@ -210,7 +206,7 @@ static void test_fork_child_fd(void **state)
 	(void)state;
 	mixd_checker *k;
 	struct mixd_check_answer a;
-	assert_int_equal(mixd_checker_open(address, &no_cache, &k), 0);
+	assert_int_equal(mixd_checker_open(ps.address, &no_cache, &k), 0);
 	assert_int_equal(mixd_check(k, NULL, 0, NULL, NULL, 0, 1000, &a), 0);
 	pid_t pid = fork();
 	if (pid == 0) {
@@ -330,7 +326,7 @@ static void test_ring_desync(void **state)
 {
 	(void)state;
 	char fpath[100], faddr[160];
-	snprintf(fpath, sizeof(fpath), "%s/fake.sock", dir);
+	snprintf(fpath, sizeof(fpath), "%s/fake.sock", ps.dir);
 	snprintf(faddr, sizeof(faddr), "unix://%s", fpath);
 	int l = socket(AF_UNIX, SOCK_STREAM, 0);
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -480,7 +476,7 @@ static void test_inline_attribute_refs(void **state)
 {
 	(void)state;
 	char sp[100], saddr[160], err[256];
-	snprintf(sp, sizeof(sp), "%s/custom.sock", dir);
+	snprintf(sp, sizeof(sp), "%s/custom.sock", ps.dir);
 	snprintf(saddr, sizeof(saddr), "unix://%s", sp);
 	struct pol_server *s2;
 	assert_int_equal(pol_server_start(saddr, engine_of(custom_yaml), 0,

@@ -42,7 +42,7 @@
 /* A request: frame header, id, no dedup id, no quotas, an empty record. */
 #define REQ_BYTES 24
 
-static char dir[64], path[108];
+static struct policy_sock ps;
 static struct pol_server *srv;
 
 /* A denier whose every answer carries a message of 1,000 bytes. */
@@ -75,7 +75,7 @@ static int connect_hello_to(const char *sock)
 
 static int connect_hello(void)
 {
-	return connect_hello_to(path);
+	return connect_hello_to(ps.path);
 }
 
 /* @n requests of ids 0 to @n - 1 at @b, written whole to @fd; false
@@ -256,7 +256,7 @@ static void test_no_config_still_refuses_bad_records(void **state)
 {
 	(void)state;
 	char sock[128], address[160], err[256];
-	snprintf(sock, sizeof sock, "%s/bare.sock", dir);
+	snprintf(sock, sizeof sock, "%s/bare.sock", ps.dir);
 	snprintf(address, sizeof address, "unix://%s", sock);
 	struct pol_server *bare;
 	assert_int_equal(
@@ -275,12 +275,8 @@ static void test_no_config_still_refuses_bad_records(void **state)
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(dir, sizeof dir, "/tmp/test_pol_server.XXXXXX");
-	assert_non_null(mkdtemp(dir));
-	snprintf(path, sizeof path, "%s/policy.sock", dir);
-	char address[128];
-	snprintf(address, sizeof address, "unix://%s", path);
-	srv = server_of(address, long_message_yaml());
+	policy_sock_make(&ps, "test_pol_server");
+	srv = server_of(ps.address, long_message_yaml());
 	return 0;
 }
 
@@ -288,8 +284,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	pol_server_stop(srv);
-	unlink(path);
-	rmdir(dir);
+	policy_sock_remove(&ps);
 	return 0;
 }
 
