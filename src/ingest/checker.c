@@ -469,6 +469,14 @@ static void conn_fail(struct mixd_checker *k, int rc)
 	k->next_deadline = 0; /* their callbacks are due: dispatch now */
 }
 
+/* The connection failed in a send or a recv: whatever the call said
+ * (EPIPE, ECONNRESET, ENOBUFS...), it means what client.h calls
+ * -ECONNRESET, mixd went away. */
+static void conn_broken(struct mixd_checker *k)
+{
+	conn_fail(k, -ECONNRESET);
+}
+
 /* Connect and say hello, unless connected: 0 or -errno. A full backlog
  * (EAGAIN) is tried again until @deadline when @wait, else it fails. */
 static int connect_mixd(struct mixd_checker *k, uint64_t deadline, bool wait)
@@ -518,9 +526,7 @@ static void flush_out(struct mixd_checker *k)
 		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			break;
 		} else {
-			/* EPIPE, ECONNRESET, ENOBUFS...: one meaning
-			 * here, the one client.h gives it */
-			conn_fail(k, -ECONNRESET);
+			conn_broken(k);
 			return;
 		}
 	}
@@ -546,9 +552,7 @@ static void read_in(struct mixd_checker *k)
 		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			return;
 		} else {
-			/* EPIPE, ECONNRESET, ENOBUFS...: one meaning
-			 * here, the one client.h gives it */
-			conn_fail(k, -ECONNRESET);
+			conn_broken(k);
 			return;
 		}
 	}
