@@ -570,6 +570,23 @@ static void free_results(struct state_ext *x, const struct agg_plan *plan)
 		memo_free(&x->memo);
 }
 
+/* Free @x, a state for @plan, made whole or in part (calloc'd pieces;
+ * NULL ones skipped), and the series it owns. Not the plan. */
+static void free_parts(struct state_ext *x, const struct agg_plan *plan)
+{
+	struct shard_state *s = &x->s;
+	free_results(x, plan);
+	for (size_t d = 0; s->series && s->owns && d < plan->ndimsets; d++)
+		if (s->owns[d])
+			free_series(s->series[d]);
+	free(s->series);
+	free(s->owns);
+	free(s->inst_errors);
+	free(s->log_errors);
+	expr_scratch_destroy(s->scratch);
+	free(x);
+}
+
 /* Do families @a and @b count the same way (so cells of one can go on as
  * the other's)? */
 static bool same_family(const struct plan_family *a,
@@ -787,17 +804,7 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 	plan_ref(plan);
 	return s;
 fail:
-	if (s->series && s->owns)
-		for (size_t d = 0; d < plan->ndimsets; d++)
-			if (s->owns[d])
-				free_series(s->series[d]);
-	free(s->series);
-	free(s->owns);
-	free(s->inst_errors);
-	free(s->log_errors);
-	expr_scratch_destroy(s->scratch);
-	free_results(x, plan);
-	free(x);
+	free_parts(x, plan);
 	(void)e;
 	(void)rl;
 	return NULL;
@@ -806,17 +813,9 @@ fail:
 static void free_state(void *p)
 {
 	struct shard_state *s = p;
-	free_results((struct state_ext *)s, s->plan);
-	for (size_t d = 0; d < s->plan->ndimsets; d++)
-		if (s->owns[d])
-			free_series(s->series[d]);
-	free(s->series);
-	free(s->owns);
-	free(s->inst_errors);
-	free(s->log_errors);
-	expr_scratch_destroy(s->scratch);
-	plan_unref(s->plan);
-	free(s); /* the state_ext starts with it */
+	struct agg_plan *plan = s->plan;
+	free_parts((struct state_ext *)s, plan); /* the state_ext starts with s */
+	plan_unref(plan);
 }
 
 void state_memo_stats(const struct shard_state *s, uint64_t *hits,
