@@ -2075,23 +2075,31 @@ static void test_pod_task_status_update_no_sync(void **st)
 /* A Marathon whose event stream answers 500 (a standby's or an electing
  * leader's answer) while its apps answer: the stream is asked of the
  * next Marathon, not polled from the first for ever. */
-static void test_a_stream_refused_by_one_marathon_is_asked_of_the_next(void **st)
+/* Two Marathons, the first answering 500 to its event stream and, if
+ * @all, to everything: the resolver syncs and asks the second for @path. */
+static void second_marathon_asked(bool all, const char *path)
 {
 	struct standin a, b;
 	standin_start(&a, FIXTURE_ARGS " --heartbeat 0.2");
 	standin_start(&b, FIXTURE_ARGS " --heartbeat 0.2");
 	standin_cmd0(&a, "{\"cmd\":\"events_mode\",\"mode\":\"500\"}");
+	if (all)
+		standin_cmd0(&a, "{\"cmd\":\"mode\",\"mode\":\"500\"}");
 	char addrs[64];
 	snprintf(addrs, sizeof addrs, "127.0.0.1:%d,127.0.0.1:%d", a.port,
 		 b.port);
 	struct mar_options o = fast_options(addrs);
 	struct mar_resolver *r;
 	assert_int_equal(mar_resolver_start(&o, &r), 0);
-	WAIT_UNTIL(stats(r).synced && standin_requests(&b, "/v2/events") > 0,
-		   10000);
+	WAIT_UNTIL(stats(r).synced && standin_requests(&b, path) > 0, 10000);
 	mar_resolver_stop(r);
 	standin_stop(&a);
 	standin_stop(&b);
+}
+
+static void test_a_stream_refused_by_one_marathon_is_asked_of_the_next(void **st)
+{
+	second_marathon_asked(false, "/v2/events");
 }
 
 /* A Marathon that answers 500 to everything (one that cannot see
@@ -2101,22 +2109,7 @@ static void test_a_stream_refused_by_one_marathon_is_asked_of_the_next(void **st
  * every time and never asked the second. */
 static void test_a_marathon_failing_everything_is_passed_over(void **st)
 {
-	struct standin a, b;
-	standin_start(&a, FIXTURE_ARGS " --heartbeat 0.2");
-	standin_start(&b, FIXTURE_ARGS " --heartbeat 0.2");
-	standin_cmd0(&a, "{\"cmd\":\"events_mode\",\"mode\":\"500\"}");
-	standin_cmd0(&a, "{\"cmd\":\"mode\",\"mode\":\"500\"}");
-	char addrs[64];
-	snprintf(addrs, sizeof addrs, "127.0.0.1:%d,127.0.0.1:%d", a.port,
-		 b.port);
-	struct mar_options o = fast_options(addrs);
-	struct mar_resolver *r;
-	assert_int_equal(mar_resolver_start(&o, &r), 0);
-	WAIT_UNTIL(stats(r).synced && standin_requests(&b, "/v2/apps") > 0,
-		   10000);
-	mar_resolver_stop(r);
-	standin_stop(&a);
-	standin_stop(&b);
+	second_marathon_asked(true, "/v2/apps");
 }
 
 static void test_options(void **st)
