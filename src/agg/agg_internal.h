@@ -515,9 +515,10 @@ void state_memo_stats(const struct shard_state *s, uint64_t *hits,
  *  since it started (carried across reloads). Owner thread only. */
 uint64_t state_log_lost(const struct shard_state *s);
 
-/** Write out the stdio lines @s buffered: once per shard pass, not
- *  waiting (@until_ns 0); before @s is replaced or retired, waiting until
- *  @until_ns for a slow output (log_flush()). */
+/** Write out the stdio lines @s buffered, and those of the states it
+ *  replaced (state_create() hands them over): once per shard pass, not
+ *  waiting (@until_ns 0); at stop, waiting until @until_ns for a slow
+ *  output (log_flush()). */
 void state_flush(struct shard_state *s, uint64_t until_ns);
 
 /** Decode record @rec (@len bytes, untrusted; a layout record when @lay,
@@ -585,9 +586,14 @@ int log_entry(const struct agg_plan *p, const struct plan_log *l,
  *  refuses them would hold the shard for ever. */
 void log_flush(struct log_buf *b, uint64_t until_ns);
 
-/** When a shard that must empty its buffer stops waiting for a slow stdio
- *  output: at a reload (the old config's outputs close), and at stop (one
- *  deadline for all shards), half a second from now. */
+/** Write out what @b holds, not waiting, until @deadline_ns
+ *  (CLOCK_MONOTONIC); from then on what is left is counted lost. True when
+ *  @b is done with: emptied, or given up. */
+bool log_drain(struct log_buf *b, uint64_t deadline_ns);
+
+/** When a slow stdio output's lines are given up: those a reload left
+ *  (written meanwhile by the shard's passes, never waiting), and at stop
+ *  (one deadline for all shards, waited for); half a second from now. */
 uint64_t log_final_deadline(void);
 
 /** Open the handlers' outputs for @p and order each instance's variables;

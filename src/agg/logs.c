@@ -413,6 +413,19 @@ uint64_t log_final_deadline(void)
 	return mono_ns() + 500 * 1000000ull;
 }
 
+bool log_drain(struct log_buf *b, uint64_t deadline_ns)
+{
+	log_flush(b, 0);
+	if (!b->len && !b->torn)
+		return true;
+	if (mono_ns() < deadline_ns)
+		return false;
+	log_flush(b, 1); /* past its time: what it does not take is lost */
+	if (b->torn) /* ended if the output takes it now */
+		(void)put_out(b, "\n", 1);
+	return true;
+}
+
 void log_flush(struct log_buf *b, uint64_t until_ns)
 {
 	size_t off = 0;

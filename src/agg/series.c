@@ -493,11 +493,30 @@ struct ahead {
 	uint64_t mh;   /* its key's hash */
 };
 
+/*
+ * The stdio lines a replaced state had not written yet. Its successor's
+ * passes (state_flush()) write them to the old outputs, which the plan
+ * reference keeps open, never waiting, until they are taken or
+ * log_final_deadline() of the reload; then what is left is counted lost. A
+ * reload so never holds a shard for a slow output: records go on being
+ * taken while a stalled reader's lines wait. Lines of the old and the new
+ * configuration may then reach one output in either order (whole lines
+ * still, never interleaved).
+ */
+struct log_drain {
+	struct log_drain *next;
+	struct agg_plan *plan;
+	uint64_t until_ns; /* CLOCK_MONOTONIC */
+	struct log_buf b;
+};
+#define LOG_DRAINS_MAX 8 /* beyond, the oldest is given up: bounded memory */
+
 /* Kept beside the state; allocated with it. */
 struct state_ext {
 	struct shard_state s;
 	struct shard_scratch x;
 	struct log_buf log;
+	struct log_drain *drains; /* newest first */
 	/* Per-record results of the plans, one array per rule and per mesos
 	 * instance (inputs, bindings). */
 	const struct attr_value ***rule_res;
@@ -543,11 +562,67 @@ static const struct attr_value **res_array(const struct expr_plan *pl)
 	return calloc(expr_plan_size(pl) + 1, sizeof(struct attr_value *));
 }
 
+/* Drop @d, counting in @x what it lost. */
+static void drain_free(struct state_ext *x, struct log_drain *d)
+{
+	x->log.lost += d->b.lost;
+	plan_unref(d->plan);
+	free(d);
+}
+
 void state_flush(struct shard_state *s, uint64_t until_ns)
 {
 	struct state_ext *x = (struct state_ext *)s;
+	for (struct log_drain **pp = &x->drains, *d; (d = *pp);) {
+		if (until_ns)
+			log_flush(&d->b, until_ns);
+		if (until_ns || log_drain(&d->b, d->until_ns)) {
+			*pp = d->next;
+			drain_free(x, d);
+		} else {
+			pp = &d->next;
+		}
+	}
 	if (x->log.len || x->log.torn)
 		log_flush(&x->log, until_ns);
+}
+
+/* Take over what @ox, the state @x replaces, has not written yet (not
+ * waiting for it: struct log_drain), and the lines it lost. */
+static void take_logs(struct state_ext *x, struct state_ext *ox)
+{
+	x->drains = ox->drains;
+	ox->drains = NULL;
+	log_flush(&ox->log, 0);
+	if (ox->log.len || ox->log.torn) {
+		struct log_drain *d = malloc(sizeof *d);
+		if (d) {
+			d->b = ox->log;
+			d->b.lost = 0; /* what it loses from now on */
+			d->plan = ox->s.plan;
+			plan_ref(d->plan);
+			d->until_ns = log_final_deadline();
+			d->next = x->drains;
+			x->drains = d;
+			ox->log.len = 0;
+			ox->log.torn = false;
+		} else {
+			/* No memory to wait in the background: wait here. */
+			log_flush(&ox->log, log_final_deadline());
+		}
+	}
+	x->log.lost = ox->log.lost;
+	/* The oldest beyond LOG_DRAINS_MAX: given up. */
+	unsigned n = 0;
+	for (struct log_drain **pp = &x->drains, *d; (d = *pp);) {
+		if (++n <= LOG_DRAINS_MAX) {
+			pp = &d->next;
+			continue;
+		}
+		log_flush(&d->b, 1); /* past: what it does not take is lost */
+		*pp = d->next;
+		drain_free(x, d);
+	}
 }
 
 static void free_results(struct state_ext *x, const struct agg_plan *plan)
@@ -575,6 +650,11 @@ static void free_results(struct state_ext *x, const struct agg_plan *plan)
 static void free_parts(struct state_ext *x, const struct agg_plan *plan)
 {
 	struct shard_state *s = &x->s;
+	while (x->drains) { /* flushed already (agg_destroy()) */
+		struct log_drain *d = x->drains;
+		x->drains = d->next;
+		drain_free(x, d);
+	}
 	free_results(x, plan);
 	for (size_t d = 0; s->series && s->owns && d < plan->ndimsets; d++)
 		if (s->owns[d])
@@ -739,13 +819,11 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 		if (!(x->rule_res[i] = res_array(plan->rules[i].xp)))
 			goto fail;
 	/* The memo's counts go on across reloads; the old state's are final
-	 * (a shard switches states between records). So do the lines lost:
-	 * the old state's buffer is written out first. */
+	 * (a shard switches states between records). So do the lines lost
+	 * (take_logs(), once nothing can fail). */
 	if (old) {
 		struct state_ext *ox = (struct state_ext *)old;
 		memcpy(x->memo_count, ox->memo_count, sizeof x->memo_count);
-		state_flush(old, log_final_deadline());
-		x->log.lost = ox->log.lost;
 	}
 	/* So do the instance errors (counters must not reset on a reload):
 	 * a family's by its name, a logentry's by its instance's, all of an
@@ -793,7 +871,8 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 				goto fail;
 		}
 	}
-	/* Only now, when nothing can fail: take the adopted series over. */
+	/* Only now, when nothing can fail: take the adopted series over,
+	 * and the old state's stdio lines. */
 	for (size_t d = 0; d < plan->ndimsets; d++)
 		for (size_t k = 0; old && !s->owns[d] && k < old->plan->ndimsets;
 		     k++)
@@ -801,6 +880,8 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 				old->owns[k] = false;
 				s->owns[d] = true;
 			}
+	if (old)
+		take_logs(x, (struct state_ext *)old);
 	plan_ref(plan);
 	return s;
 fail:
@@ -836,7 +917,8 @@ void state_retire(struct shard_state *s, struct agg_epoch *e,
 {
 	if (!s)
 		return;
-	state_flush(s, 0); /* waited for already (state_create(), agg_destroy()) */
+	state_flush(s, 0); /* handed over (take_logs()), or waited for
+			    * (agg_destroy()) */
 	epoch_retire(e, rl, free_state, s);
 }
 
