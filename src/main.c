@@ -3,6 +3,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <sched.h>
 #include <limits.h>
@@ -1817,11 +1818,37 @@ static void control_loop(struct mixd *m, int sfd, bool changed_at_start)
 	}
 }
 
+/*
+ * Started with stdin, stdout or stderr closed, mixd would hand the number
+ * to the first thing it opens -- a signalfd, a config file, a socket --
+ * and a stdio handler's STDOUT or the error messages would go there. Each
+ * closed one is /dev/null instead, as a daemon's are. False if one cannot
+ * be (then nothing is safe to write).
+ */
+static bool std_fds_open(void)
+{
+	for (int fd = 0; fd < 3; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		/* The lowest free number: @fd, the ones below being open. */
+		int n = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (n != fd) {
+			if (n >= 0)
+				close(n);
+			return false;
+		}
+		(void)fcntl(fd, F_SETFD, 0); /* inherited like a real one */
+	}
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	struct mixd m = {.inotify_fd = -1,
 			 .dir_wd = -1,
 			 .scrape_lock = PTHREAD_MUTEX_INITIALIZER};
+	if (!std_fds_open())
+		return 1;
 	if (parse_flags(argc, argv, &m.st))
 		return 2;
 	if (m.st.check_config)

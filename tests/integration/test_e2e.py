@@ -1457,6 +1457,34 @@ def a_reload_waits_for_no_stdout(build):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class StdoutClosed(mt.Mixd):
+    """mixd started with its stdout closed."""
+
+    def argv(self):
+        return ["sh", "-c", 'exec "$@" 1>&-', "mixd"] + super().argv()
+
+
+def a_closed_stdout_is_dev_null(build):
+    """mixd started with stdout closed: a STDOUT stdio handler writes to
+    /dev/null, not to whatever mixd opened first with the number 1 (its
+    signalfd, whose writes failed: every line was counted lost, with
+    "Invalid argument")."""
+    tmp = tempfile.mkdtemp(prefix="mixd-closed.")
+    try:
+        path = notes_config(tmp, "{outputAsJson: true}", None)
+        with StdoutClosed(build, ["--config", path, "--configDefaultNamespace", "default"],
+                          shards=1) as m:
+            n = 100
+            send(build, m, [{"request.path": f"/{i}"} for i in range(n)])
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == n,
+                       timeout=30, what=f"{n} records processed")
+            m.stop()
+            mt.check("stdio handler" not in m.stderr(), m.stderr())
+            mt.check(m.proc.returncode == 0, f"exit {m.proc.returncode}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 class Nobody(mt.Mixd):
     """mixd run as nobody (its temp directory open to it)."""
 
@@ -1551,6 +1579,7 @@ if __name__ == "__main__":
         lines_an_output_refuses_are_counted,
         a_stdout_no_one_reads_holds_nothing_up,
         a_reload_waits_for_no_stdout,
+        a_closed_stdout_is_dev_null,
         a_stdout_pipe_mixd_cannot_reopen_holds_nothing_up_either,
         the_stop_waits_once_for_all_shards_stdio_lines,
     ])
