@@ -139,6 +139,7 @@ struct plan_log {
 	int fd;                       /* never blocks a shard (logs.c) */
 	bool own_fd;
 	bool send;                    /* fd is a socket: send(MSG_DONTWAIT) */
+	bool regular;                 /* fd is a regular file */
 	int std;                      /* 1 or 2: the stream it writes, or 0 */
 	struct log_rot *rot;          /* ROTATED_FILE: shared, freed with
 					 own_fd */
@@ -561,6 +562,7 @@ uint64_t state_ahead_used(const struct shard_state *s);
 struct log_buf {
 	int fd;
 	bool send;           /* fd is a socket */
+	bool regular;        /* fd is a regular file: lines written whole */
 	bool blocked;        /* fd took not all of the last flush */
 	bool mid;            /* fd's last byte from us is inside a line */
 	bool torn;           /* ... whose rest was lost: end it first */

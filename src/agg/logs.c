@@ -17,9 +17,13 @@
  * Mixer's adapter called zapcore.Core.Write, which skips the level check
  * (only Core.Check applies it), so outputLevel filtered nothing there.
  *
- * A shard formats into its own buffer and writes whole lines, in writes of
- * at most PIPE_BUF bytes, so lines from different shards never interleave,
- * on a pipe or on a file opened O_APPEND.
+ * A shard formats into its own buffer and writes whole lines: to a regular
+ * file in one write (made under the file's lock, and at its end: an output
+ * file is opened O_APPEND, a stdout redirected to one shares an offset
+ * Linux moves atomically), elsewhere in writes of at most PIPE_BUF bytes
+ * (atomic on a pipe). So lines from different shards never interleave,
+ * but for a line longer than PIPE_BUF (4 KiB) on a pipe or socket, which
+ * takes more than one write.
  *
  * ROTATED_FILE is rotated as Mixer's lumberjack did: before a write that
  * would take the file past maxMegabytesBeforeRotation, it is renamed
@@ -361,6 +365,11 @@ int plan_open_logs(struct agg_plan *p)
 				l->fd = nonblocking_std(std, &l->own_fd, &l->send);
 		}
 	}
+	for (size_t i = 0; i < p->nlogs; i++) {
+		struct stat st;
+		p->logs[i].regular = fstat(p->logs[i].fd, &st) == 0 &&
+				     S_ISREG(st.st_mode);
+	}
 	return 0;
 }
 
@@ -431,12 +440,14 @@ void log_flush(struct log_buf *b, uint64_t until_ns)
 	size_t off = 0;
 	b->blocked = false;
 	while (off < b->len || b->torn) {
-		/* Whole lines, at most PIPE_BUF at a time: atomic on a pipe,
-		 * which takes all of such a write or, not waiting, none. A
-		 * line cut short by lost output is ended first. */
+		/* Whole lines: to a file all at once (one write there is
+		 * made under the file's lock, so it is never interleaved with
+		 * another's); elsewhere at most PIPE_BUF at a time, atomic on
+		 * a pipe, which takes all of such a write or, not waiting,
+		 * none. A line cut short by lost output is ended first. */
 		const char *p = b->torn ? "\n" : b->data + off;
 		size_t n = b->torn ? 1 : b->len - off;
-		if (n > PIPE_BUF) {
+		if (n > PIPE_BUF && !b->regular) {
 			n = PIPE_BUF;
 			while (n > 0 && p[n - 1] != '\n')
 				n--;
@@ -815,6 +826,7 @@ int log_entry(const struct agg_plan *p, const struct plan_log *l,
 		b->torn = b->mid = false;
 		b->fd = l->fd;
 		b->send = l->send;
+		b->regular = l->regular;
 		b->rot = l->rot;
 	} else if (b->len > sizeof b->data / 2 && !b->blocked) {
 		log_flush(b, 0);

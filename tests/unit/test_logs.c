@@ -8,12 +8,14 @@
  * instance failed to build.
  *
  * A config is compiled into a plan as the daemon does; records are set
- * into an attribute table by hand and formatted with log_entry().
+ * into an attribute table by hand and formatted with log_entry(). One test
+ * runs two writers at once, as two shards (MIXD_TEST_THREADED: TSan too).
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -637,6 +639,92 @@ static void test_a_line_cut_short_is_ended_before_the_next(void **state)
 	teardown(f);
 }
 
+/* A shard of its own: its record, scratch and buffer; @c fills t.s. */
+struct writer {
+	struct fixture *f;
+	char c;
+	struct attr_table *t;
+	struct expr_scratch *sc;
+	struct log_buf buf;
+};
+
+#define LONG_LINE 10000 /* t.s: past PIPE_BUF, so a line is several pages */
+#define LONG_LINES 300	/* a writer's */
+
+static void *long_writer(void *arg)
+{
+	struct writer *w = arg;
+	static char big[2][LONG_LINE];
+	char *s = big[w->c == 'b'];
+	memset(s, w->c, LONG_LINE);
+	const struct agg_plan *p = w->f->plan;
+	struct attr_value v[4] = {
+		{.type = ATTR_DOUBLE, .d = 1},
+		{.type = ATTR_TIMESTAMP, .i = T0},
+		{.type = ATTR_IP, .len = 4},
+		{.type = ATTR_STRING, .len = LONG_LINE, .s = s},
+	};
+	static const char *const names[4] = {"t.d", "t.ts", "t.ip", "t.s"};
+	for (int k = 0; k < 4; k++)
+		attr_table_set(w->t,
+			       (unsigned)attr_vocab_find(p->vocab, names[k],
+							 strlen(names[k])),
+			       &v[k]);
+	for (int i = 0; i < LONG_LINES; i++) {
+		expr_scratch_begin(w->sc);
+		if (log_entry(p, &p->logs[0], w->t, w->sc, &w->buf))
+			return "not formatted";
+		log_flush(&w->buf, 0); /* each line a write of its own */
+	}
+	return NULL;
+}
+
+/* Two shards writing lines longer than PIPE_BUF to one file at once: each
+ * line is written whole, never with the other's inside it. (They went in
+ * PIPE_BUF pieces, which another shard's could come between.) */
+static void test_long_lines_of_two_shards_never_interleave_in_a_file(void **state)
+{
+	(void)state;
+	struct fixture *f = setup(""); /* a FILE output: a regular file */
+	struct writer w[2];
+	pthread_t th[2];
+	for (int i = 0; i < 2; i++) {
+		w[i] = (struct writer){.f = f, .c = (char)('a' + i)};
+		w[i].t = calloc(1, sizeof *w[i].t);
+		w[i].sc = expr_scratch_create(f->plan->prog, 0);
+		assert_true(w[i].t && w[i].sc);
+		w[i].buf.fd = -1;
+		assert_int_equal(pthread_create(&th[i], NULL, long_writer, &w[i]), 0);
+	}
+	for (int i = 0; i < 2; i++) {
+		void *rc;
+		assert_int_equal(pthread_join(th[i], &rc), 0);
+		assert_null(rc);
+		assert_int_equal(w[i].buf.lost, 0);
+		expr_scratch_destroy(w[i].sc);
+		free(w[i].t);
+	}
+	FILE *in = fopen(f->log, "r");
+	assert_non_null(in);
+	static char line[2 * LONG_LINE];
+	int n[2] = {0, 0};
+	while (fgets(line, sizeof line, in)) {
+		char *v = strstr(line, "\"s\":\"");
+		assert_non_null(v);
+		v += 5;
+		char c = v[0];
+		assert_true(c == 'a' || c == 'b');
+		size_t run = strspn(v, c == 'a' ? "a" : "b");
+		assert_int_equal(run, LONG_LINE); /* the other's bytes not inside */
+		assert_memory_equal(line + strlen(line) - 3, "\"}\n", 3);
+		n[c == 'b']++;
+	}
+	fclose(in);
+	assert_int_equal(n[0], LONG_LINES);
+	assert_int_equal(n[1], LONG_LINES);
+	teardown(f);
+}
+
 /* A ROTATED_FILE someone removed is started again at its size, not
  * renamed (there is nothing to rename) nor left unrotated. */
 static void test_a_removed_rotated_file_is_started_again(void **state)
@@ -724,6 +812,8 @@ int main(void)
 			test_a_slow_reader_never_blocks_and_loses_nothing_silently),
 		cmocka_unit_test(test_a_line_cut_short_is_ended_before_the_next),
 		cmocka_unit_test(test_a_removed_rotated_file_is_started_again),
+		cmocka_unit_test(
+			test_long_lines_of_two_shards_never_interleave_in_a_file),
 		cmocka_unit_test(test_a_string_map_is_written_as_go_wrote_a_map),
 	};
 
