@@ -312,6 +312,26 @@ static int nonblocking_std(int fd, bool *own, bool *send)
 	return fd;
 }
 
+/* Whether regular file @fd is empty or ends a line. A line cut short (an
+ * output that filled up, a mixd killed) must be ended before the next
+ * begins, once: by whoever opens the file next, or by the shard that cut
+ * it if no one has yet. */
+static bool file_ends_line(int fd)
+{
+	/* Read through a descriptor of its own: outputs are write-only. */
+	char path[32], c;
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	int r = open(path, O_RDONLY | O_CLOEXEC);
+	if (r < 0)
+		return false; /* ended again, then: a line, not a join */
+	struct stat st;
+	bool ends = !fstat(r, &st) &&
+		    (st.st_size == 0 ||
+		     (pread(r, &c, 1, st.st_size - 1) == 1 && c == '\n'));
+	close(r);
+	return ends;
+}
+
 int plan_open_logs(struct agg_plan *p)
 {
 	for (size_t i = 0; i < p->nlogs; i++) {
@@ -366,9 +386,11 @@ int plan_open_logs(struct agg_plan *p)
 		}
 	}
 	for (size_t i = 0; i < p->nlogs; i++) {
+		struct plan_log *l = &p->logs[i];
 		struct stat st;
-		p->logs[i].regular = fstat(p->logs[i].fd, &st) == 0 &&
-				     S_ISREG(st.st_mode);
+		l->regular = fstat(l->fd, &st) == 0 && S_ISREG(st.st_mode);
+		if (l->regular && l->own_fd && !file_ends_line(l->fd))
+			(void)!write(l->fd, "\n", 1);
 	}
 	return 0;
 }
@@ -410,6 +432,14 @@ static ssize_t put_out(const struct log_buf *b, const char *p, size_t n)
 		       : write(b->fd, p, n);
 }
 
+/* End the line @b's output was left inside, unless it is a file someone
+ * ended it in since; not waiting, and not tried again. */
+static void end_torn(const struct log_buf *b)
+{
+	if (!b->regular || !file_ends_line(b->fd))
+		(void)put_out(b, "\n", 1);
+}
+
 static uint64_t mono_ns(void)
 {
 	struct timespec t;
@@ -430,8 +460,8 @@ bool log_drain(struct log_buf *b, uint64_t deadline_ns)
 	if (mono_ns() < deadline_ns)
 		return false;
 	log_flush(b, 1); /* past its time: what it does not take is lost */
-	if (b->torn) /* ended if the output takes it now */
-		(void)put_out(b, "\n", 1);
+	if (b->torn)
+		end_torn(b);
 	return true;
 }
 
@@ -440,6 +470,11 @@ void log_flush(struct log_buf *b, uint64_t until_ns)
 	size_t off = 0;
 	b->blocked = false;
 	while (off < b->len || b->torn) {
+		if (b->torn && b->regular && file_ends_line(b->fd)) {
+			b->torn = b->mid = false; /* ended since
+						    * (plan_open_logs()) */
+			continue;
+		}
 		/* Whole lines: to a file all at once (one write there is
 		 * made under the file's lock, so it is never interleaved with
 		 * another's); elsewhere at most PIPE_BUF at a time, atomic on
@@ -821,8 +856,8 @@ int log_entry(const struct agg_plan *p, const struct plan_log *l,
 			log_flush(b, 0);
 		if (b->len)
 			lost(b, 0, EAGAIN);
-		if (b->torn) /* ended if the old output takes it now */
-			(void)put_out(b, "\n", 1);
+		if (b->torn)
+			end_torn(b);
 		b->torn = b->mid = false;
 		b->fd = l->fd;
 		b->send = l->send;

@@ -51,6 +51,7 @@ struct fixture {
  * outputLevel ERROR: Mixer wrote the entries below it anyway. */
 static const char *log_stream = "FILE"; /* the handler's logStream */
 static bool log_fifo; /* the output path a FIFO, read by @f->reader */
+static const char *log_preset; /* the output file's bytes before the plan */
 
 static struct fixture *setup_with(const char *logentry, const char *handler)
 {
@@ -107,6 +108,12 @@ static struct fixture *setup_with(const char *logentry, const char *handler)
 		assert_true(fcntl(f->reader, F_SETPIPE_SZ, 4096) >= 4096);
 	}
 
+	if (log_preset) {
+		FILE *o = fopen(f->log, "w");
+		assert_non_null(o);
+		fputs(log_preset, o);
+		fclose(o);
+	}
 	struct cfg *c = cfg_load(path, "default");
 	assert_non_null(c);
 	assert_true(cfg_ok(c));
@@ -725,6 +732,64 @@ static void test_long_lines_of_two_shards_never_interleave_in_a_file(void **stat
 	teardown(f);
 }
 
+/* The file's whole contents (at most 64 KiB). */
+static size_t file_bytes(const char *path, char *out)
+{
+	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	ssize_t n = read(fd, out, 65536);
+	close(fd);
+	assert_true(n >= 0);
+	return (size_t)n;
+}
+
+/* An output file left inside a line (a mixd killed, a full disk) is
+ * ended when it is opened, so the first new line is a line of its own;
+ * one that ends a line, or is empty, is left as it is. */
+static void test_a_file_left_inside_a_line_is_ended_when_opened(void **state)
+{
+	(void)state;
+	static char got[65536];
+	log_preset = "{\"level\":\"info\",\"cut";
+	struct fixture *f = setup("");
+	log_preset = NULL;
+	entry(f, 1, NULL);
+	log_flush(&f->buf, 0);
+	size_t n = file_bytes(f->log, got);
+	assert_memory_equal(got, "{\"level\":\"info\",\"cut\n{\"level\":", 29);
+	assert_int_equal(got[n - 1], '\n');
+	teardown(f);
+
+	log_preset = "{}\n";
+	f = setup("");
+	log_preset = NULL;
+	entry(f, 1, NULL);
+	log_flush(&f->buf, 0);
+	n = file_bytes(f->log, got);
+	assert_memory_equal(got, "{}\n{\"level\":", 12);
+	teardown(f);
+}
+
+/* A shard whose line was cut short ends it -- unless the file was ended
+ * since (by a reload's new outputs, opened meanwhile): no empty line. */
+static void test_a_cut_line_ended_since_is_not_ended_twice(void **state)
+{
+	(void)state;
+	static char got[65536];
+	struct fixture *f = setup("");
+	entry(f, 1, NULL);
+	log_flush(&f->buf, 0);
+	size_t n0 = file_bytes(f->log, got);
+	f->buf.torn = true; /* as if its last line had been cut */
+	entry(f, 2, NULL);
+	log_flush(&f->buf, 0);
+	size_t n = file_bytes(f->log, got);
+	assert_false(f->buf.torn);
+	assert_memory_equal(got + n0, "{\"level\":", 9); /* no "\n" first */
+	assert_int_equal(got[n - 1], '\n');
+	teardown(f);
+}
+
 /* A ROTATED_FILE someone removed is started again at its size, not
  * renamed (there is nothing to rename) nor left unrotated. */
 static void test_a_removed_rotated_file_is_started_again(void **state)
@@ -814,6 +879,9 @@ int main(void)
 		cmocka_unit_test(test_a_removed_rotated_file_is_started_again),
 		cmocka_unit_test(
 			test_long_lines_of_two_shards_never_interleave_in_a_file),
+		cmocka_unit_test(
+			test_a_file_left_inside_a_line_is_ended_when_opened),
+		cmocka_unit_test(test_a_cut_line_ended_since_is_not_ended_twice),
 		cmocka_unit_test(test_a_string_map_is_written_as_go_wrote_a_map),
 	};
 
