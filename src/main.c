@@ -591,7 +591,7 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 #define SCRAPES_MAX 4
 #define SCRAPES_PER_PEER 2
 #define SCRAPE_DEADLINE_S 60
-#define SCRAPE_TIMEOUT_MAX_S 3600
+#define SCRAPE_TIMEOUT_MAX_S 120
 
 struct inode_id {
 	dev_t dev;

@@ -265,8 +265,8 @@ struct expose_http_options {
 	/** Threads serving requests; default 2. See expose.c for why a
 	 *  pool rather than one polling thread or a thread per connection. */
 	unsigned threads;
-	/** Most simultaneous connections; default 64. Half of them at most
-	 *  from one client address. */
+	/** Most simultaneous connections; default 256. Of them, one client
+	 *  address holds at most 16 (or half, if that is fewer). */
 	unsigned max_connections;
 	/** Idle connection timeout in seconds; default 30. */
 	unsigned idle_timeout_s;

@@ -34,11 +34,13 @@
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <isa-l/igzip_lib.h>
@@ -48,7 +50,13 @@
 #include "expose/expose.h"
 
 #define DEFAULT_THREADS 2
-#define DEFAULT_MAX_CONNECTIONS 64
+/* Connections a port takes, and from one client address: a client that
+ * holds its connections open (headers sent a byte at a time, a body never
+ * read) takes at most 16 of 256, so that it takes 16 addresses to keep
+ * Prometheus and the health checks out. An idle connection costs the
+ * pages of its pool it touched (CONNECTION_MEMORY) and its socket. */
+#define DEFAULT_MAX_CONNECTIONS 256
+#define PER_ADDRESS_CONNECTIONS 16
 #define DEFAULT_IDLE_TIMEOUT_S 30
 #define DEFAULT_GZIP_MIN 1024
 #define LISTEN_BACKLOG 128
@@ -114,18 +122,48 @@ struct expose_http {
 	size_t gzip_min;
 	uint16_t port;
 	char name[32];
+	/* log_mhd()'s: the second it last said something, and what it did
+	 * not say since. */
+	pthread_mutex_t log_lock;
+	bool logged;
+	time_t log_s;
+	uint64_t log_quiet;
 };
 
+/*
+ * libmicrohttpd's messages, at most one a second per server: it has one
+ * for every connection a client drops or the limit refuses, and anyone
+ * who can connect could otherwise write thousands of lines a second to
+ * mixd's stderr (a sandbox's disk). The next line said counts those not.
+ */
 static void log_mhd(void *cls, const char *fmt, va_list ap)
 {
 	struct expose_http *h = cls;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
 
-	fprintf(stderr, "mixd: %s http: ", h->name);
-	vfprintf(stderr, fmt, ap);
-	/* MHD's messages mostly end in a newline already */
-	size_t n = strlen(fmt);
-	if (n == 0 || fmt[n - 1] != '\n')
-		fputc('\n', stderr);
+	pthread_mutex_lock(&h->log_lock);
+	if (h->logged && now.tv_sec == h->log_s) {
+		h->log_quiet++;
+		pthread_mutex_unlock(&h->log_lock);
+		return;
+	}
+	h->logged = true;
+	h->log_s = now.tv_sec;
+	uint64_t quiet = h->log_quiet;
+	h->log_quiet = 0;
+	char msg[512];
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	size_t n = strlen(msg);
+	while (n && msg[n - 1] == '\n') /* MHD's mostly end in one */
+		msg[--n] = 0;
+	if (quiet)
+		fprintf(stderr, "mixd: %s http: %s (and %llu more messages "
+				"in the second before)\n",
+			h->name, msg, (unsigned long long)quiet);
+	else
+		fprintf(stderr, "mixd: %s http: %s\n", h->name, msg);
+	pthread_mutex_unlock(&h->log_lock);
 }
 
 /*
@@ -658,6 +696,7 @@ static void free_server(struct expose_http *h)
 	for (size_t i = 0; i < h->nroutes; i++)
 		free(h->routes[i].path);
 	free(h->routes);
+	pthread_mutex_destroy(&h->log_lock);
 	free(h);
 }
 
@@ -696,6 +735,7 @@ int expose_http_start(const char *address, const struct expose_route *routes,
 	if (!h)
 		goto fail;
 	snprintf(h->name, sizeof(h->name), "%s", name);
+	pthread_mutex_init(&h->log_lock, NULL);
 	h->gzip_min =
 		opts->gzip_min_bytes ? opts->gzip_min_bytes : DEFAULT_GZIP_MIN;
 	h->routes = calloc(nroutes ? nroutes : 1, sizeof(*h->routes));
@@ -721,6 +761,11 @@ int expose_http_start(const char *address, const struct expose_route *routes,
 	}
 	h->port = bound_port(fd);
 
+	unsigned max = opts->max_connections ? opts->max_connections
+					     : DEFAULT_MAX_CONNECTIONS;
+	unsigned per_address = max / 2 < PER_ADDRESS_CONNECTIONS
+				       ? max / 2
+				       : PER_ADDRESS_CONNECTIONS;
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
 			 MHD_USE_ERROR_LOG;
 	if (family == AF_INET6)
@@ -731,16 +776,8 @@ int expose_http_start(const char *address, const struct expose_route *routes,
 		MHD_OPTION_THREAD_POOL_SIZE,
 		(unsigned)(opts->threads ? opts->threads : DEFAULT_THREADS),
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
-		MHD_OPTION_CONNECTION_LIMIT,
-		(unsigned)(opts->max_connections ? opts->max_connections
-						 : DEFAULT_MAX_CONNECTIONS),
-		/* Half the connections at most from one address: a client
-		 * holding them open (slow headers, a body it never reads)
-		 * leaves the other half to Prometheus and the health checks
-		 * from other hosts. */
-		MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-		(unsigned)(opts->max_connections ? opts->max_connections
-						 : DEFAULT_MAX_CONNECTIONS) / 2,
+		MHD_OPTION_CONNECTION_LIMIT, max,
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address,
 		MHD_OPTION_CONNECTION_TIMEOUT,
 		(unsigned)(opts->idle_timeout_s ? opts->idle_timeout_s
 						: DEFAULT_IDLE_TIMEOUT_S),
