@@ -140,6 +140,8 @@ struct plan_log {
 	bool own_fd;
 	bool send;                    /* fd is a socket: send(MSG_DONTWAIT) */
 	bool regular;                 /* fd is a regular file */
+	unsigned out;                 /* its output's number: logs that
+					 share fd share it (< nouts) */
 	int std;                      /* 1 or 2: the stream it writes, or 0 */
 	struct log_rot *rot;          /* ROTATED_FILE: shared, freed with
 					 own_fd */
@@ -204,6 +206,7 @@ struct agg_plan {
 	size_t napas;
 	struct plan_log *logs;
 	size_t nlogs;
+	size_t nouts; /* distinct outputs of the logs (plan_log.out) */
 	int out_slot[MAR_OUT_COUNT];  /* vocabulary slot of $out.<name>, -1 */
 	/* The record memo (memo.c). When memo_ok, everything the record
 	 * path decides but the metric values is a function of the attributes
@@ -554,8 +557,9 @@ bool state_wants_ahead(const struct shard_state *s);
 uint64_t state_ahead_used(const struct shard_state *s);
 
 /*
- * stdio output (logs.c). Each shard formats JSON lines into its own buffer
- * and writes whole lines, so shards never interleave within a line. The
+ * stdio output (logs.c). Each shard formats JSON lines into a buffer of its
+ * own for each output and writes whole lines, so shards never interleave
+ * within a line, and a slow output holds up no other's lines. The
  * writes never wait: what an output cannot take yet stays in the buffer
  * for the next pass; a line with no room left is dropped and counted.
  */

@@ -385,9 +385,18 @@ int plan_open_logs(struct agg_plan *p)
 				l->fd = nonblocking_std(std, &l->own_fd, &l->send);
 		}
 	}
+	p->nouts = 0;
 	for (size_t i = 0; i < p->nlogs; i++) {
 		struct plan_log *l = &p->logs[i];
 		struct stat st;
+		l->out = (unsigned)p->nouts;
+		for (size_t j = 0; j < i; j++)
+			if (p->logs[j].fd == l->fd) {
+				l->out = p->logs[j].out;
+				break;
+			}
+		if (l->out == p->nouts)
+			p->nouts++;
 		l->regular = fstat(l->fd, &st) == 0 && S_ISREG(st.st_mode);
 		if (l->regular && l->own_fd && !file_ends_line(l->fd))
 			(void)!write(l->fd, "\n", 1);
@@ -850,8 +859,9 @@ int log_entry(const struct agg_plan *p, const struct plan_log *l,
 			    * another type as the entry's time */
 
 	if (b->fd != l->fd) {
-		/* One output's lines at a time: what the last one has not
-		 * taken yet is lost. */
+		/* A buffer's first line (a shard keeps one per output,
+		 * plan_log.out); a buffer given to another output would lose
+		 * what the last one has not taken yet. */
 		if (b->len)
 			log_flush(b, 0);
 		if (b->len)

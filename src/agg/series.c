@@ -515,7 +515,10 @@ struct log_drain {
 struct state_ext {
 	struct shard_state s;
 	struct shard_scratch x;
-	struct log_buf log;
+	/* One buffer per output (plan_log.out), so that lines for one wait
+	 * for it without holding up another's. */
+	struct log_buf *logs;
+	uint64_t log_lost;	  /* of buffers gone: old states', drains' */
 	struct log_drain *drains; /* newest first */
 	/* Per-record results of the plans, one array per rule and per mesos
 	 * instance (inputs, bindings). */
@@ -565,7 +568,7 @@ static const struct attr_value **res_array(const struct expr_plan *pl)
 /* Drop @d, counting in @x what it lost. */
 static void drain_free(struct state_ext *x, struct log_drain *d)
 {
-	x->log.lost += d->b.lost;
+	x->log_lost += d->b.lost;
 	plan_unref(d->plan);
 	free(d);
 }
@@ -583,8 +586,9 @@ void state_flush(struct shard_state *s, uint64_t until_ns)
 			pp = &d->next;
 		}
 	}
-	if (x->log.len || x->log.torn)
-		log_flush(&x->log, until_ns);
+	for (size_t i = 0; i < s->plan->nouts; i++)
+		if (x->logs[i].len || x->logs[i].torn)
+			log_flush(&x->logs[i], until_ns);
 }
 
 /* Take over what @ox, the state @x replaces, has not written yet (not
@@ -593,25 +597,28 @@ static void take_logs(struct state_ext *x, struct state_ext *ox)
 {
 	x->drains = ox->drains;
 	ox->drains = NULL;
-	log_flush(&ox->log, 0);
-	if (ox->log.len || ox->log.torn) {
+	for (size_t i = 0; i < ox->s.plan->nouts; i++) {
+		struct log_buf *b = &ox->logs[i];
+		log_flush(b, 0);
+		if (!b->len && !b->torn)
+			continue;
 		struct log_drain *d = malloc(sizeof *d);
 		if (d) {
-			d->b = ox->log;
+			d->b = *b;
 			d->b.lost = 0; /* what it loses from now on */
 			d->plan = ox->s.plan;
 			plan_ref(d->plan);
 			d->until_ns = log_final_deadline();
 			d->next = x->drains;
 			x->drains = d;
-			ox->log.len = 0;
-			ox->log.torn = false;
+			b->len = 0;
+			b->torn = false;
 		} else {
 			/* No memory to wait in the background: wait here. */
-			log_flush(&ox->log, log_final_deadline());
+			log_flush(b, log_final_deadline());
 		}
 	}
-	x->log.lost = ox->log.lost;
+	x->log_lost = state_log_lost(&ox->s);
 	/* The oldest beyond LOG_DRAINS_MAX: given up. */
 	unsigned n = 0;
 	for (struct log_drain **pp = &x->drains, *d; (d = *pp);) {
@@ -664,6 +671,7 @@ static void free_parts(struct state_ext *x, const struct agg_plan *plan)
 	free(s->inst_errors);
 	free(s->log_errors);
 	expr_scratch_destroy(s->scratch);
+	free(x->logs);
 	free(x);
 }
 
@@ -799,7 +807,9 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 		return NULL;
 	struct shard_state *s = &x->s;
 	s->plan = plan;
-	x->log.fd = -1; /* no output yet (0 is one) */
+	x->logs = calloc(plan->nouts + 1, sizeof *x->logs);
+	for (size_t i = 0; x->logs && i < plan->nouts; i++)
+		x->logs[i].fd = -1; /* no output yet (0 is one) */
 	s->series = calloc(plan->ndimsets + 1, sizeof *s->series);
 	s->owns = calloc(plan->ndimsets + 1, sizeof *s->owns);
 	s->inst_errors = calloc(plan->nfams + 1, sizeof *s->inst_errors);
@@ -810,7 +820,8 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 	x->bind_res = calloc(plan->napas + 1, sizeof *x->bind_res);
 	x->src_rule = calloc(plan->nfams + 1, sizeof *x->src_rule);
 	x->src_k = calloc(plan->nfams + 1, sizeof *x->src_k);
-	if (!s->series || !s->owns || !s->inst_errors || !s->log_errors ||
+	if (!x->logs || !s->series || !s->owns || !s->inst_errors ||
+	    !s->log_errors ||
 	    !s->scratch ||
 	    !x->rule_res ||
 	    !x->in_res || !x->bind_res || !x->src_rule || !x->src_k)
@@ -909,7 +920,11 @@ void state_memo_stats(const struct shard_state *s, uint64_t *hits,
 
 uint64_t state_log_lost(const struct shard_state *s)
 {
-	return ((const struct state_ext *)s)->log.lost;
+	const struct state_ext *x = (const struct state_ext *)s;
+	uint64_t n = x->log_lost;
+	for (size_t i = 0; i < s->plan->nouts; i++)
+		n += x->logs[i].lost;
+	return n;
 }
 
 void state_retire(struct shard_state *s, struct agg_epoch *e,
@@ -1474,7 +1489,8 @@ static void process(struct shard_state *s, struct attr_table *t,
 			continue;
 		for (size_t k = 0; k < r->nlogs; k++) {
 			uint32_t l = r->logs[k];
-			if (log_entry(p, &p->logs[l], t, sc, &x->log))
+			if (log_entry(p, &p->logs[l], t, sc,
+				      &x->logs[p->logs[l].out]))
 				__atomic_store_n(&s->log_errors[l],
 						 s->log_errors[l] + 1,
 						 __ATOMIC_RELAXED);

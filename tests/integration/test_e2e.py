@@ -7,6 +7,7 @@ reload while records flow; expiry; series limit.
 MIXD_TEST_THREADED (scrapes race the shards writing: run under TSan too)
 """
 
+import fcntl
 import gzip
 import http.client
 import itertools
@@ -1490,6 +1491,78 @@ def a_reload_waits_for_no_stdout(build):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def two_outputs_keep_their_own_lines(build):
+    """Two stdio handlers, stdout (a pipe full for now) and a file, fed by
+    turns: the lines for stdout wait in their own buffer while the file's
+    are written, and all of them come out once stdout is read. (One
+    buffer served both: each line for the file threw away those stdout had
+    not taken yet.)"""
+    tmp = tempfile.mkdtemp(prefix="mixd-two-outputs.")
+    try:
+        out = os.path.join(tmp, "b.log")
+        path = os.path.join(tmp, "log.yaml")
+        with open(path, "w") as f:
+            f.write(f"""apiVersion: config.istio.io/v1alpha2
+kind: logentry
+metadata: {{name: notes, namespace: default}}
+spec:
+  variables: {{path: request.path}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: stdio
+metadata: {{name: a, namespace: default}}
+spec: {{outputAsJson: true}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: stdio
+metadata: {{name: b, namespace: default}}
+spec: {{outputAsJson: true, logStream: FILE, outputPath: {out}}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {{name: ra, namespace: default}}
+spec:
+  match: request.path.startsWith("/a")
+  actions: [{{handler: a.stdio, instances: [notes.logentry]}}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {{name: rb, namespace: default}}
+spec:
+  match: request.path.startsWith("/b")
+  actions: [{{handler: b.stdio, instances: [notes.logentry]}}]
+""")
+        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default"],
+                     shards=1, stdout=subprocess.PIPE) as m:
+            # a pipe of one page, so that what it holds is known
+            fcntl.fcntl(m.proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+            pad = "x" * 200
+            # some 13 KB of lines for stdout: the pipe full, the rest waiting
+            first = [{"request.path": f"/a{i:05}{pad}"} for i in range(50)]
+            send(build, m, first)
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == 50)
+            turns = []  # 26 KB more for each: stdout's fit its buffer
+            for i in range(100):
+                turns.append({"request.path": f"/b{i:05}{pad}"})
+                turns.append({"request.path": f"/a{50 + i:05}{pad}"})
+            send(build, m, turns)
+            m.wait_for(lambda: mt.value(m.metrics(), "mixd_records_processed_total") == 250)
+            mt.check(mt.value(m.metrics(), "mixd_log_lines_lost_total") == 0,
+                     "lines lost: " + str(mt.value(m.metrics(), "mixd_log_lines_lost_total")))
+            got = []
+            reader = threading.Thread(target=lambda: got.append(m.proc.stdout.read()))
+            reader.start()
+            m.stop()
+            reader.join(10)
+            a = [json.loads(line)["path"] for line in got[0].decode().splitlines()]
+            mt.check(a == [f"/a{i:05}{pad}" for i in range(150)], f"{len(a)} lines on stdout")
+            with open(out) as f:
+                b = [json.loads(line)["path"] for line in f]
+            mt.check(b == [f"/b{i:05}{pad}" for i in range(100)], f"{len(b)} lines in the file")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 class StdoutClosed(mt.Mixd):
     """mixd started with its stdout closed."""
 
@@ -1614,6 +1687,7 @@ if __name__ == "__main__":
         a_stdout_no_one_reads_holds_nothing_up,
         a_reload_waits_for_no_stdout,
         a_closed_stdout_is_dev_null,
+        two_outputs_keep_their_own_lines,
         a_stdout_pipe_mixd_cannot_reopen_holds_nothing_up_either,
         the_stop_waits_once_for_all_shards_stdio_lines,
     ])
