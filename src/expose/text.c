@@ -167,16 +167,80 @@ size_t expose_format_value(double v, char *out)
 	return r > 0 ? (size_t)r : 0;
 }
 
-static bool roundtrips_e(double v, int prec, char *buf)
+/* @n digits of @dig (no point) with decimal exponent @exp, in %e's
+ * shape, to @buf: "d.ddde-08". */
+static void digits_e(char *buf, const char *dig, int n, int exp)
 {
-	snprintf(buf, EXPOSE_VALUE_MAX, "%.*e", prec - 1, v);
-	return strtod(buf, NULL) == v;
+	char *p = buf;
+	*p++ = dig[0];
+	if (n > 1) {
+		*p++ = '.';
+		memcpy(p, dig + 1, (size_t)n - 1);
+		p += n - 1;
+	}
+	sprintf(p, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
+}
+
+/* @dig (@n digits) one unit up (@dir 1) or down (-1) in its last place.
+ * False when that changes the digit count (a carry out of the first, a
+ * first digit gone to 0): such a number has fewer digits, and was tried
+ * with them. */
+static bool digits_step(char *dig, int n, int dir)
+{
+	for (int i = n - 1; i >= 0; i--) {
+		if (dir > 0 && dig[i] != '9') {
+			dig[i]++;
+			return true;
+		}
+		if (dir < 0 && dig[i] != '0') {
+			dig[i]--;
+			return i > 0 || dig[0] != '0';
+		}
+		dig[i] = dir > 0 ? '0' : '9';
+	}
+	return false;
+}
+
+/*
+ * The digits Go's strconv finds for @v (finite, > 0): of the decimals of
+ * fewest significant digits that read back as @v, the nearest. At each
+ * count the nearest decimal is the correctly rounded one (%e), unless it
+ * does not read back: next to a power of two the doubles below are twice
+ * as dense as those above, and the decimal one unit away on the other
+ * side of @v may read back when the nearest does not (2^-24 is
+ * 5.960464477539063e-08, not 5.9604644775390625e-08). No other decimal of
+ * as many digits can. Writes the digits to @dig; returns their count, and
+ * in *@exp the exponent of the first.
+ */
+static int shortest_digits(double v, char *dig, int *exp)
+{
+	char buf[EXPOSE_VALUE_MAX];
+	for (int p = 1;; p++) {
+		snprintf(buf, sizeof buf, "%.*e", p - 1, v);
+		int n = 0;
+		const char *q = buf;
+		for (; *q != 'e'; q++)
+			if (*q != '.')
+				dig[n++] = *q;
+		*exp = atoi(q + 1);
+		double r = strtod(buf, NULL);
+		if (r == v || p == 17)
+			return n; /* 17 digits always read back */
+		/* The neighbour on @v's side of the rounded decimal. */
+		char alt[24];
+		memcpy(alt, dig, (size_t)n);
+		if (digits_step(alt, n, r < v ? 1 : -1)) {
+			digits_e(buf, alt, n, *exp);
+			if (strtod(buf, NULL) == v) {
+				memcpy(dig, alt, (size_t)n);
+				return n;
+			}
+		}
+	}
 }
 
 size_t expose_format_float_go(double v, char *out)
 {
-	char buf[EXPOSE_VALUE_MAX];
-
 	if (isnan(v) || isinf(v))
 		return expose_format_value(v, out);
 	if (v == 0) {
@@ -184,34 +248,37 @@ size_t expose_format_float_go(double v, char *out)
 		strcpy(out, z);
 		return strlen(z);
 	}
-	/* Fewest significant digits that read back exactly; reading back is
-	 * monotone in the digit count (more digits are never further away),
-	 * so a binary search finds it. 17 always suffices for binary64. */
-	int lo = 1, hi = 17;
-	while (lo < hi) {
-		int mid = (lo + hi) / 2;
-		if (roundtrips_e(v, mid, buf))
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	snprintf(buf, sizeof(buf), "%.*e", lo - 1, v);
-	const char *e = strchr(buf, 'e');
-	int exp = e ? atoi(e + 1) : 0;
+	char dig[24], *p = out;
+	int exp;
+	if (v < 0)
+		*p++ = '-';
+	int n = shortest_digits(fabs(v), dig, &exp);
+	while (n > 1 && dig[n - 1] == '0')
+		n--; /* %e pads: 1e+06 is one digit */
 	/* strconv 'g' with shortest precision: exponent form when the
 	 * exponent is < -4 or >= 6 (Go uses 6, not the digit count, when the
-	 * precision is "shortest"); C's %e then matches Go's byte for byte
-	 * (at least two exponent digits, no '.' for one digit). */
-	int r;
+	 * precision is "shortest"), at least two exponent digits, no '.' for
+	 * one digit; else plain decimals. */
 	if (exp < -4 || exp >= 6) {
-		r = snprintf(out, EXPOSE_VALUE_MAX, "%s", buf);
-	} else {
-		int decimals = lo - 1 - exp;
-		if (decimals < 0)
-			decimals = 0;
-		r = snprintf(out, EXPOSE_VALUE_MAX, "%.*f", decimals, v);
+		digits_e(p, dig, n, exp);
+		return strlen(out);
 	}
-	return r > 0 ? (size_t)r : 0;
+	if (exp < 0) {
+		*p++ = '0';
+		*p++ = '.';
+		for (int i = -1; i > exp; i--)
+			*p++ = '0';
+		memcpy(p, dig, (size_t)n);
+		p += n;
+	} else {
+		for (int i = 0; i <= exp || i < n; i++) {
+			if (i == exp + 1)
+				*p++ = '.';
+			*p++ = i < n ? dig[i] : '0';
+		}
+	}
+	*p = '\0';
+	return (size_t)(p - out);
 }
 
 /* Escape @len bytes of @s: backslash and newline always, '"' when

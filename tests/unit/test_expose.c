@@ -262,6 +262,18 @@ static void test_go_float_format(void **state)
 	assert_string_equal(gv(INFINITY), "+Inf");
 	assert_string_equal(gv(-INFINITY), "-Inf");
 	assert_string_equal(gv(NAN), "NaN");
+	/* Next to a power of two the shortest decimal that reads back is
+	 * not the correctly rounded one of its length (Go's, from Python's
+	 * repr: same digits). */
+	assert_string_equal(gv(ldexp(1, -24)), "5.960464477539063e-08");
+	assert_string_equal(gv(ldexp(1, -44)), "5.684341886080802e-14");
+	assert_string_equal(gv(-ldexp(1, -24)), "-5.960464477539063e-08");
+	assert_string_equal(gv(5e-324), "5e-324");
+	assert_string_equal(gv(1.7976931348623157e308), "1.7976931348623157e+308");
+	assert_string_equal(gv(123456), "123456");
+	assert_string_equal(gv(999999.5), "999999.5");
+	assert_string_equal(gv(0.000123), "0.000123");
+	assert_string_equal(gv(1e21), "1e+21");
 }
 
 /* ---- rendering a view ------------------------------------------------------ */
