@@ -1342,18 +1342,22 @@ spec:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# A logentry of request.path, for a config's stdio handlers.
+NOTES = """apiVersion: config.istio.io/v1alpha2
+kind: logentry
+metadata: {name: notes, namespace: default}
+spec:
+  variables: {path: request.path}
+---
+"""
+
+
 def notes_config(tmp, stdio_spec, match):
     """A config in @tmp logging request.path of the records @match takes
     (None: all) to a stdio handler of spec @stdio_spec; its path."""
     path = os.path.join(tmp, "log.yaml")
     with open(path, "w") as f:
-        f.write(f"""apiVersion: config.istio.io/v1alpha2
-kind: logentry
-metadata: {{name: notes, namespace: default}}
-spec:
-  variables: {{path: request.path}}
----
-apiVersion: config.istio.io/v1alpha2
+        f.write(NOTES + f"""apiVersion: config.istio.io/v1alpha2
 kind: stdio
 metadata: {{name: out, namespace: default}}
 spec: {stdio_spec}
@@ -1502,13 +1506,7 @@ def two_outputs_keep_their_own_lines(build):
         out = os.path.join(tmp, "b.log")
         path = os.path.join(tmp, "log.yaml")
         with open(path, "w") as f:
-            f.write(f"""apiVersion: config.istio.io/v1alpha2
-kind: logentry
-metadata: {{name: notes, namespace: default}}
-spec:
-  variables: {{path: request.path}}
----
-apiVersion: config.istio.io/v1alpha2
+            f.write(NOTES + f"""apiVersion: config.istio.io/v1alpha2
 kind: stdio
 metadata: {{name: a, namespace: default}}
 spec: {{outputAsJson: true}}
