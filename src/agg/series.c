@@ -950,15 +950,6 @@ static bool rule_applies(const struct agg_plan *p, const struct cfg_rule *r,
 	       cfg_rule_applies(p->cfg, r, ns, len);
 }
 
-/*
- * Attribute generation. Every matching mesos instance asks the Marathon
- * resolver (inputs evaluated against the record as it arrived), whose
- * outputs fill $out.*; its bindings are then evaluated and applied
- * together. Outputs the resolver lacks leave $out.* absent, so those
- * bindings take their defaults -- what Mixer did when its adapter had no
- * data.
- */
-/* Ask the resolver about the record; its outputs fill $out.* slots. */
 /* The resolver's answer for mesos instance @a, its inputs evaluated in
  * @in; false when it found nothing. */
 static bool ask(const struct plan_apa *a, const struct attr_value **in,
@@ -971,8 +962,22 @@ static bool ask(const struct plan_apa *a, const struct attr_value **in,
 	return mar_lookup(mar, &q, res);
 }
 
+/* Whether mesos instance @a could be built from its inputs evaluated in
+ * @in: Mixer skipped an instance one of whose fields failed to evaluate
+ * (an attribute absent, no `|` default), asking its adapter nothing and
+ * binding nothing (dispatcher/session.go). */
+static bool inputs_built(const struct plan_apa *a,
+			 const struct attr_value **in)
+{
+	for (int k = 0; k < 5; k++)
+		if (a->in_at[k] != UINT32_MAX && !in[a->in_at[k]])
+			return false;
+	return true;
+}
+
 /* Fold one answer's fingerprint (0: none found) into a record's. */
 #define ANSWERS_NONE 0x243f6a8885a308d3ull /* no instance asked */
+#define ANSWER_SKIPPED 1 /* an instance not built (inputs_built()) */
 static uint64_t answers_fold(uint64_t fp, uint64_t answer)
 {
 	return (fp ^ answer) * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
@@ -1003,13 +1008,14 @@ static bool apa_runs(const struct agg_plan *p, struct state_ext *x,
 }
 
 /*
- * Attribute generation. Every matching mesos instance asks the Marathon
- * resolver (inputs evaluated against the record as it arrived), whose
- * outputs fill $out.*; its bindings are then evaluated, and all bindings
- * are applied together. Outputs the resolver lacks leave $out.* absent, so
- * those bindings take their defaults -- what Mixer did when its adapter
- * had no data. Bindings shadow what the proxy sent, as outputs in Mixer's
- * child bag did.
+ * Attribute generation. Every matching mesos instance whose inputs
+ * evaluate asks the Marathon resolver (inputs evaluated against the record
+ * as it arrived), whose outputs fill $out.*; its bindings are then
+ * evaluated -- all of them bound, or none if one fails, as Mixer did --
+ * and all instances' bindings are applied together. Outputs the resolver
+ * lacks leave $out.* absent, so those bindings take their defaults -- what
+ * Mixer did when its adapter had no data. Bindings shadow what the proxy
+ * sent, as outputs in Mixer's child bag did.
  */
 static void run_apas(struct shard_state *s, struct state_ext *x,
 		     struct attr_table *t, struct mar_reader *mar)
@@ -1029,6 +1035,11 @@ static void run_apas(struct shard_state *s, struct state_ext *x,
 		const struct plan_apa *a = &p->apas[i];
 		if (!apa_runs(p, x, t, sc, i, &dispatched))
 			continue;
+		if (!inputs_built(a, x->in_res[i])) {
+			if (p->memo_ok)
+				fp = answers_fold(fp, ANSWER_SKIPPED);
+			continue;
+		}
 		/* $out.* is this instance's answer alone: a second instance
 		 * that finds less must not bind the first one's outputs. */
 		for (int o = 0; asked && o < MAR_OUT_COUNT; o++)
@@ -1048,11 +1059,16 @@ static void run_apas(struct shard_state *s, struct state_ext *x,
 						    : 0);
 		const struct attr_value **br = x->bind_res[i];
 		expr_plan_eval(a->bind_plan, t, sc, br);
-		for (size_t k = 0; k < a->nbind && nout < 128; k++) {
-			const struct attr_value *v = br[a->bind_at[k]];
-			if (v) /* no value: the attribute stays as it is */
-				out[nout++] = (typeof(out[0])){a->bind_slot[k], v};
-		}
+		/* One binding that fails to evaluate, and Mixer's output
+		 * mapper bound none of the instance's: the attributes stay
+		 * as they are (template.NewOutputMapperFn). */
+		size_t k = 0;
+		while (k < a->nbind && br[a->bind_at[k]])
+			k++;
+		for (size_t j = 0; k == a->nbind && j < a->nbind && nout < 128;
+		     j++)
+			out[nout++] = (typeof(out[0])){a->bind_slot[j],
+						       br[a->bind_at[j]]};
 	}
 	/* Strings built during evaluation live in the scratch arena, which
 	 * the report phase resets: keep copies. Values are copied field by
@@ -1102,6 +1118,10 @@ static bool still_answers(struct shard_state *s, struct state_ext *x,
 	for (size_t i = 0; i < p->napas; i++) {
 		if (!apa_runs(p, x, t, s->scratch, i, &dispatched))
 			continue;
+		if (!inputs_built(&p->apas[i], x->in_res[i])) {
+			fp = answers_fold(fp, ANSWER_SKIPPED);
+			continue;
+		}
 		struct mar_result res;
 		bool found = mar && ask(&p->apas[i], x->in_res[i], mar, &res);
 		fp = answers_fold(fp, found ? mar_result_fingerprint(&res) : 0);

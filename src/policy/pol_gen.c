@@ -227,11 +227,13 @@ static void run_one(const struct pol_gen *g, struct pol_gen_thread *t,
 	struct attr_value in[N_INPUTS];
 	const struct attr_value *q[N_INPUTS];
 	for (int k = 0; k < N_INPUTS; k++) {
-		q[k] = NULL; /* not given, or failed: absent */
-		if (d->inputs[k] >= 0 &&
-		    expr_eval(g->prog, (uint32_t)d->inputs[k], attrs, s,
-			      &in[k]) == 0)
-			q[k] = &in[k];
+		q[k] = NULL; /* not given: absent */
+		if (d->inputs[k] < 0)
+			continue;
+		if (expr_eval(g->prog, (uint32_t)d->inputs[k], attrs, s,
+			      &in[k]))
+			return; /* not built: Mixer skipped the instance */
+		q[k] = &in[k];
 	}
 	clear_outputs(g, attrs);
 	struct mar_query mq = {q[0], q[1], q[2], q[3], q[4]};
@@ -245,14 +247,22 @@ static void run_one(const struct pol_gen *g, struct pol_gen_thread *t,
 					       v);
 		}
 	}
+	/* All bindings or, if one fails to evaluate, none: Mixer's output
+	 * mapper gave up at the first failure. */
 	const struct cfg_expr_map *b = &d->in->mesos.attribute_bindings;
+	size_t first = t->n_out, used = t->used;
 	for (size_t k = 0; k < b->n && t->n_out < POL_GEN_OUT_MAX; k++) {
 		struct attr_value v;
-		if (b->v[k].slot < 0 || b->v[k].expr.id < 0 ||
-		    expr_eval(g->prog, (uint32_t)b->v[k].expr.id, attrs, s, &v))
-			continue; /* no value: the attribute stays as it is */
+		if (b->v[k].slot < 0 || b->v[k].expr.id < 0)
+			continue;
+		if (expr_eval(g->prog, (uint32_t)b->v[k].expr.id, attrs, s,
+			      &v)) {
+			t->n_out = first;
+			t->used = used;
+			return;
+		}
 		if (!keep(t, s, &v))
-			continue; /* no room to keep it: likewise */
+			continue; /* no room to keep it: the attribute stays */
 		t->out[t->n_out++] =
 			(struct pending){(unsigned)b->v[k].slot, v};
 	}

@@ -113,6 +113,54 @@ def records_resolve_to_marathon_workloads(build):
         si.command({"cmd": "up"})
 
 
+def a_failing_input_or_binding_binds_nothing(build):
+    """As Mixer: a mesos instance one of whose inputs fails to evaluate
+    (no `|` default, the attribute absent) is not dispatched, and one
+    binding that fails binds none of the instance's -- the attributes stay
+    as the proxy sent them. (mixd asked the resolver without that input,
+    and bound every binding that evaluated.)"""
+    with open(SEED) as f:
+        text = f.read()
+    for old, new in (('destination_uid: destination.uid | ""',
+                      "destination_uid: destination.uid"),
+                     ('source.name: $out.source_pod_name | "unknown"',
+                      "source.name: $out.source_pod_name")):
+        mt.check(old in text, f"the seed changed: {old}")
+        text = text.replace(old, new)
+    tmp = tempfile.mkdtemp(prefix="mixd-failing-apa.")
+    si = StandIn(apps=[dict(a) for a in APPS], heartbeat=0.5)
+    try:
+        path = os.path.join(tmp, "mixer.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        with mt.Mixd(build, ["--config", path, "--configDefaultNamespace", "default",
+                             "--marathon-address", f"127.0.0.1:{si.port}"]) as m:
+            m.wait_for(lambda: m.get("/readyz")[0] == 200, timeout=20,
+                       what="resolver synced")
+            proxy = {"context.protocol": "http", "response.code": 200,
+                     "destination.workload.name": "from-proxy"}
+            recs = [
+                # both found: every binding evaluates, all are bound
+                dict(proxy, **{"source.uid": uid(PP_TASK),
+                               "destination.uid": uid(RV_TASK)}),
+                # source unknown: source.name's binding fails, none bound
+                dict(proxy, **{"source.uid": "kubernetes://nobody.instance-x",
+                               "destination.uid": uid(RV_TASK)}),
+                # no destination.uid: the instance is not built
+                dict(proxy, **{"source.uid": uid(PP_TASK)}),
+            ]
+            rc, out, err = mt.report(build, m.address, recs)
+            mt.check(rc == 0, out + err)
+            m.wait_for(lambda: sum(requests_by_labels(m).values()) == 3)
+            by_dst = {}
+            for labels, v in requests_by_labels(m).items():
+                d = dict(labels)["destination_workload"]
+                by_dst[d] = by_dst.get(d, 0) + v
+            mt.check(by_dst == {"reviews-v2": 1, "from-proxy": 2}, f"{by_dst}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def without_marathon_mixd_serves_and_is_not_ready(build):
     with mt.Mixd(build, ["--config", SEED, "--configDefaultNamespace", "default",
                          "--marathon-address", "127.0.0.1:1"]) as m:
@@ -486,6 +534,7 @@ def malformed_entries_in_a_good_answer_are_counted_and_logged_once(build):
 if __name__ == "__main__":
     mt.main([
         records_resolve_to_marathon_workloads,
+        a_failing_input_or_binding_binds_nothing,
         without_marathon_mixd_serves_and_is_not_ready,
         a_reload_moves_the_resolver_to_new_marathon_settings,
         settings_the_resolver_refuses_refuse_the_config,

@@ -606,6 +606,82 @@ static void test_built_strings_and_scoping(void **state)
 	resolver_stop(&knows);
 }
 
+/* A mesos instance whose input or binding can fail (no `|` default). */
+static const char failing[] =
+	"kind: mesosenv\n"
+	"metadata: {name: handler}\n"
+	"spec: {marathon_address: \"127.0.0.1:1\"}\n"
+	"---\n"
+	"kind: mesos\n"
+	"metadata: {name: attributes}\n"
+	"spec:\n"
+	"  source_uid: source.uid | \"\"\n"
+	"  destination_uid: destination.uid\n"
+	"  attribute_bindings:\n"
+	"    destination.workload.name: $out.destination_workload_name | "
+	"\"unknown\"\n"
+	"    source.name: $out.source_pod_name\n"
+	"---\n"
+	"kind: rule\n"
+	"metadata: {name: generate}\n"
+	"spec: {actions: [{handler: handler.mesosenv, "
+	"instances: [attributes.mesos]}]}\n"
+	"---\n"
+	"kind: handler\n"
+	"metadata: {name: never}\n"
+	"spec: {compiledAdapter: denier, params: {status: {code: 7}}}\n"
+	"---\n"
+	"kind: instance\n"
+	"metadata: {name: nothing}\n"
+	"spec: {compiledTemplate: checknothing}\n"
+	"---\n"
+	"kind: rule\n"
+	"metadata: {name: never}\n"
+	"spec:\n"
+	"  match: destination.workload.name == \"never\"\n"
+	"  actions: [{handler: never, instances: [nothing]}]\n";
+
+/* As Mixer: an instance one of whose inputs fails to evaluate is not
+ * dispatched (dispatcher/session.go), and one binding that fails to
+ * evaluate binds none of the instance's (template.NewOutputMapperFn):
+ * the attributes stay as the client sent them. */
+static void test_a_failing_input_or_binding_binds_nothing(void **state)
+{
+	(void)state;
+	struct resolver knows;
+	resolver_start(&knows, true);
+	struct fx *f = open_text(failing);
+	struct pol_result r;
+
+	/* both found: every binding evaluates, all are bound */
+	request(f, UID(REVIEWS3_TASK), UID(RATINGS_TASK));
+	set_str(f, "destination.workload.name", "from-client");
+	check(f, knows.rd, &r);
+	assert_int_equal(r.code, POL_OK);
+	assert_string_equal(str_of(f, "destination.workload.name"),
+			    "ratings-v1");
+	assert_string_equal(str_of(f, "source.name"),
+			    "bookinfo_reviews-v3.instance-b22d"); /* the pod */
+
+	/* no source found: source.name's binding fails, so neither is */
+	request(f, NULL, UID(RATINGS_TASK));
+	set_str(f, "destination.workload.name", "from-client");
+	check(f, knows.rd, &r);
+	assert_string_equal(str_of(f, "destination.workload.name"),
+			    "from-client");
+
+	/* no destination.uid: the instance is not built, nothing asked */
+	request(f, UID(REVIEWS3_TASK), NULL);
+	set_str(f, "destination.workload.name", "from-client");
+	check(f, knows.rd, &r);
+	assert_string_equal(str_of(f, "destination.workload.name"),
+			    "from-client");
+	assert_null(attr_table_get(&f->attrs, slot(f->c, "source.name")));
+
+	close_fx(f);
+	resolver_stop(&knows);
+}
+
 int main(void)
 {
 	const char *env = getenv("MIXD_FIXTURES");
@@ -616,6 +692,7 @@ int main(void)
 		cmocka_unit_test(test_once_a_request_and_slots),
 		cmocka_unit_test(test_no_mesos_instance_generates_nothing),
 		cmocka_unit_test(test_built_strings_and_scoping),
+		cmocka_unit_test(test_a_failing_input_or_binding_binds_nothing),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
