@@ -511,7 +511,9 @@ def dropped_connections_do_not_flood_stderr(build):
         c.connect(("127.0.0.1", m.prometheus_port))
         c.close()
         time.sleep(0.3)
-        said = m.stderr().splitlines()[before:]
+        # libmicrohttpd's lines (the resolver says its own meanwhile)
+        said = [line for line in m.stderr().splitlines()[before:]
+                if " http: " in line]
         mt.check(len(said) <= took + 3, f"{len(said)} lines in {took:.1f} s:\n" +
                  "\n".join(said[:20]))
         mt.check(any("more messages" in line for line in said) or len(said) < 2,
