@@ -22,6 +22,15 @@
  *    ring, and reconnects (with backoff) when mixd restarts; a restarted mixd
  *    drains what was written while it was down, up to the ring's capacity.
  *  - Thread-safe: any number of threads may record through one client.
+ *    Each thread that records costs the host up to three descriptors (its
+ *    ring's memfd with the shared-memory transport, a wakeup eventfd, and
+ *    its connection to mixd) until it exits and mixd has drained its ring:
+ *    count them against RLIMIT_NOFILE.
+ *  - Not async-signal-safe: no function here may be called from a signal
+ *    handler (one that interrupts its own thread's record would corrupt
+ *    that thread's ring, and one on a thread holding the client's lock
+ *    would deadlock). The background thread, named "mixd-client", blocks
+ *    every signal, so the host's signals go to the host's threads.
  *  - A client belongs to the process that opened it. In a child made by
  *    fork(), records through the parent's clients are dropped and counted
  *    (dropped_full), mixd_client_flush() returns 0 at once and

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +103,9 @@ struct mixd_client {
 	struct tl_ring *rings;
 	uint32_t nrings;
 	pthread_t bg;
+	/* bg only: a connect found no mixd, so no ring tries before this
+	 * (that ring's next try): one try per backoff, not one per ring. */
+	uint64_t away_until;
 	int wake_fd;
 	int stop;                /* atomic */
 	uint64_t dropped_noring; /* atomic */
@@ -1364,23 +1368,27 @@ static void retry_later(struct mixd_client *c, struct tl_ring *r,
 				: r->backoff_ms * 2;
 }
 
-static void try_connect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
+/* Connect @r to mixd and say hello, or set its next try. False when no
+ * connection could be made at all (mixd down, its socket gone or its
+ * backlog full): then no other ring's would either. */
+static bool try_connect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
 {
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd >= 0 &&
-	    connect(fd, (struct sockaddr *)&c->addr, sizeof c->addr) == 0 &&
-	    send_hello(c, r, fd) == 0) {
+	bool reached = fd >= 0 && connect(fd, (struct sockaddr *)&c->addr,
+					  sizeof c->addr) == 0;
+	if (reached && send_hello(c, r, fd) == 0) {
 		r->sock = fd;
 		__atomic_store_n(&r->linked, 1, __ATOMIC_RELEASE);
 		r->connected_ns = now; /* the backoff waits to see it last */
 		r->send_part = 0;
 		r->want_out = false;
 		__atomic_add_fetch(&c->connected, 1, __ATOMIC_RELAXED);
-		return;
+		return true;
 	}
 	if (fd >= 0)
 		close(fd);
 	retry_later(c, r, now);
+	return reached;
 }
 
 static void disconnect(struct mixd_client *c, struct tl_ring *r, uint64_t now)
@@ -1602,8 +1610,9 @@ static void *bg_main(void *arg)
 			if (retired && !r->retired_seq)
 				r->retired_seq = retire_clock;
 			if (r->sock < 0 && now >= r->retry_at_ns &&
-			    !(retired && ring_done(r)))
-				try_connect(c, r, now);
+			    now >= c->away_until && !(retired && ring_done(r)) &&
+			    !try_connect(c, r, now))
+				c->away_until = r->retry_at_ns;
 			if (r->sock >= 0 && r->memfd < 0) {
 				uint64_t before = r->send.tail;
 				int p = pump(r);
@@ -1622,7 +1631,14 @@ static void *bg_main(void *arg)
 				continue;
 			}
 			if (r->sock < 0) {
-				int64_t wait = (int64_t)(r->retry_at_ns - now) / 1000000;
+				/* Rounded up: a try due within the millisecond is
+				 * slept to, not polled for with a timeout of 0 (with
+				 * hundreds of rings one nearly always is). */
+				uint64_t at = r->retry_at_ns > c->away_until
+						      ? r->retry_at_ns
+						      : c->away_until;
+				int64_t wait = ((int64_t)(at - now) + 999999) /
+					       1000000;
 				if (wait < timeout)
 					timeout = wait < 0 ? 0 : (int)wait;
 			} else if (n + 1 < cap) { /* room for wake_fd's too */
@@ -1741,7 +1757,16 @@ API int mixd_client_open(const char *address,
 		rc = -errno;
 		goto fail;
 	}
+	/* The background thread takes none of the host's signals (it starts
+	 * with every one blocked): a host waiting for SIGTERM in sigwait(), or
+	 * whose handler records, must get them on its own threads. */
+	sigset_t all, mask;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &mask);
 	rc = -pthread_create(&c->bg, NULL, bg_main, c);
+	pthread_sigmask(SIG_SETMASK, &mask, NULL);
+	if (!rc) /* for top -H and the like */
+		(void)pthread_setname_np(c->bg, "mixd-client");
 	if (rc)
 		goto fail;
 	pthread_mutex_lock(&open_lock);
