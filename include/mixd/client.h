@@ -35,9 +35,11 @@
  *    fork(), records through the parent's clients are dropped and counted
  *    (dropped_full), mixd_client_flush() returns 0 at once and
  *    mixd_client_close() only forgets the client; the parent's rings are
- *    never written from the child, and the child closes its copies of the
- *    parent's connections to mixd at the fork (so a long-lived child does
- *    not keep a ring its parent is done with alive in mixd). fork() waits
+ *    never written from the child, and the child has none of its parent's
+ *    rings and connections to mixd: their mappings are not inherited and
+ *    their descriptors are closed at the fork (so a long-lived child keeps
+ *    neither a ring its parent is done with alive in mixd, nor the memory
+ *    behind it). fork() waits
  *    for each client's background thread to finish its current pass. A
  *    child opens a client of its own.
  *

@@ -167,12 +167,24 @@ static void fork_parent(void)
 	pthread_mutex_unlock(&open_lock);
 }
 
+/* In a child: the parent's clients are never used here (every call
+ * checks c->pid), so it lets go of their descriptors -- connections,
+ * memfds, wakeups -- which would otherwise keep the parent's rings, and
+ * the memory behind them, alive as long as the child lives. The rings'
+ * mappings were never inherited (MADV_DONTFORK, ring_create()). */
 static void forked_child(void)
 {
 	for (struct mixd_client *c = open_clients; c; c = c->next_open) {
-		for (struct tl_ring *r = c->rings; r; r = r->next)
+		for (struct tl_ring *r = c->rings; r; r = r->next) {
 			if (r->sock >= 0)
 				close(r->sock);
+			if (r->memfd >= 0)
+				close(r->memfd);
+			close(r->wake_fd);
+			r->sock = r->memfd = r->wake_fd = -1;
+		}
+		close(c->wake_fd);
+		c->wake_fd = -1;
 		pthread_mutex_unlock(&c->lock);
 	}
 	open_clients = NULL; /* the parent's, not ours to close */
@@ -269,6 +281,8 @@ static struct tl_ring *ring_create(struct mixd_client *c)
 	}
 	if (r->map == MAP_FAILED)
 		goto fail;
+	/* Not into a forked child, which never uses it (forked_child()). */
+	(void)madvise(r->map, r->map_len, MADV_DONTFORK);
 	uint8_t *buf = malloc(MIXD_RECORD_MAX + REC_SLACK);
 	if (!buf)
 		goto fail;

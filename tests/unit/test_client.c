@@ -1354,6 +1354,62 @@ static void a_forked_child_does_not_keep_its_parents_connections(void **state)
 	daemon_stop(&d);
 }
 
+/* How many of this process's descriptors and mappings are rings'
+ * memfds ("/memfd:mixd-ring"). */
+static int ring_fds(void)
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/fd");
+	for (struct dirent *e; d && (e = readdir(d));) {
+		char path[300], to[256];
+		snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+		ssize_t k = readlink(path, to, sizeof to - 1);
+		if (k > 0) {
+			to[k] = 0;
+			n += strstr(to, "memfd:mixd-ring") != NULL;
+		}
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+static int ring_maps(void)
+{
+	int n = 0;
+	char line[512];
+	FILE *f = fopen("/proc/self/maps", "r");
+	while (f && fgets(line, sizeof line, f))
+		n += strstr(line, "memfd:mixd-ring") != NULL;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* A child that never uses its parent's client (a pre-forked server's
+ * worker) holds nothing of its rings: no memfd, no mapping. It held a
+ * descriptor and a mapping of each, which kept the parent's ring memory
+ * allocated after the parent had freed it, as long as the child lived. */
+static void a_forked_child_holds_none_of_its_parents_rings(void **state)
+{
+	(void)state;
+	mixd_client *c = client_without_mixd();
+	proxy_record(c, 200);
+	assert_true(ring_fds() >= 1 && ring_maps() >= 1);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(ring_fds() == 0 && ring_maps() == 0 ? 0 : 1);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	proxy_record(c, 200); /* the parent's ring is whole */
+	struct mixd_client_stats st;
+	mixd_client_stats(c, &st);
+	assert_int_equal(st.written, 2);
+	mixd_client_close(c);
+}
+
 /* memfd_create(), interposed (libmixd is linked into this binary), to
  * make ring creation fail and count the tries. */
 static int memfd_fails, memfd_tries; /* atomic */
@@ -1824,6 +1880,7 @@ int main(void)
 		cmocka_unit_test(template_fields_must_have_their_attributes_types),
 		cmocka_unit_test(a_forked_child_does_not_write_its_parents_rings),
 		cmocka_unit_test(a_forked_child_does_not_keep_its_parents_connections),
+		cmocka_unit_test(a_forked_child_holds_none_of_its_parents_rings),
 		cmocka_unit_test(a_ring_that_cannot_be_made_is_tried_again_later),
 		cmocka_unit_test(rings_of_exited_threads_are_bounded_while_mixd_is_away),
 		cmocka_unit_test(many_rings_waiting_for_mixd_cost_little_cpu),
