@@ -148,7 +148,11 @@ int mixd_client_flush(mixd_client *c, int timeout_ms);
 
 /** Counters of one client, summed over its threads. */
 struct mixd_client_stats {
-	uint64_t written;           /**< records committed into a ring */
+	uint64_t written;           /**< records committed into a ring. Not
+					 monotonic: those of a ring let go
+					 unread (see dropped_full) move from
+					 here to dropped_full, so that written
+					 + dropped stays every record tried */
 	uint64_t dropped;           /**< records dropped: the sum of the two below */
 	uint64_t dropped_full;      /**< ... because the thread's ring was full,
 					 or it could have none (no memory for
