@@ -184,10 +184,15 @@ int mixd_attr_lookup(const char *name);
 /** Value type the dictionary declares for id @a (enum mixd_type), or 0. */
 int mixd_attr_type(mixd_attr a);
 
+/** The longest attribute name a record can carry: <mixd/ring.h>'s
+ *  MIXD_RECORD_MAX less the name's 5-byte header and a 1-byte value. */
+#define MIXD_ATTR_NAME_MAX 65522u
+
 /**
  * A handle for an attribute name outside the dictionary; records carry the
  * name inline. Returns the dictionary id instead if @name has one. At most
- * 1024 custom names per client. Returns 0 and stores the handle, or -EINVAL /
+ * 1024 custom names per client, each of 1 to MIXD_ATTR_NAME_MAX bytes
+ * (longer: -EINVAL). Returns 0 and stores the handle, or -EINVAL /
  * -ENOSPC / -ENOMEM. In a child forked from the process that opened @c, the names @c
  * had at the fork are found and a new one is refused with -ECHILD (records
  * through a parent's client are dropped in a child anyway).

@@ -1947,10 +1947,15 @@ API int mixd_attr_type(mixd_attr a)
 	return a < MIXD_ATTR_DICT_COUNT ? dictionary[a].type : 0;
 }
 
+_Static_assert(MIXD_ATTR_NAME_MAX == MIXD_RECORD_MAX - 6u,
+	       "a name's 5-byte header and a bool's byte");
+
 API int mixd_attr_custom(mixd_client *c, const char *name, mixd_attr *out)
 {
 	size_t len = name ? strlen(name) : 0;
-	if (len == 0 || len > UINT16_MAX)
+	/* Longer, and no record could carry it: the name inline behind its
+	 * 5-byte header, and the smallest value (a bool) behind that. */
+	if (len == 0 || len > MIXD_ATTR_NAME_MAX)
 		return -EINVAL;
 	int id = mixd_attr_lookup(name);
 	if (id >= 0) {

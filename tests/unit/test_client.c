@@ -572,6 +572,17 @@ static void custom_names_travel_inline(void **state)
 	assert_int_equal(mixd_attr_custom(c, "my.custom", &again), 0);
 	assert_int_equal(a, again);
 	assert_int_equal(mixd_attr_custom(c, "", &again), -EINVAL);
+	/* The longest name a record can carry, with a bool; one byte more
+	 * could never be sent. */
+	static char longest[MIXD_ATTR_NAME_MAX + 2];
+	memset(longest, 'n', MIXD_ATTR_NAME_MAX + 1);
+	mixd_attr big;
+	assert_int_equal(mixd_attr_custom(c, longest, &big), -EINVAL);
+	longest[MIXD_ATTR_NAME_MAX] = 0;
+	assert_int_equal(mixd_attr_custom(c, longest, &big), 0);
+	mixd_record *rb = mixd_record_begin(c);
+	mixd_set_bool(rb, big, 1);
+	assert_int_equal(mixd_record_commit(rb), 0);
 	assert_int_equal(mixd_attr_lookup("response.code"), MIXD_ATTR_RESPONSE_CODE);
 	assert_int_equal(mixd_attr_lookup("no.such"), -1);
 	assert_int_equal(mixd_attr_type(MIXD_ATTR_RESPONSE_DURATION),
@@ -584,7 +595,7 @@ static void custom_names_travel_inline(void **state)
 	mixd_set_double(r, a, 1.5); /* the same name twice: last one wins */
 	assert_int_equal(mixd_record_commit(r), 0);
 	assert_int_equal(mixd_client_flush(c, 10000), 0);
-	assert_int_equal(wait_accepted(&d, 1), 1);
+	assert_int_equal(wait_accepted(&d, 2), 2); /* the longest name's too */
 	mixd_client_close(c);
 	daemon_stop(&d);
 }
