@@ -121,6 +121,48 @@ static void print_param(FILE *out, const char *label, const struct cfg_str *s,
 	fprintf(out, ", %s %s", label, password || s->secret ? REDACTED : s->s);
 }
 
+/*
+ * Marathon addresses ("a,b,..."), each with any user:password@ replaced:
+ * the userinfo of an address runs from its "://" to the last '@' before
+ * the next '/' -- commas included, which a password may hold.
+ */
+static void print_addresses(FILE *out, const struct cfg_str *s)
+{
+	if (!s->s)
+		return;
+	if (s->secret) {
+		fprintf(out, ", marathon " REDACTED);
+		return;
+	}
+	fputs(", marathon ", out);
+	for (const char *p = s->s; *p;) {
+		const char *sep = strstr(p, "://");
+		const char *auth = sep ? sep + 3 : p;
+		const char *end = strchr(auth, '/');
+		const char *at = NULL;
+		for (const char *q = auth; *q && q != end; q++)
+			if (*q == '@')
+				at = q;
+		if (!at) {
+			fputs(p, out);
+			return;
+		}
+		fprintf(out, "%.*s" REDACTED "@", (int)(auth - p), p);
+		p = at + 1;
+		/* the rest of this address, up to a later one's "://" */
+		const char *next = strstr(p, "://");
+		const char *comma = next ? next : p + strlen(p);
+		while (comma > p && *comma != ',')
+			comma--;
+		if (!next || comma == p) {
+			fputs(p, out);
+			return;
+		}
+		fprintf(out, "%.*s", (int)(comma + 1 - p), p);
+		p = comma + 1;
+	}
+}
+
 static void print_handler(const struct cfg_handler *h, FILE *out)
 {
 	char dur[64];
@@ -136,8 +178,7 @@ static void print_handler(const struct cfg_handler *h, FILE *out)
 		}
 		break;
 	case CFG_ADAPTER_MESOSENV:
-		print_param(out, "marathon", &h->mesosenv.marathon_address,
-			    false);
+		print_addresses(out, &h->mesosenv.marathon_address);
 		print_param(out, "user", &h->mesosenv.http_basic_auth_user,
 			    false);
 		print_param(out, "password",

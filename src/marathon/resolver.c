@@ -464,6 +464,65 @@ static char *dup_or_null(const char *s)
 
 /* "host:port", "http://host:port/", "https://u:p@host" -> base URL without
  * userinfo or trailing '/'. Userinfo becomes basic auth when none is set. */
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9'   ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+				      : -1;
+}
+
+/* Decode @s's %XX escapes in place (RFC 3986: a password's '@', ',' or
+ * '%' is written so); a '%' not followed by two hex digits stays. */
+static void pct_decode(char *s)
+{
+	char *o = s;
+	for (const char *p = s; *p; p++) {
+		int hi, lo;
+		if (*p == '%' && (hi = hexval(p[1])) >= 0 &&
+		    (lo = hexval(p[2])) >= 0) {
+			*o++ = (char)(hi << 4 | lo);
+			p += 2;
+		} else {
+			*o++ = *p;
+		}
+	}
+	*o = '\0';
+}
+
+/* Whether @h (@n bytes) is host[:port] or [v6][:port], a port 1 to 65535. */
+static bool host_port_ok(const char *h, size_t n)
+{
+	const char *end = h + n, *port = NULL;
+	if (n && *h == '[') {
+		const char *rb = memchr(h, ']', n);
+		if (!rb || rb == h + 1)
+			return false;
+		if (rb + 1 < end) {
+			if (rb[1] != ':')
+				return false;
+			port = rb + 2;
+		}
+	} else {
+		const char *colon = memchr(h, ':', n);
+		if (colon == h)
+			return false;
+		port = colon ? colon + 1 : NULL;
+	}
+	if (!port)
+		return true;
+	size_t digits = (size_t)(end - port);
+	unsigned v = 0;
+	if (digits == 0 || digits > 5)
+		return false;
+	for (const char *q = port; q < end; q++) {
+		if (*q < '0' || *q > '9')
+			return false;
+		v = v * 10 + (unsigned)(*q - '0');
+	}
+	return v >= 1 && v <= 65535;
+}
+
 static int add_address(struct settings *st, const char *a, size_t n)
 {
 	while (n && (*a == ' ' || *a == '\t')) {
@@ -504,11 +563,14 @@ static int add_address(struct settings *st, const char *a, size_t n)
 					       (size_t)(at - colon - 1));
 			if (!st->user || !st->password)
 				return -ENOMEM;
+			pct_decode(st->user);
+			pct_decode(st->password);
 		}
 		n -= (size_t)(at + 1 - a);
 		a = at + 1;
 	}
-	if (!n || *a == ':' || *a == '/')
+	slash = memchr(a, '/', n);
+	if (!n || *a == '/' || !host_port_ok(a, slash ? (size_t)(slash - a) : n))
 		return -EINVAL;
 	snprintf(tmp, sizeof tmp, "%s%.*s", scheme, (int)n, a);
 	st->addrs[st->n_addrs] = strdup(tmp);
@@ -1335,6 +1397,33 @@ static int64_t dflt(int64_t v, int64_t d)
 	return v > 0 ? v : d;
 }
 
+/*
+ * The ',' that ends the address at @p in a list, or NULL at the last. A
+ * password may hold a ',' (RFC 3986 lets userinfo have one unescaped): the
+ * address's userinfo runs to its last '@' before the next '/' or the next
+ * address's "://", and the address ends at the first ',' after that.
+ */
+static const char *address_end(const char *p)
+{
+	const char *auth = p;
+	while (*auth == ' ' || *auth == '\t')
+		auth++;
+	if (!strncasecmp(auth, "http://", 7))
+		auth += 7;
+	else if (!strncasecmp(auth, "https://", 8))
+		auth += 8;
+	else
+		auth = p;
+	const char *from = auth;
+	for (const char *q = auth; *q && *q != '/'; q++) {
+		if (!strncmp(q, "://", 3))
+			break;
+		if (*q == '@')
+			from = q + 1;
+	}
+	return strchr(from, ',');
+}
+
 /* Parse and copy @o into @st (zeroed): 0, -EINVAL (said to @to; never a
  * credential) or -ENOMEM. On failure @st holds what was copied, for
  * settings_free(). @o NULL: paused, no address. */
@@ -1357,15 +1446,15 @@ static int settings_parse(const struct say *to, struct settings *st,
 	    (o->auth_token_file && *o->auth_token_file && !st->token_file) ||
 	    (o->ca_file && *o->ca_file && !st->ca_file))
 		return -ENOMEM;
-	for (const char *p = as;;) {
-		const char *c = strchr(p, ',');
+	for (const char *p = as;; ) {
+		const char *c = address_end(p);
 		size_t n = c ? (size_t)(c - p) : strlen(p);
 		if ((rc = add_address(st, p, n)) < 0) {
-			sayf(to, "bad marathon_address entry \"%.*s\"",
-			      (int)(strchr(p, '@') && strchr(p, '@') < p + n
-					    ? 0
-					    : n),
-			      p);
+			/* Not echoed: it may hold a password. */
+			sayf(to, "bad marathon_address entry %zu: want "
+				 "[http[s]://][user:password@]host[:port][/path],"
+				 " a password's '%%' written %%25",
+			      st->n_addrs + 1);
 			return rc;
 		}
 		if (!c)

@@ -900,6 +900,36 @@ static void test_single_file_sources(void **state)
 
 /* ---------------------------------------------------------- secrets */
 
+/* Credentials in marathon_address (user:password@, which the resolver
+ * takes as basic auth) are not printed by --check-config either; a ','
+ * in the password does not hide the rest of it. */
+static void test_address_credentials_are_not_printed(void **state)
+{
+	(void)state;
+	static const char *const addrs[] = {
+		"http://zmcc:S3cret@master.mesos:8080",
+		"http://zmcc:S3,cret@10.0.0.1:8080,https://u:S3cret@10.0.0.2/m",
+		"10.0.0.1:8080,http://u:S3cret@10.0.0.2",
+	};
+	for (size_t i = 0; i < sizeof addrs / sizeof *addrs; i++) {
+		char yaml[512];
+		snprintf(yaml, sizeof yaml,
+			 "kind: mesosenv\n"
+			 "metadata: {name: h, namespace: default}\n"
+			 "spec: {marathon_address: '%s'}\n",
+			 addrs[i]);
+		struct cfg *c = load_text(yaml);
+		assert_loads(c);
+		char *s = summary_text(c);
+		assert_null(strstr(s, "S3"));
+		assert_null(strstr(s, "cret"));
+		assert_non_null(strstr(s, i ? "<redacted>@10.0.0.2"
+					    : "<redacted>@master.mesos"));
+		free(s);
+		cfg_destroy(c);
+	}
+}
+
 static void test_secrets_from_env_and_file(void **state)
 {
 	char yaml[1024];
@@ -1298,6 +1328,7 @@ int main(void)
 		cmocka_unit_test(test_fs_url),
 		cmocka_unit_test(test_single_file_sources),
 		cmocka_unit_test(test_secrets_from_env_and_file),
+		cmocka_unit_test(test_address_credentials_are_not_printed),
 		cmocka_unit_test(test_secret_file_must_be_regular),
 		cmocka_unit_test(test_logentry_and_stdio),
 		cmocka_unit_test(test_stdio_severity_levels_default_as_mixers),

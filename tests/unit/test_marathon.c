@@ -1793,6 +1793,19 @@ static void test_auth_basic_token_and_401(void **st)
 	assert_int_equal(mar_resolver_start(&o, &r), 0);
 	WAIT_UNTIL(stats(r).synced, 5000);
 	mar_resolver_stop(r);
+	/* a password with a ',' (legal in userinfo), or escaped (%40: '@') */
+	standin_cmd0(&s, "{\"cmd\":\"auth\",\"basic\":\"zmcc:Zm,cc@001\"}");
+	snprintf(a, sizeof a, "http://zmcc:Zm,cc@001@127.0.0.1:%d", s.port);
+	o = fast_options(a);
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	WAIT_UNTIL(stats(r).synced, 5000);
+	mar_resolver_stop(r);
+	snprintf(a, sizeof a, "http://zmcc:Zm%%2Ccc%%40001@127.0.0.1:%d",
+		 s.port);
+	o = fast_options(a);
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	WAIT_UNTIL(stats(r).synced, 5000);
+	mar_resolver_stop(r);
 	o = fast_options(addr_of(s.port));
 	o.basic_user = "zmcc";
 	o.basic_password = "nope";
@@ -1801,6 +1814,41 @@ static void test_auth_basic_token_and_401(void **st)
 	assert_false(stats(r).synced);
 	mar_resolver_stop(r);
 	standin_stop(&s);
+}
+
+/* Addresses and what is said of a bad one: never a password. A ',' in a
+ * password is part of it, not the start of another address (the first
+ * piece, "http://zmcc:Zm", was taken for one, and printed in every log
+ * line); a port must be a number. */
+static void test_bad_addresses_are_refused_without_their_passwords(void **st)
+{
+	(void)st;
+	char why[256];
+	struct mar_options o = {0};
+	static const char *const good[] = {
+		"http://zmcc:Zm,cc@001@127.0.0.1:1",
+		"http://a:b@127.0.0.1:1,https://c:d@[::1]:2/x",
+		"127.0.0.1:1, 127.0.0.2",
+		"master.mesos",
+	};
+	for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+		o.addresses = good[i];
+		assert_int_equal(mar_options_check(&o, why, sizeof why), 0);
+	}
+	static const char *const bad[] = {
+		"http://zmcc:S3cret",	     /* a "port" */
+		"http://h:1,zmcc:S3cret",    /* likewise, second */
+		"http://u:S3cret@h:99999",   /* past 65535 */
+		"ftp://u:S3cret@h",
+		"http://u:S3cret@[::1",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		o.addresses = bad[i];
+		assert_int_equal(mar_options_check(&o, why, sizeof why),
+				 -EINVAL);
+		assert_non_null(strstr(why, "bad marathon_address entry"));
+		assert_null(strstr(why, "S3cret"));
+	}
 }
 
 static int standin_streams(struct standin *s)
@@ -2284,6 +2332,8 @@ int main(void)
 		cmocka_unit_test(test_silent_stream_is_dead),
 		cmocka_unit_test(test_ha_addresses_and_302_to_leader),
 		cmocka_unit_test(test_auth_basic_token_and_401),
+		cmocka_unit_test(
+			test_bad_addresses_are_refused_without_their_passwords),
 		cmocka_unit_test(test_reconfigure_moves_to_new_settings),
 		cmocka_unit_test(test_bad_payloads_keep_last_snapshot),
 		cmocka_unit_test(test_real_upstream_fixtures),
