@@ -330,6 +330,7 @@ struct mar_sse {
 	bool skip;	 /**< the event's data is not read: drop data lines */
 	bool skipped;	 /**< data of the pending event was dropped */
 	bool discard;	 /**< drop the rest of the current line */
+	uint64_t lines;	 /**< lines completed since the start */
 };
 
 /** Forget a partial event (a new connection). */

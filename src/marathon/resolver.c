@@ -212,7 +212,7 @@ struct mar_resolver {
 	int64_t stream_answered_ns; /* when the 200 came */
 	char stream_errbuf[CURL_ERROR_SIZE]; /* the sync has its own */
 	bool stream_got_bytes;
-	int64_t stream_last_byte_ns, stream_started_ns;
+	int64_t stream_last_line_ns, stream_started_ns;
 	struct mar_sse sse;
 	bool syncing;     /* a full sync is in flight: events are held */
 	struct buf held;  /* too_big: one was lost */
@@ -798,10 +798,14 @@ static size_t stream_write(char *p, size_t sz, size_t n, void *ud)
 	curl_easy_getinfo(r->stream_h, CURLINFO_RESPONSE_CODE, &code);
 	if (code != 200)
 		return 0; /* an error page is not a stream */
-	r->stream_last_byte_ns = mar_now_ns();
 	r->stream_got_bytes = true;
+	uint64_t lines = r->sse.lines;
 	if (mar_sse_feed(&r->sse, p, sz * n, on_event, r) < 0)
 		return 0;
+	/* Alive when a line ends (a heartbeat is one), not at any byte: a
+	 * stream that trickles one event's bytes for ever is silent. */
+	if (r->sse.lines != lines)
+		r->stream_last_line_ns = mar_now_ns();
 	return sz * n;
 }
 
@@ -1117,7 +1121,7 @@ static int stream_start(struct mar_resolver *r)
 	r->stream_subscribed = false;
 	r->stream_done = false;
 	r->stream_got_bytes = false;
-	r->stream_last_byte_ns = r->stream_started_ns = mar_now_ns();
+	r->stream_last_line_ns = r->stream_started_ns = mar_now_ns();
 	if (curl_multi_add_handle(r->multi, h) != CURLM_OK)
 		return -1;
 	r->stream_up = true;
@@ -1159,7 +1163,7 @@ static bool stream_dead(struct mar_resolver *r)
 			why = MAR_DISC_TRUNCATED;
 		else
 			why = MAR_DISC_ERROR;
-	} else if (mar_now_ns() - r->stream_last_byte_ns > r->s.stream_timeout_ns) {
+	} else if (mar_now_ns() - r->stream_last_line_ns > r->s.stream_timeout_ns) {
 		why = MAR_DISC_SILENT;
 	} else {
 		return false;

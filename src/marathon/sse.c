@@ -183,6 +183,7 @@ int mar_sse_feed(struct mar_sse *p, const char *buf, size_t len,
 			break;
 		p->pending_cr = buf[j] == '\r';
 		i = j + 1;
+		p->lines++;
 		if (p->discard) {
 			p->discard = false;
 			continue;

@@ -1728,6 +1728,28 @@ static void test_silent_stream_is_dead(void **st)
 	standin_stop(&s);
 }
 
+/* A stream that trickles the bytes of one event and never ends a line is
+ * silent too: no event and no heartbeat gets through it. (Any byte kept
+ * it alive: one a second would have held it for ever.) */
+static void test_a_stream_trickling_one_line_is_silent(void **st)
+{
+	struct standin s;
+	standin_start(&s, FIXTURE_ARGS " --heartbeat 30");
+	struct mar_options o = fast_options(addr_of(s.port));
+	o.stream_timeout_ns = 400 * MS;
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	WAIT_UNTIL(stats(r).synced && stats(r).connected, 5000);
+	standin_cmd0(&s, "{\"cmd\":\"raw\",\"text\":\"data: {\"}");
+	for (int i = 0; i < 30 && !stats(r).disconnects[MAR_DISC_SILENT]; i++) {
+		standin_cmd0(&s, "{\"cmd\":\"raw\",\"text\":\"x\"}");
+		usleep(100 * 1000);
+	}
+	assert_true(stats(r).disconnects[MAR_DISC_SILENT] >= 1);
+	mar_resolver_stop(r);
+	standin_stop(&s);
+}
+
 static void test_ha_addresses_and_302_to_leader(void **st)
 {
 	struct standin s;
@@ -2330,6 +2352,7 @@ int main(void)
 		cmocka_unit_test(test_a_stuck_reader_holds_at_most_two_snapshots),
 		cmocka_unit_test(test_outage_keeps_snapshot_and_resyncs),
 		cmocka_unit_test(test_silent_stream_is_dead),
+		cmocka_unit_test(test_a_stream_trickling_one_line_is_silent),
 		cmocka_unit_test(test_ha_addresses_and_302_to_leader),
 		cmocka_unit_test(test_auth_basic_token_and_401),
 		cmocka_unit_test(
