@@ -378,7 +378,8 @@ static bool has_nul_escape(const char *s)
 static bool same_bytes(const struct call *c, const char *s)
 {
 	size_t n = strlen(s);
-	return c->len == n && !memcmp(arena + c->at, s, n);
+	/* (no string yet: arena may still be NULL) */
+	return c->len == n && (!n || !memcmp(arena + c->at, s, n));
 }
 
 /* The map's entries as the recorder keeps them, from the JSON object. */
