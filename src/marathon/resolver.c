@@ -223,6 +223,7 @@ struct mar_resolver {
 	/* The same for the event stream, apart: a stream Marathon keeps
 	 * refusing is one episode however many syncs succeed meanwhile. */
 	int stream_episode;
+	bool token_file_failing; /* said once, until it is read again */
 	/* The next publish is a full sync's: count the entries it skips
 	 * (an event's publish would count the same ones again). */
 	bool count_skips;
@@ -857,9 +858,12 @@ static void refresh_headers(struct mar_resolver *r)
 		size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
 		if (f)
 			fclose(f);
-		if (!f)
-			episode_fail(r, EP_SYNC(MAR_SYNC_UNAUTHORIZED) + 100,
-				     "cannot read auth_token_file");
+		/* An episode of its own: sharing the syncs' would make the
+		 * two messages take turns at every retry. */
+		if (!f && !r->token_file_failing)
+			logf_(r, "cannot read auth_token_file: %s",
+			      strerror(errno));
+		r->token_file_failing = !f;
 		while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
 			n--;
 		buf[n] = 0;

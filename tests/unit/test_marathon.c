@@ -1873,6 +1873,43 @@ static void test_bad_addresses_are_refused_without_their_passwords(void **st)
 	}
 }
 
+/* Lines of @f (read from its start) that hold @needle. */
+static int lines_with(FILE *f, const char *needle)
+{
+	char line[512];
+	int n = 0;
+	rewind(f);
+	while (fgets(line, sizeof line, f))
+		n += strstr(line, needle) != NULL;
+	return n;
+}
+
+/* An auth_token_file that cannot be read, and no Marathon: each trouble
+ * said once, not in turns at every retry (the two shared one episode, so
+ * each retry's message ended the other's). */
+static void test_a_missing_token_file_is_said_once(void **st)
+{
+	(void)st;
+	FILE *log = tmpfile();
+	assert_non_null(log);
+	struct mar_options o = fast_options("127.0.0.1:1");
+	o.auth_token_file = "/nonexistent/mixd-token";
+	o.log_file = log;
+	struct mar_resolver *r;
+	assert_int_equal(mar_resolver_start(&o, &r), 0);
+	WAIT_UNTIL(stats(r).sync[MAR_SYNC_ERROR] >= 4, 10000);
+	mar_resolver_stop(r);
+	if (getenv("MIXD_TEST_VERBOSE")) {
+		char line[512];
+		rewind(log);
+		while (fgets(line, sizeof line, log))
+			fputs(line, stderr);
+	}
+	assert_int_equal(lines_with(log, "cannot read auth_token_file"), 1);
+	assert_int_equal(lines_with(log, "sync from"), 1);
+	fclose(log);
+}
+
 static int standin_streams(struct standin *s)
 {
 	cJSON *j = standin_cmd(s, "{\"cmd\":\"stats\"}");
@@ -2355,6 +2392,7 @@ int main(void)
 		cmocka_unit_test(test_a_stream_trickling_one_line_is_silent),
 		cmocka_unit_test(test_ha_addresses_and_302_to_leader),
 		cmocka_unit_test(test_auth_basic_token_and_401),
+		cmocka_unit_test(test_a_missing_token_file_is_said_once),
 		cmocka_unit_test(
 			test_bad_addresses_are_refused_without_their_passwords),
 		cmocka_unit_test(test_reconfigure_moves_to_new_settings),
