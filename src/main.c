@@ -1830,14 +1830,14 @@ static bool std_fds_open(void)
 	for (int fd = 0; fd < 3; fd++) {
 		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
 			continue;
-		/* The lowest free number: @fd, the ones below being open. */
-		int n = open("/dev/null", O_RDWR | O_CLOEXEC);
+		/* The lowest free number: @fd, the ones below being open;
+		 * inherited, as a real one would be. */
+		int n = open("/dev/null", O_RDWR);
 		if (n != fd) {
 			if (n >= 0)
 				close(n);
 			return false;
 		}
-		(void)fcntl(fd, F_SETFD, 0); /* inherited like a real one */
 	}
 	return true;
 }

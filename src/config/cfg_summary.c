@@ -121,11 +121,8 @@ static void print_param(FILE *out, const char *label, const struct cfg_str *s,
 	fprintf(out, ", %s %s", label, password || s->secret ? REDACTED : s->s);
 }
 
-/*
- * Marathon addresses ("a,b,..."), each with any user:password@ replaced:
- * the userinfo of an address runs from its "://" to the last '@' before
- * the next '/' -- commas included, which a password may hold.
- */
+/* Marathon addresses ("a,b,...", split as the resolver splits them:
+ * cfg_address_end()), each with its user:password@ replaced. */
 static void print_addresses(FILE *out, const struct cfg_str *s)
 {
 	if (!s->s)
@@ -135,31 +132,23 @@ static void print_addresses(FILE *out, const struct cfg_str *s)
 		return;
 	}
 	fputs(", marathon ", out);
-	for (const char *p = s->s; *p;) {
-		const char *sep = strstr(p, "://");
-		const char *auth = sep ? sep + 3 : p;
-		const char *end = strchr(auth, '/');
-		const char *at = NULL;
-		for (const char *q = auth; *q && q != end; q++)
+	for (const char *p = s->s;;) {
+		const char *end = cfg_address_end(p);
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		const char *sep = memmem(p, n, "://", 3);
+		const char *auth = sep ? sep + 3 : p, *at = NULL;
+		for (const char *q = auth; q < p + n && *q != '/'; q++)
 			if (*q == '@')
 				at = q;
-		if (!at) {
-			fputs(p, out);
-			return;
-		}
-		fprintf(out, "%.*s" REDACTED "@", (int)(auth - p), p);
-		p = at + 1;
-		/* the rest of this address, up to a later one's "://" */
-		const char *next = strstr(p, "://");
-		const char *comma = next ? next : p + strlen(p);
-		while (comma > p && *comma != ',')
-			comma--;
-		if (!next || comma == p) {
-			fputs(p, out);
-			return;
-		}
-		fprintf(out, "%.*s", (int)(comma + 1 - p), p);
-		p = comma + 1;
+		if (at)
+			fprintf(out, "%.*s" REDACTED "%.*s", (int)(auth - p), p,
+				(int)(p + n - at), at);
+		else
+			fprintf(out, "%.*s", (int)n, p);
+		if (!end)
+			break;
+		fputc(',', out);
+		p = end + 1;
 	}
 }
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <xxhash.h>
 
@@ -436,4 +437,25 @@ const char *cfg_adapter_name(enum cfg_adapter a)
 		       "a name per adapter");
 
 	return (unsigned)a < CFG_ADAPTER_COUNT ? names[a] : "?";
+}
+
+const char *cfg_address_end(const char *p)
+{
+	const char *auth = p;
+	while (*auth == ' ' || *auth == '\t')
+		auth++;
+	if (!strncasecmp(auth, "http://", 7))
+		auth += 7;
+	else if (!strncasecmp(auth, "https://", 8))
+		auth += 8;
+	else
+		auth = p;
+	const char *from = auth;
+	for (const char *q = auth; *q && *q != '/'; q++) {
+		if (!strncmp(q, "://", 3))
+			break;
+		if (*q == '@')
+			from = q + 1;
+	}
+	return strchr(from, ',');
 }

@@ -298,6 +298,16 @@ struct cfg_mesosenv {
 	int64_t cache_refresh_ns; /**< default 5 minutes */
 };
 
+/**
+ * The ',' that ends the address at @p in a marathon_address list, or NULL
+ * at the last. A password may hold a ',' (RFC 3986 lets userinfo have one
+ * unescaped): an address's userinfo runs to its last '@' before the next
+ * '/' or the next address's "://", and the address ends at the first ','
+ * after that. The resolver splits the list with it; the summary redacts
+ * each address's userinfo by it.
+ */
+const char *cfg_address_end(const char *p);
+
 /** stdio's Level enum. */
 enum cfg_stdio_level {
 	CFG_LEVEL_INFO,

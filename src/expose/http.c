@@ -122,10 +122,9 @@ struct expose_http {
 	size_t gzip_min;
 	uint16_t port;
 	char name[32];
-	/* log_mhd()'s: the second it last said something, and what it did
-	 * not say since. */
+	/* log_mhd()'s: the second it last said something (-1: none yet), and
+	 * what it did not say since. */
 	pthread_mutex_t log_lock;
-	bool logged;
 	time_t log_s;
 	uint64_t log_quiet;
 };
@@ -143,12 +142,11 @@ static void log_mhd(void *cls, const char *fmt, va_list ap)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 
 	pthread_mutex_lock(&h->log_lock);
-	if (h->logged && now.tv_sec == h->log_s) {
+	if (now.tv_sec == h->log_s) {
 		h->log_quiet++;
 		pthread_mutex_unlock(&h->log_lock);
 		return;
 	}
-	h->logged = true;
 	h->log_s = now.tv_sec;
 	uint64_t quiet = h->log_quiet;
 	h->log_quiet = 0;
@@ -736,6 +734,7 @@ int expose_http_start(const char *address, const struct expose_route *routes,
 		goto fail;
 	snprintf(h->name, sizeof(h->name), "%s", name);
 	pthread_mutex_init(&h->log_lock, NULL);
+	h->log_s = -1;
 	h->gzip_min =
 		opts->gzip_min_bytes ? opts->gzip_min_bytes : DEFAULT_GZIP_MIN;
 	h->routes = calloc(nroutes ? nroutes : 1, sizeof(*h->routes));

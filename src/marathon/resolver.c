@@ -465,30 +465,16 @@ static char *dup_or_null(const char *s)
 
 /* "host:port", "http://host:port/", "https://u:p@host" -> base URL without
  * userinfo or trailing '/'. Userinfo becomes basic auth when none is set. */
-static int hexval(char c)
+/* @s with its %XX escapes decoded (RFC 3986: a password's '@', ',' or
+ * '%' is written so), in place of @s; NULL on ENOMEM. */
+static char *unescaped(char *s)
 {
-	return c >= '0' && c <= '9'   ? c - '0'
-	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
-	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
-				      : -1;
-}
-
-/* Decode @s's %XX escapes in place (RFC 3986: a password's '@', ',' or
- * '%' is written so); a '%' not followed by two hex digits stays. */
-static void pct_decode(char *s)
-{
-	char *o = s;
-	for (const char *p = s; *p; p++) {
-		int hi, lo;
-		if (*p == '%' && (hi = hexval(p[1])) >= 0 &&
-		    (lo = hexval(p[2])) >= 0) {
-			*o++ = (char)(hi << 4 | lo);
-			p += 2;
-		} else {
-			*o++ = *p;
-		}
-	}
-	*o = '\0';
+	int n;
+	char *u = curl_easy_unescape(NULL, s, 0, &n);
+	char *d = u ? strndup(u, (size_t)n) : NULL;
+	curl_free(u);
+	free(s);
+	return d;
 }
 
 /* Whether @h (@n bytes) is host[:port] or [v6][:port], a port 1 to 65535. */
@@ -562,10 +548,12 @@ static int add_address(struct settings *st, const char *a, size_t n)
 			st->user = strndup(a, (size_t)(colon - a));
 			st->password = strndup(colon + 1,
 					       (size_t)(at - colon - 1));
+			if (st->user)
+				st->user = unescaped(st->user);
+			if (st->password)
+				st->password = unescaped(st->password);
 			if (!st->user || !st->password)
 				return -ENOMEM;
-			pct_decode(st->user);
-			pct_decode(st->password);
 		}
 		n -= (size_t)(at + 1 - a);
 		a = at + 1;
@@ -1405,33 +1393,6 @@ static int64_t dflt(int64_t v, int64_t d)
 	return v > 0 ? v : d;
 }
 
-/*
- * The ',' that ends the address at @p in a list, or NULL at the last. A
- * password may hold a ',' (RFC 3986 lets userinfo have one unescaped): the
- * address's userinfo runs to its last '@' before the next '/' or the next
- * address's "://", and the address ends at the first ',' after that.
- */
-static const char *address_end(const char *p)
-{
-	const char *auth = p;
-	while (*auth == ' ' || *auth == '\t')
-		auth++;
-	if (!strncasecmp(auth, "http://", 7))
-		auth += 7;
-	else if (!strncasecmp(auth, "https://", 8))
-		auth += 8;
-	else
-		auth = p;
-	const char *from = auth;
-	for (const char *q = auth; *q && *q != '/'; q++) {
-		if (!strncmp(q, "://", 3))
-			break;
-		if (*q == '@')
-			from = q + 1;
-	}
-	return strchr(from, ',');
-}
-
 /* Parse and copy @o into @st (zeroed): 0, -EINVAL (said to @to; never a
  * credential) or -ENOMEM. On failure @st holds what was copied, for
  * settings_free(). @o NULL: paused, no address. */
@@ -1455,7 +1416,7 @@ static int settings_parse(const struct say *to, struct settings *st,
 	    (o->ca_file && *o->ca_file && !st->ca_file))
 		return -ENOMEM;
 	for (const char *p = as;; ) {
-		const char *c = address_end(p);
+		const char *c = cfg_address_end(p);
 		size_t n = c ? (size_t)(c - p) : strlen(p);
 		if ((rc = add_address(st, p, n)) < 0) {
 			/* Not echoed: it may hold a password. */
