@@ -109,31 +109,6 @@ static inline void ring_prod_init(struct ring_prod *p, struct mixd_ring_hdr *h,
 	p->tail_cache = ring_load_acquire(&h->cons.tail);
 }
 
-/*
- * Ask for the cache lines a few records ahead of @pos, for writing: for a
- * producer that encodes in place (ring_reserve_max()). A ring line the
- * producer writes was last read by the consumer on another core, or has
- * left the producer's cache since its last lap: each store to it waits for
- * the line, and an encoder's scattered stores fill the store buffer behind
- * three or four such waits a record. Asked for this far ahead, the lines
- * arrive while the records before them are encoded: a proxy-shaped template
- * record took 19 % less time (bench_ingest case 3 through bench/ab.py; 1 KiB
- * ahead and more measured alike). A producer that copies a whole record in
- * (ring_reserve()) gained nothing: the hardware already streams a copy's
- * lines. Four lines a record cover a proxy record's three or four; a hint
- * only, it never faults, and the offset wraps, so it stays in the ring.
- */
-#define RING_PREFETCH_AHEAD 1024u
-
-static inline void ring_prefetch_ahead(const struct ring_prod *p, uint64_t pos)
-{
-	uint64_t m = p->cap - 1;
-	for (unsigned i = 0; i < 4; i++)
-		__builtin_prefetch(p->data + ((pos + RING_PREFETCH_AHEAD +
-					       64 * i) & m),
-				   1);
-}
-
 /**
  * Reserve a frame for a record of @len bytes and return where its payload
  * goes, or NULL when the ring has no room (the caller counts the drop).
@@ -191,7 +166,6 @@ static inline uint8_t *ring_reserve_max(struct ring_prod *p, uint32_t max)
 		if (p->cap - (p->head - p->tail_cache) < need)
 			return NULL;
 	}
-	ring_prefetch_ahead(p, pos);
 	return p->data + pos + MIXD_FRAME_HDR;
 }
 
