@@ -15,7 +15,15 @@
  *
  * MIXD_BENCH_CASE=K runs one case alone, in the order printed: 1-4 the
  * producer costs (builder, mixd_report(), template, floor), 5-9 the
- * throughput cases.
+ * throughput cases. MIXD_BENCH_RING_KIB=N gives the producer-cost cases a
+ * ring of N KiB instead of 4 MiB (a power of two; at least 1024, for a
+ * burst to fit): where the ring's lines come from, for a probe.
+ *
+ * Instructions per template record (the repeatable measure on a shared
+ * machine), with no mixd and no other thread, so that valgrind runs it:
+ *	MIXD_BENCH_OFFLINE=100000 valgrind --tool=callgrind \
+ *		--toggle-collect=mixd_template_report build/bench/bench_ingest
+ * then divide the total by 100,000.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -259,7 +267,7 @@ static double producer_ns(write_fn write)
 	struct inproc d;
 	inproc_start(&d, 1);
 	mixd_client *c;
-	struct mixd_client_options co = {.ring_bytes = 4u << 20};
+	struct mixd_client_options co = {.ring_bytes = (uint32_t)bench_env("MIXD_BENCH_RING_KIB", 4096) << 10};
 	if (mixd_client_open(sock_path, &co, &c) ||
 	    mixd_template_create(c, proxy_fields, PROXY_FIELDS, &proxy_tpl) ||
 	    mixd_template_create(c, floor_field, 1, &floor_tpl))
@@ -304,8 +312,34 @@ static double record_bytes(void)
 	return (double)st.bytes / (double)st.written;
 }
 
+/* MIXD_BENCH_OFFLINE=N: N template records into a ring nobody reads (one
+ * large enough for them all), and nothing else. */
+static int offline(uint64_t n)
+{
+	mixd_client *c;
+	struct mixd_client_options co = {.ring_bytes = 256u << 20};
+	if (mixd_client_open("unix:///nonexistent/mixd-bench.sock", &co, &c) ||
+	    mixd_template_create(c, proxy_fields, PROXY_FIELDS, &proxy_tpl))
+		abort();
+	uint64_t failed = 0;
+	for (uint64_t i = 0; i < n; i++)
+		failed += proxy_template(c, i) != 0;
+	struct mixd_client_stats st;
+	mixd_client_stats(c, &st);
+	printf("offline: %lu template records written, %lu failed, %.1f bytes "
+	       "each\n",
+	       (unsigned long)st.written, (unsigned long)failed,
+	       (double)st.bytes / (double)(st.written ? st.written : 1));
+	mixd_template_destroy(proxy_tpl);
+	mixd_client_close(c);
+	return failed ? 1 : 0;
+}
+
 int main(void)
 {
+	uint64_t off = bench_env("MIXD_BENCH_OFFLINE", 0);
+	if (off)
+		return offline(off);
 	snprintf(sock_path, sizeof sock_path, "/tmp/mixd-bench-%d.sock",
 		 (int)getpid());
 	int runs = bench_runs(5);

@@ -814,15 +814,25 @@ static inline uint8_t *encode_at(struct tl_ring *r, uint32_t max,
 	return __builtin_expect(dst != NULL, 1) ? dst : local;
 }
 
+/* publish_local() of a record encode_at() put on the stack: rare, so out of
+ * line, and the in-place commit stays small. */
+static __attribute__((noinline)) int publish_stack(struct tl_ring *r,
+						   const uint8_t *rec,
+						   uint32_t size)
+{
+	return publish_local(r, rec, size);
+}
+
 /* Publish the record encoded at @o (encode_at()'s) up to @e. */
-static inline int encoded(struct tl_ring *r, const uint8_t *o,
-			  const uint8_t *e, const uint8_t *local)
+static inline __attribute__((always_inline)) int
+encoded(struct tl_ring *r, const uint8_t *o, const uint8_t *e,
+	const uint8_t *local)
 {
 	if (__builtin_expect(o != local, 1)) {
 		commit_direct(r, (uint32_t)(e - o));
 		return 0;
 	}
-	return publish_local(r, local, (uint32_t)(e - local));
+	return publish_stack(r, local, (uint32_t)(e - local));
 }
 
 static inline void st32(uint8_t *p, uint32_t v)
@@ -1216,6 +1226,39 @@ template_grouped(const struct mixd_template *t, struct tl_ring *r,
 }
 
 /*
+ * STEP(k) for k = @n down to 1, in that order: the k-th op from a group's
+ * end, at offsets the compiler knows, with no loop counter or pointer to
+ * advance per field. Groups of more than 16 run their first fields in a
+ * loop. A proxy's template has 7 words and 10 strings: this saves three or
+ * four instructions a field, a seventh of a record's.
+ */
+#define TPL_FALL __attribute__((fallthrough))
+#define TPL_FROM_END(n, STEP)                                                \
+	switch (n) {                                                         \
+	default:                                                             \
+		for (uint32_t k_ = (n); k_ > 16; k_--)                       \
+			STEP(k_);                                            \
+		TPL_FALL;                                                    \
+	case 16: STEP(16); TPL_FALL;                                         \
+	case 15: STEP(15); TPL_FALL;                                         \
+	case 14: STEP(14); TPL_FALL;                                         \
+	case 13: STEP(13); TPL_FALL;                                         \
+	case 12: STEP(12); TPL_FALL;                                         \
+	case 11: STEP(11); TPL_FALL;                                         \
+	case 10: STEP(10); TPL_FALL;                                         \
+	case 9: STEP(9); TPL_FALL;                                           \
+	case 8: STEP(8); TPL_FALL;                                           \
+	case 7: STEP(7); TPL_FALL;                                           \
+	case 6: STEP(6); TPL_FALL;                                           \
+	case 5: STEP(5); TPL_FALL;                                           \
+	case 4: STEP(4); TPL_FALL;                                           \
+	case 3: STEP(3); TPL_FALL;                                           \
+	case 2: STEP(2); TPL_FALL;                                           \
+	case 1: STEP(1); TPL_FALL;                                           \
+	case 0:;                                                             \
+	}
+
+/*
  * A layout record of @t at @o: values alone, in the layout's order.
  * Returns its end, or NULL when the record needs another form (an IP of a
  * bad length, a string over 64 KiB, long strings beyond @lim). May write 8
@@ -1225,41 +1268,62 @@ static inline __attribute__((always_inline)) uint8_t *
 tpl_encode_layout(const struct mixd_template *t, uint8_t *o,
 		  const uint8_t *lim, const struct mixd_slot *v)
 {
-	const struct tpl_op *op = t->op, *e;
 	const uint8_t *base = (const uint8_t *)v;
+	const struct tpl_op *e;
+	/* The slot of the k-th op before e. */
+#define SLOT(k) ((const struct mixd_slot *)(base + e[-(ptrdiff_t)(k)].voff))
 	st32(o, MIXD_ATTR_LAYOUT | (uint32_t)t->lay << 16);
 	o += 4;
-	for (e = op + t->nword; op < e; op++, o += 8)
-		memcpy(o, base + op->voff, 8);
-	for (e = op + t->nbool; op < e; op++) {
-		const struct mixd_slot *x = (const void *)(base + op->voff);
-		*o++ = x->b ? 1 : 0;
-	}
-	uint8_t *lens = o;
-	o += 2 * (t->nip + t->nstr);
-	for (e = op + t->nip; op < e; op++, lens += 2) {
-		const struct mixd_slot *x = (const void *)(base + op->voff);
-		if (x->len == 4)
-			memcpy(o, x->p, 4);
-		else if (x->len == 16)
-			memcpy(o, x->p, 16);
-		else
-			return NULL; /* report_slow() counts it invalid */
-		uint16_t l = (uint16_t)x->len;
-		memcpy(lens, &l, 2);
-		o += l;
-	}
-	for (e = op + t->nstr; op < e; op++, lens += 2) {
-		const struct mixd_slot *x = (const void *)(base + op->voff);
-		uint32_t len = x->len;
-		if (__builtin_expect(len > TPL_SHORT, 0) &&
-		    (len > UINT16_MAX || (ptrdiff_t)len > lim - o))
-			return NULL;
-		uint16_t l = (uint16_t)len;
-		memcpy(lens, &l, 2);
-		wire_copy(o, x->p, len);
-		o += len;
-	}
+
+	e = t->op + t->nword;
+	o += 8 * (size_t)t->nword;
+#define WORD(k) memcpy(o - 8 * (k), SLOT(k), 8)
+	TPL_FROM_END(t->nword, WORD)
+#undef WORD
+
+	e += t->nbool;
+	o += t->nbool;
+#define BOOL(k) (o[-(ptrdiff_t)(k)] = SLOT(k)->b ? 1 : 0)
+	TPL_FROM_END(t->nbool, BOOL)
+#undef BOOL
+
+	/* Then a 16-bit length for each IP and string, then their bytes. */
+	e += t->nip;
+	uint8_t *lens = o + 2 * (size_t)t->nip;
+	o += 2 * (size_t)(t->nip + t->nstr);
+#define IP(k)                                                                \
+	do {                                                                 \
+		const struct mixd_slot *x_ = SLOT(k);                        \
+		if (x_->len == 4)                                            \
+			memcpy(o, x_->p, 4);                                 \
+		else if (x_->len == 16)                                      \
+			memcpy(o, x_->p, 16);                                \
+		else                                                         \
+			return NULL; /* report_slow() counts it invalid */   \
+		uint16_t l_ = (uint16_t)x_->len;                             \
+		memcpy(lens - 2 * (k), &l_, 2);                              \
+		o += l_;                                                     \
+	} while (0)
+	TPL_FROM_END(t->nip, IP)
+#undef IP
+
+	e += t->nstr;
+	lens += 2 * (size_t)t->nstr;
+#define STR(k)                                                               \
+	do {                                                                 \
+		const struct mixd_slot *x_ = SLOT(k);                        \
+		uint32_t len_ = x_->len;                                     \
+		if (__builtin_expect(len_ > TPL_SHORT, 0) &&                 \
+		    (len_ > UINT16_MAX || (ptrdiff_t)len_ > lim - o))        \
+			return NULL;                                         \
+		uint16_t l_ = (uint16_t)len_;                                \
+		memcpy(lens - 2 * (k), &l_, 2);                              \
+		wire_copy(o, x_->p, len_);                                   \
+		o += len_;                                                   \
+	} while (0)
+	TPL_FROM_END(t->nstr, STR)
+#undef STR
+#undef SLOT
 	return o;
 }
 

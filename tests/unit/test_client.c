@@ -972,6 +972,188 @@ static void tpl_values_are_what_the_ring_carries(void **state)
 }
 
 /*
+ * Wide layout templates, of one kind and of every kind, decoded value by value: the encoder runs a
+ * group's fields from its end (more than 16 partly in a loop), so every
+ * count of a group and every length class of a string must land where the
+ * layout says. Strings are 0 to 40 bytes (past TPL_SHORT too), IPs both
+ * lengths.
+ */
+enum { WIDE_RECORDS = 2000, WIDE_FIELDS = 24 };
+
+static const char wide_pool[] =
+	"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+-";
+
+struct wide_check {
+	const mixd_attr *attr; /* the template's fields */
+	const uint8_t *type;
+	unsigned n;
+	uint64_t seen, layouts;
+};
+
+/* Field @j of record @i: a string's length, a word, a bool, an IP's. */
+static uint32_t wide_len(uint64_t i, unsigned j)
+{
+	return (uint32_t)((i * 7 + j * 5) % 41);
+}
+
+static int64_t wide_word(uint64_t i, unsigned j)
+{
+	return (int64_t)(i * 1000003 + j);
+}
+
+static enum ingest_reject wide_record(void *ctx, const uint8_t *p,
+				      uint32_t len,
+				      const struct ingest_layout *lay)
+{
+	struct wide_check *k = ctx;
+	static struct attr_table t;
+	attr_table_clear(&t);
+	assert_non_null(lay);
+	assert_int_equal(ingest_decode_layout(lay, p, len, &t, NULL, NULL),
+			 INGEST_REJ_NONE);
+	k->layouts++;
+	uint64_t i = k->seen++;
+	for (unsigned j = 0; j < k->n; j++) {
+		const struct attr_value *v = attr_table_get(&t, k->attr[j]);
+		assert_non_null(v);
+		switch (k->type[j]) {
+		case MIXD_T_STRING:
+			assert_int_equal(v->len, wide_len(i, j));
+			assert_memory_equal(v->s, wide_pool + (i + j) % 16,
+					    v->len);
+			break;
+		case MIXD_T_BOOL:
+			assert_int_equal(v->b, (i + j) & 1);
+			break;
+		case MIXD_T_IP:
+			assert_int_equal(v->len, (i + j) & 1 ? 16 : 4);
+			for (uint32_t b = 0; b < v->len; b++)
+				assert_int_equal(v->ip[b], (uint8_t)(i + j + b));
+			break;
+		case MIXD_T_DOUBLE:
+			assert_true(v->d == (double)wide_word(i, j));
+			break;
+		default: /* int64, timestamp, duration */
+			assert_true(v->i == wide_word(i, j));
+		}
+	}
+	return INGEST_REJ_NONE;
+}
+
+/* Write WIDE_RECORDS records of the template of @n fields and read them
+ * back through @cap. */
+static void wide_round_trip(mixd_client *c, struct capture *cap,
+			    const mixd_attr *attr, const uint8_t *type,
+			    unsigned n)
+{
+	struct mixd_field f[MIXD_LAYOUT_FIELDS];
+	for (unsigned j = 0; j < n; j++)
+		f[j] = (struct mixd_field){attr[j], type[j]};
+	mixd_template *t;
+	assert_int_equal(mixd_template_create(c, f, n, &t), 0);
+	struct wide_check k = {.attr = attr, .type = type, .n = n};
+	static uint8_t scratch[INGEST_POLL_SCRATCH];
+	struct ingest_ring_counts counts = {0};
+	for (uint64_t i = 0; i < WIDE_RECORDS;) {
+		struct mixd_slot v[MIXD_LAYOUT_FIELDS];
+		uint8_t ip[MIXD_LAYOUT_FIELDS][16];
+		for (unsigned j = 0; j < n; j++) {
+			switch (type[j]) {
+			case MIXD_T_STRING:
+				v[j].p = wide_pool + (i + j) % 16;
+				v[j].len = wide_len(i, j);
+				break;
+			case MIXD_T_BOOL:
+				v[j].b = (int)((i + j) & 1);
+				break;
+			case MIXD_T_IP:
+				for (unsigned b = 0; b < 16; b++)
+					ip[j][b] = (uint8_t)(i + j + b);
+				v[j].p = ip[j];
+				v[j].len = (i + j) & 1 ? 16 : 4;
+				break;
+			case MIXD_T_DOUBLE:
+				v[j].d = (double)wide_word(i, j);
+				break;
+			default:
+				v[j].i = wide_word(i, j);
+			}
+		}
+		int rc = mixd_template_report(t, v, 0);
+		if (rc == 0) {
+			i++;
+			continue;
+		}
+		assert_int_equal(rc, -ENOBUFS);
+		if (!cap_poll(cap, wide_record, &k, &counts, scratch))
+			usleep(1000);
+	}
+	for (int w = 0; w < 10000 && k.seen < WIDE_RECORDS; w++) {
+		cap_poll(cap, wide_record, &k, &counts, scratch);
+		usleep(1000);
+	}
+	assert_int_equal(k.seen, WIDE_RECORDS);
+	assert_int_equal(k.layouts, WIDE_RECORDS);
+	mixd_template_destroy(t);
+}
+
+static void wide_layout_templates_carry_every_field(void **state)
+{
+	(void)state;
+	struct capture cap = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	struct ingest_server *srv = capture_server(&cap);
+	mixd_client *c;
+	struct mixd_client_options co = {.ring_bytes = 256u << 10};
+	assert_int_equal(mixd_client_open(sock_path, &co, &c), 0);
+
+	/* The dictionary's attributes by kind, each list as long as a
+	 * grouped template takes (more strings would need over half of a
+	 * template's 2 KiB at their worst: not grouped, no layout); and one of
+	 * every kind. */
+	enum { STR, WORD, OTHER, MIXED, LISTS };
+	mixd_attr attr[LISTS][MIXD_LAYOUT_FIELDS];
+	uint8_t type[LISTS][MIXD_LAYOUT_FIELDS];
+	unsigned n[LISTS] = {0};
+	for (unsigned a = 0; a < MIXD_ATTR_DICT_COUNT; a++) {
+		int ty = mixd_attr_type((mixd_attr)a);
+		unsigned l = ty == MIXD_T_STRING ? STR
+			     : ty == MIXD_T_INT64 || ty == MIXD_T_DOUBLE ||
+					     ty == MIXD_T_TIMESTAMP ||
+					     ty == MIXD_T_DURATION
+				     ? WORD
+			     : ty == MIXD_T_BOOL || ty == MIXD_T_IP ? OTHER
+								   : LISTS;
+		if (l == LISTS)
+			continue;
+		if (n[l] < WIDE_FIELDS) {
+			attr[l][n[l]] = (mixd_attr)a;
+			type[l][n[l]++] = (uint8_t)ty;
+		}
+		/* Mixed: every word, bool and IP, strings to fill up. */
+		if (n[MIXED] < WIDE_FIELDS && (l != STR || n[STR] <= 6)) {
+			attr[MIXED][n[MIXED]] = (mixd_attr)a;
+			type[MIXED][n[MIXED]++] = (uint8_t)ty;
+		}
+	}
+	/* Strings past 16 (the loop), words and the rest as many as the
+	 * dictionary has, a mixed layout at the widest. */
+	assert_true(n[STR] > 16 && n[WORD] >= 8 && n[OTHER] >= 3);
+	assert_true(n[MIXED] > 16);
+	for (unsigned l = 0; l < LISTS; l++)
+		wide_round_trip(c, &cap, attr[l], type[l], n[l]);
+	/* Every count of strings from 1 to 17 (each case of the unrolled
+	 * steps, and the loop's first), in order. */
+	for (unsigned m = 1; m <= 17; m++)
+		wide_round_trip(c, &cap, attr[STR], type[STR], m);
+
+	mixd_client_close(c);
+	ingest_server_stop_accepting(srv);
+	ingest_server_destroy(srv);
+	ingest_ring_destroy(cap.ring);
+	ingest_ring_destroy(cap.queue);
+}
+
+/*
  * What mixd_set_bytes() and mixd_set_typed_string() write, decoded: the
  * values byte for byte (NULs included: lengths are counted), and the type
  * each carries on the wire, which mixd_set_typed_string() takes from its
@@ -1888,6 +2070,7 @@ int main(void)
 		cmocka_unit_test(custom_names_travel_inline),
 		cmocka_unit_test(mixd_report_writes_a_whole_record_in_one_call),
 		cmocka_unit_test(a_template_writes_records_of_a_fixed_shape),
+		cmocka_unit_test(wide_layout_templates_carry_every_field),
 		cmocka_unit_test(template_fields_must_have_their_attributes_types),
 		cmocka_unit_test(a_forked_child_does_not_write_its_parents_rings),
 		cmocka_unit_test(a_forked_child_does_not_keep_its_parents_connections),
