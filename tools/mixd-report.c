@@ -23,6 +23,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h> /* isinf: a macro, no libm */
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -270,37 +271,101 @@ static bool json_number_syntax(const struct span *t)
 	return p == e;
 }
 
+/*
+ * A number token written with a fraction or an exponent, as the decimal
+ * digits of the integer it is: 0, or -1 when it is not one (*@digits
+ * empty for a zero). Decided from the text, not the double, which cannot
+ * tell 9007199254740993.0 from ...992 nor 1.0000000000000001 from 1.
+ */
+static int token_integer_digits(const struct span *t, char *digits,
+				size_t cap)
+{
+	const char *p = t->p, *e = t->p + t->len;
+	char d[64]; /* the significant digits, leading zeros dropped */
+	size_t nd = 0;
+	long nint = 0; /* digits before the point (negative: zeros after it) */
+	bool point = false, lost = false;
+	long exp = 0;
+	if (p < e && *p == '-')
+		p++;
+	for (; p < e && ((*p >= '0' && *p <= '9') || *p == '.'); p++) {
+		if (*p == '.') {
+			point = true;
+			continue;
+		}
+		if (nd == 0 && *p == '0') { /* a leading zero */
+			if (point)
+				nint--; /* 0.05: the point moves right */
+			continue;
+		}
+		if (nd == sizeof d)
+			lost = *p != '0' || lost; /* beyond any int64 anyway */
+		else
+			d[nd++] = *p;
+		if (!point)
+			nint++;
+	}
+	if (p < e && (*p == 'e' || *p == 'E')) {
+		errno = 0;
+		exp = strtol(p + 1, NULL, 10); /* json_number_syntax() checked */
+		if (errno == ERANGE)
+			exp = exp < 0 ? -100000 : 100000;
+	}
+	while (nd && d[nd - 1] == '0') /* 0.d x 10^(nint + exp) keeps its */
+		nd--;			/* value without them */
+	if (nd == 0) {
+		digits[0] = '\0';
+		return 0; /* zero, however written */
+	}
+	/* The value has nint + exp digits before its point; an integer has
+	 * no significant digit after them. */
+	long whole = (long)nint + exp;
+	if (whole >= (long)cap)
+		return 1; /* beyond any int64, integer or not */
+	if (lost || whole < (long)nd)
+		return -1;
+	memcpy(digits, d, nd);
+	memset(digits + nd, '0', (size_t)whole - nd);
+	digits[whole] = '\0';
+	return 0;
+}
+
 /* The token as an int64; 0, or -1 with *@why set. A number written with a
  * fraction or exponent is accepted when its value is an exact integer
- * ("1e3"), since it is one. */
-static int token_int64(const struct span *t, double d, int64_t *out,
-		       const char **why)
+ * ("1e3", "2.50e1"), since it is one: decided from the text. */
+static int token_int64(const struct span *t, int64_t *out, const char **why)
 {
+	char buf[32];
 	if (integer_syntax(t)) {
-		char buf[32];
 		if (t->len >= sizeof(buf)) {
 			*why = "integer out of the int64 range";
 			return -1;
 		}
 		memcpy(buf, t->p, t->len);
 		buf[t->len] = '\0';
-		errno = 0;
-		long long v = strtoll(buf, NULL, 10);
-		if (errno == ERANGE) {
+	} else {
+		buf[0] = '-';
+		int rc = token_integer_digits(t, buf + 1, sizeof buf - 1);
+		if (rc < 0) {
+			*why = "expected an integer";
+			return -1;
+		}
+		if (rc > 0) {
 			*why = "integer out of the int64 range";
 			return -1;
 		}
-		*out = v;
-		return 0;
+		if (t->p[0] != '-') /* the sign in front, or none */
+			memmove(buf, buf + 1, strlen(buf + 1) + 1);
+		if (!buf[0] || !strcmp(buf, "-"))
+			strcpy(buf, "0");
 	}
-	/* 2^53: beyond it the double may not be the integer written. (No
-	 * trunc()/fabs(): the tool links no libm.) */
-	double a = d < 0 ? -d : d;
-	if (!(a <= 9007199254740992.0) || (double)(int64_t)d != d) {
-		*why = "expected an integer";
+	errno = 0;
+	long long v = strtoll(buf, NULL, 10);
+	if (errno == ERANGE) {
+		*why = "integer out of the int64 range";
 		return -1;
 	}
-	*out = (int64_t)d;
+	*out = v;
 	return 0;
 }
 
@@ -360,6 +425,12 @@ static const char *type_name(int t)
 	return t > 0 && t < MIXD_T_COUNT && n[t] ? n[t] : "?";
 }
 
+static int kv_cmp(const void *a, const void *b)
+{
+	const struct mixd_kv *x = a, *y = b;
+	return strcmp(x->key, y->key);
+}
+
 static int set_string_map(struct line_ctx *x, mixd_record *r, mixd_attr a,
 			  const cJSON *obj, const char *name)
 {
@@ -387,6 +458,17 @@ static int set_string_map(struct line_ctx *x, mixd_record *r, mixd_attr a,
 					      e->valuestring,
 					      strlen(e->valuestring)};
 	}
+	/* A key twice is refused, as a name twice is: JSON readers differ on
+	 * which value wins. Sorted (a map's order means nothing), so that a
+	 * map of many keys costs n log n. */
+	qsort(x->kv, n, sizeof *x->kv, kv_cmp);
+	for (size_t i = 1; i < n; i++)
+		if (!kv_cmp(&x->kv[i - 1], &x->kv[i])) {
+			snprintf(x->why, sizeof(x->why),
+				 "\"%s\": key \"%.64s\" appears twice", name,
+				 x->kv[i].key);
+			return -1;
+		}
 	mixd_set_string_map(r, a, x->kv, n);
 	return 0;
 }
@@ -471,7 +553,7 @@ static int set_member(struct line_ctx *x, mixd_record *r, const char *name,
 	case MIXD_T_INT64:
 		if (!cJSON_IsNumber(v))
 			return wrong_type(x, name, t, v, "an integer");
-		if (token_int64(num, v->valuedouble, &i64, &why) != 0) {
+		if (token_int64(num, &i64, &why) != 0) {
 			snprintf(x->why, sizeof(x->why),
 				 "\"%s\" (INT64): %s, "
 				 "got %.*s",
@@ -505,7 +587,8 @@ static int set_member(struct line_ctx *x, mixd_record *r, const char *name,
 					&i64) != 0) {
 			snprintf(x->why, sizeof(x->why),
 				 "\"%s\" (DURATION): \"%s\" is not a duration "
-				 "like \"15ms\" or \"1m30s\"",
+				 "like \"15ms\" or \"1m30s\" within "
+				 "+-2562047h (int64 nanoseconds)",
 				 name, v->valuestring);
 			return -1;
 		}
@@ -520,7 +603,8 @@ static int set_member(struct line_ctx *x, mixd_record *r, const char *name,
 			snprintf(
 				x->why, sizeof(x->why),
 				"\"%s\" (TIMESTAMP): \"%s\" is not an RFC 3339 "
-				"timestamp",
+				"timestamp (as Go reads one) from 1677 to 2262 "
+				"(int64 nanoseconds)",
 				name, v->valuestring);
 			return -1;
 		}
@@ -678,6 +762,14 @@ static int send_line(struct line_ctx *x, char *line, size_t len)
 		snprintf(x->why, sizeof(x->why), "NUL byte in line");
 		return -1;
 	}
+	/* JSON text is UTF-8 (RFC 8259 8.1); cJSON passes any bytes through,
+	 * and mixd would take the record only to refuse its strings. */
+	size_t good = attr_utf8_prefix(line, len);
+	if (good != len) {
+		snprintf(x->why, sizeof(x->why), "invalid UTF-8 at column %zu",
+			 good + 1);
+		return -1;
+	}
 
 	const char *end = NULL;
 	cJSON *j = cJSON_ParseWithOpts(line, &end, 1);
@@ -724,11 +816,21 @@ out:
 
 static struct timespec t_start;
 
+/* SIGINT or SIGTERM: stop reading, flush, say what was sent. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop(int sig)
+{
+	stop_signal = sig;
+}
+
 static void pace(const struct options *o, uint64_t nth)
 {
 	if (o->rate <= 0)
 		return;
 	double at = (double)nth / o->rate;
+	if (!(at < 1e9)) /* a rate of 1e-300 records a second: not a time_t */
+		at = 1e9;
 	struct timespec due = t_start;
 	time_t whole = (time_t)at;
 	due.tv_sec += whole;
@@ -738,8 +840,63 @@ static void pace(const struct options *o, uint64_t nth)
 		due.tv_nsec -= 1000000000L;
 	}
 	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL) ==
-	       EINTR)
+		       EINTR &&
+	       !stop_signal)
 		;
+}
+
+/* ---- input -------------------------------------------------------------- */
+
+/* A line of JSON longer than this cannot be a record: one is at most 64
+ * KiB encoded, and JSON's escapes take at most six bytes a byte. */
+#define LINE_MAX_BYTES (1u << 20)
+
+enum line_rc { LINE_EOF = 0, LINE_OK = 1, LINE_TOO_LONG = 2, LINE_ERROR = -1 };
+
+/*
+ * The next line of @in into *@buf (grown as needed, to at most
+ * LINE_MAX_BYTES and a NUL), its length, newline included, in *@len.
+ * LINE_TOO_LONG: the line was longer, and the rest of it has been read and
+ * dropped. LINE_ERROR: a read error, or no memory, errno set. A signal
+ * interrupting a read of a pipe or terminal also ends with LINE_ERROR
+ * (EINTR), so that the caller can see stop_signal.
+ */
+static enum line_rc read_line(FILE *in, char **buf, size_t *cap, size_t *len)
+{
+	size_t n = 0;
+	bool over = false;
+	int ch;
+	while ((ch = getc_unlocked(in)) != EOF) {
+		if (!over && n + 2 > *cap) {
+			if (*cap >= LINE_MAX_BYTES + 2) {
+				over = true;
+			} else {
+				size_t c = *cap ? *cap * 2 : 4096;
+				if (c > LINE_MAX_BYTES + 2)
+					c = LINE_MAX_BYTES + 2;
+				char *b = realloc(*buf, c);
+				if (!b) {
+					errno = ENOMEM;
+					return LINE_ERROR;
+				}
+				*buf = b;
+				*cap = c;
+			}
+		}
+		if (!over)
+			(*buf)[n++] = (char)ch;
+		if (ch == '\n')
+			break;
+	}
+	if (ch == EOF && ferror(in))
+		return LINE_ERROR;
+	if (over)
+		return LINE_TOO_LONG;
+	if (n == 0)
+		return LINE_EOF;
+	(*buf)[n] = '\0';
+	*len = n;
+	return LINE_OK;
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -760,7 +917,8 @@ static void usage(FILE *f)
 		"\n"
 		"Names in mixd's dictionary take the dictionary's type:\n"
 		"  STRING (and EMAIL_ADDRESS, URI, DNS_NAME)  a JSON string\n"
-		"  INT64        a JSON integer (1e3 is accepted, 1.5 is not)\n"
+		"  INT64        a JSON integer (1e3 and 2.50e1 are, 1.5 is "
+		"not)\n"
 		"  DOUBLE       a JSON number\n"
 		"  BOOL         true or false\n"
 		"  DURATION     a Go duration string: \"15ms\", \"1m30s\", "
@@ -774,15 +932,22 @@ static void usage(FILE *f)
 		"integer INT64, other number DOUBLE, boolean BOOL, object "
 		"STRING_MAP.\n"
 		"\n"
-		"A line that is not a JSON object, is not JSON, has a value of "
-		"the wrong\n"
-		"type, has \\u0000 in a string, or makes a record too large "
-		"for mixd is\n"
-		"reported on standard error as FILE:LINE: reason, skipped and "
-		"counted as\n"
-		"rejected. A record is dropped only when the ring to mixd is "
-		"full.\n"
-		"Empty lines are ignored.\n"
+		"A line that is not a JSON object, is not JSON (invalid UTF-8 "
+		"included), is\n"
+		"longer than 1 MiB, names an attribute or a map key twice, "
+		"has a value of\n"
+		"the wrong type, has \\u0000 in a string, or makes a record "
+		"too large for\n"
+		"mixd is reported on standard error as FILE:LINE: reason, "
+		"skipped and\n"
+		"counted as rejected. A record is dropped only when the ring "
+		"to mixd is\n"
+		"full. Empty lines are ignored. SIGINT or SIGTERM stops the "
+		"reading; what\n"
+		"was read is flushed and the summary printed.\n"
+		"With --transport socket, records mixd had not read when it "
+		"stopped or\n"
+		"died are lost with no count: prefer shm (the default).\n"
 		"\n"
 		"Options:\n"
 		"  -a, --address ADDR      mixd's producer socket, "
@@ -833,11 +998,15 @@ static void usage(FILE *f)
 		"  -h, --help              show this help and exit\n"
 		"\n"
 		"Prints \"mixd-report: sent N records, dropped D, rejected R "
-		"lines\".\n"
+		"lines\";\n"
+		"N counts what mixd took (after a flush timeout, stderr says "
+		"how many were\n"
+		"not taken: lost).\n"
 		"Exit status: 0 all lines sent; 1 some lines rejected or "
 		"records dropped;\n"
-		"2 usage error, unreadable input, no client, or the final "
-		"flush timed out.\n"
+		"2 usage error, unreadable input, no client, the final "
+		"flush timed out,\n"
+		"or a signal stopped the reading.\n"
 		"With --check: \"mixd-report: checked N records: A answered, "
 		"U unanswered,\n"
 		"rejected R lines\" on standard error; exit 0 when mixd "
@@ -1148,6 +1317,12 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t_start);
+	/* No SA_RESTART: a read of a pipe that waits returns, and the loop
+	 * sees the flag. */
+	struct sigaction sa = {.sa_handler = on_stop};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
 
 	for (unsigned long pass = 0; pass < o.repeat; pass++) {
 		for (size_t f = 0; f < nfiles; f++) {
@@ -1162,14 +1337,30 @@ int main(int argc, char **argv)
 				io_error = true;
 				continue;
 			}
-			ssize_t len;
+			size_t len;
 			unsigned long lineno = 0;
+			enum line_rc lr = LINE_EOF;
 			x.file = name;
-			while ((len = getline(&line, &line_cap, in)) >= 0) {
+			while (!stop_signal &&
+			       (lr = read_line(in, &line, &line_cap, &len)) !=
+				       LINE_EOF) {
+				if (lr == LINE_ERROR)
+					break;
 				lineno++;
 				x.lineno = lineno;
+				if (lr == LINE_TOO_LONG) {
+					if (pass == 0) {
+						fprintf(stderr,
+							"%s:%lu: line longer "
+							"than %u bytes\n",
+							name, lineno,
+							LINE_MAX_BYTES);
+						n.rejected++;
+					}
+					continue;
+				}
 				pace(&o, n.sent + n.dropped);
-				int r = send_line(&x, line, (size_t)len);
+				int r = send_line(&x, line, len);
 				if (r == 1)
 					n.sent++;
 				else if (r == 0)
@@ -1194,7 +1385,7 @@ int main(int argc, char **argv)
 					syncing = false;
 				}
 			}
-			if (ferror(in)) {
+			if (!stop_signal && lr == LINE_ERROR) {
 				fprintf(stderr,
 					"mixd-report: %s: read error: "
 					"%s\n",
@@ -1203,7 +1394,18 @@ int main(int argc, char **argv)
 			}
 			if (in != stdin && in != spool)
 				fclose(in);
+			if (stop_signal)
+				break;
 		}
+		if (stop_signal)
+			break;
+	}
+	if (stop_signal) {
+		fprintf(stderr,
+			"mixd-report: %s: stopped reading; sending what was "
+			"read\n",
+			strsignal(stop_signal));
+		io_error = true; /* not all the input was sent: exit 2 */
 	}
 
 	int status = 0;
@@ -1222,16 +1424,28 @@ int main(int argc, char **argv)
 	}
 	rc = mixd_client_flush(x.c, o.flush_timeout_ms);
 	if (rc != 0) {
+		/* What mixd has not taken is lost when this process exits:
+		 * not sent. */
+		uint64_t lost = mixd_client_pending(x.c);
+		if (lost > n.sent)
+			lost = n.sent;
+		n.sent -= lost;
 		fprintf(stderr,
 			"mixd-report: flush timed out after %d ms: mixd at %s "
-			"has not taken every record (is it running?)\n",
-			o.flush_timeout_ms, o.address);
+			"has not taken %" PRIu64 " records, lost (is it "
+			"running?)\n",
+			o.flush_timeout_ms, o.address, lost);
 		status = EXIT_USAGE;
 	}
 	mixd_client_close(x.c);
 	printf("mixd-report: sent %" PRIu64 " records, dropped %" PRIu64
 	       ", rejected %" PRIu64 " lines\n",
 	       n.sent, n.dropped, n.rejected);
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "mixd-report: writing the summary: %s\n",
+			strerror(errno));
+		status = EXIT_USAGE;
+	}
 	if (io_error)
 		status = EXIT_USAGE;
 	else if (status == 0 && (n.dropped || n.rejected))

@@ -176,6 +176,17 @@ struct mixd_client_stats {
 void mixd_client_stats(mixd_client *c, struct mixd_client_stats *out);
 
 /**
+ * Records committed to @c's rings that mixd has not taken yet: what would
+ * be lost if the process exited now. With the shared-memory transport,
+ * records mixd has not consumed; with the socket transport, records not
+ * yet written to mixd's connection (a record written to it counts as
+ * taken, though a mixd that dies before reading it loses it). Call it
+ * after mixd_client_flush() timed out, to say how many did not get there.
+ * Cheap; callable from any thread. 0 in a forked child.
+ */
+uint64_t mixd_client_pending(mixd_client *c);
+
+/**
  * Dictionary id of a well-known attribute @name, or -1 if it has none.
  * Not for the per-record path: resolve names once, up front.
  */

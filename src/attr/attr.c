@@ -454,9 +454,9 @@ static size_t copy_out(const char *src, size_t n, char *buf, size_t cap)
 	return n;
 }
 
-bool attr_utf8_check(const void *p, size_t n)
+size_t attr_utf8_prefix(const void *p, size_t n)
 {
-	const uint8_t *s = p, *e = s + n;
+	const uint8_t *const b = p, *s = b, *e = s + n;
 	while (s < e) {
 		/* ASCII, 8 bytes at a time where it can */
 		while (e - s >= 8) {
@@ -490,16 +490,21 @@ bool attr_utf8_check(const void *p, size_t n)
 			else if (c == 0xf4)
 				hi = 0x8f; /* above U+10FFFF */
 		} else {
-			return false;
+			return (size_t)(s - b);
 		}
 		if ((size_t)(e - s) <= k || s[1] < lo || s[1] > hi)
-			return false;
+			return (size_t)(s - b);
 		for (size_t i = 2; i <= k; i++)
 			if ((s[i] & 0xc0) != 0x80)
-				return false;
+				return (size_t)(s - b);
 		s += k + 1;
 	}
-	return true;
+	return n;
+}
+
+bool attr_utf8_check(const void *p, size_t n)
+{
+	return attr_utf8_prefix(p, n) == n;
 }
 
 size_t attr_format_duration(int64_t ns, char *out, size_t cap)

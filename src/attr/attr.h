@@ -222,6 +222,10 @@ size_t attr_format_duration(int64_t ns, char *buf, size_t cap);
 /** attr_utf8_valid() past its ASCII test: the whole check. */
 bool attr_utf8_check(const void *p, size_t n);
 
+/** How many of the @n bytes at @p are well-formed UTF-8 before the first
+ *  that is not (@n when all are): where a bad byte sequence starts. */
+size_t attr_utf8_prefix(const void *p, size_t n);
+
 /** Are the @n bytes at @p well-formed UTF-8 (no overlong forms, no
  *  surrogates, nothing above U+10FFFF)? Prometheus refuses any other
  *  label value, and with it the whole scrape. Inline for the usual case,

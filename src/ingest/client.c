@@ -1996,6 +1996,25 @@ API void mixd_client_stats(mixd_client *c, struct mixd_client_stats *out)
 	out->connected = __atomic_load_n(&c->connected, __ATOMIC_RELAXED);
 }
 
+API uint64_t mixd_client_pending(mixd_client *c)
+{
+	if (c->pid != proc_pid)
+		return 0; /* a parent's rings, in a child: not ours to send */
+	uint64_t n = 0;
+	pthread_mutex_lock(&c->lock);
+	for (struct tl_ring *r = c->rings; r; r = r->next) {
+		struct mixd_ring_hdr *h = r->prod.hdr;
+		/* consumed is mixd's (or, for a socket ring, the background
+		 * thread's): never above written from a sane mixd, but not
+		 * trusted to be. */
+		uint64_t w = ring_load_relaxed(&h->prod.written);
+		uint64_t got = ring_load_relaxed(&h->cons.consumed);
+		n += w > got ? w - got : 0;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
+
 /* ---- attribute names -------------------------------------------------- */
 
 API int mixd_attr_lookup(const char *name)

@@ -17,11 +17,13 @@
  *     a string's bytes, the number (an INT64 read from its token is the
  *     double cJSON read, rounded the same way), the boolean, the duration
  *     and timestamp as attr_parse_*() read them, the address inet_pton()
- *     reads, the map's entries;
- *   - a line this reading finds good (every member's JSON kind fits its
- *     type, its value parses, no name twice, no NUL in a string, within
- *     MIXD_RECORD_MAX) is sent, and one it finds bad is not; lines whose
- *     integers are beyond 2^53 are not judged this way (the token decides);
+ *     reads, the map's entries (in any order);
+ *   - a line this reading finds good (UTF-8, every member's JSON kind fits
+ *     its type, its value parses, no name or map key twice, no NUL in a
+ *     string, within MIXD_RECORD_MAX) is sent, and one it finds bad is
+ *     not; lines whose INT64 values are beyond 2^53, or that have numbers
+ *     with a fraction or an exponent, are not judged this way when the
+ *     double is an integer (the token decides);
  *     a number JSON does not write ("01", "1.", "-.5": cJSON reads them)
  *     makes a line bad, as does a DOUBLE beyond a double's range;
  *   - a rejected line committed nothing, and aborted what it began.
@@ -148,6 +150,11 @@ int mixd_client_flush(mixd_client *c, int timeout_ms)
 }
 
 void mixd_client_stats(mixd_client *c, struct mixd_client_stats *out)
+{
+	abort();
+}
+
+uint64_t mixd_client_pending(mixd_client *c)
 {
 	abort();
 }
@@ -383,25 +390,29 @@ static bool same_bytes(const struct call *c, const char *s)
 }
 
 /* The map's entries as the recorder keeps them, from the JSON object. */
+/* The map the tool set holds the object's entries, in any order (a map's
+ * order means nothing; the object has no key twice). */
 static bool same_map(const struct call *c, const cJSON *o)
 {
-	size_t at = c->at, n = 0;
+	size_t n = 0;
 	for (const cJSON *e = o->child; e; e = e->next, n++) {
-		uint32_t kl, vl;
-		if (at + 4 > c->at + c->len)
+		bool found = false;
+		for (size_t at = c->at; at < c->at + c->len && !found;) {
+			uint32_t kl, vl;
+			memcpy(&kl, arena + at, 4);
+			const char *k = arena + at + 4;
+			at += 4 + kl;
+			memcpy(&vl, arena + at, 4);
+			found = kl == strlen(e->string) &&
+				!memcmp(k, e->string, kl) &&
+				vl == strlen(e->valuestring) &&
+				!memcmp(arena + at + 4, e->valuestring, vl);
+			at += 4 + vl;
+		}
+		if (!found)
 			return false;
-		memcpy(&kl, arena + at, 4);
-		if (kl != strlen(e->string) ||
-		    memcmp(arena + at + 4, e->string, kl))
-			return false;
-		at += 4 + kl;
-		memcpy(&vl, arena + at, 4);
-		if (vl != strlen(e->valuestring) ||
-		    memcmp(arena + at + 4, e->valuestring, vl))
-			return false;
-		at += 4 + vl;
 	}
-	return n == c->n && at == c->at + c->len;
+	return n == c->n;
 }
 
 /* Is [p, e) a number as RFC 8259 writes one? A grammar of its own here,
@@ -460,14 +471,39 @@ static bool has_bad_number(const char *s)
 	return false;
 }
 
-/* Is @d an integer that an INT64 member surely takes? */
-static enum verdict int_verdict(double d)
+/* Is @d an integer that an INT64 member surely takes? (@written: the line
+ * has a number with a fraction or an exponent, whose text, not its
+ * double, says whether it is an integer: 1.0000000000000001 is not.) */
+static enum verdict int_verdict(double d, bool written)
 {
 	double a = d < 0 ? -d : d;
 	if (a > 9007199254740992.0)
 		return UNSURE; /* the token decides */
-	return (double)(int64_t)d == d ? GOOD : BAD;
+	if ((double)(int64_t)d != d)
+		return BAD; /* no integer's text reads as a fraction */
+	return written ? UNSURE : GOOD;
 }
+
+/* Has @s a number token with a fraction or an exponent? */
+static bool has_written_number(const char *s)
+{
+	for (const char *p = s; *p; p++) {
+		if (*p == '"') {
+			for (p++; *p && *p != '"'; p++)
+				if (*p == '\\' && p[1])
+					p++;
+			if (!*p)
+				break;
+			continue;
+		}
+		if (*p == '.' || *p == 'e' || *p == 'E')
+			return true;
+	}
+	return false;
+}
+
+/* The line judged has a number with a fraction or an exponent. */
+static bool written_numbers;
 
 /* Check one member against the setter the tool called (when @c), and
  * judge it. */
@@ -519,7 +555,7 @@ static enum verdict member(const cJSON *m, const struct call *c,
 		if (c &&
 		    (c->set != SET_INT64 || (double)c->i != m->valuedouble))
 			abort();
-		return int_verdict(m->valuedouble);
+		return int_verdict(m->valuedouble, written_numbers);
 	case MIXD_T_DOUBLE:
 		if (!cJSON_IsNumber(m))
 			return BAD;
@@ -587,6 +623,9 @@ static enum verdict member(const cJSON *m, const struct call *c,
 		for (const cJSON *e = m->child; e; e = e->next) {
 			if (!cJSON_IsString(e))
 				return BAD;
+			for (const cJSON *o = m->child; o != e; o = o->next)
+				if (!strcmp(o->string, e->string))
+					return BAD; /* a key twice */
 			*bytes +=
 				8 + strlen(e->string) + strlen(e->valuestring);
 		}
@@ -602,8 +641,9 @@ static enum verdict member(const cJSON *m, const struct call *c,
  * check of the record the tool made. */
 static enum verdict judge(const char *line, size_t len, bool sent)
 {
-	if (memchr(line, 0, len))
+	if (memchr(line, 0, len) || !attr_utf8_check(line, len))
 		return BAD;
+	written_numbers = has_written_number(line);
 	cJSON *j = cJSON_ParseWithOpts(line, NULL, 1);
 	if (!j)
 		return BAD;

@@ -5,9 +5,11 @@ transports, --repeat, --help."""
 import json
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import threading
+import time
 
 import mixdtest as mt
 from mixdtest import check
@@ -236,11 +238,103 @@ def test_many_records_are_not_dropped(build):
 
 
 def test_no_mixd_flush_times_out_exit_2(build):
+    """Records mixd never took are not "sent": the summary says 0 and the
+    message how many were lost."""
     with tempfile.TemporaryDirectory() as d:
-        rc, out, err = mt.report(build, f"unix://{d}/nobody.sock", [good_line(0)],
+        rc, out, err = mt.report(build, f"unix://{d}/nobody.sock",
+                                 [good_line(0), good_line(1)],
                                  extra=["--flush-timeout", "300"])
     check(rc == 2, f"exit {rc}, want 2\nstdout: {out}\nstderr: {err}")
-    check("flush timed out" in err, err)
+    check("flush timed out" in err and "has not taken 2 records, lost" in err, err)
+    check(summary(out) == (0, 0, 0), out)
+
+
+def test_integers_are_read_from_their_text(build):
+    """An INT64 written with a fraction or an exponent is taken when its
+    text is an integer, and refused when it is not, whatever the double
+    it rounds to; map keys twice and invalid UTF-8 are bad lines."""
+    lines = [
+        '{"request.size": 9007199254740993.0}',        # 1: an integer past 2^53
+        '{"request.size": 1.0000000000000001}',        # 2: not one (rounds to 1)
+        '{"request.size": 12345678901234567e0}',       # 3: one
+        '{"request.size": 2.50e1}',                    # 4: 25
+        '{"request.size": -0.0e5}',                    # 5: 0
+        '{"request.size": 1e19}',                      # 6: past int64
+        '{"request.size": -9.223372036854775808e18}',  # 7: int64's least
+        '{"request.size": 0.05e2}',                    # 8: 5
+        '{"request.size": 5e-1}',                      # 9: not one
+        '{"source.labels": {"app": "x", "app": "y"}}',  # 10: a key twice
+        '{"source.labels": {"a": "x", "b": "y"}}',     # 11
+        '{"context.protocol": "a\udcffb"}',           # 12: the byte 0xff
+        '{"context.protocol": "caf\u00e9"}',          # 13: é, escaped
+        '{"context.protocol": "café"}',                # 14: é, UTF-8
+    ]
+    bad = [2, 6, 9, 10, 12]
+    with mt.Mixd(build) as m:
+        before, rc, out, err = send_and_count(build, m, lines, "shm")
+        check(rc == 1, f"exit {rc}, want 1\nstdout: {out}\nstderr: {err}")
+        reported = [int(x) for x in re.findall(r"^<stdin>:(\d+): \S", err, re.M)]
+        check(reported == bad, f"reported lines {reported}, want {bad}\n{err}")
+        check("expected an integer, got 1.0000000000000001" in err, err)
+        check('key "app" appears twice' in err, err)
+        check("invalid UTF-8 at column 24" in err, err)
+        check(summary(out) == (len(lines) - len(bad), 0, len(bad)), out)
+        expect_counted(m, "shm", len(lines) - len(bad), before)
+
+
+def test_a_line_too_long_is_rejected_and_reading_goes_on(build):
+    """A line over 1 MiB cannot be a record: it is reported, skipped
+    without being held in memory whole, and the lines after it are sent."""
+    with mt.Mixd(build) as m:
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", dir=m.tmp,
+                                         delete=False) as f:
+            f.write(json.dumps(good_line(0)) + "\n")
+            f.write('{"request.path": "' + "x" * (3 << 20) + '"}\n')
+            for i in range(1, 6):
+                f.write(json.dumps(good_line(i)) + "\n")
+        before = counted(m, "shm")
+        rc, out, err = mt.report(build, m.address, [], files=[f.name])
+        check(rc == 1, f"exit {rc}, want 1\nstdout: {out}\nstderr: {err}")
+        check(f"{f.name}:2: line longer than 1048576 bytes" in err, err)
+        check(summary(out) == (6, 0, 1), out)
+        expect_counted(m, "shm", 6, before)
+
+
+def test_sigterm_stops_reading_and_reports(build):
+    """SIGTERM (or SIGINT) mid-input: what was read is flushed to mixd and
+    the summary printed, exit 2 since not all the input went."""
+    with mt.Mixd(build) as m:
+        binary = os.path.join(build, "mixd-report")
+        before = counted(m, "shm")
+        p = subprocess.Popen([binary, "--address", m.address, "--rate", "50"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        # less than a pipe holds, so that the write does not wait; the
+        # pipe stays open: mixd-report may be waiting for more
+        text = "".join(json.dumps(good_line(i)) + "\n" for i in range(100))
+        check(len(text) < 60000, len(text))
+        p.stdin.write(text.encode())
+        p.stdin.flush()
+        time.sleep(0.6)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=mt._t(30))
+        out, err = out.decode(), err.decode()
+        check(p.returncode == 2, f"exit {p.returncode}\nstdout: {out}\nstderr: {err}")
+        check("stopped reading" in err, err)
+        sent, dropped, rejected = summary(out)
+        check(0 < sent < 100 and dropped == 0 and rejected == 0, out)
+        expect_counted(m, "shm", sent, before)
+
+
+def test_a_summary_that_cannot_be_written_exits_2(build):
+    with mt.Mixd(build) as m:
+        binary = os.path.join(build, "mixd-report")
+        with open("/dev/full", "w") as full:
+            p = subprocess.run([binary, "--address", m.address],
+                               input=(json.dumps(good_line(0)) + "\n").encode(),
+                               stdout=full, stderr=subprocess.PIPE, timeout=mt._t(30))
+        check(p.returncode == 2, f"exit {p.returncode}: {p.stderr!r}")
+        check(b"writing the summary" in p.stderr, p.stderr)
 
 
 def test_restarted_mixd_gets_records_sent_while_down(build):
@@ -279,5 +373,9 @@ if __name__ == "__main__":
         test_repeat_sends_the_input_n_times,
         test_many_records_are_not_dropped,
         test_no_mixd_flush_times_out_exit_2,
+        test_integers_are_read_from_their_text,
+        test_a_line_too_long_is_rejected_and_reading_goes_on,
+        test_sigterm_stops_reading_and_reports,
+        test_a_summary_that_cannot_be_written_exits_2,
         test_restarted_mixd_gets_records_sent_while_down,
     ])

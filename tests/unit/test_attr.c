@@ -299,25 +299,32 @@ static void test_utf8(void **state)
 	(void)state;
 	static const struct {
 		const char *s;
-		bool ok;
+		size_t good; /* attr_utf8_prefix(): where it goes wrong */
 	} cases[] = {
-		{"", true},
-		{"/reviews/0?x=1&y=2", true},
-		{"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 long ascii tail", true},
-		{"\xed\x9f\xbf", true},          /* U+D7FF */
-		{"\xf4\x8f\xbf\xbf", true},      /* U+10FFFF */
-		{"/bad\xff\xfe", false},
-		{"\xc0\xaf", false},              /* overlong '/' */
-		{"\xe0\x80\xaf", false},          /* overlong */
-		{"\xed\xa0\x80", false},          /* a surrogate */
-		{"\xf4\x90\x80\x80", false},      /* above U+10FFFF */
-		{"\xc3", false},                  /* cut short */
-		{"abcdefgh\xe2\x82", false},       /* cut short after a word */
-		{"\x80", false},                  /* a lone continuation */
+		{"", 0},
+		{"/reviews/0?x=1&y=2", 18},
+		{"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 long ascii tail", 30},
+		{"\xed\x9f\xbf", 3},          /* U+D7FF */
+		{"\xf4\x8f\xbf\xbf", 4},      /* U+10FFFF */
+		{"/bad\xff\xfe", 4},
+		{"\xc0\xaf", 0},              /* overlong '/' */
+		{"\xe0\x80\xaf", 0},          /* overlong */
+		{"ab\xed\xa0\x80", 2},        /* a surrogate */
+		{"\xf4\x90\x80\x80", 0},      /* above U+10FFFF */
+		{"\xc3", 0},                  /* cut short */
+		{"abcdefgh\xe2\x82", 8},       /* cut short after a word */
+		{"abcdefghijkl\x80", 12},     /* a lone continuation */
+		{"\xc3\xa9\xc3(", 2},          /* a lead byte without its tail */
 	};
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-		if (attr_utf8_valid(cases[i].s, strlen(cases[i].s)) != cases[i].ok)
-			fail_msg("case %zu: %s", i, cases[i].ok ? "refused" : "taken");
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		size_t n = strlen(cases[i].s);
+		bool ok = cases[i].good == n;
+		if (attr_utf8_valid(cases[i].s, n) != ok)
+			fail_msg("case %zu: %s", i, ok ? "refused" : "taken");
+		if (attr_utf8_prefix(cases[i].s, n) != cases[i].good)
+			fail_msg("case %zu: prefix %zu, want %zu", i,
+				 attr_utf8_prefix(cases[i].s, n), cases[i].good);
+	}
 }
 
 /* Label values as Mixer's adapter.Stringify wrote them: doubles by

@@ -142,9 +142,11 @@ static void records_made_before_mixd_listens_arrive_when_it_does(void **state)
 		proxy_record(c, 200);
 	/* No mixd: the records wait in the ring; nothing blocks. */
 	assert_int_equal(mixd_client_flush(c, 50), -ETIMEDOUT);
+	assert_int_equal(mixd_client_pending(c), 500);
 	struct daemon d;
 	daemon_start(&d);
 	assert_int_equal(mixd_client_flush(c, 10000), 0);
+	assert_int_equal(mixd_client_pending(c), 0);
 	assert_int_equal(wait_accepted(&d, 500), 500);
 	struct mixd_client_stats st;
 	mixd_client_stats(c, &st);
