@@ -4,7 +4,7 @@
  *
  *   producer --address unix:///p [--transport shm|socket] [--count N]
  *            [--threads T] [--rate R] [--progress FILE]
- *            [--evil truncate|scribble|forever|forever-closed]
+ *            [--evil truncate|scribble|forever|forever-closed|bad-utf8]
  *            [--evil-after N] [--linger-ms MS]
  *            [--flush-ms MS] [--template] [--sets N]
  *
@@ -36,6 +36,8 @@
  * frames in its own ring.
  * --evil forever: once all records are written, write on into its ring
  * for a minute, keeping the head a whole ring ahead of mixd's tail.
+ * --evil bad-utf8: every record's destination.service.host is "rev\xff\xfe",
+ * not UTF-8 (mixd-report refuses to send such a line; a proxy may).
  * --evil forever-closed: the same from a child that keeps only the ring's
  * mapping: the producer exits, its connection closes.
  *
@@ -98,6 +100,8 @@ static const char *host_of(uint64_t k, char *buf)
 {
 	static const char *const svc[] = {"reviews", "ratings", "details",
 					  "productpage"};
+	if (evil && !strcmp(evil, "bad-utf8"))
+		return "rev\xff\xfe";
 	if (!sets)
 		return svc[k % 4];
 	snprintf(buf, 32, "svc-%llu", (unsigned long long)k);
