@@ -112,7 +112,8 @@ struct mar_slot {
 	uint64_t h;
 	const uint8_t *key;
 	uint32_t klen;
-	int32_t ctr; /**< container index, -1: decided by port */
+	int32_t ctr; /**< container index, -1: decided by port,
+		       MAR_CTR_HOST_IP: a host IP's claim (by_ip only) */
 	const struct mar_inst *inst;
 };
 
@@ -228,9 +229,21 @@ bool mar_task_terminal(const char *state);
 /** Is @s (may be NULL) one of the strings of the NULL-terminated @l? */
 bool mar_in_list(const char *const *l, const char *s);
 
-/** The container of @inst declaring @port, or -1. With @port 0 or no
- *  match: 0 when the instance has one container, else -1. */
-int mar_pick_container(const struct mar_inst *inst, uint32_t port);
+/*
+ * A by_ip slot of an agent's IP, claimed by the one task (or pod instance)
+ * on the agent that uses it: host networking, or a bridge's outbound
+ * traffic. Such an IP names the task only when no port says otherwise: a
+ * destination IP with a port goes by IP and port (by_ipport) alone.
+ */
+#define MAR_CTR_HOST_IP (-2)
+
+/** The container of @inst that declares @port (when @port is not 0), else
+ *  @named (the container a uid names; -1: none), else the instance's only
+ *  container; -1 when none of these is. The port comes first: it says
+ *  which container a request was for, where a uid may name the proxy's
+ *  own container. */
+int mar_pick_container(const struct mar_inst *inst, uint32_t port,
+		       int named);
 
 /**
  * Publish @s on @r, whose thread must never sync (an unreachable

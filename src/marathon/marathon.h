@@ -326,10 +326,12 @@ uint64_t mar_result_fingerprint(const struct mar_result *res);
 
 /**
  * Resolve @q against the pinned snapshot (inside a read section).
- * Source: by source_uid, else (empty, or unknown) by source_ip. Destination:
- * by destination_uid, else by destination_ip + destination_port, else by
- * destination_ip alone; destination_port then picks the container. An IP
- * shared by several tasks (host networking) resolves only with a port.
+ * Source: by source_uid, or when it is absent or empty by source_ip.
+ * Destination: by destination_uid, or when it is absent or empty by
+ * destination_ip + destination_port, else by destination_ip alone (an
+ * agent's IP only without a port); destination_port then picks the
+ * container, before the one a uid names. An IP shared by several tasks
+ * (host networking) resolves only with a port. See MAPPING.md.
  * Returns true when either side was found. Warm-cache cost: see
  * bench/bench_marathon.c.
  */

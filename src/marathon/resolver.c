@@ -1831,9 +1831,16 @@ fill(struct cache_side *c, const struct mar_table *t, uint64_t h,
 	if (klen <= 64)
 		key_blocks(key, klen, e->blk);
 	e->key = NULL;
+	/* An agent's IP names its one task only when no port says which
+	 * task on the agent was meant (mar_snap_lookup()). */
+	const uint32_t kind = (uint32_t)(meta >> 48); /* meta_of() */
+	if (sl && kind == K_IP && port && sl->ctr == MAR_CTR_HOST_IP)
+		sl = NULL;
 	if (sl) {
 		const struct mar_inst *in = sl->inst;
-		int ci = sl->ctr >= 0 ? sl->ctr : mar_pick_container(in, port);
+		int ci = kind == K_IPPORT ? sl->ctr
+					  : mar_pick_container(in, port,
+							       sl->ctr);
 		e->v = in->v;
 		if (ci >= 0 && (uint32_t)ci < in->n_ctr)
 			e->ctr = &in->ctr[ci].name;
@@ -1976,19 +1983,18 @@ lookup_slow(struct mar_reader *rd, const struct mar_query *q,
 		goto out;
 	port = port_of(q->destination_port);
 
+	/* A uid, when there is one, decides alone (mar_snap_lookup()). */
 	if ((id = uid_key(q->source_uid, &len)))
 		e = probe(&rd->src, &s->by_id, K_UID, id, len, 0);
-	if ((!e || !e->v) && q->source_ip && mar_ip_key(q->source_ip, k))
+	else if (q->source_ip && mar_ip_key(q->source_ip, k))
 		e = probe(&rd->src, &s->by_ip, K_IP, k, MAR_IPKEY_LEN, 0);
 	if (e)
 		src = e->v;
 
 	e = NULL;
-	if ((id = uid_key(q->destination_uid, &len)))
+	if ((id = uid_key(q->destination_uid, &len))) {
 		e = probe(&rd->dst, &s->by_id, K_UID, id, len, port);
-	if ((!e || !e->v) && q->destination_ip &&
-	    mar_ip_key(q->destination_ip, k)) {
-		e = NULL;
+	} else if (q->destination_ip && mar_ip_key(q->destination_ip, k)) {
 		if (port) {
 			k[16] = (uint8_t)(port >> 8);
 			k[17] = (uint8_t)port;

@@ -7,6 +7,7 @@
  * reclaiming one free of a chunk list. Runs on the resolver thread only.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -459,7 +460,8 @@ uint64_t mar_result_fingerprint(const struct mar_result *res)
 	return XXH3_64bits(w, sizeof w);
 }
 
-int mar_pick_container(const struct mar_inst *inst, uint32_t port)
+int mar_pick_container(const struct mar_inst *inst, uint32_t port,
+		       int named)
 {
 	if (port) {
 		for (uint32_t c = 0; c < inst->n_ctr; c++)
@@ -467,6 +469,8 @@ int mar_pick_container(const struct mar_inst *inst, uint32_t port)
 				if (inst->ctr[c].ports[i] == port)
 					return (int)c;
 	}
+	if (named >= 0)
+		return named;
 	return inst->n_ctr == 1 ? 0 : -1;
 }
 
@@ -565,8 +569,12 @@ static int table_build(struct build *b, struct mar_table *t,
 			}
 			if (s->h == h && s->klen == p->klen &&
 			    !memcmp(s->key, p->key, p->klen)) {
-				if (!first_wins &&
-				    (s->inst != p->inst || s->ctr != p->ctr))
+				if (!first_wins && s->inst == p->inst &&
+				    s->ctr < 0 && p->ctr < 0)
+					s->ctr = -1; /* its own address, not
+							only its agent's */
+				else if (!first_wins &&
+					 (s->inst != p->inst || s->ctr != p->ctr))
 					s->inst = NULL;
 				break;
 			}
@@ -613,13 +621,28 @@ bool mar_in_list(const char *const *l, const char *s)
 	return false;
 }
 
-static bool instance_terminal(const char *status)
+/*
+ * Is pod instance @inst gone? podInstanceStatus PENDING STAGING STABLE
+ * DEGRADED TERMINAL. Marathon says TERMINAL of an instance being killed
+ * too (its condition Killing), while its containers still run and drain
+ * their connections: the instance stays until no container is left that
+ * is not terminal, as an app's TASK_KILLING task stays.
+ */
+static bool instance_terminal(const cJSON *inst)
 {
-	/* podInstanceStatus: PENDING STAGING STABLE DEGRADED TERMINAL */
-	return status && (!strcmp(status, "TERMINAL") ||
-			  !strcmp(status, "KILLED") ||
-			  !strcmp(status, "FINISHED") ||
-			  !strcmp(status, "FAILED"));
+	const char *status = mar_jstr(inst, "status");
+	if (!status || (strcmp(status, "TERMINAL") && strcmp(status, "KILLED") &&
+			strcmp(status, "FINISHED") && strcmp(status, "FAILED")))
+		return false;
+	const cJSON *c;
+	cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(inst,
+								 "containers"))
+	{
+		const char *st = mar_jstr(c, "status");
+		if (st && !mar_task_terminal(st))
+			return false; /* still running: draining */
+	}
+	return true;
 }
 
 /* ------------------------------------------------------------------ */
@@ -791,21 +814,56 @@ static void app_network(const cJSON *app, struct spec_info *si)
 	}
 }
 
-/* The instance id of a task id: "<safeId>.instance-<uuid>" when the id has
- * that form (Marathon >= 1.5, apps and pods), else the whole id. The last
- * ".instance-" is the marker, as in Marathon's own pattern
- * (^(.+)\.(instance-|marathon-)...): an app may be called
- * "cart.instance-2". */
+/* The last @mark in [@id, @id + @len), or NULL. */
+static const char *last_mark(const char *id, size_t len, const char *mark)
+{
+	const char *m = NULL, *end = id + len;
+	size_t ml = strlen(mark);
+	for (const char *p = id; (p = memmem(p, (size_t)(end - p), mark, ml));
+	     p += ml)
+		m = p;
+	return m;
+}
+
+/* Is [@p, @p + 36) a UUID as Marathon writes one (8-4-4-4-12 hex)? */
+static bool is_uuid(const char *p)
+{
+	for (int i = 0; i < 36; i++) {
+		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+		if (dash ? p[i] != '-' : !isxdigit((unsigned char)p[i]))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * The instance id of a task id: "<safeId>.instance-<uuid>" (Marathon >=
+ * 1.5, apps and pods) or "<safeId>.marathon-<uuid>" (the same with the
+ * older prefix), as in Marathon's own pattern
+ * ^(.+)\.(instance-|marathon-)([^_.]+)[._]([^_.]+)(\.\d+)?$ -- the last
+ * marker, since an app may be called "cart.instance-2"; a resident task's
+ * "<safeId>.<uuid>.<attempt>" without its attempt; else the whole id.
+ */
 static size_t instance_id_len(const char *id, size_t len)
 {
-	const char *m = NULL;
-	for (const char *p = id, *end = id + len;
-	     (p = memmem(p, (size_t)(end - p), ".instance-", 10)); p += 10)
-		m = p;
-	if (!m)
-		return len;
-	const char *dot = memchr(m + 10, '.', len - (size_t)(m + 10 - id));
-	return dot ? (size_t)(dot - id) : len;
+	const char *m = last_mark(id, len, ".instance-");
+	const char *o = last_mark(id, len, ".marathon-");
+	if (o && (!m || o > m))
+		m = o;
+	if (m) {
+		const char *dot =
+			memchr(m + 10, '.', len - (size_t)(m + 10 - id));
+		return dot ? (size_t)(dot - id) : len;
+	}
+	/* ResidentTaskIdRegex ^(.+)([._])([^_.]+)(\.)(\d+)$, its instance a
+	 * UUID: the id up to the attempt. */
+	size_t d = len;
+	while (d && isdigit((unsigned char)id[d - 1]))
+		d--;
+	if (d < len && d > 38 && id[d - 1] == '.' && is_uuid(id + d - 37) &&
+	    (id[d - 38] == '.' || id[d - 38] == '_'))
+		return d - 1;
+	return len;
 }
 
 /* Index @id and each of its prefixes that ends at a '.' beyond the
@@ -839,12 +897,14 @@ static void index_ipport(struct build *b, const struct attr_value *ip,
 	pend_add(b, &b->ipports, k, sizeof k, inst, ctr, true);
 }
 
+/* @ip claimed by @inst: its own address, or (@host) its agent's. */
 static void index_ip(struct build *b, const struct attr_value *ip,
-		     const struct mar_inst *inst)
+		     const struct mar_inst *inst, bool host)
 {
 	uint8_t k[MAR_IPKEY_LEN];
 	if (mar_ip_key(ip, k))
-		pend_add(b, &b->ips, k, sizeof k, inst, -1, true);
+		pend_add(b, &b->ips, k, sizeof k, inst,
+			 host ? MAR_CTR_HOST_IP : -1, true);
 }
 
 static struct mar_inst *inst_new(struct build *b)
@@ -879,20 +939,29 @@ static void inst_common(struct build *b, struct mar_inst *in,
 	in->v[MAR_OUT_SOURCE_OWNER] = si->owner;
 }
 
-/* First address of an "ipAddresses" / "addresses" list. */
+/* The first IPv4 address of an "ipAddresses" / "addresses" list, else
+ * its first address: the one a dual-stack task's IPv4 peers see, and what
+ * host_ip prefers too. */
 static bool first_ip(const cJSON *list, const char *field,
 		     struct attr_value *out)
 {
 	const cJSON *e;
+	bool found = false;
 	cJSON_ArrayForEach(e, list)
 	{
 		const char *s = field ? mar_jstr(e, field)
 				      : (cJSON_IsString(e) ? e->valuestring
 							   : NULL);
-		if (s && parse_literal_ip(s, out))
-			return true;
+		struct attr_value a;
+		if (!s || !parse_literal_ip(s, &a))
+			continue;
+		if (!found || a.len == 4)
+			*out = a;
+		found = true;
+		if (a.len == 4)
+			break;
 	}
-	return false;
+	return found;
 }
 
 static void build_task(struct build *b, const struct spec_info *si,
@@ -951,7 +1020,7 @@ static void build_task(struct build *b, const struct spec_info *si,
 	 * either claims it, so it names a task only when that task is the
 	 * only one on the agent to use it. */
 	if (si->net != NET_CONTAINER)
-		index_ip(b, &host_ip, in);
+		index_ip(b, &host_ip, in, true);
 	if (si->net != NET_HOST) {
 		cJSON_ArrayForEach(e, ipa)
 		{
@@ -959,7 +1028,7 @@ static void build_task(struct build *b, const struct spec_info *si,
 			const char *s = mar_jstr(e, "ipAddress");
 			if (!s || !parse_literal_ip(s, &a))
 				continue;
-			index_ip(b, &a, in);
+			index_ip(b, &a, in, false);
 			for (size_t i = 0; i < si->n_map; i++)
 				index_ipport(b, &a, si->cports[i], in, 0);
 		}
@@ -1011,7 +1080,7 @@ static void build_instance(struct build *b, const struct spec_info *si,
 		b->skipped++;
 		return;
 	}
-	if (instance_terminal(mar_jstr(inst, "status")))
+	if (instance_terminal(inst))
 		return;
 	struct mar_inst *in = inst_new(b);
 	if (!in)
@@ -1040,7 +1109,7 @@ static void build_instance(struct build *b, const struct spec_info *si,
 	bool bridge = mode && !strcmp(mode, "container/bridge");
 	bool container = mode && !strcmp(mode, "container");
 	if (has_cip ? bridge : !container)
-		index_ip(b, &host_ip, in);
+		index_ip(b, &host_ip, in, true);
 	if (has_cip) {
 		cJSON_ArrayForEach(nw, nets)
 		{
@@ -1051,7 +1120,7 @@ static void build_instance(struct build *b, const struct spec_info *si,
 				struct attr_value ip;
 				if (cJSON_IsString(a) &&
 				    parse_literal_ip(a->valuestring, &ip))
-					index_ip(b, &ip, in);
+					index_ip(b, &ip, in, false);
 			}
 		}
 	}
@@ -1290,20 +1359,27 @@ bool mar_snap_lookup(const struct mar_snap *s, const struct mar_query *q,
 	    q->destination_port->i > 0 && q->destination_port->i <= 65535)
 		port = (uint32_t)q->destination_port->i;
 
-	if (uid_of(q->source_uid, &id, &len) &&
-	    (sl = mar_snap_find(&s->by_id, id, len, mar_hash(id, len, 0))))
+	/* A uid, when there is one, decides alone: one Marathon does not
+	 * know (another platform's proxy, a task gone) names nobody, not
+	 * whoever holds its IP now. */
+	if (uid_of(q->source_uid, &id, &len)) {
+		if ((sl = mar_snap_find(&s->by_id, id, len,
+					mar_hash(id, len, 0))))
+			out->src = sl->inst->v;
+	} else if (mar_ip_key(q->source_ip, k) &&
+		   (sl = mar_snap_find(&s->by_ip, k, MAR_IPKEY_LEN,
+				       mar_hash(k, MAR_IPKEY_LEN, 0)))) {
 		out->src = sl->inst->v;
-	else if (mar_ip_key(q->source_ip, k) &&
-		 (sl = mar_snap_find(&s->by_ip, k, MAR_IPKEY_LEN,
-				     mar_hash(k, MAR_IPKEY_LEN, 0))))
-		out->src = sl->inst->v;
+	}
 
 	int ctr = -1;
 	const struct mar_inst *d = NULL;
-	if (uid_of(q->destination_uid, &id, &len) &&
-	    (sl = mar_snap_find(&s->by_id, id, len, mar_hash(id, len, 0)))) {
-		d = sl->inst;
-		ctr = sl->ctr >= 0 ? sl->ctr : mar_pick_container(d, port);
+	if (uid_of(q->destination_uid, &id, &len)) {
+		if ((sl = mar_snap_find(&s->by_id, id, len,
+					mar_hash(id, len, 0)))) {
+			d = sl->inst;
+			ctr = mar_pick_container(d, port, sl->ctr);
+		}
 	} else if (mar_ip_key(q->destination_ip, k)) {
 		k[16] = (uint8_t)(port >> 8);
 		k[17] = (uint8_t)port;
@@ -1314,9 +1390,10 @@ bool mar_snap_lookup(const struct mar_snap *s, const struct mar_query *q,
 			d = sl->inst;
 			ctr = sl->ctr;
 		} else if ((sl = mar_snap_find(&s->by_ip, k, MAR_IPKEY_LEN,
-					       mar_hash(k, MAR_IPKEY_LEN, 0)))) {
+					       mar_hash(k, MAR_IPKEY_LEN, 0))) &&
+			   !(port && sl->ctr == MAR_CTR_HOST_IP)) {
 			d = sl->inst;
-			ctr = mar_pick_container(d, port);
+			ctr = mar_pick_container(d, port, -1);
 		}
 	}
 	if (d) {

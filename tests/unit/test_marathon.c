@@ -1010,6 +1010,148 @@ static void assert_same(struct mar_reader *rd, const struct mar_snap *s,
 	assert_ptr_equal(a.dst_container, b.dst_container);
 }
 
+/*
+ * What a review of the lookups found wrong, each rule through the snapshot
+ * and through a reader's cache:
+ *   - a uid that is given decides alone: unknown, it names nobody, not the
+ *     task that holds the record's IP (only an empty uid falls back);
+ *   - an agent's IP with a port goes by IP and port alone: a port no task
+ *     on the agent declares names nobody, not the agent's one task;
+ *   - destination_port picks the container before the uid's own does;
+ *   - a pod instance being killed (TERMINAL, a container TASK_KILLING)
+ *     still answers, until no container of it runs;
+ *   - ".marathon-" task ids and resident tasks' ids resolve from the
+ *     proxies' uid form;
+ *   - an instance listing IPv6 first has its IPv4 address as pod IP.
+ */
+static void test_lookup_rules(void **st)
+{
+	static const char apps[] =
+		"{\"apps\":["
+		"{\"id\":\"/edge/host-svc\",\"networks\":[{\"mode\":\"host\"}],"
+		"\"tasks\":[{\"id\":\"edge_host-svc.instance-00000000-0000-11e9-"
+		"0000-000000000001._app.1\",\"host\":\"10.1.0.9\",\"state\":"
+		"\"TASK_RUNNING\",\"ports\":[31900]}]},"
+		"{\"id\":\"/shop/cart\",\"networks\":[{\"mode\":\"container\","
+		"\"name\":\"dcos\"}],\"tasks\":[{\"id\":\"shop_cart.instance-"
+		"00000000-0000-11e9-0000-000000000002._app.1\",\"host\":"
+		"\"10.1.0.8\",\"state\":\"TASK_RUNNING\",\"ipAddresses\":["
+		"{\"ipAddress\":\"fd00::1:5\"},{\"ipAddress\":\"9.0.7.7\"}]}]},"
+		"{\"id\":\"/legacy/mar\",\"tasks\":[{\"id\":\"legacy_mar.marathon-"
+		"6dd78972-6771-11e5-94e1-be5b2935a987.$anon\",\"host\":"
+		"\"10.1.0.5\",\"state\":\"TASK_RUNNING\"}]},"
+		"{\"id\":\"/legacy/res\",\"tasks\":[{\"id\":\"legacy_res.5dd78972-"
+		"6771-11e5-94e1-be5b2935a987.3\",\"host\":\"10.1.0.6\",\"state\":"
+		"\"TASK_RUNNING\"}]}]}";
+	static const char pods[] =
+		"[{\"id\":\"/mesh/web\",\"spec\":{\"id\":\"/mesh/web\","
+		"\"networks\":[{\"mode\":\"container\",\"name\":\"dcos\"}],"
+		"\"containers\":[{\"name\":\"app\",\"endpoints\":[{\"name\":"
+		"\"http\",\"containerPort\":8080}]},{\"name\":\"envoy\","
+		"\"endpoints\":[{\"name\":\"admin\",\"containerPort\":15000},"
+		"{\"name\":\"in\",\"containerPort\":15001}]}]},\"instances\":["
+		"{\"id\":\"mesh_web.instance-aaaaaaaa-0000-11e9-9d6b-0242ac110003\","
+		"\"status\":\"STABLE\",\"agentHostname\":\"10.1.0.4\","
+		"\"networks\":[{\"name\":\"dcos\",\"addresses\":[\"9.4.0.1\"]}],"
+		"\"containers\":[{\"name\":\"app\",\"status\":\"TASK_RUNNING\","
+		"\"endpoints\":[{\"name\":\"http\"}]},{\"name\":\"envoy\","
+		"\"status\":\"TASK_RUNNING\"}]},"
+		"{\"id\":\"mesh_web.instance-bbbbbbbb-0000-11e9-9d6b-0242ac110003\","
+		"\"status\":\"TERMINAL\",\"agentHostname\":\"10.1.0.4\","
+		"\"networks\":[{\"name\":\"dcos\",\"addresses\":[\"9.4.4.4\"]}],"
+		"\"containers\":[{\"name\":\"app\",\"status\":\"TASK_KILLING\"},"
+		"{\"name\":\"envoy\",\"status\":\"TASK_KILLED\"}]},"
+		"{\"id\":\"mesh_web.instance-cccccccc-0000-11e9-9d6b-0242ac110003\","
+		"\"status\":\"TERMINAL\",\"agentHostname\":\"10.1.0.4\","
+		"\"networks\":[{\"name\":\"dcos\",\"addresses\":[\"9.4.4.5\"]}],"
+		"\"containers\":[{\"name\":\"app\",\"status\":\"TASK_KILLED\"},"
+		"{\"name\":\"envoy\",\"status\":\"TASK_FINISHED\"}]}]}]";
+	struct mar_snap *s = snap_of(apps, pods);
+	struct mar_resolver *res = resolver_with(s);
+	struct mar_reader *rd = mar_reader_create(res);
+	mar_read_begin(rd);
+	struct mar_result r;
+	struct mar_query q;
+#define BOTH(want)                                                             \
+	do {                                                                   \
+		assert_same(rd, s, &q);                                        \
+		assert_same(rd, s, &q); /* again, from the cache */            \
+		assert_int_equal(mar_snap_lookup(s, &q, &r), (want));          \
+	} while (0)
+
+	/* an unknown uid, an IP a task holds: nobody */
+	struct attr_value gw = str("kubernetes://istio-ingressgateway-5d8f");
+	struct attr_value hip = ip4(10, 1, 0, 9), cip = ip4(9, 0, 7, 7);
+	q = (struct mar_query){.source_uid = &gw, .source_ip = &hip,
+			       .destination_uid = &gw, .destination_ip = &cip};
+	BOTH(false);
+	/* no uid (or an empty one): the IPs */
+	struct attr_value empty = str("");
+	q = (struct mar_query){.source_uid = &empty, .source_ip = &hip,
+			       .destination_ip = &cip};
+	BOTH(true);
+	ASSERT_OUT(&r, MAR_OUT_SOURCE_WORKLOAD_NAME, "host-svc");
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_WORKLOAD_NAME, "cart");
+	/* IPv6 listed first: the pod IP is the IPv4 one */
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_POD_IP, "9.0.7.7");
+
+	/* the agent's IP with the port of no task on it: nobody; with the
+	 * task's port, or with none, the host task */
+	struct attr_value p = port(5051);
+	q = (struct mar_query){.destination_ip = &hip, .destination_port = &p};
+	BOTH(false);
+	p = port(31900);
+	BOTH(true);
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_WORKLOAD_NAME, "host-svc");
+	q.destination_port = NULL;
+	BOTH(true);
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_WORKLOAD_NAME, "host-svc");
+
+	/* the port picks the container, though the uid names the envoy's */
+	struct attr_value envoy = str("kubernetes://mesh_web.instance-aaaaaaaa-"
+				      "0000-11e9-9d6b-0242ac110003.envoy");
+	p = port(8080);
+	q = (struct mar_query){.destination_uid = &envoy,
+			       .destination_port = &p};
+	BOTH(true);
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_CONTAINER_NAME, "app");
+	p = port(9999); /* no container's: the uid's */
+	BOTH(true);
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_CONTAINER_NAME, "envoy");
+
+	/* being killed: still there; killed: gone */
+	struct attr_value killing = ip4(9, 4, 4, 4), killed = ip4(9, 4, 4, 5);
+	q = (struct mar_query){.source_ip = &killing};
+	BOTH(true);
+	ASSERT_OUT(&r, MAR_OUT_SOURCE_WORKLOAD_NAME, "web");
+	struct attr_value ku = str("kubernetes://mesh_web.instance-bbbbbbbb-"
+				   "0000-11e9-9d6b-0242ac110003");
+	q = (struct mar_query){.source_uid = &ku};
+	BOTH(true);
+	q = (struct mar_query){.source_ip = &killed};
+	BOTH(false);
+
+	/* ".marathon-" and resident task ids, from the proxies' uid */
+	struct attr_value mu = str("kubernetes://legacy_mar.marathon-6dd78972-"
+				   "6771-11e5-94e1-be5b2935a987");
+	q = (struct mar_query){.source_uid = &mu};
+	BOTH(true);
+	ASSERT_OUT(&r, MAR_OUT_SOURCE_WORKLOAD_NAME, "mar");
+	ASSERT_OUT(&r, MAR_OUT_SOURCE_POD_NAME,
+		   "legacy_mar.marathon-6dd78972-6771-11e5-94e1-be5b2935a987");
+	struct attr_value ru = str("kubernetes://legacy_res.5dd78972-6771-11e5-"
+				   "94e1-be5b2935a987");
+	q = (struct mar_query){.source_uid = &ru};
+	BOTH(true);
+	ASSERT_OUT(&r, MAR_OUT_SOURCE_WORKLOAD_NAME, "res");
+	ASSERT_OUT(&r, MAR_OUT_SOURCE_POD_NAME,
+		   "legacy_res.5dd78972-6771-11e5-94e1-be5b2935a987");
+#undef BOTH
+	mar_read_end(rd);
+	mar_reader_destroy(rd);
+	mar_resolver_stop(res);
+}
+
 static void test_reader_cache_agrees_with_snapshot(void **st)
 {
 	struct mar_snap *s = fixture_snap();
@@ -2372,6 +2514,7 @@ int main(void)
 		cmocka_unit_test(test_host_cache_follows_the_cluster),
 		cmocka_unit_test(test_host_cache_when_dns_is_down),
 		cmocka_unit_test(test_destination_port_picks_container),
+		cmocka_unit_test(test_lookup_rules),
 		cmocka_unit_test(test_malformed_entries_skipped),
 		cmocka_unit_test(test_pod_task_status_update_needs_no_resync),
 		cmocka_unit_test(test_sse_fixture_any_split_lf_and_crlf),
