@@ -116,7 +116,7 @@ static const struct setting settings_table[] = {
 	 "Rules in this namespace apply to every record; rules elsewhere only "
 	 "to records of their namespace (as in Mixer)."},
 	{"check-config", NULL, OPT_CHECK_CONFIG, "PATH", NULL,
-	 "Validate a configuration, print a summary, exit non-zero on any "
+	 "Validate a configuration, print a summary, exit 1 on any "
 	 "error."},
 	{"monitoring-address", "monitoringPort", OPT_MONITORING, "HOST:PORT",
 	 ":9093",
@@ -289,8 +289,9 @@ static const char *store_path(const char *url)
 			"from files, not from Kubernetes or MCP.\n"
 			"  Export the objects once, e.g.\n"
 			"    kubectl get attributemanifests,rules,handlers,instances,"
-			"metrics,prometheuses,mesosenvs,mesoses,stdios,logentries "
-			"-A -o yaml > mixer.yaml\n"
+			"metrics,prometheuses,mesosenvs,mesoses,stdios,logentries,"
+			"deniers,listcheckers,listentries,memquotas,quotas,"
+			"checknothings -A -o yaml > mixer.yaml\n"
 			"  and start mixd with --configStoreURL fs:///path/to/dir "
 			"(or --config mixer.yaml).\n",
 			url);
@@ -481,9 +482,19 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 		case OPT_CHECK_CONFIG:
 			st->check_config = optarg;
 			break;
-		case OPT_MARATHON:
+		case OPT_MARATHON: {
+			/* As the resolver would take it: a bad one is the
+			 * command line's error, not the config's. */
+			struct mar_options mo = {.addresses = optarg};
+			char why[512];
+			if (mar_options_check(&mo, why, sizeof why)) {
+				fprintf(stderr, "mixd: --marathon-address: %s\n",
+					why);
+				return -1;
+			}
 			st->marathon_address = optarg;
 			break;
+		}
 		case OPT_SHARDS:
 			if (parse_ulong("shards", optarg, 1, 256, &v))
 				return -1;

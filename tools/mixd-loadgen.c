@@ -848,6 +848,7 @@ static void usage(FILE *f)
 		"                         unpaced unless --rate is given; one "
 		"thread only\n"
 		"  -h, --help             show this help and exit\n"
+		"      --version          print the version and exit\n"
 		"\n"
 		"Every 10 s prints to standard error\n"
 		"  mixd-loadgen: T s: sent N records, dropped D (R/s)\n"
@@ -921,6 +922,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{"flush-timeout", required_argument, NULL, O_FLUSH},
 		{"print", no_argument, NULL, O_PRINT},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	uint64_t v;
@@ -1013,6 +1015,9 @@ static int parse_args(int argc, char **argv, struct options *o)
 			break;
 		case 'h':
 			usage(stdout);
+			exit(0);
+		case 'V':
+			printf("%s %s\n", "mixd-loadgen", MIXD_VERSION);
 			exit(0);
 		default:
 			fprintf(stderr,

@@ -996,6 +996,7 @@ static void usage(FILE *f)
 		"                          (default: OK, as Mixer's proxies "
 		"failed open)\n"
 		"  -h, --help              show this help and exit\n"
+		"      --version           print the version and exit\n"
 		"\n"
 		"Prints \"mixd-report: sent N records, dropped D, rejected R "
 		"lines\";\n"
@@ -1058,6 +1059,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{"fail-closed", no_argument, NULL, O_FAIL_CLOSED},
 		{"no-cache", no_argument, NULL, O_NO_CACHE},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	unsigned long v;
@@ -1203,6 +1205,9 @@ static int parse_args(int argc, char **argv, struct options *o)
 			break;
 		case 'h':
 			usage(stdout);
+			exit(0);
+		case 'V':
+			printf("%s %s\n", "mixd-report", MIXD_VERSION);
 			exit(0);
 		default:
 			return -1;

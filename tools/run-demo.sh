@@ -9,8 +9,9 @@
 #   MIXD_MARATHON_ADDRESS    Marathon to enrich records from
 #                            (http://127.0.0.1:8080; mixd keeps serving with
 #                            "unknown" workloads when none answers)
-#   MIXD_MONITORING_ADDRESS  self-metrics and /healthz (:9093)
-#   MIXD_PROMETHEUS_ADDRESS  the istio_* metrics (:42422)
+#   MIXD_MONITORING_ADDRESS  self-metrics and /healthz (127.0.0.1:9093; a
+#                            demo listens on this machine only)
+#   MIXD_PROMETHEUS_ADDRESS  the istio_* metrics (127.0.0.1:42422)
 #
 # Prints "mixd-demo: ready" once mixd answers /healthz and mixd-loadgen runs.
 # bash, not sh: `wait -n` lets the script notice either child dying.
@@ -21,8 +22,8 @@ cd "$(dirname "$0")/.."
 build=${MIXD_BUILD_DIR:-build}
 rate=${MIXD_DEMO_RATE:-500}
 marathon=${MIXD_MARATHON_ADDRESS:-http://127.0.0.1:8080}
-monitoring=${MIXD_MONITORING_ADDRESS:-:9093}
-prometheus=${MIXD_PROMETHEUS_ADDRESS:-:42422}
+monitoring=${MIXD_MONITORING_ADDRESS:-127.0.0.1:9093}
+prometheus=${MIXD_PROMETHEUS_ADDRESS:-127.0.0.1:42422}
 config=deploy/config/mixer-seed.yaml
 
 say() { printf 'mixd-demo: %s\n' "$*" >&2; }
@@ -136,8 +137,14 @@ say "  curl -s localhost:$mon_port/metrics"
 say "Ctrl-C stops everything."
 say "ready"
 
-# Run until a signal, or until a child dies on its own (which is a failure).
+# Run until a signal, or until a child dies on its own (a failure). A
+# Ctrl-C at the terminal reaches the children too, and each stops with
+# status 0; when one of them is seen exiting before the trap runs, that is
+# the same Ctrl-C: a clean stop, not a failure.
 wait -n "$mixd_pid" "$loadgen_pid" && rc=0 || rc=$?
+if [ "$rc" -eq 0 ]; then
+	on_signal
+fi
 if kill -0 "$mixd_pid" 2>/dev/null; then
 	say "mixd-loadgen exited with status $rc"
 else

@@ -469,7 +469,10 @@ struct mixd_check_answer {
 			        fail policy's */
 	int cached;	   /**< 1: from the checker's cache (validity is
 			        what is left of it) */
-	size_t n_quotas;   /**< as asked when code is 0, else 0 */
+	size_t n_quotas;   /**< as asked when mixd answered with code 0;
+				else 0, the fail policy's answer (from_mixd
+				0) included: no quota decided, a fail-open
+				caller lets the request go on */
 	struct {
 		int64_t granted;
 		int64_t valid_duration_ns;

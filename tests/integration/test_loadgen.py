@@ -189,6 +189,8 @@ def test_records_look_like_envoy_pairs(build):
 
 
 def test_help_and_bad_flags(build):
+    rc, out, err = run(build, "--version")
+    check(rc == 0 and re.match(r"^mixd-loadgen \d+\.\d+\.\d+\n$", out), f"{rc} {out!r}")
     rc, out, err = run(build, "--help")
     check(rc == 0, f"--help exited {rc}")
     for word in ("Usage:", "--address", "--rate", "--duration", "--threads", "--transport",

@@ -63,6 +63,8 @@ def test_malformed_addresses_exit_2(build):
             (["--prometheus-address", "::1:80"], "--prometheus-address"),
             (["--prometheus-address", "[::1]80"], "--prometheus-address"),
             (["--prometheus-address", "127.0.0.1:"], "--prometheus-address"),
+            (["--marathon-address", "ftp://x"], "--marathon-address"),
+            (["--marathon-address", "http://u:p@[bad"], "--marathon-address"),
         ]
         for args, flag in cases:
             rc, err = run_mixd(build, here + args)

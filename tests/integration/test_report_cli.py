@@ -75,6 +75,8 @@ def expect_counted(m, transport, n, before=0):
 
 
 def test_help(build):
+    rc, out, err = mt.report(build, "unix:///nonexistent", [], extra=["--version"])
+    check(rc == 0 and re.match(r"^mixd-report \d+\.\d+\.\d+\n$", out), f"{rc} {out!r}")
     rc, out, err = mt.report(build, "unix:///nonexistent", [], extra=["--help"])
     check(rc == 0, f"--help exited {rc}: {err}")
     for word in ("Usage:", "--address", "--transport", "--ring-bytes", "--flush-timeout",

@@ -145,6 +145,20 @@ static void test_values_and_builder(void **state)
 	assert_int_equal(a.code, 14);
 	assert_int_equal(a.from_mixd, 0);
 	mixd_checker_close(k);
+
+	/* fail open, a quota asked: OK, and no quota decided (n_quotas 0:
+	 * quotas[] holds nothing to read) */
+	assert_int_equal(
+		mixd_checker_open("unix:///nonexistent/policy.sock", NULL, &k),
+		0);
+	struct mixd_check_quota rq = {"RQ", 5, 0};
+	memset(&a, 0x7f, sizeof a);
+	assert_int_equal(mixd_check(k, admin, 1, "c", &rq, 1, 100, &a),
+			 -ENOENT);
+	assert_int_equal(a.code, 0);
+	assert_int_equal(a.from_mixd, 0);
+	assert_int_equal(a.n_quotas, 0);
+	mixd_checker_close(k);
 }
 
 static void test_new_engine_taken(void **state)
