@@ -1057,8 +1057,27 @@ static int sync_from(struct mar_resolver *r, const char *base_in)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	cnt_set(&r->c.last_sync_ms,
 		(uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
+	bool first = !__atomic_load_n(&r->c.synced, __ATOMIC_RELAXED);
 	cnt_set(&r->c.synced, 1);
 	r->next_refresh = mar_now_ns() + r->s.refresh_ns;
+	/* The first sync is said (the log then shows the resolver working,
+	 * not only failing), and ends any failure's episode; later ones are
+	 * counted in mixd_marathon_sync_total, and said only after a
+	 * failure. */
+	if (first) {
+		r->episode = 0;
+		logf_(r, "synced with %s: %llu apps, %llu pods, %llu tasks, %llu "
+			 "pod instances",
+		      r->base,
+		      (unsigned long long)__atomic_load_n(&r->c.apps,
+							  __ATOMIC_RELAXED),
+		      (unsigned long long)__atomic_load_n(&r->c.pods,
+							  __ATOMIC_RELAXED),
+		      (unsigned long long)__atomic_load_n(&r->c.tasks,
+							  __ATOMIC_RELAXED),
+		      (unsigned long long)__atomic_load_n(&r->c.pod_instances,
+							  __ATOMIC_RELAXED));
+	}
 	episode_ok(r);
 	return 0;
 }

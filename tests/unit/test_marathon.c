@@ -1579,12 +1579,17 @@ static const char *REVIEWS_POD =
 /* ------------------------------------------------------------------ */
 /* Resolver against the stand-in */
 
+static int lines_with(FILE *f, const char *needle);
+
 static void test_marathon_down_at_start_then_sync(void **st)
 {
 	struct standin s;
 	standin_start(&s, FIXTURE_ARGS " --heartbeat 0.2");
 	standin_cmd0(&s, "{\"cmd\":\"down\"}");
 	struct mar_options o = fast_options(addr_of(s.port));
+	FILE *log = tmpfile();
+	assert_non_null(log);
+	o.log_file = log;
 	struct mar_resolver *r;
 	assert_int_equal(mar_resolver_start(&o, &r), 0);
 	struct mar_reader *rd = mar_reader_create(r);
@@ -1606,6 +1611,13 @@ static void test_marathon_down_at_start_then_sync(void **st)
 	WAIT_UNTIL(stats(r).connected, 2000);
 	mar_reader_destroy(rd);
 	mar_resolver_stop(r);
+	/* the failure said once, the first sync once, with what it found */
+	assert_int_equal(lines_with(log, "sync from"), 1);
+	assert_int_equal(lines_with(log, ": 3 apps, 2 pods, 5 tasks, 2 pod "
+					 "instances"),
+			 1);
+	assert_int_equal(lines_with(log, "synced with"), 1);
+	fclose(log);
 	standin_stop(&s);
 }
 
