@@ -1104,11 +1104,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "mixd-loadgen: out of memory\n");
 		goto out;
 	}
+	char rate[64];
+	if (o.print && !o.rate_set) /* no rate: as fast as it prints */
+		snprintf(rate, sizeof rate, "unpaced");
+	else
+		snprintf(rate, sizeof rate, "%g records/s", o.rate);
 	fprintf(stderr,
-		"mixd-loadgen: %u workloads, %g records/s%s, %u thread%s, "
+		"mixd-loadgen: %u workloads, %s, %u thread%s, "
 		"seed %" PRIu64 ", %s%s\n",
-		mesh.nw, o.rate, o.print && !o.rate_set ? " (unpaced)" : "",
-		o.threads, o.threads == 1 ? "" : "s", o.seed,
+		mesh.nw, rate, o.threads, o.threads == 1 ? "" : "s", o.seed,
 		o.print ? "printing to " : "to ",
 		o.print ? "stdout" : o.address);
 
