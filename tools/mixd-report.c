@@ -306,10 +306,13 @@ static int token_integer_digits(const struct span *t, char *digits,
 			nint++;
 	}
 	if (p < e && (*p == 'e' || *p == 'E')) {
-		errno = 0;
 		exp = strtol(p + 1, NULL, 10); /* json_number_syntax() checked */
-		if (errno == ERANGE)
-			exp = exp < 0 ? -100000 : 100000;
+		/* Far beyond any int64 either way; and whole below cannot
+		 * overflow (LONG_MAX itself comes without ERANGE). */
+		if (exp > 100000)
+			exp = 100000;
+		else if (exp < -100000)
+			exp = -100000;
 	}
 	while (nd && d[nd - 1] == '0') /* 0.d x 10^(nint + exp) keeps its */
 		nd--;			/* value without them */
@@ -818,10 +821,20 @@ static struct timespec t_start;
 
 /* SIGINT or SIGTERM: stop reading, flush, say what was sent. */
 static volatile sig_atomic_t stop_signal;
+/* The input being read (-1: none), and /dev/null to put in its place. */
+static volatile sig_atomic_t input_fd = -1;
+static int null_fd = -1;
 
 static void on_stop(int sig)
 {
+	int saved = errno;
 	stop_signal = sig;
+	/* A read that blocks is interrupted (no SA_RESTART); one about to
+	 * begin, after the loop looked at the flag, reads /dev/null's end
+	 * instead of waiting for input that may never come. */
+	if (input_fd >= 0 && null_fd >= 0)
+		dup2(null_fd, input_fd);
+	errno = saved;
 }
 
 static void pace(const struct options *o, uint64_t nth)
@@ -867,21 +880,21 @@ static enum line_rc read_line(FILE *in, char **buf, size_t *cap, size_t *len)
 	bool over = false;
 	int ch;
 	while ((ch = getc_unlocked(in)) != EOF) {
-		if (!over && n + 2 > *cap) {
-			if (*cap >= LINE_MAX_BYTES + 2) {
-				over = true;
-			} else {
-				size_t c = *cap ? *cap * 2 : 4096;
-				if (c > LINE_MAX_BYTES + 2)
-					c = LINE_MAX_BYTES + 2;
-				char *b = realloc(*buf, c);
-				if (!b) {
-					errno = ENOMEM;
-					return LINE_ERROR;
-				}
-				*buf = b;
-				*cap = c;
+		/* The limit is on what precedes the newline, with one or
+		 * without (a last line). */
+		if (ch != '\n' && n == LINE_MAX_BYTES)
+			over = true;
+		if (!over && n + 2 > *cap) { /* room for ch and a NUL */
+			size_t c = *cap ? *cap * 2 : 4096;
+			if (c > LINE_MAX_BYTES + 2)
+				c = LINE_MAX_BYTES + 2;
+			char *b = realloc(*buf, c);
+			if (!b) {
+				errno = ENOMEM;
+				return LINE_ERROR;
 			}
+			*buf = b;
+			*cap = c;
 		}
 		if (!over)
 			(*buf)[n++] = (char)ch;
@@ -1000,9 +1013,9 @@ static void usage(FILE *f)
 		"\n"
 		"Prints \"mixd-report: sent N records, dropped D, rejected R "
 		"lines\";\n"
-		"N counts what mixd took (after a flush timeout, stderr says "
-		"how many were\n"
-		"not taken: lost).\n"
+		"N counts what reached mixd (after a flush timeout, stderr "
+		"says how many\n"
+		"never did: lost).\n"
 		"Exit status: 0 all lines sent; 1 some lines rejected or "
 		"records dropped;\n"
 		"2 usage error, unreadable input, no client, the final "
@@ -1324,6 +1337,8 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &t_start);
 	/* No SA_RESTART: a read of a pipe that waits returns, and the loop
 	 * sees the flag. */
+	FILE *devnull = fopen("/dev/null", "re"); /* kept to the end */
+	null_fd = devnull ? fileno(devnull) : -1;
 	struct sigaction sa = {.sa_handler = on_stop};
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
@@ -1346,6 +1361,7 @@ int main(int argc, char **argv)
 			unsigned long lineno = 0;
 			enum line_rc lr = LINE_EOF;
 			x.file = name;
+			input_fd = fileno(in);
 			while (!stop_signal &&
 			       (lr = read_line(in, &line, &line_cap, &len)) !=
 				       LINE_EOF) {
@@ -1397,6 +1413,7 @@ int main(int argc, char **argv)
 					name, strerror(errno));
 				io_error = true;
 			}
+			input_fd = -1;
 			if (in != stdin && in != spool)
 				fclose(in);
 			if (stop_signal)
@@ -1425,21 +1442,34 @@ int main(int argc, char **argv)
 		status = io_error || n.dropped ? EXIT_USAGE
 			 : n.rejected	       ? EXIT_BAD_LINES
 					       : 0;
+		if (fflush(stdout) != 0 || ferror(stdout)) {
+			fprintf(stderr, "mixd-report: writing the answers: "
+					"%s\n",
+				strerror(errno));
+			status = EXIT_USAGE;
+		}
 		goto done;
 	}
 	rc = mixd_client_flush(x.c, o.flush_timeout_ms);
 	if (rc != 0) {
-		/* What mixd has not taken is lost when this process exits:
-		 * not sent. */
+		/* What never reached mixd is lost when this process exits:
+		 * not sent. (A ring mixd holds, it drains later.) */
 		uint64_t lost = mixd_client_pending(x.c);
 		if (lost > n.sent)
 			lost = n.sent;
 		n.sent -= lost;
-		fprintf(stderr,
-			"mixd-report: flush timed out after %d ms: mixd at %s "
-			"has not taken %" PRIu64 " records, lost (is it "
-			"running?)\n",
-			o.flush_timeout_ms, o.address, lost);
+		if (lost)
+			fprintf(stderr,
+				"mixd-report: flush timed out after %d ms: "
+				"%" PRIu64 " records never reached mixd at "
+				"%s and are lost (is it running?)\n",
+				o.flush_timeout_ms, lost, o.address);
+		else
+			fprintf(stderr,
+				"mixd-report: flush timed out after %d ms: "
+				"mixd at %s holds the records but has not "
+				"taken them all yet (is it stopped?)\n",
+				o.flush_timeout_ms, o.address);
 		status = EXIT_USAGE;
 	}
 	mixd_client_close(x.c);
@@ -1457,6 +1487,9 @@ int main(int argc, char **argv)
 		status = EXIT_BAD_LINES;
 
 done:
+	null_fd = -1;
+	if (devnull)
+		fclose(devnull);
 	if (spool)
 		fclose(spool);
 	free(line);

@@ -139,11 +139,14 @@ say "ready"
 
 # Run until a signal, or until a child dies on its own (a failure). A
 # Ctrl-C at the terminal reaches the children too, and each stops with
-# status 0; when one of them is seen exiting before the trap runs, that is
-# the same Ctrl-C: a clean stop, not a failure.
+# status 0, maybe before the script's own SIGINT is seen: after a clean
+# exit the script waits a moment, interruptibly, for that signal, whose
+# trap then stops the demo cleanly. A child that stopped for anything else
+# is a failure.
 wait -n "$mixd_pid" "$loadgen_pid" && rc=0 || rc=$?
 if [ "$rc" -eq 0 ]; then
-	on_signal
+	sleep 1 &
+	wait $! || true
 fi
 if kill -0 "$mixd_pid" 2>/dev/null; then
 	say "mixd-loadgen exited with status $rc"

@@ -176,13 +176,15 @@ struct mixd_client_stats {
 void mixd_client_stats(mixd_client *c, struct mixd_client_stats *out);
 
 /**
- * Records committed to @c's rings that mixd has not taken yet: what would
+ * Records committed to @c's rings that have not reached mixd: what would
  * be lost if the process exited now. With the shared-memory transport,
- * records mixd has not consumed; with the socket transport, records not
- * yet written to mixd's connection (a record written to it counts as
- * taken, though a mixd that dies before reading it loses it). Call it
- * after mixd_client_flush() timed out, to say how many did not get there.
- * Cheap; callable from any thread. 0 in a forked child.
+ * the records of rings mixd has not been handed (it is down, or not
+ * reached yet); a ring mixd holds is drained by it after the producer is
+ * gone, so its records are not counted, taken or not. With the socket
+ * transport, records not yet written to mixd's connection (one written to
+ * it counts as reached, though a mixd that dies before reading it loses
+ * it). Call it after mixd_client_flush() timed out, to say how many are
+ * lost. Cheap; callable from any thread. 0 in a forked child.
  */
 uint64_t mixd_client_pending(mixd_client *c);
 

@@ -2004,6 +2004,10 @@ API uint64_t mixd_client_pending(mixd_client *c)
 	pthread_mutex_lock(&c->lock);
 	for (struct tl_ring *r = c->rings; r; r = r->next) {
 		struct mixd_ring_hdr *h = r->prod.hdr;
+		/* A shared ring mixd holds (handed over on a connection that
+		 * stands) is drained by it after we are gone. */
+		if (r->memfd >= 0 && r->sock >= 0)
+			continue;
 		/* consumed is mixd's (or, for a socket ring, the background
 		 * thread's): never above written from a sane mixd, but not
 		 * trusted to be. */

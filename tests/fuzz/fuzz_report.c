@@ -484,7 +484,9 @@ static enum verdict int_verdict(double d, bool written)
 	return written ? UNSURE : GOOD;
 }
 
-/* Has @s a number token with a fraction or an exponent? */
+/* Has @s a number token with a fraction or an exponent? (Tokens as
+ * has_bad_number() finds them: outside strings, starting with a sign or a
+ * digit; "true" and "false" are no numbers.) */
 static bool has_written_number(const char *s)
 {
 	for (const char *p = s; *p; p++) {
@@ -496,8 +498,14 @@ static bool has_written_number(const char *s)
 				break;
 			continue;
 		}
-		if (*p == '.' || *p == 'e' || *p == 'E')
-			return true;
+		if (!(*p == '-' || (*p >= '0' && *p <= '9')) ||
+		    (p > s && strchr("0123456789.eE+-", p[-1])))
+			continue;
+		size_t n = strspn(p, "0123456789.eE+-");
+		for (size_t i = 0; i < n; i++)
+			if (p[i] == '.' || p[i] == 'e' || p[i] == 'E')
+				return true;
+		p += n - 1;
 	}
 	return false;
 }

@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -122,6 +123,15 @@ def test_samples_through_the_client(build):
               f"{ {k: v for k, v in metrics.items() if 'quota' in k[0]} }")
         # telemetry is served as well in --role both
         check(m.prometheus_port and m.prometheus_port > 0, "no Prometheus port")
+
+        # answers that cannot be written (stdout full) are an error, exit 2
+        with open("/dev/full", "w") as full:
+            p = subprocess.run([os.path.join(build, "mixd-report"), "--check",
+                                "--address", m.policy_address],
+                               input=(json.dumps(lines[1]) + "\n").encode(),
+                               stdout=full, stderr=subprocess.PIPE, timeout=mt._t(30))
+        check(p.returncode == 2 and b"writing the answers" in p.stderr,
+              f"exit {p.returncode}: {p.stderr!r}")
 
 
 def test_role_policy_alone(build):

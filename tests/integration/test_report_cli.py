@@ -247,8 +247,27 @@ def test_no_mixd_flush_times_out_exit_2(build):
                                  [good_line(0), good_line(1)],
                                  extra=["--flush-timeout", "300"])
     check(rc == 2, f"exit {rc}, want 2\nstdout: {out}\nstderr: {err}")
-    check("flush timed out" in err and "has not taken 2 records, lost" in err, err)
+    check("flush timed out" in err and "2 records never reached mixd" in err and
+          "are lost" in err, err)
     check(summary(out) == (0, 0, 0), out)
+
+
+def test_records_mixd_holds_are_not_lost(build):
+    """A flush that times out because mixd is stopped (SIGSTOP) while it
+    holds the ring: the records are mixd's, taken when it goes on, and not
+    reported lost."""
+    with mt.Mixd(build) as m:
+        before = counted(m, "shm")
+        os.kill(m.pid(), signal.SIGSTOP)
+        try:
+            rc, out, err = mt.report(build, m.address, [good_line(i) for i in range(5)],
+                                     extra=["--flush-timeout", "300"])
+        finally:
+            os.kill(m.pid(), signal.SIGCONT)
+        check(rc == 2 and "holds the records" in err and "lost" not in err,
+              f"exit {rc}\nstdout: {out}\nstderr: {err}")
+        check(summary(out) == (5, 0, 0), out)
+        expect_counted(m, "shm", 5, before)
 
 
 def test_integers_are_read_from_their_text(build):
@@ -270,14 +289,18 @@ def test_integers_are_read_from_their_text(build):
         '{"context.protocol": "a\udcffb"}',           # 12: the byte 0xff
         '{"context.protocol": "caf\u00e9"}',          # 13: é, escaped
         '{"context.protocol": "café"}',                # 14: é, UTF-8
+        '{"request.size": 1e9223372036854775807}',     # 15: past int64
+        '{"request.size": 0.01e-9223372036854775808}', # 16: not one
     ]
-    bad = [2, 6, 9, 10, 12]
+    bad = [2, 6, 9, 10, 12, 15, 16]
     with mt.Mixd(build) as m:
         before, rc, out, err = send_and_count(build, m, lines, "shm")
         check(rc == 1, f"exit {rc}, want 1\nstdout: {out}\nstderr: {err}")
         reported = [int(x) for x in re.findall(r"^<stdin>:(\d+): \S", err, re.M)]
         check(reported == bad, f"reported lines {reported}, want {bad}\n{err}")
         check("expected an integer, got 1.0000000000000001" in err, err)
+        check("integer out of the int64 range, got 1e9223372036854775807" in err and
+              "expected an integer, got 0.01e-9223372036854775808" in err, err)
         check('key "app" appears twice' in err, err)
         check("invalid UTF-8 at column 24" in err, err)
         check(summary(out) == (len(lines) - len(bad), 0, len(bad)), out)
@@ -294,11 +317,15 @@ def test_a_line_too_long_is_rejected_and_reading_goes_on(build):
             f.write('{"request.path": "' + "x" * (3 << 20) + '"}\n')
             for i in range(1, 6):
                 f.write(json.dumps(good_line(i)) + "\n")
+            # 1 MiB and a byte, the last line, without its newline: the
+            # limit is the same with one or without
+            f.write(" " * ((1 << 20) + 1))
         before = counted(m, "shm")
         rc, out, err = mt.report(build, m.address, [], files=[f.name])
         check(rc == 1, f"exit {rc}, want 1\nstdout: {out}\nstderr: {err}")
-        check(f"{f.name}:2: line longer than 1048576 bytes" in err, err)
-        check(summary(out) == (6, 0, 1), out)
+        check(f"{f.name}:2: line longer than 1048576 bytes" in err and
+              f"{f.name}:8: line longer than 1048576 bytes" in err, err)
+        check(summary(out) == (6, 0, 2), out)
         expect_counted(m, "shm", 6, before)
 
 
@@ -375,6 +402,7 @@ if __name__ == "__main__":
         test_repeat_sends_the_input_n_times,
         test_many_records_are_not_dropped,
         test_no_mixd_flush_times_out_exit_2,
+        test_records_mixd_holds_are_not_lost,
         test_integers_are_read_from_their_text,
         test_a_line_too_long_is_rejected_and_reading_goes_on,
         test_sigterm_stops_reading_and_reports,
