@@ -444,6 +444,30 @@ static bool json_number(const char *p, const char *e)
 	return state == 2 || state == 4 || state == 7;
 }
 
+/* The next number token of a line from *@p on (outside strings, starting
+ * with a sign or a digit: "true" and "false" are no numbers): its start,
+ * *@n bytes long, *@p past it; NULL when there is none. */
+static const char *next_number(const char *s, const char **p, size_t *n)
+{
+	for (const char *q = *p; *q; q++) {
+		if (*q == '"') {
+			for (q++; *q && *q != '"'; q++)
+				if (*q == '\\' && q[1])
+					q++;
+			if (!*q)
+				break;
+			continue;
+		}
+		if (!(*q == '-' || (*q >= '0' && *q <= '9')) ||
+		    (q > s && strchr("0123456789.eE+-", q[-1])))
+			continue;
+		*n = strspn(q, "0123456789.eE+-");
+		*p = q + *n;
+		return q;
+	}
+	return NULL;
+}
+
 /*
  * Is a number outside strings not JSON (RFC 8259): "01", "1.", "-.5"?
  * cJSON reads those; the tool refuses them. In a line this reading would
@@ -451,23 +475,22 @@ static bool json_number(const char *p, const char *e)
  */
 static bool has_bad_number(const char *s)
 {
-	for (const char *p = s; *p; p++) {
-		if (*p == '"') {
-			for (p++; *p && *p != '"'; p++)
-				if (*p == '\\' && p[1])
-					p++;
-			if (!*p)
-				break;
-			continue;
-		}
-		if (!(*p == '-' || (*p >= '0' && *p <= '9')) ||
-		    (p > s && strchr("0123456789.eE+-", p[-1])))
-			continue;
-		const char *e = p + strspn(p, "0123456789.eE+-");
-		if (!json_number(p, e))
+	const char *p = s, *t;
+	size_t n;
+	while ((t = next_number(s, &p, &n)))
+		if (!json_number(t, t + n))
 			return true;
-		p = e - 1;
-	}
+	return false;
+}
+
+/* Has @s a number token with a fraction or an exponent? */
+static bool has_written_number(const char *s)
+{
+	const char *p = s, *t;
+	size_t n;
+	while ((t = next_number(s, &p, &n)))
+		if (memchr(t, '.', n) || memchr(t, 'e', n) || memchr(t, 'E', n))
+			return true;
 	return false;
 }
 
@@ -484,31 +507,6 @@ static enum verdict int_verdict(double d, bool written)
 	return written ? UNSURE : GOOD;
 }
 
-/* Has @s a number token with a fraction or an exponent? (Tokens as
- * has_bad_number() finds them: outside strings, starting with a sign or a
- * digit; "true" and "false" are no numbers.) */
-static bool has_written_number(const char *s)
-{
-	for (const char *p = s; *p; p++) {
-		if (*p == '"') {
-			for (p++; *p && *p != '"'; p++)
-				if (*p == '\\' && p[1])
-					p++;
-			if (!*p)
-				break;
-			continue;
-		}
-		if (!(*p == '-' || (*p >= '0' && *p <= '9')) ||
-		    (p > s && strchr("0123456789.eE+-", p[-1])))
-			continue;
-		size_t n = strspn(p, "0123456789.eE+-");
-		for (size_t i = 0; i < n; i++)
-			if (p[i] == '.' || p[i] == 'e' || p[i] == 'E')
-				return true;
-		p += n - 1;
-	}
-	return false;
-}
 
 /* The line judged has a number with a fraction or an exponent. */
 static bool written_numbers;
