@@ -868,8 +868,8 @@ enum line_rc { LINE_EOF = 0, LINE_OK = 1, LINE_TOO_LONG = 2, LINE_ERROR = -1 };
 
 /*
  * The next line of @in into *@buf (grown as needed, to at most
- * LINE_MAX_BYTES and a NUL), its length, newline included, in *@len.
- * LINE_TOO_LONG: the line was longer, and the rest of it has been read and
+ * LINE_MAX_BYTES, a newline and a NUL), its length, newline included, in
+ * *@len. LINE_TOO_LONG: the line was longer, and the rest of it has been read and
  * dropped. LINE_ERROR: a read error, or no memory, errno set. A signal
  * interrupting a read of a pipe or terminal also ends with LINE_ERROR
  * (EINTR), so that the caller can see stop_signal.
