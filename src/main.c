@@ -399,6 +399,7 @@ static unsigned usable_cpus(void)
 
 static int parse_flags(int argc, char **argv, struct settings *st)
 {
+	bool policy_set = false; /* --policy-address given */
 	struct option longopts[2 * NSETTINGS + NIGNORED + 1];
 	size_t n = 0;
 	for (size_t i = 0; i < NSETTINGS; i++) {
@@ -548,6 +549,7 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 			}
 			snprintf(st->policy_address, sizeof st->policy_address,
 				 "%s", optarg);
+			policy_set = true;
 			break;
 		case 'h':
 		case OPT_HELP:
@@ -582,6 +584,14 @@ static int parse_flags(int argc, char **argv, struct settings *st)
 			argv[optind]);
 		return -1;
 	}
+	/* Flags that this run has no use for: said, as ignored ones are. */
+	if (policy_set && !(st->role & ROLE_POLICY))
+		fprintf(stderr, "mixd: notice: --policy-address unused: --role "
+				"telemetry serves no checks\n");
+	if (st->marathon_address && !st->config && !st->check_config)
+		fprintf(stderr, "mixd: notice: --marathon-address unused: "
+				"without a configuration there is no mesosenv "
+				"handler\n");
 	return 0;
 }
 

@@ -121,6 +121,19 @@ def test_an_ipv6_host_is_announced_in_brackets(build):
         check(status == 200, f"/healthz at [::1] answered {status}")
 
 
+def test_flags_this_run_has_no_use_for_are_said(build):
+    """--policy-address under --role telemetry, --marathon-address with no
+    configuration: accepted (a wrapper may always pass them) and said,
+    not silently dropped."""
+    with tempfile.TemporaryDirectory() as d:
+        with mt.Mixd(build, ["--policy-address", f"unix://{d}/policy.sock",
+                             "--marathon-address", "127.0.0.1:1"]) as m:
+            err = m.stderr()
+            check("notice: --policy-address unused" in err and
+                  "notice: --marathon-address unused" in err, err)
+            check(not os.path.exists(f"{d}/policy.sock"), "a policy socket was made")
+
+
 def test_mixers_boolean_flags_take_a_value(build):
     """As Go's flag package allowed: --useAdapterCRDs, =false, =true;
     a value ParseBool refuses is a bad command line."""
@@ -281,6 +294,7 @@ if __name__ == "__main__":
         test_the_startup_lines_name_the_host_bound,
         test_an_ipv6_host_is_announced_in_brackets,
         test_shards_default_to_the_cpus_mixd_may_use,
+        test_flags_this_run_has_no_use_for_are_said,
         test_mixers_boolean_flags_take_a_value,
         test_hostile_expressions_are_errors_not_crashes_or_gigabytes,
         test_check_config_time_is_linear_in_the_objects,
