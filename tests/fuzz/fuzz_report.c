@@ -510,6 +510,79 @@ static enum verdict int_verdict(double d, bool written)
 
 /* The line judged has a number with a fraction or an exponent. */
 static bool written_numbers;
+/* Its one number token, when it has exactly one (NULL otherwise): the
+ * value of the one number member, judged exactly from its text. */
+static const char *only_num;
+static size_t only_num_len;
+
+/*
+ * The exact int64 that number token [@t, @t + @n) is, by a reading of its
+ * own: its significant digits D and a power of ten E (the exponent less
+ * the fraction's digits), an integer when E >= 0 or D's last -E digits are
+ * zeros, within int64 when the digits say so. GOOD with *@v set, or BAD.
+ */
+static enum verdict exact_int64(const char *t, size_t n, int64_t *v)
+{
+	const char *e = t + n;
+	bool neg = t < e && *t == '-';
+	char d[128];
+	size_t nd = 0;
+	long pow10 = 0;
+	bool dot = false, overflow = false;
+	const char *p = t + neg;
+	for (; p < e && ((*p >= '0' && *p <= '9') || *p == '.'); p++) {
+		if (*p == '.') {
+			dot = true;
+			continue;
+		}
+		if (dot)
+			pow10--;
+		if (nd == 0 && *p == '0')
+			continue; /* a leading zero: no digit of D */
+		if (nd < sizeof d)
+			d[nd++] = *p;
+		else if (*p != '0')
+			overflow = true; /* past 128 significant digits */
+		else
+			pow10++; /* a zero not kept: one more power */
+	}
+	if (p < e) { /* an exponent: its digits, saturated */
+		p++;
+		bool eneg = *p == '-';
+		if (*p == '-' || *p == '+')
+			p++;
+		long x = 0;
+		for (; p < e; p++)
+			if (x < 10000000)
+				x = x * 10 + (*p - '0');
+		pow10 += eneg ? -x : x;
+	}
+	size_t lead = 0;
+	while (lead < nd && d[lead] == '0')
+		lead++;
+	if (lead == nd) { /* zero */
+		*v = 0;
+		return GOOD;
+	}
+	if (overflow)
+		return BAD;
+	/* D x 10^pow10 with D = d[lead..nd) */
+	while (pow10 < 0 && nd > lead && d[nd - 1] == '0')
+		nd--, pow10++;
+	if (pow10 < 0)
+		return BAD; /* a fraction */
+	if (nd - lead + (size_t)pow10 > 19)
+		return BAD; /* 20 digits or more: past int64 */
+	uint64_t u = 0;
+	for (size_t i = lead; i < nd; i++)
+		u = u * 10 + (uint64_t)(d[i] - '0');
+	for (long i = 0; i < pow10; i++)
+		u *= 10;
+	if (u > (uint64_t)INT64_MAX + (neg ? 1 : 0))
+		return BAD;
+	*v = neg ? (int64_t)(0 - u) : (int64_t)u;
+	return GOOD;
+}
 
 /* Check one member against the setter the tool called (when @c), and
  * judge it. */
@@ -561,6 +634,14 @@ static enum verdict member(const cJSON *m, const struct call *c,
 		if (c &&
 		    (c->set != SET_INT64 || (double)c->i != m->valuedouble))
 			abort();
+		if (only_num) { /* its text, exactly */
+			int64_t want;
+			enum verdict ev = exact_int64(only_num, only_num_len,
+						      &want);
+			if (c && (ev != GOOD || c->i != want))
+				abort();
+			return ev;
+		}
 		return int_verdict(m->valuedouble, written_numbers);
 	case MIXD_T_DOUBLE:
 		if (!cJSON_IsNumber(m))
@@ -650,6 +731,18 @@ static enum verdict judge(const char *line, size_t len, bool sent)
 	if (memchr(line, 0, len) || !attr_utf8_check(line, len))
 		return BAD;
 	written_numbers = has_written_number(line);
+	{
+		const char *p = line, *t;
+		size_t n, count = 0;
+		only_num = NULL;
+		while ((t = next_number(line, &p, &n)))
+			if (count++ == 0) {
+				only_num = t;
+				only_num_len = n;
+			}
+		if (count != 1 || !json_number(only_num, only_num + only_num_len))
+			only_num = NULL;
+	}
 	cJSON *j = cJSON_ParseWithOpts(line, NULL, 1);
 	if (!j)
 		return BAD;
