@@ -464,7 +464,8 @@ static int set_string_map(struct line_ctx *x, mixd_record *r, mixd_attr a,
 	/* A key twice is refused, as a name twice is: JSON readers differ on
 	 * which value wins. Sorted (a map's order means nothing), so that a
 	 * map of many keys costs n log n. */
-	qsort(x->kv, n, sizeof *x->kv, kv_cmp);
+	if (n > 1) /* (x->kv is NULL before the first map of two) */
+		qsort(x->kv, n, sizeof *x->kv, kv_cmp);
 	for (size_t i = 1; i < n; i++)
 		if (!kv_cmp(&x->kv[i - 1], &x->kv[i])) {
 			snprintf(x->why, sizeof(x->why),
