@@ -339,6 +339,7 @@ static int token_integer_digits(const struct span *t, char *digits,
 static int token_int64(const struct span *t, int64_t *out, const char **why)
 {
 	char buf[32];
+	const char *text = buf;
 	if (integer_syntax(t)) {
 		if (t->len >= sizeof(buf)) {
 			*why = "integer out of the int64 range";
@@ -347,23 +348,18 @@ static int token_int64(const struct span *t, int64_t *out, const char **why)
 		memcpy(buf, t->p, t->len);
 		buf[t->len] = '\0';
 	} else {
-		buf[0] = '-';
+		/* The digits after a '-' kept for the token's sign. */
 		int rc = token_integer_digits(t, buf + 1, sizeof buf - 1);
-		if (rc < 0) {
-			*why = "expected an integer";
+		if (rc != 0) {
+			*why = rc < 0 ? "expected an integer"
+				      : "integer out of the int64 range";
 			return -1;
 		}
-		if (rc > 0) {
-			*why = "integer out of the int64 range";
-			return -1;
-		}
-		if (t->p[0] != '-') /* the sign in front, or none */
-			memmove(buf, buf + 1, strlen(buf + 1) + 1);
-		if (!buf[0] || !strcmp(buf, "-"))
-			strcpy(buf, "0");
+		buf[0] = '-';
+		text = !buf[1] ? "0" : t->p[0] == '-' ? buf : buf + 1;
 	}
 	errno = 0;
-	long long v = strtoll(buf, NULL, 10);
+	long long v = strtoll(text, NULL, 10);
 	if (errno == ERANGE) {
 		*why = "integer out of the int64 range";
 		return -1;

@@ -80,7 +80,10 @@ show_log() {
 	tail -n 30 "$log" >&2 || true
 }
 
-"$build/mixd" --address "unix://$sock" \
+# Each child in a session of its own (setsid; not a group leader, so it
+# execs in place and keeps its pid): the terminal's Ctrl-C goes to the
+# script alone, which stops loadgen before mixd, not to all three at once.
+setsid "$build/mixd" --address "unix://$sock" \
 	--config "$config" --configDefaultNamespace default \
 	--marathon-address "$marathon" \
 	--monitoring-address "$monitoring" \
@@ -118,7 +121,7 @@ while :; do
 	sleep 0.1
 done
 
-"$build/mixd-loadgen" --address "unix://$sock" --rate "$rate" </dev/null &
+setsid "$build/mixd-loadgen" --address "unix://$sock" --rate "$rate" </dev/null &
 loadgen_pid=$!
 sleep 0.2
 if ! kill -0 "$loadgen_pid" 2>/dev/null; then
@@ -137,17 +140,10 @@ say "  curl -s localhost:$mon_port/metrics"
 say "Ctrl-C stops everything."
 say "ready"
 
-# Run until a signal, or until a child dies on its own (a failure). A
-# Ctrl-C at the terminal reaches the children too, and each stops with
-# status 0, maybe before the script's own SIGINT is seen: after a clean
-# exit the script waits a moment, interruptibly, for that signal, whose
-# trap then stops the demo cleanly. A child that stopped for anything else
-# is a failure.
+# Run until a signal, or until a child dies on its own (a failure: the
+# children are in sessions of their own, so a Ctrl-C reaches the script
+# alone, whose trap stops them in order).
 wait -n "$mixd_pid" "$loadgen_pid" && rc=0 || rc=$?
-if [ "$rc" -eq 0 ]; then
-	sleep 1 &
-	wait $! || true
-fi
 if kill -0 "$mixd_pid" 2>/dev/null; then
 	say "mixd-loadgen exited with status $rc"
 else

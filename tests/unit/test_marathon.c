@@ -1858,15 +1858,25 @@ static void test_outage_keeps_snapshot_and_resyncs(void **st)
 	standin_stop(&s);
 }
 
-static void test_silent_stream_is_dead(void **st)
+/* A resolver on stand-in @s (started with @args) whose stream is declared
+ * silent after 400 ms, synced and streaming. */
+static struct mar_resolver *silence_watched(struct standin *s,
+					    const char *args)
 {
-	struct standin s;
-	standin_start(&s, FIXTURE_ARGS " --heartbeat 0.1");
-	struct mar_options o = fast_options(addr_of(s.port));
+	standin_start(s, args);
+	struct mar_options o = fast_options(addr_of(s->port));
 	o.stream_timeout_ns = 400 * MS;
 	struct mar_resolver *r;
 	assert_int_equal(mar_resolver_start(&o, &r), 0);
 	WAIT_UNTIL(stats(r).synced && stats(r).connected, 5000);
+	return r;
+}
+
+static void test_silent_stream_is_dead(void **st)
+{
+	struct standin s;
+	struct mar_resolver *r =
+		silence_watched(&s, FIXTURE_ARGS " --heartbeat 0.1");
 	/* heartbeats keep it alive well past the timeout */
 	usleep(900 * 1000);
 	assert_int_equal(stats(r).disconnects[MAR_DISC_SILENT], 0);
@@ -1888,12 +1898,8 @@ static void test_silent_stream_is_dead(void **st)
 static void test_a_stream_trickling_one_line_is_silent(void **st)
 {
 	struct standin s;
-	standin_start(&s, FIXTURE_ARGS " --heartbeat 30");
-	struct mar_options o = fast_options(addr_of(s.port));
-	o.stream_timeout_ns = 400 * MS;
-	struct mar_resolver *r;
-	assert_int_equal(mar_resolver_start(&o, &r), 0);
-	WAIT_UNTIL(stats(r).synced && stats(r).connected, 5000);
+	struct mar_resolver *r =
+		silence_watched(&s, FIXTURE_ARGS " --heartbeat 30");
 	standin_cmd0(&s, "{\"cmd\":\"raw\",\"text\":\"data: {\"}");
 	for (int i = 0; i < 30 && !stats(r).disconnects[MAR_DISC_SILENT]; i++) {
 		standin_cmd0(&s, "{\"cmd\":\"raw\",\"text\":\"x\"}");
