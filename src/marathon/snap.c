@@ -630,9 +630,9 @@ bool mar_in_list(const char *const *l, const char *s)
  */
 static bool instance_terminal(const cJSON *inst)
 {
-	const char *status = mar_jstr(inst, "status");
-	if (!status || (strcmp(status, "TERMINAL") && strcmp(status, "KILLED") &&
-			strcmp(status, "FINISHED") && strcmp(status, "FAILED")))
+	static const char *const terminal[] = {"TERMINAL", "KILLED",
+					       "FINISHED", "FAILED", NULL};
+	if (!mar_in_list(terminal, mar_jstr(inst, "status")))
 		return false;
 	const cJSON *c;
 	cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(inst,
