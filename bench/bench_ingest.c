@@ -13,10 +13,17 @@
  * copy of the same number of bytes into the same ring -- what the memory
  * traffic alone costs, before any encoding.
  *
+ * Between bursts the producer waits for the shard by polling, as a
+ * producer under load -- the only time its cost adds up -- never idles.
+ * Case 10 measures the template again with mixd_client_flush()'s own wait,
+ * 1 ms sleeps, between bursts: on this VM an idle vCPU halts (cpuidle
+ * haltpoll), and each burst then starts on a cold core.
+ *
  * MIXD_BENCH_CASE=K runs one case alone, in the order printed: 1-4 the
  * producer costs (builder, mixd_report(), template, floor), 5-9 the
- * throughput cases. MIXD_BENCH_RING_KIB=N gives the producer-cost cases a
- * ring of N KiB instead of 4 MiB (a power of two; at least 1024, for a
+ * throughput cases, 10 the template after idle milliseconds.
+ * MIXD_BENCH_RING_KIB=N gives the producer-cost cases a ring of N KiB
+ * instead of 4 MiB (a power of two; at least 1024, for a
  * burst to fit): where the ring's lines come from, for a probe.
  *
  * Instructions per template record (the repeatable measure on a shared
@@ -27,6 +34,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,12 +265,25 @@ static double run(int np, enum mixd_transport transport, unsigned shards,
 	return (double)total / secs;
 }
 
+/* Until the shard has taken every record committed to @c: polled, so the
+ * calling thread's core stays busy (see the top of this file); or, with
+ * @idle, mixd_client_flush()'s sleeps. */
+static void wait_taken(mixd_client *c, bool idle)
+{
+	if (!idle)
+		while (mixd_client_flush(c, 0) == -ETIMEDOUT)
+			;
+	if (mixd_client_flush(c, 10000))
+		abort();
+}
+
 /*
  * Producer cost alone: bursts of 2,000 records into a 4 MiB ring that a live
  * shard empties between bursts, so no commit finds it full and no page is
- * touched for the first time while the clock runs.
+ * touched for the first time while the clock runs. @idle: wait for the
+ * shard asleep, not polling.
  */
-static double producer_ns(write_fn write)
+static double producer_ns(write_fn write, bool idle)
 {
 	struct inproc d;
 	inproc_start(&d, 1);
@@ -278,8 +299,7 @@ static double producer_ns(write_fn write)
 	for (int i = 0; i < 2000; i++)
 		if (write(c, (uint64_t)i))
 			abort();
-	if (mixd_client_flush(c, 10000))
-		abort();
+	wait_taken(c, idle);
 	for (int burst = 0; burst < 300; burst++) {
 		uint64_t t0 = bench_now_ns();
 		for (int i = 0; i < 2000; i++)
@@ -287,8 +307,7 @@ static double producer_ns(write_fn write)
 				abort();
 		spent += bench_now_ns() - t0;
 		n += 2000;
-		if (mixd_client_flush(c, 10000))
-			abort();
+		wait_taken(c, idle);
 	}
 	mixd_template_destroy(floor_tpl);
 	mixd_template_destroy(proxy_tpl);
@@ -375,7 +394,7 @@ int main(void)
 		if (only && only != k + 1)
 			continue;
 		for (int i = 0; i < runs; i++)
-			s[i] = producer_ns(costs[k].write);
+			s[i] = producer_ns(costs[k].write, false);
 		bench_report(costs[k].label, s, runs, "ns/record");
 	}
 
@@ -403,6 +422,14 @@ int main(void)
 			s[i] = run(cases[k].np, cases[k].t, cases[k].shards,
 				   cases[k].write) / 1e6;
 		bench_report(cases[k].label, s, runs, "M records/s");
+	}
+	const unsigned ncases = sizeof cases / sizeof cases[0];
+	if (!only || only == ncosts + ncases + 1) {
+		for (int i = 0; i < runs; i++)
+			s[i] = producer_ns(proxy_template, true);
+		bench_report("producer cost, record template, each burst after "
+			     "a 1 ms sleep (a cold core)",
+			     s, runs, "ns/record");
 	}
 	unlink(sock_path);
 	return 0;
