@@ -437,6 +437,16 @@ static double scrape_timeout(struct MHD_Connection *conn)
 	return end != v && !*end && t > 0 && t < 1e9 ? t : 0;
 }
 
+/* The body of a HEAD response: none. */
+static ssize_t no_body(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	(void)cls;
+	(void)pos;
+	(void)buf;
+	(void)max;
+	return MHD_CONTENT_READER_END_OF_STREAM;
+}
+
 /* A streaming route: its body is pulled piece by piece as it is sent. */
 static enum MHD_Result serve_stream(struct route *rt,
 				    struct MHD_Connection *conn, bool head,
@@ -461,15 +471,20 @@ static enum MHD_Result serve_stream(struct route *rt,
 					    "cannot render the response\n",
 					    NULL);
 	if (head) {
-		/* Headers only. Not a callback response: for HEAD,
-		 * libmicrohttpd 0.9.75 still sends the last chunk
-		 * ("0\r\n\r\n"), which a kept-alive client would take for
-		 * the start of its next response. */
+		/* GET's headers, no body. A GET's length is unknown until its
+		 * end, and a HEAD response may give no other (RFC 9110 8.6):
+		 * a buffer response would say "Content-Length: 0". Nor
+		 * chunked: libmicrohttpd 0.9.75 sends the last chunk
+		 * ("0\r\n\r\n") even for HEAD, which a kept-alive client
+		 * takes for the start of its next response. So the length is
+		 * left unknown and the connection closed after the headers. */
 		src.end(src.st, false);
-		return queue(conn, (unsigned)status,
-			     MHD_create_response_from_buffer(
-				     0, (void *)"", MHD_RESPMEM_PERSISTENT),
-			     ctype, gzip_ok);
+		struct MHD_Response *hr = MHD_create_response_from_callback(
+			MHD_SIZE_UNKNOWN, 64, no_body, NULL, NULL);
+		if (hr)
+			MHD_set_response_options(
+				hr, MHD_RF_HTTP_1_0_COMPATIBLE_STRICT, MHD_RO_END);
+		return queue(conn, (unsigned)status, hr, ctype, gzip_ok);
 	}
 	/* A streamed body's size is unknown until its end, so it is gzipped
 	 * whenever the client accepts it: it is large. */
