@@ -634,6 +634,13 @@ void plan_set_move(const struct agg_plan *p, const struct plan_dimset *ds,
 		   const int from[64], uint64_t touched, uint64_t *cells,
 		   const uint64_t *old);
 
+/** Where family @g of plan @op keeps its instance errors in plan @p,
+ *  across a reload: the family of the same name fed by the same instance,
+ *  else the first family fed by that instance (the errors are exported
+ *  per instance); -1 when no family of @p is. */
+long plan_errors_home(const struct agg_plan *p, const struct agg_plan *op,
+		      size_t g);
+
 /** Copy a row consistently into @cells (ncells), *@touched, *@last_ns. */
 void row_read(const struct row *r, unsigned ncells, uint64_t *cells,
 	      uint64_t *touched, int64_t *last_ns);

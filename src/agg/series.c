@@ -728,6 +728,22 @@ bool plan_set_map(const struct agg_plan *p, const struct plan_dimset *ds,
 	return any;
 }
 
+long plan_errors_home(const struct agg_plan *p, const struct agg_plan *op,
+		      size_t g)
+{
+	const struct plan_family *of = &op->fams[g];
+	long any = -1;
+	for (size_t f = 0; f < p->nfams; f++) {
+		if (strcmp(p->fams[f].instance, of->instance))
+			continue;
+		if (!strcmp(p->fams[f].name, of->name))
+			return (long)f;
+		if (any < 0)
+			any = (long)f;
+	}
+	return any;
+}
+
 /*
  * Fill new dimension set @d of @s, whose families differ from every old
  * set's, with the rows of @old's sets that have its labels: the cells,
@@ -836,15 +852,15 @@ struct shard_state *state_create(struct agg_plan *plan, struct shard_state *old,
 		struct state_ext *ox = (struct state_ext *)old;
 		memcpy(x->memo_count, ox->memo_count, sizeof x->memo_count);
 	}
-	/* So do the instance errors (counters must not reset on a reload):
-	 * a family's by its name, a logentry's by its instance's, all of an
-	 * old instance's on the new plan's first log of it. */
-	for (size_t f = 0; old && f < plan->nfams; f++)
-		for (size_t g = 0; g < old->plan->nfams; g++)
-			if (!strcmp(plan->fams[f].name, old->plan->fams[g].name)) {
-				s->inst_errors[f] = old->inst_errors[g];
-				break;
-			}
+	/* So do the instance errors (counters must not reset on a reload;
+	 * they are exported per instance): a family's as
+	 * plan_errors_home() says, a logentry's by its instance's, all of
+	 * an old instance's on the new plan's first log of it. */
+	for (size_t g = 0; old && g < old->plan->nfams; g++) {
+		long f = plan_errors_home(plan, old->plan, g);
+		if (f >= 0)
+			s->inst_errors[f] += old->inst_errors[g];
+	}
 	for (size_t g = 0; old && g < old->plan->nlogs; g++)
 		for (size_t l = 0; l < plan->nlogs; l++)
 			if (!strcmp(plan->logs[l].inst->meta.fqn,

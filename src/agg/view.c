@@ -576,15 +576,6 @@ static int find_set(const struct agg_plan *p, const char *sig)
 	return -1;
 }
 
-/* Index of @p's family named @name, or -1. */
-static int find_family(const struct agg_plan *p, const char *name)
-{
-	for (size_t f = 0; f < p->nfams; f++)
-		if (strcmp(p->fams[f].name, name) == 0)
-			return (int)f;
-	return -1;
-}
-
 /* agg_view_create() (@rows) or agg_view_counts(). */
 static int view_create(struct agg *a, struct agg_view **out, bool rows)
 {
@@ -668,11 +659,13 @@ static int view_create(struct agg *a, struct agg_view **out, bool rows)
 							       __ATOMIC_RELAXED);
 			}
 		}
-		for (size_t f = 0; f < p->nfams; f++) {
-			int sf = sp == p ? (int)f : find_family(sp, p->fams[f].name);
-			if (sf >= 0)
+		/* A state of an older plan: its families' errors where the
+		 * state that replaces it will keep them. */
+		for (size_t g = 0; g < sp->nfams; g++) {
+			long f = sp == p ? (long)g : plan_errors_home(p, sp, g);
+			if (f >= 0)
 				v->fams[f].errors += __atomic_load_n(
-					&st->inst_errors[sf], __ATOMIC_RELAXED);
+					&st->inst_errors[g], __ATOMIC_RELAXED);
 		}
 		/* A state of an older plan: its logs' errors under their
 		 * instance's name, on the first log of that name. */

@@ -1287,6 +1287,84 @@ static void test_a_reload_adding_a_metric_keeps_the_others_counts(void **state)
 	remove_extra_dir(dir);
 }
 
+/* A handler with one counter, named @name, on an instance whose value
+ * (request.size) code_record()'s records lack: each is an instance
+ * error. */
+#define SIZED_HANDLER(name)                                                    \
+	"apiVersion: config.istio.io/v1alpha2\n"                               \
+	"kind: metric\n"                                                       \
+	"metadata: {name: sized, namespace: default}\n"                        \
+	"spec:\n"                                                              \
+	"  value: request.size\n"                                              \
+	"  dimensions: {response_code: response.code | 200}\n"                 \
+	"---\n"                                                                \
+	"apiVersion: config.istio.io/v1alpha2\n"                               \
+	"kind: prometheus\n"                                                   \
+	"metadata: {name: sized, namespace: default}\n"                        \
+	"spec:\n"                                                              \
+	"  metrics:\n"                                                         \
+	"  - name: " name "\n"                                                 \
+	"    instance_name: sized.metric.default\n"                            \
+	"    kind: COUNTER\n"                                                  \
+	"    label_names: [response_code]\n"                                   \
+	"---\n"                                                                \
+	"apiVersion: config.istio.io/v1alpha2\n"                               \
+	"kind: rule\n"                                                         \
+	"metadata: {name: sized, namespace: default}\n"                        \
+	"spec:\n"                                                              \
+	"  match: context.protocol == \"http\"\n"                              \
+	"  actions:\n"                                                         \
+	"  - handler: sized.prometheus\n"                                      \
+	"    instances: [sized.metric]\n"
+
+/* The instance errors a view of @a gives instance @fqn, summed over the
+ * families it feeds, as mixd exports them. */
+static uint64_t instance_errors(struct agg *a, const char *fqn)
+{
+	struct agg_view *v;
+	assert_int_equal(agg_view_create(a, &v), 0);
+	uint64_t n = 0;
+	for (size_t f = 0; f < v->nfams; f++)
+		if (!strcmp(v->fams[f].instance, fqn))
+			n += v->fams[f].errors;
+	agg_view_destroy(v);
+	return n;
+}
+
+/* Instance errors are exported per instance, so a reload that renames
+ * the family an instance feeds keeps them: in a scrape while the shard
+ * is still on the old plan, and after. They were carried by family name,
+ * and went back to 0. */
+static void test_a_reload_renaming_a_family_keeps_its_instance_errors(
+	void **state)
+{
+	(void)state;
+	char before[] = "/tmp/mixd-test-agg-err1-XXXXXX";
+	char after[] = "/tmp/mixd-test-agg-err2-XXXXXX";
+	extra_dir(before, SIZED_HANDLER("sized_total"));
+	extra_dir(after, SIZED_HANDLER("sized_renamed_total"));
+	struct agg *a = one_shard_on(before);
+	code_records(a, 200, 3, 1000);
+	assert_int_equal(instance_errors(a, "sized.metric.default"), 3);
+	/* the new plan published, the shard not switched yet */
+	struct cfg *c = cfg_load(after, "default");
+	assert_non_null(c);
+	assert_int_equal(agg_set_config(a, c), 0);
+	assert_int_equal(instance_errors(a, "sized.metric.default"), 3);
+	/* switched */
+	struct shard *sh = &a->shards[0];
+	struct shard_state *old = sh->state;
+	assert_non_null(sh->state = state_create(a->plan, old, &a->epoch,
+						 &sh->retired));
+	state_retire(old, &a->epoch, &sh->retired);
+	assert_int_equal(instance_errors(a, "sized.metric.default"), 3);
+	code_records(a, 200, 2, 2000);
+	assert_int_equal(instance_errors(a, "sized.metric.default"), 5);
+	agg_destroy(a);
+	remove_extra_dir(before);
+	remove_extra_dir(after);
+}
+
 /* Many rules, each evaluating twenty dimensions for one record: every
  * dispatch counts. The values of each rule's plan came out of one scratch
  * arena of a fixed 64 KiB per record; past about 140 such rules the rest
@@ -1775,6 +1853,7 @@ int main(void)
 		cmocka_unit_test(test_expiry),
 		cmocka_unit_test(test_each_handler_expires_its_own_series),
 		cmocka_unit_test(test_a_reload_adding_a_metric_keeps_the_others_counts),
+		cmocka_unit_test(test_a_reload_renaming_a_family_keeps_its_instance_errors),
 		cmocka_unit_test(test_every_one_of_many_rules_counts),
 		cmocka_unit_test(test_more_label_lists_than_the_memo_takes),
 		cmocka_unit_test(test_a_scrape_in_mid_reload_counts_every_shard),
