@@ -104,6 +104,11 @@ struct plan_dimset {
 	unsigned fams[64];
 	unsigned nfam;
 	unsigned ncells;              /* row cells for all its families */
+	/* With more than one family and an expiry, the rows end in one cell
+	 * per family (by its bit), its last update (int64 ns), so that each
+	 * family expires on its own: the first of them; 0: none, the row's
+	 * last_ns stands for all its families. */
+	unsigned tcell;
 	uint8_t *cell_kind;           /* per cell: enum cell_kind */
 	char *signature;              /* identity across config reloads */
 	char *key_sig;                /* its labels and expressions alone */
@@ -114,7 +119,20 @@ struct plan_dimset {
 };
 
 /* How a cell merges across shards. */
-enum cell_kind { CELL_SUM_DOUBLE, CELL_SUM_U64, CELL_LAST_DOUBLE };
+enum cell_kind {
+	CELL_SUM_DOUBLE,
+	CELL_SUM_U64,
+	CELL_LAST_DOUBLE,
+	CELL_MAX_I64, /* a family's last update (tcell) */
+};
+
+/* Family @k's last update in @cells, a row's of set @ds with family times
+ * (ds->tcell); @row_ns where the set has none. */
+static inline int64_t fam_ns(const struct plan_dimset *ds,
+			     const uint64_t *cells, unsigned k, int64_t row_ns)
+{
+	return ds->tcell ? (int64_t)cells[ds->tcell + k] : row_ns;
+}
 
 /* A ROTATED_FILE stdio handler's file, shared by the plan's logs that
  * write it (logs.c, log_rotate()). */
@@ -628,11 +646,12 @@ uint64_t plan_set_touched(const struct plan_dimset *ds, const int from[64],
 
 /** Copy the cells of @ds's families in @touched (plan_set_touched()'s)
  *  from @old, a row's cells as set @ok of plan @op keeps them, to where
- *  set @ds of plan @p keeps them in @cells. */
+ *  set @ds of plan @p keeps them in @cells; and their times, @old_ns
+ *  (the old row's last update) where @ok kept none. */
 void plan_set_move(const struct agg_plan *p, const struct plan_dimset *ds,
 		   const struct agg_plan *op, const struct plan_dimset *ok,
 		   const int from[64], uint64_t touched, uint64_t *cells,
-		   const uint64_t *old);
+		   const uint64_t *old, int64_t old_ns);
 
 /** Where family @g of plan @op keeps its instance errors in plan @p,
  *  across a reload: the family of the same name fed by the same instance,

@@ -105,6 +105,9 @@ static char *signature(const struct agg_plan *p, struct plan_dimset *d)
 		for (size_t b = 0; b < pf->nb; b++)
 			PUT(",%.17g", pf->bounds[b]);
 	}
+	/* The rows' layout: a set that gains family times is another set. */
+	if (d->tcell)
+		PUT("|times");
 #undef PUT
 	return s;
 }
@@ -534,9 +537,16 @@ struct agg_plan *plan_build(struct cfg *cfg, uint64_t generation, int *err)
 	}
 	for (size_t i = 0; i < p->ndimsets; i++) {
 		struct plan_dimset *d = &p->dimsets[i];
+		/* Families that share rows and expire: each its own time. */
+		if (d->expiry_ns && d->nfam > 1) {
+			d->tcell = d->ncells;
+			d->ncells += d->nfam;
+		}
 		if (!(d->signature = signature(p, d)) ||
 		    !(d->cell_kind = calloc(d->ncells + 1, 1)))
 			goto fail;
+		for (unsigned f = 0; d->tcell && f < d->nfam; f++)
+			d->cell_kind[d->tcell + f] = CELL_MAX_I64;
 		for (unsigned f = 0; f < d->nfam; f++) {
 			const struct plan_family *pf = &p->fams[d->fams[f]];
 			uint8_t *k = d->cell_kind + pf->cell;

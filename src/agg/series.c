@@ -237,14 +237,19 @@ static const struct row *peek(const struct series *se, uint64_t h,
 
 /* The last update of label set @key (hash @h) of dimension set @d in the
  * shards other than @s's, and (*@touched) the families their rows have;
- * NOWHERE when none of them holds it. The caller is in a read section of
- * the epoch: the others may retire rows, tables and states meanwhile. */
+ * NOWHERE when none of them holds it. With @fresh (a set with family
+ * times), *@fresh: the families some other row updated at @since or
+ * later. The caller is in a read section of the epoch: the others may
+ * retire rows, tables and states meanwhile. */
 static int64_t elsewhere_ns(const struct shard_state *s, size_t d, uint64_t h,
 			    const uint8_t *key, uint32_t klen,
-			    uint64_t *touched)
+			    uint64_t *touched, int64_t since, uint64_t *fresh)
 {
+	const struct plan_dimset *ds = &s->plan->dimsets[d];
 	int64_t last = NOWHERE;
 	*touched = 0;
+	if (fresh)
+		*fresh = 0;
 	for (unsigned i = 0; s->peers && i < s->npeers; i++) {
 		const struct shard_state *st;
 		const struct series *se;
@@ -257,7 +262,15 @@ static int64_t elsewhere_ns(const struct shard_state *s, size_t d, uint64_t h,
 		int64_t t = __atomic_load_n(&r->last_ns, __ATOMIC_ACQUIRE);
 		if (t > last)
 			last = t;
-		*touched |= __atomic_load_n(&r->touched, __ATOMIC_ACQUIRE);
+		uint64_t has = __atomic_load_n(&r->touched, __ATOMIC_ACQUIRE);
+		*touched |= has;
+		/* The same signature: the same layout, times included. */
+		for (uint64_t b = fresh ? has : 0; b; b &= b - 1) {
+			unsigned k = (unsigned)__builtin_ctzll(b);
+			if ((int64_t)__atomic_load_n(&r->cells[ds->tcell + k],
+						     __ATOMIC_ACQUIRE) >= since)
+				*fresh |= 1ull << k;
+		}
 	}
 	return last;
 }
@@ -282,7 +295,8 @@ static bool held_elsewhere(const struct shard_state *s, struct agg_epoch *e,
 		return false;
 	int slot = epoch_enter(e);
 	uint64_t touched;
-	bool held = elsewhere_ns(s, d, h, key, klen, &touched) != NOWHERE;
+	bool held = elsewhere_ns(s, d, h, key, klen, &touched, 0, NULL) !=
+		    NOWHERE;
 	epoch_exit(e, slot);
 	return held;
 }
@@ -698,7 +712,7 @@ uint64_t plan_set_touched(const struct plan_dimset *ds, const int from[64],
 void plan_set_move(const struct agg_plan *p, const struct plan_dimset *ds,
 		   const struct agg_plan *op, const struct plan_dimset *ok,
 		   const int from[64], uint64_t touched, uint64_t *cells,
-		   const uint64_t *old)
+		   const uint64_t *old, int64_t old_ns)
 {
 	for (unsigned b = 0; b < ds->nfam; b++) {
 		if (!(touched >> b & 1))
@@ -707,6 +721,9 @@ void plan_set_move(const struct agg_plan *p, const struct plan_dimset *ds,
 		const struct plan_family *of = &op->fams[ok->fams[from[b]]];
 		memcpy(&cells[pf->cell], &old[of->cell],
 		       plan_family_cells(pf) * sizeof cells[0]);
+		if (ds->tcell)
+			cells[ds->tcell + b] =
+				(uint64_t)fam_ns(ok, old, (unsigned)from[b], old_ns);
 	}
 }
 
@@ -783,7 +800,7 @@ static int carry_rows(struct shard_state *s, size_t d,
 			if (!n && !(n = insert(se, r->hash, key, r->key_len, e, rl)))
 				return -1;
 			plan_set_move(p, ds, op, ok, from, touched, n->cells,
-				      r->cells);
+				      r->cells, r->last_ns);
 			n->touched |= touched;
 			if (r->last_ns > n->last_ns)
 				n->last_ns = r->last_ns;
@@ -1205,15 +1222,21 @@ static void count_overflow(struct series *se, const struct plan_dimset *ds,
 					 __ATOMIC_RELAXED);
 }
 
-/* Update row @r: family k of @ds (bit k of @ok) @hits[f] times by val[k]. */
-/* Inside a row write: the families in @ok were updated at @now_ns. */
-static inline void row_mark(struct row *r, uint64_t ok, int64_t now_ns)
+/* Inside a row write: the families of @ds in @ok were updated at
+ * @now_ns. */
+static inline void row_mark(const struct plan_dimset *ds, struct row *r,
+			    uint64_t ok, int64_t now_ns)
 {
 	if ((r->touched | ok) != r->touched)
 		__atomic_store_n(&r->touched, r->touched | ok, __ATOMIC_RELEASE);
 	__atomic_store_n(&r->last_ns, now_ns, __ATOMIC_RELEASE);
+	if (ds->tcell)
+		for (uint64_t b = ok; b; b &= b - 1)
+			__atomic_store_n(&r->cells[ds->tcell + __builtin_ctzll(b)],
+					 (uint64_t)now_ns, __ATOMIC_RELEASE);
 }
 
+/* Update row @r: family k of @ds (bit k of @ok) @hits[f] times by val[k]. */
 static void row_apply(const struct agg_plan *p, const struct plan_dimset *ds,
 		      struct row *r, uint64_t ok, const uint32_t *cnt,
 		      const double *val, int64_t now_ns)
@@ -1225,7 +1248,7 @@ static void row_apply(const struct agg_plan *p, const struct plan_dimset *ds,
 		for (uint32_t c = cnt[k]; c; c--)
 			update(&p->fams[ds->fams[k]], r->cells, val[k]);
 	}
-	row_mark(r, ok, now_ns);
+	row_mark(ds, r, ok, now_ns);
 	row_write_end(r);
 }
 
@@ -1385,7 +1408,7 @@ static void replay_direct(struct shard_state *s, struct state_ext *x,
 			while (--n);
 		}
 		if (ok)
-			row_mark(r, ok, now_ns);
+			row_mark(ds, r, ok, now_ns);
 		row_write_end(r);
 	}
 }
@@ -1930,6 +1953,63 @@ static void free_dead_rows(void *p)
 }
 
 /*
+ * The families of set @d's rows that share a row with others but have
+ * been idle past the expiry (@ttl) in every shard, while a sibling goes on
+ * (a row idle as a whole is state_expire()'s): each is emptied and left
+ * out of the row, as if never updated, and counts expired when no other
+ * shard's row has it. Mixer kept each metric's series apart; here they
+ * share a row, so each has its own time (tcell).
+ */
+static void expire_families(struct shard_state *s, size_t d, int64_t now_ns,
+			    int64_t ttl, struct agg_epoch *e)
+{
+	const struct agg_plan *p = s->plan;
+	const struct plan_dimset *ds = &p->dimsets[d];
+	struct series *se = s->series[d];
+	const struct table_array *a = se->arr;
+	uint64_t dead[64] = {0};
+	int slot = s->peers ? epoch_enter(e) : -1;
+	for (uint64_t i = 0; i <= a->mask; i++) {
+		struct row *r = a->slot[i];
+		if (!r || now_ns - r->last_ns > ttl)
+			continue;
+		uint64_t stale = 0;
+		for (uint64_t b = r->touched; b; b &= b - 1) {
+			unsigned k = (unsigned)__builtin_ctzll(b);
+			if (now_ns - (int64_t)r->cells[ds->tcell + k] > ttl)
+				stale |= 1ull << k;
+		}
+		if (!stale)
+			continue;
+		uint64_t others, fresh;
+		elsewhere_ns(s, d, r->hash, row_key(r, se->ncells), r->key_len,
+			     &others, now_ns - ttl, &fresh);
+		if (!(stale &= ~fresh))
+			continue;
+		row_write_begin(r);
+		for (uint64_t b = stale; b; b &= b - 1) {
+			unsigned k = (unsigned)__builtin_ctzll(b);
+			const struct plan_family *pf = &p->fams[ds->fams[k]];
+			for (unsigned c = 0; c < plan_family_cells(pf); c++)
+				__atomic_store_n(&r->cells[pf->cell + c], 0,
+						 __ATOMIC_RELEASE);
+			__atomic_store_n(&r->cells[ds->tcell + k], 0,
+					 __ATOMIC_RELEASE);
+			dead[k] += !(others >> k & 1);
+		}
+		__atomic_store_n(&r->touched, r->touched & ~stale,
+				 __ATOMIC_RELEASE);
+		row_write_end(r);
+	}
+	if (slot >= 0)
+		epoch_exit(e, slot);
+	for (unsigned k = 0; k < ds->nfam; k++)
+		if (dead[k])
+			__atomic_store_n(&se->expired[k], se->expired[k] + dead[k],
+					 __ATOMIC_RELAXED);
+}
+
+/*
  * A row of @s idle for longer than the expiry is removed when the label
  * set is idle in every shard (elsewhere_ns()). Rows of a label set
  * another shard still updates stay: the exported sum must not go down
@@ -1954,6 +2034,8 @@ bool state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 		const int64_t ttl = p->dimsets[d].expiry_ns;
 		if (!ttl)
 			continue; /* its handler has no expiration policy */
+		if (p->dimsets[d].tcell)
+			expire_families(s, d, now_ns, ttl, e);
 		struct series *se = s->series[d];
 		struct table_array *old = se->arr;
 		uint64_t idle = 0, key_bytes = 0, fam_dead[64] = {0};
@@ -1975,7 +2057,7 @@ bool state_expire(struct shard_state *s, int64_t now_ns, struct agg_epoch *e,
 			uint64_t others;
 			int64_t t = elsewhere_ns(s, d, r->hash,
 						 row_key(r, se->ncells),
-						 r->key_len, &others);
+						 r->key_len, &others, 0, NULL);
 			if (t != NOWHERE && now_ns - t <= ttl)
 				continue; /* live in another shard */
 			dr->r[dr->n++] = r;

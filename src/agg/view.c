@@ -303,7 +303,8 @@ static int collect_moved(struct view_ext *x, struct vset *vs, size_t d,
 					  .touched = moved,
 					  .last_ns = ns};
 			memset(n->cells, 0, ds->ncells * sizeof n->cells[0]);
-			plan_set_move(p, ds, sp, ok, from, moved, n->cells, tmp);
+			plan_set_move(p, ds, sp, ok, from, moved, n->cells, tmp,
+				      ns);
 			uint8_t *key = (uint8_t *)row_key(n, ds->ncells);
 			memcpy(key, old.rows[i].key, r->key_len);
 			vs->rows[vs->n++] = (struct sref){
@@ -381,25 +382,38 @@ static void sort_set(struct sref *a, struct sref *tmp, size_t n)
 }
 
 /*
+ * A label set last updated (in any shard) at @newest has expired by now
+ * (@gone_before: now less the expiry; INT64_MIN without one): a scrape
+ * leaves it out though some shard has not removed its row yet, so that an
+ * expired series vanishes whole, as in Mixer, and never shows a part.
+ */
+static inline bool expired(int64_t newest, int64_t gone_before)
+{
+	return newest < gone_before;
+}
+
+/*
  * Gauge times of a merged row, per family of its set: when the copy whose
  * value it holds was last written; INT64_MIN: no copy set it.
  */
 static void gauge_times(const struct agg_plan *p, const struct plan_dimset *d,
-			uint64_t touched, int64_t ns, int64_t *gns)
+			const uint64_t *cells, uint64_t touched, int64_t ns,
+			int64_t *gns)
 {
 	for (unsigned k = 0; k < d->nfam; k++)
 		gns[k] = p->fams[d->fams[k]].kind == FAM_GAUGE &&
 					 (touched >> k & 1)
-				 ? ns
+				 ? fam_ns(d, cells, k, ns)
 				 : INT64_MIN;
 }
 
 /*
  * Add the cells @src (families @src_touched, last written at @src_ns) of
  * another shard's copy of a label set into @dst (*@dst_touched, gauge
- * times @gns). Sums add; a gauge takes the value of the copy written last
- * among those that set it (a copy's time is its last record's, of any
- * family: exact order would need a time per gauge cell).
+ * times @gns). Sums add; family times take the newest; a gauge takes the
+ * value of the copy written last among those that set it (by the gauge's
+ * own time where the set keeps family times, else by the copy's last
+ * record, of any family).
  */
 static void merge_cells(const struct agg_plan *p, const struct plan_dimset *d,
 			uint64_t *dst, uint64_t *dst_touched, int64_t *gns,
@@ -418,19 +432,51 @@ static void merge_cells(const struct agg_plan *p, const struct plan_dimset *d,
 			a += b;
 			memcpy(&dst[c], &a, 8);
 			break;
+		case CELL_MAX_I64:
+			if ((int64_t)src[c] > (int64_t)dst[c])
+				dst[c] = src[c];
+			break;
 		case CELL_LAST_DOUBLE:
 			break; /* below, by family */
 		}
 	}
 	for (unsigned k = 0; k < d->nfam; k++) {
 		const struct plan_family *f = &p->fams[d->fams[k]];
+		int64_t t = fam_ns(d, src, k, src_ns);
 		if (f->kind == FAM_GAUGE && (src_touched >> k & 1) &&
-		    src_ns > gns[k]) {
+		    t > gns[k]) {
 			dst[f->cell] = src[f->cell];
-			gns[k] = src_ns;
+			gns[k] = t;
 		}
 	}
 	*dst_touched |= src_touched;
+}
+
+/*
+ * A merged row (newest: its last update in any shard) as a scrape shows
+ * it: false when it has expired by now (expired()); else true, with the
+ * families that have expired on their own taken out of its *@touched (by
+ * their times @ft, per family; NULL where the set keeps none), false if
+ * none is left.
+ */
+static bool row_shown(const uint64_t *ft, uint64_t *touched, int64_t newest,
+		      int64_t gone_before)
+{
+	if (expired(newest, gone_before))
+		return false;
+	for (uint64_t b = ft ? *touched : 0; b; b &= b - 1) {
+		unsigned k = (unsigned)__builtin_ctzll(b);
+		if (expired((int64_t)ft[k], gone_before))
+			*touched &= ~(1ull << k);
+	}
+	return *touched != 0;
+}
+
+/* The family times of a row's @cells of set @d, or NULL. */
+static inline const uint64_t *fam_times(const struct plan_dimset *d,
+					const uint64_t *cells)
+{
+	return d->tcell ? cells + d->tcell : NULL;
 }
 
 /* Ask for the @n bytes at @p ahead of their use (copies of rows in sorted
@@ -450,17 +496,6 @@ static inline void prefetch(const void *p, size_t n)
  * Sort @vs's rows and copy them, merged, in that order into @x's arena;
  * fills @out (rows, nrows). Inside the epoch: the rows are the shards'.
  */
-/*
- * A label set last updated (in any shard) at @newest has expired by now
- * (@gone_before: now less the expiry; INT64_MIN without one): a scrape
- * leaves it out though some shard has not removed its row yet, so that an
- * expired series vanishes whole, as in Mixer, and never shows a part.
- */
-static inline bool expired(int64_t newest, int64_t gone_before)
-{
-	return newest < gone_before;
-}
-
 static int copy_sorted(struct view_ext *x, struct vset *vs,
 		       const struct plan_dimset *d, struct agg_view_set *out,
 		       int64_t gone_before)
@@ -504,7 +539,8 @@ static int copy_sorted(struct view_ext *x, struct vset *vs,
 			newest = ns > newest ? ns : newest;
 			continue;
 		}
-		if (n && expired(newest, gone_before))
+		if (n && !row_shown(fam_times(d, last), &rows[n - 1].touched,
+				    newest, gone_before))
 			n--; /* its place (and arena bytes) are the next's */
 		uint64_t *cells = arena_alloc(x, ncells * 8 + s->key_len);
 		if (!cells) {
@@ -522,9 +558,10 @@ static int copy_sorted(struct view_ext *x, struct vset *vs,
 		};
 		last = cells;
 		newest = ns;
-		gauge_times(x->plan, d, touched, ns, gns);
+		gauge_times(x->plan, d, cells, touched, ns, gns);
 	}
-	if (n && expired(newest, gone_before))
+	if (n && !row_shown(fam_times(d, last), &rows[n - 1].touched, newest,
+			    gone_before))
 		n--;
 	free(dup);
 	out->nrows = n;
@@ -551,6 +588,9 @@ static int count_sorted(struct vset *vs, const struct plan_dimset *d,
 		const struct sref *s = &vs->rows[i];
 		uint64_t touched = 0;
 		int64_t newest = INT64_MIN;
+		uint64_t times[64]; /* the newest of each family's (tcell) */
+		for (unsigned k = 0; d->tcell && k < d->nfam; k++)
+			times[k] = (uint64_t)INT64_MIN;
 		for (j = i; j < vs->n && vs->rows[j].key_len == s->key_len &&
 			    memcmp(vs->rows[j].key, s->key, s->key_len) == 0;
 		     j++) {
@@ -558,8 +598,15 @@ static int count_sorted(struct vset *vs, const struct plan_dimset *d,
 			int64_t ns = __atomic_load_n(&r->last_ns, __ATOMIC_ACQUIRE);
 			touched |= __atomic_load_n(&r->touched, __ATOMIC_RELAXED);
 			newest = ns > newest ? ns : newest;
+			for (unsigned k = 0; d->tcell && k < d->nfam; k++) {
+				int64_t t = (int64_t)__atomic_load_n(
+					&r->cells[d->tcell + k], __ATOMIC_RELAXED);
+				if (t > (int64_t)times[k])
+					times[k] = (uint64_t)t;
+			}
 		}
-		if (expired(newest, gone_before))
+		if (!row_shown(d->tcell ? times : NULL, &touched, newest,
+			       gone_before))
 			continue;
 		for (unsigned b = 0; b < d->nfam; b++)
 			fams[d->fams[b]].series += touched >> b & 1;

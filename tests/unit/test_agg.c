@@ -1628,6 +1628,187 @@ static void test_each_handler_expires_its_own_series(void **state)
 	remove_extra_dir(dir);
 }
 
+/* A handler (@policy: its spec line before the metrics, as
+ * COPY_HANDLER's) with two counters of the same labels (so one row holds
+ * both): pair_all_total counts every http record, pair_err_total those
+ * of a 5xx, from a rule of its own. */
+#define PAIR_METRIC(name)                                                      \
+	"apiVersion: config.istio.io/v1alpha2\n"                               \
+	"kind: metric\n"                                                       \
+	"metadata: {name: " name ", namespace: default}\n"                     \
+	"spec:\n"                                                              \
+	"  value: \"1\"\n"                                                     \
+	"  dimensions: {proto: context.protocol}\n"                            \
+	"---\n"
+#define PAIR_RULE(name, match)                                                 \
+	"---\n"                                                                \
+	"apiVersion: config.istio.io/v1alpha2\n"                               \
+	"kind: rule\n"                                                         \
+	"metadata: {name: " name ", namespace: default}\n"                     \
+	"spec:\n"                                                              \
+	"  match: " match "\n"                                                 \
+	"  actions:\n"                                                         \
+	"  - handler: pair.prometheus\n"                                       \
+	"    instances: [" name ".metric]\n"
+#define PAIR_HANDLER(policy)                                                   \
+	PAIR_METRIC("pairall")                                                 \
+	PAIR_METRIC("pairerr")                                                 \
+	"apiVersion: config.istio.io/v1alpha2\n"                               \
+	"kind: prometheus\n"                                                   \
+	"metadata: {name: pair, namespace: default}\n"                         \
+	"spec:\n" policy "  metrics:\n"                                        \
+	"  - {name: pair_all_total, instance_name: pairall.metric.default,\n"  \
+	"     kind: COUNTER, label_names: [proto]}\n"                          \
+	"  - {name: pair_err_total, instance_name: pairerr.metric.default,\n"  \
+	"     kind: COUNTER, label_names: [proto]}\n"                          \
+	PAIR_RULE("pairall", "context.protocol == \"http\"")                   \
+	PAIR_RULE("pairerr", "response.code >= 500")
+
+#define A_MINUTE "  metricsExpirationPolicy: {metricsExpiryDuration: 1m}\n"
+
+/* The shards' clock, CLOCK_MONOTONIC_COARSE: a scrape hides what has
+ * expired by it. */
+static int64_t shard_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Families that share a row expire each on its own: 5xx records stop, and
+ * a minute later pair_err_total's series is gone (from a scrape at once,
+ * from the row at the next expiry pass, counted expired), while
+ * pair_all_total's, updated since, stays. Before, the row's one time kept
+ * both alive as long as either was updated. */
+static void test_families_sharing_a_row_expire_each_on_its_own(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/mixd-test-agg-pair-XXXXXX";
+	extra_dir(dir, PAIR_HANDLER(A_MINUTE));
+	struct agg *a = one_shard_on(dir);
+	const int64_t now = shard_now(), minute = 60000000000ll;
+	size_t f = 0;
+	while (strcmp(a->plan->fams[f].name, "istio_pair_err_total"))
+		f++;
+	assert_int_not_equal(a->plan->dimsets[a->plan->fams[f].dimset].tcell, 0);
+	code_records(a, 503, 1, now - 2 * minute);
+	code_records(a, 200, 3, now);
+	uint64_t series, expired;
+	/* a scrape before any expiry pass */
+	assert_true(counter_sum(a, "istio_pair_all_total", &series,
+				&expired) == 4);
+	assert_int_equal(series, 1);
+	assert_true(counter_sum(a, "istio_pair_err_total", &series,
+				&expired) == 0);
+	assert_int_equal(series, 0);
+	struct agg_view *v;
+	assert_int_equal(agg_view_counts(a, &v), 0);
+	assert_int_equal(v->fams[f].series, 0);
+	agg_view_destroy(v);
+	/* the pass */
+	struct shard *sh = &a->shards[0];
+	state_expire(sh->state, now, &a->epoch, &sh->retired);
+	assert_true(counter_sum(a, "istio_pair_err_total", &series,
+				&expired) == 0);
+	assert_int_equal(expired, 1);
+	assert_true(counter_sum(a, "istio_pair_all_total", &series,
+				&expired) == 4);
+	assert_int_equal(expired, 0);
+	/* a 5xx again: a new series, from 1 */
+	code_records(a, 503, 1, now);
+	assert_true(counter_sum(a, "istio_pair_err_total", &series,
+				&expired) == 1);
+	assert_int_equal(series, 1);
+	assert_true(counter_sum(a, "istio_pair_all_total", &series,
+				&expired) == 5);
+	agg_destroy(a);
+	remove_extra_dir(dir);
+}
+
+/* ... but not while another shard updates the family: shard 0's 5xx are a
+ * minute old, shard 1's new. Shard 0's pass keeps its share (the sum must
+ * not go down while the series lives), and a scrape shows both. */
+static void test_a_family_another_shard_updates_does_not_expire(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/mixd-test-agg-pair2-XXXXXX";
+	extra_dir(dir, PAIR_HANDLER(A_MINUTE));
+	struct cfg *c = cfg_load(dir, "default");
+	assert_non_null(c);
+	struct agg *a;
+	struct agg_options o = {.shards = 2, .series_limit = 1000};
+	assert_int_equal(agg_create(&o, NULL, &a), 0);
+	assert_int_equal(agg_set_config(a, c), 0);
+	for (unsigned i = 0; i < 2; i++) {
+		struct shard *sh = &a->shards[i];
+		assert_non_null(sh->state = state_create(a->plan, NULL, &a->epoch,
+							 &sh->retired));
+		sh->state->peers = a->shards;
+		sh->state->npeers = 2;
+		sh->state->self = i;
+	}
+	const int64_t now = shard_now(), minute = 60000000000ll;
+	static struct attr_table t;
+	uint8_t rec[RECORD_CAP];
+	const struct {
+		unsigned shard;
+		int64_t code, when;
+	} in[] = {{0, 503, now - 2 * minute}, {0, 200, now},
+		  {1, 503, now}};
+	for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+		struct shard *sh = &a->shards[in[i].shard];
+		assert_int_equal(state_record(sh->state, &t, rec,
+					      code_record(rec, in[i].code),
+					      NULL, in[i].when, 1000, NULL,
+					      &a->epoch, &sh->retired),
+				 INGEST_REJ_NONE);
+	}
+	uint64_t series, expired;
+	assert_true(counter_sum(a, "istio_pair_err_total", &series,
+				&expired) == 2);
+	state_expire(a->shards[0].state, now, &a->epoch,
+		     &a->shards[0].retired);
+	assert_true(counter_sum(a, "istio_pair_err_total", &series,
+				&expired) == 2);
+	assert_int_equal(series, 1);
+	assert_int_equal(expired, 0);
+	assert_true(counter_sum(a, "istio_pair_all_total", &series,
+				&expired) == 3);
+	agg_destroy(a);
+	remove_extra_dir(dir);
+}
+
+/* A reload that gives the handler an expiry gives the rows' families their
+ * times: the rows' own last update, so that nothing expires early. */
+static void test_a_reload_adding_an_expiry_times_the_families(void **state)
+{
+	(void)state;
+	char before[] = "/tmp/mixd-test-agg-pair3-XXXXXX";
+	char after[] = "/tmp/mixd-test-agg-pair4-XXXXXX";
+	extra_dir(before, PAIR_HANDLER(""));
+	extra_dir(after, PAIR_HANDLER(A_MINUTE));
+	struct agg *a = one_shard_on(before);
+	const int64_t now = shard_now();
+	code_records(a, 503, 2, now);
+	reload_on(a, after);
+	size_t f = 0;
+	while (strcmp(a->plan->fams[f].name, "istio_pair_err_total"))
+		f++;
+	assert_int_not_equal(a->plan->dimsets[a->plan->fams[f].dimset].tcell, 0);
+	struct shard *sh = &a->shards[0];
+	state_expire(sh->state, now + 1000000000, &a->epoch, &sh->retired);
+	uint64_t series, expired;
+	assert_true(counter_sum(a, "istio_pair_err_total", &series,
+				&expired) == 2);
+	assert_int_equal(series, 1);
+	assert_int_equal(expired, 0);
+	assert_true(counter_sum(a, "istio_pair_all_total", &series,
+				&expired) == 2);
+	agg_destroy(a);
+	remove_extra_dir(before);
+	remove_extra_dir(after);
+}
+
 /* A shard at the series limit keeps a label set another shard keeps (its
  * series must have all its records), but never past twice the limit:
  * three shards, limit 5, each with 5 label sets of its own; then shard 0
@@ -1852,6 +2033,9 @@ int main(void)
 		cmocka_unit_test(test_series_limit),
 		cmocka_unit_test(test_expiry),
 		cmocka_unit_test(test_each_handler_expires_its_own_series),
+		cmocka_unit_test(test_families_sharing_a_row_expire_each_on_its_own),
+		cmocka_unit_test(test_a_family_another_shard_updates_does_not_expire),
+		cmocka_unit_test(test_a_reload_adding_an_expiry_times_the_families),
 		cmocka_unit_test(test_a_reload_adding_a_metric_keeps_the_others_counts),
 		cmocka_unit_test(test_a_reload_renaming_a_family_keeps_its_instance_errors),
 		cmocka_unit_test(test_every_one_of_many_rules_counts),
