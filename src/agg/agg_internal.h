@@ -246,6 +246,16 @@ struct agg_plan {
 	uint64_t generation;
 };
 
+/* When a shard at @now_ns next looks for expired series, every
+ * @every_ns (> 0): on one grid for all shards, whenever each started, so
+ * that they look at about the same moment. One shard may remove its
+ * copy of a label set idle everywhere only when the others look too: in
+ * between, a record for it would revive the others' stale shares. */
+static inline int64_t expiry_next(int64_t now_ns, int64_t every_ns)
+{
+	return now_ns - now_ns % every_ns + every_ns;
+}
+
 #define FAM_OCTAVES 4096
 #define FAM_OCTAVE_SEARCH 255
 

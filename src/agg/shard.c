@@ -73,7 +73,11 @@ static void housekeeping(struct shard *sh)
 			ns->peers = a->shards;
 			ns->npeers = a->o.shards;
 			ns->self = sh->idx;
-			ns->next_expiry_ns = sh->now_ns + p->expiry_check_ns;
+			ns->next_expiry_ns =
+				p->expiry_check_ns
+					? expiry_next(sh->now_ns,
+						      p->expiry_check_ns)
+					: 0;
 			__atomic_store_n(&sh->state, ns, __ATOMIC_RELEASE);
 			state_retire(old, &a->epoch, &sh->retired);
 		}
@@ -82,7 +86,8 @@ static void housekeeping(struct shard *sh)
 	/* Another shard's pass under way: this one's at the next pass. */
 	if (st && st->plan->expiry_ns && sh->now_ns >= st->next_expiry_ns &&
 	    state_expire(st, sh->now_ns, &a->epoch, &sh->retired))
-		st->next_expiry_ns = sh->now_ns + st->plan->expiry_check_ns;
+		st->next_expiry_ns =
+			expiry_next(sh->now_ns, st->plan->expiry_check_ns);
 	if (sh->retired)
 		epoch_poll(&a->epoch, &sh->retired, false);
 	/* The resolver, once there is one (at start, or from the first

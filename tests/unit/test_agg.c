@@ -1809,6 +1809,27 @@ static void test_a_reload_adding_an_expiry_times_the_families(void **state)
 	remove_extra_dir(after);
 }
 
+/* The shards look for expired series on one grid, whenever each started
+ * or last looked: a label set one shard removes is soon removed from the
+ * others. Each re-armed its own "now + interval" before, and shards that
+ * started or woke at different moments drifted apart by up to an
+ * interval, a window in which a record revived the others' stale shares. */
+static void test_shards_look_for_expired_series_together(void **state)
+{
+	(void)state;
+	const int64_t every = 30000000000ll; /* 30 s */
+	const int64_t t = 1234567890123456789ll - 1234567890123456789ll % every;
+	/* started 1 ms and 29 s into one interval: the same next look */
+	assert_true(expiry_next(t + 1000000, every) == t + every);
+	assert_true(expiry_next(t + 29000000000ll, every) == t + every);
+	/* a look exactly on the grid: the next one, a whole interval on */
+	assert_true(expiry_next(t, every) == t + every);
+	for (int64_t now = t - 5; now < t + 5; now++) {
+		int64_t n = expiry_next(now, every);
+		assert_true(n > now && n - now <= every && n % every == 0);
+	}
+}
+
 /* A shard at the series limit keeps a label set another shard keeps (its
  * series must have all its records), but never past twice the limit:
  * three shards, limit 5, each with 5 label sets of its own; then shard 0
@@ -2036,6 +2057,7 @@ int main(void)
 		cmocka_unit_test(test_families_sharing_a_row_expire_each_on_its_own),
 		cmocka_unit_test(test_a_family_another_shard_updates_does_not_expire),
 		cmocka_unit_test(test_a_reload_adding_an_expiry_times_the_families),
+		cmocka_unit_test(test_shards_look_for_expired_series_together),
 		cmocka_unit_test(test_a_reload_adding_a_metric_keeps_the_others_counts),
 		cmocka_unit_test(test_a_reload_renaming_a_family_keeps_its_instance_errors),
 		cmocka_unit_test(test_every_one_of_many_rules_counts),
