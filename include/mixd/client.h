@@ -33,15 +33,17 @@
  *    every signal, so the host's signals go to the host's threads.
  *  - A client belongs to the process that opened it. In a child made by
  *    fork(), records through the parent's clients are dropped and counted
- *    (dropped_full), mixd_client_flush() returns 0 at once and
+ *    (dropped_full), a record begun before the fork and committed after
+ *    it included; mixd_client_flush() returns 0 at once and
  *    mixd_client_close() only forgets the client; the parent's rings are
  *    never written from the child, and the child has none of its parent's
  *    rings and connections to mixd: their mappings are not inherited and
  *    their descriptors are closed at the fork (so a long-lived child keeps
  *    neither a ring its parent is done with alive in mixd, nor the memory
- *    behind it). fork() waits
- *    for each client's background thread to finish its current pass. A
- *    child opens a client of its own.
+ *    behind it). fork() waits for each client's background thread to
+ *    finish its current pass, and for a thread making its ring or a
+ *    client being opened to finish that. A child opens a client of its
+ *    own.
  *
  * Three ways to write a record, slowest first: the builder
  * (mixd_record_begin(), one setter per attribute, mixd_record_commit()) for

@@ -649,10 +649,18 @@ int attr_parse_timestamp(const char *s, size_t len, int64_t *ns)
 		return -1;
 	int64_t secs = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 +
 		       h * 3600 + mi * 60 + se - off;
-	/* int64 nanoseconds span 1677..2262 */
-	if (secs < INT64_MIN / 1000000000 + 1 || secs > INT64_MAX / 1000000000 - 1)
+	/* int64 nanoseconds span 1677-09-21T00:12:43.145224192Z to
+	 * 2262-04-11T23:47:16.854775807Z. Before 1970 the fraction is taken
+	 * from the next second, so that the first second's product does not
+	 * overflow on its own. */
+	int64_t sub = frac;
+	if (secs < 0 && sub) {
+		secs++;
+		sub -= 1000000000;
+	}
+	if (__builtin_mul_overflow(secs, (int64_t)1000000000, ns) ||
+	    __builtin_add_overflow(*ns, sub, ns))
 		return -1;
-	*ns = secs * 1000000000 + frac;
 	return 0;
 }
 

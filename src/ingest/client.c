@@ -153,8 +153,24 @@ static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mixd_client *open_clients; /* this process's; under open_lock */
 
+/*
+ * Held for reading from a client's or a ring's first descriptor until the
+ * client or ring is in the lists the child cleans up: a fork in between
+ * would give the child descriptors nothing closes (a memfd, so the ring's
+ * memory, for as long as a pre-forked worker lives). fork() takes it for
+ * writing, so waits for those few calls, once a thread or a client; it is
+ * preferred, so that threads being made all the time cannot hold it off.
+ */
+#ifdef PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP
+#define FORK_GUARD_INIT PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP
+#else
+#define FORK_GUARD_INIT PTHREAD_RWLOCK_INITIALIZER
+#endif
+static pthread_rwlock_t fork_guard = FORK_GUARD_INIT;
+
 static void fork_prepare(void)
 {
+	pthread_rwlock_wrlock(&fork_guard);
 	pthread_mutex_lock(&open_lock);
 	for (struct mixd_client *c = open_clients; c; c = c->next_open)
 		pthread_mutex_lock(&c->lock);
@@ -165,6 +181,7 @@ static void fork_parent(void)
 	for (struct mixd_client *c = open_clients; c; c = c->next_open)
 		pthread_mutex_unlock(&c->lock);
 	pthread_mutex_unlock(&open_lock);
+	pthread_rwlock_unlock(&fork_guard);
 }
 
 /* In a child: the parent's clients are never used here (every call
@@ -189,8 +206,24 @@ static void forked_child(void)
 	}
 	open_clients = NULL; /* the parent's, not ours to close */
 	pthread_mutex_unlock(&open_lock);
+	/* Made anew, not unlocked: its writer was the parent's thread. */
+	fork_guard = (pthread_rwlock_t)FORK_GUARD_INIT;
 	proc_pid = getpid();
-	tl_rings = NULL; /* the parent's: never written from here */
+	/* The parent's: never written from here. A record the forking
+	 * thread began before the fork is committed to no ring (counted);
+	 * the descriptors of its rings of clients closed since are let go
+	 * too (an open client's are, above). */
+	for (struct tl_ring *r = tl_rings; r; r = r->tl_next) {
+		r->rec.ring = NULL;
+		if (r->sock >= 0)
+			close(r->sock);
+		if (r->memfd >= 0)
+			close(r->memfd);
+		if (r->wake_fd >= 0)
+			close(r->wake_fd);
+		r->sock = r->memfd = r->wake_fd = -1;
+	}
+	tl_rings = NULL;
 }
 
 static void fork_init(void)
@@ -259,6 +292,7 @@ static struct tl_ring *ring_create(struct mixd_client *c)
 	r->sock = -1;
 	r->map = MAP_FAILED;
 	r->map_len = MIXD_RING_HDR_SIZE + c->ring_bytes;
+	pthread_rwlock_rdlock(&fork_guard);
 	r->wake_fd = fcntl(c->wake_fd, F_DUPFD_CLOEXEC, 0);
 	if (r->wake_fd < 0)
 		goto fail;
@@ -314,6 +348,7 @@ static struct tl_ring *ring_create(struct mixd_client *c)
 	c->rings = r;
 	c->nrings++;
 	pthread_mutex_unlock(&c->lock);
+	pthread_rwlock_unlock(&fork_guard);
 	wake(c);
 	return r;
 fail:
@@ -323,6 +358,7 @@ fail:
 		close(r->memfd);
 	if (r->wake_fd >= 0)
 		close(r->wake_fd);
+	pthread_rwlock_unlock(&fork_guard);
 	free(r);
 	return NULL;
 }
@@ -1830,9 +1866,11 @@ API int mixd_client_open(const char *address,
 	c->transport = o.transport;
 	c->ring_bytes = o.ring_bytes;
 	c->reconnect_max_ms = o.reconnect_max_ms;
+	pthread_rwlock_rdlock(&fork_guard);
 	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (c->wake_fd < 0) {
 		rc = -errno;
+		pthread_rwlock_unlock(&fork_guard);
 		goto fail;
 	}
 	/* The background thread takes none of the host's signals (it starts
@@ -1851,11 +1889,14 @@ API int mixd_client_open(const char *address,
 	c->next_open = open_clients;
 	open_clients = c;
 	pthread_mutex_unlock(&open_lock);
+	pthread_rwlock_unlock(&fork_guard);
 	*out = c;
 	return 0;
 fail:
-	if (c->wake_fd >= 0)
+	if (c->wake_fd >= 0) { /* from here on the guard is held */
 		close(c->wake_fd);
+		pthread_rwlock_unlock(&fork_guard);
+	}
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 	return rc;
@@ -1879,6 +1920,14 @@ API void mixd_client_close(mixd_client *c)
 				(void)pump(r);
 			close(r->sock);
 			r->sock = -1;
+		}
+		/* Nothing hands it over again; a thread that goes on
+		 * writing needs only the mapping. Closed now, not when that
+		 * thread lets go, or a fork meanwhile would give the child a
+		 * descriptor no client lists, and the ring's memory with it. */
+		if (r->memfd >= 0) {
+			close(r->memfd);
+			r->memfd = -1;
 		}
 	}
 	pthread_mutex_unlock(&c->lock);
