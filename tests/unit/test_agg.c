@@ -1207,20 +1207,34 @@ static void remove_extra_dir(const char *dir)
 	"  - handler: copy.prometheus\n"                                       \
 	"    instances: [requestcount.metric]\n"
 
-/* An agg of one shard on the config in @dir, its state made. */
-static struct agg *one_shard_on(const char *dir)
+/* An agg of @n shards on the config in @dir, their states made, each
+ * the others' peer as the shards make them. */
+static struct agg *shards_on(const char *dir, unsigned n)
 {
 	struct cfg *c = cfg_load(dir, "default");
 	assert_non_null(c);
 	assert_true(cfg_ok(c));
 	struct agg *a;
-	struct agg_options o = {.shards = 1, .series_limit = 1000};
+	struct agg_options o = {.shards = n, .series_limit = 1000};
 	assert_int_equal(agg_create(&o, NULL, &a), 0);
 	assert_int_equal(agg_set_config(a, c), 0);
-	struct shard *sh = &a->shards[0];
-	assert_non_null(sh->state = state_create(a->plan, NULL, &a->epoch,
-						 &sh->retired));
+	for (unsigned i = 0; i < n; i++) {
+		struct shard *sh = &a->shards[i];
+		assert_non_null(sh->state = state_create(a->plan, NULL,
+							 &a->epoch,
+							 &sh->retired));
+		if (n > 1) {
+			sh->state->peers = a->shards;
+			sh->state->npeers = n;
+			sh->state->self = i;
+		}
+	}
 	return a;
+}
+
+static struct agg *one_shard_on(const char *dir)
+{
+	return shards_on(dir, 1);
 }
 
 /* Reload @a's one shard onto the config in @dir, as the shard does. */
@@ -1675,6 +1689,21 @@ static int64_t shard_now(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Counter family @name, in a new view of @a, sums to @sum over @series
+ * label sets, with @expired expired. */
+static void assert_counter(struct agg *a, const char *name, double sum,
+			   uint64_t series, uint64_t expired)
+{
+	uint64_t n, x;
+	double got = counter_sum(a, name, &n, &x);
+	if (got != sum || n != series || x != expired)
+		fail_msg("%s: sum %g over %llu series, %llu expired; want %g, "
+			 "%llu, %llu",
+			 name, got, (unsigned long long)n, (unsigned long long)x,
+			 sum, (unsigned long long)series,
+			 (unsigned long long)expired);
+}
+
 /* Families that share a row expire each on its own: 5xx records stop, and
  * a minute later pair_err_total's series is gone (from a scrape at once,
  * from the row at the next expiry pass, counted expired), while
@@ -1693,14 +1722,9 @@ static void test_families_sharing_a_row_expire_each_on_its_own(void **state)
 	assert_int_not_equal(a->plan->dimsets[a->plan->fams[f].dimset].tcell, 0);
 	code_records(a, 503, 1, now - 2 * minute);
 	code_records(a, 200, 3, now);
-	uint64_t series, expired;
 	/* a scrape before any expiry pass */
-	assert_true(counter_sum(a, "istio_pair_all_total", &series,
-				&expired) == 4);
-	assert_int_equal(series, 1);
-	assert_true(counter_sum(a, "istio_pair_err_total", &series,
-				&expired) == 0);
-	assert_int_equal(series, 0);
+	assert_counter(a, "istio_pair_all_total", 4, 1, 0);
+	assert_counter(a, "istio_pair_err_total", 0, 0, 0);
 	struct agg_view *v;
 	assert_int_equal(agg_view_counts(a, &v), 0);
 	assert_int_equal(v->fams[f].series, 0);
@@ -1708,19 +1732,12 @@ static void test_families_sharing_a_row_expire_each_on_its_own(void **state)
 	/* the pass */
 	struct shard *sh = &a->shards[0];
 	state_expire(sh->state, now, &a->epoch, &sh->retired);
-	assert_true(counter_sum(a, "istio_pair_err_total", &series,
-				&expired) == 0);
-	assert_int_equal(expired, 1);
-	assert_true(counter_sum(a, "istio_pair_all_total", &series,
-				&expired) == 4);
-	assert_int_equal(expired, 0);
+	assert_counter(a, "istio_pair_err_total", 0, 0, 1);
+	assert_counter(a, "istio_pair_all_total", 4, 1, 0);
 	/* a 5xx again: a new series, from 1 */
 	code_records(a, 503, 1, now);
-	assert_true(counter_sum(a, "istio_pair_err_total", &series,
-				&expired) == 1);
-	assert_int_equal(series, 1);
-	assert_true(counter_sum(a, "istio_pair_all_total", &series,
-				&expired) == 5);
+	assert_counter(a, "istio_pair_err_total", 1, 1, 1);
+	assert_counter(a, "istio_pair_all_total", 5, 1, 0);
 	agg_destroy(a);
 	remove_extra_dir(dir);
 }
@@ -1733,20 +1750,7 @@ static void test_a_family_another_shard_updates_does_not_expire(void **state)
 	(void)state;
 	char dir[] = "/tmp/mixd-test-agg-pair2-XXXXXX";
 	extra_dir(dir, PAIR_HANDLER(A_MINUTE));
-	struct cfg *c = cfg_load(dir, "default");
-	assert_non_null(c);
-	struct agg *a;
-	struct agg_options o = {.shards = 2, .series_limit = 1000};
-	assert_int_equal(agg_create(&o, NULL, &a), 0);
-	assert_int_equal(agg_set_config(a, c), 0);
-	for (unsigned i = 0; i < 2; i++) {
-		struct shard *sh = &a->shards[i];
-		assert_non_null(sh->state = state_create(a->plan, NULL, &a->epoch,
-							 &sh->retired));
-		sh->state->peers = a->shards;
-		sh->state->npeers = 2;
-		sh->state->self = i;
-	}
+	struct agg *a = shards_on(dir, 2);
 	const int64_t now = shard_now(), minute = 60000000000ll;
 	static struct attr_table t;
 	uint8_t rec[RECORD_CAP];
@@ -1763,17 +1767,11 @@ static void test_a_family_another_shard_updates_does_not_expire(void **state)
 					      &a->epoch, &sh->retired),
 				 INGEST_REJ_NONE);
 	}
-	uint64_t series, expired;
-	assert_true(counter_sum(a, "istio_pair_err_total", &series,
-				&expired) == 2);
+	assert_counter(a, "istio_pair_err_total", 2, 1, 0);
 	state_expire(a->shards[0].state, now, &a->epoch,
 		     &a->shards[0].retired);
-	assert_true(counter_sum(a, "istio_pair_err_total", &series,
-				&expired) == 2);
-	assert_int_equal(series, 1);
-	assert_int_equal(expired, 0);
-	assert_true(counter_sum(a, "istio_pair_all_total", &series,
-				&expired) == 3);
+	assert_counter(a, "istio_pair_err_total", 2, 1, 0);
+	assert_counter(a, "istio_pair_all_total", 3, 1, 0);
 	agg_destroy(a);
 	remove_extra_dir(dir);
 }
@@ -1797,13 +1795,8 @@ static void test_a_reload_adding_an_expiry_times_the_families(void **state)
 	assert_int_not_equal(a->plan->dimsets[a->plan->fams[f].dimset].tcell, 0);
 	struct shard *sh = &a->shards[0];
 	state_expire(sh->state, now + 1000000000, &a->epoch, &sh->retired);
-	uint64_t series, expired;
-	assert_true(counter_sum(a, "istio_pair_err_total", &series,
-				&expired) == 2);
-	assert_int_equal(series, 1);
-	assert_int_equal(expired, 0);
-	assert_true(counter_sum(a, "istio_pair_all_total", &series,
-				&expired) == 2);
+	assert_counter(a, "istio_pair_err_total", 2, 1, 0);
+	assert_counter(a, "istio_pair_all_total", 2, 1, 0);
 	agg_destroy(a);
 	remove_extra_dir(before);
 	remove_extra_dir(after);
