@@ -1087,7 +1087,17 @@ static void build_instance(struct build *b, const struct spec_info *si,
 		return;
 	struct attr_value host_ip, cip = {0};
 	resolve_host(b->hc, mar_jstr(inst, "agentHostname"), &host_ip);
-	const cJSON *nets = cJSON_GetObjectItemCaseSensitive(inst, "networks");
+	const char *mode = network_mode(spec);
+	bool bridge = mode && !strcmp(mode, "container/bridge");
+	bool container = mode && !strcmp(mode, "container");
+	/* The instance's addresses are its own only on a container or bridge
+	 * network: a host pod's are its agent's (Mesos fills a container's
+	 * network_infos with the agent's IP when it has none), which it
+	 * claims below as a host IP, as an app's host tasks do. */
+	const cJSON *nets = bridge || container
+				    ? cJSON_GetObjectItemCaseSensitive(inst,
+								       "networks")
+				    : NULL;
 	bool has_cip = false;
 	const cJSON *nw;
 	cJSON_ArrayForEach(nw, nets)
@@ -1105,9 +1115,6 @@ static void build_instance(struct build *b, const struct spec_info *si,
 	 * bridge pod (its outbound traffic leaves with it); a pod on a
 	 * container network has an IP of its own, and before it has been
 	 * given one (staging) claims none, not its agent's. */
-	const char *mode = network_mode(spec);
-	bool bridge = mode && !strcmp(mode, "container/bridge");
-	bool container = mode && !strcmp(mode, "container");
 	if (has_cip ? bridge : !container)
 		index_ip(b, &host_ip, in, true);
 	if (has_cip) {

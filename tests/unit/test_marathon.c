@@ -396,6 +396,41 @@ static void test_a_container_pod_without_an_address_claims_no_ip(void **st)
 	mar_snap_free(s);
 }
 
+/* A running host pod, as Marathon reports it: the Mesos agent fills a
+ * container's network_infos with the agent's IP when it has none, so the
+ * instance's networks list the agent's address. That is a host IP, named
+ * by its declared port or, without a port, as the one task there; never
+ * by a port nobody declares (the agent's own 5051). It was taken for the
+ * pod's own address and answered any port. */
+static void test_a_host_pod_listing_its_agents_address_claims_it_as_host(
+	void **st)
+{
+	(void)st;
+	static const char pods_json[] =
+		"[{\"id\":\"/reviews-v2\",\"spec\":{\"id\":\"/reviews-v2\","
+		"\"containers\":[{\"name\":\"reviews\",\"endpoints\":[{\"name\":"
+		"\"http\",\"hostPort\":9080}]}],\"networks\":[{\"mode\":"
+		"\"host\"}]},\"instances\":[{\"id\":\"reviews-v2.instance-c96b\","
+		"\"status\":\"STABLE\",\"agentHostname\":\"10.0.0.31\","
+		"\"networks\":[{\"addresses\":[\"10.0.0.31\"]}],"
+		"\"containers\":[{\"name\":\"reviews\",\"status\":"
+		"\"TASK_RUNNING\",\"containerId\":"
+		"\"reviews-v2.instance-c96b.reviews\",\"endpoints\":[{\"name\":"
+		"\"http\",\"allocatedHostPort\":9080}]}]}]}]";
+	struct mar_snap *s = snap_of("{\"apps\":[]}", pods_json);
+	struct mar_result r;
+	struct attr_value ip = ip4(10, 0, 0, 31), p = port(5051);
+	struct mar_query q = {.destination_ip = &ip, .destination_port = &p};
+	assert_false(mar_snap_lookup(s, &q, &r));
+	p = port(9080);
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_WORKLOAD_NAME, "reviews-v2");
+	q = (struct mar_query){.destination_ip = &ip};
+	assert_true(mar_snap_lookup(s, &q, &r));
+	ASSERT_OUT(&r, MAR_OUT_DESTINATION_WORKLOAD_NAME, "reviews-v2");
+	mar_snap_free(s);
+}
+
 /* An app may be called "cart.instance-2": its tasks' instance ids are
  * cut at the last ".instance-", as Marathon's own pattern does, so each
  * task is its own pod. */
@@ -2526,6 +2561,7 @@ int main(void)
 		cmocka_unit_test(test_status_updates_are_bounded),
 		cmocka_unit_test(test_an_unknown_task_is_gone),
 		cmocka_unit_test(test_a_container_pod_without_an_address_claims_no_ip),
+		cmocka_unit_test(test_a_host_pod_listing_its_agents_address_claims_it_as_host),
 		cmocka_unit_test(test_an_app_named_like_an_instance_keeps_its_tasks_apart),
 		cmocka_unit_test(test_a_marathon_failing_everything_is_passed_over),
 		cmocka_unit_test(test_host_ip_shared_with_bridge_tasks),
