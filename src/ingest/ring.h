@@ -200,6 +200,8 @@ struct ring_cons {
 	uint64_t cap;
 	uint64_t tail;      /* private copy of cons.tail */
 	uint64_t head;      /* last acquired prod.head */
+	uint64_t written;   /* prod.written, read just before head: the
+			       producer's count of records up to head */
 	uint64_t lim;       /* frames ending beyond it wait (see refresh) */
 	uint32_t max_len;   /* largest payload accepted */
 };
@@ -226,6 +228,10 @@ enum ring_peek_rc {
  */
 static inline bool ring_cons_refresh(struct ring_cons *c)
 {
+	/* The producer stores its count after the head that publishes the
+	 * record: read first, it counts no record beyond the head read
+	 * next. */
+	uint64_t w = ring_load_acquire(&c->hdr->prod.written);
 	uint64_t h = ring_load_acquire(&c->hdr->prod.head);
 	/* Frames are 8-aligned, so a head off that grid is no producer's:
 	 * no resync could reach it. */
@@ -233,6 +239,7 @@ static inline bool ring_cons_refresh(struct ring_cons *c)
 		return false;
 	c->lim = h == c->head ? h : h & ~(uint64_t)63;
 	c->head = h;
+	c->written = w;
 	return true;
 }
 

@@ -506,15 +506,17 @@ void ingest_said_count_ring(struct ingest_said *s, struct ingest_ring_counts *n)
 }
 
 /*
- * The producer broke the framing. Skip everything it has published and
- * count the skipped records from its own tally of written records: the best
- * estimate there is, since the frames themselves can no longer be trusted
- * (counted through the allowance, as the producer's word).
+ * The producer broke the framing. Skip everything it has published, up to
+ * the head this poll read, and count the skipped records from its own
+ * tally of written records as of that head: the best estimate there is,
+ * since the frames themselves can no longer be trusted (counted through
+ * the allowance, as the producer's word). Its tally now would count the
+ * records it published since, which the next poll reads and counts.
  */
 static void resync(struct ingest_ring *r)
 {
 	struct mixd_ring_hdr *h = r->c.hdr;
-	uint64_t written = ring_load_relaxed(&h->prod.written);
+	uint64_t written = r->c.written;
 	uint64_t consumed = ring_load_relaxed(&h->cons.consumed);
 	uint64_t lost = written > consumed ? written - consumed : 1;
 	if (lost > r->c.cap / MIXD_FRAME_HDR)

@@ -553,6 +553,70 @@ static void a_corrupt_frame_after_good_ones_loses_only_what_follows(void **state
 	munmap(h, size);
 }
 
+/* A producer that goes on writing while mixd reads past a corrupt frame:
+ * what it publishes meanwhile is read and counted by the next poll, and
+ * not also among the records the resync skipped. These were counted from
+ * the producer's tally when the resync came, which included them. */
+static struct ring_prod busy_prod;
+static struct mixd_ring_hdr *busy_hdr;
+static uint64_t busy_written;
+static int busy_more; /* records to publish at the next one taken */
+
+/* libmixd's order: head, then the count. */
+static void busy_push(uint8_t seq)
+{
+	uint8_t rec[40];
+	pattern(rec, sizeof rec, seq);
+	assert_true(ring_push(&busy_prod, rec, sizeof rec));
+	ring_store_relaxed(&busy_hdr->prod.written, ++busy_written);
+}
+
+static enum ingest_reject take_while_writing(void *ctx, const uint8_t *p,
+					     uint32_t len,
+					     const struct ingest_layout *lay)
+{
+	for (; busy_more; busy_more--)
+		busy_push(100);
+	return count_only(ctx, p, len, lay);
+}
+
+static void records_written_during_a_resync_are_counted_once(void **state)
+{
+	(void)state;
+	size_t size;
+	int fd;
+	busy_hdr = shared_segment(&busy_prod, &size, &fd);
+	busy_written = 0;
+	for (uint8_t i = 0; i < 3; i++)
+		busy_push(i);
+	uint8_t *bad = ring_reserve(&busy_prod, 16);
+	assert_non_null(bad);
+	uint32_t junk = 0xdeadbeef;
+	memcpy(bad - 4, &junk, 4);
+	ring_publish(&busy_prod, 16);
+	ring_store_relaxed(&busy_hdr->prod.written, ++busy_written);
+
+	static uint8_t scratch[INGEST_POLL_SCRATCH];
+	struct ingest_ring_counts n = {0};
+	struct ingest_ring *r;
+	int seen = 0;
+	assert_int_equal(ingest_ring_attach(fd, 0, &r), 0); /* takes fd */
+	(void)ingest_ring_empty(r); /* head seen standing: nothing waits */
+	busy_more = 5;
+	for (int i = 0; i < 6; i++) {
+		ingest_ring_poll(r, take_while_writing, NULL, &seen, 100, &n,
+				 scratch);
+		(void)ingest_ring_empty(r);
+	}
+	assert_int_equal(n.records, 8); /* 3 before the bad frame, 5 after */
+	assert_int_equal(n.rejected[INGEST_REJ_RING], 1);
+	assert_int_equal(ring_load_relaxed(&busy_hdr->cons.consumed),
+			 busy_written);
+	assert_true(ingest_ring_empty(r));
+	ingest_ring_destroy(r);
+	munmap(busy_hdr, size);
+}
+
 /* A head that no frame can end at (frames are 8-aligned): the ring is
  * dead at once, not resynchronised for ever at a place short of head
  * (which kept its shard from ever sleeping or releasing the ring). */
@@ -858,6 +922,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(empty_ring_yields_nothing),
+		cmocka_unit_test(records_written_during_a_resync_are_counted_once),
 		cmocka_unit_test(a_producers_tallies_cannot_run_counters_backwards),
 		cmocka_unit_test(a_large_true_tally_arrives_whole),
 		cmocka_unit_test(a_new_ring_brings_no_new_burst),
