@@ -592,12 +592,14 @@ unsigned ingest_ring_poll(struct ingest_ring *r, ingest_record_fn fn,
 			  ingest_ahead_fn ahead, void *ctx, unsigned budget,
 			  struct ingest_ring_counts *n, uint8_t *scratch)
 {
-	if (r->dead)
-		return 0;
+	/* A dead ring's producer goes on writing until it reconnects, and
+	 * drops once its ring is full: those drops are still its word. */
 	if (r->transport == INGEST_SHM) {
 		account_drops(r);
 		ingest_said_count_ring(r->said, n);
 	}
+	if (r->dead)
+		return 0;
 	if (!ring_cons_refresh(&r->c)) {
 		/* head is beyond reach: we cannot even tell where to resume. */
 		n->rejected[INGEST_REJ_RING]++;

@@ -641,6 +641,11 @@ static void a_head_off_the_frame_grid_kills_the_ring(void **state)
 	assert_int_equal(seen, 0);
 	assert_int_equal(n.rejected[INGEST_REJ_RING], 1);
 	assert_true(ingest_ring_empty(r));
+	/* Its producer's drops are still counted: it writes on into a ring
+	 * nobody reads until it reconnects. They were no longer read. */
+	ring_store_relaxed(&h->prod.dropped, 1000);
+	ingest_ring_poll(r, count_only, NULL, &seen, 100, &n, scratch);
+	assert_int_equal(n.dropped, 1000);
 	ingest_ring_destroy(r);
 	munmap(h, size);
 }
