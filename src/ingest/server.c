@@ -630,12 +630,13 @@ static void say_ring_memory(struct ingest_server *s)
 {
 	if (!s->ring_limit_said)
 		fprintf(stderr,
-			"mixd: producers' rings take %" PRIu64 " MiB of the "
-			"%" PRIu64 " MiB --max-ring-memory allows: "
+			"mixd: producers' rings take %" PRIu64 " KiB of the "
+			"%" PRIu64 " KiB --max-ring-memory allows: "
 			"shared-memory producers are refused until some leave "
 			"(they retry; mixd_ingest_rejected_total"
 			"{reason=\"ring_memory\"} counts them)\n",
-			ingest_ring_mapped_bytes() >> 20, s->ring_limit >> 20);
+			(ingest_ring_mapped_bytes() + 1023) >> 10,
+			s->ring_limit >> 10);
 	s->ring_limit_said = true;
 }
 
