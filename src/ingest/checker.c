@@ -843,6 +843,34 @@ static int out_room(struct mixd_checker *k, size_t n)
 }
 
 /*
+ * Check @p (@a, @framed bytes), the only one in flight, found its
+ * connection closed by the time it was sent: mixd went away while the
+ * connection stood idle (a restart), and the check never left. It goes
+ * once more, on a new connection; else it fails as it did.
+ */
+static void resend(struct mixd_checker *k, struct pending *p,
+		   const struct ask *a, size_t framed, uint64_t deadline,
+		   bool wait)
+{
+	int rc = connect_mixd(k, deadline, wait);
+	if (!rc)
+		rc = out_room(k, framed);
+	if (!rc && k->fd < 0)
+		rc = -ECONNRESET;
+	if (rc) {
+		p->rc = rc;
+		return;
+	}
+	p->rc = 0;
+	write_request(k->out + k->out_len, framed, p->id, a);
+	k->out_len += framed;
+	k->awaiting = 1;
+	if (p->deadline < k->next_deadline)
+		k->next_deadline = p->deadline;
+	flush_out(k);
+}
+
+/*
  * Ask @a: from the cache, or sent (or waiting to be), or failed at once.
  * @done runs here when the answer is known at once (with the lock
  * released), else from a dispatch. @wait: a full backlog may be waited
@@ -879,12 +907,18 @@ static void submit(struct mixd_checker *k, const struct ask *in,
 		at_once = true;
 		goto out;
 	}
-	if (!rc && k->qlen == k->qcap) {
-		/* full of checks mixd does not answer: start again */
-		if (!head(k)->done)
-			conn_fail(k, -ETIMEDOUT);
-		rc = -ENOBUFS;
+	if (!rc && k->qlen == k->qcap && !head(k)->done) {
+		/* Full, the oldest check given up: mixd does not answer.
+		 * Start again, and make room now of the checks nobody waits
+		 * for: with none of them taken off, every later check found
+		 * the ring full, for good. */
+		conn_fail(k, -ETIMEDOUT);
+		struct pending *h;
+		while ((h = head(k)) && h->rc && !h->done)
+			pop(k);
 	}
+	if (!rc && k->qlen == k->qcap)
+		rc = -ENOBUFS; /* full of checks their callers wait for */
 	if (!rc)
 		rc = connect_mixd(k, deadline, wait);
 	if (!rc)
@@ -922,8 +956,11 @@ static void submit(struct mixd_checker *k, const struct ask *in,
 	if (deadline < k->next_deadline)
 		k->next_deadline = deadline;
 	/* alone: at once; else with the dispatch the answers bring */
+	bool idle = !k->awaiting;
 	if (!k->awaiting++ || k->out_len - k->out_off >= OUT_SOON)
 		flush_out(k);
+	if (idle && p->rc == -ECONNRESET)
+		resend(k, p, a, (size_t)framed, deadline, wait);
 out:
 	pthread_mutex_unlock(&k->lock);
 	if (at_once)
