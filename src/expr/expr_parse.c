@@ -320,13 +320,43 @@ static int lex_number(struct parser *ps)
 	return 0;
 }
 
+/* Past white space and comments, which Mixer's parser (Go's
+ * parser.ParseExpr) drops: "// ..." to the end of the line and
+ * "/" "* ... *" "/". -1 for a comment never closed. */
+static int skip_space(struct parser *ps)
+{
+	const char *s = ps->src;
+	for (;;) {
+		while (ps->pos < ps->len &&
+		       (s[ps->pos] == ' ' || s[ps->pos] == '\t' ||
+			s[ps->pos] == '\n' || s[ps->pos] == '\r'))
+			ps->pos++;
+		if (ps->pos + 1 >= ps->len || s[ps->pos] != '/' ||
+		    (s[ps->pos + 1] != '/' && s[ps->pos + 1] != '*'))
+			return 0;
+		size_t at = ps->pos;
+		if (s[at + 1] == '/') {
+			while (ps->pos < ps->len && s[ps->pos] != '\n')
+				ps->pos++;
+			continue;
+		}
+		for (ps->pos = at + 2;; ps->pos++) {
+			if (ps->pos + 1 >= ps->len)
+				return lex_error(ps, (uint32_t)at,
+						 "comment not terminated");
+			if (s[ps->pos] == '*' && s[ps->pos + 1] == '/')
+				break;
+		}
+		ps->pos += 2;
+	}
+}
+
 static int next(struct parser *ps)
 {
 	const char *s = ps->src;
-	while (ps->pos < ps->len &&
-	       (s[ps->pos] == ' ' || s[ps->pos] == '\t' || s[ps->pos] == '\n' ||
-		s[ps->pos] == '\r'))
-		ps->pos++;
+	int rc = skip_space(ps);
+	if (rc)
+		return rc;
 	ps->tok_off = (uint32_t)ps->pos;
 	if (ps->pos >= ps->len) {
 		ps->tok = T_EOF;

@@ -47,7 +47,10 @@ static void check_plan(struct expr_program *p, uint32_t id, int rc,
 	struct expr_plan *pl =
 		expr_plan_create_guarded(p, guarded ? id : EXPR_PLAN_NO_GUARD,
 					 &id, 1);
-	struct expr_scratch *s = expr_scratch_create(p, 4096);
+	/* the room expr_eval() had for strings, and the plan's own values
+	 * besides (a shard sizes its scratch so: series.c) */
+	struct expr_scratch *s = expr_scratch_create(
+		p, 4096 + (pl ? expr_plan_arena_bytes(pl) : 0));
 	const struct attr_value **res =
 		pl ? calloc(expr_plan_size(pl) + 1, sizeof *res) : NULL;
 	if (pl && s && res) {

@@ -313,6 +313,15 @@ static const struct tcase cases[] = {
 	{"#", CE, 0, "unexpected character", 0},
 	{"foo.bar", CE, 0, "unknown attribute \"foo.bar\"", 0},
 	{"source.uid | foo.bar", CE, 0, "unknown attribute \"foo.bar\"", 0},
+	/* comments, as Go's parser drops them */
+	{"destination.uid /* absent */ | \"unknown\"", V, S, "unknown", 0},
+	{"1 + // one more\n 2", V, I, "3", 0},
+	{"/**/1/**/", V, I, "1", 0},
+	{"1 + /* plus */ 2", V, I, "3", 0},
+	{"6 / 2", CE, 0, "operator / is not supported", 0},
+	{"1 // all of it", V, I, "1", 0},
+	{"1 /* never closed", CE, 0, "comment not terminated", 0},
+	{"1 /*/", CE, 0, "comment not terminated", 0},
 	/* attributes */
 	{"source.uid", V, S, "kubernetes://reviews-v2.abc", 0},
 	{"source.name", V, S, "", 0},
@@ -775,6 +784,7 @@ static void test_error_offsets(void **state)
 		{"request.path.startsWith(1)", 24},
 		{"foo(1)", 0},
 		{"3 - 1", 2},
+		{"1 + /* x", 4},
 	};
 	struct expr_program *p = expr_program_create(f->vocab);
 	for (size_t i = 0; i < sizeof cases_off / sizeof cases_off[0]; i++) {
