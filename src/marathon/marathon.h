@@ -95,6 +95,8 @@ struct mar_options {
 	 *  auth_token when both are set. */
 	const char *auth_token_file;
 	const char *ca_file; /**< CA bundle for https:// addresses */
+	/** ca_file came from a secret (${...}): its path is never printed. */
+	bool ca_file_secret;
 	int64_t refresh_ns;  /**< full resync interval; default 5 min */
 	/** Silence (no byte, heartbeats included) after which the event
 	 *  stream is dead; default MAR_DEFAULT_STREAM_TIMEOUT_NS. */

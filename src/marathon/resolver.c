@@ -454,6 +454,7 @@ int mar_options_from_handler(const struct cfg_handler *h,
 	o->auth_token = m->auth_token.s;
 	o->auth_token_file = m->auth_token_file.s;
 	o->ca_file = m->ca_file.s;
+	o->ca_file_secret = m->ca_file.secret;
 	o->refresh_ns = m->cache_refresh_ns;
 	return 0;
 }
@@ -1460,8 +1461,14 @@ static int settings_parse(const struct say *to, struct settings *st,
 	if (st->ca_file) {
 		FILE *f = fopen(st->ca_file, "r");
 		if (!f) {
-			sayf(to, "cannot read ca_file %s: %s", st->ca_file,
-			      strerror(errno));
+			int e = errno;
+			if (o->ca_file_secret)
+				sayf(to, "cannot read ca_file (the path a "
+					 "secret gave): %s",
+				     strerror(e));
+			else
+				sayf(to, "cannot read ca_file %s: %s",
+				     st->ca_file, strerror(e));
 			return -EINVAL;
 		}
 		fclose(f);

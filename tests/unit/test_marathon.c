@@ -2447,6 +2447,23 @@ static void test_options(void **st)
 				 .ca_file = "/nonexistent/ca.pem",
 				 .log_file = devnull};
 	assert_int_equal(mar_resolver_start(&o, &r), -EINVAL);
+	/* a ca_file a secret gave is not printed; another is */
+	for (int secret = 0; secret < 2; secret++) {
+		FILE *log = tmpfile();
+		assert_non_null(log);
+		o = (struct mar_options){.addresses = "127.0.0.1:1",
+					 .ca_file = "/nonexistent/SECRET-ca",
+					 .ca_file_secret = secret,
+					 .log_file = log};
+		assert_int_equal(mar_resolver_start(&o, &r), -EINVAL);
+		char said[512] = "";
+		rewind(log);
+		size_t n = fread(said, 1, sizeof said - 1, log);
+		said[n] = 0;
+		fclose(log);
+		assert_non_null(strstr(said, "cannot read ca_file"));
+		assert_true((strstr(said, "SECRET-ca") != NULL) == !secret);
+	}
 	o = (struct mar_options){.addresses = "127.0.0.1:1",
 				 .basic_password = "x", .log_file = devnull};
 	assert_int_equal(mar_resolver_start(&o, &r), -EINVAL);
