@@ -100,6 +100,23 @@ static bool remove_by_id(cJSON *arr, const char *id)
 	return true;
 }
 
+/*
+ * Is @app a later one than the app whose end an event stamped @when
+ * reports: created again under its id since? Its version (the time of
+ * its last change) is later than the event. An event held while a sync
+ * was in flight is applied to the sync's answer, which may already hold
+ * the app deleted and created again (resolver.c, release_held()); the
+ * new one must stay. Both are Marathon's own times (RFC 3339); either
+ * unreadable: not later.
+ */
+static bool created_after(const cJSON *app, const char *when)
+{
+	const char *ver = mar_jstr(app, "version");
+	int64_t v, w;
+	return ver && when && !attr_parse_timestamp(ver, strlen(ver), &v) &&
+	       !attr_parse_timestamp(when, strlen(when), &w) && v > w;
+}
+
 /* Marathon's instance Condition values after which it never serves. */
 static const char *const terminal_condition[] = {
 	"Finished", "Failed", "Killed", "Error", "Gone", "Dropped",
@@ -334,10 +351,13 @@ enum mar_event mar_model_apply(struct mar_model *m, const char *type,
 		break;
 	case MAR_EV_APP_TERMINATED: {
 		const char *aid = mar_jstr(d, "appId");
-		if (!aid)
+		cJSON *app = aid ? find_by_id(m->apps, aid) : NULL;
+		if (!aid) {
 			ev = MAR_EV_MALFORMED;
-		else if (remove_by_id(m->apps, aid))
+		} else if (app && !created_after(app, mar_jstr(d, "timestamp"))) {
+			cJSON_Delete(cJSON_DetachItemViaPointer(m->apps, app));
 			m->dirty = true;
+		}
 		break;
 	}
 	case MAR_EV_POD_DELETED: {

@@ -726,6 +726,48 @@ static void sse_cb(void *ctx, const char *type, size_t tl, const char *data,
 	s->n++;
 }
 
+/* An app_terminated_event removes the app it names, unless the model's
+ * app under that id was changed after the event's time: one deleted and
+ * created again while a sync was in flight, whose answer already holds
+ * the new app when the held event is applied. It was removed until the
+ * next sync (its tasks then resolved to nobody). */
+static void test_an_app_terminated_before_its_id_came_back_stays(void **st)
+{
+	(void)st;
+	static const char apps[] =
+		"{\"apps\":[{\"id\":\"/shop/cart\",\"version\":"
+		"\"2026-11-28T10:00:05.000Z\",\"tasks\":[]}]}";
+	static const struct {
+		const char *ev;
+		bool stays;
+	} cases[] = {
+		/* the delete before the app was made again */
+		{"{\"appId\":\"/shop/cart\",\"timestamp\":"
+		 "\"2026-11-28T10:00:04.900Z\"}",
+		 true},
+		/* after its last change: this app is gone */
+		{"{\"appId\":\"/shop/cart\",\"timestamp\":"
+		 "\"2026-11-28T10:00:06.000Z\"}",
+		 false},
+		/* no time to tell by: gone, as before */
+		{"{\"appId\":\"/shop/cart\"}", false},
+		{"{\"appId\":\"/shop/cart\",\"timestamp\":\"soon\"}", false},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct mar_model m = {.apps = mar_parse_apps(apps,
+							     strlen(apps))};
+		assert_non_null(m.apps);
+		assert_int_equal(mar_model_apply(&m, "app_terminated_event", 20,
+						 cases[i].ev,
+						 strlen(cases[i].ev)),
+				 MAR_EV_APP_TERMINATED);
+		assert_int_equal(cJSON_GetArraySize(m.apps),
+				 cases[i].stays ? 1 : 0);
+		assert_int_equal(m.dirty, !cases[i].stays);
+		mar_model_clear(&m);
+	}
+}
+
 /* Status updates of a pod's tasks carry the pod id as appId. They change
  * nothing the snapshot reads (instances come with their own
  * instance_changed_event), so they must not ask for a full sync: a pod
@@ -2588,6 +2630,7 @@ int main(void)
 		cmocka_unit_test(test_lookup_rules),
 		cmocka_unit_test(test_malformed_entries_skipped),
 		cmocka_unit_test(test_pod_task_status_update_needs_no_resync),
+		cmocka_unit_test(test_an_app_terminated_before_its_id_came_back_stays),
 		cmocka_unit_test(test_sse_fixture_any_split_lf_and_crlf),
 		cmocka_unit_test(test_sse_oversized_event_fails),
 		cmocka_unit_test(test_sse_skips_unread_data),
