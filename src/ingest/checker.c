@@ -842,31 +842,46 @@ static int out_room(struct mixd_checker *k, size_t n)
 	return 0;
 }
 
-/*
- * Check @p (@a, @framed bytes), the only one in flight, found its
- * connection closed by the time it was sent: mixd went away while the
- * connection stood idle (a restart), and the check never left. It goes
- * once more, on a new connection; else it fails as it did.
- */
-static void resend(struct mixd_checker *k, struct pending *p,
-		   const struct ask *a, size_t framed, uint64_t deadline,
-		   bool wait)
+/* A connection, and room in its out buffer for @framed bytes: 0, or
+ * -errno. */
+static int ready_to_send(struct mixd_checker *k, size_t framed,
+			 uint64_t deadline, bool wait)
 {
 	int rc = connect_mixd(k, deadline, wait);
 	if (!rc)
 		rc = out_room(k, framed);
 	if (!rc && k->fd < 0)
 		rc = -ECONNRESET;
+	return rc;
+}
+
+/* Check @p's request (@a, @framed bytes) into the out buffer. */
+static void put_request(struct mixd_checker *k, const struct pending *p,
+			const struct ask *a, size_t framed)
+{
+	write_request(k->out + k->out_len, framed, p->id, a);
+	k->out_len += framed;
+}
+
+/*
+ * Check @p (@a, @framed bytes), the only one in flight, found its
+ * connection closed by the time it was sent: mixd went away while the
+ * connection stood idle (a restart), and the check never left. It goes
+ * once more, on a new connection; else it fails as it did. (The failed
+ * connection left next_deadline due: the next dispatch recomputes it.)
+ */
+static void resend(struct mixd_checker *k, struct pending *p,
+		   const struct ask *a, size_t framed, uint64_t deadline,
+		   bool wait)
+{
+	int rc = ready_to_send(k, framed, deadline, wait);
 	if (rc) {
 		p->rc = rc;
 		return;
 	}
 	p->rc = 0;
-	write_request(k->out + k->out_len, framed, p->id, a);
-	k->out_len += framed;
+	put_request(k, p, a, framed);
 	k->awaiting = 1;
-	if (p->deadline < k->next_deadline)
-		k->next_deadline = p->deadline;
 	flush_out(k);
 }
 
@@ -920,11 +935,7 @@ static void submit(struct mixd_checker *k, const struct ask *in,
 	if (!rc && k->qlen == k->qcap)
 		rc = -ENOBUFS; /* full of checks their callers wait for */
 	if (!rc)
-		rc = connect_mixd(k, deadline, wait);
-	if (!rc)
-		rc = out_room(k, (size_t)framed);
-	if (!rc && k->fd < 0)
-		rc = -ECONNRESET;
+		rc = ready_to_send(k, (size_t)framed, deadline, wait);
 	if (rc) {
 		fail_answer(k, rc, &c.a);
 		c.rc = rc;
@@ -949,8 +960,7 @@ static void submit(struct mixd_checker *k, const struct ask *in,
 			p->serial = rs->serial;
 		}
 	}
-	write_request(k->out + k->out_len, (size_t)framed, p->id, a);
-	k->out_len += (size_t)framed;
+	put_request(k, p, a, (size_t)framed);
 	k->qlen++;
 	k->live++;
 	if (deadline < k->next_deadline)

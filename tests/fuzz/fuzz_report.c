@@ -468,6 +468,22 @@ static const char *next_number(const char *s, const char **p, size_t *n)
 	return NULL;
 }
 
+/* Has @s a number token of @n bytes at @t for which @is() holds? */
+static bool any_number(const char *s, bool (*is)(const char *t, size_t n))
+{
+	const char *p = s, *t;
+	size_t n;
+	while ((t = next_number(s, &p, &n)))
+		if (is(t, n))
+			return true;
+	return false;
+}
+
+static bool not_json(const char *t, size_t n)
+{
+	return !json_number(t, t + n);
+}
+
 /*
  * Is a number outside strings not JSON (RFC 8259): "01", "1.", "-.5"?
  * cJSON reads those; the tool refuses them. In a line this reading would
@@ -475,23 +491,18 @@ static const char *next_number(const char *s, const char **p, size_t *n)
  */
 static bool has_bad_number(const char *s)
 {
-	const char *p = s, *t;
-	size_t n;
-	while ((t = next_number(s, &p, &n)))
-		if (!json_number(t, t + n))
-			return true;
-	return false;
+	return any_number(s, not_json);
+}
+
+static bool fraction_or_exponent(const char *t, size_t n)
+{
+	return memchr(t, '.', n) || memchr(t, 'e', n) || memchr(t, 'E', n);
 }
 
 /* Has @s a number token with a fraction or an exponent? */
 static bool has_written_number(const char *s)
 {
-	const char *p = s, *t;
-	size_t n;
-	while ((t = next_number(s, &p, &n)))
-		if (memchr(t, '.', n) || memchr(t, 'e', n) || memchr(t, 'E', n))
-			return true;
-	return false;
+	return any_number(s, fraction_or_exponent);
 }
 
 /* Is @d an integer that an INT64 member surely takes? (@written: the line
